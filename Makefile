@@ -1,0 +1,157 @@
+# kdedup - plain make + pkg-config. `make help` lists the targets.
+
+CC       ?= cc
+BUILD    ?= build
+WERROR   ?= 0
+SANITIZE ?=
+FUZZ_SECONDS ?= 30
+
+# Debian packages the build, tests, fuzzing and benchmarks need.
+DEB_PACKAGES := gcc make pkg-config clang libclang-rt-14-dev libssl-dev \
+                librocksdb-dev librdkafka-dev libcjson-dev libcmocka-dev \
+                libmicrohttpd-dev
+
+PKGS_DEDUP := libcrypto
+PKGS_ROCKS := rocksdb
+PKGS_TEST  := cmocka
+
+WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
+        -Wpointer-arith -Wvla
+ifeq ($(WERROR),1)
+WARN += -Werror
+endif
+
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c11 -D_POSIX_C_SOURCE=200809L -pthread $(WARN) -I. -MMD -MP
+LDFLAGS += -pthread
+ifneq ($(SANITIZE),)
+CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+LDFLAGS += -fsanitize=$(SANITIZE)
+endif
+
+pc_cflags = $(shell pkg-config --cflags $(1) 2>/dev/null)
+pc_libs   = $(shell pkg-config --libs $(1) 2>/dev/null)
+
+LIB_DEDUP := $(BUILD)/libkd_dedup.a
+LIB_ROCKS := $(BUILD)/libkd_store_rocks.a
+
+DEDUP_SRC := dedup/store.c dedup/store_mem.c dedup/entry.c dedup/dedup.c
+ROCKS_SRC := store_rocks/store_rocks.c
+
+LIBS_DEDUP := $(call pc_libs,$(PKGS_DEDUP))
+LIBS_ROCKS := $(call pc_libs,$(PKGS_ROCKS))
+LIBS_TEST  := $(call pc_libs,$(PKGS_TEST))
+
+TESTS := $(BUILD)/tests/test_entry $(BUILD)/tests/test_dedup \
+         $(BUILD)/tests/test_store_rocks
+BENCHES := $(BUILD)/bench/bench_store
+FUZZERS := $(BUILD)/fuzz/fuzz_entry
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+
+.PHONY: all deps test bench fuzz fuzz-build format format-check clean help
+.DEFAULT_GOAL := all
+
+all: deps
+	@$(MAKE) --no-print-directory build-all
+
+.PHONY: build-all
+build-all: $(LIB_DEDUP) $(LIB_ROCKS) $(TESTS) $(BENCHES)
+
+help:
+	@echo "make            build libraries, tests and benchmarks into $(BUILD)/"
+	@echo "make test       build and run every test (installs packages first)"
+	@echo "make bench      run the store benchmark (results: BENCHMARKS.md)"
+	@echo "make fuzz       run the libFuzzer targets for FUZZ_SECONDS each (clang)"
+	@echo "make deps       install missing Debian packages (root) or print the command"
+	@echo "make format-check / format   clang-format check / rewrite"
+	@echo "switches: WERROR=1 SANITIZE=address,undefined BUILD=dir"
+
+# Installs what is missing; quick when nothing is.
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; \
+	  done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "deps: installing $$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "deps: missing packages; run: sudo apt-get install -y $$missing"; exit 1; \
+	  fi; \
+	fi
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(EXTRA_CFLAGS) -c $< -o $@
+
+$(BUILD)/obj/store_rocks/%.o: EXTRA_CFLAGS = $(call pc_cflags,$(PKGS_ROCKS))
+$(BUILD)/obj/tests/%.o: EXTRA_CFLAGS = $(call pc_cflags,$(PKGS_TEST) $(PKGS_ROCKS))
+
+$(LIB_DEDUP): $(call obj,$(DEDUP_SRC))
+	@mkdir -p $(dir $@)
+	$(AR) rcs $@ $^
+
+$(LIB_ROCKS): $(call obj,$(ROCKS_SRC))
+	@mkdir -p $(dir $@)
+	$(AR) rcs $@ $^
+
+# One cmocka binary per module, linking only that module (and what it stands on).
+$(BUILD)/tests/test_entry: $(call obj,tests/test_entry.c) $(LIB_DEDUP)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_DEDUP) $(LIBS_TEST)
+
+$(BUILD)/tests/test_dedup: $(call obj,tests/test_dedup.c tests/dedup_fixture.c) \
+                           $(LIB_ROCKS) $(LIB_DEDUP)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_ROCKS) $(LIBS_DEDUP) $(LIBS_TEST)
+
+$(BUILD)/tests/test_store_rocks: $(call obj,tests/test_store_rocks.c tests/dedup_fixture.c) \
+                                 $(LIB_ROCKS) $(LIB_DEDUP)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_ROCKS) $(LIBS_DEDUP) $(LIBS_TEST)
+
+$(BUILD)/bench/bench_store: $(call obj,bench/bench_store.c) $(LIB_ROCKS) $(LIB_DEDUP)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_ROCKS) $(LIBS_DEDUP)
+$(BUILD)/obj/bench/%.o: EXTRA_CFLAGS = $(call pc_cflags,$(PKGS_ROCKS))
+
+test: deps
+	@$(MAKE) --no-print-directory $(TESTS)
+	@tests/run_tests.sh $(TESTS)
+
+bench: deps
+	@$(MAKE) --no-print-directory $(BENCHES)
+	$(BUILD)/bench/bench_store
+
+# libFuzzer needs clang; built apart from the rest.
+FUZZ_CFLAGS := -std=c11 -D_POSIX_C_SOURCE=200809L -g -O1 -I. \
+               -fsanitize=fuzzer,address,undefined
+$(BUILD)/fuzz/fuzz_entry: tests/fuzz/fuzz_entry.c dedup/entry.c dedup/store.c
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -o $@ $^
+
+fuzz-build: deps
+	@$(MAKE) --no-print-directory $(FUZZERS)
+
+fuzz: fuzz-build
+	@for f in $(FUZZERS); do \
+	  name=$$(basename $$f); mkdir -p $(BUILD)/fuzz/corpus-$$name; \
+	  echo "fuzz: $$name for $(FUZZ_SECONDS)s"; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	      $(BUILD)/fuzz/corpus-$$name tests/fuzz/seeds/$$name >$(BUILD)/fuzz/$$name.log 2>&1 \
+	    || { tail -50 $(BUILD)/fuzz/$$name.log; exit 1; }; \
+	  grep -E '^stat::number_of_executed_units|^Done' $(BUILD)/fuzz/$$name.log; \
+	done
+
+FORMAT_SRC = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
+format-check:
+	clang-format --dry-run --Werror $(FORMAT_SRC)
+
+format:
+	clang-format -i $(FORMAT_SRC)
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,672 @@
+/*
+ * kdedup - the dedup contract over a kd_store (semantics in dedup.h and
+ * DESIGN.md §2).
+ *
+ * Single-key calls are batches of one, so there is one implementation of
+ * each rule. A batch: hash every key once, group repeated keys behind their
+ * first occurrence (the leader), read each leader's newest entry, plan the
+ * appends, write them with one kd_store_append_batch(), then settle lost
+ * races by re-reading, and give the followers their leader's outcome.
+ */
+#include "dedup/dedup.h"
+#include "dedup/entry.h"
+
+#include <openssl/sha.h>
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define HASH_LEN SHA256_DIGEST_LENGTH
+#define HEX_LEN (2 * HASH_LEN)
+
+struct kd_dedup {
+    kd_store *store;
+    char *ns;
+    size_t ns_len;
+    _Atomic uint64_t ttl_ms;
+    _Atomic uint64_t inflight_ms;
+    _Atomic uint64_t owner;
+};
+
+/* The newest entry of one stream; e borrows from payload. */
+typedef struct head {
+    bool found;
+    uint64_t seq;
+    void *payload;
+    size_t payload_len;
+    kd_entry e;
+} head;
+
+typedef enum key_state { ST_ABSENT, ST_IN_FLIGHT, ST_COMPLETED } key_state;
+
+/* Per-key working state of a batch. */
+typedef struct slot {
+    const char *key;
+    size_t key_len;
+    unsigned char hash[HASH_LEN];
+    char *stream;         /* into the batch's arena */
+    size_t leader;        /* index of the first item with this key */
+    head head;
+    kd_append *append;    /* the planned append, or NULL */
+    void *encoded;        /* its payload */
+} slot;
+
+typedef struct batch {
+    kd_dedup *d;
+    size_t n;
+    size_t stream_len;
+    slot *slots;
+    char *arena;
+    kd_append *appends;
+    size_t nappends;
+} batch;
+
+void kd_decision_clear(kd_decision *d) {
+    if (!d)
+        return;
+    free(d->receipt);
+    d->receipt = NULL;
+    d->receipt_len = 0;
+}
+
+kd_dedup *kd_dedup_new(kd_store *store, const char *namespace_) {
+    kd_dedup *d;
+
+    if (!store || !namespace_)
+        return NULL;
+    if (!(d = calloc(1, sizeof(*d))))
+        return NULL;
+    d->ns_len = strlen(namespace_);
+    if (!(d->ns = malloc(d->ns_len + 1))) {
+        free(d);
+        return NULL;
+    }
+    memcpy(d->ns, namespace_, d->ns_len + 1);
+    d->store = store;
+    return d;
+}
+
+void kd_dedup_destroy(kd_dedup *d) {
+    if (!d)
+        return;
+    free(d->ns);
+    free(d);
+}
+
+void kd_dedup_set_retention(kd_dedup *d, uint64_t ttl_ms, uint64_t inflight_timeout_ms) {
+    atomic_store(&d->ttl_ms, ttl_ms);
+    atomic_store(&d->inflight_ms, inflight_timeout_ms);
+    kd_store_set_retention(d->store, ttl_ms, inflight_timeout_ms);
+}
+
+void kd_dedup_set_owner(kd_dedup *d, uint64_t owner) {
+    atomic_store(&d->owner, owner);
+}
+
+/* Writes ns ":" hex(hash) into out, which holds d->ns_len + 1 + HEX_LEN bytes. */
+static void stream_key(const kd_dedup *d, const unsigned char *hash, char *out) {
+    static const char hex[] = "0123456789abcdef";
+
+    memcpy(out, d->ns, d->ns_len);
+    out += d->ns_len;
+    *out++ = ':';
+    for (size_t i = 0; i < HASH_LEN; i++) {
+        *out++ = hex[hash[i] >> 4];
+        *out++ = hex[hash[i] & 0xf];
+    }
+}
+
+/* Hashes key and writes its stream key into out (stream_len(d) bytes). */
+static void stream_of(const kd_dedup *d, const char *key, size_t key_len,
+                      unsigned char *hash, char *out) {
+    SHA256((const unsigned char *)(key_len ? key : ""), key_len, hash);
+    stream_key(d, hash, out);
+}
+
+static size_t stream_len(const kd_dedup *d) {
+    return d->ns_len + 1 + HEX_LEN;
+}
+
+size_t kd_dedup_stream_key_for(const kd_dedup *d, const char *key, size_t key_len,
+                               char *buf, size_t buf_size) {
+    size_t full = stream_len(d);
+    unsigned char hash[HASH_LEN];
+    char tmp[256];
+    char *s = full <= sizeof(tmp) ? tmp : malloc(full);
+
+    if (buf_size == 0)
+        return full;
+    buf[0] = '\0';
+    if (!s)
+        return full;
+    stream_of(d, key, key_len, hash, s);
+    memcpy(buf, s, full < buf_size ? full : buf_size - 1);
+    buf[full < buf_size ? full : buf_size - 1] = '\0';
+    if (s != tmp)
+        free(s);
+    return full;
+}
+
+/* The wall clock in ms since the epoch; false when it cannot be read or is
+ * before the epoch (not encodable). */
+static bool now_ms(uint64_t *out) {
+    struct timespec ts;
+
+    if (clock_gettime(CLOCK_REALTIME, &ts) != 0 || ts.tv_sec < 0)
+        return false;
+    *out = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    return true;
+}
+
+static void head_clear(head *h) {
+    free(h->payload);
+    memset(h, 0, sizeof(*h));
+}
+
+/* Reads and decodes the newest entry of a stream, and checks that it belongs
+ * to key. */
+static kd_err head_read(kd_dedup *d, const char *stream, size_t stream_len,
+                        const char *key, size_t key_len, head *h) {
+    kd_err err;
+
+    head_clear(h);
+    err = kd_store_read_last(d->store, stream, stream_len, &h->seq, &h->payload,
+                             &h->payload_len, &h->found);
+    if (err != KD_OK || !h->found)
+        return err;
+    if ((err = kd_entry_decode(h->payload, h->payload_len, &h->e)) != KD_OK)
+        return err;
+    if (h->e.key_len != key_len || (key_len && memcmp(h->e.key, key, key_len) != 0))
+        return KD_ERR_DEDUP_COLLISION;
+    return KD_OK;
+}
+
+/* True when the entry has outlived the cache's retention at now. */
+static bool expired(const kd_dedup *d, const kd_entry *e, uint64_t now) {
+    uint64_t limit = e->has_receipt ? atomic_load(&d->ttl_ms)
+                                    : atomic_load(&d->inflight_ms);
+
+    return limit && now >= e->timestamp_ms && now - e->timestamp_ms >= limit;
+}
+
+static key_state head_state(const head *h) {
+    if (!h->found || h->e.kind == KD_ENTRY_TOMBSTONE)
+        return ST_ABSENT;
+    return h->e.has_receipt ? ST_COMPLETED : ST_IN_FLIGHT;
+}
+
+/* head_state(), with retention applied at now. */
+static key_state head_state_at(const kd_dedup *d, const head *h, uint64_t now) {
+    key_state st = head_state(h);
+
+    return st != ST_ABSENT && expired(d, &h->e, now) ? ST_ABSENT : st;
+}
+
+static uint64_t next_seq(const head *h) {
+    return h->found ? h->seq + 1 : 0;
+}
+
+static bool same_bytes(const void *a, size_t alen, const void *b, size_t blen) {
+    return alen == blen && (alen == 0 || memcmp(a, b, alen) == 0);
+}
+
+/* Fills out from a present head (in flight or completed). */
+static kd_err decision_from_head(const head *h, kd_decision *out) {
+    memset(out, 0, sizeof(*out));
+    out->timestamp_ms = h->e.timestamp_ms;
+    if (!h->e.has_receipt) {
+        out->state = KD_IN_FLIGHT;
+        return KD_OK;
+    }
+    out->state = KD_COMPLETED;
+    if (!(out->receipt = malloc(h->e.receipt_len ? h->e.receipt_len : 1)))
+        return KD_ERR_STORE;
+    memcpy(out->receipt, h->e.receipt, h->e.receipt_len);
+    out->receipt_len = h->e.receipt_len;
+    return KD_OK;
+}
+
+static kd_err decision_copy(const kd_decision *src, kd_decision *dst) {
+    *dst = *src;
+    dst->receipt = NULL;
+    if (src->state != KD_COMPLETED)
+        return KD_OK;
+    if (!(dst->receipt = malloc(src->receipt_len ? src->receipt_len : 1)))
+        return KD_ERR_STORE;
+    memcpy(dst->receipt, src->receipt, src->receipt_len);
+    return KD_OK;
+}
+
+/*
+ * Batches.
+ */
+
+typedef struct hash_ref {
+    const unsigned char *hash;
+    size_t idx;
+} hash_ref;
+
+static int hash_ref_cmp(const void *a, const void *b) {
+    const hash_ref *x = a, *y = b;
+    int c = memcmp(x->hash, y->hash, HASH_LEN);
+
+    if (c)
+        return c;
+    return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
+/* Sets every slot's leader: the first item with the same hash. Keys that
+ * share a hash but differ are a collision, reported on the later item by
+ * setting its leader to SIZE_MAX. */
+static kd_err batch_group(batch *b) {
+    hash_ref *refs;
+
+    for (size_t i = 0; i < b->n; i++)
+        b->slots[i].leader = i;
+    if (b->n < 2)
+        return KD_OK;
+    if (!(refs = malloc(b->n * sizeof(*refs))))
+        return KD_ERR_STORE;
+    for (size_t i = 0; i < b->n; i++)
+        refs[i] = (hash_ref){b->slots[i].hash, i};
+    qsort(refs, b->n, sizeof(*refs), hash_ref_cmp);
+    for (size_t i = 1; i < b->n; i++) {
+        size_t lead = refs[i - 1].idx, me = refs[i].idx;
+
+        if (memcmp(refs[i - 1].hash, refs[i].hash, HASH_LEN) != 0)
+            continue;
+        lead = b->slots[lead].leader == SIZE_MAX ? lead : b->slots[lead].leader;
+        if (same_bytes(b->slots[lead].key, b->slots[lead].key_len, b->slots[me].key,
+                       b->slots[me].key_len)) {
+            b->slots[me].leader = lead;
+        } else {
+            b->slots[me].leader = SIZE_MAX;
+            refs[i].idx = lead; /* later equal hashes compare against the leader */
+        }
+    }
+    free(refs);
+    return KD_OK;
+}
+
+/* Allocates room for n keys; the caller then sets each slot's key. */
+static kd_err batch_alloc(batch *b, kd_dedup *d, size_t n) {
+    memset(b, 0, sizeof(*b));
+    b->d = d;
+    b->n = n;
+    b->stream_len = stream_len(d);
+    b->slots = calloc(n ? n : 1, sizeof(*b->slots));
+    b->arena = malloc(n ? n * b->stream_len : 1);
+    b->appends = calloc(n ? n : 1, sizeof(*b->appends));
+    return b->slots && b->arena && b->appends ? KD_OK : KD_ERR_STORE;
+}
+
+/* Hashes each key once and groups repeats behind their leader. */
+static kd_err batch_hash(batch *b) {
+    for (size_t i = 0; i < b->n; i++) {
+        slot *s = &b->slots[i];
+
+        s->stream = b->arena + i * b->stream_len;
+        stream_of(b->d, s->key, s->key_len, s->hash, s->stream);
+    }
+    return batch_group(b);
+}
+
+static void batch_free(batch *b) {
+    for (size_t i = 0; b->slots && i < b->n; i++) {
+        head_clear(&b->slots[i].head);
+        free(b->slots[i].encoded);
+    }
+    free(b->slots);
+    free(b->arena);
+    free(b->appends);
+}
+
+/* Encodes e and queues its append after the slot's head. */
+static kd_err batch_plan(batch *b, slot *s, const kd_entry *e) {
+    kd_append *a = &b->appends[b->nappends];
+    size_t len;
+    kd_err err;
+
+    if ((err = kd_entry_encode_alloc(e, &s->encoded, &len)) != KD_OK)
+        return err;
+    *a = (kd_append){.stream = s->stream, .stream_len = b->stream_len,
+                     .expected_seq = next_seq(&s->head),
+                     .payload = s->encoded, .payload_len = len};
+    s->append = a;
+    b->nappends++;
+    return KD_OK;
+}
+
+/*
+ * Claims.
+ */
+
+/* Reads a leader's head and either plans its claim or sets its decision. */
+static void claim_leader(batch *b, size_t i, kd_claim *c, uint64_t ts) {
+    slot *s = &b->slots[i];
+    kd_entry e;
+
+    c->err = head_read(b->d, s->stream, b->stream_len, c->key, c->key_len, &s->head);
+    if (c->err != KD_OK)
+        return;
+    if (head_state_at(b->d, &s->head, ts) != ST_ABSENT) {
+        c->owner = s->head.e.has_owner ? s->head.e.owner : 0;
+        c->err = decision_from_head(&s->head, &c->decision);
+        return;
+    }
+    e = (kd_entry){.kind = KD_ENTRY_ACTIVE, .timestamp_ms = ts,
+                   .key = c->key, .key_len = c->key_len};
+    e.owner = atomic_load(&b->d->owner);
+    e.has_owner = e.owner != 0;
+    c->err = batch_plan(b, s, &e);
+}
+
+/* Settles a planned claim after the write: claimed, or the race's winner. */
+static void claim_settle(batch *b, size_t i, kd_claim *c, uint64_t ts) {
+    slot *s = &b->slots[i];
+    kd_err res = s->append->result;
+
+    if (res == KD_OK) {
+        c->decision = (kd_decision){.state = KD_CLAIMED, .timestamp_ms = ts};
+        c->owner = atomic_load(&b->d->owner);
+        c->err = KD_OK;
+        return;
+    }
+    c->err = res;
+    if (res != KD_ERR_SEQUENCE_CONFLICT)
+        return;
+    c->err = head_read(b->d, s->stream, b->stream_len, c->key, c->key_len, &s->head);
+    if (c->err != KD_OK)
+        return;
+    if (head_state(&s->head) == ST_ABSENT) {
+        c->err = KD_ERR_SEQUENCE_CONFLICT;
+        return;
+    }
+    c->owner = s->head.e.has_owner ? s->head.e.owner : 0;
+    c->err = decision_from_head(&s->head, &c->decision);
+}
+
+/* A repeated key: in flight behind its leader's claim, or the same decision. */
+static void claim_follow(const kd_claim *lead, kd_claim *c) {
+    c->err = lead->err;
+    c->owner = lead->owner;
+    if (lead->err != KD_OK)
+        return;
+    if (lead->decision.state == KD_CLAIMED) {
+        c->decision = (kd_decision){.state = KD_IN_FLIGHT,
+                                    .timestamp_ms = lead->decision.timestamp_ms};
+        return;
+    }
+    c->err = decision_copy(&lead->decision, &c->decision);
+}
+
+static void claims_fail(kd_claim *claims, size_t n, kd_err err) {
+    for (size_t i = 0; i < n; i++)
+        claims[i].err = err;
+}
+
+kd_err kd_dedup_claim_batch(kd_dedup *d, kd_claim *claims, size_t n,
+                            uint64_t timestamp_ms) {
+    batch b;
+    kd_err err;
+
+    if (!d || (!claims && n))
+        return KD_ERR_CONFIG;
+    for (size_t i = 0; i < n; i++)
+        if (!claims[i].key && claims[i].key_len)
+            return KD_ERR_CONFIG;
+    for (size_t i = 0; i < n; i++)
+        claims[i] = (kd_claim){.key = claims[i].key, .key_len = claims[i].key_len};
+
+    if ((err = batch_alloc(&b, d, n)) == KD_OK) {
+        for (size_t i = 0; i < n; i++) {
+            b.slots[i].key = claims[i].key;
+            b.slots[i].key_len = claims[i].key_len;
+        }
+        err = batch_hash(&b);
+    }
+    if (err != KD_OK) {
+        claims_fail(claims, n, err);
+        batch_free(&b);
+        return KD_OK;
+    }
+
+    for (size_t i = 0; i < n; i++) {
+        if (b.slots[i].leader == SIZE_MAX)
+            claims[i].err = KD_ERR_DEDUP_COLLISION;
+        else if (b.slots[i].leader == i)
+            claim_leader(&b, i, &claims[i], timestamp_ms);
+    }
+    kd_store_append_batch(d->store, b.appends, b.nappends);
+    for (size_t i = 0; i < n; i++)
+        if (b.slots[i].append && claims[i].err == KD_OK)
+            claim_settle(&b, i, &claims[i], timestamp_ms);
+    for (size_t i = 0; i < n; i++) {
+        size_t lead = b.slots[i].leader;
+
+        if (lead != i && lead != SIZE_MAX)
+            claim_follow(&claims[lead], &claims[i]);
+    }
+    batch_free(&b);
+    return KD_OK;
+}
+
+kd_err kd_dedup_claim_or_get(kd_dedup *d, const char *key, size_t key_len,
+                             uint64_t timestamp_ms, kd_decision *out) {
+    kd_claim c = {.key = key, .key_len = key_len};
+    kd_err err;
+
+    if (!out)
+        return KD_ERR_CONFIG;
+    memset(out, 0, sizeof(*out));
+    if ((err = kd_dedup_claim_batch(d, &c, 1, timestamp_ms)) != KD_OK)
+        return err;
+    if (c.err == KD_OK)
+        *out = c.decision;
+    return c.err;
+}
+
+/*
+ * Completions.
+ */
+
+/* Reads a leader's head and plans the receipt, or decides without writing. */
+static void complete_leader(batch *b, size_t i, kd_completion *c, uint64_t now) {
+    slot *s = &b->slots[i];
+    kd_entry e;
+
+    c->err = head_read(b->d, s->stream, b->stream_len, c->key, c->key_len, &s->head);
+    if (c->err != KD_OK)
+        return;
+    switch (head_state(&s->head)) {
+    case ST_ABSENT:
+        c->err = KD_ERR_DEDUP_COLLISION;
+        return;
+    case ST_COMPLETED:
+        c->err = same_bytes(s->head.e.receipt, s->head.e.receipt_len, c->receipt,
+                            c->receipt_len) ? KD_OK : KD_ERR_DEDUP_COLLISION;
+        return;
+    case ST_IN_FLIGHT:
+        break;
+    }
+    e = (kd_entry){.kind = KD_ENTRY_ACTIVE, .timestamp_ms = now,
+                   .key = c->key, .key_len = c->key_len,
+                   .has_owner = s->head.e.has_owner, .owner = s->head.e.owner,
+                   .has_receipt = true, .receipt = c->receipt,
+                   .receipt_len = c->receipt_len};
+    c->err = batch_plan(b, s, &e);
+}
+
+/* Settles a planned receipt: a lost race counts only if the winner stored
+ * the same receipt. */
+static void complete_settle(batch *b, size_t i, kd_completion *c) {
+    slot *s = &b->slots[i];
+
+    c->err = s->append->result;
+    if (c->err != KD_ERR_SEQUENCE_CONFLICT)
+        return;
+    c->err = head_read(b->d, s->stream, b->stream_len, c->key, c->key_len, &s->head);
+    if (c->err != KD_OK)
+        return;
+    if (head_state(&s->head) == ST_COMPLETED &&
+        same_bytes(s->head.e.receipt, s->head.e.receipt_len, c->receipt, c->receipt_len))
+        c->err = KD_OK;
+    else
+        c->err = KD_ERR_SEQUENCE_CONFLICT;
+}
+
+/* A repeated key: once its leader has completed it, it is completed with the
+ * leader's receipt (or the stored one), so only the same bytes succeed. */
+static void complete_follow(const kd_completion *lead, const slot *ls,
+                            kd_completion *c) {
+    const void *r;
+    size_t rlen;
+
+    if (ls->append && lead->err == KD_OK) {
+        r = lead->receipt;
+        rlen = lead->receipt_len;
+    } else if (head_state(&ls->head) == ST_COMPLETED) {
+        r = ls->head.e.receipt;
+        rlen = ls->head.e.receipt_len;
+    } else {
+        c->err = lead->err;
+        return;
+    }
+    c->err = same_bytes(r, rlen, c->receipt, c->receipt_len) ? KD_OK
+                                                             : KD_ERR_DEDUP_COLLISION;
+}
+
+kd_err kd_dedup_complete_batch(kd_dedup *d, kd_completion *items, size_t n) {
+    batch b = {0};
+    uint64_t now;
+    kd_err err;
+
+    if (!d || (!items && n))
+        return KD_ERR_CONFIG;
+    for (size_t i = 0; i < n; i++)
+        if ((!items[i].key && items[i].key_len) ||
+            (!items[i].receipt && items[i].receipt_len))
+            return KD_ERR_CONFIG;
+    for (size_t i = 0; i < n; i++)
+        items[i].err = KD_OK;
+
+    if (!now_ms(&now))
+        err = KD_ERR_CONFIG;
+    else if ((err = batch_alloc(&b, d, n)) == KD_OK) {
+        for (size_t i = 0; i < n; i++) {
+            b.slots[i].key = items[i].key;
+            b.slots[i].key_len = items[i].key_len;
+        }
+        err = batch_hash(&b);
+    }
+    if (err != KD_OK) {
+        for (size_t i = 0; i < n; i++)
+            items[i].err = err;
+        batch_free(&b);
+        return KD_OK;
+    }
+
+    for (size_t i = 0; i < n; i++) {
+        if (b.slots[i].leader == SIZE_MAX)
+            items[i].err = KD_ERR_DEDUP_COLLISION;
+        else if (b.slots[i].leader == i)
+            complete_leader(&b, i, &items[i], now);
+    }
+    kd_store_append_batch(d->store, b.appends, b.nappends);
+    for (size_t i = 0; i < n; i++)
+        if (b.slots[i].append && items[i].err == KD_OK)
+            complete_settle(&b, i, &items[i]);
+    for (size_t i = 0; i < n; i++) {
+        size_t lead = b.slots[i].leader;
+
+        if (lead != i && lead != SIZE_MAX)
+            complete_follow(&items[lead], &b.slots[lead], &items[i]);
+    }
+    batch_free(&b);
+    return KD_OK;
+}
+
+kd_err kd_dedup_complete_receipt(kd_dedup *d, const char *key, size_t key_len,
+                                 const void *receipt, size_t receipt_len) {
+    kd_completion c = {.key = key, .key_len = key_len,
+                       .receipt = receipt, .receipt_len = receipt_len};
+    kd_err err = kd_dedup_complete_batch(d, &c, 1);
+
+    return err != KD_OK ? err : c.err;
+}
+
+/*
+ * Lookup and release: one key, no batch form.
+ */
+
+/* Hashes key and reads its stream's head; *stream is malloc()ed. */
+static kd_err single_read(kd_dedup *d, const char *key, size_t key_len,
+                          char **stream, head *h) {
+    unsigned char hash[HASH_LEN];
+
+    if (!(*stream = malloc(stream_len(d))))
+        return KD_ERR_STORE;
+    stream_of(d, key, key_len, hash, *stream);
+    return head_read(d, *stream, stream_len(d), key, key_len, h);
+}
+
+kd_err kd_dedup_lookup(kd_dedup *d, const char *key, size_t key_len,
+                       kd_decision *out, bool *found) {
+    char *stream = NULL;
+    head h = {0};
+    uint64_t now;
+    kd_err err;
+
+    if (!d || !out || !found || (!key && key_len))
+        return KD_ERR_CONFIG;
+    memset(out, 0, sizeof(*out));
+    *found = false;
+    if (!now_ms(&now))
+        return KD_ERR_CONFIG;
+    err = single_read(d, key, key_len, &stream, &h);
+    if (err == KD_OK && head_state_at(d, &h, now) != ST_ABSENT) {
+        err = decision_from_head(&h, out);
+        *found = err == KD_OK;
+    }
+    head_clear(&h);
+    free(stream);
+    return err;
+}
+
+kd_err kd_dedup_release_claim(kd_dedup *d, const char *key, size_t key_len) {
+    char *stream = NULL;
+    void *payload = NULL;
+    size_t payload_len;
+    head h = {0};
+    kd_entry e;
+    uint64_t now;
+    kd_err err;
+
+    if (!d || (!key && key_len))
+        return KD_ERR_CONFIG;
+    if (!now_ms(&now))
+        return KD_ERR_CONFIG;
+    err = single_read(d, key, key_len, &stream, &h);
+    if (err != KD_OK || head_state(&h) != ST_IN_FLIGHT)
+        goto done; /* absent or completed: nothing to release, never a receipt */
+
+    e = (kd_entry){.kind = KD_ENTRY_TOMBSTONE, .timestamp_ms = now,
+                   .key = key, .key_len = key_len};
+    if ((err = kd_entry_encode_alloc(&e, &payload, &payload_len)) != KD_OK)
+        goto done;
+    err = kd_store_append(d->store, stream, stream_len(d), next_seq(&h), payload,
+                          payload_len);
+    if (err != KD_ERR_SEQUENCE_CONFLICT)
+        goto done;
+    /* Lost a race: fine if the key is now completed or released; a fresh
+     * re-claim must not be erased by this stale release. */
+    if ((err = head_read(d, stream, stream_len(d), key, key_len, &h)) == KD_OK)
+        err = head_state(&h) == ST_IN_FLIGHT ? KD_ERR_SEQUENCE_CONFLICT : KD_OK;
+done:
+    free(payload);
+    head_clear(&h);
+    free(stream);
+    return err;
+}

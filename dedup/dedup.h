@@ -1,0 +1,121 @@
+/*
+ * kdedup - the dedup contract: claim an idempotency key, record its receipt,
+ * or release the claim, over a durable store (store.h).
+ *
+ * Each key maps to one stream, namespace ":" hex(SHA-256(key)). The newest
+ * entry of the stream decides the key's state: none or a tombstone → absent;
+ * active without receipt → in flight; active with receipt → completed. Every
+ * entry stores the original key, so a hash collision is reported as
+ * KD_ERR_DEDUP_COLLISION, never merged.
+ *
+ * A kd_dedup is thread-safe. It shares the store and never owns it: destroy
+ * the dedup before the store.
+ */
+#ifndef KD_DEDUP_H
+#define KD_DEDUP_H
+
+#include "dedup/store.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum kd_state { KD_CLAIMED, KD_IN_FLIGHT, KD_COMPLETED } kd_state;
+
+typedef struct kd_decision {
+    kd_state state;
+    uint64_t timestamp_ms;   /* claim time (in flight) or completion time (completed) */
+    void    *receipt;        /* KD_COMPLETED only: malloc()ed copy of the receipt bytes */
+    size_t   receipt_len;
+} kd_decision;
+
+/* Frees d->receipt and clears it. NULL-safe. */
+void kd_decision_clear(kd_decision *d);
+
+typedef struct kd_dedup kd_dedup;
+
+/* Creates a dedup cache over store, with stream keys prefixed by namespace_
+ * (copied). The store is shared, not owned. Returns NULL if an argument is
+ * NULL or on allocation failure. */
+kd_dedup *kd_dedup_new(kd_store *store, const char *namespace_);
+
+/* Destroys the cache (not its store). NULL-safe. */
+void kd_dedup_destroy(kd_dedup *d);
+
+/* Writes the stream key of an idempotency key into buf, snprintf-like: at
+ * most buf_size - 1 characters and a NUL. Returns the key's full length. */
+size_t kd_dedup_stream_key_for(const kd_dedup *d, const char *key, size_t key_len,
+                               char *buf, size_t buf_size);
+
+/* Looks up a key without writing anything. *found = false when absent
+ * (or expired, with retention). On KD_OK with *found, out holds the state
+ * (KD_IN_FLIGHT or KD_COMPLETED); clear it with kd_decision_clear().
+ * Returns KD_ERR_DEDUP_COLLISION when the stream holds another key, or a
+ * store or serialization error. */
+kd_err kd_dedup_lookup(kd_dedup *d, const char *key, size_t key_len,
+                       kd_decision *out, bool *found);
+
+/* Claims a key at timestamp_ms, or returns its existing decision: KD_CLAIMED
+ * (deliver the message), KD_IN_FLIGHT (another claim holds it) or
+ * KD_COMPLETED (with the receipt). Among concurrent claimers of one key,
+ * exactly one gets KD_CLAIMED. Clear out with kd_decision_clear(). */
+kd_err kd_dedup_claim_or_get(kd_dedup *d, const char *key, size_t key_len,
+                             uint64_t timestamp_ms, kd_decision *out);
+
+/* Records the receipt of a claimed key, completing it. Idempotent for the
+ * same receipt bytes; KD_ERR_DEDUP_COLLISION for a missing key or another
+ * receipt; KD_ERR_CONFIG when the clock cannot be read or encoded. */
+kd_err kd_dedup_complete_receipt(kd_dedup *d, const char *key, size_t key_len,
+                                 const void *receipt, size_t receipt_len);
+
+/* Releases an in-flight claim with a tombstone, so the key can be claimed
+ * again. Absent or completed keys are left alone (KD_OK, nothing written).
+ * Returns KD_ERR_SEQUENCE_CONFLICT if the key was re-claimed meanwhile. */
+kd_err kd_dedup_release_claim(kd_dedup *d, const char *key, size_t key_len);
+
+/*
+ * Additions to the seed contract.
+ */
+
+/* Sets retention (0 = off, the default): completed entries older than ttl_ms
+ * and in-flight claims older than inflight_timeout_ms count as absent for
+ * claim and lookup, and the store may drop them. Also tells the store, which
+ * keeps entries for the longest retention any cache asked for. */
+void kd_dedup_set_retention(kd_dedup *d, uint64_t ttl_ms, uint64_t inflight_timeout_ms);
+
+/* Sets the owner id stamped on new claims (e.g. the process's boot id), so a
+ * later process can recognise claims orphaned by a crash. 0 = none. */
+void kd_dedup_set_owner(kd_dedup *d, uint64_t owner);
+
+/* One key of a claim batch. */
+typedef struct kd_claim {
+    const char *key;          /* in */
+    size_t key_len;           /* in */
+    kd_err err;               /* out: this key's result */
+    kd_decision decision;     /* out when err == KD_OK; clear with kd_decision_clear() */
+    uint64_t owner;           /* out: KD_IN_FLIGHT: the holder's owner id (0 = none) */
+} kd_claim;
+
+/* Claims every key of the batch at timestamp_ms with one store write, with
+ * the per-key semantics of kd_dedup_claim_or_get(): a key repeated in the
+ * batch is claimed by its first occurrence and in flight for the rest.
+ * Returns KD_OK when each item's err and decision are set, or KD_ERR_CONFIG
+ * for bad arguments (items untouched). */
+kd_err kd_dedup_claim_batch(kd_dedup *d, kd_claim *claims, size_t n,
+                            uint64_t timestamp_ms);
+
+/* One key of a completion batch. */
+typedef struct kd_completion {
+    const char *key;          /* in */
+    size_t key_len;           /* in */
+    const void *receipt;      /* in */
+    size_t receipt_len;       /* in */
+    kd_err err;               /* out: this key's result */
+} kd_completion;
+
+/* Completes every key of the batch with one store write, with the per-key
+ * semantics of kd_dedup_complete_receipt(). Returns KD_OK when each item's
+ * err is set, or KD_ERR_CONFIG for bad arguments (items untouched). */
+kd_err kd_dedup_complete_batch(kd_dedup *d, kd_completion *items, size_t n);
+
+#endif /* KD_DEDUP_H */

@@ -1,0 +1,67 @@
+/*
+ * kdedup - the entry codec: how one log entry of a dedup stream is laid out
+ * in bytes.
+ *
+ * An entry is active (key, time, optional owner, optional receipt) or a
+ * tombstone (key, time). Layout, big-endian, version 1:
+ *
+ *   0  'K' 'D'            magic
+ *   2  u8  version        1
+ *   3  u8  kind           1 active, 2 tombstone
+ *   4  u8  flags          bit 0 receipt present, bit 1 owner present
+ *   5  u64 timestamp_ms   claim, completion or release time
+ *  13  u32 key_len, key bytes
+ *      [u64 owner]                      if flags bit 1
+ *      [u32 receipt_len, receipt bytes] if flags bit 0 (active only)
+ *
+ * Decoding checks every length against the buffer and rejects unknown
+ * versions, kinds, flags and trailing bytes, so any input either decodes to
+ * a valid entry or gives KD_ERR_SERIALIZATION.
+ */
+#ifndef KD_ENTRY_H
+#define KD_ENTRY_H
+
+#include "dedup/store.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define KD_ENTRY_VERSION 1
+
+typedef enum kd_entry_kind {
+    KD_ENTRY_ACTIVE = 1,
+    KD_ENTRY_TOMBSTONE = 2
+} kd_entry_kind;
+
+/* A decoded entry. Pointers borrow from the buffer it was decoded from (or
+ * from the caller, when encoding). */
+typedef struct kd_entry {
+    kd_entry_kind kind;
+    uint64_t timestamp_ms;
+    const char *key;
+    size_t key_len;
+    bool has_owner;
+    uint64_t owner;       /* boot id of the process that claimed the key */
+    bool has_receipt;     /* active only: completed */
+    const void *receipt;
+    size_t receipt_len;
+} kd_entry;
+
+/* Bytes kd_entry_encode() writes for e (0 if a length does not fit). */
+size_t kd_entry_encoded_size(const kd_entry *e);
+
+/* Encodes e into buf. Returns KD_OK and sets *out_len, or
+ * KD_ERR_SERIALIZATION if e is invalid (tombstone with receipt, a length over
+ * 32 bits) or buf_size is too small. */
+kd_err kd_entry_encode(const kd_entry *e, void *buf, size_t buf_size, size_t *out_len);
+
+/* Encodes e into a malloc()ed buffer the caller frees. Returns KD_OK,
+ * KD_ERR_SERIALIZATION, or KD_ERR_STORE when out of memory. */
+kd_err kd_entry_encode_alloc(const kd_entry *e, void **out, size_t *out_len);
+
+/* Decodes len bytes at buf into *out, whose pointers borrow from buf.
+ * Returns KD_OK or KD_ERR_SERIALIZATION; never reads outside buf. */
+kd_err kd_entry_decode(const void *buf, size_t len, kd_entry *out);
+
+#endif /* KD_ENTRY_H */

@@ -1,0 +1,107 @@
+/*
+ * kdedup - the store interface of the dedup contract.
+ *
+ * A store keeps append-only logs of opaque entries, one log ("stream") per
+ * stream key. The dedup layer (dedup.h) needs exactly two things from it: the
+ * newest entry of a stream, and an append that succeeds only at the expected
+ * sequence number, atomically per stream. Backends implement struct
+ * kd_store_ops; the in-memory backend is here, RocksDB is in store_rocks/.
+ */
+#ifndef KD_STORE_H
+#define KD_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum kd_err {
+    KD_OK = 0,
+    KD_ERR_STORE,             /* backend read/append failed (I/O, corruption) */
+    KD_ERR_SERIALIZATION,     /* an entry could not be encoded or decoded */
+    KD_ERR_SEQUENCE_CONFLICT, /* append's expected_seq was not the stream's next seq */
+    KD_ERR_DEDUP_COLLISION,   /* stream holds another original key, or complete on a missing key */
+    KD_ERR_CONFIG             /* bad argument or configuration; time not encodable */
+} kd_err;
+
+/* The enum constant's name, e.g. "KD_ERR_STORE"; "KD_ERR_UNKNOWN" for values
+ * outside the enum. The string is static. */
+const char *kd_err_name(kd_err err);
+
+typedef struct kd_store kd_store; /* opaque */
+
+/* One append of a batch: the input fields, and the per-item result. */
+typedef struct kd_append {
+    const char *stream;
+    size_t stream_len;
+    uint64_t expected_seq;
+    const void *payload;
+    size_t payload_len;
+    kd_err result; /* out: KD_OK, KD_ERR_SEQUENCE_CONFLICT or the batch's error */
+} kd_append;
+
+/* A backend. The three first ops are required; the rest are optional and
+ * NULL when absent. All ops may be called from several threads at once. */
+struct kd_store_ops {
+    const char *name;
+    /* Newest entry of a stream. *found = false for an empty stream. On KD_OK with
+     * *found, *seq is its sequence number (0-based) and *payload a malloc()ed copy
+     * the caller frees. */
+    kd_err (*read_last)(void *impl, const char *stream, size_t stream_len,
+                        uint64_t *seq, void **payload, size_t *payload_len, bool *found);
+    /* Appends as entry number expected_seq, which must equal the number of entries
+     * in the stream; otherwise nothing is written and KD_ERR_SEQUENCE_CONFLICT. */
+    kd_err (*append)(void *impl, const char *stream, size_t stream_len,
+                     uint64_t expected_seq, const void *payload, size_t payload_len);
+    void (*destroy)(void *impl);
+
+    /* Optional. Appends every item whose expected_seq matches, in one durable
+     * write; items of one stream apply in array order. Sets each item's result.
+     * Returns KD_OK when the write succeeded (or there was nothing to write),
+     * else the error, which is then also every item's result. */
+    kd_err (*append_batch)(void *impl, kd_append *items, size_t n);
+    /* Optional. Entries older than these (ms, 0 = keep) may be dropped by the
+     * backend in the background. */
+    void (*set_retention)(void *impl, uint64_t ttl_ms, uint64_t inflight_timeout_ms);
+    /* Optional. Copies a description of the most recent error into buf. */
+    void (*last_error)(void *impl, char *buf, size_t buf_size);
+};
+
+/* Wraps a backend. Takes ownership of impl: kd_store_destroy() calls
+ * ops->destroy(impl). ops must outlive the store (normally a static const).
+ * Returns NULL if ops lacks a required op or on allocation failure; impl is
+ * then destroyed. */
+kd_store *kd_store_new(const struct kd_store_ops *ops, void *impl);
+
+/* The in-memory backend: a thread-safe hash table of streams. Returns NULL on
+ * allocation failure. */
+kd_store *kd_store_mem_new(void);
+
+/* Destroys the store and its backend. NULL-safe. */
+void kd_store_destroy(kd_store *store);
+
+/* The backend's name ("memory", "rocksdb", ...). */
+const char *kd_store_name(const kd_store *store);
+
+/* Calls the backend's read_last; see struct kd_store_ops. */
+kd_err kd_store_read_last(kd_store *store, const char *stream, size_t stream_len,
+                          uint64_t *seq, void **payload, size_t *payload_len,
+                          bool *found);
+
+/* Calls the backend's append; see struct kd_store_ops. */
+kd_err kd_store_append(kd_store *store, const char *stream, size_t stream_len,
+                       uint64_t expected_seq, const void *payload, size_t payload_len);
+
+/* Appends a batch: one durable write when the backend has append_batch,
+ * otherwise one append per item (then not atomic across items). Sets every
+ * item's result; returns KD_OK or the first KD_ERR_STORE-class error. */
+kd_err kd_store_append_batch(kd_store *store, kd_append *items, size_t n);
+
+/* Tells the backend the retention it may apply; a no-op without the op. */
+void kd_store_set_retention(kd_store *store, uint64_t ttl_ms,
+                            uint64_t inflight_timeout_ms);
+
+/* Writes the backend's most recent error into buf ("" when it has none or
+ * cannot say). Returns buf. */
+const char *kd_store_last_error(kd_store *store, char *buf, size_t buf_size);
+
+#endif /* KD_STORE_H */

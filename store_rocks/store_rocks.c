@@ -1,0 +1,540 @@
+/*
+ * kdedup - the RocksDB store backend (layout in store_rocks.h).
+ */
+#include "store_rocks/store_rocks.h"
+#include "dedup/entry.h"
+#include "dedup/store_int.h"
+
+#include <rocksdb/c.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define STRIPES 1024          /* striped locks serialising appends per stream */
+#define KEY_INLINE 256        /* record keys up to this long stay on the stack */
+#define SEQ_LEN 8
+#define PREFIX_HEAD 'h'
+#define PREFIX_LOG 'l'
+#define BLOCK_CACHE_BYTES (64u << 20)
+
+typedef struct rocks_store {
+    rocksdb_t *db;
+    rocksdb_options_t *opts;
+    rocksdb_block_based_table_options_t *table;
+    rocksdb_cache_t *cache;
+    rocksdb_compactionfilter_t *filter;
+    rocksdb_writeoptions_t *wopts;
+    rocksdb_readoptions_t *ropts;
+    char *path;
+    _Atomic uint64_t ttl_ms;
+    _Atomic uint64_t inflight_ms;
+    pthread_mutex_t err_lock;
+    char last_error[512];
+    pthread_mutex_t stripes[STRIPES];
+} rocks_store;
+
+/* A record key: prefix, stream, and for log records the big-endian seq. */
+typedef struct rkey {
+    char *p;
+    size_t len;
+    char inline_buf[KEY_INLINE];
+} rkey;
+
+static void put_be64(unsigned char *p, uint64_t v) {
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        p[i] = (unsigned char)v;
+}
+
+static uint64_t get_be64(const unsigned char *p) {
+    uint64_t v = 0;
+
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+static bool rkey_make(rkey *k, char prefix, const char *stream, size_t stream_len,
+                      const uint64_t *seq) {
+    k->len = 1 + stream_len + (seq ? SEQ_LEN : 0);
+    k->p = k->len <= KEY_INLINE ? k->inline_buf : malloc(k->len);
+    if (!k->p)
+        return false;
+    k->p[0] = prefix;
+    memcpy(k->p + 1, stream, stream_len);
+    if (seq)
+        put_be64((unsigned char *)k->p + 1 + stream_len, *seq);
+    return true;
+}
+
+static void rkey_free(rkey *k) {
+    if (k->p != k->inline_buf)
+        free(k->p);
+}
+
+static uint64_t wall_ms(void) {
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Records a RocksDB error (freeing it) as the store's last error. */
+static kd_err rocks_fail(rocks_store *r, const char *what, char *rocks_err) {
+    pthread_mutex_lock(&r->err_lock);
+    snprintf(r->last_error, sizeof(r->last_error), "store \"%s\": %s: %s", r->path,
+             what, rocks_err ? rocks_err : "unknown error");
+    pthread_mutex_unlock(&r->err_lock);
+    rocksdb_free(rocks_err);
+    return KD_ERR_STORE;
+}
+
+static pthread_mutex_t *stripe_of(rocks_store *r, const char *stream, size_t len) {
+    return &r->stripes[kd_store_stream_hash(stream, len) % STRIPES];
+}
+
+/*
+ * The head record.
+ */
+
+/* Reads a stream's head: *count is its number of entries (0 when absent);
+ * with payload, also a malloc()ed copy of the newest entry. */
+static kd_err head_get(rocks_store *r, const char *stream, size_t stream_len,
+                       uint64_t *count, void **payload, size_t *payload_len) {
+    rocksdb_pinnableslice_t *v;
+    const char *val;
+    size_t vlen;
+    char *err = NULL;
+    kd_err res = KD_OK;
+    rkey k;
+
+    *count = 0;
+    if (!rkey_make(&k, PREFIX_HEAD, stream, stream_len, NULL))
+        return KD_ERR_STORE;
+    v = rocksdb_get_pinned(r->db, r->ropts, k.p, k.len, &err);
+    rkey_free(&k);
+    if (err)
+        return rocks_fail(r, "read failed", err);
+    if (!v)
+        return KD_OK;
+    val = rocksdb_pinnableslice_value(v, &vlen);
+    if (vlen < SEQ_LEN || get_be64((const unsigned char *)val) == UINT64_MAX) {
+        res = KD_ERR_SERIALIZATION; /* not a head record we wrote */
+    } else {
+        *count = get_be64((const unsigned char *)val) + 1;
+        if (payload) {
+            *payload_len = vlen - SEQ_LEN;
+            *payload = malloc(*payload_len ? *payload_len : 1);
+            if (*payload)
+                memcpy(*payload, val + SEQ_LEN, *payload_len);
+            else
+                res = KD_ERR_STORE;
+        }
+    }
+    rocksdb_pinnableslice_destroy(v);
+    return res;
+}
+
+/* Adds the log record and the new head for entry number seq to wb. */
+static bool batch_put(rocksdb_writebatch_t *wb, const char *stream, size_t stream_len,
+                      uint64_t seq, const void *payload, size_t payload_len) {
+    char inline_val[KEY_INLINE];
+    size_t vlen = SEQ_LEN + payload_len;
+    char *val = vlen <= sizeof(inline_val) ? inline_val : malloc(vlen);
+    rkey lk, hk;
+    bool ok = false;
+
+    if (!val)
+        return false;
+    if (rkey_make(&lk, PREFIX_LOG, stream, stream_len, &seq)) {
+        if (rkey_make(&hk, PREFIX_HEAD, stream, stream_len, NULL)) {
+            put_be64((unsigned char *)val, seq);
+            memcpy(val + SEQ_LEN, payload, payload_len);
+            rocksdb_writebatch_put(wb, lk.p, lk.len, payload, payload_len);
+            rocksdb_writebatch_put(wb, hk.p, hk.len, val, vlen);
+            ok = true;
+            rkey_free(&hk);
+        }
+        rkey_free(&lk);
+    }
+    if (val != inline_val)
+        free(val);
+    return ok;
+}
+
+static kd_err batch_write(rocks_store *r, rocksdb_writebatch_t *wb) {
+    char *err = NULL;
+
+    rocksdb_write(r->db, r->wopts, wb, &err);
+    return err ? rocks_fail(r, "write failed", err) : KD_OK;
+}
+
+/*
+ * Store ops.
+ */
+
+static kd_err rocks_read_last(void *impl, const char *stream, size_t stream_len,
+                              uint64_t *seq, void **payload, size_t *payload_len,
+                              bool *found) {
+    uint64_t count;
+    kd_err err = head_get(impl, stream, stream_len, &count, payload, payload_len);
+
+    *found = err == KD_OK && count > 0;
+    if (*found)
+        *seq = count - 1;
+    return err;
+}
+
+static kd_err rocks_append(void *impl, const char *stream, size_t stream_len,
+                           uint64_t expected_seq, const void *payload,
+                           size_t payload_len) {
+    rocks_store *r = impl;
+    pthread_mutex_t *lock = stripe_of(r, stream, stream_len);
+    rocksdb_writebatch_t *wb;
+    uint64_t count;
+    kd_err err;
+
+    pthread_mutex_lock(lock);
+    err = head_get(r, stream, stream_len, &count, NULL, NULL);
+    if (err == KD_OK && count != expected_seq)
+        err = KD_ERR_SEQUENCE_CONFLICT;
+    if (err == KD_OK) {
+        wb = rocksdb_writebatch_create();
+        err = batch_put(wb, stream, stream_len, expected_seq, payload, payload_len)
+                  ? batch_write(r, wb)
+                  : KD_ERR_STORE;
+        rocksdb_writebatch_destroy(wb);
+    }
+    pthread_mutex_unlock(lock);
+    return err;
+}
+
+/* Batch order: by stripe (the lock order), then stream, then array order. */
+typedef struct bref {
+    size_t stripe;
+    size_t idx;
+    const kd_append *a;
+} bref;
+
+static int bref_cmp(const void *x, const void *y) {
+    const bref *p = x, *q = y;
+    size_t n;
+    int c;
+
+    if (p->stripe != q->stripe)
+        return p->stripe < q->stripe ? -1 : 1;
+    n = p->a->stream_len < q->a->stream_len ? p->a->stream_len : q->a->stream_len;
+    if ((c = memcmp(p->a->stream, q->a->stream, n)) != 0)
+        return c;
+    if (p->a->stream_len != q->a->stream_len)
+        return p->a->stream_len < q->a->stream_len ? -1 : 1;
+    return p->idx < q->idx ? -1 : p->idx > q->idx;
+}
+
+static bool same_stream(const kd_append *a, const kd_append *b) {
+    return a->stream_len == b->stream_len &&
+           memcmp(a->stream, b->stream, a->stream_len) == 0;
+}
+
+/* Checks every item against its stream's head under the stripe locks (held
+ * by the caller) and adds the matching ones to wb. */
+static kd_err batch_check(rocks_store *r, kd_append *items, const bref *refs, size_t n,
+                          rocksdb_writebatch_t *wb) {
+    uint64_t count = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        kd_append *a = &items[refs[i].idx];
+        kd_err err;
+
+        if (i == 0 || !same_stream(refs[i - 1].a, a)) {
+            err = head_get(r, a->stream, a->stream_len, &count, NULL, NULL);
+            if (err == KD_ERR_STORE)
+                return err;
+            if (err != KD_OK)
+                count = UINT64_MAX; /* unreadable head: nothing appends to it */
+        }
+        if (a->expected_seq != count) {
+            a->result = KD_ERR_SEQUENCE_CONFLICT;
+            continue;
+        }
+        if (!batch_put(wb, a->stream, a->stream_len, a->expected_seq, a->payload,
+                       a->payload_len))
+            return KD_ERR_STORE;
+        a->result = KD_OK;
+        count++;
+    }
+    return KD_OK;
+}
+
+static kd_err rocks_append_batch(void *impl, kd_append *items, size_t n) {
+    rocks_store *r = impl;
+    rocksdb_writebatch_t *wb;
+    bref *refs = malloc(n * sizeof(*refs));
+    kd_err err = KD_ERR_STORE;
+
+    if (!refs)
+        goto fail;
+    for (size_t i = 0; i < n; i++)
+        refs[i] = (bref){kd_store_stream_hash(items[i].stream, items[i].stream_len) %
+                             STRIPES, i, &items[i]};
+    qsort(refs, n, sizeof(*refs), bref_cmp);
+
+    for (size_t i = 0; i < n; i++)
+        if (i == 0 || refs[i].stripe != refs[i - 1].stripe)
+            pthread_mutex_lock(&r->stripes[refs[i].stripe]);
+    wb = rocksdb_writebatch_create();
+    err = batch_check(r, items, refs, n, wb);
+    if (err == KD_OK && rocksdb_writebatch_count(wb) > 0)
+        err = batch_write(r, wb);
+    rocksdb_writebatch_destroy(wb);
+    for (size_t i = 0; i < n; i++)
+        if (i == 0 || refs[i].stripe != refs[i - 1].stripe)
+            pthread_mutex_unlock(&r->stripes[refs[i].stripe]);
+fail:
+    free(refs);
+    if (err != KD_OK)
+        for (size_t i = 0; i < n; i++)
+            items[i].result = err;
+    return err;
+}
+
+static void rocks_set_retention(void *impl, uint64_t ttl_ms, uint64_t inflight_ms) {
+    rocks_store *r = impl;
+    uint64_t cur;
+
+    /* Shared by several caches, the store keeps what the longest asks for;
+     * 0 (keep forever) wins over any limit. */
+    cur = atomic_load(&r->ttl_ms);
+    if (cur != UINT64_MAX && (ttl_ms == 0 || ttl_ms > cur))
+        atomic_store(&r->ttl_ms, ttl_ms ? ttl_ms : UINT64_MAX);
+    cur = atomic_load(&r->inflight_ms);
+    if (cur != UINT64_MAX && (inflight_ms == 0 || inflight_ms > cur))
+        atomic_store(&r->inflight_ms, inflight_ms ? inflight_ms : UINT64_MAX);
+}
+
+static void rocks_last_error(void *impl, char *buf, size_t buf_size) {
+    rocks_store *r = impl;
+
+    pthread_mutex_lock(&r->err_lock);
+    snprintf(buf, buf_size, "%s", r->last_error);
+    pthread_mutex_unlock(&r->err_lock);
+}
+
+static void rocks_destroy(void *impl) {
+    rocks_store *r = impl;
+
+    if (!r)
+        return;
+    if (r->db)
+        rocksdb_close(r->db);
+    if (r->opts)
+        rocksdb_options_destroy(r->opts);
+    if (r->table)
+        rocksdb_block_based_options_destroy(r->table);
+    if (r->cache)
+        rocksdb_cache_destroy(r->cache);
+    if (r->filter)
+        rocksdb_compactionfilter_destroy(r->filter);
+    if (r->wopts)
+        rocksdb_writeoptions_destroy(r->wopts);
+    if (r->ropts)
+        rocksdb_readoptions_destroy(r->ropts);
+    for (size_t i = 0; i < STRIPES; i++)
+        pthread_mutex_destroy(&r->stripes[i]);
+    pthread_mutex_destroy(&r->err_lock);
+    free(r->path);
+    free(r);
+}
+
+static const struct kd_store_ops kd_rocks_ops = {
+    .name = "rocksdb",
+    .read_last = rocks_read_last,
+    .append = rocks_append,
+    .destroy = rocks_destroy,
+    .append_batch = rocks_append_batch,
+    .set_retention = rocks_set_retention,
+    .last_error = rocks_last_error,
+};
+
+/*
+ * Retention: the compaction filter.
+ */
+
+/* True when the record (head or log) holds an entry past retention. Records
+ * that do not decode are kept: corruption must surface, not vanish. */
+static bool record_expired(rocks_store *r, const char *key, size_t klen,
+                           const char *val, size_t vlen, uint64_t now) {
+    uint64_t ttl = atomic_load(&r->ttl_ms), inflight = atomic_load(&r->inflight_ms);
+    uint64_t limit;
+    kd_entry e;
+
+    if (klen < 1 || (key[0] == PREFIX_HEAD && vlen < SEQ_LEN))
+        return false;
+    if (key[0] == PREFIX_HEAD) {
+        val += SEQ_LEN;
+        vlen -= SEQ_LEN;
+    } else if (key[0] != PREFIX_LOG) {
+        return false;
+    }
+    if (kd_entry_decode(val, vlen, &e) != KD_OK)
+        return false;
+    if (e.kind == KD_ENTRY_TOMBSTONE)
+        limit = ttl ? ttl : inflight; /* absent either way; kept as history */
+    else
+        limit = e.has_receipt ? ttl : inflight;
+    if (limit == 0 || limit == UINT64_MAX)
+        return false;
+    return now >= e.timestamp_ms && now - e.timestamp_ms >= limit;
+}
+
+static unsigned char retention_filter(void *state, int level, const char *key,
+                                      size_t klen, const char *val, size_t vlen,
+                                      char **new_val, size_t *new_vlen,
+                                      unsigned char *changed) {
+    (void)level;
+    (void)new_val;
+    (void)new_vlen;
+    *changed = 0;
+    return record_expired(state, key, klen, val, vlen, wall_ms());
+}
+
+static void retention_filter_free(void *state) {
+    (void)state; /* the filter borrows the store */
+}
+
+static const char *retention_filter_name(void *state) {
+    (void)state;
+    return "kdedup.retention";
+}
+
+/*
+ * Open.
+ */
+
+/* mkdir -p; false with errno set. */
+static bool mkdir_p(const char *path) {
+    char *p = strdup(path);
+    bool ok = p != NULL;
+
+    for (char *s = p ? p + 1 : NULL; ok && s && *s; s++) {
+        if (*s != '/')
+            continue;
+        *s = '\0';
+        ok = mkdir(p, 0750) == 0 || errno == EEXIST;
+        *s = '/';
+    }
+    ok = ok && (mkdir(path, 0750) == 0 || errno == EEXIST);
+    free(p);
+    return ok;
+}
+
+/* Names the cause of a failed rocksdb_open in words an operator acts on. */
+static const char *open_cause(const char *msg) {
+    if (strstr(msg, "lock"))
+        return "the database is locked: another process (or another handle in this "
+               "one) has it open";
+    if (strstr(msg, "Corruption") || strstr(msg, "corrupt"))
+        return "the database files are corrupt";
+    if (strstr(msg, "Permission denied"))
+        return "permission denied";
+    if (strstr(msg, "No space"))
+        return "no space left on the device";
+    return "cannot open the database";
+}
+
+static bool rocks_configure(rocks_store *r, bool sync) {
+    r->opts = rocksdb_options_create();
+    r->table = rocksdb_block_based_options_create();
+    r->cache = rocksdb_cache_create_lru(BLOCK_CACHE_BYTES);
+    r->filter = rocksdb_compactionfilter_create(r, retention_filter_free, retention_filter,
+                                                retention_filter_name);
+    r->wopts = rocksdb_writeoptions_create();
+    r->ropts = rocksdb_readoptions_create();
+    if (!r->opts || !r->table || !r->cache || !r->filter || !r->wopts || !r->ropts)
+        return false;
+
+    rocksdb_block_based_options_set_block_cache(r->table, r->cache);
+    /* Most reads are of keys never seen: a bloom filter answers them without I/O. */
+    rocksdb_block_based_options_set_filter_policy(r->table,
+                                                  rocksdb_filterpolicy_create_bloom_full(10));
+    rocksdb_options_set_block_based_table_factory(r->opts, r->table);
+    rocksdb_options_set_create_if_missing(r->opts, 1);
+    rocksdb_options_set_max_background_jobs(r->opts, 2);
+    rocksdb_options_set_level_compaction_dynamic_level_bytes(r->opts, 1);
+    rocksdb_options_set_keep_log_file_num(r->opts, 4);
+    rocksdb_options_set_compaction_filter(r->opts, r->filter);
+    rocksdb_writeoptions_set_sync(r->wopts, sync);
+    return true;
+}
+
+kd_store *kd_rocks_open(const char *path, bool sync, char *errstr, size_t errstr_size) {
+    rocks_store *r;
+    char *err = NULL;
+
+    if (!path || !*path) {
+        snprintf(errstr, errstr_size, "store: no path given");
+        return NULL;
+    }
+    if (!mkdir_p(path)) {
+        snprintf(errstr, errstr_size, "store \"%s\": cannot create the directory: %s",
+                 path, strerror(errno));
+        return NULL;
+    }
+    if (access(path, R_OK | W_OK | X_OK) != 0) {
+        snprintf(errstr, errstr_size, "store \"%s\": cannot use the directory: %s", path,
+                 strerror(errno));
+        return NULL;
+    }
+    if (!(r = calloc(1, sizeof(*r)))) {
+        snprintf(errstr, errstr_size, "store \"%s\": out of memory", path);
+        return NULL;
+    }
+    pthread_mutex_init(&r->err_lock, NULL);
+    for (size_t i = 0; i < STRIPES; i++)
+        pthread_mutex_init(&r->stripes[i], NULL);
+    if (!(r->path = strdup(path)) || !rocks_configure(r, sync)) {
+        snprintf(errstr, errstr_size, "store \"%s\": out of memory", path);
+        goto fail;
+    }
+    r->db = rocksdb_open(r->opts, path, &err);
+    if (err) {
+        snprintf(errstr, errstr_size, "store \"%s\": %s (%s)", path, open_cause(err), err);
+        rocksdb_free(err);
+        goto fail;
+    }
+    return kd_store_new(&kd_rocks_ops, r);
+fail:
+    rocks_destroy(r);
+    return NULL;
+}
+
+kd_err kd_rocks_compact(kd_store *store) {
+    rocks_store *r = kd_store_backend(store, &kd_rocks_ops);
+
+    if (!r)
+        return KD_ERR_CONFIG;
+    rocksdb_compact_range(r->db, NULL, 0, NULL, 0);
+    return KD_OK;
+}
+
+kd_err kd_rocks_count_records(kd_store *store, uint64_t *count) {
+    rocks_store *r = kd_store_backend(store, &kd_rocks_ops);
+    rocksdb_iterator_t *it;
+    char *err = NULL;
+
+    if (!r || !count)
+        return KD_ERR_CONFIG;
+    *count = 0;
+    it = rocksdb_create_iterator(r->db, r->ropts);
+    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it))
+        (*count)++;
+    rocksdb_iter_get_error(it, &err);
+    rocksdb_iter_destroy(it);
+    return err ? rocks_fail(r, "scan failed", err) : KD_OK;
+}

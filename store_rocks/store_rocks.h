@@ -1,0 +1,33 @@
+/*
+ * kdedup - the RocksDB backend of the store interface (dedup/store.h).
+ *
+ * Layout: per stream a head record ('h' stream → u64 seq, newest payload),
+ * so the newest entry is one point read, and the log ('l' stream u64 seq →
+ * payload). An append checks the head and writes log entry and head in one
+ * WriteBatch under a per-stream striped lock. A compaction filter drops
+ * entries past the retention set through kd_store_set_retention().
+ */
+#ifndef KD_STORE_ROCKS_H
+#define KD_STORE_ROCKS_H
+
+#include "dedup/store.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Opens (creating it and its parents if missing) the RocksDB store at path.
+ * With sync, every append has reached the disk (WAL fsync) when it returns.
+ * Returns the store, owned by the caller (kd_store_destroy() closes it), or
+ * NULL with a message naming the path and the cause in errstr. */
+kd_store *kd_rocks_open(const char *path, bool sync, char *errstr, size_t errstr_size);
+
+/* Compacts the whole database now, applying the retention filter. Returns
+ * KD_OK, KD_ERR_CONFIG if store is not a RocksDB store, or KD_ERR_STORE. */
+kd_err kd_rocks_compact(kd_store *store);
+
+/* Counts every record (heads and log entries) by a full scan: for tests and
+ * tools, O(records). Returns KD_OK, KD_ERR_CONFIG or KD_ERR_STORE. */
+kd_err kd_rocks_count_records(kd_store *store, uint64_t *count);
+
+#endif /* KD_STORE_ROCKS_H */

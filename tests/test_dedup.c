@@ -1,0 +1,572 @@
+/*
+ * kdedup tests - the dedup contract (DESIGN.md §2), every rule run against
+ * both backends, the in-memory store and RocksDB, by the same test code.
+ */
+#include "dedup/dedup.h"
+#include "dedup/entry.h"
+#include "tests/dedup_fixture.h"
+
+#include <stdarg.h>
+#include <setjmp.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define K(s) (s), strlen(s)
+
+static fx_backend backend_mem = FX_MEM;
+static fx_backend backend_rocks = FX_ROCKS;
+
+static int setup(void **state) {
+    *state = fx_new(*(fx_backend *)*state);
+    return 0;
+}
+
+static int teardown(void **state) {
+    fx_free(*state);
+    return 0;
+}
+
+static void assert_claim(kd_dedup *d, const char *key, uint64_t ts, kd_state want,
+                         uint64_t want_ts) {
+    kd_decision dec;
+
+    assert_int_equal(kd_dedup_claim_or_get(d, K(key), ts, &dec), KD_OK);
+    assert_int_equal(dec.state, want);
+    assert_int_equal(dec.timestamp_ms, want_ts);
+    kd_decision_clear(&dec);
+}
+
+static void assert_completed_with(kd_dedup *d, const char *key, const char *receipt) {
+    kd_decision dec;
+
+    assert_int_equal(kd_dedup_claim_or_get(d, K(key), 999999, &dec), KD_OK);
+    assert_int_equal(dec.state, KD_COMPLETED);
+    assert_int_equal(dec.receipt_len, strlen(receipt));
+    assert_memory_equal(dec.receipt, receipt, strlen(receipt));
+    kd_decision_clear(&dec);
+}
+
+/* claim → claimed; claim again → in flight with the first claim's time. */
+static void test_claim_then_in_flight(void **state) {
+    fx *f = *state;
+
+    assert_claim(f->dedup, "order-1", 100, KD_CLAIMED, 100);
+    assert_claim(f->dedup, "order-1", 200, KD_IN_FLIGHT, 100);
+    assert_claim(f->dedup, "order-2", 300, KD_CLAIMED, 300);
+    assert_int_equal(fx_stream_count(f, "order-1"), 1);
+}
+
+/* complete → completed, and claims return the same receipt bytes. */
+static void test_complete_then_completed(void **state) {
+    fx *f = *state;
+    const char receipt[] = {'r', 0, '\xff', 'x'}; /* binary-safe */
+    kd_decision dec;
+    bool found;
+
+    assert_claim(f->dedup, "k", 100, KD_CLAIMED, 100);
+    assert_int_equal(kd_dedup_complete_receipt(f->dedup, K("k"), receipt, sizeof(receipt)),
+                     KD_OK);
+    assert_int_equal(kd_dedup_claim_or_get(f->dedup, K("k"), 500, &dec), KD_OK);
+    assert_int_equal(dec.state, KD_COMPLETED);
+    assert_true(dec.timestamp_ms > 1000000000000ULL); /* completion wall-clock time */
+    assert_int_equal(dec.receipt_len, sizeof(receipt));
+    assert_memory_equal(dec.receipt, receipt, sizeof(receipt));
+    kd_decision_clear(&dec);
+    assert_null(dec.receipt);
+
+    assert_int_equal(kd_dedup_lookup(f->dedup, K("k"), &dec, &found), KD_OK);
+    assert_true(found);
+    assert_int_equal(dec.state, KD_COMPLETED);
+    assert_memory_equal(dec.receipt, receipt, sizeof(receipt));
+    kd_decision_clear(&dec);
+    assert_int_equal(fx_stream_count(f, "k"), 2);
+}
+
+/* complete is idempotent for the same bytes and a collision for others. */
+static void test_complete_idempotent_or_collision(void **state) {
+    fx *f = *state;
+
+    assert_claim(f->dedup, "k", 1, KD_CLAIMED, 1);
+    assert_int_equal(kd_dedup_complete_receipt(f->dedup, K("k"), K("r1")), KD_OK);
+    assert_int_equal(kd_dedup_complete_receipt(f->dedup, K("k"), K("r1")), KD_OK);
+    assert_int_equal(fx_stream_count(f, "k"), 2); /* the repeat wrote nothing */
+    assert_int_equal(kd_dedup_complete_receipt(f->dedup, K("k"), K("r2")),
+                     KD_ERR_DEDUP_COLLISION);
+    assert_int_equal(fx_stream_count(f, "k"), 2);
+    assert_completed_with(f->dedup, "k", "r1");
+}
+
+/* complete on a key never claimed (or released) is a collision, writes nothing. */
+static void test_complete_missing_key(void **state) {
+    fx *f = *state;
+
+    assert_int_equal(kd_dedup_complete_receipt(f->dedup, K("ghost"), K("r")),
+                     KD_ERR_DEDUP_COLLISION);
+    assert_int_equal(fx_stream_count(f, "ghost"), 0);
+
+    assert_claim(f->dedup, "gone", 1, KD_CLAIMED, 1);
+    assert_int_equal(kd_dedup_release_claim(f->dedup, K("gone")), KD_OK);
+    assert_int_equal(kd_dedup_complete_receipt(f->dedup, K("gone"), K("r")),
+                     KD_ERR_DEDUP_COLLISION);
+    assert_int_equal(fx_stream_count(f, "gone"), 2);
+}
+
+/* release of an absent or completed key is a no-op that writes nothing. */
+static void test_release_absent_and_completed_noop(void **state) {
+    fx *f = *state;
+
+    assert_int_equal(kd_dedup_release_claim(f->dedup, K("never")), KD_OK);
+    assert_int_equal(fx_stream_count(f, "never"), 0);
+
+    assert_claim(f->dedup, "done", 1, KD_CLAIMED, 1);
+    assert_int_equal(kd_dedup_complete_receipt(f->dedup, K("done"), K("rcpt")), KD_OK);
+    assert_int_equal(kd_dedup_release_claim(f->dedup, K("done")), KD_OK);
+    assert_int_equal(fx_stream_count(f, "done"), 2);
+    assert_completed_with(f->dedup, "done", "rcpt"); /* receipt not clobbered */
+}
+
+/* release of in flight appends a tombstone; the next claim succeeds. */
+static void test_release_then_reclaim(void **state) {
+    fx *f = *state;
+    kd_decision dec;
+    bool found = true;
+
+    assert_claim(f->dedup, "k", 10, KD_CLAIMED, 10);
+    assert_int_equal(kd_dedup_release_claim(f->dedup, K("k")), KD_OK);
+    assert_int_equal(fx_stream_count(f, "k"), 2);
+    assert_int_equal(kd_dedup_lookup(f->dedup, K("k"), &dec, &found), KD_OK);
+    assert_false(found);
+    assert_int_equal(kd_dedup_release_claim(f->dedup, K("k")), KD_OK); /* no-op */
+    assert_int_equal(fx_stream_count(f, "k"), 2);
+    assert_claim(f->dedup, "k", 20, KD_CLAIMED, 20);
+    assert_claim(f->dedup, "k", 30, KD_IN_FLIGHT, 20);
+    assert_int_equal(fx_stream_count(f, "k"), 3);
+}
+
+/* lookup reads only: no append, whatever the state. */
+static void test_lookup_never_writes(void **state) {
+    fx *f = *state;
+    fx_counts counts;
+    kd_store *counting = fx_counting_store(f->store, &counts);
+    kd_dedup *d = kd_dedup_new(counting, "test");
+    kd_decision dec;
+    bool found = true;
+
+    assert_int_equal(kd_dedup_lookup(d, K("k"), &dec, &found), KD_OK);
+    assert_false(found);
+    assert_claim(f->dedup, "k", 5, KD_CLAIMED, 5);
+    assert_int_equal(kd_dedup_lookup(d, K("k"), &dec, &found), KD_OK);
+    assert_true(found);
+    assert_int_equal(dec.state, KD_IN_FLIGHT);
+    assert_int_equal(dec.timestamp_ms, 5);
+    assert_int_equal(kd_dedup_complete_receipt(f->dedup, K("k"), K("r")), KD_OK);
+    assert_int_equal(kd_dedup_lookup(d, K("k"), &dec, &found), KD_OK);
+    assert_int_equal(dec.state, KD_COMPLETED);
+    kd_decision_clear(&dec);
+
+    assert_int_equal(counts.read_last, 3);
+    assert_int_equal(counts.append + counts.append_batch, 0);
+    assert_int_equal(fx_stream_count(f, "k"), 2);
+    kd_dedup_destroy(d);
+    kd_store_destroy(counting);
+}
+
+/* Every stream key maps to one stream: a second key is a collision in
+ * lookup, claim, complete and release, and nothing is merged. */
+static void test_hash_collision_detected(void **state) {
+    fx *f = *state;
+    kd_store *colliding = fx_colliding_store(f->store);
+    kd_dedup *d = kd_dedup_new(colliding, "test");
+    kd_claim batch[2] = {{.key = "a", .key_len = 1}, {.key = "b", .key_len = 1}};
+    kd_decision dec;
+    bool found;
+
+    assert_claim(d, "a", 1, KD_CLAIMED, 1);
+    assert_int_equal(kd_dedup_lookup(d, K("b"), &dec, &found), KD_ERR_DEDUP_COLLISION);
+    assert_int_equal(kd_dedup_claim_or_get(d, K("b"), 2, &dec), KD_ERR_DEDUP_COLLISION);
+    assert_int_equal(kd_dedup_complete_receipt(d, K("b"), K("r")), KD_ERR_DEDUP_COLLISION);
+    assert_int_equal(kd_dedup_release_claim(d, K("b")), KD_ERR_DEDUP_COLLISION);
+    assert_int_equal(kd_dedup_claim_batch(d, batch, 2, 3), KD_OK);
+    assert_int_equal(batch[0].err, KD_OK);
+    assert_int_equal(batch[0].decision.state, KD_IN_FLIGHT);
+    assert_int_equal(batch[1].err, KD_ERR_DEDUP_COLLISION);
+    /* "a" is untouched: still in flight from its own claim. */
+    assert_claim(d, "a", 9, KD_IN_FLIGHT, 1);
+    kd_dedup_destroy(d);
+    kd_store_destroy(colliding);
+}
+
+/*
+ * Races, forced by a store wrapper that lets a competitor write first.
+ */
+
+typedef struct race {
+    kd_dedup *competitor; /* over the inner store */
+    const char *key;
+    const char *receipt;  /* complete with this, when set */
+    bool release_and_reclaim;
+} race;
+
+static void race_hook(void *arg) {
+    race *r = arg;
+    kd_decision dec;
+
+    if (r->release_and_reclaim) {
+        assert_int_equal(kd_dedup_release_claim(r->competitor, K(r->key)), KD_OK);
+        assert_int_equal(kd_dedup_claim_or_get(r->competitor, K(r->key), 77, &dec), KD_OK);
+        assert_int_equal(dec.state, KD_CLAIMED);
+    } else if (r->receipt) {
+        assert_int_equal(kd_dedup_complete_receipt(r->competitor, K(r->key), K(r->receipt)),
+                         KD_OK);
+    } else {
+        assert_int_equal(kd_dedup_claim_or_get(r->competitor, K(r->key), 55, &dec), KD_OK);
+        assert_int_equal(dec.state, KD_CLAIMED);
+    }
+}
+
+static kd_dedup *racing_dedup(fx *f, race *r, kd_store **wrapper) {
+    r->competitor = f->dedup;
+    *wrapper = fx_racing_store(f->store, race_hook, r);
+    return kd_dedup_new(*wrapper, "test");
+}
+
+/* A claim that loses the append race returns the winner's decision. */
+static void test_claim_race_returns_winner(void **state) {
+    fx *f = *state;
+    race r = {.key = "k"};
+    kd_store *w;
+    kd_dedup *d = racing_dedup(f, &r, &w);
+
+    assert_claim(d, "k", 66, KD_IN_FLIGHT, 55);
+    assert_int_equal(fx_stream_count(f, "k"), 1);
+    kd_dedup_destroy(d);
+    kd_store_destroy(w);
+}
+
+/* A stale release after a re-claim returns the conflict and leaves the
+ * fresh claim in flight. */
+static void test_stale_release_after_reclaim(void **state) {
+    fx *f = *state;
+    race r = {.key = "k", .release_and_reclaim = true};
+    kd_store *w;
+    kd_dedup *d;
+
+    assert_claim(f->dedup, "k", 10, KD_CLAIMED, 10);
+    d = racing_dedup(f, &r, &w);
+    assert_int_equal(kd_dedup_release_claim(d, K("k")), KD_ERR_SEQUENCE_CONFLICT);
+    assert_claim(f->dedup, "k", 99, KD_IN_FLIGHT, 77);
+    assert_int_equal(fx_stream_count(f, "k"), 3);
+    kd_dedup_destroy(d);
+    kd_store_destroy(w);
+}
+
+/* A release that loses to a completion succeeds without touching the receipt. */
+static void test_release_race_with_completion(void **state) {
+    fx *f = *state;
+    race r = {.key = "k", .receipt = "won"};
+    kd_store *w;
+    kd_dedup *d;
+
+    assert_claim(f->dedup, "k", 10, KD_CLAIMED, 10);
+    d = racing_dedup(f, &r, &w);
+    assert_int_equal(kd_dedup_release_claim(d, K("k")), KD_OK);
+    assert_completed_with(f->dedup, "k", "won");
+    kd_dedup_destroy(d);
+    kd_store_destroy(w);
+}
+
+/* A completion that loses the race succeeds only for the same receipt. */
+static void test_complete_race(void **state) {
+    fx *f = *state;
+    race same = {.key = "k1", .receipt = "r"}, other = {.key = "k2", .receipt = "theirs"};
+    kd_store *w;
+    kd_dedup *d;
+
+    assert_claim(f->dedup, "k1", 1, KD_CLAIMED, 1);
+    assert_claim(f->dedup, "k2", 1, KD_CLAIMED, 1);
+    d = racing_dedup(f, &same, &w);
+    assert_int_equal(kd_dedup_complete_receipt(d, K("k1"), K("r")), KD_OK);
+    kd_dedup_destroy(d);
+    kd_store_destroy(w);
+    d = racing_dedup(f, &other, &w);
+    assert_int_equal(kd_dedup_complete_receipt(d, K("k2"), K("mine")),
+                     KD_ERR_SEQUENCE_CONFLICT);
+    assert_completed_with(f->dedup, "k2", "theirs");
+    kd_dedup_destroy(d);
+    kd_store_destroy(w);
+}
+
+/*
+ * Batches.
+ */
+
+/* One store write per batch; a repeated key: first claimed, the rest in
+ * flight; existing keys keep their decisions. */
+static void test_claim_batch(void **state) {
+    fx *f = *state;
+    fx_counts counts;
+    kd_store *counting = fx_counting_store(f->store, &counts);
+    kd_dedup *d = kd_dedup_new(counting, "test");
+    kd_claim c[5] = {{.key = "a", .key_len = 1}, {.key = "b", .key_len = 1},
+                     {.key = "a", .key_len = 1}, {.key = "done", .key_len = 4},
+                     {.key = "a", .key_len = 1}};
+
+    assert_claim(f->dedup, "done", 1, KD_CLAIMED, 1);
+    assert_int_equal(kd_dedup_complete_receipt(f->dedup, K("done"), K("R")), KD_OK);
+    kd_dedup_set_owner(d, 42);
+
+    assert_int_equal(kd_dedup_claim_batch(d, c, 5, 1000), KD_OK);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(c[i].err, KD_OK);
+    assert_int_equal(c[0].decision.state, KD_CLAIMED);
+    assert_int_equal(c[1].decision.state, KD_CLAIMED);
+    assert_int_equal(c[2].decision.state, KD_IN_FLIGHT);
+    assert_int_equal(c[2].decision.timestamp_ms, 1000);
+    assert_int_equal(c[2].owner, 42);
+    assert_int_equal(c[3].decision.state, KD_COMPLETED);
+    assert_memory_equal(c[3].decision.receipt, "R", 1);
+    assert_int_equal(c[4].decision.state, KD_IN_FLIGHT);
+    assert_int_equal(counts.append_batch, 1);
+    assert_int_equal(counts.batch_items, 2);
+    assert_int_equal(counts.append, 0);
+    for (int i = 0; i < 5; i++)
+        kd_decision_clear(&c[i].decision);
+
+    /* The claims were stored with their owner. */
+    assert_int_equal(kd_dedup_claim_batch(d, c, 2, 2000), KD_OK);
+    assert_int_equal(c[0].decision.state, KD_IN_FLIGHT);
+    assert_int_equal(c[0].owner, 42);
+    assert_int_equal(fx_stream_count(f, "a"), 1);
+    kd_dedup_destroy(d);
+    kd_store_destroy(counting);
+}
+
+/* One store write per completion batch, with per-key semantics. */
+static void test_complete_batch(void **state) {
+    fx *f = *state;
+    fx_counts counts;
+    kd_store *counting = fx_counting_store(f->store, &counts);
+    kd_dedup *d = kd_dedup_new(counting, "test");
+    kd_completion c[5] = {
+        {.key = "a", .key_len = 1, .receipt = "ra", .receipt_len = 2},
+        {.key = "b", .key_len = 1, .receipt = "rb", .receipt_len = 2},
+        {.key = "a", .key_len = 1, .receipt = "ra", .receipt_len = 2},
+        {.key = "a", .key_len = 1, .receipt = "XX", .receipt_len = 2},
+        {.key = "none", .key_len = 4, .receipt = "r", .receipt_len = 1},
+    };
+
+    assert_claim(f->dedup, "a", 1, KD_CLAIMED, 1);
+    assert_claim(f->dedup, "b", 1, KD_CLAIMED, 1);
+    assert_int_equal(kd_dedup_complete_batch(d, c, 5), KD_OK);
+    assert_int_equal(c[0].err, KD_OK);
+    assert_int_equal(c[1].err, KD_OK);
+    assert_int_equal(c[2].err, KD_OK);
+    assert_int_equal(c[3].err, KD_ERR_DEDUP_COLLISION);
+    assert_int_equal(c[4].err, KD_ERR_DEDUP_COLLISION);
+    assert_int_equal(counts.append_batch, 1);
+    assert_int_equal(counts.batch_items, 2);
+    assert_completed_with(f->dedup, "a", "ra");
+    assert_completed_with(f->dedup, "b", "rb");
+
+    /* Again: everything already completed, nothing written. */
+    assert_int_equal(kd_dedup_complete_batch(d, c, 3), KD_OK);
+    assert_int_equal(c[0].err + c[1].err + c[2].err, KD_OK);
+    assert_int_equal(counts.append_batch, 1);
+    kd_dedup_destroy(d);
+    kd_store_destroy(counting);
+}
+
+/*
+ * Retention, stream keys, bad input.
+ */
+
+static void test_retention(void **state) {
+    fx *f = *state;
+    kd_decision dec;
+    bool found;
+
+    kd_dedup_set_retention(f->dedup, 60000, 1000);
+    assert_claim(f->dedup, "slow", 10000, KD_CLAIMED, 10000);
+    assert_claim(f->dedup, "slow", 10999, KD_IN_FLIGHT, 10000);
+    assert_claim(f->dedup, "slow", 11000, KD_CLAIMED, 11000); /* claim expired */
+    assert_int_equal(fx_stream_count(f, "slow"), 2);
+
+    /* Completed at wall-clock now: kept within ttl, absent after it. */
+    assert_int_equal(kd_dedup_complete_receipt(f->dedup, K("slow"), K("r")), KD_OK);
+    assert_int_equal(kd_dedup_lookup(f->dedup, K("slow"), &dec, &found), KD_OK);
+    assert_true(found);
+    assert_int_equal(dec.state, KD_COMPLETED);
+    assert_claim(f->dedup, "slow", dec.timestamp_ms + 59999, KD_COMPLETED, dec.timestamp_ms);
+    assert_claim(f->dedup, "slow", dec.timestamp_ms + 60000, KD_CLAIMED,
+                 dec.timestamp_ms + 60000);
+    kd_decision_clear(&dec);
+
+    /* An in-flight claim from long ago is absent for lookup too. */
+    assert_claim(f->dedup, "old", 5, KD_CLAIMED, 5);
+    assert_int_equal(kd_dedup_lookup(f->dedup, K("old"), &dec, &found), KD_OK);
+    assert_false(found);
+}
+
+static void test_stream_key_format(void **state) {
+    fx *f = *state;
+    const char *want = "test:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+    char buf[128], small[8];
+
+    assert_int_equal(kd_dedup_stream_key_for(f->dedup, K("abc"), buf, sizeof(buf)),
+                     strlen(want));
+    assert_string_equal(buf, want);
+    /* snprintf-like: truncated and terminated, full length returned. */
+    assert_int_equal(kd_dedup_stream_key_for(f->dedup, K("abc"), small, sizeof(small)),
+                     strlen(want));
+    assert_string_equal(small, "test:ba");
+    assert_int_equal(kd_dedup_stream_key_for(f->dedup, K("abc"), NULL, 0), strlen(want));
+}
+
+/* A stream holding bytes that are not an entry: every call says so. */
+static void test_garbage_entry(void **state) {
+    fx *f = *state;
+    char stream[128];
+    size_t len = kd_dedup_stream_key_for(f->dedup, K("k"), stream, sizeof(stream));
+    kd_decision dec;
+    bool found;
+
+    assert_int_equal(kd_store_append(f->store, stream, len, 0, "\x00garbage", 8), KD_OK);
+    assert_int_equal(kd_dedup_lookup(f->dedup, K("k"), &dec, &found), KD_ERR_SERIALIZATION);
+    assert_int_equal(kd_dedup_claim_or_get(f->dedup, K("k"), 1, &dec), KD_ERR_SERIALIZATION);
+    assert_int_equal(kd_dedup_complete_receipt(f->dedup, K("k"), K("r")),
+                     KD_ERR_SERIALIZATION);
+    assert_int_equal(kd_dedup_release_claim(f->dedup, K("k")), KD_ERR_SERIALIZATION);
+    assert_int_equal(fx_stream_count(f, "k"), 1);
+}
+
+static void test_bad_arguments(void **state) {
+    fx *f = *state;
+    kd_decision dec;
+    kd_claim c = {.key = NULL, .key_len = 3};
+    bool found;
+
+    assert_null(kd_dedup_new(NULL, "ns"));
+    assert_null(kd_dedup_new(f->store, NULL));
+    assert_int_equal(kd_dedup_claim_or_get(f->dedup, NULL, 3, 1, &dec), KD_ERR_CONFIG);
+    assert_int_equal(kd_dedup_claim_or_get(f->dedup, K("k"), 1, NULL), KD_ERR_CONFIG);
+    assert_int_equal(kd_dedup_lookup(f->dedup, NULL, 1, &dec, &found), KD_ERR_CONFIG);
+    assert_int_equal(kd_dedup_complete_receipt(f->dedup, K("k"), NULL, 4), KD_ERR_CONFIG);
+    assert_int_equal(kd_dedup_release_claim(f->dedup, NULL, 2), KD_ERR_CONFIG);
+    assert_int_equal(kd_dedup_claim_batch(f->dedup, &c, 1, 1), KD_ERR_CONFIG);
+    assert_int_equal(kd_dedup_claim_batch(f->dedup, NULL, 0, 1), KD_OK);
+    /* The empty key is a key like any other. */
+    assert_claim(f->dedup, "", 1, KD_CLAIMED, 1);
+    assert_claim(f->dedup, "", 2, KD_IN_FLIGHT, 1);
+    assert_string_equal(kd_err_name(KD_ERR_SEQUENCE_CONFLICT), "KD_ERR_SEQUENCE_CONFLICT");
+    assert_string_equal(kd_err_name((kd_err)99), "KD_ERR_UNKNOWN");
+}
+
+/*
+ * Concurrency: 8 threads claim the same keys at once.
+ */
+
+#define RACE_THREADS 8
+#define RACE_KEYS 300
+
+typedef struct racer {
+    kd_dedup *d;
+    int id;
+    pthread_barrier_t *go;
+    int claimed[RACE_KEYS];
+    int bad;
+} racer;
+
+static void *racer_run(void *arg) {
+    racer *r = arg;
+    char key[32];
+
+    pthread_barrier_wait(r->go);
+    for (int n = 0; n < RACE_KEYS; n++) {
+        int k = (n * 7 + r->id * 37) % RACE_KEYS; /* each thread its own order */
+        kd_decision dec;
+        kd_err err;
+
+        snprintf(key, sizeof(key), "key-%d", k);
+        if (kd_dedup_claim_or_get(r->d, K(key), 1000 + (uint64_t)r->id, &dec) != KD_OK) {
+            r->bad++;
+            continue;
+        }
+        if (dec.state == KD_CLAIMED) {
+            r->claimed[k]++;
+            if (k % 2 == 0) { /* complete half, so losers also see completed */
+                err = kd_dedup_complete_receipt(r->d, K(key), K("receipt"));
+                r->bad += err != KD_OK;
+            }
+        }
+        kd_decision_clear(&dec);
+    }
+    return NULL;
+}
+
+static void test_concurrent_claims_exactly_once(void **state) {
+    fx *f = *state;
+    pthread_t tid[RACE_THREADS];
+    pthread_barrier_t go;
+    racer *r = calloc(RACE_THREADS, sizeof(*r));
+
+    assert_non_null(r);
+    pthread_barrier_init(&go, NULL, RACE_THREADS);
+    for (int t = 0; t < RACE_THREADS; t++) {
+        r[t] = (racer){.d = f->dedup, .id = t, .go = &go};
+        assert_int_equal(pthread_create(&tid[t], NULL, racer_run, &r[t]), 0);
+    }
+    for (int t = 0; t < RACE_THREADS; t++)
+        pthread_join(tid[t], NULL);
+    for (int k = 0; k < RACE_KEYS; k++) {
+        int total = 0;
+        char key[32];
+
+        for (int t = 0; t < RACE_THREADS; t++)
+            total += r[t].claimed[k];
+        assert_int_equal(total, 1);
+        snprintf(key, sizeof(key), "key-%d", k);
+        assert_int_equal(fx_stream_count(f, key), k % 2 == 0 ? 2 : 1);
+    }
+    for (int t = 0; t < RACE_THREADS; t++)
+        assert_int_equal(r[t].bad, 0);
+    pthread_barrier_destroy(&go);
+    free(r);
+}
+
+/* Each test twice, named after the backend it runs on. */
+#define BOTH(fn)                                                     \
+    {"memory/" #fn, fn, setup, teardown, &backend_mem},             \
+    {                                                                \
+        "rocksdb/" #fn, fn, setup, teardown, &backend_rocks          \
+    }
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        BOTH(test_claim_then_in_flight),
+        BOTH(test_complete_then_completed),
+        BOTH(test_complete_idempotent_or_collision),
+        BOTH(test_complete_missing_key),
+        BOTH(test_release_absent_and_completed_noop),
+        BOTH(test_release_then_reclaim),
+        BOTH(test_lookup_never_writes),
+        BOTH(test_hash_collision_detected),
+        BOTH(test_claim_race_returns_winner),
+        BOTH(test_stale_release_after_reclaim),
+        BOTH(test_release_race_with_completion),
+        BOTH(test_complete_race),
+        BOTH(test_claim_batch),
+        BOTH(test_complete_batch),
+        BOTH(test_retention),
+        BOTH(test_stream_key_format),
+        BOTH(test_garbage_entry),
+        BOTH(test_bad_arguments),
+        BOTH(test_concurrent_claims_exactly_once),
+    };
+
+    return cmocka_run_group_tests_name("dedup (memory and rocksdb)", tests, NULL, NULL);
+}
