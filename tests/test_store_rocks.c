@@ -1,2 +1,370 @@
-/* placeholder */
-int main(void) { return 0; }
+/*
+ * kdedup tests - the RocksDB store: durability across close and kill -9,
+ * clear errors for unusable paths, locked and corrupt databases, garbage
+ * records, and retention applied by compaction.
+ */
+#include "dedup/dedup.h"
+#include "store_rocks/store_rocks.h"
+#include "tests/dedup_fixture.h"
+
+#include <stdarg.h>
+#include <setjmp.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <rocksdb/c.h>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define K(s) (s), strlen(s)
+
+static int setup(void **state) {
+    *state = fx_new(FX_ROCKS);
+    return 0;
+}
+
+static int teardown(void **state) {
+    fx_free(*state);
+    return 0;
+}
+
+static uint64_t wall_ms(void) {
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void assert_state(kd_dedup *d, const char *key, bool want_found, kd_state want) {
+    kd_decision dec;
+    bool found;
+
+    assert_int_equal(kd_dedup_lookup(d, K(key), &dec, &found), KD_OK);
+    assert_int_equal(found, want_found);
+    if (found)
+        assert_int_equal(dec.state, want);
+    kd_decision_clear(&dec);
+}
+
+/* The message of a failed kd_rocks_open, asserting that it failed. */
+static const char *open_error(const char *path, char *err, size_t size) {
+    kd_store *s = kd_rocks_open(path, true, err, size);
+
+    if (s) {
+        kd_store_destroy(s);
+        fail_msg("kd_rocks_open(%s) succeeded", path);
+    }
+    return err;
+}
+
+static void test_reopen_keeps_data(void **state) {
+    fx *f = *state;
+    kd_decision dec;
+
+    assert_int_equal(kd_dedup_claim_or_get(f->dedup, K("a"), 1, &dec), KD_OK);
+    assert_int_equal(kd_dedup_claim_or_get(f->dedup, K("b"), 1, &dec), KD_OK);
+    assert_int_equal(kd_dedup_complete_receipt(f->dedup, K("b"), K("rb")), KD_OK);
+    assert_int_equal(kd_dedup_claim_or_get(f->dedup, K("c"), 1, &dec), KD_OK);
+    assert_int_equal(kd_dedup_release_claim(f->dedup, K("c")), KD_OK);
+    fx_reopen(f);
+    assert_state(f->dedup, "a", true, KD_IN_FLIGHT);
+    assert_state(f->dedup, "b", true, KD_COMPLETED);
+    assert_state(f->dedup, "c", false, KD_CLAIMED);
+    assert_int_equal(fx_stream_count(f, "b"), 2);
+    assert_int_equal(fx_stream_count(f, "c"), 2);
+}
+
+static void test_second_open_is_locked(void **state) {
+    fx *f = *state;
+    char err[512];
+    pid_t pid;
+    int status;
+
+    open_error(f->dir, err, sizeof(err));
+    assert_non_null(strstr(err, f->dir));
+    assert_non_null(strstr(err, "locked"));
+
+    /* From another process, too. */
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        kd_store *s = kd_rocks_open(f->dir, true, err, sizeof(err));
+
+        _exit(!s && strstr(err, "locked") ? 0 : 1);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+static void test_path_errors(void **state) {
+    char dir[256], path[512], err[512];
+    int fd;
+
+    (void)state;
+    fx_tmpdir(dir, sizeof(dir));
+    snprintf(path, sizeof(path), "%s/file", dir);
+    fd = open(path, O_CREAT | O_WRONLY, 0600);
+    assert_true(fd >= 0);
+    close(fd);
+
+    snprintf(path, sizeof(path), "%s/file/store", dir);
+    open_error(path, err, sizeof(err));
+    assert_non_null(strstr(err, path));
+    assert_non_null(strstr(err, "Not a directory"));
+
+    open_error("", err, sizeof(err));
+    assert_non_null(strstr(err, "no path"));
+
+    /* Nested missing parents are created. */
+    snprintf(path, sizeof(path), "%s/a/b/c", dir);
+    kd_store *s = kd_rocks_open(path, false, err, sizeof(err));
+    assert_non_null(s);
+    kd_store_destroy(s);
+    fx_rmtree(dir);
+}
+
+/* A directory the process may not enter: root ignores modes, so the check
+ * runs in a child that drops to nobody. */
+static void test_permission_denied(void **state) {
+    char dir[256], path[512], err[512];
+    pid_t pid;
+    int status;
+
+    (void)state;
+    fx_tmpdir(dir, sizeof(dir));
+    assert_int_equal(chmod(dir, 0700), 0);
+    snprintf(path, sizeof(path), "%s/store", dir);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (geteuid() == 0) {
+            if (setgid(65534) != 0 || setuid(65534) != 0)
+                _exit(2);
+        } else if (chmod(dir, 0) != 0) {
+            _exit(3);
+        }
+        kd_store *s = kd_rocks_open(path, true, err, sizeof(err));
+
+        _exit(!s && strstr(err, path) && strstr(err, "Permission denied") ? 0 : 1);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    chmod(dir, 0700);
+    fx_rmtree(dir);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+static void write_file(const char *dir, const char *name, const char *content) {
+    char path[512];
+    FILE *fp;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    fp = fopen(path, "w");
+    assert_non_null(fp);
+    fputs(content, fp);
+    fclose(fp);
+}
+
+static void test_corrupt_files(void **state) {
+    fx *f = *state;
+    char err[512];
+
+    fx_reopen(f); /* leaves a complete database behind */
+    kd_dedup_destroy(f->dedup);
+    kd_store_destroy(f->store);
+    f->dedup = NULL;
+    f->store = NULL;
+    write_file(f->dir, "CURRENT", "MANIFEST-999999\n");
+    open_error(f->dir, err, sizeof(err));
+    assert_non_null(strstr(err, f->dir));
+    assert_non_null(strstr(err, "MANIFEST-999999"));
+
+    write_file(f->dir, "CURRENT", "\x01\x02 not a manifest name");
+    open_error(f->dir, err, sizeof(err));
+    assert_non_null(strstr(err, f->dir));
+    fx_rmtree(f->dir);
+    assert_int_equal(mkdir(f->dir, 0700), 0);
+    fx_reopen(f);
+}
+
+/* Writes raw bytes under a record key with RocksDB itself (store closed). */
+static void raw_put(const char *dir, const char *key, size_t klen, const char *val,
+                    size_t vlen) {
+    rocksdb_options_t *o = rocksdb_options_create();
+    rocksdb_writeoptions_t *w = rocksdb_writeoptions_create();
+    char *err = NULL;
+    rocksdb_t *db = rocksdb_open(o, dir, &err);
+
+    assert_null(err);
+    rocksdb_put(db, w, key, klen, val, vlen, &err);
+    assert_null(err);
+    rocksdb_close(db);
+    rocksdb_writeoptions_destroy(w);
+    rocksdb_options_destroy(o);
+}
+
+static void test_garbage_head_record(void **state) {
+    fx *f = *state;
+    char stream[128], key[130];
+    size_t len = kd_dedup_stream_key_for(f->dedup, K("k"), stream, sizeof(stream));
+    kd_decision dec;
+    bool found;
+
+    kd_dedup_destroy(f->dedup);
+    kd_store_destroy(f->store);
+    f->dedup = NULL;
+    f->store = NULL;
+    key[0] = 'h';
+    memcpy(key + 1, stream, len);
+    raw_put(f->dir, key, len + 1, "abc", 3); /* shorter than a head */
+    fx_reopen(f);
+    assert_int_equal(kd_dedup_lookup(f->dedup, K("k"), &dec, &found), KD_ERR_SERIALIZATION);
+    assert_int_equal(kd_dedup_claim_or_get(f->dedup, K("k"), 1, &dec), KD_ERR_SERIALIZATION);
+
+    kd_dedup_destroy(f->dedup);
+    kd_store_destroy(f->store);
+    f->dedup = NULL;
+    f->store = NULL;
+    raw_put(f->dir, key, len + 1, "\0\0\0\0\0\0\0\0KD\x01\x09garbage", 20);
+    fx_reopen(f);
+    assert_int_equal(kd_dedup_claim_or_get(f->dedup, K("k"), 1, &dec), KD_ERR_SERIALIZATION);
+    assert_int_equal(kd_dedup_release_claim(f->dedup, K("k")), KD_ERR_SERIALIZATION);
+    /* Other keys are unaffected. */
+    assert_int_equal(kd_dedup_claim_or_get(f->dedup, K("other"), 1, &dec), KD_OK);
+    assert_int_equal(dec.state, KD_CLAIMED);
+}
+
+/* Expired claims and receipts are dropped by compaction; live ones stay. */
+static void test_retention_compaction(void **state) {
+    fx *f = *state;
+    uint64_t now = wall_ms(), records = 0;
+    kd_decision dec;
+    char key[32];
+
+    kd_dedup_set_retention(f->dedup, 3600 * 1000, 60 * 1000);
+    for (int i = 0; i < 50; i++) { /* claimed two minutes ago: expired */
+        snprintf(key, sizeof(key), "old-%d", i);
+        assert_int_equal(kd_dedup_claim_or_get(f->dedup, K(key), now - 120000, &dec), KD_OK);
+    }
+    for (int i = 0; i < 20; i++) { /* claimed and completed now: live */
+        snprintf(key, sizeof(key), "new-%d", i);
+        assert_int_equal(kd_dedup_claim_or_get(f->dedup, K(key), now, &dec), KD_OK);
+        assert_int_equal(kd_dedup_complete_receipt(f->dedup, K(key), K("r")), KD_OK);
+    }
+    assert_int_equal(kd_rocks_count_records(f->store, &records), KD_OK);
+    assert_int_equal(records, 50 * 2 + 20 * 3); /* head + log entries */
+    assert_int_equal(kd_rocks_compact(f->store), KD_OK);
+    assert_int_equal(kd_rocks_count_records(f->store, &records), KD_OK);
+    assert_int_equal(records, 20 * 3);
+    assert_int_equal(fx_stream_count(f, "old-7"), 0);
+    assert_state(f->dedup, "new-7", true, KD_COMPLETED);
+
+    /* An expired key is claimable again, from seq 0. */
+    assert_int_equal(kd_dedup_claim_or_get(f->dedup, K("old-7"), now, &dec), KD_OK);
+    assert_int_equal(dec.state, KD_CLAIMED);
+    assert_int_equal(fx_stream_count(f, "old-7"), 1);
+
+    /* Retention off (the default for a fresh store) keeps everything. */
+    fx_reopen(f);
+    assert_int_equal(kd_rocks_compact(f->store), KD_OK);
+    assert_int_equal(kd_rocks_count_records(f->store, &records), KD_OK);
+    assert_int_equal(records, 20 * 3 + 2);
+    assert_int_equal(kd_rocks_compact(kd_store_mem_new()), KD_ERR_CONFIG);
+}
+
+/* A synced append survives kill -9 of the process that made it. */
+static void test_kill9_keeps_synced_appends(void **state) {
+    fx *f = *state;
+    int ready[2];
+    pid_t pid;
+    char c = 0;
+
+    kd_dedup_destroy(f->dedup);
+    kd_store_destroy(f->store);
+    f->dedup = NULL;
+    f->store = NULL;
+    assert_int_equal(pipe(ready), 0);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        char err[512], key[32];
+        kd_store *s = kd_rocks_open(f->dir, true, err, sizeof(err));
+        kd_dedup *d = s ? kd_dedup_new(s, "test") : NULL;
+        kd_claim c100[100];
+
+        if (!d)
+            _exit(1);
+        for (int i = 0; i < 100; i++) {
+            snprintf(key, sizeof(key), "k%d", i);
+            c100[i] = (kd_claim){.key = strdup(key), .key_len = strlen(key)};
+        }
+        if (kd_dedup_claim_batch(d, c100, 100, 5) != KD_OK || c100[99].err != KD_OK)
+            _exit(1);
+        if (kd_dedup_complete_receipt(d, K("k0"), K("r0")) != KD_OK)
+            _exit(1);
+        if (write(ready[1], "x", 1) != 1)
+            _exit(1);
+        raise(SIGKILL);
+    }
+    close(ready[1]);
+    assert_int_equal(read(ready[0], &c, 1), 1);
+    close(ready[0]);
+    waitpid(pid, NULL, 0);
+    fx_reopen(f);
+    assert_state(f->dedup, "k0", true, KD_COMPLETED);
+    assert_state(f->dedup, "k99", true, KD_IN_FLIGHT);
+    assert_state(f->dedup, "k50", true, KD_IN_FLIGHT);
+}
+
+/* Batch appends: per-item conflicts, items of one stream in array order. */
+static void test_batch_append_per_item(void **state) {
+    fx *f = *state;
+    kd_append items[4] = {
+        {.stream = "s1", .stream_len = 2, .expected_seq = 0, .payload = "a", .payload_len = 1},
+        {.stream = "s1", .stream_len = 2, .expected_seq = 1, .payload = "b", .payload_len = 1},
+        {.stream = "s2", .stream_len = 2, .expected_seq = 5, .payload = "c", .payload_len = 1},
+        {.stream = "s1", .stream_len = 2, .expected_seq = 1, .payload = "d", .payload_len = 1},
+    };
+    uint64_t seq;
+    void *p;
+    size_t plen;
+    bool found;
+
+    assert_int_equal(kd_store_append_batch(f->store, items, 4), KD_OK);
+    assert_int_equal(items[0].result, KD_OK);
+    assert_int_equal(items[1].result, KD_OK);
+    assert_int_equal(items[2].result, KD_ERR_SEQUENCE_CONFLICT);
+    assert_int_equal(items[3].result, KD_ERR_SEQUENCE_CONFLICT);
+    assert_int_equal(kd_store_read_last(f->store, "s1", 2, &seq, &p, &plen, &found), KD_OK);
+    assert_true(found);
+    assert_int_equal(seq, 1);
+    assert_memory_equal(p, "b", 1);
+    free(p);
+    assert_int_equal(kd_store_read_last(f->store, "s2", 2, &seq, &p, &plen, &found), KD_OK);
+    assert_false(found);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_reopen_keeps_data, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_second_open_is_locked, setup, teardown),
+        cmocka_unit_test(test_path_errors),
+        cmocka_unit_test(test_permission_denied),
+        cmocka_unit_test_setup_teardown(test_corrupt_files, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_garbage_head_record, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retention_compaction, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_kill9_keeps_synced_appends, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_append_per_item, setup, teardown),
+    };
+
+    return cmocka_run_group_tests_name("store_rocks", tests, NULL, NULL);
+}
