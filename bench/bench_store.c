@@ -26,8 +26,8 @@
 
 #define MAX_LEVELS 8
 #define MAX_ROUNDS 15
-#define KEY_FMT "idem-%012llu"   /* 17 bytes, like a short UUID-ish key */
-#define RECEIPT_BYTES 48        /* topic/partition/offset/timestamp sized */
+#define KEY_FMT "idem-%012llu" /* 17 bytes, like a short UUID-ish key */
+#define RECEIPT_BYTES 48       /* topic/partition/offset/timestamp sized */
 
 typedef struct opts {
     unsigned long long prefill[MAX_LEVELS];
@@ -88,8 +88,10 @@ static void keyset_fill(keyset *ks, unsigned long long first, const char *receip
         int len = snprintf(ks->keys[i], sizeof(ks->keys[i]), KEY_FMT, first + i);
 
         ks->claims[i] = (kd_claim){.key = ks->keys[i], .key_len = (size_t)len};
-        ks->done[i] = (kd_completion){.key = ks->keys[i], .key_len = (size_t)len,
-                                      .receipt = receipt, .receipt_len = RECEIPT_BYTES};
+        ks->done[i] = (kd_completion){.key = ks->keys[i],
+                                      .key_len = (size_t)len,
+                                      .receipt = receipt,
+                                      .receipt_len = RECEIPT_BYTES};
     }
 }
 
@@ -112,7 +114,8 @@ static int claim_complete(kd_dedup *d, keyset *ks, const char *receipt,
 }
 
 /* kdedup: claim+complete keys/s over batches of ks->n for `seconds`. */
-static double run_kdedup(kd_dedup *d, keyset *ks, double seconds, unsigned long long *next) {
+static double run_kdedup(kd_dedup *d, keyset *ks, double seconds,
+                         unsigned long long *next) {
     char receipt[RECEIPT_BYTES];
     double t0 = now_s(), t;
     unsigned long long keys = 0;
@@ -204,7 +207,8 @@ static void keyset_free(keyset *ks) {
 }
 
 /* Fills a fresh store with `count` completed keys, unsynced, in 1000s. */
-static void prefill(const char *path, unsigned long long count, unsigned long long *next) {
+static void prefill(const char *path, unsigned long long count,
+                    unsigned long long *next) {
     kd_store *s = open_store(path, 0);
     kd_dedup *d = kd_dedup_new(s, "bench");
     char receipt[RECEIPT_BYTES];
@@ -269,8 +273,12 @@ static void bench_level(const opts *o, unsigned long long level) {
 }
 
 int main(int argc, char **argv) {
-    opts o = {.prefill = {10000, 100000, 1000000}, .nprefill = 3,
-              .batch = {1, 100, 1000}, .nbatch = 3, .seconds = 1.0, .rounds = 3,
+    opts o = {.prefill = {10000, 100000, 1000000},
+              .nprefill = 3,
+              .batch = {1, 100, 1000},
+              .nbatch = 3,
+              .seconds = 1.0,
+              .rounds = 3,
               .dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp"};
     struct rusage ru;
 
@@ -290,8 +298,10 @@ int main(int argc, char **argv) {
     }
     if (argc % 2 == 0 || o.nprefill <= 0 || o.nbatch <= 0 || o.seconds <= 0 ||
         o.rounds < 1 || o.rounds > MAX_ROUNDS) {
-        fprintf(stderr, "usage: %s [--prefill N,N..] [--batch N,N..] [--seconds S] "
-                        "[--rounds R] [--dir D]\n", argv[0]);
+        fprintf(stderr,
+                "usage: %s [--prefill N,N..] [--batch N,N..] [--seconds S] "
+                "[--rounds R] [--dir D]\n",
+                argv[0]);
         return 2;
     }
     for (int b = 0; b < o.nbatch; b++)
@@ -299,9 +309,10 @@ int main(int argc, char **argv) {
             fprintf(stderr, "bench: batch sizes must be positive\n");
             return 2;
         }
-    printf("# claim+complete keys/s (kdedup, RocksDB store, sync=true) vs synced\n"
-           "# WriteBatch puts/s (raw RocksDB), medians of %d alternating rounds of %.1fs\n",
-           o.rounds, o.seconds);
+    printf(
+        "# claim+complete keys/s (kdedup, RocksDB store, sync=true) vs synced\n"
+        "# WriteBatch puts/s (raw RocksDB), medians of %d alternating rounds of %.1fs\n",
+        o.rounds, o.seconds);
     printf("%10s %6s %12s %12s %7s\n", "stored", "batch", "kdedup_k/s", "raw_puts/s",
            "ratio");
     for (int l = 0; l < o.nprefill; l++)

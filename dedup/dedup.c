@@ -34,6 +34,7 @@ struct kd_dedup {
 typedef struct head {
     bool found;
     uint64_t seq;
+    uint64_t version; /* the store's stamp of this read (kd_read.version) */
     void *payload;
     size_t payload_len;
     kd_entry e;
@@ -46,11 +47,12 @@ typedef struct slot {
     const char *key;
     size_t key_len;
     unsigned char hash[HASH_LEN];
-    char *stream;         /* into the batch's arena */
-    size_t leader;        /* index of the first item with this key */
+    char *stream;  /* into the batch's arena */
+    size_t leader; /* index of the first item with this key */
     head head;
-    kd_append *append;    /* the planned append, or NULL */
-    void *encoded;        /* its payload */
+    kd_err read_err;   /* leaders: reading or decoding the head failed */
+    kd_append *append; /* the planned append, or NULL */
+    void *encoded;     /* its payload */
 } slot;
 
 typedef struct batch {
@@ -61,6 +63,7 @@ typedef struct batch {
     char *arena;
     kd_append *appends;
     size_t nappends;
+    kd_read *reads;
 } batch;
 
 void kd_decision_clear(kd_decision *d) {
@@ -165,6 +168,19 @@ static void head_clear(head *h) {
     memset(h, 0, sizeof(*h));
 }
 
+/* Decodes a head just read, and checks that it belongs to key. */
+static kd_err head_decode(head *h, const char *key, size_t key_len) {
+    kd_err err;
+
+    if (!h->found)
+        return KD_OK;
+    if ((err = kd_entry_decode(h->payload, h->payload_len, &h->e)) != KD_OK)
+        return err;
+    if (h->e.key_len != key_len || (key_len && memcmp(h->e.key, key, key_len) != 0))
+        return KD_ERR_DEDUP_COLLISION;
+    return KD_OK;
+}
+
 /* Reads and decodes the newest entry of a stream, and checks that it belongs
  * to key. */
 static kd_err head_read(kd_dedup *d, const char *stream, size_t stream_len,
@@ -174,19 +190,13 @@ static kd_err head_read(kd_dedup *d, const char *stream, size_t stream_len,
     head_clear(h);
     err = kd_store_read_last(d->store, stream, stream_len, &h->seq, &h->payload,
                              &h->payload_len, &h->found);
-    if (err != KD_OK || !h->found)
-        return err;
-    if ((err = kd_entry_decode(h->payload, h->payload_len, &h->e)) != KD_OK)
-        return err;
-    if (h->e.key_len != key_len || (key_len && memcmp(h->e.key, key, key_len) != 0))
-        return KD_ERR_DEDUP_COLLISION;
-    return KD_OK;
+    return err != KD_OK ? err : head_decode(h, key, key_len);
 }
 
 /* True when the entry has outlived the cache's retention at now. */
 static bool expired(const kd_dedup *d, const kd_entry *e, uint64_t now) {
-    uint64_t limit = e->has_receipt ? atomic_load(&d->ttl_ms)
-                                    : atomic_load(&d->inflight_ms);
+    uint64_t limit =
+        e->has_receipt ? atomic_load(&d->ttl_ms) : atomic_load(&d->inflight_ms);
 
     return limit && now >= e->timestamp_ms && now - e->timestamp_ms >= limit;
 }
@@ -299,7 +309,41 @@ static kd_err batch_alloc(batch *b, kd_dedup *d, size_t n) {
     b->slots = calloc(n ? n : 1, sizeof(*b->slots));
     b->arena = malloc(n ? n * b->stream_len : 1);
     b->appends = calloc(n ? n : 1, sizeof(*b->appends));
-    return b->slots && b->arena && b->appends ? KD_OK : KD_ERR_STORE;
+    b->reads = calloc(n ? n : 1, sizeof(*b->reads));
+    return b->slots && b->arena && b->appends && b->reads ? KD_OK : KD_ERR_STORE;
+}
+
+/* Reads the heads of all leaders with one store call, and decodes them. */
+static void batch_read_heads(batch *b) {
+    size_t nreads = 0;
+    kd_err err;
+
+    for (size_t i = 0; i < b->n; i++)
+        if (b->slots[i].leader == i)
+            b->reads[nreads++] =
+                (kd_read){.stream = b->slots[i].stream, .stream_len = b->stream_len};
+    err = kd_store_read_last_batch(b->d->store, b->reads, nreads);
+    nreads = 0;
+    for (size_t i = 0; i < b->n; i++) {
+        slot *s = &b->slots[i];
+        kd_read *r;
+
+        if (s->leader != i)
+            continue;
+        r = &b->reads[nreads++];
+        s->head = (head){.found = r->found,
+                         .seq = r->seq,
+                         .version = r->version,
+                         .payload = r->payload,
+                         .payload_len = r->payload_len};
+        if (!r->found) {
+            free(r->payload);
+            s->head.payload = NULL;
+        }
+        s->read_err = err != KD_OK ? err : r->err;
+        if (s->read_err == KD_OK)
+            s->read_err = head_decode(&s->head, s->key, s->key_len);
+    }
 }
 
 /* Hashes each key once and groups repeats behind their leader. */
@@ -321,6 +365,7 @@ static void batch_free(batch *b) {
     free(b->slots);
     free(b->arena);
     free(b->appends);
+    free(b->reads);
 }
 
 /* Encodes e and queues its append after the slot's head. */
@@ -331,9 +376,12 @@ static kd_err batch_plan(batch *b, slot *s, const kd_entry *e) {
 
     if ((err = kd_entry_encode_alloc(e, &s->encoded, &len)) != KD_OK)
         return err;
-    *a = (kd_append){.stream = s->stream, .stream_len = b->stream_len,
+    *a = (kd_append){.stream = s->stream,
+                     .stream_len = b->stream_len,
                      .expected_seq = next_seq(&s->head),
-                     .payload = s->encoded, .payload_len = len};
+                     .version = s->head.version,
+                     .payload = s->encoded,
+                     .payload_len = len};
     s->append = a;
     b->nappends++;
     return KD_OK;
@@ -348,16 +396,17 @@ static void claim_leader(batch *b, size_t i, kd_claim *c, uint64_t ts) {
     slot *s = &b->slots[i];
     kd_entry e;
 
-    c->err = head_read(b->d, s->stream, b->stream_len, c->key, c->key_len, &s->head);
-    if (c->err != KD_OK)
+    if ((c->err = s->read_err) != KD_OK)
         return;
     if (head_state_at(b->d, &s->head, ts) != ST_ABSENT) {
         c->owner = s->head.e.has_owner ? s->head.e.owner : 0;
         c->err = decision_from_head(&s->head, &c->decision);
         return;
     }
-    e = (kd_entry){.kind = KD_ENTRY_ACTIVE, .timestamp_ms = ts,
-                   .key = c->key, .key_len = c->key_len};
+    e = (kd_entry){.kind = KD_ENTRY_ACTIVE,
+                   .timestamp_ms = ts,
+                   .key = c->key,
+                   .key_len = c->key_len};
     e.owner = atomic_load(&b->d->owner);
     e.has_owner = e.owner != 0;
     c->err = batch_plan(b, s, &e);
@@ -433,6 +482,7 @@ kd_err kd_dedup_claim_batch(kd_dedup *d, kd_claim *claims, size_t n,
         return KD_OK;
     }
 
+    batch_read_heads(&b);
     for (size_t i = 0; i < n; i++) {
         if (b.slots[i].leader == SIZE_MAX)
             claims[i].err = KD_ERR_DEDUP_COLLISION;
@@ -477,8 +527,7 @@ static void complete_leader(batch *b, size_t i, kd_completion *c, uint64_t now) 
     slot *s = &b->slots[i];
     kd_entry e;
 
-    c->err = head_read(b->d, s->stream, b->stream_len, c->key, c->key_len, &s->head);
-    if (c->err != KD_OK)
+    if ((c->err = s->read_err) != KD_OK)
         return;
     switch (head_state(&s->head)) {
     case ST_ABSENT:
@@ -486,15 +535,21 @@ static void complete_leader(batch *b, size_t i, kd_completion *c, uint64_t now) 
         return;
     case ST_COMPLETED:
         c->err = same_bytes(s->head.e.receipt, s->head.e.receipt_len, c->receipt,
-                            c->receipt_len) ? KD_OK : KD_ERR_DEDUP_COLLISION;
+                            c->receipt_len)
+                     ? KD_OK
+                     : KD_ERR_DEDUP_COLLISION;
         return;
     case ST_IN_FLIGHT:
         break;
     }
-    e = (kd_entry){.kind = KD_ENTRY_ACTIVE, .timestamp_ms = now,
-                   .key = c->key, .key_len = c->key_len,
-                   .has_owner = s->head.e.has_owner, .owner = s->head.e.owner,
-                   .has_receipt = true, .receipt = c->receipt,
+    e = (kd_entry){.kind = KD_ENTRY_ACTIVE,
+                   .timestamp_ms = now,
+                   .key = c->key,
+                   .key_len = c->key_len,
+                   .has_owner = s->head.e.has_owner,
+                   .owner = s->head.e.owner,
+                   .has_receipt = true,
+                   .receipt = c->receipt,
                    .receipt_len = c->receipt_len};
     c->err = batch_plan(b, s, &e);
 }
@@ -519,8 +574,7 @@ static void complete_settle(batch *b, size_t i, kd_completion *c) {
 
 /* A repeated key: once its leader has completed it, it is completed with the
  * leader's receipt (or the stored one), so only the same bytes succeed. */
-static void complete_follow(const kd_completion *lead, const slot *ls,
-                            kd_completion *c) {
+static void complete_follow(const kd_completion *lead, const slot *ls, kd_completion *c) {
     const void *r;
     size_t rlen;
 
@@ -534,8 +588,8 @@ static void complete_follow(const kd_completion *lead, const slot *ls,
         c->err = lead->err;
         return;
     }
-    c->err = same_bytes(r, rlen, c->receipt, c->receipt_len) ? KD_OK
-                                                             : KD_ERR_DEDUP_COLLISION;
+    c->err =
+        same_bytes(r, rlen, c->receipt, c->receipt_len) ? KD_OK : KD_ERR_DEDUP_COLLISION;
 }
 
 kd_err kd_dedup_complete_batch(kd_dedup *d, kd_completion *items, size_t n) {
@@ -568,6 +622,7 @@ kd_err kd_dedup_complete_batch(kd_dedup *d, kd_completion *items, size_t n) {
         return KD_OK;
     }
 
+    batch_read_heads(&b);
     for (size_t i = 0; i < n; i++) {
         if (b.slots[i].leader == SIZE_MAX)
             items[i].err = KD_ERR_DEDUP_COLLISION;
@@ -590,8 +645,8 @@ kd_err kd_dedup_complete_batch(kd_dedup *d, kd_completion *items, size_t n) {
 
 kd_err kd_dedup_complete_receipt(kd_dedup *d, const char *key, size_t key_len,
                                  const void *receipt, size_t receipt_len) {
-    kd_completion c = {.key = key, .key_len = key_len,
-                       .receipt = receipt, .receipt_len = receipt_len};
+    kd_completion c = {
+        .key = key, .key_len = key_len, .receipt = receipt, .receipt_len = receipt_len};
     kd_err err = kd_dedup_complete_batch(d, &c, 1);
 
     return err != KD_OK ? err : c.err;
@@ -602,8 +657,8 @@ kd_err kd_dedup_complete_receipt(kd_dedup *d, const char *key, size_t key_len,
  */
 
 /* Hashes key and reads its stream's head; *stream is malloc()ed. */
-static kd_err single_read(kd_dedup *d, const char *key, size_t key_len,
-                          char **stream, head *h) {
+static kd_err single_read(kd_dedup *d, const char *key, size_t key_len, char **stream,
+                          head *h) {
     unsigned char hash[HASH_LEN];
 
     if (!(*stream = malloc(stream_len(d))))
@@ -612,8 +667,8 @@ static kd_err single_read(kd_dedup *d, const char *key, size_t key_len,
     return head_read(d, *stream, stream_len(d), key, key_len, h);
 }
 
-kd_err kd_dedup_lookup(kd_dedup *d, const char *key, size_t key_len,
-                       kd_decision *out, bool *found) {
+kd_err kd_dedup_lookup(kd_dedup *d, const char *key, size_t key_len, kd_decision *out,
+                       bool *found) {
     char *stream = NULL;
     head h = {0};
     uint64_t now;
@@ -652,8 +707,8 @@ kd_err kd_dedup_release_claim(kd_dedup *d, const char *key, size_t key_len) {
     if (err != KD_OK || head_state(&h) != ST_IN_FLIGHT)
         goto done; /* absent or completed: nothing to release, never a receipt */
 
-    e = (kd_entry){.kind = KD_ENTRY_TOMBSTONE, .timestamp_ms = now,
-                   .key = key, .key_len = key_len};
+    e = (kd_entry){
+        .kind = KD_ENTRY_TOMBSTONE, .timestamp_ms = now, .key = key, .key_len = key_len};
     if ((err = kd_entry_encode_alloc(&e, &payload, &payload_len)) != KD_OK)
         goto done;
     err = kd_store_append(d->store, stream, stream_len(d), next_seq(&h), payload,

@@ -24,9 +24,9 @@ typedef enum kd_state { KD_CLAIMED, KD_IN_FLIGHT, KD_COMPLETED } kd_state;
 
 typedef struct kd_decision {
     kd_state state;
-    uint64_t timestamp_ms;   /* claim time (in flight) or completion time (completed) */
-    void    *receipt;        /* KD_COMPLETED only: malloc()ed copy of the receipt bytes */
-    size_t   receipt_len;
+    uint64_t timestamp_ms; /* claim time (in flight) or completion time (completed) */
+    void *receipt;         /* KD_COMPLETED only: malloc()ed copy of the receipt bytes */
+    size_t receipt_len;
 } kd_decision;
 
 /* Frees d->receipt and clears it. NULL-safe. */
@@ -52,8 +52,8 @@ size_t kd_dedup_stream_key_for(const kd_dedup *d, const char *key, size_t key_le
  * (KD_IN_FLIGHT or KD_COMPLETED); clear it with kd_decision_clear().
  * Returns KD_ERR_DEDUP_COLLISION when the stream holds another key, or a
  * store or serialization error. */
-kd_err kd_dedup_lookup(kd_dedup *d, const char *key, size_t key_len,
-                       kd_decision *out, bool *found);
+kd_err kd_dedup_lookup(kd_dedup *d, const char *key, size_t key_len, kd_decision *out,
+                       bool *found);
 
 /* Claims a key at timestamp_ms, or returns its existing decision: KD_CLAIMED
  * (deliver the message), KD_IN_FLIGHT (another claim holds it) or
@@ -89,11 +89,11 @@ void kd_dedup_set_owner(kd_dedup *d, uint64_t owner);
 
 /* One key of a claim batch. */
 typedef struct kd_claim {
-    const char *key;          /* in */
-    size_t key_len;           /* in */
-    kd_err err;               /* out: this key's result */
-    kd_decision decision;     /* out when err == KD_OK; clear with kd_decision_clear() */
-    uint64_t owner;           /* out: KD_IN_FLIGHT: the holder's owner id (0 = none) */
+    const char *key;      /* in */
+    size_t key_len;       /* in */
+    kd_err err;           /* out: this key's result */
+    kd_decision decision; /* out when err == KD_OK; clear with kd_decision_clear() */
+    uint64_t owner;       /* out: KD_IN_FLIGHT: the holder's owner id (0 = none) */
 } kd_claim;
 
 /* Claims every key of the batch at timestamp_ms with one store write, with
@@ -106,11 +106,11 @@ kd_err kd_dedup_claim_batch(kd_dedup *d, kd_claim *claims, size_t n,
 
 /* One key of a completion batch. */
 typedef struct kd_completion {
-    const char *key;          /* in */
-    size_t key_len;           /* in */
-    const void *receipt;      /* in */
-    size_t receipt_len;       /* in */
-    kd_err err;               /* out: this key's result */
+    const char *key;     /* in */
+    size_t key_len;      /* in */
+    const void *receipt; /* in */
+    size_t receipt_len;  /* in */
+    kd_err err;          /* out: this key's result */
 } kd_completion;
 
 /* Completes every key of the batch with one store write, with the per-key

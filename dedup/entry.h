@@ -29,10 +29,7 @@
 
 #define KD_ENTRY_VERSION 1
 
-typedef enum kd_entry_kind {
-    KD_ENTRY_ACTIVE = 1,
-    KD_ENTRY_TOMBSTONE = 2
-} kd_entry_kind;
+typedef enum kd_entry_kind { KD_ENTRY_ACTIVE = 1, KD_ENTRY_TOMBSTONE = 2 } kd_entry_kind;
 
 /* A decoded entry. Pointers borrow from the buffer it was decoded from (or
  * from the caller, when encoding). */
@@ -42,8 +39,8 @@ typedef struct kd_entry {
     const char *key;
     size_t key_len;
     bool has_owner;
-    uint64_t owner;       /* boot id of the process that claimed the key */
-    bool has_receipt;     /* active only: completed */
+    uint64_t owner;   /* boot id of the process that claimed the key */
+    bool has_receipt; /* active only: completed */
     const void *receipt;
     size_t receipt_len;
 } kd_entry;

@@ -15,12 +15,18 @@ struct kd_store {
 
 const char *kd_err_name(kd_err err) {
     switch (err) {
-    case KD_OK: return "KD_OK";
-    case KD_ERR_STORE: return "KD_ERR_STORE";
-    case KD_ERR_SERIALIZATION: return "KD_ERR_SERIALIZATION";
-    case KD_ERR_SEQUENCE_CONFLICT: return "KD_ERR_SEQUENCE_CONFLICT";
-    case KD_ERR_DEDUP_COLLISION: return "KD_ERR_DEDUP_COLLISION";
-    case KD_ERR_CONFIG: return "KD_ERR_CONFIG";
+    case KD_OK:
+        return "KD_OK";
+    case KD_ERR_STORE:
+        return "KD_ERR_STORE";
+    case KD_ERR_SERIALIZATION:
+        return "KD_ERR_SERIALIZATION";
+    case KD_ERR_SEQUENCE_CONFLICT:
+        return "KD_ERR_SEQUENCE_CONFLICT";
+    case KD_ERR_DEDUP_COLLISION:
+        return "KD_ERR_DEDUP_COLLISION";
+    case KD_ERR_CONFIG:
+        return "KD_ERR_CONFIG";
     }
     return "KD_ERR_UNKNOWN";
 }
@@ -67,6 +73,22 @@ kd_err kd_store_append(kd_store *store, const char *stream, size_t stream_len,
                               payload_len);
 }
 
+kd_err kd_store_read_last_batch(kd_store *store, kd_read *items, size_t n) {
+    if (n == 0)
+        return KD_OK;
+    if (store->ops->read_last_batch)
+        return store->ops->read_last_batch(store->impl, items, n);
+    for (size_t i = 0; i < n; i++) {
+        kd_read *r = &items[i];
+
+        r->payload = NULL;
+        r->version = 0;
+        r->err = store->ops->read_last(store->impl, r->stream, r->stream_len, &r->seq,
+                                       &r->payload, &r->payload_len, &r->found);
+    }
+    return KD_OK;
+}
+
 kd_err kd_store_append_batch(kd_store *store, kd_append *items, size_t n) {
     kd_err first = KD_OK;
 
@@ -80,8 +102,7 @@ kd_err kd_store_append_batch(kd_store *store, kd_append *items, size_t n) {
 
         a->result = store->ops->append(store->impl, a->stream, a->stream_len,
                                        a->expected_seq, a->payload, a->payload_len);
-        if (first == KD_OK && a->result != KD_OK &&
-            a->result != KD_ERR_SEQUENCE_CONFLICT)
+        if (first == KD_OK && a->result != KD_OK && a->result != KD_ERR_SEQUENCE_CONFLICT)
             first = a->result;
     }
     return first;

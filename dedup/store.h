@@ -19,8 +19,9 @@ typedef enum kd_err {
     KD_ERR_STORE,             /* backend read/append failed (I/O, corruption) */
     KD_ERR_SERIALIZATION,     /* an entry could not be encoded or decoded */
     KD_ERR_SEQUENCE_CONFLICT, /* append's expected_seq was not the stream's next seq */
-    KD_ERR_DEDUP_COLLISION,   /* stream holds another original key, or complete on a missing key */
-    KD_ERR_CONFIG             /* bad argument or configuration; time not encodable */
+    KD_ERR_DEDUP_COLLISION, /* stream holds another original key, or complete on a missing
+                               key */
+    KD_ERR_CONFIG           /* bad argument or configuration; time not encodable */
 } kd_err;
 
 /* The enum constant's name, e.g. "KD_ERR_STORE"; "KD_ERR_UNKNOWN" for values
@@ -29,6 +30,18 @@ const char *kd_err_name(kd_err err);
 
 typedef struct kd_store kd_store; /* opaque */
 
+/* One read of a batch: the stream, and what read_last would return. */
+typedef struct kd_read {
+    const char *stream;
+    size_t stream_len;
+    kd_err err;         /* out */
+    bool found;         /* out */
+    uint64_t seq;       /* out, when found */
+    void *payload;      /* out, when found: malloc()ed, the caller frees */
+    size_t payload_len; /* out */
+    uint64_t version;   /* out: backend stamp for kd_append.version; 0 = none */
+} kd_read;
+
 /* One append of a batch: the input fields, and the per-item result. */
 typedef struct kd_append {
     const char *stream;
@@ -36,6 +49,10 @@ typedef struct kd_append {
     uint64_t expected_seq;
     const void *payload;
     size_t payload_len;
+    /* The version of the read expected_seq was derived from (kd_read.version),
+     * or 0. It lets a backend skip re-reading a stream nothing wrote to since;
+     * the check itself is the same either way. */
+    uint64_t version;
     kd_err result; /* out: KD_OK, KD_ERR_SEQUENCE_CONFLICT or the batch's error */
 } kd_append;
 
@@ -46,8 +63,8 @@ struct kd_store_ops {
     /* Newest entry of a stream. *found = false for an empty stream. On KD_OK with
      * *found, *seq is its sequence number (0-based) and *payload a malloc()ed copy
      * the caller frees. */
-    kd_err (*read_last)(void *impl, const char *stream, size_t stream_len,
-                        uint64_t *seq, void **payload, size_t *payload_len, bool *found);
+    kd_err (*read_last)(void *impl, const char *stream, size_t stream_len, uint64_t *seq,
+                        void **payload, size_t *payload_len, bool *found);
     /* Appends as entry number expected_seq, which must equal the number of entries
      * in the stream; otherwise nothing is written and KD_ERR_SEQUENCE_CONFLICT. */
     kd_err (*append)(void *impl, const char *stream, size_t stream_len,
@@ -59,6 +76,10 @@ struct kd_store_ops {
      * Returns KD_OK when the write succeeded (or there was nothing to write),
      * else the error, which is then also every item's result. */
     kd_err (*append_batch)(void *impl, kd_append *items, size_t n);
+    /* Optional. Reads the newest entry of every item's stream, as read_last
+     * does, setting each item's outputs. Returns KD_OK, or the error that
+     * failed the whole batch (then also every item's err). */
+    kd_err (*read_last_batch)(void *impl, kd_read *items, size_t n);
     /* Optional. Entries older than these (ms, 0 = keep) may be dropped by the
      * backend in the background. */
     void (*set_retention)(void *impl, uint64_t ttl_ms, uint64_t inflight_timeout_ms);
@@ -90,6 +111,10 @@ kd_err kd_store_read_last(kd_store *store, const char *stream, size_t stream_len
 /* Calls the backend's append; see struct kd_store_ops. */
 kd_err kd_store_append(kd_store *store, const char *stream, size_t stream_len,
                        uint64_t expected_seq, const void *payload, size_t payload_len);
+
+/* Reads a batch: the backend's read_last_batch, or read_last per item.
+ * Sets every item's outputs; returns KD_OK or the error that failed all. */
+kd_err kd_store_read_last_batch(kd_store *store, kd_read *items, size_t n);
 
 /* Appends a batch: one durable write when the backend has append_batch,
  * otherwise one append per item (then not atomic across items). Sets every

@@ -17,11 +17,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#define STRIPES 1024          /* striped locks serialising appends per stream */
-#define KEY_INLINE 256        /* record keys up to this long stay on the stack */
+#define STRIPES 1024   /* striped locks serialising appends per stream */
+#define VERSIONS 65536 /* write counters that let appends trust a read */
+#define KEY_INLINE 256 /* record keys up to this long stay on the stack */
 #define SEQ_LEN 8
 #define PREFIX_HEAD 'h'
-#define PREFIX_LOG 'l'
 #define BLOCK_CACHE_BYTES (64u << 20)
 
 typedef struct rocks_store {
@@ -38,9 +38,14 @@ typedef struct rocks_store {
     pthread_mutex_t err_lock;
     char last_error[512];
     pthread_mutex_t stripes[STRIPES];
+    /* Bumped after every write to a stream hashing to the slot. A read that
+     * saw version v of its slot, appended while the slot is still at v,
+     * needs no re-read under the lock: nothing wrote the stream since (one
+     * process owns the database, by RocksDB's LOCK file). */
+    _Atomic uint64_t versions[VERSIONS];
 } rocks_store;
 
-/* A record key: prefix, stream, and for log records the big-endian seq. */
+/* A record key: prefix and stream. */
 typedef struct rkey {
     char *p;
     size_t len;
@@ -60,16 +65,13 @@ static uint64_t get_be64(const unsigned char *p) {
     return v;
 }
 
-static bool rkey_make(rkey *k, char prefix, const char *stream, size_t stream_len,
-                      const uint64_t *seq) {
-    k->len = 1 + stream_len + (seq ? SEQ_LEN : 0);
+static bool rkey_make(rkey *k, const char *stream, size_t stream_len) {
+    k->len = 1 + stream_len;
     k->p = k->len <= KEY_INLINE ? k->inline_buf : malloc(k->len);
     if (!k->p)
         return false;
-    k->p[0] = prefix;
+    k->p[0] = PREFIX_HEAD;
     memcpy(k->p + 1, stream, stream_len);
-    if (seq)
-        put_be64((unsigned char *)k->p + 1 + stream_len, *seq);
     return true;
 }
 
@@ -88,20 +90,40 @@ static uint64_t wall_ms(void) {
 /* Records a RocksDB error (freeing it) as the store's last error. */
 static kd_err rocks_fail(rocks_store *r, const char *what, char *rocks_err) {
     pthread_mutex_lock(&r->err_lock);
-    snprintf(r->last_error, sizeof(r->last_error), "store \"%s\": %s: %s", r->path,
-             what, rocks_err ? rocks_err : "unknown error");
+    snprintf(r->last_error, sizeof(r->last_error), "store \"%s\": %s: %s", r->path, what,
+             rocks_err ? rocks_err : "unknown error");
     pthread_mutex_unlock(&r->err_lock);
     rocksdb_free(rocks_err);
     return KD_ERR_STORE;
 }
 
-static pthread_mutex_t *stripe_of(rocks_store *r, const char *stream, size_t len) {
-    return &r->stripes[kd_store_stream_hash(stream, len) % STRIPES];
+static pthread_mutex_t *stripe_of(rocks_store *r, uint64_t hash) {
+    return &r->stripes[hash % STRIPES];
+}
+
+static _Atomic uint64_t *version_of(rocks_store *r, uint64_t hash) {
+    return &r->versions[hash % VERSIONS];
 }
 
 /*
  * The head record.
  */
+
+/* Parses a head record's value: *count is the stream's number of entries;
+ * with payload, also a malloc()ed copy of the newest entry. */
+static kd_err head_parse(const char *val, size_t vlen, uint64_t *count, void **payload,
+                         size_t *payload_len) {
+    if (vlen < SEQ_LEN || get_be64((const unsigned char *)val) == UINT64_MAX)
+        return KD_ERR_SERIALIZATION; /* not a head record we wrote */
+    *count = get_be64((const unsigned char *)val) + 1;
+    if (!payload)
+        return KD_OK;
+    *payload_len = vlen - SEQ_LEN;
+    if (!(*payload = malloc(*payload_len ? *payload_len : 1)))
+        return KD_ERR_STORE;
+    memcpy(*payload, val + SEQ_LEN, *payload_len);
+    return KD_OK;
+}
 
 /* Reads a stream's head: *count is its number of entries (0 when absent);
  * with payload, also a malloc()ed copy of the newest entry. */
@@ -111,11 +133,11 @@ static kd_err head_get(rocks_store *r, const char *stream, size_t stream_len,
     const char *val;
     size_t vlen;
     char *err = NULL;
-    kd_err res = KD_OK;
+    kd_err res;
     rkey k;
 
     *count = 0;
-    if (!rkey_make(&k, PREFIX_HEAD, stream, stream_len, NULL))
+    if (!rkey_make(&k, stream, stream_len))
         return KD_ERR_STORE;
     v = rocksdb_get_pinned(r->db, r->ropts, k.p, k.len, &err);
     rkey_free(&k);
@@ -124,44 +146,30 @@ static kd_err head_get(rocks_store *r, const char *stream, size_t stream_len,
     if (!v)
         return KD_OK;
     val = rocksdb_pinnableslice_value(v, &vlen);
-    if (vlen < SEQ_LEN || get_be64((const unsigned char *)val) == UINT64_MAX) {
-        res = KD_ERR_SERIALIZATION; /* not a head record we wrote */
-    } else {
-        *count = get_be64((const unsigned char *)val) + 1;
-        if (payload) {
-            *payload_len = vlen - SEQ_LEN;
-            *payload = malloc(*payload_len ? *payload_len : 1);
-            if (*payload)
-                memcpy(*payload, val + SEQ_LEN, *payload_len);
-            else
-                res = KD_ERR_STORE;
-        }
-    }
+    res = head_parse(val, vlen, count, payload, payload_len);
     rocksdb_pinnableslice_destroy(v);
     return res;
 }
 
-/* Adds the log record and the new head for entry number seq to wb. */
+/* Adds the head record for entry number seq to wb. The head holds the
+ * newest entry and its number; older entries are superseded, since the
+ * contract only ever reads the newest. */
 static bool batch_put(rocksdb_writebatch_t *wb, const char *stream, size_t stream_len,
                       uint64_t seq, const void *payload, size_t payload_len) {
     char inline_val[KEY_INLINE];
     size_t vlen = SEQ_LEN + payload_len;
     char *val = vlen <= sizeof(inline_val) ? inline_val : malloc(vlen);
-    rkey lk, hk;
+    rkey k;
     bool ok = false;
 
     if (!val)
         return false;
-    if (rkey_make(&lk, PREFIX_LOG, stream, stream_len, &seq)) {
-        if (rkey_make(&hk, PREFIX_HEAD, stream, stream_len, NULL)) {
-            put_be64((unsigned char *)val, seq);
-            memcpy(val + SEQ_LEN, payload, payload_len);
-            rocksdb_writebatch_put(wb, lk.p, lk.len, payload, payload_len);
-            rocksdb_writebatch_put(wb, hk.p, hk.len, val, vlen);
-            ok = true;
-            rkey_free(&hk);
-        }
-        rkey_free(&lk);
+    if (rkey_make(&k, stream, stream_len)) {
+        put_be64((unsigned char *)val, seq);
+        memcpy(val + SEQ_LEN, payload, payload_len);
+        rocksdb_writebatch_put(wb, k.p, k.len, val, vlen);
+        rkey_free(&k);
+        ok = true;
     }
     if (val != inline_val)
         free(val);
@@ -191,11 +199,34 @@ static kd_err rocks_read_last(void *impl, const char *stream, size_t stream_len,
     return err;
 }
 
+static kd_err rocks_read_last_batch(void *impl, kd_read *items, size_t n) {
+    rocks_store *r = impl;
+
+    for (size_t i = 0; i < n; i++) {
+        kd_read *it = &items[i];
+        uint64_t h = kd_store_stream_hash(it->stream, it->stream_len);
+        uint64_t count;
+
+        /* The version is taken before the read: a write that lands after
+         * it bumps the version after it is visible, so a stale read never
+         * carries a current version. */
+        it->version = atomic_load(version_of(r, h));
+        it->payload = NULL;
+        it->err = head_get(r, it->stream, it->stream_len, &count, &it->payload,
+                           &it->payload_len);
+        it->found = it->err == KD_OK && count > 0;
+        if (it->found)
+            it->seq = count - 1;
+    }
+    return KD_OK;
+}
+
 static kd_err rocks_append(void *impl, const char *stream, size_t stream_len,
                            uint64_t expected_seq, const void *payload,
                            size_t payload_len) {
     rocks_store *r = impl;
-    pthread_mutex_t *lock = stripe_of(r, stream, stream_len);
+    uint64_t h = kd_store_stream_hash(stream, stream_len);
+    pthread_mutex_t *lock = stripe_of(r, h);
     rocksdb_writebatch_t *wb;
     uint64_t count;
     kd_err err;
@@ -210,6 +241,7 @@ static kd_err rocks_append(void *impl, const char *stream, size_t stream_len,
                   ? batch_write(r, wb)
                   : KD_ERR_STORE;
         rocksdb_writebatch_destroy(wb);
+        atomic_fetch_add(version_of(r, h), 1);
     }
     pthread_mutex_unlock(lock);
     return err;
@@ -217,6 +249,7 @@ static kd_err rocks_append(void *impl, const char *stream, size_t stream_len,
 
 /* Batch order: by stripe (the lock order), then stream, then array order. */
 typedef struct bref {
+    uint64_t hash;
     size_t stripe;
     size_t idx;
     const kd_append *a;
@@ -252,7 +285,11 @@ static kd_err batch_check(rocks_store *r, kd_append *items, const bref *refs, si
         kd_append *a = &items[refs[i].idx];
         kd_err err;
 
-        if (i == 0 || !same_stream(refs[i - 1].a, a)) {
+        if (i > 0 && same_stream(refs[i - 1].a, a)) {
+            /* count runs on within the stream */
+        } else if (a->version && a->version == atomic_load(version_of(r, refs[i].hash))) {
+            count = a->expected_seq; /* unchanged since the caller's read */
+        } else {
             err = head_get(r, a->stream, a->stream_len, &count, NULL, NULL);
             if (err == KD_ERR_STORE)
                 return err;
@@ -280,9 +317,11 @@ static kd_err rocks_append_batch(void *impl, kd_append *items, size_t n) {
 
     if (!refs)
         goto fail;
-    for (size_t i = 0; i < n; i++)
-        refs[i] = (bref){kd_store_stream_hash(items[i].stream, items[i].stream_len) %
-                             STRIPES, i, &items[i]};
+    for (size_t i = 0; i < n; i++) {
+        uint64_t h = kd_store_stream_hash(items[i].stream, items[i].stream_len);
+
+        refs[i] = (bref){h, h % STRIPES, i, &items[i]};
+    }
     qsort(refs, n, sizeof(*refs), bref_cmp);
 
     for (size_t i = 0; i < n; i++)
@@ -290,8 +329,12 @@ static kd_err rocks_append_batch(void *impl, kd_append *items, size_t n) {
             pthread_mutex_lock(&r->stripes[refs[i].stripe]);
     wb = rocksdb_writebatch_create();
     err = batch_check(r, items, refs, n, wb);
-    if (err == KD_OK && rocksdb_writebatch_count(wb) > 0)
+    if (err == KD_OK && rocksdb_writebatch_count(wb) > 0) {
         err = batch_write(r, wb);
+        for (size_t i = 0; i < n; i++)
+            if (i == 0 || !same_stream(refs[i - 1].a, refs[i].a))
+                atomic_fetch_add(version_of(r, refs[i].hash), 1);
+    }
     rocksdb_writebatch_destroy(wb);
     for (size_t i = 0; i < n; i++)
         if (i == 0 || refs[i].stripe != refs[i - 1].stripe)
@@ -358,6 +401,7 @@ static const struct kd_store_ops kd_rocks_ops = {
     .append = rocks_append,
     .destroy = rocks_destroy,
     .append_batch = rocks_append_batch,
+    .read_last_batch = rocks_read_last_batch,
     .set_retention = rocks_set_retention,
     .last_error = rocks_last_error,
 };
@@ -366,26 +410,20 @@ static const struct kd_store_ops kd_rocks_ops = {
  * Retention: the compaction filter.
  */
 
-/* True when the record (head or log) holds an entry past retention. Records
- * that do not decode are kept: corruption must surface, not vanish. */
-static bool record_expired(rocks_store *r, const char *key, size_t klen,
-                           const char *val, size_t vlen, uint64_t now) {
+/* True when the head record holds an entry past retention. Records that do
+ * not decode are kept: corruption must surface, not vanish. */
+static bool record_expired(rocks_store *r, const char *key, size_t klen, const char *val,
+                           size_t vlen, uint64_t now) {
     uint64_t ttl = atomic_load(&r->ttl_ms), inflight = atomic_load(&r->inflight_ms);
     uint64_t limit;
     kd_entry e;
 
-    if (klen < 1 || (key[0] == PREFIX_HEAD && vlen < SEQ_LEN))
+    if (klen < 1 || key[0] != PREFIX_HEAD || vlen < SEQ_LEN)
         return false;
-    if (key[0] == PREFIX_HEAD) {
-        val += SEQ_LEN;
-        vlen -= SEQ_LEN;
-    } else if (key[0] != PREFIX_LOG) {
-        return false;
-    }
-    if (kd_entry_decode(val, vlen, &e) != KD_OK)
+    if (kd_entry_decode(val + SEQ_LEN, vlen - SEQ_LEN, &e) != KD_OK)
         return false;
     if (e.kind == KD_ENTRY_TOMBSTONE)
-        limit = ttl ? ttl : inflight; /* absent either way; kept as history */
+        limit = ttl ? ttl : inflight; /* absent either way */
     else
         limit = e.has_receipt ? ttl : inflight;
     if (limit == 0 || limit == UINT64_MAX)
@@ -452,8 +490,8 @@ static bool rocks_configure(rocks_store *r, bool sync) {
     r->opts = rocksdb_options_create();
     r->table = rocksdb_block_based_options_create();
     r->cache = rocksdb_cache_create_lru(BLOCK_CACHE_BYTES);
-    r->filter = rocksdb_compactionfilter_create(r, retention_filter_free, retention_filter,
-                                                retention_filter_name);
+    r->filter = rocksdb_compactionfilter_create(r, retention_filter_free,
+                                                retention_filter, retention_filter_name);
     r->wopts = rocksdb_writeoptions_create();
     r->ropts = rocksdb_readoptions_create();
     if (!r->opts || !r->table || !r->cache || !r->filter || !r->wopts || !r->ropts)
@@ -461,14 +499,18 @@ static bool rocks_configure(rocks_store *r, bool sync) {
 
     rocksdb_block_based_options_set_block_cache(r->table, r->cache);
     /* Most reads are of keys never seen: a bloom filter answers them without I/O. */
-    rocksdb_block_based_options_set_filter_policy(r->table,
-                                                  rocksdb_filterpolicy_create_bloom_full(10));
+    rocksdb_block_based_options_set_filter_policy(
+        r->table, rocksdb_filterpolicy_create_bloom_full(10));
     rocksdb_options_set_block_based_table_factory(r->opts, r->table);
     rocksdb_options_set_create_if_missing(r->opts, 1);
     rocksdb_options_set_max_background_jobs(r->opts, 2);
     rocksdb_options_set_level_compaction_dynamic_level_bytes(r->opts, 1);
     rocksdb_options_set_keep_log_file_num(r->opts, 4);
     rocksdb_options_set_compaction_filter(r->opts, r->filter);
+    /* Claims are mostly of new keys: a memtable bloom filter answers those
+     * without walking the skiplist. */
+    rocksdb_options_set_memtable_prefix_bloom_size_ratio(r->opts, 0.1);
+    rocksdb_options_set_memtable_whole_key_filtering(r->opts, 1);
     rocksdb_writeoptions_set_sync(r->wopts, sync);
     return true;
 }
@@ -498,13 +540,16 @@ kd_store *kd_rocks_open(const char *path, bool sync, char *errstr, size_t errstr
     pthread_mutex_init(&r->err_lock, NULL);
     for (size_t i = 0; i < STRIPES; i++)
         pthread_mutex_init(&r->stripes[i], NULL);
+    for (size_t i = 0; i < VERSIONS; i++)
+        atomic_init(&r->versions[i], 1);
     if (!(r->path = strdup(path)) || !rocks_configure(r, sync)) {
         snprintf(errstr, errstr_size, "store \"%s\": out of memory", path);
         goto fail;
     }
     r->db = rocksdb_open(r->opts, path, &err);
     if (err) {
-        snprintf(errstr, errstr_size, "store \"%s\": %s (%s)", path, open_cause(err), err);
+        snprintf(errstr, errstr_size, "store \"%s\": %s (%s)", path, open_cause(err),
+                 err);
         rocksdb_free(err);
         goto fail;
     }

@@ -1,11 +1,12 @@
 /*
  * kdedup - the RocksDB backend of the store interface (dedup/store.h).
  *
- * Layout: per stream a head record ('h' stream → u64 seq, newest payload),
- * so the newest entry is one point read, and the log ('l' stream u64 seq →
- * payload). An append checks the head and writes log entry and head in one
- * WriteBatch under a per-stream striped lock. A compaction filter drops
- * entries past the retention set through kd_store_set_retention().
+ * Layout: one head record per stream ('h' stream → u64 seq, newest entry),
+ * so the newest entry is one point read. An append checks the head's seq
+ * and replaces it in one WriteBatch under a striped per-stream lock; older
+ * entries are superseded (the contract only reads the newest; the memory
+ * backend keeps them all). A compaction filter drops entries past the
+ * retention set through kd_store_set_retention().
  */
 #ifndef KD_STORE_ROCKS_H
 #define KD_STORE_ROCKS_H
@@ -26,7 +27,7 @@ kd_store *kd_rocks_open(const char *path, bool sync, char *errstr, size_t errstr
  * KD_OK, KD_ERR_CONFIG if store is not a RocksDB store, or KD_ERR_STORE. */
 kd_err kd_rocks_compact(kd_store *store);
 
-/* Counts every record (heads and log entries) by a full scan: for tests and
+/* Counts every record (one head per stream) by a full scan: for tests and
  * tools, O(records). Returns KD_OK, KD_ERR_CONFIG or KD_ERR_STORE. */
 kd_err kd_rocks_count_records(kd_store *store, uint64_t *count);
 

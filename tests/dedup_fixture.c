@@ -60,7 +60,7 @@ fx *fx_new(fx_backend backend) {
     return f;
 }
 
-static void fx_close(fx *f) {
+void fx_close(fx *f) {
     kd_dedup_destroy(f->dedup);
     kd_store_destroy(f->store);
     f->dedup = NULL;
@@ -84,15 +84,16 @@ void fx_free(fx *f) {
 
 unsigned long long fx_stream_count(fx *f, const char *key) {
     char stream[256];
-    size_t len = kd_dedup_stream_key_for(f->dedup, key, strlen(key), stream, sizeof(stream));
+    size_t len =
+        kd_dedup_stream_key_for(f->dedup, key, strlen(key), stream, sizeof(stream));
     uint64_t seq = 0;
     void *payload = NULL;
     size_t plen;
     bool found;
 
     assert_true(len < sizeof(stream));
-    assert_int_equal(kd_store_read_last(f->store, stream, len, &seq, &payload, &plen, &found),
-                     KD_OK);
+    assert_int_equal(
+        kd_store_read_last(f->store, stream, len, &seq, &payload, &plen, &found), KD_OK);
     free(payload);
     return found ? seq + 1 : 0;
 }

@@ -16,16 +16,20 @@ typedef enum fx_backend { FX_MEM, FX_ROCKS } fx_backend;
 
 typedef struct fx {
     fx_backend backend;
-    char dir[256];     /* FX_ROCKS: the temporary store directory */
-    kd_store *store;   /* the backend store */
-    kd_dedup *dedup;   /* namespace "test" over store */
+    char dir[256];   /* FX_ROCKS: the temporary store directory */
+    kd_store *store; /* the backend store */
+    kd_dedup *dedup; /* namespace "test" over store */
 } fx;
 
 /* Creates a fresh fixture on backend; asserts on failure. */
 fx *fx_new(fx_backend backend);
 /* Destroys the fixture and removes its directory. */
 void fx_free(fx *f);
-/* Closes and reopens a FX_ROCKS fixture's store (same directory). */
+/* Closes the fixture's dedup and store (NULL afterwards), keeping its
+ * directory. */
+void fx_close(fx *f);
+/* (Re)opens a FX_ROCKS fixture's store in the same directory, closing it
+ * first if it is open. */
 void fx_reopen(fx *f);
 
 /* A temporary directory (mkdtemp) under $TMPDIR or /tmp; asserts. */

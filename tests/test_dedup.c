@@ -69,8 +69,8 @@ static void test_complete_then_completed(void **state) {
     bool found;
 
     assert_claim(f->dedup, "k", 100, KD_CLAIMED, 100);
-    assert_int_equal(kd_dedup_complete_receipt(f->dedup, K("k"), receipt, sizeof(receipt)),
-                     KD_OK);
+    assert_int_equal(
+        kd_dedup_complete_receipt(f->dedup, K("k"), receipt, sizeof(receipt)), KD_OK);
     assert_int_equal(kd_dedup_claim_or_get(f->dedup, K("k"), 500, &dec), KD_OK);
     assert_int_equal(dec.state, KD_COMPLETED);
     assert_true(dec.timestamp_ms > 1000000000000ULL); /* completion wall-clock time */
@@ -189,7 +189,8 @@ static void test_hash_collision_detected(void **state) {
     assert_claim(d, "a", 1, KD_CLAIMED, 1);
     assert_int_equal(kd_dedup_lookup(d, K("b"), &dec, &found), KD_ERR_DEDUP_COLLISION);
     assert_int_equal(kd_dedup_claim_or_get(d, K("b"), 2, &dec), KD_ERR_DEDUP_COLLISION);
-    assert_int_equal(kd_dedup_complete_receipt(d, K("b"), K("r")), KD_ERR_DEDUP_COLLISION);
+    assert_int_equal(kd_dedup_complete_receipt(d, K("b"), K("r")),
+                     KD_ERR_DEDUP_COLLISION);
     assert_int_equal(kd_dedup_release_claim(d, K("b")), KD_ERR_DEDUP_COLLISION);
     assert_int_equal(kd_dedup_claim_batch(d, batch, 2, 3), KD_OK);
     assert_int_equal(batch[0].err, KD_OK);
@@ -208,7 +209,7 @@ static void test_hash_collision_detected(void **state) {
 typedef struct race {
     kd_dedup *competitor; /* over the inner store */
     const char *key;
-    const char *receipt;  /* complete with this, when set */
+    const char *receipt; /* complete with this, when set */
     bool release_and_reclaim;
 } race;
 
@@ -218,13 +219,15 @@ static void race_hook(void *arg) {
 
     if (r->release_and_reclaim) {
         assert_int_equal(kd_dedup_release_claim(r->competitor, K(r->key)), KD_OK);
-        assert_int_equal(kd_dedup_claim_or_get(r->competitor, K(r->key), 77, &dec), KD_OK);
+        assert_int_equal(kd_dedup_claim_or_get(r->competitor, K(r->key), 77, &dec),
+                         KD_OK);
         assert_int_equal(dec.state, KD_CLAIMED);
     } else if (r->receipt) {
-        assert_int_equal(kd_dedup_complete_receipt(r->competitor, K(r->key), K(r->receipt)),
-                         KD_OK);
+        assert_int_equal(
+            kd_dedup_complete_receipt(r->competitor, K(r->key), K(r->receipt)), KD_OK);
     } else {
-        assert_int_equal(kd_dedup_claim_or_get(r->competitor, K(r->key), 55, &dec), KD_OK);
+        assert_int_equal(kd_dedup_claim_or_get(r->competitor, K(r->key), 55, &dec),
+                         KD_OK);
         assert_int_equal(dec.state, KD_CLAIMED);
     }
 }
@@ -312,8 +315,10 @@ static void test_claim_batch(void **state) {
     fx_counts counts;
     kd_store *counting = fx_counting_store(f->store, &counts);
     kd_dedup *d = kd_dedup_new(counting, "test");
-    kd_claim c[5] = {{.key = "a", .key_len = 1}, {.key = "b", .key_len = 1},
-                     {.key = "a", .key_len = 1}, {.key = "done", .key_len = 4},
+    kd_claim c[5] = {{.key = "a", .key_len = 1},
+                     {.key = "b", .key_len = 1},
+                     {.key = "a", .key_len = 1},
+                     {.key = "done", .key_len = 4},
                      {.key = "a", .key_len = 1}};
 
     assert_claim(f->dedup, "done", 1, KD_CLAIMED, 1);
@@ -401,7 +406,8 @@ static void test_retention(void **state) {
     assert_int_equal(kd_dedup_lookup(f->dedup, K("slow"), &dec, &found), KD_OK);
     assert_true(found);
     assert_int_equal(dec.state, KD_COMPLETED);
-    assert_claim(f->dedup, "slow", dec.timestamp_ms + 59999, KD_COMPLETED, dec.timestamp_ms);
+    assert_claim(f->dedup, "slow", dec.timestamp_ms + 59999, KD_COMPLETED,
+                 dec.timestamp_ms);
     assert_claim(f->dedup, "slow", dec.timestamp_ms + 60000, KD_CLAIMED,
                  dec.timestamp_ms + 60000);
     kd_decision_clear(&dec);
@@ -414,7 +420,8 @@ static void test_retention(void **state) {
 
 static void test_stream_key_format(void **state) {
     fx *f = *state;
-    const char *want = "test:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+    const char *want =
+        "test:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
     char buf[128], small[8];
 
     assert_int_equal(kd_dedup_stream_key_for(f->dedup, K("abc"), buf, sizeof(buf)),
@@ -436,8 +443,10 @@ static void test_garbage_entry(void **state) {
     bool found;
 
     assert_int_equal(kd_store_append(f->store, stream, len, 0, "\x00garbage", 8), KD_OK);
-    assert_int_equal(kd_dedup_lookup(f->dedup, K("k"), &dec, &found), KD_ERR_SERIALIZATION);
-    assert_int_equal(kd_dedup_claim_or_get(f->dedup, K("k"), 1, &dec), KD_ERR_SERIALIZATION);
+    assert_int_equal(kd_dedup_lookup(f->dedup, K("k"), &dec, &found),
+                     KD_ERR_SERIALIZATION);
+    assert_int_equal(kd_dedup_claim_or_get(f->dedup, K("k"), 1, &dec),
+                     KD_ERR_SERIALIZATION);
     assert_int_equal(kd_dedup_complete_receipt(f->dedup, K("k"), K("r")),
                      KD_ERR_SERIALIZATION);
     assert_int_equal(kd_dedup_release_claim(f->dedup, K("k")), KD_ERR_SERIALIZATION);
@@ -462,7 +471,8 @@ static void test_bad_arguments(void **state) {
     /* The empty key is a key like any other. */
     assert_claim(f->dedup, "", 1, KD_CLAIMED, 1);
     assert_claim(f->dedup, "", 2, KD_IN_FLIGHT, 1);
-    assert_string_equal(kd_err_name(KD_ERR_SEQUENCE_CONFLICT), "KD_ERR_SEQUENCE_CONFLICT");
+    assert_string_equal(kd_err_name(KD_ERR_SEQUENCE_CONFLICT),
+                        "KD_ERR_SEQUENCE_CONFLICT");
     assert_string_equal(kd_err_name((kd_err)99), "KD_ERR_UNKNOWN");
 }
 
@@ -539,10 +549,9 @@ static void test_concurrent_claims_exactly_once(void **state) {
 }
 
 /* Each test twice, named after the backend it runs on. */
-#define BOTH(fn)                                                     \
-    {"memory/" #fn, fn, setup, teardown, &backend_mem},             \
-    {                                                                \
-        "rocksdb/" #fn, fn, setup, teardown, &backend_rocks          \
+#define BOTH(fn)                                                                         \
+    {"memory/" #fn, fn, setup, teardown, &backend_mem}, {                                \
+        "rocksdb/" #fn, fn, setup, teardown, &backend_rocks                              \
     }
 
 int main(void) {

@@ -44,14 +44,21 @@ static void roundtrip(const kd_entry *in) {
 }
 
 static void test_roundtrip_kinds(void **state) {
-    kd_entry claim = {.kind = KD_ENTRY_ACTIVE, .timestamp_ms = 1700000000123ULL,
-                      .key = "order-42", .key_len = 8, .has_owner = true,
+    kd_entry claim = {.kind = KD_ENTRY_ACTIVE,
+                      .timestamp_ms = 1700000000123ULL,
+                      .key = "order-42",
+                      .key_len = 8,
+                      .has_owner = true,
                       .owner = 0xdeadbeefcafef00dULL};
     kd_entry done = claim;
-    kd_entry tomb = {.kind = KD_ENTRY_TOMBSTONE, .timestamp_ms = UINT64_MAX,
-                     .key = "", .key_len = 0};
-    kd_entry empty_receipt = {.kind = KD_ENTRY_ACTIVE, .key = "k", .key_len = 1,
-                              .has_receipt = true, .receipt = "", .receipt_len = 0};
+    kd_entry tomb = {
+        .kind = KD_ENTRY_TOMBSTONE, .timestamp_ms = UINT64_MAX, .key = "", .key_len = 0};
+    kd_entry empty_receipt = {.kind = KD_ENTRY_ACTIVE,
+                              .key = "k",
+                              .key_len = 1,
+                              .has_receipt = true,
+                              .receipt = "",
+                              .receipt_len = 0};
 
     (void)state;
     done.has_receipt = true;
@@ -64,9 +71,10 @@ static void test_roundtrip_kinds(void **state) {
 }
 
 static void test_known_layout(void **state) {
-    const unsigned char want[] = {'K', 'D', 1, 2, 0, 0, 0, 0, 0, 0, 0, 1, 2,
-                                  0, 0, 0, 1, 'x'};
-    kd_entry e = {.kind = KD_ENTRY_TOMBSTONE, .timestamp_ms = 258, .key = "x", .key_len = 1};
+    const unsigned char want[] = {'K', 'D', 1, 2, 0, 0, 0, 0, 0,
+                                  0,   0,   1, 2, 0, 0, 0, 1, 'x'};
+    kd_entry e = {
+        .kind = KD_ENTRY_TOMBSTONE, .timestamp_ms = 258, .key = "x", .key_len = 1};
     unsigned char buf[64];
     size_t len;
 
@@ -77,27 +85,32 @@ static void test_known_layout(void **state) {
 }
 
 static void test_rejects_malformed(void **state) {
-    kd_entry e = {.kind = KD_ENTRY_ACTIVE, .timestamp_ms = 1, .key = "key", .key_len = 3,
-                  .has_receipt = true, .receipt = "r", .receipt_len = 1};
+    kd_entry e = {.kind = KD_ENTRY_ACTIVE,
+                  .timestamp_ms = 1,
+                  .key = "key",
+                  .key_len = 3,
+                  .has_receipt = true,
+                  .receipt = "r",
+                  .receipt_len = 1};
     unsigned char good[64], bad[64];
     size_t len;
     kd_entry out;
 
     (void)state;
     assert_int_equal(kd_entry_encode(&e, good, sizeof(good), &len), KD_OK);
-    struct { size_t at; unsigned char value; } cases[] = {
-        {0, 'X'},  /* magic */
-        {1, 'X'},  /* magic */
-        {2, 2},    /* unknown version */
-        {2, 0},
-        {3, 0},    /* unknown kind */
-        {3, 3},
-        {4, 0x04}, /* unknown flag */
-        {4, 0x80},
-        {16, 200}, /* key length past the end */
-        {13, 1},   /* key length over 16 MiB */
-        {20, 9},   /* receipt length past the end */
-        {23, 0},   /* receipt length short: trailing byte */
+    struct {
+        size_t at;
+        unsigned char value;
+    } cases[] = {
+        {0, 'X'},             /* magic */
+        {1, 'X'},             /* magic */
+        {2, 2},               /* unknown version */
+        {2, 0},    {3, 0},    /* unknown kind */
+        {3, 3},    {4, 0x04}, /* unknown flag */
+        {4, 0x80}, {16, 200}, /* key length past the end */
+        {13, 1},              /* key length over 16 MiB */
+        {20, 9},              /* receipt length past the end */
+        {23, 0},              /* receipt length short: trailing byte */
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         memcpy(bad, good, len);
@@ -112,8 +125,12 @@ static void test_rejects_malformed(void **state) {
 }
 
 static void test_encode_rejects_invalid(void **state) {
-    kd_entry tomb_receipt = {.kind = KD_ENTRY_TOMBSTONE, .key = "k", .key_len = 1,
-                             .has_receipt = true, .receipt = "r", .receipt_len = 1};
+    kd_entry tomb_receipt = {.kind = KD_ENTRY_TOMBSTONE,
+                             .key = "k",
+                             .key_len = 1,
+                             .has_receipt = true,
+                             .receipt = "r",
+                             .receipt_len = 1};
     kd_entry bad_kind = {.kind = (kd_entry_kind)7, .key = "k", .key_len = 1};
     kd_entry ok = {.kind = KD_ENTRY_ACTIVE, .key = "k", .key_len = 1};
     unsigned char buf[64];

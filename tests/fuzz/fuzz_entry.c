@@ -20,8 +20,8 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
         return 0;
     memcpy(copy, data, size);
     if (kd_entry_decode(copy, size, &e) == KD_OK) {
-        if (kd_entry_encode_alloc(&e, &again, &again_len) != KD_OK ||
-            again_len != size || memcmp(again, copy, size) != 0)
+        if (kd_entry_encode_alloc(&e, &again, &again_len) != KD_OK || again_len != size ||
+            memcmp(again, copy, size) != 0)
             abort();
         free(again);
     }
