@@ -13,6 +13,7 @@ DEB_PACKAGES := gcc make pkg-config clang libclang-rt-14-dev clang-format valgri
 
 PKGS_DEDUP := libcrypto
 PKGS_ROCKS := rocksdb
+PKGS_CONFIG := libcjson
 PKGS_TEST  := cmocka
 
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
@@ -34,16 +35,19 @@ pc_libs   = $(shell pkg-config --libs $(1) 2>/dev/null)
 
 LIB_DEDUP := $(BUILD)/libkd_dedup.a
 LIB_ROCKS := $(BUILD)/libkd_store_rocks.a
+LIB_CONFIG := $(BUILD)/libkd_config.a
 
 DEDUP_SRC := dedup/store.c dedup/store_mem.c dedup/entry.c dedup/dedup.c
 ROCKS_SRC := store_rocks/store_rocks.c
+CONFIG_SRC := config/config.c
 
 LIBS_DEDUP := $(call pc_libs,$(PKGS_DEDUP))
 LIBS_ROCKS := $(call pc_libs,$(PKGS_ROCKS))
+LIBS_CONFIG := $(call pc_libs,$(PKGS_CONFIG))
 LIBS_TEST  := $(call pc_libs,$(PKGS_TEST))
 
 TESTS := $(BUILD)/tests/test_entry $(BUILD)/tests/test_dedup \
-         $(BUILD)/tests/test_store_rocks
+         $(BUILD)/tests/test_store_rocks $(BUILD)/tests/test_config
 BENCHES := $(BUILD)/bench/bench_store
 FUZZERS := $(BUILD)/fuzz/fuzz_entry
 
@@ -56,7 +60,7 @@ all: deps
 	@$(MAKE) --no-print-directory build-all
 
 .PHONY: build-all
-build-all: $(LIB_DEDUP) $(LIB_ROCKS) $(TESTS) $(BENCHES)
+build-all: $(LIB_DEDUP) $(LIB_ROCKS) $(LIB_CONFIG) $(TESTS) $(BENCHES)
 
 help:
 	@echo "make            build libraries, tests and benchmarks into $(BUILD)/"
@@ -87,6 +91,7 @@ $(BUILD)/obj/%.o: %.c
 	$(CC) $(CFLAGS) $(EXTRA_CFLAGS) -c $< -o $@
 
 $(BUILD)/obj/store_rocks/%.o: EXTRA_CFLAGS = $(call pc_cflags,$(PKGS_ROCKS))
+$(BUILD)/obj/config/%.o: EXTRA_CFLAGS = $(call pc_cflags,$(PKGS_CONFIG))
 $(BUILD)/obj/tests/%.o: EXTRA_CFLAGS = $(call pc_cflags,$(PKGS_TEST) $(PKGS_ROCKS))
 
 $(LIB_DEDUP): $(call obj,$(DEDUP_SRC))
@@ -94,6 +99,10 @@ $(LIB_DEDUP): $(call obj,$(DEDUP_SRC))
 	$(AR) rcs $@ $^
 
 $(LIB_ROCKS): $(call obj,$(ROCKS_SRC))
+	@mkdir -p $(dir $@)
+	$(AR) rcs $@ $^
+
+$(LIB_CONFIG): $(call obj,$(CONFIG_SRC))
 	@mkdir -p $(dir $@)
 	$(AR) rcs $@ $^
 
@@ -111,6 +120,10 @@ $(BUILD)/tests/test_store_rocks: $(call obj,tests/test_store_rocks.c tests/dedup
                                  $(LIB_ROCKS) $(LIB_DEDUP)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_ROCKS) $(LIBS_DEDUP) $(LIBS_TEST)
+
+$(BUILD)/tests/test_config: $(call obj,tests/test_config.c) $(LIB_CONFIG)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_CONFIG) $(LIBS_TEST)
 
 $(BUILD)/bench/bench_store: $(call obj,bench/bench_store.c) $(LIB_ROCKS) $(LIB_DEDUP)
 	@mkdir -p $(dir $@)

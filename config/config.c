@@ -1,0 +1,836 @@
+/*
+ * kdedup - configuration: a table of fields per JSON object (type, default,
+ * bounds, doc), one generic pass that applies a table to an object, and a
+ * second pass for the rules that span keys.
+ */
+#include "config/config.h"
+
+#include <cjson/cJSON.h>
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_FILE_BYTES (1u << 20)
+#define MAX_PATH 256
+#define SHOW_MAX 60 /* characters of a bad value shown in an error */
+
+typedef enum ftype {
+    F_STRING,   /* non-empty string */
+    F_TOPIC,    /* Kafka topic name */
+    F_BOOL,
+    F_INT,      /* integer within [min, max] */
+    F_DURATION, /* "250ms" | "30s" | "5m" | "24h", within [min, max] ms */
+    F_ENUM,     /* one of names[], stored as int */
+    F_BROKERS,  /* "host:port,..." or "mock:N" */
+    F_LISTEN,   /* "host:port" */
+    F_PROPS,    /* object of librdkafka properties */
+    F_OBJECT,   /* nested object filling the same struct */
+    F_ROUTES    /* the array of routes */
+} ftype;
+
+typedef struct field {
+    const char *key;
+    ftype type;
+    size_t offset;             /* into the struct this table fills */
+    const char *def;           /* default as text; NULL: required unless optional */
+    bool optional;             /* may be absent, no default (NULL / untouched) */
+    int64_t min, max;          /* F_INT, F_DURATION (ms) */
+    const char *const *names;  /* F_ENUM */
+    const struct field *sub;   /* F_OBJECT, F_ROUTES: the fields of the element */
+    const char *doc;
+} field;
+
+#define END_FIELDS {NULL, F_STRING, 0, NULL, false, 0, 0, NULL, NULL, NULL}
+#define OFF(m) offsetof(kd_config, m)
+#define ROFF(m) offsetof(kd_route, m)
+#define DAY_MS (24LL * 3600 * 1000)
+
+static const char *const missing_key_names[] = {"forward", "drop", "dead_letter", NULL};
+static const char *const log_level_names[] = {"debug", "info", "warn", "error", NULL};
+
+static const field route_fields[] = {
+    {"from", F_TOPIC, ROFF(from), NULL, false, 0, 0, NULL, NULL, "source topic"},
+    {"to", F_TOPIC, ROFF(to), NULL, false, 0, 0, NULL, NULL, "downstream topic"},
+    {"key_header", F_STRING, ROFF(key_header), "Idempotency-Key", false, 0, 0, NULL, NULL,
+     "header holding the idempotency key (first occurrence)"},
+    {"on_missing_key", F_ENUM, ROFF(on_missing_key), "dead_letter", false, 0, 0,
+     missing_key_names, NULL, "what to do with a message without a usable key"},
+    {"dead_letter_topic", F_TOPIC, ROFF(dead_letter_topic), NULL, true, 0, 0, NULL, NULL,
+     "where dead-lettered messages go"},
+    {"max_retries", F_INT, ROFF(max_retries), "5", false, -1, 1000000, NULL, NULL,
+     "deliveries retried after a definite failure before dead-lettering; -1 = forever"},
+    {"retry_backoff", F_DURATION, ROFF(retry_backoff_ms), "1s", false, 1, DAY_MS, NULL,
+     NULL, "wait before the first retry; doubles per retry, at most 1m"},
+    END_FIELDS,
+};
+
+static const field kafka_fields[] = {
+    {"brokers", F_BROKERS, OFF(brokers), NULL, false, 0, 0, NULL, NULL,
+     "bootstrap servers, or \"mock:N\" for an embedded mock cluster"},
+    {"group_id", F_STRING, OFF(group_id), NULL, false, 0, 0, NULL, NULL,
+     "consumer group"},
+    {"consumer", F_PROPS, OFF(consumer), "{}", false, 0, 0, NULL, NULL,
+     "librdkafka consumer properties"},
+    {"producer", F_PROPS, OFF(producer), "{}", false, 0, 0, NULL, NULL,
+     "librdkafka producer properties"},
+    END_FIELDS,
+};
+
+static const field dedup_fields[] = {
+    {"namespace", F_STRING, OFF(ns), "kdedup", false, 0, 0, NULL, NULL,
+     "prefix of every stream key"},
+    {"ttl", F_DURATION, OFF(ttl_ms), "24h", false, 0, 3650 * DAY_MS, NULL, NULL,
+     "how long completed keys suppress duplicates; 0s = forever"},
+    {"inflight_timeout", F_DURATION, OFF(inflight_timeout_ms), "10m", false, 0,
+     3650 * DAY_MS, NULL, NULL, "after this an unfinished claim counts as absent; 0s = never"},
+    {"max_key_bytes", F_INT, OFF(max_key_bytes), "255", false, 1, 65535, NULL, NULL,
+     "longer keys count as missing"},
+    END_FIELDS,
+};
+
+static const field store_fields[] = {
+    {"path", F_STRING, OFF(store_path), "/var/lib/kdedup", false, 0, 0, NULL, NULL,
+     "RocksDB directory"},
+    {"sync", F_BOOL, OFF(store_sync), "true", false, 0, 0, NULL, NULL,
+     "fsync every claim and receipt batch"},
+    END_FIELDS,
+};
+
+static const field http_fields[] = {
+    {"listen", F_LISTEN, OFF(http_listen), "0.0.0.0:9464", false, 0, 0, NULL, NULL,
+     "address of /metrics, /healthz, /readyz"},
+    END_FIELDS,
+};
+
+static const field log_fields[] = {
+    {"level", F_ENUM, OFF(log_level), "info", false, 0, 0, log_level_names, NULL,
+     "lowest level logged"},
+    END_FIELDS,
+};
+
+static const field pipeline_fields[] = {
+    {"shutdown_grace", F_DURATION, OFF(shutdown_grace_ms), "30s", false, 0, 3600 * 1000,
+     NULL, NULL, "time to drain in-flight deliveries on shutdown or revoke"},
+    {"batch_max", F_INT, OFF(batch_max), "1000", false, 1, 100000, NULL, NULL,
+     "messages claimed per store write"},
+    END_FIELDS,
+};
+
+static const field top_fields[] = {
+    {"kafka", F_OBJECT, 0, "{}", false, 0, 0, NULL, kafka_fields, NULL},
+    {"routes", F_ROUTES, 0, NULL, false, 0, 0, NULL, route_fields, NULL},
+    {"dedup", F_OBJECT, 0, "{}", false, 0, 0, NULL, dedup_fields, NULL},
+    {"store", F_OBJECT, 0, "{}", false, 0, 0, NULL, store_fields, NULL},
+    {"http", F_OBJECT, 0, "{}", false, 0, 0, NULL, http_fields, NULL},
+    {"log", F_OBJECT, 0, "{}", false, 0, 0, NULL, log_fields, NULL},
+    {"pipeline", F_OBJECT, 0, "{}", false, 0, 0, NULL, pipeline_fields, NULL},
+    END_FIELDS,
+};
+
+/* Properties kdedup sets itself: taking them from the file would break it. */
+static const char *const reserved_consumer[] = {
+    "bootstrap.servers", "group.id", "enable.auto.offset.store", "metadata.broker.list",
+    NULL};
+static const char *const reserved_producer[] = {"bootstrap.servers",
+                                                "metadata.broker.list", NULL};
+
+typedef struct ctx {
+    const char *file;
+    char *errstr;
+    size_t errstr_size;
+} ctx;
+
+/*
+ * Errors.
+ */
+
+__attribute__((format(printf, 3, 4))) static bool fail(ctx *c, const char *path,
+                                                       const char *fmt, ...) {
+    int n = snprintf(c->errstr, c->errstr_size, "%s: %s%s", c->file, path,
+                     *path ? ": " : "");
+    va_list ap;
+
+    if (n >= 0 && (size_t)n < c->errstr_size) {
+        va_start(ap, fmt);
+        vsnprintf(c->errstr + n, c->errstr_size - (size_t)n, fmt, ap);
+        va_end(ap);
+    }
+    return false;
+}
+
+bool kd_config_is_secret(const char *name) {
+    static const char *const words[] = {"password", "secret", "jaas", "token",
+                                        "ssl.key.pem", "credential", NULL};
+    char lower[128];
+    size_t i;
+
+    for (i = 0; name[i] && i < sizeof(lower) - 1; i++)
+        lower[i] = (char)tolower((unsigned char)name[i]);
+    lower[i] = '\0';
+    for (i = 0; words[i]; i++)
+        if (strstr(lower, words[i]))
+            return true;
+    return false;
+}
+
+/* The value as it stands in the file, shortened; secrets are not shown. */
+static const char *show(const cJSON *v, const char *path, char *buf, size_t size) {
+    char *text;
+
+    if (kd_config_is_secret(path))
+        return "(a secret, not shown)";
+    if (!v)
+        return "nothing";
+    text = cJSON_PrintUnformatted(v);
+    if (!text)
+        return "(unprintable)";
+    if (strlen(text) > SHOW_MAX)
+        snprintf(buf, size, "%.*s...", SHOW_MAX, text);
+    else
+        snprintf(buf, size, "%s", text);
+    cJSON_free(text);
+    return buf;
+}
+
+static bool fail_value(ctx *c, const char *path, const cJSON *v, const char *expected) {
+    char buf[SHOW_MAX + 8];
+
+    return fail(c, path, "expected %s, got %s", expected, show(v, path, buf, sizeof(buf)));
+}
+
+/* JSON paths: parent.key, parent[i], parent["name"]; cut short (with "...")
+ * past MAX_PATH. */
+__attribute__((format(printf, 2, 3))) static void path_fmt(char *out, const char *fmt,
+                                                           ...) {
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    n = vsnprintf(out, MAX_PATH, fmt, ap);
+    va_end(ap);
+    if (n >= MAX_PATH)
+        memcpy(out + MAX_PATH - 4, "...", 4);
+}
+
+static void path_key(char *out, const char *parent, const char *key) {
+    path_fmt(out, "%s%s%s", parent, *parent ? "." : "", key);
+}
+
+/*
+ * Scalars.
+ */
+
+bool kd_config_parse_duration(const char *s, uint64_t *ms) {
+    static const struct {
+        const char *unit;
+        uint64_t ms;
+    } units[] = {{"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}};
+    unsigned long long n;
+    char *end;
+
+    if (!s || !isdigit((unsigned char)s[0]))
+        return false;
+    errno = 0;
+    n = strtoull(s, &end, 10);
+    if (errno)
+        return false;
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (strcmp(end, units[i].unit) != 0)
+            continue;
+        if (n > UINT64_MAX / units[i].ms)
+            return false;
+        *ms = n * units[i].ms;
+        return true;
+    }
+    return false;
+}
+
+bool kd_config_valid_topic(const char *s) {
+    size_t n = strlen(s);
+
+    if (n == 0 || n > 249 || !strcmp(s, ".") || !strcmp(s, ".."))
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]) && !strchr("._-", s[i]))
+            return false;
+    return true;
+}
+
+/* "host:port" with a port of 1-65535 and a non-empty host. */
+static bool valid_hostport(const char *s, size_t len) {
+    const char *colon = NULL;
+    long port = 0;
+
+    for (size_t i = 0; i < len; i++)
+        if (s[i] == ':')
+            colon = s + i;
+    if (!colon || colon == s || colon + 1 == s + len)
+        return false;
+    for (const char *p = colon + 1; p < s + len; p++) {
+        if (!isdigit((unsigned char)*p) || port > 65535)
+            return false;
+        port = port * 10 + (*p - '0');
+    }
+    for (const char *p = s; p < colon; p++)
+        if (isspace((unsigned char)*p) || *p == ',' || *p == '/')
+            return false;
+    return port >= 1 && port <= 65535;
+}
+
+static bool valid_brokers(const char *s) {
+    if (!strncmp(s, "mock:", 5))
+        return strlen(s) == 6 && s[5] >= '1' && s[5] <= '9';
+    for (const char *p = s;;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+
+        if (!valid_hostport(p, len))
+            return false;
+        if (!comma)
+            return true;
+        p = comma + 1;
+    }
+}
+
+/*
+ * Environment interpolation: ${VAR} and ${VAR:-default}.
+ */
+
+static char *interpolate(ctx *c, const char *path, const char *in) {
+    size_t cap = strlen(in) + 1, len = 0;
+    char *out = malloc(cap);
+
+    for (const char *p = in; out && *p;) {
+        const char *add = p, *close, *val;
+        size_t addlen = 1, namelen;
+        char name[128];
+
+        if (p[0] == '$' && p[1] == '{') {
+            if (!(close = strchr(p + 2, '}'))) {
+                fail(c, path, "unterminated ${ in a string value");
+                goto fail;
+            }
+            namelen = strcspn(p + 2, ":}");
+            if (namelen == 0 || namelen >= sizeof(name) ||
+                (p[2 + namelen] == ':' && p[3 + namelen] != '-')) {
+                fail(c, path, "expected ${NAME} or ${NAME:-default} in a string value");
+                goto fail;
+            }
+            memcpy(name, p + 2, namelen);
+            name[namelen] = '\0';
+            for (size_t i = 0; i < namelen; i++)
+                if (!isalnum((unsigned char)name[i]) && name[i] != '_') {
+                    fail(c, path, "expected an environment variable name in ${...}, "
+                                  "got \"%s\"", name);
+                    goto fail;
+                }
+            val = getenv(name);
+            if (!val && p[2 + namelen] == ':') {
+                add = p + 4 + namelen;
+                addlen = (size_t)(close - add);
+            } else if (!val) {
+                fail(c, path, "environment variable %s is not set (and no ${%s:-default})",
+                     name, name);
+                goto fail;
+            } else {
+                add = val;
+                addlen = strlen(val);
+            }
+            p = close + 1;
+        } else {
+            p++;
+        }
+        if (len + addlen + 1 > cap) {
+            char *grown;
+
+            cap = (len + addlen + 1) * 2;
+            if (!(grown = realloc(out, cap)))
+                goto fail;
+            out = grown;
+        }
+        memcpy(out + len, add, addlen);
+        len += addlen;
+    }
+    if (out)
+        out[len] = '\0';
+    else
+        fail(c, path, "out of memory");
+    return out;
+fail:
+    free(out);
+    return NULL;
+}
+
+/* The text of a string value, interpolated, or the text of a number or bool
+ * (so "linger.ms": 5 and "sync": "${SYNC:-true}" both work). NULL with the
+ * error set when v is neither; kind names what was expected. */
+static char *scalar_text(ctx *c, const char *path, const cJSON *v, const char *kind) {
+    char buf[64];
+
+    if (cJSON_IsString(v))
+        return interpolate(c, path, v->valuestring);
+    if (cJSON_IsBool(v))
+        return strdup(cJSON_IsTrue(v) ? "true" : "false");
+    if (cJSON_IsNumber(v)) {
+        if (v->valuedouble != (double)(long long)v->valuedouble) {
+            fail_value(c, path, v, kind);
+            return NULL;
+        }
+        snprintf(buf, sizeof(buf), "%lld", (long long)v->valuedouble);
+        return strdup(buf);
+    }
+    fail_value(c, path, v, kind);
+    return NULL;
+}
+
+/*
+ * Tables.
+ */
+
+static bool parse_object(ctx *c, const cJSON *obj, const field *fields, void *base,
+                         const char *path);
+
+static bool parse_props(ctx *c, const cJSON *obj, kd_config_props *props,
+                        const char *path) {
+    size_t n = 0;
+
+    if (!cJSON_IsObject(obj))
+        return fail_value(c, path, obj, "an object of librdkafka properties");
+    for (const cJSON *e = obj->child; e; e = e->next)
+        n++;
+    props->v = calloc(n + 1, sizeof(*props->v)); /* + room for a half-made one */
+    if (!props->v)
+        return fail(c, path, "out of memory");
+    for (const cJSON *e = obj->child; e; e = e->next) {
+        kd_config_prop *p = &props->v[props->n];
+        char epath[MAX_PATH];
+
+        path_fmt(epath, "%s[\"%s\"]", path, e->string);
+        if (!*e->string)
+            return fail(c, epath, "expected a property name");
+        if (kd_config_prop_get(props, e->string))
+            return fail(c, epath, "duplicate key");
+        p->name = strdup(e->string);
+        p->path = strdup(epath);
+        p->value = scalar_text(c, epath, e, "a string, number or boolean");
+        if (!p->value)
+            return false; /* fail() was called; name/path freed with props */
+        props->n++;
+        if (!p->name || !p->path)
+            return fail(c, epath, "out of memory");
+    }
+    return true;
+}
+
+static bool parse_routes(ctx *c, const cJSON *arr, kd_config *cfg, const field *f,
+                         const char *path) {
+    size_t n = (size_t)cJSON_GetArraySize(arr);
+    size_t i = 0;
+
+    if (!cJSON_IsArray(arr) || n == 0)
+        return fail_value(c, path, arr, "a non-empty array of routes");
+    if (!(cfg->routes = calloc(n, sizeof(*cfg->routes))))
+        return fail(c, path, "out of memory");
+    for (const cJSON *e = arr->child; e; e = e->next, i++) {
+        char epath[MAX_PATH];
+
+        path_fmt(epath, "%s[%zu]", path, i);
+        cfg->nroutes = i + 1;
+        if (!parse_object(c, e, f->sub, &cfg->routes[i], epath))
+            return false;
+    }
+    return true;
+}
+
+/* What a field's value must be, for messages. */
+static void expected_text(const field *f, char *buf, size_t size) {
+    switch (f->type) {
+    case F_STRING:
+        snprintf(buf, size, "a non-empty string");
+        break;
+    case F_TOPIC:
+        snprintf(buf, size, "a topic name (1-249 of a-z A-Z 0-9 . _ -)");
+        break;
+    case F_BROKERS:
+        snprintf(buf, size, "\"host:port,host:port...\" or \"mock:N\" (N 1-9)");
+        break;
+    case F_LISTEN:
+        snprintf(buf, size, "\"host:port\"");
+        break;
+    case F_BOOL:
+        snprintf(buf, size, "true or false");
+        break;
+    case F_INT:
+        snprintf(buf, size, "an integer from %lld to %lld", (long long)f->min,
+                 (long long)f->max);
+        break;
+    case F_DURATION:
+        if (f->min == 0)
+            snprintf(buf, size, "a duration like \"250ms\", \"30s\", \"5m\" or \"24h\"");
+        else
+            snprintf(buf, size, "a duration from %lldms to %lldms", (long long)f->min,
+                     (long long)f->max);
+        break;
+    case F_ENUM:
+        snprintf(buf, size, "one of");
+        for (int i = 0; f->names[i]; i++)
+            snprintf(buf + strlen(buf), size - strlen(buf), "%s \"%s\"", i ? "," : "",
+                     f->names[i]);
+        break;
+    default:
+        snprintf(buf, size, "a value");
+    }
+}
+
+/* Parses one scalar field from its text into base. */
+static bool parse_scalar(ctx *c, const field *f, const cJSON *v, const char *text,
+                         void *base, const char *path) {
+    char *at = (char *)base + f->offset, expected[160], *end;
+    long long n;
+    uint64_t ms;
+    bool ok;
+
+    expected_text(f, expected, sizeof(expected));
+    switch (f->type) {
+    case F_BOOL:
+        if (strcmp(text, "true") && strcmp(text, "false"))
+            return fail_value(c, path, v, expected);
+        *(bool *)at = !strcmp(text, "true");
+        return true;
+    case F_INT:
+        errno = 0;
+        n = strtoll(text, &end, 10);
+        if (errno || end == text || *end || n < f->min || n > f->max)
+            return fail_value(c, path, v, expected);
+        *(int64_t *)at = n;
+        return true;
+    case F_DURATION:
+        if (!kd_config_parse_duration(text, &ms) || ms > (uint64_t)f->max ||
+            ms < (uint64_t)f->min)
+            return fail_value(c, path, v, expected);
+        *(uint64_t *)at = ms;
+        return true;
+    case F_ENUM:
+        for (int i = 0; f->names[i]; i++)
+            if (!strcmp(text, f->names[i])) {
+                *(int *)at = i;
+                return true;
+            }
+        return fail_value(c, path, v, expected);
+    case F_STRING:
+        ok = *text != '\0';
+        break;
+    case F_TOPIC:
+        ok = kd_config_valid_topic(text);
+        break;
+    case F_BROKERS:
+        ok = valid_brokers(text);
+        break;
+    case F_LISTEN:
+        ok = valid_hostport(text, strlen(text));
+        break;
+    default:
+        return fail(c, path, "internal error: not a scalar");
+    }
+    if (!ok)
+        return fail_value(c, path, v, expected);
+    free(*(char **)at);
+    if (!(*(char **)at = strdup(text)))
+        return fail(c, path, "out of memory");
+    return true;
+}
+
+/* Strings, topics, addresses and names come as JSON strings; booleans and
+ * integers may also come as strings (for ${VAR} interpolation). */
+static bool takes_non_string(const field *f) {
+    return f->type == F_BOOL || f->type == F_INT;
+}
+
+/* Parses field f from v (the file's value, or its default when NULL). */
+static bool parse_field(ctx *c, const field *f, const cJSON *v, void *base,
+                        const char *path) {
+    cJSON *def = NULL;
+    char *text, expected[160];
+    bool ok;
+
+    if (!v && (f->type == F_OBJECT || f->type == F_PROPS)) {
+        def = cJSON_CreateObject();
+        v = def;
+    } else if (!v) {
+        def = cJSON_CreateString(f->def);
+        v = def;
+    }
+    if (!v)
+        return fail(c, path, "out of memory");
+    switch (f->type) {
+    case F_OBJECT:
+        ok = parse_object(c, v, f->sub, base, path);
+        break;
+    case F_PROPS:
+        ok = parse_props(c, v, (kd_config_props *)((char *)base + f->offset), path);
+        break;
+    case F_ROUTES:
+        ok = parse_routes(c, v, base, f, path);
+        break;
+    default:
+        expected_text(f, expected, sizeof(expected));
+        if (!cJSON_IsString(v) && !takes_non_string(f)) {
+            ok = fail_value(c, path, v, expected);
+            break;
+        }
+        text = scalar_text(c, path, v, expected);
+        ok = text && parse_scalar(c, f, v, text, base, path);
+        free(text);
+    }
+    cJSON_Delete(def);
+    return ok;
+}
+
+static bool parse_object(ctx *c, const cJSON *obj, const field *fields, void *base,
+                         const char *path) {
+    if (!cJSON_IsObject(obj))
+        return fail_value(c, path, obj, "an object");
+    for (const cJSON *e = obj->child; e; e = e->next) {
+        char known[256] = "";
+        const field *f = fields;
+
+        for (; f->key && strcmp(f->key, e->string); f++)
+            snprintf(known + strlen(known), sizeof(known) - strlen(known), "%s%s",
+                     f == fields ? "" : ", ", f->key);
+        if (!f->key) {
+            char epath[MAX_PATH];
+
+            path_key(epath, path, e->string);
+            return fail(c, epath, "unknown key (expected one of: %s)", known);
+        }
+        for (const cJSON *o = obj->child; o != e; o = o->next)
+            if (!strcmp(o->string, e->string)) {
+                char epath[MAX_PATH];
+
+                path_key(epath, path, e->string);
+                return fail(c, epath, "duplicate key");
+            }
+    }
+    for (const field *f = fields; f->key; f++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, f->key);
+        char fpath[MAX_PATH];
+
+        path_key(fpath, path, f->key);
+        if (!v && !f->def && f->type != F_OBJECT && f->type != F_PROPS) {
+            if (f->optional)
+                continue;
+            return fail(c, fpath, "missing (%s)", f->doc ? f->doc : "required");
+        }
+        if (!parse_field(c, f, v, base, fpath))
+            return false;
+    }
+    return true;
+}
+
+/*
+ * Rules that span keys.
+ */
+
+static bool check_reserved(ctx *c, const kd_config_props *props,
+                           const char *const *reserved, const char *why) {
+    for (size_t i = 0; i < props->n; i++)
+        for (size_t r = 0; reserved[r]; r++)
+            if (!strcmp(props->v[i].name, reserved[r]))
+                return fail(c, props->v[i].path, "set by kdedup itself (%s)", why);
+    return true;
+}
+
+static bool check_routes(ctx *c, const kd_config *cfg) {
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        const kd_route *r = &cfg->routes[i];
+        char path[MAX_PATH];
+
+        path_fmt(path, "routes[%zu]", i);
+        if (!strcmp(r->from, r->to))
+            return fail(c, path, "\"from\" and \"to\" are both \"%s\": a route may not "
+                                 "feed its own source", r->from);
+        if (r->dead_letter_topic && !strcmp(r->dead_letter_topic, r->from))
+            return fail(c, path, "\"dead_letter_topic\" is the route's own source \"%s\"",
+                        r->from);
+        if (r->on_missing_key == KD_MISSING_DEAD_LETTER && !r->dead_letter_topic)
+            return fail(c, path, "\"on_missing_key\": \"dead_letter\" needs a "
+                                 "\"dead_letter_topic\" (or set \"forward\" or \"drop\")");
+        for (size_t j = 0; j < i; j++)
+            if (!strcmp(cfg->routes[j].from, r->from))
+                return fail(c, path, "\"from\": \"%s\" is already the source of "
+                                     "routes[%zu]", r->from, j);
+    }
+    return true;
+}
+
+/* An unfinished claim must outlive the producer's own delivery timeout, or
+ * a late delivery could race a re-claim. */
+static bool check_timeouts(ctx *c, const kd_config *cfg) {
+    const char *v = kd_config_prop_get(&cfg->producer, "message.timeout.ms");
+    long long timeout = KD_CONFIG_DEFAULT_MESSAGE_TIMEOUT_MS;
+    char *end;
+
+    if (v) {
+        timeout = strtoll(v, &end, 10);
+        if (end == v || *end || timeout < 0)
+            return true; /* librdkafka reports the bad value itself */
+    }
+    if (cfg->inflight_timeout_ms == 0)
+        return true;
+    if (timeout == 0 || (long long)cfg->inflight_timeout_ms <= timeout)
+        return fail(c, "dedup.inflight_timeout",
+                    "expected a duration longer than the producer's message.timeout.ms "
+                    "(%lldms%s), got %llums", timeout, timeout == 0 ? ", i.e. never" : "",
+                    (unsigned long long)cfg->inflight_timeout_ms);
+    return true;
+}
+
+static bool validate(ctx *c, const kd_config *cfg) {
+    return check_reserved(c, &cfg->consumer, reserved_consumer,
+                          "use kafka.brokers and kafka.group_id; offsets are stored by "
+                          "kdedup") &&
+           check_reserved(c, &cfg->producer, reserved_producer, "use kafka.brokers") &&
+           check_routes(c, cfg) && check_timeouts(c, cfg);
+}
+
+/*
+ * Entry points.
+ */
+
+/* line:column of the byte at off. */
+static void where(const char *json, size_t off, int *line, int *col) {
+    *line = 1;
+    *col = 1;
+    for (size_t i = 0; i < off; i++, (*col)++)
+        if (json[i] == '\n') {
+            (*line)++;
+            *col = 0;
+        }
+}
+
+kd_config *kd_config_parse(const char *json, size_t len, const char *name,
+                           char *errstr, size_t errstr_size) {
+    ctx c = {name ? name : "config", errstr, errstr_size};
+    const char *end = NULL;
+    kd_config *cfg;
+    cJSON *root;
+    int line, col;
+
+    if (len > MAX_FILE_BYTES) {
+        fail(&c, "", "larger than %u bytes; not a config file", MAX_FILE_BYTES);
+        return NULL;
+    }
+    root = cJSON_ParseWithLengthOpts(json, len, &end, false);
+    if (!root) {
+        const char *at = cJSON_GetErrorPtr();
+        size_t off = at && at >= json && at <= json + len ? (size_t)(at - json) : len;
+
+        where(json, off, &line, &col);
+        fail(&c, "", "invalid JSON at line %d, column %d%s", line, col,
+             off + 1 >= len ? " (truncated?)" : "");
+        return NULL;
+    }
+    for (; end && end < json + len && isspace((unsigned char)*end); end++)
+        ;
+    if (end && end < json + len) {
+        where(json, (size_t)(end - json), &line, &col);
+        fail(&c, "", "invalid JSON: trailing data at line %d, column %d", line, col);
+        cJSON_Delete(root);
+        return NULL;
+    }
+    if (!(cfg = calloc(1, sizeof(*cfg))) || !(cfg->file = strdup(c.file))) {
+        free(cfg);
+        cJSON_Delete(root);
+        fail(&c, "", "out of memory");
+        return NULL;
+    }
+    if (!cJSON_IsObject(root)) {
+        fail_value(&c, "", root, "a JSON object at the top");
+        goto fail;
+    }
+    if (!parse_object(&c, root, top_fields, cfg, "") || !validate(&c, cfg))
+        goto fail;
+    cJSON_Delete(root);
+    return cfg;
+fail:
+    cJSON_Delete(root);
+    kd_config_destroy(cfg);
+    return NULL;
+}
+
+kd_config *kd_config_load(const char *path, char *errstr, size_t errstr_size) {
+    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    FILE *fp = fopen(path, "rb");
+    char *buf = NULL;
+    size_t len = 0;
+    kd_config *cfg = NULL;
+
+    if (!fp) {
+        snprintf(errstr, errstr_size, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    if (!(buf = malloc(MAX_FILE_BYTES + 1))) {
+        snprintf(errstr, errstr_size, "%s: out of memory", path);
+        fclose(fp);
+        return NULL;
+    }
+    len = fread(buf, 1, MAX_FILE_BYTES + 1, fp);
+    if (ferror(fp))
+        snprintf(errstr, errstr_size, "%s: cannot read: %s", path, strerror(errno));
+    else
+        cfg = kd_config_parse(buf, len, base, errstr, errstr_size);
+    free(buf);
+    fclose(fp);
+    return cfg;
+}
+
+static void free_props(kd_config_props *p) {
+    for (size_t i = 0; i < p->n; i++) {
+        free(p->v[i].name);
+        free(p->v[i].value);
+        free(p->v[i].path);
+    }
+    /* A failed parse leaves its half-made prop after n. */
+    if (p->v) {
+        free(p->v[p->n].name);
+        free(p->v[p->n].path);
+    }
+    free(p->v);
+}
+
+void kd_config_destroy(kd_config *cfg) {
+    if (!cfg)
+        return;
+    free(cfg->file);
+    free(cfg->brokers);
+    free(cfg->group_id);
+    free_props(&cfg->consumer);
+    free_props(&cfg->producer);
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        free(cfg->routes[i].from);
+        free(cfg->routes[i].to);
+        free(cfg->routes[i].key_header);
+        free(cfg->routes[i].dead_letter_topic);
+    }
+    free(cfg->routes);
+    free(cfg->ns);
+    free(cfg->store_path);
+    free(cfg->http_listen);
+    free(cfg);
+}
+
+const char *kd_config_prop_get(const kd_config_props *props, const char *name) {
+    for (size_t i = 0; i < props->n; i++)
+        if (!strcmp(props->v[i].name, name))
+            return props->v[i].value;
+    return NULL;
+}
+
+const char *kd_config_log_level_name(kd_log_level level) {
+    return level >= KD_LOG_DEBUG && level <= KD_LOG_ERROR ? log_level_names[level] : "?";
+}

@@ -1,0 +1,331 @@
+/*
+ * kdedup tests - the configuration loader: the documented example, defaults,
+ * environment interpolation, durations, and one case per rule, each checked
+ * for the exact shape of its message (file: path: what, got what).
+ */
+#include "config/config.h"
+
+#include <stdarg.h>
+#include <setjmp.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MINIMAL_KAFKA "\"kafka\": {\"brokers\": \"k:9092\", \"group_id\": \"g\"}"
+#define MINIMAL_ROUTE "{\"from\": \"a\", \"to\": \"b\", \"on_missing_key\": \"drop\"}"
+
+static kd_config *parse(const char *json, char *err, size_t size) {
+    return kd_config_parse(json, strlen(json), "kdedup.json", err, size);
+}
+
+/* Asserts json is rejected with exactly the message want. */
+static void assert_error(const char *json, const char *want) {
+    char err[512] = "";
+    kd_config *cfg = parse(json, err, sizeof(err));
+
+    if (cfg) {
+        kd_config_destroy(cfg);
+        fail_msg("accepted: %s", json);
+    }
+    if (strcmp(err, want) != 0)
+        fail_msg("for %s\n  got:  %s\n  want: %s", json, err, want);
+}
+
+static kd_config *assert_valid(const char *json) {
+    char err[512] = "";
+    kd_config *cfg = parse(json, err, sizeof(err));
+
+    if (!cfg)
+        fail_msg("rejected: %s\n  %s", json, err);
+    return cfg;
+}
+
+static void test_design_example(void **state) {
+    char err[512];
+    kd_config *cfg = kd_config_load("tests/data/kdedup.json", err, sizeof(err));
+
+    (void)state;
+    if (!cfg)
+        fail_msg("%s", err);
+    assert_string_equal(cfg->file, "kdedup.json");
+    assert_string_equal(cfg->brokers, "kafka-0:9092,kafka-1:9092");
+    assert_string_equal(cfg->group_id, "orders-dedup");
+    assert_int_equal(cfg->consumer.n, 1);
+    assert_string_equal(cfg->consumer.v[0].name, "session.timeout.ms");
+    assert_string_equal(cfg->consumer.v[0].value, "10000");
+    assert_string_equal(cfg->consumer.v[0].path, "kafka.consumer[\"session.timeout.ms\"]");
+    assert_string_equal(kd_config_prop_get(&cfg->producer, "compression.type"), "lz4");
+    assert_int_equal(cfg->nroutes, 1);
+    assert_string_equal(cfg->routes[0].from, "orders");
+    assert_string_equal(cfg->routes[0].to, "orders.deduped");
+    assert_string_equal(cfg->routes[0].key_header, "Idempotency-Key");
+    assert_int_equal(cfg->routes[0].on_missing_key, KD_MISSING_DEAD_LETTER);
+    assert_string_equal(cfg->routes[0].dead_letter_topic, "orders.dlq");
+    assert_string_equal(cfg->ns, "orders");
+    assert_int_equal(cfg->ttl_ms, 24 * 3600 * 1000);
+    assert_int_equal(cfg->inflight_timeout_ms, 5 * 60 * 1000);
+    assert_int_equal(cfg->max_key_bytes, 255);
+    assert_string_equal(cfg->store_path, "/var/lib/kdedup");
+    assert_true(cfg->store_sync);
+    assert_string_equal(cfg->http_listen, "0.0.0.0:9464");
+    assert_int_equal(cfg->log_level, KD_LOG_INFO);
+    kd_config_destroy(cfg);
+}
+
+static void test_defaults(void **state) {
+    kd_config *cfg = assert_valid("{" MINIMAL_KAFKA ", \"routes\": [{\"from\": \"in\", "
+                                  "\"to\": \"out\", \"dead_letter_topic\": \"dlq\"}]}");
+
+    (void)state;
+    assert_string_equal(cfg->routes[0].key_header, "Idempotency-Key");
+    assert_int_equal(cfg->routes[0].on_missing_key, KD_MISSING_DEAD_LETTER);
+    assert_int_equal(cfg->routes[0].max_retries, 5);
+    assert_int_equal(cfg->routes[0].retry_backoff_ms, 1000);
+    assert_string_equal(cfg->ns, "kdedup");
+    assert_int_equal(cfg->ttl_ms, 24 * 3600 * 1000);
+    assert_int_equal(cfg->inflight_timeout_ms, 10 * 60 * 1000);
+    assert_int_equal(cfg->max_key_bytes, 255);
+    assert_string_equal(cfg->store_path, "/var/lib/kdedup");
+    assert_true(cfg->store_sync);
+    assert_string_equal(cfg->http_listen, "0.0.0.0:9464");
+    assert_int_equal(cfg->log_level, KD_LOG_INFO);
+    assert_int_equal(cfg->shutdown_grace_ms, 30000);
+    assert_int_equal(cfg->batch_max, 1000);
+    assert_int_equal(cfg->consumer.n, 0);
+    kd_config_destroy(cfg);
+}
+
+static void test_env_interpolation(void **state) {
+    kd_config *cfg;
+
+    (void)state;
+    setenv("KD_TEST_GROUP", "orders-dedup-pod-7", 1);
+    setenv("KD_TEST_PASSWORD", "hunter2", 1);
+    unsetenv("KD_TEST_UNSET");
+    cfg = assert_valid("{\"kafka\": {\"brokers\": \"${KD_TEST_UNSET:-k:9092}\", "
+                       "\"group_id\": \"${KD_TEST_GROUP}\", \"producer\": "
+                       "{\"sasl.password\": \"${KD_TEST_PASSWORD}\", \"linger.ms\": 5}}, "
+                       "\"store\": {\"sync\": \"${KD_TEST_UNSET:-false}\", "
+                       "\"path\": \"/data/${KD_TEST_GROUP}/db\"}, "
+                       "\"routes\": [" MINIMAL_ROUTE "]}");
+    assert_string_equal(cfg->brokers, "k:9092");
+    assert_string_equal(cfg->group_id, "orders-dedup-pod-7");
+    assert_string_equal(kd_config_prop_get(&cfg->producer, "sasl.password"), "hunter2");
+    assert_string_equal(kd_config_prop_get(&cfg->producer, "linger.ms"), "5");
+    assert_false(cfg->store_sync);
+    assert_string_equal(cfg->store_path, "/data/orders-dedup-pod-7/db");
+    kd_config_destroy(cfg);
+
+    assert_error("{\"kafka\": {\"brokers\": \"${KD_TEST_UNSET}\", \"group_id\": \"g\"}, "
+                 "\"routes\": [" MINIMAL_ROUTE "]}",
+                 "kdedup.json: kafka.brokers: environment variable KD_TEST_UNSET is not "
+                 "set (and no ${KD_TEST_UNSET:-default})");
+    assert_error("{\"kafka\": {\"brokers\": \"${KD_TEST_GROUP\", \"group_id\": \"g\"}, "
+                 "\"routes\": [" MINIMAL_ROUTE "]}",
+                 "kdedup.json: kafka.brokers: unterminated ${ in a string value");
+    assert_error("{\"kafka\": {\"brokers\": \"${A:=b}\", \"group_id\": \"g\"}, "
+                 "\"routes\": [" MINIMAL_ROUTE "]}",
+                 "kdedup.json: kafka.brokers: expected ${NAME} or ${NAME:-default} in a "
+                 "string value");
+}
+
+static void test_durations(void **state) {
+    uint64_t ms;
+
+    (void)state;
+    assert_true(kd_config_parse_duration("250ms", &ms));
+    assert_int_equal(ms, 250);
+    assert_true(kd_config_parse_duration("30s", &ms));
+    assert_int_equal(ms, 30000);
+    assert_true(kd_config_parse_duration("5m", &ms));
+    assert_int_equal(ms, 300000);
+    assert_true(kd_config_parse_duration("24h", &ms));
+    assert_int_equal(ms, 86400000);
+    assert_true(kd_config_parse_duration("0s", &ms));
+    assert_int_equal(ms, 0);
+    const char *bad[] = {"", "5", "5 m", "-5s", "5d", "1.5s", "s", "5ms ", "ms5",
+                         "99999999999999999999s", NULL};
+    for (int i = 0; bad[i]; i++)
+        if (kd_config_parse_duration(bad[i], &ms))
+            fail_msg("accepted duration \"%s\"", bad[i]);
+    assert_error("{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], "
+                 "\"dedup\": {\"ttl\": \"1 day\"}}",
+                 "kdedup.json: dedup.ttl: expected a duration like \"250ms\", \"30s\", "
+                 "\"5m\" or \"24h\", got \"1 day\"");
+    assert_error("{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], "
+                 "\"dedup\": {\"ttl\": 3600}}",
+                 "kdedup.json: dedup.ttl: expected a duration like \"250ms\", \"30s\", "
+                 "\"5m\" or \"24h\", got 3600");
+}
+
+/* One bad file per rule, with the whole message. */
+static void test_rules(void **state) {
+    (void)state;
+    static const struct {
+        const char *json, *want;
+    } cases[] = {
+        {"[]", "kdedup.json: expected a JSON object at the top, got []"},
+        {"{\"kafka\": {\"brokers\": \"k:1\", \"group_id\": \"g\"}",
+         "kdedup.json: invalid JSON at line 1, column 45 (truncated?)"},
+        {"{}\n{}", "kdedup.json: invalid JSON: trailing data at line 2, column 1"},
+        {"{" MINIMAL_KAFKA "}", "kdedup.json: routes: missing (required)"},
+        {"{" MINIMAL_KAFKA ", \"routes\": []}",
+         "kdedup.json: routes: expected a non-empty array of routes, got []"},
+        {"{\"kafka\": {\"group_id\": \"g\"}, \"routes\": [" MINIMAL_ROUTE "]}",
+         "kdedup.json: kafka.brokers: missing (bootstrap servers, or \"mock:N\" for an "
+         "embedded mock cluster)"},
+        {"{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE ", {\"from\": \"c\", \"to\": 42}]}",
+         "kdedup.json: routes[1].to: expected a topic name (1-249 of a-z A-Z 0-9 . _ -), "
+         "got 42"},
+        {"{" MINIMAL_KAFKA ", \"routes\": [{\"from\": \"a b\", \"to\": \"b\"}]}",
+         "kdedup.json: routes[0].from: expected a topic name (1-249 of a-z A-Z 0-9 . _ -), "
+         "got \"a b\""},
+        {"{" MINIMAL_KAFKA ", \"routes\": [{\"from\": \"a\", \"to\": \"a\", "
+         "\"on_missing_key\": \"drop\"}]}",
+         "kdedup.json: routes[0]: \"from\" and \"to\" are both \"a\": a route may not feed "
+         "its own source"},
+        {"{" MINIMAL_KAFKA ", \"routes\": [{\"from\": \"a\", \"to\": \"b\"}]}",
+         "kdedup.json: routes[0]: \"on_missing_key\": \"dead_letter\" needs a "
+         "\"dead_letter_topic\" (or set \"forward\" or \"drop\")"},
+        {"{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE ", " MINIMAL_ROUTE "]}",
+         "kdedup.json: routes[1]: \"from\": \"a\" is already the source of routes[0]"},
+        {"{" MINIMAL_KAFKA ", \"routes\": [{\"from\": \"a\", \"to\": \"b\", "
+         "\"on_missing_key\": \"skip\"}]}",
+         "kdedup.json: routes[0].on_missing_key: expected one of \"forward\", \"drop\", "
+         "\"dead_letter\", got \"skip\""},
+        {"{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], \"dedup\": {\"tll\": \"1h\"}}",
+         "kdedup.json: dedup.tll: unknown key (expected one of: namespace, ttl, "
+         "inflight_timeout, max_key_bytes)"},
+        {"{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], \"extra\": 1}",
+         "kdedup.json: extra: unknown key (expected one of: kafka, routes, dedup, store, "
+         "http, log, pipeline)"},
+        {"{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], \"log\": {\"level\": "
+         "\"info\", \"level\": \"debug\"}}",
+         "kdedup.json: log.level: duplicate key"},
+        {"{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], \"dedup\": "
+         "{\"max_key_bytes\": 0}}",
+         "kdedup.json: dedup.max_key_bytes: expected an integer from 1 to 65535, got 0"},
+        {"{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], \"dedup\": "
+         "{\"max_key_bytes\": 2.5}}",
+         "kdedup.json: dedup.max_key_bytes: expected an integer from 1 to 65535, got 2.5"},
+        {"{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], \"store\": {\"sync\": "
+         "\"yes\"}}",
+         "kdedup.json: store.sync: expected true or false, got \"yes\""},
+        {"{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], \"store\": {\"path\": \"\"}}",
+         "kdedup.json: store.path: expected a non-empty string, got \"\""},
+        {"{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], \"store\": []}",
+         "kdedup.json: store: expected an object, got []"},
+        {"{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], \"http\": {\"listen\": "
+         "\"9464\"}}",
+         "kdedup.json: http.listen: expected \"host:port\", got \"9464\""},
+        {"{\"kafka\": {\"brokers\": \"mock:0\", \"group_id\": \"g\"}, \"routes\": "
+         "[" MINIMAL_ROUTE "]}",
+         "kdedup.json: kafka.brokers: expected \"host:port,host:port...\" or \"mock:N\" "
+         "(N 1-9), got \"mock:0\""},
+        {"{\"kafka\": {\"brokers\": \"k:9092\", \"group_id\": \"g\", \"consumer\": "
+         "{\"group.id\": \"x\"}}, \"routes\": [" MINIMAL_ROUTE "]}",
+         "kdedup.json: kafka.consumer[\"group.id\"]: set by kdedup itself (use "
+         "kafka.brokers and kafka.group_id; offsets are stored by kdedup)"},
+        {"{\"kafka\": {\"brokers\": \"k:9092\", \"group_id\": \"g\", \"consumer\": "
+         "{\"enable.auto.offset.store\": true}}, \"routes\": [" MINIMAL_ROUTE "]}",
+         "kdedup.json: kafka.consumer[\"enable.auto.offset.store\"]: set by kdedup itself "
+         "(use kafka.brokers and kafka.group_id; offsets are stored by kdedup)"},
+        {"{\"kafka\": {\"brokers\": \"k:9092\", \"group_id\": \"g\", \"producer\": "
+         "{\"linger.ms\": [5]}}, \"routes\": [" MINIMAL_ROUTE "]}",
+         "kdedup.json: kafka.producer[\"linger.ms\"]: expected a string, number or "
+         "boolean, got [5]"},
+        {"{\"kafka\": {\"brokers\": \"k:9092\", \"group_id\": \"g\", \"producer\": "
+         "{\"message.timeout.ms\": \"600000\"}}, \"routes\": [" MINIMAL_ROUTE "]}",
+         "kdedup.json: dedup.inflight_timeout: expected a duration longer than the "
+         "producer's message.timeout.ms (600000ms), got 600000ms"},
+        {"{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], \"dedup\": "
+         "{\"inflight_timeout\": \"1m\"}}",
+         "kdedup.json: dedup.inflight_timeout: expected a duration longer than the "
+         "producer's message.timeout.ms (120000ms), got 60000ms"},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        assert_error(cases[i].json, cases[i].want);
+}
+
+/* A secret's value never appears in a message, whatever is wrong with it. */
+static void test_secrets_not_shown(void **state) {
+    char err[512] = "";
+    kd_config *cfg;
+
+    (void)state;
+    cfg = parse("{\"kafka\": {\"brokers\": \"k:9092\", \"group_id\": \"g\", \"producer\": "
+                "{\"sasl.password\": [\"hunter2\"]}}, \"routes\": [" MINIMAL_ROUTE "]}",
+                err, sizeof(err));
+    assert_null(cfg);
+    assert_null(strstr(err, "hunter2"));
+    assert_string_equal(err, "kdedup.json: kafka.producer[\"sasl.password\"]: expected a "
+                             "string, number or boolean, got (a secret, not shown)");
+    assert_true(kd_config_is_secret("ssl.key.password"));
+    assert_true(kd_config_is_secret("sasl.oauthbearer.client.secret"));
+    assert_false(kd_config_is_secret("linger.ms"));
+}
+
+static void test_load_errors(void **state) {
+    char err[512], path[] = "/tmp/kdedup-config-XXXXXX";
+    int fd = mkstemp(path);
+    kd_config *cfg;
+    FILE *fp;
+
+    (void)state;
+    assert_null(kd_config_load("/nonexistent/kdedup.json", err, sizeof(err)));
+    assert_string_equal(err, "/nonexistent/kdedup.json: cannot open: No such file or "
+                             "directory");
+    /* Larger than any config: refused before parsing. */
+    assert_true(fd >= 0);
+    fp = fdopen(fd, "w");
+    for (int i = 0; i < (1 << 20) / 8 + 1; i++)
+        fputs("        ", fp);
+    fclose(fp);
+    cfg = kd_config_load(path, err, sizeof(err));
+    assert_null(cfg);
+    assert_non_null(strstr(err, "larger than 1048576 bytes"));
+    remove(path);
+
+    /* Nested absurdly deep: a clear error, no crash. */
+    char *deep = malloc(200001);
+    for (int i = 0; i < 100000; i++)
+        deep[i] = '[';
+    for (int i = 100000; i < 200000; i++)
+        deep[i] = ']';
+    deep[200000] = '\0';
+    assert_null(kd_config_parse(deep, 200000, "deep.json", err, sizeof(err)));
+    assert_non_null(strstr(err, "deep.json: invalid JSON at line 1"));
+    free(deep);
+    assert_null(kd_config_parse("", 0, "empty.json", err, sizeof(err)));
+    assert_string_equal(err, "empty.json: invalid JSON at line 1, column 1 (truncated?)");
+}
+
+static void test_topics(void **state) {
+    (void)state;
+    assert_true(kd_config_valid_topic("orders.deduped-v2_x"));
+    assert_false(kd_config_valid_topic(""));
+    assert_false(kd_config_valid_topic("."));
+    assert_false(kd_config_valid_topic(".."));
+    assert_false(kd_config_valid_topic("a/b"));
+    char longname[251];
+    memset(longname, 'a', 250);
+    longname[250] = '\0';
+    assert_false(kd_config_valid_topic(longname));
+    longname[249] = '\0';
+    assert_true(kd_config_valid_topic(longname));
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_design_example), cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_env_interpolation), cmocka_unit_test(test_durations),
+        cmocka_unit_test(test_rules), cmocka_unit_test(test_secrets_not_shown),
+        cmocka_unit_test(test_load_errors), cmocka_unit_test(test_topics),
+    };
+
+    return cmocka_run_group_tests_name("config", tests, NULL, NULL);
+}
