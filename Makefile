@@ -14,6 +14,7 @@ DEB_PACKAGES := gcc make pkg-config clang libclang-rt-14-dev clang-format valgri
 PKGS_DEDUP := libcrypto
 PKGS_ROCKS := rocksdb
 PKGS_CONFIG := libcjson
+PKGS_KAFKA := rdkafka
 PKGS_TEST  := cmocka
 
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
@@ -36,14 +37,22 @@ pc_libs   = $(shell pkg-config --libs $(1) 2>/dev/null)
 LIB_DEDUP := $(BUILD)/libkd_dedup.a
 LIB_ROCKS := $(BUILD)/libkd_store_rocks.a
 LIB_CONFIG := $(BUILD)/libkd_config.a
+LIB_SIDECAR := $(BUILD)/libkd_sidecar.a
+KDEDUP := $(BUILD)/kdedup
 
 DEDUP_SRC := dedup/store.c dedup/store_mem.c dedup/entry.c dedup/dedup.c
 ROCKS_SRC := store_rocks/store_rocks.c
 CONFIG_SRC := config/config.c
+SIDECAR_SRC := sidecar/log.c sidecar/offsets.c sidecar/headers.c sidecar/kafka.c \
+               sidecar/pipeline.c sidecar/mockd.c sidecar/demo.c
 
 LIBS_DEDUP := $(call pc_libs,$(PKGS_DEDUP))
 LIBS_ROCKS := $(call pc_libs,$(PKGS_ROCKS))
 LIBS_CONFIG := $(call pc_libs,$(PKGS_CONFIG))
+LIBS_KAFKA := $(call pc_libs,$(PKGS_KAFKA))
+# Everything the sidecar links, in dependency order.
+LIBS_ALL := $(LIB_SIDECAR) $(LIB_CONFIG) $(LIB_ROCKS) $(LIB_DEDUP)
+LDLIBS_ALL := $(LIBS_KAFKA) $(LIBS_CONFIG) $(LIBS_ROCKS) $(LIBS_DEDUP)
 LIBS_TEST  := $(call pc_libs,$(PKGS_TEST))
 
 TESTS := $(BUILD)/tests/test_entry $(BUILD)/tests/test_dedup \
@@ -60,7 +69,7 @@ all: deps
 	@$(MAKE) --no-print-directory build-all
 
 .PHONY: build-all
-build-all: $(LIB_DEDUP) $(LIB_ROCKS) $(LIB_CONFIG) $(TESTS) $(BENCHES)
+build-all: $(KDEDUP) $(TESTS) $(BENCHES)
 
 help:
 	@echo "make            build libraries, tests and benchmarks into $(BUILD)/"
@@ -92,6 +101,7 @@ $(BUILD)/obj/%.o: %.c
 
 $(BUILD)/obj/store_rocks/%.o: EXTRA_CFLAGS = $(call pc_cflags,$(PKGS_ROCKS))
 $(BUILD)/obj/config/%.o: EXTRA_CFLAGS = $(call pc_cflags,$(PKGS_CONFIG))
+$(BUILD)/obj/sidecar/%.o: EXTRA_CFLAGS = $(call pc_cflags,$(PKGS_KAFKA))
 $(BUILD)/obj/tests/%.o: EXTRA_CFLAGS = $(call pc_cflags,$(PKGS_TEST) $(PKGS_ROCKS))
 
 $(LIB_DEDUP): $(call obj,$(DEDUP_SRC))
@@ -105,6 +115,14 @@ $(LIB_ROCKS): $(call obj,$(ROCKS_SRC))
 $(LIB_CONFIG): $(call obj,$(CONFIG_SRC))
 	@mkdir -p $(dir $@)
 	$(AR) rcs $@ $^
+
+$(LIB_SIDECAR): $(call obj,$(SIDECAR_SRC))
+	@mkdir -p $(dir $@)
+	$(AR) rcs $@ $^
+
+$(KDEDUP): $(call obj,sidecar/main.c) $(LIBS_ALL)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_ALL)
 
 # One cmocka binary per module, linking only that module (and what it stands on).
 $(BUILD)/tests/test_entry: $(call obj,tests/test_entry.c) $(LIB_DEDUP)

@@ -20,8 +20,8 @@
 #define SHOW_MAX 60 /* characters of a bad value shown in an error */
 
 typedef enum ftype {
-    F_STRING,   /* non-empty string */
-    F_TOPIC,    /* Kafka topic name */
+    F_STRING, /* non-empty string */
+    F_TOPIC,  /* Kafka topic name */
     F_BOOL,
     F_INT,      /* integer within [min, max] */
     F_DURATION, /* "250ms" | "30s" | "5m" | "24h", within [min, max] ms */
@@ -36,16 +36,17 @@ typedef enum ftype {
 typedef struct field {
     const char *key;
     ftype type;
-    size_t offset;             /* into the struct this table fills */
-    const char *def;           /* default as text; NULL: required unless optional */
-    bool optional;             /* may be absent, no default (NULL / untouched) */
-    int64_t min, max;          /* F_INT, F_DURATION (ms) */
-    const char *const *names;  /* F_ENUM */
-    const struct field *sub;   /* F_OBJECT, F_ROUTES: the fields of the element */
+    size_t offset;            /* into the struct this table fills */
+    const char *def;          /* default as text; NULL: required unless optional */
+    bool optional;            /* may be absent, no default (NULL / untouched) */
+    int64_t min, max;         /* F_INT, F_DURATION (ms) */
+    const char *const *names; /* F_ENUM */
+    const struct field *sub;  /* F_OBJECT, F_ROUTES: the fields of the element */
     const char *doc;
 } field;
 
-#define END_FIELDS {NULL, F_STRING, 0, NULL, false, 0, 0, NULL, NULL, NULL}
+#define END_FIELDS                                                                       \
+    { NULL, F_STRING, 0, NULL, false, 0, 0, NULL, NULL, NULL }
 #define OFF(m) offsetof(kd_config, m)
 #define ROFF(m) offsetof(kd_route, m)
 #define DAY_MS (24LL * 3600 * 1000)
@@ -87,7 +88,8 @@ static const field dedup_fields[] = {
     {"ttl", F_DURATION, OFF(ttl_ms), "24h", false, 0, 3650 * DAY_MS, NULL, NULL,
      "how long completed keys suppress duplicates; 0s = forever"},
     {"inflight_timeout", F_DURATION, OFF(inflight_timeout_ms), "10m", false, 0,
-     3650 * DAY_MS, NULL, NULL, "after this an unfinished claim counts as absent; 0s = never"},
+     3650 * DAY_MS, NULL, NULL,
+     "after this an unfinished claim counts as absent; 0s = never"},
     {"max_key_bytes", F_INT, OFF(max_key_bytes), "255", false, 1, 65535, NULL, NULL,
      "longer keys count as missing"},
     END_FIELDS,
@@ -133,9 +135,9 @@ static const field top_fields[] = {
 };
 
 /* Properties kdedup sets itself: taking them from the file would break it. */
-static const char *const reserved_consumer[] = {
-    "bootstrap.servers", "group.id", "enable.auto.offset.store", "metadata.broker.list",
-    NULL};
+static const char *const reserved_consumer[] = {"bootstrap.servers", "group.id",
+                                                "enable.auto.offset.store",
+                                                "metadata.broker.list", NULL};
 static const char *const reserved_producer[] = {"bootstrap.servers",
                                                 "metadata.broker.list", NULL};
 
@@ -151,8 +153,8 @@ typedef struct ctx {
 
 __attribute__((format(printf, 3, 4))) static bool fail(ctx *c, const char *path,
                                                        const char *fmt, ...) {
-    int n = snprintf(c->errstr, c->errstr_size, "%s: %s%s", c->file, path,
-                     *path ? ": " : "");
+    int n =
+        snprintf(c->errstr, c->errstr_size, "%s: %s%s", c->file, path, *path ? ": " : "");
     va_list ap;
 
     if (n >= 0 && (size_t)n < c->errstr_size) {
@@ -164,7 +166,7 @@ __attribute__((format(printf, 3, 4))) static bool fail(ctx *c, const char *path,
 }
 
 bool kd_config_is_secret(const char *name) {
-    static const char *const words[] = {"password", "secret", "jaas", "token",
+    static const char *const words[] = {"password",    "secret",     "jaas", "token",
                                         "ssl.key.pem", "credential", NULL};
     char lower[128];
     size_t i;
@@ -200,7 +202,8 @@ static const char *show(const cJSON *v, const char *path, char *buf, size_t size
 static bool fail_value(ctx *c, const char *path, const cJSON *v, const char *expected) {
     char buf[SHOW_MAX + 8];
 
-    return fail(c, path, "expected %s, got %s", expected, show(v, path, buf, sizeof(buf)));
+    return fail(c, path, "expected %s, got %s", expected,
+                show(v, path, buf, sizeof(buf)));
 }
 
 /* JSON paths: parent.key, parent[i], parent["name"]; cut short (with "...")
@@ -325,8 +328,10 @@ static char *interpolate(ctx *c, const char *path, const char *in) {
             name[namelen] = '\0';
             for (size_t i = 0; i < namelen; i++)
                 if (!isalnum((unsigned char)name[i]) && name[i] != '_') {
-                    fail(c, path, "expected an environment variable name in ${...}, "
-                                  "got \"%s\"", name);
+                    fail(c, path,
+                         "expected an environment variable name in ${...}, "
+                         "got \"%s\"",
+                         name);
                     goto fail;
                 }
             val = getenv(name);
@@ -334,8 +339,9 @@ static char *interpolate(ctx *c, const char *path, const char *in) {
                 add = p + 4 + namelen;
                 addlen = (size_t)(close - add);
             } else if (!val) {
-                fail(c, path, "environment variable %s is not set (and no ${%s:-default})",
-                     name, name);
+                fail(c, path,
+                     "environment variable %s is not set (and no ${%s:-default})", name,
+                     name);
                 goto fail;
             } else {
                 add = val;
@@ -652,18 +658,23 @@ static bool check_routes(ctx *c, const kd_config *cfg) {
 
         path_fmt(path, "routes[%zu]", i);
         if (!strcmp(r->from, r->to))
-            return fail(c, path, "\"from\" and \"to\" are both \"%s\": a route may not "
-                                 "feed its own source", r->from);
+            return fail(c, path,
+                        "\"from\" and \"to\" are both \"%s\": a route may not "
+                        "feed its own source",
+                        r->from);
         if (r->dead_letter_topic && !strcmp(r->dead_letter_topic, r->from))
             return fail(c, path, "\"dead_letter_topic\" is the route's own source \"%s\"",
                         r->from);
         if (r->on_missing_key == KD_MISSING_DEAD_LETTER && !r->dead_letter_topic)
-            return fail(c, path, "\"on_missing_key\": \"dead_letter\" needs a "
-                                 "\"dead_letter_topic\" (or set \"forward\" or \"drop\")");
+            return fail(c, path,
+                        "\"on_missing_key\": \"dead_letter\" needs a "
+                        "\"dead_letter_topic\" (or set \"forward\" or \"drop\")");
         for (size_t j = 0; j < i; j++)
             if (!strcmp(cfg->routes[j].from, r->from))
-                return fail(c, path, "\"from\": \"%s\" is already the source of "
-                                     "routes[%zu]", r->from, j);
+                return fail(c, path,
+                            "\"from\": \"%s\" is already the source of "
+                            "routes[%zu]",
+                            r->from, j);
     }
     return true;
 }
@@ -685,7 +696,8 @@ static bool check_timeouts(ctx *c, const kd_config *cfg) {
     if (timeout == 0 || (long long)cfg->inflight_timeout_ms <= timeout)
         return fail(c, "dedup.inflight_timeout",
                     "expected a duration longer than the producer's message.timeout.ms "
-                    "(%lldms%s), got %llums", timeout, timeout == 0 ? ", i.e. never" : "",
+                    "(%lldms%s), got %llums",
+                    timeout, timeout == 0 ? ", i.e. never" : "",
                     (unsigned long long)cfg->inflight_timeout_ms);
     return true;
 }
@@ -713,8 +725,8 @@ static void where(const char *json, size_t off, int *line, int *col) {
         }
 }
 
-kd_config *kd_config_parse(const char *json, size_t len, const char *name,
-                           char *errstr, size_t errstr_size) {
+kd_config *kd_config_parse(const char *json, size_t len, const char *name, char *errstr,
+                           size_t errstr_size) {
     ctx c = {name ? name : "config", errstr, errstr_size};
     const char *end = NULL;
     kd_config *cfg;

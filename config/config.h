@@ -41,9 +41,9 @@ typedef struct kd_config_props {
 } kd_config_props;
 
 typedef struct kd_route {
-    char *from;              /* source topic */
-    char *to;                /* downstream topic */
-    char *key_header;        /* idempotency-key header name */
+    char *from;       /* source topic */
+    char *to;         /* downstream topic */
+    char *key_header; /* idempotency-key header name */
     kd_missing_key on_missing_key;
     char *dead_letter_topic; /* NULL when unset */
     int64_t max_retries;     /* produce retries after a failed delivery; -1 = forever */
@@ -51,29 +51,29 @@ typedef struct kd_route {
 } kd_route;
 
 typedef struct kd_config {
-    char *file;                  /* the name errors and logs use */
+    char *file; /* the name errors and logs use */
 
-    char *brokers;               /* "host:port,..." or "mock:N" */
+    char *brokers; /* "host:port,..." or "mock:N" */
     char *group_id;
-    kd_config_props consumer;    /* librdkafka consumer properties */
-    kd_config_props producer;    /* librdkafka producer properties */
+    kd_config_props consumer; /* librdkafka consumer properties */
+    kd_config_props producer; /* librdkafka producer properties */
 
     kd_route *routes;
     size_t nroutes;
 
-    char *ns;                    /* dedup.namespace */
-    uint64_t ttl_ms;             /* 0 = keep completed keys forever */
+    char *ns;        /* dedup.namespace */
+    uint64_t ttl_ms; /* 0 = keep completed keys forever */
     uint64_t inflight_timeout_ms;
     int64_t max_key_bytes;
 
     char *store_path;
     bool store_sync;
 
-    char *http_listen;           /* "host:port" */
+    char *http_listen; /* "host:port" */
     kd_log_level log_level;
 
-    uint64_t shutdown_grace_ms;  /* drain budget on SIGTERM and on revoke */
-    int64_t batch_max;           /* messages claimed per store write */
+    uint64_t shutdown_grace_ms; /* drain budget on SIGTERM and on revoke */
+    int64_t batch_max;          /* messages claimed per store write */
 } kd_config;
 
 /* The producer's message.timeout.ms when the config does not set it. */
@@ -85,8 +85,8 @@ kd_config *kd_config_load(const char *path, char *errstr, size_t errstr_size);
 
 /* Parses and validates len bytes of JSON; name stands for the file in
  * messages. Returns the config or NULL with the message in errstr. */
-kd_config *kd_config_parse(const char *json, size_t len, const char *name,
-                           char *errstr, size_t errstr_size);
+kd_config *kd_config_parse(const char *json, size_t len, const char *name, char *errstr,
+                           size_t errstr_size);
 
 /* Frees the config. NULL-safe. */
 void kd_config_destroy(kd_config *cfg);

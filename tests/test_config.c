@@ -56,7 +56,8 @@ static void test_design_example(void **state) {
     assert_int_equal(cfg->consumer.n, 1);
     assert_string_equal(cfg->consumer.v[0].name, "session.timeout.ms");
     assert_string_equal(cfg->consumer.v[0].value, "10000");
-    assert_string_equal(cfg->consumer.v[0].path, "kafka.consumer[\"session.timeout.ms\"]");
+    assert_string_equal(cfg->consumer.v[0].path,
+                        "kafka.consumer[\"session.timeout.ms\"]");
     assert_string_equal(kd_config_prop_get(&cfg->producer, "compression.type"), "lz4");
     assert_int_equal(cfg->nroutes, 1);
     assert_string_equal(cfg->routes[0].from, "orders");
@@ -146,8 +147,9 @@ static void test_durations(void **state) {
     assert_int_equal(ms, 86400000);
     assert_true(kd_config_parse_duration("0s", &ms));
     assert_int_equal(ms, 0);
-    const char *bad[] = {"", "5", "5 m", "-5s", "5d", "1.5s", "s", "5ms ", "ms5",
-                         "99999999999999999999s", NULL};
+    const char *bad[] = {"",     "5", "5 m",  "-5s", "5d",
+                         "1.5s", "s", "5ms ", "ms5", "99999999999999999999s",
+                         NULL};
     for (int i = 0; bad[i]; i++)
         if (kd_config_parse_duration(bad[i], &ms))
             fail_msg("accepted duration \"%s\"", bad[i]);
@@ -177,15 +179,18 @@ static void test_rules(void **state) {
         {"{\"kafka\": {\"group_id\": \"g\"}, \"routes\": [" MINIMAL_ROUTE "]}",
          "kdedup.json: kafka.brokers: missing (bootstrap servers, or \"mock:N\" for an "
          "embedded mock cluster)"},
-        {"{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE ", {\"from\": \"c\", \"to\": 42}]}",
+        {"{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE
+         ", {\"from\": \"c\", \"to\": 42}]}",
          "kdedup.json: routes[1].to: expected a topic name (1-249 of a-z A-Z 0-9 . _ -), "
          "got 42"},
         {"{" MINIMAL_KAFKA ", \"routes\": [{\"from\": \"a b\", \"to\": \"b\"}]}",
-         "kdedup.json: routes[0].from: expected a topic name (1-249 of a-z A-Z 0-9 . _ -), "
+         "kdedup.json: routes[0].from: expected a topic name (1-249 of a-z A-Z 0-9 . _ "
+         "-), "
          "got \"a b\""},
         {"{" MINIMAL_KAFKA ", \"routes\": [{\"from\": \"a\", \"to\": \"a\", "
          "\"on_missing_key\": \"drop\"}]}",
-         "kdedup.json: routes[0]: \"from\" and \"to\" are both \"a\": a route may not feed "
+         "kdedup.json: routes[0]: \"from\" and \"to\" are both \"a\": a route may not "
+         "feed "
          "its own source"},
         {"{" MINIMAL_KAFKA ", \"routes\": [{\"from\": \"a\", \"to\": \"b\"}]}",
          "kdedup.json: routes[0]: \"on_missing_key\": \"dead_letter\" needs a "
@@ -196,7 +201,8 @@ static void test_rules(void **state) {
          "\"on_missing_key\": \"skip\"}]}",
          "kdedup.json: routes[0].on_missing_key: expected one of \"forward\", \"drop\", "
          "\"dead_letter\", got \"skip\""},
-        {"{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], \"dedup\": {\"tll\": \"1h\"}}",
+        {"{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE
+         "], \"dedup\": {\"tll\": \"1h\"}}",
          "kdedup.json: dedup.tll: unknown key (expected one of: namespace, ttl, "
          "inflight_timeout, max_key_bytes)"},
         {"{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], \"extra\": 1}",
@@ -210,11 +216,13 @@ static void test_rules(void **state) {
          "kdedup.json: dedup.max_key_bytes: expected an integer from 1 to 65535, got 0"},
         {"{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], \"dedup\": "
          "{\"max_key_bytes\": 2.5}}",
-         "kdedup.json: dedup.max_key_bytes: expected an integer from 1 to 65535, got 2.5"},
+         "kdedup.json: dedup.max_key_bytes: expected an integer from 1 to 65535, got "
+         "2.5"},
         {"{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], \"store\": {\"sync\": "
          "\"yes\"}}",
          "kdedup.json: store.sync: expected true or false, got \"yes\""},
-        {"{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], \"store\": {\"path\": \"\"}}",
+        {"{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE
+         "], \"store\": {\"path\": \"\"}}",
          "kdedup.json: store.path: expected a non-empty string, got \"\""},
         {"{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], \"store\": []}",
          "kdedup.json: store: expected an object, got []"},
@@ -231,7 +239,8 @@ static void test_rules(void **state) {
          "kafka.brokers and kafka.group_id; offsets are stored by kdedup)"},
         {"{\"kafka\": {\"brokers\": \"k:9092\", \"group_id\": \"g\", \"consumer\": "
          "{\"enable.auto.offset.store\": true}}, \"routes\": [" MINIMAL_ROUTE "]}",
-         "kdedup.json: kafka.consumer[\"enable.auto.offset.store\"]: set by kdedup itself "
+         "kdedup.json: kafka.consumer[\"enable.auto.offset.store\"]: set by kdedup "
+         "itself "
          "(use kafka.brokers and kafka.group_id; offsets are stored by kdedup)"},
         {"{\"kafka\": {\"brokers\": \"k:9092\", \"group_id\": \"g\", \"producer\": "
          "{\"linger.ms\": [5]}}, \"routes\": [" MINIMAL_ROUTE "]}",
@@ -257,9 +266,10 @@ static void test_secrets_not_shown(void **state) {
     kd_config *cfg;
 
     (void)state;
-    cfg = parse("{\"kafka\": {\"brokers\": \"k:9092\", \"group_id\": \"g\", \"producer\": "
-                "{\"sasl.password\": [\"hunter2\"]}}, \"routes\": [" MINIMAL_ROUTE "]}",
-                err, sizeof(err));
+    cfg =
+        parse("{\"kafka\": {\"brokers\": \"k:9092\", \"group_id\": \"g\", \"producer\": "
+              "{\"sasl.password\": [\"hunter2\"]}}, \"routes\": [" MINIMAL_ROUTE "]}",
+              err, sizeof(err));
     assert_null(cfg);
     assert_null(strstr(err, "hunter2"));
     assert_string_equal(err, "kdedup.json: kafka.producer[\"sasl.password\"]: expected a "
@@ -321,10 +331,14 @@ static void test_topics(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_design_example), cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_env_interpolation), cmocka_unit_test(test_durations),
-        cmocka_unit_test(test_rules), cmocka_unit_test(test_secrets_not_shown),
-        cmocka_unit_test(test_load_errors), cmocka_unit_test(test_topics),
+        cmocka_unit_test(test_design_example),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_env_interpolation),
+        cmocka_unit_test(test_durations),
+        cmocka_unit_test(test_rules),
+        cmocka_unit_test(test_secrets_not_shown),
+        cmocka_unit_test(test_load_errors),
+        cmocka_unit_test(test_topics),
     };
 
     return cmocka_run_group_tests_name("config", tests, NULL, NULL);

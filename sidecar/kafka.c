@@ -1,0 +1,164 @@
+/*
+ * kdedup - librdkafka set-up (see kafka.h).
+ */
+#include "sidecar/kafka.h"
+#include "sidecar/log.h"
+
+#include <librdkafka/rdkafka_mock.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Defaults that favour losing nothing; the file may override all but the
+ * properties config/ reserves for kdedup. */
+static const char *const consumer_defaults[][2] = {
+    {"enable.auto.offset.store", "false"}, /* offsets are stored once durable */
+    {"enable.auto.commit", "true"},        /* commits what was stored */
+    {"auto.offset.reset", "earliest"},     /* a new group reads everything */
+    {"partition.assignment.strategy", "cooperative-sticky"},
+    {"enable.partition.eof", "false"},
+    {NULL, NULL},
+};
+
+static const char *const producer_defaults[][2] = {
+    {"enable.idempotence", "true"}, /* acks=all, ordered, no duplicates on retry */
+    {"acks", "all"},
+    {"linger.ms", "5"},
+    {NULL, NULL},
+};
+
+/* librdkafka's log lines, into ours. */
+static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
+    kd_log_level l = level <= 3 ? KD_LOG_ERROR : level <= 4 ? KD_LOG_WARN
+                   : level <= 6 ? KD_LOG_INFO : KD_LOG_DEBUG;
+    const char *fields[] = {"source", "librdkafka", "client", rd_kafka_name(rk),
+                            "facility", fac, NULL};
+
+    KD_LOG(l, fields, "%s", buf);
+}
+
+static bool set(rd_kafka_conf_t *conf, const char *name, const char *value,
+                const char *file, const char *path, char *errstr, size_t errstr_size) {
+    char err[512];
+
+    if (rd_kafka_conf_set(conf, name, value, err, sizeof(err)) == RD_KAFKA_CONF_OK)
+        return true;
+    snprintf(errstr, errstr_size, "%s: %s: %s", file, path, err);
+    return false;
+}
+
+rd_kafka_conf_t *kd_kafka_conf(const kd_config *cfg, kd_client which, const char *brokers,
+                               char *errstr, size_t errstr_size) {
+    const char *const(*defaults)[2] = which == KD_CONSUMER ? consumer_defaults
+                                                           : producer_defaults;
+    const kd_config_props *props = which == KD_CONSUMER ? &cfg->consumer : &cfg->producer;
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char timeout[32];
+
+    for (size_t i = 0; defaults[i][0]; i++)
+        if (!set(conf, defaults[i][0], defaults[i][1], cfg->file, "(kdedup default)",
+                 errstr, errstr_size))
+            goto fail;
+    if (which == KD_PRODUCER) {
+        snprintf(timeout, sizeof(timeout), "%d", KD_CONFIG_DEFAULT_MESSAGE_TIMEOUT_MS);
+        if (!set(conf, "message.timeout.ms", timeout, cfg->file, "(kdedup default)",
+                 errstr, errstr_size))
+            goto fail;
+    } else if (!set(conf, "group.id", cfg->group_id, cfg->file, "kafka.group_id", errstr,
+                    errstr_size)) {
+        goto fail;
+    }
+    for (size_t i = 0; i < props->n; i++)
+        if (!set(conf, props->v[i].name, props->v[i].value, cfg->file, props->v[i].path,
+                 errstr, errstr_size))
+            goto fail;
+    if (!set(conf, "bootstrap.servers", brokers, cfg->file, "kafka.brokers", errstr,
+             errstr_size))
+        goto fail;
+    rd_kafka_conf_set_log_cb(conf, log_cb);
+    return conf;
+fail:
+    rd_kafka_conf_destroy(conf);
+    return NULL;
+}
+
+bool kd_kafka_check(const kd_config *cfg, char *errstr, size_t errstr_size) {
+    const char *brokers = strncmp(cfg->brokers, "mock:", 5) ? cfg->brokers : "localhost:9092";
+    rd_kafka_conf_t *c = kd_kafka_conf(cfg, KD_CONSUMER, brokers, errstr, errstr_size);
+    rd_kafka_conf_t *p = c ? kd_kafka_conf(cfg, KD_PRODUCER, brokers, errstr, errstr_size)
+                           : NULL;
+    bool ok = c && p;
+
+    if (c)
+        rd_kafka_conf_destroy(c);
+    if (p)
+        rd_kafka_conf_destroy(p);
+    return ok;
+}
+
+struct kd_mock {
+    rd_kafka_t *rk; /* the mock lives inside this handle */
+    rd_kafka_mock_cluster_t *cluster;
+};
+
+kd_mock *kd_mock_start(int nbrokers, char *errstr, size_t errstr_size) {
+    kd_mock *m = calloc(1, sizeof(*m));
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char n[16];
+
+    snprintf(n, sizeof(n), "%d", nbrokers);
+    if (!m || rd_kafka_conf_set(conf, "test.mock.num.brokers", n, errstr, errstr_size) ||
+        rd_kafka_conf_set(conf, "log_level", "3", errstr, errstr_size))
+        goto fail;
+    rd_kafka_conf_set_log_cb(conf, log_cb);
+    if (!(m->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, errstr_size)))
+        goto fail;
+    conf = NULL;
+    if (!(m->cluster = rd_kafka_handle_mock_cluster(m->rk))) {
+        snprintf(errstr, errstr_size, "mock cluster did not start");
+        goto fail;
+    }
+    return m;
+fail:
+    if (conf)
+        rd_kafka_conf_destroy(conf);
+    kd_mock_stop(m);
+    return NULL;
+}
+
+const char *kd_mock_bootstraps(const kd_mock *m) {
+    return rd_kafka_mock_cluster_bootstraps(m->cluster);
+}
+
+int kd_mock_topic(kd_mock *m, const char *topic, int partitions) {
+    return rd_kafka_mock_topic_create(m->cluster, topic, partitions, 1);
+}
+
+struct rd_kafka_mock_cluster_s *kd_mock_cluster(kd_mock *m) {
+    return m->cluster;
+}
+
+void kd_mock_stop(kd_mock *m) {
+    if (!m)
+        return;
+    if (m->rk)
+        rd_kafka_destroy(m->rk);
+    free(m);
+}
+
+int kd_kafka_partition_count(rd_kafka_t *rk, const char *topic, int timeout_ms) {
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    const struct rd_kafka_metadata *md = NULL;
+    int n = -1;
+
+    if (!rkt)
+        return -1;
+    if (rd_kafka_metadata(rk, 0, rkt, &md, timeout_ms) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        md->topic_cnt == 1 && md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR)
+        n = md->topics[0].partition_cnt;
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(rkt);
+    return n;
+}

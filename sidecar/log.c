@@ -1,0 +1,89 @@
+/*
+ * kdedup - JSON-lines logging (see log.h).
+ */
+#include "sidecar/log.h"
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#define LINE_MAX_BYTES 8192
+
+static _Atomic int min_level = KD_LOG_INFO;
+
+void kd_log_set_level(kd_log_level level) {
+    atomic_store(&min_level, (int)level);
+}
+
+bool kd_log_enabled(kd_log_level level) {
+    return (int)level >= atomic_load(&min_level);
+}
+
+/* Appends s to buf[*len..] as the inside of a JSON string. */
+static void put_escaped(char *buf, size_t *len, size_t cap, const char *s) {
+    static const char hex[] = "0123456789abcdef";
+
+    for (; *s && *len + 7 < cap; s++) {
+        unsigned char ch = (unsigned char)*s;
+
+        if (ch == '"' || ch == '\\') {
+            buf[(*len)++] = '\\';
+            buf[(*len)++] = (char)ch;
+        } else if (ch == '\n') {
+            buf[(*len)++] = '\\';
+            buf[(*len)++] = 'n';
+        } else if (ch < 0x20 || ch == 0x7f) {
+            memcpy(buf + *len, "\\u00", 4);
+            buf[*len + 4] = hex[ch >> 4];
+            buf[*len + 5] = hex[ch & 0xf];
+            *len += 6;
+        } else {
+            buf[(*len)++] = (char)ch;
+        }
+    }
+}
+
+static void put_raw(char *buf, size_t *len, size_t cap, const char *s) {
+    size_t n = strlen(s);
+
+    if (*len + n + 2 >= cap)
+        n = cap - *len - 2;
+    memcpy(buf + *len, s, n);
+    *len += n;
+}
+
+void kd_log_write(kd_log_level level, const char *const *fields, const char *fmt, ...) {
+    char line[LINE_MAX_BYTES], msg[LINE_MAX_BYTES / 2], ts[40];
+    struct timespec now;
+    struct tm tm;
+    size_t len = 0;
+    va_list ap;
+
+    clock_gettime(CLOCK_REALTIME, &now);
+    gmtime_r(&now.tv_sec, &tm);
+    strftime(ts, 24, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(ts + strlen(ts), sizeof(ts) - strlen(ts), ".%03ldZ", now.tv_nsec / 1000000);
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+
+    put_raw(line, &len, sizeof(line), "{\"ts\":\"");
+    put_raw(line, &len, sizeof(line), ts);
+    put_raw(line, &len, sizeof(line), "\",\"level\":\"");
+    put_raw(line, &len, sizeof(line), kd_config_log_level_name(level));
+    put_raw(line, &len, sizeof(line), "\",\"msg\":\"");
+    put_escaped(line, &len, sizeof(line), msg);
+    put_raw(line, &len, sizeof(line), "\"");
+    for (size_t i = 0; fields && fields[i] && fields[i + 1]; i += 2) {
+        put_raw(line, &len, sizeof(line), ",\"");
+        put_escaped(line, &len, sizeof(line), fields[i]);
+        put_raw(line, &len, sizeof(line), "\":\"");
+        put_escaped(line, &len, sizeof(line), fields[i + 1]);
+        put_raw(line, &len, sizeof(line), "\"");
+    }
+    put_raw(line, &len, sizeof(line), "}");
+    line[len++] = '\n';
+    fwrite(line, 1, len, stderr); /* one write per line: lines never interleave */
+}

@@ -1,0 +1,36 @@
+/*
+ * kdedup - logging: one JSON object per line on stderr, e.g.
+ *   {"ts":"2026-11-27T20:55:39.123Z","level":"info","msg":"assigned","topic":"orders"}
+ * The level is checked before anything is formatted.
+ */
+#ifndef KD_LOG_H
+#define KD_LOG_H
+
+#include "config/config.h"
+
+#include <stdbool.h>
+
+/* Sets the lowest level written (default KD_LOG_INFO). Thread-safe. */
+void kd_log_set_level(kd_log_level level);
+
+/* True when level is written. */
+bool kd_log_enabled(kd_log_level level);
+
+/* Writes one line: msg is printf-formatted from fmt; fields is NULL or a
+ * NULL-terminated list of name, value string pairs, added as JSON strings.
+ * Use the KD_LOG macro, which checks the level first. */
+void kd_log_write(kd_log_level level, const char *const *fields, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#define KD_LOG(level, fields, ...)                   \
+    do {                                             \
+        if (kd_log_enabled(level))                   \
+            kd_log_write(level, fields, __VA_ARGS__); \
+    } while (0)
+
+#define KD_DEBUG(...) KD_LOG(KD_LOG_DEBUG, NULL, __VA_ARGS__)
+#define KD_INFO(...) KD_LOG(KD_LOG_INFO, NULL, __VA_ARGS__)
+#define KD_WARN(...) KD_LOG(KD_LOG_WARN, NULL, __VA_ARGS__)
+#define KD_ERROR(...) KD_LOG(KD_LOG_ERROR, NULL, __VA_ARGS__)
+
+#endif /* KD_LOG_H */

@@ -1,0 +1,102 @@
+/*
+ * kdedup - `kdedup mock`: librdkafka's mock cluster in a process of its own,
+ * so that tests can kill and restart kdedup while the cluster (and what it
+ * holds) lives on. Binds loopback only.
+ *
+ *   kdedup mock [--brokers N] [--topic NAME:PARTITIONS]...
+ *
+ * Prints the bootstrap servers on the first line of stdout, then reads one
+ * command per line on stdin and answers "ok" or "error: ..." on stdout:
+ *
+ *   topic NAME PARTITIONS        create a topic
+ *   produce-errors COUNT CODE    fail the next COUNT Produce requests with CODE
+ *   commit-errors COUNT CODE     fail the next COUNT OffsetCommit requests
+ *   broker-down ID | broker-up ID
+ *   rtt ID MS                    delay every response of broker ID
+ *   quit                         (or end of input) stop
+ */
+#include "sidecar/kafka.h"
+#include "sidecar/tools.h"
+
+#include <librdkafka/rdkafka_mock.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define API_PRODUCE 0
+#define API_OFFSET_COMMIT 8
+
+static int topic_arg(kd_mock *m, const char *arg) {
+    char name[256];
+    int parts;
+
+    if (sscanf(arg, "%255[^:]:%d", name, &parts) != 2 || parts < 1)
+        return -1;
+    return kd_mock_topic(m, name, parts) ? -1 : 0;
+}
+
+/* Runs one command line; returns false for quit. */
+static bool command(kd_mock *m, const char *line) {
+    rd_kafka_mock_cluster_t *c = kd_mock_cluster(m);
+    char word[32], name[256];
+    long a = 0, b = 0;
+    int n = sscanf(line, "%31s", word);
+    bool ok = true;
+
+    if (n != 1 || !strcmp(word, "quit"))
+        return n != 1 ? true : false;
+    if (!strcmp(word, "topic") && sscanf(line, "%*s %255s %ld", name, &a) == 2 && a > 0)
+        ok = kd_mock_topic(m, name, (int)a) == 0;
+    else if (!strcmp(word, "produce-errors") && sscanf(line, "%*s %ld %ld", &a, &b) == 2)
+        for (long i = 0; i < a; i++)
+            rd_kafka_mock_push_request_errors(c, API_PRODUCE, 1, (rd_kafka_resp_err_t)b);
+    else if (!strcmp(word, "commit-errors") && sscanf(line, "%*s %ld %ld", &a, &b) == 2)
+        for (long i = 0; i < a; i++)
+            rd_kafka_mock_push_request_errors(c, API_OFFSET_COMMIT, 1,
+                                              (rd_kafka_resp_err_t)b);
+    else if (!strcmp(word, "broker-down") && sscanf(line, "%*s %ld", &a) == 1)
+        ok = rd_kafka_mock_broker_set_down(c, (int32_t)a) == 0;
+    else if (!strcmp(word, "broker-up") && sscanf(line, "%*s %ld", &a) == 1)
+        ok = rd_kafka_mock_broker_set_up(c, (int32_t)a) == 0;
+    else if (!strcmp(word, "rtt") && sscanf(line, "%*s %ld %ld", &a, &b) == 2)
+        ok = rd_kafka_mock_broker_set_rtt(c, (int32_t)a, (int)b) == 0;
+    else {
+        printf("error: unknown command: %s", line);
+        fflush(stdout);
+        return true;
+    }
+    printf(ok ? "ok\n" : "error: %s failed\n", word);
+    fflush(stdout);
+    return true;
+}
+
+int kd_mockd_main(int argc, char **argv) {
+    char err[512], line[1024];
+    int brokers = 1;
+    kd_mock *m;
+
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--brokers") && i + 1 < argc)
+            brokers = atoi(argv[++i]);
+    if (brokers < 1 || brokers > 9) {
+        fprintf(stderr, "kdedup mock: --brokers takes 1 to 9\n");
+        return 2;
+    }
+    if (!(m = kd_mock_start(brokers, err, sizeof(err)))) {
+        fprintf(stderr, "kdedup mock: %s\n", err);
+        return 1;
+    }
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--topic") && i + 1 < argc && topic_arg(m, argv[++i]) != 0) {
+            fprintf(stderr, "kdedup mock: --topic takes NAME:PARTITIONS, got %s\n", argv[i]);
+            kd_mock_stop(m);
+            return 2;
+        }
+    printf("%s\n", kd_mock_bootstraps(m));
+    fflush(stdout);
+    while (fgets(line, sizeof(line), stdin) && command(m, line))
+        ;
+    kd_mock_stop(m);
+    return 0;
+}

@@ -1,0 +1,220 @@
+/*
+ * kdedup - offset tracking (see offsets.h): per partition, a ring of the
+ * consumed offsets in order, each with a done flag; done entries leave from
+ * the front.
+ */
+#include "sidecar/offsets.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct part {
+    bool assigned;
+    int64_t *offs;  /* ring, increasing from head */
+    bool *done;
+    size_t head, count, cap;
+    int64_t last;     /* highest offset tracked, -1 before any */
+    int64_t reported; /* commit point last given to kd_offsets_each_moved() */
+} part;
+
+typedef struct topic {
+    part **parts; /* by partition number */
+    size_t nparts;
+} topic;
+
+struct kd_offsets {
+    topic *topics;
+    size_t ntopics;
+};
+
+kd_offsets *kd_offsets_new(size_t nroutes) {
+    kd_offsets *o = calloc(1, sizeof(*o));
+
+    if (!o || !(o->topics = calloc(nroutes ? nroutes : 1, sizeof(*o->topics)))) {
+        free(o);
+        return NULL;
+    }
+    o->ntopics = nroutes;
+    return o;
+}
+
+static void part_free(part *p) {
+    if (!p)
+        return;
+    free(p->offs);
+    free(p->done);
+    free(p);
+}
+
+void kd_offsets_destroy(kd_offsets *o) {
+    if (!o)
+        return;
+    for (size_t t = 0; t < o->ntopics; t++) {
+        for (size_t i = 0; i < o->topics[t].nparts; i++)
+            part_free(o->topics[t].parts[i]);
+        free(o->topics[t].parts);
+    }
+    free(o->topics);
+    free(o);
+}
+
+static part *find(const kd_offsets *o, size_t route, int32_t partition) {
+    const topic *t;
+
+    if (route >= o->ntopics || partition < 0)
+        return NULL;
+    t = &o->topics[route];
+    return (size_t)partition < t->nparts ? t->parts[partition] : NULL;
+}
+
+static part *find_assigned(const kd_offsets *o, size_t route, int32_t partition) {
+    part *p = find(o, route, partition);
+
+    return p && p->assigned ? p : NULL;
+}
+
+bool kd_offsets_assign(kd_offsets *o, size_t route, int32_t partition) {
+    topic *t;
+    part *p;
+
+    if (route >= o->ntopics || partition < 0)
+        return false;
+    t = &o->topics[route];
+    if ((size_t)partition >= t->nparts) {
+        size_t n = (size_t)partition + 1;
+        part **parts = realloc(t->parts, n * sizeof(*parts));
+
+        if (!parts)
+            return false;
+        memset(parts + t->nparts, 0, (n - t->nparts) * sizeof(*parts));
+        t->parts = parts;
+        t->nparts = n;
+    }
+    if (!(p = t->parts[partition]) && !(p = t->parts[partition] = calloc(1, sizeof(*p))))
+        return false;
+    p->assigned = true;
+    p->head = p->count = 0;
+    p->last = -1;
+    p->reported = -1;
+    return true;
+}
+
+void kd_offsets_revoke(kd_offsets *o, size_t route, int32_t partition) {
+    part *p = find(o, route, partition);
+
+    if (p) {
+        p->assigned = false;
+        p->head = p->count = 0;
+    }
+}
+
+bool kd_offsets_assigned(const kd_offsets *o, size_t route, int32_t partition) {
+    return find_assigned(o, route, partition) != NULL;
+}
+
+static bool grow(part *p) {
+    size_t cap = p->cap ? p->cap * 2 : 64;
+    int64_t *offs = malloc(cap * sizeof(*offs));
+    bool *done = malloc(cap * sizeof(*done));
+
+    if (!offs || !done) {
+        free(offs);
+        free(done);
+        return false;
+    }
+    for (size_t i = 0; i < p->count; i++) {
+        offs[i] = p->offs[(p->head + i) % p->cap];
+        done[i] = p->done[(p->head + i) % p->cap];
+    }
+    free(p->offs);
+    free(p->done);
+    p->offs = offs;
+    p->done = done;
+    p->head = 0;
+    p->cap = cap;
+    return true;
+}
+
+kd_track kd_offsets_track(kd_offsets *o, size_t route, int32_t partition, int64_t offset) {
+    part *p = find_assigned(o, route, partition);
+    size_t at;
+
+    if (!p)
+        return KD_NOT_ASSIGNED;
+    if (offset <= p->last)
+        return KD_NOT_NEWER;
+    if (p->count == p->cap && !grow(p))
+        return KD_TRACK_NOMEM;
+    at = (p->head + p->count) % p->cap;
+    p->offs[at] = offset;
+    p->done[at] = false;
+    p->count++;
+    p->last = offset;
+    return KD_TRACKED;
+}
+
+void kd_offsets_done(kd_offsets *o, size_t route, int32_t partition, int64_t offset) {
+    part *p = find_assigned(o, route, partition);
+    size_t lo = 0, hi;
+
+    if (!p)
+        return;
+    hi = p->count;
+    while (lo < hi) { /* first index whose offset is >= offset */
+        size_t mid = lo + (hi - lo) / 2;
+
+        if (p->offs[(p->head + mid) % p->cap] < offset)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo == p->count || p->offs[(p->head + lo) % p->cap] != offset)
+        return;
+    p->done[(p->head + lo) % p->cap] = true;
+    while (p->count && p->done[p->head]) {
+        p->head = (p->head + 1) % p->cap;
+        p->count--;
+    }
+}
+
+bool kd_offsets_commit_point(const kd_offsets *o, size_t route, int32_t partition,
+                             int64_t *offset) {
+    const part *p = find_assigned(o, route, partition);
+
+    if (!p || p->last < 0)
+        return false;
+    *offset = p->count ? p->offs[p->head] : p->last + 1;
+    return true;
+}
+
+size_t kd_offsets_pending(const kd_offsets *o, size_t route, int32_t partition) {
+    const part *p = find_assigned(o, route, partition);
+
+    return p ? p->count : 0;
+}
+
+size_t kd_offsets_pending_total(const kd_offsets *o) {
+    size_t n = 0;
+
+    for (size_t t = 0; t < o->ntopics; t++)
+        for (size_t i = 0; i < o->topics[t].nparts; i++)
+            if (o->topics[t].parts[i] && o->topics[t].parts[i]->assigned)
+                n += o->topics[t].parts[i]->count;
+    return n;
+}
+
+void kd_offsets_each_moved(kd_offsets *o,
+                           void (*fn)(void *arg, size_t route, int32_t partition,
+                                      int64_t offset),
+                           void *arg) {
+    for (size_t t = 0; t < o->ntopics; t++)
+        for (size_t i = 0; i < o->topics[t].nparts; i++) {
+            part *p = o->topics[t].parts[i];
+            int64_t at;
+
+            if (!p || !kd_offsets_commit_point(o, t, (int32_t)i, &at) || at == p->reported)
+                continue;
+            p->reported = at;
+            fn(arg, t, (int32_t)i, at);
+        }
+}

@@ -1,0 +1,58 @@
+/*
+ * kdedup - offset tracking: per source partition, the consumed offsets whose
+ * fate is not yet durable. The offset to commit is the lowest of them (or
+ * the last consumed + 1 when none is left), so a commit never passes a
+ * message that could still be lost.
+ *
+ * Partitions are named by route index (one source topic per route) and
+ * partition number. Not thread-safe: the pipeline's thread owns it.
+ */
+#ifndef KD_OFFSETS_H
+#define KD_OFFSETS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct kd_offsets kd_offsets;
+
+typedef enum kd_track {
+    KD_TRACKED,      /* now pending */
+    KD_NOT_ASSIGNED, /* the partition is not assigned: drop the message */
+    KD_NOT_NEWER,    /* at or below an offset already tracked: a re-delivery */
+    KD_TRACK_NOMEM
+} kd_track;
+
+/* A tracker for nroutes source topics. NULL on allocation failure. */
+kd_offsets *kd_offsets_new(size_t nroutes);
+void kd_offsets_destroy(kd_offsets *o);
+
+/* Starts tracking a partition afresh (on assignment). false when out of memory. */
+bool kd_offsets_assign(kd_offsets *o, size_t route, int32_t partition);
+/* Stops tracking a partition (on revoke or loss), forgetting what was pending. */
+void kd_offsets_revoke(kd_offsets *o, size_t route, int32_t partition);
+bool kd_offsets_assigned(const kd_offsets *o, size_t route, int32_t partition);
+
+/* Records a consumed offset as pending. */
+kd_track kd_offsets_track(kd_offsets *o, size_t route, int32_t partition, int64_t offset);
+
+/* Marks a pending offset done; a no-op for offsets not pending (e.g. of a
+ * partition revoked meanwhile). */
+void kd_offsets_done(kd_offsets *o, size_t route, int32_t partition, int64_t offset);
+
+/* The offset to commit for a partition; false when it has tracked nothing. */
+bool kd_offsets_commit_point(const kd_offsets *o, size_t route, int32_t partition,
+                             int64_t *offset);
+
+/* Pending offsets of one partition, or of all partitions. */
+size_t kd_offsets_pending(const kd_offsets *o, size_t route, int32_t partition);
+size_t kd_offsets_pending_total(const kd_offsets *o);
+
+/* Calls fn for every assigned partition whose commit point moved since the
+ * last call, then remembers it as reported. */
+void kd_offsets_each_moved(kd_offsets *o,
+                           void (*fn)(void *arg, size_t route, int32_t partition,
+                                      int64_t offset),
+                           void *arg);
+
+#endif /* KD_OFFSETS_H */

@@ -1,0 +1,953 @@
+/*
+ * kdedup - the pipeline (see pipeline.h and DESIGN.md §3).
+ *
+ * Every consumed message becomes a `msg` that lives until its fate is
+ * durable: forwarded with a receipt, skipped as a duplicate, dropped or
+ * dead-lettered by policy. Until then its offset is pending in kd_offsets,
+ * and the consumed rd_kafka_message_t is kept, so the producer sends its
+ * key, value and headers without copying them, and a retry needs nothing
+ * from the broker.
+ *
+ * All work happens on the thread in kd_pipeline_run(): librdkafka calls the
+ * delivery-report and rebalance callbacks from inside the polls made there.
+ */
+#include "sidecar/pipeline.h"
+#include "dedup/dedup.h"
+#include "sidecar/headers.h"
+#include "sidecar/kafka.h"
+#include "sidecar/log.h"
+#include "sidecar/offsets.h"
+
+#include <librdkafka/rdkafka.h>
+
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define SOURCE_HEADER "kdedup-source"
+#define MAX_BACKOFF_MS 60000
+#define TAKEOVER_TRIES 3
+#define METADATA_TIMEOUT_MS 10000
+
+typedef enum msg_kind {
+    MSG_DEDUP,      /* has a key: claimed before it is forwarded */
+    MSG_PLAIN,      /* forwarded without dedup (missing key, or undeduplicable) */
+    MSG_DEAD_LETTER /* to the route's dead-letter topic */
+} msg_kind;
+
+typedef struct msg {
+    struct msg *next;        /* in at most one list */
+    rd_kafka_message_t *rkm; /* the consumed message, kept until done */
+    size_t route;
+    msg_kind kind;
+    const char *key;         /* borrowed from rkm's headers */
+    size_t key_len;
+    bool claimed;            /* holds a claim in the store */
+    int attempts;            /* failed deliveries so far */
+    uint64_t due_ms;         /* in the retry list: when (monotonic) */
+    /* the delivery report */
+    rd_kafka_resp_err_t err;
+    rd_kafka_msg_status_t status;
+    int32_t out_partition;
+    int64_t out_offset;
+    int64_t out_timestamp;
+} msg;
+
+typedef struct msg_list {
+    msg *head, *tail;
+    size_t n;
+} msg_list;
+
+typedef struct route_rt {
+    const kd_route *cfg;
+    int out_partitions;
+    int dlt_partitions;
+} route_rt;
+
+typedef struct counters {
+    _Atomic uint64_t consumed, forwarded, duplicates_completed, duplicates_in_flight,
+        released, retries, dead_lettered, missing_forwarded, missing_dropped,
+        produce_errors, possibly_persisted, orphans_reforwarded, collisions,
+        store_errors, assigned_partitions, inflight;
+} counters;
+
+struct kd_pipeline {
+    const kd_config *cfg;
+    kd_dedup *dedup;
+    rd_kafka_t *consumer;
+    rd_kafka_t *producer;
+    route_rt *routes;
+    kd_offsets *offsets;
+    uint64_t boot_id;
+    _Atomic int stop;
+    _Atomic int fatal;
+
+    msg_list reported; /* delivery reports, filled by dr_cb */
+    msg_list receipts; /* delivered; receipt not yet durable */
+    msg_list retries;  /* waiting for due_ms */
+    size_t awaiting;   /* produced, no report yet */
+
+    /* Reused buffers: a poll batch (batch_max long) and its claims... */
+    msg **batch_msgs;
+    kd_claim *claims;
+    /* ...and the receipts of one turn (grown as needed). A rebalance inside
+     * a poll completes receipts while a batch is being collected, so the
+     * two never share. */
+    msg **receipt_msgs;
+    kd_completion *completions;
+    char *receipt_text;
+    size_t receipt_cap;
+
+    counters n;
+};
+
+#define COUNT(p, field, by) atomic_fetch_add(&(p)->n.field, (by))
+
+/*
+ * Small helpers.
+ */
+
+static uint64_t mono_ms(void) {
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static uint64_t wall_ms(void) {
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* A random non-zero id for this run's claims. */
+static uint64_t random_boot_id(void) {
+    uint64_t id = 0;
+    FILE *fp = fopen("/dev/urandom", "rb");
+
+    if (fp) {
+        if (fread(&id, sizeof(id), 1, fp) != 1)
+            id = 0;
+        fclose(fp);
+    }
+    if (!id) /* no urandom: time and address, good enough to tell runs apart */
+        id = wall_ms() ^ ((uint64_t)(uintptr_t)&id << 16) ^ (uint64_t)clock();
+    return id ? id : 1;
+}
+
+static void list_push(msg_list *l, msg *m) {
+    m->next = NULL;
+    if (l->tail)
+        l->tail->next = m;
+    else
+        l->head = m;
+    l->tail = m;
+    l->n++;
+}
+
+static msg_list list_take(msg_list *l) {
+    msg_list all = *l;
+
+    memset(l, 0, sizeof(*l));
+    return all;
+}
+
+static const char *src_topic(const msg *m) {
+    return rd_kafka_topic_name(m->rkm->rkt);
+}
+
+static size_t route_of(const kd_pipeline *p, const char *topic) {
+    for (size_t i = 0; i < p->cfg->nroutes; i++)
+        if (!strcmp(p->cfg->routes[i].from, topic))
+            return i;
+    return SIZE_MAX;
+}
+
+/* Log fields naming a message's source coordinates. */
+#define MSG_FIELDS(m, part, off)                                                  \
+    char part[16], off[24];                                                       \
+    snprintf(part, sizeof(part), "%" PRId32, (m)->rkm->partition);                \
+    snprintf(off, sizeof(off), "%" PRId64, (m)->rkm->offset);                     \
+    const char *fields[] = {"topic", src_topic(m), "partition", part, "offset", off, \
+                            "route", p->cfg->routes[(m)->route].to, NULL}
+
+/* The message's fate is durable: its offset may be committed past. */
+static void msg_done(kd_pipeline *p, msg *m) {
+    kd_offsets_done(p->offsets, m->route, m->rkm->partition, m->rkm->offset);
+    rd_kafka_message_destroy(m->rkm);
+    free(m);
+    COUNT(p, inflight, (uint64_t)-1);
+}
+
+static void schedule_retry(kd_pipeline *p, msg *m, uint64_t delay_ms) {
+    m->due_ms = mono_ms() + delay_ms;
+    list_push(&p->retries, m);
+}
+
+static uint64_t backoff_ms(const kd_pipeline *p, const msg *m) {
+    uint64_t ms = p->routes[m->route].cfg->retry_backoff_ms;
+
+    for (int i = 1; i < m->attempts && ms < MAX_BACKOFF_MS; i++)
+        ms *= 2;
+    return ms < MAX_BACKOFF_MS ? ms : MAX_BACKOFF_MS;
+}
+
+#define RECEIPT_MAX 600
+
+static bool receipt_capacity(kd_pipeline *p, size_t n) {
+    kd_completion *k;
+    msg **b;
+    char *t;
+
+    if (n <= p->receipt_cap)
+        return true;
+    if ((k = realloc(p->completions, n * sizeof(*k))))
+        p->completions = k;
+    if ((b = realloc(p->receipt_msgs, n * sizeof(*b))))
+        p->receipt_msgs = b;
+    if ((t = realloc(p->receipt_text, n * RECEIPT_MAX)))
+        p->receipt_text = t;
+    if (!k || !b || !t)
+        return false;
+    p->receipt_cap = n;
+    return true;
+}
+
+/*
+ * Producing.
+ */
+
+static void on_failed(kd_pipeline *p, msg *m);
+
+/* Sends m to its downstream (or dead-letter) topic, on the partition with
+ * the source partition's number, so one source partition keeps its order. */
+static void produce(kd_pipeline *p, msg *m) {
+    const route_rt *r = &p->routes[m->route];
+    bool dlt = m->kind == MSG_DEAD_LETTER;
+    const char *topic = dlt ? r->cfg->dead_letter_topic : r->cfg->to;
+    int32_t partition = m->rkm->partition % (dlt ? r->dlt_partitions : r->out_partitions);
+    rd_kafka_headers_t *src = NULL, *hdrs;
+    rd_kafka_resp_err_t err;
+    char source[320];
+
+    hdrs = rd_kafka_message_headers(m->rkm, &src) == RD_KAFKA_RESP_ERR_NO_ERROR
+               ? rd_kafka_headers_copy(src)
+               : rd_kafka_headers_new(1);
+    snprintf(source, sizeof(source), "%s/%" PRId32 "/%" PRId64, src_topic(m),
+             m->rkm->partition, m->rkm->offset);
+    rd_kafka_header_add(hdrs, SOURCE_HEADER, -1, source, -1);
+    for (;;) {
+        err = rd_kafka_producev(
+            p->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+            RD_KAFKA_V_KEY(m->rkm->key, m->rkm->key_len),
+            RD_KAFKA_V_VALUE(m->rkm->payload, m->rkm->len), RD_KAFKA_V_HEADERS(hdrs),
+            RD_KAFKA_V_TIMESTAMP(rd_kafka_message_timestamp(m->rkm, NULL)),
+            RD_KAFKA_V_OPAQUE(m), RD_KAFKA_V_END);
+        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+            break;
+        rd_kafka_poll(p->producer, 10); /* reports only queue up: no re-entry */
+    }
+    if (err) {
+        rd_kafka_headers_destroy(hdrs);
+        m->err = err;
+        m->status = RD_KAFKA_MSG_STATUS_NOT_PERSISTED;
+        on_failed(p, m);
+        return;
+    }
+    p->awaiting++;
+}
+
+static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque) {
+    kd_pipeline *p = opaque;
+    msg *m = rkm->_private;
+
+    (void)rk;
+    m->err = rkm->err;
+    m->status = rd_kafka_message_status(rkm);
+    m->out_partition = rkm->partition;
+    m->out_offset = rkm->offset;
+    m->out_timestamp = rd_kafka_message_timestamp(rkm, NULL);
+    p->awaiting--;
+    list_push(&p->reported, m);
+}
+
+/*
+ * Claiming.
+ */
+
+/* Claims m's key alone, taking over a claim left by another run (a crash):
+ * that claim is released and made again under this run's id. */
+static void takeover(kd_pipeline *p, msg *m) {
+    bool took_over = false;
+
+    for (int tries = 0; tries < TAKEOVER_TRIES; tries++) {
+        kd_claim c = {.key = m->key, .key_len = m->key_len};
+        kd_err err;
+
+        kd_dedup_claim_batch(p->dedup, &c, 1, wall_ms());
+        if (c.err == KD_ERR_STORE) {
+            COUNT(p, store_errors, 1);
+            schedule_retry(p, m, backoff_ms(p, m));
+            return;
+        }
+        if (c.err != KD_OK) {
+            MSG_FIELDS(m, part, off);
+            KD_LOG(KD_LOG_WARN, fields, "key cannot be deduplicated (%s): forwarding it",
+                   kd_err_name(c.err));
+            COUNT(p, collisions, 1);
+            m->kind = MSG_PLAIN;
+            produce(p, m);
+            return;
+        }
+        kd_decision_clear(&c.decision);
+        if (c.decision.state == KD_CLAIMED) {
+            m->claimed = true;
+            if (took_over)
+                COUNT(p, orphans_reforwarded, 1);
+            produce(p, m);
+            return;
+        }
+        if (c.decision.state == KD_COMPLETED || c.owner == p->boot_id) {
+            COUNT(p, duplicates_completed, c.decision.state == KD_COMPLETED);
+            COUNT(p, duplicates_in_flight, c.decision.state != KD_COMPLETED);
+            msg_done(p, m);
+            return;
+        }
+        err = kd_dedup_release_claim(p->dedup, m->key, m->key_len);
+        if (err != KD_OK && err != KD_ERR_SEQUENCE_CONFLICT) {
+            COUNT(p, store_errors, 1);
+            schedule_retry(p, m, backoff_ms(p, m));
+            return;
+        }
+        took_over = true;
+    }
+    schedule_retry(p, m, backoff_ms(p, m));
+}
+
+/* Acts on the claim decision for m. */
+static void on_claim(kd_pipeline *p, msg *m, kd_claim *c) {
+    if (c->err == KD_ERR_STORE) {
+        COUNT(p, store_errors, 1);
+        schedule_retry(p, m, backoff_ms(p, m));
+    } else if (c->err != KD_OK) {
+        MSG_FIELDS(m, part, off);
+        KD_LOG(KD_LOG_WARN, fields, "key cannot be deduplicated (%s): forwarding it",
+               kd_err_name(c->err));
+        COUNT(p, collisions, 1);
+        m->kind = MSG_PLAIN;
+        produce(p, m);
+    } else if (c->decision.state == KD_CLAIMED) {
+        m->claimed = true;
+        produce(p, m);
+    } else if (c->decision.state == KD_COMPLETED) {
+        COUNT(p, duplicates_completed, 1);
+        msg_done(p, m);
+    } else if (c->owner == p->boot_id) {
+        COUNT(p, duplicates_in_flight, 1);
+        msg_done(p, m);
+    } else {
+        takeover(p, m); /* claimed by a run that is gone */
+    }
+    kd_decision_clear(&c->decision);
+}
+
+/* Claims the keyed messages of a batch with one store write, then acts on
+ * every message in consumption order. */
+static void dispatch(kd_pipeline *p, msg **batch, size_t n) {
+    size_t nclaims = 0;
+
+    for (size_t i = 0; i < n; i++)
+        if (batch[i]->kind == MSG_DEDUP)
+            p->claims[nclaims++] =
+                (kd_claim){.key = batch[i]->key, .key_len = batch[i]->key_len};
+    if (nclaims && kd_dedup_claim_batch(p->dedup, p->claims, nclaims, wall_ms()) != KD_OK)
+        for (size_t i = 0; i < nclaims; i++)
+            p->claims[i].err = KD_ERR_STORE;
+    nclaims = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (batch[i]->kind == MSG_DEDUP)
+            on_claim(p, batch[i], &p->claims[nclaims++]);
+        else
+            produce(p, batch[i]);
+    }
+}
+
+/*
+ * Consuming.
+ */
+
+/* Turns a consumed message into a msg, or settles it at once. Returns the
+ * msg to dispatch, or NULL. */
+static msg *classify(kd_pipeline *p, rd_kafka_message_t *rkm) {
+    const rd_kafka_headers_t *hdrs = NULL;
+    const kd_route *r;
+    size_t route = route_of(p, rd_kafka_topic_name(rkm->rkt));
+    msg *m;
+
+    if (route == SIZE_MAX) {
+        rd_kafka_message_destroy(rkm);
+        return NULL;
+    }
+    switch (kd_offsets_track(p->offsets, route, rkm->partition, rkm->offset)) {
+    case KD_TRACKED:
+        break;
+    case KD_TRACK_NOMEM:
+        KD_ERROR("out of memory tracking offsets");
+        atomic_store(&p->fatal, 1);
+        /* fall through */
+    default: /* not assigned any more, or a re-delivery: not ours to handle */
+        rd_kafka_message_destroy(rkm);
+        return NULL;
+    }
+    COUNT(p, consumed, 1);
+    COUNT(p, inflight, 1);
+    if (!(m = calloc(1, sizeof(*m)))) {
+        KD_ERROR("out of memory");
+        atomic_store(&p->fatal, 1); /* the offset stays pending: nothing lost */
+        rd_kafka_message_destroy(rkm);
+        return NULL;
+    }
+    m->rkm = rkm;
+    m->route = route;
+    r = p->routes[route].cfg;
+    rd_kafka_message_headers(rkm, (rd_kafka_headers_t **)&hdrs);
+    if (kd_headers_key(hdrs, r->key_header, (size_t)p->cfg->max_key_bytes, &m->key,
+                       &m->key_len))
+        return m;
+    switch (r->on_missing_key) {
+    case KD_MISSING_FORWARD:
+        COUNT(p, missing_forwarded, 1);
+        m->kind = MSG_PLAIN;
+        return m;
+    case KD_MISSING_DEAD_LETTER:
+        m->kind = MSG_DEAD_LETTER;
+        return m;
+    case KD_MISSING_DROP:
+        break;
+    }
+    COUNT(p, missing_dropped, 1);
+    msg_done(p, m);
+    return NULL;
+}
+
+/* Reads up to batch_max messages: waits up to timeout_ms for the first. */
+static size_t collect(kd_pipeline *p, int timeout_ms) {
+    size_t n = 0;
+
+    while (n < (size_t)p->cfg->batch_max && !atomic_load(&p->fatal)) {
+        rd_kafka_message_t *rkm = rd_kafka_consumer_poll(p->consumer, n ? 0 : timeout_ms);
+        msg *m;
+
+        if (!rkm)
+            break;
+        if (rkm->err) {
+            if (rkm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                KD_WARN("consumer: %s", rd_kafka_message_errstr(rkm));
+            rd_kafka_message_destroy(rkm);
+            continue;
+        }
+        if ((m = classify(p, rkm)))
+            p->batch_msgs[n++] = m;
+    }
+    /* A rebalance inside the polls may have revoked some of these: they are
+     * the next owner's now. The rest keep their order. */
+    size_t kept = 0;
+    for (size_t i = 0; i < n; i++) {
+        msg *m = p->batch_msgs[i];
+
+        if (kd_offsets_assigned(p->offsets, m->route, m->rkm->partition)) {
+            p->batch_msgs[kept++] = m;
+            continue;
+        }
+        rd_kafka_message_destroy(m->rkm);
+        free(m);
+        COUNT(p, inflight, (uint64_t)-1);
+    }
+    return kept;
+}
+
+/*
+ * Delivery reports and receipts.
+ */
+
+/* A delivery that failed, or may have. */
+static void on_failed(kd_pipeline *p, msg *m) {
+    const kd_route *r = p->routes[m->route].cfg;
+    MSG_FIELDS(m, part, off);
+
+    COUNT(p, produce_errors, 1);
+    if (m->status == RD_KAFKA_MSG_STATUS_POSSIBLY_PERSISTED) {
+        /* It may be in the log: releasing could let a duplicate through, so
+         * the claim is kept and the message sent again (at least once). */
+        COUNT(p, possibly_persisted, 1);
+        KD_LOG(KD_LOG_WARN, fields, "delivery possibly persisted (%s): producing again",
+               rd_kafka_err2str(m->err));
+        schedule_retry(p, m, 0);
+        return;
+    }
+    if (m->claimed) {
+        kd_err err = kd_dedup_release_claim(p->dedup, m->key, m->key_len);
+
+        if (err == KD_OK) {
+            m->claimed = false;
+            COUNT(p, released, 1);
+        } else {
+            COUNT(p, store_errors, 1); /* keep the claim; the retry re-sends */
+        }
+    }
+    m->attempts++;
+    if (r->max_retries >= 0 && m->attempts > r->max_retries && m->kind != MSG_DEAD_LETTER) {
+        if (r->dead_letter_topic) {
+            KD_LOG(KD_LOG_WARN, fields, "delivery failed %d times (%s): dead-lettering",
+                   m->attempts, rd_kafka_err2str(m->err));
+            if (m->claimed && kd_dedup_release_claim(p->dedup, m->key, m->key_len) == KD_OK)
+                m->claimed = false;
+            m->kind = MSG_DEAD_LETTER;
+            schedule_retry(p, m, 0);
+            return;
+        }
+        if (m->attempts == r->max_retries + 1)
+            KD_LOG(KD_LOG_ERROR, fields, "delivery failed %d times (%s) and the route has "
+                   "no dead_letter_topic: retrying until it succeeds",
+                   m->attempts, rd_kafka_err2str(m->err));
+    } else {
+        KD_LOG(KD_LOG_WARN, fields, "delivery failed (%s): retrying",
+               rd_kafka_err2str(m->err));
+    }
+    schedule_retry(p, m, backoff_ms(p, m));
+}
+
+/* receipt: where the message went and where it came from. */
+static size_t format_receipt(const kd_pipeline *p, const msg *m, char *buf, size_t size) {
+    int n = snprintf(buf, size,
+                     "v1 to=%s/%" PRId32 "@%" PRId64 " ts=%" PRId64 " from=%s/%" PRId32
+                     "@%" PRId64,
+                     p->routes[m->route].cfg->to, m->out_partition, m->out_offset,
+                     m->out_timestamp, src_topic(m), m->rkm->partition, m->rkm->offset);
+
+    return n < 0 ? 0 : (size_t)n < size ? (size_t)n : size - 1;
+}
+
+/* Completes the receipts of every delivered claim with one store write. */
+static void complete_receipts(kd_pipeline *p) {
+    msg_list todo = list_take(&p->receipts);
+    size_t n = 0;
+
+    if (!todo.n)
+        return;
+    if (!receipt_capacity(p, todo.n)) {
+        p->receipts = todo; /* try again next turn */
+        return;
+    }
+    for (msg *m = todo.head; m; m = m->next, n++) {
+        char *r = p->receipt_text + n * RECEIPT_MAX;
+
+        p->receipt_msgs[n] = m;
+        p->completions[n] = (kd_completion){.key = m->key, .key_len = m->key_len,
+                                            .receipt = r,
+                                            .receipt_len = format_receipt(p, m, r, RECEIPT_MAX)};
+    }
+    if (kd_dedup_complete_batch(p->dedup, p->completions, n) != KD_OK)
+        for (size_t i = 0; i < n; i++)
+            p->completions[i].err = KD_ERR_STORE;
+    for (size_t i = 0; i < n; i++) {
+        msg *m = p->receipt_msgs[i];
+        kd_err err = p->completions[i].err;
+
+        if (err == KD_OK || err == KD_ERR_DEDUP_COLLISION) {
+            if (err != KD_OK) { /* delivered all the same: the claim had gone */
+                MSG_FIELDS(m, part, off);
+                KD_LOG(KD_LOG_WARN, fields, "receipt not recorded: the claim was gone");
+                COUNT(p, collisions, 1);
+            }
+            COUNT(p, forwarded, 1);
+            msg_done(p, m);
+        } else {
+            COUNT(p, store_errors, 1);
+            list_push(&p->receipts, m);
+        }
+    }
+}
+
+static void handle_reports(kd_pipeline *p) {
+    msg_list all = list_take(&p->reported);
+
+    for (msg *m = all.head, *next; m; m = next) {
+        next = m->next;
+        if (m->err) {
+            on_failed(p, m);
+        } else if (m->kind == MSG_DEDUP && m->claimed) {
+            list_push(&p->receipts, m);
+        } else {
+            if (m->kind == MSG_DEAD_LETTER)
+                COUNT(p, dead_lettered, 1);
+            msg_done(p, m);
+        }
+    }
+    complete_receipts(p);
+}
+
+/* Serves the producer for up to timeout_ms and settles what it reported. */
+static void service(kd_pipeline *p, int timeout_ms) {
+    rd_kafka_poll(p->producer, timeout_ms);
+    handle_reports(p);
+}
+
+static void retry_due(kd_pipeline *p) {
+    msg_list all = list_take(&p->retries);
+    uint64_t now = mono_ms();
+
+    for (msg *m = all.head, *next; m; m = next) {
+        next = m->next;
+        if (m->due_ms > now) {
+            list_push(&p->retries, m);
+            continue;
+        }
+        COUNT(p, retries, 1);
+        if (m->kind == MSG_DEDUP && !m->claimed)
+            takeover(p, m); /* released: claim again first */
+        else
+            produce(p, m);
+    }
+}
+
+/* Drops retries of partitions no longer assigned (all, with all_parts).
+ * Claims they hold are released: the next owner consumes them again and
+ * must be able to claim them. */
+static void abandon_retries(kd_pipeline *p, bool all_parts) {
+    msg_list all = list_take(&p->retries);
+
+    for (msg *m = all.head, *next; m; m = next) {
+        next = m->next;
+        if (!all_parts && kd_offsets_assigned(p->offsets, m->route, m->rkm->partition)) {
+            list_push(&p->retries, m);
+            continue;
+        }
+        if (m->claimed)
+            kd_dedup_release_claim(p->dedup, m->key, m->key_len);
+        rd_kafka_message_destroy(m->rkm);
+        free(m);
+        COUNT(p, inflight, (uint64_t)-1);
+    }
+}
+
+/*
+ * Offsets and rebalances.
+ */
+
+typedef struct offset_list {
+    kd_pipeline *p;
+    rd_kafka_topic_partition_list_t *list;
+} offset_list;
+
+static void add_offset(void *arg, size_t route, int32_t partition, int64_t offset) {
+    offset_list *ol = arg;
+
+    rd_kafka_topic_partition_list_add(ol->list, ol->p->cfg->routes[route].from, partition)
+        ->offset = offset;
+}
+
+/* Stores the commit points that moved; the consumer commits them. */
+static void store_offsets(kd_pipeline *p) {
+    offset_list ol = {p, rd_kafka_topic_partition_list_new(8)};
+    rd_kafka_resp_err_t err;
+
+    kd_offsets_each_moved(p->offsets, add_offset, &ol);
+    if (ol.list->cnt && (err = rd_kafka_offsets_store(p->consumer, ol.list)))
+        KD_DEBUG("offsets_store: %s", rd_kafka_err2str(err));
+    rd_kafka_topic_partition_list_destroy(ol.list);
+}
+
+/* Waits (serving the producer) until nothing is in flight or deadline. */
+static void drain(kd_pipeline *p, uint64_t deadline_ms) {
+    while ((p->awaiting || p->receipts.n || p->reported.n) && mono_ms() < deadline_ms)
+        service(p, 20);
+}
+
+/* Commits the commit points of parts now (synchronously). */
+static void commit_parts(kd_pipeline *p, const rd_kafka_topic_partition_list_t *parts) {
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(parts->cnt);
+    rd_kafka_resp_err_t err;
+
+    for (int i = 0; i < parts->cnt; i++) {
+        size_t route = route_of(p, parts->elems[i].topic);
+        int64_t at;
+
+        if (route != SIZE_MAX &&
+            kd_offsets_commit_point(p->offsets, route, parts->elems[i].partition, &at))
+            rd_kafka_topic_partition_list_add(list, parts->elems[i].topic,
+                                              parts->elems[i].partition)
+                ->offset = at;
+    }
+    if (list->cnt && (err = rd_kafka_commit(p->consumer, list, 0)))
+        KD_WARN("commit on revoke: %s", rd_kafka_err2str(err));
+    rd_kafka_topic_partition_list_destroy(list);
+}
+
+static void on_assign(kd_pipeline *p, rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts,
+                      bool cooperative) {
+    rd_kafka_error_t *error = NULL;
+
+    for (int i = 0; i < parts->cnt; i++) {
+        size_t route = route_of(p, parts->elems[i].topic);
+
+        if (route != SIZE_MAX && !kd_offsets_assign(p->offsets, route,
+                                                    parts->elems[i].partition))
+            atomic_store(&p->fatal, 1);
+    }
+    if (cooperative)
+        error = rd_kafka_incremental_assign(rk, parts);
+    else
+        rd_kafka_assign(rk, parts);
+    if (error) {
+        KD_ERROR("assign: %s", rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+    }
+    COUNT(p, assigned_partitions, (uint64_t)parts->cnt);
+    KD_INFO("assigned %d partition(s)", parts->cnt);
+}
+
+static void on_revoke(kd_pipeline *p, rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts,
+                      bool cooperative) {
+    bool lost = rd_kafka_assignment_lost(rk);
+    rd_kafka_error_t *error = NULL;
+
+    if (!lost) {
+        /* Let in-flight deliveries finish so their offsets can be committed. */
+        drain(p, mono_ms() + p->cfg->shutdown_grace_ms);
+        store_offsets(p);
+        commit_parts(p, parts);
+    }
+    for (int i = 0; i < parts->cnt; i++) {
+        size_t route = route_of(p, parts->elems[i].topic);
+
+        if (route != SIZE_MAX)
+            kd_offsets_revoke(p->offsets, route, parts->elems[i].partition);
+    }
+    abandon_retries(p, false);
+    if (cooperative)
+        error = rd_kafka_incremental_unassign(rk, parts);
+    else
+        rd_kafka_assign(rk, NULL);
+    if (error) {
+        KD_ERROR("unassign: %s", rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+    }
+    COUNT(p, assigned_partitions, (uint64_t)-parts->cnt);
+    KD_INFO("%s %d partition(s)", lost ? "lost" : "revoked", parts->cnt);
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque) {
+    bool cooperative = !strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE");
+
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        on_assign(opaque, rk, parts, cooperative);
+    } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+        on_revoke(opaque, rk, parts, cooperative);
+    } else {
+        KD_ERROR("rebalance: %s", rd_kafka_err2str(err));
+        rd_kafka_assign(rk, NULL);
+    }
+}
+
+static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
+    kd_pipeline *p = opaque;
+    char fatal[512];
+
+    if (err == RD_KAFKA_RESP_ERR__FATAL) {
+        rd_kafka_fatal_error(rk, fatal, sizeof(fatal));
+        KD_ERROR("%s: fatal error: %s", rd_kafka_name(rk), fatal);
+        atomic_store(&p->fatal, 1);
+        return;
+    }
+    KD_WARN("%s: %s", rd_kafka_name(rk), reason);
+}
+
+/*
+ * Life cycle.
+ */
+
+static bool routes_init(kd_pipeline *p, char *errstr, size_t errstr_size) {
+    if (!(p->routes = calloc(p->cfg->nroutes, sizeof(*p->routes))))
+        return false;
+    for (size_t i = 0; i < p->cfg->nroutes; i++) {
+        route_rt *r = &p->routes[i];
+
+        r->cfg = &p->cfg->routes[i];
+        r->out_partitions = kd_kafka_partition_count(p->producer, r->cfg->to,
+                                                     METADATA_TIMEOUT_MS);
+        r->dlt_partitions = r->cfg->dead_letter_topic
+                                ? kd_kafka_partition_count(p->producer,
+                                                           r->cfg->dead_letter_topic,
+                                                           METADATA_TIMEOUT_MS)
+                                : 1;
+        if (r->out_partitions <= 0 || r->dlt_partitions <= 0) {
+            snprintf(errstr, errstr_size, "routes[%zu]: topic \"%s\" not found on the "
+                     "cluster (create it before starting kdedup)", i,
+                     r->out_partitions <= 0 ? r->cfg->to : r->cfg->dead_letter_topic);
+            return false;
+        }
+    }
+    return true;
+}
+
+static rd_kafka_t *client_new(kd_pipeline *p, kd_client which, const char *brokers,
+                              char *errstr, size_t errstr_size) {
+    rd_kafka_conf_t *conf = kd_kafka_conf(p->cfg, which, brokers, errstr, errstr_size);
+    rd_kafka_t *rk;
+
+    if (!conf)
+        return NULL;
+    rd_kafka_conf_set_opaque(conf, p);
+    rd_kafka_conf_set_error_cb(conf, error_cb);
+    if (which == KD_CONSUMER)
+        rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+    else
+        rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
+    rk = rd_kafka_new(which == KD_CONSUMER ? RD_KAFKA_CONSUMER : RD_KAFKA_PRODUCER, conf,
+                      errstr, errstr_size);
+    if (!rk)
+        rd_kafka_conf_destroy(conf);
+    return rk;
+}
+
+kd_pipeline *kd_pipeline_new(const kd_config *cfg, kd_store *store, const char *brokers,
+                             char *errstr, size_t errstr_size) {
+    kd_pipeline *p = calloc(1, sizeof(*p));
+    rd_kafka_topic_partition_list_t *topics;
+    rd_kafka_resp_err_t err;
+
+    if (!p) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return NULL;
+    }
+    p->cfg = cfg;
+    p->boot_id = random_boot_id();
+    p->batch_msgs = calloc((size_t)cfg->batch_max, sizeof(*p->batch_msgs));
+    p->claims = calloc((size_t)cfg->batch_max, sizeof(*p->claims));
+    if (!(p->dedup = kd_dedup_new(store, cfg->ns)) ||
+        !(p->offsets = kd_offsets_new(cfg->nroutes)) || !p->batch_msgs || !p->claims) {
+        snprintf(errstr, errstr_size, "out of memory");
+        goto fail;
+    }
+    kd_dedup_set_retention(p->dedup, cfg->ttl_ms, cfg->inflight_timeout_ms);
+    kd_dedup_set_owner(p->dedup, p->boot_id);
+    if (!(p->producer = client_new(p, KD_PRODUCER, brokers, errstr, errstr_size)) ||
+        !routes_init(p, errstr, errstr_size) ||
+        !(p->consumer = client_new(p, KD_CONSUMER, brokers, errstr, errstr_size)))
+        goto fail;
+    rd_kafka_poll_set_consumer(p->consumer);
+    topics = rd_kafka_topic_partition_list_new((int)cfg->nroutes);
+    for (size_t i = 0; i < cfg->nroutes; i++)
+        rd_kafka_topic_partition_list_add(topics, cfg->routes[i].from,
+                                          RD_KAFKA_PARTITION_UA);
+    err = rd_kafka_subscribe(p->consumer, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (err) {
+        snprintf(errstr, errstr_size, "subscribe: %s", rd_kafka_err2str(err));
+        goto fail;
+    }
+    return p;
+fail:
+    kd_pipeline_destroy(p);
+    return NULL;
+}
+
+int kd_pipeline_run(kd_pipeline *p) {
+    uint64_t deadline;
+
+    KD_INFO("pipeline running: %zu route(s), boot id %016" PRIx64, p->cfg->nroutes,
+            p->boot_id);
+    while (!atomic_load(&p->stop) && !atomic_load(&p->fatal)) {
+        size_t n = collect(p, p->awaiting || p->retries.n ? 5 : 100);
+
+        dispatch(p, p->batch_msgs, n);
+        service(p, 0);
+        retry_due(p);
+        store_offsets(p);
+    }
+
+    /* Stop consuming; let what is in flight land, then commit. */
+    deadline = mono_ms() + p->cfg->shutdown_grace_ms;
+    KD_INFO("stopping: draining %zu in-flight deliveries", p->awaiting);
+    drain(p, deadline);
+    abandon_retries(p, true);
+    store_offsets(p);
+    rd_kafka_commit(p->consumer, NULL, 0);
+    rd_kafka_consumer_close(p->consumer);
+    if (p->awaiting)
+        KD_WARN("%zu deliveries still in flight after the grace period: their claims "
+                "stay, and the next run forwards them again", p->awaiting);
+    return atomic_load(&p->fatal) ? -1 : 0;
+}
+
+void kd_pipeline_stop(kd_pipeline *p) {
+    atomic_store(&p->stop, 1);
+}
+
+void kd_pipeline_stats_get(const kd_pipeline *p, kd_pipeline_stats *out) {
+    const counters *n = &p->n;
+
+    *out = (kd_pipeline_stats){
+        .consumed = atomic_load(&n->consumed),
+        .forwarded = atomic_load(&n->forwarded),
+        .duplicates_completed = atomic_load(&n->duplicates_completed),
+        .duplicates_in_flight = atomic_load(&n->duplicates_in_flight),
+        .released = atomic_load(&n->released),
+        .retries = atomic_load(&n->retries),
+        .dead_lettered = atomic_load(&n->dead_lettered),
+        .missing_forwarded = atomic_load(&n->missing_forwarded),
+        .missing_dropped = atomic_load(&n->missing_dropped),
+        .produce_errors = atomic_load(&n->produce_errors),
+        .possibly_persisted = atomic_load(&n->possibly_persisted),
+        .orphans_reforwarded = atomic_load(&n->orphans_reforwarded),
+        .collisions = atomic_load(&n->collisions),
+        .store_errors = atomic_load(&n->store_errors),
+        .assigned_partitions = atomic_load(&n->assigned_partitions),
+        .inflight = atomic_load(&n->inflight),
+    };
+}
+
+uint64_t kd_pipeline_boot_id(const kd_pipeline *p) {
+    return p->boot_id;
+}
+
+static void free_list(msg_list *l) {
+    for (msg *m = l->head, *next; m; m = next) {
+        next = m->next;
+        rd_kafka_message_destroy(m->rkm);
+        free(m);
+    }
+    memset(l, 0, sizeof(*l));
+}
+
+void kd_pipeline_destroy(kd_pipeline *p) {
+    if (!p)
+        return;
+    if (p->producer) {
+        /* Whatever is still queued comes back as purged reports. */
+        rd_kafka_purge(p->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        rd_kafka_poll(p->producer, 0);
+    }
+    free_list(&p->reported);
+    free_list(&p->receipts);
+    free_list(&p->retries);
+    if (p->consumer)
+        rd_kafka_destroy(p->consumer);
+    if (p->producer)
+        rd_kafka_destroy(p->producer);
+    kd_offsets_destroy(p->offsets);
+    kd_dedup_destroy(p->dedup);
+    free(p->routes);
+    free(p->batch_msgs);
+    free(p->claims);
+    free(p->receipt_msgs);
+    free(p->completions);
+    free(p->receipt_text);
+    free(p);
+}

@@ -1,0 +1,66 @@
+/*
+ * kdedup - the pipeline (DESIGN.md §3): consume a poll batch, claim its keys
+ * with one durable write, forward the claimed messages, complete receipts in
+ * batches as deliveries are acknowledged, release claims of failed
+ * deliveries for a retry, and store offsets only up to the lowest message
+ * whose fate is not durable.
+ *
+ * One thread runs the pipeline (kd_pipeline_run); kd_pipeline_stop() and
+ * kd_pipeline_stats() may be called from any thread (stop also from a
+ * signal handler).
+ */
+#ifndef KD_PIPELINE_H
+#define KD_PIPELINE_H
+
+#include "config/config.h"
+#include "dedup/store.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct kd_pipeline kd_pipeline;
+
+/* Counters since start (all monotonic but inflight). */
+typedef struct kd_pipeline_stats {
+    uint64_t consumed;             /* messages read from source topics */
+    uint64_t forwarded;            /* claimed messages delivered with a receipt */
+    uint64_t duplicates_completed; /* skipped: key already completed */
+    uint64_t duplicates_in_flight; /* skipped: key claimed, delivery under way */
+    uint64_t released;             /* claims released after a failed delivery */
+    uint64_t retries;              /* deliveries attempted again */
+    uint64_t dead_lettered;        /* delivered to a dead-letter topic */
+    uint64_t missing_forwarded;    /* no usable key: forwarded without dedup */
+    uint64_t missing_dropped;      /* no usable key: dropped */
+    uint64_t produce_errors;       /* failed or uncertain delivery reports */
+    uint64_t possibly_persisted;   /* uncertain deliveries, produced again */
+    uint64_t orphans_reforwarded;  /* claims of a previous run taken over */
+    uint64_t collisions;           /* keys the store could not dedup (collision, garbage) */
+    uint64_t store_errors;         /* store writes or reads that failed */
+    uint64_t assigned_partitions;  /* gauge */
+    uint64_t inflight;             /* gauge: consumed, fate not yet durable */
+} kd_pipeline_stats;
+
+/* Builds a pipeline over cfg (borrowed; must outlive it) and store
+ * (borrowed), connecting to brokers ("host:port,...": the resolved form of
+ * cfg->brokers). Returns it, or NULL with the reason in errstr. */
+kd_pipeline *kd_pipeline_new(const kd_config *cfg, kd_store *store, const char *brokers,
+                             char *errstr, size_t errstr_size);
+
+/* Runs until kd_pipeline_stop(), then drains in-flight deliveries within the
+ * configured grace period, commits offsets and closes the consumer. Returns
+ * 0, or -1 after a fatal error (logged). */
+int kd_pipeline_run(kd_pipeline *p);
+
+/* Asks the pipeline to stop. Async-signal-safe. */
+void kd_pipeline_stop(kd_pipeline *p);
+
+/* Copies the current counters. */
+void kd_pipeline_stats_get(const kd_pipeline *p, kd_pipeline_stats *out);
+
+/* The random id stamped on this run's claims. */
+uint64_t kd_pipeline_boot_id(const kd_pipeline *p);
+
+/* Destroys the pipeline (after kd_pipeline_run returned). NULL-safe. */
+void kd_pipeline_destroy(kd_pipeline *p);
+
+#endif /* KD_PIPELINE_H */
