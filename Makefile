@@ -56,7 +56,8 @@ LDLIBS_ALL := $(LIBS_KAFKA) $(LIBS_CONFIG) $(LIBS_ROCKS) $(LIBS_DEDUP)
 LIBS_TEST  := $(call pc_libs,$(PKGS_TEST))
 
 TESTS := $(BUILD)/tests/test_entry $(BUILD)/tests/test_dedup \
-         $(BUILD)/tests/test_store_rocks $(BUILD)/tests/test_config
+         $(BUILD)/tests/test_store_rocks $(BUILD)/tests/test_config \
+         $(BUILD)/tests/test_offsets $(BUILD)/tests/test_pipeline
 BENCHES := $(BUILD)/bench/bench_store
 FUZZERS := $(BUILD)/fuzz/fuzz_entry
 
@@ -102,7 +103,7 @@ $(BUILD)/obj/%.o: %.c
 $(BUILD)/obj/store_rocks/%.o: EXTRA_CFLAGS = $(call pc_cflags,$(PKGS_ROCKS))
 $(BUILD)/obj/config/%.o: EXTRA_CFLAGS = $(call pc_cflags,$(PKGS_CONFIG))
 $(BUILD)/obj/sidecar/%.o: EXTRA_CFLAGS = $(call pc_cflags,$(PKGS_KAFKA))
-$(BUILD)/obj/tests/%.o: EXTRA_CFLAGS = $(call pc_cflags,$(PKGS_TEST) $(PKGS_ROCKS))
+$(BUILD)/obj/tests/%.o: EXTRA_CFLAGS = $(call pc_cflags,$(PKGS_TEST) $(PKGS_ROCKS) $(PKGS_KAFKA))
 
 $(LIB_DEDUP): $(call obj,$(DEDUP_SRC))
 	@mkdir -p $(dir $@)
@@ -143,14 +144,25 @@ $(BUILD)/tests/test_config: $(call obj,tests/test_config.c) $(LIB_CONFIG)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_CONFIG) $(LIBS_TEST)
 
+$(BUILD)/tests/test_offsets: $(call obj,tests/test_offsets.c sidecar/offsets.c)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_TEST)
+
+# Integration: the pipeline against a mock cluster in a `kdedup mock` process.
+$(BUILD)/tests/test_pipeline: $(call obj,tests/test_pipeline.c tests/kafka_fixture.c \
+                                         tests/dedup_fixture.c) \
+                              $(LIBS_ALL) | $(KDEDUP)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o %.a,$^) $(LDLIBS_ALL) $(LIBS_TEST)
+
 $(BUILD)/bench/bench_store: $(call obj,bench/bench_store.c) $(LIB_ROCKS) $(LIB_DEDUP)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_ROCKS) $(LIBS_DEDUP)
 $(BUILD)/obj/bench/%.o: EXTRA_CFLAGS = $(call pc_cflags,$(PKGS_ROCKS))
 
 test: deps
-	@$(MAKE) --no-print-directory $(TESTS)
-	@tests/run_tests.sh $(TESTS)
+	@$(MAKE) --no-print-directory $(KDEDUP) $(TESTS)
+	@KDEDUP=$(KDEDUP) tests/run_tests.sh $(TESTS)
 
 # The unit tests under memcheck; forked children (kill -9 and lock tests)
 # exit without freeing what they inherited, so only the parent is judged.
@@ -158,7 +170,7 @@ VALGRIND := valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indir
             --child-silent-after-fork=yes --error-exitcode=99
 valgrind: deps
 	@$(MAKE) --no-print-directory $(TESTS)
-	@TEST_WRAPPER="$(VALGRIND)" tests/run_tests.sh $(TESTS)
+	@KDEDUP=$(KDEDUP) TEST_WRAPPER="$(VALGRIND)" tests/run_tests.sh $(TESTS)
 
 bench: deps
 	@$(MAKE) --no-print-directory $(BENCHES)

@@ -36,7 +36,7 @@ typedef struct demo {
     long messages;
     int dup_pct;
     int partitions;
-    long unique;       /* distinct keys produced */
+    long unique; /* distinct keys produced */
     char dir[256];
     kd_mock *mock;
 } demo;
@@ -92,12 +92,12 @@ static bool produce_input(demo *d) {
                             id, i, id % 997, id % 100);
         rd_kafka_resp_err_t err;
 
-        while ((err = rd_kafka_producev(
-                    rk, RD_KAFKA_V_TOPIC(IN_TOPIC), RD_KAFKA_V_KEY(key, (size_t)klen),
-                    RD_KAFKA_V_VALUE(value, (size_t)vlen),
-                    RD_KAFKA_V_HEADER(KEY_HEADER, key, klen),
-                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END)) ==
-               RD_KAFKA_RESP_ERR__QUEUE_FULL)
+        while ((err = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(IN_TOPIC),
+                                        RD_KAFKA_V_KEY(key, (size_t)klen),
+                                        RD_KAFKA_V_VALUE(value, (size_t)vlen),
+                                        RD_KAFKA_V_HEADER(KEY_HEADER, key, klen),
+                                        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                        RD_KAFKA_V_END)) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
             rd_kafka_poll(rk, 10);
         if (err) {
             fprintf(stderr, "demo: produce: %s\n", rd_kafka_err2str(err));
@@ -130,10 +130,12 @@ static bool run(demo *d, kd_pipeline_stats *st, double *secs) {
              " \"routes\": [{\"from\": \"" IN_TOPIC "\", \"to\": \"" OUT_TOPIC "\","
              " \"key_header\": \"" KEY_HEADER "\", \"on_missing_key\": \"forward\"}],"
              " \"store\": {\"path\": \"%s/store\", \"sync\": true},"
-             " \"log\": {\"level\": \"warn\"}}", d->dir);
+             " \"log\": {\"level\": \"warn\"}}",
+             d->dir);
     if (!(cfg = kd_config_parse(json, strlen(json), "demo", err, sizeof(err))) ||
         !(store = kd_rocks_open(cfg->store_path, cfg->store_sync, err, sizeof(err))) ||
-        !(p = kd_pipeline_new(cfg, store, kd_mock_bootstraps(d->mock), err, sizeof(err)))) {
+        !(p = kd_pipeline_new(cfg, store, kd_mock_bootstraps(d->mock), err,
+                              sizeof(err)))) {
         fprintf(stderr, "demo: %s\n", err);
         goto done;
     }
@@ -143,7 +145,8 @@ static bool run(demo *d, kd_pipeline_stats *st, double *secs) {
     do {
         nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
         kd_pipeline_stats_get(p, st);
-    } while ((st->consumed < (uint64_t)d->messages || st->inflight) && now_s() < deadline);
+    } while ((st->consumed < (uint64_t)d->messages || st->inflight) &&
+             now_s() < deadline);
     *secs = now_s() - t0;
     kd_pipeline_stop(p);
     pthread_join(tid, NULL);
@@ -162,7 +165,8 @@ done:
  * appear exactly once; *bad counts keys missing or repeated. */
 static long verify(demo *d, long *bad, long *downstream) {
     rd_kafka_t *rk = client(d, RD_KAFKA_CONSUMER, "kdedup-demo-verify");
-    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(d->partitions);
+    rd_kafka_topic_partition_list_t *parts =
+        rd_kafka_topic_partition_list_new(d->partitions);
     unsigned char *seen = calloc((size_t)d->unique + 1, 1);
     double quiet_until = now_s() + 10;
     long once = 0;
@@ -186,7 +190,8 @@ static long verify(demo *d, long *bad, long *downstream) {
             continue;
         if (!m->err && !rd_kafka_message_headers(m, &h) &&
             !rd_kafka_header_get(h, 0, KEY_HEADER, &v, &n) && n < 32 &&
-            sscanf((const char *)v, "order-%8ld", &id) == 1 && id >= 0 && id < d->unique) {
+            sscanf((const char *)v, "order-%8ld", &id) == 1 && id >= 0 &&
+            id < d->unique) {
             seen[id] += seen[id] < 255;
             (*downstream)++;
             quiet_until = now_s() + 2; /* stop 2s after the last message */
@@ -240,7 +245,8 @@ int kd_demo_main(int argc, char **argv) {
     kd_log_set_level(KD_LOG_WARN);
     snprintf(d.dir, sizeof(d.dir), "%s/kdedup-demo-XXXXXX", tmp && *tmp ? tmp : "/tmp");
     if (!mkdtemp(d.dir) || !(d.mock = kd_mock_start(1, err, sizeof(err)))) {
-        fprintf(stderr, "demo: %s\n", d.mock ? "cannot create a temporary directory" : err);
+        fprintf(stderr, "demo: %s\n",
+                d.mock ? "cannot create a temporary directory" : err);
         return 1;
     }
     kd_mock_topic(d.mock, IN_TOPIC, d.partitions);

@@ -8,7 +8,8 @@ bool kd_headers_key(const rd_kafka_headers_t *hdrs, const char *name, size_t max
     const void *val = NULL;
     size_t size = 0;
 
-    if (!hdrs || rd_kafka_header_get(hdrs, 0, name, &val, &size) != RD_KAFKA_RESP_ERR_NO_ERROR)
+    if (!hdrs ||
+        rd_kafka_header_get(hdrs, 0, name, &val, &size) != RD_KAFKA_RESP_ERR_NO_ERROR)
         return false;
     if (!val || size == 0 || size > max_len)
         return false;

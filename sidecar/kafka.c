@@ -30,10 +30,12 @@ static const char *const producer_defaults[][2] = {
 
 /* librdkafka's log lines, into ours. */
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
-    kd_log_level l = level <= 3 ? KD_LOG_ERROR : level <= 4 ? KD_LOG_WARN
-                   : level <= 6 ? KD_LOG_INFO : KD_LOG_DEBUG;
-    const char *fields[] = {"source", "librdkafka", "client", rd_kafka_name(rk),
-                            "facility", fac, NULL};
+    kd_log_level l = level <= 3   ? KD_LOG_ERROR
+                     : level <= 4 ? KD_LOG_WARN
+                     : level <= 6 ? KD_LOG_INFO
+                                  : KD_LOG_DEBUG;
+    const char *fields[] = {"source",   "librdkafka", "client", rd_kafka_name(rk),
+                            "facility", fac,          NULL};
 
     KD_LOG(l, fields, "%s", buf);
 }
@@ -50,8 +52,8 @@ static bool set(rd_kafka_conf_t *conf, const char *name, const char *value,
 
 rd_kafka_conf_t *kd_kafka_conf(const kd_config *cfg, kd_client which, const char *brokers,
                                char *errstr, size_t errstr_size) {
-    const char *const(*defaults)[2] = which == KD_CONSUMER ? consumer_defaults
-                                                           : producer_defaults;
+    const char *const(*defaults)[2] =
+        which == KD_CONSUMER ? consumer_defaults : producer_defaults;
     const kd_config_props *props = which == KD_CONSUMER ? &cfg->consumer : &cfg->producer;
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     char timeout[32];
@@ -84,10 +86,11 @@ fail:
 }
 
 bool kd_kafka_check(const kd_config *cfg, char *errstr, size_t errstr_size) {
-    const char *brokers = strncmp(cfg->brokers, "mock:", 5) ? cfg->brokers : "localhost:9092";
+    const char *brokers =
+        strncmp(cfg->brokers, "mock:", 5) ? cfg->brokers : "localhost:9092";
     rd_kafka_conf_t *c = kd_kafka_conf(cfg, KD_CONSUMER, brokers, errstr, errstr_size);
-    rd_kafka_conf_t *p = c ? kd_kafka_conf(cfg, KD_PRODUCER, brokers, errstr, errstr_size)
-                           : NULL;
+    rd_kafka_conf_t *p =
+        c ? kd_kafka_conf(cfg, KD_PRODUCER, brokers, errstr, errstr_size) : NULL;
     bool ok = c && p;
 
     if (c)

@@ -22,10 +22,10 @@ bool kd_log_enabled(kd_log_level level);
 void kd_log_write(kd_log_level level, const char *const *fields, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-#define KD_LOG(level, fields, ...)                   \
-    do {                                             \
-        if (kd_log_enabled(level))                   \
-            kd_log_write(level, fields, __VA_ARGS__); \
+#define KD_LOG(level, fields, ...)                                                       \
+    do {                                                                                 \
+        if (kd_log_enabled(level))                                                       \
+            kd_log_write(level, fields, __VA_ARGS__);                                    \
     } while (0)
 
 #define KD_DEBUG(...) KD_LOG(KD_LOG_DEBUG, NULL, __VA_ARGS__)

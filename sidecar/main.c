@@ -36,14 +36,15 @@ static void on_signal(int sig) {
 }
 
 static void usage(FILE *out) {
-    fprintf(out,
-            "usage: kdedup --config FILE        run the dedup sidecar\n"
-            "       kdedup --check-config FILE  validate a config (exit 0 valid, 2 invalid)\n"
-            "       kdedup demo [--messages N] [--duplicates PCT]\n"
-            "                                   run a demonstration on an embedded cluster\n"
-            "       kdedup mock [--brokers N] [--topic NAME:PARTITIONS]...\n"
-            "                                   a mock Kafka cluster for tests\n"
-            "       kdedup --version | --help\n");
+    fprintf(
+        out,
+        "usage: kdedup --config FILE        run the dedup sidecar\n"
+        "       kdedup --check-config FILE  validate a config (exit 0 valid, 2 invalid)\n"
+        "       kdedup demo [--messages N] [--duplicates PCT]\n"
+        "                                   run a demonstration on an embedded cluster\n"
+        "       kdedup mock [--brokers N] [--topic NAME:PARTITIONS]...\n"
+        "                                   a mock Kafka cluster for tests\n"
+        "       kdedup --version | --help\n");
 }
 
 /* Loads and fully checks a config, librdkafka properties included. */
@@ -135,7 +136,8 @@ int main(int argc, char **argv) {
 
         if (!cfg)
             return 2;
-        printf("%s: valid (%zu route%s)\n", argv[2], cfg->nroutes, cfg->nroutes == 1 ? "" : "s");
+        printf("%s: valid (%zu route%s)\n", argv[2], cfg->nroutes,
+               cfg->nroutes == 1 ? "" : "s");
         kd_config_destroy(cfg);
         return 0;
     }

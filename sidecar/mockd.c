@@ -10,7 +10,9 @@
  *
  *   topic NAME PARTITIONS        create a topic
  *   produce-errors COUNT CODE    fail the next COUNT Produce requests with CODE
+ *   broker-produce-errors ID COUNT CODE   the same, on broker ID only
  *   commit-errors COUNT CODE     fail the next COUNT OffsetCommit requests
+ *   leader TOPIC PARTITION ID    move a partition's leadership to broker ID
  *   broker-down ID | broker-up ID
  *   rtt ID MS                    delay every response of broker ID
  *   quit                         (or end of input) stop
@@ -40,7 +42,7 @@ static int topic_arg(kd_mock *m, const char *arg) {
 static bool command(kd_mock *m, const char *line) {
     rd_kafka_mock_cluster_t *c = kd_mock_cluster(m);
     char word[32], name[256];
-    long a = 0, b = 0;
+    long a = 0, b = 0, e = 0;
     int n = sscanf(line, "%31s", word);
     bool ok = true;
 
@@ -51,6 +53,14 @@ static bool command(kd_mock *m, const char *line) {
     else if (!strcmp(word, "produce-errors") && sscanf(line, "%*s %ld %ld", &a, &b) == 2)
         for (long i = 0; i < a; i++)
             rd_kafka_mock_push_request_errors(c, API_PRODUCE, 1, (rd_kafka_resp_err_t)b);
+    else if (!strcmp(word, "broker-produce-errors") &&
+             sscanf(line, "%*s %ld %ld %ld", &a, &b, &e) == 3)
+        for (long i = 0; i < b; i++)
+            ok = ok && !rd_kafka_mock_broker_push_request_error_rtts(
+                           c, (int32_t)a, API_PRODUCE, 1, (rd_kafka_resp_err_t)e, 0);
+    else if (!strcmp(word, "leader") &&
+             sscanf(line, "%*s %255s %ld %ld", name, &a, &b) == 3)
+        ok = rd_kafka_mock_partition_set_leader(c, name, (int32_t)a, (int32_t)b) == 0;
     else if (!strcmp(word, "commit-errors") && sscanf(line, "%*s %ld %ld", &a, &b) == 2)
         for (long i = 0; i < a; i++)
             rd_kafka_mock_push_request_errors(c, API_OFFSET_COMMIT, 1,
@@ -89,7 +99,8 @@ int kd_mockd_main(int argc, char **argv) {
     }
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--topic") && i + 1 < argc && topic_arg(m, argv[++i]) != 0) {
-            fprintf(stderr, "kdedup mock: --topic takes NAME:PARTITIONS, got %s\n", argv[i]);
+            fprintf(stderr, "kdedup mock: --topic takes NAME:PARTITIONS, got %s\n",
+                    argv[i]);
             kd_mock_stop(m);
             return 2;
         }

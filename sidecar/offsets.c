@@ -10,9 +10,10 @@
 
 typedef struct part {
     bool assigned;
-    int64_t *offs;  /* ring, increasing from head */
+    int64_t *offs; /* ring, increasing from head */
     bool *done;
     size_t head, count, cap;
+    size_t undone;    /* entries not yet done (count includes done ones behind) */
     int64_t last;     /* highest offset tracked, -1 before any */
     int64_t reported; /* commit point last given to kd_offsets_each_moved() */
 } part;
@@ -93,7 +94,7 @@ bool kd_offsets_assign(kd_offsets *o, size_t route, int32_t partition) {
     if (!(p = t->parts[partition]) && !(p = t->parts[partition] = calloc(1, sizeof(*p))))
         return false;
     p->assigned = true;
-    p->head = p->count = 0;
+    p->head = p->count = p->undone = 0;
     p->last = -1;
     p->reported = -1;
     return true;
@@ -104,7 +105,7 @@ void kd_offsets_revoke(kd_offsets *o, size_t route, int32_t partition) {
 
     if (p) {
         p->assigned = false;
-        p->head = p->count = 0;
+        p->head = p->count = p->undone = 0;
     }
 }
 
@@ -135,7 +136,8 @@ static bool grow(part *p) {
     return true;
 }
 
-kd_track kd_offsets_track(kd_offsets *o, size_t route, int32_t partition, int64_t offset) {
+kd_track kd_offsets_track(kd_offsets *o, size_t route, int32_t partition,
+                          int64_t offset) {
     part *p = find_assigned(o, route, partition);
     size_t at;
 
@@ -149,6 +151,7 @@ kd_track kd_offsets_track(kd_offsets *o, size_t route, int32_t partition, int64_
     p->offs[at] = offset;
     p->done[at] = false;
     p->count++;
+    p->undone++;
     p->last = offset;
     return KD_TRACKED;
 }
@@ -168,9 +171,11 @@ void kd_offsets_done(kd_offsets *o, size_t route, int32_t partition, int64_t off
         else
             hi = mid;
     }
-    if (lo == p->count || p->offs[(p->head + lo) % p->cap] != offset)
+    if (lo == p->count || p->offs[(p->head + lo) % p->cap] != offset ||
+        p->done[(p->head + lo) % p->cap])
         return;
     p->done[(p->head + lo) % p->cap] = true;
+    p->undone--;
     while (p->count && p->done[p->head]) {
         p->head = (p->head + 1) % p->cap;
         p->count--;
@@ -190,7 +195,7 @@ bool kd_offsets_commit_point(const kd_offsets *o, size_t route, int32_t partitio
 size_t kd_offsets_pending(const kd_offsets *o, size_t route, int32_t partition) {
     const part *p = find_assigned(o, route, partition);
 
-    return p ? p->count : 0;
+    return p ? p->undone : 0;
 }
 
 size_t kd_offsets_pending_total(const kd_offsets *o) {
@@ -199,7 +204,7 @@ size_t kd_offsets_pending_total(const kd_offsets *o) {
     for (size_t t = 0; t < o->ntopics; t++)
         for (size_t i = 0; i < o->topics[t].nparts; i++)
             if (o->topics[t].parts[i] && o->topics[t].parts[i]->assigned)
-                n += o->topics[t].parts[i]->count;
+                n += o->topics[t].parts[i]->undone;
     return n;
 }
 
@@ -212,7 +217,8 @@ void kd_offsets_each_moved(kd_offsets *o,
             part *p = o->topics[t].parts[i];
             int64_t at;
 
-            if (!p || !kd_offsets_commit_point(o, t, (int32_t)i, &at) || at == p->reported)
+            if (!p || !kd_offsets_commit_point(o, t, (int32_t)i, &at) ||
+                at == p->reported)
                 continue;
             p->reported = at;
             fn(arg, t, (int32_t)i, at);

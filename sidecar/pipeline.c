@@ -43,11 +43,11 @@ typedef struct msg {
     rd_kafka_message_t *rkm; /* the consumed message, kept until done */
     size_t route;
     msg_kind kind;
-    const char *key;         /* borrowed from rkm's headers */
+    const char *key; /* borrowed from rkm's headers */
     size_t key_len;
-    bool claimed;            /* holds a claim in the store */
-    int attempts;            /* failed deliveries so far */
-    uint64_t due_ms;         /* in the retry list: when (monotonic) */
+    bool claimed;    /* holds a claim in the store */
+    int attempts;    /* failed deliveries so far */
+    uint64_t due_ms; /* in the retry list: when (monotonic) */
     /* the delivery report */
     rd_kafka_resp_err_t err;
     rd_kafka_msg_status_t status;
@@ -63,6 +63,7 @@ typedef struct msg_list {
 
 typedef struct route_rt {
     const kd_route *cfg;
+    kd_dedup *dedup; /* keys are scoped to their route: namespace ":" from */
     int out_partitions;
     int dlt_partitions;
 } route_rt;
@@ -70,13 +71,13 @@ typedef struct route_rt {
 typedef struct counters {
     _Atomic uint64_t consumed, forwarded, duplicates_completed, duplicates_in_flight,
         released, retries, dead_lettered, missing_forwarded, missing_dropped,
-        produce_errors, possibly_persisted, orphans_reforwarded, collisions,
-        store_errors, assigned_partitions, inflight;
+        produce_errors, possibly_persisted, orphans_reforwarded, collisions, store_errors,
+        assigned_partitions, inflight;
 } counters;
 
 struct kd_pipeline {
     const kd_config *cfg;
-    kd_dedup *dedup;
+    kd_store *store;
     rd_kafka_t *consumer;
     rd_kafka_t *producer;
     route_rt *routes;
@@ -93,6 +94,7 @@ struct kd_pipeline {
     /* Reused buffers: a poll batch (batch_max long) and its claims... */
     msg **batch_msgs;
     kd_claim *claims;
+    size_t *claim_of; /* batch index -> claims index */
     /* ...and the receipts of one turn (grown as needed). A rebalance inside
      * a poll completes receipts while a batch is being collected, so the
      * two never share. */
@@ -168,12 +170,18 @@ static size_t route_of(const kd_pipeline *p, const char *topic) {
 }
 
 /* Log fields naming a message's source coordinates. */
-#define MSG_FIELDS(m, part, off)                                                  \
-    char part[16], off[24];                                                       \
-    snprintf(part, sizeof(part), "%" PRId32, (m)->rkm->partition);                \
-    snprintf(off, sizeof(off), "%" PRId64, (m)->rkm->offset);                     \
-    const char *fields[] = {"topic", src_topic(m), "partition", part, "offset", off, \
-                            "route", p->cfg->routes[(m)->route].to, NULL}
+#define MSG_FIELDS(m, part, off)                                                         \
+    char part[16], off[24];                                                              \
+    snprintf(part, sizeof(part), "%" PRId32, (m)->rkm->partition);                       \
+    snprintf(off, sizeof(off), "%" PRId64, (m)->rkm->offset);                            \
+    const char *fields[] = {                                                             \
+        "topic",  src_topic(m), "partition", part,                                       \
+        "offset", off,          "route",     p->cfg->routes[(m)->route].to,              \
+        NULL}
+
+static kd_dedup *dedup_of(const kd_pipeline *p, const msg *m) {
+    return p->routes[m->route].dedup;
+}
 
 /* The message's fate is durable: its offset may be committed past. */
 static void msg_done(kd_pipeline *p, msg *m) {
@@ -288,7 +296,7 @@ static void takeover(kd_pipeline *p, msg *m) {
         kd_claim c = {.key = m->key, .key_len = m->key_len};
         kd_err err;
 
-        kd_dedup_claim_batch(p->dedup, &c, 1, wall_ms());
+        kd_dedup_claim_batch(dedup_of(p, m), &c, 1, wall_ms());
         if (c.err == KD_ERR_STORE) {
             COUNT(p, store_errors, 1);
             schedule_retry(p, m, backoff_ms(p, m));
@@ -317,7 +325,7 @@ static void takeover(kd_pipeline *p, msg *m) {
             msg_done(p, m);
             return;
         }
-        err = kd_dedup_release_claim(p->dedup, m->key, m->key_len);
+        err = kd_dedup_release_claim(dedup_of(p, m), m->key, m->key_len);
         if (err != KD_OK && err != KD_ERR_SEQUENCE_CONFLICT) {
             COUNT(p, store_errors, 1);
             schedule_retry(p, m, backoff_ms(p, m));
@@ -355,22 +363,29 @@ static void on_claim(kd_pipeline *p, msg *m, kd_claim *c) {
     kd_decision_clear(&c->decision);
 }
 
-/* Claims the keyed messages of a batch with one store write, then acts on
- * every message in consumption order. */
+/* Claims the keyed messages of a batch with one store write per route
+ * (usually one), then acts on every message in consumption order. */
 static void dispatch(kd_pipeline *p, msg **batch, size_t n) {
+    uint64_t now = wall_ms();
     size_t nclaims = 0;
 
-    for (size_t i = 0; i < n; i++)
-        if (batch[i]->kind == MSG_DEDUP)
-            p->claims[nclaims++] =
-                (kd_claim){.key = batch[i]->key, .key_len = batch[i]->key_len};
-    if (nclaims && kd_dedup_claim_batch(p->dedup, p->claims, nclaims, wall_ms()) != KD_OK)
-        for (size_t i = 0; i < nclaims; i++)
-            p->claims[i].err = KD_ERR_STORE;
-    nclaims = 0;
+    for (size_t r = 0; r < p->cfg->nroutes; r++) {
+        size_t first = nclaims;
+
+        for (size_t i = 0; i < n; i++)
+            if (batch[i]->kind == MSG_DEDUP && batch[i]->route == r) {
+                p->claim_of[i] = nclaims;
+                p->claims[nclaims++] =
+                    (kd_claim){.key = batch[i]->key, .key_len = batch[i]->key_len};
+            }
+        if (nclaims > first && kd_dedup_claim_batch(p->routes[r].dedup, p->claims + first,
+                                                    nclaims - first, now) != KD_OK)
+            for (size_t i = first; i < nclaims; i++)
+                p->claims[i].err = KD_ERR_STORE;
+    }
     for (size_t i = 0; i < n; i++) {
         if (batch[i]->kind == MSG_DEDUP)
-            on_claim(p, batch[i], &p->claims[nclaims++]);
+            on_claim(p, batch[i], &p->claims[p->claim_of[i]]);
         else
             produce(p, batch[i]);
     }
@@ -490,7 +505,7 @@ static void on_failed(kd_pipeline *p, msg *m) {
         return;
     }
     if (m->claimed) {
-        kd_err err = kd_dedup_release_claim(p->dedup, m->key, m->key_len);
+        kd_err err = kd_dedup_release_claim(dedup_of(p, m), m->key, m->key_len);
 
         if (err == KD_OK) {
             m->claimed = false;
@@ -500,18 +515,21 @@ static void on_failed(kd_pipeline *p, msg *m) {
         }
     }
     m->attempts++;
-    if (r->max_retries >= 0 && m->attempts > r->max_retries && m->kind != MSG_DEAD_LETTER) {
+    if (r->max_retries >= 0 && m->attempts > r->max_retries &&
+        m->kind != MSG_DEAD_LETTER) {
         if (r->dead_letter_topic) {
             KD_LOG(KD_LOG_WARN, fields, "delivery failed %d times (%s): dead-lettering",
                    m->attempts, rd_kafka_err2str(m->err));
-            if (m->claimed && kd_dedup_release_claim(p->dedup, m->key, m->key_len) == KD_OK)
+            if (m->claimed &&
+                kd_dedup_release_claim(dedup_of(p, m), m->key, m->key_len) == KD_OK)
                 m->claimed = false;
             m->kind = MSG_DEAD_LETTER;
             schedule_retry(p, m, 0);
             return;
         }
         if (m->attempts == r->max_retries + 1)
-            KD_LOG(KD_LOG_ERROR, fields, "delivery failed %d times (%s) and the route has "
+            KD_LOG(KD_LOG_ERROR, fields,
+                   "delivery failed %d times (%s) and the route has "
                    "no dead_letter_topic: retrying until it succeeds",
                    m->attempts, rd_kafka_err2str(m->err));
     } else {
@@ -543,17 +561,27 @@ static void complete_receipts(kd_pipeline *p) {
         p->receipts = todo; /* try again next turn */
         return;
     }
-    for (msg *m = todo.head; m; m = m->next, n++) {
-        char *r = p->receipt_text + n * RECEIPT_MAX;
+    for (size_t route = 0; route < p->cfg->nroutes; route++) { /* one write a route */
+        size_t first = n;
 
-        p->receipt_msgs[n] = m;
-        p->completions[n] = (kd_completion){.key = m->key, .key_len = m->key_len,
-                                            .receipt = r,
-                                            .receipt_len = format_receipt(p, m, r, RECEIPT_MAX)};
+        for (msg *m = todo.head; m; m = m->next) {
+            char *r = p->receipt_text + n * RECEIPT_MAX;
+
+            if (m->route != route)
+                continue;
+            p->receipt_msgs[n] = m;
+            p->completions[n++] =
+                (kd_completion){.key = m->key,
+                                .key_len = m->key_len,
+                                .receipt = r,
+                                .receipt_len = format_receipt(p, m, r, RECEIPT_MAX)};
+        }
+        if (n > first &&
+            kd_dedup_complete_batch(p->routes[route].dedup, p->completions + first,
+                                    n - first) != KD_OK)
+            for (size_t i = first; i < n; i++)
+                p->completions[i].err = KD_ERR_STORE;
     }
-    if (kd_dedup_complete_batch(p->dedup, p->completions, n) != KD_OK)
-        for (size_t i = 0; i < n; i++)
-            p->completions[i].err = KD_ERR_STORE;
     for (size_t i = 0; i < n; i++) {
         msg *m = p->receipt_msgs[i];
         kd_err err = p->completions[i].err;
@@ -628,7 +656,7 @@ static void abandon_retries(kd_pipeline *p, bool all_parts) {
             continue;
         }
         if (m->claimed)
-            kd_dedup_release_claim(p->dedup, m->key, m->key_len);
+            kd_dedup_release_claim(dedup_of(p, m), m->key, m->key_len);
         rd_kafka_message_destroy(m->rkm);
         free(m);
         COUNT(p, inflight, (uint64_t)-1);
@@ -688,15 +716,15 @@ static void commit_parts(kd_pipeline *p, const rd_kafka_topic_partition_list_t *
     rd_kafka_topic_partition_list_destroy(list);
 }
 
-static void on_assign(kd_pipeline *p, rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts,
-                      bool cooperative) {
+static void on_assign(kd_pipeline *p, rd_kafka_t *rk,
+                      rd_kafka_topic_partition_list_t *parts, bool cooperative) {
     rd_kafka_error_t *error = NULL;
 
     for (int i = 0; i < parts->cnt; i++) {
         size_t route = route_of(p, parts->elems[i].topic);
 
-        if (route != SIZE_MAX && !kd_offsets_assign(p->offsets, route,
-                                                    parts->elems[i].partition))
+        if (route != SIZE_MAX &&
+            !kd_offsets_assign(p->offsets, route, parts->elems[i].partition))
             atomic_store(&p->fatal, 1);
     }
     if (cooperative)
@@ -711,8 +739,8 @@ static void on_assign(kd_pipeline *p, rd_kafka_t *rk, rd_kafka_topic_partition_l
     KD_INFO("assigned %d partition(s)", parts->cnt);
 }
 
-static void on_revoke(kd_pipeline *p, rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts,
-                      bool cooperative) {
+static void on_revoke(kd_pipeline *p, rd_kafka_t *rk,
+                      rd_kafka_topic_partition_list_t *parts, bool cooperative) {
     bool lost = rd_kafka_assignment_lost(rk);
     rd_kafka_error_t *error = NULL;
 
@@ -773,23 +801,33 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
  */
 
 static bool routes_init(kd_pipeline *p, char *errstr, size_t errstr_size) {
+    char ns[512];
+
     if (!(p->routes = calloc(p->cfg->nroutes, sizeof(*p->routes))))
         return false;
     for (size_t i = 0; i < p->cfg->nroutes; i++) {
         route_rt *r = &p->routes[i];
 
         r->cfg = &p->cfg->routes[i];
-        r->out_partitions = kd_kafka_partition_count(p->producer, r->cfg->to,
-                                                     METADATA_TIMEOUT_MS);
-        r->dlt_partitions = r->cfg->dead_letter_topic
-                                ? kd_kafka_partition_count(p->producer,
-                                                           r->cfg->dead_letter_topic,
-                                                           METADATA_TIMEOUT_MS)
-                                : 1;
+        snprintf(ns, sizeof(ns), "%s:%s", p->cfg->ns, r->cfg->from);
+        if (!(r->dedup = kd_dedup_new(p->store, ns))) {
+            snprintf(errstr, errstr_size, "out of memory");
+            return false;
+        }
+        kd_dedup_set_retention(r->dedup, p->cfg->ttl_ms, p->cfg->inflight_timeout_ms);
+        kd_dedup_set_owner(r->dedup, p->boot_id);
+        r->out_partitions =
+            kd_kafka_partition_count(p->producer, r->cfg->to, METADATA_TIMEOUT_MS);
+        r->dlt_partitions =
+            r->cfg->dead_letter_topic
+                ? kd_kafka_partition_count(p->producer, r->cfg->dead_letter_topic,
+                                           METADATA_TIMEOUT_MS)
+                : 1;
         if (r->out_partitions <= 0 || r->dlt_partitions <= 0) {
-            snprintf(errstr, errstr_size, "routes[%zu]: topic \"%s\" not found on the "
-                     "cluster (create it before starting kdedup)", i,
-                     r->out_partitions <= 0 ? r->cfg->to : r->cfg->dead_letter_topic);
+            snprintf(errstr, errstr_size,
+                     "routes[%zu]: topic \"%s\" not found on the "
+                     "cluster (create it before starting kdedup)",
+                     i, r->out_partitions <= 0 ? r->cfg->to : r->cfg->dead_letter_topic);
             return false;
         }
     }
@@ -827,16 +865,16 @@ kd_pipeline *kd_pipeline_new(const kd_config *cfg, kd_store *store, const char *
         return NULL;
     }
     p->cfg = cfg;
+    p->store = store;
     p->boot_id = random_boot_id();
     p->batch_msgs = calloc((size_t)cfg->batch_max, sizeof(*p->batch_msgs));
     p->claims = calloc((size_t)cfg->batch_max, sizeof(*p->claims));
-    if (!(p->dedup = kd_dedup_new(store, cfg->ns)) ||
-        !(p->offsets = kd_offsets_new(cfg->nroutes)) || !p->batch_msgs || !p->claims) {
+    p->claim_of = calloc((size_t)cfg->batch_max, sizeof(*p->claim_of));
+    if (!(p->offsets = kd_offsets_new(cfg->nroutes)) || !p->batch_msgs || !p->claims ||
+        !p->claim_of) {
         snprintf(errstr, errstr_size, "out of memory");
         goto fail;
     }
-    kd_dedup_set_retention(p->dedup, cfg->ttl_ms, cfg->inflight_timeout_ms);
-    kd_dedup_set_owner(p->dedup, p->boot_id);
     if (!(p->producer = client_new(p, KD_PRODUCER, brokers, errstr, errstr_size)) ||
         !routes_init(p, errstr, errstr_size) ||
         !(p->consumer = client_new(p, KD_CONSUMER, brokers, errstr, errstr_size)))
@@ -882,7 +920,8 @@ int kd_pipeline_run(kd_pipeline *p) {
     rd_kafka_consumer_close(p->consumer);
     if (p->awaiting)
         KD_WARN("%zu deliveries still in flight after the grace period: their claims "
-                "stay, and the next run forwards them again", p->awaiting);
+                "stay, and the next run forwards them again",
+                p->awaiting);
     return atomic_load(&p->fatal) ? -1 : 0;
 }
 
@@ -942,10 +981,12 @@ void kd_pipeline_destroy(kd_pipeline *p) {
     if (p->producer)
         rd_kafka_destroy(p->producer);
     kd_offsets_destroy(p->offsets);
-    kd_dedup_destroy(p->dedup);
+    for (size_t i = 0; p->routes && i < p->cfg->nroutes; i++)
+        kd_dedup_destroy(p->routes[i].dedup);
     free(p->routes);
     free(p->batch_msgs);
     free(p->claims);
+    free(p->claim_of);
     free(p->receipt_msgs);
     free(p->completions);
     free(p->receipt_text);

@@ -34,10 +34,10 @@ typedef struct kd_pipeline_stats {
     uint64_t produce_errors;       /* failed or uncertain delivery reports */
     uint64_t possibly_persisted;   /* uncertain deliveries, produced again */
     uint64_t orphans_reforwarded;  /* claims of a previous run taken over */
-    uint64_t collisions;           /* keys the store could not dedup (collision, garbage) */
-    uint64_t store_errors;         /* store writes or reads that failed */
-    uint64_t assigned_partitions;  /* gauge */
-    uint64_t inflight;             /* gauge: consumed, fate not yet durable */
+    uint64_t collisions;   /* keys the store could not dedup (collision, garbage) */
+    uint64_t store_errors; /* store writes or reads that failed */
+    uint64_t assigned_partitions; /* gauge */
+    uint64_t inflight;            /* gauge: consumed, fate not yet durable */
 } kd_pipeline_stats;
 
 /* Builds a pipeline over cfg (borrowed; must outlive it) and store

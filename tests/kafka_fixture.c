@@ -1,0 +1,281 @@
+/*
+ * kdedup tests - Kafka fixtures (see kafka_fixture.h).
+ */
+#include "tests/kafka_fixture.h"
+#include "config/config.h"
+#include "dedup/store.h"
+#include "sidecar/log.h"
+#include "store_rocks/store_rocks.h"
+
+#include <stdarg.h>
+#include <setjmp.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static uint64_t now_ms(void) {
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void sleep_ms(int ms) {
+    nanosleep(&(struct timespec){ms / 1000, (long)(ms % 1000) * 1000000}, NULL);
+}
+
+/* Reads one line from fd (blocking); asserts on end of input. */
+static void read_line(int fd, char *buf, size_t size) {
+    size_t n = 0;
+
+    while (n + 1 < size) {
+        ssize_t r = read(fd, buf + n, 1);
+
+        assert_true(r == 1);
+        if (buf[n] == '\n')
+            break;
+        n++;
+    }
+    buf[n] = '\0';
+}
+
+void kf_mock_start(kf_mock *m, int brokers, const char *const *topics) {
+    const char *bin = getenv("KDEDUP") ? getenv("KDEDUP") : "build/kdedup";
+    char nbrokers[16];
+    int in[2], out[2];
+    const char *argv[32] = {bin, "mock", "--brokers", nbrokers};
+    int argc = 4;
+
+    snprintf(nbrokers, sizeof(nbrokers), "%d", brokers);
+
+    for (size_t i = 0; topics[i] && argc < 30; i++) {
+        argv[argc++] = "--topic";
+        argv[argc++] = topics[i];
+    }
+    assert_int_equal(pipe(in), 0);
+    assert_int_equal(pipe(out), 0);
+    m->pid = fork();
+    assert_true(m->pid >= 0);
+    if (m->pid == 0) {
+        dup2(in[0], 0);
+        dup2(out[1], 1);
+        close(in[1]);
+        close(out[0]);
+        execv(bin, (char *const *)argv);
+        _exit(127);
+    }
+    close(in[0]);
+    close(out[1]);
+    m->to_child = in[1];
+    m->from_child = out[0];
+    read_line(m->from_child, m->bootstrap, sizeof(m->bootstrap));
+    assert_non_null(strstr(m->bootstrap, "127.0.0.1:"));
+}
+
+void kf_mock_cmd(kf_mock *m, const char *fmt, ...) {
+    char cmd[256], reply[256];
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    n = vsnprintf(cmd, sizeof(cmd) - 1, fmt, ap);
+    va_end(ap);
+    cmd[n++] = '\n';
+    assert_int_equal(write(m->to_child, cmd, (size_t)n), n);
+    read_line(m->from_child, reply, sizeof(reply));
+    assert_string_equal(reply, "ok");
+}
+
+void kf_mock_stop(kf_mock *m) {
+    close(m->to_child);
+    close(m->from_child);
+    waitpid(m->pid, NULL, 0);
+}
+
+static rd_kafka_t *client(const kf_mock *m, rd_kafka_type_t type, const char *group) {
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char err[256];
+    rd_kafka_t *rk;
+
+    assert_int_equal(rd_kafka_conf_set(conf, "bootstrap.servers", m->bootstrap, err,
+                                       sizeof(err)), RD_KAFKA_CONF_OK);
+    rd_kafka_conf_set(conf, "log_level", "3", NULL, 0);
+    if (group) {
+        rd_kafka_conf_set(conf, "group.id", group, NULL, 0);
+        rd_kafka_conf_set(conf, "enable.auto.commit", "false", NULL, 0);
+    } else {
+        rd_kafka_conf_set(conf, "linger.ms", "1", NULL, 0);
+    }
+    rk = rd_kafka_new(type, conf, err, sizeof(err));
+    if (!rk)
+        fail_msg("rd_kafka_new: %s", err);
+    return rk;
+}
+
+rd_kafka_t *kf_producer(const kf_mock *m) {
+    return client(m, RD_KAFKA_PRODUCER, NULL);
+}
+
+void kf_send(rd_kafka_t *rk, const char *topic, int32_t partition, const char *ikey,
+             const char *value) {
+    rd_kafka_headers_t *h = rd_kafka_headers_new(2);
+    rd_kafka_resp_err_t err;
+
+    if (ikey)
+        rd_kafka_header_add(h, "Idempotency-Key", -1, ikey, -1);
+    rd_kafka_header_add(h, "trace", -1, value, -1);
+    err = rd_kafka_producev(
+        rk, RD_KAFKA_V_TOPIC(topic),
+        RD_KAFKA_V_PARTITION(partition < 0 ? RD_KAFKA_PARTITION_UA : partition),
+        RD_KAFKA_V_KEY(ikey ? ikey : value, strlen(ikey ? ikey : value)),
+        RD_KAFKA_V_VALUE((void *)value, strlen(value)), RD_KAFKA_V_HEADERS(h),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+    assert_int_equal(err, RD_KAFKA_RESP_ERR_NO_ERROR);
+    rd_kafka_poll(rk, 0);
+}
+
+void kf_producer_close(rd_kafka_t *rk) {
+    assert_int_equal(rd_kafka_flush(rk, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    rd_kafka_destroy(rk);
+}
+
+static void header_str(rd_kafka_headers_t *h, const char *name, char *out, size_t size) {
+    const void *v;
+    size_t n;
+
+    out[0] = '\0';
+    if (h && !rd_kafka_header_get(h, 0, name, &v, &n) && v) {
+        n = n < size - 1 ? n : size - 1;
+        memcpy(out, v, n);
+        out[n] = '\0';
+    }
+}
+
+kf_record *kf_read(const kf_mock *m, const char *topic, int nparts, size_t expect,
+                   int quiet_ms, int timeout_ms, size_t *n) {
+    rd_kafka_t *rk = client(m, RD_KAFKA_CONSUMER, "kf-reader");
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(nparts);
+    uint64_t end = now_ms() + (uint64_t)timeout_ms, quiet_end = UINT64_MAX;
+    size_t cap = expect + 16;
+    kf_record *recs = calloc(cap, sizeof(*recs));
+
+    assert_non_null(recs);
+    *n = 0;
+    for (int i = 0; i < nparts; i++)
+        rd_kafka_topic_partition_list_add(parts, topic, i)->offset = RD_KAFKA_OFFSET_BEGINNING;
+    rd_kafka_assign(rk, parts);
+    rd_kafka_topic_partition_list_destroy(parts);
+    while (now_ms() < end && now_ms() < quiet_end) {
+        rd_kafka_message_t *msg = rd_kafka_consumer_poll(rk, 50);
+        rd_kafka_headers_t *h = NULL;
+        kf_record *r;
+        size_t vlen;
+
+        if (!msg)
+            continue;
+        if (msg->err) {
+            rd_kafka_message_destroy(msg);
+            continue;
+        }
+        if (*n == cap)
+            assert_non_null(recs = realloc(recs, (cap *= 2) * sizeof(*recs)));
+        r = &recs[(*n)++];
+        memset(r, 0, sizeof(*r));
+        r->partition = msg->partition;
+        r->offset = msg->offset;
+        vlen = msg->len < sizeof(r->value) - 1 ? msg->len : sizeof(r->value) - 1;
+        memcpy(r->value, msg->payload, vlen);
+        rd_kafka_message_headers(msg, &h);
+        header_str(h, "Idempotency-Key", r->ikey, sizeof(r->ikey));
+        header_str(h, "kdedup-source", r->source, sizeof(r->source));
+        header_str(h, "trace", r->trace, sizeof(r->trace));
+        rd_kafka_message_destroy(msg);
+        if (*n >= expect)
+            quiet_end = now_ms() + (uint64_t)quiet_ms;
+    }
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    return recs;
+}
+
+size_t kf_count_key(const kf_record *r, size_t n, const char *ikey) {
+    size_t c = 0;
+
+    for (size_t i = 0; i < n; i++)
+        c += !strcmp(r[i].ikey, ikey);
+    return c;
+}
+
+int64_t kf_committed(const kf_mock *m, const char *group, const char *topic,
+                     int32_t partition) {
+    rd_kafka_t *rk = client(m, RD_KAFKA_CONSUMER, group);
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(1);
+    int64_t off;
+
+    rd_kafka_topic_partition_list_add(parts, topic, partition);
+    assert_int_equal(rd_kafka_committed(rk, parts, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    off = parts->elems[0].offset;
+    rd_kafka_topic_partition_list_destroy(parts);
+    rd_kafka_destroy(rk);
+    return off;
+}
+
+static void *run_thread(void *arg) {
+    kf_run *r = arg;
+
+    r->rc = kd_pipeline_run(r->p);
+    return NULL;
+}
+
+void kf_run_start(kf_run *r, const kf_mock *m, const char *fmt, ...) {
+    char json[4096], err[1024];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(json, sizeof(json), fmt, ap);
+    va_end(ap);
+    memset(r, 0, sizeof(*r));
+    kd_log_set_level(getenv("KD_TEST_LOG") ? KD_LOG_DEBUG : KD_LOG_ERROR);
+    r->cfg = kd_config_parse(json, strlen(json), "test.json", err, sizeof(err));
+    if (!r->cfg)
+        fail_msg("%s", err);
+    r->store = kd_rocks_open(r->cfg->store_path, r->cfg->store_sync, err, sizeof(err));
+    if (!r->store)
+        fail_msg("%s", err);
+    r->p = kd_pipeline_new(r->cfg, r->store, m->bootstrap, err, sizeof(err));
+    if (!r->p)
+        fail_msg("kd_pipeline_new: %s", err);
+    assert_int_equal(pthread_create(&r->tid, NULL, run_thread, r), 0);
+}
+
+kd_pipeline_stats kf_run_wait(kf_run *r, uint64_t consumed, int timeout_ms) {
+    uint64_t end = now_ms() + (uint64_t)timeout_ms;
+    kd_pipeline_stats st;
+
+    do {
+        sleep_ms(20);
+        kd_pipeline_stats_get(r->p, &st);
+    } while ((st.consumed < consumed || st.inflight) && now_ms() < end);
+    return st;
+}
+
+kd_pipeline_stats kf_run_stop(kf_run *r) {
+    kd_pipeline_stats st;
+
+    kd_pipeline_stop(r->p);
+    pthread_join(r->tid, NULL);
+    kd_pipeline_stats_get(r->p, &st);
+    kd_pipeline_destroy(r->p);
+    kd_store_destroy(r->store);
+    kd_config_destroy(r->cfg);
+    assert_int_equal(r->rc, 0);
+    return st;
+}

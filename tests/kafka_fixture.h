@@ -1,0 +1,89 @@
+/*
+ * kdedup tests - Kafka fixtures for integration tests: a mock cluster in a
+ * `kdedup mock` process (so it outlives any pipeline), a producer and a
+ * reader that play the applications around kdedup, and a pipeline run in a
+ * thread of the test.
+ */
+#ifndef KD_TEST_KAFKA_FIXTURE_H
+#define KD_TEST_KAFKA_FIXTURE_H
+
+#include "config/config.h"
+#include "dedup/store.h"
+#include "sidecar/pipeline.h"
+
+#include <librdkafka/rdkafka.h>
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* The mock cluster process. */
+typedef struct kf_mock {
+    pid_t pid;
+    int to_child, from_child;
+    char bootstrap[512];
+} kf_mock;
+
+/* Starts `$KDEDUP mock --brokers N` with topics "name:partitions"
+ * (NULL-terminated); asserts. */
+void kf_mock_start(kf_mock *m, int brokers, const char *const *topics);
+/* Sends one command (see sidecar/mockd.c); asserts the answer is "ok". */
+void kf_mock_cmd(kf_mock *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void kf_mock_stop(kf_mock *m);
+
+/* A producer of test input. */
+rd_kafka_t *kf_producer(const kf_mock *m);
+/* Produces one message to topic/partition (-1: by message key) with an
+ * Idempotency-Key header of ikey (NULL: none), a "trace" header, and
+ * value; asserts it was queued. */
+void kf_send(rd_kafka_t *rk, const char *topic, int32_t partition, const char *ikey,
+             const char *value);
+/* Flushes and destroys the producer; asserts nothing failed. */
+void kf_producer_close(rd_kafka_t *rk);
+
+/* A record read back. */
+typedef struct kf_record {
+    int32_t partition;
+    int64_t offset;
+    char ikey[64];   /* Idempotency-Key header, "" if none */
+    char value[128];
+    char source[128]; /* kdedup-source header */
+    char trace[64];   /* trace header */
+} kf_record;
+
+/* Reads a topic of nparts partitions from the beginning until `expect`
+ * records arrived and then `quiet_ms` passed without more (or timeout_ms).
+ * Returns a malloc()ed array, *n its length. */
+kf_record *kf_read(const kf_mock *m, const char *topic, int nparts, size_t expect,
+                   int quiet_ms, int timeout_ms, size_t *n);
+
+/* How many records carry ikey. */
+size_t kf_count_key(const kf_record *r, size_t n, const char *ikey);
+
+/* The committed offset of group on topic/partition (-1001 when none). */
+int64_t kf_committed(const kf_mock *m, const char *group, const char *topic,
+                     int32_t partition);
+
+/* A pipeline running in a thread over a RocksDB store in dir. */
+typedef struct kf_run {
+    kd_config *cfg;
+    kd_store *store;
+    kd_pipeline *p;
+    pthread_t tid;
+    int rc;
+} kf_run;
+
+/* Parses config_json (printf format; brokers come from m), opens the store
+ * and starts the pipeline; asserts. */
+void kf_run_start(kf_run *r, const kf_mock *m, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Waits until at least `consumed` messages were consumed and none is in
+ * flight (or timeout_ms); returns the stats. */
+kd_pipeline_stats kf_run_wait(kf_run *r, uint64_t consumed, int timeout_ms);
+/* Stops the pipeline, waits for it, frees it and closes the store. Returns
+ * the final stats. */
+kd_pipeline_stats kf_run_stop(kf_run *r);
+
+#endif /* KD_TEST_KAFKA_FIXTURE_H */

@@ -1,0 +1,317 @@
+/*
+ * kdedup tests - the pipeline against a real Kafka-protocol broker:
+ * librdkafka's mock cluster in a `kdedup mock` process. Each test plays the
+ * producer upstream and the reader downstream, and asserts what reached
+ * the downstream topics and what offsets were committed.
+ */
+#include "tests/dedup_fixture.h"
+#include "tests/kafka_fixture.h"
+
+#include <stdarg.h>
+#include <setjmp.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define PARTS 4
+#define TIMEOUT_MS 60000
+
+typedef struct env {
+    kf_mock mock;
+    char dir[256];
+} env;
+
+static int setup(void **state) {
+    static const char *const topics[] = {"in:4", "out:4", "dlq:1", "a:1", "a.out:1", "b:1",
+                                         "b.out:1", "c:1", "c.out:1", "c.dlq:1", NULL};
+    env *e = calloc(1, sizeof(*e));
+
+    kf_mock_start(&e->mock, 2, topics);
+    fx_tmpdir(e->dir, sizeof(e->dir));
+    *state = e;
+    return 0;
+}
+
+static int teardown(void **state) {
+    env *e = *state;
+
+    kf_mock_stop(&e->mock);
+    fx_rmtree(e->dir);
+    free(e);
+    return 0;
+}
+
+/* The one-route config most tests use. */
+#define ROUTE_CONFIG                                                                     \
+    "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\", \"producer\": %s},"       \
+    " \"routes\": [{\"from\": \"in\", \"to\": \"out\", \"on_missing_key\": \"forward\"," \
+    " \"dead_letter_topic\": \"dlq\", \"max_retries\": %d, \"retry_backoff\": \"100ms\"}]," \
+    " \"store\": {\"path\": \"%s/store\"}, \"pipeline\": {\"shutdown_grace\": \"%s\"}}"
+
+static void start(kf_run *r, env *e, const char *producer_props, int max_retries,
+                  const char *grace) {
+    kf_run_start(r, &e->mock, ROUTE_CONFIG, e->mock.bootstrap, producer_props, max_retries,
+                 e->dir, grace);
+}
+
+static void send_keys(env *e, const char *topic, int from, int to, int copies) {
+    rd_kafka_t *rk = kf_producer(&e->mock);
+    char key[32], value[64];
+
+    for (int i = from; i < to; i++)
+        for (int c = 0; c < copies; c++) {
+            snprintf(key, sizeof(key), "key-%d", i);
+            snprintf(value, sizeof(value), "value-%d-copy-%d", i, c);
+            kf_send(rk, topic, -1, key, value);
+        }
+    kf_producer_close(rk);
+}
+
+/* Every key in [from, to) exactly once in recs, with its first copy's value
+ * and trace header, and a source header. */
+static void assert_each_once(const kf_record *recs, size_t n, int from, int to) {
+    char key[32], value[64];
+
+    for (int i = from; i < to; i++) {
+        snprintf(key, sizeof(key), "key-%d", i);
+        snprintf(value, sizeof(value), "value-%d-copy-0", i);
+        if (kf_count_key(recs, n, key) != 1)
+            fail_msg("%s appears %zu times downstream", key, kf_count_key(recs, n, key));
+        for (size_t j = 0; j < n; j++)
+            if (!strcmp(recs[j].ikey, key)) {
+                assert_string_equal(recs[j].value, value);
+                assert_string_equal(recs[j].trace, value);
+                assert_non_null(strstr(recs[j].source, "in/"));
+            }
+    }
+}
+
+static int64_t committed_total(env *e, const char *topic, int nparts) {
+    int64_t sum = 0;
+
+    for (int i = 0; i < nparts; i++) {
+        int64_t off = kf_committed(&e->mock, "g", topic, i);
+
+        sum += off < 0 ? 0 : off;
+    }
+    return sum;
+}
+
+/* Duplicates next to each other (one poll batch), in later batches, and
+ * after a restart over the same store are all suppressed. */
+static void test_duplicates_within_across_and_restart(void **state) {
+    env *e = *state;
+    kd_pipeline_stats st;
+    kf_record *recs;
+    size_t n;
+    kf_run r;
+
+    send_keys(e, "in", 0, 150, 2); /* k0,k0,k1,k1,... */
+    start(&r, e, "{}", 5, "5s");
+    st = kf_run_wait(&r, 300, TIMEOUT_MS);
+    assert_int_equal(st.consumed, 300);
+    assert_int_equal(st.forwarded, 150);
+    assert_int_equal(st.duplicates_completed + st.duplicates_in_flight, 150);
+
+    send_keys(e, "in", 100, 200, 1); /* 50 old, 50 new */
+    st = kf_run_wait(&r, 400, TIMEOUT_MS);
+    assert_int_equal(st.forwarded, 200);
+    st = kf_run_stop(&r);
+    assert_int_equal(st.inflight, 0);
+    assert_int_equal(committed_total(e, "in", PARTS), 400);
+
+    send_keys(e, "in", 0, 50, 1);   /* all old */
+    send_keys(e, "in", 200, 210, 1); /* new */
+    start(&r, e, "{}", 5, "5s");
+    st = kf_run_wait(&r, 60, TIMEOUT_MS);
+    assert_int_equal(st.consumed, 60);
+    assert_int_equal(st.forwarded, 10);
+    assert_int_equal(st.duplicates_completed, 50);
+    kf_run_stop(&r);
+    assert_int_equal(committed_total(e, "in", PARTS), 460);
+
+    recs = kf_read(&e->mock, "out", PARTS, 210, 1000, TIMEOUT_MS, &n);
+    assert_int_equal(n, 210);
+    assert_each_once(recs, n, 0, 210);
+    free(recs);
+}
+
+/* forward, drop and dead_letter, for a message without the header, with an
+ * empty one, and with one longer than max_key_bytes. */
+static void test_missing_key_policies(void **state) {
+    env *e = *state;
+    const char *topics[] = {"a", "b", "c"};
+    rd_kafka_t *rk = kf_producer(&e->mock);
+    kf_record *recs;
+    size_t n;
+    kf_run r;
+
+    for (int t = 0; t < 3; t++) {
+        kf_send(rk, topics[t], 0, "good-key", "keyed");
+        kf_send(rk, topics[t], 0, NULL, "no-header");
+        kf_send(rk, topics[t], 0, "", "empty-header");
+        kf_send(rk, topics[t], 0, "a-key-of-17-bytes", "long-header");
+    }
+    kf_producer_close(rk);
+    kf_run_start(&r, &e->mock,
+                 "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\"}, \"routes\": ["
+                 "{\"from\": \"a\", \"to\": \"a.out\", \"on_missing_key\": \"forward\"},"
+                 "{\"from\": \"b\", \"to\": \"b.out\", \"on_missing_key\": \"drop\"},"
+                 "{\"from\": \"c\", \"to\": \"c.out\", \"on_missing_key\": \"dead_letter\","
+                 " \"dead_letter_topic\": \"c.dlq\"}],"
+                 " \"dedup\": {\"max_key_bytes\": 16}, \"store\": {\"path\": \"%s/store\"}}",
+                 e->mock.bootstrap, e->dir);
+    kd_pipeline_stats st = kf_run_wait(&r, 12, TIMEOUT_MS);
+    assert_int_equal(st.consumed, 12);
+    assert_int_equal(st.missing_forwarded, 3);
+    assert_int_equal(st.missing_dropped, 3);
+    assert_int_equal(st.dead_lettered, 3);
+    assert_int_equal(st.forwarded, 3); /* one key, three routes: once on each */
+    kf_run_stop(&r);
+
+    recs = kf_read(&e->mock, "a.out", 1, 4, 500, TIMEOUT_MS, &n);
+    assert_int_equal(n, 4);
+    free(recs);
+    recs = kf_read(&e->mock, "b.out", 1, 1, 500, TIMEOUT_MS, &n);
+    assert_int_equal(n, 1);
+    assert_string_equal(recs[0].value, "keyed");
+    free(recs);
+    recs = kf_read(&e->mock, "c.out", 1, 1, 500, TIMEOUT_MS, &n);
+    assert_int_equal(n, 1);
+    assert_string_equal(recs[0].value, "keyed");
+    free(recs);
+    recs = kf_read(&e->mock, "c.dlq", 1, 3, 500, TIMEOUT_MS, &n);
+    assert_int_equal(n, 3);
+    assert_string_equal(recs[0].value, "no-header");
+    assert_string_equal(recs[1].value, "empty-header");
+    assert_string_equal(recs[2].value, "long-header");
+    free(recs);
+}
+
+/* Produce requests failing with KAFKA_STORAGE_ERROR (retries=1: the
+ * delivery is NOT_PERSISTED): the claim is released, the message retried,
+ * and exactly one copy lands downstream. */
+static void test_not_persisted_released_and_retried(void **state) {
+    env *e = *state;
+    kd_pipeline_stats st;
+    kf_record *recs;
+    size_t n;
+    kf_run r;
+
+    send_keys(e, "in", 0, 20, 1); /* before the errors: they hit any producer */
+    /* One error fails one partition of a request: 8 fail the first attempt
+     * and the one retry of all 4 partitions. */
+    kf_mock_cmd(&e->mock, "produce-errors 8 %d", RD_KAFKA_RESP_ERR_KAFKA_STORAGE_ERROR);
+    start(&r, e, "{\"retries\": \"1\", \"retry.backoff.ms\": \"10\"}", 5, "5s");
+    st = kf_run_wait(&r, 20, TIMEOUT_MS);
+    assert_int_equal(st.consumed, 20);
+    assert_int_equal(st.forwarded, 20);
+    assert_true(st.released >= 1);
+    assert_true(st.produce_errors >= 1);
+    assert_int_equal(st.dead_lettered, 0);
+    kf_run_stop(&r);
+
+    recs = kf_read(&e->mock, "out", PARTS, 20, 1000, TIMEOUT_MS, &n);
+    assert_int_equal(n, 20);
+    assert_each_once(recs, n, 0, 20);
+    free(recs);
+}
+
+/* With deliveries failing for good, a stop commits exactly up to the first
+ * unfinished message: past everything done, never past what is not. */
+static void test_commit_stops_at_unfinished(void **state) {
+    env *e = *state;
+    rd_kafka_t *rk;
+    char key[32];
+    kf_run r;
+
+    /* Upstream on broker 1, downstream on broker 2, whose Produce requests
+     * are then made to fail: only kdedup's deliveries are hit. */
+    kf_mock_cmd(&e->mock, "leader in 0 1");
+    for (int i = 0; i < PARTS; i++)
+        kf_mock_cmd(&e->mock, "leader out %d 2", i);
+    start(&r, e, "{\"retries\": \"1\", \"retry.backoff.ms\": \"10\"}", -1, "1s");
+    rk = kf_producer(&e->mock);
+    for (int i = 0; i < 5; i++) {
+        snprintf(key, sizeof(key), "key-%d", i);
+        kf_send(rk, "in", 0, key, key);
+    }
+    kf_producer_close(rk);
+    kf_run_wait(&r, 5, TIMEOUT_MS);
+
+    kf_mock_cmd(&e->mock, "broker-produce-errors 2 100000 %d",
+                RD_KAFKA_RESP_ERR_KAFKA_STORAGE_ERROR);
+    rk = kf_producer(&e->mock);
+    for (int i = 5; i < 10; i++) {
+        snprintf(key, sizeof(key), "key-%d", i);
+        kf_send(rk, "in", 0, key, key);
+    }
+    kf_producer_close(rk);
+    kd_pipeline_stats st;
+    for (int i = 0; i < 250; i++) { /* until the failing ones were retried */
+        kd_pipeline_stats_get(r.p, &st);
+        if (st.consumed == 10 && st.released >= 5 && st.retries >= 5)
+            break;
+        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+    }
+    st = kf_run_stop(&r);
+    assert_int_equal(st.consumed, 10);
+    assert_int_equal(st.forwarded, 5);
+    assert_true(st.released >= 5);
+    assert_int_equal(kf_committed(&e->mock, "g", "in", 0), 5);
+}
+
+/* A stop in mid-stream drains what is in flight and commits; the next run
+ * carries on: every key exactly once, nothing lost. */
+static void test_stop_mid_stream_loses_nothing(void **state) {
+    env *e = *state;
+    kd_pipeline_stats st1, st2;
+    kf_record *recs;
+    size_t n;
+    kf_run r;
+
+    send_keys(e, "in", 0, 1500, 1);
+    send_keys(e, "in", 0, 500, 1); /* duplicates */
+    start(&r, e, "{}", 5, "10s");
+    for (int i = 0; i < 3000; i++) {
+        kd_pipeline_stats_get(r.p, &st1);
+        if (st1.consumed > 200)
+            break;
+        nanosleep(&(struct timespec){0, 1000 * 1000}, NULL);
+    }
+    st1 = kf_run_stop(&r);
+    assert_true(st1.consumed > 0);
+    assert_int_equal(st1.inflight, 0); /* drained */
+
+    start(&r, e, "{}", 5, "10s");
+    st2 = kf_run_wait(&r, 2000 - st1.consumed, TIMEOUT_MS);
+    kf_run_stop(&r);
+    assert_int_equal(st1.consumed + st2.consumed, 2000);
+    assert_int_equal(st1.forwarded + st2.forwarded, 1500);
+
+    recs = kf_read(&e->mock, "out", PARTS, 1500, 1000, TIMEOUT_MS, &n);
+    assert_int_equal(n, 1500);
+    assert_each_once(recs, n, 0, 1500);
+    free(recs);
+}
+
+int main(void) {
+    if (getenv("KD_TEST_FILTER"))
+        cmocka_set_test_filter(getenv("KD_TEST_FILTER"));
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_duplicates_within_across_and_restart, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_missing_key_policies, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_not_persisted_released_and_retried, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_commit_stops_at_unfinished, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stop_mid_stream_loses_nothing, setup,
+                                        teardown),
+    };
+
+    return cmocka_run_group_tests_name("pipeline (mock cluster)", tests, NULL, NULL);
+}
