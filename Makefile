@@ -9,7 +9,7 @@ FUZZ_SECONDS ?= 30
 # Debian packages the build, tests, fuzzing and benchmarks need.
 DEB_PACKAGES := gcc make pkg-config clang libclang-rt-14-dev clang-format valgrind \
                 libssl-dev librocksdb-dev librdkafka-dev libcjson-dev libcmocka-dev \
-                libmicrohttpd-dev
+                libmicrohttpd-dev python3-kafka
 
 PKGS_DEDUP := libcrypto
 PKGS_ROCKS := rocksdb
@@ -55,15 +55,19 @@ LIBS_ALL := $(LIB_SIDECAR) $(LIB_CONFIG) $(LIB_ROCKS) $(LIB_DEDUP)
 LDLIBS_ALL := $(LIBS_KAFKA) $(LIBS_CONFIG) $(LIBS_ROCKS) $(LIBS_DEDUP)
 LIBS_TEST  := $(call pc_libs,$(PKGS_TEST))
 
-TESTS := $(BUILD)/tests/test_entry $(BUILD)/tests/test_dedup \
-         $(BUILD)/tests/test_store_rocks $(BUILD)/tests/test_config \
-         $(BUILD)/tests/test_offsets $(BUILD)/tests/test_pipeline
+UNIT_TESTS := $(BUILD)/tests/test_entry $(BUILD)/tests/test_dedup \
+              $(BUILD)/tests/test_store_rocks $(BUILD)/tests/test_config \
+              $(BUILD)/tests/test_offsets
+INTEGRATION_TESTS := $(BUILD)/tests/test_pipeline
+TESTS := $(UNIT_TESTS) $(INTEGRATION_TESTS)
+# The real binary against an independent client (Debian's kafka-python).
+E2E_TESTS := tests/e2e/e2e_test.py
 BENCHES := $(BUILD)/bench/bench_store
 FUZZERS := $(BUILD)/fuzz/fuzz_entry
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
-.PHONY: all deps test valgrind bench fuzz fuzz-build format format-check clean help
+.PHONY: all deps test valgrind bench demo fuzz fuzz-build format format-check clean help
 .DEFAULT_GOAL := all
 
 all: deps
@@ -74,6 +78,7 @@ build-all: $(KDEDUP) $(TESTS) $(BENCHES)
 
 help:
 	@echo "make            build libraries, tests and benchmarks into $(BUILD)/"
+	@echo "make demo       build kdedup and run its demo (DEMO_ARGS=\"--messages N\")"
 	@echo "make test       build and run every test (installs packages first)"
 	@echo "make valgrind   run the unit tests under valgrind memcheck"
 	@echo "make bench      run the store benchmark (results: BENCHMARKS.md)"
@@ -162,15 +167,21 @@ $(BUILD)/obj/bench/%.o: EXTRA_CFLAGS = $(call pc_cflags,$(PKGS_ROCKS))
 
 test: deps
 	@$(MAKE) --no-print-directory $(KDEDUP) $(TESTS)
-	@KDEDUP=$(KDEDUP) tests/run_tests.sh $(TESTS)
+	@KDEDUP=$(KDEDUP) tests/run_tests.sh $(TESTS) $(E2E_TESTS)
 
 # The unit tests under memcheck; forked children (kill -9 and lock tests)
 # exit without freeing what they inherited, so only the parent is judged.
 VALGRIND := valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect \
             --child-silent-after-fork=yes --error-exitcode=99
 valgrind: deps
-	@$(MAKE) --no-print-directory $(TESTS)
-	@KDEDUP=$(KDEDUP) TEST_WRAPPER="$(VALGRIND)" tests/run_tests.sh $(TESTS)
+	@$(MAKE) --no-print-directory $(UNIT_TESTS)
+	@TEST_WRAPPER="$(VALGRIND)" tests/run_tests.sh $(UNIT_TESTS)
+
+# The README's first command: the whole pipeline on an embedded mock cluster.
+DEMO_ARGS ?=
+demo: deps
+	@$(MAKE) --no-print-directory $(KDEDUP)
+	$(KDEDUP) demo $(DEMO_ARGS)
 
 bench: deps
 	@$(MAKE) --no-print-directory $(BENCHES)

@@ -264,8 +264,8 @@ bool kd_config_valid_topic(const char *s) {
     return true;
 }
 
-/* "host:port" with a port of 1-65535 and a non-empty host. */
-static bool valid_hostport(const char *s, size_t len) {
+/* "host:port" with a port of min_port-65535 and a non-empty host. */
+static bool valid_hostport(const char *s, size_t len, long min_port) {
     const char *colon = NULL;
     long port = 0;
 
@@ -282,7 +282,7 @@ static bool valid_hostport(const char *s, size_t len) {
     for (const char *p = s; p < colon; p++)
         if (isspace((unsigned char)*p) || *p == ',' || *p == '/')
             return false;
-    return port >= 1 && port <= 65535;
+    return port >= min_port && port <= 65535;
 }
 
 static bool valid_brokers(const char *s) {
@@ -292,7 +292,7 @@ static bool valid_brokers(const char *s) {
         const char *comma = strchr(p, ',');
         size_t len = comma ? (size_t)(comma - p) : strlen(p);
 
-        if (!valid_hostport(p, len))
+        if (!valid_hostport(p, len, 1))
             return false;
         if (!comma)
             return true;
@@ -538,7 +538,7 @@ static bool parse_scalar(ctx *c, const field *f, const cJSON *v, const char *tex
         ok = valid_brokers(text);
         break;
     case F_LISTEN:
-        ok = valid_hostport(text, strlen(text));
+        ok = valid_hostport(text, strlen(text), 0); /* 0: any free port */
         break;
     default:
         return fail(c, path, "internal error: not a scalar");

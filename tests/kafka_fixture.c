@@ -105,8 +105,9 @@ static rd_kafka_t *client(const kf_mock *m, rd_kafka_type_t type, const char *gr
     char err[256];
     rd_kafka_t *rk;
 
-    assert_int_equal(rd_kafka_conf_set(conf, "bootstrap.servers", m->bootstrap, err,
-                                       sizeof(err)), RD_KAFKA_CONF_OK);
+    assert_int_equal(
+        rd_kafka_conf_set(conf, "bootstrap.servers", m->bootstrap, err, sizeof(err)),
+        RD_KAFKA_CONF_OK);
     rd_kafka_conf_set(conf, "log_level", "3", NULL, 0);
     if (group) {
         rd_kafka_conf_set(conf, "group.id", group, NULL, 0);
@@ -170,7 +171,8 @@ kf_record *kf_read(const kf_mock *m, const char *topic, int nparts, size_t expec
     assert_non_null(recs);
     *n = 0;
     for (int i = 0; i < nparts; i++)
-        rd_kafka_topic_partition_list_add(parts, topic, i)->offset = RD_KAFKA_OFFSET_BEGINNING;
+        rd_kafka_topic_partition_list_add(parts, topic, i)->offset =
+            RD_KAFKA_OFFSET_BEGINNING;
     rd_kafka_assign(rk, parts);
     rd_kafka_topic_partition_list_destroy(parts);
     while (now_ms() < end && now_ms() < quiet_end) {

@@ -47,7 +47,7 @@ void kf_producer_close(rd_kafka_t *rk);
 typedef struct kf_record {
     int32_t partition;
     int64_t offset;
-    char ikey[64];   /* Idempotency-Key header, "" if none */
+    char ikey[64]; /* Idempotency-Key header, "" if none */
     char value[128];
     char source[128]; /* kdedup-source header */
     char trace[64];   /* trace header */

@@ -4,6 +4,8 @@
  * producer upstream and the reader downstream, and asserts what reached
  * the downstream topics and what offsets were committed.
  */
+#include "dedup/dedup.h"
+#include "store_rocks/store_rocks.h"
 #include "tests/dedup_fixture.h"
 #include "tests/kafka_fixture.h"
 
@@ -15,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define PARTS 4
@@ -26,8 +29,9 @@ typedef struct env {
 } env;
 
 static int setup(void **state) {
-    static const char *const topics[] = {"in:4", "out:4", "dlq:1", "a:1", "a.out:1", "b:1",
-                                         "b.out:1", "c:1", "c.out:1", "c.dlq:1", NULL};
+    static const char *const topics[] = {"in:4",    "out:4",   "dlq:1",   "a:1",
+                                         "a.out:1", "b:1",     "b.out:1", "c:1",
+                                         "c.out:1", "c.dlq:1", NULL};
     env *e = calloc(1, sizeof(*e));
 
     kf_mock_start(&e->mock, 2, topics);
@@ -47,15 +51,16 @@ static int teardown(void **state) {
 
 /* The one-route config most tests use. */
 #define ROUTE_CONFIG                                                                     \
-    "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\", \"producer\": %s},"       \
+    "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\", \"producer\": %s},"          \
     " \"routes\": [{\"from\": \"in\", \"to\": \"out\", \"on_missing_key\": \"forward\"," \
-    " \"dead_letter_topic\": \"dlq\", \"max_retries\": %d, \"retry_backoff\": \"100ms\"}]," \
+    " \"dead_letter_topic\": \"dlq\", \"max_retries\": %d, \"retry_backoff\": "          \
+    "\"100ms\"}],"                                                                       \
     " \"store\": {\"path\": \"%s/store\"}, \"pipeline\": {\"shutdown_grace\": \"%s\"}}"
 
 static void start(kf_run *r, env *e, const char *producer_props, int max_retries,
                   const char *grace) {
-    kf_run_start(r, &e->mock, ROUTE_CONFIG, e->mock.bootstrap, producer_props, max_retries,
-                 e->dir, grace);
+    kf_run_start(r, &e->mock, ROUTE_CONFIG, e->mock.bootstrap, producer_props,
+                 max_retries, e->dir, grace);
 }
 
 static void send_keys(env *e, const char *topic, int from, int to, int copies) {
@@ -124,7 +129,7 @@ static void test_duplicates_within_across_and_restart(void **state) {
     assert_int_equal(st.inflight, 0);
     assert_int_equal(committed_total(e, "in", PARTS), 400);
 
-    send_keys(e, "in", 0, 50, 1);   /* all old */
+    send_keys(e, "in", 0, 50, 1);    /* all old */
     send_keys(e, "in", 200, 210, 1); /* new */
     start(&r, e, "{}", 5, "5s");
     st = kf_run_wait(&r, 60, TIMEOUT_MS);
@@ -157,14 +162,15 @@ static void test_missing_key_policies(void **state) {
         kf_send(rk, topics[t], 0, "a-key-of-17-bytes", "long-header");
     }
     kf_producer_close(rk);
-    kf_run_start(&r, &e->mock,
-                 "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\"}, \"routes\": ["
-                 "{\"from\": \"a\", \"to\": \"a.out\", \"on_missing_key\": \"forward\"},"
-                 "{\"from\": \"b\", \"to\": \"b.out\", \"on_missing_key\": \"drop\"},"
-                 "{\"from\": \"c\", \"to\": \"c.out\", \"on_missing_key\": \"dead_letter\","
-                 " \"dead_letter_topic\": \"c.dlq\"}],"
-                 " \"dedup\": {\"max_key_bytes\": 16}, \"store\": {\"path\": \"%s/store\"}}",
-                 e->mock.bootstrap, e->dir);
+    kf_run_start(
+        &r, &e->mock,
+        "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\"}, \"routes\": ["
+        "{\"from\": \"a\", \"to\": \"a.out\", \"on_missing_key\": \"forward\"},"
+        "{\"from\": \"b\", \"to\": \"b.out\", \"on_missing_key\": \"drop\"},"
+        "{\"from\": \"c\", \"to\": \"c.out\", \"on_missing_key\": \"dead_letter\","
+        " \"dead_letter_topic\": \"c.dlq\"}],"
+        " \"dedup\": {\"max_key_bytes\": 16}, \"store\": {\"path\": \"%s/store\"}}",
+        e->mock.bootstrap, e->dir);
     kd_pipeline_stats st = kf_run_wait(&r, 12, TIMEOUT_MS);
     assert_int_equal(st.consumed, 12);
     assert_int_equal(st.missing_forwarded, 3);
@@ -299,6 +305,45 @@ static void test_stop_mid_stream_loses_nothing(void **state) {
     free(recs);
 }
 
+/* A claim left in flight by a run that is gone (another owner id) is taken
+ * over and the message forwarded, not suppressed forever; a claim this run
+ * holds is a duplicate. */
+static void test_orphaned_claim_is_reforwarded(void **state) {
+    env *e = *state;
+    char path[512], err[512];
+    kd_pipeline_stats st;
+    kd_decision dec;
+    kf_record *recs;
+    kd_store *store;
+    kd_dedup *d;
+    size_t n;
+    kf_run r;
+
+    snprintf(path, sizeof(path), "%s/store", e->dir);
+    store = kd_rocks_open(path, true, err, sizeof(err));
+    assert_non_null(store);
+    d = kd_dedup_new(store, "kdedup:in"); /* the route's scope: namespace ":" from */
+    kd_dedup_set_owner(d, 0xdead);
+    /* Claimed just now: well within the in-flight timeout, so only its
+     * owner tells it apart from a live claim. */
+    assert_int_equal(
+        kd_dedup_claim_or_get(d, "key-3", 5, (uint64_t)time(NULL) * 1000, &dec), KD_OK);
+    assert_int_equal(dec.state, KD_CLAIMED);
+    kd_dedup_destroy(d);
+    kd_store_destroy(store);
+
+    send_keys(e, "in", 0, 10, 1);
+    start(&r, e, "{}", 5, "5s");
+    st = kf_run_wait(&r, 10, TIMEOUT_MS);
+    assert_int_equal(st.forwarded, 10);
+    assert_int_equal(st.orphans_reforwarded, 1);
+    kf_run_stop(&r);
+    recs = kf_read(&e->mock, "out", PARTS, 10, 1000, TIMEOUT_MS, &n);
+    assert_int_equal(n, 10);
+    assert_each_once(recs, n, 0, 10);
+    free(recs);
+}
+
 int main(void) {
     if (getenv("KD_TEST_FILTER"))
         cmocka_set_test_filter(getenv("KD_TEST_FILTER"));
@@ -310,6 +355,8 @@ int main(void) {
                                         teardown),
         cmocka_unit_test_setup_teardown(test_commit_stops_at_unfinished, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_mid_stream_loses_nothing, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_orphaned_claim_is_reforwarded, setup,
                                         teardown),
     };
 
