@@ -9,12 +9,13 @@ FUZZ_SECONDS ?= 30
 # Debian packages the build, tests, fuzzing and benchmarks need.
 DEB_PACKAGES := gcc make pkg-config clang libclang-rt-14-dev clang-format valgrind \
                 libssl-dev librocksdb-dev librdkafka-dev libcjson-dev libcmocka-dev \
-                libmicrohttpd-dev python3-kafka
+                libmicrohttpd-dev python3-kafka python3-prometheus-client
 
 PKGS_DEDUP := libcrypto
 PKGS_ROCKS := rocksdb
 PKGS_CONFIG := libcjson
 PKGS_KAFKA := rdkafka
+PKGS_HTTP := libmicrohttpd
 PKGS_TEST  := cmocka
 
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
@@ -44,7 +45,8 @@ DEDUP_SRC := dedup/store.c dedup/store_mem.c dedup/entry.c dedup/dedup.c
 ROCKS_SRC := store_rocks/store_rocks.c
 CONFIG_SRC := config/config.c
 SIDECAR_SRC := sidecar/log.c sidecar/offsets.c sidecar/headers.c sidecar/kafka.c \
-               sidecar/pipeline.c sidecar/mockd.c sidecar/demo.c
+               sidecar/metrics.c sidecar/http.c sidecar/pipeline.c sidecar/mockd.c \
+               sidecar/demo.c
 
 LIBS_DEDUP := $(call pc_libs,$(PKGS_DEDUP))
 LIBS_ROCKS := $(call pc_libs,$(PKGS_ROCKS))
@@ -52,12 +54,13 @@ LIBS_CONFIG := $(call pc_libs,$(PKGS_CONFIG))
 LIBS_KAFKA := $(call pc_libs,$(PKGS_KAFKA))
 # Everything the sidecar links, in dependency order.
 LIBS_ALL := $(LIB_SIDECAR) $(LIB_CONFIG) $(LIB_ROCKS) $(LIB_DEDUP)
-LDLIBS_ALL := $(LIBS_KAFKA) $(LIBS_CONFIG) $(LIBS_ROCKS) $(LIBS_DEDUP)
+LDLIBS_ALL := $(LIBS_KAFKA) $(call pc_libs,$(PKGS_HTTP)) $(LIBS_CONFIG) $(LIBS_ROCKS) \
+              $(LIBS_DEDUP)
 LIBS_TEST  := $(call pc_libs,$(PKGS_TEST))
 
 UNIT_TESTS := $(BUILD)/tests/test_entry $(BUILD)/tests/test_dedup \
               $(BUILD)/tests/test_store_rocks $(BUILD)/tests/test_config \
-              $(BUILD)/tests/test_offsets
+              $(BUILD)/tests/test_offsets $(BUILD)/tests/test_metrics
 INTEGRATION_TESTS := $(BUILD)/tests/test_pipeline
 TESTS := $(UNIT_TESTS) $(INTEGRATION_TESTS)
 # The real binary against an independent client (Debian's kafka-python).
@@ -107,7 +110,7 @@ $(BUILD)/obj/%.o: %.c
 
 $(BUILD)/obj/store_rocks/%.o: EXTRA_CFLAGS = $(call pc_cflags,$(PKGS_ROCKS))
 $(BUILD)/obj/config/%.o: EXTRA_CFLAGS = $(call pc_cflags,$(PKGS_CONFIG))
-$(BUILD)/obj/sidecar/%.o: EXTRA_CFLAGS = $(call pc_cflags,$(PKGS_KAFKA))
+$(BUILD)/obj/sidecar/%.o: EXTRA_CFLAGS = $(call pc_cflags,$(PKGS_KAFKA) $(PKGS_CONFIG) $(PKGS_HTTP))
 $(BUILD)/obj/tests/%.o: EXTRA_CFLAGS = $(call pc_cflags,$(PKGS_TEST) $(PKGS_ROCKS) $(PKGS_KAFKA))
 
 $(LIB_DEDUP): $(call obj,$(DEDUP_SRC))
@@ -152,6 +155,10 @@ $(BUILD)/tests/test_config: $(call obj,tests/test_config.c) $(LIB_CONFIG)
 $(BUILD)/tests/test_offsets: $(call obj,tests/test_offsets.c sidecar/offsets.c)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_TEST)
+
+$(BUILD)/tests/test_metrics: $(call obj,tests/test_metrics.c sidecar/metrics.c) $(LIB_CONFIG)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_CONFIG) $(LIBS_TEST)
 
 # Integration: the pipeline against a mock cluster in a `kdedup mock` process.
 $(BUILD)/tests/test_pipeline: $(call obj,tests/test_pipeline.c tests/kafka_fixture.c \

@@ -106,6 +106,8 @@ static const field store_fields[] = {
 static const field http_fields[] = {
     {"listen", F_LISTEN, OFF(http_listen), "0.0.0.0:9464", false, 0, 0, NULL, NULL,
      "address of /metrics, /healthz, /readyz"},
+    {"health_timeout", F_DURATION, OFF(health_timeout_ms), "60s", false, 1000,
+     3600 * 1000, NULL, NULL, "/healthz fails when the main loop stalls this long"},
     END_FIELDS,
 };
 

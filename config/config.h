@@ -69,7 +69,8 @@ typedef struct kd_config {
     char *store_path;
     bool store_sync;
 
-    char *http_listen; /* "host:port" */
+    char *http_listen;          /* "host:port" */
+    uint64_t health_timeout_ms; /* /healthz fails when the loop stalls this long */
     kd_log_level log_level;
 
     uint64_t shutdown_grace_ms; /* drain budget on SIGTERM and on revoke */

@@ -18,6 +18,7 @@ static const char *const consumer_defaults[][2] = {
     {"auto.offset.reset", "earliest"},     /* a new group reads everything */
     {"partition.assignment.strategy", "cooperative-sticky"},
     {"enable.partition.eof", "false"},
+    {"statistics.interval.ms", "2000"}, /* lag, broker states: /metrics, /readyz */
     {NULL, NULL},
 };
 
@@ -25,6 +26,7 @@ static const char *const producer_defaults[][2] = {
     {"enable.idempotence", "true"}, /* acks=all, ordered, no duplicates on retry */
     {"acks", "all"},
     {"linger.ms", "5"},
+    {"statistics.interval.ms", "2000"}, /* queue depth, broker rtt: /metrics */
     {NULL, NULL},
 };
 

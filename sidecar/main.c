@@ -8,8 +8,10 @@
  */
 #include "config/config.h"
 #include "dedup/store.h"
+#include "sidecar/http.h"
 #include "sidecar/kafka.h"
 #include "sidecar/log.h"
+#include "sidecar/metrics.h"
 #include "sidecar/pipeline.h"
 #include "sidecar/tools.h"
 #include "store_rocks/store_rocks.h"
@@ -80,11 +82,27 @@ static kd_mock *start_mock(const kd_config *cfg) {
     return m;
 }
 
+/* The HTTP endpoints, over the running pipeline. */
+static char *http_metrics(void *arg, size_t *len) {
+    return kd_metrics_render(kd_pipeline_metrics(arg), len);
+}
+
+static const kd_config *http_cfg;
+
+static bool http_healthy(void *arg, char *reason, size_t size) {
+    return kd_pipeline_healthy(arg, http_cfg->health_timeout_ms, reason, size);
+}
+
+static bool http_ready(void *arg, char *reason, size_t size) {
+    return kd_pipeline_ready(arg, reason, size);
+}
+
 static int run(const char *path) {
     kd_config *cfg = load(path);
     kd_mock *mock = NULL;
     kd_store *store = NULL;
     kd_pipeline *p = NULL;
+    kd_http *http = NULL;
     const char *brokers;
     char err[1024];
     int rc = 1;
@@ -103,14 +121,26 @@ static int run(const char *path) {
         KD_ERROR("%s: %s", cfg->file, err);
         goto done;
     }
+    http_cfg = cfg;
+    kd_http_handlers h = {
+        .arg = p, .metrics = http_metrics, .healthy = http_healthy, .ready = http_ready};
+    if (!(http = kd_http_start(cfg->http_listen, &h, err, sizeof(err)))) {
+        KD_ERROR("%s: %s", cfg->file, err);
+        goto done;
+    }
+    KD_INFO("http on %s (port %d): /metrics /healthz /readyz", cfg->http_listen,
+            kd_http_port(http));
     running = p;
-    signal(SIGTERM, on_signal);
-    signal(SIGINT, on_signal);
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
     KD_INFO("kdedup %s started (librdkafka %s)", KD_VERSION, rd_kafka_version_str());
     rc = kd_pipeline_run(p) == 0 ? 0 : 1;
     KD_INFO("kdedup stopped");
 done:
     running = NULL;
+    kd_http_stop(http);
     kd_pipeline_destroy(p);
     kd_store_destroy(store);
     kd_mock_stop(mock);

@@ -16,6 +16,7 @@
 #include "sidecar/headers.h"
 #include "sidecar/kafka.h"
 #include "sidecar/log.h"
+#include "sidecar/metrics.h"
 #include "sidecar/offsets.h"
 
 #include <librdkafka/rdkafka.h>
@@ -45,9 +46,10 @@ typedef struct msg {
     msg_kind kind;
     const char *key; /* borrowed from rkm's headers */
     size_t key_len;
-    bool claimed;    /* holds a claim in the store */
-    int attempts;    /* failed deliveries so far */
-    uint64_t due_ms; /* in the retry list: when (monotonic) */
+    bool claimed;         /* holds a claim in the store */
+    int attempts;         /* failed deliveries so far */
+    uint64_t consumed_us; /* monotonic: for the forward latency */
+    uint64_t due_ms;      /* in the retry list: when (monotonic) */
     /* the delivery report */
     rd_kafka_resp_err_t err;
     rd_kafka_msg_status_t status;
@@ -67,13 +69,6 @@ typedef struct route_rt {
     int out_partitions;
     int dlt_partitions;
 } route_rt;
-
-typedef struct counters {
-    _Atomic uint64_t consumed, forwarded, duplicates_completed, duplicates_in_flight,
-        released, retries, dead_lettered, missing_forwarded, missing_dropped,
-        produce_errors, possibly_persisted, orphans_reforwarded, collisions, store_errors,
-        assigned_partitions, inflight;
-} counters;
 
 struct kd_pipeline {
     const kd_config *cfg;
@@ -103,10 +98,17 @@ struct kd_pipeline {
     char *receipt_text;
     size_t receipt_cap;
 
-    counters n;
+    kd_metrics *metrics;
+    _Atomic uint64_t tick_ms; /* last turn of the loop: /healthz */
 };
 
-#define COUNT(p, field, by) atomic_fetch_add(&(p)->n.field, (by))
+/* Counters: per route, and process-wide. */
+#define RCOUNT(p, route, field)                                                          \
+    atomic_fetch_add_explicit(&kd_metrics_route((p)->metrics, (route))->field, 1,        \
+                              memory_order_relaxed)
+#define GCOUNT(p, which, by)                                                             \
+    atomic_fetch_add_explicit(kd_metrics_##which((p)->metrics), (by),                    \
+                              memory_order_relaxed)
 
 /*
  * Small helpers.
@@ -117,6 +119,18 @@ static uint64_t mono_ms(void) {
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static uint64_t mono_us(void) {
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* Observes the seconds since t0_us (monotonic) in h. */
+static void observe_since(kd_histogram *h, uint64_t t0_us) {
+    kd_histogram_observe(h, (double)(mono_us() - t0_us) / 1e6);
 }
 
 static uint64_t wall_ms(void) {
@@ -188,7 +202,7 @@ static void msg_done(kd_pipeline *p, msg *m) {
     kd_offsets_done(p->offsets, m->route, m->rkm->partition, m->rkm->offset);
     rd_kafka_message_destroy(m->rkm);
     free(m);
-    COUNT(p, inflight, (uint64_t)-1);
+    GCOUNT(p, inflight, (uint64_t)-1);
 }
 
 static void schedule_retry(kd_pipeline *p, msg *m, uint64_t delay_ms) {
@@ -298,7 +312,7 @@ static void takeover(kd_pipeline *p, msg *m) {
 
         kd_dedup_claim_batch(dedup_of(p, m), &c, 1, wall_ms());
         if (c.err == KD_ERR_STORE) {
-            COUNT(p, store_errors, 1);
+            GCOUNT(p, store_errors, 1);
             schedule_retry(p, m, backoff_ms(p, m));
             return;
         }
@@ -306,7 +320,7 @@ static void takeover(kd_pipeline *p, msg *m) {
             MSG_FIELDS(m, part, off);
             KD_LOG(KD_LOG_WARN, fields, "key cannot be deduplicated (%s): forwarding it",
                    kd_err_name(c.err));
-            COUNT(p, collisions, 1);
+            GCOUNT(p, collisions, 1);
             m->kind = MSG_PLAIN;
             produce(p, m);
             return;
@@ -315,19 +329,21 @@ static void takeover(kd_pipeline *p, msg *m) {
         if (c.decision.state == KD_CLAIMED) {
             m->claimed = true;
             if (took_over)
-                COUNT(p, orphans_reforwarded, 1);
+                RCOUNT(p, m->route, orphans_reforwarded);
             produce(p, m);
             return;
         }
         if (c.decision.state == KD_COMPLETED || c.owner == p->boot_id) {
-            COUNT(p, duplicates_completed, c.decision.state == KD_COMPLETED);
-            COUNT(p, duplicates_in_flight, c.decision.state != KD_COMPLETED);
+            if (c.decision.state == KD_COMPLETED)
+                RCOUNT(p, m->route, duplicates_completed);
+            else
+                RCOUNT(p, m->route, duplicates_in_flight);
             msg_done(p, m);
             return;
         }
         err = kd_dedup_release_claim(dedup_of(p, m), m->key, m->key_len);
         if (err != KD_OK && err != KD_ERR_SEQUENCE_CONFLICT) {
-            COUNT(p, store_errors, 1);
+            GCOUNT(p, store_errors, 1);
             schedule_retry(p, m, backoff_ms(p, m));
             return;
         }
@@ -339,28 +355,49 @@ static void takeover(kd_pipeline *p, msg *m) {
 /* Acts on the claim decision for m. */
 static void on_claim(kd_pipeline *p, msg *m, kd_claim *c) {
     if (c->err == KD_ERR_STORE) {
-        COUNT(p, store_errors, 1);
+        GCOUNT(p, store_errors, 1);
         schedule_retry(p, m, backoff_ms(p, m));
     } else if (c->err != KD_OK) {
         MSG_FIELDS(m, part, off);
         KD_LOG(KD_LOG_WARN, fields, "key cannot be deduplicated (%s): forwarding it",
                kd_err_name(c->err));
-        COUNT(p, collisions, 1);
+        GCOUNT(p, collisions, 1);
         m->kind = MSG_PLAIN;
         produce(p, m);
     } else if (c->decision.state == KD_CLAIMED) {
         m->claimed = true;
         produce(p, m);
     } else if (c->decision.state == KD_COMPLETED) {
-        COUNT(p, duplicates_completed, 1);
+        RCOUNT(p, m->route, duplicates_completed);
         msg_done(p, m);
     } else if (c->owner == p->boot_id) {
-        COUNT(p, duplicates_in_flight, 1);
+        RCOUNT(p, m->route, duplicates_in_flight);
         msg_done(p, m);
     } else {
         takeover(p, m); /* claimed by a run that is gone */
     }
     kd_decision_clear(&c->decision);
+}
+
+/* One store write each: a route's claims, or its receipts; timed for
+ * kdedup_store_write_seconds. */
+static void claim_timed(kd_pipeline *p, size_t route, kd_claim *c, size_t n,
+                        uint64_t now) {
+    uint64_t t0 = mono_us();
+
+    if (kd_dedup_claim_batch(p->routes[route].dedup, c, n, now) != KD_OK)
+        for (size_t i = 0; i < n; i++)
+            c[i].err = KD_ERR_STORE;
+    observe_since(kd_metrics_store_write(p->metrics), t0);
+}
+
+static void complete_timed(kd_pipeline *p, size_t route, kd_completion *c, size_t n) {
+    uint64_t t0 = mono_us();
+
+    if (kd_dedup_complete_batch(p->routes[route].dedup, c, n) != KD_OK)
+        for (size_t i = 0; i < n; i++)
+            c[i].err = KD_ERR_STORE;
+    observe_since(kd_metrics_store_write(p->metrics), t0);
 }
 
 /* Claims the keyed messages of a batch with one store write per route
@@ -378,10 +415,8 @@ static void dispatch(kd_pipeline *p, msg **batch, size_t n) {
                 p->claims[nclaims++] =
                     (kd_claim){.key = batch[i]->key, .key_len = batch[i]->key_len};
             }
-        if (nclaims > first && kd_dedup_claim_batch(p->routes[r].dedup, p->claims + first,
-                                                    nclaims - first, now) != KD_OK)
-            for (size_t i = first; i < nclaims; i++)
-                p->claims[i].err = KD_ERR_STORE;
+        if (nclaims > first)
+            claim_timed(p, r, p->claims + first, nclaims - first, now);
     }
     for (size_t i = 0; i < n; i++) {
         if (batch[i]->kind == MSG_DEDUP)
@@ -418,8 +453,8 @@ static msg *classify(kd_pipeline *p, rd_kafka_message_t *rkm) {
         rd_kafka_message_destroy(rkm);
         return NULL;
     }
-    COUNT(p, consumed, 1);
-    COUNT(p, inflight, 1);
+    RCOUNT(p, route, consumed);
+    GCOUNT(p, inflight, 1);
     if (!(m = calloc(1, sizeof(*m)))) {
         KD_ERROR("out of memory");
         atomic_store(&p->fatal, 1); /* the offset stays pending: nothing lost */
@@ -428,6 +463,7 @@ static msg *classify(kd_pipeline *p, rd_kafka_message_t *rkm) {
     }
     m->rkm = rkm;
     m->route = route;
+    m->consumed_us = mono_us();
     r = p->routes[route].cfg;
     rd_kafka_message_headers(rkm, (rd_kafka_headers_t **)&hdrs);
     if (kd_headers_key(hdrs, r->key_header, (size_t)p->cfg->max_key_bytes, &m->key,
@@ -435,16 +471,17 @@ static msg *classify(kd_pipeline *p, rd_kafka_message_t *rkm) {
         return m;
     switch (r->on_missing_key) {
     case KD_MISSING_FORWARD:
-        COUNT(p, missing_forwarded, 1);
+        RCOUNT(p, m->route, missing_forwarded);
         m->kind = MSG_PLAIN;
         return m;
     case KD_MISSING_DEAD_LETTER:
+        RCOUNT(p, m->route, missing_dead_lettered);
         m->kind = MSG_DEAD_LETTER;
         return m;
     case KD_MISSING_DROP:
         break;
     }
-    COUNT(p, missing_dropped, 1);
+    RCOUNT(p, m->route, missing_dropped);
     msg_done(p, m);
     return NULL;
 }
@@ -480,7 +517,7 @@ static size_t collect(kd_pipeline *p, int timeout_ms) {
         }
         rd_kafka_message_destroy(m->rkm);
         free(m);
-        COUNT(p, inflight, (uint64_t)-1);
+        GCOUNT(p, inflight, (uint64_t)-1);
     }
     return kept;
 }
@@ -494,24 +531,24 @@ static void on_failed(kd_pipeline *p, msg *m) {
     const kd_route *r = p->routes[m->route].cfg;
     MSG_FIELDS(m, part, off);
 
-    COUNT(p, produce_errors, 1);
     if (m->status == RD_KAFKA_MSG_STATUS_POSSIBLY_PERSISTED) {
         /* It may be in the log: releasing could let a duplicate through, so
          * the claim is kept and the message sent again (at least once). */
-        COUNT(p, possibly_persisted, 1);
+        RCOUNT(p, m->route, possibly_persisted);
         KD_LOG(KD_LOG_WARN, fields, "delivery possibly persisted (%s): producing again",
                rd_kafka_err2str(m->err));
         schedule_retry(p, m, 0);
         return;
     }
+    RCOUNT(p, m->route, not_persisted);
     if (m->claimed) {
         kd_err err = kd_dedup_release_claim(dedup_of(p, m), m->key, m->key_len);
 
         if (err == KD_OK) {
             m->claimed = false;
-            COUNT(p, released, 1);
+            RCOUNT(p, m->route, released);
         } else {
-            COUNT(p, store_errors, 1); /* keep the claim; the retry re-sends */
+            GCOUNT(p, store_errors, 1); /* keep the claim; the retry re-sends */
         }
     }
     m->attempts++;
@@ -576,11 +613,8 @@ static void complete_receipts(kd_pipeline *p) {
                                 .receipt = r,
                                 .receipt_len = format_receipt(p, m, r, RECEIPT_MAX)};
         }
-        if (n > first &&
-            kd_dedup_complete_batch(p->routes[route].dedup, p->completions + first,
-                                    n - first) != KD_OK)
-            for (size_t i = first; i < n; i++)
-                p->completions[i].err = KD_ERR_STORE;
+        if (n > first)
+            complete_timed(p, route, p->completions + first, n - first);
     }
     for (size_t i = 0; i < n; i++) {
         msg *m = p->receipt_msgs[i];
@@ -590,12 +624,13 @@ static void complete_receipts(kd_pipeline *p) {
             if (err != KD_OK) { /* delivered all the same: the claim had gone */
                 MSG_FIELDS(m, part, off);
                 KD_LOG(KD_LOG_WARN, fields, "receipt not recorded: the claim was gone");
-                COUNT(p, collisions, 1);
+                GCOUNT(p, collisions, 1);
             }
-            COUNT(p, forwarded, 1);
+            RCOUNT(p, m->route, forwarded);
+            observe_since(kd_metrics_forward_latency(p->metrics), m->consumed_us);
             msg_done(p, m);
         } else {
-            COUNT(p, store_errors, 1);
+            GCOUNT(p, store_errors, 1);
             list_push(&p->receipts, m);
         }
     }
@@ -612,7 +647,7 @@ static void handle_reports(kd_pipeline *p) {
             list_push(&p->receipts, m);
         } else {
             if (m->kind == MSG_DEAD_LETTER)
-                COUNT(p, dead_lettered, 1);
+                RCOUNT(p, m->route, dead_lettered);
             msg_done(p, m);
         }
     }
@@ -621,6 +656,7 @@ static void handle_reports(kd_pipeline *p) {
 
 /* Serves the producer for up to timeout_ms and settles what it reported. */
 static void service(kd_pipeline *p, int timeout_ms) {
+    atomic_store(&p->tick_ms, mono_ms());
     rd_kafka_poll(p->producer, timeout_ms);
     handle_reports(p);
 }
@@ -635,7 +671,7 @@ static void retry_due(kd_pipeline *p) {
             list_push(&p->retries, m);
             continue;
         }
-        COUNT(p, retries, 1);
+        RCOUNT(p, m->route, retries);
         if (m->kind == MSG_DEDUP && !m->claimed)
             takeover(p, m); /* released: claim again first */
         else
@@ -659,7 +695,7 @@ static void abandon_retries(kd_pipeline *p, bool all_parts) {
             kd_dedup_release_claim(dedup_of(p, m), m->key, m->key_len);
         rd_kafka_message_destroy(m->rkm);
         free(m);
-        COUNT(p, inflight, (uint64_t)-1);
+        GCOUNT(p, inflight, (uint64_t)-1);
     }
 }
 
@@ -735,7 +771,7 @@ static void on_assign(kd_pipeline *p, rd_kafka_t *rk,
         KD_ERROR("assign: %s", rd_kafka_error_string(error));
         rd_kafka_error_destroy(error);
     }
-    COUNT(p, assigned_partitions, (uint64_t)parts->cnt);
+    GCOUNT(p, assigned, (uint64_t)parts->cnt);
     KD_INFO("assigned %d partition(s)", parts->cnt);
 }
 
@@ -765,7 +801,7 @@ static void on_revoke(kd_pipeline *p, rd_kafka_t *rk,
         KD_ERROR("unassign: %s", rd_kafka_error_string(error));
         rd_kafka_error_destroy(error);
     }
-    COUNT(p, assigned_partitions, (uint64_t)-parts->cnt);
+    GCOUNT(p, assigned, (uint64_t)-parts->cnt);
     KD_INFO("%s %d partition(s)", lost ? "lost" : "revoked", parts->cnt);
 }
 
@@ -781,6 +817,15 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         KD_ERROR("rebalance: %s", rd_kafka_err2str(err));
         rd_kafka_assign(rk, NULL);
     }
+}
+
+static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
+    kd_pipeline *p = opaque;
+
+    (void)rk;
+    if (kd_metrics_update_stats(p->metrics, json, len) != 0)
+        KD_DEBUG("statistics: not JSON");
+    return 0; /* librdkafka frees json */
 }
 
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
@@ -843,6 +888,7 @@ static rd_kafka_t *client_new(kd_pipeline *p, kd_client which, const char *broke
         return NULL;
     rd_kafka_conf_set_opaque(conf, p);
     rd_kafka_conf_set_error_cb(conf, error_cb);
+    rd_kafka_conf_set_stats_cb(conf, stats_cb);
     if (which == KD_CONSUMER)
         rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
     else
@@ -867,11 +913,12 @@ kd_pipeline *kd_pipeline_new(const kd_config *cfg, kd_store *store, const char *
     p->cfg = cfg;
     p->store = store;
     p->boot_id = random_boot_id();
+    p->metrics = kd_metrics_new(cfg);
     p->batch_msgs = calloc((size_t)cfg->batch_max, sizeof(*p->batch_msgs));
     p->claims = calloc((size_t)cfg->batch_max, sizeof(*p->claims));
     p->claim_of = calloc((size_t)cfg->batch_max, sizeof(*p->claim_of));
     if (!(p->offsets = kd_offsets_new(cfg->nroutes)) || !p->batch_msgs || !p->claims ||
-        !p->claim_of) {
+        !p->claim_of || !p->metrics) {
         snprintf(errstr, errstr_size, "out of memory");
         goto fail;
     }
@@ -901,7 +948,9 @@ int kd_pipeline_run(kd_pipeline *p) {
 
     KD_INFO("pipeline running: %zu route(s), boot id %016" PRIx64, p->cfg->nroutes,
             p->boot_id);
+    atomic_store(&p->tick_ms, mono_ms());
     while (!atomic_load(&p->stop) && !atomic_load(&p->fatal)) {
+        atomic_store(&p->tick_ms, mono_ms());
         size_t n = collect(p, p->awaiting || p->retries.n ? 5 : 100);
 
         dispatch(p, p->batch_msgs, n);
@@ -930,26 +979,59 @@ void kd_pipeline_stop(kd_pipeline *p) {
 }
 
 void kd_pipeline_stats_get(const kd_pipeline *p, kd_pipeline_stats *out) {
-    const counters *n = &p->n;
+    memset(out, 0, sizeof(*out));
+    for (size_t i = 0; i < p->cfg->nroutes; i++) {
+        kd_route_metrics *r = kd_metrics_route(p->metrics, i);
 
-    *out = (kd_pipeline_stats){
-        .consumed = atomic_load(&n->consumed),
-        .forwarded = atomic_load(&n->forwarded),
-        .duplicates_completed = atomic_load(&n->duplicates_completed),
-        .duplicates_in_flight = atomic_load(&n->duplicates_in_flight),
-        .released = atomic_load(&n->released),
-        .retries = atomic_load(&n->retries),
-        .dead_lettered = atomic_load(&n->dead_lettered),
-        .missing_forwarded = atomic_load(&n->missing_forwarded),
-        .missing_dropped = atomic_load(&n->missing_dropped),
-        .produce_errors = atomic_load(&n->produce_errors),
-        .possibly_persisted = atomic_load(&n->possibly_persisted),
-        .orphans_reforwarded = atomic_load(&n->orphans_reforwarded),
-        .collisions = atomic_load(&n->collisions),
-        .store_errors = atomic_load(&n->store_errors),
-        .assigned_partitions = atomic_load(&n->assigned_partitions),
-        .inflight = atomic_load(&n->inflight),
-    };
+        out->consumed += atomic_load(&r->consumed);
+        out->forwarded += atomic_load(&r->forwarded);
+        out->duplicates_completed += atomic_load(&r->duplicates_completed);
+        out->duplicates_in_flight += atomic_load(&r->duplicates_in_flight);
+        out->released += atomic_load(&r->released);
+        out->retries += atomic_load(&r->retries);
+        out->dead_lettered += atomic_load(&r->dead_lettered);
+        out->missing_forwarded += atomic_load(&r->missing_forwarded);
+        out->missing_dropped += atomic_load(&r->missing_dropped);
+        out->possibly_persisted += atomic_load(&r->possibly_persisted);
+        out->produce_errors +=
+            atomic_load(&r->not_persisted) + atomic_load(&r->possibly_persisted);
+        out->orphans_reforwarded += atomic_load(&r->orphans_reforwarded);
+    }
+    out->collisions = atomic_load(kd_metrics_collisions(p->metrics));
+    out->store_errors = atomic_load(kd_metrics_store_errors(p->metrics));
+    out->assigned_partitions = atomic_load(kd_metrics_assigned(p->metrics));
+    out->inflight = atomic_load(kd_metrics_inflight(p->metrics));
+}
+
+kd_metrics *kd_pipeline_metrics(kd_pipeline *p) {
+    return p->metrics;
+}
+
+bool kd_pipeline_healthy(const kd_pipeline *p, uint64_t stale_ms, char *reason,
+                         size_t size) {
+    uint64_t idle = mono_ms() - atomic_load(&p->tick_ms);
+
+    if (idle < stale_ms)
+        return true;
+    snprintf(reason, size, "the main loop has not turned for %llums",
+             (unsigned long long)idle);
+    return false;
+}
+
+bool kd_pipeline_ready(kd_pipeline *p, char *reason, size_t size) {
+    uint64_t assigned = atomic_load(kd_metrics_assigned(p->metrics));
+    kd_cluster_view v;
+
+    kd_metrics_cluster_view(p->metrics, &v);
+    if (atomic_load(&p->stop) || atomic_load(&p->fatal))
+        snprintf(reason, size, "stopping");
+    else if (v.brokers_known > 0 && v.brokers_up == 0)
+        snprintf(reason, size, "no broker reachable (0 of %d up)", v.brokers_known);
+    else if (assigned == 0 && v.group_steady != 1)
+        snprintf(reason, size, "consumer group not joined yet (no partition assignment)");
+    else
+        return true; /* joined: with partitions, or legitimately idle without */
+    return false;
 }
 
 uint64_t kd_pipeline_boot_id(const kd_pipeline *p) {
@@ -971,7 +1053,8 @@ void kd_pipeline_destroy(kd_pipeline *p) {
     if (p->producer) {
         /* Whatever is still queued comes back as purged reports. */
         rd_kafka_purge(p->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-        rd_kafka_poll(p->producer, 0);
+        for (int i = 0; i < 100 && p->awaiting; i++)
+            rd_kafka_poll(p->producer, 10);
     }
     free_list(&p->reported);
     free_list(&p->receipts);
@@ -990,5 +1073,6 @@ void kd_pipeline_destroy(kd_pipeline *p) {
     free(p->receipt_msgs);
     free(p->completions);
     free(p->receipt_text);
+    kd_metrics_destroy(p->metrics);
     free(p);
 }

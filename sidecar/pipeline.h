@@ -16,6 +16,7 @@
 #include "dedup/store.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct kd_pipeline kd_pipeline;
@@ -56,6 +57,20 @@ void kd_pipeline_stop(kd_pipeline *p);
 
 /* Copies the current counters. */
 void kd_pipeline_stats_get(const kd_pipeline *p, kd_pipeline_stats *out);
+
+struct kd_metrics;
+/* The pipeline's metrics (owned by it). */
+struct kd_metrics *kd_pipeline_metrics(kd_pipeline *p);
+
+/* /healthz: true while the loop turned within stale_ms; else false with the
+ * reason. Thread-safe. */
+bool kd_pipeline_healthy(const kd_pipeline *p, uint64_t stale_ms, char *reason,
+                         size_t size);
+
+/* /readyz: true when a broker is reachable and the group is joined (with
+ * partitions, or legitimately idle without); else false with the reason.
+ * Thread-safe. */
+bool kd_pipeline_ready(kd_pipeline *p, char *reason, size_t size);
 
 /* The random id stamped on this run's claims. */
 uint64_t kd_pipeline_boot_id(const kd_pipeline *p);

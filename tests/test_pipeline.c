@@ -63,6 +63,16 @@ static void start(kf_run *r, env *e, const char *producer_props, int max_retries
                  max_retries, e->dir, grace);
 }
 
+/* Upstream (in, dlq) led by broker 1, downstream (out) by broker 2: faults
+ * injected on broker 2 hit kdedup's deliveries, not the test's producer. */
+static void split_brokers(env *e) {
+    kf_mock_cmd(&e->mock, "leader dlq 0 1");
+    for (int i = 0; i < PARTS; i++) {
+        kf_mock_cmd(&e->mock, "leader in %d 1", i);
+        kf_mock_cmd(&e->mock, "leader out %d 2", i);
+    }
+}
+
 static void send_keys(env *e, const char *topic, int from, int to, int copies) {
     rd_kafka_t *rk = kf_producer(&e->mock);
     char key[32], value[64];
@@ -235,11 +245,7 @@ static void test_commit_stops_at_unfinished(void **state) {
     char key[32];
     kf_run r;
 
-    /* Upstream on broker 1, downstream on broker 2, whose Produce requests
-     * are then made to fail: only kdedup's deliveries are hit. */
-    kf_mock_cmd(&e->mock, "leader in 0 1");
-    for (int i = 0; i < PARTS; i++)
-        kf_mock_cmd(&e->mock, "leader out %d 2", i);
+    split_brokers(e);
     start(&r, e, "{\"retries\": \"1\", \"retry.backoff.ms\": \"10\"}", -1, "1s");
     rk = kf_producer(&e->mock);
     for (int i = 0; i < 5; i++) {
@@ -305,6 +311,72 @@ static void test_stop_mid_stream_loses_nothing(void **state) {
     free(recs);
 }
 
+/* Deliveries that keep failing go to the dead-letter topic after the
+ * route's retry limit, and their claims are released. */
+static void test_retries_exhausted_dead_letter(void **state) {
+    env *e = *state;
+    kd_pipeline_stats st;
+    kf_record *recs;
+    size_t n;
+    kf_run r;
+
+    split_brokers(e);
+    send_keys(e, "in", 0, 5, 1);
+    kf_mock_cmd(&e->mock, "broker-produce-errors 2 100000 %d",
+                RD_KAFKA_RESP_ERR_KAFKA_STORAGE_ERROR);
+    start(&r, e, "{\"retries\": \"1\", \"retry.backoff.ms\": \"10\"}", 1, "1s");
+    st = kf_run_wait(&r, 5, TIMEOUT_MS);
+    assert_int_equal(st.dead_lettered, 5);
+    assert_int_equal(st.forwarded, 0);
+    assert_true(st.released >= 5);
+    kf_run_stop(&r);
+    assert_int_equal(committed_total(e, "in", PARTS), 5);
+    recs = kf_read(&e->mock, "dlq", 1, 5, 500, TIMEOUT_MS, &n);
+    assert_int_equal(n, 5);
+    assert_int_equal(kf_count_key(recs, n, "key-2"), 1);
+    free(recs);
+}
+
+/* A delivery whose outcome is unknown (the broker answers after
+ * message.timeout.ms: POSSIBLY_PERSISTED) keeps its claim and is produced
+ * again; it is never released, so no other copy can claim the key. */
+static void test_possibly_persisted_keeps_claim(void **state) {
+    env *e = *state;
+    kd_pipeline_stats st;
+    kf_record *recs;
+    size_t n;
+    kf_run r;
+
+    split_brokers(e);
+    send_keys(e, "in", 0, 5, 1);
+    start(&r, e, "{\"message.timeout.ms\": \"1000\"}", 5, "5s");
+    kf_run_wait(&r, 5, TIMEOUT_MS);      /* connections up, first deliveries done */
+    kf_mock_cmd(&e->mock, "rtt 2 2500"); /* now answers arrive after the timeout */
+    send_keys(e, "in", 5, 10, 1);
+    for (int i = 0; i < 500; i++) {
+        kd_pipeline_stats_get(r.p, &st);
+        if (st.possibly_persisted >= 1)
+            break;
+        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+    }
+    kf_mock_cmd(&e->mock, "rtt 2 0");
+    st = kf_run_wait(&r, 10, TIMEOUT_MS);
+    assert_true(st.possibly_persisted >= 1);
+    /* Every failure was either released (not persisted) or kept (possibly). */
+    assert_int_equal(st.released + st.possibly_persisted, st.produce_errors);
+    assert_int_equal(st.forwarded, 10);
+    kf_run_stop(&r);
+    /* The timed-out copies may be in the log as well: at least once each. */
+    recs = kf_read(&e->mock, "out", PARTS, 10, 1000, TIMEOUT_MS, &n);
+    for (int i = 0; i < 10; i++) {
+        char key[32];
+
+        snprintf(key, sizeof(key), "key-%d", i);
+        assert_true(kf_count_key(recs, n, key) >= 1);
+    }
+    free(recs);
+}
+
 /* A claim left in flight by a run that is gone (another owner id) is taken
  * over and the message forwarded, not suppressed forever; a claim this run
  * holds is a duplicate. */
@@ -337,6 +409,11 @@ static void test_orphaned_claim_is_reforwarded(void **state) {
     st = kf_run_wait(&r, 10, TIMEOUT_MS);
     assert_int_equal(st.forwarded, 10);
     assert_int_equal(st.orphans_reforwarded, 1);
+    /* /healthz: the loop turns (within 10s), but not within 0ms. */
+    assert_true(kd_pipeline_healthy(r.p, 10000, err, sizeof(err)));
+    assert_false(kd_pipeline_healthy(r.p, 0, err, sizeof(err)));
+    assert_non_null(strstr(err, "main loop has not turned"));
+    assert_true(kd_pipeline_ready(r.p, err, sizeof(err)));
     kf_run_stop(&r);
     recs = kf_read(&e->mock, "out", PARTS, 10, 1000, TIMEOUT_MS, &n);
     assert_int_equal(n, 10);
@@ -357,6 +434,10 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_stop_mid_stream_loses_nothing, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_orphaned_claim_is_reforwarded, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_retries_exhausted_dead_letter, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_possibly_persisted_keeps_claim, setup,
                                         teardown),
     };
 

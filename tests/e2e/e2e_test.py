@@ -16,13 +16,18 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 
+import urllib.error
+import urllib.request
+
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 KDEDUP = os.environ.get("KDEDUP", "build/kdedup")
 API = (2, 5, 0)  # the mock cluster's protocol level; skips version probing
@@ -48,9 +53,43 @@ class Mock:
         self.bootstrap = self.proc.stdout.readline().strip()
         check(self.bootstrap.startswith("127.0.0.1:"), "mock cluster did not start")
 
+    def cmd(self, line):
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        reply = self.proc.stdout.readline().strip()
+        check(reply == "ok", f"mock: {line}: {reply}")
+
     def stop(self):
         self.proc.stdin.close()
         self.proc.wait(timeout=30)
+
+
+SECRET = "e2e-s3cret-never-logged"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(port, path, timeout=5):
+    """(status, body) of GET http://127.0.0.1:port/path."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def raw_http(port, data, timeout=5):
+    """Sends raw bytes; returns what came back (b"" if the server closed)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        try:
+            return s.recv(4096)
+        except (socket.timeout, ConnectionResetError):
+            return b""
 
 
 class Sidecar:
@@ -58,17 +97,21 @@ class Sidecar:
         self.workdir = workdir
         self.config = os.path.join(workdir, "kdedup.json")
         self.log = open(os.path.join(workdir, "kdedup.log"), "a")
+        self.port = free_port()
         with open(self.config, "w") as f:
             json.dump({
                 "kafka": {"brokers": bootstrap, "group_id": "e2e",
                           # a killed member's partitions move on after 6s, not 45s
                           "consumer": {"session.timeout.ms": "6000",
-                                       "heartbeat.interval.ms": "500"}},
+                                       "heartbeat.interval.ms": "500",
+                                       "statistics.interval.ms": "500"},
+                          # a secret that must never reach a log line
+                          "producer": {"sasl.password": SECRET}},
                 "routes": [{"from": SRC, "to": DST, "key_header": "Idempotency-Key",
                             "on_missing_key": "dead_letter",
                             "dead_letter_topic": "orders.dlq"}],
                 "store": {"path": os.path.join(workdir, "store")},
-                "http": {"listen": "127.0.0.1:0"},
+                "http": {"listen": f"127.0.0.1:{self.port}"},
                 "pipeline": {"shutdown_grace": "20s"},
             }, f)
         self.proc = None
@@ -185,41 +228,124 @@ def main():
             failed += 1
             print(f"FAIL {name}: {e}", flush=True)
 
-    def clean_run():
+    def metrics():
+        status, text = http_get(kd.port, "/metrics")
+        check(status == 200, f"/metrics answered {status}")
+        # An independent parser: every family must parse. (It names counter
+        # families without their _total suffix; samples keep it.)
+        fams = {f.name: f for f in text_string_to_metric_families(text)}
+        samples = [smp for f in fams.values() for smp in f.samples]
+
+        def value(name, **labels):
+            found = [smp.value for smp in samples if smp.name == name and
+                     all(smp.labels.get(k) == v for k, v in labels.items())]
+            check(found, f"{name}{labels} not in /metrics")
+            return sum(found)
+        return fams, value
+
+    def observed_clean_run():
         world.produce(2000, 0.25)
         kd.start()
+        first = http_get(kd.port, "/readyz")
+        for _ in range(300):
+            status, body = http_get(kd.port, "/readyz")
+            if status == 200:
+                break
+            time.sleep(0.1)
+        check(first[0] == 503 and first[1].strip(), f"/readyz before assignment: {first}")
+        check(status == 200, f"/readyz never became ready: {body}")
         world.read()
         world.verify()
-        phases.append(f"clean run: {len(world.keys)} produced, {len(world.first)} unique")
+        for _ in range(100):  # the receipts of the last deliveries land just after
+            fams, value = metrics()
+            if value("kdedup_inflight_messages") == 0:
+                break
+            time.sleep(0.1)
+        produced, unique = len(world.keys), len(world.first)
+        route = f"{SRC}->{DST}"
+        check(value("kdedup_messages_consumed_total", topic=SRC) == produced, "consumed")
+        check(value("kdedup_messages_forwarded_total", route=route) == unique, "forwarded")
+        check(value("kdedup_duplicates_total", route=route) == produced - unique, "duplicates")
+        check(value("kdedup_claims_released_total", route=route) == 0, "released")
+        check(value("kdedup_forward_latency_seconds_count") == unique, "latency count")
+        check(value("kdedup_store_write_seconds_count") >= 2, "store write count")
+        check(value("kdedup_build_info") == 1, "build info")
+        for name in ("kdedup_consumer_lag", "kdedup_dedup_collisions", "kdedup_store_errors",
+                     "kdedup_produce_errors", "kdedup_missing_key"):
+            check(name in fams, f"{name} missing from /metrics")
+        phases.append(f"metrics: consumed {produced}, forwarded {unique}, "
+                      f"duplicates {produced - unique}, latency count {unique}")
 
-    def sigterm_mid_stream():
+    def readiness_follows_broker():
+        mock.cmd("broker-down 1")
+        for _ in range(200):
+            status, body = http_get(kd.port, "/readyz")
+            check(http_get(kd.port, "/healthz")[0] == 200, "/healthz failed with the broker down")
+            if status == 503:
+                break
+            time.sleep(0.1)
+        check(status == 503 and "broker" in body, f"/readyz with the broker down: {status} {body}")
+        mock.cmd("broker-up 1")
+        for _ in range(300):
+            status, body = http_get(kd.port, "/readyz")
+            if status == 200:
+                break
+            time.sleep(0.1)
+        check(status == 200, f"/readyz after the broker came back: {status} {body}")
+        phases.append("readyz: 503 before assignment, 200, 503 with the broker down, 200 again")
+
+    def hostile_http():
+        check(raw_http(kd.port, b"\x00\xff\x13garbage\r\n\r\n") is not None, "garbage")
+        long_line = b"GET /" + b"a" * 200000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+        try:
+            reply = raw_http(kd.port, long_line)
+            check(not reply or b" 200 " not in reply.split(b"\r\n")[0], "a 200 KB line accepted")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused while sending: fine
+        reply = raw_http(kd.port, b"BREW /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        check(b" 405 " in reply.split(b"\r\n")[0], f"unknown method: {reply[:40]!r}")
+        idle = []
+        for i in range(200):
+            c = socket.create_connection(("127.0.0.1", kd.port), timeout=5)
+            if i % 2:
+                c.sendall(b"GET /metr")  # a request that never ends
+            idle.append(c)
+        t0 = time.time()
+        status, _ = http_get(kd.port, "/healthz")
+        check(status == 200, f"/healthz with 200 idle connections: {status}")
+        check(time.time() - t0 < 2, "/healthz stalled behind idle connections")
+        for c in idle:
+            c.close()
+        phases.append("http: garbage, a 200 KB line, BREW, 200 idle connections: survived")
+
+    def interrupt_mid_stream(sig):
+        """Signals kdedup while input is still arriving, restarts it, and
+        checks downstream. Returns how many keys arrived twice."""
         producing = world.produce_in_background(4000, 0.25)
         time.sleep(0.7)
         before = len(world.keys)
-        rc = kd.signal(signal.SIGTERM)
-        check(rc == 0, f"kdedup exited {rc} on SIGTERM")
+        rc = kd.signal(sig)
+        check(sig != signal.SIGTERM or rc == 0, f"kdedup exited {rc} on SIGTERM")
         kd.start()
         producing.join()
-        check(before < len(world.keys), "SIGTERM came after the stream ended")
+        check(before < len(world.keys), "the signal came after the stream ended")
         world.read()
-        world.verify()
+        return world.verify(allow_duplicates=sig == signal.SIGKILL)
+
+    def sigterm_mid_stream():
+        interrupt_mid_stream(signal.SIGTERM)
         phases.append(f"SIGTERM: {len(world.keys)} produced, {len(world.first)} unique")
 
     def kill9_mid_stream():
-        producing = world.produce_in_background(4000, 0.25)
-        time.sleep(0.7)
-        before = len(world.keys)
-        kd.signal(signal.SIGKILL)
-        kd.start()
-        producing.join()
-        check(before < len(world.keys), "kill -9 came after the stream ended")
-        world.read()
-        dups = world.verify(allow_duplicates=True)
+        dups = interrupt_mid_stream(signal.SIGKILL)
         phases.append(f"kill -9: {len(world.keys)} produced, {len(world.first)} unique, "
                       f"{dups} re-forwarded after the crash (at-least-once recovery)")
 
     try:
-        phase("clean run: every unique key once, payloads, headers, order", clean_run)
+        phase("clean run: every unique key once, payloads, headers, order; /metrics exact",
+              observed_clean_run)
+        phase("/readyz follows the broker, /healthz stays up", readiness_follows_broker)
+        phase("hostile HTTP input does not stall or crash", hostile_http)
         phase("SIGTERM mid-stream, restart: nothing lost, nothing twice", sigterm_mid_stream)
         phase("kill -9 mid-stream, restart: nothing lost", kill9_mid_stream)
     finally:
@@ -228,6 +354,14 @@ def main():
         world.reader.close()
         world.producer.close()
         mock.stop()
+    with open(kd.log.name) as f:
+        log = f.read()
+    if SECRET in log:
+        failed += 1
+        print("FAIL the SASL password appears in kdedup's log")
+    else:
+        passed += 1
+        print("PASS the SASL password never appears in kdedup's log")
     for p in phases:
         print("  " + p)
     if failed:

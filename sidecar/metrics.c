@@ -1,0 +1,405 @@
+/*
+ * kdedup - metrics (see metrics.h).
+ */
+#include "sidecar/metrics.h"
+
+#include <cjson/cJSON.h>
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef KD_VERSION
+#define KD_VERSION "0.1.0"
+#endif
+
+#define MAX_LAGS 4096
+#define MAX_BROKERS 64
+
+static const double bucket_le[KD_HIST_BUCKETS] = {
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
+
+typedef struct lag {
+    char topic[256];
+    int32_t partition;
+    int64_t lag;
+} lag;
+
+typedef struct broker_rtt {
+    char name[128];
+    double rtt_s;
+} broker_rtt;
+
+/* Gauges from librdkafka statistics, replaced as a whole under the lock. */
+typedef struct stats_view {
+    lag *lags;
+    size_t nlags;
+    broker_rtt rtts[MAX_BROKERS];
+    size_t nrtts;
+    int64_t producer_queue;
+    kd_cluster_view cluster;
+} stats_view;
+
+struct kd_metrics {
+    const kd_config *cfg;
+    kd_route_metrics *routes;
+    _Atomic uint64_t collisions, store_errors, inflight, assigned;
+    kd_histogram forward_latency, store_write;
+    pthread_mutex_t lock; /* guards view */
+    stats_view view;
+};
+
+kd_metrics *kd_metrics_new(const kd_config *cfg) {
+    kd_metrics *m = calloc(1, sizeof(*m));
+
+    if (!m || !(m->routes = calloc(cfg->nroutes, sizeof(*m->routes))) ||
+        !(m->view.lags = calloc(MAX_LAGS, sizeof(*m->view.lags)))) {
+        if (m)
+            free(m->routes);
+        free(m);
+        return NULL;
+    }
+    m->cfg = cfg;
+    m->view.producer_queue = -1;
+    m->view.cluster.group_steady = -1;
+    pthread_mutex_init(&m->lock, NULL);
+    return m;
+}
+
+void kd_metrics_destroy(kd_metrics *m) {
+    if (!m)
+        return;
+    pthread_mutex_destroy(&m->lock);
+    free(m->view.lags);
+    free(m->routes);
+    free(m);
+}
+
+kd_route_metrics *kd_metrics_route(kd_metrics *m, size_t route) {
+    return &m->routes[route];
+}
+
+_Atomic uint64_t *kd_metrics_collisions(kd_metrics *m) {
+    return &m->collisions;
+}
+
+_Atomic uint64_t *kd_metrics_store_errors(kd_metrics *m) {
+    return &m->store_errors;
+}
+
+_Atomic uint64_t *kd_metrics_inflight(kd_metrics *m) {
+    return &m->inflight;
+}
+
+_Atomic uint64_t *kd_metrics_assigned(kd_metrics *m) {
+    return &m->assigned;
+}
+
+kd_histogram *kd_metrics_forward_latency(kd_metrics *m) {
+    return &m->forward_latency;
+}
+
+kd_histogram *kd_metrics_store_write(kd_metrics *m) {
+    return &m->store_write;
+}
+
+void kd_histogram_observe(kd_histogram *h, double seconds) {
+    size_t i = 0;
+
+    while (i < KD_HIST_BUCKETS && seconds > bucket_le[i])
+        i++;
+    if (i < KD_HIST_BUCKETS)
+        atomic_fetch_add_explicit(&h->buckets[i], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->sum_us, (uint64_t)(seconds * 1e6), memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->count, 1, memory_order_relaxed);
+}
+
+/*
+ * librdkafka statistics (STATISTICS.md): consumer lag per partition, broker
+ * states and round-trip times, the producer's queue, the group's state.
+ */
+
+static double num(const cJSON *obj, const char *name, double def) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
+
+    return cJSON_IsNumber(v) ? v->valuedouble : def;
+}
+
+static const char *str(const cJSON *obj, const char *name) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
+
+    return cJSON_IsString(v) ? v->valuestring : "";
+}
+
+static void read_lags(const cJSON *root, stats_view *v) {
+    const cJSON *topics = cJSON_GetObjectItemCaseSensitive(root, "topics"), *t, *p;
+
+    v->nlags = 0;
+    cJSON_ArrayForEach(t, topics) {
+        cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(t, "partitions")) {
+            int32_t part = (int32_t)num(p, "partition", -1);
+            double l = num(p, "consumer_lag", -1);
+
+            if (part < 0 || l < 0 || v->nlags == MAX_LAGS)
+                continue; /* the internal UA partition, or unknown lag */
+            snprintf(v->lags[v->nlags].topic, sizeof(v->lags[0].topic), "%s", t->string);
+            v->lags[v->nlags].partition = part;
+            v->lags[v->nlags++].lag = (int64_t)l;
+        }
+    }
+}
+
+static void read_brokers(const cJSON *root, stats_view *v, bool consumer) {
+    const cJSON *b;
+
+    if (consumer)
+        v->cluster.brokers_up = v->cluster.brokers_known = 0;
+    else
+        v->nrtts = 0;
+    cJSON_ArrayForEach(b, cJSON_GetObjectItemCaseSensitive(root, "brokers")) {
+        if (num(b, "nodeid", -1) < 0)
+            continue; /* bootstrap and internal entries */
+        if (consumer) {
+            v->cluster.brokers_known++;
+            v->cluster.brokers_up += !strcmp(str(b, "state"), "UP");
+        } else if (v->nrtts < MAX_BROKERS) {
+            const cJSON *rtt = cJSON_GetObjectItemCaseSensitive(b, "rtt");
+
+            snprintf(v->rtts[v->nrtts].name, sizeof(v->rtts[0].name), "%s", b->string);
+            v->rtts[v->nrtts++].rtt_s = num(rtt, "avg", 0) / 1e6;
+        }
+    }
+}
+
+int kd_metrics_update_stats(kd_metrics *m, const char *json, size_t len) {
+    cJSON *root = cJSON_ParseWithLength(json, len);
+    const cJSON *cgrp;
+    bool consumer;
+
+    if (!root)
+        return -1;
+    consumer = !strcmp(str(root, "type"), "consumer");
+    pthread_mutex_lock(&m->lock);
+    read_brokers(root, &m->view, consumer);
+    if (consumer) {
+        read_lags(root, &m->view);
+        cgrp = cJSON_GetObjectItemCaseSensitive(root, "cgrp");
+        m->view.cluster.group_steady =
+            !strcmp(str(cgrp, "state"), "up") && !strcmp(str(cgrp, "join_state"), "steady");
+        m->view.cluster.assignment = (int)num(cgrp, "assignment_size", 0);
+    } else {
+        m->view.producer_queue = (int64_t)num(root, "msg_cnt", -1);
+    }
+    pthread_mutex_unlock(&m->lock);
+    cJSON_Delete(root);
+    return 0;
+}
+
+void kd_metrics_cluster_view(kd_metrics *m, kd_cluster_view *out) {
+    pthread_mutex_lock(&m->lock);
+    *out = m->view.cluster;
+    pthread_mutex_unlock(&m->lock);
+}
+
+/*
+ * Rendering.
+ */
+
+typedef struct buf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+} buf;
+
+__attribute__((format(printf, 2, 3))) static void put(buf *b, const char *fmt, ...) {
+    va_list ap;
+    int n;
+
+    for (;;) {
+        va_start(ap, fmt);
+        n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0 || b->oom)
+            return;
+        if (b->p && (size_t)n < b->cap - b->len) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t cap = (b->cap + (size_t)n + 1) * 2;
+        char *p = realloc(b->p, cap);
+
+        if (!p) {
+            b->oom = true;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+}
+
+/* A label value with \, " and newline escaped, as the format requires. */
+static const char *esc(const char *s, char *out, size_t size) {
+    size_t n = 0;
+
+    for (; *s && n + 3 < size; s++) {
+        if (*s == '\\' || *s == '"' || *s == '\n') {
+            out[n++] = '\\';
+            out[n++] = *s == '\n' ? 'n' : *s;
+        } else {
+            out[n++] = *s;
+        }
+    }
+    out[n] = '\0';
+    return out;
+}
+
+static void family(buf *b, const char *name, const char *type, const char *help) {
+    put(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static uint64_t load(_Atomic uint64_t *v) {
+    return atomic_load_explicit(v, memory_order_relaxed);
+}
+
+/* One counter family with a value per route, labelled route="from->to". */
+static void route_counter(buf *b, kd_metrics *m, const char *name, const char *help,
+                          size_t field, const char *extra) {
+    family(b, name, "counter", help);
+    for (size_t i = 0; i < m->cfg->nroutes; i++) {
+        char route[600], e[600];
+
+        snprintf(route, sizeof(route), "%s->%s", m->cfg->routes[i].from,
+                 m->cfg->routes[i].to);
+        put(b, "%s{route=\"%s\"%s} %llu\n", name, esc(route, e, sizeof(e)), extra,
+            (unsigned long long)load((_Atomic uint64_t *)((char *)&m->routes[i] + field)));
+    }
+}
+
+static void histogram(buf *b, kd_histogram *h, const char *name, const char *help) {
+    uint64_t cum = 0;
+
+    family(b, name, "histogram", help);
+    for (size_t i = 0; i < KD_HIST_BUCKETS; i++) {
+        cum += load(&h->buckets[i]);
+        put(b, "%s_bucket{le=\"%g\"} %llu\n", name, bucket_le[i], (unsigned long long)cum);
+    }
+    /* count last: +Inf never falls behind the buckets a racing observe bumped */
+    uint64_t count = load(&h->count);
+    put(b, "%s_bucket{le=\"+Inf\"} %llu\n", name,
+        (unsigned long long)(count > cum ? count : cum));
+    put(b, "%s_sum %.6f\n%s_count %llu\n", name, (double)load(&h->sum_us) / 1e6, name,
+        (unsigned long long)(count > cum ? count : cum));
+}
+
+#define RF(f) offsetof(kd_route_metrics, f)
+
+static void render_routes(buf *b, kd_metrics *m) {
+    family(b, "kdedup_messages_consumed_total", "counter", "Messages read from a source topic.");
+    for (size_t i = 0; i < m->cfg->nroutes; i++) {
+        char e[600];
+
+        put(b, "kdedup_messages_consumed_total{topic=\"%s\"} %llu\n",
+            esc(m->cfg->routes[i].from, e, sizeof(e)),
+            (unsigned long long)load(&m->routes[i].consumed));
+    }
+    route_counter(b, m, "kdedup_messages_forwarded_total",
+                  "Claimed messages delivered downstream with a receipt.", RF(forwarded), "");
+    route_counter(b, m, "kdedup_claims_released_total",
+                  "Claims released after a delivery definitely failed.", RF(released), "");
+    route_counter(b, m, "kdedup_retries_total", "Deliveries attempted again.", RF(retries),
+                  "");
+    route_counter(b, m, "kdedup_dead_lettered_total",
+                  "Messages delivered to the route's dead-letter topic.", RF(dead_lettered),
+                  "");
+    route_counter(b, m, "kdedup_orphans_reforwarded_total",
+                  "Claims left in flight by a previous run, taken over and forwarded.",
+                  RF(orphans_reforwarded), "");
+}
+
+/* Families with a second label beside route: one family, several fields. */
+static void render_split(buf *b, kd_metrics *m, const char *name, const char *help,
+                         const char *label, const char *const *values, const size_t *fields,
+                         size_t n) {
+    family(b, name, "counter", help);
+    for (size_t v = 0; v < n; v++)
+        for (size_t i = 0; i < m->cfg->nroutes; i++) {
+            char route[600], e[600];
+
+            snprintf(route, sizeof(route), "%s->%s", m->cfg->routes[i].from,
+                     m->cfg->routes[i].to);
+            put(b, "%s{route=\"%s\",%s=\"%s\"} %llu\n", name, esc(route, e, sizeof(e)), label,
+                values[v],
+                (unsigned long long)load(
+                    (_Atomic uint64_t *)((char *)&m->routes[i] + fields[v])));
+        }
+}
+
+static void render_stats(buf *b, kd_metrics *m) {
+    char e[600];
+
+    pthread_mutex_lock(&m->lock);
+    family(b, "kdedup_consumer_lag", "gauge",
+           "Messages behind the partition's high watermark (librdkafka statistics).");
+    for (size_t i = 0; i < m->view.nlags; i++)
+        put(b, "kdedup_consumer_lag{topic=\"%s\",partition=\"%d\"} %lld\n",
+            esc(m->view.lags[i].topic, e, sizeof(e)), (int)m->view.lags[i].partition,
+            (long long)m->view.lags[i].lag);
+    family(b, "kdedup_producer_queue_messages", "gauge",
+           "Messages in the producer's queues, awaiting delivery.");
+    if (m->view.producer_queue >= 0)
+        put(b, "kdedup_producer_queue_messages %lld\n", (long long)m->view.producer_queue);
+    family(b, "kdedup_broker_rtt_seconds", "gauge",
+           "Average broker round-trip time seen by the producer.");
+    for (size_t i = 0; i < m->view.nrtts; i++)
+        put(b, "kdedup_broker_rtt_seconds{broker=\"%s\"} %.6f\n",
+            esc(m->view.rtts[i].name, e, sizeof(e)), m->view.rtts[i].rtt_s);
+    pthread_mutex_unlock(&m->lock);
+}
+
+char *kd_metrics_render(kd_metrics *m, size_t *len) {
+    static const char *const dup_state[] = {"completed", "in_flight"};
+    static const size_t dup_f[] = {RF(duplicates_completed), RF(duplicates_in_flight)};
+    static const char *const missing[] = {"forward", "drop", "dead_letter"};
+    static const size_t missing_f[] = {RF(missing_forwarded), RF(missing_dropped),
+                                       RF(missing_dead_lettered)};
+    static const char *const status[] = {"not_persisted", "possibly_persisted"};
+    static const size_t status_f[] = {RF(not_persisted), RF(possibly_persisted)};
+    buf b = {0};
+
+    family(&b, "kdedup_build_info", "gauge", "kdedup's version.");
+    put(&b, "kdedup_build_info{version=\"%s\"} 1\n", KD_VERSION);
+    render_routes(&b, m);
+    render_split(&b, m, "kdedup_duplicates_total",
+                 "Messages skipped: their key was completed or in flight.", "state", dup_state,
+                 dup_f, 2);
+    render_split(&b, m, "kdedup_missing_key_total",
+                 "Messages without a usable idempotency key, by the action taken.", "action",
+                 missing, missing_f, 3);
+    render_split(&b, m, "kdedup_produce_errors_total",
+                 "Failed or uncertain deliveries, by librdkafka's persistence status.",
+                 "status", status, status_f, 2);
+    family(&b, "kdedup_dedup_collisions_total", "counter",
+           "Keys the store could not deduplicate (hash collision, unreadable entry).");
+    put(&b, "kdedup_dedup_collisions_total %llu\n", (unsigned long long)load(&m->collisions));
+    family(&b, "kdedup_store_errors_total", "counter", "Store reads or writes that failed.");
+    put(&b, "kdedup_store_errors_total %llu\n", (unsigned long long)load(&m->store_errors));
+    family(&b, "kdedup_inflight_messages", "gauge",
+           "Messages consumed whose fate is not yet durable.");
+    put(&b, "kdedup_inflight_messages %llu\n", (unsigned long long)load(&m->inflight));
+    family(&b, "kdedup_assigned_partitions", "gauge", "Source partitions assigned.");
+    put(&b, "kdedup_assigned_partitions %llu\n", (unsigned long long)load(&m->assigned));
+    render_stats(&b, m);
+    histogram(&b, &m->forward_latency, "kdedup_forward_latency_seconds",
+              "From consuming a message to its receipt being durable.");
+    histogram(&b, &m->store_write, "kdedup_store_write_seconds",
+              "One batch write to the store (claims or receipts).");
+    if (b.oom) {
+        free(b.p);
+        return NULL;
+    }
+    *len = b.len;
+    return b.p;
+}

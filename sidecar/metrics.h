@@ -1,0 +1,73 @@
+/*
+ * kdedup - metrics: counters and histograms updated on the hot path with
+ * C11 atomics (no locks), gauges fed from librdkafka statistics, rendered
+ * in the Prometheus text exposition format 0.0.4 on scrape.
+ */
+#ifndef KD_METRICS_H
+#define KD_METRICS_H
+
+#include "config/config.h"
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Upper bounds (seconds) of the latency histograms: 0.5 ms ... 10 s. */
+#define KD_HIST_BUCKETS 15
+
+typedef struct kd_histogram {
+    _Atomic uint64_t buckets[KD_HIST_BUCKETS]; /* not cumulative; +Inf is count */
+    _Atomic uint64_t count;
+    _Atomic uint64_t sum_us;
+} kd_histogram;
+
+/* Counters of one route. */
+typedef struct kd_route_metrics {
+    _Atomic uint64_t consumed, forwarded, duplicates_completed, duplicates_in_flight,
+        released, retries, dead_lettered, missing_forwarded, missing_dropped,
+        missing_dead_lettered, not_persisted, possibly_persisted, orphans_reforwarded;
+} kd_route_metrics;
+
+typedef struct kd_metrics kd_metrics;
+
+/* Metrics for the routes of cfg (borrowed; must outlive the metrics). NULL
+ * on allocation failure. */
+kd_metrics *kd_metrics_new(const kd_config *cfg);
+void kd_metrics_destroy(kd_metrics *m);
+
+/* The counters of route i. */
+kd_route_metrics *kd_metrics_route(kd_metrics *m, size_t route);
+
+/* Process-wide counters and gauges. */
+_Atomic uint64_t *kd_metrics_collisions(kd_metrics *m);
+_Atomic uint64_t *kd_metrics_store_errors(kd_metrics *m);
+_Atomic uint64_t *kd_metrics_inflight(kd_metrics *m);
+_Atomic uint64_t *kd_metrics_assigned(kd_metrics *m);
+
+/* consume → receipt, and per store batch write. */
+kd_histogram *kd_metrics_forward_latency(kd_metrics *m);
+kd_histogram *kd_metrics_store_write(kd_metrics *m);
+
+/* Records one observation of `seconds`. Lock-free. */
+void kd_histogram_observe(kd_histogram *h, double seconds);
+
+/* Replaces the gauges taken from librdkafka statistics with those in json
+ * (one statistics document, from the consumer or the producer). Returns 0,
+ * or -1 if json does not parse. */
+int kd_metrics_update_stats(kd_metrics *m, const char *json, size_t len);
+
+/* The current exposition text, malloc()ed (the caller frees), *len its
+ * length; NULL when out of memory. */
+char *kd_metrics_render(kd_metrics *m, size_t *len);
+
+/* From the last consumer statistics: brokers in state UP, and whether the
+ * group is joined (steady) and how many partitions it was given. */
+typedef struct kd_cluster_view {
+    int brokers_up;
+    int brokers_known;
+    int group_steady;   /* 1 joined and steady, 0 not, -1 not reported yet */
+    int assignment;
+} kd_cluster_view;
+void kd_metrics_cluster_view(kd_metrics *m, kd_cluster_view *out);
+
+#endif /* KD_METRICS_H */
