@@ -42,7 +42,9 @@ static enum MHD_Result text(struct MHD_Connection *c, unsigned status, const cha
     int n = snprintf(body, sizeof(body), "%s\n", msg);
 
     return reply(c, status, "text/plain; charset=utf-8", body,
-                 n < 0 ? 0 : (size_t)n < sizeof(body) ? (size_t)n : sizeof(body) - 1,
+                 n < 0                      ? 0
+                 : (size_t)n < sizeof(body) ? (size_t)n
+                                            : sizeof(body) - 1,
                  MHD_RESPMEM_MUST_COPY);
 }
 
@@ -95,8 +97,8 @@ static void mhd_log(void *cls, const char *fmt, va_list ap) {
 
 /* Splits "host:port" (the config checked its shape) and resolves it. */
 static struct addrinfo *resolve(const char *listen, char *errstr, size_t errstr_size) {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE};
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
     const char *colon = strrchr(listen, ':');
     struct addrinfo *ai = NULL;
     char host[256];
@@ -129,18 +131,20 @@ kd_http *kd_http_start(const char *listen, const kd_http_handlers *h, char *errs
         return NULL;
     }
     s->h = *h;
-    s->daemon = MHD_start_daemon(
-        MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG |
-            (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0),
-        0, NULL, NULL, handle, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)MAX_CONNECTIONS,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONNECTION_TIMEOUT_S,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+    s->daemon =
+        MHD_start_daemon(MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG |
+                             (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0),
+                         0, NULL, NULL, handle, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+                         MHD_OPTION_CONNECTION_LIMIT, (unsigned)MAX_CONNECTIONS,
+                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONNECTION_TIMEOUT_S,
+                         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY,
+                         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!s->daemon) {
-        snprintf(errstr, errstr_size, "http.listen \"%s\": cannot listen (address in use "
-                 "or not available)", listen);
+        snprintf(errstr, errstr_size,
+                 "http.listen \"%s\": cannot listen (address in use "
+                 "or not available)",
+                 listen);
         free(s);
         return NULL;
     }

@@ -113,7 +113,8 @@ void kd_histogram_observe(kd_histogram *h, double seconds) {
         i++;
     if (i < KD_HIST_BUCKETS)
         atomic_fetch_add_explicit(&h->buckets[i], 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&h->sum_us, (uint64_t)(seconds * 1e6), memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->sum_us, (uint64_t)(seconds * 1e6),
+                              memory_order_relaxed);
     atomic_fetch_add_explicit(&h->count, 1, memory_order_relaxed);
 }
 
@@ -187,8 +188,8 @@ int kd_metrics_update_stats(kd_metrics *m, const char *json, size_t len) {
     if (consumer) {
         read_lags(root, &m->view);
         cgrp = cJSON_GetObjectItemCaseSensitive(root, "cgrp");
-        m->view.cluster.group_steady =
-            !strcmp(str(cgrp, "state"), "up") && !strcmp(str(cgrp, "join_state"), "steady");
+        m->view.cluster.group_steady = !strcmp(str(cgrp, "state"), "up") &&
+                                       !strcmp(str(cgrp, "join_state"), "steady");
         m->view.cluster.assignment = (int)num(cgrp, "assignment_size", 0);
     } else {
         m->view.producer_queue = (int64_t)num(root, "msg_cnt", -1);
@@ -274,7 +275,8 @@ static void route_counter(buf *b, kd_metrics *m, const char *name, const char *h
         snprintf(route, sizeof(route), "%s->%s", m->cfg->routes[i].from,
                  m->cfg->routes[i].to);
         put(b, "%s{route=\"%s\"%s} %llu\n", name, esc(route, e, sizeof(e)), extra,
-            (unsigned long long)load((_Atomic uint64_t *)((char *)&m->routes[i] + field)));
+            (unsigned long long)load(
+                (_Atomic uint64_t *)((char *)&m->routes[i] + field)));
     }
 }
 
@@ -284,7 +286,8 @@ static void histogram(buf *b, kd_histogram *h, const char *name, const char *hel
     family(b, name, "histogram", help);
     for (size_t i = 0; i < KD_HIST_BUCKETS; i++) {
         cum += load(&h->buckets[i]);
-        put(b, "%s_bucket{le=\"%g\"} %llu\n", name, bucket_le[i], (unsigned long long)cum);
+        put(b, "%s_bucket{le=\"%g\"} %llu\n", name, bucket_le[i],
+            (unsigned long long)cum);
     }
     /* count last: +Inf never falls behind the buckets a racing observe bumped */
     uint64_t count = load(&h->count);
@@ -297,7 +300,8 @@ static void histogram(buf *b, kd_histogram *h, const char *name, const char *hel
 #define RF(f) offsetof(kd_route_metrics, f)
 
 static void render_routes(buf *b, kd_metrics *m) {
-    family(b, "kdedup_messages_consumed_total", "counter", "Messages read from a source topic.");
+    family(b, "kdedup_messages_consumed_total", "counter",
+           "Messages read from a source topic.");
     for (size_t i = 0; i < m->cfg->nroutes; i++) {
         char e[600];
 
@@ -306,14 +310,16 @@ static void render_routes(buf *b, kd_metrics *m) {
             (unsigned long long)load(&m->routes[i].consumed));
     }
     route_counter(b, m, "kdedup_messages_forwarded_total",
-                  "Claimed messages delivered downstream with a receipt.", RF(forwarded), "");
+                  "Claimed messages delivered downstream with a receipt.", RF(forwarded),
+                  "");
     route_counter(b, m, "kdedup_claims_released_total",
-                  "Claims released after a delivery definitely failed.", RF(released), "");
-    route_counter(b, m, "kdedup_retries_total", "Deliveries attempted again.", RF(retries),
+                  "Claims released after a delivery definitely failed.", RF(released),
                   "");
+    route_counter(b, m, "kdedup_retries_total", "Deliveries attempted again.",
+                  RF(retries), "");
     route_counter(b, m, "kdedup_dead_lettered_total",
-                  "Messages delivered to the route's dead-letter topic.", RF(dead_lettered),
-                  "");
+                  "Messages delivered to the route's dead-letter topic.",
+                  RF(dead_lettered), "");
     route_counter(b, m, "kdedup_orphans_reforwarded_total",
                   "Claims left in flight by a previous run, taken over and forwarded.",
                   RF(orphans_reforwarded), "");
@@ -321,8 +327,8 @@ static void render_routes(buf *b, kd_metrics *m) {
 
 /* Families with a second label beside route: one family, several fields. */
 static void render_split(buf *b, kd_metrics *m, const char *name, const char *help,
-                         const char *label, const char *const *values, const size_t *fields,
-                         size_t n) {
+                         const char *label, const char *const *values,
+                         const size_t *fields, size_t n) {
     family(b, name, "counter", help);
     for (size_t v = 0; v < n; v++)
         for (size_t i = 0; i < m->cfg->nroutes; i++) {
@@ -330,8 +336,8 @@ static void render_split(buf *b, kd_metrics *m, const char *name, const char *he
 
             snprintf(route, sizeof(route), "%s->%s", m->cfg->routes[i].from,
                      m->cfg->routes[i].to);
-            put(b, "%s{route=\"%s\",%s=\"%s\"} %llu\n", name, esc(route, e, sizeof(e)), label,
-                values[v],
+            put(b, "%s{route=\"%s\",%s=\"%s\"} %llu\n", name, esc(route, e, sizeof(e)),
+                label, values[v],
                 (unsigned long long)load(
                     (_Atomic uint64_t *)((char *)&m->routes[i] + fields[v])));
         }
@@ -350,7 +356,8 @@ static void render_stats(buf *b, kd_metrics *m) {
     family(b, "kdedup_producer_queue_messages", "gauge",
            "Messages in the producer's queues, awaiting delivery.");
     if (m->view.producer_queue >= 0)
-        put(b, "kdedup_producer_queue_messages %lld\n", (long long)m->view.producer_queue);
+        put(b, "kdedup_producer_queue_messages %lld\n",
+            (long long)m->view.producer_queue);
     family(b, "kdedup_broker_rtt_seconds", "gauge",
            "Average broker round-trip time seen by the producer.");
     for (size_t i = 0; i < m->view.nrtts; i++)
@@ -373,19 +380,22 @@ char *kd_metrics_render(kd_metrics *m, size_t *len) {
     put(&b, "kdedup_build_info{version=\"%s\"} 1\n", KD_VERSION);
     render_routes(&b, m);
     render_split(&b, m, "kdedup_duplicates_total",
-                 "Messages skipped: their key was completed or in flight.", "state", dup_state,
-                 dup_f, 2);
+                 "Messages skipped: their key was completed or in flight.", "state",
+                 dup_state, dup_f, 2);
     render_split(&b, m, "kdedup_missing_key_total",
-                 "Messages without a usable idempotency key, by the action taken.", "action",
-                 missing, missing_f, 3);
+                 "Messages without a usable idempotency key, by the action taken.",
+                 "action", missing, missing_f, 3);
     render_split(&b, m, "kdedup_produce_errors_total",
                  "Failed or uncertain deliveries, by librdkafka's persistence status.",
                  "status", status, status_f, 2);
     family(&b, "kdedup_dedup_collisions_total", "counter",
            "Keys the store could not deduplicate (hash collision, unreadable entry).");
-    put(&b, "kdedup_dedup_collisions_total %llu\n", (unsigned long long)load(&m->collisions));
-    family(&b, "kdedup_store_errors_total", "counter", "Store reads or writes that failed.");
-    put(&b, "kdedup_store_errors_total %llu\n", (unsigned long long)load(&m->store_errors));
+    put(&b, "kdedup_dedup_collisions_total %llu\n",
+        (unsigned long long)load(&m->collisions));
+    family(&b, "kdedup_store_errors_total", "counter",
+           "Store reads or writes that failed.");
+    put(&b, "kdedup_store_errors_total %llu\n",
+        (unsigned long long)load(&m->store_errors));
     family(&b, "kdedup_inflight_messages", "gauge",
            "Messages consumed whose fate is not yet durable.");
     put(&b, "kdedup_inflight_messages %llu\n", (unsigned long long)load(&m->inflight));

@@ -65,7 +65,7 @@ char *kd_metrics_render(kd_metrics *m, size_t *len);
 typedef struct kd_cluster_view {
     int brokers_up;
     int brokers_known;
-    int group_steady;   /* 1 joined and steady, 0 not, -1 not reported yet */
+    int group_steady; /* 1 joined and steady, 0 not, -1 not reported yet */
     int assignment;
 } kd_cluster_view;
 void kd_metrics_cluster_view(kd_metrics *m, kd_cluster_view *out);

@@ -62,12 +62,14 @@ static void test_counters_render(void **state) {
     assert_line(text, "# TYPE kdedup_messages_consumed_total counter");
     assert_line(text, "kdedup_messages_consumed_total{topic=\"orders\"} 10");
     assert_line(text, "kdedup_messages_consumed_total{topic=\"pay\"} 0");
-    assert_line(text, "kdedup_messages_forwarded_total{route=\"orders->orders.deduped\"} 7");
+    assert_line(text,
+                "kdedup_messages_forwarded_total{route=\"orders->orders.deduped\"} 7");
     assert_line(text, "kdedup_duplicates_total{route=\"orders->orders.deduped\","
                       "state=\"completed\"} 2");
     assert_line(text, "kdedup_duplicates_total{route=\"orders->orders.deduped\","
                       "state=\"in_flight\"} 1");
-    assert_line(text, "kdedup_missing_key_total{route=\"pay->pay.out\",action=\"forward\"} 4");
+    assert_line(text,
+                "kdedup_missing_key_total{route=\"pay->pay.out\",action=\"forward\"} 4");
     assert_line(text, "kdedup_produce_errors_total{route=\"pay->pay.out\","
                       "status=\"possibly_persisted\"} 3");
     assert_line(text, "kdedup_store_errors_total 5");
@@ -88,8 +90,8 @@ static void test_histogram_buckets(void **state) {
     kd_histogram_observe(h, 0.0002); /* <= 0.5ms */
     kd_histogram_observe(h, 0.003);  /* <= 5ms */
     kd_histogram_observe(h, 0.003);
-    kd_histogram_observe(h, 7.0);    /* <= 10s */
-    kd_histogram_observe(h, 100.0);  /* only +Inf */
+    kd_histogram_observe(h, 7.0);   /* <= 10s */
+    kd_histogram_observe(h, 100.0); /* only +Inf */
     text = kd_metrics_render(m, &len);
     assert_line(text, "# TYPE kdedup_forward_latency_seconds histogram");
     assert_line(text, "kdedup_forward_latency_seconds_bucket{le=\"0.0005\"} 1");
