@@ -63,8 +63,9 @@ UNIT_TESTS := $(BUILD)/tests/test_entry $(BUILD)/tests/test_dedup \
               $(BUILD)/tests/test_offsets $(BUILD)/tests/test_metrics
 INTEGRATION_TESTS := $(BUILD)/tests/test_pipeline
 TESTS := $(UNIT_TESTS) $(INTEGRATION_TESTS)
-# The real binary against an independent client (Debian's kafka-python).
-E2E_TESTS := tests/e2e/e2e_test.py
+# The real binary against an independent client (Debian's kafka-python), and
+# the deploy/ manifests, configs and image checked offline.
+E2E_TESTS := tests/e2e/e2e_test.py tests/deploy/test_deploy.sh
 BENCHES := $(BUILD)/bench/bench_store
 FUZZERS := $(BUILD)/fuzz/fuzz_entry
 

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Offline checks of deploy/: every manifest and every rendered kustomize
+# overlay validates against the Kubernetes API schemas (npm kubernetes-models,
+# no cluster) and a broken one is caught; the configs pass
+# `kdedup --check-config`; the image's runtime packages cover every library
+# build/kdedup links. Ends with "deploy: N passed, N failed".
+set -u
+cd "$(dirname "$0")/../.."
+KDEDUP=${KDEDUP:-build/kdedup}
+OUT=${BUILD:-build}/deploy
+passed=0
+failed=0
+ok() { echo "PASS $*"; passed=$((passed + 1)); }
+ko() { echo "FAIL $*"; failed=$((failed + 1)); }
+mkdir -p "$OUT"
+
+# The validator's packages, pinned by package-lock.json.
+if ! (cd tests/deploy && npm ci --no-audit --no-fund --loglevel=error >/dev/null); then
+  ko "npm ci in tests/deploy"
+fi
+validate() { node tests/deploy/validate.js "$@" >"$OUT/validate.log" 2>&1; }
+
+manifests=$(find deploy/k8s -name '*.yaml' ! -name kustomization.yaml ! -name move-sidecar.yaml | sort)
+if validate $manifests; then ok "every manifest validates ($(echo $manifests | wc -w) files)"
+else ko "manifests: $(grep INVALID "$OUT/validate.log")"; fi
+
+for dir in base statefulset overlays/example overlays/plain-sidecar; do
+  out="$OUT/$(echo "$dir" | tr / -).yaml"
+  if ! kubectl kustomize "deploy/k8s/$dir" >"$out" 2>"$OUT/kustomize.err"; then
+    ko "kustomize $dir: $(tail -1 "$OUT/kustomize.err")"
+  elif validate "$out"; then ok "rendered $dir validates ($(grep -c '^kind:' "$out") objects)"
+  else ko "rendered $dir: $(grep INVALID "$OUT/validate.log")"; fi
+done
+grep -q "initContainers" "$OUT/overlays-plain-sidecar.yaml" \
+  && ko "plain-sidecar still has initContainers" || ok "plain-sidecar runs kdedup as a container"
+grep -q "restartPolicy: Always" "$OUT/base.yaml" \
+  && ok "base runs kdedup as a native sidecar" || ko "base has no native sidecar"
+
+# The validator must be able to fail: a wrong type, a missing required field.
+sed 's/replicas: 2/replicas: two/' deploy/k8s/base/deployment.yaml >"$OUT/bad1.yaml"
+sed 's/^        - name: app$/        - image: x/' deploy/k8s/base/deployment.yaml \
+  | sed '0,/^          image: example.org/s//          noname: example.org/' >"$OUT/bad2.yaml"
+if validate "$OUT/bad1.yaml"; then ko "replicas: two was accepted"
+else ok "replicas: two is rejected"; fi
+if validate "$OUT/bad2.yaml"; then ko "a container without a name was accepted"
+else ok "a container without a name is rejected"; fi
+
+for cfg in deploy/examples/*.json deploy/k8s/common/kdedup.json; do
+  if KAFKA_BROKERS=kafka:9093 KAFKA_USERNAME=u KAFKA_PASSWORD=p POD_NAME=pod-0 \
+     "$KDEDUP" --check-config "$cfg" >/dev/null 2>"$OUT/check.err"; then ok "check-config $cfg"
+  else ko "check-config $cfg: $(cat "$OUT/check.err")"; fi
+done
+
+# Runtime packages: every library the binary needs comes from one of them
+# (or from libc6, in every image).
+pkgs=$(sed -n '/^FROM debian:bookworm-slim/,$p' deploy/Dockerfile \
+  | sed -n '/apt-get install/,/&& rm/p' | tr ' \\' '\n\n' | grep -E '^lib|^ca-' | sort -u)
+missing=""
+for lib in $(readelf -d "$KDEDUP" | sed -n 's/.*NEEDED.*\[\(.*\)\]/\1/p'); do
+  path=$(ldd "$KDEDUP" | awk -v l="$lib" '$1 == l { print $3 }')
+  pkg=$(dpkg -S "$(readlink -f "$path")" 2>/dev/null | head -1 | cut -d: -f1)
+  [ -z "$pkg" ] && pkg=$(dpkg -S "$path" 2>/dev/null | head -1 | cut -d: -f1)
+  case " libc6 $(echo $pkgs) " in *" $pkg "*) ;; *) missing="$missing $lib($pkg)";; esac
+done
+if [ -z "$missing" ]; then ok "the image's packages ($(echo $pkgs)) cover what kdedup links"
+else ko "the image lacks:$missing"; fi
+
+echo "deploy: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
