@@ -304,6 +304,7 @@ def main():
             pass  # refused while sending: fine
         reply = raw_http(kd.port, b"BREW /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
         check(b" 405 " in reply.split(b"\r\n")[0], f"unknown method: {reply[:40]!r}")
+        check(http_get(kd.port, "/nope")[0] == 404, "an unknown path is not 404")
         idle = []
         for i in range(200):
             c = socket.create_connection(("127.0.0.1", kd.port), timeout=5)
@@ -316,7 +317,8 @@ def main():
         check(time.time() - t0 < 2, "/healthz stalled behind idle connections")
         for c in idle:
             c.close()
-        phases.append("http: garbage, a 200 KB line, BREW, 200 idle connections: survived")
+        phases.append("http: garbage, a 200 KB line, BREW (405), /nope (404), "
+                      "200 idle connections: survived")
 
     def interrupt_mid_stream(sig):
         """Signals kdedup while input is still arriving, restarts it, and
