@@ -52,11 +52,13 @@ for cfg in deploy/examples/*.json deploy/k8s/common/kdedup.json; do
 done
 
 # Runtime packages: every library the binary needs comes from one of them
-# (or from libc6, in every image).
+# (or from libc6, in every image). Sanitizer runtimes are skipped: the image
+# builds without SANITIZE, while this may run on a sanitized test build.
 pkgs=$(sed -n '/^FROM debian:bookworm-slim/,$p' deploy/Dockerfile \
   | sed -n '/apt-get install/,/&& rm/p' | tr ' \\' '\n\n' | grep -E '^lib|^ca-' | sort -u)
 missing=""
-for lib in $(readelf -d "$KDEDUP" | sed -n 's/.*NEEDED.*\[\(.*\)\]/\1/p'); do
+for lib in $(readelf -d "$KDEDUP" | sed -n 's/.*NEEDED.*\[\(.*\)\]/\1/p' \
+             | grep -Ev '^lib(a|ub|l|t)san\.'); do
   path=$(ldd "$KDEDUP" | awk -v l="$lib" '$1 == l { print $3 }')
   pkg=$(dpkg -S "$(readlink -f "$path")" 2>/dev/null | head -1 | cut -d: -f1)
   [ -z "$pkg" ] && pkg=$(dpkg -S "$path" 2>/dev/null | head -1 | cut -d: -f1)
