@@ -14,6 +14,7 @@
 #include "sidecar/metrics.h"
 #include "sidecar/pipeline.h"
 #include "sidecar/tools.h"
+#include "sidecar/version.h"
 #include "store_rocks/store_rocks.h"
 
 #include <librdkafka/rdkafka.h>
@@ -22,10 +23,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#ifndef KD_VERSION
-#define KD_VERSION "0.1.0"
-#endif
 
 #define MOCK_PARTITIONS 4
 

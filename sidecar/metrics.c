@@ -2,6 +2,7 @@
  * kdedup - metrics (see metrics.h).
  */
 #include "sidecar/metrics.h"
+#include "sidecar/version.h"
 
 #include <cjson/cJSON.h>
 
@@ -11,10 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#ifndef KD_VERSION
-#define KD_VERSION "0.1.0"
-#endif
 
 #define MAX_LAGS 4096
 #define MAX_BROKERS 64

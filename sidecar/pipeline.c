@@ -197,6 +197,15 @@ static kd_dedup *dedup_of(const kd_pipeline *p, const msg *m) {
     return p->routes[m->route].dedup;
 }
 
+/* Logs a failed store call once, with the backend's own description. */
+static void log_store_error(kd_pipeline *p, size_t route, const char *what) {
+    char err[512];
+    const char *fields[] = {"route", p->cfg->routes[route].to, NULL};
+
+    KD_LOG(KD_LOG_WARN, fields, "store: %s failed: %s (retrying)", what,
+           kd_store_last_error(p->store, err, sizeof(err)));
+}
+
 /* The message's fate is durable: its offset may be committed past. */
 static void msg_done(kd_pipeline *p, msg *m) {
     kd_offsets_done(p->offsets, m->route, m->rkm->partition, m->rkm->offset);
@@ -313,6 +322,7 @@ static void takeover(kd_pipeline *p, msg *m) {
         kd_dedup_claim_batch(dedup_of(p, m), &c, 1, wall_ms());
         if (c.err == KD_ERR_STORE) {
             GCOUNT(p, store_errors, 1);
+            log_store_error(p, m->route, "claim");
             schedule_retry(p, m, backoff_ms(p, m));
             return;
         }
@@ -344,6 +354,7 @@ static void takeover(kd_pipeline *p, msg *m) {
         err = kd_dedup_release_claim(dedup_of(p, m), m->key, m->key_len);
         if (err != KD_OK && err != KD_ERR_SEQUENCE_CONFLICT) {
             GCOUNT(p, store_errors, 1);
+            log_store_error(p, m->route, "release of an orphaned claim");
             schedule_retry(p, m, backoff_ms(p, m));
             return;
         }
@@ -389,6 +400,11 @@ static void claim_timed(kd_pipeline *p, size_t route, kd_claim *c, size_t n,
         for (size_t i = 0; i < n; i++)
             c[i].err = KD_ERR_STORE;
     observe_since(kd_metrics_store_write(p->metrics), t0);
+    for (size_t i = 0; i < n; i++)
+        if (c[i].err == KD_ERR_STORE) {
+            log_store_error(p, route, "claim batch");
+            break;
+        }
 }
 
 static void complete_timed(kd_pipeline *p, size_t route, kd_completion *c, size_t n) {
@@ -398,6 +414,11 @@ static void complete_timed(kd_pipeline *p, size_t route, kd_completion *c, size_
         for (size_t i = 0; i < n; i++)
             c[i].err = KD_ERR_STORE;
     observe_since(kd_metrics_store_write(p->metrics), t0);
+    for (size_t i = 0; i < n; i++)
+        if (c[i].err == KD_ERR_STORE) {
+            log_store_error(p, route, "receipt batch");
+            break;
+        }
 }
 
 /* Claims the keyed messages of a batch with one store write per route
@@ -549,6 +570,7 @@ static void on_failed(kd_pipeline *p, msg *m) {
             RCOUNT(p, m->route, released);
         } else {
             GCOUNT(p, store_errors, 1); /* keep the claim; the retry re-sends */
+            log_store_error(p, m->route, "release");
         }
     }
     m->attempts++;
@@ -1032,10 +1054,6 @@ bool kd_pipeline_ready(kd_pipeline *p, char *reason, size_t size) {
     else
         return true; /* joined: with partitions, or legitimately idle without */
     return false;
-}
-
-uint64_t kd_pipeline_boot_id(const kd_pipeline *p) {
-    return p->boot_id;
 }
 
 static void free_list(msg_list *l) {

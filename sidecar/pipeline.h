@@ -72,9 +72,6 @@ bool kd_pipeline_healthy(const kd_pipeline *p, uint64_t stale_ms, char *reason,
  * Thread-safe. */
 bool kd_pipeline_ready(kd_pipeline *p, char *reason, size_t size);
 
-/* The random id stamped on this run's claims. */
-uint64_t kd_pipeline_boot_id(const kd_pipeline *p);
-
 /* Destroys the pipeline (after kd_pipeline_run returned). NULL-safe. */
 void kd_pipeline_destroy(kd_pipeline *p);
 

@@ -295,7 +295,9 @@ def main():
         phases.append("readyz: 503 before assignment, 200, 503 with the broker down, 200 again")
 
     def hostile_http():
-        check(raw_http(kd.port, b"\x00\xff\x13garbage\r\n\r\n") is not None, "garbage")
+        reply = raw_http(kd.port, b"\x00\xff\x13garbage\r\n\r\n")
+        check(b" 200 " not in reply.split(b"\r\n")[0], f"garbage answered 200: {reply[:40]!r}")
+        check(http_get(kd.port, "/healthz")[0] == 200, "/healthz failed after garbage")
         long_line = b"GET /" + b"a" * 200000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
         try:
             reply = raw_http(kd.port, long_line)
