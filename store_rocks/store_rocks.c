@@ -21,8 +21,11 @@
 #define VERSIONS 65536 /* write counters that let appends trust a read */
 #define KEY_INLINE 256 /* record keys up to this long stay on the stack */
 #define SEQ_LEN 8
-#define PREFIX_HEAD 'h'
+#define PREFIX_HEAD 'k'    /* layout 2: 'k', be64 hash of the stream, stream */
+#define PREFIX_HEAD_V1 'h' /* layout 1: 'h', stream (refused at open) */
+#define HASH_LEN 8
 #define BLOCK_CACHE_BYTES (64u << 20)
+#define MEMTABLE_BUCKETS (1u << 20)
 
 typedef struct rocks_store {
     rocksdb_t *db;
@@ -32,6 +35,7 @@ typedef struct rocks_store {
     rocksdb_compactionfilter_t *filter;
     rocksdb_writeoptions_t *wopts;
     rocksdb_readoptions_t *ropts;
+    rocksdb_readoptions_t *scan_opts; /* iterators: in key order across prefixes */
     char *path;
     _Atomic uint64_t ttl_ms;
     _Atomic uint64_t inflight_ms;
@@ -65,13 +69,18 @@ static uint64_t get_be64(const unsigned char *p) {
     return v;
 }
 
-static bool rkey_make(rkey *k, const char *stream, size_t stream_len) {
-    k->len = 1 + stream_len;
+/* The record key of a stream whose kd_store_stream_hash() is hash. The hash
+ * leads so that keys differ in their first bytes: the memtable's and the
+ * index's comparisons end there instead of walking the namespace every
+ * stream of a cache shares. */
+static bool rkey_make(rkey *k, const char *stream, size_t stream_len, uint64_t hash) {
+    k->len = 1 + HASH_LEN + stream_len;
     k->p = k->len <= KEY_INLINE ? k->inline_buf : malloc(k->len);
     if (!k->p)
         return false;
     k->p[0] = PREFIX_HEAD;
-    memcpy(k->p + 1, stream, stream_len);
+    put_be64((unsigned char *)k->p + 1, hash);
+    memcpy(k->p + 1 + HASH_LEN, stream, stream_len);
     return true;
 }
 
@@ -128,7 +137,8 @@ static kd_err head_parse(const char *val, size_t vlen, uint64_t *count, void **p
 /* Reads a stream's head: *count is its number of entries (0 when absent);
  * with payload, also a malloc()ed copy of the newest entry. */
 static kd_err head_get(rocks_store *r, const char *stream, size_t stream_len,
-                       uint64_t *count, void **payload, size_t *payload_len) {
+                       uint64_t hash, uint64_t *count, void **payload,
+                       size_t *payload_len) {
     rocksdb_pinnableslice_t *v;
     const char *val;
     size_t vlen;
@@ -137,7 +147,7 @@ static kd_err head_get(rocks_store *r, const char *stream, size_t stream_len,
     rkey k;
 
     *count = 0;
-    if (!rkey_make(&k, stream, stream_len))
+    if (!rkey_make(&k, stream, stream_len, hash))
         return KD_ERR_STORE;
     v = rocksdb_get_pinned(r->db, r->ropts, k.p, k.len, &err);
     rkey_free(&k);
@@ -155,7 +165,8 @@ static kd_err head_get(rocks_store *r, const char *stream, size_t stream_len,
  * newest entry and its number; older entries are superseded, since the
  * contract only ever reads the newest. */
 static bool batch_put(rocksdb_writebatch_t *wb, const char *stream, size_t stream_len,
-                      uint64_t seq, const void *payload, size_t payload_len) {
+                      uint64_t hash, uint64_t seq, const void *payload,
+                      size_t payload_len) {
     char inline_val[KEY_INLINE];
     size_t vlen = SEQ_LEN + payload_len;
     char *val = vlen <= sizeof(inline_val) ? inline_val : malloc(vlen);
@@ -164,7 +175,7 @@ static bool batch_put(rocksdb_writebatch_t *wb, const char *stream, size_t strea
 
     if (!val)
         return false;
-    if (rkey_make(&k, stream, stream_len)) {
+    if (rkey_make(&k, stream, stream_len, hash)) {
         put_be64((unsigned char *)val, seq);
         memcpy(val + SEQ_LEN, payload, payload_len);
         rocksdb_writebatch_put(wb, k.p, k.len, val, vlen);
@@ -191,7 +202,9 @@ static kd_err rocks_read_last(void *impl, const char *stream, size_t stream_len,
                               uint64_t *seq, void **payload, size_t *payload_len,
                               bool *found) {
     uint64_t count;
-    kd_err err = head_get(impl, stream, stream_len, &count, payload, payload_len);
+    kd_err err =
+        head_get(impl, stream, stream_len, kd_store_stream_hash(stream, stream_len),
+                 &count, payload, payload_len);
 
     *found = err == KD_OK && count > 0;
     if (*found)
@@ -212,7 +225,7 @@ static kd_err rocks_read_last_batch(void *impl, kd_read *items, size_t n) {
          * carries a current version. */
         it->version = atomic_load(version_of(r, h));
         it->payload = NULL;
-        it->err = head_get(r, it->stream, it->stream_len, &count, &it->payload,
+        it->err = head_get(r, it->stream, it->stream_len, h, &count, &it->payload,
                            &it->payload_len);
         it->found = it->err == KD_OK && count > 0;
         if (it->found)
@@ -232,12 +245,12 @@ static kd_err rocks_append(void *impl, const char *stream, size_t stream_len,
     kd_err err;
 
     pthread_mutex_lock(lock);
-    err = head_get(r, stream, stream_len, &count, NULL, NULL);
+    err = head_get(r, stream, stream_len, h, &count, NULL, NULL);
     if (err == KD_OK && count != expected_seq)
         err = KD_ERR_SEQUENCE_CONFLICT;
     if (err == KD_OK) {
         wb = rocksdb_writebatch_create();
-        err = batch_put(wb, stream, stream_len, expected_seq, payload, payload_len)
+        err = batch_put(wb, stream, stream_len, h, expected_seq, payload, payload_len)
                   ? batch_write(r, wb)
                   : KD_ERR_STORE;
         rocksdb_writebatch_destroy(wb);
@@ -290,7 +303,7 @@ static kd_err batch_check(rocks_store *r, kd_append *items, const bref *refs, si
         } else if (a->version && a->version == atomic_load(version_of(r, refs[i].hash))) {
             count = a->expected_seq; /* unchanged since the caller's read */
         } else {
-            err = head_get(r, a->stream, a->stream_len, &count, NULL, NULL);
+            err = head_get(r, a->stream, a->stream_len, refs[i].hash, &count, NULL, NULL);
             if (err == KD_ERR_STORE)
                 return err;
             if (err != KD_OK)
@@ -300,8 +313,8 @@ static kd_err batch_check(rocks_store *r, kd_append *items, const bref *refs, si
             a->result = KD_ERR_SEQUENCE_CONFLICT;
             continue;
         }
-        if (!batch_put(wb, a->stream, a->stream_len, a->expected_seq, a->payload,
-                       a->payload_len))
+        if (!batch_put(wb, a->stream, a->stream_len, refs[i].hash, a->expected_seq,
+                       a->payload, a->payload_len))
             return KD_ERR_STORE;
         a->result = KD_OK;
         count++;
@@ -388,6 +401,8 @@ static void rocks_destroy(void *impl) {
         rocksdb_writeoptions_destroy(r->wopts);
     if (r->ropts)
         rocksdb_readoptions_destroy(r->ropts);
+    if (r->scan_opts)
+        rocksdb_readoptions_destroy(r->scan_opts);
     for (size_t i = 0; i < STRIPES; i++)
         pthread_mutex_destroy(&r->stripes[i]);
     pthread_mutex_destroy(&r->err_lock);
@@ -486,6 +501,38 @@ static const char *open_cause(const char *msg) {
     return "cannot open the database";
 }
 
+/* The memtable's hash buckets: a record's prefix and hash. Keys shorter
+ * than that (never written by kdedup, but possible in a foreign or damaged
+ * database) are their own prefix, where RocksDB's fixed-prefix transform
+ * would abort on them. */
+static char *prefix_transform(void *state, const char *key, size_t len, size_t *out_len) {
+    (void)state;
+    *out_len = len < 1 + HASH_LEN ? len : 1 + HASH_LEN;
+    return (char *)key;
+}
+
+static void prefix_free(void *state) {
+    (void)state; /* stateless */
+}
+
+static unsigned char prefix_in_domain(void *state, const char *key, size_t len) {
+    (void)state;
+    (void)key;
+    (void)len;
+    return 1;
+}
+
+static unsigned char prefix_in_range(void *state, const char *key, size_t len) {
+    (void)state;
+    (void)key;
+    return len == 1 + HASH_LEN;
+}
+
+static const char *prefix_name(void *state) {
+    (void)state;
+    return "kdedup.record_hash_prefix";
+}
+
 static bool rocks_configure(rocks_store *r, bool sync) {
     r->opts = rocksdb_options_create();
     r->table = rocksdb_block_based_options_create();
@@ -494,8 +541,11 @@ static bool rocks_configure(rocks_store *r, bool sync) {
                                                 retention_filter, retention_filter_name);
     r->wopts = rocksdb_writeoptions_create();
     r->ropts = rocksdb_readoptions_create();
-    if (!r->opts || !r->table || !r->cache || !r->filter || !r->wopts || !r->ropts)
+    r->scan_opts = rocksdb_readoptions_create();
+    if (!r->opts || !r->table || !r->cache || !r->filter || !r->wopts || !r->ropts ||
+        !r->scan_opts)
         return false;
+    rocksdb_readoptions_set_total_order_seek(r->scan_opts, 1);
 
     rocksdb_block_based_options_set_block_cache(r->table, r->cache);
     /* Most reads are of keys never seen: a bloom filter answers them without I/O. */
@@ -507,12 +557,53 @@ static bool rocks_configure(rocks_store *r, bool sync) {
     rocksdb_options_set_level_compaction_dynamic_level_bytes(r->opts, 1);
     rocksdb_options_set_keep_log_file_num(r->opts, 4);
     rocksdb_options_set_compaction_filter(r->opts, r->filter);
+    /* Point reads and writes only: the memtable is a hash table of small
+     * skiplists keyed by the record's hash, so an insert or a read costs a
+     * bucket, not a walk of a skiplist of the whole memtable (which was
+     * most of a claim's CPU time). Scans (tools, flushes) still see key
+     * order; iterators ask for it with total_order_seek. */
+    rocksdb_options_set_prefix_extractor(
+        r->opts,
+        rocksdb_slicetransform_create(NULL, prefix_free, prefix_transform,
+                                      prefix_in_domain, prefix_in_range, prefix_name));
+    rocksdb_options_set_hash_skip_list_rep(r->opts, MEMTABLE_BUCKETS, 4, 4);
+    rocksdb_options_set_allow_concurrent_memtable_write(r->opts, 0);
     /* Claims are mostly of new keys: a memtable bloom filter answers those
-     * without walking the skiplist. */
+     * without a probe. */
     rocksdb_options_set_memtable_prefix_bloom_size_ratio(r->opts, 0.1);
     rocksdb_options_set_memtable_whole_key_filtering(r->opts, 1);
     rocksdb_writeoptions_set_sync(r->wopts, sync);
     return true;
+}
+
+/* True if the database holds a record of the first layout. */
+static bool has_layout_v1(rocks_store *r) {
+    rocksdb_iterator_t *it = rocksdb_create_iterator(r->db, r->scan_opts);
+    const char prefix = PREFIX_HEAD_V1;
+    bool found = false;
+
+    rocksdb_iter_seek(it, &prefix, 1);
+    if (rocksdb_iter_valid(it)) {
+        size_t klen;
+        const char *key = rocksdb_iter_key(it, &klen);
+
+        found = klen >= 1 && key[0] == PREFIX_HEAD_V1;
+    }
+    rocksdb_iter_destroy(it);
+    return found;
+}
+
+size_t kd_rocks_record_key(const char *stream, size_t stream_len, char *out,
+                           size_t size) {
+    rkey k;
+    size_t len;
+
+    if (!rkey_make(&k, stream, stream_len, kd_store_stream_hash(stream, stream_len)))
+        return 0;
+    len = k.len;
+    memcpy(out, k.p, len <= size ? len : size);
+    rkey_free(&k);
+    return len;
 }
 
 kd_store *kd_rocks_open(const char *path, bool sync, char *errstr, size_t errstr_size) {
@@ -553,6 +644,14 @@ kd_store *kd_rocks_open(const char *path, bool sync, char *errstr, size_t errstr
         rocksdb_free(err);
         goto fail;
     }
+    if (has_layout_v1(r)) {
+        snprintf(errstr, errstr_size,
+                 "store \"%s\": written by an older kdedup (record layout 1); this one "
+                 "reads layout 2 and would miss every key in it: move the directory "
+                 "aside (its keys are then forgotten) or run the older version",
+                 path);
+        goto fail;
+    }
     return kd_store_new(&kd_rocks_ops, r);
 fail:
     rocks_destroy(r);
@@ -576,7 +675,7 @@ kd_err kd_rocks_count_records(kd_store *store, uint64_t *count) {
     if (!r || !count)
         return KD_ERR_CONFIG;
     *count = 0;
-    it = rocksdb_create_iterator(r->db, r->ropts);
+    it = rocksdb_create_iterator(r->db, r->scan_opts);
     for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it))
         (*count)++;
     rocksdb_iter_get_error(it, &err);

@@ -226,15 +226,16 @@ static void raw_put(const char *dir, const char *key, size_t klen, const char *v
 
 static void test_garbage_head_record(void **state) {
     fx *f = *state;
-    char stream[128], key[130];
-    size_t len = kd_dedup_stream_key_for(f->dedup, K("k"), stream, sizeof(stream));
+    char stream[128], key[160];
+    size_t len = kd_rocks_record_key(
+        stream, kd_dedup_stream_key_for(f->dedup, K("k"), stream, sizeof(stream)), key,
+        sizeof(key));
     kd_decision dec;
     bool found;
 
     fx_close(f);
-    key[0] = 'h';
-    memcpy(key + 1, stream, len);
-    raw_put(f->dir, key, len + 1, "abc", 3); /* shorter than a head */
+    assert_true(len > 0 && len <= sizeof(key));
+    raw_put(f->dir, key, len, "abc", 3); /* shorter than a head */
     fx_reopen(f);
     assert_int_equal(kd_dedup_lookup(f->dedup, K("k"), &dec, &found),
                      KD_ERR_SERIALIZATION);
@@ -242,7 +243,7 @@ static void test_garbage_head_record(void **state) {
                      KD_ERR_SERIALIZATION);
 
     fx_close(f);
-    raw_put(f->dir, key, len + 1, "\0\0\0\0\0\0\0\0KD\x01\x09garbage", 20);
+    raw_put(f->dir, key, len, "\0\0\0\0\0\0\0\0KD\x01\x09garbage", 20);
     fx_reopen(f);
     assert_int_equal(kd_dedup_claim_or_get(f->dedup, K("k"), 1, &dec),
                      KD_ERR_SERIALIZATION);
@@ -250,6 +251,42 @@ static void test_garbage_head_record(void **state) {
     /* Other keys are unaffected. */
     assert_int_equal(kd_dedup_claim_or_get(f->dedup, K("other"), 1, &dec), KD_OK);
     assert_int_equal(dec.state, KD_CLAIMED);
+}
+
+/* A store written with record layout 1 is refused, not read as empty. */
+static void test_old_layout_refused(void **state) {
+    fx *f = *state;
+    char err[512];
+    kd_store *s;
+    char v1[128] = "h";
+    size_t len = 1 + kd_dedup_stream_key_for(f->dedup, K("k"), v1 + 1, sizeof(v1) - 1);
+
+    fx_close(f);
+    raw_put(f->dir, v1, len, "\0\0\0\0\0\0\0\0KD", 10);
+    s = kd_rocks_open(f->dir, true, err, sizeof(err));
+    assert_null(s);
+    assert_non_null(strstr(err, "older kdedup (record layout 1)"));
+    assert_non_null(strstr(err, f->dir));
+}
+
+/* Keys shorter than the memtable's hash prefix (a foreign or damaged
+ * database) neither crash the store nor hide its records. */
+static void test_short_foreign_keys(void **state) {
+    fx *f = *state;
+    kd_decision dec;
+    uint64_t records = 0;
+
+    assert_int_equal(kd_dedup_claim_or_get(f->dedup, K("kept"), 1, &dec), KD_OK);
+    kd_decision_clear(&dec);
+    fx_close(f);
+    raw_put(f->dir, "x", 1, "1", 1);
+    raw_put(f->dir, "k12", 3, "2", 1);
+    fx_reopen(f);
+    assert_int_equal(kd_dedup_claim_or_get(f->dedup, K("kept"), 1, &dec), KD_OK);
+    assert_int_equal(dec.state, KD_IN_FLIGHT);
+    kd_decision_clear(&dec);
+    assert_int_equal(kd_rocks_count_records(f->store, &records), KD_OK);
+    assert_int_equal(records, 3);
 }
 
 /* Expired claims and receipts are dropped by compaction; live ones stay. */
@@ -380,6 +417,8 @@ int main(void) {
         cmocka_unit_test(test_permission_denied),
         cmocka_unit_test_setup_teardown(test_corrupt_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_garbage_head_record, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_old_layout_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_short_foreign_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retention_compaction, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill9_keeps_synced_appends, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_append_per_item, setup, teardown),
