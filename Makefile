@@ -66,12 +66,12 @@ TESTS := $(UNIT_TESTS) $(INTEGRATION_TESTS)
 # The real binary against an independent client (Debian's kafka-python), and
 # the deploy/ manifests, configs and image checked offline.
 E2E_TESTS := tests/e2e/e2e_test.py tests/deploy/test_deploy.sh
-BENCHES := $(BUILD)/bench/bench_store
+BENCHES := $(BUILD)/bench/bench_store $(BUILD)/bench/bench_e2e
 FUZZERS := $(BUILD)/fuzz/fuzz_entry
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
-.PHONY: all deps test valgrind bench demo fuzz fuzz-build format format-check clean help
+.PHONY: all deps test valgrind bench bench-e2e demo fuzz fuzz-build format format-check clean help
 .DEFAULT_GOAL := all
 
 all: deps
@@ -85,7 +85,8 @@ help:
 	@echo "make demo       build kdedup and run its demo (DEMO_ARGS=\"--messages N\")"
 	@echo "make test       build and run every test (installs packages first)"
 	@echo "make valgrind   run the unit tests under valgrind memcheck"
-	@echo "make bench      run the store benchmark (results: BENCHMARKS.md)"
+	@echo "make bench      run the store and end-to-end benchmarks (BENCHMARKS.md)"
+	@echo "make bench-e2e  kdedup against a plain passthrough (BENCH_E2E_ARGS=...)"
 	@echo "make fuzz       run the libFuzzer targets for FUZZ_SECONDS each (clang)"
 	@echo "make deps       install missing Debian packages (root) or print the command"
 	@echo "make format-check / format   clang-format check / rewrite"
@@ -171,7 +172,12 @@ $(BUILD)/tests/test_pipeline: $(call obj,tests/test_pipeline.c tests/kafka_fixtu
 $(BUILD)/bench/bench_store: $(call obj,bench/bench_store.c) $(LIB_ROCKS) $(LIB_DEDUP)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_ROCKS) $(LIBS_DEDUP)
-$(BUILD)/obj/bench/%.o: EXTRA_CFLAGS = $(call pc_cflags,$(PKGS_ROCKS))
+$(BUILD)/obj/bench/%.o: EXTRA_CFLAGS = $(call pc_cflags,$(PKGS_ROCKS) $(PKGS_KAFKA))
+
+$(BUILD)/bench/bench_e2e: $(call obj,bench/bench_e2e.c bench/passthrough.c) $(LIBS_ALL) \
+                          | $(KDEDUP)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o %.a,$^) $(LDLIBS_ALL)
 
 test: deps
 	@$(MAKE) --no-print-directory $(KDEDUP) $(TESTS)
@@ -191,9 +197,18 @@ demo: deps
 	@$(MAKE) --no-print-directory $(KDEDUP)
 	$(KDEDUP) demo $(DEMO_ARGS)
 
+# BENCH_E2E_ARGS for bench_e2e (see bench/bench_e2e.c); the default is the
+# run BENCHMARKS.md reports: 300,000 messages, 3 rounds, 10^4 keys stored,
+# then 10^6 and 10^7.
+BENCH_E2E_ARGS ?= --stored 10000,1000000,10000000
 bench: deps
 	@$(MAKE) --no-print-directory $(BENCHES)
 	$(BUILD)/bench/bench_store
+	@$(MAKE) --no-print-directory bench-e2e
+
+bench-e2e: deps
+	@$(MAKE) --no-print-directory $(BUILD)/bench/bench_e2e
+	KDEDUP=$(KDEDUP) $(BUILD)/bench/bench_e2e $(BENCH_E2E_ARGS)
 
 # libFuzzer needs clang; built apart from the rest.
 FUZZ_CFLAGS := -std=c11 -D_POSIX_C_SOURCE=200809L -g -O1 -I. \

@@ -140,8 +140,8 @@ static void report(const result *r) {
 static int child_kdedup(const kd_config *cfg, uint64_t expect) {
     char err[1024];
     kd_store *store = kd_rocks_open(cfg->store_path, cfg->store_sync, err, sizeof(err));
-    kd_pipeline *p = store ? kd_pipeline_new(cfg, store, cfg->brokers, err, sizeof(err))
-                           : NULL;
+    kd_pipeline *p =
+        store ? kd_pipeline_new(cfg, store, cfg->brokers, err, sizeof(err)) : NULL;
     uint64_t t0 = 0, deadline = mono_us() + RUN_TIMEOUT_S * 1000000ull;
     double cpu0 = 0;
     kd_pipeline_stats st;
@@ -169,17 +169,19 @@ static int child_kdedup(const kd_config *cfg, uint64_t expect) {
     r.rss_kib = peak_rss_kib();
     r.consumed = st.consumed;
     r.forwarded = st.forwarded;
-    r.p50_s = kd_histogram_quantile(kd_metrics_forward_latency(kd_pipeline_metrics(p)), 0.5);
+    r.p50_s =
+        kd_histogram_quantile(kd_metrics_forward_latency(kd_pipeline_metrics(p)), 0.5);
     r.p99_s =
         kd_histogram_quantile(kd_metrics_forward_latency(kd_pipeline_metrics(p)), 0.99);
     {
         kd_histogram *w = kd_metrics_store_write(kd_pipeline_metrics(p));
 
-        fprintf(stderr,
-                "bench_e2e: kdedup: %" PRIu64 " store writes, %.3f s in them, p50 %.3f ms, "
-                "p99 %.3f ms\n",
-                atomic_load(&w->count), (double)atomic_load(&w->sum_us) / 1e6,
-                kd_histogram_quantile(w, 0.5) * 1e3, kd_histogram_quantile(w, 0.99) * 1e3);
+        fprintf(
+            stderr,
+            "bench_e2e: kdedup: %" PRIu64 " store writes, %.3f s in them, p50 %.3f ms, "
+            "p99 %.3f ms\n",
+            atomic_load(&w->count), (double)atomic_load(&w->sum_us) / 1e6,
+            kd_histogram_quantile(w, 0.5) * 1e3, kd_histogram_quantile(w, 0.99) * 1e3);
     }
     kd_pipeline_stop(p);
     pthread_join(tid, NULL);
@@ -267,7 +269,8 @@ static bool mock_start(mock *m, const options *o) {
     close(out[1]);
     m->in = fdopen(in[1], "w");
     m->out = fdopen(out[0], "r");
-    if (m->pid < 0 || !m->in || !m->out || !fgets(m->bootstrap, sizeof(m->bootstrap), m->out))
+    if (m->pid < 0 || !m->in || !m->out ||
+        !fgets(m->bootstrap, sizeof(m->bootstrap), m->out))
         return false;
     m->bootstrap[strcspn(m->bootstrap, "\n")] = '\0';
     return true;
@@ -394,9 +397,8 @@ static bool run_child(const char *self, const char *which, const char *config,
     if (pid < 0 || !(fp = fdopen(out[0], "r")))
         return false;
     while (fgets(line, sizeof(line), fp))
-        if (sscanf(line,
-                   "result %" SCNu64 " %" SCNu64 " %lf %lf %lf %lf %ld", &r->consumed,
-                   &r->forwarded, &r->secs, &r->cpu_s, &r->p50_s, &r->p99_s,
+        if (sscanf(line, "result %" SCNu64 " %" SCNu64 " %lf %lf %lf %lf %ld",
+                   &r->consumed, &r->forwarded, &r->secs, &r->cpu_s, &r->p50_s, &r->p99_s,
                    &r->rss_kib) == 7)
             got = true;
     fclose(fp);
@@ -431,7 +433,8 @@ static void print_row(long stored, int round, const char *which, const options *
 }
 
 /* Runs the rounds of one store size; prints per round and the medians. */
-static bool run_level(const char *self, mock *m, const options *o, long unique, int level) {
+static bool run_level(const char *self, mock *m, const options *o, long unique,
+                      int level) {
     long stored = o->stored[level];
     char tmpl[700], store[700], config[700], group[64], topic[64];
     double a_rate[MAX_ROUNDS], b_rate[MAX_ROUNDS], ratio[MAX_ROUNDS], a_p50[MAX_ROUNDS],
@@ -571,8 +574,9 @@ int main(int argc, char **argv) {
         return usage();
     /* The mock keeps at most 5 MiB a partition (DESIGN.md §6). */
     if ((double)o.messages * (o.size + 80) / o.partitions > 4.5 * 1024 * 1024) {
-        fprintf(stderr, "bench_e2e: %ld messages of %d bytes overflow %d mock partitions; "
-                        "use more --partitions\n",
+        fprintf(stderr,
+                "bench_e2e: %ld messages of %d bytes overflow %d mock partitions; "
+                "use more --partitions\n",
                 o.messages, o.size, o.partitions);
         return 2;
     }

@@ -81,8 +81,8 @@ static rd_kafka_t *client(kd_passthrough *pt, kd_client which, const char *broke
     return rk;
 }
 
-kd_passthrough *kd_passthrough_new(const kd_config *cfg, const char *brokers, char *errstr,
-                                   size_t errstr_size) {
+kd_passthrough *kd_passthrough_new(const kd_config *cfg, const char *brokers,
+                                   char *errstr, size_t errstr_size) {
     kd_passthrough *pt = calloc(1, sizeof(*pt));
     rd_kafka_topic_partition_list_t *topics;
     rd_kafka_resp_err_t err;
@@ -132,8 +132,8 @@ static void produce(kd_passthrough *pt, rd_kafka_message_t *rkm) {
     hdrs = rd_kafka_message_headers(rkm, &src) == RD_KAFKA_RESP_ERR_NO_ERROR
                ? rd_kafka_headers_copy(src)
                : rd_kafka_headers_new(1);
-    snprintf(source, sizeof(source), "%s/%" PRId32 "/%" PRId64, rd_kafka_topic_name(rkm->rkt),
-             rkm->partition, rkm->offset);
+    snprintf(source, sizeof(source), "%s/%" PRId32 "/%" PRId64,
+             rd_kafka_topic_name(rkm->rkt), rkm->partition, rkm->offset);
     rd_kafka_header_add(hdrs, "kdedup-source", -1, source, -1);
     while ((err = rd_kafka_producev(
                 pt->producer, RD_KAFKA_V_TOPIC(r->to),
@@ -171,7 +171,8 @@ void kd_passthrough_turn(kd_passthrough *pt) {
     int timeout_ms = pt->awaiting ? 5 : 100; /* as the pipeline waits */
 
     for (int n = 0; n < pt->cfg->batch_max; n++) {
-        rd_kafka_message_t *rkm = rd_kafka_consumer_poll(pt->consumer, n ? 0 : timeout_ms);
+        rd_kafka_message_t *rkm =
+            rd_kafka_consumer_poll(pt->consumer, n ? 0 : timeout_ms);
 
         if (!rkm)
             break;

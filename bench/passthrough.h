@@ -27,8 +27,8 @@ typedef struct kd_passthrough kd_passthrough;
 /* Connects a consumer (subscribed to cfg's first route) and a producer to
  * brokers. cfg is borrowed and must outlive the passthrough. Returns it, or
  * NULL with the reason in errstr. */
-kd_passthrough *kd_passthrough_new(const kd_config *cfg, const char *brokers, char *errstr,
-                                   size_t errstr_size);
+kd_passthrough *kd_passthrough_new(const kd_config *cfg, const char *brokers,
+                                   char *errstr, size_t errstr_size);
 
 /* Runs one turn: a poll batch of up to cfg->batch_max messages (waiting
  * for the first as long as the pipeline would), produced, then delivery

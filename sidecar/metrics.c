@@ -103,14 +103,65 @@ kd_histogram *kd_metrics_store_write(kd_metrics *m) {
     return &m->store_write;
 }
 
+/* The log-scale slot of us: slots below 8 hold one value each, then each
+ * power of two splits in KD_HIST_FINE_SUB by its next three bits. */
+static size_t fine_slot(uint64_t us) {
+    unsigned e;
+    size_t slot;
+
+    if (us < KD_HIST_FINE_SUB)
+        return (size_t)us;
+    e = 63u - (unsigned)__builtin_clzll(us); /* e >= 3 */
+    slot = (size_t)(e - 2) * KD_HIST_FINE_SUB + (size_t)((us >> (e - 3)) & 7u);
+    return slot < KD_HIST_FINE ? slot : KD_HIST_FINE - 1;
+}
+
+/* The middle of slot's range, in microseconds. */
+static double fine_mid(size_t slot) {
+    unsigned e;
+    double lo, width;
+
+    if (slot < KD_HIST_FINE_SUB)
+        return (double)slot;
+    e = (unsigned)(slot / KD_HIST_FINE_SUB) + 2;
+    width = (double)(1ull << (e - 3));
+    lo = (double)(1ull << e) + (double)(slot % KD_HIST_FINE_SUB) * width;
+    return lo + width / 2;
+}
+
+double kd_histogram_quantile(const kd_histogram *h, double q) {
+    uint64_t total = 0, seen = 0, rank;
+
+    for (size_t i = 0; i < KD_HIST_FINE; i++)
+        total += atomic_load_explicit(&h->fine[i], memory_order_relaxed);
+    if (!total)
+        return 0;
+    rank = (uint64_t)(q * (double)total);
+    if (rank >= total)
+        rank = total - 1;
+    for (size_t i = 0; i < KD_HIST_FINE; i++) {
+        seen += atomic_load_explicit(&h->fine[i], memory_order_relaxed);
+        if (seen > rank)
+            return fine_mid(i) / 1e6;
+    }
+    return fine_mid(KD_HIST_FINE - 1) / 1e6;
+}
+
 void kd_histogram_observe(kd_histogram *h, double seconds) {
     size_t i = 0;
+
+    if (!(seconds > 0)) /* a clock step back, or NaN */
+        seconds = 0;
+    if (seconds > 1e12)
+        seconds = 1e12;
 
     while (i < KD_HIST_BUCKETS && seconds > bucket_le[i])
         i++;
     if (i < KD_HIST_BUCKETS)
         atomic_fetch_add_explicit(&h->buckets[i], 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&h->sum_us, (uint64_t)(seconds * 1e6),
+                              memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->fine[fine_slot((uint64_t)(seconds * 1e6))], 1,
                               memory_order_relaxed);
     atomic_fetch_add_explicit(&h->count, 1, memory_order_relaxed);
 }

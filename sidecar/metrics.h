@@ -12,13 +12,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Upper bounds (seconds) of the latency histograms: 0.5 ms ... 10 s. */
+/* Upper bounds (seconds) of the latency histograms: 0.5 ms ... 30 s. */
 #define KD_HIST_BUCKETS 15
+/* Log-scale microsecond slots for quantiles: 8 per power of two (each
+ * about 9% wide), up to 2^36 us (~19 h). */
+#define KD_HIST_FINE_SUB 8
+#define KD_HIST_FINE (37 * KD_HIST_FINE_SUB)
 
 typedef struct kd_histogram {
     _Atomic uint64_t buckets[KD_HIST_BUCKETS]; /* not cumulative; +Inf is count */
     _Atomic uint64_t count;
     _Atomic uint64_t sum_us;
+    _Atomic uint64_t fine[KD_HIST_FINE]; /* not exported: kd_histogram_quantile */
 } kd_histogram;
 
 /* Counters of one route. */
@@ -50,6 +55,10 @@ kd_histogram *kd_metrics_store_write(kd_metrics *m);
 
 /* Records one observation of `seconds`. Lock-free. */
 void kd_histogram_observe(kd_histogram *h, double seconds);
+
+/* The q-quantile (0..1) of what h observed, in seconds, within about 5%
+ * (the middle of its log-scale slot); 0 when h is empty. */
+double kd_histogram_quantile(const kd_histogram *h, double q);
 
 /* Replaces the gauges taken from librdkafka statistics with those in json
  * (one statistics document, from the consumer or the producer). Returns 0,

@@ -107,6 +107,24 @@ static void test_histogram_buckets(void **state) {
     kd_metrics_destroy(m);
 }
 
+/* Quantiles come from log-scale slots: within ~5% of the true value. */
+static void test_histogram_quantiles(void **state) {
+    kd_metrics *m = kd_metrics_new(*state);
+    kd_histogram *h = kd_metrics_store_write(m);
+
+    assert_true(kd_histogram_quantile(h, 0.5) == 0);
+    for (int i = 1; i <= 1000; i++) /* 1 ms ... 1 s, uniformly */
+        kd_histogram_observe(h, i / 1000.0);
+    kd_histogram_observe(h, -1.0); /* a clock step back counts as 0 */
+    assert_in_range((long)(kd_histogram_quantile(h, 0.5) * 1e6), 475000, 525000);
+    assert_in_range((long)(kd_histogram_quantile(h, 0.99) * 1e6), 940000, 1040000);
+    assert_in_range((long)(kd_histogram_quantile(h, 0.0) * 1e6), 0, 1);
+    assert_in_range((long)(kd_histogram_quantile(h, 1.0) * 1e6), 950000, 1050000);
+    kd_histogram_observe(h, 1e9); /* beyond the last slot: clamped, not lost */
+    assert_true(kd_histogram_quantile(h, 1.0) > 1e4);
+    kd_metrics_destroy(m);
+}
+
 static void test_statistics(void **state) {
     static const char consumer[] =
         "{\"type\":\"consumer\",\"brokers\":{"
@@ -150,6 +168,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_counters_render, setup, teardown),
         cmocka_unit_test_setup_teardown(test_histogram_buckets, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_histogram_quantiles, setup, teardown),
         cmocka_unit_test_setup_teardown(test_statistics, setup, teardown),
     };
 
