@@ -67,7 +67,7 @@ TESTS := $(UNIT_TESTS) $(INTEGRATION_TESTS)
 # the deploy/ manifests, configs and image checked offline.
 E2E_TESTS := tests/e2e/e2e_test.py tests/deploy/test_deploy.sh
 BENCHES := $(BUILD)/bench/bench_store $(BUILD)/bench/bench_e2e
-FUZZERS := $(BUILD)/fuzz/fuzz_entry
+FUZZERS := $(BUILD)/fuzz/fuzz_entry $(BUILD)/fuzz/fuzz_config $(BUILD)/fuzz/fuzz_headers
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
@@ -216,6 +216,14 @@ FUZZ_CFLAGS := -std=c11 -D_POSIX_C_SOURCE=200809L -g -O1 -I. \
 $(BUILD)/fuzz/fuzz_entry: tests/fuzz/fuzz_entry.c dedup/entry.c dedup/store.c
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -o $@ $^
+
+$(BUILD)/fuzz/fuzz_config: tests/fuzz/fuzz_config.c $(CONFIG_SRC)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) $(call pc_cflags,$(PKGS_CONFIG)) -o $@ $^ $(LIBS_CONFIG)
+
+$(BUILD)/fuzz/fuzz_headers: tests/fuzz/fuzz_headers.c sidecar/headers.c $(DEDUP_SRC)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -o $@ $^ $(LIBS_KAFKA) $(LIBS_DEDUP)
 
 fuzz-build: deps
 	@$(MAKE) --no-print-directory $(FUZZERS)

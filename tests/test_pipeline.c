@@ -208,6 +208,69 @@ static void test_missing_key_policies(void **state) {
     free(recs);
 }
 
+/* Produces to topic "a" with the given Idempotency-Key headers (values
+ * with lengths, so binary) and a payload of payload_len bytes. */
+static void send_raw(rd_kafka_t *rk, const char *const *keys, const size_t *key_lens,
+                     int nkeys, size_t payload_len) {
+    rd_kafka_headers_t *h = rd_kafka_headers_new(2);
+    char *payload = calloc(1, payload_len + 1);
+
+    for (int i = 0; i < nkeys; i++)
+        rd_kafka_header_add(h, "Idempotency-Key", -1, keys[i], (ssize_t)key_lens[i]);
+    assert_int_equal(rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("a"), RD_KAFKA_V_PARTITION(0),
+                                       RD_KAFKA_V_VALUE(payload, payload_len),
+                                       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                       RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END),
+                     RD_KAFKA_RESP_ERR_NO_ERROR);
+    free(payload);
+}
+
+/* Keys that are binary and not UTF-8 (with NULs), exactly max_key_bytes,
+ * one byte over, 64 KiB; a header repeated (the first counts); a payload
+ * near the 1 MB message limit. Each gets its policy; nothing is lost. */
+static void test_hostile_headers(void **state) {
+    env *e = *state;
+    static const char binary[16] = {'\0', '\xff', '\xfe', 'k', '\0', '\x80', '\xc3', '('};
+    char *huge = malloc(65536);
+    rd_kafka_t *rk = kf_producer(&e->mock);
+    kd_pipeline_stats st;
+    kf_record *recs;
+    size_t n;
+    kf_run r;
+
+    memset(huge, 'h', 65536);
+    send_raw(rk, (const char *[]){binary}, (size_t[]){16}, 1, 10); /* forwarded */
+    send_raw(rk, (const char *[]){binary}, (size_t[]){16}, 1, 10); /* duplicate */
+    send_raw(rk, (const char *[]){binary}, (size_t[]){15}, 1, 10); /* another key */
+    send_raw(rk, (const char *[]){"first", "second"}, (size_t[]){5, 6}, 2, 10);
+    send_raw(rk, (const char *[]){"first"}, (size_t[]){5}, 1, 10);  /* duplicate */
+    send_raw(rk, (const char *[]){"second"}, (size_t[]){6}, 1, 10); /* new */
+    send_raw(rk, (const char *[]){"seventeen-bytes-x"}, (size_t[]){17}, 1,
+             10);                                                    /* missing */
+    send_raw(rk, (const char *[]){huge}, (size_t[]){65536}, 1, 10);  /* missing */
+    send_raw(rk, (const char *[]){"big"}, (size_t[]){3}, 1, 900000); /* forwarded */
+    kf_producer_close(rk);
+    free(huge);
+    kf_run_start(
+        &r, &e->mock,
+        "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\"}, \"routes\": ["
+        "{\"from\": \"a\", \"to\": \"a.out\", \"on_missing_key\": \"forward\"}],"
+        " \"dedup\": {\"max_key_bytes\": 16}, \"store\": {\"path\": \"%s/store\"}}",
+        e->mock.bootstrap, e->dir);
+    st = kf_run_wait(&r, 9, TIMEOUT_MS);
+    assert_int_equal(st.consumed, 9);
+    assert_int_equal(st.forwarded, 5);
+    assert_int_equal(st.duplicates_completed + st.duplicates_in_flight, 2);
+    assert_int_equal(st.missing_forwarded, 2);
+    assert_int_equal(st.store_errors, 0);
+    assert_int_equal(st.collisions, 0);
+    kf_run_stop(&r);
+
+    recs = kf_read(&e->mock, "a.out", 1, 7, 500, TIMEOUT_MS, &n);
+    assert_int_equal(n, 7);
+    free(recs);
+}
+
 /* Produce requests failing with KAFKA_STORAGE_ERROR (retries=1: the
  * delivery is NOT_PERSISTED): the claim is released, the message retried,
  * and exactly one copy lands downstream. */
@@ -428,6 +491,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_duplicates_within_across_and_restart, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_missing_key_policies, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hostile_headers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_not_persisted_released_and_retried, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_commit_stops_at_unfinished, setup, teardown),
