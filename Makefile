@@ -45,7 +45,7 @@ DEDUP_SRC := dedup/store.c dedup/store_mem.c dedup/entry.c dedup/dedup.c
 ROCKS_SRC := store_rocks/store_rocks.c
 CONFIG_SRC := config/config.c
 SIDECAR_SRC := sidecar/log.c sidecar/offsets.c sidecar/headers.c sidecar/kafka.c \
-               sidecar/metrics.c sidecar/http.c sidecar/pipeline.c sidecar/mockd.c \
+               sidecar/metrics.c sidecar/http.c sidecar/recovery.c sidecar/pipeline.c sidecar/mockd.c \
                sidecar/demo.c
 
 LIBS_DEDUP := $(call pc_libs,$(PKGS_DEDUP))
@@ -163,7 +163,7 @@ $(BUILD)/tests/test_metrics: $(call obj,tests/test_metrics.c sidecar/metrics.c) 
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_CONFIG) $(LIBS_TEST)
 
 # Integration: the pipeline against a mock cluster in a `kdedup mock` process.
-$(BUILD)/tests/test_pipeline: $(call obj,tests/test_pipeline.c tests/kafka_fixture.c \
+$(BUILD)/tests/test_pipeline: $(call obj,tests/test_pipeline.c tests/kafka_fixture.c tests/faulty_store.c \
                                          tests/dedup_fixture.c) \
                               $(LIBS_ALL) | $(KDEDUP)
 	@mkdir -p $(dir $@)

@@ -44,6 +44,7 @@ struct kd_metrics {
     const kd_config *cfg;
     kd_route_metrics *routes;
     _Atomic uint64_t collisions, store_errors, inflight, assigned;
+    _Atomic uint64_t recovery_records, recovery_us;
     kd_histogram forward_latency, store_write;
     pthread_mutex_t lock; /* guards view */
     stats_view view;
@@ -81,6 +82,14 @@ kd_route_metrics *kd_metrics_route(kd_metrics *m, size_t route) {
 
 _Atomic uint64_t *kd_metrics_collisions(kd_metrics *m) {
     return &m->collisions;
+}
+
+_Atomic uint64_t *kd_metrics_recovery_records(kd_metrics *m) {
+    return &m->recovery_records;
+}
+
+_Atomic uint64_t *kd_metrics_recovery_us(kd_metrics *m) {
+    return &m->recovery_us;
 }
 
 _Atomic uint64_t *kd_metrics_store_errors(kd_metrics *m) {
@@ -369,8 +378,15 @@ static void render_routes(buf *b, kd_metrics *m) {
                   "Messages delivered to the route's dead-letter topic.",
                   RF(dead_lettered), "");
     route_counter(b, m, "kdedup_orphans_reforwarded_total",
-                  "Claims left in flight by a previous run, taken over and forwarded.",
+                  "Claims left in flight by a dead run whose fate could not be read "
+                  "downstream: forwarded again (at least once).",
                   RF(orphans_reforwarded), "");
+    route_counter(b, m, "kdedup_orphans_found_total",
+                  "Claims left in flight by a dead run, found downstream and completed.",
+                  RF(orphans_found), "");
+    route_counter(b, m, "kdedup_orphans_absent_total",
+                  "Claims left in flight by a dead run, not downstream: forwarded once.",
+                  RF(orphans_absent), "");
 }
 
 /* Families with a second label beside route: one family, several fields. */
@@ -440,6 +456,14 @@ char *kd_metrics_render(kd_metrics *m, size_t *len) {
            "Keys the store could not deduplicate (hash collision, unreadable entry).");
     put(&b, "kdedup_dedup_collisions_total %llu\n",
         (unsigned long long)load(&m->collisions));
+    family(&b, "kdedup_recovery_scanned_records_total", "counter",
+           "Downstream records read to resolve claims left by dead runs.");
+    put(&b, "kdedup_recovery_scanned_records_total %llu\n",
+        (unsigned long long)load(&m->recovery_records));
+    family(&b, "kdedup_recovery_scan_seconds_total", "counter",
+           "Time spent reading downstream records to resolve claims left by dead runs.");
+    put(&b, "kdedup_recovery_scan_seconds_total %.6f\n",
+        (double)load(&m->recovery_us) / 1e6);
     family(&b, "kdedup_store_errors_total", "counter",
            "Store reads or writes that failed.");
     put(&b, "kdedup_store_errors_total %llu\n",

@@ -30,7 +30,8 @@ typedef struct kd_histogram {
 typedef struct kd_route_metrics {
     _Atomic uint64_t consumed, forwarded, duplicates_completed, duplicates_in_flight,
         released, retries, dead_lettered, missing_forwarded, missing_dropped,
-        missing_dead_lettered, not_persisted, possibly_persisted, orphans_reforwarded;
+        missing_dead_lettered, not_persisted, possibly_persisted, orphans_reforwarded,
+        orphans_found, orphans_absent;
 } kd_route_metrics;
 
 typedef struct kd_metrics kd_metrics;
@@ -48,6 +49,9 @@ _Atomic uint64_t *kd_metrics_collisions(kd_metrics *m);
 _Atomic uint64_t *kd_metrics_store_errors(kd_metrics *m);
 _Atomic uint64_t *kd_metrics_inflight(kd_metrics *m);
 _Atomic uint64_t *kd_metrics_assigned(kd_metrics *m);
+/* Recovery scans: downstream records read, and microseconds spent. */
+_Atomic uint64_t *kd_metrics_recovery_records(kd_metrics *m);
+_Atomic uint64_t *kd_metrics_recovery_us(kd_metrics *m);
 
 /* consume → receipt, and per store batch write. */
 kd_histogram *kd_metrics_forward_latency(kd_metrics *m);

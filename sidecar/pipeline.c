@@ -18,6 +18,7 @@
 #include "sidecar/log.h"
 #include "sidecar/metrics.h"
 #include "sidecar/offsets.h"
+#include "sidecar/recovery.h"
 
 #include <librdkafka/rdkafka.h>
 
@@ -31,7 +32,10 @@
 #define SOURCE_HEADER "kdedup-source"
 #define MAX_BACKOFF_MS 60000
 #define TAKEOVER_TRIES 3
+#define RECOVERY_IDLE_MS 60000 /* scans are forgotten after this without orphans */
 #define METADATA_TIMEOUT_MS 10000
+#define STORE_BACKOFF_MIN_MS 100
+#define STORE_BACKOFF_MAX_MS 5000
 
 typedef enum msg_kind {
     MSG_DEDUP,      /* has a key: claimed before it is forwarded */
@@ -77,6 +81,8 @@ struct kd_pipeline {
     rd_kafka_t *producer;
     route_rt *routes;
     kd_offsets *offsets;
+    kd_recovery *recovery;
+    uint64_t last_orphan_ms; /* mono: the latest orphaned claim met */
     uint64_t boot_id;
     _Atomic int stop;
     _Atomic int fatal;
@@ -100,6 +106,12 @@ struct kd_pipeline {
 
     kd_metrics *metrics;
     _Atomic uint64_t tick_ms; /* last turn of the loop: /healthz */
+
+    /* While store writes fail, consumption is paused and offsets are not
+     * stored; failed claims and receipts are retried with backoff. */
+    _Atomic uint64_t store_failing_since; /* mono ms; 0 when healthy */
+    uint64_t store_retry_at;              /* mono ms: next receipt retry */
+    uint64_t store_backoff_ms;
 };
 
 /* Counters: per route, and process-wide. */
@@ -197,13 +209,55 @@ static kd_dedup *dedup_of(const kd_pipeline *p, const msg *m) {
     return p->routes[m->route].dedup;
 }
 
-/* Logs a failed store call once, with the backend's own description. */
-static void log_store_error(kd_pipeline *p, size_t route, const char *what) {
+/* Pauses (or resumes) every partition assigned. */
+static void pause_assignment(kd_pipeline *p, bool pause) {
+    rd_kafka_topic_partition_list_t *parts = NULL;
+
+    if (rd_kafka_assignment(p->consumer, &parts) || !parts)
+        return;
+    if (parts->cnt)
+        (pause ? rd_kafka_pause_partitions : rd_kafka_resume_partitions)(p->consumer,
+                                                                         parts);
+    rd_kafka_topic_partition_list_destroy(parts);
+}
+
+/* A store call failed: counted, logged with the backend's own description,
+ * and, on the first failure, consumption paused until a write succeeds. */
+static void store_failed(kd_pipeline *p, size_t route, const char *what) {
     char err[512];
     const char *fields[] = {"route", p->cfg->routes[route].to, NULL};
+    uint64_t now = mono_ms();
 
+    GCOUNT(p, store_errors, 1);
     KD_LOG(KD_LOG_WARN, fields, "store: %s failed: %s (retrying)", what,
            kd_store_last_error(p->store, err, sizeof(err)));
+    if (!atomic_load(&p->store_failing_since)) {
+        KD_ERROR("store failing: consumption and offset commits paused until it "
+                 "accepts writes again");
+        atomic_store(&p->store_failing_since, now ? now : 1);
+        p->store_backoff_ms = STORE_BACKOFF_MIN_MS;
+        pause_assignment(p, true);
+    } else if (p->store_backoff_ms < STORE_BACKOFF_MAX_MS) {
+        p->store_backoff_ms *= 2;
+    }
+    p->store_retry_at = now + p->store_backoff_ms;
+}
+
+/* A store write succeeded: if it was failing, consumption resumes. */
+static void store_ok(kd_pipeline *p) {
+    uint64_t since = atomic_load(&p->store_failing_since);
+
+    if (!since)
+        return;
+    KD_INFO("store accepts writes again after %llums: resuming consumption",
+            (unsigned long long)(mono_ms() - since));
+    atomic_store(&p->store_failing_since, 0);
+    p->store_backoff_ms = 0;
+    pause_assignment(p, false);
+}
+
+static bool store_failing(const kd_pipeline *p) {
+    return atomic_load(&p->store_failing_since) != 0;
 }
 
 /* The message's fate is durable: its offset may be committed past. */
@@ -253,6 +307,8 @@ static bool receipt_capacity(kd_pipeline *p, size_t n) {
  */
 
 static void on_failed(kd_pipeline *p, msg *m);
+static void complete_timed(kd_pipeline *p, size_t route, kd_completion *c, size_t n);
+static size_t format_receipt(const kd_pipeline *p, const msg *m, char *buf, size_t size);
 
 /* Sends m to its downstream (or dead-letter) topic, on the partition with
  * the source partition's number, so one source partition keeps its order. */
@@ -310,10 +366,47 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque) {
  * Claiming.
  */
 
+/* m's key is claimed by run `owner`, which is gone. Reads the downstream
+ * partition m would have gone to: if the dead run delivered it, completes
+ * the claim with a receipt naming that record and settles m (true). Else
+ * false, with *absent telling whether it is known not to be there. */
+static bool resolve_orphan(kd_pipeline *p, msg *m, uint64_t owner, bool *absent) {
+    const route_rt *r = &p->routes[m->route];
+    int32_t part = m->rkm->partition % r->out_partitions;
+    kd_recovery_stats before, after;
+    kd_recover_found f;
+    kd_recover_result res;
+    char receipt[RECEIPT_MAX];
+    kd_completion c = {.key = m->key, .key_len = m->key_len, .receipt = receipt};
+
+    p->last_orphan_ms = mono_ms();
+    kd_recovery_stats_get(p->recovery, &before);
+    res = kd_recovery_find(p->recovery, owner, m->route, part, m->key, m->key_len, &f);
+    kd_recovery_stats_get(p->recovery, &after);
+    GCOUNT(p, recovery_records, after.records - before.records);
+    GCOUNT(p, recovery_us, after.micros - before.micros);
+    *absent = res == KD_RECOVER_ABSENT;
+    if (res != KD_RECOVER_FOUND)
+        return false;
+    m->out_partition = part;
+    m->out_offset = f.offset;
+    m->out_timestamp = f.timestamp;
+    c.receipt_len = format_receipt(p, m, receipt, sizeof(receipt));
+    complete_timed(p, m->route, &c, 1);
+    if (c.err == KD_ERR_STORE) {
+        schedule_retry(p, m, p->store_backoff_ms);
+        return true;
+    }
+    RCOUNT(p, m->route, orphans_found);
+    msg_done(p, m);
+    return true;
+}
+
 /* Claims m's key alone, taking over a claim left by another run (a crash):
- * that claim is released and made again under this run's id. */
+ * resolved from the downstream topic when it can be; else that claim is
+ * released and made again under this run's id, and m forwarded. */
 static void takeover(kd_pipeline *p, msg *m) {
-    bool took_over = false;
+    bool took_over = false, absent = false;
 
     for (int tries = 0; tries < TAKEOVER_TRIES; tries++) {
         kd_claim c = {.key = m->key, .key_len = m->key_len};
@@ -321,11 +414,11 @@ static void takeover(kd_pipeline *p, msg *m) {
 
         kd_dedup_claim_batch(dedup_of(p, m), &c, 1, wall_ms());
         if (c.err == KD_ERR_STORE) {
-            GCOUNT(p, store_errors, 1);
-            log_store_error(p, m->route, "claim");
-            schedule_retry(p, m, backoff_ms(p, m));
+            store_failed(p, m->route, "claim");
+            schedule_retry(p, m, p->store_backoff_ms);
             return;
         }
+        store_ok(p);
         if (c.err != KD_OK) {
             MSG_FIELDS(m, part, off);
             KD_LOG(KD_LOG_WARN, fields, "key cannot be deduplicated (%s): forwarding it",
@@ -338,7 +431,9 @@ static void takeover(kd_pipeline *p, msg *m) {
         kd_decision_clear(&c.decision);
         if (c.decision.state == KD_CLAIMED) {
             m->claimed = true;
-            if (took_over)
+            if (took_over && absent)
+                RCOUNT(p, m->route, orphans_absent);
+            else if (took_over)
                 RCOUNT(p, m->route, orphans_reforwarded);
             produce(p, m);
             return;
@@ -351,11 +446,12 @@ static void takeover(kd_pipeline *p, msg *m) {
             msg_done(p, m);
             return;
         }
+        if (!took_over && resolve_orphan(p, m, c.owner, &absent))
+            return;
         err = kd_dedup_release_claim(dedup_of(p, m), m->key, m->key_len);
         if (err != KD_OK && err != KD_ERR_SEQUENCE_CONFLICT) {
-            GCOUNT(p, store_errors, 1);
-            log_store_error(p, m->route, "release of an orphaned claim");
-            schedule_retry(p, m, backoff_ms(p, m));
+            store_failed(p, m->route, "release of an orphaned claim");
+            schedule_retry(p, m, p->store_backoff_ms);
             return;
         }
         took_over = true;
@@ -366,8 +462,7 @@ static void takeover(kd_pipeline *p, msg *m) {
 /* Acts on the claim decision for m. */
 static void on_claim(kd_pipeline *p, msg *m, kd_claim *c) {
     if (c->err == KD_ERR_STORE) {
-        GCOUNT(p, store_errors, 1);
-        schedule_retry(p, m, backoff_ms(p, m));
+        schedule_retry(p, m, p->store_backoff_ms); /* store_failed: claim_timed */
     } else if (c->err != KD_OK) {
         MSG_FIELDS(m, part, off);
         KD_LOG(KD_LOG_WARN, fields, "key cannot be deduplicated (%s): forwarding it",
@@ -402,9 +497,10 @@ static void claim_timed(kd_pipeline *p, size_t route, kd_claim *c, size_t n,
     observe_since(kd_metrics_store_write(p->metrics), t0);
     for (size_t i = 0; i < n; i++)
         if (c[i].err == KD_ERR_STORE) {
-            log_store_error(p, route, "claim batch");
-            break;
+            store_failed(p, route, "claim batch");
+            return;
         }
+    store_ok(p);
 }
 
 static void complete_timed(kd_pipeline *p, size_t route, kd_completion *c, size_t n) {
@@ -416,9 +512,10 @@ static void complete_timed(kd_pipeline *p, size_t route, kd_completion *c, size_
     observe_since(kd_metrics_store_write(p->metrics), t0);
     for (size_t i = 0; i < n; i++)
         if (c[i].err == KD_ERR_STORE) {
-            log_store_error(p, route, "receipt batch");
-            break;
+            store_failed(p, route, "receipt batch");
+            return;
         }
+    store_ok(p);
 }
 
 /* Claims the keyed messages of a batch with one store write per route
@@ -569,8 +666,7 @@ static void on_failed(kd_pipeline *p, msg *m) {
             m->claimed = false;
             RCOUNT(p, m->route, released);
         } else {
-            GCOUNT(p, store_errors, 1); /* keep the claim; the retry re-sends */
-            log_store_error(p, m->route, "release");
+            store_failed(p, m->route, "release"); /* keep the claim; the retry re-sends */
         }
     }
     m->attempts++;
@@ -616,7 +712,8 @@ static void complete_receipts(kd_pipeline *p) {
 
     if (!todo.n)
         return;
-    if (!receipt_capacity(p, todo.n)) {
+    if ((store_failing(p) && mono_ms() < p->store_retry_at) ||
+        !receipt_capacity(p, todo.n)) {
         p->receipts = todo; /* try again next turn */
         return;
     }
@@ -652,8 +749,7 @@ static void complete_receipts(kd_pipeline *p) {
             observe_since(kd_metrics_forward_latency(p->metrics), m->consumed_us);
             msg_done(p, m);
         } else {
-            GCOUNT(p, store_errors, 1);
-            list_push(&p->receipts, m);
+            list_push(&p->receipts, m); /* store_failed: complete_timed */
         }
     }
 }
@@ -739,9 +835,12 @@ static void add_offset(void *arg, size_t route, int32_t partition, int64_t offse
 
 /* Stores the commit points that moved; the consumer commits them. */
 static void store_offsets(kd_pipeline *p) {
-    offset_list ol = {p, rd_kafka_topic_partition_list_new(8)};
+    offset_list ol;
     rd_kafka_resp_err_t err;
 
+    if (store_failing(p))
+        return; /* paused: nothing moves until the store is back */
+    ol = (offset_list){p, rd_kafka_topic_partition_list_new(8)};
     kd_offsets_each_moved(p->offsets, add_offset, &ol);
     if (ol.list->cnt && (err = rd_kafka_offsets_store(p->consumer, ol.list)))
         KD_DEBUG("offsets_store: %s", rd_kafka_err2str(err));
@@ -793,6 +892,8 @@ static void on_assign(kd_pipeline *p, rd_kafka_t *rk,
         KD_ERROR("assign: %s", rd_kafka_error_string(error));
         rd_kafka_error_destroy(error);
     }
+    if (store_failing(p))
+        rd_kafka_pause_partitions(rk, parts);
     GCOUNT(p, assigned, (uint64_t)parts->cnt);
     KD_INFO("assigned %d partition(s)", parts->cnt);
 }
@@ -901,6 +1002,27 @@ static bool routes_init(kd_pipeline *p, char *errstr, size_t errstr_size) {
     return true;
 }
 
+/* Durably records where the downstream partitions end before this run
+ * claims anything: the start of any recovery scan for its claims. */
+static bool record_run(kd_pipeline *p, const char *brokers, char *errstr,
+                       size_t errstr_size) {
+    int *parts = calloc(p->cfg->nroutes, sizeof(*parts));
+    bool ok;
+
+    if (!parts || !(p->recovery = kd_recovery_new(p->cfg, p->store, brokers, errstr,
+                                                  errstr_size))) {
+        free(parts);
+        snprintf(errstr, errstr_size, "out of memory");
+        return false;
+    }
+    for (size_t i = 0; i < p->cfg->nroutes; i++)
+        parts[i] = p->routes[i].out_partitions;
+    ok = kd_recovery_record_run(p->recovery, p->producer, p->boot_id, parts, errstr,
+                                errstr_size) == KD_OK;
+    free(parts);
+    return ok;
+}
+
 static rd_kafka_t *client_new(kd_pipeline *p, kd_client which, const char *brokers,
                               char *errstr, size_t errstr_size) {
     rd_kafka_conf_t *conf = kd_kafka_conf(p->cfg, which, brokers, errstr, errstr_size);
@@ -946,6 +1068,7 @@ kd_pipeline *kd_pipeline_new(const kd_config *cfg, kd_store *store, const char *
     }
     if (!(p->producer = client_new(p, KD_PRODUCER, brokers, errstr, errstr_size)) ||
         !routes_init(p, errstr, errstr_size) ||
+        !record_run(p, brokers, errstr, errstr_size) ||
         !(p->consumer = client_new(p, KD_CONSUMER, brokers, errstr, errstr_size)))
         goto fail;
     rd_kafka_poll_set_consumer(p->consumer);
@@ -979,6 +1102,10 @@ int kd_pipeline_run(kd_pipeline *p) {
         service(p, 0);
         retry_due(p);
         store_offsets(p);
+        if (p->last_orphan_ms && mono_ms() - p->last_orphan_ms > RECOVERY_IDLE_MS) {
+            kd_recovery_forget(p->recovery);
+            p->last_orphan_ms = 0;
+        }
     }
 
     /* Stop consuming; let what is in flight land, then commit. */
@@ -1018,6 +1145,8 @@ void kd_pipeline_stats_get(const kd_pipeline *p, kd_pipeline_stats *out) {
         out->produce_errors +=
             atomic_load(&r->not_persisted) + atomic_load(&r->possibly_persisted);
         out->orphans_reforwarded += atomic_load(&r->orphans_reforwarded);
+        out->orphans_found += atomic_load(&r->orphans_found);
+        out->orphans_absent += atomic_load(&r->orphans_absent);
     }
     out->collisions = atomic_load(kd_metrics_collisions(p->metrics));
     out->store_errors = atomic_load(kd_metrics_store_errors(p->metrics));
@@ -1045,8 +1174,15 @@ bool kd_pipeline_ready(kd_pipeline *p, char *reason, size_t size) {
     kd_cluster_view v;
 
     kd_metrics_cluster_view(p->metrics, &v);
+    uint64_t failing = atomic_load(&p->store_failing_since);
+    char err[400];
+
     if (atomic_load(&p->stop) || atomic_load(&p->fatal))
         snprintf(reason, size, "stopping");
+    else if (failing)
+        snprintf(reason, size, "store failing for %llums, consumption paused: %s",
+                 (unsigned long long)(mono_ms() - failing),
+                 kd_store_last_error(p->store, err, sizeof(err)));
     else if (v.brokers_known > 0 && v.brokers_up == 0)
         snprintf(reason, size, "no broker reachable (0 of %d up)", v.brokers_known);
     else if (assigned == 0 && v.group_steady != 1)
@@ -1082,6 +1218,7 @@ void kd_pipeline_destroy(kd_pipeline *p) {
     if (p->producer)
         rd_kafka_destroy(p->producer);
     kd_offsets_destroy(p->offsets);
+    kd_recovery_destroy(p->recovery);
     for (size_t i = 0; p->routes && i < p->cfg->nroutes; i++)
         kd_dedup_destroy(p->routes[i].dedup);
     free(p->routes);

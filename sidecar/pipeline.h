@@ -34,7 +34,9 @@ typedef struct kd_pipeline_stats {
     uint64_t missing_dropped;      /* no usable key: dropped */
     uint64_t produce_errors;       /* failed or uncertain delivery reports */
     uint64_t possibly_persisted;   /* uncertain deliveries, produced again */
-    uint64_t orphans_reforwarded;  /* claims of a previous run taken over */
+    uint64_t orphans_reforwarded;  /* orphaned claims forwarded again (unresolved) */
+    uint64_t orphans_found;        /* orphaned claims found downstream: completed */
+    uint64_t orphans_absent;       /* orphaned claims not downstream: forwarded */
     uint64_t collisions;   /* keys the store could not dedup (collision, garbage) */
     uint64_t store_errors; /* store writes or reads that failed */
     uint64_t assigned_partitions; /* gauge */

@@ -6,6 +6,7 @@
 #include "dedup/store.h"
 #include "sidecar/log.h"
 #include "store_rocks/store_rocks.h"
+#include "tests/faulty_store.h"
 
 #include <stdarg.h>
 #include <setjmp.h>
@@ -237,13 +238,9 @@ static void *run_thread(void *arg) {
     return NULL;
 }
 
-void kf_run_start(kf_run *r, const kf_mock *m, const char *fmt, ...) {
-    char json[4096], err[1024];
-    va_list ap;
+static void run_start(kf_run *r, const kf_mock *m, bool faulty, const char *json) {
+    char err[1024];
 
-    va_start(ap, fmt);
-    vsnprintf(json, sizeof(json), fmt, ap);
-    va_end(ap);
     memset(r, 0, sizeof(*r));
     kd_log_set_level(getenv("KD_TEST_LOG") ? KD_LOG_DEBUG : KD_LOG_ERROR);
     r->cfg = kd_config_parse(json, strlen(json), "test.json", err, sizeof(err));
@@ -252,10 +249,32 @@ void kf_run_start(kf_run *r, const kf_mock *m, const char *fmt, ...) {
     r->store = kd_rocks_open(r->cfg->store_path, r->cfg->store_sync, err, sizeof(err));
     if (!r->store)
         fail_msg("%s", err);
+    if (faulty)
+        assert_non_null(r->store = kd_faulty_store_new(r->store));
     r->p = kd_pipeline_new(r->cfg, r->store, m->bootstrap, err, sizeof(err));
     if (!r->p)
         fail_msg("kd_pipeline_new: %s", err);
     assert_int_equal(pthread_create(&r->tid, NULL, run_thread, r), 0);
+}
+
+void kf_run_start(kf_run *r, const kf_mock *m, const char *fmt, ...) {
+    char json[4096];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(json, sizeof(json), fmt, ap);
+    va_end(ap);
+    run_start(r, m, false, json);
+}
+
+void kf_run_start_faulty(kf_run *r, const kf_mock *m, const char *fmt, ...) {
+    char json[4096];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(json, sizeof(json), fmt, ap);
+    va_end(ap);
+    run_start(r, m, true, json);
 }
 
 kd_pipeline_stats kf_run_wait(kf_run *r, uint64_t consumed, int timeout_ms) {

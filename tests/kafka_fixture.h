@@ -79,6 +79,10 @@ typedef struct kf_run {
  * and starts the pipeline; asserts. */
 void kf_run_start(kf_run *r, const kf_mock *m, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* As kf_run_start, over a store wrapped by tests/faulty_store.h, whose
+ * writes the test switches off and on (r->store). */
+void kf_run_start_faulty(kf_run *r, const kf_mock *m, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* Waits until at least `consumed` messages were consumed and none is in
  * flight (or timeout_ms); returns the stats. */
 kd_pipeline_stats kf_run_wait(kf_run *r, uint64_t consumed, int timeout_ms);

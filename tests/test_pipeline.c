@@ -5,8 +5,10 @@
  * the downstream topics and what offsets were committed.
  */
 #include "dedup/dedup.h"
+#include "sidecar/recovery.h"
 #include "store_rocks/store_rocks.h"
 #include "tests/dedup_fixture.h"
+#include "tests/faulty_store.h"
 #include "tests/kafka_fixture.h"
 
 #include <stdarg.h>
@@ -271,6 +273,51 @@ static void test_hostile_headers(void **state) {
     free(recs);
 }
 
+/* The store refuses writes (a full disk) from the start: nothing is
+ * forwarded or committed, /readyz says why; once it accepts writes again,
+ * every key is forwarded exactly once and everything is committed. */
+static void test_store_full_pauses_and_resumes(void **state) {
+    env *e = *state;
+    kd_pipeline_stats st = {0};
+    char reason[512];
+    kf_record *recs;
+    size_t n;
+    kf_run r;
+
+    send_keys(e, "in", 0, 100, 1);
+    kf_run_start_faulty(&r, &e->mock, ROUTE_CONFIG, e->mock.bootstrap, "{}", 5, e->dir,
+                        "5s");
+    kd_faulty_store_fail_writes(r.store, true);
+    for (int i = 0; i < 500 && !st.consumed; i++) { /* it cannot settle: no kf_run_wait */
+        nanosleep(&(struct timespec){0, 20000000}, NULL);
+        kd_pipeline_stats_get(r.p, &st);
+    }
+    assert_true(st.consumed >= 1);
+    sleep(2);
+    kd_pipeline_stats_get(r.p, &st);
+    assert_int_equal(st.forwarded, 0);
+    assert_true(st.store_errors >= 2); /* retried */
+    assert_true(kd_faulty_store_refused(r.store) >= 2);
+    assert_false(kd_pipeline_ready(r.p, reason, sizeof(reason)));
+    assert_non_null(strstr(reason, "store failing"));
+    assert_non_null(strstr(reason, "No space left on device"));
+    assert_int_equal(committed_total(e, "in", PARTS), 0);
+
+    kd_faulty_store_fail_writes(r.store, false);
+    st = kf_run_wait(&r, 100, TIMEOUT_MS);
+    assert_int_equal(st.consumed, 100);
+    assert_int_equal(st.forwarded, 100);
+    assert_int_equal(st.inflight, 0);
+    assert_true(kd_pipeline_ready(r.p, reason, sizeof(reason)));
+    kf_run_stop(&r);
+    assert_int_equal(committed_total(e, "in", PARTS), 100);
+
+    recs = kf_read(&e->mock, "out", PARTS, 100, 1000, TIMEOUT_MS, &n);
+    assert_int_equal(n, 100);
+    assert_each_once(recs, n, 0, 100);
+    free(recs);
+}
+
 /* Produce requests failing with KAFKA_STORAGE_ERROR (retries=1: the
  * delivery is NOT_PERSISTED): the claim is released, the message retried,
  * and exactly one copy lands downstream. */
@@ -484,6 +531,101 @@ static void test_orphaned_claim_is_reforwarded(void **state) {
     free(recs);
 }
 
+/* Claims of owner in d for key-<from>..key-<to-1>, made just now. */
+static void claim_as(kd_dedup *d, uint64_t owner, int from, int to) {
+    char key[32];
+    kd_decision dec;
+
+    kd_dedup_set_owner(d, owner);
+    for (int i = from; i < to; i++) {
+        snprintf(key, sizeof(key), "key-%d", i);
+        assert_int_equal(
+            kd_dedup_claim_or_get(d, key, strlen(key), (uint64_t)time(NULL) * 1000, &dec),
+            KD_OK);
+        assert_int_equal(dec.state, KD_CLAIMED);
+        kd_decision_clear(&dec);
+    }
+}
+
+/* A run killed after its deliveries of key-0..2 were acknowledged but before
+ * their receipts, with key-3..5 claimed and never delivered; key-9 claimed
+ * by a run that left no run record. The next run completes key-0..2 from
+ * the records it finds downstream, forwards key-3..5 once, and key-9 again
+ * (at least once, counted): every key downstream exactly once. */
+static void test_orphans_resolved_from_downstream(void **state) {
+    env *e = *state;
+    char path[512], err[512], stream[32], key[32], value[64], source[64];
+    const char *run = "kdedup-run v1\n0 0 out\n1 0 out\n2 0 out\n3 0 out\n";
+    rd_kafka_t *rk = kf_producer(&e->mock);
+    kd_pipeline_stats st;
+    kd_decision dec;
+    kf_record *recs;
+    kd_store *store;
+    kd_dedup *d;
+    bool found;
+    size_t n;
+    kf_run r;
+
+    snprintf(path, sizeof(path), "%s/store", e->dir);
+    assert_non_null(store = kd_rocks_open(path, true, err, sizeof(err)));
+    assert_int_equal(
+        kd_store_append(store, stream,
+                        kd_recovery_run_stream(0xbeef, stream, sizeof(stream)), 0, run,
+                        strlen(run)),
+        KD_OK);
+    d = kd_dedup_new(store, "kdedup:in");
+    claim_as(d, 0xbeef, 0, 6);
+    claim_as(d, 0xdead, 9, 10);
+    kd_dedup_destroy(d);
+    kd_store_destroy(store);
+
+    for (int i = 0; i < 10; i++) {
+        snprintf(key, sizeof(key), "key-%d", i);
+        snprintf(value, sizeof(value), "value-%d-copy-0", i);
+        kf_send(rk, "in", 0, key, value);
+        if (i >= 3)
+            continue;
+        /* what the dead run delivered: in/0/i -> out/0 */
+        snprintf(source, sizeof(source), "in/0/%d", i);
+        assert_int_equal(
+            rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("out"), RD_KAFKA_V_PARTITION(0),
+                              RD_KAFKA_V_VALUE(value, strlen(value)),
+                              RD_KAFKA_V_HEADER("Idempotency-Key", key, -1),
+                              RD_KAFKA_V_HEADER("trace", value, -1),
+                              RD_KAFKA_V_HEADER("kdedup-source", source, -1),
+                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+            RD_KAFKA_RESP_ERR_NO_ERROR);
+    }
+    kf_producer_close(rk);
+
+    start(&r, e, "{}", 5, "5s");
+    st = kf_run_wait(&r, 10, TIMEOUT_MS);
+    assert_int_equal(st.consumed, 10);
+    assert_int_equal(st.orphans_found, 3);
+    assert_int_equal(st.orphans_absent, 3);
+    assert_int_equal(st.orphans_reforwarded, 1);
+    assert_int_equal(st.forwarded, 7);
+    kf_run_stop(&r);
+
+    recs = kf_read(&e->mock, "out", PARTS, 10, 1000, TIMEOUT_MS, &n);
+    assert_int_equal(n, 10);
+    assert_each_once(recs, n, 0, 10);
+    free(recs);
+
+    /* key-1's receipt names the record the dead run delivered. */
+    assert_non_null(store = kd_rocks_open(path, true, err, sizeof(err)));
+    d = kd_dedup_new(store, "kdedup:in");
+    assert_int_equal(kd_dedup_lookup(d, "key-1", 5, &dec, &found), KD_OK);
+    assert_true(found);
+    assert_int_equal(dec.state, KD_COMPLETED);
+    snprintf(err, sizeof(err), "%.*s", (int)dec.receipt_len, (const char *)dec.receipt);
+    assert_non_null(strstr(err, "to=out/0@1 "));
+    assert_non_null(strstr(err, "from=in/0@1"));
+    kd_decision_clear(&dec);
+    kd_dedup_destroy(d);
+    kd_store_destroy(store);
+}
+
 int main(void) {
     if (getenv("KD_TEST_FILTER"))
         cmocka_set_test_filter(getenv("KD_TEST_FILTER"));
@@ -492,12 +634,16 @@ int main(void) {
                                         teardown),
         cmocka_unit_test_setup_teardown(test_missing_key_policies, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hostile_headers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_full_pauses_and_resumes, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_not_persisted_released_and_retried, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_commit_stops_at_unfinished, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_mid_stream_loses_nothing, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_orphaned_claim_is_reforwarded, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_orphans_resolved_from_downstream, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_retries_exhausted_dead_letter, setup,
                                         teardown),

@@ -1,0 +1,428 @@
+/*
+ * kdedup - exact recovery of orphaned claims (see recovery.h).
+ *
+ * A scan reads one downstream partition from the dead run's start offset to
+ * its end with a consumer of its own (assigned, never in a group, never
+ * committing) and remembers, for each record of the route's source topic
+ * that carries the route's key header, the first 16 bytes of the key's
+ * SHA-256, the record's offset and timestamp: 32 bytes a record, so a full
+ * scan of KD_RECOVERY_SCAN_MAX records stays under 64 MiB while it lives.
+ */
+#include "sidecar/recovery.h"
+#include "sidecar/kafka.h"
+#include "sidecar/log.h"
+
+#include <openssl/sha.h>
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define DIGEST_LEN 16
+#define SCAN_TIMEOUT_MS 60000
+#define WATERMARK_TIMEOUT_MS 5000
+#define SOURCE_HEADER "kdedup-source"
+#define RUN_MAGIC "kdedup-run v1\n"
+
+typedef struct found {
+    unsigned char digest[DIGEST_LEN];
+    int64_t offset;
+    int64_t timestamp;
+    bool used; /* false: an empty slot */
+} found;
+
+/* One scanned partition: an open-addressing table of key digests. */
+typedef struct scan {
+    uint64_t owner;
+    size_t route;
+    int32_t partition;
+    found *slots;
+    size_t cap, n;
+} scan;
+
+struct kd_recovery {
+    const kd_config *cfg;
+    kd_store *store;
+    char *brokers;
+    rd_kafka_t *scanner; /* created on first use */
+    scan *scans;
+    size_t nscans;
+    kd_recovery_stats stats;
+};
+
+static uint64_t mono_us(void) {
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static void digest(const char *key, size_t len, unsigned char out[DIGEST_LEN]) {
+    unsigned char full[SHA256_DIGEST_LENGTH];
+
+    SHA256((const unsigned char *)(len ? key : ""), len, full);
+    memcpy(out, full, DIGEST_LEN);
+}
+
+static size_t slot_of(const unsigned char *d, size_t cap) {
+    uint64_t h;
+
+    memcpy(&h, d, sizeof(h)); /* a digest: already uniform */
+    return (size_t)(h & (cap - 1));
+}
+
+static bool scan_grow(scan *s) {
+    size_t cap = s->cap ? s->cap * 2 : 1024;
+    found *slots = calloc(cap, sizeof(*slots));
+
+    if (!slots)
+        return false;
+    for (size_t i = 0; i < s->cap; i++) {
+        size_t j;
+
+        if (!s->slots[i].used)
+            continue;
+        for (j = slot_of(s->slots[i].digest, cap); slots[j].used; j = (j + 1) & (cap - 1))
+            ;
+        slots[j] = s->slots[i];
+    }
+    free(s->slots);
+    s->slots = slots;
+    s->cap = cap;
+    return true;
+}
+
+/* Remembers the first record of a key (the one the dead run's delivery
+ * produced; later ones, if any, are this run's or a mock's copy). */
+static bool scan_add(scan *s, const unsigned char *d, int64_t offset, int64_t ts) {
+    size_t j;
+
+    if ((s->n + 1) * 2 > s->cap && !scan_grow(s))
+        return false;
+    for (j = slot_of(d, s->cap); s->slots[j].used; j = (j + 1) & (s->cap - 1))
+        if (!memcmp(s->slots[j].digest, d, DIGEST_LEN))
+            return true;
+    memcpy(s->slots[j].digest, d, DIGEST_LEN);
+    s->slots[j].offset = offset;
+    s->slots[j].timestamp = ts;
+    s->slots[j].used = true;
+    s->n++;
+    return true;
+}
+
+static const found *scan_get(const scan *s, const unsigned char *d) {
+    if (!s->cap)
+        return NULL;
+    for (size_t j = slot_of(d, s->cap); s->slots[j].used; j = (j + 1) & (s->cap - 1))
+        if (!memcmp(s->slots[j].digest, d, DIGEST_LEN))
+            return &s->slots[j];
+    return NULL;
+}
+
+/*
+ * Run records.
+ */
+
+size_t kd_recovery_run_stream(uint64_t boot_id, char *buf, size_t size) {
+    int n = snprintf(buf, size, "kdedup:run:%016" PRIx64, boot_id);
+
+    return n < 0 ? 0 : (size_t)n;
+}
+
+bool kd_recovery_run_lookup(const void *payload, size_t len, const char *topic,
+                            int32_t partition, int64_t *offset) {
+    const char *p = payload, *end = p + len;
+    size_t tlen = strlen(topic), mlen = strlen(RUN_MAGIC);
+
+    if (len < mlen || memcmp(p, RUN_MAGIC, mlen) != 0)
+        return false;
+    for (p += mlen; p < end;) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        char line[320], name[256];
+        long long part, off;
+        size_t ll;
+
+        if (!nl)
+            return false;
+        ll = (size_t)(nl - p);
+        if (ll < sizeof(line)) {
+            memcpy(line, p, ll);
+            line[ll] = '\0';
+            if (sscanf(line, "%lld %lld %255s", &part, &off, name) == 3 &&
+                part == partition && strlen(name) == tlen && !strcmp(name, topic) &&
+                off >= 0) {
+                *offset = off;
+                return true;
+            }
+        }
+        p = nl + 1;
+    }
+    return false;
+}
+
+kd_err kd_recovery_record_run(kd_recovery *rc, rd_kafka_t *producer, uint64_t boot_id,
+                              const int *out_partitions, char *errstr, size_t errstr_size) {
+    size_t cap = 4096, len = 0;
+    char *text = malloc(cap), stream[32];
+    kd_err err = KD_OK;
+
+    if (!text) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return KD_ERR_STORE;
+    }
+    len = (size_t)snprintf(text, cap, "%s", RUN_MAGIC);
+    for (size_t r = 0; r < rc->cfg->nroutes && err == KD_OK; r++) {
+        const char *topic = rc->cfg->routes[r].to;
+
+        for (int32_t part = 0; part < out_partitions[r]; part++) {
+            int64_t lo = 0, hi = 0;
+            rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(
+                producer, topic, part, &lo, &hi, WATERMARK_TIMEOUT_MS);
+            char *grown;
+
+            if (e) {
+                snprintf(errstr, errstr_size, "end offset of %s/%" PRId32 ": %s", topic,
+                         part, rd_kafka_err2str(e));
+                err = KD_ERR_STORE;
+                break;
+            }
+            if (cap - len < 300 && (grown = realloc(text, cap *= 2)))
+                text = grown;
+            else if (cap - len < 300) {
+                snprintf(errstr, errstr_size, "out of memory");
+                err = KD_ERR_STORE;
+                break;
+            }
+            len += (size_t)snprintf(text + len, cap - len, "%" PRId32 " %" PRId64 " %s\n",
+                                    part, hi, topic);
+        }
+    }
+    if (err == KD_OK) {
+        size_t slen = kd_recovery_run_stream(boot_id, stream, sizeof(stream));
+
+        err = kd_store_append(rc->store, stream, slen, 0, text, len);
+        if (err != KD_OK) {
+            char why[400];
+
+            snprintf(errstr, errstr_size, "store: writing the run record failed: %s",
+                     kd_store_last_error(rc->store, why, sizeof(why)));
+        }
+    }
+    free(text);
+    return err;
+}
+
+/*
+ * Scanning.
+ */
+
+kd_recovery *kd_recovery_new(const kd_config *cfg, kd_store *store, const char *brokers,
+                             char *errstr, size_t errstr_size) {
+    kd_recovery *rc = calloc(1, sizeof(*rc));
+
+    if (!rc || !(rc->brokers = strdup(brokers))) {
+        free(rc);
+        snprintf(errstr, errstr_size, "out of memory");
+        return NULL;
+    }
+    rc->cfg = cfg;
+    rc->store = store;
+    return rc;
+}
+
+static rd_kafka_t *scanner(kd_recovery *rc) {
+    static const char *const overrides[][2] = {
+        {"enable.auto.commit", "false"}, /* it reads; it never commits */
+        {"enable.partition.eof", "true"},
+        {"statistics.interval.ms", "0"},
+        {"auto.offset.reset", "error"}, /* deleted records: say so */
+    };
+    char err[512];
+    rd_kafka_conf_t *conf;
+
+    if (rc->scanner)
+        return rc->scanner;
+    if (!(conf = kd_kafka_conf(rc->cfg, KD_CONSUMER, rc->brokers, err, sizeof(err)))) {
+        KD_WARN("recovery: %s", err);
+        return NULL;
+    }
+    for (size_t i = 0; i < sizeof(overrides) / sizeof(overrides[0]); i++)
+        rd_kafka_conf_set(conf, overrides[i][0], overrides[i][1], NULL, 0);
+    rd_kafka_conf_set(conf, "client.id", "kdedup-recovery", NULL, 0);
+    if (!(rc->scanner = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err)))) {
+        rd_kafka_conf_destroy(conf);
+        KD_WARN("recovery: %s", err);
+    }
+    return rc->scanner;
+}
+
+/* rkm came from topic through kdedup: its source header starts "<topic>/". */
+static bool has_source(const rd_kafka_message_t *rkm, const char *topic) {
+    rd_kafka_headers_t *h = NULL;
+    const void *v;
+    size_t len, tlen = strlen(topic);
+
+    return rd_kafka_message_headers(rkm, &h) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+           rd_kafka_header_get_last(h, SOURCE_HEADER, &v, &len) ==
+               RD_KAFKA_RESP_ERR_NO_ERROR &&
+           v && len > tlen && !memcmp(v, topic, tlen) && ((const char *)v)[tlen] == '/';
+}
+
+/* Reads [from, to) of topic/partition into s. */
+static bool scan_read(kd_recovery *rc, scan *s, const kd_route *route, int32_t partition,
+                      int64_t from, int64_t to) {
+    rd_kafka_t *rk = scanner(rc);
+    rd_kafka_topic_partition_list_t *list;
+    uint64_t deadline = mono_us() + SCAN_TIMEOUT_MS * 1000ull;
+    int64_t next = from;
+    bool ok = false;
+
+    if (!rk)
+        return false;
+    list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(list, route->to, partition)->offset = from;
+    if (rd_kafka_assign(rk, list)) {
+        rd_kafka_topic_partition_list_destroy(list);
+        return false;
+    }
+    rd_kafka_topic_partition_list_destroy(list);
+    while (next < to && mono_us() < deadline) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+        rd_kafka_headers_t *h = NULL;
+        const void *key;
+        size_t key_len;
+
+        if (!m)
+            continue;
+        if (m->err) {
+            bool eof = m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF;
+
+            if (!eof)
+                KD_WARN("recovery: scanning %s/%" PRId32 ": %s", route->to, partition,
+                        rd_kafka_message_errstr(m));
+            rd_kafka_message_destroy(m);
+            if (!eof)
+                break;
+            continue;
+        }
+        next = m->offset + 1; /* gaps (markers, compaction) hold no records */
+        rc->stats.records++;
+        if (m->offset < to && has_source(m, route->from) &&
+            rd_kafka_message_headers(m, &h) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+            rd_kafka_header_get(h, 0, route->key_header, &key, &key_len) ==
+                RD_KAFKA_RESP_ERR_NO_ERROR &&
+            key && key_len) {
+            unsigned char d[DIGEST_LEN];
+
+            digest(key, key_len, d);
+            if (!scan_add(s, d, m->offset, rd_kafka_message_timestamp(m, NULL))) {
+                rd_kafka_message_destroy(m);
+                break;
+            }
+        }
+        rd_kafka_message_destroy(m);
+    }
+    ok = next >= to;
+    rd_kafka_assign(rk, NULL);
+    return ok;
+}
+
+/* The scan of (owner, route, partition), made now if not yet; NULL when
+ * it cannot be made or completed. */
+static scan *scan_for(kd_recovery *rc, uint64_t owner, size_t route, int32_t partition) {
+    const kd_route *r = &rc->cfg->routes[route];
+    char stream[32];
+    void *payload = NULL;
+    size_t plen = 0;
+    uint64_t seq, t0;
+    bool have = false, ok;
+    int64_t start, lo = 0, hi = 0;
+    scan s = {owner, route, partition, NULL, 0, 0}, *grown;
+
+    for (size_t i = 0; i < rc->nscans; i++)
+        if (rc->scans[i].owner == owner && rc->scans[i].route == route &&
+            rc->scans[i].partition == partition)
+            return &rc->scans[i];
+    if (kd_store_read_last(rc->store, stream,
+                           kd_recovery_run_stream(owner, stream, sizeof(stream)), &seq,
+                           &payload, &plen, &have) != KD_OK ||
+        !have) {
+        KD_WARN("recovery: no run record for run %016" PRIx64 ": its claims are "
+                "forwarded again",
+                owner);
+        free(payload);
+        return NULL;
+    }
+    ok = kd_recovery_run_lookup(payload, plen, r->to, partition, &start);
+    free(payload);
+    if (!ok || !scanner(rc) ||
+        rd_kafka_query_watermark_offsets(rc->scanner, r->to, partition, &lo, &hi,
+                                         WATERMARK_TIMEOUT_MS) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        KD_WARN("recovery: no start offset or end offset for %s/%" PRId32, r->to,
+                partition);
+        return NULL;
+    }
+    if (start < lo || hi - start > KD_RECOVERY_SCAN_MAX) {
+        KD_WARN("recovery: %s/%" PRId32 " from %" PRId64 " to %" PRId64 " (first %" PRId64
+                ") cannot be scanned: %s",
+                r->to, partition, start, hi, lo,
+                start < lo ? "records were deleted" : "longer than the scan bound");
+        return NULL;
+    }
+    t0 = mono_us();
+    ok = scan_read(rc, &s, r, partition, start, hi);
+    rc->stats.scans++;
+    rc->stats.micros += mono_us() - t0;
+    if (!ok || !(grown = realloc(rc->scans, (rc->nscans + 1) * sizeof(*grown)))) {
+        free(s.slots);
+        return NULL;
+    }
+    KD_INFO("recovery: scanned %s/%" PRId32 " [%" PRId64 ", %" PRId64 ") in %.3fs: %zu keys",
+            r->to, partition, start, hi, (double)(mono_us() - t0) / 1e6, s.n);
+    rc->scans = grown;
+    rc->scans[rc->nscans] = s;
+    return &rc->scans[rc->nscans++];
+}
+
+kd_recover_result kd_recovery_find(kd_recovery *rc, uint64_t owner, size_t route,
+                                   int32_t out_partition, const char *key, size_t key_len,
+                                   kd_recover_found *out) {
+    scan *s = scan_for(rc, owner, route, out_partition);
+    unsigned char d[DIGEST_LEN];
+    const found *f;
+
+    if (!s)
+        return KD_RECOVER_UNKNOWN;
+    digest(key, key_len, d);
+    if (!(f = scan_get(s, d)))
+        return KD_RECOVER_ABSENT;
+    out->offset = f->offset;
+    out->timestamp = f->timestamp;
+    return KD_RECOVER_FOUND;
+}
+
+void kd_recovery_forget(kd_recovery *rc) {
+    for (size_t i = 0; i < rc->nscans; i++)
+        free(rc->scans[i].slots);
+    free(rc->scans);
+    rc->scans = NULL;
+    rc->nscans = 0;
+}
+
+void kd_recovery_stats_get(const kd_recovery *rc, kd_recovery_stats *out) {
+    *out = rc->stats;
+}
+
+void kd_recovery_destroy(kd_recovery *rc) {
+    if (!rc)
+        return;
+    kd_recovery_forget(rc);
+    if (rc->scanner) {
+        rd_kafka_consumer_close(rc->scanner);
+        rd_kafka_destroy(rc->scanner);
+    }
+    free(rc->brokers);
+    free(rc);
+}

@@ -1,0 +1,23 @@
+/*
+ * kdedup tests - a store that fails on demand: wraps another store and,
+ * while writes are switched off, answers every append with KD_ERR_STORE
+ * and a "No space left on device" error, as a full disk would.
+ */
+#ifndef KD_TEST_FAULTY_STORE_H
+#define KD_TEST_FAULTY_STORE_H
+
+#include "dedup/store.h"
+
+#include <stdbool.h>
+
+/* Wraps inner, taking ownership of it (destroying the wrapper destroys it).
+ * Returns NULL on allocation failure (inner is then destroyed). */
+kd_store *kd_faulty_store_new(kd_store *inner);
+
+/* Switches writes off (fail = true) or on again. Thread-safe. */
+void kd_faulty_store_fail_writes(kd_store *faulty, bool fail);
+
+/* Appends refused so far. */
+unsigned long kd_faulty_store_refused(kd_store *faulty);
+
+#endif /* KD_TEST_FAULTY_STORE_H */
