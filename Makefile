@@ -71,7 +71,7 @@ FUZZERS := $(BUILD)/fuzz/fuzz_entry $(BUILD)/fuzz/fuzz_config $(BUILD)/fuzz/fuzz
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
-.PHONY: all deps test valgrind bench bench-e2e demo fuzz fuzz-build format format-check clean help
+.PHONY: all deps test soak valgrind bench bench-e2e demo fuzz fuzz-build format format-check clean help
 .DEFAULT_GOAL := all
 
 all: deps
@@ -84,6 +84,7 @@ help:
 	@echo "make            build libraries, tests and benchmarks into $(BUILD)/"
 	@echo "make demo       build kdedup and run its demo (DEMO_ARGS=\"--messages N\")"
 	@echo "make test       build and run every test (installs packages first)"
+	@echo "make soak       the e2e crash test with SOAK_CYCLES (20) kill -9 cycles"
 	@echo "make valgrind   run the unit tests under valgrind memcheck"
 	@echo "make bench      run the store and end-to-end benchmarks (BENCHMARKS.md)"
 	@echo "make bench-e2e  kdedup against a plain passthrough (BENCH_E2E_ARGS=...)"
@@ -182,6 +183,15 @@ $(BUILD)/bench/bench_e2e: $(call obj,bench/bench_e2e.c bench/passthrough.c) $(LI
 test: deps
 	@$(MAKE) --no-print-directory $(KDEDUP) $(TESTS)
 	@KDEDUP=$(KDEDUP) tests/run_tests.sh $(TESTS) $(E2E_TESTS)
+
+# The long run of the crash test: kill -9 at random moments under load,
+# SOAK_CYCLES times (the e2e test runs 3), then the whole oracle.
+SOAK_CYCLES ?= 20
+SOAK_SEED ?= 20261127
+soak: deps
+	@$(MAKE) --no-print-directory $(KDEDUP)
+	KDEDUP=$(KDEDUP) KD_KILL_CYCLES=$(SOAK_CYCLES) KD_SEED=$(SOAK_SEED) \
+	    /usr/bin/python3 tests/e2e/e2e_test.py
 
 # The unit tests under memcheck; forked children (kill -9 and lock tests)
 # exit without freeing what they inherited, so only the parent is judged.

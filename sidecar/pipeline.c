@@ -30,6 +30,7 @@
 #include <time.h>
 
 #define SOURCE_HEADER "kdedup-source"
+#define RUN_HEADER "kdedup-run" /* the producing run: tells its copies from re-forwards */
 #define MAX_BACKOFF_MS 60000
 #define TAKEOVER_TRIES 3
 #define RECOVERY_IDLE_MS 60000 /* scans are forgotten after this without orphans */
@@ -84,6 +85,7 @@ struct kd_pipeline {
     kd_recovery *recovery;
     uint64_t last_orphan_ms; /* mono: the latest orphaned claim met */
     uint64_t boot_id;
+    char boot_hex[17];
     _Atomic int stop;
     _Atomic int fatal;
 
@@ -327,6 +329,7 @@ static void produce(kd_pipeline *p, msg *m) {
     snprintf(source, sizeof(source), "%s/%" PRId32 "/%" PRId64, src_topic(m),
              m->rkm->partition, m->rkm->offset);
     rd_kafka_header_add(hdrs, SOURCE_HEADER, -1, source, -1);
+    rd_kafka_header_add(hdrs, RUN_HEADER, -1, p->boot_hex, -1);
     for (;;) {
         err = rd_kafka_producev(
             p->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
@@ -1057,6 +1060,7 @@ kd_pipeline *kd_pipeline_new(const kd_config *cfg, kd_store *store, const char *
     p->cfg = cfg;
     p->store = store;
     p->boot_id = random_boot_id();
+    snprintf(p->boot_hex, sizeof(p->boot_hex), "%016" PRIx64, p->boot_id);
     p->metrics = kd_metrics_new(cfg);
     p->batch_msgs = calloc((size_t)cfg->batch_max, sizeof(*p->batch_msgs));
     p->claims = calloc((size_t)cfg->batch_max, sizeof(*p->claims));
