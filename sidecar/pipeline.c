@@ -30,7 +30,8 @@
 #include <time.h>
 
 #define SOURCE_HEADER "kdedup-source"
-#define RUN_HEADER "kdedup-run" /* the producing run: tells its copies from re-forwards */
+#define RUN_HEADER "kdedup-run" /* the producing run: tells its copies from re-forwards  \
+                                 */
 #define MAX_BACKOFF_MS 60000
 #define TAKEOVER_TRIES 3
 #define RECOVERY_IDLE_MS 60000 /* scans are forgotten after this without orphans */

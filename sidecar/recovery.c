@@ -163,7 +163,8 @@ bool kd_recovery_run_lookup(const void *payload, size_t len, const char *topic,
 }
 
 kd_err kd_recovery_record_run(kd_recovery *rc, rd_kafka_t *producer, uint64_t boot_id,
-                              const int *out_partitions, char *errstr, size_t errstr_size) {
+                              const int *out_partitions, char *errstr,
+                              size_t errstr_size) {
     size_t cap = 4096, len = 0;
     char *text = malloc(cap), stream[32];
     kd_err err = KD_OK;
@@ -359,7 +360,8 @@ static scan *scan_for(kd_recovery *rc, uint64_t owner, size_t route, int32_t par
     free(payload);
     if (!ok || !scanner(rc) ||
         rd_kafka_query_watermark_offsets(rc->scanner, r->to, partition, &lo, &hi,
-                                         WATERMARK_TIMEOUT_MS) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+                                         WATERMARK_TIMEOUT_MS) !=
+            RD_KAFKA_RESP_ERR_NO_ERROR) {
         KD_WARN("recovery: no start offset or end offset for %s/%" PRId32, r->to,
                 partition);
         return NULL;
@@ -379,7 +381,8 @@ static scan *scan_for(kd_recovery *rc, uint64_t owner, size_t route, int32_t par
         free(s.slots);
         return NULL;
     }
-    KD_INFO("recovery: scanned %s/%" PRId32 " [%" PRId64 ", %" PRId64 ") in %.3fs: %zu keys",
+    KD_INFO("recovery: scanned %s/%" PRId32 " [%" PRId64 ", %" PRId64
+            ") in %.3fs: %zu keys",
             r->to, partition, start, hi, (double)(mono_us() - t0) / 1e6, s.n);
     rc->scans = grown;
     rc->scans[rc->nscans] = s;

@@ -64,7 +64,8 @@ void kd_recovery_destroy(kd_recovery *rc);
  * partition, the partition's end offset now, read through producer.
  * Durable when it returns KD_OK; else the error (the run must not claim). */
 kd_err kd_recovery_record_run(kd_recovery *rc, rd_kafka_t *producer, uint64_t boot_id,
-                              const int *out_partitions, char *errstr, size_t errstr_size);
+                              const int *out_partitions, char *errstr,
+                              size_t errstr_size);
 
 /* Looks for key among the records route (index into cfg->routes) put on
  * downstream partition out_partition since run `owner` started. */

@@ -16,9 +16,9 @@ typedef struct faulty {
     atomic_ulong refused;
 } faulty;
 
-
 static kd_err f_read_last(void *impl, const char *stream, size_t stream_len,
-                          uint64_t *seq, void **payload, size_t *payload_len, bool *found) {
+                          uint64_t *seq, void **payload, size_t *payload_len,
+                          bool *found) {
     faulty *f = impl;
 
     return kd_store_read_last(f->inner, stream, stream_len, seq, payload, payload_len,
