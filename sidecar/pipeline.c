@@ -30,8 +30,8 @@
 #include <time.h>
 
 #define SOURCE_HEADER "kdedup-source"
-#define RUN_HEADER "kdedup-run" /* the producing run: tells its copies from re-forwards  \
-                                 */
+/* The producing run: tells a run's copies from another run's re-forwards. */
+#define RUN_HEADER "kdedup-run"
 #define MAX_BACKOFF_MS 60000
 #define TAKEOVER_TRIES 3
 #define RECOVERY_IDLE_MS 60000 /* scans are forgotten after this without orphans */
