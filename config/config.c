@@ -92,6 +92,10 @@ static const field dedup_fields[] = {
      "after this an unfinished claim counts as absent; 0s = never"},
     {"max_key_bytes", F_INT, OFF(max_key_bytes), "255", false, 1, 65535, NULL, NULL,
      "longer keys count as missing"},
+    {"handover", F_BOOL, OFF(handover), "true", false, 0, 0, NULL, NULL,
+     "learn a newly assigned partition's recent keys from the downstream topic"},
+    {"scan_max_records", F_INT, OFF(scan_max_records), "2000000", false, 1, 1000000000,
+     NULL, NULL, "downstream records read at most per partition by one scan"},
     END_FIELDS,
 };
 

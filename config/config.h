@@ -65,6 +65,8 @@ typedef struct kd_config {
     uint64_t ttl_ms; /* 0 = keep completed keys forever */
     uint64_t inflight_timeout_ms;
     int64_t max_key_bytes;
+    bool handover;            /* scan a newly assigned partition's history */
+    int64_t scan_max_records; /* per partition and scan (handover, recovery) */
 
     char *store_path;
     bool store_sync;

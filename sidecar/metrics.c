@@ -45,6 +45,7 @@ struct kd_metrics {
     kd_route_metrics *routes;
     _Atomic uint64_t collisions, store_errors, inflight, assigned;
     _Atomic uint64_t recovery_records, recovery_us;
+    _Atomic uint64_t handover_records, handover_us, handover_pending;
     kd_histogram forward_latency, store_write;
     pthread_mutex_t lock; /* guards view */
     stats_view view;
@@ -90,6 +91,18 @@ _Atomic uint64_t *kd_metrics_recovery_records(kd_metrics *m) {
 
 _Atomic uint64_t *kd_metrics_recovery_us(kd_metrics *m) {
     return &m->recovery_us;
+}
+
+_Atomic uint64_t *kd_metrics_handover_records(kd_metrics *m) {
+    return &m->handover_records;
+}
+
+_Atomic uint64_t *kd_metrics_handover_us(kd_metrics *m) {
+    return &m->handover_us;
+}
+
+_Atomic uint64_t *kd_metrics_handover_pending(kd_metrics *m) {
+    return &m->handover_pending;
 }
 
 _Atomic uint64_t *kd_metrics_store_errors(kd_metrics *m) {
@@ -387,6 +400,9 @@ static void render_routes(buf *b, kd_metrics *m) {
     route_counter(b, m, "kdedup_orphans_absent_total",
                   "Claims left in flight by a dead run, not downstream: forwarded once.",
                   RF(orphans_absent), "");
+    route_counter(b, m, "kdedup_handover_keys_total",
+                  "Keys of newly assigned partitions learned from the downstream topic.",
+                  RF(handover_keys), "");
 }
 
 /* Families with a second label beside route: one family, several fields. */
@@ -464,6 +480,18 @@ char *kd_metrics_render(kd_metrics *m, size_t *len) {
            "Time spent reading downstream records to resolve claims left by dead runs.");
     put(&b, "kdedup_recovery_scan_seconds_total %.6f\n",
         (double)load(&m->recovery_us) / 1e6);
+    family(&b, "kdedup_handover_scanned_records_total", "counter",
+           "Downstream records read for the history of newly assigned partitions.");
+    put(&b, "kdedup_handover_scanned_records_total %llu\n",
+        (unsigned long long)load(&m->handover_records));
+    family(&b, "kdedup_handover_scan_seconds_total", "counter",
+           "Time spent reading the history of newly assigned partitions.");
+    put(&b, "kdedup_handover_scan_seconds_total %.6f\n",
+        (double)load(&m->handover_us) / 1e6);
+    family(&b, "kdedup_handover_pending_partitions", "gauge",
+           "Assigned partitions paused until their history is read.");
+    put(&b, "kdedup_handover_pending_partitions %llu\n",
+        (unsigned long long)load(&m->handover_pending));
     family(&b, "kdedup_store_errors_total", "counter",
            "Store reads or writes that failed.");
     put(&b, "kdedup_store_errors_total %llu\n",

@@ -31,7 +31,7 @@ typedef struct kd_route_metrics {
     _Atomic uint64_t consumed, forwarded, duplicates_completed, duplicates_in_flight,
         released, retries, dead_lettered, missing_forwarded, missing_dropped,
         missing_dead_lettered, not_persisted, possibly_persisted, orphans_reforwarded,
-        orphans_found, orphans_absent;
+        orphans_found, orphans_absent, handover_keys;
 } kd_route_metrics;
 
 typedef struct kd_metrics kd_metrics;
@@ -52,6 +52,11 @@ _Atomic uint64_t *kd_metrics_assigned(kd_metrics *m);
 /* Recovery scans: downstream records read, and microseconds spent. */
 _Atomic uint64_t *kd_metrics_recovery_records(kd_metrics *m);
 _Atomic uint64_t *kd_metrics_recovery_us(kd_metrics *m);
+/* Handover scans: downstream records read, microseconds spent, and the
+ * partitions assigned that wait for theirs (a gauge). */
+_Atomic uint64_t *kd_metrics_handover_records(kd_metrics *m);
+_Atomic uint64_t *kd_metrics_handover_us(kd_metrics *m);
+_Atomic uint64_t *kd_metrics_handover_pending(kd_metrics *m);
 
 /* consume → receipt, and per store batch write. */
 kd_histogram *kd_metrics_forward_latency(kd_metrics *m);

@@ -38,6 +38,8 @@
 #define METADATA_TIMEOUT_MS 10000
 #define STORE_BACKOFF_MIN_MS 100
 #define STORE_BACKOFF_MAX_MS 5000
+#define HANDOVER_BACKOFF_MIN_MS 1000
+#define HANDOVER_BACKOFF_MAX_MS 30000
 
 typedef enum msg_kind {
     MSG_DEDUP,      /* has a key: claimed before it is forwarded */
@@ -69,6 +71,15 @@ typedef struct msg_list {
     size_t n;
 } msg_list;
 
+/* A source partition assigned and paused until its history is read from
+ * the downstream topic (see recovery.h, "handover"). */
+typedef struct handover {
+    size_t route;
+    int32_t partition;
+    uint64_t due_ms;     /* mono: the next attempt */
+    uint64_t backoff_ms; /* after a failed attempt */
+} handover;
+
 typedef struct route_rt {
     const kd_route *cfg;
     kd_dedup *dedup; /* keys are scoped to their route: namespace ":" from */
@@ -85,6 +96,8 @@ struct kd_pipeline {
     kd_offsets *offsets;
     kd_recovery *recovery;
     uint64_t last_orphan_ms; /* mono: the latest orphaned claim met */
+    handover *handovers;     /* waiting, in assignment order */
+    size_t nhandovers, handovers_cap;
     uint64_t boot_id;
     char boot_hex[17];
     _Atomic int stop;
@@ -212,15 +225,30 @@ static kd_dedup *dedup_of(const kd_pipeline *p, const msg *m) {
     return p->routes[m->route].dedup;
 }
 
-/* Pauses (or resumes) every partition assigned. */
+static size_t handover_find(const kd_pipeline *p, size_t route, int32_t partition) {
+    for (size_t i = 0; i < p->nhandovers; i++)
+        if (p->handovers[i].route == route && p->handovers[i].partition == partition)
+            return i;
+    return SIZE_MAX;
+}
+
+/* Pauses every partition assigned, or resumes those not waiting for their
+ * history. */
 static void pause_assignment(kd_pipeline *p, bool pause) {
-    rd_kafka_topic_partition_list_t *parts = NULL;
+    rd_kafka_topic_partition_list_t *parts = NULL, *some;
 
     if (rd_kafka_assignment(p->consumer, &parts) || !parts)
         return;
-    if (parts->cnt)
+    some = rd_kafka_topic_partition_list_new(parts->cnt ? parts->cnt : 1);
+    for (int i = 0; i < parts->cnt; i++)
+        if (pause || handover_find(p, route_of(p, parts->elems[i].topic),
+                                   parts->elems[i].partition) == SIZE_MAX)
+            rd_kafka_topic_partition_list_add(some, parts->elems[i].topic,
+                                              parts->elems[i].partition);
+    if (some->cnt)
         (pause ? rd_kafka_pause_partitions : rd_kafka_resume_partitions)(p->consumer,
-                                                                         parts);
+                                                                         some);
+    rd_kafka_topic_partition_list_destroy(some);
     rd_kafka_topic_partition_list_destroy(parts);
 }
 
@@ -698,15 +726,23 @@ static void on_failed(kd_pipeline *p, msg *m) {
     schedule_retry(p, m, backoff_ms(p, m));
 }
 
-/* receipt: where the message went and where it came from. */
-static size_t format_receipt(const kd_pipeline *p, const msg *m, char *buf, size_t size) {
+/* A receipt: where a message went (downstream partition, offset and
+ * timestamp) and where it came from (source partition and offset). */
+static size_t receipt_text(const kd_pipeline *p, size_t route, int32_t out_part,
+                           int64_t out_off, int64_t ts, int32_t src_part, int64_t src_off,
+                           char *buf, size_t size) {
+    const kd_route *r = p->routes[route].cfg;
     int n = snprintf(buf, size,
                      "v1 to=%s/%" PRId32 "@%" PRId64 " ts=%" PRId64 " from=%s/%" PRId32
                      "@%" PRId64,
-                     p->routes[m->route].cfg->to, m->out_partition, m->out_offset,
-                     m->out_timestamp, src_topic(m), m->rkm->partition, m->rkm->offset);
+                     r->to, out_part, out_off, ts, r->from, src_part, src_off);
 
     return n < 0 ? 0 : (size_t)n < size ? (size_t)n : size - 1;
+}
+
+static size_t format_receipt(const kd_pipeline *p, const msg *m, char *buf, size_t size) {
+    return receipt_text(p, m->route, m->out_partition, m->out_offset, m->out_timestamp,
+                        m->rkm->partition, m->rkm->offset, buf, size);
 }
 
 /* Completes the receipts of every delivered claim with one store write. */
@@ -822,6 +858,140 @@ static void abandon_retries(kd_pipeline *p, bool all_parts) {
 }
 
 /*
+ * Handover: the history of a newly assigned partition (see recovery.h).
+ */
+
+typedef struct learning {
+    kd_pipeline *p;
+    size_t route;
+    int32_t src_partition, out_partition;
+} learning;
+
+/* Records the keys of a batch of downstream records as completed: claimed
+ * and completed when the store did not know them; completed when a claim
+ * holds them (their delivery is downstream). False when the store failed. */
+static bool learn(void *arg, const kd_history_rec *recs, size_t n) {
+    learning *l = arg;
+    kd_pipeline *p = l->p;
+    size_t ndone = 0, nlearned = 0;
+
+    if (!receipt_capacity(p, n))
+        return false;
+    for (size_t i = 0; i < n; i++)
+        p->claims[i] = (kd_claim){.key = recs[i].key, .key_len = recs[i].key_len};
+    claim_timed(p, l->route, p->claims, n, wall_ms());
+    for (size_t i = 0; i < n; i++) {
+        kd_claim *c = &p->claims[i];
+        char *text = p->receipt_text + ndone * RECEIPT_MAX;
+
+        if (c->err == KD_ERR_STORE)
+            return false; /* store_failed: claim_timed */
+        if (c->err == KD_OK && c->decision.state != KD_COMPLETED) {
+            if (c->decision.state == KD_CLAIMED)
+                nlearned++;
+            else if (c->owner != p->boot_id)
+                RCOUNT(p, l->route, orphans_found);
+            p->completions[ndone++] = (kd_completion){
+                .key = c->key,
+                .key_len = c->key_len,
+                .receipt = text,
+                .receipt_len = receipt_text(p, l->route, l->out_partition, recs[i].offset,
+                                            recs[i].timestamp, l->src_partition,
+                                            recs[i].src_offset, text, RECEIPT_MAX)};
+        }
+        kd_decision_clear(&c->decision);
+    }
+    if (ndone)
+        complete_timed(p, l->route, p->completions, ndone);
+    for (size_t i = 0; i < ndone; i++)
+        if (p->completions[i].err == KD_ERR_STORE)
+            return false;
+    atomic_fetch_add(&kd_metrics_route(p->metrics, l->route)->handover_keys, nlearned);
+    return true;
+}
+
+static void set_paused(kd_pipeline *p, size_t route, int32_t partition, bool pause) {
+    rd_kafka_topic_partition_list_t *one = rd_kafka_topic_partition_list_new(1);
+
+    rd_kafka_topic_partition_list_add(one, p->cfg->routes[route].from, partition);
+    (pause ? rd_kafka_pause_partitions : rd_kafka_resume_partitions)(p->consumer, one);
+    rd_kafka_topic_partition_list_destroy(one);
+}
+
+static bool handover_add(kd_pipeline *p, size_t route, int32_t partition) {
+    handover *grown;
+
+    if (handover_find(p, route, partition) != SIZE_MAX)
+        return true;
+    if (p->nhandovers == p->handovers_cap) {
+        size_t cap = p->handovers_cap ? p->handovers_cap * 2 : 16;
+
+        if (!(grown = realloc(p->handovers, cap * sizeof(*grown))))
+            return false;
+        p->handovers = grown;
+        p->handovers_cap = cap;
+    }
+    p->handovers[p->nhandovers++] = (handover){route, partition, 0, 0};
+    GCOUNT(p, handover_pending, 1);
+    return true;
+}
+
+static void handover_remove(kd_pipeline *p, size_t i) {
+    memmove(&p->handovers[i], &p->handovers[i + 1],
+            (p->nhandovers - i - 1) * sizeof(*p->handovers));
+    p->nhandovers--;
+    GCOUNT(p, handover_pending, (uint64_t)-1);
+}
+
+/* Reads the history of the first partition due, records it, and resumes
+ * the partition; one a turn, so the loop keeps serving the others. */
+static void hand_over(kd_pipeline *p) {
+    uint64_t now = mono_ms();
+    kd_recovery_stats before, after;
+
+    if (store_failing(p) && now < p->store_retry_at)
+        return;
+    for (size_t i = 0; i < p->nhandovers; i++) {
+        handover *h = &p->handovers[i];
+        const route_rt *r = &p->routes[h->route];
+        learning l = {p, h->route, h->partition, h->partition % r->out_partitions};
+        kd_history_result res;
+
+        if (h->due_ms > now)
+            continue;
+        kd_recovery_stats_get(p->recovery, &before);
+        res = kd_recovery_history(p->recovery, h->route, h->partition, l.out_partition,
+                                  (size_t)p->cfg->batch_max, learn, &l);
+        kd_recovery_stats_get(p->recovery, &after);
+        GCOUNT(p, handover_records, after.handover_records - before.handover_records);
+        GCOUNT(p, handover_us, after.handover_micros - before.handover_micros);
+        if (res == KD_HISTORY_FAILED) {
+            h->backoff_ms = h->backoff_ms ? h->backoff_ms * 2 : HANDOVER_BACKOFF_MIN_MS;
+            if (h->backoff_ms > HANDOVER_BACKOFF_MAX_MS)
+                h->backoff_ms = HANDOVER_BACKOFF_MAX_MS;
+            h->due_ms = mono_ms() + h->backoff_ms;
+            KD_WARN("handover of %s/%" PRId32 " failed: its consumption waits; again in "
+                    "%llums",
+                    r->cfg->from, h->partition, (unsigned long long)h->backoff_ms);
+            return;
+        }
+        size_t route = h->route;
+        int32_t partition = h->partition;
+        handover_remove(p, i);
+        if (!store_failing(p))
+            set_paused(p, route, partition, false);
+        return;
+    }
+}
+
+/* Called while a scan runs: the loop is busy, not stuck. */
+static void scan_progress(void *arg) {
+    kd_pipeline *p = arg;
+
+    atomic_store(&p->tick_ms, mono_ms());
+}
+
+/*
  * Offsets and rebalances.
  */
 
@@ -885,7 +1055,8 @@ static void on_assign(kd_pipeline *p, rd_kafka_t *rk,
         size_t route = route_of(p, parts->elems[i].topic);
 
         if (route != SIZE_MAX &&
-            !kd_offsets_assign(p->offsets, route, parts->elems[i].partition))
+            (!kd_offsets_assign(p->offsets, route, parts->elems[i].partition) ||
+             (p->cfg->handover && !handover_add(p, route, parts->elems[i].partition))))
             atomic_store(&p->fatal, 1);
     }
     if (cooperative)
@@ -896,7 +1067,10 @@ static void on_assign(kd_pipeline *p, rd_kafka_t *rk,
         KD_ERROR("assign: %s", rd_kafka_error_string(error));
         rd_kafka_error_destroy(error);
     }
-    if (store_failing(p))
+    /* Nothing is consumed before the partitions' history is read (and the
+     * store takes writes): fetched messages are discarded by the pause and
+     * fetched again on resume. */
+    if (store_failing(p) || p->cfg->handover)
         rd_kafka_pause_partitions(rk, parts);
     GCOUNT(p, assigned, (uint64_t)parts->cnt);
     KD_INFO("assigned %d partition(s)", parts->cnt);
@@ -916,8 +1090,13 @@ static void on_revoke(kd_pipeline *p, rd_kafka_t *rk,
     for (int i = 0; i < parts->cnt; i++) {
         size_t route = route_of(p, parts->elems[i].topic);
 
+        size_t h = route == SIZE_MAX ? SIZE_MAX
+                                     : handover_find(p, route, parts->elems[i].partition);
+
         if (route != SIZE_MAX)
             kd_offsets_revoke(p->offsets, route, parts->elems[i].partition);
+        if (h != SIZE_MAX)
+            handover_remove(p, h);
     }
     abandon_retries(p, false);
     if (cooperative)
@@ -1021,6 +1200,7 @@ static bool record_run(kd_pipeline *p, const char *brokers, char *errstr,
     }
     for (size_t i = 0; i < p->cfg->nroutes; i++)
         parts[i] = p->routes[i].out_partitions;
+    kd_recovery_set_progress(p->recovery, scan_progress, p);
     ok = kd_recovery_record_run(p->recovery, p->producer, p->boot_id, parts, errstr,
                                 errstr_size) == KD_OK;
     free(parts);
@@ -1106,6 +1286,7 @@ int kd_pipeline_run(kd_pipeline *p) {
         dispatch(p, p->batch_msgs, n);
         service(p, 0);
         retry_due(p);
+        hand_over(p);
         store_offsets(p);
         if (p->last_orphan_ms && mono_ms() - p->last_orphan_ms > RECOVERY_IDLE_MS) {
             kd_recovery_forget(p->recovery);
@@ -1152,7 +1333,9 @@ void kd_pipeline_stats_get(const kd_pipeline *p, kd_pipeline_stats *out) {
         out->orphans_reforwarded += atomic_load(&r->orphans_reforwarded);
         out->orphans_found += atomic_load(&r->orphans_found);
         out->orphans_absent += atomic_load(&r->orphans_absent);
+        out->handover_keys += atomic_load(&r->handover_keys);
     }
+    out->handover_records = atomic_load(kd_metrics_handover_records(p->metrics));
     out->collisions = atomic_load(kd_metrics_collisions(p->metrics));
     out->store_errors = atomic_load(kd_metrics_store_errors(p->metrics));
     out->assigned_partitions = atomic_load(kd_metrics_assigned(p->metrics));
@@ -1224,6 +1407,7 @@ void kd_pipeline_destroy(kd_pipeline *p) {
         rd_kafka_destroy(p->producer);
     kd_offsets_destroy(p->offsets);
     kd_recovery_destroy(p->recovery);
+    free(p->handovers);
     for (size_t i = 0; p->routes && i < p->cfg->nroutes; i++)
         kd_dedup_destroy(p->routes[i].dedup);
     free(p->routes);

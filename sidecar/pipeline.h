@@ -37,6 +37,8 @@ typedef struct kd_pipeline_stats {
     uint64_t orphans_reforwarded;  /* orphaned claims forwarded again (unresolved) */
     uint64_t orphans_found;        /* orphaned claims found downstream: completed */
     uint64_t orphans_absent;       /* orphaned claims not downstream: forwarded */
+    uint64_t handover_keys;        /* keys learned from downstream on assignment */
+    uint64_t handover_records;     /* downstream records read for them */
     uint64_t collisions;   /* keys the store could not dedup (collision, garbage) */
     uint64_t store_errors; /* store writes or reads that failed */
     uint64_t assigned_partitions; /* gauge */

@@ -6,7 +6,11 @@
  * committing) and remembers, for each record of the route's source topic
  * that carries the route's key header, the first 16 bytes of the key's
  * SHA-256, the record's offset and timestamp: 32 bytes a record, so a full
- * scan of KD_RECOVERY_SCAN_MAX records stays under 64 MiB while it lives.
+ * scan of 2,000,000 records (the default dedup.scan_max_records) stays
+ * under 64 MiB while it lives.
+ *
+ * A handover scan reads with the same consumer, and hands the records of
+ * one source partition to the caller in batches, unremembered.
  */
 #include "sidecar/recovery.h"
 #include "sidecar/kafka.h"
@@ -25,6 +29,7 @@
 #define WATERMARK_TIMEOUT_MS 5000
 #define SOURCE_HEADER "kdedup-source"
 #define RUN_MAGIC "kdedup-run v1\n"
+#define HANDOVER_MAGIC "kdedup-handover v1"
 
 typedef struct found {
     unsigned char digest[DIGEST_LEN];
@@ -50,6 +55,8 @@ struct kd_recovery {
     scan *scans;
     size_t nscans;
     kd_recovery_stats stats;
+    void (*progress)(void *arg);
+    void *progress_arg;
 };
 
 static uint64_t mono_us(void) {
@@ -57,6 +64,13 @@ static uint64_t mono_us(void) {
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static uint64_t wall_ms(void) {
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 static void digest(const char *key, size_t len, unsigned char out[DIGEST_LEN]) {
@@ -259,31 +273,63 @@ static rd_kafka_t *scanner(kd_recovery *rc) {
     return rc->scanner;
 }
 
-/* rkm came from topic through kdedup: its source header starts "<topic>/". */
-static bool has_source(const rd_kafka_message_t *rkm, const char *topic) {
+/* rkm came from topic through kdedup: its source header is
+ * "<topic>/<partition>/<offset>". Sets the source coordinates. */
+static bool source_of(const rd_kafka_message_t *rkm, const char *topic, int32_t *part,
+                      int64_t *offset) {
     rd_kafka_headers_t *h = NULL;
     const void *v;
     size_t len, tlen = strlen(topic);
+    char rest[48], *end;
+    long long pn, on;
 
-    return rd_kafka_message_headers(rkm, &h) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-           rd_kafka_header_get_last(h, SOURCE_HEADER, &v, &len) ==
-               RD_KAFKA_RESP_ERR_NO_ERROR &&
-           v && len > tlen && !memcmp(v, topic, tlen) && ((const char *)v)[tlen] == '/';
+    if (rd_kafka_message_headers(rkm, &h) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        rd_kafka_header_get_last(h, SOURCE_HEADER, &v, &len) !=
+            RD_KAFKA_RESP_ERR_NO_ERROR ||
+        !v || len <= tlen + 1 || memcmp(v, topic, tlen) != 0 ||
+        ((const char *)v)[tlen] != '/' || len - tlen - 1 >= sizeof(rest))
+        return false;
+    memcpy(rest, (const char *)v + tlen + 1, len - tlen - 1);
+    rest[len - tlen - 1] = '\0';
+    pn = strtoll(rest, &end, 10);
+    if (end == rest || *end != '/' || pn < 0 || pn > INT32_MAX)
+        return false;
+    on = strtoll(end + 1, &end, 10);
+    if (*end || on < 0)
+        return false;
+    *part = (int32_t)pn;
+    *offset = on;
+    return true;
 }
 
-/* Reads [from, to) of topic/partition into s. */
-static bool scan_read(kd_recovery *rc, scan *s, const kd_route *route, int32_t partition,
-                      int64_t from, int64_t to) {
+/* The route's idempotency key of a record kdedup forwarded. */
+static bool key_of(const rd_kafka_message_t *rkm, const kd_route *route, const void **key,
+                   size_t *key_len) {
+    rd_kafka_headers_t *h = NULL;
+
+    return rd_kafka_message_headers(rkm, &h) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+           rd_kafka_header_get(h, 0, route->key_header, key, key_len) ==
+               RD_KAFKA_RESP_ERR_NO_ERROR &&
+           *key && *key_len;
+}
+
+/* Takes each record read (and its ownership); false stops the scan. */
+typedef bool (*record_fn)(void *arg, rd_kafka_message_t *rkm);
+
+/* Reads [from, to) of topic/partition, handing every record to each;
+ * counts them in *records. True when it reached `to`. */
+static bool scan_range(kd_recovery *rc, const char *topic, int32_t partition,
+                       int64_t from, int64_t to, record_fn each, void *arg,
+                       uint64_t *records) {
     rd_kafka_t *rk = scanner(rc);
     rd_kafka_topic_partition_list_t *list;
     uint64_t deadline = mono_us() + SCAN_TIMEOUT_MS * 1000ull;
     int64_t next = from;
-    bool ok = false;
 
     if (!rk)
         return false;
     list = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(list, route->to, partition)->offset = from;
+    rd_kafka_topic_partition_list_add(list, topic, partition)->offset = from;
     if (rd_kafka_assign(rk, list)) {
         rd_kafka_topic_partition_list_destroy(list);
         return false;
@@ -291,17 +337,16 @@ static bool scan_read(kd_recovery *rc, scan *s, const kd_route *route, int32_t p
     rd_kafka_topic_partition_list_destroy(list);
     while (next < to && mono_us() < deadline) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
-        rd_kafka_headers_t *h = NULL;
-        const void *key;
-        size_t key_len;
 
+        if (rc->progress)
+            rc->progress(rc->progress_arg);
         if (!m)
             continue;
         if (m->err) {
             bool eof = m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF;
 
             if (!eof)
-                KD_WARN("recovery: scanning %s/%" PRId32 ": %s", route->to, partition,
+                KD_WARN("scanning %s/%" PRId32 ": %s", topic, partition,
                         rd_kafka_message_errstr(m));
             rd_kafka_message_destroy(m);
             if (!eof)
@@ -309,25 +354,40 @@ static bool scan_read(kd_recovery *rc, scan *s, const kd_route *route, int32_t p
             continue;
         }
         next = m->offset + 1; /* gaps (markers, compaction) hold no records */
-        rc->stats.records++;
-        if (m->offset < to && has_source(m, route->from) &&
-            rd_kafka_message_headers(m, &h) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-            rd_kafka_header_get(h, 0, route->key_header, &key, &key_len) ==
-                RD_KAFKA_RESP_ERR_NO_ERROR &&
-            key && key_len) {
-            unsigned char d[DIGEST_LEN];
-
-            digest(key, key_len, d);
-            if (!scan_add(s, d, m->offset, rd_kafka_message_timestamp(m, NULL))) {
-                rd_kafka_message_destroy(m);
-                break;
-            }
+        (*records)++;
+        if (m->offset >= to) {
+            rd_kafka_message_destroy(m);
+            continue;
         }
-        rd_kafka_message_destroy(m);
+        if (!each(arg, m))
+            break;
     }
-    ok = next >= to;
     rd_kafka_assign(rk, NULL);
-    return ok;
+    return next >= to;
+}
+
+/* A recovery scan: remembers the digest of each of the route's keys. */
+typedef struct digest_scan {
+    scan *s;
+    const kd_route *route;
+    bool nomem;
+} digest_scan;
+
+static bool digest_each(void *arg, rd_kafka_message_t *m) {
+    digest_scan *ds = arg;
+    int32_t part;
+    int64_t off;
+    const void *key;
+    size_t key_len;
+    unsigned char d[DIGEST_LEN];
+
+    if (source_of(m, ds->route->from, &part, &off) &&
+        key_of(m, ds->route, &key, &key_len)) {
+        digest(key, key_len, d);
+        ds->nomem = !scan_add(ds->s, d, m->offset, rd_kafka_message_timestamp(m, NULL));
+    }
+    rd_kafka_message_destroy(m);
+    return !ds->nomem;
 }
 
 /* The scan of (owner, route, partition), made now if not yet; NULL when
@@ -366,7 +426,7 @@ static scan *scan_for(kd_recovery *rc, uint64_t owner, size_t route, int32_t par
                 partition);
         return NULL;
     }
-    if (start < lo || hi - start > KD_RECOVERY_SCAN_MAX) {
+    if (start < lo || hi - start > rc->cfg->scan_max_records) {
         KD_WARN("recovery: %s/%" PRId32 " from %" PRId64 " to %" PRId64 " (first %" PRId64
                 ") cannot be scanned: %s",
                 r->to, partition, start, hi, lo,
@@ -374,7 +434,8 @@ static scan *scan_for(kd_recovery *rc, uint64_t owner, size_t route, int32_t par
         return NULL;
     }
     t0 = mono_us();
-    ok = scan_read(rc, &s, r, partition, start, hi);
+    ok = scan_range(rc, r->to, partition, start, hi, digest_each,
+                    &(digest_scan){&s, r, false}, &rc->stats.records);
     rc->stats.scans++;
     rc->stats.micros += mono_us() - t0;
     if (!ok || !(grown = realloc(rc->scans, (rc->nscans + 1) * sizeof(*grown)))) {
@@ -404,6 +465,173 @@ kd_recover_result kd_recovery_find(kd_recovery *rc, uint64_t owner, size_t route
     out->offset = f->offset;
     out->timestamp = f->timestamp;
     return KD_RECOVER_FOUND;
+}
+
+/*
+ * Handover: the history of a newly assigned partition.
+ */
+
+/* The store stream of the handover mark of a (source, downstream)
+ * partition pair: where the last complete history scan ended. */
+static size_t mark_stream(const kd_route *r, int32_t src, int32_t out, char *buf,
+                          size_t size) {
+    int n = snprintf(buf, size, "kdedup:handover:%s/%" PRId32 ":%s/%" PRId32, r->from,
+                     src, r->to, out);
+
+    return n < 0 ? 0 : (size_t)n < size ? (size_t)n : size - 1;
+}
+
+/* Reads the mark: *have false when there is none (or it is unreadable);
+ * *next_seq is where the next mark is appended. */
+static kd_err mark_read(kd_recovery *rc, const char *stream, size_t len,
+                        uint64_t *next_seq, int64_t *offset, bool *have) {
+    void *payload = NULL;
+    size_t plen = 0;
+    char text[64];
+    long long off;
+    uint64_t seq = 0;
+    kd_err err = kd_store_read_last(rc->store, stream, len, &seq, &payload, &plen, have);
+
+    *next_seq = err == KD_OK && *have ? seq + 1 : 0;
+    if (err == KD_OK && *have) {
+        size_t n = plen < sizeof(text) - 1 ? plen : sizeof(text) - 1;
+
+        memcpy(text, payload, n);
+        text[n] = '\0';
+        if (sscanf(text, HANDOVER_MAGIC " %lld", &off) == 1 && off >= 0) {
+            *offset = off;
+        } else {
+            KD_WARN("handover: unreadable mark %.*s: scanning the whole window", (int)len,
+                    stream);
+            *have = false;
+        }
+    }
+    free(payload);
+    return err;
+}
+
+/* A handover scan: passes the route's records of one source partition to
+ * the caller in batches. */
+typedef struct history {
+    const kd_route *route;
+    int32_t src_partition;
+    int64_t since_ms; /* older records have expired: skipped */
+    kd_history_fn fn;
+    void *arg;
+    rd_kafka_message_t **held; /* the batch's records, alive while fn reads them */
+    kd_history_rec *recs;
+    size_t n, batch;
+    bool stopped; /* fn said no */
+} history;
+
+static bool history_flush(history *h) {
+    bool ok = !h->n || h->fn(h->arg, h->recs, h->n);
+
+    for (size_t i = 0; i < h->n; i++)
+        rd_kafka_message_destroy(h->held[i]);
+    h->n = 0;
+    h->stopped |= !ok;
+    return ok;
+}
+
+static bool history_each(void *arg, rd_kafka_message_t *m) {
+    history *h = arg;
+    kd_history_rec *rec = &h->recs[h->n];
+    int32_t part;
+    const void *key;
+    int64_t ts = rd_kafka_message_timestamp(m, NULL);
+
+    if (!source_of(m, h->route->from, &part, &rec->src_offset) ||
+        part != h->src_partition || (h->since_ms && ts >= 0 && ts < h->since_ms) ||
+        !key_of(m, h->route, &key, &rec->key_len)) {
+        rd_kafka_message_destroy(m);
+        return true;
+    }
+    rec->key = key;
+    rec->offset = m->offset;
+    rec->timestamp = ts;
+    h->held[h->n++] = m;
+    return h->n < h->batch || history_flush(h);
+}
+
+kd_history_result kd_recovery_history(kd_recovery *rc, size_t route,
+                                      int32_t src_partition, int32_t out_partition,
+                                      size_t batch, kd_history_fn fn, void *arg) {
+    const kd_route *r = &rc->cfg->routes[route];
+    history h = {r, src_partition, 0, fn, arg, NULL, NULL, 0, batch ? batch : 1, false};
+    char stream[600], text[64];
+    uint64_t seq = 0, t0 = mono_us();
+    int64_t lo = 0, hi = 0, from, mark = 0;
+    bool have_mark = false, ok;
+    rd_kafka_topic_partition_list_t *at;
+
+    if (rc->cfg->ttl_ms)
+        h.since_ms = (int64_t)wall_ms() - (int64_t)rc->cfg->ttl_ms;
+    size_t slen = mark_stream(r, src_partition, out_partition, stream, sizeof(stream));
+    if (mark_read(rc, stream, slen, &seq, &mark, &have_mark) != KD_OK) {
+        char why[400];
+
+        KD_WARN("handover: reading the mark of %s/%" PRId32 ": %s", r->to, out_partition,
+                kd_store_last_error(rc->store, why, sizeof(why)));
+        return KD_HISTORY_FAILED;
+    }
+    if (!scanner(rc) || rd_kafka_query_watermark_offsets(
+                            rc->scanner, r->to, out_partition, &lo, &hi,
+                            WATERMARK_TIMEOUT_MS) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return KD_HISTORY_FAILED;
+    from = have_mark && mark > lo ? mark : lo;
+    if (h.since_ms > 0) {
+        /* Where the window starts, when the broker can tell (-1: it cannot,
+         * or nothing is that recent: the timestamps are checked anyway). */
+        at = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(at, r->to, out_partition)->offset = h.since_ms;
+        if (!rd_kafka_offsets_for_times(rc->scanner, at, WATERMARK_TIMEOUT_MS) &&
+            !at->elems[0].err && at->elems[0].offset > from)
+            from = at->elems[0].offset < hi ? at->elems[0].offset : hi;
+        rd_kafka_topic_partition_list_destroy(at);
+    }
+    bool bounded = hi - from > rc->cfg->scan_max_records;
+    if (bounded) {
+        KD_WARN("handover: %s/%" PRId32 " holds %" PRId64
+                " records in the window; reading "
+                "the newest %" PRId64 " (dedup.scan_max_records)",
+                r->to, out_partition, hi - from, rc->cfg->scan_max_records);
+        from = hi - rc->cfg->scan_max_records;
+    }
+    h.held = malloc(h.batch * sizeof(*h.held));
+    h.recs = malloc(h.batch * sizeof(*h.recs));
+    ok = h.held && h.recs;
+    if (ok && from < hi)
+        ok = scan_range(rc, r->to, out_partition, from, hi, history_each, &h,
+                        &rc->stats.handover_records) &&
+             history_flush(&h);
+    else if (!ok)
+        KD_WARN("handover: out of memory");
+    history_flush(&h); /* a stopped scan's leftovers */
+    free(h.held);
+    free(h.recs);
+    rc->stats.handovers++;
+    rc->stats.handover_micros += mono_us() - t0;
+    if (!ok || h.stopped)
+        return KD_HISTORY_FAILED;
+    KD_INFO("handover: %s/%" PRId32 " read [%" PRId64 ", %" PRId64 ") for %s/%" PRId32
+            " in %.3fs",
+            r->to, out_partition, from, hi, r->from, src_partition,
+            (double)(mono_us() - t0) / 1e6);
+    if (!have_mark || mark != hi) {
+        int n = snprintf(text, sizeof(text), HANDOVER_MAGIC " %" PRId64 "\n", hi);
+
+        if (kd_store_append(rc->store, stream, slen, seq, text, (size_t)n) != KD_OK)
+            KD_WARN("handover: the mark of %s/%" PRId32 " was not saved: the next "
+                    "handover reads from further back",
+                    r->to, out_partition);
+    }
+    return bounded ? KD_HISTORY_BOUNDED : KD_HISTORY_DONE;
+}
+
+void kd_recovery_set_progress(kd_recovery *rc, void (*fn)(void *arg), void *arg) {
+    rc->progress = fn;
+    rc->progress_arg = arg;
 }
 
 void kd_recovery_forget(kd_recovery *rc) {

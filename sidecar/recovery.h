@@ -14,6 +14,16 @@
  * follow. When the answer cannot be known (no run record, a scan longer
  * than the bound, records deleted, the broker not answering), the caller
  * falls back to forwarding again (at least once) and counts it.
+ *
+ * The same downstream topic carries a partition's history across a
+ * rebalance (the "handover"). Each replica's store knows the keys of the
+ * partitions it consumed; when a source partition is assigned, the new
+ * owner reads the route's records of that source partition from the
+ * downstream partition it maps to, over the dedup.ttl window (from where
+ * its own last handover of the pair ended, when that is later), and the
+ * caller records their keys as completed before consuming. The end of the
+ * read is saved in the store (a "mark"), so a partition that comes back
+ * reads only what was added meanwhile.
  */
 #ifndef KD_RECOVERY_H
 #define KD_RECOVERY_H
@@ -26,9 +36,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-
-/* At most this many downstream records are read for one partition. */
-#define KD_RECOVERY_SCAN_MAX 2000000
 
 typedef struct kd_recovery kd_recovery;
 
@@ -46,10 +53,31 @@ typedef struct kd_recover_found {
 
 /* Cumulative cost of the scans. */
 typedef struct kd_recovery_stats {
-    uint64_t scans;
-    uint64_t records; /* downstream records read */
-    uint64_t micros;  /* time spent scanning */
+    uint64_t scans;            /* for orphaned claims */
+    uint64_t records;          /* downstream records they read */
+    uint64_t micros;           /* time they took */
+    uint64_t handovers;        /* history scans of assigned partitions */
+    uint64_t handover_records; /* downstream records they read */
+    uint64_t handover_micros;  /* time they took */
 } kd_recovery_stats;
+
+/* A record of a handover scan: what kdedup forwarded, and from where. */
+typedef struct kd_history_rec {
+    const void *key; /* the idempotency key: valid during the callback only */
+    size_t key_len;
+    int64_t offset;     /* downstream */
+    int64_t timestamp;  /* downstream (ms) */
+    int64_t src_offset; /* in the source partition */
+} kd_history_rec;
+
+/* Takes a batch of records; returns false to stop the scan (it fails). */
+typedef bool (*kd_history_fn)(void *arg, const kd_history_rec *recs, size_t n);
+
+typedef enum kd_history_result {
+    KD_HISTORY_DONE,    /* every record of the window was passed */
+    KD_HISTORY_BOUNDED, /* the newest dedup.scan_max_records were; older skipped */
+    KD_HISTORY_FAILED,  /* the broker, the store or fn failed: try again later */
+} kd_history_result;
 
 /* Prepares recovery for cfg's routes (cfg and store borrowed; they must
  * outlive it); the scanning consumer connects to brokers on first use.
@@ -72,6 +100,19 @@ kd_err kd_recovery_record_run(kd_recovery *rc, rd_kafka_t *producer, uint64_t bo
 kd_recover_result kd_recovery_find(kd_recovery *rc, uint64_t owner, size_t route,
                                    int32_t out_partition, const char *key, size_t key_len,
                                    kd_recover_found *out);
+
+/* The handover of source partition src_partition of route (mapped to
+ * downstream partition out_partition): passes fn, in batches of at most
+ * `batch`, every record of that source partition put downstream within
+ * dedup.ttl and after this store's previous handover of the pair, then
+ * saves where it ended. Records older than dedup.ttl are skipped. */
+kd_history_result kd_recovery_history(kd_recovery *rc, size_t route,
+                                      int32_t src_partition, int32_t out_partition,
+                                      size_t batch, kd_history_fn fn, void *arg);
+
+/* Sets a function called at least every 100 ms while a scan runs (e.g. to
+ * show the caller's loop is alive). */
+void kd_recovery_set_progress(kd_recovery *rc, void (*fn)(void *arg), void *arg);
 
 /* Drops what scans remembered (when no orphan is left to resolve). */
 void kd_recovery_forget(kd_recovery *rc);

@@ -89,6 +89,8 @@ static void test_defaults(void **state) {
     assert_int_equal(cfg->ttl_ms, 24 * 3600 * 1000);
     assert_int_equal(cfg->inflight_timeout_ms, 10 * 60 * 1000);
     assert_int_equal(cfg->max_key_bytes, 255);
+    assert_true(cfg->handover);
+    assert_int_equal(cfg->scan_max_records, 2000000);
     assert_string_equal(cfg->store_path, "/var/lib/kdedup");
     assert_true(cfg->store_sync);
     assert_string_equal(cfg->http_listen, "0.0.0.0:9464");
@@ -204,7 +206,7 @@ static void test_rules(void **state) {
         {"{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE
          "], \"dedup\": {\"tll\": \"1h\"}}",
          "kdedup.json: dedup.tll: unknown key (expected one of: namespace, ttl, "
-         "inflight_timeout, max_key_bytes)"},
+         "inflight_timeout, max_key_bytes, handover, scan_max_records)"},
         {"{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], \"extra\": 1}",
          "kdedup.json: extra: unknown key (expected one of: kafka, routes, dedup, store, "
          "http, log, pipeline)"},
@@ -214,6 +216,10 @@ static void test_rules(void **state) {
         {"{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], \"dedup\": "
          "{\"max_key_bytes\": 0}}",
          "kdedup.json: dedup.max_key_bytes: expected an integer from 1 to 65535, got 0"},
+        {"{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], \"dedup\": "
+         "{\"scan_max_records\": 0}}",
+         "kdedup.json: dedup.scan_max_records: expected an integer from 1 to 1000000000, "
+         "got 0"},
         {"{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], \"dedup\": "
          "{\"max_key_bytes\": 2.5}}",
          "kdedup.json: dedup.max_key_bytes: expected an integer from 1 to 65535, got "

@@ -16,10 +16,12 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define PARTS 4
@@ -51,9 +53,12 @@ static int teardown(void **state) {
     return 0;
 }
 
-/* The one-route config most tests use. */
+/* The one-route config most tests use. A short session: the mock cluster
+ * waits for it before a restarted run can join the group. */
 #define ROUTE_CONFIG                                                                     \
-    "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\", \"producer\": %s},"          \
+    "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\", \"producer\": %s,"           \
+    " \"consumer\": {\"session.timeout.ms\": \"6000\", \"heartbeat.interval.ms\": "      \
+    "\"500\"}},"                                                                         \
     " \"routes\": [{\"from\": \"in\", \"to\": \"out\", \"on_missing_key\": \"forward\"," \
     " \"dead_letter_topic\": \"dlq\", \"max_retries\": %d, \"retry_backoff\": "          \
     "\"100ms\"}],"                                                                       \
@@ -626,6 +631,67 @@ static void test_orphans_resolved_from_downstream(void **state) {
     kd_store_destroy(store);
 }
 
+/* Runs the one-route pipeline over the store in e->dir/<name>. */
+static void start_named(kf_run *r, env *e, const char *name) {
+    char dir[300];
+
+    snprintf(dir, sizeof(dir), "%s/%s", e->dir, name);
+    if (mkdir(dir, 0700) != 0)
+        assert_int_equal(errno, EEXIST); /* the replica's second run */
+    kf_run_start(r, &e->mock, ROUTE_CONFIG, e->mock.bootstrap, "{}", 5, dir, "5s");
+}
+
+/* Two replicas with stores of their own take turns with the partitions.
+ * Each learns on assignment what the other forwarded, so a duplicate
+ * arriving after the move is suppressed; each reads only the records
+ * added since its own last handover of a partition. */
+static void test_handover_moves_history(void **state) {
+    env *e = *state;
+    kd_pipeline_stats st;
+    kf_record *recs;
+    size_t n;
+    kf_run r;
+
+    send_keys(e, "in", 0, 100, 1);
+    start_named(&r, e, "a"); /* downstream is empty: a learns nothing */
+    st = kf_run_wait(&r, 100, TIMEOUT_MS);
+    assert_int_equal(st.forwarded, 100);
+    assert_int_equal(st.handover_keys, 0);
+    kf_run_stop(&r);
+
+    send_keys(e, "in", 50, 150, 1); /* 50 a forwarded, 50 new */
+    start_named(&r, e, "b");
+    st = kf_run_wait(&r, 100, TIMEOUT_MS);
+    assert_int_equal(st.handover_records, 100);
+    assert_int_equal(st.handover_keys, 100);
+    assert_int_equal(st.forwarded, 50);
+    assert_int_equal(st.duplicates_completed, 50);
+    kf_run_stop(&r);
+
+    send_keys(e, "in", 100, 200, 1); /* 50 b forwarded, 50 new */
+    start_named(&r, e, "a");         /* its marks are at 0: reads all 150 */
+    st = kf_run_wait(&r, 100, TIMEOUT_MS);
+    assert_int_equal(st.handover_records, 150);
+    assert_int_equal(st.handover_keys, 50);
+    assert_int_equal(st.forwarded, 50);
+    assert_int_equal(st.duplicates_completed, 50);
+    kf_run_stop(&r);
+
+    send_keys(e, "in", 0, 200, 1); /* all seen */
+    start_named(&r, e, "b");       /* reads from its marks: 50 own, 50 a's */
+    st = kf_run_wait(&r, 200, TIMEOUT_MS);
+    assert_int_equal(st.handover_records, 100);
+    assert_int_equal(st.handover_keys, 50);
+    assert_int_equal(st.forwarded, 0);
+    assert_int_equal(st.duplicates_completed, 200);
+    kf_run_stop(&r);
+
+    recs = kf_read(&e->mock, "out", PARTS, 200, 1000, TIMEOUT_MS, &n);
+    assert_int_equal(n, 200);
+    assert_each_once(recs, n, 0, 200);
+    free(recs);
+}
+
 int main(void) {
     if (getenv("KD_TEST_FILTER"))
         cmocka_set_test_filter(getenv("KD_TEST_FILTER"));
@@ -647,6 +713,7 @@ int main(void) {
                                         teardown),
         cmocka_unit_test_setup_teardown(test_retries_exhausted_dead_letter, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_handover_moves_history, setup, teardown),
         cmocka_unit_test_setup_teardown(test_possibly_persisted_keeps_claim, setup,
                                         teardown),
     };
