@@ -47,9 +47,9 @@ def check(cond, what):
 
 
 class Mock:
-    def __init__(self):
+    def __init__(self, brokers=1):
         self.proc = subprocess.Popen(
-            [KDEDUP, "mock", "--brokers", "1", "--topic", f"{SRC}:{PARTS}",
+            [KDEDUP, "mock", "--brokers", str(brokers), "--topic", f"{SRC}:{PARTS}",
              "--topic", f"{DST}:{PARTS}", "--topic", "orders.dlq:1"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.bootstrap = self.proc.stdout.readline().strip()
@@ -94,28 +94,61 @@ def raw_http(port, data, timeout=5):
             return b""
 
 
+def scrape(port):
+    """(families, value) of kdedup's /metrics: value(name, **labels) sums the
+    matching samples and fails when there are none."""
+    status, text = http_get(port, "/metrics")
+    check(status == 200, f"/metrics answered {status}")
+    # An independent parser: every family must parse. (It names counter
+    # families without their _total suffix; samples keep it.)
+    fams = {f.name: f for f in text_string_to_metric_families(text)}
+    samples = [smp for f in fams.values() for smp in f.samples]
+
+    def value(name, **labels):
+        found = [smp.value for smp in samples if smp.name == name and
+                 all(smp.labels.get(k) == v for k, v in labels.items())]
+        check(found, f"{name}{labels} not in /metrics")
+        return sum(found)
+    return fams, value
+
+
+def merge(into, extra):
+    """Merges the dict extra into the dict into, recursively."""
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            merge(into[k], v)
+        else:
+            into[k] = v
+
+
 class Sidecar:
-    def __init__(self, workdir, bootstrap):
+    """A kdedup process with a store, config and log in workdir; `extra`
+    is merged into the config's sections."""
+
+    def __init__(self, workdir, bootstrap, extra=None):
+        os.makedirs(workdir, exist_ok=True)
         self.workdir = workdir
         self.config = os.path.join(workdir, "kdedup.json")
         self.log = open(os.path.join(workdir, "kdedup.log"), "a")
         self.port = free_port()
+        config = {
+            "kafka": {"brokers": bootstrap, "group_id": "e2e",
+                      # a killed member's partitions move on after 6s, not 45s
+                      "consumer": {"session.timeout.ms": "6000",
+                                   "heartbeat.interval.ms": "500",
+                                   "statistics.interval.ms": "500"},
+                      # a secret that must never reach a log line
+                      "producer": {"sasl.password": SECRET}},
+            "routes": [{"from": SRC, "to": DST, "key_header": "Idempotency-Key",
+                        "on_missing_key": "dead_letter",
+                        "dead_letter_topic": "orders.dlq"}],
+            "store": {"path": os.path.join(workdir, "store")},
+            "http": {"listen": f"127.0.0.1:{self.port}"},
+            "pipeline": {"shutdown_grace": "20s"},
+        }
+        merge(config, extra or {})
         with open(self.config, "w") as f:
-            json.dump({
-                "kafka": {"brokers": bootstrap, "group_id": "e2e",
-                          # a killed member's partitions move on after 6s, not 45s
-                          "consumer": {"session.timeout.ms": "6000",
-                                       "heartbeat.interval.ms": "500",
-                                       "statistics.interval.ms": "500"},
-                          # a secret that must never reach a log line
-                          "producer": {"sasl.password": SECRET}},
-                "routes": [{"from": SRC, "to": DST, "key_header": "Idempotency-Key",
-                            "on_missing_key": "dead_letter",
-                            "dead_letter_topic": "orders.dlq"}],
-                "store": {"path": os.path.join(workdir, "store")},
-                "http": {"listen": f"127.0.0.1:{self.port}"},
-                "pipeline": {"shutdown_grace": "20s"},
-            }, f)
+            json.dump(config, f)
         self.proc = None
 
     def start(self):
@@ -237,19 +270,7 @@ def main():
             print(f"FAIL {name}: {e}", flush=True)
 
     def metrics():
-        status, text = http_get(kd.port, "/metrics")
-        check(status == 200, f"/metrics answered {status}")
-        # An independent parser: every family must parse. (It names counter
-        # families without their _total suffix; samples keep it.)
-        fams = {f.name: f for f in text_string_to_metric_families(text)}
-        samples = [smp for f in fams.values() for smp in f.samples]
-
-        def value(name, **labels):
-            found = [smp.value for smp in samples if smp.name == name and
-                     all(smp.labels.get(k) == v for k, v in labels.items())]
-            check(found, f"{name}{labels} not in /metrics")
-            return sum(found)
-        return fams, value
+        return scrape(kd.port)
 
     def observed_clean_run():
         world.produce(2000, 0.25)
