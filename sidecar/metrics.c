@@ -454,6 +454,9 @@ char *kd_metrics_render(kd_metrics *m, size_t *len) {
                                        RF(missing_dead_lettered)};
     static const char *const status[] = {"not_persisted", "possibly_persisted"};
     static const size_t status_f[] = {RF(not_persisted), RF(possibly_persisted)};
+    static const char *const uncertain[] = {"found", "absent", "unknown"};
+    static const size_t uncertain_f[] = {RF(uncertain_found), RF(uncertain_absent),
+                                         RF(uncertain_unknown)};
     buf b = {0};
 
     family(&b, "kdedup_build_info", "gauge", "kdedup's version.");
@@ -468,6 +471,11 @@ char *kd_metrics_render(kd_metrics *m, size_t *len) {
     render_split(&b, m, "kdedup_produce_errors_total",
                  "Failed or uncertain deliveries, by librdkafka's persistence status.",
                  "status", status, status_f, 2);
+    render_split(
+        &b, m, "kdedup_uncertain_deliveries_total",
+        "Possibly persisted deliveries, by what reading downstream told: found "
+        "(completed), absent (sent again) or unknown (sent again, at least once).",
+        "outcome", uncertain, uncertain_f, 3);
     family(&b, "kdedup_dedup_collisions_total", "counter",
            "Keys the store could not deduplicate (hash collision, unreadable entry).");
     put(&b, "kdedup_dedup_collisions_total %llu\n",

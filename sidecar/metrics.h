@@ -31,7 +31,8 @@ typedef struct kd_route_metrics {
     _Atomic uint64_t consumed, forwarded, duplicates_completed, duplicates_in_flight,
         released, retries, dead_lettered, missing_forwarded, missing_dropped,
         missing_dead_lettered, not_persisted, possibly_persisted, orphans_reforwarded,
-        orphans_found, orphans_absent, handover_keys;
+        orphans_found, orphans_absent, handover_keys, uncertain_found, uncertain_absent,
+        uncertain_unknown;
 } kd_route_metrics;
 
 typedef struct kd_metrics kd_metrics;

@@ -13,6 +13,7 @@
  *   broker-produce-errors ID COUNT CODE   the same, on broker ID only
  *   commit-errors COUNT CODE     fail the next COUNT OffsetCommit requests
  *   leader TOPIC PARTITION ID    move a partition's leadership to broker ID
+ *   coordinator GROUP ID         move a consumer group's coordinator to broker ID
  *   broker-down ID | broker-up ID
  *   rtt ID MS                    delay every response of broker ID
  *   quit                         (or end of input) stop
@@ -65,6 +66,9 @@ static bool command(kd_mock *m, const char *line) {
         for (long i = 0; i < a; i++)
             rd_kafka_mock_push_request_errors(c, API_OFFSET_COMMIT, 1,
                                               (rd_kafka_resp_err_t)b);
+    else if (!strcmp(word, "coordinator") &&
+             sscanf(line, "%*s %255s %ld", name, &a) == 2) /* group's */
+        ok = rd_kafka_mock_coordinator_set(c, "group", name, (int32_t)a) == 0;
     else if (!strcmp(word, "broker-down") && sscanf(line, "%*s %ld", &a) == 1)
         ok = rd_kafka_mock_broker_set_down(c, (int32_t)a) == 0;
     else if (!strcmp(word, "broker-up") && sscanf(line, "%*s %ld", &a) == 1)

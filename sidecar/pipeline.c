@@ -40,6 +40,7 @@
 #define STORE_BACKOFF_MAX_MS 5000
 #define HANDOVER_BACKOFF_MIN_MS 1000
 #define HANDOVER_BACKOFF_MAX_MS 30000
+#define UNCERTAIN_TRIES 10 /* reads of downstream before resending anyway */
 
 typedef enum msg_kind {
     MSG_DEDUP,      /* has a key: claimed before it is forwarded */
@@ -55,6 +56,9 @@ typedef struct msg {
     const char *key; /* borrowed from rkm's headers */
     size_t key_len;
     bool claimed;         /* holds a claim in the store */
+    bool uncertain;       /* possibly persisted: read downstream before resending */
+    int reads;            /* uncertain: failed reads of downstream so far */
+    int64_t scan_from;    /* downstream: it lands at or after this offset */
     int attempts;         /* failed deliveries so far */
     uint64_t consumed_us; /* monotonic: for the forward latency */
     uint64_t due_ms;      /* in the retry list: when (monotonic) */
@@ -85,6 +89,7 @@ typedef struct route_rt {
     kd_dedup *dedup; /* keys are scoped to their route: namespace ":" from */
     int out_partitions;
     int dlt_partitions;
+    int64_t *acked; /* per downstream partition: past the last delivery acked */
 } route_rt;
 
 struct kd_pipeline {
@@ -359,6 +364,8 @@ static void produce(kd_pipeline *p, msg *m) {
              m->rkm->partition, m->rkm->offset);
     rd_kafka_header_add(hdrs, SOURCE_HEADER, -1, source, -1);
     rd_kafka_header_add(hdrs, RUN_HEADER, -1, p->boot_hex, -1);
+    if (!dlt)
+        m->scan_from = r->acked[partition];
     for (;;) {
         err = rd_kafka_producev(
             p->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
@@ -390,6 +397,12 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque) {
     m->out_partition = rkm->partition;
     m->out_offset = rkm->offset;
     m->out_timestamp = rd_kafka_message_timestamp(rkm, NULL);
+    if (!rkm->err && m->kind != MSG_DEAD_LETTER && rkm->offset >= 0) {
+        int64_t *acked = &p->routes[m->route].acked[rkm->partition];
+
+        if (rkm->offset + 1 > *acked)
+            *acked = rkm->offset + 1;
+    }
     p->awaiting--;
     list_push(&p->reported, m);
 }
@@ -398,40 +411,95 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque) {
  * Claiming.
  */
 
+/* Adds what the recovery scans read since `before` to the metrics. */
+static void count_scans(kd_pipeline *p, const kd_recovery_stats *before) {
+    kd_recovery_stats after;
+
+    kd_recovery_stats_get(p->recovery, &after);
+    GCOUNT(p, recovery_records, after.records - before->records);
+    GCOUNT(p, recovery_us, after.micros - before->micros);
+}
+
+/* m's delivery was found downstream at out_part (a scan's *f): completes
+ * its claim with a receipt naming that record and settles m. False when
+ * the store failed (m is then retried). */
+static bool complete_found(kd_pipeline *p, msg *m, int32_t out_part,
+                           const kd_recover_found *f) {
+    char receipt[RECEIPT_MAX];
+    kd_completion c = {.key = m->key, .key_len = m->key_len, .receipt = receipt};
+
+    m->out_partition = out_part;
+    m->out_offset = f->offset;
+    m->out_timestamp = f->timestamp;
+    c.receipt_len = format_receipt(p, m, receipt, sizeof(receipt));
+    complete_timed(p, m->route, &c, 1);
+    if (c.err == KD_ERR_STORE) {
+        schedule_retry(p, m, p->store_backoff_ms);
+        return false;
+    }
+    msg_done(p, m);
+    return true;
+}
+
 /* m's key is claimed by run `owner`, which is gone. Reads the downstream
  * partition m would have gone to: if the dead run delivered it, completes
  * the claim with a receipt naming that record and settles m (true). Else
  * false, with *absent telling whether it is known not to be there. */
 static bool resolve_orphan(kd_pipeline *p, msg *m, uint64_t owner, bool *absent) {
-    const route_rt *r = &p->routes[m->route];
-    int32_t part = m->rkm->partition % r->out_partitions;
-    kd_recovery_stats before, after;
+    int32_t part = m->rkm->partition % p->routes[m->route].out_partitions;
+    kd_recovery_stats before;
     kd_recover_found f;
     kd_recover_result res;
-    char receipt[RECEIPT_MAX];
-    kd_completion c = {.key = m->key, .key_len = m->key_len, .receipt = receipt};
 
     p->last_orphan_ms = mono_ms();
     kd_recovery_stats_get(p->recovery, &before);
     res = kd_recovery_find(p->recovery, owner, m->route, part, m->key, m->key_len, &f);
-    kd_recovery_stats_get(p->recovery, &after);
-    GCOUNT(p, recovery_records, after.records - before.records);
-    GCOUNT(p, recovery_us, after.micros - before.micros);
+    count_scans(p, &before);
     *absent = res == KD_RECOVER_ABSENT;
     if (res != KD_RECOVER_FOUND)
         return false;
-    m->out_partition = part;
-    m->out_offset = f.offset;
-    m->out_timestamp = f.timestamp;
-    c.receipt_len = format_receipt(p, m, receipt, sizeof(receipt));
-    complete_timed(p, m->route, &c, 1);
-    if (c.err == KD_ERR_STORE) {
-        schedule_retry(p, m, p->store_backoff_ms);
-        return true;
-    }
-    RCOUNT(p, m->route, orphans_found);
-    msg_done(p, m);
+    if (complete_found(p, m, part, &f))
+        RCOUNT(p, m->route, orphans_found);
     return true;
+}
+
+/* m's delivery may or may not have been written (POSSIBLY_PERSISTED).
+ * Reads its downstream partition from where it would have landed: found,
+ * its claim is completed with that record; absent, m is sent again under
+ * the same claim. When the partition cannot be read, it is read again
+ * later, and after UNCERTAIN_TRIES m is sent again all the same (at least
+ * once). */
+static void resolve_uncertain(kd_pipeline *p, msg *m) {
+    int32_t part = m->rkm->partition % p->routes[m->route].out_partitions;
+    kd_recovery_stats before;
+    kd_recover_found f;
+    kd_recover_result res;
+
+    p->last_orphan_ms = mono_ms();
+    kd_recovery_stats_get(p->recovery, &before);
+    res = kd_recovery_find_since(p->recovery, m->route, part, m->scan_from, m->key,
+                                 m->key_len, &f);
+    count_scans(p, &before);
+    if (res == KD_RECOVER_FOUND) {
+        if (complete_found(p, m, part, &f)) {
+            RCOUNT(p, m->route, uncertain_found);
+            RCOUNT(p, m->route, forwarded);
+            observe_since(kd_metrics_forward_latency(p->metrics), m->consumed_us);
+        }
+        return;
+    }
+    if (res == KD_RECOVER_UNKNOWN && ++m->reads < UNCERTAIN_TRIES) {
+        uint64_t delay = 250u << (m->reads < 6 ? m->reads : 6);
+
+        schedule_retry(p, m, delay);
+        return;
+    }
+    if (res == KD_RECOVER_ABSENT)
+        RCOUNT(p, m->route, uncertain_absent);
+    else
+        RCOUNT(p, m->route, uncertain_unknown);
+    m->uncertain = false;
+    schedule_retry(p, m, 0); /* produced again, under the same claim */
 }
 
 /* Claims m's key alone, taking over a claim left by another run (a crash):
@@ -683,8 +751,18 @@ static void on_failed(kd_pipeline *p, msg *m) {
 
     if (m->status == RD_KAFKA_MSG_STATUS_POSSIBLY_PERSISTED) {
         /* It may be in the log: releasing could let a duplicate through, so
-         * the claim is kept and the message sent again (at least once). */
+         * the claim is kept, and the downstream partition read to tell. A
+         * message without a claim is sent again (at least once). */
         RCOUNT(p, m->route, possibly_persisted);
+        if (m->kind == MSG_DEDUP && m->claimed) {
+            KD_LOG(KD_LOG_WARN, fields,
+                   "delivery possibly persisted (%s): reading downstream to tell",
+                   rd_kafka_err2str(m->err));
+            m->uncertain = true;
+            m->reads = 0;
+            resolve_uncertain(p, m);
+            return;
+        }
         KD_LOG(KD_LOG_WARN, fields, "delivery possibly persisted (%s): producing again",
                rd_kafka_err2str(m->err));
         schedule_retry(p, m, 0);
@@ -830,7 +908,9 @@ static void retry_due(kd_pipeline *p) {
             continue;
         }
         RCOUNT(p, m->route, retries);
-        if (m->kind == MSG_DEDUP && !m->claimed)
+        if (m->uncertain)
+            resolve_uncertain(p, m);
+        else if (m->kind == MSG_DEDUP && !m->claimed)
             takeover(p, m); /* released: claim again first */
         else
             produce(p, m);
@@ -1174,6 +1254,11 @@ static bool routes_init(kd_pipeline *p, char *errstr, size_t errstr_size) {
                 ? kd_kafka_partition_count(p->producer, r->cfg->dead_letter_topic,
                                            METADATA_TIMEOUT_MS)
                 : 1;
+        if (r->out_partitions > 0 &&
+            !(r->acked = calloc((size_t)r->out_partitions, sizeof(*r->acked)))) {
+            snprintf(errstr, errstr_size, "out of memory");
+            return false;
+        }
         if (r->out_partitions <= 0 || r->dlt_partitions <= 0) {
             snprintf(errstr, errstr_size,
                      "routes[%zu]: topic \"%s\" not found on the "
@@ -1190,20 +1275,26 @@ static bool routes_init(kd_pipeline *p, char *errstr, size_t errstr_size) {
 static bool record_run(kd_pipeline *p, const char *brokers, char *errstr,
                        size_t errstr_size) {
     int *parts = calloc(p->cfg->nroutes, sizeof(*parts));
+    int64_t **ends = calloc(p->cfg->nroutes, sizeof(*ends));
     bool ok;
 
-    if (!parts || !(p->recovery = kd_recovery_new(p->cfg, p->store, brokers, errstr,
-                                                  errstr_size))) {
+    if (!parts || !ends ||
+        !(p->recovery =
+              kd_recovery_new(p->cfg, p->store, brokers, errstr, errstr_size))) {
         free(parts);
+        free(ends);
         snprintf(errstr, errstr_size, "out of memory");
         return false;
     }
-    for (size_t i = 0; i < p->cfg->nroutes; i++)
+    for (size_t i = 0; i < p->cfg->nroutes; i++) {
         parts[i] = p->routes[i].out_partitions;
+        ends[i] = p->routes[i].acked; /* deliveries of this run land past these */
+    }
     kd_recovery_set_progress(p->recovery, scan_progress, p);
-    ok = kd_recovery_record_run(p->recovery, p->producer, p->boot_id, parts, errstr,
+    ok = kd_recovery_record_run(p->recovery, p->producer, p->boot_id, parts, ends, errstr,
                                 errstr_size) == KD_OK;
     free(parts);
+    free(ends);
     return ok;
 }
 
@@ -1334,6 +1425,9 @@ void kd_pipeline_stats_get(const kd_pipeline *p, kd_pipeline_stats *out) {
         out->orphans_found += atomic_load(&r->orphans_found);
         out->orphans_absent += atomic_load(&r->orphans_absent);
         out->handover_keys += atomic_load(&r->handover_keys);
+        out->uncertain_found += atomic_load(&r->uncertain_found);
+        out->uncertain_absent += atomic_load(&r->uncertain_absent);
+        out->uncertain_unknown += atomic_load(&r->uncertain_unknown);
     }
     out->handover_records = atomic_load(kd_metrics_handover_records(p->metrics));
     out->collisions = atomic_load(kd_metrics_collisions(p->metrics));
@@ -1408,8 +1502,10 @@ void kd_pipeline_destroy(kd_pipeline *p) {
     kd_offsets_destroy(p->offsets);
     kd_recovery_destroy(p->recovery);
     free(p->handovers);
-    for (size_t i = 0; p->routes && i < p->cfg->nroutes; i++)
+    for (size_t i = 0; p->routes && i < p->cfg->nroutes; i++) {
         kd_dedup_destroy(p->routes[i].dedup);
+        free(p->routes[i].acked);
+    }
     free(p->routes);
     free(p->batch_msgs);
     free(p->claims);

@@ -38,6 +38,9 @@ typedef struct kd_pipeline_stats {
     uint64_t orphans_found;        /* orphaned claims found downstream: completed */
     uint64_t orphans_absent;       /* orphaned claims not downstream: forwarded */
     uint64_t handover_keys;        /* keys learned from downstream on assignment */
+    uint64_t uncertain_found;      /* possibly persisted, found downstream: done */
+    uint64_t uncertain_absent;     /* possibly persisted, not downstream: resent */
+    uint64_t uncertain_unknown;    /* possibly persisted, unreadable: resent */
     uint64_t handover_records;     /* downstream records read for them */
     uint64_t collisions;   /* keys the store could not dedup (collision, garbage) */
     uint64_t store_errors; /* store writes or reads that failed */

@@ -40,12 +40,16 @@ typedef struct found {
 
 /* One scanned partition: an open-addressing table of key digests. */
 typedef struct scan {
-    uint64_t owner;
+    uint64_t owner; /* the dead run; OWN_SCAN: this run's deliveries */
     size_t route;
     int32_t partition;
+    int64_t from, end; /* OWN_SCAN: the range read */
     found *slots;
     size_t cap, n;
 } scan;
+
+#define OWN_SCAN 0 /* boot ids are never 0 */
+#define BROKER_RETRY_US 1000000
 
 struct kd_recovery {
     const kd_config *cfg;
@@ -57,6 +61,7 @@ struct kd_recovery {
     kd_recovery_stats stats;
     void (*progress)(void *arg);
     void *progress_arg;
+    uint64_t broker_retry_at; /* mono us: own scans fail fast until then */
 };
 
 static uint64_t mono_us(void) {
@@ -177,8 +182,8 @@ bool kd_recovery_run_lookup(const void *payload, size_t len, const char *topic,
 }
 
 kd_err kd_recovery_record_run(kd_recovery *rc, rd_kafka_t *producer, uint64_t boot_id,
-                              const int *out_partitions, char *errstr,
-                              size_t errstr_size) {
+                              const int *out_partitions, int64_t *const *ends,
+                              char *errstr, size_t errstr_size) {
     size_t cap = 4096, len = 0;
     char *text = malloc(cap), stream[32];
     kd_err err = KD_OK;
@@ -212,6 +217,8 @@ kd_err kd_recovery_record_run(kd_recovery *rc, rd_kafka_t *producer, uint64_t bo
             }
             len += (size_t)snprintf(text + len, cap - len, "%" PRId32 " %" PRId64 " %s\n",
                                     part, hi, topic);
+            if (ends)
+                ends[r][part] = hi;
         }
     }
     if (err == KD_OK) {
@@ -400,7 +407,7 @@ static scan *scan_for(kd_recovery *rc, uint64_t owner, size_t route, int32_t par
     uint64_t seq, t0;
     bool have = false, ok;
     int64_t start, lo = 0, hi = 0;
-    scan s = {owner, route, partition, NULL, 0, 0}, *grown;
+    scan s = {.owner = owner, .route = route, .partition = partition}, *grown;
 
     for (size_t i = 0; i < rc->nscans; i++)
         if (rc->scans[i].owner == owner && rc->scans[i].route == route &&
@@ -632,6 +639,72 @@ kd_history_result kd_recovery_history(kd_recovery *rc, size_t route,
 void kd_recovery_set_progress(kd_recovery *rc, void (*fn)(void *arg), void *arg) {
     rc->progress = fn;
     rc->progress_arg = arg;
+}
+
+kd_recover_result kd_recovery_find_since(kd_recovery *rc, size_t route,
+                                         int32_t out_partition, int64_t from,
+                                         const char *key, size_t key_len,
+                                         kd_recover_found *out) {
+    const kd_route *r = &rc->cfg->routes[route];
+    int64_t lo = 0, hi = 0;
+    uint64_t t0 = mono_us();
+    unsigned char d[DIGEST_LEN];
+    const found *f;
+    scan *s = NULL, *grown;
+
+    if (t0 < rc->broker_retry_at)
+        return KD_RECOVER_UNKNOWN;
+    if (!scanner(rc) || rd_kafka_query_watermark_offsets(
+                            rc->scanner, r->to, out_partition, &lo, &hi,
+                            WATERMARK_TIMEOUT_MS) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        rc->broker_retry_at = mono_us() + BROKER_RETRY_US;
+        return KD_RECOVER_UNKNOWN;
+    }
+    for (size_t i = 0; i < rc->nscans && !s; i++)
+        if (rc->scans[i].owner == OWN_SCAN && rc->scans[i].route == route &&
+            rc->scans[i].partition == out_partition)
+            s = &rc->scans[i];
+    if (!s) {
+        if (!(grown = realloc(rc->scans, (rc->nscans + 1) * sizeof(*grown))))
+            return KD_RECOVER_UNKNOWN;
+        rc->scans = grown;
+        s = &rc->scans[rc->nscans++];
+        *s = (scan){.owner = OWN_SCAN,
+                    .route = route,
+                    .partition = out_partition,
+                    .from = from,
+                    .end = from};
+    } else if (s->from > from) { /* starts later than asked: read again */
+        free(s->slots);
+        *s = (scan){.owner = OWN_SCAN,
+                    .route = route,
+                    .partition = out_partition,
+                    .from = from,
+                    .end = from};
+    }
+    if (s->end < lo || hi - s->end > rc->cfg->scan_max_records) {
+        KD_WARN(
+            "recovery: %s/%" PRId32 " from %" PRId64 " to %" PRId64 " cannot be read: %s",
+            r->to, out_partition, s->end, hi,
+            s->end < lo ? "records were deleted" : "longer than dedup.scan_max_records");
+        return KD_RECOVER_UNKNOWN;
+    }
+    if (s->end < hi) { /* read what was added since (a record may be read twice) */
+        bool ok = scan_range(rc, r->to, out_partition, s->end, hi, digest_each,
+                             &(digest_scan){s, r, false}, &rc->stats.records);
+
+        rc->stats.scans++;
+        rc->stats.micros += mono_us() - t0;
+        if (!ok)
+            return KD_RECOVER_UNKNOWN;
+        s->end = hi;
+    }
+    digest(key, key_len, d);
+    if (!(f = scan_get(s, d)))
+        return KD_RECOVER_ABSENT;
+    out->offset = f->offset;
+    out->timestamp = f->timestamp;
+    return KD_RECOVER_FOUND;
 }
 
 void kd_recovery_forget(kd_recovery *rc) {

@@ -89,11 +89,12 @@ kd_recovery *kd_recovery_new(const kd_config *cfg, kd_store *store, const char *
 void kd_recovery_destroy(kd_recovery *rc);
 
 /* Records this run's run record (boot_id): for every route and downstream
- * partition, the partition's end offset now, read through producer.
- * Durable when it returns KD_OK; else the error (the run must not claim). */
+ * partition, the partition's end offset now, read through producer, and
+ * also stored in ends[route][partition] when ends is not NULL. Durable
+ * when it returns KD_OK; else the error (the run must not claim). */
 kd_err kd_recovery_record_run(kd_recovery *rc, rd_kafka_t *producer, uint64_t boot_id,
-                              const int *out_partitions, char *errstr,
-                              size_t errstr_size);
+                              const int *out_partitions, int64_t *const *ends,
+                              char *errstr, size_t errstr_size);
 
 /* Looks for key among the records route (index into cfg->routes) put on
  * downstream partition out_partition since run `owner` started. */
@@ -113,6 +114,18 @@ kd_history_result kd_recovery_history(kd_recovery *rc, size_t route,
 /* Sets a function called at least every 100 ms while a scan runs (e.g. to
  * show the caller's loop is alive). */
 void kd_recovery_set_progress(kd_recovery *rc, void (*fn)(void *arg), void *arg);
+
+/* Looks for key among the records route put on downstream partition
+ * out_partition from offset `from` to the partition's current end: for a
+ * delivery of this run whose outcome is unknown (POSSIBLY_PERSISTED).
+ * What was read is remembered and only the records added since are read
+ * on the next call. KD_RECOVER_UNKNOWN when the broker does not answer
+ * (then for a second without asking again), records from `from` on were
+ * deleted, or more than dedup.scan_max_records are to be read. */
+kd_recover_result kd_recovery_find_since(kd_recovery *rc, size_t route,
+                                         int32_t out_partition, int64_t from,
+                                         const char *key, size_t key_len,
+                                         kd_recover_found *out);
 
 /* Drops what scans remembered (when no orphan is left to resolve). */
 void kd_recovery_forget(kd_recovery *rc);

@@ -9,6 +9,16 @@ store of its own. Two start; a third is added mid-stream; one is killed
 with SIGKILL and restarted over its store. Partitions move at every step,
 and duplicates of keys forwarded before a move keep arriving after it.
 
+Phase "broker faults": one kdedup against a three-broker cluster (source
+partitions led by broker 1, downstream by broker 2, the group's coordinator
+on broker 3) while input keeps arriving: produce errors that exhaust the
+producer's retries (NOT_PERSISTED), the downstream broker down for longer
+than message.timeout.ms, its answers slower than message.timeout.ms
+(POSSIBLY_PERSISTED with the message in the log), a downstream leader
+change, OffsetCommit errors, and the coordinator moving while its old
+broker is down. Afterwards every source partition's committed offset must
+reach its end.
+
 Run with Debian's interpreter: /usr/bin/python3 tests/e2e/faults_test.py
 """
 import os
@@ -19,7 +29,11 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2e_test import PARTS, Failure, Mock, Sidecar, World, check, scrape  # noqa: E402
+from kafka import KafkaConsumer, TopicPartition  # noqa: E402
+from e2e_test import (API, DST, PARTS, SRC, Failure, Mock, Sidecar, World,  # noqa: E402
+                      check, scrape)
+
+STORAGE_ERROR, NOT_COORDINATOR, REQUEST_TIMED_OUT = 56, 16, 7
 
 
 def gauge(kd, name):
@@ -115,12 +129,114 @@ def replicas(workdir, report):
         mock.stop()
 
 
+def errs_total(kd):
+    """Deliveries that failed or may have, by kdedup's count."""
+    return scrape(kd.port)[1]("kdedup_produce_errors_total")
+
+
+def committed_reaches_end(bootstrap, group):
+    """Waits until group's committed offset of every source partition is
+    the partition's end: everything consumed was settled and committed."""
+    c = KafkaConsumer(bootstrap_servers=bootstrap, api_version=API, group_id=group,
+                      enable_auto_commit=False)
+    try:
+        parts = [TopicPartition(SRC, p) for p in range(PARTS)]
+        ends = c.end_offsets(parts)
+        wait_for("committed offsets to reach the end",
+                 lambda: all(c.committed(tp) == ends[tp] for tp in parts), 60)
+        return sum(ends.values())
+    finally:
+        c.close()
+
+
+def broker_faults(workdir, report):
+    mock = Mock(brokers=3)
+    for p in range(PARTS):
+        mock.cmd(f"leader {SRC} {p} 1")
+        mock.cmd(f"leader {DST} {p} 2")
+    mock.cmd("leader orders.dlq 0 1")
+    mock.cmd("coordinator e2e 3")
+    world = World(mock.bootstrap)
+    kd = Sidecar(workdir, mock.bootstrap, {"kafka": {"producer": {
+        "message.timeout.ms": "5000", "retries": "2", "retry.backoff.ms": "50"}}})
+    faults = []
+
+    def fault(name, *cmds, hold_s=0, after=()):
+        for c in cmds:
+            mock.cmd(c)
+        time.sleep(hold_s)
+        for c in after:
+            mock.cmd(c)
+        faults.append(name)
+        time.sleep(2)  # let the stream run between faults
+
+    try:
+        world.produce(1000, 0.25)
+        kd.start()
+        wait_for("kdedup to be assigned",
+                 lambda: gauge(kd, "kdedup_assigned_partitions") == PARTS)
+        stream = Stream(world)
+        try:
+            time.sleep(1)
+            fault("produce errors past the producer's retries",
+                  f"broker-produce-errors 2 40 {STORAGE_ERROR}")
+            fault("downstream broker down 8 s (> message.timeout.ms 5 s)",
+                  "broker-down 2", hold_s=8, after=("broker-up 2",))
+            fault("downstream answers after 6.5 s (> message.timeout.ms)",
+                  "rtt 2 6500", hold_s=8, after=("rtt 2 0",))
+            fault("downstream leader moves", f"leader {DST} 0 3", f"leader {DST} 1 3")
+            fault("OffsetCommit errors", f"commit-errors 5 {NOT_COORDINATOR}",
+                  f"commit-errors 5 {REQUEST_TIMED_OUT}", hold_s=3)
+            fault("coordinator moves while its broker is down",
+                  "coordinator e2e 1", "broker-down 3", hold_s=4, after=("broker-up 3",))
+        finally:
+            stream.end()
+        world.produce(1000, 0.6)
+        world.read(quiet_s=3)
+        settle((kd,))
+        # A delivery that failed for good is sent again after later messages
+        # of its partition were delivered: its place in the order is lost.
+        mock_copies = world.verify(order=False)
+        check(world.inversions <= errs_total(kd),
+              f"{world.inversions} records out of order, more than failed deliveries")
+        committed = committed_reaches_end(mock.bootstrap, "e2e")
+        check(committed == len(world.keys), f"committed {committed} of {len(world.keys)}")
+        _, value = scrape(kd.port)
+        route = f"{SRC}->{DST}"
+        errs = {s: int(value("kdedup_produce_errors_total", route=route, status=s))
+                for s in ("not_persisted", "possibly_persisted")}
+        unc = {o: int(value("kdedup_uncertain_deliveries_total", route=route, outcome=o))
+               for o in ("found", "absent", "unknown")}
+        check(errs["not_persisted"] > 0, "no delivery failed for good: the faults missed")
+        check(errs["possibly_persisted"] > 0, "no delivery was possibly persisted")
+        check(unc["unknown"] == 0, f"{unc['unknown']} uncertain deliveries never resolved")
+        report.append(f"broker faults ({'; '.join(faults)}): {len(world.keys)} produced, "
+                      f"{len(world.first)} unique, 0 lost, 0 duplicated, all committed; "
+                      f"not persisted {errs['not_persisted']} (released, sent again), "
+                      f"possibly persisted {errs['possibly_persisted']} (found downstream "
+                      f"{unc['found']}, absent and sent again {unc['absent']}, unknown 0); "
+                      f"keys whose later copy was forwarded (first released after failing) "
+                      f"{world.later_copies}; records behind a later one of their partition "
+                      f"(sent again after failing) {world.inversions}; mock retry copies "
+                      f"{mock_copies}")
+    finally:
+        if kd.proc and kd.proc.poll() is None:
+            kd.signal(signal.SIGTERM)
+        world.reader.close()
+        world.producer.close()
+        mock.stop()
+
+
 def main():
     workdir = tempfile.mkdtemp(prefix="kdedup-faults-")
     passed = failed = 0
     report = []
     for name, fn in (("three replicas, one added, one killed and restarted: nothing lost, "
-                      "nothing twice", replicas),):
+                      "nothing twice", replicas),
+                     ("broker faults under load: nothing lost, nothing twice, all committed",
+                      broker_faults)):
+        if os.environ.get("KD_FAULTS", fn.__name__) != fn.__name__:
+            continue  # KD_FAULTS=<phase> runs one phase
         t0 = time.time()
         try:
             fn(os.path.join(workdir, fn.__name__), report)
