@@ -113,16 +113,23 @@ static bool scan_grow(scan *s) {
     return true;
 }
 
-/* Remembers the first record of a key (the one the dead run's delivery
- * produced; later ones, if any, are this run's or a mock's copy). */
+/* Remembers a record of a key. A dead run's scan keeps the first (the one
+ * its delivery produced; later ones, if any, are this run's or a mock's
+ * copy); this run's own scan keeps the latest (an earlier one may be of a
+ * claim that has since expired). */
 static bool scan_add(scan *s, const unsigned char *d, int64_t offset, int64_t ts) {
     size_t j;
 
     if ((s->n + 1) * 2 > s->cap && !scan_grow(s))
         return false;
     for (j = slot_of(d, s->cap); s->slots[j].used; j = (j + 1) & (s->cap - 1))
-        if (!memcmp(s->slots[j].digest, d, DIGEST_LEN))
+        if (!memcmp(s->slots[j].digest, d, DIGEST_LEN)) {
+            if (s->owner == OWN_SCAN && offset > s->slots[j].offset) {
+                s->slots[j].offset = offset;
+                s->slots[j].timestamp = ts;
+            }
             return true;
+        }
     memcpy(s->slots[j].digest, d, DIGEST_LEN);
     s->slots[j].offset = offset;
     s->slots[j].timestamp = ts;
@@ -309,15 +316,16 @@ static bool source_of(const rd_kafka_message_t *rkm, const char *topic, int32_t 
     return true;
 }
 
-/* The route's idempotency key of a record kdedup forwarded. */
-static bool key_of(const rd_kafka_message_t *rkm, const kd_route *route, const void **key,
-                   size_t *key_len) {
+/* The route's idempotency key of a record kdedup forwarded, if it is one
+ * kdedup would claim (not empty, at most max_key_bytes). */
+static bool key_of(const kd_recovery *rc, const rd_kafka_message_t *rkm,
+                   const kd_route *route, const void **key, size_t *key_len) {
     rd_kafka_headers_t *h = NULL;
 
     return rd_kafka_message_headers(rkm, &h) == RD_KAFKA_RESP_ERR_NO_ERROR &&
            rd_kafka_header_get(h, 0, route->key_header, key, key_len) ==
                RD_KAFKA_RESP_ERR_NO_ERROR &&
-           *key && *key_len;
+           *key && *key_len && *key_len <= (size_t)rc->cfg->max_key_bytes;
 }
 
 /* Takes each record read (and its ownership); false stops the scan. */
@@ -375,6 +383,7 @@ static bool scan_range(kd_recovery *rc, const char *topic, int32_t partition,
 
 /* A recovery scan: remembers the digest of each of the route's keys. */
 typedef struct digest_scan {
+    const kd_recovery *rc;
     scan *s;
     const kd_route *route;
     bool nomem;
@@ -389,7 +398,7 @@ static bool digest_each(void *arg, rd_kafka_message_t *m) {
     unsigned char d[DIGEST_LEN];
 
     if (source_of(m, ds->route->from, &part, &off) &&
-        key_of(m, ds->route, &key, &key_len)) {
+        key_of(ds->rc, m, ds->route, &key, &key_len)) {
         digest(key, key_len, d);
         ds->nomem = !scan_add(ds->s, d, m->offset, rd_kafka_message_timestamp(m, NULL));
     }
@@ -442,7 +451,7 @@ static scan *scan_for(kd_recovery *rc, uint64_t owner, size_t route, int32_t par
     }
     t0 = mono_us();
     ok = scan_range(rc, r->to, partition, start, hi, digest_each,
-                    &(digest_scan){&s, r, false}, &rc->stats.records);
+                    &(digest_scan){rc, &s, r, false}, &rc->stats.records);
     rc->stats.scans++;
     rc->stats.micros += mono_us() - t0;
     if (!ok || !(grown = realloc(rc->scans, (rc->nscans + 1) * sizeof(*grown)))) {
@@ -520,6 +529,7 @@ static kd_err mark_read(kd_recovery *rc, const char *stream, size_t len,
 /* A handover scan: passes the route's records of one source partition to
  * the caller in batches. */
 typedef struct history {
+    const kd_recovery *rc;
     const kd_route *route;
     int32_t src_partition;
     int64_t since_ms; /* older records have expired: skipped */
@@ -550,7 +560,7 @@ static bool history_each(void *arg, rd_kafka_message_t *m) {
 
     if (!source_of(m, h->route->from, &part, &rec->src_offset) ||
         part != h->src_partition || (h->since_ms && ts >= 0 && ts < h->since_ms) ||
-        !key_of(m, h->route, &key, &rec->key_len)) {
+        !key_of(h->rc, m, h->route, &key, &rec->key_len)) {
         rd_kafka_message_destroy(m);
         return true;
     }
@@ -565,7 +575,12 @@ kd_history_result kd_recovery_history(kd_recovery *rc, size_t route,
                                       int32_t src_partition, int32_t out_partition,
                                       size_t batch, kd_history_fn fn, void *arg) {
     const kd_route *r = &rc->cfg->routes[route];
-    history h = {r, src_partition, 0, fn, arg, NULL, NULL, 0, batch ? batch : 1, false};
+    history h = {.rc = rc,
+                 .route = r,
+                 .src_partition = src_partition,
+                 .fn = fn,
+                 .arg = arg,
+                 .batch = batch ? batch : 1};
     char stream[600], text[64];
     uint64_t seq = 0, t0 = mono_us();
     int64_t lo = 0, hi = 0, from, mark = 0;
@@ -691,7 +706,7 @@ kd_recover_result kd_recovery_find_since(kd_recovery *rc, size_t route,
     }
     if (s->end < hi) { /* read what was added since (a record may be read twice) */
         bool ok = scan_range(rc, r->to, out_partition, s->end, hi, digest_each,
-                             &(digest_scan){s, r, false}, &rc->stats.records);
+                             &(digest_scan){rc, s, r, false}, &rc->stats.records);
 
         rc->stats.scans++;
         rc->stats.micros += mono_us() - t0;
@@ -700,7 +715,7 @@ kd_recover_result kd_recovery_find_since(kd_recovery *rc, size_t route,
         s->end = hi;
     }
     digest(key, key_len, d);
-    if (!(f = scan_get(s, d)))
+    if (!(f = scan_get(s, d)) || f->offset < from) /* before: another claim's */
         return KD_RECOVER_ABSENT;
     out->offset = f->offset;
     out->timestamp = f->timestamp;
