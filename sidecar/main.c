@@ -5,6 +5,7 @@
  *   kdedup --check-config FILE   validate FILE: exit 0 if valid, 2 if not
  *   kdedup demo [...]            a self-contained demonstration (demo.c)
  *   kdedup mock [...]            a mock Kafka cluster for tests (mockd.c)
+ *   kdedup lookup --config FILE  the store's state of keys on stdin (lookup.c)
  */
 #include "config/config.h"
 #include "dedup/store.h"
@@ -43,6 +44,8 @@ static void usage(FILE *out) {
         "                                   run a demonstration on an embedded cluster\n"
         "       kdedup mock [--brokers N] [--topic NAME:PARTITIONS]...\n"
         "                                   a mock Kafka cluster for tests\n"
+        "       kdedup lookup --config FILE [--route FROM] < keys\n"
+        "                                   the store's state and receipt of each key\n"
         "       kdedup --version | --help\n");
 }
 
@@ -150,6 +153,8 @@ int main(int argc, char **argv) {
         return kd_demo_main(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "mock"))
         return kd_mockd_main(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "lookup"))
+        return kd_lookup_main(argc - 1, argv + 1);
     if (argc == 2 && !strcmp(argv[1], "--version")) {
         printf("kdedup %s (librdkafka %s)\n", KD_VERSION, rd_kafka_version_str());
         return 0;

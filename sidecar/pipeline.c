@@ -421,8 +421,8 @@ static void count_scans(kd_pipeline *p, const kd_recovery_stats *before) {
 }
 
 /* m's delivery was found downstream at out_part (a scan's *f): completes
- * its claim with a receipt naming that record and settles m. False when
- * the store failed (m is then retried). */
+ * its claim with a receipt naming that record and settles m (freed). False
+ * when the store failed (m is then retried). */
 static bool complete_found(kd_pipeline *p, msg *m, int32_t out_part,
                            const kd_recover_found *f) {
     char receipt[RECEIPT_MAX];
@@ -458,8 +458,9 @@ static bool resolve_orphan(kd_pipeline *p, msg *m, uint64_t owner, bool *absent)
     *absent = res == KD_RECOVER_ABSENT;
     if (res != KD_RECOVER_FOUND)
         return false;
+    size_t route = m->route; /* m is freed once settled */
     if (complete_found(p, m, part, &f))
-        RCOUNT(p, m->route, orphans_found);
+        RCOUNT(p, route, orphans_found);
     return true;
 }
 
@@ -481,10 +482,13 @@ static void resolve_uncertain(kd_pipeline *p, msg *m) {
                                  m->key_len, &f);
     count_scans(p, &before);
     if (res == KD_RECOVER_FOUND) {
+        size_t route = m->route; /* m is freed once settled */
+        uint64_t consumed_us = m->consumed_us;
+
         if (complete_found(p, m, part, &f)) {
-            RCOUNT(p, m->route, uncertain_found);
-            RCOUNT(p, m->route, forwarded);
-            observe_since(kd_metrics_forward_latency(p->metrics), m->consumed_us);
+            RCOUNT(p, route, uncertain_found);
+            RCOUNT(p, route, forwarded);
+            observe_since(kd_metrics_forward_latency(p->metrics), consumed_us);
         }
         return;
     }

@@ -12,4 +12,8 @@ int kd_demo_main(int argc, char **argv);
  * commands on stdin (see mockd.c). Returns the exit code. */
 int kd_mockd_main(int argc, char **argv);
 
+/* `kdedup lookup`: prints the store's state and receipt of the keys read
+ * on stdin (see lookup.c). Returns the exit code. */
+int kd_lookup_main(int argc, char **argv);
+
 #endif /* KD_TOOLS_H */

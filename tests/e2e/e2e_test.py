@@ -17,6 +17,7 @@ Run with Debian's interpreter: /usr/bin/python3 tests/e2e/e2e_test.py
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -110,6 +111,23 @@ def scrape(port):
         check(found, f"{name}{labels} not in /metrics")
         return sum(found)
     return fams, value
+
+
+RECEIPT = re.compile(r"v1 to=(\S+)/(\d+)@(\d+) ts=-?\d+ from=(\S+)/(\d+)@(\d+)")
+
+
+def lookup(kd, keys):
+    """{key: (state, receipt)} from kd's store, read with `kdedup lookup`
+    (kd must be stopped: the store is opened by one process at a time)."""
+    out = subprocess.run([KDEDUP, "lookup", "--config", kd.config], capture_output=True,
+                         input="".join(k + "\n" for k in keys), text=True, timeout=300)
+    check(out.returncode == 0, f"kdedup lookup exited {out.returncode}: {out.stderr}")
+    found = {}
+    for line in out.stdout.splitlines():
+        o = json.loads(line)
+        found[o["key"]] = (o.get("state", o.get("error")), o.get("receipt"))
+    check(len(found) == len(set(keys)), f"lookup answered {len(found)} of {len(set(keys))}")
+    return found
 
 
 def merge(into, extra):
@@ -257,6 +275,31 @@ class World:
                 check(not order, f"order broken in {DST}/{part} for source partition {src_part}")
             last[k] = max(last.get(k, -1), int(src_off))
         return mock_copies
+
+    def check_receipts(self, *stores):
+        """Reads every key's state in each stopped kdedup's store: every
+        key is completed in at least one, and every receipt names a
+        downstream record that carries the key and came from where the
+        receipt says. Returns the number of receipts checked."""
+        at = {(p, o): (key, hdrs.get("kdedup-source")) for p, o, key, _, hdrs in self.downstream}
+        done, checked = set(), 0
+        for kd in stores:
+            for key, (state, receipt) in lookup(kd, list(self.first)).items():
+                if state != "completed":
+                    continue
+                m = RECEIPT.fullmatch(receipt or "")
+                check(m, f"{key}: receipt {receipt!r} unreadable")
+                to, part, off, src, src_part, src_off = m.groups()
+                rec = at.get((int(part), int(off)))
+                check(to == DST and rec and rec[0] == key,
+                      f"{key}: receipt {receipt!r} names a record of {rec and rec[0]!r}")
+                check(rec[1] == f"{src}/{src_part}/{src_off}",
+                      f"{key}: receipt {receipt!r}, record from {rec[1]}")
+                done.add(key)
+                checked += 1
+        missing = [k for k in self.first if k not in done]
+        check(not missing, f"{len(missing)} keys without a receipt, e.g. {missing[:3]}")
+        return checked
 
 
 def main():
@@ -421,6 +464,12 @@ def main():
                       f"{int(totals['found'])}, absent and forwarded once "
                       f"{int(totals['absent'])}, unresolved 0; mock retry copies {mock_copies}")
 
+    def receipts():
+        check(kd.signal(signal.SIGTERM) == 0, "kdedup did not exit 0 on SIGTERM")
+        n = world.check_receipts(kd)
+        phases.append(f"receipts: {n} of {len(world.first)} keys completed, each naming a "
+                      f"downstream record with its key and source")
+
     try:
         phase("clean run: every unique key once, payloads, headers, order; /metrics exact",
               observed_clean_run)
@@ -429,6 +478,7 @@ def main():
         phase("SIGTERM mid-stream, restart: nothing lost, nothing twice", sigterm_mid_stream)
         phase("kill -9 under load, restarted, repeatedly: nothing lost, nothing twice",
               kill9_cycles)
+        phase("every key's receipt names its downstream record", receipts)
     finally:
         if kd.proc and kd.proc.poll() is None:
             kd.signal(signal.SIGTERM)

@@ -36,10 +36,10 @@ from e2e_test import (API, DST, PARTS, SRC, Failure, Mock, Sidecar, World,  # no
 STORAGE_ERROR, NOT_COORDINATOR, REQUEST_TIMED_OUT = 56, 16, 7
 
 
-def gauge(kd, name):
+def gauge(kd, name, **labels):
     """A metric of a running kdedup, 0 when it does not answer."""
     try:
-        return scrape(kd.port)[1](name)
+        return scrape(kd.port)[1](name, **labels)
     except (Failure, OSError):
         return 0
 
@@ -115,10 +115,17 @@ def replicas(workdir, report):
         settle((a, b, c))
         mock_copies = world.verify()
         learned += sum(gauge(kd, "kdedup_handover_keys_total") for kd in (a, b, c))
+        read = sum(gauge(kd, "kdedup_handover_scanned_records_total") for kd in (a, b, c))
+        secs = sum(gauge(kd, "kdedup_handover_scan_seconds_total") for kd in (a, b, c))
         check(learned > 0, "no replica learned keys on assignment")
+        for kd in (a, b, c):
+            kd.signal(signal.SIGTERM)
+        receipts = world.check_receipts(a, b, c)
         report.append(f"replicas: 3 processes (one added, one killed and restarted): "
                       f"{len(world.keys)} produced, {len(world.first)} unique, 0 lost, "
-                      f"0 duplicated; keys learned on assignment {int(learned)}; "
+                      f"0 duplicated; keys learned on assignment {int(learned)} (the "
+                      f"running processes read {int(read)} records in {secs:.2f} s for "
+                      f"theirs); {receipts} receipts, each naming the downstream record; "
                       f"mock retry copies {mock_copies}")
     finally:
         for kd in (a, b, c):
@@ -161,14 +168,18 @@ def broker_faults(workdir, report):
         "message.timeout.ms": "5000", "retries": "2", "retry.backoff.ms": "50"}}})
     faults = []
 
-    def fault(name, *cmds, hold_s=0, after=()):
+    def fault(name, *cmds, hold_s=0, until=None, after=()):
+        """Injects cmds, holds them hold_s (or until `until` holds), then
+        runs `after`, and lets the stream run a while."""
         for c in cmds:
             mock.cmd(c)
+        if until:
+            wait_for(name, until, 30)
         time.sleep(hold_s)
         for c in after:
             mock.cmd(c)
         faults.append(name)
-        time.sleep(2)  # let the stream run between faults
+        time.sleep(2)
 
     try:
         world.produce(1000, 0.25)
@@ -178,12 +189,16 @@ def broker_faults(workdir, report):
         stream = Stream(world)
         try:
             time.sleep(1)
+            # first, while the producer is steady: after a timeout the
+            # idempotent producer renews its id and holds messages back
+            fault("downstream answers after 6.5 s (> message.timeout.ms 5 s)",
+                  "rtt 2 6500", after=("rtt 2 0",),
+                  until=lambda: gauge(kd, "kdedup_produce_errors_total",
+                                      status="possibly_persisted") > 0)
             fault("produce errors past the producer's retries",
                   f"broker-produce-errors 2 40 {STORAGE_ERROR}")
-            fault("downstream broker down 8 s (> message.timeout.ms 5 s)",
+            fault("downstream broker down 8 s (> message.timeout.ms)",
                   "broker-down 2", hold_s=8, after=("broker-up 2",))
-            fault("downstream answers after 6.5 s (> message.timeout.ms)",
-                  "rtt 2 6500", hold_s=8, after=("rtt 2 0",))
             fault("downstream leader moves", f"leader {DST} 0 3", f"leader {DST} 1 3")
             fault("OffsetCommit errors", f"commit-errors 5 {NOT_COORDINATOR}",
                   f"commit-errors 5 {REQUEST_TIMED_OUT}", hold_s=3)
@@ -210,8 +225,11 @@ def broker_faults(workdir, report):
         check(errs["not_persisted"] > 0, "no delivery failed for good: the faults missed")
         check(errs["possibly_persisted"] > 0, "no delivery was possibly persisted")
         check(unc["unknown"] == 0, f"{unc['unknown']} uncertain deliveries never resolved")
+        kd.signal(signal.SIGTERM)
+        receipts = world.check_receipts(kd)
         report.append(f"broker faults ({'; '.join(faults)}): {len(world.keys)} produced, "
-                      f"{len(world.first)} unique, 0 lost, 0 duplicated, all committed; "
+                      f"{len(world.first)} unique, 0 lost, 0 duplicated, all committed, "
+                      f"{receipts} receipts naming their records; "
                       f"not persisted {errs['not_persisted']} (released, sent again), "
                       f"possibly persisted {errs['possibly_persisted']} (found downstream "
                       f"{unc['found']}, absent and sent again {unc['absent']}, unknown 0); "
