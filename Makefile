@@ -66,12 +66,12 @@ TESTS := $(UNIT_TESTS) $(INTEGRATION_TESTS)
 # The real binary against an independent client (Debian's kafka-python), and
 # the deploy/ manifests, configs and image checked offline.
 E2E_TESTS := tests/e2e/e2e_test.py tests/e2e/faults_test.py tests/deploy/test_deploy.sh
-BENCHES := $(BUILD)/bench/bench_store $(BUILD)/bench/bench_e2e
+BENCHES := $(BUILD)/bench/bench_store $(BUILD)/bench/bench_e2e $(BUILD)/bench/bench_handover
 FUZZERS := $(BUILD)/fuzz/fuzz_entry $(BUILD)/fuzz/fuzz_config $(BUILD)/fuzz/fuzz_headers
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
-.PHONY: all deps test soak valgrind bench bench-e2e demo fuzz fuzz-build format format-check clean help
+.PHONY: all deps test soak valgrind bench bench-e2e bench-handover demo fuzz fuzz-build format format-check clean help
 .DEFAULT_GOAL := all
 
 all: deps
@@ -88,6 +88,7 @@ help:
 	@echo "make valgrind   run the unit tests under valgrind memcheck"
 	@echo "make bench      run the store and end-to-end benchmarks (BENCHMARKS.md)"
 	@echo "make bench-e2e  kdedup against a plain passthrough (BENCH_E2E_ARGS=...)"
+	@echo "make bench-handover  an empty replica learning 10^6 keys (BENCH_HANDOVER_ARGS=...)"
 	@echo "make fuzz       run the libFuzzer targets for FUZZ_SECONDS each (clang)"
 	@echo "make deps       install missing Debian packages (root) or print the command"
 	@echo "make format-check / format   clang-format check / rewrite"
@@ -175,6 +176,10 @@ $(BUILD)/bench/bench_store: $(call obj,bench/bench_store.c) $(LIB_ROCKS) $(LIB_D
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_ROCKS) $(LIBS_DEDUP)
 $(BUILD)/obj/bench/%.o: EXTRA_CFLAGS = $(call pc_cflags,$(PKGS_ROCKS) $(PKGS_KAFKA))
 
+$(BUILD)/bench/bench_handover: $(call obj,bench/bench_handover.c) $(LIBS_ALL)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o %.a,$^) $(LDLIBS_ALL)
+
 $(BUILD)/bench/bench_e2e: $(call obj,bench/bench_e2e.c bench/passthrough.c) $(LIBS_ALL) \
                           | $(KDEDUP)
 	@mkdir -p $(dir $@)
@@ -214,7 +219,12 @@ BENCH_E2E_ARGS ?= --stored 10000,1000000,10000000
 bench: deps
 	@$(MAKE) --no-print-directory $(BENCHES)
 	$(BUILD)/bench/bench_store
+	$(BUILD)/bench/bench_handover $(BENCH_HANDOVER_ARGS)
 	@$(MAKE) --no-print-directory bench-e2e
+
+bench-handover: deps
+	@$(MAKE) --no-print-directory $(BUILD)/bench/bench_handover
+	$(BUILD)/bench/bench_handover $(BENCH_HANDOVER_ARGS)
 
 bench-e2e: deps
 	@$(MAKE) --no-print-directory $(BUILD)/bench/bench_e2e
