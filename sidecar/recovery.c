@@ -602,7 +602,7 @@ kd_history_result kd_recovery_history(kd_recovery *rc, size_t route,
                             WATERMARK_TIMEOUT_MS) != RD_KAFKA_RESP_ERR_NO_ERROR)
         return KD_HISTORY_FAILED;
     from = have_mark && mark > lo ? mark : lo;
-    if (h.since_ms > 0) {
+    if (h.since_ms > 0 && from < hi) {
         /* Where the window starts, when the broker can tell (-1: it cannot,
          * or nothing is that recent: the timestamps are checked anyway). */
         at = rd_kafka_topic_partition_list_new(1);

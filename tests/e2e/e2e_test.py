@@ -405,9 +405,11 @@ def main():
                       "200 idle connections: survived")
 
     def wait_assigned():
+        """Until kdedup consumes: assigned, and every partition's history read."""
         for _ in range(300):
             _, value = metrics()
-            if value("kdedup_assigned_partitions") > 0:
+            if (value("kdedup_assigned_partitions") > 0 and
+                    value("kdedup_handover_pending_partitions") == 0):
                 return
             time.sleep(0.1)
         check(False, "kdedup was never assigned partitions")
