@@ -418,7 +418,12 @@ def main():
         """Signals kdedup while input is still arriving and restarts it.
         Returns the orphan counters of the process that was signalled."""
         wait_assigned()  # a process without partitions has nothing in flight
-        producing = world.produce_in_background(4000, 0.25)
+        producing = world.produce_in_background(4000, 0.25, chunks=40, pause_s=0.15)
+        for _ in range(300):  # once it forwards: past the backlog of duplicates
+            _, value = metrics()
+            if value("kdedup_messages_forwarded_total") > 0:
+                break
+            time.sleep(0.1)
         time.sleep(delay_s)
         before = len(world.keys)
         _, value = metrics()
