@@ -7,7 +7,8 @@
  *
  * An embedded mock cluster's downstream topic is filled with N records as
  * kdedup forwards them (an Idempotency-Key and a kdedup-source header,
- * 100-byte values) over P partitions. Then a pipeline with an empty, synced
+ * 100-byte values; lz4, since the mock keeps only 5 MB of a partition) over
+ * P partitions (default 10^6 and 8). Then a pipeline with an empty, synced
  * RocksDB store joins the group: each partition is paused until its history
  * is read and every key recorded as completed. Reported: the time from the
  * start until every partition was handed over, the handover scans' own time
@@ -56,6 +57,8 @@ static bool fill(const char *brokers, long n, int parts) {
     value[100] = '\0';
     if (rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err, sizeof(err)) ||
         rd_kafka_conf_set(conf, "linger.ms", "20", err, sizeof(err)) ||
+        /* the mock keeps 5 MB a partition: compressed, 10^6 records fit */
+        rd_kafka_conf_set(conf, "compression.type", "lz4", err, sizeof(err)) ||
         !(rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err)))) {
         fprintf(stderr, "producer: %s\n", err);
         return false;
@@ -69,7 +72,8 @@ static bool fill(const char *brokers, long n, int parts) {
         snprintf(source, sizeof(source), "in/%" PRId32 "/%ld", part, i / parts);
         rd_kafka_header_add(h, "Idempotency-Key", -1, key, -1);
         rd_kafka_header_add(h, "kdedup-source", -1, source, -1);
-        while ((e = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("out"), RD_KAFKA_V_PARTITION(part),
+        while ((e = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("out"),
+                                      RD_KAFKA_V_PARTITION(part),
                                       RD_KAFKA_V_VALUE(value, 100), RD_KAFKA_V_HEADERS(h),
                                       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
                                       RD_KAFKA_V_END)) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
@@ -94,7 +98,7 @@ static int usage(void) {
 
 int main(int argc, char **argv) {
     long records = 1000000;
-    int parts = 4;
+    int parts = 8;
     const char *base = "/tmp";
     char err[1024], dir[600], json[2048];
     kd_mock *mock;
@@ -157,12 +161,14 @@ int main(int argc, char **argv) {
     double scan = (double)atomic_load(kd_metrics_handover_us(m)) / 1e6;
     kd_pipeline_stop(p);
     pthread_join(tid, NULL);
-    ok = st.handover_records == (uint64_t)records && st.handover_keys == (uint64_t)records;
-    printf("# handover of %d partitions, empty synced store: %.2f s from start (group join "
-           "included), %.2f s in handover scans; %" PRIu64 " records read (%.0f/s of scan "
-           "time), %" PRIu64 " keys learned%s\n",
-           parts, wall, scan, st.handover_records, scan > 0 ? st.handover_records / scan : 0,
-           st.handover_keys, ok ? "" : " (INCOMPLETE)");
+    ok =
+        st.handover_records == (uint64_t)records && st.handover_keys == (uint64_t)records;
+    printf(
+        "# handover of %d partitions, empty synced store: %.2f s from start (group join "
+        "included), %.2f s in handover scans; %" PRIu64 " records read (%.0f/s of scan "
+        "time), %" PRIu64 " keys learned%s\n",
+        parts, wall, scan, st.handover_records, scan > 0 ? st.handover_records / scan : 0,
+        st.handover_keys, ok ? "" : " (INCOMPLETE)");
 out:
     kd_pipeline_destroy(p);
     kd_store_destroy(store);

@@ -1376,7 +1376,7 @@ int kd_pipeline_run(kd_pipeline *p) {
     atomic_store(&p->tick_ms, mono_ms());
     while (!atomic_load(&p->stop) && !atomic_load(&p->fatal)) {
         atomic_store(&p->tick_ms, mono_ms());
-        size_t n = collect(p, p->awaiting || p->retries.n ? 5 : 100);
+        size_t n = collect(p, p->awaiting || p->retries.n || p->nhandovers ? 5 : 100);
 
         dispatch(p, p->batch_msgs, n);
         service(p, 0);
