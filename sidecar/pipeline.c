@@ -103,6 +103,7 @@ struct kd_pipeline {
     uint64_t last_orphan_ms; /* mono: the latest orphaned claim met */
     handover *handovers;     /* waiting, in assignment order */
     size_t nhandovers, handovers_cap;
+    _Atomic uint64_t handovers_failing; /* waiting after a failed attempt */
     uint64_t boot_id;
     char boot_hex[17];
     _Atomic int stop;
@@ -964,12 +965,16 @@ static bool learn(void *arg, const kd_history_rec *recs, size_t n) {
     for (size_t i = 0; i < n; i++)
         p->claims[i] = (kd_claim){.key = recs[i].key, .key_len = recs[i].key_len};
     claim_timed(p, l->route, p->claims, n, wall_ms());
+    for (size_t i = 0; i < n; i++)
+        if (p->claims[i].err == KD_ERR_STORE) { /* store_failed: claim_timed */
+            for (size_t j = 0; j < n; j++)
+                kd_decision_clear(&p->claims[j].decision);
+            return false;
+        }
     for (size_t i = 0; i < n; i++) {
         kd_claim *c = &p->claims[i];
         char *text = p->receipt_text + ndone * RECEIPT_MAX;
 
-        if (c->err == KD_ERR_STORE)
-            return false; /* store_failed: claim_timed */
         if (c->err == KD_OK && c->decision.state != KD_COMPLETED) {
             if (c->decision.state == KD_CLAIMED)
                 nlearned++;
@@ -1021,6 +1026,8 @@ static bool handover_add(kd_pipeline *p, size_t route, int32_t partition) {
 }
 
 static void handover_remove(kd_pipeline *p, size_t i) {
+    if (p->handovers[i].backoff_ms)
+        atomic_fetch_sub(&p->handovers_failing, 1);
     memmove(&p->handovers[i], &p->handovers[i + 1],
             (p->nhandovers - i - 1) * sizeof(*p->handovers));
     p->nhandovers--;
@@ -1050,6 +1057,8 @@ static void hand_over(kd_pipeline *p) {
         GCOUNT(p, handover_records, after.handover_records - before.handover_records);
         GCOUNT(p, handover_us, after.handover_micros - before.handover_micros);
         if (res == KD_HISTORY_FAILED) {
+            if (!h->backoff_ms)
+                atomic_fetch_add(&p->handovers_failing, 1);
             h->backoff_ms = h->backoff_ms ? h->backoff_ms * 2 : HANDOVER_BACKOFF_MIN_MS;
             if (h->backoff_ms > HANDOVER_BACKOFF_MAX_MS)
                 h->backoff_ms = HANDOVER_BACKOFF_MAX_MS;
@@ -1460,7 +1469,7 @@ bool kd_pipeline_ready(kd_pipeline *p, char *reason, size_t size) {
     kd_cluster_view v;
 
     kd_metrics_cluster_view(p->metrics, &v);
-    uint64_t failing = atomic_load(&p->store_failing_since);
+    uint64_t failing = atomic_load(&p->store_failing_since), unread;
     char err[400];
 
     if (atomic_load(&p->stop) || atomic_load(&p->fatal))
@@ -1469,6 +1478,11 @@ bool kd_pipeline_ready(kd_pipeline *p, char *reason, size_t size) {
         snprintf(reason, size, "store failing for %llums, consumption paused: %s",
                  (unsigned long long)(mono_ms() - failing),
                  kd_store_last_error(p->store, err, sizeof(err)));
+    else if ((unread = atomic_load(&p->handovers_failing)))
+        snprintf(reason, size,
+                 "reading the history of %llu assigned partition(s) from the downstream "
+                 "topic failed; they are not consumed until it succeeds (see the log)",
+                 (unsigned long long)unread);
     else if (v.brokers_known > 0 && v.brokers_up == 0)
         snprintf(reason, size, "no broker reachable (0 of %d up)", v.brokers_known);
     else if (assigned == 0 && v.group_steady != 1)

@@ -147,6 +147,33 @@ static const found *scan_get(const scan *s, const unsigned char *d) {
     return NULL;
 }
 
+/* One of topic/partition's offsets through rk: `at` is a timestamp (ms),
+ * RD_KAFKA_OFFSET_BEGINNING or RD_KAFKA_OFFSET_END. */
+static rd_kafka_resp_err_t offset_at(rd_kafka_t *rk, const char *topic, int32_t partition,
+                                     int64_t at, int64_t *out) {
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_resp_err_t err;
+
+    rd_kafka_topic_partition_list_add(list, topic, partition)->offset = at;
+    err = rd_kafka_offsets_for_times(rk, list, WATERMARK_TIMEOUT_MS);
+    if (!err)
+        err = list->elems[0].err;
+    *out = list->elems[0].offset;
+    rd_kafka_topic_partition_list_destroy(list);
+    return err;
+}
+
+/* The first and end offsets of topic/partition. Not with
+ * rd_kafka_query_watermark_offsets(): before librdkafka 2.3 it ignores its
+ * timeout while the partition's leader is down (librdkafka #2588). */
+static rd_kafka_resp_err_t watermarks(rd_kafka_t *rk, const char *topic,
+                                      int32_t partition, int64_t *lo, int64_t *hi) {
+    rd_kafka_resp_err_t err =
+        offset_at(rk, topic, partition, RD_KAFKA_OFFSET_BEGINNING, lo);
+
+    return err ? err : offset_at(rk, topic, partition, RD_KAFKA_OFFSET_END, hi);
+}
+
 /*
  * Run records.
  */
@@ -204,9 +231,9 @@ kd_err kd_recovery_record_run(kd_recovery *rc, rd_kafka_t *producer, uint64_t bo
         const char *topic = rc->cfg->routes[r].to;
 
         for (int32_t part = 0; part < out_partitions[r]; part++) {
-            int64_t lo = 0, hi = 0;
-            rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(
-                producer, topic, part, &lo, &hi, WATERMARK_TIMEOUT_MS);
+            int64_t hi = 0;
+            rd_kafka_resp_err_t e =
+                offset_at(producer, topic, part, RD_KAFKA_OFFSET_END, &hi);
             char *grown;
 
             if (e) {
@@ -435,8 +462,7 @@ static scan *scan_for(kd_recovery *rc, uint64_t owner, size_t route, int32_t par
     ok = kd_recovery_run_lookup(payload, plen, r->to, partition, &start);
     free(payload);
     if (!ok || !scanner(rc) ||
-        rd_kafka_query_watermark_offsets(rc->scanner, r->to, partition, &lo, &hi,
-                                         WATERMARK_TIMEOUT_MS) !=
+        watermarks(rc->scanner, r->to, partition, &lo, &hi) !=
             RD_KAFKA_RESP_ERR_NO_ERROR) {
         KD_WARN("recovery: no start offset or end offset for %s/%" PRId32, r->to,
                 partition);
@@ -585,7 +611,6 @@ kd_history_result kd_recovery_history(kd_recovery *rc, size_t route,
     uint64_t seq = 0, t0 = mono_us();
     int64_t lo = 0, hi = 0, from, mark = 0;
     bool have_mark = false, ok;
-    rd_kafka_topic_partition_list_t *at;
 
     if (rc->cfg->ttl_ms)
         h.since_ms = (int64_t)wall_ms() - (int64_t)rc->cfg->ttl_ms;
@@ -597,20 +622,17 @@ kd_history_result kd_recovery_history(kd_recovery *rc, size_t route,
                 kd_store_last_error(rc->store, why, sizeof(why)));
         return KD_HISTORY_FAILED;
     }
-    if (!scanner(rc) || rd_kafka_query_watermark_offsets(
-                            rc->scanner, r->to, out_partition, &lo, &hi,
-                            WATERMARK_TIMEOUT_MS) != RD_KAFKA_RESP_ERR_NO_ERROR)
+    if (!scanner(rc) || watermarks(rc->scanner, r->to, out_partition, &lo, &hi) !=
+                            RD_KAFKA_RESP_ERR_NO_ERROR)
         return KD_HISTORY_FAILED;
     from = have_mark && mark > lo ? mark : lo;
     if (h.since_ms > 0 && from < hi) {
         /* Where the window starts, when the broker can tell (-1: it cannot,
          * or nothing is that recent: the timestamps are checked anyway). */
-        at = rd_kafka_topic_partition_list_new(1);
-        rd_kafka_topic_partition_list_add(at, r->to, out_partition)->offset = h.since_ms;
-        if (!rd_kafka_offsets_for_times(rc->scanner, at, WATERMARK_TIMEOUT_MS) &&
-            !at->elems[0].err && at->elems[0].offset > from)
-            from = at->elems[0].offset < hi ? at->elems[0].offset : hi;
-        rd_kafka_topic_partition_list_destroy(at);
+        int64_t at;
+
+        if (!offset_at(rc->scanner, r->to, out_partition, h.since_ms, &at) && at > from)
+            from = at < hi ? at : hi;
     }
     bool bounded = hi - from > rc->cfg->scan_max_records;
     if (bounded) {
@@ -669,9 +691,8 @@ kd_recover_result kd_recovery_find_since(kd_recovery *rc, size_t route,
 
     if (t0 < rc->broker_retry_at)
         return KD_RECOVER_UNKNOWN;
-    if (!scanner(rc) || rd_kafka_query_watermark_offsets(
-                            rc->scanner, r->to, out_partition, &lo, &hi,
-                            WATERMARK_TIMEOUT_MS) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    if (!scanner(rc) || watermarks(rc->scanner, r->to, out_partition, &lo, &hi) !=
+                            RD_KAFKA_RESP_ERR_NO_ERROR) {
         rc->broker_retry_at = mono_us() + BROKER_RETRY_US;
         return KD_RECOVER_UNKNOWN;
     }

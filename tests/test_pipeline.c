@@ -705,6 +705,42 @@ static void test_handover_moves_history(void **state) {
     free(recs);
 }
 
+/* While the downstream topic cannot be read, a partition's history cannot
+ * be either: the partition waits, unconsumed, /readyz says why, and it is
+ * consumed once the broker is back. */
+static void test_handover_waits_for_downstream(void **state) {
+    env *e = *state;
+    kd_pipeline_stats st;
+    char reason[512] = "";
+    bool ready = true;
+    kf_record *recs;
+    size_t n;
+    kf_run r;
+
+    split_brokers(e);
+    kf_mock_cmd(&e->mock, "coordinator g 1");
+    send_keys(e, "in", 0, 20, 1);
+    start(&r, e, "{}", 5, "5s");
+    kf_mock_cmd(&e->mock, "broker-down 2"); /* downstream, before the group is joined */
+    for (int i = 0; i < 1500 && ready; i++) {
+        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+        ready =
+            kd_pipeline_ready(r.p, reason, sizeof(reason)) || !strstr(reason, "history");
+    }
+    assert_false(ready);
+    kd_pipeline_stats_get(r.p, &st);
+    assert_int_equal(st.consumed, 0);
+    kf_mock_cmd(&e->mock, "broker-up 2");
+    st = kf_run_wait(&r, 20, TIMEOUT_MS);
+    assert_int_equal(st.forwarded, 20);
+    assert_true(kd_pipeline_ready(r.p, reason, sizeof(reason)));
+    kf_run_stop(&r);
+    recs = kf_read(&e->mock, "out", PARTS, 20, 1000, TIMEOUT_MS, &n);
+    assert_int_equal(n, 20);
+    assert_each_once(recs, n, 0, 20);
+    free(recs);
+}
+
 int main(void) {
     if (getenv("KD_TEST_FILTER"))
         cmocka_set_test_filter(getenv("KD_TEST_FILTER"));
@@ -727,6 +763,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_retries_exhausted_dead_letter, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_handover_moves_history, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_handover_waits_for_downstream, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_possibly_persisted_resolved_downstream,
                                         setup, teardown),
     };
