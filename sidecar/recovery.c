@@ -567,12 +567,18 @@ typedef struct history {
     bool stopped; /* fn said no */
 } history;
 
-static bool history_flush(history *h) {
-    bool ok = !h->n || h->fn(h->arg, h->recs, h->n);
-
+/* Drops the batch's records. */
+static void history_drop(history *h) {
     for (size_t i = 0; i < h->n; i++)
         rd_kafka_message_destroy(h->held[i]);
     h->n = 0;
+}
+
+/* Passes the batch to fn, then drops it. */
+static bool history_flush(history *h) {
+    bool ok = !h->n || h->fn(h->arg, h->recs, h->n);
+
+    history_drop(h);
     h->stopped |= !ok;
     return ok;
 }
@@ -651,7 +657,7 @@ kd_history_result kd_recovery_history(kd_recovery *rc, size_t route,
              history_flush(&h);
     else if (!ok)
         KD_WARN("handover: out of memory");
-    history_flush(&h); /* a stopped scan's leftovers */
+    history_drop(&h); /* what a failed scan left */
     free(h.held);
     free(h.recs);
     rc->stats.handovers++;
