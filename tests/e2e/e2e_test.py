@@ -302,6 +302,17 @@ class World:
         return checked
 
 
+def shut_down(mock, world, *sidecars):
+    """Stops what a test started: the sidecars still running, the world's
+    clients, the mock cluster."""
+    for kd in sidecars:
+        if kd.proc and kd.proc.poll() is None:
+            kd.signal(signal.SIGTERM)
+    world.reader.close()
+    world.producer.close()
+    mock.stop()
+
+
 def main():
     passed = failed = 0
     workdir = tempfile.mkdtemp(prefix="kdedup-e2e-")
@@ -487,11 +498,7 @@ def main():
               kill9_cycles)
         phase("every key's receipt names its downstream record", receipts)
     finally:
-        if kd.proc and kd.proc.poll() is None:
-            kd.signal(signal.SIGTERM)
-        world.reader.close()
-        world.producer.close()
-        mock.stop()
+        shut_down(mock, world, kd)
     with open(kd.log.name) as f:
         log = f.read()
     if SECRET in log:

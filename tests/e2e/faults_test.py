@@ -31,7 +31,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from kafka import KafkaConsumer, TopicPartition  # noqa: E402
 from e2e_test import (API, DST, PARTS, SRC, Failure, Mock, Sidecar, World,  # noqa: E402
-                      check, scrape)
+                      check, scrape, shut_down)
 
 STORAGE_ERROR, NOT_COORDINATOR, REQUEST_TIMED_OUT = 56, 16, 7
 
@@ -128,12 +128,7 @@ def replicas(workdir, report):
                       f"theirs); {receipts} receipts, each naming the downstream record; "
                       f"mock retry copies {mock_copies}")
     finally:
-        for kd in (a, b, c):
-            if kd.proc and kd.proc.poll() is None:
-                kd.signal(signal.SIGTERM)
-        world.reader.close()
-        world.producer.close()
-        mock.stop()
+        shut_down(mock, world, a, b, c)
 
 
 def errs_total(kd):
@@ -238,11 +233,7 @@ def broker_faults(workdir, report):
                       f"(sent again after failing) {world.inversions}; mock retry copies "
                       f"{mock_copies}")
     finally:
-        if kd.proc and kd.proc.poll() is None:
-            kd.signal(signal.SIGTERM)
-        world.reader.close()
-        world.producer.close()
-        mock.stop()
+        shut_down(mock, world, kd)
 
 
 def main():
