@@ -24,6 +24,7 @@
 #include "bench/passthrough.h"
 #include "config/config.h"
 #include "dedup/dedup.h"
+#include "sidecar/clock.h"
 #include "sidecar/log.h"
 #include "sidecar/metrics.h"
 #include "sidecar/pipeline.h"
@@ -73,13 +74,6 @@ typedef struct result {
     double secs, cpu_s, p50_s, p99_s;
     long rss_kib;
 } result;
-
-static uint64_t mono_us(void) {
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
 
 static void sleep_ms(int ms) {
     nanosleep(&(struct timespec){ms / 1000, (long)(ms % 1000) * 1000000}, NULL);
@@ -151,7 +145,7 @@ static int child_kdedup(const kd_config *cfg, uint64_t expect) {
     kd_store *store = kd_rocks_open(cfg->store_path, cfg->store_sync, err, sizeof(err));
     kd_pipeline *p =
         store ? kd_pipeline_new(cfg, store, cfg->brokers, err, sizeof(err)) : NULL;
-    uint64_t t0 = 0, deadline = mono_us() + RUN_TIMEOUT_S * 1000000ull;
+    uint64_t t0 = 0, deadline = kd_mono_us() + RUN_TIMEOUT_S * 1000000ull;
     double cpu0 = 0;
     kd_pipeline_stats st;
     result r = {0};
@@ -166,14 +160,14 @@ static int child_kdedup(const kd_config *cfg, uint64_t expect) {
     for (;;) {
         kd_pipeline_stats_get(p, &st);
         if (!t0 && st.consumed) {
-            t0 = mono_us();
+            t0 = kd_mono_us();
             cpu0 = cpu_seconds();
         }
-        if ((st.consumed >= expect && !st.inflight) || mono_us() > deadline)
+        if ((st.consumed >= expect && !st.inflight) || kd_mono_us() > deadline)
             break;
         sleep_ms(1);
     }
-    r.secs = (double)(mono_us() - t0) / 1e6;
+    r.secs = (double)(kd_mono_us() - t0) / 1e6;
     r.cpu_s = cpu_seconds() - cpu0;
     r.rss_kib = peak_rss_kib();
     r.consumed = st.consumed;
@@ -203,7 +197,7 @@ static int child_kdedup(const kd_config *cfg, uint64_t expect) {
 static int child_passthrough(const kd_config *cfg, uint64_t expect) {
     char err[1024];
     kd_passthrough *pt = kd_passthrough_new(cfg, cfg->brokers, err, sizeof(err));
-    uint64_t deadline = mono_us() + RUN_TIMEOUT_S * 1000000ull;
+    uint64_t deadline = kd_mono_us() + RUN_TIMEOUT_S * 1000000ull;
     double cpu0 = 0;
     kd_passthrough_stats st = {0};
     result r = {0};
@@ -212,7 +206,7 @@ static int child_passthrough(const kd_config *cfg, uint64_t expect) {
         fprintf(stderr, "bench_e2e: passthrough: %s\n", err);
         return 1;
     }
-    while (st.delivered + st.failed < expect && mono_us() < deadline) {
+    while (st.delivered + st.failed < expect && kd_mono_us() < deadline) {
         bool started = st.consumed > 0;
 
         kd_passthrough_turn(pt);

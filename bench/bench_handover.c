@@ -17,6 +17,7 @@
  * Exit 0 only if every record was read and every key learned.
  */
 #include "config/config.h"
+#include "sidecar/clock.h"
 #include "sidecar/kafka.h"
 #include "sidecar/log.h"
 #include "sidecar/metrics.h"
@@ -34,13 +35,6 @@
 #include <unistd.h>
 
 #define TIMEOUT_S 900
-
-static double mono_s(void) {
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void *pipeline_thread(void *p) {
     kd_pipeline_run(p);
@@ -131,11 +125,11 @@ int main(int argc, char **argv) {
     }
     if (kd_mock_topic(mock, "in", parts) || kd_mock_topic(mock, "out", parts))
         goto out;
-    double t0 = mono_s();
+    double t0 = (kd_mono_us() / 1e6);
     if (!fill(kd_mock_bootstraps(mock), records, parts))
         goto out;
     printf("# filled out with %ld records over %d partitions in %.1f s\n", records, parts,
-           mono_s() - t0);
+           (kd_mono_us() / 1e6) - t0);
     snprintf(json, sizeof(json),
              "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"bench-handover\"},"
              " \"routes\": [{\"from\": \"in\", \"to\": \"out\", \"on_missing_key\": "
@@ -148,7 +142,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "pipeline: %s\n", err);
         goto out;
     }
-    t0 = mono_s();
+    t0 = (kd_mono_us() / 1e6);
     pthread_create(&tid, NULL, pipeline_thread, p);
     kd_metrics *m = kd_pipeline_metrics(p);
     do {
@@ -156,8 +150,8 @@ int main(int argc, char **argv) {
         kd_pipeline_stats_get(p, &st);
     } while ((st.assigned_partitions < (uint64_t)parts ||
               atomic_load(kd_metrics_handover_pending(m))) &&
-             mono_s() - t0 < TIMEOUT_S);
-    double wall = mono_s() - t0;
+             (kd_mono_us() / 1e6) - t0 < TIMEOUT_S);
+    double wall = (kd_mono_us() / 1e6) - t0;
     double scan = (double)atomic_load(kd_metrics_handover_us(m)) / 1e6;
     kd_pipeline_stop(p);
     pthread_join(tid, NULL);

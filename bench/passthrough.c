@@ -8,6 +8,7 @@
  * order: the idempotent producer keeps a partition's order).
  */
 #include "bench/passthrough.h"
+#include "sidecar/clock.h"
 #include "sidecar/kafka.h"
 
 #include <librdkafka/rdkafka.h>
@@ -36,13 +37,6 @@ struct kd_passthrough {
     kd_histogram latency;
 };
 
-static uint64_t mono_us(void) {
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
 static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque) {
     kd_passthrough *pt = opaque;
     pending *pm = rkm->_private;
@@ -54,7 +48,7 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque) {
         pt->stats.failed++;
     } else {
         pt->stats.delivered++;
-        pt->stats.last_ack_us = mono_us();
+        pt->stats.last_ack_us = kd_mono_us();
         kd_histogram_observe(&pt->latency,
                              (double)(pt->stats.last_ack_us - pm->consumed_us) / 1e6);
         if (part >= 0 && part < MAX_PARTITIONS && pm->rkm->offset + 1 > pt->acked[part])
@@ -128,7 +122,7 @@ static void produce(kd_passthrough *pt, rd_kafka_message_t *rkm) {
         return;
     }
     pm->rkm = rkm;
-    pm->consumed_us = mono_us();
+    pm->consumed_us = kd_mono_us();
     hdrs = rd_kafka_message_headers(rkm, &src) == RD_KAFKA_RESP_ERR_NO_ERROR
                ? rd_kafka_headers_copy(src)
                : rd_kafka_headers_new(1);
@@ -181,7 +175,7 @@ void kd_passthrough_turn(kd_passthrough *pt) {
             continue;
         }
         if (!pt->stats.consumed++)
-            pt->stats.first_us = mono_us();
+            pt->stats.first_us = kd_mono_us();
         produce(pt, rkm);
     }
     rd_kafka_poll(pt->producer, 0);

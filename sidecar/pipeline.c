@@ -13,6 +13,7 @@
  */
 #include "sidecar/pipeline.h"
 #include "dedup/dedup.h"
+#include "sidecar/clock.h"
 #include "sidecar/headers.h"
 #include "sidecar/kafka.h"
 #include "sidecar/log.h"
@@ -148,30 +149,9 @@ struct kd_pipeline {
  * Small helpers.
  */
 
-static uint64_t mono_ms(void) {
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static uint64_t mono_us(void) {
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
 /* Observes the seconds since t0_us (monotonic) in h. */
 static void observe_since(kd_histogram *h, uint64_t t0_us) {
-    kd_histogram_observe(h, (double)(mono_us() - t0_us) / 1e6);
-}
-
-static uint64_t wall_ms(void) {
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    kd_histogram_observe(h, (double)(kd_mono_us() - t0_us) / 1e6);
 }
 
 /* A random non-zero id for this run's claims. */
@@ -185,7 +165,7 @@ static uint64_t random_boot_id(void) {
         fclose(fp);
     }
     if (!id) /* no urandom: time and address, good enough to tell runs apart */
-        id = wall_ms() ^ ((uint64_t)(uintptr_t)&id << 16) ^ (uint64_t)clock();
+        id = kd_wall_ms() ^ ((uint64_t)(uintptr_t)&id << 16) ^ (uint64_t)clock();
     return id ? id : 1;
 }
 
@@ -263,7 +243,7 @@ static void pause_assignment(kd_pipeline *p, bool pause) {
 static void store_failed(kd_pipeline *p, size_t route, const char *what) {
     char err[512];
     const char *fields[] = {"route", p->cfg->routes[route].to, NULL};
-    uint64_t now = mono_ms();
+    uint64_t now = kd_mono_ms();
 
     GCOUNT(p, store_errors, 1);
     KD_LOG(KD_LOG_WARN, fields, "store: %s failed: %s (retrying)", what,
@@ -287,7 +267,7 @@ static void store_ok(kd_pipeline *p) {
     if (!since)
         return;
     KD_INFO("store accepts writes again after %llums: resuming consumption",
-            (unsigned long long)(mono_ms() - since));
+            (unsigned long long)(kd_mono_ms() - since));
     atomic_store(&p->store_failing_since, 0);
     p->store_backoff_ms = 0;
     pause_assignment(p, false);
@@ -306,7 +286,7 @@ static void msg_done(kd_pipeline *p, msg *m) {
 }
 
 static void schedule_retry(kd_pipeline *p, msg *m, uint64_t delay_ms) {
-    m->due_ms = mono_ms() + delay_ms;
+    m->due_ms = kd_mono_ms() + delay_ms;
     list_push(&p->retries, m);
 }
 
@@ -452,7 +432,7 @@ static bool resolve_orphan(kd_pipeline *p, msg *m, uint64_t owner, bool *absent)
     kd_recover_found f;
     kd_recover_result res;
 
-    p->last_orphan_ms = mono_ms();
+    p->last_orphan_ms = kd_mono_ms();
     kd_recovery_stats_get(p->recovery, &before);
     res = kd_recovery_find(p->recovery, owner, m->route, part, m->key, m->key_len, &f);
     count_scans(p, &before);
@@ -477,7 +457,7 @@ static void resolve_uncertain(kd_pipeline *p, msg *m) {
     kd_recover_found f;
     kd_recover_result res;
 
-    p->last_orphan_ms = mono_ms();
+    p->last_orphan_ms = kd_mono_ms();
     kd_recovery_stats_get(p->recovery, &before);
     res = kd_recovery_find_since(p->recovery, m->route, part, m->scan_from, m->key,
                                  m->key_len, &f);
@@ -517,7 +497,7 @@ static void takeover(kd_pipeline *p, msg *m) {
         kd_claim c = {.key = m->key, .key_len = m->key_len};
         kd_err err;
 
-        kd_dedup_claim_batch(dedup_of(p, m), &c, 1, wall_ms());
+        kd_dedup_claim_batch(dedup_of(p, m), &c, 1, kd_wall_ms());
         if (c.err == KD_ERR_STORE) {
             store_failed(p, m->route, "claim");
             schedule_retry(p, m, p->store_backoff_ms);
@@ -594,7 +574,7 @@ static void on_claim(kd_pipeline *p, msg *m, kd_claim *c) {
  * kdedup_store_write_seconds. */
 static void claim_timed(kd_pipeline *p, size_t route, kd_claim *c, size_t n,
                         uint64_t now) {
-    uint64_t t0 = mono_us();
+    uint64_t t0 = kd_mono_us();
 
     if (kd_dedup_claim_batch(p->routes[route].dedup, c, n, now) != KD_OK)
         for (size_t i = 0; i < n; i++)
@@ -609,7 +589,7 @@ static void claim_timed(kd_pipeline *p, size_t route, kd_claim *c, size_t n,
 }
 
 static void complete_timed(kd_pipeline *p, size_t route, kd_completion *c, size_t n) {
-    uint64_t t0 = mono_us();
+    uint64_t t0 = kd_mono_us();
 
     if (kd_dedup_complete_batch(p->routes[route].dedup, c, n) != KD_OK)
         for (size_t i = 0; i < n; i++)
@@ -626,7 +606,7 @@ static void complete_timed(kd_pipeline *p, size_t route, kd_completion *c, size_
 /* Claims the keyed messages of a batch with one store write per route
  * (usually one), then acts on every message in consumption order. */
 static void dispatch(kd_pipeline *p, msg **batch, size_t n) {
-    uint64_t now = wall_ms();
+    uint64_t now = kd_wall_ms();
     size_t nclaims = 0;
 
     for (size_t r = 0; r < p->cfg->nroutes; r++) {
@@ -686,7 +666,7 @@ static msg *classify(kd_pipeline *p, rd_kafka_message_t *rkm) {
     }
     m->rkm = rkm;
     m->route = route;
-    m->consumed_us = mono_us();
+    m->consumed_us = kd_mono_us();
     r = p->routes[route].cfg;
     rd_kafka_message_headers(rkm, (rd_kafka_headers_t **)&hdrs);
     if (kd_headers_key(hdrs, r->key_header, (size_t)p->cfg->max_key_bytes, &m->key,
@@ -835,7 +815,7 @@ static void complete_receipts(kd_pipeline *p) {
 
     if (!todo.n)
         return;
-    if ((store_failing(p) && mono_ms() < p->store_retry_at) ||
+    if ((store_failing(p) && kd_mono_ms() < p->store_retry_at) ||
         !receipt_capacity(p, todo.n)) {
         p->receipts = todo; /* try again next turn */
         return;
@@ -897,14 +877,14 @@ static void handle_reports(kd_pipeline *p) {
 
 /* Serves the producer for up to timeout_ms and settles what it reported. */
 static void service(kd_pipeline *p, int timeout_ms) {
-    atomic_store(&p->tick_ms, mono_ms());
+    atomic_store(&p->tick_ms, kd_mono_ms());
     rd_kafka_poll(p->producer, timeout_ms);
     handle_reports(p);
 }
 
 static void retry_due(kd_pipeline *p) {
     msg_list all = list_take(&p->retries);
-    uint64_t now = mono_ms();
+    uint64_t now = kd_mono_ms();
 
     for (msg *m = all.head, *next; m; m = next) {
         next = m->next;
@@ -964,7 +944,7 @@ static bool learn(void *arg, const kd_history_rec *recs, size_t n) {
         return false;
     for (size_t i = 0; i < n; i++)
         p->claims[i] = (kd_claim){.key = recs[i].key, .key_len = recs[i].key_len};
-    claim_timed(p, l->route, p->claims, n, wall_ms());
+    claim_timed(p, l->route, p->claims, n, kd_wall_ms());
     for (size_t i = 0; i < n; i++)
         if (p->claims[i].err == KD_ERR_STORE) { /* store_failed: claim_timed */
             for (size_t j = 0; j < n; j++)
@@ -1037,7 +1017,7 @@ static void handover_remove(kd_pipeline *p, size_t i) {
 /* Reads the history of the first partition due, records it, and resumes
  * the partition; one a turn, so the loop keeps serving the others. */
 static void hand_over(kd_pipeline *p) {
-    uint64_t now = mono_ms();
+    uint64_t now = kd_mono_ms();
     kd_recovery_stats before, after;
 
     if (store_failing(p) && now < p->store_retry_at)
@@ -1062,7 +1042,7 @@ static void hand_over(kd_pipeline *p) {
             h->backoff_ms = h->backoff_ms ? h->backoff_ms * 2 : HANDOVER_BACKOFF_MIN_MS;
             if (h->backoff_ms > HANDOVER_BACKOFF_MAX_MS)
                 h->backoff_ms = HANDOVER_BACKOFF_MAX_MS;
-            h->due_ms = mono_ms() + h->backoff_ms;
+            h->due_ms = kd_mono_ms() + h->backoff_ms;
             KD_WARN("handover of %s/%" PRId32 " failed: its consumption waits; again in "
                     "%llums",
                     r->cfg->from, h->partition, (unsigned long long)h->backoff_ms);
@@ -1081,7 +1061,7 @@ static void hand_over(kd_pipeline *p) {
 static void scan_progress(void *arg) {
     kd_pipeline *p = arg;
 
-    atomic_store(&p->tick_ms, mono_ms());
+    atomic_store(&p->tick_ms, kd_mono_ms());
 }
 
 /*
@@ -1116,7 +1096,7 @@ static void store_offsets(kd_pipeline *p) {
 
 /* Waits (serving the producer) until nothing is in flight or deadline. */
 static void drain(kd_pipeline *p, uint64_t deadline_ms) {
-    while ((p->awaiting || p->receipts.n || p->reported.n) && mono_ms() < deadline_ms)
+    while ((p->awaiting || p->receipts.n || p->reported.n) && kd_mono_ms() < deadline_ms)
         service(p, 20);
 }
 
@@ -1176,7 +1156,7 @@ static void on_revoke(kd_pipeline *p, rd_kafka_t *rk,
 
     if (!lost) {
         /* Let in-flight deliveries finish so their offsets can be committed. */
-        drain(p, mono_ms() + p->cfg->shutdown_grace_ms);
+        drain(p, kd_mono_ms() + p->cfg->shutdown_grace_ms);
         store_offsets(p);
         commit_parts(p, parts);
     }
@@ -1382,9 +1362,9 @@ int kd_pipeline_run(kd_pipeline *p) {
 
     KD_INFO("pipeline running: %zu route(s), boot id %016" PRIx64, p->cfg->nroutes,
             p->boot_id);
-    atomic_store(&p->tick_ms, mono_ms());
+    atomic_store(&p->tick_ms, kd_mono_ms());
     while (!atomic_load(&p->stop) && !atomic_load(&p->fatal)) {
-        atomic_store(&p->tick_ms, mono_ms());
+        atomic_store(&p->tick_ms, kd_mono_ms());
         size_t n = collect(p, p->awaiting || p->retries.n || p->nhandovers ? 5 : 100);
 
         dispatch(p, p->batch_msgs, n);
@@ -1392,14 +1372,14 @@ int kd_pipeline_run(kd_pipeline *p) {
         retry_due(p);
         hand_over(p);
         store_offsets(p);
-        if (p->last_orphan_ms && mono_ms() - p->last_orphan_ms > RECOVERY_IDLE_MS) {
+        if (p->last_orphan_ms && kd_mono_ms() - p->last_orphan_ms > RECOVERY_IDLE_MS) {
             kd_recovery_forget(p->recovery);
             p->last_orphan_ms = 0;
         }
     }
 
     /* Stop consuming; let what is in flight land, then commit. */
-    deadline = mono_ms() + p->cfg->shutdown_grace_ms;
+    deadline = kd_mono_ms() + p->cfg->shutdown_grace_ms;
     KD_INFO("stopping: draining %zu in-flight deliveries", p->awaiting);
     drain(p, deadline);
     abandon_retries(p, true);
@@ -1455,7 +1435,7 @@ kd_metrics *kd_pipeline_metrics(kd_pipeline *p) {
 
 bool kd_pipeline_healthy(const kd_pipeline *p, uint64_t stale_ms, char *reason,
                          size_t size) {
-    uint64_t idle = mono_ms() - atomic_load(&p->tick_ms);
+    uint64_t idle = kd_mono_ms() - atomic_load(&p->tick_ms);
 
     if (idle < stale_ms)
         return true;
@@ -1476,7 +1456,7 @@ bool kd_pipeline_ready(kd_pipeline *p, char *reason, size_t size) {
         snprintf(reason, size, "stopping");
     else if (failing)
         snprintf(reason, size, "store failing for %llums, consumption paused: %s",
-                 (unsigned long long)(mono_ms() - failing),
+                 (unsigned long long)(kd_mono_ms() - failing),
                  kd_store_last_error(p->store, err, sizeof(err)));
     else if ((unread = atomic_load(&p->handovers_failing)))
         snprintf(reason, size,

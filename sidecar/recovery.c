@@ -13,6 +13,7 @@
  * one source partition to the caller in batches, unremembered.
  */
 #include "sidecar/recovery.h"
+#include "sidecar/clock.h"
 #include "sidecar/kafka.h"
 #include "sidecar/log.h"
 
@@ -63,20 +64,6 @@ struct kd_recovery {
     void *progress_arg;
     uint64_t broker_retry_at; /* mono us: own scans fail fast until then */
 };
-
-static uint64_t mono_us(void) {
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-static uint64_t wall_ms(void) {
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 static void digest(const char *key, size_t len, unsigned char out[DIGEST_LEN]) {
     unsigned char full[SHA256_DIGEST_LENGTH];
@@ -365,7 +352,7 @@ static bool scan_range(kd_recovery *rc, const char *topic, int32_t partition,
                        uint64_t *records) {
     rd_kafka_t *rk = scanner(rc);
     rd_kafka_topic_partition_list_t *list;
-    uint64_t deadline = mono_us() + SCAN_TIMEOUT_MS * 1000ull;
+    uint64_t deadline = kd_mono_us() + SCAN_TIMEOUT_MS * 1000ull;
     int64_t next = from;
 
     if (!rk)
@@ -377,7 +364,7 @@ static bool scan_range(kd_recovery *rc, const char *topic, int32_t partition,
         return false;
     }
     rd_kafka_topic_partition_list_destroy(list);
-    while (next < to && mono_us() < deadline) {
+    while (next < to && kd_mono_us() < deadline) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
 
         if (rc->progress)
@@ -475,18 +462,18 @@ static scan *scan_for(kd_recovery *rc, uint64_t owner, size_t route, int32_t par
                 start < lo ? "records were deleted" : "longer than the scan bound");
         return NULL;
     }
-    t0 = mono_us();
+    t0 = kd_mono_us();
     ok = scan_range(rc, r->to, partition, start, hi, digest_each,
                     &(digest_scan){rc, &s, r, false}, &rc->stats.records);
     rc->stats.scans++;
-    rc->stats.micros += mono_us() - t0;
+    rc->stats.micros += kd_mono_us() - t0;
     if (!ok || !(grown = realloc(rc->scans, (rc->nscans + 1) * sizeof(*grown)))) {
         free(s.slots);
         return NULL;
     }
     KD_INFO("recovery: scanned %s/%" PRId32 " [%" PRId64 ", %" PRId64
             ") in %.3fs: %zu keys",
-            r->to, partition, start, hi, (double)(mono_us() - t0) / 1e6, s.n);
+            r->to, partition, start, hi, (double)(kd_mono_us() - t0) / 1e6, s.n);
     rc->scans = grown;
     rc->scans[rc->nscans] = s;
     return &rc->scans[rc->nscans++];
@@ -614,12 +601,12 @@ kd_history_result kd_recovery_history(kd_recovery *rc, size_t route,
                  .arg = arg,
                  .batch = batch ? batch : 1};
     char stream[600], text[64];
-    uint64_t seq = 0, t0 = mono_us();
+    uint64_t seq = 0, t0 = kd_mono_us();
     int64_t lo = 0, hi = 0, from, mark = 0;
     bool have_mark = false, ok;
 
     if (rc->cfg->ttl_ms)
-        h.since_ms = (int64_t)wall_ms() - (int64_t)rc->cfg->ttl_ms;
+        h.since_ms = (int64_t)kd_wall_ms() - (int64_t)rc->cfg->ttl_ms;
     size_t slen = mark_stream(r, src_partition, out_partition, stream, sizeof(stream));
     if (mark_read(rc, stream, slen, &seq, &mark, &have_mark) != KD_OK) {
         char why[400];
@@ -661,13 +648,13 @@ kd_history_result kd_recovery_history(kd_recovery *rc, size_t route,
     free(h.held);
     free(h.recs);
     rc->stats.handovers++;
-    rc->stats.handover_micros += mono_us() - t0;
+    rc->stats.handover_micros += kd_mono_us() - t0;
     if (!ok || h.stopped)
         return KD_HISTORY_FAILED;
     KD_INFO("handover: %s/%" PRId32 " read [%" PRId64 ", %" PRId64 ") for %s/%" PRId32
             " in %.3fs",
             r->to, out_partition, from, hi, r->from, src_partition,
-            (double)(mono_us() - t0) / 1e6);
+            (double)(kd_mono_us() - t0) / 1e6);
     if (!have_mark || mark != hi) {
         int n = snprintf(text, sizeof(text), HANDOVER_MAGIC " %" PRId64 "\n", hi);
 
@@ -690,7 +677,7 @@ kd_recover_result kd_recovery_find_since(kd_recovery *rc, size_t route,
                                          kd_recover_found *out) {
     const kd_route *r = &rc->cfg->routes[route];
     int64_t lo = 0, hi = 0;
-    uint64_t t0 = mono_us();
+    uint64_t t0 = kd_mono_us();
     unsigned char d[DIGEST_LEN];
     const found *f;
     scan *s = NULL, *grown;
@@ -699,7 +686,7 @@ kd_recover_result kd_recovery_find_since(kd_recovery *rc, size_t route,
         return KD_RECOVER_UNKNOWN;
     if (!scanner(rc) || watermarks(rc->scanner, r->to, out_partition, &lo, &hi) !=
                             RD_KAFKA_RESP_ERR_NO_ERROR) {
-        rc->broker_retry_at = mono_us() + BROKER_RETRY_US;
+        rc->broker_retry_at = kd_mono_us() + BROKER_RETRY_US;
         return KD_RECOVER_UNKNOWN;
     }
     for (size_t i = 0; i < rc->nscans && !s; i++)
@@ -736,7 +723,7 @@ kd_recover_result kd_recovery_find_since(kd_recovery *rc, size_t route,
                              &(digest_scan){rc, s, r, false}, &rc->stats.records);
 
         rc->stats.scans++;
-        rc->stats.micros += mono_us() - t0;
+        rc->stats.micros += kd_mono_us() - t0;
         if (!ok)
             return KD_RECOVER_UNKNOWN;
         s->end = hi;
