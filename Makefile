@@ -45,7 +45,9 @@ DEDUP_SRC := dedup/store.c dedup/store_mem.c dedup/entry.c dedup/dedup.c
 ROCKS_SRC := store_rocks/store_rocks.c
 CONFIG_SRC := config/config.c
 SIDECAR_SRC := sidecar/log.c sidecar/offsets.c sidecar/headers.c sidecar/kafka.c \
-               sidecar/metrics.c sidecar/http.c sidecar/recovery.c sidecar/pipeline.c sidecar/mockd.c \
+               sidecar/metrics.c sidecar/http.c sidecar/recovery.c sidecar/pipeline.c sidecar/pipeline_consume.c \
+               sidecar/pipeline_claim.c sidecar/pipeline_produce.c sidecar/pipeline_deliver.c \
+               sidecar/pipeline_handover.c sidecar/pipeline_rebalance.c sidecar/mockd.c \
                sidecar/demo.c sidecar/lookup.c
 
 LIBS_DEDUP := $(call pc_libs,$(PKGS_DEDUP))
