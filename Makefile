@@ -45,7 +45,7 @@ DEDUP_SRC := dedup/store.c dedup/store_mem.c dedup/entry.c dedup/dedup.c
 ROCKS_SRC := store_rocks/store_rocks.c
 CONFIG_SRC := config/config.c
 SIDECAR_SRC := sidecar/log.c sidecar/offsets.c sidecar/headers.c sidecar/kafka.c \
-               sidecar/metrics.c sidecar/http.c sidecar/recovery.c sidecar/pipeline.c sidecar/pipeline_consume.c \
+               sidecar/metrics.c sidecar/http.c sidecar/recovery.c sidecar/held.c sidecar/pipeline.c sidecar/pipeline_consume.c \
                sidecar/pipeline_claim.c sidecar/pipeline_produce.c sidecar/pipeline_deliver.c \
                sidecar/pipeline_handover.c sidecar/pipeline_rebalance.c sidecar/mockd.c \
                sidecar/demo.c sidecar/lookup.c
@@ -62,7 +62,7 @@ LIBS_TEST  := $(call pc_libs,$(PKGS_TEST))
 
 UNIT_TESTS := $(BUILD)/tests/test_entry $(BUILD)/tests/test_dedup \
               $(BUILD)/tests/test_store_rocks $(BUILD)/tests/test_config \
-              $(BUILD)/tests/test_offsets $(BUILD)/tests/test_metrics
+              $(BUILD)/tests/test_offsets $(BUILD)/tests/test_metrics $(BUILD)/tests/test_held
 INTEGRATION_TESTS := $(BUILD)/tests/test_pipeline
 TESTS := $(UNIT_TESTS) $(INTEGRATION_TESTS)
 # The real binary against an independent client (Debian's kafka-python), and
@@ -159,6 +159,10 @@ $(BUILD)/tests/test_config: $(call obj,tests/test_config.c) $(LIB_CONFIG)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_CONFIG) $(LIBS_TEST)
 
 $(BUILD)/tests/test_offsets: $(call obj,tests/test_offsets.c sidecar/offsets.c)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_TEST)
+
+$(BUILD)/tests/test_held: $(call obj,tests/test_held.c sidecar/held.c)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_TEST)
 

@@ -156,8 +156,9 @@ kd_pipeline *kd_pipeline_new(const kd_config *cfg, kd_store *store, const char *
     p->batch_msgs = calloc((size_t)cfg->batch_max, sizeof(*p->batch_msgs));
     p->claims = calloc((size_t)cfg->batch_max, sizeof(*p->claims));
     p->claim_of = calloc((size_t)cfg->batch_max, sizeof(*p->claim_of));
-    if (!(p->offsets = kd_offsets_new(cfg->nroutes)) || !p->batch_msgs || !p->claims ||
-        !p->claim_of || !p->metrics) {
+    p->held = kd_held_new();
+    if (!(p->offsets = kd_offsets_new(cfg->nroutes)) || !p->held || !p->batch_msgs ||
+        !p->claims || !p->claim_of || !p->metrics) {
         snprintf(errstr, errstr_size, "out of memory");
         goto fail;
     }
@@ -207,6 +208,7 @@ int kd_pipeline_run(kd_pipeline *p) {
 
     /* Stop consuming; let what is in flight land, then commit. */
     deadline = kd_mono_ms() + p->cfg->shutdown_grace_ms;
+    p->stop_deadline = deadline; /* the close's revoke drains within it too */
     KD_INFO("stopping: draining %zu in-flight deliveries", p->awaiting);
     kd_pl_drain(p, deadline);
     kd_pl_abandon_retries(p, true);
@@ -243,6 +245,9 @@ void kd_pipeline_stats_get(const kd_pipeline *p, kd_pipeline_stats *out) {
             atomic_load(&r->not_persisted) + atomic_load(&r->possibly_persisted);
         out->orphans_reforwarded += atomic_load(&r->orphans_reforwarded);
         out->orphans_found += atomic_load(&r->orphans_found);
+        out->orphans_expired += atomic_load(&r->orphans_expired);
+        out->abandoned += atomic_load(&r->abandoned);
+        out->parked += atomic_load(&r->parked);
         out->orphans_absent += atomic_load(&r->orphans_absent);
         out->handover_keys += atomic_load(&r->handover_keys);
         out->uncertain_found += atomic_load(&r->uncertain_found);
@@ -325,6 +330,7 @@ void kd_pipeline_destroy(kd_pipeline *p) {
     if (p->producer)
         rd_kafka_destroy(p->producer);
     kd_offsets_destroy(p->offsets);
+    kd_held_destroy(p->held);
     kd_recovery_destroy(p->recovery);
     free(p->handovers);
     for (size_t i = 0; p->routes && i < p->cfg->nroutes; i++) {

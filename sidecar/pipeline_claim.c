@@ -70,6 +70,10 @@ static bool complete_found(kd_pipeline *p, msg *m, int32_t out_part,
     c.receipt_len = kd_pl_format_receipt(p, m, receipt, sizeof(receipt));
     kd_pl_complete_timed(p, m->route, &c, 1);
     if (c.err == KD_ERR_STORE) {
+        if (m->claimed) { /* the retry reads downstream again: never resends */
+            m->uncertain = m->maybe_out = true;
+            m->scan_from = f->offset;
+        }
         kd_pl_schedule_retry(p, m, p->store_backoff_ms);
         return false;
     }
@@ -142,9 +146,58 @@ void kd_pl_resolve_uncertain(kd_pipeline *p, msg *m) {
     kd_pl_schedule_retry(p, m, 0); /* produced again, under the same claim */
 }
 
-/* Claims m's key alone, taking over a claim left by another run (a crash):
- * resolved from the downstream topic when it can be; else that claim is
- * released and made again under this run's id, and m forwarded. */
+/* m met a claim of its key made by this run. Held by a live message, m is
+ * a duplicate in flight. Held by a message of an ended ownership (the
+ * partition was revoked and came back), its delivery's outcome is not
+ * known yet: m waits for it. Held by no message, nobody in this run is
+ * delivering it any more (its outcome was uncertain when its ownership
+ * ended): it is an orphan like a dead run's. Returns true when m was
+ * settled or parked, false when the claim is to be taken over. */
+static bool own_claim(kd_pipeline *p, msg *m) {
+    msg *holder = kd_held_find(p->held, m->route, m->key, m->key_len);
+
+    if (holder && msg_live(p, holder)) {
+        RCOUNT(p, m->route, duplicates_in_flight);
+        kd_pl_msg_done(p, m);
+        return true;
+    }
+    if (holder) {
+        RCOUNT(p, m->route, parked);
+        kd_pl_schedule_retry(p, m, PARK_MS); /* claimed again then */
+        return true;
+    }
+    return false;
+}
+
+/* m's key is claimed for m (c says how). Produces m, unless the claim was
+ * taken over an expired one whose delivery may have happened: this run's
+ * own, still being worked on, makes m a duplicate in flight (or a parked
+ * copy); another's, or one nobody here holds, is looked up downstream
+ * first, like a dead run's orphan. */
+static void on_claimed(kd_pipeline *p, msg *m, const kd_claim *c) {
+    bool absent = false;
+
+    if (c->expired && c->expired_owner == p->boot_id && own_claim(p, m))
+        return;
+    if (!kd_pl_hold(p, m))
+        return; /* fatal; the offset stays pending */
+    if (c->expired) {
+        RCOUNT(p, m->route, orphans_expired);
+        if (resolve_orphan(p, m, c->expired_owner, &absent))
+            return;
+        if (absent)
+            RCOUNT(p, m->route, orphans_absent);
+        else
+            RCOUNT(p, m->route, orphans_reforwarded);
+    }
+    kd_pl_produce(p, m);
+}
+
+/* Claims m's key alone, taking over a claim that no live message of this
+ * run holds: left by another run (a crash), or by an ended ownership of
+ * this run whose delivery may or may not have landed. Resolved from the
+ * downstream topic when it can be; else that claim is released and made
+ * again under this run's id, and m forwarded. */
 void kd_pl_takeover(kd_pipeline *p, msg *m) {
     bool took_over = false, absent = false;
 
@@ -169,23 +222,27 @@ void kd_pl_takeover(kd_pipeline *p, msg *m) {
             return;
         }
         kd_decision_clear(&c.decision);
-        if (c.decision.state == KD_CLAIMED) {
-            m->claimed = true;
-            if (took_over && absent)
+        if (c.decision.state == KD_CLAIMED && took_over) {
+            if (!kd_pl_hold(p, m))
+                return; /* fatal; the offset stays pending */
+            if (absent)
                 RCOUNT(p, m->route, orphans_absent);
-            else if (took_over)
+            else
                 RCOUNT(p, m->route, orphans_reforwarded);
             kd_pl_produce(p, m);
             return;
         }
-        if (c.decision.state == KD_COMPLETED || c.owner == p->boot_id) {
-            if (c.decision.state == KD_COMPLETED)
-                RCOUNT(p, m->route, duplicates_completed);
-            else
-                RCOUNT(p, m->route, duplicates_in_flight);
+        if (c.decision.state == KD_CLAIMED) {
+            on_claimed(p, m, &c);
+            return;
+        }
+        if (c.decision.state == KD_COMPLETED) {
+            RCOUNT(p, m->route, duplicates_completed);
             kd_pl_msg_done(p, m);
             return;
         }
+        if (c.owner == p->boot_id && own_claim(p, m))
+            return;
         if (!took_over && resolve_orphan(p, m, c.owner, &absent))
             return;
         err = kd_dedup_release_claim(dedup_of(p, m), m->key, m->key_len);
@@ -212,16 +269,12 @@ static void on_claim(kd_pipeline *p, msg *m, kd_claim *c) {
         m->kind = MSG_PLAIN;
         kd_pl_produce(p, m);
     } else if (c->decision.state == KD_CLAIMED) {
-        m->claimed = true;
-        kd_pl_produce(p, m);
+        on_claimed(p, m, c);
     } else if (c->decision.state == KD_COMPLETED) {
         RCOUNT(p, m->route, duplicates_completed);
         kd_pl_msg_done(p, m);
-    } else if (c->owner == p->boot_id) {
-        RCOUNT(p, m->route, duplicates_in_flight);
-        kd_pl_msg_done(p, m);
-    } else {
-        kd_pl_takeover(p, m); /* claimed by a run that is gone */
+    } else if (c->owner != p->boot_id || !own_claim(p, m)) {
+        kd_pl_takeover(p, m); /* claimed by a run that is gone, or by nobody here */
     }
     kd_decision_clear(&c->decision);
 }

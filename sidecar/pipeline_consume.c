@@ -41,6 +41,7 @@ static msg *classify(kd_pipeline *p, rd_kafka_message_t *rkm) {
     }
     m->rkm = rkm;
     m->route = route;
+    m->own = kd_offsets_owner(p->offsets, route, rkm->partition);
     m->consumed_us = kd_mono_us();
     r = p->routes[route].cfg;
     rd_kafka_message_headers(rkm, (rd_kafka_headers_t **)&hdrs);
@@ -89,13 +90,10 @@ size_t kd_pl_collect(kd_pipeline *p, int timeout_ms) {
     for (size_t i = 0; i < n; i++) {
         msg *m = p->batch_msgs[i];
 
-        if (kd_offsets_assigned(p->offsets, m->route, m->rkm->partition)) {
+        if (msg_live(p, m))
             p->batch_msgs[kept++] = m;
-            continue;
-        }
-        rd_kafka_message_destroy(m->rkm);
-        free(m);
-        GCOUNT(p, inflight, (uint64_t)-1);
+        else
+            kd_pl_msg_free(p, m);
     }
     return kept;
 }

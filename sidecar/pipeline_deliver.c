@@ -8,16 +8,49 @@
 
 #include <stdlib.h>
 
+/* Releases m's claim, unless a delivery of it may be downstream. True
+ * when m holds no claim any more. */
+static bool release(kd_pipeline *p, msg *m) {
+    kd_err err;
+
+    if (!m->claimed || m->maybe_out)
+        return !m->claimed;
+    err = kd_dedup_release_claim(dedup_of(p, m), m->key, m->key_len);
+    if (err != KD_OK) {
+        kd_pl_store_failed(p, m->route, "release"); /* kept; the retry re-sends */
+        return false;
+    }
+    kd_pl_unhold(p, m);
+    RCOUNT(p, m->route, released);
+    return true;
+}
+
 /* A delivery that failed, or may have. */
 void kd_pl_on_failed(kd_pipeline *p, msg *m) {
     const kd_route *r = p->routes[m->route].cfg;
+    bool possibly = m->status == RD_KAFKA_MSG_STATUS_POSSIBLY_PERSISTED;
     MSG_FIELDS(m, part, off);
 
-    if (m->status == RD_KAFKA_MSG_STATUS_POSSIBLY_PERSISTED) {
+    if (possibly)
+        RCOUNT(p, m->route, possibly_persisted);
+    else
+        RCOUNT(p, m->route, not_persisted);
+    if (possibly && m->kind != MSG_DEAD_LETTER)
+        m->maybe_out = true;
+    if (!msg_live(p, m)) {
+        /* The partition was revoked or lost meanwhile: the message is its
+         * next owner's to forward, never this ownership's to retry. */
+        KD_LOG(KD_LOG_INFO, fields,
+               "delivery %s (%s) after the partition left this ownership: left to "
+               "its next owner",
+               possibly ? "possibly persisted" : "failed", rd_kafka_err2str(m->err));
+        kd_pl_msg_abandon(p, m);
+        return;
+    }
+    if (possibly) {
         /* It may be in the log: releasing could let a duplicate through, so
          * the claim is kept, and the downstream partition read to tell. A
          * message without a claim is sent again (at least once). */
-        RCOUNT(p, m->route, possibly_persisted);
         if (m->kind == MSG_DEDUP && m->claimed) {
             KD_LOG(KD_LOG_WARN, fields,
                    "delivery possibly persisted (%s): reading downstream to tell",
@@ -32,27 +65,14 @@ void kd_pl_on_failed(kd_pipeline *p, msg *m) {
         kd_pl_schedule_retry(p, m, 0);
         return;
     }
-    RCOUNT(p, m->route, not_persisted);
-    if (m->claimed) {
-        kd_err err = kd_dedup_release_claim(dedup_of(p, m), m->key, m->key_len);
-
-        if (err == KD_OK) {
-            m->claimed = false;
-            RCOUNT(p, m->route, released);
-        } else {
-            kd_pl_store_failed(p, m->route,
-                               "release"); /* keep the claim; the retry re-sends */
-        }
-    }
+    release(p, m);
     m->attempts++;
     if (r->max_retries >= 0 && m->attempts > r->max_retries &&
         m->kind != MSG_DEAD_LETTER) {
         if (r->dead_letter_topic) {
             KD_LOG(KD_LOG_WARN, fields, "delivery failed %d times (%s): dead-lettering",
                    m->attempts, rd_kafka_err2str(m->err));
-            if (m->claimed &&
-                kd_dedup_release_claim(dedup_of(p, m), m->key, m->key_len) == KD_OK)
-                m->claimed = false;
+            release(p, m);
             m->kind = MSG_DEAD_LETTER;
             kd_pl_schedule_retry(p, m, 0);
             return;
@@ -173,6 +193,10 @@ void kd_pl_retry_due(kd_pipeline *p) {
             list_push(&p->retries, m);
             continue;
         }
+        if (!msg_live(p, m)) {
+            kd_pl_msg_abandon(p, m);
+            continue;
+        }
         RCOUNT(p, m->route, retries);
         if (m->uncertain)
             kd_pl_resolve_uncertain(p, m);
@@ -183,32 +207,60 @@ void kd_pl_retry_due(kd_pipeline *p) {
     }
 }
 
-/* Drops retries of partitions no longer assigned (all, with all_parts).
- * Claims they hold are released: the next owner consumes them again and
- * must be able to claim them. */
+/* Drops the retries of ended ownerships (all, with all_parts). */
 void kd_pl_abandon_retries(kd_pipeline *p, bool all_parts) {
     msg_list all = list_take(&p->retries);
 
     for (msg *m = all.head, *next; m; m = next) {
         next = m->next;
-        if (!all_parts && kd_offsets_assigned(p->offsets, m->route, m->rkm->partition)) {
+        if (!all_parts && msg_live(p, m))
             list_push(&p->retries, m);
-            continue;
-        }
-        if (m->claimed)
-            kd_dedup_release_claim(dedup_of(p, m), m->key, m->key_len);
-        rd_kafka_message_destroy(m->rkm);
-        free(m);
-        GCOUNT(p, inflight, (uint64_t)-1);
+        else
+            kd_pl_msg_abandon(p, m);
     }
 }
 
-/* The message's fate is durable: its offset may be committed past. */
+/* The message's fate is durable: its offset may be committed past (when
+ * its ownership lasts; an ended one's offsets are not ours). */
 void kd_pl_msg_done(kd_pipeline *p, msg *m) {
-    kd_offsets_done(p->offsets, m->route, m->rkm->partition, m->rkm->offset);
+    kd_offsets_done(p->offsets, m->route, m->rkm->partition, m->own, m->rkm->offset);
+    kd_pl_msg_free(p, m);
+}
+
+bool kd_pl_hold(kd_pipeline *p, msg *m) {
+    m->claimed = true;
+    if (kd_held_add(p->held, m->route, m->key, m->key_len, m)) {
+        atomic_store(kd_metrics_held(p->metrics), kd_held_count(p->held));
+        return true;
+    }
+    KD_ERROR("out of memory recording a claim: stopping");
+    atomic_store(&p->fatal, 1);
+    return false;
+}
+
+void kd_pl_unhold(kd_pipeline *p, msg *m) {
+    if (m->claimed) {
+        kd_held_remove(p->held, m->route, m->key, m->key_len, m);
+        atomic_store(kd_metrics_held(p->metrics), kd_held_count(p->held));
+    }
+    m->claimed = false;
+}
+
+void kd_pl_msg_free(kd_pipeline *p, msg *m) {
+    kd_pl_unhold(p, m);
     rd_kafka_message_destroy(m->rkm);
     free(m);
     GCOUNT(p, inflight, (uint64_t)-1);
+}
+
+void kd_pl_msg_abandon(kd_pipeline *p, msg *m) {
+    if (m->claimed && !m->maybe_out &&
+        kd_dedup_release_claim(dedup_of(p, m), m->key, m->key_len) == KD_OK)
+        RCOUNT(p, m->route, released);
+    /* A claim not released stays in flight: whoever consumes the message
+     * next resolves it from the downstream topic (see kd_pl_takeover). */
+    RCOUNT(p, m->route, abandoned);
+    kd_pl_msg_free(p, m);
 }
 
 void kd_pl_schedule_retry(kd_pipeline *p, msg *m, uint64_t delay_ms) {

@@ -27,6 +27,7 @@
 
 #include "dedup/dedup.h"
 #include "sidecar/clock.h"
+#include "sidecar/held.h"
 #include "sidecar/metrics.h"
 #include "sidecar/offsets.h"
 #include "sidecar/pipeline.h"
@@ -47,6 +48,7 @@
 #define RUN_HEADER "kdedup-run"
 #define MAX_BACKOFF_MS 60000
 #define TAKEOVER_TRIES 3
+#define PARK_MS 250            /* a copy waiting for an ended ownership's delivery */
 #define RECOVERY_IDLE_MS 60000 /* scans are forgotten after this without orphans */
 #define METADATA_TIMEOUT_MS 10000
 #define STORE_BACKOFF_MIN_MS 100
@@ -68,8 +70,11 @@ typedef struct msg {
     msg_kind kind;
     const char *key; /* borrowed from rkm's headers */
     size_t key_len;
-    bool claimed;         /* holds a claim in the store */
+    uint64_t own;         /* the ownership of its partition that consumed it */
+    bool claimed;         /* holds a claim in the store (and an entry in p->held) */
     bool uncertain;       /* possibly persisted: read downstream before resending */
+    bool maybe_out;       /* a delivery may be downstream: the claim is never released
+                           * unless a read of downstream showed it is not */
     int reads;            /* uncertain: failed reads of downstream so far */
     int64_t scan_from;    /* downstream: it lands at or after this offset */
     int attempts;         /* failed deliveries so far */
@@ -113,6 +118,7 @@ struct kd_pipeline {
     route_rt *routes;
     kd_offsets *offsets;
     kd_recovery *recovery;
+    kd_held *held;           /* claims held by this run's messages, by route and key */
     uint64_t last_orphan_ms; /* mono: the latest orphaned claim met */
     handover *handovers;     /* waiting, in assignment order */
     size_t nhandovers, handovers_cap;
@@ -120,6 +126,7 @@ struct kd_pipeline {
     uint64_t boot_id;
     char boot_hex[17];
     _Atomic int stop;
+    uint64_t stop_deadline; /* mono ms: the end of shutdown_grace once stopping */
     _Atomic int fatal;
 
     msg_list reported; /* delivery reports, filled by dr_cb */
@@ -198,6 +205,13 @@ static inline kd_dedup *dedup_of(const kd_pipeline *p, const msg *m) {
     return p->routes[m->route].dedup;
 }
 
+/* True while the ownership that consumed m lasts: its partition was not
+ * revoked or lost since. Only then may m's outcome touch offsets, retries
+ * or produce anything. */
+static inline bool msg_live(const kd_pipeline *p, const msg *m) {
+    return m->own && kd_offsets_owner(p->offsets, m->route, m->rkm->partition) == m->own;
+}
+
 /* Log fields naming a message's source coordinates. */
 #define MSG_FIELDS(m, part, off)                                                         \
     char part[16], off[24];                                                              \
@@ -245,6 +259,18 @@ uint64_t kd_pl_backoff_ms(const kd_pipeline *p, const msg *m);
 size_t kd_pl_format_receipt(const kd_pipeline *p, const msg *m, char *buf, size_t size);
 /* m's fate is durable: marks its offset done and frees m. */
 void kd_pl_msg_done(kd_pipeline *p, msg *m);
+/* m now holds its key's claim (recorded in p->held); false when out of
+ * memory (the pipeline then stops: fatal). */
+bool kd_pl_hold(kd_pipeline *p, msg *m);
+/* m no longer holds a claim (released, or left to recovery). */
+void kd_pl_unhold(kd_pipeline *p, msg *m);
+/* Frees m without touching offsets (its ownership ended, or the run stops). */
+void kd_pl_msg_free(kd_pipeline *p, msg *m);
+/* m's ownership ended: it is dropped, and its partition's next owner
+ * consumes it again. Its claim is released so that owner can claim it,
+ * unless a delivery may be downstream: then the claim stays for the next
+ * owner's recovery to resolve exactly. */
+void kd_pl_msg_abandon(kd_pipeline *p, msg *m);
 /* Acts on a failed (or possibly failed) delivery of m. */
 void kd_pl_on_failed(kd_pipeline *p, msg *m);
 /* Grows the receipt buffers to hold n; false when out of memory. */

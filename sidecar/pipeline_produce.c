@@ -17,7 +17,7 @@ void kd_pl_produce(kd_pipeline *p, msg *m) {
     int32_t partition = m->rkm->partition % (dlt ? r->dlt_partitions : r->out_partitions);
     rd_kafka_headers_t *src = NULL, *hdrs;
     rd_kafka_resp_err_t err;
-    char source[320];
+    char source[320], at[24];
 
     hdrs = rd_kafka_message_headers(m->rkm, &src) == RD_KAFKA_RESP_ERR_NO_ERROR
                ? rd_kafka_headers_copy(src)
@@ -26,7 +26,9 @@ void kd_pl_produce(kd_pipeline *p, msg *m) {
              m->rkm->partition, m->rkm->offset);
     rd_kafka_header_add(hdrs, SOURCE_HEADER, -1, source, -1);
     rd_kafka_header_add(hdrs, RUN_HEADER, -1, p->boot_hex, -1);
-    if (!dlt)
+    snprintf(at, sizeof(at), "%" PRIu64, kd_wall_ms());
+    rd_kafka_header_add(hdrs, KD_FORWARDED_AT_HEADER, -1, at, -1);
+    if (!dlt && !m->maybe_out) /* the first copy that may be there bounds the read */
         m->scan_from = r->acked[partition];
     for (;;) {
         err = rd_kafka_producev(

@@ -96,8 +96,10 @@ static void on_revoke(kd_pipeline *p, rd_kafka_t *rk,
     rd_kafka_error_t *error = NULL;
 
     if (!lost) {
-        /* Let in-flight deliveries finish so their offsets can be committed. */
-        kd_pl_drain(p, kd_mono_ms() + p->cfg->shutdown_grace_ms);
+        /* Let in-flight deliveries finish so their offsets can be committed;
+         * while stopping, within what is left of the one grace period. */
+        kd_pl_drain(p, p->stop_deadline ? p->stop_deadline
+                                        : kd_mono_ms() + p->cfg->shutdown_grace_ms);
         kd_pl_store_offsets(p);
         commit_parts(p, parts);
     }
