@@ -74,6 +74,7 @@ FUZZERS := $(BUILD)/fuzz/fuzz_entry $(BUILD)/fuzz/fuzz_config $(BUILD)/fuzz/fuzz
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
 .PHONY: all deps test soak valgrind bench bench-e2e bench-handover demo fuzz fuzz-build format format-check clean help
+.PHONY: image image-test
 .DEFAULT_GOAL := all
 
 all: deps
@@ -93,6 +94,8 @@ help:
 	@echo "make bench-handover  an empty replica learning 10^6 keys (BENCH_HANDOVER_ARGS=...)"
 	@echo "make fuzz       run the libFuzzer targets for FUZZ_SECONDS each (clang)"
 	@echo "make deps       install missing Debian packages (root) or print the command"
+	@echo "make image      build the container image $(IMAGE) with podman (root)"
+	@echo "make image-test build it, then run it as Kubernetes does and check it"
 	@echo "make format-check / format   clang-format check / rewrite"
 	@echo "switches: WERROR=1 SANITIZE=address,undefined BUILD=dir"
 
@@ -263,6 +266,16 @@ fuzz: fuzz-build
 	    || { tail -50 $(BUILD)/fuzz/$$name.log; exit 1; }; \
 	  grep -E '^stat::number_of_executed_units|^Done' $(BUILD)/fuzz/$$name.log; \
 	done
+
+# The container image (deploy/Dockerfile), with podman and no registry: the
+# script makes the base images from the Debian archive; see its header.
+IMAGE ?= kdedup:$(shell sed -n 's/^\#define KD_VERSION "\(.*\)"/\1/p' sidecar/version.h)
+image:
+	@BUILD=$(BUILD) IMAGE=$(IMAGE) tests/image/test_image.sh --build-only
+
+image-test:
+	@$(MAKE) --no-print-directory $(KDEDUP)
+	@KDEDUP=$(KDEDUP) BUILD=$(BUILD) IMAGE=$(IMAGE) tests/image/test_image.sh
 
 FORMAT_SRC = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 format-check:
