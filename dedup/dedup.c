@@ -408,6 +408,7 @@ static void claim_leader(batch *b, size_t i, kd_claim *c, uint64_t ts) {
     if (head_state(&s->head) == ST_IN_FLIGHT) { /* expired: say whose it was */
         c->expired = true;
         c->expired_owner = s->head.e.has_owner ? s->head.e.owner : 0;
+        c->expired_at = s->head.e.timestamp_ms;
     }
     e = (kd_entry){.kind = KD_ENTRY_ACTIVE,
                    .timestamp_ms = ts,

@@ -43,7 +43,7 @@ typedef struct stats_view {
 struct kd_metrics {
     const kd_config *cfg;
     kd_route_metrics *routes;
-    _Atomic uint64_t collisions, store_errors, inflight, assigned, held;
+    _Atomic uint64_t collisions, store_errors, inflight, assigned, held, left;
     _Atomic uint64_t recovery_records, recovery_us;
     _Atomic uint64_t handover_records, handover_us, handover_pending;
     kd_histogram forward_latency, store_write;
@@ -115,6 +115,10 @@ _Atomic uint64_t *kd_metrics_inflight(kd_metrics *m) {
 
 _Atomic uint64_t *kd_metrics_held(kd_metrics *m) {
     return &m->held;
+}
+
+_Atomic uint64_t *kd_metrics_left(kd_metrics *m) {
+    return &m->left;
 }
 
 _Atomic uint64_t *kd_metrics_assigned(kd_metrics *m) {
@@ -526,6 +530,10 @@ char *kd_metrics_render(kd_metrics *m, size_t *len) {
     family(&b, "kdedup_held_claims", "gauge",
            "Claims held by this run's messages in flight (bounded by them).");
     put(&b, "kdedup_held_claims %llu\n", (unsigned long long)load(&m->held));
+    family(&b, "kdedup_left_claims", "gauge",
+           "Claims of possibly persisted deliveries whose partition left this "
+           "ownership, remembered with where to read them (at most 65536).");
+    put(&b, "kdedup_left_claims %llu\n", (unsigned long long)load(&m->left));
     family(&b, "kdedup_assigned_partitions", "gauge", "Source partitions assigned.");
     put(&b, "kdedup_assigned_partitions %llu\n", (unsigned long long)load(&m->assigned));
     render_stats(&b, m);

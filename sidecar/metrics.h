@@ -51,6 +51,8 @@ _Atomic uint64_t *kd_metrics_store_errors(kd_metrics *m);
 _Atomic uint64_t *kd_metrics_inflight(kd_metrics *m);
 /* Claims held by this run's messages (a gauge). */
 _Atomic uint64_t *kd_metrics_held(kd_metrics *m);
+/* Claims left by ended ownerships' uncertain deliveries, remembered (a gauge). */
+_Atomic uint64_t *kd_metrics_left(kd_metrics *m);
 _Atomic uint64_t *kd_metrics_assigned(kd_metrics *m);
 /* Recovery scans: downstream records read, and microseconds spent. */
 _Atomic uint64_t *kd_metrics_recovery_records(kd_metrics *m);

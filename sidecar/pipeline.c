@@ -138,10 +138,52 @@ static rd_kafka_t *client_new(kd_pipeline *p, kd_client which, const char *broke
     return rk;
 }
 
+/* Subscribes the consumer to every route's source topic. */
+static rd_kafka_resp_err_t subscribe(kd_pipeline *p) {
+    rd_kafka_topic_partition_list_t *topics =
+        rd_kafka_topic_partition_list_new((int)p->cfg->nroutes);
+    rd_kafka_resp_err_t err;
+
+    for (size_t i = 0; i < p->cfg->nroutes; i++)
+        rd_kafka_topic_partition_list_add(topics, p->cfg->routes[i].from,
+                                          RD_KAFKA_PARTITION_UA);
+    err = rd_kafka_subscribe(p->consumer, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    return err;
+}
+
+/* kd_pipeline_rejoin(), on the loop's thread: unsubscribes, and once every
+ * partition was revoked, subscribes again. */
+static void rejoin_step(kd_pipeline *p) {
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    rd_kafka_resp_err_t err;
+    int held;
+
+    if (!p->rejoining) {
+        if (!atomic_exchange(&p->rejoin, 0))
+            return;
+        KD_INFO("leaving the group to join it again");
+        if ((err = rd_kafka_unsubscribe(p->consumer)))
+            KD_WARN("unsubscribe: %s", rd_kafka_err2str(err));
+        p->rejoining = true;
+        return;
+    }
+    if (rd_kafka_assignment(p->consumer, &parts))
+        return;
+    held = parts->cnt;
+    rd_kafka_topic_partition_list_destroy(parts);
+    if (held)
+        return; /* the revoke is still to come */
+    p->rejoining = false;
+    if ((err = subscribe(p))) {
+        KD_ERROR("subscribe: %s", rd_kafka_err2str(err));
+        atomic_store(&p->fatal, 1);
+    }
+}
+
 kd_pipeline *kd_pipeline_new(const kd_config *cfg, kd_store *store, const char *brokers,
                              char *errstr, size_t errstr_size) {
     kd_pipeline *p = calloc(1, sizeof(*p));
-    rd_kafka_topic_partition_list_t *topics;
     rd_kafka_resp_err_t err;
 
     if (!p) {
@@ -157,8 +199,9 @@ kd_pipeline *kd_pipeline_new(const kd_config *cfg, kd_store *store, const char *
     p->claims = calloc((size_t)cfg->batch_max, sizeof(*p->claims));
     p->claim_of = calloc((size_t)cfg->batch_max, sizeof(*p->claim_of));
     p->held = kd_held_new();
-    if (!(p->offsets = kd_offsets_new(cfg->nroutes)) || !p->held || !p->batch_msgs ||
-        !p->claims || !p->claim_of || !p->metrics) {
+    p->left = kd_held_new();
+    if (!(p->offsets = kd_offsets_new(cfg->nroutes)) || !p->held || !p->left ||
+        !p->batch_msgs || !p->claims || !p->claim_of || !p->metrics) {
         snprintf(errstr, errstr_size, "out of memory");
         goto fail;
     }
@@ -168,13 +211,7 @@ kd_pipeline *kd_pipeline_new(const kd_config *cfg, kd_store *store, const char *
         !(p->consumer = client_new(p, KD_CONSUMER, brokers, errstr, errstr_size)))
         goto fail;
     rd_kafka_poll_set_consumer(p->consumer);
-    topics = rd_kafka_topic_partition_list_new((int)cfg->nroutes);
-    for (size_t i = 0; i < cfg->nroutes; i++)
-        rd_kafka_topic_partition_list_add(topics, cfg->routes[i].from,
-                                          RD_KAFKA_PARTITION_UA);
-    err = rd_kafka_subscribe(p->consumer, topics);
-    rd_kafka_topic_partition_list_destroy(topics);
-    if (err) {
+    if ((err = subscribe(p))) {
         snprintf(errstr, errstr_size, "subscribe: %s", rd_kafka_err2str(err));
         goto fail;
     }
@@ -200,6 +237,7 @@ int kd_pipeline_run(kd_pipeline *p) {
         kd_pl_retry_due(p);
         kd_pl_hand_over(p);
         kd_pl_store_offsets(p);
+        rejoin_step(p);
         if (p->last_orphan_ms && kd_mono_ms() - p->last_orphan_ms > RECOVERY_IDLE_MS) {
             kd_recovery_forget(p->recovery);
             p->last_orphan_ms = 0;
@@ -207,8 +245,11 @@ int kd_pipeline_run(kd_pipeline *p) {
     }
 
     /* Stop consuming; let what is in flight land, then commit. */
-    deadline = kd_mono_ms() + p->cfg->shutdown_grace_ms;
-    p->stop_deadline = deadline; /* the close's revoke drains within it too */
+    /* One grace period for all of the stop: begun by a drain that saw the
+     * stop first, if one did; the close's revoke drains within it too. */
+    if (!p->stop_deadline)
+        p->stop_deadline = kd_mono_ms() + p->cfg->shutdown_grace_ms;
+    deadline = p->stop_deadline;
     KD_INFO("stopping: draining %zu in-flight deliveries", p->awaiting);
     kd_pl_drain(p, deadline);
     kd_pl_abandon_retries(p, true);
@@ -220,6 +261,10 @@ int kd_pipeline_run(kd_pipeline *p) {
                 "stay, and the next run forwards them again",
                 p->awaiting);
     return atomic_load(&p->fatal) ? -1 : 0;
+}
+
+void kd_pipeline_rejoin(kd_pipeline *p) {
+    atomic_store(&p->rejoin, 1);
 }
 
 void kd_pipeline_stop(kd_pipeline *p) {
@@ -331,6 +376,9 @@ void kd_pipeline_destroy(kd_pipeline *p) {
         rd_kafka_destroy(p->producer);
     kd_offsets_destroy(p->offsets);
     kd_held_destroy(p->held);
+    while (p->left_oldest)
+        kd_pl_left_drop(p, p->left_oldest);
+    kd_held_destroy(p->left);
     kd_recovery_destroy(p->recovery);
     free(p->handovers);
     for (size_t i = 0; p->routes && i < p->cfg->nroutes; i++) {

@@ -65,6 +65,12 @@ int kd_pipeline_run(kd_pipeline *p);
 /* Asks the pipeline to stop. Async-signal-safe. */
 void kd_pipeline_stop(kd_pipeline *p);
 
+/* Makes the pipeline leave its consumer group and join it again: every
+ * partition is revoked (drained and committed as in any rebalance), then
+ * assigned again, to this process or another. Returns at once; may be
+ * called from any thread. */
+void kd_pipeline_rejoin(kd_pipeline *p);
+
 /* Copies the current counters. */
 void kd_pipeline_stats_get(const kd_pipeline *p, kd_pipeline_stats *out);
 

@@ -58,7 +58,8 @@ static void count_scans(kd_pipeline *p, const kd_recovery_stats *before) {
 
 /* m's delivery was found downstream at out_part (a scan's *f): completes
  * its claim with a receipt naming that record and settles m (freed). False
- * when the store failed (m is then retried). */
+ * when the store failed: m then waits with the receipts, whose write is
+ * retried (never sent again: it is downstream). */
 static bool complete_found(kd_pipeline *p, msg *m, int32_t out_part,
                            const kd_recover_found *f) {
     char receipt[RECEIPT_MAX];
@@ -70,22 +71,20 @@ static bool complete_found(kd_pipeline *p, msg *m, int32_t out_part,
     c.receipt_len = kd_pl_format_receipt(p, m, receipt, sizeof(receipt));
     kd_pl_complete_timed(p, m->route, &c, 1);
     if (c.err == KD_ERR_STORE) {
-        if (m->claimed) { /* the retry reads downstream again: never resends */
-            m->uncertain = m->maybe_out = true;
-            m->scan_from = f->offset;
-        }
-        kd_pl_schedule_retry(p, m, p->store_backoff_ms);
+        list_push(&p->receipts, m);
         return false;
     }
     kd_pl_msg_done(p, m);
     return true;
 }
 
-/* m's key is claimed by run `owner`, which is gone. Reads the downstream
- * partition m would have gone to: if the dead run delivered it, completes
- * the claim with a receipt naming that record and settles m (true). Else
- * false, with *absent telling whether it is known not to be there. */
-static bool resolve_orphan(kd_pipeline *p, msg *m, uint64_t owner, bool *absent) {
+/* m's key is claimed by run `owner` at claimed_at (wall ms), and nobody is
+ * delivering it any more. Reads the downstream partition m would have gone
+ * to: if that claim's delivery is there, completes the claim with a receipt
+ * naming that record and settles m (true). Else false, with *absent
+ * telling whether it is known not to be there. */
+static bool resolve_orphan(kd_pipeline *p, msg *m, uint64_t owner, uint64_t claimed_at,
+                           bool *absent) {
     int32_t part = m->rkm->partition % p->routes[m->route].out_partitions;
     kd_recovery_stats before;
     kd_recover_found f;
@@ -93,7 +92,8 @@ static bool resolve_orphan(kd_pipeline *p, msg *m, uint64_t owner, bool *absent)
 
     p->last_orphan_ms = kd_mono_ms();
     kd_recovery_stats_get(p->recovery, &before);
-    res = kd_recovery_find(p->recovery, owner, m->route, part, m->key, m->key_len, &f);
+    res = kd_recovery_find(p->recovery, owner, m->route, part, m->key, m->key_len,
+                           claimed_at, &f);
     count_scans(p, &before);
     *absent = res == KD_RECOVER_ABSENT;
     if (res != KD_RECOVER_FOUND)
@@ -169,28 +169,68 @@ static bool own_claim(kd_pipeline *p, msg *m) {
     return false;
 }
 
-/* m's key is claimed for m (c says how). Produces m, unless the claim was
- * taken over an expired one whose delivery may have happened: this run's
- * own, still being worked on, makes m a duplicate in flight (or a parked
- * copy); another's, or one nobody here holds, is looked up downstream
- * first, like a dead run's orphan. */
+typedef enum left_result {
+    LEFT_NONE,    /* no note: resolve as any orphan */
+    LEFT_SETTLED, /* found (m settled), or to be read again (m retried) */
+    LEFT_ABSENT,  /* not downstream: claim and forward */
+    LEFT_UNKNOWN, /* could not be read, again and again: forward (at least once) */
+} left_result;
+
+/* A claim of this run that no message holds: when an ended ownership's
+ * possibly persisted delivery left it, reads the downstream partition that
+ * delivery went to, from where it would have landed. */
+static left_result resolve_left(kd_pipeline *p, msg *m) {
+    left_claim *l = kd_pl_left_find(p, m->route, m->key, m->key_len);
+    int32_t part;
+    kd_recovery_stats before;
+    kd_recover_found f;
+    kd_recover_result res;
+
+    if (!l)
+        return LEFT_NONE;
+    part = l->out_partition;
+    p->last_orphan_ms = kd_mono_ms();
+    kd_recovery_stats_get(p->recovery, &before);
+    res = kd_recovery_find_since(p->recovery, m->route, part, l->scan_from, m->key,
+                                 m->key_len, &f);
+    count_scans(p, &before);
+    if (res == KD_RECOVER_UNKNOWN && ++m->reads < UNCERTAIN_TRIES) {
+        kd_pl_schedule_retry(p, m, 250u << (m->reads < 6 ? m->reads : 6));
+        return LEFT_SETTLED;
+    }
+    kd_pl_left_drop(p, l);
+    if (res != KD_RECOVER_FOUND)
+        return res == KD_RECOVER_ABSENT ? LEFT_ABSENT : LEFT_UNKNOWN;
+    size_t route = m->route; /* m is freed once settled */
+    if (complete_found(p, m, part, &f))
+        RCOUNT(p, route, orphans_found);
+    return LEFT_SETTLED;
+}
+
+/* m's key is claimed for m (c says how). Produces m, unless a message of
+ * this run still holds the key (a claim the store lost or let expire) or
+ * the claim was taken over an expired one whose delivery may have happened:
+ * that is looked up downstream first, like a dead run's orphan. */
 static void on_claimed(kd_pipeline *p, msg *m, const kd_claim *c) {
     bool absent = false;
+    left_result left = LEFT_NONE;
 
-    if (c->expired && c->expired_owner == p->boot_id && own_claim(p, m))
+    if (own_claim(p, m))
         return;
-    if (!kd_pl_hold(p, m))
-        return; /* fatal; the offset stays pending */
     if (c->expired) {
         RCOUNT(p, m->route, orphans_expired);
-        if (resolve_orphan(p, m, c->expired_owner, &absent))
+        if (c->expired_owner == p->boot_id && (left = resolve_left(p, m)) == LEFT_SETTLED)
             return;
-        if (absent)
+        if (left == LEFT_NONE &&
+            resolve_orphan(p, m, c->expired_owner, c->expired_at, &absent))
+            return;
+        if (absent || left == LEFT_ABSENT)
             RCOUNT(p, m->route, orphans_absent);
         else
             RCOUNT(p, m->route, orphans_reforwarded);
     }
-    kd_pl_produce(p, m);
+    if (kd_pl_hold(p, m))
+        kd_pl_produce(p, m);
 }
 
 /* Claims m's key alone, taking over a claim that no live message of this
@@ -241,9 +281,17 @@ void kd_pl_takeover(kd_pipeline *p, msg *m) {
             kd_pl_msg_done(p, m);
             return;
         }
+        left_result left = LEFT_NONE;
+
         if (c.owner == p->boot_id && own_claim(p, m))
             return;
-        if (!took_over && resolve_orphan(p, m, c.owner, &absent))
+        if (c.owner == p->boot_id && !took_over) {
+            if ((left = resolve_left(p, m)) == LEFT_SETTLED)
+                return;
+            absent = left == LEFT_ABSENT;
+        }
+        if (!took_over && left == LEFT_NONE &&
+            resolve_orphan(p, m, c.owner, c.decision.timestamp_ms, &absent))
             return;
         err = kd_dedup_release_claim(dedup_of(p, m), m->key, m->key_len);
         if (err != KD_OK && err != KD_ERR_SEQUENCE_CONFLICT) {

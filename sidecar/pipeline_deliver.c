@@ -253,9 +253,56 @@ void kd_pl_msg_free(kd_pipeline *p, msg *m) {
     GCOUNT(p, inflight, (uint64_t)-1);
 }
 
+void kd_pl_left_drop(kd_pipeline *p, left_claim *l) {
+    kd_held_remove(p->left, l->route, l->key, l->key_len, l);
+    *(l->older ? &l->older->newer : &p->left_oldest) = l->newer;
+    *(l->newer ? &l->newer->older : &p->left_newest) = l->older;
+    p->nleft--;
+    atomic_store(kd_metrics_left(p->metrics), p->nleft);
+    free(l->key);
+    free(l);
+}
+
+void kd_pl_left_add(kd_pipeline *p, const msg *m) {
+    left_claim *l = kd_pl_left_find(p, m->route, m->key, m->key_len);
+
+    if (l)
+        kd_pl_left_drop(p, l); /* an older note of the key: this one is newer */
+    if (p->nleft >= LEFT_MAX)
+        kd_pl_left_drop(p, p->left_oldest); /* its claim is resolved the slow way */
+    if (!(l = calloc(1, sizeof(*l))) || !(l->key = malloc(m->key_len ? m->key_len : 1))) {
+        free(l);
+        return; /* the claim is still resolved, by a scan from the run's start */
+    }
+    memcpy(l->key, m->key, m->key_len);
+    *l = (left_claim){.older = p->left_newest,
+                      .route = m->route,
+                      .key = l->key,
+                      .key_len = m->key_len,
+                      .out_partition =
+                          m->rkm->partition % p->routes[m->route].out_partitions,
+                      .scan_from = m->scan_from};
+    if (!kd_held_add(p->left, l->route, l->key, l->key_len, l)) {
+        free(l->key);
+        free(l);
+        return;
+    }
+    *(p->left_newest ? &p->left_newest->newer : &p->left_oldest) = l;
+    p->left_newest = l;
+    p->nleft++;
+    atomic_store(kd_metrics_left(p->metrics), p->nleft);
+}
+
+left_claim *kd_pl_left_find(kd_pipeline *p, size_t route, const char *key,
+                            size_t key_len) {
+    return kd_held_find(p->left, route, key, key_len);
+}
+
 void kd_pl_msg_abandon(kd_pipeline *p, msg *m) {
-    if (m->claimed && !m->maybe_out &&
-        kd_dedup_release_claim(dedup_of(p, m), m->key, m->key_len) == KD_OK)
+    if (m->claimed && m->maybe_out && m->kind == MSG_DEDUP)
+        kd_pl_left_add(p, m);
+    else if (m->claimed &&
+             kd_dedup_release_claim(dedup_of(p, m), m->key, m->key_len) == KD_OK)
         RCOUNT(p, m->route, released);
     /* A claim not released stays in flight: whoever consumes the message
      * next resolves it from the downstream topic (see kd_pl_takeover). */

@@ -49,6 +49,7 @@
 #define MAX_BACKOFF_MS 60000
 #define TAKEOVER_TRIES 3
 #define PARK_MS 250            /* a copy waiting for an ended ownership's delivery */
+#define LEFT_MAX 65536         /* claims left by uncertain deliveries remembered */
 #define RECOVERY_IDLE_MS 60000 /* scans are forgotten after this without orphans */
 #define METADATA_TIMEOUT_MS 10000
 #define STORE_BACKOFF_MIN_MS 100
@@ -73,8 +74,8 @@ typedef struct msg {
     uint64_t own;         /* the ownership of its partition that consumed it */
     bool claimed;         /* holds a claim in the store (and an entry in p->held) */
     bool uncertain;       /* possibly persisted: read downstream before resending */
-    bool maybe_out;       /* a delivery may be downstream: the claim is never released
-                           * unless a read of downstream showed it is not */
+    bool maybe_out;       /* a delivery may be downstream: the claim is never
+                           * released, only completed or left to recovery */
     int reads;            /* uncertain: failed reads of downstream so far */
     int64_t scan_from;    /* downstream: it lands at or after this offset */
     int attempts;         /* failed deliveries so far */
@@ -87,6 +88,18 @@ typedef struct msg {
     int64_t out_offset;
     int64_t out_timestamp;
 } msg;
+
+/* A claim whose message was dropped with its ownership while a delivery of
+ * it may be downstream: where to read to tell, for the copy that meets it
+ * (a bounded FIFO, indexed by p->left). */
+typedef struct left_claim {
+    struct left_claim *older, *newer;
+    size_t route;
+    char *key; /* owned */
+    size_t key_len;
+    int32_t out_partition;
+    int64_t scan_from;
+} left_claim;
 
 typedef struct msg_list {
     msg *head, *tail;
@@ -118,7 +131,10 @@ struct kd_pipeline {
     route_rt *routes;
     kd_offsets *offsets;
     kd_recovery *recovery;
-    kd_held *held;           /* claims held by this run's messages, by route and key */
+    kd_held *held; /* claims held by this run's messages, by route and key */
+    kd_held *left; /* claims left by ended ownerships' uncertain deliveries */
+    left_claim *left_oldest, *left_newest; /* the same, oldest first */
+    size_t nleft;
     uint64_t last_orphan_ms; /* mono: the latest orphaned claim met */
     handover *handovers;     /* waiting, in assignment order */
     size_t nhandovers, handovers_cap;
@@ -126,6 +142,8 @@ struct kd_pipeline {
     uint64_t boot_id;
     char boot_hex[17];
     _Atomic int stop;
+    _Atomic int rejoin;     /* kd_pipeline_rejoin() asked; the loop acts on it */
+    bool rejoining;         /* unsubscribed, waiting for the revoke */
     uint64_t stop_deadline; /* mono ms: the end of shutdown_grace once stopping */
     _Atomic int fatal;
 
@@ -271,6 +289,14 @@ void kd_pl_msg_free(kd_pipeline *p, msg *m);
  * unless a delivery may be downstream: then the claim stays for the next
  * owner's recovery to resolve exactly. */
 void kd_pl_msg_abandon(kd_pipeline *p, msg *m);
+/* Remembers where m's delivery may be, for whoever meets its claim next;
+ * the oldest note goes past LEFT_MAX. */
+void kd_pl_left_add(kd_pipeline *p, const msg *m);
+/* The note for key, or NULL. */
+left_claim *kd_pl_left_find(kd_pipeline *p, size_t route, const char *key,
+                            size_t key_len);
+/* Drops a note (resolved). */
+void kd_pl_left_drop(kd_pipeline *p, left_claim *l);
 /* Acts on a failed (or possibly failed) delivery of m. */
 void kd_pl_on_failed(kd_pipeline *p, msg *m);
 /* Grows the receipt buffers to hold n; false when out of memory. */

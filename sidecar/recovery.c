@@ -36,7 +36,8 @@ typedef struct found {
     unsigned char digest[DIGEST_LEN];
     int64_t offset;
     int64_t timestamp;
-    bool used; /* false: an empty slot */
+    int64_t forwarded_at; /* KD_FORWARDED_AT_HEADER; -1 when the record has none */
+    bool used;            /* false: an empty slot */
 } found;
 
 /* One scanned partition: an open-addressing table of key digests. */
@@ -49,7 +50,8 @@ typedef struct scan {
     size_t cap, n;
 } scan;
 
-#define OWN_SCAN 0 /* boot ids are never 0 */
+#define OWN_SCAN 0          /* boot ids are never 0 */
+#define CLOCK_SLACK_MS 1000 /* a claim and its forwarding: one clock, maybe stepped */
 #define BROKER_RETRY_US 1000000
 
 struct kd_recovery {
@@ -101,26 +103,28 @@ static bool scan_grow(scan *s) {
     return true;
 }
 
-/* Remembers a record of a key. A dead run's scan keeps the first (the one
- * its delivery produced; later ones, if any, are this run's or a mock's
- * copy); this run's own scan keeps the latest (an earlier one may be of a
- * claim that has since expired). */
-static bool scan_add(scan *s, const unsigned char *d, int64_t offset, int64_t ts) {
+/* Remembers a record of a key: the latest one. An earlier one may be the
+ * delivery of an older claim of the key that has since expired; callers
+ * tell by when it was forwarded. */
+static bool scan_add(scan *s, const unsigned char *d, int64_t offset, int64_t ts,
+                     int64_t at) {
     size_t j;
 
     if ((s->n + 1) * 2 > s->cap && !scan_grow(s))
         return false;
     for (j = slot_of(d, s->cap); s->slots[j].used; j = (j + 1) & (s->cap - 1))
         if (!memcmp(s->slots[j].digest, d, DIGEST_LEN)) {
-            if (s->owner == OWN_SCAN && offset > s->slots[j].offset) {
+            if (offset > s->slots[j].offset) {
                 s->slots[j].offset = offset;
                 s->slots[j].timestamp = ts;
+                s->slots[j].forwarded_at = at;
             }
             return true;
         }
     memcpy(s->slots[j].digest, d, DIGEST_LEN);
     s->slots[j].offset = offset;
     s->slots[j].timestamp = ts;
+    s->slots[j].forwarded_at = at;
     s->slots[j].used = true;
     s->n++;
     return true;
@@ -399,6 +403,26 @@ static bool scan_range(kd_recovery *rc, const char *topic, int32_t partition,
     return next >= to;
 }
 
+/* When kdedup forwarded rkm (its KD_FORWARDED_AT_HEADER, wall ms), or -1
+ * for a record without one (forwarded by an older kdedup). */
+static int64_t header_forwarded_at(const rd_kafka_message_t *rkm) {
+    rd_kafka_headers_t *h = NULL;
+    const void *v;
+    size_t len;
+    char text[24], *end;
+    long long at;
+
+    if (rd_kafka_message_headers(rkm, &h) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        rd_kafka_header_get_last(h, KD_FORWARDED_AT_HEADER, &v, &len) !=
+            RD_KAFKA_RESP_ERR_NO_ERROR ||
+        !v || len == 0 || len >= sizeof(text))
+        return -1;
+    memcpy(text, v, len);
+    text[len] = '\0';
+    at = strtoll(text, &end, 10);
+    return !*end && at >= 0 ? at : -1;
+}
+
 /* A recovery scan: remembers the digest of each of the route's keys. */
 typedef struct digest_scan {
     const kd_recovery *rc;
@@ -418,7 +442,8 @@ static bool digest_each(void *arg, rd_kafka_message_t *m) {
     if (source_of(m, ds->route->from, &part, &off) &&
         key_of(ds->rc, m, ds->route, &key, &key_len)) {
         digest(key, key_len, d);
-        ds->nomem = !scan_add(ds->s, d, m->offset, rd_kafka_message_timestamp(m, NULL));
+        ds->nomem = !scan_add(ds->s, d, m->offset, rd_kafka_message_timestamp(m, NULL),
+                              header_forwarded_at(m));
     }
     rd_kafka_message_destroy(m);
     return !ds->nomem;
@@ -437,8 +462,8 @@ static bool scan_extend(kd_recovery *rc, scan *s) {
         return false;
     if (hi <= s->end)
         return true;
-    if (s->end < lo || hi - s->end > rc->cfg->scan_max_records)
-        return false;
+    if (s->end < lo || hi - s->from > rc->cfg->scan_max_records)
+        return false; /* a scan never holds more than the bound */
     ok = scan_range(rc, r->to, s->partition, s->end, hi, digest_each,
                     &(digest_scan){rc, s, r, false}, &rc->stats.records);
     rc->stats.scans++;
@@ -515,7 +540,7 @@ static scan *scan_for(kd_recovery *rc, uint64_t owner, size_t route, int32_t par
 
 kd_recover_result kd_recovery_find(kd_recovery *rc, uint64_t owner, size_t route,
                                    int32_t out_partition, const char *key, size_t key_len,
-                                   kd_recover_found *out) {
+                                   uint64_t claimed_at_ms, kd_recover_found *out) {
     scan *s = scan_for(rc, owner, route, out_partition);
     unsigned char d[DIGEST_LEN];
     const found *f;
@@ -524,6 +549,11 @@ kd_recover_result kd_recovery_find(kd_recovery *rc, uint64_t owner, size_t route
         return KD_RECOVER_UNKNOWN;
     digest(key, key_len, d);
     if (!(f = scan_get(s, d)))
+        return KD_RECOVER_ABSENT;
+    /* Forwarded before the claim: the delivery of an older, expired claim
+     * of the key, not of this one (records without the header: trusted). */
+    if (f->forwarded_at >= 0 &&
+        (uint64_t)f->forwarded_at + CLOCK_SLACK_MS < claimed_at_ms)
         return KD_RECOVER_ABSENT;
     out->offset = f->offset;
     out->timestamp = f->timestamp;
@@ -604,26 +634,12 @@ static bool history_flush(history *h) {
     return ok;
 }
 
-/* When kdedup forwarded rkm (its KD_FORWARDED_AT_HEADER), or the record's
- * timestamp for records forwarded before the header existed. */
+/* When kdedup forwarded rkm, or the record's timestamp for records
+ * forwarded before the header existed. */
 static int64_t forwarded_at(const rd_kafka_message_t *rkm) {
-    rd_kafka_headers_t *h = NULL;
-    const void *v;
-    size_t len;
-    char text[24], *end;
-    long long at;
+    int64_t at = header_forwarded_at(rkm);
 
-    if (rd_kafka_message_headers(rkm, &h) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-        rd_kafka_header_get_last(h, KD_FORWARDED_AT_HEADER, &v, &len) ==
-            RD_KAFKA_RESP_ERR_NO_ERROR &&
-        v && len > 0 && len < sizeof(text)) {
-        memcpy(text, v, len);
-        text[len] = '\0';
-        at = strtoll(text, &end, 10);
-        if (!*end && at >= 0)
-            return at;
-    }
-    return rd_kafka_message_timestamp(rkm, NULL);
+    return at >= 0 ? at : rd_kafka_message_timestamp(rkm, NULL);
 }
 
 static bool history_each(void *arg, rd_kafka_message_t *m) {
@@ -751,7 +767,8 @@ kd_recover_result kd_recovery_find_since(kd_recovery *rc, size_t route,
                     .partition = out_partition,
                     .from = from,
                     .end = from};
-    } else if (s->from > from) { /* starts later than asked: read again */
+    } else if (s->from > from || hi - s->from > rc->cfg->scan_max_records) {
+        /* starts later than asked, or would outgrow the bound: read again */
         free(s->slots);
         *s = (scan){.owner = OWN_SCAN,
                     .route = route,

@@ -103,10 +103,13 @@ kd_err kd_recovery_record_run(kd_recovery *rc, rd_kafka_t *producer, uint64_t bo
                               char *errstr, size_t errstr_size);
 
 /* Looks for key among the records route (index into cfg->routes) put on
- * downstream partition out_partition since run `owner` started. */
+ * downstream partition out_partition since run `owner` started, for a
+ * claim made at claimed_at_ms (wall): a record forwarded before it is the
+ * delivery of an older claim of the key, and does not count. At most
+ * dedup.scan_max_records are read (and remembered) per partition. */
 kd_recover_result kd_recovery_find(kd_recovery *rc, uint64_t owner, size_t route,
                                    int32_t out_partition, const char *key, size_t key_len,
-                                   kd_recover_found *out);
+                                   uint64_t claimed_at_ms, kd_recover_found *out);
 
 /* The handover of source partition src_partition of route (mapped to
  * downstream partition out_partition): passes fn, in batches of at most

@@ -550,16 +550,16 @@ static void claim_at(kd_dedup *d, uint64_t owner, int from, int to, uint64_t at)
     }
 }
 
-/* The one-route config with the handover off: only recovery can tell
- * what a dead run delivered. */
-#define NO_HANDOVER_CONFIG                                                               \
+/* The one-route config with a dedup section of the caller's (the handover
+ * off: only recovery can tell what a dead run delivered). */
+#define DEDUP_CONFIG                                                                     \
     "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\","                             \
     " \"consumer\": {\"session.timeout.ms\": \"6000\", \"heartbeat.interval.ms\": "      \
     "\"500\"}},"                                                                         \
     " \"routes\": [{\"from\": \"in\", \"to\": \"out\", \"on_missing_key\": "             \
     "\"forward\"}],"                                                                     \
-    " \"dedup\": {\"handover\": false, \"inflight_timeout\": \"10m\"},"                  \
-    " \"store\": {\"path\": \"%s/store\"}}"
+    " \"dedup\": %s, \"store\": {\"path\": \"%s/store\"}}"
+#define NO_HANDOVER "{\"handover\": false, \"inflight_timeout\": \"10m\"}"
 
 /* A run killed after its deliveries of key-0..2 were acknowledged but before
  * their receipts, with key-3..5 claimed and never delivered; key-9 claimed
@@ -614,7 +614,7 @@ static void orphans_resolved(env *e, uint64_t claimed_at, bool handover) {
     if (handover)
         start(&r, e, "{}", 5, "5s");
     else
-        kf_run_start(&r, &e->mock, NO_HANDOVER_CONFIG, e->mock.bootstrap, e->dir);
+        kf_run_start(&r, &e->mock, DEDUP_CONFIG, e->mock.bootstrap, NO_HANDOVER, e->dir);
     st = kf_run_wait(&r, 10, TIMEOUT_MS);
     assert_int_equal(st.consumed, 10);
     assert_int_equal(st.orphans_found, 3);
@@ -659,6 +659,62 @@ static void test_orphans_resolved_without_handover(void **state) {
  * they are looked up there before anything is forwarded again. */
 static void test_expired_orphans_looked_up(void **state) {
     orphans_resolved(*state, (uint64_t)time(NULL) * 1000 - 11 * 60 * 1000, false);
+}
+
+/* A key forwarded two hours ago (ttl 1 h: expired), consumed again and
+ * claimed a minute ago by a run that died before delivering it. The old
+ * record downstream is that key's, but not that claim's delivery: the
+ * claim is resolved as absent and the message forwarded (once more), not
+ * completed by the old record (which would lose it). */
+static void test_orphan_not_completed_by_an_older_delivery(void **state) {
+    env *e = *state;
+    const char *run = "kdedup-run v1\n0 0 out\n1 0 out\n2 0 out\n3 0 out\n";
+    uint64_t now = (uint64_t)time(NULL) * 1000;
+    char path[512], err[512], stream[32], at[32];
+    rd_kafka_t *rk = kf_producer(&e->mock);
+    kd_pipeline_stats st;
+    kf_record *recs;
+    kd_store *store;
+    kd_dedup *d;
+    size_t n;
+    kf_run r;
+
+    snprintf(path, sizeof(path), "%s/store", e->dir);
+    assert_non_null(store = kd_rocks_open(path, true, err, sizeof(err)));
+    assert_int_equal(
+        kd_store_append(store, stream,
+                        kd_recovery_run_stream(0xbeef, stream, sizeof(stream)), 0, run,
+                        strlen(run)),
+        KD_OK);
+    d = kd_dedup_new(store, "kdedup:in");
+    claim_at(d, 0xbeef, 0, 1, now - 60 * 1000);
+    kd_dedup_destroy(d);
+    kd_store_destroy(store);
+
+    /* key-0's delivery of two hours ago, then key-0 again */
+    snprintf(at, sizeof(at), "%llu", (unsigned long long)(now - 7200 * 1000));
+    assert_int_equal(
+        rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("out"), RD_KAFKA_V_PARTITION(0),
+                          RD_KAFKA_V_VALUE("old", 3),
+                          RD_KAFKA_V_HEADER("Idempotency-Key", "key-0", -1),
+                          RD_KAFKA_V_HEADER("kdedup-source", "in/0/0", -1),
+                          RD_KAFKA_V_HEADER("kdedup-forwarded-at", at, -1),
+                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+        RD_KAFKA_RESP_ERR_NO_ERROR);
+    kf_send(rk, "in", 0, "key-0", "value-0-copy-0");
+    kf_producer_close(rk);
+
+    kf_run_start(&r, &e->mock, DEDUP_CONFIG, e->mock.bootstrap, "{\"ttl\": \"1h\"}",
+                 e->dir);
+    st = kf_run_wait(&r, 1, TIMEOUT_MS);
+    kf_run_stop(&r);
+    assert_int_equal(st.handover_keys, 0); /* forwarded past the ttl: not learned */
+    assert_int_equal(st.orphans_found, 0);
+    assert_int_equal(st.orphans_absent, 1);
+    assert_int_equal(st.forwarded, 1);
+    recs = kf_read(&e->mock, "out", PARTS, 2, 1000, TIMEOUT_MS, &n);
+    assert_int_equal(kf_count_key(recs, n, "key-0"), 2); /* the old one, and now */
+    free(recs);
 }
 
 /* Runs the one-route pipeline over the store in e->dir/<name>. */
@@ -808,59 +864,36 @@ static void test_handover_waits_for_downstream(void **state) {
     free(recs);
 }
 
-/* Config of a run whose consumer uses an eager assignor (range): every
- * rebalance revokes every partition and assigns them again, so partitions
- * come back to the same process. Deliveries wait a minute before they
- * time out; a revoke waits 200 ms for them. */
-#define EAGER_CONFIG                                                                     \
+/* A run that drains for 200 ms on a revoke, with the handover off (so a
+ * partition assigned again is consumed at once) and deliveries that wait
+ * message.timeout.ms (%s) before they time out. */
+#define REJOIN_CONFIG                                                                    \
     "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\","                             \
-    " \"producer\": {\"message.timeout.ms\": \"60000\", \"retries\": \"1\","             \
+    " \"producer\": {\"message.timeout.ms\": \"%s\", \"retries\": \"1\","                \
     " \"retry.backoff.ms\": \"10\"},"                                                    \
     " \"consumer\": {\"session.timeout.ms\": \"6000\", \"heartbeat.interval.ms\": "      \
-    "\"500\", \"partition.assignment.strategy\": \"range\"}},"                           \
+    "\"500\"}},"                                                                         \
     " \"routes\": [{\"from\": \"in\", \"to\": \"out\", \"on_missing_key\": \"drop\", "   \
-    "\"max_retries\": -1,"                                                               \
-    " \"retry_backoff\": \"100ms\"}], \"dedup\": {\"handover\": false},"                 \
-    " \"store\": {\"path\": \"%s/store\"}, \"pipeline\": {\"shutdown_grace\": "          \
+    "\"max_retries\": -1, \"retry_backoff\": \"100ms\"}], \"dedup\": {\"handover\": "    \
+    "false}, \"store\": {\"path\": \"%s/store\"}, \"pipeline\": {\"shutdown_grace\": "   \
     "\"200ms\"}}"
 
-/* A consumer of the test's in group "g" that subscribes to another topic:
- * its joining makes the group rebalance. */
-static rd_kafka_t *joiner(env *e) {
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
-    char err[256];
-    rd_kafka_t *rk;
-
-    rd_kafka_conf_set(conf, "bootstrap.servers", e->mock.bootstrap, err, sizeof(err));
-    rd_kafka_conf_set(conf, "group.id", "g", err, sizeof(err));
-    rd_kafka_conf_set(conf, "partition.assignment.strategy", "range", err, sizeof(err));
-    rd_kafka_conf_set(conf, "session.timeout.ms", "6000", err, sizeof(err));
-    rd_kafka_conf_set(conf, "log_level", "3", err, sizeof(err));
-    assert_non_null(rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err)));
-    rd_kafka_poll_set_consumer(rk);
-    rd_kafka_topic_partition_list_add(topics, "a", RD_KAFKA_PARTITION_UA);
-    assert_int_equal(rd_kafka_subscribe(rk, topics), 0);
-    rd_kafka_topic_partition_list_destroy(topics);
-    return rk;
-}
-
-/* Polls the joiner while the pipeline's stats do not satisfy done (or
- * TIMEOUT_MS); returns the last stats. */
-static kd_pipeline_stats poll_until(rd_kafka_t *joined, kf_run *r,
-                                    bool (*done)(const kd_pipeline_stats *)) {
+/* Waits until the pipeline's stats satisfy done (or TIMEOUT_MS); returns
+ * the last stats. */
+static kd_pipeline_stats wait_stats(kf_run *r, bool (*done)(const kd_pipeline_stats *)) {
     kd_pipeline_stats st;
 
     for (int i = 0; i < TIMEOUT_MS / 20; i++) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(joined, 20);
-
-        if (m)
-            rd_kafka_message_destroy(m);
         kd_pipeline_stats_get(r->p, &st);
         if (done(&st))
             break;
+        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
     }
     return st;
+}
+
+static bool consumed_6(const kd_pipeline_stats *st) {
+    return st->consumed >= 6;
 }
 
 static bool consumed_again(const kd_pipeline_stats *st) {
@@ -871,51 +904,77 @@ static bool failed_once(const kd_pipeline_stats *st) {
     return st->produce_errors >= 1;
 }
 
-/* Message X is in flight when its partition is revoked (the drain runs out
- * of time) and assigned back to the same process. X is consumed again in
- * the new ownership while the old delivery is still out (no handover, so
- * nothing is read downstream first); that delivery then fails. The copy must not count as
- * a duplicate of a delivery that nobody will make: the commit never passes X, and X
- * reaches downstream exactly once. */
-static void test_partition_back_to_same_process(void **state) {
-    env *e = *state;
-    kd_pipeline_stats st;
-    rd_kafka_t *rk, *joined;
-    kf_record *recs;
+static bool abandoned(const kd_pipeline_stats *st) {
+    return st->abandoned >= 1;
+}
+
+static bool forwarded_6(const kd_pipeline_stats *st) {
+    return st->forwarded + st->orphans_found >= 6;
+}
+
+/* Five keys through a run in e->dir, on in/0; then, with broker 2
+ * (downstream) answering after rtt_ms and failing its next `errors`
+ * produce requests, key-X (in/0 offset 5), consumed. */
+static void run_until_x(env *e, kf_run *r, const char *message_timeout, int rtt_ms,
+                        int errors) {
+    rd_kafka_t *rk;
     char key[32];
-    size_t n;
-    kf_run r;
 
     split_brokers(e);
     kf_mock_cmd(&e->mock, "coordinator g 1"); /* the group is not slowed below */
-    kf_run_start(&r, &e->mock, EAGER_CONFIG, e->mock.bootstrap, e->dir);
+    kf_run_start(r, &e->mock, REJOIN_CONFIG, e->mock.bootstrap, message_timeout, e->dir);
     rk = kf_producer(&e->mock);
     for (int i = 0; i < 5; i++) {
         snprintf(key, sizeof(key), "key-%d", i);
         kf_send(rk, "in", 0, key, key);
     }
     kf_producer_close(rk);
-    kf_run_wait(&r, 5, TIMEOUT_MS);
-
-    /* X's delivery (two attempts) fails, each answered after 15 s: it is
-     * still out when the rebalance (about 15 s on the mock) is done. */
-    kf_mock_cmd(&e->mock, "broker-produce-errors 2 2 %d",
-                RD_KAFKA_RESP_ERR_KAFKA_STORAGE_ERROR);
-    kf_mock_cmd(&e->mock, "rtt 2 15000");
+    kf_run_wait(r, 5, TIMEOUT_MS);
+    if (errors)
+        kf_mock_cmd(&e->mock, "broker-produce-errors 2 %d %d", errors,
+                    RD_KAFKA_RESP_ERR_KAFKA_STORAGE_ERROR);
+    kf_mock_cmd(&e->mock, "rtt 2 %d", rtt_ms);
     rk = kf_producer(&e->mock);
-    kf_send(rk, "in", 0, "key-X", "key-X"); /* in/0 offset 5 */
+    kf_send(rk, "in", 0, "key-X", "key-X");
     kf_producer_close(rk);
-    kf_run_wait(&r, 6, TIMEOUT_MS);
+    wait_stats(r, consumed_6); /* its delivery still out */
+}
 
-    joined = joiner(e); /* revoke all, assign all again: X is consumed again */
-    st = poll_until(joined, &r, consumed_again);
+/* Every key of run_until_x downstream exactly once. */
+static void assert_x_once(env *e) {
+    kf_record *recs;
+    char key[32];
+    size_t n;
+
+    recs = kf_read(&e->mock, "out", PARTS, 6, 2000, TIMEOUT_MS, &n);
+    assert_int_equal(kf_count_key(recs, n, "key-X"), 1);
+    for (int i = 0; i < 5; i++) {
+        snprintf(key, sizeof(key), "key-%d", i);
+        assert_int_equal(kf_count_key(recs, n, key), 1);
+    }
+    free(recs);
+}
+
+/* Message X is in flight when its partition is revoked (the drain runs out
+ * of time) and assigned back to the same process, which consumes X again
+ * while the old delivery is still out; that delivery then fails. The copy
+ * must not count as a duplicate of a delivery that nobody will make: the
+ * commit never passes X, and X reaches downstream exactly once. */
+static void test_partition_back_to_same_process(void **state) {
+    env *e = *state;
+    kd_pipeline_stats st;
+    kf_run r;
+
+    /* X's delivery (two attempts) fails, each answered after 3 s */
+    run_until_x(e, &r, "60000", 3000, 2);
+    kd_pipeline_rejoin(r.p); /* revoke all, assign all again: X consumed again */
+    st = wait_stats(&r, consumed_again);
     assert_true(st.consumed >= 7);
-    st = poll_until(joined, &r, failed_once);
+    st = wait_stats(&r, failed_once);
     assert_true(st.produce_errors >= 1);
     st = kf_run_stop(&r); /* before any new delivery of X can land */
+    assert_true(st.parked >= 1);
     assert_true(kf_committed(&e->mock, "g", "in", 0) <= 5);
-    rd_kafka_consumer_close(joined);
-    rd_kafka_destroy(joined);
 
     kf_mock_cmd(&e->mock, "rtt 2 0");
     start(&r, e, "{}", -1, "5s");
@@ -926,13 +985,30 @@ static void test_partition_back_to_same_process(void **state) {
     }
     kf_run_stop(&r);
     assert_int_equal(kf_committed(&e->mock, "g", "in", 0), 6);
-    recs = kf_read(&e->mock, "out", PARTS, 6, 2000, TIMEOUT_MS, &n);
-    assert_int_equal(kf_count_key(recs, n, "key-X"), 1);
-    for (int i = 0; i < 5; i++) {
-        snprintf(key, sizeof(key), "key-%d", i);
-        assert_int_equal(kf_count_key(recs, n, key), 1);
-    }
-    free(recs);
+    assert_x_once(e);
+}
+
+/* X's delivery times out (possibly persisted: the mock has it) after its
+ * partition was revoked and assigned back. Its claim is kept, with where
+ * the delivery went; the copy consumed again waits for it, then reads
+ * there and finds it: X downstream once, never sent again. */
+static void test_uncertain_delivery_of_an_ended_ownership(void **state) {
+    env *e = *state;
+    kd_pipeline_stats st;
+    kf_run r;
+
+    run_until_x(e, &r, "3000", 5000, 0);
+    kd_pipeline_rejoin(r.p);
+    st = wait_stats(&r, abandoned); /* X timed out after its ownership ended */
+    assert_true(st.abandoned >= 1);
+    assert_true(st.possibly_persisted >= 1);
+    kf_mock_cmd(&e->mock, "rtt 2 0");
+    st = wait_stats(&r, forwarded_6);
+    kf_run_stop(&r);
+    assert_int_equal(st.orphans_found, 1); /* the copy found X downstream */
+    assert_int_equal(st.forwarded, 5);
+    assert_int_equal(kf_committed(&e->mock, "g", "in", 0), 6);
+    assert_x_once(e);
 }
 
 int main(void) {
@@ -957,6 +1033,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_orphans_resolved_without_handover, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_expired_orphans_looked_up, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_orphan_not_completed_by_an_older_delivery,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_retries_exhausted_dead_letter, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_handover_moves_history, setup, teardown),
@@ -966,6 +1044,8 @@ int main(void) {
                                         teardown),
         cmocka_unit_test_setup_teardown(test_partition_back_to_same_process, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_uncertain_delivery_of_an_ended_ownership,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_possibly_persisted_resolved_downstream,
                                         setup, teardown),
     };
