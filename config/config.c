@@ -389,7 +389,11 @@ static char *scalar_text(ctx *c, const char *path, const cJSON *v, const char *k
     if (cJSON_IsBool(v))
         return strdup(cJSON_IsTrue(v) ? "true" : "false");
     if (cJSON_IsNumber(v)) {
-        if (v->valuedouble != (double)(long long)v->valuedouble) {
+        /* In range before converting: a double beyond long long (1e300) is
+         * undefined behaviour to convert. 2^63 is exact as a double. */
+        if (!(v->valuedouble >= -9223372036854775808.0 &&
+              v->valuedouble < 9223372036854775808.0) ||
+            v->valuedouble != (double)(long long)v->valuedouble) {
             fail_value(c, path, v, kind);
             return NULL;
         }

@@ -165,6 +165,47 @@ static void test_durations(void **state) {
                  "\"5m\" or \"24h\", got 3600");
 }
 
+/* Numbers out of every integer's range are refused before any conversion
+ * (converting 1e300 to an integer is undefined behaviour). */
+static void test_integer_range(void **state) {
+    (void)state;
+    static const struct {
+        const char *num, *shown;
+    } cases[] = {
+        {"1e300", "1e+300"},
+        {"-1e300", "-1e+300"},
+        {"9223372036854775808", "9.2233720368547758e+18"}, /* 2^63 */
+        {"1e19", "1e+19"},
+    };
+    char json[512], want[512];
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        snprintf(json, sizeof(json),
+                 "{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], \"dedup\": "
+                 "{\"max_key_bytes\": %s}}",
+                 cases[i].num);
+        snprintf(want, sizeof(want),
+                 "kdedup.json: dedup.max_key_bytes: expected an integer from 1 to 65535, "
+                 "got %s",
+                 cases[i].shown);
+        assert_error(json, want);
+        snprintf(json, sizeof(json),
+                 "{\"kafka\": {\"brokers\": \"k:1\", \"group_id\": \"g\", "
+                 "\"producer\": {\"linger.ms\": %s}}, \"routes\": [" MINIMAL_ROUTE "]}",
+                 cases[i].num);
+        snprintf(
+            want, sizeof(want),
+            "kdedup.json: kafka.producer[\"linger.ms\"]: expected a string, number or "
+            "boolean, got %s",
+            cases[i].shown);
+        assert_error(json, want);
+    }
+    kd_config *cfg = assert_valid("{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], "
+                                  "\"pipeline\": {\"batch_max\": 1e2}}");
+    assert_int_equal(cfg->batch_max, 100);
+    kd_config_destroy(cfg);
+}
+
 /* One bad file per rule, with the whole message. */
 static void test_rules(void **state) {
     (void)state;
@@ -340,6 +381,7 @@ int main(void) {
         cmocka_unit_test(test_design_example),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_env_interpolation),
+        cmocka_unit_test(test_integer_range),
         cmocka_unit_test(test_durations),
         cmocka_unit_test(test_rules),
         cmocka_unit_test(test_secrets_not_shown),
