@@ -49,14 +49,16 @@ static void usage(FILE *out) {
         "       kdedup --version | --help\n");
 }
 
-/* Loads and fully checks a config, librdkafka properties included. */
+/* Loads and fully checks a config, librdkafka properties included. Errors
+ * never show a value that came from the environment or a file. */
 static kd_config *load(const char *path) {
-    char err[1024];
+    char err[1024], shown[1024];
     kd_config *cfg = kd_config_load(path, err, sizeof(err));
 
     if (cfg && !kd_kafka_check(cfg, err, sizeof(err))) {
+        fprintf(stderr, "%s\n", kd_config_redact(cfg, err, shown, sizeof(shown)));
         kd_config_destroy(cfg);
-        cfg = NULL;
+        return NULL;
     }
     if (!cfg)
         fprintf(stderr, "%s\n", err);
@@ -110,6 +112,7 @@ static int run(const char *path) {
     if (!cfg)
         return 2;
     kd_log_set_level(cfg->log_level);
+    kd_log_set_redact(cfg);
     if (!strncmp(cfg->brokers, "mock:", 5) && !(mock = start_mock(cfg)))
         goto done;
     brokers = mock ? kd_mock_bootstraps(mock) : cfg->brokers;
@@ -144,6 +147,7 @@ done:
     kd_pipeline_destroy(p);
     kd_store_destroy(store);
     kd_mock_stop(mock);
+    kd_log_set_redact(NULL); /* no other thread is left to log */
     kd_config_destroy(cfg);
     return rc;
 }
