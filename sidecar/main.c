@@ -9,6 +9,7 @@
  */
 #include "config/config.h"
 #include "dedup/store.h"
+#include "sidecar/harden.h"
 #include "sidecar/http.h"
 #include "sidecar/kafka.h"
 #include "sidecar/log.h"
@@ -116,6 +117,16 @@ static int run(const char *path) {
     if (!strncmp(cfg->brokers, "mock:", 5) && !(mock = start_mock(cfg)))
         goto done;
     brokers = mock ? kd_mock_bootstraps(mock) : cfg->brokers;
+    switch (kd_harden_store_dir(cfg->store_path, err, sizeof(err))) {
+    case KD_HARDEN_FAIL:
+        KD_ERROR("%s: %s", cfg->file, err);
+        goto done;
+    case KD_HARDEN_WARN:
+        KD_WARN("%s: %s", cfg->file, err);
+        break;
+    case KD_HARDEN_OK:
+        break;
+    }
     if (!(store = kd_rocks_open(cfg->store_path, cfg->store_sync, err, sizeof(err)))) {
         KD_ERROR("%s", err);
         goto done;
@@ -153,6 +164,13 @@ done:
 }
 
 int main(int argc, char **argv) {
+    char err[256];
+
+    /* Before anything reads a secret or opens a file. */
+    if (kd_harden_process(err, sizeof(err)) != KD_HARDEN_OK) {
+        fprintf(stderr, "kdedup: %s\n", err);
+        return 1;
+    }
     if (argc >= 2 && !strcmp(argv[1], "demo"))
         return kd_demo_main(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "mock"))
