@@ -60,7 +60,8 @@ LIBS_TEST  := $(call pc_libs,$(PKGS_TEST))
 
 UNIT_TESTS := $(BUILD)/tests/test_entry $(BUILD)/tests/test_dedup \
               $(BUILD)/tests/test_store_rocks $(BUILD)/tests/test_config \
-              $(BUILD)/tests/test_offsets $(BUILD)/tests/test_metrics
+              $(BUILD)/tests/test_offsets $(BUILD)/tests/test_metrics \
+              $(BUILD)/tests/test_http
 INTEGRATION_TESTS := $(BUILD)/tests/test_pipeline
 TESTS := $(UNIT_TESTS) $(INTEGRATION_TESTS)
 # The real binary against an independent client (Debian's kafka-python), and
@@ -164,6 +165,12 @@ $(BUILD)/tests/test_offsets: $(call obj,tests/test_offsets.c sidecar/offsets.c)
 $(BUILD)/tests/test_metrics: $(call obj,tests/test_metrics.c sidecar/metrics.c) $(LIB_CONFIG)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_CONFIG) $(LIBS_TEST)
+
+# The HTTP endpoint in a child process, against 600 slow clients.
+$(BUILD)/tests/test_http: $(call obj,tests/test_http.c sidecar/http.c sidecar/log.c) \
+                          $(LIB_CONFIG)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(call pc_libs,$(PKGS_HTTP)) $(LIBS_CONFIG) $(LIBS_TEST)
 
 # Integration: the pipeline against a mock cluster in a `kdedup mock` process.
 $(BUILD)/tests/test_pipeline: $(call obj,tests/test_pipeline.c tests/kafka_fixture.c tests/faulty_store.c \
