@@ -505,7 +505,7 @@ static bool expand_var(ctx *c, const char *path, strbuf *b, const char *ref,
                        size_t reflen) {
     size_t namelen = strcspn(ref + 2, ":}");
     const char *val, *def = NULL;
-    char name[128];
+    char name[128], shown_as[sizeof(name) + 3];
 
     if (namelen == 0 || namelen >= sizeof(name) ||
         (ref[2 + namelen] == ':' && ref[3 + namelen] != '-'))
@@ -522,8 +522,10 @@ static bool expand_var(ctx *c, const char *path, strbuf *b, const char *ref,
     if (ref[2 + namelen] == ':')
         def = ref + 4 + namelen;
     val = getenv(name);
-    if (val && *val) /* the name alone is shown in place of the value */
-        return add_secret(c, path, b, ref, 3 + namelen, val, strlen(val));
+    if (val && *val) { /* shown as ${NAME}, with or without a default */
+        snprintf(shown_as, sizeof(shown_as), "${%s}", name);
+        return add_secret(c, path, b, shown_as, strlen(shown_as), val, strlen(val));
+    }
     if (def) /* unset or empty: the default, as in the shell */
         return strbuf_add(c, path, b, def, (size_t)(ref + reflen - 1 - def));
     if (val)
