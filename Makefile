@@ -45,7 +45,9 @@ DEDUP_SRC := dedup/store.c dedup/store_mem.c dedup/entry.c dedup/dedup.c
 ROCKS_SRC := store_rocks/store_rocks.c
 CONFIG_SRC := config/config.c
 SIDECAR_SRC := sidecar/log.c sidecar/offsets.c sidecar/headers.c sidecar/kafka.c \
-               sidecar/metrics.c sidecar/http.c sidecar/recovery.c sidecar/pipeline.c sidecar/mockd.c \
+               sidecar/metrics.c sidecar/http.c sidecar/recovery.c sidecar/held.c sidecar/pipeline.c sidecar/pipeline_consume.c \
+               sidecar/pipeline_claim.c sidecar/pipeline_produce.c sidecar/pipeline_deliver.c \
+               sidecar/pipeline_handover.c sidecar/pipeline_rebalance.c sidecar/mockd.c \
                sidecar/demo.c sidecar/lookup.c sidecar/harden.c
 
 LIBS_DEDUP := $(call pc_libs,$(PKGS_DEDUP))
@@ -60,7 +62,7 @@ LIBS_TEST  := $(call pc_libs,$(PKGS_TEST))
 
 UNIT_TESTS := $(BUILD)/tests/test_entry $(BUILD)/tests/test_dedup \
               $(BUILD)/tests/test_store_rocks $(BUILD)/tests/test_config \
-              $(BUILD)/tests/test_offsets $(BUILD)/tests/test_metrics \
+              $(BUILD)/tests/test_offsets $(BUILD)/tests/test_metrics $(BUILD)/tests/test_held \
               $(BUILD)/tests/test_http
 INTEGRATION_TESTS := $(BUILD)/tests/test_pipeline
 TESTS := $(UNIT_TESTS) $(INTEGRATION_TESTS)
@@ -74,6 +76,7 @@ FUZZERS := $(BUILD)/fuzz/fuzz_entry $(BUILD)/fuzz/fuzz_config $(BUILD)/fuzz/fuzz
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
 .PHONY: all deps test soak valgrind bench bench-e2e bench-handover demo fuzz fuzz-build format format-check clean help
+.PHONY: image image-test
 .DEFAULT_GOAL := all
 
 all: deps
@@ -93,6 +96,8 @@ help:
 	@echo "make bench-handover  an empty replica learning 10^6 keys (BENCH_HANDOVER_ARGS=...)"
 	@echo "make fuzz       run the libFuzzer targets for FUZZ_SECONDS each (clang)"
 	@echo "make deps       install missing Debian packages (root) or print the command"
+	@echo "make image      build the container image $(IMAGE) with podman (root)"
+	@echo "make image-test build it, then run it as Kubernetes does and check it"
 	@echo "make format-check / format   clang-format check / rewrite"
 	@echo "switches: WERROR=1 SANITIZE=address,undefined BUILD=dir"
 
@@ -159,6 +164,10 @@ $(BUILD)/tests/test_config: $(call obj,tests/test_config.c) $(LIB_CONFIG)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_CONFIG) $(LIBS_TEST)
 
 $(BUILD)/tests/test_offsets: $(call obj,tests/test_offsets.c sidecar/offsets.c)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_TEST)
+
+$(BUILD)/tests/test_held: $(call obj,tests/test_held.c sidecar/held.c)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_TEST)
 
@@ -266,6 +275,16 @@ fuzz: fuzz-build
 	    || { tail -50 $(BUILD)/fuzz/$$name.log; exit 1; }; \
 	  grep -E '^stat::number_of_executed_units|^Done' $(BUILD)/fuzz/$$name.log; \
 	done
+
+# The container image (deploy/Dockerfile), with podman and no registry: the
+# script makes the base images from the Debian archive; see its header.
+IMAGE ?= kdedup:$(shell sed -n 's/^\#define KD_VERSION "\(.*\)"/\1/p' sidecar/version.h)
+image:
+	@BUILD=$(BUILD) IMAGE=$(IMAGE) tests/image/test_image.sh --build-only
+
+image-test:
+	@$(MAKE) --no-print-directory $(KDEDUP)
+	@KDEDUP=$(KDEDUP) BUILD=$(BUILD) IMAGE=$(IMAGE) tests/image/test_image.sh
 
 FORMAT_SRC = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 format-check:

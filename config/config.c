@@ -913,31 +913,48 @@ static bool check_routes(ctx *c, const kd_config *cfg) {
     return true;
 }
 
-/* An unfinished claim must outlive the producer's own delivery timeout, or
- * a late delivery could race a re-claim. */
-static bool check_timeouts(ctx *c, const kd_config *cfg) {
-    const char *v = kd_config_prop_get(&cfg->producer, "message.timeout.ms");
-    const char *vt = env_template(c->env, "kafka.producer[\"message.timeout.ms\"]");
-    const char *it = env_template(c->env, "dedup.inflight_timeout");
-    long long timeout = KD_CONFIG_DEFAULT_MESSAGE_TIMEOUT_MS;
-    char have[64], got[64];
-    char *end;
+/* dedup.inflight_timeout against one delivery timeout of the producer;
+ * values from the environment or a file are shown as written. */
+static bool timeout_ok(ctx *c, const kd_config *cfg, const char *name,
+                       long long timeout) {
+    char path[MAX_PATH], have[64], got[64];
+    const char *vt, *it = env_template(c->env, "dedup.inflight_timeout");
 
-    if (v) {
-        timeout = strtoll(v, &end, 10);
-        if (end == v || *end || timeout < 0)
-            return true; /* librdkafka reports the bad value itself */
-    }
-    if (cfg->inflight_timeout_ms == 0)
-        return true;
     if (timeout != 0 && (long long)cfg->inflight_timeout_ms > timeout)
         return true;
+    path_fmt(path, "kafka.producer[\"%s\"]", name);
+    vt = env_template(c->env, path);
     snprintf(have, sizeof(have), "%lldms%s", timeout, timeout == 0 ? ", i.e. never" : "");
     snprintf(got, sizeof(got), "%llums", (unsigned long long)cfg->inflight_timeout_ms);
     return fail(c, "dedup.inflight_timeout",
-                "expected a duration longer than the producer's message.timeout.ms "
-                "(%s), got %s",
+                "expected a duration longer than the producer's %s (%s), got %s", name,
                 vt ? vt : have, it ? it : got);
+}
+
+/* An unfinished claim must outlive the producer's own delivery timeout, or
+ * a late delivery could race a re-claim. librdkafka takes the timeout under
+ * two names (delivery.timeout.ms is an alias): each one set is checked. */
+static bool check_timeouts(ctx *c, const kd_config *cfg) {
+    static const char *const names[] = {"message.timeout.ms", "delivery.timeout.ms"};
+    bool set = false;
+
+    if (cfg->inflight_timeout_ms == 0)
+        return true;
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        const char *v = kd_config_prop_get(&cfg->producer, names[i]);
+        long long timeout;
+        char *end;
+
+        if (!v)
+            continue;
+        set = true;
+        timeout = strtoll(v, &end, 10);
+        if (end == v || *end || timeout < 0)
+            continue; /* librdkafka reports the bad value itself */
+        if (!timeout_ok(c, cfg, names[i], timeout))
+            return false;
+    }
+    return set || timeout_ok(c, cfg, names[0], KD_CONFIG_DEFAULT_MESSAGE_TIMEOUT_MS);
 }
 
 static bool validate(ctx *c, const kd_config *cfg) {

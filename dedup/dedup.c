@@ -398,10 +398,16 @@ static void claim_leader(batch *b, size_t i, kd_claim *c, uint64_t ts) {
 
     if ((c->err = s->read_err) != KD_OK)
         return;
+    c->expired = false;
+    c->expired_owner = 0;
     if (head_state_at(b->d, &s->head, ts) != ST_ABSENT) {
         c->owner = s->head.e.has_owner ? s->head.e.owner : 0;
         c->err = decision_from_head(&s->head, &c->decision);
         return;
+    }
+    if (head_state(&s->head) == ST_IN_FLIGHT) { /* expired: say whose it was */
+        c->expired = true;
+        c->expired_owner = s->head.e.has_owner ? s->head.e.owner : 0;
     }
     e = (kd_entry){.kind = KD_ENTRY_ACTIVE,
                    .timestamp_ms = ts,
@@ -424,6 +430,7 @@ static void claim_settle(batch *b, size_t i, kd_claim *c, uint64_t ts) {
         return;
     }
     c->err = res;
+    c->expired = false; /* another claimer won, or nothing was written */
     if (res != KD_ERR_SEQUENCE_CONFLICT)
         return;
     c->err = head_read(b->d, s->stream, b->stream_len, c->key, c->key_len, &s->head);

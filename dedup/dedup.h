@@ -94,6 +94,12 @@ typedef struct kd_claim {
     kd_err err;           /* out: this key's result */
     kd_decision decision; /* out when err == KD_OK; clear with kd_decision_clear() */
     uint64_t owner;       /* out: KD_IN_FLIGHT: the holder's owner id (0 = none) */
+    /* out, KD_CLAIMED: the key was held by an unfinished claim older than
+     * inflight_timeout (absent by retention), whose owner was expired_owner
+     * (0 = none recorded). Its delivery may have happened: a caller that
+     * can look it up should, before delivering again. */
+    bool expired;
+    uint64_t expired_owner;
 } kd_claim;
 
 /* Claims every key of the batch at timestamp_ms with one store write, with

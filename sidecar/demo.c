@@ -7,7 +7,10 @@
  *
  *   kdedup demo [--messages N] [--duplicates PCT] [--partitions P]
  *
- * Exit 0 only if the check passes.
+ * The temporary store goes under $TMPDIR (else /tmp): a container with a
+ * read-only root has no writable /tmp, and points TMPDIR at its volume.
+ *
+ * Exit 0 only if the check passes; every failure says what failed.
  */
 #define _XOPEN_SOURCE 700 /* nftw */
 #include "config/config.h"
@@ -19,6 +22,7 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include <errno.h>
 #include <ftw.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -37,7 +41,7 @@ typedef struct demo {
     int dup_pct;
     int partitions;
     long unique; /* distinct keys produced */
-    char dir[256];
+    char dir[4096];
     kd_mock *mock;
 } demo;
 
@@ -60,16 +64,17 @@ static rd_kafka_t *client(demo *d, rd_kafka_type_t type, const char *group) {
     char err[256];
     rd_kafka_t *rk;
 
-    rd_kafka_conf_set(conf, "bootstrap.servers", kd_mock_bootstraps(d->mock), NULL, 0);
-    if (group)
-        rd_kafka_conf_set(conf, "group.id", group, NULL, 0);
-    else
-        rd_kafka_conf_set(conf, "linger.ms", "20", NULL, 0);
-    if (!(rk = rd_kafka_new(type, conf, err, sizeof(err)))) {
-        fprintf(stderr, "demo: %s\n", err);
+    if (rd_kafka_conf_set(conf, "bootstrap.servers", kd_mock_bootstraps(d->mock), err,
+                          sizeof(err)) != RD_KAFKA_CONF_OK ||
+        rd_kafka_conf_set(conf, group ? "group.id" : "linger.ms", group ? group : "20",
+                          err, sizeof(err)) != RD_KAFKA_CONF_OK ||
+        !(rk = rd_kafka_new(type, conf, err, sizeof(err)))) {
+        fprintf(stderr, "demo: cannot create the %s client: %s\n",
+                type == RD_KAFKA_PRODUCER ? "producer" : "verifying consumer", err);
         rd_kafka_conf_destroy(conf);
+        return NULL;
     }
-    return rk;
+    return rk; /* rd_kafka_new() took the conf */
 }
 
 /* Produces the input: message i repeats an earlier key with probability
@@ -100,12 +105,18 @@ static bool produce_input(demo *d) {
                                         RD_KAFKA_V_END)) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
             rd_kafka_poll(rk, 10);
         if (err) {
-            fprintf(stderr, "demo: produce: %s\n", rd_kafka_err2str(err));
+            fprintf(stderr, "demo: producing the input to %s: %s\n", IN_TOPIC,
+                    rd_kafka_err2str(err));
             rd_kafka_destroy(rk);
             return false;
         }
     }
-    rd_kafka_flush(rk, 60000);
+    if (rd_kafka_flush(rk, 60000) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        fprintf(stderr, "demo: producing the input to %s: %d messages unsent after 60s\n",
+                IN_TOPIC, rd_kafka_outq_len(rk));
+        rd_kafka_destroy(rk);
+        return false;
+    }
     rd_kafka_destroy(rk);
     return true;
 }
@@ -117,13 +128,14 @@ static void *run_pipeline(void *p) {
 
 /* Runs the pipeline until it has consumed everything and settled it. */
 static bool run(demo *d, kd_pipeline_stats *st, double *secs) {
-    char json[1024], err[1024];
+    char json[5120], err[1024];
     kd_config *cfg;
     kd_store *store = NULL;
     kd_pipeline *p = NULL;
     pthread_t tid;
     double t0, deadline;
     bool ok = false;
+    int rc;
 
     snprintf(json, sizeof(json),
              "{\"kafka\": {\"brokers\": \"mock:1\", \"group_id\": \"kdedup-demo\"},"
@@ -132,16 +144,25 @@ static bool run(demo *d, kd_pipeline_stats *st, double *secs) {
              " \"store\": {\"path\": \"%s/store\", \"sync\": true},"
              " \"log\": {\"level\": \"warn\"}}",
              d->dir);
-    if (!(cfg = kd_config_parse(json, strlen(json), "demo", err, sizeof(err))) ||
-        !(store = kd_rocks_open(cfg->store_path, cfg->store_sync, err, sizeof(err))) ||
-        !(p = kd_pipeline_new(cfg, store, kd_mock_bootstraps(d->mock), err,
+    if (!(cfg = kd_config_parse(json, strlen(json), "demo", err, sizeof(err)))) {
+        fprintf(stderr, "demo: its configuration: %s\n", err);
+        goto done;
+    }
+    if (!(store = kd_rocks_open(cfg->store_path, cfg->store_sync, err, sizeof(err)))) {
+        fprintf(stderr, "demo: cannot open the store %s: %s\n", cfg->store_path, err);
+        goto done;
+    }
+    if (!(p = kd_pipeline_new(cfg, store, kd_mock_bootstraps(d->mock), err,
                               sizeof(err)))) {
-        fprintf(stderr, "demo: %s\n", err);
+        fprintf(stderr, "demo: cannot create the pipeline: %s\n", err);
         goto done;
     }
     t0 = now_s();
     deadline = t0 + TIMEOUT_S;
-    pthread_create(&tid, NULL, run_pipeline, p);
+    if ((rc = pthread_create(&tid, NULL, run_pipeline, p)) != 0) {
+        fprintf(stderr, "demo: cannot start the pipeline thread: %s\n", strerror(rc));
+        goto done;
+    }
     do {
         nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
         kd_pipeline_stats_get(p, st);
@@ -153,7 +174,11 @@ static bool run(demo *d, kd_pipeline_stats *st, double *secs) {
     kd_pipeline_stats_get(p, st);
     ok = st->consumed == (uint64_t)d->messages && st->inflight == 0;
     if (!ok)
-        fprintf(stderr, "demo: timed out after %ds\n", TIMEOUT_S);
+        fprintf(stderr,
+                "demo: the pipeline did not settle within %ds: %llu of %ld consumed, "
+                "%llu in flight\n",
+                TIMEOUT_S, (unsigned long long)st->consumed, d->messages,
+                (unsigned long long)st->inflight);
 done:
     kd_pipeline_destroy(p);
     kd_store_destroy(store);
@@ -169,16 +194,24 @@ static long verify(demo *d, long *bad, long *downstream) {
         rd_kafka_topic_partition_list_new(d->partitions);
     unsigned char *seen = calloc((size_t)d->unique + 1, 1);
     double quiet_until = now_s() + 10;
+    rd_kafka_resp_err_t aerr;
     long once = 0;
 
     *bad = d->unique;
     *downstream = 0;
-    if (!rk || !seen)
+    if (!rk || !parts || !seen) {
+        if (rk)
+            fprintf(stderr, "demo: out of memory for the verification\n");
         goto done;
+    }
     for (int i = 0; i < d->partitions; i++)
         rd_kafka_topic_partition_list_add(parts, OUT_TOPIC, i)->offset =
             RD_KAFKA_OFFSET_BEGINNING;
-    rd_kafka_assign(rk, parts);
+    if ((aerr = rd_kafka_assign(rk, parts)) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        fprintf(stderr, "demo: cannot assign %s to the verifying consumer: %s\n",
+                OUT_TOPIC, rd_kafka_err2str(aerr));
+        goto done;
+    }
     while (*downstream < d->unique + 1 && now_s() < quiet_until) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
         rd_kafka_headers_t *h;
@@ -202,7 +235,8 @@ static long verify(demo *d, long *bad, long *downstream) {
         once += seen[i] == 1;
     *bad = d->unique - once;
 done:
-    rd_kafka_topic_partition_list_destroy(parts);
+    if (parts)
+        rd_kafka_topic_partition_list_destroy(parts);
     if (rk) {
         rd_kafka_consumer_close(rk);
         rd_kafka_destroy(rk);
@@ -228,11 +262,55 @@ static bool parse_args(demo *d, int argc, char **argv) {
     return true;
 }
 
+/* Creates d->dir, a new directory under $TMPDIR (else /tmp). On failure
+ * returns false with errstr saying where and why. */
+static bool make_dir(demo *d, char *errstr, size_t errstr_size) {
+    const char *tmp = getenv("TMPDIR");
+    const char *base = tmp && *tmp ? tmp : "/tmp";
+    const char *from = tmp && *tmp ? "TMPDIR" : "the default, TMPDIR is not set";
+    int n = snprintf(d->dir, sizeof(d->dir), "%s/kdedup-demo-XXXXXX", base);
+
+    if (n < 0 || (size_t)n >= sizeof(d->dir)) {
+        snprintf(errstr, errstr_size,
+                 "cannot create a temporary directory in %s (%s): %s", base, from,
+                 strerror(ENAMETOOLONG));
+        d->dir[0] = '\0';
+        return false;
+    }
+    if (!mkdtemp(d->dir)) {
+        snprintf(errstr, errstr_size,
+                 "cannot create a temporary directory in %s (%s): %s; "
+                 "set TMPDIR to a writable directory",
+                 base, from, strerror(errno));
+        d->dir[0] = '\0';
+        return false;
+    }
+    return true;
+}
+
+/* Starts the mock cluster with the demo's two topics. On failure returns
+ * false with errstr set. */
+static bool start_mock(demo *d, char *errstr, size_t errstr_size) {
+    char err[512];
+    int rc;
+
+    if (!(d->mock = kd_mock_start(1, err, sizeof(err)))) {
+        snprintf(errstr, errstr_size, "cannot start the mock cluster: %s", err);
+        return false;
+    }
+    if ((rc = kd_mock_topic(d->mock, IN_TOPIC, d->partitions)) != 0 ||
+        (rc = kd_mock_topic(d->mock, OUT_TOPIC, d->partitions)) != 0) {
+        snprintf(errstr, errstr_size, "cannot create the mock cluster's topics: %s",
+                 rd_kafka_err2str((rd_kafka_resp_err_t)rc));
+        return false;
+    }
+    return true;
+}
+
 int kd_demo_main(int argc, char **argv) {
     demo d = {.messages = 100000, .dup_pct = 20, .partitions = 8};
     kd_pipeline_stats st = {0};
-    const char *tmp = getenv("TMPDIR");
-    char err[512];
+    char err[5120];
     long bad = 0, downstream = 0, once;
     double secs = 0;
     bool ok;
@@ -243,14 +321,11 @@ int kd_demo_main(int argc, char **argv) {
         return 2;
     }
     kd_log_set_level(KD_LOG_WARN);
-    snprintf(d.dir, sizeof(d.dir), "%s/kdedup-demo-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(d.dir) || !(d.mock = kd_mock_start(1, err, sizeof(err)))) {
-        fprintf(stderr, "demo: %s\n",
-                d.mock ? "cannot create a temporary directory" : err);
-        return 1;
+    if (!make_dir(&d, err, sizeof(err)) || !start_mock(&d, err, sizeof(err))) {
+        fprintf(stderr, "demo: %s\n", err);
+        ok = false;
+        goto done;
     }
-    kd_mock_topic(d.mock, IN_TOPIC, d.partitions);
-    kd_mock_topic(d.mock, OUT_TOPIC, d.partitions);
     printf("kdedup demo: %ld messages, %d%% repeating an earlier key, %d partitions\n",
            d.messages, d.dup_pct, d.partitions);
     fflush(stdout);
@@ -270,7 +345,9 @@ int kd_demo_main(int argc, char **argv) {
            d.unique, downstream, once, secs > 0 ? (double)st.consumed / secs : 0.0,
            ok ? "OK: every unique key downstream exactly once"
               : "FAILED: downstream does not hold every unique key exactly once");
+done:
     kd_mock_stop(d.mock);
-    nftw(d.dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    if (d.dir[0] && nftw(d.dir, rm_one, 16, FTW_DEPTH | FTW_PHYS) != 0)
+        fprintf(stderr, "demo: cannot remove %s: %s\n", d.dir, strerror(errno));
     return ok ? 0 : 1;
 }

@@ -43,7 +43,7 @@ typedef struct stats_view {
 struct kd_metrics {
     const kd_config *cfg;
     kd_route_metrics *routes;
-    _Atomic uint64_t collisions, store_errors, inflight, assigned;
+    _Atomic uint64_t collisions, store_errors, inflight, assigned, held;
     _Atomic uint64_t recovery_records, recovery_us;
     _Atomic uint64_t handover_records, handover_us, handover_pending;
     kd_histogram forward_latency, store_write;
@@ -111,6 +111,10 @@ _Atomic uint64_t *kd_metrics_store_errors(kd_metrics *m) {
 
 _Atomic uint64_t *kd_metrics_inflight(kd_metrics *m) {
     return &m->inflight;
+}
+
+_Atomic uint64_t *kd_metrics_held(kd_metrics *m) {
+    return &m->held;
 }
 
 _Atomic uint64_t *kd_metrics_assigned(kd_metrics *m) {
@@ -403,6 +407,18 @@ static void render_routes(buf *b, kd_metrics *m) {
     route_counter(b, m, "kdedup_handover_keys_total",
                   "Keys of newly assigned partitions learned from the downstream topic.",
                   RF(handover_keys), "");
+    route_counter(b, m, "kdedup_abandoned_total",
+                  "Messages whose partition was revoked or lost before their fate was "
+                  "durable: left to the partition's next owner, never retried here.",
+                  RF(abandoned), "");
+    route_counter(b, m, "kdedup_orphans_expired_total",
+                  "Claims past dedup.inflight_timeout taken over: looked up downstream "
+                  "before the message is forwarded again.",
+                  RF(orphans_expired), "");
+    route_counter(b, m, "kdedup_parked_total",
+                  "Messages held back because their key's claim belongs to a delivery "
+                  "of an ended ownership whose outcome is not known yet.",
+                  RF(parked), "");
 }
 
 /* Families with a second label beside route: one family, several fields. */
@@ -507,6 +523,9 @@ char *kd_metrics_render(kd_metrics *m, size_t *len) {
     family(&b, "kdedup_inflight_messages", "gauge",
            "Messages consumed whose fate is not yet durable.");
     put(&b, "kdedup_inflight_messages %llu\n", (unsigned long long)load(&m->inflight));
+    family(&b, "kdedup_held_claims", "gauge",
+           "Claims held by this run's messages in flight (bounded by them).");
+    put(&b, "kdedup_held_claims %llu\n", (unsigned long long)load(&m->held));
     family(&b, "kdedup_assigned_partitions", "gauge", "Source partitions assigned.");
     put(&b, "kdedup_assigned_partitions %llu\n", (unsigned long long)load(&m->assigned));
     render_stats(&b, m);

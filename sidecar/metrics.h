@@ -32,7 +32,7 @@ typedef struct kd_route_metrics {
         released, retries, dead_lettered, missing_forwarded, missing_dropped,
         missing_dead_lettered, not_persisted, possibly_persisted, orphans_reforwarded,
         orphans_found, orphans_absent, handover_keys, uncertain_found, uncertain_absent,
-        uncertain_unknown;
+        uncertain_unknown, abandoned, parked, orphans_expired;
 } kd_route_metrics;
 
 typedef struct kd_metrics kd_metrics;
@@ -49,6 +49,8 @@ kd_route_metrics *kd_metrics_route(kd_metrics *m, size_t route);
 _Atomic uint64_t *kd_metrics_collisions(kd_metrics *m);
 _Atomic uint64_t *kd_metrics_store_errors(kd_metrics *m);
 _Atomic uint64_t *kd_metrics_inflight(kd_metrics *m);
+/* Claims held by this run's messages (a gauge). */
+_Atomic uint64_t *kd_metrics_held(kd_metrics *m);
 _Atomic uint64_t *kd_metrics_assigned(kd_metrics *m);
 /* Recovery scans: downstream records read, and microseconds spent. */
 _Atomic uint64_t *kd_metrics_recovery_records(kd_metrics *m);

@@ -10,7 +10,8 @@
 
 typedef struct part {
     bool assigned;
-    int64_t *offs; /* ring, increasing from head */
+    uint64_t owner; /* this ownership's id; 0 when not assigned */
+    int64_t *offs;  /* ring, increasing from head */
     bool *done;
     size_t head, count, cap;
     size_t undone;    /* entries not yet done (count includes done ones behind) */
@@ -26,6 +27,7 @@ typedef struct topic {
 struct kd_offsets {
     topic *topics;
     size_t ntopics;
+    uint64_t last_owner; /* the latest ownership id given out */
 };
 
 kd_offsets *kd_offsets_new(size_t nroutes) {
@@ -94,6 +96,7 @@ bool kd_offsets_assign(kd_offsets *o, size_t route, int32_t partition) {
     if (!(p = t->parts[partition]) && !(p = t->parts[partition] = calloc(1, sizeof(*p))))
         return false;
     p->assigned = true;
+    p->owner = ++o->last_owner;
     p->head = p->count = p->undone = 0;
     p->last = -1;
     p->reported = -1;
@@ -105,12 +108,19 @@ void kd_offsets_revoke(kd_offsets *o, size_t route, int32_t partition) {
 
     if (p) {
         p->assigned = false;
+        p->owner = 0;
         p->head = p->count = p->undone = 0;
     }
 }
 
 bool kd_offsets_assigned(const kd_offsets *o, size_t route, int32_t partition) {
     return find_assigned(o, route, partition) != NULL;
+}
+
+uint64_t kd_offsets_owner(const kd_offsets *o, size_t route, int32_t partition) {
+    const part *p = find_assigned(o, route, partition);
+
+    return p ? p->owner : 0;
 }
 
 static bool grow(part *p) {
@@ -156,12 +166,13 @@ kd_track kd_offsets_track(kd_offsets *o, size_t route, int32_t partition,
     return KD_TRACKED;
 }
 
-void kd_offsets_done(kd_offsets *o, size_t route, int32_t partition, int64_t offset) {
+void kd_offsets_done(kd_offsets *o, size_t route, int32_t partition, uint64_t owner,
+                     int64_t offset) {
     part *p = find_assigned(o, route, partition);
     size_t lo = 0, hi;
 
-    if (!p)
-        return;
+    if (!p || p->owner != owner)
+        return; /* an ended ownership's message: the offset is not ours */
     hi = p->count;
     while (lo < hi) { /* first index whose offset is >= offset */
         size_t mid = lo + (hi - lo) / 2;

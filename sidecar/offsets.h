@@ -27,18 +27,26 @@ typedef enum kd_track {
 kd_offsets *kd_offsets_new(size_t nroutes);
 void kd_offsets_destroy(kd_offsets *o);
 
-/* Starts tracking a partition afresh (on assignment). false when out of memory. */
+/* Starts tracking a partition afresh (on assignment), as a new ownership:
+ * from this assignment to its revoke or loss. false when out of memory. */
 bool kd_offsets_assign(kd_offsets *o, size_t route, int32_t partition);
 /* Stops tracking a partition (on revoke or loss), forgetting what was pending. */
 void kd_offsets_revoke(kd_offsets *o, size_t route, int32_t partition);
 bool kd_offsets_assigned(const kd_offsets *o, size_t route, int32_t partition);
 
+/* The id of the partition's current ownership (unique in this tracker, never
+ * reused), or 0 when it is not assigned. A message remembers the ownership
+ * that consumed it: work of an ended ownership never touches a later one. */
+uint64_t kd_offsets_owner(const kd_offsets *o, size_t route, int32_t partition);
+
 /* Records a consumed offset as pending. */
 kd_track kd_offsets_track(kd_offsets *o, size_t route, int32_t partition, int64_t offset);
 
-/* Marks a pending offset done; a no-op for offsets not pending (e.g. of a
- * partition revoked meanwhile). */
-void kd_offsets_done(kd_offsets *o, size_t route, int32_t partition, int64_t offset);
+/* Marks a pending offset of ownership `owner` done; a no-op for offsets
+ * not pending, and for any offset of an ownership that has ended (even when
+ * the partition was assigned again and tracks the same offset anew). */
+void kd_offsets_done(kd_offsets *o, size_t route, int32_t partition, uint64_t owner,
+                     int64_t offset);
 
 /* The offset to commit for a partition; false when it has tracked nothing. */
 bool kd_offsets_commit_point(const kd_offsets *o, size_t route, int32_t partition,

@@ -36,6 +36,9 @@ typedef struct kd_pipeline_stats {
     uint64_t possibly_persisted;   /* uncertain deliveries, produced again */
     uint64_t orphans_reforwarded;  /* orphaned claims forwarded again (unresolved) */
     uint64_t orphans_found;        /* orphaned claims found downstream: completed */
+    uint64_t orphans_expired;      /* claims past inflight_timeout, looked up first */
+    uint64_t abandoned;            /* left to the next owner of their partition */
+    uint64_t parked;               /* waited for an ended ownership's delivery */
     uint64_t orphans_absent;       /* orphaned claims not downstream: forwarded */
     uint64_t handover_keys;        /* keys learned from downstream on assignment */
     uint64_t uncertain_found;      /* possibly persisted, found downstream: done */

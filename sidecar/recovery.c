@@ -63,6 +63,7 @@ struct kd_recovery {
     void (*progress)(void *arg);
     void *progress_arg;
     uint64_t broker_retry_at; /* mono us: own scans fail fast until then */
+    uint64_t boot_id;         /* this run's (kd_recovery_record_run) */
 };
 
 static void digest(const char *key, size_t len, unsigned char out[DIGEST_LEN]) {
@@ -242,6 +243,7 @@ kd_err kd_recovery_record_run(kd_recovery *rc, rd_kafka_t *producer, uint64_t bo
                 ends[r][part] = hi;
         }
     }
+    rc->boot_id = boot_id;
     if (err == KD_OK) {
         size_t slen = kd_recovery_run_stream(boot_id, stream, sizeof(stream));
 
@@ -377,6 +379,8 @@ static bool scan_range(kd_recovery *rc, const char *topic, int32_t partition,
             if (!eof)
                 KD_WARN("scanning %s/%" PRId32 ": %s", topic, partition,
                         rd_kafka_message_errstr(m));
+            if (eof && m->offset > next)
+                next = m->offset; /* the end: past any control records */
             rd_kafka_message_destroy(m);
             if (!eof)
                 break;
@@ -420,8 +424,33 @@ static bool digest_each(void *arg, rd_kafka_message_t *m) {
     return !ds->nomem;
 }
 
-/* The scan of (owner, route, partition), made now if not yet; NULL when
- * it cannot be made or completed. */
+/* Reads what was added to a cached scan's partition since it was read: a
+ * scan of this run's own claims, whose deliveries go on landing. */
+static bool scan_extend(kd_recovery *rc, scan *s) {
+    const kd_route *r = &rc->cfg->routes[s->route];
+    int64_t lo = 0, hi = 0;
+    uint64_t t0 = kd_mono_us();
+    bool ok;
+
+    if (!scanner(rc) || watermarks(rc->scanner, r->to, s->partition, &lo, &hi) !=
+                            RD_KAFKA_RESP_ERR_NO_ERROR)
+        return false;
+    if (hi <= s->end)
+        return true;
+    if (s->end < lo || hi - s->end > rc->cfg->scan_max_records)
+        return false;
+    ok = scan_range(rc, r->to, s->partition, s->end, hi, digest_each,
+                    &(digest_scan){rc, s, r, false}, &rc->stats.records);
+    rc->stats.scans++;
+    rc->stats.micros += kd_mono_us() - t0;
+    if (ok)
+        s->end = hi;
+    return ok;
+}
+
+/* The scan of (owner, route, partition), made now if not yet (brought up
+ * to date when owner is this run); NULL when it cannot be made or
+ * completed. */
 static scan *scan_for(kd_recovery *rc, uint64_t owner, size_t route, int32_t partition) {
     const kd_route *r = &rc->cfg->routes[route];
     char stream[32];
@@ -432,10 +461,13 @@ static scan *scan_for(kd_recovery *rc, uint64_t owner, size_t route, int32_t par
     int64_t start, lo = 0, hi = 0;
     scan s = {.owner = owner, .route = route, .partition = partition}, *grown;
 
+    if (owner == OWN_SCAN)
+        return NULL; /* no run has id 0: a claim without an owner has no record */
     for (size_t i = 0; i < rc->nscans; i++)
         if (rc->scans[i].owner == owner && rc->scans[i].route == route &&
             rc->scans[i].partition == partition)
-            return &rc->scans[i];
+            return owner != rc->boot_id || scan_extend(rc, &rc->scans[i]) ? &rc->scans[i]
+                                                                          : NULL;
     if (kd_store_read_last(rc->store, stream,
                            kd_recovery_run_stream(owner, stream, sizeof(stream)), &seq,
                            &payload, &plen, &have) != KD_OK ||
@@ -474,6 +506,8 @@ static scan *scan_for(kd_recovery *rc, uint64_t owner, size_t route, int32_t par
     KD_INFO("recovery: scanned %s/%" PRId32 " [%" PRId64 ", %" PRId64
             ") in %.3fs: %zu keys",
             r->to, partition, start, hi, (double)(kd_mono_us() - t0) / 1e6, s.n);
+    s.from = start;
+    s.end = hi;
     rc->scans = grown;
     rc->scans[rc->nscans] = s;
     return &rc->scans[rc->nscans++];
@@ -570,15 +604,37 @@ static bool history_flush(history *h) {
     return ok;
 }
 
+/* When kdedup forwarded rkm (its KD_FORWARDED_AT_HEADER), or the record's
+ * timestamp for records forwarded before the header existed. */
+static int64_t forwarded_at(const rd_kafka_message_t *rkm) {
+    rd_kafka_headers_t *h = NULL;
+    const void *v;
+    size_t len;
+    char text[24], *end;
+    long long at;
+
+    if (rd_kafka_message_headers(rkm, &h) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        rd_kafka_header_get_last(h, KD_FORWARDED_AT_HEADER, &v, &len) ==
+            RD_KAFKA_RESP_ERR_NO_ERROR &&
+        v && len > 0 && len < sizeof(text)) {
+        memcpy(text, v, len);
+        text[len] = '\0';
+        at = strtoll(text, &end, 10);
+        if (!*end && at >= 0)
+            return at;
+    }
+    return rd_kafka_message_timestamp(rkm, NULL);
+}
+
 static bool history_each(void *arg, rd_kafka_message_t *m) {
     history *h = arg;
     kd_history_rec *rec = &h->recs[h->n];
     int32_t part;
     const void *key;
-    int64_t ts = rd_kafka_message_timestamp(m, NULL);
+    int64_t ts = rd_kafka_message_timestamp(m, NULL), at = forwarded_at(m);
 
     if (!source_of(m, h->route->from, &part, &rec->src_offset) ||
-        part != h->src_partition || (h->since_ms && ts >= 0 && ts < h->since_ms) ||
+        part != h->src_partition || (h->since_ms && at >= 0 && at < h->since_ms) ||
         !key_of(h->rc, m, h->route, &key, &rec->key_len)) {
         rd_kafka_message_destroy(m);
         return true;
@@ -619,18 +675,10 @@ kd_history_result kd_recovery_history(kd_recovery *rc, size_t route,
                             RD_KAFKA_RESP_ERR_NO_ERROR)
         return KD_HISTORY_FAILED;
     from = have_mark && mark > lo ? mark : lo;
-    if (h.since_ms > 0 && from < hi) {
-        /* Where the window starts, when the broker can tell (-1: it cannot,
-         * or nothing is that recent: the timestamps are checked anyway). */
-        int64_t at;
-
-        if (!offset_at(rc->scanner, r->to, out_partition, h.since_ms, &at) && at > from)
-            from = at < hi ? at : hi;
-    }
     bool bounded = hi - from > rc->cfg->scan_max_records;
     if (bounded) {
         KD_WARN("handover: %s/%" PRId32 " holds %" PRId64
-                " records in the window; reading "
+                " records past the mark; reading "
                 "the newest %" PRId64 " (dedup.scan_max_records)",
                 r->to, out_partition, hi - from, rc->cfg->scan_max_records);
         from = hi - rc->cfg->scan_max_records;

@@ -37,6 +37,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The header of every record kdedup forwards that says when (wall clock,
+ * decimal milliseconds) it was sent. The handover's dedup.ttl window counts
+ * from it, not from the record's timestamp, which is the source message's
+ * (a producer may stamp event time, hours or days old). */
+#define KD_FORWARDED_AT_HEADER "kdedup-forwarded-at"
+
 typedef struct kd_recovery kd_recovery;
 
 /* What a scan found for one key. */
@@ -106,7 +112,10 @@ kd_recover_result kd_recovery_find(kd_recovery *rc, uint64_t owner, size_t route
  * downstream partition out_partition): passes fn, in batches of at most
  * `batch`, every record of that source partition put downstream within
  * dedup.ttl and after this store's previous handover of the pair, then
- * saves where it ended. Records older than dedup.ttl are skipped. */
+ * saves where it ended. Records forwarded longer than dedup.ttl ago (by
+ * their KD_FORWARDED_AT_HEADER; their timestamp when they have none) are
+ * skipped. Without a mark the read starts dedup.scan_max_records before
+ * the end: record timestamps cannot bound it. */
 kd_history_result kd_recovery_history(kd_recovery *rc, size_t route,
                                       int32_t src_partition, int32_t out_partition,
                                       size_t batch, kd_history_fn fn, void *arg);

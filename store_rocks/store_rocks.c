@@ -439,8 +439,12 @@ static bool record_expired(rocks_store *r, const char *key, size_t klen, const c
         return false;
     if (e.kind == KD_ENTRY_TOMBSTONE)
         limit = ttl ? ttl : inflight; /* absent either way */
-    else
-        limit = e.has_receipt ? ttl : inflight;
+    else if (e.has_receipt)
+        limit = ttl;
+    else /* unfinished: kept as long as a completed key would be, so that its
+          * owner stays known and its delivery can be looked up downstream
+          * after the claim expired (kd_claim.expired) */
+        limit = ttl == 0 ? 0 : ttl > inflight ? ttl : inflight;
     if (limit == 0 || limit == UINT64_MAX)
         return false;
     return now >= e.timestamp_ms && now - e.timestamp_ms >= limit;

@@ -128,6 +128,11 @@ rd_kafka_t *kf_producer(const kf_mock *m) {
 
 void kf_send(rd_kafka_t *rk, const char *topic, int32_t partition, const char *ikey,
              const char *value) {
+    kf_send_at(rk, topic, partition, ikey, value, 0);
+}
+
+void kf_send_at(rd_kafka_t *rk, const char *topic, int32_t partition, const char *ikey,
+                const char *value, int64_t timestamp_ms) {
     rd_kafka_headers_t *h = rd_kafka_headers_new(2);
     rd_kafka_resp_err_t err;
 
@@ -139,7 +144,8 @@ void kf_send(rd_kafka_t *rk, const char *topic, int32_t partition, const char *i
         RD_KAFKA_V_PARTITION(partition < 0 ? RD_KAFKA_PARTITION_UA : partition),
         RD_KAFKA_V_KEY(ikey ? ikey : value, strlen(ikey ? ikey : value)),
         RD_KAFKA_V_VALUE((void *)value, strlen(value)), RD_KAFKA_V_HEADERS(h),
-        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+        RD_KAFKA_V_TIMESTAMP(timestamp_ms), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_END);
     assert_int_equal(err, RD_KAFKA_RESP_ERR_NO_ERROR);
     rd_kafka_poll(rk, 0);
 }

@@ -40,6 +40,9 @@ rd_kafka_t *kf_producer(const kf_mock *m);
  * value; asserts it was queued. */
 void kf_send(rd_kafka_t *rk, const char *topic, int32_t partition, const char *ikey,
              const char *value);
+/* As kf_send, with the message's timestamp (ms; 0: now). */
+void kf_send_at(rd_kafka_t *rk, const char *topic, int32_t partition, const char *ikey,
+                const char *value, int64_t timestamp_ms);
 /* Flushes and destroys the producer; asserts nothing failed. */
 void kf_producer_close(rd_kafka_t *rk);
 

@@ -477,6 +477,11 @@ static void test_rules(void **state) {
          "{\"inflight_timeout\": \"1m\"}}",
          "kdedup.json: dedup.inflight_timeout: expected a duration longer than the "
          "producer's message.timeout.ms (120000ms), got 60000ms"},
+        /* librdkafka's alias of message.timeout.ms is checked too */
+        {"{\"kafka\": {\"brokers\": \"k:9092\", \"group_id\": \"g\", \"producer\": "
+         "{\"delivery.timeout.ms\": \"0\"}}, \"routes\": [" MINIMAL_ROUTE "]}",
+         "kdedup.json: dedup.inflight_timeout: expected a duration longer than the "
+         "producer's delivery.timeout.ms (0ms, i.e. never), got 600000ms"},
     };
 
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)

@@ -536,29 +536,37 @@ static void test_orphaned_claim_is_reforwarded(void **state) {
     free(recs);
 }
 
-/* Claims of owner in d for key-<from>..key-<to-1>, made just now. */
-static void claim_as(kd_dedup *d, uint64_t owner, int from, int to) {
+/* Claims of owner in d for key-<from>..key-<to-1>, made at `at` (wall ms). */
+static void claim_at(kd_dedup *d, uint64_t owner, int from, int to, uint64_t at) {
     char key[32];
     kd_decision dec;
 
     kd_dedup_set_owner(d, owner);
     for (int i = from; i < to; i++) {
         snprintf(key, sizeof(key), "key-%d", i);
-        assert_int_equal(
-            kd_dedup_claim_or_get(d, key, strlen(key), (uint64_t)time(NULL) * 1000, &dec),
-            KD_OK);
+        assert_int_equal(kd_dedup_claim_or_get(d, key, strlen(key), at, &dec), KD_OK);
         assert_int_equal(dec.state, KD_CLAIMED);
         kd_decision_clear(&dec);
     }
 }
+
+/* The one-route config with the handover off: only recovery can tell
+ * what a dead run delivered. */
+#define NO_HANDOVER_CONFIG                                                               \
+    "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\","                             \
+    " \"consumer\": {\"session.timeout.ms\": \"6000\", \"heartbeat.interval.ms\": "      \
+    "\"500\"}},"                                                                         \
+    " \"routes\": [{\"from\": \"in\", \"to\": \"out\", \"on_missing_key\": "             \
+    "\"forward\"}],"                                                                     \
+    " \"dedup\": {\"handover\": false, \"inflight_timeout\": \"10m\"},"                  \
+    " \"store\": {\"path\": \"%s/store\"}}"
 
 /* A run killed after its deliveries of key-0..2 were acknowledged but before
  * their receipts, with key-3..5 claimed and never delivered; key-9 claimed
  * by a run that left no run record. The next run completes key-0..2 from
  * the records it finds downstream, forwards key-3..5 once, and key-9 again
  * (at least once, counted): every key downstream exactly once. */
-static void test_orphans_resolved_from_downstream(void **state) {
-    env *e = *state;
+static void orphans_resolved(env *e, uint64_t claimed_at, bool handover) {
     char path[512], err[512], stream[32], key[32], value[64], source[64];
     const char *run = "kdedup-run v1\n0 0 out\n1 0 out\n2 0 out\n3 0 out\n";
     rd_kafka_t *rk = kf_producer(&e->mock);
@@ -579,8 +587,8 @@ static void test_orphans_resolved_from_downstream(void **state) {
                         strlen(run)),
         KD_OK);
     d = kd_dedup_new(store, "kdedup:in");
-    claim_as(d, 0xbeef, 0, 6);
-    claim_as(d, 0xdead, 9, 10);
+    claim_at(d, 0xbeef, 0, 6, claimed_at);
+    claim_at(d, 0xdead, 9, 10, claimed_at);
     kd_dedup_destroy(d);
     kd_store_destroy(store);
 
@@ -603,10 +611,16 @@ static void test_orphans_resolved_from_downstream(void **state) {
     }
     kf_producer_close(rk);
 
-    start(&r, e, "{}", 5, "5s");
+    if (handover)
+        start(&r, e, "{}", 5, "5s");
+    else
+        kf_run_start(&r, &e->mock, NO_HANDOVER_CONFIG, e->mock.bootstrap, e->dir);
     st = kf_run_wait(&r, 10, TIMEOUT_MS);
     assert_int_equal(st.consumed, 10);
     assert_int_equal(st.orphans_found, 3);
+    /* past the in-flight timeout, every orphan (key-0..5, key-9) was one */
+    assert_int_equal(st.orphans_expired,
+                     (uint64_t)time(NULL) * 1000 - claimed_at > 10 * 60 * 1000 ? 7 : 0);
     assert_int_equal(st.orphans_absent, 3);
     assert_int_equal(st.orphans_reforwarded, 1);
     assert_int_equal(st.forwarded, 7);
@@ -629,6 +643,22 @@ static void test_orphans_resolved_from_downstream(void **state) {
     kd_decision_clear(&dec);
     kd_dedup_destroy(d);
     kd_store_destroy(store);
+}
+
+static void test_orphans_resolved_from_downstream(void **state) {
+    orphans_resolved(*state, (uint64_t)time(NULL) * 1000, true);
+}
+
+/* The same, found by recovery alone (no handover completes them first). */
+static void test_orphans_resolved_without_handover(void **state) {
+    orphans_resolved(*state, (uint64_t)time(NULL) * 1000, false);
+}
+
+/* Claims older than dedup.inflight_timeout (the run died 11 minutes ago)
+ * count as absent, but their deliveries may be downstream all the same:
+ * they are looked up there before anything is forwarded again. */
+static void test_expired_orphans_looked_up(void **state) {
+    orphans_resolved(*state, (uint64_t)time(NULL) * 1000 - 11 * 60 * 1000, false);
 }
 
 /* Runs the one-route pipeline over the store in e->dir/<name>. */
@@ -705,6 +735,43 @@ static void test_handover_moves_history(void **state) {
     free(recs);
 }
 
+/* dedup.ttl counts from when kdedup forwarded a key, not from the source
+ * message's timestamp: messages stamped 30 h ago (ttl 24 h) forwarded by one
+ * replica are learned by the next, whose store is empty, and their copies
+ * are duplicates. */
+static void test_handover_ignores_event_time(void **state) {
+    env *e = *state;
+    int64_t old = (int64_t)time(NULL) * 1000 - 30 * 3600 * 1000ll;
+    kd_pipeline_stats st;
+    char key[32];
+    kf_record *recs;
+    rd_kafka_t *rk;
+    size_t n;
+    kf_run r;
+
+    for (int copy = 0; copy < 2; copy++) {
+        rk = kf_producer(&e->mock);
+        for (int i = 0; i < 40; i++) {
+            snprintf(key, sizeof(key), "key-%d", i);
+            kf_send_at(rk, "in", i % PARTS, key, key, old + i);
+        }
+        kf_producer_close(rk);
+        start_named(&r, e, copy ? "b" : "a");
+        st = kf_run_wait(&r, 40, TIMEOUT_MS);
+        kf_run_stop(&r);
+        if (copy) {
+            assert_int_equal(st.handover_keys, 40);
+            assert_int_equal(st.forwarded, 0);
+            assert_int_equal(st.duplicates_completed, 40);
+        } else {
+            assert_int_equal(st.forwarded, 40);
+        }
+    }
+    recs = kf_read(&e->mock, "out", PARTS, 40, 1000, TIMEOUT_MS, &n);
+    assert_int_equal(n, 40);
+    free(recs);
+}
+
 /* While the downstream topic cannot be read, a partition's history cannot
  * be either: the partition waits, unconsumed, /readyz says why, and it is
  * consumed once the broker is back. */
@@ -741,6 +808,133 @@ static void test_handover_waits_for_downstream(void **state) {
     free(recs);
 }
 
+/* Config of a run whose consumer uses an eager assignor (range): every
+ * rebalance revokes every partition and assigns them again, so partitions
+ * come back to the same process. Deliveries wait a minute before they
+ * time out; a revoke waits 200 ms for them. */
+#define EAGER_CONFIG                                                                     \
+    "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\","                             \
+    " \"producer\": {\"message.timeout.ms\": \"60000\", \"retries\": \"1\","             \
+    " \"retry.backoff.ms\": \"10\"},"                                                    \
+    " \"consumer\": {\"session.timeout.ms\": \"6000\", \"heartbeat.interval.ms\": "      \
+    "\"500\", \"partition.assignment.strategy\": \"range\"}},"                           \
+    " \"routes\": [{\"from\": \"in\", \"to\": \"out\", \"on_missing_key\": \"drop\", "   \
+    "\"max_retries\": -1,"                                                               \
+    " \"retry_backoff\": \"100ms\"}], \"dedup\": {\"handover\": false},"                 \
+    " \"store\": {\"path\": \"%s/store\"}, \"pipeline\": {\"shutdown_grace\": "          \
+    "\"200ms\"}}"
+
+/* A consumer of the test's in group "g" that subscribes to another topic:
+ * its joining makes the group rebalance. */
+static rd_kafka_t *joiner(env *e) {
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
+    char err[256];
+    rd_kafka_t *rk;
+
+    rd_kafka_conf_set(conf, "bootstrap.servers", e->mock.bootstrap, err, sizeof(err));
+    rd_kafka_conf_set(conf, "group.id", "g", err, sizeof(err));
+    rd_kafka_conf_set(conf, "partition.assignment.strategy", "range", err, sizeof(err));
+    rd_kafka_conf_set(conf, "session.timeout.ms", "6000", err, sizeof(err));
+    rd_kafka_conf_set(conf, "log_level", "3", err, sizeof(err));
+    assert_non_null(rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err)));
+    rd_kafka_poll_set_consumer(rk);
+    rd_kafka_topic_partition_list_add(topics, "a", RD_KAFKA_PARTITION_UA);
+    assert_int_equal(rd_kafka_subscribe(rk, topics), 0);
+    rd_kafka_topic_partition_list_destroy(topics);
+    return rk;
+}
+
+/* Polls the joiner while the pipeline's stats do not satisfy done (or
+ * TIMEOUT_MS); returns the last stats. */
+static kd_pipeline_stats poll_until(rd_kafka_t *joined, kf_run *r,
+                                    bool (*done)(const kd_pipeline_stats *)) {
+    kd_pipeline_stats st;
+
+    for (int i = 0; i < TIMEOUT_MS / 20; i++) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(joined, 20);
+
+        if (m)
+            rd_kafka_message_destroy(m);
+        kd_pipeline_stats_get(r->p, &st);
+        if (done(&st))
+            break;
+    }
+    return st;
+}
+
+static bool consumed_again(const kd_pipeline_stats *st) {
+    return st->consumed >= 7;
+}
+
+static bool failed_once(const kd_pipeline_stats *st) {
+    return st->produce_errors >= 1;
+}
+
+/* Message X is in flight when its partition is revoked (the drain runs out
+ * of time) and assigned back to the same process. X is consumed again in
+ * the new ownership while the old delivery is still out (no handover, so
+ * nothing is read downstream first); that delivery then fails. The copy must not count as
+ * a duplicate of a delivery that nobody will make: the commit never passes X, and X
+ * reaches downstream exactly once. */
+static void test_partition_back_to_same_process(void **state) {
+    env *e = *state;
+    kd_pipeline_stats st;
+    rd_kafka_t *rk, *joined;
+    kf_record *recs;
+    char key[32];
+    size_t n;
+    kf_run r;
+
+    split_brokers(e);
+    kf_mock_cmd(&e->mock, "coordinator g 1"); /* the group is not slowed below */
+    kf_run_start(&r, &e->mock, EAGER_CONFIG, e->mock.bootstrap, e->dir);
+    rk = kf_producer(&e->mock);
+    for (int i = 0; i < 5; i++) {
+        snprintf(key, sizeof(key), "key-%d", i);
+        kf_send(rk, "in", 0, key, key);
+    }
+    kf_producer_close(rk);
+    kf_run_wait(&r, 5, TIMEOUT_MS);
+
+    /* X's delivery (two attempts) fails, each answered after 15 s: it is
+     * still out when the rebalance (about 15 s on the mock) is done. */
+    kf_mock_cmd(&e->mock, "broker-produce-errors 2 2 %d",
+                RD_KAFKA_RESP_ERR_KAFKA_STORAGE_ERROR);
+    kf_mock_cmd(&e->mock, "rtt 2 15000");
+    rk = kf_producer(&e->mock);
+    kf_send(rk, "in", 0, "key-X", "key-X"); /* in/0 offset 5 */
+    kf_producer_close(rk);
+    kf_run_wait(&r, 6, TIMEOUT_MS);
+
+    joined = joiner(e); /* revoke all, assign all again: X is consumed again */
+    st = poll_until(joined, &r, consumed_again);
+    assert_true(st.consumed >= 7);
+    st = poll_until(joined, &r, failed_once);
+    assert_true(st.produce_errors >= 1);
+    st = kf_run_stop(&r); /* before any new delivery of X can land */
+    assert_true(kf_committed(&e->mock, "g", "in", 0) <= 5);
+    rd_kafka_consumer_close(joined);
+    rd_kafka_destroy(joined);
+
+    kf_mock_cmd(&e->mock, "rtt 2 0");
+    start(&r, e, "{}", -1, "5s");
+    for (int i = 0; i < TIMEOUT_MS / 100; i++) {
+        if (kf_committed(&e->mock, "g", "in", 0) >= 6)
+            break;
+        nanosleep(&(struct timespec){0, 100 * 1000 * 1000}, NULL);
+    }
+    kf_run_stop(&r);
+    assert_int_equal(kf_committed(&e->mock, "g", "in", 0), 6);
+    recs = kf_read(&e->mock, "out", PARTS, 6, 2000, TIMEOUT_MS, &n);
+    assert_int_equal(kf_count_key(recs, n, "key-X"), 1);
+    for (int i = 0; i < 5; i++) {
+        snprintf(key, sizeof(key), "key-%d", i);
+        assert_int_equal(kf_count_key(recs, n, key), 1);
+    }
+    free(recs);
+}
+
 int main(void) {
     if (getenv("KD_TEST_FILTER"))
         cmocka_set_test_filter(getenv("KD_TEST_FILTER"));
@@ -760,14 +954,23 @@ int main(void) {
                                         teardown),
         cmocka_unit_test_setup_teardown(test_orphans_resolved_from_downstream, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_orphans_resolved_without_handover, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_expired_orphans_looked_up, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retries_exhausted_dead_letter, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_handover_moves_history, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_handover_ignores_event_time, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_handover_waits_for_downstream, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_partition_back_to_same_process, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_possibly_persisted_resolved_downstream,
                                         setup, teardown),
     };
 
+    if (getenv("KD_TEST_FILTER")) /* e.g. "*same_process*": one test while working */
+        cmocka_set_test_filter(getenv("KD_TEST_FILTER"));
     return cmocka_run_group_tests_name("pipeline (mock cluster)", tests, NULL, NULL);
 }

@@ -289,31 +289,55 @@ static void test_short_foreign_keys(void **state) {
     assert_int_equal(records, 3);
 }
 
-/* Expired claims and receipts are dropped by compaction; live ones stay. */
+/* Claims and receipts past dedup.ttl are dropped by compaction; live ones
+ * stay, and so do claims past inflight_timeout but within ttl: they count
+ * as absent, but their owner must stay known to recovery. */
 static void test_retention_compaction(void **state) {
     fx *f = *state;
     uint64_t now = wall_ms(), records = 0;
     kd_decision dec;
+    kd_claim c;
     char key[32];
 
     kd_dedup_set_retention(f->dedup, 3600 * 1000, 60 * 1000);
-    for (int i = 0; i < 50; i++) { /* claimed two minutes ago: expired */
+    for (int i = 0; i < 50; i++) { /* claimed two hours ago: past ttl */
         snprintf(key, sizeof(key), "old-%d", i);
+        assert_int_equal(kd_dedup_claim_or_get(f->dedup, K(key), now - 7200000, &dec),
+                         KD_OK);
+    }
+    kd_dedup_set_owner(f->dedup, 0xabc);
+    for (int i = 0; i < 10; i++) { /* claimed two minutes ago: expired, kept */
+        snprintf(key, sizeof(key), "stale-%d", i);
         assert_int_equal(kd_dedup_claim_or_get(f->dedup, K(key), now - 120000, &dec),
                          KD_OK);
     }
+    kd_dedup_set_owner(f->dedup, 0);
     for (int i = 0; i < 20; i++) { /* claimed and completed now: live */
         snprintf(key, sizeof(key), "new-%d", i);
         assert_int_equal(kd_dedup_claim_or_get(f->dedup, K(key), now, &dec), KD_OK);
         assert_int_equal(kd_dedup_complete_receipt(f->dedup, K(key), K("r")), KD_OK);
     }
     assert_int_equal(kd_rocks_count_records(f->store, &records), KD_OK);
-    assert_int_equal(records, 50 + 20); /* one head record per stream */
+    assert_int_equal(records, 50 + 10 + 20); /* one head record per stream */
     assert_int_equal(kd_rocks_compact(f->store), KD_OK);
     assert_int_equal(kd_rocks_count_records(f->store, &records), KD_OK);
-    assert_int_equal(records, 20);
+    assert_int_equal(records, 10 + 20);
     assert_int_equal(fx_stream_count(f, "old-7"), 0);
     assert_state(f->dedup, "new-7", true, KD_COMPLETED);
+
+    /* An expired claim is taken over, and the claim says whose it was. */
+    c = (kd_claim){.key = "stale-3", .key_len = 7};
+    assert_int_equal(kd_dedup_claim_batch(f->dedup, &c, 1, now), KD_OK);
+    assert_int_equal(c.err, KD_OK);
+    assert_int_equal(c.decision.state, KD_CLAIMED);
+    assert_true(c.expired);
+    assert_int_equal(c.expired_owner, 0xabc);
+    kd_decision_clear(&c.decision);
+    c = (kd_claim){.key = "brand-new", .key_len = 9};
+    assert_int_equal(kd_dedup_claim_batch(f->dedup, &c, 1, now), KD_OK);
+    assert_int_equal(c.decision.state, KD_CLAIMED);
+    assert_false(c.expired);
+    kd_decision_clear(&c.decision);
 
     /* An expired key is claimable again, from seq 0. */
     assert_int_equal(kd_dedup_claim_or_get(f->dedup, K("old-7"), now, &dec), KD_OK);
@@ -324,7 +348,7 @@ static void test_retention_compaction(void **state) {
     fx_reopen(f);
     assert_int_equal(kd_rocks_compact(f->store), KD_OK);
     assert_int_equal(kd_rocks_count_records(f->store, &records), KD_OK);
-    assert_int_equal(records, 20 + 1);
+    assert_int_equal(records, 10 + 20 + 2);
     kd_store *mem = kd_store_mem_new();
     assert_int_equal(kd_rocks_compact(mem), KD_ERR_CONFIG);
     assert_int_equal(kd_rocks_count_records(mem, &records), KD_ERR_CONFIG);

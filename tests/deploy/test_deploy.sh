@@ -56,6 +56,13 @@ for bad in bad3 bad4 bad5; do
 done
 grep -q "initContainers" "$OUT/overlays-plain-sidecar.yaml" \
   && ko "plain-sidecar still has initContainers" || ok "plain-sidecar runs kdedup as a container"
+# readOnlyRootFilesystem: no writable /tmp, so TMPDIR names the store volume
+# (tests/image/test_image.sh runs the image so).
+for r in base statefulset overlays-example overlays-plain-sidecar; do
+  if grep -A1 -- '- name: TMPDIR' "$OUT/$r.yaml" | grep -q 'value: /var/lib/kdedup$' \
+     && grep -q 'mountPath: /var/lib/kdedup$' "$OUT/$r.yaml"; then ok "$r: TMPDIR on the store volume"
+  else ko "$r: kdedup has no TMPDIR on its store volume"; fi
+done
 grep -q "restartPolicy: Always" "$OUT/base.yaml" \
   && ok "base runs kdedup as a native sidecar" || ko "base has no native sidecar"
 

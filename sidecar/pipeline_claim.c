@@ -1,0 +1,339 @@
+/*
+ * kdedup - the pipeline's claiming: a batch's keys in one store write, takeovers of
+ * claims left by other runs, and the store's health.
+ */
+#include "sidecar/headers.h"
+#include "sidecar/log.h"
+#include "sidecar/pipeline_int.h"
+
+#include <stdlib.h>
+
+/* A store call failed: counted, logged with the backend's own description,
+ * and, on the first failure, consumption paused until a write succeeds. */
+void kd_pl_store_failed(kd_pipeline *p, size_t route, const char *what) {
+    char err[512];
+    const char *fields[] = {"route", p->cfg->routes[route].to, NULL};
+    uint64_t now = kd_mono_ms();
+
+    GCOUNT(p, store_errors, 1);
+    KD_LOG(KD_LOG_WARN, fields, "store: %s failed: %s (retrying)", what,
+           kd_store_last_error(p->store, err, sizeof(err)));
+    if (!atomic_load(&p->store_failing_since)) {
+        KD_ERROR("store failing: consumption and offset commits paused until it "
+                 "accepts writes again");
+        atomic_store(&p->store_failing_since, now ? now : 1);
+        p->store_backoff_ms = STORE_BACKOFF_MIN_MS;
+        kd_pl_pause_assignment(p, true);
+    } else if (p->store_backoff_ms < STORE_BACKOFF_MAX_MS) {
+        p->store_backoff_ms *= 2;
+    }
+    p->store_retry_at = now + p->store_backoff_ms;
+}
+
+/* A store write succeeded: if it was failing, consumption resumes. */
+static void store_ok(kd_pipeline *p) {
+    uint64_t since = atomic_load(&p->store_failing_since);
+
+    if (!since)
+        return;
+    KD_INFO("store accepts writes again after %llums: resuming consumption",
+            (unsigned long long)(kd_mono_ms() - since));
+    atomic_store(&p->store_failing_since, 0);
+    p->store_backoff_ms = 0;
+    kd_pl_pause_assignment(p, false);
+}
+
+bool kd_pl_store_failing(const kd_pipeline *p) {
+    return atomic_load(&p->store_failing_since) != 0;
+}
+
+/* Adds what the recovery scans read since `before` to the metrics. */
+static void count_scans(kd_pipeline *p, const kd_recovery_stats *before) {
+    kd_recovery_stats after;
+
+    kd_recovery_stats_get(p->recovery, &after);
+    GCOUNT(p, recovery_records, after.records - before->records);
+    GCOUNT(p, recovery_us, after.micros - before->micros);
+}
+
+/* m's delivery was found downstream at out_part (a scan's *f): completes
+ * its claim with a receipt naming that record and settles m (freed). False
+ * when the store failed (m is then retried). */
+static bool complete_found(kd_pipeline *p, msg *m, int32_t out_part,
+                           const kd_recover_found *f) {
+    char receipt[RECEIPT_MAX];
+    kd_completion c = {.key = m->key, .key_len = m->key_len, .receipt = receipt};
+
+    m->out_partition = out_part;
+    m->out_offset = f->offset;
+    m->out_timestamp = f->timestamp;
+    c.receipt_len = kd_pl_format_receipt(p, m, receipt, sizeof(receipt));
+    kd_pl_complete_timed(p, m->route, &c, 1);
+    if (c.err == KD_ERR_STORE) {
+        if (m->claimed) { /* the retry reads downstream again: never resends */
+            m->uncertain = m->maybe_out = true;
+            m->scan_from = f->offset;
+        }
+        kd_pl_schedule_retry(p, m, p->store_backoff_ms);
+        return false;
+    }
+    kd_pl_msg_done(p, m);
+    return true;
+}
+
+/* m's key is claimed by run `owner`, which is gone. Reads the downstream
+ * partition m would have gone to: if the dead run delivered it, completes
+ * the claim with a receipt naming that record and settles m (true). Else
+ * false, with *absent telling whether it is known not to be there. */
+static bool resolve_orphan(kd_pipeline *p, msg *m, uint64_t owner, bool *absent) {
+    int32_t part = m->rkm->partition % p->routes[m->route].out_partitions;
+    kd_recovery_stats before;
+    kd_recover_found f;
+    kd_recover_result res;
+
+    p->last_orphan_ms = kd_mono_ms();
+    kd_recovery_stats_get(p->recovery, &before);
+    res = kd_recovery_find(p->recovery, owner, m->route, part, m->key, m->key_len, &f);
+    count_scans(p, &before);
+    *absent = res == KD_RECOVER_ABSENT;
+    if (res != KD_RECOVER_FOUND)
+        return false;
+    size_t route = m->route; /* m is freed once settled */
+    if (complete_found(p, m, part, &f))
+        RCOUNT(p, route, orphans_found);
+    return true;
+}
+
+/* m's delivery may or may not have been written (POSSIBLY_PERSISTED).
+ * Reads its downstream partition from where it would have landed: found,
+ * its claim is completed with that record; absent, m is sent again under
+ * the same claim. When the partition cannot be read, it is read again
+ * later, and after UNCERTAIN_TRIES m is sent again all the same (at least
+ * once). */
+void kd_pl_resolve_uncertain(kd_pipeline *p, msg *m) {
+    int32_t part = m->rkm->partition % p->routes[m->route].out_partitions;
+    kd_recovery_stats before;
+    kd_recover_found f;
+    kd_recover_result res;
+
+    p->last_orphan_ms = kd_mono_ms();
+    kd_recovery_stats_get(p->recovery, &before);
+    res = kd_recovery_find_since(p->recovery, m->route, part, m->scan_from, m->key,
+                                 m->key_len, &f);
+    count_scans(p, &before);
+    if (res == KD_RECOVER_FOUND) {
+        size_t route = m->route; /* m is freed once settled */
+        uint64_t consumed_us = m->consumed_us;
+
+        if (complete_found(p, m, part, &f)) {
+            RCOUNT(p, route, uncertain_found);
+            RCOUNT(p, route, forwarded);
+            observe_since(kd_metrics_forward_latency(p->metrics), consumed_us);
+        }
+        return;
+    }
+    if (res == KD_RECOVER_UNKNOWN && ++m->reads < UNCERTAIN_TRIES) {
+        uint64_t delay = 250u << (m->reads < 6 ? m->reads : 6);
+
+        kd_pl_schedule_retry(p, m, delay);
+        return;
+    }
+    if (res == KD_RECOVER_ABSENT)
+        RCOUNT(p, m->route, uncertain_absent);
+    else
+        RCOUNT(p, m->route, uncertain_unknown);
+    m->uncertain = false;
+    kd_pl_schedule_retry(p, m, 0); /* produced again, under the same claim */
+}
+
+/* m met a claim of its key made by this run. Held by a live message, m is
+ * a duplicate in flight. Held by a message of an ended ownership (the
+ * partition was revoked and came back), its delivery's outcome is not
+ * known yet: m waits for it. Held by no message, nobody in this run is
+ * delivering it any more (its outcome was uncertain when its ownership
+ * ended): it is an orphan like a dead run's. Returns true when m was
+ * settled or parked, false when the claim is to be taken over. */
+static bool own_claim(kd_pipeline *p, msg *m) {
+    msg *holder = kd_held_find(p->held, m->route, m->key, m->key_len);
+
+    if (holder && msg_live(p, holder)) {
+        RCOUNT(p, m->route, duplicates_in_flight);
+        kd_pl_msg_done(p, m);
+        return true;
+    }
+    if (holder) {
+        RCOUNT(p, m->route, parked);
+        kd_pl_schedule_retry(p, m, PARK_MS); /* claimed again then */
+        return true;
+    }
+    return false;
+}
+
+/* m's key is claimed for m (c says how). Produces m, unless the claim was
+ * taken over an expired one whose delivery may have happened: this run's
+ * own, still being worked on, makes m a duplicate in flight (or a parked
+ * copy); another's, or one nobody here holds, is looked up downstream
+ * first, like a dead run's orphan. */
+static void on_claimed(kd_pipeline *p, msg *m, const kd_claim *c) {
+    bool absent = false;
+
+    if (c->expired && c->expired_owner == p->boot_id && own_claim(p, m))
+        return;
+    if (!kd_pl_hold(p, m))
+        return; /* fatal; the offset stays pending */
+    if (c->expired) {
+        RCOUNT(p, m->route, orphans_expired);
+        if (resolve_orphan(p, m, c->expired_owner, &absent))
+            return;
+        if (absent)
+            RCOUNT(p, m->route, orphans_absent);
+        else
+            RCOUNT(p, m->route, orphans_reforwarded);
+    }
+    kd_pl_produce(p, m);
+}
+
+/* Claims m's key alone, taking over a claim that no live message of this
+ * run holds: left by another run (a crash), or by an ended ownership of
+ * this run whose delivery may or may not have landed. Resolved from the
+ * downstream topic when it can be; else that claim is released and made
+ * again under this run's id, and m forwarded. */
+void kd_pl_takeover(kd_pipeline *p, msg *m) {
+    bool took_over = false, absent = false;
+
+    for (int tries = 0; tries < TAKEOVER_TRIES; tries++) {
+        kd_claim c = {.key = m->key, .key_len = m->key_len};
+        kd_err err;
+
+        kd_dedup_claim_batch(dedup_of(p, m), &c, 1, kd_wall_ms());
+        if (c.err == KD_ERR_STORE) {
+            kd_pl_store_failed(p, m->route, "claim");
+            kd_pl_schedule_retry(p, m, p->store_backoff_ms);
+            return;
+        }
+        store_ok(p);
+        if (c.err != KD_OK) {
+            MSG_FIELDS(m, part, off);
+            KD_LOG(KD_LOG_WARN, fields, "key cannot be deduplicated (%s): forwarding it",
+                   kd_err_name(c.err));
+            GCOUNT(p, collisions, 1);
+            m->kind = MSG_PLAIN;
+            kd_pl_produce(p, m);
+            return;
+        }
+        kd_decision_clear(&c.decision);
+        if (c.decision.state == KD_CLAIMED && took_over) {
+            if (!kd_pl_hold(p, m))
+                return; /* fatal; the offset stays pending */
+            if (absent)
+                RCOUNT(p, m->route, orphans_absent);
+            else
+                RCOUNT(p, m->route, orphans_reforwarded);
+            kd_pl_produce(p, m);
+            return;
+        }
+        if (c.decision.state == KD_CLAIMED) {
+            on_claimed(p, m, &c);
+            return;
+        }
+        if (c.decision.state == KD_COMPLETED) {
+            RCOUNT(p, m->route, duplicates_completed);
+            kd_pl_msg_done(p, m);
+            return;
+        }
+        if (c.owner == p->boot_id && own_claim(p, m))
+            return;
+        if (!took_over && resolve_orphan(p, m, c.owner, &absent))
+            return;
+        err = kd_dedup_release_claim(dedup_of(p, m), m->key, m->key_len);
+        if (err != KD_OK && err != KD_ERR_SEQUENCE_CONFLICT) {
+            kd_pl_store_failed(p, m->route, "release of an orphaned claim");
+            kd_pl_schedule_retry(p, m, p->store_backoff_ms);
+            return;
+        }
+        took_over = true;
+    }
+    kd_pl_schedule_retry(p, m, kd_pl_backoff_ms(p, m));
+}
+
+/* Acts on the claim decision for m. */
+static void on_claim(kd_pipeline *p, msg *m, kd_claim *c) {
+    if (c->err == KD_ERR_STORE) {
+        kd_pl_schedule_retry(
+            p, m, p->store_backoff_ms); /* kd_pl_store_failed: kd_pl_claim_timed */
+    } else if (c->err != KD_OK) {
+        MSG_FIELDS(m, part, off);
+        KD_LOG(KD_LOG_WARN, fields, "key cannot be deduplicated (%s): forwarding it",
+               kd_err_name(c->err));
+        GCOUNT(p, collisions, 1);
+        m->kind = MSG_PLAIN;
+        kd_pl_produce(p, m);
+    } else if (c->decision.state == KD_CLAIMED) {
+        on_claimed(p, m, c);
+    } else if (c->decision.state == KD_COMPLETED) {
+        RCOUNT(p, m->route, duplicates_completed);
+        kd_pl_msg_done(p, m);
+    } else if (c->owner != p->boot_id || !own_claim(p, m)) {
+        kd_pl_takeover(p, m); /* claimed by a run that is gone, or by nobody here */
+    }
+    kd_decision_clear(&c->decision);
+}
+
+/* One store write each: a route's claims, or its receipts; timed for
+ * kdedup_store_write_seconds. */
+void kd_pl_claim_timed(kd_pipeline *p, size_t route, kd_claim *c, size_t n,
+                       uint64_t now) {
+    uint64_t t0 = kd_mono_us();
+
+    if (kd_dedup_claim_batch(p->routes[route].dedup, c, n, now) != KD_OK)
+        for (size_t i = 0; i < n; i++)
+            c[i].err = KD_ERR_STORE;
+    observe_since(kd_metrics_store_write(p->metrics), t0);
+    for (size_t i = 0; i < n; i++)
+        if (c[i].err == KD_ERR_STORE) {
+            kd_pl_store_failed(p, route, "claim batch");
+            return;
+        }
+    store_ok(p);
+}
+
+void kd_pl_complete_timed(kd_pipeline *p, size_t route, kd_completion *c, size_t n) {
+    uint64_t t0 = kd_mono_us();
+
+    if (kd_dedup_complete_batch(p->routes[route].dedup, c, n) != KD_OK)
+        for (size_t i = 0; i < n; i++)
+            c[i].err = KD_ERR_STORE;
+    observe_since(kd_metrics_store_write(p->metrics), t0);
+    for (size_t i = 0; i < n; i++)
+        if (c[i].err == KD_ERR_STORE) {
+            kd_pl_store_failed(p, route, "receipt batch");
+            return;
+        }
+    store_ok(p);
+}
+
+/* Claims the keyed messages of a batch with one store write per route
+ * (usually one), then acts on every message in consumption order. */
+void kd_pl_dispatch(kd_pipeline *p, msg **batch, size_t n) {
+    uint64_t now = kd_wall_ms();
+    size_t nclaims = 0;
+
+    for (size_t r = 0; r < p->cfg->nroutes; r++) {
+        size_t first = nclaims;
+
+        for (size_t i = 0; i < n; i++)
+            if (batch[i]->kind == MSG_DEDUP && batch[i]->route == r) {
+                p->claim_of[i] = nclaims;
+                p->claims[nclaims++] =
+                    (kd_claim){.key = batch[i]->key, .key_len = batch[i]->key_len};
+            }
+        if (nclaims > first)
+            kd_pl_claim_timed(p, r, p->claims + first, nclaims - first, now);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (batch[i]->kind == MSG_DEDUP)
+            on_claim(p, batch[i], &p->claims[p->claim_of[i]]);
+        else
+            kd_pl_produce(p, batch[i]);
+    }
+}

@@ -1,0 +1,296 @@
+/*
+ * kdedup - the pipeline's delivery reports: receipts for what was delivered, releases,
+ * retries and dead letters for what was not.
+ */
+#include "sidecar/headers.h"
+#include "sidecar/log.h"
+#include "sidecar/pipeline_int.h"
+
+#include <stdlib.h>
+
+/* Releases m's claim, unless a delivery of it may be downstream. True
+ * when m holds no claim any more. */
+static bool release(kd_pipeline *p, msg *m) {
+    kd_err err;
+
+    if (!m->claimed || m->maybe_out)
+        return !m->claimed;
+    err = kd_dedup_release_claim(dedup_of(p, m), m->key, m->key_len);
+    if (err != KD_OK) {
+        kd_pl_store_failed(p, m->route, "release"); /* kept; the retry re-sends */
+        return false;
+    }
+    kd_pl_unhold(p, m);
+    RCOUNT(p, m->route, released);
+    return true;
+}
+
+/* A delivery that failed, or may have. */
+void kd_pl_on_failed(kd_pipeline *p, msg *m) {
+    const kd_route *r = p->routes[m->route].cfg;
+    bool possibly = m->status == RD_KAFKA_MSG_STATUS_POSSIBLY_PERSISTED;
+    MSG_FIELDS(m, part, off);
+
+    if (possibly)
+        RCOUNT(p, m->route, possibly_persisted);
+    else
+        RCOUNT(p, m->route, not_persisted);
+    if (possibly && m->kind != MSG_DEAD_LETTER)
+        m->maybe_out = true;
+    if (!msg_live(p, m)) {
+        /* The partition was revoked or lost meanwhile: the message is its
+         * next owner's to forward, never this ownership's to retry. */
+        KD_LOG(KD_LOG_INFO, fields,
+               "delivery %s (%s) after the partition left this ownership: left to "
+               "its next owner",
+               possibly ? "possibly persisted" : "failed", rd_kafka_err2str(m->err));
+        kd_pl_msg_abandon(p, m);
+        return;
+    }
+    if (possibly) {
+        /* It may be in the log: releasing could let a duplicate through, so
+         * the claim is kept, and the downstream partition read to tell. A
+         * message without a claim is sent again (at least once). */
+        if (m->kind == MSG_DEDUP && m->claimed) {
+            KD_LOG(KD_LOG_WARN, fields,
+                   "delivery possibly persisted (%s): reading downstream to tell",
+                   rd_kafka_err2str(m->err));
+            m->uncertain = true;
+            m->reads = 0;
+            kd_pl_resolve_uncertain(p, m);
+            return;
+        }
+        KD_LOG(KD_LOG_WARN, fields, "delivery possibly persisted (%s): producing again",
+               rd_kafka_err2str(m->err));
+        kd_pl_schedule_retry(p, m, 0);
+        return;
+    }
+    release(p, m);
+    m->attempts++;
+    if (r->max_retries >= 0 && m->attempts > r->max_retries &&
+        m->kind != MSG_DEAD_LETTER) {
+        if (r->dead_letter_topic) {
+            KD_LOG(KD_LOG_WARN, fields, "delivery failed %d times (%s): dead-lettering",
+                   m->attempts, rd_kafka_err2str(m->err));
+            release(p, m);
+            m->kind = MSG_DEAD_LETTER;
+            kd_pl_schedule_retry(p, m, 0);
+            return;
+        }
+        if (m->attempts == r->max_retries + 1)
+            KD_LOG(KD_LOG_ERROR, fields,
+                   "delivery failed %d times (%s) and the route has "
+                   "no dead_letter_topic: retrying until it succeeds",
+                   m->attempts, rd_kafka_err2str(m->err));
+    } else {
+        KD_LOG(KD_LOG_WARN, fields, "delivery failed (%s): retrying",
+               rd_kafka_err2str(m->err));
+    }
+    kd_pl_schedule_retry(p, m, kd_pl_backoff_ms(p, m));
+}
+
+/* A receipt: where a message went (downstream partition, offset and
+ * timestamp) and where it came from (source partition and offset). */
+size_t kd_pl_receipt_text(const kd_pipeline *p, size_t route, int32_t out_part,
+                          int64_t out_off, int64_t ts, int32_t src_part, int64_t src_off,
+                          char *buf, size_t size) {
+    const kd_route *r = p->routes[route].cfg;
+    int n = snprintf(buf, size,
+                     "v1 to=%s/%" PRId32 "@%" PRId64 " ts=%" PRId64 " from=%s/%" PRId32
+                     "@%" PRId64,
+                     r->to, out_part, out_off, ts, r->from, src_part, src_off);
+
+    return n < 0 ? 0 : (size_t)n < size ? (size_t)n : size - 1;
+}
+
+size_t kd_pl_format_receipt(const kd_pipeline *p, const msg *m, char *buf, size_t size) {
+    return kd_pl_receipt_text(p, m->route, m->out_partition, m->out_offset,
+                              m->out_timestamp, m->rkm->partition, m->rkm->offset, buf,
+                              size);
+}
+
+/* Completes the receipts of every delivered claim with one store write. */
+static void complete_receipts(kd_pipeline *p) {
+    msg_list todo = list_take(&p->receipts);
+    size_t n = 0;
+
+    if (!todo.n)
+        return;
+    if ((kd_pl_store_failing(p) && kd_mono_ms() < p->store_retry_at) ||
+        !kd_pl_receipt_capacity(p, todo.n)) {
+        p->receipts = todo; /* try again next turn */
+        return;
+    }
+    for (size_t route = 0; route < p->cfg->nroutes; route++) { /* one write a route */
+        size_t first = n;
+
+        for (msg *m = todo.head; m; m = m->next) {
+            char *r = p->receipt_text + n * RECEIPT_MAX;
+
+            if (m->route != route)
+                continue;
+            p->receipt_msgs[n] = m;
+            p->completions[n++] = (kd_completion){
+                .key = m->key,
+                .key_len = m->key_len,
+                .receipt = r,
+                .receipt_len = kd_pl_format_receipt(p, m, r, RECEIPT_MAX)};
+        }
+        if (n > first)
+            kd_pl_complete_timed(p, route, p->completions + first, n - first);
+    }
+    for (size_t i = 0; i < n; i++) {
+        msg *m = p->receipt_msgs[i];
+        kd_err err = p->completions[i].err;
+
+        if (err == KD_OK || err == KD_ERR_DEDUP_COLLISION) {
+            if (err != KD_OK) { /* delivered all the same: the claim had gone */
+                MSG_FIELDS(m, part, off);
+                KD_LOG(KD_LOG_WARN, fields, "receipt not recorded: the claim was gone");
+                GCOUNT(p, collisions, 1);
+            }
+            RCOUNT(p, m->route, forwarded);
+            observe_since(kd_metrics_forward_latency(p->metrics), m->consumed_us);
+            kd_pl_msg_done(p, m);
+        } else {
+            list_push(&p->receipts, m); /* kd_pl_store_failed: kd_pl_complete_timed */
+        }
+    }
+}
+
+static void handle_reports(kd_pipeline *p) {
+    msg_list all = list_take(&p->reported);
+
+    for (msg *m = all.head, *next; m; m = next) {
+        next = m->next;
+        if (m->err) {
+            kd_pl_on_failed(p, m);
+        } else if (m->kind == MSG_DEDUP && m->claimed) {
+            list_push(&p->receipts, m);
+        } else {
+            if (m->kind == MSG_DEAD_LETTER)
+                RCOUNT(p, m->route, dead_lettered);
+            kd_pl_msg_done(p, m);
+        }
+    }
+    complete_receipts(p);
+}
+
+/* Serves the producer for up to timeout_ms and settles what it reported. */
+void kd_pl_service(kd_pipeline *p, int timeout_ms) {
+    atomic_store(&p->tick_ms, kd_mono_ms());
+    rd_kafka_poll(p->producer, timeout_ms);
+    handle_reports(p);
+}
+
+void kd_pl_retry_due(kd_pipeline *p) {
+    msg_list all = list_take(&p->retries);
+    uint64_t now = kd_mono_ms();
+
+    for (msg *m = all.head, *next; m; m = next) {
+        next = m->next;
+        if (m->due_ms > now) {
+            list_push(&p->retries, m);
+            continue;
+        }
+        if (!msg_live(p, m)) {
+            kd_pl_msg_abandon(p, m);
+            continue;
+        }
+        RCOUNT(p, m->route, retries);
+        if (m->uncertain)
+            kd_pl_resolve_uncertain(p, m);
+        else if (m->kind == MSG_DEDUP && !m->claimed)
+            kd_pl_takeover(p, m); /* released: claim again first */
+        else
+            kd_pl_produce(p, m);
+    }
+}
+
+/* Drops the retries of ended ownerships (all, with all_parts). */
+void kd_pl_abandon_retries(kd_pipeline *p, bool all_parts) {
+    msg_list all = list_take(&p->retries);
+
+    for (msg *m = all.head, *next; m; m = next) {
+        next = m->next;
+        if (!all_parts && msg_live(p, m))
+            list_push(&p->retries, m);
+        else
+            kd_pl_msg_abandon(p, m);
+    }
+}
+
+/* The message's fate is durable: its offset may be committed past (when
+ * its ownership lasts; an ended one's offsets are not ours). */
+void kd_pl_msg_done(kd_pipeline *p, msg *m) {
+    kd_offsets_done(p->offsets, m->route, m->rkm->partition, m->own, m->rkm->offset);
+    kd_pl_msg_free(p, m);
+}
+
+bool kd_pl_hold(kd_pipeline *p, msg *m) {
+    m->claimed = true;
+    if (kd_held_add(p->held, m->route, m->key, m->key_len, m)) {
+        atomic_store(kd_metrics_held(p->metrics), kd_held_count(p->held));
+        return true;
+    }
+    KD_ERROR("out of memory recording a claim: stopping");
+    atomic_store(&p->fatal, 1);
+    return false;
+}
+
+void kd_pl_unhold(kd_pipeline *p, msg *m) {
+    if (m->claimed) {
+        kd_held_remove(p->held, m->route, m->key, m->key_len, m);
+        atomic_store(kd_metrics_held(p->metrics), kd_held_count(p->held));
+    }
+    m->claimed = false;
+}
+
+void kd_pl_msg_free(kd_pipeline *p, msg *m) {
+    kd_pl_unhold(p, m);
+    rd_kafka_message_destroy(m->rkm);
+    free(m);
+    GCOUNT(p, inflight, (uint64_t)-1);
+}
+
+void kd_pl_msg_abandon(kd_pipeline *p, msg *m) {
+    if (m->claimed && !m->maybe_out &&
+        kd_dedup_release_claim(dedup_of(p, m), m->key, m->key_len) == KD_OK)
+        RCOUNT(p, m->route, released);
+    /* A claim not released stays in flight: whoever consumes the message
+     * next resolves it from the downstream topic (see kd_pl_takeover). */
+    RCOUNT(p, m->route, abandoned);
+    kd_pl_msg_free(p, m);
+}
+
+void kd_pl_schedule_retry(kd_pipeline *p, msg *m, uint64_t delay_ms) {
+    m->due_ms = kd_mono_ms() + delay_ms;
+    list_push(&p->retries, m);
+}
+
+uint64_t kd_pl_backoff_ms(const kd_pipeline *p, const msg *m) {
+    uint64_t ms = p->routes[m->route].cfg->retry_backoff_ms;
+
+    for (int i = 1; i < m->attempts && ms < MAX_BACKOFF_MS; i++)
+        ms *= 2;
+    return ms < MAX_BACKOFF_MS ? ms : MAX_BACKOFF_MS;
+}
+
+bool kd_pl_receipt_capacity(kd_pipeline *p, size_t n) {
+    kd_completion *k;
+    msg **b;
+    char *t;
+
+    if (n <= p->receipt_cap)
+        return true;
+    if ((k = realloc(p->completions, n * sizeof(*k))))
+        p->completions = k;
+    if ((b = realloc(p->receipt_msgs, n * sizeof(*b))))
+        p->receipt_msgs = b;
+    if ((t = realloc(p->receipt_text, n * RECEIPT_MAX)))
+        p->receipt_text = t;
+    if (!k || !b || !t)
+        return false;
+    p->receipt_cap = n;
+    return true;
+}

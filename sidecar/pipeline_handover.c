@@ -1,0 +1,155 @@
+/*
+ * kdedup - the pipeline's the handover: a newly assigned partition's history read
+ * from the downstream topic before it is consumed (see recovery.h).
+ */
+#include "sidecar/headers.h"
+#include "sidecar/log.h"
+#include "sidecar/pipeline_int.h"
+
+#include <stdlib.h>
+
+typedef struct learning {
+    kd_pipeline *p;
+    size_t route;
+    int32_t src_partition, out_partition;
+} learning;
+
+/* Records the keys of a batch of downstream records as completed: claimed
+ * and completed when the store did not know them; completed when a claim
+ * holds them (their delivery is downstream). False when the store failed. */
+static bool learn(void *arg, const kd_history_rec *recs, size_t n) {
+    learning *l = arg;
+    kd_pipeline *p = l->p;
+    size_t ndone = 0, nlearned = 0;
+
+    if (!kd_pl_receipt_capacity(p, n))
+        return false;
+    for (size_t i = 0; i < n; i++)
+        p->claims[i] = (kd_claim){.key = recs[i].key, .key_len = recs[i].key_len};
+    kd_pl_claim_timed(p, l->route, p->claims, n, kd_wall_ms());
+    for (size_t i = 0; i < n; i++)
+        if (p->claims[i].err ==
+            KD_ERR_STORE) { /* kd_pl_store_failed: kd_pl_claim_timed */
+            for (size_t j = 0; j < n; j++)
+                kd_decision_clear(&p->claims[j].decision);
+            return false;
+        }
+    for (size_t i = 0; i < n; i++) {
+        kd_claim *c = &p->claims[i];
+        char *text = p->receipt_text + ndone * RECEIPT_MAX;
+
+        if (c->err == KD_OK && c->decision.state != KD_COMPLETED) {
+            if (c->decision.state == KD_CLAIMED)
+                nlearned++;
+            else if (c->owner != p->boot_id)
+                RCOUNT(p, l->route, orphans_found);
+            p->completions[ndone++] = (kd_completion){
+                .key = c->key,
+                .key_len = c->key_len,
+                .receipt = text,
+                .receipt_len = kd_pl_receipt_text(
+                    p, l->route, l->out_partition, recs[i].offset, recs[i].timestamp,
+                    l->src_partition, recs[i].src_offset, text, RECEIPT_MAX)};
+        }
+        kd_decision_clear(&c->decision);
+    }
+    if (ndone)
+        kd_pl_complete_timed(p, l->route, p->completions, ndone);
+    for (size_t i = 0; i < ndone; i++)
+        if (p->completions[i].err == KD_ERR_STORE)
+            return false;
+    atomic_fetch_add(&kd_metrics_route(p->metrics, l->route)->handover_keys, nlearned);
+    return true;
+}
+
+static void set_paused(kd_pipeline *p, size_t route, int32_t partition, bool pause) {
+    rd_kafka_topic_partition_list_t *one = rd_kafka_topic_partition_list_new(1);
+
+    rd_kafka_topic_partition_list_add(one, p->cfg->routes[route].from, partition);
+    (pause ? rd_kafka_pause_partitions : rd_kafka_resume_partitions)(p->consumer, one);
+    rd_kafka_topic_partition_list_destroy(one);
+}
+
+bool kd_pl_handover_add(kd_pipeline *p, size_t route, int32_t partition) {
+    handover *grown;
+
+    if (kd_pl_handover_find(p, route, partition) != SIZE_MAX)
+        return true;
+    if (p->nhandovers == p->handovers_cap) {
+        size_t cap = p->handovers_cap ? p->handovers_cap * 2 : 16;
+
+        if (!(grown = realloc(p->handovers, cap * sizeof(*grown))))
+            return false;
+        p->handovers = grown;
+        p->handovers_cap = cap;
+    }
+    p->handovers[p->nhandovers++] = (handover){route, partition, 0, 0};
+    GCOUNT(p, handover_pending, 1);
+    return true;
+}
+
+void kd_pl_handover_remove(kd_pipeline *p, size_t i) {
+    if (p->handovers[i].backoff_ms)
+        atomic_fetch_sub(&p->handovers_failing, 1);
+    memmove(&p->handovers[i], &p->handovers[i + 1],
+            (p->nhandovers - i - 1) * sizeof(*p->handovers));
+    p->nhandovers--;
+    GCOUNT(p, handover_pending, (uint64_t)-1);
+}
+
+/* Reads the history of the first partition due, records it, and resumes
+ * the partition; one a turn, so the loop keeps serving the others. */
+void kd_pl_hand_over(kd_pipeline *p) {
+    uint64_t now = kd_mono_ms();
+    kd_recovery_stats before, after;
+
+    if (kd_pl_store_failing(p) && now < p->store_retry_at)
+        return;
+    for (size_t i = 0; i < p->nhandovers; i++) {
+        handover *h = &p->handovers[i];
+        const route_rt *r = &p->routes[h->route];
+        learning l = {p, h->route, h->partition, h->partition % r->out_partitions};
+        kd_history_result res;
+
+        if (h->due_ms > now)
+            continue;
+        kd_recovery_stats_get(p->recovery, &before);
+        res = kd_recovery_history(p->recovery, h->route, h->partition, l.out_partition,
+                                  (size_t)p->cfg->batch_max, learn, &l);
+        kd_recovery_stats_get(p->recovery, &after);
+        GCOUNT(p, handover_records, after.handover_records - before.handover_records);
+        GCOUNT(p, handover_us, after.handover_micros - before.handover_micros);
+        if (res == KD_HISTORY_FAILED) {
+            if (!h->backoff_ms)
+                atomic_fetch_add(&p->handovers_failing, 1);
+            h->backoff_ms = h->backoff_ms ? h->backoff_ms * 2 : HANDOVER_BACKOFF_MIN_MS;
+            if (h->backoff_ms > HANDOVER_BACKOFF_MAX_MS)
+                h->backoff_ms = HANDOVER_BACKOFF_MAX_MS;
+            h->due_ms = kd_mono_ms() + h->backoff_ms;
+            KD_WARN("handover of %s/%" PRId32 " failed: its consumption waits; again in "
+                    "%llums",
+                    r->cfg->from, h->partition, (unsigned long long)h->backoff_ms);
+            return;
+        }
+        size_t route = h->route;
+        int32_t partition = h->partition;
+        kd_pl_handover_remove(p, i);
+        if (!kd_pl_store_failing(p))
+            set_paused(p, route, partition, false);
+        return;
+    }
+}
+
+/* Called while a scan runs: the loop is busy, not stuck. */
+void kd_pl_scan_progress(void *arg) {
+    kd_pipeline *p = arg;
+
+    atomic_store(&p->tick_ms, kd_mono_ms());
+}
+
+size_t kd_pl_handover_find(const kd_pipeline *p, size_t route, int32_t partition) {
+    for (size_t i = 0; i < p->nhandovers; i++)
+        if (p->handovers[i].route == route && p->handovers[i].partition == partition)
+            return i;
+    return SIZE_MAX;
+}

@@ -1,0 +1,312 @@
+/*
+ * kdedup - the pipeline's private header: the state every part of the
+ * pipeline shares, and the functions one part calls in another.
+ *
+ * The pipeline is split along its stages, one file each:
+ *   pipeline.c           life cycle: new, run, stop, readiness, destroy
+ *   pipeline_consume.c   consuming: a polled message becomes a msg
+ *   pipeline_claim.c     claiming: one store write per batch, takeovers,
+ *                        the store's health
+ *   pipeline_produce.c   producing, and the delivery-report callback
+ *   pipeline_deliver.c   delivery reports, receipts, retries
+ *   pipeline_handover.c  reading a newly assigned partition's history
+ *   pipeline_rebalance.c offsets, assignments and revocations
+ *
+ * Every message consumed becomes a `msg` that lives until its fate is
+ * durable: forwarded with a receipt, skipped as a duplicate, dropped or
+ * dead-lettered by policy. Until then its offset is pending in kd_offsets,
+ * and the consumed rd_kafka_message_t is kept, so the producer sends its
+ * key, value and headers without copying them, and a retry needs nothing
+ * from the broker.
+ *
+ * All work happens on the thread in kd_pipeline_run(): librdkafka calls the
+ * delivery-report and rebalance callbacks from inside the polls made there.
+ */
+#ifndef KD_PIPELINE_INT_H
+#define KD_PIPELINE_INT_H
+
+#include "dedup/dedup.h"
+#include "sidecar/clock.h"
+#include "sidecar/held.h"
+#include "sidecar/metrics.h"
+#include "sidecar/offsets.h"
+#include "sidecar/pipeline.h"
+#include "sidecar/recovery.h"
+
+#include <librdkafka/rdkafka.h>
+
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#define SOURCE_HEADER "kdedup-source"
+/* The producing run: tells a run's copies from another run's re-forwards. */
+#define RUN_HEADER "kdedup-run"
+#define MAX_BACKOFF_MS 60000
+#define TAKEOVER_TRIES 3
+#define PARK_MS 250            /* a copy waiting for an ended ownership's delivery */
+#define RECOVERY_IDLE_MS 60000 /* scans are forgotten after this without orphans */
+#define METADATA_TIMEOUT_MS 10000
+#define STORE_BACKOFF_MIN_MS 100
+#define STORE_BACKOFF_MAX_MS 5000
+#define HANDOVER_BACKOFF_MIN_MS 1000
+#define HANDOVER_BACKOFF_MAX_MS 30000
+#define UNCERTAIN_TRIES 10 /* reads of downstream before resending anyway */
+
+typedef enum msg_kind {
+    MSG_DEDUP,      /* has a key: claimed before it is forwarded */
+    MSG_PLAIN,      /* forwarded without dedup (missing key, or undeduplicable) */
+    MSG_DEAD_LETTER /* to the route's dead-letter topic */
+} msg_kind;
+
+typedef struct msg {
+    struct msg *next;        /* in at most one list */
+    rd_kafka_message_t *rkm; /* the consumed message, kept until done */
+    size_t route;
+    msg_kind kind;
+    const char *key; /* borrowed from rkm's headers */
+    size_t key_len;
+    uint64_t own;         /* the ownership of its partition that consumed it */
+    bool claimed;         /* holds a claim in the store (and an entry in p->held) */
+    bool uncertain;       /* possibly persisted: read downstream before resending */
+    bool maybe_out;       /* a delivery may be downstream: the claim is never released
+                           * unless a read of downstream showed it is not */
+    int reads;            /* uncertain: failed reads of downstream so far */
+    int64_t scan_from;    /* downstream: it lands at or after this offset */
+    int attempts;         /* failed deliveries so far */
+    uint64_t consumed_us; /* monotonic: for the forward latency */
+    uint64_t due_ms;      /* in the retry list: when (monotonic) */
+    /* the delivery report */
+    rd_kafka_resp_err_t err;
+    rd_kafka_msg_status_t status;
+    int32_t out_partition;
+    int64_t out_offset;
+    int64_t out_timestamp;
+} msg;
+
+typedef struct msg_list {
+    msg *head, *tail;
+    size_t n;
+} msg_list;
+
+/* A source partition assigned and paused until its history is read from
+ * the downstream topic (see recovery.h, "handover"). */
+typedef struct handover {
+    size_t route;
+    int32_t partition;
+    uint64_t due_ms;     /* mono: the next attempt */
+    uint64_t backoff_ms; /* after a failed attempt */
+} handover;
+
+typedef struct route_rt {
+    const kd_route *cfg;
+    kd_dedup *dedup; /* keys are scoped to their route: namespace ":" from */
+    int out_partitions;
+    int dlt_partitions;
+    int64_t *acked; /* per downstream partition: past the last delivery acked */
+} route_rt;
+
+struct kd_pipeline {
+    const kd_config *cfg;
+    kd_store *store;
+    rd_kafka_t *consumer;
+    rd_kafka_t *producer;
+    route_rt *routes;
+    kd_offsets *offsets;
+    kd_recovery *recovery;
+    kd_held *held;           /* claims held by this run's messages, by route and key */
+    uint64_t last_orphan_ms; /* mono: the latest orphaned claim met */
+    handover *handovers;     /* waiting, in assignment order */
+    size_t nhandovers, handovers_cap;
+    _Atomic uint64_t handovers_failing; /* waiting after a failed attempt */
+    uint64_t boot_id;
+    char boot_hex[17];
+    _Atomic int stop;
+    uint64_t stop_deadline; /* mono ms: the end of shutdown_grace once stopping */
+    _Atomic int fatal;
+
+    msg_list reported; /* delivery reports, filled by dr_cb */
+    msg_list receipts; /* delivered; receipt not yet durable */
+    msg_list retries;  /* waiting for due_ms */
+    size_t awaiting;   /* produced, no report yet */
+
+    /* Reused buffers: a poll batch (batch_max long) and its claims... */
+    msg **batch_msgs;
+    kd_claim *claims;
+    size_t *claim_of; /* batch index -> claims index */
+    /* ...and the receipts of one turn (grown as needed). A rebalance inside
+     * a poll completes receipts while a batch is being collected, so the
+     * two never share. */
+    msg **receipt_msgs;
+    kd_completion *completions;
+    char *receipt_text;
+    size_t receipt_cap;
+
+    kd_metrics *metrics;
+    _Atomic uint64_t tick_ms; /* last turn of the loop: /healthz */
+
+    /* While store writes fail, consumption is paused and offsets are not
+     * stored; failed claims and receipts are retried with backoff. */
+    _Atomic uint64_t store_failing_since; /* mono ms; 0 when healthy */
+    uint64_t store_retry_at;              /* mono ms: next receipt retry */
+    uint64_t store_backoff_ms;
+};
+
+/* Counters: per route, and process-wide. */
+#define RCOUNT(p, route, field)                                                          \
+    atomic_fetch_add_explicit(&kd_metrics_route((p)->metrics, (route))->field, 1,        \
+                              memory_order_relaxed)
+#define GCOUNT(p, which, by)                                                             \
+    atomic_fetch_add_explicit(kd_metrics_##which((p)->metrics), (by),                    \
+                              memory_order_relaxed)
+
+/*
+ * Small helpers.
+ */
+
+/* Observes the seconds since t0_us (monotonic) in h. */
+static inline void observe_since(kd_histogram *h, uint64_t t0_us) {
+    kd_histogram_observe(h, (double)(kd_mono_us() - t0_us) / 1e6);
+}
+
+static inline void list_push(msg_list *l, msg *m) {
+    m->next = NULL;
+    if (l->tail)
+        l->tail->next = m;
+    else
+        l->head = m;
+    l->tail = m;
+    l->n++;
+}
+
+static inline msg_list list_take(msg_list *l) {
+    msg_list all = *l;
+
+    memset(l, 0, sizeof(*l));
+    return all;
+}
+
+static inline const char *src_topic(const msg *m) {
+    return rd_kafka_topic_name(m->rkm->rkt);
+}
+
+static inline size_t route_of(const kd_pipeline *p, const char *topic) {
+    for (size_t i = 0; i < p->cfg->nroutes; i++)
+        if (!strcmp(p->cfg->routes[i].from, topic))
+            return i;
+    return SIZE_MAX;
+}
+
+static inline kd_dedup *dedup_of(const kd_pipeline *p, const msg *m) {
+    return p->routes[m->route].dedup;
+}
+
+/* True while the ownership that consumed m lasts: its partition was not
+ * revoked or lost since. Only then may m's outcome touch offsets, retries
+ * or produce anything. */
+static inline bool msg_live(const kd_pipeline *p, const msg *m) {
+    return m->own && kd_offsets_owner(p->offsets, m->route, m->rkm->partition) == m->own;
+}
+
+/* Log fields naming a message's source coordinates. */
+#define MSG_FIELDS(m, part, off)                                                         \
+    char part[16], off[24];                                                              \
+    snprintf(part, sizeof(part), "%" PRId32, (m)->rkm->partition);                       \
+    snprintf(off, sizeof(off), "%" PRId64, (m)->rkm->offset);                            \
+    const char *fields[] = {                                                             \
+        "topic",  src_topic(m), "partition", part,                                       \
+        "offset", off,          "route",     p->cfg->routes[(m)->route].to,              \
+        NULL}
+
+#define RECEIPT_MAX 600
+
+/* pipeline_consume.c */
+/* Polls up to batch_max messages into p->batch_msgs; returns how many. */
+size_t kd_pl_collect(kd_pipeline *p, int timeout_ms);
+
+/* pipeline_claim.c */
+/* Claims c[0..n) of route in one store write (timed); a failure pauses consumption. */
+void kd_pl_claim_timed(kd_pipeline *p, size_t route, kd_claim *c, size_t n, uint64_t now);
+/* Completes c[0..n) of route in one store write (timed); a failure pauses consumption. */
+void kd_pl_complete_timed(kd_pipeline *p, size_t route, kd_completion *c, size_t n);
+/* Claims a batch's keys and sends, settles or retries every message of it. */
+void kd_pl_dispatch(kd_pipeline *p, msg **batch, size_t n);
+/* Reads downstream for a possibly persisted delivery; completes, resends or retries m. */
+void kd_pl_resolve_uncertain(kd_pipeline *p, msg *m);
+/* Counts and logs a failed store call; the first one pauses consumption. */
+void kd_pl_store_failed(kd_pipeline *p, size_t route, const char *what);
+/* True while store writes fail (consumption paused). */
+bool kd_pl_store_failing(const kd_pipeline *p);
+/* Claims m's key alone, resolving a claim another run left. */
+void kd_pl_takeover(kd_pipeline *p, msg *m);
+
+/* pipeline_produce.c */
+/* librdkafka's delivery-report callback: queues m on p->reported. */
+void kd_pl_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque);
+/* Sends m downstream (or to the dead-letter topic); failures go to on_failed. */
+void kd_pl_produce(kd_pipeline *p, msg *m);
+
+/* pipeline_deliver.c */
+/* Drops retries of partitions no longer assigned (all, with all_parts). */
+void kd_pl_abandon_retries(kd_pipeline *p, bool all_parts);
+/* The delay before m's next delivery attempt. */
+uint64_t kd_pl_backoff_ms(const kd_pipeline *p, const msg *m);
+/* Writes m's receipt into buf; returns its length. */
+size_t kd_pl_format_receipt(const kd_pipeline *p, const msg *m, char *buf, size_t size);
+/* m's fate is durable: marks its offset done and frees m. */
+void kd_pl_msg_done(kd_pipeline *p, msg *m);
+/* m now holds its key's claim (recorded in p->held); false when out of
+ * memory (the pipeline then stops: fatal). */
+bool kd_pl_hold(kd_pipeline *p, msg *m);
+/* m no longer holds a claim (released, or left to recovery). */
+void kd_pl_unhold(kd_pipeline *p, msg *m);
+/* Frees m without touching offsets (its ownership ended, or the run stops). */
+void kd_pl_msg_free(kd_pipeline *p, msg *m);
+/* m's ownership ended: it is dropped, and its partition's next owner
+ * consumes it again. Its claim is released so that owner can claim it,
+ * unless a delivery may be downstream: then the claim stays for the next
+ * owner's recovery to resolve exactly. */
+void kd_pl_msg_abandon(kd_pipeline *p, msg *m);
+/* Acts on a failed (or possibly failed) delivery of m. */
+void kd_pl_on_failed(kd_pipeline *p, msg *m);
+/* Grows the receipt buffers to hold n; false when out of memory. */
+bool kd_pl_receipt_capacity(kd_pipeline *p, size_t n);
+/* Writes a receipt naming where a message went and came from; returns its length. */
+size_t kd_pl_receipt_text(const kd_pipeline *p, size_t route, int32_t out_part,
+                          int64_t out_off, int64_t ts, int32_t src_part, int64_t src_off,
+                          char *buf, size_t size);
+/* Sends (or claims, or reads downstream for) the retries that are due. */
+void kd_pl_retry_due(kd_pipeline *p);
+/* Puts m on the retry list, due in delay_ms. */
+void kd_pl_schedule_retry(kd_pipeline *p, msg *m, uint64_t delay_ms);
+/* Serves the producer for up to timeout_ms and settles its reports. */
+void kd_pl_service(kd_pipeline *p, int timeout_ms);
+
+/* pipeline_handover.c */
+/* Reads the history of the first partition due for a handover. */
+void kd_pl_hand_over(kd_pipeline *p);
+/* Queues a newly assigned partition for its handover; false when out of memory. */
+bool kd_pl_handover_add(kd_pipeline *p, size_t route, int32_t partition);
+/* The index of the partition's pending handover, or SIZE_MAX. */
+size_t kd_pl_handover_find(const kd_pipeline *p, size_t route, int32_t partition);
+/* Drops pending handover i. */
+void kd_pl_handover_remove(kd_pipeline *p, size_t i);
+/* Called while a scan runs: ticks the loop's health. */
+void kd_pl_scan_progress(void *arg);
+
+/* pipeline_rebalance.c */
+/* Serves the producer until nothing is in flight or deadline_ms (monotonic). */
+void kd_pl_drain(kd_pipeline *p, uint64_t deadline_ms);
+/* Pauses every assigned partition, or resumes those not waiting for a handover. */
+void kd_pl_pause_assignment(kd_pipeline *p, bool pause);
+/* librdkafka's rebalance callback. */
+void kd_pl_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                        rd_kafka_topic_partition_list_t *parts, void *opaque);
+/* Stores the commit points that moved; the consumer commits them. */
+void kd_pl_store_offsets(kd_pipeline *p);
+
+#endif /* KD_PIPELINE_INT_H */

@@ -1,0 +1,72 @@
+/*
+ * kdedup - the pipeline's producing to the downstream and dead-letter topics, and the
+ * delivery-report callback.
+ */
+#include "sidecar/headers.h"
+#include "sidecar/log.h"
+#include "sidecar/pipeline_int.h"
+
+#include <stdlib.h>
+
+/* Sends m to its downstream (or dead-letter) topic, on the partition with
+ * the source partition's number, so one source partition keeps its order. */
+void kd_pl_produce(kd_pipeline *p, msg *m) {
+    const route_rt *r = &p->routes[m->route];
+    bool dlt = m->kind == MSG_DEAD_LETTER;
+    const char *topic = dlt ? r->cfg->dead_letter_topic : r->cfg->to;
+    int32_t partition = m->rkm->partition % (dlt ? r->dlt_partitions : r->out_partitions);
+    rd_kafka_headers_t *src = NULL, *hdrs;
+    rd_kafka_resp_err_t err;
+    char source[320], at[24];
+
+    hdrs = rd_kafka_message_headers(m->rkm, &src) == RD_KAFKA_RESP_ERR_NO_ERROR
+               ? rd_kafka_headers_copy(src)
+               : rd_kafka_headers_new(1);
+    snprintf(source, sizeof(source), "%s/%" PRId32 "/%" PRId64, src_topic(m),
+             m->rkm->partition, m->rkm->offset);
+    rd_kafka_header_add(hdrs, SOURCE_HEADER, -1, source, -1);
+    rd_kafka_header_add(hdrs, RUN_HEADER, -1, p->boot_hex, -1);
+    snprintf(at, sizeof(at), "%" PRIu64, kd_wall_ms());
+    rd_kafka_header_add(hdrs, KD_FORWARDED_AT_HEADER, -1, at, -1);
+    if (!dlt && !m->maybe_out) /* the first copy that may be there bounds the read */
+        m->scan_from = r->acked[partition];
+    for (;;) {
+        err = rd_kafka_producev(
+            p->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+            RD_KAFKA_V_KEY(m->rkm->key, m->rkm->key_len),
+            RD_KAFKA_V_VALUE(m->rkm->payload, m->rkm->len), RD_KAFKA_V_HEADERS(hdrs),
+            RD_KAFKA_V_TIMESTAMP(rd_kafka_message_timestamp(m->rkm, NULL)),
+            RD_KAFKA_V_OPAQUE(m), RD_KAFKA_V_END);
+        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+            break;
+        rd_kafka_poll(p->producer, 10); /* reports only queue up: no re-entry */
+    }
+    if (err) {
+        rd_kafka_headers_destroy(hdrs);
+        m->err = err;
+        m->status = RD_KAFKA_MSG_STATUS_NOT_PERSISTED;
+        kd_pl_on_failed(p, m);
+        return;
+    }
+    p->awaiting++;
+}
+
+void kd_pl_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque) {
+    kd_pipeline *p = opaque;
+    msg *m = rkm->_private;
+
+    (void)rk;
+    m->err = rkm->err;
+    m->status = rd_kafka_message_status(rkm);
+    m->out_partition = rkm->partition;
+    m->out_offset = rkm->offset;
+    m->out_timestamp = rd_kafka_message_timestamp(rkm, NULL);
+    if (!rkm->err && m->kind != MSG_DEAD_LETTER && rkm->offset >= 0) {
+        int64_t *acked = &p->routes[m->route].acked[rkm->partition];
+
+        if (rkm->offset + 1 > *acked)
+            *acked = rkm->offset + 1;
+    }
+    p->awaiting--;
+    list_push(&p->reported, m);
+}
