@@ -290,6 +290,15 @@ static void test_env_never_shown(void **state) {
             fail_msg("case %zu shows a value from the environment: %s", i, err);
     }
 
+    setenv("KD_TEST_MS", "700000", 1);
+    setenv("KD_TEST_DUR", "10m", 1);
+    assert_error(
+        "{\"kafka\": {\"brokers\": \"k:1\", \"group_id\": \"g\", \"producer\": "
+        "{\"delivery.timeout.ms\": \"${KD_TEST_MS}\"}}, \"routes\": "
+        "[" MINIMAL_ROUTE "], \"dedup\": {\"inflight_timeout\": \"${KD_TEST_DUR}\"}}",
+        "kdedup.json: dedup.inflight_timeout: expected a duration longer than the "
+        "producer's delivery.timeout.ms (${KD_TEST_MS}), got ${KD_TEST_DUR}");
+
     cfg = assert_valid("{\"kafka\": {\"brokers\": \"k:1\", \"group_id\": "
                        "\"g-${KD_TEST_TOPIC:-none}\", \"consumer\": {\"client.id\": "
                        "\"${KD_TEST_SHORT}\", \"x\": \"${KD_TEST_UNSET:-d}\"}}, "
