@@ -9,11 +9,14 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define MAX_FILE_BYTES (1u << 20)
 #define MAX_PATH 256
@@ -151,6 +154,7 @@ typedef struct ctx {
     const char *file;
     char *errstr;
     size_t errstr_size;
+    kd_config_env *env; /* what ${...} took so far */
 } ctx;
 
 /*
@@ -307,74 +311,276 @@ static bool valid_brokers(const char *s) {
 }
 
 /*
- * Environment interpolation: ${VAR} and ${VAR:-default}.
+ * Interpolation: ${VAR}, ${VAR:-default}, ${file:PATH}, $${.
  */
 
-static char *interpolate(ctx *c, const char *path, const char *in) {
-    size_t cap = strlen(in) + 1, len = 0;
-    char *out = malloc(cap);
+/* Every value the environment or a file gave (ref is "${NAME}" or
+ * "${file:PATH}"), longest first once parsed, and the JSON paths whose
+ * values hold one, with their text as written in the file. */
+typedef struct secret {
+    char *ref;
+    char *value;
+} secret;
 
-    for (const char *p = in; out && *p;) {
-        const char *add = p, *close, *val;
-        size_t addlen = 1, namelen;
-        char name[128];
+typedef struct origin {
+    char *path;
+    char *text;
+} origin;
 
-        if (p[0] == '$' && p[1] == '{') {
-            if (!(close = strchr(p + 2, '}'))) {
-                fail(c, path, "unterminated ${ in a string value");
-                goto fail;
-            }
-            namelen = strcspn(p + 2, ":}");
-            if (namelen == 0 || namelen >= sizeof(name) ||
-                (p[2 + namelen] == ':' && p[3 + namelen] != '-')) {
-                fail(c, path, "expected ${NAME} or ${NAME:-default} in a string value");
-                goto fail;
-            }
-            memcpy(name, p + 2, namelen);
-            name[namelen] = '\0';
-            for (size_t i = 0; i < namelen; i++)
-                if (!isalnum((unsigned char)name[i]) && name[i] != '_') {
-                    fail(c, path,
-                         "expected an environment variable name in ${...}, "
-                         "got \"%s\"",
-                         name);
-                    goto fail;
-                }
-            val = getenv(name);
-            if (!val && p[2 + namelen] == ':') {
-                add = p + 4 + namelen;
-                addlen = (size_t)(close - add);
-            } else if (!val) {
-                fail(c, path,
-                     "environment variable %s is not set (and no ${%s:-default})", name,
-                     name);
-                goto fail;
-            } else {
-                add = val;
-                addlen = strlen(val);
-            }
-            p = close + 1;
-        } else {
-            p++;
-        }
-        if (len + addlen + 1 > cap) {
-            char *grown;
+struct kd_config_env {
+    secret *secrets;
+    size_t nsecrets;
+    origin *origins;
+    size_t norigins;
+    size_t expanded; /* bytes the environment and files added, in total */
+};
 
-            cap = (len + addlen + 1) * 2;
-            if (!(grown = realloc(out, cap)))
-                goto fail;
-            out = grown;
-        }
-        memcpy(out + len, add, addlen);
-        len += addlen;
+static void env_destroy(kd_config_env *env) {
+    if (!env)
+        return;
+    for (size_t i = 0; i < env->nsecrets; i++) {
+        free(env->secrets[i].ref);
+        free(env->secrets[i].value);
     }
-    if (out)
-        out[len] = '\0';
-    else
+    for (size_t i = 0; i < env->norigins; i++) {
+        free(env->origins[i].path);
+        free(env->origins[i].text);
+    }
+    free(env->secrets);
+    free(env->origins);
+    free(env);
+}
+
+/* Remembers a value taken from ref (once per ref and value). */
+static bool env_add_secret(kd_config_env *env, const char *ref, size_t reflen,
+                           const char *value, size_t len) {
+    secret *grown;
+
+    for (size_t i = 0; i < env->nsecrets; i++)
+        if (strlen(env->secrets[i].ref) == reflen &&
+            !memcmp(env->secrets[i].ref, ref, reflen) &&
+            strlen(env->secrets[i].value) == len &&
+            !memcmp(env->secrets[i].value, value, len))
+            return true;
+    if (!(grown = realloc(env->secrets, (env->nsecrets + 1) * sizeof(*grown))))
+        return false;
+    env->secrets = grown;
+    grown = &env->secrets[env->nsecrets];
+    grown->ref = strndup(ref, reflen);
+    grown->value = strndup(value, len);
+    if (!grown->ref || !grown->value) {
+        free(grown->ref);
+        free(grown->value);
+        return false;
+    }
+    env->nsecrets++;
+    return true;
+}
+
+static bool env_add_origin(kd_config_env *env, const char *path, const char *text) {
+    origin *grown = realloc(env->origins, (env->norigins + 1) * sizeof(*grown));
+
+    if (!grown)
+        return false;
+    env->origins = grown;
+    grown = &env->origins[env->norigins];
+    grown->path = strdup(path);
+    grown->text = strdup(text);
+    if (!grown->path || !grown->text) {
+        free(grown->path);
+        free(grown->text);
+        return false;
+    }
+    env->norigins++;
+    return true;
+}
+
+static const char *env_template(const kd_config_env *env, const char *path) {
+    for (size_t i = 0; env && i < env->norigins; i++)
+        if (!strcmp(env->origins[i].path, path))
+            return env->origins[i].text;
+    return NULL;
+}
+
+/* A string value as it grows, bounded by KD_CONFIG_MAX_VALUE_BYTES. */
+typedef struct strbuf {
+    char *s;
+    size_t len, cap;
+} strbuf;
+
+static bool strbuf_add(ctx *c, const char *path, strbuf *b, const char *add, size_t n) {
+    char *grown;
+
+    if (n > KD_CONFIG_MAX_VALUE_BYTES - b->len)
+        return fail(c, path, "expands to more than %d bytes", KD_CONFIG_MAX_VALUE_BYTES);
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = (b->len + n + 1) * 2;
+
+        if (!(grown = realloc(b->s, cap)))
+            return fail(c, path, "out of memory");
+        b->s = grown;
+        b->cap = cap;
+    }
+    memcpy(b->s + b->len, add, n);
+    b->len += n;
+    b->s[b->len] = '\0';
+    return true;
+}
+
+/* Adds what the environment or a file gave for ref to the value: counted
+ * against the file's budget and remembered as never to be shown. */
+static bool add_secret(ctx *c, const char *path, strbuf *b, const char *ref,
+                       size_t reflen, const char *value, size_t len) {
+    if (len > KD_CONFIG_MAX_EXPANDED_BYTES - c->env->expanded)
+        return fail(c, path,
+                    "the environment and files add more than %d bytes to the "
+                    "config in all",
+                    KD_CONFIG_MAX_EXPANDED_BYTES);
+    c->env->expanded += len;
+    if (!env_add_secret(c->env, ref, reflen, value, len))
+        return fail(c, path, "out of memory");
+    return strbuf_add(c, path, b, value, len);
+}
+
+/* ${file:PATH}: the file's content, one trailing newline dropped. Only
+ * regular files (a FIFO would block the start), at most
+ * KD_CONFIG_MAX_VALUE_BYTES; the content is never shown. */
+static bool expand_file(ctx *c, const char *path, strbuf *b, const char *ref,
+                        size_t reflen) {
+    char fname[MAX_PATH], *data = NULL;
+    struct stat st;
+    size_t len = 0, plen = reflen - 8; /* "${file:" ... "}" */
+    ssize_t n;
+    int fd;
+    bool ok;
+
+    if (plen == 0 || plen >= sizeof(fname))
+        return fail(c, path, "expected ${file:PATH} with a path of 1 to %d bytes",
+                    MAX_PATH - 1);
+    memcpy(fname, ref + 7, plen);
+    fname[plen] = '\0';
+    if ((fd = open(fname, O_RDONLY | O_NONBLOCK | O_CLOEXEC)) < 0)
+        return fail(c, path, "cannot read ${file:%s}: %s", fname, strerror(errno));
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return fail(c, path, "cannot read ${file:%s}: not a regular file", fname);
+    }
+    if (!(data = malloc(KD_CONFIG_MAX_VALUE_BYTES + 1))) {
+        close(fd);
+        return fail(c, path, "out of memory");
+    }
+    while (len <= KD_CONFIG_MAX_VALUE_BYTES &&
+           (n = read(fd, data + len, KD_CONFIG_MAX_VALUE_BYTES + 1 - len)) != 0) {
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            ok = fail(c, path, "cannot read ${file:%s}: %s", fname, strerror(errno));
+            goto done;
+        }
+        len += (size_t)n;
+    }
+    if (len > KD_CONFIG_MAX_VALUE_BYTES) {
+        ok = fail(c, path, "${file:%s} is larger than %d bytes", fname,
+                  KD_CONFIG_MAX_VALUE_BYTES);
+        goto done;
+    }
+    if (memchr(data, '\0', len)) {
+        ok = fail(c, path, "${file:%s} holds a NUL byte", fname);
+        goto done;
+    }
+    if (len && data[len - 1] == '\n')
+        len -= len > 1 && data[len - 2] == '\r' ? 2 : 1;
+    ok = add_secret(c, path, b, ref, reflen, data, len);
+done:
+    /* The content is a secret: leave no copy in freed memory. */
+    for (size_t i = 0; i < len; i++)
+        ((volatile char *)data)[i] = 0;
+    free(data);
+    close(fd);
+    return ok;
+}
+
+/* ${NAME} or ${NAME:-default}, ref spanning the whole ${...}. */
+static bool expand_var(ctx *c, const char *path, strbuf *b, const char *ref,
+                       size_t reflen) {
+    size_t namelen = strcspn(ref + 2, ":}");
+    const char *val, *def = NULL;
+    char name[128], shown_as[sizeof(name) + 3];
+
+    if (namelen == 0 || namelen >= sizeof(name) ||
+        (ref[2 + namelen] == ':' && ref[3 + namelen] != '-'))
+        return fail(c, path,
+                    "expected ${NAME}, ${NAME:-default} or ${file:PATH} in a string "
+                    "value");
+    memcpy(name, ref + 2, namelen);
+    name[namelen] = '\0';
+    for (size_t i = 0; i < namelen; i++)
+        if (!isalnum((unsigned char)name[i]) && name[i] != '_')
+            return fail(c, path,
+                        "expected an environment variable name in ${...}, got \"%s\"",
+                        name);
+    if (ref[2 + namelen] == ':')
+        def = ref + 4 + namelen;
+    val = getenv(name);
+    if (val && *val) { /* shown as ${NAME}, with or without a default */
+        snprintf(shown_as, sizeof(shown_as), "${%s}", name);
+        return add_secret(c, path, b, shown_as, strlen(shown_as), val, strlen(val));
+    }
+    if (def) /* unset or empty: the default, as in the shell */
+        return strbuf_add(c, path, b, def, (size_t)(ref + reflen - 1 - def));
+    if (val)
+        return true; /* set and empty */
+    return fail(c, path, "environment variable %s is not set (and no ${%s:-default})",
+                name, name);
+}
+
+/* The string value in with every ${...} expanded, malloc()ed; NULL with the
+ * error set. A value that took anything from the environment or a file is
+ * remembered under path, with its text as written. */
+static char *interpolate(ctx *c, const char *path, const char *in) {
+    size_t before = c->env->expanded;
+    strbuf b = {NULL, 0, 0};
+    const char *p = in, *close;
+
+    if (!strbuf_add(c, path, &b, "", 0))
+        return NULL;
+    while (*p) {
+        size_t lit = 0;
+        bool ok;
+
+        while (p[lit] && !(p[lit] == '$' && p[lit + 1] == '{') &&
+               !(p[lit] == '$' && p[lit + 1] == '$' && p[lit + 2] == '{'))
+            lit++;
+        if (!strbuf_add(c, path, &b, p, lit))
+            goto fail;
+        p += lit;
+        if (!*p)
+            break;
+        if (p[1] == '$') { /* $${: a literal ${ */
+            if (!strbuf_add(c, path, &b, "${", 2))
+                goto fail;
+            p += 3;
+            continue;
+        }
+        if (!(close = strchr(p + 2, '}'))) {
+            fail(c, path, "unterminated ${ in a string value");
+            goto fail;
+        }
+        if (!strncmp(p + 2, "file:", 5))
+            ok = expand_file(c, path, &b, p, (size_t)(close + 1 - p));
+        else
+            ok = expand_var(c, path, &b, p, (size_t)(close + 1 - p));
+        if (!ok)
+            goto fail;
+        p = close + 1;
+    }
+    if (c->env->expanded != before && !env_add_origin(c->env, path, in)) {
         fail(c, path, "out of memory");
-    return out;
+        goto fail;
+    }
+    return b.s;
 fail:
-    free(out);
+    free(b.s);
     return NULL;
 }
 
@@ -389,7 +595,11 @@ static char *scalar_text(ctx *c, const char *path, const cJSON *v, const char *k
     if (cJSON_IsBool(v))
         return strdup(cJSON_IsTrue(v) ? "true" : "false");
     if (cJSON_IsNumber(v)) {
-        if (v->valuedouble != (double)(long long)v->valuedouble) {
+        /* In range before converting: a double beyond long long (1e300) is
+         * undefined behaviour to convert. 2^63 is exact as a double. */
+        if (!(v->valuedouble >= -9223372036854775808.0 &&
+              v->valuedouble < 9223372036854775808.0) ||
+            v->valuedouble != (double)(long long)v->valuedouble) {
             fail_value(c, path, v, kind);
             return NULL;
         }
@@ -657,44 +867,68 @@ static bool check_reserved(ctx *c, const kd_config_props *props,
     return true;
 }
 
-static bool check_routes(ctx *c, const kd_config *cfg) {
-    for (size_t i = 0; i < cfg->nroutes; i++) {
-        const kd_route *r = &cfg->routes[i];
-        char path[MAX_PATH];
+/* A value for a message: as written in the file when ${...} took any of it
+ * from the environment or a file, so such values are never shown. */
+static const char *shown(const ctx *c, const char *path, const char *value) {
+    const char *t = env_template(c->env, path);
 
-        path_fmt(path, "routes[%zu]", i);
-        if (!strcmp(r->from, r->to))
-            return fail(c, path,
-                        "\"from\" and \"to\" are both \"%s\": a route may not "
-                        "feed its own source",
-                        r->from);
-        if (r->dead_letter_topic && !strcmp(r->dead_letter_topic, r->from))
-            return fail(c, path, "\"dead_letter_topic\" is the route's own source \"%s\"",
-                        r->from);
-        if (r->on_missing_key == KD_MISSING_DEAD_LETTER && !r->dead_letter_topic)
-            return fail(c, path,
-                        "\"on_missing_key\": \"dead_letter\" needs a "
-                        "\"dead_letter_topic\" (or set \"forward\" or \"drop\")");
-        for (size_t j = 0; j < i; j++)
-            if (!strcmp(cfg->routes[j].from, r->from))
-                return fail(c, path,
-                            "\"from\": \"%s\" is already the source of "
-                            "routes[%zu]",
-                            r->from, j);
-    }
+    return t ? t : value;
+}
+
+static bool check_route(ctx *c, const kd_config *cfg, size_t i) {
+    const kd_route *r = &cfg->routes[i];
+    char path[MAX_PATH], from[MAX_PATH], to[MAX_PATH];
+
+    path_fmt(path, "routes[%zu]", i);
+    path_fmt(from, "routes[%zu].from", i);
+    path_fmt(to, "routes[%zu].to", i);
+    if (!strcmp(r->from, r->to) && !strcmp(shown(c, from, r->from), shown(c, to, r->to)))
+        return fail(c, path,
+                    "\"from\" and \"to\" are both \"%s\": a route may not "
+                    "feed its own source",
+                    shown(c, from, r->from));
+    if (!strcmp(r->from, r->to))
+        return fail(c, path,
+                    "\"from\" (\"%s\") and \"to\" (\"%s\") are one topic: a route may "
+                    "not feed its own source",
+                    shown(c, from, r->from), shown(c, to, r->to));
+    if (r->dead_letter_topic && !strcmp(r->dead_letter_topic, r->from))
+        return fail(c, path, "\"dead_letter_topic\" is the route's own source \"%s\"",
+                    shown(c, from, r->from));
+    if (r->on_missing_key == KD_MISSING_DEAD_LETTER && !r->dead_letter_topic)
+        return fail(c, path,
+                    "\"on_missing_key\": \"dead_letter\" needs a "
+                    "\"dead_letter_topic\" (or set \"forward\" or \"drop\")");
+    for (size_t j = 0; j < i; j++)
+        if (!strcmp(cfg->routes[j].from, r->from))
+            return fail(c, path, "\"from\": \"%s\" is already the source of routes[%zu]",
+                        shown(c, from, r->from), j);
     return true;
 }
 
-/* dedup.inflight_timeout against one delivery timeout of the producer. */
+static bool check_routes(ctx *c, const kd_config *cfg) {
+    for (size_t i = 0; i < cfg->nroutes; i++)
+        if (!check_route(c, cfg, i))
+            return false;
+    return true;
+}
+
+/* dedup.inflight_timeout against one delivery timeout of the producer;
+ * values from the environment or a file are shown as written. */
 static bool timeout_ok(ctx *c, const kd_config *cfg, const char *name,
                        long long timeout) {
+    char path[MAX_PATH], have[64], got[64];
+    const char *vt, *it = env_template(c->env, "dedup.inflight_timeout");
+
     if (timeout != 0 && (long long)cfg->inflight_timeout_ms > timeout)
         return true;
-    return fail(
-        c, "dedup.inflight_timeout",
-        "expected a duration longer than the producer's %s (%lldms%s), got %llums", name,
-        timeout, timeout == 0 ? ", i.e. never" : "",
-        (unsigned long long)cfg->inflight_timeout_ms);
+    path_fmt(path, "kafka.producer[\"%s\"]", name);
+    vt = env_template(c->env, path);
+    snprintf(have, sizeof(have), "%lldms%s", timeout, timeout == 0 ? ", i.e. never" : "");
+    snprintf(got, sizeof(got), "%llums", (unsigned long long)cfg->inflight_timeout_ms);
+    return fail(c, "dedup.inflight_timeout",
+                "expected a duration longer than the producer's %s (%s), got %s", name,
+                vt ? vt : have, it ? it : got);
 }
 
 /* An unfinished claim must outlive the producer's own delivery timeout, or
@@ -735,6 +969,29 @@ static bool validate(ctx *c, const kd_config *cfg) {
  * Entry points.
  */
 
+static int longer_first(const void *a, const void *b) {
+    size_t la = strlen(((const secret *)a)->value),
+           lb = strlen(((const secret *)b)->value);
+
+    return la < lb ? 1 : la > lb ? -1 : 0;
+}
+
+/* Longest first: a value that contains another is masked whole. */
+static void sort_secrets(kd_config_env *env) {
+    if (env && env->nsecrets > 1)
+        qsort(env->secrets, env->nsecrets, sizeof(*env->secrets), longer_first);
+}
+
+static void redact_in_place(const kd_config *cfg, char *text, size_t size) {
+    char *copy = size ? malloc(size) : NULL;
+
+    if (!copy)
+        return;
+    kd_config_redact(cfg, text, copy, size);
+    memcpy(text, copy, size);
+    free(copy);
+}
+
 /* line:column of the byte at off. */
 static void where(const char *json, size_t off, int *line, int *col) {
     *line = 1;
@@ -748,7 +1005,7 @@ static void where(const char *json, size_t off, int *line, int *col) {
 
 kd_config *kd_config_parse(const char *json, size_t len, const char *name, char *errstr,
                            size_t errstr_size) {
-    ctx c = {name ? name : "config", errstr, errstr_size};
+    ctx c = {name ? name : "config", errstr, errstr_size, NULL};
     const char *end = NULL;
     kd_config *cfg;
     cJSON *root;
@@ -776,12 +1033,14 @@ kd_config *kd_config_parse(const char *json, size_t len, const char *name, char 
         cJSON_Delete(root);
         return NULL;
     }
-    if (!(cfg = calloc(1, sizeof(*cfg))) || !(cfg->file = strdup(c.file))) {
-        free(cfg);
+    if (!(cfg = calloc(1, sizeof(*cfg))) || !(cfg->file = strdup(c.file)) ||
+        !(cfg->env = calloc(1, sizeof(*cfg->env)))) {
+        kd_config_destroy(cfg);
         cJSON_Delete(root);
         fail(&c, "", "out of memory");
         return NULL;
     }
+    c.env = cfg->env;
     if (!cJSON_IsObject(root)) {
         fail_value(&c, "", root, "a JSON object at the top");
         goto fail;
@@ -789,8 +1048,13 @@ kd_config *kd_config_parse(const char *json, size_t len, const char *name, char 
     if (!parse_object(&c, root, top_fields, cfg, "") || !validate(&c, cfg))
         goto fail;
     cJSON_Delete(root);
+    sort_secrets(cfg->env);
     return cfg;
 fail:
+    /* Messages show values as written; this catches what a rule printed
+     * from an expanded value all the same. */
+    sort_secrets(cfg->env);
+    redact_in_place(cfg, errstr, errstr_size);
     cJSON_Delete(root);
     kd_config_destroy(cfg);
     return NULL;
@@ -839,6 +1103,7 @@ static void free_props(kd_config_props *p) {
 void kd_config_destroy(kd_config *cfg) {
     if (!cfg)
         return;
+    env_destroy(cfg->env);
     free(cfg->file);
     free(cfg->brokers);
     free(cfg->group_id);
@@ -862,6 +1127,49 @@ const char *kd_config_prop_get(const kd_config_props *props, const char *name) {
         if (!strcmp(props->v[i].name, name))
             return props->v[i].value;
     return NULL;
+}
+
+const char *kd_config_template(const kd_config *cfg, const char *path) {
+    return cfg ? env_template(cfg->env, path) : NULL;
+}
+
+char *kd_config_redact(const kd_config *cfg, const char *text, char *out,
+                       size_t out_size) {
+    const kd_config_env *env = cfg ? cfg->env : NULL;
+    const char *end = text + strlen(text);
+    size_t len = 0;
+
+    if (!out_size)
+        return out;
+    while (*text && len + 1 < out_size) {
+        const secret *hit = NULL;
+        const char *add = text;
+        size_t n = 1, vlen = 0;
+
+        for (size_t i = 0; env && i < env->nsecrets && !hit; i++) {
+            vlen = strlen(env->secrets[i].value);
+            /* A value cut short at the end of text (a truncated message)
+             * is masked too, from KD_CONFIG_REDACT_MIN bytes on. */
+            if (vlen > (size_t)(end - text))
+                vlen = (size_t)(end - text);
+            if (vlen >= KD_CONFIG_REDACT_MIN &&
+                !strncmp(text, env->secrets[i].value, vlen))
+                hit = &env->secrets[i];
+        }
+        if (hit) {
+            add = hit->ref;
+            n = strlen(hit->ref);
+            text += vlen;
+        } else {
+            text++;
+        }
+        if (n > out_size - 1 - len)
+            n = out_size - 1 - len;
+        memcpy(out + len, add, n);
+        len += n;
+    }
+    out[len] = '\0';
+    return out;
 }
 
 const char *kd_config_log_level_name(kd_log_level level) {

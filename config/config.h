@@ -4,9 +4,19 @@
  *
  * Every error names the file, the JSON path, the value and what was
  * expected, e.g. `kdedup.json: routes[1].to: expected a topic name, got 42`.
- * Unknown keys are errors. String values may use ${VAR} and ${VAR:-default},
- * taken from the environment. Values of keys that look like secrets
- * (password, secret, ...) are never shown in errors.
+ * Unknown keys are errors.
+ *
+ * String values may use ${VAR} and ${VAR:-default} (the default also when VAR
+ * is set but empty, as in the shell), taken from the environment, and
+ * ${file:PATH}, the content of a file (a mounted Secret; one trailing newline
+ * dropped). $${ writes a literal ${. A value expands to at most
+ * KD_CONFIG_MAX_VALUE_BYTES, the whole file to KD_CONFIG_MAX_EXPANDED_BYTES.
+ *
+ * What came from the environment or a file is never shown: errors show the
+ * value as written in the file ("${KAFKA_PASSWORD}"), kd_config_template()
+ * tells other modules which values to treat so, and kd_config_redact()
+ * masks them in any text. Values of keys that look like secrets (password,
+ * secret, ...) are never shown in errors either.
  */
 #ifndef KD_CONFIG_H
 #define KD_CONFIG_H
@@ -50,8 +60,12 @@ typedef struct kd_route {
     uint64_t retry_backoff_ms;
 } kd_route;
 
+/* What ${...} took from the environment and from files (config.c). */
+typedef struct kd_config_env kd_config_env;
+
 typedef struct kd_config {
-    char *file; /* the name errors and logs use */
+    char *file;         /* the name errors and logs use */
+    kd_config_env *env; /* see kd_config_template(), kd_config_redact() */
 
     char *brokers; /* "host:port,..." or "mock:N" */
     char *group_id;
@@ -82,6 +96,15 @@ typedef struct kd_config {
 /* The producer's message.timeout.ms when the config does not set it. */
 #define KD_CONFIG_DEFAULT_MESSAGE_TIMEOUT_MS 120000
 
+/* Bounds of ${...} expansion: one string value (also a ${file:...}'s
+ * content), and everything the environment and files add to one config. */
+#define KD_CONFIG_MAX_VALUE_BYTES (256 * 1024)
+#define KD_CONFIG_MAX_EXPANDED_BYTES (4 * 1024 * 1024)
+
+/* kd_config_redact() masks values of at least this many bytes: shorter ones
+ * cannot be told apart from other text (errors never show them either). */
+#define KD_CONFIG_REDACT_MIN 4
+
 /* Reads, parses and validates the file at path. Returns the config (free it
  * with kd_config_destroy()), or NULL with the message in errstr. */
 kd_config *kd_config_load(const char *path, char *errstr, size_t errstr_size);
@@ -106,6 +129,19 @@ bool kd_config_is_secret(const char *name);
 
 /* The property's value in props (by name), or NULL. */
 const char *kd_config_prop_get(const kd_config_props *props, const char *name);
+
+/* The value at a JSON path (as errors name it, e.g. kafka.brokers or
+ * kafka.producer["sasl.password"]) as written in the file, e.g.
+ * "${KAFKA_PASSWORD}", when ${...} put anything from the environment or a
+ * file into it; NULL for a value written out in the file. Owned by cfg. */
+const char *kd_config_template(const kd_config *cfg, const char *path);
+
+/* Copies text into out (at most out_size bytes, always terminated) with each
+ * value the config took from the environment or a file, of
+ * KD_CONFIG_REDACT_MIN bytes or more, replaced by its ${NAME} or
+ * ${file:PATH}. cfg may be NULL (a plain copy). Returns out. */
+char *kd_config_redact(const kd_config *cfg, const char *text, char *out,
+                       size_t out_size);
 
 /* The name of a log level ("info"), or "?" */
 const char *kd_config_log_level_name(kd_log_level level);

@@ -4,13 +4,34 @@
  *   GET /healthz  200 while the process loop turns, else 503 with the reason
  *   GET /readyz   200 when ready to work, else 503 with the reason
  * Other paths 404, other methods 405. Requests are bounded in size, time
- * and number of connections, so no client can stall the pipeline.
+ * and number of connections, so no client can stall the pipeline, and slow
+ * or many clients cannot take the probes' place:
+ *   - one client address holds at most KD_HTTP_PER_IP_CONNECTIONS;
+ *   - the last KD_HTTP_PROBE_RESERVE of KD_HTTP_MAX_CONNECTIONS go only to
+ *     addresses that hold none (the kubelet's, when a few others hold the
+ *     rest);
+ *   - a request must be answered within KD_HTTP_REQUEST_TIMEOUT_MS of its
+ *     connection's accept (or of the previous answer on it), however slowly
+ *     it trickles in, and an idle connection closes after
+ *     KD_HTTP_IDLE_TIMEOUT_S.
+ * All connections share one thread (epoll): a slow client costs a slot,
+ * never the thread. Many addresses together can still fill every slot for
+ * up to KD_HTTP_REQUEST_TIMEOUT_MS at a time: the NetworkPolicy in
+ * deploy/k8s admits only Prometheus and the node (the kubelet).
  */
 #ifndef KD_HTTP_H
 #define KD_HTTP_H
 
 #include <stdbool.h>
 #include <stddef.h>
+
+#define KD_HTTP_MAX_CONNECTIONS 512
+/* A kubelet probes with 3 at once (startup, liveness, readiness);
+ * Prometheus scrapes with 1. */
+#define KD_HTTP_PER_IP_CONNECTIONS 8
+#define KD_HTTP_PROBE_RESERVE 64
+#define KD_HTTP_REQUEST_TIMEOUT_MS 10000
+#define KD_HTTP_IDLE_TIMEOUT_S 10
 
 /* What the endpoints serve; each is called on the HTTP thread. */
 typedef struct kd_http_handlers {

@@ -42,13 +42,24 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
     KD_LOG(l, fields, "%s", buf);
 }
 
-static bool set(rd_kafka_conf_t *conf, const char *name, const char *value,
-                const char *file, const char *path, char *errstr, size_t errstr_size) {
-    char err[512];
+/* Sets one property; path names it in messages. librdkafka's message for a
+ * rejected value quotes the value: for one the config took from the
+ * environment or a file only the value as written in the file is named. */
+static bool set(rd_kafka_conf_t *conf, const kd_config *cfg, const char *name,
+                const char *value, const char *path, char *errstr, size_t errstr_size) {
+    const char *written = kd_config_template(cfg, path);
+    char err[512], msg[1024];
 
     if (rd_kafka_conf_set(conf, name, value, err, sizeof(err)) == RD_KAFKA_CONF_OK)
         return true;
-    snprintf(errstr, errstr_size, "%s: %s: %s", file, path, err);
+    if (written)
+        snprintf(msg, sizeof(msg),
+                 "%s: %s: librdkafka rejects the value of \"%s\" (not shown: it comes "
+                 "from the environment or a file)",
+                 cfg->file, path, written);
+    else
+        snprintf(msg, sizeof(msg), "%s: %s: %s", cfg->file, path, err);
+    kd_config_redact(cfg, msg, errstr, errstr_size);
     return false;
 }
 
@@ -61,23 +72,23 @@ rd_kafka_conf_t *kd_kafka_conf(const kd_config *cfg, kd_client which, const char
     char timeout[32];
 
     for (size_t i = 0; defaults[i][0]; i++)
-        if (!set(conf, defaults[i][0], defaults[i][1], cfg->file, "(kdedup default)",
-                 errstr, errstr_size))
+        if (!set(conf, cfg, defaults[i][0], defaults[i][1], "(kdedup default)", errstr,
+                 errstr_size))
             goto fail;
     if (which == KD_PRODUCER) {
         snprintf(timeout, sizeof(timeout), "%d", KD_CONFIG_DEFAULT_MESSAGE_TIMEOUT_MS);
-        if (!set(conf, "message.timeout.ms", timeout, cfg->file, "(kdedup default)",
-                 errstr, errstr_size))
+        if (!set(conf, cfg, "message.timeout.ms", timeout, "(kdedup default)", errstr,
+                 errstr_size))
             goto fail;
-    } else if (!set(conf, "group.id", cfg->group_id, cfg->file, "kafka.group_id", errstr,
+    } else if (!set(conf, cfg, "group.id", cfg->group_id, "kafka.group_id", errstr,
                     errstr_size)) {
         goto fail;
     }
     for (size_t i = 0; i < props->n; i++)
-        if (!set(conf, props->v[i].name, props->v[i].value, cfg->file, props->v[i].path,
-                 errstr, errstr_size))
+        if (!set(conf, cfg, props->v[i].name, props->v[i].value, props->v[i].path, errstr,
+                 errstr_size))
             goto fail;
-    if (!set(conf, "bootstrap.servers", brokers, cfg->file, "kafka.brokers", errstr,
+    if (!set(conf, cfg, "bootstrap.servers", brokers, "kafka.brokers", errstr,
              errstr_size))
         goto fail;
     rd_kafka_conf_set_log_cb(conf, log_cb);

@@ -18,7 +18,9 @@ typedef enum kd_client { KD_CONSUMER, KD_PRODUCER } kd_client;
 /* A new client configuration: kdedup's defaults for that client, then the
  * file's kafka.consumer / kafka.producer properties, and bootstrap.servers.
  * Returns it (the caller owns it) or NULL with
- * "<file>: <json path>: <librdkafka's message>" in errstr. */
+ * "<file>: <json path>: <librdkafka's message>" in errstr; for a value that
+ * came from the environment or a file, the message names it as written in
+ * the file ("${KAFKA_PASSWORD}") instead of quoting librdkafka. */
 rd_kafka_conf_t *kd_kafka_conf(const kd_config *cfg, kd_client which, const char *brokers,
                                char *errstr, size_t errstr_size);
 

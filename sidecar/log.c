@@ -12,6 +12,11 @@
 #define LINE_MAX_BYTES 8192
 
 static _Atomic int min_level = KD_LOG_INFO;
+static const kd_config *_Atomic redact_cfg;
+
+void kd_log_set_redact(const kd_config *cfg) {
+    atomic_store(&redact_cfg, cfg);
+}
 
 void kd_log_set_level(kd_log_level level) {
     atomic_store(&min_level, (int)level);
@@ -21,9 +26,12 @@ bool kd_log_enabled(kd_log_level level) {
     return (int)level >= atomic_load(&min_level);
 }
 
-/* Appends s to buf[*len..] as the inside of a JSON string. */
-static void put_escaped(char *buf, size_t *len, size_t cap, const char *s) {
+/* Appends s to buf[*len..] as the inside of a JSON string, masked first. */
+static void put_escaped(char *buf, size_t *len, size_t cap, const char *text) {
     static const char hex[] = "0123456789abcdef";
+    const kd_config *cfg = atomic_load(&redact_cfg);
+    char masked[LINE_MAX_BYTES / 2];
+    const char *s = cfg ? kd_config_redact(cfg, text, masked, sizeof(masked)) : text;
 
     for (; *s && *len + 7 < cap; s++) {
         unsigned char ch = (unsigned char)*s;

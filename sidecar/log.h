@@ -1,7 +1,8 @@
 /*
  * kdedup - logging: one JSON object per line on stderr, e.g.
  *   {"ts":"2026-11-27T20:55:39.123Z","level":"info","msg":"assigned","topic":"orders"}
- * The level is checked before anything is formatted.
+ * The level is checked before anything is formatted. Values the config took
+ * from the environment or a file are masked (kd_log_set_redact()).
  */
 #ifndef KD_LOG_H
 #define KD_LOG_H
@@ -12,6 +13,11 @@
 
 /* Sets the lowest level written (default KD_LOG_INFO). Thread-safe. */
 void kd_log_set_level(kd_log_level level);
+
+/* Masks, in every line written from now on, each value cfg took from the
+ * environment or a file (kd_config_redact()). NULL stops masking; call it
+ * before cfg is destroyed, when no other thread logs. */
+void kd_log_set_redact(const kd_config *cfg);
 
 /* True when level is written. */
 bool kd_log_enabled(kd_log_level level);

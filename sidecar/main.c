@@ -9,6 +9,7 @@
  */
 #include "config/config.h"
 #include "dedup/store.h"
+#include "sidecar/harden.h"
 #include "sidecar/http.h"
 #include "sidecar/kafka.h"
 #include "sidecar/log.h"
@@ -49,14 +50,16 @@ static void usage(FILE *out) {
         "       kdedup --version | --help\n");
 }
 
-/* Loads and fully checks a config, librdkafka properties included. */
+/* Loads and fully checks a config, librdkafka properties included. Errors
+ * never show a value that came from the environment or a file. */
 static kd_config *load(const char *path) {
-    char err[1024];
+    char err[1024], shown[1024];
     kd_config *cfg = kd_config_load(path, err, sizeof(err));
 
     if (cfg && !kd_kafka_check(cfg, err, sizeof(err))) {
+        fprintf(stderr, "%s\n", kd_config_redact(cfg, err, shown, sizeof(shown)));
         kd_config_destroy(cfg);
-        cfg = NULL;
+        return NULL;
     }
     if (!cfg)
         fprintf(stderr, "%s\n", err);
@@ -110,9 +113,20 @@ static int run(const char *path) {
     if (!cfg)
         return 2;
     kd_log_set_level(cfg->log_level);
+    kd_log_set_redact(cfg);
     if (!strncmp(cfg->brokers, "mock:", 5) && !(mock = start_mock(cfg)))
         goto done;
     brokers = mock ? kd_mock_bootstraps(mock) : cfg->brokers;
+    switch (kd_harden_store_dir(cfg->store_path, err, sizeof(err))) {
+    case KD_HARDEN_FAIL:
+        KD_ERROR("%s: %s", cfg->file, err);
+        goto done;
+    case KD_HARDEN_WARN:
+        KD_WARN("%s: %s", cfg->file, err);
+        break;
+    case KD_HARDEN_OK:
+        break;
+    }
     if (!(store = kd_rocks_open(cfg->store_path, cfg->store_sync, err, sizeof(err)))) {
         KD_ERROR("%s", err);
         goto done;
@@ -144,11 +158,19 @@ done:
     kd_pipeline_destroy(p);
     kd_store_destroy(store);
     kd_mock_stop(mock);
+    kd_log_set_redact(NULL); /* no other thread is left to log */
     kd_config_destroy(cfg);
     return rc;
 }
 
 int main(int argc, char **argv) {
+    char err[256];
+
+    /* Before anything reads a secret or opens a file. */
+    if (kd_harden_process(err, sizeof(err)) != KD_HARDEN_OK) {
+        fprintf(stderr, "kdedup: %s\n", err);
+        return 1;
+    }
     if (argc >= 2 && !strcmp(argv[1], "demo"))
         return kd_demo_main(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "mock"))

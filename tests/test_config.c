@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MINIMAL_KAFKA "\"kafka\": {\"brokers\": \"k:9092\", \"group_id\": \"g\"}"
 #define MINIMAL_ROUTE "{\"from\": \"a\", \"to\": \"b\", \"on_missing_key\": \"drop\"}"
@@ -131,8 +132,192 @@ static void test_env_interpolation(void **state) {
                  "kdedup.json: kafka.brokers: unterminated ${ in a string value");
     assert_error("{\"kafka\": {\"brokers\": \"${A:=b}\", \"group_id\": \"g\"}, "
                  "\"routes\": [" MINIMAL_ROUTE "]}",
-                 "kdedup.json: kafka.brokers: expected ${NAME} or ${NAME:-default} in a "
-                 "string value");
+                 "kdedup.json: kafka.brokers: expected ${NAME}, ${NAME:-default} or "
+                 "${file:PATH} in a string value");
+}
+
+/* Shell semantics for set-but-empty variables, $${ for a literal ${, and
+ * bounds on what expansion may produce. */
+static void test_env_edge_cases(void **state) {
+    kd_config *cfg;
+    char *big;
+
+    (void)state;
+    setenv("KD_TEST_EMPTY", "", 1);
+    cfg = assert_valid("{\"kafka\": {\"brokers\": \"${KD_TEST_EMPTY:-k:9092}\", "
+                       "\"group_id\": \"a$${b}c$$d${KD_TEST_EMPTY}\"}, "
+                       "\"routes\": [" MINIMAL_ROUTE "]}");
+    assert_string_equal(cfg->brokers, "k:9092");
+    assert_string_equal(cfg->group_id, "a${b}c$$d");
+    kd_config_destroy(cfg);
+    assert_error("{\"kafka\": {\"brokers\": \"${KD_TEST_EMPTY}\", \"group_id\": "
+                 "\"g\"}, \"routes\": [" MINIMAL_ROUTE "]}",
+                 "kdedup.json: kafka.brokers: expected \"host:port,host:port...\" or "
+                 "\"mock:N\" (N 1-9), got \"${KD_TEST_EMPTY}\"");
+    assert_error(
+        "{\"kafka\": {\"brokers\": \"k:1\", \"group_id\": \"$${x\"}, "
+        "\"routes\": [{\"from\": \"a\", \"to\": \"b$${\"}]}",
+        "kdedup.json: routes[0].to: expected a topic name (1-249 of a-z A-Z 0-9 . "
+        "_ -), got \"b$${\"");
+
+    /* One value: at most KD_CONFIG_MAX_VALUE_BYTES once expanded. */
+    big = malloc(200 * 1024 + 1);
+    memset(big, 'x', 200 * 1024);
+    big[200 * 1024] = '\0';
+    setenv("KD_TEST_BIG", big, 1);
+    free(big);
+    assert_error("{\"kafka\": {\"brokers\": \"k:1\", \"group_id\": "
+                 "\"${KD_TEST_BIG}${KD_TEST_BIG}\"}, \"routes\": [" MINIMAL_ROUTE "]}",
+                 "kdedup.json: kafka.group_id: expands to more than 262144 bytes");
+    /* The whole file: at most KD_CONFIG_MAX_EXPANDED_BYTES from outside. */
+    char json[4096] = "{\"kafka\": {\"brokers\": \"k:1\", \"group_id\": \"g\", "
+                      "\"producer\": {";
+    for (int i = 0; i < 21; i++)
+        snprintf(json + strlen(json), sizeof(json) - strlen(json),
+                 "%s\"p%d\": \"${KD_TEST_BIG}\"", i ? ", " : "", i);
+    strcat(json, "}}, \"routes\": [" MINIMAL_ROUTE "]}");
+    assert_error(json, "kdedup.json: kafka.producer[\"p20\"]: the environment and files "
+                       "add more than 4194304 bytes to the config in all");
+    unsetenv("KD_TEST_BIG");
+}
+
+/* Writes content to a new temporary file; its name goes to path. */
+static void temp_file(char *path, const char *content, size_t len) {
+    int fd;
+
+    strcpy(path, "/tmp/kdedup-secret-XXXXXX");
+    fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, content, len), (ssize_t)len);
+    close(fd);
+}
+
+static void test_file_secrets(void **state) {
+    char path[64], big_path[64], json[1024], want[512], err[512];
+    kd_config *cfg;
+    char *big;
+
+    (void)state;
+    temp_file(path, "file-s3cret-value\n", 18);
+    snprintf(json, sizeof(json),
+             "{\"kafka\": {\"brokers\": \"k:1\", \"group_id\": \"g\", \"producer\": "
+             "{\"sasl.password\": \"${file:%s}\", \"client.id\": \"c-${file:%s}\"}}, "
+             "\"routes\": [" MINIMAL_ROUTE "]}",
+             path, path);
+    cfg = assert_valid(json);
+    assert_string_equal(kd_config_prop_get(&cfg->producer, "sasl.password"),
+                        "file-s3cret-value"); /* the trailing newline dropped */
+    assert_string_equal(kd_config_prop_get(&cfg->producer, "client.id"),
+                        "c-file-s3cret-value");
+    snprintf(want, sizeof(want), "${file:%s}", path);
+    assert_string_equal(kd_config_template(cfg, "kafka.producer[\"sasl.password\"]"),
+                        want);
+    assert_null(kd_config_template(cfg, "kafka.group_id"));
+    kd_config_destroy(cfg);
+
+    /* Unreadable, not a file, too large, empty name: clear errors that
+     * name the file, never its content. */
+    static const struct {
+        const char *ref, *want;
+    } bad[] = {
+        {"${file:/nonexistent/kd-secret}",
+         "cannot read ${file:/nonexistent/kd-secret}: No such file or directory"},
+        {"${file:/tmp}", "cannot read ${file:/tmp}: not a regular file"},
+        {"${file:}", "expected ${file:PATH} with a path of 1 to 255 bytes"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(json, sizeof(json),
+                 "{\"kafka\": {\"brokers\": \"k:1\", \"group_id\": \"g\", "
+                 "\"producer\": {\"sasl.password\": \"%s\"}}, \"routes\": "
+                 "[" MINIMAL_ROUTE "]}",
+                 bad[i].ref);
+        snprintf(want, sizeof(want), "kdedup.json: kafka.producer[\"sasl.password\"]: %s",
+                 bad[i].want);
+        assert_error(json, want);
+    }
+    big = calloc(1, KD_CONFIG_MAX_VALUE_BYTES + 1);
+    memset(big, 's', KD_CONFIG_MAX_VALUE_BYTES + 1);
+    temp_file(big_path, big, KD_CONFIG_MAX_VALUE_BYTES + 1);
+    free(big);
+    snprintf(json, sizeof(json),
+             "{\"kafka\": {\"brokers\": \"k:1\", \"group_id\": \"${file:%s}\"}, "
+             "\"routes\": [" MINIMAL_ROUTE "]}",
+             big_path);
+    snprintf(want, sizeof(want),
+             "kdedup.json: kafka.group_id: ${file:%s} is larger than 262144 bytes",
+             big_path);
+    assert_error(json, want);
+    remove(big_path);
+
+    /* A file's content where a topic belongs: shown as written. */
+    remove(path);
+    temp_file(path, "not a topic s3cret", 18);
+    snprintf(json, sizeof(json),
+             "{" MINIMAL_KAFKA ", \"routes\": [{\"from\": \"${file:%s}\", "
+             "\"to\": \"b\", \"on_missing_key\": \"drop\"}]}",
+             path);
+    assert_null(parse(json, err, sizeof(err)));
+    assert_null(strstr(err, "s3cret"));
+    assert_non_null(strstr(err, path));
+    remove(path);
+}
+
+/* A value from the environment is never shown: messages show the value as
+ * written, and kd_config_redact() masks it in any text. */
+static void test_env_never_shown(void **state) {
+    char err[512] = "", out[128];
+    kd_config *cfg;
+
+    (void)state;
+    setenv("KD_TEST_TOPIC", "topic-s3cret", 1);
+    setenv("KD_TEST_SHORT", "ab", 1);
+    static const char *const rejected[] = {
+        "{" MINIMAL_KAFKA ", \"routes\": [{\"from\": \"${KD_TEST_TOPIC}\", \"to\": "
+        "\"${KD_TEST_TOPIC}\", \"on_missing_key\": \"drop\"}]}",
+        "{" MINIMAL_KAFKA ", \"routes\": [{\"from\": \"topic-s3cret\", \"to\": "
+        "\"${KD_TEST_TOPIC}\", \"on_missing_key\": \"drop\"}]}",
+        "{" MINIMAL_KAFKA ", \"routes\": [{\"from\": \"${KD_TEST_TOPIC}\", \"to\": "
+        "\"b\", \"on_missing_key\": \"drop\"}, {\"from\": \"${KD_TEST_TOPIC}\", "
+        "\"to\": \"c\", \"on_missing_key\": \"drop\"}]}",
+        "{" MINIMAL_KAFKA ", \"routes\": [{\"from\": \"${KD_TEST_SHORT}\", \"to\": "
+        "\"${KD_TEST_SHORT}\", \"on_missing_key\": \"drop\"}]}",
+        "{" MINIMAL_KAFKA ", \"routes\": [{\"from\": \"${KD_TEST_TOPIC}!\", \"to\": "
+        "\"b\"}]}",
+    };
+    for (size_t i = 0; i < sizeof(rejected) / sizeof(rejected[0]); i++) {
+        assert_null(parse(rejected[i], err, sizeof(err)));
+        if (strstr(err, "s3cret") || strstr(err, "\"ab\"") || !strstr(err, "${KD_TEST_"))
+            fail_msg("case %zu shows a value from the environment: %s", i, err);
+    }
+
+    setenv("KD_TEST_MS", "700000", 1);
+    setenv("KD_TEST_DUR", "10m", 1);
+    assert_error(
+        "{\"kafka\": {\"brokers\": \"k:1\", \"group_id\": \"g\", \"producer\": "
+        "{\"delivery.timeout.ms\": \"${KD_TEST_MS}\"}}, \"routes\": "
+        "[" MINIMAL_ROUTE "], \"dedup\": {\"inflight_timeout\": \"${KD_TEST_DUR}\"}}",
+        "kdedup.json: dedup.inflight_timeout: expected a duration longer than the "
+        "producer's delivery.timeout.ms (${KD_TEST_MS}), got ${KD_TEST_DUR}");
+
+    cfg = assert_valid("{\"kafka\": {\"brokers\": \"k:1\", \"group_id\": "
+                       "\"g-${KD_TEST_TOPIC:-none}\", \"consumer\": {\"client.id\": "
+                       "\"${KD_TEST_SHORT}\", \"x\": \"${KD_TEST_UNSET:-d}\"}}, "
+                       "\"routes\": [" MINIMAL_ROUTE "]}");
+    assert_string_equal(kd_config_template(cfg, "kafka.group_id"),
+                        "g-${KD_TEST_TOPIC:-none}");
+    assert_string_equal(kd_config_template(cfg, "kafka.consumer[\"client.id\"]"),
+                        "${KD_TEST_SHORT}");
+    assert_null(kd_config_template(cfg, "kafka.consumer[\"x\"]")); /* a default */
+    assert_null(kd_config_template(cfg, "kafka.brokers"));
+    assert_string_equal(
+        kd_config_redact(cfg, "join g-topic-s3cret: ab", out, sizeof(out)),
+        "join g-${KD_TEST_TOPIC}: ab"); /* 2 bytes: not masked */
+    assert_string_equal(kd_config_redact(cfg, "cut: topic-s3", out, sizeof(out)),
+                        "cut: ${KD_TEST_TOPIC}");
+    assert_string_equal(kd_config_redact(cfg, "topic-s3cret", out, 8), "${KD_TE");
+    assert_string_equal(kd_config_redact(NULL, "topic-s3cret", out, sizeof(out)),
+                        "topic-s3cret");
+    kd_config_destroy(cfg);
 }
 
 static void test_durations(void **state) {
@@ -163,6 +348,47 @@ static void test_durations(void **state) {
                  "\"dedup\": {\"ttl\": 3600}}",
                  "kdedup.json: dedup.ttl: expected a duration like \"250ms\", \"30s\", "
                  "\"5m\" or \"24h\", got 3600");
+}
+
+/* Numbers out of every integer's range are refused before any conversion
+ * (converting 1e300 to an integer is undefined behaviour). */
+static void test_integer_range(void **state) {
+    (void)state;
+    static const struct {
+        const char *num, *shown;
+    } cases[] = {
+        {"1e300", "1e+300"},
+        {"-1e300", "-1e+300"},
+        {"9223372036854775808", "9.2233720368547758e+18"}, /* 2^63 */
+        {"1e19", "1e+19"},
+    };
+    char json[512], want[512];
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        snprintf(json, sizeof(json),
+                 "{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], \"dedup\": "
+                 "{\"max_key_bytes\": %s}}",
+                 cases[i].num);
+        snprintf(want, sizeof(want),
+                 "kdedup.json: dedup.max_key_bytes: expected an integer from 1 to 65535, "
+                 "got %s",
+                 cases[i].shown);
+        assert_error(json, want);
+        snprintf(json, sizeof(json),
+                 "{\"kafka\": {\"brokers\": \"k:1\", \"group_id\": \"g\", "
+                 "\"producer\": {\"linger.ms\": %s}}, \"routes\": [" MINIMAL_ROUTE "]}",
+                 cases[i].num);
+        snprintf(
+            want, sizeof(want),
+            "kdedup.json: kafka.producer[\"linger.ms\"]: expected a string, number or "
+            "boolean, got %s",
+            cases[i].shown);
+        assert_error(json, want);
+    }
+    kd_config *cfg = assert_valid("{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], "
+                                  "\"pipeline\": {\"batch_max\": 1e2}}");
+    assert_int_equal(cfg->batch_max, 100);
+    kd_config_destroy(cfg);
 }
 
 /* One bad file per rule, with the whole message. */
@@ -345,6 +571,10 @@ int main(void) {
         cmocka_unit_test(test_design_example),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_env_interpolation),
+        cmocka_unit_test(test_env_edge_cases),
+        cmocka_unit_test(test_file_secrets),
+        cmocka_unit_test(test_env_never_shown),
+        cmocka_unit_test(test_integer_range),
         cmocka_unit_test(test_durations),
         cmocka_unit_test(test_rules),
         cmocka_unit_test(test_secrets_not_shown),

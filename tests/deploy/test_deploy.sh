@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Offline checks of deploy/: every manifest and every rendered kustomize
 # overlay validates against the Kubernetes API schemas (npm kubernetes-models,
-# no cluster) and a broken one is caught; the configs pass
+# no cluster) and a broken one is caught; every rendered overlay keeps the
+# pods' token unmounted, admits only Prometheus to the metrics port and
+# renders no Secret (check_security.js); the configs pass
 # `kdedup --check-config`; the image's runtime packages cover every library
 # build/kdedup links. Ends with "deploy: N passed, N failed".
 set -u
@@ -30,6 +32,27 @@ for dir in base statefulset overlays/example overlays/plain-sidecar; do
     ko "kustomize $dir: $(tail -1 "$OUT/kustomize.err")"
   elif validate "$out"; then ok "rendered $dir validates ($(grep -c '^kind:' "$out") objects)"
   else ko "rendered $dir: $(grep INVALID "$OUT/validate.log")"; fi
+done
+# Security (issue 19): no service account token, a NetworkPolicy admitting
+# only Prometheus to the metrics port, no Secret rendered from the repository.
+for dir in base statefulset overlays/example overlays/plain-sidecar; do
+  out="$OUT/$(echo "$dir" | tr / -).yaml"
+  if node tests/deploy/check_security.js "$out" >"$OUT/security.log" 2>&1; then
+    ok "$dir: no token, NetworkPolicy admits Prometheus to metrics only, no Secret"
+  else ko "$dir: $(grep FAIL "$OUT/security.log" | head -3 | tr '\n' ' ')"; fi
+done
+# ... and the check must be able to fail: a token mounted, every peer let in
+# (an empty from), the workload's label on the Prometheus selector (what
+# commonLabels does to a matchLabels there).
+sed '/automountServiceAccountToken/d' "$OUT/base.yaml" >"$OUT/bad3.yaml"
+sed '/^  - from:/,/^    ports:/{/^  - from:/!{/^    ports:/!d}}' "$OUT/base.yaml" \
+  | sed 's/^  - from:$/  - from: []/' >"$OUT/bad4.yaml"
+sed '/^      podSelector:$/a\        matchLabels: {app.kubernetes.io/part-of: orders}' \
+  "$OUT/base.yaml" >"$OUT/bad5.yaml"
+for bad in bad3 bad4 bad5; do
+  if node tests/deploy/check_security.js "$OUT/$bad.yaml" >/dev/null 2>&1; then
+    ko "security check passed $bad.yaml"
+  else ok "security check rejects $bad.yaml"; fi
 done
 grep -q "initContainers" "$OUT/overlays-plain-sidecar.yaml" \
   && ko "plain-sidecar still has initContainers" || ok "plain-sidecar runs kdedup as a container"

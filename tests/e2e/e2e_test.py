@@ -402,7 +402,10 @@ def main():
         check(http_get(kd.port, "/nope")[0] == 404, "an unknown path is not 404")
         idle = []
         for i in range(200):
-            c = socket.create_connection(("127.0.0.1", kd.port), timeout=5)
+            # From another address than the probe's, as in a pod (the kubelet
+            # probes from the node's): one address holds at most a few slots.
+            c = socket.create_connection(("127.0.0.1", kd.port), timeout=5,
+                                         source_address=("127.0.0.2", 0))
             if i % 2:
                 c.sendall(b"GET /metr")  # a request that never ends
             idle.append(c)

@@ -1,0 +1,374 @@
+/*
+ * kdedup tests - the HTTP endpoint under slow clients (issue 19, item 3):
+ * 600 connections that send a partial request and then one header line a
+ * second, reconnecting whenever the server drops them, must leave /healthz
+ * answering every probe within 1 s.
+ *
+ * The attackers connect from 127.0.0.2 and up, the probes from 127.0.0.1:
+ * in a pod, the kubelet probes from the node's address and Prometheus from
+ * its own, while whoever else reaches the port (when no NetworkPolicy
+ * keeps them out) comes from other addresses. A client on the kubelet's
+ * own address is out of reach of any per-address rule; the NetworkPolicy
+ * is what keeps the rest out.
+ *
+ * The server runs in a child process (as kdedup runs it, with its own file
+ * descriptors); the attackers and probes run in this one.
+ */
+#include "sidecar/http.h"
+
+#include <stdarg.h>
+#include <setjmp.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
+#include <time.h>
+#include <unistd.h>
+
+#define ATTACKERS 600
+#define PROBE_BUDGET_MS 1000
+#define PROBE_EVERY_MS 100
+#define TRICKLE_EVERY_MS 1000
+
+static uint64_t now_ms(void) {
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(long ms) {
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+
+    nanosleep(&ts, NULL);
+}
+
+/*
+ * The server, in a child process.
+ */
+
+static volatile sig_atomic_t child_stop;
+
+static void on_term(int sig) {
+    (void)sig;
+    child_stop = 1;
+}
+
+static bool always(void *arg, char *reason, size_t size) {
+    (void)arg;
+    (void)reason;
+    (void)size;
+    return true;
+}
+
+static char *metrics(void *arg, size_t *len) {
+    (void)arg;
+    *len = 4;
+    return strdup("x 1\n");
+}
+
+typedef struct server {
+    pid_t pid;
+    int port;
+} server;
+
+static pid_t running = -1; /* the server a failed test left, for teardown */
+
+/* Starts kd_http on 127.0.0.1 in a child; SIGTERM stops it with
+ * kd_http_stop() and exit 0. */
+static server server_start(void) {
+    server sv = {-1, -1};
+    int fds[2];
+
+    assert_int_equal(pipe(fds), 0);
+    fflush(NULL); /* the child exits through exit(): no output twice */
+    sv.pid = fork();
+    assert_true(sv.pid >= 0);
+    if (sv.pid == 0) {
+        kd_http_handlers h = {
+            .arg = NULL, .metrics = metrics, .healthy = always, .ready = always};
+        struct sigaction sa = {.sa_handler = on_term};
+        char err[256];
+        kd_http *http;
+        int port;
+
+        sigaction(SIGTERM, &sa, NULL);
+#ifdef __linux__
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* a test killed by its timeout */
+#endif
+        close(fds[0]);
+        http = kd_http_start("127.0.0.1:0", &h, err, sizeof(err));
+        port = http ? kd_http_port(http) : -1;
+        if (write(fds[1], &port, sizeof(port)) != (ssize_t)sizeof(port) || !http)
+            _exit(1);
+        while (!child_stop)
+            pause();
+        kd_http_stop(http);
+        exit(0); /* with LeakSanitizer's check, in a sanitized build */
+    }
+    close(fds[1]);
+    running = sv.pid;
+    assert_int_equal(read(fds[0], &sv.port, sizeof(sv.port)), (ssize_t)sizeof(sv.port));
+    close(fds[0]);
+    assert_true(sv.port > 0);
+    return sv;
+}
+
+/* Stops the server; it must stop cleanly and in time, attackers or not. */
+static void server_stop(server sv) {
+    uint64_t until = now_ms() + 10000;
+    int status = -1;
+
+    running = -1;
+    kill(sv.pid, SIGTERM);
+    while (waitpid(sv.pid, &status, WNOHANG) == 0 && now_ms() < until)
+        sleep_ms(20);
+    if (now_ms() >= until) {
+        kill(sv.pid, SIGKILL);
+        waitpid(sv.pid, &status, 0);
+        fail_msg("the server did not stop within 10 s of SIGTERM");
+    }
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+/* Teardown: kills the server of a test that failed before stopping it. */
+static int kill_server(void **state) {
+    (void)state;
+    if (running > 0) {
+        kill(running, SIGKILL);
+        waitpid(running, NULL, 0);
+        running = -1;
+    }
+    return 0;
+}
+
+/*
+ * Clients.
+ */
+
+/* A non-blocking TCP connection from 127.0.0.<host> to the server. */
+static int connect_from(int host, int port) {
+    struct sockaddr_in src = {.sin_family = AF_INET}, dst = {.sin_family = AF_INET};
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1;
+
+    assert_true(fd >= 0);
+    src.sin_addr.s_addr = htonl(0x7f000000u | (uint32_t)host);
+    dst.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    dst.sin_port = htons((uint16_t)port);
+#ifdef IP_BIND_ADDRESS_NO_PORT
+    setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+#endif
+    (void)one;
+    if (bind(fd, (struct sockaddr *)&src, sizeof(src)) != 0 ||
+        (connect(fd, (struct sockaddr *)&dst, sizeof(dst)) != 0 && errno != EINPROGRESS))
+        fail_msg("connect from 127.0.0.%d: %s", host, strerror(errno));
+    return fd;
+}
+
+/* Waits for events on one socket until deadline; the revents, 0 on timeout. */
+static short wait_for(int fd, short events, uint64_t deadline) {
+    struct pollfd p = {fd, events, 0};
+    uint64_t now = now_ms();
+
+    if (now >= deadline || poll(&p, 1, (int)(deadline - now)) <= 0)
+        return 0;
+    return p.revents;
+}
+
+/* GET /healthz from 127.0.0.1 on a new connection: the milliseconds until a
+ * 200 status line, or -1 when none came within PROBE_BUDGET_MS. */
+static int probe(int port) {
+    static const char req[] = "GET /healthz HTTP/1.1\r\nHost: kdedup\r\n"
+                              "Connection: close\r\n\r\n";
+    uint64_t t0 = now_ms(), deadline = t0 + PROBE_BUDGET_MS;
+    int fd = connect_from(1, port);
+    char buf[256];
+    size_t got = 0;
+    int ms = -1;
+
+    if (!(wait_for(fd, POLLOUT, deadline) & POLLOUT) ||
+        send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL) != (ssize_t)sizeof(req) - 1)
+        goto done;
+    while (got < sizeof(buf) - 1 && !memchr(buf, '\n', got)) {
+        ssize_t n;
+
+        if (!(wait_for(fd, POLLIN, deadline) & (POLLIN | POLLHUP | POLLERR)))
+            goto done;
+        if ((n = recv(fd, buf + got, sizeof(buf) - 1 - got, 0)) <= 0)
+            goto done;
+        got += (size_t)n;
+    }
+    buf[got] = '\0';
+    if (!strncmp(buf, "HTTP/1.1 200 ", 13))
+        ms = (int)(now_ms() - t0);
+done:
+    close(fd);
+    return ms;
+}
+
+/* One attacker's connection: sends a request line and a header, then one
+ * more header line per TRICKLE_EVERY_MS, never the blank line that ends
+ * the headers; reconnects when the server drops it. */
+typedef struct slow {
+    int fd, host;
+    bool sent_start;
+    uint64_t since; /* connected at */
+} slow;
+
+static void slow_open(slow *a, int port) {
+    a->fd = connect_from(a->host, port);
+    a->sent_start = false;
+    a->since = now_ms();
+}
+
+/* One trickle step; reopens a connection the server closed (or answered,
+ * which it does only to close it). Returns true when it reopened. */
+static bool slow_step(slow *a, int port) {
+    static const char start[] = "GET /metrics HTTP/1.1\r\nHost: kdedup\r\n";
+    static const char line[] = "X-Slow: 1\r\n";
+    struct pollfd p = {a->fd, POLLIN | POLLOUT, 0};
+    bool dead = poll(&p, 1, 0) < 0 || (p.revents & (POLLERR | POLLHUP | POLLIN));
+
+    if (!dead && (p.revents & POLLOUT)) {
+        const char *msg = a->sent_start ? line : start;
+        size_t len = a->sent_start ? sizeof(line) - 1 : sizeof(start) - 1;
+
+        dead = send(a->fd, msg, len, MSG_NOSIGNAL | MSG_DONTWAIT) != (ssize_t)len;
+        a->sent_start = true;
+    }
+    if (dead) {
+        close(a->fd);
+        slow_open(a, port);
+    }
+    return dead;
+}
+
+typedef struct outcome {
+    int probes, failed, worst_ms;
+    int long_lived; /* attacker connections open for 2 s or more at the end */
+} outcome;
+
+/* ATTACKERS slow connections from `hosts` addresses (127.0.0.2 on), for
+ * seconds, probing /healthz every PROBE_EVERY_MS meanwhile. */
+static outcome attack(int port, int hosts, int seconds) {
+    slow *a = calloc(ATTACKERS, sizeof(*a));
+    uint64_t end = now_ms() + (uint64_t)seconds * 1000, next_trickle = 0, now;
+    outcome o = {0, 0, 0, 0};
+
+    assert_non_null(a);
+    for (int i = 0; i < ATTACKERS; i++) {
+        a[i].host = 2 + i % hosts;
+        slow_open(&a[i], port);
+    }
+    while ((now = now_ms()) < end) {
+        int ms;
+
+        if (now >= next_trickle) {
+            for (int i = 0; i < ATTACKERS; i++)
+                slow_step(&a[i], port);
+            next_trickle = now + TRICKLE_EVERY_MS;
+        }
+        ms = probe(port);
+        o.probes++;
+        if (ms < 0)
+            o.failed++;
+        else if (ms > o.worst_ms)
+            o.worst_ms = ms;
+        sleep_ms(PROBE_EVERY_MS);
+    }
+    for (int i = 0; i < ATTACKERS; i++) {
+        slow_step(&a[i], port); /* notices what the server dropped */
+        if (now_ms() - a[i].since >= 2000)
+            o.long_lived++;
+        close(a[i].fd);
+    }
+    free(a);
+    return o;
+}
+
+static void assert_probes_answered(const char *what, outcome o) {
+    printf("# %s: %d probes, %d unanswered within %d ms, slowest %d ms; %d attacker "
+           "connections held 2 s or more\n",
+           what, o.probes, o.failed, PROBE_BUDGET_MS, o.worst_ms, o.long_lived);
+    if (o.failed)
+        fail_msg("%s: %d of %d /healthz probes got no 200 within %d ms", what, o.failed,
+                 o.probes, PROBE_BUDGET_MS);
+    assert_true(o.probes >= 10);
+}
+
+/* One attacker address: the per-address limit holds it to a few slots. */
+static void test_slow_clients_one_address(void **state) {
+    server sv = server_start();
+    outcome o;
+
+    (void)state;
+    assert_true(probe(sv.port) >= 0);
+    o = attack(sv.port, 1, 5);
+    assert_probes_answered("600 slow connections from one address", o);
+    assert_true(o.long_lived <= KD_HTTP_PER_IP_CONNECTIONS);
+    server_stop(sv);
+}
+
+/* 100 attacker addresses, 6 connections each (under the per-address
+ * limit): the reserve keeps slots for an address that holds none. */
+static void test_slow_clients_many_addresses(void **state) {
+    server sv = server_start();
+    outcome o;
+
+    (void)state;
+    o = attack(sv.port, 100, 5);
+    assert_probes_answered("600 slow connections from 100 addresses", o);
+    assert_true(o.long_lived <= KD_HTTP_MAX_CONNECTIONS - KD_HTTP_PROBE_RESERVE);
+    server_stop(sv);
+}
+
+/* A request trickling in forever is cut at the request timeout, though it
+ * never stays idle long enough for libmicrohttpd's idle timeout. */
+static void test_request_timeout(void **state) {
+    server sv = server_start();
+    slow a = {.host = 3};
+    uint64_t t0, limit;
+    bool closed = false;
+
+    (void)state;
+    slow_open(&a, sv.port);
+    t0 = a.since;
+    limit = t0 + KD_HTTP_REQUEST_TIMEOUT_MS + 2000;
+    while (!closed && now_ms() < limit) {
+        closed = slow_step(&a, sv.port);
+        if (!closed)
+            sleep_ms(500);
+    }
+    printf("# a trickling request was closed after %llu ms\n",
+           (unsigned long long)(now_ms() - t0));
+    assert_true(closed);
+    assert_true(now_ms() - t0 >= KD_HTTP_REQUEST_TIMEOUT_MS - 500);
+    close(a.fd);
+    server_stop(sv);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_slow_clients_one_address, kill_server),
+        cmocka_unit_test_teardown(test_slow_clients_many_addresses, kill_server),
+        cmocka_unit_test_teardown(test_request_timeout, kill_server),
+    };
+
+    signal(SIGPIPE, SIG_IGN);
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
