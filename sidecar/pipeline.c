@@ -254,8 +254,19 @@ int kd_pipeline_run(kd_pipeline *p) {
     kd_pl_drain(p, deadline);
     kd_pl_abandon_retries(p, true);
     kd_pl_store_offsets(p);
-    rd_kafka_commit(p->consumer, NULL, 0);
-    rd_kafka_consumer_close(p->consumer);
+    if (!p->assigned_once) {
+        /* Nothing was consumed, so nothing is to commit. librdkafka 2.0.2
+         * aborts when a cooperative-sticky consumer that joined but has no
+         * assignment yet is closed or destroyed (upstream issue 4312, fixed
+         * in 2.3): it is left running for the process's exit instead. The
+         * group notices after session.timeout.ms, as it would for a crash. */
+        KD_WARN("stopping before the first partition assignment: the consumer is "
+                "not closed; the group notices it gone after session.timeout.ms");
+        p->consumer_left = true;
+    } else {
+        rd_kafka_commit(p->consumer, NULL, 0);
+        rd_kafka_consumer_close(p->consumer);
+    }
     if (p->awaiting)
         KD_WARN("%zu deliveries still in flight after the grace period: their claims "
                 "stay, and the next run forwards them again",
@@ -349,6 +360,9 @@ bool kd_pipeline_ready(kd_pipeline *p, char *reason, size_t size) {
     return false;
 }
 
+/* A consumer stopped before its first assignment (see kd_pipeline_run). */
+static rd_kafka_t *left_consumer;
+
 static void free_list(msg_list *l) {
     for (msg *m = l->head, *next; m; m = next) {
         next = m->next;
@@ -370,7 +384,9 @@ void kd_pipeline_destroy(kd_pipeline *p) {
     free_list(&p->reported);
     free_list(&p->receipts);
     free_list(&p->retries);
-    if (p->consumer)
+    if (p->consumer_left)
+        left_consumer = p->consumer; /* still reachable: not a leak, by intent */
+    else if (p->consumer)
         rd_kafka_destroy(p->consumer);
     if (p->producer)
         rd_kafka_destroy(p->producer);

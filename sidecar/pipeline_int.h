@@ -144,6 +144,8 @@ struct kd_pipeline {
     _Atomic int stop;
     _Atomic int rejoin;     /* kd_pipeline_rejoin() asked; the loop acts on it */
     bool rejoining;         /* unsubscribed, waiting for the revoke */
+    bool assigned_once;     /* the group gave the consumer an assignment */
+    bool consumer_left;     /* stopped before that: the consumer is not destroyed */
     uint64_t stop_deadline; /* mono ms: the end of shutdown_grace once stopping */
     _Atomic int fatal;
 

@@ -94,6 +94,7 @@ static void on_assign(kd_pipeline *p, rd_kafka_t *rk,
      * fetched again on resume. */
     if (kd_pl_store_failing(p) || p->cfg->handover)
         rd_kafka_pause_partitions(rk, parts);
+    p->assigned_once = true;
     GCOUNT(p, assigned, (uint64_t)parts->cnt);
     KD_INFO("assigned %d partition(s)", parts->cnt);
 }

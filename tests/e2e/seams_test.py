@@ -2,16 +2,16 @@
 """Where partitions change owner because a process stops, end to end with the
 real binary and kafka-python, under the oracle of e2e_test.py.
 
-Phase "leave": two replicas share the partitions with the default session
-timeout (45 s); one is stopped with SIGTERM under load. It must exit 0 and
-leave the group, so that the other holds every partition well before a
-session timeout (a rolling update must not stall 45 s per pod).
+Phase "leave": two replicas share the partitions; one is stopped with
+SIGTERM under load, restarted, then killed with SIGKILL. On SIGTERM it must
+exit 0 and leave the group: its partitions move measurably sooner than
+after the SIGKILL, whose member the group must first time out.
 
-Phase "mid-join": a replica is killed with SIGKILL while it joins, so the
-group waits for it; another replica is stopped with SIGTERM during that
-wait, before it ever had an assignment. It must exit 0 (librdkafka 2.0.2
-aborts when a cooperative-sticky consumer is destroyed before its first
-assignment: upstream issue 4312), and nothing is lost.
+Phase "mid-join": replicas stopped with SIGTERM while their group join is
+under way (a slow coordinator), before they ever had an assignment. Each
+must exit 0 (librdkafka 2.0.2 aborts when a cooperative-sticky consumer
+that joined is destroyed before its first assignment: upstream issue 4312),
+and nothing is lost.
 
 Run with Debian's interpreter: /usr/bin/python3 tests/e2e/seams_test.py
 """
@@ -22,43 +22,59 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2e_test import PARTS, Failure, Mock, Sidecar, World, check, shut_down  # noqa: E402
+from e2e_test import (DST, PARTS, SRC, Failure, Mock, Sidecar, World, check,  # noqa: E402
+                      shut_down)
 from faults_test import Stream, gauge, settle, wait_for  # noqa: E402
 
-# The librdkafka default: what a member that does not leave costs the group.
-SESSION = {"kafka": {"consumer": {"session.timeout.ms": "45000"}}}
+def moved_after(stopping, other, sig):
+    """Stops `stopping` with sig; returns (exit code, seconds until `other`
+    holds every partition)."""
+    t0 = time.time()
+    stopping.proc.send_signal(sig)
+    rc = stopping.proc.wait(timeout=60)
+    wait_for("the other replica to hold every partition",
+             lambda: gauge(other, "kdedup_assigned_partitions") == PARTS, timeout_s=60)
+    return rc, time.time() - t0
 
 
 def leave(workdir, report):
+    """The mock cluster's group coordinator (librdkafka 2.0.2) waits
+    session.timeout.ms - 1 s after any member change before it assigns
+    again, even when every member has rejoined (rdkafka_mock_cgrp.c,
+    rd_kafka_mock_cgrp_rebalance): so a member that leaves hands over after
+    about 5 s with a 6 s session, and one that does not (SIGKILL) after its
+    session times out first, about 11 s. A real broker assigns as soon as
+    the remaining members rejoin."""
     mock = Mock()
     world = World(mock.bootstrap)
-    a, b = (Sidecar(os.path.join(workdir, name), mock.bootstrap, SESSION) for name in "ab")
+    a, b = (Sidecar(os.path.join(workdir, name), mock.bootstrap) for name in "ab")
     try:
         world.produce(500, 0.2)
-        a.start()
-        b.start()
-        wait_for("a and b to share the partitions",
-                 lambda: gauge(a, "kdedup_assigned_partitions") > 0 and
-                 gauge(b, "kdedup_assigned_partitions") > 0, timeout_s=90)
-        stream = Stream(world)
-        try:
-            time.sleep(1)
-            t0 = time.time()
-            rc = a.signal(signal.SIGTERM)
-            stopped = time.time() - t0
-            check(rc == 0, f"a exited {rc} on SIGTERM")
-            wait_for("b to hold every partition",
-                     lambda: gauge(b, "kdedup_assigned_partitions") == PARTS, timeout_s=60)
-            moved = time.time() - t0
-        finally:
-            stream.end()
-        check(moved < 15, f"b held every partition only {moved:.1f}s after a's SIGTERM "
-                          "(a did not leave the group)")
+        times = {}
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            a.start()
+            if not b.proc:
+                b.start()
+            wait_for("a and b to share the partitions",
+                     lambda: gauge(a, "kdedup_assigned_partitions") > 0 and
+                     gauge(b, "kdedup_assigned_partitions") > 0, timeout_s=90)
+            stream = Stream(world)
+            try:
+                time.sleep(1)
+                rc, times[sig] = moved_after(a, b, sig)
+            finally:
+                stream.end()
+            if sig == signal.SIGTERM:
+                check(rc == 0, f"a exited {rc} on SIGTERM")
+        check(times[signal.SIGTERM] + 3 < times[signal.SIGKILL],
+              f"b held every partition {times[signal.SIGTERM]:.1f}s after a's SIGTERM, "
+              f"{times[signal.SIGKILL]:.1f}s after a SIGKILL: a did not leave the group")
         world.read()
         settle((b,))
         mock_copies = world.verify()
-        report.append(f"leave: SIGTERM to exit {stopped:.1f}s, every partition on the other "
-                      f"replica {moved:.1f}s after it (session timeout 45 s); "
+        report.append(f"leave: every partition on the other replica "
+                      f"{times[signal.SIGTERM]:.1f}s after a SIGTERM (left the group), "
+                      f"{times[signal.SIGKILL]:.1f}s after a SIGKILL (session 6 s); "
                       f"{len(world.first)} keys, 0 lost, 0 duplicated; "
                       f"mock retry copies {mock_copies}")
     finally:
@@ -66,34 +82,46 @@ def leave(workdir, report):
 
 
 def mid_join(workdir, report):
-    mock = Mock()
+    """SIGTERM while the group's join is under way: the coordinator (broker 3)
+    answers after 2 s, so a new member waits about 10 s between its JoinGroup
+    answer and its first assignment; it is stopped at moments across that
+    window (librdkafka 2.0.2 aborted there: rdkafka_sticky_assignor.c
+    'assignor_state' assertion)."""
+    mock = Mock(brokers=3)
     world = World(mock.bootstrap)
-    a, b, c = (Sidecar(os.path.join(workdir, name), mock.bootstrap) for name in "abc")
+    kds = []
     try:
-        world.produce(500, 0.2)
-        a.start()
-        wait_for("a to be assigned", lambda: gauge(a, "kdedup_assigned_partitions") > 0)
-        b.start()
-        time.sleep(0.3)  # b is joining: the group rebalances and waits for it
-        b.proc.send_signal(signal.SIGKILL)
-        b.proc.wait(timeout=30)
-        c.start()
-        time.sleep(2)  # c waits in the join the dead b holds up
-        assigned = gauge(c, "kdedup_assigned_partitions")
-        rc = c.signal(signal.SIGTERM)
-        check(rc == 0, f"c exited {rc} on SIGTERM in mid-join (assigned {assigned})")
-        world.produce(300, 0.5)
-        wait_for("a to hold every partition",
-                 lambda: gauge(a, "kdedup_assigned_partitions") == PARTS, timeout_s=120)
+        for topic in (SRC, DST):
+            for p in range(PARTS):
+                mock.cmd(f"leader {topic} {p} {1 + p % 2}")  # only the group on broker 3
+        mock.cmd("leader orders.dlq 0 1")
+        mock.cmd("rtt 3 2000")
+        world.produce(200, 0.2)
+        codes = []
+        for i, at in enumerate((8.5, 10, 11, 12, 13, 14)):
+            group = f"mid-join-{i}"
+            mock.cmd(f"coordinator {group} 3")
+            kd = Sidecar(os.path.join(workdir, group), mock.bootstrap,
+                         {"kafka": {"group_id": group}})
+            kds.append(kd)
+            kd.start()
+            time.sleep(at - 0.5)  # start() waited 0.5 s
+            codes.append(kd.signal(signal.SIGTERM))
+        check(codes == [0] * len(codes), f"exit codes on SIGTERM in mid-join: {codes}")
+        mock.cmd("rtt 3 0")
+        last = Sidecar(os.path.join(workdir, "last"), mock.bootstrap,
+                       {"kafka": {"group_id": "mid-join-0"}})
+        kds.append(last)
+        last.start()
         world.read()
-        settle((a,))
+        settle((last,))
         mock_copies = world.verify()
-        report.append(f"mid-join: a replica stopped while the group waited for a killed "
-                      f"one exited 0 (it held {int(assigned)} partitions); "
+        report.append(f"mid-join: {len(codes)} replicas stopped 8.5-14 s into their join "
+                      f"(coordinator rtt 2 s) exited {codes}; then one run forwarded "
                       f"{len(world.first)} keys, 0 lost, 0 duplicated; "
                       f"mock retry copies {mock_copies}")
     finally:
-        shut_down(mock, world, a, b, c)
+        shut_down(mock, world, *kds)
 
 
 def main():
