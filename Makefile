@@ -69,14 +69,14 @@ TESTS := $(UNIT_TESTS) $(INTEGRATION_TESTS)
 # The real binary against an independent client (Debian's kafka-python), and
 # the deploy/ manifests, configs and image checked offline.
 E2E_TESTS := tests/e2e/e2e_test.py tests/e2e/faults_test.py tests/e2e/security_test.py \
-             tests/e2e/seams_test.py \
+             tests/e2e/seams_test.py tests/e2e/chaos_test.py \
              tests/deploy/test_deploy.sh
 BENCHES := $(BUILD)/bench/bench_store $(BUILD)/bench/bench_e2e $(BUILD)/bench/bench_handover
 FUZZERS := $(BUILD)/fuzz/fuzz_entry $(BUILD)/fuzz/fuzz_config $(BUILD)/fuzz/fuzz_headers
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
-.PHONY: all deps test soak valgrind bench bench-e2e bench-handover demo fuzz fuzz-build format format-check clean help
+.PHONY: all deps test soak chaos valgrind bench bench-e2e bench-handover demo fuzz fuzz-build format format-check clean help
 .PHONY: image image-test
 .DEFAULT_GOAL := all
 
@@ -91,6 +91,7 @@ help:
 	@echo "make demo       build kdedup and run its demo (DEMO_ARGS=\"--messages N\")"
 	@echo "make test       build and run every test (installs packages first)"
 	@echo "make soak       the e2e crash test with SOAK_CYCLES (20) kill -9 cycles"
+	@echo "make chaos      the seeded chaos test, SEEDS=N seeds (CHAOS_FIRST, CHAOS_SECONDS)"
 	@echo "make valgrind   run the unit tests under valgrind memcheck"
 	@echo "make bench      run the store and end-to-end benchmarks (BENCHMARKS.md)"
 	@echo "make bench-e2e  kdedup against a plain passthrough (BENCH_E2E_ARGS=...)"
@@ -215,6 +216,18 @@ soak: deps
 	@$(MAKE) --no-print-directory $(KDEDUP)
 	KDEDUP=$(KDEDUP) KD_KILL_CYCLES=$(SOAK_CYCLES) KD_SEED=$(SOAK_SEED) \
 	    /usr/bin/python3 tests/e2e/e2e_test.py
+
+# The seeded chaos test (tests/e2e/chaos_test.py): SEEDS seeds from
+# CHAOS_FIRST on, CHAOS_SECONDS of faults each; a failure prints its seed.
+# `make test` runs a short fixed set of seeds as part of the e2e suite.
+SEEDS ?= 10
+CHAOS_FIRST ?= 1
+CHAOS_SECONDS ?= 30
+chaos: deps
+	@$(MAKE) --no-print-directory $(KDEDUP)
+	KDEDUP=$(KDEDUP) KD_CHAOS_SECONDS=$(CHAOS_SECONDS) \
+	    KD_CHAOS_SEEDS="$$(seq $(CHAOS_FIRST) $$(($(CHAOS_FIRST) + $(SEEDS) - 1)))" \
+	    /usr/bin/python3 tests/e2e/chaos_test.py
 
 # The unit tests under memcheck; forked children (kill -9 and lock tests)
 # exit without freeing what they inherited, so only the parent is judged.

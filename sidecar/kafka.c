@@ -85,7 +85,8 @@ rd_kafka_conf_t *kd_kafka_conf(const kd_config *cfg, kd_client which, const char
         goto fail;
     }
     for (size_t i = 0; i < props->n; i++)
-        if (!set(conf, cfg, props->v[i].name, props->v[i].value, props->v[i].path, errstr,
+        if (*props->v[i].value && /* empty (e.g. "${VAR:-}"): librdkafka's default */
+            !set(conf, cfg, props->v[i].name, props->v[i].value, props->v[i].path, errstr,
                  errstr_size))
             goto fail;
     if (!set(conf, cfg, "bootstrap.servers", brokers, "kafka.brokers", errstr,

@@ -63,6 +63,17 @@ for r in base statefulset overlays-example overlays-plain-sidecar; do
      && grep -q 'mountPath: /var/lib/kdedup$' "$OUT/$r.yaml"; then ok "$r: TMPDIR on the store volume"
   else ko "$r: kdedup has no TMPDIR on its store volume"; fi
 done
+# Static membership (group.instance.id from the pod's name) only where the
+# name is stable: the StatefulSet. A Deployment's pods get new names, so a
+# static id there would leave each old one's partitions waiting.
+grep -q -- '- name: KDEDUP_INSTANCE_ID' "$OUT/statefulset.yaml" \
+  && ok "statefulset: static group membership from the pod name" \
+  || ko "statefulset: no KDEDUP_INSTANCE_ID"
+for r in base overlays-example overlays-plain-sidecar; do
+  grep -q -- '- name: KDEDUP_INSTANCE_ID' "$OUT/$r.yaml" \
+    && ko "$r: a Deployment must not set a static group.instance.id" \
+    || ok "$r: dynamic group membership"
+done
 grep -q "restartPolicy: Always" "$OUT/base.yaml" \
   && ok "base runs kdedup as a native sidecar" || ko "base has no native sidecar"
 
