@@ -45,7 +45,7 @@ DEDUP_SRC := dedup/store.c dedup/store_mem.c dedup/entry.c dedup/dedup.c
 ROCKS_SRC := store_rocks/store_rocks.c
 CONFIG_SRC := config/config.c
 SIDECAR_SRC := sidecar/log.c sidecar/offsets.c sidecar/headers.c sidecar/kafka.c \
-               sidecar/metrics.c sidecar/http.c sidecar/recovery.c sidecar/held.c sidecar/pipeline.c sidecar/pipeline_consume.c \
+               sidecar/metrics.c sidecar/http.c sidecar/recovery.c sidecar/held.c sidecar/signing.c sidecar/pipeline.c sidecar/pipeline_consume.c \
                sidecar/pipeline_claim.c sidecar/pipeline_produce.c sidecar/pipeline_deliver.c \
                sidecar/pipeline_handover.c sidecar/pipeline_rebalance.c sidecar/mockd.c \
                sidecar/demo.c sidecar/lookup.c sidecar/harden.c
@@ -76,7 +76,7 @@ FUZZERS := $(BUILD)/fuzz/fuzz_entry $(BUILD)/fuzz/fuzz_config $(BUILD)/fuzz/fuzz
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
-.PHONY: all deps test soak chaos valgrind bench bench-e2e bench-handover demo fuzz fuzz-build format format-check clean help
+.PHONY: all deps test soak chaos mutate valgrind bench bench-e2e bench-handover demo fuzz fuzz-build format format-check clean help
 .PHONY: image image-test
 .DEFAULT_GOAL := all
 
@@ -92,6 +92,7 @@ help:
 	@echo "make test       build and run every test (installs packages first)"
 	@echo "make soak       the e2e crash test with SOAK_CYCLES (20) kill -9 cycles"
 	@echo "make chaos      the seeded chaos test, SEEDS=N seeds (CHAOS_FIRST, CHAOS_SECONDS)"
+	@echo "make mutate     break each guard in tests/mutate/mutations.jsonl; its test must fail"
 	@echo "make valgrind   run the unit tests under valgrind memcheck"
 	@echo "make bench      run the store and end-to-end benchmarks (BENCHMARKS.md)"
 	@echo "make bench-e2e  kdedup against a plain passthrough (BENCH_E2E_ARGS=...)"
@@ -228,6 +229,11 @@ chaos: deps
 	KDEDUP=$(KDEDUP) KD_CHAOS_SECONDS=$(CHAOS_SECONDS) \
 	    KD_CHAOS_SEEDS="$$(seq $(CHAOS_FIRST) $$(($(CHAOS_FIRST) + $(SEEDS) - 1)))" \
 	    /usr/bin/python3 tests/e2e/chaos_test.py
+
+# Mutation testing (tests/mutate/mutate.py): each line of
+# tests/mutate/mutations.jsonl breaks one guard, and its test must fail.
+mutate: deps
+	/usr/bin/python3 tests/mutate/mutate.py $(MUTATIONS)
 
 # The unit tests under memcheck; forked children (kill -9 and lock tests)
 # exit without freeing what they inherited, so only the parent is judged.

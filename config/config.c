@@ -99,6 +99,11 @@ static const field dedup_fields[] = {
      "learn a newly assigned partition's recent keys from the downstream topic"},
     {"scan_max_records", F_INT, OFF(scan_max_records), "2000000", false, 1, 1000000000,
      NULL, NULL, "downstream records read at most per partition by one scan"},
+    {"signing_key", F_STRING, OFF(signing_key), NULL, true, 0, 0, NULL, NULL,
+     "secret signing what kdedup forwards (HMAC-SHA256); only signed records are "
+     "learned from downstream"},
+    {"previous_signing_key", F_STRING, OFF(previous_signing_key), NULL, true, 0, 0, NULL,
+     NULL, "the key before a rotation: its signatures are still accepted"},
     END_FIELDS,
 };
 
@@ -176,8 +181,9 @@ __attribute__((format(printf, 3, 4))) static bool fail(ctx *c, const char *path,
 }
 
 bool kd_config_is_secret(const char *name) {
-    static const char *const words[] = {"password",    "secret",     "jaas", "token",
-                                        "ssl.key.pem", "credential", NULL};
+    static const char *const words[] = {"password",    "secret",      "jaas",
+                                        "token",       "ssl.key.pem", "credential",
+                                        "signing_key", NULL};
     char lower[128];
     size_t i;
 
@@ -957,8 +963,25 @@ static bool check_timeouts(ctx *c, const kd_config *cfg) {
     return set || timeout_ok(c, cfg, names[0], KD_CONFIG_DEFAULT_MESSAGE_TIMEOUT_MS);
 }
 
+/* A signing key must resist guessing: at least 16 bytes. */
+static bool check_signing(ctx *c, const kd_config *cfg) {
+    if (cfg->signing_key && strlen(cfg->signing_key) < 16)
+        return fail(c, "dedup.signing_key",
+                    "expected at least 16 bytes (a random secret), got %zu",
+                    strlen(cfg->signing_key));
+    if (cfg->previous_signing_key && strlen(cfg->previous_signing_key) < 16)
+        return fail(c, "dedup.previous_signing_key",
+                    "expected at least 16 bytes (a random secret), got %zu",
+                    strlen(cfg->previous_signing_key));
+    if (cfg->previous_signing_key && !cfg->signing_key)
+        return fail(c, "dedup.previous_signing_key",
+                    "needs dedup.signing_key (the key that replaced it)");
+    return true;
+}
+
 static bool validate(ctx *c, const kd_config *cfg) {
-    return check_reserved(c, &cfg->consumer, reserved_consumer,
+    return check_signing(c, cfg) &&
+           check_reserved(c, &cfg->consumer, reserved_consumer,
                           "use kafka.brokers and kafka.group_id; offsets are stored by "
                           "kdedup") &&
            check_reserved(c, &cfg->producer, reserved_producer, "use kafka.brokers") &&
@@ -1117,6 +1140,8 @@ void kd_config_destroy(kd_config *cfg) {
     }
     free(cfg->routes);
     free(cfg->ns);
+    free(cfg->signing_key);
+    free(cfg->previous_signing_key);
     free(cfg->store_path);
     free(cfg->http_listen);
     free(cfg);

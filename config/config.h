@@ -79,8 +79,10 @@ typedef struct kd_config {
     uint64_t ttl_ms; /* 0 = keep completed keys forever */
     uint64_t inflight_timeout_ms;
     int64_t max_key_bytes;
-    bool handover;            /* scan a newly assigned partition's history */
-    int64_t scan_max_records; /* per partition and scan (handover, recovery) */
+    bool handover;              /* scan a newly assigned partition's history */
+    int64_t scan_max_records;   /* per partition and scan (handover, recovery) */
+    char *signing_key;          /* signs what kdedup forwards; NULL: trust downstream */
+    char *previous_signing_key; /* also accepted when reading (a rotation); or NULL */
 
     char *store_path;
     bool store_sync;

@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MOCK_PARTITIONS 4
 
@@ -152,6 +153,18 @@ static int run(const char *path) {
     KD_INFO("kdedup %s started (librdkafka %s)", KD_VERSION, rd_kafka_version_str());
     rc = kd_pipeline_run(p) == 0 ? 0 : 1;
     KD_INFO("kdedup stopped");
+    if (kd_pipeline_consumer_left(p)) {
+        /* librdkafka's threads of the consumer left running may still log
+         * (the logger reads cfg): close what holds data, then leave. */
+        running = NULL;
+        kd_http_stop(http);
+        kd_pipeline_destroy(p);
+        kd_store_destroy(store);
+        kd_mock_stop(mock);
+        fflush(stdout);
+        fflush(stderr);
+        _exit(rc);
+    }
 done:
     running = NULL;
     kd_http_stop(http);

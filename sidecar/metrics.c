@@ -43,7 +43,7 @@ typedef struct stats_view {
 struct kd_metrics {
     const kd_config *cfg;
     kd_route_metrics *routes;
-    _Atomic uint64_t collisions, store_errors, inflight, assigned, held, left;
+    _Atomic uint64_t collisions, store_errors, inflight, assigned, held, left, foreign;
     _Atomic uint64_t recovery_records, recovery_us;
     _Atomic uint64_t handover_records, handover_us, handover_pending;
     kd_histogram forward_latency, store_write;
@@ -115,6 +115,10 @@ _Atomic uint64_t *kd_metrics_inflight(kd_metrics *m) {
 
 _Atomic uint64_t *kd_metrics_held(kd_metrics *m) {
     return &m->held;
+}
+
+_Atomic uint64_t *kd_metrics_foreign(kd_metrics *m) {
+    return &m->foreign;
 }
 
 _Atomic uint64_t *kd_metrics_left(kd_metrics *m) {
@@ -419,6 +423,10 @@ static void render_routes(buf *b, kd_metrics *m) {
                   "Claims past dedup.inflight_timeout taken over: looked up downstream "
                   "before the message is forwarded again.",
                   RF(orphans_expired), "");
+    route_counter(b, m, "kdedup_headers_stripped_total",
+                  "Messages whose own kdedup-* headers were dropped before forwarding "
+                  "(a source producer cannot plant kdedup's provenance).",
+                  RF(headers_stripped), "");
     route_counter(b, m, "kdedup_parked_total",
                   "Messages held back because their key's claim belongs to a delivery "
                   "of an ended ownership whose outcome is not known yet.",
@@ -530,6 +538,10 @@ char *kd_metrics_render(kd_metrics *m, size_t *len) {
     family(&b, "kdedup_held_claims", "gauge",
            "Claims held by this run's messages in flight (bounded by them).");
     put(&b, "kdedup_held_claims %llu\n", (unsigned long long)load(&m->held));
+    family(&b, "kdedup_foreign_records_total", "counter",
+           "Downstream records read but not trusted (with dedup.signing_key: no valid "
+           "signature), never learned from.");
+    put(&b, "kdedup_foreign_records_total %llu\n", (unsigned long long)load(&m->foreign));
     family(&b, "kdedup_left_claims", "gauge",
            "Claims of possibly persisted deliveries whose partition left this "
            "ownership, remembered with where to read them (at most 65536).");

@@ -32,7 +32,7 @@ typedef struct kd_route_metrics {
         released, retries, dead_lettered, missing_forwarded, missing_dropped,
         missing_dead_lettered, not_persisted, possibly_persisted, orphans_reforwarded,
         orphans_found, orphans_absent, handover_keys, uncertain_found, uncertain_absent,
-        uncertain_unknown, abandoned, parked, orphans_expired;
+        uncertain_unknown, abandoned, parked, orphans_expired, headers_stripped;
 } kd_route_metrics;
 
 typedef struct kd_metrics kd_metrics;
@@ -51,6 +51,8 @@ _Atomic uint64_t *kd_metrics_store_errors(kd_metrics *m);
 _Atomic uint64_t *kd_metrics_inflight(kd_metrics *m);
 /* Claims held by this run's messages (a gauge). */
 _Atomic uint64_t *kd_metrics_held(kd_metrics *m);
+/* Downstream records not trusted: unsigned or signed with another key. */
+_Atomic uint64_t *kd_metrics_foreign(kd_metrics *m);
 /* Claims left by ended ownerships' uncertain deliveries, remembered (a gauge). */
 _Atomic uint64_t *kd_metrics_left(kd_metrics *m);
 _Atomic uint64_t *kd_metrics_assigned(kd_metrics *m);

@@ -181,6 +181,36 @@ static void rejoin_step(kd_pipeline *p) {
     }
 }
 
+/* Closes the consumer (its revoke drains and commits, then it leaves the
+ * group), serving its callbacks, until limit_ms (monotonic). Messages
+ * fetched but not consumed arrive on the close's queue too: they are
+ * dropped (their offsets were never stored). False when it had not
+ * finished by then, or could not start. */
+static bool close_consumer(kd_pipeline *p, uint64_t limit_ms) {
+    rd_kafka_queue_t *q = rd_kafka_queue_new(p->consumer);
+    rd_kafka_error_t *error = rd_kafka_consumer_close_queue(p->consumer, q);
+    bool closed = false;
+
+    if (error) {
+        KD_WARN("closing the consumer: %s", rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+    } else {
+        while (!(closed = rd_kafka_consumer_closed(p->consumer)) &&
+               kd_mono_ms() < limit_ms) {
+            rd_kafka_message_t *rkm = rd_kafka_consume_queue(q, 100);
+
+            if (rkm)
+                rd_kafka_message_destroy(rkm);
+        }
+    }
+    rd_kafka_queue_destroy(q);
+    return closed;
+}
+
+bool kd_pipeline_consumer_left(const kd_pipeline *p) {
+    return p->consumer_left;
+}
+
 kd_pipeline *kd_pipeline_new(const kd_config *cfg, kd_store *store, const char *brokers,
                              char *errstr, size_t errstr_size) {
     kd_pipeline *p = calloc(1, sizeof(*p));
@@ -195,6 +225,14 @@ kd_pipeline *kd_pipeline_new(const kd_config *cfg, kd_store *store, const char *
     p->boot_id = random_boot_id();
     snprintf(p->boot_hex, sizeof(p->boot_hex), "%016" PRIx64, p->boot_id);
     p->metrics = kd_metrics_new(cfg);
+    if (cfg->signing_key && !(p->signer = kd_signer_new(cfg->signing_key))) {
+        snprintf(errstr, errstr_size, "libcrypto: no HMAC-SHA256 for the signing key");
+        goto fail;
+    }
+    if (!cfg->signing_key)
+        KD_WARN("dedup.signing_key is not set: records in the downstream topics are "
+                "trusted as kdedup's own when partitions are handed over and claims "
+                "recovered; only kdedup may write to them (see README, Security)");
     p->batch_msgs = calloc((size_t)cfg->batch_max, sizeof(*p->batch_msgs));
     p->claims = calloc((size_t)cfg->batch_max, sizeof(*p->claims));
     p->claim_of = calloc((size_t)cfg->batch_max, sizeof(*p->claim_of));
@@ -264,8 +302,14 @@ int kd_pipeline_run(kd_pipeline *p) {
                 "not closed; the group notices it gone after session.timeout.ms");
         p->consumer_left = true;
     } else {
-        rd_kafka_commit(p->consumer, NULL, 0);
-        rd_kafka_consumer_close(p->consumer);
+        rd_kafka_commit(p->consumer, NULL, 1); /* the close waits for it */
+        if (!close_consumer(p, deadline + CLOSE_SLACK_MS)) {
+            KD_WARN("the consumer did not close within shutdown_grace + %ds (the "
+                    "brokers do not answer): offsets not committed are consumed "
+                    "again by the next owner, whose claims suppress them",
+                    CLOSE_SLACK_MS / 1000);
+            p->consumer_left = true;
+        }
     }
     if (p->awaiting)
         KD_WARN("%zu deliveries still in flight after the grace period: their claims "
@@ -304,6 +348,7 @@ void kd_pipeline_stats_get(const kd_pipeline *p, kd_pipeline_stats *out) {
         out->orphans_expired += atomic_load(&r->orphans_expired);
         out->abandoned += atomic_load(&r->abandoned);
         out->parked += atomic_load(&r->parked);
+        out->headers_stripped += atomic_load(&r->headers_stripped);
         out->orphans_absent += atomic_load(&r->orphans_absent);
         out->handover_keys += atomic_load(&r->handover_keys);
         out->uncertain_found += atomic_load(&r->uncertain_found);
@@ -312,6 +357,7 @@ void kd_pipeline_stats_get(const kd_pipeline *p, kd_pipeline_stats *out) {
     }
     out->handover_records = atomic_load(kd_metrics_handover_records(p->metrics));
     out->collisions = atomic_load(kd_metrics_collisions(p->metrics));
+    out->foreign_records = atomic_load(kd_metrics_foreign(p->metrics));
     out->store_errors = atomic_load(kd_metrics_store_errors(p->metrics));
     out->assigned_partitions = atomic_load(kd_metrics_assigned(p->metrics));
     out->inflight = atomic_load(kd_metrics_inflight(p->metrics));
@@ -360,8 +406,10 @@ bool kd_pipeline_ready(kd_pipeline *p, char *reason, size_t size) {
     return false;
 }
 
-/* A consumer stopped before its first assignment (see kd_pipeline_run). */
-static rd_kafka_t *left_consumer;
+/* Consumers left running: stopped before their first assignment, or whose
+ * close the brokers did not answer in time (see kd_pipeline_run). */
+static rd_kafka_t *left_consumers[16];
+static size_t nleft_consumers;
 
 static void free_list(msg_list *l) {
     for (msg *m = l->head, *next; m; m = next) {
@@ -385,12 +433,13 @@ void kd_pipeline_destroy(kd_pipeline *p) {
     free_list(&p->receipts);
     free_list(&p->retries);
     if (p->consumer_left)
-        left_consumer = p->consumer; /* still reachable: not a leak, by intent */
+        left_consumers[nleft_consumers++ % 16] = p->consumer; /* reachable, by intent */
     else if (p->consumer)
         rd_kafka_destroy(p->consumer);
     if (p->producer)
         rd_kafka_destroy(p->producer);
     kd_offsets_destroy(p->offsets);
+    kd_signer_destroy(p->signer);
     kd_held_destroy(p->held);
     while (p->left_oldest)
         kd_pl_left_drop(p, p->left_oldest);

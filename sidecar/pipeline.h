@@ -39,6 +39,8 @@ typedef struct kd_pipeline_stats {
     uint64_t orphans_expired;      /* claims past inflight_timeout, looked up first */
     uint64_t abandoned;            /* left to the next owner of their partition */
     uint64_t parked;               /* waited for an ended ownership's delivery */
+    uint64_t foreign_records;      /* downstream records read but not trusted */
+    uint64_t headers_stripped;     /* messages that came with kdedup-* headers */
     uint64_t orphans_absent;       /* orphaned claims not downstream: forwarded */
     uint64_t handover_keys;        /* keys learned from downstream on assignment */
     uint64_t uncertain_found;      /* possibly persisted, found downstream: done */
@@ -87,6 +89,13 @@ bool kd_pipeline_healthy(const kd_pipeline *p, uint64_t stale_ms, char *reason,
  * partitions, or legitimately idle without); else false with the reason.
  * Thread-safe. */
 bool kd_pipeline_ready(kd_pipeline *p, char *reason, size_t size);
+
+/* True when kd_pipeline_run() returned leaving its consumer running (it
+ * stopped before its first assignment, or the brokers did not answer its
+ * close in time): its threads may still log, so the process should end
+ * with _exit() after destroying the pipeline and the store, keeping the
+ * config (the logger reads it) alive. */
+bool kd_pipeline_consumer_left(const kd_pipeline *p);
 
 /* Destroys the pipeline (after kd_pipeline_run returned). NULL-safe. */
 void kd_pipeline_destroy(kd_pipeline *p);

@@ -54,6 +54,7 @@ static void count_scans(kd_pipeline *p, const kd_recovery_stats *before) {
     kd_recovery_stats_get(p->recovery, &after);
     GCOUNT(p, recovery_records, after.records - before->records);
     GCOUNT(p, recovery_us, after.micros - before->micros);
+    GCOUNT(p, foreign, after.foreign - before->foreign);
 }
 
 /* m's delivery was found downstream at out_part (a scan's *f): completes
@@ -118,8 +119,8 @@ void kd_pl_resolve_uncertain(kd_pipeline *p, msg *m) {
 
     p->last_orphan_ms = kd_mono_ms();
     kd_recovery_stats_get(p->recovery, &before);
-    res = kd_recovery_find_since(p->recovery, m->route, part, m->scan_from, m->key,
-                                 m->key_len, &f);
+    res = kd_recovery_find_since(p->recovery, m->route, part, m->scan_from, m->sent_at_ms,
+                                 m->key, m->key_len, &f);
     count_scans(p, &before);
     if (res == KD_RECOVER_FOUND) {
         size_t route = m->route; /* m is freed once settled */
@@ -191,8 +192,8 @@ static left_result resolve_left(kd_pipeline *p, msg *m) {
     part = l->out_partition;
     p->last_orphan_ms = kd_mono_ms();
     kd_recovery_stats_get(p->recovery, &before);
-    res = kd_recovery_find_since(p->recovery, m->route, part, l->scan_from, m->key,
-                                 m->key_len, &f);
+    res = kd_recovery_find_since(p->recovery, m->route, part, l->scan_from, l->sent_at_ms,
+                                 m->key, m->key_len, &f);
     count_scans(p, &before);
     if (res == KD_RECOVER_UNKNOWN && ++m->reads < UNCERTAIN_TRIES) {
         kd_pl_schedule_retry(p, m, 250u << (m->reads < 6 ? m->reads : 6));

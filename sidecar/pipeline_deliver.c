@@ -37,9 +37,10 @@ void kd_pl_on_failed(kd_pipeline *p, msg *m) {
         RCOUNT(p, m->route, not_persisted);
     if (possibly && m->kind != MSG_DEAD_LETTER)
         m->maybe_out = true;
-    if (!msg_live(p, m)) {
-        /* The partition was revoked or lost meanwhile: the message is its
-         * next owner's to forward, never this ownership's to retry. */
+    if (!msg_live(p, m) || p->stop_deadline) {
+        /* The partition was revoked or lost meanwhile (or the run stops):
+         * the message is its next owner's to forward, never this
+         * ownership's to retry or read downstream for. */
         KD_LOG(KD_LOG_INFO, fields,
                "delivery %s (%s) after the partition left this ownership: left to "
                "its next owner",
@@ -281,7 +282,8 @@ void kd_pl_left_add(kd_pipeline *p, const msg *m) {
                       .key_len = m->key_len,
                       .out_partition =
                           m->rkm->partition % p->routes[m->route].out_partitions,
-                      .scan_from = m->scan_from};
+                      .scan_from = m->scan_from,
+                      .sent_at_ms = m->sent_at_ms};
     if (!kd_held_add(p->left, l->route, l->key, l->key_len, l)) {
         free(l->key);
         free(l);

@@ -119,6 +119,7 @@ void kd_pl_hand_over(kd_pipeline *p) {
         kd_recovery_stats_get(p->recovery, &after);
         GCOUNT(p, handover_records, after.handover_records - before.handover_records);
         GCOUNT(p, handover_us, after.handover_micros - before.handover_micros);
+        GCOUNT(p, foreign, after.foreign - before.foreign);
         if (res == KD_HISTORY_FAILED) {
             if (!h->backoff_ms)
                 atomic_fetch_add(&p->handovers_failing, 1);

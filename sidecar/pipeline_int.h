@@ -32,6 +32,7 @@
 #include "sidecar/offsets.h"
 #include "sidecar/pipeline.h"
 #include "sidecar/recovery.h"
+#include "sidecar/signing.h"
 
 #include <librdkafka/rdkafka.h>
 
@@ -43,11 +44,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#define SOURCE_HEADER "kdedup-source"
-/* The producing run: tells a run's copies from another run's re-forwards. */
-#define RUN_HEADER "kdedup-run"
 #define MAX_BACKOFF_MS 60000
 #define TAKEOVER_TRIES 3
+#define CLOSE_SLACK_MS 5000    /* past shutdown_grace, for the close's commit and leave */
 #define PARK_MS 250            /* a copy waiting for an ended ownership's delivery */
 #define LEFT_MAX 65536         /* claims left by uncertain deliveries remembered */
 #define RECOVERY_IDLE_MS 60000 /* scans are forgotten after this without orphans */
@@ -78,6 +77,7 @@ typedef struct msg {
                            * released, only completed or left to recovery */
     int reads;            /* uncertain: failed reads of downstream so far */
     int64_t scan_from;    /* downstream: it lands at or after this offset */
+    uint64_t sent_at_ms;  /* wall: when that first copy was sent */
     int attempts;         /* failed deliveries so far */
     uint64_t consumed_us; /* monotonic: for the forward latency */
     uint64_t due_ms;      /* in the retry list: when (monotonic) */
@@ -99,6 +99,7 @@ typedef struct left_claim {
     size_t key_len;
     int32_t out_partition;
     int64_t scan_from;
+    uint64_t sent_at_ms;
 } left_claim;
 
 typedef struct msg_list {
@@ -131,8 +132,9 @@ struct kd_pipeline {
     route_rt *routes;
     kd_offsets *offsets;
     kd_recovery *recovery;
-    kd_held *held; /* claims held by this run's messages, by route and key */
-    kd_held *left; /* claims left by ended ownerships' uncertain deliveries */
+    kd_signer *signer; /* dedup.signing_key: signs what is forwarded; or NULL */
+    kd_held *held;     /* claims held by this run's messages, by route and key */
+    kd_held *left;     /* claims left by ended ownerships' uncertain deliveries */
     left_claim *left_oldest, *left_newest; /* the same, oldest first */
     size_t nleft;
     uint64_t last_orphan_ms; /* mono: the latest orphaned claim met */

@@ -7,6 +7,60 @@
 #include "sidecar/pipeline_int.h"
 
 #include <stdlib.h>
+#include <strings.h>
+
+#define OWN_PREFIX "kdedup-"
+
+/* m's headers for downstream: the source message's, less any named like
+ * kdedup's own (a source producer must not plant provenance a downstream
+ * reader might trust; the route's key header is kept whatever its name),
+ * then kdedup's: where m came from, the run, when, and (with a signing key)
+ * a signature over them and the key. */
+static rd_kafka_headers_t *headers_for(kd_pipeline *p, const msg *m) {
+    const kd_route *r = p->routes[m->route].cfg;
+    rd_kafka_headers_t *src = NULL, *hdrs;
+    const char *name;
+    const void *val;
+    size_t len, n = 0;
+    char source[320], at[24], sig[KD_SIGNATURE_LEN + 1];
+
+    if (rd_kafka_message_headers(m->rkm, &src) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        src = NULL;
+    hdrs = rd_kafka_headers_new(src ? rd_kafka_header_cnt(src) + 4 : 4);
+    for (size_t i = 0; src && !rd_kafka_header_get_all(src, i, &name, &val, &len); i++)
+        if (strncasecmp(name, OWN_PREFIX, strlen(OWN_PREFIX)) ||
+            !strcasecmp(name, r->key_header))
+            rd_kafka_header_add(hdrs, name, -1, val, (ssize_t)len);
+        else
+            n++;
+    if (n)
+        RCOUNT(p, m->route, headers_stripped);
+    snprintf(source, sizeof(source), "%s/%" PRId32 "/%" PRId64, src_topic(m),
+             m->rkm->partition, m->rkm->offset);
+    snprintf(at, sizeof(at), "%" PRIu64, kd_wall_ms());
+    rd_kafka_header_add(hdrs, KD_SOURCE_HEADER, -1, source, -1);
+    rd_kafka_header_add(hdrs, KD_RUN_HEADER, -1, p->boot_hex, -1);
+    rd_kafka_header_add(hdrs, KD_FORWARDED_AT_HEADER, -1, at, -1);
+    if (p->signer && m->key && m->kind != MSG_DEAD_LETTER) {
+        kd_signed w = {.from = r->from,
+                       .to = r->to,
+                       .source = source,
+                       .source_len = strlen(source),
+                       .run = p->boot_hex,
+                       .run_len = strlen(p->boot_hex),
+                       .at = at,
+                       .at_len = strlen(at),
+                       .key = m->key,
+                       .key_len = m->key_len};
+
+        if (kd_sign(p->signer, &w, sig))
+            rd_kafka_header_add(hdrs, KD_SIGNATURE_HEADER, -1, sig, -1);
+        else
+            KD_WARN("signing a record failed: it is forwarded unsigned, and never "
+                    "learned from downstream");
+    }
+    return hdrs;
+}
 
 /* Sends m to its downstream (or dead-letter) topic, on the partition with
  * the source partition's number, so one source partition keeps its order. */
@@ -15,21 +69,13 @@ void kd_pl_produce(kd_pipeline *p, msg *m) {
     bool dlt = m->kind == MSG_DEAD_LETTER;
     const char *topic = dlt ? r->cfg->dead_letter_topic : r->cfg->to;
     int32_t partition = m->rkm->partition % (dlt ? r->dlt_partitions : r->out_partitions);
-    rd_kafka_headers_t *src = NULL, *hdrs;
+    rd_kafka_headers_t *hdrs = headers_for(p, m);
     rd_kafka_resp_err_t err;
-    char source[320], at[24];
 
-    hdrs = rd_kafka_message_headers(m->rkm, &src) == RD_KAFKA_RESP_ERR_NO_ERROR
-               ? rd_kafka_headers_copy(src)
-               : rd_kafka_headers_new(1);
-    snprintf(source, sizeof(source), "%s/%" PRId32 "/%" PRId64, src_topic(m),
-             m->rkm->partition, m->rkm->offset);
-    rd_kafka_header_add(hdrs, SOURCE_HEADER, -1, source, -1);
-    rd_kafka_header_add(hdrs, RUN_HEADER, -1, p->boot_hex, -1);
-    snprintf(at, sizeof(at), "%" PRIu64, kd_wall_ms());
-    rd_kafka_header_add(hdrs, KD_FORWARDED_AT_HEADER, -1, at, -1);
-    if (!dlt && !m->maybe_out) /* the first copy that may be there bounds the read */
+    if (!dlt && !m->maybe_out) { /* the first copy that may be there bounds the read */
         m->scan_from = r->acked[partition];
+        m->sent_at_ms = kd_wall_ms();
+    }
     for (;;) {
         err = rd_kafka_producev(
             p->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
@@ -37,8 +83,8 @@ void kd_pl_produce(kd_pipeline *p, msg *m) {
             RD_KAFKA_V_VALUE(m->rkm->payload, m->rkm->len), RD_KAFKA_V_HEADERS(hdrs),
             RD_KAFKA_V_TIMESTAMP(rd_kafka_message_timestamp(m->rkm, NULL)),
             RD_KAFKA_V_OPAQUE(m), RD_KAFKA_V_END);
-        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
-            break;
+        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || atomic_load(&p->stop))
+            break; /* stopping: fails as not sent, and waits for the next run */
         rd_kafka_poll(p->producer, 10); /* reports only queue up: no re-entry */
     }
     if (err) {

@@ -63,7 +63,10 @@ static void commit_parts(kd_pipeline *p, const rd_kafka_topic_partition_list_t *
                                               parts->elems[i].partition)
                 ->offset = at;
     }
-    if (list->cnt && (err = rd_kafka_commit(p->consumer, list, 0)))
+    /* Synchronous, so the next owner starts where this one ended; while
+     * stopping, asynchronous: the close waits for it within its time limit,
+     * and brokers that do not answer cannot hold the stop. */
+    if (list->cnt && (err = rd_kafka_commit(p->consumer, list, p->stop_deadline != 0)))
         KD_WARN("commit on revoke: %s", rd_kafka_err2str(err));
     rd_kafka_topic_partition_list_destroy(list);
 }

@@ -5,9 +5,11 @@
  * its end with a consumer of its own (assigned, never in a group, never
  * committing) and remembers, for each record of the route's source topic
  * that carries the route's key header, the first 16 bytes of the key's
- * SHA-256, the record's offset and timestamp: 32 bytes a record, so a full
- * scan of 2,000,000 records (the default dedup.scan_max_records) stays
- * under 64 MiB while it lives.
+ * SHA-256, the record's offset, timestamp and forwarding time: a 48-byte
+ * slot in a table kept at most half full, so a scan of 2,000,000 records
+ * (the default dedup.scan_max_records, the most one scan holds) takes up to
+ * 2^22 slots, 192 MiB, and half as much again while it grows. (Bounding the
+ * scans together, and a smaller slot, are the memory issue's work.)
  *
  * A handover scan reads with the same consumer, and hands the records of
  * one source partition to the caller in batches, unremembered.
@@ -16,6 +18,7 @@
 #include "sidecar/clock.h"
 #include "sidecar/kafka.h"
 #include "sidecar/log.h"
+#include "sidecar/signing.h"
 
 #include <openssl/sha.h>
 
@@ -28,7 +31,6 @@
 #define DIGEST_LEN 16
 #define SCAN_TIMEOUT_MS 60000
 #define WATERMARK_TIMEOUT_MS 5000
-#define SOURCE_HEADER "kdedup-source"
 #define RUN_MAGIC "kdedup-run v1\n"
 #define HANDOVER_MAGIC "kdedup-handover v1"
 
@@ -66,6 +68,7 @@ struct kd_recovery {
     void *progress_arg;
     uint64_t broker_retry_at; /* mono us: own scans fail fast until then */
     uint64_t boot_id;         /* this run's (kd_recovery_record_run) */
+    kd_signer *signers[2];    /* dedup.signing_key, previous_signing_key; or NULL */
 };
 
 static void digest(const char *key, size_t len, unsigned char out[DIGEST_LEN]) {
@@ -278,6 +281,13 @@ kd_recovery *kd_recovery_new(const kd_config *cfg, kd_store *store, const char *
     }
     rc->cfg = cfg;
     rc->store = store;
+    if ((cfg->signing_key && !(rc->signers[0] = kd_signer_new(cfg->signing_key))) ||
+        (cfg->previous_signing_key &&
+         !(rc->signers[1] = kd_signer_new(cfg->previous_signing_key)))) {
+        snprintf(errstr, errstr_size, "libcrypto: no HMAC-SHA256 for the signing key");
+        kd_recovery_destroy(rc);
+        return NULL;
+    }
     return rc;
 }
 
@@ -318,7 +328,7 @@ static bool source_of(const rd_kafka_message_t *rkm, const char *topic, int32_t 
     long long pn, on;
 
     if (rd_kafka_message_headers(rkm, &h) != RD_KAFKA_RESP_ERR_NO_ERROR ||
-        rd_kafka_header_get_last(h, SOURCE_HEADER, &v, &len) !=
+        rd_kafka_header_get_last(h, KD_SOURCE_HEADER, &v, &len) !=
             RD_KAFKA_RESP_ERR_NO_ERROR ||
         !v || len <= tlen + 1 || memcmp(v, topic, tlen) != 0 ||
         ((const char *)v)[tlen] != '/' || len - tlen - 1 >= sizeof(rest))
@@ -346,6 +356,37 @@ static bool key_of(const kd_recovery *rc, const rd_kafka_message_t *rkm,
            rd_kafka_header_get(h, 0, route->key_header, key, key_len) ==
                RD_KAFKA_RESP_ERR_NO_ERROR &&
            *key && *key_len && *key_len <= (size_t)rc->cfg->max_key_bytes;
+}
+
+/* The last value of header name in rkm, or false. */
+static bool header(const rd_kafka_message_t *rkm, const char *name, const void **v,
+                   size_t *len) {
+    rd_kafka_headers_t *h = NULL;
+
+    return rd_kafka_message_headers(rkm, &h) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+           rd_kafka_header_get_last(h, name, v, len) == RD_KAFKA_RESP_ERR_NO_ERROR && *v;
+}
+
+/* True when kdedup wrote rkm, as far as can be told: with a signing key,
+ * its signature verifies under the current or the previous key (else it is
+ * counted as foreign); without one, every record is trusted. */
+static bool trusted(kd_recovery *rc, const rd_kafka_message_t *rkm, const kd_route *route,
+                    const void *key, size_t key_len) {
+    kd_signed w = {.from = route->from, .to = route->to, .key = key, .key_len = key_len};
+    const void *sig;
+    size_t sig_len;
+
+    if (!rc->signers[0])
+        return true;
+    if (header(rkm, KD_SOURCE_HEADER, &w.source, &w.source_len) &&
+        header(rkm, KD_RUN_HEADER, &w.run, &w.run_len) &&
+        header(rkm, KD_FORWARDED_AT_HEADER, &w.at, &w.at_len) &&
+        header(rkm, KD_SIGNATURE_HEADER, &sig, &sig_len))
+        for (int i = 0; i < 2 && rc->signers[i]; i++)
+            if (kd_sign_verify(rc->signers[i], &w, sig, sig_len))
+                return true;
+    rc->stats.foreign++;
+    return false;
 }
 
 /* Takes each record read (and its ownership); false stops the scan. */
@@ -425,7 +466,7 @@ static int64_t header_forwarded_at(const rd_kafka_message_t *rkm) {
 
 /* A recovery scan: remembers the digest of each of the route's keys. */
 typedef struct digest_scan {
-    const kd_recovery *rc;
+    kd_recovery *rc;
     scan *s;
     const kd_route *route;
     bool nomem;
@@ -440,13 +481,20 @@ static bool digest_each(void *arg, rd_kafka_message_t *m) {
     unsigned char d[DIGEST_LEN];
 
     if (source_of(m, ds->route->from, &part, &off) &&
-        key_of(ds->rc, m, ds->route, &key, &key_len)) {
+        key_of(ds->rc, m, ds->route, &key, &key_len) &&
+        trusted(ds->rc, m, ds->route, key, key_len)) {
         digest(key, key_len, d);
         ds->nomem = !scan_add(ds->s, d, m->offset, rd_kafka_message_timestamp(m, NULL),
                               header_forwarded_at(m));
     }
     rd_kafka_message_destroy(m);
     return !ds->nomem;
+}
+
+/* True when a record forwarded at `at` (-1: unknown, an older kdedup's)
+ * can be the delivery of something claimed or sent at since_ms. */
+static bool forwarded_since(int64_t at, uint64_t since_ms) {
+    return at < 0 || (uint64_t)at + CLOCK_SLACK_MS >= since_ms;
 }
 
 /* Reads what was added to a cached scan's partition since it was read: a
@@ -552,8 +600,7 @@ kd_recover_result kd_recovery_find(kd_recovery *rc, uint64_t owner, size_t route
         return KD_RECOVER_ABSENT;
     /* Forwarded before the claim: the delivery of an older, expired claim
      * of the key, not of this one (records without the header: trusted). */
-    if (f->forwarded_at >= 0 &&
-        (uint64_t)f->forwarded_at + CLOCK_SLACK_MS < claimed_at_ms)
+    if (!forwarded_since(f->forwarded_at, claimed_at_ms))
         return KD_RECOVER_ABSENT;
     out->offset = f->offset;
     out->timestamp = f->timestamp;
@@ -606,7 +653,7 @@ static kd_err mark_read(kd_recovery *rc, const char *stream, size_t len,
 /* A handover scan: passes the route's records of one source partition to
  * the caller in batches. */
 typedef struct history {
-    const kd_recovery *rc;
+    kd_recovery *rc;
     const kd_route *route;
     int32_t src_partition;
     int64_t since_ms; /* older records have expired: skipped */
@@ -651,7 +698,8 @@ static bool history_each(void *arg, rd_kafka_message_t *m) {
 
     if (!source_of(m, h->route->from, &part, &rec->src_offset) ||
         part != h->src_partition || (h->since_ms && at >= 0 && at < h->since_ms) ||
-        !key_of(h->rc, m, h->route, &key, &rec->key_len)) {
+        !key_of(h->rc, m, h->route, &key, &rec->key_len) ||
+        !trusted(h->rc, m, h->route, key, rec->key_len)) {
         rd_kafka_message_destroy(m);
         return true;
     }
@@ -737,8 +785,8 @@ void kd_recovery_set_progress(kd_recovery *rc, void (*fn)(void *arg), void *arg)
 
 kd_recover_result kd_recovery_find_since(kd_recovery *rc, size_t route,
                                          int32_t out_partition, int64_t from,
-                                         const char *key, size_t key_len,
-                                         kd_recover_found *out) {
+                                         uint64_t sent_at_ms, const char *key,
+                                         size_t key_len, kd_recover_found *out) {
     const kd_route *r = &rc->cfg->routes[route];
     int64_t lo = 0, hi = 0;
     uint64_t t0 = kd_mono_us();
@@ -794,7 +842,8 @@ kd_recover_result kd_recovery_find_since(kd_recovery *rc, size_t route,
         s->end = hi;
     }
     digest(key, key_len, d);
-    if (!(f = scan_get(s, d)) || f->offset < from) /* before: another claim's */
+    if (!(f = scan_get(s, d)) || f->offset < from || /* before: another claim's */
+        !forwarded_since(f->forwarded_at, sent_at_ms))
         return KD_RECOVER_ABSENT;
     out->offset = f->offset;
     out->timestamp = f->timestamp;
@@ -821,6 +870,8 @@ void kd_recovery_destroy(kd_recovery *rc) {
         rd_kafka_consumer_close(rc->scanner);
         rd_kafka_destroy(rc->scanner);
     }
+    kd_signer_destroy(rc->signers[0]);
+    kd_signer_destroy(rc->signers[1]);
     free(rc->brokers);
     free(rc);
 }

@@ -30,6 +30,7 @@
 
 #include "config/config.h"
 #include "dedup/store.h"
+#include "sidecar/signing.h"
 
 #include <librdkafka/rdkafka.h>
 
@@ -37,11 +38,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* The header of every record kdedup forwards that says when (wall clock,
- * decimal milliseconds) it was sent. The handover's dedup.ttl window counts
- * from it, not from the record's timestamp, which is the source message's
- * (a producer may stamp event time, hours or days old). */
-#define KD_FORWARDED_AT_HEADER "kdedup-forwarded-at"
+/* KD_FORWARDED_AT_HEADER (signing.h) on every record kdedup forwards says
+ * when (wall clock) it was sent. The handover's dedup.ttl window counts from
+ * it, not from the record's timestamp, which is the source message's (a
+ * producer may stamp event time, hours or days old). */
 
 typedef struct kd_recovery kd_recovery;
 
@@ -65,6 +65,7 @@ typedef struct kd_recovery_stats {
     uint64_t handovers;        /* history scans of assigned partitions */
     uint64_t handover_records; /* downstream records they read */
     uint64_t handover_micros;  /* time they took */
+    uint64_t foreign;          /* records not trusted (dedup.signing_key): skipped */
 } kd_recovery_stats;
 
 /* A record of a handover scan: what kdedup forwarded, and from where. */
@@ -133,11 +134,13 @@ void kd_recovery_set_progress(kd_recovery *rc, void (*fn)(void *arg), void *arg)
  * What was read is remembered and only the records added since are read
  * on the next call. KD_RECOVER_UNKNOWN when the broker does not answer
  * (then for a second without asking again), records from `from` on were
- * deleted, or more than dedup.scan_max_records are to be read. */
+ * deleted, or more than dedup.scan_max_records are to be read. A record
+ * forwarded before sent_at_ms (wall; when the delivery was first sent) is
+ * not that delivery (a replayed or older copy): it does not count. */
 kd_recover_result kd_recovery_find_since(kd_recovery *rc, size_t route,
                                          int32_t out_partition, int64_t from,
-                                         const char *key, size_t key_len,
-                                         kd_recover_found *out);
+                                         uint64_t sent_at_ms, const char *key,
+                                         size_t key_len, kd_recover_found *out);
 
 /* Drops what scans remembered (when no orphan is left to resolve). */
 void kd_recovery_forget(kd_recovery *rc);

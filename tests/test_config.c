@@ -432,7 +432,17 @@ static void test_rules(void **state) {
         {"{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE
          "], \"dedup\": {\"tll\": \"1h\"}}",
          "kdedup.json: dedup.tll: unknown key (expected one of: namespace, ttl, "
-         "inflight_timeout, max_key_bytes, handover, scan_max_records)"},
+         "inflight_timeout, max_key_bytes, handover, scan_max_records, signing_key, "
+         "previous_signing_key)"},
+        /* a signing key that can be guessed is refused, and never shown */
+        {"{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE
+         "], \"dedup\": {\"signing_key\": \"short-secret\"}}",
+         "kdedup.json: dedup.signing_key: expected at least 16 bytes (a random secret), "
+         "got 12"},
+        {"{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE
+         "], \"dedup\": {\"previous_signing_key\": \"0123456789abcdef\"}}",
+         "kdedup.json: dedup.previous_signing_key: needs dedup.signing_key (the key that "
+         "replaced it)"},
         {"{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], \"extra\": 1}",
          "kdedup.json: extra: unknown key (expected one of: kafka, routes, dedup, store, "
          "http, log, pipeline)"},

@@ -864,9 +864,9 @@ static void test_handover_waits_for_downstream(void **state) {
     free(recs);
 }
 
-/* A run that drains for 200 ms on a revoke, with the handover off (so a
- * partition assigned again is consumed at once) and deliveries that wait
- * message.timeout.ms (%s) before they time out. */
+/* A run with the handover off (so a partition assigned again is consumed
+ * at once); its arguments: brokers, message.timeout.ms, the store's
+ * directory, and shutdown_grace (how long a revoke or a stop drains). */
 #define REJOIN_CONFIG                                                                    \
     "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\","                             \
     " \"producer\": {\"message.timeout.ms\": \"%s\", \"retries\": \"1\","                \
@@ -876,7 +876,7 @@ static void test_handover_waits_for_downstream(void **state) {
     " \"routes\": [{\"from\": \"in\", \"to\": \"out\", \"on_missing_key\": \"drop\", "   \
     "\"max_retries\": -1, \"retry_backoff\": \"100ms\"}], \"dedup\": {\"handover\": "    \
     "false}, \"store\": {\"path\": \"%s/store\"}, \"pipeline\": {\"shutdown_grace\": "   \
-    "\"200ms\"}}"
+    "\"%s\"}}"
 
 /* Waits until the pipeline's stats satisfy done (or TIMEOUT_MS); returns
  * the last stats. */
@@ -890,6 +890,13 @@ static kd_pipeline_stats wait_stats(kf_run *r, bool (*done)(const kd_pipeline_st
         nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
     }
     return st;
+}
+
+static uint64_t now_ms(void) {
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 static bool consumed_6(const kd_pipeline_stats *st) {
@@ -916,13 +923,14 @@ static bool forwarded_6(const kd_pipeline_stats *st) {
  * (downstream) answering after rtt_ms and failing its next `errors`
  * produce requests, key-X (in/0 offset 5), consumed. */
 static void run_until_x(env *e, kf_run *r, const char *message_timeout, int rtt_ms,
-                        int errors) {
+                        int errors, const char *grace) {
     rd_kafka_t *rk;
     char key[32];
 
     split_brokers(e);
     kf_mock_cmd(&e->mock, "coordinator g 1"); /* the group is not slowed below */
-    kf_run_start(r, &e->mock, REJOIN_CONFIG, e->mock.bootstrap, message_timeout, e->dir);
+    kf_run_start(r, &e->mock, REJOIN_CONFIG, e->mock.bootstrap, message_timeout, e->dir,
+                 grace);
     rk = kf_producer(&e->mock);
     for (int i = 0; i < 5; i++) {
         snprintf(key, sizeof(key), "key-%d", i);
@@ -966,7 +974,7 @@ static void test_partition_back_to_same_process(void **state) {
     kf_run r;
 
     /* X's delivery (two attempts) fails, each answered after 3 s */
-    run_until_x(e, &r, "60000", 3000, 2);
+    run_until_x(e, &r, "60000", 3000, 2, "200ms");
     kd_pipeline_rejoin(r.p); /* revoke all, assign all again: X consumed again */
     st = wait_stats(&r, consumed_again);
     assert_true(st.consumed >= 7);
@@ -974,6 +982,7 @@ static void test_partition_back_to_same_process(void **state) {
     assert_true(st.produce_errors >= 1);
     st = kf_run_stop(&r); /* before any new delivery of X can land */
     assert_true(st.parked >= 1);
+    assert_true(st.abandoned >= 1); /* the old ownership's failure: not retried there */
     assert_true(kf_committed(&e->mock, "g", "in", 0) <= 5);
 
     kf_mock_cmd(&e->mock, "rtt 2 0");
@@ -988,6 +997,28 @@ static void test_partition_back_to_same_process(void **state) {
     assert_x_once(e);
 }
 
+/* A stop waits for deliveries in flight for one shutdown_grace in all: the
+ * consumer close's revoke does not wait a second one. X's delivery is
+ * answered after 10 s; the grace is 2 s. */
+static void test_stop_takes_one_grace_period(void **state) {
+    env *e = *state;
+    uint64_t t0;
+    kf_run r;
+
+    run_until_x(e, &r, "60000", 10000, 0, "2s");
+    t0 = now_ms();
+    kd_pipeline_stop(r.p);
+    pthread_join(r.tid, NULL);
+    uint64_t took = now_ms() - t0; /* the run itself, before its teardown */
+    kd_pipeline_destroy(r.p);
+    kd_store_destroy(r.store);
+    kd_config_destroy(r.cfg);
+    assert_int_equal(r.rc, 0);
+    if (took >= 3500)
+        fail_msg("the stop took %llums with a 2s grace", (unsigned long long)took);
+    assert_true(took >= 2000); /* it did wait for X */
+}
+
 /* X's delivery times out (possibly persisted: the mock has it) after its
  * partition was revoked and assigned back. Its claim is kept, with where
  * the delivery went; the copy consumed again waits for it, then reads
@@ -997,7 +1028,7 @@ static void test_uncertain_delivery_of_an_ended_ownership(void **state) {
     kd_pipeline_stats st;
     kf_run r;
 
-    run_until_x(e, &r, "3000", 5000, 0);
+    run_until_x(e, &r, "3000", 5000, 0, "200ms");
     kd_pipeline_rejoin(r.p);
     st = wait_stats(&r, abandoned); /* X timed out after its ownership ended */
     assert_true(st.abandoned >= 1);
@@ -1009,6 +1040,101 @@ static void test_uncertain_delivery_of_an_ended_ownership(void **state) {
     assert_int_equal(st.forwarded, 5);
     assert_int_equal(kf_committed(&e->mock, "g", "in", 0), 6);
     assert_x_once(e);
+}
+
+/* Signed history. A record forged downstream (VICTIM-1, a made-up source
+ * and signature) must not suppress the real message; records signed with
+ * the key before a rotation are learned while it is configured as the
+ * previous key, and not once it is gone; kdedup-* headers a source producer
+ * planted never reach downstream. */
+static void test_signed_history_only(void **state) {
+    env *e = *state;
+    const char *one = "{\"signing_key\": \"key-one-0123456789\"}",
+               *rotated = "{\"signing_key\": \"key-two-0123456789\", "
+                          "\"previous_signing_key\": \"key-one-0123456789\"}",
+               *two = "{\"signing_key\": \"key-two-0123456789\"}";
+    char dir[300], at[32], zeros[68];
+    rd_kafka_t *rk = kf_producer(&e->mock);
+    kd_pipeline_stats st;
+    kf_record *recs;
+    size_t n;
+    kf_run r;
+
+    snprintf(at, sizeof(at), "%llu", (unsigned long long)time(NULL) * 1000);
+    memset(zeros, '0', sizeof(zeros));
+    memcpy(zeros, "v1:", 3);
+    zeros[67] = '\0';
+    assert_int_equal(
+        rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("out"), RD_KAFKA_V_PARTITION(0),
+                          RD_KAFKA_V_VALUE("forged", 6),
+                          RD_KAFKA_V_HEADER("Idempotency-Key", "VICTIM-1", -1),
+                          RD_KAFKA_V_HEADER("kdedup-source", "in/0/12345", -1),
+                          RD_KAFKA_V_HEADER("kdedup-run", "00000000deadbeef", -1),
+                          RD_KAFKA_V_HEADER("kdedup-forwarded-at", at, -1),
+                          RD_KAFKA_V_HEADER("kdedup-signature", zeros, -1),
+                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+        RD_KAFKA_RESP_ERR_NO_ERROR);
+    /* planted provenance on a source message */
+    assert_int_equal(
+        rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("in"), RD_KAFKA_V_PARTITION(0),
+                          RD_KAFKA_V_VALUE("value-0-copy-0", 14),
+                          RD_KAFKA_V_HEADER("Idempotency-Key", "key-0", -1),
+                          RD_KAFKA_V_HEADER("trace", "value-0-copy-0", -1),
+                          RD_KAFKA_V_HEADER("kdedup-source", "planted/9/9", -1),
+                          RD_KAFKA_V_HEADER("KDEDUP-run", "planted", -1),
+                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+        RD_KAFKA_RESP_ERR_NO_ERROR);
+    for (int i = 1; i < 10; i++) {
+        char key[32], value[64];
+
+        snprintf(key, sizeof(key), "key-%d", i);
+        snprintf(value, sizeof(value), "value-%d-copy-0", i);
+        kf_send(rk, "in", 0, key, value);
+    }
+    kf_producer_close(rk);
+
+    const char *const configs[] = {one, rotated, two};
+    for (int run = 0; run < 3; run++) {
+        snprintf(dir, sizeof(dir), "%s/%c", e->dir, 'a' + run);
+        assert_int_equal(mkdir(dir, 0700), 0);
+        if (run > 0) { /* the real VICTIM-1, and copies of key-0..9 */
+            rk = kf_producer(&e->mock);
+            kf_send(rk, "in", 0, "VICTIM-1", "victim");
+            for (int i = 0; i < 10; i++) {
+                char key[32];
+
+                snprintf(key, sizeof(key), "key-%d", i);
+                kf_send(rk, "in", 0, key, "copy");
+            }
+            kf_producer_close(rk);
+        }
+        kf_run_start(&r, &e->mock, DEDUP_CONFIG, e->mock.bootstrap, configs[run], dir);
+        st = kf_run_wait(&r, run ? 11 : 10, TIMEOUT_MS);
+        kf_run_stop(&r);
+        if (run == 0) {
+            assert_int_equal(st.forwarded, 10);
+            assert_int_equal(st.headers_stripped, 1);
+            assert_int_equal(st.foreign_records, 1); /* the forged one */
+            assert_int_equal(st.handover_keys, 0);
+        } else if (run == 1) { /* previous key accepted: 10 learned, the forgery not */
+            assert_int_equal(st.handover_keys, 10);
+            assert_int_equal(st.foreign_records, 1);
+            assert_int_equal(st.forwarded, 1); /* VICTIM-1 */
+            assert_int_equal(st.duplicates_completed, 10);
+        } else { /* the old key gone: only VICTIM-1, signed with key two, is learned */
+            assert_int_equal(st.handover_keys, 1);
+            assert_int_equal(st.foreign_records, 11);
+            assert_int_equal(st.duplicates_completed, 1);
+            assert_int_equal(st.forwarded, 10); /* what dropping a key too early costs */
+        }
+    }
+    recs = kf_read(&e->mock, "out", PARTS, 1 + 10 + 1 + 10, 1000, TIMEOUT_MS, &n);
+    assert_int_equal(n, 22);
+    assert_int_equal(kf_count_key(recs, n, "VICTIM-1"), 2); /* the forgery, the real */
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(recs[i].value, "forged"))
+            assert_memory_equal(recs[i].source, "in/0/", 5); /* never the planted one */
+    free(recs);
 }
 
 int main(void) {
@@ -1038,6 +1164,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_retries_exhausted_dead_letter, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_handover_moves_history, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_signed_history_only, setup, teardown),
         cmocka_unit_test_setup_teardown(test_handover_ignores_event_time, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_handover_waits_for_downstream, setup,
@@ -1046,6 +1173,8 @@ int main(void) {
                                         teardown),
         cmocka_unit_test_setup_teardown(test_uncertain_delivery_of_an_ended_ownership,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stop_takes_one_grace_period, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_possibly_persisted_resolved_downstream,
                                         setup, teardown),
     };

@@ -13,6 +13,9 @@ must exit 0 (librdkafka 2.0.2 aborts when a cooperative-sticky consumer
 that joined is destroyed before its first assignment: upstream issue 4312),
 and nothing is lost.
 
+Phase "brokers down": SIGTERM while the only broker answers nothing exits 0 within
+shutdown_grace plus 5 s; a restart loses nothing.
+
 Run with Debian's interpreter: /usr/bin/python3 tests/e2e/seams_test.py
 """
 import os
@@ -124,12 +127,52 @@ def mid_join(workdir, report):
         shut_down(mock, world, *kds)
 
 
+def brokers_down(workdir, report):
+    """SIGTERM while the broker does not answer (it accepts requests and never
+    replies, as a blackholed network would): the drain, the commit and the
+    group's leave cannot happen, and must not hold the stop past
+    shutdown_grace plus the close's 5 s; what was not committed is consumed
+    again by the next run and suppressed by its claims."""
+    mock = Mock()
+    world = World(mock.bootstrap)
+    kd = Sidecar(os.path.join(workdir, "kd"), mock.bootstrap,
+                 {"pipeline": {"shutdown_grace": "3s"}})
+    again = None
+    try:
+        world.produce(500, 0.2)
+        kd.start()
+        wait_for("kdedup to be assigned", lambda: gauge(kd, "kdedup_assigned_partitions") > 0)
+        world.produce(300, 0.3)
+        mock.cmd("rtt 1 600000")  # the broker still accepts, but never answers
+        time.sleep(2)
+        t0 = time.time()
+        rc = kd.signal(signal.SIGTERM)
+        took = time.time() - t0
+        check(rc == 0, f"exit {rc} on SIGTERM with the broker silent")
+        check(took < 3 + 5 + 2, f"took {took:.1f}s to stop with the broker silent "
+                                "(shutdown_grace 3 s)")
+        mock.cmd("rtt 1 0")
+        again = Sidecar(os.path.join(workdir, "kd"), mock.bootstrap,
+                        {"pipeline": {"shutdown_grace": "3s"}})
+        again.start()
+        world.read()
+        settle((again,))
+        mock_copies = world.verify()
+        report.append(f"broker silent: SIGTERM to exit 0 in {took:.1f}s (shutdown_grace 3 s); "
+                      f"restarted: {len(world.first)} keys, 0 lost, 0 duplicated; "
+                      f"mock retry copies {mock_copies}")
+    finally:
+        shut_down(mock, world, kd, *([again] if again else []))
+
+
 def main():
     workdir = tempfile.mkdtemp(prefix="kdedup-seams-")
     passed = failed = 0
     report = []
     for name, fn in (("a replica stopped with SIGTERM leaves the group", leave),
-                     ("SIGTERM in mid-join exits 0, nothing lost", mid_join)):
+                     ("SIGTERM in mid-join exits 0, nothing lost", mid_join),
+                     ("SIGTERM while the broker answers nothing exits in time, nothing lost",
+                      brokers_down)):
         if os.environ.get("KD_SEAMS", fn.__name__) != fn.__name__:
             continue  # KD_SEAMS=<phase> runs one phase
         t0 = time.time()

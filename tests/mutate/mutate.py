@@ -1,0 +1,85 @@
+#!/usr/bin/python3
+"""Mutation testing: breaks the code one line at a time and checks that the
+tests named for each break catch it.
+
+Each line of tests/mutate/mutations.jsonl is one mutation: `file`, the exact
+text of one line in it (`find`, which must occur exactly once), its
+`replace`ment, and the `test` command (run from the repository's root with
+KDEDUP set) that must fail on the mutated build. For each: apply, build,
+run the test, restore. The tree is restored even when interrupted, and
+rebuilt at the end. Prints one line per mutation and a summary; exits 1 when
+any mutation survived (was not caught) or could not be applied.
+
+Usage: tests/mutate/mutate.py [NAME-SUBSTRING ...]
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TABLE = os.path.join(ROOT, "tests", "mutate", "mutations.jsonl")
+BUILD = ["make", "--no-print-directory", "-j2", "build-all"]
+TIMEOUT_S = 900
+
+
+def run(cmd, shell=False):
+    return subprocess.run(cmd, shell=shell, cwd=ROOT, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, timeout=TIMEOUT_S,
+                          env=dict(os.environ, KDEDUP="build/kdedup")).returncode
+
+
+def mutate(m):
+    """'caught', 'MISSED', or why it could not be tried."""
+    path = os.path.join(ROOT, m["file"])
+    with open(path) as f:
+        original = f.read()
+    lines = original.split("\n")
+    hits = [i for i, line in enumerate(lines) if line == m["find"]]
+    if len(hits) != 1:
+        return f"NOT APPLIED ({len(hits)} lines match)"
+    lines[hits[0]] = m["replace"]
+    try:
+        with open(path, "w") as f:
+            f.write("\n".join(lines))
+        if run(BUILD) != 0:
+            return "NOT APPLIED (does not build)"
+        try:
+            rc = run(m["test"], shell=True)
+        except subprocess.TimeoutExpired:
+            rc = -1
+        return "caught" if rc != 0 else "MISSED"
+    finally:
+        with open(path, "w") as f:
+            f.write(original)
+
+
+def main():
+    with open(TABLE) as f:
+        table = [json.loads(line) for line in f if line.strip()]
+    wanted = sys.argv[1:]
+    table = [m for m in table if not wanted or any(w in m["name"] for w in wanted)]
+    check = run(["git", "diff", "--quiet", "--"] + sorted({m["file"] for m in table}))
+    if check != 0:
+        print("mutate: the files to mutate have uncommitted changes; commit them first")
+        return 2
+    if run(BUILD) != 0:
+        print("mutate: the tree does not build")
+        return 2
+    caught = 0
+    try:
+        for m in table:
+            t0 = time.time()
+            result = mutate(m)
+            caught += result == "caught"
+            print(f"{result:<28} {time.time() - t0:6.0f}s  {m['name']}  [{m['file']}]",
+                  flush=True)
+    finally:
+        run(BUILD)
+    print(f"mutate: {caught} caught, {len(table) - caught} not caught, of {len(table)}")
+    return 0 if caught == len(table) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
