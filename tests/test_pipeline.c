@@ -1137,6 +1137,43 @@ static void test_signed_history_only(void **state) {
     free(recs);
 }
 
+/* A claim without an owner (a store written before owners existed) has no
+ * run record: its lookup is unknown, never answered from the scan this run
+ * keeps of its own uncertain deliveries (whose owner slot is 0 too). */
+static void test_claim_without_owner_reads_no_own_scan(void **state) {
+    env *e = *state;
+    char json[2048], err[512], path[512];
+    rd_kafka_t *rk = kf_producer(&e->mock);
+    kd_recover_found f;
+    kd_recovery *rc;
+    kd_config *cfg;
+    kd_store *store;
+
+    snprintf(json, sizeof(json), DEDUP_CONFIG, e->mock.bootstrap, "{}", e->dir);
+    assert_non_null(
+        cfg = kd_config_parse(json, strlen(json), "test.json", err, sizeof(err)));
+    snprintf(path, sizeof(path), "%s/store", e->dir);
+    assert_non_null(store = kd_rocks_open(path, true, err, sizeof(err)));
+    assert_non_null(rc =
+                        kd_recovery_new(cfg, store, e->mock.bootstrap, err, sizeof(err)));
+    assert_int_equal(rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("out"),
+                                       RD_KAFKA_V_PARTITION(0), RD_KAFKA_V_VALUE("v", 1),
+                                       RD_KAFKA_V_HEADER("Idempotency-Key", "key-0", -1),
+                                       RD_KAFKA_V_HEADER("kdedup-source", "in/0/0", -1),
+                                       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                       RD_KAFKA_V_END),
+                     RD_KAFKA_RESP_ERR_NO_ERROR);
+    kf_producer_close(rk);
+    /* this run's own scan of out/0 now knows key-0 */
+    assert_int_equal(kd_recovery_find_since(rc, 0, 0, 0, 0, "key-0", 5, &f),
+                     KD_RECOVER_FOUND);
+    assert_int_equal(kd_recovery_find(rc, 0, 0, 0, "key-0", 5, 0, &f),
+                     KD_RECOVER_UNKNOWN);
+    kd_recovery_destroy(rc);
+    kd_store_destroy(store);
+    kd_config_destroy(cfg);
+}
+
 int main(void) {
     if (getenv("KD_TEST_FILTER"))
         cmocka_set_test_filter(getenv("KD_TEST_FILTER"));
@@ -1159,6 +1196,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_orphans_resolved_without_handover, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_expired_orphans_looked_up, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_claim_without_owner_reads_no_own_scan, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_orphan_not_completed_by_an_older_delivery,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_retries_exhausted_dead_letter, setup,
