@@ -951,8 +951,8 @@ static bool check_timeouts(ctx *c, const kd_config *cfg) {
         long long timeout;
         char *end;
 
-        if (!v)
-            continue;
+        if (!v || !*v)
+            continue; /* absent, or empty: left at the default (see kafka.c) */
         set = true;
         timeout = strtoll(v, &end, 10);
         if (end == v || *end || timeout < 0)

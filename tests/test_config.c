@@ -496,6 +496,12 @@ static void test_rules(void **state) {
          "{\"inflight_timeout\": \"1m\"}}",
          "kdedup.json: dedup.inflight_timeout: expected a duration longer than the "
          "producer's message.timeout.ms (120000ms), got 60000ms"},
+        /* an empty value is left at the default, so the default is checked */
+        {"{\"kafka\": {\"brokers\": \"k:9092\", \"group_id\": \"g\", \"producer\": "
+         "{\"message.timeout.ms\": \"\"}}, \"routes\": [" MINIMAL_ROUTE "], \"dedup\": "
+         "{\"inflight_timeout\": \"1m\"}}",
+         "kdedup.json: dedup.inflight_timeout: expected a duration longer than the "
+         "producer's message.timeout.ms (120000ms), got 60000ms"},
         /* librdkafka's alias of message.timeout.ms is checked too */
         {"{\"kafka\": {\"brokers\": \"k:9092\", \"group_id\": \"g\", \"producer\": "
          "{\"delivery.timeout.ms\": \"0\"}}, \"routes\": [" MINIMAL_ROUTE "]}",
