@@ -51,32 +51,18 @@ BOOT = re.compile(r"boot id ([0-9a-f]{16})")
 
 
 class Stamped(World):
-    """A World whose producer stamps a share of messages days ago."""
+    """A World whose producer stamps a share (old_share) of messages days ago."""
 
     def __init__(self, bootstrap, rng):
         super().__init__(bootstrap)
         self.rng = rng
         self.old_share = 0.0
+        self.stamp = self.maybe_old
 
-    def produce(self, n, dup_share):
-        for _ in range(n):
-            if self.keys and self.rng.random() < dup_share:
-                key = self.rng.choice(self.keys)
-            else:
-                key = f"order-{len(self.first):06d}"
-            value = f"{key} payload {len(self.keys)} " + "x" * self.rng.randint(10, 80)
-            trace = f"trace-{len(self.keys)}"
-            self.first.setdefault(key, (value, trace))
-            self.copies[value] = trace
-            self.keys.append(key)
-            stamp = None
-            if self.rng.random() < self.old_share:
-                stamp = int(time.time() * 1000) - self.rng.randint(2, 9) * DAY_MS
-            self.producer.send(SRC, key=key.encode(), value=value.encode(),
-                               timestamp_ms=stamp,
-                               headers=[("Idempotency-Key", key.encode()),
-                                        ("trace", trace.encode())])
-        self.producer.flush(timeout=60)
+    def maybe_old(self):
+        if self.rng.random() < self.old_share:
+            return int(time.time() * 1000) - self.rng.randint(2, 9) * DAY_MS
+        return None
 
 
 class Stream:

@@ -197,6 +197,7 @@ class World:
         self.reader.assign(parts)
         self.reader.seek_to_beginning(*parts)
         self.rng = random.Random(7)
+        self.stamp = lambda: None  # a message's timestamp (ms); None: now
 
     def produce_in_background(self, n, dup_share, chunks=20, pause_s=0.1):
         """Produces n messages in chunks over about chunks * pause_s seconds."""
@@ -220,6 +221,7 @@ class World:
             self.copies[value] = trace
             self.keys.append(key)
             self.producer.send(SRC, key=key.encode(), value=value.encode(),
+                               timestamp_ms=self.stamp(),
                                headers=[("Idempotency-Key", key.encode()),
                                         ("trace", trace.encode())])
         self.producer.flush(timeout=60)
