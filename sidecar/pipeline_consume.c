@@ -43,6 +43,8 @@ static msg *classify(kd_pipeline *p, rd_kafka_message_t *rkm) {
     m->route = route;
     m->own = kd_offsets_owner(p->offsets, route, rkm->partition);
     m->consumed_us = kd_mono_us();
+    m->bytes = rkm->len + rkm->key_len;
+    p->inflight_bytes += m->bytes;
     r = p->routes[route].cfg;
     rd_kafka_message_headers(rkm, (rd_kafka_headers_t **)&hdrs);
     if (kd_headers_key(hdrs, r->key_header, (size_t)p->cfg->max_key_bytes, &m->key,
