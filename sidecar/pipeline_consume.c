@@ -31,6 +31,7 @@ static msg *classify(kd_pipeline *p, rd_kafka_message_t *rkm) {
         rd_kafka_message_destroy(rkm);
         return NULL;
     }
+    kd_pl_check_front(p, route, rkm->partition);
     RCOUNT(p, route, consumed);
     GCOUNT(p, inflight, 1);
     if (!(m = calloc(1, sizeof(*m)))) {

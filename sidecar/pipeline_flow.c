@@ -56,24 +56,31 @@ void kd_pl_apply_pauses(kd_pipeline *p) {
     rd_kafka_topic_partition_list_destroy(parts);
 }
 
-/* Holds back, or lets go, one partition by how far its front lags. */
-static void check_partition(void *arg, size_t route, int32_t partition) {
-    kd_pipeline *p = arg;
+void kd_pl_check_front(kd_pipeline *p, size_t route, int32_t partition) {
     size_t span = kd_offsets_span(p->offsets, route, partition);
-    bool held = kd_offsets_flag(p->offsets, route, partition);
     int64_t front = -1;
 
-    if (!held && span >= (size_t)p->cfg->max_inflight) {
+    if (span >= (size_t)p->cfg->max_inflight &&
+        !kd_offsets_flag(p->offsets, route, partition)) {
         kd_offsets_commit_point(p->offsets, route, partition, &front);
-        KD_ERROR("%s/%" PRId32 " held back: the message at offset %" PRId64
-                 " is not settled (its deliveries fail: see above) and %zu consumed "
-                 "after it wait behind it (pipeline.max_inflight); the partition "
-                 "is paused until it is, the others go on",
-                 p->cfg->routes[route].from, partition, front, span - 1);
+        KD_WARN("%s/%" PRId32 " held back: %zu messages consumed after offset %" PRId64
+                " wait for it to settle (pipeline.max_inflight); the partition is paused "
+                "until it does, the others go on (a delivery failing again and again? "
+                "see the log above)",
+                p->cfg->routes[route].from, partition, span - 1, front);
         kd_offsets_set_flag(p->offsets, route, partition, true);
         p->held_back++;
         set_paused(p, route, partition, true);
-    } else if (held && span <= (size_t)p->cfg->max_inflight / 2) {
+    }
+}
+
+/* Lets go of a partition held back once its front moved. */
+static void check_partition(void *arg, size_t route, int32_t partition) {
+    kd_pipeline *p = arg;
+
+    if (kd_offsets_flag(p->offsets, route, partition) &&
+        kd_offsets_span(p->offsets, route, partition) <=
+            (size_t)p->cfg->max_inflight / 2) {
         KD_INFO("%s/%" PRId32 " resumes: its front message was settled",
                 p->cfg->routes[route].from, partition);
         kd_offsets_set_flag(p->offsets, route, partition, false);

@@ -345,6 +345,9 @@ void kd_pl_scan_progress(void *arg);
 /* Pauses consumption while too much is in flight, resumes it below, holds
  * back partitions behind a stuck message; sets the memory gauges. Each turn. */
 void kd_pl_flow(kd_pipeline *p);
+/* Holds back (pauses) a partition whose front message has
+ * pipeline.max_inflight consumed ones behind it. After each one consumed. */
+void kd_pl_check_front(kd_pipeline *p, size_t route, int32_t partition);
 /* True when a partition is to stay paused: the store fails, backpressure,
  * its handover is pending, or it is held back. */
 bool kd_pl_partition_paused(const kd_pipeline *p, size_t route, int32_t partition);

@@ -83,6 +83,7 @@ struct kd_recovery {
     const char *pos_topic;
     int32_t pos_partition;
     int64_t pos_next;
+    uint64_t pos_idle_left; /* us a scan may still wait for its next record */
     scan *scans;
     size_t nscans;
     kd_recovery_stats stats;
@@ -444,7 +445,8 @@ static bool position(kd_recovery *rc, rd_kafka_t *rk, const char *topic,
     bool ok;
 
     if (rc->pos_topic == topic && rc->pos_partition == partition && rc->pos_next == from)
-        return true;
+        return true; /* a paused step goes on, its idle clock too */
+    rc->pos_idle_left = SCAN_IDLE_MS * 1000ull;
     list = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(list, topic, partition)->offset = from;
     ok = !rd_kafka_assign(rk, list);
@@ -469,7 +471,7 @@ static range_result scan_range(kd_recovery *rc, const char *topic, int32_t parti
                                int64_t *next, int64_t to, bool budgeted, record_fn each,
                                void *arg, uint64_t *records) {
     rd_kafka_t *rk = scanner(rc);
-    uint64_t idle_until = kd_mono_us() + SCAN_IDLE_MS * 1000ull;
+    uint64_t idle_until;
     range_result res = RANGE_FAILED;
 
     if (!rk)
@@ -480,6 +482,7 @@ static range_result scan_range(kd_recovery *rc, const char *topic, int32_t parti
         return RANGE_PAUSED;
     if (!position(rc, rk, topic, partition, *next))
         return RANGE_FAILED;
+    idle_until = kd_mono_us() + rc->pos_idle_left;
     for (;;) {
         rd_kafka_message_t *m;
 
@@ -530,9 +533,12 @@ static range_result scan_range(kd_recovery *rc, const char *topic, int32_t parti
         if (!each(arg, m))
             break;
     }
-    if (res == RANGE_PAUSED)
+    if (res == RANGE_PAUSED) {
         rc->pos_next = *next;
-    else
+        uint64_t now = kd_mono_us();
+
+        rc->pos_idle_left = idle_until > now ? idle_until - now : 0;
+    } else
         unposition(rc, rk);
     return res;
 }
@@ -732,6 +738,10 @@ static scan *scan_for(kd_recovery *rc, uint64_t owner, size_t route, int32_t par
             goto failed;
         }
     }
+    if (s->next >= s->end) {
+        *res = KD_RECOVER_FOUND; /* complete: the caller looks the key up */
+        return s;
+    }
     t0 = kd_mono_us();
     step = scan_range(rc, r->to, partition, &s->next, s->end, true, digest_each,
                       &(digest_scan){rc, s, r}, &rc->stats.records);
@@ -740,12 +750,10 @@ static scan *scan_for(kd_recovery *rc, uint64_t owner, size_t route, int32_t par
     if (step == RANGE_PAUSED)
         return NULL;
     if (step == RANGE_DONE) {
-        if (s->failures || s->next - s->from > 10000)
-            KD_INFO("recovery: scanned %s/%" PRId32 " [%" PRId64 ", %" PRId64
-                    "): %zu keys",
-                    r->to, partition, s->from, s->end, s->n);
+        KD_INFO("recovery: scanned %s/%" PRId32 " [%" PRId64 ", %" PRId64 "): %zu keys",
+                r->to, partition, s->from, s->end, s->n);
         s->failures = 0;
-        *res = KD_RECOVER_FOUND; /* ready: the caller looks the key up */
+        *res = KD_RECOVER_FOUND;
         return s;
     }
     s->failures++;
