@@ -97,6 +97,8 @@ static void on_assign(kd_pipeline *p, rd_kafka_t *rk,
      * fetched again on resume. */
     if (kd_pl_store_failing(p) || p->cfg->handover || p->backpressure)
         rd_kafka_pause_partitions(rk, parts);
+    else /* a partition paused in an earlier ownership (held back) starts afresh */
+        rd_kafka_resume_partitions(rk, parts);
     p->assigned_once = true;
     GCOUNT(p, assigned, (uint64_t)parts->cnt);
     KD_INFO("assigned %d partition(s)", parts->cnt);
