@@ -202,6 +202,8 @@ kf_record *kf_read(const kf_mock *m, const char *topic, int nparts, size_t expec
         r->offset = msg->offset;
         vlen = msg->len < sizeof(r->value) - 1 ? msg->len : sizeof(r->value) - 1;
         memcpy(r->value, msg->payload, vlen);
+        r->value_len = msg->len;
+        r->value_sum = kf_checksum(msg->payload, msg->len);
         rd_kafka_message_headers(msg, &h);
         header_str(h, "Idempotency-Key", r->ikey, sizeof(r->ikey));
         header_str(h, "kdedup-source", r->source, sizeof(r->source));
@@ -213,6 +215,15 @@ kf_record *kf_read(const kf_mock *m, const char *topic, int nparts, size_t expec
     rd_kafka_consumer_close(rk);
     rd_kafka_destroy(rk);
     return recs;
+}
+
+uint64_t kf_checksum(const void *p, size_t len) {
+    const unsigned char *b = p;
+    uint64_t h = 0xcbf29ce484222325u;
+
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ b[i]) * 0x100000001b3u;
+    return h;
 }
 
 size_t kf_count_key(const kf_record *r, size_t n, const char *ikey) {
