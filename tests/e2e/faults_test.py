@@ -34,6 +34,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition  # noqa: E402
+from kafka.errors import KafkaError  # noqa: E402
 from e2e_test import (API, DST, PARTS, SRC, Failure, Mock, Sidecar, World,  # noqa: E402
                       check, gauge, scrape, shut_down, wait_for)
 
@@ -45,6 +46,20 @@ def stop(*sidecars):
     for kd in sidecars:
         rc = kd.signal(signal.SIGTERM)
         check(rc == 0, f"{kd.workdir}: kdedup exited {rc} on SIGTERM")
+
+
+def asking(what, fn, tries=20):
+    """fn()'s answer, asked again while the cluster answers with an error (a
+    connection the faults closed)."""
+    for _ in range(tries - 1):
+        try:
+            return fn()
+        except KafkaError:
+            time.sleep(0.5)
+    try:
+        return fn()
+    except KafkaError as e:
+        raise Failure(f"{what}: {e!r}")
 
 
 def log_lines(kd, since=0):
@@ -163,14 +178,15 @@ def broker_faults(workdir, report):
         return gauge(kd, "kdedup_produce_errors_total", **({"status": status} if status else {}))
 
     def committed():
-        return sum(probe.committed(tp) or 0 for tp in src_parts)
+        return asking("committed offsets",
+                      lambda: sum(probe.committed(tp) or 0 for tp in src_parts))
 
     def dst_end(p):
         tp = TopicPartition(DST, p)
-        return probe.end_offsets([tp])[tp]
+        return asking(f"the end of {DST}/{p}", lambda: probe.end_offsets([tp])[tp])
 
     def leader(topic, p):
-        for t in admin.describe_topics([topic]):
+        for t in asking(f"the leaders of {topic}", lambda: admin.describe_topics([topic])):
             for part in t["partitions"]:
                 if part["partition"] == p:
                     return part["leader"]
