@@ -34,6 +34,7 @@ import urllib.error
 import urllib.request
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
 from prometheus_client.parser import text_string_to_metric_families
 
 KDEDUP = os.environ.get("KDEDUP", "build/kdedup")
@@ -264,10 +265,16 @@ class World:
         try:
             parts = [TopicPartition(SRC, p) for p in range(PARTS)]
             ends = c.end_offsets(parts)
+
+            def committed_to_end():
+                try:
+                    return all(c.committed(tp) == ends[tp] for tp in parts)
+                except KafkaError:
+                    return False  # a connection a fault closed: asked again
             wait_for("every message settled and committed",
                      lambda: all(gauge(kd, "kdedup_inflight_messages") == 0
                                  for kd in sidecars if kd.proc and kd.proc.poll() is None)
-                     and all(c.committed(tp) == ends[tp] for tp in parts), DEADLINE_S)
+                     and committed_to_end(), DEADLINE_S)
             return sum(ends.values())
         finally:
             c.close()
