@@ -178,8 +178,12 @@ def broker_faults(workdir, report):
         return gauge(kd, "kdedup_produce_errors_total", **({"status": status} if status else {}))
 
     def committed():
-        return asking("committed offsets",
-                      lambda: sum(probe.committed(tp) or 0 for tp in src_parts))
+        def ask():
+            offsets = [probe.committed(tp) for tp in src_parts]
+            if None in offsets:  # an answer lost to a fault, not "none committed"
+                raise KafkaError(f"committed offsets {offsets}")
+            return sum(offsets)
+        return asking("committed offsets", ask)
 
     def dst_end(p):
         tp = TopicPartition(DST, p)
