@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <openssl/evp.h>
+
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -203,7 +205,7 @@ kf_record *kf_read(const kf_mock *m, const char *topic, int nparts, size_t expec
         vlen = msg->len < sizeof(r->value) - 1 ? msg->len : sizeof(r->value) - 1;
         memcpy(r->value, msg->payload, vlen);
         r->value_len = msg->len;
-        r->value_sum = kf_checksum(msg->payload, msg->len);
+        kf_sha256(msg->payload, msg->len, r->value_sha256);
         rd_kafka_message_headers(msg, &h);
         header_str(h, "Idempotency-Key", r->ikey, sizeof(r->ikey));
         header_str(h, "kdedup-source", r->source, sizeof(r->source));
@@ -217,13 +219,8 @@ kf_record *kf_read(const kf_mock *m, const char *topic, int nparts, size_t expec
     return recs;
 }
 
-uint64_t kf_checksum(const void *p, size_t len) {
-    const unsigned char *b = p;
-    uint64_t h = 0xcbf29ce484222325u;
-
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ b[i]) * 0x100000001b3u;
-    return h;
+void kf_sha256(const void *p, size_t len, unsigned char out[32]) {
+    assert_int_equal(EVP_Digest(p, len, out, NULL, EVP_sha256(), NULL), 1);
 }
 
 size_t kf_count_key(const kf_record *r, size_t n, const char *ikey) {
