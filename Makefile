@@ -10,6 +10,12 @@ FUZZ_SECONDS ?= 30
 DEB_PACKAGES := gcc make pkg-config clang libclang-rt-14-dev clang-format valgrind \
                 libssl-dev librocksdb-dev librdkafka-dev libcjson-dev libcmocka-dev \
                 libmicrohttpd-dev python3-kafka python3-prometheus-client
+# Commands the tests need (tests/deploy/test_deploy.sh: node, npm, kubectl
+# kustomize), each with the Debian package installed when the machine has no
+# such command. One from elsewhere (a newer Node.js, a cloud SDK's kubectl)
+# is kept: Debian's npm would not install beside another Node.js's, and its
+# kubectl (kubernetes-client, 1.20) is only needed where there is none.
+DEB_COMMANDS := node:nodejs npm:npm kubectl:kubernetes-client
 
 PKGS_DEDUP := libcrypto
 PKGS_ROCKS := rocksdb
@@ -109,6 +115,9 @@ help:
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do \
 	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; \
+	  done; \
+	  for c in $(DEB_COMMANDS); do \
+	    command -v $${c%%:*} >/dev/null 2>&1 || echo $${c#*:}; \
 	  done); \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
