@@ -99,6 +99,8 @@ static const field dedup_fields[] = {
      "learn a newly assigned partition's recent keys from the downstream topic"},
     {"scan_max_records", F_INT, OFF(scan_max_records), "2000000", false, 1, 1000000000,
      NULL, NULL, "downstream records read at most per partition by one scan"},
+    {"scan_step", F_DURATION, OFF(scan_step_ms), "200ms", false, 1, 10000, NULL, NULL,
+     "reading of downstream per loop turn, all scans together"},
     {"scan_cache_bytes", F_INT, OFF(scan_cache_bytes), "134217728", false, 1 << 20,
      INT64_C(1) << 40, NULL, NULL,
      "memory for the key tables of crash-recovery scans, all scans together"},

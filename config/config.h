@@ -82,6 +82,7 @@ typedef struct kd_config {
     bool handover;              /* scan a newly assigned partition's history */
     int64_t scan_max_records;   /* per partition and scan (handover, recovery) */
     int64_t scan_cache_bytes;   /* recovery scans' key tables, all together */
+    uint64_t scan_step_ms;      /* scans read this long per loop turn */
     char *signing_key;          /* signs what kdedup forwards; NULL: trust downstream */
     char *previous_signing_key; /* also accepted when reading (a rotation); or NULL */
 

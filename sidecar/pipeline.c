@@ -279,13 +279,14 @@ int kd_pipeline_run(kd_pipeline *p) {
     atomic_store(&p->tick_ms, kd_mono_ms());
     while (!atomic_load(&p->stop) && !atomic_load(&p->fatal)) {
         atomic_store(&p->tick_ms, kd_mono_ms());
-        kd_recovery_begin_turn(p->recovery, SCAN_STEP_MS);
+        kd_recovery_begin_turn(p->recovery, p->cfg->scan_step_ms);
         size_t n =
             kd_pl_collect(p, p->awaiting || p->retries.n || p->nhandovers ? 5 : 100);
 
         kd_pl_dispatch(p, p->batch_msgs, n);
         kd_pl_service(p, 0);
         kd_pl_retry_due(p);
+        kd_pl_gates_turn(p);
         kd_pl_hand_over(p);
         kd_pl_store_offsets(p);
         kd_pl_flow(p);
@@ -450,6 +451,9 @@ void kd_pipeline_destroy(kd_pipeline *p) {
     free_list(&p->reported);
     free_list(&p->receipts);
     free_list(&p->retries);
+    for (size_t i = 0; i < p->ngates; i++)
+        free_list(&p->gates[i].waiting);
+    free(p->gates);
     if (p->consumer_left)
         left_consumers[nleft_consumers++ % 16] = p->consumer; /* reachable, by intent */
     else if (p->consumer)

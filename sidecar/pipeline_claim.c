@@ -105,7 +105,7 @@ static orphan_result resolve_orphan(kd_pipeline *p, msg *m, uint64_t owner,
     res = kd_recovery_find(p->recovery, owner, m->route, part, m->key, m->key_len,
                            claimed_at, &f);
     if (!step)
-        kd_recovery_begin_turn(p->recovery, SCAN_STEP_MS);
+        kd_recovery_begin_turn(p->recovery, p->cfg->scan_step_ms);
     count_scans(p, &before);
     if (res == KD_RECOVER_LATER)
         return step ? ORPHAN_LATER : ORPHAN_UNKNOWN; /* failing: tried again later */
@@ -348,8 +348,8 @@ void kd_pl_takeover(kd_pipeline *p, msg *m) {
 
             if (res == ORPHAN_SETTLED)
                 return;
-            if (res == ORPHAN_LATER) { /* its scan goes on: m asks again */
-                kd_pl_schedule_retry(p, m, ORPHAN_WAIT_MS);
+            if (res == ORPHAN_LATER) { /* its scan goes on: m waits, in order */
+                kd_pl_gate_wait(p, m);
                 return;
             }
             absent = res == ORPHAN_ABSENT;

@@ -245,6 +245,7 @@ void kd_pl_retry_due(kd_pipeline *p) {
 void kd_pl_abandon_retries(kd_pipeline *p, bool all_parts) {
     msg_list all = list_take(&p->retries);
 
+    kd_pl_gates_abandon(p, all_parts);
     for (msg *m = all.head, *next; m; m = next) {
         next = m->next;
         if (!all_parts && msg_live(p, m))

@@ -56,7 +56,6 @@
 #define HANDOVER_BACKOFF_MIN_MS 1000
 #define HANDOVER_BACKOFF_MAX_MS 30000
 #define UNCERTAIN_TRIES 10 /* reads of downstream before resending anyway */
-#define SCAN_STEP_MS 200   /* reading downstream per loop turn, all scans together */
 #define ORPHAN_WAIT_MS 20  /* a message waiting for its orphan's scan: asks again */
 
 typedef enum msg_kind {
@@ -83,6 +82,7 @@ typedef struct msg {
     int attempts;         /* failed deliveries so far */
     uint64_t consumed_us; /* monotonic: for the forward latency */
     size_t bytes;         /* its key and value: counted in p->inflight_bytes */
+    bool gate_takeover;   /* waiting in a gate: to be taken over (else produced) */
     uint64_t due_ms;      /* in the retry list: when (monotonic) */
     /* the delivery report */
     rd_kafka_resp_err_t err;
@@ -109,6 +109,15 @@ typedef struct msg_list {
     msg *head, *tail;
     size_t n;
 } msg_list;
+
+/* A source partition whose messages wait behind one whose claim is being
+ * resolved from a dead run's downstream records, a scan step a turn: they
+ * leave in consumption order once it is resolved (pipeline_gate.c). */
+typedef struct gate {
+    size_t route;
+    int32_t partition;
+    msg_list waiting; /* the head is the one being resolved */
+} gate;
 
 /* A source partition assigned and paused until its history is read from
  * the downstream topic (see recovery.h, "handover"). */
@@ -158,6 +167,9 @@ struct kd_pipeline {
     msg_list reported; /* delivery reports, filled by dr_cb */
     msg_list receipts; /* delivered; receipt not yet durable */
     msg_list retries;  /* waiting for due_ms */
+    gate *gates;       /* partitions waiting for an orphan's scan */
+    size_t ngates, gates_cap;
+    msg *gate_passing; /* leaving its gate: produced, not gated again */
     size_t awaiting;   /* produced, no report yet */
 
     /* Flow control (pipeline_flow.c). */
@@ -340,6 +352,20 @@ size_t kd_pl_handover_find(const kd_pipeline *p, size_t route, int32_t partition
 void kd_pl_handover_remove(kd_pipeline *p, size_t i);
 /* Called while a scan runs: ticks the loop's health. */
 void kd_pl_scan_progress(void *arg);
+
+/* pipeline_gate.c */
+/* True when m's partition has messages waiting behind an orphan's scan: m
+ * is to wait behind them (appended; `takeover`: to be taken over when its
+ * turn comes, else produced). False when there is no gate: go on. */
+bool kd_pl_gated(kd_pipeline *p, msg *m, bool takeover);
+/* m's orphan scan is not complete: m waits at its gate's head (opened for
+ * it if need be), and the messages of its partition consumed after it wait
+ * behind it. */
+void kd_pl_gate_wait(kd_pipeline *p, msg *m);
+/* Lets out of every gate what can go, in order. Each turn. */
+void kd_pl_gates_turn(kd_pipeline *p);
+/* Drops the waiting messages of ended ownerships (all, with all_parts). */
+void kd_pl_gates_abandon(kd_pipeline *p, bool all_parts);
 
 /* pipeline_flow.c */
 /* Pauses consumption while too much is in flight, resumes it below, holds

@@ -69,8 +69,12 @@ void kd_pl_produce(kd_pipeline *p, msg *m) {
     bool dlt = m->kind == MSG_DEAD_LETTER;
     const char *topic = dlt ? r->cfg->dead_letter_topic : r->cfg->to;
     int32_t partition = m->rkm->partition % (dlt ? r->dlt_partitions : r->out_partitions);
-    rd_kafka_headers_t *hdrs = headers_for(p, m);
+    rd_kafka_headers_t *hdrs;
     rd_kafka_resp_err_t err;
+
+    if (kd_pl_gated(p, m, false))
+        return; /* behind an orphan being resolved: in order, later */
+    hdrs = headers_for(p, m);
 
     if (!dlt && !m->maybe_out) { /* the first copy that may be there bounds the read */
         m->scan_from = r->acked[partition];

@@ -5,6 +5,7 @@
  * alone behind a message that never can. Against librdkafka's mock cluster
  * in a `kdedup mock` process, like test_pipeline.
  */
+#include "dedup/dedup.h"
 #include "sidecar/metrics.h"
 #include "sidecar/recovery.h"
 #include "store_rocks/store_rocks.h"
@@ -336,12 +337,89 @@ static void test_poison_holds_back_only_its_partition(void **state) {
     assert_int_equal(kf_committed(&e->mock, "g", "in", 1), 300);
 }
 
+/* Messages consumed after an orphan wait behind it while its scan reads a
+ * step a turn (1 ms here), and leave in consumption order: o-1 found
+ * downstream (the dead run delivered it), o-2 absent (forwarded), n-1..3
+ * new; downstream they follow their source offsets. */
+static void test_orphans_keep_their_order(void **state) {
+    env *e = *state;
+    const char *run = "kdedup-run v1\n0 0 out\n1 0 out\n2 0 out\n";
+    static const char *const order[] = {"o-1", "n-1", "o-2", "n-2", "n-3"};
+    char path[512], err[512], stream[32];
+    rd_kafka_t *rk = kf_producer(&e->mock);
+    int64_t last = -1;
+    kd_pipeline_stats st;
+    kd_decision dec;
+    kf_record *recs;
+    kd_store *store;
+    kd_dedup *d;
+    size_t n;
+    kf_run r;
+
+    deliveries(rk, 0, "a", 15000); /* what the dead run forwarded... */
+    assert_int_equal(
+        rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("out"), RD_KAFKA_V_PARTITION(0),
+                          RD_KAFKA_V_VALUE("o-1", 3),
+                          RD_KAFKA_V_HEADER("Idempotency-Key", "o-1", -1),
+                          RD_KAFKA_V_HEADER("kdedup-source", "in/0/0", -1),
+                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+        RD_KAFKA_RESP_ERR_NO_ERROR); /* ...o-1 last */
+    for (size_t i = 0; i < 5; i++)
+        kf_send(rk, "in", 0, order[i], order[i]);
+    kf_producer_close(rk);
+    snprintf(path, sizeof(path), "%s/store", e->dir);
+    assert_non_null(store = kd_rocks_open(path, true, err, sizeof(err)));
+    assert_int_equal(
+        kd_store_append(store, stream,
+                        kd_recovery_run_stream(0xbeef, stream, sizeof(stream)), 0, run,
+                        strlen(run)),
+        KD_OK);
+    d = kd_dedup_new(store, "kdedup:in");
+    kd_dedup_set_owner(d, 0xbeef);
+    assert_int_equal(kd_dedup_claim_or_get(d, "o-1", 3, 1, &dec), KD_OK);
+    assert_int_equal(kd_dedup_claim_or_get(d, "o-2", 3, 1, &dec), KD_OK);
+    kd_dedup_destroy(d);
+    kd_store_destroy(store);
+
+    kf_run_start(&r, &e->mock,
+                 "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\"},"
+                 " \"routes\": [{\"from\": \"in\", \"to\": \"out\","
+                 " \"on_missing_key\": \"forward\"}],"
+                 " \"dedup\": {\"handover\": false, \"inflight_timeout\": \"0s\","
+                 " \"scan_step\": \"1ms\"},"
+                 " \"store\": {\"path\": \"%s/store\"}}",
+                 e->mock.bootstrap, e->dir);
+    st = kf_run_wait(&r, 5, TIMEOUT_MS);
+    assert_int_equal(st.consumed, 5);
+    assert_int_equal(st.orphans_found, 1);
+    assert_int_equal(st.orphans_absent, 1);
+    assert_int_equal(st.forwarded, 4);
+    kf_run_stop(&r);
+
+    recs = kf_read(&e->mock, "out", 1, 15001 + 4, 1000, TIMEOUT_MS, &n);
+    assert_int_equal(n, 15001 + 4);
+    for (size_t i = 1; i < 5; i++) { /* downstream in their source order */
+        int64_t at = -1;
+
+        for (size_t j = 0; j < n; j++)
+            if (!strcmp(recs[j].ikey, order[i])) {
+                assert_int_equal(at, -1); /* once */
+                at = recs[j].offset;
+            }
+        assert_true(at > last);
+        last = at;
+    }
+    assert_int_equal(kf_count_key(recs, n, "o-1"), 1); /* the dead run's only */
+    free(recs);
+}
+
 int main(void) {
     if (getenv("KD_TEST_FILTER"))
         cmocka_set_test_filter(getenv("KD_TEST_FILTER"));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_scans_step_within_the_cache_budget, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_orphans_keep_their_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backpressure_pauses_and_resumes, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_poison_holds_back_only_its_partition, setup,

@@ -432,7 +432,7 @@ static void test_rules(void **state) {
         {"{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE
          "], \"dedup\": {\"tll\": \"1h\"}}",
          "kdedup.json: dedup.tll: unknown key (expected one of: namespace, ttl, "
-         "inflight_timeout, max_key_bytes, handover, scan_max_records, scan_cache_bytes, "
+         "inflight_timeout, max_key_bytes, handover, scan_max_records, scan_step, scan_cache_bytes, "
          "signing_key, "
          "previous_signing_key)"},
         /* a signing key that can be guessed is refused, and never shown */
