@@ -218,6 +218,21 @@ static kd_key_status join(const piece *pieces, size_t n, size_t max_key, kd_key 
     return KD_KEY_OK;
 }
 
+kd_key_status kd_keysrc_compose(const char *const *parts, const size_t *lens, size_t n,
+                                size_t max_key_bytes, kd_key *out) {
+    piece pieces[KD_CONFIG_MAX_KEY_PARTS];
+
+    memset(out, 0, sizeof(*out));
+    if (n == 0 || n > KD_CONFIG_MAX_KEY_PARTS)
+        return KD_KEY_ABSENT;
+    for (size_t i = 0; i < n; i++) {
+        if (lens[i] == 0)
+            return KD_KEY_EMPTY;
+        pieces[i] = (piece){parts[i], lens[i]};
+    }
+    return join(pieces, n, max_key_bytes, out);
+}
+
 /* A single part's key: borrowed from the message, or copied from the
  * parsed value (freed before returning). */
 static kd_key_status single(const piece *pc, bool copy, kd_key *out) {

@@ -76,6 +76,13 @@ kd_key_status kd_keysrc_extract(const kd_route *r, size_t max_key_bytes,
                                 size_t max_json_bytes, const kd_keysrc_msg *m,
                                 kd_key *out);
 
+/* Joins n parts (bytes and lengths) into a composite key in *out, as
+ * kd_keysrc_extract() does for a composite route: for tools that are given
+ * the parts (kdedup lookup). Returns KD_KEY_OK, KD_KEY_EMPTY (a part is
+ * empty), KD_KEY_TOO_LONG or KD_KEY_NOMEM. */
+kd_key_status kd_keysrc_compose(const char *const *parts, const size_t *lens, size_t n,
+                                size_t max_key_bytes, kd_key *out);
+
 /* Frees what k owns and clears it. NULL-safe. */
 void kd_key_clear(kd_key *k);
 
