@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define EXACT_MAX 9007199254740992.0 /* 2^53: integers up to here are exact */
+#define EXACT_LIMIT 9007199254740992.0 /* 2^53: integers below it are exact */
 #define PREFIX_LEN 4                 /* a composite part's u32 length */
 
 /* One part's bytes: borrowed from the message or from the parsed value. */
@@ -154,7 +154,7 @@ static kd_key_status json_piece(json_doc *doc, const kd_keysrc_msg *m,
     if (!cJSON_IsNumber(v))
         return KD_KEY_NOT_SCALAR;
     d = v->valuedouble;
-    if (!(d >= -EXACT_MAX && d <= EXACT_MAX) || d != (double)(long long)d)
+    if (!(d > -EXACT_LIMIT && d < EXACT_LIMIT) || d != (double)(long long)d)
         return KD_KEY_NOT_SCALAR;
     snprintf(num, num_size, "%lld", (long long)d);
     out->bytes = num;

@@ -10,9 +10,11 @@
  * JSON: the value is parsed (cJSON) only for a route whose key needs it,
  * once per message, and only when it is at most max_json_bytes. An RFC 6901
  * pointer picks the field ("~1" is '/', "~0" is '~'; an array index is
- * decimal without leading zeros). A string is used as is; a number by its
- * decimal integer text when it is an integer of magnitude at most 2^53 (a
- * double holds those exactly); any other value (object, array, null, a
+ * decimal without leading zeros). A string is used as is (escapes decoded);
+ * a number by its value written as a decimal integer (42, 42.0 and 4.2e1
+ * are one key), when that value is an integer of magnitude below 2^53: cJSON
+ * parses numbers into doubles, which hold only those exactly, so two larger
+ * ids could otherwise meet. Any other value (object, array, null, a
  * boolean, a fraction or a larger number, a missing field, a value that is
  * not JSON) gives no key.
  *
