@@ -369,14 +369,27 @@ bool kd_pl_key_conflict(kd_pipeline *p, msg *m, const kd_decision *d, uint64_t o
     if (!m->has_fp || !d->has_fingerprint ||
         !memcmp(m->fp, d->fingerprint, KD_FINGERPRINT_LEN))
         return false;
-    /* A claim a dead run left in flight is resolved first (kd_pl_takeover):
-     * it may be this very message's, fingerprinted under another config. */
-    if (d->state == KD_IN_FLIGHT && owner != p->boot_id)
-        return false;
+    /* In flight, only a claim a live message of this run holds is judged.
+     * Any other (a dead run's, an ended ownership's) is resolved first as
+     * before (takeover, parking, reading downstream): it may be this very
+     * message's, fingerprinted under another config, and its delivery may
+     * yet fail. Once resolved, the key is claimed anew or completed. */
+    if (d->state == KD_IN_FLIGHT) {
+        msg *holder = owner == p->boot_id
+                          ? kd_held_find(p->held, m->route, m->key, m->key_len)
+                          : NULL;
+
+        if (!holder || !msg_live(p, holder))
+            return false;
+    }
     switch (r->on_key_conflict) {
-    case KD_CONFLICT_SKIP:
+    case KD_CONFLICT_SKIP: /* skipped like any duplicate, and counted as one too */
         log_conflict(p, m, d, "skip");
         RCOUNT(p, m->route, key_conflicts_skipped);
+        if (d->state == KD_COMPLETED)
+            RCOUNT(p, m->route, duplicates_completed);
+        else
+            RCOUNT(p, m->route, duplicates_in_flight);
         kd_pl_msg_done(p, m);
         break;
     case KD_CONFLICT_DEAD_LETTER:

@@ -285,8 +285,10 @@ bool kd_pl_store_failing(const kd_pipeline *p);
 /* Claims m's key alone, resolving a claim another run left. */
 void kd_pl_takeover(kd_pipeline *p, msg *m);
 /* True when the duplicate decision d (with its holder's owner) is a key
- * conflict for m; then m was skipped, dead-lettered or forwarded per the
- * route's on_key_conflict. */
+ * conflict for m: both fingerprinted, the fingerprints differ, and the key
+ * is completed or held by a live message of this run. m was then skipped
+ * (counted as a duplicate too), dead-lettered or forwarded per the route's
+ * on_key_conflict. */
 bool kd_pl_key_conflict(kd_pipeline *p, msg *m, const kd_decision *d, uint64_t owner);
 
 /* pipeline_produce.c */
