@@ -26,16 +26,16 @@ typedef enum ftype {
     F_STRING, /* non-empty string */
     F_TOPIC,  /* Kafka topic name */
     F_BOOL,
-    F_INT,      /* integer within [min, max] */
-    F_DURATION, /* "250ms" | "30s" | "5m" | "24h", within [min, max] ms */
-    F_ENUM,     /* one of names[], stored as int */
-    F_BROKERS,  /* "host:port,..." or "mock:N" */
-    F_LISTEN,   /* "host:port" */
-    F_PROPS,    /* object of librdkafka properties */
-    F_OBJECT,   /* nested object filling the same struct */
-    F_KEY,      /* a route's "key": {"from": ...} (kd_route) */
+    F_INT,         /* integer within [min, max] */
+    F_DURATION,    /* "250ms" | "30s" | "5m" | "24h", within [min, max] ms */
+    F_ENUM,        /* one of names[], stored as int */
+    F_BROKERS,     /* "host:port,..." or "mock:N" */
+    F_LISTEN,      /* "host:port" */
+    F_PROPS,       /* object of librdkafka properties */
+    F_OBJECT,      /* nested object filling the same struct */
+    F_KEY,         /* a route's "key": {"from": ...} (kd_route) */
     F_FINGERPRINT, /* a route's "fingerprint": true, false or {"headers": [...]} */
-    F_ROUTES    /* the array of routes */
+    F_ROUTES       /* the array of routes */
 } ftype;
 
 typedef struct field {
@@ -742,13 +742,14 @@ static bool parse_key_part(ctx *c, const cJSON *v, kd_route *r, kd_key_part *par
     static const char *const composite_keys[] = {"from", "parts", NULL};
     static const char *const *const keys_of[] = {header_keys, record_keys, json_keys,
                                                  composite_keys};
-    static const char *const why_of[] = {
-        "a header key has \"from\" and \"name\"", "a record_key key has only \"from\"",
-        "a json key has \"from\" and \"pointer\"",
-        "a composite key has \"from\" and \"parts\""};
-    const char *expected = top ? "one of \"header\", \"record_key\", \"json\", \"composite\""
-                               : "one of \"header\", \"record_key\", \"json\" (a part "
-                                 "of a composite key cannot be composite)";
+    static const char *const why_of[] = {"a header key has \"from\" and \"name\"",
+                                         "a record_key key has only \"from\"",
+                                         "a json key has \"from\" and \"pointer\"",
+                                         "a composite key has \"from\" and \"parts\""};
+    const char *expected =
+        top ? "one of \"header\", \"record_key\", \"json\", \"composite\""
+            : "one of \"header\", \"record_key\", \"json\" (a part "
+              "of a composite key cannot be composite)";
     const cJSON *from;
     char fpath[MAX_PATH];
     int kind = -1;
@@ -797,8 +798,8 @@ static bool parse_key_part(ctx *c, const cJSON *v, kd_route *r, kd_key_part *par
     if (!cJSON_IsArray(parts) || n == 0 || n > KD_CONFIG_MAX_KEY_PARTS) {
         char expected_parts[80];
 
-        snprintf(expected_parts, sizeof(expected_parts),
-                 "an array of 1 to %d key parts", KD_CONFIG_MAX_KEY_PARTS);
+        snprintf(expected_parts, sizeof(expected_parts), "an array of 1 to %d key parts",
+                 KD_CONFIG_MAX_KEY_PARTS);
         return fail_value(c, fpath, parts, expected_parts);
     }
     free(r->key_parts); /* the placeholder of the composite itself */
@@ -1392,7 +1393,8 @@ void kd_config_destroy(kd_config *cfg) {
         free(cfg->routes[i].to);
         free(cfg->routes[i].key_header);
         free(cfg->routes[i].dead_letter_topic);
-        for (size_t j = 0; cfg->routes[i].key_parts && j < cfg->routes[i].nkey_parts; j++) {
+        for (size_t j = 0; cfg->routes[i].key_parts && j < cfg->routes[i].nkey_parts;
+             j++) {
             free(cfg->routes[i].key_parts[j].name);
             free(cfg->routes[i].key_parts[j].pointer);
         }

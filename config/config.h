@@ -43,7 +43,7 @@ typedef enum kd_key_from {
 typedef struct kd_key_part {
     kd_key_from from; /* never KD_KEY_FROM_COMPOSITE */
     char *name;       /* header: its name; else NULL */
-    char *pointer;    /* json: an RFC 6901 JSON pointer ("" = the whole value); else NULL */
+    char *pointer; /* json: an RFC 6901 JSON pointer ("" = the whole value); else NULL */
 } kd_key_part;
 
 /* At most this many parts in a composite key. */
@@ -76,8 +76,8 @@ typedef struct kd_config_props {
 } kd_config_props;
 
 typedef struct kd_route {
-    char *from;       /* source topic */
-    char *to;         /* downstream topic */
+    char *from; /* source topic */
+    char *to;   /* downstream topic */
     /* The key: key_from, and its parts (one, or a composite's in order).
      * key_header is the header's name when key_from is KD_KEY_FROM_HEADER
      * (the shorthand "key_header" or "key": {"from": "header"}), else NULL. */
@@ -87,8 +87,8 @@ typedef struct kd_route {
     size_t nkey_parts;
     kd_missing_key on_missing_key;
     kd_key_conflict on_key_conflict;
-    bool fingerprint;            /* store and compare fingerprints (default true) */
-    char **fingerprint_headers;  /* headers fingerprinted beside the value */
+    bool fingerprint;           /* store and compare fingerprints (default true) */
+    char **fingerprint_headers; /* headers fingerprinted beside the value */
     size_t nfingerprint_headers;
     char *dead_letter_topic; /* NULL when unset */
     int64_t max_retries;     /* produce retries after a failed delivery; -1 = forever */

@@ -96,8 +96,8 @@ void kd_dedup_set_owner(kd_dedup *d, uint64_t owner);
 
 /* One key of a claim batch. */
 typedef struct kd_claim {
-    const char *key;      /* in */
-    size_t key_len;       /* in */
+    const char *key; /* in */
+    size_t key_len;  /* in */
     /* in, optional: KD_FINGERPRINT_LEN bytes stored with a new claim (and
      * kept by its completion); a duplicate's decision carries the stored
      * one, so the caller can tell a key reused for another payload. */

@@ -45,10 +45,10 @@ typedef struct kd_entry {
     const char *key;
     size_t key_len;
     bool has_owner;
-    uint64_t owner;   /* boot id of the process that claimed the key */
-    bool has_fingerprint; /* active only: what the claim forwarded */
+    uint64_t owner;                   /* boot id of the process that claimed the key */
+    bool has_fingerprint;             /* active only: what the claim forwarded */
     const unsigned char *fingerprint; /* KD_ENTRY_FINGERPRINT_LEN bytes */
-    bool has_receipt; /* active only: completed */
+    bool has_receipt;                 /* active only: completed */
     const void *receipt;
     size_t receipt_len;
 } kd_entry;

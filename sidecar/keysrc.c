@@ -13,7 +13,7 @@
 #include <string.h>
 
 #define EXACT_LIMIT 9007199254740992.0 /* 2^53: integers below it are exact */
-#define PREFIX_LEN 4                 /* a composite part's u32 length */
+#define PREFIX_LEN 4                   /* a composite part's u32 length */
 
 /* One part's bytes: borrowed from the message or from the parsed value. */
 typedef struct piece {
@@ -36,9 +36,14 @@ void kd_key_clear(kd_key *k) {
 }
 
 const char *kd_key_status_name(kd_key_status s) {
-    static const char *const names[] = {"ok",       "absent",         "empty",
-                                        "too_long", "not_json",       "json_too_large",
-                                        "not_a_string_or_integer",    "out_of_memory"};
+    static const char *const names[] = {"ok",
+                                        "absent",
+                                        "empty",
+                                        "too_long",
+                                        "not_json",
+                                        "json_too_large",
+                                        "not_a_string_or_integer",
+                                        "out_of_memory"};
 
     return (size_t)s < sizeof(names) / sizeof(names[0]) ? names[s] : "?";
 }

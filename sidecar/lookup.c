@@ -8,8 +8,9 @@
  * "fingerprint": ...} ("receipt" when completed; "fingerprint", the SHA-256
  * stored with the claim in hex, when there is one; "error" instead of
  * "state" when the entry cannot be read). For a route with a composite key,
- * a line holds the parts separated by tabs, in the order of key.parts. The route is routes[0] unless --route names its source
- * topic. Opens the store itself: run it while no kdedup holds the store.
+ * a line holds the parts separated by tabs, in the order of key.parts. The route is
+ * routes[0] unless --route names its source topic. Opens the store itself: run it while
+ * no kdedup holds the store.
  */
 #include "config/config.h"
 #include "dedup/dedup.h"

@@ -496,8 +496,8 @@ char *kd_metrics_render(kd_metrics *m, size_t *len) {
     render_routes(&b, m);
     render_split(&b, m, "kdedup_duplicates_total",
                  "Messages skipped: their key was completed or in flight (key conflicts "
-                 "skipped included).", "state",
-                 dup_state, dup_f, 2);
+                 "skipped included).",
+                 "state", dup_state, dup_f, 2);
     render_split(&b, m, "kdedup_missing_key_total",
                  "Messages without a usable idempotency key, by the action taken.",
                  "action", missing, missing_f, 3);

@@ -245,8 +245,9 @@ void kd_pl_takeover(kd_pipeline *p, msg *m) {
     bool took_over = false, absent = false;
 
     for (int tries = 0; tries < TAKEOVER_TRIES; tries++) {
-        kd_claim c = {
-            .key = m->key, .key_len = m->key_len, .fingerprint = m->has_fp ? m->fp : NULL};
+        kd_claim c = {.key = m->key,
+                      .key_len = m->key_len,
+                      .fingerprint = m->has_fp ? m->fp : NULL};
         kd_err err;
 
         kd_dedup_claim_batch(dedup_of(p, m), &c, 1, kd_wall_ms());
@@ -486,10 +487,10 @@ void kd_pl_dispatch(kd_pipeline *p, msg **batch, size_t n) {
         for (size_t i = 0; i < n; i++)
             if (batch[i]->kind == MSG_DEDUP && batch[i]->route == r) {
                 p->claim_of[i] = nclaims;
-                p->claims[nclaims++] = (kd_claim){
-                    .key = batch[i]->key,
-                    .key_len = batch[i]->key_len,
-                    .fingerprint = batch[i]->has_fp ? batch[i]->fp : NULL};
+                p->claims[nclaims++] =
+                    (kd_claim){.key = batch[i]->key,
+                               .key_len = batch[i]->key_len,
+                               .fingerprint = batch[i]->has_fp ? batch[i]->fp : NULL};
             }
         if (nclaims > first)
             kd_pl_claim_timed(p, r, p->claims + first, nclaims - first, now);

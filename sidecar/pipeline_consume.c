@@ -10,7 +10,8 @@
 
 /* kd_keysrc_header_fn over a message's headers. */
 static bool header_of(void *arg, const char *name, const void **val, size_t *len) {
-    return arg && rd_kafka_header_get(arg, 0, name, val, len) == RD_KAFKA_RESP_ERR_NO_ERROR;
+    return arg &&
+           rd_kafka_header_get(arg, 0, name, val, len) == RD_KAFKA_RESP_ERR_NO_ERROR;
 }
 
 /* Sets m's key (and fingerprint) per its route. False when it has no

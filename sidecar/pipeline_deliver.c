@@ -107,15 +107,16 @@ size_t kd_pl_receipt_text(const kd_pipeline *p, size_t route, int32_t out_part,
 }
 
 size_t kd_pl_format_receipt(const kd_pipeline *p, const msg *m, char *buf, size_t size) {
-    size_t n = kd_pl_receipt_text(p, m->route, m->out_partition, m->out_offset,
-                                  m->out_timestamp, m->rkm->partition, m->rkm->offset,
-                                  buf, size);
+    size_t n =
+        kd_pl_receipt_text(p, m->route, m->out_partition, m->out_offset, m->out_timestamp,
+                           m->rkm->partition, m->rkm->offset, buf, size);
     char hex[2 * KD_FINGERPRINT_LEN + 1];
     int more;
 
     if (!m->has_fp || n + 1 >= size)
         return n;
-    more = snprintf(buf + n, size - n, " fp=%s", kd_keysrc_hex(m->fp, KD_FINGERPRINT_LEN, hex));
+    more = snprintf(buf + n, size - n, " fp=%s",
+                    kd_keysrc_hex(m->fp, KD_FINGERPRINT_LEN, hex));
     return more < 0 ? n : n + (size_t)more < size ? n + (size_t)more : size - 1;
 }
 

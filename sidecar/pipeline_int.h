@@ -70,8 +70,8 @@ typedef struct msg {
     msg_kind kind;
     const char *key; /* borrowed from rkm, or key_owned (see keysrc.h) */
     size_t key_len;
-    char *key_owned;         /* a JSON or composite key's bytes, or NULL */
-    bool has_fp;             /* fp holds the fingerprint stored with its claim */
+    char *key_owned; /* a JSON or composite key's bytes, or NULL */
+    bool has_fp;     /* fp holds the fingerprint stored with its claim */
     unsigned char fp[KD_FINGERPRINT_LEN];
     const char *dl_reason;   /* dead-lettered: why (the kdedup-reason header) */
     char *conflict_original; /* a key conflict: the original's receipt, or where it

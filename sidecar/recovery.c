@@ -355,8 +355,7 @@ static bool key_of(const kd_recovery *rc, const rd_kafka_message_t *rkm,
     rd_kafka_headers_t *h = NULL;
 
     return rd_kafka_message_headers(rkm, &h) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-           rd_kafka_header_get(h, 0, name, key, key_len) ==
-               RD_KAFKA_RESP_ERR_NO_ERROR &&
+           rd_kafka_header_get(h, 0, name, key, key_len) == RD_KAFKA_RESP_ERR_NO_ERROR &&
            *key && *key_len && *key_len <= (size_t)rc->cfg->max_key_bytes;
 }
 

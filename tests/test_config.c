@@ -446,7 +446,8 @@ static void test_rules(void **state) {
         {"{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE
          "], \"dedup\": {\"tll\": \"1h\"}}",
          "kdedup.json: dedup.tll: unknown key (expected one of: namespace, ttl, "
-         "inflight_timeout, max_key_bytes, max_json_bytes, handover, scan_max_records, signing_key, "
+         "inflight_timeout, max_key_bytes, max_json_bytes, handover, scan_max_records, "
+         "signing_key, "
          "previous_signing_key)"},
         /* a signing key that can be guessed is refused, and never shown */
         {"{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE
@@ -597,7 +598,7 @@ static void test_topics(void **state) {
 }
 
 #define ROUTE_WITH(extra)                                                                \
-    "{" MINIMAL_KAFKA ", \"routes\": [{\"from\": \"a\", \"to\": \"b\", "                \
+    "{" MINIMAL_KAFKA ", \"routes\": [{\"from\": \"a\", \"to\": \"b\", "                 \
     "\"on_missing_key\": \"drop\", " extra "}]}"
 
 /* Each key source, the shorthand, fingerprint forms and on_key_conflict. */
@@ -615,8 +616,9 @@ static void test_key_sources(void **state) {
     assert_string_equal(cfg->routes[0].key_header, "X-Id");
     kd_config_destroy(cfg);
 
-    cfg = assert_valid(ROUTE_WITH("\"key\": {\"from\": \"json\", \"pointer\": \"/a~1b/~0c\"}, "
-                                  "\"on_key_conflict\": \"forward\", \"fingerprint\": false"));
+    cfg = assert_valid(
+        ROUTE_WITH("\"key\": {\"from\": \"json\", \"pointer\": \"/a~1b/~0c\"}, "
+                   "\"on_key_conflict\": \"forward\", \"fingerprint\": false"));
     assert_int_equal(cfg->routes[0].key_from, KD_KEY_FROM_JSON);
     assert_string_equal(cfg->routes[0].key_parts[0].pointer, "/a~1b/~0c");
     assert_int_equal(cfg->routes[0].on_key_conflict, KD_CONFLICT_FORWARD);
@@ -625,7 +627,8 @@ static void test_key_sources(void **state) {
 
     cfg = assert_valid(ROUTE_WITH(
         "\"key\": {\"from\": \"composite\", \"parts\": [{\"from\": \"header\", \"name\": "
-        "\"Tenant\"}, {\"from\": \"json\", \"pointer\": \"\"}, {\"from\": \"record_key\"}]}, "
+        "\"Tenant\"}, {\"from\": \"json\", \"pointer\": \"\"}, {\"from\": "
+        "\"record_key\"}]}, "
         "\"fingerprint\": {\"headers\": [\"Tenant\", \"Content-Type\"]}, "
         "\"dead_letter_topic\": \"d\", \"on_key_conflict\": \"dead_letter\""));
     assert_int_equal(cfg->routes[0].key_from, KD_KEY_FROM_COMPOSITE);
@@ -666,7 +669,8 @@ static void test_key_errors(void **state) {
          "kdedup.json: routes[0].key.pointer: expected an RFC 6901 JSON pointer like "
          "\"/order/id\", got 5"},
         {ROUTE_WITH("\"key\": {\"from\": \"composite\", \"parts\": []}"),
-         "kdedup.json: routes[0].key.parts: expected an array of 1 to 16 key parts, got []"},
+         "kdedup.json: routes[0].key.parts: expected an array of 1 to 16 key parts, got "
+         "[]"},
         {ROUTE_WITH("\"key\": {\"from\": \"composite\"}"),
          "kdedup.json: routes[0].key.parts: missing (a non-empty array of key parts)"},
         {ROUTE_WITH("\"key\": {\"from\": \"composite\", \"parts\": [{\"from\": "
@@ -712,7 +716,8 @@ static void test_key_errors(void **state) {
          "kdedup.json: routes[0].fingerprint.headers[1]: \"A\" is listed twice"},
         {"{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], "
          "\"dedup\": {\"max_json_bytes\": 0}}",
-         "kdedup.json: dedup.max_json_bytes: expected an integer from 1 to 67108864, got 0"},
+         "kdedup.json: dedup.max_json_bytes: expected an integer from 1 to 67108864, got "
+         "0"},
     };
 
     (void)state;

@@ -204,8 +204,8 @@ static void test_fingerprint_layout(void **state) {
 /* Entries written before fingerprints existed decode as they did: bytes
  * of a claim with an owner, as an older kdedup wrote them. */
 static void test_old_entry_decodes(void **state) {
-    const unsigned char old[] = {'K', 'D', 1, 1, 0x02, 0, 0, 0, 0, 0, 0, 0, 5,
-                                 0,   0,   0, 2, 'i',  'd', 0, 0, 0, 0, 0, 0, 0, 9};
+    const unsigned char old[] = {'K', 'D', 1, 1,   0x02, 0, 0, 0, 0, 0, 0, 0, 5, 0,
+                                 0,   0,   2, 'i', 'd',  0, 0, 0, 0, 0, 0, 0, 9};
     kd_entry out;
 
     (void)state;

@@ -85,7 +85,8 @@ static void expect(const char *route_extra, kd_keysrc_msg m, kd_key_status want_
 #define S(s) s, sizeof(s) - 1
 
 static void test_header(void **state) {
-    const hdr hs[] = {{"Idempotency-Key", "k-1"}, {"Idempotency-Key", "k-2"}, {NULL, NULL}};
+    const hdr hs[] = {
+        {"Idempotency-Key", "k-1"}, {"Idempotency-Key", "k-2"}, {NULL, NULL}};
     const hdr empty[] = {{"Idempotency-Key", ""}, {NULL, NULL}};
     const hdr null[] = {{"Idempotency-Key", NULL}, {NULL, NULL}};
     const hdr other[] = {{"X-Id", "x"}, {NULL, NULL}};
@@ -94,8 +95,8 @@ static void test_header(void **state) {
     /* The default, the shorthand and the object form are one source. */
     expect("\"fingerprint\": true", msg_of(NULL, "v", hs), KD_KEY_OK, S("k-1"));
     expect("\"key_header\": \"X-Id\"", msg_of(NULL, "v", other), KD_KEY_OK, S("x"));
-    expect("\"key\": {\"from\": \"header\", \"name\": \"X-Id\"}", msg_of(NULL, "v", other),
-           KD_KEY_OK, S("x"));
+    expect("\"key\": {\"from\": \"header\", \"name\": \"X-Id\"}",
+           msg_of(NULL, "v", other), KD_KEY_OK, S("x"));
     expect("\"key_header\": \"X-Id\"", msg_of(NULL, "v", hs), KD_KEY_ABSENT, NULL, 0);
     expect("\"fingerprint\": true", msg_of(NULL, "v", empty), KD_KEY_EMPTY, NULL, 0);
     expect("\"fingerprint\": true", msg_of(NULL, "v", null), KD_KEY_ABSENT, NULL, 0);
@@ -168,7 +169,8 @@ static void test_json_malformed(void **state) {
     size_t depth = 5000;
 
     (void)state;
-    expect(JSON_KEY("/id"), msg_of(NULL, "{\"id\": \"x\"", NULL), KD_KEY_NOT_JSON, NULL, 0);
+    expect(JSON_KEY("/id"), msg_of(NULL, "{\"id\": \"x\"", NULL), KD_KEY_NOT_JSON, NULL,
+           0);
     expect(JSON_KEY("/id"), msg_of(NULL, "not json", NULL), KD_KEY_NOT_JSON, NULL, 0);
     expect(JSON_KEY("/id"), msg_of(NULL, "{\"id\": \"x\"} trailing", NULL),
            KD_KEY_NOT_JSON, NULL, 0);
@@ -201,8 +203,7 @@ static void test_json_malformed(void **state) {
     expect(JSON_KEY("/id"), nul, KD_KEY_NOT_JSON, NULL, 0);
 }
 
-#define COMPOSITE(a, b)                                                                  \
-    "\"key\": {\"from\": \"composite\", \"parts\": [" a ", " b "]}"
+#define COMPOSITE(a, b) "\"key\": {\"from\": \"composite\", \"parts\": [" a ", " b "]}"
 #define PART_HDR(n) "{\"from\": \"header\", \"name\": \"" n "\"}"
 #define PART_JSON(p) "{\"from\": \"json\", \"pointer\": \"" p "\"}"
 
@@ -221,7 +222,8 @@ static void test_composite(void **state) {
            S("\0\0\0\1a\0\0\0\2bc"));
     /* A header with a JSON field, and with the record key. */
     expect(COMPOSITE(PART_HDR("Tenant"), PART_JSON("/id")),
-           msg_of(NULL, "{\"id\": 17}", tenant), KD_KEY_OK, S("\0\0\0\4acme\0\0\0\00217"));
+           msg_of(NULL, "{\"id\": 17}", tenant), KD_KEY_OK,
+           S("\0\0\0\4acme\0\0\0\00217"));
     expect(COMPOSITE(PART_HDR("Tenant"), "{\"from\": \"record_key\"}"),
            msg_of("rk", "v", tenant), KD_KEY_OK, S("\0\0\0\4acme\0\0\0\2rk"));
     /* Every part must be there and non-empty. */
@@ -246,16 +248,19 @@ static void test_limits(void **state) {
 
     (void)state;
     /* 4 + 5 + 4 + 3 = 16 bytes */
-    assert_int_equal(kd_keysrc_extract(&cfg->routes[0], 16, MAX_JSON, &m, &key), KD_KEY_OK);
+    assert_int_equal(kd_keysrc_extract(&cfg->routes[0], 16, MAX_JSON, &m, &key),
+                     KD_KEY_OK);
     assert_int_equal(key.len, 16);
     kd_key_clear(&key);
     assert_int_equal(kd_keysrc_extract(&cfg->routes[0], 15, MAX_JSON, &m, &key),
                      KD_KEY_TOO_LONG);
     assert_null(key.owned);
-    assert_int_equal(kd_keysrc_extract(&hcfg->routes[0], 5, MAX_JSON, &m, &key), KD_KEY_OK);
+    assert_int_equal(kd_keysrc_extract(&hcfg->routes[0], 5, MAX_JSON, &m, &key),
+                     KD_KEY_OK);
     assert_int_equal(kd_keysrc_extract(&hcfg->routes[0], 4, MAX_JSON, &m, &key),
                      KD_KEY_TOO_LONG);
-    assert_int_equal(kd_keysrc_extract(&jcfg->routes[0], 7, MAX_JSON, &m, &key), KD_KEY_OK);
+    assert_int_equal(kd_keysrc_extract(&jcfg->routes[0], 7, MAX_JSON, &m, &key),
+                     KD_KEY_OK);
     assert_memory_equal(key.bytes, "1234567", 7);
     assert_non_null(key.owned); /* copied out of the parsed value */
     kd_key_clear(&key);

@@ -39,7 +39,8 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
     kd_key_part json_part = {.from = KD_KEY_FROM_JSON, .pointer = pointer};
     kd_key_part parts[2] = {{.from = KD_KEY_FROM_HEADER, .name = "Tenant"},
                             {.from = KD_KEY_FROM_JSON, .pointer = pointer}};
-    kd_route json = {.key_from = KD_KEY_FROM_JSON, .key_parts = &json_part, .nkey_parts = 1};
+    kd_route json = {
+        .key_from = KD_KEY_FROM_JSON, .key_parts = &json_part, .nkey_parts = 1};
     kd_route composite = {
         .key_from = KD_KEY_FROM_COMPOSITE, .key_parts = parts, .nkey_parts = 2};
     kd_keysrc_msg m = {.header = tenant_header};
@@ -63,7 +64,8 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
 
     sa = kd_keysrc_extract(&json, max_key, 1 << 20, &m, &a);
     sb = kd_keysrc_extract(&json, max_key, 1 << 20, &m, &b);
-    if (sa != sb || (sa == KD_KEY_OK && (a.len != b.len || memcmp(a.bytes, b.bytes, a.len))))
+    if (sa != sb ||
+        (sa == KD_KEY_OK && (a.len != b.len || memcmp(a.bytes, b.bytes, a.len))))
         abort(); /* not deterministic */
     if (sa == KD_KEY_OK && (a.len == 0 || a.len > max_key))
         abort();
@@ -74,7 +76,8 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
     sc = kd_keysrc_extract(&composite, 1024, 1 << 20, &m, &c);
     if (sc == KD_KEY_OK) {
         const unsigned char *p = (const unsigned char *)c.bytes;
-        size_t l0 = (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3], l1;
+        size_t l0 = (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3],
+               l1;
 
         if (l0 != 4 || memcmp(p + 4, TENANT, 4) || c.len < 12)
             abort();
@@ -89,8 +92,8 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
         abort(); /* the json part was there, so the composite must be too */
     }
 
-    if (!kd_keysrc_fingerprint(&json, &m, fp1) || !kd_keysrc_fingerprint(&json, &m, fp2) ||
-        memcmp(fp1, fp2, sizeof(fp1)))
+    if (!kd_keysrc_fingerprint(&json, &m, fp1) ||
+        !kd_keysrc_fingerprint(&json, &m, fp2) || memcmp(fp1, fp2, sizeof(fp1)))
         abort();
     kd_key_clear(&a);
     kd_key_clear(&b);
