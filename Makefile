@@ -47,7 +47,7 @@ CONFIG_SRC := config/config.c
 SIDECAR_SRC := sidecar/log.c sidecar/offsets.c sidecar/headers.c sidecar/kafka.c \
                sidecar/metrics.c sidecar/http.c sidecar/recovery.c sidecar/held.c sidecar/signing.c sidecar/pipeline.c sidecar/pipeline_consume.c \
                sidecar/pipeline_claim.c sidecar/pipeline_produce.c sidecar/pipeline_deliver.c \
-               sidecar/pipeline_handover.c sidecar/pipeline_rebalance.c sidecar/mockd.c \
+               sidecar/pipeline_handover.c sidecar/pipeline_rebalance.c sidecar/pipeline_flow.c sidecar/mockd.c \
                sidecar/demo.c sidecar/lookup.c sidecar/harden.c sidecar/keysrc.c
 
 LIBS_DEDUP := $(call pc_libs,$(PKGS_DEDUP))
@@ -64,7 +64,7 @@ UNIT_TESTS := $(BUILD)/tests/test_entry $(BUILD)/tests/test_dedup \
               $(BUILD)/tests/test_store_rocks $(BUILD)/tests/test_config \
               $(BUILD)/tests/test_offsets $(BUILD)/tests/test_metrics $(BUILD)/tests/test_held \
               $(BUILD)/tests/test_http $(BUILD)/tests/test_keysrc
-INTEGRATION_TESTS := $(BUILD)/tests/test_pipeline
+INTEGRATION_TESTS := $(BUILD)/tests/test_pipeline $(BUILD)/tests/test_bounds
 TESTS := $(UNIT_TESTS) $(INTEGRATION_TESTS)
 # The real binary against an independent client (Debian's kafka-python), and
 # the deploy/ manifests, configs and image checked offline.
@@ -77,7 +77,7 @@ FUZZERS := $(BUILD)/fuzz/fuzz_entry $(BUILD)/fuzz/fuzz_config $(BUILD)/fuzz/fuzz
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
-.PHONY: all deps test soak chaos mutate valgrind bench bench-e2e bench-handover demo fuzz fuzz-build format format-check clean help
+.PHONY: all deps test soak soak-memory chaos mutate valgrind bench bench-e2e bench-handover demo fuzz fuzz-build format format-check clean help
 .PHONY: image image-test
 .DEFAULT_GOAL := all
 
@@ -92,6 +92,7 @@ help:
 	@echo "make demo       build kdedup and run its demo (DEMO_ARGS=\"--messages N\")"
 	@echo "make test       build and run every test (installs packages first)"
 	@echo "make soak       the e2e crash test with SOAK_CYCLES (20) kill -9 cycles"
+	@echo "make soak-memory  10 minutes of load and faults; RSS sampled and plotted"
 	@echo "make chaos      the seeded chaos test, SEEDS=N seeds (CHAOS_FIRST, CHAOS_SECONDS)"
 	@echo "make mutate     break each guard in tests/mutate/mutations.jsonl; its test must fail"
 	@echo "make valgrind   run the unit tests under valgrind memcheck"
@@ -197,6 +198,13 @@ $(BUILD)/tests/test_pipeline: $(call obj,tests/test_pipeline.c tests/kafka_fixtu
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o %.a,$^) $(LDLIBS_ALL) $(LIBS_TEST)
 
+# Memory bounds and flow control, against the same mock cluster.
+$(BUILD)/tests/test_bounds: $(call obj,tests/test_bounds.c tests/kafka_fixture.c tests/faulty_store.c \
+                                       tests/dedup_fixture.c) \
+                            $(LIBS_ALL) | $(KDEDUP)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o %.a,$^) $(LDLIBS_ALL) $(LIBS_TEST)
+
 $(BUILD)/bench/bench_store: $(call obj,bench/bench_store.c) $(LIB_ROCKS) $(LIB_DEDUP)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_ROCKS) $(LIBS_DEDUP)
@@ -235,6 +243,17 @@ chaos: deps
 	KDEDUP=$(KDEDUP) KD_CHAOS_SECONDS=$(CHAOS_SECONDS) \
 	    KD_CHAOS_SEEDS="$$(seq $(CHAOS_FIRST) $$(($(CHAOS_FIRST) + $(SEEDS) - 1)))" \
 	    /usr/bin/python3 tests/e2e/chaos_test.py
+
+# The memory soak (tests/e2e/soak_memory.py): SOAK_MEMORY_SECONDS of steady
+# load with faults in turns; RSS sampled and plotted into build/soak-memory/.
+SOAK_MEMORY_SECONDS ?= 600
+soak-memory: deps
+	@dpkg-query -W -f='$${Status}' python3-matplotlib 2>/dev/null | grep -q 'ok installed' || \
+	  { [ "$$(id -u)" = 0 ] && apt-get install -y -qq python3-matplotlib >/dev/null; } || \
+	  echo "soak-memory: python3-matplotlib missing: no plot"
+	@$(MAKE) --no-print-directory $(KDEDUP)
+	KDEDUP=$(KDEDUP) SOAK_SECONDS=$(SOAK_MEMORY_SECONDS) SOAK_OUT=$(BUILD)/soak-memory \
+	    /usr/bin/python3 tests/e2e/soak_memory.py
 
 # Mutation testing (tests/mutate/mutate.py): each line of
 # tests/mutate/mutations.jsonl breaks one guard, and its test must fail.

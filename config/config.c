@@ -116,6 +116,9 @@ static const field dedup_fields[] = {
      "learn a newly assigned partition's recent keys from the downstream topic"},
     {"scan_max_records", F_INT, OFF(scan_max_records), "2000000", false, 1, 1000000000,
      NULL, NULL, "downstream records read at most per partition by one scan"},
+    {"scan_cache_bytes", F_INT, OFF(scan_cache_bytes), "134217728", false, 1 << 20,
+     INT64_C(1) << 40, NULL, NULL,
+     "memory for the key tables of crash-recovery scans, all scans together"},
     {"signing_key", F_STRING, OFF(signing_key), NULL, true, 0, 0, NULL, NULL,
      "secret signing what kdedup forwards (HMAC-SHA256); only signed records are "
      "learned from downstream"},
@@ -129,6 +132,13 @@ static const field store_fields[] = {
      "RocksDB directory"},
     {"sync", F_BOOL, OFF(store_sync), "true", false, 0, 0, NULL, NULL,
      "fsync every claim and receipt batch"},
+    {"block_cache_bytes", F_INT, OFF(store_block_cache_bytes), "67108864", false, 1 << 20,
+     INT64_C(1) << 40, NULL, NULL,
+     "RocksDB block cache, holding index and filter blocks too"},
+    {"write_buffer_bytes", F_INT, OFF(store_write_buffer_bytes), "33554432", false,
+     1 << 20, INT64_C(1) << 34, NULL, NULL, "RocksDB memtable size"},
+    {"max_write_buffers", F_INT, OFF(store_max_write_buffers), "2", false, 2, 16, NULL,
+     NULL, "RocksDB memtables at most (one written, the others flushing)"},
     END_FIELDS,
 };
 
@@ -151,6 +161,13 @@ static const field pipeline_fields[] = {
      NULL, NULL, "time to drain in-flight deliveries on shutdown or revoke"},
     {"batch_max", F_INT, OFF(batch_max), "1000", false, 1, 100000, NULL, NULL,
      "messages claimed per store write"},
+    {"max_inflight", F_INT, OFF(max_inflight), "10000", false, 1, 10000000, NULL, NULL,
+     "messages consumed and not yet settled; consumption pauses above it"},
+    {"max_inflight_bytes", F_INT, OFF(max_inflight_bytes), "67108864", false, 1 << 16,
+     INT64_C(1) << 40, NULL, NULL,
+     "their keys and values in bytes; consumption pauses above it"},
+    {"max_retrying", F_INT, OFF(max_retrying), "1000", false, 1, 10000000, NULL, NULL,
+     "messages waiting to be sent again; consumption pauses above it"},
     END_FIELDS,
 };
 

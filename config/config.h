@@ -117,11 +117,15 @@ typedef struct kd_config {
     int64_t max_json_bytes;     /* larger values are not parsed for a key */
     bool handover;              /* scan a newly assigned partition's history */
     int64_t scan_max_records;   /* per partition and scan (handover, recovery) */
+    int64_t scan_cache_bytes;   /* recovery scans' key tables, all together */
     char *signing_key;          /* signs what kdedup forwards; NULL: trust downstream */
     char *previous_signing_key; /* also accepted when reading (a rotation); or NULL */
 
     char *store_path;
     bool store_sync;
+    int64_t store_block_cache_bytes;  /* index and filter blocks included */
+    int64_t store_write_buffer_bytes; /* one memtable */
+    int64_t store_max_write_buffers;
 
     char *http_listen;          /* "host:port" */
     uint64_t health_timeout_ms; /* /healthz fails when the loop stalls this long */
@@ -129,6 +133,9 @@ typedef struct kd_config {
 
     uint64_t shutdown_grace_ms; /* drain budget on SIGTERM and on revoke */
     int64_t batch_max;          /* messages claimed per store write */
+    int64_t max_inflight;       /* consumption pauses above these: messages, */
+    int64_t max_inflight_bytes; /* their bytes, */
+    int64_t max_retrying;       /* and messages waiting for a retry */
 } kd_config;
 
 /* The producer's message.timeout.ms when the config does not set it. */

@@ -5,6 +5,7 @@
 #include "sidecar/kafka.h"
 #include "sidecar/log.h"
 #include "sidecar/pipeline_int.h"
+#include "store_rocks/store_rocks.h"
 
 #include <stdlib.h>
 #include <time.h>
@@ -211,6 +212,17 @@ bool kd_pipeline_consumer_left(const kd_pipeline *p) {
     return p->consumer_left;
 }
 
+kd_store *kd_pipeline_open_store(const kd_config *cfg, char *errstr, size_t errstr_size) {
+    kd_rocks_options o = {
+        .sync = cfg->store_sync,
+        .block_cache_bytes = (size_t)cfg->store_block_cache_bytes,
+        .write_buffer_bytes = (size_t)cfg->store_write_buffer_bytes,
+        .max_write_buffers = (int)cfg->store_max_write_buffers,
+    };
+
+    return kd_rocks_open_with(cfg->store_path, &o, errstr, errstr_size);
+}
+
 kd_pipeline *kd_pipeline_new(const kd_config *cfg, kd_store *store, const char *brokers,
                              char *errstr, size_t errstr_size) {
     kd_pipeline *p = calloc(1, sizeof(*p));
@@ -267,6 +279,7 @@ int kd_pipeline_run(kd_pipeline *p) {
     atomic_store(&p->tick_ms, kd_mono_ms());
     while (!atomic_load(&p->stop) && !atomic_load(&p->fatal)) {
         atomic_store(&p->tick_ms, kd_mono_ms());
+        kd_recovery_begin_turn(p->recovery, SCAN_STEP_MS);
         size_t n =
             kd_pl_collect(p, p->awaiting || p->retries.n || p->nhandovers ? 5 : 100);
 
@@ -275,6 +288,7 @@ int kd_pipeline_run(kd_pipeline *p) {
         kd_pl_retry_due(p);
         kd_pl_hand_over(p);
         kd_pl_store_offsets(p);
+        kd_pl_flow(p);
         rejoin_step(p);
         if (p->last_orphan_ms && kd_mono_ms() - p->last_orphan_ms > RECOVERY_IDLE_MS) {
             kd_recovery_forget(p->recovery);
@@ -392,6 +406,10 @@ bool kd_pipeline_ready(kd_pipeline *p, char *reason, size_t size) {
         snprintf(reason, size, "store failing for %llums, consumption paused: %s",
                  (unsigned long long)(kd_mono_ms() - failing),
                  kd_store_last_error(p->store, err, sizeof(err)));
+    else if (atomic_load(&kd_metrics_flow(p->metrics)->backpressure))
+        snprintf(reason, size,
+                 "backpressure: consumption paused until the messages in flight settle "
+                 "(pipeline.max_inflight, max_inflight_bytes, max_retrying)");
     else if ((unread = atomic_load(&p->handovers_failing)))
         snprintf(reason, size,
                  "reading the history of %llu assigned partition(s) from the downstream "

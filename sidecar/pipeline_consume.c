@@ -70,6 +70,7 @@ static msg *classify(kd_pipeline *p, rd_kafka_message_t *rkm) {
         rd_kafka_message_destroy(rkm);
         return NULL;
     }
+    kd_pl_check_front(p, route, rkm->partition);
     RCOUNT(p, route, consumed);
     GCOUNT(p, inflight, 1);
     if (!(m = calloc(1, sizeof(*m)))) {
@@ -82,6 +83,8 @@ static msg *classify(kd_pipeline *p, rd_kafka_message_t *rkm) {
     m->route = route;
     m->own = kd_offsets_owner(p->offsets, route, rkm->partition);
     m->consumed_us = kd_mono_us();
+    m->bytes = rkm->len + rkm->key_len;
+    p->inflight_bytes += m->bytes;
     r = p->routes[route].cfg;
     if (identify(p, r, m))
         return m;

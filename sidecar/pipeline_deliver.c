@@ -59,7 +59,7 @@ void kd_pl_on_failed(kd_pipeline *p, msg *m) {
                    rd_kafka_err2str(m->err));
             m->uncertain = true;
             m->reads = 0;
-            kd_pl_resolve_uncertain(p, m);
+            kd_pl_schedule_retry(p, m, 0); /* read with the others due */
             return;
         }
         KD_LOG(KD_LOG_WARN, fields, "delivery possibly persisted (%s): producing again",
@@ -195,7 +195,7 @@ void kd_pl_service(kd_pipeline *p, int timeout_ms) {
 }
 
 void kd_pl_retry_due(kd_pipeline *p) {
-    msg_list all = list_take(&p->retries);
+    msg_list all = list_take(&p->retries), uncertain = {0};
     uint64_t now = kd_mono_ms();
 
     for (msg *m = all.head, *next; m; m = next) {
@@ -210,11 +210,27 @@ void kd_pl_retry_due(kd_pipeline *p) {
         }
         RCOUNT(p, m->route, retries);
         if (m->uncertain)
-            kd_pl_resolve_uncertain(p, m);
+            list_push(&uncertain, m); /* read together, below */
         else if (m->kind == MSG_DEDUP && !m->claimed)
             kd_pl_takeover(p, m); /* released: claim again first */
         else
             kd_pl_produce(p, m);
+    }
+    if (uncertain.n) {
+        msg **ms = malloc(uncertain.n * sizeof(*ms));
+        size_t n = 0;
+
+        if (!ms) { /* out of memory: later */
+            for (msg *m = uncertain.head, *next; m; m = next) {
+                next = m->next;
+                kd_pl_schedule_retry(p, m, 250);
+            }
+            return;
+        }
+        for (msg *m = uncertain.head; m; m = m->next)
+            ms[n++] = m;
+        kd_pl_resolve_uncertain(p, ms, n);
+        free(ms);
     }
 }
 
@@ -259,6 +275,7 @@ void kd_pl_unhold(kd_pipeline *p, msg *m) {
 
 void kd_pl_msg_free(kd_pipeline *p, msg *m) {
     kd_pl_unhold(p, m);
+    p->inflight_bytes -= m->bytes;
     free(m->key_owned);
     free(m->conflict_original);
     rd_kafka_message_destroy(m->rkm);

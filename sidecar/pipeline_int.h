@@ -56,6 +56,8 @@
 #define HANDOVER_BACKOFF_MIN_MS 1000
 #define HANDOVER_BACKOFF_MAX_MS 30000
 #define UNCERTAIN_TRIES 10 /* reads of downstream before resending anyway */
+#define SCAN_STEP_MS 200   /* reading downstream per loop turn, all scans together */
+#define ORPHAN_WAIT_MS 20  /* a message waiting for its orphan's scan: asks again */
 
 typedef enum msg_kind {
     MSG_DEDUP,      /* has a key: claimed before it is forwarded */
@@ -88,6 +90,7 @@ typedef struct msg {
     uint64_t sent_at_ms;  /* wall: when that first copy was sent */
     int attempts;         /* failed deliveries so far */
     uint64_t consumed_us; /* monotonic: for the forward latency */
+    size_t bytes;         /* its key and value: counted in p->inflight_bytes */
     uint64_t due_ms;      /* in the retry list: when (monotonic) */
     /* the delivery report */
     rd_kafka_resp_err_t err;
@@ -120,8 +123,9 @@ typedef struct msg_list {
 typedef struct handover {
     size_t route;
     int32_t partition;
-    uint64_t due_ms;     /* mono: the next attempt */
-    uint64_t backoff_ms; /* after a failed attempt */
+    uint64_t due_ms;       /* mono: the next attempt */
+    uint64_t backoff_ms;   /* after a failed attempt */
+    kd_history_cursor cur; /* where its scan is */
 } handover;
 
 typedef struct route_rt {
@@ -163,6 +167,13 @@ struct kd_pipeline {
     msg_list receipts; /* delivered; receipt not yet durable */
     msg_list retries;  /* waiting for due_ms */
     size_t awaiting;   /* produced, no report yet */
+
+    /* Flow control (pipeline_flow.c). */
+    size_t inflight_bytes;       /* keys and values of the messages in flight */
+    bool backpressure;           /* consumption paused: a pipeline.max_* passed */
+    uint64_t backpressure_since; /* mono ms */
+    size_t held_back;            /* partitions paused behind a stuck message */
+    uint64_t flow_check_ms;      /* mono: the next look at partitions and gauges */
 
     /* Reused buffers: a poll batch (batch_max long) and its claims... */
     msg **batch_msgs;
@@ -276,8 +287,10 @@ void kd_pl_claim_timed(kd_pipeline *p, size_t route, kd_claim *c, size_t n, uint
 void kd_pl_complete_timed(kd_pipeline *p, size_t route, kd_completion *c, size_t n);
 /* Claims a batch's keys and sends, settles or retries every message of it. */
 void kd_pl_dispatch(kd_pipeline *p, msg **batch, size_t n);
-/* Reads downstream for a possibly persisted delivery; completes, resends or retries m. */
-void kd_pl_resolve_uncertain(kd_pipeline *p, msg *m);
+/* Reads downstream for possibly persisted deliveries ms[0..n) (the array
+ * is cleared), once per downstream partition; completes, resends or
+ * retries each. */
+void kd_pl_resolve_uncertain(kd_pipeline *p, msg **ms, size_t n);
 /* Counts and logs a failed store call; the first one pauses consumption. */
 void kd_pl_store_failed(kd_pipeline *p, size_t route, const char *what);
 /* True while store writes fail (consumption paused). */
@@ -353,11 +366,22 @@ void kd_pl_handover_remove(kd_pipeline *p, size_t i);
 /* Called while a scan runs: ticks the loop's health. */
 void kd_pl_scan_progress(void *arg);
 
+/* pipeline_flow.c */
+/* Pauses consumption while too much is in flight, resumes it below, holds
+ * back partitions behind a stuck message; sets the memory gauges. Each turn. */
+void kd_pl_flow(kd_pipeline *p);
+/* Holds back (pauses) a partition whose front message has
+ * pipeline.max_inflight consumed ones behind it. After each one consumed. */
+void kd_pl_check_front(kd_pipeline *p, size_t route, int32_t partition);
+/* True when a partition is to stay paused: the store fails, backpressure,
+ * its handover is pending, or it is held back. */
+bool kd_pl_partition_paused(const kd_pipeline *p, size_t route, int32_t partition);
+/* Pauses or resumes every assigned partition as kd_pl_partition_paused() says. */
+void kd_pl_apply_pauses(kd_pipeline *p);
+
 /* pipeline_rebalance.c */
 /* Serves the producer until nothing is in flight or deadline_ms (monotonic). */
 void kd_pl_drain(kd_pipeline *p, uint64_t deadline_ms);
-/* Pauses every assigned partition, or resumes those not waiting for a handover. */
-void kd_pl_pause_assignment(kd_pipeline *p, bool pause);
 /* librdkafka's rebalance callback. */
 void kd_pl_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                         rd_kafka_topic_partition_list_t *parts, void *opaque);

@@ -447,6 +447,7 @@ static void test_rules(void **state) {
          "], \"dedup\": {\"tll\": \"1h\"}}",
          "kdedup.json: dedup.tll: unknown key (expected one of: namespace, ttl, "
          "inflight_timeout, max_key_bytes, max_json_bytes, handover, scan_max_records, "
+         "scan_cache_bytes, "
          "signing_key, "
          "previous_signing_key)"},
         /* a signing key that can be guessed is refused, and never shown */
