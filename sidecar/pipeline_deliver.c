@@ -194,8 +194,24 @@ void kd_pl_service(kd_pipeline *p, int timeout_ms) {
     handle_reports(p);
 }
 
+/* Claims the keys of released messages again, a poll batch's worth per
+ * store write (after a store outage, one write for many, not one each). */
+static void reclaim_all(kd_pipeline *p, msg_list *l) {
+    msg *chunk[64];
+    size_t n = 0, max = (size_t)p->cfg->batch_max < 64 ? (size_t)p->cfg->batch_max : 64;
+
+    for (msg *m = l->head, *next; m; m = next) {
+        next = m->next;
+        chunk[n++] = m;
+        if (n == max || !next) {
+            kd_pl_dispatch(p, chunk, n);
+            n = 0;
+        }
+    }
+}
+
 void kd_pl_retry_due(kd_pipeline *p) {
-    msg_list all = list_take(&p->retries), uncertain = {0};
+    msg_list all = list_take(&p->retries), uncertain = {0}, reclaim = {0};
     uint64_t now = kd_mono_ms();
 
     for (msg *m = all.head, *next; m; m = next) {
@@ -212,10 +228,11 @@ void kd_pl_retry_due(kd_pipeline *p) {
         if (m->uncertain)
             list_push(&uncertain, m); /* read together, below */
         else if (m->kind == MSG_DEDUP && !m->claimed)
-            kd_pl_takeover(p, m); /* released: claim again first */
+            list_push(&reclaim, m); /* released: claimed again first, together */
         else
             kd_pl_produce(p, m);
     }
+    reclaim_all(p, &reclaim);
     if (uncertain.n) {
         msg **ms = malloc(uncertain.n * sizeof(*ms));
         size_t n = 0;

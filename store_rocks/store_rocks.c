@@ -24,7 +24,7 @@
 #define PREFIX_HEAD 'k'    /* layout 2: 'k', be64 hash of the stream, stream */
 #define PREFIX_HEAD_V1 'h' /* layout 1: 'h', stream (refused at open) */
 #define HASH_LEN 8
-#define MEMTABLE_BUCKETS (1u << 20)
+#define MEMTABLE_BUCKETS_MAX (1u << 20)
 
 typedef struct rocks_store {
     rocksdb_t *db;
@@ -577,7 +577,11 @@ static bool rocks_configure(rocks_store *r, const kd_rocks_options *o) {
         r->opts,
         rocksdb_slicetransform_create(NULL, prefix_free, prefix_transform,
                                       prefix_in_domain, prefix_in_range, prefix_name));
-    rocksdb_options_set_hash_skip_list_rep(r->opts, MEMTABLE_BUCKETS, 4, 4);
+    /* The bucket array lives in the memtable's arena: at most a quarter of
+     * it, or a small memtable would be full (and flushed) as it is made. */
+    size_t buckets = o->write_buffer_bytes / 4 / sizeof(void *);
+    rocksdb_options_set_hash_skip_list_rep(
+        r->opts, buckets < MEMTABLE_BUCKETS_MAX ? buckets : MEMTABLE_BUCKETS_MAX, 4, 4);
     rocksdb_options_set_allow_concurrent_memtable_write(r->opts, 0);
     /* Claims are mostly of new keys: a memtable bloom filter answers those
      * without a probe. */

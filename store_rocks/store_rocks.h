@@ -21,8 +21,8 @@
 
 /* How the store uses memory and the disk. RocksDB's memory is bounded by
  * block_cache_bytes (data, index and filter blocks all charged to it) plus
- * max_write_buffers memtables of write_buffer_bytes each (plus an 8 MiB
- * hash-bucket array each). */
+ * max_write_buffers memtables of write_buffer_bytes each (a quarter of
+ * which, at most 8 MiB, is the memtable's hash-bucket array). */
 typedef struct kd_rocks_options {
     bool sync; /* every append has reached the disk (WAL fsync) when it returns */
     size_t block_cache_bytes;

@@ -433,6 +433,43 @@ static void test_batch_append_per_item(void **state) {
     assert_false(found);
 }
 
+/* The smallest sizes the config allows open and work (the memtable's bucket
+ * array fits in it), and RocksDB's memory stays near them while 30,000 keys
+ * are claimed and completed through several flushes. */
+static void test_small_memory_bounds(void **state) {
+    kd_rocks_options o = {.sync = false,
+                          .block_cache_bytes = 1u << 20,
+                          .write_buffer_bytes = 1u << 20,
+                          .max_write_buffers = 2};
+    char dir[256], err[512], key[32];
+    kd_rocks_memory mem;
+    kd_decision dec;
+    kd_store *s;
+    kd_dedup *d;
+
+    (void)state;
+    fx_tmpdir(dir, sizeof(dir));
+    assert_non_null(s = kd_rocks_open_with(dir, &o, err, sizeof(err)));
+    assert_non_null(d = kd_dedup_new(s, "t"));
+    for (int i = 0; i < 30000; i++) {
+        snprintf(key, sizeof(key), "key-%d", i);
+        assert_int_equal(kd_dedup_claim_or_get(d, key, strlen(key), 1, &dec), KD_OK);
+        assert_int_equal(dec.state, KD_CLAIMED);
+        assert_int_equal(kd_dedup_complete_receipt(d, key, strlen(key), "r", 1), KD_OK);
+        if (i % 5000 == 0) {
+            assert_int_equal(kd_rocks_memory_get(s, &mem), KD_OK);
+            assert_true(mem.memtables <= 3u << 20); /* two of 1 MiB, and slack */
+            assert_true(mem.block_cache <= 2u << 20);
+        }
+    }
+    assert_int_equal(kd_dedup_lookup(d, "key-7", 5, &dec, &(bool){false}), KD_OK);
+    assert_int_equal(dec.state, KD_COMPLETED);
+    kd_decision_clear(&dec);
+    kd_dedup_destroy(d);
+    kd_store_destroy(s);
+    fx_rmtree(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_reopen_keeps_data, setup, teardown),
@@ -446,6 +483,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_retention_compaction, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill9_keeps_synced_appends, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_append_per_item, setup, teardown),
+        cmocka_unit_test(test_small_memory_bounds),
     };
 
     return cmocka_run_group_tests_name("store_rocks", tests, NULL, NULL);
