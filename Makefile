@@ -54,7 +54,7 @@ SIDECAR_SRC := sidecar/log.c sidecar/offsets.c sidecar/headers.c sidecar/kafka.c
                sidecar/metrics.c sidecar/http.c sidecar/recovery.c sidecar/held.c sidecar/signing.c sidecar/pipeline.c sidecar/pipeline_consume.c \
                sidecar/pipeline_claim.c sidecar/pipeline_produce.c sidecar/pipeline_deliver.c \
                sidecar/pipeline_handover.c sidecar/pipeline_rebalance.c sidecar/pipeline_flow.c sidecar/pipeline_gate.c sidecar/mockd.c \
-               sidecar/demo.c sidecar/lookup.c sidecar/harden.c
+               sidecar/demo.c sidecar/lookup.c sidecar/harden.c sidecar/keysrc.c
 
 LIBS_DEDUP := $(call pc_libs,$(PKGS_DEDUP))
 LIBS_ROCKS := $(call pc_libs,$(PKGS_ROCKS))
@@ -69,16 +69,17 @@ LIBS_TEST  := $(call pc_libs,$(PKGS_TEST))
 UNIT_TESTS := $(BUILD)/tests/test_entry $(BUILD)/tests/test_dedup \
               $(BUILD)/tests/test_store_rocks $(BUILD)/tests/test_config \
               $(BUILD)/tests/test_offsets $(BUILD)/tests/test_metrics $(BUILD)/tests/test_held \
-              $(BUILD)/tests/test_http
+              $(BUILD)/tests/test_http $(BUILD)/tests/test_keysrc
 INTEGRATION_TESTS := $(BUILD)/tests/test_pipeline $(BUILD)/tests/test_bounds
 TESTS := $(UNIT_TESTS) $(INTEGRATION_TESTS)
 # The real binary against an independent client (Debian's kafka-python), and
 # the deploy/ manifests, configs and image checked offline.
 E2E_TESTS := tests/e2e/e2e_test.py tests/e2e/faults_test.py tests/e2e/security_test.py \
-             tests/e2e/seams_test.py tests/e2e/chaos_test.py \
+             tests/e2e/seams_test.py tests/e2e/chaos_test.py tests/e2e/keys_test.py \
              tests/deploy/test_deploy.sh
 BENCHES := $(BUILD)/bench/bench_store $(BUILD)/bench/bench_e2e $(BUILD)/bench/bench_handover
-FUZZERS := $(BUILD)/fuzz/fuzz_entry $(BUILD)/fuzz/fuzz_config $(BUILD)/fuzz/fuzz_headers
+FUZZERS := $(BUILD)/fuzz/fuzz_entry $(BUILD)/fuzz/fuzz_config $(BUILD)/fuzz/fuzz_headers \
+           $(BUILD)/fuzz/fuzz_keysrc
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
@@ -183,6 +184,11 @@ $(BUILD)/tests/test_offsets: $(call obj,tests/test_offsets.c sidecar/offsets.c)
 $(BUILD)/tests/test_held: $(call obj,tests/test_held.c sidecar/held.c)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_TEST)
+
+# Key sources and fingerprints: keysrc.c alone, over routes parsed from text.
+$(BUILD)/tests/test_keysrc: $(call obj,tests/test_keysrc.c sidecar/keysrc.c) $(LIB_CONFIG)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_CONFIG) $(LIBS_DEDUP) $(LIBS_TEST)
 
 $(BUILD)/tests/test_metrics: $(call obj,tests/test_metrics.c sidecar/metrics.c) $(LIB_CONFIG)
 	@mkdir -p $(dir $@)
@@ -314,6 +320,10 @@ $(BUILD)/fuzz/fuzz_config: tests/fuzz/fuzz_config.c $(CONFIG_SRC)
 $(BUILD)/fuzz/fuzz_headers: tests/fuzz/fuzz_headers.c sidecar/headers.c $(DEDUP_SRC)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -o $@ $^ $(LIBS_KAFKA) $(LIBS_DEDUP)
+
+$(BUILD)/fuzz/fuzz_keysrc: tests/fuzz/fuzz_keysrc.c sidecar/keysrc.c $(CONFIG_SRC)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) $(call pc_cflags,$(PKGS_CONFIG)) -o $@ $^ $(LIBS_CONFIG) $(LIBS_DEDUP)
 
 fuzz-build: deps
 	@$(MAKE) --no-print-directory $(FUZZERS)

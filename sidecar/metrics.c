@@ -530,6 +530,10 @@ char *kd_metrics_render(kd_metrics *m, size_t *len) {
     static const char *const missing[] = {"forward", "drop", "dead_letter"};
     static const size_t missing_f[] = {RF(missing_forwarded), RF(missing_dropped),
                                        RF(missing_dead_lettered)};
+    static const char *const conflict[] = {"skip", "dead_letter", "forward"};
+    static const size_t conflict_f[] = {RF(key_conflicts_skipped),
+                                        RF(key_conflicts_dead_lettered),
+                                        RF(key_conflicts_forwarded)};
     static const char *const status[] = {"not_persisted", "possibly_persisted"};
     static const size_t status_f[] = {RF(not_persisted), RF(possibly_persisted)};
     static const char *const uncertain[] = {"found", "absent", "unknown"};
@@ -541,11 +545,16 @@ char *kd_metrics_render(kd_metrics *m, size_t *len) {
     put(&b, "kdedup_build_info{version=\"%s\"} 1\n", KD_VERSION);
     render_routes(&b, m);
     render_split(&b, m, "kdedup_duplicates_total",
-                 "Messages skipped: their key was completed or in flight.", "state",
-                 dup_state, dup_f, 2);
+                 "Messages skipped: their key was completed or in flight (key conflicts "
+                 "skipped included).",
+                 "state", dup_state, dup_f, 2);
     render_split(&b, m, "kdedup_missing_key_total",
                  "Messages without a usable idempotency key, by the action taken.",
                  "action", missing, missing_f, 3);
+    render_split(&b, m, "kdedup_key_conflicts_total",
+                 "Duplicate keys whose payload fingerprint differs from the one stored "
+                 "with the claim, by the action taken (route's on_key_conflict).",
+                 "action", conflict, conflict_f, 3);
     render_split(&b, m, "kdedup_produce_errors_total",
                  "Failed or uncertain deliveries, by librdkafka's persistence status.",
                  "status", status, status_f, 2);

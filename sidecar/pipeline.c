@@ -434,6 +434,8 @@ static void free_list(msg_list *l) {
     for (msg *m = l->head, *next; m; m = next) {
         next = m->next;
         rd_kafka_message_destroy(m->rkm);
+        free(m->key_owned);
+        free(m->conflict_original);
         free(m);
     }
     memset(l, 0, sizeof(*l));

@@ -2,9 +2,11 @@
  * kdedup - the pipeline's claiming: a batch's keys in one store write, takeovers of
  * claims left by other runs, and the store's health.
  */
-#include "sidecar/headers.h"
+#include "sidecar/keysrc.h"
 #include "sidecar/log.h"
 #include "sidecar/pipeline_int.h"
+
+#include <openssl/sha.h>
 
 #include <stdlib.h>
 
@@ -294,7 +296,9 @@ void kd_pl_takeover(kd_pipeline *p, msg *m) {
     bool took_over = false, absent = false;
 
     for (int tries = 0; tries < TAKEOVER_TRIES; tries++) {
-        kd_claim c = {.key = m->key, .key_len = m->key_len};
+        kd_claim c = {.key = m->key,
+                      .key_len = m->key_len,
+                      .fingerprint = m->has_fp ? m->fp : NULL};
         kd_err err;
 
         kd_dedup_claim_batch(dedup_of(p, m), &c, 1, kd_wall_ms());
@@ -311,6 +315,11 @@ void kd_pl_takeover(kd_pipeline *p, msg *m) {
             GCOUNT(p, collisions, 1);
             m->kind = MSG_PLAIN;
             kd_pl_produce(p, m);
+            return;
+        }
+        if (c.decision.state != KD_CLAIMED &&
+            kd_pl_key_conflict(p, m, &c.decision, c.owner)) {
+            kd_decision_clear(&c.decision);
             return;
         }
         kd_decision_clear(&c.decision);
@@ -365,6 +374,109 @@ void kd_pl_takeover(kd_pipeline *p, msg *m) {
     kd_pl_schedule_retry(p, m, kd_pl_backoff_ms(p, m));
 }
 
+/* What a conflict's dead letter says of the original: its receipt, or the
+ * claim in flight; malloc()ed, or NULL when out of memory. */
+static char *original_of(const kd_decision *d) {
+    char text[64];
+    char *s;
+
+    if (d->state == KD_COMPLETED) {
+        if ((s = malloc(d->receipt_len + 1))) {
+            memcpy(s, d->receipt, d->receipt_len);
+            s[d->receipt_len] = '\0';
+        }
+        return s;
+    }
+    snprintf(text, sizeof(text), "in-flight claimed-at=%" PRIu64, d->timestamp_ms);
+    return strdup(text);
+}
+
+/* Logs a key conflict: the key by a digest prefix (keys may be personal
+ * data), the route, and both fingerprints' prefixes. */
+static void log_conflict(kd_pipeline *p, const msg *m, const kd_decision *d,
+                         const char *action) {
+    unsigned char digest[SHA256_DIGEST_LENGTH];
+    char part[16], off[24], key[17], mine[17], theirs[17];
+
+    SHA256((const unsigned char *)m->key, m->key_len, digest);
+    snprintf(part, sizeof(part), "%" PRId32, m->rkm->partition);
+    snprintf(off, sizeof(off), "%" PRId64, m->rkm->offset);
+    const char *fields[] = {"topic",
+                            src_topic(m),
+                            "partition",
+                            part,
+                            "offset",
+                            off,
+                            "route",
+                            p->cfg->routes[m->route].to,
+                            "key_sha256",
+                            kd_keysrc_hex(digest, 8, key),
+                            "fingerprint",
+                            kd_keysrc_hex(m->fp, 8, mine),
+                            "original_fingerprint",
+                            kd_keysrc_hex(d->fingerprint, 8, theirs),
+                            "original",
+                            d->state == KD_COMPLETED ? "completed" : "in_flight",
+                            "action",
+                            action,
+                            NULL};
+
+    KD_LOG(KD_LOG_WARN, fields, "key conflict: the key was claimed for another payload");
+}
+
+bool kd_pl_key_conflict(kd_pipeline *p, msg *m, const kd_decision *d, uint64_t owner) {
+    const kd_route *r = p->routes[m->route].cfg;
+
+    if (!m->has_fp || !d->has_fingerprint ||
+        !memcmp(m->fp, d->fingerprint, KD_FINGERPRINT_LEN))
+        return false;
+    /* In flight, only a claim a live message of this run holds is judged.
+     * Any other (a dead run's, an ended ownership's) is resolved first as
+     * before (takeover, parking, reading downstream): it may be this very
+     * message's, fingerprinted under another config, and its delivery may
+     * yet fail. Once resolved, the key is claimed anew or completed. */
+    if (d->state == KD_IN_FLIGHT) {
+        msg *holder = owner == p->boot_id
+                          ? kd_held_find(p->held, m->route, m->key, m->key_len)
+                          : NULL;
+
+        if (!holder || !msg_live(p, holder))
+            return false;
+    }
+    switch (r->on_key_conflict) {
+    case KD_CONFLICT_SKIP: /* skipped like any duplicate, and counted as one too */
+        log_conflict(p, m, d, "skip");
+        RCOUNT(p, m->route, key_conflicts_skipped);
+        if (d->state == KD_COMPLETED)
+            RCOUNT(p, m->route, duplicates_completed);
+        else
+            RCOUNT(p, m->route, duplicates_in_flight);
+        kd_pl_msg_done(p, m);
+        break;
+    case KD_CONFLICT_DEAD_LETTER:
+        log_conflict(p, m, d, "dead_letter");
+        RCOUNT(p, m->route, key_conflicts_dead_lettered);
+        m->kind = MSG_DEAD_LETTER;
+        m->dl_reason = KD_REASON_KEY_CONFLICT;
+        m->conflict_original = original_of(d);
+        m->orig_has_fp = true;
+        memcpy(m->orig_fp, d->fingerprint, KD_FINGERPRINT_LEN);
+        kd_pl_produce(p, m);
+        break;
+    case KD_CONFLICT_FORWARD:
+        log_conflict(p, m, d, "forward");
+        RCOUNT(p, m->route, key_conflicts_forwarded);
+        m->kind = MSG_PLAIN;
+        /* Sent as a message without a key: never signed or keyed for the
+         * handover, which must not take it for the original's delivery. */
+        m->key = NULL;
+        m->key_len = 0;
+        kd_pl_produce(p, m);
+        break;
+    }
+    return true;
+}
+
 /* Acts on the claim decision for m. */
 static void on_claim(kd_pipeline *p, msg *m, kd_claim *c) {
     if (c->err == KD_ERR_STORE) {
@@ -379,6 +491,8 @@ static void on_claim(kd_pipeline *p, msg *m, kd_claim *c) {
         kd_pl_produce(p, m);
     } else if (c->decision.state == KD_CLAIMED) {
         on_claimed(p, m, c);
+    } else if (kd_pl_key_conflict(p, m, &c->decision, c->owner)) {
+        /* settled per on_key_conflict */
     } else if (c->decision.state == KD_COMPLETED) {
         RCOUNT(p, m->route, duplicates_completed);
         kd_pl_msg_done(p, m);
@@ -434,7 +548,9 @@ void kd_pl_dispatch(kd_pipeline *p, msg **batch, size_t n) {
             if (batch[i]->kind == MSG_DEDUP && batch[i]->route == r) {
                 p->claim_of[i] = nclaims;
                 p->claims[nclaims++] =
-                    (kd_claim){.key = batch[i]->key, .key_len = batch[i]->key_len};
+                    (kd_claim){.key = batch[i]->key,
+                               .key_len = batch[i]->key_len,
+                               .fingerprint = batch[i]->has_fp ? batch[i]->fp : NULL};
             }
         if (nclaims > first)
             kd_pl_claim_timed(p, r, p->claims + first, nclaims - first, now);

@@ -3,6 +3,7 @@
  * retries and dead letters for what was not.
  */
 #include "sidecar/headers.h"
+#include "sidecar/keysrc.h"
 #include "sidecar/log.h"
 #include "sidecar/pipeline_int.h"
 
@@ -75,6 +76,7 @@ void kd_pl_on_failed(kd_pipeline *p, msg *m) {
                    m->attempts, rd_kafka_err2str(m->err));
             release(p, m);
             m->kind = MSG_DEAD_LETTER;
+            m->dl_reason = KD_REASON_DELIVERY_FAILED;
             kd_pl_schedule_retry(p, m, 0);
             return;
         }
@@ -105,9 +107,17 @@ size_t kd_pl_receipt_text(const kd_pipeline *p, size_t route, int32_t out_part,
 }
 
 size_t kd_pl_format_receipt(const kd_pipeline *p, const msg *m, char *buf, size_t size) {
-    return kd_pl_receipt_text(p, m->route, m->out_partition, m->out_offset,
-                              m->out_timestamp, m->rkm->partition, m->rkm->offset, buf,
-                              size);
+    size_t n =
+        kd_pl_receipt_text(p, m->route, m->out_partition, m->out_offset, m->out_timestamp,
+                           m->rkm->partition, m->rkm->offset, buf, size);
+    char hex[2 * KD_FINGERPRINT_LEN + 1];
+    int more;
+
+    if (!m->has_fp || n + 1 >= size)
+        return n;
+    more = snprintf(buf + n, size - n, " fp=%s",
+                    kd_keysrc_hex(m->fp, KD_FINGERPRINT_LEN, hex));
+    return more < 0 ? n : n + (size_t)more < size ? n + (size_t)more : size - 1;
 }
 
 /* Completes the receipts of every delivered claim with one store write. */
@@ -284,6 +294,8 @@ void kd_pl_unhold(kd_pipeline *p, msg *m) {
 void kd_pl_msg_free(kd_pipeline *p, msg *m) {
     kd_pl_unhold(p, m);
     p->inflight_bytes -= m->bytes;
+    free(m->key_owned);
+    free(m->conflict_original);
     rd_kafka_message_destroy(m->rkm);
     free(m);
     GCOUNT(p, inflight, (uint64_t)-1);

@@ -69,8 +69,16 @@ typedef struct msg {
     rd_kafka_message_t *rkm; /* the consumed message, kept until done */
     size_t route;
     msg_kind kind;
-    const char *key; /* borrowed from rkm's headers */
+    const char *key; /* borrowed from rkm, or key_owned (see keysrc.h) */
     size_t key_len;
+    char *key_owned; /* a JSON or composite key's bytes, or NULL */
+    bool has_fp;     /* fp holds the fingerprint stored with its claim */
+    unsigned char fp[KD_FINGERPRINT_LEN];
+    const char *dl_reason;   /* dead-lettered: why (the kdedup-reason header) */
+    char *conflict_original; /* a key conflict: the original's receipt, or where it
+                              * stands (owned) */
+    bool orig_has_fp;        /* a key conflict: the original's fingerprint */
+    unsigned char orig_fp[KD_FINGERPRINT_LEN];
     uint64_t own;         /* the ownership of its partition that consumed it */
     bool claimed;         /* holds a claim in the store (and an entry in p->held) */
     bool uncertain;       /* possibly persisted: read downstream before resending */
@@ -269,6 +277,17 @@ static inline bool msg_live(const kd_pipeline *p, const msg *m) {
 
 #define RECEIPT_MAX 600
 
+/* The reasons a dead-lettered message carries in KD_REASON_HEADER. */
+#define KD_REASON_HEADER "kdedup-reason"
+#define KD_REASON_MISSING_KEY "missing-key"
+#define KD_REASON_DELIVERY_FAILED "delivery-failed"
+#define KD_REASON_KEY_CONFLICT "key-conflict"
+/* A key conflict's dead letter: the original's receipt (or state), and the
+ * fingerprints (hex) of the original and of this message. */
+#define KD_ORIGINAL_HEADER "kdedup-original"
+#define KD_FINGERPRINT_HEADER "kdedup-fingerprint"
+#define KD_ORIGINAL_FP_HEADER "kdedup-original-fingerprint"
+
 /* pipeline_consume.c */
 /* Polls up to batch_max messages into p->batch_msgs; returns how many. */
 size_t kd_pl_collect(kd_pipeline *p, int timeout_ms);
@@ -290,6 +309,12 @@ void kd_pl_store_failed(kd_pipeline *p, size_t route, const char *what);
 bool kd_pl_store_failing(const kd_pipeline *p);
 /* Claims m's key alone, resolving a claim another run left. */
 void kd_pl_takeover(kd_pipeline *p, msg *m);
+/* True when the duplicate decision d (with its holder's owner) is a key
+ * conflict for m: both fingerprinted, the fingerprints differ, and the key
+ * is completed or held by a live message of this run. m was then skipped
+ * (counted as a duplicate too), dead-lettered or forwarded per the route's
+ * on_key_conflict. */
+bool kd_pl_key_conflict(kd_pipeline *p, msg *m, const kd_decision *d, uint64_t owner);
 
 /* pipeline_produce.c */
 /* librdkafka's delivery-report callback: queues m on p->reported. */

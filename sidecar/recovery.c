@@ -379,14 +379,15 @@ static bool source_of(const rd_kafka_message_t *rkm, const char *topic, int32_t 
 }
 
 /* The route's idempotency key of a record kdedup forwarded, if it is one
- * kdedup would claim (not empty, at most max_key_bytes). */
+ * kdedup would claim (not empty, at most max_key_bytes): its key header, or
+ * for a key taken from elsewhere, the KD_KEY_HEADER kdedup wrote. */
 static bool key_of(const kd_recovery *rc, const rd_kafka_message_t *rkm,
                    const kd_route *route, const void **key, size_t *key_len) {
+    const char *name = route->key_header ? route->key_header : KD_KEY_HEADER;
     rd_kafka_headers_t *h = NULL;
 
     return rd_kafka_message_headers(rkm, &h) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-           rd_kafka_header_get(h, 0, route->key_header, key, key_len) ==
-               RD_KAFKA_RESP_ERR_NO_ERROR &&
+           rd_kafka_header_get(h, 0, name, key, key_len) == RD_KAFKA_RESP_ERR_NO_ERROR &&
            *key && *key_len && *key_len <= (size_t)rc->cfg->max_key_bytes;
 }
 

@@ -141,7 +141,9 @@ def scrape(port):
     return fams, value
 
 
-RECEIPT = re.compile(r"v1 to=(\S+)/(\d+)@(\d+) ts=-?\d+ from=(\S+)/(\d+)@(\d+)")
+# " fp=" and the payload's fingerprint, when the route fingerprints (the default).
+RECEIPT = re.compile(r"v1 to=(\S+)/(\d+)@(\d+) ts=-?\d+ from=(\S+)/(\d+)@(\d+)"
+                     r"(?: fp=[0-9a-f]{64})?")
 
 
 def lookup(kd, keys):
