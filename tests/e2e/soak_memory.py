@@ -32,8 +32,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition  # noqa: E402
-from e2e_test import (API, DST, PARTS, SRC, Failure, Mock, Sidecar, World,  # noqa: E402
-                      check, http_get, scrape, shut_down)
+from e2e_test import (API, Failure, Mock, Sidecar, World, check, gauge,  # noqa: E402
+                      http_get, scrape, shut_down, wait_for)
 
 SECONDS = int(os.environ.get("SOAK_SECONDS", "600"))
 OUT = os.environ.get("SOAK_OUT", "build/soak-memory")
@@ -154,9 +154,9 @@ def main():
     mock = Mock(brokers=2)
     for topic in (f"{POISON_SRC} 1", f"{POISON_DST} 1"):
         mock.cmd(f"topic {topic}")
-    for p in range(PARTS):
-        mock.cmd(f"leader {SRC} {p} 1")
-        mock.cmd(f"leader {DST} {p} 2")
+    for p in range(4):
+        mock.cmd(f"leader orders {p} 1")
+        mock.cmd(f"leader orders.deduped {p} 2")
     mock.cmd(f"leader {POISON_SRC} 0 1")
     mock.cmd(f"leader {POISON_DST} 0 2")
     mock.cmd("leader orders.dlq 0 1")
@@ -219,11 +219,13 @@ def main():
         time.sleep(max(0, deadline - time.time()))
         stream.end()
         stream = None
-        world.read(quiet_s=5)
+        # everything but the poison settles: then downstream is read to its end
+        wait_for("the orders to settle (the poison alone in flight)",
+                 lambda: gauge(kd, "kdedup_inflight_messages") <= 1, 180)
+        world.read([], "e2e")
         held_back = scrape(kd.port)[1]("kdedup_partitions_held_back")
         sampler.end()
         check(kd.signal(15) == 0, "kdedup did not exit 0 on SIGTERM")
-        mock_copies = world.verify(order=False)
 
         rows = sampler.rows
         with open(os.path.join(OUT, "rss.csv"), "w", newline="") as f:
@@ -234,6 +236,7 @@ def main():
             plot(rows, sampler.events, os.path.join(OUT, "rss.png"))
         except ImportError:
             print("  (no matplotlib: no plot; apt-get install python3-matplotlib)")
+        mock_copies = world.verify(order=False)
         warm = [r["rss_kib"] for r in rows if r["t"] <= 60] or [rows[0]["rss_kib"]]
         base = warm[-1]
         after = [r["rss_kib"] for r in rows if r["t"] > 60]
