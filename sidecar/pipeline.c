@@ -280,8 +280,8 @@ int kd_pipeline_run(kd_pipeline *p) {
     while (!atomic_load(&p->stop) && !atomic_load(&p->fatal)) {
         atomic_store(&p->tick_ms, kd_mono_ms());
         kd_recovery_begin_turn(p->recovery, p->cfg->scan_step_ms);
-        size_t n =
-            kd_pl_collect(p, p->awaiting || p->retries.n || p->nhandovers ? 5 : 100);
+        size_t n = kd_pl_collect(
+            p, p->awaiting || p->retries.n || p->nhandovers || p->ngates ? 5 : 100);
 
         kd_pl_dispatch(p, p->batch_msgs, n);
         kd_pl_service(p, 0);

@@ -358,6 +358,7 @@ void kd_pl_takeover(kd_pipeline *p, msg *m) {
             if (res == ORPHAN_SETTLED)
                 return;
             if (res == ORPHAN_LATER) { /* its scan goes on: m waits, in order */
+                m->due_ms = 0;
                 kd_pl_gate_wait(p, m);
                 return;
             }

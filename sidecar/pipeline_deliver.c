@@ -361,6 +361,10 @@ void kd_pl_msg_abandon(kd_pipeline *p, msg *m) {
 
 void kd_pl_schedule_retry(kd_pipeline *p, msg *m, uint64_t delay_ms) {
     m->due_ms = kd_mono_ms() + delay_ms;
+    if (p->gate_passing == m) { /* a gate's head: the rest keep waiting behind it */
+        kd_pl_gate_wait(p, m);
+        return;
+    }
     list_push(&p->retries, m);
 }
 

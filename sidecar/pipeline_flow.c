@@ -56,11 +56,22 @@ void kd_pl_apply_pauses(kd_pipeline *p) {
     rd_kafka_topic_partition_list_destroy(parts);
 }
 
+/* How many may wait behind a partition's front before it is held back: a
+ * quarter as many behind an orphan being resolved (they wait unsettled, and
+ * would otherwise fill pipeline.max_inflight, pausing every partition). */
+static size_t front_limit(kd_pipeline *p, size_t route, int32_t partition) {
+    size_t limit = (size_t)p->cfg->max_inflight;
+
+    if (kd_pl_gate_waiting(p, route, partition))
+        limit = limit / 4 ? limit / 4 : 1;
+    return limit;
+}
+
 void kd_pl_check_front(kd_pipeline *p, size_t route, int32_t partition) {
     size_t span = kd_offsets_span(p->offsets, route, partition);
     int64_t front = -1;
 
-    if (span >= (size_t)p->cfg->max_inflight &&
+    if (span >= front_limit(p, route, partition) &&
         !kd_offsets_flag(p->offsets, route, partition)) {
         kd_offsets_commit_point(p->offsets, route, partition, &front);
         KD_WARN("%s/%" PRId32 " held back: %zu messages consumed after offset %" PRId64
@@ -80,7 +91,7 @@ static void check_partition(void *arg, size_t route, int32_t partition) {
 
     if (kd_offsets_flag(p->offsets, route, partition) &&
         kd_offsets_span(p->offsets, route, partition) <=
-            (size_t)p->cfg->max_inflight / 2) {
+            front_limit(p, route, partition) / 2) {
         KD_INFO("%s/%" PRId32 " resumes: its front message was settled",
                 p->cfg->routes[route].from, partition);
         kd_offsets_set_flag(p->offsets, route, partition, false);

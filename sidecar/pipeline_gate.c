@@ -43,6 +43,10 @@ static void gate_close(kd_pipeline *p, gate *g) {
     *g = p->gates[--p->ngates];
 }
 
+bool kd_pl_gate_waiting(kd_pipeline *p, size_t route, int32_t partition) {
+    return p->ngates && gate_find(p, route, partition);
+}
+
 bool kd_pl_gated(kd_pipeline *p, msg *m, bool takeover) {
     gate *g;
 
@@ -58,10 +62,10 @@ void kd_pl_gate_wait(kd_pipeline *p, msg *m) {
     gate *g = gate_find(p, m->route, m->rkm->partition);
 
     if (!g && !(g = gate_open(p, m->route, m->rkm->partition))) {
-        kd_pl_schedule_retry(p, m, ORPHAN_WAIT_MS); /* out of memory: unordered */
+        list_push(&p->retries, m); /* out of memory: unordered */
         return;
     }
-    m->gate_takeover = true;
+    m->gate_takeover = m->kind == MSG_DEDUP && !m->claimed;
     if (p->gate_passing == m) { /* back at the head it just left */
         m->next = g->waiting.head;
         g->waiting.head = m;
@@ -83,6 +87,8 @@ static void gate_turn(kd_pipeline *p, size_t i) {
             gate_close(p, g);
             return;
         }
+        if (m->due_ms > kd_mono_ms())
+            return; /* its next attempt is later: the rest wait with it */
         g->waiting.head = m->next;
         if (!g->waiting.head)
             g->waiting.tail = NULL;

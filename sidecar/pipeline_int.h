@@ -383,10 +383,12 @@ void kd_pl_scan_progress(void *arg);
  * is to wait behind them (appended; `takeover`: to be taken over when its
  * turn comes, else produced). False when there is no gate: go on. */
 bool kd_pl_gated(kd_pipeline *p, msg *m, bool takeover);
-/* m's orphan scan is not complete: m waits at its gate's head (opened for
- * it if need be), and the messages of its partition consumed after it wait
- * behind it. */
+/* m's orphan scan is not complete (or m, a gate's head, is to be tried
+ * again at m->due_ms): m waits at its gate's head (opened for it if need
+ * be), and the messages of its partition consumed after it wait behind it. */
 void kd_pl_gate_wait(kd_pipeline *p, msg *m);
+/* True when messages of the partition wait at a gate. */
+bool kd_pl_gate_waiting(kd_pipeline *p, size_t route, int32_t partition);
 /* Lets out of every gate what can go, in order. Each turn. */
 void kd_pl_gates_turn(kd_pipeline *p);
 /* Drops the waiting messages of ended ownerships (all, with all_parts). */

@@ -70,6 +70,7 @@ typedef struct scan {
     uint64_t used_ms;     /* mono: the last lookup (the least recent goes first) */
     uint64_t retry_at_ms; /* mono: after a failed step, not before */
     int failures;         /* failed steps in a row */
+    bool roomless;        /* waiting for room for its table (scan_room) */
     bool given_up;        /* cannot be made: every lookup is UNKNOWN */
 } scan;
 
@@ -89,7 +90,8 @@ struct kd_recovery {
     kd_recovery_stats stats;
     void (*progress)(void *arg);
     void *progress_arg;
-    uint64_t turn_end_us;     /* mono: this turn's reading ends; 0 = no budget */
+    uint64_t turn_budget_us;  /* reading per turn; 0 = no budget */
+    uint64_t turn_end_us;     /* mono: this turn's reading ends; 0 = not begun */
     uint64_t broker_retry_at; /* mono us: own lookups fail fast until then */
     uint64_t boot_id;         /* this run's (kd_recovery_record_run) */
     kd_signer *signers[2];    /* dedup.signing_key, previous_signing_key; or NULL */
@@ -170,7 +172,9 @@ static size_t scan_lru(const kd_recovery *rc, const scan *keep, bool with_table)
     size_t best = SIZE_MAX;
 
     for (size_t i = 0; i < rc->nscans; i++)
-        if (&rc->scans[i] != keep && (!with_table || rc->scans[i].slots) &&
+        if (&rc->scans[i] != keep &&
+            (!with_table ||
+             (rc->scans[i].slots && rc->scans[i].next >= rc->scans[i].end)) &&
             (best == SIZE_MAX || rc->scans[i].used_ms < rc->scans[best].used_ms))
             best = i;
     return best;
@@ -433,9 +437,17 @@ typedef enum range_result {
     RANGE_FAILED, /* the broker, or each, failed */
 } range_result;
 
-/* True once this turn's reading budget is spent. */
-static bool turn_over(const kd_recovery *rc) {
-    return rc->turn_end_us && kd_mono_us() >= rc->turn_end_us;
+/* True once this turn's reading budget is spent; the first call of a turn
+ * starts its clock (the loop may have waited on its consumer since the
+ * turn began). */
+static bool turn_over(kd_recovery *rc) {
+    uint64_t now = kd_mono_us();
+
+    if (!rc->turn_budget_us)
+        return false;
+    if (!rc->turn_end_us)
+        rc->turn_end_us = now + rc->turn_budget_us;
+    return now >= rc->turn_end_us;
 }
 
 /* Points the scanner at topic/partition from offset `from`, unless a paused
@@ -598,6 +610,28 @@ static bool forwarded_since(int64_t at, uint64_t since_ms) {
     return at < 0 || (uint64_t)at + CLOCK_SLACK_MS >= since_ms;
 }
 
+/* Makes s's table when it fits in dedup.scan_cache_bytes beside the others,
+ * freeing complete tables (least recently used first; their orphans scan
+ * again if they come), never one still being read: two scans that do not
+ * fit together take turns instead of undoing each other. False while there
+ * is no room (or memory). */
+static bool scan_room(kd_recovery *rc, scan *s) {
+    size_t cap = table_cap(s->end - s->from), bytes = cap * sizeof(slot), i;
+
+    if (!s->roomless)
+        return true;
+    while (rc->stats.cache_bytes + bytes > (size_t)rc->cfg->scan_cache_bytes &&
+           (i = scan_lru(rc, s, true)) != SIZE_MAX)
+        scan_free_table(rc, &rc->scans[i]);
+    if (rc->stats.cache_bytes + bytes > (size_t)rc->cfg->scan_cache_bytes ||
+        !(s->slots = calloc(cap, sizeof(slot))))
+        return false;
+    s->cap = cap;
+    s->roomless = false;
+    rc->stats.cache_bytes += bytes;
+    return true;
+}
+
 /* A new scan of (owner, route, partition), its table allocated; given up
  * (no table) when it cannot be made. NULL when out of memory. */
 static scan *scan_start(kd_recovery *rc, uint64_t owner, size_t route,
@@ -664,18 +698,11 @@ static scan *scan_start(kd_recovery *rc, uint64_t owner, size_t route,
                       "in dedup.scan_cache_bytes");
         return s;
     }
-    for (size_t i; rc->stats.cache_bytes + bytes > (size_t)rc->cfg->scan_cache_bytes &&
-                   (i = scan_lru(rc, s, true)) != SIZE_MAX;)
-        scan_free_table(rc, &rc->scans[i]); /* its orphans scan again if they come */
-    if (!(s->slots = calloc(table_cap(hi - start), sizeof(slot)))) {
-        KD_WARN("recovery: out of memory for the scan of %s/%" PRId32, r->to, partition);
-        return s;
-    }
-    s->cap = table_cap(hi - start);
-    rc->stats.cache_bytes += bytes;
     s->given_up = false;
     s->from = s->next = start;
     s->end = hi;
+    s->roomless = true; /* its table is made when there is room (scan_room) */
+    scan_room(rc, s);
     return s;
 }
 
@@ -692,7 +719,7 @@ static scan *scan_for(kd_recovery *rc, uint64_t owner, size_t route, int32_t par
         if (rc->scans[i].owner == owner && rc->scans[i].route == route &&
             rc->scans[i].partition == partition)
             s = &rc->scans[i];
-    if (s && !s->given_up && !s->slots && s->from >= 0) {
+    if (s && !s->given_up && !s->slots && !s->roomless && s->from >= 0) {
         /* its table went to a more recent scan: made again */
         scan_drop(rc, (size_t)(s - rc->scans));
         s = NULL;
@@ -743,6 +770,8 @@ static scan *scan_for(kd_recovery *rc, uint64_t owner, size_t route, int32_t par
         *res = KD_RECOVER_FOUND; /* complete: the caller looks the key up */
         return s;
     }
+    if (!scan_room(rc, s))
+        return NULL; /* LATER: another scan is being read */
     t0 = kd_mono_us();
     step = scan_range(rc, r->to, partition, &s->next, s->end, true, digest_each,
                       &(digest_scan){rc, s, r}, &rc->stats.records);
@@ -1014,7 +1043,8 @@ void kd_recovery_set_progress(kd_recovery *rc, void (*fn)(void *arg), void *arg)
 }
 
 void kd_recovery_begin_turn(kd_recovery *rc, uint64_t budget_ms) {
-    rc->turn_end_us = budget_ms ? kd_mono_us() + budget_ms * 1000u : 0;
+    rc->turn_budget_us = budget_ms * 1000u;
+    rc->turn_end_us = 0;
 }
 
 /*
@@ -1106,6 +1136,8 @@ void kd_recovery_find_since_many(kd_recovery *rc, size_t route, int32_t out_part
     rc->stats.scans++;
     rc->stats.micros += kd_mono_us() - t0;
     free(as.table);
+    if (res != RANGE_DONE)
+        rc->broker_retry_at = kd_mono_us() + BROKER_RETRY_US; /* a second's rest */
     if (res != RANGE_DONE)
         for (size_t i = 0; i < n; i++)
             if (asks[i].result != KD_RECOVER_FOUND)

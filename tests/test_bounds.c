@@ -209,6 +209,120 @@ static void test_scans_step_within_the_cache_budget(void **state) {
     kd_config_destroy(cfg);
 }
 
+/* Two orphans of one dead run on two downstream partitions whose tables
+ * each fit dedup.scan_cache_bytes but not together, asked in turn: the
+ * second waits for the first to complete (it once evicted the first's
+ * half-read table, and the first the second's, forever). (From a review.) */
+static void test_scans_that_do_not_fit_together_take_turns(void **state) {
+    env *e = *state;
+    const char *run = "kdedup-run v1\n0 0 out\n1 0 out\n2 0 out\n";
+    char json[1024], err[512], path[512], stream[32];
+    rd_kafka_t *rk = kf_producer(&e->mock);
+    kd_recover_found f = {0};
+    kd_recovery *rc;
+    kd_config *cfg;
+    kd_store *store;
+    kd_recover_result ra = KD_RECOVER_LATER, rb = KD_RECOVER_LATER;
+    int turns;
+
+    deliveries(rk, 0, "a", 15000);
+    deliveries(rk, 1, "b", 15000);
+    kf_producer_close(rk);
+    snprintf(
+        json, sizeof(json),
+        "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\"},"
+        " \"routes\": [{\"from\": \"in\", \"to\": \"out\", \"on_missing_key\": "
+        "\"forward\"}],"
+        " \"dedup\": {\"scan_cache_bytes\": %d}, \"store\": {\"path\": \"%s/store\"}}",
+        e->mock.bootstrap, CACHE_BYTES, e->dir);
+    assert_non_null(
+        cfg = kd_config_parse(json, strlen(json), "test.json", err, sizeof(err)));
+    snprintf(path, sizeof(path), "%s/store", e->dir);
+    assert_non_null(store = kd_rocks_open(path, true, err, sizeof(err)));
+    assert_int_equal(
+        kd_store_append(store, stream,
+                        kd_recovery_run_stream(0xbeef, stream, sizeof(stream)), 0, run,
+                        strlen(run)),
+        KD_OK);
+    assert_non_null(rc =
+                        kd_recovery_new(cfg, store, e->mock.bootstrap, err, sizeof(err)));
+    time_t t_end = time(NULL) + 60;
+    for (turns = 0;
+         time(NULL) < t_end && (ra == KD_RECOVER_LATER || rb == KD_RECOVER_LATER);
+         turns++) {
+        kd_recovery_begin_turn(rc, 5);
+        if (ra == KD_RECOVER_LATER)
+            ra = kd_recovery_find(rc, 0xbeef, 0, 0, "a-7", 3, 0, &f);
+        if (rb == KD_RECOVER_LATER)
+            rb = kd_recovery_find(rc, 0xbeef, 0, 1, "b-7", 3, 0, &f);
+    }
+    assert_int_equal(ra, KD_RECOVER_FOUND);
+    assert_int_equal(rb, KD_RECOVER_FOUND);
+    kd_recovery_destroy(rc);
+    kd_store_destroy(store);
+    kd_config_destroy(cfg);
+}
+
+/* A dead run's scan paused part-way on out/0 leaves the scanner there; a
+ * handover of the same downstream partition then reads it from further
+ * back, interleaved with the scan's steps: every record, once. (From a
+ * review.) */
+static void test_handover_beside_a_paused_scan(void **state) {
+    env *e = *state;
+    const char *run = "kdedup-run v1\n0 0 out\n1 0 out\n2 0 out\n";
+    char json[1024], err[512], path[512], stream[32];
+    rd_kafka_t *rk = kf_producer(&e->mock);
+    kd_recover_found f = {0};
+    kd_history_cursor cur = {0};
+    history_count hc = {.last_offset = -1};
+    kd_history_result hres = KD_HISTORY_MORE;
+    kd_recover_result ra = KD_RECOVER_LATER;
+    kd_recovery *rc;
+    kd_config *cfg;
+    kd_store *store;
+    int turns = 0;
+
+    deliveries(rk, 0, "a", 15000);
+    kf_producer_close(rk);
+    snprintf(
+        json, sizeof(json),
+        "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\"},"
+        " \"routes\": [{\"from\": \"in\", \"to\": \"out\", \"on_missing_key\": "
+        "\"forward\"}],"
+        " \"dedup\": {\"scan_cache_bytes\": %d}, \"store\": {\"path\": \"%s/store\"}}",
+        e->mock.bootstrap, CACHE_BYTES, e->dir);
+    assert_non_null(
+        cfg = kd_config_parse(json, strlen(json), "test.json", err, sizeof(err)));
+    snprintf(path, sizeof(path), "%s/store", e->dir);
+    assert_non_null(store = kd_rocks_open(path, true, err, sizeof(err)));
+    assert_int_equal(
+        kd_store_append(store, stream,
+                        kd_recovery_run_stream(0xbeef, stream, sizeof(stream)), 0, run,
+                        strlen(run)),
+        KD_OK);
+    assert_non_null(rc =
+                        kd_recovery_new(cfg, store, e->mock.bootstrap, err, sizeof(err)));
+    /* the scan a few steps in */
+    for (int i = 0; i < 4 && ra == KD_RECOVER_LATER; i++) {
+        kd_recovery_begin_turn(rc, 3);
+        ra = kd_recovery_find(rc, 0xbeef, 0, 0, "a-7", 3, 0, &f);
+    }
+    do {
+        kd_recovery_begin_turn(rc, 3);
+        hres = kd_recovery_history(rc, 0, 0, 0, 100, count_history, &hc, &cur);
+        if (ra == KD_RECOVER_LATER)
+            ra = kd_recovery_find(rc, 0xbeef, 0, 0, "a-7", 3, 0, &f);
+        kd_recovery_begin_turn(rc, 3);
+        if (ra == KD_RECOVER_LATER)
+            ra = kd_recovery_find(rc, 0xbeef, 0, 0, "a-7", 3, 0, &f);
+    } while (hres == KD_HISTORY_MORE && ++turns < 100000);
+    assert_int_equal(hres, KD_HISTORY_DONE);
+    assert_int_equal(hc.records, 15000);
+    kd_recovery_destroy(rc);
+    kd_store_destroy(store);
+    kd_config_destroy(cfg);
+}
+
 /* One route without a dead-letter topic, at most 50 messages in flight. */
 #define BOUNDED_CONFIG                                                                   \
     "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\", \"producer\": %s,"           \
@@ -345,6 +459,7 @@ static void test_orphans_keep_their_order(void **state) {
     env *e = *state;
     const char *run = "kdedup-run v1\n0 0 out\n1 0 out\n2 0 out\n";
     static const char *const order[] = {"o-1", "n-1", "o-2", "n-2", "n-3"};
+    uint64_t now = (uint64_t)time(NULL) * 1000;
     char path[512], err[512], stream[32];
     rd_kafka_t *rk = kf_producer(&e->mock);
     int64_t last = -1;
@@ -376,8 +491,8 @@ static void test_orphans_keep_their_order(void **state) {
         KD_OK);
     d = kd_dedup_new(store, "kdedup:in");
     kd_dedup_set_owner(d, 0xbeef);
-    assert_int_equal(kd_dedup_claim_or_get(d, "o-1", 3, 1, &dec), KD_OK);
-    assert_int_equal(kd_dedup_claim_or_get(d, "o-2", 3, 1, &dec), KD_OK);
+    assert_int_equal(kd_dedup_claim_or_get(d, "o-1", 3, now, &dec), KD_OK);
+    assert_int_equal(kd_dedup_claim_or_get(d, "o-2", 3, now, &dec), KD_OK);
     kd_dedup_destroy(d);
     kd_store_destroy(store);
 
@@ -390,6 +505,13 @@ static void test_orphans_keep_their_order(void **state) {
                  " \"store\": {\"path\": \"%s/store\"}}",
                  e->mock.bootstrap, e->dir);
     st = kf_run_wait(&r, 5, TIMEOUT_MS);
+    if (getenv("KD_TEST_LOG"))
+        fprintf(stderr,
+                "consumed %llu forwarded %llu found %llu absent %llu reforwarded %llu\n",
+                (unsigned long long)st.consumed, (unsigned long long)st.forwarded,
+                (unsigned long long)st.orphans_found,
+                (unsigned long long)st.orphans_absent,
+                (unsigned long long)st.orphans_reforwarded);
     assert_int_equal(st.consumed, 5);
     assert_int_equal(st.orphans_found, 1);
     assert_int_equal(st.orphans_absent, 1);
@@ -418,6 +540,10 @@ int main(void) {
         cmocka_set_test_filter(getenv("KD_TEST_FILTER"));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_scans_step_within_the_cache_budget, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_scans_that_do_not_fit_together_take_turns,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_handover_beside_a_paused_scan, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_orphans_keep_their_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backpressure_pauses_and_resumes, setup,
