@@ -223,7 +223,14 @@ def main():
         wait_for("the orders to settle (the poison alone in flight)",
                  lambda: gauge(kd, "kdedup_inflight_messages") <= 1, 180)
         world.read([], "e2e")
-        held_back = scrape(kd.port)[1]("kdedup_partitions_held_back")
+        _, value = scrape(kd.port)
+        held_back = value("kdedup_partitions_held_back")
+        counts = {name: int(value(name)) for name in (
+            "kdedup_messages_consumed_total", "kdedup_messages_forwarded_total",
+            "kdedup_duplicates_total", "kdedup_key_conflicts_total",
+            "kdedup_claims_released_total", "kdedup_abandoned_total",
+            "kdedup_orphans_found_total", "kdedup_uncertain_deliveries_total")}
+        print(f"  kdedup: {counts}", flush=True)
         sampler.end()
         check(kd.signal(15) == 0, "kdedup did not exit 0 on SIGTERM")
 
@@ -236,6 +243,11 @@ def main():
             plot(rows, sampler.events, os.path.join(OUT, "rss.png"))
         except ImportError:
             print("  (no matplotlib: no plot; apt-get install python3-matplotlib)")
+        seen = {d[2] for d in world.downstream}
+        lost = [k for k in world.first if k not in seen]
+        if lost:
+            print(f"  {len(lost)} keys not downstream of {len(world.first)}; downstream "
+                  f"{len(world.downstream)} records; e.g. {lost[:5]}", flush=True)
         mock_copies = world.verify(order=False)
         warm = [r["rss_kib"] for r in rows if r["t"] <= 60] or [rows[0]["rss_kib"]]
         base = warm[-1]
