@@ -48,7 +48,7 @@ SIDECAR_SRC := sidecar/log.c sidecar/offsets.c sidecar/headers.c sidecar/kafka.c
                sidecar/metrics.c sidecar/http.c sidecar/recovery.c sidecar/held.c sidecar/signing.c sidecar/pipeline.c sidecar/pipeline_consume.c \
                sidecar/pipeline_claim.c sidecar/pipeline_produce.c sidecar/pipeline_deliver.c \
                sidecar/pipeline_handover.c sidecar/pipeline_rebalance.c sidecar/mockd.c \
-               sidecar/demo.c sidecar/lookup.c sidecar/harden.c
+               sidecar/demo.c sidecar/lookup.c sidecar/harden.c sidecar/reload.c sidecar/admin.c
 
 LIBS_DEDUP := $(call pc_libs,$(PKGS_DEDUP))
 LIBS_ROCKS := $(call pc_libs,$(PKGS_ROCKS))
