@@ -63,7 +63,7 @@ LIBS_TEST  := $(call pc_libs,$(PKGS_TEST))
 UNIT_TESTS := $(BUILD)/tests/test_entry $(BUILD)/tests/test_dedup \
               $(BUILD)/tests/test_store_rocks $(BUILD)/tests/test_config \
               $(BUILD)/tests/test_offsets $(BUILD)/tests/test_metrics $(BUILD)/tests/test_held \
-              $(BUILD)/tests/test_http
+              $(BUILD)/tests/test_http $(BUILD)/tests/test_admin
 INTEGRATION_TESTS := $(BUILD)/tests/test_pipeline
 TESTS := $(UNIT_TESTS) $(INTEGRATION_TESTS)
 # The real binary against an independent client (Debian's kafka-python), and
@@ -183,6 +183,15 @@ $(BUILD)/tests/test_http: $(call obj,tests/test_http.c sidecar/http.c sidecar/lo
                           $(LIB_CONFIG)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(call pc_libs,$(PKGS_HTTP)) $(LIBS_CONFIG) $(LIBS_TEST)
+
+# The admin API and reloads, over an in-memory store (kafka.c checks the
+# librdkafka properties of a reloaded file, as --check-config does).
+$(BUILD)/tests/test_admin: $(call obj,tests/test_admin.c sidecar/admin.c sidecar/http.c \
+                                      sidecar/log.c sidecar/reload.c sidecar/kafka.c) \
+                           $(LIB_CONFIG) $(LIB_DEDUP)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_KAFKA) $(call pc_libs,$(PKGS_HTTP)) $(LIBS_CONFIG) \
+	    $(LIBS_DEDUP) $(LIBS_TEST)
 
 # Integration: the pipeline against a mock cluster in a `kdedup mock` process.
 $(BUILD)/tests/test_pipeline: $(call obj,tests/test_pipeline.c tests/kafka_fixture.c tests/faulty_store.c \
