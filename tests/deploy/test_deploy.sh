@@ -77,7 +77,7 @@ done
 # The admin API (issue 16): its token from a Secret; its port (9465, on the
 # pod's 127.0.0.1) on no containerPort and no Service.
 for r in base statefulset overlays-example overlays-plain-sidecar; do
-  if grep -A3 -- '- name: KDEDUP_ADMIN_TOKEN' "$OUT/$r.yaml" | grep -q 'name: kdedup-admin' \
+  if grep -A4 -- '- name: KDEDUP_ADMIN_TOKEN' "$OUT/$r.yaml" | grep -q 'name: kdedup-admin' \
      && ! grep -Eq '(containerPort|port|targetPort): 9465' "$OUT/$r.yaml" \
      && grep -q '"127.0.0.1:9465"' "$OUT/$r.yaml"; then
     ok "$r: admin token from a Secret, admin API on the pod's loopback only"
