@@ -997,7 +997,8 @@ static bool check_signing(ctx *c, const kd_config *cfg) {
 /* The admin token guards forgetting keys: it must resist guessing too. */
 static bool check_admin(ctx *c, const kd_config *cfg) {
     if (cfg->admin_token && strlen(cfg->admin_token) < 16)
-        return fail(c, "admin.token", "expected at least 16 bytes (a random secret), got %zu",
+        return fail(c, "admin.token",
+                    "expected at least 16 bytes (a random secret), got %zu",
                     strlen(cfg->admin_token));
     return true;
 }
@@ -1300,7 +1301,10 @@ static void list_routes(char *out, size_t size, const char *label, const kd_conf
         if (!pick)
             continue;
         snprintf(out + strlen(out), size - strlen(out), "%s%s%s",
-                 n ? ", " : *out ? "; " : "", n ? "" : label, in->routes[i].from);
+                 n      ? ", "
+                 : *out ? "; "
+                        : "",
+                 n ? "" : label, in->routes[i].from);
         n++;
     }
 }
@@ -1369,7 +1373,8 @@ static void render_fields(cJSON *obj, const field *fields, const void *base) {
             cJSON_AddNumberToObject(obj, f->key, (double)*(const int64_t *)at);
             break;
         case F_DURATION:
-            snprintf(buf, sizeof(buf), "%llums", (unsigned long long)*(const uint64_t *)at);
+            snprintf(buf, sizeof(buf), "%llums",
+                     (unsigned long long)*(const uint64_t *)at);
             cJSON_AddStringToObject(obj, f->key, buf);
             break;
         case F_ENUM:

@@ -97,9 +97,10 @@ static void audit(const kd_http_request *req, const char *action, const char *ro
                   const char *key, size_t key_len, unsigned status, const char *result) {
     unsigned char digest[SHA256_DIGEST_LENGTH];
     char hex[2 * SHA256_DIGEST_LENGTH + 1] = "", code[8];
-    const char *fields[] = {"audit",  "admin", "action", action, "route",  route ? route : "",
-                            "key_sha256", hex, "status", code,   "result", result,
-                            "client", req->client, NULL};
+    const char *fields[] = {
+        "audit",      "admin",     "action", action, "route",  route ? route : "",
+        "key_sha256", hex,         "status", code,   "result", result,
+        "client",     req->client, NULL};
 
     if (key) {
         SHA256((const unsigned char *)key, key_len, digest);
@@ -108,8 +109,8 @@ static void audit(const kd_http_request *req, const char *action, const char *ro
     }
     snprintf(code, sizeof(code), "%u", status);
     /* Written whatever log.level says: an audit trail has no level. */
-    kd_log_write(status < 400 ? KD_LOG_INFO : KD_LOG_WARN, fields, "admin: %s %s",
-                 action, result);
+    kd_log_write(status < 400 ? KD_LOG_INFO : KD_LOG_WARN, fields, "admin: %s %s", action,
+                 result);
 }
 
 /* The route from `from` in the config in force, or NULL. */
@@ -152,11 +153,11 @@ static cJSON *state_json(kd_admin *a, const char *from, const kd_decision *dec,
     if (!o)
         return NULL;
     cJSON_AddStringToObject(o, "route", from);
-    cJSON_AddStringToObject(o, "state", !found                         ? "absent"
-                                        : dec->state == KD_COMPLETED ? "completed"
-                                                                     : "in_flight");
-    if (found && dec->state == KD_COMPLETED &&
-        (receipt = malloc(dec->receipt_len + 1))) {
+    cJSON_AddStringToObject(o, "state",
+                            !found                       ? "absent"
+                            : dec->state == KD_COMPLETED ? "completed"
+                                                         : "in_flight");
+    if (found && dec->state == KD_COMPLETED && (receipt = malloc(dec->receipt_len + 1))) {
         memcpy(receipt, dec->receipt, dec->receipt_len);
         receipt[dec->receipt_len] = '\0';
         cJSON_AddStringToObject(o, "receipt", receipt);
@@ -196,7 +197,9 @@ static void get_key(kd_admin *a, kd_dedup *d, const kd_http_request *req,
     }
     reply_json(out, 200, state_json(a, from, &dec, found, owner));
     audit(req, "lookup", from, key, key_len, 200,
-          !found ? "absent" : dec.state == KD_COMPLETED ? "completed" : "in_flight");
+          !found                      ? "absent"
+          : dec.state == KD_COMPLETED ? "completed"
+                                      : "in_flight");
     kd_decision_clear(&dec);
 }
 

@@ -241,19 +241,18 @@ static enum MHD_Result handle_request(kd_http *s, struct MHD_Connection *c,
                     addr->client_addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
                                                              : sizeof(struct sockaddr_in),
                     client, sizeof(client), NULL, 0, NI_NUMERICHOST);
-    req = (kd_http_request){
-        .method = method,
-        .path = url,
-        .authorization =
-            MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION),
-        .client = client,
-        .conn = c};
+    req = (kd_http_request){.method = method,
+                            .path = url,
+                            .authorization = MHD_lookup_connection_value(
+                                c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION),
+                            .client = client,
+                            .conn = c};
     s->h.request(s->h.arg, &req, &out);
     if (!out.body)
         return text(c, out.status ? out.status : MHD_HTTP_INTERNAL_SERVER_ERROR,
-                     out.status ? "" : "out of memory");
-    ret = reply(c, out.status, out.type ? out.type : "application/json", out.body, out.len,
-                MHD_RESPMEM_MUST_FREE);
+                    out.status ? "" : "out of memory");
+    ret = reply(c, out.status, out.type ? out.type : "application/json", out.body,
+                out.len, MHD_RESPMEM_MUST_FREE);
     return ret;
 }
 
@@ -315,7 +314,8 @@ static struct addrinfo *resolve(const char *name, const char *listen, char *errs
     int rc;
 
     if (!colon || (size_t)(colon - listen) >= sizeof(host)) {
-        snprintf(errstr, errstr_size, "%s.listen \"%s\": expected host:port", name, listen);
+        snprintf(errstr, errstr_size, "%s.listen \"%s\": expected host:port", name,
+                 listen);
         return NULL;
     }
     memcpy(host, listen, (size_t)(colon - listen));

@@ -136,9 +136,8 @@ static bool http_healthy(void *arg, char *reason, size_t size) {
 
     pthread_rwlock_rdlock(&pr->lock);
     if (pr->live)
-        ok = kd_pipeline_healthy(pr->live,
-                                 kd_reload_current(pr->reloads)->health_timeout_ms,
-                                 reason, size);
+        ok = kd_pipeline_healthy(
+            pr->live, kd_reload_current(pr->reloads)->health_timeout_ms, reason, size);
     pthread_rwlock_unlock(&pr->lock);
     return ok; /* between two pipelines: the process works */
 }
@@ -328,8 +327,10 @@ static int run(const char *path) {
     }
     if (!(p = pipeline_start(&pr, cfg, store, mock)))
         goto done;
-    kd_http_handlers h = {
-        .arg = &pr, .metrics = http_metrics, .healthy = http_healthy, .ready = http_ready};
+    kd_http_handlers h = {.arg = &pr,
+                          .metrics = http_metrics,
+                          .healthy = http_healthy,
+                          .ready = http_ready};
     if (!(http = kd_http_start(cfg->http_listen, &h, err, sizeof(err)))) {
         KD_ERROR("%s: %s", cfg->file, err);
         goto done;

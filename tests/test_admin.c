@@ -163,7 +163,8 @@ static int request(const fx *f, const char *method, const char *path, const char
                  auth ? "\r\n" : "", body_out ? strlen(body_out) : 0,
                  body_out ? body_out : "");
     assert_int_equal(send(s, buf, (size_t)n, 0), n);
-    while (len < sizeof(buf) - 1 && (n = recv(s, buf + len, sizeof(buf) - 1 - len, 0)) > 0)
+    while (len < sizeof(buf) - 1 &&
+           (n = recv(s, buf + len, sizeof(buf) - 1 - len, 0)) > 0)
         len += (size_t)n;
     buf[len] = '\0';
     close(s);
@@ -182,7 +183,8 @@ static void test_unauthorized(void **state) {
     fx *f = *state;
     char body[512];
 
-    assert_int_equal(request(f, "GET", "/v1/routes", NULL, NULL, body, sizeof(body)), 401);
+    assert_int_equal(request(f, "GET", "/v1/routes", NULL, NULL, body, sizeof(body)),
+                     401);
     assert_string_equal(body, "{\"error\":\"unauthorized\"}");
     assert_int_equal(request(f, "GET", "/v1/routes", "Bearer nope", NULL, NULL, 0), 401);
     assert_int_equal(request(f, "DELETE", "/v1/keys/orders/k", "Bearer x", NULL, NULL, 0),
@@ -207,13 +209,17 @@ static void test_keys(void **state) {
     assert_int_equal(kd_dedup_complete_receipt(f->d, K("k1"), K("v1 to=out/0@7")), KD_OK);
     assert_int_equal(
         request(f, "GET", "/v1/keys/orders/k1", BEARER, NULL, body, sizeof(body)), 200);
-    assert_non_null(strstr(body, "\"state\":\"completed\",\"receipt\":\"v1 to=out/0@7\""));
+    assert_non_null(
+        strstr(body, "\"state\":\"completed\",\"receipt\":\"v1 to=out/0@7\""));
     assert_int_equal(request(f, "GET", "/v1/keys/other/k1", BEARER, NULL, NULL, 0), 404);
-    assert_int_equal(request(f, "DELETE", "/v1/keys/other/k1", BEARER, NULL, NULL, 0), 404);
-    assert_int_equal(request(f, "DELETE", "/v1/keys/orders/k1", BEARER, NULL, NULL, 0), 200);
+    assert_int_equal(request(f, "DELETE", "/v1/keys/other/k1", BEARER, NULL, NULL, 0),
+                     404);
+    assert_int_equal(request(f, "DELETE", "/v1/keys/orders/k1", BEARER, NULL, NULL, 0),
+                     200);
     assert_int_equal(kd_dedup_lookup(f->d, K("k1"), &dec, &found), KD_OK);
     assert_false(found);
-    assert_int_equal(request(f, "DELETE", "/v1/keys/orders/k1", BEARER, NULL, NULL, 0), 404);
+    assert_int_equal(request(f, "DELETE", "/v1/keys/orders/k1", BEARER, NULL, NULL, 0),
+                     404);
     assert_int_equal(
         request(f, "GET", "/v1/keys/orders/k1", BEARER, NULL, body, sizeof(body)), 200);
     assert_non_null(strstr(body, "\"state\":\"absent\""));
@@ -235,9 +241,10 @@ static void test_keys(void **state) {
     assert_int_equal(request(f, "DELETE", "/v1/keys/orders/mine", BEARER, NULL, NULL, 0),
                      409);
     assert_int_equal(
-        request(f, "DELETE", "/v1/keys/orders/mine?force=true", BEARER, NULL, NULL, 0), 409);
-    assert_int_equal(request(f, "DELETE", "/v1/keys/orders/theirs", BEARER, NULL, NULL, 0),
-                     409);
+        request(f, "DELETE", "/v1/keys/orders/mine?force=true", BEARER, NULL, NULL, 0),
+        409);
+    assert_int_equal(
+        request(f, "DELETE", "/v1/keys/orders/theirs", BEARER, NULL, NULL, 0), 409);
     assert_int_equal(
         request(f, "DELETE", "/v1/keys/orders/theirs?force=true", BEARER, NULL, NULL, 0),
         200);
@@ -249,12 +256,12 @@ static void test_keys(void **state) {
     /* binary keys, and the bounds of a key */
     assert_int_equal(kd_dedup_claim_or_get(f->d, bin, 4, now, &dec), KD_OK);
     assert_int_equal(kd_dedup_complete_receipt(f->d, bin, 4, K("r")), KD_OK);
-    assert_int_equal(request(f, "GET", "/v1/keys/orders/a%00%2F%FF", BEARER, NULL, body,
-                             sizeof(body)),
-                     200);
+    assert_int_equal(
+        request(f, "GET", "/v1/keys/orders/a%00%2F%FF", BEARER, NULL, body, sizeof(body)),
+        200);
     assert_non_null(strstr(body, "\"completed\""));
-    assert_int_equal(request(f, "GET", "/v1/keys/orders/a", BEARER, NULL, body, sizeof(body)),
-                     200);
+    assert_int_equal(
+        request(f, "GET", "/v1/keys/orders/a", BEARER, NULL, body, sizeof(body)), 200);
     assert_non_null(strstr(body, "\"absent\"")); /* not cut at the NUL */
     assert_int_equal(
         request(f, "DELETE", "/v1/keys/orders/a%00%2F%FF", BEARER, NULL, NULL, 0), 200);
@@ -284,7 +291,8 @@ static void test_reload(void **state) {
     write_config(f, ", \"log\": {\"level\": \"warn\"}");
     assert_int_equal(request(f, "POST", "/v1/reload", BEARER, "{}", body, sizeof(body)),
                      200);
-    assert_string_equal(body, "{\"result\":\"ok\",\"changed\":\"log.level: info -> warn\"}");
+    assert_string_equal(body,
+                        "{\"result\":\"ok\",\"changed\":\"log.level: info -> warn\"}");
     assert_int_equal(kd_reload_current(f->reload)->log_level, KD_LOG_WARN);
     assert_false(kd_log_enabled(KD_LOG_INFO));
     kd_log_set_level(KD_LOG_INFO);
@@ -298,7 +306,8 @@ static void test_reload(void **state) {
     write_config(f, ", \"dedup\": 7");
     assert_int_equal(request(f, "POST", "/v1/reload", BEARER, NULL, body, sizeof(body)),
                      422);
-    assert_non_null(strstr(body, "\"invalid\",\"error\":\"kdedup.json: dedup: duplicate key"));
+    assert_non_null(
+        strstr(body, "\"invalid\",\"error\":\"kdedup.json: dedup: duplicate key"));
 
     size_t len;
     char *m = kd_reload_metrics(f->reload, &len);

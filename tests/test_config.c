@@ -621,7 +621,8 @@ static void test_reload_diff(void **state) {
     assert_diff("{" MINIMAL_KAFKA ", \"routes\": [" R_A ", " R_B "]}",
                 "{" MINIMAL_KAFKA ", \"routes\": [" R_B ", " R_A "]}", false, true,
                 "routes reordered");
-    assert_diff("{" MINIMAL_KAFKA ", \"routes\": [" R_A "], \"log\": {\"level\": \"warn\"}}",
+    assert_diff("{" MINIMAL_KAFKA ", \"routes\": [" R_A
+                "], \"log\": {\"level\": \"warn\"}}",
                 "{" MINIMAL_KAFKA ", \"routes\": [" R_A "]}", false, false,
                 "log.level: warn -> info");
     /* refused, even with allowed changes beside; the secret is not shown */
@@ -633,12 +634,13 @@ static void test_reload_diff(void **state) {
                 true, false,
                 "kafka.group_id, admin.token, store.path: cannot change while kdedup "
                 "runs (restart it to apply these); nothing changed");
-    assert_diff("{" MINIMAL_KAFKA ", \"routes\": [" R_A "]}",
-                "{" MINIMAL_KAFKA ", \"routes\": [" R_A "], \"http\": {\"listen\": "
-                "\"0.0.0.0:9464\"}}",
-                true, false,
-                "http.listen: cannot change while kdedup runs (restart it to apply this); "
-                "nothing changed");
+    assert_diff(
+        "{" MINIMAL_KAFKA ", \"routes\": [" R_A "]}",
+        "{" MINIMAL_KAFKA ", \"routes\": [" R_A "], \"http\": {\"listen\": "
+        "\"0.0.0.0:9464\"}}",
+        true, false,
+        "http.listen: cannot change while kdedup runs (restart it to apply this); "
+        "nothing changed");
 }
 
 /* admin: defaults, and a token too short to resist guessing. */
@@ -662,9 +664,9 @@ static void test_admin(void **state) {
 
 /* GET /v1/routes: every key with its value in force. */
 static void test_routes_json(void **state) {
-    kd_config *cfg = assert_valid(
-        "{" MINIMAL_KAFKA ", \"routes\": [{\"from\": \"a\", \"to\": \"b\", "
-        "\"dead_letter_topic\": \"dl\"}, " R_C "]}");
+    kd_config *cfg =
+        assert_valid("{" MINIMAL_KAFKA ", \"routes\": [{\"from\": \"a\", \"to\": \"b\", "
+                     "\"dead_letter_topic\": \"dl\"}, " R_C "]}");
     char *json = kd_config_routes_json(cfg);
 
     (void)state;

@@ -567,7 +567,8 @@ static void test_forget(void **state) {
     /* completed → forgotten, durable, next claim wins */
     assert_claim(f->dedup, "done", 10, KD_CLAIMED, 10);
     assert_int_equal(kd_dedup_complete_receipt(f->dedup, K("done"), K("r1")), KD_OK);
-    assert_int_equal(kd_dedup_forget(f->dedup, K("done"), false, NULL, NULL, &res), KD_OK);
+    assert_int_equal(kd_dedup_forget(f->dedup, K("done"), false, NULL, NULL, &res),
+                     KD_OK);
     assert_int_equal(res, KD_FORGET_DONE);
     assert_int_equal(fx_stream_count(f, "done"), 3);
     assert_int_equal(kd_dedup_lookup(f->dedup, K("done"), &dec, &found), KD_OK);
@@ -575,7 +576,8 @@ static void test_forget(void **state) {
     assert_claim(f->dedup, "done", 20, KD_CLAIMED, 20);
 
     /* absent → nothing written */
-    assert_int_equal(kd_dedup_forget(f->dedup, K("never"), true, NULL, NULL, &res), KD_OK);
+    assert_int_equal(kd_dedup_forget(f->dedup, K("never"), true, NULL, NULL, &res),
+                     KD_OK);
     assert_int_equal(res, KD_FORGET_ABSENT);
     assert_int_equal(fx_stream_count(f, "never"), 0);
 
@@ -601,8 +603,8 @@ static void test_forget(void **state) {
     /* in flight, another owner (a dead run): forced */
     kd_dedup_set_owner(f->dedup, 8);
     assert_claim(f->dedup, "orphan", 40, KD_CLAIMED, 40);
-    assert_int_equal(kd_dedup_forget(f->dedup, K("orphan"), true, protect_7, &asked, &res),
-                     KD_OK);
+    assert_int_equal(
+        kd_dedup_forget(f->dedup, K("orphan"), true, protect_7, &asked, &res), KD_OK);
     assert_int_equal(res, KD_FORGET_DONE);
     assert_claim(f->dedup, "orphan", 50, KD_CLAIMED, 50);
 }
