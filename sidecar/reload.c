@@ -131,10 +131,12 @@ static kd_reload_result outcome(kd_reload *r, kd_reload_result res, const char *
     const char *fields[] = {"trigger", why, "result", kd_reload_result_name(res), NULL};
 
     atomic_fetch_add(&r->count[res], 1);
+    /* Written whatever log.level says (a reload may have just raised it):
+     * an operator's action is always on record. */
     if (res == KD_RELOAD_OK)
-        KD_LOG(KD_LOG_INFO, fields, "reload: %s", what);
+        kd_log_write(KD_LOG_INFO, fields, "reload: %s", what);
     else
-        KD_LOG(KD_LOG_ERROR, fields, "reload: %s; the config in force stays", what);
+        kd_log_write(KD_LOG_ERROR, fields, "reload: %s; the config in force stays", what);
     return res;
 }
 
@@ -152,11 +154,11 @@ static bool publish(kd_reload *r, kd_config *cfg, const char *hash,
     grown[r->nkept].cfg = cfg;
     snprintf(grown[r->nkept].hash, sizeof(grown[r->nkept].hash), "%s", hash);
     r->current = r->nkept++;
+    if (diff->log_level) /* first: what the pipeline logs on taking cfg obeys it */
+        kd_log_set_level(cfg->log_level);
     if (r->apply)
         r->apply(r->arg, cfg, diff);
     pthread_mutex_unlock(&r->lock);
-    if (diff->log_level)
-        kd_log_set_level(cfg->log_level);
     return true;
 }
 

@@ -176,7 +176,9 @@ def keys_phase(mock, world, kd, admin, out, report):
     check(out.count(keys[3]) == 2, f"adm-003 downstream {out.count(keys[3])} times, want 2")
     check(out.count(keys[4]) == 1, f"adm-004 (not forgotten) {out.count(keys[4])} times")
     values = [v for _, _, k, v in out.records if k == keys[3]]
-    check(values == ["adm-003 first", "adm-003 second"], f"adm-003 copies: {values}")
+    # the two copies sent after the forget may land on two partitions: either goes
+    check(values[0] == "adm-003 first" and values[1] in ("adm-003 second", "adm-003 third"),
+          f"adm-003 copies: {values}")
 
     # binary keys, percent-encoded
     binary = [b"bin\x00\xff/%?&#+ k", b"\x00", b"\xff\xfe/..%2F"]
@@ -321,6 +323,27 @@ def reload_phase(mock, world, kd, admin, out, report):
     out.poll(2)
     check(len(out.records) == before, f"{len(out.records) - before} forwarded by a removed route")
 
+    # in place, no restart: the log level and the batch size. At "warn" the
+    # pipeline's note that it took the config is not written; back at
+    # "info" it is.
+    restarts = open(kd.log.name).read().count("restarting the pipeline")
+    for level, batch in (("warn", 50), ("info", 60)):
+        write_config(kd, lambda c: (c.setdefault("log", {}).__setitem__("level", level),
+                                    c["pipeline"].__setitem__("batch_max", batch)))
+        status, body = admin.call("POST", "/v1/reload")
+        was = {"warn": "info", "info": "warn"}[level]
+        check(status == 200 and body["changed"] == f"log.level: {was} -> {level}; "
+              f"pipeline.batch_max: {1000 if batch == 50 else 50} -> {batch}",
+              f"{status} {body}")
+        produce(world, PAY, [(f"pay-b{batch}-{i}".encode(), "x") for i in range(200)])
+        pay.until(f"forwarding with batch_max {batch}",
+                  lambda: all(pay.count(f"pay-b{batch}-{i}".encode()) == 1
+                              for i in range(200)))
+    log = open(kd.log.name).read()
+    check("reload: in force (pipeline.batch_max 50)" not in log, "logged at log.level warn")
+    check("reload: in force (pipeline.batch_max 60)" in log, "the pipeline did not take it")
+    check(log.count("restarting the pipeline") == restarts, "an in-place change restarted")
+
     # invalid: nothing changes; the answer and the log say why, as --check-config
     good = open(kd.config).read()
     write_config(kd, lambda c: c["routes"][0].__setitem__("to", 42))
@@ -359,8 +382,9 @@ def reload_phase(mock, world, kd, admin, out, report):
     check(why.replace('"', '\\"') in log, "the invalid file's message is not in the log")
     check("store.path: cannot change while kdedup runs" in log, "the refusal is not logged")
     report.append("reload: route added by SIGHUP forwards; route removed by POST drained "
-                  "and committed to the end, then silent; invalid (x2) and refused (x1) "
-                  "kept the old config and said why")
+                  "and committed to the end, then silent; log.level and batch_max in "
+                  "place (no restart); invalid (x2) and refused (x1) kept the old config "
+                  "and said why")
 
 
 def scrape_value(kd):
