@@ -10,6 +10,12 @@ FUZZ_SECONDS ?= 30
 DEB_PACKAGES := gcc make pkg-config clang libclang-rt-14-dev clang-format valgrind \
                 libssl-dev librocksdb-dev librdkafka-dev libcjson-dev libcmocka-dev \
                 libmicrohttpd-dev python3-kafka python3-prometheus-client
+# Commands the tests need (tests/deploy/test_deploy.sh: node, npm, kubectl
+# kustomize), each with the Debian package installed when the machine has no
+# such command. One from elsewhere (a newer Node.js, a cloud SDK's kubectl)
+# is kept: Debian's npm would not install beside another Node.js's, and its
+# kubectl (kubernetes-client, 1.20) is only needed where there is none.
+DEB_COMMANDS := node:nodejs npm:npm kubectl:kubernetes-client
 
 PKGS_DEDUP := libcrypto
 PKGS_ROCKS := rocksdb
@@ -47,8 +53,9 @@ CONFIG_SRC := config/config.c
 SIDECAR_SRC := sidecar/log.c sidecar/offsets.c sidecar/headers.c sidecar/kafka.c \
                sidecar/metrics.c sidecar/http.c sidecar/recovery.c sidecar/held.c sidecar/signing.c sidecar/pipeline.c sidecar/pipeline_consume.c \
                sidecar/pipeline_claim.c sidecar/pipeline_produce.c sidecar/pipeline_deliver.c \
-               sidecar/pipeline_handover.c sidecar/pipeline_rebalance.c sidecar/mockd.c \
-               sidecar/demo.c sidecar/lookup.c sidecar/harden.c sidecar/reload.c sidecar/admin.c
+               sidecar/pipeline_handover.c sidecar/pipeline_rebalance.c sidecar/pipeline_flow.c sidecar/pipeline_gate.c sidecar/mockd.c \
+               sidecar/demo.c sidecar/lookup.c sidecar/harden.c sidecar/keysrc.c sidecar/reload.c \
+               sidecar/admin.c
 
 LIBS_DEDUP := $(call pc_libs,$(PKGS_DEDUP))
 LIBS_ROCKS := $(call pc_libs,$(PKGS_ROCKS))
@@ -63,20 +70,22 @@ LIBS_TEST  := $(call pc_libs,$(PKGS_TEST))
 UNIT_TESTS := $(BUILD)/tests/test_entry $(BUILD)/tests/test_dedup \
               $(BUILD)/tests/test_store_rocks $(BUILD)/tests/test_config \
               $(BUILD)/tests/test_offsets $(BUILD)/tests/test_metrics $(BUILD)/tests/test_held \
-              $(BUILD)/tests/test_http $(BUILD)/tests/test_admin
-INTEGRATION_TESTS := $(BUILD)/tests/test_pipeline
+              $(BUILD)/tests/test_http $(BUILD)/tests/test_keysrc $(BUILD)/tests/test_admin
+INTEGRATION_TESTS := $(BUILD)/tests/test_pipeline $(BUILD)/tests/test_bounds
 TESTS := $(UNIT_TESTS) $(INTEGRATION_TESTS)
 # The real binary against an independent client (Debian's kafka-python), and
 # the deploy/ manifests, configs and image checked offline.
 E2E_TESTS := tests/e2e/e2e_test.py tests/e2e/faults_test.py tests/e2e/security_test.py \
-             tests/e2e/seams_test.py tests/e2e/chaos_test.py tests/e2e/admin_test.py \
+             tests/e2e/seams_test.py tests/e2e/chaos_test.py tests/e2e/keys_test.py \
+             tests/e2e/admin_test.py \
              tests/deploy/test_deploy.sh
 BENCHES := $(BUILD)/bench/bench_store $(BUILD)/bench/bench_e2e $(BUILD)/bench/bench_handover
-FUZZERS := $(BUILD)/fuzz/fuzz_entry $(BUILD)/fuzz/fuzz_config $(BUILD)/fuzz/fuzz_headers
+FUZZERS := $(BUILD)/fuzz/fuzz_entry $(BUILD)/fuzz/fuzz_config $(BUILD)/fuzz/fuzz_headers \
+           $(BUILD)/fuzz/fuzz_keysrc
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
-.PHONY: all deps test soak chaos mutate valgrind bench bench-e2e bench-handover demo fuzz fuzz-build format format-check clean help
+.PHONY: all deps test soak soak-memory chaos mutate valgrind bench bench-e2e bench-handover demo fuzz fuzz-build format format-check clean help
 .PHONY: image image-test
 .DEFAULT_GOAL := all
 
@@ -91,6 +100,7 @@ help:
 	@echo "make demo       build kdedup and run its demo (DEMO_ARGS=\"--messages N\")"
 	@echo "make test       build and run every test (installs packages first)"
 	@echo "make soak       the e2e crash test with SOAK_CYCLES (20) kill -9 cycles"
+	@echo "make soak-memory  10 minutes of load and faults; RSS sampled and plotted"
 	@echo "make chaos      the seeded chaos test, SEEDS=N seeds (CHAOS_FIRST, CHAOS_SECONDS)"
 	@echo "make mutate     break each guard in tests/mutate/mutations.jsonl; its test must fail"
 	@echo "make valgrind   run the unit tests under valgrind memcheck"
@@ -108,6 +118,9 @@ help:
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do \
 	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; \
+	  done; \
+	  for c in $(DEB_COMMANDS); do \
+	    command -v $${c%%:*} >/dev/null 2>&1 || echo $${c#*:}; \
 	  done); \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
@@ -174,6 +187,11 @@ $(BUILD)/tests/test_held: $(call obj,tests/test_held.c sidecar/held.c)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_TEST)
 
+# Key sources and fingerprints: keysrc.c alone, over routes parsed from text.
+$(BUILD)/tests/test_keysrc: $(call obj,tests/test_keysrc.c sidecar/keysrc.c) $(LIB_CONFIG)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_CONFIG) $(LIBS_DEDUP) $(LIBS_TEST)
+
 $(BUILD)/tests/test_metrics: $(call obj,tests/test_metrics.c sidecar/metrics.c) $(LIB_CONFIG)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_CONFIG) $(LIBS_TEST)
@@ -197,6 +215,13 @@ $(BUILD)/tests/test_admin: $(call obj,tests/test_admin.c sidecar/admin.c sidecar
 $(BUILD)/tests/test_pipeline: $(call obj,tests/test_pipeline.c tests/kafka_fixture.c tests/faulty_store.c \
                                          tests/dedup_fixture.c) \
                               $(LIBS_ALL) | $(KDEDUP)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o %.a,$^) $(LDLIBS_ALL) $(LIBS_TEST)
+
+# Memory bounds and flow control, against the same mock cluster.
+$(BUILD)/tests/test_bounds: $(call obj,tests/test_bounds.c tests/kafka_fixture.c tests/faulty_store.c \
+                                       tests/dedup_fixture.c) \
+                            $(LIBS_ALL) | $(KDEDUP)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o %.a,$^) $(LDLIBS_ALL) $(LIBS_TEST)
 
@@ -238,6 +263,17 @@ chaos: deps
 	KDEDUP=$(KDEDUP) KD_CHAOS_SECONDS=$(CHAOS_SECONDS) \
 	    KD_CHAOS_SEEDS="$$(seq $(CHAOS_FIRST) $$(($(CHAOS_FIRST) + $(SEEDS) - 1)))" \
 	    /usr/bin/python3 tests/e2e/chaos_test.py
+
+# The memory soak (tests/e2e/soak_memory.py): SOAK_MEMORY_SECONDS of steady
+# load with faults in turns; RSS sampled and plotted into build/soak-memory/.
+SOAK_MEMORY_SECONDS ?= 600
+soak-memory: deps
+	@dpkg-query -W -f='$${Status}' python3-matplotlib 2>/dev/null | grep -q 'ok installed' || \
+	  { [ "$$(id -u)" = 0 ] && apt-get install -y -qq python3-matplotlib >/dev/null; } || \
+	  echo "soak-memory: python3-matplotlib missing: no plot"
+	@$(MAKE) --no-print-directory $(KDEDUP)
+	KDEDUP=$(KDEDUP) SOAK_SECONDS=$(SOAK_MEMORY_SECONDS) SOAK_OUT=$(BUILD)/soak-memory \
+	    /usr/bin/python3 tests/e2e/soak_memory.py
 
 # Mutation testing (tests/mutate/mutate.py): each line of
 # tests/mutate/mutations.jsonl breaks one guard, and its test must fail.
@@ -295,6 +331,10 @@ $(BUILD)/fuzz/fuzz_config: tests/fuzz/fuzz_config.c $(CONFIG_SRC)
 $(BUILD)/fuzz/fuzz_headers: tests/fuzz/fuzz_headers.c sidecar/headers.c $(DEDUP_SRC)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -o $@ $^ $(LIBS_KAFKA) $(LIBS_DEDUP)
+
+$(BUILD)/fuzz/fuzz_keysrc: tests/fuzz/fuzz_keysrc.c sidecar/keysrc.c $(CONFIG_SRC)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) $(call pc_cflags,$(PKGS_CONFIG)) -o $@ $^ $(LIBS_CONFIG) $(LIBS_DEDUP)
 
 fuzz-build: deps
 	@$(MAKE) --no-print-directory $(FUZZERS)

@@ -4,10 +4,14 @@
  *
  *   bench_e2e [--messages N] [--size BYTES] [--duplicates PCT] [--partitions P]
  *             [--rounds R] [--stored N[,N...]] [--batch N] [--dir DIR]
+ *             [--fingerprint on|off]
  *
  * A mock cluster runs in its own process (`kdedup mock`); the input topic is
  * filled once: N messages of BYTES bytes with an Idempotency-Key header, PCT%
- * of them repeating an earlier key (on the same partition, keyed by it).
+ * of them repeating an earlier key (on the same partition, keyed by it, with
+ * the same value: ordinary duplicates, not key conflicts). --fingerprint off
+ * runs kdedup with "fingerprint": false on its route (default on, as the
+ * config's default), so two runs measure what fingerprints cost.
  * For each store size in --stored, a RocksDB store is pre-filled with that
  * many completed keys, then R rounds alternate A and B, each in a fresh
  * consumer group writing to a fresh downstream topic:
@@ -65,6 +69,7 @@ typedef struct options {
     long stored[MAX_LEVELS];
     int nlevels;
     int batch;
+    bool fingerprint;
     char dir[512];
 } options;
 
@@ -319,7 +324,8 @@ static long fill_input(const mock *m, const options *o) {
         int klen = snprintf(key, sizeof(key), "key-%010ld", id);
         rd_kafka_resp_err_t e;
 
-        memset(value, 'a' + (int)(i % 26), (size_t)o->size);
+        memset(value, 'a' + (int)(id % 26),
+               (size_t)o->size); /* a copy's value is its key's */
         while ((e = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(IN_TOPIC),
                                       RD_KAFKA_V_KEY(key, (size_t)klen),
                                       RD_KAFKA_V_VALUE(value, (size_t)o->size),
@@ -410,7 +416,8 @@ static bool run_child(const char *self, const char *which, const char *config,
 }
 
 static bool write_config(const char *path, const mock *m, const char *group,
-                         const char *out_topic, const char *store, int batch) {
+                         const char *out_topic, const char *store, int batch,
+                         bool fingerprint) {
     FILE *fp = fopen(path, "w");
 
     if (!fp)
@@ -418,12 +425,13 @@ static bool write_config(const char *path, const mock *m, const char *group,
     fprintf(fp,
             "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"%s\"},\n"
             " \"routes\": [{\"from\": \"" IN_TOPIC "\", \"to\": \"%s\","
-            " \"key_header\": \"" KEY_HEADER "\", \"on_missing_key\": \"forward\"}],\n"
+            " \"key_header\": \"" KEY_HEADER "\", \"on_missing_key\": \"forward\","
+            " \"fingerprint\": %s}],\n"
             " \"dedup\": {\"namespace\": \"bench\"},\n"
             " \"store\": {\"path\": \"%s\", \"sync\": true},\n"
             " \"pipeline\": {\"batch_max\": %d},\n"
             " \"log\": {\"level\": \"warn\"}}\n",
-            m->bootstrap, group, out_topic, store, batch);
+            m->bootstrap, group, out_topic, fingerprint ? "true" : "false", store, batch);
     return fclose(fp) == 0;
 }
 
@@ -459,7 +467,7 @@ static bool run_level(const char *self, mock *m, const options *o, long unique,
         snprintf(group, sizeof(group), "bench-A-%d-%d", level, round);
         snprintf(topic, sizeof(topic), "bench.out.A.%d.%d", level, round);
         if (!run_cmd(rm) || !run_cmd(cp) || !mock_topic(m, topic, o->partitions) ||
-            !write_config(config, m, group, topic, store, o->batch) ||
+            !write_config(config, m, group, topic, store, o->batch, o->fingerprint) ||
             !run_child(self, "A", config, (uint64_t)o->messages, &a)) {
             fprintf(stderr, "bench_e2e: kdedup run failed\n");
             return false;
@@ -475,7 +483,7 @@ static bool run_level(const char *self, mock *m, const options *o, long unique,
         snprintf(group, sizeof(group), "bench-B-%d-%d", level, round);
         snprintf(topic, sizeof(topic), "bench.out.B.%d.%d", level, round);
         if (!mock_topic(m, topic, o->partitions) ||
-            !write_config(config, m, group, topic, store, o->batch) ||
+            !write_config(config, m, group, topic, store, o->batch, o->fingerprint) ||
             !run_child(self, "B", config, (uint64_t)o->messages, &b)) {
             fprintf(stderr, "bench_e2e: passthrough run failed\n");
             return false;
@@ -525,7 +533,7 @@ static bool parse_levels(options *o, const char *s) {
 static int usage(void) {
     fprintf(stderr, "usage: bench_e2e [--messages N] [--size BYTES] [--duplicates PCT]\n"
                     "                 [--partitions P] [--rounds R] [--stored N[,N...]]\n"
-                    "                 [--batch N] [--dir DIR]\n");
+                    "                 [--batch N] [--dir DIR] [--fingerprint on|off]\n");
     return 2;
 }
 
@@ -537,7 +545,8 @@ int main(int argc, char **argv) {
                  .rounds = 3,
                  .stored = {10000},
                  .nlevels = 1,
-                 .batch = 1000};
+                 .batch = 1000,
+                 .fingerprint = true};
     mock m = {0};
     long unique;
     bool ok = true;
@@ -562,6 +571,9 @@ int main(int argc, char **argv) {
             o.rounds = atoi(v);
         else if (!strcmp(argv[i], "--batch"))
             o.batch = atoi(v);
+        else if (!strcmp(argv[i], "--fingerprint") &&
+                 (!strcmp(v, "on") || !strcmp(v, "off")))
+            o.fingerprint = !strcmp(v, "on");
         else if (!strcmp(argv[i], "--dir"))
             snprintf(o.dir, sizeof(o.dir), "%s", v);
         else if (!strcmp(argv[i], "--stored")) {
@@ -598,8 +610,9 @@ int main(int argc, char **argv) {
         return 1;
     }
     printf("# %ld messages of %d bytes, %ld distinct keys (%d%% duplicates), %d "
-           "partitions, batch_max %d\n",
-           o.messages, o.size, unique, o.dup_pct, o.partitions, o.batch);
+           "partitions, batch_max %d, fingerprint %s\n",
+           o.messages, o.size, unique, o.dup_pct, o.partitions, o.batch,
+           o.fingerprint ? "on" : "off");
     printf("%9s %5s %-11s %9s %8s %8s %8s %9s\n", "stored", "round", "pipeline", "msgs/s",
            "p50_ms", "p99_ms", "rss_MiB", "cpu_s/1M");
     for (int level = 0; ok && level < o.nlevels; level++)

@@ -26,14 +26,16 @@ typedef enum ftype {
     F_STRING, /* non-empty string */
     F_TOPIC,  /* Kafka topic name */
     F_BOOL,
-    F_INT,      /* integer within [min, max] */
-    F_DURATION, /* "250ms" | "30s" | "5m" | "24h", within [min, max] ms */
-    F_ENUM,     /* one of names[], stored as int */
-    F_BROKERS,  /* "host:port,..." or "mock:N" */
-    F_LISTEN,   /* "host:port" */
-    F_PROPS,    /* object of librdkafka properties */
-    F_OBJECT,   /* nested object filling the same struct */
-    F_ROUTES    /* the array of routes */
+    F_INT,         /* integer within [min, max] */
+    F_DURATION,    /* "250ms" | "30s" | "5m" | "24h", within [min, max] ms */
+    F_ENUM,        /* one of names[], stored as int */
+    F_BROKERS,     /* "host:port,..." or "mock:N" */
+    F_LISTEN,      /* "host:port" */
+    F_PROPS,       /* object of librdkafka properties */
+    F_OBJECT,      /* nested object filling the same struct */
+    F_KEY,         /* a route's "key": {"from": ...} (kd_route) */
+    F_FINGERPRINT, /* a route's "fingerprint": true, false or {"headers": [...]} */
+    F_ROUTES       /* the array of routes */
 } ftype;
 
 typedef struct field {
@@ -55,13 +57,26 @@ typedef struct field {
 #define DAY_MS (24LL * 3600 * 1000)
 
 static const char *const missing_key_names[] = {"forward", "drop", "dead_letter", NULL};
+static const char *const conflict_names[] = {"skip", "dead_letter", "forward", NULL};
+
+#define DEFAULT_KEY_HEADER "Idempotency-Key"
+#define MAX_FINGERPRINT_HEADERS 32
 static const char *const log_level_names[] = {"debug", "info", "warn", "error", NULL};
 
 static const field route_fields[] = {
     {"from", F_TOPIC, ROFF(from), NULL, false, 0, 0, NULL, NULL, "source topic"},
     {"to", F_TOPIC, ROFF(to), NULL, false, 0, 0, NULL, NULL, "downstream topic"},
-    {"key_header", F_STRING, ROFF(key_header), "Idempotency-Key", false, 0, 0, NULL, NULL,
-     "header holding the idempotency key (first occurrence)"},
+    {"key_header", F_STRING, ROFF(key_header), NULL, true, 0, 0, NULL, NULL,
+     "header holding the idempotency key (first occurrence); shorthand for "
+     "\"key\": {\"from\": \"header\", \"name\": ...}; default Idempotency-Key"},
+    {"key", F_KEY, 0, NULL, true, 0, 0, NULL, NULL,
+     "where the key comes from: header, record_key, json (pointer) or composite (parts)"},
+    {"on_key_conflict", F_ENUM, ROFF(on_key_conflict), "skip", false, 0, 0,
+     conflict_names, NULL,
+     "a duplicate key whose fingerprint differs: skip, dead_letter or forward"},
+    {"fingerprint", F_FINGERPRINT, 0, NULL, true, 0, 0, NULL, NULL,
+     "true (default), false, or {\"headers\": [...]}: SHA-256 of the value (and those "
+     "headers) stored with each claim"},
     {"on_missing_key", F_ENUM, ROFF(on_missing_key), "dead_letter", false, 0, 0,
      missing_key_names, NULL, "what to do with a message without a usable key"},
     {"dead_letter_topic", F_TOPIC, ROFF(dead_letter_topic), NULL, true, 0, 0, NULL, NULL,
@@ -95,10 +110,17 @@ static const field dedup_fields[] = {
      "after this an unfinished claim counts as absent; 0s = never"},
     {"max_key_bytes", F_INT, OFF(max_key_bytes), "255", false, 1, 65535, NULL, NULL,
      "longer keys count as missing"},
+    {"max_json_bytes", F_INT, OFF(max_json_bytes), "1048576", false, 1, 64 << 20, NULL,
+     NULL, "larger values are not parsed for a JSON key: the key counts as missing"},
     {"handover", F_BOOL, OFF(handover), "true", false, 0, 0, NULL, NULL,
      "learn a newly assigned partition's recent keys from the downstream topic"},
     {"scan_max_records", F_INT, OFF(scan_max_records), "2000000", false, 1, 1000000000,
      NULL, NULL, "downstream records read at most per partition by one scan"},
+    {"scan_step", F_DURATION, OFF(scan_step_ms), "200ms", false, 1, 10000, NULL, NULL,
+     "reading of downstream per loop turn, all scans together"},
+    {"scan_cache_bytes", F_INT, OFF(scan_cache_bytes), "134217728", false, 1 << 20,
+     INT64_C(1) << 40, NULL, NULL,
+     "memory for the key tables of crash-recovery scans, all scans together"},
     {"signing_key", F_STRING, OFF(signing_key), NULL, true, 0, 0, NULL, NULL,
      "secret signing what kdedup forwards (HMAC-SHA256); only signed records are "
      "learned from downstream"},
@@ -112,6 +134,13 @@ static const field store_fields[] = {
      "RocksDB directory"},
     {"sync", F_BOOL, OFF(store_sync), "true", false, 0, 0, NULL, NULL,
      "fsync every claim and receipt batch"},
+    {"block_cache_bytes", F_INT, OFF(store_block_cache_bytes), "67108864", false, 1 << 20,
+     INT64_C(1) << 40, NULL, NULL,
+     "RocksDB block cache, holding index and filter blocks too"},
+    {"write_buffer_bytes", F_INT, OFF(store_write_buffer_bytes), "33554432", false,
+     1 << 20, INT64_C(1) << 34, NULL, NULL, "RocksDB memtable size"},
+    {"max_write_buffers", F_INT, OFF(store_max_write_buffers), "2", false, 2, 16, NULL,
+     NULL, "RocksDB memtables at most (one written, the others flushing)"},
     END_FIELDS,
 };
 
@@ -142,6 +171,13 @@ static const field pipeline_fields[] = {
      NULL, NULL, "time to drain in-flight deliveries on shutdown or revoke"},
     {"batch_max", F_INT, OFF(batch_max), "1000", false, 1, 100000, NULL, NULL,
      "messages claimed per store write"},
+    {"max_inflight", F_INT, OFF(max_inflight), "10000", false, 1, 10000000, NULL, NULL,
+     "messages consumed and not yet settled; consumption pauses above it"},
+    {"max_inflight_bytes", F_INT, OFF(max_inflight_bytes), "67108864", false, 1 << 16,
+     INT64_C(1) << 40, NULL, NULL,
+     "their keys and values in bytes; consumption pauses above it"},
+    {"max_retrying", F_INT, OFF(max_retrying), "1000", false, 1, 10000000, NULL, NULL,
+     "messages waiting to be sent again; consumption pauses above it"},
     END_FIELDS,
 };
 
@@ -670,6 +706,234 @@ static bool parse_props(ctx *c, const cJSON *obj, kd_config_props *props,
     return true;
 }
 
+/*
+ * A route's key and fingerprint: shapes a table cannot say.
+ */
+
+bool kd_config_valid_pointer(const char *s) {
+    if (*s && *s != '/')
+        return false;
+    for (; *s; s++)
+        if (*s == '~' && s[1] != '0' && s[1] != '1')
+            return false;
+    return true;
+}
+
+static const char *const key_from_names[] = {"header", "record_key", "json", "composite",
+                                             NULL};
+
+/* Fails on any key of obj not in allowed (a NULL-terminated list). */
+static bool only_keys(ctx *c, const cJSON *obj, const char *const *allowed,
+                      const char *path, const char *why) {
+    for (const cJSON *e = obj->child; e; e = e->next) {
+        char epath[MAX_PATH];
+        size_t i = 0;
+
+        while (allowed[i] && strcmp(allowed[i], e->string))
+            i++;
+        path_key(epath, path, e->string);
+        if (!allowed[i])
+            return fail(c, epath, "unknown key (%s)", why);
+        for (const cJSON *o = obj->child; o != e; o = o->next)
+            if (!strcmp(o->string, e->string))
+                return fail(c, epath, "duplicate key");
+    }
+    return true;
+}
+
+/* A required string member of obj, interpolated; NULL with the error set. */
+static char *member_text(ctx *c, const cJSON *obj, const char *name, const char *path,
+                         const char *expected, bool allow_empty) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
+    char mpath[MAX_PATH], *text;
+
+    path_key(mpath, path, name);
+    if (!v) {
+        fail(c, mpath, "missing (%s)", expected);
+        return NULL;
+    }
+    if (!cJSON_IsString(v)) {
+        fail_value(c, mpath, v, expected);
+        return NULL;
+    }
+    if (!(text = scalar_text(c, mpath, v, expected)))
+        return NULL;
+    if (!*text && !allow_empty) {
+        free(text);
+        fail_value(c, mpath, v, expected);
+        return NULL;
+    }
+    return text;
+}
+
+/* One key source object into *part; composite only when top (the key
+ * itself), with its parts appended to r. */
+static bool parse_key_part(ctx *c, const cJSON *v, kd_route *r, kd_key_part *part,
+                           bool top, const char *path) {
+    static const char *const header_keys[] = {"from", "name", NULL};
+    static const char *const record_keys[] = {"from", NULL};
+    static const char *const json_keys[] = {"from", "pointer", NULL};
+    static const char *const composite_keys[] = {"from", "parts", NULL};
+    static const char *const *const keys_of[] = {header_keys, record_keys, json_keys,
+                                                 composite_keys};
+    static const char *const why_of[] = {"a header key has \"from\" and \"name\"",
+                                         "a record_key key has only \"from\"",
+                                         "a json key has \"from\" and \"pointer\"",
+                                         "a composite key has \"from\" and \"parts\""};
+    const char *expected =
+        top ? "one of \"header\", \"record_key\", \"json\", \"composite\""
+            : "one of \"header\", \"record_key\", \"json\" (a part "
+              "of a composite key cannot be composite)";
+    const cJSON *from;
+    char fpath[MAX_PATH];
+    int kind = -1;
+
+    if (!cJSON_IsObject(v))
+        return fail_value(c, path, v,
+                          "an object like {\"from\": \"header\", \"name\": \"...\"}");
+    path_key(fpath, path, "from");
+    if (!(from = cJSON_GetObjectItemCaseSensitive(v, "from")))
+        return fail(c, fpath, "missing (%s)", expected);
+    for (int i = 0; cJSON_IsString(from) && key_from_names[i]; i++)
+        if (!strcmp(from->valuestring, key_from_names[i]))
+            kind = i;
+    if (kind < 0 || (!top && kind == KD_KEY_FROM_COMPOSITE))
+        return fail_value(c, fpath, from, expected);
+    if (!only_keys(c, v, keys_of[kind], path, why_of[kind]))
+        return false;
+    part->from = (kd_key_from)kind;
+    switch (kind) {
+    case KD_KEY_FROM_HEADER:
+        part->name = member_text(c, v, "name", path, "a header name", false);
+        return part->name != NULL;
+    case KD_KEY_FROM_JSON:
+        path_key(fpath, path, "pointer");
+        part->pointer = member_text(c, v, "pointer", path,
+                                    "an RFC 6901 JSON pointer like \"/order/id\"", true);
+        if (!part->pointer)
+            return false;
+        if (!kd_config_valid_pointer(part->pointer))
+            return fail(c, fpath,
+                        "expected an RFC 6901 JSON pointer (\"\" or \"/a/b\", with "
+                        "\"~\" only as \"~0\" or \"~1\"), got \"%s\"",
+                        part->pointer);
+        return true;
+    case KD_KEY_FROM_COMPOSITE:
+        break;
+    default:
+        return true;
+    }
+    const cJSON *parts = cJSON_GetObjectItemCaseSensitive(v, "parts");
+    int n = cJSON_GetArraySize(parts);
+
+    path_key(fpath, path, "parts");
+    if (!parts)
+        return fail(c, fpath, "missing (a non-empty array of key parts)");
+    if (!cJSON_IsArray(parts) || n == 0 || n > KD_CONFIG_MAX_KEY_PARTS) {
+        char expected_parts[80];
+
+        snprintf(expected_parts, sizeof(expected_parts), "an array of 1 to %d key parts",
+                 KD_CONFIG_MAX_KEY_PARTS);
+        return fail_value(c, fpath, parts, expected_parts);
+    }
+    free(r->key_parts); /* the placeholder of the composite itself */
+    r->nkey_parts = 0;
+    if (!(r->key_parts = calloc((size_t)n, sizeof(*r->key_parts))))
+        return fail(c, fpath, "out of memory");
+    for (const cJSON *e = parts->child; e; e = e->next) {
+        char epath[MAX_PATH];
+
+        path_fmt(epath, "%s[%zu]", fpath, r->nkey_parts);
+        if (!parse_key_part(c, e, r, &r->key_parts[r->nkey_parts++], false, epath))
+            return false;
+    }
+    r->key_from = KD_KEY_FROM_COMPOSITE;
+    return true;
+}
+
+static bool parse_key(ctx *c, const cJSON *v, kd_route *r, const char *path) {
+    if (!(r->key_parts = calloc(1, sizeof(*r->key_parts))))
+        return fail(c, path, "out of memory");
+    r->nkey_parts = 1;
+    if (!parse_key_part(c, v, r, &r->key_parts[0], true, path))
+        return false;
+    if (r->key_from != KD_KEY_FROM_COMPOSITE)
+        r->key_from = r->key_parts[0].from;
+    return true;
+}
+
+/* "fingerprint": true | false | {"headers": ["Name", ...]}. */
+static bool parse_fingerprint(ctx *c, const cJSON *v, kd_route *r, const char *path) {
+    static const char *const fp_keys[] = {"headers", NULL};
+    const cJSON *hdrs;
+    char hpath[MAX_PATH];
+    int n;
+
+    if (cJSON_IsBool(v)) {
+        r->fingerprint = cJSON_IsTrue(v);
+        return true;
+    }
+    if (!cJSON_IsObject(v))
+        return fail_value(c, path, v, "true, false or {\"headers\": [\"Name\", ...]}");
+    if (!only_keys(c, v, fp_keys, path, "expected only \"headers\""))
+        return false;
+    r->fingerprint = true;
+    path_key(hpath, path, "headers");
+    if (!(hdrs = cJSON_GetObjectItemCaseSensitive(v, "headers")))
+        return true;
+    n = cJSON_GetArraySize(hdrs);
+    if (!cJSON_IsArray(hdrs) || n > MAX_FINGERPRINT_HEADERS) {
+        char expected[80];
+
+        snprintf(expected, sizeof(expected), "an array of at most %d header names",
+                 MAX_FINGERPRINT_HEADERS);
+        return fail_value(c, hpath, hdrs, expected);
+    }
+    if (n && !(r->fingerprint_headers = calloc((size_t)n, sizeof(char *))))
+        return fail(c, hpath, "out of memory");
+    for (const cJSON *e = hdrs->child; e; e = e->next) {
+        char epath[MAX_PATH], *text;
+
+        path_fmt(epath, "%s[%zu]", hpath, r->nfingerprint_headers);
+        if (!cJSON_IsString(e) || !*e->valuestring)
+            return fail_value(c, epath, e, "a header name");
+        if (!(text = scalar_text(c, epath, e, "a header name")))
+            return false;
+        r->fingerprint_headers[r->nfingerprint_headers++] = text;
+        for (size_t j = 0; j + 1 < r->nfingerprint_headers; j++)
+            if (!strcmp(r->fingerprint_headers[j], text))
+                return fail(c, epath, "\"%s\" is listed twice", text);
+    }
+    return true;
+}
+
+/* After a route's table: the key's default and shorthand, the
+ * fingerprint's default. */
+static bool finish_route(ctx *c, const cJSON *obj, kd_route *r, const char *path) {
+    char kpath[MAX_PATH];
+
+    path_key(kpath, path, "key_header");
+    if (r->key_header && r->key_parts)
+        return fail(c, kpath,
+                    "give either \"key_header\" (a shorthand) or \"key\", not both");
+    if (!cJSON_GetObjectItemCaseSensitive(obj, "fingerprint"))
+        r->fingerprint = true;
+    if (r->key_parts) {
+        if (r->key_from == KD_KEY_FROM_HEADER &&
+            !(r->key_header = strdup(r->key_parts[0].name)))
+            return fail(c, path, "out of memory");
+        return true;
+    }
+    if (!r->key_header && !(r->key_header = strdup(DEFAULT_KEY_HEADER)))
+        return fail(c, path, "out of memory");
+    if (!(r->key_parts = calloc(1, sizeof(*r->key_parts))) ||
+        !(r->key_parts[0].name = strdup(r->key_header)))
+        return fail(c, path, "out of memory");
+    r->nkey_parts = 1;
+    r->key_from = KD_KEY_FROM_HEADER;
+    return true;
+}
+
 static bool parse_routes(ctx *c, const cJSON *arr, kd_config *cfg, const field *f,
                          const char *path) {
     size_t n = (size_t)cJSON_GetArraySize(arr);
@@ -684,7 +948,8 @@ static bool parse_routes(ctx *c, const cJSON *arr, kd_config *cfg, const field *
 
         path_fmt(epath, "%s[%zu]", path, i);
         cfg->nroutes = i + 1;
-        if (!parse_object(c, e, f->sub, &cfg->routes[i], epath))
+        if (!parse_object(c, e, f->sub, &cfg->routes[i], epath) ||
+            !finish_route(c, e, &cfg->routes[i], epath))
             return false;
     }
     return true;
@@ -820,6 +1085,12 @@ static bool parse_field(ctx *c, const field *f, const cJSON *v, void *base,
     case F_ROUTES:
         ok = parse_routes(c, v, base, f, path);
         break;
+    case F_KEY:
+        ok = parse_key(c, v, base, path);
+        break;
+    case F_FINGERPRINT:
+        ok = parse_fingerprint(c, v, base, path);
+        break;
     default:
         expected_text(f, expected, sizeof(expected));
         if (!cJSON_IsString(v) && !takes_non_string(f)) {
@@ -920,6 +1191,10 @@ static bool check_route(ctx *c, const kd_config *cfg, size_t i) {
         return fail(c, path,
                     "\"on_missing_key\": \"dead_letter\" needs a "
                     "\"dead_letter_topic\" (or set \"forward\" or \"drop\")");
+    if (r->on_key_conflict == KD_CONFLICT_DEAD_LETTER && !r->dead_letter_topic)
+        return fail(c, path,
+                    "\"on_key_conflict\": \"dead_letter\" needs a "
+                    "\"dead_letter_topic\" (or set \"skip\" or \"forward\")");
     for (size_t j = 0; j < i; j++)
         if (!strcmp(cfg->routes[j].from, r->from))
             return fail(c, path, "\"from\": \"%s\" is already the source of routes[%zu]",
@@ -1180,6 +1455,15 @@ void kd_config_destroy(kd_config *cfg) {
         free(cfg->routes[i].to);
         free(cfg->routes[i].key_header);
         free(cfg->routes[i].dead_letter_topic);
+        for (size_t j = 0; cfg->routes[i].key_parts && j < cfg->routes[i].nkey_parts;
+             j++) {
+            free(cfg->routes[i].key_parts[j].name);
+            free(cfg->routes[i].key_parts[j].pointer);
+        }
+        free(cfg->routes[i].key_parts);
+        for (size_t j = 0; j < cfg->routes[i].nfingerprint_headers; j++)
+            free(cfg->routes[i].fingerprint_headers[j]);
+        free(cfg->routes[i].fingerprint_headers);
     }
     free(cfg->routes);
     free(cfg->ns);

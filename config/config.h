@@ -31,6 +31,31 @@ typedef enum kd_missing_key {
     KD_MISSING_DEAD_LETTER /* produce to the route's dead_letter_topic */
 } kd_missing_key;
 
+/* Where a route's idempotency key comes from. */
+typedef enum kd_key_from {
+    KD_KEY_FROM_HEADER,     /* a header's value (first occurrence) */
+    KD_KEY_FROM_RECORD_KEY, /* the record's key */
+    KD_KEY_FROM_JSON,       /* a string or number in the JSON value (RFC 6901 pointer) */
+    KD_KEY_FROM_COMPOSITE   /* several of the above, length-prefixed */
+} kd_key_from;
+
+/* One source of key bytes: the whole key, or one part of a composite. */
+typedef struct kd_key_part {
+    kd_key_from from; /* never KD_KEY_FROM_COMPOSITE */
+    char *name;       /* header: its name; else NULL */
+    char *pointer; /* json: an RFC 6901 JSON pointer ("" = the whole value); else NULL */
+} kd_key_part;
+
+/* At most this many parts in a composite key. */
+#define KD_CONFIG_MAX_KEY_PARTS 16
+
+/* What to do with a duplicate whose fingerprint differs from its claim's. */
+typedef enum kd_key_conflict {
+    KD_CONFLICT_SKIP,        /* not forwarded: counted and logged */
+    KD_CONFLICT_DEAD_LETTER, /* to the route's dead_letter_topic */
+    KD_CONFLICT_FORWARD      /* forwarded all the same: counted */
+} kd_key_conflict;
+
 typedef enum kd_log_level {
     KD_LOG_DEBUG,
     KD_LOG_INFO,
@@ -51,10 +76,20 @@ typedef struct kd_config_props {
 } kd_config_props;
 
 typedef struct kd_route {
-    char *from;       /* source topic */
-    char *to;         /* downstream topic */
-    char *key_header; /* idempotency-key header name */
+    char *from; /* source topic */
+    char *to;   /* downstream topic */
+    /* The key: key_from, and its parts (one, or a composite's in order).
+     * key_header is the header's name when key_from is KD_KEY_FROM_HEADER
+     * (the shorthand "key_header" or "key": {"from": "header"}), else NULL. */
+    char *key_header;
+    kd_key_from key_from;
+    kd_key_part *key_parts;
+    size_t nkey_parts;
     kd_missing_key on_missing_key;
+    kd_key_conflict on_key_conflict;
+    bool fingerprint;           /* store and compare fingerprints (default true) */
+    char **fingerprint_headers; /* headers fingerprinted beside the value */
+    size_t nfingerprint_headers;
     char *dead_letter_topic; /* NULL when unset */
     int64_t max_retries;     /* produce retries after a failed delivery; -1 = forever */
     uint64_t retry_backoff_ms;
@@ -79,13 +114,19 @@ typedef struct kd_config {
     uint64_t ttl_ms; /* 0 = keep completed keys forever */
     uint64_t inflight_timeout_ms;
     int64_t max_key_bytes;
+    int64_t max_json_bytes;     /* larger values are not parsed for a key */
     bool handover;              /* scan a newly assigned partition's history */
     int64_t scan_max_records;   /* per partition and scan (handover, recovery) */
+    int64_t scan_cache_bytes;   /* recovery scans' key tables, all together */
+    uint64_t scan_step_ms;      /* scans read this long per loop turn */
     char *signing_key;          /* signs what kdedup forwards; NULL: trust downstream */
     char *previous_signing_key; /* also accepted when reading (a rotation); or NULL */
 
     char *store_path;
     bool store_sync;
+    int64_t store_block_cache_bytes;  /* index and filter blocks included */
+    int64_t store_write_buffer_bytes; /* one memtable */
+    int64_t store_max_write_buffers;
 
     char *http_listen;          /* "host:port" */
     char *admin_listen;         /* "host:port" of the admin API */
@@ -95,6 +136,9 @@ typedef struct kd_config {
 
     uint64_t shutdown_grace_ms; /* drain budget on SIGTERM and on revoke */
     int64_t batch_max;          /* messages claimed per store write */
+    int64_t max_inflight;       /* consumption pauses above these: messages, */
+    int64_t max_inflight_bytes; /* their bytes, */
+    int64_t max_retrying;       /* and messages waiting for a retry */
 } kd_config;
 
 /* The producer's message.timeout.ms when the config does not set it. */
@@ -127,6 +171,10 @@ bool kd_config_parse_duration(const char *s, uint64_t *ms);
 
 /* True for a Kafka topic name: 1-249 of [a-zA-Z0-9._-], not "." or "..". */
 bool kd_config_valid_topic(const char *s);
+
+/* True for an RFC 6901 JSON pointer: empty, or "/"-separated tokens in
+ * which every '~' is followed by '0' or '1'. */
+bool kd_config_valid_pointer(const char *s);
 
 /* True when a property name looks like a secret, whose value is never shown. */
 bool kd_config_is_secret(const char *name);

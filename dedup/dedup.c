@@ -19,6 +19,9 @@
 #include <time.h>
 
 #define HASH_LEN SHA256_DIGEST_LENGTH
+
+_Static_assert(KD_FINGERPRINT_LEN == KD_ENTRY_FINGERPRINT_LEN,
+               "a decision holds an entry's fingerprint");
 #define HEX_LEN (2 * HASH_LEN)
 
 struct kd_dedup {
@@ -226,6 +229,10 @@ static bool same_bytes(const void *a, size_t alen, const void *b, size_t blen) {
 static kd_err decision_from_head(const head *h, kd_decision *out) {
     memset(out, 0, sizeof(*out));
     out->timestamp_ms = h->e.timestamp_ms;
+    if (h->e.has_fingerprint) {
+        out->has_fingerprint = true;
+        memcpy(out->fingerprint, h->e.fingerprint, KD_FINGERPRINT_LEN);
+    }
     if (!h->e.has_receipt) {
         out->state = KD_IN_FLIGHT;
         return KD_OK;
@@ -416,6 +423,8 @@ static void claim_leader(batch *b, size_t i, kd_claim *c, uint64_t ts) {
                    .key_len = c->key_len};
     e.owner = atomic_load(&b->d->owner);
     e.has_owner = e.owner != 0;
+    e.has_fingerprint = c->fingerprint != NULL;
+    e.fingerprint = c->fingerprint;
     c->err = batch_plan(b, s, &e);
 }
 
@@ -454,6 +463,10 @@ static void claim_follow(const kd_claim *lead, kd_claim *c) {
     if (lead->decision.state == KD_CLAIMED) {
         c->decision = (kd_decision){.state = KD_IN_FLIGHT,
                                     .timestamp_ms = lead->decision.timestamp_ms};
+        if (lead->fingerprint) { /* what the leader's claim stored */
+            c->decision.has_fingerprint = true;
+            memcpy(c->decision.fingerprint, lead->fingerprint, KD_FINGERPRINT_LEN);
+        }
         return;
     }
     c->err = decision_copy(&lead->decision, &c->decision);
@@ -475,7 +488,9 @@ kd_err kd_dedup_claim_batch(kd_dedup *d, kd_claim *claims, size_t n,
         if (!claims[i].key && claims[i].key_len)
             return KD_ERR_CONFIG;
     for (size_t i = 0; i < n; i++)
-        claims[i] = (kd_claim){.key = claims[i].key, .key_len = claims[i].key_len};
+        claims[i] = (kd_claim){.key = claims[i].key,
+                               .key_len = claims[i].key_len,
+                               .fingerprint = claims[i].fingerprint};
 
     if ((err = batch_alloc(&b, d, n)) == KD_OK) {
         for (size_t i = 0; i < n; i++) {
@@ -556,6 +571,8 @@ static void complete_leader(batch *b, size_t i, kd_completion *c, uint64_t now) 
                    .key_len = c->key_len,
                    .has_owner = s->head.e.has_owner,
                    .owner = s->head.e.owner,
+                   .has_fingerprint = s->head.e.has_fingerprint, /* kept */
+                   .fingerprint = s->head.e.fingerprint,
                    .has_receipt = true,
                    .receipt = c->receipt,
                    .receipt_len = c->receipt_len};

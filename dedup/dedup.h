@@ -22,11 +22,18 @@
 
 typedef enum kd_state { KD_CLAIMED, KD_IN_FLIGHT, KD_COMPLETED } kd_state;
 
+/* Bytes of a claim's fingerprint (an addition: SHA-256 of what it forwarded). */
+#define KD_FINGERPRINT_LEN 32
+
 typedef struct kd_decision {
     kd_state state;
     uint64_t timestamp_ms; /* claim time (in flight) or completion time (completed) */
     void *receipt;         /* KD_COMPLETED only: malloc()ed copy of the receipt bytes */
     size_t receipt_len;
+    /* An addition: KD_IN_FLIGHT and KD_COMPLETED: the fingerprint stored
+     * with the claim, when it was made with one. */
+    bool has_fingerprint;
+    unsigned char fingerprint[KD_FINGERPRINT_LEN];
 } kd_decision;
 
 /* Frees d->receipt and clears it. NULL-safe. */
@@ -89,8 +96,12 @@ void kd_dedup_set_owner(kd_dedup *d, uint64_t owner);
 
 /* One key of a claim batch. */
 typedef struct kd_claim {
-    const char *key;      /* in */
-    size_t key_len;       /* in */
+    const char *key; /* in */
+    size_t key_len;  /* in */
+    /* in, optional: KD_FINGERPRINT_LEN bytes stored with a new claim (and
+     * kept by its completion); a duplicate's decision carries the stored
+     * one, so the caller can tell a key reused for another payload. */
+    const unsigned char *fingerprint;
     kd_err err;           /* out: this key's result */
     kd_decision decision; /* out when err == KD_OK; clear with kd_decision_clear() */
     uint64_t owner;       /* out: KD_IN_FLIGHT: the holder's owner id (0 = none) */

@@ -11,7 +11,8 @@
 #define ENTRY_FIXED 17 /* magic, version, kind, flags, timestamp, key_len */
 #define FLAG_RECEIPT 0x01u
 #define FLAG_OWNER 0x02u
-#define FLAGS_KNOWN (FLAG_RECEIPT | FLAG_OWNER)
+#define FLAG_FINGERPRINT 0x04u
+#define FLAGS_KNOWN (FLAG_RECEIPT | FLAG_OWNER | FLAG_FINGERPRINT)
 
 static unsigned char *put_u32(unsigned char *p, uint32_t v) {
     p[0] = (unsigned char)(v >> 24);
@@ -42,6 +43,8 @@ size_t kd_entry_encoded_size(const kd_entry *e) {
     n += e->key_len;
     if (e->has_owner)
         n += 8;
+    if (e->has_fingerprint)
+        n += KD_ENTRY_FINGERPRINT_LEN;
     if (e->has_receipt)
         n += 4 + e->receipt_len;
     return n;
@@ -55,7 +58,9 @@ kd_err kd_entry_encode(const kd_entry *e, void *buf, size_t buf_size, size_t *ou
         return KD_ERR_SERIALIZATION;
     if (e->kind != KD_ENTRY_ACTIVE && e->kind != KD_ENTRY_TOMBSTONE)
         return KD_ERR_SERIALIZATION;
-    if (e->kind == KD_ENTRY_TOMBSTONE && e->has_receipt)
+    if (e->kind == KD_ENTRY_TOMBSTONE && (e->has_receipt || e->has_fingerprint))
+        return KD_ERR_SERIALIZATION;
+    if (e->has_fingerprint && !e->fingerprint)
         return KD_ERR_SERIALIZATION;
 
     *p++ = ENTRY_MAGIC0;
@@ -63,7 +68,8 @@ kd_err kd_entry_encode(const kd_entry *e, void *buf, size_t buf_size, size_t *ou
     *p++ = KD_ENTRY_VERSION;
     *p++ = (unsigned char)e->kind;
     *p++ = (unsigned char)((e->has_receipt ? FLAG_RECEIPT : 0) |
-                           (e->has_owner ? FLAG_OWNER : 0));
+                           (e->has_owner ? FLAG_OWNER : 0) |
+                           (e->has_fingerprint ? FLAG_FINGERPRINT : 0));
     p = put_u64(p, e->timestamp_ms);
     p = put_u32(p, (uint32_t)e->key_len);
     if (e->key_len)
@@ -71,6 +77,10 @@ kd_err kd_entry_encode(const kd_entry *e, void *buf, size_t buf_size, size_t *ou
     p += e->key_len;
     if (e->has_owner)
         p = put_u64(p, e->owner);
+    if (e->has_fingerprint) {
+        memcpy(p, e->fingerprint, KD_ENTRY_FINGERPRINT_LEN);
+        p += KD_ENTRY_FINGERPRINT_LEN;
+    }
     if (e->has_receipt) {
         p = put_u32(p, (uint32_t)e->receipt_len);
         if (e->receipt_len)
@@ -114,7 +124,7 @@ kd_err kd_entry_decode(const void *buf, size_t len, kd_entry *out) {
     out->kind = (kd_entry_kind)p[3];
     flags = p[4];
     if ((flags & ~FLAGS_KNOWN) ||
-        (out->kind == KD_ENTRY_TOMBSTONE && (flags & FLAG_RECEIPT)))
+        (out->kind == KD_ENTRY_TOMBSTONE && (flags & (FLAG_RECEIPT | FLAG_FINGERPRINT))))
         return KD_ERR_SERIALIZATION;
     out->timestamp_ms = get_u64(p + 5);
     n = get_u32(p + 13);
@@ -130,6 +140,13 @@ kd_err kd_entry_decode(const void *buf, size_t len, kd_entry *out) {
         out->has_owner = true;
         out->owner = get_u64(p);
         p += 8;
+    }
+    if (flags & FLAG_FINGERPRINT) {
+        if (end - p < KD_ENTRY_FINGERPRINT_LEN)
+            return KD_ERR_SERIALIZATION;
+        out->has_fingerprint = true;
+        out->fingerprint = p;
+        p += KD_ENTRY_FINGERPRINT_LEN;
     }
     if (flags & FLAG_RECEIPT) {
         if (end - p < 4)

@@ -8,11 +8,16 @@
  *   0  'K' 'D'            magic
  *   2  u8  version        1
  *   3  u8  kind           1 active, 2 tombstone
- *   4  u8  flags          bit 0 receipt present, bit 1 owner present
+ *   4  u8  flags          bit 0 receipt present, bit 1 owner present,
+ *                         bit 2 fingerprint present
  *   5  u64 timestamp_ms   claim, completion or release time
  *  13  u32 key_len, key bytes
  *      [u64 owner]                      if flags bit 1
+ *      [32 bytes fingerprint]           if flags bit 2 (active only)
  *      [u32 receipt_len, receipt bytes] if flags bit 0 (active only)
+ *
+ * Bit 2 came later within version 1: entries written before it have the bit
+ * clear and decode as they always did (no fingerprint).
  *
  * Decoding checks every length against the buffer and rejects unknown
  * versions, kinds, flags and trailing bytes, so any input either decodes to
@@ -28,6 +33,7 @@
 #include <stdint.h>
 
 #define KD_ENTRY_VERSION 1
+#define KD_ENTRY_FINGERPRINT_LEN 32 /* SHA-256 of what a claim forwarded */
 
 typedef enum kd_entry_kind { KD_ENTRY_ACTIVE = 1, KD_ENTRY_TOMBSTONE = 2 } kd_entry_kind;
 
@@ -39,8 +45,10 @@ typedef struct kd_entry {
     const char *key;
     size_t key_len;
     bool has_owner;
-    uint64_t owner;   /* boot id of the process that claimed the key */
-    bool has_receipt; /* active only: completed */
+    uint64_t owner;                   /* boot id of the process that claimed the key */
+    bool has_fingerprint;             /* active only: what the claim forwarded */
+    const unsigned char *fingerprint; /* KD_ENTRY_FINGERPRINT_LEN bytes */
+    bool has_receipt;                 /* active only: completed */
     const void *receipt;
     size_t receipt_len;
 } kd_entry;
@@ -49,8 +57,9 @@ typedef struct kd_entry {
 size_t kd_entry_encoded_size(const kd_entry *e);
 
 /* Encodes e into buf. Returns KD_OK and sets *out_len, or
- * KD_ERR_SERIALIZATION if e is invalid (tombstone with receipt, a length over
- * 32 bits) or buf_size is too small. */
+ * KD_ERR_SERIALIZATION if e is invalid (tombstone with receipt or
+ * fingerprint, a fingerprint without bytes, a length over 32 bits) or
+ * buf_size is too small. */
 kd_err kd_entry_encode(const kd_entry *e, void *buf, size_t buf_size, size_t *out_len);
 
 /* Encodes e into a malloc()ed buffer the caller frees. Returns KD_OK,

@@ -166,7 +166,15 @@ static cJSON *state_json(kd_admin *a, const char *from, const kd_decision *dec,
     } else {
         cJSON_AddNullToObject(o, "receipt");
     }
-    cJSON_AddNullToObject(o, "fingerprint"); /* not recorded by this store format */
+    if (found && dec->has_fingerprint) {
+        char fp[2 * KD_FINGERPRINT_LEN + 1];
+
+        for (size_t i = 0; i < KD_FINGERPRINT_LEN; i++)
+            snprintf(fp + 2 * i, 3, "%02x", dec->fingerprint[i]);
+        cJSON_AddStringToObject(o, "fingerprint", fp);
+    } else {
+        cJSON_AddNullToObject(o, "fingerprint"); /* the route keeps none */
+    }
     if (found && dec->state == KD_IN_FLIGHT) {
         cJSON_AddNumberToObject(o, "claimed_at", (double)dec->timestamp_ms);
         snprintf(hex, sizeof(hex), "%016" PRIx64, owner);

@@ -148,7 +148,7 @@ static bool run(demo *d, kd_pipeline_stats *st, double *secs) {
         fprintf(stderr, "demo: its configuration: %s\n", err);
         goto done;
     }
-    if (!(store = kd_rocks_open(cfg->store_path, cfg->store_sync, err, sizeof(err)))) {
+    if (!(store = kd_pipeline_open_store(cfg, err, sizeof(err)))) {
         fprintf(stderr, "demo: cannot open the store %s: %s\n", cfg->store_path, err);
         goto done;
     }

@@ -18,7 +18,8 @@ static const char *const consumer_defaults[][2] = {
     {"auto.offset.reset", "earliest"},     /* a new group reads everything */
     {"partition.assignment.strategy", "cooperative-sticky"},
     {"enable.partition.eof", "false"},
-    {"statistics.interval.ms", "2000"}, /* lag, broker states: /metrics, /readyz */
+    {"statistics.interval.ms", "2000"},      /* lag, broker states: /metrics, /readyz */
+    {"queued.max.messages.kbytes", "16384"}, /* read ahead: 16 MiB (README, Memory) */
     {NULL, NULL},
 };
 

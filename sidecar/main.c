@@ -322,7 +322,7 @@ static int run(const char *path) {
     case KD_HARDEN_OK:
         break;
     }
-    if (!(store = kd_rocks_open(cfg->store_path, cfg->store_sync, err, sizeof(err)))) {
+    if (!(store = kd_pipeline_open_store(cfg, err, sizeof(err)))) {
         KD_ERROR("%s", err);
         goto done;
     }

@@ -10,6 +10,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -47,6 +48,7 @@ struct kd_metrics {
     _Atomic uint64_t recovery_records, recovery_us;
     _Atomic uint64_t handover_records, handover_us, handover_pending;
     kd_histogram forward_latency, store_write;
+    kd_flow_gauges flow;
     pthread_mutex_t lock; /* guards view */
     stats_view view;
 };
@@ -111,6 +113,10 @@ _Atomic uint64_t *kd_metrics_store_errors(kd_metrics *m) {
 
 _Atomic uint64_t *kd_metrics_inflight(kd_metrics *m) {
     return &m->inflight;
+}
+
+kd_flow_gauges *kd_metrics_flow(kd_metrics *m) {
+    return &m->flow;
 }
 
 _Atomic uint64_t *kd_metrics_held(kd_metrics *m) {
@@ -474,12 +480,60 @@ static void render_stats(buf *b, kd_metrics *m) {
     pthread_mutex_unlock(&m->lock);
 }
 
+/* The gauges of memory and flow control (README, "Memory"). */
+static void render_flow(buf *b, kd_flow_gauges *f) {
+    static const struct {
+        const char *name, *help;
+        size_t at;
+    } gauges[] = {
+        {"kdedup_inflight_bytes", "Keys and values of the messages in flight.",
+         offsetof(kd_flow_gauges, inflight_bytes)},
+        {"kdedup_retrying_messages", "Messages waiting to be sent again.",
+         offsetof(kd_flow_gauges, retrying)},
+        {"kdedup_backpressure",
+         "1 while consumption is paused because pipeline.max_inflight, "
+         "max_inflight_bytes or max_retrying was passed.",
+         offsetof(kd_flow_gauges, backpressure)},
+        {"kdedup_partitions_held_back",
+         "Partitions paused because a message at their front is not settled "
+         "(failing deliveries) while pipeline.max_inflight of theirs wait behind it.",
+         offsetof(kd_flow_gauges, held_back)},
+        {"kdedup_offsets_tracked",
+         "Consumed offsets tracked until their commit (pending ones, and those "
+         "behind the oldest pending).",
+         offsetof(kd_flow_gauges, offsets_tracked)},
+        {"kdedup_scan_cache_bytes",
+         "Key tables of crash-recovery scans held (at most dedup.scan_cache_bytes).",
+         offsetof(kd_flow_gauges, scan_cache_bytes)},
+        {"kdedup_store_block_cache_bytes",
+         "RocksDB block cache in use: data, index and filter blocks "
+         "(at most store.block_cache_bytes).",
+         offsetof(kd_flow_gauges, store_block_cache)},
+        {"kdedup_store_memtable_bytes", "RocksDB memtables, flushing ones included.",
+         offsetof(kd_flow_gauges, store_memtables)},
+        {"kdedup_store_table_reader_bytes",
+         "RocksDB table readers outside the block cache (should stay near 0).",
+         offsetof(kd_flow_gauges, store_table_readers)},
+    };
+
+    for (size_t i = 0; i < sizeof(gauges) / sizeof(gauges[0]); i++) {
+        _Atomic uint64_t *v = (_Atomic uint64_t *)((char *)f + gauges[i].at);
+
+        family(b, gauges[i].name, "gauge", gauges[i].help);
+        put(b, "%s %llu\n", gauges[i].name, (unsigned long long)load(v));
+    }
+}
+
 char *kd_metrics_render(kd_metrics *m, size_t *len) {
     static const char *const dup_state[] = {"completed", "in_flight"};
     static const size_t dup_f[] = {RF(duplicates_completed), RF(duplicates_in_flight)};
     static const char *const missing[] = {"forward", "drop", "dead_letter"};
     static const size_t missing_f[] = {RF(missing_forwarded), RF(missing_dropped),
                                        RF(missing_dead_lettered)};
+    static const char *const conflict[] = {"skip", "dead_letter", "forward"};
+    static const size_t conflict_f[] = {RF(key_conflicts_skipped),
+                                        RF(key_conflicts_dead_lettered),
+                                        RF(key_conflicts_forwarded)};
     static const char *const status[] = {"not_persisted", "possibly_persisted"};
     static const size_t status_f[] = {RF(not_persisted), RF(possibly_persisted)};
     static const char *const uncertain[] = {"found", "absent", "unknown"};
@@ -491,11 +545,16 @@ char *kd_metrics_render(kd_metrics *m, size_t *len) {
     put(&b, "kdedup_build_info{version=\"%s\"} 1\n", KD_VERSION);
     render_routes(&b, m);
     render_split(&b, m, "kdedup_duplicates_total",
-                 "Messages skipped: their key was completed or in flight.", "state",
-                 dup_state, dup_f, 2);
+                 "Messages skipped: their key was completed or in flight (key conflicts "
+                 "skipped included).",
+                 "state", dup_state, dup_f, 2);
     render_split(&b, m, "kdedup_missing_key_total",
                  "Messages without a usable idempotency key, by the action taken.",
                  "action", missing, missing_f, 3);
+    render_split(&b, m, "kdedup_key_conflicts_total",
+                 "Duplicate keys whose payload fingerprint differs from the one stored "
+                 "with the claim, by the action taken (route's on_key_conflict).",
+                 "action", conflict, conflict_f, 3);
     render_split(&b, m, "kdedup_produce_errors_total",
                  "Failed or uncertain deliveries, by librdkafka's persistence status.",
                  "status", status, status_f, 2);
@@ -548,6 +607,7 @@ char *kd_metrics_render(kd_metrics *m, size_t *len) {
     put(&b, "kdedup_left_claims %llu\n", (unsigned long long)load(&m->left));
     family(&b, "kdedup_assigned_partitions", "gauge", "Source partitions assigned.");
     put(&b, "kdedup_assigned_partitions %llu\n", (unsigned long long)load(&m->assigned));
+    render_flow(&b, &m->flow);
     render_stats(&b, m);
     histogram(&b, &m->forward_latency, "kdedup_forward_latency_seconds",
               "From consuming a message to its receipt being durable.");

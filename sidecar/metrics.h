@@ -32,10 +32,17 @@ typedef struct kd_route_metrics {
         released, retries, dead_lettered, missing_forwarded, missing_dropped,
         missing_dead_lettered, not_persisted, possibly_persisted, orphans_reforwarded,
         orphans_found, orphans_absent, handover_keys, uncertain_found, uncertain_absent,
-        uncertain_unknown, abandoned, parked, orphans_expired, headers_stripped;
+        uncertain_unknown, abandoned, parked, orphans_expired, headers_stripped,
+        key_conflicts_skipped, key_conflicts_dead_lettered, key_conflicts_forwarded;
 } kd_route_metrics;
 
 typedef struct kd_metrics kd_metrics;
+
+/* Gauges of memory and flow control, set by the pipeline. */
+typedef struct kd_flow_gauges {
+    _Atomic uint64_t inflight_bytes, retrying, backpressure, held_back, offsets_tracked,
+        scan_cache_bytes, store_block_cache, store_memtables, store_table_readers;
+} kd_flow_gauges;
 
 /* Metrics for the routes of cfg (borrowed; must outlive the metrics). NULL
  * on allocation failure. */
@@ -49,6 +56,8 @@ kd_route_metrics *kd_metrics_route(kd_metrics *m, size_t route);
 _Atomic uint64_t *kd_metrics_collisions(kd_metrics *m);
 _Atomic uint64_t *kd_metrics_store_errors(kd_metrics *m);
 _Atomic uint64_t *kd_metrics_inflight(kd_metrics *m);
+/* The gauges of memory and flow control. */
+kd_flow_gauges *kd_metrics_flow(kd_metrics *m);
 /* Claims held by this run's messages (a gauge). */
 _Atomic uint64_t *kd_metrics_held(kd_metrics *m);
 /* Downstream records not trusted: unsigned or signed with another key. */

@@ -17,6 +17,7 @@ typedef struct part {
     size_t undone;    /* entries not yet done (count includes done ones behind) */
     int64_t last;     /* highest offset tracked, -1 before any */
     int64_t reported; /* commit point last given to kd_offsets_each_moved() */
+    bool flag;        /* the caller's (kd_offsets_set_flag) */
 } part;
 
 typedef struct topic {
@@ -100,6 +101,7 @@ bool kd_offsets_assign(kd_offsets *o, size_t route, int32_t partition) {
     p->head = p->count = p->undone = 0;
     p->last = -1;
     p->reported = -1;
+    p->flag = false;
     return true;
 }
 
@@ -110,6 +112,14 @@ void kd_offsets_revoke(kd_offsets *o, size_t route, int32_t partition) {
         p->assigned = false;
         p->owner = 0;
         p->head = p->count = p->undone = 0;
+        p->flag = false;
+        if (p->cap > 1024) { /* a long ring goes with its ownership */
+            free(p->offs);
+            free(p->done);
+            p->offs = NULL;
+            p->done = NULL;
+            p->cap = 0;
+        }
     }
 }
 
@@ -234,4 +244,42 @@ void kd_offsets_each_moved(kd_offsets *o,
             p->reported = at;
             fn(arg, t, (int32_t)i, at);
         }
+}
+
+size_t kd_offsets_span(const kd_offsets *o, size_t route, int32_t partition) {
+    const part *p = find_assigned(o, route, partition);
+
+    return p ? p->count : 0;
+}
+
+size_t kd_offsets_span_total(const kd_offsets *o) {
+    size_t n = 0;
+
+    for (size_t t = 0; t < o->ntopics; t++)
+        for (size_t i = 0; i < o->topics[t].nparts; i++)
+            if (o->topics[t].parts[i] && o->topics[t].parts[i]->assigned)
+                n += o->topics[t].parts[i]->count;
+    return n;
+}
+
+void kd_offsets_each_assigned(kd_offsets *o,
+                              void (*fn)(void *arg, size_t route, int32_t partition),
+                              void *arg) {
+    for (size_t t = 0; t < o->ntopics; t++)
+        for (size_t i = 0; i < o->topics[t].nparts; i++)
+            if (o->topics[t].parts[i] && o->topics[t].parts[i]->assigned)
+                fn(arg, t, (int32_t)i);
+}
+
+void kd_offsets_set_flag(kd_offsets *o, size_t route, int32_t partition, bool flag) {
+    part *p = find_assigned(o, route, partition);
+
+    if (p)
+        p->flag = flag;
+}
+
+bool kd_offsets_flag(const kd_offsets *o, size_t route, int32_t partition) {
+    const part *p = find_assigned(o, route, partition);
+
+    return p && p->flag;
 }

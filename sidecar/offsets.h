@@ -56,6 +56,22 @@ bool kd_offsets_commit_point(const kd_offsets *o, size_t route, int32_t partitio
 size_t kd_offsets_pending(const kd_offsets *o, size_t route, int32_t partition);
 size_t kd_offsets_pending_total(const kd_offsets *o);
 
+/* Entries the partition's tracker holds: its pending offsets and the done
+ * ones behind the oldest pending (a message stuck at the front holds back
+ * all that follow). Of one partition, or of all. */
+size_t kd_offsets_span(const kd_offsets *o, size_t route, int32_t partition);
+size_t kd_offsets_span_total(const kd_offsets *o);
+
+/* Calls fn for every assigned partition. */
+void kd_offsets_each_assigned(kd_offsets *o,
+                              void (*fn)(void *arg, size_t route, int32_t partition),
+                              void *arg);
+
+/* A flag the caller keeps per assigned partition (the pipeline: "held
+ * back"); cleared on assign and revoke, false for a partition not assigned. */
+void kd_offsets_set_flag(kd_offsets *o, size_t route, int32_t partition, bool flag);
+bool kd_offsets_flag(const kd_offsets *o, size_t route, int32_t partition);
+
 /* Calls fn for every assigned partition whose commit point moved since the
  * last call, then remembers it as reported. */
 void kd_offsets_each_moved(kd_offsets *o,

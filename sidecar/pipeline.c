@@ -5,6 +5,7 @@
 #include "sidecar/kafka.h"
 #include "sidecar/log.h"
 #include "sidecar/pipeline_int.h"
+#include "store_rocks/store_rocks.h"
 
 #include <stdlib.h>
 #include <time.h>
@@ -211,6 +212,17 @@ bool kd_pipeline_consumer_left(const kd_pipeline *p) {
     return p->consumer_left;
 }
 
+kd_store *kd_pipeline_open_store(const kd_config *cfg, char *errstr, size_t errstr_size) {
+    kd_rocks_options o = {
+        .sync = cfg->store_sync,
+        .block_cache_bytes = (size_t)cfg->store_block_cache_bytes,
+        .write_buffer_bytes = (size_t)cfg->store_write_buffer_bytes,
+        .max_write_buffers = (int)cfg->store_max_write_buffers,
+    };
+
+    return kd_rocks_open_with(cfg->store_path, &o, errstr, errstr_size);
+}
+
 kd_pipeline *kd_pipeline_new(const kd_config *cfg, kd_store *store, const char *brokers,
                              char *errstr, size_t errstr_size) {
     kd_pipeline *p = calloc(1, sizeof(*p));
@@ -343,14 +355,17 @@ int kd_pipeline_run(kd_pipeline *p) {
     atomic_store(&p->tick_ms, kd_mono_ms());
     while (!atomic_load(&p->stop) && !atomic_load(&p->fatal) && !p->restart_cfg) {
         atomic_store(&p->tick_ms, kd_mono_ms());
+        kd_recovery_begin_turn(p->recovery, p->cfg->scan_step_ms);
         size_t n =
             kd_pl_collect(p, p->awaiting || p->retries.n || p->nhandovers ? 5 : 100);
 
         kd_pl_dispatch(p, p->batch_msgs, n);
         kd_pl_service(p, 0);
         kd_pl_retry_due(p);
+        kd_pl_gates_turn(p);
         kd_pl_hand_over(p);
         kd_pl_store_offsets(p);
+        kd_pl_flow(p);
         rejoin_step(p);
         take_offer(p);
         if (p->last_orphan_ms && kd_mono_ms() - p->last_orphan_ms > RECOVERY_IDLE_MS) {
@@ -469,6 +484,10 @@ bool kd_pipeline_ready(kd_pipeline *p, char *reason, size_t size) {
         snprintf(reason, size, "store failing for %llums, consumption paused: %s",
                  (unsigned long long)(kd_mono_ms() - failing),
                  kd_store_last_error(p->store, err, sizeof(err)));
+    else if (atomic_load(&kd_metrics_flow(p->metrics)->backpressure))
+        snprintf(reason, size,
+                 "backpressure: consumption paused until the messages in flight settle "
+                 "(pipeline.max_inflight, max_inflight_bytes, max_retrying)");
     else if ((unread = atomic_load(&p->handovers_failing)))
         snprintf(reason, size,
                  "reading the history of %llu assigned partition(s) from the downstream "
@@ -492,6 +511,8 @@ static void free_list(msg_list *l) {
     for (msg *m = l->head, *next; m; m = next) {
         next = m->next;
         rd_kafka_message_destroy(m->rkm);
+        free(m->key_owned);
+        free(m->conflict_original);
         free(m);
     }
     memset(l, 0, sizeof(*l));
@@ -509,6 +530,9 @@ void kd_pipeline_destroy(kd_pipeline *p) {
     free_list(&p->reported);
     free_list(&p->receipts);
     free_list(&p->retries);
+    for (size_t i = 0; i < p->ngates; i++)
+        free_list(&p->gates[i].waiting);
+    free(p->gates);
     if (p->consumer_left)
         left_consumers[nleft_consumers++ % 16] = p->consumer; /* reachable, by intent */
     else if (p->consumer)

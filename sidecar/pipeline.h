@@ -53,6 +53,11 @@ typedef struct kd_pipeline_stats {
     uint64_t inflight;            /* gauge: consumed, fate not yet durable */
 } kd_pipeline_stats;
 
+/* Opens the RocksDB store cfg names (store.path, sync and memory sizes).
+ * Returns it (the caller destroys it after the pipeline), or NULL with the
+ * reason in errstr. */
+kd_store *kd_pipeline_open_store(const kd_config *cfg, char *errstr, size_t errstr_size);
+
 /* Builds a pipeline over cfg (borrowed; must outlive it) and store
  * (borrowed), connecting to brokers ("host:port,...": the resolved form of
  * cfg->brokers). Returns it, or NULL with the reason in errstr. */

@@ -2,9 +2,11 @@
  * kdedup - the pipeline's claiming: a batch's keys in one store write, takeovers of
  * claims left by other runs, and the store's health.
  */
-#include "sidecar/headers.h"
+#include "sidecar/keysrc.h"
 #include "sidecar/log.h"
 #include "sidecar/pipeline_int.h"
+
+#include <openssl/sha.h>
 
 #include <stdlib.h>
 
@@ -23,7 +25,7 @@ void kd_pl_store_failed(kd_pipeline *p, size_t route, const char *what) {
                  "accepts writes again");
         atomic_store(&p->store_failing_since, now ? now : 1);
         p->store_backoff_ms = STORE_BACKOFF_MIN_MS;
-        kd_pl_pause_assignment(p, true);
+        kd_pl_apply_pauses(p);
     } else if (p->store_backoff_ms < STORE_BACKOFF_MAX_MS) {
         p->store_backoff_ms *= 2;
     }
@@ -40,7 +42,7 @@ static void store_ok(kd_pipeline *p) {
             (unsigned long long)(kd_mono_ms() - since));
     atomic_store(&p->store_failing_since, 0);
     p->store_backoff_ms = 0;
-    kd_pl_pause_assignment(p, false);
+    kd_pl_apply_pauses(p);
 }
 
 bool kd_pl_store_failing(const kd_pipeline *p) {
@@ -79,13 +81,20 @@ static bool complete_found(kd_pipeline *p, msg *m, int32_t out_part,
     return true;
 }
 
+typedef enum orphan_result {
+    ORPHAN_SETTLED, /* its delivery is downstream: m completed */
+    ORPHAN_ABSENT,  /* not downstream: forward m */
+    ORPHAN_UNKNOWN, /* cannot be told: forward m (at least once) */
+    ORPHAN_LATER,   /* the scan is under way: ask again */
+} orphan_result;
+
 /* m's key is claimed by run `owner` at claimed_at (wall ms), and nobody is
  * delivering it any more. Reads the downstream partition m would have gone
  * to: if that claim's delivery is there, completes the claim with a receipt
- * naming that record and settles m (true). Else false, with *absent
- * telling whether it is known not to be there. */
-static bool resolve_orphan(kd_pipeline *p, msg *m, uint64_t owner, uint64_t claimed_at,
-                           bool *absent) {
+ * naming that record and settles m. With `step`, reads one step of the
+ * scan a turn (ORPHAN_LATER until it is complete); without, to its end. */
+static orphan_result resolve_orphan(kd_pipeline *p, msg *m, uint64_t owner,
+                                    uint64_t claimed_at, bool step) {
     int32_t part = m->rkm->partition % p->routes[m->route].out_partitions;
     kd_recovery_stats before;
     kd_recover_found f;
@@ -93,58 +102,99 @@ static bool resolve_orphan(kd_pipeline *p, msg *m, uint64_t owner, uint64_t clai
 
     p->last_orphan_ms = kd_mono_ms();
     kd_recovery_stats_get(p->recovery, &before);
+    if (!step)
+        kd_recovery_begin_turn(p->recovery, 0);
     res = kd_recovery_find(p->recovery, owner, m->route, part, m->key, m->key_len,
                            claimed_at, &f);
+    if (!step)
+        kd_recovery_begin_turn(p->recovery, p->cfg->scan_step_ms);
     count_scans(p, &before);
-    *absent = res == KD_RECOVER_ABSENT;
+    if (res == KD_RECOVER_LATER)
+        return step ? ORPHAN_LATER : ORPHAN_UNKNOWN; /* failing: tried again later */
     if (res != KD_RECOVER_FOUND)
-        return false;
+        return res == KD_RECOVER_ABSENT ? ORPHAN_ABSENT : ORPHAN_UNKNOWN;
     size_t route = m->route; /* m is freed once settled */
     if (complete_found(p, m, part, &f))
         RCOUNT(p, route, orphans_found);
-    return true;
+    return ORPHAN_SETTLED;
 }
 
-/* m's delivery may or may not have been written (POSSIBLY_PERSISTED).
- * Reads its downstream partition from where it would have landed: found,
- * its claim is completed with that record; absent, m is sent again under
- * the same claim. When the partition cannot be read, it is read again
- * later, and after UNCERTAIN_TRIES m is sent again all the same (at least
- * once). */
-void kd_pl_resolve_uncertain(kd_pipeline *p, msg *m) {
-    int32_t part = m->rkm->partition % p->routes[m->route].out_partitions;
-    kd_recovery_stats before;
-    kd_recover_found f;
-    kd_recover_result res;
-
-    p->last_orphan_ms = kd_mono_ms();
-    kd_recovery_stats_get(p->recovery, &before);
-    res = kd_recovery_find_since(p->recovery, m->route, part, m->scan_from, m->sent_at_ms,
-                                 m->key, m->key_len, &f);
-    count_scans(p, &before);
-    if (res == KD_RECOVER_FOUND) {
+/* Applies what a read of downstream said about an uncertain delivery. */
+static void uncertain_result(kd_pipeline *p, msg *m, int32_t part,
+                             const kd_recover_ask *a) {
+    if (a->result == KD_RECOVER_FOUND) {
         size_t route = m->route; /* m is freed once settled */
         uint64_t consumed_us = m->consumed_us;
 
-        if (complete_found(p, m, part, &f)) {
+        if (complete_found(p, m, part, &a->found)) {
             RCOUNT(p, route, uncertain_found);
             RCOUNT(p, route, forwarded);
             observe_since(kd_metrics_forward_latency(p->metrics), consumed_us);
         }
         return;
     }
-    if (res == KD_RECOVER_UNKNOWN && ++m->reads < UNCERTAIN_TRIES) {
+    if (a->result == KD_RECOVER_UNKNOWN && ++m->reads < UNCERTAIN_TRIES) {
         uint64_t delay = 250u << (m->reads < 6 ? m->reads : 6);
 
         kd_pl_schedule_retry(p, m, delay);
         return;
     }
-    if (res == KD_RECOVER_ABSENT)
+    if (a->result == KD_RECOVER_ABSENT)
         RCOUNT(p, m->route, uncertain_absent);
     else
         RCOUNT(p, m->route, uncertain_unknown);
     m->uncertain = false;
     kd_pl_schedule_retry(p, m, 0); /* produced again, under the same claim */
+}
+
+/* ms[0..n) are deliveries possibly persisted (POSSIBLY_PERSISTED). Reads
+ * each downstream partition once, from where the first of them would have
+ * landed: found, a claim is completed with that record; absent, the message
+ * is sent again under the same claim. When the partition cannot be read,
+ * it is read again later, and after UNCERTAIN_TRIES the message is sent
+ * again all the same (at least once). */
+void kd_pl_resolve_uncertain(kd_pipeline *p, msg **ms, size_t n) {
+    kd_recover_ask *asks = malloc((n ? n : 1) * sizeof(*asks));
+    msg **group = malloc((n ? n : 1) * sizeof(*group));
+    kd_recovery_stats before;
+
+    if (!asks || !group) {
+        for (size_t i = 0; i < n; i++)
+            kd_pl_schedule_retry(p, ms[i], 250); /* out of memory: later */
+        free(asks);
+        free(group);
+        return;
+    }
+    p->last_orphan_ms = kd_mono_ms();
+    for (size_t i = 0; i < n; i++) {
+        size_t route, k = 0;
+        int32_t part;
+
+        if (!ms[i])
+            continue;
+        route = ms[i]->route;
+        part = ms[i]->rkm->partition % p->routes[route].out_partitions;
+        for (size_t j = i; j < n; j++) { /* every message of the same partition */
+            msg *m = ms[j];
+
+            if (m && m->route == route &&
+                m->rkm->partition % p->routes[route].out_partitions == part) {
+                group[k] = m;
+                asks[k++] = (kd_recover_ask){.key = m->key,
+                                             .key_len = m->key_len,
+                                             .from = m->scan_from,
+                                             .sent_at_ms = m->sent_at_ms};
+                ms[j] = NULL;
+            }
+        }
+        kd_recovery_stats_get(p->recovery, &before);
+        kd_recovery_find_since_many(p->recovery, route, part, asks, k);
+        count_scans(p, &before);
+        for (size_t j = 0; j < k; j++)
+            uncertain_result(p, group[j], part, &asks[j]);
+    }
+    free(asks);
+    free(group);
 }
 
 /* m met a claim of its key made by this run. Held by a live message, m is
@@ -213,7 +263,6 @@ static left_result resolve_left(kd_pipeline *p, msg *m) {
  * the claim was taken over an expired one whose delivery may have happened:
  * that is looked up downstream first, like a dead run's orphan. */
 static void on_claimed(kd_pipeline *p, msg *m, const kd_claim *c) {
-    bool absent = false;
     left_result left = LEFT_NONE;
 
     if (own_claim(p, m))
@@ -222,10 +271,14 @@ static void on_claimed(kd_pipeline *p, msg *m, const kd_claim *c) {
         RCOUNT(p, m->route, orphans_expired);
         if (c->expired_owner == p->boot_id && (left = resolve_left(p, m)) == LEFT_SETTLED)
             return;
-        if (left == LEFT_NONE &&
-            resolve_orphan(p, m, c->expired_owner, c->expired_at, &absent))
+        /* The claim just made replaced the expired one: its run and time
+         * live only here, so it is resolved now, not a step a turn. */
+        orphan_result res = left == LEFT_NONE ? resolve_orphan(p, m, c->expired_owner,
+                                                               c->expired_at, false)
+                                              : ORPHAN_UNKNOWN;
+        if (res == ORPHAN_SETTLED)
             return;
-        if (absent || left == LEFT_ABSENT)
+        if (res == ORPHAN_ABSENT || left == LEFT_ABSENT)
             RCOUNT(p, m->route, orphans_absent);
         else
             RCOUNT(p, m->route, orphans_reforwarded);
@@ -243,7 +296,9 @@ void kd_pl_takeover(kd_pipeline *p, msg *m) {
     bool took_over = false, absent = false;
 
     for (int tries = 0; tries < TAKEOVER_TRIES; tries++) {
-        kd_claim c = {.key = m->key, .key_len = m->key_len};
+        kd_claim c = {.key = m->key,
+                      .key_len = m->key_len,
+                      .fingerprint = m->has_fp ? m->fp : NULL};
         kd_err err;
 
         kd_dedup_claim_batch(dedup_of(p, m), &c, 1, kd_wall_ms());
@@ -260,6 +315,11 @@ void kd_pl_takeover(kd_pipeline *p, msg *m) {
             GCOUNT(p, collisions, 1);
             m->kind = MSG_PLAIN;
             kd_pl_produce(p, m);
+            return;
+        }
+        if (c.decision.state != KD_CLAIMED &&
+            kd_pl_key_conflict(p, m, &c.decision, c.owner)) {
+            kd_decision_clear(&c.decision);
             return;
         }
         kd_decision_clear(&c.decision);
@@ -291,9 +351,18 @@ void kd_pl_takeover(kd_pipeline *p, msg *m) {
                 return;
             absent = left == LEFT_ABSENT;
         }
-        if (!took_over && left == LEFT_NONE &&
-            resolve_orphan(p, m, c.owner, c.decision.timestamp_ms, &absent))
-            return;
+        if (!took_over && left == LEFT_NONE) {
+            orphan_result res =
+                resolve_orphan(p, m, c.owner, c.decision.timestamp_ms, true);
+
+            if (res == ORPHAN_SETTLED)
+                return;
+            if (res == ORPHAN_LATER) { /* its scan goes on: m waits, in order */
+                kd_pl_gate_wait(p, m);
+                return;
+            }
+            absent = res == ORPHAN_ABSENT;
+        }
         err = kd_dedup_release_claim(dedup_of(p, m), m->key, m->key_len);
         if (err != KD_OK && err != KD_ERR_SEQUENCE_CONFLICT) {
             kd_pl_store_failed(p, m->route, "release of an orphaned claim");
@@ -303,6 +372,109 @@ void kd_pl_takeover(kd_pipeline *p, msg *m) {
         took_over = true;
     }
     kd_pl_schedule_retry(p, m, kd_pl_backoff_ms(p, m));
+}
+
+/* What a conflict's dead letter says of the original: its receipt, or the
+ * claim in flight; malloc()ed, or NULL when out of memory. */
+static char *original_of(const kd_decision *d) {
+    char text[64];
+    char *s;
+
+    if (d->state == KD_COMPLETED) {
+        if ((s = malloc(d->receipt_len + 1))) {
+            memcpy(s, d->receipt, d->receipt_len);
+            s[d->receipt_len] = '\0';
+        }
+        return s;
+    }
+    snprintf(text, sizeof(text), "in-flight claimed-at=%" PRIu64, d->timestamp_ms);
+    return strdup(text);
+}
+
+/* Logs a key conflict: the key by a digest prefix (keys may be personal
+ * data), the route, and both fingerprints' prefixes. */
+static void log_conflict(kd_pipeline *p, const msg *m, const kd_decision *d,
+                         const char *action) {
+    unsigned char digest[SHA256_DIGEST_LENGTH];
+    char part[16], off[24], key[17], mine[17], theirs[17];
+
+    SHA256((const unsigned char *)m->key, m->key_len, digest);
+    snprintf(part, sizeof(part), "%" PRId32, m->rkm->partition);
+    snprintf(off, sizeof(off), "%" PRId64, m->rkm->offset);
+    const char *fields[] = {"topic",
+                            src_topic(m),
+                            "partition",
+                            part,
+                            "offset",
+                            off,
+                            "route",
+                            p->cfg->routes[m->route].to,
+                            "key_sha256",
+                            kd_keysrc_hex(digest, 8, key),
+                            "fingerprint",
+                            kd_keysrc_hex(m->fp, 8, mine),
+                            "original_fingerprint",
+                            kd_keysrc_hex(d->fingerprint, 8, theirs),
+                            "original",
+                            d->state == KD_COMPLETED ? "completed" : "in_flight",
+                            "action",
+                            action,
+                            NULL};
+
+    KD_LOG(KD_LOG_WARN, fields, "key conflict: the key was claimed for another payload");
+}
+
+bool kd_pl_key_conflict(kd_pipeline *p, msg *m, const kd_decision *d, uint64_t owner) {
+    const kd_route *r = p->routes[m->route].cfg;
+
+    if (!m->has_fp || !d->has_fingerprint ||
+        !memcmp(m->fp, d->fingerprint, KD_FINGERPRINT_LEN))
+        return false;
+    /* In flight, only a claim a live message of this run holds is judged.
+     * Any other (a dead run's, an ended ownership's) is resolved first as
+     * before (takeover, parking, reading downstream): it may be this very
+     * message's, fingerprinted under another config, and its delivery may
+     * yet fail. Once resolved, the key is claimed anew or completed. */
+    if (d->state == KD_IN_FLIGHT) {
+        msg *holder = owner == p->boot_id
+                          ? kd_held_find(p->held, m->route, m->key, m->key_len)
+                          : NULL;
+
+        if (!holder || !msg_live(p, holder))
+            return false;
+    }
+    switch (r->on_key_conflict) {
+    case KD_CONFLICT_SKIP: /* skipped like any duplicate, and counted as one too */
+        log_conflict(p, m, d, "skip");
+        RCOUNT(p, m->route, key_conflicts_skipped);
+        if (d->state == KD_COMPLETED)
+            RCOUNT(p, m->route, duplicates_completed);
+        else
+            RCOUNT(p, m->route, duplicates_in_flight);
+        kd_pl_msg_done(p, m);
+        break;
+    case KD_CONFLICT_DEAD_LETTER:
+        log_conflict(p, m, d, "dead_letter");
+        RCOUNT(p, m->route, key_conflicts_dead_lettered);
+        m->kind = MSG_DEAD_LETTER;
+        m->dl_reason = KD_REASON_KEY_CONFLICT;
+        m->conflict_original = original_of(d);
+        m->orig_has_fp = true;
+        memcpy(m->orig_fp, d->fingerprint, KD_FINGERPRINT_LEN);
+        kd_pl_produce(p, m);
+        break;
+    case KD_CONFLICT_FORWARD:
+        log_conflict(p, m, d, "forward");
+        RCOUNT(p, m->route, key_conflicts_forwarded);
+        m->kind = MSG_PLAIN;
+        /* Sent as a message without a key: never signed or keyed for the
+         * handover, which must not take it for the original's delivery. */
+        m->key = NULL;
+        m->key_len = 0;
+        kd_pl_produce(p, m);
+        break;
+    }
+    return true;
 }
 
 /* Acts on the claim decision for m. */
@@ -319,6 +491,8 @@ static void on_claim(kd_pipeline *p, msg *m, kd_claim *c) {
         kd_pl_produce(p, m);
     } else if (c->decision.state == KD_CLAIMED) {
         on_claimed(p, m, c);
+    } else if (kd_pl_key_conflict(p, m, &c->decision, c->owner)) {
+        /* settled per on_key_conflict */
     } else if (c->decision.state == KD_COMPLETED) {
         RCOUNT(p, m->route, duplicates_completed);
         kd_pl_msg_done(p, m);
@@ -374,7 +548,9 @@ void kd_pl_dispatch(kd_pipeline *p, msg **batch, size_t n) {
             if (batch[i]->kind == MSG_DEDUP && batch[i]->route == r) {
                 p->claim_of[i] = nclaims;
                 p->claims[nclaims++] =
-                    (kd_claim){.key = batch[i]->key, .key_len = batch[i]->key_len};
+                    (kd_claim){.key = batch[i]->key,
+                               .key_len = batch[i]->key_len,
+                               .fingerprint = batch[i]->has_fp ? batch[i]->fp : NULL};
             }
         if (nclaims > first)
             kd_pl_claim_timed(p, r, p->claims + first, nclaims - first, now);

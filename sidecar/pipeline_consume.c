@@ -2,16 +2,55 @@
  * kdedup - the pipeline's consuming: a polled message becomes a msg, or is settled at
  * once.
  */
-#include "sidecar/headers.h"
+#include "sidecar/keysrc.h"
 #include "sidecar/log.h"
 #include "sidecar/pipeline_int.h"
 
 #include <stdlib.h>
 
+/* kd_keysrc_header_fn over a message's headers. */
+static bool header_of(void *arg, const char *name, const void **val, size_t *len) {
+    return arg &&
+           rd_kafka_header_get(arg, 0, name, val, len) == RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
+/* Sets m's key (and fingerprint) per its route. False when it has no
+ * usable key (or, with p->fatal set, when memory ran out). */
+static bool identify(kd_pipeline *p, const kd_route *r, msg *m) {
+    rd_kafka_headers_t *hdrs = NULL;
+    kd_keysrc_msg km = {.key = m->rkm->key,
+                        .key_len = m->rkm->key_len,
+                        .value = m->rkm->payload,
+                        .value_len = m->rkm->len,
+                        .header = header_of};
+    kd_key key;
+    kd_key_status st;
+
+    if (rd_kafka_message_headers(m->rkm, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR)
+        km.header_arg = hdrs;
+    st = kd_keysrc_extract(r, (size_t)p->cfg->max_key_bytes,
+                           (size_t)p->cfg->max_json_bytes, &km, &key);
+    if (st == KD_KEY_NOMEM) {
+        KD_ERROR("out of memory extracting a key");
+        atomic_store(&p->fatal, 1); /* the offset stays pending: nothing lost */
+        return false;
+    }
+    if (st != KD_KEY_OK) {
+        MSG_FIELDS(m, part, off);
+        KD_LOG(KD_LOG_DEBUG, fields, "no usable key: %s", kd_key_status_name(st));
+        return false;
+    }
+    m->key = key.bytes;
+    m->key_len = key.len;
+    m->key_owned = key.owned; /* freed with m */
+    if (r->fingerprint && !(m->has_fp = kd_keysrc_fingerprint(r, &km, m->fp)))
+        KD_WARN("fingerprint failed (libcrypto): the claim is stored without one");
+    return true;
+}
+
 /* Turns a consumed message into a msg, or settles it at once. Returns the
  * msg to kd_pl_dispatch, or NULL. */
 static msg *classify(kd_pipeline *p, rd_kafka_message_t *rkm) {
-    const rd_kafka_headers_t *hdrs = NULL;
     const kd_route *r;
     size_t route = route_of(p, rd_kafka_topic_name(rkm->rkt));
     msg *m;
@@ -31,6 +70,7 @@ static msg *classify(kd_pipeline *p, rd_kafka_message_t *rkm) {
         rd_kafka_message_destroy(rkm);
         return NULL;
     }
+    kd_pl_check_front(p, route, rkm->partition);
     RCOUNT(p, route, consumed);
     GCOUNT(p, inflight, 1);
     if (!(m = calloc(1, sizeof(*m)))) {
@@ -43,11 +83,20 @@ static msg *classify(kd_pipeline *p, rd_kafka_message_t *rkm) {
     m->route = route;
     m->own = kd_offsets_owner(p->offsets, route, rkm->partition);
     m->consumed_us = kd_mono_us();
+    m->bytes = rkm->len + rkm->key_len;
+    p->inflight_bytes += m->bytes;
     r = p->routes[route].cfg;
-    rd_kafka_message_headers(rkm, (rd_kafka_headers_t **)&hdrs);
-    if (kd_headers_key(hdrs, r->key_header, (size_t)p->cfg->max_key_bytes, &m->key,
-                       &m->key_len))
+    if (identify(p, r, m)) {
+        if (m->key_owned) { /* a JSON or composite key: its own bytes too */
+            m->bytes += m->key_len;
+            p->inflight_bytes += m->key_len;
+        }
         return m;
+    }
+    if (atomic_load(&p->fatal)) { /* out of memory: the offset stays pending */
+        kd_pl_msg_free(p, m);
+        return NULL;
+    }
     switch (r->on_missing_key) {
     case KD_MISSING_FORWARD:
         RCOUNT(p, m->route, missing_forwarded);
@@ -56,6 +105,7 @@ static msg *classify(kd_pipeline *p, rd_kafka_message_t *rkm) {
     case KD_MISSING_DEAD_LETTER:
         RCOUNT(p, m->route, missing_dead_lettered);
         m->kind = MSG_DEAD_LETTER;
+        m->dl_reason = KD_REASON_MISSING_KEY;
         return m;
     case KD_MISSING_DROP:
         break;

@@ -3,6 +3,7 @@
  * retries and dead letters for what was not.
  */
 #include "sidecar/headers.h"
+#include "sidecar/keysrc.h"
 #include "sidecar/log.h"
 #include "sidecar/pipeline_int.h"
 
@@ -58,7 +59,7 @@ void kd_pl_on_failed(kd_pipeline *p, msg *m) {
                    rd_kafka_err2str(m->err));
             m->uncertain = true;
             m->reads = 0;
-            kd_pl_resolve_uncertain(p, m);
+            kd_pl_schedule_retry(p, m, 0); /* read with the others due */
             return;
         }
         KD_LOG(KD_LOG_WARN, fields, "delivery possibly persisted (%s): producing again",
@@ -75,6 +76,7 @@ void kd_pl_on_failed(kd_pipeline *p, msg *m) {
                    m->attempts, rd_kafka_err2str(m->err));
             release(p, m);
             m->kind = MSG_DEAD_LETTER;
+            m->dl_reason = KD_REASON_DELIVERY_FAILED;
             kd_pl_schedule_retry(p, m, 0);
             return;
         }
@@ -105,9 +107,17 @@ size_t kd_pl_receipt_text(const kd_pipeline *p, size_t route, int32_t out_part,
 }
 
 size_t kd_pl_format_receipt(const kd_pipeline *p, const msg *m, char *buf, size_t size) {
-    return kd_pl_receipt_text(p, m->route, m->out_partition, m->out_offset,
-                              m->out_timestamp, m->rkm->partition, m->rkm->offset, buf,
-                              size);
+    size_t n =
+        kd_pl_receipt_text(p, m->route, m->out_partition, m->out_offset, m->out_timestamp,
+                           m->rkm->partition, m->rkm->offset, buf, size);
+    char hex[2 * KD_FINGERPRINT_LEN + 1];
+    int more;
+
+    if (!m->has_fp || n + 1 >= size)
+        return n;
+    more = snprintf(buf + n, size - n, " fp=%s",
+                    kd_keysrc_hex(m->fp, KD_FINGERPRINT_LEN, hex));
+    return more < 0 ? n : n + (size_t)more < size ? n + (size_t)more : size - 1;
 }
 
 /* Completes the receipts of every delivered claim with one store write. */
@@ -184,8 +194,24 @@ void kd_pl_service(kd_pipeline *p, int timeout_ms) {
     handle_reports(p);
 }
 
+/* Claims the keys of released messages again, a poll batch's worth per
+ * store write (after a store outage, one write for many, not one each). */
+static void reclaim_all(kd_pipeline *p, msg_list *l) {
+    msg *chunk[64];
+    size_t n = 0, max = (size_t)p->cfg->batch_max < 64 ? (size_t)p->cfg->batch_max : 64;
+
+    for (msg *m = l->head, *next; m; m = next) {
+        next = m->next;
+        chunk[n++] = m;
+        if (n == max || !next) {
+            kd_pl_dispatch(p, chunk, n);
+            n = 0;
+        }
+    }
+}
+
 void kd_pl_retry_due(kd_pipeline *p) {
-    msg_list all = list_take(&p->retries);
+    msg_list all = list_take(&p->retries), uncertain = {0}, reclaim = {0};
     uint64_t now = kd_mono_ms();
 
     for (msg *m = all.head, *next; m; m = next) {
@@ -200,11 +226,28 @@ void kd_pl_retry_due(kd_pipeline *p) {
         }
         RCOUNT(p, m->route, retries);
         if (m->uncertain)
-            kd_pl_resolve_uncertain(p, m);
+            list_push(&uncertain, m); /* read together, below */
         else if (m->kind == MSG_DEDUP && !m->claimed)
-            kd_pl_takeover(p, m); /* released: claim again first */
+            list_push(&reclaim, m); /* released: claimed again first, together */
         else
             kd_pl_produce(p, m);
+    }
+    reclaim_all(p, &reclaim);
+    if (uncertain.n) {
+        msg **ms = malloc(uncertain.n * sizeof(*ms));
+        size_t n = 0;
+
+        if (!ms) { /* out of memory: later */
+            for (msg *m = uncertain.head, *next; m; m = next) {
+                next = m->next;
+                kd_pl_schedule_retry(p, m, 250);
+            }
+            return;
+        }
+        for (msg *m = uncertain.head; m; m = m->next)
+            ms[n++] = m;
+        kd_pl_resolve_uncertain(p, ms, n);
+        free(ms);
     }
 }
 
@@ -212,6 +255,7 @@ void kd_pl_retry_due(kd_pipeline *p) {
 void kd_pl_abandon_retries(kd_pipeline *p, bool all_parts) {
     msg_list all = list_take(&p->retries);
 
+    kd_pl_gates_abandon(p, all_parts);
     for (msg *m = all.head, *next; m; m = next) {
         next = m->next;
         if (!all_parts && msg_live(p, m))
@@ -249,6 +293,9 @@ void kd_pl_unhold(kd_pipeline *p, msg *m) {
 
 void kd_pl_msg_free(kd_pipeline *p, msg *m) {
     kd_pl_unhold(p, m);
+    p->inflight_bytes -= m->bytes;
+    free(m->key_owned);
+    free(m->conflict_original);
     rd_kafka_message_destroy(m->rkm);
     free(m);
     GCOUNT(p, inflight, (uint64_t)-1);

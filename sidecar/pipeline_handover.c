@@ -62,14 +62,6 @@ static bool learn(void *arg, const kd_history_rec *recs, size_t n) {
     return true;
 }
 
-static void set_paused(kd_pipeline *p, size_t route, int32_t partition, bool pause) {
-    rd_kafka_topic_partition_list_t *one = rd_kafka_topic_partition_list_new(1);
-
-    rd_kafka_topic_partition_list_add(one, p->cfg->routes[route].from, partition);
-    (pause ? rd_kafka_pause_partitions : rd_kafka_resume_partitions)(p->consumer, one);
-    rd_kafka_topic_partition_list_destroy(one);
-}
-
 bool kd_pl_handover_add(kd_pipeline *p, size_t route, int32_t partition) {
     handover *grown;
 
@@ -83,7 +75,7 @@ bool kd_pl_handover_add(kd_pipeline *p, size_t route, int32_t partition) {
         p->handovers = grown;
         p->handovers_cap = cap;
     }
-    p->handovers[p->nhandovers++] = (handover){route, partition, 0, 0};
+    p->handovers[p->nhandovers++] = (handover){.route = route, .partition = partition};
     GCOUNT(p, handover_pending, 1);
     return true;
 }
@@ -115,7 +107,7 @@ void kd_pl_hand_over(kd_pipeline *p) {
             continue;
         kd_recovery_stats_get(p->recovery, &before);
         res = kd_recovery_history(p->recovery, h->route, h->partition, l.out_partition,
-                                  (size_t)p->cfg->batch_max, learn, &l);
+                                  (size_t)p->cfg->batch_max, learn, &l, &h->cur);
         kd_recovery_stats_get(p->recovery, &after);
         GCOUNT(p, handover_records, after.handover_records - before.handover_records);
         GCOUNT(p, handover_us, after.handover_micros - before.handover_micros);
@@ -132,11 +124,18 @@ void kd_pl_hand_over(kd_pipeline *p) {
                     r->cfg->from, h->partition, (unsigned long long)h->backoff_ms);
             return;
         }
+        if (res == KD_HISTORY_MORE)
+            return; /* the turn's reading is spent: on from there next turn */
         size_t route = h->route;
         int32_t partition = h->partition;
         kd_pl_handover_remove(p, i);
-        if (!kd_pl_store_failing(p))
-            set_paused(p, route, partition, false);
+        if (!kd_pl_partition_paused(p, route, partition)) {
+            rd_kafka_topic_partition_list_t *one = rd_kafka_topic_partition_list_new(1);
+
+            rd_kafka_topic_partition_list_add(one, p->cfg->routes[route].from, partition);
+            rd_kafka_resume_partitions(p->consumer, one);
+            rd_kafka_topic_partition_list_destroy(one);
+        }
         return;
     }
 }

@@ -57,6 +57,7 @@
 #define HANDOVER_BACKOFF_MIN_MS 1000
 #define HANDOVER_BACKOFF_MAX_MS 30000
 #define UNCERTAIN_TRIES 10 /* reads of downstream before resending anyway */
+#define ORPHAN_WAIT_MS 20  /* a message waiting for its orphan's scan: asks again */
 
 typedef enum msg_kind {
     MSG_DEDUP,      /* has a key: claimed before it is forwarded */
@@ -69,8 +70,16 @@ typedef struct msg {
     rd_kafka_message_t *rkm; /* the consumed message, kept until done */
     size_t route;
     msg_kind kind;
-    const char *key; /* borrowed from rkm's headers */
+    const char *key; /* borrowed from rkm, or key_owned (see keysrc.h) */
     size_t key_len;
+    char *key_owned; /* a JSON or composite key's bytes, or NULL */
+    bool has_fp;     /* fp holds the fingerprint stored with its claim */
+    unsigned char fp[KD_FINGERPRINT_LEN];
+    const char *dl_reason;   /* dead-lettered: why (the kdedup-reason header) */
+    char *conflict_original; /* a key conflict: the original's receipt, or where it
+                              * stands (owned) */
+    bool orig_has_fp;        /* a key conflict: the original's fingerprint */
+    unsigned char orig_fp[KD_FINGERPRINT_LEN];
     uint64_t own;         /* the ownership of its partition that consumed it */
     bool claimed;         /* holds a claim in the store (and an entry in p->held) */
     bool uncertain;       /* possibly persisted: read downstream before resending */
@@ -81,6 +90,8 @@ typedef struct msg {
     uint64_t sent_at_ms;  /* wall: when that first copy was sent */
     int attempts;         /* failed deliveries so far */
     uint64_t consumed_us; /* monotonic: for the forward latency */
+    size_t bytes;         /* its key and value: counted in p->inflight_bytes */
+    bool gate_takeover;   /* waiting in a gate: to be taken over (else produced) */
     uint64_t due_ms;      /* in the retry list: when (monotonic) */
     /* the delivery report */
     rd_kafka_resp_err_t err;
@@ -108,13 +119,23 @@ typedef struct msg_list {
     size_t n;
 } msg_list;
 
+/* A source partition whose messages wait behind one whose claim is being
+ * resolved from a dead run's downstream records, a scan step a turn: they
+ * leave in consumption order once it is resolved (pipeline_gate.c). */
+typedef struct gate {
+    size_t route;
+    int32_t partition;
+    msg_list waiting; /* the head is the one being resolved */
+} gate;
+
 /* A source partition assigned and paused until its history is read from
  * the downstream topic (see recovery.h, "handover"). */
 typedef struct handover {
     size_t route;
     int32_t partition;
-    uint64_t due_ms;     /* mono: the next attempt */
-    uint64_t backoff_ms; /* after a failed attempt */
+    uint64_t due_ms;       /* mono: the next attempt */
+    uint64_t backoff_ms;   /* after a failed attempt */
+    kd_history_cursor cur; /* where its scan is */
 } handover;
 
 typedef struct route_rt {
@@ -163,7 +184,17 @@ struct kd_pipeline {
     msg_list reported; /* delivery reports, filled by dr_cb */
     msg_list receipts; /* delivered; receipt not yet durable */
     msg_list retries;  /* waiting for due_ms */
+    gate *gates;       /* partitions waiting for an orphan's scan */
+    size_t ngates, gates_cap;
+    msg *gate_passing; /* leaving its gate: produced, not gated again */
     size_t awaiting;   /* produced, no report yet */
+
+    /* Flow control (pipeline_flow.c). */
+    size_t inflight_bytes;       /* keys and values of the messages in flight */
+    bool backpressure;           /* consumption paused: a pipeline.max_* passed */
+    uint64_t backpressure_since; /* mono ms */
+    size_t held_back;            /* partitions paused behind a stuck message */
+    uint64_t flow_check_ms;      /* mono: the next look at partitions and gauges */
 
     /* Reused buffers: a poll batch (batch_max long) and its claims... */
     msg **batch_msgs;
@@ -255,6 +286,17 @@ static inline bool msg_live(const kd_pipeline *p, const msg *m) {
 
 #define RECEIPT_MAX 600
 
+/* The reasons a dead-lettered message carries in KD_REASON_HEADER. */
+#define KD_REASON_HEADER "kdedup-reason"
+#define KD_REASON_MISSING_KEY "missing-key"
+#define KD_REASON_DELIVERY_FAILED "delivery-failed"
+#define KD_REASON_KEY_CONFLICT "key-conflict"
+/* A key conflict's dead letter: the original's receipt (or state), and the
+ * fingerprints (hex) of the original and of this message. */
+#define KD_ORIGINAL_HEADER "kdedup-original"
+#define KD_FINGERPRINT_HEADER "kdedup-fingerprint"
+#define KD_ORIGINAL_FP_HEADER "kdedup-original-fingerprint"
+
 /* pipeline_consume.c */
 /* Polls up to batch_max messages into p->batch_msgs; returns how many. */
 size_t kd_pl_collect(kd_pipeline *p, int timeout_ms);
@@ -266,14 +308,22 @@ void kd_pl_claim_timed(kd_pipeline *p, size_t route, kd_claim *c, size_t n, uint
 void kd_pl_complete_timed(kd_pipeline *p, size_t route, kd_completion *c, size_t n);
 /* Claims a batch's keys and sends, settles or retries every message of it. */
 void kd_pl_dispatch(kd_pipeline *p, msg **batch, size_t n);
-/* Reads downstream for a possibly persisted delivery; completes, resends or retries m. */
-void kd_pl_resolve_uncertain(kd_pipeline *p, msg *m);
+/* Reads downstream for possibly persisted deliveries ms[0..n) (the array
+ * is cleared), once per downstream partition; completes, resends or
+ * retries each. */
+void kd_pl_resolve_uncertain(kd_pipeline *p, msg **ms, size_t n);
 /* Counts and logs a failed store call; the first one pauses consumption. */
 void kd_pl_store_failed(kd_pipeline *p, size_t route, const char *what);
 /* True while store writes fail (consumption paused). */
 bool kd_pl_store_failing(const kd_pipeline *p);
 /* Claims m's key alone, resolving a claim another run left. */
 void kd_pl_takeover(kd_pipeline *p, msg *m);
+/* True when the duplicate decision d (with its holder's owner) is a key
+ * conflict for m: both fingerprinted, the fingerprints differ, and the key
+ * is completed or held by a live message of this run. m was then skipped
+ * (counted as a duplicate too), dead-lettered or forwarded per the route's
+ * on_key_conflict. */
+bool kd_pl_key_conflict(kd_pipeline *p, msg *m, const kd_decision *d, uint64_t owner);
 
 /* pipeline_produce.c */
 /* librdkafka's delivery-report callback: queues m on p->reported. */
@@ -337,11 +387,36 @@ void kd_pl_handover_remove(kd_pipeline *p, size_t i);
 /* Called while a scan runs: ticks the loop's health. */
 void kd_pl_scan_progress(void *arg);
 
+/* pipeline_gate.c */
+/* True when m's partition has messages waiting behind an orphan's scan: m
+ * is to wait behind them (appended; `takeover`: to be taken over when its
+ * turn comes, else produced). False when there is no gate: go on. */
+bool kd_pl_gated(kd_pipeline *p, msg *m, bool takeover);
+/* m's orphan scan is not complete: m waits at its gate's head (opened for
+ * it if need be), and the messages of its partition consumed after it wait
+ * behind it. */
+void kd_pl_gate_wait(kd_pipeline *p, msg *m);
+/* Lets out of every gate what can go, in order. Each turn. */
+void kd_pl_gates_turn(kd_pipeline *p);
+/* Drops the waiting messages of ended ownerships (all, with all_parts). */
+void kd_pl_gates_abandon(kd_pipeline *p, bool all_parts);
+
+/* pipeline_flow.c */
+/* Pauses consumption while too much is in flight, resumes it below, holds
+ * back partitions behind a stuck message; sets the memory gauges. Each turn. */
+void kd_pl_flow(kd_pipeline *p);
+/* Holds back (pauses) a partition whose front message has
+ * pipeline.max_inflight consumed ones behind it. After each one consumed. */
+void kd_pl_check_front(kd_pipeline *p, size_t route, int32_t partition);
+/* True when a partition is to stay paused: the store fails, backpressure,
+ * its handover is pending, or it is held back. */
+bool kd_pl_partition_paused(const kd_pipeline *p, size_t route, int32_t partition);
+/* Pauses or resumes every assigned partition as kd_pl_partition_paused() says. */
+void kd_pl_apply_pauses(kd_pipeline *p);
+
 /* pipeline_rebalance.c */
 /* Serves the producer until nothing is in flight or deadline_ms (monotonic). */
 void kd_pl_drain(kd_pipeline *p, uint64_t deadline_ms);
-/* Pauses every assigned partition, or resumes those not waiting for a handover. */
-void kd_pl_pause_assignment(kd_pipeline *p, bool pause);
 /* librdkafka's rebalance callback. */
 void kd_pl_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                         rd_kafka_topic_partition_list_t *parts, void *opaque);

@@ -3,6 +3,7 @@
  * delivery-report callback.
  */
 #include "sidecar/headers.h"
+#include "sidecar/keysrc.h"
 #include "sidecar/log.h"
 #include "sidecar/pipeline_int.h"
 
@@ -10,6 +11,23 @@
 #include <strings.h>
 
 #define OWN_PREFIX "kdedup-"
+
+/* Why m is dead-lettered; for a key conflict, which record holds the
+ * original and both fingerprints. */
+static void add_dead_letter_headers(rd_kafka_headers_t *hdrs, const msg *m) {
+    char hex[2 * KD_FINGERPRINT_LEN + 1];
+
+    if (m->dl_reason)
+        rd_kafka_header_add(hdrs, KD_REASON_HEADER, -1, m->dl_reason, -1);
+    if (m->conflict_original)
+        rd_kafka_header_add(hdrs, KD_ORIGINAL_HEADER, -1, m->conflict_original, -1);
+    if (m->conflict_original && m->has_fp)
+        rd_kafka_header_add(hdrs, KD_FINGERPRINT_HEADER, -1,
+                            kd_keysrc_hex(m->fp, KD_FINGERPRINT_LEN, hex), -1);
+    if (m->conflict_original && m->orig_has_fp)
+        rd_kafka_header_add(hdrs, KD_ORIGINAL_FP_HEADER, -1,
+                            kd_keysrc_hex(m->orig_fp, KD_FINGERPRINT_LEN, hex), -1);
+}
 
 /* m's headers for downstream: the source message's, less any named like
  * kdedup's own (a source producer must not plant provenance a downstream
@@ -26,10 +44,10 @@ static rd_kafka_headers_t *headers_for(kd_pipeline *p, const msg *m) {
 
     if (rd_kafka_message_headers(m->rkm, &src) != RD_KAFKA_RESP_ERR_NO_ERROR)
         src = NULL;
-    hdrs = rd_kafka_headers_new(src ? rd_kafka_header_cnt(src) + 4 : 4);
+    hdrs = rd_kafka_headers_new(src ? rd_kafka_header_cnt(src) + 8 : 8);
     for (size_t i = 0; src && !rd_kafka_header_get_all(src, i, &name, &val, &len); i++)
         if (strncasecmp(name, OWN_PREFIX, strlen(OWN_PREFIX)) ||
-            !strcasecmp(name, r->key_header))
+            (r->key_header && !strcasecmp(name, r->key_header)))
             rd_kafka_header_add(hdrs, name, -1, val, (ssize_t)len);
         else
             n++;
@@ -41,6 +59,10 @@ static rd_kafka_headers_t *headers_for(kd_pipeline *p, const msg *m) {
     rd_kafka_header_add(hdrs, KD_SOURCE_HEADER, -1, source, -1);
     rd_kafka_header_add(hdrs, KD_RUN_HEADER, -1, p->boot_hex, -1);
     rd_kafka_header_add(hdrs, KD_FORWARDED_AT_HEADER, -1, at, -1);
+    if (m->key && !r->key_header && m->kind != MSG_DEAD_LETTER)
+        rd_kafka_header_add(hdrs, KD_KEY_HEADER, -1, m->key, (ssize_t)m->key_len);
+    if (m->kind == MSG_DEAD_LETTER)
+        add_dead_letter_headers(hdrs, m);
     if (p->signer && m->key && m->kind != MSG_DEAD_LETTER) {
         kd_signed w = {.from = r->from,
                        .to = r->to,
@@ -69,8 +91,12 @@ void kd_pl_produce(kd_pipeline *p, msg *m) {
     bool dlt = m->kind == MSG_DEAD_LETTER;
     const char *topic = dlt ? r->cfg->dead_letter_topic : r->cfg->to;
     int32_t partition = m->rkm->partition % (dlt ? r->dlt_partitions : r->out_partitions);
-    rd_kafka_headers_t *hdrs = headers_for(p, m);
+    rd_kafka_headers_t *hdrs;
     rd_kafka_resp_err_t err;
+
+    if (kd_pl_gated(p, m, false))
+        return; /* behind an orphan being resolved: in order, later */
+    hdrs = headers_for(p, m);
 
     if (!dlt && !m->maybe_out) { /* the first copy that may be there bounds the read */
         m->scan_from = r->acked[partition];

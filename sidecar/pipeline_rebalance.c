@@ -95,8 +95,10 @@ static void on_assign(kd_pipeline *p, rd_kafka_t *rk,
     /* Nothing is consumed before the partitions' history is read (and the
      * store takes writes): fetched messages are discarded by the pause and
      * fetched again on resume. */
-    if (kd_pl_store_failing(p) || p->cfg->handover)
+    if (kd_pl_store_failing(p) || p->cfg->handover || p->backpressure)
         rd_kafka_pause_partitions(rk, parts);
+    else /* a partition paused in an earlier ownership (held back) starts afresh */
+        rd_kafka_resume_partitions(rk, parts);
     p->assigned_once = true;
     GCOUNT(p, assigned, (uint64_t)parts->cnt);
     KD_INFO("assigned %d partition(s)", parts->cnt);
@@ -152,24 +154,4 @@ void kd_pl_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         KD_ERROR("rebalance: %s", rd_kafka_err2str(err));
         rd_kafka_assign(rk, NULL);
     }
-}
-
-/* Pauses every partition assigned, or resumes those not waiting for their
- * history. */
-void kd_pl_pause_assignment(kd_pipeline *p, bool pause) {
-    rd_kafka_topic_partition_list_t *parts = NULL, *some;
-
-    if (rd_kafka_assignment(p->consumer, &parts) || !parts)
-        return;
-    some = rd_kafka_topic_partition_list_new(parts->cnt ? parts->cnt : 1);
-    for (int i = 0; i < parts->cnt; i++)
-        if (pause || kd_pl_handover_find(p, route_of(p, parts->elems[i].topic),
-                                         parts->elems[i].partition) == SIZE_MAX)
-            rd_kafka_topic_partition_list_add(some, parts->elems[i].topic,
-                                              parts->elems[i].partition);
-    if (some->cnt)
-        (pause ? rd_kafka_pause_partitions : rd_kafka_resume_partitions)(p->consumer,
-                                                                         some);
-    rd_kafka_topic_partition_list_destroy(some);
-    rd_kafka_topic_partition_list_destroy(parts);
 }

@@ -1,15 +1,24 @@
 /*
  * kdedup - exact recovery of orphaned claims (see recovery.h).
  *
- * A scan reads one downstream partition from the dead run's start offset to
- * its end with a consumer of its own (assigned, never in a group, never
- * committing) and remembers, for each record of the route's source topic
- * that carries the route's key header, the first 16 bytes of the key's
- * SHA-256, the record's offset, timestamp and forwarding time: a 48-byte
- * slot in a table kept at most half full, so a scan of 2,000,000 records
- * (the default dedup.scan_max_records, the most one scan holds) takes up to
- * 2^22 slots, 192 MiB, and half as much again while it grows. (Bounding the
- * scans together, and a smaller slot, are the memory issue's work.)
+ * A scan reads one downstream partition with a consumer of its own
+ * (assigned, never in a group, never committing), in steps: each turn of the
+ * pipeline's loop gives all scans together a time budget, and a scan that
+ * has not reached its end says "later". A scan fails only when the broker
+ * hands it nothing for SCAN_IDLE_MS, never because it is long.
+ *
+ * The scan of a dead run's partition remembers, for each record of the
+ * route's source topic that carries the route's key header, the first 16
+ * bytes of the key's SHA-256, the record's offset, timestamp and forwarding
+ * time: a 40-byte slot in a table sized once, for the records to read, at
+ * most 3/4 full. All tables together stay within dedup.scan_cache_bytes:
+ * the least recently used go first, and a scan whose table alone would not
+ * fit is not made (its orphans are forwarded again, at least once, and
+ * counted). A failed scan is remembered and tried again with backoff.
+ *
+ * A delivery of this run whose outcome is unknown keeps nothing: the keys
+ * asked about are looked for in one read from where the first of them would
+ * have landed, and compared whole.
  *
  * A handover scan reads with the same consumer, and hands the records of
  * one source partition to the caller in batches, unremembered.
@@ -29,49 +38,64 @@
 #include <time.h>
 
 #define DIGEST_LEN 16
-#define SCAN_TIMEOUT_MS 60000
+#define SCAN_IDLE_MS 15000 /* a scan fails when the broker hands it nothing this long */
 #define WATERMARK_TIMEOUT_MS 5000
 #define RUN_MAGIC "kdedup-run v1\n"
 #define HANDOVER_MAGIC "kdedup-handover v1"
-
-typedef struct found {
-    unsigned char digest[DIGEST_LEN];
-    int64_t offset;
-    int64_t timestamp;
-    int64_t forwarded_at; /* KD_FORWARDED_AT_HEADER; -1 when the record has none */
-    bool used;            /* false: an empty slot */
-} found;
-
-/* One scanned partition: an open-addressing table of key digests. */
-typedef struct scan {
-    uint64_t owner; /* the dead run; OWN_SCAN: this run's deliveries */
-    size_t route;
-    int32_t partition;
-    int64_t from, end; /* OWN_SCAN: the range read */
-    found *slots;
-    size_t cap, n;
-} scan;
-
-#define OWN_SCAN 0          /* boot ids are never 0 */
 #define CLOCK_SLACK_MS 1000 /* a claim and its forwarding: one clock, maybe stepped */
 #define BROKER_RETRY_US 1000000
+#define SCANS_MAX 1024      /* scans of dead runs remembered (tables or failures) */
+#define SCAN_FAILURES_MAX 5 /* failed steps in a row before a scan is given up */
+#define SCAN_BACKOFF_MIN_MS 1000
+#define SCAN_BACKOFF_MAX_MS 30000
+#define HISTORY_FAILURES_MAX 3 /* failed steps in a row before a handover starts over */
+
+/* A record of a key in a scan's table. */
+typedef struct slot {
+    unsigned char digest[DIGEST_LEN];
+    int64_t pos; /* the record's offset + 1; 0: an empty slot */
+    int64_t timestamp;
+    int64_t forwarded_at; /* KD_FORWARDED_AT_HEADER; -1 when the record has none */
+} slot;
+
+/* The scan of a dead run's downstream partition: an open-addressing table
+ * of key digests, filled in steps. */
+typedef struct scan {
+    uint64_t owner; /* the dead run */
+    size_t route;
+    int32_t partition;
+    int64_t from, next, end; /* reading [next, end) of [from, end) */
+    slot *slots;
+    size_t cap, n;
+    uint64_t used_ms;     /* mono: the last lookup (the least recent goes first) */
+    uint64_t retry_at_ms; /* mono: after a failed step, not before */
+    int failures;         /* failed steps in a row */
+    bool given_up;        /* cannot be made: every lookup is UNKNOWN */
+} scan;
 
 struct kd_recovery {
     const kd_config *cfg;
     kd_store *store;
     char *brokers;
     rd_kafka_t *scanner; /* created on first use */
+    /* where the scanner is assigned and positioned (a paused step goes on
+     * from there); pos_topic NULL when unassigned */
+    const char *pos_topic;
+    int32_t pos_partition;
+    int64_t pos_next;
+    uint64_t pos_idle_left; /* us a scan may still wait for its next record */
     scan *scans;
     size_t nscans;
     kd_recovery_stats stats;
     void (*progress)(void *arg);
     void *progress_arg;
-    uint64_t broker_retry_at; /* mono us: own scans fail fast until then */
+    uint64_t turn_end_us;     /* mono: this turn's reading ends; 0 = no budget */
+    uint64_t broker_retry_at; /* mono us: own lookups fail fast until then */
     uint64_t boot_id;         /* this run's (kd_recovery_record_run) */
     kd_signer *signers[2];    /* dedup.signing_key, previous_signing_key; or NULL */
 };
 
-static void digest(const char *key, size_t len, unsigned char out[DIGEST_LEN]) {
+static void digest(const void *key, size_t len, unsigned char out[DIGEST_LEN]) {
     unsigned char full[SHA256_DIGEST_LENGTH];
 
     SHA256((const unsigned char *)(len ? key : ""), len, full);
@@ -82,68 +106,76 @@ static size_t slot_of(const unsigned char *d, size_t cap) {
     uint64_t h;
 
     memcpy(&h, d, sizeof(h)); /* a digest: already uniform */
-    return (size_t)(h & (cap - 1));
+    return (size_t)(h % cap);
 }
 
-static bool scan_grow(scan *s) {
-    size_t cap = s->cap ? s->cap * 2 : 1024;
-    found *slots = calloc(cap, sizeof(*slots));
-
-    if (!slots)
-        return false;
-    for (size_t i = 0; i < s->cap; i++) {
-        size_t j;
-
-        if (!s->slots[i].used)
-            continue;
-        for (j = slot_of(s->slots[i].digest, cap); slots[j].used; j = (j + 1) & (cap - 1))
-            ;
-        slots[j] = s->slots[i];
-    }
-    free(s->slots);
-    s->slots = slots;
-    s->cap = cap;
-    return true;
+/* Slots for a table of up to `records` keys, at most 3/4 full. */
+static size_t table_cap(int64_t records) {
+    return (size_t)(records < 1 ? 1 : records) / 3 * 4 + 4;
 }
 
 /* Remembers a record of a key: the latest one. An earlier one may be the
  * delivery of an older claim of the key that has since expired; callers
- * tell by when it was forwarded. */
+ * tell by when it was forwarded. False when the table is full (it is sized
+ * for every record of the scan: it never is). */
 static bool scan_add(scan *s, const unsigned char *d, int64_t offset, int64_t ts,
                      int64_t at) {
     size_t j;
 
-    if ((s->n + 1) * 2 > s->cap && !scan_grow(s))
+    if (s->n + 1 >= s->cap)
         return false;
-    for (j = slot_of(d, s->cap); s->slots[j].used; j = (j + 1) & (s->cap - 1))
+    for (j = slot_of(d, s->cap); s->slots[j].pos; j = j + 1 < s->cap ? j + 1 : 0)
         if (!memcmp(s->slots[j].digest, d, DIGEST_LEN)) {
-            if (offset > s->slots[j].offset) {
-                s->slots[j].offset = offset;
+            if (offset + 1 > s->slots[j].pos) {
+                s->slots[j].pos = offset + 1;
                 s->slots[j].timestamp = ts;
                 s->slots[j].forwarded_at = at;
             }
             return true;
         }
     memcpy(s->slots[j].digest, d, DIGEST_LEN);
-    s->slots[j].offset = offset;
+    s->slots[j].pos = offset + 1;
     s->slots[j].timestamp = ts;
     s->slots[j].forwarded_at = at;
-    s->slots[j].used = true;
     s->n++;
     return true;
 }
 
-static const found *scan_get(const scan *s, const unsigned char *d) {
+static const slot *scan_get(const scan *s, const unsigned char *d) {
     if (!s->cap)
         return NULL;
-    for (size_t j = slot_of(d, s->cap); s->slots[j].used; j = (j + 1) & (s->cap - 1))
+    for (size_t j = slot_of(d, s->cap); s->slots[j].pos; j = j + 1 < s->cap ? j + 1 : 0)
         if (!memcmp(s->slots[j].digest, d, DIGEST_LEN))
             return &s->slots[j];
     return NULL;
 }
 
-/* One of topic/partition's offsets through rk: `at` is a timestamp (ms),
- * RD_KAFKA_OFFSET_BEGINNING or RD_KAFKA_OFFSET_END. */
+/* Frees a scan's table. */
+static void scan_free_table(kd_recovery *rc, scan *s) {
+    rc->stats.cache_bytes -= s->cap * sizeof(slot);
+    free(s->slots);
+    s->slots = NULL;
+    s->cap = s->n = 0;
+}
+
+/* Drops scan i. */
+static void scan_drop(kd_recovery *rc, size_t i) {
+    scan_free_table(rc, &rc->scans[i]);
+    rc->scans[i] = rc->scans[--rc->nscans];
+    rc->stats.cache_scans = rc->nscans;
+}
+
+/* The least recently used scan other than `keep`, or SIZE_MAX. */
+static size_t scan_lru(const kd_recovery *rc, const scan *keep, bool with_table) {
+    size_t best = SIZE_MAX;
+
+    for (size_t i = 0; i < rc->nscans; i++)
+        if (&rc->scans[i] != keep && (!with_table || rc->scans[i].slots) &&
+            (best == SIZE_MAX || rc->scans[i].used_ms < rc->scans[best].used_ms))
+            best = i;
+    return best;
+}
+
 static rd_kafka_resp_err_t offset_at(rd_kafka_t *rk, const char *topic, int32_t partition,
                                      int64_t at, int64_t *out) {
     rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
@@ -294,9 +326,9 @@ kd_recovery *kd_recovery_new(const kd_config *cfg, kd_store *store, const char *
 static rd_kafka_t *scanner(kd_recovery *rc) {
     static const char *const overrides[][2] = {
         {"enable.auto.commit", "false"}, /* it reads; it never commits */
-        {"enable.partition.eof", "true"},
-        {"statistics.interval.ms", "0"},
-        {"auto.offset.reset", "error"}, /* deleted records: say so */
+        {"enable.partition.eof", "true"},       {"statistics.interval.ms", "0"},
+        {"auto.offset.reset", "error"},         /* deleted records: say so */
+        {"queued.max.messages.kbytes", "4096"}, /* read ahead: at most 4 MiB */
     };
     char err[512];
     rd_kafka_conf_t *conf;
@@ -347,14 +379,15 @@ static bool source_of(const rd_kafka_message_t *rkm, const char *topic, int32_t 
 }
 
 /* The route's idempotency key of a record kdedup forwarded, if it is one
- * kdedup would claim (not empty, at most max_key_bytes). */
+ * kdedup would claim (not empty, at most max_key_bytes): its key header, or
+ * for a key taken from elsewhere, the KD_KEY_HEADER kdedup wrote. */
 static bool key_of(const kd_recovery *rc, const rd_kafka_message_t *rkm,
                    const kd_route *route, const void **key, size_t *key_len) {
+    const char *name = route->key_header ? route->key_header : KD_KEY_HEADER;
     rd_kafka_headers_t *h = NULL;
 
     return rd_kafka_message_headers(rkm, &h) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-           rd_kafka_header_get(h, 0, route->key_header, key, key_len) ==
-               RD_KAFKA_RESP_ERR_NO_ERROR &&
+           rd_kafka_header_get(h, 0, name, key, key_len) == RD_KAFKA_RESP_ERR_NO_ERROR &&
            *key && *key_len && *key_len <= (size_t)rc->cfg->max_key_bytes;
 }
 
@@ -390,30 +423,84 @@ static bool trusted(kd_recovery *rc, const rd_kafka_message_t *rkm, const kd_rou
 }
 
 /* Takes each record read (and its ownership); false stops the scan. */
+
+/* Takes each record read (and its ownership); false stops the scan. */
 typedef bool (*record_fn)(void *arg, rd_kafka_message_t *rkm);
 
-/* Reads [from, to) of topic/partition, handing every record to each;
- * counts them in *records. True when it reached `to`. */
-static bool scan_range(kd_recovery *rc, const char *topic, int32_t partition,
-                       int64_t from, int64_t to, record_fn each, void *arg,
-                       uint64_t *records) {
-    rd_kafka_t *rk = scanner(rc);
-    rd_kafka_topic_partition_list_t *list;
-    uint64_t deadline = kd_mono_us() + SCAN_TIMEOUT_MS * 1000ull;
-    int64_t next = from;
+typedef enum range_result {
+    RANGE_DONE,   /* reached the end */
+    RANGE_PAUSED, /* the turn's budget ran out: go on from *next */
+    RANGE_FAILED, /* the broker, or each, failed */
+} range_result;
 
-    if (!rk)
-        return false;
+/* True once this turn's reading budget is spent. */
+static bool turn_over(const kd_recovery *rc) {
+    return rc->turn_end_us && kd_mono_us() >= rc->turn_end_us;
+}
+
+/* Points the scanner at topic/partition from offset `from`, unless a paused
+ * step left it there. */
+static bool position(kd_recovery *rc, rd_kafka_t *rk, const char *topic,
+                     int32_t partition, int64_t from) {
+    rd_kafka_topic_partition_list_t *list;
+    bool ok;
+
+    if (rc->pos_topic == topic && rc->pos_partition == partition && rc->pos_next == from)
+        return true; /* a paused step goes on, its idle clock too */
+    rc->pos_idle_left = SCAN_IDLE_MS * 1000ull;
     list = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(list, topic, partition)->offset = from;
-    if (rd_kafka_assign(rk, list)) {
-        rd_kafka_topic_partition_list_destroy(list);
-        return false;
-    }
+    ok = !rd_kafka_assign(rk, list);
     rd_kafka_topic_partition_list_destroy(list);
-    while (next < to && kd_mono_us() < deadline) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+    rc->pos_topic = ok ? topic : NULL;
+    rc->pos_partition = partition;
+    rc->pos_next = from;
+    return ok;
+}
 
+static void unposition(kd_recovery *rc, rd_kafka_t *rk) {
+    if (rc->pos_topic)
+        rd_kafka_assign(rk, NULL);
+    rc->pos_topic = NULL;
+}
+
+/* Reads [*next, to) of topic (a string of cfg: compared by address) /
+ * partition, handing every record to each; counts them in *records and
+ * moves *next past what was read. With `budgeted`, stops when the turn's
+ * budget is spent (at once if it already is). */
+static range_result scan_range(kd_recovery *rc, const char *topic, int32_t partition,
+                               int64_t *next, int64_t to, bool budgeted, record_fn each,
+                               void *arg, uint64_t *records) {
+    rd_kafka_t *rk = scanner(rc);
+    uint64_t idle_until;
+    range_result res = RANGE_FAILED;
+
+    if (!rk)
+        return RANGE_FAILED;
+    if (*next >= to)
+        return RANGE_DONE;
+    if (budgeted && turn_over(rc))
+        return RANGE_PAUSED;
+    if (!position(rc, rk, topic, partition, *next))
+        return RANGE_FAILED;
+    idle_until = kd_mono_us() + rc->pos_idle_left;
+    for (;;) {
+        rd_kafka_message_t *m;
+
+        if (*next >= to) {
+            res = RANGE_DONE;
+            break;
+        }
+        if (budgeted && turn_over(rc)) {
+            res = RANGE_PAUSED;
+            break;
+        }
+        if (kd_mono_us() >= idle_until) {
+            KD_WARN("scanning %s/%" PRId32 ": nothing read for %ds at offset %" PRId64,
+                    topic, partition, SCAN_IDLE_MS / 1000, *next);
+            break;
+        }
+        m = rd_kafka_consumer_poll(rk, 100);
         if (rc->progress)
             rc->progress(rc->progress_arg);
         if (!m)
@@ -424,14 +511,21 @@ static bool scan_range(kd_recovery *rc, const char *topic, int32_t partition,
             if (!eof)
                 KD_WARN("scanning %s/%" PRId32 ": %s", topic, partition,
                         rd_kafka_message_errstr(m));
-            if (eof && m->offset > next)
-                next = m->offset; /* the end: past any control records */
+            if (eof && m->offset > *next) {
+                *next = m->offset; /* the end: past any control records */
+                idle_until = kd_mono_us() + SCAN_IDLE_MS * 1000ull;
+            }
             rd_kafka_message_destroy(m);
             if (!eof)
                 break;
             continue;
         }
-        next = m->offset + 1; /* gaps (markers, compaction) hold no records */
+        if (m->offset < *next) { /* read ahead before a reposition */
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        *next = m->offset + 1; /* gaps (markers, compaction) hold no records */
+        idle_until = kd_mono_us() + SCAN_IDLE_MS * 1000ull;
         (*records)++;
         if (m->offset >= to) {
             rd_kafka_message_destroy(m);
@@ -440,8 +534,14 @@ static bool scan_range(kd_recovery *rc, const char *topic, int32_t partition,
         if (!each(arg, m))
             break;
     }
-    rd_kafka_assign(rk, NULL);
-    return next >= to;
+    if (res == RANGE_PAUSED) {
+        rc->pos_next = *next;
+        uint64_t now = kd_mono_us();
+
+        rc->pos_idle_left = idle_until > now ? idle_until - now : 0;
+    } else
+        unposition(rc, rk);
+    return res;
 }
 
 /* When kdedup forwarded rkm (its KD_FORWARDED_AT_HEADER, wall ms), or -1
@@ -464,12 +564,12 @@ static int64_t header_forwarded_at(const rd_kafka_message_t *rkm) {
     return !*end && at >= 0 ? at : -1;
 }
 
-/* A recovery scan: remembers the digest of each of the route's keys. */
+/* A scan of a dead run's partition: remembers the digest of each of the
+ * route's keys. */
 typedef struct digest_scan {
     kd_recovery *rc;
     scan *s;
     const kd_route *route;
-    bool nomem;
 } digest_scan;
 
 static bool digest_each(void *arg, rd_kafka_message_t *m) {
@@ -479,16 +579,17 @@ static bool digest_each(void *arg, rd_kafka_message_t *m) {
     const void *key;
     size_t key_len;
     unsigned char d[DIGEST_LEN];
+    bool ok = true;
 
     if (source_of(m, ds->route->from, &part, &off) &&
         key_of(ds->rc, m, ds->route, &key, &key_len) &&
         trusted(ds->rc, m, ds->route, key, key_len)) {
         digest(key, key_len, d);
-        ds->nomem = !scan_add(ds->s, d, m->offset, rd_kafka_message_timestamp(m, NULL),
-                              header_forwarded_at(m));
+        ok = scan_add(ds->s, d, m->offset, rd_kafka_message_timestamp(m, NULL),
+                      header_forwarded_at(m));
     }
     rd_kafka_message_destroy(m);
-    return !ds->nomem;
+    return ok;
 }
 
 /* True when a record forwarded at `at` (-1: unknown, an older kdedup's)
@@ -497,50 +598,33 @@ static bool forwarded_since(int64_t at, uint64_t since_ms) {
     return at < 0 || (uint64_t)at + CLOCK_SLACK_MS >= since_ms;
 }
 
-/* Reads what was added to a cached scan's partition since it was read: a
- * scan of this run's own claims, whose deliveries go on landing. */
-static bool scan_extend(kd_recovery *rc, scan *s) {
-    const kd_route *r = &rc->cfg->routes[s->route];
-    int64_t lo = 0, hi = 0;
-    uint64_t t0 = kd_mono_us();
-    bool ok;
-
-    if (!scanner(rc) || watermarks(rc->scanner, r->to, s->partition, &lo, &hi) !=
-                            RD_KAFKA_RESP_ERR_NO_ERROR)
-        return false;
-    if (hi <= s->end)
-        return true;
-    if (s->end < lo || hi - s->from > rc->cfg->scan_max_records)
-        return false; /* a scan never holds more than the bound */
-    ok = scan_range(rc, r->to, s->partition, s->end, hi, digest_each,
-                    &(digest_scan){rc, s, r, false}, &rc->stats.records);
-    rc->stats.scans++;
-    rc->stats.micros += kd_mono_us() - t0;
-    if (ok)
-        s->end = hi;
-    return ok;
-}
-
-/* The scan of (owner, route, partition), made now if not yet (brought up
- * to date when owner is this run); NULL when it cannot be made or
- * completed. */
-static scan *scan_for(kd_recovery *rc, uint64_t owner, size_t route, int32_t partition) {
+/* A new scan of (owner, route, partition), its table allocated; given up
+ * (no table) when it cannot be made. NULL when out of memory. */
+static scan *scan_start(kd_recovery *rc, uint64_t owner, size_t route,
+                        int32_t partition) {
     const kd_route *r = &rc->cfg->routes[route];
     char stream[32];
     void *payload = NULL;
-    size_t plen = 0;
-    uint64_t seq, t0;
+    size_t plen = 0, bytes;
+    uint64_t seq;
     bool have = false, ok;
-    int64_t start, lo = 0, hi = 0;
-    scan s = {.owner = owner, .route = route, .partition = partition}, *grown;
+    int64_t start = 0, lo = 0, hi = 0;
+    scan *s, *grown;
 
-    if (owner == OWN_SCAN)
-        return NULL; /* no run has id 0: a claim without an owner has no record */
-    for (size_t i = 0; i < rc->nscans; i++)
-        if (rc->scans[i].owner == owner && rc->scans[i].route == route &&
-            rc->scans[i].partition == partition)
-            return owner != rc->boot_id || scan_extend(rc, &rc->scans[i]) ? &rc->scans[i]
-                                                                          : NULL;
+    while (rc->nscans >= SCANS_MAX)
+        scan_drop(rc, scan_lru(rc, NULL, false));
+    if (!(grown = realloc(rc->scans, (rc->nscans + 1) * sizeof(*grown))))
+        return NULL;
+    rc->scans = grown;
+    s = &rc->scans[rc->nscans++];
+    rc->stats.cache_scans = rc->nscans;
+    *s = (scan){.owner = owner,
+                .route = route,
+                .partition = partition,
+                .used_ms = kd_mono_ms(),
+                .given_up = true};
+    if (owner == 0)
+        return s; /* no run has id 0: a claim without an owner has no record */
     if (kd_store_read_last(rc->store, stream,
                            kd_recovery_run_stream(owner, stream, sizeof(stream)), &seq,
                            &payload, &plen, &have) != KD_OK ||
@@ -549,52 +633,161 @@ static scan *scan_for(kd_recovery *rc, uint64_t owner, size_t route, int32_t par
                 "forwarded again",
                 owner);
         free(payload);
-        return NULL;
+        return s;
     }
     ok = kd_recovery_run_lookup(payload, plen, r->to, partition, &start);
     free(payload);
-    if (!ok || !scanner(rc) ||
-        watermarks(rc->scanner, r->to, partition, &lo, &hi) !=
-            RD_KAFKA_RESP_ERR_NO_ERROR) {
-        KD_WARN("recovery: no start offset or end offset for %s/%" PRId32, r->to,
-                partition);
+    if (!ok) {
+        KD_WARN("recovery: run %016" PRIx64 " recorded no start offset for %s/%" PRId32
+                ": its claims there are forwarded again",
+                owner, r->to, partition);
+        return s;
+    }
+    if (!scanner(rc) || watermarks(rc->scanner, r->to, partition, &lo, &hi) !=
+                            RD_KAFKA_RESP_ERR_NO_ERROR) {
+        s->given_up = false; /* the broker: tried again with backoff */
+        s->failures = 1;
+        s->from = s->next = s->end = -1;
+        s->retry_at_ms = kd_mono_ms() + SCAN_BACKOFF_MIN_MS;
+        return s;
+    }
+    bytes = table_cap(hi - start) * sizeof(slot);
+    if (start < lo || hi - start > rc->cfg->scan_max_records ||
+        bytes > (size_t)rc->cfg->scan_cache_bytes) {
+        KD_WARN("recovery: %s/%" PRId32 " from %" PRId64 " to %" PRId64 " (first %" PRId64
+                ") cannot be scanned: %s; the orphans there are forwarded again",
+                r->to, partition, start, hi, lo,
+                start < lo ? "records were deleted"
+                : hi - start > rc->cfg->scan_max_records
+                    ? "more than dedup.scan_max_records"
+                    : "its key table would not fit "
+                      "in dedup.scan_cache_bytes");
+        return s;
+    }
+    for (size_t i; rc->stats.cache_bytes + bytes > (size_t)rc->cfg->scan_cache_bytes &&
+                   (i = scan_lru(rc, s, true)) != SIZE_MAX;)
+        scan_free_table(rc, &rc->scans[i]); /* its orphans scan again if they come */
+    if (!(s->slots = calloc(table_cap(hi - start), sizeof(slot)))) {
+        KD_WARN("recovery: out of memory for the scan of %s/%" PRId32, r->to, partition);
+        return s;
+    }
+    s->cap = table_cap(hi - start);
+    rc->stats.cache_bytes += bytes;
+    s->given_up = false;
+    s->from = s->next = start;
+    s->end = hi;
+    return s;
+}
+
+/* The scan of (owner, route, partition), read a step further; *res says
+ * when it is not complete (LATER) or cannot be (UNKNOWN). */
+static scan *scan_for(kd_recovery *rc, uint64_t owner, size_t route, int32_t partition,
+                      kd_recover_result *res) {
+    const kd_route *r = &rc->cfg->routes[route];
+    uint64_t now = kd_mono_ms(), t0;
+    scan *s = NULL;
+    range_result step;
+
+    for (size_t i = 0; i < rc->nscans && !s; i++)
+        if (rc->scans[i].owner == owner && rc->scans[i].route == route &&
+            rc->scans[i].partition == partition)
+            s = &rc->scans[i];
+    if (s && !s->given_up && !s->slots && s->from >= 0) {
+        /* its table went to a more recent scan: made again */
+        scan_drop(rc, (size_t)(s - rc->scans));
+        s = NULL;
+    }
+    if (!s && !(s = scan_start(rc, owner, route, partition))) {
+        *res = KD_RECOVER_UNKNOWN;
         return NULL;
     }
-    if (start < lo || hi - start > rc->cfg->scan_max_records) {
-        KD_WARN("recovery: %s/%" PRId32 " from %" PRId64 " to %" PRId64 " (first %" PRId64
-                ") cannot be scanned: %s",
-                r->to, partition, start, hi, lo,
-                start < lo ? "records were deleted" : "longer than the scan bound");
+    s->used_ms = now;
+    *res = KD_RECOVER_UNKNOWN;
+    if (s->given_up)
         return NULL;
+    *res = KD_RECOVER_LATER;
+    if (now < s->retry_at_ms)
+        return NULL;
+    if (owner == rc->boot_id && s->from >= 0 && s->next >= s->end) {
+        /* this run's own deliveries go on landing: read what was added */
+        int64_t lo = 0, hi = 0;
+
+        if (watermarks(rc->scanner, r->to, partition, &lo, &hi) !=
+            RD_KAFKA_RESP_ERR_NO_ERROR) {
+            s->failures++;
+            goto failed;
+        }
+        if (hi > s->end && table_cap(hi - s->from) > s->cap) {
+            scan_drop(rc, (size_t)(s - rc->scans)); /* outgrew its table: made anew */
+            if (!(s = scan_start(rc, owner, route, partition)) || s->given_up) {
+                *res = KD_RECOVER_UNKNOWN;
+                return NULL;
+            }
+        } else if (hi > s->end) {
+            s->end = hi;
+        }
+    }
+    if (s->from < 0) { /* the broker did not answer when it was made */
+        size_t i = (size_t)(s - rc->scans);
+        int failures = s->failures;
+
+        scan_drop(rc, i);
+        if (!(s = scan_start(rc, owner, route, partition)))
+            return NULL;
+        if (s->from < 0) {
+            s->failures = failures + 1;
+            goto failed;
+        }
+    }
+    if (s->next >= s->end) {
+        *res = KD_RECOVER_FOUND; /* complete: the caller looks the key up */
+        return s;
     }
     t0 = kd_mono_us();
-    ok = scan_range(rc, r->to, partition, start, hi, digest_each,
-                    &(digest_scan){rc, &s, r, false}, &rc->stats.records);
+    step = scan_range(rc, r->to, partition, &s->next, s->end, true, digest_each,
+                      &(digest_scan){rc, s, r}, &rc->stats.records);
     rc->stats.scans++;
     rc->stats.micros += kd_mono_us() - t0;
-    if (!ok || !(grown = realloc(rc->scans, (rc->nscans + 1) * sizeof(*grown)))) {
-        free(s.slots);
+    if (step == RANGE_PAUSED)
+        return NULL;
+    if (step == RANGE_DONE) {
+        KD_INFO("recovery: scanned %s/%" PRId32 " [%" PRId64 ", %" PRId64 "): %zu keys",
+                r->to, partition, s->from, s->end, s->n);
+        s->failures = 0;
+        *res = KD_RECOVER_FOUND;
+        return s;
+    }
+    s->failures++;
+failed:
+    if (s->failures >= SCAN_FAILURES_MAX) {
+        KD_WARN("recovery: the scan of %s/%" PRId32 " failed %d times in a row: its "
+                "orphans are forwarded again",
+                r->to, partition, s->failures);
+        scan_free_table(rc, s);
+        s->given_up = true;
+        *res = KD_RECOVER_UNKNOWN;
         return NULL;
     }
-    KD_INFO("recovery: scanned %s/%" PRId32 " [%" PRId64 ", %" PRId64
-            ") in %.3fs: %zu keys",
-            r->to, partition, start, hi, (double)(kd_mono_us() - t0) / 1e6, s.n);
-    s.from = start;
-    s.end = hi;
-    rc->scans = grown;
-    rc->scans[rc->nscans] = s;
-    return &rc->scans[rc->nscans++];
+    uint64_t backoff = SCAN_BACKOFF_MIN_MS << (s->failures - 1);
+    s->retry_at_ms =
+        kd_mono_ms() + (backoff < SCAN_BACKOFF_MAX_MS ? backoff : SCAN_BACKOFF_MAX_MS);
+    KD_WARN("recovery: the scan of %s/%" PRId32 " failed at offset %" PRId64
+            "; again in %llums",
+            r->to, partition, s->next,
+            (unsigned long long)(s->retry_at_ms - kd_mono_ms()));
+    return NULL;
 }
 
 kd_recover_result kd_recovery_find(kd_recovery *rc, uint64_t owner, size_t route,
                                    int32_t out_partition, const char *key, size_t key_len,
                                    uint64_t claimed_at_ms, kd_recover_found *out) {
-    scan *s = scan_for(rc, owner, route, out_partition);
+    kd_recover_result res;
+    scan *s = scan_for(rc, owner, route, out_partition, &res);
     unsigned char d[DIGEST_LEN];
-    const found *f;
+    const slot *f;
 
     if (!s)
-        return KD_RECOVER_UNKNOWN;
+        return res;
     digest(key, key_len, d);
     if (!(f = scan_get(s, d)))
         return KD_RECOVER_ABSENT;
@@ -602,7 +795,7 @@ kd_recover_result kd_recovery_find(kd_recovery *rc, uint64_t owner, size_t route
      * of the key, not of this one (records without the header: trusted). */
     if (!forwarded_since(f->forwarded_at, claimed_at_ms))
         return KD_RECOVER_ABSENT;
-    out->offset = f->offset;
+    out->offset = f->pos - 1;
     out->timestamp = f->timestamp;
     return KD_RECOVER_FOUND;
 }
@@ -659,6 +852,7 @@ typedef struct history {
     int64_t since_ms; /* older records have expired: skipped */
     kd_history_fn fn;
     void *arg;
+    kd_history_cursor *cur;
     rd_kafka_message_t **held; /* the batch's records, alive while fn reads them */
     kd_history_rec *recs;
     size_t n, batch;
@@ -672,12 +866,15 @@ static void history_drop(history *h) {
     h->n = 0;
 }
 
-/* Passes the batch to fn, then drops it. */
-static bool history_flush(history *h) {
+/* Passes the batch to fn, then drops it; once fn took it, every record
+ * up to `upto` is taken. */
+static bool history_flush(history *h, int64_t upto) {
     bool ok = !h->n || h->fn(h->arg, h->recs, h->n);
 
     history_drop(h);
     h->stopped |= !ok;
+    if (ok)
+        h->cur->taken = upto;
     return ok;
 }
 
@@ -695,6 +892,7 @@ static bool history_each(void *arg, rd_kafka_message_t *m) {
     int32_t part;
     const void *key;
     int64_t ts = rd_kafka_message_timestamp(m, NULL), at = forwarded_at(m);
+    int64_t upto = m->offset + 1;
 
     if (!source_of(m, h->route->from, &part, &rec->src_offset) ||
         part != h->src_partition || (h->since_ms && at >= 0 && at < h->since_ms) ||
@@ -707,75 +905,107 @@ static bool history_each(void *arg, rd_kafka_message_t *m) {
     rec->offset = m->offset;
     rec->timestamp = ts;
     h->held[h->n++] = m;
-    return h->n < h->batch || history_flush(h);
+    return h->n < h->batch || history_flush(h, upto);
+}
+
+/* Starts a handover scan: where the window begins and ends. */
+static bool history_start(kd_recovery *rc, const kd_route *r, int32_t src_partition,
+                          int32_t out_partition, const char *stream, size_t slen,
+                          kd_history_cursor *cur) {
+    int64_t lo = 0, hi = 0;
+
+    *cur = (kd_history_cursor){.t0_us = kd_mono_us()};
+    if (mark_read(rc, stream, slen, &cur->mark_seq, &cur->mark, &cur->have_mark) !=
+        KD_OK) {
+        char why[400];
+
+        KD_WARN("handover: reading the mark of %s/%" PRId32 ": %s", r->to, out_partition,
+                kd_store_last_error(rc->store, why, sizeof(why)));
+        return false;
+    }
+    if (!scanner(rc) || watermarks(rc->scanner, r->to, out_partition, &lo, &hi) !=
+                            RD_KAFKA_RESP_ERR_NO_ERROR)
+        return false;
+    cur->from = cur->have_mark && cur->mark > lo ? cur->mark : lo;
+    cur->bounded = hi - cur->from > rc->cfg->scan_max_records;
+    if (cur->bounded) {
+        KD_WARN("handover: %s/%" PRId32 " holds %" PRId64
+                " records past the mark; reading "
+                "the newest %" PRId64 " (dedup.scan_max_records)",
+                r->to, out_partition, hi - cur->from, rc->cfg->scan_max_records);
+        cur->from = hi - rc->cfg->scan_max_records;
+    }
+    (void)src_partition;
+    cur->next = cur->taken = cur->from;
+    cur->end = hi;
+    cur->started = true;
+    return true;
 }
 
 kd_history_result kd_recovery_history(kd_recovery *rc, size_t route,
                                       int32_t src_partition, int32_t out_partition,
-                                      size_t batch, kd_history_fn fn, void *arg) {
+                                      size_t batch, kd_history_fn fn, void *arg,
+                                      kd_history_cursor *cur) {
     const kd_route *r = &rc->cfg->routes[route];
     history h = {.rc = rc,
                  .route = r,
                  .src_partition = src_partition,
                  .fn = fn,
                  .arg = arg,
+                 .cur = cur,
                  .batch = batch ? batch : 1};
     char stream[600], text[64];
-    uint64_t seq = 0, t0 = kd_mono_us();
-    int64_t lo = 0, hi = 0, from, mark = 0;
-    bool have_mark = false, ok;
+    uint64_t t0 = kd_mono_us();
+    range_result step = RANGE_FAILED;
+    bool ok;
 
     if (rc->cfg->ttl_ms)
         h.since_ms = (int64_t)kd_wall_ms() - (int64_t)rc->cfg->ttl_ms;
     size_t slen = mark_stream(r, src_partition, out_partition, stream, sizeof(stream));
-    if (mark_read(rc, stream, slen, &seq, &mark, &have_mark) != KD_OK) {
-        char why[400];
-
-        KD_WARN("handover: reading the mark of %s/%" PRId32 ": %s", r->to, out_partition,
-                kd_store_last_error(rc->store, why, sizeof(why)));
+    if (cur->started && cur->failures >= HISTORY_FAILURES_MAX)
+        cur->started = false; /* e.g. records deleted under it: from the mark again */
+    if (!cur->started &&
+        !history_start(rc, r, src_partition, out_partition, stream, slen, cur)) {
+        rc->stats.handovers++;
         return KD_HISTORY_FAILED;
-    }
-    if (!scanner(rc) || watermarks(rc->scanner, r->to, out_partition, &lo, &hi) !=
-                            RD_KAFKA_RESP_ERR_NO_ERROR)
-        return KD_HISTORY_FAILED;
-    from = have_mark && mark > lo ? mark : lo;
-    bool bounded = hi - from > rc->cfg->scan_max_records;
-    if (bounded) {
-        KD_WARN("handover: %s/%" PRId32 " holds %" PRId64
-                " records past the mark; reading "
-                "the newest %" PRId64 " (dedup.scan_max_records)",
-                r->to, out_partition, hi - from, rc->cfg->scan_max_records);
-        from = hi - rc->cfg->scan_max_records;
     }
     h.held = malloc(h.batch * sizeof(*h.held));
     h.recs = malloc(h.batch * sizeof(*h.recs));
     ok = h.held && h.recs;
-    if (ok && from < hi)
-        ok = scan_range(rc, r->to, out_partition, from, hi, history_each, &h,
-                        &rc->stats.handover_records) &&
-             history_flush(&h);
-    else if (!ok)
+    if (ok) {
+        step = scan_range(rc, r->to, out_partition, &cur->next, cur->end, true,
+                          history_each, &h, &rc->stats.handover_records);
+        ok = step != RANGE_FAILED && history_flush(&h, cur->next);
+    } else {
         KD_WARN("handover: out of memory");
+    }
     history_drop(&h); /* what a failed scan left */
     free(h.held);
     free(h.recs);
     rc->stats.handovers++;
     rc->stats.handover_micros += kd_mono_us() - t0;
-    if (!ok || h.stopped)
+    if (!ok || h.stopped) {
+        cur->next = cur->taken; /* what fn did not take is read again */
+        cur->failures++;
         return KD_HISTORY_FAILED;
+    }
+    cur->failures = 0;
+    if (step == RANGE_PAUSED)
+        return KD_HISTORY_MORE;
     KD_INFO("handover: %s/%" PRId32 " read [%" PRId64 ", %" PRId64 ") for %s/%" PRId32
             " in %.3fs",
-            r->to, out_partition, from, hi, r->from, src_partition,
-            (double)(kd_mono_us() - t0) / 1e6);
-    if (!have_mark || mark != hi) {
-        int n = snprintf(text, sizeof(text), HANDOVER_MAGIC " %" PRId64 "\n", hi);
+            r->to, out_partition, cur->from, cur->end, r->from, src_partition,
+            (double)(kd_mono_us() - cur->t0_us) / 1e6);
+    if (!cur->have_mark || cur->mark != cur->end) {
+        int n = snprintf(text, sizeof(text), HANDOVER_MAGIC " %" PRId64 "\n", cur->end);
 
-        if (kd_store_append(rc->store, stream, slen, seq, text, (size_t)n) != KD_OK)
+        if (kd_store_append(rc->store, stream, slen, cur->mark_seq, text, (size_t)n) !=
+            KD_OK)
             KD_WARN("handover: the mark of %s/%" PRId32 " was not saved: the next "
                     "handover reads from further back",
                     r->to, out_partition);
     }
-    return bounded ? KD_HISTORY_BOUNDED : KD_HISTORY_DONE;
+    return cur->bounded ? KD_HISTORY_BOUNDED : KD_HISTORY_DONE;
 }
 
 void kd_recovery_set_progress(kd_recovery *rc, void (*fn)(void *arg), void *arg) {
@@ -783,79 +1013,123 @@ void kd_recovery_set_progress(kd_recovery *rc, void (*fn)(void *arg), void *arg)
     rc->progress_arg = arg;
 }
 
+void kd_recovery_begin_turn(kd_recovery *rc, uint64_t budget_ms) {
+    rc->turn_end_us = budget_ms ? kd_mono_us() + budget_ms * 1000u : 0;
+}
+
+/*
+ * Deliveries of this run whose outcome is unknown.
+ */
+
+/* A read for asked keys: an open-addressing table of indexes into asks. */
+typedef struct ask_scan {
+    kd_recovery *rc;
+    const kd_route *route;
+    kd_recover_ask *asks;
+    size_t n;
+    size_t *table; /* ask index + 1; 0 empty */
+    size_t cap;
+} ask_scan;
+
+static bool ask_each(void *arg, rd_kafka_message_t *m) {
+    ask_scan *as = arg;
+    int32_t part;
+    int64_t off, at;
+    const void *key;
+    size_t key_len;
+    unsigned char d[DIGEST_LEN];
+
+    if (source_of(m, as->route->from, &part, &off) &&
+        key_of(as->rc, m, as->route, &key, &key_len) &&
+        trusted(as->rc, m, as->route, key, key_len)) {
+        digest(key, key_len, d);
+        at = header_forwarded_at(m);
+        for (size_t j = slot_of(d, as->cap); as->table[j]; j = (j + 1) % as->cap) {
+            kd_recover_ask *a = &as->asks[as->table[j] - 1];
+
+            /* the first record of the key past where it could land, sent
+             * since: that delivery (the key compared whole) */
+            if (a->result != KD_RECOVER_FOUND && a->key_len == key_len &&
+                !memcmp(a->key, key, key_len) && m->offset >= a->from &&
+                forwarded_since(at, a->sent_at_ms)) {
+                a->result = KD_RECOVER_FOUND;
+                a->found.offset = m->offset;
+                a->found.timestamp = rd_kafka_message_timestamp(m, NULL);
+            }
+        }
+    }
+    rd_kafka_message_destroy(m);
+    return true;
+}
+
+void kd_recovery_find_since_many(kd_recovery *rc, size_t route, int32_t out_partition,
+                                 kd_recover_ask *asks, size_t n) {
+    const kd_route *r = &rc->cfg->routes[route];
+    int64_t lo = 0, hi = 0, from = INT64_MAX;
+    uint64_t t0 = kd_mono_us();
+    ask_scan as = {.rc = rc, .route = r, .asks = asks, .n = n, .cap = n * 2 + 1};
+    range_result res;
+
+    for (size_t i = 0; i < n; i++) {
+        asks[i].result = KD_RECOVER_UNKNOWN;
+        if (asks[i].from < from)
+            from = asks[i].from;
+    }
+    if (!n || t0 < rc->broker_retry_at)
+        return;
+    if (!scanner(rc) || watermarks(rc->scanner, r->to, out_partition, &lo, &hi) !=
+                            RD_KAFKA_RESP_ERR_NO_ERROR) {
+        rc->broker_retry_at = kd_mono_us() + BROKER_RETRY_US;
+        return;
+    }
+    if (from < lo || hi - from > rc->cfg->scan_max_records) {
+        KD_WARN(
+            "recovery: %s/%" PRId32 " from %" PRId64 " to %" PRId64 " cannot be read: %s",
+            r->to, out_partition, from, hi,
+            from < lo ? "records were deleted" : "longer than dedup.scan_max_records");
+        return;
+    }
+    if (!(as.table = calloc(as.cap, sizeof(*as.table))))
+        return;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char d[DIGEST_LEN];
+        size_t j;
+
+        asks[i].result = KD_RECOVER_ABSENT; /* unless read and found */
+        digest(asks[i].key, asks[i].key_len, d);
+        for (j = slot_of(d, as.cap); as.table[j]; j = (j + 1) % as.cap)
+            ;
+        as.table[j] = i + 1;
+    }
+    res = scan_range(rc, r->to, out_partition, &from, hi, false, ask_each, &as,
+                     &rc->stats.records);
+    rc->stats.scans++;
+    rc->stats.micros += kd_mono_us() - t0;
+    free(as.table);
+    if (res != RANGE_DONE)
+        for (size_t i = 0; i < n; i++)
+            if (asks[i].result != KD_RECOVER_FOUND)
+                asks[i].result = KD_RECOVER_UNKNOWN;
+}
+
 kd_recover_result kd_recovery_find_since(kd_recovery *rc, size_t route,
                                          int32_t out_partition, int64_t from,
                                          uint64_t sent_at_ms, const char *key,
                                          size_t key_len, kd_recover_found *out) {
-    const kd_route *r = &rc->cfg->routes[route];
-    int64_t lo = 0, hi = 0;
-    uint64_t t0 = kd_mono_us();
-    unsigned char d[DIGEST_LEN];
-    const found *f;
-    scan *s = NULL, *grown;
+    kd_recover_ask a = {
+        .key = key, .key_len = key_len, .from = from, .sent_at_ms = sent_at_ms};
 
-    if (t0 < rc->broker_retry_at)
-        return KD_RECOVER_UNKNOWN;
-    if (!scanner(rc) || watermarks(rc->scanner, r->to, out_partition, &lo, &hi) !=
-                            RD_KAFKA_RESP_ERR_NO_ERROR) {
-        rc->broker_retry_at = kd_mono_us() + BROKER_RETRY_US;
-        return KD_RECOVER_UNKNOWN;
-    }
-    for (size_t i = 0; i < rc->nscans && !s; i++)
-        if (rc->scans[i].owner == OWN_SCAN && rc->scans[i].route == route &&
-            rc->scans[i].partition == out_partition)
-            s = &rc->scans[i];
-    if (!s) {
-        if (!(grown = realloc(rc->scans, (rc->nscans + 1) * sizeof(*grown))))
-            return KD_RECOVER_UNKNOWN;
-        rc->scans = grown;
-        s = &rc->scans[rc->nscans++];
-        *s = (scan){.owner = OWN_SCAN,
-                    .route = route,
-                    .partition = out_partition,
-                    .from = from,
-                    .end = from};
-    } else if (s->from > from || hi - s->from > rc->cfg->scan_max_records) {
-        /* starts later than asked, or would outgrow the bound: read again */
-        free(s->slots);
-        *s = (scan){.owner = OWN_SCAN,
-                    .route = route,
-                    .partition = out_partition,
-                    .from = from,
-                    .end = from};
-    }
-    if (s->end < lo || hi - s->end > rc->cfg->scan_max_records) {
-        KD_WARN(
-            "recovery: %s/%" PRId32 " from %" PRId64 " to %" PRId64 " cannot be read: %s",
-            r->to, out_partition, s->end, hi,
-            s->end < lo ? "records were deleted" : "longer than dedup.scan_max_records");
-        return KD_RECOVER_UNKNOWN;
-    }
-    if (s->end < hi) { /* read what was added since (a record may be read twice) */
-        bool ok = scan_range(rc, r->to, out_partition, s->end, hi, digest_each,
-                             &(digest_scan){rc, s, r, false}, &rc->stats.records);
-
-        rc->stats.scans++;
-        rc->stats.micros += kd_mono_us() - t0;
-        if (!ok)
-            return KD_RECOVER_UNKNOWN;
-        s->end = hi;
-    }
-    digest(key, key_len, d);
-    if (!(f = scan_get(s, d)) || f->offset < from || /* before: another claim's */
-        !forwarded_since(f->forwarded_at, sent_at_ms))
-        return KD_RECOVER_ABSENT;
-    out->offset = f->offset;
-    out->timestamp = f->timestamp;
-    return KD_RECOVER_FOUND;
+    kd_recovery_find_since_many(rc, route, out_partition, &a, 1);
+    if (a.result == KD_RECOVER_FOUND)
+        *out = a.found;
+    return a.result;
 }
 
 void kd_recovery_forget(kd_recovery *rc) {
-    for (size_t i = 0; i < rc->nscans; i++)
-        free(rc->scans[i].slots);
+    while (rc->nscans)
+        scan_drop(rc, rc->nscans - 1);
     free(rc->scans);
     rc->scans = NULL;
-    rc->nscans = 0;
 }
 
 void kd_recovery_stats_get(const kd_recovery *rc, kd_recovery_stats *out) {

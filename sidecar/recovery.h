@@ -50,6 +50,8 @@ typedef enum kd_recover_result {
     KD_RECOVER_FOUND,   /* downstream: complete the claim with *out */
     KD_RECOVER_ABSENT,  /* not downstream: release and forward */
     KD_RECOVER_UNKNOWN, /* cannot tell: forward again, at least once */
+    KD_RECOVER_LATER,   /* not known yet (a scan under way, or failed a moment
+                         * ago and waiting to be tried again): ask again later */
 } kd_recover_result;
 
 typedef struct kd_recover_found {
@@ -57,15 +59,17 @@ typedef struct kd_recover_found {
     int64_t timestamp; /* its timestamp (ms) */
 } kd_recover_found;
 
-/* Cumulative cost of the scans. */
+/* Cumulative cost of the scans, and what they hold now. */
 typedef struct kd_recovery_stats {
-    uint64_t scans;            /* for orphaned claims */
+    uint64_t scans;            /* reads of downstream for claims (steps included) */
     uint64_t records;          /* downstream records they read */
     uint64_t micros;           /* time they took */
-    uint64_t handovers;        /* history scans of assigned partitions */
+    uint64_t handovers;        /* history scans of assigned partitions (steps) */
     uint64_t handover_records; /* downstream records they read */
     uint64_t handover_micros;  /* time they took */
     uint64_t foreign;          /* records not trusted (dedup.signing_key): skipped */
+    uint64_t cache_bytes;      /* gauge: key tables of dead runs' scans held */
+    uint64_t cache_scans;      /* gauge: scans held (tables or failures) */
 } kd_recovery_stats;
 
 /* A record of a handover scan: what kdedup forwarded, and from where. */
@@ -83,8 +87,24 @@ typedef bool (*kd_history_fn)(void *arg, const kd_history_rec *recs, size_t n);
 typedef enum kd_history_result {
     KD_HISTORY_DONE,    /* every record of the window was passed */
     KD_HISTORY_BOUNDED, /* the newest dedup.scan_max_records were; older skipped */
+    KD_HISTORY_MORE,    /* the turn's time was used up: call again to go on */
     KD_HISTORY_FAILED,  /* the broker, the store or fn failed: try again later */
 } kd_history_result;
+
+/* Where a handover scan is: zero it before the first call, keep it across
+ * calls (KD_HISTORY_MORE, and KD_HISTORY_FAILED: a failed scan goes on from
+ * the last batch fn took, not from the start). */
+typedef struct kd_history_cursor {
+    bool started;
+    int64_t from, next, end; /* reading [next, end) of [from, end) */
+    int64_t taken;           /* every record before it was passed to fn (or skipped) */
+    uint64_t mark_seq;       /* where the new mark goes in the store */
+    bool have_mark;
+    int64_t mark;
+    bool bounded;
+    int failures; /* in a row: after a few, the scan starts over */
+    uint64_t t0_us;
+} kd_history_cursor;
 
 /* Prepares recovery for cfg's routes (cfg and store borrowed; they must
  * outlive it); the scanning consumer connects to brokers on first use.
@@ -103,11 +123,24 @@ kd_err kd_recovery_record_run(kd_recovery *rc, rd_kafka_t *producer, uint64_t bo
                               const int *out_partitions, int64_t *const *ends,
                               char *errstr, size_t errstr_size);
 
+/* Starts a turn of the caller's loop: the scans of dead runs and the
+ * handovers read for at most budget_ms in all until the next call, then
+ * answer KD_RECOVER_LATER / KD_HISTORY_MORE, so the loop keeps polling and
+ * serving deliveries between steps. Without a call (or with 0) they read to
+ * the end at once. */
+void kd_recovery_begin_turn(kd_recovery *rc, uint64_t budget_ms);
+
 /* Looks for key among the records route (index into cfg->routes) put on
  * downstream partition out_partition since run `owner` started, for a
  * claim made at claimed_at_ms (wall): a record forwarded before it is the
- * delivery of an older claim of the key, and does not count. At most
- * dedup.scan_max_records are read (and remembered) per partition. */
+ * delivery of an older claim of the key, and does not count. The scan of
+ * (owner, route, partition) is read in steps and its key table kept for
+ * the orphans that follow, within dedup.scan_cache_bytes for all scans
+ * (the least recently used go first). KD_RECOVER_LATER while it is read,
+ * or after it failed (tried again with backoff); KD_RECOVER_UNKNOWN when
+ * it cannot be made: no run record, records deleted, more than
+ * dedup.scan_max_records, a table larger than dedup.scan_cache_bytes, or
+ * failing again and again. */
 kd_recover_result kd_recovery_find(kd_recovery *rc, uint64_t owner, size_t route,
                                    int32_t out_partition, const char *key, size_t key_len,
                                    uint64_t claimed_at_ms, kd_recover_found *out);
@@ -119,32 +152,47 @@ kd_recover_result kd_recovery_find(kd_recovery *rc, uint64_t owner, size_t route
  * saves where it ended. Records forwarded longer than dedup.ttl ago (by
  * their KD_FORWARDED_AT_HEADER; their timestamp when they have none) are
  * skipped. Without a mark the read starts dedup.scan_max_records before
- * the end: record timestamps cannot bound it. */
+ * the end: record timestamps cannot bound it. Reads within the turn's
+ * budget (KD_HISTORY_MORE: call again with the same cursor). */
 kd_history_result kd_recovery_history(kd_recovery *rc, size_t route,
                                       int32_t src_partition, int32_t out_partition,
-                                      size_t batch, kd_history_fn fn, void *arg);
+                                      size_t batch, kd_history_fn fn, void *arg,
+                                      kd_history_cursor *cur);
 
 /* Sets a function called at least every 100 ms while a scan runs (e.g. to
  * show the caller's loop is alive). */
 void kd_recovery_set_progress(kd_recovery *rc, void (*fn)(void *arg), void *arg);
 
-/* Looks for key among the records route put on downstream partition
- * out_partition from offset `from` to the partition's current end: for a
- * delivery of this run whose outcome is unknown (POSSIBLY_PERSISTED).
- * What was read is remembered and only the records added since are read
- * on the next call. KD_RECOVER_UNKNOWN when the broker does not answer
- * (then for a second without asking again), records from `from` on were
- * deleted, or more than dedup.scan_max_records are to be read. A record
- * forwarded before sent_at_ms (wall; when the delivery was first sent) is
- * not that delivery (a replayed or older copy): it does not count. */
+/* One delivery of this run whose outcome is unknown (POSSIBLY_PERSISTED). */
+typedef struct kd_recover_ask {
+    const char *key; /* in */
+    size_t key_len;
+    int64_t from;             /* in: downstream, it landed at or after this offset */
+    uint64_t sent_at_ms;      /* in: wall, when it was first sent */
+    kd_recover_result result; /* out: FOUND, ABSENT or UNKNOWN */
+    kd_recover_found found;   /* out, FOUND */
+} kd_recover_ask;
+
+/* Looks for each ask's key among the records route put on downstream
+ * partition out_partition from the ask's `from` to the partition's current
+ * end, with one read from the smallest `from`; a record forwarded before
+ * the ask's sent_at_ms is not that delivery (a replayed or older copy).
+ * Nothing is kept: memory is O(n). UNKNOWN when the broker does not answer
+ * (then for a second without asking again), records were deleted, or more
+ * than dedup.scan_max_records are to be read. */
+void kd_recovery_find_since_many(kd_recovery *rc, size_t route, int32_t out_partition,
+                                 kd_recover_ask *asks, size_t n);
+
+/* kd_recovery_find_since_many() for one key; returns its result. */
 kd_recover_result kd_recovery_find_since(kd_recovery *rc, size_t route,
                                          int32_t out_partition, int64_t from,
                                          uint64_t sent_at_ms, const char *key,
                                          size_t key_len, kd_recover_found *out);
 
-/* Drops what scans remembered (when no orphan is left to resolve). */
+/* Drops what scans of dead runs hold (when no orphan is left to resolve). */
 void kd_recovery_forget(kd_recovery *rc);
 
+/* Copies the stats. */
 void kd_recovery_stats_get(const kd_recovery *rc, kd_recovery_stats *out);
 
 /* The store stream of run boot_id's run record, "kdedup:run:<hex>": buf

@@ -22,6 +22,10 @@
 #define KD_RUN_HEADER "kdedup-run"                   /* the producing run's id (hex) */
 #define KD_FORWARDED_AT_HEADER "kdedup-forwarded-at" /* wall ms, decimal */
 #define KD_SIGNATURE_HEADER "kdedup-signature"
+/* The key kdedup used, on what it forwards from a route whose key is not a
+ * header (record key, JSON, composite): the handover and recovery read it
+ * back from there, as they read the key header of other routes. */
+#define KD_KEY_HEADER "kdedup-key"
 /* "v1:" and 64 hex digits. */
 #define KD_SIGNATURE_LEN 67
 

@@ -24,8 +24,7 @@
 #define PREFIX_HEAD 'k'    /* layout 2: 'k', be64 hash of the stream, stream */
 #define PREFIX_HEAD_V1 'h' /* layout 1: 'h', stream (refused at open) */
 #define HASH_LEN 8
-#define BLOCK_CACHE_BYTES (64u << 20)
-#define MEMTABLE_BUCKETS (1u << 20)
+#define MEMTABLE_BUCKETS_MAX (1u << 20)
 
 typedef struct rocks_store {
     rocksdb_t *db;
@@ -537,10 +536,10 @@ static const char *prefix_name(void *state) {
     return "kdedup.record_hash_prefix";
 }
 
-static bool rocks_configure(rocks_store *r, bool sync) {
+static bool rocks_configure(rocks_store *r, const kd_rocks_options *o) {
     r->opts = rocksdb_options_create();
     r->table = rocksdb_block_based_options_create();
-    r->cache = rocksdb_cache_create_lru(BLOCK_CACHE_BYTES);
+    r->cache = rocksdb_cache_create_lru(o->block_cache_bytes);
     r->filter = rocksdb_compactionfilter_create(r, retention_filter_free,
                                                 retention_filter, retention_filter_name);
     r->wopts = rocksdb_writeoptions_create();
@@ -552,6 +551,14 @@ static bool rocks_configure(rocks_store *r, bool sync) {
     rocksdb_readoptions_set_total_order_seek(r->scan_opts, 1);
 
     rocksdb_block_based_options_set_block_cache(r->table, r->cache);
+    /* Index and filter blocks grow with the key count: charged to the block
+     * cache, RocksDB's memory stays within the cache and the memtables. The
+     * level-0 ones are pinned (read on every miss); the rest go first to
+     * the high-priority pool, ahead of data blocks. */
+    rocksdb_block_based_options_set_cache_index_and_filter_blocks(r->table, 1);
+    rocksdb_block_based_options_set_cache_index_and_filter_blocks_with_high_priority(
+        r->table, 1);
+    rocksdb_block_based_options_set_pin_l0_filter_and_index_blocks_in_cache(r->table, 1);
     /* Most reads are of keys never seen: a bloom filter answers them without I/O. */
     rocksdb_block_based_options_set_filter_policy(
         r->table, rocksdb_filterpolicy_create_bloom_full(10));
@@ -570,13 +577,19 @@ static bool rocks_configure(rocks_store *r, bool sync) {
         r->opts,
         rocksdb_slicetransform_create(NULL, prefix_free, prefix_transform,
                                       prefix_in_domain, prefix_in_range, prefix_name));
-    rocksdb_options_set_hash_skip_list_rep(r->opts, MEMTABLE_BUCKETS, 4, 4);
+    /* The bucket array lives in the memtable's arena: at most a quarter of
+     * it, or a small memtable would be full (and flushed) as it is made. */
+    size_t buckets = o->write_buffer_bytes / 4 / sizeof(void *);
+    rocksdb_options_set_hash_skip_list_rep(
+        r->opts, buckets < MEMTABLE_BUCKETS_MAX ? buckets : MEMTABLE_BUCKETS_MAX, 4, 4);
     rocksdb_options_set_allow_concurrent_memtable_write(r->opts, 0);
     /* Claims are mostly of new keys: a memtable bloom filter answers those
      * without a probe. */
     rocksdb_options_set_memtable_prefix_bloom_size_ratio(r->opts, 0.1);
     rocksdb_options_set_memtable_whole_key_filtering(r->opts, 1);
-    rocksdb_writeoptions_set_sync(r->wopts, sync);
+    rocksdb_options_set_write_buffer_size(r->opts, o->write_buffer_bytes);
+    rocksdb_options_set_max_write_buffer_number(r->opts, o->max_write_buffers);
+    rocksdb_writeoptions_set_sync(r->wopts, o->sync);
     return true;
 }
 
@@ -611,6 +624,15 @@ size_t kd_rocks_record_key(const char *stream, size_t stream_len, char *out,
 }
 
 kd_store *kd_rocks_open(const char *path, bool sync, char *errstr, size_t errstr_size) {
+    kd_rocks_options o = KD_ROCKS_OPTIONS_DEFAULT;
+
+    o.sync = sync;
+    return kd_rocks_open_with(path, &o, errstr, errstr_size);
+}
+
+kd_store *kd_rocks_open_with(const char *path, const kd_rocks_options *opts, char *errstr,
+                             size_t errstr_size) {
+    kd_rocks_options defaults = KD_ROCKS_OPTIONS_DEFAULT;
     rocks_store *r;
     char *err = NULL;
 
@@ -637,7 +659,7 @@ kd_store *kd_rocks_open(const char *path, bool sync, char *errstr, size_t errstr
         pthread_mutex_init(&r->stripes[i], NULL);
     for (size_t i = 0; i < VERSIONS; i++)
         atomic_init(&r->versions[i], 1);
-    if (!(r->path = strdup(path)) || !rocks_configure(r, sync)) {
+    if (!(r->path = strdup(path)) || !rocks_configure(r, opts ? opts : &defaults)) {
         snprintf(errstr, errstr_size, "store \"%s\": out of memory", path);
         goto fail;
     }
@@ -685,4 +707,24 @@ kd_err kd_rocks_count_records(kd_store *store, uint64_t *count) {
     rocksdb_iter_get_error(it, &err);
     rocksdb_iter_destroy(it);
     return err ? rocks_fail(r, "scan failed", err) : KD_OK;
+}
+
+/* A RocksDB integer property, 0 when it cannot be read. */
+static uint64_t int_property(rocks_store *r, const char *name) {
+    char *v = rocksdb_property_value(r->db, name);
+    uint64_t n = v ? strtoull(v, NULL, 10) : 0;
+
+    rocksdb_free(v);
+    return n;
+}
+
+kd_err kd_rocks_memory_get(kd_store *store, kd_rocks_memory *out) {
+    rocks_store *r = kd_store_backend(store, &kd_rocks_ops);
+
+    if (!r)
+        return KD_ERR_CONFIG;
+    out->block_cache = rocksdb_cache_get_usage(r->cache);
+    out->memtables = int_property(r, "rocksdb.size-all-mem-tables");
+    out->table_readers = int_property(r, "rocksdb.estimate-table-readers-mem");
+    return KD_OK;
 }

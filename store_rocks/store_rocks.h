@@ -19,11 +19,40 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Opens (creating it and its parents if missing) the RocksDB store at path.
- * With sync, every append has reached the disk (WAL fsync) when it returns.
- * Returns the store, owned by the caller (kd_store_destroy() closes it), or
- * NULL with a message naming the path and the cause in errstr. */
+/* How the store uses memory and the disk. RocksDB's memory is bounded by
+ * block_cache_bytes (data, index and filter blocks all charged to it) plus
+ * max_write_buffers memtables of write_buffer_bytes each (a quarter of
+ * which, at most 8 MiB, is the memtable's hash-bucket array). */
+typedef struct kd_rocks_options {
+    bool sync; /* every append has reached the disk (WAL fsync) when it returns */
+    size_t block_cache_bytes;
+    size_t write_buffer_bytes;
+    int max_write_buffers;
+} kd_rocks_options;
+
+/* The defaults: sync, a 64 MiB block cache, two memtables of 32 MiB. */
+#define KD_ROCKS_OPTIONS_DEFAULT ((kd_rocks_options){true, 64u << 20, 32u << 20, 2})
+
+/* Opens (creating it and its parents if missing) the RocksDB store at path
+ * with opts (NULL: the defaults). Returns the store, owned by the caller
+ * (kd_store_destroy() closes it), or NULL with a message naming the path and
+ * the cause in errstr. */
+kd_store *kd_rocks_open_with(const char *path, const kd_rocks_options *opts, char *errstr,
+                             size_t errstr_size);
+
+/* kd_rocks_open_with() with the default sizes and the given sync. */
 kd_store *kd_rocks_open(const char *path, bool sync, char *errstr, size_t errstr_size);
+
+/* What RocksDB holds in memory now, in bytes. */
+typedef struct kd_rocks_memory {
+    uint64_t block_cache;   /* data, index and filter blocks (pinned ones too) */
+    uint64_t memtables;     /* all memtables, flushing ones too */
+    uint64_t table_readers; /* outside the cache: should stay near 0 */
+} kd_rocks_memory;
+
+/* Fills *out for a RocksDB store. Returns KD_OK, or KD_ERR_CONFIG if store
+ * is not one. Thread-safe. */
+kd_err kd_rocks_memory_get(kd_store *store, kd_rocks_memory *out);
 
 /* Compacts the whole database now, applying the retention filter. Returns
  * KD_OK, KD_ERR_CONFIG if store is not a RocksDB store, or KD_ERR_STORE. */

@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <openssl/evp.h>
+
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -202,6 +204,8 @@ kf_record *kf_read(const kf_mock *m, const char *topic, int nparts, size_t expec
         r->offset = msg->offset;
         vlen = msg->len < sizeof(r->value) - 1 ? msg->len : sizeof(r->value) - 1;
         memcpy(r->value, msg->payload, vlen);
+        r->value_len = msg->len;
+        kf_sha256(msg->payload, msg->len, r->value_sha256);
         rd_kafka_message_headers(msg, &h);
         header_str(h, "Idempotency-Key", r->ikey, sizeof(r->ikey));
         header_str(h, "kdedup-source", r->source, sizeof(r->source));
@@ -213,6 +217,10 @@ kf_record *kf_read(const kf_mock *m, const char *topic, int nparts, size_t expec
     rd_kafka_consumer_close(rk);
     rd_kafka_destroy(rk);
     return recs;
+}
+
+void kf_sha256(const void *p, size_t len, unsigned char out[32]) {
+    assert_int_equal(EVP_Digest(p, len, out, NULL, EVP_sha256(), NULL), 1);
 }
 
 size_t kf_count_key(const kf_record *r, size_t n, const char *ikey) {
@@ -252,7 +260,7 @@ static void run_start(kf_run *r, const kf_mock *m, bool faulty, const char *json
     r->cfg = kd_config_parse(json, strlen(json), "test.json", err, sizeof(err));
     if (!r->cfg)
         fail_msg("%s", err);
-    r->store = kd_rocks_open(r->cfg->store_path, r->cfg->store_sync, err, sizeof(err));
+    r->store = kd_pipeline_open_store(r->cfg, err, sizeof(err));
     if (!r->store)
         fail_msg("%s", err);
     if (faulty)

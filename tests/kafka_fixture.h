@@ -50,10 +50,12 @@ void kf_producer_close(rd_kafka_t *rk);
 typedef struct kf_record {
     int32_t partition;
     int64_t offset;
-    char ikey[64]; /* Idempotency-Key header, "" if none */
-    char value[128];
-    char source[128]; /* kdedup-source header */
-    char trace[64];   /* trace header */
+    char ikey[64];                  /* Idempotency-Key header, "" if none */
+    char value[128];                /* the value's first 127 bytes, NUL-terminated */
+    size_t value_len;               /* the whole value's length */
+    unsigned char value_sha256[32]; /* kf_sha256() of the whole value */
+    char source[128];               /* kdedup-source header */
+    char trace[64];                 /* trace header */
 } kf_record;
 
 /* Reads a topic of nparts partitions from the beginning until `expect`
@@ -61,6 +63,10 @@ typedef struct kf_record {
  * Returns a malloc()ed array, *n its length. */
 kf_record *kf_read(const kf_mock *m, const char *topic, int nparts, size_t expect,
                    int quiet_ms, int timeout_ms, size_t *n);
+
+/* Writes the SHA-256 of len bytes at p into out (libcrypto): tells a value
+ * that arrived whole from one cut or changed; asserts. */
+void kf_sha256(const void *p, size_t len, unsigned char out[32]);
 
 /* How many records carry ikey. */
 size_t kf_count_key(const kf_record *r, size_t n, const char *ikey);

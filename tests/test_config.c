@@ -64,6 +64,13 @@ static void test_design_example(void **state) {
     assert_string_equal(cfg->routes[0].from, "orders");
     assert_string_equal(cfg->routes[0].to, "orders.deduped");
     assert_string_equal(cfg->routes[0].key_header, "Idempotency-Key");
+    assert_int_equal(cfg->routes[0].key_from, KD_KEY_FROM_HEADER);
+    assert_int_equal(cfg->routes[0].nkey_parts, 1);
+    assert_string_equal(cfg->routes[0].key_parts[0].name, "Idempotency-Key");
+    assert_int_equal(cfg->routes[0].on_key_conflict, KD_CONFLICT_SKIP);
+    assert_true(cfg->routes[0].fingerprint);
+    assert_int_equal(cfg->routes[0].nfingerprint_headers, 0);
+    assert_int_equal(cfg->max_json_bytes, 1048576);
     assert_int_equal(cfg->routes[0].on_missing_key, KD_MISSING_DEAD_LETTER);
     assert_string_equal(cfg->routes[0].dead_letter_topic, "orders.dlq");
     assert_string_equal(cfg->ns, "orders");
@@ -83,6 +90,13 @@ static void test_defaults(void **state) {
 
     (void)state;
     assert_string_equal(cfg->routes[0].key_header, "Idempotency-Key");
+    assert_int_equal(cfg->routes[0].key_from, KD_KEY_FROM_HEADER);
+    assert_int_equal(cfg->routes[0].nkey_parts, 1);
+    assert_string_equal(cfg->routes[0].key_parts[0].name, "Idempotency-Key");
+    assert_int_equal(cfg->routes[0].on_key_conflict, KD_CONFLICT_SKIP);
+    assert_true(cfg->routes[0].fingerprint);
+    assert_int_equal(cfg->routes[0].nfingerprint_headers, 0);
+    assert_int_equal(cfg->max_json_bytes, 1048576);
     assert_int_equal(cfg->routes[0].on_missing_key, KD_MISSING_DEAD_LETTER);
     assert_int_equal(cfg->routes[0].max_retries, 5);
     assert_int_equal(cfg->routes[0].retry_backoff_ms, 1000);
@@ -432,7 +446,9 @@ static void test_rules(void **state) {
         {"{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE
          "], \"dedup\": {\"tll\": \"1h\"}}",
          "kdedup.json: dedup.tll: unknown key (expected one of: namespace, ttl, "
-         "inflight_timeout, max_key_bytes, handover, scan_max_records, signing_key, "
+         "inflight_timeout, max_key_bytes, max_json_bytes, handover, scan_max_records, "
+         "scan_step, scan_cache_bytes, "
+         "signing_key, "
          "previous_signing_key)"},
         /* a signing key that can be guessed is refused, and never shown */
         {"{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE
@@ -672,13 +688,142 @@ static void test_routes_json(void **state) {
     (void)state;
     assert_non_null(json);
     assert_non_null(strstr(json, "{\"from\":\"a\",\"to\":\"b\",\"key_header\":"
-                                 "\"Idempotency-Key\",\"on_missing_key\":\"dead_letter\","
+                                 "\"Idempotency-Key\",\"on_key_conflict\":\"skip\","
+                                 "\"on_missing_key\":\"dead_letter\","
                                  "\"dead_letter_topic\":\"dl\",\"max_retries\":5,"
                                  "\"retry_backoff\":\"1000ms\""));
     assert_non_null(strstr(json, "\"from\":\"c\""));
     assert_non_null(strstr(json, "\"dead_letter_topic\":null"));
     free(json);
     kd_config_destroy(cfg);
+}
+
+#define ROUTE_WITH(extra)                                                                \
+    "{" MINIMAL_KAFKA ", \"routes\": [{\"from\": \"a\", \"to\": \"b\", "                 \
+    "\"on_missing_key\": \"drop\", " extra "}]}"
+
+/* Each key source, the shorthand, fingerprint forms and on_key_conflict. */
+static void test_key_sources(void **state) {
+    kd_config *cfg;
+
+    (void)state;
+    cfg = assert_valid(ROUTE_WITH("\"key\": {\"from\": \"record_key\"}"));
+    assert_int_equal(cfg->routes[0].key_from, KD_KEY_FROM_RECORD_KEY);
+    assert_null(cfg->routes[0].key_header);
+    kd_config_destroy(cfg);
+
+    cfg = assert_valid(ROUTE_WITH("\"key\": {\"from\": \"header\", \"name\": \"X-Id\"}"));
+    assert_int_equal(cfg->routes[0].key_from, KD_KEY_FROM_HEADER);
+    assert_string_equal(cfg->routes[0].key_header, "X-Id");
+    kd_config_destroy(cfg);
+
+    cfg = assert_valid(
+        ROUTE_WITH("\"key\": {\"from\": \"json\", \"pointer\": \"/a~1b/~0c\"}, "
+                   "\"on_key_conflict\": \"forward\", \"fingerprint\": false"));
+    assert_int_equal(cfg->routes[0].key_from, KD_KEY_FROM_JSON);
+    assert_string_equal(cfg->routes[0].key_parts[0].pointer, "/a~1b/~0c");
+    assert_int_equal(cfg->routes[0].on_key_conflict, KD_CONFLICT_FORWARD);
+    assert_false(cfg->routes[0].fingerprint);
+    kd_config_destroy(cfg);
+
+    cfg = assert_valid(ROUTE_WITH(
+        "\"key\": {\"from\": \"composite\", \"parts\": [{\"from\": \"header\", \"name\": "
+        "\"Tenant\"}, {\"from\": \"json\", \"pointer\": \"\"}, {\"from\": "
+        "\"record_key\"}]}, "
+        "\"fingerprint\": {\"headers\": [\"Tenant\", \"Content-Type\"]}, "
+        "\"dead_letter_topic\": \"d\", \"on_key_conflict\": \"dead_letter\""));
+    assert_int_equal(cfg->routes[0].key_from, KD_KEY_FROM_COMPOSITE);
+    assert_int_equal(cfg->routes[0].nkey_parts, 3);
+    assert_string_equal(cfg->routes[0].key_parts[0].name, "Tenant");
+    assert_string_equal(cfg->routes[0].key_parts[1].pointer, "");
+    assert_int_equal(cfg->routes[0].key_parts[2].from, KD_KEY_FROM_RECORD_KEY);
+    assert_null(cfg->routes[0].key_header);
+    assert_true(cfg->routes[0].fingerprint);
+    assert_int_equal(cfg->routes[0].nfingerprint_headers, 2);
+    assert_string_equal(cfg->routes[0].fingerprint_headers[1], "Content-Type");
+    assert_int_equal(cfg->routes[0].on_key_conflict, KD_CONFLICT_DEAD_LETTER);
+    kd_config_destroy(cfg);
+
+    cfg = assert_valid("{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], "
+                       "\"dedup\": {\"max_json_bytes\": 4096}}");
+    assert_int_equal(cfg->max_json_bytes, 4096);
+    kd_config_destroy(cfg);
+}
+
+static void test_key_errors(void **state) {
+    static const struct {
+        const char *json, *want;
+    } cases[] = {
+        {ROUTE_WITH("\"key\": {\"from\": \"json\", \"pointer\": \"a/b\"}"),
+         "kdedup.json: routes[0].key.pointer: expected an RFC 6901 JSON pointer (\"\" or "
+         "\"/a/b\", with \"~\" only as \"~0\" or \"~1\"), got \"a/b\""},
+        {ROUTE_WITH("\"key\": {\"from\": \"json\", \"pointer\": \"/a~2\"}"),
+         "kdedup.json: routes[0].key.pointer: expected an RFC 6901 JSON pointer (\"\" or "
+         "\"/a/b\", with \"~\" only as \"~0\" or \"~1\"), got \"/a~2\""},
+        {ROUTE_WITH("\"key\": {\"from\": \"json\", \"pointer\": \"/a~\"}"),
+         "kdedup.json: routes[0].key.pointer: expected an RFC 6901 JSON pointer (\"\" or "
+         "\"/a/b\", with \"~\" only as \"~0\" or \"~1\"), got \"/a~\""},
+        {ROUTE_WITH("\"key\": {\"from\": \"json\"}"),
+         "kdedup.json: routes[0].key.pointer: missing (an RFC 6901 JSON pointer like "
+         "\"/order/id\")"},
+        {ROUTE_WITH("\"key\": {\"from\": \"json\", \"pointer\": 5}"),
+         "kdedup.json: routes[0].key.pointer: expected an RFC 6901 JSON pointer like "
+         "\"/order/id\", got 5"},
+        {ROUTE_WITH("\"key\": {\"from\": \"composite\", \"parts\": []}"),
+         "kdedup.json: routes[0].key.parts: expected an array of 1 to 16 key parts, got "
+         "[]"},
+        {ROUTE_WITH("\"key\": {\"from\": \"composite\"}"),
+         "kdedup.json: routes[0].key.parts: missing (a non-empty array of key parts)"},
+        {ROUTE_WITH("\"key\": {\"from\": \"composite\", \"parts\": [{\"from\": "
+                    "\"record_key\"}, {\"from\": \"composite\", \"parts\": []}]}"),
+         "kdedup.json: routes[0].key.parts[1].from: expected one of \"header\", "
+         "\"record_key\", \"json\" (a part of a composite key cannot be composite), got "
+         "\"composite\""},
+        {ROUTE_WITH("\"key\": {\"from\": \"composite\", \"parts\": [{\"from\": "
+                    "\"header\"}]}"),
+         "kdedup.json: routes[0].key.parts[0].name: missing (a header name)"},
+        {ROUTE_WITH("\"key\": {\"from\": \"body\"}"),
+         "kdedup.json: routes[0].key.from: expected one of \"header\", \"record_key\", "
+         "\"json\", \"composite\", got \"body\""},
+        {ROUTE_WITH("\"key\": {}"),
+         "kdedup.json: routes[0].key.from: missing (one of \"header\", \"record_key\", "
+         "\"json\", \"composite\")"},
+        {ROUTE_WITH("\"key\": \"Idempotency-Key\""),
+         "kdedup.json: routes[0].key: expected an object like {\"from\": \"header\", "
+         "\"name\": \"...\"}, got \"Idempotency-Key\""},
+        {ROUTE_WITH("\"key\": {\"from\": \"record_key\", \"name\": \"x\"}"),
+         "kdedup.json: routes[0].key.name: unknown key (a record_key key has only "
+         "\"from\")"},
+        {ROUTE_WITH("\"key\": {\"from\": \"header\", \"name\": \"\"}"),
+         "kdedup.json: routes[0].key.name: expected a header name, got \"\""},
+        {ROUTE_WITH("\"key_header\": \"X\", \"key\": {\"from\": \"record_key\"}"),
+         "kdedup.json: routes[0].key_header: give either \"key_header\" (a shorthand) or "
+         "\"key\", not both"},
+        {ROUTE_WITH("\"on_key_conflict\": \"dead_letter\""),
+         "kdedup.json: routes[0]: \"on_key_conflict\": \"dead_letter\" needs a "
+         "\"dead_letter_topic\" (or set \"skip\" or \"forward\")"},
+        {ROUTE_WITH("\"on_key_conflict\": \"reject\""),
+         "kdedup.json: routes[0].on_key_conflict: expected one of \"skip\", "
+         "\"dead_letter\", \"forward\", got \"reject\""},
+        {ROUTE_WITH("\"fingerprint\": \"yes\""),
+         "kdedup.json: routes[0].fingerprint: expected true, false or {\"headers\": "
+         "[\"Name\", ...]}, got \"yes\""},
+        {ROUTE_WITH("\"fingerprint\": {\"header\": []}"),
+         "kdedup.json: routes[0].fingerprint.header: unknown key (expected only "
+         "\"headers\")"},
+        {ROUTE_WITH("\"fingerprint\": {\"headers\": [\"A\", 1]}"),
+         "kdedup.json: routes[0].fingerprint.headers[1]: expected a header name, got 1"},
+        {ROUTE_WITH("\"fingerprint\": {\"headers\": [\"A\", \"A\"]}"),
+         "kdedup.json: routes[0].fingerprint.headers[1]: \"A\" is listed twice"},
+        {"{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], "
+         "\"dedup\": {\"max_json_bytes\": 0}}",
+         "kdedup.json: dedup.max_json_bytes: expected an integer from 1 to 67108864, got "
+         "0"},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        assert_error(cases[i].json, cases[i].want);
 }
 
 int main(void) {
@@ -698,6 +843,8 @@ int main(void) {
         cmocka_unit_test(test_secrets_not_shown),
         cmocka_unit_test(test_load_errors),
         cmocka_unit_test(test_topics),
+        cmocka_unit_test(test_key_sources),
+        cmocka_unit_test(test_key_errors),
     };
 
     return cmocka_run_group_tests_name("config", tests, NULL, NULL);

@@ -629,6 +629,57 @@ static void test_forget_race(void **state) {
     kd_store_destroy(w);
 }
 
+/* A claim's fingerprint is stored with it: duplicates in flight and
+ * completed (the receipt keeps it) and lookups carry it; a follower in the
+ * batch carries its leader's; a claim made without one has none. */
+static void test_fingerprint_stored(void **state) {
+    fx *f = *state;
+    unsigned char fp1[KD_FINGERPRINT_LEN], fp2[KD_FINGERPRINT_LEN];
+    kd_claim c[3] = {{.key = "fp-a", .key_len = 4, .fingerprint = fp1},
+                     {.key = "fp-a", .key_len = 4, .fingerprint = fp2},
+                     {.key = "fp-b", .key_len = 4}};
+    kd_claim again = {.key = "fp-a", .key_len = 4, .fingerprint = fp2};
+    kd_decision dec;
+    bool found;
+
+    memset(fp1, 0x11, sizeof(fp1));
+    memset(fp2, 0x22, sizeof(fp2));
+    assert_int_equal(kd_dedup_claim_batch(f->dedup, c, 3, 100), KD_OK);
+    assert_int_equal(c[0].decision.state, KD_CLAIMED);
+    assert_int_equal(c[1].decision.state, KD_IN_FLIGHT);
+    assert_true(c[1].decision.has_fingerprint);
+    assert_memory_equal(c[1].decision.fingerprint, fp1, KD_FINGERPRINT_LEN);
+    assert_int_equal(c[2].decision.state, KD_CLAIMED);
+    for (int i = 0; i < 3; i++)
+        kd_decision_clear(&c[i].decision);
+
+    /* Another claimer sees the stored one, not its own. */
+    assert_int_equal(kd_dedup_claim_batch(f->dedup, &again, 1, 200), KD_OK);
+    assert_int_equal(again.decision.state, KD_IN_FLIGHT);
+    assert_true(again.decision.has_fingerprint);
+    assert_memory_equal(again.decision.fingerprint, fp1, KD_FINGERPRINT_LEN);
+    kd_decision_clear(&again.decision);
+
+    /* Completed: kept with the receipt. */
+    assert_int_equal(kd_dedup_complete_receipt(f->dedup, K("fp-a"), "r1", 2), KD_OK);
+    assert_int_equal(kd_dedup_lookup(f->dedup, K("fp-a"), &dec, &found), KD_OK);
+    assert_true(found);
+    assert_int_equal(dec.state, KD_COMPLETED);
+    assert_true(dec.has_fingerprint);
+    assert_memory_equal(dec.fingerprint, fp1, KD_FINGERPRINT_LEN);
+    kd_decision_clear(&dec);
+    assert_int_equal(kd_dedup_claim_batch(f->dedup, &again, 1, 300), KD_OK);
+    assert_int_equal(again.decision.state, KD_COMPLETED);
+    assert_memory_equal(again.decision.fingerprint, fp1, KD_FINGERPRINT_LEN);
+    kd_decision_clear(&again.decision);
+
+    /* Without one: none stored. */
+    assert_int_equal(kd_dedup_lookup(f->dedup, K("fp-b"), &dec, &found), KD_OK);
+    assert_true(found);
+    assert_false(dec.has_fingerprint);
+    kd_decision_clear(&dec);
+}
+
 /* Each test twice, named after the backend it runs on. */
 #define BOTH(fn)                                                                         \
     {"memory/" #fn, fn, setup, teardown, &backend_mem}, {                                \
@@ -658,6 +709,7 @@ int main(void) {
         BOTH(test_concurrent_claims_exactly_once),
         BOTH(test_forget),
         BOTH(test_forget_race),
+        BOTH(test_fingerprint_stored),
     };
 
     return cmocka_run_group_tests_name("dedup (memory and rocksdb)", tests, NULL, NULL);

@@ -20,6 +20,9 @@ static void assert_entries_equal(const kd_entry *a, const kd_entry *b) {
     assert_int_equal(a->has_owner, b->has_owner);
     if (a->has_owner)
         assert_int_equal(a->owner, b->owner);
+    assert_int_equal(a->has_fingerprint, b->has_fingerprint);
+    if (a->has_fingerprint)
+        assert_memory_equal(a->fingerprint, b->fingerprint, KD_ENTRY_FINGERPRINT_LEN);
     assert_int_equal(a->has_receipt, b->has_receipt);
     if (a->has_receipt) {
         assert_int_equal(a->receipt_len, b->receipt_len);
@@ -106,7 +109,7 @@ static void test_rejects_malformed(void **state) {
         {1, 'X'},             /* magic */
         {2, 2},               /* unknown version */
         {2, 0},    {3, 0},    /* unknown kind */
-        {3, 3},    {4, 0x04}, /* unknown flag */
+        {3, 3},    {4, 0x08}, /* unknown flag */
         {4, 0x80}, {16, 200}, /* key length past the end */
         {13, 1},              /* key length over 16 MiB */
         {20, 9},              /* receipt length past the end */
@@ -148,12 +151,123 @@ static void test_encode_rejects_invalid(void **state) {
     free(heap);
 }
 
+static const unsigned char FP[KD_ENTRY_FINGERPRINT_LEN] = {
+    0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa,
+    0xbb, 0xcc, 0xdd, 0xee, 0xff, 1,    2,    3,    4,    5,    6,
+    7,    8,    9,    10,   11,   12,   13,   14,   15,   16};
+
+static void test_roundtrip_fingerprint(void **state) {
+    kd_entry claim = {.kind = KD_ENTRY_ACTIVE,
+                      .timestamp_ms = 1700000000123ULL,
+                      .key = "order-42",
+                      .key_len = 8,
+                      .has_fingerprint = true,
+                      .fingerprint = FP};
+    kd_entry done = claim;
+
+    (void)state;
+    roundtrip(&claim);
+    done.has_owner = true;
+    done.owner = 7;
+    done.has_receipt = true;
+    done.receipt = "v1 to=x/0@1";
+    done.receipt_len = 11;
+    roundtrip(&done);
+}
+
+/* The fingerprint sits after the owner and before the receipt, under flag
+ * bit 2; the version stays 1. */
+static void test_fingerprint_layout(void **state) {
+    kd_entry e = {.kind = KD_ENTRY_ACTIVE,
+                  .timestamp_ms = 1,
+                  .key = "k",
+                  .key_len = 1,
+                  .has_owner = true,
+                  .owner = 2,
+                  .has_fingerprint = true,
+                  .fingerprint = FP,
+                  .has_receipt = true,
+                  .receipt = "r",
+                  .receipt_len = 1};
+    unsigned char buf[128];
+    size_t len;
+
+    (void)state;
+    assert_int_equal(kd_entry_encode(&e, buf, sizeof(buf), &len), KD_OK);
+    assert_int_equal(len, 17 + 1 + 8 + KD_ENTRY_FINGERPRINT_LEN + 4 + 1);
+    assert_int_equal(buf[2], 1);
+    assert_int_equal(buf[4], 0x07);
+    assert_memory_equal(buf + 18 + 8, FP, KD_ENTRY_FINGERPRINT_LEN);
+    assert_int_equal(buf[18 + 8 + KD_ENTRY_FINGERPRINT_LEN + 3], 1);
+}
+
+/* Entries written before fingerprints existed decode as they did: bytes
+ * of a claim with an owner, as an older kdedup wrote them. */
+static void test_old_entry_decodes(void **state) {
+    const unsigned char old[] = {'K', 'D', 1, 1,   0x02, 0, 0, 0, 0, 0, 0, 0, 5, 0,
+                                 0,   0,   2, 'i', 'd',  0, 0, 0, 0, 0, 0, 0, 9};
+    kd_entry out;
+
+    (void)state;
+    assert_int_equal(kd_entry_decode(old, sizeof(old), &out), KD_OK);
+    assert_int_equal(out.kind, KD_ENTRY_ACTIVE);
+    assert_int_equal(out.timestamp_ms, 5);
+    assert_int_equal(out.key_len, 2);
+    assert_true(out.has_owner);
+    assert_int_equal(out.owner, 9);
+    assert_false(out.has_fingerprint);
+    assert_null(out.fingerprint);
+    assert_false(out.has_receipt);
+}
+
+static void test_fingerprint_malformed(void **state) {
+    kd_entry e = {.kind = KD_ENTRY_ACTIVE,
+                  .timestamp_ms = 1,
+                  .key = "k",
+                  .key_len = 1,
+                  .has_fingerprint = true,
+                  .fingerprint = FP};
+    kd_entry tomb_fp = {.kind = KD_ENTRY_TOMBSTONE,
+                        .key = "k",
+                        .key_len = 1,
+                        .has_fingerprint = true,
+                        .fingerprint = FP};
+    kd_entry no_bytes = {
+        .kind = KD_ENTRY_ACTIVE, .key = "k", .key_len = 1, .has_fingerprint = true};
+    unsigned char buf[128], bad[128];
+    size_t len, scratch;
+    kd_entry out;
+
+    (void)state;
+    assert_int_equal(kd_entry_encode(&e, buf, sizeof(buf), &len), KD_OK);
+    /* A tombstone with a fingerprint is not an entry. */
+    memcpy(bad, buf, len);
+    bad[3] = KD_ENTRY_TOMBSTONE;
+    assert_int_equal(kd_entry_decode(bad, len, &out), KD_ERR_SERIALIZATION);
+    /* The flag without its 32 bytes, or the bytes without the flag. */
+    assert_int_equal(kd_entry_decode(buf, len - 1, &out), KD_ERR_SERIALIZATION);
+    memcpy(bad, buf, len);
+    bad[4] = 0;
+    assert_int_equal(kd_entry_decode(bad, len, &out), KD_ERR_SERIALIZATION);
+    /* ...and it claims a receipt whose length is not there. */
+    bad[4] = 0x05;
+    assert_int_equal(kd_entry_decode(bad, len, &out), KD_ERR_SERIALIZATION);
+    assert_int_equal(kd_entry_encode(&tomb_fp, buf, sizeof(buf), &scratch),
+                     KD_ERR_SERIALIZATION);
+    assert_int_equal(kd_entry_encode(&no_bytes, buf, sizeof(buf), &scratch),
+                     KD_ERR_SERIALIZATION);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip_kinds),
         cmocka_unit_test(test_known_layout),
         cmocka_unit_test(test_rejects_malformed),
         cmocka_unit_test(test_encode_rejects_invalid),
+        cmocka_unit_test(test_roundtrip_fingerprint),
+        cmocka_unit_test(test_fingerprint_layout),
+        cmocka_unit_test(test_old_entry_decodes),
+        cmocka_unit_test(test_fingerprint_malformed),
     };
 
     return cmocka_run_group_tests_name("entry codec", tests, NULL, NULL);

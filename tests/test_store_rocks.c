@@ -1,8 +1,10 @@
 /*
  * kdedup tests - the RocksDB store: durability across close and kill -9,
- * clear errors for unusable paths, locked and corrupt databases, garbage
- * records, and retention applied by compaction.
+ * synced writes observed as fdatasync() calls, clear errors for unusable
+ * paths, locked and corrupt databases, garbage records, and retention
+ * applied by compaction.
  */
+#define _GNU_SOURCE /* RTLD_NEXT */
 #include "dedup/dedup.h"
 #include "store_rocks/store_rocks.h"
 #include "tests/dedup_fixture.h"
@@ -14,8 +16,10 @@
 
 #include <rocksdb/c.h>
 
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +29,26 @@
 #include <unistd.h>
 
 #define K(s) (s), strlen(s)
+
+/* Every fdatasync() and fsync() of this process, RocksDB's included: a
+ * function defined in the executable comes before libc's in the lookup of
+ * librocksdb's calls. kill -9 keeps the page cache, so only these calls
+ * tell a synced write from an unsynced one. */
+static atomic_ulong disk_syncs;
+
+int fdatasync(int fd) {
+    int (*real)(int) = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
+
+    atomic_fetch_add(&disk_syncs, 1);
+    return real(fd);
+}
+
+int fsync(int fd) {
+    int (*real)(int) = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
+
+    atomic_fetch_add(&disk_syncs, 1);
+    return real(fd);
+}
 
 static int setup(void **state) {
     *state = fx_new(FX_ROCKS);
@@ -387,6 +411,56 @@ static void test_kill9_keeps_synced_appends(void **state) {
     assert_state(f->dedup, "k50", true, KD_IN_FLIGHT);
 }
 
+/* The disk syncs made while claiming n keys one by one and then a batch of
+ * n more, in a fresh store opened with sync. */
+static unsigned long syncs_of_claims(bool sync, int n) {
+    char dir[256], err[512], keys[2][64][16];
+    kd_claim claims[64];
+    kd_decision dec;
+    kd_store *s;
+    kd_dedup *d;
+    unsigned long before;
+
+    assert_true(n <= 64);
+    fx_tmpdir(dir, sizeof(dir));
+    s = kd_rocks_open(dir, sync, err, sizeof(err));
+    if (!s)
+        fail_msg("kd_rocks_open: %s", err);
+    assert_non_null(d = kd_dedup_new(s, "test"));
+    for (int i = 0; i < n; i++) {
+        snprintf(keys[0][i], sizeof(keys[0][i]), "one-%d", i);
+        snprintf(keys[1][i], sizeof(keys[1][i]), "batch-%d", i);
+        claims[i] = (kd_claim){.key = keys[1][i], .key_len = strlen(keys[1][i])};
+    }
+    before = atomic_load(&disk_syncs);
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(kd_dedup_claim_or_get(d, K(keys[0][i]), 1, &dec), KD_OK);
+        assert_int_equal(dec.state, KD_CLAIMED);
+    }
+    assert_int_equal(kd_dedup_claim_batch(d, claims, (size_t)n, 1), KD_OK);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(claims[i].err, KD_OK);
+    before = atomic_load(&disk_syncs) - before;
+    kd_dedup_destroy(d);
+    kd_store_destroy(s);
+    fx_rmtree(dir);
+    return before;
+}
+
+/* With sync, every append reaches the disk before it returns: one claim,
+ * one sync; a batch, at least one. Without, the writes make none. */
+static void test_synced_appends_reach_the_disk(void **state) {
+    unsigned long synced, unsynced;
+
+    (void)state;
+    synced = syncs_of_claims(true, 50);
+    unsynced = syncs_of_claims(false, 50);
+    print_message("disk syncs for 50 claims and a batch of 50: %lu synced, %lu not\n",
+                  synced, unsynced);
+    assert_true(synced >= 51);
+    assert_true(unsynced < 5);
+}
+
 /* Batch appends: per-item conflicts, items of one stream in array order. */
 static void test_batch_append_per_item(void **state) {
     fx *f = *state;
@@ -433,6 +507,43 @@ static void test_batch_append_per_item(void **state) {
     assert_false(found);
 }
 
+/* The smallest sizes the config allows open and work (the memtable's bucket
+ * array fits in it), and RocksDB's memory stays near them while 30,000 keys
+ * are claimed and completed through several flushes. */
+static void test_small_memory_bounds(void **state) {
+    kd_rocks_options o = {.sync = false,
+                          .block_cache_bytes = 1u << 20,
+                          .write_buffer_bytes = 1u << 20,
+                          .max_write_buffers = 2};
+    char dir[256], err[512], key[32];
+    kd_rocks_memory mem;
+    kd_decision dec;
+    kd_store *s;
+    kd_dedup *d;
+
+    (void)state;
+    fx_tmpdir(dir, sizeof(dir));
+    assert_non_null(s = kd_rocks_open_with(dir, &o, err, sizeof(err)));
+    assert_non_null(d = kd_dedup_new(s, "t"));
+    for (int i = 0; i < 30000; i++) {
+        snprintf(key, sizeof(key), "key-%d", i);
+        assert_int_equal(kd_dedup_claim_or_get(d, key, strlen(key), 1, &dec), KD_OK);
+        assert_int_equal(dec.state, KD_CLAIMED);
+        assert_int_equal(kd_dedup_complete_receipt(d, key, strlen(key), "r", 1), KD_OK);
+        if (i % 5000 == 0) {
+            assert_int_equal(kd_rocks_memory_get(s, &mem), KD_OK);
+            assert_true(mem.memtables <= 3u << 20); /* two of 1 MiB, and slack */
+            assert_true(mem.block_cache <= 2u << 20);
+        }
+    }
+    assert_int_equal(kd_dedup_lookup(d, "key-7", 5, &dec, &(bool){false}), KD_OK);
+    assert_int_equal(dec.state, KD_COMPLETED);
+    kd_decision_clear(&dec);
+    kd_dedup_destroy(d);
+    kd_store_destroy(s);
+    fx_rmtree(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_reopen_keeps_data, setup, teardown),
@@ -446,6 +557,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_retention_compaction, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill9_keeps_synced_appends, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_append_per_item, setup, teardown),
+        cmocka_unit_test(test_small_memory_bounds),
+        cmocka_unit_test(test_synced_appends_reach_the_disk),
     };
 
     return cmocka_run_group_tests_name("store_rocks", tests, NULL, NULL);

@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 """Fault tolerance end to end, under the oracle of e2e_test.py (every unique
-key downstream exactly once, first copy's payload and headers, order per
-source partition; copies one run wrote twice counted apart as the mock
-cluster's).
+key downstream exactly once, by no two runs and by no run twice, first
+copy's payload and headers, order per source partition; downstream read
+once every source partition is committed to its end and no kdedup holds a
+message).
 
 Phase "replicas": three kdedup processes in one consumer group, each with a
 store of its own. Two start; a third is added mid-stream; one is killed
@@ -16,11 +17,14 @@ producer's retries (NOT_PERSISTED), the downstream broker down for longer
 than message.timeout.ms, its answers slower than message.timeout.ms
 (POSSIBLY_PERSISTED with the message in the log), a downstream leader
 change, OffsetCommit errors, and the coordinator moving while its old
-broker is down. Afterwards every source partition's committed offset must
-reach its end.
+broker is down. Each fault must be seen to fire (a counter of kdedup's, its
+log, or the cluster's answers); every SIGTERM must exit 0. Every record out
+of order must be one whose delivery kdedup logged as failed, and every
+possibly persisted delivery must be resolved.
 
 Run with Debian's interpreter: /usr/bin/python3 tests/e2e/faults_test.py
 """
+import json
 import os
 import signal
 import sys
@@ -29,28 +33,47 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from kafka import KafkaConsumer, TopicPartition  # noqa: E402
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition  # noqa: E402
+from kafka.errors import KafkaError  # noqa: E402
 from e2e_test import (API, DST, PARTS, SRC, Failure, Mock, Sidecar, World,  # noqa: E402
-                      check, scrape, shut_down)
+                      check, gauge, scrape, shut_down, wait_for)
 
 STORAGE_ERROR, NOT_COORDINATOR, REQUEST_TIMED_OUT = 56, 16, 7
 
 
-def gauge(kd, name, **labels):
-    """A metric of a running kdedup, 0 when it does not answer."""
+def stop(*sidecars):
+    """SIGTERM to each; each must exit 0."""
+    for kd in sidecars:
+        rc = kd.signal(signal.SIGTERM)
+        check(rc == 0, f"{kd.workdir}: kdedup exited {rc} on SIGTERM")
+
+
+def asking(what, fn, tries=20):
+    """fn()'s answer, asked again while the cluster answers with an error (a
+    connection the faults closed)."""
+    for _ in range(tries - 1):
+        try:
+            return fn()
+        except KafkaError:
+            time.sleep(0.5)
     try:
-        return scrape(kd.port)[1](name, **labels)
-    except (Failure, OSError):
-        return 0
+        return fn()
+    except KafkaError as e:
+        raise Failure(f"{what}: {e!r}")
 
 
-def wait_for(what, cond, timeout_s=60):
-    end = time.time() + timeout_s
-    while time.time() < end:
-        if cond():
-            return
-        time.sleep(0.2)
-    check(False, f"timed out waiting for {what}")
+def log_lines(kd, since=0):
+    """kdedup's JSON log lines from byte `since` of its log: (objects, end)."""
+    with open(kd.log.name, "rb") as f:
+        f.seek(since)
+        data = f.read()
+    lines = []
+    for raw in data.decode(errors="replace").splitlines():
+        try:
+            lines.append(json.loads(raw))
+        except ValueError:
+            pass
+    return lines, since + len(data)
 
 
 class Stream:
@@ -69,13 +92,6 @@ class Stream:
     def end(self):
         self.stop.set()
         self.thread.join()
-
-
-def settle(replicas):
-    """Waits until no running replica has a message in flight."""
-    wait_for("in-flight messages to settle",
-             lambda: all(gauge(kd, "kdedup_inflight_messages") == 0
-                         for kd in replicas if kd.proc and kd.proc.poll() is None))
 
 
 def replicas(workdir, report):
@@ -111,44 +127,34 @@ def replicas(workdir, report):
         finally:
             stream.end()
         world.produce(1000, 0.6)  # duplicates of keys from before every move
-        world.read()
-        settle((a, b, c))
-        mock_copies = world.verify()
+        committed = world.read((a, b, c))
+        check(committed == len(world.keys), f"committed {committed} of {len(world.keys)}")
+        world.verify()
         learned += sum(gauge(kd, "kdedup_handover_keys_total") for kd in (a, b, c))
         read = sum(gauge(kd, "kdedup_handover_scanned_records_total") for kd in (a, b, c))
         secs = sum(gauge(kd, "kdedup_handover_scan_seconds_total") for kd in (a, b, c))
         check(learned > 0, "no replica learned keys on assignment")
-        for kd in (a, b, c):
-            kd.signal(signal.SIGTERM)
+        stop(a, b, c)
         receipts = world.check_receipts(a, b, c)
         report.append(f"replicas: 3 processes (one added, one killed and restarted): "
-                      f"{len(world.keys)} produced, {len(world.first)} unique, 0 lost, "
-                      f"0 duplicated; keys learned on assignment {int(learned)} (the "
-                      f"running processes read {int(read)} records in {secs:.2f} s for "
-                      f"theirs); {receipts} receipts, each naming the downstream record; "
-                      f"mock retry copies {mock_copies}")
+                      f"{len(world.keys)} produced, {len(world.first)} unique, all "
+                      f"committed, 0 lost, 0 duplicated (by two runs or by one); keys "
+                      f"learned on assignment {int(learned)} (the running processes read "
+                      f"{int(read)} records in {secs:.2f} s for theirs); {receipts} "
+                      f"receipts, each naming the downstream record; SIGTERM exit 0 x3")
     finally:
         shut_down(mock, world, a, b, c)
 
 
-def errs_total(kd):
-    """Deliveries that failed or may have, by kdedup's count."""
-    return scrape(kd.port)[1]("kdedup_produce_errors_total")
-
-
-def committed_reaches_end(bootstrap, group):
-    """Waits until group's committed offset of every source partition is
-    the partition's end: everything consumed was settled and committed."""
-    c = KafkaConsumer(bootstrap_servers=bootstrap, api_version=API, group_id=group,
-                      enable_auto_commit=False)
-    try:
-        parts = [TopicPartition(SRC, p) for p in range(PARTS)]
-        ends = c.end_offsets(parts)
-        wait_for("committed offsets to reach the end",
-                 lambda: all(c.committed(tp) == ends[tp] for tp in parts), 60)
-        return sum(ends.values())
-    finally:
-        c.close()
+def failed_sources(kd):
+    """{(source partition, offset)} of the deliveries kdedup logged as failed
+    or possibly persisted."""
+    out = set()
+    for o in log_lines(kd)[0]:
+        if o.get("topic") == SRC and str(o.get("msg", "")).startswith(
+                ("delivery failed", "delivery possibly persisted")):
+            out.add((int(o["partition"]), int(o["offset"])))
+    return out
 
 
 def broker_faults(workdir, report):
@@ -161,11 +167,39 @@ def broker_faults(workdir, report):
     world = World(mock.bootstrap)
     kd = Sidecar(workdir, mock.bootstrap, {"kafka": {"producer": {
         "message.timeout.ms": "5000", "retries": "2", "retry.backoff.ms": "50"}}})
+    # The test's own view of the cluster: committed offsets, leaders, ends.
+    probe = KafkaConsumer(bootstrap_servers=mock.bootstrap, api_version=API, group_id="e2e",
+                          enable_auto_commit=False)
+    admin = KafkaAdminClient(bootstrap_servers=mock.bootstrap, api_version=API)
+    src_parts = [TopicPartition(SRC, p) for p in range(PARTS)]
     faults = []
 
-    def fault(name, *cmds, hold_s=0, until=None, after=()):
+    def errors(status=None):
+        return gauge(kd, "kdedup_produce_errors_total", **({"status": status} if status else {}))
+
+    def committed():
+        def ask():
+            offsets = [probe.committed(tp) for tp in src_parts]
+            if None in offsets:  # an answer lost to a fault, not "none committed"
+                raise KafkaError(f"committed offsets {offsets}")
+            return sum(offsets)
+        return asking("committed offsets", ask)
+
+    def dst_end(p):
+        tp = TopicPartition(DST, p)
+        return asking(f"the end of {DST}/{p}", lambda: probe.end_offsets([tp])[tp])
+
+    def leader(topic, p):
+        for t in asking(f"the leaders of {topic}", lambda: admin.describe_topics([topic])):
+            for part in t["partitions"]:
+                if part["partition"] == p:
+                    return part["leader"]
+        return None
+
+    def fault(name, *cmds, hold_s=0, until=None, after=(), fired=None):
         """Injects cmds, holds them hold_s (or until `until` holds), then
-        runs `after`, and lets the stream run a while."""
+        runs `after`, and lets the stream run a while. fired() -> (seen, what)
+        must then become true within 30 s: the fault took effect."""
         for c in cmds:
             mock.cmd(c)
         if until:
@@ -173,8 +207,11 @@ def broker_faults(workdir, report):
         time.sleep(hold_s)
         for c in after:
             mock.cmd(c)
-        faults.append(name)
         time.sleep(2)
+        if fired:
+            wait_for(f"a sign that the fault fired: {name}", lambda: fired()[0], 30)
+            name += f" [{fired()[1]}]"
+        faults.append(name)
 
     try:
         world.produce(1000, 0.25)
@@ -186,31 +223,54 @@ def broker_faults(workdir, report):
             time.sleep(1)
             # first, while the producer is steady: after a timeout the
             # idempotent producer renews its id and holds messages back
+            base = errors("possibly_persisted")
             fault("downstream answers after 6.5 s (> message.timeout.ms 5 s)",
                   "rtt 2 6500", after=("rtt 2 0",),
-                  until=lambda: gauge(kd, "kdedup_produce_errors_total",
-                                      status="possibly_persisted") > 0)
+                  until=lambda: errors("possibly_persisted") > base,
+                  fired=lambda: (True, f"possibly persisted "
+                                       f"+{int(errors('possibly_persisted') - base)}"))
+            base = errors("not_persisted")
             fault("produce errors past the producer's retries",
-                  f"broker-produce-errors 2 40 {STORAGE_ERROR}")
+                  f"broker-produce-errors 2 40 {STORAGE_ERROR}",
+                  fired=lambda: (errors("not_persisted") > base,
+                                 f"not persisted +{int(errors('not_persisted') - base)}"))
+            base_all = errors()
             fault("downstream broker down 8 s (> message.timeout.ms)",
-                  "broker-down 2", hold_s=8, after=("broker-up 2",))
-            fault("downstream leader moves", f"leader {DST} 0 3", f"leader {DST} 1 3")
+                  "broker-down 2", hold_s=8, after=("broker-up 2",),
+                  fired=lambda: (errors() > base_all,
+                                 f"failed deliveries +{int(errors() - base_all)}"))
+            ends = [dst_end(0), dst_end(1)]
+            fault("downstream leader moves", f"leader {DST} 0 3", f"leader {DST} 1 3",
+                  fired=lambda: (leader(DST, 0) == 3 and leader(DST, 1) == 3 and
+                                 dst_end(0) > ends[0] and dst_end(1) > ends[1],
+                                 f"led by broker 3, +{dst_end(0) - ends[0]} and "
+                                 f"+{dst_end(1) - ends[1]} records since"))
+            at = log_lines(kd)[1]
+
+            def commit_failures():
+                return [o for o in log_lines(kd, at)[0] if o.get("facility") == "COMMITFAIL"]
             fault("OffsetCommit errors", f"commit-errors 5 {NOT_COORDINATOR}",
-                  f"commit-errors 5 {REQUEST_TIMED_OUT}", hold_s=3)
+                  f"commit-errors 5 {REQUEST_TIMED_OUT}", hold_s=3,
+                  fired=lambda: (len(commit_failures()) > 0,
+                                 f"{len(commit_failures())} COMMITFAIL log lines"))
+            before = committed()
             fault("coordinator moves while its broker is down",
-                  "coordinator e2e 1", "broker-down 3", hold_s=4, after=("broker-up 3",))
+                  "coordinator e2e 1", "broker-down 3", hold_s=4, after=("broker-up 3",),
+                  fired=lambda: (committed() > before,
+                                 f"commits went on: +{committed() - before}"))
         finally:
             stream.end()
         world.produce(1000, 0.6)
-        world.read(quiet_s=3)
-        settle((kd,))
+        total = world.read((kd,))
+        check(total == len(world.keys), f"committed {total} of {len(world.keys)}")
         # A delivery that failed for good is sent again after later messages
         # of its partition were delivered: its place in the order is lost.
-        mock_copies = world.verify(order=False)
-        check(world.inversions <= errs_total(kd),
-              f"{world.inversions} records out of order, more than failed deliveries")
-        committed = committed_reaches_end(mock.bootstrap, "e2e")
-        check(committed == len(world.keys), f"committed {committed} of {len(world.keys)}")
+        # Only those may be out of order.
+        world.verify(order=False)
+        failed = failed_sources(kd)
+        stray = [src for src in world.inverted if src not in failed]
+        check(not stray, f"{len(stray)} records out of order whose delivery never failed, "
+              f"e.g. source {stray[:3]}")
         _, value = scrape(kd.port)
         route = f"{SRC}->{DST}"
         errs = {s: int(value("kdedup_produce_errors_total", route=route, status=s))
@@ -220,19 +280,25 @@ def broker_faults(workdir, report):
         check(errs["not_persisted"] > 0, "no delivery failed for good: the faults missed")
         check(errs["possibly_persisted"] > 0, "no delivery was possibly persisted")
         check(unc["unknown"] == 0, f"{unc['unknown']} uncertain deliveries never resolved")
-        kd.signal(signal.SIGTERM)
+        check(unc["found"] + unc["absent"] == errs["possibly_persisted"],
+              f"{errs['possibly_persisted']} possibly persisted, {unc['found']} found and "
+              f"{unc['absent']} absent downstream: not every one was resolved")
+        check(world.inversions <= errs["not_persisted"] + unc["absent"],
+              f"{world.inversions} records out of order, more than deliveries sent again")
+        stop(kd)
         receipts = world.check_receipts(kd)
         report.append(f"broker faults ({'; '.join(faults)}): {len(world.keys)} produced, "
-                      f"{len(world.first)} unique, 0 lost, 0 duplicated, all committed, "
-                      f"{receipts} receipts naming their records; "
+                      f"{len(world.first)} unique, 0 lost, 0 duplicated (by two runs or by "
+                      f"one), all committed, {receipts} receipts naming their records; "
                       f"not persisted {errs['not_persisted']} (released, sent again), "
                       f"possibly persisted {errs['possibly_persisted']} (found downstream "
                       f"{unc['found']}, absent and sent again {unc['absent']}, unknown 0); "
                       f"keys whose later copy was forwarded (first released after failing) "
                       f"{world.later_copies}; records behind a later one of their partition "
-                      f"(sent again after failing) {world.inversions}; mock retry copies "
-                      f"{mock_copies}")
+                      f"{world.inversions}, each one whose delivery had failed; SIGTERM exit 0")
     finally:
+        probe.close()
+        admin.close()
         shut_down(mock, world, kd)
 
 

@@ -5,7 +5,9 @@ tests named for each break catch it.
 Each line of tests/mutate/mutations.jsonl is one mutation: `file`, the exact
 text of one line in it (`find`, which must occur exactly once), its
 `replace`ment, and the `test` command (run from the repository's root with
-KDEDUP set) that must fail on the mutated build. For each: apply, build,
+KDEDUP set) that must fail on the mutated build. A guard backed by a second
+one (defence in depth) is broken together with it: `also` lists further
+{file, find, replace} edits applied with the first. For each: apply, build,
 run the test, restore. The tree is restored even when interrupted, and
 rebuilt at the end. Prints one line per mutation and a summary; exits 1 when
 any mutation survived (was not caught) or could not be applied.
@@ -30,19 +32,28 @@ def run(cmd, shell=False):
                           env=dict(os.environ, KDEDUP="build/kdedup")).returncode
 
 
+def edits_of(m):
+    """The mutation's edits: (file, find, replace), the first one first."""
+    return [(e["file"], e["find"], e["replace"]) for e in [m] + m.get("also", [])]
+
+
 def mutate(m):
     """'caught', 'MISSED', or why it could not be tried."""
-    path = os.path.join(ROOT, m["file"])
-    with open(path) as f:
-        original = f.read()
-    lines = original.split("\n")
-    hits = [i for i, line in enumerate(lines) if line == m["find"]]
-    if len(hits) != 1:
-        return f"NOT APPLIED ({len(hits)} lines match)"
-    lines[hits[0]] = m["replace"]
+    originals = {}
     try:
-        with open(path, "w") as f:
-            f.write("\n".join(lines))
+        for file, find, replace in edits_of(m):
+            path = os.path.join(ROOT, file)
+            if path not in originals:
+                with open(path) as f:
+                    originals[path] = f.read()
+            with open(path) as f:
+                lines = f.read().split("\n")
+            hits = [i for i, line in enumerate(lines) if line == find]
+            if len(hits) != 1:
+                return f"NOT APPLIED ({len(hits)} lines match in {file})"
+            lines[hits[0]] = replace
+            with open(path, "w") as f:
+                f.write("\n".join(lines))
         if run(BUILD) != 0:
             return "NOT APPLIED (does not build)"
         try:
@@ -51,8 +62,9 @@ def mutate(m):
             rc = -1
         return "caught" if rc != 0 else "MISSED"
     finally:
-        with open(path, "w") as f:
-            f.write(original)
+        for path, original in originals.items():
+            with open(path, "w") as f:
+                f.write(original)
 
 
 def main():
@@ -60,7 +72,8 @@ def main():
         table = [json.loads(line) for line in f if line.strip()]
     wanted = sys.argv[1:]
     table = [m for m in table if not wanted or any(w in m["name"] for w in wanted)]
-    check = run(["git", "diff", "--quiet", "--"] + sorted({m["file"] for m in table}))
+    files = sorted({e[0] for m in table for e in edits_of(m)})
+    check = run(["git", "diff", "--quiet", "--"] + files)
     if check != 0:
         print("mutate: the files to mutate have uncommitted changes; commit them first")
         return 2

@@ -1,0 +1,153 @@
+/*
+ * kdedup - the pipeline's flow control: what it holds in memory stays within
+ * the limits of the config.
+ *
+ * Consumption pauses (backpressure) while the messages in flight, their
+ * bytes or the messages waiting for a retry pass pipeline.max_inflight,
+ * max_inflight_bytes or max_retrying, and resumes once all three are back
+ * under 3/4 of their limits. A partition whose oldest unsettled message
+ * holds pipeline.max_inflight later ones behind it (a message whose
+ * deliveries keep failing: larger than the broker takes, a dead-letter
+ * topic that refuses it, a route without one) is paused alone ("held back")
+ * until that message is settled: the others go on.
+ */
+#include "sidecar/log.h"
+#include "sidecar/pipeline_int.h"
+#include "store_rocks/store_rocks.h"
+
+#define FLOW_CHECK_MS 250 /* partitions held back, and the memory gauges */
+
+/* Pauses or resumes one partition. */
+static void set_paused(kd_pipeline *p, size_t route, int32_t partition, bool pause) {
+    rd_kafka_topic_partition_list_t *one = rd_kafka_topic_partition_list_new(1);
+
+    rd_kafka_topic_partition_list_add(one, p->cfg->routes[route].from, partition);
+    (pause ? rd_kafka_pause_partitions : rd_kafka_resume_partitions)(p->consumer, one);
+    rd_kafka_topic_partition_list_destroy(one);
+}
+
+bool kd_pl_partition_paused(const kd_pipeline *p, size_t route, int32_t partition) {
+    return kd_pl_store_failing(p) || p->backpressure ||
+           kd_pl_handover_find(p, route, partition) != SIZE_MAX ||
+           kd_offsets_flag(p->offsets, route, partition);
+}
+
+void kd_pl_apply_pauses(kd_pipeline *p) {
+    rd_kafka_topic_partition_list_t *parts = NULL, *pause, *resume;
+
+    if (rd_kafka_assignment(p->consumer, &parts) || !parts)
+        return;
+    pause = rd_kafka_topic_partition_list_new(parts->cnt ? parts->cnt : 1);
+    resume = rd_kafka_topic_partition_list_new(parts->cnt ? parts->cnt : 1);
+    for (int i = 0; i < parts->cnt; i++) {
+        const rd_kafka_topic_partition_t *e = &parts->elems[i];
+
+        rd_kafka_topic_partition_list_add(
+            kd_pl_partition_paused(p, route_of(p, e->topic), e->partition) ? pause
+                                                                           : resume,
+            e->topic, e->partition);
+    }
+    if (pause->cnt)
+        rd_kafka_pause_partitions(p->consumer, pause);
+    if (resume->cnt)
+        rd_kafka_resume_partitions(p->consumer, resume);
+    rd_kafka_topic_partition_list_destroy(pause);
+    rd_kafka_topic_partition_list_destroy(resume);
+    rd_kafka_topic_partition_list_destroy(parts);
+}
+
+void kd_pl_check_front(kd_pipeline *p, size_t route, int32_t partition) {
+    size_t span = kd_offsets_span(p->offsets, route, partition);
+    int64_t front = -1;
+
+    if (span >= (size_t)p->cfg->max_inflight &&
+        !kd_offsets_flag(p->offsets, route, partition)) {
+        kd_offsets_commit_point(p->offsets, route, partition, &front);
+        KD_WARN("%s/%" PRId32 " held back: %zu messages consumed after offset %" PRId64
+                " wait for it to settle (pipeline.max_inflight); the partition is paused "
+                "until it does, the others go on (a delivery failing again and again? "
+                "see the log above)",
+                p->cfg->routes[route].from, partition, span - 1, front);
+        kd_offsets_set_flag(p->offsets, route, partition, true);
+        p->held_back++;
+        set_paused(p, route, partition, true);
+    }
+}
+
+/* Lets go of a partition held back once its front moved. */
+static void check_partition(void *arg, size_t route, int32_t partition) {
+    kd_pipeline *p = arg;
+
+    if (kd_offsets_flag(p->offsets, route, partition) &&
+        kd_offsets_span(p->offsets, route, partition) <=
+            (size_t)p->cfg->max_inflight / 2) {
+        KD_INFO("%s/%" PRId32 " resumes: its front message was settled",
+                p->cfg->routes[route].from, partition);
+        kd_offsets_set_flag(p->offsets, route, partition, false);
+        p->held_back--;
+        if (!kd_pl_partition_paused(p, route, partition))
+            set_paused(p, route, partition, false);
+    }
+}
+
+/* Counts the partitions held back (after assignments changed). */
+static void count_held_back(void *arg, size_t route, int32_t partition) {
+    kd_pipeline *p = arg;
+
+    p->held_back += kd_offsets_flag(p->offsets, route, partition);
+}
+
+/* Sets the memory gauges. */
+static void update_gauges(kd_pipeline *p) {
+    kd_flow_gauges *g = kd_metrics_flow(p->metrics);
+    kd_recovery_stats rs;
+    kd_rocks_memory rm;
+
+    atomic_store(&g->inflight_bytes, p->inflight_bytes);
+    atomic_store(&g->retrying, p->retries.n);
+    atomic_store(&g->backpressure, p->backpressure);
+    atomic_store(&g->held_back, p->held_back);
+    atomic_store(&g->offsets_tracked, kd_offsets_span_total(p->offsets));
+    kd_recovery_stats_get(p->recovery, &rs);
+    atomic_store(&g->scan_cache_bytes, rs.cache_bytes);
+    if (kd_rocks_memory_get(p->store, &rm) == KD_OK) {
+        atomic_store(&g->store_block_cache, rm.block_cache);
+        atomic_store(&g->store_memtables, rm.memtables);
+        atomic_store(&g->store_table_readers, rm.table_readers);
+    }
+}
+
+void kd_pl_flow(kd_pipeline *p) {
+    uint64_t inflight = atomic_load(kd_metrics_inflight(p->metrics)), now;
+    const kd_config *c = p->cfg;
+    bool over = inflight >= (uint64_t)c->max_inflight ||
+                p->inflight_bytes >= (uint64_t)c->max_inflight_bytes ||
+                p->retries.n >= (size_t)c->max_retrying;
+    bool under = inflight <= (uint64_t)c->max_inflight / 4 * 3 &&
+                 p->inflight_bytes <= (uint64_t)c->max_inflight_bytes / 4 * 3 &&
+                 p->retries.n <= (size_t)c->max_retrying / 4 * 3;
+
+    if (!p->backpressure && over) {
+        KD_WARN("backpressure: %llu messages (%zu bytes) in flight, %zu waiting for a "
+                "retry; consumption paused until they settle (pipeline.max_inflight "
+                "%lld, max_inflight_bytes %lld, max_retrying %lld)",
+                (unsigned long long)inflight, p->inflight_bytes, p->retries.n,
+                (long long)c->max_inflight, (long long)c->max_inflight_bytes,
+                (long long)c->max_retrying);
+        p->backpressure = true;
+        p->backpressure_since = kd_mono_ms();
+        kd_pl_apply_pauses(p);
+    } else if (p->backpressure && under) {
+        KD_INFO("backpressure over after %llums: consumption resumes",
+                (unsigned long long)(kd_mono_ms() - p->backpressure_since));
+        p->backpressure = false;
+        kd_pl_apply_pauses(p);
+    }
+    if ((now = kd_mono_ms()) < p->flow_check_ms)
+        return;
+    p->flow_check_ms = now + FLOW_CHECK_MS;
+    p->held_back = 0;
+    kd_offsets_each_assigned(p->offsets, count_held_back, p);
+    kd_offsets_each_assigned(p->offsets, check_partition, p);
+    update_gauges(p);
+}
