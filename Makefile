@@ -54,7 +54,8 @@ SIDECAR_SRC := sidecar/log.c sidecar/offsets.c sidecar/headers.c sidecar/kafka.c
                sidecar/metrics.c sidecar/http.c sidecar/recovery.c sidecar/held.c sidecar/signing.c sidecar/pipeline.c sidecar/pipeline_consume.c \
                sidecar/pipeline_claim.c sidecar/pipeline_produce.c sidecar/pipeline_deliver.c \
                sidecar/pipeline_handover.c sidecar/pipeline_rebalance.c sidecar/pipeline_flow.c sidecar/pipeline_gate.c sidecar/mockd.c \
-               sidecar/demo.c sidecar/lookup.c sidecar/harden.c sidecar/keysrc.c
+               sidecar/demo.c sidecar/lookup.c sidecar/harden.c sidecar/keysrc.c sidecar/reload.c \
+               sidecar/admin.c
 
 LIBS_DEDUP := $(call pc_libs,$(PKGS_DEDUP))
 LIBS_ROCKS := $(call pc_libs,$(PKGS_ROCKS))
@@ -69,13 +70,14 @@ LIBS_TEST  := $(call pc_libs,$(PKGS_TEST))
 UNIT_TESTS := $(BUILD)/tests/test_entry $(BUILD)/tests/test_dedup \
               $(BUILD)/tests/test_store_rocks $(BUILD)/tests/test_config \
               $(BUILD)/tests/test_offsets $(BUILD)/tests/test_metrics $(BUILD)/tests/test_held \
-              $(BUILD)/tests/test_http $(BUILD)/tests/test_keysrc
+              $(BUILD)/tests/test_http $(BUILD)/tests/test_keysrc $(BUILD)/tests/test_admin
 INTEGRATION_TESTS := $(BUILD)/tests/test_pipeline $(BUILD)/tests/test_bounds
 TESTS := $(UNIT_TESTS) $(INTEGRATION_TESTS)
 # The real binary against an independent client (Debian's kafka-python), and
 # the deploy/ manifests, configs and image checked offline.
 E2E_TESTS := tests/e2e/e2e_test.py tests/e2e/faults_test.py tests/e2e/security_test.py \
              tests/e2e/seams_test.py tests/e2e/chaos_test.py tests/e2e/keys_test.py \
+             tests/e2e/admin_test.py \
              tests/deploy/test_deploy.sh
 BENCHES := $(BUILD)/bench/bench_store $(BUILD)/bench/bench_e2e $(BUILD)/bench/bench_handover
 FUZZERS := $(BUILD)/fuzz/fuzz_entry $(BUILD)/fuzz/fuzz_config $(BUILD)/fuzz/fuzz_headers \
@@ -199,6 +201,15 @@ $(BUILD)/tests/test_http: $(call obj,tests/test_http.c sidecar/http.c sidecar/lo
                           $(LIB_CONFIG)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(call pc_libs,$(PKGS_HTTP)) $(LIBS_CONFIG) $(LIBS_TEST)
+
+# The admin API and reloads, over an in-memory store (kafka.c checks the
+# librdkafka properties of a reloaded file, as --check-config does).
+$(BUILD)/tests/test_admin: $(call obj,tests/test_admin.c sidecar/admin.c sidecar/http.c \
+                                      sidecar/log.c sidecar/reload.c sidecar/kafka.c) \
+                           $(LIB_CONFIG) $(LIB_DEDUP)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_KAFKA) $(call pc_libs,$(PKGS_HTTP)) $(LIBS_CONFIG) \
+	    $(LIBS_DEDUP) $(LIBS_TEST)
 
 # Integration: the pipeline against a mock cluster in a `kdedup mock` process.
 $(BUILD)/tests/test_pipeline: $(call obj,tests/test_pipeline.c tests/kafka_fixture.c tests/faulty_store.c \

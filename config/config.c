@@ -152,6 +152,14 @@ static const field http_fields[] = {
     END_FIELDS,
 };
 
+static const field admin_fields[] = {
+    {"listen", F_LISTEN, OFF(admin_listen), "127.0.0.1:9465", false, 0, 0, NULL, NULL,
+     "address of the admin API (/v1/...); keep it off the Service"},
+    {"token", F_STRING, OFF(admin_token), NULL, true, 0, 0, NULL, NULL,
+     "bearer token of the admin API (at least 16 bytes); unset: no admin API"},
+    END_FIELDS,
+};
+
 static const field log_fields[] = {
     {"level", F_ENUM, OFF(log_level), "info", false, 0, 0, log_level_names, NULL,
      "lowest level logged"},
@@ -179,6 +187,7 @@ static const field top_fields[] = {
     {"dedup", F_OBJECT, 0, "{}", false, 0, 0, NULL, dedup_fields, NULL},
     {"store", F_OBJECT, 0, "{}", false, 0, 0, NULL, store_fields, NULL},
     {"http", F_OBJECT, 0, "{}", false, 0, 0, NULL, http_fields, NULL},
+    {"admin", F_OBJECT, 0, "{}", false, 0, 0, NULL, admin_fields, NULL},
     {"log", F_OBJECT, 0, "{}", false, 0, 0, NULL, log_fields, NULL},
     {"pipeline", F_OBJECT, 0, "{}", false, 0, 0, NULL, pipeline_fields, NULL},
     END_FIELDS,
@@ -375,6 +384,10 @@ struct kd_config_env {
     origin *origins;
     size_t norigins;
     size_t expanded; /* bytes the environment and files added, in total */
+    /* For kd_config_diff(): the file's JSON as written, split into the
+     * routes and the rest less what a reload may change. */
+    cJSON *routes;
+    cJSON *fixed;
 };
 
 static void env_destroy(kd_config_env *env) {
@@ -390,6 +403,8 @@ static void env_destroy(kd_config_env *env) {
     }
     free(env->secrets);
     free(env->origins);
+    cJSON_Delete(env->routes);
+    cJSON_Delete(env->fixed);
     free(env);
 }
 
@@ -1254,8 +1269,17 @@ static bool check_signing(ctx *c, const kd_config *cfg) {
     return true;
 }
 
+/* The admin token guards forgetting keys: it must resist guessing too. */
+static bool check_admin(ctx *c, const kd_config *cfg) {
+    if (cfg->admin_token && strlen(cfg->admin_token) < 16)
+        return fail(c, "admin.token",
+                    "expected at least 16 bytes (a random secret), got %zu",
+                    strlen(cfg->admin_token));
+    return true;
+}
+
 static bool validate(ctx *c, const kd_config *cfg) {
-    return check_signing(c, cfg) &&
+    return check_signing(c, cfg) && check_admin(c, cfg) &&
            check_reserved(c, &cfg->consumer, reserved_consumer,
                           "use kafka.brokers and kafka.group_id; offsets are stored by "
                           "kdedup") &&
@@ -1299,6 +1323,21 @@ static void where(const char *json, size_t off, int *line, int *col) {
             (*line)++;
             *col = 0;
         }
+}
+
+/* Keeps what kd_config_diff() compares: root's routes, and the rest of root
+ * less the keys a reload may change (log.level, pipeline.batch_max). */
+static bool keep_for_diff(kd_config_env *env, const cJSON *root) {
+    cJSON *sub;
+
+    if (!(env->fixed = cJSON_Duplicate(root, true)))
+        return false;
+    env->routes = cJSON_DetachItemFromObjectCaseSensitive(env->fixed, "routes");
+    if ((sub = cJSON_GetObjectItemCaseSensitive(env->fixed, "log")))
+        cJSON_DeleteItemFromObjectCaseSensitive(sub, "level");
+    if ((sub = cJSON_GetObjectItemCaseSensitive(env->fixed, "pipeline")))
+        cJSON_DeleteItemFromObjectCaseSensitive(sub, "batch_max");
+    return env->routes != NULL;
 }
 
 kd_config *kd_config_parse(const char *json, size_t len, const char *name, char *errstr,
@@ -1345,6 +1384,10 @@ kd_config *kd_config_parse(const char *json, size_t len, const char *name, char 
     }
     if (!parse_object(&c, root, top_fields, cfg, "") || !validate(&c, cfg))
         goto fail;
+    if (!keep_for_diff(cfg->env, root)) {
+        fail(&c, "", "out of memory");
+        goto fail;
+    }
     cJSON_Delete(root);
     sort_secrets(cfg->env);
     return cfg;
@@ -1428,6 +1471,8 @@ void kd_config_destroy(kd_config *cfg) {
     free(cfg->previous_signing_key);
     free(cfg->store_path);
     free(cfg->http_listen);
+    free(cfg->admin_listen);
+    free(cfg->admin_token);
     free(cfg);
 }
 
@@ -1483,4 +1528,163 @@ char *kd_config_redact(const kd_config *cfg, const char *text, char *out,
 
 const char *kd_config_log_level_name(kd_log_level level) {
     return level >= KD_LOG_DEBUG && level <= KD_LOG_ERROR ? log_level_names[level] : "?";
+}
+
+/*
+ * Reloads.
+ */
+
+/* Appends the paths under path where a and b differ to out; n counts them. */
+static void diff_paths(const cJSON *a, const cJSON *b, const char *path, char *out,
+                       size_t size, int *n) {
+    char sub[MAX_PATH];
+
+    /* Objects compare key by key; a missing object is an empty one (every
+     * key of it has its default), so the keys written are named. */
+    if ((cJSON_IsObject(a) || !a) && (cJSON_IsObject(b) || !b) && (a || b)) {
+        for (const cJSON *e = a ? a->child : NULL; e; e = e->next) {
+            path_key(sub, path, e->string);
+            diff_paths(e, cJSON_GetObjectItemCaseSensitive(b, e->string), sub, out, size,
+                       n);
+        }
+        for (const cJSON *e = b ? b->child : NULL; e; e = e->next)
+            if (!a || !cJSON_GetObjectItemCaseSensitive(a, e->string)) {
+                path_key(sub, path, e->string);
+                diff_paths(NULL, e, sub, out, size, n);
+            }
+        return;
+    }
+    if (a && b && cJSON_Compare(a, b, true))
+        return;
+    snprintf(out + strlen(out), size - strlen(out), "%s%s", (*n)++ ? ", " : "", path);
+}
+
+/* The index of the route from `from` in cfg, or SIZE_MAX. */
+static size_t route_index(const kd_config *cfg, const char *from) {
+    for (size_t i = 0; i < cfg->nroutes; i++)
+        if (!strcmp(cfg->routes[i].from, from))
+            return i;
+    return SIZE_MAX;
+}
+
+/* Appends "label: a, b" for the routes of `in` that pick() selects. */
+static void list_routes(char *out, size_t size, const char *label, const kd_config *in,
+                        const kd_config *other, int which) {
+    int n = 0;
+
+    for (size_t i = 0; i < in->nroutes; i++) {
+        size_t j = route_index(other, in->routes[i].from);
+        bool pick;
+
+        if (which == 0) /* absent from other */
+            pick = j == SIZE_MAX;
+        else /* in both, written differently */
+            pick = j != SIZE_MAX &&
+                   !cJSON_Compare(cJSON_GetArrayItem(in->env->routes, (int)i),
+                                  cJSON_GetArrayItem(other->env->routes, (int)j), true);
+        if (!pick)
+            continue;
+        snprintf(out + strlen(out), size - strlen(out), "%s%s%s",
+                 n      ? ", "
+                 : *out ? "; "
+                        : "",
+                 n ? "" : label, in->routes[i].from);
+        n++;
+    }
+}
+
+void kd_config_diff_of(const kd_config *old, const kd_config *cur, kd_config_diff *out) {
+    char paths[768] = "";
+    int n = 0;
+
+    memset(out, 0, sizeof(*out));
+    diff_paths(old->env->fixed, cur->env->fixed, "", paths, sizeof(paths), &n);
+    if (n) {
+        out->refused = true;
+        snprintf(out->what, sizeof(out->what),
+                 "%s: cannot change while kdedup runs (restart it to apply %s); "
+                 "nothing changed",
+                 paths, n == 1 ? "this" : "these");
+        return;
+    }
+    list_routes(out->what, sizeof(out->what), "routes added: ", cur, old, 0);
+    list_routes(out->what, sizeof(out->what), "routes removed: ", old, cur, 0);
+    list_routes(out->what, sizeof(out->what), "routes changed: ", cur, old, 1);
+    out->routes = *out->what != '\0';
+    for (size_t i = 0; !out->routes && i < cur->nroutes; i++)
+        if (route_index(old, cur->routes[i].from) != i) {
+            out->routes = true;
+            snprintf(out->what, sizeof(out->what), "routes reordered");
+        }
+    if (old->log_level != cur->log_level) {
+        out->log_level = true;
+        snprintf(out->what + strlen(out->what), sizeof(out->what) - strlen(out->what),
+                 "%slog.level: %s -> %s", *out->what ? "; " : "",
+                 kd_config_log_level_name(old->log_level),
+                 kd_config_log_level_name(cur->log_level));
+    }
+    if (old->batch_max != cur->batch_max) {
+        out->batch_max = true;
+        snprintf(out->what + strlen(out->what), sizeof(out->what) - strlen(out->what),
+                 "%spipeline.batch_max: %lld -> %lld", *out->what ? "; " : "",
+                 (long long)old->batch_max, (long long)cur->batch_max);
+    }
+    if (!*out->what)
+        snprintf(out->what, sizeof(out->what), "nothing to change");
+}
+
+/* Adds the fields of a table, with their values in base, to obj. */
+static void render_fields(cJSON *obj, const field *fields, const void *base) {
+    for (const field *f = fields; f->key; f++) {
+        const char *at = (const char *)base + f->offset, *str;
+        char buf[32];
+
+        switch (f->type) {
+        case F_STRING:
+        case F_TOPIC:
+        case F_BROKERS:
+        case F_LISTEN:
+            if ((str = *(char *const *)at))
+                cJSON_AddStringToObject(obj, f->key,
+                                        kd_config_is_secret(f->key) ? "(secret)" : str);
+            else
+                cJSON_AddNullToObject(obj, f->key);
+            break;
+        case F_BOOL:
+            cJSON_AddBoolToObject(obj, f->key, *(const bool *)at);
+            break;
+        case F_INT:
+            cJSON_AddNumberToObject(obj, f->key, (double)*(const int64_t *)at);
+            break;
+        case F_DURATION:
+            snprintf(buf, sizeof(buf), "%llums",
+                     (unsigned long long)*(const uint64_t *)at);
+            cJSON_AddStringToObject(obj, f->key, buf);
+            break;
+        case F_ENUM:
+            cJSON_AddStringToObject(obj, f->key, f->names[*(const int *)at]);
+            break;
+        case F_OBJECT:
+            render_fields(cJSON_AddObjectToObject(obj, f->key), f->sub, base);
+            break;
+        default:
+            break; /* props and arrays: not in a route */
+        }
+    }
+}
+
+char *kd_config_routes_json(const kd_config *cfg) {
+    cJSON *arr = cJSON_CreateArray();
+    char *text;
+
+    for (size_t i = 0; arr && i < cfg->nroutes; i++) {
+        cJSON *o = cJSON_CreateObject();
+
+        if (!o || !cJSON_AddItemToArray(arr, o))
+            break;
+        render_fields(o, route_fields, &cfg->routes[i]);
+    }
+    text = arr ? cJSON_PrintUnformatted(arr) : NULL;
+    cJSON_Delete(arr);
+    return text;
 }

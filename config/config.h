@@ -129,6 +129,8 @@ typedef struct kd_config {
     int64_t store_max_write_buffers;
 
     char *http_listen;          /* "host:port" */
+    char *admin_listen;         /* "host:port" of the admin API */
+    char *admin_token;          /* its bearer token; NULL: no admin API */
     uint64_t health_timeout_ms; /* /healthz fails when the loop stalls this long */
     kd_log_level log_level;
 
@@ -195,5 +197,27 @@ char *kd_config_redact(const kd_config *cfg, const char *text, char *out,
 
 /* The name of a log level ("info"), or "?" */
 const char *kd_config_log_level_name(kd_log_level level);
+
+/* What a reload from old to cur would change. */
+typedef struct kd_config_diff {
+    bool refused;    /* keys only a restart may change differ (named in what) */
+    bool routes;     /* routes added, removed, changed or reordered */
+    bool log_level;  /* log.level */
+    bool batch_max;  /* pipeline.batch_max */
+    char what[1024]; /* one line: what changes, or what is refused and why;
+                      * names keys and topics, never values */
+} kd_config_diff;
+
+/* Compares two configs as written in their files (values from the
+ * environment compare as their ${...}): routes by source topic (added,
+ * removed, changed: any key of the route), log.level and pipeline.batch_max
+ * may change while running; any other key that differs, even to its default
+ * written out, is refused. */
+void kd_config_diff_of(const kd_config *old, const kd_config *cur, kd_config_diff *out);
+
+/* The routes of cfg as a JSON array, every key of the table with its value
+ * in force (defaults too), secrets as "(secret)". malloc()ed text the
+ * caller frees, or NULL when out of memory. */
+char *kd_config_routes_json(const kd_config *cfg);
 
 #endif /* KD_CONFIG_H */

@@ -692,8 +692,8 @@ static kd_err single_read(kd_dedup *d, const char *key, size_t key_len, char **s
     return head_read(d, *stream, stream_len(d), key, key_len, h);
 }
 
-kd_err kd_dedup_lookup(kd_dedup *d, const char *key, size_t key_len, kd_decision *out,
-                       bool *found) {
+kd_err kd_dedup_inspect(kd_dedup *d, const char *key, size_t key_len, kd_decision *out,
+                        uint64_t *owner, bool *found) {
     char *stream = NULL;
     head h = {0};
     uint64_t now;
@@ -703,13 +703,73 @@ kd_err kd_dedup_lookup(kd_dedup *d, const char *key, size_t key_len, kd_decision
         return KD_ERR_CONFIG;
     memset(out, 0, sizeof(*out));
     *found = false;
+    if (owner)
+        *owner = 0;
     if (!now_ms(&now))
         return KD_ERR_CONFIG;
     err = single_read(d, key, key_len, &stream, &h);
     if (err == KD_OK && head_state_at(d, &h, now) != ST_ABSENT) {
         err = decision_from_head(&h, out);
         *found = err == KD_OK;
+        if (*found && owner && out->state == KD_IN_FLIGHT && h.e.has_owner)
+            *owner = h.e.owner;
     }
+    head_clear(&h);
+    free(stream);
+    return err;
+}
+
+kd_err kd_dedup_lookup(kd_dedup *d, const char *key, size_t key_len, kd_decision *out,
+                       bool *found) {
+    return kd_dedup_inspect(d, key, key_len, out, NULL, found);
+}
+
+kd_err kd_dedup_forget(kd_dedup *d, const char *key, size_t key_len, bool force,
+                       bool (*protect)(void *arg, uint64_t owner), void *arg,
+                       kd_forget_result *result) {
+    char *stream = NULL;
+    void *payload = NULL;
+    size_t payload_len;
+    head h = {0};
+    kd_entry e;
+    uint64_t now;
+    kd_err err;
+
+    if (!d || !result || (!key && key_len))
+        return KD_ERR_CONFIG;
+    *result = KD_FORGET_ABSENT;
+    if (!now_ms(&now))
+        return KD_ERR_CONFIG;
+    if ((err = single_read(d, key, key_len, &stream, &h)) != KD_OK)
+        goto done;
+    switch (head_state_at(d, &h, now)) {
+    case ST_ABSENT:
+        goto done;
+    case ST_IN_FLIGHT:
+        if (!force) {
+            *result = KD_FORGET_IN_FLIGHT;
+            goto done;
+        }
+        if (protect && protect(arg, h.e.has_owner ? h.e.owner : 0)) {
+            *result = KD_FORGET_PROTECTED;
+            goto done;
+        }
+        break;
+    case ST_COMPLETED:
+        break;
+    }
+    e = (kd_entry){
+        .kind = KD_ENTRY_TOMBSTONE, .timestamp_ms = now, .key = key, .key_len = key_len};
+    if ((err = kd_entry_encode_alloc(&e, &payload, &payload_len)) != KD_OK)
+        goto done;
+    /* Appended only as the entry after the one judged: a claim, receipt or
+     * release that came between is never overwritten by a stale decision. */
+    err = kd_store_append(d->store, stream, stream_len(d), next_seq(&h), payload,
+                          payload_len);
+    if (err == KD_OK)
+        *result = KD_FORGET_DONE;
+done:
+    free(payload);
     head_clear(&h);
     free(stream);
     return err;

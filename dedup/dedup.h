@@ -137,4 +137,31 @@ typedef struct kd_completion {
  * err is set, or KD_ERR_CONFIG for bad arguments (items untouched). */
 kd_err kd_dedup_complete_batch(kd_dedup *d, kd_completion *items, size_t n);
 
+/* Looks up a key like kd_dedup_lookup(), and also gives the owner id of an
+ * in-flight claim in *owner (0 when none was recorded, or not in flight).
+ * For operators' tools: it reads only. */
+kd_err kd_dedup_inspect(kd_dedup *d, const char *key, size_t key_len, kd_decision *out,
+                        uint64_t *owner, bool *found);
+
+/* What kd_dedup_forget() did. */
+typedef enum kd_forget_result {
+    KD_FORGET_DONE,      /* a tombstone was appended: the next claim succeeds */
+    KD_FORGET_ABSENT,    /* absent (or released, or expired): nothing written */
+    KD_FORGET_IN_FLIGHT, /* in flight and not forced: nothing written */
+    KD_FORGET_PROTECTED  /* in flight, held by a protected owner: nothing written */
+} kd_forget_result;
+
+/* Forgets a key on an operator's order, so the next copy of its message is
+ * claimed and forwarded again: a completed key gets a tombstone (durable
+ * when the store is). An in-flight claim is left alone unless force is set
+ * and protect(arg, owner) returns false for the claim's owner id (protect
+ * may be NULL: no owner is protected); a claim this process still works on
+ * must be protected, or its message could be forwarded twice. The check and
+ * the append are one step against the stream's sequence: if the key
+ * changed meanwhile, nothing is written and KD_ERR_SEQUENCE_CONFLICT is
+ * returned (ask again). On KD_OK, *result says what happened. */
+kd_err kd_dedup_forget(kd_dedup *d, const char *key, size_t key_len, bool force,
+                       bool (*protect)(void *arg, uint64_t owner), void *arg,
+                       kd_forget_result *result);
+
 #endif /* KD_DEDUP_H */

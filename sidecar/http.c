@@ -211,6 +211,59 @@ static enum MHD_Result probe(struct MHD_Connection *c,
     return text(c, MHD_HTTP_SERVICE_UNAVAILABLE, reason);
 }
 
+const char *kd_http_query(const kd_http_request *req, const char *name) {
+    return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+/* The generic handler: the body (at most KD_HTTP_MAX_BODY, discarded) is
+ * read first, then the request answered. *con_cls counts its bytes + 1. */
+static enum MHD_Result handle_request(kd_http *s, struct MHD_Connection *c,
+                                      const char *url, const char *method,
+                                      size_t *upload_data_size, void **con_cls) {
+    uintptr_t seen = (uintptr_t)*con_cls;
+    const union MHD_ConnectionInfo *addr =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    char client[64] = "?"; /* INET6_ADDRSTRLEN fits */
+    kd_http_reply out = {0};
+    kd_http_request req;
+    enum MHD_Result ret;
+
+    if (!seen || *upload_data_size) {
+        seen = (seen ? seen : 1) + *upload_data_size;
+        *con_cls = (void *)(seen > KD_HTTP_MAX_BODY + 1 ? KD_HTTP_MAX_BODY + 2 : seen);
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (seen > KD_HTTP_MAX_BODY + 1)
+        return text(c, MHD_HTTP_CONTENT_TOO_LARGE, "request body too large");
+    if (addr && addr->client_addr)
+        getnameinfo(addr->client_addr,
+                    addr->client_addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                             : sizeof(struct sockaddr_in),
+                    client, sizeof(client), NULL, 0, NI_NUMERICHOST);
+    req = (kd_http_request){.method = method,
+                            .path = url,
+                            .authorization = MHD_lookup_connection_value(
+                                c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION),
+                            .client = client,
+                            .conn = c};
+    s->h.request(s->h.arg, &req, &out);
+    if (!out.body)
+        return text(c, out.status ? out.status : MHD_HTTP_INTERNAL_SERVER_ERROR,
+                    out.status ? "" : "out of memory");
+    ret = reply(c, out.status, out.type ? out.type : "application/json", out.body,
+                out.len, MHD_RESPMEM_MUST_FREE);
+    return ret;
+}
+
+/* Keeps the path as sent: a generic handler decodes it segment by segment
+ * (a %2F or %00 inside a segment is data, not a separator or an end). */
+static size_t keep_escaped(void *cls, struct MHD_Connection *c, char *s) {
+    (void)cls;
+    (void)c;
+    return strlen(s);
+}
+
 static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url,
                               const char *method, const char *version,
                               const char *upload_data, size_t *upload_data_size,
@@ -221,7 +274,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 
     (void)version;
     (void)upload_data;
-    (void)con_cls;
+    if (s->h.request)
+        return handle_request(s, c, url, method, upload_data_size, con_cls);
     if (strcmp(method, MHD_HTTP_METHOD_GET) && strcmp(method, MHD_HTTP_METHOD_HEAD))
         return text(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed");
     if (*upload_data_size) { /* a GET with a body: the body is ignored */
@@ -250,7 +304,8 @@ static void mhd_log(void *cls, const char *fmt, va_list ap) {
 }
 
 /* Splits "host:port" (the config checked its shape) and resolves it. */
-static struct addrinfo *resolve(const char *listen, char *errstr, size_t errstr_size) {
+static struct addrinfo *resolve(const char *name, const char *listen, char *errstr,
+                                size_t errstr_size) {
     struct addrinfo hints = {
         .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
     const char *colon = strrchr(listen, ':');
@@ -259,13 +314,15 @@ static struct addrinfo *resolve(const char *listen, char *errstr, size_t errstr_
     int rc;
 
     if (!colon || (size_t)(colon - listen) >= sizeof(host)) {
-        snprintf(errstr, errstr_size, "http.listen \"%s\": expected host:port", listen);
+        snprintf(errstr, errstr_size, "%s.listen \"%s\": expected host:port", name,
+                 listen);
         return NULL;
     }
     memcpy(host, listen, (size_t)(colon - listen));
     host[colon - listen] = '\0';
     if ((rc = getaddrinfo(host, colon + 1, &hints, &ai)) != 0) {
-        snprintf(errstr, errstr_size, "http.listen \"%s\": %s", listen, gai_strerror(rc));
+        snprintf(errstr, errstr_size, "%s.listen \"%s\": %s", name, listen,
+                 gai_strerror(rc));
         return NULL;
     }
     return ai;
@@ -273,7 +330,8 @@ static struct addrinfo *resolve(const char *listen, char *errstr, size_t errstr_
 
 kd_http *kd_http_start(const char *listen, const kd_http_handlers *h, char *errstr,
                        size_t errstr_size) {
-    struct addrinfo *ai = resolve(listen, errstr, errstr_size);
+    const char *name = h->name ? h->name : "http";
+    struct addrinfo *ai = resolve(name, listen, errstr, errstr_size);
     const union MHD_DaemonInfo *info;
     pthread_condattr_t attr;
     kd_http *s;
@@ -300,18 +358,20 @@ kd_http *kd_http_start(const char *listen, const kd_http_handlers *h, char *errs
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)KD_HTTP_IDLE_TIMEOUT_S,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_NOTIFY_COMPLETED,
-        on_completed, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+        on_completed, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+        h->request ? MHD_OPTION_UNESCAPE_CALLBACK : MHD_OPTION_END, keep_escaped, NULL,
+        MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!s->daemon) {
         snprintf(errstr, errstr_size,
-                 "http.listen \"%s\": cannot listen (address in use "
+                 "%s.listen \"%s\": cannot listen (address in use "
                  "or not available)",
-                 listen);
+                 name, listen);
         kd_http_stop(s);
         return NULL;
     }
     if (pthread_create(&s->reaper, NULL, reaper, s) != 0) {
-        snprintf(errstr, errstr_size, "http: cannot start a thread");
+        snprintf(errstr, errstr_size, "%s: cannot start a thread", name);
         kd_http_stop(s);
         return NULL;
     }

@@ -33,8 +33,38 @@
 #define KD_HTTP_REQUEST_TIMEOUT_MS 10000
 #define KD_HTTP_IDLE_TIMEOUT_S 10
 
+/* A request for a generic handler (kd_http_handlers.request). Strings
+ * borrow from the server and last for the call. */
+typedef struct kd_http_request {
+    const char *method;        /* "GET", "POST", ... */
+    const char *path;          /* as sent, not percent-decoded; no query */
+    const char *authorization; /* the Authorization header, or NULL */
+    const char *client;        /* the client's address, numeric */
+    void *conn;                /* for kd_http_query() */
+} kd_http_request;
+
+/* The answer to a request: body malloc()ed (the server frees it) or NULL. */
+typedef struct kd_http_reply {
+    unsigned status;
+    const char *type; /* Content-Type; NULL: application/json */
+    char *body;
+    size_t len;
+} kd_http_reply;
+
+/* The query argument `name` of req ("?force=true"), as sent, or NULL. */
+const char *kd_http_query(const kd_http_request *req, const char *name);
+
+/* Largest request body a generic handler accepts (413 past it). */
+#define KD_HTTP_MAX_BODY 4096
+
 /* What the endpoints serve; each is called on the HTTP thread. */
 typedef struct kd_http_handlers {
+    /* The config key of the listener, for messages: "http" (the default
+     * when NULL) or "admin". */
+    const char *name;
+    /* When set, every request goes to it (any method, any path) and the
+     * endpoints below are not served. */
+    void (*request)(void *arg, const kd_http_request *req, kd_http_reply *out);
     void *arg;
     /* The exposition text, malloc()ed (the server frees it), or NULL. */
     char *(*metrics)(void *arg, size_t *len);

@@ -9,30 +9,41 @@
  */
 #include "config/config.h"
 #include "dedup/store.h"
+#include "sidecar/admin.h"
 #include "sidecar/harden.h"
 #include "sidecar/http.h"
 #include "sidecar/kafka.h"
 #include "sidecar/log.h"
 #include "sidecar/metrics.h"
 #include "sidecar/pipeline.h"
+#include "sidecar/reload.h"
 #include "sidecar/tools.h"
 #include "sidecar/version.h"
 #include "store_rocks/store_rocks.h"
 
 #include <librdkafka/rdkafka.h>
 
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MOCK_PARTITIONS 4
 
 static kd_pipeline *running;
+static _Atomic int hup;      /* SIGHUP: reload the config file */
+static _Atomic int stop_all; /* SIGTERM, SIGINT: also for a pipeline starting */
 
 static void on_signal(int sig) {
-    (void)sig;
+    if (sig == SIGHUP) {
+        atomic_store(&hup, 1);
+        return;
+    }
+    atomic_store(&stop_all, 1);
     if (running)
         kd_pipeline_stop(running);
 }
@@ -53,21 +64,16 @@ static void usage(FILE *out) {
 
 /* Loads and fully checks a config, librdkafka properties included. Errors
  * never show a value that came from the environment or a file. */
-static kd_config *load(const char *path) {
-    char err[1024], shown[1024];
-    kd_config *cfg = kd_config_load(path, err, sizeof(err));
+static kd_config *load(const char *path, char hash[KD_RELOAD_HASH_SIZE]) {
+    char err[1024];
+    kd_config *cfg = kd_reload_load(path, hash, err, sizeof(err));
 
-    if (cfg && !kd_kafka_check(cfg, err, sizeof(err))) {
-        fprintf(stderr, "%s\n", kd_config_redact(cfg, err, shown, sizeof(shown)));
-        kd_config_destroy(cfg);
-        return NULL;
-    }
     if (!cfg)
         fprintf(stderr, "%s\n", err);
     return cfg;
 }
 
-/* For "mock:N": starts the cluster with the routes' topics. */
+/* For "mock:N": starts the cluster. */
 static kd_mock *start_mock(const kd_config *cfg) {
     char err[512];
     kd_mock *m = kd_mock_start(cfg->brokers[5] - '0', err, sizeof(err));
@@ -76,48 +82,236 @@ static kd_mock *start_mock(const kd_config *cfg) {
         KD_ERROR("mock cluster: %s", err);
         return NULL;
     }
-    for (size_t i = 0; i < cfg->nroutes; i++) {
+    KD_INFO("embedded mock cluster at %s", kd_mock_bootstraps(m));
+    return m;
+}
+
+/* On the embedded mock cluster: the routes' topics (those that exist stay). */
+static void mock_topics(kd_mock *m, const kd_config *cfg) {
+    for (size_t i = 0; m && i < cfg->nroutes; i++) {
         kd_mock_topic(m, cfg->routes[i].from, MOCK_PARTITIONS);
         kd_mock_topic(m, cfg->routes[i].to, MOCK_PARTITIONS);
         if (cfg->routes[i].dead_letter_topic)
             kd_mock_topic(m, cfg->routes[i].dead_letter_topic, MOCK_PARTITIONS);
     }
-    KD_INFO("embedded mock cluster at %s", kd_mock_bootstraps(m));
-    return m;
 }
 
-/* The HTTP endpoints, over the running pipeline. */
+/*
+ * The running process: its config (reloads), the pipeline in force (a new
+ * one after a reload changed the routes), and what the HTTP threads see.
+ */
+typedef struct proc {
+    kd_reload *reloads;
+    pthread_rwlock_t lock; /* guards live: the HTTP threads read it */
+    kd_pipeline *live;
+    pthread_mutex_t owners_lock;
+    uint64_t *owners; /* boot ids of this process's pipelines */
+    size_t nowners;
+    _Atomic int done;
+} proc;
+
 static char *http_metrics(void *arg, size_t *len) {
-    return kd_metrics_render(kd_pipeline_metrics(arg), len);
-}
+    proc *pr = arg;
+    size_t mlen = 0, rlen = 0;
+    char *m = NULL, *r = kd_reload_metrics(pr->reloads, &rlen), *all;
 
-static const kd_config *http_cfg;
+    pthread_rwlock_rdlock(&pr->lock);
+    if (pr->live)
+        m = kd_metrics_render(kd_pipeline_metrics(pr->live), &mlen);
+    pthread_rwlock_unlock(&pr->lock);
+    if (!r || !(all = realloc(m, mlen + rlen + 1))) {
+        free(m);
+        free(r);
+        return NULL;
+    }
+    memcpy(all + mlen, r, rlen + 1);
+    free(r);
+    *len = mlen + rlen;
+    return all;
+}
 
 static bool http_healthy(void *arg, char *reason, size_t size) {
-    return kd_pipeline_healthy(arg, http_cfg->health_timeout_ms, reason, size);
+    proc *pr = arg;
+    /* Read before taking pr->lock: apply() takes the two the other way. */
+    uint64_t stale_ms = kd_reload_current(pr->reloads)->health_timeout_ms;
+    bool ok = true;
+
+    pthread_rwlock_rdlock(&pr->lock);
+    if (pr->live)
+        ok = kd_pipeline_healthy(pr->live, stale_ms, reason, size);
+    pthread_rwlock_unlock(&pr->lock);
+    return ok; /* between two pipelines: the process works */
 }
 
 static bool http_ready(void *arg, char *reason, size_t size) {
-    return kd_pipeline_ready(arg, reason, size);
+    proc *pr = arg;
+    bool ok = false;
+
+    pthread_rwlock_rdlock(&pr->lock);
+    if (pr->live)
+        ok = kd_pipeline_ready(pr->live, reason, size);
+    else
+        snprintf(reason, size, "restarting the pipeline for a reloaded config");
+    pthread_rwlock_unlock(&pr->lock);
+    return ok;
+}
+
+/* kd_reload's apply: the live pipeline takes cfg between two turns; a
+ * pipeline starting meanwhile starts over the config in force. */
+static void apply(void *arg, const kd_config *cfg, const kd_config_diff *diff) {
+    proc *pr = arg;
+
+    pthread_rwlock_rdlock(&pr->lock);
+    if (pr->live)
+        kd_pipeline_offer(pr->live, cfg, diff->routes);
+    pthread_rwlock_unlock(&pr->lock);
+}
+
+/* The admin API's test: is owner one of this process's pipelines? */
+static bool ours(void *arg, uint64_t owner) {
+    proc *pr = arg;
+    bool found = false;
+
+    pthread_mutex_lock(&pr->owners_lock);
+    for (size_t i = 0; i < pr->nowners && !found; i++)
+        found = pr->owners[i] == owner;
+    pthread_mutex_unlock(&pr->owners_lock);
+    return found;
+}
+
+/* Reloads on SIGHUP (the handler only sets a flag). */
+static void *reloader(void *arg) {
+    proc *pr = arg;
+    struct timespec tick = {0, 100 * 1000000L};
+    char what[1024];
+
+    while (!atomic_load(&pr->done)) {
+        if (atomic_exchange(&hup, 0))
+            kd_reload_run(pr->reloads, "SIGHUP", what, sizeof(what));
+        nanosleep(&tick, NULL);
+    }
+    return NULL;
+}
+
+/* A pipeline over cfg, made live; NULL (logged) when it cannot start. */
+static kd_pipeline *pipeline_start(proc *pr, const kd_config *cfg, kd_store *store,
+                                   kd_mock *mock) {
+    char err[1024];
+    uint64_t *grown;
+    kd_pipeline *p;
+
+    mock_topics(mock, cfg);
+    p = kd_pipeline_new(cfg, store, mock ? kd_mock_bootstraps(mock) : cfg->brokers, err,
+                        sizeof(err));
+    if (!p) {
+        KD_ERROR("%s: %s", cfg->file, err);
+        return NULL;
+    }
+    pthread_mutex_lock(&pr->owners_lock);
+    if ((grown = realloc(pr->owners, (pr->nowners + 1) * sizeof(*grown)))) {
+        pr->owners = grown;
+        pr->owners[pr->nowners++] = kd_pipeline_boot_id(p);
+    }
+    pthread_mutex_unlock(&pr->owners_lock);
+    if (!grown) {
+        KD_ERROR("out of memory");
+        kd_pipeline_destroy(p);
+        return NULL;
+    }
+    pthread_rwlock_wrlock(&pr->lock);
+    pr->live = p;
+    pthread_rwlock_unlock(&pr->lock);
+    running = p;
+    if (atomic_load(&stop_all)) /* a SIGTERM while it started */
+        kd_pipeline_stop(p);
+    return p;
+}
+
+/* Takes the live pipeline down (after its run returned). */
+static void pipeline_end(proc *pr, kd_pipeline *p) {
+    running = NULL;
+    pthread_rwlock_wrlock(&pr->lock);
+    pr->live = NULL;
+    pthread_rwlock_unlock(&pr->lock);
+    kd_pipeline_destroy(p);
+}
+
+/* Runs pipelines until one stops for good: after a reload that changed the
+ * routes, a new one over the config in force (cfg: the one *p runs with),
+ * or the previous config again if that one cannot start. Returns the exit
+ * code; *p is the last pipeline (NULL if none could start). */
+static int run_pipelines(proc *pr, kd_store *store, kd_mock *mock, kd_pipeline **p,
+                         const kd_config *cfg) {
+    for (;;) {
+        int rc = kd_pipeline_run(*p) == 0 ? 0 : 1;
+        const kd_config *next;
+
+        if (!kd_pipeline_restart_config(*p) || kd_pipeline_consumer_left(*p) ||
+            atomic_load(&stop_all))
+            return rc;
+        next = kd_reload_current(pr->reloads);
+        pipeline_end(pr, *p);
+        if ((*p = pipeline_start(pr, next, store, mock))) {
+            cfg = next;
+            continue;
+        }
+        KD_ERROR("reload: the pipeline cannot start over the reloaded config; the "
+                 "previous one is back in force");
+        kd_reload_revert(pr->reloads, cfg);
+        if (!(*p = pipeline_start(pr, cfg, store, mock)))
+            return 1;
+    }
+}
+
+/* The admin API, when admin.token is set. */
+static kd_admin *admin_start(proc *pr, const kd_config *cfg, kd_store *store,
+                             bool *failed) {
+    kd_admin_env env = {.store = store, .reload = pr->reloads, .ours = ours, .arg = pr};
+    char err[1024];
+    kd_admin *a;
+
+    *failed = false;
+    if (!cfg->admin_token) {
+        KD_INFO("admin API off: admin.token is not set");
+        return NULL;
+    }
+    if (!(a = kd_admin_start(cfg->admin_listen, cfg->admin_token, &env, err,
+                             sizeof(err)))) {
+        KD_ERROR("%s: %s", cfg->file, err);
+        *failed = true;
+        return NULL;
+    }
+    KD_INFO("admin API on %s (port %d): /v1/routes /v1/keys /v1/reload",
+            cfg->admin_listen, kd_admin_port(a));
+    return a;
 }
 
 static int run(const char *path) {
-    kd_config *cfg = load(path);
+    char hash[KD_RELOAD_HASH_SIZE], err[1024];
+    kd_config *loaded = load(path, hash);
+    proc pr = {.lock = PTHREAD_RWLOCK_INITIALIZER,
+               .owners_lock = PTHREAD_MUTEX_INITIALIZER};
+    const kd_config *cfg;
     kd_mock *mock = NULL;
     kd_store *store = NULL;
     kd_pipeline *p = NULL;
     kd_http *http = NULL;
-    const char *brokers;
-    char err[1024];
+    kd_admin *admin = NULL;
+    bool reloading = false, failed;
+    pthread_t reload_thread;
     int rc = 1;
 
-    if (!cfg)
+    if (!loaded)
         return 2;
+    if (!(pr.reloads = kd_reload_new(path, loaded, hash))) {
+        fprintf(stderr, "kdedup: out of memory\n");
+        return 1;
+    }
+    cfg = kd_reload_current(pr.reloads);
     kd_log_set_level(cfg->log_level);
     kd_log_set_redact(cfg);
     if (!strncmp(cfg->brokers, "mock:", 5) && !(mock = start_mock(cfg)))
         goto done;
-    brokers = mock ? kd_mock_bootstraps(mock) : cfg->brokers;
     switch (kd_harden_store_dir(cfg->store_path, err, sizeof(err))) {
     case KD_HARDEN_FAIL:
         KD_ERROR("%s: %s", cfg->file, err);
@@ -132,33 +326,46 @@ static int run(const char *path) {
         KD_ERROR("%s", err);
         goto done;
     }
-    if (!(p = kd_pipeline_new(cfg, store, brokers, err, sizeof(err)))) {
-        KD_ERROR("%s: %s", cfg->file, err);
+    if (!(p = pipeline_start(&pr, cfg, store, mock)))
         goto done;
-    }
-    http_cfg = cfg;
-    kd_http_handlers h = {
-        .arg = p, .metrics = http_metrics, .healthy = http_healthy, .ready = http_ready};
+    kd_http_handlers h = {.arg = &pr,
+                          .metrics = http_metrics,
+                          .healthy = http_healthy,
+                          .ready = http_ready};
     if (!(http = kd_http_start(cfg->http_listen, &h, err, sizeof(err)))) {
         KD_ERROR("%s: %s", cfg->file, err);
         goto done;
     }
     KD_INFO("http on %s (port %d): /metrics /healthz /readyz", cfg->http_listen,
             kd_http_port(http));
-    running = p;
+    admin = admin_start(&pr, cfg, store, &failed);
+    if (failed)
+        goto done;
+    kd_reload_set_apply(pr.reloads, apply, &pr);
+    if (pthread_create(&reload_thread, NULL, reloader, &pr) != 0) {
+        KD_ERROR("cannot start a thread");
+        goto done;
+    }
+    reloading = true;
     struct sigaction sa = {.sa_handler = on_signal};
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    if (atomic_load(&stop_all))
+        kd_pipeline_stop(p);
     KD_INFO("kdedup %s started (librdkafka %s)", KD_VERSION, rd_kafka_version_str());
-    rc = kd_pipeline_run(p) == 0 ? 0 : 1;
+    rc = run_pipelines(&pr, store, mock, &p, cfg);
     KD_INFO("kdedup stopped");
-    if (kd_pipeline_consumer_left(p)) {
+    atomic_store(&pr.done, 1);
+    if (p && kd_pipeline_consumer_left(p)) {
         /* librdkafka's threads of the consumer left running may still log
          * (the logger reads cfg): close what holds data, then leave. */
         running = NULL;
+        pthread_join(reload_thread, NULL);
+        kd_admin_stop(admin);
         kd_http_stop(http);
-        kd_pipeline_destroy(p);
+        pipeline_end(&pr, p);
         kd_store_destroy(store);
         kd_mock_stop(mock);
         fflush(stdout);
@@ -167,12 +374,18 @@ static int run(const char *path) {
     }
 done:
     running = NULL;
+    atomic_store(&pr.done, 1);
+    if (reloading)
+        pthread_join(reload_thread, NULL);
+    kd_admin_stop(admin); /* before the store its requests read */
     kd_http_stop(http);
-    kd_pipeline_destroy(p);
+    if (p)
+        pipeline_end(&pr, p);
     kd_store_destroy(store);
     kd_mock_stop(mock);
     kd_log_set_redact(NULL); /* no other thread is left to log */
-    kd_config_destroy(cfg);
+    kd_reload_destroy(pr.reloads);
+    free(pr.owners);
     return rc;
 }
 
@@ -199,7 +412,8 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (argc == 3 && !strcmp(argv[1], "--check-config")) {
-        kd_config *cfg = load(argv[2]);
+        char hash[KD_RELOAD_HASH_SIZE];
+        kd_config *cfg = load(argv[2], hash);
 
         if (!cfg)
             return 2;

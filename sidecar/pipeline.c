@@ -234,6 +234,7 @@ kd_pipeline *kd_pipeline_new(const kd_config *cfg, kd_store *store, const char *
     }
     p->cfg = cfg;
     p->store = store;
+    pthread_mutex_init(&p->offer_lock, NULL);
     p->boot_id = random_boot_id();
     snprintf(p->boot_hex, sizeof(p->boot_hex), "%016" PRIx64, p->boot_id);
     p->metrics = kd_metrics_new(cfg);
@@ -271,13 +272,88 @@ fail:
     return NULL;
 }
 
+void kd_pipeline_offer(kd_pipeline *p, const kd_config *cfg, bool restart) {
+    pthread_mutex_lock(&p->offer_lock);
+    p->offer_restart = (p->offer_cfg && p->offer_restart) || restart;
+    p->offer_cfg = cfg;
+    atomic_store(&p->offered, 1);
+    pthread_mutex_unlock(&p->offer_lock);
+}
+
+uint64_t kd_pipeline_boot_id(const kd_pipeline *p) {
+    return p->boot_id;
+}
+
+const kd_config *kd_pipeline_restart_config(const kd_pipeline *p) {
+    return p->restart_cfg;
+}
+
+/* Grows the poll batch's buffers to n messages; false when out of memory
+ * (they stay as they were). */
+static bool batch_grow(kd_pipeline *p, size_t n) {
+    msg **msgs = realloc(p->batch_msgs, n * sizeof(*msgs));
+    kd_claim *claims;
+    size_t *claim_of;
+
+    if (msgs)
+        p->batch_msgs = msgs;
+    claims = msgs ? realloc(p->claims, n * sizeof(*claims)) : NULL;
+    if (claims)
+        p->claims = claims;
+    claim_of = claims ? realloc(p->claim_of, n * sizeof(*claim_of)) : NULL;
+    if (claim_of)
+        p->claim_of = claim_of;
+    return claim_of != NULL;
+}
+
+/* Takes a config offered by kd_pipeline_offer(), between turns: in place
+ * (its routes are the running ones, in the same order), or by ending the
+ * loop to restart. A restart waits for the first assignment: before it the
+ * consumer cannot be closed (see kd_pipeline_run). */
+static void take_offer(kd_pipeline *p) {
+    const kd_config *cfg;
+    bool restart;
+
+    if (!atomic_load_explicit(&p->offered, memory_order_relaxed))
+        return;
+    pthread_mutex_lock(&p->offer_lock);
+    cfg = p->offer_cfg;
+    restart = p->offer_restart;
+    if (!restart || p->assigned_once) {
+        p->offer_cfg = NULL;
+        p->offer_restart = false;
+        atomic_store(&p->offered, 0);
+    }
+    pthread_mutex_unlock(&p->offer_lock);
+    if (restart && !p->assigned_once) {
+        if (!p->offer_waiting)
+            KD_INFO("reload: the routes change once the group assigns partitions");
+        p->offer_waiting = true;
+        return;
+    }
+    if (restart) {
+        KD_INFO("reload: restarting the pipeline with %zu route(s)", cfg->nroutes);
+        p->restart_cfg = cfg;
+        return;
+    }
+    if (cfg->batch_max > p->cfg->batch_max && !batch_grow(p, (size_t)cfg->batch_max)) {
+        KD_ERROR("reload: out of memory for pipeline.batch_max %lld; kept %lld",
+                 (long long)cfg->batch_max, (long long)p->cfg->batch_max);
+        return;
+    }
+    p->cfg = cfg;
+    for (size_t i = 0; i < cfg->nroutes; i++)
+        p->routes[i].cfg = &cfg->routes[i];
+    KD_INFO("reload: in force (pipeline.batch_max %lld)", (long long)cfg->batch_max);
+}
+
 int kd_pipeline_run(kd_pipeline *p) {
     uint64_t deadline;
 
     KD_INFO("pipeline running: %zu route(s), boot id %016" PRIx64, p->cfg->nroutes,
             p->boot_id);
     atomic_store(&p->tick_ms, kd_mono_ms());
-    while (!atomic_load(&p->stop) && !atomic_load(&p->fatal)) {
+    while (!atomic_load(&p->stop) && !atomic_load(&p->fatal) && !p->restart_cfg) {
         atomic_store(&p->tick_ms, kd_mono_ms());
         kd_recovery_begin_turn(p->recovery, p->cfg->scan_step_ms);
         size_t n = kd_pl_collect(
@@ -291,6 +367,7 @@ int kd_pipeline_run(kd_pipeline *p) {
         kd_pl_store_offsets(p);
         kd_pl_flow(p);
         rejoin_step(p);
+        take_offer(p);
         if (p->last_orphan_ms && kd_mono_ms() - p->last_orphan_ms > RECOVERY_IDLE_MS) {
             kd_recovery_forget(p->recovery);
             p->last_orphan_ms = 0;
@@ -482,5 +559,6 @@ void kd_pipeline_destroy(kd_pipeline *p) {
     free(p->completions);
     free(p->receipt_text);
     kd_metrics_destroy(p->metrics);
+    pthread_mutex_destroy(&p->offer_lock);
     free(p);
 }

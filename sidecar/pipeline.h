@@ -78,6 +78,23 @@ void kd_pipeline_stop(kd_pipeline *p);
  * called from any thread. */
 void kd_pipeline_rejoin(kd_pipeline *p);
 
+/* Offers a config reloaded from the file (borrowed; must outlive the
+ * pipeline), to take effect between two turns of the loop. In place when
+ * only log.level or pipeline.batch_max differ (restart false); with
+ * restart, kd_pipeline_run() returns as on a stop (deliveries drained,
+ * offsets committed, consumer closed) once the group gave it a first
+ * assignment, and kd_pipeline_restart_config() names cfg: the caller
+ * builds a new pipeline over it. A later offer replaces one not yet taken
+ * (a restart asked stays asked). Any thread. */
+void kd_pipeline_offer(kd_pipeline *p, const kd_config *cfg, bool restart);
+
+/* After kd_pipeline_run() returned: the config it stopped to restart with,
+ * or NULL when it stopped for good. */
+const kd_config *kd_pipeline_restart_config(const kd_pipeline *p);
+
+/* The id this pipeline stamps on its claims (random, per pipeline). */
+uint64_t kd_pipeline_boot_id(const kd_pipeline *p);
+
 /* Copies the current counters. */
 void kd_pipeline_stats_get(const kd_pipeline *p, kd_pipeline_stats *out);
 

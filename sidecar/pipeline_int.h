@@ -37,6 +37,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -165,11 +166,19 @@ struct kd_pipeline {
     uint64_t boot_id;
     char boot_hex[17];
     _Atomic int stop;
-    _Atomic int rejoin;     /* kd_pipeline_rejoin() asked; the loop acts on it */
-    bool rejoining;         /* unsubscribed, waiting for the revoke */
-    bool assigned_once;     /* the group gave the consumer an assignment */
-    bool consumer_left;     /* stopped before that: the consumer is not destroyed */
-    uint64_t stop_deadline; /* mono ms: the end of shutdown_grace once stopping */
+    _Atomic int rejoin; /* kd_pipeline_rejoin() asked; the loop acts on it */
+    /* kd_pipeline_offer(): a config waiting for the loop, taken between
+     * turns (offer_lock guards the two fields, never across I/O). */
+    _Atomic int offered;
+    pthread_mutex_t offer_lock;
+    const kd_config *offer_cfg;
+    bool offer_restart;
+    bool offer_waiting;           /* logged that a restart waits */
+    const kd_config *restart_cfg; /* the loop ended to restart with it */
+    bool rejoining;               /* unsubscribed, waiting for the revoke */
+    bool assigned_once;           /* the group gave the consumer an assignment */
+    bool consumer_left;           /* stopped before that: the consumer is not destroyed */
+    uint64_t stop_deadline;       /* mono ms: the end of shutdown_grace once stopping */
     _Atomic int fatal;
 
     msg_list reported; /* delivery reports, filled by dr_cb */

@@ -461,7 +461,7 @@ static void test_rules(void **state) {
          "replaced it)"},
         {"{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], \"extra\": 1}",
          "kdedup.json: extra: unknown key (expected one of: kafka, routes, dedup, store, "
-         "http, log, pipeline)"},
+         "http, admin, log, pipeline)"},
         {"{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], \"log\": {\"level\": "
          "\"info\", \"level\": \"debug\"}}",
          "kdedup.json: log.level: duplicate key"},
@@ -598,6 +598,106 @@ static void test_topics(void **state) {
     assert_true(kd_config_valid_topic(longname));
 }
 
+#define R_A "{\"from\": \"a\", \"to\": \"a.out\", \"on_missing_key\": \"drop\"}"
+#define R_B "{\"from\": \"b\", \"to\": \"b.out\", \"on_missing_key\": \"drop\"}"
+#define R_C "{\"from\": \"c\", \"to\": \"c.out\", \"on_missing_key\": \"drop\"}"
+
+/* Asserts the diff from old_json to new_json. */
+static void assert_diff(const char *old_json, const char *new_json, bool refused,
+                        bool routes, const char *want) {
+    kd_config *a = assert_valid(old_json), *b = assert_valid(new_json);
+    kd_config_diff d;
+
+    kd_config_diff_of(a, b, &d);
+    if (strcmp(d.what, want) != 0)
+        fail_msg("got:  %s\nwant: %s", d.what, want);
+    assert_int_equal(d.refused, refused);
+    assert_int_equal(d.routes, routes);
+    kd_config_destroy(a);
+    kd_config_destroy(b);
+}
+
+/* Reload: routes, log.level and pipeline.batch_max change; anything else is
+ * refused by name, never by value. */
+static void test_reload_diff(void **state) {
+    (void)state;
+    assert_diff("{" MINIMAL_KAFKA ", \"routes\": [" R_A "]}",
+                "{" MINIMAL_KAFKA ", \"routes\": [" R_A "]}", false, false,
+                "nothing to change");
+    assert_diff("{" MINIMAL_KAFKA ", \"routes\": [" R_A ", " R_B "]}",
+                "{" MINIMAL_KAFKA ", \"routes\": [" R_A ", " R_C "]}", false, true,
+                "routes added: c; routes removed: b");
+    assert_diff("{" MINIMAL_KAFKA ", \"routes\": [" R_A "]}",
+                "{" MINIMAL_KAFKA ", \"routes\": [{\"from\": \"a\", \"to\": \"a.out\", "
+                "\"on_missing_key\": \"forward\"}], \"log\": {\"level\": \"debug\"}, "
+                "\"pipeline\": {\"batch_max\": 7}}",
+                false, true,
+                "routes changed: a; log.level: info -> debug; "
+                "pipeline.batch_max: 1000 -> 7");
+    assert_diff("{" MINIMAL_KAFKA ", \"routes\": [" R_A ", " R_B "]}",
+                "{" MINIMAL_KAFKA ", \"routes\": [" R_B ", " R_A "]}", false, true,
+                "routes reordered");
+    assert_diff("{" MINIMAL_KAFKA ", \"routes\": [" R_A
+                "], \"log\": {\"level\": \"warn\"}}",
+                "{" MINIMAL_KAFKA ", \"routes\": [" R_A "]}", false, false,
+                "log.level: warn -> info");
+    /* refused, even with allowed changes beside; the secret is not shown */
+    assert_diff("{" MINIMAL_KAFKA ", \"routes\": [" R_A "], \"admin\": {\"token\": "
+                "\"0123456789abcdef-old\"}}",
+                "{\"kafka\": {\"brokers\": \"k:9092\", \"group_id\": \"other\"}, "
+                "\"routes\": [" R_B "], \"store\": {\"path\": \"/x\"}, \"admin\": "
+                "{\"token\": \"0123456789abcdef-new\"}}",
+                true, false,
+                "kafka.group_id, admin.token, store.path: cannot change while kdedup "
+                "runs (restart it to apply these); nothing changed");
+    assert_diff(
+        "{" MINIMAL_KAFKA ", \"routes\": [" R_A "]}",
+        "{" MINIMAL_KAFKA ", \"routes\": [" R_A "], \"http\": {\"listen\": "
+        "\"0.0.0.0:9464\"}}",
+        true, false,
+        "http.listen: cannot change while kdedup runs (restart it to apply this); "
+        "nothing changed");
+}
+
+/* admin: defaults, and a token too short to resist guessing. */
+static void test_admin(void **state) {
+    kd_config *cfg = assert_valid("{" MINIMAL_KAFKA ", \"routes\": [" R_A "]}");
+
+    (void)state;
+    assert_string_equal(cfg->admin_listen, "127.0.0.1:9465");
+    assert_null(cfg->admin_token);
+    kd_config_destroy(cfg);
+    cfg = assert_valid("{" MINIMAL_KAFKA ", \"routes\": [" R_A "], \"admin\": "
+                       "{\"listen\": \"0.0.0.0:1\", \"token\": \"0123456789abcdef\"}}");
+    assert_string_equal(cfg->admin_listen, "0.0.0.0:1");
+    assert_string_equal(cfg->admin_token, "0123456789abcdef");
+    kd_config_destroy(cfg);
+    assert_error("{" MINIMAL_KAFKA ", \"routes\": [" R_A "], \"admin\": {\"token\": "
+                 "\"short-secret\"}}",
+                 "kdedup.json: admin.token: expected at least 16 bytes (a random "
+                 "secret), got 12");
+}
+
+/* GET /v1/routes: every key with its value in force. */
+static void test_routes_json(void **state) {
+    kd_config *cfg =
+        assert_valid("{" MINIMAL_KAFKA ", \"routes\": [{\"from\": \"a\", \"to\": \"b\", "
+                     "\"dead_letter_topic\": \"dl\"}, " R_C "]}");
+    char *json = kd_config_routes_json(cfg);
+
+    (void)state;
+    assert_non_null(json);
+    assert_non_null(strstr(json, "{\"from\":\"a\",\"to\":\"b\",\"key_header\":"
+                                 "\"Idempotency-Key\",\"on_key_conflict\":\"skip\","
+                                 "\"on_missing_key\":\"dead_letter\","
+                                 "\"dead_letter_topic\":\"dl\",\"max_retries\":5,"
+                                 "\"retry_backoff\":\"1000ms\""));
+    assert_non_null(strstr(json, "\"from\":\"c\""));
+    assert_non_null(strstr(json, "\"dead_letter_topic\":null"));
+    free(json);
+    kd_config_destroy(cfg);
+}
+
 #define ROUTE_WITH(extra)                                                                \
     "{" MINIMAL_KAFKA ", \"routes\": [{\"from\": \"a\", \"to\": \"b\", "                 \
     "\"on_missing_key\": \"drop\", " extra "}]}"
@@ -729,6 +829,9 @@ static void test_key_errors(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_design_example),
+        cmocka_unit_test(test_reload_diff),
+        cmocka_unit_test(test_admin),
+        cmocka_unit_test(test_routes_json),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_env_interpolation),
         cmocka_unit_test(test_env_edge_cases),

@@ -548,6 +548,87 @@ static void test_concurrent_claims_exactly_once(void **state) {
     free(r);
 }
 
+static bool protect_7(void *arg, uint64_t owner) {
+    (*(int *)arg)++;
+    return owner == 7;
+}
+
+/* forget: a completed key gets a tombstone and is claimed again; an absent
+ * key is left alone; an in-flight claim only with force, never a protected
+ * owner's; a wrong seq writes nothing. */
+static void test_forget(void **state) {
+    fx *f = *state;
+    kd_forget_result res;
+    kd_decision dec;
+    uint64_t owner;
+    bool found;
+    int asked = 0;
+
+    /* completed → forgotten, durable, next claim wins */
+    assert_claim(f->dedup, "done", 10, KD_CLAIMED, 10);
+    assert_int_equal(kd_dedup_complete_receipt(f->dedup, K("done"), K("r1")), KD_OK);
+    assert_int_equal(kd_dedup_forget(f->dedup, K("done"), false, NULL, NULL, &res),
+                     KD_OK);
+    assert_int_equal(res, KD_FORGET_DONE);
+    assert_int_equal(fx_stream_count(f, "done"), 3);
+    assert_int_equal(kd_dedup_lookup(f->dedup, K("done"), &dec, &found), KD_OK);
+    assert_false(found);
+    assert_claim(f->dedup, "done", 20, KD_CLAIMED, 20);
+
+    /* absent → nothing written */
+    assert_int_equal(kd_dedup_forget(f->dedup, K("never"), true, NULL, NULL, &res),
+                     KD_OK);
+    assert_int_equal(res, KD_FORGET_ABSENT);
+    assert_int_equal(fx_stream_count(f, "never"), 0);
+
+    /* in flight, owner 7 */
+    kd_dedup_set_owner(f->dedup, 7);
+    assert_claim(f->dedup, "busy", 30, KD_CLAIMED, 30);
+    assert_int_equal(kd_dedup_inspect(f->dedup, K("busy"), &dec, &owner, &found), KD_OK);
+    assert_true(found);
+    assert_int_equal(dec.state, KD_IN_FLIGHT);
+    assert_int_equal(dec.timestamp_ms, 30);
+    assert_int_equal(owner, 7);
+    assert_int_equal(kd_dedup_forget(f->dedup, K("busy"), false, protect_7, &asked, &res),
+                     KD_OK);
+    assert_int_equal(res, KD_FORGET_IN_FLIGHT);
+    assert_int_equal(asked, 0); /* not forced: the owner is not even asked */
+    assert_int_equal(kd_dedup_forget(f->dedup, K("busy"), true, protect_7, &asked, &res),
+                     KD_OK);
+    assert_int_equal(res, KD_FORGET_PROTECTED);
+    assert_int_equal(asked, 1);
+    assert_int_equal(fx_stream_count(f, "busy"), 1);
+    assert_claim(f->dedup, "busy", 99, KD_IN_FLIGHT, 30);
+
+    /* in flight, another owner (a dead run): forced */
+    kd_dedup_set_owner(f->dedup, 8);
+    assert_claim(f->dedup, "orphan", 40, KD_CLAIMED, 40);
+    assert_int_equal(
+        kd_dedup_forget(f->dedup, K("orphan"), true, protect_7, &asked, &res), KD_OK);
+    assert_int_equal(res, KD_FORGET_DONE);
+    assert_claim(f->dedup, "orphan", 50, KD_CLAIMED, 50);
+}
+
+/* A forget that loses the append race writes nothing: the receipt that came
+ * between stays. */
+static void test_forget_race(void **state) {
+    fx *f = *state;
+    race r = {.key = "k", .receipt = "won"};
+    kd_forget_result res;
+    kd_store *w;
+    kd_dedup *d;
+
+    kd_dedup_set_owner(f->dedup, 5);
+    assert_claim(f->dedup, "k", 10, KD_CLAIMED, 10);
+    d = racing_dedup(f, &r, &w);
+    assert_int_equal(kd_dedup_forget(d, K("k"), true, NULL, NULL, &res),
+                     KD_ERR_SEQUENCE_CONFLICT);
+    assert_completed_with(f->dedup, "k", "won");
+    assert_int_equal(fx_stream_count(f, "k"), 2);
+    kd_dedup_destroy(d);
+    kd_store_destroy(w);
+}
+
 /* A claim's fingerprint is stored with it: duplicates in flight and
  * completed (the receipt keeps it) and lookups carry it; a follower in the
  * batch carries its leader's; a claim made without one has none. */
@@ -626,6 +707,8 @@ int main(void) {
         BOTH(test_garbage_entry),
         BOTH(test_bad_arguments),
         BOTH(test_concurrent_claims_exactly_once),
+        BOTH(test_forget),
+        BOTH(test_forget_race),
         BOTH(test_fingerprint_stored),
     };
 

@@ -74,6 +74,15 @@ for r in base overlays-example overlays-plain-sidecar; do
     && ko "$r: a Deployment must not set a static group.instance.id" \
     || ok "$r: dynamic group membership"
 done
+# The admin API (issue 16): its token from a Secret; its port (9465, on the
+# pod's 127.0.0.1) on no containerPort and no Service.
+for r in base statefulset overlays-example overlays-plain-sidecar; do
+  if grep -A4 -- '- name: KDEDUP_ADMIN_TOKEN' "$OUT/$r.yaml" | grep -q 'name: kdedup-admin' \
+     && ! grep -Eq '(containerPort|port|targetPort): 9465' "$OUT/$r.yaml" \
+     && grep -q '"127.0.0.1:9465"' "$OUT/$r.yaml"; then
+    ok "$r: admin token from a Secret, admin API on the pod's loopback only"
+  else ko "$r: admin token not from a Secret, or the admin port exposed"; fi
+done
 grep -q "restartPolicy: Always" "$OUT/base.yaml" \
   && ok "base runs kdedup as a native sidecar" || ko "base has no native sidecar"
 
@@ -88,6 +97,7 @@ else ok "a container without a name is rejected"; fi
 
 for cfg in deploy/examples/*.json deploy/k8s/common/kdedup.json; do
   if KAFKA_BROKERS=kafka:9093 KAFKA_USERNAME=u KAFKA_PASSWORD=p POD_NAME=pod-0 \
+     KDEDUP_ADMIN_TOKEN=0123456789abcdef0123456789abcdef \
      "$KDEDUP" --check-config "$cfg" >/dev/null 2>"$OUT/check.err"; then ok "check-config $cfg"
   else ko "check-config $cfg: $(cat "$OUT/check.err")"; fi
 done

@@ -1,0 +1,232 @@
+/*
+ * kdedup - reloading the config file while running (see reload.h).
+ */
+#include "sidecar/reload.h"
+#include "sidecar/kafka.h"
+#include "sidecar/log.h"
+
+#include <openssl/sha.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_FILE_BYTES (1u << 20) /* config.c rejects larger files itself */
+#define METRICS_MAX 1024
+
+typedef struct kept {
+    kd_config *cfg;
+    char hash[KD_RELOAD_HASH_SIZE];
+} kept;
+
+struct kd_reload {
+    char *path;
+    pthread_mutex_t run_lock; /* one reload at a time (held across file I/O) */
+    pthread_mutex_t lock;     /* the fields below; never held across I/O */
+    kept *kept;               /* every config that was in force */
+    size_t nkept;
+    size_t current; /* index into kept */
+    kd_reload_apply_fn apply;
+    void *arg;
+    _Atomic uint64_t count[3]; /* by kd_reload_result */
+};
+
+const char *kd_reload_result_name(kd_reload_result res) {
+    static const char *const names[] = {"ok", "invalid", "refused"};
+
+    return (unsigned)res < 3 ? names[res] : "?";
+}
+
+kd_config *kd_reload_load(const char *path, char hash[KD_RELOAD_HASH_SIZE], char *errstr,
+                          size_t errstr_size) {
+    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    unsigned char digest[SHA256_DIGEST_LENGTH];
+    char *buf = NULL, shown[1024];
+    FILE *fp = fopen(path, "rb");
+    kd_config *cfg = NULL;
+    size_t len;
+
+    if (!fp) {
+        snprintf(errstr, errstr_size, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    if (!(buf = malloc(MAX_FILE_BYTES + 1))) {
+        snprintf(errstr, errstr_size, "%s: out of memory", path);
+        fclose(fp);
+        return NULL;
+    }
+    len = fread(buf, 1, MAX_FILE_BYTES + 1, fp);
+    if (ferror(fp))
+        snprintf(errstr, errstr_size, "%s: cannot read: %s", path, strerror(errno));
+    else
+        cfg = kd_config_parse(buf, len, base, errstr, errstr_size);
+    fclose(fp);
+    if (cfg && !kd_kafka_check(cfg, errstr, errstr_size)) {
+        snprintf(errstr, errstr_size, "%s",
+                 kd_config_redact(cfg, errstr, shown, sizeof(shown)));
+        kd_config_destroy(cfg);
+        cfg = NULL;
+    }
+    if (cfg) {
+        SHA256((const unsigned char *)buf, len, digest);
+        for (size_t i = 0; i < (KD_RELOAD_HASH_SIZE - 1) / 2; i++)
+            snprintf(hash + 2 * i, 3, "%02x", digest[i]);
+    }
+    free(buf);
+    return cfg;
+}
+
+kd_reload *kd_reload_new(const char *path, kd_config *cfg, const char *hash) {
+    kd_reload *r = calloc(1, sizeof(*r));
+
+    if (!r || !(r->path = strdup(path)) || !(r->kept = calloc(1, sizeof(*r->kept)))) {
+        if (r)
+            free(r->path);
+        free(r);
+        kd_config_destroy(cfg);
+        return NULL;
+    }
+    pthread_mutex_init(&r->run_lock, NULL);
+    pthread_mutex_init(&r->lock, NULL);
+    r->kept[0].cfg = cfg;
+    snprintf(r->kept[0].hash, sizeof(r->kept[0].hash), "%s", hash);
+    r->nkept = 1;
+    return r;
+}
+
+void kd_reload_set_apply(kd_reload *r, kd_reload_apply_fn apply, void *arg) {
+    pthread_mutex_lock(&r->lock);
+    r->apply = apply;
+    r->arg = arg;
+    pthread_mutex_unlock(&r->lock);
+}
+
+void kd_reload_destroy(kd_reload *r) {
+    if (!r)
+        return;
+    for (size_t i = 0; i < r->nkept; i++)
+        kd_config_destroy(r->kept[i].cfg);
+    free(r->kept);
+    free(r->path);
+    pthread_mutex_destroy(&r->lock);
+    pthread_mutex_destroy(&r->run_lock);
+    free(r);
+}
+
+const kd_config *kd_reload_current(kd_reload *r) {
+    const kd_config *cfg;
+
+    pthread_mutex_lock(&r->lock);
+    cfg = r->kept[r->current].cfg;
+    pthread_mutex_unlock(&r->lock);
+    return cfg;
+}
+
+/* Counts and logs the outcome; returns res. */
+static kd_reload_result outcome(kd_reload *r, kd_reload_result res, const char *why,
+                                const char *what) {
+    const char *fields[] = {"trigger", why, "result", kd_reload_result_name(res), NULL};
+
+    atomic_fetch_add(&r->count[res], 1);
+    /* Written whatever log.level says (a reload may have just raised it):
+     * an operator's action is always on record. */
+    if (res == KD_RELOAD_OK)
+        kd_log_write(KD_LOG_INFO, fields, "reload: %s", what);
+    else
+        kd_log_write(KD_LOG_ERROR, fields, "reload: %s; the config in force stays", what);
+    return res;
+}
+
+/* Makes cfg (loaded, accepted) the config in force and hands it over. */
+static bool publish(kd_reload *r, kd_config *cfg, const char *hash,
+                    const kd_config_diff *diff) {
+    kept *grown;
+
+    pthread_mutex_lock(&r->lock);
+    if (!(grown = realloc(r->kept, (r->nkept + 1) * sizeof(*grown)))) {
+        pthread_mutex_unlock(&r->lock);
+        return false;
+    }
+    r->kept = grown;
+    grown[r->nkept].cfg = cfg;
+    snprintf(grown[r->nkept].hash, sizeof(grown[r->nkept].hash), "%s", hash);
+    r->current = r->nkept++;
+    if (diff->log_level) /* first: what the pipeline logs on taking cfg obeys it */
+        kd_log_set_level(cfg->log_level);
+    if (r->apply)
+        r->apply(r->arg, cfg, diff);
+    pthread_mutex_unlock(&r->lock);
+    return true;
+}
+
+kd_reload_result kd_reload_run(kd_reload *r, const char *why, char *what, size_t size) {
+    char hash[KD_RELOAD_HASH_SIZE];
+    kd_reload_result res;
+    kd_config_diff diff;
+    kd_config *cfg;
+
+    pthread_mutex_lock(&r->run_lock);
+    if (!(cfg = kd_reload_load(r->path, hash, what, size))) {
+        res = outcome(r, KD_RELOAD_INVALID, why, what);
+        goto done;
+    }
+    kd_config_diff_of(kd_reload_current(r), cfg, &diff);
+    snprintf(what, size, "%s", diff.what);
+    if (diff.refused) {
+        kd_config_destroy(cfg);
+        res = outcome(r, KD_RELOAD_REFUSED, why, what);
+    } else if (!diff.routes && !diff.log_level && !diff.batch_max) {
+        kd_config_destroy(cfg); /* the same: the one in force stays */
+        res = outcome(r, KD_RELOAD_OK, why, what);
+    } else if (!publish(r, cfg, hash, &diff)) {
+        kd_config_destroy(cfg);
+        snprintf(what, size, "out of memory");
+        res = outcome(r, KD_RELOAD_INVALID, why, what);
+    } else {
+        res = outcome(r, KD_RELOAD_OK, why, what);
+    }
+done:
+    pthread_mutex_unlock(&r->run_lock);
+    return res;
+}
+
+void kd_reload_revert(kd_reload *r, const kd_config *cfg) {
+    pthread_mutex_lock(&r->lock);
+    for (size_t i = 0; i < r->nkept; i++)
+        if (r->kept[i].cfg == cfg)
+            r->current = i;
+    pthread_mutex_unlock(&r->lock);
+}
+
+char *kd_reload_metrics(kd_reload *r, size_t *len) {
+    char hash[KD_RELOAD_HASH_SIZE], *out = malloc(METRICS_MAX);
+    int n;
+
+    if (!out)
+        return NULL;
+    pthread_mutex_lock(&r->lock);
+    memcpy(hash, r->kept[r->current].hash, sizeof(hash));
+    pthread_mutex_unlock(&r->lock);
+    n = snprintf(out, METRICS_MAX,
+                 "# HELP kdedup_config_reloads_total Config reloads (SIGHUP, POST "
+                 "/v1/reload), by result.\n"
+                 "# TYPE kdedup_config_reloads_total counter\n"
+                 "kdedup_config_reloads_total{result=\"ok\"} %llu\n"
+                 "kdedup_config_reloads_total{result=\"invalid\"} %llu\n"
+                 "kdedup_config_reloads_total{result=\"refused\"} %llu\n"
+                 "# HELP kdedup_config_info The config in force: a hash of its file.\n"
+                 "# TYPE kdedup_config_info gauge\n"
+                 "kdedup_config_info{hash=\"%s\"} 1\n",
+                 (unsigned long long)atomic_load(&r->count[KD_RELOAD_OK]),
+                 (unsigned long long)atomic_load(&r->count[KD_RELOAD_INVALID]),
+                 (unsigned long long)atomic_load(&r->count[KD_RELOAD_REFUSED]), hash);
+    if (n < 0 || n >= METRICS_MAX) {
+        free(out);
+        return NULL;
+    }
+    *len = (size_t)n;
+    return out;
+}

@@ -1,0 +1,332 @@
+/*
+ * kdedup tests - the admin API and config reloads: the token check, the
+ * path decoding, then the server itself on a port of its own over an
+ * in-memory store, answering a plain socket client: 401s, lookups,
+ * forgets (never of a claim this process holds), binary keys, bounds, and
+ * reloads that apply, are refused or are invalid.
+ */
+#include "dedup/dedup.h"
+#include "sidecar/admin.h"
+#include "sidecar/http.h"
+#include "sidecar/log.h"
+#include "sidecar/reload.h"
+
+#include <stdarg.h>
+#include <setjmp.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define TOKEN "0123456789abcdef-test-token"
+#define K(s) (s), strlen(s)
+
+static void test_authorized(void **state) {
+    (void)state;
+    assert_true(kd_admin_authorized("Bearer " TOKEN, TOKEN));
+    assert_true(kd_admin_authorized("bearer  " TOKEN, TOKEN));
+    assert_false(kd_admin_authorized(NULL, TOKEN));
+    assert_false(kd_admin_authorized("", TOKEN));
+    assert_false(kd_admin_authorized(TOKEN, TOKEN));
+    assert_false(kd_admin_authorized("Basic " TOKEN, TOKEN));
+    assert_false(kd_admin_authorized("Bearer " TOKEN "x", TOKEN));
+    assert_false(kd_admin_authorized("Bearer 0123456789abcdef-test-toke", TOKEN));
+    assert_false(kd_admin_authorized("Bearer ", TOKEN));
+    assert_false(kd_admin_authorized("Bearer " TOKEN, NULL));
+}
+
+static void test_key_path(void **state) {
+    char *from, *key;
+    size_t len;
+
+    (void)state;
+    assert_true(kd_admin_key_path("/v1/keys/orders/a%00b%2Fc%ff", &from, &key, &len));
+    assert_string_equal(from, "orders");
+    assert_int_equal(len, 6);
+    assert_memory_equal(key, "a\0b/c\xff", 6);
+    free(from);
+    free(key);
+    assert_true(kd_admin_key_path("/v1/keys/a%2Eb/x/y", &from, &key, &len));
+    assert_string_equal(from, "a.b");
+    assert_int_equal(len, 3);
+    assert_memory_equal(key, "x/y", 3); /* a raw '/' in a key is taken as sent */
+    free(from);
+    free(key);
+    assert_true(kd_admin_key_path("/v1/keys/t/", &from, &key, &len));
+    assert_int_equal(len, 0);
+    free(from);
+    free(key);
+    assert_false(kd_admin_key_path("/v1/keys/orders", &from, &key, &len));
+    assert_false(kd_admin_key_path("/v1/keys//k", &from, &key, &len));
+    assert_false(kd_admin_key_path("/v1/keys/a%00b/k", &from, &key, &len));
+    assert_false(kd_admin_key_path("/v2/keys/a/k", &from, &key, &len));
+    assert_null(from);
+    assert_null(key);
+    char s[] = "%41%zz%4";
+    assert_int_equal(kd_admin_decode(s), 6);
+    assert_memory_equal(s, "A%zz%4", 6);
+}
+
+/*
+ * The server.
+ */
+
+typedef struct fx {
+    char dir[64], path[128];
+    kd_store *store;
+    kd_dedup *d; /* the route "orders" */
+    kd_reload *reload;
+    kd_admin *admin;
+    int port;
+} fx;
+
+static void write_config(const fx *f, const char *extra) {
+    FILE *fp = fopen(f->path, "w");
+
+    assert_non_null(fp);
+    fprintf(fp,
+            "{\"kafka\": {\"brokers\": \"k:9092\", \"group_id\": \"g\"},"
+            " \"routes\": [{\"from\": \"orders\", \"to\": \"out\", \"on_missing_key\": "
+            "\"drop\"}], \"dedup\": {\"namespace\": \"ns\", \"max_key_bytes\": 16}%s}",
+            extra);
+    fclose(fp);
+}
+
+/* Owner 42 is this process's. */
+static bool ours(void *arg, uint64_t owner) {
+    (void)arg;
+    return owner == 42;
+}
+
+static int setup(void **state) {
+    fx *f = calloc(1, sizeof(*f));
+    char hash[KD_RELOAD_HASH_SIZE], err[512];
+    kd_admin_env env;
+    kd_config *cfg;
+
+    assert_non_null(f);
+    snprintf(f->dir, sizeof(f->dir), "/tmp/kd-admin-XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    snprintf(f->path, sizeof(f->path), "%s/kdedup.json", f->dir);
+    write_config(f, "");
+    cfg = kd_reload_load(f->path, hash, err, sizeof(err));
+    if (!cfg)
+        fail_msg("%s", err);
+    assert_non_null(f->reload = kd_reload_new(f->path, cfg, hash));
+    assert_non_null(f->store = kd_store_mem_new());
+    assert_non_null(f->d = kd_dedup_new(f->store, "ns:orders"));
+    env = (kd_admin_env){.store = f->store, .reload = f->reload, .ours = ours};
+    f->admin = kd_admin_start("127.0.0.1:0", TOKEN, &env, err, sizeof(err));
+    if (!f->admin)
+        fail_msg("%s", err);
+    f->port = kd_admin_port(f->admin);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state) {
+    fx *f = *state;
+
+    kd_admin_stop(f->admin);
+    kd_dedup_destroy(f->d);
+    kd_store_destroy(f->store);
+    kd_reload_destroy(f->reload);
+    unlink(f->path);
+    rmdir(f->dir);
+    free(f);
+    return 0;
+}
+
+/* Sends one request (auth: the Authorization value, or NULL); returns the
+ * status and copies the body into body. */
+static int request(const fx *f, const char *method, const char *path, const char *auth,
+                   const char *body_out, char *body, size_t size) {
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)f->port)};
+    static char buf[1 << 16];
+    size_t len = 0;
+    int s = socket(AF_INET, SOCK_STREAM, 0), status = 0;
+    ssize_t n;
+
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    assert_int_equal(connect(s, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    n = snprintf(buf, sizeof(buf),
+                 "%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n%s%s%s"
+                 "Content-Length: %zu\r\n\r\n%s",
+                 method, path, auth ? "Authorization: " : "", auth ? auth : "",
+                 auth ? "\r\n" : "", body_out ? strlen(body_out) : 0,
+                 body_out ? body_out : "");
+    assert_int_equal(send(s, buf, (size_t)n, 0), n);
+    while (len < sizeof(buf) - 1 &&
+           (n = recv(s, buf + len, sizeof(buf) - 1 - len, 0)) > 0)
+        len += (size_t)n;
+    buf[len] = '\0';
+    close(s);
+    sscanf(buf, "HTTP/1.1 %d", &status);
+    if (body) {
+        const char *b = strstr(buf, "\r\n\r\n");
+
+        snprintf(body, size, "%s", b ? b + 4 : "");
+    }
+    return status;
+}
+
+#define BEARER "Bearer " TOKEN
+
+static void test_unauthorized(void **state) {
+    fx *f = *state;
+    char body[512];
+
+    assert_int_equal(request(f, "GET", "/v1/routes", NULL, NULL, body, sizeof(body)),
+                     401);
+    assert_string_equal(body, "{\"error\":\"unauthorized\"}");
+    assert_int_equal(request(f, "GET", "/v1/routes", "Bearer nope", NULL, NULL, 0), 401);
+    assert_int_equal(request(f, "DELETE", "/v1/keys/orders/k", "Bearer x", NULL, NULL, 0),
+                     401);
+    assert_int_equal(request(f, "POST", "/v1/reload", NULL, NULL, NULL, 0), 401);
+    assert_int_equal(request(f, "GET", "/v1/routes", BEARER, NULL, body, sizeof(body)),
+                     200);
+    assert_non_null(strstr(body, "\"from\":\"orders\""));
+    assert_int_equal(request(f, "GET", "/metrics", BEARER, NULL, NULL, 0), 404);
+}
+
+static void test_keys(void **state) {
+    fx *f = *state;
+    const char bin[] = "a\0/\xff";
+    uint64_t now = (uint64_t)time(NULL) * 1000;
+    kd_decision dec;
+    char body[1024], want[160];
+    bool found;
+
+    /* completed: looked up with its receipt, forgotten, claimed again */
+    assert_int_equal(kd_dedup_claim_or_get(f->d, K("k1"), 5, &dec), KD_OK);
+    assert_int_equal(kd_dedup_complete_receipt(f->d, K("k1"), K("v1 to=out/0@7")), KD_OK);
+    assert_int_equal(
+        request(f, "GET", "/v1/keys/orders/k1", BEARER, NULL, body, sizeof(body)), 200);
+    assert_non_null(
+        strstr(body, "\"state\":\"completed\",\"receipt\":\"v1 to=out/0@7\""));
+    assert_int_equal(request(f, "GET", "/v1/keys/other/k1", BEARER, NULL, NULL, 0), 404);
+    assert_int_equal(request(f, "DELETE", "/v1/keys/other/k1", BEARER, NULL, NULL, 0),
+                     404);
+    assert_int_equal(request(f, "DELETE", "/v1/keys/orders/k1", BEARER, NULL, NULL, 0),
+                     200);
+    assert_int_equal(kd_dedup_lookup(f->d, K("k1"), &dec, &found), KD_OK);
+    assert_false(found);
+    assert_int_equal(request(f, "DELETE", "/v1/keys/orders/k1", BEARER, NULL, NULL, 0),
+                     404);
+    assert_int_equal(
+        request(f, "GET", "/v1/keys/orders/k1", BEARER, NULL, body, sizeof(body)), 200);
+    assert_non_null(strstr(body, "\"state\":\"absent\""));
+
+    /* in flight: this process's claim is never forced; another's is */
+    kd_dedup_set_owner(f->d, 42);
+    /* now: an older claim is past dedup.inflight_timeout, so absent */
+    assert_int_equal(kd_dedup_claim_or_get(f->d, K("mine"), now, &dec), KD_OK);
+    kd_dedup_set_owner(f->d, 43);
+    assert_int_equal(kd_dedup_claim_or_get(f->d, K("theirs"), now, &dec), KD_OK);
+    assert_int_equal(
+        request(f, "GET", "/v1/keys/orders/mine", BEARER, NULL, body, sizeof(body)), 200);
+    snprintf(want, sizeof(want),
+             "\"claimed_at\":%llu,\"owner\":\"000000000000002a\","
+             "\"owner_is_this_process\":true",
+             (unsigned long long)now);
+    if (!strstr(body, want))
+        fail_msg("%s", body);
+    assert_int_equal(request(f, "DELETE", "/v1/keys/orders/mine", BEARER, NULL, NULL, 0),
+                     409);
+    assert_int_equal(
+        request(f, "DELETE", "/v1/keys/orders/mine?force=true", BEARER, NULL, NULL, 0),
+        409);
+    assert_int_equal(
+        request(f, "DELETE", "/v1/keys/orders/theirs", BEARER, NULL, NULL, 0), 409);
+    assert_int_equal(
+        request(f, "DELETE", "/v1/keys/orders/theirs?force=true", BEARER, NULL, NULL, 0),
+        200);
+    assert_int_equal(kd_dedup_lookup(f->d, K("mine"), &dec, &found), KD_OK);
+    assert_true(found);
+    assert_int_equal(kd_dedup_lookup(f->d, K("theirs"), &dec, &found), KD_OK);
+    assert_false(found);
+
+    /* binary keys, and the bounds of a key */
+    assert_int_equal(kd_dedup_claim_or_get(f->d, bin, 4, now, &dec), KD_OK);
+    assert_int_equal(kd_dedup_complete_receipt(f->d, bin, 4, K("r")), KD_OK);
+    assert_int_equal(
+        request(f, "GET", "/v1/keys/orders/a%00%2F%FF", BEARER, NULL, body, sizeof(body)),
+        200);
+    assert_non_null(strstr(body, "\"completed\""));
+    assert_int_equal(
+        request(f, "GET", "/v1/keys/orders/a", BEARER, NULL, body, sizeof(body)), 200);
+    assert_non_null(strstr(body, "\"absent\"")); /* not cut at the NUL */
+    assert_int_equal(
+        request(f, "DELETE", "/v1/keys/orders/a%00%2F%FF", BEARER, NULL, NULL, 0), 200);
+    assert_int_equal(kd_dedup_lookup(f->d, bin, 4, &dec, &found), KD_OK);
+    assert_false(found);
+    assert_int_equal(request(f, "GET", "/v1/keys/orders/", BEARER, NULL, NULL, 0), 400);
+    assert_int_equal(request(f, "GET", "/v1/keys/orders/0123456789abcdefX", BEARER, NULL,
+                             body, sizeof(body)),
+                     400);
+    assert_non_null(strstr(body, "max_key_bytes (16) bytes, got 17"));
+    assert_int_equal(request(f, "PUT", "/v1/keys/orders/k", BEARER, NULL, NULL, 0), 405);
+    assert_int_equal(request(f, "GET", "/v1/nothing", BEARER, NULL, NULL, 0), 404);
+}
+
+static void test_reload(void **state) {
+    fx *f = *state;
+    char body[1024], big[KD_HTTP_MAX_BODY + 2];
+
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    assert_int_equal(request(f, "POST", "/v1/reload", BEARER, big, NULL, 0), 413);
+    assert_int_equal(request(f, "GET", "/v1/reload", BEARER, NULL, NULL, 0), 405);
+    assert_int_equal(request(f, "POST", "/v1/reload", BEARER, NULL, body, sizeof(body)),
+                     200);
+    assert_string_equal(body, "{\"result\":\"ok\",\"changed\":\"nothing to change\"}");
+
+    write_config(f, ", \"log\": {\"level\": \"warn\"}");
+    assert_int_equal(request(f, "POST", "/v1/reload", BEARER, "{}", body, sizeof(body)),
+                     200);
+    assert_string_equal(body,
+                        "{\"result\":\"ok\",\"changed\":\"log.level: info -> warn\"}");
+    assert_int_equal(kd_reload_current(f->reload)->log_level, KD_LOG_WARN);
+    assert_false(kd_log_enabled(KD_LOG_INFO));
+    kd_log_set_level(KD_LOG_INFO);
+
+    write_config(f, ", \"store\": {\"path\": \"/x\"}");
+    assert_int_equal(request(f, "POST", "/v1/reload", BEARER, NULL, body, sizeof(body)),
+                     409);
+    assert_non_null(strstr(body, "\"refused\",\"error\":\"store.path: cannot change"));
+    assert_int_equal(kd_reload_current(f->reload)->log_level, KD_LOG_WARN);
+
+    write_config(f, ", \"dedup\": 7");
+    assert_int_equal(request(f, "POST", "/v1/reload", BEARER, NULL, body, sizeof(body)),
+                     422);
+    assert_non_null(
+        strstr(body, "\"invalid\",\"error\":\"kdedup.json: dedup: duplicate key"));
+
+    size_t len;
+    char *m = kd_reload_metrics(f->reload, &len);
+    assert_non_null(m);
+    assert_non_null(strstr(m, "kdedup_config_reloads_total{result=\"ok\"} 2\n"));
+    assert_non_null(strstr(m, "kdedup_config_reloads_total{result=\"invalid\"} 1\n"));
+    assert_non_null(strstr(m, "kdedup_config_reloads_total{result=\"refused\"} 1\n"));
+    assert_non_null(strstr(m, "kdedup_config_info{hash=\""));
+    free(m);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_authorized),
+        cmocka_unit_test(test_key_path),
+        cmocka_unit_test_setup_teardown(test_unauthorized, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reload, setup, teardown),
+    };
+
+    return cmocka_run_group_tests_name("admin API and reloads", tests, NULL, NULL);
+}
