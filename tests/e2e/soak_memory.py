@@ -160,6 +160,7 @@ def main():
     mock.cmd(f"leader {POISON_SRC} 0 1")
     mock.cmd(f"leader {POISON_DST} 0 2")
     mock.cmd("leader orders.dlq 0 1")
+    mock.cmd("coordinator e2e 1")  # the group's coordinator is not the faulty broker
     world = World(mock.bootstrap)
     poison = KafkaProducer(bootstrap_servers=mock.bootstrap, api_version=API,
                            max_request_size=1 << 20, linger_ms=5)
@@ -248,6 +249,11 @@ def main():
         if lost:
             print(f"  {len(lost)} keys not downstream of {len(world.first)}; downstream "
                   f"{len(world.downstream)} records; e.g. {lost[:5]}", flush=True)
+            for part in range(4):
+                offs = sorted(d[1] for d in world.downstream if d[0] == part)
+                gaps = sum(1 for a, b in zip(offs, offs[1:]) if b != a + 1)
+                print(f"  downstream {part}: {len(offs)} records, offsets "
+                      f"{offs[:1]}..{offs[-1:]}, {gaps} gaps", flush=True)
         mock_copies = world.verify(order=False)
         warm = [r["rss_kib"] for r in rows if r["t"] <= 60] or [rows[0]["rss_kib"]]
         base = warm[-1]
