@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -918,6 +919,17 @@ static bool finish_route(ctx *c, const cJSON *obj, kd_route *r, const char *path
                     "give either \"key_header\" (a shorthand) or \"key\", not both");
     if (!cJSON_GetObjectItemCaseSensitive(obj, "fingerprint"))
         r->fingerprint = true;
+    for (size_t i = 0; i < r->nkey_parts; i++)
+        if (r->key_parts[i].name && !strncasecmp(r->key_parts[i].name, "kdedup-", 7))
+            return fail(c, path,
+                        "key header \"%s\": headers named kdedup-* are kdedup's own "
+                        "(stripped from what it forwards)",
+                        r->key_parts[i].name);
+    if (r->key_header && !strncasecmp(r->key_header, "kdedup-", 7))
+        return fail(c, kpath,
+                    "\"%s\": headers named kdedup-* are kdedup's own (stripped from "
+                    "what it forwards)",
+                    r->key_header);
     if (r->key_parts) {
         if (r->key_from == KD_KEY_FROM_HEADER &&
             !(r->key_header = strdup(r->key_parts[0].name)))

@@ -407,6 +407,9 @@ static void claim_leader(batch *b, size_t i, kd_claim *c, uint64_t ts) {
         return;
     c->expired = false;
     c->expired_owner = 0;
+    c->tombstoned_at = s->head.found && s->head.e.kind == KD_ENTRY_TOMBSTONE
+                           ? s->head.e.timestamp_ms
+                           : 0;
     if (head_state_at(b->d, &s->head, ts) != ST_ABSENT) {
         c->owner = s->head.e.has_owner ? s->head.e.owner : 0;
         c->err = decision_from_head(&s->head, &c->decision);

@@ -113,6 +113,9 @@ typedef struct kd_claim {
     bool expired;
     uint64_t expired_owner;
     uint64_t expired_at;
+    /* out, KD_CLAIMED: when (wall ms) the key was last released or forgotten
+     * (its newest entry was a tombstone), or 0 */
+    uint64_t tombstoned_at;
 } kd_claim;
 
 /* Claims every key of the batch at timestamp_ms with one store write, with

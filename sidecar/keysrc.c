@@ -26,6 +26,7 @@ typedef struct json_doc {
     bool tried;
     kd_key_status status; /* of the parse */
     cJSON *root;
+    bool nul; /* the text escapes a NUL (\u0000): cJSON's strings end there */
 } json_doc;
 
 void kd_key_clear(kd_key *k) {
@@ -71,6 +72,8 @@ static kd_key_status json_parse(json_doc *doc, const kd_keysrc_msg *m, size_t ma
     if (m->value_len > max_json)
         return doc->status = KD_KEY_JSON_TOO_LARGE;
     doc->root = cJSON_ParseWithLengthOpts(text, m->value_len, &end, false);
+    for (size_t i = 0; i + 6 <= m->value_len && !doc->nul; i++)
+        doc->nul = !memcmp(text + i, "\\u0000", 6);
     if (!doc->root)
         return doc->status = KD_KEY_NOT_JSON;
     for (; end && end < text + m->value_len && isspace((unsigned char)*end); end++)
@@ -152,6 +155,10 @@ static kd_key_status json_piece(json_doc *doc, const kd_keysrc_msg *m,
     if (!(v = json_resolve(doc->root, part->pointer)))
         return KD_KEY_ABSENT;
     if (cJSON_IsString(v)) {
+        /* A string cut at an escaped NUL would merge distinct keys: in a
+         * document that escapes one, strings are no keys (counted missing). */
+        if (doc->nul)
+            return KD_KEY_NOT_SCALAR;
         out->bytes = v->valuestring;
         out->len = strlen(v->valuestring);
         return KD_KEY_OK;

@@ -252,6 +252,14 @@ static int run_pipelines(proc *pr, kd_store *store, kd_mock *mock, kd_pipeline *
         next = kd_reload_current(pr->reloads);
         pipeline_end(pr, *p);
         if ((*p = pipeline_start(pr, next, store, mock))) {
+            const kd_config *cur = kd_reload_current(pr->reloads);
+
+            if (cur != next) { /* reloaded again while it started: offered now */
+                kd_config_diff d;
+
+                kd_config_diff_of(next, cur, &d);
+                kd_pipeline_offer(*p, cur, d.routes);
+            }
             cfg = next;
             continue;
         }
@@ -303,6 +311,12 @@ static int run(const char *path) {
 
     if (!loaded)
         return 2;
+    /* First: a SIGHUP while starting is a reload to do, never the end. */
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
     if (!(pr.reloads = kd_reload_new(path, loaded, hash))) {
         fprintf(stderr, "kdedup: out of memory\n");
         return 1;
@@ -347,11 +361,6 @@ static int run(const char *path) {
         goto done;
     }
     reloading = true;
-    struct sigaction sa = {.sa_handler = on_signal};
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
     if (atomic_load(&stop_all))
         kd_pipeline_stop(p);
     KD_INFO("kdedup %s started (librdkafka %s)", KD_VERSION, rd_kafka_version_str());

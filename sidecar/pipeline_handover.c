@@ -8,6 +8,8 @@
 
 #include <stdlib.h>
 
+#define FORGET_SLACK_MS 1000 /* a forget and a forwarding: clocks of two hosts */
+
 typedef struct learning {
     kd_pipeline *p;
     size_t route;
@@ -38,6 +40,20 @@ static bool learn(void *arg, const kd_history_rec *recs, size_t n) {
         kd_claim *c = &p->claims[i];
         char *text = p->receipt_text + ndone * RECEIPT_MAX;
 
+        if (c->err == KD_OK && c->decision.state == KD_CLAIMED && c->tombstoned_at &&
+            (int64_t)c->tombstoned_at > recs[i].forwarded_at + FORGET_SLACK_MS) {
+            /* Forgotten (DELETE /v1/keys) or released since that record was
+             * forwarded: this store let the key go after it; not learned. */
+            kd_decision_clear(&c->decision);
+            if (kd_dedup_release_claim(p->routes[l->route].dedup, c->key, c->key_len) !=
+                KD_OK) {
+                kd_pl_store_failed(p, l->route, "release of a forgotten key");
+                for (size_t j = i + 1; j < n; j++)
+                    kd_decision_clear(&p->claims[j].decision);
+                return false;
+            }
+            continue;
+        }
         if (c->err == KD_OK && c->decision.state != KD_COMPLETED) {
             if (c->decision.state == KD_CLAIMED)
                 nlearned++;

@@ -63,6 +63,8 @@ static rd_kafka_headers_t *headers_for(kd_pipeline *p, const msg *m) {
         rd_kafka_header_add(hdrs, KD_KEY_HEADER, -1, m->key, (ssize_t)m->key_len);
     if (m->kind == MSG_DEAD_LETTER)
         add_dead_letter_headers(hdrs, m);
+    else if (m->kind != MSG_DEDUP || !m->claimed)
+        rd_kafka_header_add(hdrs, KD_UNCLAIMED_HEADER, -1, "1", 1);
     if (p->signer && m->key && m->kind != MSG_DEAD_LETTER) {
         kd_signed w = {.from = r->from,
                        .to = r->to,

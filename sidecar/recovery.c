@@ -384,13 +384,19 @@ static bool source_of(const rd_kafka_message_t *rkm, const char *topic, int32_t 
 
 /* The route's idempotency key of a record kdedup forwarded, if it is one
  * kdedup would claim (not empty, at most max_key_bytes): its key header, or
- * for a key taken from elsewhere, the KD_KEY_HEADER kdedup wrote. */
+ * for a key taken from elsewhere, the KD_KEY_HEADER kdedup wrote. Never for
+ * a record forwarded without a claim (KD_UNCLAIMED_HEADER): it is no
+ * claim's delivery. */
 static bool key_of(const kd_recovery *rc, const rd_kafka_message_t *rkm,
                    const kd_route *route, const void **key, size_t *key_len) {
     const char *name = route->key_header ? route->key_header : KD_KEY_HEADER;
     rd_kafka_headers_t *h = NULL;
+    const void *v;
+    size_t len;
 
     return rd_kafka_message_headers(rkm, &h) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+           rd_kafka_header_get_last(h, KD_UNCLAIMED_HEADER, &v, &len) ==
+               RD_KAFKA_RESP_ERR__NOENT &&
            rd_kafka_header_get(h, 0, name, key, key_len) == RD_KAFKA_RESP_ERR_NO_ERROR &&
            *key && *key_len && *key_len <= (size_t)rc->cfg->max_key_bytes;
 }
@@ -933,6 +939,7 @@ static bool history_each(void *arg, rd_kafka_message_t *m) {
     rec->key = key;
     rec->offset = m->offset;
     rec->timestamp = ts;
+    rec->forwarded_at = at;
     h->held[h->n++] = m;
     return h->n < h->batch || history_flush(h, upto);
 }

@@ -76,9 +76,10 @@ typedef struct kd_recovery_stats {
 typedef struct kd_history_rec {
     const void *key; /* the idempotency key: valid during the callback only */
     size_t key_len;
-    int64_t offset;     /* downstream */
-    int64_t timestamp;  /* downstream (ms) */
-    int64_t src_offset; /* in the source partition */
+    int64_t offset;       /* downstream */
+    int64_t timestamp;    /* downstream (ms) */
+    int64_t src_offset;   /* in the source partition */
+    int64_t forwarded_at; /* wall ms (its KD_FORWARDED_AT_HEADER, else timestamp) */
 } kd_history_rec;
 
 /* Takes a batch of records; returns false to stop the scan (it fails). */

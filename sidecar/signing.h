@@ -26,6 +26,10 @@
  * header (record key, JSON, composite): the handover and recovery read it
  * back from there, as they read the key header of other routes. */
 #define KD_KEY_HEADER "kdedup-key"
+/* On a record forwarded without a claim of its key (a key conflict under
+ * on_key_conflict "forward", a key that cannot be deduplicated): it is no
+ * claim's delivery, and recovery and the handover never read it as one. */
+#define KD_UNCLAIMED_HEADER "kdedup-unclaimed"
 /* "v1:" and 64 hex digits. */
 #define KD_SIGNATURE_LEN 67
 

@@ -535,6 +535,54 @@ static void test_orphans_keep_their_order(void **state) {
     free(recs);
 }
 
+/* A record forwarded without a claim (kdedup-unclaimed: a key conflict
+ * forwarded, a key that could not be deduplicated) carries the key header
+ * but is no claim's delivery: neither an orphan's lookup nor an uncertain
+ * delivery's takes it (one did, completing the original from it: lost). */
+static void test_unclaimed_records_are_no_delivery(void **state) {
+    env *e = *state;
+    const char *run = "kdedup-run v1\n0 0 out\n1 0 out\n2 0 out\n";
+    char json[1024], err[512], path[512], stream[32];
+    rd_kafka_t *rk = kf_producer(&e->mock);
+    kd_recover_found f = {0};
+    kd_recovery *rc;
+    kd_config *cfg;
+    kd_store *store;
+
+    assert_int_equal(
+        rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("out"), RD_KAFKA_V_PARTITION(0),
+                          RD_KAFKA_V_VALUE("other payload", 13),
+                          RD_KAFKA_V_HEADER("Idempotency-Key", "k", -1),
+                          RD_KAFKA_V_HEADER("kdedup-source", "in/0/1", -1),
+                          RD_KAFKA_V_HEADER("kdedup-unclaimed", "1", -1),
+                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+        RD_KAFKA_RESP_ERR_NO_ERROR);
+    kf_producer_close(rk);
+    snprintf(json, sizeof(json),
+             "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\"},"
+             " \"routes\": [{\"from\": \"in\", \"to\": \"out\", \"on_missing_key\": "
+             "\"forward\"}], \"store\": {\"path\": \"%s/store\"}}",
+             e->mock.bootstrap, e->dir);
+    assert_non_null(
+        cfg = kd_config_parse(json, strlen(json), "test.json", err, sizeof(err)));
+    snprintf(path, sizeof(path), "%s/store", e->dir);
+    assert_non_null(store = kd_rocks_open(path, true, err, sizeof(err)));
+    assert_int_equal(
+        kd_store_append(store, stream,
+                        kd_recovery_run_stream(0xbeef, stream, sizeof(stream)), 0, run,
+                        strlen(run)),
+        KD_OK);
+    assert_non_null(rc =
+                        kd_recovery_new(cfg, store, e->mock.bootstrap, err, sizeof(err)));
+    assert_int_equal(kd_recovery_find(rc, 0xbeef, 0, 0, "k", 1, 0, &f),
+                     KD_RECOVER_ABSENT);
+    assert_int_equal(kd_recovery_find_since(rc, 0, 0, 0, 0, "k", 1, &f),
+                     KD_RECOVER_ABSENT);
+    kd_recovery_destroy(rc);
+    kd_store_destroy(store);
+    kd_config_destroy(cfg);
+}
+
 int main(void) {
     if (getenv("KD_TEST_FILTER"))
         cmocka_set_test_filter(getenv("KD_TEST_FILTER"));
@@ -544,6 +592,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_scans_that_do_not_fit_together_take_turns,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_handover_beside_a_paused_scan, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_unclaimed_records_are_no_delivery, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_orphans_keep_their_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backpressure_pauses_and_resumes, setup,

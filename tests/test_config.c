@@ -439,6 +439,12 @@ static void test_rules(void **state) {
          "\"dead_letter_topic\" (or set \"forward\" or \"drop\")"},
         {"{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE ", " MINIMAL_ROUTE "]}",
          "kdedup.json: routes[1]: \"from\": \"a\" is already the source of routes[0]"},
+        /* kdedup's own headers are never a key: a source could plant them */
+        {"{" MINIMAL_KAFKA ", \"routes\": [{\"from\": \"a\", \"to\": \"b\", "
+         "\"on_missing_key\": \"drop\", \"key_header\": \"kdedup-source\"}]}",
+         "kdedup.json: routes[0].key_header: \"kdedup-source\": headers named kdedup-* "
+         "are "
+         "kdedup's own (stripped from what it forwards)"},
         {"{" MINIMAL_KAFKA ", \"routes\": [{\"from\": \"a\", \"to\": \"b\", "
          "\"on_missing_key\": \"skip\"}]}",
          "kdedup.json: routes[0].on_missing_key: expected one of \"forward\", \"drop\", "

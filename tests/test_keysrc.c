@@ -201,6 +201,13 @@ static void test_json_malformed(void **state) {
     nul.value = "{\"id\": \"x\"}\0{";
     nul.value_len = 13;
     expect(JSON_KEY("/id"), nul, KD_KEY_NOT_JSON, NULL, 0);
+
+    /* An escaped NUL would cut the string (cJSON's end there): "order-1\0A"
+     * and "order-1\0B" must never both be "order-1". No string key then. */
+    expect(JSON_KEY("/id"), msg_of(NULL, "{\"id\": \"order-1\\u0000A\"}", NULL),
+           KD_KEY_NOT_SCALAR, NULL, 0);
+    expect(JSON_KEY("/n"), msg_of(NULL, "{\"n\": 7, \"x\": \"\\u0000\"}", NULL),
+           KD_KEY_OK, "7", 1);
 }
 
 #define COMPOSITE(a, b) "\"key\": {\"from\": \"composite\", \"parts\": [" a ", " b "]}"

@@ -287,11 +287,16 @@ class World:
         committed."""
         committed = self.settled(sidecars, group)
         parts = [TopicPartition(DST, p) for p in range(PARTS)]
-        ends = self.reader.end_offsets(parts)
-        # From past the last record read, explicitly: a lazy seek_to_beginning
-        # resolved late (after minutes without a poll) started past records.
+        # A client of its own for each read, from past the last record read:
+        # one left idle for minutes (the memory soak) read from the wrong
+        # place or nothing at all.
+        self.reader.close()
+        self.reader = KafkaConsumer(bootstrap_servers=self.bootstrap, api_version=API,
+                                    enable_auto_commit=False, group_id=None)
+        self.reader.assign(parts)
         for tp in parts:
             self.reader.seek(tp, self.next_offset.get(tp.partition, 0))
+        ends = self.reader.end_offsets(parts)
         end = time.time() + DEADLINE_S
         while any(self.reader.position(tp) < ends[tp] for tp in parts):
             check(time.time() < end, "downstream could not be read to its end")
