@@ -508,7 +508,7 @@ static void test_batch_append_per_item(void **state) {
 }
 
 /* The smallest sizes the config allows open and work (the memtable's bucket
- * array fits in it), and RocksDB's memory stays near them while 30,000 keys
+ * array fits in it), and RocksDB's memory stays near them while 12,000 keys
  * are claimed and completed through several flushes. */
 static void test_small_memory_bounds(void **state) {
     kd_rocks_options o = {.sync = false,
@@ -525,12 +525,12 @@ static void test_small_memory_bounds(void **state) {
     fx_tmpdir(dir, sizeof(dir));
     assert_non_null(s = kd_rocks_open_with(dir, &o, err, sizeof(err)));
     assert_non_null(d = kd_dedup_new(s, "t"));
-    for (int i = 0; i < 30000; i++) {
+    for (int i = 0; i < 12000; i++) {
         snprintf(key, sizeof(key), "key-%d", i);
         assert_int_equal(kd_dedup_claim_or_get(d, key, strlen(key), 1, &dec), KD_OK);
         assert_int_equal(dec.state, KD_CLAIMED);
         assert_int_equal(kd_dedup_complete_receipt(d, key, strlen(key), "r", 1), KD_OK);
-        if (i % 5000 == 0) {
+        if (i % 3000 == 0) {
             assert_int_equal(kd_rocks_memory_get(s, &mem), KD_OK);
             assert_true(mem.memtables <= 3u << 20); /* two of 1 MiB, and slack */
             assert_true(mem.block_cache <= 2u << 20);
