@@ -297,6 +297,10 @@ class World:
         for tp in parts:
             self.reader.seek(tp, self.next_offset.get(tp.partition, 0))
         ends = self.reader.end_offsets(parts)
+        starts = self.reader.beginning_offsets(parts)
+        check(all(starts[tp] <= self.next_offset.get(tp.partition, 0) for tp in parts),
+              f"the mock cluster dropped downstream records (its retention: first "
+              f"offsets {[starts[tp] for tp in parts]}): the oracle cannot read them")
         end = time.time() + DEADLINE_S
         while any(self.reader.position(tp) < ends[tp] for tp in parts):
             check(time.time() < end, "downstream could not be read to its end")
