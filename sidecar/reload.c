@@ -140,26 +140,55 @@ static kd_reload_result outcome(kd_reload *r, kd_reload_result res, const char *
     return res;
 }
 
-/* Makes cfg (loaded, accepted) the config in force and hands it over. */
-static bool publish(kd_reload *r, kd_config *cfg, const char *hash,
-                    const kd_config_diff *diff) {
+/* The index of a kept config equal to cfg (same hash, nothing to change
+ * between them), or SIZE_MAX. Called with the lock held. */
+static size_t kept_equal(const kd_reload *r, const kd_config *cfg, const char *hash) {
+    kd_config_diff d;
+
+    for (size_t i = 0; i < r->nkept; i++) {
+        if (strcmp(r->kept[i].hash, hash) != 0)
+            continue;
+        kd_config_diff_of(r->kept[i].cfg, cfg, &d);
+        if (!d.refused && !d.routes && !d.log_level && !d.batch_max)
+            return i;
+    }
+    return SIZE_MAX;
+}
+
+typedef enum publish_result { PUBLISHED, PUBLISH_NO_MEMORY, PUBLISH_FULL } publish_result;
+
+/* Makes cfg (loaded, accepted; taken over) the config in force and hands
+ * it over: a kept equal one instead of cfg when there is one. */
+static publish_result publish(kd_reload *r, kd_config *cfg, const char *hash,
+                              const kd_config_diff *diff) {
+    size_t same;
     kept *grown;
 
     pthread_mutex_lock(&r->lock);
-    if (!(grown = realloc(r->kept, (r->nkept + 1) * sizeof(*grown)))) {
+    if ((same = kept_equal(r, cfg, hash)) != SIZE_MAX) {
+        kd_config_destroy(cfg);
+        cfg = r->kept[same].cfg;
+        r->current = same;
+    } else if (r->nkept >= KD_RELOAD_KEPT_MAX) {
         pthread_mutex_unlock(&r->lock);
-        return false;
+        kd_config_destroy(cfg);
+        return PUBLISH_FULL;
+    } else if (!(grown = realloc(r->kept, (r->nkept + 1) * sizeof(*grown)))) {
+        pthread_mutex_unlock(&r->lock);
+        kd_config_destroy(cfg);
+        return PUBLISH_NO_MEMORY;
+    } else {
+        r->kept = grown;
+        grown[r->nkept].cfg = cfg;
+        snprintf(grown[r->nkept].hash, sizeof(grown[r->nkept].hash), "%s", hash);
+        r->current = r->nkept++;
     }
-    r->kept = grown;
-    grown[r->nkept].cfg = cfg;
-    snprintf(grown[r->nkept].hash, sizeof(grown[r->nkept].hash), "%s", hash);
-    r->current = r->nkept++;
     if (diff->log_level) /* first: what the pipeline logs on taking cfg obeys it */
         kd_log_set_level(cfg->log_level);
     if (r->apply)
         r->apply(r->arg, cfg, diff);
     pthread_mutex_unlock(&r->lock);
-    return true;
+    return PUBLISHED;
 }
 
 kd_reload_result kd_reload_run(kd_reload *r, const char *why, char *what, size_t size) {
@@ -181,12 +210,22 @@ kd_reload_result kd_reload_run(kd_reload *r, const char *why, char *what, size_t
     } else if (!diff.routes && !diff.log_level && !diff.batch_max) {
         kd_config_destroy(cfg); /* the same: the one in force stays */
         res = outcome(r, KD_RELOAD_OK, why, what);
-    } else if (!publish(r, cfg, hash, &diff)) {
-        kd_config_destroy(cfg);
-        snprintf(what, size, "out of memory");
-        res = outcome(r, KD_RELOAD_INVALID, why, what);
     } else {
-        res = outcome(r, KD_RELOAD_OK, why, what);
+        switch (publish(r, cfg, hash, &diff)) {
+        case PUBLISHED:
+            res = outcome(r, KD_RELOAD_OK, why, what);
+            break;
+        case PUBLISH_FULL:
+            snprintf(what, size,
+                     "%d different configs were put in force since kdedup started, "
+                     "the most one process keeps: restart it to change more",
+                     KD_RELOAD_KEPT_MAX);
+            res = outcome(r, KD_RELOAD_REFUSED, why, what);
+            break;
+        default:
+            snprintf(what, size, "out of memory");
+            res = outcome(r, KD_RELOAD_INVALID, why, what);
+        }
     }
 done:
     pthread_mutex_unlock(&r->run_lock);
@@ -201,14 +240,25 @@ void kd_reload_revert(kd_reload *r, const kd_config *cfg) {
     pthread_mutex_unlock(&r->lock);
 }
 
+size_t kd_reload_kept(kd_reload *r) {
+    size_t n;
+
+    pthread_mutex_lock(&r->lock);
+    n = r->nkept;
+    pthread_mutex_unlock(&r->lock);
+    return n;
+}
+
 char *kd_reload_metrics(kd_reload *r, size_t *len) {
     char hash[KD_RELOAD_HASH_SIZE], *out = malloc(METRICS_MAX);
+    size_t nkept;
     int n;
 
     if (!out)
         return NULL;
     pthread_mutex_lock(&r->lock);
     memcpy(hash, r->kept[r->current].hash, sizeof(hash));
+    nkept = r->nkept;
     pthread_mutex_unlock(&r->lock);
     n = snprintf(out, METRICS_MAX,
                  "# HELP kdedup_config_reloads_total Config reloads (SIGHUP, POST "
@@ -219,10 +269,14 @@ char *kd_reload_metrics(kd_reload *r, size_t *len) {
                  "kdedup_config_reloads_total{result=\"refused\"} %llu\n"
                  "# HELP kdedup_config_info The config in force: a hash of its file.\n"
                  "# TYPE kdedup_config_info gauge\n"
-                 "kdedup_config_info{hash=\"%s\"} 1\n",
+                 "kdedup_config_info{hash=\"%s\"} 1\n"
+                 "# HELP kdedup_config_kept Configs kept since start (at most %d).\n"
+                 "# TYPE kdedup_config_kept gauge\n"
+                 "kdedup_config_kept %zu\n",
                  (unsigned long long)atomic_load(&r->count[KD_RELOAD_OK]),
                  (unsigned long long)atomic_load(&r->count[KD_RELOAD_INVALID]),
-                 (unsigned long long)atomic_load(&r->count[KD_RELOAD_REFUSED]), hash);
+                 (unsigned long long)atomic_load(&r->count[KD_RELOAD_REFUSED]), hash,
+                 KD_RELOAD_KEPT_MAX, nkept);
     if (n < 0 || n >= METRICS_MAX) {
         free(out);
         return NULL;

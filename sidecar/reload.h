@@ -12,7 +12,10 @@
  *
  * Configs that were in force are kept until kd_reload_destroy(): modules
  * that borrowed one (metrics, recovery, the logger) never see it freed.
- * Reloads are rare and a config is small.
+ * A config equal to one kept (the same file hash, nothing to change
+ * between them) is put back in force, not kept again, so toggling a
+ * setting keeps two; at most KD_RELOAD_KEPT_MAX distinct configs are kept
+ * (about 2.5 KB each), and a reload to one more is refused until a restart.
  */
 #ifndef KD_RELOAD_H
 #define KD_RELOAD_H
@@ -33,6 +36,9 @@ const char *kd_reload_result_name(kd_reload_result res);
 /* Hex digits of a config's hash (the first 8 bytes of the SHA-256 of its
  * file), plus the NUL. */
 #define KD_RELOAD_HASH_SIZE 17
+
+/* The most distinct configs one process puts in force (see above). */
+#define KD_RELOAD_KEPT_MAX 64
 
 /* Reads the file at path and checks it fully: JSON, every rule, every
  * librdkafka property. Returns the config (the caller owns it) and its
@@ -71,7 +77,11 @@ kd_reload_result kd_reload_run(kd_reload *r, const char *why, char *what, size_t
  * start over the newer one. Thread-safe. */
 void kd_reload_revert(kd_reload *r, const kd_config *cfg);
 
-/* kdedup_config_reloads_total{result} and kdedup_config_info{hash} in the
+/* How many configs are kept (the kdedup_config_kept gauge). Thread-safe. */
+size_t kd_reload_kept(kd_reload *r);
+
+/* kdedup_config_reloads_total{result}, kdedup_config_info{hash} and
+ * kdedup_config_kept in the
  * Prometheus text format: malloc()ed (the caller frees), *len its length;
  * NULL when out of memory. */
 char *kd_reload_metrics(kd_reload *r, size_t *len);

@@ -316,7 +316,46 @@ static void test_reload(void **state) {
     assert_non_null(strstr(m, "kdedup_config_reloads_total{result=\"invalid\"} 1\n"));
     assert_non_null(strstr(m, "kdedup_config_reloads_total{result=\"refused\"} 1\n"));
     assert_non_null(strstr(m, "kdedup_config_info{hash=\""));
+    assert_non_null(strstr(m, "kdedup_config_kept 2\n"));
     free(m);
+}
+
+/* Configs kept for what borrowed them stay bounded: toggling a setting
+ * keeps each config once, and past KD_RELOAD_KEPT_MAX distinct ones a
+ * reload is refused (the one in force stays). */
+static void test_reload_keeps_a_bounded_number(void **state) {
+    fx *f = *state;
+    char what[512], extra[128];
+    const kd_config *warn = NULL;
+
+    for (int i = 0; i < 3 * KD_RELOAD_KEPT_MAX; i++) {
+        write_config(f, i % 2 ? ", \"log\": {\"level\": \"info\"}"
+                              : ", \"log\": {\"level\": \"warn\"}");
+        assert_int_equal(kd_reload_run(f->reload, "test", what, sizeof(what)),
+                         KD_RELOAD_OK);
+        if (i == 0)
+            warn = kd_reload_current(f->reload);
+        else if (i % 2 == 0)
+            assert_ptr_equal(kd_reload_current(f->reload), warn); /* put back */
+    }
+    kd_log_set_level(KD_LOG_INFO);
+    assert_int_equal(kd_reload_kept(f->reload), 3); /* the first, warn, info */
+    for (int i = 0; (size_t)i + 3 < KD_RELOAD_KEPT_MAX; i++) {
+        snprintf(extra, sizeof(extra), ", \"pipeline\": {\"batch_max\": %d}", 100 + i);
+        write_config(f, extra);
+        assert_int_equal(kd_reload_run(f->reload, "test", what, sizeof(what)),
+                         KD_RELOAD_OK);
+    }
+    assert_int_equal(kd_reload_kept(f->reload), KD_RELOAD_KEPT_MAX);
+    write_config(f, ", \"pipeline\": {\"batch_max\": 7}");
+    assert_int_equal(kd_reload_run(f->reload, "test", what, sizeof(what)),
+                     KD_RELOAD_REFUSED);
+    assert_non_null(strstr(what, "restart it to change more"));
+    assert_int_equal(kd_reload_current(f->reload)->batch_max, 100 + KD_RELOAD_KEPT_MAX - 4);
+    assert_int_equal(kd_reload_kept(f->reload), KD_RELOAD_KEPT_MAX);
+    write_config(f, ", \"pipeline\": {\"batch_max\": 100}"); /* kept: allowed */
+    assert_int_equal(kd_reload_run(f->reload, "test", what, sizeof(what)), KD_RELOAD_OK);
+    assert_int_equal(kd_reload_current(f->reload)->batch_max, 100);
 }
 
 int main(void) {
@@ -326,6 +365,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_unauthorized, setup, teardown),
         cmocka_unit_test_setup_teardown(test_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reload, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reload_keeps_a_bounded_number, setup,
+                                        teardown),
     };
 
     return cmocka_run_group_tests_name("admin API and reloads", tests, NULL, NULL);
