@@ -351,7 +351,8 @@ static void test_reload_keeps_a_bounded_number(void **state) {
     assert_int_equal(kd_reload_run(f->reload, "test", what, sizeof(what)),
                      KD_RELOAD_REFUSED);
     assert_non_null(strstr(what, "restart it to change more"));
-    assert_int_equal(kd_reload_current(f->reload)->batch_max, 100 + KD_RELOAD_KEPT_MAX - 4);
+    assert_int_equal(kd_reload_current(f->reload)->batch_max,
+                     100 + KD_RELOAD_KEPT_MAX - 4);
     assert_int_equal(kd_reload_kept(f->reload), KD_RELOAD_KEPT_MAX);
     write_config(f, ", \"pipeline\": {\"batch_max\": 100}"); /* kept: allowed */
     assert_int_equal(kd_reload_run(f->reload, "test", what, sizeof(what)), KD_RELOAD_OK);
