@@ -133,6 +133,11 @@ static void uncertain_result(kd_pipeline *p, msg *m, int32_t part,
         }
         return;
     }
+    if (a->result == KD_RECOVER_LATER) { /* read on from there next turn */
+        m->scan_from = a->from;
+        kd_pl_schedule_retry(p, m, 0);
+        return;
+    }
     if (a->result == KD_RECOVER_UNKNOWN && ++m->reads < UNCERTAIN_TRIES) {
         uint64_t delay = 250u << (m->reads < 6 ? m->reads : 6);
 
@@ -242,9 +247,13 @@ static left_result resolve_left(kd_pipeline *p, msg *m) {
     part = l->out_partition;
     p->last_orphan_ms = kd_mono_ms();
     kd_recovery_stats_get(p->recovery, &before);
-    res = kd_recovery_find_since(p->recovery, m->route, part, l->scan_from, l->sent_at_ms,
-                                 m->key, m->key_len, &f);
+    res = kd_recovery_find_since(p->recovery, m->route, part, &l->scan_from,
+                                 l->sent_at_ms, m->key, m->key_len, &f);
     count_scans(p, &before);
+    if (res == KD_RECOVER_LATER) { /* read on from there next turn */
+        kd_pl_schedule_retry(p, m, 0);
+        return LEFT_SETTLED;
+    }
     if (res == KD_RECOVER_UNKNOWN && ++m->reads < UNCERTAIN_TRIES) {
         kd_pl_schedule_retry(p, m, 250u << (m->reads < 6 ? m->reads : 6));
         return LEFT_SETTLED;

@@ -1138,29 +1138,39 @@ void kd_recovery_find_since_many(kd_recovery *rc, size_t route, int32_t out_part
             ;
         as.table[j] = i + 1;
     }
-    res = scan_range(rc, r->to, out_partition, &from, hi, false, ask_each, &as,
+    res = scan_range(rc, r->to, out_partition, &from, hi, true, ask_each, &as,
                      &rc->stats.records);
     rc->stats.scans++;
     rc->stats.micros += kd_mono_us() - t0;
     free(as.table);
-    if (res != RANGE_DONE)
+    if (res == RANGE_FAILED)
         rc->broker_retry_at = kd_mono_us() + BROKER_RETRY_US; /* a second's rest */
-    if (res != RANGE_DONE)
-        for (size_t i = 0; i < n; i++)
-            if (asks[i].result != KD_RECOVER_FOUND)
-                asks[i].result = KD_RECOVER_UNKNOWN;
+    for (size_t i = 0; i < n && res != RANGE_DONE; i++) {
+        kd_recover_ask *a = &asks[i];
+
+        if (a->result == KD_RECOVER_FOUND)
+            continue;
+        if (res == RANGE_FAILED) {
+            a->result = KD_RECOVER_UNKNOWN;
+            continue;
+        }
+        a->result = KD_RECOVER_LATER; /* what was read did not hold it */
+        if (a->from < from)
+            a->from = from;
+    }
 }
 
 kd_recover_result kd_recovery_find_since(kd_recovery *rc, size_t route,
-                                         int32_t out_partition, int64_t from,
+                                         int32_t out_partition, int64_t *from,
                                          uint64_t sent_at_ms, const char *key,
                                          size_t key_len, kd_recover_found *out) {
     kd_recover_ask a = {
-        .key = key, .key_len = key_len, .from = from, .sent_at_ms = sent_at_ms};
+        .key = key, .key_len = key_len, .from = *from, .sent_at_ms = sent_at_ms};
 
     kd_recovery_find_since_many(rc, route, out_partition, &a, 1);
     if (a.result == KD_RECOVER_FOUND)
         *out = a.found;
+    *from = a.from;
     return a.result;
 }
 

@@ -168,9 +168,10 @@ void kd_recovery_set_progress(kd_recovery *rc, void (*fn)(void *arg), void *arg)
 typedef struct kd_recover_ask {
     const char *key; /* in */
     size_t key_len;
-    int64_t from;             /* in: downstream, it landed at or after this offset */
+    int64_t from;             /* in: downstream, it landed at or after this offset;
+                               * out, LATER: where the next step goes on */
     uint64_t sent_at_ms;      /* in: wall, when it was first sent */
-    kd_recover_result result; /* out: FOUND, ABSENT or UNKNOWN */
+    kd_recover_result result; /* out: FOUND, ABSENT, UNKNOWN or LATER */
     kd_recover_found found;   /* out, FOUND */
 } kd_recover_ask;
 
@@ -178,15 +179,19 @@ typedef struct kd_recover_ask {
  * partition out_partition from the ask's `from` to the partition's current
  * end, with one read from the smallest `from`; a record forwarded before
  * the ask's sent_at_ms is not that delivery (a replayed or older copy).
+ * Reads within the turn's budget (kd_recovery_begin_turn): when it runs
+ * out, the asks not found yet answer LATER, their `from` moved past what
+ * was read, and the caller asks again from there on a later turn.
  * Nothing is kept: memory is O(n). UNKNOWN when the broker does not answer
  * (then for a second without asking again), records were deleted, or more
  * than dedup.scan_max_records are to be read. */
 void kd_recovery_find_since_many(kd_recovery *rc, size_t route, int32_t out_partition,
                                  kd_recover_ask *asks, size_t n);
 
-/* kd_recovery_find_since_many() for one key; returns its result. */
+/* kd_recovery_find_since_many() for one key; returns its result (*from
+ * moved on LATER). */
 kd_recover_result kd_recovery_find_since(kd_recovery *rc, size_t route,
-                                         int32_t out_partition, int64_t from,
+                                         int32_t out_partition, int64_t *from,
                                          uint64_t sent_at_ms, const char *key,
                                          size_t key_len, kd_recover_found *out);
 

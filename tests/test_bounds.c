@@ -193,6 +193,27 @@ static void test_scans_step_within_the_cache_budget(void **state) {
     assert_int_equal(asks[3].result, KD_RECOVER_ABSENT);
     assert_int_equal(cache_bytes(rc), before);
 
+    /* ...and read in steps too: LATER, from moved on, until the answer */
+    kd_recover_ask late[] = {
+        {.key = "a-14990", .key_len = 7, .from = 0},
+        {.key = "nope", .key_len = 4, .from = 0},
+    };
+    int steps = 0;
+    int64_t last_from = 0;
+    do {
+        kd_recovery_begin_turn(rc, 1);
+        kd_recovery_find_since_many(rc, 0, 0, late, 2);
+        if (late[1].result == KD_RECOVER_LATER) {
+            assert_true(late[1].from >= last_from); /* never back */
+            last_from = late[1].from;
+        }
+    } while (late[1].result == KD_RECOVER_LATER && ++steps < 10000);
+    assert_true(steps >= 3);
+    assert_int_equal(late[0].result, KD_RECOVER_FOUND);
+    assert_int_equal(late[0].found.offset, 14990);
+    assert_int_equal(late[1].result, KD_RECOVER_ABSENT);
+    assert_int_equal(cache_bytes(rc), before);
+
     /* a handover reads in steps too, every record once */
     do {
         kd_recovery_begin_turn(rc, 1);
@@ -545,6 +566,7 @@ static void test_unclaimed_records_are_no_delivery(void **state) {
     char json[1024], err[512], path[512], stream[32];
     rd_kafka_t *rk = kf_producer(&e->mock);
     kd_recover_found f = {0};
+    int64_t from = 0;
     kd_recovery *rc;
     kd_config *cfg;
     kd_store *store;
@@ -576,7 +598,7 @@ static void test_unclaimed_records_are_no_delivery(void **state) {
                         kd_recovery_new(cfg, store, e->mock.bootstrap, err, sizeof(err)));
     assert_int_equal(kd_recovery_find(rc, 0xbeef, 0, 0, "k", 1, 0, &f),
                      KD_RECOVER_ABSENT);
-    assert_int_equal(kd_recovery_find_since(rc, 0, 0, 0, 0, "k", 1, &f),
+    assert_int_equal(kd_recovery_find_since(rc, 0, 0, &from, 0, "k", 1, &f),
                      KD_RECOVER_ABSENT);
     kd_recovery_destroy(rc);
     kd_store_destroy(store);

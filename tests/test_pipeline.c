@@ -1180,6 +1180,7 @@ static void test_claim_without_owner_reads_no_own_scan(void **state) {
     char json[2048], err[512], path[512];
     rd_kafka_t *rk = kf_producer(&e->mock);
     kd_recover_found f;
+    int64_t from = 0;
     kd_recovery *rc;
     kd_config *cfg;
     kd_store *store;
@@ -1200,7 +1201,7 @@ static void test_claim_without_owner_reads_no_own_scan(void **state) {
                      RD_KAFKA_RESP_ERR_NO_ERROR);
     kf_producer_close(rk);
     /* this run's own scan of out/0 now knows key-0 */
-    assert_int_equal(kd_recovery_find_since(rc, 0, 0, 0, 0, "key-0", 5, &f),
+    assert_int_equal(kd_recovery_find_since(rc, 0, 0, &from, 0, "key-0", 5, &f),
                      KD_RECOVER_FOUND);
     assert_int_equal(kd_recovery_find(rc, 0, 0, 0, "key-0", 5, 0, &f),
                      KD_RECOVER_UNKNOWN);
