@@ -47,12 +47,13 @@ LIB_CONFIG := $(BUILD)/libkd_config.a
 LIB_SIDECAR := $(BUILD)/libkd_sidecar.a
 KDEDUP := $(BUILD)/kdedup
 
-DEDUP_SRC := dedup/store.c dedup/store_mem.c dedup/entry.c dedup/dedup.c
+DEDUP_SRC := dedup/store.c dedup/store_mem.c dedup/entry.c dedup/dedup.c dedup/sha256.c
 ROCKS_SRC := store_rocks/store_rocks.c
 CONFIG_SRC := config/config.c
 SIDECAR_SRC := sidecar/log.c sidecar/offsets.c sidecar/headers.c sidecar/kafka.c \
                sidecar/metrics.c sidecar/http.c sidecar/recovery.c sidecar/held.c sidecar/signing.c sidecar/pipeline.c sidecar/pipeline_consume.c \
                sidecar/pipeline_claim.c sidecar/pipeline_produce.c sidecar/pipeline_deliver.c \
+               sidecar/pipeline_receipts.c \
                sidecar/pipeline_handover.c sidecar/pipeline_rebalance.c sidecar/pipeline_flow.c sidecar/pipeline_gate.c sidecar/mockd.c \
                sidecar/demo.c sidecar/lookup.c sidecar/harden.c sidecar/keysrc.c sidecar/reload.c \
                sidecar/admin.c
@@ -188,7 +189,7 @@ $(BUILD)/tests/test_held: $(call obj,tests/test_held.c sidecar/held.c)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_TEST)
 
 # Key sources and fingerprints: keysrc.c alone, over routes parsed from text.
-$(BUILD)/tests/test_keysrc: $(call obj,tests/test_keysrc.c sidecar/keysrc.c) $(LIB_CONFIG)
+$(BUILD)/tests/test_keysrc: $(call obj,tests/test_keysrc.c sidecar/keysrc.c) $(LIB_CONFIG) $(LIB_DEDUP)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_CONFIG) $(LIBS_DEDUP) $(LIBS_TEST)
 
@@ -332,7 +333,7 @@ $(BUILD)/fuzz/fuzz_headers: tests/fuzz/fuzz_headers.c sidecar/headers.c $(DEDUP_
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -o $@ $^ $(LIBS_KAFKA) $(LIBS_DEDUP)
 
-$(BUILD)/fuzz/fuzz_keysrc: tests/fuzz/fuzz_keysrc.c sidecar/keysrc.c $(CONFIG_SRC)
+$(BUILD)/fuzz/fuzz_keysrc: tests/fuzz/fuzz_keysrc.c sidecar/keysrc.c dedup/sha256.c $(CONFIG_SRC)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) $(call pc_cflags,$(PKGS_CONFIG)) -o $@ $^ $(LIBS_CONFIG) $(LIBS_DEDUP)
 

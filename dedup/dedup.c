@@ -7,9 +7,15 @@
  * first occurrence (the leader), read each leader's newest entry, plan the
  * appends, write them with one kd_store_append_batch(), then settle lost
  * races by re-reading, and give the followers their leader's outcome.
+ *
+ * A completion given its claim (kd_completion.claim_*) skips the read: its
+ * append names the claim's seq and the store's version of that write, and
+ * the store checks nothing was written since. When something was, the item
+ * is decided again the ordinary way, in a second batch (complete_redo).
  */
 #include "dedup/dedup.h"
 #include "dedup/entry.h"
+#include "dedup/sha256.h"
 
 #include <openssl/sha.h>
 
@@ -56,6 +62,7 @@ typedef struct slot {
     kd_err read_err;   /* leaders: reading or decoding the head failed */
     kd_append *append; /* the planned append, or NULL */
     void *encoded;     /* its payload */
+    bool hinted;       /* completions: its claim was given, not read */
 } slot;
 
 typedef struct batch {
@@ -127,7 +134,8 @@ static void stream_key(const kd_dedup *d, const unsigned char *hash, char *out) 
 /* Hashes key and writes its stream key into out (stream_len(d) bytes). */
 static void stream_of(const kd_dedup *d, const char *key, size_t key_len,
                       unsigned char *hash, char *out) {
-    SHA256((const unsigned char *)(key_len ? key : ""), key_len, hash);
+    kd_sha256(key, key_len,
+              hash); /* a failure maps every key to one stream: collisions */
     stream_key(d, hash, out);
 }
 
@@ -326,7 +334,7 @@ static void batch_read_heads(batch *b) {
     kd_err err;
 
     for (size_t i = 0; i < b->n; i++)
-        if (b->slots[i].leader == i)
+        if (b->slots[i].leader == i && !b->slots[i].hinted)
             b->reads[nreads++] =
                 (kd_read){.stream = b->slots[i].stream, .stream_len = b->stream_len};
     err = kd_store_read_last_batch(b->d->store, b->reads, nreads);
@@ -335,7 +343,7 @@ static void batch_read_heads(batch *b) {
         slot *s = &b->slots[i];
         kd_read *r;
 
-        if (s->leader != i)
+        if (s->leader != i || s->hinted)
             continue;
         r = &b->reads[nreads++];
         s->head = (head){.found = r->found,
@@ -439,6 +447,8 @@ static void claim_settle(batch *b, size_t i, kd_claim *c, uint64_t ts) {
     if (res == KD_OK) {
         c->decision = (kd_decision){.state = KD_CLAIMED, .timestamp_ms = ts};
         c->owner = atomic_load(&b->d->owner);
+        c->seq = s->append->expected_seq;
+        c->version = s->append->written_version;
         c->err = KD_OK;
         return;
     }
@@ -553,6 +563,24 @@ static void complete_leader(batch *b, size_t i, kd_completion *c, uint64_t now) 
     slot *s = &b->slots[i];
     kd_entry e;
 
+    if (s->hinted) { /* this process's claim, as it was written: after it */
+        uint64_t owner = atomic_load(&b->d->owner);
+
+        e = (kd_entry){.kind = KD_ENTRY_ACTIVE,
+                       .timestamp_ms = now,
+                       .key = c->key,
+                       .key_len = c->key_len,
+                       .has_owner = owner != 0,
+                       .owner = owner,
+                       .has_fingerprint = c->fingerprint != NULL,
+                       .fingerprint = c->fingerprint,
+                       .has_receipt = true,
+                       .receipt = c->receipt,
+                       .receipt_len = c->receipt_len};
+        s->head = (head){.found = true, .seq = c->claim_seq, .version = c->claim_version};
+        c->err = batch_plan(b, s, &e);
+        return;
+    }
     if ((c->err = s->read_err) != KD_OK)
         return;
     switch (head_state(&s->head)) {
@@ -588,8 +616,8 @@ static void complete_settle(batch *b, size_t i, kd_completion *c) {
     slot *s = &b->slots[i];
 
     c->err = s->append->result;
-    if (c->err != KD_ERR_SEQUENCE_CONFLICT)
-        return;
+    if (c->err != KD_ERR_SEQUENCE_CONFLICT || s->hinted)
+        return; /* hinted: overtaken, decided again (redo) */
     c->err = head_read(b->d, s->stream, b->stream_len, c->key, c->key_len, &s->head);
     if (c->err != KD_OK)
         return;
@@ -620,7 +648,60 @@ static void complete_follow(const kd_completion *lead, const slot *ls, kd_comple
         same_bytes(r, rlen, c->receipt, c->receipt_len) ? KD_OK : KD_ERR_DEDUP_COLLISION;
 }
 
+static kd_err complete_batch(kd_dedup *d, kd_completion *items, size_t n, bool lazy);
+
+/* True when item i is to be decided again: its leader's given claim was
+ * overtaken (something was written to the key since). */
+static bool overtaken(const batch *b, const kd_completion *items, size_t i) {
+    size_t lead = b->slots[i].leader;
+
+    return lead != SIZE_MAX && b->slots[lead].hinted &&
+           items[lead].err == KD_ERR_SEQUENCE_CONFLICT;
+}
+
+/* Decides the overtaken items again, reading their keys (a second write). */
+static kd_err complete_redo(batch *b, kd_completion *items, bool lazy) {
+    kd_completion *again;
+    size_t *idx, k = 0;
+    kd_err err = KD_OK;
+
+    for (size_t i = 0; i < b->n; i++)
+        k += overtaken(b, items, i);
+    if (!k)
+        return KD_OK;
+    again = malloc(k * sizeof(*again));
+    idx = malloc(k * sizeof(*idx));
+    if (!again || !idx) { /* backwards: a leader comes before its followers */
+        for (size_t i = b->n; i-- > 0;)
+            if (overtaken(b, items, i))
+                items[i].err = KD_ERR_STORE;
+    } else {
+        k = 0;
+        for (size_t i = 0; i < b->n; i++)
+            if (overtaken(b, items, i)) {
+                idx[k] = i;
+                again[k] = items[i];
+                again[k].claim_seq = again[k].claim_version = 0;
+                k++;
+            }
+        err = complete_batch(b->d, again, k, lazy);
+        for (size_t j = 0; j < k; j++)
+            items[idx[j]].err = err == KD_OK ? again[j].err : err;
+    }
+    free(again);
+    free(idx);
+    return KD_OK;
+}
+
 kd_err kd_dedup_complete_batch(kd_dedup *d, kd_completion *items, size_t n) {
+    return complete_batch(d, items, n, false);
+}
+
+kd_err kd_dedup_complete_batch_lazy(kd_dedup *d, kd_completion *items, size_t n) {
+    return complete_batch(d, items, n, true);
+}
+
+static kd_err complete_batch(kd_dedup *d, kd_completion *items, size_t n, bool lazy) {
     batch b = {0};
     uint64_t now;
     kd_err err;
@@ -650,6 +731,8 @@ kd_err kd_dedup_complete_batch(kd_dedup *d, kd_completion *items, size_t n) {
         return KD_OK;
     }
 
+    for (size_t i = 0; i < n; i++)
+        b.slots[i].hinted = b.slots[i].leader == i && items[i].claim_version != 0;
     batch_read_heads(&b);
     for (size_t i = 0; i < n; i++) {
         if (b.slots[i].leader == SIZE_MAX)
@@ -657,7 +740,10 @@ kd_err kd_dedup_complete_batch(kd_dedup *d, kd_completion *items, size_t n) {
         else if (b.slots[i].leader == i)
             complete_leader(&b, i, &items[i], now);
     }
-    kd_store_append_batch(d->store, b.appends, b.nappends);
+    if (lazy)
+        kd_store_append_batch_lazy(d->store, b.appends, b.nappends);
+    else
+        kd_store_append_batch(d->store, b.appends, b.nappends);
     for (size_t i = 0; i < n; i++)
         if (b.slots[i].append && items[i].err == KD_OK)
             complete_settle(&b, i, &items[i]);
@@ -667,8 +753,9 @@ kd_err kd_dedup_complete_batch(kd_dedup *d, kd_completion *items, size_t n) {
         if (lead != i && lead != SIZE_MAX)
             complete_follow(&items[lead], &b.slots[lead], &items[i]);
     }
+    err = complete_redo(&b, items, lazy);
     batch_free(&b);
-    return KD_OK;
+    return err;
 }
 
 kd_err kd_dedup_complete_receipt(kd_dedup *d, const char *key, size_t key_len,

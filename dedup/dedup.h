@@ -116,6 +116,10 @@ typedef struct kd_claim {
     /* out, KD_CLAIMED: when (wall ms) the key was last released or forgotten
      * (its newest entry was a tombstone), or 0 */
     uint64_t tombstoned_at;
+    /* out, KD_CLAIMED: the claim's place in its stream and the store's
+     * stamp of the write (0 = none), for kd_completion.claim_* */
+    uint64_t seq;
+    uint64_t version;
 } kd_claim;
 
 /* Claims every key of the batch at timestamp_ms with one store write, with
@@ -132,13 +136,31 @@ typedef struct kd_completion {
     size_t key_len;      /* in */
     const void *receipt; /* in */
     size_t receipt_len;  /* in */
-    kd_err err;          /* out: this key's result */
+    /* in, optional (claim_version 0 = none): the claim this receipt
+     * completes, as kd_dedup_claim_batch() gave it to this process on the
+     * same kd_dedup (its seq and version) with the fingerprint it stored
+     * (or NULL). The key is then not read: the store checks that nothing
+     * was written to it since, and the receipt is appended after the
+     * claim; when something was, the key is read and decided as without
+     * them. */
+    uint64_t claim_seq;
+    uint64_t claim_version;
+    const unsigned char *fingerprint;
+    kd_err err; /* out: this key's result */
 } kd_completion;
 
 /* Completes every key of the batch with one store write, with the per-key
- * semantics of kd_dedup_complete_receipt(). Returns KD_OK when each item's
+ * semantics of kd_dedup_complete_receipt() (items with claim_* that were
+ * overtaken are decided in a second write). Returns KD_OK when each item's
  * err is set, or KD_ERR_CONFIG for bad arguments (items untouched). */
 kd_err kd_dedup_complete_batch(kd_dedup *d, kd_completion *items, size_t n);
+
+/* kd_dedup_complete_batch() with a lazy write (kd_store_append_batch_lazy):
+ * the receipts are durable only once a later durable write of the store,
+ * or kd_store_sync(), has returned KD_OK. Until then a crash may lose them
+ * (their claims then stay in flight, for recovery), so nothing that relies
+ * on them may be made durable elsewhere (an offset committed) before. */
+kd_err kd_dedup_complete_batch_lazy(kd_dedup *d, kd_completion *items, size_t n);
 
 /* Looks up a key like kd_dedup_lookup(), and also gives the owner id of an
  * in-flight claim in *owner (0 when none was recorded, or not in flight).

@@ -108,6 +108,16 @@ kd_err kd_store_append_batch(kd_store *store, kd_append *items, size_t n) {
     return first;
 }
 
+kd_err kd_store_append_batch_lazy(kd_store *store, kd_append *items, size_t n) {
+    if (n == 0 || !store->ops->append_batch_lazy)
+        return kd_store_append_batch(store, items, n);
+    return store->ops->append_batch_lazy(store->impl, items, n);
+}
+
+kd_err kd_store_sync(kd_store *store) {
+    return store->ops->sync ? store->ops->sync(store->impl) : KD_OK;
+}
+
 void kd_store_set_retention(kd_store *store, uint64_t ttl_ms,
                             uint64_t inflight_timeout_ms) {
     if (store->ops->set_retention)

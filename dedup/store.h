@@ -54,6 +54,9 @@ typedef struct kd_append {
      * the check itself is the same either way. */
     uint64_t version;
     kd_err result; /* out: KD_OK, KD_ERR_SEQUENCE_CONFLICT or the batch's error */
+    /* out, KD_OK: the stream's version right after this write (0 = the
+     * backend keeps none): a later append may pass it as its version. */
+    uint64_t written_version;
 } kd_append;
 
 /* A backend. The three first ops are required; the rest are optional and
@@ -85,6 +88,13 @@ struct kd_store_ops {
     void (*set_retention)(void *impl, uint64_t ttl_ms, uint64_t inflight_timeout_ms);
     /* Optional. Copies a description of the most recent error into buf. */
     void (*last_error)(void *impl, char *buf, size_t buf_size);
+    /* Optional. append_batch whose write is durable only once a later
+     * durable write or sync() is (a crash may lose it; what reads sees it
+     * at once). NULL: append_batch is used. */
+    kd_err (*append_batch_lazy)(void *impl, kd_append *items, size_t n);
+    /* Optional. Makes every write made so far durable (nothing to do when
+     * no lazy write came since the last durable one). */
+    kd_err (*sync)(void *impl);
 };
 
 /* Wraps a backend. Takes ownership of impl: kd_store_destroy() calls
@@ -120,6 +130,16 @@ kd_err kd_store_read_last_batch(kd_store *store, kd_read *items, size_t n);
  * otherwise one append per item (then not atomic across items). Sets every
  * item's result; returns KD_OK or the first KD_ERR_STORE-class error. */
 kd_err kd_store_append_batch(kd_store *store, kd_append *items, size_t n);
+
+/* Appends a batch like kd_store_append_batch(), lazily where the backend
+ * can: durable only once a later durable write or kd_store_sync() returns
+ * KD_OK (a crash may lose it; reads see it at once). */
+kd_err kd_store_append_batch_lazy(kd_store *store, kd_append *items, size_t n);
+
+/* Makes every write made so far durable (the lazy ones too). KD_OK at once
+ * when nothing lazy was written since the last durable write, or the
+ * backend writes nothing lazily; else the backend's error. */
+kd_err kd_store_sync(kd_store *store);
 
 /* Tells the backend the retention it may apply; a no-op without the op. */
 void kd_store_set_retention(kd_store *store, uint64_t ttl_ms,

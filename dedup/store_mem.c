@@ -167,6 +167,9 @@ static kd_err mem_append_batch(void *impl, kd_append *items, size_t n) {
 
         a->result = mem_append_locked(m, a->stream, a->stream_len, a->expected_seq,
                                       a->payload, a->payload_len);
+        /* Every append checks its seq under the lock: any non-zero version
+         * serves (a later append passing it is checked all the same). */
+        a->written_version = a->result == KD_OK ? a->expected_seq + 1 : 0;
         if (a->result == KD_ERR_STORE)
             err = KD_ERR_STORE;
     }

@@ -2,6 +2,7 @@
  * kdedup - the key and fingerprint of a message (see keysrc.h).
  */
 #include "sidecar/keysrc.h"
+#include "dedup/sha256.h"
 
 #include <cjson/cJSON.h>
 #include <openssl/evp.h>
@@ -313,7 +314,7 @@ bool kd_keysrc_fingerprint(const kd_route *r, const kd_keysrc_msg *m,
 
     if (!ctx)
         return false;
-    ok = EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
+    ok = EVP_DigestInit_ex(ctx, kd_sha256_md(), NULL) == 1 &&
          EVP_DigestUpdate(ctx, tag, sizeof(tag)) == 1 &&
          digest_field(ctx, m->value != NULL, m->value, m->value_len);
     for (size_t i = 0; ok && i < r->nfingerprint_headers; i++) {

@@ -356,10 +356,13 @@ int kd_pipeline_run(kd_pipeline *p) {
     while (!atomic_load(&p->stop) && !atomic_load(&p->fatal) && !p->restart_cfg) {
         atomic_store(&p->tick_ms, kd_mono_ms());
         kd_recovery_begin_turn(p->recovery, p->cfg->scan_step_ms);
-        size_t n = kd_pl_collect(
-            p, p->awaiting || p->retries.n || p->nhandovers || p->ngates ? 5 : 100);
+        size_t n = kd_pl_collect(p, p->awaiting || p->retries.n || p->nhandovers ||
+                                            p->ngates || p->unsynced.n
+                                        ? 5
+                                        : 100);
 
         kd_pl_dispatch(p, p->batch_msgs, n);
+        kd_pl_settle_receipts(p); /* the claims' write made them durable */
         kd_pl_service(p, 0);
         kd_pl_retry_due(p);
         kd_pl_gates_turn(p);
@@ -529,6 +532,7 @@ void kd_pipeline_destroy(kd_pipeline *p) {
     }
     free_list(&p->reported);
     free_list(&p->receipts);
+    free_list(&p->unsynced);
     free_list(&p->retries);
     for (size_t i = 0; i < p->ngates; i++)
         free_list(&p->gates[i].waiting);

@@ -32,8 +32,7 @@ void kd_pl_store_failed(kd_pipeline *p, size_t route, const char *what) {
     p->store_retry_at = now + p->store_backoff_ms;
 }
 
-/* A store write succeeded: if it was failing, consumption resumes. */
-static void store_ok(kd_pipeline *p) {
+void kd_pl_store_ok(kd_pipeline *p) {
     uint64_t since = atomic_load(&p->store_failing_since);
 
     if (!since)
@@ -72,7 +71,7 @@ static bool complete_found(kd_pipeline *p, msg *m, int32_t out_part,
     m->out_offset = f->offset;
     m->out_timestamp = f->timestamp;
     c.receipt_len = kd_pl_format_receipt(p, m, receipt, sizeof(receipt));
-    kd_pl_complete_timed(p, m->route, &c, 1);
+    kd_pl_complete_timed(p, m->route, &c, 1, false);
     if (c.err == KD_ERR_STORE) {
         list_push(&p->receipts, m);
         return false;
@@ -274,6 +273,8 @@ static left_result resolve_left(kd_pipeline *p, msg *m) {
 static void on_claimed(kd_pipeline *p, msg *m, const kd_claim *c) {
     left_result left = LEFT_NONE;
 
+    m->claim_seq = c->seq;
+    m->claim_version = c->version;
     if (own_claim(p, m))
         return;
     if (c->expired) {
@@ -316,7 +317,7 @@ void kd_pl_takeover(kd_pipeline *p, msg *m) {
             kd_pl_schedule_retry(p, m, p->store_backoff_ms);
             return;
         }
-        store_ok(p);
+        kd_pl_store_ok(p);
         if (c.err != KD_OK) {
             MSG_FIELDS(m, part, off);
             KD_LOG(KD_LOG_WARN, fields, "key cannot be deduplicated (%s): forwarding it",
@@ -333,6 +334,8 @@ void kd_pl_takeover(kd_pipeline *p, msg *m) {
         }
         kd_decision_clear(&c.decision);
         if (c.decision.state == KD_CLAIMED && took_over) {
+            m->claim_seq = c.seq;
+            m->claim_version = c.version;
             if (!kd_pl_hold(p, m))
                 return; /* fatal; the offset stays pending */
             if (absent)
@@ -527,13 +530,16 @@ void kd_pl_claim_timed(kd_pipeline *p, size_t route, kd_claim *c, size_t n,
             kd_pl_store_failed(p, route, "claim batch");
             return;
         }
-    store_ok(p);
+    kd_pl_store_ok(p);
 }
 
-void kd_pl_complete_timed(kd_pipeline *p, size_t route, kd_completion *c, size_t n) {
+void kd_pl_complete_timed(kd_pipeline *p, size_t route, kd_completion *c, size_t n,
+                          bool lazy) {
+    kd_dedup *d = p->routes[route].dedup;
     uint64_t t0 = kd_mono_us();
 
-    if (kd_dedup_complete_batch(p->routes[route].dedup, c, n) != KD_OK)
+    if ((lazy ? kd_dedup_complete_batch_lazy(d, c, n)
+              : kd_dedup_complete_batch(d, c, n)) != KD_OK)
         for (size_t i = 0; i < n; i++)
             c[i].err = KD_ERR_STORE;
     observe_since(kd_metrics_store_write(p->metrics), t0);
@@ -542,7 +548,7 @@ void kd_pl_complete_timed(kd_pipeline *p, size_t route, kd_completion *c, size_t
             kd_pl_store_failed(p, route, "receipt batch");
             return;
         }
-    store_ok(p);
+    kd_pl_store_ok(p);
 }
 
 /* Claims the keyed messages of a batch with one store write per route

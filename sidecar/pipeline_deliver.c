@@ -120,55 +120,6 @@ size_t kd_pl_format_receipt(const kd_pipeline *p, const msg *m, char *buf, size_
     return more < 0 ? n : n + (size_t)more < size ? n + (size_t)more : size - 1;
 }
 
-/* Completes the receipts of every delivered claim with one store write. */
-static void complete_receipts(kd_pipeline *p) {
-    msg_list todo = list_take(&p->receipts);
-    size_t n = 0;
-
-    if (!todo.n)
-        return;
-    if ((kd_pl_store_failing(p) && kd_mono_ms() < p->store_retry_at) ||
-        !kd_pl_receipt_capacity(p, todo.n)) {
-        p->receipts = todo; /* try again next turn */
-        return;
-    }
-    for (size_t route = 0; route < p->cfg->nroutes; route++) { /* one write a route */
-        size_t first = n;
-
-        for (msg *m = todo.head; m; m = m->next) {
-            char *r = p->receipt_text + n * RECEIPT_MAX;
-
-            if (m->route != route)
-                continue;
-            p->receipt_msgs[n] = m;
-            p->completions[n++] = (kd_completion){
-                .key = m->key,
-                .key_len = m->key_len,
-                .receipt = r,
-                .receipt_len = kd_pl_format_receipt(p, m, r, RECEIPT_MAX)};
-        }
-        if (n > first)
-            kd_pl_complete_timed(p, route, p->completions + first, n - first);
-    }
-    for (size_t i = 0; i < n; i++) {
-        msg *m = p->receipt_msgs[i];
-        kd_err err = p->completions[i].err;
-
-        if (err == KD_OK || err == KD_ERR_DEDUP_COLLISION) {
-            if (err != KD_OK) { /* delivered all the same: the claim had gone */
-                MSG_FIELDS(m, part, off);
-                KD_LOG(KD_LOG_WARN, fields, "receipt not recorded: the claim was gone");
-                GCOUNT(p, collisions, 1);
-            }
-            RCOUNT(p, m->route, forwarded);
-            observe_since(kd_metrics_forward_latency(p->metrics), m->consumed_us);
-            kd_pl_msg_done(p, m);
-        } else {
-            list_push(&p->receipts, m); /* kd_pl_store_failed: kd_pl_complete_timed */
-        }
-    }
-}
-
 static void handle_reports(kd_pipeline *p) {
     msg_list all = list_take(&p->reported);
 
@@ -184,7 +135,7 @@ static void handle_reports(kd_pipeline *p) {
             kd_pl_msg_done(p, m);
         }
     }
-    complete_receipts(p);
+    kd_pl_receipts_write(p);
 }
 
 /* Serves the producer for up to timeout_ms and settles what it reported. */
@@ -289,6 +240,7 @@ void kd_pl_unhold(kd_pipeline *p, msg *m) {
         atomic_store(kd_metrics_held(p->metrics), kd_held_count(p->held));
     }
     m->claimed = false;
+    m->claim_version = 0; /* released or left: no claim to complete after */
 }
 
 void kd_pl_msg_free(kd_pipeline *p, msg *m) {

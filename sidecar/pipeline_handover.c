@@ -65,12 +65,14 @@ static bool learn(void *arg, const kd_history_rec *recs, size_t n) {
                 .receipt = text,
                 .receipt_len = kd_pl_receipt_text(
                     p, l->route, l->out_partition, recs[i].offset, recs[i].timestamp,
-                    l->src_partition, recs[i].src_offset, text, RECEIPT_MAX)};
+                    l->src_partition, recs[i].src_offset, text, RECEIPT_MAX),
+                .claim_seq = c->seq, /* claimed here: not read again */
+                .claim_version = c->version};
         }
         kd_decision_clear(&c->decision);
     }
     if (ndone)
-        kd_pl_complete_timed(p, l->route, p->completions, ndone);
+        kd_pl_complete_timed(p, l->route, p->completions, ndone, false);
     for (size_t i = 0; i < ndone; i++)
         if (p->completions[i].err == KD_ERR_STORE)
             return false;

@@ -8,7 +8,8 @@
  *   pipeline_claim.c     claiming: one store write per batch, takeovers,
  *                        the store's health
  *   pipeline_produce.c   producing, and the delivery-report callback
- *   pipeline_deliver.c   delivery reports, receipts, retries
+ *   pipeline_deliver.c   delivery reports, retries
+ *   pipeline_receipts.c  receipts, written lazily, made durable by the next sync
  *   pipeline_handover.c  reading a newly assigned partition's history
  *   pipeline_rebalance.c offsets, assignments and revocations
  *
@@ -80,19 +81,21 @@ typedef struct msg {
                               * stands (owned) */
     bool orig_has_fp;        /* a key conflict: the original's fingerprint */
     unsigned char orig_fp[KD_FINGERPRINT_LEN];
-    uint64_t own;         /* the ownership of its partition that consumed it */
-    bool claimed;         /* holds a claim in the store (and an entry in p->held) */
-    bool uncertain;       /* possibly persisted: read downstream before resending */
-    bool maybe_out;       /* a delivery may be downstream: the claim is never
-                           * released, only completed or left to recovery */
-    int reads;            /* uncertain: failed reads of downstream so far */
-    int64_t scan_from;    /* downstream: it lands at or after this offset */
-    uint64_t sent_at_ms;  /* wall: when that first copy was sent */
-    int attempts;         /* failed deliveries so far */
-    uint64_t consumed_us; /* monotonic: for the forward latency */
-    size_t bytes;         /* its key and value: counted in p->inflight_bytes */
-    bool gate_takeover;   /* waiting in a gate: to be taken over (else produced) */
-    uint64_t due_ms;      /* in the retry list: when (monotonic) */
+    uint64_t own;           /* the ownership of its partition that consumed it */
+    bool claimed;           /* holds a claim in the store (and an entry in p->held) */
+    uint64_t claim_seq;     /* claimed by this run: kd_claim.seq and .version, for */
+    uint64_t claim_version; /* its receipt (kd_completion.claim_*; 0 = none) */
+    bool uncertain;         /* possibly persisted: read downstream before resending */
+    bool maybe_out;         /* a delivery may be downstream: the claim is never
+                             * released, only completed or left to recovery */
+    int reads;              /* uncertain: failed reads of downstream so far */
+    int64_t scan_from;      /* downstream: it lands at or after this offset */
+    uint64_t sent_at_ms;    /* wall: when that first copy was sent */
+    int attempts;           /* failed deliveries so far */
+    uint64_t consumed_us;   /* monotonic: for the forward latency */
+    size_t bytes;           /* its key and value: counted in p->inflight_bytes */
+    bool gate_takeover;     /* waiting in a gate: to be taken over (else produced) */
+    uint64_t due_ms;        /* in the retry list: when (monotonic) */
     /* the delivery report */
     rd_kafka_resp_err_t err;
     rd_kafka_msg_status_t status;
@@ -182,7 +185,8 @@ struct kd_pipeline {
     _Atomic int fatal;
 
     msg_list reported; /* delivery reports, filled by dr_cb */
-    msg_list receipts; /* delivered; receipt not yet durable */
+    msg_list receipts; /* delivered; receipt not yet written */
+    msg_list unsynced; /* receipt written lazily; durable with the next sync */
     msg_list retries;  /* waiting for due_ms */
     gate *gates;       /* partitions waiting for an orphan's scan */
     size_t ngates, gates_cap;
@@ -304,8 +308,12 @@ size_t kd_pl_collect(kd_pipeline *p, int timeout_ms);
 /* pipeline_claim.c */
 /* Claims c[0..n) of route in one store write (timed); a failure pauses consumption. */
 void kd_pl_claim_timed(kd_pipeline *p, size_t route, kd_claim *c, size_t n, uint64_t now);
-/* Completes c[0..n) of route in one store write (timed); a failure pauses consumption. */
-void kd_pl_complete_timed(kd_pipeline *p, size_t route, kd_completion *c, size_t n);
+/* Completes c[0..n) of route in one store write (timed), lazy (durable
+ * with the next durable write or sync) or not; a failure pauses consumption. */
+void kd_pl_complete_timed(kd_pipeline *p, size_t route, kd_completion *c, size_t n,
+                          bool lazy);
+/* A store write succeeded: if it was failing, consumption resumes. */
+void kd_pl_store_ok(kd_pipeline *p);
 /* Claims a batch's keys and sends, settles or retries every message of it. */
 void kd_pl_dispatch(kd_pipeline *p, msg **batch, size_t n);
 /* Reads downstream for possibly persisted deliveries ms[0..n) (the array
@@ -374,6 +382,16 @@ void kd_pl_retry_due(kd_pipeline *p);
 void kd_pl_schedule_retry(kd_pipeline *p, msg *m, uint64_t delay_ms);
 /* Serves the producer for up to timeout_ms and settles its reports. */
 void kd_pl_service(kd_pipeline *p, int timeout_ms);
+
+/* pipeline_receipts.c */
+/* Writes the receipts of p->receipts lazily, one write a route; their
+ * messages wait on p->unsynced (failed ones stay, retried after the store's
+ * backoff). */
+void kd_pl_receipts_write(kd_pipeline *p);
+/* Makes the receipts written lazily durable (no disk sync when a durable
+ * write since has done it: the turn's claims) and settles their messages.
+ * Each turn after the claims, and while draining. */
+void kd_pl_settle_receipts(kd_pipeline *p);
 
 /* pipeline_handover.c */
 /* Reads the history of the first partition due for a handover. */

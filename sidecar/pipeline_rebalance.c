@@ -36,7 +36,7 @@ void kd_pl_store_offsets(kd_pipeline *p) {
 
 /* Waits (serving the producer) until nothing is in flight or deadline. */
 void kd_pl_drain(kd_pipeline *p, uint64_t deadline_ms) {
-    while (p->awaiting || p->receipts.n || p->reported.n) {
+    while (p->awaiting || p->receipts.n || p->reported.n || p->unsynced.n) {
         /* A stop during a revoke's drain starts the one grace period. */
         if (atomic_load(&p->stop) && !p->stop_deadline)
             p->stop_deadline = kd_mono_ms() + p->cfg->shutdown_grace_ms;
@@ -45,6 +45,7 @@ void kd_pl_drain(kd_pipeline *p, uint64_t deadline_ms) {
         if (kd_mono_ms() >= deadline_ms)
             return;
         kd_pl_service(p, 20);
+        kd_pl_settle_receipts(p);
     }
 }
 

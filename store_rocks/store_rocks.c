@@ -32,7 +32,14 @@ typedef struct rocks_store {
     rocksdb_block_based_table_options_t *table;
     rocksdb_cache_t *cache;
     rocksdb_compactionfilter_t *filter;
+    rocksdb_column_family_handle_t *cf; /* the default one: batched MultiGet */
     rocksdb_writeoptions_t *wopts;
+    rocksdb_writeoptions_t *lazy_wopts; /* never synced: append_batch_lazy */
+    bool sync;                          /* wopts sync (store.sync) */
+    /* Lazy writes made, and how many of them a durable write or sync has
+     * covered: a durable write syncs the WAL, every write before it too. */
+    _Atomic uint64_t lazy_writes;
+    _Atomic uint64_t lazy_durable;
     rocksdb_readoptions_t *ropts;
     rocksdb_readoptions_t *scan_opts; /* iterators: in key order across prefixes */
     char *path;
@@ -72,14 +79,19 @@ static uint64_t get_be64(const unsigned char *p) {
  * leads so that keys differ in their first bytes: the memtable's and the
  * index's comparisons end there instead of walking the namespace every
  * stream of a cache shares. */
+static size_t rkey_fill(char *p, const char *stream, size_t stream_len, uint64_t hash) {
+    p[0] = PREFIX_HEAD;
+    put_be64((unsigned char *)p + 1, hash);
+    memcpy(p + 1 + HASH_LEN, stream, stream_len);
+    return 1 + HASH_LEN + stream_len;
+}
+
 static bool rkey_make(rkey *k, const char *stream, size_t stream_len, uint64_t hash) {
     k->len = 1 + HASH_LEN + stream_len;
     k->p = k->len <= KEY_INLINE ? k->inline_buf : malloc(k->len);
     if (!k->p)
         return false;
-    k->p[0] = PREFIX_HEAD;
-    put_be64((unsigned char *)k->p + 1, hash);
-    memcpy(k->p + 1 + HASH_LEN, stream, stream_len);
+    rkey_fill(k->p, stream, stream_len, hash);
     return true;
 }
 
@@ -186,11 +198,40 @@ static bool batch_put(rocksdb_writebatch_t *wb, const char *stream, size_t strea
     return ok;
 }
 
-static kd_err batch_write(rocks_store *r, rocksdb_writebatch_t *wb) {
+/* Raises r->lazy_durable to at least n. */
+static void lazy_covered(rocks_store *r, uint64_t n) {
+    uint64_t cur = atomic_load(&r->lazy_durable);
+
+    while (cur < n && !atomic_compare_exchange_weak(&r->lazy_durable, &cur, n))
+        ;
+}
+
+static kd_err batch_write(rocks_store *r, rocksdb_writebatch_t *wb, bool lazy) {
+    uint64_t before = atomic_load(&r->lazy_writes); /* all written already */
     char *err = NULL;
 
-    rocksdb_write(r->db, r->wopts, wb, &err);
-    return err ? rocks_fail(r, "write failed", err) : KD_OK;
+    rocksdb_write(r->db, lazy ? r->lazy_wopts : r->wopts, wb, &err);
+    if (err)
+        return rocks_fail(r, "write failed", err);
+    if (lazy)
+        atomic_fetch_add(&r->lazy_writes, 1);
+    else
+        lazy_covered(r, before);
+    return KD_OK;
+}
+
+static kd_err rocks_sync(void *impl) {
+    rocks_store *r = impl;
+    uint64_t written = atomic_load(&r->lazy_writes);
+    char *err = NULL;
+
+    if (!r->sync || atomic_load(&r->lazy_durable) >= written)
+        return KD_OK;
+    rocksdb_flush_wal(r->db, 1, &err);
+    if (err)
+        return rocks_fail(r, "syncing the write-ahead log failed", err);
+    lazy_covered(r, written);
+    return KD_OK;
 }
 
 /*
@@ -211,9 +252,93 @@ static kd_err rocks_read_last(void *impl, const char *stream, size_t stream_len,
     return err;
 }
 
+/* Turns RocksDB's per-thread perf counters off on the calling thread (they
+ * are on by default, and their thread-local bookkeeping showed in the
+ * profile of every read and write). */
+static void perf_off(void) {
+    static _Thread_local bool off;
+
+    if (!off) {
+        rocksdb_set_perf_level(rocksdb_disable);
+        off = true;
+    }
+}
+
+/* Sets a read item from a head record's value (NULL: no record). */
+static void read_item_set(kd_read *it, const char *val, size_t vlen) {
+    uint64_t count = 0;
+
+    it->err = val ? head_parse(val, vlen, &count, &it->payload, &it->payload_len) : KD_OK;
+    it->found = it->err == KD_OK && count > 0;
+    if (it->found)
+        it->seq = count - 1;
+}
+
+/* The items' heads with one batched MultiGet (its filter and block
+ * lookups shared by the batch); false when out of memory (nothing read). */
+static bool read_multi(rocks_store *r, kd_read *items, size_t n) {
+    size_t total = 0, at = 0;
+    char *buf, **errs;
+    const char **keys;
+    size_t *lens;
+    rocksdb_pinnableslice_t **vals;
+
+    for (size_t i = 0; i < n; i++)
+        total += 1 + HASH_LEN + items[i].stream_len;
+    buf = malloc(total);
+    keys = malloc(n * sizeof(*keys));
+    lens = malloc(n * sizeof(*lens));
+    vals = calloc(n, sizeof(*vals));
+    errs = calloc(n, sizeof(*errs));
+    if (!buf || !keys || !lens || !vals || !errs) {
+        free(buf);
+        free(keys);
+        free(lens);
+        free(vals);
+        free(errs);
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        kd_read *it = &items[i];
+        uint64_t h = kd_store_stream_hash(it->stream, it->stream_len);
+
+        /* before the read, as below */
+        it->version = atomic_load(version_of(r, h));
+        it->payload = NULL;
+        keys[i] = buf + at;
+        lens[i] = rkey_fill(buf + at, it->stream, it->stream_len, h);
+        at += lens[i];
+    }
+    rocksdb_batched_multi_get_cf(r->db, r->ropts, r->cf, n, keys, lens, vals, errs,
+                                 false);
+    for (size_t i = 0; i < n; i++) {
+        const char *val = NULL;
+        size_t vlen = 0;
+
+        if (errs[i]) {
+            items[i].err = rocks_fail(r, "read failed", errs[i]); /* frees it */
+            items[i].found = false;
+        } else {
+            if (vals[i])
+                val = rocksdb_pinnableslice_value(vals[i], &vlen);
+            read_item_set(&items[i], val, vlen);
+        }
+        rocksdb_pinnableslice_destroy(vals[i]);
+    }
+    free(buf);
+    free(keys);
+    free(lens);
+    free(vals);
+    free(errs);
+    return true;
+}
+
 static kd_err rocks_read_last_batch(void *impl, kd_read *items, size_t n) {
     rocks_store *r = impl;
 
+    perf_off();
+    if (n > 1 && read_multi(r, items, n))
+        return KD_OK;
     for (size_t i = 0; i < n; i++) {
         kd_read *it = &items[i];
         uint64_t h = kd_store_stream_hash(it->stream, it->stream_len);
@@ -250,7 +375,7 @@ static kd_err rocks_append(void *impl, const char *stream, size_t stream_len,
     if (err == KD_OK) {
         wb = rocksdb_writebatch_create();
         err = batch_put(wb, stream, stream_len, h, expected_seq, payload, payload_len)
-                  ? batch_write(r, wb)
+                  ? batch_write(r, wb, false)
                   : KD_ERR_STORE;
         rocksdb_writebatch_destroy(wb);
         atomic_fetch_add(version_of(r, h), 1);
@@ -321,12 +446,12 @@ static kd_err batch_check(rocks_store *r, kd_append *items, const bref *refs, si
     return KD_OK;
 }
 
-static kd_err rocks_append_batch(void *impl, kd_append *items, size_t n) {
-    rocks_store *r = impl;
+static kd_err append_batch(rocks_store *r, kd_append *items, size_t n, bool lazy) {
     rocksdb_writebatch_t *wb;
     bref *refs = malloc(n * sizeof(*refs));
     kd_err err = KD_ERR_STORE;
 
+    perf_off();
     if (!refs)
         goto fail;
     for (size_t i = 0; i < n; i++) {
@@ -342,10 +467,14 @@ static kd_err rocks_append_batch(void *impl, kd_append *items, size_t n) {
     wb = rocksdb_writebatch_create();
     err = batch_check(r, items, refs, n, wb);
     if (err == KD_OK && rocksdb_writebatch_count(wb) > 0) {
-        err = batch_write(r, wb);
-        for (size_t i = 0; i < n; i++)
+        uint64_t v = 0;
+
+        err = batch_write(r, wb, lazy);
+        for (size_t i = 0; i < n; i++) {
             if (i == 0 || !same_stream(refs[i - 1].a, refs[i].a))
-                atomic_fetch_add(version_of(r, refs[i].hash), 1);
+                v = atomic_fetch_add(version_of(r, refs[i].hash), 1) + 1;
+            items[refs[i].idx].written_version = err == KD_OK ? v : 0;
+        }
     }
     rocksdb_writebatch_destroy(wb);
     for (size_t i = 0; i < n; i++)
@@ -386,6 +515,8 @@ static void rocks_destroy(void *impl) {
 
     if (!r)
         return;
+    if (r->cf)
+        rocksdb_column_family_handle_destroy(r->cf);
     if (r->db)
         rocksdb_close(r->db);
     if (r->opts)
@@ -398,6 +529,8 @@ static void rocks_destroy(void *impl) {
         rocksdb_compactionfilter_destroy(r->filter);
     if (r->wopts)
         rocksdb_writeoptions_destroy(r->wopts);
+    if (r->lazy_wopts)
+        rocksdb_writeoptions_destroy(r->lazy_wopts);
     if (r->ropts)
         rocksdb_readoptions_destroy(r->ropts);
     if (r->scan_opts)
@@ -409,6 +542,14 @@ static void rocks_destroy(void *impl) {
     free(r);
 }
 
+static kd_err rocks_append_batch(void *impl, kd_append *items, size_t n) {
+    return append_batch(impl, items, n, false);
+}
+
+static kd_err rocks_append_batch_lazy(void *impl, kd_append *items, size_t n) {
+    return append_batch(impl, items, n, true);
+}
+
 static const struct kd_store_ops kd_rocks_ops = {
     .name = "rocksdb",
     .read_last = rocks_read_last,
@@ -418,6 +559,8 @@ static const struct kd_store_ops kd_rocks_ops = {
     .read_last_batch = rocks_read_last_batch,
     .set_retention = rocks_set_retention,
     .last_error = rocks_last_error,
+    .append_batch_lazy = rocks_append_batch_lazy,
+    .sync = rocks_sync,
 };
 
 /*
@@ -543,10 +686,11 @@ static bool rocks_configure(rocks_store *r, const kd_rocks_options *o) {
     r->filter = rocksdb_compactionfilter_create(r, retention_filter_free,
                                                 retention_filter, retention_filter_name);
     r->wopts = rocksdb_writeoptions_create();
+    r->lazy_wopts = rocksdb_writeoptions_create();
     r->ropts = rocksdb_readoptions_create();
     r->scan_opts = rocksdb_readoptions_create();
-    if (!r->opts || !r->table || !r->cache || !r->filter || !r->wopts || !r->ropts ||
-        !r->scan_opts)
+    if (!r->opts || !r->table || !r->cache || !r->filter || !r->wopts || !r->lazy_wopts ||
+        !r->ropts || !r->scan_opts)
         return false;
     rocksdb_readoptions_set_total_order_seek(r->scan_opts, 1);
 
@@ -590,6 +734,8 @@ static bool rocks_configure(rocks_store *r, const kd_rocks_options *o) {
     rocksdb_options_set_write_buffer_size(r->opts, o->write_buffer_bytes);
     rocksdb_options_set_max_write_buffer_number(r->opts, o->max_write_buffers);
     rocksdb_writeoptions_set_sync(r->wopts, o->sync);
+    rocksdb_writeoptions_set_sync(r->lazy_wopts, 0);
+    r->sync = o->sync;
     return true;
 }
 
@@ -663,8 +809,13 @@ kd_store *kd_rocks_open_with(const char *path, const kd_rocks_options *opts, cha
         snprintf(errstr, errstr_size, "store \"%s\": out of memory", path);
         goto fail;
     }
-    r->db = rocksdb_open(r->opts, path, &err);
+    const char *cf_names[] = {"default"};
+    const rocksdb_options_t *cf_opts[] = {r->opts};
+
+    r->db =
+        rocksdb_open_column_families(r->opts, path, 1, cf_names, cf_opts, &r->cf, &err);
     if (err) {
+        r->cf = NULL;
         snprintf(errstr, errstr_size, "store \"%s\": %s (%s)", path, open_cause(err),
                  err);
         rocksdb_free(err);

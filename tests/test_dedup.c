@@ -386,6 +386,61 @@ static void test_complete_batch(void **state) {
     kd_store_destroy(counting);
 }
 
+/* A receipt given its claim (kd_claim.seq and .version) is appended
+ * without reading the key, keeping the claim's owner and fingerprint; one
+ * whose claim was overtaken since (released, or released and claimed
+ * again) is decided as without, in a second write. */
+static void test_complete_given_claim(void **state) {
+    fx *f = *state;
+    fx_counts counts;
+    kd_store *counting = fx_counting_store(f->store, &counts);
+    kd_dedup *d = kd_dedup_new(counting, "test");
+    unsigned char fp[KD_FINGERPRINT_LEN];
+    kd_claim c[3] = {{.key = "a", .key_len = 1, .fingerprint = fp},
+                     {.key = "b", .key_len = 1},
+                     {.key = "c", .key_len = 1}};
+    kd_completion done[3];
+    kd_decision dec;
+
+    memset(fp, 7, sizeof(fp));
+    kd_dedup_set_owner(d, 42);
+    assert_int_equal(kd_dedup_claim_batch(d, c, 3, 1000), KD_OK);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(c[i].decision.state, KD_CLAIMED);
+        assert_int_not_equal(c[i].version, 0);
+        done[i] = (kd_completion){.key = c[i].key,
+                                  .key_len = 1,
+                                  .receipt = "r",
+                                  .receipt_len = 1,
+                                  .claim_seq = c[i].seq,
+                                  .claim_version = c[i].version,
+                                  .fingerprint = c[i].fingerprint};
+    }
+    assert_int_equal(kd_dedup_release_claim(d, K("b")), KD_OK);
+    assert_int_equal(kd_dedup_release_claim(d, K("c")), KD_OK);
+    assert_claim(d, "c", 2000, KD_CLAIMED, 2000);
+
+    memset(&counts, 0, sizeof(counts));
+    assert_int_equal(kd_dedup_complete_batch(d, done, 3), KD_OK);
+    assert_int_equal(done[0].err, KD_OK);
+    assert_int_equal(done[1].err, KD_ERR_DEDUP_COLLISION); /* released: gone */
+    assert_int_equal(done[2].err, KD_OK);  /* in flight again: completed */
+    assert_int_equal(counts.read_last, 2); /* b and c, not a */
+    assert_int_equal(counts.append_batch, 2);
+    assert_completed_with(d, "a", "r");
+    assert_completed_with(d, "c", "r");
+    assert_int_equal(fx_stream_count(f, "b"), 2); /* claim, tombstone */
+
+    /* a's receipt kept its claim's fingerprint */
+    assert_int_equal(kd_dedup_lookup(d, K("a"), &dec, &(bool){false}), KD_OK);
+    assert_int_equal(dec.state, KD_COMPLETED);
+    assert_true(dec.has_fingerprint);
+    assert_memory_equal(dec.fingerprint, fp, sizeof(fp));
+    kd_decision_clear(&dec);
+    kd_dedup_destroy(d);
+    kd_store_destroy(counting);
+}
+
 /*
  * Retention, stream keys, bad input.
  */
@@ -702,6 +757,7 @@ int main(void) {
         BOTH(test_complete_race),
         BOTH(test_claim_batch),
         BOTH(test_complete_batch),
+        BOTH(test_complete_given_claim),
         BOTH(test_retention),
         BOTH(test_stream_key_format),
         BOTH(test_garbage_entry),

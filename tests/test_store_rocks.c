@@ -461,6 +461,71 @@ static void test_synced_appends_reach_the_disk(void **state) {
     assert_true(unsynced < 5);
 }
 
+/* Claims n keys "<prefix>-i" in one synced batch and fills done[] with
+ * their completions (receipt "r", given their claims). */
+static void claim_for_receipts(kd_dedup *d, const char *prefix, int n, char keys[][16],
+                               kd_completion *done) {
+    kd_claim c[16];
+
+    assert_true(n <= 16);
+    for (int i = 0; i < n; i++) {
+        snprintf(keys[i], 16, "%s-%d", prefix, i);
+        c[i] = (kd_claim){.key = keys[i], .key_len = strlen(keys[i])};
+    }
+    assert_int_equal(kd_dedup_claim_batch(d, c, (size_t)n, 1), KD_OK);
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(c[i].decision.state, KD_CLAIMED);
+        done[i] = (kd_completion){.key = keys[i],
+                                  .key_len = strlen(keys[i]),
+                                  .receipt = "r",
+                                  .receipt_len = 1,
+                                  .claim_seq = c[i].seq,
+                                  .claim_version = c[i].version};
+    }
+}
+
+/* Lazy receipts are read at once but reach the disk only with the next
+ * durable write, or with kd_store_sync(); a sync with nothing lazy since
+ * the last durable write syncs nothing. */
+static void test_lazy_writes_made_durable(void **state) {
+    char dir[256], err[512], keys[3][16][16];
+    kd_completion done[3][16];
+    unsigned long before;
+    kd_store *s;
+    kd_dedup *d;
+
+    (void)state;
+    fx_tmpdir(dir, sizeof(dir));
+    if (!(s = kd_rocks_open(dir, true, err, sizeof(err))))
+        fail_msg("kd_rocks_open: %s", err);
+    assert_non_null(d = kd_dedup_new(s, "test"));
+    claim_for_receipts(d, "a", 16, keys[0], done[0]);
+
+    before = atomic_load(&disk_syncs);
+    assert_int_equal(kd_dedup_complete_batch_lazy(d, done[0], 16), KD_OK);
+    for (int i = 0; i < 16; i++)
+        assert_int_equal(done[0][i].err, KD_OK);
+    assert_int_equal(atomic_load(&disk_syncs), before); /* not synced */
+    assert_state(d, keys[0][3], true, KD_COMPLETED);    /* but read */
+    assert_int_equal(kd_store_sync(s), KD_OK);
+    assert_true(atomic_load(&disk_syncs) > before);
+    before = atomic_load(&disk_syncs);
+    assert_int_equal(kd_store_sync(s), KD_OK); /* nothing lazy since */
+    assert_int_equal(atomic_load(&disk_syncs), before);
+
+    /* a durable write after lazy ones covers them: the sync has nothing to do */
+    claim_for_receipts(d, "b", 16, keys[1], done[1]);
+    assert_int_equal(kd_dedup_complete_batch_lazy(d, done[1], 16), KD_OK);
+    claim_for_receipts(d, "c", 4, keys[2], done[2]);
+    before = atomic_load(&disk_syncs);
+    assert_int_equal(kd_store_sync(s), KD_OK);
+    assert_int_equal(atomic_load(&disk_syncs), before);
+    assert_state(d, keys[1][15], true, KD_COMPLETED);
+    kd_dedup_destroy(d);
+    kd_store_destroy(s);
+    fx_rmtree(dir);
+}
+
 /* Batch appends: per-item conflicts, items of one stream in array order. */
 static void test_batch_append_per_item(void **state) {
     fx *f = *state;
@@ -559,6 +624,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_batch_append_per_item, setup, teardown),
         cmocka_unit_test(test_small_memory_bounds),
         cmocka_unit_test(test_synced_appends_reach_the_disk),
+        cmocka_unit_test(test_lazy_writes_made_durable),
     };
 
     return cmocka_run_group_tests_name("store_rocks", tests, NULL, NULL);

@@ -1,0 +1,84 @@
+/*
+ * kdedup - the pipeline's receipts: written lazily, made durable by the
+ * next synced write.
+ *
+ * A delivered message's receipt is the second store write of its key. The
+ * receipts of a turn's delivery reports are written together, lazily (not
+ * synced: kd_dedup_complete_batch_lazy); their messages then wait on
+ * p->unsynced until a synced write covers them (kd_pl_settle_receipts: the
+ * next turn's claims, or a sync of its own when there are none), and only
+ * then are their offsets done. A crash in between loses the receipts, not
+ * the messages: their claims stay in flight, their offsets were not
+ * committed, and recovery finds the deliveries downstream. One disk sync a
+ * turn instead of two.
+ */
+#include "sidecar/log.h"
+#include "sidecar/pipeline_int.h"
+
+void kd_pl_receipts_write(kd_pipeline *p) {
+    msg_list todo = list_take(&p->receipts);
+    size_t n = 0;
+
+    if (!todo.n)
+        return;
+    if ((kd_pl_store_failing(p) && kd_mono_ms() < p->store_retry_at) ||
+        !kd_pl_receipt_capacity(p, todo.n)) {
+        p->receipts = todo; /* try again next turn */
+        return;
+    }
+    for (size_t route = 0; route < p->cfg->nroutes; route++) { /* one write a route */
+        size_t first = n;
+
+        for (msg *m = todo.head; m; m = m->next) {
+            char *r = p->receipt_text + n * RECEIPT_MAX;
+
+            if (m->route != route)
+                continue;
+            p->receipt_msgs[n] = m;
+            p->completions[n++] = (kd_completion){
+                .key = m->key,
+                .key_len = m->key_len,
+                .receipt = r,
+                .receipt_len = kd_pl_format_receipt(p, m, r, RECEIPT_MAX),
+                .claim_seq = m->claim_seq, /* claimed by this run: not read again */
+                .claim_version = m->claim_version,
+                .fingerprint = m->has_fp ? m->fp : NULL};
+        }
+        if (n > first)
+            kd_pl_complete_timed(p, route, p->completions + first, n - first, true);
+    }
+    for (size_t i = 0; i < n; i++) {
+        msg *m = p->receipt_msgs[i];
+        kd_err err = p->completions[i].err;
+
+        if (err == KD_OK || err == KD_ERR_DEDUP_COLLISION) {
+            if (err != KD_OK) { /* delivered all the same: the claim had gone */
+                MSG_FIELDS(m, part, off);
+                KD_LOG(KD_LOG_WARN, fields, "receipt not recorded: the claim was gone");
+                GCOUNT(p, collisions, 1);
+            }
+            list_push(&p->unsynced, m); /* done once the receipt is durable */
+        } else {
+            list_push(&p->receipts, m); /* kd_pl_store_failed: kd_pl_complete_timed */
+        }
+    }
+}
+
+void kd_pl_settle_receipts(kd_pipeline *p) {
+    msg_list all;
+
+    if (!p->unsynced.n || (kd_pl_store_failing(p) && kd_mono_ms() < p->store_retry_at))
+        return;
+    if (kd_store_sync(p->store) != KD_OK) {
+        kd_pl_store_failed(p, p->unsynced.head->route, "receipt sync");
+        return;
+    }
+    kd_pl_store_ok(p);
+    all = list_take(&p->unsynced);
+    for (msg *m = all.head, *next; m; m = next) {
+        next = m->next;
+        RCOUNT(p, m->route, forwarded);
+        observe_since(kd_metrics_forward_latency(p->metrics), m->consumed_us);
+        kd_pl_msg_done(p, m);
+    }
+}
