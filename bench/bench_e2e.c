@@ -4,7 +4,12 @@
  *
  *   bench_e2e [--messages N] [--size BYTES] [--duplicates PCT] [--partitions P]
  *             [--rounds R] [--stored N[,N...]] [--batch N] [--dir DIR]
- *             [--fingerprint on|off]
+ *             [--fingerprint on|off] [--pin]
+ *
+ * --pin puts the mock cluster on CPU 0 and each run (A or B, with all its
+ * threads) on CPU 1: the cost of the pipeline itself, as on a pod whose
+ * brokers run elsewhere (on a shared 2-core machine the broker otherwise
+ * takes its share of the same cores).
  *
  * A mock cluster runs in its own process (`kdedup mock`); the input topic is
  * filled once: N messages of BYTES bytes with an Idempotency-Key header, PCT%
@@ -25,6 +30,7 @@
  *
  * Exit 0 only if every run completed and checked out.
  */
+#define _GNU_SOURCE /* sched_setaffinity, CPU_SET */
 #include "bench/passthrough.h"
 #include "config/config.h"
 #include "dedup/dedup.h"
@@ -39,6 +45,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdbool.h>
@@ -70,8 +77,21 @@ typedef struct options {
     int nlevels;
     int batch;
     bool fingerprint;
+    bool pin;
     char dir[512];
 } options;
+
+/* --pin: puts the calling process (a forked child, before its exec) on cpu. */
+static void pin_to(const options *o, int cpu) {
+    cpu_set_t set;
+
+    if (!o->pin)
+        return;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    if (sched_setaffinity(0, sizeof(set), &set) != 0)
+        perror("bench_e2e: sched_setaffinity");
+}
 
 /* One child's report. */
 typedef struct result {
@@ -266,6 +286,7 @@ static bool mock_start(mock *m, const options *o) {
     if (pipe(in) || pipe(out))
         return false;
     if ((m->pid = fork()) == 0) {
+        pin_to(o, 0);
         dup2(in[0], 0);
         dup2(out[1], 1);
         close(in[1]);
@@ -385,8 +406,8 @@ static bool prefill_store(const char *path, long n) {
 }
 
 /* Runs one child; fills r. */
-static bool run_child(const char *self, const char *which, const char *config,
-                      uint64_t expect, result *r) {
+static bool run_child(const options *o, const char *self, const char *which,
+                      const char *config, uint64_t expect, result *r) {
     char expect_s[32], line[512];
     int out[2], status;
     FILE *fp;
@@ -397,6 +418,7 @@ static bool run_child(const char *self, const char *which, const char *config,
     if (pipe(out))
         return false;
     if ((pid = fork()) == 0) {
+        pin_to(o, 1);
         dup2(out[1], 1);
         close(out[0]);
         execl(self, self, "--child", which, config, expect_s, (char *)NULL);
@@ -468,7 +490,7 @@ static bool run_level(const char *self, mock *m, const options *o, long unique,
         snprintf(topic, sizeof(topic), "bench.out.A.%d.%d", level, round);
         if (!run_cmd(rm) || !run_cmd(cp) || !mock_topic(m, topic, o->partitions) ||
             !write_config(config, m, group, topic, store, o->batch, o->fingerprint) ||
-            !run_child(self, "A", config, (uint64_t)o->messages, &a)) {
+            !run_child(o, self, "A", config, (uint64_t)o->messages, &a)) {
             fprintf(stderr, "bench_e2e: kdedup run failed\n");
             return false;
         }
@@ -484,7 +506,7 @@ static bool run_level(const char *self, mock *m, const options *o, long unique,
         snprintf(topic, sizeof(topic), "bench.out.B.%d.%d", level, round);
         if (!mock_topic(m, topic, o->partitions) ||
             !write_config(config, m, group, topic, store, o->batch, o->fingerprint) ||
-            !run_child(self, "B", config, (uint64_t)o->messages, &b)) {
+            !run_child(o, self, "B", config, (uint64_t)o->messages, &b)) {
             fprintf(stderr, "bench_e2e: passthrough run failed\n");
             return false;
         }
@@ -531,9 +553,10 @@ static bool parse_levels(options *o, const char *s) {
 }
 
 static int usage(void) {
-    fprintf(stderr, "usage: bench_e2e [--messages N] [--size BYTES] [--duplicates PCT]\n"
-                    "                 [--partitions P] [--rounds R] [--stored N[,N...]]\n"
-                    "                 [--batch N] [--dir DIR] [--fingerprint on|off]\n");
+    fprintf(stderr,
+            "usage: bench_e2e [--messages N] [--size BYTES] [--duplicates PCT]\n"
+            "                 [--partitions P] [--rounds R] [--stored N[,N...]]\n"
+            "                 [--batch N] [--dir DIR] [--fingerprint on|off] [--pin]\n");
     return 2;
 }
 
@@ -557,6 +580,10 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
 
+        if (!strcmp(argv[i], "--pin")) {
+            o.pin = true;
+            continue;
+        }
         if (!v)
             return usage();
         if (!strcmp(argv[i], "--messages"))
@@ -610,9 +637,10 @@ int main(int argc, char **argv) {
         return 1;
     }
     printf("# %ld messages of %d bytes, %ld distinct keys (%d%% duplicates), %d "
-           "partitions, batch_max %d, fingerprint %s\n",
+           "partitions, batch_max %d, fingerprint %s%s\n",
            o.messages, o.size, unique, o.dup_pct, o.partitions, o.batch,
-           o.fingerprint ? "on" : "off");
+           o.fingerprint ? "on" : "off",
+           o.pin ? ", pinned (mock on CPU 0, each run on CPU 1)" : "");
     printf("%9s %5s %-11s %9s %8s %8s %8s %9s\n", "stored", "round", "pipeline", "msgs/s",
            "p50_ms", "p99_ms", "rss_MiB", "cpu_s/1M");
     for (int level = 0; ok && level < o.nlevels; level++)

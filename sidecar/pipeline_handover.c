@@ -1,5 +1,5 @@
 /*
- * kdedup - the pipeline's the handover: a newly assigned partition's history read
+ * kdedup - the pipeline's handover: a newly assigned partition's history read
  * from the downstream topic before it is consumed (see recovery.h).
  */
 #include "sidecar/headers.h"
