@@ -279,10 +279,18 @@ static void on_claimed(kd_pipeline *p, msg *m, const kd_claim *c) {
         return;
     if (c->expired) {
         RCOUNT(p, m->route, orphans_expired);
-        if (c->expired_owner == p->boot_id && (left = resolve_left(p, m)) == LEFT_SETTLED)
-            return;
         /* The claim just made replaced the expired one: its run and time
-         * live only here, so it is resolved now, not a step a turn. */
+         * live only here (and in this run's note of it), so it is resolved
+         * now, to the end, not a step a turn: a stop between two steps
+         * would leave the next run a claim newer than the delivery, which
+         * it would take for an older copy and forward again. */
+        if (c->expired_owner == p->boot_id) {
+            kd_recovery_begin_turn(p->recovery, 0);
+            left = resolve_left(p, m);
+            kd_recovery_begin_turn(p->recovery, p->cfg->scan_step_ms);
+            if (left == LEFT_SETTLED)
+                return;
+        }
         orphan_result res = left == LEFT_NONE ? resolve_orphan(p, m, c->expired_owner,
                                                                c->expired_at, false)
                                               : ORPHAN_UNKNOWN;
@@ -548,7 +556,8 @@ void kd_pl_complete_timed(kd_pipeline *p, size_t route, kd_completion *c, size_t
             kd_pl_store_failed(p, route, "receipt batch");
             return;
         }
-    kd_pl_store_ok(p);
+    if (!lazy) /* a lazy write says nothing of durable ones: kd_pl_settle_receipts */
+        kd_pl_store_ok(p);
 }
 
 /* Claims the keyed messages of a batch with one store write per route
