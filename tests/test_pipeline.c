@@ -392,6 +392,19 @@ static void test_not_persisted_released_and_retried(void **state) {
     free(recs);
 }
 
+/* Sends key-0 .. key-4 to in/0 and waits until r has consumed them. */
+static void send_five(env *e, kf_run *r) {
+    rd_kafka_t *rk = kf_producer(&e->mock);
+    char key[32];
+
+    for (int i = 0; i < 5; i++) {
+        snprintf(key, sizeof(key), "key-%d", i);
+        kf_send(rk, "in", 0, key, key);
+    }
+    kf_producer_close(rk);
+    kf_run_wait(r, 5, TIMEOUT_MS);
+}
+
 /* With deliveries failing for good, a stop commits exactly up to the first
  * unfinished message: past everything done, never past what is not. */
 static void test_commit_stops_at_unfinished(void **state) {
@@ -402,13 +415,7 @@ static void test_commit_stops_at_unfinished(void **state) {
 
     split_brokers(e);
     start(&r, e, "{\"retries\": \"1\", \"retry.backoff.ms\": \"10\"}", -1, "1s");
-    rk = kf_producer(&e->mock);
-    for (int i = 0; i < 5; i++) {
-        snprintf(key, sizeof(key), "key-%d", i);
-        kf_send(rk, "in", 0, key, key);
-    }
-    kf_producer_close(rk);
-    kf_run_wait(&r, 5, TIMEOUT_MS);
+    send_five(e, &r);
 
     kf_mock_cmd(&e->mock, "broker-produce-errors 2 100000 %d",
                 RD_KAFKA_RESP_ERR_KAFKA_STORAGE_ERROR);
@@ -960,19 +967,12 @@ static bool forwarded_6(const kd_pipeline_stats *st) {
 static void run_until_x(env *e, kf_run *r, const char *message_timeout, int rtt_ms,
                         int errors, const char *grace) {
     rd_kafka_t *rk;
-    char key[32];
 
     split_brokers(e);
     kf_mock_cmd(&e->mock, "coordinator g 1"); /* the group is not slowed below */
     kf_run_start(r, &e->mock, REJOIN_CONFIG, e->mock.bootstrap, message_timeout, e->dir,
                  grace);
-    rk = kf_producer(&e->mock);
-    for (int i = 0; i < 5; i++) {
-        snprintf(key, sizeof(key), "key-%d", i);
-        kf_send(rk, "in", 0, key, key);
-    }
-    kf_producer_close(rk);
-    kf_run_wait(r, 5, TIMEOUT_MS);
+    send_five(e, r);
     if (errors)
         kf_mock_cmd(&e->mock, "broker-produce-errors 2 %d %d", errors,
                     RD_KAFKA_RESP_ERR_KAFKA_STORAGE_ERROR);
@@ -1113,19 +1113,12 @@ static void test_expired_claim_of_this_run_resolved_at_once(void **state) {
     rd_kafka_t *rk;
     kf_record *recs;
     size_t n, npad = 300000;
-    char key[32];
     kf_run r;
 
     split_brokers(e);
     kf_mock_cmd(&e->mock, "coordinator g 1");
     kf_run_start(&r, &e->mock, STEP_CONFIG, e->mock.bootstrap, e->dir);
-    rk = kf_producer(&e->mock);
-    for (int i = 0; i < 5; i++) {
-        snprintf(key, sizeof(key), "key-%d", i);
-        kf_send(rk, "in", 0, key, key);
-    }
-    kf_producer_close(rk);
-    kf_run_wait(&r, 5, TIMEOUT_MS);
+    send_five(e, &r);
     rk = kf_producer(&e->mock); /* unrelated records on out/0, before X lands */
     for (size_t i = 0; i < npad; i++) {
         while (rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("out"), RD_KAFKA_V_PARTITION(0),
