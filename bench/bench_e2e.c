@@ -529,14 +529,20 @@ static bool run_level(const char *self, mock *m, const options *o, long unique,
         b_cpu[round] = b.cpu_s * 1e6 / (double)o->messages;
     }
     run_cmd((char *[]){"rm", "-rf", store, tmpl, NULL});
+    double b_best = 0;
+
+    for (int i = 0; i < o->rounds; i++) /* a noisy machine slows it, never speeds it */
+        b_best = b_rate[i] > b_best ? b_rate[i] : b_best;
     printf("# median of %d rounds, %ld keys stored: kdedup %.0f msgs/s, passthrough %.0f "
-           "msgs/s, ratio %.3f; p50 %.2f vs %.2f ms, p99 %.2f vs %.2f ms (ratio %.2f); "
+           "msgs/s, ratio %.3f (to the passthrough's fastest round: %.3f); p50 %.2f vs "
+           "%.2f ms, p99 %.2f vs %.2f ms (ratio %.2f); "
            "peak RSS %.1f vs %.1f MiB; CPU %.2f vs %.2f s per 10^6 messages\n",
            o->rounds, stored, median(a_rate, o->rounds), median(b_rate, o->rounds),
-           median(ratio, o->rounds), median(a_p50, o->rounds), median(b_p50, o->rounds),
-           median(a_p99, o->rounds), median(b_p99, o->rounds),
-           median(a_p99, o->rounds) / median(b_p99, o->rounds), median(a_rss, o->rounds),
-           median(b_rss, o->rounds), median(a_cpu, o->rounds), median(b_cpu, o->rounds));
+           median(ratio, o->rounds), median(a_rate, o->rounds) / b_best,
+           median(a_p50, o->rounds), median(b_p50, o->rounds), median(a_p99, o->rounds),
+           median(b_p99, o->rounds), median(a_p99, o->rounds) / median(b_p99, o->rounds),
+           median(a_rss, o->rounds), median(b_rss, o->rounds), median(a_cpu, o->rounds),
+           median(b_cpu, o->rounds));
     fflush(stdout);
     return true;
 }
