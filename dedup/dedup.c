@@ -814,14 +814,28 @@ kd_err kd_dedup_lookup(kd_dedup *d, const char *key, size_t key_len, kd_decision
     return kd_dedup_inspect(d, key, key_len, out, NULL, found);
 }
 
+/* Appends a tombstone of key (at now) to stream as the entry after h. */
+static kd_err append_tombstone(kd_dedup *d, const char *stream, const head *h,
+                               const char *key, size_t key_len, uint64_t now) {
+    kd_entry e = {
+        .kind = KD_ENTRY_TOMBSTONE, .timestamp_ms = now, .key = key, .key_len = key_len};
+    void *payload;
+    size_t payload_len;
+    kd_err err;
+
+    if ((err = kd_entry_encode_alloc(&e, &payload, &payload_len)) != KD_OK)
+        return err;
+    err = kd_store_append(d->store, stream, stream_len(d), next_seq(h), payload,
+                          payload_len);
+    free(payload);
+    return err;
+}
+
 kd_err kd_dedup_forget(kd_dedup *d, const char *key, size_t key_len, bool force,
                        bool (*protect)(void *arg, uint64_t owner), void *arg,
                        kd_forget_result *result) {
     char *stream = NULL;
-    void *payload = NULL;
-    size_t payload_len;
     head h = {0};
-    kd_entry e;
     uint64_t now;
     kd_err err;
 
@@ -848,18 +862,12 @@ kd_err kd_dedup_forget(kd_dedup *d, const char *key, size_t key_len, bool force,
     case ST_COMPLETED:
         break;
     }
-    e = (kd_entry){
-        .kind = KD_ENTRY_TOMBSTONE, .timestamp_ms = now, .key = key, .key_len = key_len};
-    if ((err = kd_entry_encode_alloc(&e, &payload, &payload_len)) != KD_OK)
-        goto done;
     /* Appended only as the entry after the one judged: a claim, receipt or
      * release that came between is never overwritten by a stale decision. */
-    err = kd_store_append(d->store, stream, stream_len(d), next_seq(&h), payload,
-                          payload_len);
+    err = append_tombstone(d, stream, &h, key, key_len, now);
     if (err == KD_OK)
         *result = KD_FORGET_DONE;
 done:
-    free(payload);
     head_clear(&h);
     free(stream);
     return err;
@@ -867,10 +875,7 @@ done:
 
 kd_err kd_dedup_release_claim(kd_dedup *d, const char *key, size_t key_len) {
     char *stream = NULL;
-    void *payload = NULL;
-    size_t payload_len;
     head h = {0};
-    kd_entry e;
     uint64_t now;
     kd_err err;
 
@@ -882,12 +887,7 @@ kd_err kd_dedup_release_claim(kd_dedup *d, const char *key, size_t key_len) {
     if (err != KD_OK || head_state(&h) != ST_IN_FLIGHT)
         goto done; /* absent or completed: nothing to release, never a receipt */
 
-    e = (kd_entry){
-        .kind = KD_ENTRY_TOMBSTONE, .timestamp_ms = now, .key = key, .key_len = key_len};
-    if ((err = kd_entry_encode_alloc(&e, &payload, &payload_len)) != KD_OK)
-        goto done;
-    err = kd_store_append(d->store, stream, stream_len(d), next_seq(&h), payload,
-                          payload_len);
+    err = append_tombstone(d, stream, &h, key, key_len, now);
     if (err != KD_ERR_SEQUENCE_CONFLICT)
         goto done;
     /* Lost a race: fine if the key is now completed or released; a fresh
@@ -895,7 +895,6 @@ kd_err kd_dedup_release_claim(kd_dedup *d, const char *key, size_t key_len) {
     if ((err = head_read(d, stream, stream_len(d), key, key_len, &h)) == KD_OK)
         err = head_state(&h) == ST_IN_FLIGHT ? KD_ERR_SEQUENCE_CONFLICT : KD_OK;
 done:
-    free(payload);
     head_clear(&h);
     free(stream);
     return err;
