@@ -1414,12 +1414,24 @@ fail:
 }
 
 kd_config *kd_config_load(const char *path, char *errstr, size_t errstr_size) {
+    char *bytes;
+    size_t len;
+    kd_config *cfg = kd_config_load_bytes(path, &bytes, &len, errstr, errstr_size);
+
+    free(bytes);
+    return cfg;
+}
+
+kd_config *kd_config_load_bytes(const char *path, char **bytes, size_t *bytes_len,
+                                char *errstr, size_t errstr_size) {
     const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
     FILE *fp = fopen(path, "rb");
     char *buf = NULL;
     size_t len = 0;
     kd_config *cfg = NULL;
 
+    *bytes = NULL;
+    *bytes_len = 0;
     if (!fp) {
         snprintf(errstr, errstr_size, "%s: cannot open: %s", path, strerror(errno));
         return NULL;
@@ -1434,8 +1446,13 @@ kd_config *kd_config_load(const char *path, char *errstr, size_t errstr_size) {
         snprintf(errstr, errstr_size, "%s: cannot read: %s", path, strerror(errno));
     else
         cfg = kd_config_parse(buf, len, base, errstr, errstr_size);
-    free(buf);
     fclose(fp);
+    if (!cfg) {
+        free(buf);
+        return NULL;
+    }
+    *bytes = buf;
+    *bytes_len = len;
     return cfg;
 }
 

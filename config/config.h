@@ -157,6 +157,12 @@ typedef struct kd_config {
  * with kd_config_destroy()), or NULL with the message in errstr. */
 kd_config *kd_config_load(const char *path, char *errstr, size_t errstr_size);
 
+/* kd_config_load(), also handing over the file's bytes when the config is
+ * returned: *bytes is malloc()ed (the caller frees it), *len its length.
+ * On failure *bytes is NULL. */
+kd_config *kd_config_load_bytes(const char *path, char **bytes, size_t *len, char *errstr,
+                                size_t errstr_size);
+
 /* Parses and validates len bytes of JSON; name stands for the file in
  * messages. Returns the config or NULL with the message in errstr. */
 kd_config *kd_config_parse(const char *json, size_t len, const char *name, char *errstr,

@@ -14,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_FILE_BYTES (1u << 20) /* config.c rejects larger files itself */
 #define METRICS_MAX 1024
 
 typedef struct kept {
@@ -42,28 +41,11 @@ const char *kd_reload_result_name(kd_reload_result res) {
 
 kd_config *kd_reload_load(const char *path, char hash[KD_RELOAD_HASH_SIZE], char *errstr,
                           size_t errstr_size) {
-    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
     unsigned char digest[SHA256_DIGEST_LENGTH];
-    char *buf = NULL, shown[1024];
-    FILE *fp = fopen(path, "rb");
-    kd_config *cfg = NULL;
+    char *buf, shown[1024];
     size_t len;
+    kd_config *cfg = kd_config_load_bytes(path, &buf, &len, errstr, errstr_size);
 
-    if (!fp) {
-        snprintf(errstr, errstr_size, "%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
-    if (!(buf = malloc(MAX_FILE_BYTES + 1))) {
-        snprintf(errstr, errstr_size, "%s: out of memory", path);
-        fclose(fp);
-        return NULL;
-    }
-    len = fread(buf, 1, MAX_FILE_BYTES + 1, fp);
-    if (ferror(fp))
-        snprintf(errstr, errstr_size, "%s: cannot read: %s", path, strerror(errno));
-    else
-        cfg = kd_config_parse(buf, len, base, errstr, errstr_size);
-    fclose(fp);
     if (cfg && !kd_kafka_check(cfg, errstr, errstr_size)) {
         snprintf(errstr, errstr_size, "%s",
                  kd_config_redact(cfg, errstr, shown, sizeof(shown)));
