@@ -233,8 +233,9 @@ typedef enum left_result {
 
 /* A claim of this run that no message holds: when an ended ownership's
  * possibly persisted delivery left it, reads the downstream partition that
- * delivery went to, from where it would have landed. */
-static left_result resolve_left(kd_pipeline *p, msg *m) {
+ * delivery went to, from where it would have landed. With `step`, a step
+ * a turn (m waits for the next); without, to the end. */
+static left_result resolve_left(kd_pipeline *p, msg *m, bool step) {
     left_claim *l = kd_pl_left_find(p, m->route, m->key, m->key_len);
     int32_t part;
     kd_recovery_stats before;
@@ -246,8 +247,12 @@ static left_result resolve_left(kd_pipeline *p, msg *m) {
     part = l->out_partition;
     p->last_orphan_ms = kd_mono_ms();
     kd_recovery_stats_get(p->recovery, &before);
+    if (!step)
+        kd_recovery_begin_turn(p->recovery, 0);
     res = kd_recovery_find_since(p->recovery, m->route, part, &l->scan_from,
                                  l->sent_at_ms, m->key, m->key_len, &f);
+    if (!step)
+        kd_recovery_begin_turn(p->recovery, p->cfg->scan_step_ms);
     count_scans(p, &before);
     if (res == KD_RECOVER_LATER) { /* read on from there next turn */
         kd_pl_schedule_retry(p, m, 0);
@@ -284,13 +289,9 @@ static void on_claimed(kd_pipeline *p, msg *m, const kd_claim *c) {
          * now, to the end, not a step a turn: a stop between two steps
          * would leave the next run a claim newer than the delivery, which
          * it would take for an older copy and forward again. */
-        if (c->expired_owner == p->boot_id) {
-            kd_recovery_begin_turn(p->recovery, 0);
-            left = resolve_left(p, m);
-            kd_recovery_begin_turn(p->recovery, p->cfg->scan_step_ms);
-            if (left == LEFT_SETTLED)
-                return;
-        }
+        if (c->expired_owner == p->boot_id &&
+            (left = resolve_left(p, m, false)) == LEFT_SETTLED)
+            return;
         orphan_result res = left == LEFT_NONE ? resolve_orphan(p, m, c->expired_owner,
                                                                c->expired_at, false)
                                               : ORPHAN_UNKNOWN;
@@ -367,7 +368,7 @@ void kd_pl_takeover(kd_pipeline *p, msg *m) {
         if (c.owner == p->boot_id && own_claim(p, m))
             return;
         if (c.owner == p->boot_id && !took_over) {
-            if ((left = resolve_left(p, m)) == LEFT_SETTLED)
+            if ((left = resolve_left(p, m, true)) == LEFT_SETTLED)
                 return;
             absent = left == LEFT_ABSENT;
         }
