@@ -175,10 +175,12 @@ void kd_pl_retry_due(kd_pipeline *p) {
             kd_pl_msg_abandon(p, m);
             continue;
         }
+        if (m->uncertain) { /* a read of downstream, not a delivery: below */
+            list_push(&uncertain, m);
+            continue;
+        }
         RCOUNT(p, m->route, retries);
-        if (m->uncertain)
-            list_push(&uncertain, m); /* read together, below */
-        else if (m->kind == MSG_DEDUP && !m->claimed)
+        if (m->kind == MSG_DEDUP && !m->claimed)
             list_push(&reclaim, m); /* released: claimed again first, together */
         else
             kd_pl_produce(p, m);
