@@ -15,7 +15,8 @@
  * A config equal to one kept (the same file hash, nothing to change
  * between them) is put back in force, not kept again, so toggling a
  * setting keeps two; at most KD_RELOAD_KEPT_MAX distinct configs are kept
- * (about 2.5 KB each), and a reload to one more is refused until a restart.
+ * (6-14 KB each for the example configs), and a reload to one more is
+ * refused until a restart.
  */
 #ifndef KD_RELOAD_H
 #define KD_RELOAD_H
