@@ -206,7 +206,8 @@ $(BUILD)/tests/test_http: $(call obj,tests/test_http.c sidecar/http.c sidecar/lo
 # The admin API and reloads, over an in-memory store (kafka.c checks the
 # librdkafka properties of a reloaded file, as --check-config does).
 $(BUILD)/tests/test_admin: $(call obj,tests/test_admin.c sidecar/admin.c sidecar/http.c \
-                                      sidecar/log.c sidecar/reload.c sidecar/kafka.c) \
+                                      sidecar/log.c sidecar/reload.c sidecar/kafka.c \
+                                      sidecar/keysrc.c) \
                            $(LIB_CONFIG) $(LIB_DEDUP)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_KAFKA) $(call pc_libs,$(PKGS_HTTP)) $(LIBS_CONFIG) \

@@ -4,6 +4,7 @@
 #include "sidecar/admin.h"
 #include "dedup/dedup.h"
 #include "sidecar/http.h"
+#include "sidecar/keysrc.h"
 #include "sidecar/log.h"
 
 #include <cjson/cJSON.h>
@@ -104,8 +105,7 @@ static void audit(const kd_http_request *req, const char *action, const char *ro
 
     if (key) {
         SHA256((const unsigned char *)key, key_len, digest);
-        for (size_t i = 0; i < sizeof(digest); i++)
-            snprintf(hex + 2 * i, 3, "%02x", digest[i]);
+        kd_keysrc_hex(digest, sizeof(digest), hex);
     }
     snprintf(code, sizeof(code), "%u", status);
     /* Written whatever log.level says: an audit trail has no level. */
@@ -169,9 +169,8 @@ static cJSON *state_json(kd_admin *a, const char *from, const kd_decision *dec,
     if (found && dec->has_fingerprint) {
         char fp[2 * KD_FINGERPRINT_LEN + 1];
 
-        for (size_t i = 0; i < KD_FINGERPRINT_LEN; i++)
-            snprintf(fp + 2 * i, 3, "%02x", dec->fingerprint[i]);
-        cJSON_AddStringToObject(o, "fingerprint", fp);
+        cJSON_AddStringToObject(o, "fingerprint",
+                                kd_keysrc_hex(dec->fingerprint, KD_FINGERPRINT_LEN, fp));
     } else {
         cJSON_AddNullToObject(o, "fingerprint"); /* the route keeps none */
     }

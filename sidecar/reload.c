@@ -3,6 +3,7 @@
  */
 #include "sidecar/reload.h"
 #include "sidecar/kafka.h"
+#include "sidecar/keysrc.h"
 #include "sidecar/log.h"
 
 #include <openssl/sha.h>
@@ -54,8 +55,7 @@ kd_config *kd_reload_load(const char *path, char hash[KD_RELOAD_HASH_SIZE], char
     }
     if (cfg) {
         SHA256((const unsigned char *)buf, len, digest);
-        for (size_t i = 0; i < (KD_RELOAD_HASH_SIZE - 1) / 2; i++)
-            snprintf(hash + 2 * i, 3, "%02x", digest[i]);
+        kd_keysrc_hex(digest, (KD_RELOAD_HASH_SIZE - 1) / 2, hash);
     }
     free(buf);
     return cfg;
