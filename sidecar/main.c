@@ -100,12 +100,16 @@ static void mock_topics(kd_mock *m, const kd_config *cfg) {
  * The running process: its config (reloads), the pipeline in force (a new
  * one after a reload changed the routes), and what the HTTP threads see.
  */
+#define OWNERS_MAX 256
+
 typedef struct proc {
     kd_reload *reloads;
     pthread_rwlock_t lock; /* guards live: the HTTP threads read it */
     kd_pipeline *live;
     pthread_mutex_t owners_lock;
-    uint64_t *owners; /* boot ids of this process's pipelines */
+    /* Boot ids of this process's pipelines, the newest OWNERS_MAX (a ring:
+     * a reload that changes the routes starts one more). */
+    uint64_t owners[OWNERS_MAX];
     size_t nowners;
     _Atomic int done;
 } proc;
@@ -173,7 +177,7 @@ static bool ours(void *arg, uint64_t owner) {
     bool found = false;
 
     pthread_mutex_lock(&pr->owners_lock);
-    for (size_t i = 0; i < pr->nowners && !found; i++)
+    for (size_t i = 0; i < pr->nowners && i < OWNERS_MAX && !found; i++)
         found = pr->owners[i] == owner;
     pthread_mutex_unlock(&pr->owners_lock);
     return found;
@@ -197,7 +201,6 @@ static void *reloader(void *arg) {
 static kd_pipeline *pipeline_start(proc *pr, const kd_config *cfg, kd_store *store,
                                    kd_mock *mock) {
     char err[1024];
-    uint64_t *grown;
     kd_pipeline *p;
 
     mock_topics(mock, cfg);
@@ -208,16 +211,8 @@ static kd_pipeline *pipeline_start(proc *pr, const kd_config *cfg, kd_store *sto
         return NULL;
     }
     pthread_mutex_lock(&pr->owners_lock);
-    if ((grown = realloc(pr->owners, (pr->nowners + 1) * sizeof(*grown)))) {
-        pr->owners = grown;
-        pr->owners[pr->nowners++] = kd_pipeline_boot_id(p);
-    }
+    pr->owners[pr->nowners++ % OWNERS_MAX] = kd_pipeline_boot_id(p);
     pthread_mutex_unlock(&pr->owners_lock);
-    if (!grown) {
-        KD_ERROR("out of memory");
-        kd_pipeline_destroy(p);
-        return NULL;
-    }
     pthread_rwlock_wrlock(&pr->lock);
     pr->live = p;
     pthread_rwlock_unlock(&pr->lock);
@@ -394,7 +389,6 @@ done:
     kd_mock_stop(mock);
     kd_log_set_redact(NULL); /* no other thread is left to log */
     kd_reload_destroy(pr.reloads);
-    free(pr.owners);
     return rc;
 }
 
