@@ -113,13 +113,40 @@ static bool count_history(void *arg, const kd_history_rec *recs, size_t n) {
     return true;
 }
 
+/* A recovery over out (route in -> out), its store holding dead run
+ * 0xbeef's record `run`; dedup.scan_cache_bytes cache_bytes (0: default). */
+static void recovery_open(env *e, const char *run, int cache_bytes, kd_config **cfg,
+                          kd_store **store, kd_recovery **rc) {
+    char json[1024], err[512], path[512], stream[32], cache[64] = "";
+
+    if (cache_bytes)
+        snprintf(cache, sizeof(cache), " \"dedup\": {\"scan_cache_bytes\": %d},",
+                 cache_bytes);
+    snprintf(json, sizeof(json),
+             "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\"},"
+             " \"routes\": [{\"from\": \"in\", \"to\": \"out\", \"on_missing_key\": "
+             "\"forward\"}],%s \"store\": {\"path\": \"%s/store\"}}",
+             e->mock.bootstrap, cache, e->dir);
+    if (!(*cfg = kd_config_parse(json, strlen(json), "test.json", err, sizeof(err))))
+        fail_msg("%s", err);
+    snprintf(path, sizeof(path), "%s/store", e->dir);
+    if (!(*store = kd_rocks_open(path, true, err, sizeof(err))))
+        fail_msg("%s", err);
+    assert_int_equal(
+        kd_store_append(*store, stream,
+                        kd_recovery_run_stream(0xbeef, stream, sizeof(stream)), 0, run,
+                        strlen(run)),
+        KD_OK);
+    if (!(*rc = kd_recovery_new(*cfg, *store, e->mock.bootstrap, err, sizeof(err))))
+        fail_msg("%s", err);
+}
+
 /* Scans of a dead run read in steps, and their key tables stay within
  * dedup.scan_cache_bytes together: the least recently used is dropped (and
  * made again when asked for), a scan too large for the budget is not made. */
 static void test_scans_step_within_the_cache_budget(void **state) {
     env *e = *state;
     const char *run = "kdedup-run v1\n0 0 out\n1 0 out\n2 0 out\n";
-    char json[1024], err[512], path[512], stream[32];
     rd_kafka_t *rk = kf_producer(&e->mock);
     kd_recover_found f = {0};
     kd_history_cursor cur = {0};
@@ -134,24 +161,7 @@ static void test_scans_step_within_the_cache_budget(void **state) {
     deliveries(rk, 1, "b", 15000);
     deliveries(rk, 2, "c", 30000);
     kf_producer_close(rk);
-    snprintf(
-        json, sizeof(json),
-        "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\"},"
-        " \"routes\": [{\"from\": \"in\", \"to\": \"out\", \"on_missing_key\": "
-        "\"forward\"}],"
-        " \"dedup\": {\"scan_cache_bytes\": %d}, \"store\": {\"path\": \"%s/store\"}}",
-        e->mock.bootstrap, CACHE_BYTES, e->dir);
-    assert_non_null(
-        cfg = kd_config_parse(json, strlen(json), "test.json", err, sizeof(err)));
-    snprintf(path, sizeof(path), "%s/store", e->dir);
-    assert_non_null(store = kd_rocks_open(path, true, err, sizeof(err)));
-    assert_int_equal(
-        kd_store_append(store, stream,
-                        kd_recovery_run_stream(0xbeef, stream, sizeof(stream)), 0, run,
-                        strlen(run)),
-        KD_OK);
-    assert_non_null(rc =
-                        kd_recovery_new(cfg, store, e->mock.bootstrap, err, sizeof(err)));
+    recovery_open(e, run, CACHE_BYTES, &cfg, &store, &rc);
 
     /* 1 ms a turn: many steps, then the answer */
     assert_int_equal(find_stepwise(rc, 0, "a-7", &f, &laters), KD_RECOVER_FOUND);
@@ -237,7 +247,6 @@ static void test_scans_step_within_the_cache_budget(void **state) {
 static void test_scans_that_do_not_fit_together_take_turns(void **state) {
     env *e = *state;
     const char *run = "kdedup-run v1\n0 0 out\n1 0 out\n2 0 out\n";
-    char json[1024], err[512], path[512], stream[32];
     rd_kafka_t *rk = kf_producer(&e->mock);
     kd_recover_found f = {0};
     kd_recovery *rc;
@@ -249,24 +258,7 @@ static void test_scans_that_do_not_fit_together_take_turns(void **state) {
     deliveries(rk, 0, "a", 15000);
     deliveries(rk, 1, "b", 15000);
     kf_producer_close(rk);
-    snprintf(
-        json, sizeof(json),
-        "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\"},"
-        " \"routes\": [{\"from\": \"in\", \"to\": \"out\", \"on_missing_key\": "
-        "\"forward\"}],"
-        " \"dedup\": {\"scan_cache_bytes\": %d}, \"store\": {\"path\": \"%s/store\"}}",
-        e->mock.bootstrap, CACHE_BYTES, e->dir);
-    assert_non_null(
-        cfg = kd_config_parse(json, strlen(json), "test.json", err, sizeof(err)));
-    snprintf(path, sizeof(path), "%s/store", e->dir);
-    assert_non_null(store = kd_rocks_open(path, true, err, sizeof(err)));
-    assert_int_equal(
-        kd_store_append(store, stream,
-                        kd_recovery_run_stream(0xbeef, stream, sizeof(stream)), 0, run,
-                        strlen(run)),
-        KD_OK);
-    assert_non_null(rc =
-                        kd_recovery_new(cfg, store, e->mock.bootstrap, err, sizeof(err)));
+    recovery_open(e, run, CACHE_BYTES, &cfg, &store, &rc);
     time_t t_end = time(NULL) + 60;
     for (turns = 0;
          time(NULL) < t_end && (ra == KD_RECOVER_LATER || rb == KD_RECOVER_LATER);
@@ -291,7 +283,6 @@ static void test_scans_that_do_not_fit_together_take_turns(void **state) {
 static void test_handover_beside_a_paused_scan(void **state) {
     env *e = *state;
     const char *run = "kdedup-run v1\n0 0 out\n1 0 out\n2 0 out\n";
-    char json[1024], err[512], path[512], stream[32];
     rd_kafka_t *rk = kf_producer(&e->mock);
     kd_recover_found f = {0};
     kd_history_cursor cur = {0};
@@ -305,24 +296,7 @@ static void test_handover_beside_a_paused_scan(void **state) {
 
     deliveries(rk, 0, "a", 15000);
     kf_producer_close(rk);
-    snprintf(
-        json, sizeof(json),
-        "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\"},"
-        " \"routes\": [{\"from\": \"in\", \"to\": \"out\", \"on_missing_key\": "
-        "\"forward\"}],"
-        " \"dedup\": {\"scan_cache_bytes\": %d}, \"store\": {\"path\": \"%s/store\"}}",
-        e->mock.bootstrap, CACHE_BYTES, e->dir);
-    assert_non_null(
-        cfg = kd_config_parse(json, strlen(json), "test.json", err, sizeof(err)));
-    snprintf(path, sizeof(path), "%s/store", e->dir);
-    assert_non_null(store = kd_rocks_open(path, true, err, sizeof(err)));
-    assert_int_equal(
-        kd_store_append(store, stream,
-                        kd_recovery_run_stream(0xbeef, stream, sizeof(stream)), 0, run,
-                        strlen(run)),
-        KD_OK);
-    assert_non_null(rc =
-                        kd_recovery_new(cfg, store, e->mock.bootstrap, err, sizeof(err)));
+    recovery_open(e, run, CACHE_BYTES, &cfg, &store, &rc);
     /* the scan a few steps in */
     for (int i = 0; i < 4 && ra == KD_RECOVER_LATER; i++) {
         kd_recovery_begin_turn(rc, 3);
@@ -563,7 +537,6 @@ static void test_orphans_keep_their_order(void **state) {
 static void test_unclaimed_records_are_no_delivery(void **state) {
     env *e = *state;
     const char *run = "kdedup-run v1\n0 0 out\n1 0 out\n2 0 out\n";
-    char json[1024], err[512], path[512], stream[32];
     rd_kafka_t *rk = kf_producer(&e->mock);
     kd_recover_found f = {0};
     int64_t from = 0;
@@ -580,22 +553,7 @@ static void test_unclaimed_records_are_no_delivery(void **state) {
                           RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
         RD_KAFKA_RESP_ERR_NO_ERROR);
     kf_producer_close(rk);
-    snprintf(json, sizeof(json),
-             "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\"},"
-             " \"routes\": [{\"from\": \"in\", \"to\": \"out\", \"on_missing_key\": "
-             "\"forward\"}], \"store\": {\"path\": \"%s/store\"}}",
-             e->mock.bootstrap, e->dir);
-    assert_non_null(
-        cfg = kd_config_parse(json, strlen(json), "test.json", err, sizeof(err)));
-    snprintf(path, sizeof(path), "%s/store", e->dir);
-    assert_non_null(store = kd_rocks_open(path, true, err, sizeof(err)));
-    assert_int_equal(
-        kd_store_append(store, stream,
-                        kd_recovery_run_stream(0xbeef, stream, sizeof(stream)), 0, run,
-                        strlen(run)),
-        KD_OK);
-    assert_non_null(rc =
-                        kd_recovery_new(cfg, store, e->mock.bootstrap, err, sizeof(err)));
+    recovery_open(e, run, 0, &cfg, &store, &rc);
     assert_int_equal(kd_recovery_find(rc, 0xbeef, 0, 0, "k", 1, 0, &f),
                      KD_RECOVER_ABSENT);
     assert_int_equal(kd_recovery_find_since(rc, 0, 0, &from, 0, "k", 1, &f),
