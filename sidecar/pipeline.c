@@ -249,10 +249,12 @@ kd_pipeline *kd_pipeline_new(const kd_config *cfg, kd_store *store, const char *
     p->batch_msgs = calloc((size_t)cfg->batch_max, sizeof(*p->batch_msgs));
     p->claims = calloc((size_t)cfg->batch_max, sizeof(*p->claims));
     p->claim_of = calloc((size_t)cfg->batch_max, sizeof(*p->claim_of));
+    p->claim_route = calloc((size_t)cfg->batch_max, sizeof(*p->claim_route));
     p->held = kd_held_new();
     p->left = kd_held_new();
     if (!(p->offsets = kd_offsets_new(cfg->nroutes)) || !p->held || !p->left ||
-        !p->batch_msgs || !p->claims || !p->claim_of || !p->metrics) {
+        !p->batch_msgs || !p->claims || !p->claim_of || !p->claim_route || !p->metrics ||
+        !kd_pl_ahead_init(p)) {
         snprintf(errstr, errstr_size, "out of memory");
         goto fail;
     }
@@ -293,7 +295,7 @@ const kd_config *kd_pipeline_restart_config(const kd_pipeline *p) {
 static bool batch_grow(kd_pipeline *p, size_t n) {
     msg **msgs = realloc(p->batch_msgs, n * sizeof(*msgs));
     kd_claim *claims;
-    size_t *claim_of;
+    size_t *claim_of, *claim_route;
 
     if (msgs)
         p->batch_msgs = msgs;
@@ -303,7 +305,10 @@ static bool batch_grow(kd_pipeline *p, size_t n) {
     claim_of = claims ? realloc(p->claim_of, n * sizeof(*claim_of)) : NULL;
     if (claim_of)
         p->claim_of = claim_of;
-    return claim_of != NULL;
+    claim_route = claim_of ? realloc(p->claim_route, n * sizeof(*claim_route)) : NULL;
+    if (claim_route)
+        p->claim_route = claim_route;
+    return claim_route != NULL && kd_pl_ahead_grow(p, n);
 }
 
 /* Takes a config offered by kd_pipeline_offer(), between turns: in place
@@ -356,13 +361,16 @@ int kd_pipeline_run(kd_pipeline *p) {
     while (!atomic_load(&p->stop) && !atomic_load(&p->fatal) && !p->restart_cfg) {
         atomic_store(&p->tick_ms, kd_mono_ms());
         kd_recovery_begin_turn(p->recovery, p->cfg->scan_step_ms);
-        size_t n = kd_pl_collect(p, p->awaiting || p->retries.n || p->nhandovers ||
+        /* The store thread claims the last batch meanwhile: this one is
+         * consumed without waiting for more. */
+        size_t n = kd_pl_collect(p, p->ahead.pending ? 0
+                                    : p->awaiting || p->retries.n || p->nhandovers ||
                                             p->ngates || p->unsynced.n
                                         ? 5
                                         : 100);
 
-        kd_pl_dispatch(p, p->batch_msgs, n);
-        kd_pl_settle_receipts(p); /* the claims' write made them durable */
+        kd_pl_ahead_turn(p, n);
+        kd_pl_settle_receipts(p); /* the last job's claims made them durable */
         kd_pl_service(p, 0);
         kd_pl_retry_due(p);
         kd_pl_gates_turn(p);
@@ -376,6 +384,7 @@ int kd_pipeline_run(kd_pipeline *p) {
             p->last_orphan_ms = 0;
         }
     }
+    kd_pl_ahead_finish(p);
 
     /* Stop consuming; let what is in flight land, then commit. */
     /* One grace period for all of the stop: begun by a drain that saw the
@@ -524,6 +533,7 @@ static void free_list(msg_list *l) {
 void kd_pipeline_destroy(kd_pipeline *p) {
     if (!p)
         return;
+    kd_pl_ahead_destroy(p); /* kd_pipeline_run acted on its last batch */
     if (p->producer) {
         /* Whatever is still queued comes back as purged reports. */
         rd_kafka_purge(p->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
@@ -559,9 +569,8 @@ void kd_pipeline_destroy(kd_pipeline *p) {
     free(p->batch_msgs);
     free(p->claims);
     free(p->claim_of);
-    free(p->receipt_msgs);
-    free(p->completions);
-    free(p->receipt_text);
+    free(p->claim_route);
+    kd_pl_receipts_free(&p->receipts_now);
     kd_metrics_destroy(p->metrics);
     pthread_mutex_destroy(&p->offer_lock);
     free(p);

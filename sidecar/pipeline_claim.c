@@ -524,9 +524,10 @@ static void on_claim(kd_pipeline *p, msg *m, kd_claim *c) {
     kd_decision_clear(&c->decision);
 }
 
-/* One store write each: a route's claims, or its receipts; timed for
- * kdedup_store_write_seconds. */
-void kd_pl_claim_timed(kd_pipeline *p, size_t route, kd_claim *c, size_t n,
+/* A route's claims in one store write, timed for kdedup_store_write_seconds;
+ * a failed write marks every claim KD_ERR_STORE. Touches no pipeline state
+ * (the store thread makes claims ahead with it). */
+void kd_pl_claim_write(kd_pipeline *p, size_t route, kd_claim *c, size_t n,
                        uint64_t now) {
     uint64_t t0 = kd_mono_us();
 
@@ -534,6 +535,9 @@ void kd_pl_claim_timed(kd_pipeline *p, size_t route, kd_claim *c, size_t n,
         for (size_t i = 0; i < n; i++)
             c[i].err = KD_ERR_STORE;
     observe_since(kd_metrics_store_write(p->metrics), t0);
+}
+
+void kd_pl_claim_health(kd_pipeline *p, size_t route, const kd_claim *c, size_t n) {
     for (size_t i = 0; i < n; i++)
         if (c[i].err == KD_ERR_STORE) {
             kd_pl_store_failed(p, route, "claim batch");
@@ -542,7 +546,13 @@ void kd_pl_claim_timed(kd_pipeline *p, size_t route, kd_claim *c, size_t n,
     kd_pl_store_ok(p);
 }
 
-void kd_pl_complete_timed(kd_pipeline *p, size_t route, kd_completion *c, size_t n,
+void kd_pl_claim_timed(kd_pipeline *p, size_t route, kd_claim *c, size_t n,
+                       uint64_t now) {
+    kd_pl_claim_write(p, route, c, n, now);
+    kd_pl_claim_health(p, route, c, n);
+}
+
+void kd_pl_complete_write(kd_pipeline *p, size_t route, kd_completion *c, size_t n,
                           bool lazy) {
     kd_dedup *d = p->routes[route].dedup;
     uint64_t t0 = kd_mono_us();
@@ -552,6 +562,10 @@ void kd_pl_complete_timed(kd_pipeline *p, size_t route, kd_completion *c, size_t
         for (size_t i = 0; i < n; i++)
             c[i].err = KD_ERR_STORE;
     observe_since(kd_metrics_store_write(p->metrics), t0);
+}
+
+void kd_pl_complete_health(kd_pipeline *p, size_t route, const kd_completion *c, size_t n,
+                           bool lazy) {
     for (size_t i = 0; i < n; i++)
         if (c[i].err == KD_ERR_STORE) {
             kd_pl_store_failed(p, route, "receipt batch");
@@ -561,30 +575,51 @@ void kd_pl_complete_timed(kd_pipeline *p, size_t route, kd_completion *c, size_t
         kd_pl_store_ok(p);
 }
 
-/* Claims the keyed messages of a batch with one store write per route
- * (usually one), then acts on every message in consumption order. */
-void kd_pl_dispatch(kd_pipeline *p, msg **batch, size_t n) {
-    uint64_t now = kd_wall_ms();
+void kd_pl_complete_timed(kd_pipeline *p, size_t route, kd_completion *c, size_t n,
+                          bool lazy) {
+    kd_pl_complete_write(p, route, c, n, lazy);
+    kd_pl_complete_health(p, route, c, n, lazy);
+}
+
+size_t kd_pl_claims_gather(const kd_pipeline *p, msg *const *batch, size_t n,
+                           kd_claim *claims, size_t *claim_of, size_t *claim_route) {
     size_t nclaims = 0;
 
-    for (size_t r = 0; r < p->cfg->nroutes; r++) {
-        size_t first = nclaims;
-
+    for (size_t r = 0; r < p->cfg->nroutes; r++)
         for (size_t i = 0; i < n; i++)
             if (batch[i]->kind == MSG_DEDUP && batch[i]->route == r) {
-                p->claim_of[i] = nclaims;
-                p->claims[nclaims++] =
+                claim_of[i] = nclaims;
+                claim_route[nclaims] = r;
+                claims[nclaims++] =
                     (kd_claim){.key = batch[i]->key,
                                .key_len = batch[i]->key_len,
                                .fingerprint = batch[i]->has_fp ? batch[i]->fp : NULL};
             }
-        if (nclaims > first)
-            kd_pl_claim_timed(p, r, p->claims + first, nclaims - first, now);
-    }
+    return nclaims;
+}
+
+void kd_pl_claims_act(kd_pipeline *p, msg **batch, size_t n, kd_claim *claims,
+                      const size_t *claim_of) {
     for (size_t i = 0; i < n; i++) {
         if (batch[i]->kind == MSG_DEDUP)
-            on_claim(p, batch[i], &p->claims[p->claim_of[i]]);
+            on_claim(p, batch[i], &claims[claim_of[i]]);
         else
             kd_pl_produce(p, batch[i]);
     }
+}
+
+/* Claims the keyed messages of a batch with one store write per route
+ * (usually one), then acts on every message in consumption order. */
+void kd_pl_dispatch(kd_pipeline *p, msg **batch, size_t n) {
+    uint64_t now = kd_wall_ms();
+    size_t nclaims =
+        kd_pl_claims_gather(p, batch, n, p->claims, p->claim_of, p->claim_route);
+
+    for (size_t first = 0, end; first < nclaims; first = end) {
+        for (end = first + 1;
+             end < nclaims && p->claim_route[end] == p->claim_route[first];)
+            end++;
+        kd_pl_claim_timed(p, p->claim_route[first], p->claims + first, end - first, now);
+    }
+    kd_pl_claims_act(p, batch, n, p->claims, p->claim_of);
 }

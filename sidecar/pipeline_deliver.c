@@ -135,7 +135,6 @@ static void handle_reports(kd_pipeline *p) {
             kd_pl_msg_done(p, m);
         }
     }
-    kd_pl_receipts_write(p);
 }
 
 /* Serves the producer for up to timeout_ms and settles what it reported. */
@@ -330,21 +329,28 @@ uint64_t kd_pl_backoff_ms(const kd_pipeline *p, const msg *m) {
     return ms < MAX_BACKOFF_MS ? ms : MAX_BACKOFF_MS;
 }
 
-bool kd_pl_receipt_capacity(kd_pipeline *p, size_t n) {
-    kd_completion *k;
-    msg **b;
-    char *t;
+bool kd_pl_receipts_reserve(kd_pl_receipts *r, size_t n) {
+    kd_completion *c;
+    msg **msgs;
+    char *text;
 
-    if (n <= p->receipt_cap)
+    if (n <= r->cap)
         return true;
-    if ((k = realloc(p->completions, n * sizeof(*k))))
-        p->completions = k;
-    if ((b = realloc(p->receipt_msgs, n * sizeof(*b))))
-        p->receipt_msgs = b;
-    if ((t = realloc(p->receipt_text, n * RECEIPT_MAX)))
-        p->receipt_text = t;
-    if (!k || !b || !t)
+    if ((c = realloc(r->c, n * sizeof(*c))))
+        r->c = c;
+    if ((msgs = realloc(r->msgs, n * sizeof(*msgs))))
+        r->msgs = msgs;
+    if ((text = realloc(r->text, n * RECEIPT_MAX)))
+        r->text = text;
+    if (!c || !msgs || !text)
         return false;
-    p->receipt_cap = n;
+    r->cap = n;
     return true;
+}
+
+void kd_pl_receipts_free(kd_pl_receipts *r) {
+    free(r->c);
+    free(r->msgs);
+    free(r->text);
+    memset(r, 0, sizeof(*r));
 }

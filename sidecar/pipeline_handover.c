@@ -24,7 +24,7 @@ static bool learn(void *arg, const kd_history_rec *recs, size_t n) {
     kd_pipeline *p = l->p;
     size_t ndone = 0, nlearned = 0;
 
-    if (!kd_pl_receipt_capacity(p, n))
+    if (!kd_pl_receipts_reserve(&p->receipts_now, n))
         return false;
     for (size_t i = 0; i < n; i++)
         p->claims[i] = (kd_claim){.key = recs[i].key, .key_len = recs[i].key_len};
@@ -38,7 +38,7 @@ static bool learn(void *arg, const kd_history_rec *recs, size_t n) {
         }
     for (size_t i = 0; i < n; i++) {
         kd_claim *c = &p->claims[i];
-        char *text = p->receipt_text + ndone * RECEIPT_MAX;
+        char *text = p->receipts_now.text + ndone * RECEIPT_MAX;
 
         if (c->err == KD_OK && c->decision.state == KD_CLAIMED && c->tombstoned_at &&
             (int64_t)c->tombstoned_at > recs[i].forwarded_at + FORGET_SLACK_MS) {
@@ -59,7 +59,7 @@ static bool learn(void *arg, const kd_history_rec *recs, size_t n) {
                 nlearned++;
             else if (c->owner != p->boot_id)
                 RCOUNT(p, l->route, orphans_found);
-            p->completions[ndone++] = (kd_completion){
+            p->receipts_now.c[ndone++] = (kd_completion){
                 .key = c->key,
                 .key_len = c->key_len,
                 .receipt = text,
@@ -72,9 +72,9 @@ static bool learn(void *arg, const kd_history_rec *recs, size_t n) {
         kd_decision_clear(&c->decision);
     }
     if (ndone)
-        kd_pl_complete_timed(p, l->route, p->completions, ndone, false);
+        kd_pl_complete_timed(p, l->route, p->receipts_now.c, ndone, false);
     for (size_t i = 0; i < ndone; i++)
-        if (p->completions[i].err == KD_ERR_STORE)
+        if (p->receipts_now.c[i].err == KD_ERR_STORE)
             return false;
     atomic_fetch_add(&kd_metrics_route(p->metrics, l->route)->handover_keys, nlearned);
     return true;

@@ -122,6 +122,39 @@ typedef struct msg_list {
     size_t n;
 } msg_list;
 
+/* Receipts gathered for one store write a route: their messages, the
+ * completions and the receipts' text (RECEIPT_MAX each), cap long. */
+typedef struct kd_pl_receipts {
+    msg **msgs;
+    kd_completion *c;
+    char *text;
+    size_t n, cap;
+} kd_pl_receipts;
+
+/* One batch's store work: the receipts waiting when it was handed over
+ * (written first, lazily), then its messages' claims. The message and
+ * claim arrays are batch_max long, like the poll batch's. */
+typedef struct kd_pl_work {
+    msg **msgs;
+    size_t n, nclaims;
+    kd_claim *claims;
+    size_t *claim_of, *claim_route;
+    uint64_t now; /* wall ms: the claims' time */
+    kd_pl_receipts receipts;
+} kd_pl_work;
+
+/* The store thread and the work it is given (pipeline_ahead.c). */
+typedef struct kd_pl_ahead {
+    pthread_t thread;
+    bool started;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool queued, done, quit; /* under lock */
+    bool pending;            /* the pipeline's: job handed over, not yet acted on */
+    kd_pl_work job;          /* the store thread's while pending */
+    kd_pl_work acted;        /* the last job done, being acted on */
+} kd_pl_ahead;
+
 /* A source partition whose messages wait behind one whose claim is being
  * resolved from a dead run's downstream records, a scan step a turn: they
  * leave in consumption order once it is resolved (pipeline_gate.c). */
@@ -203,14 +236,11 @@ struct kd_pipeline {
     /* Reused buffers: a poll batch (batch_max long) and its claims... */
     msg **batch_msgs;
     kd_claim *claims;
-    size_t *claim_of; /* batch index -> claims index */
-    /* ...and the receipts of one turn (grown as needed). A rebalance inside
-     * a poll completes receipts while a batch is being collected, so the
-     * two never share. */
-    msg **receipt_msgs;
-    kd_completion *completions;
-    char *receipt_text;
-    size_t receipt_cap;
+    size_t *claim_of;    /* batch index -> claims index */
+    size_t *claim_route; /* claims index -> route */
+    /* ...and receipts written at once: while draining, and a handover's. */
+    kd_pl_receipts receipts_now;
+    kd_pl_ahead ahead; /* the store thread: a batch's claims, a turn's receipts */
 
     kd_metrics *metrics;
     _Atomic uint64_t tick_ms; /* last turn of the loop: /healthz */
@@ -247,6 +277,17 @@ static inline void list_push(msg_list *l, msg *m) {
         l->head = m;
     l->tail = m;
     l->n++;
+}
+
+/* Puts front (taken from l) back before whatever l holds now. */
+static inline void list_prepend(msg_list *l, msg_list *front) {
+    if (!front->n)
+        return;
+    front->tail->next = l->head;
+    if (!l->tail)
+        l->tail = front->tail;
+    l->head = front->head;
+    l->n += front->n;
 }
 
 static inline msg_list list_take(msg_list *l) {
@@ -305,13 +346,55 @@ static inline bool msg_live(const kd_pipeline *p, const msg *m) {
 /* Polls up to batch_max messages into p->batch_msgs; returns how many. */
 size_t kd_pl_collect(kd_pipeline *p, int timeout_ms);
 
+/* pipeline_ahead.c */
+/* Starts the store thread; false when it cannot be. */
+bool kd_pl_ahead_init(kd_pipeline *p);
+/* Stops and joins the store thread, and frees its arrays. */
+void kd_pl_ahead_destroy(kd_pipeline *p);
+/* A turn's store work, on the store thread: waits for the job handed over
+ * last turn, hands over the next (p->batch_msgs[0..n)'s claims, after the
+ * waiting receipts), then acts on the finished job while the store thread
+ * works: receipts' messages wait on p->unsynced, and every message of its
+ * batch is sent, settled or retried as kd_pl_dispatch would. The poll
+ * batch's array swaps with the job's. */
+void kd_pl_ahead_turn(kd_pipeline *p, size_t n);
+/* Waits for the job handed over, if any, and acts on it: before anything
+ * that must see every claim made (a rebalance, the stop). */
+void kd_pl_ahead_finish(kd_pipeline *p);
+/* Grows the jobs' batch arrays to n (finishing the job handed over first);
+ * false when out of memory. */
+bool kd_pl_ahead_grow(kd_pipeline *p, size_t n);
+
 /* pipeline_claim.c */
 /* Claims c[0..n) of route in one store write (timed); a failure pauses consumption. */
 void kd_pl_claim_timed(kd_pipeline *p, size_t route, kd_claim *c, size_t n, uint64_t now);
+/* The store half of kd_pl_claim_timed: the write, timed; a failed write
+ * marks every claim KD_ERR_STORE. Touches no pipeline state. */
+void kd_pl_claim_write(kd_pipeline *p, size_t route, kd_claim *c, size_t n, uint64_t now);
+/* The pipeline half: a failed claim write pauses consumption, a good one
+ * resumes it. */
+void kd_pl_claim_health(kd_pipeline *p, size_t route, const kd_claim *c, size_t n);
+/* Fills claims with the keyed messages of batch[0..n), route by route
+ * (claim_route[j]: claim j's route; claim_of[i]: message i's claim).
+ * Returns how many. */
+size_t kd_pl_claims_gather(const kd_pipeline *p, msg *const *batch, size_t n,
+                           kd_claim *claims, size_t *claim_of, size_t *claim_route);
+/* Acts on the claims made for batch[0..n), in consumption order: sends,
+ * settles or retries every message. */
+void kd_pl_claims_act(kd_pipeline *p, msg **batch, size_t n, kd_claim *claims,
+                      const size_t *claim_of);
 /* Completes c[0..n) of route in one store write (timed), lazy (durable
  * with the next durable write or sync) or not; a failure pauses consumption. */
 void kd_pl_complete_timed(kd_pipeline *p, size_t route, kd_completion *c, size_t n,
                           bool lazy);
+/* The store half of kd_pl_complete_timed: the write, timed; a failed write
+ * marks every completion KD_ERR_STORE. Touches no pipeline state. */
+void kd_pl_complete_write(kd_pipeline *p, size_t route, kd_completion *c, size_t n,
+                          bool lazy);
+/* The pipeline half: a failed write pauses consumption; a good durable one
+ * resumes it. */
+void kd_pl_complete_health(kd_pipeline *p, size_t route, const kd_completion *c, size_t n,
+                           bool lazy);
 /* A store write succeeded: if it was failing, consumption resumes. */
 void kd_pl_store_ok(kd_pipeline *p);
 /* Claims a batch's keys and sends, settles or retries every message of it. */
@@ -370,8 +453,10 @@ left_claim *kd_pl_left_find(kd_pipeline *p, size_t route, const char *key,
 void kd_pl_left_drop(kd_pipeline *p, left_claim *l);
 /* Acts on a failed (or possibly failed) delivery of m. */
 void kd_pl_on_failed(kd_pipeline *p, msg *m);
-/* Grows the receipt buffers to hold n; false when out of memory. */
-bool kd_pl_receipt_capacity(kd_pipeline *p, size_t n);
+/* Grows r to hold n receipts; false when out of memory (r unchanged). */
+bool kd_pl_receipts_reserve(kd_pl_receipts *r, size_t n);
+/* Frees r's arrays. */
+void kd_pl_receipts_free(kd_pl_receipts *r);
 /* Writes a receipt naming where a message went and came from; returns its length. */
 size_t kd_pl_receipt_text(const kd_pipeline *p, size_t route, int32_t out_part,
                           int64_t out_off, int64_t ts, int32_t src_part, int64_t src_off,
@@ -380,7 +465,9 @@ size_t kd_pl_receipt_text(const kd_pipeline *p, size_t route, int32_t out_part,
 void kd_pl_retry_due(kd_pipeline *p);
 /* Puts m on the retry list, due in delay_ms. */
 void kd_pl_schedule_retry(kd_pipeline *p, msg *m, uint64_t delay_ms);
-/* Serves the producer for up to timeout_ms and settles its reports. */
+/* Serves the producer for up to timeout_ms and settles its reports: a
+ * delivered message's receipt waits on p->receipts, for the next turn's
+ * store write (kd_pl_ahead_start) or kd_pl_receipts_write. */
 void kd_pl_service(kd_pipeline *p, int timeout_ms);
 
 /* pipeline_receipts.c */
@@ -388,6 +475,15 @@ void kd_pl_service(kd_pipeline *p, int timeout_ms);
  * messages wait on p->unsynced (failed ones stay, retried after the store's
  * backoff). */
 void kd_pl_receipts_write(kd_pipeline *p);
+/* Takes the oldest max of p->receipts (all with max 0) into r, route by
+ * route, for one lazy write a route; r->n is how many (0, leaving them,
+ * while the store is failing and not due again, or when out of memory). */
+void kd_pl_receipts_gather(kd_pipeline *p, kd_pl_receipts *r, size_t max);
+/* One past the last of the receipts from first on that share a route. */
+size_t kd_pl_receipts_run(const kd_pl_receipts *r, size_t first);
+/* Acts on r's written completions: their messages wait on p->unsynced, or,
+ * not written, on p->receipts again. */
+void kd_pl_receipts_apply(kd_pipeline *p, kd_pl_receipts *r);
 /* Makes the receipts written lazily durable (no disk sync when a durable
  * write since has done it: the turn's claims) and settles their messages.
  * Each turn after the claims, and while draining. */

@@ -45,6 +45,7 @@ void kd_pl_drain(kd_pipeline *p, uint64_t deadline_ms) {
         if (kd_mono_ms() >= deadline_ms)
             return;
         kd_pl_service(p, 20);
+        kd_pl_receipts_write(p);
         kd_pl_settle_receipts(p);
     }
 }
@@ -147,6 +148,9 @@ void kd_pl_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                         rd_kafka_topic_partition_list_t *parts, void *opaque) {
     bool cooperative = !strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE");
 
+    /* The batch the store thread is claiming came before this rebalance:
+     * acted on first, as if it had been claimed before the poll. */
+    kd_pl_ahead_finish(opaque);
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         on_assign(opaque, rk, parts, cooperative);
     } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {

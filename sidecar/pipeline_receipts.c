@@ -15,41 +15,58 @@
 #include "sidecar/log.h"
 #include "sidecar/pipeline_int.h"
 
-void kd_pl_receipts_write(kd_pipeline *p) {
+void kd_pl_receipts_gather(kd_pipeline *p, kd_pl_receipts *r, size_t max) {
     msg_list todo = list_take(&p->receipts);
-    size_t n = 0;
 
+    r->n = 0;
     if (!todo.n)
         return;
+    if (max && todo.n > max) { /* the oldest max; the rest wait, in order */
+        msg *last = todo.head;
+
+        for (size_t i = 1; i < max; i++)
+            last = last->next;
+        p->receipts =
+            (msg_list){.head = last->next, .tail = todo.tail, .n = todo.n - max};
+        last->next = NULL;
+        todo.tail = last;
+        todo.n = max;
+    }
     if ((kd_pl_store_failing(p) && kd_mono_ms() < p->store_retry_at) ||
-        !kd_pl_receipt_capacity(p, todo.n)) {
-        p->receipts = todo; /* try again next turn */
+        !kd_pl_receipts_reserve(r, todo.n)) {
+        list_prepend(&p->receipts, &todo); /* try again next turn */
         return;
     }
-    for (size_t route = 0; route < p->cfg->nroutes; route++) { /* one write a route */
-        size_t first = n;
-
+    for (size_t route = 0; route < p->cfg->nroutes; route++) /* one write a route */
         for (msg *m = todo.head; m; m = m->next) {
-            char *r = p->receipt_text + n * RECEIPT_MAX;
+            char *text = r->text + r->n * RECEIPT_MAX;
 
             if (m->route != route)
                 continue;
-            p->receipt_msgs[n] = m;
-            p->completions[n++] = (kd_completion){
+            r->msgs[r->n] = m;
+            r->c[r->n++] = (kd_completion){
                 .key = m->key,
                 .key_len = m->key_len,
-                .receipt = r,
-                .receipt_len = kd_pl_format_receipt(p, m, r, RECEIPT_MAX),
+                .receipt = text,
+                .receipt_len = kd_pl_format_receipt(p, m, text, RECEIPT_MAX),
                 .claim_seq = m->claim_seq, /* claimed by this run: not read again */
                 .claim_version = m->claim_version,
                 .fingerprint = m->has_fp ? m->fp : NULL};
         }
-        if (n > first)
-            kd_pl_complete_timed(p, route, p->completions + first, n - first, true);
-    }
-    for (size_t i = 0; i < n; i++) {
-        msg *m = p->receipt_msgs[i];
-        kd_err err = p->completions[i].err;
+}
+
+size_t kd_pl_receipts_run(const kd_pl_receipts *r, size_t first) {
+    size_t end = first + 1;
+
+    while (end < r->n && r->msgs[end]->route == r->msgs[first]->route)
+        end++;
+    return end;
+}
+
+void kd_pl_receipts_apply(kd_pipeline *p, kd_pl_receipts *r) {
+    for (size_t i = 0; i < r->n; i++) {
+        msg *m = r->msgs[i];
+        kd_err err = r->c[i].err;
 
         if (err == KD_OK || err == KD_ERR_DEDUP_COLLISION) {
             if (err != KD_OK) { /* delivered all the same: the claim had gone */
@@ -59,9 +76,21 @@ void kd_pl_receipts_write(kd_pipeline *p) {
             }
             list_push(&p->unsynced, m); /* done once the receipt is durable */
         } else {
-            list_push(&p->receipts, m); /* kd_pl_store_failed: kd_pl_complete_timed */
+            list_push(&p->receipts, m); /* kd_pl_store_failed: kd_pl_complete_health */
         }
     }
+    r->n = 0;
+}
+
+void kd_pl_receipts_write(kd_pipeline *p) {
+    kd_pl_receipts *r = &p->receipts_now;
+
+    kd_pl_receipts_gather(p, r, 0);
+    for (size_t first = 0, end; first < r->n; first = end) {
+        end = kd_pl_receipts_run(r, first);
+        kd_pl_complete_timed(p, r->msgs[first]->route, r->c + first, end - first, true);
+    }
+    kd_pl_receipts_apply(p, r);
 }
 
 void kd_pl_settle_receipts(kd_pipeline *p) {

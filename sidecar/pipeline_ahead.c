@@ -1,0 +1,230 @@
+/*
+ * kdedup - the store thread: a batch's claims, and the receipts waiting
+ * for a store write, are written by a thread of their own while the
+ * pipeline produces the batch before and consumes the one after.
+ *
+ * A job is one turn's store work: the receipts of the deliveries reported
+ * so far, written lazily, then the claims of the batch just consumed, a
+ * synced write that makes those receipts durable too. Each turn the
+ * pipeline waits for last turn's job, hands over this turn's, and only
+ * then acts on the finished one (sends its messages, settles its
+ * receipts), so the store thread writes while the pipeline does the Kafka
+ * work. The store sees the jobs in turn order, and a job's claims are
+ * acted on in consumption order, after every earlier batch's.
+ *
+ * A decision is acted on a turn after it was made, and in between the
+ * pipeline may have changed what it said (released a claim whose delivery
+ * failed, completed one, taken one over). That is safe because no decision
+ * is trusted further than it was before: a claim "in flight" for this run
+ * is checked against the held claims when acted on, and one no live
+ * message holds goes through kd_pl_takeover, which claims the key afresh;
+ * a claim won is held, or found held by a message that took the key over
+ * meanwhile (then this one is its duplicate). Anything that must see every
+ * claim made (a rebalance, the stop) finishes the job first.
+ */
+#include "sidecar/log.h"
+#include "sidecar/pipeline_int.h"
+
+#include <stdlib.h>
+#include <sys/prctl.h>
+
+/* One past the last of the claims from first on that share a route. */
+static size_t claims_run(const kd_pl_work *w, size_t first) {
+    size_t end = first + 1;
+
+    while (end < w->nclaims && w->claim_route[end] == w->claim_route[first])
+        end++;
+    return end;
+}
+
+static bool has_store_work(const kd_pl_work *w) {
+    return w->nclaims || w->receipts.n;
+}
+
+/* A job on the store thread: the receipts, lazily, a write per route; then
+ * the claims, a synced write per route, which makes the receipts durable
+ * too (or a sync of its own when there are no claims). */
+static void job_write(kd_pipeline *p, kd_pl_work *w) {
+    kd_pl_receipts *r = &w->receipts;
+
+    for (size_t first = 0, end; first < r->n; first = end) {
+        end = kd_pl_receipts_run(r, first);
+        kd_pl_complete_write(p, r->msgs[first]->route, r->c + first, end - first, true);
+    }
+    if (r->n && !w->nclaims)
+        (void)kd_store_sync(p->store); /* a failure is met again by the settle */
+    for (size_t first = 0, end; first < w->nclaims; first = end) {
+        end = claims_run(w, first);
+        kd_pl_claim_write(p, w->claim_route[first], w->claims + first, end - first,
+                          w->now);
+    }
+}
+
+static void *store_thread(void *arg) {
+    kd_pipeline *p = arg;
+    kd_pl_ahead *a = &p->ahead;
+
+    prctl(PR_SET_NAME, "kdedup:store", 0, 0, 0); /* as top and perf name it */
+    pthread_mutex_lock(&a->lock);
+    for (;;) {
+        while (!a->queued && !a->quit)
+            pthread_cond_wait(&a->cond, &a->lock);
+        if (a->quit)
+            break;
+        pthread_mutex_unlock(&a->lock);
+        job_write(p, &a->job);
+        pthread_mutex_lock(&a->lock);
+        a->queued = false;
+        a->done = true;
+        pthread_cond_broadcast(&a->cond);
+    }
+    pthread_mutex_unlock(&a->lock);
+    return NULL;
+}
+
+static bool work_grow(kd_pl_work *w, size_t n) {
+    msg **msgs = realloc(w->msgs, n * sizeof(*msgs));
+    kd_claim *claims;
+    size_t *claim_of, *claim_route;
+
+    if (msgs)
+        w->msgs = msgs;
+    claims = msgs ? realloc(w->claims, n * sizeof(*claims)) : NULL;
+    if (claims)
+        w->claims = claims;
+    claim_of = claims ? realloc(w->claim_of, n * sizeof(*claim_of)) : NULL;
+    if (claim_of)
+        w->claim_of = claim_of;
+    claim_route = claim_of ? realloc(w->claim_route, n * sizeof(*claim_route)) : NULL;
+    if (claim_route)
+        w->claim_route = claim_route;
+    return claim_route != NULL;
+}
+
+static void work_free(kd_pl_work *w) {
+    free(w->msgs);
+    free(w->claims);
+    free(w->claim_of);
+    free(w->claim_route);
+    kd_pl_receipts_free(&w->receipts);
+}
+
+bool kd_pl_ahead_grow(kd_pipeline *p, size_t n) {
+    kd_pl_ahead_finish(p); /* the job's arrays are the store thread's till then */
+    return work_grow(&p->ahead.job, n) && work_grow(&p->ahead.acted, n);
+}
+
+bool kd_pl_ahead_init(kd_pipeline *p) {
+    kd_pl_ahead *a = &p->ahead;
+
+    if (!kd_pl_ahead_grow(p, (size_t)p->cfg->batch_max))
+        return false;
+    pthread_mutex_init(&a->lock, NULL);
+    pthread_cond_init(&a->cond, NULL);
+    a->started = pthread_create(&a->thread, NULL, store_thread, p) == 0;
+    if (!a->started) {
+        pthread_cond_destroy(&a->cond);
+        pthread_mutex_destroy(&a->lock);
+    }
+    return a->started;
+}
+
+void kd_pl_ahead_destroy(kd_pipeline *p) {
+    kd_pl_ahead *a = &p->ahead;
+
+    if (a->started) {
+        pthread_mutex_lock(&a->lock);
+        a->quit = true;
+        pthread_cond_broadcast(&a->cond);
+        pthread_mutex_unlock(&a->lock);
+        pthread_join(a->thread, NULL);
+        pthread_cond_destroy(&a->cond);
+        pthread_mutex_destroy(&a->lock);
+        a->started = false;
+    }
+    work_free(&a->job);
+    work_free(&a->acted);
+}
+
+/* Waits for the job handed over; it becomes a->acted. */
+static void job_wait(kd_pl_ahead *a) {
+    kd_pl_work done;
+
+    if (has_store_work(&a->job)) {
+        pthread_mutex_lock(&a->lock);
+        while (!a->done)
+            pthread_cond_wait(&a->cond, &a->lock);
+        a->done = false;
+        pthread_mutex_unlock(&a->lock);
+    }
+    a->pending = false;
+    done = a->job;
+    a->job = a->acted;
+    a->acted = done;
+}
+
+/* Makes p->batch_msgs[0..n) and the waiting receipts a->job; hands it to
+ * the store thread when it has store work. */
+static void job_start(kd_pipeline *p, size_t n) {
+    kd_pl_ahead *a = &p->ahead;
+    kd_pl_work *w = &a->job;
+    msg **msgs = w->msgs;
+
+    w->msgs = p->batch_msgs; /* the poll batch's array, swapped */
+    p->batch_msgs = msgs;
+    w->n = n;
+    w->now = kd_wall_ms();
+    w->nclaims = kd_pl_claims_gather(p, w->msgs, n, w->claims, w->claim_of, w->claim_route);
+    /* at most a batch's worth: the job's receipt arrays stay batch_max long */
+    kd_pl_receipts_gather(p, &w->receipts, (size_t)p->cfg->batch_max);
+    if (!n && !w->receipts.n)
+        return;
+    a->pending = true;
+    if (!has_store_work(w))
+        return;
+    pthread_mutex_lock(&a->lock);
+    a->queued = true;
+    pthread_cond_broadcast(&a->cond);
+    pthread_mutex_unlock(&a->lock);
+}
+
+/* Acts on a->acted: the store's health, then its receipts, then every
+ * message of its batch in consumption order. */
+static void act(kd_pipeline *p) {
+    kd_pl_work *w = &p->ahead.acted;
+    kd_pl_receipts *r = &w->receipts;
+
+    for (size_t first = 0, end; first < r->n; first = end) {
+        end = kd_pl_receipts_run(r, first);
+        kd_pl_complete_health(p, r->msgs[first]->route, r->c + first, end - first, true);
+    }
+    kd_pl_receipts_apply(p, r);
+    for (size_t first = 0, end; first < w->nclaims; first = end) {
+        end = claims_run(w, first);
+        kd_pl_claim_health(p, w->claim_route[first], w->claims + first, end - first);
+    }
+    kd_pl_claims_act(p, w->msgs, w->n, w->claims, w->claim_of);
+    w->n = w->nclaims = 0;
+}
+
+void kd_pl_ahead_turn(kd_pipeline *p, size_t n) {
+    kd_pl_ahead *a = &p->ahead;
+    bool finished = a->pending;
+
+    if (finished)
+        job_wait(a);
+    job_start(p, n);
+    if (finished)
+        act(p);
+    if (a->pending && !has_store_work(&a->job)) { /* nothing to wait for: now */
+        job_wait(a);
+        act(p);
+    }
+}
+
+void kd_pl_ahead_finish(kd_pipeline *p) {
+    if (!p->ahead.pending)
+        return;
+    job_wait(&p->ahead);
+    act(p);
+}
