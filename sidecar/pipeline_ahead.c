@@ -174,9 +174,11 @@ static void job_start(kd_pipeline *p, size_t n) {
     p->batch_msgs = msgs;
     w->n = n;
     w->now = kd_wall_ms();
-    w->nclaims = kd_pl_claims_gather(p, w->msgs, n, w->claims, w->claim_of, w->claim_route);
-    /* at most a batch's worth: the job's receipt arrays stay batch_max long */
-    kd_pl_receipts_gather(p, &w->receipts, (size_t)p->cfg->batch_max);
+    w->nclaims =
+        kd_pl_claims_gather(p, w->msgs, n, w->claims, w->claim_of, w->claim_route);
+    /* at most two batches' worth: more than a turn brings, so none wait for long,
+     * and the job's receipt arrays stay bounded */
+    kd_pl_receipts_gather(p, &w->receipts, 2 * (size_t)p->cfg->batch_max);
     if (!n && !w->receipts.n)
         return;
     a->pending = true;
