@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #define DISK_FULL "injected: IO error: No space left on device"
 
@@ -14,6 +15,7 @@ typedef struct faulty {
     kd_store *inner;
     atomic_bool fail;
     atomic_ulong refused;
+    atomic_uint delay_ms;
 } faulty;
 
 static kd_err f_read_last(void *impl, const char *stream, size_t stream_len,
@@ -50,7 +52,10 @@ static kd_err f_append(void *impl, const char *stream, size_t stream_len,
 
 static kd_err f_append_batch(void *impl, kd_append *items, size_t n) {
     faulty *f = impl;
+    unsigned ms = atomic_load(&f->delay_ms);
 
+    if (ms)
+        nanosleep(&(struct timespec){ms / 1000, (long)(ms % 1000) * 1000000}, NULL);
     if (refuse(f)) {
         for (size_t i = 0; i < n; i++)
             items[i].result = KD_ERR_STORE;
@@ -109,6 +114,10 @@ kd_store *kd_faulty_store_new(kd_store *inner) {
 
 void kd_faulty_store_fail_writes(kd_store *faulty_store, bool fail) {
     atomic_store(&impl_of(faulty_store)->fail, fail);
+}
+
+void kd_faulty_store_delay_writes(kd_store *faulty_store, unsigned ms) {
+    atomic_store(&impl_of(faulty_store)->delay_ms, ms);
 }
 
 unsigned long kd_faulty_store_refused(kd_store *faulty_store) {

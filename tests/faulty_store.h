@@ -1,7 +1,8 @@
 /*
  * kdedup tests - a store that fails on demand: wraps another store and,
  * while writes are switched off, answers every append with KD_ERR_STORE
- * and a "No space left on device" error, as a full disk would.
+ * and a "No space left on device" error, as a full disk would; or makes
+ * batch appends slow.
  */
 #ifndef KD_TEST_FAULTY_STORE_H
 #define KD_TEST_FAULTY_STORE_H
@@ -16,6 +17,10 @@ kd_store *kd_faulty_store_new(kd_store *inner);
 
 /* Switches writes off (fail = true) or on again. Thread-safe. */
 void kd_faulty_store_fail_writes(kd_store *faulty, bool fail);
+
+/* Makes every batch append wait ms first (0: none), as a slow disk would.
+ * Thread-safe. */
+void kd_faulty_store_delay_writes(kd_store *faulty, unsigned ms);
 
 /* Appends refused so far. */
 unsigned long kd_faulty_store_refused(kd_store *faulty);

@@ -964,6 +964,69 @@ static bool forwarded_6(const kd_pipeline_stats *st) {
     return st->forwarded + st->orphans_found >= 6;
 }
 
+/* ROUTE_CONFIG with poll batches of 50, and no handover: a replica
+ * learns nothing of what another forwarded; commits alone keep them apart. */
+#define BATCH50_CONFIG                                                                   \
+    "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\", \"producer\": {},"           \
+    " \"consumer\": {\"session.timeout.ms\": \"6000\", \"heartbeat.interval.ms\": "      \
+    "\"500\", \"auto.commit.interval.ms\": \"200\"}},"                                   \
+    " \"routes\": [{\"from\": \"in\", \"to\": \"out\", \"on_missing_key\": "             \
+    "\"forward\"}],"                                                                     \
+    " \"dedup\": {\"handover\": false}, \"store\": {\"path\": \"%s/store\"},"            \
+    " \"pipeline\": {\"batch_max\": 50}}"
+
+static bool consumed_100(const kd_pipeline_stats *st) {
+    return st->consumed >= 100;
+}
+
+/* A rebalance while the store thread is writing a batch's claims. Replica
+ * a, whose store takes 0.5 s a write, consumes 800 keys in batches of 50:
+ * each poll then happens while the batch before is being claimed, for 8 s.
+ * Replica b joins, and the partitions it takes are revoked from a in such
+ * a poll (the rebalance takes about 5 s with this mock cluster).
+ * The batch being claimed came before the revoke, so a acts on it first:
+ * forwards it, waits for its deliveries and commits, and b, whose store is
+ * its own and which learns nothing downstream (no handover), starts past
+ * them. (Acting on it after the revoke, a would forward keys b forwards
+ * too.) Every key once. */
+static void test_rebalance_while_claims_are_written(void **state) {
+    env *e = *state;
+    kd_pipeline_stats sa, sb;
+    kf_record *recs;
+    char dir[300];
+    kf_run a, b;
+    size_t n;
+    uint64_t a_parts;
+
+    send_keys(e, "in", 0, 800, 1);
+    snprintf(dir, sizeof(dir), "%s/a", e->dir);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    kf_run_start_faulty(&a, &e->mock, BATCH50_CONFIG, e->mock.bootstrap, dir);
+    kd_faulty_store_delay_writes(a.store, 500);
+    assert_true(wait_stats(&a, consumed_100).consumed >= 100);
+    snprintf(dir, sizeof(dir), "%s/b", e->dir);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    kf_run_start(&b, &e->mock, BATCH50_CONFIG, e->mock.bootstrap, dir);
+    for (int i = 0; i < TIMEOUT_MS / 100; i++) { /* both settled everything */
+        kd_pipeline_stats_get(a.p, &sa);
+        kd_pipeline_stats_get(b.p, &sb);
+        if (sa.forwarded + sb.forwarded >= 800)
+            break;
+        nanosleep(&(struct timespec){0, 100 * 1000 * 1000}, NULL);
+    }
+    nanosleep(&(struct timespec){2, 0}, NULL); /* late copies, if any, land */
+    kd_faulty_store_delay_writes(a.store, 0);
+    kd_pipeline_stats_get(a.p, &sa);
+    a_parts = sa.assigned_partitions;
+    sb = kf_run_stop(&b);
+    sa = kf_run_stop(&a);
+    assert_true(a_parts < PARTS); /* the rebalance did take partitions from a */
+    recs = kf_read(&e->mock, "out", PARTS, 800, 2000, TIMEOUT_MS, &n);
+    assert_each_once(recs, n, 0, 800);
+    assert_int_equal(n, 800);
+    free(recs);
+}
+
 /* Five keys through a run in e->dir, on in/0; then, with broker 2
  * (downstream) answering after rtt_ms and failing its next `errors`
  * produce requests, key-X (in/0 offset 5), consumed. */
@@ -1324,6 +1387,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_handover_ignores_event_time, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_handover_waits_for_downstream, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_rebalance_while_claims_are_written, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_partition_back_to_same_process, setup,
                                         teardown),
