@@ -421,7 +421,8 @@ static kd_err rocks_append(void *impl, const char *stream, size_t stream_len,
     return err;
 }
 
-/* Batch order: by stripe (the lock order), then stream, then array order. */
+/* Batch order: by stripe (the lock order), then stream (by hash first), then
+ * array order: a stream's appends are next to each other. */
 typedef struct bref {
     uint64_t hash;
     size_t stripe;
@@ -436,6 +437,8 @@ static int bref_cmp(const void *x, const void *y) {
 
     if (p->stripe != q->stripe)
         return p->stripe < q->stripe ? -1 : 1;
+    if (p->hash != q->hash) /* streams that differ mostly differ here */
+        return p->hash < q->hash ? -1 : 1;
     n = p->a->stream_len < q->a->stream_len ? p->a->stream_len : q->a->stream_len;
     if ((c = memcmp(p->a->stream, q->a->stream, n)) != 0)
         return c;
