@@ -29,7 +29,6 @@
 _Static_assert(KD_FINGERPRINT_LEN == KD_ENTRY_FINGERPRINT_LEN,
                "a decision holds an entry's fingerprint");
 #define HEX_LEN (2 * HASH_LEN)
-#define RECEIPT_ROOM_MAX 512 /* a claim keeps at most this much for its receipt */
 
 struct kd_dedup {
     kd_store *store;
@@ -38,9 +37,6 @@ struct kd_dedup {
     _Atomic uint64_t ttl_ms;
     _Atomic uint64_t inflight_ms;
     _Atomic uint64_t owner;
-    /* The most a receipt has added to its claim's entry (capped): the room
-     * a claim keeps for its receipt (kd_append.reserve). */
-    _Atomic size_t receipt_room;
 };
 
 /* The newest entry of one stream; e borrows from payload. */
@@ -387,9 +383,8 @@ static void batch_free(batch *b) {
     free(b->reads);
 }
 
-/* Encodes e and queues its append after the slot's head, keeping reserve
- * bytes of room after it (kd_append.reserve). */
-static kd_err batch_plan(batch *b, slot *s, const kd_entry *e, size_t reserve) {
+/* Encodes e and queues its append after the slot's head. */
+static kd_err batch_plan(batch *b, slot *s, const kd_entry *e) {
     kd_append *a = &b->appends[b->nappends];
     size_t len;
     kd_err err;
@@ -401,8 +396,7 @@ static kd_err batch_plan(batch *b, slot *s, const kd_entry *e, size_t reserve) {
                      .expected_seq = next_seq(&s->head),
                      .version = s->head.version,
                      .payload = s->encoded,
-                     .payload_len = len,
-                     .reserve = reserve};
+                     .payload_len = len};
     s->append = a;
     b->nappends++;
     return KD_OK;
@@ -442,7 +436,7 @@ static void claim_leader(batch *b, size_t i, kd_claim *c, uint64_t ts) {
     e.has_owner = e.owner != 0;
     e.has_fingerprint = c->fingerprint != NULL;
     e.fingerprint = c->fingerprint;
-    c->err = batch_plan(b, s, &e, atomic_load(&b->d->receipt_room));
+    c->err = batch_plan(b, s, &e);
 }
 
 /* Settles a planned claim after the write: claimed, or the race's winner. */
@@ -564,17 +558,6 @@ kd_err kd_dedup_claim_or_get(kd_dedup *d, const char *key, size_t key_len,
  * Completions.
  */
 
-/* Notes that a receipt of len bytes is written: later claims keep room for
- * one as long (its u32 length and bytes), up to RECEIPT_ROOM_MAX. */
-static void note_receipt(kd_dedup *d, size_t len) {
-    size_t room = len + 4, cur = atomic_load(&d->receipt_room);
-
-    if (room > RECEIPT_ROOM_MAX)
-        return; /* such receipts are added beside their claims */
-    while (cur < room && !atomic_compare_exchange_weak(&d->receipt_room, &cur, room))
-        ;
-}
-
 /* Reads a leader's head and plans the receipt, or decides without writing. */
 static void complete_leader(batch *b, size_t i, kd_completion *c, uint64_t now) {
     slot *s = &b->slots[i];
@@ -595,8 +578,7 @@ static void complete_leader(batch *b, size_t i, kd_completion *c, uint64_t now) 
                        .receipt = c->receipt,
                        .receipt_len = c->receipt_len};
         s->head = (head){.found = true, .seq = c->claim_seq, .version = c->claim_version};
-        note_receipt(b->d, c->receipt_len);
-        c->err = batch_plan(b, s, &e, 0);
+        c->err = batch_plan(b, s, &e);
         return;
     }
     if ((c->err = s->read_err) != KD_OK)
@@ -625,8 +607,7 @@ static void complete_leader(batch *b, size_t i, kd_completion *c, uint64_t now) 
                    .has_receipt = true,
                    .receipt = c->receipt,
                    .receipt_len = c->receipt_len};
-    note_receipt(b->d, c->receipt_len);
-    c->err = batch_plan(b, s, &e, 0);
+    c->err = batch_plan(b, s, &e);
 }
 
 /* Settles a planned receipt: a lost race counts only if the winner stored

@@ -53,11 +53,6 @@ typedef struct kd_append {
      * or 0. It lets a backend skip re-reading a stream nothing wrote to since;
      * the check itself is the same either way. */
     uint64_t version;
-    /* Bytes to keep free after the payload (0: none), so that the next
-     * entry, up to reserve bytes longer, can overwrite this one where it
-     * lies instead of being added beside it: a hint, which a backend may
-     * ignore (the memory one does). The payload read back is the same. */
-    size_t reserve;
     kd_err result; /* out: KD_OK, KD_ERR_SEQUENCE_CONFLICT or the batch's error */
     /* out, KD_OK: the stream's version right after this write (0 = the
      * backend keeps none): a later append may pass it as its version. */

@@ -21,9 +21,6 @@
 #define VERSIONS 65536 /* write counters that let appends trust a read */
 #define KEY_INLINE 256 /* record keys up to this long stay on the stack */
 #define SEQ_LEN 8
-#define SEQ_PADDED (UINT64_C(1) << 63) /* the value ends in padding (store_rocks.h) */
-#define PAD_LEN 2                      /* be16: the padding's length, itself included */
-#define PAD_MAX 4096
 #define PREFIX_HEAD 'k'    /* layout 2: 'k', be64 hash of the stream, stream */
 #define PREFIX_HEAD_V1 'h' /* layout 1: 'h', stream (refused at open) */
 #define HASH_LEN 8
@@ -132,46 +129,19 @@ static _Atomic uint64_t *version_of(rocks_store *r, uint64_t hash) {
  * The head record.
  */
 
-/* Splits a head record's value into the entry number (*seq) and the entry
- * (*entry, *entry_len; the padding left out). False when it is not a value
- * this backend writes. */
-static bool value_split(const char *val, size_t vlen, uint64_t *seq, const char **entry,
-                        size_t *entry_len) {
-    size_t pad = 0;
-    uint64_t raw;
-
-    if (vlen < SEQ_LEN || (raw = get_be64((const unsigned char *)val)) == UINT64_MAX)
-        return false;
-    if (raw & SEQ_PADDED) {
-        if (vlen < SEQ_LEN + PAD_LEN)
-            return false;
-        pad = (size_t)((unsigned char)val[vlen - 2]) << 8 | (unsigned char)val[vlen - 1];
-        if (pad < PAD_LEN || pad > vlen - SEQ_LEN)
-            return false;
-    }
-    *seq = raw & ~SEQ_PADDED;
-    *entry = val + SEQ_LEN;
-    *entry_len = vlen - SEQ_LEN - pad;
-    return true;
-}
-
 /* Parses a head record's value: *count is the stream's number of entries;
  * with payload, also a malloc()ed copy of the newest entry. */
 static kd_err head_parse(const char *val, size_t vlen, uint64_t *count, void **payload,
                          size_t *payload_len) {
-    const char *entry;
-    size_t entry_len;
-    uint64_t seq;
-
-    if (!value_split(val, vlen, &seq, &entry, &entry_len))
+    if (vlen < SEQ_LEN || get_be64((const unsigned char *)val) == UINT64_MAX)
         return KD_ERR_SERIALIZATION; /* not a head record we wrote */
-    *count = seq + 1;
+    *count = get_be64((const unsigned char *)val) + 1;
     if (!payload)
         return KD_OK;
-    if (!(*payload = malloc(entry_len ? entry_len : 1)))
+    *payload_len = vlen - SEQ_LEN;
+    if (!(*payload = malloc(*payload_len ? *payload_len : 1)))
         return KD_ERR_STORE;
-    memcpy(*payload, entry, entry_len);
-    *payload_len = entry_len;
+    memcpy(*payload, val + SEQ_LEN, *payload_len);
     return KD_OK;
 }
 
@@ -202,16 +172,14 @@ static kd_err head_get(rocks_store *r, const char *stream, size_t stream_len,
     return res;
 }
 
-/* Adds the head record for entry number seq to wb, with reserve bytes of
- * padding kept after the entry (0: none; PAD_LEN at least, PAD_MAX at
- * most). The head holds the newest entry and its number; older entries are
- * superseded, since the contract only ever reads the newest. */
+/* Adds the head record for entry number seq to wb. The head holds the
+ * newest entry and its number; older entries are superseded, since the
+ * contract only ever reads the newest. */
 static bool batch_put(rocksdb_writebatch_t *wb, const char *stream, size_t stream_len,
                       uint64_t hash, uint64_t seq, const void *payload,
-                      size_t payload_len, size_t reserve) {
+                      size_t payload_len) {
     char inline_val[KEY_INLINE];
-    size_t pad = reserve < PAD_LEN ? 0 : reserve > PAD_MAX ? PAD_MAX : reserve;
-    size_t vlen = SEQ_LEN + payload_len + pad;
+    size_t vlen = SEQ_LEN + payload_len;
     char *val = vlen <= sizeof(inline_val) ? inline_val : malloc(vlen);
     rkey k;
     bool ok = false;
@@ -219,13 +187,8 @@ static bool batch_put(rocksdb_writebatch_t *wb, const char *stream, size_t strea
     if (!val)
         return false;
     if (rkey_make(&k, stream, stream_len, hash)) {
-        put_be64((unsigned char *)val, pad ? seq | SEQ_PADDED : seq);
+        put_be64((unsigned char *)val, seq);
         memcpy(val + SEQ_LEN, payload, payload_len);
-        if (pad) {
-            memset(val + SEQ_LEN + payload_len, 0, pad - PAD_LEN);
-            val[vlen - 2] = (char)(pad >> 8);
-            val[vlen - 1] = (char)pad;
-        }
         rocksdb_writebatch_put(wb, k.p, k.len, val, vlen);
         rkey_free(&k);
         ok = true;
@@ -411,7 +374,7 @@ static kd_err rocks_append(void *impl, const char *stream, size_t stream_len,
         err = KD_ERR_SEQUENCE_CONFLICT;
     if (err == KD_OK) {
         wb = rocksdb_writebatch_create();
-        err = batch_put(wb, stream, stream_len, h, expected_seq, payload, payload_len, 0)
+        err = batch_put(wb, stream, stream_len, h, expected_seq, payload, payload_len)
                   ? batch_write(r, wb, false)
                   : KD_ERR_STORE;
         rocksdb_writebatch_destroy(wb);
@@ -478,7 +441,7 @@ static kd_err batch_check(rocks_store *r, kd_append *items, const bref *refs, si
             continue;
         }
         if (!batch_put(wb, a->stream, a->stream_len, refs[i].hash, a->expected_seq,
-                       a->payload, a->payload_len, a->reserve))
+                       a->payload, a->payload_len))
             return KD_ERR_STORE;
         a->result = KD_OK;
         count++;
@@ -612,15 +575,12 @@ static const struct kd_store_ops kd_rocks_ops = {
 static bool record_expired(rocks_store *r, const char *key, size_t klen, const char *val,
                            size_t vlen, uint64_t now) {
     uint64_t ttl = atomic_load(&r->ttl_ms), inflight = atomic_load(&r->inflight_ms);
-    uint64_t limit, seq;
-    const char *entry;
-    size_t entry_len;
+    uint64_t limit;
     kd_entry e;
 
-    if (klen < 1 || key[0] != PREFIX_HEAD ||
-        !value_split(val, vlen, &seq, &entry, &entry_len))
+    if (klen < 1 || key[0] != PREFIX_HEAD || vlen < SEQ_LEN)
         return false;
-    if (kd_entry_decode(entry, entry_len, &e) != KD_OK)
+    if (kd_entry_decode(val + SEQ_LEN, vlen - SEQ_LEN, &e) != KD_OK)
         return false;
     if (e.kind == KD_ENTRY_TOMBSTONE)
         limit = ttl ? ttl : inflight; /* absent either way */
@@ -770,11 +730,6 @@ static bool rocks_configure(rocks_store *r, const kd_rocks_options *o) {
     rocksdb_options_set_hash_skip_list_rep(
         r->opts, buckets < MEMTABLE_BUCKETS_MAX ? buckets : MEMTABLE_BUCKETS_MAX, 4, 4);
     rocksdb_options_set_allow_concurrent_memtable_write(r->opts, 0);
-    /* A receipt overwrites its claim in the memtable, in the room the claim
-     * kept (kd_append.reserve): one record a key for flushes to sort, not
-     * two. Point reads take RocksDB's lock of the key; iterators would not,
-     * and none reads values (record counts, the layout check at open). */
-    rocksdb_options_set_inplace_update_support(r->opts, 1);
     /* Claims are mostly of new keys: a memtable bloom filter answers those
      * without a probe. */
     rocksdb_options_set_memtable_prefix_bloom_size_ratio(r->opts, 0.1);
@@ -919,15 +874,6 @@ static uint64_t int_property(rocks_store *r, const char *name) {
 
     rocksdb_free(v);
     return n;
-}
-
-kd_err kd_rocks_active_entries(kd_store *store, uint64_t *count) {
-    rocks_store *r = kd_store_backend(store, &kd_rocks_ops);
-
-    if (!r || !count)
-        return KD_ERR_CONFIG;
-    *count = int_property(r, "rocksdb.num-entries-active-mem-table");
-    return KD_OK;
 }
 
 kd_err kd_rocks_memory_get(kd_store *store, kd_rocks_memory *out) {

@@ -9,13 +9,6 @@
  * entries are superseded (the contract only reads the newest; the memory
  * backend keeps them all). A compaction filter drops entries past the
  * retention set through kd_store_set_retention().
- *
- * A head record's value is be64 seq then the entry, or, when the seq's top
- * bit is set, be64 seq | 1 << 63, the entry, then padding whose last two
- * bytes (be16) give its length: room an append asked to keep
- * (kd_append.reserve), so that the next entry (a claim's receipt) replaces
- * it in the memtable where it lies (RocksDB's in-place updates) instead of
- * adding a second record that every flush would sort.
  */
 #ifndef KD_STORE_ROCKS_H
 #define KD_STORE_ROCKS_H
@@ -68,12 +61,6 @@ kd_err kd_rocks_compact(kd_store *store);
 /* Counts every record (one head per stream) by a full scan: for tests and
  * tools, O(records). Returns KD_OK, KD_ERR_CONFIG or KD_ERR_STORE. */
 kd_err kd_rocks_count_records(kd_store *store, uint64_t *count);
-
-/* Sets *count to the records added to the memtable being written (RocksDB's
- * rocksdb.num-entries-active-mem-table; a value overwritten in place adds
- * none): for tests. Returns KD_OK, or KD_ERR_CONFIG if store is not a
- * RocksDB store. Thread-safe. */
-kd_err kd_rocks_active_entries(kd_store *store, uint64_t *count);
 
 /* Writes the record key of stream into out (up to size bytes): for tests
  * and tools that write records by hand. Returns its full length (0 when out

@@ -6,7 +6,6 @@
  */
 #define _GNU_SOURCE /* RTLD_NEXT */
 #include "dedup/dedup.h"
-#include "dedup/entry.h"
 #include "store_rocks/store_rocks.h"
 #include "tests/dedup_fixture.h"
 
@@ -276,99 +275,6 @@ static void test_garbage_head_record(void **state) {
     /* Other keys are unaffected. */
     assert_int_equal(kd_dedup_claim_or_get(f->dedup, K("other"), 1, &dec), KD_OK);
     assert_int_equal(dec.state, KD_CLAIMED);
-}
-
-/* A head record with padding (top bit of its seq set): a damaged length is
- * a serialization error, never a read outside the value; a whole one reads
- * as the entry before the padding. */
-static void test_padded_head_records(void **state) {
-    fx *f = *state;
-    char stream[128], key[160], val[160];
-    size_t slen = kd_dedup_stream_key_for(f->dedup, K("k"), stream, sizeof(stream));
-    size_t len = kd_rocks_record_key(stream, slen, key, sizeof(key)), elen;
-    kd_entry e = {
-        .kind = KD_ENTRY_ACTIVE, .timestamp_ms = 1000, .key = "k", .key_len = 1};
-    const struct {
-        size_t vlen;
-        unsigned pad;
-    } bad[] = {
-        {9, 0},       /* too short to hold the padding's length */
-        {40, 1},      /* a padding shorter than its own length */
-        {40, 33},     /* longer than what follows the seq */
-        {40, 0xffff}, /* far longer */
-    };
-    kd_decision dec;
-    bool found;
-
-    assert_true(len > 0 && len <= sizeof(key));
-    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        memset(val, 0, sizeof(val));
-        val[0] = (char)0x80; /* padded */
-        val[bad[i].vlen - 2] = (char)(bad[i].pad >> 8);
-        val[bad[i].vlen - 1] = (char)bad[i].pad;
-        fx_close(f);
-        raw_put(f->dir, key, len, val, bad[i].vlen);
-        fx_reopen(f);
-        assert_int_equal(kd_dedup_lookup(f->dedup, K("k"), &dec, &found),
-                         KD_ERR_SERIALIZATION);
-        assert_int_equal(kd_dedup_claim_or_get(f->dedup, K("k"), 1, &dec),
-                         KD_ERR_SERIALIZATION);
-    }
-    /* A claim of "k" with 20 bytes of padding after it. */
-    memset(val, 0, sizeof(val));
-    val[0] = (char)0x80;
-    assert_int_equal(kd_entry_encode(&e, val + 8, sizeof(val) - 8, &elen), KD_OK);
-    val[8 + elen + 20 - 1] = 20;
-    fx_close(f);
-    raw_put(f->dir, key, len, val, 8 + elen + 20);
-    fx_reopen(f);
-    assert_int_equal(kd_dedup_lookup(f->dedup, K("k"), &dec, &found), KD_OK);
-    assert_true(found);
-    assert_int_equal(dec.state, KD_IN_FLIGHT);
-    kd_decision_clear(&dec);
-    assert_int_equal(kd_dedup_complete_receipt(f->dedup, K("k"), K("rk")), KD_OK);
-    assert_state(f->dedup, "k", true, KD_COMPLETED);
-}
-
-/* A claim keeps room for a receipt as long as the longest one before it, so
- * its receipt overwrites it in the memtable: one record a key for the next
- * flush to sort, not two. A receipt longer than the room (or than any room
- * kept) is added beside its claim, as before; either way, what was written
- * reads back, and again after a reopen replays the log. */
-static void test_receipt_overwrites_its_claim(void **state) {
-    fx *f = *state;
-    char big[600];
-    kd_decision dec;
-    uint64_t before, after;
-    bool found;
-
-    memset(big, 'r', sizeof(big));
-    assert_int_equal(kd_dedup_claim_or_get(f->dedup, K("a"), 1, &dec), KD_OK);
-    assert_int_equal(kd_dedup_complete_receipt(f->dedup, K("a"), K("receipt of a")),
-                     KD_OK); /* the first: no room was kept */
-    assert_int_equal(kd_rocks_active_entries(f->store, &before), KD_OK);
-    assert_int_equal(kd_dedup_claim_or_get(f->dedup, K("b"), 1, &dec), KD_OK);
-    assert_int_equal(kd_dedup_complete_receipt(f->dedup, K("b"), K("receipt of b")),
-                     KD_OK);
-    assert_int_equal(kd_rocks_active_entries(f->store, &after), KD_OK);
-    assert_int_equal(after, before + 1); /* b's receipt took its claim's place */
-
-    assert_int_equal(kd_dedup_claim_or_get(f->dedup, K("c"), 1, &dec), KD_OK);
-    assert_int_equal(kd_dedup_complete_receipt(f->dedup, K("c"), big, sizeof(big)),
-                     KD_OK);
-    assert_int_equal(kd_rocks_active_entries(f->store, &before), KD_OK);
-    assert_int_equal(before, after + 2); /* longer than the room: beside it */
-
-    fx_reopen(f);
-    assert_state(f->dedup, "a", true, KD_COMPLETED);
-    assert_state(f->dedup, "b", true, KD_COMPLETED);
-    assert_state(f->dedup, "c", true, KD_COMPLETED);
-    assert_int_equal(kd_dedup_lookup(f->dedup, K("b"), &dec, &found), KD_OK);
-    assert_memory_equal(dec.receipt, "receipt of b", dec.receipt_len);
-    kd_decision_clear(&dec);
-    assert_int_equal(kd_dedup_lookup(f->dedup, K("c"), &dec, &found), KD_OK);
-    assert_int_equal(dec.receipt_len, sizeof(big));
-    kd_decision_clear(&dec);
 }
 
 /* A store written with record layout 1 is refused, not read as empty. */
@@ -711,9 +617,6 @@ int main(void) {
         cmocka_unit_test(test_permission_denied),
         cmocka_unit_test_setup_teardown(test_corrupt_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_garbage_head_record, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_padded_head_records, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_receipt_overwrites_its_claim, setup,
-                                        teardown),
         cmocka_unit_test_setup_teardown(test_old_layout_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_short_foreign_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retention_compaction, setup, teardown),
