@@ -43,7 +43,8 @@ static bool has_store_work(const kd_pl_work *w) {
 
 /* A job on the store thread: the receipts, lazily, a write per route; then
  * the claims, a synced write per route, which makes the receipts durable
- * too (or a sync of its own when there are no claims). */
+ * too; then, for the receipts, a sync, which costs nothing when a claim
+ * write covered them (and syncs them when no claim was written). */
 static void job_write(kd_pipeline *p, kd_pl_work *w) {
     kd_pl_receipts *r = &w->receipts;
 
@@ -51,13 +52,13 @@ static void job_write(kd_pipeline *p, kd_pl_work *w) {
         end = kd_pl_receipts_run(r, first);
         kd_pl_complete_write(p, r->msgs[first]->route, r->c + first, end - first, true);
     }
-    if (r->n && !w->nclaims)
-        (void)kd_store_sync(p->store); /* a failure is met again by the settle */
     for (size_t first = 0, end; first < w->nclaims; first = end) {
         end = claims_run(w, first);
         kd_pl_claim_write(p, w->claim_route[first], w->claims + first, end - first,
                           w->now);
     }
+    /* a failure is met again by kd_pl_settle_receipts */
+    w->receipts_durable = r->n && kd_store_sync(p->store) == KD_OK;
 }
 
 static void *store_thread(void *arg) {
@@ -174,6 +175,7 @@ static void job_start(kd_pipeline *p, size_t n) {
     p->batch_msgs = msgs;
     w->n = n;
     w->now = kd_wall_ms();
+    w->failures_since = p->store_failures;
     w->nclaims =
         kd_pl_claims_gather(p, w->msgs, n, w->claims, w->claim_of, w->claim_route);
     /* at most two batches' worth: more than a turn brings, so none wait for long,
@@ -200,10 +202,17 @@ static void act(kd_pipeline *p) {
         end = kd_pl_receipts_run(r, first);
         kd_pl_complete_health(p, r->msgs[first]->route, r->c + first, end - first, true);
     }
-    kd_pl_receipts_apply(p, r);
+    /* Written before any failure seen since, its successes say the store
+     * works again; after one, they say nothing newer. */
+    bool resume = p->store_failures == w->failures_since;
+
+    if (w->receipts_durable && resume)
+        kd_pl_store_ok(p);
+    kd_pl_receipts_apply(p, r, w->receipts_durable);
     for (size_t first = 0, end; first < w->nclaims; first = end) {
         end = claims_run(w, first);
-        kd_pl_claim_health(p, w->claim_route[first], w->claims + first, end - first);
+        kd_pl_claim_health(p, w->claim_route[first], w->claims + first, end - first,
+                           resume);
     }
     kd_pl_claims_act(p, w->msgs, w->n, w->claims, w->claim_of);
     w->n = w->nclaims = 0;

@@ -18,6 +18,7 @@ void kd_pl_store_failed(kd_pipeline *p, size_t route, const char *what) {
     uint64_t now = kd_mono_ms();
 
     GCOUNT(p, store_errors, 1);
+    p->store_failures++;
     KD_LOG(KD_LOG_WARN, fields, "store: %s failed: %s (retrying)", what,
            kd_store_last_error(p->store, err, sizeof(err)));
     if (!atomic_load(&p->store_failing_since)) {
@@ -537,19 +538,21 @@ void kd_pl_claim_write(kd_pipeline *p, size_t route, kd_claim *c, size_t n,
     observe_since(kd_metrics_store_write(p->metrics), t0);
 }
 
-void kd_pl_claim_health(kd_pipeline *p, size_t route, const kd_claim *c, size_t n) {
+void kd_pl_claim_health(kd_pipeline *p, size_t route, const kd_claim *c, size_t n,
+                        bool resume) {
     for (size_t i = 0; i < n; i++)
         if (c[i].err == KD_ERR_STORE) {
             kd_pl_store_failed(p, route, "claim batch");
             return;
         }
-    kd_pl_store_ok(p);
+    if (resume)
+        kd_pl_store_ok(p);
 }
 
 void kd_pl_claim_timed(kd_pipeline *p, size_t route, kd_claim *c, size_t n,
                        uint64_t now) {
     kd_pl_claim_write(p, route, c, n, now);
-    kd_pl_claim_health(p, route, c, n);
+    kd_pl_claim_health(p, route, c, n, true);
 }
 
 void kd_pl_complete_write(kd_pipeline *p, size_t route, kd_completion *c, size_t n,

@@ -141,6 +141,8 @@ typedef struct kd_pl_work {
     size_t *claim_of, *claim_route;
     uint64_t now; /* wall ms: the claims' time */
     kd_pl_receipts receipts;
+    bool receipts_durable;   /* a synced write or sync after them succeeded */
+    uint64_t failures_since; /* p->store_failures when handed over */
 } kd_pl_work;
 
 /* The store thread and the work it is given (pipeline_ahead.c). */
@@ -250,6 +252,8 @@ struct kd_pipeline {
     _Atomic uint64_t store_failing_since; /* mono ms; 0 when healthy */
     uint64_t store_retry_at;              /* mono ms: next receipt retry */
     uint64_t store_backoff_ms;
+    uint64_t store_failures; /* kd_pl_store_failed calls: a job's success is news
+                              * only if none came since it was handed over */
 };
 
 /* Counters: per route, and process-wide. */
@@ -371,9 +375,11 @@ void kd_pl_claim_timed(kd_pipeline *p, size_t route, kd_claim *c, size_t n, uint
 /* The store half of kd_pl_claim_timed: the write, timed; a failed write
  * marks every claim KD_ERR_STORE. Touches no pipeline state. */
 void kd_pl_claim_write(kd_pipeline *p, size_t route, kd_claim *c, size_t n, uint64_t now);
-/* The pipeline half: a failed claim write pauses consumption, a good one
- * resumes it. */
-void kd_pl_claim_health(kd_pipeline *p, size_t route, const kd_claim *c, size_t n);
+/* The pipeline half: a failed claim write pauses consumption; a good one
+ * resumes it, with resume (false: a failure seen since the write began is
+ * newer news). */
+void kd_pl_claim_health(kd_pipeline *p, size_t route, const kd_claim *c, size_t n,
+                        bool resume);
 /* Fills claims with the keyed messages of batch[0..n), route by route
  * (claim_route[j]: claim j's route; claim_of[i]: message i's claim).
  * Returns how many. */
@@ -481,9 +487,9 @@ void kd_pl_receipts_write(kd_pipeline *p);
 void kd_pl_receipts_gather(kd_pipeline *p, kd_pl_receipts *r, size_t max);
 /* One past the last of the receipts from first on that share a route. */
 size_t kd_pl_receipts_run(const kd_pl_receipts *r, size_t first);
-/* Acts on r's written completions: their messages wait on p->unsynced, or,
- * not written, on p->receipts again. */
-void kd_pl_receipts_apply(kd_pipeline *p, kd_pl_receipts *r);
+/* Acts on r's written completions: their messages are done (durable), or
+ * wait on p->unsynced, or, not written, on p->receipts again. */
+void kd_pl_receipts_apply(kd_pipeline *p, kd_pl_receipts *r, bool durable);
 /* Makes the receipts written lazily durable (no disk sync when a durable
  * write since has done it: the turn's claims) and settles their messages.
  * Each turn after the claims, and while draining. */

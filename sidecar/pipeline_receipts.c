@@ -63,7 +63,14 @@ size_t kd_pl_receipts_run(const kd_pl_receipts *r, size_t first) {
     return end;
 }
 
-void kd_pl_receipts_apply(kd_pipeline *p, kd_pl_receipts *r) {
+/* m's receipt is durable: m is done. */
+static void receipt_done(kd_pipeline *p, msg *m) {
+    RCOUNT(p, m->route, forwarded);
+    observe_since(kd_metrics_forward_latency(p->metrics), m->consumed_us);
+    kd_pl_msg_done(p, m);
+}
+
+void kd_pl_receipts_apply(kd_pipeline *p, kd_pl_receipts *r, bool durable) {
     for (size_t i = 0; i < r->n; i++) {
         msg *m = r->msgs[i];
         kd_err err = r->c[i].err;
@@ -74,7 +81,10 @@ void kd_pl_receipts_apply(kd_pipeline *p, kd_pl_receipts *r) {
                 KD_LOG(KD_LOG_WARN, fields, "receipt not recorded: the claim was gone");
                 GCOUNT(p, collisions, 1);
             }
-            list_push(&p->unsynced, m); /* done once the receipt is durable */
+            if (durable)
+                receipt_done(p, m);
+            else
+                list_push(&p->unsynced, m); /* done once the receipt is durable */
         } else {
             list_push(&p->receipts, m); /* kd_pl_store_failed: kd_pl_complete_health */
         }
@@ -90,7 +100,7 @@ void kd_pl_receipts_write(kd_pipeline *p) {
         end = kd_pl_receipts_run(r, first);
         kd_pl_complete_timed(p, r->msgs[first]->route, r->c + first, end - first, true);
     }
-    kd_pl_receipts_apply(p, r);
+    kd_pl_receipts_apply(p, r, false);
 }
 
 void kd_pl_settle_receipts(kd_pipeline *p) {
@@ -106,8 +116,6 @@ void kd_pl_settle_receipts(kd_pipeline *p) {
     all = list_take(&p->unsynced);
     for (msg *m = all.head, *next; m; m = next) {
         next = m->next;
-        RCOUNT(p, m->route, forwarded);
-        observe_since(kd_metrics_forward_latency(p->metrics), m->consumed_us);
-        kd_pl_msg_done(p, m);
+        receipt_done(p, m);
     }
 }
