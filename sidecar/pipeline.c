@@ -370,7 +370,7 @@ int kd_pipeline_run(kd_pipeline *p) {
                                         : 100);
 
         kd_pl_ahead_turn(p, n);
-        kd_pl_settle_receipts(p); /* the last job's claims made them durable */
+        kd_pl_settle_receipts(p); /* any a job could not make durable */
         kd_pl_service(p, 0);
         kd_pl_retry_due(p);
         kd_pl_gates_turn(p);

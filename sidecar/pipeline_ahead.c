@@ -176,6 +176,7 @@ static void job_start(kd_pipeline *p, size_t n) {
     w->n = n;
     w->now = kd_wall_ms();
     w->failures_since = p->store_failures;
+    w->receipts_durable = false; /* the store thread's to say */
     w->nclaims =
         kd_pl_claims_gather(p, w->msgs, n, w->claims, w->claim_of, w->claim_route);
     /* at most two batches' worth: more than a turn brings, so none wait for long,
@@ -198,22 +199,22 @@ static void act(kd_pipeline *p) {
     kd_pl_work *w = &p->ahead.acted;
     kd_pl_receipts *r = &w->receipts;
 
+    bool wrote = w->receipts_durable || w->nclaims;
+
     for (size_t first = 0, end; first < r->n; first = end) {
         end = kd_pl_receipts_run(r, first);
         kd_pl_complete_health(p, r->msgs[first]->route, r->c + first, end - first, true);
     }
-    /* Written before any failure seen since, its successes say the store
-     * works again; after one, they say nothing newer. */
-    bool resume = p->store_failures == w->failures_since;
-
-    if (w->receipts_durable && resume)
-        kd_pl_store_ok(p);
-    kd_pl_receipts_apply(p, r, w->receipts_durable);
     for (size_t first = 0, end; first < w->nclaims; first = end) {
         end = claims_run(w, first);
         kd_pl_claim_health(p, w->claim_route[first], w->claims + first, end - first,
-                           resume);
+                           false);
     }
+    /* The job's writes all went through, and no failure was seen since it
+     * was handed over (its successes would be older news): the store works. */
+    if (wrote && p->store_failures == w->failures_since)
+        kd_pl_store_ok(p);
+    kd_pl_receipts_apply(p, r, w->receipts_durable);
     kd_pl_claims_act(p, w->msgs, w->n, w->claims, w->claim_of);
     w->n = w->nclaims = 0;
 }

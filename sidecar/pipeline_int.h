@@ -490,9 +490,10 @@ size_t kd_pl_receipts_run(const kd_pl_receipts *r, size_t first);
 /* Acts on r's written completions: their messages are done (durable), or
  * wait on p->unsynced, or, not written, on p->receipts again. */
 void kd_pl_receipts_apply(kd_pipeline *p, kd_pl_receipts *r, bool durable);
-/* Makes the receipts written lazily durable (no disk sync when a durable
- * write since has done it: the turn's claims) and settles their messages.
- * Each turn after the claims, and while draining. */
+/* Makes the receipts waiting on p->unsynced durable (no disk sync when a
+ * durable write since has done it) and settles their messages: those a
+ * job's sync did not cover, and those written while draining. Each turn,
+ * and while draining. */
 void kd_pl_settle_receipts(kd_pipeline *p);
 
 /* pipeline_handover.c */

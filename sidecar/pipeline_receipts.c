@@ -3,14 +3,15 @@
  * next synced write.
  *
  * A delivered message's receipt is the second store write of its key. The
- * receipts of a turn's delivery reports are written together, lazily (not
- * synced: kd_dedup_complete_batch_lazy); their messages then wait on
- * p->unsynced until a synced write covers them (kd_pl_settle_receipts: the
- * next turn's claims, or a sync of its own when there are none), and only
- * then are their offsets done. A crash in between loses the receipts, not
- * the messages: their claims stay in flight, their offsets were not
- * committed, and recovery finds the deliveries downstream. One disk sync a
- * turn instead of two.
+ * receipts of delivery reports are written together, lazily (not synced:
+ * kd_dedup_complete_batch_lazy), by the store thread just before the next
+ * batch's claims (pipeline_ahead.c); only once a synced write or a sync has
+ * covered them are their messages done and their offsets free to move:
+ * at once when the job's own sync succeeded, else they wait on p->unsynced
+ * for kd_pl_settle_receipts (as do those written while draining). A crash
+ * in between loses the receipts, not the messages: their claims stay in
+ * flight, their offsets were not committed, and recovery finds the
+ * deliveries downstream. One disk sync a turn instead of two.
  */
 #include "sidecar/log.h"
 #include "sidecar/pipeline_int.h"
