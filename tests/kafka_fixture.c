@@ -210,6 +210,8 @@ kf_record *kf_read(const kf_mock *m, const char *topic, int nparts, size_t expec
         header_str(h, "Idempotency-Key", r->ikey, sizeof(r->ikey));
         header_str(h, "kdedup-source", r->source, sizeof(r->source));
         header_str(h, "trace", r->trace, sizeof(r->trace));
+        header_str(h, "kdedup-run", r->run, sizeof(r->run));
+        header_str(h, "kdedup-forwarded-at", r->forwarded_at, sizeof(r->forwarded_at));
         rd_kafka_message_destroy(msg);
         if (*n >= expect)
             quiet_end = now_ms() + (uint64_t)quiet_ms;

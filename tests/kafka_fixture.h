@@ -56,6 +56,8 @@ typedef struct kf_record {
     unsigned char value_sha256[32]; /* kf_sha256() of the whole value */
     char source[128];               /* kdedup-source header */
     char trace[64];                 /* trace header */
+    char run[24];                   /* kdedup-run header: the forwarding run's id */
+    char forwarded_at[24];          /* kdedup-forwarded-at header: wall ms */
 } kf_record;
 
 /* Reads a topic of nparts partitions from the beginning until `expect`
