@@ -28,15 +28,6 @@
 #include <stdlib.h>
 #include <sys/prctl.h>
 
-/* One past the last of the claims from first on that share a route. */
-static size_t claims_run(const kd_pl_work *w, size_t first) {
-    size_t end = first + 1;
-
-    while (end < w->nclaims && w->claim_route[end] == w->claim_route[first])
-        end++;
-    return end;
-}
-
 static bool has_store_work(const kd_pl_work *w) {
     return w->nclaims || w->receipts.n;
 }
@@ -53,7 +44,7 @@ static void job_write(kd_pipeline *p, kd_pl_work *w) {
         kd_pl_complete_write(p, r->msgs[first]->route, r->c + first, end - first, true);
     }
     for (size_t first = 0, end; first < w->nclaims; first = end) {
-        end = claims_run(w, first);
+        end = kd_pl_claims_run(w->claim_route, w->nclaims, first);
         kd_pl_claim_write(p, w->claim_route[first], w->claims + first, end - first,
                           w->now);
     }
@@ -206,7 +197,7 @@ static void act(kd_pipeline *p) {
         kd_pl_complete_health(p, r->msgs[first]->route, r->c + first, end - first, true);
     }
     for (size_t first = 0, end; first < w->nclaims; first = end) {
-        end = claims_run(w, first);
+        end = kd_pl_claims_run(w->claim_route, w->nclaims, first);
         kd_pl_claim_health(p, w->claim_route[first], w->claims + first, end - first,
                            false);
     }

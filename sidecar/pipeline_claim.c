@@ -601,6 +601,14 @@ size_t kd_pl_claims_gather(const kd_pipeline *p, msg *const *batch, size_t n,
     return nclaims;
 }
 
+size_t kd_pl_claims_run(const size_t *claim_route, size_t nclaims, size_t first) {
+    size_t end = first + 1;
+
+    while (end < nclaims && claim_route[end] == claim_route[first])
+        end++;
+    return end;
+}
+
 void kd_pl_claims_act(kd_pipeline *p, msg **batch, size_t n, kd_claim *claims,
                       const size_t *claim_of) {
     for (size_t i = 0; i < n; i++) {
@@ -619,9 +627,7 @@ void kd_pl_dispatch(kd_pipeline *p, msg **batch, size_t n) {
         kd_pl_claims_gather(p, batch, n, p->claims, p->claim_of, p->claim_route);
 
     for (size_t first = 0, end; first < nclaims; first = end) {
-        for (end = first + 1;
-             end < nclaims && p->claim_route[end] == p->claim_route[first];)
-            end++;
+        end = kd_pl_claims_run(p->claim_route, nclaims, first);
         kd_pl_claim_timed(p, p->claim_route[first], p->claims + first, end - first, now);
     }
     kd_pl_claims_act(p, batch, n, p->claims, p->claim_of);

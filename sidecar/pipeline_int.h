@@ -358,9 +358,10 @@ void kd_pl_ahead_destroy(kd_pipeline *p);
 /* A turn's store work, on the store thread: waits for the job handed over
  * last turn, hands over the next (p->batch_msgs[0..n)'s claims, after the
  * waiting receipts), then acts on the finished job while the store thread
- * works: receipts' messages wait on p->unsynced, and every message of its
- * batch is sent, settled or retried as kd_pl_dispatch would. The poll
- * batch's array swaps with the job's. */
+ * works: receipts' messages are done (or wait on p->unsynced when the job
+ * could not sync them), and every message of its batch is sent, settled or
+ * retried as kd_pl_dispatch would. The poll batch's array swaps with the
+ * job's. */
 void kd_pl_ahead_turn(kd_pipeline *p, size_t n);
 /* Waits for the job handed over, if any, and acts on it: before anything
  * that must see every claim made (a rebalance, the stop). */
@@ -385,6 +386,9 @@ void kd_pl_claim_health(kd_pipeline *p, size_t route, const kd_claim *c, size_t 
  * Returns how many. */
 size_t kd_pl_claims_gather(const kd_pipeline *p, msg *const *batch, size_t n,
                            kd_claim *claims, size_t *claim_of, size_t *claim_route);
+/* One past the last of the claims from first on (of nclaims) that share a
+ * route: one store write's worth. */
+size_t kd_pl_claims_run(const size_t *claim_route, size_t nclaims, size_t first);
 /* Acts on the claims made for batch[0..n), in consumption order: sends,
  * settles or retries every message. */
 void kd_pl_claims_act(kd_pipeline *p, msg **batch, size_t n, kd_claim *claims,
@@ -472,8 +476,8 @@ void kd_pl_retry_due(kd_pipeline *p);
 /* Puts m on the retry list, due in delay_ms. */
 void kd_pl_schedule_retry(kd_pipeline *p, msg *m, uint64_t delay_ms);
 /* Serves the producer for up to timeout_ms and settles its reports: a
- * delivered message's receipt waits on p->receipts, for the next turn's
- * store write (kd_pl_ahead_start) or kd_pl_receipts_write. */
+ * delivered message's receipt waits on p->receipts, for the next job of
+ * the store thread (kd_pl_ahead_turn) or kd_pl_receipts_write. */
 void kd_pl_service(kd_pipeline *p, int timeout_ms);
 
 /* pipeline_receipts.c */
