@@ -28,6 +28,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cluster  # noqa: E402
 from e2e_test import Failure, check, free_port, http_get  # noqa: E402
 
 KDEDUP = os.path.abspath(os.environ.get("KDEDUP", "build/kdedup"))
@@ -46,7 +47,8 @@ def write_config(workdir, name, cfg):
 
 def base_config(workdir, port=None):
     return {
-        "kafka": {"brokers": "mock:1", "group_id": "sec"},
+        # the embedded mock, or Apache Kafka (KDEDUP_BOOTSTRAP)
+        "kafka": {"brokers": os.environ.get("KDEDUP_BOOTSTRAP", "mock:1"), "group_id": "sec"},
         "routes": [{"from": "orders", "to": "orders.deduped", "on_missing_key": "drop"}],
         "store": {"path": os.path.join(workdir, "store")},
         "http": {"listen": f"127.0.0.1:{port or free_port()}"},
@@ -242,6 +244,8 @@ def files_unprivileged(workdir):
 def main():
     passed = failed = 0
     workdir = tempfile.mkdtemp(prefix="kdedup-security-")
+    if cluster.real():
+        cluster.start().stop()  # the routes' topics, on Apache Kafka
     for name, fn in (("no value from the environment or a file in any output", secrets),
                      ("store 0700, files 0600, no core dumps", files),
                      ("unprivileged: not dumpable, a foreign mount point warned about",
