@@ -92,15 +92,20 @@ def wait_for(what, cond, timeout_s=60):
     check(False, f"timed out waiting for {what}")
 
 
-def gauge(kd, name, **labels):
+def gauge(kd, name, missing=None, **labels):
     """A metric of a running kdedup. Fails when the process has exited, when
-    its /metrics does not answer for 10 s, or when the metric is missing."""
+    its /metrics does not answer for 10 s, or when the metric is missing
+    (unless `missing` is given: then that is returned)."""
     end = time.time() + 10
     while True:
         check(kd.proc and kd.proc.poll() is None,
               f"{kd.workdir}: kdedup is not running (exit {kd.proc and kd.proc.returncode})")
         try:
             return scrape(kd.port)[1](name, **labels)
+        except Failure:
+            if missing is None:
+                raise
+            return missing
         except OSError as e:
             check(time.time() < end, f"{kd.workdir}: /metrics does not answer: {e}")
             time.sleep(0.2)

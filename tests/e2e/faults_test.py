@@ -151,6 +151,54 @@ def replicas(workdir, report):
         shut_down(mock, world, a, b, c)
 
 
+def leaders_moved(workdir, report):
+    """Apache Kafka only: a handover after the downstream partitions' leader
+    moved. Two replicas read their partitions' histories (their reading
+    clients learn where the downstream partitions are led); the leader is
+    killed and restarted, so leadership moves to the other brokers; then one
+    replica is killed and the other takes its partitions over, reading their
+    histories where they are led now (librdkafka 2.0.2 asked the old leader
+    again and again, answered NOT_LEADER_FOR_PARTITION, until its periodic
+    metadata refresh five minutes later)."""
+    mock = cluster.start(brokers=3, topics={})
+    mock.topic(SRC, PARTS, leader=1, replicas=[1, 3])
+    mock.topic(DST, PARTS, leader=2)
+    mock.topic("orders.dlq", 1, leader=1)
+    world = World(mock.bootstrap)
+    a, b = (Sidecar(os.path.join(workdir, n), mock.bootstrap) for n in "ab")
+    try:
+        world.produce(800, 0.25)
+        a.start()
+        b.start()
+        for kd in (a, b):
+            wait_for("both replicas assigned, histories read",
+                     lambda: gauge(kd, "kdedup_assigned_partitions") > 0 and
+                     gauge(kd, "kdedup_handover_pending_partitions") == 0, 60)
+        world.produce(400, 0.25)
+        mock.down(2)
+        wait_for("the downstream leaders to move",
+                 lambda: all(b not in (2, -1) for b in mock.leaders(DST).values()), 60)
+        mock.up(2)
+        world.produce(400, 0.25)
+        b.proc.send_signal(signal.SIGKILL)
+        b.proc.wait(timeout=30)
+        t0 = time.time()
+        wait_for("a to hold every partition, their histories read",
+                 lambda: gauge(a, "kdedup_assigned_partitions") == PARTS and
+                 gauge(a, "kdedup_handover_pending_partitions") == 0, 60)
+        took = time.time() - t0
+        world.produce(400, 0.6)
+        world.check_committed(world.read((a,)))
+        world.verify()
+        stop(a)
+        report.append(f"leaders moved: after the downstream leader's kill -9 and restart, "
+                      f"the surviving replica held and had read every partition {took:.1f}s "
+                      f"after the other's SIGKILL (session 6 s); {len(world.first)} keys, "
+                      f"0 lost, 0 duplicated")
+    finally:
+        shut_down(mock, world, a, b)
+
+
 def failed_sources(kd):
     """{(source partition, offset)} of the deliveries kdedup logged as failed
     or possibly persisted."""
@@ -377,9 +425,13 @@ def main():
     for name, fn in (("three replicas, one added, one killed and restarted: nothing lost, "
                       "nothing twice", replicas),
                      ("broker faults under load: nothing lost, nothing twice, all committed",
-                      broker_faults)):
+                      broker_faults),
+                     ("a handover after the downstream leaders moved (Apache Kafka)",
+                      leaders_moved)):
         if os.environ.get("KD_FAULTS", fn.__name__) != fn.__name__:
             continue  # KD_FAULTS=<phase> runs one phase
+        if fn is leaders_moved and not cluster.real():
+            continue  # leaders move with their broker on Apache Kafka only
         t0 = time.time()
         try:
             fn(os.path.join(workdir, fn.__name__), report)
