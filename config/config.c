@@ -1239,6 +1239,21 @@ static bool timeout_ok(ctx *c, const kd_config *cfg, const char *name,
                 vt ? vt : have, it ? it : got);
 }
 
+uint64_t kd_config_message_timeout_ms(const kd_config *cfg) {
+    static const char *const names[] = {"message.timeout.ms", "delivery.timeout.ms"};
+    uint64_t ms = KD_CONFIG_DEFAULT_MESSAGE_TIMEOUT_MS;
+
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        const char *v = kd_config_prop_get(&cfg->producer, names[i]);
+        char *end;
+        long long timeout = v ? strtoll(v, &end, 10) : -1;
+
+        if (v && end != v && !*end && timeout >= 0)
+            ms = (uint64_t)timeout;
+    }
+    return ms;
+}
+
 /* An unfinished claim must outlive the producer's own delivery timeout, or
  * a late delivery could race a re-claim. librdkafka takes the timeout under
  * two names (delivery.timeout.ms is an alias): each one set is checked. */

@@ -188,6 +188,11 @@ bool kd_config_is_secret(const char *name);
 /* The property's value in props (by name), or NULL. */
 const char *kd_config_prop_get(const kd_config_props *props, const char *name);
 
+/* The producer's message timeout in ms: message.timeout.ms (or its alias
+ * delivery.timeout.ms, the last one set that parses), else kdedup's
+ * default, KD_CONFIG_DEFAULT_MESSAGE_TIMEOUT_MS. */
+uint64_t kd_config_message_timeout_ms(const kd_config *cfg);
+
 /* The value at a JSON path (as errors name it, e.g. kafka.brokers or
  * kafka.producer["sasl.password"]) as written in the file, e.g.
  * "${KAFKA_PASSWORD}", when ${...} put anything from the environment or a

@@ -2,6 +2,7 @@
  * kdedup - librdkafka set-up (see kafka.h).
  */
 #include "sidecar/kafka.h"
+#include "sidecar/clock.h"
 #include "sidecar/log.h"
 
 #include <librdkafka/rdkafka_mock.h>
@@ -9,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* Defaults that favour losing nothing; the file may override all but the
  * properties config/ reserves for kdedup. */
@@ -168,15 +170,26 @@ void kd_mock_stop(kd_mock *m) {
 int kd_kafka_partition_count(rd_kafka_t *rk, const char *topic, int timeout_ms) {
     rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
     const struct rd_kafka_metadata *md = NULL;
+    uint64_t end = kd_mono_ms() + (uint64_t)timeout_ms;
     int n = -1;
 
     if (!rkt)
         return -1;
-    if (rd_kafka_metadata(rk, 0, rkt, &md, timeout_ms) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-        md->topic_cnt == 1 && md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR)
-        n = md->topics[0].partition_cnt;
-    if (md)
-        rd_kafka_metadata_destroy(md);
+    /* A topic just created reaches every broker through the cluster's
+     * metadata log: one that answers "unknown" is asked again until the
+     * timeout. */
+    for (;;) {
+        rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &md, timeout_ms);
+
+        if (!err && md->topic_cnt == 1 && md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR)
+            n = md->topics[0].partition_cnt;
+        if (md)
+            rd_kafka_metadata_destroy(md);
+        md = NULL;
+        if (n >= 0 || err || kd_mono_ms() + 200 >= end)
+            break;
+        nanosleep(&(struct timespec){.tv_nsec = 200 * 1000 * 1000}, NULL);
+    }
     rd_kafka_topic_destroy(rkt);
     return n;
 }

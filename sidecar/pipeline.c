@@ -75,7 +75,10 @@ static bool routes_init(kd_pipeline *p, char *errstr, size_t errstr_size) {
                                            METADATA_TIMEOUT_MS)
                 : 1;
         if (r->out_partitions > 0 &&
-            !(r->acked = calloc((size_t)r->out_partitions, sizeof(*r->acked)))) {
+            (!(r->acked = calloc((size_t)r->out_partitions, sizeof(*r->acked))) ||
+             !(r->sent = calloc((size_t)r->out_partitions, sizeof(*r->sent))) ||
+             !(r->acked_sent =
+                   calloc((size_t)r->out_partitions, sizeof(*r->acked_sent))))) {
             snprintf(errstr, errstr_size, "out of memory");
             return false;
         }
@@ -234,6 +237,7 @@ kd_pipeline *kd_pipeline_new(const kd_config *cfg, kd_store *store, const char *
     }
     p->cfg = cfg;
     p->store = store;
+    p->barrier_wait_ms = BARRIER_WAIT_FACTOR * kd_config_message_timeout_ms(cfg);
     pthread_mutex_init(&p->offer_lock, NULL);
     p->boot_id = random_boot_id();
     snprintf(p->boot_hex, sizeof(p->boot_hex), "%016" PRIx64, p->boot_id);
@@ -564,6 +568,8 @@ void kd_pipeline_destroy(kd_pipeline *p) {
     for (size_t i = 0; p->routes && i < p->cfg->nroutes; i++) {
         kd_dedup_destroy(p->routes[i].dedup);
         free(p->routes[i].acked);
+        free(p->routes[i].sent);
+        free(p->routes[i].acked_sent);
     }
     free(p->routes);
     free(p->batch_msgs);

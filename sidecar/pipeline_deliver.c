@@ -26,6 +26,30 @@ static bool release(kd_pipeline *p, msg *m) {
     return true;
 }
 
+/*
+ * A delivery possibly persisted may still be written after the producer
+ * gave up on it: a broker that held the request (paused, or slow) appends
+ * it when it goes on, after a read of the partition found nothing there.
+ * Sent again, it would then be downstream twice (seen on Apache Kafka with
+ * a broker stopped past message.timeout.ms). librdkafka's idempotent
+ * producer bumps its epoch after such a timeout, and the broker refuses a
+ * batch of an older epoch once one of the newer epoch is in the partition.
+ * So the read waits until a delivery to the same partition sent after the
+ * failure was reported is acknowledged: the old request can no longer be
+ * written, or it already was, before that one, where the read finds it. A
+ * partition without such a delivery is read after BARRIER_WAIT_FACTOR times
+ * message.timeout.ms all the same (RELIABILITY.md, "late writes").
+ */
+void kd_pl_set_barrier(kd_pipeline *p, msg *m) {
+    m->barrier = p->routes[m->route].sent[m->out_partition];
+    m->barrier_until = kd_mono_ms() + p->barrier_wait_ms;
+}
+
+bool kd_pl_barrier_passed(const kd_pipeline *p, const msg *m) {
+    return p->routes[m->route].acked_sent[m->out_partition] > m->barrier ||
+           kd_mono_ms() >= m->barrier_until;
+}
+
 /* A delivery that failed, or may have. */
 void kd_pl_on_failed(kd_pipeline *p, msg *m) {
     const kd_route *r = p->routes[m->route].cfg;
@@ -59,6 +83,7 @@ void kd_pl_on_failed(kd_pipeline *p, msg *m) {
                    rd_kafka_err2str(m->err));
             m->uncertain = true;
             m->reads = 0;
+            kd_pl_set_barrier(p, m);
             kd_pl_schedule_retry(p, m, 0); /* read with the others due */
             return;
         }
@@ -172,6 +197,10 @@ void kd_pl_retry_due(kd_pipeline *p) {
         }
         if (!msg_live(p, m)) {
             kd_pl_msg_abandon(p, m);
+            continue;
+        }
+        if (m->uncertain && !kd_pl_barrier_passed(p, m)) {
+            kd_pl_schedule_retry(p, m, BARRIER_POLL_MS);
             continue;
         }
         if (m->uncertain) { /* a read of downstream, not a delivery: below */

@@ -57,8 +57,10 @@
 #define STORE_BACKOFF_MAX_MS 5000
 #define HANDOVER_BACKOFF_MIN_MS 1000
 #define HANDOVER_BACKOFF_MAX_MS 30000
-#define UNCERTAIN_TRIES 10 /* reads of downstream before resending anyway */
-#define ORPHAN_WAIT_MS 20  /* a message waiting for its orphan's scan: asks again */
+#define UNCERTAIN_TRIES 10     /* reads of downstream before resending anyway */
+#define BARRIER_POLL_MS 50     /* an uncertain delivery waiting for its barrier */
+#define BARRIER_WAIT_FACTOR 10 /* ...at most this many message.timeout.ms */
+#define ORPHAN_WAIT_MS 20      /* a message waiting for its orphan's scan: asks again */
 
 typedef enum msg_kind {
     MSG_DEDUP,      /* has a key: claimed before it is forwarded */
@@ -86,6 +88,11 @@ typedef struct msg {
     uint64_t claim_seq;     /* claimed by this run: kd_claim.seq and .version, for */
     uint64_t claim_version; /* its receipt (kd_completion.claim_*; 0 = none) */
     bool uncertain;         /* possibly persisted: read downstream before resending */
+    uint64_t out_seq;       /* its number among its route's deliveries to its
+                             * downstream partition (route_rt.sent) */
+    uint64_t barrier;       /* uncertain: read downstream only once a delivery
+                             * numbered past this one was acknowledged... */
+    uint64_t barrier_until; /* ...or from this moment on (mono ms) */
     bool maybe_out;         /* a delivery may be downstream: the claim is never
                              * released, only completed or left to recovery */
     int reads;              /* uncertain: failed reads of downstream so far */
@@ -182,6 +189,9 @@ typedef struct route_rt {
     int out_partitions;
     int dlt_partitions;
     int64_t *acked; /* per downstream partition: past the last delivery acked */
+    /* Per downstream partition: deliveries sent there (numbered from 1, see
+     * msg.out_seq) and the highest number of those acknowledged. */
+    uint64_t *sent, *acked_sent;
 } route_rt;
 
 struct kd_pipeline {
@@ -252,8 +262,10 @@ struct kd_pipeline {
     _Atomic uint64_t store_failing_since; /* mono ms; 0 when healthy */
     uint64_t store_retry_at;              /* mono ms: next receipt retry */
     uint64_t store_backoff_ms;
-    uint64_t store_failures; /* kd_pl_store_failed calls: a job's success is news
-                              * only if none came since it was handed over */
+    uint64_t store_failures;  /* kd_pl_store_failed calls: a job's success is news
+                               * only if none came since it was handed over */
+    uint64_t barrier_wait_ms; /* BARRIER_WAIT_FACTOR x the producer's
+                               * message.timeout.ms (see msg.barrier) */
 };
 
 /* Counters: per route, and process-wide. */
@@ -463,6 +475,12 @@ left_claim *kd_pl_left_find(kd_pipeline *p, size_t route, const char *key,
 void kd_pl_left_drop(kd_pipeline *p, left_claim *l);
 /* Acts on a failed (or possibly failed) delivery of m. */
 void kd_pl_on_failed(kd_pipeline *p, msg *m);
+/* m's delivery was possibly persisted: its read of downstream waits for a
+ * barrier (see pipeline_deliver.c). */
+void kd_pl_set_barrier(kd_pipeline *p, msg *m);
+/* True once m's read of downstream may begin: a delivery to its partition
+ * sent after its failure was acknowledged, or the wait is over. */
+bool kd_pl_barrier_passed(const kd_pipeline *p, const msg *m);
 /* Grows r to hold n receipts; false when out of memory (r unchanged). */
 bool kd_pl_receipts_reserve(kd_pl_receipts *r, size_t n);
 /* Frees r's arrays. */

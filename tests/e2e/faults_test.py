@@ -199,6 +199,61 @@ def leaders_moved(workdir, report):
         shut_down(mock, world, a, b)
 
 
+def late_writes(workdir, report):
+    """Apache Kafka only: deliveries the broker writes after the producer gave
+    them up. The downstream leader is stopped (SIGSTOP) for 2.5 times
+    message.timeout.ms while kdedup forwards a burst (the source has no
+    replica on it): the deliveries wait in its socket, time out (possibly
+    persisted), and are appended once it goes on. Each must then be found downstream, never sent again beside its late
+    copy (kdedup reads downstream only once a later delivery to the partition
+    was acknowledged: the producer's bumped epoch fences the old request).
+    Five rounds; the group's coordinator is not the stopped broker, and the
+    source has no replica on it, so input and the group carry on."""
+    mock = cluster.start(brokers=3, topics={})
+    mock.topic(SRC, PARTS, leader=1, replicas=[1, 3])
+    mock.topic(DST, PARTS, leader=2)
+    mock.topic("orders.dlq", 1, leader=1)
+    group = next(g for g in (f"late-{i}" for i in range(50)) if mock.coordinator_of(g) != 2)
+    world = World(mock.bootstrap)
+    kd = Sidecar(workdir, mock.bootstrap, {"kafka": {
+        "group_id": group, "consumer": {"session.timeout.ms": "30000"},
+        "producer": {"message.timeout.ms": "3000", "retries": "2",
+                     "retry.backoff.ms": "50"}}})
+
+    def possibly():
+        return gauge(kd, "kdedup_produce_errors_total", status="possibly_persisted")
+    try:
+        world.produce(200, 0.2)
+        kd.start()
+        wait_for("kdedup to be assigned, histories read",
+                 lambda: gauge(kd, "kdedup_assigned_partitions") == PARTS and
+                 gauge(kd, "kdedup_handover_pending_partitions") == 0, 60)
+        for _ in range(5):
+            wait_for("the last round settled", lambda: gauge(kd, "kdedup_inflight_messages") == 0,
+                     90)
+            mock.silent(2)
+            world.produce(300, 0.1)  # forwarded into the silent broker's socket
+            time.sleep(7.5)
+            mock.speak(2)
+            world.produce(50, 0.0)  # traffic after the fault
+        world.check_committed(world.read((kd,), group=group))
+        world.verify(order=False)
+        _, value = scrape(kd.port)
+        route = f"{SRC}->{DST}"
+        unc = {o: int(value("kdedup_uncertain_deliveries_total", route=route, outcome=o))
+               for o in ("found", "absent", "unknown")}
+        maybe = int(possibly())
+        check(maybe > 0 and unc["found"] > 0, f"no late write found downstream: {unc}")
+        stop(kd)
+        report.append(f"late writes: the downstream leader stopped 7.5 s (message.timeout.ms "
+                      f"3 s) x5 under a burst: possibly persisted {maybe}, found "
+                      f"downstream {unc['found']}, absent and sent again {unc['absent']}, "
+                      f"unknown {unc['unknown']}; {len(world.first)} keys, 0 lost, "
+                      f"0 duplicated (by two runs or by one)")
+    finally:
+        shut_down(mock, world, kd)
+
+
 def failed_sources(kd):
     """{(source partition, offset)} of the deliveries kdedup logged as failed
     or possibly persisted."""
@@ -427,11 +482,13 @@ def main():
                      ("broker faults under load: nothing lost, nothing twice, all committed",
                       broker_faults),
                      ("a handover after the downstream leaders moved (Apache Kafka)",
-                      leaders_moved)):
+                      leaders_moved),
+                     ("deliveries written late are found, not sent again (Apache Kafka)",
+                      late_writes)):
         if os.environ.get("KD_FAULTS", fn.__name__) != fn.__name__:
             continue  # KD_FAULTS=<phase> runs one phase
-        if fn is leaders_moved and not cluster.real():
-            continue  # leaders move with their broker on Apache Kafka only
+        if fn in (leaders_moved, late_writes) and not cluster.real():
+            continue  # Apache Kafka only: leaders move with their broker; late writes
         t0 = time.time()
         try:
             fn(os.path.join(workdir, fn.__name__), report)
