@@ -317,8 +317,7 @@ static int run(const char *path) {
         return 1;
     }
     cfg = kd_reload_current(pr.reloads);
-    kd_log_set_level(cfg->log_level);
-    kd_log_set_redact(cfg);
+    kd_log_set_level(cfg->log_level); /* masking: set by kd_reload_new() */
     if (!strncmp(cfg->brokers, "mock:", 5) && !(mock = start_mock(cfg)))
         goto done;
     switch (kd_harden_store_dir(cfg->store_path, err, sizeof(err))) {
@@ -387,8 +386,7 @@ done:
         pipeline_end(&pr, p);
     kd_store_destroy(store);
     kd_mock_stop(mock);
-    kd_log_set_redact(NULL); /* no other thread is left to log */
-    kd_reload_destroy(pr.reloads);
+    kd_reload_destroy(pr.reloads); /* no other thread is left to log */
     return rc;
 }
 
