@@ -148,6 +148,9 @@ static const field store_fields[] = {
 static const field http_fields[] = {
     {"listen", F_LISTEN, OFF(http_listen), "0.0.0.0:9464", false, 0, 0, NULL, NULL,
      "address of /metrics, /healthz, /readyz"},
+    {"probes_listen", F_LISTEN, OFF(http_probes_listen), NULL, true, 0, 0, NULL, NULL,
+     "address of /healthz and /readyz alone (for the kubelet), a listener no scraper "
+     "or client of /metrics can crowd out"},
     {"health_timeout", F_DURATION, OFF(health_timeout_ms), "60s", false, 1000,
      3600 * 1000, NULL, NULL, "/healthz fails when the main loop stalls this long"},
     END_FIELDS,
@@ -1291,8 +1294,23 @@ static bool check_admin(ctx *c, const kd_config *cfg) {
     return true;
 }
 
+/* The probes' listener is one of their own: not an address another has. */
+static bool check_listeners(ctx *c, const kd_config *cfg) {
+    const char *p = cfg->http_probes_listen;
+
+    if (p && !strcmp(p, cfg->http_listen))
+        return fail(c, "http.probes_listen",
+                    "\"%s\" is http.listen too: give the probes an address of their own",
+                    shown(c, "http.probes_listen", p));
+    if (p && !strcmp(p, cfg->admin_listen))
+        return fail(c, "http.probes_listen",
+                    "\"%s\" is admin.listen too: give the probes an address of their own",
+                    shown(c, "http.probes_listen", p));
+    return true;
+}
+
 static bool validate(ctx *c, const kd_config *cfg) {
-    return check_signing(c, cfg) && check_admin(c, cfg) &&
+    return check_signing(c, cfg) && check_admin(c, cfg) && check_listeners(c, cfg) &&
            check_reserved(c, &cfg->consumer, reserved_consumer,
                           "use kafka.brokers and kafka.group_id; offsets are stored by "
                           "kdedup") &&
@@ -1501,6 +1519,7 @@ void kd_config_destroy(kd_config *cfg) {
     free(cfg->previous_signing_key);
     free(cfg->store_path);
     free(cfg->http_listen);
+    free(cfg->http_probes_listen);
     free(cfg->admin_listen);
     free(cfg->admin_token);
     free(cfg);

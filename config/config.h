@@ -131,6 +131,7 @@ typedef struct kd_config {
     int64_t store_max_write_buffers;
 
     char *http_listen;          /* "host:port" */
+    char *http_probes_listen;   /* "host:port" of the probes alone, or NULL */
     char *admin_listen;         /* "host:port" of the admin API */
     char *admin_token;          /* its bearer token; NULL: no admin API */
     uint64_t health_timeout_ms; /* /healthz fails when the loop stalls this long */

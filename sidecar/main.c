@@ -266,6 +266,33 @@ static int run_pipelines(proc *pr, kd_store *store, kd_mock *mock, kd_pipeline *
     }
 }
 
+/* The HTTP listeners: /metrics and the probes on http.listen, and the
+ * probes alone on http.probes_listen when it is set. false (logged) when
+ * one cannot listen; what started is in *http and *probes. */
+static bool http_start(proc *pr, const kd_config *cfg, kd_http **http, kd_http **probes) {
+    kd_http_handlers h = {
+        .arg = pr, .metrics = http_metrics, .healthy = http_healthy, .ready = http_ready};
+    char err[1024];
+
+    if (!(*http = kd_http_start(cfg->http_listen, &h, err, sizeof(err)))) {
+        KD_ERROR("%s: %s", cfg->file, err);
+        return false;
+    }
+    KD_INFO("http on %s (port %d): /metrics /healthz /readyz", cfg->http_listen,
+            kd_http_port(*http));
+    if (!cfg->http_probes_listen)
+        return true;
+    h.name = "http.probes_listen";
+    h.metrics = NULL; /* slots and a thread of their own: no scraper takes them */
+    if (!(*probes = kd_http_start(cfg->http_probes_listen, &h, err, sizeof(err)))) {
+        KD_ERROR("%s: %s", cfg->file, err);
+        return false;
+    }
+    KD_INFO("probes on %s (port %d): /healthz /readyz", cfg->http_probes_listen,
+            kd_http_port(*probes));
+    return true;
+}
+
 /* The admin API, when admin.token is set. */
 static kd_admin *admin_start(proc *pr, const kd_config *cfg, kd_store *store,
                              bool *failed) {
@@ -298,7 +325,7 @@ static int run(const char *path) {
     kd_mock *mock = NULL;
     kd_store *store = NULL;
     kd_pipeline *p = NULL;
-    kd_http *http = NULL;
+    kd_http *http = NULL, *probes = NULL;
     kd_admin *admin = NULL;
     bool reloading = false, failed;
     pthread_t reload_thread;
@@ -336,16 +363,8 @@ static int run(const char *path) {
     }
     if (!(p = pipeline_start(&pr, cfg, store, mock)))
         goto done;
-    kd_http_handlers h = {.arg = &pr,
-                          .metrics = http_metrics,
-                          .healthy = http_healthy,
-                          .ready = http_ready};
-    if (!(http = kd_http_start(cfg->http_listen, &h, err, sizeof(err)))) {
-        KD_ERROR("%s: %s", cfg->file, err);
+    if (!http_start(&pr, cfg, &http, &probes))
         goto done;
-    }
-    KD_INFO("http on %s (port %d): /metrics /healthz /readyz", cfg->http_listen,
-            kd_http_port(http));
     admin = admin_start(&pr, cfg, store, &failed);
     if (failed)
         goto done;
@@ -368,6 +387,7 @@ static int run(const char *path) {
         pthread_join(reload_thread, NULL);
         kd_admin_stop(admin);
         kd_http_stop(http);
+        kd_http_stop(probes);
         pipeline_end(&pr, p);
         kd_store_destroy(store);
         kd_mock_stop(mock);
@@ -382,6 +402,7 @@ done:
         pthread_join(reload_thread, NULL);
     kd_admin_stop(admin); /* before the store its requests read */
     kd_http_stop(http);
+    kd_http_stop(probes);
     if (p)
         pipeline_end(&pr, p);
     kd_store_destroy(store);

@@ -754,6 +754,32 @@ static void test_admin(void **state) {
                  "secret), got 12");
 }
 
+/* http.probes_listen: off by default, an address of its own when set. */
+static void test_probes_listen(void **state) {
+    kd_config *cfg = assert_valid("{" MINIMAL_KAFKA ", \"routes\": [" R_A "]}");
+
+    (void)state;
+    assert_null(cfg->http_probes_listen);
+    kd_config_destroy(cfg);
+    cfg = assert_valid("{" MINIMAL_KAFKA ", \"routes\": [" R_A "], \"http\": "
+                       "{\"probes_listen\": \"0.0.0.0:9466\"}}");
+    assert_string_equal(cfg->http_probes_listen, "0.0.0.0:9466");
+    assert_string_equal(cfg->http_listen, "0.0.0.0:9464");
+    kd_config_destroy(cfg);
+    assert_error("{" MINIMAL_KAFKA ", \"routes\": [" R_A "], \"http\": "
+                 "{\"probes_listen\": \"9466\"}}",
+                 "kdedup.json: http.probes_listen: expected \"host:port\", got \"9466\"");
+    assert_error("{" MINIMAL_KAFKA ", \"routes\": [" R_A "], \"http\": "
+                 "{\"probes_listen\": \"0.0.0.0:9464\"}}",
+                 "kdedup.json: http.probes_listen: \"0.0.0.0:9464\" is http.listen too: "
+                 "give the probes an address of their own");
+    assert_error(
+        "{" MINIMAL_KAFKA ", \"routes\": [" R_A "], \"http\": "
+        "{\"probes_listen\": \"127.0.0.1:9465\"}}",
+        "kdedup.json: http.probes_listen: \"127.0.0.1:9465\" is admin.listen too: "
+        "give the probes an address of their own");
+}
+
 /* GET /v1/routes: every key with its value in force. */
 static void test_routes_json(void **state) {
     kd_config *cfg =
@@ -907,6 +933,7 @@ int main(void) {
         cmocka_unit_test(test_design_example),
         cmocka_unit_test(test_reload_diff),
         cmocka_unit_test(test_admin),
+        cmocka_unit_test(test_probes_listen),
         cmocka_unit_test(test_routes_json),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_env_interpolation),
