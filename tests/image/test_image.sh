@@ -260,12 +260,12 @@ else
   [ -z "$other" ] && ok "only the binary, $libs libraries, the CA certificates, copyrights and /etc files" ||
     ko "files beyond the binary, its libraries and certificates: $(echo $other | cut -c1-400)"
   odd=$(awk '$1 != "-" && $1 != "d" && $1 != "l" { print $4 }' "$OUT/files.lst")
-  [ -z "$odd" ] && ok "no device, FIFO or socket file" || ko "special files: $odd"
+  [ -z "$odd" ] && ok "no device, FIFO or socket file" || ko "special files: $(echo $odd)"
   shells=$(awk '{ print $4 }' "$OUT/files.lst" |
     grep -E '(^|/)(sh|bash|dash|ash|busybox|zsh|apt|apt-get|dpkg|perl|python3?|su|sudo|mount)$')
-  [ -z "$shells" ] && ok "no shell, package manager or su" || ko "in the image: $shells"
+  [ -z "$shells" ] && ok "no shell, package manager or su" || ko "in the image: $(echo $shells)"
   setid=$(awk 'substr($2, 4, 1) ~ /[sS]/ || substr($2, 7, 1) ~ /[sS]/ { print $4 }' "$OUT/files.lst")
-  [ -z "$setid" ] && ok "no setuid or setgid file" || ko "setuid/setgid: $setid"
+  [ -z "$setid" ] && ok "no setuid or setgid file" || ko "setuid/setgid: $(echo $setid)"
   owners=$(awk '$3 != "0/0" { print $3, $4 }' "$OUT/files.lst" | tr '\n' ',')
   [ "$owners" = "10001/10001 var/lib/kdedup/," ] && ok "everything root's but the store's directory (10001)" ||
     ko "owners other than root: $owners"
