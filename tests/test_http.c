@@ -331,13 +331,14 @@ static outcome attack_on(int port, int probe_port, int node, int hosts, int seco
             o.worst_ms = ms;
         sleep_ms(PROBE_EVERY_MS);
     }
-    /* The port attacked, still crowded: a probe there gets nothing. */
-    o.attacked_ms = probe(port);
     for (int i = 0; i < ATTACKERS; i++) {
         slow_step(&a[i], port); /* notices what the server dropped */
         if (now_ms() - a[i].since >= 2000)
             o.long_lived++;
     }
+    /* The port attacked, still crowded: a probe there gets nothing (and
+     * the server, its last lines read, waits on idle connections). */
+    o.attacked_ms = probe(port);
     if (stop) /* while the attackers still hold every slot */
         server_stop_within(*stop, 2000);
     for (int i = 0; i < ATTACKERS; i++)
