@@ -15,7 +15,8 @@ DEB_PACKAGES := gcc make pkg-config clang libclang-rt-14-dev clang-format valgri
 # such command. One from elsewhere (a newer Node.js, a cloud SDK's kubectl)
 # is kept: Debian's npm would not install beside another Node.js's, and its
 # kubectl (kubernetes-client, 1.20) is only needed where there is none.
-DEB_COMMANDS := node:nodejs npm:npm kubectl:kubernetes-client
+DEB_COMMANDS := node:nodejs npm:npm kubectl:kubernetes-client java:openjdk-17-jdk-headless \
+                mvn:maven
 
 PKGS_DEDUP := libcrypto
 PKGS_ROCKS := rocksdb
@@ -110,7 +111,7 @@ FUZZERS := $(BUILD)/fuzz/fuzz_entry $(BUILD)/fuzz/fuzz_config $(BUILD)/fuzz/fuzz
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
-.PHONY: all deps test soak soak-memory chaos mutate valgrind bench bench-e2e bench-handover demo fuzz fuzz-build format format-check clean help
+.PHONY: all deps test test-mock test-kafka kafka-up kafka-down chaos-kafka soak soak-memory chaos mutate valgrind bench bench-e2e bench-handover demo fuzz fuzz-build format format-check clean help
 .PHONY: image image-test FORCE
 .DEFAULT_GOAL := all
 
@@ -123,7 +124,11 @@ build-all: $(KDEDUP) $(TESTS) $(BENCHES)
 help:
 	@echo "make            build libraries, tests and benchmarks into $(BUILD)/"
 	@echo "make demo       build kdedup and run its demo (DEMO_ARGS=\"--messages N\")"
-	@echo "make test       build and run every test (installs packages first)"
+	@echo "make test       build and run every test (installs packages first): test-mock, test-kafka"
+	@echo "make test-mock  the unit tests and the suites on librdkafka's mock cluster"
+	@echo "make test-kafka the end-to-end suites on Apache Kafka (one node, then three)"
+	@echo "make kafka-up   Apache Kafka on 127.0.0.1 (KAFKA_NODES=1|3); kafka-down stops it"
+	@echo "make chaos-kafka  the chaos test on three Apache Kafka brokers, SEEDS=N seeds"
 	@echo "make soak       the e2e crash test with SOAK_CYCLES (20) kill -9 cycles"
 	@echo "make soak-memory  10 minutes of load and faults; RSS sampled and plotted"
 	@echo "make chaos      the seeded chaos test, SEEDS=N seeds (CHAOS_FIRST, CHAOS_SECONDS)"
@@ -155,6 +160,7 @@ deps:
 	    echo "deps: missing packages; run: sudo apt-get install -y $$missing"; exit 1; \
 	  fi; \
 	fi
+	@$(RIG) fetch
 
 FORCE:
 
@@ -271,9 +277,39 @@ $(BUILD)/bench/bench_e2e: $(call obj,bench/bench_e2e.c bench/passthrough.c) $(LI
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o %.a,$^) $(LDLIBS_ALL)
 
+# The whole suite: on librdkafka's mock cluster, then on Apache Kafka.
 test: deps
+	@$(MAKE) --no-print-directory test-mock
+	@$(MAKE) --no-print-directory test-kafka
+
+test-mock: deps
 	@$(MAKE) --no-print-directory $(KDEDUP) $(TESTS)
 	@KDEDUP=$(KDEDUP) tests/run_tests.sh $(TESTS) $(E2E_TESTS)
+
+# Apache Kafka (tests/kafka/rig.py): the broker pinned by tests/kafka/pom.xml,
+# its jars in a cache outside the tree (make deps fetches them once), KRaft
+# nodes on 127.0.0.1 with data in a temporary folder. kafka-up prints the
+# bootstrap address and writes it to $(KAFKA_DIR)/bootstrap.
+RIG := /usr/bin/python3 tests/kafka/rig.py
+KAFKA_NODES ?= 1
+KAFKA_DIR ?= $(BUILD)/kafka
+kafka-up: deps
+	@KDEDUP_KAFKA_DIR=$(abspath $(KAFKA_DIR)) $(RIG) up --nodes $(KAFKA_NODES)
+
+kafka-down:
+	@KDEDUP_KAFKA_DIR=$(abspath $(KAFKA_DIR)) $(RIG) down
+
+test-kafka: deps
+	@$(MAKE) --no-print-directory $(KDEDUP)
+	@KDEDUP=$(KDEDUP) BUILD=$(BUILD) tests/kafka/test_kafka.sh
+
+# The chaos test on three Apache Kafka brokers: SEEDS seeds from CHAOS_FIRST.
+chaos-kafka: deps
+	@$(MAKE) --no-print-directory $(KDEDUP)
+	KDEDUP=$(KDEDUP) BUILD=$(BUILD) KAFKA_SUITES1= KAFKA_SUITES3=chaos_test \
+	    KD_CHAOS_SECONDS=$(CHAOS_SECONDS) \
+	    KD_CHAOS_SEEDS="$$(seq $(CHAOS_FIRST) $$(($(CHAOS_FIRST) + $(SEEDS) - 1)))" \
+	    tests/kafka/test_kafka.sh
 
 # The long run of the crash test: kill -9 at random moments under load,
 # SOAK_CYCLES times (the e2e test runs 3), then the whole oracle.

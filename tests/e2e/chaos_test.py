@@ -39,10 +39,13 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2e_test import DST, PARTS, SRC, Failure, Mock, Sidecar, World, check  # noqa: E402
+import cluster  # noqa: E402
+from e2e_test import DST, PARTS, SRC, Failure, Sidecar, World, check  # noqa: E402
 from faults_test import gauge, stop, wait_for  # noqa: E402
 
 STORAGE_ERROR = 56
+REAL_FAULTS = ("produce-errors", "slow-downstream", "broker-down",
+               "broker-paused-past-session", "controller-restart")
 DAY_MS = 24 * 3600 * 1000
 CONFIG = {
     "kafka": {"producer": {"message.timeout.ms": "5000", "retries": "2",
@@ -146,18 +149,19 @@ def judge(world, kds):
 class Chaos:
     def __init__(self, seed, workdir):
         self.rng = random.Random(seed)
-        self.mock = Mock(brokers=3)
-        for p in range(PARTS):
-            self.mock.cmd(f"leader {SRC} {p} 1")
-            self.mock.cmd(f"leader {DST} {p} 2")
-        self.mock.cmd("leader orders.dlq 0 1")
-        self.mock.cmd("coordinator e2e 3")
+        self.mock = cluster.start(brokers=3, topics={})
+        self.mock.topic(SRC, PARTS, leader=1)
+        self.mock.topic(DST, PARTS, leader=2)
+        self.mock.topic("orders.dlq", 1, leader=1)
+        if not self.mock.real:
+            self.mock.coordinator("e2e", 3)
         # its own generator: the faults' sequence is the seed's, whatever the producer does
         self.world = Stamped(self.mock.bootstrap, random.Random(seed * 7919 + 1))
         self.kds = [Sidecar(os.path.join(workdir, n), self.mock.bootstrap, CONFIG)
                     for n in "abc"]
         self.faults = {}
         self.broker_down = False
+        self.paused = None  # a broker silenced (real) or slowed (mock), to heal
 
     def running(self):
         return [kd for kd in self.kds if kd.proc and kd.proc.poll() is None]
@@ -172,7 +176,9 @@ class Chaos:
         """One random fault."""
         rng, up, down = self.rng, self.running(), self.stopped()
         choice = rng.choice(["sigterm", "kill", "kill-mid-join", "start", "produce-errors",
-                             "slow-downstream", "broker-down", "old-stamps"])
+                             "slow-downstream", "broker-down", "old-stamps"] +
+                            (["broker-paused-past-session", "controller-restart"]
+                             if self.mock.real else []))
         if choice == "sigterm" and len(up) > 1:
             kd = rng.choice(up)
             rc = kd.signal(signal.SIGTERM)
@@ -189,17 +195,19 @@ class Chaos:
             kd.proc.wait(timeout=30)
         elif choice == "start" and down:
             rng.choice(down).start()
+        elif self.mock.real and choice in REAL_FAULTS:
+            self.real_fault(choice)
         elif choice == "produce-errors":
-            self.mock.cmd(f"broker-produce-errors 2 {rng.randint(5, 40)} {STORAGE_ERROR}")
+            self.mock.produce_errors(2, rng.randint(5, 40), STORAGE_ERROR)
         elif choice == "slow-downstream" and not self.broker_down:
-            self.mock.cmd(f"rtt 2 {rng.randint(5500, 8000)}")
+            self.mock.slow(2, rng.randint(5500, 8000))
             time.sleep(rng.uniform(1, 4))
-            self.mock.cmd("rtt 2 0")
+            self.mock.slow(2, 0)
         elif choice == "broker-down" and not self.broker_down:
-            self.mock.cmd("broker-down 2")
+            self.mock.down(2)
             self.broker_down = True
             time.sleep(rng.uniform(1, 8))
-            self.mock.cmd("broker-up 2")
+            self.mock.up(2)
             self.broker_down = False
         elif choice == "old-stamps":
             self.world.old_share = 0.0 if self.world.old_share else 0.3
@@ -207,10 +215,45 @@ class Chaos:
             return
         self.count(choice)
 
+    def real_fault(self, choice):
+        """The faults of Apache Kafka's processes, on a broker picked at random:
+        produce requests refused (MESSAGE_TOO_LARGE, not retried); a broker silent (SIGSTOP) longer than message.timeout.ms, its
+        requests answered late; a broker killed (-9) and restarted over its
+        data; one paused past its session (fenced, leaderships move); the
+        active controller killed and restarted."""
+        rng, m = self.rng, self.mock
+        broker = rng.randint(1, 3)
+        if choice == "produce-errors":
+            m.refuse_writes(DST)
+            time.sleep(rng.uniform(0, 3))
+            m.accept_writes(DST)
+        elif choice == "slow-downstream":
+            m.silent(broker)
+            time.sleep(rng.uniform(5.5, 8))
+            m.speak(broker)
+        elif choice == "broker-down":
+            m.down(broker)
+            time.sleep(rng.uniform(1, 8))
+            m.up(broker)
+        elif choice == "broker-paused-past-session":
+            m.silent(broker)
+            time.sleep(rng.uniform(10, 14))
+            m.speak(broker)
+        elif choice == "controller-restart":
+            ctl = m.rig.quorum_leader() or broker
+            m.down(ctl)
+            time.sleep(rng.uniform(0, 3))
+            m.up(ctl)
+
     def heal(self):
-        self.mock.cmd("rtt 2 0")
+        if self.mock.real:
+            self.mock.stop_slowing(2)
+            for b in (1, 2, 3):
+                self.mock.speak(b)
+        else:
+            self.mock.slow(2, 0)
         if self.broker_down:
-            self.mock.cmd("broker-up 2")
+            self.mock.up(2)
         for kd in self.running()[1:]:
             rc = kd.signal(signal.SIGTERM)
             check(rc == 0, f"{kd.workdir}: exit {rc} on SIGTERM")
@@ -247,8 +290,7 @@ def run_seed(seed, seconds, root):
         chaos.world.old_share = 0.0
         chaos.world.produce(500, 0.8)  # duplicates of keys from every phase
         committed = chaos.world.read((last,))
-        check(committed == len(chaos.world.keys),
-              f"committed {committed} of {len(chaos.world.keys)}")
+        chaos.world.check_committed(committed)
         zombies = judge(chaos.world, chaos.kds)
         stop(last)
         return {"seed": seed, "produced": len(chaos.world.keys),

@@ -29,6 +29,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cluster  # noqa: E402
 from e2e_test import (API, KDEDUP, RECEIPT, Failure, Sidecar, check,  # noqa: E402
                       scrape)
 
@@ -41,21 +42,11 @@ N = 30  # keys per route
 DEADLINE_S = 60
 
 
-class KeysMock:
-    """A mock cluster (`kdedup mock`) with this test's topics."""
-
-    def __init__(self):
-        topics = [a for r in ROUTES for a in ("--topic", f"{r}:{PARTS}",
-                                               "--topic", f"{r}.out:{PARTS}")]
-        self.proc = subprocess.Popen([KDEDUP, "mock", "--brokers", "1", *topics,
-                                      "--topic", f"{DLQ}:1"],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.bootstrap = self.proc.stdout.readline().strip()
-        check(self.bootstrap.startswith("127.0.0.1:"), "mock cluster did not start")
-
-    def stop(self):
-        self.proc.stdin.close()
-        self.proc.wait(timeout=30)
+def keys_topics():
+    """This test's topics: {name: partitions}."""
+    topics = {f"{r}{suffix}": PARTS for r in ROUTES for suffix in ("", ".out")}
+    topics[DLQ] = 1
+    return topics
 
 
 def routes_config():
@@ -172,7 +163,7 @@ def wait_settled(kd, route_names):
 def main():
     t0 = time.time()
     workdir = tempfile.mkdtemp(prefix="kdedup-keys-")
-    mock = KeysMock()
+    mock = cluster.start(topics=keys_topics())
     t = Traffic(mock.bootstrap)
     kd = Sidecar(workdir, mock.bootstrap, {"routes": routes_config(),
                                            "kafka": {"group_id": "keys"}})
