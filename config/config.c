@@ -148,6 +148,9 @@ static const field store_fields[] = {
 static const field http_fields[] = {
     {"listen", F_LISTEN, OFF(http_listen), "0.0.0.0:9464", false, 0, 0, NULL, NULL,
      "address of /metrics, /healthz, /readyz"},
+    {"probes_listen", F_LISTEN, OFF(http_probes_listen), NULL, true, 0, 0, NULL, NULL,
+     "address of /healthz and /readyz alone (for the kubelet), a listener no scraper "
+     "or client of /metrics can crowd out"},
     {"health_timeout", F_DURATION, OFF(health_timeout_ms), "60s", false, 1000,
      3600 * 1000, NULL, NULL, "/healthz fails when the main loop stalls this long"},
     END_FIELDS,
@@ -227,9 +230,9 @@ __attribute__((format(printf, 3, 4))) static bool fail(ctx *c, const char *path,
 }
 
 bool kd_config_is_secret(const char *name) {
-    static const char *const words[] = {"password",    "secret",      "jaas",
-                                        "token",       "ssl.key.pem", "credential",
-                                        "signing_key", NULL};
+    static const char *const words[] = {"password", "secret",  "jaas",        "token",
+                                        "sasl.",    "ssl.",    "credential",  "apikey",
+                                        "api_key",  "private", "signing_key", NULL};
     char lower[128];
     size_t i;
 
@@ -366,9 +369,9 @@ static bool valid_brokers(const char *s) {
  * Interpolation: ${VAR}, ${VAR:-default}, ${file:PATH}, $${.
  */
 
-/* Every value the environment or a file gave (ref is "${NAME}" or
+/* Every secret the environment or a file gave (ref is "${NAME}" or
  * "${file:PATH}"), longest first once parsed, and the JSON paths whose
- * values hold one, with their text as written in the file. */
+ * values hold anything from there, with their text as written in the file. */
 typedef struct secret {
     char *ref;
     char *value;
@@ -485,17 +488,18 @@ static bool strbuf_add(ctx *c, const char *path, strbuf *b, const char *add, siz
     return true;
 }
 
-/* Adds what the environment or a file gave for ref to the value: counted
- * against the file's budget and remembered as never to be shown. */
-static bool add_secret(ctx *c, const char *path, strbuf *b, const char *ref,
-                       size_t reflen, const char *value, size_t len) {
+/* Adds what the environment or a file gave for ref to the value, counted
+ * against the file's budget; remembered as never to be shown when path
+ * names a secret (a broker list or a topic name is shown as it is). */
+static bool add_outside(ctx *c, const char *path, strbuf *b, const char *ref,
+                        size_t reflen, const char *value, size_t len) {
     if (len > KD_CONFIG_MAX_EXPANDED_BYTES - c->env->expanded)
         return fail(c, path,
                     "the environment and files add more than %d bytes to the "
                     "config in all",
                     KD_CONFIG_MAX_EXPANDED_BYTES);
     c->env->expanded += len;
-    if (!env_add_secret(c->env, ref, reflen, value, len))
+    if (kd_config_is_secret(path) && !env_add_secret(c->env, ref, reflen, value, len))
         return fail(c, path, "out of memory");
     return strbuf_add(c, path, b, value, len);
 }
@@ -548,7 +552,7 @@ static bool expand_file(ctx *c, const char *path, strbuf *b, const char *ref,
     }
     if (len && data[len - 1] == '\n')
         len -= len > 1 && data[len - 2] == '\r' ? 2 : 1;
-    ok = add_secret(c, path, b, ref, reflen, data, len);
+    ok = add_outside(c, path, b, ref, reflen, data, len);
 done:
     /* The content is a secret: leave no copy in freed memory. */
     for (size_t i = 0; i < len; i++)
@@ -582,7 +586,7 @@ static bool expand_var(ctx *c, const char *path, strbuf *b, const char *ref,
     val = getenv(name);
     if (val && *val) { /* shown as ${NAME}, with or without a default */
         snprintf(shown_as, sizeof(shown_as), "${%s}", name);
-        return add_secret(c, path, b, shown_as, strlen(shown_as), val, strlen(val));
+        return add_outside(c, path, b, shown_as, strlen(shown_as), val, strlen(val));
     }
     if (def) /* unset or empty: the default, as in the shell */
         return strbuf_add(c, path, b, def, (size_t)(ref + reflen - 1 - def));
@@ -1305,8 +1309,23 @@ static bool check_admin(ctx *c, const kd_config *cfg) {
     return true;
 }
 
+/* The probes' listener is one of their own: not an address another has. */
+static bool check_listeners(ctx *c, const kd_config *cfg) {
+    const char *p = cfg->http_probes_listen;
+
+    if (p && !strcmp(p, cfg->http_listen))
+        return fail(c, "http.probes_listen",
+                    "\"%s\" is http.listen too: give the probes an address of their own",
+                    shown(c, "http.probes_listen", p));
+    if (p && !strcmp(p, cfg->admin_listen))
+        return fail(c, "http.probes_listen",
+                    "\"%s\" is admin.listen too: give the probes an address of their own",
+                    shown(c, "http.probes_listen", p));
+    return true;
+}
+
 static bool validate(ctx *c, const kd_config *cfg) {
-    return check_signing(c, cfg) && check_admin(c, cfg) &&
+    return check_signing(c, cfg) && check_admin(c, cfg) && check_listeners(c, cfg) &&
            check_reserved(c, &cfg->consumer, reserved_consumer,
                           "use kafka.brokers and kafka.group_id; offsets are stored by "
                           "kdedup") &&
@@ -1515,6 +1534,7 @@ void kd_config_destroy(kd_config *cfg) {
     free(cfg->previous_signing_key);
     free(cfg->store_path);
     free(cfg->http_listen);
+    free(cfg->http_probes_listen);
     free(cfg->admin_listen);
     free(cfg->admin_token);
     free(cfg);
@@ -1531,29 +1551,49 @@ const char *kd_config_template(const kd_config *cfg, const char *path) {
     return cfg ? env_template(cfg->env, path) : NULL;
 }
 
+/* The longest of env's secrets that text starts with, or NULL; *vlen is
+ * how many bytes of text it covers. A value cut short at end (a truncated
+ * message) counts too, from KD_CONFIG_REDACT_MIN bytes on. */
+static const secret *secret_at(const kd_config_env *env, const char *text,
+                               const char *end, size_t *vlen) {
+    /* Longest first (sort_secrets): the first hit is the longest. */
+    for (size_t i = 0; env && i < env->nsecrets; i++) {
+        size_t n = strlen(env->secrets[i].value);
+
+        if (n > (size_t)(end - text))
+            n = (size_t)(end - text);
+        if (n >= KD_CONFIG_REDACT_MIN && !strncmp(text, env->secrets[i].value, n)) {
+            *vlen = n;
+            return &env->secrets[i];
+        }
+    }
+    return NULL;
+}
+
 char *kd_config_redact(const kd_config *cfg, const char *text, char *out,
                        size_t out_size) {
-    const kd_config_env *env = cfg ? cfg->env : NULL;
+    return kd_config_redact_any(&cfg, cfg ? 1 : 0, text, out, out_size);
+}
+
+char *kd_config_redact_any(const kd_config *const *cfgs, size_t ncfgs, const char *text,
+                           char *out, size_t out_size) {
     const char *end = text + strlen(text);
     size_t len = 0;
 
     if (!out_size)
         return out;
     while (*text && len + 1 < out_size) {
-        const secret *hit = NULL;
+        const secret *hit = NULL, *at;
         const char *add = text;
-        size_t n = 1, vlen = 0;
+        size_t n = 1, vlen = 0, alen;
 
-        for (size_t i = 0; env && i < env->nsecrets && !hit; i++) {
-            vlen = strlen(env->secrets[i].value);
-            /* A value cut short at the end of text (a truncated message)
-             * is masked too, from KD_CONFIG_REDACT_MIN bytes on. */
-            if (vlen > (size_t)(end - text))
-                vlen = (size_t)(end - text);
-            if (vlen >= KD_CONFIG_REDACT_MIN &&
-                !strncmp(text, env->secrets[i].value, vlen))
-                hit = &env->secrets[i];
-        }
+        /* Across configs too, the longest value wins: one that contains
+         * another is masked whole. */
+        for (size_t c = 0; c < ncfgs; c++)
+            if ((at = secret_at(cfgs[c]->env, text, end, &alen)) && alen > vlen) {
+                hit = at;
+                vlen = alen;
+            }
         if (hit) {
             add = hit->ref;
             n = strlen(hit->ref);

@@ -12,11 +12,13 @@
  * dropped). $${ writes a literal ${. A value expands to at most
  * KD_CONFIG_MAX_VALUE_BYTES, the whole file to KD_CONFIG_MAX_EXPANDED_BYTES.
  *
- * What came from the environment or a file is never shown: errors show the
- * value as written in the file ("${KAFKA_PASSWORD}"), kd_config_template()
- * tells other modules which values to treat so, and kd_config_redact()
- * masks them in any text. Values of keys that look like secrets (password,
- * secret, ...) are never shown in errors either.
+ * Errors never show what came from the environment or a file: they show the
+ * value as written in the file ("${KAFKA_PASSWORD}"), and kd_config_template()
+ * tells other modules which values to treat so. Secrets (the values of keys
+ * kd_config_is_secret() names: passwords, tokens, keys, SASL and SSL
+ * settings) taken from there are masked in any text by kd_config_redact();
+ * broker lists, topics and other values are not. Values of secret keys are
+ * never shown in errors, even when written out in the file.
  */
 #ifndef KD_CONFIG_H
 #define KD_CONFIG_H
@@ -129,6 +131,7 @@ typedef struct kd_config {
     int64_t store_max_write_buffers;
 
     char *http_listen;          /* "host:port" */
+    char *http_probes_listen;   /* "host:port" of the probes alone, or NULL */
     char *admin_listen;         /* "host:port" of the admin API */
     char *admin_token;          /* its bearer token; NULL: no admin API */
     uint64_t health_timeout_ms; /* /healthz fails when the loop stalls this long */
@@ -182,7 +185,9 @@ bool kd_config_valid_topic(const char *s);
  * which every '~' is followed by '0' or '1'. */
 bool kd_config_valid_pointer(const char *s);
 
-/* True when a property name looks like a secret, whose value is never shown. */
+/* True when a property name (or a JSON path) looks like a secret, whose
+ * value is never shown: passwords, secrets, tokens, keys, credentials and
+ * every SASL and SSL setting. */
 bool kd_config_is_secret(const char *name);
 
 /* The property's value in props (by name), or NULL. */
@@ -200,11 +205,18 @@ uint64_t kd_config_message_timeout_ms(const kd_config *cfg);
 const char *kd_config_template(const kd_config *cfg, const char *path);
 
 /* Copies text into out (at most out_size bytes, always terminated) with each
- * value the config took from the environment or a file, of
- * KD_CONFIG_REDACT_MIN bytes or more, replaced by its ${NAME} or
- * ${file:PATH}. cfg may be NULL (a plain copy). Returns out. */
+ * secret the config took from the environment or a file (the value of a key
+ * kd_config_is_secret() names), of KD_CONFIG_REDACT_MIN bytes or more,
+ * replaced by its ${NAME} or ${file:PATH}. Other values (broker lists,
+ * topics, client ids) are left as they are. cfg may be NULL (a plain copy).
+ * Returns out. */
 char *kd_config_redact(const kd_config *cfg, const char *text, char *out,
                        size_t out_size);
+
+/* kd_config_redact() with the secrets of n configs (none NULL) at once:
+ * where values of several start at one place, the longest is masked. */
+char *kd_config_redact_any(const kd_config *const *cfgs, size_t n, const char *text,
+                           char *out, size_t out_size);
 
 /* The name of a log level ("info"), or "?" */
 const char *kd_config_log_level_name(kd_log_level level);

@@ -343,7 +343,7 @@ static void serve(void *arg, const kd_http_request *req, kd_http_reply *out) {
 kd_admin *kd_admin_start(const char *listen, const char *token, const kd_admin_env *env,
                          char *errstr, size_t errstr_size) {
     kd_admin *a = calloc(1, sizeof(*a));
-    kd_http_handlers h = {.name = "admin", .request = serve};
+    kd_http_handlers h = {.name = "admin.listen", .request = serve};
 
     if (!a || !(a->token = strdup(token))) {
         free(a);

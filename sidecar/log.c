@@ -12,10 +12,25 @@
 #define LINE_MAX_BYTES 8192
 
 static _Atomic int min_level = KD_LOG_INFO;
-static const kd_config *_Atomic redact_cfg;
+/* The configs whose secrets are masked: the first nredact. A writer sets a
+ * slot before it counts it, so a line sees only slots already set. */
+static const kd_config *_Atomic redact_cfgs[KD_LOG_REDACT_MAX];
+static _Atomic size_t nredact;
 
 void kd_log_set_redact(const kd_config *cfg) {
-    atomic_store(&redact_cfg, cfg);
+    atomic_store(&nredact, 0);
+    if (cfg)
+        kd_log_add_redact(cfg);
+}
+
+bool kd_log_add_redact(const kd_config *cfg) {
+    size_t n = atomic_load(&nredact);
+
+    if (n >= KD_LOG_REDACT_MAX)
+        return false;
+    atomic_store(&redact_cfgs[n], cfg);
+    atomic_store(&nredact, n + 1);
+    return true;
 }
 
 void kd_log_set_level(kd_log_level level) {
@@ -29,9 +44,15 @@ bool kd_log_enabled(kd_log_level level) {
 /* Appends s to buf[*len..] as the inside of a JSON string, masked first. */
 static void put_escaped(char *buf, size_t *len, size_t cap, const char *text) {
     static const char hex[] = "0123456789abcdef";
-    const kd_config *cfg = atomic_load(&redact_cfg);
+    const kd_config *cfgs[KD_LOG_REDACT_MAX];
+    size_t n = atomic_load(&nredact);
     char masked[LINE_MAX_BYTES / 2];
-    const char *s = cfg ? kd_config_redact(cfg, text, masked, sizeof(masked)) : text;
+    const char *s = text;
+
+    for (size_t i = 0; i < n; i++)
+        cfgs[i] = atomic_load(&redact_cfgs[i]);
+    if (n)
+        s = kd_config_redact_any(cfgs, n, text, masked, sizeof(masked));
 
     for (; *s && *len + 7 < cap; s++) {
         unsigned char ch = (unsigned char)*s;

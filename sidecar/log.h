@@ -1,8 +1,9 @@
 /*
  * kdedup - logging: one JSON object per line on stderr, e.g.
  *   {"ts":"2026-11-27T20:55:39.123Z","level":"info","msg":"assigned","topic":"orders"}
- * The level is checked before anything is formatted. Values the config took
- * from the environment or a file are masked (kd_log_set_redact()).
+ * The level is checked before anything is formatted. Secrets the configs in
+ * force took from the environment or a file are masked (kd_log_set_redact(),
+ * kd_log_add_redact()).
  */
 #ifndef KD_LOG_H
 #define KD_LOG_H
@@ -14,10 +15,20 @@
 /* Sets the lowest level written (default KD_LOG_INFO). Thread-safe. */
 void kd_log_set_level(kd_log_level level);
 
-/* Masks, in every line written from now on, each value cfg took from the
- * environment or a file (kd_config_redact()). NULL stops masking; call it
- * before cfg is destroyed, when no other thread logs. */
+/* At most this many configs mask log lines together (kd_log_add_redact). */
+#define KD_LOG_REDACT_MAX 64
+
+/* Masks, in every line written from now on, each secret cfg took from the
+ * environment or a file (kd_config_redact()), and no other config's. NULL
+ * stops masking; call it before the configs masking are destroyed, when no
+ * other thread logs. cfg is borrowed. */
 void kd_log_set_redact(const kd_config *cfg);
+
+/* Masks cfg's secrets too from now on, besides those of the configs already
+ * masking (a reload's config, whose rotated ${file:} values are new). Call
+ * it from one thread at a time. false when KD_LOG_REDACT_MAX configs mask
+ * already (cfg is then not added). cfg is borrowed, as above. */
+bool kd_log_add_redact(const kd_config *cfg);
 
 /* True when level is written. */
 bool kd_log_enabled(kd_log_level level);

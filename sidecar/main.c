@@ -266,6 +266,33 @@ static int run_pipelines(proc *pr, kd_store *store, kd_mock *mock, kd_pipeline *
     }
 }
 
+/* The HTTP listeners: /metrics and the probes on http.listen, and the
+ * probes alone on http.probes_listen when it is set. false (logged) when
+ * one cannot listen; what started is in *http and *probes. */
+static bool http_start(proc *pr, const kd_config *cfg, kd_http **http, kd_http **probes) {
+    kd_http_handlers h = {
+        .arg = pr, .metrics = http_metrics, .healthy = http_healthy, .ready = http_ready};
+    char err[1024];
+
+    if (!(*http = kd_http_start(cfg->http_listen, &h, err, sizeof(err)))) {
+        KD_ERROR("%s: %s", cfg->file, err);
+        return false;
+    }
+    KD_INFO("http on %s (port %d): /metrics /healthz /readyz", cfg->http_listen,
+            kd_http_port(*http));
+    if (!cfg->http_probes_listen)
+        return true;
+    h.name = "http.probes_listen";
+    h.metrics = NULL; /* slots and a thread of their own: no scraper takes them */
+    if (!(*probes = kd_http_start(cfg->http_probes_listen, &h, err, sizeof(err)))) {
+        KD_ERROR("%s: %s", cfg->file, err);
+        return false;
+    }
+    KD_INFO("probes on %s (port %d): /healthz /readyz", cfg->http_probes_listen,
+            kd_http_port(*probes));
+    return true;
+}
+
 /* The admin API, when admin.token is set. */
 static kd_admin *admin_start(proc *pr, const kd_config *cfg, kd_store *store,
                              bool *failed) {
@@ -298,7 +325,7 @@ static int run(const char *path) {
     kd_mock *mock = NULL;
     kd_store *store = NULL;
     kd_pipeline *p = NULL;
-    kd_http *http = NULL;
+    kd_http *http = NULL, *probes = NULL;
     kd_admin *admin = NULL;
     bool reloading = false, failed;
     pthread_t reload_thread;
@@ -317,8 +344,7 @@ static int run(const char *path) {
         return 1;
     }
     cfg = kd_reload_current(pr.reloads);
-    kd_log_set_level(cfg->log_level);
-    kd_log_set_redact(cfg);
+    kd_log_set_level(cfg->log_level); /* masking: set by kd_reload_new() */
     if (!strncmp(cfg->brokers, "mock:", 5) && !(mock = start_mock(cfg)))
         goto done;
     switch (kd_harden_store_dir(cfg->store_path, err, sizeof(err))) {
@@ -337,16 +363,8 @@ static int run(const char *path) {
     }
     if (!(p = pipeline_start(&pr, cfg, store, mock)))
         goto done;
-    kd_http_handlers h = {.arg = &pr,
-                          .metrics = http_metrics,
-                          .healthy = http_healthy,
-                          .ready = http_ready};
-    if (!(http = kd_http_start(cfg->http_listen, &h, err, sizeof(err)))) {
-        KD_ERROR("%s: %s", cfg->file, err);
+    if (!http_start(&pr, cfg, &http, &probes))
         goto done;
-    }
-    KD_INFO("http on %s (port %d): /metrics /healthz /readyz", cfg->http_listen,
-            kd_http_port(http));
     admin = admin_start(&pr, cfg, store, &failed);
     if (failed)
         goto done;
@@ -369,6 +387,7 @@ static int run(const char *path) {
         pthread_join(reload_thread, NULL);
         kd_admin_stop(admin);
         kd_http_stop(http);
+        kd_http_stop(probes);
         pipeline_end(&pr, p);
         kd_store_destroy(store);
         kd_mock_stop(mock);
@@ -383,12 +402,12 @@ done:
         pthread_join(reload_thread, NULL);
     kd_admin_stop(admin); /* before the store its requests read */
     kd_http_stop(http);
+    kd_http_stop(probes);
     if (p)
         pipeline_end(&pr, p);
     kd_store_destroy(store);
     kd_mock_stop(mock);
-    kd_log_set_redact(NULL); /* no other thread is left to log */
-    kd_reload_destroy(pr.reloads);
+    kd_reload_destroy(pr.reloads); /* no other thread is left to log */
     return rc;
 }
 

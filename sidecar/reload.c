@@ -17,6 +17,10 @@
 
 #define METRICS_MAX 1024
 
+/* Every config kept masks the log (kd_log_add_redact never refuses one). */
+_Static_assert(KD_RELOAD_KEPT_MAX <= KD_LOG_REDACT_MAX,
+               "the log masks every config kept");
+
 typedef struct kept {
     kd_config *cfg;
     char hash[KD_RELOAD_HASH_SIZE];
@@ -76,6 +80,7 @@ kd_reload *kd_reload_new(const char *path, kd_config *cfg, const char *hash) {
     r->kept[0].cfg = cfg;
     snprintf(r->kept[0].hash, sizeof(r->kept[0].hash), "%s", hash);
     r->nkept = 1;
+    kd_log_set_redact(cfg);
     return r;
 }
 
@@ -89,6 +94,7 @@ void kd_reload_set_apply(kd_reload *r, kd_reload_apply_fn apply, void *arg) {
 void kd_reload_destroy(kd_reload *r) {
     if (!r)
         return;
+    kd_log_set_redact(NULL); /* before the configs it reads go */
     for (size_t i = 0; i < r->nkept; i++)
         kd_config_destroy(r->kept[i].cfg);
     free(r->kept);
@@ -161,6 +167,8 @@ static publish_result publish(kd_reload *r, kd_config *cfg, const char *hash,
         return PUBLISH_NO_MEMORY;
     } else {
         r->kept = grown;
+        /* Before anything runs with it: its ${file:} values may be new. */
+        kd_log_add_redact(cfg);
         grown[r->nkept].cfg = cfg;
         snprintf(grown[r->nkept].hash, sizeof(grown[r->nkept].hash), "%s", hash);
         r->current = r->nkept++;

@@ -276,10 +276,10 @@ static void test_file_secrets(void **state) {
     remove(path);
 }
 
-/* A value from the environment is never shown: messages show the value as
- * written, and kd_config_redact() masks it in any text. */
+/* Errors never show a value from the environment: they show the value as
+ * written; what a rule prints from a secret's value is masked all the same. */
 static void test_env_never_shown(void **state) {
-    char err[512] = "", out[128];
+    char err[512] = "";
     kd_config *cfg;
 
     (void)state;
@@ -288,8 +288,9 @@ static void test_env_never_shown(void **state) {
     static const char *const rejected[] = {
         "{" MINIMAL_KAFKA ", \"routes\": [{\"from\": \"${KD_TEST_TOPIC}\", \"to\": "
         "\"${KD_TEST_TOPIC}\", \"on_missing_key\": \"drop\"}]}",
-        "{" MINIMAL_KAFKA ", \"routes\": [{\"from\": \"topic-s3cret\", \"to\": "
-        "\"${KD_TEST_TOPIC}\", \"on_missing_key\": \"drop\"}]}",
+        "{\"kafka\": {\"brokers\": \"k:1\", \"group_id\": \"g\", \"producer\": "
+        "{\"sasl.password\": \"${KD_TEST_TOPIC}\"}}, \"routes\": [{\"from\": "
+        "\"topic-s3cret\", \"to\": \"topic-s3cret\", \"on_missing_key\": \"drop\"}]}",
         "{" MINIMAL_KAFKA ", \"routes\": [{\"from\": \"${KD_TEST_TOPIC}\", \"to\": "
         "\"b\", \"on_missing_key\": \"drop\"}, {\"from\": \"${KD_TEST_TOPIC}\", "
         "\"to\": \"c\", \"on_missing_key\": \"drop\"}]}",
@@ -323,15 +324,84 @@ static void test_env_never_shown(void **state) {
                         "${KD_TEST_SHORT}");
     assert_null(kd_config_template(cfg, "kafka.consumer[\"x\"]")); /* a default */
     assert_null(kd_config_template(cfg, "kafka.brokers"));
-    assert_string_equal(
-        kd_config_redact(cfg, "join g-topic-s3cret: ab", out, sizeof(out)),
-        "join g-${KD_TEST_TOPIC}: ab"); /* 2 bytes: not masked */
-    assert_string_equal(kd_config_redact(cfg, "cut: topic-s3", out, sizeof(out)),
-                        "cut: ${KD_TEST_TOPIC}");
-    assert_string_equal(kd_config_redact(cfg, "topic-s3cret", out, 8), "${KD_TE");
-    assert_string_equal(kd_config_redact(NULL, "topic-s3cret", out, sizeof(out)),
-                        "topic-s3cret");
     kd_config_destroy(cfg);
+}
+
+/* kd_config_redact() masks secrets (the values of secret keys) taken from
+ * the environment or a file, and nothing else: a broker list, a topic, a
+ * group id or a client id is shown as it is (issue 31, item 9). */
+static void test_redact_secrets_only(void **state) {
+    char out[160];
+    kd_config *cfg;
+
+    (void)state;
+    setenv("KD_TEST_BROKERS", "kafka-0.kafka:9093,kafka-1.kafka:9093", 1);
+    setenv("KD_TEST_TOPIC", "orders-eu", 1);
+    setenv("KD_TEST_PW", "pw-s3cret-value", 1);
+    setenv("KD_TEST_USER", "kdedup-eu", 1);
+    cfg = assert_valid(
+        "{\"kafka\": {\"brokers\": \"${KD_TEST_BROKERS}\", \"group_id\": "
+        "\"g-${KD_TEST_TOPIC}\", \"consumer\": {\"client.id\": \"${KD_TEST_TOPIC}-c\", "
+        "\"sasl.username\": \"${KD_TEST_USER}\", \"sasl.password\": \"${KD_TEST_PW}\"}}, "
+        "\"routes\": [{\"from\": \"${KD_TEST_TOPIC}\", \"to\": \"b\", "
+        "\"on_missing_key\": \"drop\"}], \"admin\": {\"token\": "
+        "\"${KD_TEST_PW}-and-more\"}}");
+    assert_string_equal(kd_config_redact(cfg,
+                                         "kafka-0.kafka:9093/bootstrap: Connect failed",
+                                         out, sizeof(out)),
+                        "kafka-0.kafka:9093/bootstrap: Connect failed");
+    assert_string_equal(kd_config_redact(cfg,
+                                         "orders-eu [0] from g-orders-eu, orders-eu-c",
+                                         out, sizeof(out)),
+                        "orders-eu [0] from g-orders-eu, orders-eu-c");
+    assert_string_equal(
+        kd_config_redact(cfg, "user kdedup-eu, password pw-s3cret-value: ab", out,
+                         sizeof(out)),
+        "user ${KD_TEST_USER}, password ${KD_TEST_PW}: ab"); /* 2 bytes: not masked */
+    assert_string_equal(
+        kd_config_redact(cfg, "pw-s3cret-value-and-more", out, sizeof(out)),
+        "${KD_TEST_PW}-and-more"); /* the token: as written */
+    assert_string_equal(kd_config_redact(cfg, "cut: pw-s3", out, sizeof(out)),
+                        "cut: ${KD_TEST_PW}");
+    assert_string_equal(kd_config_redact(cfg, "pw-s3cret-value", out, 8), "${KD_TE");
+    assert_string_equal(kd_config_redact(NULL, "pw-s3cret-value", out, sizeof(out)),
+                        "pw-s3cret-value");
+    assert_true(kd_config_is_secret("kafka.producer[\"sasl.username\"]"));
+    assert_true(kd_config_is_secret("kafka.consumer[\"ssl.keystore.location\"]"));
+    assert_true(kd_config_is_secret("admin.token"));
+    assert_true(kd_config_is_secret("dedup.previous_signing_key"));
+    assert_false(kd_config_is_secret("kafka.brokers"));
+    assert_false(kd_config_is_secret("routes[0].from"));
+    assert_false(kd_config_is_secret("kafka.consumer[\"client.id\"]"));
+    assert_false(kd_config_is_secret("kafka.consumer[\"security.protocol\"]"));
+    kd_config_destroy(cfg);
+}
+
+/* Several configs mask together (the log's, across reloads): at each place
+ * the longest value of any of them is masked, whole. */
+static void test_redact_any(void **state) {
+    const kd_config *both[2];
+    char out[160];
+
+    (void)state;
+    setenv("KD_TEST_OLD", "rotated-pw", 1);
+    setenv("KD_TEST_NEW", "rotated-pw-2", 1);
+    both[0] = assert_valid("{\"kafka\": {\"brokers\": \"k:1\", \"group_id\": \"g\", "
+                           "\"producer\": {\"sasl.password\": \"${KD_TEST_OLD}\"}}, "
+                           "\"routes\": [" MINIMAL_ROUTE "]}");
+    both[1] = assert_valid("{\"kafka\": {\"brokers\": \"k:1\", \"group_id\": \"g\", "
+                           "\"producer\": {\"sasl.password\": \"${KD_TEST_NEW}\"}}, "
+                           "\"routes\": [" MINIMAL_ROUTE "]}");
+    assert_string_equal(kd_config_redact_any(both, 2, "now rotated-pw-2, was rotated-pw.",
+                                             out, sizeof(out)),
+                        "now ${KD_TEST_NEW}, was ${KD_TEST_OLD}.");
+    assert_string_equal(
+        kd_config_redact_any(both, 1, "now rotated-pw-2", out, sizeof(out)),
+        "now ${KD_TEST_OLD}-2"); /* one config knows one value */
+    assert_string_equal(kd_config_redact_any(both, 0, "rotated-pw", out, sizeof(out)),
+                        "rotated-pw");
+    kd_config_destroy((kd_config *)both[0]);
+    kd_config_destroy((kd_config *)both[1]);
 }
 
 static void test_durations(void **state) {
@@ -684,6 +754,32 @@ static void test_admin(void **state) {
                  "secret), got 12");
 }
 
+/* http.probes_listen: off by default, an address of its own when set. */
+static void test_probes_listen(void **state) {
+    kd_config *cfg = assert_valid("{" MINIMAL_KAFKA ", \"routes\": [" R_A "]}");
+
+    (void)state;
+    assert_null(cfg->http_probes_listen);
+    kd_config_destroy(cfg);
+    cfg = assert_valid("{" MINIMAL_KAFKA ", \"routes\": [" R_A "], \"http\": "
+                       "{\"probes_listen\": \"0.0.0.0:9466\"}}");
+    assert_string_equal(cfg->http_probes_listen, "0.0.0.0:9466");
+    assert_string_equal(cfg->http_listen, "0.0.0.0:9464");
+    kd_config_destroy(cfg);
+    assert_error("{" MINIMAL_KAFKA ", \"routes\": [" R_A "], \"http\": "
+                 "{\"probes_listen\": \"9466\"}}",
+                 "kdedup.json: http.probes_listen: expected \"host:port\", got \"9466\"");
+    assert_error("{" MINIMAL_KAFKA ", \"routes\": [" R_A "], \"http\": "
+                 "{\"probes_listen\": \"0.0.0.0:9464\"}}",
+                 "kdedup.json: http.probes_listen: \"0.0.0.0:9464\" is http.listen too: "
+                 "give the probes an address of their own");
+    assert_error(
+        "{" MINIMAL_KAFKA ", \"routes\": [" R_A "], \"http\": "
+        "{\"probes_listen\": \"127.0.0.1:9465\"}}",
+        "kdedup.json: http.probes_listen: \"127.0.0.1:9465\" is admin.listen too: "
+        "give the probes an address of their own");
+}
+
 /* GET /v1/routes: every key with its value in force. */
 static void test_routes_json(void **state) {
     kd_config *cfg =
@@ -837,12 +933,15 @@ int main(void) {
         cmocka_unit_test(test_design_example),
         cmocka_unit_test(test_reload_diff),
         cmocka_unit_test(test_admin),
+        cmocka_unit_test(test_probes_listen),
         cmocka_unit_test(test_routes_json),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_env_interpolation),
         cmocka_unit_test(test_env_edge_cases),
         cmocka_unit_test(test_file_secrets),
         cmocka_unit_test(test_env_never_shown),
+        cmocka_unit_test(test_redact_secrets_only),
+        cmocka_unit_test(test_redact_any),
         cmocka_unit_test(test_integer_range),
         cmocka_unit_test(test_durations),
         cmocka_unit_test(test_rules),
