@@ -112,7 +112,7 @@ FUZZERS := $(BUILD)/fuzz/fuzz_entry $(BUILD)/fuzz/fuzz_config $(BUILD)/fuzz/fuzz
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
 .PHONY: all deps test test-mock test-kafka kafka-up kafka-down chaos-kafka soak soak-memory chaos mutate valgrind bench bench-e2e bench-handover demo fuzz fuzz-build format format-check clean help
-.PHONY: image image-test FORCE
+.PHONY: image image-test bench-e2e-kafka FORCE
 .DEFAULT_GOAL := all
 
 all: deps
@@ -136,6 +136,7 @@ help:
 	@echo "make valgrind   run the unit tests under valgrind memcheck"
 	@echo "make bench      run the store and end-to-end benchmarks (BENCHMARKS.md)"
 	@echo "make bench-e2e  kdedup against a plain passthrough (BENCH_E2E_ARGS=...)"
+	@echo "make bench-e2e-kafka  the same on a fresh Apache Kafka node (BENCH_E2E_KAFKA_ARGS=...)"
 	@echo "make bench-handover  an empty replica learning 10^6 keys (BENCH_HANDOVER_ARGS=...)"
 	@echo "make fuzz       run the libFuzzer targets for FUZZ_SECONDS each (clang)"
 	@echo "make deps       install missing Debian packages (root) or print the command"
@@ -293,8 +294,10 @@ test-mock: deps
 RIG := /usr/bin/python3 tests/kafka/rig.py
 KAFKA_NODES ?= 1
 KAFKA_DIR ?= $(BUILD)/kafka
+KAFKA_TOPICS ?= orders:4 orders.deduped:4 orders.dlq:1
 kafka-up: deps
-	@KDEDUP_KAFKA_DIR=$(abspath $(KAFKA_DIR)) $(RIG) up --nodes $(KAFKA_NODES)
+	@KDEDUP_KAFKA_DIR=$(abspath $(KAFKA_DIR)) $(RIG) up --nodes $(KAFKA_NODES) \
+	    $(foreach t,$(KAFKA_TOPICS),--topic $(t))
 
 kafka-down:
 	@KDEDUP_KAFKA_DIR=$(abspath $(KAFKA_DIR)) $(RIG) down
@@ -383,6 +386,13 @@ bench-handover: deps
 bench-e2e: deps
 	@$(MAKE) --no-print-directory $(BUILD)/bench/bench_e2e
 	KDEDUP=$(KDEDUP) $(BUILD)/bench/bench_e2e $(BENCH_E2E_ARGS)
+
+# The same against Apache Kafka: a fresh single node (tests/kafka/with_kafka.sh).
+BENCH_E2E_KAFKA_ARGS ?= --stored 10000,1000000
+bench-e2e-kafka: deps
+	@$(MAKE) --no-print-directory $(BUILD)/bench/bench_e2e
+	KDEDUP=$(KDEDUP) tests/kafka/with_kafka.sh 1 sh -c \
+	    '$(BUILD)/bench/bench_e2e --bootstrap "$$KDEDUP_BOOTSTRAP" $(BENCH_E2E_KAFKA_ARGS)'
 
 # libFuzzer needs clang; built apart from the rest. Every sanitizer report
 # aborts, so a UBSan finding fails `make fuzz` like a crash does.

@@ -4,12 +4,17 @@
  *
  *   bench_e2e [--messages N] [--size BYTES] [--duplicates PCT] [--partitions P]
  *             [--rounds R] [--stored N[,N...]] [--batch N] [--dir DIR]
- *             [--fingerprint on|off] [--pin]
+ *             [--fingerprint on|off] [--pin] [--bootstrap HOST:PORT]
  *
  * --pin puts the mock cluster on CPU 0 and each run (A or B, with all its
  * threads) on CPU 1: the cost of the pipeline itself, as on a pod whose
  * brokers run elsewhere (on a shared 2-core machine the broker otherwise
  * takes its share of the same cores).
+ *
+ * --bootstrap runs against that Kafka cluster (Apache Kafka: `make
+ * bench-e2e-kafka` starts a fresh single node) instead of the mock, and
+ * creates its topics there with the admin API (--pin then pins the runs
+ * only).
  *
  * A mock cluster runs in its own process (`kdedup mock`); the input topic is
  * filled once: N messages of BYTES bytes with an Idempotency-Key header, PCT%
@@ -78,6 +83,7 @@ typedef struct options {
     int batch;
     bool fingerprint;
     bool pin;
+    const char *bootstrap; /* a cluster of its own (--bootstrap), or NULL: the mock */
     char dir[512];
 } options;
 
@@ -270,18 +276,68 @@ static int child_main(const char *which, const char *config, uint64_t expect) {
  * The driver.
  */
 
-/* The mock cluster process, driven by commands on its stdin. */
+/* The mock cluster process, driven by commands on its stdin; or, with
+ * --bootstrap, the cluster there (pid 0, no pipes). */
 typedef struct mock {
     pid_t pid;
     FILE *in, *out;
     char bootstrap[256];
 } mock;
 
+/* Creates topic on the cluster at m's bootstrap with the admin API (the
+ * cluster's default replication factor); an existing one is an error. */
+static bool admin_topic(const mock *m, const char *name, int partitions) {
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_NewTopic_t *nt = NULL;
+    rd_kafka_queue_t *q = NULL;
+    rd_kafka_event_t *ev = NULL;
+    rd_kafka_t *rk;
+    char err[256];
+    bool ok = false;
+
+    rd_kafka_conf_set(conf, "bootstrap.servers", m->bootstrap, NULL, 0);
+    if (!(rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err)))) {
+        rd_kafka_conf_destroy(conf);
+        fprintf(stderr, "bench_e2e: admin client: %s\n", err);
+        return false;
+    }
+    if ((nt = rd_kafka_NewTopic_new(name, partitions, -1, err, sizeof(err))) &&
+        (q = rd_kafka_queue_new(rk))) {
+        rd_kafka_CreateTopics(rk, &nt, 1, NULL, q);
+        if ((ev = rd_kafka_queue_poll(q, 30000))) {
+            const rd_kafka_CreateTopics_result_t *res =
+                rd_kafka_event_CreateTopics_result(ev);
+            size_t n = 0;
+            const rd_kafka_topic_result_t **tr =
+                res ? rd_kafka_CreateTopics_result_topics(res, &n) : NULL;
+
+            ok = n == 1 &&
+                 rd_kafka_topic_result_error(tr[0]) == RD_KAFKA_RESP_ERR_NO_ERROR;
+            if (!ok)
+                fprintf(stderr, "bench_e2e: creating %s: %s\n", name,
+                        n == 1 ? rd_kafka_topic_result_error_string(tr[0])
+                               : rd_kafka_event_error_string(ev));
+        }
+    }
+    if (ev)
+        rd_kafka_event_destroy(ev);
+    if (q)
+        rd_kafka_queue_destroy(q);
+    if (nt)
+        rd_kafka_NewTopic_destroy(nt);
+    rd_kafka_destroy(rk);
+    return ok;
+}
+
 static bool mock_start(mock *m, const options *o) {
     const char *bin = getenv("KDEDUP") ? getenv("KDEDUP") : "build/kdedup";
     char topic[128];
     int in[2], out[2];
 
+    if (o->bootstrap) {
+        snprintf(m->bootstrap, sizeof(m->bootstrap), "%s", o->bootstrap);
+        return admin_topic(m, IN_TOPIC, o->partitions);
+    }
     snprintf(topic, sizeof(topic), IN_TOPIC ":%d", o->partitions);
     if (pipe(in) || pipe(out))
         return false;
@@ -308,6 +364,8 @@ static bool mock_start(mock *m, const options *o) {
 static bool mock_topic(mock *m, const char *name, int partitions) {
     char reply[64];
 
+    if (!m->pid)
+        return admin_topic(m, name, partitions);
     fprintf(m->in, "topic %s %d\n", name, partitions);
     fflush(m->in);
     return fgets(reply, sizeof(reply), m->out) && !strncmp(reply, "ok", 2);
@@ -562,7 +620,8 @@ static int usage(void) {
     fprintf(stderr,
             "usage: bench_e2e [--messages N] [--size BYTES] [--duplicates PCT]\n"
             "                 [--partitions P] [--rounds R] [--stored N[,N...]]\n"
-            "                 [--batch N] [--dir DIR] [--fingerprint on|off] [--pin]\n");
+            "                 [--batch N] [--dir DIR] [--fingerprint on|off] [--pin]\n"
+            "                 [--bootstrap HOST:PORT]\n");
     return 2;
 }
 
@@ -609,6 +668,8 @@ int main(int argc, char **argv) {
             o.fingerprint = !strcmp(v, "on");
         else if (!strcmp(argv[i], "--dir"))
             snprintf(o.dir, sizeof(o.dir), "%s", v);
+        else if (!strcmp(argv[i], "--bootstrap"))
+            o.bootstrap = v;
         else if (!strcmp(argv[i], "--stored")) {
             if (!parse_levels(&o, v))
                 return usage();
@@ -621,7 +682,8 @@ int main(int argc, char **argv) {
         o.partitions <= 0 || o.rounds <= 0 || o.rounds > MAX_ROUNDS || o.batch <= 0)
         return usage();
     /* The mock keeps at most 5 MiB a partition (DESIGN.md §6). */
-    if ((double)o.messages * (o.size + 80) / o.partitions > 4.5 * 1024 * 1024) {
+    if (!o.bootstrap &&
+        (double)o.messages * (o.size + 80) / o.partitions > 4.5 * 1024 * 1024) {
         fprintf(stderr,
                 "bench_e2e: %ld messages of %d bytes overflow %d mock partitions; "
                 "use more --partitions\n",
@@ -634,7 +696,8 @@ int main(int argc, char **argv) {
     }
     signal(SIGPIPE, SIG_IGN);
     if (!mock_start(&m, &o)) {
-        fprintf(stderr, "bench_e2e: cannot start the mock cluster\n");
+        fprintf(stderr, "bench_e2e: cannot start the mock cluster (or create %s)\n",
+                IN_TOPIC);
         mock_stop(&m);
         return 1;
     }
@@ -643,10 +706,13 @@ int main(int argc, char **argv) {
         return 1;
     }
     printf("# %ld messages of %d bytes, %ld distinct keys (%d%% duplicates), %d "
-           "partitions, batch_max %d, fingerprint %s%s\n",
+           "partitions, batch_max %d, fingerprint %s, %s%s\n",
            o.messages, o.size, unique, o.dup_pct, o.partitions, o.batch,
            o.fingerprint ? "on" : "off",
-           o.pin ? ", pinned (mock on CPU 0, each run on CPU 1)" : "");
+           o.bootstrap ? "Apache Kafka" : "the mock cluster",
+           o.pin ? (o.bootstrap ? ", each run pinned to CPU 1"
+                                : ", pinned (mock on CPU 0, each run on CPU 1)")
+                 : "");
     printf("%9s %5s %-11s %9s %8s %8s %8s %9s\n", "stored", "round", "pipeline", "msgs/s",
            "p50_ms", "p99_ms", "rss_MiB", "cpu_s/1M");
     for (int level = 0; ok && level < o.nlevels; level++)

@@ -246,6 +246,13 @@ static left_result resolve_left(kd_pipeline *p, msg *m, bool step) {
     if (!l)
         return LEFT_NONE;
     part = l->out_partition;
+    /* Read only past the delivery's barrier (kd_pl_set_barrier), so that a
+     * late write is seen or fenced; an expired claim (step false) is past
+     * dedup.inflight_timeout, longer than message.timeout.ms, already. */
+    if (step && !kd_pl_barrier_passed(p, m->route, part, l->barrier, l->barrier_until)) {
+        kd_pl_schedule_retry(p, m, BARRIER_POLL_MS);
+        return LEFT_SETTLED;
+    }
     p->last_orphan_ms = kd_mono_ms();
     kd_recovery_stats_get(p->recovery, &before);
     if (!step)

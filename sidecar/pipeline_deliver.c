@@ -45,9 +45,9 @@ void kd_pl_set_barrier(kd_pipeline *p, msg *m) {
     m->barrier_until = kd_mono_ms() + p->barrier_wait_ms;
 }
 
-bool kd_pl_barrier_passed(const kd_pipeline *p, const msg *m) {
-    return p->routes[m->route].acked_sent[m->out_partition] > m->barrier ||
-           kd_mono_ms() >= m->barrier_until;
+bool kd_pl_barrier_passed(const kd_pipeline *p, size_t route, int32_t out_partition,
+                          uint64_t barrier, uint64_t until) {
+    return p->routes[route].acked_sent[out_partition] > barrier || kd_mono_ms() >= until;
 }
 
 /* A delivery that failed, or may have. */
@@ -60,8 +60,10 @@ void kd_pl_on_failed(kd_pipeline *p, msg *m) {
         RCOUNT(p, m->route, possibly_persisted);
     else
         RCOUNT(p, m->route, not_persisted);
-    if (possibly && m->kind != MSG_DEAD_LETTER)
+    if (possibly && m->kind != MSG_DEAD_LETTER) {
         m->maybe_out = true;
+        kd_pl_set_barrier(p, m);
+    }
     if (!msg_live(p, m) || p->stop_deadline) {
         /* The partition was revoked or lost meanwhile (or the run stops):
          * the message is its next owner's to forward, never this
@@ -83,7 +85,6 @@ void kd_pl_on_failed(kd_pipeline *p, msg *m) {
                    rd_kafka_err2str(m->err));
             m->uncertain = true;
             m->reads = 0;
-            kd_pl_set_barrier(p, m);
             kd_pl_schedule_retry(p, m, 0); /* read with the others due */
             return;
         }
@@ -199,7 +200,8 @@ void kd_pl_retry_due(kd_pipeline *p) {
             kd_pl_msg_abandon(p, m);
             continue;
         }
-        if (m->uncertain && !kd_pl_barrier_passed(p, m)) {
+        if (m->uncertain && !kd_pl_barrier_passed(p, m->route, m->out_partition,
+                                                  m->barrier, m->barrier_until)) {
             kd_pl_schedule_retry(p, m, BARRIER_POLL_MS);
             continue;
         }
@@ -312,7 +314,9 @@ void kd_pl_left_add(kd_pipeline *p, const msg *m) {
                       .out_partition =
                           m->rkm->partition % p->routes[m->route].out_partitions,
                       .scan_from = m->scan_from,
-                      .sent_at_ms = m->sent_at_ms};
+                      .sent_at_ms = m->sent_at_ms,
+                      .barrier = m->barrier,
+                      .barrier_until = m->barrier_until};
     if (!kd_held_add(p->left, l->route, l->key, l->key_len, l)) {
         free(l->key);
         free(l);

@@ -122,6 +122,7 @@ typedef struct left_claim {
     int32_t out_partition;
     int64_t scan_from;
     uint64_t sent_at_ms;
+    uint64_t barrier, barrier_until; /* the delivery's (see msg.barrier) */
 } left_claim;
 
 typedef struct msg_list {
@@ -478,9 +479,12 @@ void kd_pl_on_failed(kd_pipeline *p, msg *m);
 /* m's delivery was possibly persisted: its read of downstream waits for a
  * barrier (see pipeline_deliver.c). */
 void kd_pl_set_barrier(kd_pipeline *p, msg *m);
-/* True once m's read of downstream may begin: a delivery to its partition
- * sent after its failure was acknowledged, or the wait is over. */
-bool kd_pl_barrier_passed(const kd_pipeline *p, const msg *m);
+/* True once a read of downstream for a delivery possibly persisted (to
+ * out_partition of route, with its barrier and barrier_until) may begin: a
+ * delivery to that partition sent after the failure was acknowledged, or
+ * the wait is over. */
+bool kd_pl_barrier_passed(const kd_pipeline *p, size_t route, int32_t out_partition,
+                          uint64_t barrier, uint64_t until);
 /* Grows r to hold n receipts; false when out of memory (r unchanged). */
 bool kd_pl_receipts_reserve(kd_pl_receipts *r, size_t n);
 /* Frees r's arrays. */

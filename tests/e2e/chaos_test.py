@@ -142,7 +142,11 @@ def judge(world, kds):
             else:
                 bad.append((key, earlier, later, read))
     check(not bad, f"{len(bad)} keys forwarded by two runs, e.g. {bad[:2]}")
-    check(not same_run, f"{len(same_run)} keys written twice by one run, e.g. {same_run[:3]}")
+    detail = {k: [(part, off, h.get("kdedup-source"), h.get("kdedup-forwarded-at"))
+                  for part, off, key, _, h in world.downstream if key == k]
+              for k in same_run[:3]}
+    check(not same_run, f"{len(same_run)} keys written twice by one run, e.g. {detail} "
+                        f"(downstream partition, offset, source, forwarded at)")
     return zombies
 
 

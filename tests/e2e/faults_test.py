@@ -199,24 +199,29 @@ def leaders_moved(workdir, report):
         shut_down(mock, world, a, b)
 
 
-def late_writes(workdir, report):
+def late_writes(workdir, report, lost=False):
     """Apache Kafka only: deliveries the broker writes after the producer gave
     them up. The downstream leader is stopped (SIGSTOP) for 2.5 times
     message.timeout.ms while kdedup forwards a burst (the source has no
     replica on it): the deliveries wait in its socket, time out (possibly
-    persisted), and are appended once it goes on. Each must then be found downstream, never sent again beside its late
-    copy (kdedup reads downstream only once a later delivery to the partition
-    was acknowledged: the producer's bumped epoch fences the old request).
-    Five rounds; the group's coordinator is not the stopped broker, and the
-    source has no replica on it, so input and the group carry on."""
+    persisted), and are appended once it goes on. Each must then be found
+    downstream, never sent again beside its late copy (kdedup reads
+    downstream only once a later delivery to the partition was acknowledged:
+    the producer's bumped epoch fences the old request). Five rounds. With
+    `lost`, the group's coordinator is the stopped broker and the session
+    (6 s) ends while it is: the partitions are lost, their deliveries left as
+    notes, and taken back by the same process, whose copies read the notes;
+    else the coordinator is elsewhere (session 30 s) and the deliveries are
+    read for as this ownership's."""
     mock = cluster.start(brokers=3, topics={})
     mock.topic(SRC, PARTS, leader=1, replicas=[1, 3])
     mock.topic(DST, PARTS, leader=2)
     mock.topic("orders.dlq", 1, leader=1)
-    group = next(g for g in (f"late-{i}" for i in range(50)) if mock.coordinator_of(g) != 2)
+    group = next(g for g in (f"late-{i}" for i in range(100))
+                 if (mock.coordinator_of(g) == 2) == lost)
     world = World(mock.bootstrap)
     kd = Sidecar(workdir, mock.bootstrap, {"kafka": {
-        "group_id": group, "consumer": {"session.timeout.ms": "30000"},
+        "group_id": group, "consumer": {"session.timeout.ms": "6000" if lost else "30000"},
         "producer": {"message.timeout.ms": "3000", "retries": "2",
                      "retry.backoff.ms": "50"}}})
 
@@ -229,8 +234,8 @@ def late_writes(workdir, report):
                  lambda: gauge(kd, "kdedup_assigned_partitions") == PARTS and
                  gauge(kd, "kdedup_handover_pending_partitions") == 0, 60)
         for _ in range(5):
-            wait_for("the last round settled", lambda: gauge(kd, "kdedup_inflight_messages") == 0,
-                     90)
+            wait_for("the last round settled", lambda: gauge(kd, "kdedup_inflight_messages") == 0
+                     and gauge(kd, "kdedup_assigned_partitions") == PARTS, 90)
             mock.silent(2)
             world.produce(300, 0.1)  # forwarded into the silent broker's socket
             time.sleep(7.5)
@@ -242,16 +247,29 @@ def late_writes(workdir, report):
         route = f"{SRC}->{DST}"
         unc = {o: int(value("kdedup_uncertain_deliveries_total", route=route, outcome=o))
                for o in ("found", "absent", "unknown")}
-        maybe = int(possibly())
-        check(maybe > 0 and unc["found"] > 0, f"no late write found downstream: {unc}")
+        orphans = int(value("kdedup_orphans_found_total", route=route))
+        maybe, lost_n = int(possibly()), int(value("kdedup_abandoned_total", route=route))
+        if lost:  # found again by the handover, or by the notes the copies read
+            check(maybe > 0 and lost_n > 0, f"no delivery possibly persisted ({maybe}) was "
+                                            f"left by a lost ownership ({lost_n})")
+        else:
+            check(maybe > 0 and unc["found"] > 0, f"no late write found downstream: {unc}")
         stop(kd)
-        report.append(f"late writes: the downstream leader stopped 7.5 s (message.timeout.ms "
-                      f"3 s) x5 under a burst: possibly persisted {maybe}, found "
-                      f"downstream {unc['found']}, absent and sent again {unc['absent']}, "
-                      f"unknown {unc['unknown']}; {len(world.first)} keys, 0 lost, "
-                      f"0 duplicated (by two runs or by one)")
+        how = (f"the session lost while it was (coordinator on it), {lost_n} messages left "
+               f"by the lost ownerships and consumed again (the handover or the notes found "
+               f"the late writes; orphans found by the notes {orphans})" if lost else
+               f"found downstream {unc['found']}, absent and sent again {unc['absent']}, "
+               f"unknown {unc['unknown']}")
+        report.append(f"late writes{' across a lost assignment' if lost else ''}: the "
+                      f"downstream leader stopped 7.5 s (message.timeout.ms 3 s) x5 under a "
+                      f"burst: possibly persisted {maybe}, {how}; {len(world.first)} keys, "
+                      f"0 lost, 0 duplicated (by two runs or by one)")
     finally:
         shut_down(mock, world, kd)
+
+
+def late_writes_lost(workdir, report):
+    late_writes(workdir, report, lost=True)
 
 
 def failed_sources(kd):
@@ -484,10 +502,12 @@ def main():
                      ("a handover after the downstream leaders moved (Apache Kafka)",
                       leaders_moved),
                      ("deliveries written late are found, not sent again (Apache Kafka)",
-                      late_writes)):
+                      late_writes),
+                     ("... across a lost assignment, by the copies consumed again (Apache "
+                      "Kafka)", late_writes_lost)):
         if os.environ.get("KD_FAULTS", fn.__name__) != fn.__name__:
             continue  # KD_FAULTS=<phase> runs one phase
-        if fn in (leaders_moved, late_writes) and not cluster.real():
+        if fn in (leaders_moved, late_writes, late_writes_lost) and not cluster.real():
             continue  # Apache Kafka only: leaders move with their broker; late writes
         t0 = time.time()
         try:

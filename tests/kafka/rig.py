@@ -3,7 +3,9 @@
 broker+controller nodes, started from the jars that tests/kafka/pom.xml pins.
 
     rig.py fetch               resolve the pinned broker into the cache (once)
-    rig.py up [--nodes N]      start N nodes (1); print the bootstrap address
+    rig.py up [--nodes N] [--topic NAME:PARTITIONS]...
+                               start N nodes (1), create the topics; print
+                               the bootstrap address
     rig.py down                stop exactly the nodes this rig started
     rig.py status              the nodes, and whether each answers
     rig.py node ACTION ID      kill (-9), term, stop (SIGSTOP), cont, start
@@ -327,8 +329,22 @@ class Rig:
         sys.exit(f"rig: {why}")
 
 
-def up(count):
-    """Starts a fresh cluster of count nodes; prints its bootstrap address."""
+def create_topics(bootstrap, topics):
+    """Creates topics [(name, partitions)] with the cluster's default
+    replication factor."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, api_version=(2, 5, 0),
+                             request_timeout_ms=30000)
+    try:
+        admin.create_topics([NewTopic(name, n, -1) for name, n in topics])
+    finally:
+        admin.close()
+
+
+def up(count, topics=()):
+    """Starts a fresh cluster of count nodes, creates topics; prints its
+    bootstrap address."""
     fetch()
     old = Rig.load(required=False)
     if old:
@@ -357,6 +373,8 @@ def up(count):
         rig.start(n["id"])
     t0 = time.time()
     rig.wait_ready()
+    if topics:
+        create_topics(rig.bootstrap, topics)
     print(f"rig: {count} node(s) of Apache Kafka {VERSION} ready in {time.time() - t0:.1f}s; "
           f"data in {data}; bootstrap in {os.path.join(rig.dir, 'bootstrap')}",
           file=sys.stderr)
@@ -401,12 +419,21 @@ def main(argv):
     if cmd == "fetch":
         fetch()
     elif cmd == "up":
-        count = int(os.environ.get("KAFKA_NODES", "1"))
-        if len(argv) > 3 and argv[2] == "--nodes":
-            count = int(argv[3])
+        count, topics, args = int(os.environ.get("KAFKA_NODES", "1")), [], argv[2:]
+        while args:
+            if len(args) < 2 or args[0] not in ("--nodes", "--topic"):
+                sys.exit(f"rig: up takes --nodes N and --topic NAME:PARTITIONS, not {args}")
+            if args[0] == "--nodes":
+                count = int(args[1])
+            else:
+                name, _, parts = args[1].rpartition(":")
+                if not name or not parts.isdigit() or int(parts) < 1:
+                    sys.exit(f"rig: --topic takes NAME:PARTITIONS, not {args[1]}")
+                topics.append((name, int(parts)))
+            args = args[2:]
         if count not in (1, 3):
             sys.exit("rig: --nodes takes 1 or 3")
-        up(count)
+        up(count, topics)
     elif cmd == "down":
         down()
     elif cmd == "status":
