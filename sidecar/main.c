@@ -53,7 +53,7 @@ static void usage(FILE *out) {
         out,
         "usage: kdedup --config FILE        run the dedup sidecar\n"
         "       kdedup --check-config FILE  validate a config (exit 0 valid, 2 invalid)\n"
-        "       kdedup demo [--messages N] [--duplicates PCT]\n"
+        "       kdedup demo [--messages N] [--duplicates PCT] [--conflicts N]\n"
         "                                   run a demonstration on an embedded cluster\n"
         "       kdedup mock [--brokers N] [--topic NAME:PARTITIONS]...\n"
         "                                   a mock Kafka cluster for tests\n"

@@ -439,6 +439,9 @@ void kd_pipeline_stats_get(const kd_pipeline *p, kd_pipeline_stats *out) {
         out->forwarded += atomic_load(&r->forwarded);
         out->duplicates_completed += atomic_load(&r->duplicates_completed);
         out->duplicates_in_flight += atomic_load(&r->duplicates_in_flight);
+        out->key_conflicts += atomic_load(&r->key_conflicts_skipped) +
+                              atomic_load(&r->key_conflicts_dead_lettered) +
+                              atomic_load(&r->key_conflicts_forwarded);
         out->released += atomic_load(&r->released);
         out->retries += atomic_load(&r->retries);
         out->dead_lettered += atomic_load(&r->dead_lettered);
