@@ -76,8 +76,9 @@ static const field route_fields[] = {
      conflict_names, NULL,
      "a duplicate key whose fingerprint differs: skip, dead_letter or forward"},
     {"fingerprint", F_FINGERPRINT, 0, NULL, true, 0, 0, NULL, NULL,
-     "true (default), false, or {\"headers\": [...]}: SHA-256 of the value (and those "
-     "headers) stored with each claim"},
+     "true (default), false, or {\"headers\": [...], \"json\": [...]}: SHA-256 of the "
+     "value (or of the JSON fields the pointers name) and those headers, stored with "
+     "each claim"},
     {"on_missing_key", F_ENUM, ROFF(on_missing_key), "dead_letter", false, 0, 0,
      missing_key_names, NULL, "what to do with a message without a usable key"},
     {"dead_letter_topic", F_TOPIC, ROFF(dead_letter_topic), NULL, true, 0, 0, NULL, NULL,
@@ -863,49 +864,69 @@ static bool parse_key(ctx *c, const cJSON *v, kd_route *r, const char *path) {
     return true;
 }
 
-/* "fingerprint": true | false | {"headers": ["Name", ...]}. */
+/* An optional array member of obj of at most MAX_FINGERPRINT_HEADERS
+ * non-empty, distinct strings into *out / *n; pointers: each must be an
+ * RFC 6901 JSON pointer. what names one element for messages. */
+static bool parse_names(ctx *c, const cJSON *obj, const char *member, const char *path,
+                        bool pointers, const char *what, const char *whats, char ***out,
+                        size_t *n) {
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(obj, member);
+    char apath[MAX_PATH];
+    int count;
+
+    path_key(apath, path, member);
+    if (!arr)
+        return true;
+    count = cJSON_GetArraySize(arr);
+    if (!cJSON_IsArray(arr) || count > MAX_FINGERPRINT_HEADERS || (pointers && !count)) {
+        char expected[120];
+
+        snprintf(expected, sizeof(expected), "an array of %s%d %s",
+                 pointers ? "1 to " : "at most ", MAX_FINGERPRINT_HEADERS, whats);
+        return fail_value(c, apath, arr, expected);
+    }
+    if (count && !(*out = calloc((size_t)count, sizeof(char *))))
+        return fail(c, apath, "out of memory");
+    for (const cJSON *e = arr->child; e; e = e->next) {
+        char epath[MAX_PATH], *text;
+
+        path_fmt(epath, "%s[%zu]", apath, *n);
+        if (!cJSON_IsString(e) || (!pointers && !*e->valuestring))
+            return fail_value(c, epath, e, what);
+        if (!(text = scalar_text(c, epath, e, what)))
+            return false;
+        (*out)[(*n)++] = text;
+        if (pointers && !kd_config_valid_pointer(text))
+            return fail(c, epath,
+                        "expected an RFC 6901 JSON pointer (\"\" or \"/a/b\", with "
+                        "\"~\" only as \"~0\" or \"~1\"), got \"%s\"",
+                        text);
+        for (size_t j = 0; j + 1 < *n; j++)
+            if (!strcmp((*out)[j], text))
+                return fail(c, epath, "\"%s\" is listed twice", text);
+    }
+    return true;
+}
+
+/* "fingerprint": true | false | {"headers": ["Name", ...], "json": ["/ptr", ...]}. */
 static bool parse_fingerprint(ctx *c, const cJSON *v, kd_route *r, const char *path) {
-    static const char *const fp_keys[] = {"headers", NULL};
-    const cJSON *hdrs;
-    char hpath[MAX_PATH];
-    int n;
+    static const char *const fp_keys[] = {"headers", "json", NULL};
 
     if (cJSON_IsBool(v)) {
         r->fingerprint = cJSON_IsTrue(v);
         return true;
     }
     if (!cJSON_IsObject(v))
-        return fail_value(c, path, v, "true, false or {\"headers\": [\"Name\", ...]}");
-    if (!only_keys(c, v, fp_keys, path, "expected only \"headers\""))
+        return fail_value(c, path, v,
+                          "true, false or {\"headers\": [\"Name\", ...], \"json\": "
+                          "[\"/pointer\", ...]}");
+    if (!only_keys(c, v, fp_keys, path, "expected \"headers\" or \"json\""))
         return false;
     r->fingerprint = true;
-    path_key(hpath, path, "headers");
-    if (!(hdrs = cJSON_GetObjectItemCaseSensitive(v, "headers")))
-        return true;
-    n = cJSON_GetArraySize(hdrs);
-    if (!cJSON_IsArray(hdrs) || n > MAX_FINGERPRINT_HEADERS) {
-        char expected[80];
-
-        snprintf(expected, sizeof(expected), "an array of at most %d header names",
-                 MAX_FINGERPRINT_HEADERS);
-        return fail_value(c, hpath, hdrs, expected);
-    }
-    if (n && !(r->fingerprint_headers = calloc((size_t)n, sizeof(char *))))
-        return fail(c, hpath, "out of memory");
-    for (const cJSON *e = hdrs->child; e; e = e->next) {
-        char epath[MAX_PATH], *text;
-
-        path_fmt(epath, "%s[%zu]", hpath, r->nfingerprint_headers);
-        if (!cJSON_IsString(e) || !*e->valuestring)
-            return fail_value(c, epath, e, "a header name");
-        if (!(text = scalar_text(c, epath, e, "a header name")))
-            return false;
-        r->fingerprint_headers[r->nfingerprint_headers++] = text;
-        for (size_t j = 0; j + 1 < r->nfingerprint_headers; j++)
-            if (!strcmp(r->fingerprint_headers[j], text))
-                return fail(c, epath, "\"%s\" is listed twice", text);
-    }
-    return true;
+    return parse_names(c, v, "headers", path, false, "a header name", "header names",
+                       &r->fingerprint_headers, &r->nfingerprint_headers) &&
+           parse_names(c, v, "json", path, true, "a JSON pointer", "JSON pointers",
+                       &r->fingerprint_json, &r->nfingerprint_json);
 }
 
 /* After a route's table: the key's default and shorthand, the
@@ -1493,6 +1514,9 @@ void kd_config_destroy(kd_config *cfg) {
         for (size_t j = 0; j < cfg->routes[i].nfingerprint_headers; j++)
             free(cfg->routes[i].fingerprint_headers[j]);
         free(cfg->routes[i].fingerprint_headers);
+        for (size_t j = 0; j < cfg->routes[i].nfingerprint_json; j++)
+            free(cfg->routes[i].fingerprint_json[j]);
+        free(cfg->routes[i].fingerprint_json);
     }
     free(cfg->routes);
     free(cfg->ns);

@@ -90,6 +90,10 @@ typedef struct kd_route {
     bool fingerprint;           /* store and compare fingerprints (default true) */
     char **fingerprint_headers; /* headers fingerprinted beside the value */
     size_t nfingerprint_headers;
+    /* JSON pointers: when any, these fields of the value are fingerprinted
+     * instead of the whole value (a value that is not JSON: whole). */
+    char **fingerprint_json;
+    size_t nfingerprint_json;
     char *dead_letter_topic; /* NULL when unset */
     int64_t max_retries;     /* produce retries after a failed delivery; -1 = forever */
     uint64_t retry_backoff_ms;

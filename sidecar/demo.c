@@ -44,8 +44,8 @@ typedef struct demo {
     int dup_pct;
     long conflicts; /* asked for; at most messages / 100 are made */
     int partitions;
-    long unique;    /* distinct keys produced */
-    long retries;   /* earlier messages produced again */
+    long unique;     /* distinct keys produced */
+    long retries;    /* earlier messages produced again */
     long conflicted; /* earlier keys produced with another payload */
     char dir[4096];
     kd_mock *mock;
@@ -339,8 +339,8 @@ static bool start_mock(demo *d, char *errstr, size_t errstr_size) {
 }
 
 /* Prints the summary; ok says whether the checks passed. */
-static void summary(const demo *d, const kd_pipeline_stats *st, long downstream, long once,
-                    double secs, bool ok) {
+static void summary(const demo *d, const kd_pipeline_stats *st, long downstream,
+                    long once, double secs, bool ok) {
     /* The demo's route skips conflicts: they count among the duplicates. */
     uint64_t skipped = st->duplicates_completed + st->duplicates_in_flight;
 

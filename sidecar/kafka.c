@@ -6,6 +6,7 @@
 
 #include <librdkafka/rdkafka_mock.h>
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,42 @@ static const char *const producer_defaults[][2] = {
     {NULL, NULL},
 };
 
+/* The newest librdkafka lines written at info and above, for kd_kafka_logged():
+ * librdkafka logs a broker's failure and also hands it to the error
+ * callback, with the same text (a "Disconnected" at level info). A fixed
+ * ring: 64 lines of 512 bytes. */
+#define RECENT_LINES 64
+#define RECENT_BYTES 512
+
+static struct {
+    pthread_mutex_t lock;
+    char text[RECENT_LINES][RECENT_BYTES];
+    size_t next;
+} recent = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static void remember(const char *buf) {
+    pthread_mutex_lock(&recent.lock);
+    snprintf(recent.text[recent.next++ % RECENT_LINES], RECENT_BYTES, "%s", buf);
+    pthread_mutex_unlock(&recent.lock);
+}
+
+bool kd_kafka_logged(const char *reason) {
+    size_t n = strlen(reason);
+    bool found = false;
+
+    if (n == 0 || n >= RECENT_BYTES)
+        return false;
+    pthread_mutex_lock(&recent.lock);
+    for (size_t i = 0; i < RECENT_LINES && !found; i++) {
+        size_t len = strlen(recent.text[i]);
+
+        /* librdkafka's line is "[thrd:...]: " and the error's text */
+        found = len >= n && !strcmp(recent.text[i] + len - n, reason);
+    }
+    pthread_mutex_unlock(&recent.lock);
+    return found;
+}
+
 /* librdkafka's log lines, into ours. */
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
     kd_log_level l = level <= 3   ? KD_LOG_ERROR
@@ -40,6 +77,8 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
     const char *fields[] = {"source",   "librdkafka", "client", rd_kafka_name(rk),
                             "facility", fac,          NULL};
 
+    if (l >= KD_LOG_INFO && kd_log_enabled(l))
+        remember(buf);
     KD_LOG(l, fields, "%s", buf);
 }
 

@@ -27,7 +27,7 @@ typedef struct kd_pipeline_stats {
     uint64_t forwarded;            /* claimed messages delivered with a receipt */
     uint64_t duplicates_completed; /* skipped: key already completed */
     uint64_t duplicates_in_flight; /* skipped: key claimed, delivery under way */
-    uint64_t key_conflicts; /* duplicate keys with another payload (any action) */
+    uint64_t key_conflicts;        /* duplicate keys with another payload (any action) */
     uint64_t released;             /* claims released after a failed delivery */
     uint64_t retries;              /* deliveries attempted again */
     uint64_t dead_lettered;        /* delivered to a dead-letter topic */

@@ -736,7 +736,8 @@ static void test_key_sources(void **state) {
         "\"key\": {\"from\": \"composite\", \"parts\": [{\"from\": \"header\", \"name\": "
         "\"Tenant\"}, {\"from\": \"json\", \"pointer\": \"\"}, {\"from\": "
         "\"record_key\"}]}, "
-        "\"fingerprint\": {\"headers\": [\"Tenant\", \"Content-Type\"]}, "
+        "\"fingerprint\": {\"headers\": [\"Tenant\", \"Content-Type\"], "
+        "\"json\": [\"/order\", \"/a~1b\"]}, "
         "\"dead_letter_topic\": \"d\", \"on_key_conflict\": \"dead_letter\""));
     assert_int_equal(cfg->routes[0].key_from, KD_KEY_FROM_COMPOSITE);
     assert_int_equal(cfg->routes[0].nkey_parts, 3);
@@ -747,6 +748,8 @@ static void test_key_sources(void **state) {
     assert_true(cfg->routes[0].fingerprint);
     assert_int_equal(cfg->routes[0].nfingerprint_headers, 2);
     assert_string_equal(cfg->routes[0].fingerprint_headers[1], "Content-Type");
+    assert_int_equal(cfg->routes[0].nfingerprint_json, 2);
+    assert_string_equal(cfg->routes[0].fingerprint_json[1], "/a~1b");
     assert_int_equal(cfg->routes[0].on_key_conflict, KD_CONFLICT_DEAD_LETTER);
     kd_config_destroy(cfg);
 
@@ -813,10 +816,20 @@ static void test_key_errors(void **state) {
          "\"dead_letter\", \"forward\", got \"reject\""},
         {ROUTE_WITH("\"fingerprint\": \"yes\""),
          "kdedup.json: routes[0].fingerprint: expected true, false or {\"headers\": "
-         "[\"Name\", ...]}, got \"yes\""},
+         "[\"Name\", ...], \"json\": [\"/pointer\", ...]}, got \"yes\""},
         {ROUTE_WITH("\"fingerprint\": {\"header\": []}"),
-         "kdedup.json: routes[0].fingerprint.header: unknown key (expected only "
-         "\"headers\")"},
+         "kdedup.json: routes[0].fingerprint.header: unknown key (expected "
+         "\"headers\" or \"json\")"},
+        {ROUTE_WITH("\"fingerprint\": {\"json\": [\"/order\", \"amount\"]}"),
+         "kdedup.json: routes[0].fingerprint.json[1]: expected an RFC 6901 JSON pointer "
+         "(\"\" or \"/a/b\", with \"~\" only as \"~0\" or \"~1\"), got \"amount\""},
+        {ROUTE_WITH("\"fingerprint\": {\"json\": []}"),
+         "kdedup.json: routes[0].fingerprint.json: expected an array of 1 to 32 JSON "
+         "pointers, got []"},
+        {ROUTE_WITH("\"fingerprint\": {\"json\": [\"/a\", 7]}"),
+         "kdedup.json: routes[0].fingerprint.json[1]: expected a JSON pointer, got 7"},
+        {ROUTE_WITH("\"fingerprint\": {\"json\": [\"/a\", \"/a\"]}"),
+         "kdedup.json: routes[0].fingerprint.json[1]: \"/a\" is listed twice"},
         {ROUTE_WITH("\"fingerprint\": {\"headers\": [\"A\", 1]}"),
          "kdedup.json: routes[0].fingerprint.headers[1]: expected a header name, got 1"},
         {ROUTE_WITH("\"fingerprint\": {\"headers\": [\"A\", \"A\"]}"),
