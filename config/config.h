@@ -157,9 +157,23 @@ typedef struct kd_config {
  * cannot be told apart from other text (errors never show them either). */
 #define KD_CONFIG_REDACT_MIN 4
 
+/* Flags of the *_opts() loaders. KD_CONFIG_OFFLINE: a ${VAR} that is not
+ * set (without a default) or a ${file:PATH} that cannot be read is no
+ * error: the value keeps its text as written and is not checked (a string;
+ * any other value takes its default), and kd_config_unresolved() names it.
+ * For linting a config without its environment, and for tools that need
+ * only part of it. */
+#define KD_CONFIG_OFFLINE 1u
+
 /* Reads, parses and validates the file at path. Returns the config (free it
- * with kd_config_destroy()), or NULL with the message in errstr. */
+ * with kd_config_destroy()), or NULL with the message in errstr: every
+ * error found, one a line ("file: path: what"), at most 20 and then how
+ * many more. */
 kd_config *kd_config_load(const char *path, char *errstr, size_t errstr_size);
+
+/* kd_config_load() with flags (KD_CONFIG_OFFLINE). */
+kd_config *kd_config_load_opts(const char *path, unsigned flags, char *errstr,
+                               size_t errstr_size);
 
 /* kd_config_load(), also handing over the file's bytes when the config is
  * returned: *bytes is malloc()ed (the caller frees it), *len its length.
@@ -167,16 +181,30 @@ kd_config *kd_config_load(const char *path, char *errstr, size_t errstr_size);
 kd_config *kd_config_load_bytes(const char *path, char **bytes, size_t *len, char *errstr,
                                 size_t errstr_size);
 
+/* kd_config_load_bytes() with flags. */
+kd_config *kd_config_load_bytes_opts(const char *path, unsigned flags, char **bytes,
+                                     size_t *len, char *errstr, size_t errstr_size);
+
 /* Parses and validates len bytes of JSON; name stands for the file in
  * messages. Returns the config or NULL with the message in errstr. */
 kd_config *kd_config_parse(const char *json, size_t len, const char *name, char *errstr,
                            size_t errstr_size);
 
+/* kd_config_parse() with flags. */
+kd_config *kd_config_parse_opts(const char *json, size_t len, const char *name,
+                                unsigned flags, char *errstr, size_t errstr_size);
+
+/* Offline (KD_CONFIG_OFFLINE): the first JSON path beginning with prefix
+ * ("" for any) whose value holds a ${...} that was not there, or NULL. */
+const char *kd_config_unresolved(const kd_config *cfg, const char *prefix);
+
 /* Frees the config. NULL-safe. */
 void kd_config_destroy(kd_config *cfg);
 
-/* Parses a duration ("250ms", "30s", "5m", "24h") into *ms. Returns false
- * for anything else. */
+/* Parses a duration into *ms: one or more of a decimal count and a unit,
+ * d h m s ms, each unit at most once and after the larger ones ("250ms",
+ * "30s", "1h30m", "7d", "1d12h"). Returns false for anything else ("off",
+ * which some keys take, is theirs to read). */
 bool kd_config_parse_duration(const char *s, uint64_t *ms);
 
 /* True for a Kafka topic name: 1-249 of [a-zA-Z0-9._-], not "." or "..". */

@@ -2,7 +2,7 @@
  * kdedup - the sidecar binary.
  *
  *   kdedup --config FILE         run the sidecar
- *   kdedup --check-config FILE   validate FILE: exit 0 if valid, 2 if not
+ *   kdedup --check-config [--offline] FILE   validate FILE: exit 0 if valid, 2 if not
  *   kdedup demo [...]            a self-contained demonstration (demo.c)
  *   kdedup mock [...]            a mock Kafka cluster for tests (mockd.c)
  *   kdedup lookup --config FILE  the store's state of keys on stdin (lookup.c)
@@ -52,7 +52,11 @@ static void usage(FILE *out) {
     fprintf(
         out,
         "usage: kdedup --config FILE        run the dedup sidecar\n"
-        "       kdedup --check-config FILE  validate a config (exit 0 valid, 2 invalid)\n"
+        "       kdedup --check-config [--offline] FILE\n"
+        "                                   validate a config (exit 0 valid, 2 invalid;\n"
+        "                                   every error; --offline: a ${VAR} not set "
+        "here\n"
+        "                                   is no error, its value is not checked)\n"
         "       kdedup demo [--messages N] [--duplicates PCT] [--conflicts N]\n"
         "                                   run a demonstration on an embedded cluster\n"
         "       kdedup mock [--brokers N] [--topic NAME:PARTITIONS]...\n"
@@ -62,15 +66,33 @@ static void usage(FILE *out) {
         "       kdedup --version | --help\n");
 }
 
-/* Loads and fully checks a config, librdkafka properties included. Errors
+/* Loads and fully checks a config, librdkafka properties included; flags
+ * as kd_config_load_opts() takes them. Prints every error found; errors
  * never show a value that came from the environment or a file. */
-static kd_config *load(const char *path, char hash[KD_RELOAD_HASH_SIZE]) {
-    char err[1024];
-    kd_config *cfg = kd_reload_load(path, hash, err, sizeof(err));
+static kd_config *load(const char *path, unsigned flags, char hash[KD_RELOAD_HASH_SIZE]) {
+    char err[16384];
+    kd_config *cfg = kd_reload_load(path, flags, hash, err, sizeof(err));
 
     if (!cfg)
         fprintf(stderr, "%s\n", err);
     return cfg;
+}
+
+/* --check-config [--offline] FILE: exit 0 valid, 2 invalid. */
+static int check_config(const char *path, bool offline) {
+    char hash[KD_RELOAD_HASH_SIZE];
+    kd_config *cfg = load(path, offline ? KD_CONFIG_OFFLINE : 0, hash);
+    const char *unresolved;
+
+    if (!cfg)
+        return 2;
+    printf("%s: valid (%zu route%s)", path, cfg->nroutes, cfg->nroutes == 1 ? "" : "s");
+    if ((unresolved = kd_config_unresolved(cfg, "")))
+        printf("; offline: values with a ${...} not set here were not checked, e.g. %s",
+               unresolved);
+    printf("\n");
+    kd_config_destroy(cfg);
+    return 0;
 }
 
 /* For "mock:N": starts the cluster. */
@@ -291,7 +313,7 @@ static kd_admin *admin_start(proc *pr, const kd_config *cfg, kd_store *store,
 
 static int run(const char *path) {
     char hash[KD_RELOAD_HASH_SIZE], err[1024];
-    kd_config *loaded = load(path, hash);
+    kd_config *loaded = load(path, 0, hash);
     proc pr = {.lock = PTHREAD_RWLOCK_INITIALIZER,
                .owners_lock = PTHREAD_MUTEX_INITIALIZER};
     const kd_config *cfg;
@@ -414,17 +436,10 @@ int main(int argc, char **argv) {
         usage(stdout);
         return 0;
     }
-    if (argc == 3 && !strcmp(argv[1], "--check-config")) {
-        char hash[KD_RELOAD_HASH_SIZE];
-        kd_config *cfg = load(argv[2], hash);
-
-        if (!cfg)
-            return 2;
-        printf("%s: valid (%zu route%s)\n", argv[2], cfg->nroutes,
-               cfg->nroutes == 1 ? "" : "s");
-        kd_config_destroy(cfg);
-        return 0;
-    }
+    if (argc == 3 && !strcmp(argv[1], "--check-config"))
+        return check_config(argv[2], false);
+    if (argc == 4 && !strcmp(argv[1], "--check-config") && !strcmp(argv[2], "--offline"))
+        return check_config(argv[3], true);
     if (argc == 3 && !strcmp(argv[1], "--config"))
         return run(argv[2]);
     usage(stderr);

@@ -348,8 +348,30 @@ static void test_durations(void **state) {
     assert_int_equal(ms, 86400000);
     assert_true(kd_config_parse_duration("0s", &ms));
     assert_int_equal(ms, 0);
-    const char *bad[] = {"",     "5", "5 m",  "-5s", "5d",
-                         "1.5s", "s", "5ms ", "ms5", "99999999999999999999s",
+    assert_true(kd_config_parse_duration("1h30m", &ms));
+    assert_int_equal(ms, 5400000);
+    assert_true(kd_config_parse_duration("7d", &ms));
+    assert_int_equal(ms, 7 * 86400000ull);
+    assert_true(kd_config_parse_duration("1d2h3m4s5ms", &ms));
+    assert_int_equal(ms, 86400000ull + 2 * 3600000 + 3 * 60000 + 4000 + 5);
+    const char *bad[] = {"",
+                         "5",
+                         "5 m",
+                         "-5s",
+                         "5w",
+                         "1.5s",
+                         "s",
+                         "5ms ",
+                         "ms5",
+                         "1m1h",
+                         "1h1h",
+                         "30m1d",
+                         "1s1ms1s",
+                         "off",
+                         "1h 30m",
+                         "1h30",
+                         "99999999999999999999s",
+                         "300000000000d",
                          NULL};
     for (int i = 0; bad[i]; i++)
         if (kd_config_parse_duration(bad[i], &ms))
@@ -357,11 +379,26 @@ static void test_durations(void **state) {
     assert_error("{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], "
                  "\"dedup\": {\"ttl\": \"1 day\"}}",
                  "kdedup.json: dedup.ttl: expected a duration like \"250ms\", \"30s\", "
-                 "\"5m\" or \"24h\", got \"1 day\"");
+                 "\"1h30m\" or \"7d\", or \"off\", got \"1 day\"");
     assert_error("{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], "
                  "\"dedup\": {\"ttl\": 3600}}",
                  "kdedup.json: dedup.ttl: expected a duration like \"250ms\", \"30s\", "
-                 "\"5m\" or \"24h\", got 3600");
+                 "\"1h30m\" or \"7d\", or \"off\", got 3600");
+    /* "off" where 0 turns a key off; elsewhere a duration it is not. */
+    kd_config *cfg =
+        assert_valid("{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], "
+                     "\"dedup\": {\"ttl\": \"off\", \"inflight_timeout\": \"1h30m\"}}");
+    assert_int_equal(cfg->ttl_ms, 0);
+    assert_int_equal(cfg->inflight_timeout_ms, 5400000);
+    kd_config_destroy(cfg);
+    cfg = assert_valid("{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], "
+                       "\"dedup\": {\"ttl\": \"7d\"}}");
+    assert_int_equal(cfg->ttl_ms, 7 * 86400000ull);
+    kd_config_destroy(cfg);
+    assert_error("{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], "
+                 "\"pipeline\": {\"shutdown_grace\": \"off\"}}",
+                 "kdedup.json: pipeline.shutdown_grace: expected a duration like "
+                 "\"250ms\", \"30s\", \"1h30m\" or \"7d\", got \"off\"");
 }
 
 /* Numbers out of every integer's range are refused before any conversion
@@ -415,6 +452,13 @@ static void test_rules(void **state) {
         {"{\"kafka\": {\"brokers\": \"k:1\", \"group_id\": \"g\"}",
          "kdedup.json: invalid JSON at line 1, column 45 (truncated?)"},
         {"{}\n{}", "kdedup.json: invalid JSON: trailing data at line 2, column 1"},
+        /* README's config block, pasted with its comments */
+        {"{\n  \"kafka\": {\n    \"brokers\": \"k:9092\",  // or \"mock:N\"\n  }\n}",
+         "kdedup.json: invalid JSON at line 3, column 28 (a comment? JSON has none: "
+         "remove the // and /* */ parts)"},
+        {"{ /* a comment */ }",
+         "kdedup.json: invalid JSON at line 1, column 4 (a comment? JSON has none: "
+         "remove the // and /* */ parts)"},
         {"{" MINIMAL_KAFKA "}", "kdedup.json: routes: missing (required)"},
         {"{" MINIMAL_KAFKA ", \"routes\": []}",
          "kdedup.json: routes: expected a non-empty array of routes, got []"},
@@ -759,6 +803,85 @@ static void test_key_sources(void **state) {
     kd_config_destroy(cfg);
 }
 
+/* --check-config lists every error in one pass: each key's own, every
+ * route's, and the rules across keys of the routes that parsed. */
+static void test_every_error(void **state) {
+    char err[4096] = "";
+    kd_config *cfg;
+
+    (void)state;
+    cfg = parse(
+        "{\"kafka\": {\"brokers\": \"k:9092\", \"group_id\": \"g\", \"typo\": 1},"
+        " \"routes\": [{\"from\": \"a\", \"to\": 42},"
+        "              {\"from\": \"b\", \"to\": \"b.out\", \"on_missing_key\": \"drop\","
+        "               \"dead_letter_topic\": \"b.out\"}],"
+        " \"dedup\": {\"ttl\": \"1 day\"}, \"store\": {\"sync\": \"maybe\"}}",
+        err, sizeof(err));
+    assert_null(cfg);
+    assert_string_equal(
+        err, "kdedup.json: kafka.typo: unknown key (expected one of: brokers, group_id, "
+             "consumer, producer)\n"
+             "kdedup.json: routes[0].to: expected a topic name (1-249 of a-z A-Z 0-9 . _ "
+             "-), got 42\n"
+             "kdedup.json: dedup.ttl: expected a duration like \"250ms\", \"30s\", "
+             "\"1h30m\" or \"7d\", or \"off\", got \"1 day\"\n"
+             "kdedup.json: store.sync: expected true or false, got \"maybe\"\n"
+             "kdedup.json: routes[1]: \"dead_letter_topic\" is the route's own \"to\" "
+             "\"b.out\": dead letters would be read back as forwarded records (give them "
+             "a topic of their own)");
+}
+
+/* Past 20 errors the rest are counted. */
+static void test_many_errors(void **state) {
+    char json[4096], err[8192] = "";
+    size_t n;
+
+    (void)state;
+    n = (size_t)snprintf(json, sizeof(json), "{" MINIMAL_KAFKA ", \"routes\": [");
+    for (int i = 0; i < 30; i++)
+        n += (size_t)snprintf(json + n, sizeof(json) - n, "%s{\"from\": \"t%d\"}",
+                              i ? ", " : "", i);
+    snprintf(json + n, sizeof(json) - n, "]}");
+    assert_null(parse(json, err, sizeof(err)));
+    assert_non_null(strstr(err, "kdedup.json: routes[19].to: missing"));
+    assert_null(strstr(err, "routes[20]"));
+    assert_non_null(strstr(err, "\nkdedup.json: (and 10 more errors)"));
+}
+
+/* Offline: a ${VAR} that is not set is no error; its value is kept as
+ * written and not checked, and named by kd_config_unresolved(). */
+static void test_offline(void **state) {
+    const char *json = "{\"kafka\": {\"brokers\": \"${KD_TEST_UNSET_BROKERS}\","
+                       " \"group_id\": \"g\", \"producer\": {\"sasl.password\":"
+                       " \"${file:/nonexistent/kdedup-test}\"}},"
+                       " \"routes\": [" MINIMAL_ROUTE "],"
+                       " \"store\": {\"sync\": \"${KD_TEST_UNSET_SYNC}\"},"
+                       " \"admin\": {\"token\": \"${KD_TEST_UNSET_TOKEN}\"}}";
+    char err[1024] = "";
+    kd_config *cfg;
+
+    (void)state;
+    unsetenv("KD_TEST_UNSET_BROKERS");
+    assert_null(kd_config_parse(json, strlen(json), "kdedup.json", err, sizeof(err)));
+    assert_non_null(strstr(err,
+                           "kafka.brokers: environment variable KD_TEST_UNSET_BROKERS "
+                           "is not set"));
+    assert_non_null(strstr(err,
+                           "\nkdedup.json: kafka.producer[\"sasl.password\"]: cannot "
+                           "read ${file:/nonexistent/kdedup-test}"));
+    cfg = kd_config_parse_opts(json, strlen(json), "kdedup.json", KD_CONFIG_OFFLINE, err,
+                               sizeof(err));
+    if (!cfg)
+        fail_msg("offline: %s", err);
+    assert_string_equal(cfg->brokers, "${KD_TEST_UNSET_BROKERS}");
+    assert_true(cfg->store_sync); /* the default */
+    assert_string_equal(kd_config_unresolved(cfg, ""), "kafka.brokers");
+    assert_string_equal(kd_config_unresolved(cfg, "store."), "store.sync");
+    assert_non_null(kd_config_unresolved(cfg, "kafka.producer"));
+    assert_null(kd_config_unresolved(cfg, "routes"));
+    kd_config_destroy(cfg);
+}
+
 static void test_key_errors(void **state) {
     static const struct {
         const char *json, *want;
@@ -864,6 +987,9 @@ int main(void) {
         cmocka_unit_test(test_topics),
         cmocka_unit_test(test_key_sources),
         cmocka_unit_test(test_key_errors),
+        cmocka_unit_test(test_every_error),
+        cmocka_unit_test(test_many_errors),
+        cmocka_unit_test(test_offline),
     };
 
     return cmocka_run_group_tests_name("config", tests, NULL, NULL);

@@ -66,9 +66,9 @@ static char *captured(void (*fn)(void)) {
 }
 
 static void write_numbers(void) {
-    const char *fields[] = {"topic", "orders", "partition", "3",  "offset",
-                            "1234",  "left_out", "0123", "status", "401",
-                            "offset", "-5x", NULL};
+    const char *fields[] = {"topic",  "orders",   "partition", "3",      "offset",
+                            "1234",   "left_out", "0123",      "status", "401",
+                            "offset", "-5x",      NULL};
 
     kd_log_write(KD_LOG_WARN, fields, "hello");
 }
@@ -81,7 +81,7 @@ static void test_numeric_fields(void **state) {
     assert_non_null(strstr(line, "\"partition\":3,"));
     assert_non_null(strstr(line, "\"offset\":1234,"));
     assert_non_null(strstr(line, "\"left_out\":\"0123\"")); /* not a plain integer */
-    assert_non_null(strstr(line, "\"status\":\"401\""));     /* not a numeric field */
+    assert_non_null(strstr(line, "\"status\":\"401\""));    /* not a numeric field */
     assert_non_null(strstr(line, "\"offset\":\"-5x\""));
 }
 
