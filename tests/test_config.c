@@ -826,6 +826,8 @@ static void test_every_error(void **state) {
              "kdedup.json: dedup.ttl: expected a duration like \"250ms\", \"30s\", "
              "\"1h30m\" or \"7d\", or \"off\", got \"1 day\"\n"
              "kdedup.json: store.sync: expected true or false, got \"maybe\"\n"
+             "kdedup.json: admin.token: expected at least 16 bytes (a random secret), got "
+             "5\n"
              "kdedup.json: routes[1]: \"dead_letter_topic\" is the route's own \"to\" "
              "\"b.out\": dead letters would be read back as forwarded records (give them "
              "a topic of their own)");
