@@ -815,22 +815,24 @@ static void test_every_error(void **state) {
         " \"routes\": [{\"from\": \"a\", \"to\": 42},"
         "              {\"from\": \"b\", \"to\": \"b.out\", \"on_missing_key\": \"drop\","
         "               \"dead_letter_topic\": \"b.out\"}],"
-        " \"dedup\": {\"ttl\": \"1 day\"}, \"store\": {\"sync\": \"maybe\"}}",
+        " \"dedup\": {\"ttl\": \"1 day\"}, \"store\": {\"sync\": \"maybe\"},"
+        " \"admin\": {\"token\": \"short\"}}",
         err, sizeof(err));
     assert_null(cfg);
     assert_string_equal(
-        err, "kdedup.json: kafka.typo: unknown key (expected one of: brokers, group_id, "
-             "consumer, producer)\n"
-             "kdedup.json: routes[0].to: expected a topic name (1-249 of a-z A-Z 0-9 . _ "
-             "-), got 42\n"
-             "kdedup.json: dedup.ttl: expected a duration like \"250ms\", \"30s\", "
-             "\"1h30m\" or \"7d\", or \"off\", got \"1 day\"\n"
-             "kdedup.json: store.sync: expected true or false, got \"maybe\"\n"
-             "kdedup.json: admin.token: expected at least 16 bytes (a random secret), got "
-             "5\n"
-             "kdedup.json: routes[1]: \"dead_letter_topic\" is the route's own \"to\" "
-             "\"b.out\": dead letters would be read back as forwarded records (give them "
-             "a topic of their own)");
+        err,
+        "kdedup.json: kafka.typo: unknown key (expected one of: brokers, group_id, "
+        "consumer, producer)\n"
+        "kdedup.json: routes[0].to: expected a topic name (1-249 of a-z A-Z 0-9 . _ "
+        "-), got 42\n"
+        "kdedup.json: dedup.ttl: expected a duration like \"250ms\", \"30s\", "
+        "\"1h30m\" or \"7d\", or \"off\", got \"1 day\"\n"
+        "kdedup.json: store.sync: expected true or false, got \"maybe\"\n"
+        "kdedup.json: admin.token: expected at least 16 bytes (a random secret), got "
+        "5\n"
+        "kdedup.json: routes[1]: \"dead_letter_topic\" is the route's own \"to\" "
+        "\"b.out\": dead letters would be read back as forwarded records (give them "
+        "a topic of their own)");
 }
 
 /* Past 20 errors the rest are counted. */
