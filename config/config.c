@@ -26,6 +26,7 @@
 typedef enum ftype {
     F_STRING, /* non-empty string */
     F_TOPIC,  /* Kafka topic name */
+    F_NAME,   /* a route's name: as a topic name is spelt */
     F_BOOL,
     F_INT,         /* integer within [min, max] */
     F_DURATION,    /* "250ms" | "30s" | "5m" | "24h", within [min, max] ms */
@@ -67,6 +68,9 @@ static const char *const off_names[] = {"off", NULL};
 static const char *const log_level_names[] = {"debug", "info", "warn", "error", NULL};
 
 static const field route_fields[] = {
+    {"name", F_NAME, ROFF(name), NULL, true, 0, 0, NULL, NULL,
+     "the route's name in logs, metrics (label route), the admin API and kdedup lookup; "
+     "default: its \"from\""},
     {"from", F_TOPIC, ROFF(from), NULL, false, 0, 0, NULL, NULL, "source topic"},
     {"to", F_TOPIC, ROFF(to), NULL, false, 0, 0, NULL, NULL, "downstream topic"},
     {"key_header", F_STRING, ROFF(key_header), NULL, true, 0, 0, NULL, NULL,
@@ -1024,6 +1028,8 @@ static bool parse_fingerprint(ctx *c, const cJSON *v, kd_route *r, const char *p
 static bool finish_route(ctx *c, const cJSON *obj, kd_route *r, const char *path) {
     char kpath[MAX_PATH];
 
+    if (!r->name && !(r->name = strdup(r->from)))
+        return fail(c, path, "out of memory");
     path_key(kpath, path, "key_header");
     if (r->key_header && r->key_parts)
         return fail(c, kpath,
@@ -1089,6 +1095,9 @@ static void expected_text(const field *f, char *buf, size_t size) {
         break;
     case F_TOPIC:
         snprintf(buf, size, "a topic name (1-249 of a-z A-Z 0-9 . _ -)");
+        break;
+    case F_NAME:
+        snprintf(buf, size, "a route name (1-249 of a-z A-Z 0-9 . _ -)");
         break;
     case F_BROKERS:
         snprintf(buf, size, "\"host:port,host:port...\" or \"mock:N\" (N 1-9)");
@@ -1164,6 +1173,7 @@ static bool parse_scalar(ctx *c, const field *f, const cJSON *v, const char *tex
         ok = *text != '\0';
         break;
     case F_TOPIC:
+    case F_NAME:
         ok = kd_config_valid_topic(text);
         break;
     case F_BROKERS:
@@ -1194,6 +1204,7 @@ static bool parse_unchecked(ctx *c, const field *f, const char *text, void *base
     switch (f->type) {
     case F_STRING:
     case F_TOPIC:
+    case F_NAME:
     case F_BROKERS:
     case F_LISTEN:
         free(*at);
@@ -1366,6 +1377,12 @@ static bool check_route(ctx *c, const kd_config *cfg, size_t i) {
         if (!strcmp(cfg->routes[j].from, r->from))
             return fail(c, path, "\"from\": \"%s\" is already the source of routes[%zu]",
                         shown(c, from, r->from), j);
+    for (size_t j = 0; j < i; j++)
+        if (!strcmp(cfg->routes[j].name, r->name))
+            return fail(c, path,
+                        "the name \"%s\" is already routes[%zu]'s (a route's name is its "
+                        "\"name\", or else its \"from\")",
+                        r->name, j);
     return true;
 }
 
@@ -1673,6 +1690,7 @@ void kd_config_destroy(kd_config *cfg) {
     free_props(&cfg->consumer);
     free_props(&cfg->producer);
     for (size_t i = 0; i < cfg->nroutes; i++) {
+        free(cfg->routes[i].name);
         free(cfg->routes[i].from);
         free(cfg->routes[i].to);
         free(cfg->routes[i].key_header);
@@ -1820,7 +1838,7 @@ static void list_routes(char *out, size_t size, const char *label, const kd_conf
                  n      ? ", "
                  : *out ? "; "
                         : "",
-                 n ? "" : label, in->routes[i].from);
+                 n ? "" : label, in->routes[i].name);
         n++;
     }
 }
@@ -1865,6 +1883,57 @@ void kd_config_diff_of(const kd_config *old, const kd_config *cur, kd_config_dif
         snprintf(out->what, sizeof(out->what), "nothing to change");
 }
 
+/* One key source as the config writes it: {"from": "header", "name": ...}. */
+static cJSON *render_key_part(const kd_key_part *k) {
+    cJSON *o = cJSON_CreateObject();
+
+    cJSON_AddStringToObject(o, "from", key_from_names[k->from]);
+    if (k->from == KD_KEY_FROM_HEADER)
+        cJSON_AddStringToObject(o, "name", k->name);
+    else if (k->from == KD_KEY_FROM_JSON)
+        cJSON_AddStringToObject(o, "pointer", k->pointer);
+    return o;
+}
+
+/* A route's key, every form written out: {"from": ..., ...} or a composite
+ * with its parts. */
+static cJSON *render_key(const kd_route *r) {
+    cJSON *o, *parts;
+
+    if (r->key_from != KD_KEY_FROM_COMPOSITE)
+        return render_key_part(&r->key_parts[0]);
+    o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "from", "composite");
+    parts = cJSON_AddArrayToObject(o, "parts");
+    for (size_t i = 0; i < r->nkey_parts; i++)
+        cJSON_AddItemToArray(parts, render_key_part(&r->key_parts[i]));
+    return o;
+}
+
+static cJSON *string_array(char *const *v, size_t n) {
+    cJSON *a = cJSON_CreateArray();
+
+    for (size_t i = 0; a && i < n; i++)
+        cJSON_AddItemToArray(a, cJSON_CreateString(v[i]));
+    return a;
+}
+
+/* A route's fingerprint: false, or what it covers: "value" (the whole
+ * value, or the json fields), and the headers. */
+static cJSON *render_fingerprint(const kd_route *r) {
+    cJSON *o;
+
+    if (!r->fingerprint)
+        return cJSON_CreateFalse();
+    o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "value", r->nfingerprint_json ? "json fields" : "whole");
+    cJSON_AddItemToObject(o, "json",
+                          string_array(r->fingerprint_json, r->nfingerprint_json));
+    cJSON_AddItemToObject(o, "headers",
+                          string_array(r->fingerprint_headers, r->nfingerprint_headers));
+    return o;
+}
+
 /* Adds the fields of a table, with their values in base, to obj. */
 static void render_fields(cJSON *obj, const field *fields, const void *base) {
     for (const field *f = fields; f->key; f++) {
@@ -1872,8 +1941,15 @@ static void render_fields(cJSON *obj, const field *fields, const void *base) {
         char buf[32];
 
         switch (f->type) {
+        case F_KEY:
+            cJSON_AddItemToObject(obj, f->key, render_key(base));
+            break;
+        case F_FINGERPRINT:
+            cJSON_AddItemToObject(obj, f->key, render_fingerprint(base));
+            break;
         case F_STRING:
         case F_TOPIC:
+        case F_NAME:
         case F_BROKERS:
         case F_LISTEN:
             if ((str = *(char *const *)at))

@@ -76,6 +76,7 @@ typedef struct kd_config_props {
 } kd_config_props;
 
 typedef struct kd_route {
+    char *name; /* in logs, metrics, the admin API, lookup: "name", else from */
     char *from; /* source topic */
     char *to;   /* downstream topic */
     /* The key: key_from, and its parts (one, or a composite's in order).
@@ -254,7 +255,10 @@ typedef struct kd_config_diff {
 void kd_config_diff_of(const kd_config *old, const kd_config *cur, kd_config_diff *out);
 
 /* The routes of cfg as a JSON array, every key of the table with its value
- * in force (defaults too), secrets as "(secret)". malloc()ed text the
+ * in force (defaults too), secrets as "(secret)": the name, the key source
+ * written out ("key": {"from": "header", "name": ...}, a json "pointer", a
+ * composite's "parts"), the fingerprint (false, or {"value": "whole" |
+ * "json fields", "json": [...], "headers": [...]}). malloc()ed text the
  * caller frees, or NULL when out of memory. */
 char *kd_config_routes_json(const kd_config *cfg);
 

@@ -124,10 +124,11 @@ static void audit(const kd_http_request *req, const char *action, const char *ro
                  result);
 }
 
-/* The route from `from` in the config in force, or NULL. */
+/* The route named `from` (its name: "name", else its source topic) in the
+ * config in force, or NULL. */
 static const kd_route *find_route(const kd_config *cfg, const char *from) {
     for (size_t i = 0; i < cfg->nroutes; i++)
-        if (!strcmp(cfg->routes[i].from, from))
+        if (!strcmp(cfg->routes[i].name, from))
             return &cfg->routes[i];
     return NULL;
 }
@@ -278,10 +279,10 @@ static void keys(kd_admin *a, const kd_http_request *req, kd_http_reply *out) {
         reply_error(out, 405, "method not allowed (GET or DELETE)");
         audit(req, action, NULL, NULL, 0, 405, "method not allowed");
     } else if (!kd_admin_key_path(req->path, &from, &key, &key_len)) {
-        reply_error(out, 404, "expected /v1/keys/{from}/{key}");
+        reply_error(out, 404, "expected /v1/keys/{route}/{key}");
         audit(req, action, NULL, NULL, 0, 404, "bad path");
     } else if (!(r = find_route(cfg, from))) {
-        reply_error(out, 404, "no route from this topic");
+        reply_error(out, 404, "no route of this name");
         audit(req, action, from, key, key_len, 404, "no such route");
     } else if (key_len == 0 || key_len > (size_t)cfg->max_key_bytes) {
         snprintf(msg, sizeof(msg),

@@ -353,16 +353,15 @@ static uint64_t load(_Atomic uint64_t *v) {
     return atomic_load_explicit(v, memory_order_relaxed);
 }
 
-/* One counter family with a value per route, labelled route="from->to". */
+/* One counter family with a value per route, labelled route="<its name>". */
 static void route_counter(buf *b, kd_metrics *m, const char *name, const char *help,
                           size_t field, const char *extra) {
     family(b, name, "counter", help);
     for (size_t i = 0; i < m->cfg->nroutes; i++) {
-        char route[600], e[600];
+        char e[600];
 
-        snprintf(route, sizeof(route), "%s->%s", m->cfg->routes[i].from,
-                 m->cfg->routes[i].to);
-        put(b, "%s{route=\"%s\"%s} %llu\n", name, esc(route, e, sizeof(e)), extra,
+        put(b, "%s{route=\"%s\"%s} %llu\n", name,
+            esc(m->cfg->routes[i].name, e, sizeof(e)), extra,
             (unsigned long long)load(
                 (_Atomic uint64_t *)((char *)&m->routes[i] + field)));
     }
@@ -446,12 +445,10 @@ static void render_split(buf *b, kd_metrics *m, const char *name, const char *he
     family(b, name, "counter", help);
     for (size_t v = 0; v < n; v++)
         for (size_t i = 0; i < m->cfg->nroutes; i++) {
-            char route[600], e[600];
+            char e[600];
 
-            snprintf(route, sizeof(route), "%s->%s", m->cfg->routes[i].from,
-                     m->cfg->routes[i].to);
-            put(b, "%s{route=\"%s\",%s=\"%s\"} %llu\n", name, esc(route, e, sizeof(e)),
-                label, values[v],
+            put(b, "%s{route=\"%s\",%s=\"%s\"} %llu\n", name,
+                esc(m->cfg->routes[i].name, e, sizeof(e)), label, values[v],
                 (unsigned long long)load(
                     (_Atomic uint64_t *)((char *)&m->routes[i] + fields[v])));
         }

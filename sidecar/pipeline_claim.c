@@ -14,7 +14,7 @@
  * and, on the first failure, consumption paused until a write succeeds. */
 void kd_pl_store_failed(kd_pipeline *p, size_t route, const char *what) {
     char err[512];
-    const char *fields[] = {"route", p->cfg->routes[route].to, NULL};
+    const char *fields[] = {"route", p->cfg->routes[route].name, NULL};
     uint64_t now = kd_mono_ms();
 
     GCOUNT(p, store_errors, 1);
@@ -441,7 +441,7 @@ static void log_conflict(kd_pipeline *p, const msg *m, const kd_decision *d,
                             "offset",
                             off,
                             "route",
-                            p->cfg->routes[m->route].to,
+                            p->cfg->routes[m->route].name,
                             "key_sha256",
                             kd_keysrc_hex(digest, 8, key),
                             "fingerprint",

@@ -728,24 +728,67 @@ static void test_admin(void **state) {
                  "secret), got 12");
 }
 
-/* GET /v1/routes: every key with its value in force. */
+/* GET /v1/routes: every key with its value in force, the key source and
+ * the fingerprint written out. */
 static void test_routes_json(void **state) {
-    kd_config *cfg =
-        assert_valid("{" MINIMAL_KAFKA ", \"routes\": [{\"from\": \"a\", \"to\": \"b\", "
-                     "\"dead_letter_topic\": \"dl\"}, " R_C "]}");
+    kd_config *cfg = assert_valid(
+        "{" MINIMAL_KAFKA ", \"routes\": [{\"from\": \"a\", \"to\": \"b\", "
+        "\"dead_letter_topic\": \"dl\"}, " R_C ", "
+        "{\"name\": \"pay\", \"from\": \"p\", \"to\": \"p.out\", \"on_missing_key\": "
+        "\"drop\","
+        " \"key\": {\"from\": \"composite\", \"parts\": [{\"from\": \"header\", \"name\":"
+        " \"Tenant\"}, {\"from\": \"json\", \"pointer\": \"/id\"}]},"
+        " \"fingerprint\": {\"json\": [\"/amount\"], \"headers\": [\"Tenant\"]}},"
+        " {\"from\": \"q\", \"to\": \"q.out\", \"on_missing_key\": \"drop\", "
+        "\"fingerprint\": false,"
+        " \"key\": {\"from\": \"record_key\"}}]}");
     char *json = kd_config_routes_json(cfg);
 
     (void)state;
     assert_non_null(json);
-    assert_non_null(strstr(json, "{\"from\":\"a\",\"to\":\"b\",\"key_header\":"
-                                 "\"Idempotency-Key\",\"on_key_conflict\":\"skip\","
-                                 "\"on_missing_key\":\"dead_letter\","
-                                 "\"dead_letter_topic\":\"dl\",\"max_retries\":5,"
-                                 "\"retry_backoff\":\"1000ms\""));
+    assert_non_null(strstr(json,
+                           "{\"name\":\"a\",\"from\":\"a\",\"to\":\"b\",\"key_header\":"
+                           "\"Idempotency-Key\",\"key\":{\"from\":\"header\",\"name\":"
+                           "\"Idempotency-Key\"},\"on_key_conflict\":\"skip\","
+                           "\"fingerprint\":{\"value\":\"whole\",\"json\":[],"
+                           "\"headers\":[]},\"on_missing_key\":\"dead_letter\","
+                           "\"dead_letter_topic\":\"dl\",\"max_retries\":5,"
+                           "\"retry_backoff\":\"1000ms\"}"));
     assert_non_null(strstr(json, "\"from\":\"c\""));
     assert_non_null(strstr(json, "\"dead_letter_topic\":null"));
+    assert_non_null(strstr(json,
+                           "{\"name\":\"pay\",\"from\":\"p\",\"to\":\"p.out\","
+                           "\"key_header\":null,\"key\":{\"from\":\"composite\","
+                           "\"parts\":[{\"from\":\"header\",\"name\":\"Tenant\"},"
+                           "{\"from\":\"json\",\"pointer\":\"/id\"}]},"
+                           "\"on_key_conflict\":\"skip\",\"fingerprint\":{\"value\":"
+                           "\"json fields\",\"json\":[\"/amount\"],\"headers\":"
+                           "[\"Tenant\"]}"));
+    assert_non_null(strstr(json, "\"key\":{\"from\":\"record_key\"},\"on_key_conflict\":"
+                                 "\"skip\",\"fingerprint\":false"));
     free(json);
     kd_config_destroy(cfg);
+}
+
+/* A route's name: its "from" unless given; one per route; spelt as a topic. */
+static void test_route_names(void **state) {
+    kd_config *cfg = assert_valid(
+        "{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE ", {\"name\": \"payments\", "
+        "\"from\": \"p\", \"to\": \"q\", \"on_missing_key\": \"drop\"}]}");
+
+    (void)state;
+    assert_string_equal(cfg->routes[0].name, "a");
+    assert_string_equal(cfg->routes[1].name, "payments");
+    kd_config_destroy(cfg);
+    assert_error("{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE ", {\"name\": \"a\", "
+                 "\"from\": \"p\", \"to\": \"q\", \"on_missing_key\": \"drop\"}]}",
+                 "kdedup.json: routes[1]: the name \"a\" is already routes[0]'s (a "
+                 "route's name is its \"name\", or else its \"from\")");
+    assert_error(
+        "{" MINIMAL_KAFKA ", \"routes\": [{\"name\": \"a b\", \"from\": \"p\", "
+        "\"to\": \"q\", \"on_missing_key\": \"drop\"}]}",
+        "kdedup.json: routes[0].name: expected a route name (1-249 of a-z A-Z 0-9 "
+        ". _ -), got \"a b\"");
 }
 
 #define ROUTE_WITH(extra)                                                                \
@@ -992,6 +1035,7 @@ int main(void) {
         cmocka_unit_test(test_key_sources),
         cmocka_unit_test(test_key_errors),
         cmocka_unit_test(test_every_error),
+        cmocka_unit_test(test_route_names),
         cmocka_unit_test(test_many_errors),
         cmocka_unit_test(test_offline),
     };

@@ -17,7 +17,8 @@
 static const char *const CONFIG =
     "{\"kafka\": {\"brokers\": \"k:9092\", \"group_id\": \"g\"}, \"routes\": ["
     "{\"from\": \"orders\", \"to\": \"orders.deduped\", \"on_missing_key\": \"drop\"},"
-    "{\"from\": \"pay\", \"to\": \"pay.out\", \"on_missing_key\": \"forward\"}]}";
+    "{\"name\": \"payments\", \"from\": \"pay\", \"to\": \"pay.out\","
+    " \"on_missing_key\": \"forward\"}]}";
 
 static int setup(void **state) {
     char err[256];
@@ -62,15 +63,14 @@ static void test_counters_render(void **state) {
     assert_line(text, "# TYPE kdedup_messages_consumed_total counter");
     assert_line(text, "kdedup_messages_consumed_total{topic=\"orders\"} 10");
     assert_line(text, "kdedup_messages_consumed_total{topic=\"pay\"} 0");
-    assert_line(text,
-                "kdedup_messages_forwarded_total{route=\"orders->orders.deduped\"} 7");
-    assert_line(text, "kdedup_duplicates_total{route=\"orders->orders.deduped\","
+    assert_line(text, "kdedup_messages_forwarded_total{route=\"orders\"} 7");
+    assert_line(text, "kdedup_duplicates_total{route=\"orders\","
                       "state=\"completed\"} 2");
-    assert_line(text, "kdedup_duplicates_total{route=\"orders->orders.deduped\","
+    assert_line(text, "kdedup_duplicates_total{route=\"orders\","
                       "state=\"in_flight\"} 1");
     assert_line(text,
-                "kdedup_missing_key_total{route=\"pay->pay.out\",action=\"forward\"} 4");
-    assert_line(text, "kdedup_produce_errors_total{route=\"pay->pay.out\","
+                "kdedup_missing_key_total{route=\"payments\",action=\"forward\"} 4");
+    assert_line(text, "kdedup_produce_errors_total{route=\"payments\","
                       "status=\"possibly_persisted\"} 3");
     assert_line(text, "kdedup_store_errors_total 5");
     assert_line(text, "# TYPE kdedup_inflight_messages gauge");

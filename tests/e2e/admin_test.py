@@ -292,6 +292,12 @@ def reload_phase(mock, world, kd, admin, out, report):
     check(status == 200 and [r["from"] for r in routes] == [SRC], f"routes: {routes}")
     check(routes[0]["dead_letter_topic"] == "orders.dlq" and routes[0]["max_retries"] == 5,
           f"route defaults: {routes[0]}")
+    # what one checks first when a dedup misses: where the key comes from,
+    # what the fingerprint covers
+    check(routes[0]["name"] == SRC and
+          routes[0]["key"] == {"from": "header", "name": "Idempotency-Key"} and
+          routes[0]["fingerprint"] == {"value": "whole", "json": [], "headers": []},
+          f"route key source and fingerprint: {routes[0]}")
 
     # added by SIGHUP: forwards
     produce(world, PAY, [(f"pay-{i}".encode(), "p") for i in range(20)])
