@@ -63,6 +63,8 @@ static void test_counters_render(void **state) {
     assert_line(text, "# TYPE kdedup_messages_consumed_total counter");
     assert_line(text, "kdedup_messages_consumed_total{topic=\"orders\"} 10");
     assert_line(text, "kdedup_messages_consumed_total{topic=\"pay\"} 0");
+    /* a route's name labels it: "payments" (its "name"), not its topic */
+    assert_line(text, "kdedup_messages_forwarded_total{route=\"payments\"} 0");
     assert_line(text, "kdedup_messages_forwarded_total{route=\"orders\"} 7");
     assert_line(text, "kdedup_duplicates_total{route=\"orders\","
                       "state=\"completed\"} 2");
