@@ -219,9 +219,11 @@ static void *reloader(void *arg) {
     return NULL;
 }
 
-/* A pipeline over cfg, made live; NULL (logged) when it cannot start. */
+/* A pipeline over cfg, made live (in place of prev, when a reload restarts
+ * it: prev's counters are carried over first, so none goes back); NULL
+ * (logged) when it cannot start. */
 static kd_pipeline *pipeline_start(proc *pr, const kd_config *cfg, kd_store *store,
-                                   kd_mock *mock) {
+                                   kd_mock *mock, kd_pipeline *prev) {
     char err[1024];
     kd_pipeline *p;
 
@@ -232,6 +234,8 @@ static kd_pipeline *pipeline_start(proc *pr, const kd_config *cfg, kd_store *sto
         KD_ERROR("%s: %s", cfg->file, err);
         return NULL;
     }
+    if (prev)
+        kd_metrics_carry(kd_pipeline_metrics(p), kd_pipeline_metrics(prev));
     pthread_mutex_lock(&pr->owners_lock);
     pr->owners[pr->nowners++ % OWNERS_MAX] = kd_pipeline_boot_id(p);
     pthread_mutex_unlock(&pr->owners_lock);
@@ -246,9 +250,11 @@ static kd_pipeline *pipeline_start(proc *pr, const kd_config *cfg, kd_store *sto
 
 /* Takes the live pipeline down (after its run returned). */
 static void pipeline_end(proc *pr, kd_pipeline *p) {
-    running = NULL;
+    if (running == p)
+        running = NULL;
     pthread_rwlock_wrlock(&pr->lock);
-    pr->live = NULL;
+    if (pr->live == p)
+        pr->live = NULL;
     pthread_rwlock_unlock(&pr->lock);
     kd_pipeline_destroy(p);
 }
@@ -261,16 +267,20 @@ static int run_pipelines(proc *pr, kd_store *store, kd_mock *mock, kd_pipeline *
                          const kd_config *cfg) {
     for (;;) {
         int rc = kd_pipeline_run(*p) == 0 ? 0 : 1;
+        kd_pipeline *old = *p;
         const kd_config *next;
 
         if (!kd_pipeline_restart_config(*p) || kd_pipeline_consumer_left(*p) ||
             atomic_load(&stop_all))
             return rc;
         next = kd_reload_current(pr->reloads);
-        pipeline_end(pr, *p);
-        if ((*p = pipeline_start(pr, next, store, mock))) {
+        running = NULL;
+        /* The old one stays live (its counters shown) until the new one,
+         * which carries them on, replaces it. */
+        if ((*p = pipeline_start(pr, next, store, mock, old))) {
             const kd_config *cur = kd_reload_current(pr->reloads);
 
+            pipeline_end(pr, old);
             if (cur != next) { /* reloaded again while it started: offered now */
                 kd_config_diff d;
 
@@ -283,7 +293,9 @@ static int run_pipelines(proc *pr, kd_store *store, kd_mock *mock, kd_pipeline *
         KD_ERROR("reload: the pipeline cannot start over the reloaded config; the "
                  "previous one is back in force");
         kd_reload_revert(pr->reloads, cfg);
-        if (!(*p = pipeline_start(pr, cfg, store, mock)))
+        *p = pipeline_start(pr, cfg, store, mock, old);
+        pipeline_end(pr, old);
+        if (!*p)
             return 1;
     }
 }
@@ -357,7 +369,7 @@ static int run(const char *path) {
         KD_ERROR("%s", err);
         goto done;
     }
-    if (!(p = pipeline_start(&pr, cfg, store, mock)))
+    if (!(p = pipeline_start(&pr, cfg, store, mock, NULL)))
         goto done;
     kd_http_handlers h = {.arg = &pr,
                           .metrics = http_metrics,
