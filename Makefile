@@ -6,10 +6,13 @@ WERROR   ?= 0
 SANITIZE ?=
 FUZZ_SECONDS ?= 30
 
-# Debian packages the build, tests, fuzzing and benchmarks need.
+# Debian packages the build, tests, fuzzing and benchmarks need (graphviz:
+# docs/architecture.png; prometheus: promtool checks deploy/'s alert rules;
+# its service is not started by the tests).
 DEB_PACKAGES := gcc make pkg-config clang libclang-rt-14-dev clang-format valgrind \
                 libssl-dev librocksdb-dev librdkafka-dev libcjson-dev libcmocka-dev \
-                libmicrohttpd-dev python3-kafka python3-prometheus-client
+                libmicrohttpd-dev python3-kafka python3-prometheus-client \
+                graphviz prometheus
 # Commands the tests need (tests/deploy/test_deploy.sh: node, npm, kubectl
 # kustomize), each with the Debian package installed when the machine has no
 # such command. One from elsewhere (a newer Node.js, a cloud SDK's kubectl)
@@ -80,7 +83,7 @@ TESTS := $(UNIT_TESTS) $(INTEGRATION_TESTS)
 E2E_TESTS := tests/e2e/e2e_test.py tests/e2e/faults_test.py tests/e2e/security_test.py \
              tests/e2e/seams_test.py tests/e2e/chaos_test.py tests/e2e/keys_test.py \
              tests/e2e/admin_test.py tests/e2e/demo_test.py tests/e2e/logs_test.py \
-             tests/e2e/lookup_test.py \
+             tests/e2e/lookup_test.py tests/docs/test_docs.sh \
              tests/deploy/test_deploy.sh
 BENCHES := $(BUILD)/bench/bench_store $(BUILD)/bench/bench_e2e $(BUILD)/bench/bench_handover
 FUZZERS := $(BUILD)/fuzz/fuzz_entry $(BUILD)/fuzz/fuzz_config $(BUILD)/fuzz/fuzz_headers \
@@ -89,7 +92,7 @@ FUZZERS := $(BUILD)/fuzz/fuzz_entry $(BUILD)/fuzz/fuzz_config $(BUILD)/fuzz/fuzz
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
 .PHONY: all deps test soak soak-memory chaos mutate valgrind bench bench-e2e bench-handover demo fuzz fuzz-build format format-check clean help
-.PHONY: image image-test
+.PHONY: image image-test docs
 .DEFAULT_GOAL := all
 
 all: deps
@@ -114,6 +117,7 @@ help:
 	@echo "make deps       install missing Debian packages (root) or print the command"
 	@echo "make image      build the container image $(IMAGE) with podman (root)"
 	@echo "make image-test build it, then run it as Kubernetes does and check it"
+	@echo "make docs       render docs/architecture.png from docs/architecture.dot"
 	@echo "make format-check / format   clang-format check / rewrite"
 	@echo "switches: WERROR=1 SANITIZE=address,undefined BUILD=dir"
 
@@ -300,6 +304,10 @@ VALGRIND_TESTS := $(filter-out $(BUILD)/tests/test_http,$(UNIT_TESTS))
 valgrind: deps
 	@$(MAKE) --no-print-directory $(VALGRIND_TESTS)
 	@TEST_WRAPPER="$(VALGRIND)" tests/run_tests.sh $(VALGRIND_TESTS)
+
+# docs/architecture.png from its graphviz source.
+docs:
+	dot -Tpng -Gdpi=110 docs/architecture.dot -o docs/architecture.png
 
 # The README's first command: the whole pipeline on an embedded mock cluster.
 DEMO_ARGS ?=

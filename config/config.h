@@ -1,5 +1,5 @@
 /*
- * kdedup - the configuration file: one JSON document (DESIGN.md §4), loaded,
+ * kdedup - the configuration file: one JSON document (docs/architecture.md), loaded,
  * defaulted and validated in one call.
  *
  * Every error names the file, the JSON path, the value and what was

@@ -1,6 +1,6 @@
 /*
  * kdedup - the pipeline's life cycle (see pipeline.h, pipeline_int.h and
- * DESIGN.md §3).
+ * docs/architecture.md).
  */
 #include "sidecar/kafka.h"
 #include "sidecar/log.h"

@@ -1,5 +1,5 @@
 /*
- * kdedup - the pipeline (DESIGN.md §3): consume a poll batch, claim its keys
+ * kdedup - the pipeline (docs/architecture.md): consume a poll batch, claim its keys
  * with one durable write, forward the claimed messages, complete receipts in
  * batches as deliveries are acknowledged, release claims of failed
  * deliveries for a retry, and store offsets only up to the lowest message
