@@ -83,7 +83,7 @@ TESTS := $(UNIT_TESTS) $(INTEGRATION_TESTS)
 E2E_TESTS := tests/e2e/e2e_test.py tests/e2e/faults_test.py tests/e2e/security_test.py \
              tests/e2e/seams_test.py tests/e2e/chaos_test.py tests/e2e/keys_test.py \
              tests/e2e/admin_test.py tests/e2e/demo_test.py tests/e2e/logs_test.py \
-             tests/e2e/lookup_test.py tests/docs/test_docs.sh \
+             tests/e2e/lookup_test.py tests/docs/test_docs.sh tests/docs/test_quickstart.sh \
              tests/deploy/test_deploy.sh
 BENCHES := $(BUILD)/bench/bench_store $(BUILD)/bench/bench_e2e $(BUILD)/bench/bench_handover
 FUZZERS := $(BUILD)/fuzz/fuzz_entry $(BUILD)/fuzz/fuzz_config $(BUILD)/fuzz/fuzz_headers \

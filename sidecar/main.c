@@ -59,7 +59,7 @@ static void usage(FILE *out) {
         "                                   is no error, its value is not checked)\n"
         "       kdedup demo [--messages N] [--duplicates PCT] [--conflicts N]\n"
         "                                   run a demonstration on an embedded cluster\n"
-        "       kdedup mock [--brokers N] [--topic NAME:PARTITIONS]...\n"
+        "       kdedup mock [--brokers N] [--topic NAME:PARTITIONS]... | --help\n"
         "                                   a mock Kafka cluster for tests\n"
         "       kdedup lookup --config FILE [--route FROM] < keys\n"
         "                                   the store's state and receipt of each key\n"
