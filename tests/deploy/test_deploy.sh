@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
-# Offline checks of deploy/: every manifest and every rendered kustomize
-# overlay validates against the Kubernetes API schemas (npm kubernetes-models,
-# no cluster) and a broken one is caught; every rendered overlay keeps the
-# pods' token unmounted, admits only Prometheus to the metrics port and
-# renders no Secret (check_security.js); the configs pass
-# `kdedup --check-config`; the image's runtime packages cover every library
-# build/kdedup links. Ends with "deploy: N passed, N failed".
+# Offline checks of deploy/: the kdedup component (deploy/k8s/components/
+# kdedup) and the examples made with it. Every manifest and every rendered
+# overlay validates against the Kubernetes API schemas (npm
+# kubernetes-models, no cluster) and a broken one is caught; no
+# kustomization uses a deprecated field, and the examples take kdedup from
+# the component only; every render keeps the pods' token unmounted, admits
+# only Prometheus to the metrics port, renders no Secret
+# (check_security.js), and carries the app.kubernetes.io labels (none in a
+# selector), a PodDisruptionBudget, the PrometheusRule and the Secrets as
+# meant (check_objects.js); the alert rules pass `promtool check rules` and
+# `promtool test rules` (rules_test.yaml); the dashboard has the panels the
+# alerts point at; the configs pass `kdedup --check-config` (the shipped
+# ConfigMap --offline, with no environment); the image's runtime packages
+# cover every library build/kdedup links. Rendered with kubectl's kustomize,
+# v5 or later (Components). Ends with "deploy: N passed, N failed".
 set -u
 cd "$(dirname "$0")/../.."
 KDEDUP=${KDEDUP:-build/kdedup}
