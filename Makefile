@@ -16,8 +16,10 @@ DEB_PACKAGES := gcc make pkg-config clang libclang-rt-14-dev clang-format valgri
 # Commands the tests need (tests/deploy/test_deploy.sh: node, npm, kubectl
 # kustomize), each with the Debian package installed when the machine has no
 # such command. One from elsewhere (a newer Node.js, a cloud SDK's kubectl)
-# is kept: Debian's npm would not install beside another Node.js's, and its
-# kubectl (kubernetes-client, 1.20) is only needed where there is none.
+# is kept: Debian's npm would not install beside another Node.js's. Debian's
+# kubectl (kubernetes-client, 1.20, kustomize 2.0.3) is installed where there
+# is none, but it cannot render deploy/k8s (a kustomize Component, `labels`):
+# test_deploy.sh then says that kustomize v5 (kubectl >= 1.27) is needed.
 DEB_COMMANDS := node:nodejs npm:npm kubectl:kubernetes-client
 
 PKGS_DEDUP := libcrypto
