@@ -1,6 +1,6 @@
 /*
  * kdedup benchmarks - end to end: kdedup against a plain passthrough
- * (DESIGN.md §7, BENCHMARKS.md).
+ * (docs/architecture.md, BENCHMARKS.md).
  *
  *   bench_e2e [--messages N] [--size BYTES] [--duplicates PCT] [--partitions P]
  *             [--rounds R] [--stored N[,N...]] [--batch N] [--dir DIR]
@@ -739,7 +739,7 @@ int main(int argc, char **argv) {
     if (o.messages <= 0 || o.size <= 0 || o.dup_pct < 0 || o.dup_pct > 100 ||
         o.partitions <= 0 || o.rounds <= 0 || o.rounds > MAX_ROUNDS || o.batch <= 0)
         return usage();
-    /* The mock keeps at most 5 MiB a partition (DESIGN.md §6). */
+    /* The mock keeps at most 5 MiB a partition (docs/architecture.md). */
     if (!o.bootstrap &&
         (double)o.messages * (o.size + 80) / o.partitions > 4.5 * 1024 * 1024) {
         fprintf(stderr,

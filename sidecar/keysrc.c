@@ -305,9 +305,38 @@ static bool digest_field(EVP_MD_CTX *ctx, bool present, const void *p, size_t le
            (len == 0 || EVP_DigestUpdate(ctx, p, len) == 1);
 }
 
-bool kd_keysrc_fingerprint(const kd_route *r, const kd_keysrc_msg *m,
-                           unsigned char out[KD_KEYSRC_FP_LEN]) {
-    static const char tag[] = "kdedup-fp-v1";
+/* The payload's part of a fingerprint: the whole value, or, for a route
+ * with fingerprint.json and a value that is JSON, each named field as
+ * cJSON prints it (absent told apart), after its pointer. */
+static bool digest_payload(EVP_MD_CTX *ctx, const kd_route *r, const kd_keysrc_msg *m,
+                           size_t max_json_bytes) {
+    static const char whole[] = "kdedup-fp-v1", fields[] = "kdedup-fp-json-v1";
+    json_doc doc = {0};
+    bool ok;
+
+    if (!r->nfingerprint_json || json_parse(&doc, m, max_json_bytes) != KD_KEY_OK ||
+        doc.nul) {
+        cJSON_Delete(doc.root);
+        return EVP_DigestUpdate(ctx, whole, sizeof(whole)) == 1 &&
+               digest_field(ctx, m->value != NULL, m->value, m->value_len);
+    }
+    ok = EVP_DigestUpdate(ctx, fields, sizeof(fields)) == 1;
+    for (size_t i = 0; ok && i < r->nfingerprint_json; i++) {
+        const cJSON *v = json_resolve(doc.root, r->fingerprint_json[i]);
+        char *text = v ? cJSON_PrintUnformatted(v) : NULL;
+
+        ok = (!v || text) &&
+             digest_field(ctx, true, r->fingerprint_json[i],
+                          strlen(r->fingerprint_json[i])) &&
+             digest_field(ctx, v != NULL, text, text ? strlen(text) : 0);
+        cJSON_free(text);
+    }
+    cJSON_Delete(doc.root);
+    return ok;
+}
+
+bool kd_keysrc_fingerprint(const kd_route *r, size_t max_json_bytes,
+                           const kd_keysrc_msg *m, unsigned char out[KD_KEYSRC_FP_LEN]) {
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     unsigned int len = 0;
     bool ok;
@@ -315,8 +344,7 @@ bool kd_keysrc_fingerprint(const kd_route *r, const kd_keysrc_msg *m,
     if (!ctx)
         return false;
     ok = EVP_DigestInit_ex(ctx, kd_sha256_md(), NULL) == 1 &&
-         EVP_DigestUpdate(ctx, tag, sizeof(tag)) == 1 &&
-         digest_field(ctx, m->value != NULL, m->value, m->value_len);
+         digest_payload(ctx, r, m, max_json_bytes);
     for (size_t i = 0; ok && i < r->nfingerprint_headers; i++) {
         const char *name = r->fingerprint_headers[i];
         const void *val = NULL;

@@ -92,11 +92,14 @@ void kd_key_clear(kd_key *k);
 const char *kd_key_status_name(kd_key_status s);
 
 /* Writes the fingerprint of m under route r into out: SHA-256 over the
- * value and the headers r->fingerprint_headers lists (first occurrence of
- * each; absent and null told apart from empty), each length-prefixed.
- * Returns false when libcrypto fails (no fingerprint then). */
-bool kd_keysrc_fingerprint(const kd_route *r, const kd_keysrc_msg *m,
-                           unsigned char out[KD_KEYSRC_FP_LEN]);
+ * value, or, when r->fingerprint_json lists pointers and the value is JSON
+ * of at most max_json_bytes, over those fields (each printed by cJSON, a
+ * missing one told apart; a value that is not JSON is taken whole), then
+ * the headers r->fingerprint_headers lists (first occurrence of each;
+ * absent and null told apart from empty), each length-prefixed. Returns
+ * false when libcrypto fails (no fingerprint then). */
+bool kd_keysrc_fingerprint(const kd_route *r, size_t max_json_bytes,
+                           const kd_keysrc_msg *m, unsigned char out[KD_KEYSRC_FP_LEN]);
 
 /* Writes the first n bytes of fp as 2n lowercase hex digits and a NUL into
  * buf (2n + 1 bytes). Returns buf. */

@@ -79,6 +79,49 @@ void kd_metrics_destroy(kd_metrics *m) {
     free(m);
 }
 
+/* Adds from's count to to's: one counter carried over. */
+static void carry(_Atomic uint64_t *to, _Atomic uint64_t *from) {
+    atomic_fetch_add_explicit(to, atomic_load_explicit(from, memory_order_relaxed),
+                              memory_order_relaxed);
+}
+
+static void carry_histogram(kd_histogram *to, kd_histogram *from) {
+    for (size_t i = 0; i < KD_HIST_BUCKETS; i++)
+        carry(&to->buckets[i], &from->buckets[i]);
+    for (size_t i = 0; i < KD_HIST_FINE; i++)
+        carry(&to->fine[i], &from->fine[i]);
+    carry(&to->sum_us, &from->sum_us);
+    carry(&to->count, &from->count);
+}
+
+void kd_metrics_carry(kd_metrics *to, kd_metrics *from) {
+    _Atomic uint64_t *const counters[][2] = {
+        {&to->collisions, &from->collisions},
+        {&to->store_errors, &from->store_errors},
+        {&to->foreign, &from->foreign},
+        {&to->recovery_records, &from->recovery_records},
+        {&to->recovery_us, &from->recovery_us},
+        {&to->handover_records, &from->handover_records},
+        {&to->handover_us, &from->handover_us},
+    };
+
+    for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++)
+        carry(counters[i][0], counters[i][1]);
+    carry_histogram(&to->forward_latency, &from->forward_latency);
+    carry_histogram(&to->store_write, &from->store_write);
+    for (size_t i = 0; i < to->cfg->nroutes; i++)
+        for (size_t j = 0; j < from->cfg->nroutes; j++) {
+            _Atomic uint64_t *t = (_Atomic uint64_t *)&to->routes[i];
+            _Atomic uint64_t *f = (_Atomic uint64_t *)&from->routes[j];
+
+            if (strcmp(to->cfg->routes[i].name, from->cfg->routes[j].name))
+                continue;
+            /* every field of kd_route_metrics is a counter */
+            for (size_t k = 0; k < sizeof(kd_route_metrics) / sizeof(*t); k++)
+                carry(&t[k], &f[k]);
+        }
+}
+
 kd_route_metrics *kd_metrics_route(kd_metrics *m, size_t route) {
     return &m->routes[route];
 }
@@ -353,16 +396,15 @@ static uint64_t load(_Atomic uint64_t *v) {
     return atomic_load_explicit(v, memory_order_relaxed);
 }
 
-/* One counter family with a value per route, labelled route="from->to". */
+/* One counter family with a value per route, labelled route="<its name>". */
 static void route_counter(buf *b, kd_metrics *m, const char *name, const char *help,
                           size_t field, const char *extra) {
     family(b, name, "counter", help);
     for (size_t i = 0; i < m->cfg->nroutes; i++) {
-        char route[600], e[600];
+        char e[600];
 
-        snprintf(route, sizeof(route), "%s->%s", m->cfg->routes[i].from,
-                 m->cfg->routes[i].to);
-        put(b, "%s{route=\"%s\"%s} %llu\n", name, esc(route, e, sizeof(e)), extra,
+        put(b, "%s{route=\"%s\"%s} %llu\n", name,
+            esc(m->cfg->routes[i].name, e, sizeof(e)), extra,
             (unsigned long long)load(
                 (_Atomic uint64_t *)((char *)&m->routes[i] + field)));
     }
@@ -446,12 +488,10 @@ static void render_split(buf *b, kd_metrics *m, const char *name, const char *he
     family(b, name, "counter", help);
     for (size_t v = 0; v < n; v++)
         for (size_t i = 0; i < m->cfg->nroutes; i++) {
-            char route[600], e[600];
+            char e[600];
 
-            snprintf(route, sizeof(route), "%s->%s", m->cfg->routes[i].from,
-                     m->cfg->routes[i].to);
-            put(b, "%s{route=\"%s\",%s=\"%s\"} %llu\n", name, esc(route, e, sizeof(e)),
-                label, values[v],
+            put(b, "%s{route=\"%s\",%s=\"%s\"} %llu\n", name,
+                esc(m->cfg->routes[i].name, e, sizeof(e)), label, values[v],
                 (unsigned long long)load(
                     (_Atomic uint64_t *)((char *)&m->routes[i] + fields[v])));
         }

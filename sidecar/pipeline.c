@@ -1,6 +1,6 @@
 /*
  * kdedup - the pipeline's life cycle (see pipeline.h, pipeline_int.h and
- * DESIGN.md §3).
+ * docs/architecture.md).
  */
 #include "sidecar/kafka.h"
 #include "sidecar/log.h"
@@ -44,6 +44,8 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
         atomic_store(&p->fatal, 1);
         return;
     }
+    if (kd_kafka_logged(reason))
+        return; /* librdkafka's own line said it */
     KD_WARN("%s: %s", rd_kafka_name(rk), reason);
 }
 
@@ -443,6 +445,9 @@ void kd_pipeline_stats_get(const kd_pipeline *p, kd_pipeline_stats *out) {
         out->forwarded += atomic_load(&r->forwarded);
         out->duplicates_completed += atomic_load(&r->duplicates_completed);
         out->duplicates_in_flight += atomic_load(&r->duplicates_in_flight);
+        out->key_conflicts += atomic_load(&r->key_conflicts_skipped) +
+                              atomic_load(&r->key_conflicts_dead_lettered) +
+                              atomic_load(&r->key_conflicts_forwarded);
         out->released += atomic_load(&r->released);
         out->retries += atomic_load(&r->retries);
         out->dead_lettered += atomic_load(&r->dead_lettered);

@@ -43,7 +43,8 @@ static bool identify(kd_pipeline *p, const kd_route *r, msg *m) {
     m->key = key.bytes;
     m->key_len = key.len;
     m->key_owned = key.owned; /* freed with m */
-    if (r->fingerprint && !(m->has_fp = kd_keysrc_fingerprint(r, &km, m->fp)))
+    if (r->fingerprint && !(m->has_fp = kd_keysrc_fingerprint(
+                                r, (size_t)p->cfg->max_json_bytes, &km, m->fp)))
         KD_WARN("fingerprint failed (libcrypto): the claim is stored without one");
     return true;
 }

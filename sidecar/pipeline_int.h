@@ -343,7 +343,7 @@ static inline bool msg_live(const kd_pipeline *p, const msg *m) {
     snprintf(off, sizeof(off), "%" PRId64, (m)->rkm->offset);                            \
     const char *fields[] = {                                                             \
         "topic",  src_topic(m), "partition", part,                                       \
-        "offset", off,          "route",     p->cfg->routes[(m)->route].to,              \
+        "offset", off,          "route",     p->cfg->routes[(m)->route].name,            \
         NULL}
 
 #define RECEIPT_MAX 600

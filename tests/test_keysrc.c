@@ -307,7 +307,7 @@ static void test_compose_matches_extract(void **state) {
 }
 
 static void fp_of(const kd_route *r, kd_keysrc_msg m, unsigned char *out) {
-    assert_true(kd_keysrc_fingerprint(r, &m, out));
+    assert_true(kd_keysrc_fingerprint(r, 1 << 20, &m, out));
 }
 
 /* The value decides; headers only when listed; absent, null and empty
@@ -351,6 +351,37 @@ static void test_fingerprint(void **state) {
     kd_config_destroy(with);
 }
 
+/* fingerprint.json: only the named fields decide (a retry that renews a
+ * timestamp in the body still matches); a missing field differs from any
+ * value; a value that is not JSON is taken whole. */
+static void test_fingerprint_json(void **state) {
+    kd_config *cfg =
+        config_with("\"fingerprint\": {\"json\": [\"/order\", \"/amount\"]}");
+    kd_config *plain = config_with("\"fingerprint\": true");
+    unsigned char a[KD_KEYSRC_FP_LEN], b[KD_KEYSRC_FP_LEN], c[KD_KEYSRC_FP_LEN];
+    const kd_route *r = &cfg->routes[0];
+
+    (void)state;
+    fp_of(r, msg_of(NULL, "{\"order\":\"o-1\",\"amount\":5,\"sent_at\":1}", NULL), a);
+    fp_of(r, msg_of(NULL, "{\"sent_at\":2, \"amount\":5, \"order\":\"o-1\"}", NULL), b);
+    assert_memory_equal(a, b, sizeof(a));
+    fp_of(r, msg_of(NULL, "{\"order\":\"o-1\",\"amount\":6,\"sent_at\":1}", NULL), c);
+    assert_memory_not_equal(a, c, sizeof(a));
+    fp_of(r, msg_of(NULL, "{\"order\":\"o-1\",\"sent_at\":1}", NULL), b);
+    fp_of(r, msg_of(NULL, "{\"order\":\"o-1\",\"amount\":null}", NULL), c);
+    assert_memory_not_equal(a, b, sizeof(a));
+    assert_memory_not_equal(b, c, sizeof(b)); /* missing is not null */
+    /* Not JSON: the whole value, as a route without fingerprint.json. */
+    fp_of(r, msg_of(NULL, "not json", NULL), a);
+    fp_of(&plain->routes[0], msg_of(NULL, "not json", NULL), b);
+    assert_memory_equal(a, b, sizeof(a));
+    fp_of(r, msg_of(NULL, "{\"order\":\"o-1\"} trailing", NULL), c);
+    fp_of(&plain->routes[0], msg_of(NULL, "{\"order\":\"o-1\"} trailing", NULL), a);
+    assert_memory_equal(a, c, sizeof(a));
+    kd_config_destroy(cfg);
+    kd_config_destroy(plain);
+}
+
 static void test_fingerprint_off(void **state) {
     kd_config *cfg = config_with("\"fingerprint\": false");
 
@@ -379,6 +410,7 @@ int main(void) {
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_compose_matches_extract),
         cmocka_unit_test(test_fingerprint),
+        cmocka_unit_test(test_fingerprint_json),
         cmocka_unit_test(test_fingerprint_off),
         cmocka_unit_test(test_hex),
     };

@@ -92,8 +92,8 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
         abort(); /* the json part was there, so the composite must be too */
     }
 
-    if (!kd_keysrc_fingerprint(&json, &m, fp1) ||
-        !kd_keysrc_fingerprint(&json, &m, fp2) || memcmp(fp1, fp2, sizeof(fp1)))
+    if (!kd_keysrc_fingerprint(&json, 1 << 20, &m, fp1) ||
+        !kd_keysrc_fingerprint(&json, 1 << 20, &m, fp2) || memcmp(fp1, fp2, sizeof(fp1)))
         abort();
     kd_key_clear(&a);
     kd_key_clear(&b);
