@@ -176,7 +176,8 @@ static const field pipeline_fields[] = {
      "messages consumed and not yet settled; consumption pauses above it"},
     {"max_inflight_bytes", F_INT, OFF(max_inflight_bytes), "67108864", false, 1 << 16,
      INT64_C(1) << 40, NULL, NULL,
-     "their keys and values in bytes; consumption pauses above it"},
+     "their keys, values and headers in bytes (each header's name, value and 96 bytes, "
+     "twice); consumption pauses above it"},
     {"max_retrying", F_INT, OFF(max_retrying), "1000", false, 1, 10000000, NULL, NULL,
      "messages waiting to be sent again; consumption pauses above it"},
     END_FIELDS,

@@ -486,7 +486,9 @@ static void render_flow(buf *b, kd_flow_gauges *f) {
         const char *name, *help;
         size_t at;
     } gauges[] = {
-        {"kdedup_inflight_bytes", "Keys and values of the messages in flight.",
+        {"kdedup_inflight_bytes",
+         "Keys, values and headers of the messages in flight (each header's name, "
+         "value and 96 bytes, twice: parsed and produced).",
          offsetof(kd_flow_gauges, inflight_bytes)},
         {"kdedup_retrying_messages", "Messages waiting to be sent again.",
          offsetof(kd_flow_gauges, retrying)},

@@ -2,6 +2,7 @@
  * kdedup - the pipeline's consuming: a polled message becomes a msg, or is settled at
  * once.
  */
+#include "sidecar/headers.h"
 #include "sidecar/keysrc.h"
 #include "sidecar/log.h"
 #include "sidecar/pipeline_int.h"
@@ -48,6 +49,17 @@ static bool identify(kd_pipeline *p, const kd_route *r, msg *m) {
     return true;
 }
 
+/* The memory a consumed message holds while in flight: its key and value,
+ * and its headers twice (parsed from the record, and copied into what is
+ * produced). */
+static size_t message_memory(rd_kafka_message_t *rkm) {
+    rd_kafka_headers_t *hdrs = NULL;
+
+    if (rd_kafka_message_headers(rkm, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        hdrs = NULL;
+    return rkm->len + rkm->key_len + 2 * kd_headers_memory(kd_headers_measure(hdrs));
+}
+
 /* Turns a consumed message into a msg, or settles it at once. Returns the
  * msg to kd_pl_dispatch, or NULL. */
 static msg *classify(kd_pipeline *p, rd_kafka_message_t *rkm) {
@@ -83,7 +95,7 @@ static msg *classify(kd_pipeline *p, rd_kafka_message_t *rkm) {
     m->route = route;
     m->own = kd_offsets_owner(p->offsets, route, rkm->partition);
     m->consumed_us = kd_mono_us();
-    m->bytes = rkm->len + rkm->key_len;
+    m->bytes = message_memory(rkm);
     p->inflight_bytes += m->bytes;
     r = p->routes[route].cfg;
     if (identify(p, r, m)) {
@@ -115,14 +127,23 @@ static msg *classify(kd_pipeline *p, rd_kafka_message_t *rkm) {
     return NULL;
 }
 
-/* Reads up to batch_max messages: waits up to timeout_ms for the first. */
+/* Reads up to batch_max messages: waits up to timeout_ms for the first.
+ * Polls once at least (rebalances are served there), and no more once the
+ * messages in flight hold pipeline.max_inflight_bytes: a batch of
+ * messages with many headers would hold far more than the bound before
+ * the turn's flow control pauses consumption. */
 size_t kd_pl_collect(kd_pipeline *p, int timeout_ms) {
     size_t n = 0;
+    bool polled = false;
 
     while (n < (size_t)p->cfg->batch_max && !atomic_load(&p->fatal)) {
-        rd_kafka_message_t *rkm = rd_kafka_consumer_poll(p->consumer, n ? 0 : timeout_ms);
+        rd_kafka_message_t *rkm;
         msg *m;
 
+        if (polled && p->inflight_bytes >= (size_t)p->cfg->max_inflight_bytes)
+            break;
+        rkm = rd_kafka_consumer_poll(p->consumer, n ? 0 : timeout_ms);
+        polled = true;
         if (!rkm)
             break;
         if (rkm->err) {

@@ -93,7 +93,7 @@ typedef struct msg {
     uint64_t sent_at_ms;    /* wall: when that first copy was sent */
     int attempts;           /* failed deliveries so far */
     uint64_t consumed_us;   /* monotonic: for the forward latency */
-    size_t bytes;           /* its key and value: counted in p->inflight_bytes */
+    size_t bytes;           /* its key, value and headers: in p->inflight_bytes */
     bool gate_takeover;     /* waiting in a gate: to be taken over (else produced) */
     uint64_t due_ms;        /* in the retry list: when (monotonic) */
     /* the delivery report */
@@ -229,7 +229,7 @@ struct kd_pipeline {
     size_t awaiting;   /* produced, no report yet */
 
     /* Flow control (pipeline_flow.c). */
-    size_t inflight_bytes;       /* keys and values of the messages in flight */
+    size_t inflight_bytes;       /* what the messages in flight hold (see headers.h) */
     bool backpressure;           /* consumption paused: a pipeline.max_* passed */
     uint64_t backpressure_since; /* mono ms */
     size_t held_back;            /* partitions paused behind a stuck message */

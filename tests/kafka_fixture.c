@@ -152,6 +152,24 @@ void kf_send_at(rd_kafka_t *rk, const char *topic, int32_t partition, const char
     rd_kafka_poll(rk, 0);
 }
 
+void kf_send_headed(rd_kafka_t *rk, const char *topic, int32_t partition,
+                    const char *ikey, int n) {
+    rd_kafka_headers_t *h = rd_kafka_headers_new((size_t)n + 1);
+    rd_kafka_resp_err_t err;
+
+    rd_kafka_header_add(h, "Idempotency-Key", -1, ikey, -1);
+    for (int i = 0; i < n; i++)
+        rd_kafka_header_add(h, "h", 1, "", 0);
+    while ((err = rd_kafka_producev(
+                rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+                RD_KAFKA_V_VALUE((void *)ikey, strlen(ikey)), RD_KAFKA_V_HEADERS(h),
+                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END)) ==
+           RD_KAFKA_RESP_ERR__QUEUE_FULL)
+        rd_kafka_poll(rk, 10);
+    assert_int_equal(err, RD_KAFKA_RESP_ERR_NO_ERROR);
+    rd_kafka_poll(rk, 0);
+}
+
 void kf_producer_close(rd_kafka_t *rk) {
     assert_int_equal(rd_kafka_flush(rk, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
     rd_kafka_destroy(rk);
