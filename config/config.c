@@ -180,6 +180,12 @@ static const field pipeline_fields[] = {
      "twice); consumption pauses above it"},
     {"max_retrying", F_INT, OFF(max_retrying), "1000", false, 1, 10000000, NULL, NULL,
      "messages waiting to be sent again; consumption pauses above it"},
+    {"max_headers", F_INT, OFF(max_headers), "1000", false, 1, 1000000, NULL, NULL,
+     "headers a message may carry; one with more is dead-lettered (too-many-headers)"},
+    {"max_header_bytes", F_INT, OFF(max_header_bytes), "1048576", false, 1, 1 << 30, NULL,
+     NULL,
+     "bytes of a message's header names and values together; past it the message is "
+     "dead-lettered (headers-too-large)"},
     END_FIELDS,
 };
 

@@ -139,6 +139,8 @@ typedef struct kd_config {
     int64_t max_inflight;       /* consumption pauses above these: messages, */
     int64_t max_inflight_bytes; /* their bytes, */
     int64_t max_retrying;       /* and messages waiting for a retry */
+    int64_t max_headers;        /* a message with more headers is rejected, */
+    int64_t max_header_bytes;   /* or with more bytes of header names and values */
 } kd_config;
 
 /* The producer's message.timeout.ms when the config does not set it. */

@@ -444,6 +444,8 @@ void kd_pipeline_stats_get(const kd_pipeline *p, kd_pipeline_stats *out) {
         out->dead_lettered += atomic_load(&r->dead_lettered);
         out->missing_forwarded += atomic_load(&r->missing_forwarded);
         out->missing_dropped += atomic_load(&r->missing_dropped);
+        out->rejected += atomic_load(&r->rejected_too_many_headers) +
+                         atomic_load(&r->rejected_headers_too_large);
         out->possibly_persisted += atomic_load(&r->possibly_persisted);
         out->produce_errors +=
             atomic_load(&r->not_persisted) + atomic_load(&r->possibly_persisted);

@@ -49,15 +49,104 @@ static bool identify(kd_pipeline *p, const kd_route *r, msg *m) {
     return true;
 }
 
-/* The memory a consumed message holds while in flight: its key and value,
- * and its headers twice (parsed from the record, and copied into what is
- * produced). */
-static size_t message_memory(rd_kafka_message_t *rkm) {
+/* A consumed message's headers, measured (librdkafka parses them here). */
+static kd_headers_size measure_headers(const rd_kafka_message_t *rkm) {
     rd_kafka_headers_t *hdrs = NULL;
 
     if (rd_kafka_message_headers(rkm, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR)
         hdrs = NULL;
-    return rkm->len + rkm->key_len + 2 * kd_headers_memory(kd_headers_measure(hdrs));
+    return kd_headers_measure(hdrs);
+}
+
+/* Why a message is rejected: it cannot be taken as it is. */
+typedef enum reject_reason {
+    REJECT_TOO_MANY_HEADERS,  /* more than pipeline.max_headers */
+    REJECT_HEADERS_TOO_LARGE, /* more than pipeline.max_header_bytes */
+} reject_reason;
+
+/* Counts a rejection in its route's counter. */
+static void count_rejected(kd_pipeline *p, size_t route, reject_reason why) {
+    switch (why) {
+    case REJECT_TOO_MANY_HEADERS:
+        RCOUNT(p, route, rejected_too_many_headers);
+        break;
+    case REJECT_HEADERS_TOO_LARGE:
+        RCOUNT(p, route, rejected_headers_too_large);
+        break;
+    }
+}
+
+/* m is rejected (why, detail for the log): to the route's dead-letter topic
+ * with its reason, whatever on_missing_key says; without one, forwarded
+ * without dedup or dropped as on_missing_key says. Counted and logged
+ * either way. Returns m to dispatch, or NULL when it was dropped. */
+static msg *reject(kd_pipeline *p, msg *m, reject_reason why, const char *detail) {
+    static const char *const reasons[] = {KD_REASON_TOO_MANY_HEADERS,
+                                          KD_REASON_HEADERS_TOO_LARGE};
+    const kd_route *r = p->routes[m->route].cfg;
+    MSG_FIELDS(m, part, off);
+
+    count_rejected(p, m->route, why);
+    if (r->dead_letter_topic) {
+        KD_LOG(KD_LOG_WARN, fields, "%s (%s): dead-lettered", reasons[why], detail);
+        m->kind = MSG_DEAD_LETTER;
+        m->dl_reason = reasons[why];
+        return m;
+    }
+    if (r->on_missing_key == KD_MISSING_FORWARD) {
+        KD_LOG(KD_LOG_WARN, fields,
+               "%s (%s): forwarded without dedup (the route has no dead_letter_topic; "
+               "on_missing_key: forward)",
+               reasons[why], detail);
+        m->kind = MSG_PLAIN;
+        return m;
+    }
+    KD_LOG(KD_LOG_WARN, fields,
+           "%s (%s): dropped (the route has no dead_letter_topic; on_missing_key: drop)",
+           reasons[why], detail);
+    kd_pl_msg_done(p, m);
+    return NULL;
+}
+
+/* True when headers of size hs pass pipeline.max_headers or
+ * max_header_bytes: *why and detail say which. */
+static bool over_header_bounds(const kd_pipeline *p, kd_headers_size hs,
+                               reject_reason *why, char *detail, size_t size) {
+    if (hs.count > (size_t)p->cfg->max_headers) {
+        *why = REJECT_TOO_MANY_HEADERS;
+        snprintf(detail, size, "%zu headers, pipeline.max_headers %lld", hs.count,
+                 (long long)p->cfg->max_headers);
+        return true;
+    }
+    if (hs.bytes > (size_t)p->cfg->max_header_bytes) {
+        *why = REJECT_HEADERS_TOO_LARGE;
+        snprintf(detail, size,
+                 "%zu bytes of header names and values, pipeline.max_header_bytes %lld",
+                 hs.bytes, (long long)p->cfg->max_header_bytes);
+        return true;
+    }
+    return false;
+}
+
+/* m has no usable key: on_missing_key decides. Returns m to dispatch, or
+ * NULL when it was dropped. */
+static msg *missing(kd_pipeline *p, msg *m, const kd_route *r) {
+    switch (r->on_missing_key) {
+    case KD_MISSING_FORWARD:
+        RCOUNT(p, m->route, missing_forwarded);
+        m->kind = MSG_PLAIN;
+        return m;
+    case KD_MISSING_DEAD_LETTER:
+        RCOUNT(p, m->route, missing_dead_lettered);
+        m->kind = MSG_DEAD_LETTER;
+        m->dl_reason = KD_REASON_MISSING_KEY;
+        return m;
+    case KD_MISSING_DROP:
+        break;
+    }
+    RCOUNT(p, m->route, missing_dropped);
+    kd_pl_msg_done(p, m);
+    return NULL;
 }
 
 /* Turns a consumed message into a msg, or settles it at once. Returns the
@@ -65,6 +154,9 @@ static size_t message_memory(rd_kafka_message_t *rkm) {
 static msg *classify(kd_pipeline *p, rd_kafka_message_t *rkm) {
     const kd_route *r;
     size_t route = route_of(p, rd_kafka_topic_name(rkm->rkt));
+    kd_headers_size hs;
+    reject_reason why;
+    char detail[160];
     msg *m;
 
     if (route == SIZE_MAX) {
@@ -95,8 +187,12 @@ static msg *classify(kd_pipeline *p, rd_kafka_message_t *rkm) {
     m->route = route;
     m->own = kd_offsets_owner(p->offsets, route, rkm->partition);
     m->consumed_us = kd_mono_us();
-    m->bytes = message_memory(rkm);
+    /* Its headers count twice: as parsed, and as copied into what is produced. */
+    hs = measure_headers(rkm);
+    m->bytes = rkm->len + rkm->key_len + 2 * kd_headers_memory(hs);
     p->inflight_bytes += m->bytes;
+    if (over_header_bounds(p, hs, &why, detail, sizeof(detail)))
+        return reject(p, m, why, detail);
     r = p->routes[route].cfg;
     if (identify(p, r, m)) {
         if (m->key_owned) { /* a JSON or composite key: its own bytes too */
@@ -109,22 +205,7 @@ static msg *classify(kd_pipeline *p, rd_kafka_message_t *rkm) {
         kd_pl_msg_free(p, m);
         return NULL;
     }
-    switch (r->on_missing_key) {
-    case KD_MISSING_FORWARD:
-        RCOUNT(p, m->route, missing_forwarded);
-        m->kind = MSG_PLAIN;
-        return m;
-    case KD_MISSING_DEAD_LETTER:
-        RCOUNT(p, m->route, missing_dead_lettered);
-        m->kind = MSG_DEAD_LETTER;
-        m->dl_reason = KD_REASON_MISSING_KEY;
-        return m;
-    case KD_MISSING_DROP:
-        break;
-    }
-    RCOUNT(p, m->route, missing_dropped);
-    kd_pl_msg_done(p, m);
-    return NULL;
+    return missing(p, m, r);
 }
 
 /* Reads up to batch_max messages: waits up to timeout_ms for the first.

@@ -187,6 +187,13 @@ static void header_str(rd_kafka_headers_t *h, const char *name, char *out, size_
     }
 }
 
+static bool has_header(rd_kafka_headers_t *h, const char *name) {
+    const void *v;
+    size_t n;
+
+    return h && rd_kafka_header_get_last(h, name, &v, &n) == RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
 kf_record *kf_read(const kf_mock *m, const char *topic, int nparts, size_t expect,
                    int quiet_ms, int timeout_ms, size_t *n) {
     rd_kafka_t *rk = client(m, RD_KAFKA_CONSUMER, "kf-reader");
@@ -230,6 +237,9 @@ kf_record *kf_read(const kf_mock *m, const char *topic, int nparts, size_t expec
         header_str(h, "trace", r->trace, sizeof(r->trace));
         header_str(h, "kdedup-run", r->run, sizeof(r->run));
         header_str(h, "kdedup-forwarded-at", r->forwarded_at, sizeof(r->forwarded_at));
+        header_str(h, "kdedup-reason", r->reason, sizeof(r->reason));
+        r->unclaimed = has_header(h, "kdedup-unclaimed");
+        r->nheaders = h ? rd_kafka_header_cnt(h) : 0;
         rd_kafka_message_destroy(msg);
         if (*n >= expect)
             quiet_end = now_ms() + (uint64_t)quiet_ms;

@@ -63,6 +63,9 @@ typedef struct kf_record {
     char trace[64];                 /* trace header */
     char run[24];                   /* kdedup-run header: the forwarding run's id */
     char forwarded_at[24];          /* kdedup-forwarded-at header: wall ms */
+    char reason[32];                /* kdedup-reason header (dead letters) */
+    bool unclaimed;                 /* has a kdedup-unclaimed header */
+    size_t nheaders;                /* how many headers it has */
 } kf_record;
 
 /* Reads a topic of nparts partitions from the beginning until `expect`

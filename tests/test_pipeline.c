@@ -315,6 +315,74 @@ static void test_hostile_headers(void **state) {
     free(recs);
 }
 
+/* Messages past pipeline.max_headers (20) or max_header_bytes (60 bytes
+ * of names and values) are rejected, never dropped silently: to the
+ * dead-letter topic with their reason and every header they came with (route
+ * c); without one, forwarded without dedup under on_missing_key forward
+ * (route a: both copies, marked unclaimed) or dropped under drop (route b);
+ * counted in each case. A message at the bounds passes. */
+static void test_header_bounds_reject(void **state) {
+    env *e = *state;
+    rd_kafka_t *rk = kf_producer(&e->mock);
+    const char *big = "c-big-0123456789012345678901234567890123456789012";
+    kd_pipeline_stats st;
+    kf_record *recs;
+    size_t n;
+    kf_run r;
+
+    kf_send_headed(rk, "c", 0, "c-ok", 19); /* 20 headers, 38 bytes: passes */
+    kf_send_headed(rk, "c", 0, "c-many", 20);
+    kf_send(rk, "c", 0, big, "v"); /* 2 headers, 71 bytes */
+    kf_send_headed(rk, "a", 0, "a-many", 20);
+    kf_send_headed(rk, "a", 0, "a-many", 20);
+    kf_send_headed(rk, "b", 0, "b-many", 20);
+    kf_send_headed(rk, "b", 0, "b-ok", 5);
+    kf_producer_close(rk);
+    kf_run_start(&r, &e->mock,
+                 "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\"}, \"routes\": ["
+                 "{\"from\": \"c\", \"to\": \"c.out\", \"dead_letter_topic\": \"c.dlq\"},"
+                 "{\"from\": \"a\", \"to\": \"a.out\", \"on_missing_key\": \"forward\"},"
+                 "{\"from\": \"b\", \"to\": \"b.out\", \"on_missing_key\": \"drop\"}],"
+                 " \"store\": {\"path\": \"%s/store\"},"
+                 " \"pipeline\": {\"max_headers\": 20, \"max_header_bytes\": 60}}",
+                 e->mock.bootstrap, e->dir);
+    st = kf_run_wait(&r, 7, TIMEOUT_MS);
+    assert_int_equal(st.consumed, 7);
+    assert_int_equal(st.forwarded, 2); /* c-ok, b-ok */
+    assert_int_equal(st.rejected, 5);
+    assert_int_equal(st.dead_lettered, 2);
+    assert_int_equal(st.missing_forwarded + st.missing_dropped, 0);
+    st = kf_run_stop(&r);
+    assert_int_equal(st.inflight, 0);
+    assert_int_equal(kf_committed(&e->mock, "g", "c", 0), 3);
+    assert_int_equal(kf_committed(&e->mock, "g", "a", 0), 2);
+    assert_int_equal(kf_committed(&e->mock, "g", "b", 0), 2);
+
+    recs = kf_read(&e->mock, "c.out", 1, 1, 500, TIMEOUT_MS, &n);
+    assert_int_equal(n, 1);
+    assert_string_equal(recs[0].ikey, "c-ok");
+    free(recs);
+    recs = kf_read(&e->mock, "c.dlq", 1, 2, 500, TIMEOUT_MS, &n);
+    assert_int_equal(n, 2);
+    assert_string_equal(recs[0].ikey, "c-many");
+    assert_string_equal(recs[0].reason, "too-many-headers");
+    assert_true(recs[0].nheaders > 21); /* its own, and kdedup's */
+    assert_string_equal(recs[1].ikey, big);
+    assert_string_equal(recs[1].reason, "headers-too-large");
+    free(recs);
+    recs = kf_read(&e->mock, "a.out", 1, 2, 500, TIMEOUT_MS, &n);
+    assert_int_equal(n, 2);
+    for (size_t i = 0; i < n; i++) {
+        assert_string_equal(recs[i].ikey, "a-many");
+        assert_true(recs[i].unclaimed);
+    }
+    free(recs);
+    recs = kf_read(&e->mock, "b.out", 1, 1, 500, TIMEOUT_MS, &n);
+    assert_int_equal(n, 1);
+    assert_string_equal(recs[0].ikey, "b-ok");
+    free(recs);
+}
+
 /* The store refuses writes (a full disk) from the start: nothing is
  * forwarded or committed, /readyz says why; once it accepts writes again,
  * every key is forwarded exactly once and everything is committed. */
@@ -1389,6 +1457,7 @@ int main(void) {
                                         teardown),
         cmocka_unit_test_setup_teardown(test_missing_key_policies, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hostile_headers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_header_bounds_reject, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_full_pauses_and_resumes, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_not_persisted_released_and_retried, setup,
