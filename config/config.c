@@ -68,7 +68,8 @@ static const field route_fields[] = {
     {"from", F_TOPIC, ROFF(from), NULL, false, 0, 0, NULL, NULL, "source topic"},
     {"to", F_TOPIC, ROFF(to), NULL, false, 0, 0, NULL, NULL, "downstream topic"},
     {"key_header", F_STRING, ROFF(key_header), NULL, true, 0, 0, NULL, NULL,
-     "header holding the idempotency key (first occurrence); shorthand for "
+     "header holding the idempotency key (given twice with two values: ambiguous, "
+     "rejected); shorthand for "
      "\"key\": {\"from\": \"header\", \"name\": ...}; default Idempotency-Key"},
     {"key", F_KEY, 0, NULL, true, 0, 0, NULL, NULL,
      "where the key comes from: header, record_key, json (pointer) or composite (parts)"},

@@ -33,7 +33,7 @@ typedef enum kd_missing_key {
 
 /* Where a route's idempotency key comes from. */
 typedef enum kd_key_from {
-    KD_KEY_FROM_HEADER,     /* a header's value (first occurrence) */
+    KD_KEY_FROM_HEADER,     /* a header's value (repeated with two values: ambiguous) */
     KD_KEY_FROM_RECORD_KEY, /* the record's key */
     KD_KEY_FROM_JSON,       /* a string or number in the JSON value (RFC 6901 pointer) */
     KD_KEY_FROM_COMPOSITE   /* several of the above, length-prefixed */

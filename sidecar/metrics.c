@@ -536,9 +536,11 @@ char *kd_metrics_render(kd_metrics *m, size_t *len) {
     static const size_t conflict_f[] = {RF(key_conflicts_skipped),
                                         RF(key_conflicts_dead_lettered),
                                         RF(key_conflicts_forwarded)};
-    static const char *const rejected[] = {"too_many_headers", "headers_too_large"};
+    static const char *const rejected[] = {"too_many_headers", "headers_too_large",
+                                           "ambiguous_key"};
     static const size_t rejected_f[] = {RF(rejected_too_many_headers),
-                                        RF(rejected_headers_too_large)};
+                                        RF(rejected_headers_too_large),
+                                        RF(rejected_ambiguous_key)};
     static const char *const status[] = {"not_persisted", "possibly_persisted"};
     static const size_t status_f[] = {RF(not_persisted), RF(possibly_persisted)};
     static const char *const uncertain[] = {"found", "absent", "unknown"};
@@ -563,9 +565,10 @@ char *kd_metrics_render(kd_metrics *m, size_t *len) {
     render_split(
         &b, m, "kdedup_rejected_total",
         "Messages kdedup cannot take as they are (over pipeline.max_headers or "
-        "max_header_bytes): dead-lettered with the reason, or without a "
-        "dead-letter topic forwarded without dedup or dropped per on_missing_key.",
-        "reason", rejected, rejected_f, 2);
+        "max_header_bytes, or a key given twice with different values): "
+        "dead-lettered with the reason, or without a dead-letter topic forwarded "
+        "without dedup or dropped per on_missing_key.",
+        "reason", rejected, rejected_f, 3);
     render_split(&b, m, "kdedup_produce_errors_total",
                  "Failed or uncertain deliveries, by librdkafka's persistence status.",
                  "status", status, status_f, 2);

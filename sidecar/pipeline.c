@@ -445,7 +445,8 @@ void kd_pipeline_stats_get(const kd_pipeline *p, kd_pipeline_stats *out) {
         out->missing_forwarded += atomic_load(&r->missing_forwarded);
         out->missing_dropped += atomic_load(&r->missing_dropped);
         out->rejected += atomic_load(&r->rejected_too_many_headers) +
-                         atomic_load(&r->rejected_headers_too_large);
+                         atomic_load(&r->rejected_headers_too_large) +
+                         atomic_load(&r->rejected_ambiguous_key);
         out->possibly_persisted += atomic_load(&r->possibly_persisted);
         out->produce_errors +=
             atomic_load(&r->not_persisted) + atomic_load(&r->possibly_persisted);

@@ -10,14 +10,16 @@
 #include <stdlib.h>
 
 /* kd_keysrc_header_fn over a message's headers. */
-static bool header_of(void *arg, const char *name, const void **val, size_t *len) {
-    return arg &&
-           rd_kafka_header_get(arg, 0, name, val, len) == RD_KAFKA_RESP_ERR_NO_ERROR;
+static bool header_of(void *arg, const char *name, bool last, const void **val,
+                      size_t *len) {
+    return arg && (last ? rd_kafka_header_get_last(arg, name, val, len)
+                        : rd_kafka_header_get(arg, 0, name, val, len)) ==
+                      RD_KAFKA_RESP_ERR_NO_ERROR;
 }
 
-/* Sets m's key (and fingerprint) per its route. False when it has no
- * usable key (or, with p->fatal set, when memory ran out). */
-static bool identify(kd_pipeline *p, const kd_route *r, msg *m) {
+/* Sets m's key (and fingerprint) per its route. Returns KD_KEY_OK, or why
+ * it has none (KD_KEY_NOMEM: out of memory, p->fatal set). */
+static kd_key_status identify(kd_pipeline *p, const kd_route *r, msg *m) {
     rd_kafka_headers_t *hdrs = NULL;
     kd_keysrc_msg km = {.key = m->rkm->key,
                         .key_len = m->rkm->key_len,
@@ -34,19 +36,19 @@ static bool identify(kd_pipeline *p, const kd_route *r, msg *m) {
     if (st == KD_KEY_NOMEM) {
         KD_ERROR("out of memory extracting a key");
         atomic_store(&p->fatal, 1); /* the offset stays pending: nothing lost */
-        return false;
+        return st;
     }
     if (st != KD_KEY_OK) {
         MSG_FIELDS(m, part, off);
         KD_LOG(KD_LOG_DEBUG, fields, "no usable key: %s", kd_key_status_name(st));
-        return false;
+        return st;
     }
     m->key = key.bytes;
     m->key_len = key.len;
     m->key_owned = key.owned; /* freed with m */
     if (r->fingerprint && !(m->has_fp = kd_keysrc_fingerprint(r, &km, m->fp)))
         KD_WARN("fingerprint failed (libcrypto): the claim is stored without one");
-    return true;
+    return KD_KEY_OK;
 }
 
 /* A consumed message's headers, measured (librdkafka parses them here). */
@@ -62,6 +64,7 @@ static kd_headers_size measure_headers(const rd_kafka_message_t *rkm) {
 typedef enum reject_reason {
     REJECT_TOO_MANY_HEADERS,  /* more than pipeline.max_headers */
     REJECT_HEADERS_TOO_LARGE, /* more than pipeline.max_header_bytes */
+    REJECT_AMBIGUOUS_KEY,     /* read first and last, its key differs */
 } reject_reason;
 
 /* Counts a rejection in its route's counter. */
@@ -73,6 +76,9 @@ static void count_rejected(kd_pipeline *p, size_t route, reject_reason why) {
     case REJECT_HEADERS_TOO_LARGE:
         RCOUNT(p, route, rejected_headers_too_large);
         break;
+    case REJECT_AMBIGUOUS_KEY:
+        RCOUNT(p, route, rejected_ambiguous_key);
+        break;
     }
 }
 
@@ -81,8 +87,8 @@ static void count_rejected(kd_pipeline *p, size_t route, reject_reason why) {
  * without dedup or dropped as on_missing_key says. Counted and logged
  * either way. Returns m to dispatch, or NULL when it was dropped. */
 static msg *reject(kd_pipeline *p, msg *m, reject_reason why, const char *detail) {
-    static const char *const reasons[] = {KD_REASON_TOO_MANY_HEADERS,
-                                          KD_REASON_HEADERS_TOO_LARGE};
+    static const char *const reasons[] = {
+        KD_REASON_TOO_MANY_HEADERS, KD_REASON_HEADERS_TOO_LARGE, KD_REASON_AMBIGUOUS_KEY};
     const kd_route *r = p->routes[m->route].cfg;
     MSG_FIELDS(m, part, off);
 
@@ -155,6 +161,7 @@ static msg *classify(kd_pipeline *p, rd_kafka_message_t *rkm) {
     const kd_route *r;
     size_t route = route_of(p, rd_kafka_topic_name(rkm->rkt));
     kd_headers_size hs;
+    kd_key_status st;
     reject_reason why;
     char detail[160];
     msg *m;
@@ -194,17 +201,22 @@ static msg *classify(kd_pipeline *p, rd_kafka_message_t *rkm) {
     if (over_header_bounds(p, hs, &why, detail, sizeof(detail)))
         return reject(p, m, why, detail);
     r = p->routes[route].cfg;
-    if (identify(p, r, m)) {
+    if ((st = identify(p, r, m)) == KD_KEY_OK) {
         if (m->key_owned) { /* a JSON or composite key: its own bytes too */
             m->bytes += m->key_len;
             p->inflight_bytes += m->key_len;
         }
         return m;
     }
-    if (atomic_load(&p->fatal)) { /* out of memory: the offset stays pending */
+    if (st == KD_KEY_NOMEM) { /* the offset stays pending: nothing lost */
         kd_pl_msg_free(p, m);
         return NULL;
     }
+    if (st == KD_KEY_AMBIGUOUS)
+        return reject(p, m, REJECT_AMBIGUOUS_KEY,
+                      "its key header or JSON member is given twice, with "
+                      "different values: readers of the first and of the last "
+                      "would see two ids");
     return missing(p, m, r);
 }
 

@@ -342,6 +342,7 @@ static inline bool msg_live(const kd_pipeline *p, const msg *m) {
 #define KD_REASON_KEY_CONFLICT "key-conflict"
 #define KD_REASON_TOO_MANY_HEADERS "too-many-headers"   /* pipeline.max_headers */
 #define KD_REASON_HEADERS_TOO_LARGE "headers-too-large" /* pipeline.max_header_bytes */
+#define KD_REASON_AMBIGUOUS_KEY "ambiguous-key" /* see keysrc.h, "Ambiguous keys" */
 /* A key conflict's dead letter: the original's receipt (or state), and the
  * fingerprints (hex) of the original and of this message. */
 #define KD_ORIGINAL_HEADER "kdedup-original"
