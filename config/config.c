@@ -84,7 +84,8 @@ static const field route_fields[] = {
     {"dead_letter_topic", F_TOPIC, ROFF(dead_letter_topic), NULL, true, 0, 0, NULL, NULL,
      "where dead-lettered messages go"},
     {"max_retries", F_INT, ROFF(max_retries), "5", false, -1, 1000000, NULL, NULL,
-     "deliveries retried after a definite failure before dead-lettering; -1 = forever"},
+     "deliveries retried after a definite failure before dead-lettering (the "
+     "dead-letter topic gets as many; past them a message is stuck); -1 = forever"},
     {"retry_backoff", F_DURATION, ROFF(retry_backoff_ms), "1s", false, 1, DAY_MS, NULL,
      NULL, "wait before the first retry; doubles per retry, at most 1m"},
     END_FIELDS,

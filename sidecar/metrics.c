@@ -516,6 +516,11 @@ static void render_flow(buf *b, kd_flow_gauges *f) {
         {"kdedup_store_table_reader_bytes",
          "RocksDB table readers outside the block cache (should stay near 0).",
          offsetof(kd_flow_gauges, store_table_readers)},
+        {"kdedup_stuck_messages",
+         "Messages their last destination refused more than the route's max_retries "
+         "times (the dead-letter topic; the downstream topic on a route without one): "
+         "retried, never committed past; /readyz is 503 while there are any.",
+         offsetof(kd_flow_gauges, stuck)},
     };
 
     for (size_t i = 0; i < sizeof(gauges) / sizeof(gauges[0]); i++) {

@@ -57,8 +57,9 @@
 #define STORE_BACKOFF_MAX_MS 5000
 #define HANDOVER_BACKOFF_MIN_MS 1000
 #define HANDOVER_BACKOFF_MAX_MS 30000
-#define UNCERTAIN_TRIES 10 /* reads of downstream before resending anyway */
-#define ORPHAN_WAIT_MS 20  /* a message waiting for its orphan's scan: asks again */
+#define UNCERTAIN_TRIES 10    /* reads of downstream before resending anyway */
+#define STUCK_AFTER_FOREVER 5 /* failures that make a message stuck, max_retries -1 */
+#define ORPHAN_WAIT_MS 20     /* a message waiting for its orphan's scan: asks again */
 
 typedef enum msg_kind {
     MSG_DEDUP,      /* has a key: claimed before it is forwarded */
@@ -91,7 +92,9 @@ typedef struct msg {
     int reads;              /* uncertain: failed reads of downstream so far */
     int64_t scan_from;      /* downstream: it lands at or after this offset */
     uint64_t sent_at_ms;    /* wall: when that first copy was sent */
-    int attempts;           /* failed deliveries so far */
+    int attempts;           /* failed deliveries so far (to its current topic) */
+    bool stuck;             /* refused past max_retries where it cannot go further:
+                             * counted in kdedup_stuck_messages until it settles */
     uint64_t consumed_us;   /* monotonic: for the forward latency */
     size_t bytes;           /* its key, value and headers: in p->inflight_bytes */
     bool gate_takeover;     /* waiting in a gate: to be taken over (else produced) */

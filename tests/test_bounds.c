@@ -558,6 +558,7 @@ static void test_poison_holds_back_only_its_partition(void **state) {
     assert_true(st.retries >= 2); /* the poison, again and again */
     assert_true(gauge(&r, offsetof(kd_flow_gauges, retrying)) >= 1);
     assert_int_equal(gauge(&r, offsetof(kd_flow_gauges, held_back)), 1);
+    assert_int_equal(gauge(&r, offsetof(kd_flow_gauges, stuck)), 1); /* and says so */
     kf_run_stop(&r);
     assert_true(kf_committed(&e->mock, "g", "in", 0) <= 0); /* never past the poison */
     assert_int_equal(kf_committed(&e->mock, "g", "in", 1), 300);

@@ -5,6 +5,7 @@
  * the downstream topics and what offsets were committed.
  */
 #include "dedup/dedup.h"
+#include "sidecar/metrics.h"
 #include "sidecar/recovery.h"
 #include "store_rocks/store_rocks.h"
 #include "tests/dedup_fixture.h"
@@ -633,6 +634,55 @@ static void test_retries_exhausted_dead_letter(void **state) {
     recs = kf_read(&e->mock, "dlq", 1, 5, 500, TIMEOUT_MS, &n);
     assert_int_equal(n, 5);
     assert_int_equal(kf_count_key(recs, n, "key-2"), 1);
+    free(recs);
+}
+
+/* A message that the downstream topic and then its dead-letter topic
+ * refuse (every produce request fails) is neither lost nor retried
+ * silently: after max_retries (1) failures at each it is stuck, named in
+ * the log, counted (kdedup_stuck_messages 1), /readyz 503 saying so, its
+ * offset not committed. Once the dead-letter topic takes it, it is
+ * dead-lettered once, the gauge is back to 0, ready, committed. Before, it
+ * was retried forever with /readyz 200 and nothing to see but its
+ * partition's offset standing still. */
+static void test_dead_letter_refused_is_stuck(void **state) {
+    env *e = *state;
+    kd_flow_gauges *g;
+    kd_pipeline_stats st;
+    char reason[512];
+    kf_record *recs;
+    size_t n;
+    kf_run r;
+
+    send_keys(e, "in", 0, 1, 1); /* before the errors: they hit any producer */
+    kf_mock_cmd(&e->mock, "produce-errors 100000 %d",
+                RD_KAFKA_RESP_ERR_KAFKA_STORAGE_ERROR);
+    start(&r, e, "{\"retries\": \"1\", \"retry.backoff.ms\": \"10\"}", 1, "1s");
+    g = kd_metrics_flow(kd_pipeline_metrics(r.p));
+    for (int i = 0; i < 1500 && !atomic_load(&g->stuck); i++)
+        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+    assert_int_equal(atomic_load(&g->stuck), 1);
+    assert_false(kd_pipeline_ready(r.p, reason, sizeof(reason)));
+    assert_non_null(strstr(reason, "1 message(s) stuck"));
+    kd_pipeline_stats_get(r.p, &st);
+    assert_int_equal(st.inflight, 1);
+    assert_int_equal(st.dead_lettered, 0);
+    assert_true(st.produce_errors >= 4); /* 2 downstream, then 2 dead-letter */
+    assert_int_equal(committed_total(e, "in", PARTS), 0);
+
+    kf_mock_cmd(&e->mock, "clear-produce-errors");
+    st = kf_run_wait(&r, 1, TIMEOUT_MS);
+    assert_int_equal(st.inflight, 0);
+    assert_int_equal(st.dead_lettered, 1);
+    assert_int_equal(st.forwarded, 0);
+    assert_int_equal(atomic_load(&g->stuck), 0);
+    assert_true(kd_pipeline_ready(r.p, reason, sizeof(reason)));
+    kf_run_stop(&r);
+    assert_int_equal(committed_total(e, "in", PARTS), 1);
+    recs = kf_read(&e->mock, "dlq", 1, 1, 500, TIMEOUT_MS, &n);
+    assert_int_equal(n, 1);
+    assert_string_equal(recs[0].ikey, "key-0");
+    assert_string_equal(recs[0].reason, "delivery-failed");
     free(recs);
 }
 
@@ -1546,6 +1596,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_orphan_not_completed_by_an_older_delivery,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_retries_exhausted_dead_letter, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_dead_letter_refused_is_stuck, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_handover_moves_history, setup, teardown),
         cmocka_unit_test_setup_teardown(test_signed_history_only, setup, teardown),
