@@ -3,8 +3,9 @@
  *
  * What reads see lives in an in-memory store ("live"). Every append it
  * took is also kept as a record: in `durable` once a synced write or a
- * sync covered it, in `pending` until then. A crash drops `pending`; the
- * next store replays `durable` into a fresh live store.
+ * sync covered it, in `pending` until then. A crash keeps a prefix of
+ * `pending`, whole writes (batches) only, and drops the rest; the next
+ * store replays `durable` into a fresh live store.
  */
 #include "tests/powerloss_store.h"
 #include "dedup/entry.h"
@@ -12,6 +13,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +29,7 @@ typedef struct record {
     uint64_t seq;
     void *payload;
     size_t len;
+    bool ends_write; /* the last record of its write (one WAL record) */
 } record;
 
 typedef struct record_log {
@@ -49,7 +52,7 @@ typedef struct powerloss {
     record_log durable, pending;
     trigger trig;
     bool crashed;
-    unsigned refused;                          /* kinds refused (a full disk) */
+    unsigned refused;                           /* kinds refused (a full disk) */
     unsigned long count[KD_POWERLOSS_SYNC + 1]; /* items taken, by kind */
 } powerloss;
 
@@ -94,19 +97,24 @@ static bool log_add(record_log *l, const char *stream, size_t stream_len, uint64
     r->stream_len = stream_len;
     r->seq = seq;
     r->len = len;
+    r->ends_write = false;
     l->n++;
     return true;
 }
 
-/* Moves the pending records to the durable ones, in order: a sync. */
-static bool flush_pending(powerloss *w) {
+/* Makes the first `writes` pending writes durable, in order, and drops
+ * the rest: a sync (SIZE_MAX), or what a crash leaves of the log. */
+static bool keep_pending(powerloss *w, size_t writes) {
     bool ok = true;
 
-    for (size_t i = 0; i < w->pending.n; i++) {
+    for (size_t i = 0; writes && i < w->pending.n; i++) {
         record *r = &w->pending.r[i];
 
-        ok = ok && log_add(&w->durable, r->stream, r->stream_len, r->seq, r->payload,
-                           r->len);
+        ok = ok &&
+             log_add(&w->durable, r->stream, r->stream_len, r->seq, r->payload, r->len);
+        if (ok)
+            w->durable.r[w->durable.n - 1].ends_write = r->ends_write;
+        writes -= r->ends_write;
     }
     log_clear(&w->pending);
     return ok;
@@ -132,9 +140,10 @@ static bool trigger_hit(powerloss *w, unsigned kinds) {
     return true;
 }
 
-static void crash_locked(powerloss *w) {
+/* The power goes: the first keep pending writes survive. */
+static void crash_locked(powerloss *w, size_t keep) {
     w->crashed = true;
-    log_clear(&w->pending);
+    keep_pending(w, keep);
     pthread_cond_broadcast(&w->crashed_cond);
 }
 
@@ -143,18 +152,22 @@ static void crash_locked(powerloss *w) {
  * nothing syncs nothing). False when out of memory. */
 static bool record_appends(powerloss *w, const kd_append *items, size_t n, bool lazy) {
     bool wrote = false, ok = true;
+    record_log *to;
 
     for (size_t i = 0; i < n; i++)
         wrote = wrote || items[i].result == KD_OK;
     if (!wrote)
         return true;
     if (!lazy)
-        ok = flush_pending(w);
+        ok = keep_pending(w, SIZE_MAX);
+    to = lazy ? &w->pending : &w->durable;
     for (size_t i = 0; i < n; i++)
         if (items[i].result == KD_OK)
-            ok = ok && log_add(lazy ? &w->pending : &w->durable, items[i].stream,
-                               items[i].stream_len, items[i].expected_seq,
-                               items[i].payload, items[i].payload_len);
+            ok = ok &&
+                 log_add(to, items[i].stream, items[i].stream_len, items[i].expected_seq,
+                         items[i].payload, items[i].payload_len);
+    if (ok)
+        to->r[to->n - 1].ends_write = true;
     return ok;
 }
 
@@ -172,12 +185,13 @@ static void count_taken(powerloss *w, const kd_append *items, size_t n) {
 }
 
 /* Every write goes through here, serialized: the live store takes it, and
- * the records say what of it survives a crash. */
+ * the records say what of it survives a crash. A crash's write reaches the
+ * log, not its sync (pending, the last write a crash may keep); a
+ * failure's writes nothing. */
 static kd_err write_batch(powerloss *w, kd_append *items, size_t n, bool lazy) {
     unsigned kinds = 0;
-    size_t apply = n;
-    bool hit;
-    kd_err err = KD_OK;
+    bool hit, crash;
+    kd_err err;
 
     pthread_mutex_lock(&w->lock);
     for (size_t i = 0; i < n; i++)
@@ -186,18 +200,20 @@ static kd_err write_batch(powerloss *w, kd_append *items, size_t n, bool lazy) {
         pthread_mutex_unlock(&w->lock);
         return fail_all(items, n);
     }
-    if ((hit = trigger_hit(w, kinds))) /* a crash keeps a prefix; a failure nothing */
-        apply = !w->trig.crash ? 0 : w->trig.keep < n ? w->trig.keep : n;
-    if (apply) {
-        err = kd_store_append_batch(w->live, items, apply);
-        if (err == KD_OK && !record_appends(w, items, apply, lazy))
-            err = KD_ERR_STORE; /* out of memory: the test fails on it */
-        count_taken(w, items, apply);
+    hit = trigger_hit(w, kinds);
+    crash = hit && w->trig.crash;
+    if (hit && !crash) {
+        pthread_mutex_unlock(&w->lock);
+        return fail_all(items, n);
     }
-    if (hit && w->trig.crash)
-        crash_locked(w);
+    err = kd_store_append_batch(w->live, items, n);
+    if (err == KD_OK && !record_appends(w, items, n, lazy || crash))
+        err = KD_ERR_STORE; /* out of memory: the test fails on it */
+    count_taken(w, items, n);
+    if (crash)
+        crash_locked(w, w->trig.keep);
     pthread_mutex_unlock(&w->lock);
-    return hit ? fail_all(items, n) : err;
+    return crash ? fail_all(items, n) : err;
 }
 
 static kd_err p_append_batch(void *impl, kd_append *items, size_t n) {
@@ -231,11 +247,9 @@ static kd_err p_sync(void *impl) {
     } else if (w->refused & sync) {
         /* the disk refuses it: the writes stay pending */
     } else if (trigger_hit(w, sync)) {
-        if (w->trig.crash && w->trig.keep) /* it synced, then the power went */
-            flush_pending(w);
-        if (w->trig.crash)
-            crash_locked(w);
-    } else if (flush_pending(w)) {
+        if (w->trig.crash) /* keep >= pending: it synced, then the power went */
+            crash_locked(w, w->trig.keep);
+    } else if (keep_pending(w, SIZE_MAX)) {
         w->count[KD_POWERLOSS_SYNC]++;
         err = KD_OK;
     }
@@ -355,8 +369,8 @@ static void arm(kd_store *s, kd_powerloss_op op, unsigned nth, size_t keep, bool
     powerloss *w = impl_of(s);
 
     pthread_mutex_lock(&w->lock);
-    w->trig = (trigger){.armed = nth > 0, .crash = crash, .op = op, .left = nth,
-                        .keep = keep};
+    w->trig =
+        (trigger){.armed = nth > 0, .crash = crash, .op = op, .left = nth, .keep = keep};
     pthread_mutex_unlock(&w->lock);
 }
 
@@ -372,7 +386,7 @@ void kd_powerloss_crash(kd_store *s) {
     powerloss *w = impl_of(s);
 
     pthread_mutex_lock(&w->lock);
-    crash_locked(w);
+    crash_locked(w, 0);
     pthread_mutex_unlock(&w->lock);
 }
 

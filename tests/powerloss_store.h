@@ -12,13 +12,18 @@
  * the wrapper, so "before" is the order the store saw them in.
  *
  * A crash is armed at the nth write of a kind (counted from the arming),
- * or made at once. A write the crash falls in keeps a prefix: its first
- * `keep` items are applied (durably, when it is a synced write) and the
- * rest never were. The crash drops every pending write; from then on every
- * call fails with KD_ERR_STORE (the process is as good as dead: the test
- * stops its pipeline), and a new store made from this one starts with what
- * survived. Not a crash: a transient failure of one write, or of them all
- * (a full disk), after which the store works on.
+ * or made at once. What survives it is what RocksDB's write-ahead log
+ * could hold after a power loss: every write a sync covered, then a prefix
+ * of the writes no sync covered, whole writes only (a write is one
+ * WriteBatch, one checksummed log record: all of it or none). A write the
+ * crash falls in reached the log but not its sync: it is the last of the
+ * uncovered writes, and the crash's `keep` says how many of those survive
+ * (0: none, the usual power loss; SIZE_MAX: all, the crash came just
+ * after the sync). From then on every call fails with KD_ERR_STORE (the
+ * process is as good as dead: the test stops its pipeline), and a new
+ * store made from this one starts with what survived. Not a crash: a
+ * transient failure of one write, or of them all (a full disk), after
+ * which the store works on.
  */
 #ifndef KD_TEST_POWERLOSS_STORE_H
 #define KD_TEST_POWERLOSS_STORE_H
@@ -48,9 +53,10 @@ typedef enum kd_powerloss_op {
  * model is broken). */
 kd_store *kd_powerloss_new(kd_store *survivor);
 
-/* Arms a crash at the nth (1 = the next) write of kind op, keeping the
- * first keep items of that write (for a sync: keep > 0 syncs, then
- * crashes). Replaces any armed crash or failure. Thread-safe. */
+/* Arms a crash at the nth (1 = the next) write of kind op (for SYNC: a
+ * sync with writes pending), keeping the first keep writes no sync covered
+ * (the hit write last of them; a sync's keep >= pending: it synced, then
+ * the power went). Replaces any armed crash or failure. Thread-safe. */
 void kd_powerloss_crash_at(kd_store *s, kd_powerloss_op op, unsigned nth, size_t keep);
 
 /* Arms one transient failure of the nth write of kind op: nothing of it

@@ -30,6 +30,7 @@
 #include <cmocka.h>
 
 #include <inttypes.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -143,8 +144,8 @@ static void run_cfg(tcase *t, kd_config *cfg) {
     memset(&t->run, 0, sizeof(t->run));
     t->run.cfg = cfg;
     t->run.store = t->store;
-    if (!(t->run.p = kd_pipeline_new(cfg, t->store, t->e->mock.bootstrap, err,
-                                     sizeof(err))))
+    if (!(t->run.p =
+              kd_pipeline_new(cfg, t->store, t->e->mock.bootstrap, err, sizeof(err))))
         fail_msg("kd_pipeline_new: %s", err);
     assert_int_equal(pthread_create(&t->run.tid, NULL, run_thread, &t->run), 0);
 }
@@ -200,26 +201,16 @@ static void wait_for(tcase *t, cond_fn done, uint64_t arg, const char *what) {
     }
 }
 
-/* arg messages consumed and none in flight. */
-static bool settled(tcase *t, uint64_t arg) {
+/* More than arg consumed, and a store write failed. */
+static bool stuck(tcase *t, uint64_t arg) {
     kd_pipeline_stats st = stats(t);
 
-    return st.consumed >= arg && st.inflight == 0;
-}
-
-static bool consumed(tcase *t, uint64_t arg) {
-    return stats(t).consumed >= arg;
+    return st.consumed > arg && st.store_errors > 0;
 }
 
 static bool crashed(tcase *t, uint64_t arg) {
     (void)arg;
     return kd_powerloss_crashed(t->store);
-}
-
-/* Crashed, or settled with arg consumed (what a run that never syncs
- * would reach first). */
-static bool crashed_or_settled(tcase *t, uint64_t arg) {
-    return crashed(t, 0) || settled(t, arg);
 }
 
 /* The restart after a power loss (t->store crashed, or not: then its
@@ -265,7 +256,8 @@ static bool completed(kd_dedup *d, const char *key) {
  * end of each partition, with none unfinished. */
 static void check_commits(tcase *t, kd_store *image, bool ended, const char *when) {
     size_t n;
-    kf_record *src = kf_read(&t->e->mock, t->in, t->nparts, t->nsent, 100, TIMEOUT_MS, &n);
+    kf_record *src =
+        kf_read(&t->e->mock, t->in, t->nparts, t->nsent, 100, TIMEOUT_MS, &n);
     kd_dedup *d = kd_dedup_new(image, t->ns);
 
     assert_int_equal(n, t->nsent);
@@ -342,8 +334,8 @@ static void check_downstream(tcase *t, int nkeys, const int *times) {
         if (deliveries != want) {
             for (size_t j = 0; j < n; j++)
                 if (!strcmp(recs[j].ikey, key))
-                    print_message("%s: %s/%d@%" PRId64 " run %s at %s\n", key,
-                                  t->out, recs[j].partition, recs[j].offset, recs[j].run,
+                    print_message("%s: %s/%d@%" PRId64 " run %s at %s\n", key, t->out,
+                                  recs[j].partition, recs[j].offset, recs[j].run,
                                   recs[j].forwarded_at);
             fail_msg("%s delivered %d times downstream, expected %d", key, deliveries,
                      want);
@@ -367,17 +359,18 @@ static kd_err claim1(kd_dedup *d, const char *key) {
 
 /* Completes key in d alone, lazily; returns its error. */
 static kd_err complete1_lazy(kd_dedup *d, const char *key) {
-    kd_completion c = {.key = key, .key_len = strlen(key), .receipt = "r", .receipt_len = 1};
+    kd_completion c = {
+        .key = key, .key_len = strlen(key), .receipt = "r", .receipt_len = 1};
 
     assert_int_equal(kd_dedup_complete_batch_lazy(d, &c, 1), KD_OK);
     return c.err;
 }
 
-/* key's state in what survives a power loss of s now: 0 absent, 1 in
- * flight, 2 completed. */
-static int survived(kd_store *s, const char *key) {
+/* key's state in namespace ns of what survives a power loss of s now: 0
+ * absent, 1 in flight, 2 completed. */
+static int survived_in(kd_store *s, const char *ns, const char *key) {
     kd_store *image = kd_powerloss_new(s);
-    kd_dedup *d = kd_dedup_new(image, "t");
+    kd_dedup *d = kd_dedup_new(image, ns);
     kd_decision dec;
     bool found = false;
     int state;
@@ -400,20 +393,21 @@ static void test_model_sync(void **state) {
     (void)state;
     assert_int_equal(claim1(d, "a"), KD_OK); /* synced */
     assert_int_equal(claim1(d, "b"), KD_OK);
-    assert_int_equal(survived(s, "a"), 1);
+    assert_int_equal(survived_in(s, "t", "a"), 1);
     assert_int_equal(complete1_lazy(d, "a"), KD_OK);
     assert_int_equal(kd_powerloss_pending(s), 1);
-    assert_int_equal(survived(s, "a"), 1);   /* lazy: not yet */
-    assert_int_equal(claim1(d, "a"), KD_OK); /* completed: writes nothing, syncs nothing */
-    assert_int_equal(survived(s, "a"), 1);
+    assert_int_equal(survived_in(s, "t", "a"), 1); /* lazy: not yet */
+    assert_int_equal(claim1(d, "a"),
+                     KD_OK); /* completed: writes nothing, syncs nothing */
+    assert_int_equal(survived_in(s, "t", "a"), 1);
     assert_int_equal(kd_store_sync(s), KD_OK);
-    assert_int_equal(survived(s, "a"), 2);
+    assert_int_equal(survived_in(s, "t", "a"), 2);
     assert_int_equal(kd_powerloss_count(s, KD_POWERLOSS_SYNC), 1);
     assert_int_equal(kd_store_sync(s), KD_OK); /* nothing pending: not counted */
     assert_int_equal(kd_powerloss_count(s, KD_POWERLOSS_SYNC), 1);
     assert_int_equal(complete1_lazy(d, "b"), KD_OK);
     assert_int_equal(claim1(d, "c"), KD_OK); /* a synced write covers b's receipt */
-    assert_int_equal(survived(s, "b"), 2);
+    assert_int_equal(survived_in(s, "t", "b"), 2);
 
     kd_powerloss_fail_at(s, KD_POWERLOSS_CLAIM, 1);
     assert_int_equal(claim1(d, "d"), KD_ERR_STORE);
@@ -431,44 +425,60 @@ static void test_model_sync(void **state) {
     kd_store_destroy(s);
 }
 
-/* A crash keeps the prefix of the write it falls in, drops what is
- * pending, and fails every call after it; the store made from it starts
- * with what survived. */
-static void test_model_crash(void **state) {
-    kd_store *s = kd_powerloss_new(NULL), *s2;
-    kd_dedup *d = kd_dedup_new(s, "t");
-    kd_claim c[3] = {{.key = "e", .key_len = 1}, {.key = "f", .key_len = 1},
+/* Claims e, f and g in d in one write; each sees err. */
+static void claim3(kd_dedup *d, kd_err err) {
+    kd_claim c[3] = {{.key = "e", .key_len = 1},
+                     {.key = "f", .key_len = 1},
                      {.key = "g", .key_len = 1}};
+
+    assert_int_equal(kd_dedup_claim_batch(d, c, 3, 1000), KD_OK);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(c[i].err, err);
+        kd_decision_clear(&c[i].decision);
+    }
+}
+
+/* A crash keeps a prefix of the writes no sync covered, whole writes
+ * only, the one it falls in last; it fails every call after it; the store
+ * made from it starts with what survived. */
+static void test_model_crash(void **state) {
+    kd_store *s = kd_powerloss_new(NULL), *s2, *s3;
+    kd_dedup *d = kd_dedup_new(s, "t");
 
     (void)state;
     assert_int_equal(claim1(d, "a"), KD_OK);
     assert_int_equal(complete1_lazy(d, "a"), KD_OK);
-    kd_powerloss_crash_at(s, KD_POWERLOSS_CLAIM, 1, 2);
-    assert_int_equal(kd_dedup_claim_batch(d, c, 3, 1000), KD_OK);
-    for (int i = 0; i < 3; i++) {
-        assert_int_equal(c[i].err, KD_ERR_STORE); /* the caller saw it fail */
-        kd_decision_clear(&c[i].decision);
-    }
+    kd_powerloss_crash_at(s, KD_POWERLOSS_CLAIM, 1, 1); /* a's receipt, not the claims */
+    claim3(d, KD_ERR_STORE);                            /* the caller saw it fail */
     assert_true(kd_powerloss_wait_crash(s, 0));
-    assert_int_equal(survived(s, "a"), 2); /* the torn write synced what came before */
-    assert_int_equal(survived(s, "e"), 1);
-    assert_int_equal(survived(s, "f"), 1);
-    assert_int_equal(survived(s, "g"), 0);
+    assert_int_equal(survived_in(s, "t", "a"), 2);
+    assert_int_equal(survived_in(s, "t", "e"), 0); /* one write: all of it or none */
+    assert_int_equal(survived_in(s, "t", "g"), 0);
     assert_int_equal(claim1(d, "h"), KD_ERR_STORE); /* dead */
     kd_dedup_destroy(d);
 
     assert_non_null(s2 = kd_powerloss_new(s));
     d = kd_dedup_new(s2, "t");
-    assert_int_equal(complete1_lazy(d, "e"), KD_OK);
-    assert_int_equal(claim1(d, "g"), KD_OK); /* covers e */
-    assert_int_equal(complete1_lazy(d, "f"), KD_OK);
-    kd_powerloss_crash_at(s2, KD_POWERLOSS_SYNC, 1, 0);
-    assert_int_equal(kd_store_sync(s2), KD_ERR_STORE);
-    assert_true(kd_powerloss_crashed(s2));
-    assert_int_equal(survived(s2, "e"), 2);
-    assert_int_equal(survived(s2, "f"), 1); /* its receipt was never synced */
-    assert_int_equal(survived(s2, "g"), 1);
+    kd_powerloss_crash_at(s2, KD_POWERLOSS_CLAIM, 1, SIZE_MAX); /* all reached the disk */
+    claim3(d, KD_ERR_STORE);
+    assert_int_equal(survived_in(s2, "t", "e"),
+                     1); /* failed to the caller, durable all the same */
+    assert_int_equal(survived_in(s2, "t", "g"), 1);
     kd_dedup_destroy(d);
+
+    assert_non_null(s3 = kd_powerloss_new(s2));
+    d = kd_dedup_new(s3, "t");
+    assert_int_equal(complete1_lazy(d, "e"), KD_OK);
+    assert_int_equal(complete1_lazy(d, "f"), KD_OK);
+    assert_int_equal(complete1_lazy(d, "g"), KD_OK);
+    kd_powerloss_crash_at(s3, KD_POWERLOSS_SYNC, 1, 2);
+    assert_int_equal(kd_store_sync(s3), KD_ERR_STORE);
+    assert_true(kd_powerloss_crashed(s3));
+    assert_int_equal(survived_in(s3, "t", "e"), 2);
+    assert_int_equal(survived_in(s3, "t", "f"), 2);
+    assert_int_equal(survived_in(s3, "t", "g"), 1); /* past the prefix the log kept */
+    kd_dedup_destroy(d);
+    kd_store_destroy(s3);
     kd_store_destroy(s2);
     kd_store_destroy(s);
 }
@@ -477,52 +487,240 @@ static void test_model_crash(void **state) {
  * Power loss at each point of a turn.
  */
 
-/* One partition pair's turn, crashed at each point in turn, with the
- * handover off: a restart knows only what its store kept. 1: the claim
- * batch written, its sync not reached (three claims of it survive). 2: the
- * deliveries acknowledged, the receipts' write under way. 3: the receipts
- * written lazily, the sync that covers them not reached. Each restart runs
- * over what survived the crash before. At each crash the commits are at
- * or below the lowest unfinished message; at the end every key is
- * downstream once and everything is committed. */
+/* Crashed, or every source message committed (what a run that counted
+ * receipts durable before a sync covered them would reach). */
+static bool crashed_or_committed(tcase *t, uint64_t arg) {
+    return crashed(t, 0) || committed_to_end(t, arg);
+}
+
+/* Runs t until its store crashes at what is armed (or, with `or_commit`,
+ * until everything is committed, which the crash must come before), stops
+ * the run, restarts the power over what survived and checks the commits. */
+static void crash_run(tcase *t, const char *dedup, bool or_commit, const char *when) {
+    run_start(t, "{}", dedup, "300ms");
+    wait_for(t, or_commit ? crashed_or_committed : crashed, t->nsent, when);
+    kd_powerloss_crash(t->store); /* when it did not: the power goes now */
+    run_stop(t);
+    power_back(t);
+    check_commits(t, t->store, false, when);
+}
+
+/* Runs t over what survived to the end: everything committed, none of it
+ * unfinished, each of the nkeys keys downstream times[i] times (NULL:
+ * once). */
+static void finish_run(tcase *t, const char *dedup, int nkeys, const int *times) {
+    run_start(t, "{}", dedup, "5s");
+    wait_for(t, committed_to_end, t->nsent, "everything committed");
+    run_stop(t);
+    power_back(t);
+    check_commits(t, t->store, true, "settled");
+    check_downstream(t, nkeys, times);
+}
+
+/* One turn, crashed at each of its points in turn, with the handover off:
+ * a restart knows only what its store kept. 1: the claims' write reached
+ * the log, its sync did not return (the claims survive, nothing was
+ * produced). 2: the claims' write, its sync not reached: lost. 3: the
+ * deliveries acknowledged, the receipts' write under way: lost (the
+ * restart finds the orphaned claims downstream). 4: the receipts written
+ * lazily, the sync that covers them not reached; a run that counts them
+ * durable without it commits everything first. Each restart runs over
+ * what survived the crash before; at each crash the commits are at or
+ * below the lowest unfinished message; at the end every key is downstream
+ * once and everything is committed. */
 static void test_crash_at_each_point_of_a_turn(void **state) {
     tcase t;
 
     case_open(&t, *state, "turn", 2);
     send_keys(&t, 0, 10);
-
-    kd_powerloss_crash_at(t.store, KD_POWERLOSS_CLAIM, 1, 3);
-    run_start(&t, "{}", NO_HANDOVER, "300ms");
-    wait_for(&t, crashed, 0, "the crash in the claim write");
-    run_stop(&t);
-    power_back(&t);
-    check_commits(&t, t.store, false, "crashed in the claim write");
-
-    kd_powerloss_crash_at(t.store, KD_POWERLOSS_RECEIPT, 1, 0);
-    run_start(&t, "{}", NO_HANDOVER, "300ms");
-    wait_for(&t, crashed, 0, "the crash in the receipt write");
-    run_stop(&t);
-    power_back(&t);
-    check_commits(&t, t.store, false, "crashed in the receipt write");
-
+    kd_powerloss_crash_at(t.store, KD_POWERLOSS_CLAIM, 1, SIZE_MAX);
+    crash_run(&t, NO_HANDOVER, false, "crashed in the claims' sync");
     send_keys(&t, 10, 20);
+    kd_powerloss_crash_at(t.store, KD_POWERLOSS_CLAIM, 1, 0);
+    crash_run(&t, NO_HANDOVER, false, "crashed before the claims' sync");
+    kd_powerloss_crash_at(t.store, KD_POWERLOSS_RECEIPT, 1, 0);
+    crash_run(&t, NO_HANDOVER, false, "crashed in the receipts' write");
+    send_keys(&t, 20, 30);
     kd_powerloss_crash_at(t.store, KD_POWERLOSS_SYNC, 1, 0);
-    run_start(&t, "{}", NO_HANDOVER, "300ms");
-    /* A run that counted lazy receipts durable without a sync would settle
-     * without one: then the power goes. */
-    wait_for(&t, crashed_or_settled, 10, "the crash in the sync");
-    kd_powerloss_crash(t.store);
-    run_stop(&t);
-    power_back(&t);
-    check_commits(&t, t.store, false, "crashed before the receipts' sync");
+    crash_run(&t, NO_HANDOVER, true, "crashed before the receipts' sync");
+    finish_run(&t, NO_HANDOVER, 30, NULL);
+    case_close(&t);
+}
 
-    run_start(&t, "{}", NO_HANDOVER, "5s");
+/* A new owner with an empty store (another host) learns the partitions'
+ * history from downstream before it consumes them, and crashes during
+ * those writes: 1, the learned keys' claims not synced; 2, their
+ * completions not synced (the claims survive). Each restart learns again;
+ * the copies sent again are skipped, the new keys forwarded once. */
+static void test_crash_during_handover(void **state) {
+    tcase t;
+
+    case_open(&t, *state, "handover", 2);
+    send_keys(&t, 0, 10);
+    finish_run(&t, "{}", 10, NULL);
+    case_close(&t);
+    assert_non_null(t.store = kd_powerloss_new(NULL)); /* the new owner's */
+
+    send_keys(&t, 0, 20); /* 0-9 again: copies */
+    kd_powerloss_crash_at(t.store, KD_POWERLOSS_CLAIM, 1, 0);
+    crash_run(&t, "{}", false, "crashed in the handover's claims");
+    kd_powerloss_crash_at(t.store, KD_POWERLOSS_RECEIPT, 1, 0);
+    crash_run(&t, "{}", false, "crashed in the handover's completions");
+    assert_true(survived_in(t.store, t.ns, "key-0") == 1 ||
+                survived_in(t.store, t.ns, "key-1") == 1); /* the claims survived */
+    finish_run(&t, "{}", 20, NULL);
+    case_close(&t);
+}
+
+/* Forgets key in t's store as an operator does (DELETE /v1/keys). */
+static kd_err forget(tcase *t, const char *key, kd_forget_result *res) {
+    kd_dedup *d = kd_dedup_new(t->store, t->ns);
+    kd_err err = kd_dedup_forget(d, key, strlen(key), false, NULL, NULL, res);
+
+    kd_dedup_destroy(d);
+    return err;
+}
+
+/* An operator's forget, crashed: 1, before its tombstone reached the log
+ * (it failed; the key stays completed: a copy is skipped); 2, after it did
+ * but before the answer (it failed, yet the key is forgotten: a copy is
+ * forwarded); 3, it answered DONE and the power went at once (it holds: a
+ * copy is forwarded). */
+static void test_crash_during_a_forget(void **state) {
+    static const int times[] = {2, 3, 1};
+    kd_forget_result res;
+    tcase t;
+
+    case_open(&t, *state, "forget", 1);
+    send_keys(&t, 0, 3);
+    finish_run(&t, NO_HANDOVER, 3, NULL);
+
+    kd_powerloss_crash_at(t.store, KD_POWERLOSS_TOMBSTONE, 1, 0);
+    assert_int_equal(forget(&t, "key-0", &res), KD_ERR_STORE);
+    power_back(&t);
+    send_keys(&t, 0, 1); /* skipped */
+    kd_powerloss_crash_at(t.store, KD_POWERLOSS_TOMBSTONE, 1, SIZE_MAX);
+    assert_int_equal(forget(&t, "key-1", &res), KD_ERR_STORE);
+    power_back(&t);
+    send_keys(&t, 1, 2); /* forwarded again */
+    finish_run(&t, NO_HANDOVER, 3, (const int[]){1, 2, 1});
+
+    assert_int_equal(forget(&t, "key-0", &res), KD_OK);
+    assert_int_equal(res, KD_FORGET_DONE);
+    assert_int_equal(forget(&t, "key-1", &res), KD_OK);
+    assert_int_equal(res, KD_FORGET_DONE);
+    kd_powerloss_crash(t.store);
+    power_back(&t);
+    send_keys(&t, 0, 2);
+    finish_run(&t, NO_HANDOVER, 3, times);
+    case_close(&t);
+}
+
+/*
+ * Offsets at every ownership change.
+ */
+
+/* The committed offset of each of t's source partitions is `at[part]`. */
+static void check_committed_at(tcase *t, const int64_t *at, const char *when) {
+    for (int part = 0; part < t->nparts; part++) {
+        int64_t c = kf_committed(&t->e->mock, t->group, t->in, part);
+
+        if (c != at[part])
+            fail_msg("%s: %s/%d committed at %" PRId64 ", expected %" PRId64, when, t->in,
+                     part, c, at[part]);
+    }
+}
+
+static bool unassigned(tcase *t, uint64_t arg) {
+    (void)arg;
+    return stats(t).assigned_partitions == 0;
+}
+
+static bool assigned(tcase *t, uint64_t arg) {
+    (void)arg;
+    return stats(t).assigned_partitions > 0;
+}
+
+/* How a case ends an ownership; the run goes on (or runs again) after. */
+typedef void (*change_fn)(tcase *t);
+
+static void change_revoke(tcase *t) {
+    kd_pipeline_rejoin(t->run.p);
+    wait_for(t, unassigned, 0, "the revoke");
+}
+
+/* The coordinator gone for longer than the session: the assignment is
+ * lost, nothing committed; it comes back. */
+static void change_lost(tcase *t) {
+    kf_mock_cmd(&t->e->mock, "broker-down 3");
+    wait_for(t, unassigned, 0, "the assignment lost");
+    kf_mock_cmd(&t->e->mock, "broker-up 3");
+}
+
+static void change_stop(tcase *t) {
+    run_stop(t);
+    run_start(t, "{}", NO_HANDOVER, "300ms");
+}
+
+/* A reload that changes the routes: the run returns to restart, and a new
+ * pipeline runs over the offered config. */
+static void change_reload(tcase *t) {
+    kd_config *next = config(t, "{}", NO_HANDOVER, "300ms");
+
+    kd_pipeline_offer(t->run.p, next, true);
+    run_join(t);
+    assert_ptr_equal(kd_pipeline_restart_config(t->run.p), next);
+    run_free(t);
+    run_cfg(t, next);
+}
+
+/* 10 keys settled and committed; then the store refuses receipts, and 10
+ * more are delivered but cannot finish (a store failing during the drain
+ * of the change); the ownership changes. Committed after it: exactly the
+ * end of the first 10, which is the lowest unfinished message. Then the
+ * store takes writes again: every key once, everything committed. */
+static void ownership_change(void **state, const char *name, change_fn change) {
+    int64_t first_end[2];
+    tcase t;
+
+    case_open(&t, *state, name, 2);
+    send_keys(&t, 0, 10);
+    run_start(&t, "{}", NO_HANDOVER, "300ms");
+    wait_for(&t, committed_to_end, 10, "the first keys committed");
+    for (int part = 0; part < 2; part++)
+        first_end[part] = kf_committed(&t.e->mock, t.group, t.in, part);
+    assert_int_equal(first_end[0] + first_end[1], 10);
+
+    kd_powerloss_refuse(t.store, KD_POWERLOSS_BIT(KD_POWERLOSS_RECEIPT));
+    send_keys(&t, 10, 20);
+    wait_for(&t, stuck, 10, "the next keys delivered, their receipts refused");
+    change(&t);
+    check_commits_now(&t, false, name);
+    check_committed_at(&t, first_end, name);
+
+    kd_powerloss_refuse(t.store, 0);
+    wait_for(&t, assigned, 0, "the partitions assigned again");
     wait_for(&t, committed_to_end, t.nsent, "everything committed");
     run_stop(&t);
-    power_back(&t);
-    check_commits(&t, t.store, true, "settled");
+    check_commits_now(&t, true, "stopped");
     check_downstream(&t, 20, NULL);
     case_close(&t);
+}
+
+static void test_offsets_after_a_revoke(void **state) {
+    ownership_change(state, "revoke", change_revoke);
+}
+
+static void test_offsets_after_a_lost_assignment(void **state) {
+    ownership_change(state, "lost", change_lost);
+}
+
+static void test_offsets_after_a_stop(void **state) {
+    ownership_change(state, "stop", change_stop);
+}
+
+static void test_offsets_after_a_reload_restart(void **state) {
+    ownership_change(state, "reload", change_reload);
 }
 
 int main(void) {
@@ -530,6 +728,12 @@ int main(void) {
         cmocka_unit_test(test_model_sync),
         cmocka_unit_test(test_model_crash),
         cmocka_unit_test(test_crash_at_each_point_of_a_turn),
+        cmocka_unit_test(test_crash_during_handover),
+        cmocka_unit_test(test_crash_during_a_forget),
+        cmocka_unit_test(test_offsets_after_a_revoke),
+        cmocka_unit_test(test_offsets_after_a_lost_assignment),
+        cmocka_unit_test(test_offsets_after_a_stop),
+        cmocka_unit_test(test_offsets_after_a_reload_restart),
     };
 
     if (getenv("KD_TEST_FILTER")) /* e.g. "*turn*": one test while working */
