@@ -724,9 +724,11 @@ static void test_offsets_after_a_reload_restart(void **state) {
 }
 
 int main(void) {
-    const struct CMUnitTest tests[] = {
+    const struct CMUnitTest model[] = {
         cmocka_unit_test(test_model_sync),
         cmocka_unit_test(test_model_crash),
+    };
+    const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_crash_at_each_point_of_a_turn),
         cmocka_unit_test(test_crash_during_handover),
         cmocka_unit_test(test_crash_during_a_forget),
@@ -735,9 +737,15 @@ int main(void) {
         cmocka_unit_test(test_offsets_after_a_stop),
         cmocka_unit_test(test_offsets_after_a_reload_restart),
     };
+    const char *filter = getenv("KD_TEST_FILTER");
+    int failed;
 
-    if (getenv("KD_TEST_FILTER")) /* e.g. "*turn*": one test while working */
-        cmocka_set_test_filter(getenv("KD_TEST_FILTER"));
-    return cmocka_run_group_tests_name("power loss and ownership changes (mock cluster)",
+    if (filter) /* e.g. "*turn*": one test while working */
+        cmocka_set_test_filter(filter);
+    failed = cmocka_run_group_tests_name("the power-loss store", model, NULL, NULL);
+    if (filter && strstr(filter, "model")) /* no mock cluster needed */
+        return failed;
+    return failed +
+           cmocka_run_group_tests_name("power loss and ownership changes (mock cluster)",
                                        tests, setup, teardown);
 }
