@@ -518,31 +518,32 @@ static void finish_run(tcase *t, const char *dedup, int nkeys, const int *times)
 }
 
 /* One turn, crashed at each of its points in turn, with the handover off:
- * a restart knows only what its store kept. 1: the claims' write reached
- * the log, its sync did not return (the claims survive, nothing was
- * produced). 2: the claims' write, its sync not reached: lost. 3: the
- * deliveries acknowledged, the receipts' write under way: lost (the
- * restart finds the orphaned claims downstream). 4: the receipts written
- * lazily, the sync that covers them not reached; a run that counts them
- * durable without it commits everything first. Each restart runs over
- * what survived the crash before; at each crash the commits are at or
- * below the lowest unfinished message; at the end every key is downstream
- * once and everything is committed. */
+ * a restart knows only what its store kept. 1: the receipts written
+ * lazily, the sync that covers them not reached (first, so no orphan's
+ * synced completion covers them; a run that counts them durable without
+ * the sync commits everything first, and then the power goes). 2: the
+ * claims' write reached the log, its sync did not return (the claims
+ * survive, nothing was produced). 3: the claims' write, its sync not
+ * reached: lost. 4: the deliveries acknowledged, the receipts' write lost
+ * (the restart finds the orphans downstream). Each restart runs over what
+ * survived the crash before; at each crash the commits are at or below the
+ * lowest unfinished message; at the end every key is downstream once and
+ * everything is committed. */
 static void test_crash_at_each_point_of_a_turn(void **state) {
     tcase t;
 
     case_open(&t, *state, "turn", 2);
     send_keys(&t, 0, 10);
+    kd_powerloss_crash_at(t.store, KD_POWERLOSS_SYNC, 1, 0);
+    crash_run(&t, NO_HANDOVER, true, "crashed before the receipts' sync");
+    send_keys(&t, 10, 20);
     kd_powerloss_crash_at(t.store, KD_POWERLOSS_CLAIM, 1, SIZE_MAX);
     crash_run(&t, NO_HANDOVER, false, "crashed in the claims' sync");
-    send_keys(&t, 10, 20);
+    send_keys(&t, 20, 30);
     kd_powerloss_crash_at(t.store, KD_POWERLOSS_CLAIM, 1, 0);
     crash_run(&t, NO_HANDOVER, false, "crashed before the claims' sync");
     kd_powerloss_crash_at(t.store, KD_POWERLOSS_RECEIPT, 1, 0);
     crash_run(&t, NO_HANDOVER, false, "crashed in the receipts' write");
-    send_keys(&t, 20, 30);
-    kd_powerloss_crash_at(t.store, KD_POWERLOSS_SYNC, 1, 0);
-    crash_run(&t, NO_HANDOVER, true, "crashed before the receipts' sync");
     finish_run(&t, NO_HANDOVER, 30, NULL);
     case_close(&t);
 }
