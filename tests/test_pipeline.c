@@ -5,6 +5,7 @@
  * the downstream topics and what offsets were committed.
  */
 #include "dedup/dedup.h"
+#include "dedup/entry.h"
 #include "sidecar/recovery.h"
 #include "store_rocks/store_rocks.h"
 #include "tests/dedup_fixture.h"
@@ -1381,6 +1382,60 @@ static void test_claim_without_owner_reads_no_own_scan(void **state) {
     kd_config_destroy(cfg);
 }
 
+/* A claim that loses the race for its stream to a release (another writer
+ * appends a tombstone of key-0 at the sequence the claim expected), then
+ * finds the key absent: the key is claimed again and forwarded under its
+ * claim, completed with a receipt, not forwarded unclaimed as a key that
+ * "cannot be deduplicated". Twice: the batch's claim, then the claim made
+ * again alone. */
+static void test_lost_claim_race_claims_again(void **state) {
+    env *e = *state;
+    kd_entry tomb = {.kind = KD_ENTRY_TOMBSTONE, .key = "key-0", .key_len = 5};
+    char stream[256], path[512], err[512];
+    unsigned char payload[64];
+    size_t plen, slen;
+    kd_pipeline_stats st;
+    kd_decision dec;
+    kf_record *recs;
+    kd_store *store;
+    kd_dedup *d;
+    bool found;
+    size_t n;
+    kf_run r;
+
+    tomb.timestamp_ms = (uint64_t)time(NULL) * 1000;
+    assert_int_equal(kd_entry_encode(&tomb, payload, sizeof(payload), &plen), KD_OK);
+    snprintf(path, sizeof(path), "%s/store", e->dir);
+    assert_non_null(store = kd_store_mem_new());
+    d = kd_dedup_new(store, "kdedup:in");
+    slen = kd_dedup_stream_key_for(d, "key-0", 5, stream, sizeof(stream));
+    kd_dedup_destroy(d);
+    kd_store_destroy(store);
+
+    kf_run_start_faulty(&r, &e->mock, ROUTE_CONFIG, e->mock.bootstrap, "{}", 5, e->dir,
+                        "5s");
+    kd_faulty_store_race(r.store, stream, slen, payload, plen, 2);
+    send_keys(e, "in", 0, 10, 1);
+    st = kf_run_wait(&r, 10, TIMEOUT_MS);
+    assert_int_equal(kd_faulty_store_raced(r.store), 2);
+    kf_run_stop(&r);
+    assert_int_equal(st.collisions, 0);
+    assert_int_equal(st.forwarded, 10);
+    recs = kf_read(&e->mock, "out", PARTS, 10, 1000, TIMEOUT_MS, &n);
+    assert_int_equal(n, 10);
+    assert_each_once(recs, n, 0, 10);
+    free(recs);
+
+    assert_non_null(store = kd_rocks_open(path, true, err, sizeof(err)));
+    d = kd_dedup_new(store, "kdedup:in");
+    assert_int_equal(kd_dedup_lookup(d, "key-0", 5, &dec, &found), KD_OK);
+    assert_true(found); /* under a claim: completed by its receipt */
+    assert_int_equal(dec.state, KD_COMPLETED);
+    kd_decision_clear(&dec);
+    kd_dedup_destroy(d);
+    kd_store_destroy(store);
+}
+
 int main(void) {
     if (getenv("KD_TEST_FILTER"))
         cmocka_set_test_filter(getenv("KD_TEST_FILTER"));
@@ -1427,6 +1482,8 @@ int main(void) {
                                         teardown),
         cmocka_unit_test_setup_teardown(test_possibly_persisted_resolved_downstream,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lost_claim_race_claims_again, setup,
+                                        teardown),
     };
 
     if (getenv("KD_TEST_FILTER")) /* e.g. "*same_process*": one test while working */
