@@ -8,17 +8,49 @@
 
 #include <stdlib.h>
 
-#define FORGET_SLACK_MS 1000 /* a forget and a forwarding: clocks of two hosts */
-
 typedef struct learning {
     kd_pipeline *p;
     size_t route;
     int32_t src_partition, out_partition;
 } learning;
 
+/* What the handover does with a record of a key, given the claim it made. */
+typedef enum verdict {
+    LEARN,   /* the key's delivery: complete the key with it */
+    SKIP,    /* completed already, failed, or not this claim's delivery */
+    UNCLAIM, /* claimed here, but the record is older than what the store let
+              * go of since: release that claim */
+} verdict;
+
+/* True when rec was forwarded before `at` (wall ms; 0: never), by more than
+ * a clock step: the delivery of something older. */
+static bool forwarded_before(const kd_history_rec *rec, uint64_t at) {
+    return at && !kd_recovery_forwarded_since(rec->forwarded_at, at);
+}
+
+/* What to do with rec, given c: the handover's claim of rec's key. */
+static verdict judge(const kd_claim *c, const kd_history_rec *rec) {
+    if (c->err != KD_OK || c->decision.state == KD_COMPLETED)
+        return SKIP;
+    if (c->decision.state == KD_IN_FLIGHT)
+        /* A claim made after the record was forwarded (a copy consumed after
+         * a forget, or after the key expired) is not completed by it, as
+         * recovery would not: that claim is resolved when its copy comes. A
+         * record without its forwarding time may be anyone's. */
+        return rec->stamped && forwarded_before(rec, c->decision.timestamp_ms) ? SKIP
+                                                                               : LEARN;
+    if (forwarded_before(rec, c->tombstoned_at))
+        return UNCLAIM; /* forgotten (DELETE /v1/keys) or released since */
+    if (c->expired && rec->stamped && forwarded_before(rec, c->expired_at))
+        return UNCLAIM; /* older than the expired claim just taken over */
+    return LEARN;
+}
+
 /* Records the keys of a batch of downstream records as completed: claimed
  * and completed when the store did not know them; completed when a claim
- * holds them (their delivery is downstream). False when the store failed. */
+ * holds them that their delivery may be. A key met twice is decided by its
+ * newest record: the records are claimed newest first, so that it leads
+ * and the older ones follow it. False when the store failed. */
 static bool learn(void *arg, const kd_history_rec *recs, size_t n) {
     learning *l = arg;
     kd_pipeline *p = l->p;
@@ -27,7 +59,8 @@ static bool learn(void *arg, const kd_history_rec *recs, size_t n) {
     if (!kd_pl_receipts_reserve(&p->receipts_now, n))
         return false;
     for (size_t i = 0; i < n; i++)
-        p->claims[i] = (kd_claim){.key = recs[i].key, .key_len = recs[i].key_len};
+        p->claims[i] =
+            (kd_claim){.key = recs[n - 1 - i].key, .key_len = recs[n - 1 - i].key_len};
     kd_pl_claim_timed(p, l->route, p->claims, n, kd_wall_ms());
     for (size_t i = 0; i < n; i++)
         if (p->claims[i].err ==
@@ -38,23 +71,18 @@ static bool learn(void *arg, const kd_history_rec *recs, size_t n) {
         }
     for (size_t i = 0; i < n; i++) {
         kd_claim *c = &p->claims[i];
+        const kd_history_rec *rec = &recs[n - 1 - i];
         char *text = p->receipts_now.text + ndone * RECEIPT_MAX;
+        verdict v = judge(c, rec);
 
-        if (c->err == KD_OK && c->decision.state == KD_CLAIMED && c->tombstoned_at &&
-            (int64_t)c->tombstoned_at > recs[i].forwarded_at + FORGET_SLACK_MS) {
-            /* Forgotten (DELETE /v1/keys) or released since that record was
-             * forwarded: this store let the key go after it; not learned. */
-            kd_decision_clear(&c->decision);
-            if (kd_dedup_release_claim(p->routes[l->route].dedup, c->key, c->key_len) !=
-                KD_OK) {
-                kd_pl_store_failed(p, l->route, "release of a forgotten key");
-                for (size_t j = i + 1; j < n; j++)
-                    kd_decision_clear(&p->claims[j].decision);
-                return false;
-            }
-            continue;
+        if (v == UNCLAIM && kd_dedup_release_claim(p->routes[l->route].dedup, c->key,
+                                                   c->key_len) != KD_OK) {
+            kd_pl_store_failed(p, l->route, "release of a key not learned");
+            for (size_t j = i; j < n; j++)
+                kd_decision_clear(&p->claims[j].decision);
+            return false;
         }
-        if (c->err == KD_OK && c->decision.state != KD_COMPLETED) {
+        if (v == LEARN) {
             if (c->decision.state == KD_CLAIMED)
                 nlearned++;
             else if (c->owner != p->boot_id)
@@ -64,8 +92,8 @@ static bool learn(void *arg, const kd_history_rec *recs, size_t n) {
                 .key_len = c->key_len,
                 .receipt = text,
                 .receipt_len = kd_pl_receipt_text(
-                    p, l->route, l->out_partition, recs[i].offset, recs[i].timestamp,
-                    l->src_partition, recs[i].src_offset, text, RECEIPT_MAX),
+                    p, l->route, l->out_partition, rec->offset, rec->timestamp,
+                    l->src_partition, rec->src_offset, text, RECEIPT_MAX),
                 .claim_seq = c->seq, /* claimed here: not read again */
                 .claim_version = c->version};
         }

@@ -610,9 +610,7 @@ static bool digest_each(void *arg, rd_kafka_message_t *m) {
     return ok;
 }
 
-/* True when a record forwarded at `at` (-1: unknown, an older kdedup's)
- * can be the delivery of something claimed or sent at since_ms. */
-static bool forwarded_since(int64_t at, uint64_t since_ms) {
+bool kd_recovery_forwarded_since(int64_t at, uint64_t since_ms) {
     return at < 0 || (uint64_t)at + CLOCK_SLACK_MS >= since_ms;
 }
 
@@ -828,7 +826,7 @@ kd_recover_result kd_recovery_find(kd_recovery *rc, uint64_t owner, size_t route
         return KD_RECOVER_ABSENT;
     /* Forwarded before the claim: the delivery of an older, expired claim
      * of the key, not of this one (records without the header: trusted). */
-    if (!forwarded_since(f->forwarded_at, claimed_at_ms))
+    if (!kd_recovery_forwarded_since(f->forwarded_at, claimed_at_ms))
         return KD_RECOVER_ABSENT;
     out->offset = f->pos - 1;
     out->timestamp = f->timestamp;
@@ -940,6 +938,7 @@ static bool history_each(void *arg, rd_kafka_message_t *m) {
     rec->offset = m->offset;
     rec->timestamp = ts;
     rec->forwarded_at = at;
+    rec->stamped = header_forwarded_at(m) >= 0;
     h->held[h->n++] = m;
     return h->n < h->batch || history_flush(h, upto);
 }
@@ -1088,7 +1087,7 @@ static bool ask_each(void *arg, rd_kafka_message_t *m) {
              * since: that delivery (the key compared whole) */
             if (a->result != KD_RECOVER_FOUND && a->key_len == key_len &&
                 !memcmp(a->key, key, key_len) && m->offset >= a->from &&
-                forwarded_since(at, a->sent_at_ms)) {
+                kd_recovery_forwarded_since(at, a->sent_at_ms)) {
                 a->result = KD_RECOVER_FOUND;
                 a->found.offset = m->offset;
                 a->found.timestamp = rd_kafka_message_timestamp(m, NULL);

@@ -80,7 +80,15 @@ typedef struct kd_history_rec {
     int64_t timestamp;    /* downstream (ms) */
     int64_t src_offset;   /* in the source partition */
     int64_t forwarded_at; /* wall ms (its KD_FORWARDED_AT_HEADER, else timestamp) */
+    bool stamped;         /* forwarded_at came from its KD_FORWARDED_AT_HEADER */
 } kd_history_rec;
+
+/* True when a record forwarded at `at` (wall ms; -1: unknown, an older
+ * kdedup's, which may be anything's) can be the delivery of a claim made,
+ * or a message sent, at since_ms (wall): one forwarded earlier is the
+ * delivery of an older claim of the key. Allows one second for a clock
+ * stepped between the two. */
+bool kd_recovery_forwarded_since(int64_t at, uint64_t since_ms);
 
 /* Takes a batch of records; returns false to stop the scan (it fails). */
 typedef bool (*kd_history_fn)(void *arg, const kd_history_rec *recs, size_t n);

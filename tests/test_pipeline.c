@@ -770,6 +770,86 @@ static void test_orphan_not_completed_by_an_older_delivery(void **state) {
     free(recs);
 }
 
+/* Puts on out/0 a record kdedup forwarded from in/0 at offset src_off, for
+ * key, at wall time `at` (ms); unsigned. */
+static void put_downstream(rd_kafka_t *rk, const char *key, int src_off, uint64_t at) {
+    char source[32], stamp[24];
+
+    snprintf(source, sizeof(source), "in/0/%d", src_off);
+    snprintf(stamp, sizeof(stamp), "%llu", (unsigned long long)at);
+    assert_int_equal(
+        rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("out"), RD_KAFKA_V_PARTITION(0),
+                          RD_KAFKA_V_VALUE("old", 3),
+                          RD_KAFKA_V_HEADER("Idempotency-Key", key, -1),
+                          RD_KAFKA_V_HEADER("kdedup-source", source, -1),
+                          RD_KAFKA_V_HEADER("kdedup-forwarded-at", stamp, -1),
+                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+        RD_KAFKA_RESP_ERR_NO_ERROR);
+}
+
+/* key-0 was forwarded (its record downstream), then forgotten (DELETE
+ * /v1/keys: kd_dedup_forget), and a new copy claimed `age_ms` ago by a run
+ * that died before producing it. The next run's handover reads the old
+ * record: forwarded before that claim, it is not its delivery and must not
+ * complete it, as recovery would not; the copy reaches downstream. */
+static void older_than_the_claim(env *e, uint64_t age_ms) {
+    const char *run = "kdedup-run v1\n0 0 out\n1 0 out\n2 0 out\n3 0 out\n";
+    uint64_t now = (uint64_t)time(NULL) * 1000, claimed_at = now - age_ms;
+    char path[512], err[512], stream[32];
+    rd_kafka_t *rk = kf_producer(&e->mock);
+    kd_forget_result res;
+    kd_pipeline_stats st;
+    kf_record *recs;
+    kd_store *store;
+    kd_dedup *d;
+    size_t n;
+    kf_run r;
+
+    snprintf(path, sizeof(path), "%s/store", e->dir);
+    assert_non_null(store = kd_rocks_open(path, true, err, sizeof(err)));
+    assert_int_equal(
+        kd_store_append(store, stream,
+                        kd_recovery_run_stream(0xdead, stream, sizeof(stream)), 0, run,
+                        strlen(run)),
+        KD_OK);
+    d = kd_dedup_new(store, "kdedup:in");
+    claim_at(d, 0xbeef, 0, 1, claimed_at - 61 * 1000);
+    assert_int_equal(kd_dedup_complete_receipt(d, "key-0", 5, "v1 to=out/0@0", 13),
+                     KD_OK);
+    assert_int_equal(kd_dedup_forget(d, "key-0", 5, false, NULL, NULL, &res), KD_OK);
+    assert_int_equal(res, KD_FORGET_DONE);
+    claim_at(d, 0xdead, 0, 1, claimed_at); /* the copy, claimed; its run died */
+    kd_dedup_destroy(d);
+    kd_store_destroy(store);
+
+    put_downstream(rk, "key-0", 0, claimed_at - 60 * 1000);
+    kf_send(rk, "in", 0, "key-0", "value-0-copy-0");
+    kf_producer_close(rk);
+
+    start(&r, e, "{}", 5, "5s");
+    st = kf_run_wait(&r, 1, TIMEOUT_MS);
+    kf_run_stop(&r);
+    assert_int_equal(st.handover_keys, 0);
+    assert_int_equal(st.orphans_found, 0); /* by neither the handover nor recovery */
+    /* a live claim is resolved as absent; an expired one the handover took
+     * over and let go of, so the copy was claimed afresh */
+    assert_int_equal(st.orphans_absent, age_ms < 10 * 60 * 1000 ? 1 : 0);
+    assert_int_equal(st.forwarded, 1);
+    recs = kf_read(&e->mock, "out", PARTS, 2, 1000, TIMEOUT_MS, &n);
+    assert_int_equal(kf_count_key(recs, n, "key-0"), 2); /* the old one, and the copy */
+    free(recs);
+}
+
+static void test_handover_refuses_a_delivery_older_than_the_claim(void **state) {
+    older_than_the_claim(*state, 0);
+}
+
+/* The same with the claim past dedup.inflight_timeout (10 m): the handover
+ * takes the expired claim over, and lets the key go again. */
+static void test_handover_refuses_a_delivery_older_than_an_expired_claim(void **state) {
+    older_than_the_claim(*state, 11 * 60 * 1000);
+}
+
 /* Runs the one-route pipeline over the store in e->dir/<name>. */
 static void start_named(kf_run *r, env *e, const char *name) {
     char dir[300];
@@ -1484,6 +1564,11 @@ int main(void) {
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_lost_claim_race_claims_again, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(
+            test_handover_refuses_a_delivery_older_than_the_claim, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_handover_refuses_a_delivery_older_than_an_expired_claim, setup,
+            teardown),
     };
 
     if (getenv("KD_TEST_FILTER")) /* e.g. "*same_process*": one test while working */
