@@ -418,6 +418,7 @@ static void claim_leader(batch *b, size_t i, kd_claim *c, uint64_t ts) {
     c->tombstoned_at = s->head.found && s->head.e.kind == KD_ENTRY_TOMBSTONE
                            ? s->head.e.timestamp_ms
                            : 0;
+    c->forgotten_at = s->head.e.reason != KD_TOMB_RELEASE ? c->tombstoned_at : 0;
     if (head_state_at(b->d, &s->head, ts) != ST_ABSENT) {
         c->owner = s->head.e.has_owner ? s->head.e.owner : 0;
         c->err = decision_from_head(&s->head, &c->decision);
@@ -814,11 +815,16 @@ kd_err kd_dedup_lookup(kd_dedup *d, const char *key, size_t key_len, kd_decision
     return kd_dedup_inspect(d, key, key_len, out, NULL, found);
 }
 
-/* Appends a tombstone of key (at now) to stream as the entry after h. */
+/* Appends a tombstone of key (at now, for reason) to stream as the entry
+ * after h. */
 static kd_err append_tombstone(kd_dedup *d, const char *stream, const head *h,
-                               const char *key, size_t key_len, uint64_t now) {
-    kd_entry e = {
-        .kind = KD_ENTRY_TOMBSTONE, .timestamp_ms = now, .key = key, .key_len = key_len};
+                               const char *key, size_t key_len, uint64_t now,
+                               kd_tomb_reason reason) {
+    kd_entry e = {.kind = KD_ENTRY_TOMBSTONE,
+                  .reason = reason,
+                  .timestamp_ms = now,
+                  .key = key,
+                  .key_len = key_len};
     void *payload;
     size_t payload_len;
     kd_err err;
@@ -864,7 +870,7 @@ kd_err kd_dedup_forget(kd_dedup *d, const char *key, size_t key_len, bool force,
     }
     /* Appended only as the entry after the one judged: a claim, receipt or
      * release that came between is never overwritten by a stale decision. */
-    err = append_tombstone(d, stream, &h, key, key_len, now);
+    err = append_tombstone(d, stream, &h, key, key_len, now, KD_TOMB_FORGET);
     if (err == KD_OK)
         *result = KD_FORGET_DONE;
 done:
@@ -887,7 +893,7 @@ kd_err kd_dedup_release_claim(kd_dedup *d, const char *key, size_t key_len) {
     if (err != KD_OK || head_state(&h) != ST_IN_FLIGHT)
         goto done; /* absent or completed: nothing to release, never a receipt */
 
-    err = append_tombstone(d, stream, &h, key, key_len, now);
+    err = append_tombstone(d, stream, &h, key, key_len, now, KD_TOMB_RELEASE);
     if (err != KD_ERR_SEQUENCE_CONFLICT)
         goto done;
     /* Lost a race: fine if the key is now completed or released; a fresh

@@ -116,6 +116,10 @@ typedef struct kd_claim {
     /* out, KD_CLAIMED: when (wall ms) the key was last released or forgotten
      * (its newest entry was a tombstone), or 0 */
     uint64_t tombstoned_at;
+    /* out, KD_CLAIMED: tombstoned_at when that tombstone was an operator's
+     * forget (kd_dedup_forget), or written before tombstones said why; 0
+     * when it was a release (kd_dedup_release_claim), or there was none */
+    uint64_t forgotten_at;
     /* out, KD_CLAIMED: the claim's place in its stream and the store's
      * stamp of the write (0 = none), for kd_completion.claim_* */
     uint64_t seq;

@@ -39,8 +39,11 @@ static verdict judge(const kd_claim *c, const kd_history_rec *rec) {
          * record without its forwarding time may be anyone's. */
         return rec->stamped && forwarded_before(rec, c->decision.timestamp_ms) ? SKIP
                                                                                : LEARN;
-    if (forwarded_before(rec, c->tombstoned_at))
-        return UNCLAIM; /* forgotten (DELETE /v1/keys) or released since */
+    /* Forgotten since (DELETE /v1/keys): the operator let the key go after
+     * this record. A release (a delivery that failed here, while another
+     * replica forwarded the key) says nothing of the record: learned. */
+    if (forwarded_before(rec, c->forgotten_at))
+        return UNCLAIM;
     if (c->expired && rec->stamped && forwarded_before(rec, c->expired_at))
         return UNCLAIM; /* older than the expired claim just taken over */
     return LEARN;

@@ -850,6 +850,66 @@ static void test_handover_refuses_a_delivery_older_than_an_expired_claim(void **
     older_than_the_claim(*state, 11 * 60 * 1000);
 }
 
+/* Replica a's revoke drain ran out while its deliveries of key-0 and key-1
+ * were still out; b forwarded both; then a's deliveries failed and a
+ * released their claims. a gets the partition back: its handover reads b's
+ * records, older than a's releases, and learns both all the same (a
+ * release is not a forget), so a's retried copies are duplicates. key-2,
+ * forwarded a minute ago and then forgotten by the operator, is not
+ * learned: its copy goes out again, as asked. */
+static void test_handover_honours_forgets_not_releases(void **state) {
+    env *e = *state;
+    uint64_t now = (uint64_t)time(NULL) * 1000;
+    char path[512], err[512];
+    rd_kafka_t *rk = kf_producer(&e->mock);
+    kd_forget_result res;
+    kd_pipeline_stats st;
+    kf_record *recs;
+    kd_store *store;
+    kd_dedup *d;
+    size_t n;
+    kf_run r;
+
+    snprintf(path, sizeof(path), "%s/store", e->dir);
+    assert_non_null(store = kd_rocks_open(path, true, err, sizeof(err)));
+    d = kd_dedup_new(store, "kdedup:in");
+    claim_at(d, 0xa, 0, 3, now - 70 * 1000);
+    assert_int_equal(kd_dedup_complete_receipt(d, "key-2", 5, "v1 to=out/0@0", 13),
+                     KD_OK);
+    assert_int_equal(kd_dedup_forget(d, "key-2", 5, false, NULL, NULL, &res), KD_OK);
+    assert_int_equal(res, KD_FORGET_DONE);
+    put_downstream(rk, "key-2", 2, now - 60 * 1000);
+    put_downstream(rk, "key-0", 0, now - 5 * 1000); /* b's */
+    put_downstream(rk, "key-1", 1, now - 5 * 1000);
+    kf_producer_close(rk);
+    /* a's deliveries fail now, after b forwarded the keys */
+    assert_int_equal(kd_dedup_release_claim(d, "key-0", 5), KD_OK);
+    assert_int_equal(kd_dedup_release_claim(d, "key-1", 5), KD_OK);
+    kd_dedup_destroy(d);
+    kd_store_destroy(store);
+
+    rk = kf_producer(&e->mock);
+    for (int i = 0; i < 3; i++) { /* the copies a consumes again */
+        char key[16];
+
+        snprintf(key, sizeof(key), "key-%d", i);
+        kf_send(rk, "in", 0, key, "again");
+    }
+    kf_producer_close(rk);
+
+    start(&r, e, "{}", 5, "5s");
+    st = kf_run_wait(&r, 3, TIMEOUT_MS);
+    kf_run_stop(&r);
+    assert_int_equal(st.handover_keys, 2);
+    assert_int_equal(st.duplicates_completed, 2);
+    assert_int_equal(st.forwarded, 1);
+    recs = kf_read(&e->mock, "out", PARTS, 4, 1000, TIMEOUT_MS, &n);
+    assert_int_equal(kf_count_key(recs, n, "key-0"), 1);
+    assert_int_equal(kf_count_key(recs, n, "key-1"), 1);
+    assert_int_equal(kf_count_key(recs, n, "key-2"), 2); /* forgotten: sent again */
+    free(recs);
+}
+
 /* Runs the one-route pipeline over the store in e->dir/<name>. */
 static void start_named(kf_run *r, env *e, const char *name) {
     char dir[300];
@@ -1569,6 +1629,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(
             test_handover_refuses_a_delivery_older_than_an_expired_claim, setup,
             teardown),
+        cmocka_unit_test_setup_teardown(test_handover_honours_forgets_not_releases, setup,
+                                        teardown),
     };
 
     if (getenv("KD_TEST_FILTER")) /* e.g. "*same_process*": one test while working */
