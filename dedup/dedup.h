@@ -193,4 +193,19 @@ kd_err kd_dedup_forget(kd_dedup *d, const char *key, size_t key_len, bool force,
                        bool (*protect)(void *arg, uint64_t owner), void *arg,
                        kd_forget_result *result);
 
+/* Replays a forget made elsewhere at at_ms (wall, not 0), e.g. one read
+ * back from the downstream topic: a completed key is forgotten when
+ * covers(arg, dec) says the forget came after that completion (dec: its
+ * KD_COMPLETED decision, receipt and completion time; covers NULL: any),
+ * with a forget's tombstone dated at_ms, so that what was forwarded after
+ * the forget can be learned again. An absent or in-flight key is left
+ * alone. One step against the stream's sequence, as kd_dedup_forget()
+ * (KD_ERR_SEQUENCE_CONFLICT: ask again). On KD_OK, *result: KD_FORGET_DONE;
+ * KD_FORGET_ABSENT; KD_FORGET_IN_FLIGHT; KD_FORGET_PROTECTED when covers
+ * said the completion came after the forget. */
+kd_err kd_dedup_forget_replay(kd_dedup *d, const char *key, size_t key_len,
+                              uint64_t at_ms,
+                              bool (*covers)(void *arg, const kd_decision *dec),
+                              void *arg, kd_forget_result *result);
+
 #endif /* KD_DEDUP_H */

@@ -33,7 +33,8 @@ typedef struct kd_route_metrics {
         missing_dead_lettered, not_persisted, possibly_persisted, orphans_reforwarded,
         orphans_found, orphans_absent, handover_keys, uncertain_found, uncertain_absent,
         uncertain_unknown, abandoned, parked, orphans_expired, headers_stripped,
-        key_conflicts_skipped, key_conflicts_dead_lettered, key_conflicts_forwarded;
+        key_conflicts_skipped, key_conflicts_dead_lettered, key_conflicts_forwarded,
+        handover_forgets;
 } kd_route_metrics;
 
 typedef struct kd_metrics kd_metrics;

@@ -5,8 +5,10 @@
 #include "sidecar/headers.h"
 #include "sidecar/log.h"
 #include "sidecar/pipeline_int.h"
+#include "sidecar/receipt.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 typedef struct learning {
     kd_pipeline *p;
@@ -49,13 +51,12 @@ static verdict judge(const kd_claim *c, const kd_history_rec *rec) {
     return LEARN;
 }
 
-/* Records the keys of a batch of downstream records as completed: claimed
+/* Records the keys of deliveries read downstream as completed: claimed
  * and completed when the store did not know them; completed when a claim
  * holds them that their delivery may be. A key met twice is decided by its
  * newest record: the records are claimed newest first, so that it leads
  * and the older ones follow it. False when the store failed. */
-static bool learn(void *arg, const kd_history_rec *recs, size_t n) {
-    learning *l = arg;
+static bool learn_deliveries(learning *l, const kd_history_rec *recs, size_t n) {
     kd_pipeline *p = l->p;
     size_t ndone = 0, nlearned = 0;
 
@@ -108,6 +109,70 @@ static bool learn(void *arg, const kd_history_rec *recs, size_t n) {
         if (p->receipts_now.c[i].err == KD_ERR_STORE)
             return false;
     atomic_fetch_add(&kd_metrics_route(p->metrics, l->route)->handover_keys, nlearned);
+    return true;
+}
+
+/* A forget record read at `offset` of the downstream partition. */
+typedef struct forget_at {
+    const learning *l;
+    int64_t offset;
+} forget_at;
+
+/* True when a completion came from a record before the forget record in
+ * the same downstream partition: the forget is newer, and undoes it. A
+ * completion from elsewhere (another partition, or a receipt that does
+ * not parse) is left alone. */
+static bool forget_covers(void *arg, const kd_decision *dec) {
+    const forget_at *f = arg;
+    const kd_route *r = f->l->p->routes[f->l->route].cfg;
+    kd_receipt rc;
+
+    return kd_receipt_parse(dec->receipt, dec->receipt_len, &rc) &&
+           rc.to_len == strlen(r->to) && !memcmp(rc.to, r->to, rc.to_len) &&
+           rc.to_partition == f->l->out_partition && rc.to_offset < f->offset;
+}
+
+/* Replays a forget record: the key is forgotten here too, as of when the
+ * operator forgot it. False when the store failed. */
+static bool learn_forget(learning *l, const kd_history_rec *rec) {
+    kd_pipeline *p = l->p;
+    forget_at f = {l, rec->offset};
+    kd_forget_result res = KD_FORGET_ABSENT;
+    kd_err err = KD_ERR_SEQUENCE_CONFLICT;
+
+    for (int tries = 0; tries < TAKEOVER_TRIES && err == KD_ERR_SEQUENCE_CONFLICT;
+         tries++)
+        err =
+            kd_dedup_forget_replay(p->routes[l->route].dedup, rec->key, rec->key_len,
+                                   (uint64_t)rec->forwarded_at, forget_covers, &f, &res);
+    if (err != KD_OK) {
+        kd_pl_store_failed(p, l->route, "a forget read downstream");
+        return false;
+    }
+    if (res == KD_FORGET_DONE) {
+        RCOUNT(p, l->route, handover_forgets);
+        KD_INFO("handover: %s/%" PRId32 "@%" PRId64 " forgets a key (DELETE /v1/keys "
+                "elsewhere): its next copy is forwarded again",
+                p->routes[l->route].cfg->to, l->out_partition, rec->offset);
+    }
+    return true;
+}
+
+/* Takes a batch of the history: deliveries learned, forget records
+ * replayed, in their order downstream. False when the store failed. */
+static bool learn(void *arg, const kd_history_rec *recs, size_t n) {
+    learning *l = arg;
+    size_t from = 0;
+
+    for (size_t i = 0; i <= n; i++) {
+        if (i < n && !recs[i].forget)
+            continue;
+        if (i > from && !learn_deliveries(l, recs + from, i - from))
+            return false;
+        if (i < n && !learn_forget(l, &recs[i]))
+            return false;
+        from = i + 1;
+    }
     return true;
 }
 

@@ -781,6 +781,47 @@ static void test_claim_says_why_the_key_was_let_go(void **state) {
     assert_int_equal(c.forgotten_at, 77);
 }
 
+/* True when the completion's receipt is arg (a string). */
+static bool receipt_is(void *arg, const kd_decision *dec) {
+    const char *want = arg;
+
+    assert_int_equal(dec->state, KD_COMPLETED);
+    return dec->receipt_len == strlen(want) && !memcmp(dec->receipt, want, strlen(want));
+}
+
+/* A forget replayed: a completion it covers gets a forget's tombstone dated
+ * when the forget was made; one it does not cover, an absent key and a
+ * claim in flight are left alone. */
+static void test_forget_replay(void **state) {
+    fx *f = *state;
+    kd_forget_result res;
+    kd_claim c;
+
+    assert_claim(f->dedup, "a", 10, KD_CLAIMED, 10);
+    assert_int_equal(kd_dedup_complete_receipt(f->dedup, K("a"), K("r-old")), KD_OK);
+    assert_int_equal(
+        kd_dedup_forget_replay(f->dedup, K("a"), 5000, receipt_is, "r-new", &res), KD_OK);
+    assert_int_equal(res, KD_FORGET_PROTECTED); /* completed after the forget */
+    assert_completed_with(f->dedup, "a", "r-old");
+    assert_int_equal(
+        kd_dedup_forget_replay(f->dedup, K("a"), 5000, receipt_is, "r-old", &res), KD_OK);
+    assert_int_equal(res, KD_FORGET_DONE);
+    c = claim_one(f->dedup, "a", 20);
+    assert_int_equal(c.tombstoned_at, 5000);
+    assert_int_equal(c.forgotten_at, 5000);
+
+    assert_int_equal(kd_dedup_forget_replay(f->dedup, K("never"), 5000, NULL, NULL, &res),
+                     KD_OK);
+    assert_int_equal(res, KD_FORGET_ABSENT);
+    assert_int_equal(fx_stream_count(f, "never"), 0);
+    assert_int_equal(kd_dedup_forget_replay(f->dedup, K("a"), 5000, NULL, NULL, &res),
+                     KD_OK);
+    assert_int_equal(res, KD_FORGET_IN_FLIGHT); /* claimed again: never forced */
+    assert_claim(f->dedup, "a", 30, KD_IN_FLIGHT, 20);
+    assert_int_equal(kd_dedup_forget_replay(f->dedup, K("a"), 0, NULL, NULL, &res),
+                     KD_ERR_CONFIG);
+}
+
 /* Each test twice, named after the backend it runs on. */
 #define BOTH(fn)                                                                         \
     {"memory/" #fn, fn, setup, teardown, &backend_mem}, {                                \
@@ -813,6 +854,7 @@ int main(void) {
         BOTH(test_forget_race),
         BOTH(test_fingerprint_stored),
         BOTH(test_claim_says_why_the_key_was_let_go),
+        BOTH(test_forget_replay),
     };
 
     return cmocka_run_group_tests_name("dedup (memory and rocksdb)", tests, NULL, NULL);
