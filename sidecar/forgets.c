@@ -31,7 +31,8 @@ static void on_report(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaqu
 
 /* f's headers, signed with signing_key when there is one; NULL when the
  * signature cannot be made. */
-static rd_kafka_headers_t *headers_of(const kd_forget_record *f, const char *signing_key) {
+static rd_kafka_headers_t *headers_of(const kd_forget_record *f,
+                                      const char *signing_key) {
     rd_kafka_headers_t *h = rd_kafka_headers_new(6);
     char source[320], at[24], sig[KD_SIGNATURE_LEN + 1];
     kd_signer *signer;
@@ -70,8 +71,9 @@ static rd_kafka_headers_t *headers_of(const kd_forget_record *f, const char *sig
     return h;
 }
 
-bool kd_forgets_write(const kd_config *cfg, const char *brokers, const kd_forget_record *f,
-                      int64_t *offset, char *errstr, size_t errstr_size) {
+bool kd_forgets_write(const kd_config *cfg, const char *brokers,
+                      const kd_forget_record *f, int64_t *offset, char *errstr,
+                      size_t errstr_size) {
     rd_kafka_conf_t *conf = kd_kafka_conf(cfg, KD_PRODUCER, brokers, errstr, errstr_size);
     rd_kafka_headers_t *h = NULL;
     rd_kafka_t *rk = NULL;
@@ -93,8 +95,9 @@ bool kd_forgets_write(const kd_config *cfg, const char *brokers, const kd_forget
         snprintf(errstr, errstr_size, "libcrypto: the forget record cannot be signed");
         goto done;
     }
-    err = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(f->to), RD_KAFKA_V_PARTITION(f->partition),
-                            RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(&w), RD_KAFKA_V_END);
+    err =
+        rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(f->to), RD_KAFKA_V_PARTITION(f->partition),
+                          RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(&w), RD_KAFKA_V_END);
     if (err) {
         rd_kafka_headers_destroy(h);
         snprintf(errstr, errstr_size, "%s/%" PRId32 ": %s", f->to, f->partition,

@@ -58,8 +58,9 @@ typedef struct kd_forget_record {
  * dedup.signing_key when set, and waits for the broker's answer (at most
  * about 15 s). Returns true with the record's offset in *offset, or false
  * with the reason in errstr. Any thread. */
-bool kd_forgets_write(const kd_config *cfg, const char *brokers, const kd_forget_record *f,
-                      int64_t *offset, char *errstr, size_t errstr_size);
+bool kd_forgets_write(const kd_config *cfg, const char *brokers,
+                      const kd_forget_record *f, int64_t *offset, char *errstr,
+                      size_t errstr_size);
 
 /* True when rkm is a forget record (it carries kdedup-forget). */
 bool kd_forgets_is(const rd_kafka_message_t *rkm);

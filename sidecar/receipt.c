@@ -9,8 +9,8 @@
 
 size_t kd_receipt_format(const kd_receipt *r, char *buf, size_t size) {
     int n = snprintf(buf, size,
-                     "v1 to=%.*s/%" PRId32 "@%" PRId64 " ts=%" PRId64 " from=%.*s/%" PRId32
-                     "@%" PRId64,
+                     "v1 to=%.*s/%" PRId32 "@%" PRId64 " ts=%" PRId64
+                     " from=%.*s/%" PRId32 "@%" PRId64,
                      (int)r->to_len, r->to, r->to_partition, r->to_offset, r->timestamp,
                      (int)r->from_len, r->from, r->from_partition, r->from_offset);
 

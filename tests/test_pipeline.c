@@ -1139,11 +1139,13 @@ static bool remember(void *arg, const kd_history_rec *recs, size_t n) {
  * whose key is the record key (so its deliveries carry kdedup-key, as
  * forget records do): a forget record written by kd_forgets_write() reaches
  * the handover as a forget, never as anyone's delivery (orphan and
- * uncertain lookups do not find it); a record with kdedup-forget signed as
- * a delivery, and one without it signed as a forget, are not trusted. */
+ * uncertain lookups do not find it, with a signing key or without); a
+ * record with kdedup-forget signed as a delivery, and one without it
+ * signed as a forget, are not trusted. */
 static void test_forget_record_is_no_delivery(void **state) {
     env *e = *state;
-    char json[2048], err[512], path[512];
+    const char *run = "kdedup-run v1\n0 0 out\n1 0 out\n2 0 out\n3 0 out\n";
+    char json[2048], err[512], path[512], stream[32];
     rd_kafka_t *rk = kf_producer(&e->mock);
     kd_forget_record f = {.from = "in",
                           .to = "out",
@@ -1195,6 +1197,32 @@ static void test_forget_record_is_no_delivery(void **state) {
     assert_int_equal(kd_recovery_find_since(rc, 0, 0, &from, 0, "key-3", 5, &found),
                      KD_RECOVER_FOUND);
     assert_int_equal(found.offset, 3);
+    kd_recovery_destroy(rc);
+    kd_config_destroy(cfg);
+
+    /* without a signing key, every record is trusted: the forget record is
+     * still no delivery, for a dead run's claim or an uncertain one */
+    snprintf(json, sizeof(json),
+             "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\"}, \"routes\": "
+             "[{\"from\": \"in\", \"to\": \"out\", \"key\": {\"from\": \"record_key\"}, "
+             "\"on_missing_key\": \"forward\"}], \"store\": {\"path\": \"%s/store\"}}",
+             e->mock.bootstrap, e->dir);
+    assert_non_null(
+        cfg = kd_config_parse(json, strlen(json), "test.json", err, sizeof(err)));
+    assert_int_equal(
+        kd_store_append(store, stream,
+                        kd_recovery_run_stream(0xdead, stream, sizeof(stream)), 0, run,
+                        strlen(run)),
+        KD_OK);
+    assert_non_null(rc =
+                        kd_recovery_new(cfg, store, e->mock.bootstrap, err, sizeof(err)));
+    from = 0;
+    assert_int_equal(kd_recovery_find_since(rc, 0, 0, &from, 0, "key-0", 5, &found),
+                     KD_RECOVER_ABSENT);
+    assert_int_equal(kd_recovery_find(rc, 0xdead, 0, 0, "key-0", 5, 0, &found),
+                     KD_RECOVER_ABSENT);
+    assert_int_equal(kd_recovery_find(rc, 0xdead, 0, 0, "key-2", 5, 0, &found),
+                     KD_RECOVER_FOUND); /* unsigned: any delivery counts */
     kd_recovery_destroy(rc);
     kd_store_destroy(store);
     kd_config_destroy(cfg);

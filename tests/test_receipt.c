@@ -28,7 +28,8 @@ static void test_roundtrip(void **state) {
 
     (void)state;
     n = kd_receipt_format(&in, buf, sizeof(buf));
-    assert_string_equal(buf, "v1 to=orders.deduped/3@1234567890123 ts=-1 from=orders/11@0");
+    assert_string_equal(buf,
+                        "v1 to=orders.deduped/3@1234567890123 ts=-1 from=orders/11@0");
     assert_int_equal(n, strlen(buf));
     assert_true(kd_receipt_parse(buf, n, &out));
     assert_int_equal(out.to_len, 14);
@@ -43,7 +44,7 @@ static void test_roundtrip(void **state) {
     snprintf(fp, sizeof(fp), "%s fp=00ff", buf); /* a fingerprint follows */
     assert_true(kd_receipt_parse(fp, strlen(fp), &out));
     assert_int_equal(out.from_offset, 0);
-    assert_false(kd_receipt_parse(buf, n + 1, &out)); /* its NUL: a trailing byte */
+    assert_false(kd_receipt_parse(buf, n + 1, &out));     /* its NUL: a trailing byte */
     assert_int_equal(kd_receipt_format(&in, buf, 10), 9); /* cut, NUL-terminated */
     assert_string_equal(buf, "v1 to=ord");
 }
@@ -51,20 +52,20 @@ static void test_roundtrip(void **state) {
 static void test_refused(void **state) {
     static const char *const bad[] = {
         "",
-        "v1 to=out/0@7",                         /* no ts, no from */
-        "v2 to=out/0@7 ts=1 from=in/0@1",        /* unknown version */
-        "v1 to=/0@7 ts=1 from=in/0@1",           /* no topic */
-        "v1 to=out/x@7 ts=1 from=in/0@1",        /* partition not a number */
-        "v1 to=out/-1@7 ts=1 from=in/0@1",       /* negative partition */
-        "v1 to=out/2147483648@7 ts=1 from=in/0@1", /* partition past 32 bits */
-        "v1 to=out/0@ ts=1 from=in/0@1",         /* no offset */
-        "v1 to=out/0@7 ts= from=in/0@1",         /* no timestamp */
-        "v1 to=out/0@7 ts=1 from=in/0@1x",       /* trailing bytes */
+        "v1 to=out/0@7",                                    /* no ts, no from */
+        "v2 to=out/0@7 ts=1 from=in/0@1",                   /* unknown version */
+        "v1 to=/0@7 ts=1 from=in/0@1",                      /* no topic */
+        "v1 to=out/x@7 ts=1 from=in/0@1",                   /* partition not a number */
+        "v1 to=out/-1@7 ts=1 from=in/0@1",                  /* negative partition */
+        "v1 to=out/2147483648@7 ts=1 from=in/0@1",          /* partition past 32 bits */
+        "v1 to=out/0@ ts=1 from=in/0@1",                    /* no offset */
+        "v1 to=out/0@7 ts= from=in/0@1",                    /* no timestamp */
+        "v1 to=out/0@7 ts=1 from=in/0@1x",                  /* trailing bytes */
         "v1 to=out/0@1234567890123456789 ts=1 from=in/0@1", /* 19 digits */
-        "v1 to=out 0@7 ts=1 from=in/0@1",        /* a space in the topic */
-        "v1 to=o\x01t/0@7 ts=1 from=in/0@1",     /* a byte no topic holds */
-        "v1 to=out/0@07 ts=1 from=in/0@1",       /* not as written: a leading zero */
-        "v1 to=out/0@7 ts=-0 from=in/0@1",       /* nor "-0" */
+        "v1 to=out 0@7 ts=1 from=in/0@1",                   /* a space in the topic */
+        "v1 to=o\x01t/0@7 ts=1 from=in/0@1",                /* a byte no topic holds */
+        "v1 to=out/0@07 ts=1 from=in/0@1", /* not as written: a leading zero */
+        "v1 to=out/0@7 ts=-0 from=in/0@1", /* nor "-0" */
     };
     kd_receipt out;
 
