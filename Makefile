@@ -6,16 +6,22 @@ WERROR   ?= 0
 SANITIZE ?=
 FUZZ_SECONDS ?= 30
 
-# Debian packages the build, tests, fuzzing and benchmarks need.
+# Debian packages the build, tests, fuzzing and benchmarks need (graphviz:
+# docs/architecture.png; prometheus: promtool checks deploy/'s alert rules;
+# its service is not started by the tests).
 DEB_PACKAGES := gcc make pkg-config clang libclang-rt-14-dev clang-format valgrind \
                 libssl-dev librocksdb-dev librdkafka-dev libcjson-dev libcmocka-dev \
-                libmicrohttpd-dev python3-kafka python3-prometheus-client
+                libmicrohttpd-dev python3-kafka python3-prometheus-client \
+                graphviz prometheus
 # Commands the tests need (tests/deploy/test_deploy.sh: node, npm, kubectl
 # kustomize), each with the Debian package installed when the machine has no
 # such command. One from elsewhere (a newer Node.js, a cloud SDK's kubectl)
-# is kept: Debian's npm would not install beside another Node.js's, and its
-# kubectl (kubernetes-client, 1.20) is only needed where there is none.
-DEB_COMMANDS := node:nodejs npm:npm kubectl:kubernetes-client
+# is kept: Debian's npm would not install beside another Node.js's. Debian's
+# kubectl (kubernetes-client, 1.20, kustomize 2.0.3) is installed where there
+# is none, but it cannot render deploy/k8s (a kustomize Component, `labels`):
+# test_deploy.sh then says that kustomize v5 (kubectl >= 1.27) is needed.
+DEB_COMMANDS := node:nodejs npm:npm kubectl:kubernetes-client java:openjdk-17-jdk-headless \
+                mvn:maven
 
 PKGS_DEDUP := libcrypto
 PKGS_ROCKS := rocksdb
@@ -37,6 +43,30 @@ ifneq ($(SANITIZE),)
 CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
 LDFLAGS += -fsanitize=$(SANITIZE)
 endif
+
+# Hardening (HARDEN=1, the default), as Debian's hardening=+all: the stack
+# protector, _FORTIFY_SOURCE (needs optimisation: not with -O0), stack clash
+# protection, a position-independent executable, full RELRO (BIND_NOW) and
+# a non-executable stack. tests/image/test_hardening.sh reads them off the
+# binary. Not with SANITIZE (ASan replaces the functions _FORTIFY_SOURCE
+# checks); the fuzzers build apart (FUZZ_CFLAGS).
+HARDEN ?= 1
+HARDEN_CFLAGS := -fstack-protector-strong -fstack-clash-protection -fPIE
+HARDEN_FORTIFY := -U_FORTIFY_SOURCE -D_FORTIFY_SOURCE=2
+HARDEN_LDFLAGS := -pie -Wl,-z,relro -Wl,-z,now -Wl,-z,noexecstack
+ifeq ($(HARDEN)$(SANITIZE),1)
+CFLAGS  += $(HARDEN_CFLAGS)
+ifneq ($(filter -O%,$(filter-out -O0,$(CFLAGS))),)
+CFLAGS  += $(HARDEN_FORTIFY)
+endif
+LDFLAGS += $(HARDEN_LDFLAGS)
+endif
+
+# Every object depends on the flags it was built with: a change of CFLAGS,
+# LDFLAGS, SANITIZE or HARDEN rebuilds everything ($(BUILD)/flags is
+# rewritten only when they change; warnings, WERROR too, are left out).
+FLAGS_STAMP := $(BUILD)/flags
+FLAGS_BUILT := $(CC) $(filter-out $(WARN),$(CFLAGS)) $(LDFLAGS)
 
 pc_cflags = $(shell pkg-config --cflags $(1) 2>/dev/null)
 pc_libs   = $(shell pkg-config --libs $(1) 2>/dev/null)
@@ -72,23 +102,25 @@ UNIT_TESTS := $(BUILD)/tests/test_entry $(BUILD)/tests/test_dedup \
               $(BUILD)/tests/test_store_rocks $(BUILD)/tests/test_config \
               $(BUILD)/tests/test_offsets $(BUILD)/tests/test_metrics $(BUILD)/tests/test_held \
               $(BUILD)/tests/test_http $(BUILD)/tests/test_keysrc $(BUILD)/tests/test_admin \
-              $(BUILD)/tests/test_receipt
+              $(BUILD)/tests/test_log $(BUILD)/tests/test_receipt
 INTEGRATION_TESTS := $(BUILD)/tests/test_pipeline $(BUILD)/tests/test_bounds
 TESTS := $(UNIT_TESTS) $(INTEGRATION_TESTS)
 # The real binary against an independent client (Debian's kafka-python), and
 # the deploy/ manifests, configs and image checked offline.
 E2E_TESTS := tests/e2e/e2e_test.py tests/e2e/faults_test.py tests/e2e/security_test.py \
              tests/e2e/seams_test.py tests/e2e/chaos_test.py tests/e2e/keys_test.py \
-             tests/e2e/admin_test.py \
-             tests/deploy/test_deploy.sh
+             tests/e2e/admin_test.py tests/e2e/probes_test.py tests/e2e/demo_test.py \
+             tests/e2e/logs_test.py tests/e2e/lookup_test.py tests/docs/test_docs.sh \
+             tests/docs/test_quickstart.sh tests/deploy/test_deploy.sh \
+             tests/image/test_hardening.sh
 BENCHES := $(BUILD)/bench/bench_store $(BUILD)/bench/bench_e2e $(BUILD)/bench/bench_handover
 FUZZERS := $(BUILD)/fuzz/fuzz_entry $(BUILD)/fuzz/fuzz_config $(BUILD)/fuzz/fuzz_headers \
            $(BUILD)/fuzz/fuzz_keysrc $(BUILD)/fuzz/fuzz_receipt
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
-.PHONY: all deps test soak soak-memory chaos mutate valgrind bench bench-e2e bench-handover demo fuzz fuzz-build format format-check clean help
-.PHONY: image image-test
+.PHONY: all deps test test-mock test-kafka kafka-up kafka-down chaos-kafka soak soak-memory chaos mutate valgrind bench bench-e2e bench-handover demo fuzz fuzz-build format format-check clean help
+.PHONY: image image-test bench-e2e-kafka docs FORCE
 .DEFAULT_GOAL := all
 
 all: deps
@@ -100,7 +132,11 @@ build-all: $(KDEDUP) $(TESTS) $(BENCHES)
 help:
 	@echo "make            build libraries, tests and benchmarks into $(BUILD)/"
 	@echo "make demo       build kdedup and run its demo (DEMO_ARGS=\"--messages N\")"
-	@echo "make test       build and run every test (installs packages first)"
+	@echo "make test       build and run every test (installs packages first): test-mock, test-kafka"
+	@echo "make test-mock  the unit tests and the suites on librdkafka's mock cluster"
+	@echo "make test-kafka the end-to-end suites on Apache Kafka (one node, then three)"
+	@echo "make kafka-up   Apache Kafka on 127.0.0.1 (KAFKA_NODES=1|3); kafka-down stops it"
+	@echo "make chaos-kafka  the chaos test on three Apache Kafka brokers, SEEDS=N seeds"
 	@echo "make soak       the e2e crash test with SOAK_CYCLES (20) kill -9 cycles"
 	@echo "make soak-memory  10 minutes of load and faults; RSS sampled and plotted"
 	@echo "make chaos      the seeded chaos test, SEEDS=N seeds (CHAOS_FIRST, CHAOS_SECONDS)"
@@ -108,13 +144,15 @@ help:
 	@echo "make valgrind   run the unit tests under valgrind memcheck"
 	@echo "make bench      run the store and end-to-end benchmarks (BENCHMARKS.md)"
 	@echo "make bench-e2e  kdedup against a plain passthrough (BENCH_E2E_ARGS=...)"
+	@echo "make bench-e2e-kafka  the same on a fresh Apache Kafka node (BENCH_E2E_KAFKA_ARGS=...)"
 	@echo "make bench-handover  an empty replica learning 10^6 keys (BENCH_HANDOVER_ARGS=...)"
 	@echo "make fuzz       run the libFuzzer targets for FUZZ_SECONDS each (clang)"
 	@echo "make deps       install missing Debian packages (root) or print the command"
 	@echo "make image      build the container image $(IMAGE) with podman (root)"
 	@echo "make image-test build it, then run it as Kubernetes does and check it"
+	@echo "make docs       render docs/architecture.png from docs/architecture.dot"
 	@echo "make format-check / format   clang-format check / rewrite"
-	@echo "switches: WERROR=1 SANITIZE=address,undefined BUILD=dir"
+	@echo "switches: WERROR=1 SANITIZE=address,undefined HARDEN=0 BUILD=dir"
 
 # Installs what is missing; quick when nothing is.
 deps:
@@ -132,8 +170,15 @@ deps:
 	    echo "deps: missing packages; run: sudo apt-get install -y $$missing"; exit 1; \
 	  fi; \
 	fi
+	@$(RIG) fetch
 
-$(BUILD)/obj/%.o: %.c
+FORCE:
+
+$(FLAGS_STAMP): FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(FLAGS_BUILT)' | cmp -s - $@ || echo '$(FLAGS_BUILT)' >$@
+
+$(BUILD)/obj/%.o: %.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(EXTRA_CFLAGS) -c $< -o $@
 
@@ -198,6 +243,11 @@ $(BUILD)/tests/test_metrics: $(call obj,tests/test_metrics.c sidecar/metrics.c) 
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_CONFIG) $(LIBS_TEST)
 
+# Logging: rate-limited events, numeric fields.
+$(BUILD)/tests/test_log: $(call obj,tests/test_log.c sidecar/log.c) $(LIB_CONFIG)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_CONFIG) $(LIBS_TEST)
+
 # The HTTP endpoint in a child process, against 600 slow clients.
 $(BUILD)/tests/test_http: $(call obj,tests/test_http.c sidecar/http.c sidecar/log.c) \
                           $(LIB_CONFIG)
@@ -246,9 +296,42 @@ $(BUILD)/bench/bench_e2e: $(call obj,bench/bench_e2e.c bench/passthrough.c) $(LI
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o %.a,$^) $(LDLIBS_ALL)
 
+# The whole suite: on librdkafka's mock cluster, then on Apache Kafka.
 test: deps
+	@$(MAKE) --no-print-directory test-mock
+	@$(MAKE) --no-print-directory test-kafka
+
+test-mock: deps
 	@$(MAKE) --no-print-directory $(KDEDUP) $(TESTS)
 	@KDEDUP=$(KDEDUP) tests/run_tests.sh $(TESTS) $(E2E_TESTS)
+
+# Apache Kafka (tests/kafka/rig.py): the broker pinned by tests/kafka/pom.xml,
+# its jars in a cache outside the tree (make deps fetches them once), KRaft
+# nodes on 127.0.0.1 with data in a temporary folder. kafka-up prints the
+# bootstrap address and writes it to $(KAFKA_DIR)/bootstrap.
+RIG := /usr/bin/python3 tests/kafka/rig.py
+KAFKA_NODES ?= 1
+KAFKA_DIR ?= $(BUILD)/kafka
+KAFKA_TOPICS ?= orders:4 orders.deduped:4 orders.dlq:1
+kafka-up: deps
+	@KDEDUP_KAFKA_DIR=$(abspath $(KAFKA_DIR)) $(RIG) up --nodes $(KAFKA_NODES) \
+	    $(foreach t,$(KAFKA_TOPICS),--topic $(t))
+
+kafka-down:
+	@KDEDUP_KAFKA_DIR=$(abspath $(KAFKA_DIR)) $(RIG) down
+
+test-kafka: deps
+	@$(MAKE) --no-print-directory $(KDEDUP)
+	@KDEDUP=$(KDEDUP) BUILD=$(BUILD) tests/kafka/test_kafka.sh
+
+# The chaos test on three Apache Kafka brokers: SEEDS seeds from CHAOS_FIRST.
+chaos-kafka: deps
+	@$(MAKE) --no-print-directory $(KDEDUP)
+	KDEDUP=$(KDEDUP) BUILD=$(BUILD) KAFKA_SUITES1= KAFKA_SUITES3=chaos_test \
+	    TEST_TIMEOUT=$$(($(SEEDS) * 150 + 600)) \
+	    KD_CHAOS_SECONDS=$(CHAOS_SECONDS) \
+	    KD_CHAOS_SEEDS="$$(seq $(CHAOS_FIRST) $$(($(CHAOS_FIRST) + $(SEEDS) - 1)))" \
+	    tests/kafka/test_kafka.sh
 
 # The long run of the crash test: kill -9 at random moments under load,
 # SOAK_CYCLES times (the e2e test runs 3), then the whole oracle.
@@ -299,6 +382,10 @@ valgrind: deps
 	@$(MAKE) --no-print-directory $(VALGRIND_TESTS)
 	@TEST_WRAPPER="$(VALGRIND)" tests/run_tests.sh $(VALGRIND_TESTS)
 
+# docs/architecture.png from its graphviz source.
+docs:
+	dot -Tpng -Gdpi=110 docs/architecture.dot -o docs/architecture.png
+
 # The README's first command: the whole pipeline on an embedded mock cluster.
 DEMO_ARGS ?=
 demo: deps
@@ -322,6 +409,13 @@ bench-handover: deps
 bench-e2e: deps
 	@$(MAKE) --no-print-directory $(BUILD)/bench/bench_e2e
 	KDEDUP=$(KDEDUP) $(BUILD)/bench/bench_e2e $(BENCH_E2E_ARGS)
+
+# The same against Apache Kafka: a fresh single node (tests/kafka/with_kafka.sh).
+BENCH_E2E_KAFKA_ARGS ?= --stored 10000,1000000
+bench-e2e-kafka: deps
+	@$(MAKE) --no-print-directory $(BUILD)/bench/bench_e2e
+	KDEDUP=$(KDEDUP) tests/kafka/with_kafka.sh 1 sh -c \
+	    '$(BUILD)/bench/bench_e2e --bootstrap "$$KDEDUP_BOOTSTRAP" $(BENCH_E2E_KAFKA_ARGS)'
 
 # libFuzzer needs clang; built apart from the rest. Every sanitizer report
 # aborts, so a UBSan finding fails `make fuzz` like a crash does.

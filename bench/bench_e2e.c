@@ -1,15 +1,29 @@
 /*
  * kdedup benchmarks - end to end: kdedup against a plain passthrough
- * (DESIGN.md §7, BENCHMARKS.md).
+ * (docs/architecture.md, BENCHMARKS.md).
  *
  *   bench_e2e [--messages N] [--size BYTES] [--duplicates PCT] [--partitions P]
  *             [--rounds R] [--stored N[,N...]] [--batch N] [--dir DIR]
- *             [--fingerprint on|off] [--pin]
+ *             [--fingerprint on|off] [--pin] [--bootstrap HOST:PORT]
+ *             [--wrap "CMD ARGS"] [--stats off] [--linger A_MS,B_MS]
+ *             [--signing-key KEY]
+ *
+ * --wrap runs each child under a command (BENCH_SIDE=A or B in its
+ * environment, so a profiler can name its output after it: valgrind's
+ * --callgrind-out-file=cg.%q{BENCH_SIDE}); --stats off turns librdkafka's
+ * statistics off in both; --linger sets each side's producer linger.ms;
+ * --signing-key sets kdedup's dedup.signing_key. bench/instructions.py
+ * uses them to count instructions per message under callgrind.
  *
  * --pin puts the mock cluster on CPU 0 and each run (A or B, with all its
  * threads) on CPU 1: the cost of the pipeline itself, as on a pod whose
  * brokers run elsewhere (on a shared 2-core machine the broker otherwise
  * takes its share of the same cores).
+ *
+ * --bootstrap runs against that Kafka cluster (Apache Kafka: `make
+ * bench-e2e-kafka` starts a fresh single node) instead of the mock, and
+ * creates its topics there with the admin API (--pin then pins the runs
+ * only).
  *
  * A mock cluster runs in its own process (`kdedup mock`); the input topic is
  * filled once: N messages of BYTES bytes with an Idempotency-Key header, PCT%
@@ -78,6 +92,11 @@ typedef struct options {
     int batch;
     bool fingerprint;
     bool pin;
+    const char *bootstrap;   /* a cluster of its own (--bootstrap), or NULL: the mock */
+    const char *wrap;        /* a command the children run under, or NULL */
+    bool stats_off;          /* statistics.interval.ms 0 */
+    int linger_a, linger_b;  /* producer linger.ms per side; -1: the default */
+    const char *signing_key; /* kdedup's dedup.signing_key, or NULL */
     char dir[512];
 } options;
 
@@ -270,18 +289,68 @@ static int child_main(const char *which, const char *config, uint64_t expect) {
  * The driver.
  */
 
-/* The mock cluster process, driven by commands on its stdin. */
+/* The mock cluster process, driven by commands on its stdin; or, with
+ * --bootstrap, the cluster there (pid 0, no pipes). */
 typedef struct mock {
     pid_t pid;
     FILE *in, *out;
     char bootstrap[256];
 } mock;
 
+/* Creates topic on the cluster at m's bootstrap with the admin API (the
+ * cluster's default replication factor); an existing one is an error. */
+static bool admin_topic(const mock *m, const char *name, int partitions) {
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_NewTopic_t *nt = NULL;
+    rd_kafka_queue_t *q = NULL;
+    rd_kafka_event_t *ev = NULL;
+    rd_kafka_t *rk;
+    char err[256];
+    bool ok = false;
+
+    rd_kafka_conf_set(conf, "bootstrap.servers", m->bootstrap, NULL, 0);
+    if (!(rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err)))) {
+        rd_kafka_conf_destroy(conf);
+        fprintf(stderr, "bench_e2e: admin client: %s\n", err);
+        return false;
+    }
+    if ((nt = rd_kafka_NewTopic_new(name, partitions, -1, err, sizeof(err))) &&
+        (q = rd_kafka_queue_new(rk))) {
+        rd_kafka_CreateTopics(rk, &nt, 1, NULL, q);
+        if ((ev = rd_kafka_queue_poll(q, 30000))) {
+            const rd_kafka_CreateTopics_result_t *res =
+                rd_kafka_event_CreateTopics_result(ev);
+            size_t n = 0;
+            const rd_kafka_topic_result_t **tr =
+                res ? rd_kafka_CreateTopics_result_topics(res, &n) : NULL;
+
+            ok = n == 1 &&
+                 rd_kafka_topic_result_error(tr[0]) == RD_KAFKA_RESP_ERR_NO_ERROR;
+            if (!ok)
+                fprintf(stderr, "bench_e2e: creating %s: %s\n", name,
+                        n == 1 ? rd_kafka_topic_result_error_string(tr[0])
+                               : rd_kafka_event_error_string(ev));
+        }
+    }
+    if (ev)
+        rd_kafka_event_destroy(ev);
+    if (q)
+        rd_kafka_queue_destroy(q);
+    if (nt)
+        rd_kafka_NewTopic_destroy(nt);
+    rd_kafka_destroy(rk);
+    return ok;
+}
+
 static bool mock_start(mock *m, const options *o) {
     const char *bin = getenv("KDEDUP") ? getenv("KDEDUP") : "build/kdedup";
     char topic[128];
     int in[2], out[2];
 
+    if (o->bootstrap) {
+        snprintf(m->bootstrap, sizeof(m->bootstrap), "%s", o->bootstrap);
+        return admin_topic(m, IN_TOPIC, o->partitions);
+    }
     snprintf(topic, sizeof(topic), IN_TOPIC ":%d", o->partitions);
     if (pipe(in) || pipe(out))
         return false;
@@ -308,6 +377,8 @@ static bool mock_start(mock *m, const options *o) {
 static bool mock_topic(mock *m, const char *name, int partitions) {
     char reply[64];
 
+    if (!m->pid)
+        return admin_topic(m, name, partitions);
     fprintf(m->in, "topic %s %d\n", name, partitions);
     fflush(m->in);
     return fgets(reply, sizeof(reply), m->out) && !strncmp(reply, "ok", 2);
@@ -418,10 +489,24 @@ static bool run_child(const options *o, const char *self, const char *which,
     if (pipe(out))
         return false;
     if ((pid = fork()) == 0) {
+        char *argv[64], wrap[1024];
+        int argc = 0;
+
         pin_to(o, 1);
         dup2(out[1], 1);
         close(out[0]);
-        execl(self, self, "--child", which, config, expect_s, (char *)NULL);
+        setenv("BENCH_SIDE", which, 1);
+        snprintf(wrap, sizeof(wrap), "%s", o->wrap ? o->wrap : "");
+        for (char *save = NULL, *t = strtok_r(wrap, " ", &save); t && argc < 56;
+             t = strtok_r(NULL, " ", &save))
+            argv[argc++] = t;
+        argv[argc++] = (char *)self;
+        argv[argc++] = "--child";
+        argv[argc++] = (char *)which;
+        argv[argc++] = (char *)config;
+        argv[argc++] = expect_s;
+        argv[argc] = NULL;
+        execvp(argv[0], argv);
         _exit(127);
     }
     close(out[1]);
@@ -437,23 +522,41 @@ static bool run_child(const options *o, const char *self, const char *which,
            WEXITSTATUS(status) == 0 && got;
 }
 
-static bool write_config(const char *path, const mock *m, const char *group,
-                         const char *out_topic, const char *store, int batch,
-                         bool fingerprint) {
+static bool write_config(const char *path, const mock *m, const options *o, char side,
+                         const char *group, const char *out_topic, const char *store) {
     FILE *fp = fopen(path, "w");
+    int linger = side == 'A' ? o->linger_a : o->linger_b;
+    char producer[128] = "", consumer[64] = "", signing[300] = "";
 
     if (!fp)
         return false;
+    if (o->stats_off && linger >= 0)
+        snprintf(
+            producer, sizeof(producer),
+            ", \"producer\": {\"statistics.interval.ms\": \"0\", \"linger.ms\": \"%d\"}",
+            linger);
+    else if (o->stats_off)
+        snprintf(producer, sizeof(producer),
+                 ", \"producer\": {\"statistics.interval.ms\": \"0\"}");
+    else if (linger >= 0)
+        snprintf(producer, sizeof(producer), ", \"producer\": {\"linger.ms\": \"%d\"}",
+                 linger);
+    if (o->stats_off)
+        snprintf(consumer, sizeof(consumer),
+                 ", \"consumer\": {\"statistics.interval.ms\": \"0\"}");
+    if (o->signing_key)
+        snprintf(signing, sizeof(signing), ", \"signing_key\": \"%s\"", o->signing_key);
     fprintf(fp,
-            "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"%s\"},\n"
+            "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"%s\"%s%s},\n"
             " \"routes\": [{\"from\": \"" IN_TOPIC "\", \"to\": \"%s\","
             " \"key_header\": \"" KEY_HEADER "\", \"on_missing_key\": \"forward\","
             " \"fingerprint\": %s}],\n"
-            " \"dedup\": {\"namespace\": \"bench\"},\n"
+            " \"dedup\": {\"namespace\": \"bench\"%s},\n"
             " \"store\": {\"path\": \"%s\", \"sync\": true},\n"
             " \"pipeline\": {\"batch_max\": %d},\n"
             " \"log\": {\"level\": \"warn\"}}\n",
-            m->bootstrap, group, out_topic, fingerprint ? "true" : "false", store, batch);
+            m->bootstrap, group, consumer, producer, out_topic,
+            o->fingerprint ? "true" : "false", signing, store, o->batch);
     return fclose(fp) == 0;
 }
 
@@ -489,7 +592,7 @@ static bool run_level(const char *self, mock *m, const options *o, long unique,
         snprintf(group, sizeof(group), "bench-A-%d-%d", level, round);
         snprintf(topic, sizeof(topic), "bench.out.A.%d.%d", level, round);
         if (!run_cmd(rm) || !run_cmd(cp) || !mock_topic(m, topic, o->partitions) ||
-            !write_config(config, m, group, topic, store, o->batch, o->fingerprint) ||
+            !write_config(config, m, o, 'A', group, topic, store) ||
             !run_child(o, self, "A", config, (uint64_t)o->messages, &a)) {
             fprintf(stderr, "bench_e2e: kdedup run failed\n");
             return false;
@@ -505,7 +608,7 @@ static bool run_level(const char *self, mock *m, const options *o, long unique,
         snprintf(group, sizeof(group), "bench-B-%d-%d", level, round);
         snprintf(topic, sizeof(topic), "bench.out.B.%d.%d", level, round);
         if (!mock_topic(m, topic, o->partitions) ||
-            !write_config(config, m, group, topic, store, o->batch, o->fingerprint) ||
+            !write_config(config, m, o, 'B', group, topic, store) ||
             !run_child(o, self, "B", config, (uint64_t)o->messages, &b)) {
             fprintf(stderr, "bench_e2e: passthrough run failed\n");
             return false;
@@ -559,10 +662,13 @@ static bool parse_levels(options *o, const char *s) {
 }
 
 static int usage(void) {
-    fprintf(stderr,
-            "usage: bench_e2e [--messages N] [--size BYTES] [--duplicates PCT]\n"
-            "                 [--partitions P] [--rounds R] [--stored N[,N...]]\n"
-            "                 [--batch N] [--dir DIR] [--fingerprint on|off] [--pin]\n");
+    fprintf(
+        stderr,
+        "usage: bench_e2e [--messages N] [--size BYTES] [--duplicates PCT]\n"
+        "                 [--partitions P] [--rounds R] [--stored N[,N...]]\n"
+        "                 [--batch N] [--dir DIR] [--fingerprint on|off] [--pin]\n"
+        "                 [--bootstrap HOST:PORT] [--wrap \"CMD ARGS\"] [--stats off]\n"
+        "                 [--linger A_MS,B_MS] [--signing-key KEY]\n");
     return 2;
 }
 
@@ -575,7 +681,9 @@ int main(int argc, char **argv) {
                  .stored = {10000},
                  .nlevels = 1,
                  .batch = 1000,
-                 .fingerprint = true};
+                 .fingerprint = true,
+                 .linger_a = -1,
+                 .linger_b = -1};
     mock m = {0};
     long unique;
     bool ok = true;
@@ -609,6 +717,17 @@ int main(int argc, char **argv) {
             o.fingerprint = !strcmp(v, "on");
         else if (!strcmp(argv[i], "--dir"))
             snprintf(o.dir, sizeof(o.dir), "%s", v);
+        else if (!strcmp(argv[i], "--bootstrap"))
+            o.bootstrap = v;
+        else if (!strcmp(argv[i], "--wrap"))
+            o.wrap = v;
+        else if (!strcmp(argv[i], "--stats") && !strcmp(v, "off"))
+            o.stats_off = true;
+        else if (!strcmp(argv[i], "--linger")) {
+            if (sscanf(v, "%d,%d", &o.linger_a, &o.linger_b) != 2)
+                return usage();
+        } else if (!strcmp(argv[i], "--signing-key"))
+            o.signing_key = v;
         else if (!strcmp(argv[i], "--stored")) {
             if (!parse_levels(&o, v))
                 return usage();
@@ -620,8 +739,9 @@ int main(int argc, char **argv) {
     if (o.messages <= 0 || o.size <= 0 || o.dup_pct < 0 || o.dup_pct > 100 ||
         o.partitions <= 0 || o.rounds <= 0 || o.rounds > MAX_ROUNDS || o.batch <= 0)
         return usage();
-    /* The mock keeps at most 5 MiB a partition (DESIGN.md §6). */
-    if ((double)o.messages * (o.size + 80) / o.partitions > 4.5 * 1024 * 1024) {
+    /* The mock keeps at most 5 MiB a partition (docs/architecture.md). */
+    if (!o.bootstrap &&
+        (double)o.messages * (o.size + 80) / o.partitions > 4.5 * 1024 * 1024) {
         fprintf(stderr,
                 "bench_e2e: %ld messages of %d bytes overflow %d mock partitions; "
                 "use more --partitions\n",
@@ -634,7 +754,8 @@ int main(int argc, char **argv) {
     }
     signal(SIGPIPE, SIG_IGN);
     if (!mock_start(&m, &o)) {
-        fprintf(stderr, "bench_e2e: cannot start the mock cluster\n");
+        fprintf(stderr, "bench_e2e: cannot start the mock cluster (or create %s)\n",
+                IN_TOPIC);
         mock_stop(&m);
         return 1;
     }
@@ -643,10 +764,13 @@ int main(int argc, char **argv) {
         return 1;
     }
     printf("# %ld messages of %d bytes, %ld distinct keys (%d%% duplicates), %d "
-           "partitions, batch_max %d, fingerprint %s%s\n",
+           "partitions, batch_max %d, fingerprint %s, %s%s\n",
            o.messages, o.size, unique, o.dup_pct, o.partitions, o.batch,
            o.fingerprint ? "on" : "off",
-           o.pin ? ", pinned (mock on CPU 0, each run on CPU 1)" : "");
+           o.bootstrap ? "Apache Kafka" : "the mock cluster",
+           o.pin ? (o.bootstrap ? ", each run pinned to CPU 1"
+                                : ", pinned (mock on CPU 0, each run on CPU 1)")
+                 : "");
     printf("%9s %5s %-11s %9s %8s %8s %8s %9s\n", "stored", "round", "pipeline", "msgs/s",
            "p50_ms", "p99_ms", "rss_MiB", "cpu_s/1M");
     for (int level = 0; ok && level < o.nlevels; level++)

@@ -286,7 +286,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         return probe(c, s->h.healthy, s->h.arg);
     if (!strcmp(url, "/readyz"))
         return probe(c, s->h.ready, s->h.arg);
-    if (strcmp(url, "/metrics"))
+    if (strcmp(url, "/metrics") || !s->h.metrics) /* a listener of the probes alone */
         return text(c, MHD_HTTP_NOT_FOUND, "not found");
     if (!(body = s->h.metrics(s->h.arg, &len)))
         return text(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
@@ -314,15 +314,13 @@ static struct addrinfo *resolve(const char *name, const char *listen, char *errs
     int rc;
 
     if (!colon || (size_t)(colon - listen) >= sizeof(host)) {
-        snprintf(errstr, errstr_size, "%s.listen \"%s\": expected host:port", name,
-                 listen);
+        snprintf(errstr, errstr_size, "%s \"%s\": expected host:port", name, listen);
         return NULL;
     }
     memcpy(host, listen, (size_t)(colon - listen));
     host[colon - listen] = '\0';
     if ((rc = getaddrinfo(host, colon + 1, &hints, &ai)) != 0) {
-        snprintf(errstr, errstr_size, "%s.listen \"%s\": %s", name, listen,
-                 gai_strerror(rc));
+        snprintf(errstr, errstr_size, "%s \"%s\": %s", name, listen, gai_strerror(rc));
         return NULL;
     }
     return ai;
@@ -330,7 +328,7 @@ static struct addrinfo *resolve(const char *name, const char *listen, char *errs
 
 kd_http *kd_http_start(const char *listen, const kd_http_handlers *h, char *errstr,
                        size_t errstr_size) {
-    const char *name = h->name ? h->name : "http";
+    const char *name = h->name ? h->name : "http.listen";
     struct addrinfo *ai = resolve(name, listen, errstr, errstr_size);
     const union MHD_DaemonInfo *info;
     pthread_condattr_t attr;
@@ -349,8 +347,12 @@ kd_http *kd_http_start(const char *listen, const kd_http_handlers *h, char *errs
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_cond_init(&s->wake, &attr);
     pthread_condattr_destroy(&attr);
+    /* MHD_USE_ITC: a stop wakes the thread through a channel of its own.
+     * Without it, it wakes it through the listening socket, which a full
+     * listener no longer watches: the stop then waited for the next
+     * connection timeout, up to KD_HTTP_IDLE_TIMEOUT_S. */
     s->daemon = MHD_start_daemon(
-        MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG |
+        MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG |
             (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0),
         0, accept_policy, s, handle, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)KD_HTTP_MAX_CONNECTIONS,
@@ -364,7 +366,7 @@ kd_http *kd_http_start(const char *listen, const kd_http_handlers *h, char *errs
     freeaddrinfo(ai);
     if (!s->daemon) {
         snprintf(errstr, errstr_size,
-                 "%s.listen \"%s\": cannot listen (address in use "
+                 "%s \"%s\": cannot listen (address in use "
                  "or not available)",
                  name, listen);
         kd_http_stop(s);

@@ -16,8 +16,11 @@
  *     KD_HTTP_IDLE_TIMEOUT_S.
  * All connections share one thread (epoll): a slow client costs a slot,
  * never the thread. Many addresses together can still fill every slot for
- * up to KD_HTTP_REQUEST_TIMEOUT_MS at a time: the NetworkPolicy in
- * deploy/k8s admits only Prometheus and the node (the kubelet).
+ * up to KD_HTTP_REQUEST_TIMEOUT_MS at a time, and so can 8 connections from
+ * the kubelet's own address (the node's, which a hostNetwork pod shares):
+ * hence a listener of the probes alone (no metrics handler; kdedup's
+ * http.probes_listen), its own slots and thread, which no scraper or client
+ * of /metrics reaches.
  */
 #ifndef KD_HTTP_H
 #define KD_HTTP_H
@@ -59,14 +62,15 @@ const char *kd_http_query(const kd_http_request *req, const char *name);
 
 /* What the endpoints serve; each is called on the HTTP thread. */
 typedef struct kd_http_handlers {
-    /* The config key of the listener, for messages: "http" (the default
-     * when NULL) or "admin". */
+    /* The config key of the listener, for messages: "http.listen" (the
+     * default when NULL), "http.probes_listen" or "admin.listen". */
     const char *name;
     /* When set, every request goes to it (any method, any path) and the
      * endpoints below are not served. */
     void (*request)(void *arg, const kd_http_request *req, kd_http_reply *out);
     void *arg;
-    /* The exposition text, malloc()ed (the server frees it), or NULL. */
+    /* The exposition text, malloc()ed (the server frees it), or NULL.
+     * Unset: no /metrics (404), a listener of the probes alone. */
     char *(*metrics)(void *arg, size_t *len);
     /* true, or false with a one-line reason in reason. */
     bool (*healthy)(void *arg, char *reason, size_t size);

@@ -1,6 +1,6 @@
 /*
  * kdedup - the pipeline's life cycle (see pipeline.h, pipeline_int.h and
- * DESIGN.md §3).
+ * docs/architecture.md).
  */
 #include "sidecar/kafka.h"
 #include "sidecar/log.h"
@@ -44,6 +44,8 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
         atomic_store(&p->fatal, 1);
         return;
     }
+    if (kd_kafka_logged(reason))
+        return; /* librdkafka's own line said it */
     KD_WARN("%s: %s", rd_kafka_name(rk), reason);
 }
 
@@ -75,7 +77,10 @@ static bool routes_init(kd_pipeline *p, char *errstr, size_t errstr_size) {
                                            METADATA_TIMEOUT_MS)
                 : 1;
         if (r->out_partitions > 0 &&
-            !(r->acked = calloc((size_t)r->out_partitions, sizeof(*r->acked)))) {
+            (!(r->acked = calloc((size_t)r->out_partitions, sizeof(*r->acked))) ||
+             !(r->sent = calloc((size_t)r->out_partitions, sizeof(*r->sent))) ||
+             !(r->acked_sent =
+                   calloc((size_t)r->out_partitions, sizeof(*r->acked_sent))))) {
             snprintf(errstr, errstr_size, "out of memory");
             return false;
         }
@@ -234,6 +239,7 @@ kd_pipeline *kd_pipeline_new(const kd_config *cfg, kd_store *store, const char *
     }
     p->cfg = cfg;
     p->store = store;
+    p->barrier_wait_ms = BARRIER_WAIT_FACTOR * kd_config_message_timeout_ms(cfg);
     pthread_mutex_init(&p->offer_lock, NULL);
     p->boot_id = random_boot_id();
     snprintf(p->boot_hex, sizeof(p->boot_hex), "%016" PRIx64, p->boot_id);
@@ -439,11 +445,17 @@ void kd_pipeline_stats_get(const kd_pipeline *p, kd_pipeline_stats *out) {
         out->forwarded += atomic_load(&r->forwarded);
         out->duplicates_completed += atomic_load(&r->duplicates_completed);
         out->duplicates_in_flight += atomic_load(&r->duplicates_in_flight);
+        out->key_conflicts += atomic_load(&r->key_conflicts_skipped) +
+                              atomic_load(&r->key_conflicts_dead_lettered) +
+                              atomic_load(&r->key_conflicts_forwarded);
         out->released += atomic_load(&r->released);
         out->retries += atomic_load(&r->retries);
         out->dead_lettered += atomic_load(&r->dead_lettered);
         out->missing_forwarded += atomic_load(&r->missing_forwarded);
         out->missing_dropped += atomic_load(&r->missing_dropped);
+        out->rejected += atomic_load(&r->rejected_too_many_headers) +
+                         atomic_load(&r->rejected_headers_too_large) +
+                         atomic_load(&r->rejected_ambiguous_key);
         out->possibly_persisted += atomic_load(&r->possibly_persisted);
         out->produce_errors +=
             atomic_load(&r->not_persisted) + atomic_load(&r->possibly_persisted);
@@ -488,7 +500,7 @@ bool kd_pipeline_ready(kd_pipeline *p, char *reason, size_t size) {
     kd_cluster_view v;
 
     kd_metrics_cluster_view(p->metrics, &v);
-    uint64_t failing = atomic_load(&p->store_failing_since), unread;
+    uint64_t failing = atomic_load(&p->store_failing_since), unread, stuck;
     char err[400];
 
     if (atomic_load(&p->stop) || atomic_load(&p->fatal))
@@ -501,6 +513,14 @@ bool kd_pipeline_ready(kd_pipeline *p, char *reason, size_t size) {
         snprintf(reason, size,
                  "backpressure: consumption paused until the messages in flight settle "
                  "(pipeline.max_inflight, max_inflight_bytes, max_retrying)");
+    else if ((stuck = atomic_load(&kd_metrics_flow(p->metrics)->stuck)))
+        snprintf(
+            reason, size,
+            "%llu message(s) stuck: refused more than max_retries times by their "
+            "dead-letter topic (or, on a route without one, by the downstream topic); "
+            "they are retried and their partitions commit no further until they are "
+            "delivered (each is named in the log)",
+            (unsigned long long)stuck);
     else if ((unread = atomic_load(&p->handovers_failing)))
         snprintf(reason, size,
                  "reading the history of %llu assigned partition(s) from the downstream "
@@ -565,6 +585,8 @@ void kd_pipeline_destroy(kd_pipeline *p) {
     for (size_t i = 0; p->routes && i < p->cfg->nroutes; i++) {
         kd_dedup_destroy(p->routes[i].dedup);
         free(p->routes[i].acked);
+        free(p->routes[i].sent);
+        free(p->routes[i].acked_sent);
     }
     free(p->routes);
     free(p->batch_msgs);

@@ -57,8 +57,11 @@
 #define STORE_BACKOFF_MAX_MS 5000
 #define HANDOVER_BACKOFF_MIN_MS 1000
 #define HANDOVER_BACKOFF_MAX_MS 30000
-#define UNCERTAIN_TRIES 10 /* reads of downstream before resending anyway */
-#define ORPHAN_WAIT_MS 20  /* a message waiting for its orphan's scan: asks again */
+#define UNCERTAIN_TRIES 10     /* reads of downstream before resending anyway */
+#define BARRIER_POLL_MS 50     /* an uncertain delivery waiting for its barrier */
+#define BARRIER_WAIT_FACTOR 10 /* ...at most this many message.timeout.ms */
+#define STUCK_AFTER_FOREVER 5  /* failures that make a message stuck, max_retries -1 */
+#define ORPHAN_WAIT_MS 20      /* a message waiting for its orphan's scan: asks again */
 
 typedef enum msg_kind {
     MSG_DEDUP,      /* has a key: claimed before it is forwarded */
@@ -86,14 +89,21 @@ typedef struct msg {
     uint64_t claim_seq;     /* claimed by this run: kd_claim.seq and .version, for */
     uint64_t claim_version; /* its receipt (kd_completion.claim_*; 0 = none) */
     bool uncertain;         /* possibly persisted: read downstream before resending */
+    uint64_t out_seq;       /* its number among its route's deliveries to its
+                             * downstream partition (route_rt.sent) */
+    uint64_t barrier;       /* uncertain: read downstream only once a delivery
+                             * numbered past this one was acknowledged... */
+    uint64_t barrier_until; /* ...or from this moment on (mono ms) */
     bool maybe_out;         /* a delivery may be downstream: the claim is never
                              * released, only completed or left to recovery */
     int reads;              /* uncertain: failed reads of downstream so far */
     int64_t scan_from;      /* downstream: it lands at or after this offset */
     uint64_t sent_at_ms;    /* wall: when that first copy was sent */
-    int attempts;           /* failed deliveries so far */
+    int attempts;           /* failed deliveries so far (to its current topic) */
+    bool stuck;             /* refused past max_retries where it cannot go further:
+                             * counted in kdedup_stuck_messages until it settles */
     uint64_t consumed_us;   /* monotonic: for the forward latency */
-    size_t bytes;           /* its key and value: counted in p->inflight_bytes */
+    size_t bytes;           /* its key, value and headers: in p->inflight_bytes */
     bool gate_takeover;     /* waiting in a gate: to be taken over (else produced) */
     uint64_t due_ms;        /* in the retry list: when (monotonic) */
     /* the delivery report */
@@ -115,6 +125,7 @@ typedef struct left_claim {
     int32_t out_partition;
     int64_t scan_from;
     uint64_t sent_at_ms;
+    uint64_t barrier, barrier_until; /* the delivery's (see msg.barrier) */
 } left_claim;
 
 typedef struct msg_list {
@@ -182,6 +193,9 @@ typedef struct route_rt {
     int out_partitions;
     int dlt_partitions;
     int64_t *acked; /* per downstream partition: past the last delivery acked */
+    /* Per downstream partition: deliveries sent there (numbered from 1, see
+     * msg.out_seq) and the highest number of those acknowledged. */
+    uint64_t *sent, *acked_sent;
 } route_rt;
 
 struct kd_pipeline {
@@ -229,7 +243,7 @@ struct kd_pipeline {
     size_t awaiting;   /* produced, no report yet */
 
     /* Flow control (pipeline_flow.c). */
-    size_t inflight_bytes;       /* keys and values of the messages in flight */
+    size_t inflight_bytes;       /* what the messages in flight hold (see headers.h) */
     bool backpressure;           /* consumption paused: a pipeline.max_* passed */
     uint64_t backpressure_since; /* mono ms */
     size_t held_back;            /* partitions paused behind a stuck message */
@@ -252,8 +266,10 @@ struct kd_pipeline {
     _Atomic uint64_t store_failing_since; /* mono ms; 0 when healthy */
     uint64_t store_retry_at;              /* mono ms: next receipt retry */
     uint64_t store_backoff_ms;
-    uint64_t store_failures; /* kd_pl_store_failed calls: a job's success is news
-                              * only if none came since it was handed over */
+    uint64_t store_failures;  /* kd_pl_store_failed calls: a job's success is news
+                               * only if none came since it was handed over */
+    uint64_t barrier_wait_ms; /* BARRIER_WAIT_FACTOR x the producer's
+                               * message.timeout.ms (see msg.barrier) */
 };
 
 /* Counters: per route, and process-wide. */
@@ -330,7 +346,7 @@ static inline bool msg_live(const kd_pipeline *p, const msg *m) {
     snprintf(off, sizeof(off), "%" PRId64, (m)->rkm->offset);                            \
     const char *fields[] = {                                                             \
         "topic",  src_topic(m), "partition", part,                                       \
-        "offset", off,          "route",     p->cfg->routes[(m)->route].to,              \
+        "offset", off,          "route",     p->cfg->routes[(m)->route].name,            \
         NULL}
 
 #define RECEIPT_MAX 600
@@ -340,6 +356,9 @@ static inline bool msg_live(const kd_pipeline *p, const msg *m) {
 #define KD_REASON_MISSING_KEY "missing-key"
 #define KD_REASON_DELIVERY_FAILED "delivery-failed"
 #define KD_REASON_KEY_CONFLICT "key-conflict"
+#define KD_REASON_TOO_MANY_HEADERS "too-many-headers"   /* pipeline.max_headers */
+#define KD_REASON_HEADERS_TOO_LARGE "headers-too-large" /* pipeline.max_header_bytes */
+#define KD_REASON_AMBIGUOUS_KEY "ambiguous-key" /* see keysrc.h, "Ambiguous keys" */
 /* A key conflict's dead letter: the original's receipt (or state), and the
  * fingerprints (hex) of the original and of this message. */
 #define KD_ORIGINAL_HEADER "kdedup-original"
@@ -464,6 +483,15 @@ left_claim *kd_pl_left_find(kd_pipeline *p, size_t route, const char *key,
 void kd_pl_left_drop(kd_pipeline *p, left_claim *l);
 /* Acts on a failed (or possibly failed) delivery of m. */
 void kd_pl_on_failed(kd_pipeline *p, msg *m);
+/* m's delivery was possibly persisted: its read of downstream waits for a
+ * barrier (see pipeline_deliver.c). */
+void kd_pl_set_barrier(kd_pipeline *p, msg *m);
+/* True once a read of downstream for a delivery possibly persisted (to
+ * out_partition of route, with its barrier and barrier_until) may begin: a
+ * delivery to that partition sent after the failure was acknowledged, or
+ * the wait is over. */
+bool kd_pl_barrier_passed(const kd_pipeline *p, size_t route, int32_t out_partition,
+                          uint64_t barrier, uint64_t until);
 /* Grows r to hold n receipts; false when out of memory (r unchanged). */
 bool kd_pl_receipts_reserve(kd_pl_receipts *r, size_t n);
 /* Frees r's arrays. */

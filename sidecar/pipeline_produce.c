@@ -104,6 +104,8 @@ void kd_pl_produce(kd_pipeline *p, msg *m) {
         m->scan_from = r->acked[partition];
         m->sent_at_ms = kd_wall_ms();
     }
+    if (!dlt)
+        m->out_seq = ++r->sent[partition];
     for (;;) {
         err = rd_kafka_producev(
             p->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
@@ -136,10 +138,13 @@ void kd_pl_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque) {
     m->out_offset = rkm->offset;
     m->out_timestamp = rd_kafka_message_timestamp(rkm, NULL);
     if (!rkm->err && m->kind != MSG_DEAD_LETTER && rkm->offset >= 0) {
-        int64_t *acked = &p->routes[m->route].acked[rkm->partition];
+        const route_rt *r = &p->routes[m->route];
+        int64_t *acked = &r->acked[rkm->partition];
 
         if (rkm->offset + 1 > *acked)
             *acked = rkm->offset + 1;
+        if (m->out_seq > r->acked_sent[rkm->partition])
+            r->acked_sent[rkm->partition] = m->out_seq;
     }
     p->awaiting--;
     list_push(&p->reported, m);

@@ -26,6 +26,7 @@
 #include "sidecar/recovery.h"
 #include "sidecar/clock.h"
 #include "sidecar/forgets.h"
+#include "sidecar/headers.h"
 #include "sidecar/kafka.h"
 #include "sidecar/log.h"
 #include "sidecar/signing.h"
@@ -50,6 +51,9 @@
 #define SCAN_BACKOFF_MIN_MS 1000
 #define SCAN_BACKOFF_MAX_MS 30000
 #define HISTORY_FAILURES_MAX 3 /* failed steps in a row before a handover starts over */
+/* A handover batch's records kept alive: keys, values and headers (see
+ * headers.h: an empty header takes some 90 bytes once parsed). */
+#define HISTORY_BATCH_BYTES (4u << 20)
 
 /* A record of a key in a scan's table. */
 typedef struct slot {
@@ -195,15 +199,43 @@ static rd_kafka_resp_err_t offset_at(rd_kafka_t *rk, const char *topic, int32_t 
     return err;
 }
 
-/* The first and end offsets of topic/partition. Not with
- * rd_kafka_query_watermark_offsets(): before librdkafka 2.3 it ignores its
- * timeout while the partition's leader is down (librdkafka #2588). */
-static rd_kafka_resp_err_t watermarks(rd_kafka_t *rk, const char *topic,
-                                      int32_t partition, int64_t *lo, int64_t *hi) {
+/* Asks the cluster where topic's partitions are led now. librdkafka 2.0.2's
+ * rd_kafka_offsets_for_times() does not look for a new leader when the old
+ * one answers NOT_LEADER_FOR_PARTITION: without this, a read after a
+ * leader moved failed until the next periodic metadata refresh (5 min by
+ * default; seen on Apache Kafka after a broker restart). */
+static void refresh_leaders(rd_kafka_t *rk, const char *topic) {
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    const struct rd_kafka_metadata *md = NULL;
+
+    if (!rkt)
+        return;
+    if (rd_kafka_metadata(rk, 0, rkt, &md, WATERMARK_TIMEOUT_MS) ==
+        RD_KAFKA_RESP_ERR_NO_ERROR)
+        rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(rkt);
+}
+
+static rd_kafka_resp_err_t watermarks_once(rd_kafka_t *rk, const char *topic,
+                                           int32_t partition, int64_t *lo, int64_t *hi) {
     rd_kafka_resp_err_t err =
         offset_at(rk, topic, partition, RD_KAFKA_OFFSET_BEGINNING, lo);
 
     return err ? err : offset_at(rk, topic, partition, RD_KAFKA_OFFSET_END, hi);
+}
+
+/* The first and end offsets of topic/partition; after a failure, once more
+ * with the partition's leader looked up afresh. Not with
+ * rd_kafka_query_watermark_offsets(): before librdkafka 2.3 it ignores its
+ * timeout while the partition's leader is down (librdkafka #2588). */
+static rd_kafka_resp_err_t watermarks(rd_kafka_t *rk, const char *topic,
+                                      int32_t partition, int64_t *lo, int64_t *hi) {
+    rd_kafka_resp_err_t err = watermarks_once(rk, topic, partition, lo, hi);
+
+    if (!err)
+        return err;
+    refresh_leaders(rk, topic);
+    return watermarks_once(rk, topic, partition, lo, hi);
 }
 
 /*
@@ -906,6 +938,7 @@ typedef struct history {
     rd_kafka_message_t **held; /* the batch's records, alive while fn reads them */
     kd_history_rec *recs;
     size_t n, batch;
+    size_t bytes; /* the memory the batch's records hold */
     bool stopped; /* fn said no */
 } history;
 
@@ -914,6 +947,7 @@ static void history_drop(history *h) {
     for (size_t i = 0; i < h->n; i++)
         rd_kafka_message_destroy(h->held[i]);
     h->n = 0;
+    h->bytes = 0;
 }
 
 /* Passes the batch to fn, then drops it; once fn took it, every record
@@ -967,7 +1001,8 @@ static bool history_each(void *arg, rd_kafka_message_t *m) {
     rec->forwarded_at = at;
     rec->stamped = header_forwarded_at(m) >= 0;
     h->held[h->n++] = m;
-    return h->n < h->batch || history_flush(h, upto);
+    h->bytes += kd_headers_record_memory(m);
+    return (h->n < h->batch && h->bytes < HISTORY_BATCH_BYTES) || history_flush(h, upto);
 }
 
 /* Starts a handover scan: where the window begins and ends. */
@@ -985,9 +1020,14 @@ static bool history_start(kd_recovery *rc, const kd_route *r, int32_t src_partit
                 kd_store_last_error(rc->store, why, sizeof(why)));
         return false;
     }
-    if (!scanner(rc) || watermarks(rc->scanner, r->to, out_partition, &lo, &hi) !=
-                            RD_KAFKA_RESP_ERR_NO_ERROR)
+    if (!scanner(rc))
         return false;
+    rd_kafka_resp_err_t err = watermarks(rc->scanner, r->to, out_partition, &lo, &hi);
+    if (err) {
+        KD_WARN("handover: the first and end offsets of %s/%" PRId32 ": %s", r->to,
+                out_partition, rd_kafka_err2str(err));
+        return false;
+    }
     cur->from = cur->have_mark && cur->mark > lo ? cur->mark : lo;
     cur->bounded = hi - cur->from > rc->cfg->scan_max_records;
     if (cur->bounded) {

@@ -17,6 +17,10 @@
 
 #define METRICS_MAX 1024
 
+/* Every config kept masks the log (kd_log_add_redact never refuses one). */
+_Static_assert(KD_RELOAD_KEPT_MAX <= KD_LOG_REDACT_MAX,
+               "the log masks every config kept");
+
 typedef struct kept {
     kd_config *cfg;
     char hash[KD_RELOAD_HASH_SIZE];
@@ -40,16 +44,23 @@ const char *kd_reload_result_name(kd_reload_result res) {
     return (unsigned)res < 3 ? names[res] : "?";
 }
 
-kd_config *kd_reload_load(const char *path, char hash[KD_RELOAD_HASH_SIZE], char *errstr,
+kd_config *kd_reload_load(const char *path, unsigned flags,
+                          char hash[KD_RELOAD_HASH_SIZE], char *errstr,
                           size_t errstr_size) {
     unsigned char digest[SHA256_DIGEST_LENGTH];
-    char *buf, shown[1024];
+    char *buf, *shown;
     size_t len;
-    kd_config *cfg = kd_config_load_bytes(path, &buf, &len, errstr, errstr_size);
+    kd_config *cfg =
+        kd_config_load_bytes_opts(path, flags, &buf, &len, errstr, errstr_size);
 
     if (cfg && !kd_kafka_check(cfg, errstr, errstr_size)) {
-        snprintf(errstr, errstr_size, "%s",
-                 kd_config_redact(cfg, errstr, shown, sizeof(shown)));
+        if ((shown = malloc(errstr_size))) {
+            snprintf(errstr, errstr_size, "%s",
+                     kd_config_redact(cfg, errstr, shown, errstr_size));
+            free(shown);
+        } else {
+            snprintf(errstr, errstr_size, "%s: out of memory", path);
+        }
         kd_config_destroy(cfg);
         cfg = NULL;
     }
@@ -76,6 +87,7 @@ kd_reload *kd_reload_new(const char *path, kd_config *cfg, const char *hash) {
     r->kept[0].cfg = cfg;
     snprintf(r->kept[0].hash, sizeof(r->kept[0].hash), "%s", hash);
     r->nkept = 1;
+    kd_log_set_redact(cfg);
     return r;
 }
 
@@ -89,6 +101,7 @@ void kd_reload_set_apply(kd_reload *r, kd_reload_apply_fn apply, void *arg) {
 void kd_reload_destroy(kd_reload *r) {
     if (!r)
         return;
+    kd_log_set_redact(NULL); /* before the configs it reads go */
     for (size_t i = 0; i < r->nkept; i++)
         kd_config_destroy(r->kept[i].cfg);
     free(r->kept);
@@ -161,6 +174,8 @@ static publish_result publish(kd_reload *r, kd_config *cfg, const char *hash,
         return PUBLISH_NO_MEMORY;
     } else {
         r->kept = grown;
+        /* Before anything runs with it: its ${file:} values may be new. */
+        kd_log_add_redact(cfg);
         grown[r->nkept].cfg = cfg;
         snprintf(grown[r->nkept].hash, sizeof(grown[r->nkept].hash), "%s", hash);
         r->current = r->nkept++;
@@ -180,7 +195,7 @@ kd_reload_result kd_reload_run(kd_reload *r, const char *why, char *what, size_t
     kd_config *cfg;
 
     pthread_mutex_lock(&r->run_lock);
-    if (!(cfg = kd_reload_load(r->path, hash, what, size))) {
+    if (!(cfg = kd_reload_load(r->path, 0, hash, what, size))) {
         res = outcome(r, KD_RELOAD_INVALID, why, what);
         goto done;
     }

@@ -12,6 +12,9 @@
  *
  * Configs that were in force are kept until kd_reload_destroy(): modules
  * that borrowed one (metrics, recovery, the logger) never see it freed.
+ * The log masks the secrets of every config kept (kd_log_add_redact), so a
+ * reload that puts rotated ${file:} values in force masks them from then
+ * on, and the values they replaced stay masked.
  * A config equal to one kept (the same file hash, nothing to change
  * between them) is put back in force, not kept again, so toggling a
  * setting keeps two; at most KD_RELOAD_KEPT_MAX distinct configs are kept
@@ -42,10 +45,12 @@ const char *kd_reload_result_name(kd_reload_result res);
 #define KD_RELOAD_KEPT_MAX 64
 
 /* Reads the file at path and checks it fully: JSON, every rule, every
- * librdkafka property. Returns the config (the caller owns it) and its
- * hash, or NULL with the message in errstr (values from the environment
- * or files never shown). */
-kd_config *kd_reload_load(const char *path, char hash[KD_RELOAD_HASH_SIZE], char *errstr,
+ * librdkafka property; flags as kd_config_load_opts() takes them
+ * (KD_CONFIG_OFFLINE). Returns the config (the caller owns it) and its
+ * hash, or NULL with every error found in errstr, one a line (values from
+ * the environment or files never shown). */
+kd_config *kd_reload_load(const char *path, unsigned flags,
+                          char hash[KD_RELOAD_HASH_SIZE], char *errstr,
                           size_t errstr_size);
 
 typedef struct kd_reload kd_reload;
@@ -55,15 +60,17 @@ typedef struct kd_reload kd_reload;
 typedef void (*kd_reload_apply_fn)(void *arg, const kd_config *cfg,
                                    const kd_config_diff *diff);
 
-/* Starts with cfg in force (taken over) loaded from path, with its hash.
- * apply may be set later (kd_reload_set_apply). NULL when out of memory
- * (cfg is then destroyed). */
+/* Starts with cfg in force (taken over) loaded from path, with its hash,
+ * and the log masking its secrets (kd_log_set_redact). apply may be set
+ * later (kd_reload_set_apply). NULL when out of memory (cfg is then
+ * destroyed). */
 kd_reload *kd_reload_new(const char *path, kd_config *cfg, const char *hash);
 
 /* Sets the function that takes accepted configs. Thread-safe. */
 void kd_reload_set_apply(kd_reload *r, kd_reload_apply_fn apply, void *arg);
 
-/* Destroys it and every config it kept. NULL-safe. */
+/* Stops the log's masking, then destroys it and every config it kept: call
+ * it when no other thread logs. NULL-safe. */
 void kd_reload_destroy(kd_reload *r);
 
 /* The config in force (lives until kd_reload_destroy). Thread-safe. */

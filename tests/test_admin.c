@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -92,17 +93,32 @@ typedef struct fx {
     char last_key[32];
 } fx;
 
+/* The producer's SASL password comes from the file password in f->dir. */
 static void write_config(const fx *f, const char *extra) {
     FILE *fp = fopen(f->path, "w");
 
     assert_non_null(fp);
     fprintf(fp,
-            "{\"kafka\": {\"brokers\": \"k:9092\", \"group_id\": \"g\"},"
+            "{\"kafka\": {\"brokers\": \"k:9092\", \"group_id\": \"g\", \"producer\": "
+            "{\"sasl.password\": \"${file:%s/password}\"}},"
             " \"routes\": [{\"from\": \"orders\", \"to\": \"out\", \"on_missing_key\": "
             "\"drop\"}], \"dedup\": {\"namespace\": \"ns\", \"max_key_bytes\": 16}%s}",
-            extra);
+            f->dir, extra);
     fclose(fp);
 }
+
+static void write_file(const char *dir, const char *name, const char *text) {
+    char path[160];
+    FILE *fp;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    assert_non_null(fp = fopen(path, "w"));
+    fprintf(fp, "%s\n", text);
+    fclose(fp);
+}
+
+#define OLD_PASSWORD "Old-S3cret-Of-Start"
+#define NEW_PASSWORD "New-S3cret-Rotated"
 
 /* Owner 42 is this process's. */
 static bool ours(void *arg, uint64_t owner) {
@@ -141,8 +157,9 @@ static int setup(void **state) {
     snprintf(f->dir, sizeof(f->dir), "/tmp/kd-admin-XXXXXX");
     assert_non_null(mkdtemp(f->dir));
     snprintf(f->path, sizeof(f->path), "%s/kdedup.json", f->dir);
+    write_file(f->dir, "password", OLD_PASSWORD);
     write_config(f, "");
-    cfg = kd_reload_load(f->path, hash, err, sizeof(err));
+    cfg = kd_reload_load(f->path, 0, hash, err, sizeof(err));
     if (!cfg)
         fail_msg("%s", err);
     assert_non_null(f->reload = kd_reload_new(f->path, cfg, hash));
@@ -168,6 +185,8 @@ static int teardown(void **state) {
     kd_dedup_destroy(f->d);
     kd_store_destroy(f->store);
     kd_reload_destroy(f->reload);
+    unlink(f->path);
+    snprintf(f->path, sizeof(f->path), "%s/password", f->dir);
     unlink(f->path);
     rmdir(f->dir);
     free(f);
@@ -454,6 +473,62 @@ static void test_reload_keeps_a_bounded_number(void **state) {
     assert_int_equal(kd_reload_current(f->reload)->batch_max, 100);
 }
 
+/* What kd_log writes to stderr between capture_start() and capture_end(). */
+static int capture_start(void) {
+    FILE *tmp = tmpfile();
+    int saved;
+
+    assert_non_null(tmp);
+    fflush(stderr);
+    saved = dup(STDERR_FILENO);
+    assert_true(saved >= 0);
+    assert_true(dup2(fileno(tmp), STDERR_FILENO) >= 0);
+    return saved; /* tmp stays open as fd 2 until capture_end() */
+}
+
+static void capture_end(int saved, char *out, size_t size) {
+    ssize_t n;
+
+    fflush(stderr);
+    assert_int_equal(lseek(STDERR_FILENO, 0, SEEK_SET), 0);
+    n = read(STDERR_FILENO, out, size - 1);
+    out[n > 0 ? n : 0] = '\0';
+    assert_true(dup2(saved, STDERR_FILENO) >= 0);
+    close(saved);
+    fputs(out, stderr); /* still shown with the test's output */
+}
+
+/* A reload puts a rotated ${file:} value in force (the pipeline restarts
+ * with it): log lines mask it from then on, as they mask the value it
+ * replaced, and no admin answer shows either. */
+static void test_reload_masks_rotated_secrets(void **state) {
+    fx *f = *state;
+    char body[2048], log[8192];
+    const char *pw;
+    int saved;
+
+    write_file(f->dir, "password", NEW_PASSWORD);
+    write_config(f, ", \"pipeline\": {\"batch_max\": 7}");
+    saved = capture_start();
+    assert_int_equal(request(f, "POST", "/v1/reload", BEARER, NULL, body, sizeof(body)),
+                     200);
+    pw = kd_config_prop_get(&kd_reload_current(f->reload)->producer, "sasl.password");
+    assert_non_null(pw);
+    assert_string_equal(pw, NEW_PASSWORD); /* the rotated value is in force */
+    KD_ERROR("librdkafka: SASL authentication with \"%s\" failed (was \"%s\")",
+             NEW_PASSWORD, OLD_PASSWORD);
+    assert_int_equal(request(f, "GET", "/v1/routes", BEARER, NULL, body + strlen(body),
+                             sizeof(body) - strlen(body)),
+                     200);
+    capture_end(saved, log, sizeof(log));
+    if (strstr(log, NEW_PASSWORD) || strstr(log, OLD_PASSWORD))
+        fail_msg("a password in a log line: %s", log);
+    if (!strstr(log, "SASL authentication with \\\"${file:"))
+        fail_msg("the line is not there to tell: %s", log);
+    if (strstr(body, NEW_PASSWORD) || strstr(body, OLD_PASSWORD))
+        fail_msg("a password in an answer: %s", body);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_authorized),
@@ -463,6 +538,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_forget_recorded_downstream, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reload, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reload_keeps_a_bounded_number, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_reload_masks_rotated_secrets, setup,
                                         teardown),
     };
 

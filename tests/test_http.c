@@ -11,6 +11,10 @@
  * own address is out of reach of any per-address rule; the NetworkPolicy
  * is what keeps the rest out.
  *
+ * Those addresses and 8 connections from the kubelet's own one together
+ * can still crowd out a listener: the probes then answer on one of their
+ * own (test_probes_apart).
+ *
  * The server runs in a child process (as kdedup runs it, with its own file
  * descriptors); the attackers and probes run in this one.
  */
@@ -83,15 +87,17 @@ static char *metrics(void *arg, size_t *len) {
 
 typedef struct server {
     pid_t pid;
-    int port;
+    int port;        /* /metrics and the probes */
+    int probes_port; /* the probes alone (server_start_with(true)), else -1 */
 } server;
 
 static pid_t running = -1; /* the server a failed test left, for teardown */
 
-/* Starts kd_http on 127.0.0.1 in a child; SIGTERM stops it with
- * kd_http_stop() and exit 0. */
-static server server_start(void) {
-    server sv = {-1, -1};
+/* Starts kd_http on 127.0.0.1 in a child, and with probes a second one
+ * serving the probes alone, as kdedup does for http.probes_listen; SIGTERM
+ * stops them with kd_http_stop() and exit 0. */
+static server server_start_with(bool probes) {
+    server sv = {-1, -1, -1};
     int fds[2];
 
     assert_int_equal(pipe(fds), 0);
@@ -103,8 +109,10 @@ static server server_start(void) {
             .arg = NULL, .metrics = metrics, .healthy = always, .ready = always};
         struct sigaction sa = {.sa_handler = on_term};
         char err[256];
-        kd_http *http;
-        int port;
+        kd_http_handlers hp = {
+            .name = "http.probes_listen", .healthy = always, .ready = always};
+        kd_http *http, *alone = NULL;
+        int ports[2];
 
         sigaction(SIGTERM, &sa, NULL);
 #ifdef __linux__
@@ -112,25 +120,38 @@ static server server_start(void) {
 #endif
         close(fds[0]);
         http = kd_http_start("127.0.0.1:0", &h, err, sizeof(err));
-        port = http ? kd_http_port(http) : -1;
-        if (write(fds[1], &port, sizeof(port)) != (ssize_t)sizeof(port) || !http)
+        if (http && probes)
+            alone = kd_http_start("127.0.0.1:0", &hp, err, sizeof(err));
+        ports[0] = http ? kd_http_port(http) : -1;
+        ports[1] = alone ? kd_http_port(alone) : -1;
+        if (write(fds[1], ports, sizeof(ports)) != (ssize_t)sizeof(ports) || !http ||
+            (probes && !alone))
             _exit(1);
         while (!child_stop)
             pause();
+        kd_http_stop(alone);
         kd_http_stop(http);
         exit(0); /* with LeakSanitizer's check, in a sanitized build */
     }
     close(fds[1]);
     running = sv.pid;
-    assert_int_equal(read(fds[0], &sv.port, sizeof(sv.port)), (ssize_t)sizeof(sv.port));
+    int ports[2];
+    assert_int_equal(read(fds[0], ports, sizeof(ports)), (ssize_t)sizeof(ports));
     close(fds[0]);
+    sv.port = ports[0];
+    sv.probes_port = ports[1];
     assert_true(sv.port > 0);
+    assert_true(!probes || sv.probes_port > 0);
     return sv;
 }
 
-/* Stops the server; it must stop cleanly and in time, attackers or not. */
-static void server_stop(server sv) {
-    uint64_t until = now_ms() + 10000;
+static server server_start(void) {
+    return server_start_with(false);
+}
+
+/* Stops the server; it must stop cleanly and within ms, attackers or not. */
+static void server_stop_within(server sv, uint64_t ms) {
+    uint64_t t0 = now_ms(), until = t0 + ms;
     int status = -1;
 
     running = -1;
@@ -140,10 +161,17 @@ static void server_stop(server sv) {
     if (now_ms() >= until) {
         kill(sv.pid, SIGKILL);
         waitpid(sv.pid, &status, 0);
-        fail_msg("the server did not stop within 10 s of SIGTERM");
+        fail_msg("the server did not stop within %llu ms of SIGTERM",
+                 (unsigned long long)ms);
     }
+    printf("# the server stopped %llu ms after SIGTERM\n",
+           (unsigned long long)(now_ms() - t0));
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+static void server_stop(server sv) {
+    server_stop_within(sv, 10000);
 }
 
 /* Teardown: kills the server of a test that failed before stopping it. */
@@ -190,19 +218,21 @@ static short wait_for(int fd, short events, uint64_t deadline) {
     return p.revents;
 }
 
-/* GET /healthz from 127.0.0.1 on a new connection: the milliseconds until a
- * 200 status line, or -1 when none came within PROBE_BUDGET_MS. */
-static int probe(int port) {
-    static const char req[] = "GET /healthz HTTP/1.1\r\nHost: kdedup\r\n"
-                              "Connection: close\r\n\r\n";
+/* GET path from 127.0.0.1 on a new connection: the milliseconds until a
+ * status line starting with want ("HTTP/1.1 200 "), or -1 when none came
+ * within PROBE_BUDGET_MS. */
+static int get(int port, const char *path, const char *want) {
     uint64_t t0 = now_ms(), deadline = t0 + PROBE_BUDGET_MS;
     int fd = connect_from(1, port);
-    char buf[256];
+    char req[128], buf[256];
+    int len =
+        snprintf(req, sizeof(req),
+                 "GET %s HTTP/1.1\r\nHost: kdedup\r\nConnection: close\r\n\r\n", path);
     size_t got = 0;
     int ms = -1;
 
     if (!(wait_for(fd, POLLOUT, deadline) & POLLOUT) ||
-        send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL) != (ssize_t)sizeof(req) - 1)
+        send(fd, req, (size_t)len, MSG_NOSIGNAL) != (ssize_t)len)
         goto done;
     while (got < sizeof(buf) - 1 && !memchr(buf, '\n', got)) {
         ssize_t n;
@@ -214,11 +244,16 @@ static int probe(int port) {
         got += (size_t)n;
     }
     buf[got] = '\0';
-    if (!strncmp(buf, "HTTP/1.1 200 ", 13))
+    if (!strncmp(buf, want, strlen(want)))
         ms = (int)(now_ms() - t0);
 done:
     close(fd);
     return ms;
+}
+
+/* GET /healthz from 127.0.0.1: the milliseconds until a 200, or -1. */
+static int probe(int port) {
+    return get(port, "/healthz", "HTTP/1.1 200 ");
 }
 
 /* One attacker's connection: sends a request line and a header, then one
@@ -260,19 +295,24 @@ static bool slow_step(slow *a, int port) {
 
 typedef struct outcome {
     int probes, failed, worst_ms;
-    int long_lived; /* attacker connections open for 2 s or more at the end */
+    int long_lived;  /* attacker connections open for 2 s or more at the end */
+    int attacked_ms; /* a last probe of the port attacked, as probe() */
 } outcome;
 
-/* ATTACKERS slow connections from `hosts` addresses (127.0.0.2 on), for
- * seconds, probing /healthz every PROBE_EVERY_MS meanwhile. */
-static outcome attack(int port, int hosts, int seconds) {
+/* ATTACKERS slow connections to port: the first `node` from 127.0.0.1
+ * (the probes' own address), the rest from `hosts` addresses (127.0.0.2
+ * on), for seconds, probing /healthz on probe_port every PROBE_EVERY_MS
+ * meanwhile. With stop, the server is stopped (within 2 s) before the
+ * attackers let go. */
+static outcome attack_on(int port, int probe_port, int node, int hosts, int seconds,
+                         const server *stop) {
     slow *a = calloc(ATTACKERS, sizeof(*a));
     uint64_t end = now_ms() + (uint64_t)seconds * 1000, next_trickle = 0, now;
-    outcome o = {0, 0, 0, 0};
+    outcome o = {0, 0, 0, 0, 0};
 
     assert_non_null(a);
     for (int i = 0; i < ATTACKERS; i++) {
-        a[i].host = 2 + i % hosts;
+        a[i].host = i < node ? 1 : 2 + (i - node) % hosts;
         slow_open(&a[i], port);
     }
     while ((now = now_ms()) < end) {
@@ -283,7 +323,7 @@ static outcome attack(int port, int hosts, int seconds) {
                 slow_step(&a[i], port);
             next_trickle = now + TRICKLE_EVERY_MS;
         }
-        ms = probe(port);
+        ms = probe(probe_port);
         o.probes++;
         if (ms < 0)
             o.failed++;
@@ -295,10 +335,20 @@ static outcome attack(int port, int hosts, int seconds) {
         slow_step(&a[i], port); /* notices what the server dropped */
         if (now_ms() - a[i].since >= 2000)
             o.long_lived++;
-        close(a[i].fd);
     }
+    /* The port attacked, still crowded: a probe there gets nothing (and
+     * the server, its last lines read, waits on idle connections). */
+    o.attacked_ms = probe(port);
+    if (stop) /* while the attackers still hold every slot */
+        server_stop_within(*stop, 2000);
+    for (int i = 0; i < ATTACKERS; i++)
+        close(a[i].fd);
     free(a);
     return o;
+}
+
+static outcome attack(int port, int hosts, int seconds) {
+    return attack_on(port, port, 0, hosts, seconds, NULL);
 }
 
 static void assert_probes_answered(const char *what, outcome o) {
@@ -362,11 +412,39 @@ static void test_request_timeout(void **state) {
     server_stop(sv);
 }
 
+/* The probes on a listener of their own (http.probes_listen; issue 26,
+ * item 11): the listener of /metrics crowded out both ways at once, by 8
+ * slow connections from the probes' own address (the node's, which a
+ * hostNetwork pod shares with the kubelet) and by one from each of 592
+ * others (the pod's own loopback has 2^24 addresses), so that a probe there
+ * gets nothing; the probes' listener answers every probe within 1 s, and
+ * serves no /metrics. */
+static void test_probes_apart(void **state) {
+    server sv = server_start_with(true);
+    outcome o;
+
+    (void)state;
+    assert_true(get(sv.probes_port, "/readyz", "HTTP/1.1 200 ") >= 0);
+    assert_true(get(sv.probes_port, "/metrics", "HTTP/1.1 404 ") >= 0);
+    /* Stopped still crowded: a full listener stops at once (MHD_USE_ITC;
+     * it used to wait for its next connection timeout, up to
+     * KD_HTTP_IDLE_TIMEOUT_S). */
+    o = attack_on(sv.port, sv.probes_port, KD_HTTP_PER_IP_CONNECTIONS,
+                  ATTACKERS - KD_HTTP_PER_IP_CONNECTIONS, 5, &sv);
+    printf("# the listener of /metrics under attack: a probe there %s\n",
+           o.attacked_ms < 0 ? "got nothing within 1 s" : "was answered");
+    if (o.attacked_ms >= 0)
+        fail_msg("the attack did not crowd out the listener of /metrics: the test "
+                 "proves nothing");
+    assert_probes_answered("the probes' own listener, the other crowded out", o);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_slow_clients_one_address, kill_server),
         cmocka_unit_test_teardown(test_slow_clients_many_addresses, kill_server),
         cmocka_unit_test_teardown(test_request_timeout, kill_server),
+        cmocka_unit_test_teardown(test_probes_apart, kill_server),
     };
 
     signal(SIGPIPE, SIG_IGN);

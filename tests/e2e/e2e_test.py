@@ -2,7 +2,8 @@
 """End-to-end test of the real kdedup binary, driven by an independent Kafka
 client (kafka-python, a pure-Python protocol implementation).
 
-A mock cluster runs in its own process (`kdedup mock`); kafka-python produces
+The cluster is librdkafka's mock in its own process (`kdedup mock`), or
+Apache Kafka when KDEDUP_BOOTSTRAP is set (tests/e2e/cluster.py); kafka-python produces
 messages with repeated idempotency keys and reads the downstream topic back.
 Phases: a clean run; a SIGTERM in mid-stream and a restart; kill -9 at a
 random moment under load and a restart, KD_KILL_CYCLES times (3; `make soak`
@@ -37,8 +38,10 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 from prometheus_client.parser import text_string_to_metric_families
 
-KDEDUP = os.environ.get("KDEDUP", "build/kdedup")
-API = (2, 5, 0)  # the mock cluster's protocol level; skips version probing
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cluster  # noqa: E402
+from cluster import API, KDEDUP  # noqa: E402,F401
+
 SRC, DST, PARTS = "orders", "orders.deduped", 4
 DEADLINE_S = 120
 
@@ -50,26 +53,6 @@ class Failure(Exception):
 def check(cond, what):
     if not cond:
         raise Failure(what)
-
-
-class Mock:
-    def __init__(self, brokers=1):
-        self.proc = subprocess.Popen(
-            [KDEDUP, "mock", "--brokers", str(brokers), "--topic", f"{SRC}:{PARTS}",
-             "--topic", f"{DST}:{PARTS}", "--topic", "orders.dlq:1"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.bootstrap = self.proc.stdout.readline().strip()
-        check(self.bootstrap.startswith("127.0.0.1:"), "mock cluster did not start")
-
-    def cmd(self, line):
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-        reply = self.proc.stdout.readline().strip()
-        check(reply == "ok", f"mock: {line}: {reply}")
-
-    def stop(self):
-        self.proc.stdin.close()
-        self.proc.wait(timeout=30)
 
 
 SECRET = "e2e-s3cret-never-logged"
@@ -109,15 +92,20 @@ def wait_for(what, cond, timeout_s=60):
     check(False, f"timed out waiting for {what}")
 
 
-def gauge(kd, name, **labels):
+def gauge(kd, name, missing=None, **labels):
     """A metric of a running kdedup. Fails when the process has exited, when
-    its /metrics does not answer for 10 s, or when the metric is missing."""
+    its /metrics does not answer for 10 s, or when the metric is missing
+    (unless `missing` is given: then that is returned)."""
     end = time.time() + 10
     while True:
         check(kd.proc and kd.proc.poll() is None,
               f"{kd.workdir}: kdedup is not running (exit {kd.proc and kd.proc.returncode})")
         try:
             return scrape(kd.port)[1](name, **labels)
+        except Failure:
+            if missing is None:
+                raise
+            return missing
         except OSError as e:
             check(time.time() < end, f"{kd.workdir}: /metrics does not answer: {e}")
             time.sleep(0.2)
@@ -195,9 +183,18 @@ class Sidecar:
             "pipeline": {"shutdown_grace": "20s"},
         }
         merge(config, extra or {})
-        with open(self.config, "w") as f:
-            json.dump(config, f)
+        self.settings = config
+        self.write_config()
         self.proc = None
+
+    def write_config(self):
+        with open(self.config, "w") as f:
+            json.dump(self.settings, f)
+
+    def update(self, extra):
+        """Merges extra into the config file; the next start() reads it."""
+        merge(self.settings, extra)
+        self.write_config()
 
     def start(self):
         self.proc = subprocess.Popen([KDEDUP, "--config", self.config],
@@ -218,8 +215,10 @@ class World:
         self.producer = KafkaProducer(bootstrap_servers=bootstrap, api_version=API,
                                       acks="all", linger_ms=5)
         self.first = {}      # key -> (value, trace) of its first copy
-        self.copies = {}     # value -> trace, of every copy
+        self.copies = {}     # value -> the traces of its copies
         self.keys = []       # every key produced, in order
+        self.repeats = 0     # copies of an earlier key
+        self.conflicts = 0   # ... with another payload (the others are retries)
         self.downstream = []  # (partition, offset, key, value, headers dict)
         self.reader = KafkaConsumer(bootstrap_servers=bootstrap, api_version=API,
                                     enable_auto_commit=False, group_id=None)
@@ -228,6 +227,8 @@ class World:
         self.next_offset = {}  # downstream partition -> the next offset to read
         self.rng = random.Random(7)
         self.stamp = lambda: None  # a message's timestamp (ms); None: now
+        self.lock = threading.Lock()  # produce() from several threads
+        self.resent = 0  # records sent again after a failed send
 
     def produce_in_background(self, n, dup_share, chunks=20, pause_s=0.1):
         """Produces n messages in chunks over about chunks * pause_s seconds."""
@@ -239,22 +240,61 @@ class World:
         t.start()
         return t
 
-    def produce(self, n, dup_share):
+    def produce(self, n, dup_share, conflict_every=10):
+        """Produces n messages; a share dup_share of them repeat an earlier
+        key. Such a copy is a retry (the first copy's payload again, with a
+        trace header of its own, which the fingerprint leaves out), but for
+        every conflict_every-th one: a key conflict (another payload), which
+        the route skips as a duplicate too. Safe from several threads."""
+        with self.lock:
+            self.produce_locked(n, dup_share, conflict_every)
+
+    def produce_locked(self, n, dup_share, conflict_every):
+        sends = []
         for i in range(n):
+            key, retry = None, False
             if self.keys and self.rng.random() < dup_share:
                 key = self.rng.choice(self.keys)
+                self.repeats += 1
+                retry = self.repeats % conflict_every != 0
             else:
                 key = f"order-{len(self.first):06d}"
+            # The same draws from rng whatever the copy is, so that a seed
+            # makes the same keys as before retries kept their payload.
             value = f"{key} payload {len(self.keys)} " + "x" * self.rng.randint(10, 80)
+            if retry:
+                value = self.first[key][0]
+            else:
+                self.conflicts += key in self.first
             trace = f"trace-{len(self.keys)}"
             self.first.setdefault(key, (value, trace))
-            self.copies[value] = trace
+            self.copies.setdefault(value, set()).add(trace)
             self.keys.append(key)
-            self.producer.send(SRC, key=key.encode(), value=value.encode(),
-                               timestamp_ms=self.stamp(),
-                               headers=[("Idempotency-Key", key.encode()),
-                                        ("trace", trace.encode())])
-        self.producer.flush(timeout=60)
+            record = dict(key=key.encode(), value=value.encode(), timestamp_ms=self.stamp(),
+                          headers=[("Idempotency-Key", key.encode()),
+                                   ("trace", trace.encode())])
+            sends.append((self.producer.send(SRC, **record), record))
+        self.flush(sends)
+
+    def flush(self, sends):
+        """Waits for sends [(future, record)]; sends a record again while the
+        cluster refuses it (a broker a fault stopped), counting each resend:
+        a send that timed out may have been written, so the source may hold
+        up to `resent` copies more than `keys`."""
+        for _ in range(20):
+            self.producer.flush(timeout=60)
+            sends = [(self.producer.send(SRC, **r), r) for f, r in sends if f.failed()]
+            if not sends:
+                return
+            self.resent += len(sends)
+            time.sleep(0.5)
+        raise Failure(f"the test's producer could not write {len(sends)} records")
+
+    def check_committed(self, committed):
+        """The source messages committed are every one produced (and at most
+        the copies resent)."""
+        check(len(self.keys) <= committed <= len(self.keys) + self.resent,
+              f"committed {committed} of {len(self.keys)} produced ({self.resent} resent)")
 
     def settled(self, sidecars, group):
         """Waits until no kdedup of sidecars (each must be running and
@@ -312,6 +352,13 @@ class World:
                     self.next_offset[r.partition] = r.offset + 1
         return committed
 
+    def check_none_lost(self):
+        """Every key produced is downstream, and only those."""
+        seen = {key for _, _, key, _, _ in self.downstream}
+        lost = [k for k in self.first if k not in seen]
+        check(not lost, f"{len(lost)} keys lost, e.g. {lost[:3]}")
+        check(seen <= set(self.first), "downstream holds keys never produced")
+
     def verify(self, order=True):
         """Checks downstream: no key lost, none written by two runs, none
         written twice by one run. Sets later_copies, inversions (records
@@ -339,8 +386,8 @@ class World:
             # was released while a later copy was waiting: then that one.
             check(value.startswith(key + " ") and value in self.copies,
                   f"{key}: payload changed: {value!r}")
-            check(hdrs.get("trace") == self.copies[value], f"{key}: trace header changed")
-            self.later_copies += value != self.first[key][0]
+            check(hdrs.get("trace") in self.copies[value], f"{key}: trace header changed")
+            self.later_copies += hdrs.get("trace") != self.first[key][1]
             check(hdrs.get("kdedup-source", "").startswith(SRC + "/"), f"{key}: no source header")
         # Per source partition, source offsets only grow within a downstream partition.
         last, self.inversions, self.inverted = {}, 0, []
@@ -393,7 +440,7 @@ def shut_down(mock, world, *sidecars):
 def main():
     passed = failed = 0
     workdir = tempfile.mkdtemp(prefix="kdedup-e2e-")
-    mock = Mock()
+    mock = cluster.start()
     world = World(mock.bootstrap)
     kd = Sidecar(workdir, mock.bootstrap)
     phases = []
@@ -421,17 +468,23 @@ def main():
             if status == 200:
                 break
             time.sleep(0.1)
-        check(first[0] == 503 and first[1].strip(), f"/readyz before assignment: {first}")
+        # Apache Kafka assigns within start()'s half second; the mock later.
+        check(first[0] == 503 and first[1].strip() or mock.real and first[0] == 200,
+              f"/readyz before assignment: {first}")
         check(status == 200, f"/readyz never became ready: {body}")
         world.read((kd,))
         world.verify()
         check(world.later_copies == 0, f"{world.later_copies} keys forwarded a later copy")
         fams, value = metrics()
         produced, unique = len(world.keys), len(world.first)
-        route = f"{SRC}->{DST}"
+        route = SRC  # a route's name: its "from"
         check(value("kdedup_messages_consumed_total", topic=SRC) == produced, "consumed")
         check(value("kdedup_messages_forwarded_total", route=route) == unique, "forwarded")
         check(value("kdedup_duplicates_total", route=route) == produced - unique, "duplicates")
+        # Most duplicates are retries; the few conflicts are counted apart.
+        check(0 < world.conflicts < (produced - unique) / 2, f"conflicts {world.conflicts}")
+        check(value("kdedup_key_conflicts_total", route=route, action="skip") ==
+              world.conflicts, "key conflicts")
         check(value("kdedup_claims_released_total", route=route) == 0, "released")
         check(value("kdedup_forward_latency_seconds_count") == unique, "latency count")
         check(value("kdedup_store_write_seconds_count") >= 2, "store write count")
@@ -440,10 +493,11 @@ def main():
                      "kdedup_produce_errors", "kdedup_missing_key"):
             check(name in fams, f"{name} missing from /metrics")
         phases.append(f"metrics: consumed {produced}, forwarded {unique}, "
-                      f"duplicates {produced - unique}, latency count {unique}")
+                      f"duplicates {produced - unique} ({world.conflicts} key conflicts), "
+                      f"latency count {unique}")
 
     def readiness_follows_broker():
-        mock.cmd("broker-down 1")
+        mock.down(1)
         for _ in range(200):
             status, body = http_get(kd.port, "/readyz")
             check(http_get(kd.port, "/healthz")[0] == 200, "/healthz failed with the broker down")
@@ -451,7 +505,7 @@ def main():
                 break
             time.sleep(0.1)
         check(status == 503 and "broker" in body, f"/readyz with the broker down: {status} {body}")
-        mock.cmd("broker-up 1")
+        mock.up(1)
         for _ in range(300):
             status, body = http_get(kd.port, "/readyz")
             if status == 200:
@@ -530,14 +584,25 @@ def main():
         rng = random.Random(int(os.environ.get("KD_SEED", "9")))
         totals = {"found": 0, "absent": 0, "reforwarded": 0}
         # A slow broker keeps deliveries in flight longer, so that kills
-        # land between claims and receipts and leave claims to resolve.
-        mock.cmd("rtt 1 150")
+        # land between claims and receipts and leave claims to resolve. On
+        # Apache Kafka the producer lingers instead: pausing the broker also
+        # stalls the consumer, and nothing is in flight while it is paused.
+        if mock.real:
+            kd.update({"kafka": {"producer": {"linger.ms": "150"}}})
+            check(kd.signal(signal.SIGTERM) == 0, "kdedup did not exit 0 on SIGTERM")
+            kd.start()
+        else:
+            mock.slow(1, 150)
         for _ in range(cycles):
             # the counters of each process are read just before it is killed,
             # so the last process's resolutions are read at the end
             for what, n in interrupt_mid_stream(signal.SIGKILL, rng.uniform(0.2, 1.5)).items():
                 totals[what] += n
-        mock.cmd("rtt 1 0")
+        if mock.real:
+            del kd.settings["kafka"]["producer"]["linger.ms"]
+            kd.write_config()
+        else:
+            mock.slow(1, 0)
         world.read((kd,))
         _, value = metrics()
         for what in totals:

@@ -29,6 +29,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cluster  # noqa: E402
 from e2e_test import (API, KDEDUP, RECEIPT, Failure, Sidecar, check,  # noqa: E402
                       scrape)
 
@@ -41,21 +42,11 @@ N = 30  # keys per route
 DEADLINE_S = 60
 
 
-class KeysMock:
-    """A mock cluster (`kdedup mock`) with this test's topics."""
-
-    def __init__(self):
-        topics = [a for r in ROUTES for a in ("--topic", f"{r}:{PARTS}",
-                                               "--topic", f"{r}.out:{PARTS}")]
-        self.proc = subprocess.Popen([KDEDUP, "mock", "--brokers", "1", *topics,
-                                      "--topic", f"{DLQ}:1"],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.bootstrap = self.proc.stdout.readline().strip()
-        check(self.bootstrap.startswith("127.0.0.1:"), "mock cluster did not start")
-
-    def stop(self):
-        self.proc.stdin.close()
-        self.proc.wait(timeout=30)
+def keys_topics():
+    """This test's topics: {name: partitions}."""
+    topics = {f"{r}{suffix}": PARTS for r in ROUTES for suffix in ("", ".out")}
+    topics[DLQ] = 1
+    return topics
 
 
 def routes_config():
@@ -172,7 +163,7 @@ def wait_settled(kd, route_names):
 def main():
     t0 = time.time()
     workdir = tempfile.mkdtemp(prefix="kdedup-keys-")
-    mock = KeysMock()
+    mock = cluster.start(topics=keys_topics())
     t = Traffic(mock.bootstrap)
     kd = Sidecar(workdir, mock.bootstrap, {"routes": routes_config(),
                                            "kafka": {"group_id": "keys"}})
@@ -183,7 +174,7 @@ def main():
         check_originals(t)
         value = wait_settled(kd, ROUTES)
         for r in ROUTES:
-            route = f"{r}->{r}.out"
+            route = r  # a route's name: its "from"
             check(value("kdedup_duplicates_total", route=route) == N,
                   f"{route}: {value('kdedup_duplicates_total', route=route)} duplicates, "
                   f"expected {N}")
@@ -201,7 +192,7 @@ def main():
         value = wait_settled(kd, ROUTES)
         for route, action in (("byrk", "dead_letter"), ("byjson", "skip"),
                               ("bycomp", "forward")):
-            name = f"{route}->{route}.out"
+            name = route
             for a in ("skip", "dead_letter", "forward"):
                 got = value("kdedup_key_conflicts_total", route=name, action=a)
                 check(got == (1 if a == action else 0),
@@ -237,7 +228,8 @@ def main():
         lines = [json.loads(x) for x in out.stdout.splitlines()]
         check(lines[0]["state"] == "completed" and lines[0]["fingerprint"] == ofp and
               lines[0]["receipt"].endswith(" fp=" + ofp), f"lookup rk-3: {lines[0]}")
-        check(lines[1] == {"key": "never", "state": "absent"}, f"lookup never: {lines[1]}")
+        check(lines[1] == {"route": "byrk", "key": "never", "state": "absent"},
+              f"lookup never: {lines[1]}")
         out = subprocess.run([KDEDUP, "lookup", "--config", kd.config, "--route", "bycomp"],
                              input="acme\tc-3\nab\tc\nabc\t\n", capture_output=True, text=True,
                              timeout=60)

@@ -4,9 +4,14 @@ and 5).
 
 Phase "secrets": bad configs whose values come from environment variables
 and from a ${file:...} secret, each run with --check-config and started with
---config. No output (stdout, stderr, logs; librdkafka's own lines at debug
-level included) may hold a value taken from the environment or the file;
-the errors name the variable instead.
+--config. No error may hold a value taken from the environment or the file
+(the errors name the variable instead), and no output at all (stdout,
+stderr, logs; librdkafka's own lines at debug level included) a secret's.
+
+Phase "shown" (issue 31, item 9): only secrets are masked. A broker list, a
+topic and a client id taken from the environment or a file appear in the
+log as themselves (the broker-down lines name the host, the audit line the
+client's address), while the SASL password and the admin token never do.
 
 Phase "files": kdedup started over a store directory someone left 0777 with
 0666 files in it: the directory becomes 0700 and every file in it 0600 (old
@@ -26,13 +31,16 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cluster  # noqa: E402
 from e2e_test import Failure, check, free_port, http_get  # noqa: E402
 
 KDEDUP = os.path.abspath(os.environ.get("KDEDUP", "build/kdedup"))
 SECRET = "Env-S3cret-0f-kdedup"        # from the environment
 FILE_SECRET = "File-S3cret-0f-kdedup"  # from a ${file:...}
+CLIENT = "Client-Id-0f-kdedup"         # a client id from the environment: shown
 START_S = 8                            # how long a start may run before SIGTERM
 NOBODY = 65534
 
@@ -46,7 +54,8 @@ def write_config(workdir, name, cfg):
 
 def base_config(workdir, port=None):
     return {
-        "kafka": {"brokers": "mock:1", "group_id": "sec"},
+        # the embedded mock, or Apache Kafka (KDEDUP_BOOTSTRAP)
+        "kafka": {"brokers": os.environ.get("KDEDUP_BOOTSTRAP", "mock:1"), "group_id": "sec"},
         "routes": [{"from": "orders", "to": "orders.deduped", "on_missing_key": "drop"}],
         "store": {"path": os.path.join(workdir, "store")},
         "http": {"listen": f"127.0.0.1:{port or free_port()}"},
@@ -75,7 +84,7 @@ def secrets(workdir):
     secret_file = os.path.join(workdir, "password")
     with open(secret_file, "w") as f:
         f.write(FILE_SECRET + "\n")
-    env = dict(os.environ, KD_SECRET=SECRET, KD_TOPIC=SECRET.lower())
+    env = dict(os.environ, KD_SECRET=SECRET, KD_TOPIC=SECRET.lower(), KD_CLIENT=CLIENT)
     ref_file = "${file:%s}" % secret_file
 
     def props(where, **kv):
@@ -110,19 +119,26 @@ def secrets(workdir):
          False),
         ("store.path", section("store", path="/proc/${KD_SECRET}/store"), False),
         ("http.listen", section("http", listen="${KD_SECRET}:1"), False),
-        ("a topic from a file", route(**{"from": ref_file}), True),
         ("a running sidecar logging at debug",
          lambda cfg: (section("log", level="debug")(cfg),
-                      props("consumer", **{"client.id": "${KD_SECRET}", "debug": "all",
+                      props("consumer", **{"client.id": "${KD_CLIENT}", "debug": "all",
+                                           "sasl.username": "${KD_SECRET}",
                                            "sasl.password": ref_file})(cfg)), True),
     ]
+    # Valid configs whose values fail at start: not secrets, so named as they are.
+    RUNTIME_SHOWN = {"store.path": f"/proc/{SECRET}/store", "http.listen": f"{SECRET}:1"}
     for name, edit, runs in cases:
         cfg = base_config(workdir)
         edit(cfg)
         path = write_config(workdir, "case", cfg)
         rc_check, out_check = run(["--check-config", path], env, 15)
         rc_start, out_start = run(["--config", path], env, START_S)
-        for what, out in (("--check-config", out_check), ("--config", out_start)):
+        outs = [("--check-config", out_check), ("--config", out_start)]
+        if name in RUNTIME_SHOWN:  # no secret: the error at start names it as it is
+            check(RUNTIME_SHOWN[name] in out_start,
+                  f"{name}: the error does not name the value: {out_start[-300:]!r}")
+            outs.pop()
+        for what, out in outs:
             for value in (SECRET, SECRET.lower(), FILE_SECRET):
                 check(value not in out,
                       f"{name}: kdedup {what} shows a secret value: {out[-400:]!r}")
@@ -131,13 +147,80 @@ def secrets(workdir):
                   f"{name}: exits {rc_check} / {rc_start}: {out_start[-300:]!r}")
         else:
             check(rc_start not in (0, None), f"{name}: kdedup started: the case is wrong")
-            check("${KD_" in out_check + out_start or "${file:" in out_check + out_start,
+            check(name in RUNTIME_SHOWN or
+                  "${KD_" in out_check + out_start or "${file:" in out_check + out_start,
                   f"{name}: no message names the variable or the file: "
                   f"{out_check[-200:]!r} {out_start[-300:]!r}")
         if name.endswith("at debug"):
             check(out_start.count("\n") > 100, f"{name}: logged too little to tell")
-            check("${KD_SECRET}" in out_start, f"{name}: the client id is not masked")
+            # Not a secret: shown as itself, not as its variable.
+            check(CLIENT in out_start and "${KD_CLIENT}" not in out_start,
+                  f"{name}: the client id is not shown as itself")
         shutil.rmtree(os.path.join(workdir, "store"), ignore_errors=True)
+
+
+def shown(workdir):
+    """Broker lists, topics and client ids from the environment or a file are
+    shown as they are; the password and the token are not."""
+    topic_file = os.path.join(workdir, "topic")
+    with open(topic_file, "w") as f:
+        f.write("orders-from-a-file\n")
+    kafka = cluster.start(topics={"orders-from-a-file": 1, "orders.deduped": 1})
+    port, admin_port = free_port(), free_port()
+    token = "Admin-T0ken-0f-kdedup-" + SECRET
+    env = dict(os.environ, KD_BROKERS=kafka.bootstrap, KD_CLIENT=CLIENT,
+               KD_PASSWORD=SECRET, KD_TOKEN=token)
+    cfg = base_config(workdir, port)
+    cfg["kafka"].update(brokers="${KD_BROKERS}", consumer={
+        "client.id": "${KD_CLIENT}", "sasl.username": "kdedup",
+        "sasl.password": "${KD_PASSWORD}"})
+    cfg["routes"][0]["from"] = "${file:%s}" % topic_file
+    cfg["admin"] = {"listen": f"127.0.0.1:{admin_port}", "token": "${KD_TOKEN}"}
+    path = write_config(workdir, "shown", cfg)
+    log_path = os.path.join(workdir, "shown.log")
+    # librdkafka's broker-down line, on the mock (on Apache Kafka a broker
+    # stays up: the rig is shared, and names its brokers otherwise)
+    down = None if kafka.real else f"{kafka.bootstrap}/1: Connect to"
+
+    def log():
+        with open(log_path) as f:
+            return f.read()
+
+    routes = ""
+    try:
+        with open(log_path, "w") as out:
+            proc = start_and_wait([KDEDUP, "--config", path], port, out, env)
+        try:
+            req = urllib.request.Request(f"http://127.0.0.1:{admin_port}/v1/routes",
+                                         headers={"Authorization": "Bearer " + token})
+            with urllib.request.urlopen(req, timeout=5) as r:
+                routes = r.read().decode()
+            check("orders-from-a-file" in routes, f"/v1/routes hides the topic: {routes}")
+            end = time.time() + 30  # the assignment names the topic
+            while time.time() < end and "orders-from-a-file/0" not in log():
+                time.sleep(0.2)
+            if down:
+                kafka.down(1)
+            end = time.time() + 30
+            while time.time() < end and not ((not down or down in log()) and
+                                             '"audit":"admin"' in log()):
+                time.sleep(0.2)
+        finally:
+            stop(proc)
+    finally:
+        kafka.stop()
+        shutil.rmtree(os.path.join(workdir, "store"), ignore_errors=True)
+    text = log()
+    for value, what in ((down, "the broker-down line's host"),
+                        ("orders-from-a-file/0", "the topic from a file"),
+                        (CLIENT, "the client id"),
+                        ('"client":"127.0.0.1"', "the admin client's address")):
+        check(not value or value in text, f"{what} is not shown as itself: {text[-600:]!r}")
+    for ref in ("${KD_BROKERS}", "${KD_CLIENT}", "${file:"):
+        check(ref not in text, f"{ref} stands for a value that is no secret: "
+              f"{[line for line in text.splitlines() if ref in line][:2]}")
+    for value in (SECRET, token):
+        check(value not in text + routes, f"a secret is shown: {text[-400:]!r}")
 
 
 def mode(path):
@@ -154,8 +237,8 @@ def check_private(store):
     check(not loose, f"files readable by others: {loose}")
 
 
-def start_and_wait(cmd, port, log):
-    proc = subprocess.Popen(cmd, stdout=log, stderr=log)
+def start_and_wait(cmd, port, log, env=None):
+    proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env)
     end = time.time() + 30
     while time.time() < end:
         check(proc.poll() is None, f"kdedup exited {proc.returncode} at start")
@@ -242,7 +325,11 @@ def files_unprivileged(workdir):
 def main():
     passed = failed = 0
     workdir = tempfile.mkdtemp(prefix="kdedup-security-")
-    for name, fn in (("no value from the environment or a file in any output", secrets),
+    if cluster.real():
+        cluster.start().stop()  # the routes' topics, on Apache Kafka
+    for name, fn in (("no value from the environment or a file in an error, no secret "
+                      "in any output", secrets),
+                     ("only secrets are masked: brokers, topics, client ids shown", shown),
                      ("store 0700, files 0600, no core dumps", files),
                      ("unprivileged: not dumpable, a foreign mount point warned about",
                       files_unprivileged)):

@@ -35,13 +35,13 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition  # noqa: E402
-from e2e_test import (API, Failure, Mock, Sidecar, World, check, gauge,  # noqa: E402
+import cluster  # noqa: E402
+from e2e_test import (API, Failure, Sidecar, World, check, gauge,  # noqa: E402
                       http_get, scrape, shut_down, wait_for)
 
 SECONDS = int(os.environ.get("SOAK_SECONDS", "600"))
 OUT = os.environ.get("SOAK_OUT", "build/soak-memory")
 LIMIT_MIB = 512  # deploy/: the container's memory limit
-STORAGE_ERROR = 56
 POISON_SRC, POISON_DST = "poison.in", "poison.out"
 BACKLOG = 30000  # about 1.5 MB a partition: under the mock's 5 MB with the stream
 GAUGES = ("kdedup_inflight_messages", "kdedup_inflight_bytes", "kdedup_retrying_messages",
@@ -155,16 +155,14 @@ def plot(rows, events, path):
 def main():
     os.makedirs(OUT, exist_ok=True)
     workdir = tempfile.mkdtemp(prefix="kdedup-soak-")
-    mock = Mock(brokers=2)
-    for topic in (f"{POISON_SRC} 1", f"{POISON_DST} 1"):
-        mock.cmd(f"topic {topic}")
-    for p in range(4):
-        mock.cmd(f"leader orders {p} 1")
-        mock.cmd(f"leader orders.deduped {p} 2")
-    mock.cmd(f"leader {POISON_SRC} 0 1")
-    mock.cmd(f"leader {POISON_DST} 0 2")
-    mock.cmd("leader orders.dlq 0 1")
-    mock.cmd("coordinator e2e 1")  # the group's coordinator is not the faulty broker
+    mock = cluster.start(brokers=2, topics={})
+    mock.topic("orders", 4, leader=1)
+    mock.topic("orders.deduped", 4, leader=2)
+    mock.topic(POISON_SRC, 1, leader=1)
+    mock.topic(POISON_DST, 1, leader=2)
+    mock.topic("orders.dlq", 1, leader=1)
+    if not mock.real:
+        mock.coordinator("e2e", 1)  # the group's coordinator is not the faulty broker
     world = World(mock.bootstrap)
     poison = KafkaProducer(bootstrap_servers=mock.bootstrap, api_version=API,
                            max_request_size=1 << 20, linger_ms=5)
@@ -208,18 +206,22 @@ def main():
             which = turn % 3
             if which == 0:
                 sampler.mark("downstream slower than message.timeout.ms")
-                mock.cmd("rtt 2 6500")
+                if mock.real:  # silent: its requests answered late, when it goes on
+                    mock.silent(2)
+                else:
+                    mock.slow(2, 6500)
                 time.sleep(fault_s)
-                mock.cmd("rtt 2 0")
+                mock.speak(2) if mock.real else mock.slow(2, 0)
             elif which == 1:
                 sampler.mark("downstream down")
-                mock.cmd("broker-down 2")
+                mock.down(2)
                 time.sleep(min(60, fault_s * 2))
-                mock.cmd("broker-up 2")
+                mock.up(2)
             else:
                 sampler.mark("produce errors")
-                mock.cmd(f"broker-produce-errors 2 300 {STORAGE_ERROR}")
+                mock.refuse_writes("orders.deduped", 300)
                 time.sleep(fault_s)
+                mock.accept_writes("orders.deduped")
             turn += 1
             sampler.mark("healthy")
             time.sleep(min(fault_s, max(0, deadline - time.time() - fault_s)))

@@ -1,0 +1,140 @@
+#!/usr/bin/python3
+"""A zombie owner, end to end: a replica that lost its partitions without
+knowing it, whose deliveries land after the new owner read the partition's
+end (the "late write" of RELIABILITY.md, "Where the promise stops").
+
+Phase "sigstop": replicas a and b share the partitions; a's producer holds
+each batch 3 s before sending it (linger.ms), so that a claims a burst of
+new keys and has not yet sent them when it is stopped with SIGSTOP. b waits
+out a's session, takes every partition, reads each one's history to its end
+and forwards the burst itself. Then a goes on (SIGCONT): its producer sends
+what it held, and the broker appends it after b's copies. Counted: the keys
+downstream twice, each a's copy landing past the end b's handover read
+(from b's log).
+
+The default delivery mode cannot prevent this (the sending thread runs the
+moment the process does, before it learns it left the group): the test
+reports how many keys, and fails only when the scenario did not come about
+(no key of a's was held when it stopped). KD_ZOMBIE_EXPECT=none makes any
+duplicate a failure: the transactional mode's promise.
+
+Run with Debian's interpreter: /usr/bin/python3 tests/e2e/zombie_test.py
+"""
+import os
+import signal
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cluster  # noqa: E402
+from chaos_test import handover_reads  # noqa: E402
+from e2e_test import PARTS, Failure, Sidecar, World, check, shut_down  # noqa: E402
+from faults_test import gauge, stop, wait_for  # noqa: E402
+
+EXPECT = os.environ.get("KD_ZOMBIE_EXPECT", "any")  # "none": no duplicate allowed
+MODE = os.environ.get("KD_DELIVERY")  # pipeline.delivery, when set
+
+
+def zombies(world, kds):
+    """Keys downstream from two runs: (late, other) where late counts the
+    copies that landed past the end the later run's handover had read."""
+    reads, copies = handover_reads(kds), {}
+    for part, off, key, _, hdrs in world.downstream:
+        copies.setdefault(key, []).append((part, off, hdrs.get("kdedup-run")))
+    late = other = 0
+    for cs in copies.values():
+        runs = {c[2] for c in cs}
+        if len(runs) < 2:
+            continue
+        first = sorted(cs, key=lambda c: c[1])
+        if any(reads.get(c[2], {}).get(first[0][0], -1) <= first[0][1] for c in first[1:]):
+            late += 1
+        else:
+            other += 1
+    return late, other
+
+
+def sigstop(workdir, report):
+    mock = cluster.start()
+    world = World(mock.bootstrap)
+    extra = {"kafka": {"consumer": {"session.timeout.ms": "6000"}}}
+    if MODE:
+        extra["pipeline"] = {"delivery": MODE}
+    a = Sidecar(os.path.join(workdir, "a"), mock.bootstrap,
+                {**extra, "kafka": {**extra["kafka"], "producer": {"linger.ms": "3000"}}})
+    b = Sidecar(os.path.join(workdir, "b"), mock.bootstrap, extra)
+    stopped = False
+    try:
+        world.produce(200, 0.2)
+        a.start()
+        b.start()
+        for kd in (a, b):
+            wait_for("both replicas assigned, histories read",
+                     lambda: gauge(kd, "kdedup_assigned_partitions") > 0 and
+                     gauge(kd, "kdedup_handover_pending_partitions") == 0, 60)
+        wait_for("the first keys settled", lambda: gauge(a, "kdedup_inflight_messages") == 0 and
+                 gauge(b, "kdedup_inflight_messages") == 0, 60)
+        held_by_a = gauge(a, "kdedup_assigned_partitions")
+        world.produce(400, 0.0)
+        wait_for("a to claim the burst", lambda: gauge(a, "kdedup_inflight_messages") > 0, 10)
+        a.proc.send_signal(signal.SIGSTOP)
+        stopped = True
+        held = gauge(b, "kdedup_inflight_messages")  # b's own, for the report
+        t0 = time.time()
+        wait_for("b to hold every partition, histories read",
+                 lambda: gauge(b, "kdedup_assigned_partitions") == PARTS and
+                 gauge(b, "kdedup_handover_pending_partitions") == 0, 90)
+        took = time.time() - t0
+        wait_for("b to settle the burst", lambda: gauge(b, "kdedup_inflight_messages") == 0, 60)
+        a.proc.send_signal(signal.SIGCONT)
+        stopped = False
+        time.sleep(5)  # a's producer sends what it held; a learns it left
+        world.produce(100, 0.5)
+        world.read((a, b))
+        late, other = zombies(world, (a, b))
+        check(other == 0, f"{other} keys forwarded by two runs that the zombie does not "
+                          f"explain")
+        if EXPECT == "none":
+            check(late == 0, f"{late} keys downstream twice: the zombie's deliveries landed")
+        else:
+            check(late > 0, "no key of the zombie's landed late: the scenario did not come "
+                            "about (nothing was held in a's producer)")
+        world.check_none_lost()
+        stop(a, b)
+        report.append(f"sigstop: a (holding {int(held_by_a)} of {PARTS} partitions, its "
+                      f"producer lingering 3 s) stopped with SIGSTOP while it held a burst; "
+                      f"b held every partition {took:.1f}s later (b held {int(held)}), "
+                      f"forwarded the burst; a resumed: {late} keys downstream twice, a's "
+                      f"copy landing past the end b had read ("
+                      f"{'transactional' if MODE == 'transactional' else 'default'} mode); "
+                      f"0 lost")
+    finally:
+        if stopped:
+            a.proc.send_signal(signal.SIGCONT)
+        shut_down(mock, world, a, b)
+
+
+def main():
+    workdir = tempfile.mkdtemp(prefix="kdedup-zombie-")
+    passed = failed = 0
+    report = []
+    for name, fn in (("a zombie owner's held deliveries, after its SIGSTOP", sigstop),):
+        if os.environ.get("KD_ZOMBIE", fn.__name__) != fn.__name__:
+            continue
+        t0 = time.time()
+        try:
+            fn(os.path.join(workdir, fn.__name__), report)
+            passed += 1
+            print(f"PASS {name} ({time.time() - t0:.1f}s)", flush=True)
+        except Failure as e:
+            failed += 1
+            print(f"FAIL {name}: {e} (logs in {workdir})", flush=True)
+    for line in report:
+        print("  " + line)
+    print(f"zombie: {passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

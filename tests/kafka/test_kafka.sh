@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# `make test-kafka`: the end-to-end suites against Apache Kafka. A fresh
+# single node (tests/kafka/rig.py) for e2e, seams, keys, admin and security;
+# then a fresh three-node cluster (replication factor 3, min.insync.replicas
+# 2) for faults and chaos, with the faults only a real cluster has. Each
+# suite takes the broker from KDEDUP_BOOTSTRAP. The clusters are stopped on
+# exit, whatever happens. Ends with "test-kafka: N passed, N failed".
+#
+# KAFKA_SUITES1 / KAFKA_SUITES3 choose the suites (names in tests/e2e/);
+# KD_CHAOS_SEEDS the chaos seeds (two by default here: `make chaos-kafka`
+# runs many).
+set -u
+cd "$(dirname "$0")/../.."
+: "${KDEDUP:=build/kdedup}"
+: "${BUILD:=build}"
+: "${KAFKA_SUITES1=e2e_test seams_test keys_test admin_test security_test zombie_test}"
+: "${KAFKA_SUITES3=faults_test chaos_test}"
+: "${KD_CHAOS_SEEDS:=101 102}"
+export KDEDUP KD_CHAOS_SEEDS
+rig=tests/kafka/rig.py
+one=$PWD/$BUILD/kafka-test-1
+three=$PWD/$BUILD/kafka-test-3
+passed=0
+failed=0
+
+stop_all() {
+  KDEDUP_KAFKA_DIR=$one /usr/bin/python3 $rig down 2>/dev/null
+  KDEDUP_KAFKA_DIR=$three /usr/bin/python3 $rig down 2>/dev/null
+}
+trap stop_all EXIT
+
+run_suites() { # dir, suites...
+  local dir=$1
+  shift
+  for s in "$@"; do
+    echo "=== $s (Apache Kafka at $(cat "$dir/bootstrap"))"
+    if KDEDUP_KAFKA_DIR=$dir KDEDUP_BOOTSTRAP=$(cat "$dir/bootstrap") \
+        timeout "${TEST_TIMEOUT:-1500}" /usr/bin/python3 "tests/e2e/$s.py"; then
+      passed=$((passed + 1))
+    else
+      echo "FAILED: $s on Apache Kafka (exit $?)"
+      failed=$((failed + 1))
+    fi
+  done
+}
+
+if [ -n "$KAFKA_SUITES1" ]; then
+  KDEDUP_KAFKA_DIR=$one /usr/bin/python3 $rig up --nodes 1 >/dev/null || exit 1
+  # shellcheck disable=SC2086 # a list of names
+  run_suites "$one" $KAFKA_SUITES1
+  KDEDUP_KAFKA_DIR=$one /usr/bin/python3 $rig down
+fi
+if [ -n "$KAFKA_SUITES3" ]; then
+  KDEDUP_KAFKA_DIR=$three /usr/bin/python3 $rig up --nodes 3 >/dev/null || exit 1
+  # shellcheck disable=SC2086
+  run_suites "$three" $KAFKA_SUITES3
+fi
+echo "test-kafka: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
