@@ -34,12 +34,9 @@ typedef struct field {
 
 /* The genuine record every row starts from. */
 static const field genuine[NFIELDS] = {
-    [F_FROM] = {"orders", 6},
-    [F_TO] = {"orders.deduped", 14},
-    [F_SOURCE] = {"orders/3/1234", 13},
-    [F_RUN] = {"00000000deadbeef", 16},
-    [F_AT] = {"1700000000000", 13},
-    [F_KEY] = {"order-42", 8},
+    [F_FROM] = {"orders", 6},           [F_TO] = {"orders.deduped", 14},
+    [F_SOURCE] = {"orders/3/1234", 13}, [F_RUN] = {"00000000deadbeef", 16},
+    [F_AT] = {"1700000000000", 13},     [F_KEY] = {"order-42", 8},
 };
 
 static kd_signed signed_of(const field f[NFIELDS]) {
@@ -227,8 +224,8 @@ static void test_malformed_signatures_are_refused(void **state) {
  * With a rotation, the reader holds both keys (recovery.c, tested in
  * test_recovery): each verifies its own records only. */
 static void test_only_the_same_key_verifies(void **state) {
-    static const char *const others[] = {KEY_TWO, "key-one-012345678", "key-one-01234567890",
-                                         "Key-one-0123456789"};
+    static const char *const others[] = {KEY_TWO, "key-one-012345678",
+                                         "key-one-01234567890", "Key-one-0123456789"};
     char sig[KD_SIGNATURE_LEN + 1], sig2[KD_SIGNATURE_LEN + 1];
     kd_signer *again = kd_signer_new(KEY_ONE);
     kd_signed w = signed_of(genuine);
@@ -270,7 +267,8 @@ static void test_encoding_is_the_documented_one(void **state) {
     (void)state;
     for (int i = 0; i < NFIELDS; i++)
         n += put_field(msg + n, genuine[i].p, genuine[i].len);
-    assert_non_null(HMAC(EVP_sha256(), KEY_ONE, (int)strlen(KEY_ONE), msg, n, mac, &mac_len));
+    assert_non_null(
+        HMAC(EVP_sha256(), KEY_ONE, (int)strlen(KEY_ONE), msg, n, mac, &mac_len));
     assert_int_equal(mac_len, 32);
     for (unsigned i = 0; i < 32; i++)
         snprintf(want + 3 + 2 * i, 3, "%02x", mac[i]);
