@@ -104,7 +104,8 @@ UNIT_TESTS := $(BUILD)/tests/test_entry $(BUILD)/tests/test_dedup \
               $(BUILD)/tests/test_http $(BUILD)/tests/test_keysrc $(BUILD)/tests/test_admin \
               $(BUILD)/tests/test_log $(BUILD)/tests/test_signing
 INTEGRATION_TESTS := $(BUILD)/tests/test_pipeline $(BUILD)/tests/test_bounds \
-                     $(BUILD)/tests/test_recovery
+                     $(BUILD)/tests/test_recovery $(BUILD)/tests/test_limits \
+                     $(BUILD)/tests/test_handover
 TESTS := $(UNIT_TESTS) $(INTEGRATION_TESTS)
 # The real binary against an independent client (Debian's kafka-python), and
 # the deploy/ manifests, configs and image checked offline.
@@ -287,6 +288,22 @@ $(BUILD)/tests/test_bounds: $(call obj,tests/test_bounds.c tests/kafka_fixture.c
 # What recovery believes of a downstream topic (signatures), on the same
 # mock cluster.
 $(BUILD)/tests/test_recovery: $(call obj,tests/test_recovery.c tests/kafka_fixture.c \
+                                         tests/faulty_store.c tests/dedup_fixture.c) \
+                              $(LIBS_ALL) | $(KDEDUP)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o %.a,$^) $(LDLIBS_ALL) $(LIBS_TEST)
+
+# Limits set low, seen to act (max_retrying, a pending handover's pause), on
+# the same mock cluster.
+$(BUILD)/tests/test_limits: $(call obj,tests/test_limits.c tests/kafka_fixture.c \
+                                       tests/faulty_store.c tests/dedup_fixture.c) \
+                            $(LIBS_ALL) | $(KDEDUP)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o %.a,$^) $(LDLIBS_ALL) $(LIBS_TEST)
+
+# What a handover must not learn back (a forgotten key), on the same mock
+# cluster.
+$(BUILD)/tests/test_handover: $(call obj,tests/test_handover.c tests/kafka_fixture.c \
                                          tests/faulty_store.c tests/dedup_fixture.c) \
                               $(LIBS_ALL) | $(KDEDUP)
 	@mkdir -p $(dir $@)

@@ -104,7 +104,8 @@ static void produce_row(rd_kafka_t *rk, size_t i, const char *at) {
 
     assert_non_null(s);
     snprintf(source, sizeof(source), "in/0/%zu", i);
-    snprintf(signed_key, sizeof(signed_key), "%s%s", rows[i].key, c == KEY ? "-real" : "");
+    snprintf(signed_key, sizeof(signed_key), "%s%s", rows[i].key,
+             c == KEY ? "-real" : "");
     w = (kd_signed){.from = c == FROM ? "elsewhere" : "in",
                     .to = c == TO ? "out.copy" : "out",
                     .source = source,
@@ -133,11 +134,11 @@ static void produce_row(rd_kafka_t *rk, size_t i, const char *at) {
     rd_kafka_header_add(h, KD_FORWARDED_AT_HEADER, -1, c == AT ? later : at, -1);
     if (c != SIG_NONE)
         rd_kafka_header_add(h, KD_SIGNATURE_HEADER, -1, c == SIG_EMPTY ? "" : sig, -1);
-    assert_int_equal(rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("out"), RD_KAFKA_V_PARTITION(0),
-                                       RD_KAFKA_V_VALUE("v", 1), RD_KAFKA_V_HEADERS(h),
-                                       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                       RD_KAFKA_V_END),
-                     RD_KAFKA_RESP_ERR_NO_ERROR);
+    assert_int_equal(
+        rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("out"), RD_KAFKA_V_PARTITION(0),
+                          RD_KAFKA_V_VALUE("v", 1), RD_KAFKA_V_HEADERS(h),
+                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+        RD_KAFKA_RESP_ERR_NO_ERROR);
 }
 
 /* The keys a handover passed. */
@@ -159,39 +160,52 @@ static bool learn(void *arg, const kd_history_rec *recs, size_t n) {
     return true;
 }
 
-/* A recovery over out with dedup.signing_key `key` and previous_signing_key
- * `previous` (NULL: none), over an in-memory store holding run OWNER's run
- * record (out/0 from offset 0); checks that each of its readers trusts
- * exactly the rows trusted_by `which`. */
-static void check_readers(env *e, const char *key, const char *previous, int which) {
-    char json[1024], err[512], dedup[256] = "", stream[32];
+/* A recovery over out, with the members `dedup` of the "dedup" object
+ * ("": none), over an in-memory store holding run OWNER's run record (out/0
+ * from offset 0). The config and the store are the caller's to destroy,
+ * after the recovery. */
+static kd_recovery *recovery_open(env *e, const char *dedup, kd_config **cfg,
+                                  kd_store **store) {
+    char json[1024], err[512], stream[32];
     const char *run = "kdedup-run v1\n0 0 out\n";
+    kd_recovery *rc;
+
+    snprintf(json, sizeof(json),
+             "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\"},"
+             " \"routes\": [{\"from\": \"in\", \"to\": \"out\", \"on_missing_key\": "
+             "\"forward\"}], \"dedup\": {%s}, \"store\": {\"path\": \"/nonexistent\"}}",
+             e->mock.bootstrap, dedup);
+    if (!(*cfg = kd_config_parse(json, strlen(json), "test.json", err, sizeof(err))))
+        fail_msg("%s", err);
+    *store = kd_store_mem_new();
+    assert_int_equal(
+        kd_store_append(*store, stream,
+                        kd_recovery_run_stream(OWNER, stream, sizeof(stream)), 0, run,
+                        strlen(run)),
+        KD_OK);
+    if (!(rc = kd_recovery_new(*cfg, *store, e->mock.bootstrap, err, sizeof(err))))
+        fail_msg("%s", err);
+    return rc;
+}
+
+/* A recovery over out with dedup.signing_key `key` and previous_signing_key
+ * `previous` (NULL: none); checks that each of its readers trusts exactly
+ * the rows trusted_by `which`. */
+static void check_readers(env *e, const char *key, const char *previous, int which) {
+    char dedup[256] = "";
     kd_history_cursor cur = {0};
     learned l = {0};
     kd_recovery_stats st;
     size_t want = 0;
     kd_recovery *rc;
     kd_config *cfg;
-    kd_store *store = kd_store_mem_new();
+    kd_store *store;
 
     if (key)
-        snprintf(dedup, sizeof(dedup),
-                 " \"dedup\": {\"signing_key\": \"%s\"%s%s%s},", key,
-                 previous ? ", \"previous_signing_key\": \"" : "", previous ? previous : "",
-                 previous ? "\"" : "");
-    snprintf(json, sizeof(json),
-             "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\"},"
-             " \"routes\": [{\"from\": \"in\", \"to\": \"out\", \"on_missing_key\": "
-             "\"forward\"}],%s \"store\": {\"path\": \"/nonexistent\"}}",
-             e->mock.bootstrap, dedup);
-    if (!(cfg = kd_config_parse(json, strlen(json), "test.json", err, sizeof(err))))
-        fail_msg("%s", err);
-    assert_int_equal(kd_store_append(store, stream,
-                                     kd_recovery_run_stream(OWNER, stream, sizeof(stream)),
-                                     0, run, strlen(run)),
-                     KD_OK);
-    if (!(rc = kd_recovery_new(cfg, store, e->mock.bootstrap, err, sizeof(err))))
-        fail_msg("%s", err);
+        snprintf(dedup, sizeof(dedup), "\"signing_key\": \"%s\"%s%s%s", key,
+                 previous ? ", \"previous_signing_key\": \"" : "",
+                 previous ? previous : "", previous ? "\"" : "");
+    rc = recovery_open(e, dedup, &cfg, &store);
     kd_recovery_begin_turn(rc, 0); /* every read to the end at once */
 
     assert_int_equal(kd_recovery_history(rc, 0, 0, 0, 100, learn, &l, &cur),
@@ -239,9 +253,117 @@ static void test_only_signed_records_are_learned(void **state) {
     check_readers(e, NULL, NULL, T_NOKEY);
 }
 
+/* dedup.scan_max_records 5 over the 14 rows (no key: all trusted): the
+ * handover reads the newest 5 alone; the orphan scan, 14 records from the
+ * run's start, and an uncertain read from offset 0 cannot be made (the
+ * claim is forwarded again, at least once); a read of the last 5 finds. */
+static void test_scan_max_records_bounds_each_reader(void **state) {
+    env *e = *state;
+    rd_kafka_t *rk = kf_producer(&e->mock);
+    kd_history_cursor cur = {0};
+    learned l = {0};
+    kd_recover_found f;
+    kd_recovery *rc;
+    kd_config *cfg;
+    kd_store *store;
+    char at[24];
+
+    snprintf(at, sizeof(at), "%lld", (long long)time(NULL) * 1000);
+    for (size_t i = 0; i < NROWS; i++)
+        produce_row(rk, i, at);
+    kf_producer_close(rk);
+    rc = recovery_open(e, "\"scan_max_records\": 5", &cfg, &store);
+    kd_recovery_begin_turn(rc, 0);
+    assert_int_equal(kd_recovery_history(rc, 0, 0, 0, 100, learn, &l, &cur),
+                     KD_HISTORY_BOUNDED);
+    for (size_t i = 0; i < NROWS; i++) {
+        const char *key = rows[i].key;
+        int64_t from = 0, last5 = (int64_t)NROWS - 5;
+
+        if (l.row[i] != (i >= NROWS - 5))
+            fail_msg("handover: %s %s", key, l.row[i] ? "learned" : "not learned");
+        assert_int_equal(kd_recovery_find(rc, OWNER, 0, 0, key, strlen(key), 0, &f),
+                         KD_RECOVER_UNKNOWN);
+        assert_int_equal(kd_recovery_find_since(rc, 0, 0, &from, 0, key, strlen(key), &f),
+                         KD_RECOVER_UNKNOWN);
+        assert_int_equal(
+            kd_recovery_find_since(rc, 0, 0, &last5, 0, key, strlen(key), &f),
+            i >= NROWS - 5 ? KD_RECOVER_FOUND : KD_RECOVER_ABSENT);
+    }
+    assert_int_equal(l.n, 5);
+    kd_recovery_destroy(rc);
+    kd_store_destroy(store);
+    kd_config_destroy(cfg);
+}
+
+#define STEPPED_RECORDS 20000
+#define STILL_MAX 50 /* steps in a row that may read nothing (a fetch awaited) */
+
+/* A delivery of an earlier run on out/0: key s-i (written to key), from
+ * in/0/i, without a signature. */
+static void produce_delivery(rd_kafka_t *rk, int i, char *key, size_t size) {
+    rd_kafka_headers_t *h = rd_kafka_headers_new(2);
+    char source[32];
+    rd_kafka_resp_err_t err;
+
+    snprintf(key, size, "s-%d", i);
+    snprintf(source, sizeof(source), "in/0/%d", i);
+    rd_kafka_header_add(h, "Idempotency-Key", -1, key, -1);
+    rd_kafka_header_add(h, KD_SOURCE_HEADER, -1, source, -1);
+    while ((err = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("out"), RD_KAFKA_V_PARTITION(0),
+                                    RD_KAFKA_V_VALUE("v", 1), RD_KAFKA_V_HEADERS(h),
+                                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                    RD_KAFKA_V_END)) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+        rd_kafka_poll(rk, 10);
+    assert_int_equal(err, RD_KAFKA_RESP_ERR_NO_ERROR);
+}
+
+/* An uncertain delivery's read in steps of 1 ms a turn (the pipeline's
+ * scan_step), for the last of 20,000 records: each step that says "later"
+ * moves the read's start on (never back, and never stays put for long), so
+ * the read ends, found, in steps. A cursor that stays put reads the same
+ * first records again every turn, forever. */
+static void test_stepped_uncertain_read_moves_on(void **state) {
+    env *e = *state;
+    rd_kafka_t *rk = kf_producer(&e->mock);
+    kd_recover_result res = KD_RECOVER_LATER;
+    int steps = 0, still = 0;
+    int64_t from = 0, before;
+    kd_recover_found f;
+    kd_recovery *rc;
+    kd_config *cfg;
+    kd_store *store;
+    char key[32];
+
+    for (int i = 0; i < STEPPED_RECORDS; i++)
+        produce_delivery(rk, i, key, sizeof(key));
+    kf_producer_close(rk);
+    rc = recovery_open(e, "", &cfg, &store);
+    while (res == KD_RECOVER_LATER) {
+        before = from;
+        kd_recovery_begin_turn(rc, 1);
+        res = kd_recovery_find_since(rc, 0, 0, &from, 0, key, strlen(key), &f);
+        steps++;
+        assert_true(from >= before);
+        still = from == before ? still + 1 : 0;
+        if (still > STILL_MAX)
+            fail_msg("step %d: the read stays at offset %lld", steps, (long long)from);
+    }
+    assert_int_equal(res, KD_RECOVER_FOUND);
+    assert_int_equal(f.offset, STEPPED_RECORDS - 1);
+    assert_true(steps > 1); /* it did read in steps */
+    kd_recovery_destroy(rc);
+    kd_store_destroy(store);
+    kd_config_destroy(cfg);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_only_signed_records_are_learned, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_scan_max_records_bounds_each_reader, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_stepped_uncertain_read_moves_on, setup,
                                         teardown),
     };
 
