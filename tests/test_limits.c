@@ -23,11 +23,13 @@
 
 #define TIMEOUT_MS 60000
 #define GAUGE_WAIT_MS 10000
-/* One route in -> out without a dead-letter topic; %s: the "pipeline"
- * object's members. */
+/* One route in -> out without a dead-letter topic; %s: the producer's
+ * message.timeout.ms, the route's retry_backoff, the store's folder and the
+ * "pipeline" object's members. The producer reconnects within 0.5 s of a
+ * broker's return, so that a retry after it is not timed out again. */
 #define LIMITS_CONFIG                                                                    \
     "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\", \"producer\": "              \
-    "{\"message.timeout.ms\": \"%s\"},"                                                  \
+    "{\"message.timeout.ms\": \"%s\", \"reconnect.backoff.max.ms\": \"500\"},"           \
     " \"consumer\": {\"session.timeout.ms\": \"6000\", \"heartbeat.interval.ms\": "      \
     "\"500\"}},"                                                                         \
     " \"routes\": [{\"from\": \"in\", \"to\": \"out\", \"on_missing_key\": \"forward\"," \
