@@ -123,6 +123,11 @@ static void test_each_covered_field_changed_is_refused(void **state) {
         if (kd_sign_verify(s, &w, sig, KD_SIGNATURE_LEN))
             fail_msg("%s: accepted", changes[i].what);
     }
+    /* the same fields as a forget record's (forgets.h): signed apart */
+    w = signed_of(genuine);
+    w.forget = true;
+    if (kd_sign_verify(s, &w, sig, KD_SIGNATURE_LEN))
+        fail_msg("a delivery's signature accepted for a forget record");
     kd_signer_destroy(s);
 }
 
