@@ -51,7 +51,8 @@ static int setup(void **state) {
     kf_mock_cmd(&e->mock, "leader in 0 1");
     kf_mock_cmd(&e->mock, "leader in 1 1");
     kf_mock_cmd(&e->mock, "leader out 0 2");
-    kf_mock_cmd(&e->mock, "leader out 1 3");
+    kf_mock_cmd(&e->mock, "leader out 1 1");
+    kf_mock_cmd(&e->mock, "coordinator g 3");
     *state = e;
     return 0;
 }
@@ -213,9 +214,14 @@ static void test_pending_handover_keeps_its_partition_paused(void **state) {
         kf_send(rk, "in", 0, "held", "the copy");
         kf_producer_close(rk);
     }
-    kf_mock_cmd(&e->mock, "broker-down 2");
+    /* The group's coordinator down, the pipeline starts (it reads out/0's
+     * end offset) but cannot join; out/0's broker goes down, and then the
+     * coordinator comes back: the assignment finds out/0 unreadable. */
+    kf_mock_cmd(&e->mock, "broker-down 3");
     kf_run_start(&r, &e->mock, LIMITS_CONFIG, e->mock.bootstrap, "60000", "100ms", e->dir,
                  "\"max_inflight\": 2");
+    kf_mock_cmd(&e->mock, "broker-down 2");
+    kf_mock_cmd(&e->mock, "broker-up 3");
     assert_true(
         gauge_wait(kd_metrics_handover_pending(kd_pipeline_metrics(r.p)), 1, true) >= 1);
     send_range(e, 1, "b", 0, 20);
