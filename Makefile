@@ -104,7 +104,8 @@ UNIT_TESTS := $(BUILD)/tests/test_entry $(BUILD)/tests/test_dedup \
               $(BUILD)/tests/test_http $(BUILD)/tests/test_keysrc $(BUILD)/tests/test_admin \
               $(BUILD)/tests/test_log $(BUILD)/tests/test_receipt $(BUILD)/tests/test_signing
 INTEGRATION_TESTS := $(BUILD)/tests/test_pipeline $(BUILD)/tests/test_bounds \
-                     $(BUILD)/tests/test_recovery $(BUILD)/tests/test_limits
+                     $(BUILD)/tests/test_recovery $(BUILD)/tests/test_limits \
+                     $(BUILD)/tests/test_crash
 TESTS := $(UNIT_TESTS) $(INTEGRATION_TESTS)
 # The real binary against an independent client (Debian's kafka-python), and
 # the deploy/ manifests, configs and image checked offline.
@@ -285,6 +286,14 @@ $(BUILD)/tests/test_pipeline: $(call obj,tests/test_pipeline.c tests/kafka_fixtu
 $(BUILD)/tests/test_bounds: $(call obj,tests/test_bounds.c tests/kafka_fixture.c tests/faulty_store.c \
                                        tests/dedup_fixture.c) \
                             $(LIBS_ALL) | $(KDEDUP)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o %.a,$^) $(LDLIBS_ALL) $(LIBS_TEST)
+
+# Power loss (tests/powerloss_store.c) and ownership changes, against the
+# same mock cluster.
+$(BUILD)/tests/test_crash: $(call obj,tests/test_crash.c tests/kafka_fixture.c tests/powerloss_store.c \
+                                      tests/faulty_store.c tests/dedup_fixture.c) \
+                           $(LIBS_ALL) | $(KDEDUP)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o %.a,$^) $(LDLIBS_ALL) $(LIBS_TEST)
 
