@@ -8,6 +8,7 @@
 #include "sidecar/metrics.h"
 #include "sidecar/recovery.h"
 #include "store_rocks/store_rocks.h"
+#include "tests/case_runner.h"
 #include "tests/dedup_fixture.h"
 #include "tests/faulty_store.h"
 #include "tests/kafka_fixture.h"
@@ -1567,8 +1568,6 @@ static void test_claim_without_owner_reads_no_own_scan(void **state) {
 }
 
 int main(void) {
-    if (getenv("KD_TEST_FILTER"))
-        cmocka_set_test_filter(getenv("KD_TEST_FILTER"));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_duplicates_within_across_and_restart, setup,
                                         teardown),
@@ -1619,7 +1618,8 @@ int main(void) {
                                         setup, teardown),
     };
 
-    if (getenv("KD_TEST_FILTER")) /* e.g. "*same_process*": one test while working */
-        cmocka_set_test_filter(getenv("KD_TEST_FILTER"));
-    return cmocka_run_group_tests_name("pipeline (mock cluster)", tests, NULL, NULL);
+    /* KD_TEST_FILTER='*same_process*': one case while working; each case in
+     * a process of its own, KD_TEST_JOBS (3) at a time */
+    return cr_run_group("pipeline (mock cluster)", tests,
+                        sizeof(tests) / sizeof(tests[0]));
 }
