@@ -297,9 +297,15 @@ test: deps
 	@$(MAKE) --no-print-directory test-mock
 	@$(MAKE) --no-print-directory test-kafka
 
+# TEST_JOBS tests at a time, the mock-cluster suites first (the longest):
+# they and the e2e suites mostly wait (group joins, timeouts), and each
+# starts a mock cluster of its own. test_pipeline and test_bounds run
+# KD_TEST_JOBS (3) of their cases at a time (tests/case_runner.c).
+TEST_JOBS ?= 2
 test-mock: deps
 	@$(MAKE) --no-print-directory $(KDEDUP) $(TESTS)
-	@KDEDUP=$(KDEDUP) tests/run_tests.sh $(TESTS) $(E2E_TESTS)
+	@KDEDUP=$(KDEDUP) TEST_JOBS=$(TEST_JOBS) tests/run_tests.sh $(INTEGRATION_TESTS) \
+	    $(E2E_TESTS) $(filter-out $(INTEGRATION_TESTS),$(TESTS))
 
 # Apache Kafka (tests/kafka/rig.py): the broker pinned by tests/kafka/pom.xml,
 # its jars in a cache outside the tree (make deps fetches them once), KRaft

@@ -1215,7 +1215,13 @@ static void test_rebalance_while_claims_are_written(void **state) {
         nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
     }
     kd_faulty_store_delay_writes(a.store, 0);
-    nanosleep(&(struct timespec){2, 0}, NULL); /* late records, if any, land */
+    for (int i = 0; i < TIMEOUT_MS / 20; i++) { /* late records, if any, land */
+        kd_pipeline_stats_get(a.p, &sa);
+        kd_pipeline_stats_get(b.p, &sb);
+        if (!sa.inflight && !sb.inflight)
+            break;
+        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+    }
     recs = kf_read(&e->mock, "out", PARTS, 800, 2000, TIMEOUT_MS, &n);
     kf_run_stop(&b);
     kf_run_stop(&a);
