@@ -112,10 +112,6 @@ static bool consumed_past(const kd_pipeline_stats *st, uint64_t n) {
     return st->consumed > n;
 }
 
-static bool forwarded_reached(const kd_pipeline_stats *st, uint64_t n) {
-    return st->forwarded >= n;
-}
-
 /* Each key prefix-i, from <= i < to, is in out exactly once. */
 static void check_once(const kf_record *recs, size_t n, const char *prefix, int from,
                        int to) {
@@ -180,78 +176,10 @@ static void test_max_retrying_pauses_and_resumes(void **state) {
     free(recs);
 }
 
-/* A delivery of key from in/0, by an earlier run, on out/0 (unsigned). */
-static void earlier_delivery(env *e, const char *key) {
-    rd_kafka_t *rk = kf_producer(&e->mock);
-    rd_kafka_headers_t *h = rd_kafka_headers_new(2);
-
-    rd_kafka_header_add(h, "Idempotency-Key", -1, key, -1);
-    rd_kafka_header_add(h, KD_SOURCE_HEADER, -1, "in/0/0", -1);
-    assert_int_equal(
-        rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("out"), RD_KAFKA_V_PARTITION(0),
-                          RD_KAFKA_V_VALUE("v", 1), RD_KAFKA_V_HEADERS(h),
-                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
-        RD_KAFKA_RESP_ERR_NO_ERROR);
-    kf_producer_close(rk);
-}
-
-/* in/0's handover cannot read out/0 (its broker down) and waits; in/1's
- * 20 messages pass pipeline.max_inflight (2) again and again, so flow
- * control pauses and resumes the assignment many times. in/0 stays paused
- * all along: the copy of a key delivered before, waiting in in/0, is not
- * consumed until the handover has learned the key, and then it is a
- * duplicate. Resumed early, it would be claimed and forwarded twice. */
-static void test_pending_handover_keeps_its_partition_paused(void **state) {
-    env *e = *state;
-    kd_pipeline_stats st;
-    kf_record *recs;
-    size_t n;
-    kf_run r;
-
-    earlier_delivery(e, "held");
-    {
-        rd_kafka_t *rk = kf_producer(&e->mock);
-
-        kf_send(rk, "in", 0, "held", "the copy");
-        kf_producer_close(rk);
-    }
-    /* The group's coordinator down, the pipeline starts (it reads out/0's
-     * end offset) but cannot join; out/0's broker goes down, and then the
-     * coordinator comes back: the assignment finds out/0 unreadable. */
-    kf_mock_cmd(&e->mock, "broker-down 3");
-    kf_run_start(&r, &e->mock, LIMITS_CONFIG, e->mock.bootstrap, "60000", "100ms", e->dir,
-                 "\"max_inflight\": 2");
-    kf_mock_cmd(&e->mock, "broker-down 2");
-    kf_mock_cmd(&e->mock, "broker-up 3");
-    assert_true(
-        gauge_wait(kd_metrics_handover_pending(kd_pipeline_metrics(r.p)), 1, true) >= 1);
-    send_range(e, 1, "b", 0, 20);
-    st = stats_until(&r, TIMEOUT_MS, forwarded_reached, 20);
-    assert_int_equal(st.forwarded, 20);
-    /* in/0 still paused: the copy stays in the source (2 s) */
-    st = stats_until(&r, 2000, consumed_past, 20);
-    assert_int_equal(st.consumed, 20);
-
-    kf_mock_cmd(&e->mock, "broker-up 2");
-    st = kf_run_wait(&r, 21, TIMEOUT_MS);
-    assert_int_equal(st.consumed, 21);
-    assert_int_equal(st.forwarded, 20);
-    assert_int_equal(st.duplicates_completed, 1);
-    kf_run_stop(&r);
-
-    recs = kf_read(&e->mock, "out", 2, 21, 1000, TIMEOUT_MS, &n);
-    assert_int_equal(n, 21);
-    assert_int_equal(kf_count_key(recs, n, "held"), 1);
-    check_once(recs, n, "b", 0, 20);
-    free(recs);
-}
-
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_max_retrying_pauses_and_resumes, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_pending_handover_keeps_its_partition_paused,
-                                        setup, teardown),
     };
 
     return cr_run_group("limits (mock cluster)", tests, sizeof(tests) / sizeof(tests[0]));
