@@ -224,15 +224,29 @@ static rd_kafka_resp_err_t watermarks_once(rd_kafka_t *rk, const char *topic,
     return err ? err : offset_at(rk, topic, partition, RD_KAFKA_OFFSET_END, hi);
 }
 
-/* The first and end offsets of topic/partition; after a failure, once more
- * with the partition's leader looked up afresh. Not with
+/* True when err says the partition is led elsewhere now: worth asking the
+ * cluster where, and then once more. */
+static bool leader_moved(rd_kafka_resp_err_t err) {
+    return err == RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION ||
+           err == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE ||
+           err == RD_KAFKA_RESP_ERR_FENCED_LEADER_EPOCH ||
+           err == RD_KAFKA_RESP_ERR_UNKNOWN_LEADER_EPOCH ||
+           err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
+}
+
+/* The first and end offsets of topic/partition; after a failure that says
+ * the leader moved, once more with the partition's leader looked up afresh.
+ * A broker that does not answer (a timeout) is not asked again here: the
+ * loop waits for this call, at most WATERMARK_TIMEOUT_MS, and the caller
+ * tries again on a later turn (a silent broker held the loop, and with it a
+ * SIGTERM, for three timeouts in a row). Not with
  * rd_kafka_query_watermark_offsets(): before librdkafka 2.3 it ignores its
  * timeout while the partition's leader is down (librdkafka #2588). */
 static rd_kafka_resp_err_t watermarks(rd_kafka_t *rk, const char *topic,
                                       int32_t partition, int64_t *lo, int64_t *hi) {
     rd_kafka_resp_err_t err = watermarks_once(rk, topic, partition, lo, hi);
 
-    if (!err)
+    if (!err || !leader_moved(err))
         return err;
     refresh_leaders(rk, topic);
     return watermarks_once(rk, topic, partition, lo, hi);
