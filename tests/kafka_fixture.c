@@ -228,7 +228,8 @@ kf_record *kf_read(const kf_mock *m, const char *topic, int nparts, size_t expec
         r->partition = msg->partition;
         r->offset = msg->offset;
         vlen = msg->len < sizeof(r->value) - 1 ? msg->len : sizeof(r->value) - 1;
-        memcpy(r->value, msg->payload, vlen);
+        if (vlen) /* a forget record has no value: payload NULL */
+            memcpy(r->value, msg->payload, vlen);
         r->value_len = msg->len;
         kf_sha256(msg->payload, msg->len, r->value_sha256);
         rd_kafka_message_headers(msg, &h);
