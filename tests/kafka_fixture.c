@@ -31,8 +31,20 @@ static uint64_t now_ms(void) {
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-static void sleep_ms(int ms) {
+void kf_sleep_ms(int ms) {
     nanosleep(&(struct timespec){ms / 1000, (long)(ms % 1000) * 1000000}, NULL);
+}
+
+void kf_send_range(const kf_mock *m, const char *topic, int32_t partition,
+                   const char *prefix, int from, int to) {
+    rd_kafka_t *rk = kf_producer(m);
+    char key[32];
+
+    for (int i = from; i < to; i++) {
+        snprintf(key, sizeof(key), "%s-%d", prefix, i);
+        kf_send(rk, topic, partition, key, key);
+    }
+    kf_producer_close(rk);
 }
 
 /* Reads one line from fd (blocking); asserts on end of input. */
@@ -327,7 +339,7 @@ kd_pipeline_stats kf_run_wait(kf_run *r, uint64_t consumed, int timeout_ms) {
     kd_pipeline_stats st;
 
     do {
-        sleep_ms(20);
+        kf_sleep_ms(20);
         kd_pipeline_stats_get(r->p, &st);
     } while ((st.consumed < consumed || st.inflight) && now_ms() < end);
     return st;

@@ -51,6 +51,14 @@ void kf_send_headed(rd_kafka_t *rk, const char *topic, int32_t partition,
 /* Flushes and destroys the producer; asserts nothing failed. */
 void kf_producer_close(rd_kafka_t *rk);
 
+/* Sends prefix-i (key and value), from <= i < to, to topic/partition
+ * through a producer of its own, and waits until all are acknowledged. */
+void kf_send_range(const kf_mock *m, const char *topic, int32_t partition,
+                   const char *prefix, int from, int to);
+
+/* Sleeps ms milliseconds. */
+void kf_sleep_ms(int ms);
+
 /* A record read back. */
 typedef struct kf_record {
     int32_t partition;

@@ -54,10 +54,6 @@ static int teardown(void **state) {
     return 0;
 }
 
-static void sleep_ms(int ms) {
-    nanosleep(&(struct timespec){ms / 1000, (long)(ms % 1000) * 1000000}, NULL);
-}
-
 /* What a dead run put on out/partition: n records keyed prefix-i from
  * in/partition/i, each with `extra` empty headers besides. */
 static void deliveries_headed(rd_kafka_t *rk, int32_t partition, const char *prefix,
@@ -377,17 +373,6 @@ static void test_handover_batches_within_their_bytes(void **state) {
     " \"store\": {\"path\": \"%s/store\"}, \"pipeline\": {\"shutdown_grace\": \"2s\","   \
     " \"batch_max\": 10, \"max_inflight\": 50}}"
 
-static void send_range(env *e, int32_t partition, const char *prefix, int from, int to) {
-    rd_kafka_t *rk = kf_producer(&e->mock);
-    char key[32];
-
-    for (int i = from; i < to; i++) {
-        snprintf(key, sizeof(key), "%s-%d", prefix, i);
-        kf_send(rk, "in", partition, key, key);
-    }
-    kf_producer_close(rk);
-}
-
 static uint64_t gauge(kf_run *r, size_t at) {
     kd_flow_gauges *g = kd_metrics_flow(kd_pipeline_metrics(r->p));
 
@@ -401,7 +386,7 @@ static uint64_t gauge_reaches(kf_run *r, size_t at, uint64_t min) {
     uint64_t v = 0;
 
     for (int i = 0; i < TIMEOUT_MS / 20 && (v = gauge(r, at)) < min; i++)
-        sleep_ms(20);
+        kf_sleep_ms(20);
     return v;
 }
 
@@ -422,17 +407,17 @@ static void test_backpressure_pauses_and_resumes(void **state) {
     kf_mock_cmd(&e->mock, "leader in 1 1");
     kf_run_start(&r, &e->mock, BOUNDED_CONFIG, e->mock.bootstrap,
                  "{\"message.timeout.ms\": \"60000\"}", e->dir);
-    send_range(e, 0, "k", 0, 10);
+    kf_send_range(&e->mock, "in", 0, "k", 0, 10);
     st = kf_run_wait(&r, 10, TIMEOUT_MS);
     assert_int_equal(st.forwarded, 10);
 
     kf_mock_cmd(&e->mock, "broker-down 2");
-    send_range(e, 0, "k", 10, 260);
-    send_range(e, 1, "k", 260, 510);
+    kf_send_range(&e->mock, "in", 0, "k", 10, 260);
+    kf_send_range(&e->mock, "in", 1, "k", 260, 510);
     for (int i = 0; i < 500 && !gauge(&r, offsetof(kd_flow_gauges, backpressure)); i++)
-        sleep_ms(20);
+        kf_sleep_ms(20);
     assert_int_equal(gauge(&r, offsetof(kd_flow_gauges, backpressure)), 1);
-    sleep_ms(2000); /* it stays paused */
+    kf_sleep_ms(2000); /* it stays paused */
     kd_pipeline_stats_get(r.p, &st);
     assert_true(st.consumed >= 10 + 50);
     assert_true(st.consumed <= 10 + 50 + 10);
@@ -445,7 +430,7 @@ static void test_backpressure_pauses_and_resumes(void **state) {
     assert_int_equal(st.consumed, 510);
     assert_int_equal(st.forwarded, 510);
     for (int i = 0; i < 500 && gauge(&r, offsetof(kd_flow_gauges, backpressure)); i++)
-        sleep_ms(20); /* the gauge is set every 250 ms, after the last settles */
+        kf_sleep_ms(20); /* the gauge is set every 250 ms, after the last settles */
     assert_int_equal(gauge(&r, offsetof(kd_flow_gauges, backpressure)), 0);
     assert_true(kd_pipeline_ready(r.p, reason, sizeof(reason)));
     kf_run_stop(&r);
@@ -491,7 +476,7 @@ static void test_headers_count_in_flight(void **state) {
         " \"max_inflight_bytes\": 1048576}}",
         e->mock.bootstrap, e->dir);
     g = kd_metrics_flow(kd_pipeline_metrics(r.p));
-    send_range(e, 0, "w", 0, 10);
+    kf_send_range(&e->mock, "in", 0, "w", 0, 10);
     st = kf_run_wait(&r, 10, TIMEOUT_MS);
     assert_int_equal(st.forwarded, 10);
 
@@ -504,9 +489,9 @@ static void test_headers_count_in_flight(void **state) {
     }
     kf_producer_close(rk);
     for (int i = 0; i < 1000 && !atomic_load(&g->backpressure); i++)
-        sleep_ms(20);
+        kf_sleep_ms(20);
     assert_int_equal(atomic_load(&g->backpressure), 1);
-    sleep_ms(3000); /* it stays paused: two slow writes' worth */
+    kf_sleep_ms(3000); /* it stays paused: two slow writes' worth */
     kd_pipeline_stats_get(r.p, &st);
     assert_true(gauge_reaches(&r, offsetof(kd_flow_gauges, inflight_bytes), 1048576) >=
                 1048576);
@@ -519,7 +504,7 @@ static void test_headers_count_in_flight(void **state) {
     assert_int_equal(st.consumed, 110);
     assert_int_equal(st.forwarded, 110);
     for (int i = 0; i < 500 && atomic_load(&g->inflight_bytes); i++)
-        sleep_ms(20); /* the gauge is set every 250 ms */
+        kf_sleep_ms(20); /* the gauge is set every 250 ms */
     assert_int_equal(atomic_load(&g->inflight_bytes), 0);
     kf_run_stop(&r);
     recs = kf_read(&e->mock, "out", 3, 110, 1000, TIMEOUT_MS, &n);
@@ -550,12 +535,12 @@ static void test_poison_holds_back_only_its_partition(void **state) {
     kf_send(rk, "in", 0, "poison", big);
     kf_producer_close(rk);
     free(big);
-    send_range(e, 0, "p0", 0, 300);
-    send_range(e, 1, "p1", 0, 300);
+    kf_send_range(&e->mock, "in", 0, "p0", 0, 300);
+    kf_send_range(&e->mock, "in", 1, "p1", 0, 300);
     kf_run_start(&r, &e->mock, BOUNDED_CONFIG, e->mock.bootstrap,
                  "{\"message.max.bytes\": \"2000\"}", e->dir);
     for (int i = 0; i < 1500 && !gauge(&r, offsetof(kd_flow_gauges, held_back)); i++)
-        sleep_ms(20);
+        kf_sleep_ms(20);
     assert_int_equal(gauge(&r, offsetof(kd_flow_gauges, held_back)), 1);
     recs = kf_read(&e->mock, "out", 3, 300, 2000, TIMEOUT_MS, &n);
     for (int i = 0; i < 300; i++) { /* the other partition: all of it */
@@ -566,7 +551,7 @@ static void test_poison_holds_back_only_its_partition(void **state) {
     }
     assert_int_equal(kf_count_key(recs, n, "poison"), 0);
     free(recs);
-    sleep_ms(1000); /* it stays held back */
+    kf_sleep_ms(1000); /* it stays held back */
     kd_pipeline_stats_get(r.p, &st);
     assert_true(st.consumed >= 300 + 50);
     assert_true(st.consumed <= 300 + 1 + 50 + 10);

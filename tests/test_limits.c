@@ -67,28 +67,13 @@ static int teardown(void **state) {
     return 0;
 }
 
-static void sleep_ms(int ms) {
-    nanosleep(&(struct timespec){ms / 1000, (long)(ms % 1000) * 1000000}, NULL);
-}
-
-static void send_range(env *e, int32_t partition, const char *prefix, int from, int to) {
-    rd_kafka_t *rk = kf_producer(&e->mock);
-    char key[32];
-
-    for (int i = from; i < to; i++) {
-        snprintf(key, sizeof(key), "%s-%d", prefix, i);
-        kf_send(rk, "in", partition, key, key);
-    }
-    kf_producer_close(rk);
-}
-
 /* Waits (GAUGE_WAIT_MS at most) until *g is at least `least` (`at_least`)
  * or exactly `least` (not); returns its last value. */
 static uint64_t gauge_wait(_Atomic uint64_t *g, uint64_t want, bool at_least) {
     uint64_t v = atomic_load(g);
 
     for (int i = 0; i < GAUGE_WAIT_MS / 20 && (at_least ? v < want : v != want); i++) {
-        sleep_ms(20);
+        kf_sleep_ms(20);
         v = atomic_load(g);
     }
     return v;
@@ -102,7 +87,7 @@ static kd_pipeline_stats stats_until(kf_run *r, int ms,
 
     kd_pipeline_stats_get(r->p, &st);
     for (int i = 0; i < ms / 20 && !pred(&st, arg); i++) {
-        sleep_ms(20);
+        kf_sleep_ms(20);
         kd_pipeline_stats_get(r->p, &st);
     }
     return st;
@@ -142,17 +127,17 @@ static void test_max_retrying_pauses_and_resumes(void **state) {
     kf_run_start(&r, &e->mock, LIMITS_CONFIG, e->mock.bootstrap, "1000", "10s", e->dir,
                  "\"max_retrying\": 10");
     g = kd_metrics_flow(kd_pipeline_metrics(r.p));
-    send_range(e, 0, "a", 0, 5);
+    kf_send_range(&e->mock, "in", 0, "a", 0, 5);
     st = kf_run_wait(&r, 5, TIMEOUT_MS);
     assert_int_equal(st.forwarded, 5);
 
     kf_mock_cmd(&e->mock, "broker-down 2");
-    send_range(e, 0, "r", 0, 20);
+    kf_send_range(&e->mock, "in", 0, "r", 0, 20);
     assert_int_equal(gauge_wait(&g->retrying, 20, true), 20);
     assert_int_equal(gauge_wait(&g->backpressure, 1, false), 1);
     assert_false(kd_pipeline_ready(r.p, reason, sizeof(reason)));
     assert_non_null(strstr(reason, "backpressure"));
-    send_range(e, 1, "q", 0, 20);
+    kf_send_range(&e->mock, "in", 1, "q", 0, 20);
     /* Paused: the new messages stay in the source (2 s, well within the
      * retries' 10 s backoff). */
     st = stats_until(&r, 2000, consumed_past, 25);
