@@ -214,11 +214,16 @@ def late_writes(workdir, report, lost=False):
     else the coordinator is elsewhere (session 30 s) and the deliveries are
     read for as this ownership's."""
     mock = cluster.start(brokers=3, topics={})
-    mock.topic(SRC, PARTS, leader=1, replicas=[1, 3])
-    mock.topic(DST, PARTS, leader=2)
-    mock.topic("orders.dlq", 1, leader=1)
-    group = next(g for g in (f"late-{i}" for i in range(100))
-                 if (mock.coordinator_of(g) == 2) == lost)
+    # The brokers are placed around the group's coordinator, which follows
+    # its offsets partition's leader: an earlier phase's kills may have left
+    # a broker leading none of them until the preferred leaders come back.
+    group = f"late-{'lost' if lost else 'kept'}-{os.getpid()}"
+    coord = mock.coordinator_of(group)
+    silent = coord if lost else coord % 3 + 1  # the downstream leader
+    src = [b for b in (1, 2, 3) if b != silent]
+    mock.topic(SRC, PARTS, leader=src[0], replicas=src)
+    mock.topic(DST, PARTS, leader=silent)
+    mock.topic("orders.dlq", 1, leader=src[0])
     world = World(mock.bootstrap)
     kd = Sidecar(workdir, mock.bootstrap, {"kafka": {
         "group_id": group, "consumer": {"session.timeout.ms": "6000" if lost else "30000"},
@@ -236,10 +241,10 @@ def late_writes(workdir, report, lost=False):
         for _ in range(5):
             wait_for("the last round settled", lambda: gauge(kd, "kdedup_inflight_messages") == 0
                      and gauge(kd, "kdedup_assigned_partitions") == PARTS, 90)
-            mock.silent(2)
+            mock.silent(silent)
             world.produce(300, 0.1)  # forwarded into the silent broker's socket
             time.sleep(7.5)
-            mock.speak(2)
+            mock.speak(silent)
             world.produce(50, 0.0)  # traffic after the fault
         world.check_committed(world.read((kd,), group=group))
         world.verify(order=False)
