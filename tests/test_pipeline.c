@@ -1028,6 +1028,57 @@ static void test_handover_moves_history(void **state) {
     free(recs);
 }
 
+/* Keys spread over partitions (issue 26 item 5): a replica forwarded 200
+ * keys from partition 3; a keyless producer sends them again onto
+ * partition 0. A replica with a fresh store (an emptyDir pod start) is
+ * given every partition: partition 0, whose own history is empty, is not
+ * consumed before partition 3's history is learned too, so every copy is
+ * a duplicate. (Before, partition 0 was consumed while the others were
+ * still read one after another: most copies went downstream again.) */
+static void test_handover_keys_spread(void **state) {
+    env *e = *state;
+    rd_kafka_t *rk = kf_producer(&e->mock);
+    kd_pipeline_stats st;
+    char key[32], value[64], dir[300];
+    kf_record *recs;
+    size_t n;
+    kf_run r;
+
+    for (int i = 0; i < 200; i++) {
+        snprintf(key, sizeof(key), "key-%d", i);
+        snprintf(value, sizeof(value), "value-%d-copy-0", i);
+        kf_send(rk, "in", 3, key, value);
+    }
+    kf_producer_close(rk);
+    start_named(&r, e, "a");
+    st = kf_run_wait(&r, 200, TIMEOUT_MS);
+    kf_run_stop(&r);
+    assert_int_equal(st.forwarded, 200);
+
+    rk = kf_producer(&e->mock);
+    for (int i = 0; i < 200; i++) {
+        snprintf(key, sizeof(key), "key-%d", i);
+        snprintf(value, sizeof(value), "value-%d-copy-1", i);
+        kf_send(rk, "in", 0, key, value);
+    }
+    kf_producer_close(rk);
+    /* A fresh store, reading 1 ms a turn: partition 3's history takes
+     * many turns, partition 0's (empty) none. */
+    snprintf(dir, sizeof(dir), "%s/b", e->dir);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    kf_run_start(&r, &e->mock, DEDUP_CONFIG, e->mock.bootstrap,
+                 "{\"scan_step\": \"1ms\"}", dir);
+    st = kf_run_wait(&r, 200, TIMEOUT_MS);
+    kf_run_stop(&r);
+    assert_int_equal(st.handover_keys, 200);
+    recs = kf_read(&e->mock, "out", PARTS, 200, 1000, TIMEOUT_MS, &n);
+    assert_each_once(recs, n, 0, 200);
+    free(recs);
+    assert_int_equal(st.forwarded, 0);
+    assert_int_equal(st.duplicates_completed, 200);
+    assert_int_equal(st.collisions, 0);
+}
+
 /* dedup.ttl counts from when kdedup forwarded a key, not from the source
  * message's timestamp: messages stamped 30 h ago (ttl 24 h) forwarded by one
  * replica are learned by the next, whose store is empty, and their copies
@@ -1601,6 +1652,7 @@ int main(void) {
                                         teardown),
         cmocka_unit_test_setup_teardown(test_handover_moves_history, setup, teardown),
         cmocka_unit_test_setup_teardown(test_signed_history_only, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_handover_keys_spread, setup, teardown),
         cmocka_unit_test_setup_teardown(test_handover_ignores_event_time, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_handover_waits_for_downstream, setup,
