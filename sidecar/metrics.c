@@ -623,7 +623,11 @@ char *kd_metrics_render(kd_metrics *m, size_t *len) {
         "(completed), absent (sent again) or unknown (sent again, at least once).",
         "outcome", uncertain, uncertain_f, 3);
     family(&b, "kdedup_dedup_collisions_total", "counter",
-           "Keys the store could not deduplicate (hash collision, unreadable entry).");
+           "Messages forwarded without a working claim: the claim failed (an unreadable "
+           "entry, a lost claim race, another key under the same hash) and the message "
+           "went out unclaimed, or after its delivery the key was found completed by "
+           "another delivery or no longer claimed (e.g. released, or learned by a "
+           "handover meanwhile): a duplicate downstream is possible. Each is logged.");
     put(&b, "kdedup_dedup_collisions_total %llu\n",
         (unsigned long long)load(&m->collisions));
     family(&b, "kdedup_recovery_scanned_records_total", "counter",
