@@ -1053,7 +1053,9 @@ static bool hist_assign(kd_recovery *rc, histories *h) {
                 ->offset = need[i].pos;
         rd_kafka_resp_err_t err = rd_kafka_assign(rc->historian, list);
         rd_kafka_topic_partition_list_destroy(list);
-        historian_unassign(rc);
+        hreaders_free(rc->hreaders, rc->nhreaders); /* the assignment replaced */
+        rc->hreaders = NULL;
+        rc->nhreaders = 0;
         if (err) {
             KD_WARN("handover: assigning %zu partition(s): %s", nneed,
                     rd_kafka_err2str(err));
