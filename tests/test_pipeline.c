@@ -1072,6 +1072,7 @@ static void test_handover_keys_spread(void **state) {
     kf_run_stop(&r);
     assert_int_equal(st.handover_keys, 200);
     recs = kf_read(&e->mock, "out", PARTS, 200, 1000, TIMEOUT_MS, &n);
+    print_message("%zu records downstream for 200 keys\n", n);
     assert_each_once(recs, n, 0, 200);
     free(recs);
     assert_int_equal(st.forwarded, 0);
