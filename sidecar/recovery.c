@@ -1260,8 +1260,10 @@ static void hist_read(histories *h) {
             last = m->rkt ? hreader_find(rc->hreaders, rc->nhreaders,
                                          rd_kafka_topic_name(m->rkt), m->partition)
                           : SIZE_MAX;
-        if (last == SIZE_MAX) {
-            if (m->err)
+        if (last == SIZE_MAX) { /* an error of the client, or of a partition
+                                 * no longer read (its end, from before a new
+                                 * assignment, says nothing) */
+            if (m->err && m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
                 KD_WARN("handover: %s", rd_kafka_message_errstr(m));
             rd_kafka_message_destroy(m);
             last = 0;
