@@ -1192,10 +1192,12 @@ static void hist_record(histories *h, size_t r, rd_kafka_message_t *m) {
     bool held = false;
 
     h->rc->hreaders[r].pos = m->offset + 1;
-    h->rc->stats.handover_records++;
-    for (size_t j = h->first_job[r]; j != SIZE_MAX; j = h->jobs[j].next_job) {
+    for (size_t j = h->first_job[r], counted = 0; j != SIZE_MAX;
+         j = h->jobs[j].next_job) {
         if (!h->jobs[j].active || m->offset < h->jobs[j].job->cur->next)
             continue; /* read ahead before a reposition, or taken already */
+        if (m->offset < h->jobs[j].job->cur->end && !counted++)
+            h->rc->stats.handover_records++; /* in a window being read */
         if (!held && m->offset < h->jobs[j].job->cur->end)
             held = hist_take(h, j, m);
         hist_advance(h, j, m->offset + 1);
