@@ -1172,27 +1172,28 @@ static void test_handover_moves_history(void **state) {
     free(recs);
 }
 
-/* Sends key-from .. key-(to - 1), copy `copy`, onto one partition of "in". */
-static void send_onto(env *e, int32_t partition, int from, int to, int copy) {
+/* Sends key-from .. key-(to - 1), copy `copy`, onto partitions first ..
+ * first + nparts - 1 of "in", round-robin (as a keyless producer would). */
+static void send_onto(env *e, int first, int nparts, int from, int to, int copy) {
     rd_kafka_t *rk = kf_producer(&e->mock);
     char key[32], value[64];
 
     for (int i = from; i < to; i++) {
         snprintf(key, sizeof(key), "key-%d", i);
         snprintf(value, sizeof(value), "value-%d-copy-%d", i, copy);
-        kf_send(rk, "in", partition, key, value);
+        kf_send(rk, "in", first + i % nparts, key, value);
     }
     kf_producer_close(rk);
 }
 
 /* Keys spread over partitions (issue 26 item 5): a replica forwarded
  * 20,000 keys from partition 3; a keyless producer sends the last 200 of
- * them again onto partition 0. A replica with a fresh store (an emptyDir
- * pod start) is given every partition: partition 0, whose own history is
- * empty, is not consumed before partition 3's history is learned too, so
- * every copy is a duplicate. (Before, partition 0 was consumed as soon as
- * its own empty history was read, while partition 3's was still being
- * read: copies went downstream again.) */
+ * them again onto partitions 0, 1 and 2. A replica with a fresh store (an
+ * emptyDir pod start) is given every partition: partitions 0-2, whose own
+ * histories are empty, are not consumed before partition 3's history is
+ * learned too, so every copy is a duplicate. (Before, each was consumed as
+ * soon as its own empty history was read, while partition 3's was still
+ * being read: copies went downstream again.) */
 static void test_handover_keys_spread(void **state) {
     env *e = *state;
     kd_pipeline_stats st;
@@ -1201,15 +1202,15 @@ static void test_handover_keys_spread(void **state) {
     size_t n, twice = 0;
     kf_run r;
 
-    send_onto(e, 3, 0, 20000, 0);
+    send_onto(e, 3, 1, 0, 20000, 0);
     start_named(&r, e, "a");
     st = kf_run_wait(&r, 20000, TIMEOUT_MS);
     kf_run_stop(&r);
     assert_int_equal(st.forwarded, 20000);
 
-    send_onto(e, 0, 19800, 20000, 1);
+    send_onto(e, 0, 3, 19800, 20000, 1);
     /* A fresh store, reading 1 ms a turn: partition 3's 20,000 records take
-     * many turns, partition 0's empty history none. */
+     * many turns, the empty histories of the others none. */
     snprintf(dir, sizeof(dir), "%s/b", e->dir);
     assert_int_equal(mkdir(dir, 0700), 0);
     kf_run_start(&r, &e->mock, DEDUP_CONFIG, e->mock.bootstrap,
