@@ -651,7 +651,8 @@ char *kd_metrics_render(kd_metrics *m, size_t *len) {
     put(&b, "kdedup_handover_scan_seconds_total %.6f\n",
         (double)load(&m->handover_us) / 1e6);
     family(&b, "kdedup_handover_pending_partitions", "gauge",
-           "Assigned partitions paused until their history is read.");
+           "Assigned partitions paused until their history, and that of every other "
+           "newly assigned partition of their route, is read.");
     put(&b, "kdedup_handover_pending_partitions %llu\n",
         (unsigned long long)load(&m->handover_pending));
     family(&b, "kdedup_store_errors_total", "counter",
