@@ -1317,22 +1317,24 @@ static void hist_window(kd_recovery *rc, const kd_route *r, int32_t out_partitio
 }
 
 /* Asks for the offsets at `at` (RD_KAFKA_OFFSET_BEGINNING or _END) of every
- * partition in list, in one request; once more after a failure, with the
- * partitions' leaders looked up afresh. */
+ * partition in list, in one request; once more, with the partitions'
+ * leaders looked up afresh, only when a leader moved: a broker that does
+ * not answer is not asked twice (the loop, and a SIGTERM, wait on it). */
 static rd_kafka_resp_err_t
 offsets_at_many(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *list, int64_t at) {
     rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
 
     for (int attempt = 0; attempt < 2; attempt++) {
-        bool failed = false;
+        bool moved;
 
         for (int i = 0; i < list->cnt; i++)
             list->elems[i].offset = at;
         err = rd_kafka_offsets_for_times(rk, list, WATERMARK_TIMEOUT_MS);
+        moved = leader_moved(err);
         for (int i = 0; !err && i < list->cnt; i++)
-            failed |= list->elems[i].err != RD_KAFKA_RESP_ERR_NO_ERROR;
-        if (!err && !failed)
-            return err;
+            moved |= leader_moved(list->elems[i].err);
+        if (!moved)
+            return err; /* answered, or failed for a reason asking again does not cure */
         for (int i = 0; i < list->cnt; i++)
             if (!i || strcmp(list->elems[i].topic, list->elems[i - 1].topic))
                 refresh_leaders(rk, list->elems[i].topic);
