@@ -378,9 +378,12 @@ int kd_pipeline_run(kd_pipeline *p) {
         kd_pl_ahead_turn(p, n);
         kd_pl_settle_receipts(p); /* any a job could not make durable */
         kd_pl_service(p, 0);
+        /* Before the retries: their reads downstream share the turn's
+         * reading budget, and a handover that found it spent every turn
+         * would keep its partition paused as long as they come. */
+        kd_pl_hand_over(p);
         kd_pl_retry_due(p);
         kd_pl_gates_turn(p);
-        kd_pl_hand_over(p);
         kd_pl_store_offsets(p);
         kd_pl_flow(p);
         rejoin_step(p);

@@ -281,7 +281,11 @@ class World:
         cluster refuses it (a broker a fault stopped), counting each resend:
         a send that timed out may have been written, so the source may hold
         up to `resent` copies more than `keys`."""
-        for _ in range(20):
+        # Bounded in time, not in tries: a refusal comes at once (on Apache
+        # Kafka, NOT_ENOUGH_REPLICAS while a fault holds a replica), and a
+        # fault may last tens of seconds.
+        end = time.time() + 120
+        while time.time() < end:
             self.producer.flush(timeout=60)
             sends = [(self.producer.send(SRC, **r), r) for f, r in sends if f.failed()]
             if not sends:
