@@ -142,6 +142,17 @@ static rd_kafka_t *client_new(kd_pipeline *p, kd_client which, const char *broke
     return rk;
 }
 
+/* The consumer's max.poll.interval.ms (librdkafka's default when unreadable). */
+static int max_poll_ms(rd_kafka_t *consumer) {
+    char buf[32];
+    size_t size = sizeof(buf);
+
+    if (rd_kafka_conf_get(rd_kafka_conf(consumer), "max.poll.interval.ms", buf, &size) !=
+        RD_KAFKA_CONF_OK)
+        return 300000;
+    return atoi(buf);
+}
+
 /* Subscribes the consumer to every route's source topic. */
 static rd_kafka_resp_err_t subscribe(kd_pipeline *p) {
     rd_kafka_topic_partition_list_t *topics =
@@ -268,6 +279,7 @@ kd_pipeline *kd_pipeline_new(const kd_config *cfg, kd_store *store, const char *
         !(p->consumer = client_new(p, KD_CONSUMER, brokers, errstr, errstr_size)))
         goto fail;
     rd_kafka_poll_set_consumer(p->consumer);
+    p->max_poll_ms = max_poll_ms(p->consumer);
     if ((err = subscribe(p))) {
         snprintf(errstr, errstr_size, "subscribe: %s", rd_kafka_err2str(err));
         goto fail;
@@ -356,6 +368,16 @@ static void take_offer(kd_pipeline *p) {
     KD_INFO("reload: in force (pipeline.batch_max %lld)", (long long)cfg->batch_max);
 }
 
+/* A turn while the store thread's write outlasts STALL_SLICE_MS: consumption
+ * paused, the producer served, and the consumer polled all the same, so
+ * that the group keeps this member (max.poll.interval.ms) and serves its
+ * rebalances. A message a poll still returns waits for the next batch. */
+static void stall_turn(kd_pipeline *p) {
+    kd_pl_ahead_stall(p);
+    kd_pl_service(p, 0);
+    p->batch_n = kd_pl_collect(p, p->batch_n, 0);
+}
+
 int kd_pipeline_run(kd_pipeline *p) {
     uint64_t deadline;
 
@@ -364,15 +386,21 @@ int kd_pipeline_run(kd_pipeline *p) {
     atomic_store(&p->tick_ms, kd_mono_ms());
     while (!atomic_load(&p->stop) && !atomic_load(&p->fatal) && !p->restart_cfg) {
         atomic_store(&p->tick_ms, kd_mono_ms());
+        /* The store thread claimed the last batch meanwhile: the loop waits
+         * for it a slice at a time, never longer. */
+        if (!kd_pl_ahead_wait(p, STALL_SLICE_MS)) {
+            stall_turn(p);
+            continue;
+        }
         kd_recovery_begin_turn(p->recovery, p->cfg->scan_step_ms);
-        /* The store thread claims the last batch meanwhile: this one is
-         * consumed without waiting for more. */
-        size_t n = kd_pl_collect(p, p->ahead.pending ? 0
-                                    : p->awaiting || p->retries.n || p->nhandovers ||
-                                            p->ngates || p->unsynced.n
-                                        ? 5
-                                        : 100);
+        size_t n = kd_pl_collect(p, p->batch_n,
+                                 p->ahead.pending ? 0
+                                 : p->awaiting || p->retries.n || p->nhandovers ||
+                                         p->ngates || p->unsynced.n
+                                     ? 5
+                                     : 100);
 
+        p->batch_n = 0;
         kd_pl_ahead_turn(p, n);
         kd_pl_settle_receipts(p); /* any a job could not make durable */
         kd_pl_service(p, 0);
@@ -388,7 +416,13 @@ int kd_pipeline_run(kd_pipeline *p) {
             p->last_orphan_ms = 0;
         }
     }
-    kd_pl_ahead_finish(p);
+    /* The last batch handed over, however long its write takes (the consumer
+     * is not polled any more: should the group give its partitions to
+     * another member meanwhile, its messages are dropped, not produced). */
+    kd_pl_ahead_finish(p, UINT64_MAX);
+    for (size_t i = 0; i < p->batch_n; i++) /* polled in a stall: the next owner's */
+        kd_pl_msg_free(p, p->batch_msgs[i]);
+    p->batch_n = 0;
 
     /* Stop consuming; let what is in flight land, then commit. */
     /* One grace period for all of the stop: begun by a drain that saw the
@@ -491,7 +525,7 @@ bool kd_pipeline_ready(kd_pipeline *p, char *reason, size_t size) {
     kd_cluster_view v;
 
     kd_metrics_cluster_view(p->metrics, &v);
-    uint64_t failing = atomic_load(&p->store_failing_since), unread;
+    uint64_t failing = atomic_load(&p->store_failing_since), unread, slow;
     char err[400];
 
     if (atomic_load(&p->stop) || atomic_load(&p->fatal))
@@ -500,6 +534,11 @@ bool kd_pipeline_ready(kd_pipeline *p, char *reason, size_t size) {
         snprintf(reason, size, "store failing for %llums, consumption paused: %s",
                  (unsigned long long)(kd_mono_ms() - failing),
                  kd_store_last_error(p->store, err, sizeof(err)));
+    else if ((slow = atomic_load(&p->store_slow_since)))
+        snprintf(reason, size,
+                 "store slow: consumption paused for %llums while a store write is "
+                 "under way (the disk of store.path?)",
+                 (unsigned long long)(kd_mono_ms() - slow));
     else if (atomic_load(&kd_metrics_flow(p->metrics)->backpressure))
         snprintf(reason, size,
                  "backpressure: consumption paused until the messages in flight settle "

@@ -115,9 +115,10 @@ static msg *classify(kd_pipeline *p, rd_kafka_message_t *rkm) {
     return NULL;
 }
 
-/* Reads up to batch_max messages: waits up to timeout_ms for the first. */
-size_t kd_pl_collect(kd_pipeline *p, int timeout_ms) {
-    size_t n = 0;
+/* Reads up to batch_max messages (with the `have` read before): waits up to
+ * timeout_ms for the first. */
+size_t kd_pl_collect(kd_pipeline *p, size_t have, int timeout_ms) {
+    size_t n = have;
 
     while (n < (size_t)p->cfg->batch_max && !atomic_load(&p->fatal)) {
         rd_kafka_message_t *rkm = rd_kafka_consumer_poll(p->consumer, n ? 0 : timeout_ms);

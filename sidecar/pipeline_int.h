@@ -61,6 +61,7 @@
 #define BARRIER_POLL_MS 50     /* an uncertain delivery waiting for its barrier */
 #define BARRIER_WAIT_FACTOR 10 /* ...at most this many message.timeout.ms */
 #define ORPHAN_WAIT_MS 20      /* a message waiting for its orphan's scan: asks again */
+#define STALL_SLICE_MS 200 /* the longest the loop waits for the store thread at once */
 
 typedef enum msg_kind {
     MSG_DEDUP,      /* has a key: claimed before it is forwarded */
@@ -158,9 +159,10 @@ typedef struct kd_pl_ahead {
     pthread_t thread;
     bool started;
     pthread_mutex_t lock;
-    pthread_cond_t cond;
+    pthread_cond_t cond;     /* on CLOCK_MONOTONIC */
     bool queued, done, quit; /* under lock */
     bool pending;            /* the pipeline's: job handed over, not yet acted on */
+    uint64_t handed_ms;      /* mono: when the job was handed over */
     kd_pl_work job;          /* the store thread's while pending */
     kd_pl_work acted;        /* the last job done, being acted on */
 } kd_pl_ahead;
@@ -254,6 +256,13 @@ struct kd_pipeline {
     /* ...and receipts written at once: while draining, and a handover's. */
     kd_pl_receipts receipts_now;
     kd_pl_ahead ahead; /* the store thread: a batch's claims, a turn's receipts */
+    size_t batch_n;    /* p->batch_msgs[0..batch_n): polled while the store thread
+                        * wrote, for the next batch */
+    int max_poll_ms;   /* the consumer's max.poll.interval.ms */
+    /* Consumption paused while the store thread's write outlasts a turn
+     * (the loop turns on, polling; see kd_pl_ahead_stall); mono ms since
+     * then, or 0: /readyz. */
+    _Atomic uint64_t store_slow_since;
 
     kd_metrics *metrics;
     _Atomic uint64_t tick_ms; /* last turn of the loop: /healthz */
@@ -360,25 +369,37 @@ static inline bool msg_live(const kd_pipeline *p, const msg *m) {
 #define KD_ORIGINAL_FP_HEADER "kdedup-original-fingerprint"
 
 /* pipeline_consume.c */
-/* Polls up to batch_max messages into p->batch_msgs; returns how many. */
-size_t kd_pl_collect(kd_pipeline *p, int timeout_ms);
+/* Polls messages into p->batch_msgs after the `have` already there, up to
+ * batch_max; returns how many it holds now (those of revoked partitions
+ * dropped). */
+size_t kd_pl_collect(kd_pipeline *p, size_t have, int timeout_ms);
 
 /* pipeline_ahead.c */
 /* Starts the store thread; false when it cannot be. */
 bool kd_pl_ahead_init(kd_pipeline *p);
 /* Stops and joins the store thread, and frees its arrays. */
 void kd_pl_ahead_destroy(kd_pipeline *p);
-/* A turn's store work, on the store thread: waits for the job handed over
- * last turn, hands over the next (p->batch_msgs[0..n)'s claims, after the
- * waiting receipts), then acts on the finished job while the store thread
- * works: receipts' messages are done (or wait on p->unsynced when the job
- * could not sync them), and every message of its batch is sent, settled or
- * retried as kd_pl_dispatch would. The poll batch's array swaps with the
- * job's. */
+/* Waits up to timeout_ms for the job handed over to be written. True when
+ * no job is being written: kd_pl_ahead_turn may go on. */
+bool kd_pl_ahead_wait(kd_pipeline *p, int timeout_ms);
+/* A turn's store work, once kd_pl_ahead_wait said the job handed over last
+ * turn is written: hands over the next (p->batch_msgs[0..n)'s claims,
+ * after the waiting receipts), then acts on the finished job while the
+ * store thread works: receipts' messages are done (or wait on p->unsynced
+ * when the job could not sync them), and every message of its batch still
+ * owned is sent, settled or retried as kd_pl_dispatch would (the others are
+ * dropped). The poll batch's array swaps with the job's. */
 void kd_pl_ahead_turn(kd_pipeline *p, size_t n);
-/* Waits for the job handed over, if any, and acts on it: before anything
- * that must see every claim made (a rebalance, the stop). */
-void kd_pl_ahead_finish(kd_pipeline *p);
+/* The store thread's write outlasted a wait of the loop: consumption pauses
+ * (every partition; /readyz says why) until it is done, while the loop
+ * turns on without it. */
+void kd_pl_ahead_stall(kd_pipeline *p);
+/* Waits for the job handed over, if any, until deadline_ms (mono;
+ * UINT64_MAX: however long it takes), ticking the loop's health and
+ * serving the producer (never polling the consumer), then acts on it:
+ * before anything that must see every claim made (a revoke, the stop).
+ * False when the deadline came first (the job stays handed over). */
+bool kd_pl_ahead_finish(kd_pipeline *p, uint64_t deadline_ms);
 /* Grows the jobs' batch arrays to n (finishing the job handed over first);
  * false when out of memory. */
 bool kd_pl_ahead_grow(kd_pipeline *p, size_t n);
@@ -557,7 +578,7 @@ void kd_pl_flow(kd_pipeline *p);
 /* Holds back (pauses) a partition whose front message has
  * pipeline.max_inflight consumed ones behind it. After each one consumed. */
 void kd_pl_check_front(kd_pipeline *p, size_t route, int32_t partition);
-/* True when a partition is to stay paused: the store fails, backpressure,
+/* True when a partition is to stay paused: the store fails or is slow, backpressure,
  * its handover is pending, or it is held back. */
 bool kd_pl_partition_paused(const kd_pipeline *p, size_t route, int32_t partition);
 /* Pauses or resumes every assigned partition as kd_pl_partition_paused() says. */
@@ -571,5 +592,11 @@ void kd_pl_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                         rd_kafka_topic_partition_list_t *parts, void *opaque);
 /* Stores the commit points that moved; the consumer commits them. */
 void kd_pl_store_offsets(kd_pipeline *p);
+/* True when the group took this consumer's assignment
+ * (rd_kafka_assignment_lost: its session expired, or max.poll.interval.ms
+ * passed without a poll). Every ownership then ends at once, before the
+ * revoke callback says so: nothing more is produced for those partitions,
+ * and their messages in hand are dropped for their next owner. */
+bool kd_pl_assignment_lost(kd_pipeline *p);
 
 #endif /* KD_PIPELINE_INT_H */

@@ -22,6 +22,9 @@ void kd_faulty_store_fail_writes(kd_store *faulty, bool fail);
  * Thread-safe. */
 void kd_faulty_store_delay_writes(kd_store *faulty, unsigned ms);
 
+/* Batch appends made slow so far (counted once their wait is over). */
+unsigned long kd_faulty_store_delayed(kd_store *faulty);
+
 /* Appends refused so far. */
 unsigned long kd_faulty_store_refused(kd_store *faulty);
 
