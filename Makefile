@@ -6,15 +6,20 @@ WERROR   ?= 0
 SANITIZE ?=
 FUZZ_SECONDS ?= 30
 
-# Debian packages the build, tests, fuzzing and benchmarks need.
+# Debian packages the build, tests, fuzzing and benchmarks need (graphviz:
+# docs/architecture.png; prometheus: promtool checks deploy/'s alert rules;
+# its service is not started by the tests).
 DEB_PACKAGES := gcc make pkg-config clang libclang-rt-14-dev clang-format valgrind \
                 libssl-dev librocksdb-dev librdkafka-dev libcjson-dev libcmocka-dev \
-                libmicrohttpd-dev python3-kafka python3-prometheus-client
+                libmicrohttpd-dev python3-kafka python3-prometheus-client \
+                graphviz prometheus
 # Commands the tests need (tests/deploy/test_deploy.sh: node, npm, kubectl
 # kustomize), each with the Debian package installed when the machine has no
 # such command. One from elsewhere (a newer Node.js, a cloud SDK's kubectl)
-# is kept: Debian's npm would not install beside another Node.js's, and its
-# kubectl (kubernetes-client, 1.20) is only needed where there is none.
+# is kept: Debian's npm would not install beside another Node.js's. Debian's
+# kubectl (kubernetes-client, 1.20, kustomize 2.0.3) is installed where there
+# is none, but it cannot render deploy/k8s (a kustomize Component, `labels`):
+# test_deploy.sh then says that kustomize v5 (kubectl >= 1.27) is needed.
 DEB_COMMANDS := node:nodejs npm:npm kubectl:kubernetes-client java:openjdk-17-jdk-headless \
                 mvn:maven
 
@@ -96,15 +101,18 @@ LIBS_TEST  := $(call pc_libs,$(PKGS_TEST))
 UNIT_TESTS := $(BUILD)/tests/test_entry $(BUILD)/tests/test_dedup \
               $(BUILD)/tests/test_store_rocks $(BUILD)/tests/test_config \
               $(BUILD)/tests/test_offsets $(BUILD)/tests/test_metrics $(BUILD)/tests/test_held \
-              $(BUILD)/tests/test_http $(BUILD)/tests/test_keysrc $(BUILD)/tests/test_admin
+              $(BUILD)/tests/test_http $(BUILD)/tests/test_keysrc $(BUILD)/tests/test_admin \
+              $(BUILD)/tests/test_log
 INTEGRATION_TESTS := $(BUILD)/tests/test_pipeline $(BUILD)/tests/test_bounds
 TESTS := $(UNIT_TESTS) $(INTEGRATION_TESTS)
 # The real binary against an independent client (Debian's kafka-python), and
 # the deploy/ manifests, configs and image checked offline.
 E2E_TESTS := tests/e2e/e2e_test.py tests/e2e/faults_test.py tests/e2e/security_test.py \
              tests/e2e/seams_test.py tests/e2e/chaos_test.py tests/e2e/keys_test.py \
-             tests/e2e/admin_test.py tests/e2e/probes_test.py \
-             tests/deploy/test_deploy.sh tests/image/test_hardening.sh
+             tests/e2e/admin_test.py tests/e2e/probes_test.py tests/e2e/demo_test.py \
+             tests/e2e/logs_test.py tests/e2e/lookup_test.py tests/docs/test_docs.sh \
+             tests/docs/test_quickstart.sh tests/deploy/test_deploy.sh \
+             tests/image/test_hardening.sh
 BENCHES := $(BUILD)/bench/bench_store $(BUILD)/bench/bench_e2e $(BUILD)/bench/bench_handover
 FUZZERS := $(BUILD)/fuzz/fuzz_entry $(BUILD)/fuzz/fuzz_config $(BUILD)/fuzz/fuzz_headers \
            $(BUILD)/fuzz/fuzz_keysrc
@@ -112,7 +120,7 @@ FUZZERS := $(BUILD)/fuzz/fuzz_entry $(BUILD)/fuzz/fuzz_config $(BUILD)/fuzz/fuzz
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
 .PHONY: all deps test test-mock test-kafka kafka-up kafka-down chaos-kafka soak soak-memory chaos mutate valgrind bench bench-e2e bench-handover demo fuzz fuzz-build format format-check clean help
-.PHONY: image image-test bench-e2e-kafka FORCE
+.PHONY: image image-test bench-e2e-kafka docs FORCE
 .DEFAULT_GOAL := all
 
 all: deps
@@ -142,6 +150,7 @@ help:
 	@echo "make deps       install missing Debian packages (root) or print the command"
 	@echo "make image      build the container image $(IMAGE) with podman (root)"
 	@echo "make image-test build it, then run it as Kubernetes does and check it"
+	@echo "make docs       render docs/architecture.png from docs/architecture.dot"
 	@echo "make format-check / format   clang-format check / rewrite"
 	@echo "switches: WERROR=1 SANITIZE=address,undefined HARDEN=0 BUILD=dir"
 
@@ -234,6 +243,11 @@ $(BUILD)/tests/test_metrics: $(call obj,tests/test_metrics.c sidecar/metrics.c) 
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_CONFIG) $(LIBS_TEST)
 
+# Logging: rate-limited events, numeric fields.
+$(BUILD)/tests/test_log: $(call obj,tests/test_log.c sidecar/log.c) $(LIB_CONFIG)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_CONFIG) $(LIBS_TEST)
+
 # The HTTP endpoint in a child process, against 600 slow clients.
 $(BUILD)/tests/test_http: $(call obj,tests/test_http.c sidecar/http.c sidecar/log.c) \
                           $(LIB_CONFIG)
@@ -310,6 +324,7 @@ test-kafka: deps
 chaos-kafka: deps
 	@$(MAKE) --no-print-directory $(KDEDUP)
 	KDEDUP=$(KDEDUP) BUILD=$(BUILD) KAFKA_SUITES1= KAFKA_SUITES3=chaos_test \
+	    TEST_TIMEOUT=$$(($(SEEDS) * 150 + 600)) \
 	    KD_CHAOS_SECONDS=$(CHAOS_SECONDS) \
 	    KD_CHAOS_SEEDS="$$(seq $(CHAOS_FIRST) $$(($(CHAOS_FIRST) + $(SEEDS) - 1)))" \
 	    tests/kafka/test_kafka.sh
@@ -362,6 +377,10 @@ VALGRIND_TESTS := $(filter-out $(BUILD)/tests/test_http,$(UNIT_TESTS))
 valgrind: deps
 	@$(MAKE) --no-print-directory $(VALGRIND_TESTS)
 	@TEST_WRAPPER="$(VALGRIND)" tests/run_tests.sh $(VALGRIND_TESTS)
+
+# docs/architecture.png from its graphviz source.
+docs:
+	dot -Tpng -Gdpi=110 docs/architecture.dot -o docs/architecture.png
 
 # The README's first command: the whole pipeline on an embedded mock cluster.
 DEMO_ARGS ?=

@@ -1,10 +1,19 @@
 /*
  * kdedup benchmarks - end to end: kdedup against a plain passthrough
- * (DESIGN.md §7, BENCHMARKS.md).
+ * (docs/architecture.md, BENCHMARKS.md).
  *
  *   bench_e2e [--messages N] [--size BYTES] [--duplicates PCT] [--partitions P]
  *             [--rounds R] [--stored N[,N...]] [--batch N] [--dir DIR]
  *             [--fingerprint on|off] [--pin] [--bootstrap HOST:PORT]
+ *             [--wrap "CMD ARGS"] [--stats off] [--linger A_MS,B_MS]
+ *             [--signing-key KEY]
+ *
+ * --wrap runs each child under a command (BENCH_SIDE=A or B in its
+ * environment, so a profiler can name its output after it: valgrind's
+ * --callgrind-out-file=cg.%q{BENCH_SIDE}); --stats off turns librdkafka's
+ * statistics off in both; --linger sets each side's producer linger.ms;
+ * --signing-key sets kdedup's dedup.signing_key. bench/instructions.py
+ * uses them to count instructions per message under callgrind.
  *
  * --pin puts the mock cluster on CPU 0 and each run (A or B, with all its
  * threads) on CPU 1: the cost of the pipeline itself, as on a pod whose
@@ -83,7 +92,11 @@ typedef struct options {
     int batch;
     bool fingerprint;
     bool pin;
-    const char *bootstrap; /* a cluster of its own (--bootstrap), or NULL: the mock */
+    const char *bootstrap;   /* a cluster of its own (--bootstrap), or NULL: the mock */
+    const char *wrap;        /* a command the children run under, or NULL */
+    bool stats_off;          /* statistics.interval.ms 0 */
+    int linger_a, linger_b;  /* producer linger.ms per side; -1: the default */
+    const char *signing_key; /* kdedup's dedup.signing_key, or NULL */
     char dir[512];
 } options;
 
@@ -476,10 +489,24 @@ static bool run_child(const options *o, const char *self, const char *which,
     if (pipe(out))
         return false;
     if ((pid = fork()) == 0) {
+        char *argv[64], wrap[1024];
+        int argc = 0;
+
         pin_to(o, 1);
         dup2(out[1], 1);
         close(out[0]);
-        execl(self, self, "--child", which, config, expect_s, (char *)NULL);
+        setenv("BENCH_SIDE", which, 1);
+        snprintf(wrap, sizeof(wrap), "%s", o->wrap ? o->wrap : "");
+        for (char *save = NULL, *t = strtok_r(wrap, " ", &save); t && argc < 56;
+             t = strtok_r(NULL, " ", &save))
+            argv[argc++] = t;
+        argv[argc++] = (char *)self;
+        argv[argc++] = "--child";
+        argv[argc++] = (char *)which;
+        argv[argc++] = (char *)config;
+        argv[argc++] = expect_s;
+        argv[argc] = NULL;
+        execvp(argv[0], argv);
         _exit(127);
     }
     close(out[1]);
@@ -495,23 +522,41 @@ static bool run_child(const options *o, const char *self, const char *which,
            WEXITSTATUS(status) == 0 && got;
 }
 
-static bool write_config(const char *path, const mock *m, const char *group,
-                         const char *out_topic, const char *store, int batch,
-                         bool fingerprint) {
+static bool write_config(const char *path, const mock *m, const options *o, char side,
+                         const char *group, const char *out_topic, const char *store) {
     FILE *fp = fopen(path, "w");
+    int linger = side == 'A' ? o->linger_a : o->linger_b;
+    char producer[128] = "", consumer[64] = "", signing[300] = "";
 
     if (!fp)
         return false;
+    if (o->stats_off && linger >= 0)
+        snprintf(
+            producer, sizeof(producer),
+            ", \"producer\": {\"statistics.interval.ms\": \"0\", \"linger.ms\": \"%d\"}",
+            linger);
+    else if (o->stats_off)
+        snprintf(producer, sizeof(producer),
+                 ", \"producer\": {\"statistics.interval.ms\": \"0\"}");
+    else if (linger >= 0)
+        snprintf(producer, sizeof(producer), ", \"producer\": {\"linger.ms\": \"%d\"}",
+                 linger);
+    if (o->stats_off)
+        snprintf(consumer, sizeof(consumer),
+                 ", \"consumer\": {\"statistics.interval.ms\": \"0\"}");
+    if (o->signing_key)
+        snprintf(signing, sizeof(signing), ", \"signing_key\": \"%s\"", o->signing_key);
     fprintf(fp,
-            "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"%s\"},\n"
+            "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"%s\"%s%s},\n"
             " \"routes\": [{\"from\": \"" IN_TOPIC "\", \"to\": \"%s\","
             " \"key_header\": \"" KEY_HEADER "\", \"on_missing_key\": \"forward\","
             " \"fingerprint\": %s}],\n"
-            " \"dedup\": {\"namespace\": \"bench\"},\n"
+            " \"dedup\": {\"namespace\": \"bench\"%s},\n"
             " \"store\": {\"path\": \"%s\", \"sync\": true},\n"
             " \"pipeline\": {\"batch_max\": %d},\n"
             " \"log\": {\"level\": \"warn\"}}\n",
-            m->bootstrap, group, out_topic, fingerprint ? "true" : "false", store, batch);
+            m->bootstrap, group, consumer, producer, out_topic,
+            o->fingerprint ? "true" : "false", signing, store, o->batch);
     return fclose(fp) == 0;
 }
 
@@ -547,7 +592,7 @@ static bool run_level(const char *self, mock *m, const options *o, long unique,
         snprintf(group, sizeof(group), "bench-A-%d-%d", level, round);
         snprintf(topic, sizeof(topic), "bench.out.A.%d.%d", level, round);
         if (!run_cmd(rm) || !run_cmd(cp) || !mock_topic(m, topic, o->partitions) ||
-            !write_config(config, m, group, topic, store, o->batch, o->fingerprint) ||
+            !write_config(config, m, o, 'A', group, topic, store) ||
             !run_child(o, self, "A", config, (uint64_t)o->messages, &a)) {
             fprintf(stderr, "bench_e2e: kdedup run failed\n");
             return false;
@@ -563,7 +608,7 @@ static bool run_level(const char *self, mock *m, const options *o, long unique,
         snprintf(group, sizeof(group), "bench-B-%d-%d", level, round);
         snprintf(topic, sizeof(topic), "bench.out.B.%d.%d", level, round);
         if (!mock_topic(m, topic, o->partitions) ||
-            !write_config(config, m, group, topic, store, o->batch, o->fingerprint) ||
+            !write_config(config, m, o, 'B', group, topic, store) ||
             !run_child(o, self, "B", config, (uint64_t)o->messages, &b)) {
             fprintf(stderr, "bench_e2e: passthrough run failed\n");
             return false;
@@ -617,11 +662,13 @@ static bool parse_levels(options *o, const char *s) {
 }
 
 static int usage(void) {
-    fprintf(stderr,
-            "usage: bench_e2e [--messages N] [--size BYTES] [--duplicates PCT]\n"
-            "                 [--partitions P] [--rounds R] [--stored N[,N...]]\n"
-            "                 [--batch N] [--dir DIR] [--fingerprint on|off] [--pin]\n"
-            "                 [--bootstrap HOST:PORT]\n");
+    fprintf(
+        stderr,
+        "usage: bench_e2e [--messages N] [--size BYTES] [--duplicates PCT]\n"
+        "                 [--partitions P] [--rounds R] [--stored N[,N...]]\n"
+        "                 [--batch N] [--dir DIR] [--fingerprint on|off] [--pin]\n"
+        "                 [--bootstrap HOST:PORT] [--wrap \"CMD ARGS\"] [--stats off]\n"
+        "                 [--linger A_MS,B_MS] [--signing-key KEY]\n");
     return 2;
 }
 
@@ -634,7 +681,9 @@ int main(int argc, char **argv) {
                  .stored = {10000},
                  .nlevels = 1,
                  .batch = 1000,
-                 .fingerprint = true};
+                 .fingerprint = true,
+                 .linger_a = -1,
+                 .linger_b = -1};
     mock m = {0};
     long unique;
     bool ok = true;
@@ -670,6 +719,15 @@ int main(int argc, char **argv) {
             snprintf(o.dir, sizeof(o.dir), "%s", v);
         else if (!strcmp(argv[i], "--bootstrap"))
             o.bootstrap = v;
+        else if (!strcmp(argv[i], "--wrap"))
+            o.wrap = v;
+        else if (!strcmp(argv[i], "--stats") && !strcmp(v, "off"))
+            o.stats_off = true;
+        else if (!strcmp(argv[i], "--linger")) {
+            if (sscanf(v, "%d,%d", &o.linger_a, &o.linger_b) != 2)
+                return usage();
+        } else if (!strcmp(argv[i], "--signing-key"))
+            o.signing_key = v;
         else if (!strcmp(argv[i], "--stored")) {
             if (!parse_levels(&o, v))
                 return usage();
@@ -681,7 +739,7 @@ int main(int argc, char **argv) {
     if (o.messages <= 0 || o.size <= 0 || o.dup_pct < 0 || o.dup_pct > 100 ||
         o.partitions <= 0 || o.rounds <= 0 || o.rounds > MAX_ROUNDS || o.batch <= 0)
         return usage();
-    /* The mock keeps at most 5 MiB a partition (DESIGN.md §6). */
+    /* The mock keeps at most 5 MiB a partition (docs/architecture.md). */
     if (!o.bootstrap &&
         (double)o.messages * (o.size + 80) / o.partitions > 4.5 * 1024 * 1024) {
         fprintf(stderr,

@@ -26,6 +26,7 @@
 typedef enum ftype {
     F_STRING, /* non-empty string */
     F_TOPIC,  /* Kafka topic name */
+    F_NAME,   /* a route's name: as a topic name is spelt */
     F_BOOL,
     F_INT,         /* integer within [min, max] */
     F_DURATION,    /* "250ms" | "30s" | "5m" | "24h", within [min, max] ms */
@@ -46,7 +47,7 @@ typedef struct field {
     const char *def;          /* default as text; NULL: required unless optional */
     bool optional;            /* may be absent, no default (NULL / untouched) */
     int64_t min, max;         /* F_INT, F_DURATION (ms) */
-    const char *const *names; /* F_ENUM */
+    const char *const *names; /* F_ENUM; F_DURATION: off_names when "off" is 0 */
     const struct field *sub;  /* F_OBJECT, F_ROUTES: the fields of the element */
     const char *doc;
 } field;
@@ -59,16 +60,22 @@ typedef struct field {
 
 static const char *const missing_key_names[] = {"forward", "drop", "dead_letter", NULL};
 static const char *const conflict_names[] = {"skip", "dead_letter", "forward", NULL};
+/* A duration whose names are these may say "off" for 0. */
+static const char *const off_names[] = {"off", NULL};
 
 #define DEFAULT_KEY_HEADER "Idempotency-Key"
 #define MAX_FINGERPRINT_HEADERS 32
 static const char *const log_level_names[] = {"debug", "info", "warn", "error", NULL};
 
 static const field route_fields[] = {
+    {"name", F_NAME, ROFF(name), NULL, true, 0, 0, NULL, NULL,
+     "the route's name in logs, metrics (label route), the admin API and kdedup lookup; "
+     "default: its \"from\""},
     {"from", F_TOPIC, ROFF(from), NULL, false, 0, 0, NULL, NULL, "source topic"},
     {"to", F_TOPIC, ROFF(to), NULL, false, 0, 0, NULL, NULL, "downstream topic"},
     {"key_header", F_STRING, ROFF(key_header), NULL, true, 0, 0, NULL, NULL,
-     "header holding the idempotency key (first occurrence); shorthand for "
+     "header holding the idempotency key (given twice with two values: ambiguous, "
+     "rejected); shorthand for "
      "\"key\": {\"from\": \"header\", \"name\": ...}; default Idempotency-Key"},
     {"key", F_KEY, 0, NULL, true, 0, 0, NULL, NULL,
      "where the key comes from: header, record_key, json (pointer) or composite (parts)"},
@@ -76,14 +83,16 @@ static const field route_fields[] = {
      conflict_names, NULL,
      "a duplicate key whose fingerprint differs: skip, dead_letter or forward"},
     {"fingerprint", F_FINGERPRINT, 0, NULL, true, 0, 0, NULL, NULL,
-     "true (default), false, or {\"headers\": [...]}: SHA-256 of the value (and those "
-     "headers) stored with each claim"},
+     "true (default), false, or {\"headers\": [...], \"json\": [...]}: SHA-256 of the "
+     "value (or of the JSON fields the pointers name) and those headers, stored with "
+     "each claim"},
     {"on_missing_key", F_ENUM, ROFF(on_missing_key), "dead_letter", false, 0, 0,
      missing_key_names, NULL, "what to do with a message without a usable key"},
     {"dead_letter_topic", F_TOPIC, ROFF(dead_letter_topic), NULL, true, 0, 0, NULL, NULL,
      "where dead-lettered messages go"},
     {"max_retries", F_INT, ROFF(max_retries), "5", false, -1, 1000000, NULL, NULL,
-     "deliveries retried after a definite failure before dead-lettering; -1 = forever"},
+     "deliveries retried after a definite failure before dead-lettering (the "
+     "dead-letter topic gets as many; past them a message is stuck); -1 = forever"},
     {"retry_backoff", F_DURATION, ROFF(retry_backoff_ms), "1s", false, 1, DAY_MS, NULL,
      NULL, "wait before the first retry; doubles per retry, at most 1m"},
     END_FIELDS,
@@ -104,11 +113,11 @@ static const field kafka_fields[] = {
 static const field dedup_fields[] = {
     {"namespace", F_STRING, OFF(ns), "kdedup", false, 0, 0, NULL, NULL,
      "prefix of every stream key"},
-    {"ttl", F_DURATION, OFF(ttl_ms), "24h", false, 0, 3650 * DAY_MS, NULL, NULL,
-     "how long completed keys suppress duplicates; 0s = forever"},
+    {"ttl", F_DURATION, OFF(ttl_ms), "24h", false, 0, 3650 * DAY_MS, off_names, NULL,
+     "how long completed keys suppress duplicates; \"off\" (or 0s) = forever"},
     {"inflight_timeout", F_DURATION, OFF(inflight_timeout_ms), "10m", false, 0,
-     3650 * DAY_MS, NULL, NULL,
-     "after this an unfinished claim counts as absent; 0s = never"},
+     3650 * DAY_MS, off_names, NULL,
+     "after this an unfinished claim counts as absent; \"off\" (or 0s) = never"},
     {"max_key_bytes", F_INT, OFF(max_key_bytes), "255", false, 1, 65535, NULL, NULL,
      "longer keys count as missing"},
     {"max_json_bytes", F_INT, OFF(max_json_bytes), "1048576", false, 1, 64 << 20, NULL,
@@ -179,9 +188,16 @@ static const field pipeline_fields[] = {
      "messages consumed and not yet settled; consumption pauses above it"},
     {"max_inflight_bytes", F_INT, OFF(max_inflight_bytes), "67108864", false, 1 << 16,
      INT64_C(1) << 40, NULL, NULL,
-     "their keys and values in bytes; consumption pauses above it"},
+     "their keys, values and headers in bytes (each header's name, value and 96 bytes, "
+     "twice); consumption pauses above it"},
     {"max_retrying", F_INT, OFF(max_retrying), "1000", false, 1, 10000000, NULL, NULL,
      "messages waiting to be sent again; consumption pauses above it"},
+    {"max_headers", F_INT, OFF(max_headers), "1000", false, 1, 1000000, NULL, NULL,
+     "headers a message may carry; one with more is dead-lettered (too-many-headers)"},
+    {"max_header_bytes", F_INT, OFF(max_header_bytes), "1048576", false, 1, 1 << 30, NULL,
+     NULL,
+     "bytes of a message's header names and values together; past it the message is "
+     "dead-lettered (headers-too-large)"},
     END_FIELDS,
 };
 
@@ -209,24 +225,53 @@ typedef struct ctx {
     char *errstr;
     size_t errstr_size;
     kd_config_env *env; /* what ${...} took so far */
+    unsigned flags;     /* KD_CONFIG_OFFLINE, ... */
+    int errors;         /* found so far: one line each in errstr */
+    int dropped;        /* errors past MAX_ERRORS, or that did not fit */
+    bool *route_bad;    /* routes whose own keys failed: no cross-key rules */
 } ctx;
+
+/* Errors listed at most; the rest are counted. */
+#define MAX_ERRORS 20
 
 /*
  * Errors.
  */
 
+/* Adds one error, a line of errstr ("file: path: message"); every error of
+ * a config is found in one pass. Returns false. */
 __attribute__((format(printf, 3, 4))) static bool fail(ctx *c, const char *path,
                                                        const char *fmt, ...) {
-    int n =
-        snprintf(c->errstr, c->errstr_size, "%s: %s%s", c->file, path, *path ? ": " : "");
+    size_t at = c->errors ? strlen(c->errstr) : 0;
+    char line[1024];
+    int n = snprintf(line, sizeof(line), "%s: %s%s", c->file, path, *path ? ": " : "");
     va_list ap;
 
-    if (n >= 0 && (size_t)n < c->errstr_size) {
+    if (n >= 0 && (size_t)n < sizeof(line)) {
         va_start(ap, fmt);
-        vsnprintf(c->errstr + n, c->errstr_size - (size_t)n, fmt, ap);
+        vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
         va_end(ap);
     }
+    if (c->errors >= MAX_ERRORS || at + 1 + strlen(line) + 40 >= c->errstr_size) {
+        c->dropped += c->errors > 0; /* the first one is always there, cut short */
+        if (c->errors == 0) {
+            snprintf(c->errstr, c->errstr_size, "%s", line);
+            c->errors++;
+        }
+        return false;
+    }
+    snprintf(c->errstr + at, c->errstr_size - at, "%s%s", at ? "\n" : "", line);
+    c->errors++;
     return false;
+}
+
+/* Closes the list of errors: how many more there were. */
+static void fail_done(ctx *c) {
+    size_t at = strlen(c->errstr);
+
+    if (c->dropped)
+        snprintf(c->errstr + at, c->errstr_size - at, "\n%s: (and %d more error%s)",
+                 c->file, c->dropped, c->dropped == 1 ? "" : "s");
 }
 
 bool kd_config_is_secret(const char *name) {
@@ -297,25 +342,36 @@ bool kd_config_parse_duration(const char *s, uint64_t *ms) {
     static const struct {
         const char *unit;
         uint64_t ms;
-    } units[] = {{"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}};
-    unsigned long long n;
-    char *end;
+    } units[] = {{"d", 86400000}, {"h", 3600000}, {"ms", 1}, {"m", 60000}, {"s", 1000}};
+    static const int rank[] = {0, 1, 4, 2, 3}; /* d h m s ms: each after the larger */
+    uint64_t total = 0;
+    int last = -1;
 
-    if (!s || !isdigit((unsigned char)s[0]))
+    if (!s || !*s)
         return false;
-    errno = 0;
-    n = strtoull(s, &end, 10);
-    if (errno)
-        return false;
-    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-        if (strcmp(end, units[i].unit) != 0)
-            continue;
-        if (n > UINT64_MAX / units[i].ms)
+    while (*s) {
+        unsigned long long n;
+        char *end;
+        size_t i = 0;
+
+        if (!isdigit((unsigned char)*s))
             return false;
-        *ms = n * units[i].ms;
-        return true;
+        errno = 0;
+        n = strtoull(s, &end, 10);
+        if (errno)
+            return false;
+        while (i < sizeof(units) / sizeof(units[0]) &&
+               strncmp(end, units[i].unit, strlen(units[i].unit)))
+            i++;
+        if (i == sizeof(units) / sizeof(units[0]) || rank[i] <= last ||
+            n > (UINT64_MAX - total) / units[i].ms)
+            return false;
+        last = rank[i];
+        total += n * units[i].ms;
+        s = end + strlen(units[i].unit);
     }
-    return false;
+    *ms = total;
+    return true;
 }
 
 bool kd_config_valid_topic(const char *s) {
@@ -388,6 +444,10 @@ struct kd_config_env {
     origin *origins;
     size_t norigins;
     size_t expanded; /* bytes the environment and files added, in total */
+    /* KD_CONFIG_OFFLINE: the paths whose ${...} was not there (unset, or
+     * an unreadable file), kept as written and not checked. */
+    char **unresolved;
+    size_t nunresolved;
     /* For kd_config_diff(): the file's JSON as written, split into the
      * routes and the rest less what a reload may change. */
     cJSON *routes;
@@ -405,6 +465,9 @@ static void env_destroy(kd_config_env *env) {
         free(env->origins[i].path);
         free(env->origins[i].text);
     }
+    for (size_t i = 0; i < env->nunresolved; i++)
+        free(env->unresolved[i]);
+    free(env->unresolved);
     free(env->secrets);
     free(env->origins);
     cJSON_Delete(env->routes);
@@ -456,6 +519,26 @@ static bool env_add_origin(kd_config_env *env, const char *path, const char *tex
     return true;
 }
 
+/* Offline: remembers that path's value holds a ${...} that is not there. */
+static bool env_add_unresolved(kd_config_env *env, const char *path) {
+    char **grown;
+
+    for (size_t i = 0; i < env->nunresolved; i++)
+        if (!strcmp(env->unresolved[i], path))
+            return true;
+    if (!(grown = realloc(env->unresolved, (env->nunresolved + 1) * sizeof(*grown))))
+        return false;
+    env->unresolved = grown;
+    return (grown[env->nunresolved] = strdup(path)) && ++env->nunresolved;
+}
+
+static bool env_is_unresolved(const kd_config_env *env, const char *path) {
+    for (size_t i = 0; env && i < env->nunresolved; i++)
+        if (!strcmp(env->unresolved[i], path))
+            return true;
+    return false;
+}
+
 static const char *env_template(const kd_config_env *env, const char *path) {
     for (size_t i = 0; env && i < env->norigins; i++)
         if (!strcmp(env->origins[i].path, path))
@@ -504,6 +587,15 @@ static bool add_outside(ctx *c, const char *path, strbuf *b, const char *ref,
     return strbuf_add(c, path, b, value, len);
 }
 
+/* Offline, a ${...} that is not there: kept as written, and path noted as
+ * unresolved (its value is not checked). */
+static bool unresolved(ctx *c, const char *path, strbuf *b, const char *ref,
+                       size_t reflen) {
+    if (!env_add_unresolved(c->env, path))
+        return fail(c, path, "out of memory");
+    return strbuf_add(c, path, b, ref, reflen);
+}
+
 /* ${file:PATH}: the file's content, one trailing newline dropped. Only
  * regular files (a FIFO would block the start), at most
  * KD_CONFIG_MAX_VALUE_BYTES; the content is never shown. */
@@ -521,7 +613,10 @@ static bool expand_file(ctx *c, const char *path, strbuf *b, const char *ref,
                     MAX_PATH - 1);
     memcpy(fname, ref + 7, plen);
     fname[plen] = '\0';
-    if ((fd = open(fname, O_RDONLY | O_NONBLOCK | O_CLOEXEC)) < 0)
+    if ((fd = open(fname, O_RDONLY | O_NONBLOCK | O_CLOEXEC)) < 0 &&
+        (c->flags & KD_CONFIG_OFFLINE))
+        return unresolved(c, path, b, ref, reflen);
+    if (fd < 0)
         return fail(c, path, "cannot read ${file:%s}: %s", fname, strerror(errno));
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
@@ -592,6 +687,8 @@ static bool expand_var(ctx *c, const char *path, strbuf *b, const char *ref,
         return strbuf_add(c, path, b, def, (size_t)(ref + reflen - 1 - def));
     if (val)
         return true; /* set and empty */
+    if (c->flags & KD_CONFIG_OFFLINE)
+        return unresolved(c, path, b, ref, reflen);
     return fail(c, path, "environment variable %s is not set (and no ${%s:-default})",
                 name, name);
 }
@@ -690,25 +787,32 @@ static bool parse_props(ctx *c, const cJSON *obj, kd_config_props *props,
     props->v = calloc(n + 1, sizeof(*props->v)); /* + room for a half-made one */
     if (!props->v)
         return fail(c, path, "out of memory");
+    bool ok = true;
+
     for (const cJSON *e = obj->child; e; e = e->next) {
         kd_config_prop *p = &props->v[props->n];
         char epath[MAX_PATH];
 
         path_fmt(epath, "%s[\"%s\"]", path, e->string);
-        if (!*e->string)
-            return fail(c, epath, "expected a property name");
-        if (kd_config_prop_get(props, e->string))
-            return fail(c, epath, "duplicate key");
+        if (!*e->string) {
+            ok = fail(c, epath, "expected a property name");
+            continue;
+        }
+        if (kd_config_prop_get(props, e->string)) {
+            ok = fail(c, epath, "duplicate key");
+            continue;
+        }
+        if (!(p->value = scalar_text(c, epath, e, "a string, number or boolean"))) {
+            ok = false; /* fail() was called */
+            continue;
+        }
         p->name = strdup(e->string);
         p->path = strdup(epath);
-        p->value = scalar_text(c, epath, e, "a string, number or boolean");
-        if (!p->value)
-            return false; /* fail() was called; name/path freed with props */
         props->n++;
         if (!p->name || !p->path)
             return fail(c, epath, "out of memory");
     }
-    return true;
+    return ok;
 }
 
 /*
@@ -867,49 +971,69 @@ static bool parse_key(ctx *c, const cJSON *v, kd_route *r, const char *path) {
     return true;
 }
 
-/* "fingerprint": true | false | {"headers": ["Name", ...]}. */
+/* An optional array member of obj of at most MAX_FINGERPRINT_HEADERS
+ * non-empty, distinct strings into *out / *n; pointers: each must be an
+ * RFC 6901 JSON pointer. what names one element for messages. */
+static bool parse_names(ctx *c, const cJSON *obj, const char *member, const char *path,
+                        bool pointers, const char *what, const char *whats, char ***out,
+                        size_t *n) {
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(obj, member);
+    char apath[MAX_PATH];
+    int count;
+
+    path_key(apath, path, member);
+    if (!arr)
+        return true;
+    count = cJSON_GetArraySize(arr);
+    if (!cJSON_IsArray(arr) || count > MAX_FINGERPRINT_HEADERS || (pointers && !count)) {
+        char expected[120];
+
+        snprintf(expected, sizeof(expected), "an array of %s%d %s",
+                 pointers ? "1 to " : "at most ", MAX_FINGERPRINT_HEADERS, whats);
+        return fail_value(c, apath, arr, expected);
+    }
+    if (count && !(*out = calloc((size_t)count, sizeof(char *))))
+        return fail(c, apath, "out of memory");
+    for (const cJSON *e = arr->child; e; e = e->next) {
+        char epath[MAX_PATH], *text;
+
+        path_fmt(epath, "%s[%zu]", apath, *n);
+        if (!cJSON_IsString(e) || (!pointers && !*e->valuestring))
+            return fail_value(c, epath, e, what);
+        if (!(text = scalar_text(c, epath, e, what)))
+            return false;
+        (*out)[(*n)++] = text;
+        if (pointers && !kd_config_valid_pointer(text))
+            return fail(c, epath,
+                        "expected an RFC 6901 JSON pointer (\"\" or \"/a/b\", with "
+                        "\"~\" only as \"~0\" or \"~1\"), got \"%s\"",
+                        text);
+        for (size_t j = 0; j + 1 < *n; j++)
+            if (!strcmp((*out)[j], text))
+                return fail(c, epath, "\"%s\" is listed twice", text);
+    }
+    return true;
+}
+
+/* "fingerprint": true | false | {"headers": ["Name", ...], "json": ["/ptr", ...]}. */
 static bool parse_fingerprint(ctx *c, const cJSON *v, kd_route *r, const char *path) {
-    static const char *const fp_keys[] = {"headers", NULL};
-    const cJSON *hdrs;
-    char hpath[MAX_PATH];
-    int n;
+    static const char *const fp_keys[] = {"headers", "json", NULL};
 
     if (cJSON_IsBool(v)) {
         r->fingerprint = cJSON_IsTrue(v);
         return true;
     }
     if (!cJSON_IsObject(v))
-        return fail_value(c, path, v, "true, false or {\"headers\": [\"Name\", ...]}");
-    if (!only_keys(c, v, fp_keys, path, "expected only \"headers\""))
+        return fail_value(c, path, v,
+                          "true, false or {\"headers\": [\"Name\", ...], \"json\": "
+                          "[\"/pointer\", ...]}");
+    if (!only_keys(c, v, fp_keys, path, "expected \"headers\" or \"json\""))
         return false;
     r->fingerprint = true;
-    path_key(hpath, path, "headers");
-    if (!(hdrs = cJSON_GetObjectItemCaseSensitive(v, "headers")))
-        return true;
-    n = cJSON_GetArraySize(hdrs);
-    if (!cJSON_IsArray(hdrs) || n > MAX_FINGERPRINT_HEADERS) {
-        char expected[80];
-
-        snprintf(expected, sizeof(expected), "an array of at most %d header names",
-                 MAX_FINGERPRINT_HEADERS);
-        return fail_value(c, hpath, hdrs, expected);
-    }
-    if (n && !(r->fingerprint_headers = calloc((size_t)n, sizeof(char *))))
-        return fail(c, hpath, "out of memory");
-    for (const cJSON *e = hdrs->child; e; e = e->next) {
-        char epath[MAX_PATH], *text;
-
-        path_fmt(epath, "%s[%zu]", hpath, r->nfingerprint_headers);
-        if (!cJSON_IsString(e) || !*e->valuestring)
-            return fail_value(c, epath, e, "a header name");
-        if (!(text = scalar_text(c, epath, e, "a header name")))
-            return false;
-        r->fingerprint_headers[r->nfingerprint_headers++] = text;
-        for (size_t j = 0; j + 1 < r->nfingerprint_headers; j++)
-            if (!strcmp(r->fingerprint_headers[j], text))
-                return fail(c, epath, "\"%s\" is listed twice", text);
-    }
-    return true;
+    return parse_names(c, v, "headers", path, false, "a header name", "header names",
+                       &r->fingerprint_headers, &r->nfingerprint_headers) &&
+           parse_names(c, v, "json", path, true, "a JSON pointer", "JSON pointers",
+                       &r->fingerprint_json, &r->nfingerprint_json);
 }
 
 /* After a route's table: the key's default and shorthand, the
@@ -917,6 +1041,8 @@ static bool parse_fingerprint(ctx *c, const cJSON *v, kd_route *r, const char *p
 static bool finish_route(ctx *c, const cJSON *obj, kd_route *r, const char *path) {
     char kpath[MAX_PATH];
 
+    if (!r->name && !(r->name = strdup(r->from)))
+        return fail(c, path, "out of memory");
     path_key(kpath, path, "key_header");
     if (r->key_header && r->key_parts)
         return fail(c, kpath,
@@ -957,18 +1083,21 @@ static bool parse_routes(ctx *c, const cJSON *arr, kd_config *cfg, const field *
 
     if (!cJSON_IsArray(arr) || n == 0)
         return fail_value(c, path, arr, "a non-empty array of routes");
-    if (!(cfg->routes = calloc(n, sizeof(*cfg->routes))))
+    bool ok = true;
+
+    if (!(cfg->routes = calloc(n, sizeof(*cfg->routes))) ||
+        !(c->route_bad = calloc(n, sizeof(*c->route_bad))))
         return fail(c, path, "out of memory");
     for (const cJSON *e = arr->child; e; e = e->next, i++) {
         char epath[MAX_PATH];
 
         path_fmt(epath, "%s[%zu]", path, i);
         cfg->nroutes = i + 1;
-        if (!parse_object(c, e, f->sub, &cfg->routes[i], epath) ||
-            !finish_route(c, e, &cfg->routes[i], epath))
-            return false;
+        c->route_bad[i] = !parse_object(c, e, f->sub, &cfg->routes[i], epath) ||
+                          !finish_route(c, e, &cfg->routes[i], epath);
+        ok = ok && !c->route_bad[i];
     }
-    return true;
+    return ok;
 }
 
 /* What a field's value must be, for messages. */
@@ -979,6 +1108,9 @@ static void expected_text(const field *f, char *buf, size_t size) {
         break;
     case F_TOPIC:
         snprintf(buf, size, "a topic name (1-249 of a-z A-Z 0-9 . _ -)");
+        break;
+    case F_NAME:
+        snprintf(buf, size, "a route name (1-249 of a-z A-Z 0-9 . _ -)");
         break;
     case F_BROKERS:
         snprintf(buf, size, "\"host:port,host:port...\" or \"mock:N\" (N 1-9)");
@@ -995,7 +1127,9 @@ static void expected_text(const field *f, char *buf, size_t size) {
         break;
     case F_DURATION:
         if (f->min == 0)
-            snprintf(buf, size, "a duration like \"250ms\", \"30s\", \"5m\" or \"24h\"");
+            snprintf(buf, size,
+                     "a duration like \"250ms\", \"30s\", \"1h30m\" or \"7d\"%s",
+                     f->names ? ", or \"off\"" : "");
         else
             snprintf(buf, size, "a duration from %lldms to %lldms", (long long)f->min,
                      (long long)f->max);
@@ -1034,8 +1168,10 @@ static bool parse_scalar(ctx *c, const field *f, const cJSON *v, const char *tex
         *(int64_t *)at = n;
         return true;
     case F_DURATION:
-        if (!kd_config_parse_duration(text, &ms) || ms > (uint64_t)f->max ||
-            ms < (uint64_t)f->min)
+        if (f->names && !strcmp(text, "off"))
+            ms = 0; /* where 0 turns it off, it may say so */
+        else if (!kd_config_parse_duration(text, &ms) || ms > (uint64_t)f->max ||
+                 ms < (uint64_t)f->min)
             return fail_value(c, path, v, expected);
         *(uint64_t *)at = ms;
         return true;
@@ -1050,6 +1186,7 @@ static bool parse_scalar(ctx *c, const field *f, const cJSON *v, const char *tex
         ok = *text != '\0';
         break;
     case F_TOPIC:
+    case F_NAME:
         ok = kd_config_valid_topic(text);
         break;
     case F_BROKERS:
@@ -1067,6 +1204,33 @@ static bool parse_scalar(ctx *c, const field *f, const cJSON *v, const char *tex
     if (!(*(char **)at = strdup(text)))
         return fail(c, path, "out of memory");
     return true;
+}
+
+/* Offline, a value holding a ${...} that is not there: a string keeps its
+ * text as written, anything else its default (or zero). */
+static bool parse_unchecked(ctx *c, const field *f, const char *text, void *base,
+                            const char *path) {
+    char **at = (char **)((char *)base + f->offset);
+    cJSON *def;
+    bool ok;
+
+    switch (f->type) {
+    case F_STRING:
+    case F_TOPIC:
+    case F_NAME:
+    case F_BROKERS:
+    case F_LISTEN:
+        free(*at);
+        return (*at = strdup(text)) || fail(c, path, "out of memory");
+    default:
+        if (!f->def)
+            return true;
+        if (!(def = cJSON_CreateString(f->def)))
+            return fail(c, path, "out of memory");
+        ok = parse_scalar(c, f, def, f->def, base, path);
+        cJSON_Delete(def);
+        return ok;
+    }
 }
 
 /* Strings, topics, addresses and names come as JSON strings; booleans and
@@ -1114,36 +1278,40 @@ static bool parse_field(ctx *c, const field *f, const cJSON *v, void *base,
             break;
         }
         text = scalar_text(c, path, v, expected);
-        ok = text && parse_scalar(c, f, v, text, base, path);
+        if (text && env_is_unresolved(c->env, path))
+            ok = parse_unchecked(c, f, text, base, path);
+        else
+            ok = text && parse_scalar(c, f, v, text, base, path);
         free(text);
     }
     cJSON_Delete(def);
     return ok;
 }
 
+/* Applies fields to obj; every error is recorded, and the keys after it
+ * are parsed all the same. */
 static bool parse_object(ctx *c, const cJSON *obj, const field *fields, void *base,
                          const char *path) {
+    bool ok = true;
+
     if (!cJSON_IsObject(obj))
         return fail_value(c, path, obj, "an object");
     for (const cJSON *e = obj->child; e; e = e->next) {
-        char known[256] = "";
+        char known[256] = "", epath[MAX_PATH];
         const field *f = fields;
 
         for (; f->key && strcmp(f->key, e->string); f++)
             snprintf(known + strlen(known), sizeof(known) - strlen(known), "%s%s",
                      f == fields ? "" : ", ", f->key);
+        path_key(epath, path, e->string);
         if (!f->key) {
-            char epath[MAX_PATH];
-
-            path_key(epath, path, e->string);
-            return fail(c, epath, "unknown key (expected one of: %s)", known);
+            ok = fail(c, epath, "unknown key (expected one of: %s)", known);
+            continue;
         }
         for (const cJSON *o = obj->child; o != e; o = o->next)
             if (!strcmp(o->string, e->string)) {
-                char epath[MAX_PATH];
-
-                path_key(epath, path, e->string);
-                return fail(c, epath, "duplicate key");
+                ok = fail(c, epath, "duplicate key");
+                break;
             }
     }
     for (const field *f = fields; f->key; f++) {
@@ -1152,14 +1320,14 @@ static bool parse_object(ctx *c, const cJSON *obj, const field *fields, void *ba
 
         path_key(fpath, path, f->key);
         if (!v && !f->def && f->type != F_OBJECT && f->type != F_PROPS) {
-            if (f->optional)
-                continue;
-            return fail(c, fpath, "missing (%s)", f->doc ? f->doc : "required");
+            if (!f->optional)
+                ok = fail(c, fpath, "missing (%s)", f->doc ? f->doc : "required");
+            continue;
         }
         if (!parse_field(c, f, v, base, fpath))
-            return false;
+            ok = false;
     }
-    return true;
+    return ok;
 }
 
 /*
@@ -1203,6 +1371,13 @@ static bool check_route(ctx *c, const kd_config *cfg, size_t i) {
     if (r->dead_letter_topic && !strcmp(r->dead_letter_topic, r->from))
         return fail(c, path, "\"dead_letter_topic\" is the route's own source \"%s\"",
                     shown(c, from, r->from));
+    if (r->dead_letter_topic && !strcmp(r->dead_letter_topic, r->to))
+        return fail(
+            c, path,
+            "\"dead_letter_topic\" is the route's own \"to\" \"%s\": dead letters "
+            "would be read back as forwarded records (give them a topic of "
+            "their own)",
+            shown(c, to, r->to));
     if (r->on_missing_key == KD_MISSING_DEAD_LETTER && !r->dead_letter_topic)
         return fail(c, path,
                     "\"on_missing_key\": \"dead_letter\" needs a "
@@ -1215,14 +1390,22 @@ static bool check_route(ctx *c, const kd_config *cfg, size_t i) {
         if (!strcmp(cfg->routes[j].from, r->from))
             return fail(c, path, "\"from\": \"%s\" is already the source of routes[%zu]",
                         shown(c, from, r->from), j);
+    for (size_t j = 0; j < i; j++)
+        if (!strcmp(cfg->routes[j].name, r->name))
+            return fail(c, path,
+                        "the name \"%s\" is already routes[%zu]'s (a route's name is its "
+                        "\"name\", or else its \"from\")",
+                        r->name, j);
     return true;
 }
 
 static bool check_routes(ctx *c, const kd_config *cfg) {
+    bool ok = true;
+
     for (size_t i = 0; i < cfg->nroutes; i++)
-        if (!check_route(c, cfg, i))
-            return false;
-    return true;
+        if (!c->route_bad || !c->route_bad[i])
+            ok = check_route(c, cfg, i) && ok;
+    return ok;
 }
 
 /* dedup.inflight_timeout against one delivery timeout of the producer;
@@ -1324,13 +1507,19 @@ static bool check_listeners(ctx *c, const kd_config *cfg) {
     return true;
 }
 
+/* The rules that span keys, each over what parsed: every error found. */
 static bool validate(ctx *c, const kd_config *cfg) {
-    return check_signing(c, cfg) && check_admin(c, cfg) && check_listeners(c, cfg) &&
-           check_reserved(c, &cfg->consumer, reserved_consumer,
-                          "use kafka.brokers and kafka.group_id; offsets are stored by "
-                          "kdedup") &&
-           check_reserved(c, &cfg->producer, reserved_producer, "use kafka.brokers") &&
-           check_routes(c, cfg) && check_timeouts(c, cfg);
+    bool ok = check_signing(c, cfg);
+
+    ok = check_admin(c, cfg) && ok;
+    ok = check_listeners(c, cfg) && ok;
+    ok = check_reserved(c, &cfg->consumer, reserved_consumer,
+                        "use kafka.brokers and kafka.group_id; offsets are stored by "
+                        "kdedup") &&
+         ok;
+    ok = check_reserved(c, &cfg->producer, reserved_producer, "use kafka.brokers") && ok;
+    ok = check_routes(c, cfg) && ok;
+    return check_timeouts(c, cfg) && ok;
 }
 
 /*
@@ -1386,13 +1575,28 @@ static bool keep_for_diff(kd_config_env *env, const cJSON *root) {
     return env->routes != NULL;
 }
 
+/* Where cJSON stopped: a hint when it is a comment (README's config block
+ * has them, for the page only). */
+static const char *json_hint(const char *json, size_t len, size_t off) {
+    for (size_t i = off > 0 ? off - 1 : 0; i < len && i <= off + 1; i++)
+        if (json[i] == '/' && i + 1 < len && (json[i + 1] == '/' || json[i + 1] == '*'))
+            return " (a comment? JSON has none: remove the // and /* */ parts)";
+    return "";
+}
+
 kd_config *kd_config_parse(const char *json, size_t len, const char *name, char *errstr,
                            size_t errstr_size) {
-    ctx c = {name ? name : "config", errstr, errstr_size, NULL};
+    return kd_config_parse_opts(json, len, name, 0, errstr, errstr_size);
+}
+
+kd_config *kd_config_parse_opts(const char *json, size_t len, const char *name,
+                                unsigned flags, char *errstr, size_t errstr_size) {
+    ctx c = {name ? name : "config", errstr, errstr_size, NULL, flags, 0, 0, NULL};
     const char *end = NULL;
     kd_config *cfg;
     cJSON *root;
     int line, col;
+    bool ok;
 
     if (len > MAX_FILE_BYTES) {
         fail(&c, "", "larger than %u bytes; not a config file", MAX_FILE_BYTES);
@@ -1404,8 +1608,8 @@ kd_config *kd_config_parse(const char *json, size_t len, const char *name, char 
         size_t off = at && at >= json && at <= json + len ? (size_t)(at - json) : len;
 
         where(json, off, &line, &col);
-        fail(&c, "", "invalid JSON at line %d, column %d%s", line, col,
-             off + 1 >= len ? " (truncated?)" : "");
+        fail(&c, "", "invalid JSON at line %d, column %d%s%s", line, col,
+             off + 1 >= len ? " (truncated?)" : "", json_hint(json, len, off));
         return NULL;
     }
     for (; end && end < json + len && isspace((unsigned char)*end); end++)
@@ -1428,29 +1632,39 @@ kd_config *kd_config_parse(const char *json, size_t len, const char *name, char 
         fail_value(&c, "", root, "a JSON object at the top");
         goto fail;
     }
-    if (!parse_object(&c, root, top_fields, cfg, "") || !validate(&c, cfg))
+    ok = parse_object(&c, root, top_fields, cfg, "");
+    if (!validate(&c, cfg) || !ok)
         goto fail;
     if (!keep_for_diff(cfg->env, root)) {
         fail(&c, "", "out of memory");
         goto fail;
     }
     cJSON_Delete(root);
+    free(c.route_bad);
     sort_secrets(cfg->env);
     return cfg;
 fail:
+    fail_done(&c);
     /* Messages show values as written; this catches what a rule printed
      * from an expanded value all the same. */
     sort_secrets(cfg->env);
     redact_in_place(cfg, errstr, errstr_size);
     cJSON_Delete(root);
+    free(c.route_bad);
     kd_config_destroy(cfg);
     return NULL;
 }
 
 kd_config *kd_config_load(const char *path, char *errstr, size_t errstr_size) {
+    return kd_config_load_opts(path, 0, errstr, errstr_size);
+}
+
+kd_config *kd_config_load_opts(const char *path, unsigned flags, char *errstr,
+                               size_t errstr_size) {
     char *bytes;
     size_t len;
-    kd_config *cfg = kd_config_load_bytes(path, &bytes, &len, errstr, errstr_size);
+    kd_config *cfg =
+        kd_config_load_bytes_opts(path, flags, &bytes, &len, errstr, errstr_size);
 
     free(bytes);
     return cfg;
@@ -1458,6 +1672,12 @@ kd_config *kd_config_load(const char *path, char *errstr, size_t errstr_size) {
 
 kd_config *kd_config_load_bytes(const char *path, char **bytes, size_t *bytes_len,
                                 char *errstr, size_t errstr_size) {
+    return kd_config_load_bytes_opts(path, 0, bytes, bytes_len, errstr, errstr_size);
+}
+
+kd_config *kd_config_load_bytes_opts(const char *path, unsigned flags, char **bytes,
+                                     size_t *bytes_len, char *errstr,
+                                     size_t errstr_size) {
     const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
     FILE *fp = fopen(path, "rb");
     char *buf = NULL;
@@ -1479,7 +1699,7 @@ kd_config *kd_config_load_bytes(const char *path, char **bytes, size_t *bytes_le
     if (ferror(fp))
         snprintf(errstr, errstr_size, "%s: cannot read: %s", path, strerror(errno));
     else
-        cfg = kd_config_parse(buf, len, base, errstr, errstr_size);
+        cfg = kd_config_parse_opts(buf, len, base, flags, errstr, errstr_size);
     fclose(fp);
     if (!cfg) {
         free(buf);
@@ -1514,6 +1734,7 @@ void kd_config_destroy(kd_config *cfg) {
     free_props(&cfg->consumer);
     free_props(&cfg->producer);
     for (size_t i = 0; i < cfg->nroutes; i++) {
+        free(cfg->routes[i].name);
         free(cfg->routes[i].from);
         free(cfg->routes[i].to);
         free(cfg->routes[i].key_header);
@@ -1527,6 +1748,9 @@ void kd_config_destroy(kd_config *cfg) {
         for (size_t j = 0; j < cfg->routes[i].nfingerprint_headers; j++)
             free(cfg->routes[i].fingerprint_headers[j]);
         free(cfg->routes[i].fingerprint_headers);
+        for (size_t j = 0; j < cfg->routes[i].nfingerprint_json; j++)
+            free(cfg->routes[i].fingerprint_json[j]);
+        free(cfg->routes[i].fingerprint_json);
     }
     free(cfg->routes);
     free(cfg->ns);
@@ -1567,6 +1791,13 @@ static const secret *secret_at(const kd_config_env *env, const char *text,
             return &env->secrets[i];
         }
     }
+    return NULL;
+}
+
+const char *kd_config_unresolved(const kd_config *cfg, const char *prefix) {
+    for (size_t i = 0; cfg && i < cfg->env->nunresolved; i++)
+        if (!strncmp(cfg->env->unresolved[i], prefix, strlen(prefix)))
+            return cfg->env->unresolved[i];
     return NULL;
 }
 
@@ -1672,7 +1903,7 @@ static void list_routes(char *out, size_t size, const char *label, const kd_conf
                  n      ? ", "
                  : *out ? "; "
                         : "",
-                 n ? "" : label, in->routes[i].from);
+                 n ? "" : label, in->routes[i].name);
         n++;
     }
 }
@@ -1717,6 +1948,57 @@ void kd_config_diff_of(const kd_config *old, const kd_config *cur, kd_config_dif
         snprintf(out->what, sizeof(out->what), "nothing to change");
 }
 
+/* One key source as the config writes it: {"from": "header", "name": ...}. */
+static cJSON *render_key_part(const kd_key_part *k) {
+    cJSON *o = cJSON_CreateObject();
+
+    cJSON_AddStringToObject(o, "from", key_from_names[k->from]);
+    if (k->from == KD_KEY_FROM_HEADER)
+        cJSON_AddStringToObject(o, "name", k->name);
+    else if (k->from == KD_KEY_FROM_JSON)
+        cJSON_AddStringToObject(o, "pointer", k->pointer);
+    return o;
+}
+
+/* A route's key, every form written out: {"from": ..., ...} or a composite
+ * with its parts. */
+static cJSON *render_key(const kd_route *r) {
+    cJSON *o, *parts;
+
+    if (r->key_from != KD_KEY_FROM_COMPOSITE)
+        return render_key_part(&r->key_parts[0]);
+    o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "from", "composite");
+    parts = cJSON_AddArrayToObject(o, "parts");
+    for (size_t i = 0; i < r->nkey_parts; i++)
+        cJSON_AddItemToArray(parts, render_key_part(&r->key_parts[i]));
+    return o;
+}
+
+static cJSON *string_array(char *const *v, size_t n) {
+    cJSON *a = cJSON_CreateArray();
+
+    for (size_t i = 0; a && i < n; i++)
+        cJSON_AddItemToArray(a, cJSON_CreateString(v[i]));
+    return a;
+}
+
+/* A route's fingerprint: false, or what it covers: "value" (the whole
+ * value, or the json fields), and the headers. */
+static cJSON *render_fingerprint(const kd_route *r) {
+    cJSON *o;
+
+    if (!r->fingerprint)
+        return cJSON_CreateFalse();
+    o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "value", r->nfingerprint_json ? "json fields" : "whole");
+    cJSON_AddItemToObject(o, "json",
+                          string_array(r->fingerprint_json, r->nfingerprint_json));
+    cJSON_AddItemToObject(o, "headers",
+                          string_array(r->fingerprint_headers, r->nfingerprint_headers));
+    return o;
+}
+
 /* Adds the fields of a table, with their values in base, to obj. */
 static void render_fields(cJSON *obj, const field *fields, const void *base) {
     for (const field *f = fields; f->key; f++) {
@@ -1724,8 +2006,15 @@ static void render_fields(cJSON *obj, const field *fields, const void *base) {
         char buf[32];
 
         switch (f->type) {
+        case F_KEY:
+            cJSON_AddItemToObject(obj, f->key, render_key(base));
+            break;
+        case F_FINGERPRINT:
+            cJSON_AddItemToObject(obj, f->key, render_fingerprint(base));
+            break;
         case F_STRING:
         case F_TOPIC:
+        case F_NAME:
         case F_BROKERS:
         case F_LISTEN:
             if ((str = *(char *const *)at))

@@ -1,5 +1,5 @@
 /*
- * kdedup - the configuration file: one JSON document (DESIGN.md §4), loaded,
+ * kdedup - the configuration file: one JSON document (docs/architecture.md), loaded,
  * defaulted and validated in one call.
  *
  * Every error names the file, the JSON path, the value and what was
@@ -35,7 +35,7 @@ typedef enum kd_missing_key {
 
 /* Where a route's idempotency key comes from. */
 typedef enum kd_key_from {
-    KD_KEY_FROM_HEADER,     /* a header's value (first occurrence) */
+    KD_KEY_FROM_HEADER,     /* a header's value (repeated with two values: ambiguous) */
     KD_KEY_FROM_RECORD_KEY, /* the record's key */
     KD_KEY_FROM_JSON,       /* a string or number in the JSON value (RFC 6901 pointer) */
     KD_KEY_FROM_COMPOSITE   /* several of the above, length-prefixed */
@@ -78,6 +78,7 @@ typedef struct kd_config_props {
 } kd_config_props;
 
 typedef struct kd_route {
+    char *name; /* in logs, metrics, the admin API, lookup: "name", else from */
     char *from; /* source topic */
     char *to;   /* downstream topic */
     /* The key: key_from, and its parts (one, or a composite's in order).
@@ -92,6 +93,10 @@ typedef struct kd_route {
     bool fingerprint;           /* store and compare fingerprints (default true) */
     char **fingerprint_headers; /* headers fingerprinted beside the value */
     size_t nfingerprint_headers;
+    /* JSON pointers: when any, these fields of the value are fingerprinted
+     * instead of the whole value (a value that is not JSON: whole). */
+    char **fingerprint_json;
+    size_t nfingerprint_json;
     char *dead_letter_topic; /* NULL when unset */
     int64_t max_retries;     /* produce retries after a failed delivery; -1 = forever */
     uint64_t retry_backoff_ms;
@@ -142,6 +147,8 @@ typedef struct kd_config {
     int64_t max_inflight;       /* consumption pauses above these: messages, */
     int64_t max_inflight_bytes; /* their bytes, */
     int64_t max_retrying;       /* and messages waiting for a retry */
+    int64_t max_headers;        /* a message with more headers is rejected, */
+    int64_t max_header_bytes;   /* or with more bytes of header names and values */
 } kd_config;
 
 /* The producer's message.timeout.ms when the config does not set it. */
@@ -156,9 +163,23 @@ typedef struct kd_config {
  * cannot be told apart from other text (errors never show them either). */
 #define KD_CONFIG_REDACT_MIN 4
 
+/* Flags of the *_opts() loaders. KD_CONFIG_OFFLINE: a ${VAR} that is not
+ * set (without a default) or a ${file:PATH} that cannot be read is no
+ * error: the value keeps its text as written and is not checked (a string;
+ * any other value takes its default), and kd_config_unresolved() names it.
+ * For linting a config without its environment, and for tools that need
+ * only part of it. */
+#define KD_CONFIG_OFFLINE 1u
+
 /* Reads, parses and validates the file at path. Returns the config (free it
- * with kd_config_destroy()), or NULL with the message in errstr. */
+ * with kd_config_destroy()), or NULL with the message in errstr: every
+ * error found, one a line ("file: path: what"), at most 20 and then how
+ * many more. */
 kd_config *kd_config_load(const char *path, char *errstr, size_t errstr_size);
+
+/* kd_config_load() with flags (KD_CONFIG_OFFLINE). */
+kd_config *kd_config_load_opts(const char *path, unsigned flags, char *errstr,
+                               size_t errstr_size);
 
 /* kd_config_load(), also handing over the file's bytes when the config is
  * returned: *bytes is malloc()ed (the caller frees it), *len its length.
@@ -166,16 +187,30 @@ kd_config *kd_config_load(const char *path, char *errstr, size_t errstr_size);
 kd_config *kd_config_load_bytes(const char *path, char **bytes, size_t *len, char *errstr,
                                 size_t errstr_size);
 
+/* kd_config_load_bytes() with flags. */
+kd_config *kd_config_load_bytes_opts(const char *path, unsigned flags, char **bytes,
+                                     size_t *len, char *errstr, size_t errstr_size);
+
 /* Parses and validates len bytes of JSON; name stands for the file in
  * messages. Returns the config or NULL with the message in errstr. */
 kd_config *kd_config_parse(const char *json, size_t len, const char *name, char *errstr,
                            size_t errstr_size);
 
+/* kd_config_parse() with flags. */
+kd_config *kd_config_parse_opts(const char *json, size_t len, const char *name,
+                                unsigned flags, char *errstr, size_t errstr_size);
+
+/* Offline (KD_CONFIG_OFFLINE): the first JSON path beginning with prefix
+ * ("" for any) whose value holds a ${...} that was not there, or NULL. */
+const char *kd_config_unresolved(const kd_config *cfg, const char *prefix);
+
 /* Frees the config. NULL-safe. */
 void kd_config_destroy(kd_config *cfg);
 
-/* Parses a duration ("250ms", "30s", "5m", "24h") into *ms. Returns false
- * for anything else. */
+/* Parses a duration into *ms: one or more of a decimal count and a unit,
+ * d h m s ms, each unit at most once and after the larger ones ("250ms",
+ * "30s", "1h30m", "7d", "1d12h"). Returns false for anything else ("off",
+ * which some keys take, is theirs to read). */
 bool kd_config_parse_duration(const char *s, uint64_t *ms);
 
 /* True for a Kafka topic name: 1-249 of [a-zA-Z0-9._-], not "." or "..". */
@@ -239,7 +274,10 @@ typedef struct kd_config_diff {
 void kd_config_diff_of(const kd_config *old, const kd_config *cur, kd_config_diff *out);
 
 /* The routes of cfg as a JSON array, every key of the table with its value
- * in force (defaults too), secrets as "(secret)". malloc()ed text the
+ * in force (defaults too), secrets as "(secret)": the name, the key source
+ * written out ("key": {"from": "header", "name": ...}, a json "pointer", a
+ * composite's "parts"), the fingerprint (false, or {"value": "whole" |
+ * "json fields", "json": [...], "headers": [...]}). malloc()ed text the
  * caller frees, or NULL when out of memory. */
 char *kd_config_routes_json(const kd_config *cfg);
 

@@ -1,6 +1,6 @@
 /*
  * kdedup - the dedup contract over a kd_store (semantics in dedup.h and
- * DESIGN.md §2).
+ * docs/architecture.md).
  *
  * Single-key calls are batches of one, so there is one implementation of
  * each rule. A batch: hash every key once, group repeated keys behind their

@@ -3,6 +3,7 @@
  */
 #include "sidecar/admin.h"
 #include "dedup/dedup.h"
+#include "sidecar/clock.h"
 #include "sidecar/http.h"
 #include "sidecar/keysrc.h"
 #include "sidecar/log.h"
@@ -93,16 +94,26 @@ static void reply_error(kd_http_reply *out, unsigned status, const char *msg) {
     reply_json(out, status, o);
 }
 
+/* Denied requests come at whatever rate a client sends them: their audit
+ * lines are rate-limited (every other request is always written). */
+static kd_log_limit denied_log = KD_LOG_LIMIT_INIT;
+
 /* One audit line: never the token, never the key (its digest). */
 static void audit(const kd_http_request *req, const char *action, const char *route,
                   const char *key, size_t key_len, unsigned status, const char *result) {
     unsigned char digest[SHA256_DIGEST_LENGTH];
-    char hex[2 * SHA256_DIGEST_LENGTH + 1] = "", code[8];
+    char hex[2 * SHA256_DIGEST_LENGTH + 1] = "", code[8], left[24];
+    uint64_t left_out = 0;
     const char *fields[] = {
-        "audit",      "admin",     "action", action, "route",  route ? route : "",
-        "key_sha256", hex,         "status", code,   "result", result,
-        "client",     req->client, NULL};
+        "audit",      "admin",     "action",   action, "route",  route ? route : "",
+        "key_sha256", hex,         "status",   code,   "result", result,
+        "client",     req->client, "left_out", left,   NULL};
 
+    if (status == 401 && !kd_log_limit_pass(&denied_log, kd_mono_ms(), &left_out))
+        return;
+    if (!left_out)
+        fields[14] = NULL;
+    snprintf(left, sizeof(left), "%llu", (unsigned long long)left_out);
     if (key) {
         SHA256((const unsigned char *)key, key_len, digest);
         kd_keysrc_hex(digest, sizeof(digest), hex);
@@ -113,10 +124,11 @@ static void audit(const kd_http_request *req, const char *action, const char *ro
                  result);
 }
 
-/* The route from `from` in the config in force, or NULL. */
+/* The route named `from` (its name: "name", else its source topic) in the
+ * config in force, or NULL. */
 static const kd_route *find_route(const kd_config *cfg, const char *from) {
     for (size_t i = 0; i < cfg->nroutes; i++)
-        if (!strcmp(cfg->routes[i].from, from))
+        if (!strcmp(cfg->routes[i].name, from))
             return &cfg->routes[i];
     return NULL;
 }
@@ -267,10 +279,10 @@ static void keys(kd_admin *a, const kd_http_request *req, kd_http_reply *out) {
         reply_error(out, 405, "method not allowed (GET or DELETE)");
         audit(req, action, NULL, NULL, 0, 405, "method not allowed");
     } else if (!kd_admin_key_path(req->path, &from, &key, &key_len)) {
-        reply_error(out, 404, "expected /v1/keys/{from}/{key}");
+        reply_error(out, 404, "expected /v1/keys/{route}/{key}");
         audit(req, action, NULL, NULL, 0, 404, "bad path");
     } else if (!(r = find_route(cfg, from))) {
-        reply_error(out, 404, "no route from this topic");
+        reply_error(out, 404, "no route of this name");
         audit(req, action, from, key, key_len, 404, "no such route");
     } else if (key_len == 0 || key_len > (size_t)cfg->max_key_bytes) {
         snprintf(msg, sizeof(msg),

@@ -6,12 +6,13 @@
  * (compared in constant time); otherwise 401 with no detail.
  *
  *   GET    /v1/routes              the routes in force (JSON, no secrets)
- *   GET    /v1/keys/{from}/{key}   the key's state in the route from {from}
- *   DELETE /v1/keys/{from}/{key}   forget a completed key (?force=true also
+ *   GET    /v1/keys/{route}/{key}  the key's state in the route named {route}
+ *   DELETE /v1/keys/{route}/{key}  forget a completed key (?force=true also
  *                                  an in-flight claim of another run)
  *   POST   /v1/reload              reload the config file (as SIGHUP)
  *
- * {from} and {key} are percent-encoded (a key may hold any bytes, NUL
+ * {route} (a route's name: its "name", else its "from") and {key} are
+ * percent-encoded (a key may hold any bytes, NUL
  * too, up to dedup.max_key_bytes). Reads and forgets go through the dedup
  * contract (dedup.h) on the store the pipeline uses, from the HTTP thread,
  * while the pipeline runs: a forget appends a tombstone only as the entry
@@ -63,7 +64,7 @@ bool kd_admin_authorized(const char *header, const char *token);
  * kept as is). Returns the decoded length; the bytes may include NUL. */
 size_t kd_admin_decode(char *s);
 
-/* Splits a path "/v1/keys/{from}/{key}" (as sent) into its decoded parts,
+/* Splits a path "/v1/keys/{route}/{key}" (as sent) into its decoded parts,
  * malloc()ed (the caller frees both). False when the path is not of that
  * form or from is empty or holds a NUL. *key_len may be 0. */
 bool kd_admin_key_path(const char *path, char **from, char **key, size_t *key_len);

@@ -1,11 +1,14 @@
 /*
  * kdedup - `kdedup demo`: the whole pipeline on one machine, with nothing to
  * set up. Starts an embedded mock cluster, produces a stream in which a share
- * of the messages repeat an earlier idempotency key, runs the real pipeline
- * over it with a temporary RocksDB store (synced), reads the downstream
- * topic back and checks that it holds every unique key exactly once.
+ * of the messages are retries (an earlier message again: same key, same
+ * payload), then a few key conflicts on purpose (an earlier key with another
+ * payload), runs the real pipeline over it with a temporary RocksDB store
+ * (synced), reads the downstream topic back and checks that it holds every
+ * unique key exactly once, with its first payload, and that the summary's
+ * duplicates and conflicts are the ones produced.
  *
- *   kdedup demo [--messages N] [--duplicates PCT] [--partitions P]
+ *   kdedup demo [--messages N] [--duplicates PCT] [--conflicts N] [--partitions P]
  *
  * The temporary store goes under $TMPDIR (else /tmp): a container with a
  * read-only root has no writable /tmp, and points TMPDIR at its volume.
@@ -37,10 +40,13 @@
 #define TIMEOUT_S 600
 
 typedef struct demo {
-    long messages;
+    long messages; /* in all: retries and conflicts included */
     int dup_pct;
+    long conflicts; /* asked for; at most messages / 100 are made */
     int partitions;
-    long unique; /* distinct keys produced */
+    long unique;     /* distinct keys produced */
+    long retries;    /* earlier messages produced again */
+    long conflicted; /* earlier keys produced with another payload */
     char dir[4096];
     kd_mock *mock;
 } demo;
@@ -77,48 +83,62 @@ static rd_kafka_t *client(demo *d, rd_kafka_type_t type, const char *group) {
     return rk; /* rd_kafka_new() took the conf */
 }
 
-/* Produces the input: message i repeats an earlier key with probability
- * dup_pct%, else takes a new one. */
+/* The payload of order id: the same bytes every time it is sent, unless
+ * conflict (then another amount: a key reused for another payload). */
+static int payload(long id, bool conflict, char *out, size_t size) {
+    return snprintf(out, size,
+                    "{\"order\":%ld,\"amount\":%ld.%02ld,\"currency\":\"EUR\","
+                    "\"note\":\"kdedup demo\"}",
+                    id, id % 997 + (conflict ? 1000 : 0), id % 100);
+}
+
+/* Produces order id (conflict: with another payload). */
+static bool produce_one(rd_kafka_t *rk, long id, bool conflict) {
+    char key[32], value[128];
+    int klen = snprintf(key, sizeof(key), "order-%08ld", id);
+    int vlen = payload(id, conflict, value, sizeof(value));
+    rd_kafka_resp_err_t err;
+
+    while ((err = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(IN_TOPIC),
+                                    RD_KAFKA_V_KEY(key, (size_t)klen),
+                                    RD_KAFKA_V_VALUE(value, (size_t)vlen),
+                                    RD_KAFKA_V_HEADER(KEY_HEADER, key, klen),
+                                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                    RD_KAFKA_V_END)) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+        rd_kafka_poll(rk, 10);
+    if (err)
+        fprintf(stderr, "demo: producing the input to %s: %s\n", IN_TOPIC,
+                rd_kafka_err2str(err));
+    return err == RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
+/* Produces the input: message i is a retry of an earlier one (same key and
+ * payload) with probability dup_pct%, else a new order; then the conflicts,
+ * spread over the keys, after their originals (the record key puts both on
+ * one partition, so they come in that order). */
 static bool produce_input(demo *d) {
     rd_kafka_t *rk = client(d, RD_KAFKA_PRODUCER, NULL);
-    char key[32], value[128];
+    long plain = d->messages - d->conflicted;
     unsigned seed = 42;
+    bool ok = rk != NULL;
 
-    if (!rk)
-        return false;
-    for (long i = 0; i < d->messages; i++) {
-        long id = d->unique > 0 && (long)(rand_r(&seed) % 100) < d->dup_pct
-                      ? (long)(rand_r(&seed) % (unsigned)d->unique)
-                      : d->unique++;
-        int klen = snprintf(key, sizeof(key), "order-%08ld", id);
-        int vlen = snprintf(value, sizeof(value),
-                            "{\"order\":%ld,\"seq\":%ld,\"amount\":%ld.%02ld,"
-                            "\"currency\":\"EUR\",\"note\":\"kdedup demo\"}",
-                            id, i, id % 997, id % 100);
-        rd_kafka_resp_err_t err;
+    for (long i = 0; ok && i < plain; i++) {
+        bool retry = d->unique > 0 && (long)(rand_r(&seed) % 100) < d->dup_pct;
+        long id = retry ? (long)(rand_r(&seed) % (unsigned)d->unique) : d->unique++;
 
-        while ((err = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(IN_TOPIC),
-                                        RD_KAFKA_V_KEY(key, (size_t)klen),
-                                        RD_KAFKA_V_VALUE(value, (size_t)vlen),
-                                        RD_KAFKA_V_HEADER(KEY_HEADER, key, klen),
-                                        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                        RD_KAFKA_V_END)) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
-            rd_kafka_poll(rk, 10);
-        if (err) {
-            fprintf(stderr, "demo: producing the input to %s: %s\n", IN_TOPIC,
-                    rd_kafka_err2str(err));
-            rd_kafka_destroy(rk);
-            return false;
-        }
+        d->retries += retry;
+        ok = produce_one(rk, id, false);
     }
-    if (rd_kafka_flush(rk, 60000) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    for (long k = 0; ok && k < d->conflicted; k++)
+        ok = produce_one(rk, k * d->unique / d->conflicted, true);
+    if (ok && rd_kafka_flush(rk, 60000) != RD_KAFKA_RESP_ERR_NO_ERROR) {
         fprintf(stderr, "demo: producing the input to %s: %d messages unsent after 60s\n",
                 IN_TOPIC, rd_kafka_outq_len(rk));
-        rd_kafka_destroy(rk);
-        return false;
+        ok = false;
     }
-    rd_kafka_destroy(rk);
-    return true;
+    if (rk)
+        rd_kafka_destroy(rk);
+    return ok;
 }
 
 static void *run_pipeline(void *p) {
@@ -186,8 +206,17 @@ done:
     return ok;
 }
 
+/* True when m holds order id with its original payload. */
+static bool original(const rd_kafka_message_t *m, long id) {
+    char value[128];
+    int n = payload(id, false, value, sizeof(value));
+
+    return m->len == (size_t)n && !memcmp(m->payload, value, (size_t)n);
+}
+
 /* Reads the downstream topic and counts each key: returns how many keys
- * appear exactly once; *bad counts keys missing or repeated. */
+ * appear exactly once, with their original payload; *bad counts keys
+ * missing, repeated, or forwarded with a conflicting payload. */
 static long verify(demo *d, long *bad, long *downstream) {
     rd_kafka_t *rk = client(d, RD_KAFKA_CONSUMER, "kdedup-demo-verify");
     rd_kafka_topic_partition_list_t *parts =
@@ -225,7 +254,7 @@ static long verify(demo *d, long *bad, long *downstream) {
             !rd_kafka_header_get(h, 0, KEY_HEADER, &v, &n) && n < 32 &&
             sscanf((const char *)v, "order-%8ld", &id) == 1 && id >= 0 &&
             id < d->unique) {
-            seen[id] += seen[id] < 255;
+            seen[id] = original(m, id) ? seen[id] + (seen[id] < 255) : 255;
             (*downstream)++;
             quiet_until = now_s() + 2; /* stop 2s after the last message */
         }
@@ -253,6 +282,8 @@ static bool parse_args(demo *d, int argc, char **argv) {
             d->messages = v;
         else if (!strcmp(argv[i], "--duplicates") && v >= 0 && v <= 99)
             d->dup_pct = (int)v;
+        else if (!strcmp(argv[i], "--conflicts") && v >= 0 && v <= 100000)
+            d->conflicts = v;
         else if (!strcmp(argv[i], "--partitions") && v >= 1 && v <= 64)
             d->partitions = (int)v;
         else
@@ -307,8 +338,33 @@ static bool start_mock(demo *d, char *errstr, size_t errstr_size) {
     return true;
 }
 
+/* Prints the summary; ok says whether the checks passed. */
+static void summary(const demo *d, const kd_pipeline_stats *st, long downstream,
+                    long once, double secs, bool ok) {
+    /* The demo's route skips conflicts: they count among the duplicates. */
+    uint64_t skipped = st->duplicates_completed + st->duplicates_in_flight;
+
+    printf("  consumed                   %10llu\n"
+           "  forwarded                  %10llu\n"
+           "  retries suppressed         %10llu  (same key, same payload: %ld sent)\n"
+           "  key conflicts              %10llu  (same key, another payload: %ld sent;\n"
+           "                                         not forwarded, logged at warn)\n"
+           "  unique keys produced       %10ld\n"
+           "  downstream messages        %10ld\n"
+           "  keys exactly once          %10ld\n"
+           "  throughput                 %10.0f msgs/s (synced RocksDB store)\n"
+           "%s\n",
+           (unsigned long long)st->consumed, (unsigned long long)st->forwarded,
+           (unsigned long long)(skipped - st->key_conflicts), d->retries,
+           (unsigned long long)st->key_conflicts, d->conflicted, d->unique, downstream,
+           once, secs > 0 ? (double)st->consumed / secs : 0.0,
+           ok ? "OK: every unique key downstream exactly once, with its first payload"
+              : "FAILED: downstream does not hold every unique key exactly once, or "
+                "the duplicates and conflicts counted are not the ones sent");
+}
+
 int kd_demo_main(int argc, char **argv) {
-    demo d = {.messages = 100000, .dup_pct = 20, .partitions = 8};
+    demo d = {.messages = 100000, .dup_pct = 20, .conflicts = 10, .partitions = 8};
     kd_pipeline_stats st = {0};
     char err[5120];
     long bad = 0, downstream = 0, once;
@@ -317,34 +373,27 @@ int kd_demo_main(int argc, char **argv) {
 
     if (!parse_args(&d, argc, argv)) {
         fprintf(stderr, "usage: kdedup demo [--messages 1-10000000] [--duplicates 0-99] "
-                        "[--partitions 1-64]\n");
+                        "[--conflicts 0-100000] [--partitions 1-64]\n");
         return 2;
     }
+    d.conflicted = d.conflicts < d.messages / 100 ? d.conflicts : d.messages / 100;
     kd_log_set_level(KD_LOG_WARN);
     if (!make_dir(&d, err, sizeof(err)) || !start_mock(&d, err, sizeof(err))) {
         fprintf(stderr, "demo: %s\n", err);
         ok = false;
         goto done;
     }
-    printf("kdedup demo: %ld messages, %d%% repeating an earlier key, %d partitions\n",
-           d.messages, d.dup_pct, d.partitions);
+    printf("kdedup demo: %ld messages, %d%% of them retries of an earlier one, then %ld "
+           "key conflicts; %d partitions\n",
+           d.messages, d.dup_pct, d.conflicted, d.partitions);
     fflush(stdout);
     ok = produce_input(&d) && run(&d, &st, &secs);
     once = ok ? verify(&d, &bad, &downstream) : 0;
-    ok = ok && bad == 0 && downstream == d.unique;
-    printf("  consumed               %10llu\n"
-           "  forwarded              %10llu\n"
-           "  duplicates suppressed  %10llu\n"
-           "  unique keys produced   %10ld\n"
-           "  downstream messages    %10ld\n"
-           "  keys exactly once      %10ld\n"
-           "  throughput             %10.0f msgs/s (synced RocksDB store)\n"
-           "%s\n",
-           (unsigned long long)st.consumed, (unsigned long long)st.forwarded,
-           (unsigned long long)(st.duplicates_completed + st.duplicates_in_flight),
-           d.unique, downstream, once, secs > 0 ? (double)st.consumed / secs : 0.0,
-           ok ? "OK: every unique key downstream exactly once"
-              : "FAILED: downstream does not hold every unique key exactly once");
+    ok = ok && bad == 0 && downstream == d.unique &&
+         st.key_conflicts == (uint64_t)d.conflicted &&
+         st.duplicates_completed + st.duplicates_in_flight ==
+             (uint64_t)(d.retries + d.conflicted);
+    summary(&d, &st, downstream, once, secs, ok);
 done:
     kd_mock_stop(d.mock);
     if (d.dir[0] && nftw(d.dir, rm_one, 16, FTW_DEPTH | FTW_PHYS) != 0)

@@ -7,6 +7,7 @@
 
 #include <librdkafka/rdkafka_mock.h>
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,42 @@ static const char *const producer_defaults[][2] = {
     {NULL, NULL},
 };
 
+/* The newest librdkafka lines written at info and above, for kd_kafka_logged():
+ * librdkafka logs a broker's failure and also hands it to the error
+ * callback, with the same text (a "Disconnected" at level info). A fixed
+ * ring: 64 lines of 512 bytes. */
+#define RECENT_LINES 64
+#define RECENT_BYTES 512
+
+static struct {
+    pthread_mutex_t lock;
+    char text[RECENT_LINES][RECENT_BYTES];
+    size_t next;
+} recent = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static void remember(const char *buf) {
+    pthread_mutex_lock(&recent.lock);
+    snprintf(recent.text[recent.next++ % RECENT_LINES], RECENT_BYTES, "%s", buf);
+    pthread_mutex_unlock(&recent.lock);
+}
+
+bool kd_kafka_logged(const char *reason) {
+    size_t n = strlen(reason);
+    bool found = false;
+
+    if (n == 0 || n >= RECENT_BYTES)
+        return false;
+    pthread_mutex_lock(&recent.lock);
+    for (size_t i = 0; i < RECENT_LINES && !found; i++) {
+        size_t len = strlen(recent.text[i]);
+
+        /* librdkafka's line is "[thrd:...]: " and the error's text */
+        found = len >= n && !strcmp(recent.text[i] + len - n, reason);
+    }
+    pthread_mutex_unlock(&recent.lock);
+    return found;
+}
+
 /* librdkafka's log lines, into ours. */
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
     kd_log_level l = level <= 3   ? KD_LOG_ERROR
@@ -42,6 +79,8 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
     const char *fields[] = {"source",   "librdkafka", "client", rd_kafka_name(rk),
                             "facility", fac,          NULL};
 
+    if (l >= KD_LOG_INFO && kd_log_enabled(l))
+        remember(buf);
     KD_LOG(l, fields, "%s", buf);
 }
 
@@ -66,55 +105,88 @@ static bool set(rd_kafka_conf_t *conf, const kd_config *cfg, const char *name,
     return false;
 }
 
-rd_kafka_conf_t *kd_kafka_conf(const kd_config *cfg, kd_client which, const char *brokers,
-                               char *errstr, size_t errstr_size) {
+/* Appends one error line to errstr (after those it holds when *nerr > 0). */
+static void add_error(char *errstr, size_t errstr_size, int *nerr, const char *line) {
+    size_t at = *nerr ? strlen(errstr) : 0;
+
+    if (at < errstr_size)
+        snprintf(errstr + at, errstr_size - at, "%s%s", at ? "\n" : "", line);
+    (*nerr)++;
+}
+
+/* A client configuration as kd_kafka_conf() makes it. With all, every
+ * property the file sets is tried and each rejected one adds a line to
+ * errstr (*nerr counts them); without, the first one ends it. Values the
+ * config could not resolve (offline) are not tried. */
+static rd_kafka_conf_t *conf_new(const kd_config *cfg, kd_client which,
+                                 const char *brokers, bool all, int *nerr, char *errstr,
+                                 size_t errstr_size) {
     const char *const(*defaults)[2] =
         which == KD_CONSUMER ? consumer_defaults : producer_defaults;
     const kd_config_props *props = which == KD_CONSUMER ? &cfg->consumer : &cfg->producer;
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    char timeout[32];
+    char timeout[32], line[1024];
+    int before = *nerr;
 
     for (size_t i = 0; defaults[i][0]; i++)
-        if (!set(conf, cfg, defaults[i][0], defaults[i][1], "(kdedup default)", errstr,
-                 errstr_size))
-            goto fail;
+        if (!set(conf, cfg, defaults[i][0], defaults[i][1], "(kdedup default)", line,
+                 sizeof(line)))
+            goto fail_line;
     if (which == KD_PRODUCER) {
         snprintf(timeout, sizeof(timeout), "%d", KD_CONFIG_DEFAULT_MESSAGE_TIMEOUT_MS);
-        if (!set(conf, cfg, "message.timeout.ms", timeout, "(kdedup default)", errstr,
-                 errstr_size))
-            goto fail;
-    } else if (!set(conf, cfg, "group.id", cfg->group_id, "kafka.group_id", errstr,
-                    errstr_size)) {
-        goto fail;
+        if (!set(conf, cfg, "message.timeout.ms", timeout, "(kdedup default)", line,
+                 sizeof(line)))
+            goto fail_line;
+    } else if (!kd_config_unresolved(cfg, "kafka.group_id") &&
+               !set(conf, cfg, "group.id", cfg->group_id, "kafka.group_id", line,
+                    sizeof(line))) {
+        goto fail_line;
     }
-    for (size_t i = 0; i < props->n; i++)
-        if (*props->v[i].value && /* empty (e.g. "${VAR:-}"): librdkafka's default */
-            !set(conf, cfg, props->v[i].name, props->v[i].value, props->v[i].path, errstr,
-                 errstr_size))
+    for (size_t i = 0; i < props->n; i++) {
+        if (!*props->v[i].value || /* empty (e.g. "${VAR:-}"): librdkafka's default */
+            kd_config_unresolved(cfg, props->v[i].path) ||
+            set(conf, cfg, props->v[i].name, props->v[i].value, props->v[i].path, line,
+                sizeof(line)))
+            continue;
+        add_error(errstr, errstr_size, nerr, line);
+        if (!all)
             goto fail;
-    if (!set(conf, cfg, "bootstrap.servers", brokers, "kafka.brokers", errstr,
-             errstr_size))
+    }
+    if (!kd_config_unresolved(cfg, "kafka.brokers") &&
+        !set(conf, cfg, "bootstrap.servers", brokers, "kafka.brokers", line,
+             sizeof(line)))
+        goto fail_line;
+    if (*nerr > before)
         goto fail;
     rd_kafka_conf_set_log_cb(conf, log_cb);
     return conf;
+fail_line:
+    add_error(errstr, errstr_size, nerr, line);
 fail:
     rd_kafka_conf_destroy(conf);
     return NULL;
 }
 
+rd_kafka_conf_t *kd_kafka_conf(const kd_config *cfg, kd_client which, const char *brokers,
+                               char *errstr, size_t errstr_size) {
+    int nerr = 0;
+
+    return conf_new(cfg, which, brokers, false, &nerr, errstr, errstr_size);
+}
+
 bool kd_kafka_check(const kd_config *cfg, char *errstr, size_t errstr_size) {
     const char *brokers =
         strncmp(cfg->brokers, "mock:", 5) ? cfg->brokers : "localhost:9092";
-    rd_kafka_conf_t *c = kd_kafka_conf(cfg, KD_CONSUMER, brokers, errstr, errstr_size);
-    rd_kafka_conf_t *p =
-        c ? kd_kafka_conf(cfg, KD_PRODUCER, brokers, errstr, errstr_size) : NULL;
-    bool ok = c && p;
+    int nerr = 0;
 
-    if (c)
-        rd_kafka_conf_destroy(c);
-    if (p)
-        rd_kafka_conf_destroy(p);
-    return ok;
+    for (int which = KD_CONSUMER; which <= KD_PRODUCER; which++) {
+        rd_kafka_conf_t *c =
+            conf_new(cfg, (kd_client)which, brokers, true, &nerr, errstr, errstr_size);
+
+        if (c)
+            rd_kafka_conf_destroy(c);
+    }
+    return nerr == 0;
 }
 
 struct kd_mock {

@@ -24,8 +24,13 @@ typedef enum kd_client { KD_CONSUMER, KD_PRODUCER } kd_client;
 rd_kafka_conf_t *kd_kafka_conf(const kd_config *cfg, kd_client which, const char *brokers,
                                char *errstr, size_t errstr_size);
 
-/* Checks every librdkafka property of cfg, as --check-config does. Returns
- * true, or false with the message in errstr. */
+/* True when one of librdkafka's newest lines (info and above) written to the
+ * log ended with reason (an error callback's text): it was said once. */
+bool kd_kafka_logged(const char *reason);
+
+/* Checks every librdkafka property of cfg, as --check-config does (those
+ * an offline config could not resolve are left out). Returns true, or
+ * false with every rejected property, one a line, in errstr. */
 bool kd_kafka_check(const kd_config *cfg, char *errstr, size_t errstr_size);
 
 /* An embedded mock cluster of nbrokers (librdkafka's test broker) on

@@ -83,6 +83,49 @@ static void put_raw(char *buf, size_t *len, size_t cap, const char *s) {
     *len += n;
 }
 
+bool kd_log_limit_pass(kd_log_limit *l, uint64_t now_ms, uint64_t *left_out) {
+    bool pass;
+
+    pthread_mutex_lock(&l->lock);
+    if (!l->in_window || now_ms - l->window_start_ms >= KD_LOG_LIMIT_WINDOW_MS) {
+        l->window_start_ms = now_ms;
+        l->in_window = 0;
+    }
+    pass = l->in_window < KD_LOG_LIMIT_BURST;
+    if (pass) {
+        l->in_window++;
+        *left_out = l->left_out;
+        l->left_out = 0;
+    } else {
+        l->left_out++;
+    }
+    pthread_mutex_unlock(&l->lock);
+    return pass;
+}
+
+/* True when the field name's value is written as a number and is one: a
+ * decimal integer without leading zeros, that masking leaves as it is. */
+static bool numeric(const char *name, const char *value) {
+    static const char *const names[] = KD_LOG_NUMERIC_FIELDS;
+    const kd_config *cfgs[KD_LOG_REDACT_MAX];
+    size_t n = atomic_load(&nredact);
+    const char *d = value + (*value == '-');
+    char masked[32];
+    size_t i = 0;
+
+    while (names[i] && strcmp(names[i], name))
+        i++;
+    if (!names[i] || !*d || (d[0] == '0' && d[1]) || strlen(d) > 19)
+        return false;
+    for (; *d; d++)
+        if (*d < '0' || *d > '9')
+            return false;
+    for (size_t c = 0; c < n; c++)
+        cfgs[c] = atomic_load(&redact_cfgs[c]);
+    return !n ||
+           !strcmp(kd_config_redact_any(cfgs, n, value, masked, sizeof(masked)), value);
+}
+
 void kd_log_write(kd_log_level level, const char *const *fields, const char *fmt, ...) {
     char line[LINE_MAX_BYTES], msg[LINE_MAX_BYTES / 2], ts[40];
     struct timespec now;
@@ -106,11 +149,18 @@ void kd_log_write(kd_log_level level, const char *const *fields, const char *fmt
     put_escaped(line, &len, sizeof(line), msg);
     put_raw(line, &len, sizeof(line), "\"");
     for (size_t i = 0; fields && fields[i] && fields[i + 1]; i += 2) {
+        bool number = numeric(fields[i], fields[i + 1]);
+
         put_raw(line, &len, sizeof(line), ",\"");
         put_escaped(line, &len, sizeof(line), fields[i]);
-        put_raw(line, &len, sizeof(line), "\":\"");
-        put_escaped(line, &len, sizeof(line), fields[i + 1]);
-        put_raw(line, &len, sizeof(line), "\"");
+        if (number) {
+            put_raw(line, &len, sizeof(line), "\":");
+            put_raw(line, &len, sizeof(line), fields[i + 1]);
+        } else {
+            put_raw(line, &len, sizeof(line), "\":\"");
+            put_escaped(line, &len, sizeof(line), fields[i + 1]);
+            put_raw(line, &len, sizeof(line), "\"");
+        }
     }
     put_raw(line, &len, sizeof(line), "}");
     line[len++] = '\n';

@@ -2,7 +2,7 @@
  * kdedup - the sidecar binary.
  *
  *   kdedup --config FILE         run the sidecar
- *   kdedup --check-config FILE   validate FILE: exit 0 if valid, 2 if not
+ *   kdedup --check-config [--offline] FILE   validate FILE: exit 0 if valid, 2 if not
  *   kdedup demo [...]            a self-contained demonstration (demo.c)
  *   kdedup mock [...]            a mock Kafka cluster for tests (mockd.c)
  *   kdedup lookup --config FILE  the store's state of keys on stdin (lookup.c)
@@ -52,25 +52,47 @@ static void usage(FILE *out) {
     fprintf(
         out,
         "usage: kdedup --config FILE        run the dedup sidecar\n"
-        "       kdedup --check-config FILE  validate a config (exit 0 valid, 2 invalid)\n"
-        "       kdedup demo [--messages N] [--duplicates PCT]\n"
+        "       kdedup --check-config [--offline] FILE\n"
+        "                                   validate a config (exit 0 valid, 2 invalid;\n"
+        "                                   every error; --offline: a ${VAR} not set "
+        "here\n"
+        "                                   is no error, its value is not checked)\n"
+        "       kdedup demo [--messages N] [--duplicates PCT] [--conflicts N]\n"
         "                                   run a demonstration on an embedded cluster\n"
-        "       kdedup mock [--brokers N] [--topic NAME:PARTITIONS]...\n"
+        "       kdedup mock [--brokers N] [--topic NAME:PARTITIONS]... | --help\n"
         "                                   a mock Kafka cluster for tests\n"
         "       kdedup lookup --config FILE [--route FROM] < keys\n"
         "                                   the store's state and receipt of each key\n"
         "       kdedup --version | --help\n");
 }
 
-/* Loads and fully checks a config, librdkafka properties included. Errors
+/* Loads and fully checks a config, librdkafka properties included; flags
+ * as kd_config_load_opts() takes them. Prints every error found; errors
  * never show a value that came from the environment or a file. */
-static kd_config *load(const char *path, char hash[KD_RELOAD_HASH_SIZE]) {
-    char err[1024];
-    kd_config *cfg = kd_reload_load(path, hash, err, sizeof(err));
+static kd_config *load(const char *path, unsigned flags, char hash[KD_RELOAD_HASH_SIZE]) {
+    char err[16384];
+    kd_config *cfg = kd_reload_load(path, flags, hash, err, sizeof(err));
 
     if (!cfg)
         fprintf(stderr, "%s\n", err);
     return cfg;
+}
+
+/* --check-config [--offline] FILE: exit 0 valid, 2 invalid. */
+static int check_config(const char *path, bool offline) {
+    char hash[KD_RELOAD_HASH_SIZE];
+    kd_config *cfg = load(path, offline ? KD_CONFIG_OFFLINE : 0, hash);
+    const char *unresolved;
+
+    if (!cfg)
+        return 2;
+    printf("%s: valid (%zu route%s)", path, cfg->nroutes, cfg->nroutes == 1 ? "" : "s");
+    if ((unresolved = kd_config_unresolved(cfg, "")))
+        printf("; offline: values with a ${...} not set here were not checked, e.g. %s",
+               unresolved);
+    printf("\n");
+    kd_config_destroy(cfg);
+    return 0;
 }
 
 /* For "mock:N": starts the cluster. */
@@ -197,9 +219,11 @@ static void *reloader(void *arg) {
     return NULL;
 }
 
-/* A pipeline over cfg, made live; NULL (logged) when it cannot start. */
+/* A pipeline over cfg, made live (in place of prev, when a reload restarts
+ * it: prev's counters are carried over first, so none goes back); NULL
+ * (logged) when it cannot start. */
 static kd_pipeline *pipeline_start(proc *pr, const kd_config *cfg, kd_store *store,
-                                   kd_mock *mock) {
+                                   kd_mock *mock, kd_pipeline *prev) {
     char err[1024];
     kd_pipeline *p;
 
@@ -210,6 +234,8 @@ static kd_pipeline *pipeline_start(proc *pr, const kd_config *cfg, kd_store *sto
         KD_ERROR("%s: %s", cfg->file, err);
         return NULL;
     }
+    if (prev)
+        kd_metrics_carry(kd_pipeline_metrics(p), kd_pipeline_metrics(prev));
     pthread_mutex_lock(&pr->owners_lock);
     pr->owners[pr->nowners++ % OWNERS_MAX] = kd_pipeline_boot_id(p);
     pthread_mutex_unlock(&pr->owners_lock);
@@ -224,9 +250,11 @@ static kd_pipeline *pipeline_start(proc *pr, const kd_config *cfg, kd_store *sto
 
 /* Takes the live pipeline down (after its run returned). */
 static void pipeline_end(proc *pr, kd_pipeline *p) {
-    running = NULL;
+    if (running == p)
+        running = NULL;
     pthread_rwlock_wrlock(&pr->lock);
-    pr->live = NULL;
+    if (pr->live == p)
+        pr->live = NULL;
     pthread_rwlock_unlock(&pr->lock);
     kd_pipeline_destroy(p);
 }
@@ -239,16 +267,20 @@ static int run_pipelines(proc *pr, kd_store *store, kd_mock *mock, kd_pipeline *
                          const kd_config *cfg) {
     for (;;) {
         int rc = kd_pipeline_run(*p) == 0 ? 0 : 1;
+        kd_pipeline *old = *p;
         const kd_config *next;
 
         if (!kd_pipeline_restart_config(*p) || kd_pipeline_consumer_left(*p) ||
             atomic_load(&stop_all))
             return rc;
         next = kd_reload_current(pr->reloads);
-        pipeline_end(pr, *p);
-        if ((*p = pipeline_start(pr, next, store, mock))) {
+        running = NULL;
+        /* The old one stays live (its counters shown) until the new one,
+         * which carries them on, replaces it. */
+        if ((*p = pipeline_start(pr, next, store, mock, old))) {
             const kd_config *cur = kd_reload_current(pr->reloads);
 
+            pipeline_end(pr, old);
             if (cur != next) { /* reloaded again while it started: offered now */
                 kd_config_diff d;
 
@@ -261,7 +293,9 @@ static int run_pipelines(proc *pr, kd_store *store, kd_mock *mock, kd_pipeline *
         KD_ERROR("reload: the pipeline cannot start over the reloaded config; the "
                  "previous one is back in force");
         kd_reload_revert(pr->reloads, cfg);
-        if (!(*p = pipeline_start(pr, cfg, store, mock)))
+        *p = pipeline_start(pr, cfg, store, mock, old);
+        pipeline_end(pr, old);
+        if (!*p)
             return 1;
     }
 }
@@ -318,7 +352,7 @@ static kd_admin *admin_start(proc *pr, const kd_config *cfg, kd_store *store,
 
 static int run(const char *path) {
     char hash[KD_RELOAD_HASH_SIZE], err[1024];
-    kd_config *loaded = load(path, hash);
+    kd_config *loaded = load(path, 0, hash);
     proc pr = {.lock = PTHREAD_RWLOCK_INITIALIZER,
                .owners_lock = PTHREAD_MUTEX_INITIALIZER};
     const kd_config *cfg;
@@ -361,7 +395,7 @@ static int run(const char *path) {
         KD_ERROR("%s", err);
         goto done;
     }
-    if (!(p = pipeline_start(&pr, cfg, store, mock)))
+    if (!(p = pipeline_start(&pr, cfg, store, mock, NULL)))
         goto done;
     if (!http_start(&pr, cfg, &http, &probes))
         goto done;
@@ -433,17 +467,10 @@ int main(int argc, char **argv) {
         usage(stdout);
         return 0;
     }
-    if (argc == 3 && !strcmp(argv[1], "--check-config")) {
-        char hash[KD_RELOAD_HASH_SIZE];
-        kd_config *cfg = load(argv[2], hash);
-
-        if (!cfg)
-            return 2;
-        printf("%s: valid (%zu route%s)\n", argv[2], cfg->nroutes,
-               cfg->nroutes == 1 ? "" : "s");
-        kd_config_destroy(cfg);
-        return 0;
-    }
+    if (argc == 3 && !strcmp(argv[1], "--check-config"))
+        return check_config(argv[2], false);
+    if (argc == 4 && !strcmp(argv[1], "--check-config") && !strcmp(argv[2], "--offline"))
+        return check_config(argv[3], true);
     if (argc == 3 && !strcmp(argv[1], "--config"))
         return run(argv[2]);
     usage(stderr);

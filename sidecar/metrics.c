@@ -79,6 +79,49 @@ void kd_metrics_destroy(kd_metrics *m) {
     free(m);
 }
 
+/* Adds from's count to to's: one counter carried over. */
+static void carry(_Atomic uint64_t *to, _Atomic uint64_t *from) {
+    atomic_fetch_add_explicit(to, atomic_load_explicit(from, memory_order_relaxed),
+                              memory_order_relaxed);
+}
+
+static void carry_histogram(kd_histogram *to, kd_histogram *from) {
+    for (size_t i = 0; i < KD_HIST_BUCKETS; i++)
+        carry(&to->buckets[i], &from->buckets[i]);
+    for (size_t i = 0; i < KD_HIST_FINE; i++)
+        carry(&to->fine[i], &from->fine[i]);
+    carry(&to->sum_us, &from->sum_us);
+    carry(&to->count, &from->count);
+}
+
+void kd_metrics_carry(kd_metrics *to, kd_metrics *from) {
+    _Atomic uint64_t *const counters[][2] = {
+        {&to->collisions, &from->collisions},
+        {&to->store_errors, &from->store_errors},
+        {&to->foreign, &from->foreign},
+        {&to->recovery_records, &from->recovery_records},
+        {&to->recovery_us, &from->recovery_us},
+        {&to->handover_records, &from->handover_records},
+        {&to->handover_us, &from->handover_us},
+    };
+
+    for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++)
+        carry(counters[i][0], counters[i][1]);
+    carry_histogram(&to->forward_latency, &from->forward_latency);
+    carry_histogram(&to->store_write, &from->store_write);
+    for (size_t i = 0; i < to->cfg->nroutes; i++)
+        for (size_t j = 0; j < from->cfg->nroutes; j++) {
+            _Atomic uint64_t *t = (_Atomic uint64_t *)&to->routes[i];
+            _Atomic uint64_t *f = (_Atomic uint64_t *)&from->routes[j];
+
+            if (strcmp(to->cfg->routes[i].name, from->cfg->routes[j].name))
+                continue;
+            /* every field of kd_route_metrics is a counter */
+            for (size_t k = 0; k < sizeof(kd_route_metrics) / sizeof(*t); k++)
+                carry(&t[k], &f[k]);
+        }
+}
+
 kd_route_metrics *kd_metrics_route(kd_metrics *m, size_t route) {
     return &m->routes[route];
 }
@@ -353,16 +396,15 @@ static uint64_t load(_Atomic uint64_t *v) {
     return atomic_load_explicit(v, memory_order_relaxed);
 }
 
-/* One counter family with a value per route, labelled route="from->to". */
+/* One counter family with a value per route, labelled route="<its name>". */
 static void route_counter(buf *b, kd_metrics *m, const char *name, const char *help,
                           size_t field, const char *extra) {
     family(b, name, "counter", help);
     for (size_t i = 0; i < m->cfg->nroutes; i++) {
-        char route[600], e[600];
+        char e[600];
 
-        snprintf(route, sizeof(route), "%s->%s", m->cfg->routes[i].from,
-                 m->cfg->routes[i].to);
-        put(b, "%s{route=\"%s\"%s} %llu\n", name, esc(route, e, sizeof(e)), extra,
+        put(b, "%s{route=\"%s\"%s} %llu\n", name,
+            esc(m->cfg->routes[i].name, e, sizeof(e)), extra,
             (unsigned long long)load(
                 (_Atomic uint64_t *)((char *)&m->routes[i] + field)));
     }
@@ -446,12 +488,10 @@ static void render_split(buf *b, kd_metrics *m, const char *name, const char *he
     family(b, name, "counter", help);
     for (size_t v = 0; v < n; v++)
         for (size_t i = 0; i < m->cfg->nroutes; i++) {
-            char route[600], e[600];
+            char e[600];
 
-            snprintf(route, sizeof(route), "%s->%s", m->cfg->routes[i].from,
-                     m->cfg->routes[i].to);
-            put(b, "%s{route=\"%s\",%s=\"%s\"} %llu\n", name, esc(route, e, sizeof(e)),
-                label, values[v],
+            put(b, "%s{route=\"%s\",%s=\"%s\"} %llu\n", name,
+                esc(m->cfg->routes[i].name, e, sizeof(e)), label, values[v],
                 (unsigned long long)load(
                     (_Atomic uint64_t *)((char *)&m->routes[i] + fields[v])));
         }
@@ -486,7 +526,9 @@ static void render_flow(buf *b, kd_flow_gauges *f) {
         const char *name, *help;
         size_t at;
     } gauges[] = {
-        {"kdedup_inflight_bytes", "Keys and values of the messages in flight.",
+        {"kdedup_inflight_bytes",
+         "Keys, values and headers of the messages in flight (each header's name, "
+         "value and 96 bytes, twice: parsed and produced).",
          offsetof(kd_flow_gauges, inflight_bytes)},
         {"kdedup_retrying_messages", "Messages waiting to be sent again.",
          offsetof(kd_flow_gauges, retrying)},
@@ -514,6 +556,11 @@ static void render_flow(buf *b, kd_flow_gauges *f) {
         {"kdedup_store_table_reader_bytes",
          "RocksDB table readers outside the block cache (should stay near 0).",
          offsetof(kd_flow_gauges, store_table_readers)},
+        {"kdedup_stuck_messages",
+         "Messages their last destination refused more than the route's max_retries "
+         "times (the dead-letter topic; the downstream topic on a route without one): "
+         "retried, never committed past; /readyz is 503 while there are any.",
+         offsetof(kd_flow_gauges, stuck)},
     };
 
     for (size_t i = 0; i < sizeof(gauges) / sizeof(gauges[0]); i++) {
@@ -534,6 +581,11 @@ char *kd_metrics_render(kd_metrics *m, size_t *len) {
     static const size_t conflict_f[] = {RF(key_conflicts_skipped),
                                         RF(key_conflicts_dead_lettered),
                                         RF(key_conflicts_forwarded)};
+    static const char *const rejected[] = {"too_many_headers", "headers_too_large",
+                                           "ambiguous_key"};
+    static const size_t rejected_f[] = {RF(rejected_too_many_headers),
+                                        RF(rejected_headers_too_large),
+                                        RF(rejected_ambiguous_key)};
     static const char *const status[] = {"not_persisted", "possibly_persisted"};
     static const size_t status_f[] = {RF(not_persisted), RF(possibly_persisted)};
     static const char *const uncertain[] = {"found", "absent", "unknown"};
@@ -555,6 +607,13 @@ char *kd_metrics_render(kd_metrics *m, size_t *len) {
                  "Duplicate keys whose payload fingerprint differs from the one stored "
                  "with the claim, by the action taken (route's on_key_conflict).",
                  "action", conflict, conflict_f, 3);
+    render_split(
+        &b, m, "kdedup_rejected_total",
+        "Messages kdedup cannot take as they are (over pipeline.max_headers or "
+        "max_header_bytes, or a key given twice with different values): "
+        "dead-lettered with the reason, or without a dead-letter topic forwarded "
+        "without dedup or dropped per on_missing_key.",
+        "reason", rejected, rejected_f, 3);
     render_split(&b, m, "kdedup_produce_errors_total",
                  "Failed or uncertain deliveries, by librdkafka's persistence status.",
                  "status", status, status_f, 2);

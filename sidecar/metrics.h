@@ -26,14 +26,15 @@ typedef struct kd_histogram {
     _Atomic uint64_t fine[KD_HIST_FINE]; /* not exported: kd_histogram_quantile */
 } kd_histogram;
 
-/* Counters of one route. */
+/* Counters of one route (counters only: kd_metrics_carry() adds them all). */
 typedef struct kd_route_metrics {
     _Atomic uint64_t consumed, forwarded, duplicates_completed, duplicates_in_flight,
         released, retries, dead_lettered, missing_forwarded, missing_dropped,
         missing_dead_lettered, not_persisted, possibly_persisted, orphans_reforwarded,
         orphans_found, orphans_absent, handover_keys, uncertain_found, uncertain_absent,
         uncertain_unknown, abandoned, parked, orphans_expired, headers_stripped,
-        key_conflicts_skipped, key_conflicts_dead_lettered, key_conflicts_forwarded;
+        key_conflicts_skipped, key_conflicts_dead_lettered, key_conflicts_forwarded,
+        rejected_too_many_headers, rejected_headers_too_large, rejected_ambiguous_key;
 } kd_route_metrics;
 
 typedef struct kd_metrics kd_metrics;
@@ -41,13 +42,21 @@ typedef struct kd_metrics kd_metrics;
 /* Gauges of memory and flow control, set by the pipeline. */
 typedef struct kd_flow_gauges {
     _Atomic uint64_t inflight_bytes, retrying, backpressure, held_back, offsets_tracked,
-        scan_cache_bytes, store_block_cache, store_memtables, store_table_readers;
+        scan_cache_bytes, store_block_cache, store_memtables, store_table_readers, stuck;
 } kd_flow_gauges;
 
 /* Metrics for the routes of cfg (borrowed; must outlive the metrics). NULL
  * on allocation failure. */
 kd_metrics *kd_metrics_new(const kd_config *cfg);
 void kd_metrics_destroy(kd_metrics *m);
+
+/* Adds the counters and histograms of from (a pipeline that stopped for a
+ * reload) to to's (the one that replaces it, before it is shown): each
+ * route's, to the route of the same name (a route removed leaves its
+ * counts; one added starts at 0), and the process-wide ones. Gauges are
+ * not carried: they describe the pipeline now. So counters never go back
+ * across a reload and rate() stays right. */
+void kd_metrics_carry(kd_metrics *to, kd_metrics *from);
 
 /* The counters of route i. */
 kd_route_metrics *kd_metrics_route(kd_metrics *m, size_t route);

@@ -5,11 +5,19 @@
  *
  *   kdedup mock [--brokers N] [--topic NAME:PARTITIONS]...
  *
- * Prints the bootstrap servers on the first line of stdout, then reads one
- * command per line on stdin and answers "ok" or "error: ..." on stdout:
+ * Prints the bootstrap servers on the first line of stdout. Then:
+ *
+ * - stdin a pipe (a test or script driving it): reads one command per line
+ *   and answers "ok" or "error: ..." on stdout, until "quit" or the end of
+ *   input (the driver is gone, so a test that dies takes its cluster along);
+ * - anything else (a terminal, /dev/null under nohup, a file): reads
+ *   nothing and serves until SIGTERM or SIGINT.
+ *
+ * The commands:
  *
  *   topic NAME PARTITIONS        create a topic
  *   produce-errors COUNT CODE    fail the next COUNT Produce requests with CODE
+ *   clear-produce-errors         drop those not used yet
  *   broker-produce-errors ID COUNT CODE   the same, on broker ID only
  *   commit-errors COUNT CODE     fail the next COUNT OffsetCommit requests
  *   heartbeat-errors COUNT CODE  fail the next COUNT Heartbeat requests (whichever
@@ -19,15 +27,21 @@
  *   broker-down ID | broker-up ID
  *   rtt ID MS                    delay every response of broker ID
  *   quit                         (or end of input) stop
+ *
+ * SIGTERM and SIGINT stop it in either mode (exit 0).
  */
 #include "sidecar/kafka.h"
 #include "sidecar/tools.h"
 
 #include <librdkafka/rdkafka_mock.h>
 
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define API_PRODUCE 0
 #define API_OFFSET_COMMIT 8
@@ -75,6 +89,8 @@ static bool command(kd_mock *m, const char *line) {
     else if ((api = request_api(word)) >= 0 && sscanf(line, "%*s %ld %ld", &a, &b) == 2)
         for (long i = 0; i < a; i++)
             rd_kafka_mock_push_request_errors(c, (int16_t)api, 1, (rd_kafka_resp_err_t)b);
+    else if (!strcmp(word, "clear-produce-errors"))
+        rd_kafka_mock_clear_request_errors(c, API_PRODUCE);
     else if (!strcmp(word, "broker-produce-errors") &&
              sscanf(line, "%*s %ld %ld %ld", &a, &b, &e) == 3)
         for (long i = 0; i < b; i++)
@@ -102,18 +118,64 @@ static bool command(kd_mock *m, const char *line) {
     return true;
 }
 
-int kd_mockd_main(int argc, char **argv) {
-    char err[512], line[1024];
-    int brokers = 1;
-    kd_mock *m;
+static void usage(FILE *out) {
+    fprintf(out, "usage: kdedup mock [--brokers 1-9] [--topic NAME:PARTITIONS]...\n"
+                 "  Starts librdkafka's mock Kafka cluster on loopback and prints its\n"
+                 "  bootstrap servers on the first line of stdout. With stdin a pipe it\n"
+                 "  reads commands (topic, produce-errors, broker-down, rtt, quit, ...:\n"
+                 "  see sidecar/mockd.c) until quit or the end of input; otherwise it\n"
+                 "  serves until SIGTERM or SIGINT. Its data lives in memory only.\n");
+}
 
-    for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--brokers") && i + 1 < argc)
-            brokers = atoi(argv[++i]);
-    if (brokers < 1 || brokers > 9) {
+/* True when stdin is a pipe or a socket: a driver sends commands. */
+static bool driven(void) {
+    struct stat st;
+
+    return fstat(0, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode));
+}
+
+/* Reads the arguments into *brokers (topics are created later). Returns 0,
+ * 1 for --help (printed), or 2 (the error printed). */
+static int parse_args(int argc, char **argv, int *brokers) {
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(stdout);
+            return 1;
+        }
+        if ((!strcmp(argv[i], "--brokers") || !strcmp(argv[i], "--topic")) &&
+            i + 1 < argc) {
+            if (!strcmp(argv[i], "--brokers"))
+                *brokers = atoi(argv[i + 1]);
+            i++;
+            continue;
+        }
+        fprintf(stderr, "kdedup mock: unexpected argument \"%s\"\n", argv[i]);
+        usage(stderr);
+        return 2;
+    }
+    if (*brokers < 1 || *brokers > 9) {
         fprintf(stderr, "kdedup mock: --brokers takes 1 to 9\n");
         return 2;
     }
+    return 0;
+}
+
+int kd_mockd_main(int argc, char **argv) {
+    char err[512], line[1024];
+    int brokers = 1, rc, sig;
+    bool commands = driven();
+    sigset_t stop;
+    kd_mock *m;
+
+    if ((rc = parse_args(argc, argv, &brokers)) != 0)
+        return rc == 1 ? 0 : rc;
+    /* Blocked before the cluster's threads start, so that they inherit it
+     * and sigwait() below takes the signal. */
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    if (!commands)
+        pthread_sigmask(SIG_BLOCK, &stop, NULL);
     if (!(m = kd_mock_start(brokers, err, sizeof(err)))) {
         fprintf(stderr, "kdedup mock: %s\n", err);
         return 1;
@@ -127,8 +189,16 @@ int kd_mockd_main(int argc, char **argv) {
         }
     printf("%s\n", kd_mock_bootstraps(m));
     fflush(stdout);
-    while (fgets(line, sizeof(line), stdin) && command(m, line))
-        ;
+    if (commands) {
+        while (fgets(line, sizeof(line), stdin) && command(m, line))
+            ;
+    } else {
+        fprintf(stderr,
+                "kdedup mock: %d broker%s at %s; stop it with SIGTERM or Ctrl-C\n",
+                brokers, brokers == 1 ? "" : "s", kd_mock_bootstraps(m));
+        while (sigwait(&stop, &sig) != 0)
+            ;
+    }
     kd_mock_stop(m);
     return 0;
 }

@@ -1,6 +1,6 @@
 /*
  * kdedup - the pipeline's life cycle (see pipeline.h, pipeline_int.h and
- * DESIGN.md §3).
+ * docs/architecture.md).
  */
 #include "sidecar/kafka.h"
 #include "sidecar/log.h"
@@ -44,6 +44,8 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
         atomic_store(&p->fatal, 1);
         return;
     }
+    if (kd_kafka_logged(reason))
+        return; /* librdkafka's own line said it */
     KD_WARN("%s: %s", rd_kafka_name(rk), reason);
 }
 
@@ -477,11 +479,17 @@ void kd_pipeline_stats_get(const kd_pipeline *p, kd_pipeline_stats *out) {
         out->forwarded += atomic_load(&r->forwarded);
         out->duplicates_completed += atomic_load(&r->duplicates_completed);
         out->duplicates_in_flight += atomic_load(&r->duplicates_in_flight);
+        out->key_conflicts += atomic_load(&r->key_conflicts_skipped) +
+                              atomic_load(&r->key_conflicts_dead_lettered) +
+                              atomic_load(&r->key_conflicts_forwarded);
         out->released += atomic_load(&r->released);
         out->retries += atomic_load(&r->retries);
         out->dead_lettered += atomic_load(&r->dead_lettered);
         out->missing_forwarded += atomic_load(&r->missing_forwarded);
         out->missing_dropped += atomic_load(&r->missing_dropped);
+        out->rejected += atomic_load(&r->rejected_too_many_headers) +
+                         atomic_load(&r->rejected_headers_too_large) +
+                         atomic_load(&r->rejected_ambiguous_key);
         out->possibly_persisted += atomic_load(&r->possibly_persisted);
         out->produce_errors +=
             atomic_load(&r->not_persisted) + atomic_load(&r->possibly_persisted);
@@ -525,7 +533,7 @@ bool kd_pipeline_ready(kd_pipeline *p, char *reason, size_t size) {
     kd_cluster_view v;
 
     kd_metrics_cluster_view(p->metrics, &v);
-    uint64_t failing = atomic_load(&p->store_failing_since), unread, slow;
+    uint64_t failing = atomic_load(&p->store_failing_since), unread, stuck, slow;
     char err[400];
 
     if (atomic_load(&p->stop) || atomic_load(&p->fatal))
@@ -543,6 +551,14 @@ bool kd_pipeline_ready(kd_pipeline *p, char *reason, size_t size) {
         snprintf(reason, size,
                  "backpressure: consumption paused until the messages in flight settle "
                  "(pipeline.max_inflight, max_inflight_bytes, max_retrying)");
+    else if ((stuck = atomic_load(&kd_metrics_flow(p->metrics)->stuck)))
+        snprintf(
+            reason, size,
+            "%llu message(s) stuck: refused more than max_retries times by their "
+            "dead-letter topic (or, on a route without one, by the downstream topic); "
+            "they are retried and their partitions commit no further until they are "
+            "delivered (each is named in the log)",
+            (unsigned long long)stuck);
     else if ((unread = atomic_load(&p->handovers_failing)))
         snprintf(reason, size,
                  "reading the history of %llu assigned partition(s) from the downstream "

@@ -1,5 +1,5 @@
 /*
- * kdedup - the pipeline (DESIGN.md §3): consume a poll batch, claim its keys
+ * kdedup - the pipeline (docs/architecture.md): consume a poll batch, claim its keys
  * with one durable write, forward the claimed messages, complete receipts in
  * batches as deliveries are acknowledged, release claims of failed
  * deliveries for a retry, and store offsets only up to the lowest message
@@ -27,11 +27,13 @@ typedef struct kd_pipeline_stats {
     uint64_t forwarded;            /* claimed messages delivered with a receipt */
     uint64_t duplicates_completed; /* skipped: key already completed */
     uint64_t duplicates_in_flight; /* skipped: key claimed, delivery under way */
+    uint64_t key_conflicts;        /* duplicate keys with another payload (any action) */
     uint64_t released;             /* claims released after a failed delivery */
     uint64_t retries;              /* deliveries attempted again */
     uint64_t dead_lettered;        /* delivered to a dead-letter topic */
     uint64_t missing_forwarded;    /* no usable key: forwarded without dedup */
     uint64_t missing_dropped;      /* no usable key: dropped */
+    uint64_t rejected;             /* over the header bounds (or an ambiguous key) */
     uint64_t produce_errors;       /* failed or uncertain delivery reports */
     uint64_t possibly_persisted;   /* uncertain deliveries, produced again */
     uint64_t orphans_reforwarded;  /* orphaned claims forwarded again (unresolved) */

@@ -14,7 +14,7 @@
  * and, on the first failure, consumption paused until a write succeeds. */
 void kd_pl_store_failed(kd_pipeline *p, size_t route, const char *what) {
     char err[512];
-    const char *fields[] = {"route", p->cfg->routes[route].to, NULL};
+    const char *fields[] = {"route", p->cfg->routes[route].name, NULL};
     uint64_t now = kd_mono_ms();
 
     GCOUNT(p, store_errors, 1);
@@ -421,16 +421,26 @@ static char *original_of(const kd_decision *d) {
     return strdup(text);
 }
 
+/* Key conflicts come at the rate of messages (a producer that puts a retry
+ * timestamp in the payload): their lines are rate-limited, process-wide. */
+static kd_log_limit conflict_log = KD_LOG_LIMIT_INIT;
+
 /* Logs a key conflict: the key by a digest prefix (keys may be personal
- * data), the route, and both fingerprints' prefixes. */
+ * data), the route, and both fingerprints' prefixes; within the budget of
+ * conflict_log. */
 static void log_conflict(kd_pipeline *p, const msg *m, const kd_decision *d,
                          const char *action) {
     unsigned char digest[SHA256_DIGEST_LENGTH];
-    char part[16], off[24], key[17], mine[17], theirs[17];
+    char part[16], off[24], key[17], mine[17], theirs[17], left[24];
+    uint64_t left_out;
 
+    if (!kd_log_enabled(KD_LOG_WARN) ||
+        !kd_log_limit_pass(&conflict_log, kd_mono_ms(), &left_out))
+        return;
     SHA256((const unsigned char *)m->key, m->key_len, digest);
     snprintf(part, sizeof(part), "%" PRId32, m->rkm->partition);
     snprintf(off, sizeof(off), "%" PRId64, m->rkm->offset);
+    snprintf(left, sizeof(left), "%" PRIu64, left_out);
     const char *fields[] = {"topic",
                             src_topic(m),
                             "partition",
@@ -438,7 +448,7 @@ static void log_conflict(kd_pipeline *p, const msg *m, const kd_decision *d,
                             "offset",
                             off,
                             "route",
-                            p->cfg->routes[m->route].to,
+                            p->cfg->routes[m->route].name,
                             "key_sha256",
                             kd_keysrc_hex(digest, 8, key),
                             "fingerprint",
@@ -449,9 +459,15 @@ static void log_conflict(kd_pipeline *p, const msg *m, const kd_decision *d,
                             d->state == KD_COMPLETED ? "completed" : "in_flight",
                             "action",
                             action,
+                            left_out ? "left_out" : NULL,
+                            left,
                             NULL};
 
-    KD_LOG(KD_LOG_WARN, fields, "key conflict: the key was claimed for another payload");
+    kd_log_write(KD_LOG_WARN, fields,
+                 "key conflict: the key was claimed for another payload%s",
+                 left_out ? " (left_out: conflicts not logged before this one, at most "
+                            "10 lines a minute; kdedup_key_conflicts_total counts all)"
+                          : "");
 }
 
 bool kd_pl_key_conflict(kd_pipeline *p, msg *m, const kd_decision *d, uint64_t owner) {

@@ -44,16 +44,23 @@ const char *kd_reload_result_name(kd_reload_result res) {
     return (unsigned)res < 3 ? names[res] : "?";
 }
 
-kd_config *kd_reload_load(const char *path, char hash[KD_RELOAD_HASH_SIZE], char *errstr,
+kd_config *kd_reload_load(const char *path, unsigned flags,
+                          char hash[KD_RELOAD_HASH_SIZE], char *errstr,
                           size_t errstr_size) {
     unsigned char digest[SHA256_DIGEST_LENGTH];
-    char *buf, shown[1024];
+    char *buf, *shown;
     size_t len;
-    kd_config *cfg = kd_config_load_bytes(path, &buf, &len, errstr, errstr_size);
+    kd_config *cfg =
+        kd_config_load_bytes_opts(path, flags, &buf, &len, errstr, errstr_size);
 
     if (cfg && !kd_kafka_check(cfg, errstr, errstr_size)) {
-        snprintf(errstr, errstr_size, "%s",
-                 kd_config_redact(cfg, errstr, shown, sizeof(shown)));
+        if ((shown = malloc(errstr_size))) {
+            snprintf(errstr, errstr_size, "%s",
+                     kd_config_redact(cfg, errstr, shown, errstr_size));
+            free(shown);
+        } else {
+            snprintf(errstr, errstr_size, "%s: out of memory", path);
+        }
         kd_config_destroy(cfg);
         cfg = NULL;
     }
@@ -188,7 +195,7 @@ kd_reload_result kd_reload_run(kd_reload *r, const char *why, char *what, size_t
     kd_config *cfg;
 
     pthread_mutex_lock(&r->run_lock);
-    if (!(cfg = kd_reload_load(r->path, hash, what, size))) {
+    if (!(cfg = kd_reload_load(r->path, 0, hash, what, size))) {
         res = outcome(r, KD_RELOAD_INVALID, why, what);
         goto done;
     }

@@ -45,10 +45,12 @@ const char *kd_reload_result_name(kd_reload_result res);
 #define KD_RELOAD_KEPT_MAX 64
 
 /* Reads the file at path and checks it fully: JSON, every rule, every
- * librdkafka property. Returns the config (the caller owns it) and its
- * hash, or NULL with the message in errstr (values from the environment
- * or files never shown). */
-kd_config *kd_reload_load(const char *path, char hash[KD_RELOAD_HASH_SIZE], char *errstr,
+ * librdkafka property; flags as kd_config_load_opts() takes them
+ * (KD_CONFIG_OFFLINE). Returns the config (the caller owns it) and its
+ * hash, or NULL with every error found in errstr, one a line (values from
+ * the environment or files never shown). */
+kd_config *kd_reload_load(const char *path, unsigned flags,
+                          char hash[KD_RELOAD_HASH_SIZE], char *errstr,
                           size_t errstr_size);
 
 typedef struct kd_reload kd_reload;

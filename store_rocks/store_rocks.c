@@ -7,6 +7,7 @@
 
 #include <rocksdb/c.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -43,6 +44,8 @@ typedef struct rocks_store {
     rocksdb_readoptions_t *ropts;
     rocksdb_readoptions_t *scan_opts; /* iterators: in key order across prefixes */
     char *path;
+    char *
+        secondary; /* a secondary (read-only) open: its own directory, removed at close */
     _Atomic uint64_t ttl_ms;
     _Atomic uint64_t inflight_ms;
     pthread_mutex_t err_lock;
@@ -513,6 +516,23 @@ static void rocks_last_error(void *impl, char *buf, size_t buf_size) {
     pthread_mutex_unlock(&r->err_lock);
 }
 
+/* Removes dir and the files in it (a secondary open's own: its LOG files).
+ * NULL-safe. */
+static void remove_dir(const char *dir) {
+    DIR *d = dir ? opendir(dir) : NULL;
+    struct dirent *e;
+    char file[4096];
+
+    if (!d)
+        return;
+    while ((e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") &&
+            snprintf(file, sizeof(file), "%s/%s", dir, e->d_name) < (int)sizeof(file))
+            unlink(file);
+    closedir(d);
+    rmdir(dir);
+}
+
 static void rocks_destroy(void *impl) {
     rocks_store *r = impl;
 
@@ -541,6 +561,8 @@ static void rocks_destroy(void *impl) {
     for (size_t i = 0; i < STRIPES; i++)
         pthread_mutex_destroy(&r->stripes[i]);
     pthread_mutex_destroy(&r->err_lock);
+    remove_dir(r->secondary);
+    free(r->secondary);
     free(r->path);
     free(r);
 }
@@ -783,8 +805,33 @@ kd_store *kd_rocks_open(const char *path, bool sync, char *errstr, size_t errstr
     return kd_rocks_open_with(path, &o, errstr, errstr_size);
 }
 
-kd_store *kd_rocks_open_with(const char *path, const kd_rocks_options *opts, char *errstr,
-                             size_t errstr_size) {
+/* A directory of its own for a secondary open, under $TMPDIR (else /tmp):
+ * malloc()ed, or NULL with errstr set. */
+static char *secondary_dir(const char *path, char *errstr, size_t errstr_size) {
+    const char *tmp = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    size_t len = strlen(tmp) + sizeof("/kdedup-secondary-XXXXXX");
+    char *dir = malloc(len);
+
+    if (!dir) {
+        snprintf(errstr, errstr_size, "store \"%s\": out of memory", path);
+        return NULL;
+    }
+    snprintf(dir, len, "%s/kdedup-secondary-XXXXXX", tmp);
+    if (!mkdtemp(dir)) {
+        snprintf(errstr, errstr_size,
+                 "store \"%s\": cannot create a directory in %s for a read-only open: %s "
+                 "(set TMPDIR to a writable directory)",
+                 path, tmp, strerror(errno));
+        free(dir);
+        return NULL;
+    }
+    return dir;
+}
+
+/* Opens the store; secondary: as a RocksDB secondary instance (read-only,
+ * beside a live primary, not created when missing). */
+static kd_store *rocks_open(const char *path, const kd_rocks_options *opts,
+                            bool secondary, char *errstr, size_t errstr_size) {
     kd_rocks_options defaults = KD_ROCKS_OPTIONS_DEFAULT;
     rocks_store *r;
     char *err = NULL;
@@ -793,12 +840,17 @@ kd_store *kd_rocks_open_with(const char *path, const kd_rocks_options *opts, cha
         snprintf(errstr, errstr_size, "store: no path given");
         return NULL;
     }
-    if (!mkdir_p(path)) {
+    if (secondary && access(path, R_OK | X_OK) != 0) {
+        snprintf(errstr, errstr_size, "store \"%s\": cannot read the directory: %s", path,
+                 strerror(errno));
+        return NULL;
+    }
+    if (!secondary && !mkdir_p(path)) {
         snprintf(errstr, errstr_size, "store \"%s\": cannot create the directory: %s",
                  path, strerror(errno));
         return NULL;
     }
-    if (access(path, R_OK | W_OK | X_OK) != 0) {
+    if (!secondary && access(path, R_OK | W_OK | X_OK) != 0) {
         snprintf(errstr, errstr_size, "store \"%s\": cannot use the directory: %s", path,
                  strerror(errno));
         return NULL;
@@ -819,8 +871,19 @@ kd_store *kd_rocks_open_with(const char *path, const kd_rocks_options *opts, cha
     const char *cf_names[] = {"default"};
     const rocksdb_options_t *cf_opts[] = {r->opts};
 
-    r->db =
-        rocksdb_open_column_families(r->opts, path, 1, cf_names, cf_opts, &r->cf, &err);
+    if (secondary) {
+        if (!(r->secondary = secondary_dir(path, errstr, errstr_size)))
+            goto fail;
+        /* A secondary keeps every table file open: the primary's
+         * compactions may delete them while it reads. */
+        rocksdb_options_set_max_open_files(r->opts, -1);
+        rocksdb_options_set_create_if_missing(r->opts, 0);
+        r->db = rocksdb_open_as_secondary_column_families(
+            r->opts, path, r->secondary, 1, cf_names, cf_opts, &r->cf, &err);
+    } else {
+        r->db = rocksdb_open_column_families(r->opts, path, 1, cf_names, cf_opts, &r->cf,
+                                             &err);
+    }
     if (err) {
         r->cf = NULL;
         snprintf(errstr, errstr_size, "store \"%s\": %s (%s)", path, open_cause(err),
@@ -840,6 +903,20 @@ kd_store *kd_rocks_open_with(const char *path, const kd_rocks_options *opts, cha
 fail:
     rocks_destroy(r);
     return NULL;
+}
+
+kd_store *kd_rocks_open_with(const char *path, const kd_rocks_options *opts, char *errstr,
+                             size_t errstr_size) {
+    return rocks_open(path, opts, false, errstr, errstr_size);
+}
+
+kd_store *kd_rocks_open_secondary(const char *path, char *errstr, size_t errstr_size) {
+    kd_rocks_options o = KD_ROCKS_OPTIONS_DEFAULT;
+
+    /* It reads a few keys: a small cache, one small memtable for the WAL. */
+    o.block_cache_bytes = 8u << 20;
+    o.write_buffer_bytes = 4u << 20;
+    return rocks_open(path, &o, true, errstr, errstr_size);
 }
 
 kd_err kd_rocks_compact(kd_store *store) {

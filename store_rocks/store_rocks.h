@@ -40,6 +40,14 @@ typedef struct kd_rocks_options {
 kd_store *kd_rocks_open_with(const char *path, const kd_rocks_options *opts, char *errstr,
                              size_t errstr_size);
 
+/* Opens the store at path read-only, beside the kdedup that has it open
+ * (a RocksDB secondary instance: what the primary wrote up to now, synced
+ * or not, is read; nothing is created or written). It keeps a directory of
+ * its own under $TMPDIR (else /tmp) for its log, removed when the store is
+ * destroyed. Returns the store (every write fails), or NULL with the path
+ * and the cause in errstr (no store there: "cannot open the database"). */
+kd_store *kd_rocks_open_secondary(const char *path, char *errstr, size_t errstr_size);
+
 /* kd_rocks_open_with() with the default sizes and the given sync. */
 kd_store *kd_rocks_open(const char *path, bool sync, char *errstr, size_t errstr_size);
 

@@ -133,7 +133,7 @@ static int setup(void **state) {
     snprintf(f->path, sizeof(f->path), "%s/kdedup.json", f->dir);
     write_file(f->dir, "password", OLD_PASSWORD);
     write_config(f, "");
-    cfg = kd_reload_load(f->path, hash, err, sizeof(err));
+    cfg = kd_reload_load(f->path, 0, hash, err, sizeof(err));
     if (!cfg)
         fail_msg("%s", err);
     assert_non_null(f->reload = kd_reload_new(f->path, cfg, hash));

@@ -112,8 +112,30 @@ static void test_defaults(void **state) {
     assert_int_equal(cfg->log_level, KD_LOG_INFO);
     assert_int_equal(cfg->shutdown_grace_ms, 30000);
     assert_int_equal(cfg->batch_max, 1000);
+    assert_int_equal(cfg->max_headers, 1000);
+    assert_int_equal(cfg->max_header_bytes, 1048576);
     assert_int_equal(cfg->consumer.n, 0);
     kd_config_destroy(cfg);
+}
+
+/* The per-message header bounds: set, and refused out of range. */
+static void test_header_bounds(void **state) {
+    kd_config *cfg = assert_valid("{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], "
+                                  "\"pipeline\": {\"max_headers\": 20, "
+                                  "\"max_header_bytes\": 60}}");
+
+    (void)state;
+    assert_int_equal(cfg->max_headers, 20);
+    assert_int_equal(cfg->max_header_bytes, 60);
+    kd_config_destroy(cfg);
+    assert_error("{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], "
+                 "\"pipeline\": {\"max_headers\": 0}}",
+                 "kdedup.json: pipeline.max_headers: expected an integer from 1 to "
+                 "1000000, got 0");
+    assert_error("{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], "
+                 "\"pipeline\": {\"max_header_bytes\": \"many\"}}",
+                 "kdedup.json: pipeline.max_header_bytes: expected an integer from 1 to "
+                 "1073741824, got \"many\"");
 }
 
 static void test_env_interpolation(void **state) {
@@ -418,8 +440,30 @@ static void test_durations(void **state) {
     assert_int_equal(ms, 86400000);
     assert_true(kd_config_parse_duration("0s", &ms));
     assert_int_equal(ms, 0);
-    const char *bad[] = {"",     "5", "5 m",  "-5s", "5d",
-                         "1.5s", "s", "5ms ", "ms5", "99999999999999999999s",
+    assert_true(kd_config_parse_duration("1h30m", &ms));
+    assert_int_equal(ms, 5400000);
+    assert_true(kd_config_parse_duration("7d", &ms));
+    assert_int_equal(ms, 7 * 86400000ull);
+    assert_true(kd_config_parse_duration("1d2h3m4s5ms", &ms));
+    assert_int_equal(ms, 86400000ull + 2 * 3600000 + 3 * 60000 + 4000 + 5);
+    const char *bad[] = {"",
+                         "5",
+                         "5 m",
+                         "-5s",
+                         "5w",
+                         "1.5s",
+                         "s",
+                         "5ms ",
+                         "ms5",
+                         "1m1h",
+                         "1h1h",
+                         "30m1d",
+                         "1s1ms1s",
+                         "off",
+                         "1h 30m",
+                         "1h30",
+                         "99999999999999999999s",
+                         "300000000000d",
                          NULL};
     for (int i = 0; bad[i]; i++)
         if (kd_config_parse_duration(bad[i], &ms))
@@ -427,11 +471,26 @@ static void test_durations(void **state) {
     assert_error("{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], "
                  "\"dedup\": {\"ttl\": \"1 day\"}}",
                  "kdedup.json: dedup.ttl: expected a duration like \"250ms\", \"30s\", "
-                 "\"5m\" or \"24h\", got \"1 day\"");
+                 "\"1h30m\" or \"7d\", or \"off\", got \"1 day\"");
     assert_error("{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], "
                  "\"dedup\": {\"ttl\": 3600}}",
                  "kdedup.json: dedup.ttl: expected a duration like \"250ms\", \"30s\", "
-                 "\"5m\" or \"24h\", got 3600");
+                 "\"1h30m\" or \"7d\", or \"off\", got 3600");
+    /* "off" where 0 turns a key off; elsewhere a duration it is not. */
+    kd_config *cfg =
+        assert_valid("{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], "
+                     "\"dedup\": {\"ttl\": \"off\", \"inflight_timeout\": \"1h30m\"}}");
+    assert_int_equal(cfg->ttl_ms, 0);
+    assert_int_equal(cfg->inflight_timeout_ms, 5400000);
+    kd_config_destroy(cfg);
+    cfg = assert_valid("{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], "
+                       "\"dedup\": {\"ttl\": \"7d\"}}");
+    assert_int_equal(cfg->ttl_ms, 7 * 86400000ull);
+    kd_config_destroy(cfg);
+    assert_error("{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], "
+                 "\"pipeline\": {\"shutdown_grace\": \"off\"}}",
+                 "kdedup.json: pipeline.shutdown_grace: expected a duration like "
+                 "\"250ms\", \"30s\", \"1h30m\" or \"7d\", got \"off\"");
 }
 
 /* Numbers out of every integer's range are refused before any conversion
@@ -485,6 +544,13 @@ static void test_rules(void **state) {
         {"{\"kafka\": {\"brokers\": \"k:1\", \"group_id\": \"g\"}",
          "kdedup.json: invalid JSON at line 1, column 45 (truncated?)"},
         {"{}\n{}", "kdedup.json: invalid JSON: trailing data at line 2, column 1"},
+        /* README's config block, pasted with its comments */
+        {"{\n  \"kafka\": {\n    \"brokers\": \"k:9092\",  // or \"mock:N\"\n  }\n}",
+         "kdedup.json: invalid JSON at line 3, column 28 (a comment? JSON has none: "
+         "remove the // and /* */ parts)"},
+        {"{ /* a comment */ }",
+         "kdedup.json: invalid JSON at line 1, column 4 (a comment? JSON has none: "
+         "remove the // and /* */ parts)"},
         {"{" MINIMAL_KAFKA "}", "kdedup.json: routes: missing (required)"},
         {"{" MINIMAL_KAFKA ", \"routes\": []}",
          "kdedup.json: routes: expected a non-empty array of routes, got []"},
@@ -780,24 +846,67 @@ static void test_probes_listen(void **state) {
         "give the probes an address of their own");
 }
 
-/* GET /v1/routes: every key with its value in force. */
+/* GET /v1/routes: every key with its value in force, the key source and
+ * the fingerprint written out. */
 static void test_routes_json(void **state) {
-    kd_config *cfg =
-        assert_valid("{" MINIMAL_KAFKA ", \"routes\": [{\"from\": \"a\", \"to\": \"b\", "
-                     "\"dead_letter_topic\": \"dl\"}, " R_C "]}");
+    kd_config *cfg = assert_valid(
+        "{" MINIMAL_KAFKA ", \"routes\": [{\"from\": \"a\", \"to\": \"b\", "
+        "\"dead_letter_topic\": \"dl\"}, " R_C ", "
+        "{\"name\": \"pay\", \"from\": \"p\", \"to\": \"p.out\", \"on_missing_key\": "
+        "\"drop\","
+        " \"key\": {\"from\": \"composite\", \"parts\": [{\"from\": \"header\", \"name\":"
+        " \"Tenant\"}, {\"from\": \"json\", \"pointer\": \"/id\"}]},"
+        " \"fingerprint\": {\"json\": [\"/amount\"], \"headers\": [\"Tenant\"]}},"
+        " {\"from\": \"q\", \"to\": \"q.out\", \"on_missing_key\": \"drop\", "
+        "\"fingerprint\": false,"
+        " \"key\": {\"from\": \"record_key\"}}]}");
     char *json = kd_config_routes_json(cfg);
 
     (void)state;
     assert_non_null(json);
-    assert_non_null(strstr(json, "{\"from\":\"a\",\"to\":\"b\",\"key_header\":"
-                                 "\"Idempotency-Key\",\"on_key_conflict\":\"skip\","
-                                 "\"on_missing_key\":\"dead_letter\","
-                                 "\"dead_letter_topic\":\"dl\",\"max_retries\":5,"
-                                 "\"retry_backoff\":\"1000ms\""));
+    assert_non_null(strstr(json,
+                           "{\"name\":\"a\",\"from\":\"a\",\"to\":\"b\",\"key_header\":"
+                           "\"Idempotency-Key\",\"key\":{\"from\":\"header\",\"name\":"
+                           "\"Idempotency-Key\"},\"on_key_conflict\":\"skip\","
+                           "\"fingerprint\":{\"value\":\"whole\",\"json\":[],"
+                           "\"headers\":[]},\"on_missing_key\":\"dead_letter\","
+                           "\"dead_letter_topic\":\"dl\",\"max_retries\":5,"
+                           "\"retry_backoff\":\"1000ms\"}"));
     assert_non_null(strstr(json, "\"from\":\"c\""));
     assert_non_null(strstr(json, "\"dead_letter_topic\":null"));
+    assert_non_null(strstr(json,
+                           "{\"name\":\"pay\",\"from\":\"p\",\"to\":\"p.out\","
+                           "\"key_header\":null,\"key\":{\"from\":\"composite\","
+                           "\"parts\":[{\"from\":\"header\",\"name\":\"Tenant\"},"
+                           "{\"from\":\"json\",\"pointer\":\"/id\"}]},"
+                           "\"on_key_conflict\":\"skip\",\"fingerprint\":{\"value\":"
+                           "\"json fields\",\"json\":[\"/amount\"],\"headers\":"
+                           "[\"Tenant\"]}"));
+    assert_non_null(strstr(json, "\"key\":{\"from\":\"record_key\"},\"on_key_conflict\":"
+                                 "\"skip\",\"fingerprint\":false"));
     free(json);
     kd_config_destroy(cfg);
+}
+
+/* A route's name: its "from" unless given; one per route; spelt as a topic. */
+static void test_route_names(void **state) {
+    kd_config *cfg = assert_valid(
+        "{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE ", {\"name\": \"payments\", "
+        "\"from\": \"p\", \"to\": \"q\", \"on_missing_key\": \"drop\"}]}");
+
+    (void)state;
+    assert_string_equal(cfg->routes[0].name, "a");
+    assert_string_equal(cfg->routes[1].name, "payments");
+    kd_config_destroy(cfg);
+    assert_error("{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE ", {\"name\": \"a\", "
+                 "\"from\": \"p\", \"to\": \"q\", \"on_missing_key\": \"drop\"}]}",
+                 "kdedup.json: routes[1]: the name \"a\" is already routes[0]'s (a "
+                 "route's name is its \"name\", or else its \"from\")");
+    assert_error(
+        "{" MINIMAL_KAFKA ", \"routes\": [{\"name\": \"a b\", \"from\": \"p\", "
+        "\"to\": \"q\", \"on_missing_key\": \"drop\"}]}",
+        "kdedup.json: routes[0].name: expected a route name (1-249 of a-z A-Z 0-9 "
+        ". _ -), got \"a b\"");
 }
 
 #define ROUTE_WITH(extra)                                                                \
@@ -832,7 +941,8 @@ static void test_key_sources(void **state) {
         "\"key\": {\"from\": \"composite\", \"parts\": [{\"from\": \"header\", \"name\": "
         "\"Tenant\"}, {\"from\": \"json\", \"pointer\": \"\"}, {\"from\": "
         "\"record_key\"}]}, "
-        "\"fingerprint\": {\"headers\": [\"Tenant\", \"Content-Type\"]}, "
+        "\"fingerprint\": {\"headers\": [\"Tenant\", \"Content-Type\"], "
+        "\"json\": [\"/order\", \"/a~1b\"]}, "
         "\"dead_letter_topic\": \"d\", \"on_key_conflict\": \"dead_letter\""));
     assert_int_equal(cfg->routes[0].key_from, KD_KEY_FROM_COMPOSITE);
     assert_int_equal(cfg->routes[0].nkey_parts, 3);
@@ -843,12 +953,97 @@ static void test_key_sources(void **state) {
     assert_true(cfg->routes[0].fingerprint);
     assert_int_equal(cfg->routes[0].nfingerprint_headers, 2);
     assert_string_equal(cfg->routes[0].fingerprint_headers[1], "Content-Type");
+    assert_int_equal(cfg->routes[0].nfingerprint_json, 2);
+    assert_string_equal(cfg->routes[0].fingerprint_json[1], "/a~1b");
     assert_int_equal(cfg->routes[0].on_key_conflict, KD_CONFLICT_DEAD_LETTER);
     kd_config_destroy(cfg);
 
     cfg = assert_valid("{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], "
                        "\"dedup\": {\"max_json_bytes\": 4096}}");
     assert_int_equal(cfg->max_json_bytes, 4096);
+    kd_config_destroy(cfg);
+}
+
+/* --check-config lists every error in one pass: each key's own, every
+ * route's, and the rules across keys of the routes that parsed. */
+static void test_every_error(void **state) {
+    char err[4096] = "";
+    kd_config *cfg;
+
+    (void)state;
+    cfg = parse(
+        "{\"kafka\": {\"brokers\": \"k:9092\", \"group_id\": \"g\", \"typo\": 1},"
+        " \"routes\": [{\"from\": \"a\", \"to\": 42},"
+        "              {\"from\": \"b\", \"to\": \"b.out\", \"on_missing_key\": \"drop\","
+        "               \"dead_letter_topic\": \"b.out\"}],"
+        " \"dedup\": {\"ttl\": \"1 day\"}, \"store\": {\"sync\": \"maybe\"},"
+        " \"admin\": {\"token\": \"short\"}}",
+        err, sizeof(err));
+    assert_null(cfg);
+    assert_string_equal(
+        err,
+        "kdedup.json: kafka.typo: unknown key (expected one of: brokers, group_id, "
+        "consumer, producer)\n"
+        "kdedup.json: routes[0].to: expected a topic name (1-249 of a-z A-Z 0-9 . _ "
+        "-), got 42\n"
+        "kdedup.json: dedup.ttl: expected a duration like \"250ms\", \"30s\", "
+        "\"1h30m\" or \"7d\", or \"off\", got \"1 day\"\n"
+        "kdedup.json: store.sync: expected true or false, got \"maybe\"\n"
+        "kdedup.json: admin.token: expected at least 16 bytes (a random secret), got "
+        "5\n"
+        "kdedup.json: routes[1]: \"dead_letter_topic\" is the route's own \"to\" "
+        "\"b.out\": dead letters would be read back as forwarded records (give them "
+        "a topic of their own)");
+}
+
+/* Past 20 errors the rest are counted. */
+static void test_many_errors(void **state) {
+    char json[4096], err[8192] = "";
+    size_t n;
+
+    (void)state;
+    n = (size_t)snprintf(json, sizeof(json), "{" MINIMAL_KAFKA ", \"routes\": [");
+    for (int i = 0; i < 30; i++)
+        n += (size_t)snprintf(json + n, sizeof(json) - n, "%s{\"from\": \"t%d\"}",
+                              i ? ", " : "", i);
+    snprintf(json + n, sizeof(json) - n, "]}");
+    assert_null(parse(json, err, sizeof(err)));
+    assert_non_null(strstr(err, "kdedup.json: routes[19].to: missing"));
+    assert_null(strstr(err, "routes[20]"));
+    assert_non_null(strstr(err, "\nkdedup.json: (and 10 more errors)"));
+}
+
+/* Offline: a ${VAR} that is not set is no error; its value is kept as
+ * written and not checked, and named by kd_config_unresolved(). */
+static void test_offline(void **state) {
+    const char *json = "{\"kafka\": {\"brokers\": \"${KD_TEST_UNSET_BROKERS}\","
+                       " \"group_id\": \"g\", \"producer\": {\"sasl.password\":"
+                       " \"${file:/nonexistent/kdedup-test}\"}},"
+                       " \"routes\": [" MINIMAL_ROUTE "],"
+                       " \"store\": {\"sync\": \"${KD_TEST_UNSET_SYNC}\"},"
+                       " \"admin\": {\"token\": \"${KD_TEST_UNSET_TOKEN}\"}}";
+    char err[1024] = "";
+    kd_config *cfg;
+
+    (void)state;
+    unsetenv("KD_TEST_UNSET_BROKERS");
+    assert_null(kd_config_parse(json, strlen(json), "kdedup.json", err, sizeof(err)));
+    assert_non_null(strstr(err,
+                           "kafka.brokers: environment variable KD_TEST_UNSET_BROKERS "
+                           "is not set"));
+    assert_non_null(strstr(err,
+                           "\nkdedup.json: kafka.producer[\"sasl.password\"]: cannot "
+                           "read ${file:/nonexistent/kdedup-test}"));
+    cfg = kd_config_parse_opts(json, strlen(json), "kdedup.json", KD_CONFIG_OFFLINE, err,
+                               sizeof(err));
+    if (!cfg)
+        fail_msg("offline: %s", err);
+    assert_string_equal(cfg->brokers, "${KD_TEST_UNSET_BROKERS}");
+    assert_true(cfg->store_sync); /* the default */
+    assert_string_equal(kd_config_unresolved(cfg, ""), "kafka.brokers");
+    assert_string_equal(kd_config_unresolved(cfg, "store."), "store.sync");
+    assert_non_null(kd_config_unresolved(cfg, "kafka.producer"));
+    assert_null(kd_config_unresolved(cfg, "routes"));
     kd_config_destroy(cfg);
 }
 
@@ -909,10 +1104,20 @@ static void test_key_errors(void **state) {
          "\"dead_letter\", \"forward\", got \"reject\""},
         {ROUTE_WITH("\"fingerprint\": \"yes\""),
          "kdedup.json: routes[0].fingerprint: expected true, false or {\"headers\": "
-         "[\"Name\", ...]}, got \"yes\""},
+         "[\"Name\", ...], \"json\": [\"/pointer\", ...]}, got \"yes\""},
         {ROUTE_WITH("\"fingerprint\": {\"header\": []}"),
-         "kdedup.json: routes[0].fingerprint.header: unknown key (expected only "
-         "\"headers\")"},
+         "kdedup.json: routes[0].fingerprint.header: unknown key (expected "
+         "\"headers\" or \"json\")"},
+        {ROUTE_WITH("\"fingerprint\": {\"json\": [\"/order\", \"amount\"]}"),
+         "kdedup.json: routes[0].fingerprint.json[1]: expected an RFC 6901 JSON pointer "
+         "(\"\" or \"/a/b\", with \"~\" only as \"~0\" or \"~1\"), got \"amount\""},
+        {ROUTE_WITH("\"fingerprint\": {\"json\": []}"),
+         "kdedup.json: routes[0].fingerprint.json: expected an array of 1 to 32 JSON "
+         "pointers, got []"},
+        {ROUTE_WITH("\"fingerprint\": {\"json\": [\"/a\", 7]}"),
+         "kdedup.json: routes[0].fingerprint.json[1]: expected a JSON pointer, got 7"},
+        {ROUTE_WITH("\"fingerprint\": {\"json\": [\"/a\", \"/a\"]}"),
+         "kdedup.json: routes[0].fingerprint.json[1]: \"/a\" is listed twice"},
         {ROUTE_WITH("\"fingerprint\": {\"headers\": [\"A\", 1]}"),
          "kdedup.json: routes[0].fingerprint.headers[1]: expected a header name, got 1"},
         {ROUTE_WITH("\"fingerprint\": {\"headers\": [\"A\", \"A\"]}"),
@@ -936,6 +1141,7 @@ int main(void) {
         cmocka_unit_test(test_probes_listen),
         cmocka_unit_test(test_routes_json),
         cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_header_bounds),
         cmocka_unit_test(test_env_interpolation),
         cmocka_unit_test(test_env_edge_cases),
         cmocka_unit_test(test_file_secrets),
@@ -950,6 +1156,10 @@ int main(void) {
         cmocka_unit_test(test_topics),
         cmocka_unit_test(test_key_sources),
         cmocka_unit_test(test_key_errors),
+        cmocka_unit_test(test_every_error),
+        cmocka_unit_test(test_route_names),
+        cmocka_unit_test(test_many_errors),
+        cmocka_unit_test(test_offline),
     };
 
     return cmocka_run_group_tests_name("config", tests, NULL, NULL);

@@ -1,5 +1,5 @@
 /*
- * kdedup tests - the dedup contract (DESIGN.md §2), every rule run against
+ * kdedup tests - the dedup contract (docs/architecture.md), every rule run against
  * both backends, the in-memory store and RocksDB, by the same test code.
  */
 #include "dedup/dedup.h"

@@ -17,7 +17,8 @@
 static const char *const CONFIG =
     "{\"kafka\": {\"brokers\": \"k:9092\", \"group_id\": \"g\"}, \"routes\": ["
     "{\"from\": \"orders\", \"to\": \"orders.deduped\", \"on_missing_key\": \"drop\"},"
-    "{\"from\": \"pay\", \"to\": \"pay.out\", \"on_missing_key\": \"forward\"}]}";
+    "{\"name\": \"payments\", \"from\": \"pay\", \"to\": \"pay.out\","
+    " \"on_missing_key\": \"forward\"}]}";
 
 static int setup(void **state) {
     char err[256];
@@ -62,15 +63,16 @@ static void test_counters_render(void **state) {
     assert_line(text, "# TYPE kdedup_messages_consumed_total counter");
     assert_line(text, "kdedup_messages_consumed_total{topic=\"orders\"} 10");
     assert_line(text, "kdedup_messages_consumed_total{topic=\"pay\"} 0");
-    assert_line(text,
-                "kdedup_messages_forwarded_total{route=\"orders->orders.deduped\"} 7");
-    assert_line(text, "kdedup_duplicates_total{route=\"orders->orders.deduped\","
+    /* a route's name labels it: "payments" (its "name"), not its topic */
+    assert_line(text, "kdedup_messages_forwarded_total{route=\"payments\"} 0");
+    assert_line(text, "kdedup_messages_forwarded_total{route=\"orders\"} 7");
+    assert_line(text, "kdedup_duplicates_total{route=\"orders\","
                       "state=\"completed\"} 2");
-    assert_line(text, "kdedup_duplicates_total{route=\"orders->orders.deduped\","
+    assert_line(text, "kdedup_duplicates_total{route=\"orders\","
                       "state=\"in_flight\"} 1");
     assert_line(text,
-                "kdedup_missing_key_total{route=\"pay->pay.out\",action=\"forward\"} 4");
-    assert_line(text, "kdedup_produce_errors_total{route=\"pay->pay.out\","
+                "kdedup_missing_key_total{route=\"payments\",action=\"forward\"} 4");
+    assert_line(text, "kdedup_produce_errors_total{route=\"payments\","
                       "status=\"possibly_persisted\"} 3");
     assert_line(text, "kdedup_store_errors_total 5");
     assert_line(text, "# TYPE kdedup_inflight_messages gauge");
@@ -164,12 +166,52 @@ static void test_statistics(void **state) {
     kd_metrics_destroy(m);
 }
 
+/* Across a reload that restarts the pipeline: counters carried over by
+ * route name (a route removed leaves its counts, one added starts at 0),
+ * histograms too, gauges not. */
+static void test_carry(void **state) {
+    static const char *const NEXT =
+        "{\"kafka\": {\"brokers\": \"k:9092\", \"group_id\": \"g\"}, \"routes\": ["
+        "{\"name\": \"payments\", \"from\": \"pay\", \"to\": \"pay.out\","
+        " \"on_missing_key\": \"forward\"},"
+        "{\"from\": \"new\", \"to\": \"new.out\", \"on_missing_key\": \"drop\"}]}";
+    char err[256];
+    kd_config *next = kd_config_parse(NEXT, strlen(NEXT), "t.json", err, sizeof(err));
+    kd_metrics *a = kd_metrics_new(*state), *b;
+    size_t len;
+    char *text;
+
+    assert_non_null(next);
+    b = kd_metrics_new(next);
+    atomic_store(&kd_metrics_route(a, 1)->forwarded, 40);
+    atomic_store(&kd_metrics_route(a, 1)->key_conflicts_skipped, 3);
+    atomic_store(&kd_metrics_route(a, 0)->forwarded, 99); /* "orders": removed */
+    atomic_store(kd_metrics_store_errors(a), 2);
+    atomic_store(kd_metrics_inflight(a), 5); /* a gauge */
+    kd_histogram_observe(kd_metrics_forward_latency(a), 0.002);
+    atomic_store(&kd_metrics_route(b, 0)->forwarded, 1); /* counted before it was shown */
+    kd_metrics_carry(b, a);
+    text = kd_metrics_render(b, &len);
+    assert_line(text, "kdedup_messages_forwarded_total{route=\"payments\"} 41");
+    assert_line(text, "kdedup_messages_forwarded_total{route=\"new\"} 0");
+    assert_line(text, "kdedup_key_conflicts_total{route=\"payments\",action=\"skip\"} 3");
+    assert_line(text, "kdedup_store_errors_total 2");
+    assert_line(text, "kdedup_inflight_messages 0");
+    assert_line(text, "kdedup_forward_latency_seconds_count 1");
+    assert_null(strstr(text, "route=\"orders\""));
+    free(text);
+    kd_metrics_destroy(a);
+    kd_metrics_destroy(b);
+    kd_config_destroy(next);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_counters_render, setup, teardown),
         cmocka_unit_test_setup_teardown(test_histogram_buckets, setup, teardown),
         cmocka_unit_test_setup_teardown(test_histogram_quantiles, setup, teardown),
         cmocka_unit_test_setup_teardown(test_statistics, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_carry, setup, teardown),
     };
 
     return cmocka_run_group_tests_name("metrics", tests, NULL, NULL);

@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
-# Offline checks of deploy/: every manifest and every rendered kustomize
-# overlay validates against the Kubernetes API schemas (npm kubernetes-models,
-# no cluster) and a broken one is caught; every rendered overlay keeps the
-# pods' token unmounted, admits only Prometheus to the metrics port and
-# renders no Secret (check_security.js); the configs pass
-# `kdedup --check-config`; the image's runtime packages cover every library
-# build/kdedup links. Ends with "deploy: N passed, N failed".
+# Offline checks of deploy/: the kdedup component (deploy/k8s/components/
+# kdedup) and the examples made with it. Every manifest and every rendered
+# overlay validates against the Kubernetes API schemas (npm
+# kubernetes-models, no cluster) and a broken one is caught; no
+# kustomization uses a deprecated field, and the examples take kdedup from
+# the component only; every render keeps the pods' token unmounted, admits
+# only Prometheus to the metrics port, renders no Secret
+# (check_security.js), and carries the app.kubernetes.io labels (none in a
+# selector), a PodDisruptionBudget, the PrometheusRule and the Secrets as
+# meant (check_objects.js); the alert rules pass `promtool check rules` and
+# `promtool test rules` (rules_test.yaml); the dashboard has the panels the
+# alerts point at; the configs pass `kdedup --check-config` (the shipped
+# ConfigMap --offline, with no environment); the image's runtime packages
+# cover every library build/kdedup links. Rendered with kubectl's kustomize,
+# v5 or later (Components). Ends with "deploy: N passed, N failed".
 set -u
 cd "$(dirname "$0")/../.."
 KDEDUP=${KDEDUP:-build/kdedup}
@@ -22,17 +30,88 @@ if ! (cd tests/deploy && npm ci --no-audit --no-fund --loglevel=error >/dev/null
 fi
 validate() { node tests/deploy/validate.js "$@" >"$OUT/validate.log" 2>&1; }
 
-manifests=$(find deploy/k8s -name '*.yaml' ! -name kustomization.yaml ! -name move-sidecar.yaml | sort)
+# Patches (move-sidecar, the component's sidecar, the StatefulSet's store)
+# are not objects of their own.
+manifests=$(find deploy/k8s -name '*.yaml' ! -name kustomization.yaml ! -name move-sidecar.yaml \
+            ! -name sidecar.yaml ! -name persistent-store.yaml | sort)
 if validate $manifests; then ok "every manifest validates ($(echo $manifests | wc -w) files)"
 else ko "manifests: $(grep INVALID "$OUT/validate.log")"; fi
 
+kver=$(kubectl version --client 2>/dev/null | sed -n 's/^Kustomize Version: v\([0-9]*\).*/\1/p')
+if [ "${kver:-0}" -ge 5 ]; then ok "kubectl's kustomize is v$kver (Components, labels)"
+else ko "kubectl's kustomize is ${kver:-unknown}: these manifests need v5 or later (kubectl >= 1.27)"; fi
 for dir in base statefulset overlays/example overlays/plain-sidecar; do
   out="$OUT/$(echo "$dir" | tr / -).yaml"
   if ! kubectl kustomize "deploy/k8s/$dir" >"$out" 2>"$OUT/kustomize.err"; then
     ko "kustomize $dir: $(tail -1 "$OUT/kustomize.err")"
+  elif [ -s "$OUT/kustomize.err" ]; then
+    ko "kustomize $dir warns: $(head -2 "$OUT/kustomize.err")"
   elif validate "$out"; then ok "rendered $dir validates ($(grep -c '^kind:' "$out") objects)"
   else ko "rendered $dir: $(grep INVALID "$OUT/validate.log")"; fi
 done
+# No deprecated kustomize field (commonLabels writes into the immutable
+# selectors; bases, patchesJson6902, patchesStrategicMerge and vars have
+# successors).
+deprecated=$(grep -lE '^(commonLabels|bases|patchesJson6902|patchesStrategicMerge|vars):' \
+             $(find deploy/k8s -name kustomization.yaml) || true)
+[ -z "$deprecated" ] && ok "no deprecated kustomize field" || ko "deprecated fields in: $deprecated"
+for ex in base:deployment statefulset:statefulset; do
+  dir=${ex%%:*}
+  if grep -q '^  - ../components/kdedup$' "deploy/k8s/$dir/kustomization.yaml" &&
+     ! grep -qE 'name: kdedup|image: kdedup|kdedup\.json' "deploy/k8s/$dir/${ex#*:}.yaml"; then
+    ok "$dir: kdedup comes from the component, nothing of it in the app's manifest"
+  else ko "$dir: does not use ../components/kdedup, or copies kdedup into the app's manifest"; fi
+done
+# Labels, the PDB, the alerts and the Secrets, on every render.
+for r in base statefulset overlays-example overlays-plain-sidecar; do
+  if node tests/deploy/check_objects.js "$OUT/$r.yaml" >"$OUT/objects.log" 2>&1; then
+    ok "$r: app.kubernetes.io labels (none in selectors), PDB, PrometheusRule, Secrets"
+  else ko "$r: $(grep FAIL "$OUT/objects.log" | head -3 | tr '\n' ' ')"; fi
+done
+# ... and that check can fail: part-of in a selector, no PDB, a required
+# admin Secret.
+awk '/^    matchLabels:$/ && !done { print; print "      app.kubernetes.io/part-of: orders"; done=1; next } 1' \
+  "$OUT/base.yaml" >"$OUT/bad6.yaml"
+sed 's/^kind: PodDisruptionBudget$/kind: ConfigMap/' "$OUT/base.yaml" >"$OUT/bad7.yaml"
+sed '/optional: true/d' "$OUT/base.yaml" >"$OUT/bad8.yaml"
+for bad in bad6 bad7 bad8; do
+  if node tests/deploy/check_objects.js "$OUT/$bad.yaml" >/dev/null 2>&1; then
+    ko "object check passed $bad.yaml"
+  else ok "object check rejects $bad.yaml"; fi
+done
+# The alerts: promtool on the PrometheusRule's groups, and each alert fired
+# on synthetic series (tests/deploy/rules_test.yaml); a changed rule fails.
+if ! command -v promtool >/dev/null; then
+  ko "promtool missing (Debian package prometheus; make deps installs it)"
+else
+  rules=deploy/k8s/components/kdedup/prometheusrule.yaml
+  NODE_PATH=tests/deploy/node_modules node -e '
+    const y = require("js-yaml"), fs = require("fs");
+    const doc = y.load(fs.readFileSync(process.argv[1], "utf8"));
+    fs.writeFileSync(process.argv[2], y.dump(doc.spec, {lineWidth: -1}));' \
+    "$rules" "$OUT/kdedup-rules.yaml" 2>"$OUT/rules.err" || ko "cannot read $rules: $(cat "$OUT/rules.err")"
+  cp tests/deploy/rules_test.yaml "$OUT/"
+  if promtool check rules "$OUT/kdedup-rules.yaml" >"$OUT/promtool.log" 2>&1; then
+    ok "promtool check rules: $(grep -o '[0-9]* rules found' "$OUT/promtool.log")"
+  else ko "promtool check rules: $(tail -3 "$OUT/promtool.log")"; fi
+  if (cd "$OUT" && promtool test rules rules_test.yaml) >"$OUT/promtool-test.log" 2>&1; then
+    ok "promtool test rules: every alert fires on its series, not on a healthy pod"
+  else ko "promtool test rules: $(grep -v '^ *$' "$OUT/promtool-test.log" | head -5 | tr '\n' ' ')"; fi
+  sed -i 's/(kdedup_backpressure) == 1/(kdedup_backpressure) == 2/' "$OUT/kdedup-rules.yaml"
+  if (cd "$OUT" && promtool test rules rules_test.yaml) >/dev/null 2>&1; then
+    ko "promtool test rules passed a broken rule"
+  else ok "promtool test rules catches a broken rule"; fi
+fi
+# The dashboard shows what the alerts are about.
+missing_panels=""
+for m in kdedup_key_conflicts_total kdedup_backpressure kdedup_handover_pending_partitions \
+         kdedup_store_errors_total kdedup_store_write_seconds_bucket kdedup_consumer_lag; do
+  grep -q "$m" deploy/grafana/kdedup.json || missing_panels="$missing_panels $m"
+done
+if [ -z "$missing_panels" ] &&
+   node -e 'JSON.parse(require("fs").readFileSync("deploy/grafana/kdedup.json", "utf8"))'; then
+  ok "the dashboard parses and has panels for conflicts, backpressure, handover, the store, lag"
+else ko "the dashboard lacks panels over:$missing_panels"; fi
 # Security (issue 19): no service account token, a NetworkPolicy admitting
 # only Prometheus to the metrics port, no Secret rendered from the repository.
 for dir in base statefulset overlays/example overlays/plain-sidecar; do
@@ -95,12 +174,22 @@ else ok "replicas: two is rejected"; fi
 if validate "$OUT/bad2.yaml"; then ko "a container without a name was accepted"
 else ok "a container without a name is rejected"; fi
 
-for cfg in deploy/examples/*.json deploy/k8s/common/kdedup.json; do
+for cfg in deploy/examples/local.json deploy/examples/production.json; do
   if KAFKA_BROKERS=kafka:9093 KAFKA_USERNAME=u KAFKA_PASSWORD=p POD_NAME=pod-0 \
      KDEDUP_ADMIN_TOKEN=0123456789abcdef0123456789abcdef \
      "$KDEDUP" --check-config "$cfg" >/dev/null 2>"$OUT/check.err"; then ok "check-config $cfg"
   else ko "check-config $cfg: $(cat "$OUT/check.err")"; fi
 done
+# The shipped ConfigMap and the quickstart's, as CI can lint them: no
+# environment, no mounted Secret files.
+for cfg in deploy/k8s/components/kdedup/kdedup.json deploy/examples/quickstart.json; do
+  if env -i "$KDEDUP" --check-config --offline "$cfg" >"$OUT/check.out" 2>"$OUT/check.err"; then
+    ok "check-config --offline $cfg"
+  else ko "check-config --offline $cfg: $(cat "$OUT/check.err")"; fi
+done
+if grep -qF '"signing_key": "${file:/etc/kdedup/signing/key}"' deploy/k8s/components/kdedup/kdedup.json; then
+  ok "the shipped config signs what it forwards (dedup.signing_key from a Secret)"
+else ko "the shipped config has no dedup.signing_key from a Secret"; fi
 
 # Runtime packages: every library the binary needs comes from one of them
 # (or from libc6, in every image). Sanitizer runtimes are skipped: the image

@@ -301,8 +301,16 @@ def reload_phase(mock, world, kd, admin, out, report):
     check(status == 200 and [r["from"] for r in routes] == [SRC], f"routes: {routes}")
     check(routes[0]["dead_letter_topic"] == "orders.dlq" and routes[0]["max_retries"] == 5,
           f"route defaults: {routes[0]}")
+    # what one checks first when a dedup misses: where the key comes from,
+    # what the fingerprint covers
+    check(routes[0]["name"] == SRC and
+          routes[0]["key"] == {"from": "header", "name": "Idempotency-Key"} and
+          routes[0]["fingerprint"] == {"value": "whole", "json": [], "headers": []},
+          f"route key source and fingerprint: {routes[0]}")
 
-    # added by SIGHUP: forwards
+    # added by SIGHUP: forwards; the restarted pipeline carries the counters on
+    forwarded0 = gauge(kd, "kdedup_messages_forwarded_total", route=SRC)
+    check(forwarded0 > 0, "nothing forwarded before the reload")
     produce(world, PAY, [(f"pay-{i}".encode(), "p") for i in range(20)])
     write_config(kd, lambda c: c["routes"].append(
         {"from": PAY, "to": PAY_DST, "on_missing_key": "drop"}))
@@ -313,6 +321,8 @@ def reload_phase(mock, world, kd, admin, out, report):
               lambda: all(pay.count(f"pay-{i}".encode()) == 1 for i in range(20)), 60)
     check(gauge(kd, "kdedup_config_reloads_total", result="ok") == 1, "ok reloads != 1")
     check(info_hash(kd) != hash0, "kdedup_config_info kept its hash")
+    check(gauge(kd, "kdedup_messages_forwarded_total", route=SRC) >= forwarded0,
+          f"{SRC}'s forwarded counter went back across the reload (was {forwarded0})")
     produce(world, SRC, [(b"after-add", "x")])
     out.until("the old route still forwarding", lambda: out.count(b"after-add") == 1)
 

@@ -215,8 +215,10 @@ class World:
         self.producer = KafkaProducer(bootstrap_servers=bootstrap, api_version=API,
                                       acks="all", linger_ms=5)
         self.first = {}      # key -> (value, trace) of its first copy
-        self.copies = {}     # value -> trace, of every copy
+        self.copies = {}     # value -> the traces of its copies
         self.keys = []       # every key produced, in order
+        self.repeats = 0     # copies of an earlier key
+        self.conflicts = 0   # ... with another payload (the others are retries)
         self.downstream = []  # (partition, offset, key, value, headers dict)
         self.reader = KafkaConsumer(bootstrap_servers=bootstrap, api_version=API,
                                     enable_auto_commit=False, group_id=None)
@@ -238,21 +240,35 @@ class World:
         t.start()
         return t
 
-    def produce(self, n, dup_share):
+    def produce(self, n, dup_share, conflict_every=10):
+        """Produces n messages; a share dup_share of them repeat an earlier
+        key. Such a copy is a retry (the first copy's payload again, with a
+        trace header of its own, which the fingerprint leaves out), but for
+        every conflict_every-th one: a key conflict (another payload), which
+        the route skips as a duplicate too. Safe from several threads."""
         with self.lock:
-            self.produce_locked(n, dup_share)
+            self.produce_locked(n, dup_share, conflict_every)
 
-    def produce_locked(self, n, dup_share):
+    def produce_locked(self, n, dup_share, conflict_every):
         sends = []
         for i in range(n):
+            key, retry = None, False
             if self.keys and self.rng.random() < dup_share:
                 key = self.rng.choice(self.keys)
+                self.repeats += 1
+                retry = self.repeats % conflict_every != 0
             else:
                 key = f"order-{len(self.first):06d}"
+            # The same draws from rng whatever the copy is, so that a seed
+            # makes the same keys as before retries kept their payload.
             value = f"{key} payload {len(self.keys)} " + "x" * self.rng.randint(10, 80)
+            if retry:
+                value = self.first[key][0]
+            else:
+                self.conflicts += key in self.first
             trace = f"trace-{len(self.keys)}"
             self.first.setdefault(key, (value, trace))
-            self.copies[value] = trace
+            self.copies.setdefault(value, set()).add(trace)
             self.keys.append(key)
             record = dict(key=key.encode(), value=value.encode(), timestamp_ms=self.stamp(),
                           headers=[("Idempotency-Key", key.encode()),
@@ -370,8 +386,8 @@ class World:
             # was released while a later copy was waiting: then that one.
             check(value.startswith(key + " ") and value in self.copies,
                   f"{key}: payload changed: {value!r}")
-            check(hdrs.get("trace") == self.copies[value], f"{key}: trace header changed")
-            self.later_copies += value != self.first[key][0]
+            check(hdrs.get("trace") in self.copies[value], f"{key}: trace header changed")
+            self.later_copies += hdrs.get("trace") != self.first[key][1]
             check(hdrs.get("kdedup-source", "").startswith(SRC + "/"), f"{key}: no source header")
         # Per source partition, source offsets only grow within a downstream partition.
         last, self.inversions, self.inverted = {}, 0, []
@@ -461,10 +477,14 @@ def main():
         check(world.later_copies == 0, f"{world.later_copies} keys forwarded a later copy")
         fams, value = metrics()
         produced, unique = len(world.keys), len(world.first)
-        route = f"{SRC}->{DST}"
+        route = SRC  # a route's name: its "from"
         check(value("kdedup_messages_consumed_total", topic=SRC) == produced, "consumed")
         check(value("kdedup_messages_forwarded_total", route=route) == unique, "forwarded")
         check(value("kdedup_duplicates_total", route=route) == produced - unique, "duplicates")
+        # Most duplicates are retries; the few conflicts are counted apart.
+        check(0 < world.conflicts < (produced - unique) / 2, f"conflicts {world.conflicts}")
+        check(value("kdedup_key_conflicts_total", route=route, action="skip") ==
+              world.conflicts, "key conflicts")
         check(value("kdedup_claims_released_total", route=route) == 0, "released")
         check(value("kdedup_forward_latency_seconds_count") == unique, "latency count")
         check(value("kdedup_store_write_seconds_count") >= 2, "store write count")
@@ -473,7 +493,8 @@ def main():
                      "kdedup_produce_errors", "kdedup_missing_key"):
             check(name in fams, f"{name} missing from /metrics")
         phases.append(f"metrics: consumed {produced}, forwarded {unique}, "
-                      f"duplicates {produced - unique}, latency count {unique}")
+                      f"duplicates {produced - unique} ({world.conflicts} key conflicts), "
+                      f"latency count {unique}")
 
     def readiness_follows_broker():
         mock.down(1)

@@ -461,7 +461,7 @@ def broker_faults(workdir, report):
         check(not stray, f"{len(stray)} records out of order whose delivery never failed, "
               f"e.g. source {stray[:3]}")
         _, value = scrape(kd.port)
-        route = f"{SRC}->{DST}"
+        route = SRC  # a route's name: its "from"
         errs = {s: int(value("kdedup_produce_errors_total", route=route, status=s))
                 for s in ("not_persisted", "possibly_persisted")}
         unc = {o: int(value("kdedup_uncertain_deliveries_total", route=route, outcome=o))

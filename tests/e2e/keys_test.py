@@ -174,7 +174,7 @@ def main():
         check_originals(t)
         value = wait_settled(kd, ROUTES)
         for r in ROUTES:
-            route = f"{r}->{r}.out"
+            route = r  # a route's name: its "from"
             check(value("kdedup_duplicates_total", route=route) == N,
                   f"{route}: {value('kdedup_duplicates_total', route=route)} duplicates, "
                   f"expected {N}")
@@ -192,7 +192,7 @@ def main():
         value = wait_settled(kd, ROUTES)
         for route, action in (("byrk", "dead_letter"), ("byjson", "skip"),
                               ("bycomp", "forward")):
-            name = f"{route}->{route}.out"
+            name = route
             for a in ("skip", "dead_letter", "forward"):
                 got = value("kdedup_key_conflicts_total", route=name, action=a)
                 check(got == (1 if a == action else 0),
@@ -228,7 +228,8 @@ def main():
         lines = [json.loads(x) for x in out.stdout.splitlines()]
         check(lines[0]["state"] == "completed" and lines[0]["fingerprint"] == ofp and
               lines[0]["receipt"].endswith(" fp=" + ofp), f"lookup rk-3: {lines[0]}")
-        check(lines[1] == {"key": "never", "state": "absent"}, f"lookup never: {lines[1]}")
+        check(lines[1] == {"route": "byrk", "key": "never", "state": "absent"},
+              f"lookup never: {lines[1]}")
         out = subprocess.run([KDEDUP, "lookup", "--config", kd.config, "--route", "bycomp"],
                              input="acme\tc-3\nab\tc\nabc\t\n", capture_output=True, text=True,
                              timeout=60)

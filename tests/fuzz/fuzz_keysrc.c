@@ -25,8 +25,10 @@
 
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size);
 
-static bool tenant_header(void *arg, const char *name, const void **val, size_t *len) {
+static bool tenant_header(void *arg, const char *name, bool last, const void **val,
+                          size_t *len) {
     (void)arg;
+    (void)last;
     if (strcmp(name, "Tenant"))
         return false;
     *val = TENANT;
@@ -92,8 +94,8 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
         abort(); /* the json part was there, so the composite must be too */
     }
 
-    if (!kd_keysrc_fingerprint(&json, &m, fp1) ||
-        !kd_keysrc_fingerprint(&json, &m, fp2) || memcmp(fp1, fp2, sizeof(fp1)))
+    if (!kd_keysrc_fingerprint(&json, 1 << 20, &m, fp1) ||
+        !kd_keysrc_fingerprint(&json, 1 << 20, &m, fp2) || memcmp(fp1, fp2, sizeof(fp1)))
         abort();
     kd_key_clear(&a);
     kd_key_clear(&b);

@@ -13,8 +13,8 @@ set -u
 cd "$(dirname "$0")/../.."
 : "${KDEDUP:=build/kdedup}"
 : "${BUILD:=build}"
-: "${KAFKA_SUITES1:=e2e_test seams_test keys_test admin_test security_test zombie_test}"
-: "${KAFKA_SUITES3:=faults_test chaos_test}"
+: "${KAFKA_SUITES1=e2e_test seams_test keys_test admin_test security_test zombie_test}"
+: "${KAFKA_SUITES3=faults_test chaos_test}"
 : "${KD_CHAOS_SEEDS:=101 102}"
 export KDEDUP KD_CHAOS_SEEDS
 rig=tests/kafka/rig.py

@@ -1,0 +1,108 @@
+#!/usr/bin/python3
+"""Instructions per consumed message, kdedup against the passthrough, counted
+by valgrind's callgrind (deterministic: the same binary and inputs give the
+same counts whatever else the machine does).
+
+The method of ../shared/PERF-PROFILE.md: bench_e2e runs each side once (one
+round, 10^4 keys stored, fingerprints on, librdkafka statistics off, the
+producers' linger.ms scaled to valgrind's slowdown: kdedup 200 ms, the
+passthrough 100 ms) under callgrind, for two message counts; the marginal
+cost per message is (instructions of the larger run - those of the smaller)
+/ the difference in messages, over all threads of the child process, so
+start-up, group join and shutdown cancel out. The mock cluster runs in a
+process of its own and is not counted.
+
+    bench/instructions.py [--messages N1,N2] [--signing] [--check FILE]
+                          [--record FILE] [--tolerance PCT]
+
+Prints both counts and the ratio. --check compares with the figures in FILE
+(JSON, as --record writes) and exits 1 when either side's count, or the
+ratio, grew by more than --tolerance percent (10); --record writes them.
+`make bench-instructions` runs 200000,50000; `make test` a small form
+(20000,5000) checked against bench/instructions-small.json.
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, os.environ.get("BUILD", "build"), "bench", "bench_e2e")
+TOTALS = re.compile(r"^(?:totals|summary):\s+(\d+)", re.M)
+
+
+def count(messages, signing, work):
+    """{"A": instructions, "B": instructions} of one bench_e2e run."""
+    out = os.path.join(work, f"cg.{messages}")
+    os.makedirs(out, exist_ok=True)
+    wrap = (f"valgrind --tool=callgrind --callgrind-out-file={out}/cg.%q{{BENCH_SIDE}} "
+            "--dump-instr=no --collect-jumps=no -q")
+    args = [BENCH, "--messages", str(messages), "--stored", "10000", "--rounds", "1",
+            "--stats", "off", "--linger", "200,100", "--wrap", wrap,
+            "--dir", os.path.join(work, f"run.{messages}")]
+    if signing:
+        args += ["--signing-key", "bench-signing-secret-0123456789abcdef"]
+    r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=3600,
+                       env=dict(os.environ, KDEDUP=os.path.join(ROOT, "build", "kdedup")))
+    if r.returncode != 0:
+        sys.exit(f"instructions: bench_e2e failed ({r.returncode}):\n{r.stdout}{r.stderr}")
+    counts = {}
+    for side in ("A", "B"):
+        with open(os.path.join(out, f"cg.{side}")) as f:
+            m = TOTALS.search(f.read())
+        if not m:
+            sys.exit(f"instructions: no totals in {out}/cg.{side}")
+        counts[side] = int(m.group(1))
+    return counts
+
+
+def main(argv):
+    n1, n2, signing, check, record, tolerance = 200000, 50000, False, None, None, 10.0
+    args = argv[1:]
+    while args:
+        a = args.pop(0)
+        if a == "--messages":
+            n1, n2 = (int(x) for x in args.pop(0).split(","))
+        elif a == "--signing":
+            signing = True
+        elif a == "--check":
+            check = args.pop(0)
+        elif a == "--record":
+            record = args.pop(0)
+        elif a == "--tolerance":
+            tolerance = float(args.pop(0))
+        else:
+            sys.exit(__doc__)
+    if n1 <= n2:
+        sys.exit("instructions: --messages N1,N2 needs N1 > N2")
+    with tempfile.TemporaryDirectory(prefix="kdedup-instr-") as work:
+        big, small = count(n1, signing, work), count(n2, signing, work)
+    per = {side: (big[side] - small[side]) / (n1 - n2) for side in ("A", "B")}
+    got = {"kdedup": round(per["A"]), "passthrough": round(per["B"]),
+           "ratio": round(per["A"] / per["B"], 3), "messages": [n1, n2],
+           "signing": signing}
+    print(f"instructions per message ({n1} - {n2} messages{', signing on' if signing else ''}):"
+          f" kdedup {got['kdedup']:,}, passthrough {got['passthrough']:,}, "
+          f"ratio {got['ratio']:.2f}x")
+    if record:
+        with open(record, "w") as f:
+            json.dump(got, f, indent=1)
+            f.write("\n")
+    if check:
+        with open(check) as f:
+            want = json.load(f)
+        worse = [k for k in ("kdedup", "passthrough", "ratio")
+                 if got[k] > want[k] * (1 + tolerance / 100)]
+        if worse:
+            print(f"instructions: REGRESSION over {tolerance:.0f}% against {check} "
+                  f"({', '.join(f'{k} {want[k]} -> {got[k]}' for k in worse)})")
+            return 1
+        print(f"instructions: within {tolerance:.0f}% of {check} (kdedup {want['kdedup']:,}, "
+              f"ratio {want['ratio']:.2f}x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
