@@ -162,6 +162,10 @@ static const field http_fields[] = {
      "or client of /metrics can crowd out"},
     {"health_timeout", F_DURATION, OFF(health_timeout_ms), "60s", false, 1000,
      3600 * 1000, NULL, NULL, "/healthz fails when the main loop stalls this long"},
+    {"health_write_timeout", F_DURATION, OFF(health_write_timeout_ms), "120s", false,
+     1000, 3600 * 1000, NULL, NULL,
+     "/healthz fails when one store write takes this long (the loop turns on "
+     "meanwhile, consumption paused)"},
     END_FIELDS,
 };
 

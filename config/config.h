@@ -135,11 +135,12 @@ typedef struct kd_config {
     int64_t store_write_buffer_bytes; /* one memtable */
     int64_t store_max_write_buffers;
 
-    char *http_listen;          /* "host:port" */
-    char *http_probes_listen;   /* "host:port" of the probes alone, or NULL */
-    char *admin_listen;         /* "host:port" of the admin API */
-    char *admin_token;          /* its bearer token; NULL: no admin API */
-    uint64_t health_timeout_ms; /* /healthz fails when the loop stalls this long */
+    char *http_listen;                /* "host:port" */
+    char *http_probes_listen;         /* "host:port" of the probes alone, or NULL */
+    char *admin_listen;               /* "host:port" of the admin API */
+    char *admin_token;                /* its bearer token; NULL: no admin API */
+    uint64_t health_timeout_ms;       /* /healthz fails when the loop stalls this long */
+    uint64_t health_write_timeout_ms; /* ...or one store write takes this long */
     kd_log_level log_level;
 
     uint64_t shutdown_grace_ms; /* drain budget on SIGTERM and on revoke */

@@ -342,6 +342,14 @@ static void take_offer(kd_pipeline *p) {
     pthread_mutex_lock(&p->offer_lock);
     cfg = p->offer_cfg;
     restart = p->offer_restart;
+    /* A larger batch grows the store thread's arrays, which waits for its
+     * write: taken once that is done, at a turn's start, never waited for. */
+    p->offer_deferred =
+        !restart && cfg->batch_max > p->cfg->batch_max && !kd_pl_ahead_wait(p, 0);
+    if (p->offer_deferred) {
+        pthread_mutex_unlock(&p->offer_lock);
+        return;
+    }
     if (!restart || p->assigned_once) {
         p->offer_cfg = NULL;
         p->offer_restart = false;
@@ -394,6 +402,8 @@ int kd_pipeline_run(kd_pipeline *p) {
             stall_turn(p);
             continue;
         }
+        if (p->offer_deferred) /* the write is done: the batch arrays may grow */
+            take_offer(p);
         kd_recovery_begin_turn(p->recovery, p->cfg->scan_step_ms);
         size_t n = kd_pl_collect(p, p->batch_n,
                                  p->ahead.pending ? 0
@@ -517,15 +527,24 @@ kd_metrics *kd_pipeline_metrics(kd_pipeline *p) {
     return p->metrics;
 }
 
-bool kd_pipeline_healthy(const kd_pipeline *p, uint64_t stale_ms, char *reason,
-                         size_t size) {
-    uint64_t idle = kd_mono_ms() - atomic_load(&p->tick_ms);
+bool kd_pipeline_healthy(const kd_pipeline *p, uint64_t stale_ms, uint64_t write_ms,
+                         char *reason, size_t size) {
+    uint64_t now = kd_mono_ms(), idle = now - atomic_load(&p->tick_ms);
+    uint64_t slow = atomic_load(&p->store_slow_since);
 
-    if (idle < stale_ms)
-        return true;
-    snprintf(reason, size, "the main loop has not turned for %llums",
-             (unsigned long long)idle);
-    return false;
+    if (idle >= stale_ms) {
+        snprintf(reason, size, "the main loop has not turned for %llums",
+                 (unsigned long long)idle);
+        return false;
+    }
+    if (slow && now - slow >= write_ms) {
+        snprintf(reason, size,
+                 "consumption paused for %llums while one store write is under way "
+                 "(the disk of store.path?)",
+                 (unsigned long long)(now - slow));
+        return false;
+    }
+    return true;
 }
 
 bool kd_pipeline_ready(kd_pipeline *p, char *reason, size_t size) {

@@ -228,6 +228,7 @@ struct kd_pipeline {
     const kd_config *offer_cfg;
     bool offer_restart;
     bool offer_waiting;           /* logged that a restart waits */
+    bool offer_deferred;          /* a larger batch_max waits for the store write */
     const kd_config *restart_cfg; /* the loop ended to restart with it */
     bool rejoining;               /* unsubscribed, waiting for the revoke */
     bool assigned_once;           /* the group gave the consumer an assignment */

@@ -762,8 +762,8 @@ static void test_orphaned_claim_is_reforwarded(void **state) {
     assert_int_equal(st.forwarded, 10);
     assert_int_equal(st.orphans_reforwarded, 1);
     /* /healthz: the loop turns (within 10s), but not within 0ms. */
-    assert_true(kd_pipeline_healthy(r.p, 10000, err, sizeof(err)));
-    assert_false(kd_pipeline_healthy(r.p, 0, err, sizeof(err)));
+    assert_true(kd_pipeline_healthy(r.p, 10000, 10000, err, sizeof(err)));
+    assert_false(kd_pipeline_healthy(r.p, 0, 10000, err, sizeof(err)));
     assert_non_null(strstr(err, "main loop has not turned"));
     assert_true(kd_pipeline_ready(r.p, err, sizeof(err)));
     kf_run_stop(&r);
@@ -1243,7 +1243,8 @@ static void test_rebalance_while_claims_are_written(void **state) {
  * (max.poll.interval.ms; the session is as short), in batches of 50 from
  * fetches of about 8 messages a partition. Each reads a partition's history
  * when it is given one (the default): only a copy forwarded after the new
- * owner read the history is downstream twice. */
+ * owner read the history is downstream twice. Arguments: brokers, dir,
+ * replica, batch_max. */
 #define STALL_CONFIG                                                                     \
     "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\", \"producer\": {},"           \
     " \"consumer\": {\"session.timeout.ms\": \"3000\", \"max.poll.interval.ms\": "       \
@@ -1251,7 +1252,7 @@ static void test_rebalance_while_claims_are_written(void **state) {
     "\"200\", \"max.partition.fetch.bytes\": \"1024\"}},"                                \
     " \"routes\": [{\"from\": \"in\", \"to\": \"out\", \"on_missing_key\": "             \
     "\"forward\"}],"                                                                     \
-    " \"store\": {\"path\": \"%s/%s/store\"}, \"pipeline\": {\"batch_max\": 50}}"
+    " \"store\": {\"path\": \"%s/%s/store\"}, \"pipeline\": {\"batch_max\": %d}}"
 
 /* Starts replica `name` (a faulty store or not) in e->dir/name. */
 static void start_replica(env *e, kf_run *r, const char *name, bool faulty) {
@@ -1260,9 +1261,10 @@ static void start_replica(env *e, kf_run *r, const char *name, bool faulty) {
     snprintf(dir, sizeof(dir), "%s/%s", e->dir, name);
     assert_int_equal(mkdir(dir, 0700), 0);
     if (faulty)
-        kf_run_start_faulty(r, &e->mock, STALL_CONFIG, e->mock.bootstrap, e->dir, name);
+        kf_run_start_faulty(r, &e->mock, STALL_CONFIG, e->mock.bootstrap, e->dir, name,
+                            50);
     else
-        kf_run_start(r, &e->mock, STALL_CONFIG, e->mock.bootstrap, e->dir, name);
+        kf_run_start(r, &e->mock, STALL_CONFIG, e->mock.bootstrap, e->dir, name, 50);
 }
 
 /* Waits until a and b hold `parts_a` and `parts_b` partitions, nothing in
@@ -1319,12 +1321,16 @@ static void slow_write_under_way(env *e, kf_run *a, kf_run *b, unsigned ms) {
  * partitions still its own. Every key downstream once. (Before, the loop
  * waited for the write in one go: unhealthy, it left the group after 3 s,
  * b took a's partitions, read their history and forwarded what waited on
- * them; a's batch went out after that, its keys twice.) */
+ * them; a's batch went out after that, its keys twice.) A reload that
+ * grows pipeline.batch_max meanwhile waits for the write to be done,
+ * without holding up the loop (before, it waited for the write there, not
+ * polling). */
 static void test_store_slower_than_max_poll(void **state) {
     env *e = *state;
     kd_pipeline_stats sa;
-    char reason[512];
-    bool slow_seen = false, unhealthy = false;
+    char reason[512], json[4096];
+    kd_config *grown;
+    bool slow_seen = false, unhealthy = false, write_bound = false;
     uint64_t abandoned;
     kf_record *recs;
     size_t n;
@@ -1333,12 +1339,19 @@ static void test_store_slower_than_max_poll(void **state) {
     slow_write_under_way(e, &a, &b, 8000);
     kd_pipeline_stats_get(a.p, &sa);
     abandoned = sa.abandoned;
+    snprintf(json, sizeof(json), STALL_CONFIG, e->mock.bootstrap, e->dir, "a", 60);
+    assert_non_null(grown = kd_config_parse(json, strlen(json), "grown.json", reason,
+                                            sizeof(reason)));
+    kd_pipeline_offer(a.p, grown, false);
     for (int i = 0; i < TIMEOUT_MS / 20 && !kd_faulty_store_delayed(a.store); i++) {
         if (!kd_pipeline_ready(a.p, reason, sizeof(reason)) &&
             strstr(reason, "store slow"))
             slow_seen = true;
-        if (!kd_pipeline_healthy(a.p, 2000, reason, sizeof(reason)))
+        if (!kd_pipeline_healthy(a.p, 2000, 20000, reason, sizeof(reason)))
             unhealthy = true;
+        if (!kd_pipeline_healthy(a.p, 2000, 1000, reason, sizeof(reason)) &&
+            strstr(reason, "store write"))
+            write_bound = true; /* a bound of its own: 1 s, not 20 s */
         nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
     }
     assert_true(kd_faulty_store_delayed(a.store) >= 1); /* a write took 8 s */
@@ -1348,9 +1361,11 @@ static void test_store_slower_than_max_poll(void **state) {
     kd_pipeline_stats_get(a.p, &sa);
     kf_run_stop(&b);
     kf_run_stop(&a);
+    kd_config_destroy(grown);
     assert_each_once(recs, n, 0, 800);
     assert_int_equal(sa.abandoned, abandoned); /* never lost its partitions */
     assert_false(unhealthy);
+    assert_true(write_bound);
     assert_true(slow_seen);
     free(recs);
 }
