@@ -1707,9 +1707,8 @@ static void slow_write_under_way(env *e, kf_run *a, kf_run *b, unsigned ms) {
  * waited for the write in one go: unhealthy, it left the group after 3 s,
  * b took a's partitions, read their history and forwarded what waited on
  * them; a's batch went out after that, its keys twice.) A reload that
- * grows pipeline.batch_max meanwhile waits for the write to be done,
- * without holding up the loop (before, it waited for the write there, not
- * polling). */
+ * grows pipeline.batch_max is offered meanwhile: taken once the write is
+ * done, a's membership and health unaffected. */
 static void test_store_slower_than_max_poll(void **state) {
     env *e = *state;
     kd_pipeline_stats sa;
