@@ -265,7 +265,7 @@ kd_pipeline *kd_pipeline_new(const kd_config *cfg, kd_store *store, const char *
         goto fail;
     }
     if (!(p->producer = client_new(p, KD_PRODUCER, brokers, errstr, errstr_size)) ||
-        !routes_init(p, errstr, errstr_size) ||
+        !kd_pl_txn_init(p, errstr, errstr_size) || !routes_init(p, errstr, errstr_size) ||
         !record_run(p, brokers, errstr, errstr_size) ||
         !(p->consumer = client_new(p, KD_CONSUMER, brokers, errstr, errstr_size)))
         goto fail;
@@ -379,6 +379,7 @@ int kd_pipeline_run(kd_pipeline *p) {
         kd_pl_settle_receipts(p); /* any a job could not make durable */
         kd_pl_service(p, 0);
         kd_pl_retry_due(p);
+        kd_pl_txn_turn(p);
         kd_pl_gates_turn(p);
         kd_pl_hand_over(p);
         kd_pl_store_offsets(p);
@@ -412,7 +413,8 @@ int kd_pipeline_run(kd_pipeline *p) {
                 "not closed; the group notices it gone after session.timeout.ms");
         p->consumer_left = true;
     } else {
-        rd_kafka_commit(p->consumer, NULL, 1); /* the close waits for it */
+        if (!p->txn.on) /* else committed with the last transaction */
+            rd_kafka_commit(p->consumer, NULL, 1); /* the close waits for it */
         if (!close_consumer(p, deadline + CLOSE_SLACK_MS)) {
             KD_WARN("the consumer did not close within shutdown_grace + %ds (the "
                     "brokers do not answer): offsets not committed are consumed "
@@ -543,6 +545,7 @@ void kd_pipeline_destroy(kd_pipeline *p) {
     if (!p)
         return;
     kd_pl_ahead_destroy(p); /* kd_pipeline_run acted on its last batch */
+    kd_pl_txn_destroy(p);
     if (p->producer) {
         /* Whatever is still queued comes back as purged reports. */
         rd_kafka_purge(p->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);

@@ -151,6 +151,8 @@ static void handle_reports(kd_pipeline *p) {
 
     for (msg *m = all.head, *next; m; m = next) {
         next = m->next;
+        if (kd_pl_txn_report(p, m))
+            continue; /* settled with its transaction */
         if (m->err) {
             kd_pl_on_failed(p, m);
         } else if (m->kind == MSG_DEDUP && m->claimed) {

@@ -360,6 +360,7 @@ static rd_kafka_t *scanner(kd_recovery *rc) {
         {"enable.auto.commit", "false"}, /* it reads; it never commits */
         {"enable.partition.eof", "true"},       {"statistics.interval.ms", "0"},
         {"auto.offset.reset", "error"},         /* deleted records: say so */
+        {"isolation.level", "read_committed"},  /* no aborted transaction's record */
         {"queued.max.messages.kbytes", "4096"}, /* read ahead: at most 4 MiB */
     };
     char err[512];

@@ -296,6 +296,9 @@ def run_seed(seed, seconds, root):
         committed = chaos.world.read((last,))
         chaos.world.check_committed(committed)
         zombies = judge(chaos.world, chaos.kds)
+        # the transactional mode fences zombies: no duplicate is excused
+        check(zombies == 0 or os.environ.get("KD_DELIVERY") != "transactional",
+              f"{zombies} keys downstream twice (a zombie's) in the transactional mode")
         stop(last)
         return {"seed": seed, "produced": len(chaos.world.keys),
                 "unique": len(chaos.world.first), "faults": chaos.faults,

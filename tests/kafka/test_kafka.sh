@@ -13,8 +13,12 @@ set -u
 cd "$(dirname "$0")/../.."
 : "${KDEDUP:=build/kdedup}"
 : "${BUILD:=build}"
-: "${KAFKA_SUITES1=e2e_test seams_test keys_test admin_test security_test zombie_test}"
+: "${KAFKA_SUITES1=e2e_test seams_test keys_test admin_test security_test}"
 : "${KAFKA_SUITES3=faults_test chaos_test}"
+# ...and in the transactional delivery mode (KD_DELIVERY): the zombie test
+# (which the default mode fails: its documented limit), e2e, and chaos.
+: "${KAFKA_TXN_SUITES1=zombie_test e2e_test}"
+: "${KAFKA_TXN_SUITES3=chaos_test}"
 : "${KD_CHAOS_SEEDS:=101 102}"
 export KDEDUP KD_CHAOS_SEEDS
 rig=tests/kafka/rig.py
@@ -29,31 +33,35 @@ stop_all() {
 }
 trap stop_all EXIT
 
-run_suites() { # dir, suites...
-  local dir=$1
-  shift
+run_suites() { # dir, delivery mode ("" for the default), suites...
+  local dir=$1 mode=$2
+  shift 2
   for s in "$@"; do
-    echo "=== $s (Apache Kafka at $(cat "$dir/bootstrap"))"
-    if KDEDUP_KAFKA_DIR=$dir KDEDUP_BOOTSTRAP=$(cat "$dir/bootstrap") \
+    echo "=== $s (Apache Kafka at $(cat "$dir/bootstrap")${mode:+, delivery $mode})"
+    if KDEDUP_KAFKA_DIR=$dir KDEDUP_BOOTSTRAP=$(cat "$dir/bootstrap") KD_DELIVERY=$mode \
         timeout "${TEST_TIMEOUT:-1500}" /usr/bin/python3 "tests/e2e/$s.py"; then
       passed=$((passed + 1))
     else
-      echo "FAILED: $s on Apache Kafka (exit $?)"
+      echo "FAILED: $s on Apache Kafka${mode:+ ($mode)} (exit $?)"
       failed=$((failed + 1))
     fi
   done
 }
 
-if [ -n "$KAFKA_SUITES1" ]; then
+if [ -n "$KAFKA_SUITES1$KAFKA_TXN_SUITES1" ]; then
   KDEDUP_KAFKA_DIR=$one /usr/bin/python3 $rig up --nodes 1 >/dev/null || exit 1
-  # shellcheck disable=SC2086 # a list of names
-  run_suites "$one" $KAFKA_SUITES1
+  # shellcheck disable=SC2086 # lists of names
+  run_suites "$one" "" $KAFKA_SUITES1
+  # shellcheck disable=SC2086
+  run_suites "$one" transactional $KAFKA_TXN_SUITES1
   KDEDUP_KAFKA_DIR=$one /usr/bin/python3 $rig down
 fi
-if [ -n "$KAFKA_SUITES3" ]; then
+if [ -n "$KAFKA_SUITES3$KAFKA_TXN_SUITES3" ]; then
   KDEDUP_KAFKA_DIR=$three /usr/bin/python3 $rig up --nodes 3 >/dev/null || exit 1
   # shellcheck disable=SC2086
-  run_suites "$three" $KAFKA_SUITES3
+  run_suites "$three" "" $KAFKA_SUITES3
+  # shellcheck disable=SC2086
+  run_suites "$three" transactional $KAFKA_TXN_SUITES3
 fi
 echo "test-kafka: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
