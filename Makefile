@@ -327,6 +327,7 @@ chaos-kafka: deps
 	KDEDUP=$(KDEDUP) BUILD=$(BUILD) KAFKA_SUITES1= KAFKA_TXN_SUITES1= \
 	    KAFKA_SUITES3=$(if $(filter transactional,$(DELIVERY)),,chaos_test) \
 	    KAFKA_TXN_SUITES3=$(if $(filter transactional,$(DELIVERY)),chaos_test,) \
+	    TEST_TIMEOUT=$$(($(SEEDS) * 150 + 600)) \
 	    KD_CHAOS_SECONDS=$(CHAOS_SECONDS) \
 	    KD_CHAOS_SEEDS="$$(seq $(CHAOS_FIRST) $$(($(CHAOS_FIRST) + $(SEEDS) - 1)))" \
 	    tests/kafka/test_kafka.sh

@@ -75,7 +75,8 @@ static const field route_fields[] = {
     {"from", F_TOPIC, ROFF(from), NULL, false, 0, 0, NULL, NULL, "source topic"},
     {"to", F_TOPIC, ROFF(to), NULL, false, 0, 0, NULL, NULL, "downstream topic"},
     {"key_header", F_STRING, ROFF(key_header), NULL, true, 0, 0, NULL, NULL,
-     "header holding the idempotency key (first occurrence); shorthand for "
+     "header holding the idempotency key (given twice with two values: ambiguous, "
+     "rejected); shorthand for "
      "\"key\": {\"from\": \"header\", \"name\": ...}; default Idempotency-Key"},
     {"key", F_KEY, 0, NULL, true, 0, 0, NULL, NULL,
      "where the key comes from: header, record_key, json (pointer) or composite (parts)"},
@@ -91,7 +92,8 @@ static const field route_fields[] = {
     {"dead_letter_topic", F_TOPIC, ROFF(dead_letter_topic), NULL, true, 0, 0, NULL, NULL,
      "where dead-lettered messages go"},
     {"max_retries", F_INT, ROFF(max_retries), "5", false, -1, 1000000, NULL, NULL,
-     "deliveries retried after a definite failure before dead-lettering; -1 = forever"},
+     "deliveries retried after a definite failure before dead-lettering (the "
+     "dead-letter topic gets as many; past them a message is stuck); -1 = forever"},
     {"retry_backoff", F_DURATION, ROFF(retry_backoff_ms), "1s", false, 1, DAY_MS, NULL,
      NULL, "wait before the first retry; doubles per retry, at most 1m"},
     END_FIELDS,
@@ -187,9 +189,16 @@ static const field pipeline_fields[] = {
      "messages consumed and not yet settled; consumption pauses above it"},
     {"max_inflight_bytes", F_INT, OFF(max_inflight_bytes), "67108864", false, 1 << 16,
      INT64_C(1) << 40, NULL, NULL,
-     "their keys and values in bytes; consumption pauses above it"},
+     "their keys, values and headers in bytes (each header's name, value and 96 bytes, "
+     "twice); consumption pauses above it"},
     {"max_retrying", F_INT, OFF(max_retrying), "1000", false, 1, 10000000, NULL, NULL,
      "messages waiting to be sent again; consumption pauses above it"},
+    {"max_headers", F_INT, OFF(max_headers), "1000", false, 1, 1000000, NULL, NULL,
+     "headers a message may carry; one with more is dead-lettered (too-many-headers)"},
+    {"max_header_bytes", F_INT, OFF(max_header_bytes), "1048576", false, 1, 1 << 30, NULL,
+     NULL,
+     "bytes of a message's header names and values together; past it the message is "
+     "dead-lettered (headers-too-large)"},
     {"delivery", F_ENUM, OFF(delivery), "idempotent", false, 0, 0, delivery_names, NULL,
      "idempotent: an idempotent producer, offsets committed by the consumer; "
      "transactional: each turn's records and the source offsets they settle in one "

@@ -35,7 +35,7 @@ typedef enum kd_missing_key {
 
 /* Where a route's idempotency key comes from. */
 typedef enum kd_key_from {
-    KD_KEY_FROM_HEADER,     /* a header's value (first occurrence) */
+    KD_KEY_FROM_HEADER,     /* a header's value (repeated with two values: ambiguous) */
     KD_KEY_FROM_RECORD_KEY, /* the record's key */
     KD_KEY_FROM_JSON,       /* a string or number in the JSON value (RFC 6901 pointer) */
     KD_KEY_FROM_COMPOSITE   /* several of the above, length-prefixed */
@@ -154,6 +154,8 @@ typedef struct kd_config {
     int64_t max_inflight;       /* consumption pauses above these: messages, */
     int64_t max_inflight_bytes; /* their bytes, */
     int64_t max_retrying;       /* and messages waiting for a retry */
+    int64_t max_headers;        /* a message with more headers is rejected, */
+    int64_t max_header_bytes;   /* or with more bytes of header names and values */
     kd_delivery delivery;       /* pipeline.delivery */
     uint64_t txn_max_age_ms;    /* transactional: a transaction commits at this age */
     char *transactional_id;     /* transactional: the producer's; NULL: derived */

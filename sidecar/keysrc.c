@@ -45,6 +45,7 @@ const char *kd_key_status_name(kd_key_status s) {
                                         "not_json",
                                         "json_too_large",
                                         "not_a_string_or_integer",
+                                        "ambiguous",
                                         "out_of_memory"};
 
     return (size_t)s < sizeof(names) / sizeof(names[0]) ? names[s] : "?";
@@ -119,8 +120,9 @@ static bool token_index(const char *tok, size_t len, int size, int *out) {
     return true;
 }
 
-/* The item the RFC 6901 pointer names in root, or NULL. */
-static const cJSON *json_resolve(const cJSON *root, const char *ptr) {
+/* The item the RFC 6901 pointer names in root, or NULL; where an object
+ * has a member twice, the first (the last, with last). */
+static const cJSON *json_resolve(const cJSON *root, const char *ptr, bool last) {
     const cJSON *at = root;
 
     while (at && *ptr == '/') {
@@ -130,7 +132,7 @@ static const cJSON *json_resolve(const cJSON *root, const char *ptr) {
         int idx;
 
         if (cJSON_IsObject(at)) {
-            for (const cJSON *e = at->child; e && !next; e = e->next)
+            for (const cJSON *e = at->child; e && (last || !next); e = e->next)
                 if (e->string && token_eq(e->string, tok, len))
                     next = e;
         } else if (cJSON_IsArray(at) &&
@@ -143,17 +145,19 @@ static const cJSON *json_resolve(const cJSON *root, const char *ptr) {
     return at;
 }
 
-/* A JSON part's bytes; a number's text is written into num. */
-static kd_key_status json_piece(json_doc *doc, const kd_keysrc_msg *m,
-                                const kd_key_part *part, size_t max_json, char *num,
-                                size_t num_size, piece *out) {
-    kd_key_status st = json_parse(doc, m, max_json);
-    const cJSON *v;
+/* True when two readings of a key agree: both absent (NULL), or the same
+ * bytes. */
+static bool same_bytes(const void *a, size_t alen, const void *b, size_t blen) {
+    return (!a && !b) || (a && b && alen == blen && !memcmp(a, b, alen));
+}
+
+/* The key bytes of item v (NULL: absent); a number's text is written
+ * into num. */
+static kd_key_status json_scalar(const json_doc *doc, const cJSON *v, char *num,
+                                 size_t num_size, piece *out) {
     double d;
 
-    if (st != KD_KEY_OK)
-        return st;
-    if (!(v = json_resolve(doc->root, part->pointer)))
+    if (!v)
         return KD_KEY_ABSENT;
     if (cJSON_IsString(v)) {
         /* A string cut at an escaped NUL would merge distinct keys: in a
@@ -175,32 +179,68 @@ static kd_key_status json_piece(json_doc *doc, const kd_keysrc_msg *m,
     return KD_KEY_OK;
 }
 
+/* A JSON part's bytes; a number's text is written into num. Ambiguous when
+ * the pointer read through the last of duplicated members gives another
+ * key than read through the first, or a key where the other gives none. */
+static kd_key_status json_piece(json_doc *doc, const kd_keysrc_msg *m,
+                                const kd_key_part *part, size_t max_json, char *num,
+                                size_t num_size, piece *out) {
+    kd_key_status st = json_parse(doc, m, max_json), st_last;
+    const cJSON *first, *last;
+    char num_last[32];
+    piece other = {0};
+
+    if (st != KD_KEY_OK)
+        return st;
+    first = json_resolve(doc->root, part->pointer, false);
+    last = json_resolve(doc->root, part->pointer, true);
+    st = json_scalar(doc, first, num, num_size, out);
+    if (first == last)
+        return st;
+    st_last = json_scalar(doc, last, num_last, sizeof(num_last), &other);
+    if (st != KD_KEY_OK && st_last != KD_KEY_OK)
+        return st; /* neither reading has a key: missing */
+    if (st != st_last || !same_bytes(out->bytes, out->len, other.bytes, other.len))
+        return KD_KEY_AMBIGUOUS;
+    return st;
+}
+
+/* A header part's bytes: the first header called name, when the last one
+ * says the same (both null, or the same bytes). */
+static kd_key_status header_piece(const kd_keysrc_msg *m, const char *name, piece *out) {
+    const void *first = NULL, *last = NULL;
+    size_t first_len = 0, last_len = 0;
+
+    if (!m->header || !m->header(m->header_arg, name, false, &first, &first_len))
+        return KD_KEY_ABSENT;
+    if (m->header(m->header_arg, name, true, &last, &last_len) &&
+        !same_bytes(first, first_len, last, last_len))
+        return KD_KEY_AMBIGUOUS;
+    if (!first)
+        return KD_KEY_ABSENT;
+    out->bytes = first;
+    out->len = first_len;
+    return KD_KEY_OK;
+}
+
 /* One part's bytes, not yet checked for emptiness or length. */
 static kd_key_status get_piece(json_doc *doc, const kd_keysrc_msg *m,
                                const kd_key_part *part, size_t max_json, char *num,
                                size_t num_size, piece *out) {
-    const void *val = NULL;
-    size_t len = 0;
-
     switch (part->from) {
     case KD_KEY_FROM_HEADER:
-        if (!m->header || !m->header(m->header_arg, part->name, &val, &len) || !val)
-            return KD_KEY_ABSENT;
-        break;
+        return header_piece(m, part->name, out);
     case KD_KEY_FROM_RECORD_KEY:
         if (!m->key)
             return KD_KEY_ABSENT;
-        val = m->key;
-        len = m->key_len;
-        break;
+        out->bytes = m->key;
+        out->len = m->key_len;
+        return KD_KEY_OK;
     case KD_KEY_FROM_JSON:
         return json_piece(doc, m, part, max_json, num, num_size, out);
     default:
         return KD_KEY_ABSENT;
     }
-    out->bytes = val;
-    out->len = len;
-    return KD_KEY_OK;
 }
 
 /* Joins the pieces, each after its u32 big-endian length, into out. */
@@ -322,7 +362,7 @@ static bool digest_payload(EVP_MD_CTX *ctx, const kd_route *r, const kd_keysrc_m
     }
     ok = EVP_DigestUpdate(ctx, fields, sizeof(fields)) == 1;
     for (size_t i = 0; ok && i < r->nfingerprint_json; i++) {
-        const cJSON *v = json_resolve(doc.root, r->fingerprint_json[i]);
+        const cJSON *v = json_resolve(doc.root, r->fingerprint_json[i], false);
         char *text = v ? cJSON_PrintUnformatted(v) : NULL;
 
         ok = (!v || text) &&
@@ -349,7 +389,8 @@ bool kd_keysrc_fingerprint(const kd_route *r, size_t max_json_bytes,
         const char *name = r->fingerprint_headers[i];
         const void *val = NULL;
         size_t vlen = 0;
-        bool present = m->header && m->header(m->header_arg, name, &val, &vlen) && val;
+        bool present =
+            m->header && m->header(m->header_arg, name, false, &val, &vlen) && val;
 
         ok = digest_field(ctx, true, name, strlen(name)) &&
              digest_field(ctx, present, val, vlen);

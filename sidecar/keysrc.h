@@ -24,6 +24,15 @@
  *
  * Limits: the final key (with its prefixes) is at most max_key_bytes, and
  * never empty.
+ *
+ * Ambiguous keys: a message may name its key twice, a header repeated or
+ * a JSON member duplicated along the pointer's path. Readers differ on
+ * which counts (librdkafka's rd_kafka_header_get and cJSON the first;
+ * Java's lastHeader(), Jackson, Python's json, JavaScript's JSON.parse the
+ * last), so kdedup would deduplicate on one id and its consumers see
+ * another. When the first and the last reading give different keys (or one
+ * gives none), the key is KD_KEY_AMBIGUOUS; repeated with the same value,
+ * it is that value.
  */
 #ifndef KD_KEYSRC_H
 #define KD_KEYSRC_H
@@ -36,10 +45,11 @@
 /* Bytes of a fingerprint (SHA-256). */
 #define KD_KEYSRC_FP_LEN 32
 
-/* Finds the first header called name: true with its value in *val / *len
- * (*val NULL for a null value), false when there is none. */
-typedef bool (*kd_keysrc_header_fn)(void *arg, const char *name, const void **val,
-                                    size_t *len);
+/* Finds the first header called name (the last one, with last): true with
+ * its value in *val / *len (*val NULL for a null value), false when there
+ * is none. */
+typedef bool (*kd_keysrc_header_fn)(void *arg, const char *name, bool last,
+                                    const void **val, size_t *len);
 
 /* A message as the module sees it. Everything is borrowed. */
 typedef struct kd_keysrc_msg {
@@ -51,8 +61,9 @@ typedef struct kd_keysrc_msg {
     void *header_arg;
 } kd_keysrc_msg;
 
-/* Why there is or is not a key. Everything but KD_KEY_OK and KD_KEY_NOMEM
- * is a missing key (on_missing_key decides). */
+/* Why there is or is not a key. Everything but KD_KEY_OK, KD_KEY_AMBIGUOUS
+ * and KD_KEY_NOMEM is a missing key (on_missing_key decides); an ambiguous
+ * one is rejected (README, "Rejected input"). */
 typedef enum kd_key_status {
     KD_KEY_OK,
     KD_KEY_ABSENT,         /* no such header, record key or field; or a null value */
@@ -62,6 +73,8 @@ typedef enum kd_key_status {
     KD_KEY_JSON_TOO_LARGE, /* the value is over max_json_bytes: not parsed */
     KD_KEY_NOT_SCALAR,     /* the field is an object, array, null, boolean, or inexact
                             * number */
+    KD_KEY_AMBIGUOUS,      /* a repeated header or duplicated JSON member gives
+                            * another key (or none) read last than read first */
     KD_KEY_NOMEM
 } kd_key_status;
 

@@ -547,7 +547,9 @@ static void render_flow(buf *b, kd_flow_gauges *f) {
         const char *name, *help;
         size_t at;
     } gauges[] = {
-        {"kdedup_inflight_bytes", "Keys and values of the messages in flight.",
+        {"kdedup_inflight_bytes",
+         "Keys, values and headers of the messages in flight (each header's name, "
+         "value and 96 bytes, twice: parsed and produced).",
          offsetof(kd_flow_gauges, inflight_bytes)},
         {"kdedup_retrying_messages", "Messages waiting to be sent again.",
          offsetof(kd_flow_gauges, retrying)},
@@ -575,6 +577,11 @@ static void render_flow(buf *b, kd_flow_gauges *f) {
         {"kdedup_store_table_reader_bytes",
          "RocksDB table readers outside the block cache (should stay near 0).",
          offsetof(kd_flow_gauges, store_table_readers)},
+        {"kdedup_stuck_messages",
+         "Messages their last destination refused more than the route's max_retries "
+         "times (the dead-letter topic; the downstream topic on a route without one): "
+         "retried, never committed past; /readyz is 503 while there are any.",
+         offsetof(kd_flow_gauges, stuck)},
     };
 
     for (size_t i = 0; i < sizeof(gauges) / sizeof(gauges[0]); i++) {
@@ -595,6 +602,11 @@ char *kd_metrics_render(kd_metrics *m, size_t *len) {
     static const size_t conflict_f[] = {RF(key_conflicts_skipped),
                                         RF(key_conflicts_dead_lettered),
                                         RF(key_conflicts_forwarded)};
+    static const char *const rejected[] = {"too_many_headers", "headers_too_large",
+                                           "ambiguous_key"};
+    static const size_t rejected_f[] = {RF(rejected_too_many_headers),
+                                        RF(rejected_headers_too_large),
+                                        RF(rejected_ambiguous_key)};
     static const char *const status[] = {"not_persisted", "possibly_persisted"};
     static const size_t status_f[] = {RF(not_persisted), RF(possibly_persisted)};
     static const char *const uncertain[] = {"found", "absent", "unknown"};
@@ -616,6 +628,13 @@ char *kd_metrics_render(kd_metrics *m, size_t *len) {
                  "Duplicate keys whose payload fingerprint differs from the one stored "
                  "with the claim, by the action taken (route's on_key_conflict).",
                  "action", conflict, conflict_f, 3);
+    render_split(
+        &b, m, "kdedup_rejected_total",
+        "Messages kdedup cannot take as they are (over pipeline.max_headers or "
+        "max_header_bytes, or a key given twice with different values): "
+        "dead-lettered with the reason, or without a dead-letter topic forwarded "
+        "without dedup or dropped per on_missing_key.",
+        "reason", rejected, rejected_f, 3);
     render_split(&b, m, "kdedup_produce_errors_total",
                  "Failed or uncertain deliveries, by librdkafka's persistence status.",
                  "status", status, status_f, 2);

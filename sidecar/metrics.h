@@ -33,7 +33,8 @@ typedef struct kd_route_metrics {
         missing_dead_lettered, not_persisted, possibly_persisted, orphans_reforwarded,
         orphans_found, orphans_absent, handover_keys, uncertain_found, uncertain_absent,
         uncertain_unknown, abandoned, parked, orphans_expired, headers_stripped,
-        key_conflicts_skipped, key_conflicts_dead_lettered, key_conflicts_forwarded;
+        key_conflicts_skipped, key_conflicts_dead_lettered, key_conflicts_forwarded,
+        rejected_too_many_headers, rejected_headers_too_large, rejected_ambiguous_key;
 } kd_route_metrics;
 
 typedef struct kd_metrics kd_metrics;
@@ -41,7 +42,7 @@ typedef struct kd_metrics kd_metrics;
 /* Gauges of memory and flow control, set by the pipeline. */
 typedef struct kd_flow_gauges {
     _Atomic uint64_t inflight_bytes, retrying, backpressure, held_back, offsets_tracked,
-        scan_cache_bytes, store_block_cache, store_memtables, store_table_readers;
+        scan_cache_bytes, store_block_cache, store_memtables, store_table_readers, stuck;
 } kd_flow_gauges;
 
 /* Metrics for the routes of cfg (borrowed; must outlive the metrics). NULL

@@ -17,6 +17,7 @@
  *
  *   topic NAME PARTITIONS        create a topic
  *   produce-errors COUNT CODE    fail the next COUNT Produce requests with CODE
+ *   clear-produce-errors         drop those not used yet
  *   broker-produce-errors ID COUNT CODE   the same, on broker ID only
  *   commit-errors COUNT CODE     fail the next COUNT OffsetCommit requests
  *   leader TOPIC PARTITION ID    move a partition's leadership to broker ID
@@ -67,6 +68,8 @@ static bool command(kd_mock *m, const char *line) {
     else if (!strcmp(word, "produce-errors") && sscanf(line, "%*s %ld %ld", &a, &b) == 2)
         for (long i = 0; i < a; i++)
             rd_kafka_mock_push_request_errors(c, API_PRODUCE, 1, (rd_kafka_resp_err_t)b);
+    else if (!strcmp(word, "clear-produce-errors"))
+        rd_kafka_mock_clear_request_errors(c, API_PRODUCE);
     else if (!strcmp(word, "broker-produce-errors") &&
              sscanf(line, "%*s %ld %ld %ld", &a, &b, &e) == 3)
         for (long i = 0; i < b; i++)

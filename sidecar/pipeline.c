@@ -455,6 +455,9 @@ void kd_pipeline_stats_get(const kd_pipeline *p, kd_pipeline_stats *out) {
         out->dead_lettered += atomic_load(&r->dead_lettered);
         out->missing_forwarded += atomic_load(&r->missing_forwarded);
         out->missing_dropped += atomic_load(&r->missing_dropped);
+        out->rejected += atomic_load(&r->rejected_too_many_headers) +
+                         atomic_load(&r->rejected_headers_too_large) +
+                         atomic_load(&r->rejected_ambiguous_key);
         out->possibly_persisted += atomic_load(&r->possibly_persisted);
         out->produce_errors +=
             atomic_load(&r->not_persisted) + atomic_load(&r->possibly_persisted);
@@ -498,7 +501,7 @@ bool kd_pipeline_ready(kd_pipeline *p, char *reason, size_t size) {
     kd_cluster_view v;
 
     kd_metrics_cluster_view(p->metrics, &v);
-    uint64_t failing = atomic_load(&p->store_failing_since), unread;
+    uint64_t failing = atomic_load(&p->store_failing_since), unread, stuck;
     char err[400];
 
     if (atomic_load(&p->stop) || atomic_load(&p->fatal))
@@ -511,6 +514,14 @@ bool kd_pipeline_ready(kd_pipeline *p, char *reason, size_t size) {
         snprintf(reason, size,
                  "backpressure: consumption paused until the messages in flight settle "
                  "(pipeline.max_inflight, max_inflight_bytes, max_retrying)");
+    else if ((stuck = atomic_load(&kd_metrics_flow(p->metrics)->stuck)))
+        snprintf(
+            reason, size,
+            "%llu message(s) stuck: refused more than max_retries times by their "
+            "dead-letter topic (or, on a route without one, by the downstream topic); "
+            "they are retried and their partitions commit no further until they are "
+            "delivered (each is named in the log)",
+            (unsigned long long)stuck);
     else if ((unread = atomic_load(&p->handovers_failing)))
         snprintf(reason, size,
                  "reading the history of %llu assigned partition(s) from the downstream "

@@ -33,6 +33,7 @@ typedef struct kd_pipeline_stats {
     uint64_t dead_lettered;        /* delivered to a dead-letter topic */
     uint64_t missing_forwarded;    /* no usable key: forwarded without dedup */
     uint64_t missing_dropped;      /* no usable key: dropped */
+    uint64_t rejected;             /* over the header bounds (or an ambiguous key) */
     uint64_t produce_errors;       /* failed or uncertain delivery reports */
     uint64_t possibly_persisted;   /* uncertain deliveries, produced again */
     uint64_t orphans_reforwarded;  /* orphaned claims forwarded again (unresolved) */

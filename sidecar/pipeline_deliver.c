@@ -50,6 +50,33 @@ bool kd_pl_barrier_passed(const kd_pipeline *p, size_t route, int32_t out_partit
     return p->routes[route].acked_sent[out_partition] > barrier || kd_mono_ms() >= until;
 }
 
+/* Failed deliveries to its last destination after which a message is
+ * stuck: the route's max_retries, or this many when it retries forever. */
+static int stuck_after(const kd_route *r) {
+    return r->max_retries >= 0 ? (int)r->max_retries : STUCK_AFTER_FOREVER;
+}
+
+/* m was refused past stuck_after() where it cannot go further: it stays,
+ * retried, and is made visible (a log line naming it, the gauge, /readyz). */
+static void mark_stuck(kd_pipeline *p, msg *m) {
+    const kd_route *r = p->routes[m->route].cfg;
+    bool dlt = m->kind == MSG_DEAD_LETTER;
+    MSG_FIELDS(m, part, off);
+
+    m->stuck = true;
+    atomic_fetch_add(&kd_metrics_flow(p->metrics)->stuck, 1);
+    KD_LOG(KD_LOG_ERROR, fields,
+           "stuck: %s %s refused it %d time(s) (%s)%s; it is kept and retried (every "
+           "minute at most), its offset never committed past, its partition held back "
+           "once pipeline.max_inflight wait behind it; /readyz is 503 until it is "
+           "delivered (kdedup_stuck_messages)",
+           dlt ? "the dead-letter topic" : "the downstream topic",
+           dlt ? r->dead_letter_topic : r->to, m->attempts, rd_kafka_err2str(m->err),
+           dlt                    ? ""
+           : r->dead_letter_topic ? " and max_retries is -1"
+                                  : " and the route has no dead_letter_topic");
+}
+
 /* A delivery that failed, or may have. */
 void kd_pl_on_failed(kd_pipeline *p, msg *m) {
     const kd_route *r = p->routes[m->route].cfg;
@@ -96,25 +123,21 @@ void kd_pl_on_failed(kd_pipeline *p, msg *m) {
     release(p, m);
     m->attempts++;
     if (r->max_retries >= 0 && m->attempts > r->max_retries &&
-        m->kind != MSG_DEAD_LETTER) {
-        if (r->dead_letter_topic) {
-            KD_LOG(KD_LOG_WARN, fields, "delivery failed %d times (%s): dead-lettering",
-                   m->attempts, rd_kafka_err2str(m->err));
-            release(p, m);
-            m->kind = MSG_DEAD_LETTER;
-            m->dl_reason = KD_REASON_DELIVERY_FAILED;
-            kd_pl_schedule_retry(p, m, 0);
-            return;
-        }
-        if (m->attempts == r->max_retries + 1)
-            KD_LOG(KD_LOG_ERROR, fields,
-                   "delivery failed %d times (%s) and the route has "
-                   "no dead_letter_topic: retrying until it succeeds",
-                   m->attempts, rd_kafka_err2str(m->err));
-    } else {
+        m->kind != MSG_DEAD_LETTER && r->dead_letter_topic) {
+        KD_LOG(KD_LOG_WARN, fields, "delivery failed %d times (%s): dead-lettering",
+               m->attempts, rd_kafka_err2str(m->err));
+        release(p, m);
+        m->kind = MSG_DEAD_LETTER;
+        m->dl_reason = KD_REASON_DELIVERY_FAILED;
+        m->attempts = 0; /* the dead-letter topic gets max_retries of its own */
+        kd_pl_schedule_retry(p, m, 0);
+        return;
+    }
+    if (!m->stuck && m->attempts > stuck_after(r))
+        mark_stuck(p, m);
+    else
         KD_LOG(KD_LOG_WARN, fields, "delivery failed (%s): retrying",
                rd_kafka_err2str(m->err));
-    }
     kd_pl_schedule_retry(p, m, kd_pl_backoff_ms(p, m));
 }
 
@@ -151,6 +174,11 @@ static void handle_reports(kd_pipeline *p) {
 
     for (msg *m = all.head, *next; m; m = next) {
         next = m->next;
+        if (!m->err && m->stuck) {
+            MSG_FIELDS(m, part, off);
+
+            KD_LOG(KD_LOG_INFO, fields, "the stuck message is delivered at last");
+        }
         if (kd_pl_txn_report(p, m))
             continue; /* settled with its transaction */
         if (m->err) {
@@ -278,6 +306,8 @@ void kd_pl_unhold(kd_pipeline *p, msg *m) {
 }
 
 void kd_pl_msg_free(kd_pipeline *p, msg *m) {
+    if (m->stuck)
+        atomic_fetch_sub(&kd_metrics_flow(p->metrics)->stuck, 1);
     kd_pl_unhold(p, m);
     p->inflight_bytes -= m->bytes;
     free(m->key_owned);

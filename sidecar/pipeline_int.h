@@ -61,6 +61,7 @@
 #define UNCERTAIN_TRIES 10     /* reads of downstream before resending anyway */
 #define BARRIER_POLL_MS 50     /* an uncertain delivery waiting for its barrier */
 #define BARRIER_WAIT_FACTOR 10 /* ...at most this many message.timeout.ms */
+#define STUCK_AFTER_FOREVER 5  /* failures that make a message stuck, max_retries -1 */
 #define ORPHAN_WAIT_MS 20      /* a message waiting for its orphan's scan: asks again */
 
 typedef enum msg_kind {
@@ -100,9 +101,11 @@ typedef struct msg {
     int reads;              /* uncertain: failed reads of downstream so far */
     int64_t scan_from;      /* downstream: it lands at or after this offset */
     uint64_t sent_at_ms;    /* wall: when that first copy was sent */
-    int attempts;           /* failed deliveries so far */
+    int attempts;           /* failed deliveries so far (to its current topic) */
+    bool stuck;             /* refused past max_retries where it cannot go further:
+                             * counted in kdedup_stuck_messages until it settles */
     uint64_t consumed_us;   /* monotonic: for the forward latency */
-    size_t bytes;           /* its key and value: counted in p->inflight_bytes */
+    size_t bytes;           /* its key, value and headers: in p->inflight_bytes */
     bool gate_takeover;     /* waiting in a gate: to be taken over (else produced) */
     uint64_t due_ms;        /* in the retry list: when (monotonic) */
     /* the delivery report */
@@ -265,7 +268,7 @@ struct kd_pipeline {
     size_t awaiting;   /* produced, no report yet */
 
     /* Flow control (pipeline_flow.c). */
-    size_t inflight_bytes;       /* keys and values of the messages in flight */
+    size_t inflight_bytes;       /* what the messages in flight hold (see headers.h) */
     bool backpressure;           /* consumption paused: a pipeline.max_* passed */
     uint64_t backpressure_since; /* mono ms */
     size_t held_back;            /* partitions paused behind a stuck message */
@@ -379,6 +382,9 @@ static inline bool msg_live(const kd_pipeline *p, const msg *m) {
 #define KD_REASON_MISSING_KEY "missing-key"
 #define KD_REASON_DELIVERY_FAILED "delivery-failed"
 #define KD_REASON_KEY_CONFLICT "key-conflict"
+#define KD_REASON_TOO_MANY_HEADERS "too-many-headers"   /* pipeline.max_headers */
+#define KD_REASON_HEADERS_TOO_LARGE "headers-too-large" /* pipeline.max_header_bytes */
+#define KD_REASON_AMBIGUOUS_KEY "ambiguous-key" /* see keysrc.h, "Ambiguous keys" */
 /* A key conflict's dead letter: the original's receipt (or state), and the
  * fingerprints (hex) of the original and of this message. */
 #define KD_ORIGINAL_HEADER "kdedup-original"

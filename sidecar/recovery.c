@@ -25,6 +25,7 @@
  */
 #include "sidecar/recovery.h"
 #include "sidecar/clock.h"
+#include "sidecar/headers.h"
 #include "sidecar/kafka.h"
 #include "sidecar/log.h"
 #include "sidecar/signing.h"
@@ -49,6 +50,9 @@
 #define SCAN_BACKOFF_MIN_MS 1000
 #define SCAN_BACKOFF_MAX_MS 30000
 #define HISTORY_FAILURES_MAX 3 /* failed steps in a row before a handover starts over */
+/* A handover batch's records kept alive: keys, values and headers (see
+ * headers.h: an empty header takes some 90 bytes once parsed). */
+#define HISTORY_BATCH_BYTES (4u << 20)
 
 /* A record of a key in a scan's table. */
 typedef struct slot {
@@ -920,6 +924,7 @@ typedef struct history {
     rd_kafka_message_t **held; /* the batch's records, alive while fn reads them */
     kd_history_rec *recs;
     size_t n, batch;
+    size_t bytes; /* the memory the batch's records hold */
     bool stopped; /* fn said no */
 } history;
 
@@ -928,6 +933,7 @@ static void history_drop(history *h) {
     for (size_t i = 0; i < h->n; i++)
         rd_kafka_message_destroy(h->held[i]);
     h->n = 0;
+    h->bytes = 0;
 }
 
 /* Passes the batch to fn, then drops it; once fn took it, every record
@@ -970,7 +976,8 @@ static bool history_each(void *arg, rd_kafka_message_t *m) {
     rec->timestamp = ts;
     rec->forwarded_at = at;
     h->held[h->n++] = m;
-    return h->n < h->batch || history_flush(h, upto);
+    h->bytes += kd_headers_record_memory(m);
+    return (h->n < h->batch && h->bytes < HISTORY_BATCH_BYTES) || history_flush(h, upto);
 }
 
 /* Starts a handover scan: where the window begins and ends. */

@@ -148,7 +148,8 @@ kd_recover_result kd_recovery_find(kd_recovery *rc, uint64_t owner, size_t route
 
 /* The handover of source partition src_partition of route (mapped to
  * downstream partition out_partition): passes fn, in batches of at most
- * `batch`, every record of that source partition put downstream within
+ * `batch` records and 4 MiB of what they hold (keys, values, headers; see
+ * headers.h), every record of that source partition put downstream within
  * dedup.ttl and after this store's previous handover of the pair, then
  * saves where it ended. Records forwarded longer than dedup.ttl ago (by
  * their KD_FORWARDED_AT_HEADER; their timestamp when they have none) are

@@ -152,6 +152,24 @@ void kf_send_at(rd_kafka_t *rk, const char *topic, int32_t partition, const char
     rd_kafka_poll(rk, 0);
 }
 
+void kf_send_headed(rd_kafka_t *rk, const char *topic, int32_t partition,
+                    const char *ikey, int n) {
+    rd_kafka_headers_t *h = rd_kafka_headers_new((size_t)n + 1);
+    rd_kafka_resp_err_t err;
+
+    rd_kafka_header_add(h, "Idempotency-Key", -1, ikey, -1);
+    for (int i = 0; i < n; i++)
+        rd_kafka_header_add(h, "h", 1, "", 0);
+    while ((err = rd_kafka_producev(
+                rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+                RD_KAFKA_V_VALUE((void *)ikey, strlen(ikey)), RD_KAFKA_V_HEADERS(h),
+                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END)) ==
+           RD_KAFKA_RESP_ERR__QUEUE_FULL)
+        rd_kafka_poll(rk, 10);
+    assert_int_equal(err, RD_KAFKA_RESP_ERR_NO_ERROR);
+    rd_kafka_poll(rk, 0);
+}
+
 void kf_producer_close(rd_kafka_t *rk) {
     assert_int_equal(rd_kafka_flush(rk, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
     rd_kafka_destroy(rk);
@@ -167,6 +185,13 @@ static void header_str(rd_kafka_headers_t *h, const char *name, char *out, size_
         memcpy(out, v, n);
         out[n] = '\0';
     }
+}
+
+static bool has_header(rd_kafka_headers_t *h, const char *name) {
+    const void *v;
+    size_t n;
+
+    return h && rd_kafka_header_get_last(h, name, &v, &n) == RD_KAFKA_RESP_ERR_NO_ERROR;
 }
 
 kf_record *kf_read(const kf_mock *m, const char *topic, int nparts, size_t expect,
@@ -212,6 +237,9 @@ kf_record *kf_read(const kf_mock *m, const char *topic, int nparts, size_t expec
         header_str(h, "trace", r->trace, sizeof(r->trace));
         header_str(h, "kdedup-run", r->run, sizeof(r->run));
         header_str(h, "kdedup-forwarded-at", r->forwarded_at, sizeof(r->forwarded_at));
+        header_str(h, "kdedup-reason", r->reason, sizeof(r->reason));
+        r->unclaimed = has_header(h, "kdedup-unclaimed");
+        r->nheaders = h ? rd_kafka_header_cnt(h) : 0;
         rd_kafka_message_destroy(msg);
         if (*n >= expect)
             quiet_end = now_ms() + (uint64_t)quiet_ms;

@@ -43,6 +43,11 @@ void kf_send(rd_kafka_t *rk, const char *topic, int32_t partition, const char *i
 /* As kf_send, with the message's timestamp (ms; 0: now). */
 void kf_send_at(rd_kafka_t *rk, const char *topic, int32_t partition, const char *ikey,
                 const char *value, int64_t timestamp_ms);
+/* Produces one message to topic/partition whose value is ikey, with an
+ * Idempotency-Key header of ikey and then n empty headers named "h" (3
+ * bytes each on the wire); asserts it was queued. */
+void kf_send_headed(rd_kafka_t *rk, const char *topic, int32_t partition,
+                    const char *ikey, int n);
 /* Flushes and destroys the producer; asserts nothing failed. */
 void kf_producer_close(rd_kafka_t *rk);
 
@@ -58,6 +63,9 @@ typedef struct kf_record {
     char trace[64];                 /* trace header */
     char run[24];                   /* kdedup-run header: the forwarding run's id */
     char forwarded_at[24];          /* kdedup-forwarded-at header: wall ms */
+    char reason[32];                /* kdedup-reason header (dead letters) */
+    bool unclaimed;                 /* has a kdedup-unclaimed header */
+    size_t nheaders;                /* how many headers it has */
 } kf_record;
 
 /* Reads a topic of nparts partitions from the beginning until `expect`

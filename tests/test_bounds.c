@@ -10,6 +10,7 @@
 #include "sidecar/recovery.h"
 #include "store_rocks/store_rocks.h"
 #include "tests/dedup_fixture.h"
+#include "tests/faulty_store.h"
 #include "tests/kafka_fixture.h"
 
 #include <stdarg.h>
@@ -57,22 +58,33 @@ static void sleep_ms(int ms) {
 }
 
 /* What a dead run put on out/partition: n records keyed prefix-i from
- * in/partition/i. */
-static void deliveries(rd_kafka_t *rk, int32_t partition, const char *prefix, int n) {
+ * in/partition/i, each with `extra` empty headers besides. */
+static void deliveries_headed(rd_kafka_t *rk, int32_t partition, const char *prefix,
+                              int n, int extra) {
     char key[32], source[32];
 
     for (int i = 0; i < n; i++) {
+        rd_kafka_headers_t *h = rd_kafka_headers_new((size_t)extra + 2);
+        rd_kafka_resp_err_t err;
+
         snprintf(key, sizeof(key), "%s-%d", prefix, i);
         snprintf(source, sizeof(source), "in/%" PRId32 "/%d", partition, i);
-        while (rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("out"),
-                                 RD_KAFKA_V_PARTITION(partition),
-                                 RD_KAFKA_V_VALUE("v", 1),
-                                 RD_KAFKA_V_HEADER("Idempotency-Key", key, -1),
-                                 RD_KAFKA_V_HEADER("kdedup-source", source, -1),
-                                 RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                 RD_KAFKA_V_END) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+        rd_kafka_header_add(h, "Idempotency-Key", -1, key, -1);
+        rd_kafka_header_add(h, "kdedup-source", -1, source, -1);
+        for (int j = 0; j < extra; j++)
+            rd_kafka_header_add(h, "h", 1, "", 0);
+        while ((err = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("out"),
+                                        RD_KAFKA_V_PARTITION(partition),
+                                        RD_KAFKA_V_VALUE("v", 1), RD_KAFKA_V_HEADERS(h),
+                                        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                        RD_KAFKA_V_END)) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
             rd_kafka_poll(rk, 10);
+        assert_int_equal(err, RD_KAFKA_RESP_ERR_NO_ERROR);
     }
+}
+
+static void deliveries(rd_kafka_t *rk, int32_t partition, const char *prefix, int n) {
+    deliveries_headed(rk, partition, prefix, n, 0);
 }
 
 /* Asks for key in (0xbeef, out/partition) a step at a time (1 ms a turn);
@@ -100,11 +112,15 @@ static uint64_t cache_bytes(const kd_recovery *rc) {
 typedef struct history_count {
     size_t records;
     int64_t last_offset;
+    size_t batches, largest; /* batches passed, and the most records in one */
 } history_count;
 
 static bool count_history(void *arg, const kd_history_rec *recs, size_t n) {
     history_count *h = arg;
 
+    h->batches++;
+    if (n > h->largest)
+        h->largest = n;
     for (size_t i = 0; i < n; i++) {
         assert_true(recs[i].offset > h->last_offset); /* in order, never twice */
         h->last_offset = recs[i].offset;
@@ -318,6 +334,38 @@ static void test_handover_beside_a_paused_scan(void **state) {
     kd_config_destroy(cfg);
 }
 
+/* A handover keeps a batch's records alive while their keys are written:
+ * records of 5,000 empty headers (15 KB on the wire, some 480 KB once
+ * parsed) come in batches of at most 4 MiB of what they hold, not of the
+ * 1,000 records asked for. (From a review: 200 such records read back held
+ * 390 MiB.) */
+static void test_handover_batches_within_their_bytes(void **state) {
+    env *e = *state;
+    const char *run = "kdedup-run v1\n0 0 out\n1 0 out\n2 0 out\n";
+    rd_kafka_t *rk = kf_producer(&e->mock);
+    kd_history_cursor cur = {0};
+    history_count hc = {.last_offset = -1};
+    kd_history_result hres;
+    kd_recovery *rc;
+    kd_config *cfg;
+    kd_store *store;
+    size_t each = 5000 * (1 + 96); /* the headers alone, as headers.h counts them */
+
+    deliveries_headed(rk, 0, "a", 60, 5000);
+    kf_producer_close(rk);
+    recovery_open(e, run, 0, &cfg, &store, &rc);
+    kd_recovery_begin_turn(rc, 0);
+    hres = kd_recovery_history(rc, 0, 0, 0, 1000, count_history, &hc, &cur);
+    assert_int_equal(hres, KD_HISTORY_DONE);
+    assert_int_equal(hc.records, 60);
+    assert_int_equal(hc.last_offset, 59);
+    assert_true(hc.largest <= (4u << 20) / each + 1);
+    assert_true(hc.batches >= 60 / ((4u << 20) / each + 1));
+    kd_recovery_destroy(rc);
+    kd_store_destroy(store);
+    kd_config_destroy(cfg);
+}
+
 /* One route without a dead-letter topic, at most 50 messages in flight. */
 #define BOUNDED_CONFIG                                                                   \
     "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\", \"producer\": %s,"           \
@@ -384,6 +432,8 @@ static void test_backpressure_pauses_and_resumes(void **state) {
     st = kf_run_wait(&r, 510, TIMEOUT_MS);
     assert_int_equal(st.consumed, 510);
     assert_int_equal(st.forwarded, 510);
+    for (int i = 0; i < 500 && gauge(&r, offsetof(kd_flow_gauges, backpressure)); i++)
+        sleep_ms(20); /* the gauge is set every 250 ms, after the last settles */
     assert_int_equal(gauge(&r, offsetof(kd_flow_gauges, backpressure)), 0);
     assert_true(kd_pipeline_ready(r.p, reason, sizeof(reason)));
     kf_run_stop(&r);
@@ -394,6 +444,75 @@ static void test_backpressure_pauses_and_resumes(void **state) {
         char key[32];
 
         snprintf(key, sizeof(key), "k-%d", i);
+        assert_int_equal(kf_count_key(recs, n, key), 1);
+    }
+    free(recs);
+}
+
+/* Messages of 500 empty headers each (1.5 KB on the wire; 97 KB counted
+ * in flight: each header's name, value and 96 bytes, for the headers
+ * parsed and for their copy produced) while downstream is down and every
+ * store write is slow, so that a turn finds all of them waiting: the
+ * poll batch (batch_max 1000) stops at pipeline.max_inflight_bytes (1 MiB),
+ * and consumption pauses there; once downstream is back, every one lands
+ * once. Before headers were counted, all 100 were taken in flight (and
+ * 200 such messages of 65,000 headers held 1.8 GiB). */
+static void test_headers_count_in_flight(void **state) {
+    env *e = *state;
+    kd_flow_gauges *g;
+    kd_pipeline_stats st;
+    rd_kafka_t *rk;
+    char key[32];
+    kf_record *recs;
+    size_t n;
+    kf_run r;
+
+    kf_mock_cmd(&e->mock, "leader out 0 2");
+    kf_mock_cmd(&e->mock, "leader in 0 1");
+    kf_run_start_faulty(
+        &r, &e->mock,
+        "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\", \"producer\": "
+        "{\"message.timeout.ms\": \"60000\"}},"
+        " \"routes\": [{\"from\": \"in\", \"to\": \"out\", \"on_missing_key\": "
+        "\"forward\"}], \"store\": {\"path\": \"%s/store\"},"
+        " \"pipeline\": {\"shutdown_grace\": \"2s\", \"batch_max\": 1000,"
+        " \"max_inflight_bytes\": 1048576}}",
+        e->mock.bootstrap, e->dir);
+    g = kd_metrics_flow(kd_pipeline_metrics(r.p));
+    send_range(e, 0, "w", 0, 10);
+    st = kf_run_wait(&r, 10, TIMEOUT_MS);
+    assert_int_equal(st.forwarded, 10);
+
+    kf_mock_cmd(&e->mock, "broker-down 2");
+    kd_faulty_store_delay_writes(r.store, 1500);
+    rk = kf_producer(&e->mock);
+    for (int i = 0; i < 100; i++) {
+        snprintf(key, sizeof(key), "hk-%d", i);
+        kf_send_headed(rk, "in", 0, key, 500);
+    }
+    kf_producer_close(rk);
+    for (int i = 0; i < 1000 && !atomic_load(&g->backpressure); i++)
+        sleep_ms(20);
+    assert_int_equal(atomic_load(&g->backpressure), 1);
+    sleep_ms(3000); /* it stays paused: two slow writes' worth */
+    kd_pipeline_stats_get(r.p, &st);
+    assert_true(atomic_load(&g->inflight_bytes) >= 1048576);
+    assert_true(st.consumed >= 10 + 10);
+    assert_true(st.consumed <= 10 + 12); /* 11 pass 1 MiB */
+
+    kd_faulty_store_delay_writes(r.store, 0);
+    kf_mock_cmd(&e->mock, "broker-up 2");
+    st = kf_run_wait(&r, 110, TIMEOUT_MS);
+    assert_int_equal(st.consumed, 110);
+    assert_int_equal(st.forwarded, 110);
+    for (int i = 0; i < 500 && atomic_load(&g->inflight_bytes); i++)
+        sleep_ms(20); /* the gauge is set every 250 ms */
+    assert_int_equal(atomic_load(&g->inflight_bytes), 0);
+    kf_run_stop(&r);
+    recs = kf_read(&e->mock, "out", 3, 110, 1000, TIMEOUT_MS, &n);
+    assert_int_equal(n, 110);
+    for (int i = 0; i < 100; i++) {
+        snprintf(key, sizeof(key), "hk-%d", i);
         assert_int_equal(kf_count_key(recs, n, key), 1);
     }
     free(recs);
@@ -441,6 +560,7 @@ static void test_poison_holds_back_only_its_partition(void **state) {
     assert_true(st.retries >= 2); /* the poison, again and again */
     assert_true(gauge(&r, offsetof(kd_flow_gauges, retrying)) >= 1);
     assert_int_equal(gauge(&r, offsetof(kd_flow_gauges, held_back)), 1);
+    assert_int_equal(gauge(&r, offsetof(kd_flow_gauges, stuck)), 1); /* and says so */
     kf_run_stop(&r);
     assert_true(kf_committed(&e->mock, "g", "in", 0) <= 0); /* never past the poison */
     assert_int_equal(kf_committed(&e->mock, "g", "in", 1), 300);
@@ -576,6 +696,9 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_unclaimed_records_are_no_delivery, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_orphans_keep_their_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_handover_batches_within_their_bytes, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_headers_count_in_flight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backpressure_pauses_and_resumes, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_poison_holds_back_only_its_partition, setup,

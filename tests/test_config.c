@@ -112,8 +112,30 @@ static void test_defaults(void **state) {
     assert_int_equal(cfg->log_level, KD_LOG_INFO);
     assert_int_equal(cfg->shutdown_grace_ms, 30000);
     assert_int_equal(cfg->batch_max, 1000);
+    assert_int_equal(cfg->max_headers, 1000);
+    assert_int_equal(cfg->max_header_bytes, 1048576);
     assert_int_equal(cfg->consumer.n, 0);
     kd_config_destroy(cfg);
+}
+
+/* The per-message header bounds: set, and refused out of range. */
+static void test_header_bounds(void **state) {
+    kd_config *cfg = assert_valid("{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], "
+                                  "\"pipeline\": {\"max_headers\": 20, "
+                                  "\"max_header_bytes\": 60}}");
+
+    (void)state;
+    assert_int_equal(cfg->max_headers, 20);
+    assert_int_equal(cfg->max_header_bytes, 60);
+    kd_config_destroy(cfg);
+    assert_error("{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], "
+                 "\"pipeline\": {\"max_headers\": 0}}",
+                 "kdedup.json: pipeline.max_headers: expected an integer from 1 to "
+                 "1000000, got 0");
+    assert_error("{" MINIMAL_KAFKA ", \"routes\": [" MINIMAL_ROUTE "], "
+                 "\"pipeline\": {\"max_header_bytes\": \"many\"}}",
+                 "kdedup.json: pipeline.max_header_bytes: expected an integer from 1 to "
+                 "1073741824, got \"many\"");
 }
 
 static void test_env_interpolation(void **state) {
@@ -1119,6 +1141,7 @@ int main(void) {
         cmocka_unit_test(test_probes_listen),
         cmocka_unit_test(test_routes_json),
         cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_header_bounds),
         cmocka_unit_test(test_env_interpolation),
         cmocka_unit_test(test_env_edge_cases),
         cmocka_unit_test(test_file_secrets),

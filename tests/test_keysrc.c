@@ -27,14 +27,17 @@ typedef struct hdr {
     const char *value;
 } hdr;
 
-static bool find_header(void *arg, const char *name, const void **val, size_t *len) {
-    for (const hdr *h = arg; h && h->name; h++)
+static bool find_header(void *arg, const char *name, bool last, const void **val,
+                        size_t *len) {
+    bool found = false;
+
+    for (const hdr *h = arg; h && h->name && (last || !found); h++)
         if (!strcmp(h->name, name)) {
             *val = h->value;
             *len = h->value ? strlen(h->value) : 0;
-            return true;
+            found = true;
         }
-    return false;
+    return found;
 }
 
 static kd_keysrc_msg msg_of(const char *key, const char *value, const hdr *hdrs) {
@@ -85,8 +88,7 @@ static void expect(const char *route_extra, kd_keysrc_msg m, kd_key_status want_
 #define S(s) s, sizeof(s) - 1
 
 static void test_header(void **state) {
-    const hdr hs[] = {
-        {"Idempotency-Key", "k-1"}, {"Idempotency-Key", "k-2"}, {NULL, NULL}};
+    const hdr hs[] = {{"Idempotency-Key", "k-1"}, {"X-Id", "x"}, {NULL, NULL}};
     const hdr empty[] = {{"Idempotency-Key", ""}, {NULL, NULL}};
     const hdr null[] = {{"Idempotency-Key", NULL}, {NULL, NULL}};
     const hdr other[] = {{"X-Id", "x"}, {NULL, NULL}};
@@ -97,7 +99,7 @@ static void test_header(void **state) {
     expect("\"key_header\": \"X-Id\"", msg_of(NULL, "v", other), KD_KEY_OK, S("x"));
     expect("\"key\": {\"from\": \"header\", \"name\": \"X-Id\"}",
            msg_of(NULL, "v", other), KD_KEY_OK, S("x"));
-    expect("\"key_header\": \"X-Id\"", msg_of(NULL, "v", hs), KD_KEY_ABSENT, NULL, 0);
+    expect("\"key_header\": \"X-Id\"", msg_of(NULL, "v", empty), KD_KEY_ABSENT, NULL, 0);
     expect("\"fingerprint\": true", msg_of(NULL, "v", empty), KD_KEY_EMPTY, NULL, 0);
     expect("\"fingerprint\": true", msg_of(NULL, "v", null), KD_KEY_ABSENT, NULL, 0);
     expect("\"fingerprint\": true", msg_of(NULL, "v", NULL), KD_KEY_ABSENT, NULL, 0);
@@ -149,6 +151,99 @@ static void test_json_fields(void **state) {
     /* String escapes are decoded: the key is the field's text. */
     expect(JSON_KEY("/id"), msg_of(NULL, "{\"id\": \"caf\\u00e9\\n\"}", NULL), KD_KEY_OK,
            S("caf\xc3\xa9\n"));
+}
+
+/* A key header given twice: readers of the first (librdkafka, kdedup) and
+ * of the last (Java's lastHeader()) would see two ids, so the key is
+ * ambiguous, unless every reading agrees. Repeats of other headers do not
+ * matter. */
+static void test_header_repeated(void **state) {
+    const hdr two[] = {
+        {"Idempotency-Key", "k-1"}, {"Idempotency-Key", "k-2"}, {NULL, NULL}};
+    const hdr same[] = {
+        {"Idempotency-Key", "k-1"}, {"Idempotency-Key", "k-1"}, {NULL, NULL}};
+    const hdr three[] = {{"Idempotency-Key", "k-1"},
+                         {"Idempotency-Key", "k-2"},
+                         {"Idempotency-Key", "k-1"},
+                         {NULL, NULL}};
+    const hdr null_first[] = {
+        {"Idempotency-Key", NULL}, {"Idempotency-Key", "k-1"}, {NULL, NULL}};
+    const hdr null_last[] = {
+        {"Idempotency-Key", "k-1"}, {"Idempotency-Key", NULL}, {NULL, NULL}};
+    const hdr nulls[] = {
+        {"Idempotency-Key", NULL}, {"Idempotency-Key", NULL}, {NULL, NULL}};
+    const hdr empty_last[] = {
+        {"Idempotency-Key", "k-1"}, {"Idempotency-Key", ""}, {NULL, NULL}};
+    const hdr prefix[] = {
+        {"Idempotency-Key", "k-1"}, {"Idempotency-Key", "k-10"}, {NULL, NULL}};
+    const hdr other_twice[] = {
+        {"Idempotency-Key", "k-1"}, {"T", "a"}, {"T", "b"}, {NULL, NULL}};
+    const hdr case_differs[] = {
+        {"Idempotency-Key", "k-1"}, {"idempotency-key", "k-2"}, {NULL, NULL}};
+    const char *rk = "\"fingerprint\": true";
+
+    (void)state;
+    expect(rk, msg_of(NULL, "v", two), KD_KEY_AMBIGUOUS, NULL, 0);
+    expect(rk, msg_of(NULL, "v", prefix), KD_KEY_AMBIGUOUS, NULL, 0);
+    expect(rk, msg_of(NULL, "v", null_first), KD_KEY_AMBIGUOUS, NULL, 0);
+    expect(rk, msg_of(NULL, "v", null_last), KD_KEY_AMBIGUOUS, NULL, 0);
+    expect(rk, msg_of(NULL, "v", empty_last), KD_KEY_AMBIGUOUS, NULL, 0);
+    /* first and last agree (a middle one differs: no reader takes it) */
+    expect(rk, msg_of(NULL, "v", same), KD_KEY_OK, S("k-1"));
+    expect(rk, msg_of(NULL, "v", three), KD_KEY_OK, S("k-1"));
+    expect(rk, msg_of(NULL, "v", nulls), KD_KEY_ABSENT, NULL, 0);
+    expect(rk, msg_of(NULL, "v", other_twice), KD_KEY_OK, S("k-1"));
+    /* names are case-sensitive in Kafka: another header */
+    expect(rk, msg_of(NULL, "v", case_differs), KD_KEY_OK, S("k-1"));
+    /* a composite with an ambiguous part is ambiguous */
+    expect("\"key\": {\"from\": \"composite\", \"parts\": [{\"from\": \"header\", "
+           "\"name\": \"Idempotency-Key\"}, {\"from\": \"record_key\"}]}",
+           msg_of("rk", "v", two), KD_KEY_AMBIGUOUS, NULL, 0);
+}
+
+/* A JSON member duplicated on the pointer's path: cJSON (and kdedup) read
+ * the first, Jackson, Python's json and JSON.parse the last. Ambiguous
+ * when the two readings give different keys, or one gives none; duplicates
+ * elsewhere in the document, or with equal values, do not matter. */
+static void test_json_duplicates(void **state) {
+    (void)state;
+    expect(JSON_KEY("/id"), msg_of(NULL, "{\"id\": \"a\", \"id\": \"b\"}", NULL),
+           KD_KEY_AMBIGUOUS, NULL, 0);
+    expect(JSON_KEY("/id"), msg_of(NULL, "{\"id\": 7, \"id\": \"7x\"}", NULL),
+           KD_KEY_AMBIGUOUS, NULL, 0);
+    expect(JSON_KEY("/id"), msg_of(NULL, "{\"id\": \"a\", \"id\": null}", NULL),
+           KD_KEY_AMBIGUOUS, NULL, 0);
+    expect(JSON_KEY("/id"), msg_of(NULL, "{\"id\": [1], \"id\": \"a\"}", NULL),
+           KD_KEY_AMBIGUOUS, NULL, 0);
+    /* a parent duplicated: the last one has no id, or another */
+    expect(JSON_KEY("/order/id"),
+           msg_of(NULL, "{\"order\": {\"id\": \"o-1\"}, \"order\": {\"x\": 1}}", NULL),
+           KD_KEY_AMBIGUOUS, NULL, 0);
+    expect(JSON_KEY("/order/id"),
+           msg_of(NULL, "{\"order\": {\"id\": 1}, \"order\": {\"id\": 2}}", NULL),
+           KD_KEY_AMBIGUOUS, NULL, 0);
+    expect(JSON_KEY("/items/0/id"),
+           msg_of(NULL, "{\"items\": [{\"id\": 1, \"id\": 2}]}", NULL), KD_KEY_AMBIGUOUS,
+           NULL, 0);
+    /* the readings agree: the same value, or the same key by value */
+    expect(JSON_KEY("/id"), msg_of(NULL, "{\"id\": \"a\", \"id\": \"a\"}", NULL),
+           KD_KEY_OK, S("a"));
+    expect(JSON_KEY("/id"), msg_of(NULL, "{\"id\": 42, \"id\": 42.0}", NULL), KD_KEY_OK,
+           S("42"));
+    expect(
+        JSON_KEY("/order/id"),
+        msg_of(NULL, "{\"order\": {\"id\": 1}, \"order\": {\"id\": 1, \"n\": 2}}", NULL),
+        KD_KEY_OK, S("1"));
+    expect(JSON_KEY("/id"), msg_of(NULL, "{\"id\": \"a\", \"x\": 1, \"x\": 2}", NULL),
+           KD_KEY_OK, S("a"));
+    expect(JSON_KEY("/id"), msg_of(NULL, "{\"x\": {\"id\": 1}, \"id\": \"a\"}", NULL),
+           KD_KEY_OK, S("a"));
+    /* neither reading has a key: missing, not ambiguous */
+    expect(JSON_KEY("/id"), msg_of(NULL, "{\"id\": null, \"id\": true}", NULL),
+           KD_KEY_NOT_SCALAR, NULL, 0);
+    expect(JSON_KEY("/order/id"),
+           msg_of(NULL, "{\"order\": {\"id\": null}, \"order\": {}}", NULL),
+           KD_KEY_NOT_SCALAR, NULL, 0);
 }
 
 /* RFC 6901: "~1" is '/', "~0" is '~', decoded in that order ("~01" is "~1"). */
@@ -407,6 +502,8 @@ int main(void) {
         cmocka_unit_test(test_pointer_escapes),
         cmocka_unit_test(test_json_malformed),
         cmocka_unit_test(test_composite),
+        cmocka_unit_test(test_header_repeated),
+        cmocka_unit_test(test_json_duplicates),
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_compose_matches_extract),
         cmocka_unit_test(test_fingerprint),

@@ -5,6 +5,7 @@
  * the downstream topics and what offsets were committed.
  */
 #include "dedup/dedup.h"
+#include "sidecar/metrics.h"
 #include "sidecar/recovery.h"
 #include "store_rocks/store_rocks.h"
 #include "tests/dedup_fixture.h"
@@ -235,16 +236,17 @@ static unsigned char *raw_payload(size_t payload_len) {
     return payload;
 }
 
-/* Produces to topic "a" with the given Idempotency-Key headers (values
- * with lengths, so binary) and the raw_payload() of payload_len bytes. */
-static void send_raw(rd_kafka_t *rk, const char *const *keys, const size_t *key_lens,
-                     int nkeys, size_t payload_len) {
+/* Produces to topic with the given Idempotency-Key headers (values with
+ * lengths, so binary) and the raw_payload() of payload_len bytes. */
+static void send_raw_to(rd_kafka_t *rk, const char *topic, const char *const *keys,
+                        const size_t *key_lens, int nkeys, size_t payload_len) {
     rd_kafka_headers_t *h = rd_kafka_headers_new(2);
     unsigned char *payload = raw_payload(payload_len);
 
     for (int i = 0; i < nkeys; i++)
         rd_kafka_header_add(h, "Idempotency-Key", -1, keys[i], (ssize_t)key_lens[i]);
-    assert_int_equal(rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("a"), RD_KAFKA_V_PARTITION(0),
+    assert_int_equal(rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic),
+                                       RD_KAFKA_V_PARTITION(0),
                                        RD_KAFKA_V_VALUE(payload, payload_len),
                                        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
                                        RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END),
@@ -252,9 +254,17 @@ static void send_raw(rd_kafka_t *rk, const char *const *keys, const size_t *key_
     free(payload);
 }
 
+/* send_raw_to() topic "a". */
+static void send_raw(rd_kafka_t *rk, const char *const *keys, const size_t *key_lens,
+                     int nkeys, size_t payload_len) {
+    send_raw_to(rk, "a", keys, key_lens, nkeys, payload_len);
+}
+
 /* Keys that are binary and not UTF-8 (with NULs), exactly max_key_bytes,
- * one byte over, 64 KiB; a header repeated (the first counts); a payload
- * near the 1 MB message limit. Each gets its policy; nothing is lost. */
+ * one byte over, 64 KiB; a key header repeated with two values (ambiguous:
+ * on this route without a dead-letter topic, forwarded without dedup); a
+ * payload near the 1 MB message limit. Each gets its policy; nothing is
+ * lost. */
 static void test_hostile_headers(void **state) {
     env *e = *state;
     static const char binary[16] = {'\0', '\xff', '\xfe', 'k', '\0', '\x80', '\xc3', '('};
@@ -269,8 +279,9 @@ static void test_hostile_headers(void **state) {
     send_raw(rk, (const char *[]){binary}, (size_t[]){16}, 1, 10); /* forwarded */
     send_raw(rk, (const char *[]){binary}, (size_t[]){16}, 1, 10); /* duplicate */
     send_raw(rk, (const char *[]){binary}, (size_t[]){15}, 1, 10); /* another key */
-    send_raw(rk, (const char *[]){"first", "second"}, (size_t[]){5, 6}, 2, 10);
-    send_raw(rk, (const char *[]){"first"}, (size_t[]){5}, 1, 10);  /* duplicate */
+    send_raw(rk, (const char *[]){"first", "second"}, (size_t[]){5, 6}, 2,
+             10);                                                   /* rejected */
+    send_raw(rk, (const char *[]){"first"}, (size_t[]){5}, 1, 10);  /* new */
     send_raw(rk, (const char *[]){"second"}, (size_t[]){6}, 1, 10); /* new */
     send_raw(rk, (const char *[]){"seventeen-bytes-x"}, (size_t[]){17}, 1,
              10);                                                    /* missing */
@@ -287,14 +298,15 @@ static void test_hostile_headers(void **state) {
     st = kf_run_wait(&r, 9, TIMEOUT_MS);
     assert_int_equal(st.consumed, 9);
     assert_int_equal(st.forwarded, 5);
-    assert_int_equal(st.duplicates_completed + st.duplicates_in_flight, 2);
+    assert_int_equal(st.duplicates_completed + st.duplicates_in_flight, 1);
     assert_int_equal(st.missing_forwarded, 2);
+    assert_int_equal(st.rejected, 1);
     assert_int_equal(st.store_errors, 0);
     assert_int_equal(st.collisions, 0);
     kf_run_stop(&r);
 
-    recs = kf_read(&e->mock, "a.out", 1, 7, 500, TIMEOUT_MS, &n);
-    assert_int_equal(n, 7);
+    recs = kf_read(&e->mock, "a.out", 1, 8, 500, TIMEOUT_MS, &n);
+    assert_int_equal(n, 8);
     /* The big payload arrived whole, the small ones too. */
     unsigned char *big = raw_payload(900000), *small = raw_payload(10);
     unsigned char big_sha[32], small_sha[32];
@@ -312,6 +324,130 @@ static void test_hostile_headers(void **state) {
     assert_int_equal(bigs, 1);
     free(big);
     free(small);
+    free(recs);
+}
+
+/* A key given twice with different values, as a repeated header (route c)
+ * or a duplicated JSON member (route b): kdedup would key on the first, a
+ * consumer reading the last (lastHeader(), Jackson, Python's json) would
+ * see another id, so the message is dead-lettered as ambiguous-key. Its
+ * ids sent alone afterwards are new keys, forwarded; a key repeated with
+ * one value is no ambiguity. Before, [x-1, x-2] was forwarded keyed x-1
+ * and x-2 after it too: a last-reader saw x-2 twice. */
+static void test_ambiguous_keys_dead_lettered(void **state) {
+    env *e = *state;
+    rd_kafka_t *rk = kf_producer(&e->mock);
+    kd_pipeline_stats st;
+    kf_record *recs;
+    size_t n;
+    kf_run r;
+
+    send_raw_to(rk, "c", (const char *[]){"x-1", "x-2"}, (size_t[]){3, 3}, 2, 10);
+    send_raw_to(rk, "c", (const char *[]){"y", "y"}, (size_t[]){1, 1}, 2, 10);
+    send_raw_to(rk, "c", (const char *[]){"x-2"}, (size_t[]){3}, 1, 10);
+    kf_send(rk, "b", 0, NULL, "{\"id\": \"j-1\", \"id\": \"j-2\"}");
+    kf_send(rk, "b", 0, NULL, "{\"id\": \"j-2\"}");
+    kf_send(rk, "b", 0, NULL, "{\"id\": \"j-3\", \"n\": 1, \"id\": \"j-3\"}");
+    kf_producer_close(rk);
+    kf_run_start(&r, &e->mock,
+                 "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\"}, \"routes\": ["
+                 "{\"from\": \"c\", \"to\": \"c.out\", \"dead_letter_topic\": \"c.dlq\"},"
+                 "{\"from\": \"b\", \"to\": \"b.out\", \"dead_letter_topic\": \"c.dlq\","
+                 " \"key\": {\"from\": \"json\", \"pointer\": \"/id\"}}],"
+                 " \"store\": {\"path\": \"%s/store\"}}",
+                 e->mock.bootstrap, e->dir);
+    st = kf_run_wait(&r, 6, TIMEOUT_MS);
+    assert_int_equal(st.consumed, 6);
+    assert_int_equal(st.forwarded, 4);
+    assert_int_equal(st.rejected, 2);
+    assert_int_equal(st.dead_lettered, 2);
+    assert_int_equal(st.duplicates_completed + st.duplicates_in_flight, 0);
+    kf_run_stop(&r);
+    assert_int_equal(kf_committed(&e->mock, "g", "c", 0), 3);
+    assert_int_equal(kf_committed(&e->mock, "g", "b", 0), 3);
+
+    recs = kf_read(&e->mock, "c.dlq", 1, 2, 500, TIMEOUT_MS, &n);
+    assert_int_equal(n, 2);
+    for (size_t i = 0; i < n; i++)
+        assert_string_equal(recs[i].reason, "ambiguous-key");
+    free(recs);
+    recs = kf_read(&e->mock, "c.out", 1, 2, 500, TIMEOUT_MS, &n);
+    assert_int_equal(n, 2);
+    assert_int_equal(kf_count_key(recs, n, "y"), 1);
+    assert_int_equal(kf_count_key(recs, n, "x-2"), 1);
+    free(recs);
+    recs = kf_read(&e->mock, "b.out", 1, 2, 500, TIMEOUT_MS, &n);
+    assert_int_equal(n, 2);
+    assert_string_equal(recs[0].value, "{\"id\": \"j-2\"}");
+    assert_non_null(strstr(recs[1].value, "j-3"));
+    free(recs);
+}
+
+/* Messages past pipeline.max_headers (20) or max_header_bytes (60 bytes
+ * of names and values) are rejected, never dropped silently: to the
+ * dead-letter topic with their reason and every header they came with (route
+ * c); without one, forwarded without dedup under on_missing_key forward
+ * (route a: both copies, marked unclaimed) or dropped under drop (route b);
+ * counted in each case. A message at the bounds passes. */
+static void test_header_bounds_reject(void **state) {
+    env *e = *state;
+    rd_kafka_t *rk = kf_producer(&e->mock);
+    const char *big = "c-big-0123456789012345678901234567890123456789012";
+    kd_pipeline_stats st;
+    kf_record *recs;
+    size_t n;
+    kf_run r;
+
+    kf_send_headed(rk, "c", 0, "c-ok", 19); /* 20 headers, 38 bytes: passes */
+    kf_send_headed(rk, "c", 0, "c-many", 20);
+    kf_send(rk, "c", 0, big, "v"); /* 2 headers, 71 bytes */
+    kf_send_headed(rk, "a", 0, "a-many", 20);
+    kf_send_headed(rk, "a", 0, "a-many", 20);
+    kf_send_headed(rk, "b", 0, "b-many", 20);
+    kf_send_headed(rk, "b", 0, "b-ok", 5);
+    kf_producer_close(rk);
+    kf_run_start(&r, &e->mock,
+                 "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\"}, \"routes\": ["
+                 "{\"from\": \"c\", \"to\": \"c.out\", \"dead_letter_topic\": \"c.dlq\"},"
+                 "{\"from\": \"a\", \"to\": \"a.out\", \"on_missing_key\": \"forward\"},"
+                 "{\"from\": \"b\", \"to\": \"b.out\", \"on_missing_key\": \"drop\"}],"
+                 " \"store\": {\"path\": \"%s/store\"},"
+                 " \"pipeline\": {\"max_headers\": 20, \"max_header_bytes\": 60}}",
+                 e->mock.bootstrap, e->dir);
+    st = kf_run_wait(&r, 7, TIMEOUT_MS);
+    assert_int_equal(st.consumed, 7);
+    assert_int_equal(st.forwarded, 2); /* c-ok, b-ok */
+    assert_int_equal(st.rejected, 5);
+    assert_int_equal(st.dead_lettered, 2);
+    assert_int_equal(st.missing_forwarded + st.missing_dropped, 0);
+    st = kf_run_stop(&r);
+    assert_int_equal(st.inflight, 0);
+    assert_int_equal(kf_committed(&e->mock, "g", "c", 0), 3);
+    assert_int_equal(kf_committed(&e->mock, "g", "a", 0), 2);
+    assert_int_equal(kf_committed(&e->mock, "g", "b", 0), 2);
+
+    recs = kf_read(&e->mock, "c.out", 1, 1, 500, TIMEOUT_MS, &n);
+    assert_int_equal(n, 1);
+    assert_string_equal(recs[0].ikey, "c-ok");
+    free(recs);
+    recs = kf_read(&e->mock, "c.dlq", 1, 2, 500, TIMEOUT_MS, &n);
+    assert_int_equal(n, 2);
+    assert_string_equal(recs[0].ikey, "c-many");
+    assert_string_equal(recs[0].reason, "too-many-headers");
+    assert_true(recs[0].nheaders > 21); /* its own, and kdedup's */
+    assert_string_equal(recs[1].ikey, big);
+    assert_string_equal(recs[1].reason, "headers-too-large");
+    free(recs);
+    recs = kf_read(&e->mock, "a.out", 1, 2, 500, TIMEOUT_MS, &n);
+    assert_int_equal(n, 2);
+    for (size_t i = 0; i < n; i++) {
+        assert_string_equal(recs[i].ikey, "a-many");
+        assert_true(recs[i].unclaimed);
+    }
+    free(recs);
+    recs = kf_read(&e->mock, "b.out", 1, 1, 500, TIMEOUT_MS, &n);
+    assert_int_equal(n, 1);
+    assert_string_equal(recs[0].ikey, "b-ok");
     free(recs);
 }
 
@@ -498,6 +634,55 @@ static void test_retries_exhausted_dead_letter(void **state) {
     recs = kf_read(&e->mock, "dlq", 1, 5, 500, TIMEOUT_MS, &n);
     assert_int_equal(n, 5);
     assert_int_equal(kf_count_key(recs, n, "key-2"), 1);
+    free(recs);
+}
+
+/* A message that the downstream topic and then its dead-letter topic
+ * refuse (every produce request fails) is neither lost nor retried
+ * silently: after max_retries (1) failures at each it is stuck, named in
+ * the log, counted (kdedup_stuck_messages 1), /readyz 503 saying so, its
+ * offset not committed. Once the dead-letter topic takes it, it is
+ * dead-lettered once, the gauge is back to 0, ready, committed. Before, it
+ * was retried forever with /readyz 200 and nothing to see but its
+ * partition's offset standing still. */
+static void test_dead_letter_refused_is_stuck(void **state) {
+    env *e = *state;
+    kd_flow_gauges *g;
+    kd_pipeline_stats st;
+    char reason[512];
+    kf_record *recs;
+    size_t n;
+    kf_run r;
+
+    send_keys(e, "in", 0, 1, 1); /* before the errors: they hit any producer */
+    kf_mock_cmd(&e->mock, "produce-errors 100000 %d",
+                RD_KAFKA_RESP_ERR_KAFKA_STORAGE_ERROR);
+    start(&r, e, "{\"retries\": \"1\", \"retry.backoff.ms\": \"10\"}", 1, "1s");
+    g = kd_metrics_flow(kd_pipeline_metrics(r.p));
+    for (int i = 0; i < 1500 && !atomic_load(&g->stuck); i++)
+        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+    assert_int_equal(atomic_load(&g->stuck), 1);
+    assert_false(kd_pipeline_ready(r.p, reason, sizeof(reason)));
+    assert_non_null(strstr(reason, "1 message(s) stuck"));
+    kd_pipeline_stats_get(r.p, &st);
+    assert_int_equal(st.inflight, 1);
+    assert_int_equal(st.dead_lettered, 0);
+    assert_true(st.produce_errors >= 4); /* 2 downstream, then 2 dead-letter */
+    assert_int_equal(committed_total(e, "in", PARTS), 0);
+
+    kf_mock_cmd(&e->mock, "clear-produce-errors");
+    st = kf_run_wait(&r, 1, TIMEOUT_MS);
+    assert_int_equal(st.inflight, 0);
+    assert_int_equal(st.dead_lettered, 1);
+    assert_int_equal(st.forwarded, 0);
+    assert_int_equal(atomic_load(&g->stuck), 0);
+    assert_true(kd_pipeline_ready(r.p, reason, sizeof(reason)));
+    kf_run_stop(&r);
+    assert_int_equal(committed_total(e, "in", PARTS), 1);
+    recs = kf_read(&e->mock, "dlq", 1, 1, 500, TIMEOUT_MS, &n);
+    assert_int_equal(n, 1);
+    assert_string_equal(recs[0].ikey, "key-0");
+    assert_string_equal(recs[0].reason, "delivery-failed");
     free(recs);
 }
 
@@ -1389,6 +1574,9 @@ int main(void) {
                                         teardown),
         cmocka_unit_test_setup_teardown(test_missing_key_policies, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hostile_headers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_header_bounds_reject, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ambiguous_keys_dead_lettered, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_store_full_pauses_and_resumes, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_not_persisted_released_and_retried, setup,
@@ -1408,6 +1596,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_orphan_not_completed_by_an_older_delivery,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_retries_exhausted_dead_letter, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_dead_letter_refused_is_stuck, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_handover_moves_history, setup, teardown),
         cmocka_unit_test_setup_teardown(test_signed_history_only, setup, teardown),

@@ -6,7 +6,8 @@
  *
  * Checked: a key is returned only if it is the first header of exactly that
  * name, non-empty and within max_len; the cache then sees the key as new,
- * completes it and reports it completed with the receipt given.
+ * completes it and reports it completed with the receipt given; and
+ * kd_headers_measure() counts every header and its name's and value's bytes.
  *
  * Input: byte 0 picks max_len; then repeated [name_len u8][name][flags u8]
  * [value_len u16 le][value], flags bit 0 meaning a null value.
@@ -62,6 +63,7 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
     const void *want = NULL;
     bool found, want_found, want_null = false;
     char name[256];
+    kd_headers_size added = {0}, measured;
 
     if (size < 1)
         return 0;
@@ -84,8 +86,14 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
         /* names with a NUL inside are cut there, as librdkafka sees them */
         rd_kafka_header_add(hdrs, name, (ssize_t)strlen(name),
                             (flags & 1) ? NULL : data + at, (ssize_t)vlen);
+        added.count++;
+        added.bytes += strlen(name) + ((flags & 1) ? 0 : vlen);
         at += vlen;
     }
+    measured = kd_headers_measure(hdrs);
+    if (measured.count != added.count || measured.bytes != added.bytes ||
+        kd_headers_memory(measured) != added.bytes + added.count * KD_HEADER_OVERHEAD)
+        abort(); /* the byte bounds count what is there */
     found = kd_headers_key(hdrs, KEY_HEADER, max_len, &key, &key_len);
     want_found = first_header(data, size, &want, &want_len, &want_null);
     if (found) {

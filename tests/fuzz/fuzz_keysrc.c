@@ -25,8 +25,10 @@
 
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size);
 
-static bool tenant_header(void *arg, const char *name, const void **val, size_t *len) {
+static bool tenant_header(void *arg, const char *name, bool last, const void **val,
+                          size_t *len) {
     (void)arg;
+    (void)last;
     if (strcmp(name, "Tenant"))
         return false;
     *val = TENANT;
