@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 # bench/rss_sidecar.py: usage: /usr/bin/python3 bench/rss_sidecar.py build/kdedup
 # (run under flock /tmp/kdedup-test.lock on a shared machine).
 # Measures kdedup's peak RSS (VmHWM) as a sidecar: 100,000 messages (30%

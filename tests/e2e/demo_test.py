@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """`kdedup demo` as README's first command runs it: duplicates are retries
 (same key, same payload) and the few key conflicts it sends on purpose are
 counted apart in its summary; the conflicts' warnings are few.

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """What kdedup writes to its log when something repeats:
 
 - a librdkafka error appears once (librdkafka's own line), not a second

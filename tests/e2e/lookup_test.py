@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """`kdedup lookup` beside a running kdedup, with two routes:
 
 - without --route it answers for every route, each line naming its route: a
