@@ -191,6 +191,7 @@ class Sidecar:
         self.settings = config
         self.write_config()
         self.proc = None
+        self.env = None  # the process's environment; None: the test's
 
     def write_config(self):
         with open(self.config, "w") as f:
@@ -203,7 +204,7 @@ class Sidecar:
 
     def start(self):
         self.proc = subprocess.Popen([KDEDUP, "--config", self.config],
-                                     stdout=self.log, stderr=self.log)
+                                     stdout=self.log, stderr=self.log, env=self.env)
         time.sleep(0.5)
         check(self.proc.poll() is None, f"kdedup exited {self.proc.returncode} at start")
 
