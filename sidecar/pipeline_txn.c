@@ -208,6 +208,22 @@ static void add_point(void *arg, size_t route, int32_t partition) {
             ->offset = at;
 }
 
+/* True while the consumer is a member of the group. The broker fences a
+ * transaction's offsets by the group generation they carry, except offsets
+ * sent with no member id and no generation, which it takes from anyone
+ * (KIP-447 keeps them for older clients): librdkafka resets both once the
+ * group has dropped the consumer (an illegal generation, then a leave),
+ * before the assignment-lost callback reaches the loop. */
+static bool is_member(kd_pipeline *p) {
+    char *member = rd_kafka_memberid(p->consumer);
+    bool is = member && *member;
+
+    if (!is)
+        KD_WARN("transaction: the consumer is no member of the group: aborted");
+    rd_kafka_mem_free(p->consumer, member);
+    return is;
+}
+
 /* Sends the source offsets the open transaction settles; the next step. */
 static txn_next send_offsets(kd_pipeline *p) {
     kd_pl_txn *t = &p->txn;
@@ -225,6 +241,10 @@ static txn_next send_offsets(kd_pipeline *p) {
         goto out;
     }
     group = rd_kafka_consumer_group_metadata(p->consumer);
+    if (!is_member(p)) { /* unfenced: it must not commit */
+        rd_kafka_consumer_group_metadata_destroy(group);
+        goto out;
+    }
     do
         next = classify(p,
                         rd_kafka_send_offsets_to_transaction(p->producer, a.list, group,
