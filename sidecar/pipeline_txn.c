@@ -236,8 +236,8 @@ static txn_next send_offsets(kd_pipeline *p) {
         goto out;
     qsort(t->offs, t->noffs, sizeof(*t->offs), off_cmp);
     kd_offsets_each_assigned(p->offsets, add_point, &a);
-    if (!a.list->cnt) {
-        next = TXN_OK;
+    if (!a.list->cnt) { /* records of no partition of ours: unfenced, no commit */
+        next = t->noffs ? TXN_ABORT : TXN_OK;
         goto out;
     }
     group = rd_kafka_consumer_group_metadata(p->consumer);
