@@ -330,6 +330,7 @@ chaos-kafka: deps
 	    TEST_TIMEOUT=$$(($(SEEDS) * 150 + 600)) \
 	    KD_CHAOS_SECONDS=$(CHAOS_SECONDS) \
 	    KD_CHAOS_SEEDS="$$(seq $(CHAOS_FIRST) $$(($(CHAOS_FIRST) + $(SEEDS) - 1)))" \
+	    KD_TXN_CHAOS_SEEDS="$$(seq $(CHAOS_FIRST) $$(($(CHAOS_FIRST) + $(SEEDS) - 1)))" \
 	    tests/kafka/test_kafka.sh
 
 # The long run of the crash test: kill -9 at random moments under load,

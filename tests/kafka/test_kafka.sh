@@ -6,9 +6,11 @@
 # suite takes the broker from KDEDUP_BOOTSTRAP. The clusters are stopped on
 # exit, whatever happens. Ends with "test-kafka: N passed, N failed".
 #
-# KAFKA_SUITES1 / KAFKA_SUITES3 choose the suites (names in tests/e2e/);
-# KD_CHAOS_SEEDS the chaos seeds (two by default here: `make chaos-kafka`
-# runs many).
+# KAFKA_SUITES1 / KAFKA_SUITES3 choose the suites (names in tests/e2e/),
+# KAFKA_TXN_SUITES1 / KAFKA_TXN_SUITES3 those run again in the transactional
+# delivery mode; KD_CHAOS_SEEDS the chaos seeds (two by default here: `make
+# chaos-kafka` runs many), KD_TXN_CHAOS_SEEDS those of the transactional run
+# (the first of them by default).
 set -u
 cd "$(dirname "$0")/../.."
 : "${KDEDUP:=build/kdedup}"
@@ -20,6 +22,7 @@ cd "$(dirname "$0")/../.."
 : "${KAFKA_TXN_SUITES1=zombie_test e2e_test}"
 : "${KAFKA_TXN_SUITES3=chaos_test}"
 : "${KD_CHAOS_SEEDS:=101 102}"
+: "${KD_TXN_CHAOS_SEEDS:=${KD_CHAOS_SEEDS%% *}}"
 export KDEDUP KD_CHAOS_SEEDS
 rig=tests/kafka/rig.py
 one=$PWD/$BUILD/kafka-test-1
@@ -39,6 +42,7 @@ run_suites() { # dir, delivery mode ("" for the default), suites...
   for s in "$@"; do
     echo "=== $s (Apache Kafka at $(cat "$dir/bootstrap")${mode:+, delivery $mode})"
     if KDEDUP_KAFKA_DIR=$dir KDEDUP_BOOTSTRAP=$(cat "$dir/bootstrap") KD_DELIVERY=$mode \
+        KD_CHAOS_SEEDS=${mode:+$KD_TXN_CHAOS_SEEDS}${mode:-$KD_CHAOS_SEEDS} \
         timeout "${TEST_TIMEOUT:-1500}" /usr/bin/python3 "tests/e2e/$s.py"; then
       passed=$((passed + 1))
     else
