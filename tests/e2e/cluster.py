@@ -64,7 +64,9 @@ def read_committed(bootstrap, topic, idle_ms=6000):
     isolation.level=read_committed: an oracle independent of librdkafka that
     skips aborted transactions' records (kafka-python 2.0.2 returns them).
     Reads until no record came for idle_ms."""
-    sep, hsep = "\x1f", "\x1e"
+    # printable: the tool trims its properties' values (Java's trim() drops
+    # every character up to the space, control characters too)
+    sep, hsep = "<kd|sep>", "<kd|hdr>"
     r = subprocess.run(
         ["java", "-Xmx256m", "-cp", os.path.join(kafka_rig.libs(), "*"),
          "org.apache.kafka.tools.consumer.ConsoleConsumer", "--bootstrap-server", bootstrap,
