@@ -45,7 +45,7 @@ struct kd_metrics {
     const kd_config *cfg;
     kd_route_metrics *routes;
     _Atomic uint64_t collisions, store_errors, inflight, assigned, held, left, foreign;
-    _Atomic uint64_t txn_begun, txn_committed, txn_aborted; /* transactional mode */
+    _Atomic uint64_t txn_begun, txn_committed, txn_aborted, txn_replaced; /* txn mode */
     _Atomic uint64_t recovery_records, recovery_us;
     _Atomic uint64_t handover_records, handover_us, handover_pending;
     kd_histogram forward_latency, store_write, txn_commit;
@@ -107,6 +107,7 @@ void kd_metrics_carry(kd_metrics *to, kd_metrics *from) {
         {&to->txn_begun, &from->txn_begun},
         {&to->txn_committed, &from->txn_committed},
         {&to->txn_aborted, &from->txn_aborted},
+        {&to->txn_replaced, &from->txn_replaced},
     };
 
     for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++)
@@ -201,6 +202,10 @@ _Atomic uint64_t *kd_metrics_txn_committed(kd_metrics *m) {
 
 _Atomic uint64_t *kd_metrics_txn_aborted(kd_metrics *m) {
     return &m->txn_aborted;
+}
+
+_Atomic uint64_t *kd_metrics_txn_replaced(kd_metrics *m) {
+    return &m->txn_replaced;
 }
 
 kd_histogram *kd_metrics_txn_commit(kd_metrics *m) {
@@ -703,6 +708,10 @@ char *kd_metrics_render(kd_metrics *m, size_t *len) {
             (unsigned long long)load(&m->txn_committed));
         put(&b, "kdedup_transactions_total{result=\"aborted\"} %llu\n",
             (unsigned long long)load(&m->txn_aborted));
+        family(&b, "kdedup_transactional_producers_replaced_total", "counter",
+               "Transactional producers replaced after a fatal error.");
+        put(&b, "kdedup_transactional_producers_replaced_total %llu\n",
+            (unsigned long long)load(&m->txn_replaced));
         histogram(&b, &m->txn_commit, "kdedup_transaction_commit_seconds",
                   "One transaction's end: its deliveries flushed, offsets sent, "
                   "committed.");

@@ -8,6 +8,7 @@
 #include "store_rocks/store_rocks.h"
 
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 /* A random non-zero id for this run's claims. */
@@ -40,6 +41,12 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
 
     if (err == RD_KAFKA_RESP_ERR__FATAL) {
         rd_kafka_fatal_error(rk, fatal, sizeof(fatal));
+        if (p->txn.on && rk == p->producer) { /* on the loop's thread (its poll) */
+            KD_WARN("%s: fatal error: %s: the producer is replaced", rd_kafka_name(rk),
+                    fatal);
+            p->txn.replace = true;
+            return;
+        }
         KD_ERROR("%s: fatal error: %s", rd_kafka_name(rk), fatal);
         atomic_store(&p->fatal, 1);
         return;
@@ -144,6 +151,10 @@ static rd_kafka_t *client_new(kd_pipeline *p, kd_client which, const char *broke
     return rk;
 }
 
+rd_kafka_t *kd_pl_producer_new(kd_pipeline *p, char *errstr, size_t errstr_size) {
+    return client_new(p, KD_PRODUCER, p->brokers, errstr, errstr_size);
+}
+
 /* Subscribes the consumer to every route's source topic. */
 static rd_kafka_resp_err_t subscribe(kd_pipeline *p) {
     rd_kafka_topic_partition_list_t *topics =
@@ -239,6 +250,11 @@ kd_pipeline *kd_pipeline_new(const kd_config *cfg, kd_store *store, const char *
     }
     p->cfg = cfg;
     p->store = store;
+    if (brokers && !(p->brokers = strdup(brokers))) {
+        free(p);
+        snprintf(errstr, errstr_size, "out of memory");
+        return NULL;
+    }
     p->barrier_wait_ms = BARRIER_WAIT_FACTOR * kd_config_message_timeout_ms(cfg);
     pthread_mutex_init(&p->offer_lock, NULL);
     p->boot_id = random_boot_id();
@@ -598,5 +614,6 @@ void kd_pipeline_destroy(kd_pipeline *p) {
     kd_pl_receipts_free(&p->receipts_now);
     kd_metrics_destroy(p->metrics);
     pthread_mutex_destroy(&p->offer_lock);
+    free(p->brokers);
     free(p);
 }

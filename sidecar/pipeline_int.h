@@ -197,11 +197,20 @@ typedef struct kd_pl_txn_off {
     int64_t offset;
 } kd_pl_txn_off;
 
-/* The transactional mode (pipeline_txn.c). The loop's thread only. */
+/* The transactional mode (pipeline_txn.c). The loop's thread only. At most
+ * KD_PL_TXN_REPLACES producers replaced within KD_PL_TXN_REPLACE_WINDOW_MS:
+ * past it, another process likely uses the same transactional.id, and the
+ * pipeline stops. */
+#define KD_PL_TXN_REPLACES 5
+#define KD_PL_TXN_REPLACE_WINDOW_MS 60000
 typedef struct kd_pl_txn {
-    bool on;             /* pipeline.delivery "transactional" */
-    bool open;           /* begun, not yet committed or aborted */
-    bool doomed;         /* a delivery of the open one failed: it is aborted */
+    bool on;      /* pipeline.delivery "transactional" */
+    bool open;    /* begun, not yet committed or aborted */
+    bool doomed;  /* a delivery of the open one failed: it is aborted */
+    bool replace; /* the producer failed for good: replaced, its open
+                   * transaction's outcome settled by its successor */
+    uint64_t replaced_ms[KD_PL_TXN_REPLACES]; /* mono: the last replacements */
+    size_t nreplaced;                         /* replacements so far */
     uint64_t seq;        /* the open (or last) transaction's number, from 1 */
     uint64_t began_ms;   /* mono: when the open one began */
     uint64_t offsets_ms; /* mono: when offsets were last committed */
@@ -294,6 +303,7 @@ struct kd_pipeline {
     uint64_t store_failures;  /* kd_pl_store_failed calls: a job's success is news
                                * only if none came since it was handed over */
     kd_pl_txn txn;            /* the transactional mode's */
+    char *brokers;            /* kd_pipeline_new's (owned), or NULL */
     uint64_t barrier_wait_ms; /* BARRIER_WAIT_FACTOR x the producer's
                                * message.timeout.ms (see msg.barrier) */
 };
@@ -614,6 +624,9 @@ bool kd_pl_txn_report(kd_pipeline *p, msg *m);
 /* Ends the open transaction: commits it (commit, and every delivery of it
  * persisted) or aborts it; settles its messages. */
 void kd_pl_txn_end(kd_pipeline *p, bool commit);
+/* Creates a producer like the pipeline's first (kd_pipeline_new's brokers);
+ * NULL with the reason in errstr. The caller owns it. */
+rd_kafka_t *kd_pl_producer_new(kd_pipeline *p, char *errstr, size_t errstr_size);
 /* Each turn: commits the open transaction once it is
  * pipeline.transaction_max_age old (aborts a failed one), or commits
  * offsets that moved on their own. */

@@ -42,10 +42,12 @@
 
 #define TXN_TIMEOUT_MS 30000 /* init, send_offsets, commit and abort calls */
 
-/* What an error of the transactional API calls for. */
+/* What an error of the transactional API calls for: TXN_FATAL, that the
+ * producer be replaced. */
 typedef enum txn_next { TXN_OK, TXN_RETRY, TXN_ABORT, TXN_FATAL } txn_next;
 
-/* Classifies (and frees) err; logs it once with what. */
+/* Classifies (and frees) err; logs it once with what. A fatal error asks for
+ * the producer's replacement. */
 static txn_next classify(kd_pipeline *p, rd_kafka_error_t *err, const char *what) {
     txn_next next;
 
@@ -57,22 +59,21 @@ static txn_next classify(kd_pipeline *p, rd_kafka_error_t *err, const char *what
                                                     : TXN_FATAL;
     KD_LOG(next == TXN_FATAL ? KD_LOG_ERROR : KD_LOG_WARN, NULL, "transaction: %s: %s%s",
            what, rd_kafka_error_string(err),
-           next == TXN_FATAL   ? " (fatal: the pipeline stops)"
+           next == TXN_FATAL   ? " (fatal: the producer is replaced)"
            : next == TXN_ABORT ? " (aborted)"
                                : " (tried again)");
     rd_kafka_error_destroy(err);
     if (next == TXN_FATAL)
-        atomic_store(&p->fatal, 1);
+        p->txn.replace = true;
     return next;
 }
 
-bool kd_pl_txn_init(kd_pipeline *p, char *errstr, size_t errstr_size) {
+/* Initialises the producer's transactions, fencing an earlier producer of
+ * the same transactional.id and settling what it left open. */
+static bool init_producer(kd_pipeline *p, char *errstr, size_t errstr_size) {
     uint64_t end = kd_mono_ms() + TXN_TIMEOUT_MS;
     rd_kafka_error_t *err;
 
-    p->txn.on = p->cfg->delivery == KD_DELIVERY_TRANSACTIONAL;
-    if (!p->txn.on)
-        return true;
     while ((err = rd_kafka_init_transactions(p->producer, TXN_TIMEOUT_MS))) {
         bool again = rd_kafka_error_is_retriable(err) && kd_mono_ms() < end;
 
@@ -82,8 +83,58 @@ bool kd_pl_txn_init(kd_pipeline *p, char *errstr, size_t errstr_size) {
         if (!again)
             return false;
     }
-    p->txn.offsets_ms = kd_mono_ms();
     return true;
+}
+
+bool kd_pl_txn_init(kd_pipeline *p, char *errstr, size_t errstr_size) {
+    p->txn.on = p->cfg->delivery == KD_DELIVERY_TRANSACTIONAL;
+    p->txn.offsets_ms = kd_mono_ms();
+    return !p->txn.on || init_producer(p, errstr, errstr_size);
+}
+
+/* Replaces the producer after a fatal error (librdkafka 2.0.2 fails for
+ * good, for one, when an abort after a delivery timeout finds the
+ * transaction already ended: librdkafka #4849). Its deliveries are purged
+ * and reported; the new producer's initialisation ends whatever the old one
+ * left open (a commit under way completes, anything else is aborted) before
+ * it sends anything. The pipeline stops instead past KD_PL_TXN_REPLACES
+ * replacements in KD_PL_TXN_REPLACE_WINDOW_MS, or when no producer can be
+ * made. */
+static void replace_producer(kd_pipeline *p) {
+    kd_pl_txn *t = &p->txn;
+    uint64_t now = kd_mono_ms(), deadline = now + TXN_TIMEOUT_MS;
+    size_t slot = t->nreplaced % KD_PL_TXN_REPLACES;
+    char err[512];
+    rd_kafka_t *old = p->producer;
+
+    t->replace = false;
+    if (t->nreplaced >= KD_PL_TXN_REPLACES &&
+        now - t->replaced_ms[slot] < KD_PL_TXN_REPLACE_WINDOW_MS) {
+        KD_ERROR("transaction: %d producers failed within %ds: another process may use "
+                 "transactional.id; the pipeline stops",
+                 KD_PL_TXN_REPLACES, KD_PL_TXN_REPLACE_WINDOW_MS / 1000);
+        atomic_store(&p->fatal, 1);
+        return;
+    }
+    t->replaced_ms[slot] = now;
+    t->nreplaced++;
+    GCOUNT(p, txn_replaced, 1);
+    rd_kafka_purge(old, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    while (p->awaiting && kd_mono_ms() < deadline)
+        kd_pl_service(p, 10); /* every delivery reported, as failed */
+    if (!(p->producer = kd_pl_producer_new(p, err, sizeof(err))) ||
+        !init_producer(p, err, sizeof(err))) {
+        KD_ERROR("transaction: the producer cannot be replaced: %s; the pipeline stops",
+                 err);
+        if (!p->producer)
+            p->producer = old; /* for kd_pipeline_destroy */
+        else
+            rd_kafka_destroy(old);
+        atomic_store(&p->fatal, 1);
+        return;
+    }
+    rd_kafka_destroy(old);
+    KD_WARN("transaction: the producer was replaced");
 }
 
 void kd_pl_txn_destroy(kd_pipeline *p) {
@@ -97,6 +148,10 @@ bool kd_pl_txn_ready(kd_pipeline *p) {
 
     if (!p->txn.on || p->txn.open)
         return true;
+    if (p->txn.replace)
+        replace_producer(p);
+    if (atomic_load(&p->fatal))
+        return false;
     do
         next = classify(p, rd_kafka_begin_transaction(p->producer), "begin");
     while (next == TXN_RETRY);
@@ -275,22 +330,47 @@ static int msg_cmp(const void *a, const void *b) {
     return (x->rkm->offset > y->rkm->offset) - (x->rkm->offset < y->rkm->offset);
 }
 
-/* Aborts the open transaction and settles its messages, in consumption
- * order; with resend, sends those that go again at once (a new
- * transaction), before anything consumed later. */
-static void abort_open(kd_pipeline *p, bool resend) {
+/* A message of a transaction whose commit failed for good: committed or
+ * aborted, nobody can say until the next producer's initialisation ended
+ * it. Possibly persisted: its claim is kept and downstream is read (with
+ * read_committed) to tell, as for a delivery timeout in the default mode. */
+static void settle_unknown(kd_pipeline *p, msg *m) {
+    m->txn = 0;
+    m->err = RD_KAFKA_RESP_ERR__FATAL;
+    m->status = RD_KAFKA_MSG_STATUS_POSSIBLY_PERSISTED;
+    kd_pl_on_failed(p, m);
+}
+
+/* settle_unknown() for a delivered message of a commit that failed for
+ * good (unknown), else settle_aborted(). */
+static void settle(kd_pipeline *p, msg *m, bool unknown) {
+    if (unknown && !m->err)
+        settle_unknown(p, m);
+    else
+        settle_aborted(p, m);
+}
+
+/* Aborts the open transaction (or, when the producer failed for good,
+ * replaces it) and settles its messages, in consumption order; unknown: the
+ * commit of those delivered failed for good (settle_unknown()). With resend,
+ * sends those that go again at once (a new transaction), before anything
+ * consumed later. */
+static void abort_open(kd_pipeline *p, bool resend, bool unknown) {
     kd_pl_txn *t = &p->txn;
     msg_list acked, failed;
     txn_next next;
     msg **ms;
     size_t n = 0;
 
-    do
-        next =
-            classify(p, rd_kafka_abort_transaction(p->producer, TXN_TIMEOUT_MS), "abort");
-    while (next == TXN_RETRY && !atomic_load(&p->fatal));
-    /* the purged deliveries are reported as failed */
-    await_reports(p, kd_mono_ms() + TXN_TIMEOUT_MS);
+    if (!t->replace)
+        do
+            next = classify(p, rd_kafka_abort_transaction(p->producer, TXN_TIMEOUT_MS),
+                            "abort");
+        while (next == TXN_RETRY && !atomic_load(&p->fatal));
+    if (t->replace)
+        replace_producer(p);
+    else /* the purged deliveries are reported as failed */
+        await_reports(p, kd_mono_ms() + TXN_TIMEOUT_MS);
     t->open = false;
     t->noffs = 0;
     acked = list_take(&t->acked);
@@ -302,12 +382,12 @@ static void abort_open(kd_pipeline *p, bool resend) {
             ms[n++] = m;
         qsort(ms, n, sizeof(*ms), msg_cmp);
         for (size_t i = 0; i < n; i++)
-            settle_aborted(p, ms[i]);
+            settle(p, ms[i], unknown);
         free(ms);
     } else { /* out of memory: as reported */
         for (msg *m = acked.head, *next_m; m; m = next_m) {
             next_m = m->next;
-            settle_aborted(p, m);
+            settle(p, m, unknown);
         }
     }
     if (resend)
@@ -365,8 +445,7 @@ static void end(kd_pipeline *p, bool commit, bool resend) {
         await_reports(p, kd_mono_ms() + TXN_TIMEOUT_MS);
     }
     if (!commit || t->doomed || t->outstanding || (next = send_offsets(p)) != TXN_OK) {
-        if (next != TXN_FATAL)
-            abort_open(p, resend);
+        abort_open(p, resend, false);
         return;
     }
     do
@@ -378,8 +457,8 @@ static void end(kd_pipeline *p, bool commit, bool resend) {
         offsets_moved(p); /* what moved is committed now */
         p->txn.offsets_ms = kd_mono_ms();
         observe_since(kd_metrics_txn_commit(p->metrics), t0);
-    } else if (next == TXN_ABORT) {
-        abort_open(p, resend);
+    } else { /* an abortable error: not committed; a fatal one: unknown */
+        abort_open(p, resend, next == TXN_FATAL);
     }
 }
 
@@ -393,6 +472,14 @@ void kd_pl_txn_turn(kd_pipeline *p) {
 
     if (!t->on || atomic_load(&p->fatal))
         return;
+    if (t->replace && !t->open) {
+        replace_producer(p);
+        return;
+    }
+    if (t->open && t->replace) {
+        end(p, false, true);
+        return;
+    }
     if (t->open) {
         if (t->doomed || now - t->began_ms >= p->cfg->txn_max_age_ms)
             end(p, !t->doomed, true);
