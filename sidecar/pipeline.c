@@ -41,10 +41,13 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
 
     if (err == RD_KAFKA_RESP_ERR__FATAL) {
         rd_kafka_fatal_error(rk, fatal, sizeof(fatal));
-        if (p->txn.on && rk == p->producer) { /* on the loop's thread (its poll) */
-            KD_WARN("%s: fatal error: %s: the producer is replaced", rd_kafka_name(rk),
-                    fatal);
-            p->txn.replace = true;
+        if (p->txn.on && rd_kafka_type(rk) == RD_KAFKA_PRODUCER) {
+            /* on the loop's thread (its poll); an old one's: replaced already */
+            if (rk == p->producer) {
+                KD_WARN("%s: fatal error: %s: the producer is replaced",
+                        rd_kafka_name(rk), fatal);
+                p->txn.replace = true;
+            }
             return;
         }
         KD_ERROR("%s: fatal error: %s", rd_kafka_name(rk), fatal);

@@ -107,7 +107,6 @@ static void replace_producer(kd_pipeline *p) {
     char err[512];
     rd_kafka_t *old = p->producer;
 
-    t->replace = false;
     if (t->nreplaced >= KD_PL_TXN_REPLACES &&
         now - t->replaced_ms[slot] < KD_PL_TXN_REPLACE_WINDOW_MS) {
         KD_ERROR("transaction: %d producers failed within %ds: another process may use "
@@ -134,6 +133,7 @@ static void replace_producer(kd_pipeline *p) {
         return;
     }
     rd_kafka_destroy(old);
+    t->replace = false; /* whatever the old one reported while it was purged */
     KD_WARN("transaction: the producer was replaced");
 }
 
@@ -148,7 +148,7 @@ bool kd_pl_txn_ready(kd_pipeline *p) {
 
     if (!p->txn.on || p->txn.open)
         return true;
-    if (p->txn.replace)
+    if (p->txn.replace && !atomic_load(&p->fatal))
         replace_producer(p);
     if (atomic_load(&p->fatal))
         return false;
