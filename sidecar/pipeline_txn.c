@@ -148,15 +148,19 @@ bool kd_pl_txn_ready(kd_pipeline *p) {
 
     if (!p->txn.on || p->txn.open)
         return true;
-    if (p->txn.replace && !atomic_load(&p->fatal))
-        replace_producer(p);
-    if (atomic_load(&p->fatal))
-        return false;
-    do
-        next = classify(p, rd_kafka_begin_transaction(p->producer), "begin");
-    while (next == TXN_RETRY);
-    if (next != TXN_OK)
-        return false;
+    for (int tries = 0;; tries++) { /* once more with a new producer */
+        if (p->txn.replace && !atomic_load(&p->fatal))
+            replace_producer(p);
+        if (atomic_load(&p->fatal))
+            return false;
+        do
+            next = classify(p, rd_kafka_begin_transaction(p->producer), "begin");
+        while (next == TXN_RETRY);
+        if (next == TXN_OK)
+            break;
+        if (next != TXN_FATAL || tries)
+            return false;
+    }
     p->txn.open = true;
     p->txn.doomed = false;
     p->txn.seq++;
