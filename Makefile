@@ -86,7 +86,7 @@ SIDECAR_SRC := sidecar/log.c sidecar/offsets.c sidecar/headers.c sidecar/kafka.c
                sidecar/pipeline_receipts.c sidecar/pipeline_ahead.c \
                sidecar/pipeline_handover.c sidecar/pipeline_rebalance.c sidecar/pipeline_flow.c sidecar/pipeline_gate.c sidecar/mockd.c \
                sidecar/demo.c sidecar/lookup.c sidecar/harden.c sidecar/keysrc.c sidecar/reload.c \
-               sidecar/admin.c sidecar/pipeline_txn.c
+               sidecar/admin.c sidecar/receipt.c sidecar/forgets.c sidecar/pipeline_txn.c
 
 LIBS_DEDUP := $(call pc_libs,$(PKGS_DEDUP))
 LIBS_ROCKS := $(call pc_libs,$(PKGS_ROCKS))
@@ -102,7 +102,7 @@ UNIT_TESTS := $(BUILD)/tests/test_entry $(BUILD)/tests/test_dedup \
               $(BUILD)/tests/test_store_rocks $(BUILD)/tests/test_config \
               $(BUILD)/tests/test_offsets $(BUILD)/tests/test_metrics $(BUILD)/tests/test_held \
               $(BUILD)/tests/test_http $(BUILD)/tests/test_keysrc $(BUILD)/tests/test_admin \
-              $(BUILD)/tests/test_log
+              $(BUILD)/tests/test_log $(BUILD)/tests/test_receipt
 INTEGRATION_TESTS := $(BUILD)/tests/test_pipeline $(BUILD)/tests/test_bounds
 TESTS := $(UNIT_TESTS) $(INTEGRATION_TESTS)
 # The real binary against an independent client (Debian's kafka-python), and
@@ -115,7 +115,7 @@ E2E_TESTS := tests/e2e/e2e_test.py tests/e2e/faults_test.py tests/e2e/security_t
              tests/image/test_hardening.sh
 BENCHES := $(BUILD)/bench/bench_store $(BUILD)/bench/bench_e2e $(BUILD)/bench/bench_handover
 FUZZERS := $(BUILD)/fuzz/fuzz_entry $(BUILD)/fuzz/fuzz_config $(BUILD)/fuzz/fuzz_headers \
-           $(BUILD)/fuzz/fuzz_keysrc
+           $(BUILD)/fuzz/fuzz_keysrc $(BUILD)/fuzz/fuzz_receipt
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
@@ -255,11 +255,15 @@ $(BUILD)/tests/test_http: $(call obj,tests/test_http.c sidecar/http.c sidecar/lo
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(call pc_libs,$(PKGS_HTTP)) $(LIBS_CONFIG) $(LIBS_TEST)
 
+$(BUILD)/tests/test_receipt: $(call obj,tests/test_receipt.c sidecar/receipt.c)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_TEST)
+
 # The admin API and reloads, over an in-memory store (kafka.c checks the
 # librdkafka properties of a reloaded file, as --check-config does).
 $(BUILD)/tests/test_admin: $(call obj,tests/test_admin.c sidecar/admin.c sidecar/http.c \
                                       sidecar/log.c sidecar/reload.c sidecar/kafka.c \
-                                      sidecar/keysrc.c) \
+                                      sidecar/keysrc.c sidecar/receipt.c) \
                            $(LIB_CONFIG) $(LIB_DEDUP)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_KAFKA) $(call pc_libs,$(PKGS_HTTP)) $(LIBS_CONFIG) \
@@ -436,6 +440,10 @@ $(BUILD)/fuzz/fuzz_headers: tests/fuzz/fuzz_headers.c sidecar/headers.c $(DEDUP_
 $(BUILD)/fuzz/fuzz_keysrc: tests/fuzz/fuzz_keysrc.c sidecar/keysrc.c dedup/sha256.c $(CONFIG_SRC)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) $(call pc_cflags,$(PKGS_CONFIG)) -o $@ $^ $(LIBS_CONFIG) $(LIBS_DEDUP)
+
+$(BUILD)/fuzz/fuzz_receipt: tests/fuzz/fuzz_receipt.c sidecar/receipt.c
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -o $@ $^
 
 fuzz-build: deps
 	@$(MAKE) --no-print-directory $(FUZZERS)

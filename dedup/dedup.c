@@ -418,6 +418,7 @@ static void claim_leader(batch *b, size_t i, kd_claim *c, uint64_t ts) {
     c->tombstoned_at = s->head.found && s->head.e.kind == KD_ENTRY_TOMBSTONE
                            ? s->head.e.timestamp_ms
                            : 0;
+    c->forgotten_at = s->head.e.reason != KD_TOMB_RELEASE ? c->tombstoned_at : 0;
     if (head_state_at(b->d, &s->head, ts) != ST_ABSENT) {
         c->owner = s->head.e.has_owner ? s->head.e.owner : 0;
         c->err = decision_from_head(&s->head, &c->decision);
@@ -814,11 +815,16 @@ kd_err kd_dedup_lookup(kd_dedup *d, const char *key, size_t key_len, kd_decision
     return kd_dedup_inspect(d, key, key_len, out, NULL, found);
 }
 
-/* Appends a tombstone of key (at now) to stream as the entry after h. */
+/* Appends a tombstone of key (at now, for reason) to stream as the entry
+ * after h. */
 static kd_err append_tombstone(kd_dedup *d, const char *stream, const head *h,
-                               const char *key, size_t key_len, uint64_t now) {
-    kd_entry e = {
-        .kind = KD_ENTRY_TOMBSTONE, .timestamp_ms = now, .key = key, .key_len = key_len};
+                               const char *key, size_t key_len, uint64_t now,
+                               kd_tomb_reason reason) {
+    kd_entry e = {.kind = KD_ENTRY_TOMBSTONE,
+                  .reason = reason,
+                  .timestamp_ms = now,
+                  .key = key,
+                  .key_len = key_len};
     void *payload;
     size_t payload_len;
     kd_err err;
@@ -831,12 +837,37 @@ static kd_err append_tombstone(kd_dedup *d, const char *stream, const head *h,
     return err;
 }
 
-kd_err kd_dedup_forget(kd_dedup *d, const char *key, size_t key_len, bool force,
-                       bool (*protect)(void *arg, uint64_t owner), void *arg,
-                       kd_forget_result *result) {
+/* How a forget judges the key: an operator's (force, protect), or one made
+ * elsewhere and replayed (covers, dated at). */
+typedef struct forget_rule {
+    bool force;
+    bool (*protect)(void *arg, uint64_t owner);
+    bool (*covers)(void *arg, const kd_decision *dec);
+    void *arg;
+    uint64_t at; /* the tombstone's time; 0: now */
+} forget_rule;
+
+/* A completed head: true in *yes when the rule forgets it. */
+static kd_err forget_covers(const head *h, const forget_rule *rule, bool *yes) {
+    kd_decision dec;
+    kd_err err;
+
+    *yes = true;
+    if (!rule->covers)
+        return KD_OK;
+    if ((err = decision_from_head(h, &dec)) != KD_OK)
+        return err;
+    *yes = rule->covers(rule->arg, &dec);
+    kd_decision_clear(&dec);
+    return KD_OK;
+}
+
+static kd_err forget_with(kd_dedup *d, const char *key, size_t key_len,
+                          const forget_rule *rule, kd_forget_result *result) {
     char *stream = NULL;
     head h = {0};
     uint64_t now;
+    bool yes;
     kd_err err;
 
     if (!d || !result || (!key && key_len))
@@ -850,27 +881,53 @@ kd_err kd_dedup_forget(kd_dedup *d, const char *key, size_t key_len, bool force,
     case ST_ABSENT:
         goto done;
     case ST_IN_FLIGHT:
-        if (!force) {
+        if (!rule->force) {
             *result = KD_FORGET_IN_FLIGHT;
             goto done;
         }
-        if (protect && protect(arg, h.e.has_owner ? h.e.owner : 0)) {
+        if (rule->protect && rule->protect(rule->arg, h.e.has_owner ? h.e.owner : 0)) {
             *result = KD_FORGET_PROTECTED;
             goto done;
         }
         break;
     case ST_COMPLETED:
+        if ((err = forget_covers(&h, rule, &yes)) != KD_OK)
+            goto done;
+        if (!yes) {
+            *result = KD_FORGET_PROTECTED;
+            goto done;
+        }
         break;
     }
     /* Appended only as the entry after the one judged: a claim, receipt or
      * release that came between is never overwritten by a stale decision. */
-    err = append_tombstone(d, stream, &h, key, key_len, now);
+    err = append_tombstone(d, stream, &h, key, key_len, rule->at ? rule->at : now,
+                           KD_TOMB_FORGET);
     if (err == KD_OK)
         *result = KD_FORGET_DONE;
 done:
     head_clear(&h);
     free(stream);
     return err;
+}
+
+kd_err kd_dedup_forget(kd_dedup *d, const char *key, size_t key_len, bool force,
+                       bool (*protect)(void *arg, uint64_t owner), void *arg,
+                       kd_forget_result *result) {
+    forget_rule rule = {.force = force, .protect = protect, .arg = arg};
+
+    return forget_with(d, key, key_len, &rule, result);
+}
+
+kd_err kd_dedup_forget_replay(kd_dedup *d, const char *key, size_t key_len,
+                              uint64_t at_ms,
+                              bool (*covers)(void *arg, const kd_decision *dec),
+                              void *arg, kd_forget_result *result) {
+    forget_rule rule = {.covers = covers, .arg = arg, .at = at_ms};
+
+    if (at_ms == 0)
+        return KD_ERR_CONFIG;
+    return forget_with(d, key, key_len, &rule, result);
 }
 
 kd_err kd_dedup_release_claim(kd_dedup *d, const char *key, size_t key_len) {
@@ -887,7 +944,7 @@ kd_err kd_dedup_release_claim(kd_dedup *d, const char *key, size_t key_len) {
     if (err != KD_OK || head_state(&h) != ST_IN_FLIGHT)
         goto done; /* absent or completed: nothing to release, never a receipt */
 
-    err = append_tombstone(d, stream, &h, key, key_len, now);
+    err = append_tombstone(d, stream, &h, key, key_len, now, KD_TOMB_RELEASE);
     if (err != KD_ERR_SEQUENCE_CONFLICT)
         goto done;
     /* Lost a race: fine if the key is now completed or released; a fresh

@@ -116,6 +116,10 @@ typedef struct kd_claim {
     /* out, KD_CLAIMED: when (wall ms) the key was last released or forgotten
      * (its newest entry was a tombstone), or 0 */
     uint64_t tombstoned_at;
+    /* out, KD_CLAIMED: tombstoned_at when that tombstone was an operator's
+     * forget (kd_dedup_forget), or written before tombstones said why; 0
+     * when it was a release (kd_dedup_release_claim), or there was none */
+    uint64_t forgotten_at;
     /* out, KD_CLAIMED: the claim's place in its stream and the store's
      * stamp of the write (0 = none), for kd_completion.claim_* */
     uint64_t seq;
@@ -188,5 +192,20 @@ typedef enum kd_forget_result {
 kd_err kd_dedup_forget(kd_dedup *d, const char *key, size_t key_len, bool force,
                        bool (*protect)(void *arg, uint64_t owner), void *arg,
                        kd_forget_result *result);
+
+/* Replays a forget made elsewhere at at_ms (wall, not 0), e.g. one read
+ * back from the downstream topic: a completed key is forgotten when
+ * covers(arg, dec) says the forget came after that completion (dec: its
+ * KD_COMPLETED decision, receipt and completion time; covers NULL: any),
+ * with a forget's tombstone dated at_ms, so that what was forwarded after
+ * the forget can be learned again. An absent or in-flight key is left
+ * alone. One step against the stream's sequence, as kd_dedup_forget()
+ * (KD_ERR_SEQUENCE_CONFLICT: ask again). On KD_OK, *result: KD_FORGET_DONE;
+ * KD_FORGET_ABSENT; KD_FORGET_IN_FLIGHT; KD_FORGET_PROTECTED when covers
+ * said the completion came after the forget. */
+kd_err kd_dedup_forget_replay(kd_dedup *d, const char *key, size_t key_len,
+                              uint64_t at_ms,
+                              bool (*covers)(void *arg, const kd_decision *dec),
+                              void *arg, kd_forget_result *result);
 
 #endif /* KD_DEDUP_H */

@@ -12,7 +12,9 @@
 #define FLAG_RECEIPT 0x01u
 #define FLAG_OWNER 0x02u
 #define FLAG_FINGERPRINT 0x04u
+#define FLAG_FORGET 0x08u /* version 2 tombstones */
 #define FLAGS_KNOWN (FLAG_RECEIPT | FLAG_OWNER | FLAG_FINGERPRINT)
+#define VERSION_REASONED 2 /* a tombstone that says why it was written */
 
 static unsigned char *put_u32(unsigned char *p, uint32_t v) {
     p[0] = (unsigned char)(v >> 24);
@@ -62,14 +64,19 @@ kd_err kd_entry_encode(const kd_entry *e, void *buf, size_t buf_size, size_t *ou
         return KD_ERR_SERIALIZATION;
     if (e->has_fingerprint && !e->fingerprint)
         return KD_ERR_SERIALIZATION;
+    if ((e->kind == KD_ENTRY_ACTIVE && e->reason != KD_TOMB_UNKNOWN) ||
+        (e->reason != KD_TOMB_UNKNOWN && e->reason != KD_TOMB_RELEASE &&
+         e->reason != KD_TOMB_FORGET))
+        return KD_ERR_SERIALIZATION;
 
     *p++ = ENTRY_MAGIC0;
     *p++ = ENTRY_MAGIC1;
-    *p++ = KD_ENTRY_VERSION;
+    *p++ = e->reason != KD_TOMB_UNKNOWN ? VERSION_REASONED : 1;
     *p++ = (unsigned char)e->kind;
     *p++ = (unsigned char)((e->has_receipt ? FLAG_RECEIPT : 0) |
                            (e->has_owner ? FLAG_OWNER : 0) |
-                           (e->has_fingerprint ? FLAG_FINGERPRINT : 0));
+                           (e->has_fingerprint ? FLAG_FINGERPRINT : 0) |
+                           (e->reason == KD_TOMB_FORGET ? FLAG_FORGET : 0));
     p = put_u64(p, e->timestamp_ms);
     p = put_u32(p, (uint32_t)e->key_len);
     if (e->key_len)
@@ -116,13 +123,20 @@ kd_err kd_entry_decode(const void *buf, size_t len, kd_entry *out) {
     if (!buf || len < ENTRY_FIXED)
         return KD_ERR_SERIALIZATION;
     end = p + len;
-    if (p[0] != ENTRY_MAGIC0 || p[1] != ENTRY_MAGIC1 || p[2] != KD_ENTRY_VERSION)
+    if (p[0] != ENTRY_MAGIC0 || p[1] != ENTRY_MAGIC1 ||
+        (p[2] != 1 && p[2] != VERSION_REASONED))
         return KD_ERR_SERIALIZATION;
     memset(out, 0, sizeof(*out));
     if (p[3] != KD_ENTRY_ACTIVE && p[3] != KD_ENTRY_TOMBSTONE)
         return KD_ERR_SERIALIZATION;
     out->kind = (kd_entry_kind)p[3];
     flags = p[4];
+    if (p[2] == VERSION_REASONED) { /* a tombstone, and why */
+        if (out->kind != KD_ENTRY_TOMBSTONE)
+            return KD_ERR_SERIALIZATION;
+        out->reason = flags & FLAG_FORGET ? KD_TOMB_FORGET : KD_TOMB_RELEASE;
+        flags &= ~FLAG_FORGET;
+    }
     if ((flags & ~FLAGS_KNOWN) ||
         (out->kind == KD_ENTRY_TOMBSTONE && (flags & (FLAG_RECEIPT | FLAG_FINGERPRINT))))
         return KD_ERR_SERIALIZATION;

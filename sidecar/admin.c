@@ -7,6 +7,7 @@
 #include "sidecar/http.h"
 #include "sidecar/keysrc.h"
 #include "sidecar/log.h"
+#include "sidecar/receipt.h"
 
 #include <cjson/cJSON.h>
 #include <microhttpd.h>
@@ -222,16 +223,97 @@ static void get_key(kd_admin *a, kd_dedup *d, const kd_http_request *req,
     kd_decision_clear(&dec);
 }
 
-static void forget_key(kd_admin *a, kd_dedup *d, const kd_http_request *req,
-                       const char *from, const char *key, size_t key_len,
+/* The forget record of a completed key: beside its delivery, which its
+ * receipt names. False when the receipt names no delivery of r's
+ * downstream topic (the route's `to` changed since). */
+static bool record_of(const kd_route *r, const char *key, size_t key_len,
+                      const kd_decision *dec, kd_forget_record *f) {
+    kd_receipt rc;
+
+    if (!kd_receipt_parse(dec->receipt, dec->receipt_len, &rc) ||
+        rc.to_len != strlen(r->to) || memcmp(rc.to, r->to, rc.to_len) != 0 ||
+        rc.to_partition < 0)
+        return false;
+    *f = (kd_forget_record){.from = r->from,
+                            .to = r->to,
+                            .partition = rc.to_partition,
+                            .src_partition = rc.from_partition,
+                            .src_offset = rc.from_offset,
+                            .key = key,
+                            .key_len = key_len,
+                            .at_ms = kd_wall_ms()};
+    return true;
+}
+
+/* A completed key's forget, written downstream before the store forgets
+ * it (so that a copy forwarded after the forget lands after the record).
+ * True when the store may forget it: recorded (where says where), or
+ * there is nothing to record (where stays empty); false with the reason
+ * in errstr when the record could not be written. */
+static bool record_forget(kd_admin *a, const kd_config *cfg, const kd_route *r,
+                          kd_dedup *d, const char *key, size_t key_len, char *where,
+                          size_t where_size, char *errstr, size_t errstr_size) {
+    kd_decision dec = {0};
+    kd_forget_record f;
+    int64_t offset = -1;
+    bool found = false, ok = true;
+
+    where[0] = '\0';
+    if (!a->env.record || kd_dedup_lookup(d, key, key_len, &dec, &found) != KD_OK ||
+        !found || dec.state != KD_COMPLETED || !record_of(r, key, key_len, &dec, &f))
+        goto done; /* kd_dedup_forget() says what it is */
+    if ((ok = a->env.record(a->env.arg, cfg, &f, &offset, errstr, errstr_size)))
+        snprintf(where, where_size, "%s/%" PRId32 "@%" PRId64, f.to, f.partition, offset);
+done:
+    kd_decision_clear(&dec);
+    return ok;
+}
+
+/* The answer to a forget done: where it was recorded, or that it was not. */
+static cJSON *forgotten_json(const char *from, const char *where) {
+    cJSON *o = cJSON_CreateObject();
+
+    if (!o)
+        return NULL;
+    cJSON_AddStringToObject(o, "route", from);
+    cJSON_AddStringToObject(o, "result", "forgotten");
+    if (*where) {
+        cJSON_AddStringToObject(o, "recorded", where);
+        return o;
+    }
+    cJSON_AddNullToObject(o, "recorded");
+    cJSON_AddStringToObject(
+        o, "note",
+        "forgotten in this replica's store only (no delivery of the route's "
+        "downstream topic to record it beside): if the key's partition moves, or "
+        "this pod restarts on an empty store, before the copy you send is "
+        "forwarded, DELETE the key again on its new owner, after its handover");
+    return o;
+}
+
+static void forget_key(kd_admin *a, const kd_config *cfg, const kd_route *r, kd_dedup *d,
+                       const kd_http_request *req, const char *key, size_t key_len,
                        kd_http_reply *out) {
     const char *force_arg = kd_http_query(req, "force");
     bool force = force_arg && !strcmp(force_arg, "true");
     kd_forget_result res = KD_FORGET_ABSENT;
-    kd_err err = kd_dedup_forget(d, key, key_len, force, protect, a, &res);
-    const char *result;
+    char where[320], why[512], msg[700];
+    const char *from = r->from, *result;
     unsigned status;
+    kd_err err;
 
+    if (!record_forget(a, cfg, r, d, key, key_len, where, sizeof(where), why,
+                       sizeof(why))) {
+        snprintf(msg, sizeof(msg),
+                 "not forgotten: the forget could not be written downstream (%s); "
+                 "ask again",
+                 why);
+        reply_error(out, 503, msg);
+        audit(req, force ? "forget(force)" : "forget", from, key, key_len, 503,
+              "not recorded downstream");
+        return;
+    }
+    err = kd_dedup_forget(d, key, key_len, force, protect, a, &res);
     if (err == KD_ERR_SEQUENCE_CONFLICT) {
         status = 409, result = "the key changed meanwhile: ask again";
     } else if (err != KD_OK) {
@@ -253,13 +335,7 @@ static void forget_key(kd_admin *a, kd_dedup *d, const kd_http_request *req,
         }
     }
     if (status == 200) {
-        cJSON *o = cJSON_CreateObject();
-
-        if (o) {
-            cJSON_AddStringToObject(o, "route", from);
-            cJSON_AddStringToObject(o, "result", "forgotten");
-        }
-        reply_json(out, 200, o);
+        reply_json(out, 200, forgotten_json(from, where));
     } else {
         reply_error(out, status, result);
     }
@@ -294,7 +370,7 @@ static void keys(kd_admin *a, const kd_http_request *req, kd_http_reply *out) {
         reply_error(out, 500, "out of memory");
     } else {
         if (del)
-            forget_key(a, d, req, from, key, key_len, out);
+            forget_key(a, cfg, r, d, req, key, key_len, out);
         else
             get_key(a, d, req, from, key, key_len, out);
         kd_dedup_destroy(d);

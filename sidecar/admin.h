@@ -8,7 +8,11 @@
  *   GET    /v1/routes              the routes in force (JSON, no secrets)
  *   GET    /v1/keys/{route}/{key}  the key's state in the route named {route}
  *   DELETE /v1/keys/{route}/{key}  forget a completed key (?force=true also
- *                                  an in-flight claim of another run)
+ *                                  an in-flight claim of another run); a
+ *                                  completed key's forget is first written
+ *                                  downstream beside its delivery (a forget
+ *                                  record, forgets.h), so that the next
+ *                                  owner of its partition honours it too
  *   POST   /v1/reload              reload the config file (as SIGHUP)
  *
  * {route} (a route's name: its "name", else its "from") and {key} are
@@ -25,6 +29,7 @@
 #define KD_ADMIN_H
 
 #include "dedup/store.h"
+#include "sidecar/forgets.h"
 #include "sidecar/reload.h"
 
 #include <stdbool.h>
@@ -34,12 +39,16 @@
 typedef struct kd_admin kd_admin;
 
 /* What the API works on: the store (borrowed), the reloads (borrowed; its
- * current config names the routes), and whether an owner id is a claim of
- * this process (never forced). */
+ * current config names the routes), whether an owner id is a claim of
+ * this process (never forced), and how a forget record is written
+ * downstream (kd_forgets_write(), with the brokers; NULL: forgets stay in
+ * this store): true with the record's offset, or false with the reason. */
 typedef struct kd_admin_env {
     kd_store *store;
     kd_reload *reload;
     bool (*ours)(void *arg, uint64_t owner);
+    bool (*record)(void *arg, const kd_config *cfg, const kd_forget_record *f,
+                   int64_t *offset, char *errstr, size_t errstr_size);
     void *arg;
 } kd_admin_env;
 

@@ -133,6 +133,7 @@ typedef struct proc {
      * a reload that changes the routes starts one more). */
     uint64_t owners[OWNERS_MAX];
     size_t nowners;
+    kd_mock *mock; /* "mock:N": the embedded cluster, or NULL */
     _Atomic int done;
 } proc;
 
@@ -203,6 +204,15 @@ static bool ours(void *arg, uint64_t owner) {
         found = pr->owners[i] == owner;
     pthread_mutex_unlock(&pr->owners_lock);
     return found;
+}
+
+/* The admin API's forget record, written through the config's brokers. */
+static bool record_forget(void *arg, const kd_config *cfg, const kd_forget_record *f,
+                          int64_t *offset, char *errstr, size_t errstr_size) {
+    proc *pr = arg;
+
+    return kd_forgets_write(cfg, pr->mock ? kd_mock_bootstraps(pr->mock) : cfg->brokers,
+                            f, offset, errstr, errstr_size);
 }
 
 /* Reloads on SIGHUP (the handler only sets a flag). */
@@ -330,7 +340,11 @@ static bool http_start(proc *pr, const kd_config *cfg, kd_http **http, kd_http *
 /* The admin API, when admin.token is set. */
 static kd_admin *admin_start(proc *pr, const kd_config *cfg, kd_store *store,
                              bool *failed) {
-    kd_admin_env env = {.store = store, .reload = pr->reloads, .ours = ours, .arg = pr};
+    kd_admin_env env = {.store = store,
+                        .reload = pr->reloads,
+                        .ours = ours,
+                        .record = record_forget,
+                        .arg = pr};
     char err[1024];
     kd_admin *a;
 
@@ -381,6 +395,7 @@ static int run(const char *path) {
     kd_log_set_level(cfg->log_level); /* masking: set by kd_reload_new() */
     if (!strncmp(cfg->brokers, "mock:", 5) && !(mock = start_mock(cfg)))
         goto done;
+    pr.mock = mock;
     switch (kd_harden_store_dir(cfg->store_path, err, sizeof(err))) {
     case KD_HARDEN_FAIL:
         KD_ERROR("%s: %s", cfg->file, err);

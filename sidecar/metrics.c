@@ -489,6 +489,10 @@ static void render_routes(buf *b, kd_metrics *m) {
     route_counter(b, m, "kdedup_handover_keys_total",
                   "Keys of newly assigned partitions learned from the downstream topic.",
                   RF(handover_keys), "");
+    route_counter(b, m, "kdedup_handover_forgets_total",
+                  "Keys forgotten by a handover on reading a forget record another "
+                  "store wrote downstream (DELETE /v1/keys).",
+                  RF(handover_forgets), "");
     route_counter(b, m, "kdedup_abandoned_total",
                   "Messages whose partition was revoked or lost before their fate was "
                   "durable: left to the partition's next owner, never retried here.",

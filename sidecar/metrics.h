@@ -34,7 +34,8 @@ typedef struct kd_route_metrics {
         orphans_found, orphans_absent, handover_keys, uncertain_found, uncertain_absent,
         uncertain_unknown, abandoned, parked, orphans_expired, headers_stripped,
         key_conflicts_skipped, key_conflicts_dead_lettered, key_conflicts_forwarded,
-        rejected_too_many_headers, rejected_headers_too_large, rejected_ambiguous_key;
+        rejected_too_many_headers, rejected_headers_too_large, rejected_ambiguous_key,
+        handover_forgets;
 } kd_route_metrics;
 
 typedef struct kd_metrics kd_metrics;

@@ -488,6 +488,7 @@ void kd_pipeline_stats_get(const kd_pipeline *p, kd_pipeline_stats *out) {
         out->headers_stripped += atomic_load(&r->headers_stripped);
         out->orphans_absent += atomic_load(&r->orphans_absent);
         out->handover_keys += atomic_load(&r->handover_keys);
+        out->handover_forgets += atomic_load(&r->handover_forgets);
         out->uncertain_found += atomic_load(&r->uncertain_found);
         out->uncertain_absent += atomic_load(&r->uncertain_absent);
         out->uncertain_unknown += atomic_load(&r->uncertain_unknown);

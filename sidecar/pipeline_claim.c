@@ -318,7 +318,9 @@ static void on_claimed(kd_pipeline *p, msg *m, const kd_claim *c) {
  * run holds: left by another run (a crash), or by an ended ownership of
  * this run whose delivery may or may not have landed. Resolved from the
  * downstream topic when it can be; else that claim is released and made
- * again under this run's id, and m forwarded. */
+ * again under this run's id, and m forwarded. A claim that lost the race
+ * for its stream and found the key absent (a release or a forget came
+ * first) is made again; after TAKEOVER_TRIES, m is retried later. */
 void kd_pl_takeover(kd_pipeline *p, msg *m) {
     bool took_over = false, absent = false;
 
@@ -335,6 +337,8 @@ void kd_pl_takeover(kd_pipeline *p, msg *m) {
             return;
         }
         kd_pl_store_ok(p);
+        if (c.err == KD_ERR_SEQUENCE_CONFLICT)
+            continue; /* lost a race, and the key is absent again: claim again */
         if (c.err != KD_OK) {
             MSG_FIELDS(m, part, off);
             KD_LOG(KD_LOG_WARN, fields, "key cannot be deduplicated (%s): forwarding it",
@@ -528,6 +532,8 @@ static void on_claim(kd_pipeline *p, msg *m, kd_claim *c) {
     if (c->err == KD_ERR_STORE) {
         kd_pl_schedule_retry(
             p, m, p->store_backoff_ms); /* kd_pl_store_failed: kd_pl_claim_timed */
+    } else if (c->err == KD_ERR_SEQUENCE_CONFLICT) {
+        kd_pl_takeover(p, m); /* lost a race to a release or forget: claim again */
     } else if (c->err != KD_OK) {
         MSG_FIELDS(m, part, off);
         KD_LOG(KD_LOG_WARN, fields, "key cannot be deduplicated (%s): forwarding it",

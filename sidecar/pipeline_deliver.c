@@ -6,8 +6,10 @@
 #include "sidecar/keysrc.h"
 #include "sidecar/log.h"
 #include "sidecar/pipeline_int.h"
+#include "sidecar/receipt.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 /* Releases m's claim, unless a delivery of it may be downstream. True
  * when m holds no claim any more. */
@@ -147,12 +149,17 @@ size_t kd_pl_receipt_text(const kd_pipeline *p, size_t route, int32_t out_part,
                           int64_t out_off, int64_t ts, int32_t src_part, int64_t src_off,
                           char *buf, size_t size) {
     const kd_route *r = p->routes[route].cfg;
-    int n = snprintf(buf, size,
-                     "v1 to=%s/%" PRId32 "@%" PRId64 " ts=%" PRId64 " from=%s/%" PRId32
-                     "@%" PRId64,
-                     r->to, out_part, out_off, ts, r->from, src_part, src_off);
+    kd_receipt rec = {.to = r->to,
+                      .to_len = strlen(r->to),
+                      .to_partition = out_part,
+                      .to_offset = out_off,
+                      .timestamp = ts,
+                      .from = r->from,
+                      .from_len = strlen(r->from),
+                      .from_partition = src_part,
+                      .from_offset = src_off};
 
-    return n < 0 ? 0 : (size_t)n < size ? (size_t)n : size - 1;
+    return kd_receipt_format(&rec, buf, size);
 }
 
 size_t kd_pl_format_receipt(const kd_pipeline *p, const msg *m, char *buf, size_t size) {

@@ -5,10 +5,10 @@
 #include "sidecar/headers.h"
 #include "sidecar/log.h"
 #include "sidecar/pipeline_int.h"
+#include "sidecar/receipt.h"
 
 #include <stdlib.h>
-
-#define FORGET_SLACK_MS 1000 /* a forget and a forwarding: clocks of two hosts */
+#include <string.h>
 
 typedef struct learning {
     kd_pipeline *p;
@@ -16,18 +16,55 @@ typedef struct learning {
     int32_t src_partition, out_partition;
 } learning;
 
-/* Records the keys of a batch of downstream records as completed: claimed
+/* What the handover does with a record of a key, given the claim it made. */
+typedef enum verdict {
+    LEARN,   /* the key's delivery: complete the key with it */
+    SKIP,    /* completed already, failed, or not this claim's delivery */
+    UNCLAIM, /* claimed here, but the record is older than what the store let
+              * go of since: release that claim */
+} verdict;
+
+/* True when rec was forwarded before `at` (wall ms; 0: never), by more than
+ * a clock step: the delivery of something older. */
+static bool forwarded_before(const kd_history_rec *rec, uint64_t at) {
+    return at && !kd_recovery_forwarded_since(rec->forwarded_at, at);
+}
+
+/* What to do with rec, given c: the handover's claim of rec's key. */
+static verdict judge(const kd_claim *c, const kd_history_rec *rec) {
+    if (c->err != KD_OK || c->decision.state == KD_COMPLETED)
+        return SKIP;
+    if (c->decision.state == KD_IN_FLIGHT)
+        /* A claim made after the record was forwarded (a copy consumed after
+         * a forget, or after the key expired) is not completed by it, as
+         * recovery would not: that claim is resolved when its copy comes. A
+         * record without its forwarding time may be anyone's. */
+        return rec->stamped && forwarded_before(rec, c->decision.timestamp_ms) ? SKIP
+                                                                               : LEARN;
+    /* Forgotten since (DELETE /v1/keys): the operator let the key go after
+     * this record. A release (a delivery that failed here, while another
+     * replica forwarded the key) says nothing of the record: learned. */
+    if (forwarded_before(rec, c->forgotten_at))
+        return UNCLAIM;
+    if (c->expired && rec->stamped && forwarded_before(rec, c->expired_at))
+        return UNCLAIM; /* older than the expired claim just taken over */
+    return LEARN;
+}
+
+/* Records the keys of deliveries read downstream as completed: claimed
  * and completed when the store did not know them; completed when a claim
- * holds them (their delivery is downstream). False when the store failed. */
-static bool learn(void *arg, const kd_history_rec *recs, size_t n) {
-    learning *l = arg;
+ * holds them that their delivery may be. A key met twice is decided by its
+ * newest record: the records are claimed newest first, so that it leads
+ * and the older ones follow it. False when the store failed. */
+static bool learn_deliveries(learning *l, const kd_history_rec *recs, size_t n) {
     kd_pipeline *p = l->p;
     size_t ndone = 0, nlearned = 0;
 
     if (!kd_pl_receipts_reserve(&p->receipts_now, n))
         return false;
     for (size_t i = 0; i < n; i++)
-        p->claims[i] = (kd_claim){.key = recs[i].key, .key_len = recs[i].key_len};
+        p->claims[i] =
+            (kd_claim){.key = recs[n - 1 - i].key, .key_len = recs[n - 1 - i].key_len};
     kd_pl_claim_timed(p, l->route, p->claims, n, kd_wall_ms());
     for (size_t i = 0; i < n; i++)
         if (p->claims[i].err ==
@@ -38,23 +75,18 @@ static bool learn(void *arg, const kd_history_rec *recs, size_t n) {
         }
     for (size_t i = 0; i < n; i++) {
         kd_claim *c = &p->claims[i];
+        const kd_history_rec *rec = &recs[n - 1 - i];
         char *text = p->receipts_now.text + ndone * RECEIPT_MAX;
+        verdict v = judge(c, rec);
 
-        if (c->err == KD_OK && c->decision.state == KD_CLAIMED && c->tombstoned_at &&
-            (int64_t)c->tombstoned_at > recs[i].forwarded_at + FORGET_SLACK_MS) {
-            /* Forgotten (DELETE /v1/keys) or released since that record was
-             * forwarded: this store let the key go after it; not learned. */
-            kd_decision_clear(&c->decision);
-            if (kd_dedup_release_claim(p->routes[l->route].dedup, c->key, c->key_len) !=
-                KD_OK) {
-                kd_pl_store_failed(p, l->route, "release of a forgotten key");
-                for (size_t j = i + 1; j < n; j++)
-                    kd_decision_clear(&p->claims[j].decision);
-                return false;
-            }
-            continue;
+        if (v == UNCLAIM && kd_dedup_release_claim(p->routes[l->route].dedup, c->key,
+                                                   c->key_len) != KD_OK) {
+            kd_pl_store_failed(p, l->route, "release of a key not learned");
+            for (size_t j = i; j < n; j++)
+                kd_decision_clear(&p->claims[j].decision);
+            return false;
         }
-        if (c->err == KD_OK && c->decision.state != KD_COMPLETED) {
+        if (v == LEARN) {
             if (c->decision.state == KD_CLAIMED)
                 nlearned++;
             else if (c->owner != p->boot_id)
@@ -64,8 +96,8 @@ static bool learn(void *arg, const kd_history_rec *recs, size_t n) {
                 .key_len = c->key_len,
                 .receipt = text,
                 .receipt_len = kd_pl_receipt_text(
-                    p, l->route, l->out_partition, recs[i].offset, recs[i].timestamp,
-                    l->src_partition, recs[i].src_offset, text, RECEIPT_MAX),
+                    p, l->route, l->out_partition, rec->offset, rec->timestamp,
+                    l->src_partition, rec->src_offset, text, RECEIPT_MAX),
                 .claim_seq = c->seq, /* claimed here: not read again */
                 .claim_version = c->version};
         }
@@ -77,6 +109,70 @@ static bool learn(void *arg, const kd_history_rec *recs, size_t n) {
         if (p->receipts_now.c[i].err == KD_ERR_STORE)
             return false;
     atomic_fetch_add(&kd_metrics_route(p->metrics, l->route)->handover_keys, nlearned);
+    return true;
+}
+
+/* A forget record read at `offset` of the downstream partition. */
+typedef struct forget_at {
+    const learning *l;
+    int64_t offset;
+} forget_at;
+
+/* True when a completion came from a record before the forget record in
+ * the same downstream partition: the forget is newer, and undoes it. A
+ * completion from elsewhere (another partition, or a receipt that does
+ * not parse) is left alone. */
+static bool forget_covers(void *arg, const kd_decision *dec) {
+    const forget_at *f = arg;
+    const kd_route *r = f->l->p->routes[f->l->route].cfg;
+    kd_receipt rc;
+
+    return kd_receipt_parse(dec->receipt, dec->receipt_len, &rc) &&
+           rc.to_len == strlen(r->to) && !memcmp(rc.to, r->to, rc.to_len) &&
+           rc.to_partition == f->l->out_partition && rc.to_offset < f->offset;
+}
+
+/* Replays a forget record: the key is forgotten here too, as of when the
+ * operator forgot it. False when the store failed. */
+static bool learn_forget(learning *l, const kd_history_rec *rec) {
+    kd_pipeline *p = l->p;
+    forget_at f = {l, rec->offset};
+    kd_forget_result res = KD_FORGET_ABSENT;
+    kd_err err = KD_ERR_SEQUENCE_CONFLICT;
+
+    for (int tries = 0; tries < TAKEOVER_TRIES && err == KD_ERR_SEQUENCE_CONFLICT;
+         tries++)
+        err =
+            kd_dedup_forget_replay(p->routes[l->route].dedup, rec->key, rec->key_len,
+                                   (uint64_t)rec->forwarded_at, forget_covers, &f, &res);
+    if (err != KD_OK) {
+        kd_pl_store_failed(p, l->route, "a forget read downstream");
+        return false;
+    }
+    if (res == KD_FORGET_DONE) {
+        RCOUNT(p, l->route, handover_forgets);
+        KD_INFO("handover: %s/%" PRId32 "@%" PRId64 " forgets a key (DELETE /v1/keys "
+                "elsewhere): its next copy is forwarded again",
+                p->routes[l->route].cfg->to, l->out_partition, rec->offset);
+    }
+    return true;
+}
+
+/* Takes a batch of the history: deliveries learned, forget records
+ * replayed, in their order downstream. False when the store failed. */
+static bool learn(void *arg, const kd_history_rec *recs, size_t n) {
+    learning *l = arg;
+    size_t from = 0;
+
+    for (size_t i = 0; i <= n; i++) {
+        if (i < n && !recs[i].forget)
+            continue;
+        if (i > from && !learn_deliveries(l, recs + from, i - from))
+            return false;
+        if (i < n && !learn_forget(l, &recs[i]))
+            return false;
+        from = i + 1;
+    }
     return true;
 }
 

@@ -472,7 +472,8 @@ void kd_pl_resolve_uncertain(kd_pipeline *p, msg **ms, size_t n);
 void kd_pl_store_failed(kd_pipeline *p, size_t route, const char *what);
 /* True while store writes fail (consumption paused). */
 bool kd_pl_store_failing(const kd_pipeline *p);
-/* Claims m's key alone, resolving a claim another run left. */
+/* Claims m's key alone, resolving a claim another run left, or again after
+ * a claim lost its race to a release or forget. */
 void kd_pl_takeover(kd_pipeline *p, msg *m);
 /* True when the duplicate decision d (with its holder's owner) is a key
  * conflict for m: both fingerprinted, the fingerprints differ, and the key

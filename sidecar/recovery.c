@@ -25,6 +25,7 @@
  */
 #include "sidecar/recovery.h"
 #include "sidecar/clock.h"
+#include "sidecar/forgets.h"
 #include "sidecar/headers.h"
 #include "sidecar/kafka.h"
 #include "sidecar/log.h"
@@ -415,14 +416,24 @@ static bool source_of(const rd_kafka_message_t *rkm, const char *topic, int32_t 
     return true;
 }
 
-/* The route's idempotency key of a record kdedup forwarded, if it is one
- * kdedup would claim (not empty, at most max_key_bytes): its key header, or
- * for a key taken from elsewhere, the KD_KEY_HEADER kdedup wrote. Never for
- * a record forwarded without a claim (KD_UNCLAIMED_HEADER): it is no
+/* The key in rkm's header name, if it is one kdedup would claim (not
+ * empty, at most max_key_bytes). */
+static bool key_in(const kd_recovery *rc, const rd_kafka_message_t *rkm, const char *name,
+                   const void **key, size_t *key_len) {
+    rd_kafka_headers_t *h = NULL;
+
+    return rd_kafka_message_headers(rkm, &h) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+           rd_kafka_header_get(h, 0, name, key, key_len) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+           *key && *key_len && *key_len <= (size_t)rc->cfg->max_key_bytes;
+}
+
+/* The route's idempotency key of a record kdedup forwarded: its key
+ * header, or for a key taken from elsewhere, the KD_KEY_HEADER kdedup
+ * wrote. Never for a record forwarded without a claim
+ * (KD_UNCLAIMED_HEADER) or a forget record (KD_FORGET_HEADER): neither is a
  * claim's delivery. */
 static bool key_of(const kd_recovery *rc, const rd_kafka_message_t *rkm,
                    const kd_route *route, const void **key, size_t *key_len) {
-    const char *name = route->key_header ? route->key_header : KD_KEY_HEADER;
     rd_kafka_headers_t *h = NULL;
     const void *v;
     size_t len;
@@ -430,8 +441,9 @@ static bool key_of(const kd_recovery *rc, const rd_kafka_message_t *rkm,
     return rd_kafka_message_headers(rkm, &h) == RD_KAFKA_RESP_ERR_NO_ERROR &&
            rd_kafka_header_get_last(h, KD_UNCLAIMED_HEADER, &v, &len) ==
                RD_KAFKA_RESP_ERR__NOENT &&
-           rd_kafka_header_get(h, 0, name, key, key_len) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-           *key && *key_len && *key_len <= (size_t)rc->cfg->max_key_bytes;
+           !kd_forgets_is(rkm) &&
+           key_in(rc, rkm, route->key_header ? route->key_header : KD_KEY_HEADER, key,
+                  key_len);
 }
 
 /* The last value of header name in rkm, or false. */
@@ -444,11 +456,16 @@ static bool header(const rd_kafka_message_t *rkm, const char *name, const void *
 }
 
 /* True when kdedup wrote rkm, as far as can be told: with a signing key,
- * its signature verifies under the current or the previous key (else it is
- * counted as foreign); without one, every record is trusted. */
+ * its signature (a forget record's when `forget`) verifies under the
+ * current or the previous key (else it is counted as foreign); without
+ * one, every record is trusted. */
 static bool trusted(kd_recovery *rc, const rd_kafka_message_t *rkm, const kd_route *route,
-                    const void *key, size_t key_len) {
-    kd_signed w = {.from = route->from, .to = route->to, .key = key, .key_len = key_len};
+                    const void *key, size_t key_len, bool forget) {
+    kd_signed w = {.from = route->from,
+                   .to = route->to,
+                   .key = key,
+                   .key_len = key_len,
+                   .forget = forget};
     const void *sig;
     size_t sig_len;
 
@@ -634,7 +651,7 @@ static bool digest_each(void *arg, rd_kafka_message_t *m) {
 
     if (source_of(m, ds->route->from, &part, &off) &&
         key_of(ds->rc, m, ds->route, &key, &key_len) &&
-        trusted(ds->rc, m, ds->route, key, key_len)) {
+        trusted(ds->rc, m, ds->route, key, key_len, false)) {
         digest(key, key_len, d);
         ok = scan_add(ds->s, d, m->offset, rd_kafka_message_timestamp(m, NULL),
                       header_forwarded_at(m));
@@ -643,9 +660,7 @@ static bool digest_each(void *arg, rd_kafka_message_t *m) {
     return ok;
 }
 
-/* True when a record forwarded at `at` (-1: unknown, an older kdedup's)
- * can be the delivery of something claimed or sent at since_ms. */
-static bool forwarded_since(int64_t at, uint64_t since_ms) {
+bool kd_recovery_forwarded_since(int64_t at, uint64_t since_ms) {
     return at < 0 || (uint64_t)at + CLOCK_SLACK_MS >= since_ms;
 }
 
@@ -861,7 +876,7 @@ kd_recover_result kd_recovery_find(kd_recovery *rc, uint64_t owner, size_t route
         return KD_RECOVER_ABSENT;
     /* Forwarded before the claim: the delivery of an older, expired claim
      * of the key, not of this one (records without the header: trusted). */
-    if (!forwarded_since(f->forwarded_at, claimed_at_ms))
+    if (!kd_recovery_forwarded_since(f->forwarded_at, claimed_at_ms))
         return KD_RECOVER_ABSENT;
     out->offset = f->pos - 1;
     out->timestamp = f->timestamp;
@@ -956,6 +971,16 @@ static int64_t forwarded_at(const rd_kafka_message_t *rkm) {
     return at >= 0 ? at : rd_kafka_message_timestamp(rkm, NULL);
 }
 
+/* The key of a record of the history: a delivery's (key_of), or a forget
+ * record's (which must say when it was made); *forget says which. */
+static bool history_key(const history *h, const rd_kafka_message_t *m, const void **key,
+                        size_t *key_len, bool *forget) {
+    if ((*forget = kd_forgets_is(m)))
+        return header_forwarded_at(m) >= 0 &&
+               key_in(h->rc, m, KD_KEY_HEADER, key, key_len);
+    return key_of(h->rc, m, h->route, key, key_len);
+}
+
 static bool history_each(void *arg, rd_kafka_message_t *m) {
     history *h = arg;
     kd_history_rec *rec = &h->recs[h->n];
@@ -966,8 +991,8 @@ static bool history_each(void *arg, rd_kafka_message_t *m) {
 
     if (!source_of(m, h->route->from, &part, &rec->src_offset) ||
         part != h->src_partition || (h->since_ms && at >= 0 && at < h->since_ms) ||
-        !key_of(h->rc, m, h->route, &key, &rec->key_len) ||
-        !trusted(h->rc, m, h->route, key, rec->key_len)) {
+        !history_key(h, m, &key, &rec->key_len, &rec->forget) ||
+        !trusted(h->rc, m, h->route, key, rec->key_len, rec->forget)) {
         rd_kafka_message_destroy(m);
         return true;
     }
@@ -975,6 +1000,7 @@ static bool history_each(void *arg, rd_kafka_message_t *m) {
     rec->offset = m->offset;
     rec->timestamp = ts;
     rec->forwarded_at = at;
+    rec->stamped = header_forwarded_at(m) >= 0;
     h->held[h->n++] = m;
     h->bytes += kd_headers_record_memory(m);
     return (h->n < h->batch && h->bytes < HISTORY_BATCH_BYTES) || history_flush(h, upto);
@@ -1119,7 +1145,7 @@ static bool ask_each(void *arg, rd_kafka_message_t *m) {
 
     if (source_of(m, as->route->from, &part, &off) &&
         key_of(as->rc, m, as->route, &key, &key_len) &&
-        trusted(as->rc, m, as->route, key, key_len)) {
+        trusted(as->rc, m, as->route, key, key_len, false)) {
         digest(key, key_len, d);
         at = header_forwarded_at(m);
         for (size_t j = slot_of(d, as->cap); as->table[j]; j = (j + 1) % as->cap) {
@@ -1129,7 +1155,7 @@ static bool ask_each(void *arg, rd_kafka_message_t *m) {
              * since: that delivery (the key compared whole) */
             if (a->result != KD_RECOVER_FOUND && a->key_len == key_len &&
                 !memcmp(a->key, key, key_len) && m->offset >= a->from &&
-                forwarded_since(at, a->sent_at_ms)) {
+                kd_recovery_forwarded_since(at, a->sent_at_ms)) {
                 a->result = KD_RECOVER_FOUND;
                 a->found.offset = m->offset;
                 a->found.timestamp = rd_kafka_message_timestamp(m, NULL);

@@ -80,7 +80,17 @@ typedef struct kd_history_rec {
     int64_t timestamp;    /* downstream (ms) */
     int64_t src_offset;   /* in the source partition */
     int64_t forwarded_at; /* wall ms (its KD_FORWARDED_AT_HEADER, else timestamp) */
+    bool stamped;         /* forwarded_at came from its KD_FORWARDED_AT_HEADER */
+    bool forget;          /* a forget record (forgets.h): the key was forgotten at
+                           * forwarded_at; offset is the forget record's */
 } kd_history_rec;
+
+/* True when a record forwarded at `at` (wall ms; -1: unknown, an older
+ * kdedup's, which may be anything's) can be the delivery of a claim made,
+ * or a message sent, at since_ms (wall): one forwarded earlier is the
+ * delivery of an older claim of the key. Allows one second for a clock
+ * stepped between the two. */
+bool kd_recovery_forwarded_since(int64_t at, uint64_t since_ms);
 
 /* Takes a batch of records; returns false to stop the scan (it fails). */
 typedef bool (*kd_history_fn)(void *arg, const kd_history_rec *recs, size_t n);
@@ -150,10 +160,11 @@ kd_recover_result kd_recovery_find(kd_recovery *rc, uint64_t owner, size_t route
  * downstream partition out_partition): passes fn, in batches of at most
  * `batch` records and 4 MiB of what they hold (keys, values, headers; see
  * headers.h), every record of that source partition put downstream within
- * dedup.ttl and after this store's previous handover of the pair, then
- * saves where it ended. Records forwarded longer than dedup.ttl ago (by
- * their KD_FORWARDED_AT_HEADER; their timestamp when they have none) are
- * skipped. Without a mark the read starts dedup.scan_max_records before
+ * dedup.ttl and after this store's previous handover of the pair (forget
+ * records among them, in their place), then saves where it ended. Records
+ * forwarded longer than dedup.ttl ago (by their KD_FORWARDED_AT_HEADER; their
+ * timestamp when they have none) are skipped. Without a mark the read starts
+ * dedup.scan_max_records before
  * the end: record timestamps cannot bound it. Reads within the turn's
  * budget (KD_HISTORY_MORE: call again with the same cursor). */
 kd_history_result kd_recovery_history(kd_recovery *rc, size_t route,

@@ -54,7 +54,9 @@ static bool mac(kd_signer *s, const kd_signed *w, unsigned char out[32]) {
     EVP_MAC_CTX *ctx = EVP_MAC_CTX_dup(s->keyed);
     size_t n = 0;
     bool ok =
-        ctx && mac_add(ctx, "kdedup-signature v1", 19) &&
+        ctx &&
+        (w->forget ? mac_add(ctx, "kdedup-forget v1", 16)
+                   : mac_add(ctx, "kdedup-signature v1", 19)) &&
         mac_add(ctx, w->from, strlen(w->from)) && mac_add(ctx, w->to, strlen(w->to)) &&
         mac_add(ctx, w->source, w->source_len) && mac_add(ctx, w->run, w->run_len) &&
         mac_add(ctx, w->at, w->at_len) && mac_add(ctx, w->key, w->key_len) &&

@@ -30,6 +30,9 @@
  * on_key_conflict "forward", a key that cannot be deduplicated): it is no
  * claim's delivery, and recovery and the handover never read it as one. */
 #define KD_UNCLAIMED_HEADER "kdedup-unclaimed"
+/* On a forget record (forgets.h): an operator forgot the key. It is no
+ * delivery; the handover forgets the key on reading it. */
+#define KD_FORGET_HEADER "kdedup-forget"
 /* "v1:" and 64 hex digits. */
 #define KD_SIGNATURE_LEN 67
 
@@ -45,6 +48,7 @@ typedef struct kd_signed {
     size_t at_len; /* kdedup-forwarded-at */
     const void *key;
     size_t key_len; /* the idempotency key */
+    bool forget;    /* a forget record's (forgets.h): signed apart */
 } kd_signed;
 
 /* A key to sign with, set up once. */

@@ -4,9 +4,11 @@
 #include "tests/faulty_store.h"
 #include "dedup/store_int.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #define DISK_FULL "injected: IO error: No space left on device"
@@ -16,6 +18,13 @@ typedef struct faulty {
     atomic_bool fail;
     atomic_ulong refused;
     atomic_uint delay_ms;
+    pthread_mutex_t race_lock; /* guards the armed race */
+    char *race_stream;         /* NULL: none armed */
+    size_t race_stream_len;
+    void *race_payload;
+    size_t race_payload_len;
+    unsigned race_times; /* races left to lose */
+    atomic_ulong raced;
 } faulty;
 
 static kd_err f_read_last(void *impl, const char *stream, size_t stream_len,
@@ -40,12 +49,35 @@ static bool refuse(faulty *f) {
     return true;
 }
 
+static void race_clear(faulty *f) {
+    free(f->race_stream);
+    free(f->race_payload);
+    f->race_stream = NULL;
+    f->race_payload = NULL;
+}
+
+/* The armed race, if it is for stream: the other writer appends first, at
+ * the sequence number the caller expects. */
+static void race(faulty *f, const char *stream, size_t stream_len, uint64_t seq) {
+    pthread_mutex_lock(&f->race_lock);
+    if (f->race_stream && f->race_stream_len == stream_len &&
+        !memcmp(f->race_stream, stream, stream_len)) {
+        if (kd_store_append(f->inner, stream, stream_len, seq, f->race_payload,
+                            f->race_payload_len) == KD_OK)
+            atomic_fetch_add(&f->raced, 1);
+        if (--f->race_times == 0)
+            race_clear(f);
+    }
+    pthread_mutex_unlock(&f->race_lock);
+}
+
 static kd_err f_append(void *impl, const char *stream, size_t stream_len,
                        uint64_t expected_seq, const void *payload, size_t payload_len) {
     faulty *f = impl;
 
     if (refuse(f))
         return KD_ERR_STORE;
+    race(f, stream, stream_len, expected_seq);
     return kd_store_append(f->inner, stream, stream_len, expected_seq, payload,
                            payload_len);
 }
@@ -61,6 +93,8 @@ static kd_err f_append_batch(void *impl, kd_append *items, size_t n) {
             items[i].result = KD_ERR_STORE;
         return KD_ERR_STORE;
     }
+    for (size_t i = 0; i < n; i++)
+        race(f, items[i].stream, items[i].stream_len, items[i].expected_seq);
     return kd_store_append_batch(f->inner, items, n);
 }
 
@@ -83,6 +117,8 @@ static void f_destroy(void *impl) {
     faulty *f = impl;
 
     kd_store_destroy(f->inner);
+    race_clear(f);
+    pthread_mutex_destroy(&f->race_lock);
     free(f);
 }
 
@@ -109,6 +145,7 @@ kd_store *kd_faulty_store_new(kd_store *inner) {
         return NULL;
     }
     f->inner = inner;
+    pthread_mutex_init(&f->race_lock, NULL);
     return kd_store_new(&faulty_ops, f);
 }
 
@@ -122,4 +159,28 @@ void kd_faulty_store_delay_writes(kd_store *faulty_store, unsigned ms) {
 
 unsigned long kd_faulty_store_refused(kd_store *faulty_store) {
     return atomic_load(&impl_of(faulty_store)->refused);
+}
+
+void kd_faulty_store_race(kd_store *faulty_store, const char *stream, size_t stream_len,
+                          const void *payload, size_t payload_len, unsigned times) {
+    faulty *f = impl_of(faulty_store);
+
+    pthread_mutex_lock(&f->race_lock);
+    race_clear(f);
+    f->race_stream = malloc(stream_len ? stream_len : 1);
+    f->race_payload = malloc(payload_len ? payload_len : 1);
+    if (f->race_stream && f->race_payload) {
+        memcpy(f->race_stream, stream, stream_len);
+        memcpy(f->race_payload, payload, payload_len);
+        f->race_stream_len = stream_len;
+        f->race_payload_len = payload_len;
+        f->race_times = times;
+    }
+    if (!f->race_stream || !f->race_payload || !times)
+        race_clear(f);
+    pthread_mutex_unlock(&f->race_lock);
+}
+
+unsigned long kd_faulty_store_raced(kd_store *faulty_store) {
+    return atomic_load(&impl_of(faulty_store)->raced);
 }

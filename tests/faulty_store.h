@@ -2,7 +2,7 @@
  * kdedup tests - a store that fails on demand: wraps another store and,
  * while writes are switched off, answers every append with KD_ERR_STORE
  * and a "No space left on device" error, as a full disk would; or makes
- * batch appends slow.
+ * batch appends slow; or lets another writer win the race for a stream.
  */
 #ifndef KD_TEST_FAULTY_STORE_H
 #define KD_TEST_FAULTY_STORE_H
@@ -21,6 +21,16 @@ void kd_faulty_store_fail_writes(kd_store *faulty, bool fail);
 /* Makes every batch append wait ms first (0: none), as a slow disk would.
  * Thread-safe. */
 void kd_faulty_store_delay_writes(kd_store *faulty, unsigned ms);
+
+/* Arms lost races: each of the next `times` appends to stream (alone or in
+ * a batch) is preceded by payload, appended at the same sequence number as
+ * if another writer had come first, so that append fails with
+ * KD_ERR_SEQUENCE_CONFLICT. Copies stream and payload. Thread-safe. */
+void kd_faulty_store_race(kd_store *faulty, const char *stream, size_t stream_len,
+                          const void *payload, size_t payload_len, unsigned times);
+
+/* Races armed with kd_faulty_store_race() that happened. */
+unsigned long kd_faulty_store_raced(kd_store *faulty);
 
 /* Appends refused so far. */
 unsigned long kd_faulty_store_refused(kd_store *faulty);

@@ -86,6 +86,11 @@ typedef struct fx {
     kd_reload *reload;
     kd_admin *admin;
     int port;
+    /* forget records asked for (fake_record): how many, the last one */
+    int records;
+    bool refuse; /* answer as a broker that does not */
+    kd_forget_record last;
+    char last_key[32];
 } fx;
 
 /* The producer's SASL password comes from the file password in f->dir. */
@@ -121,6 +126,27 @@ static bool ours(void *arg, uint64_t owner) {
     return owner == 42;
 }
 
+/* Writes nothing downstream: remembers what it was asked, and answers
+ * offset 41, or fails when f->refuse. */
+static bool fake_record(void *arg, const kd_config *cfg, const kd_forget_record *rec,
+                        int64_t *offset, char *errstr, size_t errstr_size) {
+    fx *f = arg;
+
+    assert_non_null(cfg);
+    f->records++;
+    f->last = *rec;
+    assert_true(rec->key_len < sizeof(f->last_key));
+    memcpy(f->last_key, rec->key, rec->key_len);
+    f->last_key[rec->key_len] = '\0';
+    f->last.key = f->last_key;
+    if (f->refuse) {
+        snprintf(errstr, errstr_size, "out/2: Broker: Not enough in-sync replicas");
+        return false;
+    }
+    *offset = 41;
+    return true;
+}
+
 static int setup(void **state) {
     fx *f = calloc(1, sizeof(*f));
     char hash[KD_RELOAD_HASH_SIZE], err[512];
@@ -139,7 +165,11 @@ static int setup(void **state) {
     assert_non_null(f->reload = kd_reload_new(f->path, cfg, hash));
     assert_non_null(f->store = kd_store_mem_new());
     assert_non_null(f->d = kd_dedup_new(f->store, "ns:orders"));
-    env = (kd_admin_env){.store = f->store, .reload = f->reload, .ours = ours};
+    env = (kd_admin_env){.store = f->store,
+                         .reload = f->reload,
+                         .ours = ours,
+                         .record = fake_record,
+                         .arg = f};
     f->admin = kd_admin_start("127.0.0.1:0", TOKEN, &env, err, sizeof(err));
     if (!f->admin)
         fail_msg("%s", err);
@@ -295,6 +325,71 @@ static void test_keys(void **state) {
     assert_int_equal(request(f, "GET", "/v1/nothing", BEARER, NULL, NULL, 0), 404);
 }
 
+/* A completed key's forget is written downstream first, beside the
+ * delivery its receipt names, and the answer says where; when that write
+ * fails, nothing is forgotten (503, ask again). A key whose receipt names
+ * no delivery of the route's downstream topic, and a forced claim in
+ * flight, are forgotten here only, and the answer says what to do. */
+static void test_forget_recorded_downstream(void **state) {
+    fx *f = *state;
+    const char *receipt = "v1 to=out/2@7 ts=5 from=orders/2@11 fp=00";
+    uint64_t now = (uint64_t)time(NULL) * 1000;
+    kd_decision dec;
+    char body[1024];
+    bool found;
+
+    assert_int_equal(kd_dedup_claim_or_get(f->d, K("k2"), now, &dec), KD_OK);
+    assert_int_equal(kd_dedup_complete_receipt(f->d, K("k2"), K(receipt)), KD_OK);
+    f->refuse = true;
+    assert_int_equal(
+        request(f, "DELETE", "/v1/keys/orders/k2", BEARER, NULL, body, sizeof(body)),
+        503);
+    assert_non_null(strstr(body, "not forgotten: the forget could not be written "
+                                 "downstream (out/2: Broker: Not enough in-sync "
+                                 "replicas); ask again"));
+    assert_int_equal(kd_dedup_lookup(f->d, K("k2"), &dec, &found), KD_OK);
+    assert_true(found); /* still completed */
+    kd_decision_clear(&dec);
+
+    f->refuse = false;
+    assert_int_equal(
+        request(f, "DELETE", "/v1/keys/orders/k2", BEARER, NULL, body, sizeof(body)),
+        200);
+    assert_string_equal(body, "{\"route\":\"orders\",\"result\":\"forgotten\","
+                              "\"recorded\":\"out/2@41\"}");
+    assert_int_equal(f->records, 2);
+    assert_string_equal(f->last.from, "orders");
+    assert_string_equal(f->last.to, "out");
+    assert_int_equal(f->last.partition, 2);
+    assert_int_equal(f->last.src_partition, 2);
+    assert_int_equal(f->last.src_offset, 11);
+    assert_string_equal(f->last_key, "k2");
+    assert_true(f->last.at_ms >= now);
+    assert_int_equal(kd_dedup_lookup(f->d, K("k2"), &dec, &found), KD_OK);
+    assert_false(found);
+
+    /* another topic's receipt (the route's `to` changed): here only */
+    assert_int_equal(kd_dedup_claim_or_get(f->d, K("k3"), now, &dec), KD_OK);
+    assert_int_equal(
+        kd_dedup_complete_receipt(f->d, K("k3"), K("v1 to=old/0@7 ts=5 from=orders/0@1")),
+        KD_OK);
+    assert_int_equal(
+        request(f, "DELETE", "/v1/keys/orders/k3", BEARER, NULL, body, sizeof(body)),
+        200);
+    assert_non_null(strstr(body, "\"recorded\":null,\"note\":\"forgotten in this "
+                                 "replica's store only"));
+    assert_non_null(strstr(body, "DELETE the key again on its new owner"));
+
+    /* a forced claim of another run: no delivery to record it beside */
+    kd_dedup_set_owner(f->d, 43);
+    assert_int_equal(kd_dedup_claim_or_get(f->d, K("k4"), now, &dec), KD_OK);
+    assert_int_equal(request(f, "DELETE", "/v1/keys/orders/k4?force=true", BEARER, NULL,
+                             body, sizeof(body)),
+                     200);
+    assert_non_null(strstr(body, "\"recorded\":null"));
+    assert_int_equal(f->records, 2);
+}
+
 static void test_reload(void **state) {
     fx *f = *state;
     char body[1024], big[KD_HTTP_MAX_BODY + 2];
@@ -440,6 +535,7 @@ int main(void) {
         cmocka_unit_test(test_key_path),
         cmocka_unit_test_setup_teardown(test_unauthorized, setup, teardown),
         cmocka_unit_test_setup_teardown(test_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_forget_recorded_downstream, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reload, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reload_keeps_a_bounded_number, setup,
                                         teardown),

@@ -735,6 +735,93 @@ static void test_fingerprint_stored(void **state) {
     kd_decision_clear(&dec);
 }
 
+/* Claims the key alone at ts; returns the claim (decision cleared). */
+static kd_claim claim_one(kd_dedup *d, const char *key, uint64_t ts) {
+    kd_claim c = {.key = key, .key_len = strlen(key)};
+
+    assert_int_equal(kd_dedup_claim_batch(d, &c, 1, ts), KD_OK);
+    assert_int_equal(c.err, KD_OK);
+    assert_int_equal(c.decision.state, KD_CLAIMED);
+    kd_decision_clear(&c.decision);
+    return c;
+}
+
+/* A claim says when the key was let go, and whether by a forget: a
+ * release's tombstone is no forget; a forget's is; one written before
+ * tombstones said why counts as a forget. */
+static void test_claim_says_why_the_key_was_let_go(void **state) {
+    fx *f = *state;
+    kd_entry old = {
+        .kind = KD_ENTRY_TOMBSTONE, .timestamp_ms = 77, .key = "old", .key_len = 3};
+    char stream[256];
+    unsigned char buf[64];
+    size_t len;
+    kd_forget_result res;
+    kd_claim c;
+
+    c = claim_one(f->dedup, "k", 10);
+    assert_int_equal(c.tombstoned_at, 0);
+    assert_int_equal(kd_dedup_release_claim(f->dedup, K("k")), KD_OK);
+    c = claim_one(f->dedup, "k", 20);
+    assert_true(c.tombstoned_at > 0);
+    assert_int_equal(c.forgotten_at, 0);
+    assert_int_equal(kd_dedup_complete_receipt(f->dedup, K("k"), K("r")), KD_OK);
+    assert_int_equal(kd_dedup_forget(f->dedup, K("k"), false, NULL, NULL, &res), KD_OK);
+    assert_int_equal(res, KD_FORGET_DONE);
+    c = claim_one(f->dedup, "k", 30);
+    assert_true(c.tombstoned_at > 0);
+    assert_int_equal(c.forgotten_at, c.tombstoned_at);
+
+    assert_int_equal(kd_entry_encode(&old, buf, sizeof(buf), &len), KD_OK);
+    kd_dedup_stream_key_for(f->dedup, K("old"), stream, sizeof(stream));
+    assert_int_equal(kd_store_append(f->store, stream, strlen(stream), 0, buf, len),
+                     KD_OK);
+    c = claim_one(f->dedup, "old", 40);
+    assert_int_equal(c.tombstoned_at, 77);
+    assert_int_equal(c.forgotten_at, 77);
+}
+
+/* True when the completion's receipt is arg (a string). */
+static bool receipt_is(void *arg, const kd_decision *dec) {
+    const char *want = arg;
+
+    assert_int_equal(dec->state, KD_COMPLETED);
+    return dec->receipt_len == strlen(want) && !memcmp(dec->receipt, want, strlen(want));
+}
+
+/* A forget replayed: a completion it covers gets a forget's tombstone dated
+ * when the forget was made; one it does not cover, an absent key and a
+ * claim in flight are left alone. */
+static void test_forget_replay(void **state) {
+    fx *f = *state;
+    kd_forget_result res;
+    kd_claim c;
+
+    assert_claim(f->dedup, "a", 10, KD_CLAIMED, 10);
+    assert_int_equal(kd_dedup_complete_receipt(f->dedup, K("a"), K("r-old")), KD_OK);
+    assert_int_equal(
+        kd_dedup_forget_replay(f->dedup, K("a"), 5000, receipt_is, "r-new", &res), KD_OK);
+    assert_int_equal(res, KD_FORGET_PROTECTED); /* completed after the forget */
+    assert_completed_with(f->dedup, "a", "r-old");
+    assert_int_equal(
+        kd_dedup_forget_replay(f->dedup, K("a"), 5000, receipt_is, "r-old", &res), KD_OK);
+    assert_int_equal(res, KD_FORGET_DONE);
+    c = claim_one(f->dedup, "a", 20);
+    assert_int_equal(c.tombstoned_at, 5000);
+    assert_int_equal(c.forgotten_at, 5000);
+
+    assert_int_equal(kd_dedup_forget_replay(f->dedup, K("never"), 5000, NULL, NULL, &res),
+                     KD_OK);
+    assert_int_equal(res, KD_FORGET_ABSENT);
+    assert_int_equal(fx_stream_count(f, "never"), 0);
+    assert_int_equal(kd_dedup_forget_replay(f->dedup, K("a"), 5000, NULL, NULL, &res),
+                     KD_OK);
+    assert_int_equal(res, KD_FORGET_IN_FLIGHT); /* claimed again: never forced */
+    assert_claim(f->dedup, "a", 30, KD_IN_FLIGHT, 20);
+    assert_int_equal(kd_dedup_forget_replay(f->dedup, K("a"), 0, NULL, NULL, &res),
+                     KD_ERR_CONFIG);
+}
+
 /* Each test twice, named after the backend it runs on. */
 #define BOTH(fn)                                                                         \
     {"memory/" #fn, fn, setup, teardown, &backend_mem}, {                                \
@@ -766,6 +853,8 @@ int main(void) {
         BOTH(test_forget),
         BOTH(test_forget_race),
         BOTH(test_fingerprint_stored),
+        BOTH(test_claim_says_why_the_key_was_let_go),
+        BOTH(test_forget_replay),
     };
 
     return cmocka_run_group_tests_name("dedup (memory and rocksdb)", tests, NULL, NULL);

@@ -1,6 +1,6 @@
 /*
- * kdedup tests - the entry codec: round trips, and every malformed input
- * rejected with KD_ERR_SERIALIZATION.
+ * kdedup tests - the entry codec: round trips, the layouts of versions 1
+ * and 2, and every malformed input rejected with KD_ERR_SERIALIZATION.
  */
 #include "dedup/entry.h"
 
@@ -14,6 +14,7 @@
 
 static void assert_entries_equal(const kd_entry *a, const kd_entry *b) {
     assert_int_equal(a->kind, b->kind);
+    assert_int_equal(a->reason, b->reason);
     assert_int_equal(a->timestamp_ms, b->timestamp_ms);
     assert_int_equal(a->key_len, b->key_len);
     assert_memory_equal(a->key, b->key, a->key_len);
@@ -258,6 +259,67 @@ static void test_fingerprint_malformed(void **state) {
                      KD_ERR_SERIALIZATION);
 }
 
+/* A tombstone says why it was written (version 2, flag bit 3: a forget);
+ * one of version 1 decodes with its reason unknown, and an active entry is
+ * still written as version 1. */
+static void test_tombstone_reasons(void **state) {
+    const unsigned char forget[] = {'K', 'D', 2, 2, 0x08, 0, 0, 0, 0,
+                                    0,   0,   1, 2, 0,    0, 0, 1, 'x'};
+    const unsigned char old_tomb[] = {'K', 'D', 1, 2, 0, 0, 0, 0, 0,
+                                      0,   0,   1, 2, 0, 0, 0, 1, 'x'};
+    kd_entry e = {.kind = KD_ENTRY_TOMBSTONE,
+                  .reason = KD_TOMB_FORGET,
+                  .timestamp_ms = 258,
+                  .key = "x",
+                  .key_len = 1};
+    kd_entry active = {.kind = KD_ENTRY_ACTIVE, .key = "x", .key_len = 1};
+    unsigned char buf[64], bad[64];
+    size_t len;
+    kd_entry out;
+
+    (void)state;
+    roundtrip(&e);
+    assert_int_equal(kd_entry_encode(&e, buf, sizeof(buf), &len), KD_OK);
+    assert_int_equal(len, sizeof(forget));
+    assert_memory_equal(buf, forget, sizeof(forget));
+    e.reason = KD_TOMB_RELEASE;
+    roundtrip(&e);
+    assert_int_equal(kd_entry_encode(&e, buf, sizeof(buf), &len), KD_OK);
+    assert_int_equal(buf[2], 2);
+    assert_int_equal(buf[4], 0);
+    e.owner = 9;
+    e.has_owner = true;
+    roundtrip(&e);
+
+    assert_int_equal(kd_entry_decode(old_tomb, sizeof(old_tomb), &out), KD_OK);
+    assert_int_equal(out.kind, KD_ENTRY_TOMBSTONE);
+    assert_int_equal(out.reason, KD_TOMB_UNKNOWN);
+    assert_int_equal(kd_entry_encode(&active, buf, sizeof(buf), &len), KD_OK);
+    assert_int_equal(buf[2], 1);
+
+    /* the forget flag only in version 2, version 2 only for tombstones */
+    memcpy(bad, forget, sizeof(forget));
+    bad[2] = 1;
+    assert_int_equal(kd_entry_decode(bad, sizeof(forget), &out), KD_ERR_SERIALIZATION);
+    memcpy(bad, forget, sizeof(forget));
+    bad[3] = KD_ENTRY_ACTIVE;
+    assert_int_equal(kd_entry_decode(bad, sizeof(forget), &out), KD_ERR_SERIALIZATION);
+    bad[4] = 0;
+    assert_int_equal(kd_entry_decode(bad, sizeof(forget), &out), KD_ERR_SERIALIZATION);
+    memcpy(bad, forget, sizeof(forget));
+    bad[2] = 3;
+    assert_int_equal(kd_entry_decode(bad, sizeof(forget), &out), KD_ERR_SERIALIZATION);
+    memcpy(bad, forget, sizeof(forget));
+    bad[4] = 0x10 | 0x08;
+    assert_int_equal(kd_entry_decode(bad, sizeof(forget), &out), KD_ERR_SERIALIZATION);
+
+    active.reason = KD_TOMB_FORGET;
+    assert_int_equal(kd_entry_encode(&active, buf, sizeof(buf), &len),
+                     KD_ERR_SERIALIZATION);
+    e.reason = (kd_tomb_reason)7;
+    assert_int_equal(kd_entry_encode(&e, buf, sizeof(buf), &len), KD_ERR_SERIALIZATION);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip_kinds),
@@ -268,6 +330,7 @@ int main(void) {
         cmocka_unit_test(test_fingerprint_layout),
         cmocka_unit_test(test_old_entry_decodes),
         cmocka_unit_test(test_fingerprint_malformed),
+        cmocka_unit_test(test_tombstone_reasons),
     };
 
     return cmocka_run_group_tests_name("entry codec", tests, NULL, NULL);

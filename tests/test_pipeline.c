@@ -5,8 +5,12 @@
  * the downstream topics and what offsets were committed.
  */
 #include "dedup/dedup.h"
+#include "dedup/entry.h"
+#include "sidecar/forgets.h"
 #include "sidecar/metrics.h"
+#include "sidecar/receipt.h"
 #include "sidecar/recovery.h"
+#include "sidecar/signing.h"
 #include "store_rocks/store_rocks.h"
 #include "tests/dedup_fixture.h"
 #include "tests/faulty_store.h"
@@ -954,6 +958,146 @@ static void test_orphan_not_completed_by_an_older_delivery(void **state) {
     free(recs);
 }
 
+/* Puts on out/0 a record kdedup forwarded from in/0 at offset src_off, for
+ * key, at wall time `at` (ms); unsigned. */
+static void put_downstream(rd_kafka_t *rk, const char *key, int src_off, uint64_t at) {
+    char source[32], stamp[24];
+
+    snprintf(source, sizeof(source), "in/0/%d", src_off);
+    snprintf(stamp, sizeof(stamp), "%llu", (unsigned long long)at);
+    assert_int_equal(
+        rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("out"), RD_KAFKA_V_PARTITION(0),
+                          RD_KAFKA_V_VALUE("old", 3),
+                          RD_KAFKA_V_HEADER("Idempotency-Key", key, -1),
+                          RD_KAFKA_V_HEADER("kdedup-source", source, -1),
+                          RD_KAFKA_V_HEADER("kdedup-forwarded-at", stamp, -1),
+                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+        RD_KAFKA_RESP_ERR_NO_ERROR);
+}
+
+/* key-0 was forwarded (its record downstream), then forgotten (DELETE
+ * /v1/keys: kd_dedup_forget), and a new copy claimed `age_ms` ago by a run
+ * that died before producing it. The next run's handover reads the old
+ * record: forwarded before that claim, it is not its delivery and must not
+ * complete it, as recovery would not; the copy reaches downstream. */
+static void older_than_the_claim(env *e, uint64_t age_ms) {
+    const char *run = "kdedup-run v1\n0 0 out\n1 0 out\n2 0 out\n3 0 out\n";
+    uint64_t now = (uint64_t)time(NULL) * 1000, claimed_at = now - age_ms;
+    char path[512], err[512], stream[32];
+    rd_kafka_t *rk = kf_producer(&e->mock);
+    kd_forget_result res;
+    kd_pipeline_stats st;
+    kf_record *recs;
+    kd_store *store;
+    kd_dedup *d;
+    size_t n;
+    kf_run r;
+
+    snprintf(path, sizeof(path), "%s/store", e->dir);
+    assert_non_null(store = kd_rocks_open(path, true, err, sizeof(err)));
+    assert_int_equal(
+        kd_store_append(store, stream,
+                        kd_recovery_run_stream(0xdead, stream, sizeof(stream)), 0, run,
+                        strlen(run)),
+        KD_OK);
+    d = kd_dedup_new(store, "kdedup:in");
+    claim_at(d, 0xbeef, 0, 1, claimed_at - 61 * 1000);
+    assert_int_equal(kd_dedup_complete_receipt(d, "key-0", 5, "v1 to=out/0@0", 13),
+                     KD_OK);
+    assert_int_equal(kd_dedup_forget(d, "key-0", 5, false, NULL, NULL, &res), KD_OK);
+    assert_int_equal(res, KD_FORGET_DONE);
+    claim_at(d, 0xdead, 0, 1, claimed_at); /* the copy, claimed; its run died */
+    kd_dedup_destroy(d);
+    kd_store_destroy(store);
+
+    put_downstream(rk, "key-0", 0, claimed_at - 60 * 1000);
+    kf_send(rk, "in", 0, "key-0", "value-0-copy-0");
+    kf_producer_close(rk);
+
+    start(&r, e, "{}", 5, "5s");
+    st = kf_run_wait(&r, 1, TIMEOUT_MS);
+    kf_run_stop(&r);
+    assert_int_equal(st.handover_keys, 0);
+    assert_int_equal(st.orphans_found, 0); /* by neither the handover nor recovery */
+    /* a live claim is resolved as absent; an expired one the handover took
+     * over and let go of, so the copy was claimed afresh */
+    assert_int_equal(st.orphans_absent, age_ms < 10 * 60 * 1000 ? 1 : 0);
+    assert_int_equal(st.forwarded, 1);
+    recs = kf_read(&e->mock, "out", PARTS, 2, 1000, TIMEOUT_MS, &n);
+    assert_int_equal(kf_count_key(recs, n, "key-0"), 2); /* the old one, and the copy */
+    free(recs);
+}
+
+static void test_handover_refuses_a_delivery_older_than_the_claim(void **state) {
+    older_than_the_claim(*state, 0);
+}
+
+/* The same with the claim past dedup.inflight_timeout (10 m): the handover
+ * takes the expired claim over, and lets the key go again. */
+static void test_handover_refuses_a_delivery_older_than_an_expired_claim(void **state) {
+    older_than_the_claim(*state, 11 * 60 * 1000);
+}
+
+/* Replica a's revoke drain ran out while its deliveries of key-0 and key-1
+ * were still out; b forwarded both; then a's deliveries failed and a
+ * released their claims. a gets the partition back: its handover reads b's
+ * records, older than a's releases, and learns both all the same (a
+ * release is not a forget), so a's retried copies are duplicates. key-2,
+ * forwarded a minute ago and then forgotten by the operator, is not
+ * learned: its copy goes out again, as asked. */
+static void test_handover_honours_forgets_not_releases(void **state) {
+    env *e = *state;
+    uint64_t now = (uint64_t)time(NULL) * 1000;
+    char path[512], err[512];
+    rd_kafka_t *rk = kf_producer(&e->mock);
+    kd_forget_result res;
+    kd_pipeline_stats st;
+    kf_record *recs;
+    kd_store *store;
+    kd_dedup *d;
+    size_t n;
+    kf_run r;
+
+    snprintf(path, sizeof(path), "%s/store", e->dir);
+    assert_non_null(store = kd_rocks_open(path, true, err, sizeof(err)));
+    d = kd_dedup_new(store, "kdedup:in");
+    claim_at(d, 0xa, 0, 3, now - 70 * 1000);
+    assert_int_equal(kd_dedup_complete_receipt(d, "key-2", 5, "v1 to=out/0@0", 13),
+                     KD_OK);
+    assert_int_equal(kd_dedup_forget(d, "key-2", 5, false, NULL, NULL, &res), KD_OK);
+    assert_int_equal(res, KD_FORGET_DONE);
+    put_downstream(rk, "key-2", 2, now - 60 * 1000);
+    put_downstream(rk, "key-0", 0, now - 5 * 1000); /* b's */
+    put_downstream(rk, "key-1", 1, now - 5 * 1000);
+    kf_producer_close(rk);
+    /* a's deliveries fail now, after b forwarded the keys */
+    assert_int_equal(kd_dedup_release_claim(d, "key-0", 5), KD_OK);
+    assert_int_equal(kd_dedup_release_claim(d, "key-1", 5), KD_OK);
+    kd_dedup_destroy(d);
+    kd_store_destroy(store);
+
+    rk = kf_producer(&e->mock);
+    for (int i = 0; i < 3; i++) { /* the copies a consumes again */
+        char key[16];
+
+        snprintf(key, sizeof(key), "key-%d", i);
+        kf_send(rk, "in", 0, key, "again");
+    }
+    kf_producer_close(rk);
+
+    start(&r, e, "{}", 5, "5s");
+    st = kf_run_wait(&r, 3, TIMEOUT_MS);
+    kf_run_stop(&r);
+    assert_int_equal(st.handover_keys, 2);
+    assert_int_equal(st.duplicates_completed, 2);
+    assert_int_equal(st.forwarded, 1);
+    recs = kf_read(&e->mock, "out", PARTS, 4, 1000, TIMEOUT_MS, &n);
+    assert_int_equal(kf_count_key(recs, n, "key-0"), 1);
+    assert_int_equal(kf_count_key(recs, n, "key-1"), 1);
+    assert_int_equal(kf_count_key(recs, n, "key-2"), 2); /* forgotten: sent again */
+    free(recs);
+}
+
 /* Runs the one-route pipeline over the store in e->dir/<name>. */
 static void start_named(kf_run *r, env *e, const char *name) {
     char dir[300];
@@ -1026,6 +1170,247 @@ static void test_handover_moves_history(void **state) {
         assert_int_equal(kf_count_key(recs, n, key), i == 150 || i == 151 ? 2 : 1);
     }
     free(recs);
+}
+
+/* What DELETE /v1/keys/in/<key> does on the replica whose store is in
+ * e->dir/<name>: the key's forget record written beside its delivery (the
+ * one its receipt names), then the key forgotten in that store. */
+static void forget_on(env *e, const char *name, const char *key) {
+    char json[4096], err[512], dir[300], path[512];
+    kd_forget_result res;
+    kd_forget_record f;
+    kd_decision dec;
+    kd_receipt rc;
+    kd_config *cfg;
+    kd_store *store;
+    kd_dedup *d;
+    int64_t offset = -1;
+    bool found;
+
+    snprintf(dir, sizeof(dir), "%s/%s", e->dir, name);
+    snprintf(json, sizeof(json), ROUTE_CONFIG, e->mock.bootstrap, "{}", 5, dir, "5s");
+    assert_non_null(
+        cfg = kd_config_parse(json, strlen(json), "test.json", err, sizeof(err)));
+    snprintf(path, sizeof(path), "%s/store", dir);
+    assert_non_null(store = kd_rocks_open(path, true, err, sizeof(err)));
+    d = kd_dedup_new(store, "kdedup:in");
+    assert_int_equal(kd_dedup_lookup(d, key, strlen(key), &dec, &found), KD_OK);
+    assert_true(found);
+    assert_true(kd_receipt_parse(dec.receipt, dec.receipt_len, &rc));
+    f = (kd_forget_record){.from = "in",
+                           .to = "out",
+                           .partition = rc.to_partition,
+                           .src_partition = rc.from_partition,
+                           .src_offset = rc.from_offset,
+                           .key = key,
+                           .key_len = strlen(key),
+                           .at_ms = (uint64_t)time(NULL) * 1000};
+    kd_decision_clear(&dec);
+    if (!kd_forgets_write(cfg, e->mock.bootstrap, &f, &offset, err, sizeof(err)))
+        fail_msg("%s", err);
+    assert_true(offset > rc.to_offset);
+    assert_int_equal(kd_dedup_forget(d, key, strlen(key), false, NULL, NULL, &res),
+                     KD_OK);
+    assert_int_equal(res, KD_FORGET_DONE);
+    kd_dedup_destroy(d);
+    kd_store_destroy(store);
+    kd_config_destroy(cfg);
+}
+
+/* A forget travels with its partition. Replica a forwards key-0..4, then
+ * forgets key-1 (DELETE /v1/keys on a). Replica b, with an empty store,
+ * takes the partitions: its handover learns key-0..4 from a's records and
+ * then reads the forget record, so the copy of key-1 the operator sends is
+ * forwarded (a duplicate of key-2 is not). Replica c, with an empty store
+ * too, reads key-1's first delivery, the forget record and b's delivery of
+ * the copy, in that order: key-1 is completed again, and its next copy is
+ * a duplicate. Without forget records b learned key-1 and dropped the copy. */
+static void test_forget_travels_with_the_partition(void **state) {
+    env *e = *state;
+    kd_pipeline_stats st;
+    kf_record *recs;
+    rd_kafka_t *rk;
+    size_t n;
+    kf_run r;
+
+    send_keys(e, "in", 0, 5, 1);
+    start_named(&r, e, "a");
+    st = kf_run_wait(&r, 5, TIMEOUT_MS);
+    assert_int_equal(st.forwarded, 5);
+    kf_run_stop(&r);
+    forget_on(e, "a", "key-1");
+
+    rk = kf_producer(&e->mock);
+    kf_send(rk, "in", -1, "key-1", "value-1-copy-1"); /* the copy asked for */
+    kf_send(rk, "in", -1, "key-2", "value-2-copy-1"); /* a duplicate */
+    kf_producer_close(rk);
+    start_named(&r, e, "b");
+    st = kf_run_wait(&r, 2, TIMEOUT_MS);
+    kf_run_stop(&r);
+    assert_int_equal(st.handover_keys, 5);
+    assert_int_equal(st.handover_forgets, 1);
+    assert_int_equal(st.forwarded, 1);
+    assert_int_equal(st.duplicates_completed, 1);
+
+    rk = kf_producer(&e->mock);
+    kf_send(rk, "in", -1, "key-1", "value-1-copy-2");
+    kf_producer_close(rk);
+    start_named(&r, e, "c");
+    st = kf_run_wait(&r, 1, TIMEOUT_MS);
+    kf_run_stop(&r);
+    assert_int_equal(st.handover_forgets, 1);
+    assert_int_equal(st.forwarded, 0);
+    assert_int_equal(st.duplicates_completed, 1);
+
+    recs = kf_read(&e->mock, "out", PARTS, 7, 1000, TIMEOUT_MS, &n);
+    assert_int_equal(n, 7); /* five, the forget record, the copy */
+    assert_int_equal(kf_count_key(recs, n, "key-1"), 2);
+    assert_int_equal(kf_count_key(recs, n, "key-2"), 1);
+    assert_int_equal(kf_count_key(recs, n, ""), 1); /* the forget record: no key header */
+    free(recs);
+}
+
+/* Puts on out/0 a record of key from in/0/0 carrying the key in
+ * kdedup-key, with kdedup-forget when `forget`, signed by signer as a
+ * forget record's when `as_forget`, else as a delivery's. */
+static void put_signed(rd_kafka_t *rk, kd_signer *signer, const char *key, bool forget,
+                       bool as_forget) {
+    char at[24], sig[KD_SIGNATURE_LEN + 1];
+    const char *source = "in/0/0", *run = "0000000000000001";
+    kd_signed w = {.from = "in",
+                   .to = "out",
+                   .source = source,
+                   .source_len = strlen(source),
+                   .run = run,
+                   .run_len = strlen(run),
+                   .at = at,
+                   .key = key,
+                   .key_len = strlen(key),
+                   .forget = as_forget};
+    rd_kafka_headers_t *h = rd_kafka_headers_new(6);
+
+    snprintf(at, sizeof(at), "%llu", (unsigned long long)time(NULL) * 1000);
+    w.at_len = strlen(at);
+    assert_true(kd_sign(signer, &w, sig));
+    if (forget)
+        rd_kafka_header_add(h, KD_FORGET_HEADER, -1, "1", 1);
+    rd_kafka_header_add(h, KD_SOURCE_HEADER, -1, source, -1);
+    rd_kafka_header_add(h, KD_RUN_HEADER, -1, run, -1);
+    rd_kafka_header_add(h, KD_FORWARDED_AT_HEADER, -1, at, -1);
+    rd_kafka_header_add(h, KD_KEY_HEADER, -1, key, -1);
+    rd_kafka_header_add(h, KD_SIGNATURE_HEADER, -1, sig, -1);
+    assert_int_equal(rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("out"),
+                                       RD_KAFKA_V_PARTITION(0), RD_KAFKA_V_VALUE("v", 1),
+                                       RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END),
+                     RD_KAFKA_RESP_ERR_NO_ERROR);
+}
+
+/* Keys a handover was passed, "<key>:forget" or "<key>:delivery". */
+typedef struct seen {
+    char text[8][32];
+    size_t n;
+} seen;
+
+static bool remember(void *arg, const kd_history_rec *recs, size_t n) {
+    seen *s = arg;
+
+    for (size_t i = 0; i < n && s->n < 8; i++)
+        snprintf(s->text[s->n++], sizeof(s->text[0]), "%.*s:%s", (int)recs[i].key_len,
+                 (const char *)recs[i].key, recs[i].forget ? "forget" : "delivery");
+    return true;
+}
+
+/* A forget record is no delivery, and the two are signed apart. On a route
+ * whose key is the record key (so its deliveries carry kdedup-key, as
+ * forget records do): a forget record written by kd_forgets_write() reaches
+ * the handover as a forget, never as anyone's delivery (orphan and
+ * uncertain lookups do not find it, with a signing key or without); a
+ * record with kdedup-forget signed as a delivery, and one without it
+ * signed as a forget, are not trusted. */
+static void test_forget_record_is_no_delivery(void **state) {
+    env *e = *state;
+    const char *run = "kdedup-run v1\n0 0 out\n1 0 out\n2 0 out\n3 0 out\n";
+    char json[2048], err[512], path[512], stream[32];
+    rd_kafka_t *rk = kf_producer(&e->mock);
+    kd_forget_record f = {.from = "in",
+                          .to = "out",
+                          .key = "key-0",
+                          .key_len = 5,
+                          .at_ms = (uint64_t)time(NULL) * 1000};
+    kd_history_cursor cur = {0};
+    kd_recovery_stats rs;
+    kd_recover_found found;
+    int64_t offset = -1, from = 0;
+    kd_signer *signer;
+    kd_recovery *rc;
+    kd_config *cfg;
+    kd_store *store;
+    seen s = {0};
+
+    snprintf(json, sizeof(json),
+             "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\"}, \"routes\": "
+             "[{\"from\": \"in\", \"to\": \"out\", \"key\": {\"from\": \"record_key\"}, "
+             "\"on_missing_key\": \"forward\"}], \"dedup\": {\"signing_key\": "
+             "\"key-one-0123456789\"}, \"store\": {\"path\": \"%s/store\"}}",
+             e->mock.bootstrap, e->dir);
+    assert_non_null(
+        cfg = kd_config_parse(json, strlen(json), "test.json", err, sizeof(err)));
+    if (!kd_forgets_write(cfg, e->mock.bootstrap, &f, &offset, err, sizeof(err)))
+        fail_msg("%s", err);
+    assert_int_equal(offset, 0);
+    assert_non_null(signer = kd_signer_new("key-one-0123456789"));
+    put_signed(rk, signer, "key-1", true, false); /* a forget signed as a delivery */
+    put_signed(rk, signer, "key-2", false, true); /* a delivery signed as a forget */
+    put_signed(rk, signer, "key-3", false, false);
+    kd_signer_destroy(signer);
+    kf_producer_close(rk);
+
+    snprintf(path, sizeof(path), "%s/store", e->dir);
+    assert_non_null(store = kd_rocks_open(path, true, err, sizeof(err)));
+    assert_non_null(rc =
+                        kd_recovery_new(cfg, store, e->mock.bootstrap, err, sizeof(err)));
+    assert_int_equal(kd_recovery_history(rc, 0, 0, 0, 10, remember, &s, &cur),
+                     KD_HISTORY_DONE);
+    assert_int_equal(s.n, 2);
+    assert_string_equal(s.text[0], "key-0:forget");
+    assert_string_equal(s.text[1], "key-3:delivery");
+    kd_recovery_stats_get(rc, &rs);
+    assert_int_equal(rs.foreign, 2);
+    assert_int_equal(kd_recovery_find_since(rc, 0, 0, &from, 0, "key-0", 5, &found),
+                     KD_RECOVER_ABSENT);
+    from = 0;
+    assert_int_equal(kd_recovery_find_since(rc, 0, 0, &from, 0, "key-3", 5, &found),
+                     KD_RECOVER_FOUND);
+    assert_int_equal(found.offset, 3);
+    kd_recovery_destroy(rc);
+    kd_config_destroy(cfg);
+
+    /* without a signing key, every record is trusted: the forget record is
+     * still no delivery, for a dead run's claim or an uncertain one */
+    snprintf(json, sizeof(json),
+             "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\"}, \"routes\": "
+             "[{\"from\": \"in\", \"to\": \"out\", \"key\": {\"from\": \"record_key\"}, "
+             "\"on_missing_key\": \"forward\"}], \"store\": {\"path\": \"%s/store\"}}",
+             e->mock.bootstrap, e->dir);
+    assert_non_null(
+        cfg = kd_config_parse(json, strlen(json), "test.json", err, sizeof(err)));
+    assert_int_equal(
+        kd_store_append(store, stream,
+                        kd_recovery_run_stream(0xdead, stream, sizeof(stream)), 0, run,
+                        strlen(run)),
+        KD_OK);
+    assert_non_null(rc =
+                        kd_recovery_new(cfg, store, e->mock.bootstrap, err, sizeof(err)));
+    from = 0;
+    assert_int_equal(kd_recovery_find_since(rc, 0, 0, &from, 0, "key-0", 5, &found),
+                     KD_RECOVER_ABSENT);
+    assert_int_equal(kd_recovery_find(rc, 0xdead, 0, 0, "key-0", 5, 0, &found),
+                     KD_RECOVER_ABSENT);
+    assert_int_equal(kd_recovery_find(rc, 0xdead, 0, 0, "key-2", 5, 0, &found),
+                     KD_RECOVER_FOUND); /* unsigned: any delivery counts */
+    kd_recovery_destroy(rc);
+    kd_store_destroy(store);
+    kd_config_destroy(cfg);
 }
 
 /* dedup.ttl counts from when kdedup forwarded a key, not from the source
@@ -1566,6 +1951,60 @@ static void test_claim_without_owner_reads_no_own_scan(void **state) {
     kd_config_destroy(cfg);
 }
 
+/* A claim that loses the race for its stream to a release (another writer
+ * appends a tombstone of key-0 at the sequence the claim expected), then
+ * finds the key absent: the key is claimed again and forwarded under its
+ * claim, completed with a receipt, not forwarded unclaimed as a key that
+ * "cannot be deduplicated". Twice: the batch's claim, then the claim made
+ * again alone. */
+static void test_lost_claim_race_claims_again(void **state) {
+    env *e = *state;
+    kd_entry tomb = {.kind = KD_ENTRY_TOMBSTONE, .key = "key-0", .key_len = 5};
+    char stream[256], path[512], err[512];
+    unsigned char payload[64];
+    size_t plen, slen;
+    kd_pipeline_stats st;
+    kd_decision dec;
+    kf_record *recs;
+    kd_store *store;
+    kd_dedup *d;
+    bool found;
+    size_t n;
+    kf_run r;
+
+    tomb.timestamp_ms = (uint64_t)time(NULL) * 1000;
+    assert_int_equal(kd_entry_encode(&tomb, payload, sizeof(payload), &plen), KD_OK);
+    snprintf(path, sizeof(path), "%s/store", e->dir);
+    assert_non_null(store = kd_store_mem_new());
+    d = kd_dedup_new(store, "kdedup:in");
+    slen = kd_dedup_stream_key_for(d, "key-0", 5, stream, sizeof(stream));
+    kd_dedup_destroy(d);
+    kd_store_destroy(store);
+
+    kf_run_start_faulty(&r, &e->mock, ROUTE_CONFIG, e->mock.bootstrap, "{}", 5, e->dir,
+                        "5s");
+    kd_faulty_store_race(r.store, stream, slen, payload, plen, 2);
+    send_keys(e, "in", 0, 10, 1);
+    st = kf_run_wait(&r, 10, TIMEOUT_MS);
+    assert_int_equal(kd_faulty_store_raced(r.store), 2);
+    kf_run_stop(&r);
+    assert_int_equal(st.collisions, 0);
+    assert_int_equal(st.forwarded, 10);
+    recs = kf_read(&e->mock, "out", PARTS, 10, 1000, TIMEOUT_MS, &n);
+    assert_int_equal(n, 10);
+    assert_each_once(recs, n, 0, 10);
+    free(recs);
+
+    assert_non_null(store = kd_rocks_open(path, true, err, sizeof(err)));
+    d = kd_dedup_new(store, "kdedup:in");
+    assert_int_equal(kd_dedup_lookup(d, "key-0", 5, &dec, &found), KD_OK);
+    assert_true(found); /* under a claim: completed by its receipt */
+    assert_int_equal(dec.state, KD_COMPLETED);
+    kd_decision_clear(&dec);
+    kd_dedup_destroy(d);
+    kd_store_destroy(store);
+}
+
 int main(void) {
     if (getenv("KD_TEST_FILTER"))
         cmocka_set_test_filter(getenv("KD_TEST_FILTER"));
@@ -1617,6 +2056,19 @@ int main(void) {
                                         teardown),
         cmocka_unit_test_setup_teardown(test_possibly_persisted_resolved_downstream,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lost_claim_race_claims_again, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(
+            test_handover_refuses_a_delivery_older_than_the_claim, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_handover_refuses_a_delivery_older_than_an_expired_claim, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(test_handover_honours_forgets_not_releases, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_forget_travels_with_the_partition, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_forget_record_is_no_delivery, setup,
+                                        teardown),
     };
 
     if (getenv("KD_TEST_FILTER")) /* e.g. "*same_process*": one test while working */

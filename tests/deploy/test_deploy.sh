@@ -162,6 +162,18 @@ for r in base statefulset overlays-example overlays-plain-sidecar; do
     ok "$r: admin token from a Secret, admin API on the pod's loopback only"
   else ko "$r: admin token not from a Secret, or the admin port exposed"; fi
 done
+# The probes on a listener of their own (issue 26 item 11): every probe on
+# the container port the config's http.probes_listen names, never on the
+# metrics port.
+for r in base statefulset overlays-example overlays-plain-sidecar; do
+  pport=$(sed -n 's/.*"probes_listen": "[^"]*:\([0-9]*\)".*/\1/p' "$OUT/$r.yaml" | head -1)
+  probes=$(grep -A5 -E '(startup|liveness|readiness)Probe:' "$OUT/$r.yaml" | grep -c 'port: probes$')
+  if [ -n "$pport" ] && grep -A1 "containerPort: $pport\$" "$OUT/$r.yaml" | grep -q 'name: probes' \
+     && [ "$probes" -eq 3 ] \
+     && ! grep -A5 -E '(startup|liveness|readiness)Probe:' "$OUT/$r.yaml" | grep -q 'port: metrics'; then
+    ok "$r: the three probes on http.probes_listen ($pport), apart from /metrics"
+  else ko "$r: probes not on their own listener (probes_listen port '${pport}', $probes probes on it)"; fi
+done
 grep -q "restartPolicy: Always" "$OUT/base.yaml" \
   && ok "base runs kdedup as a native sidecar" || ko "base has no native sidecar"
 

@@ -11,6 +11,10 @@ it; percent-encoded binary keys (NUL, 0xff, '/', '%') looked up, forgotten
 and forwarded again; a key past dedup.max_key_bytes is 400. The metrics
 listener serves no admin path.
 
+Phase "travel": a key forgotten on one replica is forwarded again by
+another that takes its partitions with an empty store (the forget record
+written downstream); consumers skip forget records (the reader here does).
+
 Phase "storm": four threads hammer the admin API (lookups, route lists,
 forgets of absent keys) while the pipeline forwards a stream with
 duplicates: nothing lost, nothing twice, no 5xx answer.
@@ -25,7 +29,9 @@ The token never appears in the log. Run with Debian's interpreter:
 /usr/bin/python3 tests/e2e/admin_test.py
 """
 import json
+import operator
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -83,7 +89,8 @@ def produce(world, topic, items):
 
 
 class Reader:
-    """Everything downstream in a topic, read as it comes."""
+    """Everything downstream in a topic, read as it comes, as a consumer of
+    it should: forget records (header kdedup-forget) set apart."""
 
     def __init__(self, bootstrap, topic, parts):
         self.c = KafkaConsumer(bootstrap_servers=bootstrap, api_version=API,
@@ -92,13 +99,19 @@ class Reader:
         self.c.assign(tps)
         self.c.seek_to_beginning(*tps)
         self.records = []  # (partition, offset, key bytes, value str)
+        self.forgets = []  # (partition, offset, key bytes) of forget records
 
     def poll(self, seconds):
         end = time.time() + seconds
         while time.time() < end:
             for records in self.c.poll(timeout_ms=200).values():
                 for r in records:
-                    key = dict(r.headers).get("Idempotency-Key")
+                    headers = dict(r.headers)
+                    if "kdedup-forget" in headers:
+                        check(r.key is None and r.value is None, f"forget record {r}")
+                        self.forgets.append((r.partition, r.offset, headers["kdedup-key"]))
+                        continue
+                    key = headers.get("Idempotency-Key")
                     self.records.append((r.partition, r.offset, key, r.value.decode()))
 
     def count(self, key):
@@ -163,9 +176,17 @@ def keys_phase(mock, world, kd, admin, out, report):
     status, body = admin.key("GET", b"k" * 256)
     check(status == 400, f"a key past max_key_bytes: {status} {body}")
 
-    # forget, send again: forwarded again exactly once
+    # forget, send again: forwarded again exactly once; the forget is
+    # written downstream right after the delivery it forgets
+    status, body = admin.key("GET", keys[3])
+    m = RECEIPT.fullmatch(body["receipt"] or "")
     status, body = admin.key("DELETE", keys[3])
     check(status == 200 and body["result"] == "forgotten", f"forget: {status} {body}")
+    where = re.fullmatch(rf"{re.escape(DST)}/(\d+)@(\d+)", body.get("recorded") or "")
+    check(m and where and where.group(1) == m.group(2) and
+          int(where.group(2)) > int(m.group(3)), f"recorded {body}, receipt {m and m.group(0)}")
+    out.until("the forget record", lambda: (int(where.group(1)), int(where.group(2)),
+                                            keys[3]) in out.forgets)
     status, body = admin.key("GET", keys[3])
     check(body["state"] == "absent", f"after forget: {body}")
     status, body = admin.key("DELETE", keys[3])
@@ -229,6 +250,55 @@ def in_flight_409(mock, world, admin, out):
              lambda: admin.key("GET", b"slow-1")[1]["state"] == "completed", timeout_s=30)
     out.poll(1)
     check(out.count(b"slow-1") == 1, "slow-1 forwarded twice")
+
+
+def answers(admin):
+    """True when the admin API answers (it starts after the metrics listener)."""
+    try:
+        return admin.call("GET", "/v1/routes")[0] == 200
+    except urllib.error.URLError:
+        return False
+
+
+def travel_phase(mock, world, kd, admin, out, workdir, report):
+    """A forget travels with its partition: forgotten on kd, whose store is
+    then out of the picture; a replica with an empty store takes every
+    partition, and must forward the copy the operator sends (before forget
+    records, its handover learned the key again from its first delivery
+    and dropped the copy). A duplicate of a key not forgotten is not
+    forwarded."""
+    keys = [b"tr-1", b"tr-2"]
+    produce(world, SRC, [(k, f"{k.decode()} first") for k in keys])
+    out.until("the travel keys downstream", lambda: all(out.count(k) == 1 for k in keys))
+    status, body = admin.key("DELETE", keys[0])
+    check(status == 200 and body["recorded"], f"forget: {status} {body}")
+    check(kd.signal(signal.SIGTERM) == 0, "kdedup did not exit 0 on SIGTERM")
+    other = Sidecar(os.path.join(workdir, "other"), mock.bootstrap)
+    other.start()
+    try:
+        wait_for("the empty replica to hold every partition",
+                 lambda: gauge(other, "kdedup_assigned_partitions") == PARTS)
+        produce(world, SRC, [(keys[0], "tr-1 again"), (keys[1], "tr-2 again")])
+        out.until("the forgotten key forwarded by the other replica",
+                  lambda: out.count(keys[0]) == 2)
+        wait_for("the copies committed",
+                 lambda: operator.eq(*committed(mock.bootstrap, SRC, PARTS)))
+        out.poll(1)
+        check(out.count(keys[0]) == 2, f"tr-1 downstream {out.count(keys[0])} times, want 2")
+        check(out.count(keys[1]) == 1, f"tr-2 downstream {out.count(keys[1])} times, want 1")
+        forgets = gauge(other, "kdedup_handover_forgets_total")
+        check(forgets >= 1, f"kdedup_handover_forgets_total {forgets}")
+        check(other.signal(signal.SIGTERM) == 0, "the other replica did not exit 0")
+    finally:
+        if other.proc.poll() is None:
+            other.proc.kill()
+    kd.start()
+    wait_for("kdedup back with every partition",
+             lambda: gauge(kd, "kdedup_assigned_partitions") == PARTS)
+    wait_for("the admin API back", lambda: answers(admin))
+    report.append(f"travel: forgotten on one replica, the copy forwarded by another with "
+                  f"an empty store ({int(forgets)} forget record(s) honoured), a duplicate "
+                  f"not")
 
 
 def storm_phase(world, kd, admin, out, report):
@@ -448,6 +518,8 @@ def main():
         kd.start()
         phase("keys: lookup, forget, resend once; 401/404/409/400; binary keys",
               lambda: keys_phase(mock, world, kd, admin, out, report))
+        phase("travel: a forget honoured by the next owner of the partition",
+              lambda: travel_phase(mock, world, kd, admin, out, workdir, report))
         phase("storm: admin requests while the pipeline runs lose and repeat nothing",
               lambda: storm_phase(world, kd, admin, out, report))
         phase("reload: add by SIGHUP, remove by POST (committed), invalid and refused kept",

@@ -19,8 +19,9 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2e_test import (API, DST, KDEDUP, SRC, Failure, Mock, Sidecar, check, gauge,  # noqa: E402
+from e2e_test import (API, DST, KDEDUP, SRC, Failure, Sidecar, check, gauge,  # noqa: E402
                       wait_for)
+from cluster import Mock  # noqa: E402
 from kafka import KafkaProducer  # noqa: E402
 
 
