@@ -300,8 +300,25 @@ typedef struct mock {
     char bootstrap[256];
 } mock;
 
+/* Waits (up to 30 s) until every partition of a topic just created answers
+ * for its offsets: on Apache Kafka its leaders take a moment to learn it
+ * (NOT_LEADER_FOR_PARTITION meanwhile). */
+static bool topic_ready(rd_kafka_t *rk, const char *name, int partitions) {
+    int64_t lo, hi;
+
+    for (int i = 0; i < partitions; i++)
+        for (int tries = 0; rd_kafka_query_watermark_offsets(rk, name, i, &lo, &hi, 1000);
+             tries++) {
+            if (tries == 300)
+                return false;
+            sleep_ms(100);
+        }
+    return true;
+}
+
 /* Creates topic on the cluster at m's bootstrap with the admin API (the
- * cluster's default replication factor); an existing one is an error. */
+ * cluster's default replication factor) and waits until it answers; an
+ * existing one is an error. */
 static bool admin_topic(const mock *m, const char *name, int partitions) {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_NewTopic_t *nt = NULL;
@@ -328,7 +345,8 @@ static bool admin_topic(const mock *m, const char *name, int partitions) {
                 res ? rd_kafka_CreateTopics_result_topics(res, &n) : NULL;
 
             ok = n == 1 &&
-                 rd_kafka_topic_result_error(tr[0]) == RD_KAFKA_RESP_ERR_NO_ERROR;
+                 rd_kafka_topic_result_error(tr[0]) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+                 topic_ready(rk, name, partitions);
             if (!ok)
                 fprintf(stderr, "bench_e2e: creating %s: %s\n", name,
                         n == 1 ? rd_kafka_topic_result_error_string(tr[0])
