@@ -40,7 +40,8 @@
 
 #include <stdlib.h>
 
-#define TXN_TIMEOUT_MS 30000 /* init, send_offsets, commit and abort calls */
+#define TXN_TIMEOUT_MS 30000  /* init, send_offsets and commit calls */
+#define ABORT_TIMEOUT_MS 5000 /* an abort; past it, the producer is replaced */
 
 /* What an error of the transactional API calls for: TXN_FATAL, that the
  * producer be replaced. */
@@ -366,11 +367,13 @@ static void abort_open(kd_pipeline *p, bool resend, bool unknown) {
     msg **ms;
     size_t n = 0;
 
-    if (!t->replace)
-        do
-            next = classify(p, rd_kafka_abort_transaction(p->producer, TXN_TIMEOUT_MS),
-                            "abort");
-        while (next == TXN_RETRY && !atomic_load(&p->fatal));
+    /* An abort that does not end within ABORT_TIMEOUT_MS (seen for minutes
+     * while a broker is down: librdkafka waits for its deliveries) is left
+     * to the next producer's initialisation, which ends it. */
+    if (!t->replace &&
+        (next = classify(p, rd_kafka_abort_transaction(p->producer, ABORT_TIMEOUT_MS),
+                         "abort")) == TXN_RETRY)
+        t->replace = true;
     if (t->replace)
         replace_producer(p);
     else /* the purged deliveries are reported as failed */
