@@ -318,11 +318,12 @@ $(BUILD)/bench/bench_store: $(call obj,bench/bench_store.c) $(LIB_ROCKS) $(LIB_D
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_ROCKS) $(LIBS_DEDUP)
 $(BUILD)/obj/bench/%.o: EXTRA_CFLAGS = $(call pc_cflags,$(PKGS_ROCKS) $(PKGS_KAFKA))
 
-$(BUILD)/bench/bench_handover: $(call obj,bench/bench_handover.c) $(LIBS_ALL)
+$(BUILD)/bench/bench_handover: $(call obj,bench/bench_handover.c bench/admin.c) $(LIBS_ALL)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o %.a,$^) $(LDLIBS_ALL)
 
-$(BUILD)/bench/bench_e2e: $(call obj,bench/bench_e2e.c bench/passthrough.c) $(LIBS_ALL) \
+$(BUILD)/bench/bench_e2e: $(call obj,bench/bench_e2e.c bench/passthrough.c bench/admin.c) \
+                          $(LIBS_ALL) \
                           | $(KDEDUP)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o %.a,$^) $(LDLIBS_ALL)
