@@ -102,8 +102,10 @@ UNIT_TESTS := $(BUILD)/tests/test_entry $(BUILD)/tests/test_dedup \
               $(BUILD)/tests/test_store_rocks $(BUILD)/tests/test_config \
               $(BUILD)/tests/test_offsets $(BUILD)/tests/test_metrics $(BUILD)/tests/test_held \
               $(BUILD)/tests/test_http $(BUILD)/tests/test_keysrc $(BUILD)/tests/test_admin \
-              $(BUILD)/tests/test_log $(BUILD)/tests/test_receipt
-INTEGRATION_TESTS := $(BUILD)/tests/test_pipeline $(BUILD)/tests/test_bounds
+              $(BUILD)/tests/test_log $(BUILD)/tests/test_receipt $(BUILD)/tests/test_signing
+INTEGRATION_TESTS := $(BUILD)/tests/test_pipeline $(BUILD)/tests/test_bounds \
+                     $(BUILD)/tests/test_recovery $(BUILD)/tests/test_limits \
+                     $(BUILD)/tests/test_crash
 TESTS := $(UNIT_TESTS) $(INTEGRATION_TESTS)
 # The real binary against an independent client (Debian's kafka-python), and
 # the deploy/ manifests, configs and image checked offline.
@@ -248,6 +250,11 @@ $(BUILD)/tests/test_log: $(call obj,tests/test_log.c sidecar/log.c) $(LIB_CONFIG
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_CONFIG) $(LIBS_TEST)
 
+# Signatures: signing.c alone, over libcrypto.
+$(BUILD)/tests/test_signing: $(call obj,tests/test_signing.c sidecar/signing.c)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_DEDUP) $(LIBS_TEST)
+
 # The HTTP endpoint in a child process, against 600 slow clients.
 $(BUILD)/tests/test_http: $(call obj,tests/test_http.c sidecar/http.c sidecar/log.c) \
                           $(LIB_CONFIG)
@@ -282,16 +289,41 @@ $(BUILD)/tests/test_bounds: $(call obj,tests/test_bounds.c tests/kafka_fixture.c
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o %.a,$^) $(LDLIBS_ALL) $(LIBS_TEST)
 
+# Power loss (tests/powerloss_store.c) and ownership changes, against the
+# same mock cluster.
+$(BUILD)/tests/test_crash: $(call obj,tests/test_crash.c tests/kafka_fixture.c tests/powerloss_store.c \
+                                      tests/faulty_store.c tests/dedup_fixture.c) \
+                           $(LIBS_ALL) | $(KDEDUP)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o %.a,$^) $(LDLIBS_ALL) $(LIBS_TEST)
+
+# What recovery believes of a downstream topic (signatures), on the same
+# mock cluster.
+$(BUILD)/tests/test_recovery: $(call obj,tests/test_recovery.c tests/kafka_fixture.c \
+                                         tests/faulty_store.c tests/dedup_fixture.c) \
+                              $(LIBS_ALL) | $(KDEDUP)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o %.a,$^) $(LDLIBS_ALL) $(LIBS_TEST)
+
+# Limits set low, seen to act (max_retrying, a pending handover's pause), on
+# the same mock cluster.
+$(BUILD)/tests/test_limits: $(call obj,tests/test_limits.c tests/kafka_fixture.c \
+                                       tests/faulty_store.c tests/dedup_fixture.c) \
+                            $(LIBS_ALL) | $(KDEDUP)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o %.a,$^) $(LDLIBS_ALL) $(LIBS_TEST)
+
 $(BUILD)/bench/bench_store: $(call obj,bench/bench_store.c) $(LIB_ROCKS) $(LIB_DEDUP)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_ROCKS) $(LIBS_DEDUP)
 $(BUILD)/obj/bench/%.o: EXTRA_CFLAGS = $(call pc_cflags,$(PKGS_ROCKS) $(PKGS_KAFKA))
 
-$(BUILD)/bench/bench_handover: $(call obj,bench/bench_handover.c) $(LIBS_ALL)
+$(BUILD)/bench/bench_handover: $(call obj,bench/bench_handover.c bench/admin.c) $(LIBS_ALL)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o %.a,$^) $(LDLIBS_ALL)
 
-$(BUILD)/bench/bench_e2e: $(call obj,bench/bench_e2e.c bench/passthrough.c) $(LIBS_ALL) \
+$(BUILD)/bench/bench_e2e: $(call obj,bench/bench_e2e.c bench/passthrough.c bench/admin.c) \
+                          $(LIBS_ALL) \
                           | $(KDEDUP)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o %.a,$^) $(LDLIBS_ALL)

@@ -45,6 +45,7 @@
  * Exit 0 only if every run completed and checked out.
  */
 #define _GNU_SOURCE /* sched_setaffinity, CPU_SET */
+#include "bench/admin.h"
 #include "bench/passthrough.h"
 #include "config/config.h"
 #include "dedup/dedup.h"
@@ -297,51 +298,6 @@ typedef struct mock {
     char bootstrap[256];
 } mock;
 
-/* Creates topic on the cluster at m's bootstrap with the admin API (the
- * cluster's default replication factor); an existing one is an error. */
-static bool admin_topic(const mock *m, const char *name, int partitions) {
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_NewTopic_t *nt = NULL;
-    rd_kafka_queue_t *q = NULL;
-    rd_kafka_event_t *ev = NULL;
-    rd_kafka_t *rk;
-    char err[256];
-    bool ok = false;
-
-    rd_kafka_conf_set(conf, "bootstrap.servers", m->bootstrap, NULL, 0);
-    if (!(rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err)))) {
-        rd_kafka_conf_destroy(conf);
-        fprintf(stderr, "bench_e2e: admin client: %s\n", err);
-        return false;
-    }
-    if ((nt = rd_kafka_NewTopic_new(name, partitions, -1, err, sizeof(err))) &&
-        (q = rd_kafka_queue_new(rk))) {
-        rd_kafka_CreateTopics(rk, &nt, 1, NULL, q);
-        if ((ev = rd_kafka_queue_poll(q, 30000))) {
-            const rd_kafka_CreateTopics_result_t *res =
-                rd_kafka_event_CreateTopics_result(ev);
-            size_t n = 0;
-            const rd_kafka_topic_result_t **tr =
-                res ? rd_kafka_CreateTopics_result_topics(res, &n) : NULL;
-
-            ok = n == 1 &&
-                 rd_kafka_topic_result_error(tr[0]) == RD_KAFKA_RESP_ERR_NO_ERROR;
-            if (!ok)
-                fprintf(stderr, "bench_e2e: creating %s: %s\n", name,
-                        n == 1 ? rd_kafka_topic_result_error_string(tr[0])
-                               : rd_kafka_event_error_string(ev));
-        }
-    }
-    if (ev)
-        rd_kafka_event_destroy(ev);
-    if (q)
-        rd_kafka_queue_destroy(q);
-    if (nt)
-        rd_kafka_NewTopic_destroy(nt);
-    rd_kafka_destroy(rk);
-    return ok;
-}
-
 static bool mock_start(mock *m, const options *o) {
     const char *bin = getenv("KDEDUP") ? getenv("KDEDUP") : "build/kdedup";
     char topic[128];
@@ -349,7 +305,7 @@ static bool mock_start(mock *m, const options *o) {
 
     if (o->bootstrap) {
         snprintf(m->bootstrap, sizeof(m->bootstrap), "%s", o->bootstrap);
-        return admin_topic(m, IN_TOPIC, o->partitions);
+        return bench_admin_topic(m->bootstrap, IN_TOPIC, o->partitions);
     }
     snprintf(topic, sizeof(topic), IN_TOPIC ":%d", o->partitions);
     if (pipe(in) || pipe(out))
@@ -378,7 +334,7 @@ static bool mock_topic(mock *m, const char *name, int partitions) {
     char reply[64];
 
     if (!m->pid)
-        return admin_topic(m, name, partitions);
+        return bench_admin_topic(m->bootstrap, name, partitions);
     fprintf(m->in, "topic %s %d\n", name, partitions);
     fflush(m->in);
     return fgets(reply, sizeof(reply), m->out) && !strncmp(reply, "ok", 2);
