@@ -277,14 +277,14 @@ $(BUILD)/tests/test_admin: $(call obj,tests/test_admin.c sidecar/admin.c sidecar
 
 # Integration: the pipeline against a mock cluster in a `kdedup mock` process.
 $(BUILD)/tests/test_pipeline: $(call obj,tests/test_pipeline.c tests/kafka_fixture.c tests/faulty_store.c \
-                                         tests/dedup_fixture.c) \
+                                         tests/dedup_fixture.c tests/case_runner.c) \
                               $(LIBS_ALL) | $(KDEDUP)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o %.a,$^) $(LDLIBS_ALL) $(LIBS_TEST)
 
 # Memory bounds and flow control, against the same mock cluster.
 $(BUILD)/tests/test_bounds: $(call obj,tests/test_bounds.c tests/kafka_fixture.c tests/faulty_store.c \
-                                       tests/dedup_fixture.c) \
+                                       tests/dedup_fixture.c tests/case_runner.c) \
                             $(LIBS_ALL) | $(KDEDUP)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o %.a,$^) $(LDLIBS_ALL) $(LIBS_TEST)
@@ -333,9 +333,15 @@ test: deps
 	@$(MAKE) --no-print-directory test-mock
 	@$(MAKE) --no-print-directory test-kafka
 
+# TEST_JOBS tests at a time, the mock-cluster suites first (the longest):
+# they and the e2e suites mostly wait (group joins, timeouts), and each
+# starts a mock cluster of its own. test_pipeline and test_bounds run
+# KD_TEST_JOBS (3) of their cases at a time (tests/case_runner.c).
+TEST_JOBS ?= 2
 test-mock: deps
 	@$(MAKE) --no-print-directory $(KDEDUP) $(TESTS)
-	@KDEDUP=$(KDEDUP) tests/run_tests.sh $(TESTS) $(E2E_TESTS)
+	@KDEDUP=$(KDEDUP) TEST_JOBS=$(TEST_JOBS) tests/run_tests.sh $(INTEGRATION_TESTS) \
+	    $(E2E_TESTS) $(filter-out $(INTEGRATION_TESTS),$(TESTS))
 
 # Apache Kafka (tests/kafka/rig.py): the broker pinned by tests/kafka/pom.xml,
 # its jars in a cache outside the tree (make deps fetches them once), KRaft

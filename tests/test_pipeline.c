@@ -12,6 +12,7 @@
 #include "sidecar/recovery.h"
 #include "sidecar/signing.h"
 #include "store_rocks/store_rocks.h"
+#include "tests/case_runner.h"
 #include "tests/dedup_fixture.h"
 #include "tests/faulty_store.h"
 #include "tests/kafka_fixture.h"
@@ -1661,7 +1662,13 @@ static void test_rebalance_while_claims_are_written(void **state) {
         nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
     }
     kd_faulty_store_delay_writes(a.store, 0);
-    nanosleep(&(struct timespec){2, 0}, NULL); /* late records, if any, land */
+    for (int i = 0; i < TIMEOUT_MS / 20; i++) { /* late records, if any, land */
+        kd_pipeline_stats_get(a.p, &sa);
+        kd_pipeline_stats_get(b.p, &sb);
+        if (!sa.inflight && !sb.inflight)
+            break;
+        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+    }
     recs = kf_read(&e->mock, "out", PARTS, 800, 2000, TIMEOUT_MS, &n);
     kf_run_stop(&b);
     kf_run_stop(&a);
@@ -2068,8 +2075,6 @@ static void test_lost_claim_race_claims_again(void **state) {
 }
 
 int main(void) {
-    if (getenv("KD_TEST_FILTER"))
-        cmocka_set_test_filter(getenv("KD_TEST_FILTER"));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_duplicates_within_across_and_restart, setup,
                                         teardown),
@@ -2134,7 +2139,8 @@ int main(void) {
                                         teardown),
     };
 
-    if (getenv("KD_TEST_FILTER")) /* e.g. "*same_process*": one test while working */
-        cmocka_set_test_filter(getenv("KD_TEST_FILTER"));
-    return cmocka_run_group_tests_name("pipeline (mock cluster)", tests, NULL, NULL);
+    /* KD_TEST_FILTER='*same_process*': one case while working; each case in
+     * a process of its own, KD_TEST_JOBS (3) at a time */
+    return cr_run_group("pipeline (mock cluster)", tests,
+                        sizeof(tests) / sizeof(tests[0]));
 }
