@@ -300,7 +300,7 @@ $(BUILD)/tests/test_crash: $(call obj,tests/test_crash.c tests/kafka_fixture.c t
 # What recovery believes of a downstream topic (signatures), on the same
 # mock cluster.
 $(BUILD)/tests/test_recovery: $(call obj,tests/test_recovery.c tests/kafka_fixture.c \
-                                         tests/faulty_store.c tests/dedup_fixture.c) \
+                                         tests/faulty_store.c tests/dedup_fixture.c tests/case_runner.c) \
                               $(LIBS_ALL) | $(KDEDUP)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o %.a,$^) $(LDLIBS_ALL) $(LIBS_TEST)
@@ -308,7 +308,7 @@ $(BUILD)/tests/test_recovery: $(call obj,tests/test_recovery.c tests/kafka_fixtu
 # Limits set low, seen to act (max_retrying, a pending handover's pause), on
 # the same mock cluster.
 $(BUILD)/tests/test_limits: $(call obj,tests/test_limits.c tests/kafka_fixture.c \
-                                       tests/faulty_store.c tests/dedup_fixture.c) \
+                                       tests/faulty_store.c tests/dedup_fixture.c tests/case_runner.c) \
                             $(LIBS_ALL) | $(KDEDUP)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o %.a,$^) $(LDLIBS_ALL) $(LIBS_TEST)

@@ -8,6 +8,7 @@
  */
 #include "sidecar/metrics.h"
 #include "sidecar/signing.h"
+#include "tests/case_runner.h"
 #include "tests/dedup_fixture.h"
 #include "tests/kafka_fixture.h"
 
@@ -253,7 +254,5 @@ int main(void) {
                                         setup, teardown),
     };
 
-    if (getenv("KD_TEST_FILTER"))
-        cmocka_set_test_filter(getenv("KD_TEST_FILTER"));
-    return cmocka_run_group_tests_name("limits (mock cluster)", tests, NULL, NULL);
+    return cr_run_group("limits (mock cluster)", tests, sizeof(tests) / sizeof(tests[0]));
 }

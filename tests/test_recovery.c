@@ -11,6 +11,7 @@
 #include "dedup/store.h"
 #include "sidecar/recovery.h"
 #include "sidecar/signing.h"
+#include "tests/case_runner.h"
 #include "tests/dedup_fixture.h"
 #include "tests/kafka_fixture.h"
 
@@ -367,7 +368,6 @@ int main(void) {
                                         teardown),
     };
 
-    if (getenv("KD_TEST_FILTER"))
-        cmocka_set_test_filter(getenv("KD_TEST_FILTER"));
-    return cmocka_run_group_tests_name("recovery (mock cluster)", tests, NULL, NULL);
+    return cr_run_group("recovery (mock cluster)", tests,
+                        sizeof(tests) / sizeof(tests[0]));
 }
