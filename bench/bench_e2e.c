@@ -47,6 +47,7 @@
  * Exit 0 only if every run completed and checked out.
  */
 #define _GNU_SOURCE /* sched_setaffinity, CPU_SET */
+#include "bench/admin.h"
 #include "bench/passthrough.h"
 #include "config/config.h"
 #include "dedup/dedup.h"
@@ -300,69 +301,6 @@ typedef struct mock {
     char bootstrap[256];
 } mock;
 
-/* Waits (up to 30 s) until every partition of a topic just created answers
- * for its offsets: on Apache Kafka its leaders take a moment to learn it
- * (NOT_LEADER_FOR_PARTITION meanwhile). */
-static bool topic_ready(rd_kafka_t *rk, const char *name, int partitions) {
-    int64_t lo, hi;
-
-    for (int i = 0; i < partitions; i++)
-        for (int tries = 0; rd_kafka_query_watermark_offsets(rk, name, i, &lo, &hi, 1000);
-             tries++) {
-            if (tries == 300)
-                return false;
-            sleep_ms(100);
-        }
-    return true;
-}
-
-/* Creates topic on the cluster at m's bootstrap with the admin API (the
- * cluster's default replication factor) and waits until it answers; an
- * existing one is an error. */
-static bool admin_topic(const mock *m, const char *name, int partitions) {
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_NewTopic_t *nt = NULL;
-    rd_kafka_queue_t *q = NULL;
-    rd_kafka_event_t *ev = NULL;
-    rd_kafka_t *rk;
-    char err[256];
-    bool ok = false;
-
-    rd_kafka_conf_set(conf, "bootstrap.servers", m->bootstrap, NULL, 0);
-    if (!(rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err)))) {
-        rd_kafka_conf_destroy(conf);
-        fprintf(stderr, "bench_e2e: admin client: %s\n", err);
-        return false;
-    }
-    if ((nt = rd_kafka_NewTopic_new(name, partitions, -1, err, sizeof(err))) &&
-        (q = rd_kafka_queue_new(rk))) {
-        rd_kafka_CreateTopics(rk, &nt, 1, NULL, q);
-        if ((ev = rd_kafka_queue_poll(q, 30000))) {
-            const rd_kafka_CreateTopics_result_t *res =
-                rd_kafka_event_CreateTopics_result(ev);
-            size_t n = 0;
-            const rd_kafka_topic_result_t **tr =
-                res ? rd_kafka_CreateTopics_result_topics(res, &n) : NULL;
-
-            ok = n == 1 &&
-                 rd_kafka_topic_result_error(tr[0]) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-                 topic_ready(rk, name, partitions);
-            if (!ok)
-                fprintf(stderr, "bench_e2e: creating %s: %s\n", name,
-                        n == 1 ? rd_kafka_topic_result_error_string(tr[0])
-                               : rd_kafka_event_error_string(ev));
-        }
-    }
-    if (ev)
-        rd_kafka_event_destroy(ev);
-    if (q)
-        rd_kafka_queue_destroy(q);
-    if (nt)
-        rd_kafka_NewTopic_destroy(nt);
-    rd_kafka_destroy(rk);
-    return ok;
-}
-
 static bool mock_start(mock *m, const options *o) {
     const char *bin = getenv("KDEDUP") ? getenv("KDEDUP") : "build/kdedup";
     char topic[128];
@@ -370,7 +308,7 @@ static bool mock_start(mock *m, const options *o) {
 
     if (o->bootstrap) {
         snprintf(m->bootstrap, sizeof(m->bootstrap), "%s", o->bootstrap);
-        return admin_topic(m, IN_TOPIC, o->partitions);
+        return bench_admin_topic(m->bootstrap, IN_TOPIC, o->partitions);
     }
     snprintf(topic, sizeof(topic), IN_TOPIC ":%d", o->partitions);
     if (pipe(in) || pipe(out))
@@ -399,7 +337,7 @@ static bool mock_topic(mock *m, const char *name, int partitions) {
     char reply[64];
 
     if (!m->pid)
-        return admin_topic(m, name, partitions);
+        return bench_admin_topic(m->bootstrap, name, partitions);
     fprintf(m->in, "topic %s %d\n", name, partitions);
     fflush(m->in);
     return fgets(reply, sizeof(reply), m->out) && !strncmp(reply, "ok", 2);

@@ -35,37 +35,44 @@ static const char *const producer_defaults[][2] = {
     {NULL, NULL},
 };
 
-/* The newest librdkafka lines written at info and above, for kd_kafka_logged():
- * librdkafka logs a broker's failure and also hands it to the error
- * callback, with the same text (a "Disconnected" at level info). A fixed
- * ring: 64 lines of 512 bytes. */
+/* The newest librdkafka lines written at info and above, with the client
+ * that wrote each, for kd_kafka_logged(): librdkafka logs a broker's failure
+ * and also hands it to the error callback, with the same text (a
+ * "Disconnected" at level info). Another client's line with the same text
+ * (the recovery scanner's "2/2 brokers are down") says nothing of this
+ * one's error. A fixed ring: 64 lines of 512 bytes, clients' names of 128. */
 #define RECENT_LINES 64
 #define RECENT_BYTES 512
+#define RECENT_CLIENT 128
 
 static struct {
     pthread_mutex_t lock;
+    char client[RECENT_LINES][RECENT_CLIENT];
     char text[RECENT_LINES][RECENT_BYTES];
     size_t next;
 } recent = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
-static void remember(const char *buf) {
+static void remember(const char *client, const char *buf) {
     pthread_mutex_lock(&recent.lock);
+    snprintf(recent.client[recent.next % RECENT_LINES], RECENT_CLIENT, "%s", client);
     snprintf(recent.text[recent.next++ % RECENT_LINES], RECENT_BYTES, "%s", buf);
     pthread_mutex_unlock(&recent.lock);
 }
 
-bool kd_kafka_logged(const char *reason) {
+bool kd_kafka_logged(const rd_kafka_t *rk, const char *reason) {
+    const char *client = rd_kafka_name(rk);
     size_t n = strlen(reason);
     bool found = false;
 
-    if (n == 0 || n >= RECENT_BYTES)
+    if (n == 0 || n >= RECENT_BYTES || strlen(client) >= RECENT_CLIENT)
         return false;
     pthread_mutex_lock(&recent.lock);
     for (size_t i = 0; i < RECENT_LINES && !found; i++) {
         size_t len = strlen(recent.text[i]);
 
         /* librdkafka's line is "[thrd:...]: " and the error's text */
-        found = len >= n && !strcmp(recent.text[i] + len - n, reason);
+        found = !strcmp(recent.client[i], client) && len >= n &&
+                !strcmp(recent.text[i] + len - n, reason);
     }
     pthread_mutex_unlock(&recent.lock);
     return found;
@@ -81,7 +88,7 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
                             "facility", fac,          NULL};
 
     if (l >= KD_LOG_INFO && kd_log_enabled(l))
-        remember(buf);
+        remember(rd_kafka_name(rk), buf);
     KD_LOG(l, fields, "%s", buf);
 }
 

@@ -653,7 +653,11 @@ char *kd_metrics_render(kd_metrics *m, size_t *len) {
         "(completed), absent (sent again) or unknown (sent again, at least once).",
         "outcome", uncertain, uncertain_f, 3);
     family(&b, "kdedup_dedup_collisions_total", "counter",
-           "Keys the store could not deduplicate (hash collision, unreadable entry).");
+           "Messages forwarded without a working claim: the claim failed (an unreadable "
+           "entry, a lost claim race, another key under the same hash) and the message "
+           "went out unclaimed, or after its delivery the key was found completed by "
+           "another delivery or no longer claimed (e.g. released, or learned by a "
+           "handover meanwhile): a duplicate downstream is possible. Each is logged.");
     put(&b, "kdedup_dedup_collisions_total %llu\n",
         (unsigned long long)load(&m->collisions));
     family(&b, "kdedup_recovery_scanned_records_total", "counter",
@@ -673,7 +677,8 @@ char *kd_metrics_render(kd_metrics *m, size_t *len) {
     put(&b, "kdedup_handover_scan_seconds_total %.6f\n",
         (double)load(&m->handover_us) / 1e6);
     family(&b, "kdedup_handover_pending_partitions", "gauge",
-           "Assigned partitions paused until their history is read.");
+           "Assigned partitions paused until their history, and that of every other "
+           "newly assigned partition of their route, is read.");
     put(&b, "kdedup_handover_pending_partitions %llu\n",
         (unsigned long long)load(&m->handover_pending));
     family(&b, "kdedup_store_errors_total", "counter",

@@ -54,7 +54,7 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
         atomic_store(&p->fatal, 1);
         return;
     }
-    if (kd_kafka_logged(reason))
+    if (kd_kafka_logged(rk, reason))
         return; /* librdkafka's own line said it */
     KD_WARN("%s: %s", rd_kafka_name(rk), reason);
 }

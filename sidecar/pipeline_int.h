@@ -180,10 +180,12 @@ typedef struct gate {
 } gate;
 
 /* A source partition assigned and paused until its history is read from
- * the downstream topic (see recovery.h, "handover"). */
+ * the downstream topic (see recovery.h, "handover"), and then until every
+ * partition of its route waiting for a handover is learned too. */
 typedef struct handover {
     size_t route;
     int32_t partition;
+    bool learned;          /* its history is read: it waits for its route's */
     uint64_t due_ms;       /* mono: the next attempt */
     uint64_t backoff_ms;   /* after a failed attempt */
     kd_history_cursor cur; /* where its scan is */
@@ -566,7 +568,8 @@ void kd_pl_receipts_apply(kd_pipeline *p, kd_pl_receipts *r, bool durable);
 void kd_pl_settle_receipts(kd_pipeline *p);
 
 /* pipeline_handover.c */
-/* Reads the history of the first partition due for a handover. */
+/* Reads the histories of the partitions due for a handover, together;
+ * resumes a route's partitions once every one of them is learned. */
 void kd_pl_hand_over(kd_pipeline *p);
 /* Queues a newly assigned partition for its handover; false when out of memory. */
 bool kd_pl_handover_add(kd_pipeline *p, size_t route, int32_t partition);
