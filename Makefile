@@ -86,7 +86,7 @@ SIDECAR_SRC := sidecar/log.c sidecar/offsets.c sidecar/headers.c sidecar/kafka.c
                sidecar/pipeline_receipts.c sidecar/pipeline_ahead.c \
                sidecar/pipeline_handover.c sidecar/pipeline_rebalance.c sidecar/pipeline_flow.c sidecar/pipeline_gate.c sidecar/mockd.c \
                sidecar/demo.c sidecar/lookup.c sidecar/harden.c sidecar/keysrc.c sidecar/reload.c \
-               sidecar/admin.c sidecar/receipt.c sidecar/forgets.c
+               sidecar/admin.c sidecar/receipt.c sidecar/forgets.c sidecar/pipeline_txn.c
 
 LIBS_DEDUP := $(call pc_libs,$(PKGS_DEDUP))
 LIBS_ROCKS := $(call pc_libs,$(PKGS_ROCKS))
@@ -102,8 +102,10 @@ UNIT_TESTS := $(BUILD)/tests/test_entry $(BUILD)/tests/test_dedup \
               $(BUILD)/tests/test_store_rocks $(BUILD)/tests/test_config \
               $(BUILD)/tests/test_offsets $(BUILD)/tests/test_metrics $(BUILD)/tests/test_held \
               $(BUILD)/tests/test_http $(BUILD)/tests/test_keysrc $(BUILD)/tests/test_admin \
-              $(BUILD)/tests/test_log $(BUILD)/tests/test_receipt
-INTEGRATION_TESTS := $(BUILD)/tests/test_pipeline $(BUILD)/tests/test_bounds
+              $(BUILD)/tests/test_log $(BUILD)/tests/test_receipt $(BUILD)/tests/test_signing
+INTEGRATION_TESTS := $(BUILD)/tests/test_pipeline $(BUILD)/tests/test_bounds \
+                     $(BUILD)/tests/test_recovery $(BUILD)/tests/test_limits \
+                     $(BUILD)/tests/test_crash
 TESTS := $(UNIT_TESTS) $(INTEGRATION_TESTS)
 # The real binary against an independent client (Debian's kafka-python), and
 # the deploy/ manifests, configs and image checked offline.
@@ -137,6 +139,7 @@ help:
 	@echo "make test-kafka the end-to-end suites on Apache Kafka (one node, then three)"
 	@echo "make kafka-up   Apache Kafka on 127.0.0.1 (KAFKA_NODES=1|3); kafka-down stops it"
 	@echo "make chaos-kafka  the chaos test on three Apache Kafka brokers, SEEDS=N seeds"
+	@echo "                (DELIVERY=transactional: in the transactional mode)"
 	@echo "make soak       the e2e crash test with SOAK_CYCLES (20) kill -9 cycles"
 	@echo "make soak-memory  10 minutes of load and faults; RSS sampled and plotted"
 	@echo "make chaos      the seeded chaos test, SEEDS=N seeds (CHAOS_FIRST, CHAOS_SECONDS)"
@@ -248,6 +251,11 @@ $(BUILD)/tests/test_log: $(call obj,tests/test_log.c sidecar/log.c) $(LIB_CONFIG
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_CONFIG) $(LIBS_TEST)
 
+# Signatures: signing.c alone, over libcrypto.
+$(BUILD)/tests/test_signing: $(call obj,tests/test_signing.c sidecar/signing.c)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_DEDUP) $(LIBS_TEST)
+
 # The HTTP endpoint in a child process, against 600 slow clients.
 $(BUILD)/tests/test_http: $(call obj,tests/test_http.c sidecar/http.c sidecar/log.c) \
                           $(LIB_CONFIG)
@@ -270,14 +278,38 @@ $(BUILD)/tests/test_admin: $(call obj,tests/test_admin.c sidecar/admin.c sidecar
 
 # Integration: the pipeline against a mock cluster in a `kdedup mock` process.
 $(BUILD)/tests/test_pipeline: $(call obj,tests/test_pipeline.c tests/kafka_fixture.c tests/faulty_store.c \
-                                         tests/dedup_fixture.c) \
+                                         tests/dedup_fixture.c tests/case_runner.c) \
                               $(LIBS_ALL) | $(KDEDUP)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o %.a,$^) $(LDLIBS_ALL) $(LIBS_TEST)
 
 # Memory bounds and flow control, against the same mock cluster.
 $(BUILD)/tests/test_bounds: $(call obj,tests/test_bounds.c tests/kafka_fixture.c tests/faulty_store.c \
-                                       tests/dedup_fixture.c) \
+                                       tests/dedup_fixture.c tests/case_runner.c) \
+                            $(LIBS_ALL) | $(KDEDUP)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o %.a,$^) $(LDLIBS_ALL) $(LIBS_TEST)
+
+# Power loss (tests/powerloss_store.c) and ownership changes, against the
+# same mock cluster.
+$(BUILD)/tests/test_crash: $(call obj,tests/test_crash.c tests/kafka_fixture.c tests/powerloss_store.c \
+                                      tests/faulty_store.c tests/dedup_fixture.c) \
+                           $(LIBS_ALL) | $(KDEDUP)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o %.a,$^) $(LDLIBS_ALL) $(LIBS_TEST)
+
+# What recovery believes of a downstream topic (signatures), on the same
+# mock cluster.
+$(BUILD)/tests/test_recovery: $(call obj,tests/test_recovery.c tests/kafka_fixture.c \
+                                         tests/faulty_store.c tests/dedup_fixture.c tests/case_runner.c) \
+                              $(LIBS_ALL) | $(KDEDUP)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o %.a,$^) $(LDLIBS_ALL) $(LIBS_TEST)
+
+# Limits set low, seen to act (max_retrying, a pending handover's pause), on
+# the same mock cluster.
+$(BUILD)/tests/test_limits: $(call obj,tests/test_limits.c tests/kafka_fixture.c \
+                                       tests/faulty_store.c tests/dedup_fixture.c tests/case_runner.c) \
                             $(LIBS_ALL) | $(KDEDUP)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o %.a,$^) $(LDLIBS_ALL) $(LIBS_TEST)
@@ -287,11 +319,12 @@ $(BUILD)/bench/bench_store: $(call obj,bench/bench_store.c) $(LIB_ROCKS) $(LIB_D
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_ROCKS) $(LIBS_DEDUP)
 $(BUILD)/obj/bench/%.o: EXTRA_CFLAGS = $(call pc_cflags,$(PKGS_ROCKS) $(PKGS_KAFKA))
 
-$(BUILD)/bench/bench_handover: $(call obj,bench/bench_handover.c) $(LIBS_ALL)
+$(BUILD)/bench/bench_handover: $(call obj,bench/bench_handover.c bench/admin.c) $(LIBS_ALL)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o %.a,$^) $(LDLIBS_ALL)
 
-$(BUILD)/bench/bench_e2e: $(call obj,bench/bench_e2e.c bench/passthrough.c) $(LIBS_ALL) \
+$(BUILD)/bench/bench_e2e: $(call obj,bench/bench_e2e.c bench/passthrough.c bench/admin.c) \
+                          $(LIBS_ALL) \
                           | $(KDEDUP)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o %.a,$^) $(LDLIBS_ALL)
@@ -301,9 +334,15 @@ test: deps
 	@$(MAKE) --no-print-directory test-mock
 	@$(MAKE) --no-print-directory test-kafka
 
+# TEST_JOBS tests at a time, the mock-cluster suites first (the longest):
+# they and the e2e suites mostly wait (group joins, timeouts), and each
+# starts a mock cluster of its own. test_pipeline and test_bounds run
+# KD_TEST_JOBS (3) of their cases at a time (tests/case_runner.c).
+TEST_JOBS ?= 2
 test-mock: deps
 	@$(MAKE) --no-print-directory $(KDEDUP) $(TESTS)
-	@KDEDUP=$(KDEDUP) tests/run_tests.sh $(TESTS) $(E2E_TESTS)
+	@KDEDUP=$(KDEDUP) TEST_JOBS=$(TEST_JOBS) tests/run_tests.sh $(INTEGRATION_TESTS) \
+	    $(E2E_TESTS) $(filter-out $(INTEGRATION_TESTS),$(TESTS))
 
 # Apache Kafka (tests/kafka/rig.py): the broker pinned by tests/kafka/pom.xml,
 # its jars in a cache outside the tree (make deps fetches them once), KRaft
@@ -327,10 +366,13 @@ test-kafka: deps
 # The chaos test on three Apache Kafka brokers: SEEDS seeds from CHAOS_FIRST.
 chaos-kafka: deps
 	@$(MAKE) --no-print-directory $(KDEDUP)
-	KDEDUP=$(KDEDUP) BUILD=$(BUILD) KAFKA_SUITES1= KAFKA_SUITES3=chaos_test \
+	KDEDUP=$(KDEDUP) BUILD=$(BUILD) KAFKA_SUITES1= KAFKA_TXN_SUITES1= \
+	    KAFKA_SUITES3=$(if $(filter transactional,$(DELIVERY)),,chaos_test) \
+	    KAFKA_TXN_SUITES3=$(if $(filter transactional,$(DELIVERY)),chaos_test,) \
 	    TEST_TIMEOUT=$$(($(SEEDS) * 150 + 600)) \
 	    KD_CHAOS_SECONDS=$(CHAOS_SECONDS) \
 	    KD_CHAOS_SEEDS="$$(seq $(CHAOS_FIRST) $$(($(CHAOS_FIRST) + $(SEEDS) - 1)))" \
+	    KD_TXN_CHAOS_SEEDS="$$(seq $(CHAOS_FIRST) $$(($(CHAOS_FIRST) + $(SEEDS) - 1)))" \
 	    tests/kafka/test_kafka.sh
 
 # The long run of the crash test: kill -9 at random moments under load,

@@ -6,14 +6,16 @@
  *             [--rounds R] [--stored N[,N...]] [--batch N] [--dir DIR]
  *             [--fingerprint on|off] [--pin] [--bootstrap HOST:PORT]
  *             [--wrap "CMD ARGS"] [--stats off] [--linger A_MS,B_MS]
- *             [--signing-key KEY]
+ *             [--signing-key KEY] [--delivery idempotent|transactional]
  *
  * --wrap runs each child under a command (BENCH_SIDE=A or B in its
  * environment, so a profiler can name its output after it: valgrind's
  * --callgrind-out-file=cg.%q{BENCH_SIDE}); --stats off turns librdkafka's
  * statistics off in both; --linger sets each side's producer linger.ms;
  * --signing-key sets kdedup's dedup.signing_key. bench/instructions.py
- * uses them to count instructions per message under callgrind.
+ * uses them to count instructions per message under callgrind. --delivery
+ * sets kdedup's pipeline.delivery (transactional: each turn's records and
+ * offsets in one Kafka transaction; Apache Kafka only, --bootstrap).
  *
  * --pin puts the mock cluster on CPU 0 and each run (A or B, with all its
  * threads) on CPU 1: the cost of the pipeline itself, as on a pod whose
@@ -45,6 +47,7 @@
  * Exit 0 only if every run completed and checked out.
  */
 #define _GNU_SOURCE /* sched_setaffinity, CPU_SET */
+#include "bench/admin.h"
 #include "bench/passthrough.h"
 #include "config/config.h"
 #include "dedup/dedup.h"
@@ -97,6 +100,7 @@ typedef struct options {
     bool stats_off;          /* statistics.interval.ms 0 */
     int linger_a, linger_b;  /* producer linger.ms per side; -1: the default */
     const char *signing_key; /* kdedup's dedup.signing_key, or NULL */
+    const char *delivery;    /* kdedup's pipeline.delivery */
     char dir[512];
 } options;
 
@@ -297,51 +301,6 @@ typedef struct mock {
     char bootstrap[256];
 } mock;
 
-/* Creates topic on the cluster at m's bootstrap with the admin API (the
- * cluster's default replication factor); an existing one is an error. */
-static bool admin_topic(const mock *m, const char *name, int partitions) {
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_NewTopic_t *nt = NULL;
-    rd_kafka_queue_t *q = NULL;
-    rd_kafka_event_t *ev = NULL;
-    rd_kafka_t *rk;
-    char err[256];
-    bool ok = false;
-
-    rd_kafka_conf_set(conf, "bootstrap.servers", m->bootstrap, NULL, 0);
-    if (!(rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err)))) {
-        rd_kafka_conf_destroy(conf);
-        fprintf(stderr, "bench_e2e: admin client: %s\n", err);
-        return false;
-    }
-    if ((nt = rd_kafka_NewTopic_new(name, partitions, -1, err, sizeof(err))) &&
-        (q = rd_kafka_queue_new(rk))) {
-        rd_kafka_CreateTopics(rk, &nt, 1, NULL, q);
-        if ((ev = rd_kafka_queue_poll(q, 30000))) {
-            const rd_kafka_CreateTopics_result_t *res =
-                rd_kafka_event_CreateTopics_result(ev);
-            size_t n = 0;
-            const rd_kafka_topic_result_t **tr =
-                res ? rd_kafka_CreateTopics_result_topics(res, &n) : NULL;
-
-            ok = n == 1 &&
-                 rd_kafka_topic_result_error(tr[0]) == RD_KAFKA_RESP_ERR_NO_ERROR;
-            if (!ok)
-                fprintf(stderr, "bench_e2e: creating %s: %s\n", name,
-                        n == 1 ? rd_kafka_topic_result_error_string(tr[0])
-                               : rd_kafka_event_error_string(ev));
-        }
-    }
-    if (ev)
-        rd_kafka_event_destroy(ev);
-    if (q)
-        rd_kafka_queue_destroy(q);
-    if (nt)
-        rd_kafka_NewTopic_destroy(nt);
-    rd_kafka_destroy(rk);
-    return ok;
-}
-
 static bool mock_start(mock *m, const options *o) {
     const char *bin = getenv("KDEDUP") ? getenv("KDEDUP") : "build/kdedup";
     char topic[128];
@@ -349,7 +308,7 @@ static bool mock_start(mock *m, const options *o) {
 
     if (o->bootstrap) {
         snprintf(m->bootstrap, sizeof(m->bootstrap), "%s", o->bootstrap);
-        return admin_topic(m, IN_TOPIC, o->partitions);
+        return bench_admin_topic(m->bootstrap, IN_TOPIC, o->partitions);
     }
     snprintf(topic, sizeof(topic), IN_TOPIC ":%d", o->partitions);
     if (pipe(in) || pipe(out))
@@ -378,7 +337,7 @@ static bool mock_topic(mock *m, const char *name, int partitions) {
     char reply[64];
 
     if (!m->pid)
-        return admin_topic(m, name, partitions);
+        return bench_admin_topic(m->bootstrap, name, partitions);
     fprintf(m->in, "topic %s %d\n", name, partitions);
     fflush(m->in);
     return fgets(reply, sizeof(reply), m->out) && !strncmp(reply, "ok", 2);
@@ -553,10 +512,10 @@ static bool write_config(const char *path, const mock *m, const options *o, char
             " \"fingerprint\": %s}],\n"
             " \"dedup\": {\"namespace\": \"bench\"%s},\n"
             " \"store\": {\"path\": \"%s\", \"sync\": true},\n"
-            " \"pipeline\": {\"batch_max\": %d},\n"
+            " \"pipeline\": {\"batch_max\": %d, \"delivery\": \"%s\"},\n"
             " \"log\": {\"level\": \"warn\"}}\n",
             m->bootstrap, group, consumer, producer, out_topic,
-            o->fingerprint ? "true" : "false", signing, store, o->batch);
+            o->fingerprint ? "true" : "false", signing, store, o->batch, o->delivery);
     return fclose(fp) == 0;
 }
 
@@ -668,7 +627,8 @@ static int usage(void) {
         "                 [--partitions P] [--rounds R] [--stored N[,N...]]\n"
         "                 [--batch N] [--dir DIR] [--fingerprint on|off] [--pin]\n"
         "                 [--bootstrap HOST:PORT] [--wrap \"CMD ARGS\"] [--stats off]\n"
-        "                 [--linger A_MS,B_MS] [--signing-key KEY]\n");
+        "                 [--linger A_MS,B_MS] [--signing-key KEY]\n"
+        "                 [--delivery idempotent|transactional]\n");
     return 2;
 }
 
@@ -683,7 +643,8 @@ int main(int argc, char **argv) {
                  .batch = 1000,
                  .fingerprint = true,
                  .linger_a = -1,
-                 .linger_b = -1};
+                 .linger_b = -1,
+                 .delivery = "idempotent"};
     mock m = {0};
     long unique;
     bool ok = true;
@@ -728,6 +689,9 @@ int main(int argc, char **argv) {
                 return usage();
         } else if (!strcmp(argv[i], "--signing-key"))
             o.signing_key = v;
+        else if (!strcmp(argv[i], "--delivery") &&
+                 (!strcmp(v, "idempotent") || !strcmp(v, "transactional")))
+            o.delivery = v;
         else if (!strcmp(argv[i], "--stored")) {
             if (!parse_levels(&o, v))
                 return usage();

@@ -3,19 +3,22 @@
  * replica with an empty store takes to learn the history of the partitions
  * it is given.
  *
- *   bench_handover [--records N] [--partitions P] [--dir DIR]
+ *   bench_handover [--records N] [--partitions P] [--dir DIR] [--brokers B]
  *
- * An embedded mock cluster's downstream topic is filled with N records as
+ * An embedded mock cluster's (or, with --brokers, a real cluster's, where
+ * topics "in" and "out" are created) downstream topic is filled with N records as
  * kdedup forwards them (an Idempotency-Key and a kdedup-source header,
  * 100-byte values; lz4, since the mock keeps only 5 MB of a partition) over
  * P partitions (default 10^6 and 8). Then a pipeline with an empty, synced
- * RocksDB store joins the group: each partition is paused until its history
- * is read and every key recorded as completed. Reported: the time from the
- * start until every partition was handed over, the handover scans' own time
+ * RocksDB store joins the group: each partition is paused until the
+ * histories of all are read and every key recorded as completed. Reported:
+ * the time from the start, and from the assignment, until every partition
+ * was handed over, the handover scans' own time
  * (kdedup_handover_scan_seconds_total), records read and keys learned.
  *
  * Exit 0 only if every record was read and every key learned.
  */
+#include "bench/admin.h"
 #include "config/config.h"
 #include "sidecar/clock.h"
 #include "sidecar/kafka.h"
@@ -86,16 +89,17 @@ static bool fill(const char *brokers, long n, int parts) {
 }
 
 static int usage(void) {
-    fprintf(stderr, "usage: bench_handover [--records N] [--partitions P] [--dir DIR]\n");
+    fprintf(stderr, "usage: bench_handover [--records N] [--partitions P] [--dir DIR] "
+                    "[--brokers B]\n");
     return 2;
 }
 
 int main(int argc, char **argv) {
     long records = 1000000;
     int parts = 8;
-    const char *base = "/tmp";
+    const char *base = "/tmp", *brokers = NULL;
     char err[1024], dir[600], json[2048];
-    kd_mock *mock;
+    kd_mock *mock = NULL;
     kd_config *cfg = NULL;
     kd_store *store = NULL;
     kd_pipeline *p = NULL;
@@ -112,6 +116,8 @@ int main(int argc, char **argv) {
             parts = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--dir"))
             base = argv[i + 1];
+        else if (!strcmp(argv[i], "--brokers"))
+            brokers = argv[i + 1];
         else
             return usage();
     }
@@ -119,14 +125,18 @@ int main(int argc, char **argv) {
         return usage();
     kd_log_set_level(KD_LOG_WARN);
     snprintf(dir, sizeof(dir), "%s/kdedup-bench-handover-XXXXXX", base);
-    if (!mkdtemp(dir) || !(mock = kd_mock_start(1, err, sizeof(err)))) {
+    if (!mkdtemp(dir) || (!brokers && !(mock = kd_mock_start(1, err, sizeof(err))))) {
         fprintf(stderr, "setup: %s\n", err);
         return 1;
     }
-    if (kd_mock_topic(mock, "in", parts) || kd_mock_topic(mock, "out", parts))
+    if (brokers ? !bench_admin_topic(brokers, "in", parts) ||
+                      !bench_admin_topic(brokers, "out", parts)
+                : kd_mock_topic(mock, "in", parts) || kd_mock_topic(mock, "out", parts))
         goto out;
+    if (!brokers)
+        brokers = kd_mock_bootstraps(mock);
     double t0 = (kd_mono_us() / 1e6);
-    if (!fill(kd_mock_bootstraps(mock), records, parts))
+    if (!fill(brokers, records, parts))
         goto out;
     printf("# filled out with %ld records over %d partitions in %.1f s\n", records, parts,
            (kd_mono_us() / 1e6) - t0);
@@ -135,19 +145,22 @@ int main(int argc, char **argv) {
              " \"routes\": [{\"from\": \"in\", \"to\": \"out\", \"on_missing_key\": "
              "\"forward\"}], \"store\": {\"path\": \"%s/store\"},"
              " \"dedup\": {\"scan_max_records\": %ld}}",
-             kd_mock_bootstraps(mock), dir, records);
+             brokers, dir, records);
     if (!(cfg = kd_config_parse(json, strlen(json), "bench.json", err, sizeof(err))) ||
         !(store = kd_rocks_open(cfg->store_path, cfg->store_sync, err, sizeof(err))) ||
-        !(p = kd_pipeline_new(cfg, store, kd_mock_bootstraps(mock), err, sizeof(err)))) {
+        !(p = kd_pipeline_new(cfg, store, brokers, err, sizeof(err)))) {
         fprintf(stderr, "pipeline: %s\n", err);
         goto out;
     }
     t0 = (kd_mono_us() / 1e6);
     pthread_create(&tid, NULL, pipeline_thread, p);
     kd_metrics *m = kd_pipeline_metrics(p);
+    double assigned = 0;
     do {
-        nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
+        nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
         kd_pipeline_stats_get(p, &st);
+        if (!assigned && st.assigned_partitions >= (uint64_t)parts)
+            assigned = kd_mono_us() / 1e6;
     } while ((st.assigned_partitions < (uint64_t)parts ||
               atomic_load(kd_metrics_handover_pending(m))) &&
              (kd_mono_us() / 1e6) - t0 < TIMEOUT_S);
@@ -159,10 +172,11 @@ int main(int argc, char **argv) {
         st.handover_records == (uint64_t)records && st.handover_keys == (uint64_t)records;
     printf(
         "# handover of %d partitions, empty synced store: %.2f s from start (group join "
-        "included), %.2f s in handover scans; %" PRIu64 " records read (%.0f/s of scan "
-        "time), %" PRIu64 " keys learned%s\n",
-        parts, wall, scan, st.handover_records, scan > 0 ? st.handover_records / scan : 0,
-        st.handover_keys, ok ? "" : " (INCOMPLETE)");
+        "included), %.2f s from the assignment, %.2f s in handover scans; %" PRIu64
+        " records read (%.0f/s of scan time), %" PRIu64 " keys learned%s\n",
+        parts, wall, assigned ? t0 + wall - assigned : 0, scan, st.handover_records,
+        scan > 0 ? st.handover_records / scan : 0, st.handover_keys,
+        ok ? "" : " (INCOMPLETE)");
 out:
     kd_pipeline_destroy(p);
     kd_store_destroy(store);

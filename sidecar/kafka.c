@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* Defaults that favour losing nothing; the file may override all but the
  * properties config/ reserves for kdedup. */
@@ -34,37 +35,44 @@ static const char *const producer_defaults[][2] = {
     {NULL, NULL},
 };
 
-/* The newest librdkafka lines written at info and above, for kd_kafka_logged():
- * librdkafka logs a broker's failure and also hands it to the error
- * callback, with the same text (a "Disconnected" at level info). A fixed
- * ring: 64 lines of 512 bytes. */
+/* The newest librdkafka lines written at info and above, with the client
+ * that wrote each, for kd_kafka_logged(): librdkafka logs a broker's failure
+ * and also hands it to the error callback, with the same text (a
+ * "Disconnected" at level info). Another client's line with the same text
+ * (the recovery scanner's "2/2 brokers are down") says nothing of this
+ * one's error. A fixed ring: 64 lines of 512 bytes, clients' names of 128. */
 #define RECENT_LINES 64
 #define RECENT_BYTES 512
+#define RECENT_CLIENT 128
 
 static struct {
     pthread_mutex_t lock;
+    char client[RECENT_LINES][RECENT_CLIENT];
     char text[RECENT_LINES][RECENT_BYTES];
     size_t next;
 } recent = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
-static void remember(const char *buf) {
+static void remember(const char *client, const char *buf) {
     pthread_mutex_lock(&recent.lock);
+    snprintf(recent.client[recent.next % RECENT_LINES], RECENT_CLIENT, "%s", client);
     snprintf(recent.text[recent.next++ % RECENT_LINES], RECENT_BYTES, "%s", buf);
     pthread_mutex_unlock(&recent.lock);
 }
 
-bool kd_kafka_logged(const char *reason) {
+bool kd_kafka_logged(const rd_kafka_t *rk, const char *reason) {
+    const char *client = rd_kafka_name(rk);
     size_t n = strlen(reason);
     bool found = false;
 
-    if (n == 0 || n >= RECENT_BYTES)
+    if (n == 0 || n >= RECENT_BYTES || strlen(client) >= RECENT_CLIENT)
         return false;
     pthread_mutex_lock(&recent.lock);
     for (size_t i = 0; i < RECENT_LINES && !found; i++) {
         size_t len = strlen(recent.text[i]);
 
         /* librdkafka's line is "[thrd:...]: " and the error's text */
-        found = len >= n && !strcmp(recent.text[i] + len - n, reason);
+        found = !strcmp(recent.client[i], client) && len >= n &&
+                !strcmp(recent.text[i] + len - n, reason);
     }
     pthread_mutex_unlock(&recent.lock);
     return found;
@@ -80,7 +88,7 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
                             "facility", fac,          NULL};
 
     if (l >= KD_LOG_INFO && kd_log_enabled(l))
-        remember(buf);
+        remember(rd_kafka_name(rk), buf);
     KD_LOG(l, fields, "%s", buf);
 }
 
@@ -125,7 +133,7 @@ static rd_kafka_conf_t *conf_new(const kd_config *cfg, kd_client which,
         which == KD_CONSUMER ? consumer_defaults : producer_defaults;
     const kd_config_props *props = which == KD_CONSUMER ? &cfg->consumer : &cfg->producer;
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    char timeout[32], line[1024];
+    char timeout[32], line[1024], txn_id[300];
     int before = *nerr;
 
     for (size_t i = 0; defaults[i][0]; i++)
@@ -133,13 +141,29 @@ static rd_kafka_conf_t *conf_new(const kd_config *cfg, kd_client which,
                  sizeof(line)))
             goto fail_line;
     if (which == KD_PRODUCER) {
-        snprintf(timeout, sizeof(timeout), "%d", KD_CONFIG_DEFAULT_MESSAGE_TIMEOUT_MS);
+        kd_config mode = {.delivery = cfg->delivery}; /* the mode's default */
+
+        snprintf(timeout, sizeof(timeout), "%llu",
+                 (unsigned long long)kd_config_message_timeout_ms(&mode));
         if (!set(conf, cfg, "message.timeout.ms", timeout, "(kdedup default)", line,
                  sizeof(line)))
+            goto fail_line;
+        if (cfg->delivery == KD_DELIVERY_TRANSACTIONAL &&
+            ((!kd_config_unresolved(cfg, "pipeline.transactional_id") &&
+              !set(conf, cfg, "transactional.id",
+                   kd_kafka_transactional_id(cfg, txn_id, sizeof(txn_id)),
+                   "pipeline.transactional_id", line, sizeof(line))) ||
+             !set(conf, cfg, "transaction.timeout.ms", KD_CONFIG_DEFAULT_TXN_TIMEOUT_MS,
+                  "(kdedup default)", line, sizeof(line))))
             goto fail_line;
     } else if (!kd_config_unresolved(cfg, "kafka.group_id") &&
                !set(conf, cfg, "group.id", cfg->group_id, "kafka.group_id", line,
                     sizeof(line))) {
+        goto fail_line;
+    } else if (cfg->delivery == KD_DELIVERY_TRANSACTIONAL &&
+               /* offsets are committed in the transactions, never by the consumer */
+               !set(conf, cfg, "enable.auto.commit", "false", "(transactional mode)",
+                    line, sizeof(line))) {
         goto fail_line;
     }
     for (size_t i = 0; i < props->n; i++) {
@@ -172,6 +196,20 @@ rd_kafka_conf_t *kd_kafka_conf(const kd_config *cfg, kd_client which, const char
     int nerr = 0;
 
     return conf_new(cfg, which, brokers, false, &nerr, errstr, errstr_size);
+}
+
+const char *kd_kafka_transactional_id(const kd_config *cfg, char *buf, size_t size) {
+    const char *instance = kd_config_prop_get(&cfg->consumer, "group.instance.id");
+    char host[256] = "";
+
+    if (cfg->transactional_id)
+        return cfg->transactional_id;
+    if (!instance || !*instance) {
+        gethostname(host, sizeof(host) - 1);
+        instance = host;
+    }
+    snprintf(buf, size, "kdedup-%s-%s", cfg->group_id, instance);
+    return buf;
 }
 
 bool kd_kafka_check(const kd_config *cfg, char *errstr, size_t errstr_size) {

@@ -8,6 +8,7 @@
 #include "store_rocks/store_rocks.h"
 
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 /* A random non-zero id for this run's claims. */
@@ -40,11 +41,20 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
 
     if (err == RD_KAFKA_RESP_ERR__FATAL) {
         rd_kafka_fatal_error(rk, fatal, sizeof(fatal));
+        if (p->txn.on && rd_kafka_type(rk) == RD_KAFKA_PRODUCER) {
+            /* on the loop's thread (its poll); an old one's: replaced already */
+            if (rk == p->producer) {
+                KD_WARN("%s: fatal error: %s: the producer is replaced",
+                        rd_kafka_name(rk), fatal);
+                p->txn.replace = true;
+            }
+            return;
+        }
         KD_ERROR("%s: fatal error: %s", rd_kafka_name(rk), fatal);
         atomic_store(&p->fatal, 1);
         return;
     }
-    if (kd_kafka_logged(reason))
+    if (kd_kafka_logged(rk, reason))
         return; /* librdkafka's own line said it */
     KD_WARN("%s: %s", rd_kafka_name(rk), reason);
 }
@@ -155,6 +165,10 @@ static int max_poll_ms(rd_kafka_t *consumer) {
     return atoi(buf);
 }
 
+rd_kafka_t *kd_pl_producer_new(kd_pipeline *p, char *errstr, size_t errstr_size) {
+    return client_new(p, KD_PRODUCER, p->brokers, errstr, errstr_size);
+}
+
 /* Subscribes the consumer to every route's source topic. */
 static rd_kafka_resp_err_t subscribe(kd_pipeline *p) {
     rd_kafka_topic_partition_list_t *topics =
@@ -250,6 +264,11 @@ kd_pipeline *kd_pipeline_new(const kd_config *cfg, kd_store *store, const char *
     }
     p->cfg = cfg;
     p->store = store;
+    if (brokers && !(p->brokers = strdup(brokers))) {
+        free(p);
+        snprintf(errstr, errstr_size, "out of memory");
+        return NULL;
+    }
     p->barrier_wait_ms = BARRIER_WAIT_FACTOR * kd_config_message_timeout_ms(cfg);
     pthread_mutex_init(&p->offer_lock, NULL);
     p->boot_id = random_boot_id();
@@ -276,7 +295,7 @@ kd_pipeline *kd_pipeline_new(const kd_config *cfg, kd_store *store, const char *
         goto fail;
     }
     if (!(p->producer = client_new(p, KD_PRODUCER, brokers, errstr, errstr_size)) ||
-        !routes_init(p, errstr, errstr_size) ||
+        !kd_pl_txn_init(p, errstr, errstr_size) || !routes_init(p, errstr, errstr_size) ||
         !record_run(p, brokers, errstr, errstr_size) ||
         !(p->consumer = client_new(p, KD_CONSUMER, brokers, errstr, errstr_size)))
         goto fail;
@@ -417,6 +436,7 @@ int kd_pipeline_run(kd_pipeline *p) {
         kd_pl_settle_receipts(p); /* any a job could not make durable */
         kd_pl_service(p, 0);
         kd_pl_retry_due(p);
+        kd_pl_txn_turn(p);
         kd_pl_gates_turn(p);
         kd_pl_hand_over(p);
         kd_pl_store_offsets(p);
@@ -456,7 +476,8 @@ int kd_pipeline_run(kd_pipeline *p) {
                 "not closed; the group notices it gone after session.timeout.ms");
         p->consumer_left = true;
     } else {
-        rd_kafka_commit(p->consumer, NULL, 1); /* the close waits for it */
+        if (!p->txn.on) /* else committed with the last transaction */
+            rd_kafka_commit(p->consumer, NULL, 1); /* the close waits for it */
         if (!close_consumer(p, deadline + CLOSE_SLACK_MS)) {
             KD_WARN("the consumer did not close within shutdown_grace + %ds (the "
                     "brokers do not answer): offsets not committed are consumed "
@@ -613,6 +634,7 @@ void kd_pipeline_destroy(kd_pipeline *p) {
     if (!p)
         return;
     kd_pl_ahead_destroy(p); /* kd_pipeline_run acted on its last batch */
+    kd_pl_txn_destroy(p);
     if (p->producer) {
         /* Whatever is still queued comes back as purged reports. */
         rd_kafka_purge(p->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
@@ -654,5 +676,6 @@ void kd_pipeline_destroy(kd_pipeline *p) {
     kd_pl_receipts_free(&p->receipts_now);
     kd_metrics_destroy(p->metrics);
     pthread_mutex_destroy(&p->offer_lock);
+    free(p->brokers);
     free(p);
 }

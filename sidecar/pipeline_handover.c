@@ -203,45 +203,26 @@ void kd_pl_handover_remove(kd_pipeline *p, size_t i) {
     GCOUNT(p, handover_pending, (uint64_t)-1);
 }
 
-/* Reads the history of the first partition due, records it, and resumes
- * the partition; one a turn, so the loop keeps serving the others. */
-void kd_pl_hand_over(kd_pipeline *p) {
-    uint64_t now = kd_mono_ms();
-    kd_recovery_stats before, after;
+/* True while a handover of route has its history still to read. */
+static bool route_learning(const kd_pipeline *p, size_t route) {
+    for (size_t i = 0; i < p->nhandovers; i++)
+        if (p->handovers[i].route == route && !p->handovers[i].learned)
+            return true;
+    return false;
+}
 
-    if (kd_pl_store_failing(p) && now < p->store_retry_at)
-        return;
-    for (size_t i = 0; i < p->nhandovers; i++) {
-        handover *h = &p->handovers[i];
-        const route_rt *r = &p->routes[h->route];
-        learning l = {p, h->route, h->partition, h->partition % r->out_partitions};
-        kd_history_result res;
+/* Resumes the partitions whose history was learned, once every partition
+ * of their route waiting for a handover has been learned too: a key
+ * forwarded from one partition and sent again onto another is known
+ * before either is consumed (RELIABILITY.md, "Keys spread over
+ * partitions"). */
+static void release_learned(kd_pipeline *p) {
+    for (size_t i = p->nhandovers; i-- > 0;) {
+        size_t route = p->handovers[i].route;
+        int32_t partition = p->handovers[i].partition;
 
-        if (h->due_ms > now)
+        if (!p->handovers[i].learned || route_learning(p, route))
             continue;
-        kd_recovery_stats_get(p->recovery, &before);
-        res = kd_recovery_history(p->recovery, h->route, h->partition, l.out_partition,
-                                  (size_t)p->cfg->batch_max, learn, &l, &h->cur);
-        kd_recovery_stats_get(p->recovery, &after);
-        GCOUNT(p, handover_records, after.handover_records - before.handover_records);
-        GCOUNT(p, handover_us, after.handover_micros - before.handover_micros);
-        GCOUNT(p, foreign, after.foreign - before.foreign);
-        if (res == KD_HISTORY_FAILED) {
-            if (!h->backoff_ms)
-                atomic_fetch_add(&p->handovers_failing, 1);
-            h->backoff_ms = h->backoff_ms ? h->backoff_ms * 2 : HANDOVER_BACKOFF_MIN_MS;
-            if (h->backoff_ms > HANDOVER_BACKOFF_MAX_MS)
-                h->backoff_ms = HANDOVER_BACKOFF_MAX_MS;
-            h->due_ms = kd_mono_ms() + h->backoff_ms;
-            KD_WARN("handover of %s/%" PRId32 " failed: its consumption waits; again in "
-                    "%llums",
-                    r->cfg->from, h->partition, (unsigned long long)h->backoff_ms);
-            return;
-        }
-        if (res == KD_HISTORY_MORE)
-            return; /* the turn's reading is spent: on from there next turn */
-        size_t route = h->route;
-        int32_t partition = h->partition;
         kd_pl_handover_remove(p, i);
         if (!kd_pl_partition_paused(p, route, partition)) {
             rd_kafka_topic_partition_list_t *one = rd_kafka_topic_partition_list_new(1);
@@ -250,8 +231,77 @@ void kd_pl_hand_over(kd_pipeline *p) {
             rd_kafka_resume_partitions(p->consumer, one);
             rd_kafka_topic_partition_list_destroy(one);
         }
-        return;
     }
+}
+
+/* Handover h's read failed: it is tried again after a backoff. */
+static void handover_failed(kd_pipeline *p, handover *h) {
+    if (!h->backoff_ms)
+        atomic_fetch_add(&p->handovers_failing, 1);
+    h->backoff_ms = h->backoff_ms ? h->backoff_ms * 2 : HANDOVER_BACKOFF_MIN_MS;
+    if (h->backoff_ms > HANDOVER_BACKOFF_MAX_MS)
+        h->backoff_ms = HANDOVER_BACKOFF_MAX_MS;
+    h->due_ms = kd_mono_ms() + h->backoff_ms;
+    KD_WARN("handover of %s/%" PRId32 " failed: its route's new partitions wait; again "
+            "in %llums",
+            p->routes[h->route].cfg->from, h->partition,
+            (unsigned long long)h->backoff_ms);
+}
+
+/* Reads the histories of every partition due, together (a step a turn),
+ * records them, and resumes a route's partitions once all are learned. */
+void kd_pl_hand_over(kd_pipeline *p) {
+    uint64_t now = kd_mono_ms();
+    kd_recovery_stats before, after;
+    kd_history_job *jobs;
+    learning *ls;
+    size_t *of, n = 0;
+
+    if (!p->nhandovers || (kd_pl_store_failing(p) && now < p->store_retry_at))
+        return;
+    jobs = calloc(p->nhandovers, sizeof(*jobs));
+    ls = calloc(p->nhandovers, sizeof(*ls));
+    of = calloc(p->nhandovers, sizeof(*of));
+    if (!jobs || !ls || !of)
+        goto out; /* tried again next turn */
+    for (size_t i = 0; i < p->nhandovers; i++) {
+        handover *h = &p->handovers[i];
+
+        if (h->learned || h->due_ms > now)
+            continue;
+        ls[n] = (learning){p, h->route, h->partition,
+                           h->partition % p->routes[h->route].out_partitions};
+        jobs[n] = (kd_history_job){.route = h->route,
+                                   .src_partition = h->partition,
+                                   .out_partition = ls[n].out_partition,
+                                   .fn = learn,
+                                   .arg = &ls[n],
+                                   .cur = &h->cur};
+        of[n++] = i;
+    }
+    kd_recovery_stats_get(p->recovery, &before);
+    kd_recovery_histories(p->recovery, jobs, n, (size_t)p->cfg->batch_max);
+    kd_recovery_stats_get(p->recovery, &after);
+    GCOUNT(p, handover_records, after.handover_records - before.handover_records);
+    GCOUNT(p, handover_us, after.handover_micros - before.handover_micros);
+    GCOUNT(p, foreign, after.foreign - before.foreign);
+    for (size_t j = 0; j < n; j++) {
+        handover *h = &p->handovers[of[j]];
+
+        if (jobs[j].result == KD_HISTORY_FAILED) {
+            handover_failed(p, h);
+        } else if (jobs[j].result != KD_HISTORY_MORE) {
+            if (h->backoff_ms)
+                atomic_fetch_sub(&p->handovers_failing, 1);
+            h->backoff_ms = 0;
+            h->learned = true;
+        }
+    }
+out:
+    free(jobs);
+    free(ls);
+    free(of);
+    release_learned(p);
 }
 
 /* Called while a scan runs: the loop is busy, not stuck. */

@@ -11,6 +11,7 @@
  *   pipeline_deliver.c   delivery reports, retries
  *   pipeline_receipts.c  receipts, written lazily, made durable by the next sync
  *   pipeline_handover.c  reading a newly assigned partition's history
+ *   pipeline_txn.c       the transactional delivery mode
  *   pipeline_rebalance.c offsets, assignments and revocations
  *
  * Every message consumed becomes a `msg` that lives until its fate is
@@ -95,6 +96,7 @@ typedef struct msg {
     uint64_t barrier;       /* uncertain: read downstream only once a delivery
                              * numbered past this one was acknowledged... */
     uint64_t barrier_until; /* ...or from this moment on (mono ms) */
+    uint64_t txn;           /* the transaction it was produced in (0: none) */
     bool maybe_out;         /* a delivery may be downstream: the claim is never
                              * released, only completed or left to recovery */
     int reads;              /* uncertain: failed reads of downstream so far */
@@ -180,14 +182,48 @@ typedef struct gate {
 } gate;
 
 /* A source partition assigned and paused until its history is read from
- * the downstream topic (see recovery.h, "handover"). */
+ * the downstream topic (see recovery.h, "handover"), and then until every
+ * partition of its route waiting for a handover is learned too. */
 typedef struct handover {
     size_t route;
     int32_t partition;
+    bool learned;          /* its history is read: it waits for its route's */
     uint64_t due_ms;       /* mono: the next attempt */
     uint64_t backoff_ms;   /* after a failed attempt */
     kd_history_cursor cur; /* where its scan is */
 } handover;
+
+/* A source offset a transaction settles (pipeline_txn.c). */
+typedef struct kd_pl_txn_off {
+    size_t route;
+    int32_t partition;
+    uint64_t own;
+    int64_t offset;
+} kd_pl_txn_off;
+
+/* The transactional mode (pipeline_txn.c). The loop's thread only. At most
+ * KD_PL_TXN_REPLACES producers replaced within KD_PL_TXN_REPLACE_WINDOW_MS:
+ * past it, another process likely uses the same transactional.id, and the
+ * pipeline stops. */
+#define KD_PL_TXN_REPLACES 5
+#define KD_PL_TXN_REPLACE_WINDOW_MS 60000
+typedef struct kd_pl_txn {
+    bool on;      /* pipeline.delivery "transactional" */
+    bool open;    /* begun, not yet committed or aborted */
+    bool doomed;  /* a delivery of the open one failed: it is aborted */
+    bool replace; /* the producer failed for good: replaced, its open
+                   * transaction's outcome settled by its successor */
+    uint64_t replaced_ms[KD_PL_TXN_REPLACES]; /* mono: the last replacements */
+    size_t nreplaced;                         /* replacements so far */
+    uint64_t seq;        /* the open (or last) transaction's number, from 1 */
+    uint64_t began_ms;   /* mono: when the open one began */
+    uint64_t offsets_ms; /* mono: when offsets were last committed */
+    size_t outstanding;  /* deliveries of the open one not yet reported */
+    msg_list acked;      /* ...reported persisted */
+    msg_list failed;     /* ...reported failed */
+    kd_pl_txn_off *offs; /* the source offsets it settles, noffs of cap */
+    size_t noffs, cap;
+} kd_pl_txn;
 
 typedef struct route_rt {
     const kd_route *cfg;
@@ -278,6 +314,8 @@ struct kd_pipeline {
     uint64_t store_backoff_ms;
     uint64_t store_failures;  /* kd_pl_store_failed calls: a job's success is news
                                * only if none came since it was handed over */
+    kd_pl_txn txn;            /* the transactional mode's */
+    char *brokers;            /* kd_pipeline_new's (owned), or NULL */
     uint64_t barrier_wait_ms; /* BARRIER_WAIT_FACTOR x the producer's
                                * message.timeout.ms (see msg.barrier) */
 };
@@ -552,7 +590,8 @@ void kd_pl_receipts_apply(kd_pipeline *p, kd_pl_receipts *r, bool durable);
 void kd_pl_settle_receipts(kd_pipeline *p);
 
 /* pipeline_handover.c */
-/* Reads the history of the first partition due for a handover. */
+/* Reads the histories of the partitions due for a handover, together;
+ * resumes a route's partitions once every one of them is learned. */
 void kd_pl_hand_over(kd_pipeline *p);
 /* Queues a newly assigned partition for its handover; false when out of memory. */
 bool kd_pl_handover_add(kd_pipeline *p, size_t route, int32_t partition);
@@ -591,6 +630,33 @@ void kd_pl_check_front(kd_pipeline *p, size_t route, int32_t partition);
 bool kd_pl_partition_paused(const kd_pipeline *p, size_t route, int32_t partition);
 /* Pauses or resumes every assigned partition as kd_pl_partition_paused() says. */
 void kd_pl_apply_pauses(kd_pipeline *p);
+
+/* pipeline_txn.c */
+/* Sets the mode up; in the transactional mode initialises the producer's
+ * transactions (fencing an earlier producer of the same transactional.id).
+ * false with the reason in errstr when it cannot. */
+bool kd_pl_txn_init(kd_pipeline *p, char *errstr, size_t errstr_size);
+/* Frees the mode's arrays. */
+void kd_pl_txn_destroy(kd_pipeline *p);
+/* Before a produce: in the transactional mode, a transaction is open (begun
+ * if need be). false when it cannot be (the pipeline stops: fatal). */
+bool kd_pl_txn_ready(kd_pipeline *p);
+/* m was produced into the open transaction. */
+void kd_pl_txn_sent(kd_pipeline *p, msg *m);
+/* m's delivery report, when m was produced in a transaction: held for the
+ * transaction's end (or settled, for an aborted one). false for m outside
+ * any transaction: handled as in the default mode. */
+bool kd_pl_txn_report(kd_pipeline *p, msg *m);
+/* Ends the open transaction: commits it (commit, and every delivery of it
+ * persisted) or aborts it; settles its messages. */
+void kd_pl_txn_end(kd_pipeline *p, bool commit);
+/* Creates a producer like the pipeline's first (kd_pipeline_new's brokers);
+ * NULL with the reason in errstr. The caller owns it. */
+rd_kafka_t *kd_pl_producer_new(kd_pipeline *p, char *errstr, size_t errstr_size);
+/* Each turn: commits the open transaction once it is
+ * pipeline.transaction_max_age old (aborts a failed one), or commits
+ * offsets that moved on their own. */
+void kd_pl_txn_turn(kd_pipeline *p);
 
 /* pipeline_rebalance.c */
 /* Serves the producer until nothing is in flight or deadline_ms (monotonic). */

@@ -25,8 +25,9 @@ void kd_pl_store_offsets(kd_pipeline *p) {
     offset_list ol;
     rd_kafka_resp_err_t err;
 
-    if (kd_pl_store_failing(p))
-        return; /* paused: nothing moves until the store is back */
+    if (kd_pl_store_failing(p) || p->txn.on)
+        return; /* paused: nothing moves until the store is back; or in the
+                 * transactions */
     ol = (offset_list){p, rd_kafka_topic_partition_list_new(8)};
     kd_offsets_each_moved(p->offsets, add_offset, &ol);
     if (ol.list->cnt && (err = rd_kafka_offsets_store(p->consumer, ol.list)))
@@ -36,15 +37,20 @@ void kd_pl_store_offsets(kd_pipeline *p) {
 
 /* Waits (serving the producer) until nothing is in flight or deadline. */
 void kd_pl_drain(kd_pipeline *p, uint64_t deadline_ms) {
-    while (p->awaiting || p->receipts.n || p->reported.n || p->unsynced.n) {
+    while (p->awaiting || p->receipts.n || p->reported.n || p->unsynced.n ||
+           p->txn.open) {
         /* A stop during a revoke's drain starts the one grace period. */
         if (atomic_load(&p->stop) && !p->stop_deadline)
             p->stop_deadline = kd_mono_ms() + p->cfg->shutdown_grace_ms;
         if (p->stop_deadline && p->stop_deadline < deadline_ms)
             deadline_ms = p->stop_deadline;
-        if (kd_mono_ms() >= deadline_ms)
+        if (kd_mono_ms() >= deadline_ms) {
+            kd_pl_txn_end(p, false); /* what it holds is sent again by the next owner */
             return;
+        }
         kd_pl_service(p, 20);
+        if (p->txn.open && !p->awaiting)
+            kd_pl_txn_end(p, true);
         kd_pl_receipts_write(p);
         kd_pl_settle_receipts(p);
     }
@@ -156,8 +162,10 @@ static void on_revoke(kd_pipeline *p, rd_kafka_t *rk,
          * produced, if its write ends in time (half of max.poll.interval.ms
          * at most, which this callback may count against), then in-flight
          * deliveries finish so their offsets can be committed; while
-         * stopping, within what is left of the one grace period. A batch
-         * still being written is dropped once it is (see drop_ended). */
+         * stopping, within what is left of the one grace period (in the
+         * transactional mode the drain commits the transaction, and the
+         * offsets with it). A batch still being written is dropped once it
+         * is (see drop_ended). */
         uint64_t deadline = p->stop_deadline ? p->stop_deadline
                                              : kd_mono_ms() + p->cfg->shutdown_grace_ms;
         uint64_t store_by = kd_mono_ms() + (uint64_t)p->max_poll_ms / 2;
@@ -165,7 +173,10 @@ static void on_revoke(kd_pipeline *p, rd_kafka_t *rk,
         kd_pl_ahead_finish(p, store_by < deadline ? store_by : deadline);
         kd_pl_drain(p, deadline);
         kd_pl_store_offsets(p);
-        commit_parts(p, parts);
+        if (!p->txn.on)
+            commit_parts(p, parts);
+    } else {
+        kd_pl_txn_end(p, false); /* its records never show; the next owner sends them */
     }
     for (int i = 0; i < parts->cnt; i++) {
         size_t route = route_of(p, parts->elems[i].topic);

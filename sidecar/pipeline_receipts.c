@@ -79,7 +79,12 @@ void kd_pl_receipts_apply(kd_pipeline *p, kd_pl_receipts *r, bool durable) {
         if (err == KD_OK || err == KD_ERR_DEDUP_COLLISION) {
             if (err != KD_OK) { /* delivered all the same: the claim had gone */
                 MSG_FIELDS(m, part, off);
-                KD_LOG(KD_LOG_WARN, fields, "receipt not recorded: the claim was gone");
+                KD_LOG(
+                    KD_LOG_WARN, fields,
+                    "receipt not recorded: the key was completed by another delivery "
+                    "(e.g. one a handover learned meanwhile) or its claim was released; "
+                    "this message went downstream all the same, so the key may be there "
+                    "twice (kdedup_dedup_collisions_total)");
                 GCOUNT(p, collisions, 1);
             }
             if (durable)

@@ -172,6 +172,23 @@ kd_history_result kd_recovery_history(kd_recovery *rc, size_t route,
                                       size_t batch, kd_history_fn fn, void *arg,
                                       kd_history_cursor *cur);
 
+/* One partition's handover, read with others (kd_recovery_histories). */
+typedef struct kd_history_job {
+    size_t route; /* in: index into cfg->routes */
+    int32_t src_partition, out_partition;
+    kd_history_fn fn; /* in: takes the records (fn(arg, ...)) */
+    void *arg;
+    kd_history_cursor *cur;   /* in, out: kept across calls, as for one */
+    kd_history_result result; /* out */
+} kd_history_job;
+
+/* kd_recovery_history() for jobs[0..n) at once: their partitions are read
+ * together (one consumer, one assignment; the first and end offsets of all
+ * in two requests), within the turn's budget. A batch passed to a job's fn
+ * holds that job's records only; all the batches held at a time together
+ * hold at most `batch` records and 4 MiB. Sets each job's result. */
+void kd_recovery_histories(kd_recovery *rc, kd_history_job *jobs, size_t n, size_t batch);
+
 /* Sets a function called at least every 100 ms while a scan runs (e.g. to
  * show the caller's loop is alive). */
 void kd_recovery_set_progress(kd_recovery *rc, void (*fn)(void *arg), void *arg);

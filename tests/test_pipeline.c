@@ -12,6 +12,7 @@
 #include "sidecar/recovery.h"
 #include "sidecar/signing.h"
 #include "store_rocks/store_rocks.h"
+#include "tests/case_runner.h"
 #include "tests/dedup_fixture.h"
 #include "tests/faulty_store.h"
 #include "tests/kafka_fixture.h"
@@ -1172,6 +1173,68 @@ static void test_handover_moves_history(void **state) {
     free(recs);
 }
 
+/* Sends key-from .. key-(to - 1), copy `copy`, onto partitions first ..
+ * first + nparts - 1 of "in", round-robin (as a keyless producer would). */
+static void send_onto(env *e, int first, int nparts, int from, int to, int copy) {
+    rd_kafka_t *rk = kf_producer(&e->mock);
+    char key[32], value[64];
+
+    for (int i = from; i < to; i++) {
+        snprintf(key, sizeof(key), "key-%d", i);
+        snprintf(value, sizeof(value), "value-%d-copy-%d", i, copy);
+        kf_send(rk, "in", first + i % nparts, key, value);
+    }
+    kf_producer_close(rk);
+}
+
+/* Keys spread over partitions (issue 26 item 5): a replica forwarded
+ * 20,000 keys from partition 3; a keyless producer sends the last 200 of
+ * them again onto partitions 0, 1 and 2. A replica with a fresh store (an
+ * emptyDir pod start) is given every partition: partitions 0-2, whose own
+ * histories are empty, are not consumed before partition 3's history is
+ * learned too, so every copy is a duplicate. (Before, each was consumed as
+ * soon as its own empty history was read, while partition 3's was still
+ * being read: copies went downstream again.) */
+static void test_handover_keys_spread(void **state) {
+    env *e = *state;
+    kd_pipeline_stats st;
+    char key[32], dir[300];
+    kf_record *recs;
+    size_t n, twice = 0;
+    kf_run r;
+
+    send_onto(e, 3, 1, 0, 20000, 0);
+    start_named(&r, e, "a");
+    st = kf_run_wait(&r, 20000, TIMEOUT_MS);
+    kf_run_stop(&r);
+    assert_int_equal(st.forwarded, 20000);
+
+    send_onto(e, 0, 3, 19800, 20000, 1);
+    /* A fresh store, reading 1 ms a turn: partition 3's 20,000 records take
+     * many turns, the empty histories of the others none. */
+    snprintf(dir, sizeof(dir), "%s/b", e->dir);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    kf_run_start(&r, &e->mock, DEDUP_CONFIG, e->mock.bootstrap,
+                 "{\"scan_step\": \"1ms\"}", dir);
+    st = kf_run_wait(&r, 200, TIMEOUT_MS);
+    kf_run_stop(&r);
+    recs = kf_read(&e->mock, "out", PARTS, 20000, 1000, TIMEOUT_MS, &n);
+    for (int i = 19800; i < 20000; i++) {
+        snprintf(key, sizeof(key), "key-%d", i);
+        twice += kf_count_key(recs, n, key) > 1;
+    }
+    print_message("%zu records downstream for 20000 keys; %zu of the 200 copies "
+                  "forwarded again\n",
+                  n, twice);
+    free(recs);
+    assert_int_equal(twice, 0);
+    assert_int_equal(n, 20000);
+    assert_int_equal(st.handover_keys, 20000);
+    assert_int_equal(st.forwarded, 0);
+    assert_int_equal(st.duplicates_completed, 200);
+    assert_int_equal(st.collisions, 0);
+}
+
 /* What DELETE /v1/keys/in/<key> does on the replica whose store is in
  * e->dir/<name>: the key's forget record written beside its delivery (the
  * one its receipt names), then the key forgotten in that store. */
@@ -1599,7 +1662,13 @@ static void test_rebalance_while_claims_are_written(void **state) {
         nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
     }
     kd_faulty_store_delay_writes(a.store, 0);
-    nanosleep(&(struct timespec){2, 0}, NULL); /* late records, if any, land */
+    for (int i = 0; i < TIMEOUT_MS / 20; i++) { /* late records, if any, land */
+        kd_pipeline_stats_get(a.p, &sa);
+        kd_pipeline_stats_get(b.p, &sb);
+        if (!sa.inflight && !sb.inflight)
+            break;
+        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+    }
     recs = kf_read(&e->mock, "out", PARTS, 800, 2000, TIMEOUT_MS, &n);
     kf_run_stop(&b);
     kf_run_stop(&a);
@@ -2216,8 +2285,6 @@ static void test_lost_claim_race_claims_again(void **state) {
 }
 
 int main(void) {
-    if (getenv("KD_TEST_FILTER"))
-        cmocka_set_test_filter(getenv("KD_TEST_FILTER"));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_duplicates_within_across_and_restart, setup,
                                         teardown),
@@ -2250,6 +2317,7 @@ int main(void) {
                                         teardown),
         cmocka_unit_test_setup_teardown(test_handover_moves_history, setup, teardown),
         cmocka_unit_test_setup_teardown(test_signed_history_only, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_handover_keys_spread, setup, teardown),
         cmocka_unit_test_setup_teardown(test_handover_ignores_event_time, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_handover_waits_for_downstream, setup,
@@ -2286,7 +2354,8 @@ int main(void) {
                                         teardown),
     };
 
-    if (getenv("KD_TEST_FILTER")) /* e.g. "*same_process*": one test while working */
-        cmocka_set_test_filter(getenv("KD_TEST_FILTER"));
-    return cmocka_run_group_tests_name("pipeline (mock cluster)", tests, NULL, NULL);
+    /* KD_TEST_FILTER='*same_process*': one case while working; each case in
+     * a process of its own, KD_TEST_JOBS (3) at a time */
+    return cr_run_group("pipeline (mock cluster)", tests,
+                        sizeof(tests) / sizeof(tests[0]));
 }

@@ -1,42 +1,41 @@
-/* A slow disk for tests/e2e/stall_test.py, as an LD_PRELOAD shim: while the
- * file named by KD_SLOW_SYNC holds a number of milliseconds, every
- * fdatasync() and fsync() of the process (RocksDB's synced writes) first
- * sleeps that long. The test compiles it:
- * cc -shared -fPIC -o slow_sync.so tests/e2e/slow_sync.c -ldl */
-#define _GNU_SOURCE
+/*
+ * kdedup tests - a store write slower than max.poll.interval.ms, for
+ * tests/e2e/zombie_test.py: preloaded into one kdedup process
+ * (LD_PRELOAD), fdatasync() and fsync() wait while the file that
+ * KD_SLOW_SYNC_FLAG names exists (at most 120 s), then sync. The test
+ * creates the file to stall the process's synced store writes, and the loop
+ * with them, and removes it to let them go on.
+ */
+#define _GNU_SOURCE /* RTLD_NEXT */
 #include <dlfcn.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
 
-/* Sleeps as long as the file named by KD_SLOW_SYNC says (no file: not). */
-static void slow_down(void) {
-    const char *path = getenv("KD_SLOW_SYNC");
-    FILE *f = path ? fopen(path, "r") : NULL;
-    long ms = 0;
+int fdatasync(int fd);
+int fsync(int fd);
 
-    if (!f)
-        return;
-    if (fscanf(f, "%ld", &ms) != 1)
-        ms = 0;
-    fclose(f);
-    if (ms > 0)
-        nanosleep(&(struct timespec){ms / 1000, (ms % 1000) * 1000000L}, NULL);
+/* Waits while the flag file exists. */
+static void stall(void) {
+    const char *flag = getenv("KD_SLOW_SYNC_FLAG");
+    struct timespec tick = {0, 50 * 1000000L};
+
+    for (int i = 0; flag && i < 120 * 20 && access(flag, F_OK) == 0; i++)
+        nanosleep(&tick, NULL);
 }
 
-/* fdatasync(2), slowed down. */
+/* fdatasync(2), after the stall. Returns what it returns. */
 int fdatasync(int fd) {
     int (*real)(int) = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
 
-    slow_down();
+    stall();
     return real(fd);
 }
 
-/* fsync(2), slowed down. */
+/* fsync(2), after the stall. Returns what it returns. */
 int fsync(int fd) {
     int (*real)(int) = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
 
-    slow_down();
+    stall();
     return real(fd);
 }

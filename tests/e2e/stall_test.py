@@ -4,7 +4,7 @@ item 4): the loop must not stall with it, and a replica that left its group
 must not produce for the partitions it lost.
 
 Replicas a and b share the partitions (max.poll.interval.ms and the session
-6 s). a runs over a slow disk: an LD_PRELOAD shim (tests/e2e/slow_sync.c)
+6 s). a runs over a slow disk: an LD_PRELOAD shim (tests/e2e/sleep_sync.c)
 makes each of its fdatasync()/fsync() calls sleep 9 s while a file says so.
 A burst of new keys arrives while a's disk is slow, for 15 s. Checked:
 a's loop turns on (/healthz 200 with `http.health_timeout` 2 s, /readyz 503
@@ -63,10 +63,10 @@ def log_of(kd):
 
 
 def slow_store(workdir, report):
-    shim = os.path.join(workdir, "slow_sync.so")
+    shim = os.path.join(workdir, "sleep_sync.so")
     os.makedirs(workdir, exist_ok=True)
     subprocess.run(["cc", "-shared", "-fPIC", "-o", shim,
-                    os.path.join(HERE, "slow_sync.c"), "-ldl"], check=True)
+                    os.path.join(HERE, "sleep_sync.c"), "-ldl"], check=True)
     mock = cluster.start()
     world = World(mock.bootstrap)
     extra = {"kafka": {"consumer": {"session.timeout.ms": "6000",

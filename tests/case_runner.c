@@ -1,0 +1,157 @@
+/*
+ * kdedup tests - cmocka cases in parallel processes (see case_runner.h).
+ */
+#include "tests/case_runner.h"
+
+#include <fnmatch.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DEFAULT_JOBS 3
+#define MAX_JOBS 16
+
+/* One case: its process while it runs, and the file its output goes to. */
+typedef struct cr_case {
+    const struct CMUnitTest *test;
+    pid_t pid;
+    FILE *out;
+    uint64_t started_ms;
+    bool failed;
+} cr_case;
+
+static uint64_t mono_ms(void) {
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static int jobs_wanted(void) {
+    const char *s = getenv("KD_TEST_JOBS");
+    int jobs = s && *s ? atoi(s) : DEFAULT_JOBS;
+
+    return jobs < 1 ? 1 : jobs > MAX_JOBS ? MAX_JOBS : jobs;
+}
+
+/* Forks the process that runs c alone, its stdout and stderr into c->out.
+ * The child dies with this process (a timeout that kills the runner kills
+ * the cases, whose mock clusters then see their input close and exit). */
+static bool start_case(const char *group_name, cr_case *c) {
+    if (!(c->out = tmpfile())) {
+        perror("case_runner: tmpfile");
+        return false;
+    }
+    fflush(NULL); /* nothing buffered here is written twice by the child */
+    c->started_ms = mono_ms();
+    c->pid = fork();
+    if (c->pid < 0) {
+        perror("case_runner: fork");
+        fclose(c->out);
+        c->out = NULL;
+        return false;
+    }
+    if (c->pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() == 1)
+            _exit(127);
+        dup2(fileno(c->out), STDOUT_FILENO);
+        dup2(fileno(c->out), STDERR_FILENO);
+        exit(_cmocka_run_group_tests(group_name, c->test, 1, NULL, NULL) ? 1 : 0);
+    }
+    return true;
+}
+
+/* Prints c's output whole, its outcome and its wall time. */
+static void report_case(cr_case *c, int status) {
+    char buf[8192];
+    size_t got;
+
+    c->failed = !WIFEXITED(status) || WEXITSTATUS(status) != 0;
+    rewind(c->out);
+    while ((got = fread(buf, 1, sizeof(buf), c->out)) > 0)
+        fwrite(buf, 1, got, stdout);
+    fclose(c->out);
+    c->out = NULL;
+    if (WIFSIGNALED(status))
+        printf("[  FAILED  ] %s: killed by signal %d\n", c->test->name, WTERMSIG(status));
+    printf("[ TIME     ] %s: %.1f s\n", c->test->name,
+           (double)(mono_ms() - c->started_ms) / 1000.0);
+    fflush(stdout);
+}
+
+/* Waits for one running case to end and reports it; false when none runs. */
+static bool reap_one(cr_case *cases, size_t n) {
+    int status;
+    pid_t pid;
+
+    while ((pid = waitpid(-1, &status, 0)) > 0)
+        for (size_t i = 0; i < n; i++)
+            if (cases[i].pid == pid && cases[i].out) {
+                report_case(&cases[i], status);
+                return true;
+            }
+    return false;
+}
+
+/* Prints how many cases passed, names those that failed; returns how many
+ * failed. */
+static int summarize(const char *group_name, const cr_case *cases, size_t n, int jobs,
+                     uint64_t started_ms) {
+    size_t failed = 0;
+
+    for (size_t i = 0; i < n; i++)
+        failed += cases[i].failed;
+    printf("[==========] %s: %zu case(s) in %d processes at a time, %.1f s\n", group_name,
+           n, jobs, (double)(mono_ms() - started_ms) / 1000.0);
+    printf("[  PASSED  ] %zu case(s).\n", n - failed);
+    if (failed) {
+        printf("[  FAILED  ] %zu case(s), listed below:\n", failed);
+        for (size_t i = 0; i < n; i++)
+            if (cases[i].failed)
+                printf("[  FAILED  ] %s\n", cases[i].test->name);
+    }
+    return (int)failed;
+}
+
+int cr_run_group(const char *group_name, const struct CMUnitTest *tests, size_t n) {
+    const char *filter = getenv("KD_TEST_FILTER");
+    uint64_t started_ms = mono_ms();
+    int jobs = jobs_wanted(), running = 0, rc;
+    cr_case *cases = calloc(n ? n : 1, sizeof(*cases));
+    size_t ncases = 0, next = 0;
+
+    if (jobs == 1 || !cases) {
+        free(cases);
+        if (filter)
+            cmocka_set_test_filter(filter);
+        return _cmocka_run_group_tests(group_name, tests, n, NULL, NULL);
+    }
+    for (size_t i = 0; i < n; i++)
+        if (!filter || fnmatch(filter, tests[i].name, 0) == 0)
+            cases[ncases++].test = &tests[i];
+    while (next < ncases || running > 0) {
+        if (next < ncases && running < jobs) {
+            if (start_case(group_name, &cases[next]))
+                running++;
+            else
+                cases[next].failed = true;
+            next++;
+            continue;
+        }
+        if (!reap_one(cases, ncases))
+            break;
+        running--;
+    }
+    rc = summarize(group_name, cases, ncases, jobs, started_ms);
+    free(cases);
+    return rc;
+}

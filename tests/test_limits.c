@@ -1,0 +1,258 @@
+/*
+ * kdedup tests - limits set low, seen to act: pipeline.max_retrying pauses
+ * consumption (the gauges say so) and it resumes once the retries drain;
+ * and a partition whose handover is pending stays paused while flow control
+ * pauses and resumes the others. Against librdkafka's mock cluster in a
+ * `kdedup mock` process, like test_pipeline and test_bounds. Gauges are set
+ * every 250 ms: each is waited for, never read right after the event.
+ */
+#include "sidecar/metrics.h"
+#include "sidecar/signing.h"
+#include "tests/case_runner.h"
+#include "tests/dedup_fixture.h"
+#include "tests/kafka_fixture.h"
+
+#include <stdarg.h>
+#include <setjmp.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define TIMEOUT_MS 60000
+#define GAUGE_WAIT_MS 10000
+/* One route in -> out without a dead-letter topic; %s: the producer's
+ * message.timeout.ms, the route's retry_backoff, the store's folder and the
+ * "pipeline" object's members. The producer reconnects within 0.5 s of a
+ * broker's return, so that a retry after it is not timed out again. */
+#define LIMITS_CONFIG                                                                    \
+    "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\", \"producer\": "              \
+    "{\"message.timeout.ms\": \"%s\", \"reconnect.backoff.max.ms\": \"500\"},"           \
+    " \"consumer\": {\"session.timeout.ms\": \"6000\", \"heartbeat.interval.ms\": "      \
+    "\"500\"}},"                                                                         \
+    " \"routes\": [{\"from\": \"in\", \"to\": \"out\", \"on_missing_key\": \"forward\"," \
+    " \"retry_backoff\": \"%s\"}],"                                                      \
+    " \"store\": {\"path\": \"%s/store\"}, \"pipeline\": {\"shutdown_grace\": \"2s\", "  \
+    "%s}}"
+
+typedef struct env {
+    kf_mock mock;
+    char dir[256];
+} env;
+
+static int setup(void **state) {
+    static const char *const topics[] = {"in:2", "out:2", NULL};
+    env *e = calloc(1, sizeof(*e));
+
+    kf_mock_start(&e->mock, 3, topics);
+    fx_tmpdir(e->dir, sizeof(e->dir));
+    kf_mock_cmd(&e->mock, "leader in 0 1");
+    kf_mock_cmd(&e->mock, "leader in 1 1");
+    kf_mock_cmd(&e->mock, "leader out 0 2");
+    kf_mock_cmd(&e->mock, "leader out 1 1");
+    kf_mock_cmd(&e->mock, "coordinator g 3");
+    *state = e;
+    return 0;
+}
+
+static int teardown(void **state) {
+    env *e = *state;
+
+    kf_mock_stop(&e->mock);
+    fx_rmtree(e->dir);
+    free(e);
+    return 0;
+}
+
+static void sleep_ms(int ms) {
+    nanosleep(&(struct timespec){ms / 1000, (long)(ms % 1000) * 1000000}, NULL);
+}
+
+static void send_range(env *e, int32_t partition, const char *prefix, int from, int to) {
+    rd_kafka_t *rk = kf_producer(&e->mock);
+    char key[32];
+
+    for (int i = from; i < to; i++) {
+        snprintf(key, sizeof(key), "%s-%d", prefix, i);
+        kf_send(rk, "in", partition, key, key);
+    }
+    kf_producer_close(rk);
+}
+
+/* Waits (GAUGE_WAIT_MS at most) until *g is at least `least` (`at_least`)
+ * or exactly `least` (not); returns its last value. */
+static uint64_t gauge_wait(_Atomic uint64_t *g, uint64_t want, bool at_least) {
+    uint64_t v = atomic_load(g);
+
+    for (int i = 0; i < GAUGE_WAIT_MS / 20 && (at_least ? v < want : v != want); i++) {
+        sleep_ms(20);
+        v = atomic_load(g);
+    }
+    return v;
+}
+
+/* Polls the stats (for ms at most) until pred says stop; returns them. */
+static kd_pipeline_stats stats_until(kf_run *r, int ms,
+                                     bool (*pred)(const kd_pipeline_stats *, uint64_t),
+                                     uint64_t arg) {
+    kd_pipeline_stats st;
+
+    kd_pipeline_stats_get(r->p, &st);
+    for (int i = 0; i < ms / 20 && !pred(&st, arg); i++) {
+        sleep_ms(20);
+        kd_pipeline_stats_get(r->p, &st);
+    }
+    return st;
+}
+
+static bool consumed_past(const kd_pipeline_stats *st, uint64_t n) {
+    return st->consumed > n;
+}
+
+static bool forwarded_reached(const kd_pipeline_stats *st, uint64_t n) {
+    return st->forwarded >= n;
+}
+
+/* Each key prefix-i, from <= i < to, is in out exactly once. */
+static void check_once(const kf_record *recs, size_t n, const char *prefix, int from,
+                       int to) {
+    char key[32];
+
+    for (int i = from; i < to; i++) {
+        snprintf(key, sizeof(key), "%s-%d", prefix, i);
+        if (kf_count_key(recs, n, key) != 1)
+            fail_msg("%s: %zu times downstream", key, kf_count_key(recs, n, key));
+    }
+}
+
+/* pipeline.max_retrying 10: downstream down, 20 deliveries fail (after
+ * message.timeout.ms, 1 s) and wait 10 s for their retry: consumption
+ * pauses (kdedup_retrying_messages 20, kdedup_backpressure 1, /readyz says
+ * why) with 20 messages in flight, far under max_inflight; what comes
+ * meanwhile waits in the source. Downstream back, the retries land,
+ * consumption resumes, and everything lands once. */
+static void test_max_retrying_pauses_and_resumes(void **state) {
+    env *e = *state;
+    kd_flow_gauges *g;
+    kd_pipeline_stats st;
+    char reason[512];
+    kf_record *recs;
+    size_t n;
+    kf_run r;
+
+    kf_run_start(&r, &e->mock, LIMITS_CONFIG, e->mock.bootstrap, "1000", "10s", e->dir,
+                 "\"max_retrying\": 10");
+    g = kd_metrics_flow(kd_pipeline_metrics(r.p));
+    send_range(e, 0, "a", 0, 5);
+    st = kf_run_wait(&r, 5, TIMEOUT_MS);
+    assert_int_equal(st.forwarded, 5);
+
+    kf_mock_cmd(&e->mock, "broker-down 2");
+    send_range(e, 0, "r", 0, 20);
+    assert_int_equal(gauge_wait(&g->retrying, 20, true), 20);
+    assert_int_equal(gauge_wait(&g->backpressure, 1, false), 1);
+    assert_false(kd_pipeline_ready(r.p, reason, sizeof(reason)));
+    assert_non_null(strstr(reason, "backpressure"));
+    send_range(e, 1, "q", 0, 20);
+    /* Paused: the new messages stay in the source (2 s, well within the
+     * retries' 10 s backoff). */
+    st = stats_until(&r, 2000, consumed_past, 25);
+    assert_int_equal(st.consumed, 25);
+    assert_int_equal(atomic_load(&g->backpressure), 1);
+
+    kf_mock_cmd(&e->mock, "broker-up 2");
+    st = kf_run_wait(&r, 45, TIMEOUT_MS);
+    assert_int_equal(st.consumed, 45);
+    assert_int_equal(st.forwarded, 45);
+    assert_int_equal(gauge_wait(&g->retrying, 0, false), 0);
+    assert_int_equal(gauge_wait(&g->backpressure, 0, false), 0);
+    assert_true(kd_pipeline_ready(r.p, reason, sizeof(reason)));
+    kf_run_stop(&r);
+
+    recs = kf_read(&e->mock, "out", 2, 45, 1000, TIMEOUT_MS, &n);
+    assert_int_equal(n, 45);
+    check_once(recs, n, "a", 0, 5);
+    check_once(recs, n, "r", 0, 20);
+    check_once(recs, n, "q", 0, 20);
+    free(recs);
+}
+
+/* A delivery of key from in/0, by an earlier run, on out/0 (unsigned). */
+static void earlier_delivery(env *e, const char *key) {
+    rd_kafka_t *rk = kf_producer(&e->mock);
+    rd_kafka_headers_t *h = rd_kafka_headers_new(2);
+
+    rd_kafka_header_add(h, "Idempotency-Key", -1, key, -1);
+    rd_kafka_header_add(h, KD_SOURCE_HEADER, -1, "in/0/0", -1);
+    assert_int_equal(
+        rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("out"), RD_KAFKA_V_PARTITION(0),
+                          RD_KAFKA_V_VALUE("v", 1), RD_KAFKA_V_HEADERS(h),
+                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+        RD_KAFKA_RESP_ERR_NO_ERROR);
+    kf_producer_close(rk);
+}
+
+/* in/0's handover cannot read out/0 (its broker down) and waits; in/1's
+ * 20 messages pass pipeline.max_inflight (2) again and again, so flow
+ * control pauses and resumes the assignment many times. in/0 stays paused
+ * all along: the copy of a key delivered before, waiting in in/0, is not
+ * consumed until the handover has learned the key, and then it is a
+ * duplicate. Resumed early, it would be claimed and forwarded twice. */
+static void test_pending_handover_keeps_its_partition_paused(void **state) {
+    env *e = *state;
+    kd_pipeline_stats st;
+    kf_record *recs;
+    size_t n;
+    kf_run r;
+
+    earlier_delivery(e, "held");
+    {
+        rd_kafka_t *rk = kf_producer(&e->mock);
+
+        kf_send(rk, "in", 0, "held", "the copy");
+        kf_producer_close(rk);
+    }
+    /* The group's coordinator down, the pipeline starts (it reads out/0's
+     * end offset) but cannot join; out/0's broker goes down, and then the
+     * coordinator comes back: the assignment finds out/0 unreadable. */
+    kf_mock_cmd(&e->mock, "broker-down 3");
+    kf_run_start(&r, &e->mock, LIMITS_CONFIG, e->mock.bootstrap, "60000", "100ms", e->dir,
+                 "\"max_inflight\": 2");
+    kf_mock_cmd(&e->mock, "broker-down 2");
+    kf_mock_cmd(&e->mock, "broker-up 3");
+    assert_true(
+        gauge_wait(kd_metrics_handover_pending(kd_pipeline_metrics(r.p)), 1, true) >= 1);
+    send_range(e, 1, "b", 0, 20);
+    st = stats_until(&r, TIMEOUT_MS, forwarded_reached, 20);
+    assert_int_equal(st.forwarded, 20);
+    /* in/0 still paused: the copy stays in the source (2 s) */
+    st = stats_until(&r, 2000, consumed_past, 20);
+    assert_int_equal(st.consumed, 20);
+
+    kf_mock_cmd(&e->mock, "broker-up 2");
+    st = kf_run_wait(&r, 21, TIMEOUT_MS);
+    assert_int_equal(st.consumed, 21);
+    assert_int_equal(st.forwarded, 20);
+    assert_int_equal(st.duplicates_completed, 1);
+    kf_run_stop(&r);
+
+    recs = kf_read(&e->mock, "out", 2, 21, 1000, TIMEOUT_MS, &n);
+    assert_int_equal(n, 21);
+    assert_int_equal(kf_count_key(recs, n, "held"), 1);
+    check_once(recs, n, "b", 0, 20);
+    free(recs);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_max_retrying_pauses_and_resumes, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_pending_handover_keeps_its_partition_paused,
+                                        setup, teardown),
+    };
+
+    return cr_run_group("limits (mock cluster)", tests, sizeof(tests) / sizeof(tests[0]));
+}
