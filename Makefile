@@ -86,7 +86,7 @@ SIDECAR_SRC := sidecar/log.c sidecar/offsets.c sidecar/headers.c sidecar/kafka.c
                sidecar/pipeline_receipts.c sidecar/pipeline_ahead.c \
                sidecar/pipeline_handover.c sidecar/pipeline_rebalance.c sidecar/pipeline_flow.c sidecar/pipeline_gate.c sidecar/mockd.c \
                sidecar/demo.c sidecar/lookup.c sidecar/harden.c sidecar/keysrc.c sidecar/reload.c \
-               sidecar/admin.c sidecar/receipt.c sidecar/forgets.c
+               sidecar/admin.c sidecar/receipt.c sidecar/forgets.c sidecar/pipeline_txn.c
 
 LIBS_DEDUP := $(call pc_libs,$(PKGS_DEDUP))
 LIBS_ROCKS := $(call pc_libs,$(PKGS_ROCKS))
@@ -139,6 +139,7 @@ help:
 	@echo "make test-kafka the end-to-end suites on Apache Kafka (one node, then three)"
 	@echo "make kafka-up   Apache Kafka on 127.0.0.1 (KAFKA_NODES=1|3); kafka-down stops it"
 	@echo "make chaos-kafka  the chaos test on three Apache Kafka brokers, SEEDS=N seeds"
+	@echo "                (DELIVERY=transactional: in the transactional mode)"
 	@echo "make soak       the e2e crash test with SOAK_CYCLES (20) kill -9 cycles"
 	@echo "make soak-memory  10 minutes of load and faults; RSS sampled and plotted"
 	@echo "make chaos      the seeded chaos test, SEEDS=N seeds (CHAOS_FIRST, CHAOS_SECONDS)"
@@ -374,10 +375,13 @@ test-kafka: deps
 # The chaos test on three Apache Kafka brokers: SEEDS seeds from CHAOS_FIRST.
 chaos-kafka: deps
 	@$(MAKE) --no-print-directory $(KDEDUP)
-	KDEDUP=$(KDEDUP) BUILD=$(BUILD) KAFKA_SUITES1= KAFKA_SUITES3=chaos_test \
+	KDEDUP=$(KDEDUP) BUILD=$(BUILD) KAFKA_SUITES1= KAFKA_TXN_SUITES1= \
+	    KAFKA_SUITES3=$(if $(filter transactional,$(DELIVERY)),,chaos_test) \
+	    KAFKA_TXN_SUITES3=$(if $(filter transactional,$(DELIVERY)),chaos_test,) \
 	    TEST_TIMEOUT=$$(($(SEEDS) * 150 + 600)) \
 	    KD_CHAOS_SECONDS=$(CHAOS_SECONDS) \
 	    KD_CHAOS_SEEDS="$$(seq $(CHAOS_FIRST) $$(($(CHAOS_FIRST) + $(SEEDS) - 1)))" \
+	    KD_TXN_CHAOS_SEEDS="$$(seq $(CHAOS_FIRST) $$(($(CHAOS_FIRST) + $(SEEDS) - 1)))" \
 	    tests/kafka/test_kafka.sh
 
 # The long run of the crash test: kill -9 at random moments under load,

@@ -6,14 +6,16 @@
  *             [--rounds R] [--stored N[,N...]] [--batch N] [--dir DIR]
  *             [--fingerprint on|off] [--pin] [--bootstrap HOST:PORT]
  *             [--wrap "CMD ARGS"] [--stats off] [--linger A_MS,B_MS]
- *             [--signing-key KEY]
+ *             [--signing-key KEY] [--delivery idempotent|transactional]
  *
  * --wrap runs each child under a command (BENCH_SIDE=A or B in its
  * environment, so a profiler can name its output after it: valgrind's
  * --callgrind-out-file=cg.%q{BENCH_SIDE}); --stats off turns librdkafka's
  * statistics off in both; --linger sets each side's producer linger.ms;
  * --signing-key sets kdedup's dedup.signing_key. bench/instructions.py
- * uses them to count instructions per message under callgrind.
+ * uses them to count instructions per message under callgrind. --delivery
+ * sets kdedup's pipeline.delivery (transactional: each turn's records and
+ * offsets in one Kafka transaction; Apache Kafka only, --bootstrap).
  *
  * --pin puts the mock cluster on CPU 0 and each run (A or B, with all its
  * threads) on CPU 1: the cost of the pipeline itself, as on a pod whose
@@ -98,6 +100,7 @@ typedef struct options {
     bool stats_off;          /* statistics.interval.ms 0 */
     int linger_a, linger_b;  /* producer linger.ms per side; -1: the default */
     const char *signing_key; /* kdedup's dedup.signing_key, or NULL */
+    const char *delivery;    /* kdedup's pipeline.delivery */
     char dir[512];
 } options;
 
@@ -509,10 +512,10 @@ static bool write_config(const char *path, const mock *m, const options *o, char
             " \"fingerprint\": %s}],\n"
             " \"dedup\": {\"namespace\": \"bench\"%s},\n"
             " \"store\": {\"path\": \"%s\", \"sync\": true},\n"
-            " \"pipeline\": {\"batch_max\": %d},\n"
+            " \"pipeline\": {\"batch_max\": %d, \"delivery\": \"%s\"},\n"
             " \"log\": {\"level\": \"warn\"}}\n",
             m->bootstrap, group, consumer, producer, out_topic,
-            o->fingerprint ? "true" : "false", signing, store, o->batch);
+            o->fingerprint ? "true" : "false", signing, store, o->batch, o->delivery);
     return fclose(fp) == 0;
 }
 
@@ -624,7 +627,8 @@ static int usage(void) {
         "                 [--partitions P] [--rounds R] [--stored N[,N...]]\n"
         "                 [--batch N] [--dir DIR] [--fingerprint on|off] [--pin]\n"
         "                 [--bootstrap HOST:PORT] [--wrap \"CMD ARGS\"] [--stats off]\n"
-        "                 [--linger A_MS,B_MS] [--signing-key KEY]\n");
+        "                 [--linger A_MS,B_MS] [--signing-key KEY]\n"
+        "                 [--delivery idempotent|transactional]\n");
     return 2;
 }
 
@@ -639,7 +643,8 @@ int main(int argc, char **argv) {
                  .batch = 1000,
                  .fingerprint = true,
                  .linger_a = -1,
-                 .linger_b = -1};
+                 .linger_b = -1,
+                 .delivery = "idempotent"};
     mock m = {0};
     long unique;
     bool ok = true;
@@ -684,6 +689,9 @@ int main(int argc, char **argv) {
                 return usage();
         } else if (!strcmp(argv[i], "--signing-key"))
             o.signing_key = v;
+        else if (!strcmp(argv[i], "--delivery") &&
+                 (!strcmp(v, "idempotent") || !strcmp(v, "transactional")))
+            o.delivery = v;
         else if (!strcmp(argv[i], "--stored")) {
             if (!parse_levels(&o, v))
                 return usage();

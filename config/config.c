@@ -66,6 +66,7 @@ static const char *const off_names[] = {"off", NULL};
 #define DEFAULT_KEY_HEADER "Idempotency-Key"
 #define MAX_FINGERPRINT_HEADERS 32
 static const char *const log_level_names[] = {"debug", "info", "warn", "error", NULL};
+static const char *const delivery_names[] = {"idempotent", "transactional", NULL};
 
 static const field route_fields[] = {
     {"name", F_NAME, ROFF(name), NULL, true, 0, 0, NULL, NULL,
@@ -162,6 +163,10 @@ static const field http_fields[] = {
      "or client of /metrics can crowd out"},
     {"health_timeout", F_DURATION, OFF(health_timeout_ms), "60s", false, 1000,
      3600 * 1000, NULL, NULL, "/healthz fails when the main loop stalls this long"},
+    {"health_write_timeout", F_DURATION, OFF(health_write_timeout_ms), "120s", false,
+     1000, 3600 * 1000, NULL, NULL,
+     "/healthz fails when one store write takes this long (the loop turns on "
+     "meanwhile, consumption paused)"},
     END_FIELDS,
 };
 
@@ -198,6 +203,17 @@ static const field pipeline_fields[] = {
      NULL,
      "bytes of a message's header names and values together; past it the message is "
      "dead-lettered (headers-too-large)"},
+    {"delivery", F_ENUM, OFF(delivery), "idempotent", false, 0, 0, delivery_names, NULL,
+     "idempotent: an idempotent producer, offsets committed by the consumer; "
+     "transactional: each turn's records and the source offsets they settle in one "
+     "Kafka transaction, fenced by the group's generation (readers of the downstream "
+     "topics set isolation.level=read_committed)"},
+    {"transaction_max_age", F_DURATION, OFF(txn_max_age_ms), "100ms", false, 1, 60000,
+     NULL, NULL, "transactional: a transaction is committed once this old"},
+    {"transactional_id", F_STRING, OFF(transactional_id), NULL, true, 0, 0, NULL, NULL,
+     "transactional: the producer's transactional.id, unique to each replica and the "
+     "same across its restarts; default kdedup-<group_id>-<group.instance.id>, else "
+     "kdedup-<group_id>-<host name>"},
     END_FIELDS,
 };
 
@@ -217,8 +233,10 @@ static const field top_fields[] = {
 static const char *const reserved_consumer[] = {"bootstrap.servers", "group.id",
                                                 "enable.auto.offset.store",
                                                 "metadata.broker.list", NULL};
-static const char *const reserved_producer[] = {"bootstrap.servers",
-                                                "metadata.broker.list", NULL};
+static const char *const reserved_producer[] = {
+    "bootstrap.servers", "metadata.broker.list",
+    "transactional.id", /* pipeline.transactional_id */
+    NULL};
 
 typedef struct ctx {
     const char *file;
@@ -1428,7 +1446,9 @@ static bool timeout_ok(ctx *c, const kd_config *cfg, const char *name,
 
 uint64_t kd_config_message_timeout_ms(const kd_config *cfg) {
     static const char *const names[] = {"message.timeout.ms", "delivery.timeout.ms"};
-    uint64_t ms = KD_CONFIG_DEFAULT_MESSAGE_TIMEOUT_MS;
+    uint64_t ms = cfg->delivery == KD_DELIVERY_TRANSACTIONAL
+                      ? KD_CONFIG_DEFAULT_TXN_MESSAGE_TIMEOUT_MS
+                      : KD_CONFIG_DEFAULT_MESSAGE_TIMEOUT_MS;
 
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         const char *v = kd_config_prop_get(&cfg->producer, names[i]);
@@ -1464,7 +1484,8 @@ static bool check_timeouts(ctx *c, const kd_config *cfg) {
         if (!timeout_ok(c, cfg, names[i], timeout))
             return false;
     }
-    return set || timeout_ok(c, cfg, names[0], KD_CONFIG_DEFAULT_MESSAGE_TIMEOUT_MS);
+    return set ||
+           timeout_ok(c, cfg, names[0], (long long)kd_config_message_timeout_ms(cfg));
 }
 
 /* A signing key must resist guessing: at least 16 bytes. */

@@ -105,6 +105,13 @@ typedef struct kd_route {
 /* What ${...} took from the environment and from files (config.c). */
 typedef struct kd_config_env kd_config_env;
 
+/* How forwarded records and source offsets reach Kafka (pipeline.delivery). */
+typedef enum kd_delivery {
+    KD_DELIVERY_IDEMPOTENT,   /* an idempotent producer; offsets committed by the consumer
+                               */
+    KD_DELIVERY_TRANSACTIONAL /* records and offsets in one transaction a turn */
+} kd_delivery;
+
 typedef struct kd_config {
     char *file;         /* the name errors and logs use */
     kd_config_env *env; /* see kd_config_template(), kd_config_redact() */
@@ -135,11 +142,12 @@ typedef struct kd_config {
     int64_t store_write_buffer_bytes; /* one memtable */
     int64_t store_max_write_buffers;
 
-    char *http_listen;          /* "host:port" */
-    char *http_probes_listen;   /* "host:port" of the probes alone, or NULL */
-    char *admin_listen;         /* "host:port" of the admin API */
-    char *admin_token;          /* its bearer token; NULL: no admin API */
-    uint64_t health_timeout_ms; /* /healthz fails when the loop stalls this long */
+    char *http_listen;                /* "host:port" */
+    char *http_probes_listen;         /* "host:port" of the probes alone, or NULL */
+    char *admin_listen;               /* "host:port" of the admin API */
+    char *admin_token;                /* its bearer token; NULL: no admin API */
+    uint64_t health_timeout_ms;       /* /healthz fails when the loop stalls this long */
+    uint64_t health_write_timeout_ms; /* ...or one store write takes this long */
     kd_log_level log_level;
 
     uint64_t shutdown_grace_ms; /* drain budget on SIGTERM and on revoke */
@@ -149,10 +157,18 @@ typedef struct kd_config {
     int64_t max_retrying;       /* and messages waiting for a retry */
     int64_t max_headers;        /* a message with more headers is rejected, */
     int64_t max_header_bytes;   /* or with more bytes of header names and values */
+    kd_delivery delivery;       /* pipeline.delivery */
+    uint64_t txn_max_age_ms;    /* transactional: a transaction commits at this age */
+    char *transactional_id;     /* transactional: the producer's; NULL: derived */
 } kd_config;
 
-/* The producer's message.timeout.ms when the config does not set it. */
+/* The producer's message.timeout.ms when the config does not set it. In the
+ * transactional mode it must not exceed transaction.timeout.ms, which kdedup
+ * sets to 15 s unless the config does: a transaction a crashed replica left
+ * open holds back read_committed readers of its partitions that long. */
 #define KD_CONFIG_DEFAULT_MESSAGE_TIMEOUT_MS 120000
+#define KD_CONFIG_DEFAULT_TXN_MESSAGE_TIMEOUT_MS 10000
+#define KD_CONFIG_DEFAULT_TXN_TIMEOUT_MS "15000"
 
 /* Bounds of ${...} expansion: one string value (also a ${file:...}'s
  * content), and everything the environment and files add to one config. */
@@ -230,7 +246,7 @@ const char *kd_config_prop_get(const kd_config_props *props, const char *name);
 
 /* The producer's message timeout in ms: message.timeout.ms (or its alias
  * delivery.timeout.ms, the last one set that parses), else kdedup's
- * default, KD_CONFIG_DEFAULT_MESSAGE_TIMEOUT_MS. */
+ * default for the delivery mode (KD_CONFIG_DEFAULT_*MESSAGE_TIMEOUT_MS). */
 uint64_t kd_config_message_timeout_ms(const kd_config *cfg);
 
 /* The value at a JSON path (as errors name it, e.g. kafka.brokers or

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* Defaults that favour losing nothing; the file may override all but the
  * properties config/ reserves for kdedup. */
@@ -132,7 +133,7 @@ static rd_kafka_conf_t *conf_new(const kd_config *cfg, kd_client which,
         which == KD_CONSUMER ? consumer_defaults : producer_defaults;
     const kd_config_props *props = which == KD_CONSUMER ? &cfg->consumer : &cfg->producer;
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    char timeout[32], line[1024];
+    char timeout[32], line[1024], txn_id[300];
     int before = *nerr;
 
     for (size_t i = 0; defaults[i][0]; i++)
@@ -140,13 +141,29 @@ static rd_kafka_conf_t *conf_new(const kd_config *cfg, kd_client which,
                  sizeof(line)))
             goto fail_line;
     if (which == KD_PRODUCER) {
-        snprintf(timeout, sizeof(timeout), "%d", KD_CONFIG_DEFAULT_MESSAGE_TIMEOUT_MS);
+        kd_config mode = {.delivery = cfg->delivery}; /* the mode's default */
+
+        snprintf(timeout, sizeof(timeout), "%llu",
+                 (unsigned long long)kd_config_message_timeout_ms(&mode));
         if (!set(conf, cfg, "message.timeout.ms", timeout, "(kdedup default)", line,
                  sizeof(line)))
+            goto fail_line;
+        if (cfg->delivery == KD_DELIVERY_TRANSACTIONAL &&
+            ((!kd_config_unresolved(cfg, "pipeline.transactional_id") &&
+              !set(conf, cfg, "transactional.id",
+                   kd_kafka_transactional_id(cfg, txn_id, sizeof(txn_id)),
+                   "pipeline.transactional_id", line, sizeof(line))) ||
+             !set(conf, cfg, "transaction.timeout.ms", KD_CONFIG_DEFAULT_TXN_TIMEOUT_MS,
+                  "(kdedup default)", line, sizeof(line))))
             goto fail_line;
     } else if (!kd_config_unresolved(cfg, "kafka.group_id") &&
                !set(conf, cfg, "group.id", cfg->group_id, "kafka.group_id", line,
                     sizeof(line))) {
+        goto fail_line;
+    } else if (cfg->delivery == KD_DELIVERY_TRANSACTIONAL &&
+               /* offsets are committed in the transactions, never by the consumer */
+               !set(conf, cfg, "enable.auto.commit", "false", "(transactional mode)",
+                    line, sizeof(line))) {
         goto fail_line;
     }
     for (size_t i = 0; i < props->n; i++) {
@@ -179,6 +196,20 @@ rd_kafka_conf_t *kd_kafka_conf(const kd_config *cfg, kd_client which, const char
     int nerr = 0;
 
     return conf_new(cfg, which, brokers, false, &nerr, errstr, errstr_size);
+}
+
+const char *kd_kafka_transactional_id(const kd_config *cfg, char *buf, size_t size) {
+    const char *instance = kd_config_prop_get(&cfg->consumer, "group.instance.id");
+    char host[256] = "";
+
+    if (cfg->transactional_id)
+        return cfg->transactional_id;
+    if (!instance || !*instance) {
+        gethostname(host, sizeof(host) - 1);
+        instance = host;
+    }
+    snprintf(buf, size, "kdedup-%s-%s", cfg->group_id, instance);
+    return buf;
 }
 
 bool kd_kafka_check(const kd_config *cfg, char *errstr, size_t errstr_size) {

@@ -29,6 +29,12 @@ rd_kafka_conf_t *kd_kafka_conf(const kd_config *cfg, kd_client which, const char
  * said once. */
 bool kd_kafka_logged(const rd_kafka_t *rk, const char *reason);
 
+/* The transactional producer's transactional.id (pipeline.delivery
+ * "transactional"): pipeline.transactional_id, else
+ * "kdedup-<group_id>-<group.instance.id>", else "kdedup-<group_id>-<host
+ * name>" (a pod's name). Returns cfg's string or buf. */
+const char *kd_kafka_transactional_id(const kd_config *cfg, char *buf, size_t size);
+
 /* Checks every librdkafka property of cfg, as --check-config does (those
  * an offline config could not resolve are left out). Returns true, or
  * false with every rejected property, one a line, in errstr. */

@@ -160,12 +160,13 @@ static char *http_metrics(void *arg, size_t *len) {
 static bool http_healthy(void *arg, char *reason, size_t size) {
     proc *pr = arg;
     /* Read before taking pr->lock: apply() takes the two the other way. */
-    uint64_t stale_ms = kd_reload_current(pr->reloads)->health_timeout_ms;
+    const kd_config *cfg = kd_reload_current(pr->reloads);
+    uint64_t stale_ms = cfg->health_timeout_ms, write_ms = cfg->health_write_timeout_ms;
     bool ok = true;
 
     pthread_rwlock_rdlock(&pr->lock);
     if (pr->live)
-        ok = kd_pipeline_healthy(pr->live, stale_ms, reason, size);
+        ok = kd_pipeline_healthy(pr->live, stale_ms, write_ms, reason, size);
     pthread_rwlock_unlock(&pr->lock);
     return ok; /* between two pipelines: the process works */
 }

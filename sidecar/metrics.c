@@ -45,9 +45,10 @@ struct kd_metrics {
     const kd_config *cfg;
     kd_route_metrics *routes;
     _Atomic uint64_t collisions, store_errors, inflight, assigned, held, left, foreign;
+    _Atomic uint64_t txn_begun, txn_committed, txn_aborted, txn_replaced; /* txn mode */
     _Atomic uint64_t recovery_records, recovery_us;
     _Atomic uint64_t handover_records, handover_us, handover_pending;
-    kd_histogram forward_latency, store_write;
+    kd_histogram forward_latency, store_write, txn_commit;
     kd_flow_gauges flow;
     pthread_mutex_t lock; /* guards view */
     stats_view view;
@@ -103,12 +104,17 @@ void kd_metrics_carry(kd_metrics *to, kd_metrics *from) {
         {&to->recovery_us, &from->recovery_us},
         {&to->handover_records, &from->handover_records},
         {&to->handover_us, &from->handover_us},
+        {&to->txn_begun, &from->txn_begun},
+        {&to->txn_committed, &from->txn_committed},
+        {&to->txn_aborted, &from->txn_aborted},
+        {&to->txn_replaced, &from->txn_replaced},
     };
 
     for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++)
         carry(counters[i][0], counters[i][1]);
     carry_histogram(&to->forward_latency, &from->forward_latency);
     carry_histogram(&to->store_write, &from->store_write);
+    carry_histogram(&to->txn_commit, &from->txn_commit);
     for (size_t i = 0; i < to->cfg->nroutes; i++)
         for (size_t j = 0; j < from->cfg->nroutes; j++) {
             _Atomic uint64_t *t = (_Atomic uint64_t *)&to->routes[i];
@@ -184,6 +190,26 @@ kd_histogram *kd_metrics_forward_latency(kd_metrics *m) {
 
 kd_histogram *kd_metrics_store_write(kd_metrics *m) {
     return &m->store_write;
+}
+
+_Atomic uint64_t *kd_metrics_txn_begun(kd_metrics *m) {
+    return &m->txn_begun;
+}
+
+_Atomic uint64_t *kd_metrics_txn_committed(kd_metrics *m) {
+    return &m->txn_committed;
+}
+
+_Atomic uint64_t *kd_metrics_txn_aborted(kd_metrics *m) {
+    return &m->txn_aborted;
+}
+
+_Atomic uint64_t *kd_metrics_txn_replaced(kd_metrics *m) {
+    return &m->txn_replaced;
+}
+
+kd_histogram *kd_metrics_txn_commit(kd_metrics *m) {
+    return &m->txn_commit;
 }
 
 /* The log-scale slot of us: slots below 8 hold one value each, then each
@@ -681,6 +707,24 @@ char *kd_metrics_render(kd_metrics *m, size_t *len) {
               "From consuming a message to its receipt being durable.");
     histogram(&b, &m->store_write, "kdedup_store_write_seconds",
               "One batch write to the store (claims or receipts).");
+    if (m->cfg->delivery == KD_DELIVERY_TRANSACTIONAL) {
+        family(
+            &b, "kdedup_transactions_total", "counter",
+            "Kafka transactions (pipeline.delivery transactional), by how they ended.");
+        put(&b, "kdedup_transactions_total{result=\"begun\"} %llu\n",
+            (unsigned long long)load(&m->txn_begun));
+        put(&b, "kdedup_transactions_total{result=\"committed\"} %llu\n",
+            (unsigned long long)load(&m->txn_committed));
+        put(&b, "kdedup_transactions_total{result=\"aborted\"} %llu\n",
+            (unsigned long long)load(&m->txn_aborted));
+        family(&b, "kdedup_transactional_producers_replaced_total", "counter",
+               "Transactional producers replaced after a fatal error.");
+        put(&b, "kdedup_transactional_producers_replaced_total %llu\n",
+            (unsigned long long)load(&m->txn_replaced));
+        histogram(&b, &m->txn_commit, "kdedup_transaction_commit_seconds",
+                  "One transaction's end: its deliveries flushed, offsets sent, "
+                  "committed.");
+    }
     if (b.oom) {
         free(b.p);
         return NULL;

@@ -88,6 +88,14 @@ _Atomic uint64_t *kd_metrics_handover_pending(kd_metrics *m);
 kd_histogram *kd_metrics_forward_latency(kd_metrics *m);
 kd_histogram *kd_metrics_store_write(kd_metrics *m);
 
+/* The transactional mode: transactions begun, committed and aborted,
+ * producers replaced after a fatal error, and the time each commit took. */
+_Atomic uint64_t *kd_metrics_txn_begun(kd_metrics *m);
+_Atomic uint64_t *kd_metrics_txn_committed(kd_metrics *m);
+_Atomic uint64_t *kd_metrics_txn_aborted(kd_metrics *m);
+_Atomic uint64_t *kd_metrics_txn_replaced(kd_metrics *m);
+kd_histogram *kd_metrics_txn_commit(kd_metrics *m);
+
 /* Records one observation of `seconds`. Lock-free. */
 void kd_histogram_observe(kd_histogram *h, double seconds);
 

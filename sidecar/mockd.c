@@ -20,6 +20,8 @@
  *   clear-produce-errors         drop those not used yet
  *   broker-produce-errors ID COUNT CODE   the same, on broker ID only
  *   commit-errors COUNT CODE     fail the next COUNT OffsetCommit requests
+ *   heartbeat-errors COUNT CODE  fail the next COUNT Heartbeat requests (whichever
+ *                                member sends them)
  *   leader TOPIC PARTITION ID    move a partition's leadership to broker ID
  *   coordinator GROUP ID         move a consumer group's coordinator to broker ID
  *   broker-down ID | broker-up ID
@@ -43,6 +45,25 @@
 
 #define API_PRODUCE 0
 #define API_OFFSET_COMMIT 8
+#define API_HEARTBEAT 12
+
+/* The commands that fail the next requests of one API (any broker). */
+static const struct {
+    const char *word;
+    int16_t api;
+} request_errors[] = {
+    {"produce-errors", API_PRODUCE},
+    {"commit-errors", API_OFFSET_COMMIT},
+    {"heartbeat-errors", API_HEARTBEAT},
+};
+
+/* The API whose requests `word` fails, or -1. */
+static int request_api(const char *word) {
+    for (size_t i = 0; i < sizeof(request_errors) / sizeof(request_errors[0]); i++)
+        if (!strcmp(word, request_errors[i].word))
+            return request_errors[i].api;
+    return -1;
+}
 
 static int topic_arg(kd_mock *m, const char *arg) {
     char name[256];
@@ -58,16 +79,16 @@ static bool command(kd_mock *m, const char *line) {
     rd_kafka_mock_cluster_t *c = kd_mock_cluster(m);
     char word[32], name[256];
     long a = 0, b = 0, e = 0;
-    int n = sscanf(line, "%31s", word);
+    int n = sscanf(line, "%31s", word), api;
     bool ok = true;
 
     if (n != 1 || !strcmp(word, "quit"))
         return n != 1 ? true : false;
     if (!strcmp(word, "topic") && sscanf(line, "%*s %255s %ld", name, &a) == 2 && a > 0)
         ok = kd_mock_topic(m, name, (int)a) == 0;
-    else if (!strcmp(word, "produce-errors") && sscanf(line, "%*s %ld %ld", &a, &b) == 2)
+    else if ((api = request_api(word)) >= 0 && sscanf(line, "%*s %ld %ld", &a, &b) == 2)
         for (long i = 0; i < a; i++)
-            rd_kafka_mock_push_request_errors(c, API_PRODUCE, 1, (rd_kafka_resp_err_t)b);
+            rd_kafka_mock_push_request_errors(c, (int16_t)api, 1, (rd_kafka_resp_err_t)b);
     else if (!strcmp(word, "clear-produce-errors"))
         rd_kafka_mock_clear_request_errors(c, API_PRODUCE);
     else if (!strcmp(word, "broker-produce-errors") &&
@@ -78,10 +99,6 @@ static bool command(kd_mock *m, const char *line) {
     else if (!strcmp(word, "leader") &&
              sscanf(line, "%*s %255s %ld %ld", name, &a, &b) == 3)
         ok = rd_kafka_mock_partition_set_leader(c, name, (int32_t)a, (int32_t)b) == 0;
-    else if (!strcmp(word, "commit-errors") && sscanf(line, "%*s %ld %ld", &a, &b) == 2)
-        for (long i = 0; i < a; i++)
-            rd_kafka_mock_push_request_errors(c, API_OFFSET_COMMIT, 1,
-                                              (rd_kafka_resp_err_t)b);
     else if (!strcmp(word, "coordinator") &&
              sscanf(line, "%*s %255s %ld", name, &a) == 2) /* group's */
         ok = rd_kafka_mock_coordinator_set(c, "group", name, (int32_t)a) == 0;

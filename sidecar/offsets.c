@@ -213,6 +213,30 @@ bool kd_offsets_commit_point(const kd_offsets *o, size_t route, int32_t partitio
     return true;
 }
 
+bool kd_offsets_commit_point_with(const kd_offsets *o, size_t route, int32_t partition,
+                                  uint64_t owner, const int64_t *extra, size_t n,
+                                  int64_t *offset) {
+    const part *p = find_assigned(o, route, partition);
+    size_t i = 0, j = 0;
+
+    if (!p || p->last < 0)
+        return false;
+    if (p->owner != owner)
+        n = 0; /* an ended ownership's offsets are not ours */
+    for (; i < p->count; i++) {
+        size_t at = (p->head + i) % p->cap;
+
+        if (p->done[at])
+            continue;
+        while (j < n && extra[j] < p->offs[at])
+            j++;
+        if (j == n || extra[j] != p->offs[at])
+            break;
+    }
+    *offset = i < p->count ? p->offs[(p->head + i) % p->cap] : p->last + 1;
+    return true;
+}
+
 size_t kd_offsets_pending(const kd_offsets *o, size_t route, int32_t partition) {
     const part *p = find_assigned(o, route, partition);
 

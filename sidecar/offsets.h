@@ -52,6 +52,13 @@ void kd_offsets_done(kd_offsets *o, size_t route, int32_t partition, uint64_t ow
 bool kd_offsets_commit_point(const kd_offsets *o, size_t route, int32_t partition,
                              int64_t *offset);
 
+/* The offset to commit for a partition if the pending offsets extra[0..n)
+ * (ascending) of ownership `owner` were done too (a transaction about to
+ * commit them); false when it has tracked nothing. Changes nothing. */
+bool kd_offsets_commit_point_with(const kd_offsets *o, size_t route, int32_t partition,
+                                  uint64_t owner, const int64_t *extra, size_t n,
+                                  int64_t *offset);
+
 /* Pending offsets of one partition, or of all partitions. */
 size_t kd_offsets_pending(const kd_offsets *o, size_t route, int32_t partition);
 size_t kd_offsets_pending_total(const kd_offsets *o);

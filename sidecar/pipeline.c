@@ -8,6 +8,7 @@
 #include "store_rocks/store_rocks.h"
 
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 /* A random non-zero id for this run's claims. */
@@ -40,6 +41,15 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
 
     if (err == RD_KAFKA_RESP_ERR__FATAL) {
         rd_kafka_fatal_error(rk, fatal, sizeof(fatal));
+        if (p->txn.on && rd_kafka_type(rk) == RD_KAFKA_PRODUCER) {
+            /* on the loop's thread (its poll); an old one's: replaced already */
+            if (rk == p->producer) {
+                KD_WARN("%s: fatal error: %s: the producer is replaced",
+                        rd_kafka_name(rk), fatal);
+                p->txn.replace = true;
+            }
+            return;
+        }
         KD_ERROR("%s: fatal error: %s", rd_kafka_name(rk), fatal);
         atomic_store(&p->fatal, 1);
         return;
@@ -144,6 +154,21 @@ static rd_kafka_t *client_new(kd_pipeline *p, kd_client which, const char *broke
     return rk;
 }
 
+/* The consumer's max.poll.interval.ms (librdkafka's default when unreadable). */
+static int max_poll_ms(rd_kafka_t *consumer) {
+    char buf[32];
+    size_t size = sizeof(buf);
+
+    if (rd_kafka_conf_get(rd_kafka_conf(consumer), "max.poll.interval.ms", buf, &size) !=
+        RD_KAFKA_CONF_OK)
+        return 300000;
+    return atoi(buf);
+}
+
+rd_kafka_t *kd_pl_producer_new(kd_pipeline *p, char *errstr, size_t errstr_size) {
+    return client_new(p, KD_PRODUCER, p->brokers, errstr, errstr_size);
+}
+
 /* Subscribes the consumer to every route's source topic. */
 static rd_kafka_resp_err_t subscribe(kd_pipeline *p) {
     rd_kafka_topic_partition_list_t *topics =
@@ -239,6 +264,11 @@ kd_pipeline *kd_pipeline_new(const kd_config *cfg, kd_store *store, const char *
     }
     p->cfg = cfg;
     p->store = store;
+    if (brokers && !(p->brokers = strdup(brokers))) {
+        free(p);
+        snprintf(errstr, errstr_size, "out of memory");
+        return NULL;
+    }
     p->barrier_wait_ms = BARRIER_WAIT_FACTOR * kd_config_message_timeout_ms(cfg);
     pthread_mutex_init(&p->offer_lock, NULL);
     p->boot_id = random_boot_id();
@@ -265,11 +295,12 @@ kd_pipeline *kd_pipeline_new(const kd_config *cfg, kd_store *store, const char *
         goto fail;
     }
     if (!(p->producer = client_new(p, KD_PRODUCER, brokers, errstr, errstr_size)) ||
-        !routes_init(p, errstr, errstr_size) ||
+        !kd_pl_txn_init(p, errstr, errstr_size) || !routes_init(p, errstr, errstr_size) ||
         !record_run(p, brokers, errstr, errstr_size) ||
         !(p->consumer = client_new(p, KD_CONSUMER, brokers, errstr, errstr_size)))
         goto fail;
     rd_kafka_poll_set_consumer(p->consumer);
+    p->max_poll_ms = max_poll_ms(p->consumer);
     if ((err = subscribe(p))) {
         snprintf(errstr, errstr_size, "subscribe: %s", rd_kafka_err2str(err));
         goto fail;
@@ -330,6 +361,14 @@ static void take_offer(kd_pipeline *p) {
     pthread_mutex_lock(&p->offer_lock);
     cfg = p->offer_cfg;
     restart = p->offer_restart;
+    /* A larger batch grows the store thread's arrays, which waits for its
+     * write: taken once that is done, at a turn's start, never waited for. */
+    p->offer_deferred =
+        !restart && cfg->batch_max > p->cfg->batch_max && !kd_pl_ahead_wait(p, 0);
+    if (p->offer_deferred) {
+        pthread_mutex_unlock(&p->offer_lock);
+        return;
+    }
     if (!restart || p->assigned_once) {
         p->offer_cfg = NULL;
         p->offer_restart = false;
@@ -358,6 +397,16 @@ static void take_offer(kd_pipeline *p) {
     KD_INFO("reload: in force (pipeline.batch_max %lld)", (long long)cfg->batch_max);
 }
 
+/* A turn while the store thread's write outlasts STALL_SLICE_MS: consumption
+ * paused, the producer served, and the consumer polled all the same, so
+ * that the group keeps this member (max.poll.interval.ms) and serves its
+ * rebalances. A message a poll still returns waits for the next batch. */
+static void stall_turn(kd_pipeline *p) {
+    kd_pl_ahead_stall(p);
+    kd_pl_service(p, 0);
+    p->batch_n = kd_pl_collect(p, p->batch_n, 0);
+}
+
 int kd_pipeline_run(kd_pipeline *p) {
     uint64_t deadline;
 
@@ -366,15 +415,23 @@ int kd_pipeline_run(kd_pipeline *p) {
     atomic_store(&p->tick_ms, kd_mono_ms());
     while (!atomic_load(&p->stop) && !atomic_load(&p->fatal) && !p->restart_cfg) {
         atomic_store(&p->tick_ms, kd_mono_ms());
+        /* The store thread claimed the last batch meanwhile: the loop waits
+         * for it a slice at a time, never longer. */
+        if (!kd_pl_ahead_wait(p, STALL_SLICE_MS)) {
+            stall_turn(p);
+            continue;
+        }
+        if (p->offer_deferred) /* the write is done: the batch arrays may grow */
+            take_offer(p);
         kd_recovery_begin_turn(p->recovery, p->cfg->scan_step_ms);
-        /* The store thread claims the last batch meanwhile: this one is
-         * consumed without waiting for more. */
-        size_t n = kd_pl_collect(p, p->ahead.pending ? 0
-                                    : p->awaiting || p->retries.n || p->nhandovers ||
-                                            p->ngates || p->unsynced.n
-                                        ? 5
-                                        : 100);
+        size_t n = kd_pl_collect(p, p->batch_n,
+                                 p->ahead.pending ? 0
+                                 : p->awaiting || p->retries.n || p->nhandovers ||
+                                         p->ngates || p->unsynced.n
+                                     ? 5
+                                     : 100);
 
+        p->batch_n = 0;
         kd_pl_ahead_turn(p, n);
         kd_pl_settle_receipts(p); /* any a job could not make durable */
         kd_pl_service(p, 0);
@@ -383,6 +440,7 @@ int kd_pipeline_run(kd_pipeline *p) {
          * would keep its partition paused as long as they come. */
         kd_pl_hand_over(p);
         kd_pl_retry_due(p);
+        kd_pl_txn_turn(p);
         kd_pl_gates_turn(p);
         kd_pl_store_offsets(p);
         kd_pl_flow(p);
@@ -393,7 +451,13 @@ int kd_pipeline_run(kd_pipeline *p) {
             p->last_orphan_ms = 0;
         }
     }
-    kd_pl_ahead_finish(p);
+    /* The last batch handed over, however long its write takes (the consumer
+     * is not polled any more: should the group give its partitions to
+     * another member meanwhile, its messages are dropped, not produced). */
+    kd_pl_ahead_finish(p, UINT64_MAX);
+    for (size_t i = 0; i < p->batch_n; i++) /* polled in a stall: the next owner's */
+        kd_pl_msg_free(p, p->batch_msgs[i]);
+    p->batch_n = 0;
 
     /* Stop consuming; let what is in flight land, then commit. */
     /* One grace period for all of the stop: begun by a drain that saw the
@@ -415,7 +479,8 @@ int kd_pipeline_run(kd_pipeline *p) {
                 "not closed; the group notices it gone after session.timeout.ms");
         p->consumer_left = true;
     } else {
-        rd_kafka_commit(p->consumer, NULL, 1); /* the close waits for it */
+        if (!p->txn.on) /* else committed with the last transaction */
+            rd_kafka_commit(p->consumer, NULL, 1); /* the close waits for it */
         if (!close_consumer(p, deadline + CLOSE_SLACK_MS)) {
             KD_WARN("the consumer did not close within shutdown_grace + %ds (the "
                     "brokers do not answer): offsets not committed are consumed "
@@ -487,15 +552,24 @@ kd_metrics *kd_pipeline_metrics(kd_pipeline *p) {
     return p->metrics;
 }
 
-bool kd_pipeline_healthy(const kd_pipeline *p, uint64_t stale_ms, char *reason,
-                         size_t size) {
-    uint64_t idle = kd_mono_ms() - atomic_load(&p->tick_ms);
+bool kd_pipeline_healthy(const kd_pipeline *p, uint64_t stale_ms, uint64_t write_ms,
+                         char *reason, size_t size) {
+    uint64_t now = kd_mono_ms(), idle = now - atomic_load(&p->tick_ms);
+    uint64_t slow = atomic_load(&p->store_slow_since);
 
-    if (idle < stale_ms)
-        return true;
-    snprintf(reason, size, "the main loop has not turned for %llums",
-             (unsigned long long)idle);
-    return false;
+    if (idle >= stale_ms) {
+        snprintf(reason, size, "the main loop has not turned for %llums",
+                 (unsigned long long)idle);
+        return false;
+    }
+    if (slow && now - slow >= write_ms) {
+        snprintf(reason, size,
+                 "consumption paused for %llums while one store write is under way "
+                 "(the disk of store.path?)",
+                 (unsigned long long)(now - slow));
+        return false;
+    }
+    return true;
 }
 
 bool kd_pipeline_ready(kd_pipeline *p, char *reason, size_t size) {
@@ -503,7 +577,7 @@ bool kd_pipeline_ready(kd_pipeline *p, char *reason, size_t size) {
     kd_cluster_view v;
 
     kd_metrics_cluster_view(p->metrics, &v);
-    uint64_t failing = atomic_load(&p->store_failing_since), unread, stuck;
+    uint64_t failing = atomic_load(&p->store_failing_since), unread, stuck, slow;
     char err[400];
 
     if (atomic_load(&p->stop) || atomic_load(&p->fatal))
@@ -512,6 +586,11 @@ bool kd_pipeline_ready(kd_pipeline *p, char *reason, size_t size) {
         snprintf(reason, size, "store failing for %llums, consumption paused: %s",
                  (unsigned long long)(kd_mono_ms() - failing),
                  kd_store_last_error(p->store, err, sizeof(err)));
+    else if ((slow = atomic_load(&p->store_slow_since)))
+        snprintf(reason, size,
+                 "store slow: consumption paused for %llums while a store write is "
+                 "under way (the disk of store.path?)",
+                 (unsigned long long)(kd_mono_ms() - slow));
     else if (atomic_load(&kd_metrics_flow(p->metrics)->backpressure))
         snprintf(reason, size,
                  "backpressure: consumption paused until the messages in flight settle "
@@ -558,6 +637,7 @@ void kd_pipeline_destroy(kd_pipeline *p) {
     if (!p)
         return;
     kd_pl_ahead_destroy(p); /* kd_pipeline_run acted on its last batch */
+    kd_pl_txn_destroy(p);
     if (p->producer) {
         /* Whatever is still queued comes back as purged reports. */
         rd_kafka_purge(p->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
@@ -599,5 +679,6 @@ void kd_pipeline_destroy(kd_pipeline *p) {
     kd_pl_receipts_free(&p->receipts_now);
     kd_metrics_destroy(p->metrics);
     pthread_mutex_destroy(&p->offer_lock);
+    free(p->brokers);
     free(p);
 }

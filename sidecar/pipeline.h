@@ -105,10 +105,11 @@ struct kd_metrics;
 /* The pipeline's metrics (owned by it). */
 struct kd_metrics *kd_pipeline_metrics(kd_pipeline *p);
 
-/* /healthz: true while the loop turned within stale_ms; else false with the
- * reason. Thread-safe. */
-bool kd_pipeline_healthy(const kd_pipeline *p, uint64_t stale_ms, char *reason,
-                         size_t size);
+/* /healthz: true while the loop turned within stale_ms and no store write
+ * has been under way for write_ms (the loop turns on while one is: see
+ * kd_pl_ahead_stall); else false with the reason. Thread-safe. */
+bool kd_pipeline_healthy(const kd_pipeline *p, uint64_t stale_ms, uint64_t write_ms,
+                         char *reason, size_t size);
 
 /* /readyz: true when a broker is reachable and the group is joined (with
  * partitions, or legitimately idle without); else false with the reason.

@@ -20,13 +20,25 @@
  * message holds goes through kd_pl_takeover, which claims the key afresh;
  * a claim won is held, or found held by a message that took the key over
  * meanwhile (then this one is its duplicate). Anything that must see every
- * claim made (a rebalance, the stop) finishes the job first.
+ * claim made (a revoke, the stop) finishes the job first.
+ *
+ * The loop never waits for the store thread longer than STALL_SLICE_MS at
+ * once. A write that takes longer (a slow disk) stalls consumption, not
+ * the loop: its partitions are paused, and it goes on turning, ticking its
+ * health, serving the producer and polling the consumer, so that the
+ * member stays in its group (librdkafka's max.poll.interval.ms) and no
+ * other replica is given partitions whose batch is still to be produced.
+ * Should the group take them all the same (a lost session, or a wait that
+ * cannot poll, as at the stop), the job is acted on only after
+ * rd_kafka_assignment_lost() was asked: the messages of an ended ownership
+ * are dropped for their next owner, never produced.
  */
 #include "sidecar/log.h"
 #include "sidecar/pipeline_int.h"
 
 #include <stdlib.h>
 #include <sys/prctl.h>
+#include <time.h>
 
 static bool has_store_work(const kd_pl_work *w) {
     return w->nclaims || w->receipts.n;
@@ -102,17 +114,23 @@ static void work_free(kd_pl_work *w) {
 }
 
 bool kd_pl_ahead_grow(kd_pipeline *p, size_t n) {
-    kd_pl_ahead_finish(p); /* the job's arrays are the store thread's till then */
+    kd_pl_ahead_finish(
+        p, UINT64_MAX); /* the job's arrays are the store thread's till then */
     return work_grow(&p->ahead.job, n) && work_grow(&p->ahead.acted, n);
 }
 
 bool kd_pl_ahead_init(kd_pipeline *p) {
     kd_pl_ahead *a = &p->ahead;
+    pthread_condattr_t attr;
 
     if (!kd_pl_ahead_grow(p, (size_t)p->cfg->batch_max))
         return false;
+
     pthread_mutex_init(&a->lock, NULL);
-    pthread_cond_init(&a->cond, NULL);
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC); /* timed waits on kd_mono */
+    pthread_cond_init(&a->cond, &attr);
+    pthread_condattr_destroy(&attr);
     a->started = pthread_create(&a->thread, NULL, store_thread, p) == 0;
     if (!a->started) {
         pthread_cond_destroy(&a->cond);
@@ -138,14 +156,31 @@ void kd_pl_ahead_destroy(kd_pipeline *p) {
     work_free(&a->acted);
 }
 
-/* Waits for the job handed over; it becomes a->acted. */
-static void job_wait(kd_pl_ahead *a) {
+/* True once the job handed over is written (at once when it has no store
+ * work); waits up to timeout_ms for it. */
+static bool job_written(kd_pl_ahead *a, int timeout_ms) {
+    uint64_t until_us = kd_mono_us() + (uint64_t)timeout_ms * 1000u;
+    struct timespec ts = {.tv_sec = (time_t)(until_us / 1000000u),
+                          .tv_nsec = (long)(until_us % 1000000u) * 1000};
+    bool done;
+
+    if (!a->pending || !has_store_work(&a->job))
+        return true;
+    pthread_mutex_lock(&a->lock);
+    while (!a->done && timeout_ms > 0 &&
+           pthread_cond_timedwait(&a->cond, &a->lock, &ts) == 0)
+        ;
+    done = a->done;
+    pthread_mutex_unlock(&a->lock);
+    return done;
+}
+
+/* Takes the job handed over, written: it becomes a->acted. */
+static void job_take(kd_pl_ahead *a) {
     kd_pl_work done;
 
     if (has_store_work(&a->job)) {
         pthread_mutex_lock(&a->lock);
-        while (!a->done)
-            pthread_cond_wait(&a->cond, &a->lock);
         a->done = false;
         pthread_mutex_unlock(&a->lock);
     }
@@ -178,20 +213,54 @@ static void job_start(kd_pipeline *p, size_t n) {
     a->pending = true;
     if (!has_store_work(w))
         return;
+    a->handed_ms = kd_mono_ms();
     pthread_mutex_lock(&a->lock);
     a->queued = true;
     pthread_cond_broadcast(&a->cond);
     pthread_mutex_unlock(&a->lock);
 }
 
+/* Drops the messages of w whose ownership ended while their claims were
+ * written (a revoke that could not wait for the write, a lost assignment):
+ * they are their partition's next owner's, never produced from here. A
+ * claim the job won for one is released (or, when it replaced an expired
+ * claim whose delivery may be downstream, or the key is held by a message
+ * of this run, left as it is), as kd_pl_msg_abandon does. The others keep
+ * their order. */
+static void drop_ended(kd_pipeline *p, kd_pl_work *w) {
+    size_t kept = 0;
+
+    for (size_t i = 0; i < w->n; i++) {
+        msg *m = w->msgs[i];
+
+        if (msg_live(p, m)) {
+            w->msgs[kept] = m;
+            w->claim_of[kept++] = w->claim_of[i];
+            continue;
+        }
+        if (m->kind == MSG_DEDUP) {
+            kd_claim *c = &w->claims[w->claim_of[i]];
+
+            m->claimed = c->err == KD_OK && c->decision.state == KD_CLAIMED &&
+                         !c->expired &&
+                         !kd_held_find(p->held, m->route, m->key, m->key_len);
+            kd_decision_clear(&c->decision);
+        }
+        kd_pl_msg_abandon(p, m);
+    }
+    w->n = kept;
+}
+
 /* Acts on a->acted: the store's health, then its receipts, then every
- * message of its batch in consumption order. */
+ * message of its batch in consumption order; first, whether the group
+ * still counts this consumer in. */
 static void act(kd_pipeline *p) {
     kd_pl_work *w = &p->ahead.acted;
     kd_pl_receipts *r = &w->receipts;
 
     bool wrote = w->receipts_durable || w->nclaims;
 
+    kd_pl_assignment_lost(p); /* ends every ownership when the group took them */
     for (size_t first = 0, end; first < r->n; first = end) {
         end = kd_pl_receipts_run(r, first);
         kd_pl_complete_health(p, r->msgs[first]->route, r->c + first, end - first, true);
@@ -206,28 +275,69 @@ static void act(kd_pipeline *p) {
     if (wrote && p->store_failures == w->failures_since)
         kd_pl_store_ok(p);
     kd_pl_receipts_apply(p, r, w->receipts_durable);
+    drop_ended(p, w);
     kd_pl_claims_act(p, w->msgs, w->n, w->claims, w->claim_of);
     w->n = w->nclaims = 0;
+}
+
+/* The write that stalled consumption is done: it resumes. */
+static void stall_over(kd_pipeline *p) {
+    uint64_t since = atomic_exchange(&p->store_slow_since, 0);
+
+    if (!since)
+        return;
+    KD_INFO("the store thread's write is done after %llums: consumption resumes",
+            (unsigned long long)(kd_mono_ms() - p->ahead.handed_ms));
+    kd_pl_apply_pauses(p);
+}
+
+bool kd_pl_ahead_wait(kd_pipeline *p, int timeout_ms) {
+    return job_written(&p->ahead, timeout_ms);
+}
+
+void kd_pl_ahead_stall(kd_pipeline *p) {
+    uint64_t now = kd_mono_ms();
+
+    if (atomic_load(&p->store_slow_since))
+        return;
+    KD_WARN("store slow: a write has been under way for %llums; consumption is paused "
+            "until it is done (the loop turns on, so the group keeps this member)",
+            (unsigned long long)(now - p->ahead.handed_ms));
+    atomic_store(&p->store_slow_since, now ? now : 1);
+    kd_pl_apply_pauses(p);
 }
 
 void kd_pl_ahead_turn(kd_pipeline *p, size_t n) {
     kd_pl_ahead *a = &p->ahead;
     bool finished = a->pending;
 
-    if (finished)
-        job_wait(a);
+    if (finished) {
+        while (!job_written(a, STALL_SLICE_MS)) /* kd_pl_ahead_wait said it is */
+            ;
+        job_take(a);
+        stall_over(p);
+    }
     job_start(p, n);
     if (finished)
         act(p);
     if (a->pending && !has_store_work(&a->job)) { /* nothing to wait for: now */
-        job_wait(a);
+        job_take(a);
         act(p);
     }
 }
 
-void kd_pl_ahead_finish(kd_pipeline *p) {
-    if (!p->ahead.pending)
-        return;
-    job_wait(&p->ahead);
+bool kd_pl_ahead_finish(kd_pipeline *p, uint64_t deadline_ms) {
+    kd_pl_ahead *a = &p->ahead;
+
+    if (!a->pending)
+        return true;
+    while (!job_written(a, STALL_SLICE_MS)) {
+        if (kd_mono_ms() >= deadline_ms)
+            return false;
+        kd_pl_service(p, 0); /* ticks the loop's health too */
+    }
+    job_take(a);
+    stall_over(p);
     act(p);
+    return true;
 }

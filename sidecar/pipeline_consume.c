@@ -221,13 +221,14 @@ static msg *classify(kd_pipeline *p, rd_kafka_message_t *rkm) {
     return missing(p, m, r);
 }
 
-/* Reads up to batch_max messages: waits up to timeout_ms for the first.
- * Polls once at least (rebalances are served there), and no more once the
- * messages in flight hold pipeline.max_inflight_bytes: a batch of
- * messages with many headers would hold far more than the bound before
- * the turn's flow control pauses consumption. */
-size_t kd_pl_collect(kd_pipeline *p, int timeout_ms) {
-    size_t n = 0;
+/* Reads up to batch_max messages (with the `have` read before): waits up to
+ * timeout_ms for the first. Polls once at least (rebalances are served
+ * there), and no more once the messages in flight hold
+ * pipeline.max_inflight_bytes: a batch of messages with many headers would
+ * hold far more than the bound before the turn's flow control pauses
+ * consumption. */
+size_t kd_pl_collect(kd_pipeline *p, size_t have, int timeout_ms) {
+    size_t n = have;
     bool polled = false;
 
     while (n < (size_t)p->cfg->batch_max && !atomic_load(&p->fatal)) {

@@ -186,6 +186,8 @@ static void handle_reports(kd_pipeline *p) {
 
             KD_LOG(KD_LOG_INFO, fields, "the stuck message is delivered at last");
         }
+        if (kd_pl_txn_report(p, m))
+            continue; /* settled with its transaction */
         if (m->err) {
             kd_pl_on_failed(p, m);
         } else if (m->kind == MSG_DEDUP && m->claimed) {

@@ -27,8 +27,8 @@ static void set_paused(kd_pipeline *p, size_t route, int32_t partition, bool pau
 }
 
 bool kd_pl_partition_paused(const kd_pipeline *p, size_t route, int32_t partition) {
-    return kd_pl_store_failing(p) || p->backpressure ||
-           kd_pl_handover_find(p, route, partition) != SIZE_MAX ||
+    return kd_pl_store_failing(p) || atomic_load(&p->store_slow_since) ||
+           p->backpressure || kd_pl_handover_find(p, route, partition) != SIZE_MAX ||
            kd_offsets_flag(p->offsets, route, partition);
 }
 

@@ -11,6 +11,7 @@
  *   pipeline_deliver.c   delivery reports, retries
  *   pipeline_receipts.c  receipts, written lazily, made durable by the next sync
  *   pipeline_handover.c  reading a newly assigned partition's history
+ *   pipeline_txn.c       the transactional delivery mode
  *   pipeline_rebalance.c offsets, assignments and revocations
  *
  * Every message consumed becomes a `msg` that lives until its fate is
@@ -62,6 +63,7 @@
 #define BARRIER_WAIT_FACTOR 10 /* ...at most this many message.timeout.ms */
 #define STUCK_AFTER_FOREVER 5  /* failures that make a message stuck, max_retries -1 */
 #define ORPHAN_WAIT_MS 20      /* a message waiting for its orphan's scan: asks again */
+#define STALL_SLICE_MS 200 /* the longest the loop waits for the store thread at once */
 
 typedef enum msg_kind {
     MSG_DEDUP,      /* has a key: claimed before it is forwarded */
@@ -94,6 +96,7 @@ typedef struct msg {
     uint64_t barrier;       /* uncertain: read downstream only once a delivery
                              * numbered past this one was acknowledged... */
     uint64_t barrier_until; /* ...or from this moment on (mono ms) */
+    uint64_t txn;           /* the transaction it was produced in (0: none) */
     bool maybe_out;         /* a delivery may be downstream: the claim is never
                              * released, only completed or left to recovery */
     int reads;              /* uncertain: failed reads of downstream so far */
@@ -161,9 +164,10 @@ typedef struct kd_pl_ahead {
     pthread_t thread;
     bool started;
     pthread_mutex_t lock;
-    pthread_cond_t cond;
+    pthread_cond_t cond;     /* on CLOCK_MONOTONIC */
     bool queued, done, quit; /* under lock */
     bool pending;            /* the pipeline's: job handed over, not yet acted on */
+    uint64_t handed_ms;      /* mono: when the job was handed over */
     kd_pl_work job;          /* the store thread's while pending */
     kd_pl_work acted;        /* the last job done, being acted on */
 } kd_pl_ahead;
@@ -188,6 +192,38 @@ typedef struct handover {
     uint64_t backoff_ms;   /* after a failed attempt */
     kd_history_cursor cur; /* where its scan is */
 } handover;
+
+/* A source offset a transaction settles (pipeline_txn.c). */
+typedef struct kd_pl_txn_off {
+    size_t route;
+    int32_t partition;
+    uint64_t own;
+    int64_t offset;
+} kd_pl_txn_off;
+
+/* The transactional mode (pipeline_txn.c). The loop's thread only. At most
+ * KD_PL_TXN_REPLACES producers replaced within KD_PL_TXN_REPLACE_WINDOW_MS:
+ * past it, another process likely uses the same transactional.id, and the
+ * pipeline stops. */
+#define KD_PL_TXN_REPLACES 5
+#define KD_PL_TXN_REPLACE_WINDOW_MS 60000
+typedef struct kd_pl_txn {
+    bool on;      /* pipeline.delivery "transactional" */
+    bool open;    /* begun, not yet committed or aborted */
+    bool doomed;  /* a delivery of the open one failed: it is aborted */
+    bool replace; /* the producer failed for good: replaced, its open
+                   * transaction's outcome settled by its successor */
+    uint64_t replaced_ms[KD_PL_TXN_REPLACES]; /* mono: the last replacements */
+    size_t nreplaced;                         /* replacements so far */
+    uint64_t seq;        /* the open (or last) transaction's number, from 1 */
+    uint64_t began_ms;   /* mono: when the open one began */
+    uint64_t offsets_ms; /* mono: when offsets were last committed */
+    size_t outstanding;  /* deliveries of the open one not yet reported */
+    msg_list acked;      /* ...reported persisted */
+    msg_list failed;     /* ...reported failed */
+    kd_pl_txn_off *offs; /* the source offsets it settles, noffs of cap */
+    size_t noffs, cap;
+} kd_pl_txn;
 
 typedef struct route_rt {
     const kd_route *cfg;
@@ -228,6 +264,7 @@ struct kd_pipeline {
     const kd_config *offer_cfg;
     bool offer_restart;
     bool offer_waiting;           /* logged that a restart waits */
+    bool offer_deferred;          /* a larger batch_max waits for the store write */
     const kd_config *restart_cfg; /* the loop ended to restart with it */
     bool rejoining;               /* unsubscribed, waiting for the revoke */
     bool assigned_once;           /* the group gave the consumer an assignment */
@@ -259,6 +296,13 @@ struct kd_pipeline {
     /* ...and receipts written at once: while draining, and a handover's. */
     kd_pl_receipts receipts_now;
     kd_pl_ahead ahead; /* the store thread: a batch's claims, a turn's receipts */
+    size_t batch_n;    /* p->batch_msgs[0..batch_n): polled while the store thread
+                        * wrote, for the next batch */
+    int max_poll_ms;   /* the consumer's max.poll.interval.ms */
+    /* Consumption paused while the store thread's write outlasts a turn
+     * (the loop turns on, polling; see kd_pl_ahead_stall); mono ms since
+     * then, or 0: /readyz. */
+    _Atomic uint64_t store_slow_since;
 
     kd_metrics *metrics;
     _Atomic uint64_t tick_ms; /* last turn of the loop: /healthz */
@@ -270,6 +314,8 @@ struct kd_pipeline {
     uint64_t store_backoff_ms;
     uint64_t store_failures;  /* kd_pl_store_failed calls: a job's success is news
                                * only if none came since it was handed over */
+    kd_pl_txn txn;            /* the transactional mode's */
+    char *brokers;            /* kd_pipeline_new's (owned), or NULL */
     uint64_t barrier_wait_ms; /* BARRIER_WAIT_FACTOR x the producer's
                                * message.timeout.ms (see msg.barrier) */
 };
@@ -368,25 +414,37 @@ static inline bool msg_live(const kd_pipeline *p, const msg *m) {
 #define KD_ORIGINAL_FP_HEADER "kdedup-original-fingerprint"
 
 /* pipeline_consume.c */
-/* Polls up to batch_max messages into p->batch_msgs; returns how many. */
-size_t kd_pl_collect(kd_pipeline *p, int timeout_ms);
+/* Polls messages into p->batch_msgs after the `have` already there, up to
+ * batch_max; returns how many it holds now (those of revoked partitions
+ * dropped). */
+size_t kd_pl_collect(kd_pipeline *p, size_t have, int timeout_ms);
 
 /* pipeline_ahead.c */
 /* Starts the store thread; false when it cannot be. */
 bool kd_pl_ahead_init(kd_pipeline *p);
 /* Stops and joins the store thread, and frees its arrays. */
 void kd_pl_ahead_destroy(kd_pipeline *p);
-/* A turn's store work, on the store thread: waits for the job handed over
- * last turn, hands over the next (p->batch_msgs[0..n)'s claims, after the
- * waiting receipts), then acts on the finished job while the store thread
- * works: receipts' messages are done (or wait on p->unsynced when the job
- * could not sync them), and every message of its batch is sent, settled or
- * retried as kd_pl_dispatch would. The poll batch's array swaps with the
- * job's. */
+/* Waits up to timeout_ms for the job handed over to be written. True when
+ * no job is being written: kd_pl_ahead_turn may go on. */
+bool kd_pl_ahead_wait(kd_pipeline *p, int timeout_ms);
+/* A turn's store work, once kd_pl_ahead_wait said the job handed over last
+ * turn is written: hands over the next (p->batch_msgs[0..n)'s claims,
+ * after the waiting receipts), then acts on the finished job while the
+ * store thread works: receipts' messages are done (or wait on p->unsynced
+ * when the job could not sync them), and every message of its batch still
+ * owned is sent, settled or retried as kd_pl_dispatch would (the others are
+ * dropped). The poll batch's array swaps with the job's. */
 void kd_pl_ahead_turn(kd_pipeline *p, size_t n);
-/* Waits for the job handed over, if any, and acts on it: before anything
- * that must see every claim made (a rebalance, the stop). */
-void kd_pl_ahead_finish(kd_pipeline *p);
+/* The store thread's write outlasted a wait of the loop: consumption pauses
+ * (every partition; /readyz says why) until it is done, while the loop
+ * turns on without it. */
+void kd_pl_ahead_stall(kd_pipeline *p);
+/* Waits for the job handed over, if any, until deadline_ms (mono;
+ * UINT64_MAX: however long it takes), ticking the loop's health and
+ * serving the producer (never polling the consumer), then acts on it:
+ * before anything that must see every claim made (a revoke, the stop).
+ * False when the deadline came first (the job stays handed over). */
+bool kd_pl_ahead_finish(kd_pipeline *p, uint64_t deadline_ms);
 /* Grows the jobs' batch arrays to n (finishing the job handed over first);
  * false when out of memory. */
 bool kd_pl_ahead_grow(kd_pipeline *p, size_t n);
@@ -567,11 +625,38 @@ void kd_pl_flow(kd_pipeline *p);
 /* Holds back (pauses) a partition whose front message has
  * pipeline.max_inflight consumed ones behind it. After each one consumed. */
 void kd_pl_check_front(kd_pipeline *p, size_t route, int32_t partition);
-/* True when a partition is to stay paused: the store fails, backpressure,
+/* True when a partition is to stay paused: the store fails or is slow, backpressure,
  * its handover is pending, or it is held back. */
 bool kd_pl_partition_paused(const kd_pipeline *p, size_t route, int32_t partition);
 /* Pauses or resumes every assigned partition as kd_pl_partition_paused() says. */
 void kd_pl_apply_pauses(kd_pipeline *p);
+
+/* pipeline_txn.c */
+/* Sets the mode up; in the transactional mode initialises the producer's
+ * transactions (fencing an earlier producer of the same transactional.id).
+ * false with the reason in errstr when it cannot. */
+bool kd_pl_txn_init(kd_pipeline *p, char *errstr, size_t errstr_size);
+/* Frees the mode's arrays. */
+void kd_pl_txn_destroy(kd_pipeline *p);
+/* Before a produce: in the transactional mode, a transaction is open (begun
+ * if need be). false when it cannot be (the pipeline stops: fatal). */
+bool kd_pl_txn_ready(kd_pipeline *p);
+/* m was produced into the open transaction. */
+void kd_pl_txn_sent(kd_pipeline *p, msg *m);
+/* m's delivery report, when m was produced in a transaction: held for the
+ * transaction's end (or settled, for an aborted one). false for m outside
+ * any transaction: handled as in the default mode. */
+bool kd_pl_txn_report(kd_pipeline *p, msg *m);
+/* Ends the open transaction: commits it (commit, and every delivery of it
+ * persisted) or aborts it; settles its messages. */
+void kd_pl_txn_end(kd_pipeline *p, bool commit);
+/* Creates a producer like the pipeline's first (kd_pipeline_new's brokers);
+ * NULL with the reason in errstr. The caller owns it. */
+rd_kafka_t *kd_pl_producer_new(kd_pipeline *p, char *errstr, size_t errstr_size);
+/* Each turn: commits the open transaction once it is
+ * pipeline.transaction_max_age old (aborts a failed one), or commits
+ * offsets that moved on their own. */
+void kd_pl_txn_turn(kd_pipeline *p);
 
 /* pipeline_rebalance.c */
 /* Serves the producer until nothing is in flight or deadline_ms (monotonic). */
@@ -581,5 +666,11 @@ void kd_pl_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                         rd_kafka_topic_partition_list_t *parts, void *opaque);
 /* Stores the commit points that moved; the consumer commits them. */
 void kd_pl_store_offsets(kd_pipeline *p);
+/* True when the group took this consumer's assignment
+ * (rd_kafka_assignment_lost: its session expired, or max.poll.interval.ms
+ * passed without a poll). Every ownership then ends at once, before the
+ * revoke callback says so: nothing more is produced for those partitions,
+ * and their messages in hand are dropped for their next owner. */
+bool kd_pl_assignment_lost(kd_pipeline *p);
 
 #endif /* KD_PIPELINE_INT_H */

@@ -97,7 +97,11 @@ void kd_pl_produce(kd_pipeline *p, msg *m) {
     rd_kafka_resp_err_t err;
 
     if (kd_pl_gated(p, m, false))
-        return; /* behind an orphan being resolved: in order, later */
+        return;                /* behind an orphan being resolved: in order, later */
+    if (!kd_pl_txn_ready(p)) { /* fatal: the pipeline stops; m waits for the next run */
+        kd_pl_schedule_retry(p, m, MAX_BACKOFF_MS);
+        return;
+    }
     hdrs = headers_for(p, m);
 
     if (!dlt && !m->maybe_out) { /* the first copy that may be there bounds the read */
@@ -124,6 +128,8 @@ void kd_pl_produce(kd_pipeline *p, msg *m) {
         kd_pl_on_failed(p, m);
         return;
     }
+    if (p->txn.on)
+        kd_pl_txn_sent(p, m);
     p->awaiting++;
 }
 

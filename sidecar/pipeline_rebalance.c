@@ -25,8 +25,9 @@ void kd_pl_store_offsets(kd_pipeline *p) {
     offset_list ol;
     rd_kafka_resp_err_t err;
 
-    if (kd_pl_store_failing(p))
-        return; /* paused: nothing moves until the store is back */
+    if (kd_pl_store_failing(p) || p->txn.on)
+        return; /* paused: nothing moves until the store is back; or in the
+                 * transactions */
     ol = (offset_list){p, rd_kafka_topic_partition_list_new(8)};
     kd_offsets_each_moved(p->offsets, add_offset, &ol);
     if (ol.list->cnt && (err = rd_kafka_offsets_store(p->consumer, ol.list)))
@@ -36,15 +37,20 @@ void kd_pl_store_offsets(kd_pipeline *p) {
 
 /* Waits (serving the producer) until nothing is in flight or deadline. */
 void kd_pl_drain(kd_pipeline *p, uint64_t deadline_ms) {
-    while (p->awaiting || p->receipts.n || p->reported.n || p->unsynced.n) {
+    while (p->awaiting || p->receipts.n || p->reported.n || p->unsynced.n ||
+           p->txn.open) {
         /* A stop during a revoke's drain starts the one grace period. */
         if (atomic_load(&p->stop) && !p->stop_deadline)
             p->stop_deadline = kd_mono_ms() + p->cfg->shutdown_grace_ms;
         if (p->stop_deadline && p->stop_deadline < deadline_ms)
             deadline_ms = p->stop_deadline;
-        if (kd_mono_ms() >= deadline_ms)
+        if (kd_mono_ms() >= deadline_ms) {
+            kd_pl_txn_end(p, false); /* what it holds is sent again by the next owner */
             return;
+        }
         kd_pl_service(p, 20);
+        if (p->txn.open && !p->awaiting)
+            kd_pl_txn_end(p, true);
         kd_pl_receipts_write(p);
         kd_pl_settle_receipts(p);
     }
@@ -97,7 +103,8 @@ static void on_assign(kd_pipeline *p, rd_kafka_t *rk,
     /* Nothing is consumed before the partitions' history is read (and the
      * store takes writes): fetched messages are discarded by the pause and
      * fetched again on resume. */
-    if (kd_pl_store_failing(p) || p->cfg->handover || p->backpressure)
+    if (kd_pl_store_failing(p) || p->cfg->handover || p->backpressure ||
+        atomic_load(&p->store_slow_since))
         rd_kafka_pause_partitions(rk, parts);
     else /* a partition paused in an earlier ownership (held back) starts afresh */
         rd_kafka_resume_partitions(rk, parts);
@@ -106,30 +113,76 @@ static void on_assign(kd_pipeline *p, rd_kafka_t *rk,
     KD_INFO("assigned %d partition(s)", parts->cnt);
 }
 
+/* Ends this ownership of a partition: its offsets are forgotten (no message
+ * of it is produced or settled as ours from now on), its handover dropped. */
+static void end_ownership(kd_pipeline *p, size_t route, int32_t partition) {
+    size_t h = kd_pl_handover_find(p, route, partition);
+
+    kd_offsets_revoke(p->offsets, route, partition);
+    if (h != SIZE_MAX)
+        kd_pl_handover_remove(p, h);
+}
+
+typedef struct ending {
+    kd_pipeline *p;
+    int n;
+} ending;
+
+static void end_ownership_cb(void *arg, size_t route, int32_t partition) {
+    ending *e = arg;
+
+    end_ownership(e->p, route, partition);
+    e->n++;
+}
+
+bool kd_pl_assignment_lost(kd_pipeline *p) {
+    ending e = {p, 0};
+
+    if (!rd_kafka_assignment_lost(p->consumer))
+        return false;
+    kd_offsets_each_assigned(p->offsets, end_ownership_cb, &e);
+    if (e.n) {
+        KD_WARN("the group took this consumer's %d partition(s) (assignment lost: its "
+                "session expired, or max.poll.interval.ms passed without a poll): "
+                "nothing more is produced for them, and their messages in hand are "
+                "left to their next owner",
+                e.n);
+        kd_pl_abandon_retries(p, false);
+    }
+    return true;
+}
+
 static void on_revoke(kd_pipeline *p, rd_kafka_t *rk,
                       rd_kafka_topic_partition_list_t *parts, bool cooperative) {
     bool lost = rd_kafka_assignment_lost(rk);
     rd_kafka_error_t *error = NULL;
 
     if (!lost) {
-        /* Let in-flight deliveries finish so their offsets can be committed;
-         * while stopping, within what is left of the one grace period. */
-        kd_pl_drain(p, p->stop_deadline ? p->stop_deadline
-                                        : kd_mono_ms() + p->cfg->shutdown_grace_ms);
+        /* The batch the store thread is claiming came before this revoke:
+         * produced, if its write ends in time (half of max.poll.interval.ms
+         * at most, which this callback may count against), then in-flight
+         * deliveries finish so their offsets can be committed; while
+         * stopping, within what is left of the one grace period (in the
+         * transactional mode the drain commits the transaction, and the
+         * offsets with it). A batch still being written is dropped once it
+         * is (see drop_ended). */
+        uint64_t deadline = p->stop_deadline ? p->stop_deadline
+                                             : kd_mono_ms() + p->cfg->shutdown_grace_ms;
+        uint64_t store_by = kd_mono_ms() + (uint64_t)p->max_poll_ms / 2;
+
+        kd_pl_ahead_finish(p, store_by < deadline ? store_by : deadline);
+        kd_pl_drain(p, deadline);
         kd_pl_store_offsets(p);
-        commit_parts(p, parts);
+        if (!p->txn.on)
+            commit_parts(p, parts);
+    } else {
+        kd_pl_txn_end(p, false); /* its records never show; the next owner sends them */
     }
     for (int i = 0; i < parts->cnt; i++) {
         size_t route = route_of(p, parts->elems[i].topic);
 
-        size_t h = route == SIZE_MAX
-                       ? SIZE_MAX
-                       : kd_pl_handover_find(p, route, parts->elems[i].partition);
-
         if (route != SIZE_MAX)
-            kd_offsets_revoke(p->offsets, route, parts->elems[i].partition);
-        if (h != SIZE_MAX)
-            kd_pl_handover_remove(p, h);
+            end_ownership(p, route, parts->elems[i].partition);
     }
     kd_pl_abandon_retries(p, false);
     if (cooperative)
@@ -148,9 +201,10 @@ void kd_pl_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                         rd_kafka_topic_partition_list_t *parts, void *opaque) {
     bool cooperative = !strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE");
 
-    /* The batch the store thread is claiming came before this rebalance:
-     * acted on first, as if it had been claimed before the poll. */
-    kd_pl_ahead_finish(opaque);
+    /* A batch the store thread is claiming stays handed over through an
+     * assignment (its partitions stay this consumer's) and a lost revoke
+     * (its messages are dropped when it is acted on): only a revoke that
+     * commits waits for it (on_revoke). */
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         on_assign(opaque, rk, parts, cooperative);
     } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {

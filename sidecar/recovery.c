@@ -396,6 +396,7 @@ static rd_kafka_t *reader_new(kd_recovery *rc, const char *client_id) {
         {"enable.auto.commit", "false"}, /* it reads; it never commits */
         {"enable.partition.eof", "true"},       {"statistics.interval.ms", "0"},
         {"auto.offset.reset", "error"},         /* deleted records: say so */
+        {"isolation.level", "read_committed"},  /* no aborted transaction's record */
         {"queued.max.messages.kbytes", "4096"}, /* read ahead: at most 4 MiB... */
         {"fetch.max.bytes", "4194304"},         /* ...and 4 MiB a fetch, however many
                                                  * partitions it reads */

@@ -18,6 +18,7 @@ typedef struct faulty {
     atomic_bool fail;
     atomic_ulong refused;
     atomic_uint delay_ms;
+    atomic_ulong delayed;
     pthread_mutex_t race_lock; /* guards the armed race */
     char *race_stream;         /* NULL: none armed */
     size_t race_stream_len;
@@ -86,8 +87,10 @@ static kd_err f_append_batch(void *impl, kd_append *items, size_t n) {
     faulty *f = impl;
     unsigned ms = atomic_load(&f->delay_ms);
 
-    if (ms)
+    if (ms) {
         nanosleep(&(struct timespec){ms / 1000, (long)(ms % 1000) * 1000000}, NULL);
+        atomic_fetch_add(&f->delayed, 1);
+    }
     if (refuse(f)) {
         for (size_t i = 0; i < n; i++)
             items[i].result = KD_ERR_STORE;
@@ -155,6 +158,10 @@ void kd_faulty_store_fail_writes(kd_store *faulty_store, bool fail) {
 
 void kd_faulty_store_delay_writes(kd_store *faulty_store, unsigned ms) {
     atomic_store(&impl_of(faulty_store)->delay_ms, ms);
+}
+
+unsigned long kd_faulty_store_delayed(kd_store *faulty_store) {
+    return atomic_load(&impl_of(faulty_store)->delayed);
 }
 
 unsigned long kd_faulty_store_refused(kd_store *faulty_store) {

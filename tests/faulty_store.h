@@ -22,6 +22,9 @@ void kd_faulty_store_fail_writes(kd_store *faulty, bool fail);
  * Thread-safe. */
 void kd_faulty_store_delay_writes(kd_store *faulty, unsigned ms);
 
+/* Batch appends made slow so far (counted once their wait is over). */
+unsigned long kd_faulty_store_delayed(kd_store *faulty);
+
 /* Arms lost races: each of the next `times` appends to stream (alone or in
  * a batch) is preceded by payload, appended at the same sequence number as
  * if another writer had come first, so that append fails with

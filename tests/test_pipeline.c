@@ -767,8 +767,8 @@ static void test_orphaned_claim_is_reforwarded(void **state) {
     assert_int_equal(st.forwarded, 10);
     assert_int_equal(st.orphans_reforwarded, 1);
     /* /healthz: the loop turns (within 10s), but not within 0ms. */
-    assert_true(kd_pipeline_healthy(r.p, 10000, err, sizeof(err)));
-    assert_false(kd_pipeline_healthy(r.p, 0, err, sizeof(err)));
+    assert_true(kd_pipeline_healthy(r.p, 10000, 10000, err, sizeof(err)));
+    assert_false(kd_pipeline_healthy(r.p, 0, 10000, err, sizeof(err)));
     assert_non_null(strstr(err, "main loop has not turned"));
     assert_true(kd_pipeline_ready(r.p, err, sizeof(err)));
     kf_run_stop(&r);
@@ -1693,6 +1693,216 @@ static void test_rebalance_while_claims_are_written(void **state) {
     free(recs);
 }
 
+/* Replicas whose member leaves its group after 3 s without a poll
+ * (max.poll.interval.ms; the session is as short), in batches of 50 from
+ * fetches of about 8 messages a partition. Each reads a partition's history
+ * when it is given one (the default): only a copy forwarded after the new
+ * owner read the history is downstream twice. Arguments: brokers, dir,
+ * replica, batch_max. */
+#define STALL_CONFIG                                                                     \
+    "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\", \"producer\": {},"           \
+    " \"consumer\": {\"session.timeout.ms\": \"3000\", \"max.poll.interval.ms\": "       \
+    "\"3000\", \"heartbeat.interval.ms\": \"500\", \"auto.commit.interval.ms\": "        \
+    "\"200\", \"max.partition.fetch.bytes\": \"1024\"}},"                                \
+    " \"routes\": [{\"from\": \"in\", \"to\": \"out\", \"on_missing_key\": "             \
+    "\"forward\"}],"                                                                     \
+    " \"store\": {\"path\": \"%s/%s/store\"}, \"pipeline\": {\"batch_max\": %d}}"
+
+/* Starts replica `name` (a faulty store or not) in e->dir/name. */
+static void start_replica(env *e, kf_run *r, const char *name, bool faulty) {
+    char dir[300];
+
+    snprintf(dir, sizeof(dir), "%s/%s", e->dir, name);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    if (faulty)
+        kf_run_start_faulty(r, &e->mock, STALL_CONFIG, e->mock.bootstrap, e->dir, name,
+                            50);
+    else
+        kf_run_start(r, &e->mock, STALL_CONFIG, e->mock.bootstrap, e->dir, name, 50);
+}
+
+/* Waits until a and b hold `parts_a` and `parts_b` partitions, nothing in
+ * flight, and `forwarded` keys were forwarded between them; asserts. */
+static void wait_replicas(kf_run *a, kf_run *b, uint64_t parts_a, uint64_t parts_b,
+                          uint64_t forwarded) {
+    kd_pipeline_stats sa, sb = {0};
+
+    for (int i = 0; i < TIMEOUT_MS / 20; i++) {
+        kd_pipeline_stats_get(a->p, &sa);
+        if (b)
+            kd_pipeline_stats_get(b->p, &sb);
+        if (sa.assigned_partitions == parts_a && sb.assigned_partitions == parts_b &&
+            !sa.inflight && !sb.inflight && sa.forwarded + sb.forwarded >= forwarded)
+            return;
+        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+    }
+    fail_msg("replicas: %" PRIu64 "+%" PRIu64 " partitions, %" PRIu64 "+%" PRIu64
+             " forwarded, %" PRIu64 "+%" PRIu64 " in flight",
+             sa.assigned_partitions, sb.assigned_partitions, sa.forwarded, sb.forwarded,
+             sa.inflight, sb.inflight);
+}
+
+/* Replica a alone, or sharing the partitions with b, 200 keys settled;
+ * then a's store takes ms a batch write, and new keys (200..800) wait on
+ * every partition, a batch of a's handed to that write. */
+static void slow_write_under_way(env *e, kf_run *a, kf_run *b, unsigned ms) {
+    kd_pipeline_stats sa;
+
+    send_keys(e, "in", 0, 200, 1);
+    start_replica(e, a, "a", true);
+    wait_replicas(a, NULL, PARTS, 0, 200);
+    if (b) {
+        start_replica(e, b, "b", false);
+        wait_replicas(a, b, PARTS / 2, PARTS / 2, 200);
+    }
+    kd_faulty_store_delay_writes(a->store, ms);
+    send_keys(e, "in", 200, 800, 1);
+    for (int i = 0; i < TIMEOUT_MS / 20; i++) { /* consumed: handed to the store */
+        kd_pipeline_stats_get(a->p, &sa);
+        if (sa.consumed > 200)
+            return;
+        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+    }
+    fail_msg("a consumed nothing new");
+}
+
+/* A store write slower than max.poll.interval.ms (issue 26, item 4).
+ * Replicas a and b share the partitions; then a's store takes 8 s a batch
+ * write, with more than a batch waiting on each of its partitions. a's loop
+ * waits for the write a slice at a time, and meanwhile turns with its
+ * partitions paused, polling: it stays in the group, healthy, not ready
+ * ("store slow"), and produces its batch once the write is done, its
+ * partitions still its own. Every key downstream once. (Before, the loop
+ * waited for the write in one go: unhealthy, it left the group after 3 s,
+ * b took a's partitions, read their history and forwarded what waited on
+ * them; a's batch went out after that, its keys twice.) A reload that
+ * grows pipeline.batch_max is offered meanwhile: taken once the write is
+ * done, a's membership and health unaffected. */
+static void test_store_slower_than_max_poll(void **state) {
+    env *e = *state;
+    kd_pipeline_stats sa;
+    char reason[512], json[4096];
+    kd_config *grown;
+    bool slow_seen = false, unhealthy = false, write_bound = false;
+    uint64_t abandoned;
+    kf_record *recs;
+    size_t n;
+    kf_run a, b;
+
+    slow_write_under_way(e, &a, &b, 8000);
+    kd_pipeline_stats_get(a.p, &sa);
+    abandoned = sa.abandoned;
+    snprintf(json, sizeof(json), STALL_CONFIG, e->mock.bootstrap, e->dir, "a", 60);
+    assert_non_null(grown = kd_config_parse(json, strlen(json), "grown.json", reason,
+                                            sizeof(reason)));
+    kd_pipeline_offer(a.p, grown, false);
+    for (int i = 0; i < TIMEOUT_MS / 20 && !kd_faulty_store_delayed(a.store); i++) {
+        if (!kd_pipeline_ready(a.p, reason, sizeof(reason)) &&
+            strstr(reason, "store slow"))
+            slow_seen = true;
+        if (!kd_pipeline_healthy(a.p, 2000, 20000, reason, sizeof(reason)))
+            unhealthy = true;
+        if (!kd_pipeline_healthy(a.p, 2000, 1000, reason, sizeof(reason)) &&
+            strstr(reason, "store write"))
+            write_bound = true; /* a bound of its own: 1 s, not 20 s */
+        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+    }
+    assert_true(kd_faulty_store_delayed(a.store) >= 1); /* a write took 8 s */
+    kd_faulty_store_delay_writes(a.store, 0);
+    wait_replicas(&a, &b, PARTS / 2, PARTS / 2, 800); /* a kept its partitions */
+    recs = kf_read(&e->mock, "out", PARTS, 800, 2000, TIMEOUT_MS, &n);
+    kd_pipeline_stats_get(a.p, &sa);
+    kf_run_stop(&b);
+    kf_run_stop(&a);
+    kd_config_destroy(grown);
+    assert_each_once(recs, n, 0, 800);
+    assert_int_equal(sa.abandoned, abandoned); /* never lost its partitions */
+    assert_false(unhealthy);
+    assert_true(write_bound);
+    assert_true(slow_seen);
+    free(recs);
+}
+
+/* A stop while a store write slower than max.poll.interval.ms is under way.
+ * The stop waits for the write without polling: the group takes a's
+ * partitions after 3 s, and b reads their history and forwards what waits
+ * on them. When the write is done, rd_kafka_assignment_lost() says the
+ * partitions are gone: a's batch is dropped, not produced, and every key
+ * is downstream once. (Before, a produced it after b's copies: twice.) */
+static void test_stop_during_a_slow_write(void **state) {
+    env *e = *state;
+    kd_pipeline_stats sa;
+    kf_record *recs;
+    size_t n;
+    kf_run a, b;
+
+    slow_write_under_way(e, &a, &b, 10000);
+    sa = kf_run_stop(&a);
+    wait_replicas(&b, NULL, PARTS, 0, 800 - sa.forwarded);
+    recs = kf_read(&e->mock, "out", PARTS, 800, 2000, TIMEOUT_MS, &n);
+    kf_run_stop(&b);
+    assert_each_once(recs, n, 0, 800);
+    free(recs);
+}
+
+/* A revoke while a store write slower than max.poll.interval.ms is under
+ * way: b joins while a holds every partition. The revoke waits for the
+ * write half of max.poll.interval.ms at most (its time may count against
+ * it), then commits and gives up the partitions, a staying in the group;
+ * the batch's messages of those partitions are dropped once the write is
+ * done, the others produced. Every key downstream once. (Before, the
+ * revoke waited for the write: a left the group meanwhile, b took every
+ * partition, read their history and forwarded what waited on them, and a
+ * then produced its batch: its keys twice.) */
+static void test_revoke_during_a_slow_write(void **state) {
+    env *e = *state;
+    kf_record *recs;
+    size_t n;
+    kf_run a, b;
+
+    slow_write_under_way(e, &a, NULL, 10000);
+    start_replica(e, &b, "b", false);
+    for (int i = 0; i < TIMEOUT_MS / 20 && !kd_faulty_store_delayed(a.store); i++)
+        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+    kd_faulty_store_delay_writes(a.store, 0);
+    wait_replicas(&a, &b, PARTS / 2, PARTS / 2, 800);
+    recs = kf_read(&e->mock, "out", PARTS, 800, 2000, TIMEOUT_MS, &n);
+    kf_run_stop(&b);
+    kf_run_stop(&a);
+    assert_each_once(recs, n, 0, 800);
+    free(recs);
+}
+
+/* An assignment lost while a store write is under way (issue 26, item 4:
+ * the rebalance callback produced the batch being claimed for partitions
+ * that were lost). a alone holds every partition, a batch's write taking
+ * 10 s, when the group forgets it (a Heartbeat answered UNKNOWN_MEMBER_ID);
+ * b joins at once. a's loop, polling through the write, is told its
+ * assignment is lost: its ownerships end there, and the batch is dropped
+ * once written, not produced. b takes partitions, reads their history and
+ * forwards what waits on them; a joins again. Every key downstream once.
+ * (Before, a's lost revoke waited for the write and then produced the
+ * batch, after b's copies: its keys twice.) */
+static void test_assignment_lost_during_a_slow_write(void **state) {
+    env *e = *state;
+    kf_record *recs;
+    size_t n;
+    kf_run a, b;
+
+    slow_write_under_way(e, &a, NULL, 10000);
+    kf_mock_cmd(&e->mock, "heartbeat-errors 1 %d", RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID);
+    start_replica(e, &b, "b", false);
+    for (int i = 0; i < TIMEOUT_MS / 20 && !kd_faulty_store_delayed(a.store); i++)
+        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+    kd_faulty_store_delay_writes(a.store, 0);
+    wait_replicas(&a, &b, PARTS / 2, PARTS / 2, 800);
+    recs = kf_read(&e->mock, "out", PARTS, 800, 2000, TIMEOUT_MS, &n);
+    kf_run_stop(&b);
+    kf_run_stop(&a);
+    assert_each_once(recs, n, 0, 800);
+    free(recs);
+}
+
 /* Five keys through a run in e->dir, on in/0; then, with broker 2
  * (downstream) answering after rtt_ms and failing its next `errors`
  * produce requests, key-X (in/0 offset 5), consumed. */
@@ -2111,6 +2321,11 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_handover_ignores_event_time, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_handover_waits_for_downstream, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_store_slower_than_max_poll, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stop_during_a_slow_write, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_revoke_during_a_slow_write, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_assignment_lost_during_a_slow_write, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_rebalance_while_claims_are_written, setup,
                                         teardown),

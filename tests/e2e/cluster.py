@@ -58,6 +58,39 @@ def real():
     return bool(os.environ.get("KDEDUP_BOOTSTRAP"))
 
 
+def read_committed(bootstrap, topic, idle_ms=6000):
+    """[(partition, offset, value, {header: value})] of every committed record
+    of topic, read by Apache Kafka's own console consumer with
+    isolation.level=read_committed: an oracle independent of librdkafka that
+    skips aborted transactions' records (kafka-python 2.0.2 returns them).
+    Reads until no record came for idle_ms."""
+    # printable: the tool trims its properties' values (Java's trim() drops
+    # every character up to the space, control characters too)
+    sep, hsep = "<kd|sep>", "<kd|hdr>"
+    r = subprocess.run(
+        ["java", "-Xmx256m", "-cp", os.path.join(kafka_rig.libs(), "*"),
+         "org.apache.kafka.tools.consumer.ConsoleConsumer", "--bootstrap-server", bootstrap,
+         "--topic", topic, "--from-beginning", "--isolation-level", "read_committed",
+         "--timeout-ms", str(idle_ms), "--property", "print.partition=true",
+         "--property", "print.offset=true", "--property", "print.headers=true",
+         "--property", f"key.separator={sep}", "--property", f"headers.separator={hsep}"],
+        capture_output=True, text=True, timeout=300)
+    out = []
+    for line in r.stdout.splitlines():
+        fields = line.split(sep)
+        if len(fields) != 4 or not fields[0].startswith("Partition:"):
+            continue
+        hdrs = {}
+        for h in fields[2].split(hsep) if fields[2] != "NO_HEADERS" else []:
+            k, _, v = h.partition(":")
+            hdrs[k] = v
+        out.append((int(fields[0].split(":")[1]), int(fields[1].split(":")[1]), fields[3],
+                    hdrs))
+    if r.returncode != 0 and not out:
+        raise ClusterError(f"the console consumer failed: {r.stderr[-500:]}")
+    return out
+
+
 def start(brokers=1, topics=None):
     """The cluster for one test: topics ({name: partitions}) created afresh."""
     topics = DEFAULT_TOPICS if topics is None else topics

@@ -1,0 +1,500 @@
+/*
+ * kdedup - the transactional delivery mode (pipeline.delivery
+ * "transactional").
+ *
+ * The records a turn forwards and the source offsets they settle are
+ * committed in one Kafka transaction, with the consumer group's metadata
+ * (KIP-447): a replica that left the group (its session expired while it
+ * stalled, or it was stopped) cannot commit any more, and what it sent is
+ * aborted, invisible to every reader with isolation.level=read_committed
+ * (kdedup's own handover and recovery read so). This closes what the
+ * default mode leaves open: a zombie owner's late deliveries, and
+ * deliveries possibly persisted, which here abort their transaction and
+ * are sent again in the next.
+ *
+ * The claim rules are the default mode's: a key is claimed (a synced store
+ * write) before its message is produced. A transaction begins with the
+ * first message produced after the last one ended, and ends each turn once
+ * it is pipeline.transaction_max_age old (or at a revoke, a stop):
+ *   - every delivery of it reported persisted: the source offsets it
+ *     settles (with what was done before) are sent to it and it is
+ *     committed; its messages are then done (their offsets committed with
+ *     it), and their receipts are written afterwards, lazily, for the
+ *     store to know (a crash before them leaves claims that recovery
+ *     completes from the committed records);
+ *   - a delivery failed, or the commit did: it is aborted; its messages
+ *     keep their claims and are sent again in the next one, except the one
+ *     whose delivery failed, which the route's policy retries or
+ *     dead-letters as in the default mode, and those whose partition left
+ *     this ownership, whose claims are released (nothing of them is
+ *     visible).
+ * Offsets move only through transactions: the consumer commits nothing.
+ * Between transactions, offsets that moved (duplicates skipped, say) are
+ * committed by a transaction of their own.
+ *
+ * All of it runs on the loop's thread.
+ */
+#include "sidecar/kafka.h"
+#include "sidecar/log.h"
+#include "sidecar/pipeline_int.h"
+
+#include <stdlib.h>
+
+#define TXN_TIMEOUT_MS 30000  /* init, send_offsets and commit calls */
+#define ABORT_TIMEOUT_MS 5000 /* an abort; past it, the producer is replaced */
+
+/* What an error of the transactional API calls for: TXN_FATAL, that the
+ * producer be replaced. */
+typedef enum txn_next { TXN_OK, TXN_RETRY, TXN_ABORT, TXN_FATAL } txn_next;
+
+/* Classifies (and frees) err; logs it once with what. A fatal error asks for
+ * the producer's replacement. */
+static txn_next classify(kd_pipeline *p, rd_kafka_error_t *err, const char *what) {
+    txn_next next;
+
+    if (!err)
+        return TXN_OK;
+    next = rd_kafka_error_is_fatal(err)             ? TXN_FATAL
+           : rd_kafka_error_txn_requires_abort(err) ? TXN_ABORT
+           : rd_kafka_error_is_retriable(err)       ? TXN_RETRY
+                                                    : TXN_FATAL;
+    KD_LOG(next == TXN_FATAL ? KD_LOG_ERROR : KD_LOG_WARN, NULL, "transaction: %s: %s%s",
+           what, rd_kafka_error_string(err),
+           next == TXN_FATAL   ? " (fatal: the producer is replaced)"
+           : next == TXN_ABORT ? " (aborted)"
+                               : " (tried again)");
+    rd_kafka_error_destroy(err);
+    if (next == TXN_FATAL)
+        p->txn.replace = true;
+    return next;
+}
+
+/* Initialises the producer's transactions, fencing an earlier producer of
+ * the same transactional.id and settling what it left open. */
+static bool init_producer(kd_pipeline *p, char *errstr, size_t errstr_size) {
+    uint64_t end = kd_mono_ms() + TXN_TIMEOUT_MS;
+    rd_kafka_error_t *err;
+
+    while ((err = rd_kafka_init_transactions(p->producer, TXN_TIMEOUT_MS))) {
+        bool again = rd_kafka_error_is_retriable(err) && kd_mono_ms() < end;
+
+        snprintf(errstr, errstr_size, "the transactional producer: %s",
+                 rd_kafka_error_string(err));
+        rd_kafka_error_destroy(err);
+        if (!again)
+            return false;
+    }
+    return true;
+}
+
+bool kd_pl_txn_init(kd_pipeline *p, char *errstr, size_t errstr_size) {
+    p->txn.on = p->cfg->delivery == KD_DELIVERY_TRANSACTIONAL;
+    p->txn.offsets_ms = kd_mono_ms();
+    return !p->txn.on || init_producer(p, errstr, errstr_size);
+}
+
+/* Replaces the producer after a fatal error (librdkafka 2.0.2 fails for
+ * good, for one, when an abort after a delivery timeout finds the
+ * transaction already ended: librdkafka #4849). Its deliveries are purged
+ * and reported; the new producer's initialisation ends whatever the old one
+ * left open (a commit under way completes, anything else is aborted) before
+ * it sends anything. The pipeline stops instead past KD_PL_TXN_REPLACES
+ * replacements in KD_PL_TXN_REPLACE_WINDOW_MS, or when no producer can be
+ * made. */
+static void replace_producer(kd_pipeline *p) {
+    kd_pl_txn *t = &p->txn;
+    uint64_t now = kd_mono_ms(), deadline = now + TXN_TIMEOUT_MS;
+    size_t slot = t->nreplaced % KD_PL_TXN_REPLACES;
+    char err[512];
+    rd_kafka_t *old = p->producer;
+
+    if (t->nreplaced >= KD_PL_TXN_REPLACES &&
+        now - t->replaced_ms[slot] < KD_PL_TXN_REPLACE_WINDOW_MS) {
+        KD_ERROR("transaction: %d producers failed within %ds: another process may use "
+                 "transactional.id; the pipeline stops",
+                 KD_PL_TXN_REPLACES, KD_PL_TXN_REPLACE_WINDOW_MS / 1000);
+        atomic_store(&p->fatal, 1);
+        return;
+    }
+    t->replaced_ms[slot] = now;
+    t->nreplaced++;
+    GCOUNT(p, txn_replaced, 1);
+    rd_kafka_purge(old, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    while (p->awaiting && kd_mono_ms() < deadline)
+        kd_pl_service(p, 10); /* every delivery reported, as failed */
+    if (!(p->producer = kd_pl_producer_new(p, err, sizeof(err))) ||
+        !init_producer(p, err, sizeof(err))) {
+        KD_ERROR("transaction: the producer cannot be replaced: %s; the pipeline stops",
+                 err);
+        if (!p->producer)
+            p->producer = old; /* for kd_pipeline_destroy */
+        else
+            rd_kafka_destroy(old);
+        atomic_store(&p->fatal, 1);
+        return;
+    }
+    rd_kafka_destroy(old);
+    t->replace = false; /* whatever the old one reported while it was purged */
+    KD_WARN("transaction: the producer was replaced");
+}
+
+void kd_pl_txn_destroy(kd_pipeline *p) {
+    free(p->txn.offs);
+    p->txn.offs = NULL;
+    p->txn.noffs = p->txn.cap = 0;
+}
+
+bool kd_pl_txn_ready(kd_pipeline *p) {
+    txn_next next;
+
+    if (!p->txn.on || p->txn.open)
+        return true;
+    for (int tries = 0;; tries++) { /* once more with a new producer */
+        if (p->txn.replace && !atomic_load(&p->fatal))
+            replace_producer(p);
+        if (atomic_load(&p->fatal))
+            return false;
+        do
+            next = classify(p, rd_kafka_begin_transaction(p->producer), "begin");
+        while (next == TXN_RETRY);
+        if (next == TXN_OK)
+            break;
+        if (next != TXN_FATAL || tries)
+            return false;
+    }
+    p->txn.open = true;
+    p->txn.doomed = false;
+    p->txn.seq++;
+    p->txn.began_ms = kd_mono_ms();
+    GCOUNT(p, txn_begun, 1);
+    return true;
+}
+
+void kd_pl_txn_sent(kd_pipeline *p, msg *m) {
+    kd_pl_txn *t = &p->txn;
+
+    m->txn = t->seq;
+    t->outstanding++;
+    if (t->noffs == t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 256;
+        kd_pl_txn_off *grown = realloc(t->offs, cap * sizeof(*grown));
+
+        if (!grown) { /* its offset cannot be committed with it: it fails */
+            t->doomed = true;
+            return;
+        }
+        t->offs = grown;
+        t->cap = cap;
+    }
+    t->offs[t->noffs++] = (kd_pl_txn_off){.route = m->route,
+                                          .partition = m->rkm->partition,
+                                          .own = m->own,
+                                          .offset = m->rkm->offset};
+}
+
+/* A message of an ended (aborted) transaction: nothing of it is visible. */
+static void settle_aborted(kd_pipeline *p, msg *m) {
+    bool failed = m->err && m->err != RD_KAFKA_RESP_ERR__PURGE_QUEUE &&
+                  m->err != RD_KAFKA_RESP_ERR__PURGE_INFLIGHT;
+
+    m->txn = 0;
+    m->maybe_out = false; /* aborted: never read for downstream */
+    if (!msg_live(p, m) || p->stop_deadline) {
+        kd_pl_msg_abandon(p, m); /* its claim released: the next owner claims it */
+        return;
+    }
+    if (failed) { /* its own failure: the route's policy */
+        m->status = RD_KAFKA_MSG_STATUS_NOT_PERSISTED;
+        kd_pl_on_failed(p, m);
+        return;
+    }
+    m->err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    kd_pl_schedule_retry(p, m, 0); /* under the same claim, in the next one */
+}
+
+bool kd_pl_txn_report(kd_pipeline *p, msg *m) {
+    kd_pl_txn *t = &p->txn;
+
+    if (!m->txn)
+        return false;
+    if (!t->open || m->txn != t->seq) { /* a straggler of an aborted one */
+        settle_aborted(p, m);
+        return true;
+    }
+    t->outstanding--;
+    if (m->err) {
+        t->doomed = true;
+        list_push(&t->failed, m);
+    } else {
+        list_push(&t->acked, m);
+    }
+    return true;
+}
+
+/* The sorting of a transaction's offsets: by route, partition, offset. */
+static int off_cmp(const void *a, const void *b) {
+    const kd_pl_txn_off *x = a, *y = b;
+
+    if (x->route != y->route)
+        return x->route < y->route ? -1 : 1;
+    if (x->partition != y->partition)
+        return x->partition < y->partition ? -1 : 1;
+    return (x->offset > y->offset) - (x->offset < y->offset);
+}
+
+typedef struct offsets_arg {
+    kd_pipeline *p;
+    rd_kafka_topic_partition_list_t *list;
+    int64_t *extra; /* scratch, noffs long */
+} offsets_arg;
+
+/* Adds a partition's commit point, counting the transaction's offsets as
+ * done, to the list sent to the transaction. */
+static void add_point(void *arg, size_t route, int32_t partition) {
+    offsets_arg *a = arg;
+    kd_pl_txn *t = &a->p->txn;
+    uint64_t own = kd_offsets_owner(a->p->offsets, route, partition);
+    size_t n = 0;
+    int64_t at;
+
+    for (size_t i = 0; i < t->noffs; i++) /* sorted: a run of this partition's */
+        if (t->offs[i].route == route && t->offs[i].partition == partition &&
+            t->offs[i].own == own)
+            a->extra[n++] = t->offs[i].offset;
+    if (kd_offsets_commit_point_with(a->p->offsets, route, partition, own, a->extra, n,
+                                     &at))
+        rd_kafka_topic_partition_list_add(a->list, a->p->cfg->routes[route].from,
+                                          partition)
+            ->offset = at;
+}
+
+/* True while the consumer is a member of the group. The broker fences a
+ * transaction's offsets by the group generation they carry, except offsets
+ * sent with no member id and no generation, which it takes from anyone
+ * (KIP-447 keeps them for older clients): librdkafka resets both once the
+ * group has dropped the consumer (an illegal generation, then a leave),
+ * before the assignment-lost callback reaches the loop. */
+static bool is_member(kd_pipeline *p) {
+    char *member = rd_kafka_memberid(p->consumer);
+    bool is = member && *member;
+
+    if (!is)
+        KD_WARN("transaction: the consumer is no member of the group: aborted");
+    rd_kafka_mem_free(p->consumer, member);
+    return is;
+}
+
+/* Sends the source offsets the open transaction settles; the next step. */
+static txn_next send_offsets(kd_pipeline *p) {
+    kd_pl_txn *t = &p->txn;
+    offsets_arg a = {p, rd_kafka_topic_partition_list_new(16),
+                     malloc((t->noffs ? t->noffs : 1) * sizeof(int64_t))};
+    rd_kafka_consumer_group_metadata_t *group;
+    txn_next next = TXN_ABORT;
+
+    if (!a.extra)
+        goto out;
+    qsort(t->offs, t->noffs, sizeof(*t->offs), off_cmp);
+    kd_offsets_each_assigned(p->offsets, add_point, &a);
+    if (!a.list->cnt) { /* records of no partition of ours: unfenced, no commit */
+        next = t->noffs ? TXN_ABORT : TXN_OK;
+        goto out;
+    }
+    group = rd_kafka_consumer_group_metadata(p->consumer);
+    if (!is_member(p)) { /* unfenced: it must not commit */
+        rd_kafka_consumer_group_metadata_destroy(group);
+        goto out;
+    }
+    do
+        next = classify(p,
+                        rd_kafka_send_offsets_to_transaction(p->producer, a.list, group,
+                                                             TXN_TIMEOUT_MS),
+                        "send_offsets");
+    while (next == TXN_RETRY && !atomic_load(&p->fatal));
+    rd_kafka_consumer_group_metadata_destroy(group);
+out:
+    free(a.extra);
+    rd_kafka_topic_partition_list_destroy(a.list);
+    return next;
+}
+
+/* Serves the producer until every delivery of the open transaction is
+ * reported, or deadline (mono ms). */
+static void await_reports(kd_pipeline *p, uint64_t deadline) {
+    while (p->txn.outstanding && kd_mono_ms() < deadline)
+        kd_pl_service(p, 10);
+}
+
+static int msg_cmp(const void *a, const void *b) {
+    const msg *x = *(msg *const *)a, *y = *(msg *const *)b;
+
+    if (x->route != y->route)
+        return x->route < y->route ? -1 : 1;
+    if (x->rkm->partition != y->rkm->partition)
+        return x->rkm->partition < y->rkm->partition ? -1 : 1;
+    return (x->rkm->offset > y->rkm->offset) - (x->rkm->offset < y->rkm->offset);
+}
+
+/* A message of a transaction whose commit failed for good: committed or
+ * aborted, nobody can say until the next producer's initialisation ended
+ * it. Possibly persisted: its claim is kept and downstream is read (with
+ * read_committed) to tell, as for a delivery timeout in the default mode. */
+static void settle_unknown(kd_pipeline *p, msg *m) {
+    m->txn = 0;
+    m->err = RD_KAFKA_RESP_ERR__FATAL;
+    m->status = RD_KAFKA_MSG_STATUS_POSSIBLY_PERSISTED;
+    kd_pl_on_failed(p, m);
+}
+
+/* settle_unknown() for a delivered message of a commit that failed for
+ * good (unknown), else settle_aborted(). */
+static void settle(kd_pipeline *p, msg *m, bool unknown) {
+    if (unknown && !m->err)
+        settle_unknown(p, m);
+    else
+        settle_aborted(p, m);
+}
+
+/* Aborts the open transaction (or, when the producer failed for good,
+ * replaces it) and settles its messages, in consumption order; unknown: the
+ * commit of those delivered failed for good (settle_unknown()). With resend,
+ * sends those that go again at once (a new transaction), before anything
+ * consumed later. */
+static void abort_open(kd_pipeline *p, bool resend, bool unknown) {
+    kd_pl_txn *t = &p->txn;
+    msg_list acked, failed;
+    txn_next next;
+    msg **ms;
+    size_t n = 0;
+
+    /* An abort that does not end within ABORT_TIMEOUT_MS (seen for minutes
+     * while a broker is down: librdkafka waits for its deliveries) is left
+     * to the next producer's initialisation, which ends it. */
+    if (!t->replace &&
+        (next = classify(p, rd_kafka_abort_transaction(p->producer, ABORT_TIMEOUT_MS),
+                         "abort")) == TXN_RETRY)
+        t->replace = true;
+    if (t->replace)
+        replace_producer(p);
+    else /* the purged deliveries are reported as failed */
+        await_reports(p, kd_mono_ms() + TXN_TIMEOUT_MS);
+    t->open = false;
+    t->noffs = 0;
+    acked = list_take(&t->acked);
+    failed = list_take(&t->failed);
+    GCOUNT(p, txn_aborted, 1);
+    list_prepend(&acked, &failed);
+    if ((ms = malloc((acked.n ? acked.n : 1) * sizeof(*ms)))) {
+        for (msg *m = acked.head; m; m = m->next)
+            ms[n++] = m;
+        qsort(ms, n, sizeof(*ms), msg_cmp);
+        for (size_t i = 0; i < n; i++)
+            settle(p, ms[i], unknown);
+        free(ms);
+    } else { /* out of memory: as reported */
+        for (msg *m = acked.head, *next_m; m; m = next_m) {
+            next_m = m->next;
+            settle(p, m, unknown);
+        }
+    }
+    if (resend)
+        kd_pl_retry_due(p);
+}
+
+/* The open transaction committed: its messages are done. */
+static void settle_committed(kd_pipeline *p) {
+    kd_pl_txn *t = &p->txn;
+    msg_list acked = list_take(&t->acked);
+
+    t->open = false;
+    t->noffs = 0;
+    GCOUNT(p, txn_committed, 1);
+    for (msg *m = acked.head, *next; m; m = next) {
+        next = m->next;
+        m->txn = 0;
+        /* its offset was committed with it */
+        kd_offsets_done(p->offsets, m->route, m->rkm->partition, m->own, m->rkm->offset);
+        if (m->kind == MSG_DEDUP && m->claimed) {
+            list_push(&p->receipts, m); /* for the store to know, lazily */
+        } else {
+            if (m->kind == MSG_DEAD_LETTER)
+                RCOUNT(p, m->route, dead_lettered);
+            kd_pl_msg_done(p, m);
+        }
+    }
+}
+
+static void moved_one(void *arg, size_t route, int32_t partition, int64_t offset) {
+    (void)route, (void)partition, (void)offset;
+    *(bool *)arg = true;
+}
+
+/* True when some partition's commit point moved since the last call. */
+static bool offsets_moved(kd_pipeline *p) {
+    bool moved = false;
+
+    kd_offsets_each_moved(p->offsets, moved_one, &moved);
+    return moved;
+}
+
+/* kd_pl_txn_end(); with resend, an aborted transaction's messages go again
+ * at once (the loop's turn; not in a revoke, not while stopping). */
+static void end(kd_pipeline *p, bool commit, bool resend) {
+    kd_pl_txn *t = &p->txn;
+    uint64_t t0 = kd_mono_us();
+    txn_next next = TXN_OK;
+
+    if (!t->on || !t->open)
+        return;
+    if (commit) {
+        /* every delivery reported: delivered, or failed by message.timeout.ms */
+        rd_kafka_flush(p->producer, (int)kd_config_message_timeout_ms(p->cfg));
+        await_reports(p, kd_mono_ms() + TXN_TIMEOUT_MS);
+    }
+    if (!commit || t->doomed || t->outstanding || (next = send_offsets(p)) != TXN_OK) {
+        abort_open(p, resend, false);
+        return;
+    }
+    do
+        next = classify(p, rd_kafka_commit_transaction(p->producer, TXN_TIMEOUT_MS),
+                        "commit");
+    while (next == TXN_RETRY && !atomic_load(&p->fatal));
+    if (next == TXN_OK) {
+        settle_committed(p);
+        offsets_moved(p); /* what moved is committed now */
+        p->txn.offsets_ms = kd_mono_ms();
+        observe_since(kd_metrics_txn_commit(p->metrics), t0);
+    } else { /* an abortable error: not committed; a fatal one: unknown */
+        abort_open(p, resend, next == TXN_FATAL);
+    }
+}
+
+void kd_pl_txn_end(kd_pipeline *p, bool commit) {
+    end(p, commit, false);
+}
+
+void kd_pl_txn_turn(kd_pipeline *p) {
+    kd_pl_txn *t = &p->txn;
+    uint64_t now = kd_mono_ms();
+
+    if (!t->on || atomic_load(&p->fatal))
+        return;
+    if (t->replace && !t->open) {
+        replace_producer(p);
+        return;
+    }
+    if (t->open && t->replace) {
+        end(p, false, true);
+        return;
+    }
+    if (t->open) {
+        if (t->doomed || now - t->began_ms >= p->cfg->txn_max_age_ms)
+            end(p, !t->doomed, true);
+        return;
+    }
+    /* offsets alone (duplicates skipped, messages dropped): a transaction
+     * of their own, at most once per transaction_max_age */
+    if (now - t->offsets_ms >= p->cfg->txn_max_age_ms && offsets_moved(p) &&
+        kd_pl_txn_ready(p))
+        end(p, true, true);
+}
