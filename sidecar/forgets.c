@@ -86,6 +86,10 @@ bool kd_forgets_write(const kd_config *cfg, const char *brokers,
     snprintf(timeout, sizeof(timeout), "%d", WRITE_TIMEOUT_MS);
     rd_kafka_conf_set(conf, "message.timeout.ms", timeout, NULL, 0);
     rd_kafka_conf_set(conf, "client.id", "kdedup-admin", NULL, 0);
+    /* One record, on its own: never in a transaction, whatever the
+     * pipeline's delivery mode (the pipeline's transactional.id would fence
+     * its producer, and the record would wait for a commit that never comes) */
+    rd_kafka_conf_set(conf, "transactional.id", NULL, NULL, 0);
     rd_kafka_conf_set_dr_msg_cb(conf, on_report);
     if (!(rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, errstr_size))) {
         rd_kafka_conf_destroy(conf);
