@@ -112,7 +112,7 @@ E2E_TESTS := tests/e2e/e2e_test.py tests/e2e/faults_test.py tests/e2e/security_t
              tests/e2e/admin_test.py tests/e2e/probes_test.py tests/e2e/demo_test.py \
              tests/e2e/logs_test.py tests/e2e/lookup_test.py tests/docs/test_docs.sh \
              tests/docs/test_quickstart.sh tests/deploy/test_deploy.sh \
-             tests/image/test_hardening.sh
+             tests/image/test_hardening.sh tests/perf/instructions_test.sh
 BENCHES := $(BUILD)/bench/bench_store $(BUILD)/bench/bench_e2e $(BUILD)/bench/bench_handover
 FUZZERS := $(BUILD)/fuzz/fuzz_entry $(BUILD)/fuzz/fuzz_config $(BUILD)/fuzz/fuzz_headers \
            $(BUILD)/fuzz/fuzz_keysrc $(BUILD)/fuzz/fuzz_receipt
@@ -120,7 +120,7 @@ FUZZERS := $(BUILD)/fuzz/fuzz_entry $(BUILD)/fuzz/fuzz_config $(BUILD)/fuzz/fuzz
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
 .PHONY: all deps test test-mock test-kafka kafka-up kafka-down chaos-kafka soak soak-memory chaos mutate valgrind bench bench-e2e bench-handover demo fuzz fuzz-build format format-check clean help
-.PHONY: image image-test bench-e2e-kafka docs FORCE
+.PHONY: image image-test bench-e2e-kafka bench-instructions docs FORCE
 .DEFAULT_GOAL := all
 
 all: deps
@@ -145,6 +145,7 @@ help:
 	@echo "make bench      run the store and end-to-end benchmarks (BENCHMARKS.md)"
 	@echo "make bench-e2e  kdedup against a plain passthrough (BENCH_E2E_ARGS=...)"
 	@echo "make bench-e2e-kafka  the same on a fresh Apache Kafka node (BENCH_E2E_KAFKA_ARGS=...)"
+	@echo "make bench-instructions  instructions per message under callgrind, kdedup and the passthrough"
 	@echo "make bench-handover  an empty replica learning 10^6 keys (BENCH_HANDOVER_ARGS=...)"
 	@echo "make fuzz       run the libFuzzer targets for FUZZ_SECONDS each (clang)"
 	@echo "make deps       install missing Debian packages (root) or print the command"
@@ -302,7 +303,7 @@ test: deps
 	@$(MAKE) --no-print-directory test-kafka
 
 test-mock: deps
-	@$(MAKE) --no-print-directory $(KDEDUP) $(TESTS)
+	@$(MAKE) --no-print-directory $(KDEDUP) $(TESTS) $(BUILD)/bench/bench_e2e
 	@KDEDUP=$(KDEDUP) tests/run_tests.sh $(TESTS) $(E2E_TESTS)
 
 # Apache Kafka (tests/kafka/rig.py): the broker pinned by tests/kafka/pom.xml,
@@ -409,6 +410,20 @@ bench-handover: deps
 bench-e2e: deps
 	@$(MAKE) --no-print-directory $(BUILD)/bench/bench_e2e
 	KDEDUP=$(KDEDUP) $(BUILD)/bench/bench_e2e $(BENCH_E2E_ARGS)
+
+# Instructions per consumed message under callgrind, kdedup against the
+# passthrough, without and with a signing key (bench/instructions.py; counts
+# are deterministic, whatever the load), checked against the figures
+# recorded in bench/instructions*.json (fails on a regression over 10%).
+# After a deliberate change, record new figures: bench/instructions.py
+# [--signing] --record bench/instructions[-signing].json.
+BENCH_INSTRUCTIONS_MESSAGES ?= 200000,50000
+bench-instructions: deps
+	@$(MAKE) --no-print-directory $(KDEDUP) $(BUILD)/bench/bench_e2e
+	BUILD=$(BUILD) nice -n 19 /usr/bin/python3 bench/instructions.py \
+	    --messages $(BENCH_INSTRUCTIONS_MESSAGES) --check bench/instructions.json
+	BUILD=$(BUILD) nice -n 19 /usr/bin/python3 bench/instructions.py --signing \
+	    --messages $(BENCH_INSTRUCTIONS_MESSAGES) --check bench/instructions-signing.json
 
 # The same against Apache Kafka: a fresh single node (tests/kafka/with_kafka.sh).
 BENCH_E2E_KAFKA_ARGS ?= --stored 10000,1000000
