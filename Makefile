@@ -102,7 +102,7 @@ UNIT_TESTS := $(BUILD)/tests/test_entry $(BUILD)/tests/test_dedup \
               $(BUILD)/tests/test_store_rocks $(BUILD)/tests/test_config \
               $(BUILD)/tests/test_offsets $(BUILD)/tests/test_metrics $(BUILD)/tests/test_held \
               $(BUILD)/tests/test_http $(BUILD)/tests/test_keysrc $(BUILD)/tests/test_admin \
-              $(BUILD)/tests/test_log $(BUILD)/tests/test_receipt
+              $(BUILD)/tests/test_log $(BUILD)/tests/test_receipt $(BUILD)/tests/test_signing
 INTEGRATION_TESTS := $(BUILD)/tests/test_pipeline $(BUILD)/tests/test_bounds
 TESTS := $(UNIT_TESTS) $(INTEGRATION_TESTS)
 # The real binary against an independent client (Debian's kafka-python), and
@@ -258,6 +258,11 @@ $(BUILD)/tests/test_http: $(call obj,tests/test_http.c sidecar/http.c sidecar/lo
 $(BUILD)/tests/test_receipt: $(call obj,tests/test_receipt.c sidecar/receipt.c)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_TEST)
+
+# Signatures: HMAC-SHA256 as libcrypto makes it, whatever the key's length.
+$(BUILD)/tests/test_signing: $(call obj,tests/test_signing.c sidecar/signing.c) $(LIB_DEDUP)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_DEDUP) $(LIBS_TEST)
 
 # The admin API and reloads, over an in-memory store (kafka.c checks the
 # librdkafka properties of a reloaded file, as --check-config does).
