@@ -28,6 +28,7 @@
 
 _Static_assert(KD_FINGERPRINT_LEN == KD_ENTRY_FINGERPRINT_LEN,
                "a decision holds an entry's fingerprint");
+_Static_assert(KD_KEY_HASH_LEN == HASH_LEN, "kd_claim.hash is a stream's hash");
 #define HEX_LEN (2 * HASH_LEN)
 
 struct kd_dedup {
@@ -55,6 +56,7 @@ typedef enum key_state { ST_ABSENT, ST_IN_FLIGHT, ST_COMPLETED } key_state;
 typedef struct slot {
     const char *key;
     size_t key_len;
+    const unsigned char *given_hash; /* the key's hash, as its claim gave it, or NULL */
     unsigned char hash[HASH_LEN];
     char *stream;  /* into the batch's arena */
     size_t leader; /* index of the first item with this key */
@@ -361,13 +363,19 @@ static void batch_read_heads(batch *b) {
     }
 }
 
-/* Hashes each key once and groups repeats behind their leader. */
+/* Hashes each key once (or takes the hash its claim gave) and groups
+ * repeats behind their leader. */
 static kd_err batch_hash(batch *b) {
     for (size_t i = 0; i < b->n; i++) {
         slot *s = &b->slots[i];
 
         s->stream = b->arena + i * b->stream_len;
-        stream_of(b->d, s->key, s->key_len, s->hash, s->stream);
+        if (s->given_hash) {
+            memcpy(s->hash, s->given_hash, HASH_LEN);
+            stream_key(b->d, s->hash, s->stream);
+        } else {
+            stream_of(b->d, s->key, s->key_len, s->hash, s->stream);
+        }
     }
     return batch_group(b);
 }
@@ -519,6 +527,8 @@ kd_err kd_dedup_claim_batch(kd_dedup *d, kd_claim *claims, size_t n,
         return KD_OK;
     }
 
+    for (size_t i = 0; i < n; i++)
+        memcpy(claims[i].hash, b.slots[i].hash, HASH_LEN);
     batch_read_heads(&b);
     for (size_t i = 0; i < n; i++) {
         if (b.slots[i].leader == SIZE_MAX)
@@ -683,6 +693,7 @@ static kd_err complete_redo(batch *b, kd_completion *items, bool lazy) {
                 idx[k] = i;
                 again[k] = items[i];
                 again[k].claim_seq = again[k].claim_version = 0;
+                again[k].claim_hash = NULL;
                 k++;
             }
         err = complete_batch(b->d, again, k, lazy);
@@ -722,6 +733,7 @@ static kd_err complete_batch(kd_dedup *d, kd_completion *items, size_t n, bool l
         for (size_t i = 0; i < n; i++) {
             b.slots[i].key = items[i].key;
             b.slots[i].key_len = items[i].key_len;
+            b.slots[i].given_hash = items[i].claim_version ? items[i].claim_hash : NULL;
         }
         err = batch_hash(&b);
     }
