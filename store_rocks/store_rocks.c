@@ -625,6 +625,7 @@ static unsigned char retention_filter(void *state, int level, const char *key,
     (void)new_val;
     (void)new_vlen;
     *changed = 0;
+    perf_off(); /* a compaction thread's, from its first record on */
     return record_expired(state, key, klen, val, vlen, wall_ms());
 }
 
