@@ -333,8 +333,7 @@ static bool read_multi(rocks_store *r, kd_read *items, size_t n) {
         keys[j] = refs[j].key;
         lens[j] = refs[j].len;
     }
-    rocksdb_batched_multi_get_cf(r->db, r->ropts, r->cf, n, keys, lens, vals, errs,
-                                 true);
+    rocksdb_batched_multi_get_cf(r->db, r->ropts, r->cf, n, keys, lens, vals, errs, true);
     for (size_t j = 0; j < n; j++) {
         kd_read *it = &items[refs[j].idx];
         const char *val = NULL;
