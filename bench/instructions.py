@@ -73,6 +73,26 @@ def count(messages, signing, work):
     return counts
 
 
+def compare(got, check, tolerance):
+    """0 when got (as --record writes) is within tolerance percent of the
+    figures in the file check, else 1; prints which."""
+    with open(check) as f:
+        want = json.load(f)
+    if want.get("messages") != got["messages"] or want.get("signing") != got["signing"]:
+        print(f"instructions: {check} holds figures for --messages "
+              f"{want.get('messages')}, signing {want.get('signing')}: not comparable")
+        return 1
+    worse = [k for k in ("kdedup", "passthrough")
+             if got[k] > want[k] * (1 + tolerance / 100)]
+    if worse:
+        print(f"instructions: REGRESSION over {tolerance:.0f}% against {check} "
+              f"({', '.join(f'{k} {want[k]} -> {got[k]}' for k in worse)})")
+        return 1
+    print(f"instructions: within {tolerance:.0f}% of {check} (kdedup {want['kdedup']:,}, "
+          f"passthrough {want['passthrough']:,})")
+    return 0
+
+
 def main(argv):
     n1, n2, signing, check, record, tolerance = 200000, 50000, False, None, None, 10.0
     args = argv[1:]
@@ -105,22 +125,7 @@ def main(argv):
         with open(record, "w") as f:
             json.dump(got, f, indent=1)
             f.write("\n")
-    if check:
-        with open(check) as f:
-            want = json.load(f)
-        if want.get("messages") != got["messages"] or want.get("signing") != signing:
-            print(f"instructions: {check} holds figures for --messages "
-                  f"{want.get('messages')}, signing {want.get('signing')}: not comparable")
-            return 1
-        worse = [k for k in ("kdedup", "passthrough")
-                 if got[k] > want[k] * (1 + tolerance / 100)]
-        if worse:
-            print(f"instructions: REGRESSION over {tolerance:.0f}% against {check} "
-                  f"({', '.join(f'{k} {want[k]} -> {got[k]}' for k in worse)})")
-            return 1
-        print(f"instructions: within {tolerance:.0f}% of {check} (kdedup {want['kdedup']:,}, "
-              f"ratio {want['ratio']:.2f}x)")
-    return 0
+    return compare(got, check, tolerance) if check else 0
 
 
 if __name__ == "__main__":
