@@ -62,8 +62,7 @@ typedef struct slot {
     size_t leader; /* index of the first item with this key */
     head head;
     kd_err read_err;   /* leaders: reading or decoding the head failed */
-    kd_append *append; /* the planned append, or NULL */
-    void *encoded;     /* its payload */
+    kd_append *append; /* the planned append, or NULL (its payload: in b->pool) */
     bool hinted;       /* completions: its claim was given, not read */
 } slot;
 
@@ -76,6 +75,8 @@ typedef struct batch {
     kd_append *appends;
     size_t nappends;
     kd_read *reads;
+    unsigned char *pool; /* the planned entries, encoded: one allocation a batch */
+    size_t pool_cap, pool_used;
 } batch;
 
 void kd_decision_clear(kd_decision *d) {
@@ -317,8 +318,21 @@ static kd_err batch_group(batch *b) {
     return KD_OK;
 }
 
-/* Allocates room for n keys; the caller then sets each slot's key. */
-static kd_err batch_alloc(batch *b, kd_dedup *d, size_t n) {
+/* The most an entry of key_len bytes takes, encoded, with a receipt of
+ * receipt_len bytes when has_receipt (0 when the lengths do not fit). */
+static size_t entry_bound(size_t key_len, bool has_receipt, size_t receipt_len) {
+    kd_entry e = {.key_len = key_len,
+                  .has_owner = true,
+                  .has_fingerprint = true,
+                  .has_receipt = has_receipt,
+                  .receipt_len = receipt_len};
+
+    return kd_entry_encoded_size(&e);
+}
+
+/* Allocates room for n keys, and pool_bytes for the entries it will plan
+ * (their bound: entry_bound()); the caller then sets each slot's key. */
+static kd_err batch_alloc(batch *b, kd_dedup *d, size_t n, size_t pool_bytes) {
     memset(b, 0, sizeof(*b));
     b->d = d;
     b->n = n;
@@ -327,7 +341,10 @@ static kd_err batch_alloc(batch *b, kd_dedup *d, size_t n) {
     b->arena = malloc(n ? n * b->stream_len : 1);
     b->appends = calloc(n ? n : 1, sizeof(*b->appends));
     b->reads = calloc(n ? n : 1, sizeof(*b->reads));
-    return b->slots && b->arena && b->appends && b->reads ? KD_OK : KD_ERR_STORE;
+    b->pool = malloc(pool_bytes ? pool_bytes : 1);
+    b->pool_cap = pool_bytes;
+    return b->slots && b->arena && b->appends && b->reads && b->pool ? KD_OK
+                                                                       : KD_ERR_STORE;
 }
 
 /* Reads the heads of all leaders with one store call, and decodes them. */
@@ -381,29 +398,32 @@ static kd_err batch_hash(batch *b) {
 }
 
 static void batch_free(batch *b) {
-    for (size_t i = 0; b->slots && i < b->n; i++) {
+    for (size_t i = 0; b->slots && i < b->n; i++)
         head_clear(&b->slots[i].head);
-        free(b->slots[i].encoded);
-    }
     free(b->slots);
     free(b->arena);
     free(b->appends);
     free(b->reads);
+    free(b->pool);
 }
 
-/* Encodes e and queues its append after the slot's head. */
+/* Encodes e into the batch's pool and queues its append after the slot's
+ * head. */
 static kd_err batch_plan(batch *b, slot *s, const kd_entry *e) {
     kd_append *a = &b->appends[b->nappends];
+    unsigned char *buf = b->pool + b->pool_used;
     size_t len;
     kd_err err;
 
-    if ((err = kd_entry_encode_alloc(e, &s->encoded, &len)) != KD_OK)
+    /* the pool holds every item's entry_bound(): e fits, or does not encode */
+    if ((err = kd_entry_encode(e, buf, b->pool_cap - b->pool_used, &len)) != KD_OK)
         return err;
+    b->pool_used += len;
     *a = (kd_append){.stream = s->stream,
                      .stream_len = b->stream_len,
                      .expected_seq = next_seq(&s->head),
                      .version = s->head.version,
-                     .payload = s->encoded,
+                     .payload = buf,
                      .payload_len = len};
     s->append = a;
     b->nappends++;
@@ -501,6 +521,7 @@ static void claims_fail(kd_claim *claims, size_t n, kd_err err) {
 
 kd_err kd_dedup_claim_batch(kd_dedup *d, kd_claim *claims, size_t n,
                             uint64_t timestamp_ms) {
+    size_t pool = 0;
     batch b;
     kd_err err;
 
@@ -509,12 +530,14 @@ kd_err kd_dedup_claim_batch(kd_dedup *d, kd_claim *claims, size_t n,
     for (size_t i = 0; i < n; i++)
         if (!claims[i].key && claims[i].key_len)
             return KD_ERR_CONFIG;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         claims[i] = (kd_claim){.key = claims[i].key,
                                .key_len = claims[i].key_len,
                                .fingerprint = claims[i].fingerprint};
+        pool += entry_bound(claims[i].key_len, false, 0);
+    }
 
-    if ((err = batch_alloc(&b, d, n)) == KD_OK) {
+    if ((err = batch_alloc(&b, d, n, pool)) == KD_OK) {
         for (size_t i = 0; i < n; i++) {
             b.slots[i].key = claims[i].key;
             b.slots[i].key_len = claims[i].key_len;
@@ -714,6 +737,7 @@ kd_err kd_dedup_complete_batch_lazy(kd_dedup *d, kd_completion *items, size_t n)
 }
 
 static kd_err complete_batch(kd_dedup *d, kd_completion *items, size_t n, bool lazy) {
+    size_t pool = 0;
     batch b = {0};
     uint64_t now;
     kd_err err;
@@ -724,12 +748,14 @@ static kd_err complete_batch(kd_dedup *d, kd_completion *items, size_t n, bool l
         if ((!items[i].key && items[i].key_len) ||
             (!items[i].receipt && items[i].receipt_len))
             return KD_ERR_CONFIG;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         items[i].err = KD_OK;
+        pool += entry_bound(items[i].key_len, true, items[i].receipt_len);
+    }
 
     if (!now_ms(&now))
         err = KD_ERR_CONFIG;
-    else if ((err = batch_alloc(&b, d, n)) == KD_OK) {
+    else if ((err = batch_alloc(&b, d, n, pool)) == KD_OK) {
         for (size_t i = 0; i < n; i++) {
             b.slots[i].key = items[i].key;
             b.slots[i].key_len = items[i].key_len;
