@@ -344,7 +344,7 @@ static kd_err batch_alloc(batch *b, kd_dedup *d, size_t n, size_t pool_bytes) {
     b->pool = malloc(pool_bytes ? pool_bytes : 1);
     b->pool_cap = pool_bytes;
     return b->slots && b->arena && b->appends && b->reads && b->pool ? KD_OK
-                                                                       : KD_ERR_STORE;
+                                                                     : KD_ERR_STORE;
 }
 
 /* Reads the heads of all leaders with one store call, and decodes them. */
