@@ -121,17 +121,26 @@ void kd_dedup_set_owner(kd_dedup *d, uint64_t owner) {
     atomic_store(&d->owner, owner);
 }
 
-/* Writes ns ":" hex(hash) into out, which holds d->ns_len + 1 + HEX_LEN bytes. */
+/* The two hex digits of each byte value, in order: "00" "01" ... "ff". */
+static const char hex_pairs[2 * 256 + 1] =
+    "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+    "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
+    "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
+    "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
+    "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
+    "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
+    "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
+    "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
+
+/* Writes ns ":" hex(hash) into out, which holds d->ns_len + 1 + HEX_LEN bytes
+ * (two digits a byte, copied from hex_pairs). */
 static void stream_key(const kd_dedup *d, const unsigned char *hash, char *out) {
-    static const char hex[] = "0123456789abcdef";
+    char *digits = out + d->ns_len + 1;
 
     memcpy(out, d->ns, d->ns_len);
-    out += d->ns_len;
-    *out++ = ':';
-    for (size_t i = 0; i < HASH_LEN; i++) {
-        *out++ = hex[hash[i] >> 4];
-        *out++ = hex[hash[i] & 0xf];
-    }
+    out[d->ns_len] = ':';
+    for (size_t i = 0; i < HASH_LEN; i++)
+        memcpy(digits + 2 * i, hex_pairs + 2 * hash[i], 2);
 }
 
 /* Hashes key and writes its stream key into out (stream_len(d) bytes). */
@@ -272,15 +281,27 @@ static kd_err decision_copy(const kd_decision *src, kd_decision *dst) {
  */
 
 typedef struct hash_ref {
+    uint64_t lead; /* the hash's first 8 bytes, big-endian: most compares end here */
     const unsigned char *hash;
     size_t idx;
 } hash_ref;
 
+static uint64_t lead_of(const unsigned char *hash) {
+    uint64_t v = 0;
+
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | hash[i];
+    return v;
+}
+
+/* memcmp() order of the hashes, then array order. */
 static int hash_ref_cmp(const void *a, const void *b) {
     const hash_ref *x = a, *y = b;
-    int c = memcmp(x->hash, y->hash, HASH_LEN);
+    int c;
 
-    if (c)
+    if (x->lead != y->lead)
+        return x->lead < y->lead ? -1 : 1;
+    if ((c = memcmp(x->hash + 8, y->hash + 8, HASH_LEN - 8)) != 0)
         return c;
     return x->idx < y->idx ? -1 : x->idx > y->idx;
 }
@@ -298,7 +319,7 @@ static kd_err batch_group(batch *b) {
     if (!(refs = malloc(b->n * sizeof(*refs))))
         return KD_ERR_STORE;
     for (size_t i = 0; i < b->n; i++)
-        refs[i] = (hash_ref){b->slots[i].hash, i};
+        refs[i] = (hash_ref){lead_of(b->slots[i].hash), b->slots[i].hash, i};
     qsort(refs, b->n, sizeof(*refs), hash_ref_cmp);
     for (size_t i = 1; i < b->n; i++) {
         size_t lead = refs[i - 1].idx, me = refs[i].idx;
