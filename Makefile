@@ -115,6 +115,10 @@ E2E_TESTS := tests/e2e/e2e_test.py tests/e2e/faults_test.py tests/e2e/security_t
              tests/e2e/logs_test.py tests/e2e/lookup_test.py tests/docs/test_docs.sh \
              tests/docs/test_quickstart.sh tests/deploy/test_deploy.sh \
              tests/image/test_hardening.sh
+# Instructions per message under callgrind, against bench/instructions-small.json
+# (not under SANITIZE: valgrind and ASan do not mix; alone: another test
+# beside it changes the batching, and so the counts).
+PERF_TESTS := $(if $(SANITIZE),,tests/perf/instructions_test.sh)
 BENCHES := $(BUILD)/bench/bench_store $(BUILD)/bench/bench_e2e $(BUILD)/bench/bench_handover
 FUZZERS := $(BUILD)/fuzz/fuzz_entry $(BUILD)/fuzz/fuzz_config $(BUILD)/fuzz/fuzz_headers \
            $(BUILD)/fuzz/fuzz_keysrc $(BUILD)/fuzz/fuzz_receipt
@@ -122,7 +126,7 @@ FUZZERS := $(BUILD)/fuzz/fuzz_entry $(BUILD)/fuzz/fuzz_config $(BUILD)/fuzz/fuzz
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
 .PHONY: all deps test test-mock test-kafka test-asan kafka-up kafka-down chaos-kafka soak soak-memory chaos mutate valgrind bench bench-e2e bench-handover demo fuzz fuzz-build format format-check clean help
-.PHONY: image image-test bench-e2e-kafka docs FORCE
+.PHONY: image image-test bench-e2e-kafka bench-instructions docs FORCE
 .DEFAULT_GOAL := all
 
 all: deps
@@ -148,6 +152,7 @@ help:
 	@echo "make bench      run the store and end-to-end benchmarks (BENCHMARKS.md)"
 	@echo "make bench-e2e  kdedup against a plain passthrough (BENCH_E2E_ARGS=...)"
 	@echo "make bench-e2e-kafka  the same on a fresh Apache Kafka node (BENCH_E2E_KAFKA_ARGS=...)"
+	@echo "make bench-instructions  instructions per message under callgrind, kdedup and the passthrough"
 	@echo "make bench-handover  an empty replica learning 10^6 keys (BENCH_HANDOVER_ARGS=...)"
 	@echo "make fuzz       run the libFuzzer targets for FUZZ_SECONDS each (clang)"
 	@echo "make deps       install missing Debian packages (root) or print the command"
@@ -251,11 +256,6 @@ $(BUILD)/tests/test_log: $(call obj,tests/test_log.c sidecar/log.c) $(LIB_CONFIG
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_CONFIG) $(LIBS_TEST)
 
-# Signatures: signing.c alone, over libcrypto.
-$(BUILD)/tests/test_signing: $(call obj,tests/test_signing.c sidecar/signing.c)
-	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_DEDUP) $(LIBS_TEST)
-
 # The HTTP endpoint in a child process, against 600 slow clients.
 $(BUILD)/tests/test_http: $(call obj,tests/test_http.c sidecar/http.c sidecar/log.c) \
                           $(LIB_CONFIG)
@@ -265,6 +265,12 @@ $(BUILD)/tests/test_http: $(call obj,tests/test_http.c sidecar/http.c sidecar/lo
 $(BUILD)/tests/test_receipt: $(call obj,tests/test_receipt.c sidecar/receipt.c)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_TEST)
+
+# Signatures: signing.c over libcrypto: each covered field, malformed
+# signatures, and HMAC-SHA256 as libcrypto makes it, whatever the key's length.
+$(BUILD)/tests/test_signing: $(call obj,tests/test_signing.c sidecar/signing.c) $(LIB_DEDUP)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_DEDUP) $(LIBS_TEST)
 
 # The admin API and reloads, over an in-memory store (kafka.c checks the
 # librdkafka properties of a reloaded file, as --check-config does).
@@ -340,9 +346,10 @@ test: deps
 # KD_TEST_JOBS (3) of their cases at a time (tests/case_runner.c).
 TEST_JOBS ?= 2
 test-mock: deps
-	@$(MAKE) --no-print-directory $(KDEDUP) $(TESTS)
+	@$(MAKE) --no-print-directory $(KDEDUP) $(TESTS) $(BUILD)/bench/bench_e2e
 	@KDEDUP=$(KDEDUP) TEST_JOBS=$(TEST_JOBS) tests/run_tests.sh $(INTEGRATION_TESTS) \
 	    $(E2E_TESTS) $(filter-out $(INTEGRATION_TESTS),$(TESTS))
+	@$(if $(PERF_TESTS),KDEDUP=$(KDEDUP) TEST_JOBS=1 tests/run_tests.sh $(PERF_TESTS))
 
 # CI's pass under SANITIZE=address,undefined: the unit tests, the power-loss
 # suite and the end-to-end suite on the mock. The other mock-cluster suites
@@ -460,6 +467,20 @@ bench-handover: deps
 bench-e2e: deps
 	@$(MAKE) --no-print-directory $(BUILD)/bench/bench_e2e
 	KDEDUP=$(KDEDUP) $(BUILD)/bench/bench_e2e $(BENCH_E2E_ARGS)
+
+# Instructions per consumed message under callgrind, kdedup against the
+# passthrough, without and with a signing key (bench/instructions.py; counts
+# are deterministic, whatever the load), checked against the figures
+# recorded in bench/instructions*.json (fails on a regression over 10%).
+# After a deliberate change, record new figures: bench/instructions.py
+# [--signing] --record bench/instructions[-signing].json.
+BENCH_INSTRUCTIONS_MESSAGES ?= 200000,50000
+bench-instructions: deps
+	@$(MAKE) --no-print-directory $(KDEDUP) $(BUILD)/bench/bench_e2e
+	BUILD=$(BUILD) nice -n 19 /usr/bin/python3 bench/instructions.py \
+	    --messages $(BENCH_INSTRUCTIONS_MESSAGES) --check bench/instructions.json
+	BUILD=$(BUILD) nice -n 19 /usr/bin/python3 bench/instructions.py --signing \
+	    --messages $(BENCH_INSTRUCTIONS_MESSAGES) --check bench/instructions-signing.json
 
 # The same against Apache Kafka: a fresh single node (tests/kafka/with_kafka.sh).
 BENCH_E2E_KAFKA_ARGS ?= --stored 10000,1000000

@@ -28,6 +28,7 @@
 
 _Static_assert(KD_FINGERPRINT_LEN == KD_ENTRY_FINGERPRINT_LEN,
                "a decision holds an entry's fingerprint");
+_Static_assert(KD_KEY_HASH_LEN == HASH_LEN, "kd_claim.hash is a stream's hash");
 #define HEX_LEN (2 * HASH_LEN)
 
 struct kd_dedup {
@@ -55,13 +56,13 @@ typedef enum key_state { ST_ABSENT, ST_IN_FLIGHT, ST_COMPLETED } key_state;
 typedef struct slot {
     const char *key;
     size_t key_len;
+    const unsigned char *given_hash; /* the key's hash, as its claim gave it, or NULL */
     unsigned char hash[HASH_LEN];
     char *stream;  /* into the batch's arena */
     size_t leader; /* index of the first item with this key */
     head head;
     kd_err read_err;   /* leaders: reading or decoding the head failed */
-    kd_append *append; /* the planned append, or NULL */
-    void *encoded;     /* its payload */
+    kd_append *append; /* the planned append, or NULL (its payload: in b->pool) */
     bool hinted;       /* completions: its claim was given, not read */
 } slot;
 
@@ -74,6 +75,8 @@ typedef struct batch {
     kd_append *appends;
     size_t nappends;
     kd_read *reads;
+    unsigned char *pool; /* the planned entries, encoded: one allocation a batch */
+    size_t pool_cap, pool_used;
 } batch;
 
 void kd_decision_clear(kd_decision *d) {
@@ -118,17 +121,26 @@ void kd_dedup_set_owner(kd_dedup *d, uint64_t owner) {
     atomic_store(&d->owner, owner);
 }
 
-/* Writes ns ":" hex(hash) into out, which holds d->ns_len + 1 + HEX_LEN bytes. */
+/* The two hex digits of each byte value, in order: "00" "01" ... "ff". */
+static const char hex_pairs[2 * 256 + 1] =
+    "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+    "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
+    "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
+    "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
+    "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
+    "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
+    "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
+    "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
+
+/* Writes ns ":" hex(hash) into out, which holds d->ns_len + 1 + HEX_LEN bytes
+ * (two digits a byte, copied from hex_pairs). */
 static void stream_key(const kd_dedup *d, const unsigned char *hash, char *out) {
-    static const char hex[] = "0123456789abcdef";
+    char *digits = out + d->ns_len + 1;
 
     memcpy(out, d->ns, d->ns_len);
-    out += d->ns_len;
-    *out++ = ':';
-    for (size_t i = 0; i < HASH_LEN; i++) {
-        *out++ = hex[hash[i] >> 4];
-        *out++ = hex[hash[i] & 0xf];
-    }
+    out[d->ns_len] = ':';
+    for (size_t i = 0; i < HASH_LEN; i++)
+        memcpy(digits + 2 * i, hex_pairs + 2 * hash[i], 2);
 }
 
 /* Hashes key and writes its stream key into out (stream_len(d) bytes). */
@@ -269,15 +281,27 @@ static kd_err decision_copy(const kd_decision *src, kd_decision *dst) {
  */
 
 typedef struct hash_ref {
+    uint64_t lead; /* the hash's first 8 bytes, big-endian: most compares end here */
     const unsigned char *hash;
     size_t idx;
 } hash_ref;
 
+static uint64_t lead_of(const unsigned char *hash) {
+    uint64_t v = 0;
+
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | hash[i];
+    return v;
+}
+
+/* memcmp() order of the hashes, then array order. */
 static int hash_ref_cmp(const void *a, const void *b) {
     const hash_ref *x = a, *y = b;
-    int c = memcmp(x->hash, y->hash, HASH_LEN);
+    int c;
 
-    if (c)
+    if (x->lead != y->lead)
+        return x->lead < y->lead ? -1 : 1;
+    if ((c = memcmp(x->hash + 8, y->hash + 8, HASH_LEN - 8)) != 0)
         return c;
     return x->idx < y->idx ? -1 : x->idx > y->idx;
 }
@@ -295,7 +319,7 @@ static kd_err batch_group(batch *b) {
     if (!(refs = malloc(b->n * sizeof(*refs))))
         return KD_ERR_STORE;
     for (size_t i = 0; i < b->n; i++)
-        refs[i] = (hash_ref){b->slots[i].hash, i};
+        refs[i] = (hash_ref){lead_of(b->slots[i].hash), b->slots[i].hash, i};
     qsort(refs, b->n, sizeof(*refs), hash_ref_cmp);
     for (size_t i = 1; i < b->n; i++) {
         size_t lead = refs[i - 1].idx, me = refs[i].idx;
@@ -315,8 +339,21 @@ static kd_err batch_group(batch *b) {
     return KD_OK;
 }
 
-/* Allocates room for n keys; the caller then sets each slot's key. */
-static kd_err batch_alloc(batch *b, kd_dedup *d, size_t n) {
+/* The most an entry of key_len bytes takes, encoded, with a receipt of
+ * receipt_len bytes when has_receipt (0 when the lengths do not fit). */
+static size_t entry_bound(size_t key_len, bool has_receipt, size_t receipt_len) {
+    kd_entry e = {.key_len = key_len,
+                  .has_owner = true,
+                  .has_fingerprint = true,
+                  .has_receipt = has_receipt,
+                  .receipt_len = receipt_len};
+
+    return kd_entry_encoded_size(&e);
+}
+
+/* Allocates room for n keys, and pool_bytes for the entries it will plan
+ * (their bound: entry_bound()); the caller then sets each slot's key. */
+static kd_err batch_alloc(batch *b, kd_dedup *d, size_t n, size_t pool_bytes) {
     memset(b, 0, sizeof(*b));
     b->d = d;
     b->n = n;
@@ -325,7 +362,10 @@ static kd_err batch_alloc(batch *b, kd_dedup *d, size_t n) {
     b->arena = malloc(n ? n * b->stream_len : 1);
     b->appends = calloc(n ? n : 1, sizeof(*b->appends));
     b->reads = calloc(n ? n : 1, sizeof(*b->reads));
-    return b->slots && b->arena && b->appends && b->reads ? KD_OK : KD_ERR_STORE;
+    b->pool = malloc(pool_bytes ? pool_bytes : 1);
+    b->pool_cap = pool_bytes;
+    return b->slots && b->arena && b->appends && b->reads && b->pool ? KD_OK
+                                                                     : KD_ERR_STORE;
 }
 
 /* Reads the heads of all leaders with one store call, and decodes them. */
@@ -361,41 +401,50 @@ static void batch_read_heads(batch *b) {
     }
 }
 
-/* Hashes each key once and groups repeats behind their leader. */
+/* Hashes each key once (or takes the hash its claim gave) and groups
+ * repeats behind their leader. */
 static kd_err batch_hash(batch *b) {
     for (size_t i = 0; i < b->n; i++) {
         slot *s = &b->slots[i];
 
         s->stream = b->arena + i * b->stream_len;
-        stream_of(b->d, s->key, s->key_len, s->hash, s->stream);
+        if (s->given_hash) {
+            memcpy(s->hash, s->given_hash, HASH_LEN);
+            stream_key(b->d, s->hash, s->stream);
+        } else {
+            stream_of(b->d, s->key, s->key_len, s->hash, s->stream);
+        }
     }
     return batch_group(b);
 }
 
 static void batch_free(batch *b) {
-    for (size_t i = 0; b->slots && i < b->n; i++) {
+    for (size_t i = 0; b->slots && i < b->n; i++)
         head_clear(&b->slots[i].head);
-        free(b->slots[i].encoded);
-    }
     free(b->slots);
     free(b->arena);
     free(b->appends);
     free(b->reads);
+    free(b->pool);
 }
 
-/* Encodes e and queues its append after the slot's head. */
+/* Encodes e into the batch's pool and queues its append after the slot's
+ * head. */
 static kd_err batch_plan(batch *b, slot *s, const kd_entry *e) {
     kd_append *a = &b->appends[b->nappends];
+    unsigned char *buf = b->pool + b->pool_used;
     size_t len;
     kd_err err;
 
-    if ((err = kd_entry_encode_alloc(e, &s->encoded, &len)) != KD_OK)
+    /* the pool holds every item's entry_bound(): e fits, or does not encode */
+    if ((err = kd_entry_encode(e, buf, b->pool_cap - b->pool_used, &len)) != KD_OK)
         return err;
+    b->pool_used += len;
     *a = (kd_append){.stream = s->stream,
                      .stream_len = b->stream_len,
                      .expected_seq = next_seq(&s->head),
                      .version = s->head.version,
-                     .payload = s->encoded,
+                     .payload = buf,
                      .payload_len = len};
     s->append = a;
     b->nappends++;
@@ -493,6 +542,7 @@ static void claims_fail(kd_claim *claims, size_t n, kd_err err) {
 
 kd_err kd_dedup_claim_batch(kd_dedup *d, kd_claim *claims, size_t n,
                             uint64_t timestamp_ms) {
+    size_t pool = 0;
     batch b;
     kd_err err;
 
@@ -501,12 +551,14 @@ kd_err kd_dedup_claim_batch(kd_dedup *d, kd_claim *claims, size_t n,
     for (size_t i = 0; i < n; i++)
         if (!claims[i].key && claims[i].key_len)
             return KD_ERR_CONFIG;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         claims[i] = (kd_claim){.key = claims[i].key,
                                .key_len = claims[i].key_len,
                                .fingerprint = claims[i].fingerprint};
+        pool += entry_bound(claims[i].key_len, false, 0);
+    }
 
-    if ((err = batch_alloc(&b, d, n)) == KD_OK) {
+    if ((err = batch_alloc(&b, d, n, pool)) == KD_OK) {
         for (size_t i = 0; i < n; i++) {
             b.slots[i].key = claims[i].key;
             b.slots[i].key_len = claims[i].key_len;
@@ -519,6 +571,8 @@ kd_err kd_dedup_claim_batch(kd_dedup *d, kd_claim *claims, size_t n,
         return KD_OK;
     }
 
+    for (size_t i = 0; i < n; i++)
+        memcpy(claims[i].hash, b.slots[i].hash, HASH_LEN);
     batch_read_heads(&b);
     for (size_t i = 0; i < n; i++) {
         if (b.slots[i].leader == SIZE_MAX)
@@ -683,6 +737,7 @@ static kd_err complete_redo(batch *b, kd_completion *items, bool lazy) {
                 idx[k] = i;
                 again[k] = items[i];
                 again[k].claim_seq = again[k].claim_version = 0;
+                again[k].claim_hash = NULL;
                 k++;
             }
         err = complete_batch(b->d, again, k, lazy);
@@ -703,6 +758,7 @@ kd_err kd_dedup_complete_batch_lazy(kd_dedup *d, kd_completion *items, size_t n)
 }
 
 static kd_err complete_batch(kd_dedup *d, kd_completion *items, size_t n, bool lazy) {
+    size_t pool = 0;
     batch b = {0};
     uint64_t now;
     kd_err err;
@@ -713,15 +769,18 @@ static kd_err complete_batch(kd_dedup *d, kd_completion *items, size_t n, bool l
         if ((!items[i].key && items[i].key_len) ||
             (!items[i].receipt && items[i].receipt_len))
             return KD_ERR_CONFIG;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         items[i].err = KD_OK;
+        pool += entry_bound(items[i].key_len, true, items[i].receipt_len);
+    }
 
     if (!now_ms(&now))
         err = KD_ERR_CONFIG;
-    else if ((err = batch_alloc(&b, d, n)) == KD_OK) {
+    else if ((err = batch_alloc(&b, d, n, pool)) == KD_OK) {
         for (size_t i = 0; i < n; i++) {
             b.slots[i].key = items[i].key;
             b.slots[i].key_len = items[i].key_len;
+            b.slots[i].given_hash = items[i].claim_version ? items[i].claim_hash : NULL;
         }
         err = batch_hash(&b);
     }

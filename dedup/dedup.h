@@ -22,6 +22,9 @@
 
 typedef enum kd_state { KD_CLAIMED, KD_IN_FLIGHT, KD_COMPLETED } kd_state;
 
+/* Bytes of a key's hash (SHA-256), as kd_claim.hash gives it. */
+#define KD_KEY_HASH_LEN 32
+
 /* Bytes of a claim's fingerprint (an addition: SHA-256 of what it forwarded). */
 #define KD_FINGERPRINT_LEN 32
 
@@ -124,6 +127,8 @@ typedef struct kd_claim {
      * stamp of the write (0 = none), for kd_completion.claim_* */
     uint64_t seq;
     uint64_t version;
+    /* out: the key's hash (SHA-256), for kd_completion.claim_hash */
+    unsigned char hash[KD_KEY_HASH_LEN];
 } kd_claim;
 
 /* Claims every key of the batch at timestamp_ms with one store write, with
@@ -150,6 +155,10 @@ typedef struct kd_completion {
     uint64_t claim_seq;
     uint64_t claim_version;
     const unsigned char *fingerprint;
+    /* in, optional, with claim_version: that claim's kd_claim.hash (NULL =
+     * none): the key is then not hashed again. It must be the hash of this
+     * very key, as the claim gave it. */
+    const unsigned char *claim_hash;
     kd_err err; /* out: this key's result */
 } kd_completion;
 

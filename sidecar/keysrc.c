@@ -377,7 +377,7 @@ static bool digest_payload(EVP_MD_CTX *ctx, const kd_route *r, const kd_keysrc_m
 
 bool kd_keysrc_fingerprint(const kd_route *r, size_t max_json_bytes,
                            const kd_keysrc_msg *m, unsigned char out[KD_KEYSRC_FP_LEN]) {
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    EVP_MD_CTX *ctx = kd_sha256_scratch(); /* the thread's: not freed here */
     unsigned int len = 0;
     bool ok;
 
@@ -395,7 +395,5 @@ bool kd_keysrc_fingerprint(const kd_route *r, size_t max_json_bytes,
         ok = digest_field(ctx, true, name, strlen(name)) &&
              digest_field(ctx, present, val, vlen);
     }
-    ok = ok && EVP_DigestFinal_ex(ctx, out, &len) == 1 && len == KD_KEYSRC_FP_LEN;
-    EVP_MD_CTX_free(ctx);
-    return ok;
+    return ok && EVP_DigestFinal_ex(ctx, out, &len) == 1 && len == KD_KEYSRC_FP_LEN;
 }

@@ -288,6 +288,7 @@ static void on_claimed(kd_pipeline *p, msg *m, const kd_claim *c) {
 
     m->claim_seq = c->seq;
     m->claim_version = c->version;
+    memcpy(m->claim_hash, c->hash, sizeof(m->claim_hash));
     if (own_claim(p, m))
         return;
     if (c->expired) {
@@ -357,6 +358,7 @@ void kd_pl_takeover(kd_pipeline *p, msg *m) {
         if (c.decision.state == KD_CLAIMED && took_over) {
             m->claim_seq = c.seq;
             m->claim_version = c.version;
+            memcpy(m->claim_hash, c.hash, sizeof(m->claim_hash));
             if (!kd_pl_hold(p, m))
                 return; /* fatal; the offset stays pending */
             if (absent)

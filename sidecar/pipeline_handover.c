@@ -99,7 +99,8 @@ static bool learn_deliveries(learning *l, const kd_history_rec *recs, size_t n) 
                     p, l->route, l->out_partition, rec->offset, rec->timestamp,
                     l->src_partition, rec->src_offset, text, RECEIPT_MAX),
                 .claim_seq = c->seq, /* claimed here: not read again */
-                .claim_version = c->version};
+                .claim_version = c->version,
+                .claim_hash = c->hash};
         }
         kd_decision_clear(&c->decision);
     }

@@ -90,6 +90,7 @@ typedef struct msg {
     bool claimed;           /* holds a claim in the store (and an entry in p->held) */
     uint64_t claim_seq;     /* claimed by this run: kd_claim.seq and .version, for */
     uint64_t claim_version; /* its receipt (kd_completion.claim_*; 0 = none) */
+    unsigned char claim_hash[KD_KEY_HASH_LEN]; /* and the key's hash (kd_claim.hash) */
     bool uncertain;         /* possibly persisted: read downstream before resending */
     uint64_t out_seq;       /* its number among its route's deliveries to its
                              * downstream partition (route_rt.sent) */

@@ -52,6 +52,7 @@ void kd_pl_receipts_gather(kd_pipeline *p, kd_pl_receipts *r, size_t max) {
                 .receipt_len = kd_pl_format_receipt(p, m, text, RECEIPT_MAX),
                 .claim_seq = m->claim_seq, /* claimed by this run: not read again */
                 .claim_version = m->claim_version,
+                .claim_hash = m->claim_hash,
                 .fingerprint = m->has_fp ? m->fp : NULL};
         }
 }

@@ -441,6 +441,44 @@ static void test_complete_given_claim(void **state) {
     kd_store_destroy(counting);
 }
 
+/* A claim gives its key's hash, the one its stream key is made of; a
+ * completion given it with its claim is not hashed again and lands on the
+ * same key. Without claim_version the hash given is not used: the key is
+ * hashed. */
+static void test_complete_given_hash(void **state) {
+    fx *f = *state;
+    kd_dedup *d = kd_dedup_new(f->store, "test");
+    kd_claim c[2] = {{.key = "a", .key_len = 1}, {.key = "b", .key_len = 1}};
+    unsigned char bogus[KD_KEY_HASH_LEN];
+    char stream[128], hex[2 * KD_KEY_HASH_LEN + 1];
+    kd_completion done[2];
+
+    memset(bogus, 0x5a, sizeof(bogus));
+    assert_int_equal(kd_dedup_claim_batch(d, c, 2, 1000), KD_OK);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(c[i].decision.state, KD_CLAIMED);
+        kd_dedup_stream_key_for(d, c[i].key, 1, stream, sizeof(stream));
+        for (int j = 0; j < KD_KEY_HASH_LEN; j++)
+            snprintf(hex + 2 * j, 3, "%02x", c[i].hash[j]);
+        assert_string_equal(stream + strlen("test:"), hex);
+    }
+    done[0] = (kd_completion){.key = "a",
+                              .key_len = 1,
+                              .receipt = "ra",
+                              .receipt_len = 2,
+                              .claim_seq = c[0].seq,
+                              .claim_version = c[0].version,
+                              .claim_hash = c[0].hash};
+    done[1] = (kd_completion){
+        .key = "b", .key_len = 1, .receipt = "rb", .receipt_len = 2, .claim_hash = bogus};
+    assert_int_equal(kd_dedup_complete_batch(d, done, 2), KD_OK);
+    assert_int_equal(done[0].err, KD_OK);
+    assert_int_equal(done[1].err, KD_OK);
+    assert_completed_with(d, "a", "ra");
+    assert_completed_with(d, "b", "rb");
+    kd_dedup_destroy(d);
+}
+
 /*
  * Retention, stream keys, bad input.
  */
@@ -845,6 +883,7 @@ int main(void) {
         BOTH(test_claim_batch),
         BOTH(test_complete_batch),
         BOTH(test_complete_given_claim),
+        BOTH(test_complete_given_hash),
         BOTH(test_retention),
         BOTH(test_stream_key_format),
         BOTH(test_garbage_entry),

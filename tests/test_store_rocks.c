@@ -572,6 +572,50 @@ static void test_batch_append_per_item(void **state) {
     assert_false(found);
 }
 
+/* A batched read hands RocksDB its keys in RocksDB's order, not the
+ * batch's: each item still gets its own stream's head. Streams s0..s59,
+ * stream i holding i % 3 entries (the last one "i"), read in reverse with
+ * streams never written between them. */
+static void test_batch_read_per_item(void **state) {
+    fx *f = *state;
+    enum { STREAMS = 60, READS = 2 * STREAMS };
+    char names[READS][16], payload[16];
+    kd_read reads[READS];
+
+    for (int i = 0; i < STREAMS; i++) {
+        snprintf(names[i], sizeof(names[i]), "s%d", i);
+        snprintf(payload, sizeof(payload), "%d", i);
+        for (int e = 0; e < i % 3; e++)
+            assert_int_equal(kd_store_append(f->store, names[i], strlen(names[i]),
+                                             (uint64_t)e, payload, strlen(payload)),
+                             KD_OK);
+    }
+    for (int j = 0; j < READS; j++) {
+        int i = STREAMS - 1 - j / 2;
+
+        if (j % 2)
+            snprintf(names[STREAMS + j / 2], sizeof(names[0]), "never-%d", i);
+        reads[j] = (kd_read){.stream = j % 2 ? names[STREAMS + j / 2] : names[i]};
+        reads[j].stream_len = strlen(reads[j].stream);
+    }
+    assert_int_equal(kd_store_read_last_batch(f->store, reads, READS), KD_OK);
+    for (int j = 0; j < READS; j++) {
+        int i = STREAMS - 1 - j / 2;
+
+        assert_int_equal(reads[j].err, KD_OK);
+        if (j % 2 || i % 3 == 0) {
+            assert_false(reads[j].found);
+            continue;
+        }
+        snprintf(payload, sizeof(payload), "%d", i);
+        assert_true(reads[j].found);
+        assert_int_equal(reads[j].seq, i % 3 - 1);
+        assert_int_equal(reads[j].payload_len, strlen(payload));
+        assert_memory_equal(reads[j].payload, payload, strlen(payload));
+        free(reads[j].payload);
+    }
+}
+
 /* The smallest sizes the config allows open and work (the memtable's bucket
  * array fits in it), and RocksDB's memory stays near them while 12,000 keys
  * are claimed and completed through several flushes. */
@@ -622,6 +666,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_retention_compaction, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill9_keeps_synced_appends, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_append_per_item, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_read_per_item, setup, teardown),
         cmocka_unit_test(test_small_memory_bounds),
         cmocka_unit_test(test_synced_appends_reach_the_disk),
         cmocka_unit_test(test_lazy_writes_made_durable),
