@@ -404,10 +404,7 @@ static void take_offer(kd_pipeline *p) {
 static void stall_turn(kd_pipeline *p) {
     kd_pl_ahead_stall(p);
     kd_pl_service(p, 0);
-    if (p->batch_n < (size_t)p->cfg->batch_max)
-        p->batch_n = kd_pl_collect(p, p->batch_n, 0);
-    else /* kd_pl_collect() would not poll a full batch */
-        kd_pl_poll_group(p);
+    p->batch_n = kd_pl_collect(p, p->batch_n, 0);
 }
 
 int kd_pipeline_run(kd_pipeline *p) {

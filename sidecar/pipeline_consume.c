@@ -263,34 +263,3 @@ size_t kd_pl_collect(kd_pipeline *p, size_t have, int timeout_ms) {
     }
     return kept;
 }
-
-void kd_pl_poll_group(kd_pipeline *p) {
-    rd_kafka_message_t *rkm = rd_kafka_consumer_poll(p->consumer, 0);
-    rd_kafka_topic_partition_list_t *back;
-    rd_kafka_error_t *error;
-
-    if (!rkm)
-        return;
-    if (rkm->err) {
-        if (rkm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-            KD_WARN("consumer: %s", rd_kafka_message_errstr(rkm));
-        rd_kafka_message_destroy(rkm);
-        return;
-    }
-    back = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(back, rd_kafka_topic_name(rkm->rkt), rkm->partition)
-        ->offset = rkm->offset;
-    if ((error = rd_kafka_seek_partitions(p->consumer, back, 0)) ||
-        back->elems[0].err) {
-        KD_ERROR("consumer: %s [%" PRId32 "] could not be sought back to offset %" PRId64
-                 " (%s): the pipeline stops, so that nothing past it is committed",
-                 rd_kafka_topic_name(rkm->rkt), rkm->partition, rkm->offset,
-                 error ? rd_kafka_error_string(error)
-                       : rd_kafka_err2str(back->elems[0].err));
-        atomic_store(&p->fatal, 1);
-    }
-    if (error)
-        rd_kafka_error_destroy(error);
-    rd_kafka_topic_partition_list_destroy(back);
-    rd_kafka_message_destroy(rkm);
-}

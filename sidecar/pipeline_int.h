@@ -418,11 +418,6 @@ static inline bool msg_live(const kd_pipeline *p, const msg *m) {
  * batch_max; returns how many it holds now (those of revoked partitions
  * dropped). */
 size_t kd_pl_collect(kd_pipeline *p, size_t have, int timeout_ms);
-/* Polls the consumer once, for its group alone: rebalances served, this
- * member kept (max.poll.interval.ms), while the batch is full. A message the
- * poll returns all the same is put back (its partition sought back to it);
- * when that fails the pipeline stops (fatal), so nothing past it commits. */
-void kd_pl_poll_group(kd_pipeline *p);
 
 /* pipeline_ahead.c */
 /* Starts the store thread; false when it cannot be. */

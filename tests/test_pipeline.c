@@ -1708,10 +1708,6 @@ static void test_rebalance_while_claims_are_written(void **state) {
     "\"forward\"}],"                                                                     \
     " \"store\": {\"path\": \"%s/%s/store\"}, \"pipeline\": {\"batch_max\": %d}}"
 
-/* The pipeline.batch_max replicas start with (a case runs in a process of
- * its own: a case may set it first). */
-static int replica_batch_max = 50;
-
 /* Starts replica `name` (a faulty store or not) in e->dir/name. */
 static void start_replica(env *e, kf_run *r, const char *name, bool faulty) {
     char dir[300];
@@ -1720,10 +1716,9 @@ static void start_replica(env *e, kf_run *r, const char *name, bool faulty) {
     assert_int_equal(mkdir(dir, 0700), 0);
     if (faulty)
         kf_run_start_faulty(r, &e->mock, STALL_CONFIG, e->mock.bootstrap, e->dir, name,
-                            replica_batch_max);
+                            50);
     else
-        kf_run_start(r, &e->mock, STALL_CONFIG, e->mock.bootstrap, e->dir, name,
-                     replica_batch_max);
+        kf_run_start(r, &e->mock, STALL_CONFIG, e->mock.bootstrap, e->dir, name, 50);
 }
 
 /* Waits until a and b hold `parts_a` and `parts_b` partitions, nothing in
@@ -1825,37 +1820,6 @@ static void test_store_slower_than_max_poll(void **state) {
     assert_false(unhealthy);
     assert_true(write_bound);
     assert_true(slow_seen);
-    free(recs);
-}
-
-/* The same with a batch that fills while the write is under way
- * (pipeline.batch_max 2, 600 keys waiting): the loop polls its consumer
- * all the same, for the group alone, so a keeps its partitions and every
- * key is downstream once. (Before, a full batch was not polled: a left the
- * group after 3 s, and b forwarded a's keys too.) */
-static void test_store_slower_than_max_poll_with_a_full_batch(void **state) {
-    env *e = *state;
-    kd_pipeline_stats sa;
-    uint64_t abandoned;
-    kf_record *recs;
-    size_t n;
-    kf_run a, b;
-
-    replica_batch_max = 2;
-    slow_write_under_way(e, &a, &b, 8000);
-    kd_pipeline_stats_get(a.p, &sa);
-    abandoned = sa.abandoned;
-    for (int i = 0; i < TIMEOUT_MS / 20 && !kd_faulty_store_delayed(a.store); i++)
-        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
-    assert_true(kd_faulty_store_delayed(a.store) >= 1); /* a write took 8 s */
-    kd_faulty_store_delay_writes(a.store, 0);
-    wait_replicas(&a, &b, PARTS / 2, PARTS / 2, 800); /* a kept its partitions */
-    recs = kf_read(&e->mock, "out", PARTS, 800, 2000, TIMEOUT_MS, &n);
-    kd_pipeline_stats_get(a.p, &sa);
-    kf_run_stop(&b);
-    kf_run_stop(&a);
-    assert_each_once(recs, n, 0, 800);
-    assert_int_equal(sa.abandoned, abandoned); /* never lost its partitions */
     free(recs);
 }
 
@@ -2359,8 +2323,6 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_handover_waits_for_downstream, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_store_slower_than_max_poll, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_store_slower_than_max_poll_with_a_full_batch,
-                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_during_a_slow_write, setup, teardown),
         cmocka_unit_test_setup_teardown(test_revoke_during_a_slow_write, setup, teardown),
         cmocka_unit_test_setup_teardown(test_assignment_lost_during_a_slow_write, setup,
