@@ -188,6 +188,16 @@ static void handle_reports(kd_pipeline *p) {
         }
         if (kd_pl_txn_report(p, m))
             continue; /* settled with its transaction */
+        if (!m->err && m->kind == MSG_DEDUP && m->claimed && m->out_offset < 0) {
+            /* Acknowledged without an offset: librdkafka 2.0.2 reports a
+             * DUPLICATE_SEQUENCE_NUMBER answer as "already persisted",
+             * offset -1001. A receipt must name its record: the delivery is
+             * read for downstream, as a possibly persisted one. (The mock
+             * cluster so answered batches it never appended: faults_test
+             * lost 35 keys, each completed with a receipt at -1001.) */
+            m->err = RD_KAFKA_RESP_ERR_DUPLICATE_SEQUENCE_NUMBER;
+            m->status = RD_KAFKA_MSG_STATUS_POSSIBLY_PERSISTED;
+        }
         if (m->err) {
             kd_pl_on_failed(p, m);
         } else if (m->kind == MSG_DEDUP && m->claimed) {

@@ -381,16 +381,28 @@ class World:
         written twice by one run. Sets later_copies, inversions (records
         behind a later one of their source partition) and inverted (their
         source partitions and offsets); with order, requires no inversion."""
-        counts, runs = {}, {}
+        counts, runs, sends = {}, {}, {}
         for _, _, key, value, hdrs in self.downstream:
             counts[key] = counts.get(key, 0) + 1
             runs.setdefault(key, []).append(hdrs.get("kdedup-run"))
+            sends.setdefault(key, []).append(hdrs.get("kdedup-forwarded-at"))
         lost = [k for k in self.first if k not in counts]
         # Copies from different runs are duplicates across a restart or a
         # move; copies from one run are a delivery sent again (a retry the
-        # broker kept, or kdedup resending what may already be there).
+        # broker kept, or kdedup resending what may already be there),
+        # unless they share their kdedup-forwarded-at: then they are one
+        # produce call appended twice, by librdkafka 2.0.2's idempotent
+        # producer after a permanent error of another batch (librdkafka
+        # #4953, RELIABILITY "Where the promise stops"), counted apart as
+        # chaos_test does; the transactional mode allows none.
         dups = {k: r for k, r in runs.items() if len(set(r)) > 1}
         same_run = {k: r for k, r in runs.items() if len(r) > len(set(r))}
+        self.producer_duplicates = 0
+        if os.environ.get("KD_DELIVERY") != "transactional":
+            for k in list(same_run):
+                if len(set(sends[k])) == 1:
+                    self.producer_duplicates += 1
+                    del same_run[k]
         check(not lost, f"{len(lost)} keys lost, e.g. {lost[:3]}")
         check(not dups, f"{len(dups)} keys forwarded by two runs, e.g. {list(dups.items())[:2]}")
         check(not same_run, f"{len(same_run)} keys written twice by one run, e.g. "

@@ -499,7 +499,8 @@ def broker_faults(workdir, report):
         receipts = world.check_receipts(kd)
         report.append(f"broker faults ({'; '.join(faults)}): {len(world.keys)} produced, "
                       f"{len(world.first)} unique, 0 lost, 0 duplicated (by two runs or by "
-                      f"one), all committed, {receipts} receipts naming their records; "
+                      f"one; by librdkafka's producer, #4953: {world.producer_duplicates}), "
+                      f"all committed, {receipts} receipts naming their records; "
                       f"not persisted {errs['not_persisted']} (released, sent again), "
                       f"possibly persisted {errs['possibly_persisted']} (found downstream "
                       f"{unc['found']}, absent and sent again {unc['absent']}, unknown 0, "

@@ -15,7 +15,7 @@ set -u
 cd "$(dirname "$0")/../.."
 : "${KDEDUP:=build/kdedup}"
 : "${BUILD:=build}"
-: "${KAFKA_SUITES1=e2e_test seams_test keys_test admin_test security_test}"
+: "${KAFKA_SUITES1=e2e_test seams_test keys_test admin_test security_test stall_test}"
 : "${KAFKA_SUITES3=faults_test chaos_test}"
 # ...and in the transactional delivery mode (KD_DELIVERY): the zombie test
 # (which the default mode fails: its documented limit), e2e, and chaos.
