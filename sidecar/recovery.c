@@ -394,7 +394,8 @@ kd_recovery *kd_recovery_new(const kd_config *cfg, kd_store *store, const char *
 static rd_kafka_t *reader_new(kd_recovery *rc, const char *client_id) {
     static const char *const overrides[][2] = {
         {"enable.auto.commit", "false"}, /* it reads; it never commits */
-        {"enable.partition.eof", "true"},       {"statistics.interval.ms", "0"},
+        {"enable.partition.eof", "true"},
+        {"statistics.interval.ms", "0"},
         {"auto.offset.reset", "error"},         /* deleted records: say so */
         {"isolation.level", "read_committed"},  /* no aborted transaction's record */
         {"queued.max.messages.kbytes", "4096"}, /* read ahead: at most 4 MiB... */
