@@ -1,5 +1,4 @@
-/* A slow disk for tests/e2e/stall_test.py, as an LD_PRELOAD shim (the
- * zombie test's slow_sync.c stalls instead while a flag file exists): while
+/* A slow disk for tests/e2e/stall_test.py, as an LD_PRELOAD shim: while
  * the file named by KD_SLOW_SYNC holds a number of milliseconds, every
  * fdatasync() and fsync() of the process (RocksDB's synced writes) first
  * sleeps that long. The test compiles it:
