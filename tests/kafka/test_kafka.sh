@@ -37,12 +37,13 @@ stop_all() {
 trap stop_all EXIT
 
 run_suites() { # dir, delivery mode ("" for the default), suites...
-  local dir=$1 mode=$2
+  local dir=$1 mode=$2 seeds=$KD_CHAOS_SEEDS
   shift 2
+  [ -n "$mode" ] && seeds=$KD_TXN_CHAOS_SEEDS
   for s in "$@"; do
     echo "=== $s (Apache Kafka at $(cat "$dir/bootstrap")${mode:+, delivery $mode})"
     if KDEDUP_KAFKA_DIR=$dir KDEDUP_BOOTSTRAP=$(cat "$dir/bootstrap") KD_DELIVERY=$mode \
-        KD_CHAOS_SEEDS=${mode:+$KD_TXN_CHAOS_SEEDS}${mode:-$KD_CHAOS_SEEDS} \
+        KD_CHAOS_SEEDS=$seeds \
         timeout "${TEST_TIMEOUT:-1500}" /usr/bin/python3 "tests/e2e/$s.py"; then
       passed=$((passed + 1))
     else
