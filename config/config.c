@@ -1782,6 +1782,7 @@ void kd_config_destroy(kd_config *cfg) {
     free(cfg->http_probes_listen);
     free(cfg->admin_listen);
     free(cfg->admin_token);
+    free(cfg->transactional_id);
     free(cfg);
 }
 

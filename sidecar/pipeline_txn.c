@@ -294,7 +294,8 @@ static txn_next send_offsets(kd_pipeline *p) {
 
     if (!a.extra)
         goto out;
-    qsort(t->offs, t->noffs, sizeof(*t->offs), off_cmp);
+    if (t->noffs) /* t->offs may be NULL then: qsort() wants an array */
+        qsort(t->offs, t->noffs, sizeof(*t->offs), off_cmp);
     kd_offsets_each_assigned(p->offsets, add_point, &a);
     if (!a.list->cnt) { /* records of no partition of ours: unfenced, no commit */
         next = t->noffs ? TXN_ABORT : TXN_OK;
