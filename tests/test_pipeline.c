@@ -1845,6 +1845,93 @@ static void test_stop_during_a_slow_write(void **state) {
     free(recs);
 }
 
+/* The handover off (only recovery tells what a dead run delivered), claims
+ * in flight for 10 minutes, and a member that leaves its group after 3 s
+ * without a poll. Arguments: brokers, dir. */
+#define EXPIRED_STALL_CONFIG                                                             \
+    "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\", \"consumer\": "              \
+    "{\"session.timeout.ms\": \"3000\", \"max.poll.interval.ms\": \"3000\", "            \
+    "\"heartbeat.interval.ms\": \"500\"}},"                                              \
+    " \"routes\": [{\"from\": \"in\", \"to\": \"out\", \"on_missing_key\": "             \
+    "\"forward\"}],"                                                                     \
+    " \"dedup\": " NO_HANDOVER ", \"store\": {\"path\": \"%s/store\"}}"
+
+/* A claim taken over an expired one, in a batch whose ownership ends while
+ * its write is slow (hunt). A dead run (0xbeef) claimed key-0 11 minutes
+ * ago (past dedup.inflight_timeout) and delivered it to out/0, then died
+ * before the receipt. The next run consumes key-0 again: its claim replaces
+ * the expired one, in a store write that takes 10 s, and the run is stopped
+ * meanwhile: the group takes its partitions (max.poll.interval.ms 3 s), and
+ * the batch is dropped. drop_ended leaves the new claim in the store (it
+ * replaced an expired one "whose delivery may be downstream"), but that
+ * claim now names this run and this time: the dead run's identity, which
+ * on_claimed would have looked up downstream, is gone. A third run, given
+ * key-0 again, resolves the claim against the second run's deliveries (none)
+ * and forwards key-0: downstream twice. Expected: once (the dead run's). */
+static void test_expired_claim_in_a_dropped_batch(void **state) {
+    env *e = *state;
+    char path[512], err[512], stream[32];
+    const char *run = "kdedup-run v1\n0 0 out\n1 0 out\n2 0 out\n3 0 out\n";
+    rd_kafka_t *rk = kf_producer(&e->mock);
+    kd_pipeline_stats st;
+    kf_record *recs;
+    kd_store *store;
+    kd_dedup *d;
+    size_t n;
+    kf_run r;
+
+    snprintf(path, sizeof(path), "%s/store", e->dir);
+    assert_non_null(store = kd_rocks_open(path, true, err, sizeof(err)));
+    assert_int_equal(
+        kd_store_append(store, stream,
+                        kd_recovery_run_stream(0xbeef, stream, sizeof(stream)), 0, run,
+                        strlen(run)),
+        KD_OK);
+    d = kd_dedup_new(store, "kdedup:in");
+    claim_at(d, 0xbeef, 0, 1, (uint64_t)time(NULL) * 1000 - 11 * 60 * 1000);
+    kd_dedup_destroy(d);
+    kd_store_destroy(store);
+    /* what the dead run delivered: in/0/0 -> out/0 */
+    assert_int_equal(
+        rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("out"), RD_KAFKA_V_PARTITION(0),
+                          RD_KAFKA_V_VALUE("value-0", 7),
+                          RD_KAFKA_V_HEADER("Idempotency-Key", "key-0", -1),
+                          RD_KAFKA_V_HEADER("kdedup-source", "in/0/0", -1),
+                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+        RD_KAFKA_RESP_ERR_NO_ERROR);
+    rd_kafka_flush(rk, 10000);
+
+    /* The second run: assigned, then its store writes take 10 s. */
+    kf_run_start_faulty(&r, &e->mock, EXPIRED_STALL_CONFIG, e->mock.bootstrap, e->dir);
+    for (int i = 0; i < TIMEOUT_MS / 20; i++) {
+        kd_pipeline_stats_get(r.p, &st);
+        if (st.assigned_partitions == PARTS)
+            break;
+        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+    }
+    assert_int_equal(st.assigned_partitions, PARTS);
+    kd_faulty_store_delay_writes(r.store, 10000);
+    kf_send(rk, "in", 0, "key-0", "value-0");
+    kf_producer_close(rk);
+    for (int i = 0; i < TIMEOUT_MS / 20; i++) { /* consumed: handed to the store */
+        kd_pipeline_stats_get(r.p, &st);
+        if (st.consumed >= 1)
+            break;
+        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+    }
+    assert_int_equal(st.consumed, 1);
+    st = kf_run_stop(&r);              /* waits out the write, without polling */
+    assert_int_equal(st.forwarded, 0); /* the batch was dropped */
+
+    /* The third run, over the same store, consumes key-0 again. */
+    kf_run_start(&r, &e->mock, EXPIRED_STALL_CONFIG, e->mock.bootstrap, e->dir);
+    st = kf_run_wait(&r, 1, TIMEOUT_MS);
+    kf_run_stop(&r);
+    assert_int_equal(st.consumed, 1);
+    recs = kf_read(&e->mock, "out", PARTS, 1, 2000, TIMEOUT_MS, &n);
+    assert_int_equal(kf_count_key(recs, n, "key-0"), 1);
+    free(recs);
+}
 /* A revoke while a store write slower than max.poll.interval.ms is under
  * way: b joins while a holds every partition. The revoke waits for the
  * write half of max.poll.interval.ms at most (its time may count against
@@ -2324,6 +2411,8 @@ int main(void) {
                                         teardown),
         cmocka_unit_test_setup_teardown(test_store_slower_than_max_poll, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_during_a_slow_write, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_expired_claim_in_a_dropped_batch, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_revoke_during_a_slow_write, setup, teardown),
         cmocka_unit_test_setup_teardown(test_assignment_lost_during_a_slow_write, setup,
                                         teardown),
