@@ -223,10 +223,11 @@ static void job_start(kd_pipeline *p, size_t n) {
 /* Drops the messages of w whose ownership ended while their claims were
  * written (a revoke that could not wait for the write, a lost assignment):
  * they are their partition's next owner's, never produced from here. A
- * claim the job won for one is released (or, when it replaced an expired
- * claim whose delivery may be downstream, or the key is held by a message
- * of this run, left as it is), as kd_pl_msg_abandon does. The others keep
- * their order. */
+ * claim the job won for one is released, as kd_pl_msg_abandon does, or
+ * left as it is when the key is held by a message of this run; one that
+ * replaced another run's expired claim is first resolved from downstream
+ * (kd_pl_claim_dropped), one that replaced this run's is left (this run's
+ * note of it resolves it). The others keep their order. */
 static void drop_ended(kd_pipeline *p, kd_pl_work *w) {
     size_t kept = 0;
 
@@ -242,9 +243,13 @@ static void drop_ended(kd_pipeline *p, kd_pl_work *w) {
             kd_claim *c = &w->claims[w->claim_of[i]];
 
             m->claimed = c->err == KD_OK && c->decision.state == KD_CLAIMED &&
-                         !c->expired &&
                          !kd_held_find(p->held, m->route, m->key, m->key_len);
             kd_decision_clear(&c->decision);
+            if (m->claimed && c->expired && c->expired_owner != p->boot_id &&
+                kd_pl_claim_dropped(p, m, c))
+                continue; /* its delivery is downstream: m settled */
+            if (c->expired && c->expired_owner == p->boot_id)
+                m->claimed = false; /* this run's note of it resolves it later */
         }
         kd_pl_msg_abandon(p, m);
     }

@@ -119,6 +119,15 @@ static orphan_result resolve_orphan(kd_pipeline *p, msg *m, uint64_t owner,
     return ORPHAN_SETTLED;
 }
 
+bool kd_pl_claim_dropped(kd_pipeline *p, msg *m, const kd_claim *c) {
+    orphan_result res;
+
+    RCOUNT(p, m->route, orphans_expired);
+    res = resolve_orphan(p, m, c->expired_owner, c->expired_at, false);
+    m->claimed = res == ORPHAN_ABSENT;
+    return res == ORPHAN_SETTLED;
+}
+
 /* Applies what a read of downstream said about an uncertain delivery. */
 static void uncertain_result(kd_pipeline *p, msg *m, int32_t part,
                              const kd_recover_ask *a) {

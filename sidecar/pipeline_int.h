@@ -500,6 +500,14 @@ bool kd_pl_store_failing(const kd_pipeline *p);
 /* Claims m's key alone, resolving a claim another run left, or again after
  * a claim lost its race to a release or forget. */
 void kd_pl_takeover(kd_pipeline *p, msg *m);
+/* m, whose ownership ended before its batch was acted on, won claim c by
+ * replacing another run's expired claim: that run's delivery is looked up
+ * downstream now, as for a live message (the claim now names this run and
+ * this time, so no later claimer could tell). True when it was found (the
+ * key completed, m settled); else false, with m->claimed set when the
+ * claim is to be released (nothing there) and clear when it cannot be
+ * told (the claim is left, and its next claimer forwards again). */
+bool kd_pl_claim_dropped(kd_pipeline *p, msg *m, const kd_claim *c);
 /* True when the duplicate decision d (with its holder's owner) is a key
  * conflict for m: both fingerprinted, the fingerprints differ, and the key
  * is completed or held by a live message of this run. m was then skipped
