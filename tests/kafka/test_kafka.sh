@@ -18,8 +18,9 @@ cd "$(dirname "$0")/../.."
 : "${KAFKA_SUITES1=e2e_test seams_test keys_test admin_test security_test stall_test}"
 : "${KAFKA_SUITES3=faults_test chaos_test}"
 # ...and in the transactional delivery mode (KD_DELIVERY): the zombie test
-# (which the default mode fails: its documented limit), e2e, and chaos.
-: "${KAFKA_TXN_SUITES1=zombie_test e2e_test}"
+# (which the default mode fails: its documented limit), e2e, admin (a forget
+# record is written outside the transactions), and chaos.
+: "${KAFKA_TXN_SUITES1=zombie_test e2e_test admin_test}"
 : "${KAFKA_TXN_SUITES3=chaos_test}"
 : "${KD_CHAOS_SEEDS:=101 102}"
 : "${KD_TXN_CHAOS_SEEDS:=${KD_CHAOS_SEEDS%% *}}"
