@@ -135,10 +135,20 @@ def write_config(kd, change):
         json.dump(config, f)
 
 
+def completed(admin, keys, what):
+    """Waits until every key of keys is completed. In the transactional
+    mode a record shows to the Reader (kafka-python reads uncommitted
+    records) before its transaction commits, and its key completes only
+    after the commit."""
+    wait_for(what, lambda: all(admin.key("GET", k)[1].get("state") == "completed"
+                               for k in keys), timeout_s=30)
+
+
 def keys_phase(mock, world, kd, admin, out, report):
     keys = [f"adm-{i:03d}".encode() for i in range(40)]
     produce(world, SRC, [(k, f"{k.decode()} first") for k in keys])
     out.until("the first keys downstream", lambda: all(out.count(k) == 1 for k in keys))
+    completed(admin, keys, "the first keys completed")
 
     # auth: no detail for any failure
     for token, scheme in ((None, "Bearer"), ("wrong-" + TOKEN, "Bearer"), (TOKEN, "Basic"),
@@ -206,6 +216,7 @@ def keys_phase(mock, world, kd, admin, out, report):
     binary = [b"bin\x00\xff/%?&#+ k", b"\x00", b"\xff\xfe/..%2F"]
     produce(world, SRC, [(k, f"binary {i}") for i, k in enumerate(binary)])
     out.until("binary keys downstream", lambda: all(out.count(k) == 1 for k in binary))
+    completed(admin, binary, "the binary keys completed")
     for k in binary:
         status, body = admin.key("GET", k)
         check(status == 200 and body["state"] == "completed", f"binary {k!r}: {status} {body}")
@@ -270,6 +281,7 @@ def travel_phase(mock, world, kd, admin, out, workdir, report):
     keys = [b"tr-1", b"tr-2"]
     produce(world, SRC, [(k, f"{k.decode()} first") for k in keys])
     out.until("the travel keys downstream", lambda: all(out.count(k) == 1 for k in keys))
+    completed(admin, keys, "the travel keys completed")
     status, body = admin.key("DELETE", keys[0])
     check(status == 200 and body["recorded"], f"forget: {status} {body}")
     check(kd.signal(signal.SIGTERM) == 0, "kdedup did not exit 0 on SIGTERM")
