@@ -734,6 +734,24 @@ static void test_possibly_persisted_resolved_downstream(void **state) {
     free(recs);
 }
 
+/* Opens e->dir/store and records in it a run `owner` that delivered to
+ * "out" from partitions 0-3 and died (its run record, as recovery reads
+ * it); returns the store; asserts. */
+static kd_store *store_with_dead_run(env *e, uint64_t owner) {
+    static const char run[] = "kdedup-run v1\n0 0 out\n1 0 out\n2 0 out\n3 0 out\n";
+    char path[512], err[512], stream[32];
+    kd_store *store;
+
+    snprintf(path, sizeof(path), "%s/store", e->dir);
+    assert_non_null(store = kd_rocks_open(path, true, err, sizeof(err)));
+    assert_int_equal(
+        kd_store_append(store, stream,
+                        kd_recovery_run_stream(owner, stream, sizeof(stream)), 0, run,
+                        strlen(run)),
+        KD_OK);
+    return store;
+}
+
 /* A claim left in flight by a run that is gone (another owner id) is taken
  * over and the message forwarded, not suppressed forever; a claim this run
  * holds is a duplicate. */
@@ -809,8 +827,7 @@ static void claim_at(kd_dedup *d, uint64_t owner, int from, int to, uint64_t at)
  * the records it finds downstream, forwards key-3..5 once, and key-9 again
  * (at least once, counted): every key downstream exactly once. */
 static void orphans_resolved(env *e, uint64_t claimed_at, bool handover) {
-    char path[512], err[512], stream[32], key[32], value[64], source[64];
-    const char *run = "kdedup-run v1\n0 0 out\n1 0 out\n2 0 out\n3 0 out\n";
+    char path[512], err[512], key[32], value[64], source[64];
     rd_kafka_t *rk = kf_producer(&e->mock);
     kd_pipeline_stats st;
     kd_decision dec;
@@ -821,13 +838,7 @@ static void orphans_resolved(env *e, uint64_t claimed_at, bool handover) {
     size_t n;
     kf_run r;
 
-    snprintf(path, sizeof(path), "%s/store", e->dir);
-    assert_non_null(store = kd_rocks_open(path, true, err, sizeof(err)));
-    assert_int_equal(
-        kd_store_append(store, stream,
-                        kd_recovery_run_stream(0xbeef, stream, sizeof(stream)), 0, run,
-                        strlen(run)),
-        KD_OK);
+    store = store_with_dead_run(e, 0xbeef);
     d = kd_dedup_new(store, "kdedup:in");
     claim_at(d, 0xbeef, 0, 6, claimed_at);
     claim_at(d, 0xdead, 9, 10, claimed_at);
@@ -910,9 +921,8 @@ static void test_expired_orphans_looked_up(void **state) {
  * completed by the old record (which would lose it). */
 static void test_orphan_not_completed_by_an_older_delivery(void **state) {
     env *e = *state;
-    const char *run = "kdedup-run v1\n0 0 out\n1 0 out\n2 0 out\n3 0 out\n";
     uint64_t now = (uint64_t)time(NULL) * 1000;
-    char path[512], err[512], stream[32], at[32];
+    char at[32];
     rd_kafka_t *rk = kf_producer(&e->mock);
     kd_pipeline_stats st;
     kf_record *recs;
@@ -921,13 +931,7 @@ static void test_orphan_not_completed_by_an_older_delivery(void **state) {
     size_t n;
     kf_run r;
 
-    snprintf(path, sizeof(path), "%s/store", e->dir);
-    assert_non_null(store = kd_rocks_open(path, true, err, sizeof(err)));
-    assert_int_equal(
-        kd_store_append(store, stream,
-                        kd_recovery_run_stream(0xbeef, stream, sizeof(stream)), 0, run,
-                        strlen(run)),
-        KD_OK);
+    store = store_with_dead_run(e, 0xbeef);
     d = kd_dedup_new(store, "kdedup:in");
     claim_at(d, 0xbeef, 0, 1, now - 60 * 1000);
     kd_dedup_destroy(d);
@@ -982,9 +986,7 @@ static void put_downstream(rd_kafka_t *rk, const char *key, int src_off, uint64_
  * record: forwarded before that claim, it is not its delivery and must not
  * complete it, as recovery would not; the copy reaches downstream. */
 static void older_than_the_claim(env *e, uint64_t age_ms) {
-    const char *run = "kdedup-run v1\n0 0 out\n1 0 out\n2 0 out\n3 0 out\n";
     uint64_t now = (uint64_t)time(NULL) * 1000, claimed_at = now - age_ms;
-    char path[512], err[512], stream[32];
     rd_kafka_t *rk = kf_producer(&e->mock);
     kd_forget_result res;
     kd_pipeline_stats st;
@@ -994,13 +996,7 @@ static void older_than_the_claim(env *e, uint64_t age_ms) {
     size_t n;
     kf_run r;
 
-    snprintf(path, sizeof(path), "%s/store", e->dir);
-    assert_non_null(store = kd_rocks_open(path, true, err, sizeof(err)));
-    assert_int_equal(
-        kd_store_append(store, stream,
-                        kd_recovery_run_stream(0xdead, stream, sizeof(stream)), 0, run,
-                        strlen(run)),
-        KD_OK);
+    store = store_with_dead_run(e, 0xdead);
     d = kd_dedup_new(store, "kdedup:in");
     claim_at(d, 0xbeef, 0, 1, claimed_at - 61 * 1000);
     assert_int_equal(kd_dedup_complete_receipt(d, "key-0", 5, "v1 to=out/0@0", 13),
@@ -1870,8 +1866,6 @@ static void test_stop_during_a_slow_write(void **state) {
  * and forwards key-0: downstream twice. Expected: once (the dead run's). */
 static void test_expired_claim_in_a_dropped_batch(void **state) {
     env *e = *state;
-    char path[512], err[512], stream[32];
-    const char *run = "kdedup-run v1\n0 0 out\n1 0 out\n2 0 out\n3 0 out\n";
     rd_kafka_t *rk = kf_producer(&e->mock);
     kd_pipeline_stats st;
     kf_record *recs;
@@ -1880,13 +1874,7 @@ static void test_expired_claim_in_a_dropped_batch(void **state) {
     size_t n;
     kf_run r;
 
-    snprintf(path, sizeof(path), "%s/store", e->dir);
-    assert_non_null(store = kd_rocks_open(path, true, err, sizeof(err)));
-    assert_int_equal(
-        kd_store_append(store, stream,
-                        kd_recovery_run_stream(0xbeef, stream, sizeof(stream)), 0, run,
-                        strlen(run)),
-        KD_OK);
+    store = store_with_dead_run(e, 0xbeef);
     d = kd_dedup_new(store, "kdedup:in");
     claim_at(d, 0xbeef, 0, 1, (uint64_t)time(NULL) * 1000 - 11 * 60 * 1000);
     kd_dedup_destroy(d);
