@@ -885,6 +885,7 @@ static void orphans_resolved(env *e, uint64_t claimed_at, bool handover) {
     free(recs);
 
     /* key-1's receipt names the record the dead run delivered. */
+    snprintf(path, sizeof(path), "%s/store", e->dir);
     assert_non_null(store = kd_rocks_open(path, true, err, sizeof(err)));
     d = kd_dedup_new(store, "kdedup:in");
     assert_int_equal(kd_dedup_lookup(d, "key-1", 5, &dec, &found), KD_OK);
