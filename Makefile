@@ -115,10 +115,13 @@ E2E_TESTS := tests/e2e/e2e_test.py tests/e2e/faults_test.py tests/e2e/security_t
              tests/e2e/logs_test.py tests/e2e/lookup_test.py tests/docs/test_docs.sh \
              tests/docs/test_quickstart.sh tests/deploy/test_deploy.sh \
              tests/image/test_hardening.sh
-# Instructions per message under callgrind, against bench/instructions-small.json
-# (not under SANITIZE: valgrind and ASan do not mix; alone: another test
-# beside it changes the batching, and so the counts).
-PERF_TESTS := $(if $(SANITIZE),,tests/perf/instructions_test.sh)
+# Instructions per message under callgrind, against bench/instructions-small.json:
+# out of make test (PERF=1 puts it back) since the merged pipeline counted
+# 71,379 to 92,074 for the same code in four runs (the count follows the
+# batching, which follows the machine's load): no 10% guard holds on that.
+# Not under SANITIZE: valgrind and ASan do not mix; alone: another test
+# beside it changes the batching.
+PERF_TESTS := $(if $(SANITIZE),,$(if $(PERF),tests/perf/instructions_test.sh))
 BENCHES := $(BUILD)/bench/bench_store $(BUILD)/bench/bench_e2e $(BUILD)/bench/bench_handover
 FUZZERS := $(BUILD)/fuzz/fuzz_entry $(BUILD)/fuzz/fuzz_config $(BUILD)/fuzz/fuzz_headers \
            $(BUILD)/fuzz/fuzz_keysrc $(BUILD)/fuzz/fuzz_receipt
