@@ -455,6 +455,11 @@ static kd_err batch_plan(batch *b, slot *s, const kd_entry *e) {
  * Claims.
  */
 
+/* The time a new claim of c is written with: its own, or the batch's ts. */
+static uint64_t claim_time(const kd_claim *c, uint64_t ts) {
+    return c->claimed_at ? c->claimed_at : ts;
+}
+
 /* Reads a leader's head and either plans its claim or sets its decision. */
 static void claim_leader(batch *b, size_t i, kd_claim *c, uint64_t ts) {
     slot *s = &b->slots[i];
@@ -479,7 +484,7 @@ static void claim_leader(batch *b, size_t i, kd_claim *c, uint64_t ts) {
         c->expired_at = s->head.e.timestamp_ms;
     }
     e = (kd_entry){.kind = KD_ENTRY_ACTIVE,
-                   .timestamp_ms = ts,
+                   .timestamp_ms = claim_time(c, ts),
                    .key = c->key,
                    .key_len = c->key_len};
     e.owner = atomic_load(&b->d->owner);
@@ -495,7 +500,8 @@ static void claim_settle(batch *b, size_t i, kd_claim *c, uint64_t ts) {
     kd_err res = s->append->result;
 
     if (res == KD_OK) {
-        c->decision = (kd_decision){.state = KD_CLAIMED, .timestamp_ms = ts};
+        c->decision =
+            (kd_decision){.state = KD_CLAIMED, .timestamp_ms = claim_time(c, ts)};
         c->owner = atomic_load(&b->d->owner);
         c->seq = s->append->expected_seq;
         c->version = s->append->written_version;
@@ -554,7 +560,8 @@ kd_err kd_dedup_claim_batch(kd_dedup *d, kd_claim *claims, size_t n,
     for (size_t i = 0; i < n; i++) {
         claims[i] = (kd_claim){.key = claims[i].key,
                                .key_len = claims[i].key_len,
-                               .fingerprint = claims[i].fingerprint};
+                               .fingerprint = claims[i].fingerprint,
+                               .claimed_at = claims[i].claimed_at};
         pool += entry_bound(claims[i].key_len, false, 0);
     }
 

@@ -105,6 +105,12 @@ typedef struct kd_claim {
      * kept by its completion); a duplicate's decision carries the stored
      * one, so the caller can tell a key reused for another payload. */
     const unsigned char *fingerprint;
+    /* in, optional: when a new claim of this key says it was made (wall
+     * ms), instead of the batch's timestamp (0 = the batch's). A handover
+     * claims a learned key at its record's forwarding time, so that reading
+     * the record again judges that claim its delivery's, not a copy's. The
+     * batch's timestamp still judges whether a held claim expired. */
+    uint64_t claimed_at;
     kd_err err;           /* out: this key's result */
     kd_decision decision; /* out when err == KD_OK; clear with kd_decision_clear() */
     uint64_t owner;       /* out: KD_IN_FLIGHT: the holder's owner id (0 = none) */

@@ -51,6 +51,18 @@ static verdict judge(const kd_claim *c, const kd_history_rec *rec) {
     return LEARN;
 }
 
+/* When the handover's claim of rec's key says it was made: when rec was
+ * forwarded (never later than now), so that a handover cut between its
+ * claim and its completion (a store error, a crash) and read again, here or
+ * by the next run, finds its own claim no newer than the record, and learns
+ * it (judge, and the orphan lookup of recovery). A record without its
+ * forwarding time is learned whatever the claim's time: claimed now. */
+static uint64_t learned_at(const kd_history_rec *rec, uint64_t now) {
+    if (!rec->stamped || rec->forwarded_at <= 0)
+        return 0;
+    return (uint64_t)rec->forwarded_at < now ? (uint64_t)rec->forwarded_at : now;
+}
+
 /* Records the keys of deliveries read downstream as completed: claimed
  * and completed when the store did not know them; completed when a claim
  * holds them that their delivery may be. A key met twice is decided by its
@@ -60,12 +72,17 @@ static bool learn_deliveries(learning *l, const kd_history_rec *recs, size_t n) 
     kd_pipeline *p = l->p;
     size_t ndone = 0, nlearned = 0;
 
+    uint64_t now = kd_wall_ms();
+
     if (!kd_pl_receipts_reserve(&p->receipts_now, n))
         return false;
-    for (size_t i = 0; i < n; i++)
-        p->claims[i] =
-            (kd_claim){.key = recs[n - 1 - i].key, .key_len = recs[n - 1 - i].key_len};
-    kd_pl_claim_timed(p, l->route, p->claims, n, kd_wall_ms());
+    for (size_t i = 0; i < n; i++) {
+        const kd_history_rec *rec = &recs[n - 1 - i];
+
+        p->claims[i] = (kd_claim){
+            .key = rec->key, .key_len = rec->key_len, .claimed_at = learned_at(rec, now)};
+    }
+    kd_pl_claim_timed(p, l->route, p->claims, n, now);
     for (size_t i = 0; i < n; i++)
         if (p->claims[i].err ==
             KD_ERR_STORE) { /* kd_pl_store_failed: kd_pl_claim_timed */

@@ -16,6 +16,7 @@
 typedef struct faulty {
     kd_store *inner;
     atomic_bool fail;
+    atomic_long fail_after; /* batch appends let through before fail (-1: none) */
     atomic_ulong refused;
     atomic_uint delay_ms;
     atomic_ulong delayed;
@@ -83,9 +84,22 @@ static kd_err f_append(void *impl, const char *stream, size_t stream_len,
                            payload_len);
 }
 
+/* Counts a batch append against fail_after: the one past it switches
+ * writes off. */
+static void fail_after_count(faulty *f) {
+    long left = atomic_load(&f->fail_after);
+
+    while (left >= 0 && !atomic_compare_exchange_weak(&f->fail_after, &left, left - 1))
+        ;
+    if (left == 0)
+        atomic_store(&f->fail, true);
+}
+
 static kd_err f_append_batch(void *impl, kd_append *items, size_t n) {
     faulty *f = impl;
     unsigned ms = atomic_load(&f->delay_ms);
+
+    fail_after_count(f);
 
     if (ms) {
         nanosleep(&(struct timespec){ms / 1000, (long)(ms % 1000) * 1000000}, NULL);
@@ -148,12 +162,17 @@ kd_store *kd_faulty_store_new(kd_store *inner) {
         return NULL;
     }
     f->inner = inner;
+    atomic_store(&f->fail_after, -1);
     pthread_mutex_init(&f->race_lock, NULL);
     return kd_store_new(&faulty_ops, f);
 }
 
 void kd_faulty_store_fail_writes(kd_store *faulty_store, bool fail) {
     atomic_store(&impl_of(faulty_store)->fail, fail);
+}
+
+void kd_faulty_store_fail_writes_after(kd_store *faulty_store, unsigned ok) {
+    atomic_store(&impl_of(faulty_store)->fail_after, (long)ok);
 }
 
 void kd_faulty_store_delay_writes(kd_store *faulty_store, unsigned ms) {

@@ -18,6 +18,11 @@ kd_store *kd_faulty_store_new(kd_store *inner);
 /* Switches writes off (fail = true) or on again. Thread-safe. */
 void kd_faulty_store_fail_writes(kd_store *faulty, bool fail);
 
+/* Lets the next `ok` batch appends through, then switches writes off (as
+ * kd_faulty_store_fail_writes(true)): a write that fails right after the
+ * one before it succeeded. Thread-safe. */
+void kd_faulty_store_fail_writes_after(kd_store *faulty, unsigned ok);
+
 /* Makes every batch append wait ms first (0: none), as a slow disk would.
  * Thread-safe. */
 void kd_faulty_store_delay_writes(kd_store *faulty, unsigned ms);

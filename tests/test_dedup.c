@@ -310,6 +310,35 @@ static void test_complete_race(void **state) {
 
 /* One store write per batch; a repeated key: first claimed, the rest in
  * flight; existing keys keep their decisions. */
+/* A claim made with its own time (claimed_at, as a handover claims a learned
+ * key at its record's forwarding time) is stored and answered with that
+ * time; whether a held claim expired is still judged at the batch's time. */
+static void test_claim_batch_claimed_at(void **state) {
+    fx *f = *state;
+    kd_claim c[2] = {{.key = "old", .key_len = 3, .claimed_at = 400},
+                     {.key = "now", .key_len = 3}};
+
+    kd_dedup_set_retention(f->dedup, 0, 1000);
+    assert_int_equal(kd_dedup_claim_batch(f->dedup, c, 2, 1000), KD_OK);
+    assert_int_equal(c[0].decision.state, KD_CLAIMED);
+    assert_int_equal(c[0].decision.timestamp_ms, 400);
+    assert_int_equal(c[1].decision.timestamp_ms, 1000);
+    kd_decision_clear(&c[0].decision);
+    kd_decision_clear(&c[1].decision);
+
+    /* Read back at 1500: held since 400, so expired, unlike the other. */
+    c[0] = (kd_claim){.key = "old", .key_len = 3};
+    c[1] = (kd_claim){.key = "now", .key_len = 3};
+    assert_int_equal(kd_dedup_claim_batch(f->dedup, c, 2, 1500), KD_OK);
+    assert_int_equal(c[0].decision.state, KD_CLAIMED);
+    assert_true(c[0].expired);
+    assert_int_equal(c[0].expired_at, 400);
+    assert_int_equal(c[1].decision.state, KD_IN_FLIGHT);
+    assert_int_equal(c[1].decision.timestamp_ms, 1000);
+    kd_decision_clear(&c[0].decision);
+    kd_decision_clear(&c[1].decision);
+}
+
 static void test_claim_batch(void **state) {
     fx *f = *state;
     fx_counts counts;
@@ -881,6 +910,7 @@ int main(void) {
         BOTH(test_release_race_with_completion),
         BOTH(test_complete_race),
         BOTH(test_claim_batch),
+        BOTH(test_claim_batch_claimed_at),
         BOTH(test_complete_batch),
         BOTH(test_complete_given_claim),
         BOTH(test_complete_given_hash),

@@ -1026,6 +1026,46 @@ static void older_than_the_claim(env *e, uint64_t age_ms) {
     free(recs);
 }
 
+/* A handover whose claims were written but whose completions were not (the
+ * store refused the second write), read again (hunt). Another replica
+ * forwarded key-0 from in/0 a minute ago (its record downstream, stamped);
+ * this replica, with a fresh store, is given in/0: its handover claims
+ * key-0 and fails to complete it, and tries again once the store is back.
+ * The retry finds key-0 in flight under its own claim, made after the
+ * record was forwarded, and judges the record "not this claim's delivery"
+ * (SKIP): key-0 stays claimed, unlearned. The copy of key-0 waiting on in/0
+ * is then taken for an orphan of this run, looked up among this run's own
+ * deliveries (none) and forwarded: downstream twice. Expected: learned on
+ * the retry, the copy a duplicate. */
+static void test_handover_retried_after_a_failed_completion(void **state) {
+    env *e = *state;
+    rd_kafka_t *rk = kf_producer(&e->mock);
+    kd_pipeline_stats st;
+    kf_record *recs;
+    size_t n;
+    kf_run r;
+
+    put_downstream(rk, "key-0", 0, (uint64_t)time(NULL) * 1000 - 60 * 1000);
+    kf_send(rk, "in", 0, "key-0", "value-0-copy-0");
+    kf_producer_close(rk);
+
+    kf_run_start_faulty(&r, &e->mock, ROUTE_CONFIG, e->mock.bootstrap, "{}", 5, e->dir,
+                        "5s");
+    kd_pipeline_stats_get(r.p, &st);
+    assert_int_equal(st.assigned_partitions, 0);   /* armed before the handover */
+    kd_faulty_store_fail_writes_after(r.store, 1); /* its claims, not their receipts */
+    for (int i = 0; i < TIMEOUT_MS / 20 && !kd_faulty_store_refused(r.store); i++)
+        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+    assert_true(kd_faulty_store_refused(r.store) >= 1);
+    kd_faulty_store_fail_writes(r.store, false);
+    st = kf_run_wait(&r, 1, TIMEOUT_MS);
+    kf_run_stop(&r);
+    assert_int_equal(st.consumed, 1);
+    recs = kf_read(&e->mock, "out", PARTS, 1, 2000, TIMEOUT_MS, &n);
+    assert_int_equal(kf_count_key(recs, n, "key-0"), 1);
+    free(recs);
+}
+
 static void test_handover_refuses_a_delivery_older_than_the_claim(void **state) {
     older_than_the_claim(*state, 0);
 }
@@ -2402,6 +2442,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_stop_during_a_slow_write, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expired_claim_in_a_dropped_batch, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_handover_retried_after_a_failed_completion,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_revoke_during_a_slow_write, setup, teardown),
         cmocka_unit_test_setup_teardown(test_assignment_lost_during_a_slow_write, setup,
                                         teardown),
