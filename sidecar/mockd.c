@@ -22,6 +22,8 @@
  *   commit-errors COUNT CODE     fail the next COUNT OffsetCommit requests
  *   heartbeat-errors COUNT CODE  fail the next COUNT Heartbeat requests (whichever
  *                                member sends them)
+ *   endtxn-errors COUNT CODE     fail the next COUNT EndTxn requests (a
+ *                                transaction's commit or abort)
  *   leader TOPIC PARTITION ID    move a partition's leadership to broker ID
  *   coordinator GROUP ID         move a consumer group's coordinator to broker ID
  *   broker-down ID | broker-up ID
@@ -46,6 +48,7 @@
 #define API_PRODUCE 0
 #define API_OFFSET_COMMIT 8
 #define API_HEARTBEAT 12
+#define API_END_TXN 26
 
 /* The commands that fail the next requests of one API (any broker). */
 static const struct {
@@ -55,6 +58,7 @@ static const struct {
     {"produce-errors", API_PRODUCE},
     {"commit-errors", API_OFFSET_COMMIT},
     {"heartbeat-errors", API_HEARTBEAT},
+    {"endtxn-errors", API_END_TXN},
 };
 
 /* The API whose requests `word` fails, or -1. */

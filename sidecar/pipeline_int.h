@@ -668,6 +668,11 @@ rd_kafka_t *kd_pl_producer_new(kd_pipeline *p, char *errstr, size_t errstr_size)
 void kd_pl_txn_turn(kd_pipeline *p);
 
 /* pipeline_rebalance.c */
+/* Starts the stop's one grace period (pipeline.shutdown_grace) when a stop
+ * was asked and none began. Returns its end (mono ms), or 0 while no stop
+ * was asked. */
+uint64_t kd_pl_stop_deadline(kd_pipeline *p);
+
 /* Serves the producer until nothing is in flight or deadline_ms (monotonic). */
 void kd_pl_drain(kd_pipeline *p, uint64_t deadline_ms);
 /* librdkafka's rebalance callback. */

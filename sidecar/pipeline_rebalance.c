@@ -35,15 +35,21 @@ void kd_pl_store_offsets(kd_pipeline *p) {
     rd_kafka_topic_partition_list_destroy(ol.list);
 }
 
+uint64_t kd_pl_stop_deadline(kd_pipeline *p) {
+    if (atomic_load(&p->stop) && !p->stop_deadline)
+        p->stop_deadline = kd_mono_ms() + p->cfg->shutdown_grace_ms;
+    return p->stop_deadline;
+}
+
 /* Waits (serving the producer) until nothing is in flight or deadline. */
 void kd_pl_drain(kd_pipeline *p, uint64_t deadline_ms) {
     while (p->awaiting || p->receipts.n || p->reported.n || p->unsynced.n ||
            p->txn.open) {
         /* A stop during a revoke's drain starts the one grace period. */
-        if (atomic_load(&p->stop) && !p->stop_deadline)
-            p->stop_deadline = kd_mono_ms() + p->cfg->shutdown_grace_ms;
-        if (p->stop_deadline && p->stop_deadline < deadline_ms)
-            deadline_ms = p->stop_deadline;
+        uint64_t stop = kd_pl_stop_deadline(p);
+
+        if (stop && stop < deadline_ms)
+            deadline_ms = stop;
         if (kd_mono_ms() >= deadline_ms) {
             kd_pl_txn_end(p, false); /* what it holds is sent again by the next owner */
             return;

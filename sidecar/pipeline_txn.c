@@ -42,6 +42,9 @@
 
 #define TXN_TIMEOUT_MS 30000  /* init, send_offsets and commit calls */
 #define ABORT_TIMEOUT_MS 5000 /* an abort; past it, the producer is replaced */
+/* One try of send_offsets or commit; a call times out and is made again
+ * (librdkafka: "on timeout the application may call the function again"). */
+#define TXN_TRY_MS 1000
 
 /* What an error of the transactional API calls for: TXN_FATAL, that the
  * producer be replaced. */
@@ -67,6 +70,33 @@ static txn_next classify(kd_pipeline *p, rd_kafka_error_t *err, const char *what
     if (next == TXN_FATAL)
         p->txn.replace = true;
     return next;
+}
+
+/* When the tries of a transactional call give up (mono ms): TXN_TIMEOUT_MS
+ * from now, or the stop's deadline when that comes first. */
+static uint64_t tries_end(kd_pipeline *p) {
+    uint64_t end = kd_mono_ms() + TXN_TIMEOUT_MS, stop = kd_pl_stop_deadline(p);
+
+    return stop && stop < end ? stop : end;
+}
+
+/* The timeout of the next try of a call that gives up at *end: at most
+ * TXN_TRY_MS, so that between tries the loop's health is ticked and a stop
+ * heard (it brings *end forward to its deadline). At least 1 ms. */
+static int try_ms(kd_pipeline *p, uint64_t *end) {
+    uint64_t now = kd_mono_ms(), stop = kd_pl_stop_deadline(p), left;
+
+    atomic_store(&p->tick_ms, now);
+    if (stop && stop < *end)
+        *end = stop;
+    left = *end > now ? *end - now : 1;
+    return left < TXN_TRY_MS ? (int)left : TXN_TRY_MS;
+}
+
+/* True when a try that asked to be tried again may be: time is left, and
+ * the producer did not fail for good. */
+static bool try_again(const kd_pipeline *p, txn_next next, uint64_t end) {
+    return next == TXN_RETRY && kd_mono_ms() < end && !atomic_load(&p->fatal);
 }
 
 /* Initialises the producer's transactions, fencing an earlier producer of
@@ -291,6 +321,7 @@ static txn_next send_offsets(kd_pipeline *p) {
                      malloc((t->noffs ? t->noffs : 1) * sizeof(int64_t))};
     rd_kafka_consumer_group_metadata_t *group;
     txn_next next = TXN_ABORT;
+    uint64_t end;
 
     if (!a.extra)
         goto out;
@@ -306,12 +337,15 @@ static txn_next send_offsets(kd_pipeline *p) {
         rd_kafka_consumer_group_metadata_destroy(group);
         goto out;
     }
+    end = tries_end(p);
     do
         next = classify(p,
                         rd_kafka_send_offsets_to_transaction(p->producer, a.list, group,
-                                                             TXN_TIMEOUT_MS),
+                                                             try_ms(p, &end)),
                         "send_offsets");
-    while (next == TXN_RETRY && !atomic_load(&p->fatal));
+    while (try_again(p, next, end));
+    if (next == TXN_RETRY) /* out of time: not committed */
+        next = TXN_ABORT;
     rd_kafka_consumer_group_metadata_destroy(group);
 out:
     free(a.extra);
@@ -356,6 +390,16 @@ static void settle(kd_pipeline *p, msg *m, bool unknown) {
         settle_aborted(p, m);
 }
 
+/* Marks the open transaction ended. Its deliveries not yet reported (an
+ * abort that waited past its bound, a producer replaced) are reported
+ * later as stragglers, to an ended transaction (kd_pl_txn_report), never
+ * counted against the next one. */
+static void ended(kd_pl_txn *t) {
+    t->open = false;
+    t->noffs = 0;
+    t->outstanding = 0;
+}
+
 /* Aborts the open transaction (or, when the producer failed for good,
  * replaces it) and settles its messages, in consumption order; unknown: the
  * commit of those delivered failed for good (settle_unknown()). With resend,
@@ -379,8 +423,7 @@ static void abort_open(kd_pipeline *p, bool resend, bool unknown) {
         replace_producer(p);
     else /* the purged deliveries are reported as failed */
         await_reports(p, kd_mono_ms() + TXN_TIMEOUT_MS);
-    t->open = false;
-    t->noffs = 0;
+    ended(t);
     acked = list_take(&t->acked);
     failed = list_take(&t->failed);
     GCOUNT(p, txn_aborted, 1);
@@ -407,8 +450,7 @@ static void settle_committed(kd_pipeline *p) {
     kd_pl_txn *t = &p->txn;
     msg_list acked = list_take(&t->acked);
 
-    t->open = false;
-    t->noffs = 0;
+    ended(t);
     GCOUNT(p, txn_committed, 1);
     for (msg *m = acked.head, *next; m; m = next) {
         next = m->next;
@@ -442,7 +484,7 @@ static bool offsets_moved(kd_pipeline *p) {
  * at once (the loop's turn; not in a revoke, not while stopping). */
 static void end(kd_pipeline *p, bool commit, bool resend) {
     kd_pl_txn *t = &p->txn;
-    uint64_t t0 = kd_mono_us();
+    uint64_t t0 = kd_mono_us(), end;
     txn_next next = TXN_OK;
 
     if (!t->on || !t->open)
@@ -456,10 +498,17 @@ static void end(kd_pipeline *p, bool commit, bool resend) {
         abort_open(p, resend, false);
         return;
     }
+    end = tries_end(p);
     do
-        next = classify(p, rd_kafka_commit_transaction(p->producer, TXN_TIMEOUT_MS),
+        next = classify(p, rd_kafka_commit_transaction(p->producer, try_ms(p, &end)),
                         "commit");
-    while (next == TXN_RETRY && !atomic_load(&p->fatal));
+    while (try_again(p, next, end));
+    if (next == TXN_RETRY) { /* out of time, the commit perhaps under way */
+        KD_WARN("transaction: the commit did not end in time: its outcome is unknown, "
+                "the producer is replaced");
+        t->replace = true;
+        next = TXN_FATAL;
+    }
     if (next == TXN_OK) {
         settle_committed(p);
         offsets_moved(p); /* what moved is committed now */

@@ -1882,6 +1882,57 @@ static void test_stop_during_a_slow_write(void **state) {
     free(recs);
 }
 
+/* The one-route config in the transactional mode, with a 2 s grace.
+ * Arguments: brokers, dir. */
+#define TXN_CONFIG                                                                       \
+    "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\", \"consumer\": "              \
+    "{\"session.timeout.ms\": \"6000\", \"heartbeat.interval.ms\": \"500\"}},"           \
+    " \"routes\": [{\"from\": \"in\", \"to\": \"out\", \"on_missing_key\": "             \
+    "\"forward\"}],"                                                                     \
+    " \"store\": {\"path\": \"%s/store\"}, \"pipeline\": {\"shutdown_grace\": \"2s\", "  \
+    "\"delivery\": \"transactional\", \"transactional_id\": \"kd-test\"}}"
+
+/* Stops r within limit_s seconds: past them SIGALRM ends the case's
+ * process, which the case runner reports as failed. */
+static void stop_within(kf_run *r, unsigned limit_s) {
+    uint64_t t0 = now_ms(), took;
+
+    alarm(limit_s);
+    kf_run_stop(r);
+    alarm(0);
+    took = now_ms() - t0;
+    print_message("stopped in %" PRIu64 " ms\n", took);
+    assert_true(took < limit_s * 1000);
+}
+
+/* A transaction's commit that keeps failing with a retriable error (the
+ * coordinator loading, for minutes) is tried no longer than the stop's
+ * deadline: a SIGTERM then ends within pipeline.shutdown_grace. Before,
+ * the commit was tried again, 30 s a try, for as long as it failed. The
+ * message is not lost: its claim was kept, and the next run forwards it. */
+static void test_txn_commit_tries_end_at_the_stop(void **state) {
+    env *e = *state;
+    rd_kafka_t *rk = kf_producer(&e->mock);
+    _Atomic uint64_t *begun;
+    kd_pipeline_stats st;
+    kf_run r;
+
+    kf_run_start(&r, &e->mock, TXN_CONFIG, e->mock.bootstrap, e->dir);
+    begun = kd_metrics_txn_begun(kd_pipeline_metrics(r.p));
+    kf_mock_cmd(&e->mock, "endtxn-errors 3000 14"); /* COORDINATOR_LOAD_IN_PROGRESS */
+    kf_send(rk, "in", 0, "key-0", "value-0");
+    for (int i = 0; i < TIMEOUT_MS / 20 && !atomic_load(begun); i++)
+        kf_sleep_ms(20);
+    assert_true(atomic_load(begun) >= 1);
+    stop_within(&r, 2 + 8); /* the grace, and the consumer's close */
+
+    kf_run_start(&r, &e->mock, ROUTE_CONFIG, e->mock.bootstrap, "{}", 5, e->dir, "5s");
+    st = kf_run_wait(&r, 1, TIMEOUT_MS);
+    kf_run_stop(&r);
+    kf_producer_close(rk);
+    assert_int_equal(st.consumed, 1);
+}
+
 /* The handover off (only recovery tells what a dead run delivered), claims
  * in flight for 10 minutes, and a member that leaves its group after 3 s
  * without a poll. Arguments: brokers, dir. */
@@ -2444,6 +2495,8 @@ int main(void) {
                                         teardown),
         cmocka_unit_test_setup_teardown(test_handover_retried_after_a_failed_completion,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_txn_commit_tries_end_at_the_stop, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_revoke_during_a_slow_write, setup, teardown),
         cmocka_unit_test_setup_teardown(test_assignment_lost_during_a_slow_write, setup,
                                         teardown),
