@@ -1031,12 +1031,12 @@ static void older_than_the_claim(env *e, uint64_t age_ms) {
  * forwarded key-0 from in/0 a minute ago (its record downstream, stamped);
  * this replica, with a fresh store, is given in/0: its handover claims
  * key-0 and fails to complete it, and tries again once the store is back.
- * The retry finds key-0 in flight under its own claim, made after the
- * record was forwarded, and judges the record "not this claim's delivery"
- * (SKIP): key-0 stays claimed, unlearned. The copy of key-0 waiting on in/0
- * is then taken for an orphan of this run, looked up among this run's own
- * deliveries (none) and forwarded: downstream twice. Expected: learned on
- * the retry, the copy a duplicate. */
+ * Expected: learned on the retry (its own claim was made at the record's
+ * forwarding time), the copy a duplicate. Before, the claim was made at
+ * the first read's time: the retry judged the record older than it, "not
+ * this claim's delivery" (SKIP), key-0 stayed claimed and unlearned, and
+ * its copy, taken for an orphan of this run and looked up among this run's
+ * own deliveries (none), was forwarded: downstream twice. */
 static void test_handover_retried_after_a_failed_completion(void **state) {
     env *e = *state;
     rd_kafka_t *rk = kf_producer(&e->mock);
