@@ -22,9 +22,9 @@ cd "$(dirname "$0")/../.."
 # record is written outside the transactions), broker faults and chaos.
 : "${KAFKA_TXN_SUITES1=zombie_test e2e_test admin_test}"
 : "${KAFKA_TXN_SUITES3=faults_test chaos_test}"
-# faults_test's phases run in the transactional mode (the late-write phases
-# look for the default mode's uncertain deliveries)
-: "${KD_TXN_FAULTS:=broker_faults}"
+# faults_test's phases run in the transactional mode (late_writes_lost
+# looks for the default mode's notes of uncertain deliveries)
+: "${KD_TXN_FAULTS:=broker_faults,late_writes}"
 : "${KD_CHAOS_SEEDS:=101 102}"
 : "${KD_TXN_CHAOS_SEEDS:=${KD_CHAOS_SEEDS%% *}}"
 export KDEDUP KD_CHAOS_SEEDS
