@@ -208,6 +208,9 @@ typedef struct kd_pl_txn_off {
  * pipeline stops. */
 #define KD_PL_TXN_REPLACES 5
 #define KD_PL_TXN_REPLACE_WINDOW_MS 60000
+/* A message that finds the transactional producer not ready (its
+ * initialisation waits for the broker) is tried again this much later. */
+#define KD_PL_TXN_WAIT_MS 1000
 typedef struct kd_pl_txn {
     bool on;      /* pipeline.delivery "transactional" */
     bool open;    /* begun, not yet committed or aborted */
@@ -220,9 +223,13 @@ typedef struct kd_pl_txn {
     uint64_t began_ms;   /* mono: when the open one began */
     uint64_t offsets_ms; /* mono: when offsets were last committed */
     size_t outstanding;  /* deliveries of the open one not yet reported */
-    msg_list acked;      /* ...reported persisted */
-    msg_list failed;     /* ...reported failed */
-    kd_pl_txn_off *offs; /* the source offsets it settles, noffs of cap */
+    /* mono: since when a replacing producer's initialisation has been
+     * answered "try again" (0: initialised); nothing is sent meanwhile */
+    uint64_t init_since;
+    uint64_t init_tried_ms; /* mono: when it was last resumed */
+    msg_list acked;         /* ...reported persisted */
+    msg_list failed;        /* ...reported failed */
+    kd_pl_txn_off *offs;    /* the source offsets it settles, noffs of cap */
     size_t noffs, cap;
 } kd_pl_txn;
 

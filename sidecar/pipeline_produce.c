@@ -98,8 +98,9 @@ void kd_pl_produce(kd_pipeline *p, msg *m) {
 
     if (kd_pl_gated(p, m, false))
         return;                /* behind an orphan being resolved: in order, later */
-    if (!kd_pl_txn_ready(p)) { /* fatal: the pipeline stops; m waits for the next run */
-        kd_pl_schedule_retry(p, m, MAX_BACKOFF_MS);
+    if (!kd_pl_txn_ready(p)) { /* the producer's initialisation waits, or fatal (the
+                                * pipeline stops; m waits for the next run) */
+        kd_pl_schedule_retry(p, m, KD_PL_TXN_WAIT_MS);
         return;
     }
     hdrs = headers_for(p, m);

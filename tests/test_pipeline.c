@@ -1933,6 +1933,56 @@ static void test_txn_commit_tries_end_at_the_stop(void **state) {
     assert_int_equal(st.consumed, 1);
 }
 
+/* A replacing producer whose initialisation the broker answers "try
+ * again" for 45 s (CONCURRENT_TRANSACTIONS: the broker still ends the old
+ * producer's transaction; seen for more than 40 s on Apache Kafka after a
+ * broker was paused) is initialised in later turns while the loop goes on,
+ * and the messages waiting meanwhile are forwarded once it is. Before, the
+ * replacement gave up after 30 s and stopped the pipeline. The producer is
+ * replaced after an abort the broker refuses as in an invalid state (fatal
+ * for librdkafka), the abort of a transaction whose delivery failed. */
+static void test_txn_producer_initialised_in_later_turns(void **state) {
+    env *e = *state;
+    rd_kafka_t *rk = kf_producer(&e->mock);
+    _Atomic uint64_t *replaced;
+    kd_pipeline_stats st;
+    kf_record *recs;
+    size_t n;
+    kf_run r;
+
+    split_brokers(e);
+    kf_run_start(&r, &e->mock, TXN_CONFIG, e->mock.bootstrap, e->dir);
+    replaced = kd_metrics_txn_replaced(kd_pipeline_metrics(r.p));
+    kf_send(rk, "in", 0, "key-0", "value-0");
+    st = kf_run_wait(&r, 1, TIMEOUT_MS);
+    assert_int_equal(st.forwarded, 1);
+    kf_mock_cmd(&e->mock, "broker-produce-errors 2 1 10"); /* MSG_SIZE_TOO_LARGE */
+    kf_mock_cmd(&e->mock, "endtxn-errors 1 48");           /* INVALID_TXN_STATE */
+    kf_mock_cmd(&e->mock, "initpid-errors 100 51");        /* CONCURRENT_TRANSACTIONS */
+    for (int i = 1; i <= 5; i++) {
+        char key[16];
+
+        snprintf(key, sizeof(key), "key-%d", i);
+        kf_send(rk, "in", 0, key, "value");
+    }
+    kf_producer_close(rk);
+    for (int i = 0; i < TIMEOUT_MS / 20 && !atomic_load(replaced); i++)
+        kf_sleep_ms(20);
+    assert_int_equal(atomic_load(replaced), 1);
+    st = kf_run_wait(&r, 6, 2 * TIMEOUT_MS);
+    kf_run_stop(&r); /* rc 0: the pipeline did not stop on its own */
+    assert_int_equal(st.forwarded, 6);
+    recs = kf_read(&e->mock, "out", PARTS, 6, 2000, TIMEOUT_MS, &n);
+    for (int i = 1; i <= 5; i++) {
+        char key[16];
+
+        snprintf(key, sizeof(key), "key-%d", i);
+        assert_true(kf_count_key(recs, n, key) >=
+                    1); /* the mock shows aborted ones too */
+    }
+    free(recs);
+}
+
 /* The handover off (only recovery tells what a dead run delivered), claims
  * in flight for 10 minutes, and a member that leaves its group after 3 s
  * without a poll. Arguments: brokers, dir. */
@@ -2497,6 +2547,8 @@ int main(void) {
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_txn_commit_tries_end_at_the_stop, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_txn_producer_initialised_in_later_turns,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_revoke_during_a_slow_write, setup, teardown),
         cmocka_unit_test_setup_teardown(test_assignment_lost_during_a_slow_write, setup,
                                         teardown),
