@@ -34,7 +34,7 @@
 #include "sidecar/offsets.h"
 #include "sidecar/pipeline.h"
 #include "sidecar/recovery.h"
-#include "sidecar/signing.h"
+#include "sidecar/headers.h"
 
 #include <librdkafka/rdkafka.h>
 
@@ -401,18 +401,12 @@ static inline bool msg_live(const kd_pipeline *p, const msg *m) {
 #define RECEIPT_MAX 600
 
 /* The reasons a dead-lettered message carries in KD_REASON_HEADER. */
-#define KD_REASON_HEADER "kdedup-reason"
 #define KD_REASON_MISSING_KEY "missing-key"
 #define KD_REASON_DELIVERY_FAILED "delivery-failed"
 #define KD_REASON_KEY_CONFLICT "key-conflict"
 #define KD_REASON_TOO_MANY_HEADERS "too-many-headers"   /* pipeline.max_headers */
 #define KD_REASON_HEADERS_TOO_LARGE "headers-too-large" /* pipeline.max_header_bytes */
 #define KD_REASON_AMBIGUOUS_KEY "ambiguous-key" /* see keysrc.h, "Ambiguous keys" */
-/* A key conflict's dead letter: the original's receipt (or state), and the
- * fingerprints (hex) of the original and of this message. */
-#define KD_ORIGINAL_HEADER "kdedup-original"
-#define KD_FINGERPRINT_HEADER "kdedup-fingerprint"
-#define KD_ORIGINAL_FP_HEADER "kdedup-original-fingerprint"
 
 /* pipeline_consume.c */
 /* Polls messages into p->batch_msgs after the `have` already there, up to

@@ -6,7 +6,7 @@
  *   recovery.c          the object (new, destroy), turns' budget, stats
  *   recovery_read.c     the scanning consumer: positions, budgeted reads of a
  *                       range, watermarks; the checks of a record read
- *                       (source, key, signature, forwarded-at)
+ *                       (its key, its signature: headers.h)
  *   recovery_runs.c     run records (kd_recovery_record_run, _run_lookup)
  *   recovery_orphans.c  scans of dead runs' partitions, their key tables and
  *                       LRU memory budget (kd_recovery_find, _forget)
@@ -108,14 +108,6 @@ rd_kafka_t *kd_rc_reader_new(kd_recovery *rc, const char *client_id);
  * cannot be made. */
 rd_kafka_t *kd_rc_scanner(kd_recovery *rc);
 
-/* The source coordinates of a record kdedup forwarded from topic. */
-bool kd_rc_source_of(const rd_kafka_message_t *rkm, const char *topic, int32_t *part,
-                     int64_t *offset);
-
-/* The key in rkm's header name, if it is one kdedup would claim. */
-bool kd_rc_key_in(const kd_recovery *rc, const rd_kafka_message_t *rkm, const char *name,
-                  const void **key, size_t *key_len);
-
 /* The route's idempotency key of a record kdedup forwarded for a claim. */
 bool kd_rc_key_of(const kd_recovery *rc, const rd_kafka_message_t *rkm,
                   const kd_route *route, const void **key, size_t *key_len);
@@ -124,9 +116,6 @@ bool kd_rc_key_of(const kd_recovery *rc, const rd_kafka_message_t *rkm,
  * records not trusted). */
 bool kd_rc_trusted(kd_recovery *rc, const rd_kafka_message_t *rkm, const kd_route *route,
                    const void *key, size_t key_len, bool forget);
-
-/* When kdedup forwarded rkm (wall ms), or -1 when it does not say. */
-int64_t kd_rc_header_forwarded_at(const rd_kafka_message_t *rkm);
 
 /* Reads [*next, to) of topic/partition with the scanner, handing every
  * record to each; counts them in *records and moves *next past what was

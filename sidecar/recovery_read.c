@@ -9,7 +9,6 @@
  */
 #include "sidecar/recovery_int.h"
 #include "sidecar/clock.h"
-#include "sidecar/forgets.h"
 #include "sidecar/kafka.h"
 #include "sidecar/log.h"
 
@@ -142,46 +141,6 @@ rd_kafka_t *kd_rc_scanner(kd_recovery *rc) {
     return rc->scanner;
 }
 
-/* rkm came from topic through kdedup: its source header is
- * "<topic>/<partition>/<offset>". Sets the source coordinates. */
-bool kd_rc_source_of(const rd_kafka_message_t *rkm, const char *topic, int32_t *part,
-                     int64_t *offset) {
-    rd_kafka_headers_t *h = NULL;
-    const void *v;
-    size_t len, tlen = strlen(topic);
-    char rest[48], *end;
-    long long pn, on;
-
-    if (rd_kafka_message_headers(rkm, &h) != RD_KAFKA_RESP_ERR_NO_ERROR ||
-        rd_kafka_header_get_last(h, KD_SOURCE_HEADER, &v, &len) !=
-            RD_KAFKA_RESP_ERR_NO_ERROR ||
-        !v || len <= tlen + 1 || memcmp(v, topic, tlen) != 0 ||
-        ((const char *)v)[tlen] != '/' || len - tlen - 1 >= sizeof(rest))
-        return false;
-    memcpy(rest, (const char *)v + tlen + 1, len - tlen - 1);
-    rest[len - tlen - 1] = '\0';
-    pn = strtoll(rest, &end, 10);
-    if (end == rest || *end != '/' || pn < 0 || pn > INT32_MAX)
-        return false;
-    on = strtoll(end + 1, &end, 10);
-    if (*end || on < 0)
-        return false;
-    *part = (int32_t)pn;
-    *offset = on;
-    return true;
-}
-
-/* The key in rkm's header name, if it is one kdedup would claim (not
- * empty, at most max_key_bytes). */
-bool kd_rc_key_in(const kd_recovery *rc, const rd_kafka_message_t *rkm, const char *name,
-                  const void **key, size_t *key_len) {
-    rd_kafka_headers_t *h = NULL;
-
-    return rd_kafka_message_headers(rkm, &h) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-           rd_kafka_header_get(h, 0, name, key, key_len) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-           *key && *key_len && *key_len <= (size_t)rc->cfg->max_key_bytes;
-}
-
 /* The route's idempotency key of a record kdedup forwarded: its key
  * header, or for a key taken from elsewhere, the KD_KEY_HEADER kdedup
  * wrote. Never for a record forwarded without a claim
@@ -189,25 +148,10 @@ bool kd_rc_key_in(const kd_recovery *rc, const rd_kafka_message_t *rkm, const ch
  * claim's delivery. */
 bool kd_rc_key_of(const kd_recovery *rc, const rd_kafka_message_t *rkm,
                   const kd_route *route, const void **key, size_t *key_len) {
-    rd_kafka_headers_t *h = NULL;
-    const void *v;
-    size_t len;
-
-    return rd_kafka_message_headers(rkm, &h) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-           rd_kafka_header_get_last(h, KD_UNCLAIMED_HEADER, &v, &len) ==
-               RD_KAFKA_RESP_ERR__NOENT &&
-           !kd_forgets_is(rkm) &&
-           kd_rc_key_in(rc, rkm, route->key_header ? route->key_header : KD_KEY_HEADER,
-                        key, key_len);
-}
-
-/* The last value of header name in rkm, or false. */
-static bool header(const rd_kafka_message_t *rkm, const char *name, const void **v,
-                   size_t *len) {
-    rd_kafka_headers_t *h = NULL;
-
-    return rd_kafka_message_headers(rkm, &h) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-           rd_kafka_header_get_last(h, name, v, len) == RD_KAFKA_RESP_ERR_NO_ERROR && *v;
+    return !kd_headers_unclaimed(rkm) && !kd_headers_forget(rkm) &&
+           kd_headers_record_key(rkm,
+                                 route->key_header ? route->key_header : KD_KEY_HEADER,
+                                 (size_t)rc->cfg->max_key_bytes, key, key_len);
 }
 
 /* True when kdedup wrote rkm, as far as can be told: with a signing key,
@@ -216,23 +160,11 @@ static bool header(const rd_kafka_message_t *rkm, const char *name, const void *
  * one, every record is trusted. */
 bool kd_rc_trusted(kd_recovery *rc, const rd_kafka_message_t *rkm, const kd_route *route,
                    const void *key, size_t key_len, bool forget) {
-    kd_signed w = {.from = route->from,
-                   .to = route->to,
-                   .key = key,
-                   .key_len = key_len,
-                   .forget = forget};
-    const void *sig;
-    size_t sig_len;
-
     if (!rc->signers[0])
         return true;
-    if (header(rkm, KD_SOURCE_HEADER, &w.source, &w.source_len) &&
-        header(rkm, KD_RUN_HEADER, &w.run, &w.run_len) &&
-        header(rkm, KD_FORWARDED_AT_HEADER, &w.at, &w.at_len) &&
-        header(rkm, KD_SIGNATURE_HEADER, &sig, &sig_len))
-        for (int i = 0; i < 2 && rc->signers[i]; i++)
-            if (kd_sign_verify(rc->signers[i], &w, sig, sig_len))
-                return true;
+    if (kd_headers_verify(rkm, rc->signers, 2, route->from, route->to, key, key_len,
+                          forget))
+        return true;
     rc->stats.foreign++;
     return false;
 }
@@ -341,24 +273,4 @@ range_result kd_rc_scan_range(kd_recovery *rc, const char *topic, int32_t partit
     } else
         unposition(rc, rk);
     return res;
-}
-
-/* When kdedup forwarded rkm (its KD_FORWARDED_AT_HEADER, wall ms), or -1
- * for a record without one (forwarded by an older kdedup). */
-int64_t kd_rc_header_forwarded_at(const rd_kafka_message_t *rkm) {
-    rd_kafka_headers_t *h = NULL;
-    const void *v;
-    size_t len;
-    char text[24], *end;
-    long long at;
-
-    if (rd_kafka_message_headers(rkm, &h) != RD_KAFKA_RESP_ERR_NO_ERROR ||
-        rd_kafka_header_get_last(h, KD_FORWARDED_AT_HEADER, &v, &len) !=
-            RD_KAFKA_RESP_ERR_NO_ERROR ||
-        !v || len == 0 || len >= sizeof(text))
-        return -1;
-    memcpy(text, v, len);
-    text[len] = '\0';
-    at = strtoll(text, &end, 10);
-    return !*end && at >= 0 ? at : -1;
 }

@@ -10,6 +10,7 @@
  */
 #include "dedup/store.h"
 #include "sidecar/recovery.h"
+#include "sidecar/headers.h"
 #include "sidecar/signing.h"
 #include "tests/case_runner.h"
 #include "tests/dedup_fixture.h"
