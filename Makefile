@@ -77,7 +77,7 @@ LIB_CONFIG := $(BUILD)/libkd_config.a
 LIB_SIDECAR := $(BUILD)/libkd_sidecar.a
 KDEDUP := $(BUILD)/kdedup
 
-DEDUP_SRC := dedup/store.c dedup/store_mem.c dedup/entry.c dedup/dedup.c dedup/sha256.c
+DEDUP_SRC := dedup/store.c dedup/store_mem.c dedup/entry.c dedup/dedup.c dedup/sha256.c dedup/hex.c
 ROCKS_SRC := store_rocks/store_rocks.c
 CONFIG_SRC := config/config.c
 SIDECAR_SRC := sidecar/log.c sidecar/offsets.c sidecar/headers.c sidecar/kafka.c \
@@ -257,13 +257,13 @@ $(BUILD)/tests/test_metrics: $(call obj,tests/test_metrics.c sidecar/metrics.c) 
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_CONFIG) $(LIBS_TEST)
 
 # Logging: rate-limited events, numeric fields.
-$(BUILD)/tests/test_log: $(call obj,tests/test_log.c sidecar/log.c) $(LIB_CONFIG)
+$(BUILD)/tests/test_log: $(call obj,tests/test_log.c sidecar/log.c) $(LIB_CONFIG) $(LIB_DEDUP)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_CONFIG) $(LIBS_TEST)
 
 # The HTTP endpoint in a child process, against 600 slow clients.
 $(BUILD)/tests/test_http: $(call obj,tests/test_http.c sidecar/http.c sidecar/log.c) \
-                          $(LIB_CONFIG)
+                          $(LIB_CONFIG) $(LIB_DEDUP)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(call pc_libs,$(PKGS_HTTP)) $(LIBS_CONFIG) $(LIBS_TEST)
 

@@ -17,6 +17,7 @@
  * is read offline: a ${VAR} that is not set is no error unless lookup needs
  * its value (dedup.namespace, store.path, a route's from or key).
  */
+#include "dedup/hex.h"
 #include "config/config.h"
 #include "dedup/dedup.h"
 #include "sidecar/keysrc.h"
@@ -62,7 +63,7 @@ static void print_state(kd_dedup *d, const kd_route *r, const char *shown,
         char hex[2 * KD_FINGERPRINT_LEN + 1];
 
         cJSON_AddStringToObject(o, "fingerprint",
-                                kd_keysrc_hex(dec.fingerprint, KD_FINGERPRINT_LEN, hex));
+                                kd_hex(dec.fingerprint, KD_FINGERPRINT_LEN, hex));
     }
     kd_decision_clear(&dec);
     if ((line = cJSON_PrintUnformatted(o)))

@@ -2,6 +2,7 @@
  * kdedup - the pipeline's producing to the downstream and dead-letter topics, and the
  * delivery-report callback.
  */
+#include "dedup/hex.h"
 #include "sidecar/headers.h"
 #include "sidecar/keysrc.h"
 #include "sidecar/log.h"
@@ -20,10 +21,10 @@ static void add_dead_letter_headers(rd_kafka_headers_t *hdrs, const msg *m) {
         rd_kafka_header_add(hdrs, KD_ORIGINAL_HEADER, -1, m->conflict_original, -1);
     if (m->conflict_original && m->has_fp)
         rd_kafka_header_add(hdrs, KD_FINGERPRINT_HEADER, -1,
-                            kd_keysrc_hex(m->fp, KD_FINGERPRINT_LEN, hex), -1);
+                            kd_hex(m->fp, KD_FINGERPRINT_LEN, hex), -1);
     if (m->conflict_original && m->orig_has_fp)
         rd_kafka_header_add(hdrs, KD_ORIGINAL_FP_HEADER, -1,
-                            kd_keysrc_hex(m->orig_fp, KD_FINGERPRINT_LEN, hex), -1);
+                            kd_hex(m->orig_fp, KD_FINGERPRINT_LEN, hex), -1);
 }
 
 /* m's headers for downstream: the source message's, less any named like

@@ -8,20 +8,19 @@
  * hands it nothing for SCAN_IDLE_MS, never because it is long.
  */
 #include "sidecar/recovery_int.h"
+#include "dedup/sha256.h"
 #include "sidecar/clock.h"
 #include "sidecar/kafka.h"
 #include "sidecar/log.h"
-
-#include <openssl/sha.h>
 
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
 void kd_rc_digest(const void *key, size_t len, unsigned char out[DIGEST_LEN]) {
-    unsigned char full[SHA256_DIGEST_LENGTH];
+    unsigned char full[KD_SHA256_LEN];
 
-    SHA256((const unsigned char *)(len ? key : ""), len, full);
+    kd_sha256(key, len, full);
     memcpy(out, full, DIGEST_LEN);
 }
 
