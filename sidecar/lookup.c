@@ -22,7 +22,7 @@
 #include "dedup/dedup.h"
 #include "sidecar/keysrc.h"
 #include "sidecar/tools.h"
-#include "store_rocks/store_rocks.h"
+#include "sidecar/pipeline.h"
 
 #include <cjson/cJSON.h>
 
@@ -221,7 +221,8 @@ int kd_lookup_main(int argc, char **argv) {
         kd_config_destroy(cfg);
         return 2;
     }
-    if (!(store = kd_rocks_open_secondary(cfg->store_path, err, sizeof(err)))) {
+    store = kd_pipeline_open_store(cfg, KD_PIPELINE_STORE_READER, err, sizeof(err));
+    if (!store) {
         fprintf(stderr, "%s\n", err);
         kd_config_destroy(cfg);
         return 1;
