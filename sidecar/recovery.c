@@ -1,38 +1,11 @@
 /*
- * kdedup - recovery's object: made, destroyed, its turns' reading budget
- * and its stats (see recovery.h). Its parts, behind recovery_int.h:
- * recovery_read.c (the scanning consumer and the records it reads),
- * recovery_runs.c (run records), recovery_orphans.c (scans of dead runs'
- * partitions and their memory budget), recovery_history.c (handovers) and
- * recovery_since.c (deliveries of this run whose outcome is unknown).
+ * kdedup - recovery's ground floor: the turns' reading budget, the progress
+ * callback, the stats, and when a record forwarded can be a claim's
+ * delivery (see recovery.h). It calls none of recovery's other parts, which
+ * stand on it (recovery_int.h's file map).
  */
 #include "sidecar/recovery_int.h"
 #include "sidecar/clock.h"
-
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-kd_recovery *kd_recovery_new(const kd_config *cfg, kd_store *store, const char *brokers,
-                             char *errstr, size_t errstr_size) {
-    kd_recovery *rc = calloc(1, sizeof(*rc));
-
-    if (!rc || !(rc->brokers = strdup(brokers))) {
-        free(rc);
-        snprintf(errstr, errstr_size, "out of memory");
-        return NULL;
-    }
-    rc->cfg = cfg;
-    rc->store = store;
-    if ((cfg->signing_key && !(rc->signers[0] = kd_signer_new(cfg->signing_key))) ||
-        (cfg->previous_signing_key &&
-         !(rc->signers[1] = kd_signer_new(cfg->previous_signing_key)))) {
-        snprintf(errstr, errstr_size, "libcrypto: no HMAC-SHA256 for the signing key");
-        kd_recovery_destroy(rc);
-        return NULL;
-    }
-    return rc;
-}
 
 /* True once this turn's reading budget is spent; the first call of a turn
  * starts its clock (the loop may have waited on its consumer since the
@@ -63,23 +36,4 @@ void kd_recovery_begin_turn(kd_recovery *rc, uint64_t budget_ms) {
 
 void kd_recovery_stats_get(const kd_recovery *rc, kd_recovery_stats *out) {
     *out = rc->stats;
-}
-
-void kd_recovery_destroy(kd_recovery *rc) {
-    if (!rc)
-        return;
-    kd_recovery_forget(rc);
-    if (rc->scanner) {
-        rd_kafka_consumer_close(rc->scanner);
-        rd_kafka_destroy(rc->scanner);
-    }
-    kd_rc_history_unassign(rc);
-    if (rc->historian) {
-        rd_kafka_consumer_close(rc->historian);
-        rd_kafka_destroy(rc->historian);
-    }
-    kd_signer_destroy(rc->signers[0]);
-    kd_signer_destroy(rc->signers[1]);
-    free(rc->brokers);
-    free(rc);
 }

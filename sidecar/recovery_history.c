@@ -73,7 +73,7 @@ static kd_err mark_read(kd_recovery *rc, const char *stream, size_t len,
 
 /* When kdedup forwarded rkm, or the record's timestamp for records
  * forwarded before the header existed. */
-static int64_t forwarded_at(const rd_kafka_message_t *rkm) {
+static int64_t forwarded_ms(const rd_kafka_message_t *rkm) {
     int64_t at = kd_headers_forwarded_at(rkm);
 
     return at >= 0 ? at : rd_kafka_message_timestamp(rkm, NULL);
@@ -279,7 +279,7 @@ static bool hist_take(histories *h, size_t j, rd_kafka_message_t *m) {
     kd_history_rec *rec = &h->recs[h->nheld];
     int32_t part;
     const void *key;
-    int64_t at = forwarded_at(m);
+    int64_t at = forwarded_ms(m);
 
     if (!kd_headers_source(m, hj->route->from, &part, &rec->src_offset) ||
         part != hj->job->src_partition || (h->since_ms && at >= 0 && at < h->since_ms) ||

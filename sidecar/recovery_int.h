@@ -2,8 +2,10 @@
  * kdedup - recovery's private header: the state its parts share, and what
  * each part offers the others. Public API: recovery.h.
  *
- * File map:
- *   recovery.c          the object (new, destroy), turns' budget, stats
+ * File map, from the ground floor up (a file calls only files listed before
+ * it):
+ *   recovery.c          the turns' reading budget, progress, stats, and
+ *                       kd_recovery_forwarded_since: calls no other part
  *   recovery_read.c     the scanning consumer: positions, budgeted reads of a
  *                       range, watermarks; the checks of a record read
  *                       (its key, its signature: headers.h)
@@ -13,6 +15,7 @@
  *   recovery_history.c  handovers (kd_recovery_history, _histories)
  *   recovery_since.c    deliveries of this run whose outcome is unknown
  *                       (kd_recovery_find_since, _find_since_many)
+ *   recovery_new.c      kd_recovery_new and _destroy (frees every part's state)
  *
  * All of it runs on the thread that calls recovery.h (the pipeline's loop).
  */
