@@ -104,7 +104,8 @@ UNIT_TESTS := $(BUILD)/tests/test_entry $(BUILD)/tests/test_dedup \
               $(BUILD)/tests/test_store_rocks $(BUILD)/tests/test_config \
               $(BUILD)/tests/test_offsets $(BUILD)/tests/test_metrics $(BUILD)/tests/test_held \
               $(BUILD)/tests/test_http $(BUILD)/tests/test_keysrc $(BUILD)/tests/test_admin \
-              $(BUILD)/tests/test_log $(BUILD)/tests/test_receipt $(BUILD)/tests/test_signing
+              $(BUILD)/tests/test_log $(BUILD)/tests/test_receipt $(BUILD)/tests/test_signing \
+              $(BUILD)/tests/test_headers
 INTEGRATION_TESTS := $(BUILD)/tests/test_pipeline $(BUILD)/tests/test_bounds \
                      $(BUILD)/tests/test_recovery $(BUILD)/tests/test_limits \
                      $(BUILD)/tests/test_crash
@@ -276,6 +277,13 @@ $(BUILD)/tests/test_receipt: $(call obj,tests/test_receipt.c sidecar/receipt.c)
 $(BUILD)/tests/test_signing: $(call obj,tests/test_signing.c sidecar/signing.c) $(LIB_DEDUP)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_DEDUP) $(LIBS_TEST)
+
+# The downstream record's headers: headers.c over librdkafka's header lists
+# (no broker), built, read back and verified (signing.c: the MAC).
+$(BUILD)/tests/test_headers: $(call obj,tests/test_headers.c sidecar/headers.c sidecar/signing.c) \
+                             $(LIB_DEDUP)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_KAFKA) $(LIBS_DEDUP) $(LIBS_TEST)
 
 # The admin API and reloads, over an in-memory store (kafka.c checks the
 # librdkafka properties of a reloaded file, as --check-config does).

@@ -10,13 +10,12 @@
 #include <string.h>
 #include <strings.h>
 
-/* The last value of header name in rkm, or false. */
-static bool header(const rd_kafka_message_t *rkm, const char *name, const void **v,
+/* The last value of header name in hdrs (NULL: none), or false. */
+static bool header(const rd_kafka_headers_t *hdrs, const char *name, const void **v,
                    size_t *len) {
-    rd_kafka_headers_t *h = NULL;
-
-    return rd_kafka_message_headers(rkm, &h) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-           rd_kafka_header_get_last(h, name, v, len) == RD_KAFKA_RESP_ERR_NO_ERROR && *v;
+    return hdrs &&
+           rd_kafka_header_get_last(hdrs, name, v, len) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+           *v;
 }
 
 /* What a signature covers, of a stamp. */
@@ -90,7 +89,7 @@ bool kd_headers_add_signature(rd_kafka_headers_t *hdrs, kd_signer *signer,
 }
 
 bool kd_headers_key(const rd_kafka_headers_t *hdrs, const char *name, size_t max_len,
-                    const char **key, size_t *key_len) {
+                    const void **key, size_t *key_len) {
     const void *val = NULL;
     size_t size = 0;
 
@@ -104,28 +103,15 @@ bool kd_headers_key(const rd_kafka_headers_t *hdrs, const char *name, size_t max
     return true;
 }
 
-bool kd_headers_record_key(const rd_kafka_message_t *rkm, const char *name,
-                           size_t max_len, const void **key, size_t *key_len) {
-    rd_kafka_headers_t *h = NULL;
-    const char *k;
-
-    if (rd_kafka_message_headers(rkm, &h) != RD_KAFKA_RESP_ERR_NO_ERROR ||
-        !kd_headers_key(h, name, max_len, &k, key_len))
-        return false;
-    *key = k;
-    return true;
-}
-
-bool kd_headers_source(const rd_kafka_message_t *rkm, const char *topic, int32_t *part,
+bool kd_headers_source(const rd_kafka_headers_t *hdrs, const char *topic, int32_t *part,
                        int64_t *offset) {
-    rd_kafka_headers_t *h = NULL;
     const void *v;
     size_t len, tlen = strlen(topic);
     char rest[48], *end;
     long long pn, on;
 
-    if (rd_kafka_message_headers(rkm, &h) != RD_KAFKA_RESP_ERR_NO_ERROR ||
-        rd_kafka_header_get_last(h, KD_SOURCE_HEADER, &v, &len) !=
+    if (!hdrs ||
+        rd_kafka_header_get_last(hdrs, KD_SOURCE_HEADER, &v, &len) !=
             RD_KAFKA_RESP_ERR_NO_ERROR ||
         !v || len <= tlen + 1 || memcmp(v, topic, tlen) != 0 ||
         ((const char *)v)[tlen] != '/' || len - tlen - 1 >= sizeof(rest))
@@ -143,15 +129,14 @@ bool kd_headers_source(const rd_kafka_message_t *rkm, const char *topic, int32_t
     return true;
 }
 
-int64_t kd_headers_forwarded_at(const rd_kafka_message_t *rkm) {
-    rd_kafka_headers_t *h = NULL;
+int64_t kd_headers_forwarded_at(const rd_kafka_headers_t *hdrs) {
     const void *v;
     size_t len;
     char text[24], *end;
     long long at;
 
-    if (rd_kafka_message_headers(rkm, &h) != RD_KAFKA_RESP_ERR_NO_ERROR ||
-        rd_kafka_header_get_last(h, KD_FORWARDED_AT_HEADER, &v, &len) !=
+    if (!hdrs ||
+        rd_kafka_header_get_last(hdrs, KD_FORWARDED_AT_HEADER, &v, &len) !=
             RD_KAFKA_RESP_ERR_NO_ERROR ||
         !v || len == 0 || len >= sizeof(text))
         return -1;
@@ -161,36 +146,41 @@ int64_t kd_headers_forwarded_at(const rd_kafka_message_t *rkm) {
     return !*end && at >= 0 ? at : -1;
 }
 
-/* True when rkm carries a header called name (any value). */
-static bool has_header(const rd_kafka_message_t *rkm, const char *name) {
-    rd_kafka_headers_t *h = NULL;
+/* True when hdrs (NULL: none) hold a header called name (any value). */
+static bool has_header(const rd_kafka_headers_t *hdrs, const char *name) {
     const void *v;
     size_t len;
 
-    return rd_kafka_message_headers(rkm, &h) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-           rd_kafka_header_get_last(h, name, &v, &len) == RD_KAFKA_RESP_ERR_NO_ERROR;
+    return hdrs &&
+           rd_kafka_header_get_last(hdrs, name, &v, &len) == RD_KAFKA_RESP_ERR_NO_ERROR;
 }
 
-bool kd_headers_unclaimed(const rd_kafka_message_t *rkm) {
-    return has_header(rkm, KD_UNCLAIMED_HEADER);
+const rd_kafka_headers_t *kd_headers_of(const rd_kafka_message_t *rkm) {
+    rd_kafka_headers_t *h = NULL;
+
+    return rd_kafka_message_headers(rkm, &h) == RD_KAFKA_RESP_ERR_NO_ERROR ? h : NULL;
 }
 
-bool kd_headers_forget(const rd_kafka_message_t *rkm) {
-    return has_header(rkm, KD_FORGET_HEADER);
+bool kd_headers_unclaimed(const rd_kafka_headers_t *hdrs) {
+    return has_header(hdrs, KD_UNCLAIMED_HEADER);
 }
 
-bool kd_headers_verify(const rd_kafka_message_t *rkm, kd_signer *const *signers, size_t n,
-                       const char *from, const char *to, const void *key, size_t key_len,
-                       bool forget) {
+bool kd_headers_forget(const rd_kafka_headers_t *hdrs) {
+    return has_header(hdrs, KD_FORGET_HEADER);
+}
+
+bool kd_headers_verify(const rd_kafka_headers_t *hdrs, kd_signer *const *signers,
+                       size_t n, const char *from, const char *to, const void *key,
+                       size_t key_len, bool forget) {
     kd_signed w = {
         .from = from, .to = to, .key = key, .key_len = key_len, .forget = forget};
     const void *sig;
     size_t sig_len;
 
-    if (header(rkm, KD_SOURCE_HEADER, &w.source, &w.source_len) &&
-        header(rkm, KD_RUN_HEADER, &w.run, &w.run_len) &&
-        header(rkm, KD_FORWARDED_AT_HEADER, &w.at, &w.at_len) &&
-        header(rkm, KD_SIGNATURE_HEADER, &sig, &sig_len))
+    if (header(hdrs, KD_SOURCE_HEADER, &w.source, &w.source_len) &&
+        header(hdrs, KD_RUN_HEADER, &w.run, &w.run_len) &&
+        header(hdrs, KD_FORWARDED_AT_HEADER, &w.at, &w.at_len) &&
+        header(hdrs, KD_SIGNATURE_HEADER, &sig, &sig_len))
         for (size_t i = 0; i < n && signers[i]; i++)
             if (kd_sign_verify(signers[i], &w, sig, sig_len))
                 return true;

@@ -116,34 +116,35 @@ bool kd_headers_add_signature(rd_kafka_headers_t *hdrs, kd_signer *signer,
  * *key / *key_len (borrowed from hdrs). false when there is no such header,
  * or its value is null, empty or longer than max_len: the key is missing. */
 bool kd_headers_key(const rd_kafka_headers_t *hdrs, const char *name, size_t max_len,
-                    const char **key, size_t *key_len);
+                    const void **key, size_t *key_len);
 
-/* kd_headers_key() over rkm's headers. */
-bool kd_headers_record_key(const rd_kafka_message_t *rkm, const char *name,
-                           size_t max_len, const void **key, size_t *key_len);
+/* A consumed record's headers (parsed on the first call; they stay with
+ * rkm), or NULL when it has none. The readers below take them. */
+const rd_kafka_headers_t *kd_headers_of(const rd_kafka_message_t *rkm);
 
-/* rkm came from topic through kdedup: its KD_SOURCE_HEADER is
- * "<topic>/<partition>/<offset>". Sets the source coordinates; false when
- * it has none, or one of another topic, or malformed. */
-bool kd_headers_source(const rd_kafka_message_t *rkm, const char *topic, int32_t *part,
+/* hdrs (NULL: none) are a record's that kdedup forwarded from topic: its
+ * KD_SOURCE_HEADER is "<topic>/<partition>/<offset>". Sets the source
+ * coordinates; false when there is none, or one of another topic, or a
+ * malformed one. */
+bool kd_headers_source(const rd_kafka_headers_t *hdrs, const char *topic, int32_t *part,
                        int64_t *offset);
 
-/* When kdedup forwarded rkm (its KD_FORWARDED_AT_HEADER, wall ms), or -1
- * for a record without one (forwarded by an older kdedup). */
-int64_t kd_headers_forwarded_at(const rd_kafka_message_t *rkm);
+/* When kdedup forwarded the record of hdrs (its KD_FORWARDED_AT_HEADER, wall
+ * ms), or -1 for one without it (forwarded by an older kdedup). */
+int64_t kd_headers_forwarded_at(const rd_kafka_headers_t *hdrs);
 
-/* True when rkm carries KD_UNCLAIMED_HEADER. */
-bool kd_headers_unclaimed(const rd_kafka_message_t *rkm);
+/* True when hdrs hold KD_UNCLAIMED_HEADER. */
+bool kd_headers_unclaimed(const rd_kafka_headers_t *hdrs);
 
-/* True when rkm is a forget record (it carries KD_FORGET_HEADER). */
-bool kd_headers_forget(const rd_kafka_message_t *rkm);
+/* True when hdrs are a forget record's (they hold KD_FORGET_HEADER). */
+bool kd_headers_forget(const rd_kafka_headers_t *hdrs);
 
-/* True when rkm's signature (a forget record's when `forget`) verifies
- * under one of signers[0..n) (NULL entries end the list), over the route
- * from -> to, the key and rkm's own signed headers. */
-bool kd_headers_verify(const rd_kafka_message_t *rkm, kd_signer *const *signers, size_t n,
-                       const char *from, const char *to, const void *key, size_t key_len,
-                       bool forget);
+/* True when the signature in hdrs (a forget record's when `forget`)
+ * verifies under one of signers[0..n) (a NULL entry ends the list), over
+ * the route from -> to, the key and the signed headers in hdrs. */
+bool kd_headers_verify(const rd_kafka_headers_t *hdrs, kd_signer *const *signers,
+                       size_t n, const char *from, const char *to, const void *key,
+                       size_t key_len, bool forget);
 
 /* Counts hdrs' headers and their names' and values' bytes (NULL: none). */
 kd_headers_size kd_headers_measure(const rd_kafka_headers_t *hdrs);

@@ -74,7 +74,7 @@ static kd_err mark_read(kd_recovery *rc, const char *stream, size_t len,
 /* When kdedup forwarded rkm, or the record's timestamp for records
  * forwarded before the header existed. */
 static int64_t forwarded_ms(const rd_kafka_message_t *rkm) {
-    int64_t at = kd_headers_forwarded_at(rkm);
+    int64_t at = kd_headers_forwarded_at(kd_headers_of(rkm));
 
     return at >= 0 ? at : rd_kafka_message_timestamp(rkm, NULL);
 }
@@ -264,10 +264,10 @@ static void hist_flush(histories *h) {
 static bool history_key(kd_recovery *rc, const kd_route *route,
                         const rd_kafka_message_t *m, const void **key, size_t *key_len,
                         bool *forget) {
-    if ((*forget = kd_headers_forget(m)))
-        return kd_headers_forwarded_at(m) >= 0 &&
-               kd_headers_record_key(m, KD_KEY_HEADER, (size_t)rc->cfg->max_key_bytes,
-                                     key, key_len);
+    if ((*forget = kd_headers_forget(kd_headers_of(m))))
+        return kd_headers_forwarded_at(kd_headers_of(m)) >= 0 &&
+               kd_headers_key(kd_headers_of(m), KD_KEY_HEADER,
+                              (size_t)rc->cfg->max_key_bytes, key, key_len);
     return kd_rc_key_of(rc, m, route, key, key_len);
 }
 
@@ -281,7 +281,7 @@ static bool hist_take(histories *h, size_t j, rd_kafka_message_t *m) {
     const void *key;
     int64_t at = forwarded_ms(m);
 
-    if (!kd_headers_source(m, hj->route->from, &part, &rec->src_offset) ||
+    if (!kd_headers_source(kd_headers_of(m), hj->route->from, &part, &rec->src_offset) ||
         part != hj->job->src_partition || (h->since_ms && at >= 0 && at < h->since_ms) ||
         !history_key(h->rc, hj->route, m, &key, &rec->key_len, &rec->forget) ||
         !kd_rc_trusted(h->rc, m, hj->route, key, rec->key_len, rec->forget))
@@ -290,7 +290,7 @@ static bool hist_take(histories *h, size_t j, rd_kafka_message_t *m) {
     rec->offset = m->offset;
     rec->timestamp = rd_kafka_message_timestamp(m, NULL);
     rec->forwarded_at = at;
-    rec->stamped = kd_headers_forwarded_at(m) >= 0;
+    rec->stamped = kd_headers_forwarded_at(kd_headers_of(m)) >= 0;
     h->held[h->nheld] = m;
     h->owner[h->nheld++] = j;
     h->bytes += kd_headers_record_memory(m);

@@ -135,12 +135,12 @@ static bool digest_each(void *arg, rd_kafka_message_t *m) {
     unsigned char d[DIGEST_LEN];
     bool ok = true;
 
-    if (kd_headers_source(m, ds->route->from, &part, &off) &&
+    if (kd_headers_source(kd_headers_of(m), ds->route->from, &part, &off) &&
         kd_rc_key_of(ds->rc, m, ds->route, &key, &key_len) &&
         kd_rc_trusted(ds->rc, m, ds->route, key, key_len, false)) {
         kd_rc_digest(key, key_len, d);
         ok = scan_add(ds->s, d, m->offset, rd_kafka_message_timestamp(m, NULL),
-                      kd_headers_forwarded_at(m));
+                      kd_headers_forwarded_at(kd_headers_of(m)));
     }
     rd_kafka_message_destroy(m);
     return ok;

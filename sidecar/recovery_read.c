@@ -147,10 +147,11 @@ rd_kafka_t *kd_rc_scanner(kd_recovery *rc) {
  * claim's delivery. */
 bool kd_rc_key_of(const kd_recovery *rc, const rd_kafka_message_t *rkm,
                   const kd_route *route, const void **key, size_t *key_len) {
-    return !kd_headers_unclaimed(rkm) && !kd_headers_forget(rkm) &&
-           kd_headers_record_key(rkm,
-                                 route->key_header ? route->key_header : KD_KEY_HEADER,
-                                 (size_t)rc->cfg->max_key_bytes, key, key_len);
+    const rd_kafka_headers_t *h = kd_headers_of(rkm);
+
+    return !kd_headers_unclaimed(h) && !kd_headers_forget(h) &&
+           kd_headers_key(h, route->key_header ? route->key_header : KD_KEY_HEADER,
+                          (size_t)rc->cfg->max_key_bytes, key, key_len);
 }
 
 /* True when kdedup wrote rkm, as far as can be told: with a signing key,
@@ -161,8 +162,8 @@ bool kd_rc_trusted(kd_recovery *rc, const rd_kafka_message_t *rkm, const kd_rout
                    const void *key, size_t key_len, bool forget) {
     if (!rc->signers[0])
         return true;
-    if (kd_headers_verify(rkm, rc->signers, 2, route->from, route->to, key, key_len,
-                          forget))
+    if (kd_headers_verify(kd_headers_of(rkm), rc->signers, 2, route->from, route->to, key,
+                          key_len, forget))
         return true;
     rc->stats.foreign++;
     return false;

@@ -33,11 +33,11 @@ static bool ask_each(void *arg, rd_kafka_message_t *m) {
     size_t key_len;
     unsigned char d[DIGEST_LEN];
 
-    if (kd_headers_source(m, as->route->from, &part, &off) &&
+    if (kd_headers_source(kd_headers_of(m), as->route->from, &part, &off) &&
         kd_rc_key_of(as->rc, m, as->route, &key, &key_len) &&
         kd_rc_trusted(as->rc, m, as->route, key, key_len, false)) {
         kd_rc_digest(key, key_len, d);
-        at = kd_headers_forwarded_at(m);
+        at = kd_headers_forwarded_at(kd_headers_of(m));
         for (size_t j = kd_rc_slot_of(d, as->cap); as->table[j]; j = (j + 1) % as->cap) {
             kd_recover_ask *a = &as->asks[as->table[j] - 1];
 
