@@ -10,6 +10,7 @@
 #include "sidecar/metrics.h"
 #include "sidecar/receipt.h"
 #include "sidecar/recovery.h"
+#include "sidecar/headers.h"
 #include "sidecar/signing.h"
 #include "store_rocks/store_rocks.h"
 #include "tests/case_runner.h"
