@@ -117,7 +117,7 @@ E2E_TESTS := tests/e2e/e2e_test.py tests/e2e/faults_test.py tests/e2e/security_t
              tests/e2e/admin_test.py tests/e2e/probes_test.py tests/e2e/demo_test.py \
              tests/e2e/logs_test.py tests/e2e/lookup_test.py tests/docs/test_docs.sh \
              tests/docs/test_quickstart.sh tests/deploy/test_deploy.sh \
-             tests/image/test_hardening.sh
+             tests/image/test_hardening.sh tests/mutate/test_table.sh
 # Instructions per message under callgrind, against bench/instructions-small.json:
 # out of make test (PERF=1 puts it back) since the merged pipeline counted
 # 71,379 to 92,074 for the same code in four runs (the count follows the
