@@ -307,6 +307,7 @@ struct kd_pipeline {
 
     kd_metrics *metrics;
     _Atomic uint64_t tick_ms; /* last turn of the loop: /healthz */
+    _Atomic uint64_t revokes; /* revokes begun: kd_pipeline_stats */
 
     /* While store writes fail, consumption is paused and offsets are not
      * stored; failed claims and receipts are retried with backoff. */
