@@ -2074,6 +2074,53 @@ static void test_uncertain_delivery_of_an_ended_ownership(void **state) {
     assert_x_once(e);
 }
 
+static bool assigned_again(const kd_pipeline_stats *st) {
+    return st->revokes >= 1 && st->assigned_partitions == PARTS;
+}
+
+static bool conflict_judged(const kd_pipeline_stats *st) {
+    return st->key_conflicts >= 1;
+}
+
+/* X's delivery is slow (the downstream broker answers after 20 s) when its
+ * partition is revoked and assigned back. Then Y comes: key-X with another
+ * payload. It meets X's claim, in flight and held by a message of the
+ * ended ownership, whose outcome is not known yet (X may still fail, and
+ * then Y is the key's only delivery): the claim is not judged for a
+ * conflict. Y waits beside the copy of X consumed again, and no conflict is
+ * counted while X is out. Once X's late acknowledgement completes the
+ * claim, Y is judged against it: one conflict (skipped), key-X downstream
+ * once. (Judged against the claim in flight, Y would be skipped at once.) */
+static void test_conflict_waits_for_an_ended_ownership(void **state) {
+    env *e = *state;
+    kd_flow_gauges *g;
+    kd_pipeline_stats st;
+    rd_kafka_t *rk;
+    kf_run r;
+
+    run_until_x(e, &r, "60000", 20000, 0, "200ms");
+    g = kd_metrics_flow(kd_pipeline_metrics(r.p));
+    kd_pipeline_rejoin(r.p);
+    assert_int_equal(wait_stats(&r, assigned_again).assigned_partitions, PARTS);
+    rk = kf_producer(&e->mock);
+    kf_send(rk, "in", 0, "key-X", "another payload");
+    kf_producer_close(rk);
+    for (int i = 0; i < TIMEOUT_MS / 20; i++) { /* Y acted on: waits, or judged */
+        kd_pipeline_stats_get(r.p, &st);
+        if (st.key_conflicts || atomic_load(&g->retrying) >= 2)
+            break;
+        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+    }
+    assert_int_equal(st.forwarded, 5); /* X is still out */
+    assert_int_equal(st.key_conflicts, 0);
+    assert_int_equal(atomic_load(&g->retrying), 2); /* X's copy and Y wait */
+    kf_mock_cmd(&e->mock, "rtt 2 0");
+    st = wait_stats(&r, conflict_judged);
+    kf_run_stop(&r);
+    assert_int_equal(st.key_conflicts, 1);
+    assert_x_once(e);
+}
+
 #define STEP_CONFIG                                                                      \
     "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\","                             \
     " \"producer\": {\"message.timeout.ms\": \"3000\", \"retries\": \"1\","              \
@@ -2390,6 +2437,8 @@ int main(void) {
                                         teardown),
         cmocka_unit_test_setup_teardown(test_expired_claim_of_this_run_resolved_at_once,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_conflict_waits_for_an_ended_ownership, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_uncertain_delivery_of_an_ended_ownership,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_takes_one_grace_period, setup,
