@@ -682,6 +682,9 @@ static void change_lost(tcase *t) {
 }
 
 static void change_stop(tcase *t) {
+    kf_mock_cmd(&t->e->mock, "commit-errors 1 0");
+    kf_mock_cmd(&t->e->mock, "commit-errors 1 %d",
+                RD_KAFKA_RESP_ERR_OFFSET_METADATA_TOO_LARGE);
     run_stop(t);
     run_start(t, "{}", NO_HANDOVER, "300ms");
 }
