@@ -549,6 +549,7 @@ void kd_pipeline_stats_get(const kd_pipeline *p, kd_pipeline_stats *out) {
     out->store_errors = atomic_load(kd_metrics_store_errors(p->metrics));
     out->assigned_partitions = atomic_load(kd_metrics_assigned(p->metrics));
     out->inflight = atomic_load(kd_metrics_inflight(p->metrics));
+    out->revokes = atomic_load(&p->revokes);
 }
 
 kd_metrics *kd_pipeline_metrics(kd_pipeline *p) {

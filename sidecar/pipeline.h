@@ -54,6 +54,7 @@ typedef struct kd_pipeline_stats {
     uint64_t store_errors; /* store writes or reads that failed */
     uint64_t assigned_partitions; /* gauge */
     uint64_t inflight;            /* gauge: consumed, fate not yet durable */
+    uint64_t revokes; /* revokes begun (a rebalance's, a rejoin's, the close's) */
 } kd_pipeline_stats;
 
 /* How a process opens the store (kd_pipeline_open_store). */

@@ -365,6 +365,7 @@ struct kd_pipeline {
 
     kd_metrics *metrics;      /* set in kd_pipeline_new; atomics: every thread */
     _Atomic uint64_t tick_ms; /* last turn of the loop: /healthz (any reads) */
+    _Atomic uint64_t revokes; /* revokes begun: kd_pipeline_stats (any reads) */
 
     /* While store writes fail, consumption is paused and offsets are not
      * stored; failed claims and receipts are retried with backoff. The
