@@ -243,15 +243,21 @@ static int child_kdedup(const kd_config *cfg, uint64_t expect) {
     return 0;
 }
 
-static int child_passthrough(const kd_config *cfg, uint64_t expect) {
+/* The passthrough: the default delivery mode's client settings whatever
+ * kdedup's mode (it has no transactions: a transactional.id would leave its
+ * producer refusing every message). */
+static int child_passthrough(const kd_config *kdedup_cfg, uint64_t expect) {
+    kd_config plain = *kdedup_cfg; /* shallow: read only, never destroyed */
+    const kd_config *cfg = &plain;
     char err[1024];
-    kd_passthrough *pt = kd_passthrough_new(cfg, cfg->brokers, err, sizeof(err));
+    kd_passthrough *pt;
     uint64_t deadline = kd_mono_us() + RUN_TIMEOUT_S * 1000000ull;
     double cpu0 = 0;
     kd_passthrough_stats st = {0};
     result r = {0};
 
-    if (!pt) {
+    plain.delivery = KD_DELIVERY_IDEMPOTENT;
+    if (!(pt = kd_passthrough_new(cfg, cfg->brokers, err, sizeof(err)))) {
         fprintf(stderr, "bench_e2e: passthrough: %s\n", err);
         return 1;
     }
