@@ -1136,6 +1136,62 @@ static void test_handover_honours_forgets_not_releases(void **state) {
     free(recs);
 }
 
+/* A forget undone by a handover read again (hunt). key-2 was forwarded a
+ * minute ago and then forgotten by the operator; key-0 was forwarded by
+ * another replica. The handover claims both, lets key-2 go again (forgotten
+ * after its record: UNCLAIM, a release), and the store refuses the receipt
+ * of key-0: the batch is read again once the store is back. The release
+ * left a release's tombstone, not a forget's, so the second reading takes
+ * key-2's record for a delivery (a release is not a forget) and learns it:
+ * the copy sent after the forget is dropped as a duplicate. Expected:
+ * key-2 forwarded again, key-0 learned. */
+static void test_handover_read_again_keeps_a_forget(void **state) {
+    env *e = *state;
+    uint64_t now = (uint64_t)time(NULL) * 1000;
+    char path[512], err[512];
+    rd_kafka_t *rk = kf_producer(&e->mock);
+    kd_forget_result res;
+    kd_pipeline_stats st;
+    kf_record *recs;
+    kd_store *store;
+    kd_dedup *d;
+    size_t n;
+    kf_run r;
+
+    snprintf(path, sizeof(path), "%s/store", e->dir);
+    assert_non_null(store = kd_rocks_open(path, true, err, sizeof(err)));
+    d = kd_dedup_new(store, "kdedup:in");
+    claim_at(d, 0xa, 2, 3, now - 70 * 1000);
+    assert_int_equal(kd_dedup_complete_receipt(d, "key-2", 5, "v1 to=out/0@0", 13),
+                     KD_OK);
+    assert_int_equal(kd_dedup_forget(d, "key-2", 5, false, NULL, NULL, &res), KD_OK);
+    assert_int_equal(res, KD_FORGET_DONE);
+    kd_dedup_destroy(d);
+    kd_store_destroy(store);
+    put_downstream(rk, "key-2", 2, now - 60 * 1000);
+    put_downstream(rk, "key-0", 0, now - 5 * 1000);
+    kf_send(rk, "in", 0, "key-0", "again");
+    kf_send(rk, "in", 0, "key-2", "again");
+    kf_producer_close(rk);
+
+    kf_run_start_faulty(&r, &e->mock, ROUTE_CONFIG, e->mock.bootstrap, "{}", 5, e->dir,
+                        "5s");
+    kd_pipeline_stats_get(r.p, &st);
+    assert_int_equal(st.assigned_partitions, 0);   /* armed before the handover */
+    kd_faulty_store_fail_writes_after(r.store, 1); /* the claims, not the receipts */
+    for (int i = 0; i < TIMEOUT_MS / 20 && !kd_faulty_store_refused(r.store); i++)
+        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+    assert_true(kd_faulty_store_refused(r.store) >= 1);
+    kd_faulty_store_fail_writes(r.store, false);
+    st = kf_run_wait(&r, 2, TIMEOUT_MS);
+    kf_run_stop(&r);
+    assert_int_equal(st.consumed, 2);
+    recs = kf_read(&e->mock, "out", PARTS, 3, 2000, TIMEOUT_MS, &n);
+    assert_int_equal(kf_count_key(recs, n, "key-0"), 1);
+    assert_int_equal(kf_count_key(recs, n, "key-2"), 2); /* forgotten: sent again */
+    free(recs);
+}
+
 /* Runs the one-route pipeline over the store in e->dir/<name>. */
 static void start_named(kf_run *r, env *e, const char *name) {
     char dir[300];
@@ -2524,6 +2580,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_forget_travels_with_the_partition, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_forget_record_is_no_delivery, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_handover_read_again_keeps_a_forget, setup,
                                         teardown),
     };
 
