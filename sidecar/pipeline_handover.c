@@ -18,14 +18,15 @@ typedef struct learning {
 
 /* What the handover does with a record of a key, given the claim it made. */
 typedef enum verdict {
-    LEARN,    /* the key's delivery: complete the key with it */
-    SKIP,     /* completed already, failed, or not this claim's delivery */
-    UNCLAIM,  /* claimed here, but the record is older than the expired claim
-               * the store let go of since: release that claim */
-    REFORGET, /* claimed here over an operator's forget newer than the record:
-               * release that claim as the forget it was, so that the record,
-               * read again (a batch retried, a handover begun again from its
-               * mark), is judged against the forget again, not learned */
+    LEARN, /* the key's delivery: complete the key with it */
+    SKIP,  /* completed already, failed, or not this claim's delivery */
+    /* Claimed here, but the record is older than what let the key go: */
+    UNCLAIM,  /* an expired claim the store held (made after the record) */
+    REFORGET, /* an operator's forget */
+    /* Either releases that claim with a forget's tombstone dated when the key
+     * was let go (kd_dedup_release_forgotten), so that the record read again
+     * (a batch retried, a handover begun again from its mark) is judged the
+     * same, not learned: a release's tombstone would say nothing of it. */
 } verdict;
 
 /* True when rec was forwarded before `at` (wall ms; 0: never), by more than
@@ -55,11 +56,11 @@ static verdict judge(const kd_claim *c, const kd_history_rec *rec) {
     return LEARN;
 }
 
-/* Lets go of the handover's claim c, judged v (UNCLAIM or REFORGET). */
+/* Lets go of the handover's claim c, judged v (UNCLAIM or REFORGET): as of
+ * the expired claim's time, or the forget's (neither 0: judge). */
 static kd_err let_go(kd_dedup *d, const kd_claim *c, verdict v) {
-    if (v == REFORGET)
-        return kd_dedup_release_forgotten(d, c->key, c->key_len, c->forgotten_at);
-    return kd_dedup_release_claim(d, c->key, c->key_len);
+    return kd_dedup_release_forgotten(d, c->key, c->key_len,
+                                      v == REFORGET ? c->forgotten_at : c->expired_at);
 }
 
 /* When the handover's claim of rec's key says it was made: when rec was
