@@ -190,7 +190,8 @@ static void report(const result *r) {
 
 static int child_kdedup(const kd_config *cfg, uint64_t expect) {
     char err[1024];
-    kd_store *store = kd_rocks_open(cfg->store_path, cfg->store_sync, err, sizeof(err));
+    kd_store *store =
+        kd_pipeline_open_store(cfg, KD_PIPELINE_STORE_OWNER, err, sizeof(err));
     kd_pipeline *p =
         store ? kd_pipeline_new(cfg, store, cfg->brokers, err, sizeof(err)) : NULL;
     uint64_t t0 = 0, deadline = kd_mono_us() + RUN_TIMEOUT_S * 1000000ull;

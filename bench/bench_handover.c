@@ -25,7 +25,6 @@
 #include "sidecar/log.h"
 #include "sidecar/metrics.h"
 #include "sidecar/pipeline.h"
-#include "store_rocks/store_rocks.h"
 
 #include <librdkafka/rdkafka.h>
 
@@ -147,7 +146,8 @@ int main(int argc, char **argv) {
              " \"dedup\": {\"scan_max_records\": %ld}}",
              brokers, dir, records);
     if (!(cfg = kd_config_parse(json, strlen(json), "bench.json", err, sizeof(err))) ||
-        !(store = kd_rocks_open(cfg->store_path, cfg->store_sync, err, sizeof(err))) ||
+        !(store =
+              kd_pipeline_open_store(cfg, KD_PIPELINE_STORE_OWNER, err, sizeof(err))) ||
         !(p = kd_pipeline_new(cfg, store, brokers, err, sizeof(err)))) {
         fprintf(stderr, "pipeline: %s\n", err);
         goto out;

@@ -15,16 +15,15 @@
  */
 #include "dedup/dedup.h"
 #include "dedup/entry.h"
+#include "dedup/hex.h"
 #include "dedup/sha256.h"
-
-#include <openssl/sha.h>
 
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#define HASH_LEN SHA256_DIGEST_LENGTH
+#define HASH_LEN KD_SHA256_LEN
 
 _Static_assert(KD_FINGERPRINT_LEN == KD_ENTRY_FINGERPRINT_LEN,
                "a decision holds an entry's fingerprint");
@@ -121,26 +120,14 @@ void kd_dedup_set_owner(kd_dedup *d, uint64_t owner) {
     atomic_store(&d->owner, owner);
 }
 
-/* The two hex digits of each byte value, in order: "00" "01" ... "ff". */
-static const char hex_pairs[2 * 256 + 1] =
-    "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
-    "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
-    "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
-    "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
-    "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
-    "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
-    "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
-    "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
-
 /* Writes ns ":" hex(hash) into out, which holds d->ns_len + 1 + HEX_LEN bytes
- * (two digits a byte, copied from hex_pairs). */
+ * (kd_hex_put: no NUL). */
 static void stream_key(const kd_dedup *d, const unsigned char *hash, char *out) {
     char *digits = out + d->ns_len + 1;
 
     memcpy(out, d->ns, d->ns_len);
     out[d->ns_len] = ':';
-    for (size_t i = 0; i < HASH_LEN; i++)
-        memcpy(digits + 2 * i, hex_pairs + 2 * hash[i], 2);
+    kd_hex_put(hash, HASH_LEN, digits);
 }
 
 /* Hashes key and writes its stream key into out (stream_len(d) bytes). */

@@ -168,7 +168,8 @@ static bool run(demo *d, kd_pipeline_stats *st, double *secs) {
         fprintf(stderr, "demo: its configuration: %s\n", err);
         goto done;
     }
-    if (!(store = kd_pipeline_open_store(cfg, err, sizeof(err)))) {
+    if (!(store =
+              kd_pipeline_open_store(cfg, KD_PIPELINE_STORE_OWNER, err, sizeof(err)))) {
         fprintf(stderr, "demo: cannot open the store %s: %s\n", cfg->store_path, err);
         goto done;
     }

@@ -3,7 +3,7 @@
  */
 #include "sidecar/forgets.h"
 #include "sidecar/kafka.h"
-#include "sidecar/signing.h"
+#include "sidecar/headers.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -34,35 +34,27 @@ static void on_report(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaqu
 static rd_kafka_headers_t *headers_of(const kd_forget_record *f,
                                       const char *signing_key) {
     rd_kafka_headers_t *h = rd_kafka_headers_new(6);
-    char source[320], at[24], sig[KD_SIGNATURE_LEN + 1];
+    char source[KD_HEADERS_SOURCE_MAX], at[KD_HEADERS_AT_MAX];
+    kd_headers_stamp s = {
+        .from = f->from,
+        .to = f->to,
+        .source = kd_headers_source_format(source, sizeof(source), f->from,
+                                           f->src_partition, f->src_offset),
+        .run = KD_FORGET_RUN,
+        .at = kd_headers_at_format(at, sizeof(at), f->at_ms),
+        .key = f->key,
+        .key_len = f->key_len,
+        .key_header = true,
+        .forget = true,
+    };
     kd_signer *signer;
     bool ok = true;
 
-    snprintf(source, sizeof(source), "%s/%" PRId32 "/%" PRId64, f->from, f->src_partition,
-             f->src_offset);
-    snprintf(at, sizeof(at), "%" PRIu64, f->at_ms);
-    rd_kafka_header_add(h, KD_FORGET_HEADER, -1, "1", 1);
-    rd_kafka_header_add(h, KD_SOURCE_HEADER, -1, source, -1);
-    rd_kafka_header_add(h, KD_RUN_HEADER, -1, KD_FORGET_RUN, -1);
-    rd_kafka_header_add(h, KD_FORWARDED_AT_HEADER, -1, at, -1);
-    rd_kafka_header_add(h, KD_KEY_HEADER, -1, f->key, (ssize_t)f->key_len);
+    kd_headers_add_stamp(h, &s);
     if (signing_key) {
-        kd_signed w = {.from = f->from,
-                       .to = f->to,
-                       .source = source,
-                       .source_len = strlen(source),
-                       .run = KD_FORGET_RUN,
-                       .run_len = strlen(KD_FORGET_RUN),
-                       .at = at,
-                       .at_len = strlen(at),
-                       .key = f->key,
-                       .key_len = f->key_len,
-                       .forget = true};
-
-        ok = (signer = kd_signer_new(signing_key)) && kd_sign(signer, &w, sig);
+        ok = (signer = kd_signer_new(signing_key)) &&
+             kd_headers_add_signature(h, signer, &s);
         kd_signer_destroy(signer);
-        if (ok)
-            rd_kafka_header_add(h, KD_SIGNATURE_HEADER, -1, sig, -1);
     }
     if (!ok) {
         rd_kafka_headers_destroy(h);
@@ -120,14 +112,4 @@ bool kd_forgets_write(const kd_config *cfg, const char *brokers,
 done:
     rd_kafka_destroy(rk); /* purges what was not answered */
     return w.reported && !w.err;
-}
-
-bool kd_forgets_is(const rd_kafka_message_t *rkm) {
-    rd_kafka_headers_t *h = NULL;
-    const void *v;
-    size_t len;
-
-    return rd_kafka_message_headers(rkm, &h) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-           rd_kafka_header_get_last(h, KD_FORGET_HEADER, &v, &len) ==
-               RD_KAFKA_RESP_ERR_NO_ERROR;
 }

@@ -62,7 +62,4 @@ bool kd_forgets_write(const kd_config *cfg, const char *brokers,
                       const kd_forget_record *f, int64_t *offset, char *errstr,
                       size_t errstr_size);
 
-/* True when rkm is a forget record (it carries kdedup-forget). */
-bool kd_forgets_is(const rd_kafka_message_t *rkm);
-
 #endif /* KD_FORGETS_H */

@@ -51,17 +51,6 @@ const char *kd_key_status_name(kd_key_status s) {
     return (size_t)s < sizeof(names) / sizeof(names[0]) ? names[s] : "?";
 }
 
-char *kd_keysrc_hex(const unsigned char *fp, size_t n, char *buf) {
-    static const char hex[] = "0123456789abcdef";
-
-    for (size_t i = 0; i < n; i++) {
-        buf[2 * i] = hex[fp[i] >> 4];
-        buf[2 * i + 1] = hex[fp[i] & 0xf];
-    }
-    buf[2 * n] = '\0';
-    return buf;
-}
-
 /* Parses the value once: one JSON document, nothing but blanks after it. */
 static kd_key_status json_parse(json_doc *doc, const kd_keysrc_msg *m, size_t max_json) {
     const char *end = NULL, *text = m->value;

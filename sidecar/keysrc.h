@@ -114,8 +114,4 @@ const char *kd_key_status_name(kd_key_status s);
 bool kd_keysrc_fingerprint(const kd_route *r, size_t max_json_bytes,
                            const kd_keysrc_msg *m, unsigned char out[KD_KEYSRC_FP_LEN]);
 
-/* Writes the first n bytes of fp as 2n lowercase hex digits and a NUL into
- * buf (2n + 1 bytes). Returns buf. */
-char *kd_keysrc_hex(const unsigned char *fp, size_t n, char *buf);
-
 #endif /* KD_KEYSRC_H */

@@ -1,6 +1,7 @@
 /*
  * kdedup - JSON-lines logging (see log.h).
  */
+#include "dedup/hex.h"
 #include "sidecar/log.h"
 
 #include <stdarg.h>
@@ -43,7 +44,6 @@ bool kd_log_enabled(kd_log_level level) {
 
 /* Appends s to buf[*len..] as the inside of a JSON string, masked first. */
 static void put_escaped(char *buf, size_t *len, size_t cap, const char *text) {
-    static const char hex[] = "0123456789abcdef";
     const kd_config *cfgs[KD_LOG_REDACT_MAX];
     size_t n = atomic_load(&nredact);
     char masked[LINE_MAX_BYTES / 2];
@@ -65,8 +65,7 @@ static void put_escaped(char *buf, size_t *len, size_t cap, const char *text) {
             buf[(*len)++] = 'n';
         } else if (ch < 0x20 || ch == 0x7f) {
             memcpy(buf + *len, "\\u00", 4);
-            buf[*len + 4] = hex[ch >> 4];
-            buf[*len + 5] = hex[ch & 0xf];
+            kd_hex_put(&ch, 1, buf + *len + 4);
             *len += 6;
         } else {
             buf[(*len)++] = (char)ch;

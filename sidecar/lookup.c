@@ -17,11 +17,12 @@
  * is read offline: a ${VAR} that is not set is no error unless lookup needs
  * its value (dedup.namespace, store.path, a route's from or key).
  */
+#include "dedup/hex.h"
 #include "config/config.h"
 #include "dedup/dedup.h"
 #include "sidecar/keysrc.h"
 #include "sidecar/tools.h"
-#include "store_rocks/store_rocks.h"
+#include "sidecar/pipeline.h"
 
 #include <cjson/cJSON.h>
 
@@ -62,7 +63,7 @@ static void print_state(kd_dedup *d, const kd_route *r, const char *shown,
         char hex[2 * KD_FINGERPRINT_LEN + 1];
 
         cJSON_AddStringToObject(o, "fingerprint",
-                                kd_keysrc_hex(dec.fingerprint, KD_FINGERPRINT_LEN, hex));
+                                kd_hex(dec.fingerprint, KD_FINGERPRINT_LEN, hex));
     }
     kd_decision_clear(&dec);
     if ((line = cJSON_PrintUnformatted(o)))
@@ -220,7 +221,8 @@ int kd_lookup_main(int argc, char **argv) {
         kd_config_destroy(cfg);
         return 2;
     }
-    if (!(store = kd_rocks_open_secondary(cfg->store_path, err, sizeof(err)))) {
+    store = kd_pipeline_open_store(cfg, KD_PIPELINE_STORE_READER, err, sizeof(err));
+    if (!store) {
         fprintf(stderr, "%s\n", err);
         kd_config_destroy(cfg);
         return 1;

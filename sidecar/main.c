@@ -407,7 +407,8 @@ static int run(const char *path) {
     case KD_HARDEN_OK:
         break;
     }
-    if (!(store = kd_pipeline_open_store(cfg, err, sizeof(err)))) {
+    if (!(store =
+              kd_pipeline_open_store(cfg, KD_PIPELINE_STORE_OWNER, err, sizeof(err)))) {
         KD_ERROR("%s", err);
         goto done;
     }

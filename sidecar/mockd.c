@@ -24,6 +24,7 @@
  *                                member sends them)
  *   endtxn-errors COUNT CODE     fail the next COUNT EndTxn requests (a
  *                                transaction's commit or abort)
+ *   initpid-errors COUNT CODE    fail the next COUNT InitProducerId requests
  *   leader TOPIC PARTITION ID    move a partition's leadership to broker ID
  *   coordinator GROUP ID         move a consumer group's coordinator to broker ID
  *   broker-down ID | broker-up ID
@@ -48,6 +49,7 @@
 #define API_PRODUCE 0
 #define API_OFFSET_COMMIT 8
 #define API_HEARTBEAT 12
+#define API_INIT_PRODUCER_ID 22
 #define API_END_TXN 26
 
 /* The commands that fail the next requests of one API (any broker). */
@@ -55,10 +57,9 @@ static const struct {
     const char *word;
     int16_t api;
 } request_errors[] = {
-    {"produce-errors", API_PRODUCE},
-    {"commit-errors", API_OFFSET_COMMIT},
-    {"heartbeat-errors", API_HEARTBEAT},
-    {"endtxn-errors", API_END_TXN},
+    {"produce-errors", API_PRODUCE},          {"commit-errors", API_OFFSET_COMMIT},
+    {"heartbeat-errors", API_HEARTBEAT},      {"endtxn-errors", API_END_TXN},
+    {"initpid-errors", API_INIT_PRODUCER_ID},
 };
 
 /* The API whose requests `word` fails, or -1. */

@@ -242,7 +242,8 @@ bool kd_pipeline_consumer_left(const kd_pipeline *p) {
     return p->consumer_left;
 }
 
-kd_store *kd_pipeline_open_store(const kd_config *cfg, char *errstr, size_t errstr_size) {
+kd_store *kd_pipeline_open_store(const kd_config *cfg, kd_pipeline_store_mode mode,
+                                 char *errstr, size_t errstr_size) {
     kd_rocks_options o = {
         .sync = cfg->store_sync,
         .block_cache_bytes = (size_t)cfg->store_block_cache_bytes,
@@ -250,6 +251,8 @@ kd_store *kd_pipeline_open_store(const kd_config *cfg, char *errstr, size_t errs
         .max_write_buffers = (int)cfg->store_max_write_buffers,
     };
 
+    if (mode == KD_PIPELINE_STORE_READER)
+        return kd_rocks_open_secondary(cfg->store_path, errstr, errstr_size);
     return kd_rocks_open_with(cfg->store_path, &o, errstr, errstr_size);
 }
 
@@ -546,6 +549,7 @@ void kd_pipeline_stats_get(const kd_pipeline *p, kd_pipeline_stats *out) {
     out->store_errors = atomic_load(kd_metrics_store_errors(p->metrics));
     out->assigned_partitions = atomic_load(kd_metrics_assigned(p->metrics));
     out->inflight = atomic_load(kd_metrics_inflight(p->metrics));
+    out->revokes = atomic_load(&p->revokes);
 }
 
 kd_metrics *kd_pipeline_metrics(kd_pipeline *p) {

@@ -54,12 +54,22 @@ typedef struct kd_pipeline_stats {
     uint64_t store_errors; /* store writes or reads that failed */
     uint64_t assigned_partitions; /* gauge */
     uint64_t inflight;            /* gauge: consumed, fate not yet durable */
+    uint64_t revokes; /* revokes begun (a rebalance's, a rejoin's, the close's) */
 } kd_pipeline_stats;
 
-/* Opens the RocksDB store cfg names (store.path, sync and memory sizes).
- * Returns it (the caller destroys it after the pipeline), or NULL with the
- * reason in errstr. */
-kd_store *kd_pipeline_open_store(const kd_config *cfg, char *errstr, size_t errstr_size);
+/* How a process opens the store (kd_pipeline_open_store). */
+typedef enum kd_pipeline_store_mode {
+    KD_PIPELINE_STORE_OWNER,  /* the sidecar's own: read and written */
+    KD_PIPELINE_STORE_READER, /* read-only beside a live sidecar (`kdedup lookup`) */
+} kd_pipeline_store_mode;
+
+/* Opens the RocksDB store cfg names, as production does: its owner with
+ * store.path, sync and memory sizes; a reader as a RocksDB secondary (see
+ * kd_rocks_open_secondary). The one way the sidecar, its tools, the tests'
+ * fixture and the benchmarks open a store. Returns it (the caller destroys
+ * it after the pipeline), or NULL with the reason in errstr. */
+kd_store *kd_pipeline_open_store(const kd_config *cfg, kd_pipeline_store_mode mode,
+                                 char *errstr, size_t errstr_size);
 
 /* Builds a pipeline over cfg (borrowed; must outlive it) and store
  * (borrowed), connecting to brokers ("host:port,...": the resolved form of

@@ -2,11 +2,11 @@
  * kdedup - the pipeline's claiming: a batch's keys in one store write, takeovers of
  * claims left by other runs, and the store's health.
  */
+#include "dedup/hex.h"
+#include "dedup/sha256.h"
 #include "sidecar/keysrc.h"
 #include "sidecar/log.h"
 #include "sidecar/pipeline_int.h"
-
-#include <openssl/sha.h>
 
 #include <stdlib.h>
 
@@ -445,14 +445,14 @@ static kd_log_limit conflict_log = KD_LOG_LIMIT_INIT;
  * conflict_log. */
 static void log_conflict(kd_pipeline *p, const msg *m, const kd_decision *d,
                          const char *action) {
-    unsigned char digest[SHA256_DIGEST_LENGTH];
+    unsigned char digest[KD_SHA256_LEN];
     char part[16], off[24], key[17], mine[17], theirs[17], left[24];
     uint64_t left_out;
 
     if (!kd_log_enabled(KD_LOG_WARN) ||
         !kd_log_limit_pass(&conflict_log, kd_mono_ms(), &left_out))
         return;
-    SHA256((const unsigned char *)m->key, m->key_len, digest);
+    kd_sha256(m->key, m->key_len, digest);
     snprintf(part, sizeof(part), "%" PRId32, m->rkm->partition);
     snprintf(off, sizeof(off), "%" PRId64, m->rkm->offset);
     snprintf(left, sizeof(left), "%" PRIu64, left_out);
@@ -465,11 +465,11 @@ static void log_conflict(kd_pipeline *p, const msg *m, const kd_decision *d,
                             "route",
                             p->cfg->routes[m->route].name,
                             "key_sha256",
-                            kd_keysrc_hex(digest, 8, key),
+                            kd_hex(digest, 8, key),
                             "fingerprint",
-                            kd_keysrc_hex(m->fp, 8, mine),
+                            kd_hex(m->fp, 8, mine),
                             "original_fingerprint",
-                            kd_keysrc_hex(d->fingerprint, 8, theirs),
+                            kd_hex(d->fingerprint, 8, theirs),
                             "original",
                             d->state == KD_COMPLETED ? "completed" : "in_flight",
                             "action",

@@ -2,6 +2,7 @@
  * kdedup - the pipeline's delivery reports: receipts for what was delivered, releases,
  * retries and dead letters for what was not.
  */
+#include "dedup/hex.h"
 #include "sidecar/headers.h"
 #include "sidecar/keysrc.h"
 #include "sidecar/log.h"
@@ -171,8 +172,7 @@ size_t kd_pl_format_receipt(const kd_pipeline *p, const msg *m, char *buf, size_
 
     if (!m->has_fp || n + 1 >= size)
         return n;
-    more = snprintf(buf + n, size - n, " fp=%s",
-                    kd_keysrc_hex(m->fp, KD_FINGERPRINT_LEN, hex));
+    more = snprintf(buf + n, size - n, " fp=%s", kd_hex(m->fp, KD_FINGERPRINT_LEN, hex));
     return more < 0 ? n : n + (size_t)more < size ? n + (size_t)more : size - 1;
 }
 

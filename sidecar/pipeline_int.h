@@ -2,17 +2,37 @@
  * kdedup - the pipeline's private header: the state every part of the
  * pipeline shares, and the functions one part calls in another.
  *
- * The pipeline is split along its stages, one file each:
- *   pipeline.c           life cycle: new, run, stop, readiness, destroy
- *   pipeline_consume.c   consuming: a polled message becomes a msg
- *   pipeline_claim.c     claiming: one store write per batch, takeovers,
- *                        the store's health
- *   pipeline_produce.c   producing, and the delivery-report callback
- *   pipeline_deliver.c   delivery reports, retries
- *   pipeline_receipts.c  receipts, written lazily, made durable by the next sync
+ * The pipeline is split into twelve files (the kd_pl_* functions each
+ * offers the others are declared below under its name):
+ *   pipeline.c           life cycle: new, run (the loop and its turns),
+ *                        reloads offered, stop, rejoin, stats, /healthz and
+ *                        /readyz, destroy; the store opened (open_store)
+ *   pipeline_consume.c   consuming: a polled message becomes a msg (its key,
+ *                        its bounds), or is settled at once
+ *   pipeline_claim.c     claiming: the claims of a batch gathered, written and
+ *                        acted on; takeovers of claims left by other runs;
+ *                        uncertain deliveries resolved; key conflicts; the
+ *                        store's health (store_failed / store_ok) and the
+ *                        timed claim and receipt writes
+ *   pipeline_ahead.c     the store thread: a turn's claims and receipts
+ *                        written ahead while the loop does the Kafka work
+ *   pipeline_produce.c   producing to the downstream and dead-letter topics,
+ *                        and the delivery-report callback
+ *   pipeline_deliver.c   delivery reports served: receipts' text made, claims
+ *                        held and released, retries and dead letters, claims
+ *                        left by ended ownerships, a msg freed
+ *   pipeline_receipts.c  receipts gathered, written lazily, made durable by
+ *                        the next sync (settle_receipts)
+ *   pipeline_gate.c      gates: a partition's messages wait, in order, behind
+ *                        one whose orphaned claim is being resolved
  *   pipeline_handover.c  reading a newly assigned partition's history
+ *   pipeline_flow.c      flow control: backpressure, partitions held back,
+ *                        pauses applied
+ *   pipeline_rebalance.c offsets stored, drains, assignments, revocations and
+ *                        losses
  *   pipeline_txn.c       the transactional delivery mode
- *   pipeline_rebalance.c offsets, assignments and revocations
+ * The stages still call one another directly (claim -> produce -> deliver
+ * -> claim, gate -> claim, flow -> handover -> claim): issue 28.
  *
  * Every message consumed becomes a `msg` that lives until its fate is
  * durable: forwarded with a receipt, skipped as a duplicate, dropped or
@@ -21,20 +41,37 @@
  * key, value and headers without copying them, and a retry needs nothing
  * from the broker.
  *
- * All work happens on the thread in kd_pipeline_run(): librdkafka calls the
- * delivery-report and rebalance callbacks from inside the polls made there.
+ * Threads. Three kinds touch a kd_pipeline; struct kd_pipeline below says,
+ * per group of fields, which:
+ *   the loop   the thread in kd_pipeline_run(). Almost all work happens
+ *              here; librdkafka calls the delivery-report, rebalance,
+ *              error and statistics callbacks from inside the polls made
+ *              here (its log callback, kafka.c, comes from its own threads
+ *              and touches no kd_pipeline).
+ *   the store  the store thread (pipeline_ahead.c). It runs only
+ *              kd_pl_receipts_run, kd_pl_complete_write, kd_pl_claims_run,
+ *              kd_pl_claim_write and kd_store_sync on the job handed to it:
+ *              it reads p->routes[].dedup, p->store and p->metrics, and
+ *              writes only into p->ahead.job while that is pending. The
+ *              hand-over is p->ahead's lock and condition (kd_pl_ahead).
+ *   any        other threads (HTTP handlers, signal handlers, a reload)
+ *              through pipeline.h's thread-safe calls: kd_pipeline_stop,
+ *              _rejoin, _offer, _stats_get, _metrics, _healthy, _ready.
+ *              They read atomics, p->metrics, p->store's last error and
+ *              p->cfg->nroutes; they write only stop, rejoin and the offer.
+ * Fields set in kd_pipeline_new and not changed after may be read by any.
  */
 #ifndef KD_PIPELINE_INT_H
 #define KD_PIPELINE_INT_H
 
 #include "dedup/dedup.h"
 #include "sidecar/clock.h"
+#include "sidecar/headers.h"
 #include "sidecar/held.h"
 #include "sidecar/metrics.h"
 #include "sidecar/offsets.h"
 #include "sidecar/pipeline.h"
 #include "sidecar/recovery.h"
-#include "sidecar/signing.h"
 
 #include <librdkafka/rdkafka.h>
 
@@ -208,6 +245,9 @@ typedef struct kd_pl_txn_off {
  * pipeline stops. */
 #define KD_PL_TXN_REPLACES 5
 #define KD_PL_TXN_REPLACE_WINDOW_MS 60000
+/* A message that finds the transactional producer not ready (its
+ * initialisation waits for the broker) is tried again this much later. */
+#define KD_PL_TXN_WAIT_MS 1000
 typedef struct kd_pl_txn {
     bool on;      /* pipeline.delivery "transactional" */
     bool open;    /* begun, not yet committed or aborted */
@@ -220,9 +260,13 @@ typedef struct kd_pl_txn {
     uint64_t began_ms;   /* mono: when the open one began */
     uint64_t offsets_ms; /* mono: when offsets were last committed */
     size_t outstanding;  /* deliveries of the open one not yet reported */
-    msg_list acked;      /* ...reported persisted */
-    msg_list failed;     /* ...reported failed */
-    kd_pl_txn_off *offs; /* the source offsets it settles, noffs of cap */
+    /* mono: since when a replacing producer's initialisation has been
+     * answered "try again" (0: initialised); nothing is sent meanwhile */
+    uint64_t init_since;
+    uint64_t init_tried_ms; /* mono: when it was last resumed */
+    msg_list acked;         /* ...reported persisted */
+    msg_list failed;        /* ...reported failed */
+    kd_pl_txn_off *offs;    /* the source offsets it settles, noffs of cap */
     size_t noffs, cap;
 } kd_pl_txn;
 
@@ -238,32 +282,43 @@ typedef struct route_rt {
 } route_rt;
 
 struct kd_pipeline {
+    /* Set in kd_pipeline_new. cfg is replaced by the loop when a reload
+     * changes only log.level or batch_max (the routes stay), and read by any
+     * (kd_pipeline_stats_get: cfg->nroutes). store: used by the loop, the
+     * store thread and any (its last error), kd_store's own locking. */
     const kd_config *cfg;
     kd_store *store;
+    /* The loop's (the producer replaced by pipeline_txn.c). The store
+     * thread reads routes[].dedup only (kd_dedup is thread-safe). */
     rd_kafka_t *consumer;
     rd_kafka_t *producer;
     route_rt *routes;
     kd_offsets *offsets;
     kd_recovery *recovery;
     kd_signer *signer; /* dedup.signing_key: signs what is forwarded; or NULL */
-    kd_held *held;     /* claims held by this run's messages, by route and key */
-    kd_held *left;     /* claims left by ended ownerships' uncertain deliveries */
+    /* The loop's: claims held and left, orphans, handovers. */
+    kd_held *held; /* claims held by this run's messages, by route and key */
+    kd_held *left; /* claims left by ended ownerships' uncertain deliveries */
     left_claim *left_oldest, *left_newest; /* the same, oldest first */
     size_t nleft;
     uint64_t last_orphan_ms; /* mono: the latest orphaned claim met */
     handover *handovers;     /* waiting, in assignment order */
     size_t nhandovers, handovers_cap;
-    _Atomic uint64_t handovers_failing; /* waiting after a failed attempt */
-    uint64_t boot_id;
+    _Atomic uint64_t handovers_failing; /* waiting after a failed attempt: the
+                                         * loop writes, any reads (/readyz) */
+    uint64_t boot_id;                   /* set in kd_pipeline_new; read-only after */
     char boot_hex[17];
+    /* Written by any (kd_pipeline_stop, kd_pipeline_rejoin), read by the loop. */
     _Atomic int stop;
     _Atomic int rejoin; /* kd_pipeline_rejoin() asked; the loop acts on it */
     /* kd_pipeline_offer(): a config waiting for the loop, taken between
-     * turns (offer_lock guards the two fields, never across I/O). */
+     * turns (offer_lock guards the two fields, never across I/O). Written by
+     * any under offer_lock, taken by the loop. */
     _Atomic int offered;
     pthread_mutex_t offer_lock;
     const kd_config *offer_cfg;
     bool offer_restart;
+    /* The loop's: a reload or restart under way, the group, the stop. */
     bool offer_waiting;           /* logged that a restart waits */
     bool offer_deferred;          /* a larger batch_max waits for the store write */
     const kd_config *restart_cfg; /* the loop ended to restart with it */
@@ -271,8 +326,9 @@ struct kd_pipeline {
     bool assigned_once;           /* the group gave the consumer an assignment */
     bool consumer_left;           /* stopped before that: the consumer is not destroyed */
     uint64_t stop_deadline;       /* mono ms: the end of shutdown_grace once stopping */
-    _Atomic int fatal;
+    _Atomic int fatal;            /* the loop writes, any reads (/readyz) */
 
+    /* The loop's: messages on their way (dr_cb runs in the loop's polls). */
     msg_list reported; /* delivery reports, filled by dr_cb */
     msg_list receipts; /* delivered; receipt not yet written */
     msg_list unsynced; /* receipt written lazily; durable with the next sync */
@@ -282,40 +338,46 @@ struct kd_pipeline {
     msg *gate_passing; /* leaving its gate: produced, not gated again */
     size_t awaiting;   /* produced, no report yet */
 
-    /* Flow control (pipeline_flow.c). */
+    /* Flow control (pipeline_flow.c). The loop's. */
     size_t inflight_bytes;       /* what the messages in flight hold (see headers.h) */
     bool backpressure;           /* consumption paused: a pipeline.max_* passed */
     uint64_t backpressure_since; /* mono ms */
     size_t held_back;            /* partitions paused behind a stuck message */
     uint64_t flow_check_ms;      /* mono: the next look at partitions and gauges */
 
-    /* Reused buffers: a poll batch (batch_max long) and its claims... */
+    /* The loop's. Reused buffers: a poll batch (batch_max long) and its
+     * claims... */
     msg **batch_msgs;
     kd_claim *claims;
     size_t *claim_of;    /* batch index -> claims index */
     size_t *claim_route; /* claims index -> route */
     /* ...and receipts written at once: while draining, and a handover's. */
     kd_pl_receipts receipts_now;
-    kd_pl_ahead ahead; /* the store thread: a batch's claims, a turn's receipts */
+    kd_pl_ahead ahead; /* the store thread: a batch's claims, a turn's receipts;
+                        * shared with it under its lock (see kd_pl_ahead) */
     size_t batch_n;    /* p->batch_msgs[0..batch_n): polled while the store thread
                         * wrote, for the next batch */
     int max_poll_ms;   /* the consumer's max.poll.interval.ms */
     /* Consumption paused while the store thread's write outlasts a turn
      * (the loop turns on, polling; see kd_pl_ahead_stall); mono ms since
-     * then, or 0: /readyz. */
+     * then, or 0: /readyz. The loop writes, any reads. */
     _Atomic uint64_t store_slow_since;
 
-    kd_metrics *metrics;
-    _Atomic uint64_t tick_ms; /* last turn of the loop: /healthz */
+    kd_metrics *metrics;      /* set in kd_pipeline_new; atomics: every thread */
+    _Atomic uint64_t tick_ms; /* last turn of the loop: /healthz (any reads) */
+    _Atomic uint64_t revokes; /* revokes begun: kd_pipeline_stats (any reads) */
 
     /* While store writes fail, consumption is paused and offsets are not
-     * stored; failed claims and receipts are retried with backoff. */
+     * stored; failed claims and receipts are retried with backoff. The
+     * loop's (the store thread marks failed claims and receipts in its job;
+     * the loop counts them: kd_pl_claim_health, kd_pl_complete_health);
+     * store_failing_since is read by any (/readyz). */
     _Atomic uint64_t store_failing_since; /* mono ms; 0 when healthy */
     uint64_t store_retry_at;              /* mono ms: next receipt retry */
     uint64_t store_backoff_ms;
     uint64_t store_failures;  /* kd_pl_store_failed calls: a job's success is news
                                * only if none came since it was handed over */
-    kd_pl_txn txn;            /* the transactional mode's */
+    kd_pl_txn txn;            /* the transactional mode's: the loop's */
     char *brokers;            /* kd_pipeline_new's (owned), or NULL */
     uint64_t barrier_wait_ms; /* BARRIER_WAIT_FACTOR x the producer's
                                * message.timeout.ms (see msg.barrier) */
@@ -401,18 +463,17 @@ static inline bool msg_live(const kd_pipeline *p, const msg *m) {
 #define RECEIPT_MAX 600
 
 /* The reasons a dead-lettered message carries in KD_REASON_HEADER. */
-#define KD_REASON_HEADER "kdedup-reason"
 #define KD_REASON_MISSING_KEY "missing-key"
 #define KD_REASON_DELIVERY_FAILED "delivery-failed"
 #define KD_REASON_KEY_CONFLICT "key-conflict"
 #define KD_REASON_TOO_MANY_HEADERS "too-many-headers"   /* pipeline.max_headers */
 #define KD_REASON_HEADERS_TOO_LARGE "headers-too-large" /* pipeline.max_header_bytes */
 #define KD_REASON_AMBIGUOUS_KEY "ambiguous-key" /* see keysrc.h, "Ambiguous keys" */
-/* A key conflict's dead letter: the original's receipt (or state), and the
- * fingerprints (hex) of the original and of this message. */
-#define KD_ORIGINAL_HEADER "kdedup-original"
-#define KD_FINGERPRINT_HEADER "kdedup-fingerprint"
-#define KD_ORIGINAL_FP_HEADER "kdedup-original-fingerprint"
+
+/* pipeline.c */
+/* Creates a producer like the pipeline's first (kd_pipeline_new's brokers);
+ * NULL with the reason in errstr. The caller owns it. */
+rd_kafka_t *kd_pl_producer_new(kd_pipeline *p, char *errstr, size_t errstr_size);
 
 /* pipeline_consume.c */
 /* Polls messages into p->batch_msgs after the `have` already there, up to
@@ -659,9 +720,6 @@ bool kd_pl_txn_report(kd_pipeline *p, msg *m);
 /* Ends the open transaction: commits it (commit, and every delivery of it
  * persisted) or aborts it; settles its messages. */
 void kd_pl_txn_end(kd_pipeline *p, bool commit);
-/* Creates a producer like the pipeline's first (kd_pipeline_new's brokers);
- * NULL with the reason in errstr. The caller owns it. */
-rd_kafka_t *kd_pl_producer_new(kd_pipeline *p, char *errstr, size_t errstr_size);
 /* Each turn: commits the open transaction once it is
  * pipeline.transaction_max_age old (aborts a failed one), or commits
  * offsets that moved on their own. */

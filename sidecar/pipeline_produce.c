@@ -2,15 +2,13 @@
  * kdedup - the pipeline's producing to the downstream and dead-letter topics, and the
  * delivery-report callback.
  */
+#include "dedup/hex.h"
 #include "sidecar/headers.h"
 #include "sidecar/keysrc.h"
 #include "sidecar/log.h"
 #include "sidecar/pipeline_int.h"
 
 #include <stdlib.h>
-#include <strings.h>
-
-#define OWN_PREFIX "kdedup-"
 
 /* Why m is dead-lettered; for a key conflict, which record holds the
  * original and both fingerprints. */
@@ -23,10 +21,10 @@ static void add_dead_letter_headers(rd_kafka_headers_t *hdrs, const msg *m) {
         rd_kafka_header_add(hdrs, KD_ORIGINAL_HEADER, -1, m->conflict_original, -1);
     if (m->conflict_original && m->has_fp)
         rd_kafka_header_add(hdrs, KD_FINGERPRINT_HEADER, -1,
-                            kd_keysrc_hex(m->fp, KD_FINGERPRINT_LEN, hex), -1);
+                            kd_hex(m->fp, KD_FINGERPRINT_LEN, hex), -1);
     if (m->conflict_original && m->orig_has_fp)
         rd_kafka_header_add(hdrs, KD_ORIGINAL_FP_HEADER, -1,
-                            kd_keysrc_hex(m->orig_fp, KD_FINGERPRINT_LEN, hex), -1);
+                            kd_hex(m->orig_fp, KD_FINGERPRINT_LEN, hex), -1);
 }
 
 /* m's headers for downstream: the source message's, less any named like
@@ -37,52 +35,30 @@ static void add_dead_letter_headers(rd_kafka_headers_t *hdrs, const msg *m) {
 static rd_kafka_headers_t *headers_for(kd_pipeline *p, const msg *m) {
     const kd_route *r = p->routes[m->route].cfg;
     rd_kafka_headers_t *src = NULL, *hdrs;
-    const char *name;
-    const void *val;
-    size_t len, n = 0;
-    char source[320], at[24], sig[KD_SIGNATURE_LEN + 1];
+    size_t n = 0;
+    char source[KD_HEADERS_SOURCE_MAX], at[KD_HEADERS_AT_MAX];
+    kd_headers_stamp s = {.from = r->from, .to = r->to, .run = p->boot_hex};
 
     if (rd_kafka_message_headers(m->rkm, &src) != RD_KAFKA_RESP_ERR_NO_ERROR)
         src = NULL;
-    hdrs = rd_kafka_headers_new(src ? rd_kafka_header_cnt(src) + 8 : 8);
-    for (size_t i = 0; src && !rd_kafka_header_get_all(src, i, &name, &val, &len); i++)
-        if (strncasecmp(name, OWN_PREFIX, strlen(OWN_PREFIX)) ||
-            (r->key_header && !strcasecmp(name, r->key_header)))
-            rd_kafka_header_add(hdrs, name, -1, val, (ssize_t)len);
-        else
-            n++;
+    hdrs = kd_headers_copy_foreign(src, r->key_header, 8, &n);
     if (n)
         RCOUNT(p, m->route, headers_stripped);
-    snprintf(source, sizeof(source), "%s/%" PRId32 "/%" PRId64, src_topic(m),
-             m->rkm->partition, m->rkm->offset);
-    snprintf(at, sizeof(at), "%" PRIu64, kd_wall_ms());
-    rd_kafka_header_add(hdrs, KD_SOURCE_HEADER, -1, source, -1);
-    rd_kafka_header_add(hdrs, KD_RUN_HEADER, -1, p->boot_hex, -1);
-    rd_kafka_header_add(hdrs, KD_FORWARDED_AT_HEADER, -1, at, -1);
-    if (m->key && !r->key_header && m->kind != MSG_DEAD_LETTER)
-        rd_kafka_header_add(hdrs, KD_KEY_HEADER, -1, m->key, (ssize_t)m->key_len);
+    s.source = kd_headers_source_format(source, sizeof(source), src_topic(m),
+                                        m->rkm->partition, m->rkm->offset);
+    s.at = kd_headers_at_format(at, sizeof(at), kd_wall_ms());
+    s.key = m->key;
+    s.key_len = m->key_len;
+    s.key_header = m->key && !r->key_header && m->kind != MSG_DEAD_LETTER;
+    kd_headers_add_stamp(hdrs, &s);
     if (m->kind == MSG_DEAD_LETTER)
         add_dead_letter_headers(hdrs, m);
     else if (m->kind != MSG_DEDUP || !m->claimed)
-        rd_kafka_header_add(hdrs, KD_UNCLAIMED_HEADER, -1, "1", 1);
-    if (p->signer && m->key && m->kind != MSG_DEAD_LETTER) {
-        kd_signed w = {.from = r->from,
-                       .to = r->to,
-                       .source = source,
-                       .source_len = strlen(source),
-                       .run = p->boot_hex,
-                       .run_len = strlen(p->boot_hex),
-                       .at = at,
-                       .at_len = strlen(at),
-                       .key = m->key,
-                       .key_len = m->key_len};
-
-        if (kd_sign(p->signer, &w, sig))
-            rd_kafka_header_add(hdrs, KD_SIGNATURE_HEADER, -1, sig, -1);
-        else
-            KD_WARN("signing a record failed: it is forwarded unsigned, and never "
-                    "learned from downstream");
-    }
+        kd_headers_add_unclaimed(hdrs);
+    if (p->signer && m->key && m->kind != MSG_DEAD_LETTER &&
+        !kd_headers_add_signature(hdrs, p->signer, &s))
+        KD_WARN("signing a record failed: it is forwarded unsigned, and never "
+                "learned from downstream");
     return hdrs;
 }
 
@@ -98,8 +74,9 @@ void kd_pl_produce(kd_pipeline *p, msg *m) {
 
     if (kd_pl_gated(p, m, false))
         return;                /* behind an orphan being resolved: in order, later */
-    if (!kd_pl_txn_ready(p)) { /* fatal: the pipeline stops; m waits for the next run */
-        kd_pl_schedule_retry(p, m, MAX_BACKOFF_MS);
+    if (!kd_pl_txn_ready(p)) { /* the producer's initialisation waits, or fatal (the
+                                * pipeline stops; m waits for the next run) */
+        kd_pl_schedule_retry(p, m, KD_PL_TXN_WAIT_MS);
         return;
     }
     hdrs = headers_for(p, m);

@@ -163,6 +163,7 @@ static void on_revoke(kd_pipeline *p, rd_kafka_t *rk,
     bool lost = rd_kafka_assignment_lost(rk);
     rd_kafka_error_t *error = NULL;
 
+    atomic_fetch_add(&p->revokes, 1);
     if (!lost) {
         /* The batch the store thread is claiming came before this revoke:
          * produced, if its write ends in time (half of max.poll.interval.ms

@@ -40,11 +40,17 @@
 
 #include <stdlib.h>
 
-#define TXN_TIMEOUT_MS 30000  /* init, send_offsets and commit calls */
-#define ABORT_TIMEOUT_MS 5000 /* an abort; past it, the producer is replaced */
+#define TXN_TIMEOUT_MS 30000 /* init, send_offsets and commit calls */
+/* An abort; past it, the producer is replaced. Also the first try of the
+ * new producer's initialisation, later resumed turn by turn. */
+#define ABORT_TIMEOUT_MS 5000
 /* One try of send_offsets or commit; a call times out and is made again
  * (librdkafka: "on timeout the application may call the function again"). */
 #define TXN_TRY_MS 1000
+/* How long a replacing producer's initialisation may wait for the broker
+ * to end its predecessor's transaction before the pipeline stops. */
+#define TXN_INIT_WAIT_MS (5 * 60 * 1000)
+#define TXN_RESUME_MS 100 /* one resumption of that initialisation */
 
 /* What an error of the transactional API calls for: TXN_FATAL, that the
  * producer be replaced. */
@@ -100,27 +106,65 @@ static bool try_again(const kd_pipeline *p, txn_next next, uint64_t end) {
 }
 
 /* Initialises the producer's transactions, fencing an earlier producer of
- * the same transactional.id and settling what it left open. */
-static bool init_producer(kd_pipeline *p, char *errstr, size_t errstr_size) {
-    uint64_t end = kd_mono_ms() + TXN_TIMEOUT_MS;
+ * the same transactional.id and settling what it left open: tried until
+ * `end` (mono ms) while the broker answers with a retriable error (it does,
+ * CONCURRENT_TRANSACTIONS, until the transaction it is ending has ended).
+ * Returns TXN_OK, TXN_RETRY (out of time, retriable) or TXN_FATAL, with the
+ * error in errstr. */
+static txn_next init_producer(kd_pipeline *p, uint64_t end, char *errstr,
+                              size_t errstr_size) {
     rd_kafka_error_t *err;
 
-    while ((err = rd_kafka_init_transactions(p->producer, TXN_TIMEOUT_MS))) {
-        bool again = rd_kafka_error_is_retriable(err) && kd_mono_ms() < end;
+    while ((err = rd_kafka_init_transactions(p->producer, try_ms(p, &end)))) {
+        bool retriable = rd_kafka_error_is_retriable(err);
 
         snprintf(errstr, errstr_size, "the transactional producer: %s",
                  rd_kafka_error_string(err));
         rd_kafka_error_destroy(err);
-        if (!again)
-            return false;
+        if (!retriable)
+            return TXN_FATAL;
+        if (kd_mono_ms() >= end)
+            return TXN_RETRY;
     }
-    return true;
+    return TXN_OK;
+}
+
+/* Resumes, at most once a TXN_TRY_MS and for TXN_RESUME_MS, the
+ * initialisation of a replacing producer that the broker kept answering
+ * "try again" (librdkafka goes on with it in the background). True once it
+ * is initialised; past TXN_INIT_WAIT_MS, or on a fatal error, the pipeline
+ * stops. */
+static bool init_pending(kd_pipeline *p) {
+    kd_pl_txn *t = &p->txn;
+    uint64_t now = kd_mono_ms();
+    char err[512];
+    txn_next next;
+
+    if (now - t->init_tried_ms < TXN_TRY_MS)
+        return false;
+    t->init_tried_ms = now;
+    next = init_producer(p, now + TXN_RESUME_MS, err, sizeof(err));
+
+    if (next == TXN_OK) {
+        KD_WARN("transaction: the new producer is initialised after %" PRIu64 " ms",
+                kd_mono_ms() - t->init_since);
+        t->init_since = 0;
+        return true;
+    }
+    if (next == TXN_FATAL || kd_mono_ms() - t->init_since >= TXN_INIT_WAIT_MS) {
+        KD_ERROR("transaction: the new producer cannot be initialised: %s; the pipeline "
+                 "stops",
+                 err);
+        atomic_store(&p->fatal, 1);
+    }
+    return false;
 }
 
 bool kd_pl_txn_init(kd_pipeline *p, char *errstr, size_t errstr_size) {
     p->txn.on = p->cfg->delivery == KD_DELIVERY_TRANSACTIONAL;
     p->txn.offsets_ms = kd_mono_ms();
-    return !p->txn.on || init_producer(p, errstr, errstr_size);
+    return !p->txn.on ||
+           init_producer(p, kd_mono_ms() + TXN_TIMEOUT_MS, errstr, errstr_size) == TXN_OK;
 }
 
 /* Replaces the producer after a fatal error (librdkafka 2.0.2 fails for
@@ -137,6 +181,7 @@ static void replace_producer(kd_pipeline *p) {
     size_t slot = t->nreplaced % KD_PL_TXN_REPLACES;
     char err[512];
     rd_kafka_t *old = p->producer;
+    txn_next next;
 
     if (t->nreplaced >= KD_PL_TXN_REPLACES &&
         now - t->replaced_ms[slot] < KD_PL_TXN_REPLACE_WINDOW_MS) {
@@ -152,19 +197,33 @@ static void replace_producer(kd_pipeline *p) {
     rd_kafka_purge(old, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
     while (p->awaiting && kd_mono_ms() < deadline)
         kd_pl_service(p, 10); /* every delivery reported, as failed */
-    if (!(p->producer = kd_pl_producer_new(p, err, sizeof(err))) ||
-        !init_producer(p, err, sizeof(err))) {
+    if (!(p->producer = kd_pl_producer_new(p, err, sizeof(err)))) {
         KD_ERROR("transaction: the producer cannot be replaced: %s; the pipeline stops",
                  err);
-        if (!p->producer)
-            p->producer = old; /* for kd_pipeline_destroy */
-        else
-            rd_kafka_destroy(old);
+        p->producer = old; /* for kd_pipeline_destroy */
         atomic_store(&p->fatal, 1);
         return;
     }
     rd_kafka_destroy(old);
     t->replace = false; /* whatever the old one reported while it was purged */
+    next = init_producer(p, kd_mono_ms() + ABORT_TIMEOUT_MS, err, sizeof(err));
+    if (next == TXN_RETRY) {
+        /* The broker is still ending the old one's transaction (seen for
+         * more than 40 s on Apache Kafka after a broker was paused): the
+         * new producer is initialised in later turns, nothing is sent
+         * meanwhile. */
+        KD_WARN("transaction: the new producer's initialisation waits for the broker "
+                "(%s); messages wait",
+                err);
+        t->init_since = t->init_tried_ms = kd_mono_ms();
+        return;
+    }
+    if (next == TXN_FATAL) {
+        KD_ERROR("transaction: the producer cannot be replaced: %s; the pipeline stops",
+                 err);
+        atomic_store(&p->fatal, 1);
+        return;
+    }
     KD_WARN("transaction: the producer was replaced");
 }
 
@@ -182,7 +241,7 @@ bool kd_pl_txn_ready(kd_pipeline *p) {
     for (int tries = 0;; tries++) { /* once more with a new producer */
         if (p->txn.replace && !atomic_load(&p->fatal))
             replace_producer(p);
-        if (atomic_load(&p->fatal))
+        if (atomic_load(&p->fatal) || (p->txn.init_since && !init_pending(p)))
             return false;
         do
             next = classify(p, rd_kafka_begin_transaction(p->producer), "begin");
@@ -531,6 +590,10 @@ void kd_pl_txn_turn(kd_pipeline *p) {
         return;
     if (t->replace && !t->open) {
         replace_producer(p);
+        return;
+    }
+    if (t->init_since) {
+        init_pending(p);
         return;
     }
     if (t->open && t->replace) {

@@ -30,7 +30,7 @@
 
 #include "config/config.h"
 #include "dedup/store.h"
-#include "sidecar/signing.h"
+#include "sidecar/headers.h"
 
 #include <librdkafka/rdkafka.h>
 
@@ -38,7 +38,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* KD_FORWARDED_AT_HEADER (signing.h) on every record kdedup forwards says
+/* KD_FORWARDED_AT_HEADER (headers.h) on every record kdedup forwards says
  * when (wall clock) it was sent. The handover's dedup.ttl window counts from
  * it, not from the record's timestamp, which is the source message's (a
  * producer may stamp event time, hours or days old). */

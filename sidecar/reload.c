@@ -1,12 +1,12 @@
 /*
  * kdedup - reloading the config file while running (see reload.h).
  */
+#include "dedup/hex.h"
+#include "dedup/sha256.h"
 #include "sidecar/reload.h"
 #include "sidecar/kafka.h"
 #include "sidecar/keysrc.h"
 #include "sidecar/log.h"
-
-#include <openssl/sha.h>
 
 #include <errno.h>
 #include <pthread.h>
@@ -47,7 +47,7 @@ const char *kd_reload_result_name(kd_reload_result res) {
 kd_config *kd_reload_load(const char *path, unsigned flags,
                           char hash[KD_RELOAD_HASH_SIZE], char *errstr,
                           size_t errstr_size) {
-    unsigned char digest[SHA256_DIGEST_LENGTH];
+    unsigned char digest[KD_SHA256_LEN];
     char *buf, *shown;
     size_t len;
     kd_config *cfg =
@@ -65,8 +65,8 @@ kd_config *kd_reload_load(const char *path, unsigned flags,
         cfg = NULL;
     }
     if (cfg) {
-        SHA256((const unsigned char *)buf, len, digest);
-        kd_keysrc_hex(digest, (KD_RELOAD_HASH_SIZE - 1) / 2, hash);
+        kd_sha256(buf, len, digest);
+        kd_hex(digest, (KD_RELOAD_HASH_SIZE - 1) / 2, hash);
     }
     free(buf);
     return cfg;

@@ -3,6 +3,7 @@
  */
 #include "sidecar/signing.h"
 
+#include "dedup/hex.h"
 #include "dedup/sha256.h"
 
 #include <openssl/crypto.h>
@@ -131,18 +132,13 @@ static bool mac(kd_signer *s, const kd_signed *w, unsigned char out[32]) {
 }
 
 bool kd_sign(kd_signer *s, const kd_signed *what, char out[KD_SIGNATURE_LEN + 1]) {
-    static const char hex[] = "0123456789abcdef";
     unsigned char d[32];
 
     out[0] = '\0';
     if (!mac(s, what, d))
         return false;
     memcpy(out, "v1:", 3);
-    for (int i = 0; i < 32; i++) {
-        out[3 + 2 * i] = hex[d[i] >> 4];
-        out[4 + 2 * i] = hex[d[i] & 15];
-    }
-    out[KD_SIGNATURE_LEN] = '\0';
+    kd_hex(d, sizeof(d), out + 3);
     return true;
 }
 

@@ -10,6 +10,8 @@
  * producing run, the forwarding time and the idempotency key, under a secret
  * (dedup.signing_key). Readers learn only from records whose signature
  * verifies under the current key or, during a rotation, the previous one.
+ * The headers' names, and which of them a signature covers, are headers.h's;
+ * this module is the MAC.
  */
 #ifndef KD_SIGNING_H
 #define KD_SIGNING_H
@@ -17,22 +19,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/* The headers kdedup adds to what it forwards. */
-#define KD_SOURCE_HEADER "kdedup-source"             /* "<topic>/<partition>/<offset>" */
-#define KD_RUN_HEADER "kdedup-run"                   /* the producing run's id (hex) */
-#define KD_FORWARDED_AT_HEADER "kdedup-forwarded-at" /* wall ms, decimal */
-#define KD_SIGNATURE_HEADER "kdedup-signature"
-/* The key kdedup used, on what it forwards from a route whose key is not a
- * header (record key, JSON, composite): the handover and recovery read it
- * back from there, as they read the key header of other routes. */
-#define KD_KEY_HEADER "kdedup-key"
-/* On a record forwarded without a claim of its key (a key conflict under
- * on_key_conflict "forward", a key that cannot be deduplicated): it is no
- * claim's delivery, and recovery and the handover never read it as one. */
-#define KD_UNCLAIMED_HEADER "kdedup-unclaimed"
-/* On a forget record (forgets.h): an operator forgot the key. It is no
- * delivery; the handover forgets the key on reading it. */
-#define KD_FORGET_HEADER "kdedup-forget"
 /* "v1:" and 64 hex digits. */
 #define KD_SIGNATURE_LEN 67
 

@@ -20,6 +20,10 @@ typedef struct faulty {
     atomic_ulong refused;
     atomic_uint delay_ms;
     atomic_ulong delayed;
+    pthread_mutex_t hold_lock; /* guards hold */
+    pthread_cond_t hold_cond;  /* signalled when hold ends */
+    bool hold;
+    atomic_ulong held;
     pthread_mutex_t race_lock; /* guards the armed race */
     char *race_stream;         /* NULL: none armed */
     size_t race_stream_len;
@@ -95,10 +99,21 @@ static void fail_after_count(faulty *f) {
         atomic_store(&f->fail, true);
 }
 
+/* Waits while batch appends are held. */
+static void wait_while_held(faulty *f) {
+    pthread_mutex_lock(&f->hold_lock);
+    if (f->hold)
+        atomic_fetch_add(&f->held, 1);
+    while (f->hold)
+        pthread_cond_wait(&f->hold_cond, &f->hold_lock);
+    pthread_mutex_unlock(&f->hold_lock);
+}
+
 static kd_err f_append_batch(void *impl, kd_append *items, size_t n) {
     faulty *f = impl;
     unsigned ms = atomic_load(&f->delay_ms);
 
+    wait_while_held(f);
     fail_after_count(f);
 
     if (ms) {
@@ -136,6 +151,8 @@ static void f_destroy(void *impl) {
     kd_store_destroy(f->inner);
     race_clear(f);
     pthread_mutex_destroy(&f->race_lock);
+    pthread_cond_destroy(&f->hold_cond);
+    pthread_mutex_destroy(&f->hold_lock);
     free(f);
 }
 
@@ -164,6 +181,8 @@ kd_store *kd_faulty_store_new(kd_store *inner) {
     f->inner = inner;
     atomic_store(&f->fail_after, -1);
     pthread_mutex_init(&f->race_lock, NULL);
+    pthread_mutex_init(&f->hold_lock, NULL);
+    pthread_cond_init(&f->hold_cond, NULL);
     return kd_store_new(&faulty_ops, f);
 }
 
@@ -181,6 +200,19 @@ void kd_faulty_store_delay_writes(kd_store *faulty_store, unsigned ms) {
 
 unsigned long kd_faulty_store_delayed(kd_store *faulty_store) {
     return atomic_load(&impl_of(faulty_store)->delayed);
+}
+
+void kd_faulty_store_hold_writes(kd_store *faulty_store, bool hold) {
+    faulty *f = impl_of(faulty_store);
+
+    pthread_mutex_lock(&f->hold_lock);
+    f->hold = hold;
+    pthread_cond_broadcast(&f->hold_cond);
+    pthread_mutex_unlock(&f->hold_lock);
+}
+
+unsigned long kd_faulty_store_held(kd_store *faulty_store) {
+    return atomic_load(&impl_of(faulty_store)->held);
 }
 
 unsigned long kd_faulty_store_refused(kd_store *faulty_store) {

@@ -2,7 +2,8 @@
  * kdedup tests - a store that fails on demand: wraps another store and,
  * while writes are switched off, answers every append with KD_ERR_STORE
  * and a "No space left on device" error, as a full disk would; or makes
- * batch appends slow; or lets another writer win the race for a stream.
+ * batch appends slow, or holds them until the test lets them go; or lets
+ * another writer win the race for a stream.
  */
 #ifndef KD_TEST_FAULTY_STORE_H
 #define KD_TEST_FAULTY_STORE_H
@@ -29,6 +30,14 @@ void kd_faulty_store_delay_writes(kd_store *faulty, unsigned ms);
 
 /* Batch appends made slow so far (counted once their wait is over). */
 unsigned long kd_faulty_store_delayed(kd_store *faulty);
+
+/* Holds every batch append (hold = true) until it is called again with
+ * false: each waits, unwritten, until then, as a write to a disk that does
+ * not answer would; the test chooses when it ends. Thread-safe. */
+void kd_faulty_store_hold_writes(kd_store *faulty, bool hold);
+
+/* Batch appends that came while held (counted as they begin to wait). */
+unsigned long kd_faulty_store_held(kd_store *faulty);
 
 /* Arms lost races: each of the next `times` appends to stream (alone or in
  * a batch) is preceded by payload, appended at the same sequence number as

@@ -303,7 +303,7 @@ static void run_start(kf_run *r, const kf_mock *m, bool faulty, const char *json
     r->cfg = kd_config_parse(json, strlen(json), "test.json", err, sizeof(err));
     if (!r->cfg)
         fail_msg("%s", err);
-    r->store = kd_pipeline_open_store(r->cfg, err, sizeof(err));
+    r->store = kd_pipeline_open_store(r->cfg, KD_PIPELINE_STORE_OWNER, err, sizeof(err));
     if (!r->store)
         fail_msg("%s", err);
     if (faulty)

@@ -6,6 +6,7 @@
  * Routes come from real config text, so the config's parsing is exercised
  * with them.
  */
+#include "dedup/hex.h"
 #include "config/config.h"
 #include "sidecar/keysrc.h"
 
@@ -490,7 +491,7 @@ static void test_hex(void **state) {
     char out[7];
 
     (void)state;
-    assert_string_equal(kd_keysrc_hex(b, 3, out), "00abff");
+    assert_string_equal(kd_hex(b, 3, out), "00abff");
     assert_string_equal(kd_key_status_name(KD_KEY_NOT_JSON), "not_json");
 }
 

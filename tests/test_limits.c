@@ -7,6 +7,7 @@
  * every 250 ms: each is waited for, never read right after the event.
  */
 #include "sidecar/metrics.h"
+#include "sidecar/headers.h"
 #include "sidecar/signing.h"
 #include "tests/case_runner.h"
 #include "tests/dedup_fixture.h"

@@ -1,5 +1,5 @@
 /*
- * kdedup tests - what recovery (sidecar/recovery.c) believes of a downstream
+ * kdedup tests - what recovery (sidecar/recovery*.c) believes of a downstream
  * topic, against librdkafka's mock cluster in a `kdedup mock` process: a
  * table of records signed with the current key, the previous one, a third
  * one, and genuine records with one header or the signature changed. Each
@@ -10,6 +10,7 @@
  */
 #include "dedup/store.h"
 #include "sidecar/recovery.h"
+#include "sidecar/headers.h"
 #include "sidecar/signing.h"
 #include "tests/case_runner.h"
 #include "tests/dedup_fixture.h"

@@ -226,7 +226,7 @@ static void test_malformed_signatures_are_refused(void **state) {
 
 /* The key: what one key signed, another does not verify (a secret one byte
  * shorter, or longer, included); the same secret in another signer does.
- * With a rotation, the reader holds both keys (recovery.c, tested in
+ * With a rotation, the reader holds both keys (recovery_read.c, tested in
  * test_recovery): each verifies its own records only. */
 static void test_only_the_same_key_verifies(void **state) {
     static const char *const others[] = {KEY_TWO, "key-one-012345678",

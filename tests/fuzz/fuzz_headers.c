@@ -59,8 +59,7 @@ static bool first_header(const unsigned char *data, size_t size, const void **va
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
     rd_kafka_headers_t *hdrs;
     size_t max_len, at = 1, key_len = 0, want_len = 0;
-    const char *key = NULL;
-    const void *want = NULL;
+    const void *key = NULL, *want = NULL;
     bool found, want_found, want_null = false;
     char name[256];
     kd_headers_size added = {0}, measured;
