@@ -983,7 +983,10 @@ kd_err kd_dedup_forget_replay(kd_dedup *d, const char *key, size_t key_len,
     return forget_with(d, key, key_len, &rule, result);
 }
 
-kd_err kd_dedup_release_claim(kd_dedup *d, const char *key, size_t key_len) {
+/* Releases key's claim in flight with a tombstone of reason, dated at (0:
+ * now). */
+static kd_err release_with(kd_dedup *d, const char *key, size_t key_len,
+                           kd_tomb_reason reason, uint64_t at) {
     char *stream = NULL;
     head h = {0};
     uint64_t now;
@@ -997,7 +1000,7 @@ kd_err kd_dedup_release_claim(kd_dedup *d, const char *key, size_t key_len) {
     if (err != KD_OK || head_state(&h) != ST_IN_FLIGHT)
         goto done; /* absent or completed: nothing to release, never a receipt */
 
-    err = append_tombstone(d, stream, &h, key, key_len, now, KD_TOMB_RELEASE);
+    err = append_tombstone(d, stream, &h, key, key_len, at ? at : now, reason);
     if (err != KD_ERR_SEQUENCE_CONFLICT)
         goto done;
     /* Lost a race: fine if the key is now completed or released; a fresh
@@ -1008,4 +1011,15 @@ done:
     head_clear(&h);
     free(stream);
     return err;
+}
+
+kd_err kd_dedup_release_claim(kd_dedup *d, const char *key, size_t key_len) {
+    return release_with(d, key, key_len, KD_TOMB_RELEASE, 0);
+}
+
+kd_err kd_dedup_release_forgotten(kd_dedup *d, const char *key, size_t key_len,
+                                  uint64_t forgotten_at) {
+    if (forgotten_at == 0)
+        return KD_ERR_CONFIG;
+    return release_with(d, key, key_len, KD_TOMB_FORGET, forgotten_at);
 }

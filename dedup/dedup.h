@@ -83,6 +83,15 @@ kd_err kd_dedup_complete_receipt(kd_dedup *d, const char *key, size_t key_len,
  * Returns KD_ERR_SEQUENCE_CONFLICT if the key was re-claimed meanwhile. */
 kd_err kd_dedup_release_claim(kd_dedup *d, const char *key, size_t key_len);
 
+/* kd_dedup_release_claim() of a claim made over a letting go that is to
+ * stand (an operator's forget, kd_claim.forgotten_at; or an expired claim
+ * taken over, kd_claim.expired_at, which says the key was absent then):
+ * the tombstone is a forget's, dated forgotten_at (wall ms), so that a
+ * later claim reports it in its forgotten_at. KD_ERR_CONFIG when
+ * forgotten_at is 0. */
+kd_err kd_dedup_release_forgotten(kd_dedup *d, const char *key, size_t key_len,
+                                  uint64_t forgotten_at);
+
 /*
  * Additions to the seed contract.
  */

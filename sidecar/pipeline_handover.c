@@ -18,10 +18,15 @@ typedef struct learning {
 
 /* What the handover does with a record of a key, given the claim it made. */
 typedef enum verdict {
-    LEARN,   /* the key's delivery: complete the key with it */
-    SKIP,    /* completed already, failed, or not this claim's delivery */
-    UNCLAIM, /* claimed here, but the record is older than what the store let
-              * go of since: release that claim */
+    LEARN, /* the key's delivery: complete the key with it */
+    SKIP,  /* completed already, failed, or not this claim's delivery */
+    /* Claimed here, but the record is older than what let the key go: */
+    UNCLAIM,  /* an expired claim the store held (made after the record) */
+    REFORGET, /* an operator's forget */
+    /* Either releases that claim with a forget's tombstone dated when the key
+     * was let go (kd_dedup_release_forgotten), so that the record read again
+     * (a batch retried, a handover begun again from its mark) is judged the
+     * same, not learned: a release's tombstone would say nothing of it. */
 } verdict;
 
 /* True when rec was forwarded before `at` (wall ms; 0: never), by more than
@@ -45,10 +50,17 @@ static verdict judge(const kd_claim *c, const kd_history_rec *rec) {
      * this record. A release (a delivery that failed here, while another
      * replica forwarded the key) says nothing of the record: learned. */
     if (forwarded_before(rec, c->forgotten_at))
-        return UNCLAIM;
+        return REFORGET;
     if (c->expired && rec->stamped && forwarded_before(rec, c->expired_at))
         return UNCLAIM; /* older than the expired claim just taken over */
     return LEARN;
+}
+
+/* Lets go of the handover's claim c, judged v (UNCLAIM or REFORGET): as of
+ * the expired claim's time, or the forget's (neither 0: judge). */
+static kd_err let_go(kd_dedup *d, const kd_claim *c, verdict v) {
+    return kd_dedup_release_forgotten(d, c->key, c->key_len,
+                                      v == REFORGET ? c->forgotten_at : c->expired_at);
 }
 
 /* When the handover's claim of rec's key says it was made: when rec was
@@ -96,8 +108,7 @@ static bool learn_deliveries(learning *l, const kd_history_rec *recs, size_t n) 
         char *text = p->receipts_now.text + ndone * RECEIPT_MAX;
         verdict v = judge(c, rec);
 
-        if (v == UNCLAIM && kd_dedup_release_claim(p->routes[l->route].dedup, c->key,
-                                                   c->key_len) != KD_OK) {
+        if (v != LEARN && v != SKIP && let_go(p->routes[l->route].dedup, c, v) != KD_OK) {
             kd_pl_store_failed(p, l->route, "release of a key not learned");
             for (size_t j = i; j < n; j++)
                 kd_decision_clear(&p->claims[j].decision);

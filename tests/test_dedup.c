@@ -848,6 +848,30 @@ static void test_claim_says_why_the_key_was_let_go(void **state) {
     assert_int_equal(c.forgotten_at, 77);
 }
 
+/* A claim made over a forget and let go of as that forget: the next claim
+ * still reports the forget, at its own time (a handover read again). */
+static void test_release_forgotten(void **state) {
+    fx *f = *state;
+    kd_decision dec;
+    kd_claim c;
+
+    c = claim_one(f->dedup, "k", 10);
+    assert_int_equal(kd_dedup_release_forgotten(f->dedup, K("k"), 0), KD_ERR_CONFIG);
+    assert_int_equal(kd_dedup_release_forgotten(f->dedup, K("k"), 15), KD_OK);
+    c = claim_one(f->dedup, "k", 20);
+    assert_int_equal(c.decision.state, KD_CLAIMED);
+    assert_int_equal(c.tombstoned_at, 15);
+    assert_int_equal(c.forgotten_at, 15);
+    assert_int_equal(kd_dedup_release_claim(f->dedup, K("k")), KD_OK);
+    c = claim_one(f->dedup, "k", 30);
+    assert_int_equal(c.forgotten_at, 0); /* a release says no forget */
+    assert_int_equal(kd_dedup_complete_receipt(f->dedup, K("k"), K("r")), KD_OK);
+    assert_int_equal(kd_dedup_release_forgotten(f->dedup, K("k"), 40), KD_OK);
+    assert_int_equal(kd_dedup_claim_or_get(f->dedup, K("k"), 50, &dec), KD_OK);
+    assert_int_equal(dec.state, KD_COMPLETED); /* never a receipt */
+    kd_decision_clear(&dec);
+}
+
 /* True when the completion's receipt is arg (a string). */
 static bool receipt_is(void *arg, const kd_decision *dec) {
     const char *want = arg;
@@ -923,6 +947,7 @@ int main(void) {
         BOTH(test_forget_race),
         BOTH(test_fingerprint_stored),
         BOTH(test_claim_says_why_the_key_was_let_go),
+        BOTH(test_release_forgotten),
         BOTH(test_forget_replay),
     };
 

@@ -1137,6 +1137,118 @@ static void test_handover_honours_forgets_not_releases(void **state) {
     free(recs);
 }
 
+/* A forget undone by a handover read again (hunt). key-2 was forwarded a
+ * minute ago and then forgotten by the operator; key-0 was forwarded by
+ * another replica. The handover claims both, lets key-2 go again (forgotten
+ * after its record: UNCLAIM, a release), and the store refuses the receipt
+ * of key-0: the batch is read again once the store is back. The release
+ * left a release's tombstone, not a forget's, so the second reading takes
+ * key-2's record for a delivery (a release is not a forget) and learns it:
+ * the copy sent after the forget is dropped as a duplicate. Expected:
+ * key-2 forwarded again, key-0 learned. */
+static void test_handover_read_again_keeps_a_forget(void **state) {
+    env *e = *state;
+    uint64_t now = (uint64_t)time(NULL) * 1000;
+    char path[512], err[512];
+    rd_kafka_t *rk = kf_producer(&e->mock);
+    kd_forget_result res;
+    kd_pipeline_stats st;
+    kf_record *recs;
+    kd_store *store;
+    kd_dedup *d;
+    size_t n;
+    kf_run r;
+
+    snprintf(path, sizeof(path), "%s/store", e->dir);
+    assert_non_null(store = kd_rocks_open(path, true, err, sizeof(err)));
+    d = kd_dedup_new(store, "kdedup:in");
+    claim_at(d, 0xa, 2, 3, now - 70 * 1000);
+    assert_int_equal(kd_dedup_complete_receipt(d, "key-2", 5, "v1 to=out/0@0", 13),
+                     KD_OK);
+    assert_int_equal(kd_dedup_forget(d, "key-2", 5, false, NULL, NULL, &res), KD_OK);
+    assert_int_equal(res, KD_FORGET_DONE);
+    kd_dedup_destroy(d);
+    kd_store_destroy(store);
+    put_downstream(rk, "key-2", 2, now - 60 * 1000);
+    put_downstream(rk, "key-0", 0, now - 5 * 1000);
+    kf_send(rk, "in", 0, "key-0", "again");
+    kf_send(rk, "in", 0, "key-2", "again");
+    kf_producer_close(rk);
+
+    kf_run_start_faulty(&r, &e->mock, ROUTE_CONFIG, e->mock.bootstrap, "{}", 5, e->dir,
+                        "5s");
+    kd_pipeline_stats_get(r.p, &st);
+    assert_int_equal(st.assigned_partitions, 0);   /* armed before the handover */
+    kd_faulty_store_fail_writes_after(r.store, 1); /* the claims, not the receipts */
+    for (int i = 0; i < TIMEOUT_MS / 20 && !kd_faulty_store_refused(r.store); i++)
+        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+    assert_true(kd_faulty_store_refused(r.store) >= 1);
+    kd_faulty_store_fail_writes(r.store, false);
+    st = kf_run_wait(&r, 2, TIMEOUT_MS);
+    kf_run_stop(&r);
+    assert_int_equal(st.consumed, 2);
+    recs = kf_read(&e->mock, "out", PARTS, 3, 2000, TIMEOUT_MS, &n);
+    assert_int_equal(kf_count_key(recs, n, "key-0"), 1);
+    assert_int_equal(kf_count_key(recs, n, "key-2"), 2); /* forgotten: sent again */
+    free(recs);
+}
+
+/* An expired claim's judgment undone by a handover read again (hunt). As
+ * in test_handover_refuses_a_delivery_older_than_an_expired_claim, key-0's
+ * copy was claimed 11 minutes ago, after its old record was forwarded, by
+ * a run that died before producing it; key-1 was forwarded by another
+ * replica. The handover takes the expired claim of key-0 over and lets it
+ * go again (the record is older than that claim), and the store refuses
+ * key-1's receipt: the batch is read again once the store is back. The
+ * release left nothing of the expired claim, so the second reading learns
+ * key-0 from the old record and the copy is skipped. Expected: as without
+ * the store error, key-0's copy forwarded, key-1 learned. */
+static void test_handover_read_again_keeps_an_expired_claim(void **state) {
+    env *e = *state;
+    uint64_t now = (uint64_t)time(NULL) * 1000, claimed_at = now - 11 * 60 * 1000;
+    rd_kafka_t *rk = kf_producer(&e->mock);
+    kd_forget_result res;
+    kd_pipeline_stats st;
+    kf_record *recs;
+    kd_store *store;
+    kd_dedup *d;
+    size_t n;
+    kf_run r;
+
+    store = store_with_dead_run(e, 0xdead);
+    d = kd_dedup_new(store, "kdedup:in");
+    claim_at(d, 0xbeef, 0, 1, claimed_at - 61 * 1000);
+    assert_int_equal(kd_dedup_complete_receipt(d, "key-0", 5, "v1 to=out/0@0", 13),
+                     KD_OK);
+    assert_int_equal(kd_dedup_forget(d, "key-0", 5, false, NULL, NULL, &res), KD_OK);
+    assert_int_equal(res, KD_FORGET_DONE);
+    claim_at(d, 0xdead, 0, 1, claimed_at); /* the copy, claimed; its run died */
+    kd_dedup_destroy(d);
+    kd_store_destroy(store);
+    put_downstream(rk, "key-0", 0, claimed_at - 60 * 1000);
+    put_downstream(rk, "key-1", 1, now - 5 * 1000);
+    kf_send(rk, "in", 0, "key-0", "value-0-copy-0");
+    kf_send(rk, "in", 0, "key-1", "again");
+    kf_producer_close(rk);
+
+    kf_run_start_faulty(&r, &e->mock, ROUTE_CONFIG, e->mock.bootstrap, "{}", 5, e->dir,
+                        "5s");
+    kd_pipeline_stats_get(r.p, &st);
+    assert_int_equal(st.assigned_partitions, 0);   /* armed before the handover */
+    kd_faulty_store_fail_writes_after(r.store, 1); /* the claims, not the receipts */
+    for (int i = 0; i < TIMEOUT_MS / 20 && !kd_faulty_store_refused(r.store); i++)
+        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+    assert_true(kd_faulty_store_refused(r.store) >= 1);
+    kd_faulty_store_fail_writes(r.store, false);
+    st = kf_run_wait(&r, 2, TIMEOUT_MS);
+    kf_run_stop(&r);
+    assert_int_equal(st.consumed, 2);
+    recs = kf_read(&e->mock, "out", PARTS, 3, 2000, TIMEOUT_MS, &n);
+    assert_int_equal(kf_count_key(recs, n, "key-1"), 1);
+    assert_int_equal(kf_count_key(recs, n, "key-0"), 2); /* the old one, and the copy */
+    free(recs);
+}
+
 /* Runs the one-route pipeline over the store in e->dir/<name>. */
 static void start_named(kf_run *r, env *e, const char *name) {
     char dir[300];
@@ -2606,6 +2718,10 @@ int main(void) {
                                         teardown),
         cmocka_unit_test_setup_teardown(test_forget_record_is_no_delivery, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_handover_read_again_keeps_a_forget, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_handover_read_again_keeps_an_expired_claim,
+                                        setup, teardown),
     };
 
     /* KD_TEST_FILTER='*same_process*': one case while working; each case in
