@@ -48,8 +48,8 @@ run_suites() { # dir, delivery mode ("" for the default), suites...
     echo "=== $s (Apache Kafka at $(cat "$dir/bootstrap")${mode:+, delivery $mode})"
     # shellcheck disable=SC2086 # KD_FAULTS=... or nothing
     if env ${mode:+KD_FAULTS=$KD_TXN_FAULTS} \
-        KDEDUP_KAFKA_DIR=$dir KDEDUP_BOOTSTRAP=$(cat "$dir/bootstrap") KD_DELIVERY=$mode \
-        KD_CHAOS_SEEDS=$seeds \
+        KDEDUP_KAFKA_DIR="$dir" KDEDUP_BOOTSTRAP="$(cat "$dir/bootstrap")" KD_DELIVERY="$mode" \
+        KD_CHAOS_SEEDS="$seeds" \
         timeout "${TEST_TIMEOUT:-1500}" /usr/bin/python3 "tests/e2e/$s.py"; then
       passed=$((passed + 1))
     else
