@@ -1027,6 +1027,24 @@ static void older_than_the_claim(env *e, uint64_t age_ms) {
     free(recs);
 }
 
+/* Starts a replica over a faulty store whose handover is cut between its
+ * two writes: the claims of the keys it learns are written, the write
+ * after them (their receipts) is refused; then the store accepts writes
+ * again, and the handover reads its history again. */
+static void start_with_handover_cut(env *e, kf_run *r) {
+    kd_pipeline_stats st;
+
+    kf_run_start_faulty(r, &e->mock, ROUTE_CONFIG, e->mock.bootstrap, "{}", 5, e->dir,
+                        "5s");
+    kd_pipeline_stats_get(r->p, &st);
+    assert_int_equal(st.assigned_partitions, 0);    /* armed before the handover */
+    kd_faulty_store_fail_writes_after(r->store, 1); /* the claims, not the receipts */
+    for (int i = 0; i < TIMEOUT_MS / 20 && !kd_faulty_store_refused(r->store); i++)
+        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+    assert_true(kd_faulty_store_refused(r->store) >= 1);
+    kd_faulty_store_fail_writes(r->store, false);
+}
+
 /* A handover whose claims were written but whose completions were not (the
  * store refused the second write), read again (hunt). Another replica
  * forwarded key-0 from in/0 a minute ago (its record downstream, stamped);
@@ -1050,15 +1068,7 @@ static void test_handover_retried_after_a_failed_completion(void **state) {
     kf_send(rk, "in", 0, "key-0", "value-0-copy-0");
     kf_producer_close(rk);
 
-    kf_run_start_faulty(&r, &e->mock, ROUTE_CONFIG, e->mock.bootstrap, "{}", 5, e->dir,
-                        "5s");
-    kd_pipeline_stats_get(r.p, &st);
-    assert_int_equal(st.assigned_partitions, 0);   /* armed before the handover */
-    kd_faulty_store_fail_writes_after(r.store, 1); /* its claims, not their receipts */
-    for (int i = 0; i < TIMEOUT_MS / 20 && !kd_faulty_store_refused(r.store); i++)
-        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
-    assert_true(kd_faulty_store_refused(r.store) >= 1);
-    kd_faulty_store_fail_writes(r.store, false);
+    start_with_handover_cut(e, &r);
     st = kf_run_wait(&r, 1, TIMEOUT_MS);
     kf_run_stop(&r);
     assert_int_equal(st.consumed, 1);
@@ -1175,15 +1185,7 @@ static void test_handover_read_again_keeps_a_forget(void **state) {
     kf_send(rk, "in", 0, "key-2", "again");
     kf_producer_close(rk);
 
-    kf_run_start_faulty(&r, &e->mock, ROUTE_CONFIG, e->mock.bootstrap, "{}", 5, e->dir,
-                        "5s");
-    kd_pipeline_stats_get(r.p, &st);
-    assert_int_equal(st.assigned_partitions, 0);   /* armed before the handover */
-    kd_faulty_store_fail_writes_after(r.store, 1); /* the claims, not the receipts */
-    for (int i = 0; i < TIMEOUT_MS / 20 && !kd_faulty_store_refused(r.store); i++)
-        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
-    assert_true(kd_faulty_store_refused(r.store) >= 1);
-    kd_faulty_store_fail_writes(r.store, false);
+    start_with_handover_cut(e, &r);
     st = kf_run_wait(&r, 2, TIMEOUT_MS);
     kf_run_stop(&r);
     assert_int_equal(st.consumed, 2);
@@ -1231,15 +1233,7 @@ static void test_handover_read_again_keeps_an_expired_claim(void **state) {
     kf_send(rk, "in", 0, "key-1", "again");
     kf_producer_close(rk);
 
-    kf_run_start_faulty(&r, &e->mock, ROUTE_CONFIG, e->mock.bootstrap, "{}", 5, e->dir,
-                        "5s");
-    kd_pipeline_stats_get(r.p, &st);
-    assert_int_equal(st.assigned_partitions, 0);   /* armed before the handover */
-    kd_faulty_store_fail_writes_after(r.store, 1); /* the claims, not the receipts */
-    for (int i = 0; i < TIMEOUT_MS / 20 && !kd_faulty_store_refused(r.store); i++)
-        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
-    assert_true(kd_faulty_store_refused(r.store) >= 1);
-    kd_faulty_store_fail_writes(r.store, false);
+    start_with_handover_cut(e, &r);
     st = kf_run_wait(&r, 2, TIMEOUT_MS);
     kf_run_stop(&r);
     assert_int_equal(st.consumed, 2);
