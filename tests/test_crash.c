@@ -197,11 +197,24 @@ static kd_pipeline_stats stats(tcase *t) {
 /* A condition on the run, or on the case. */
 typedef bool (*cond_fn)(tcase *t, uint64_t arg);
 
-/* Waits until done(t, arg), at most TIMEOUT_MS; fails naming what. */
+/* Waits until done(t, arg), at most TIMEOUT_MS; fails naming what, with
+ * where the run and the group stood. */
 static void wait_for(tcase *t, cond_fn done, uint64_t arg, const char *what) {
     for (uint64_t end = kd_mono_ms() + TIMEOUT_MS; !done(t, arg);) {
-        if (kd_mono_ms() > end)
-            fail_msg("timed out waiting for %s", what);
+        if (kd_mono_ms() > end) {
+            kd_pipeline_stats st = {0};
+
+            if (t->run.p)
+                st = stats(t);
+
+            fail_msg("timed out waiting for %s (consumed %" PRIu64 ", forwarded %" PRIu64
+                     ", assigned %" PRIu64 ", in flight %" PRIu64
+                     ", store errors %" PRIu64 "; committed %" PRId64 " and %" PRId64
+                     " of %zu sent)",
+                     what, st.consumed, st.forwarded, st.assigned_partitions, st.inflight,
+                     st.store_errors, kf_committed(&t->e->mock, t->group, t->in, 0),
+                     kf_committed(&t->e->mock, t->group, t->in, 1), t->nsent);
+        }
         nanosleep(&(struct timespec){0, STEP_MS * 1000000L}, NULL);
     }
 }
