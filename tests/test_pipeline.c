@@ -982,24 +982,14 @@ static void put_downstream(rd_kafka_t *rk, const char *key, int src_off, uint64_
         RD_KAFKA_RESP_ERR_NO_ERROR);
 }
 
-/* key-0 was forwarded (its record downstream), then forgotten (DELETE
- * /v1/keys: kd_dedup_forget), and a new copy claimed `age_ms` ago by a run
- * that died before producing it. The next run's handover reads the old
- * record: forwarded before that claim, it is not its delivery and must not
- * complete it, as recovery would not; the copy reaches downstream. */
-static void older_than_the_claim(env *e, uint64_t age_ms) {
-    uint64_t now = (uint64_t)time(NULL) * 1000, claimed_at = now - age_ms;
-    rd_kafka_t *rk = kf_producer(&e->mock);
+/* The store of a run (0xdead) that died: key-0 forwarded by 0xbeef 61 s
+ * before claimed_at, then forgotten, and its copy claimed by 0xdead at
+ * claimed_at, never produced. */
+static void forgotten_then_claimed(env *e, uint64_t claimed_at) {
+    kd_store *store = store_with_dead_run(e, 0xdead);
+    kd_dedup *d = kd_dedup_new(store, "kdedup:in");
     kd_forget_result res;
-    kd_pipeline_stats st;
-    kf_record *recs;
-    kd_store *store;
-    kd_dedup *d;
-    size_t n;
-    kf_run r;
 
-    store = store_with_dead_run(e, 0xdead);
-    d = kd_dedup_new(store, "kdedup:in");
     claim_at(d, 0xbeef, 0, 1, claimed_at - 61 * 1000);
     assert_int_equal(kd_dedup_complete_receipt(d, "key-0", 5, "v1 to=out/0@0", 13),
                      KD_OK);
@@ -1008,6 +998,22 @@ static void older_than_the_claim(env *e, uint64_t age_ms) {
     claim_at(d, 0xdead, 0, 1, claimed_at); /* the copy, claimed; its run died */
     kd_dedup_destroy(d);
     kd_store_destroy(store);
+}
+
+/* key-0 was forwarded (its record downstream), then forgotten (DELETE
+ * /v1/keys: kd_dedup_forget), and a new copy claimed `age_ms` ago by a run
+ * that died before producing it. The next run's handover reads the old
+ * record: forwarded before that claim, it is not its delivery and must not
+ * complete it, as recovery would not; the copy reaches downstream. */
+static void older_than_the_claim(env *e, uint64_t age_ms) {
+    uint64_t now = (uint64_t)time(NULL) * 1000, claimed_at = now - age_ms;
+    rd_kafka_t *rk = kf_producer(&e->mock);
+    kd_pipeline_stats st;
+    kf_record *recs;
+    size_t n;
+    kf_run r;
+
+    forgotten_then_claimed(e, claimed_at);
 
     put_downstream(rk, "key-0", 0, claimed_at - 60 * 1000);
     kf_send(rk, "in", 0, "key-0", "value-0-copy-0");
@@ -1209,24 +1215,12 @@ static void test_handover_read_again_keeps_an_expired_claim(void **state) {
     env *e = *state;
     uint64_t now = (uint64_t)time(NULL) * 1000, claimed_at = now - 11 * 60 * 1000;
     rd_kafka_t *rk = kf_producer(&e->mock);
-    kd_forget_result res;
     kd_pipeline_stats st;
     kf_record *recs;
-    kd_store *store;
-    kd_dedup *d;
     size_t n;
     kf_run r;
 
-    store = store_with_dead_run(e, 0xdead);
-    d = kd_dedup_new(store, "kdedup:in");
-    claim_at(d, 0xbeef, 0, 1, claimed_at - 61 * 1000);
-    assert_int_equal(kd_dedup_complete_receipt(d, "key-0", 5, "v1 to=out/0@0", 13),
-                     KD_OK);
-    assert_int_equal(kd_dedup_forget(d, "key-0", 5, false, NULL, NULL, &res), KD_OK);
-    assert_int_equal(res, KD_FORGET_DONE);
-    claim_at(d, 0xdead, 0, 1, claimed_at); /* the copy, claimed; its run died */
-    kd_dedup_destroy(d);
-    kd_store_destroy(store);
+    forgotten_then_claimed(e, claimed_at);
     put_downstream(rk, "key-0", 0, claimed_at - 60 * 1000);
     put_downstream(rk, "key-1", 1, now - 5 * 1000);
     kf_send(rk, "in", 0, "key-0", "value-0-copy-0");
