@@ -78,14 +78,6 @@ static txn_next classify(kd_pipeline *p, rd_kafka_error_t *err, const char *what
     return next;
 }
 
-/* When the tries of a transactional call give up (mono ms): TXN_TIMEOUT_MS
- * from now, or the stop's deadline when that comes first. */
-static uint64_t tries_end(kd_pipeline *p) {
-    uint64_t end = kd_mono_ms() + TXN_TIMEOUT_MS, stop = kd_pl_stop_deadline(p);
-
-    return stop && stop < end ? stop : end;
-}
-
 /* The timeout of the next try of a call that gives up at *end: at most
  * TXN_TRY_MS, so that between tries the loop's health is ticked and a stop
  * heard (it brings *end forward to its deadline). At least 1 ms. */
@@ -396,7 +388,7 @@ static txn_next send_offsets(kd_pipeline *p) {
         rd_kafka_consumer_group_metadata_destroy(group);
         goto out;
     }
-    end = tries_end(p);
+    end = kd_mono_ms() + TXN_TIMEOUT_MS; /* try_ms: sooner at a stop */
     do
         next = classify(p,
                         rd_kafka_send_offsets_to_transaction(p->producer, a.list, group,
@@ -557,7 +549,7 @@ static void end(kd_pipeline *p, bool commit, bool resend) {
         abort_open(p, resend, false);
         return;
     }
-    end = tries_end(p);
+    end = kd_mono_ms() + TXN_TIMEOUT_MS; /* try_ms: sooner at a stop */
     do
         next = classify(p, rd_kafka_commit_transaction(p->producer, try_ms(p, &end)),
                         "commit");
