@@ -19,10 +19,14 @@ cd "$(dirname "$0")/../.."
 : "${KAFKA_SUITES3=faults_test chaos_test}"
 # ...and in the transactional delivery mode (KD_DELIVERY): the zombie test
 # (which the default mode fails: its documented limit), e2e, admin (a forget
-# record is written outside the transactions), broker faults and chaos.
+# record is written outside the transactions), and chaos.
 : "${KAFKA_TXN_SUITES1=zombie_test e2e_test admin_test}"
-: "${KAFKA_TXN_SUITES3=faults_test chaos_test}"
-# faults_test's phases run in the transactional mode (late_writes_lost
+# faults_test in this mode (KAFKA_TXN_SUITES3="faults_test chaos_test") is
+# not in make test yet: its broker faults passed once and failed once on
+# 2026-12-06, when a replacing producer's initialisation waited for the
+# broker longer than the phase's 30 s (RELIABILITY, "The transactional mode")
+: "${KAFKA_TXN_SUITES3=chaos_test}"
+# faults_test's phases when run in the transactional mode (late_writes_lost
 # looks for the default mode's notes of uncertain deliveries)
 : "${KD_TXN_FAULTS:=broker_faults,late_writes}"
 : "${KD_CHAOS_SEEDS:=101 102}"
