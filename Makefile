@@ -77,7 +77,7 @@ LIB_CONFIG := $(BUILD)/libkd_config.a
 LIB_SIDECAR := $(BUILD)/libkd_sidecar.a
 KDEDUP := $(BUILD)/kdedup
 
-DEDUP_SRC := dedup/store.c dedup/store_mem.c dedup/entry.c dedup/dedup.c dedup/sha256.c dedup/hex.c
+DEDUP_SRC := dedup/store.c dedup/store_mem.c dedup/entry.c dedup/dedup.c dedup/sha256.c dedup/hex.c dedup/fmt.c
 ROCKS_SRC := store_rocks/store_rocks.c
 CONFIG_SRC := config/config.c
 SIDECAR_SRC := sidecar/log.c sidecar/offsets.c sidecar/headers.c sidecar/kafka.c \
@@ -270,7 +270,7 @@ $(BUILD)/tests/test_http: $(call obj,tests/test_http.c sidecar/http.c sidecar/lo
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(call pc_libs,$(PKGS_HTTP)) $(LIBS_CONFIG) $(LIBS_TEST)
 
-$(BUILD)/tests/test_receipt: $(call obj,tests/test_receipt.c sidecar/receipt.c)
+$(BUILD)/tests/test_receipt: $(call obj,tests/test_receipt.c sidecar/receipt.c dedup/fmt.c dedup/hex.c)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_TEST)
 
@@ -525,7 +525,7 @@ $(BUILD)/fuzz/fuzz_keysrc: tests/fuzz/fuzz_keysrc.c sidecar/keysrc.c dedup/sha25
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) $(call pc_cflags,$(PKGS_CONFIG)) -o $@ $^ $(LIBS_CONFIG) $(LIBS_DEDUP)
 
-$(BUILD)/fuzz/fuzz_receipt: tests/fuzz/fuzz_receipt.c sidecar/receipt.c
+$(BUILD)/fuzz/fuzz_receipt: tests/fuzz/fuzz_receipt.c sidecar/receipt.c dedup/fmt.c dedup/hex.c
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -o $@ $^
 
