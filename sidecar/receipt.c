@@ -9,23 +9,25 @@
 #include <stdio.h>
 #include <string.h>
 
+/* Writes `<topic>/<partition>@<offset>` (what place() reads). */
+static void place_put(kd_fmt *f, const char *topic, size_t topic_len, int32_t partition,
+                      int64_t offset) {
+    kd_fmt_mem(f, topic, topic_len);
+    kd_fmt_mem(f, "/", 1);
+    kd_fmt_i64(f, partition);
+    kd_fmt_mem(f, "@", 1);
+    kd_fmt_i64(f, offset);
+}
+
 size_t kd_receipt_format(const kd_receipt *r, char *buf, size_t size) {
     kd_fmt f = kd_fmt_on(buf, size);
 
     kd_fmt_mem(&f, "v1 to=", 6);
-    kd_fmt_mem(&f, r->to, r->to_len);
-    kd_fmt_mem(&f, "/", 1);
-    kd_fmt_i64(&f, r->to_partition);
-    kd_fmt_mem(&f, "@", 1);
-    kd_fmt_i64(&f, r->to_offset);
+    place_put(&f, r->to, r->to_len, r->to_partition, r->to_offset);
     kd_fmt_mem(&f, " ts=", 4);
     kd_fmt_i64(&f, r->timestamp);
     kd_fmt_mem(&f, " from=", 6);
-    kd_fmt_mem(&f, r->from, r->from_len);
-    kd_fmt_mem(&f, "/", 1);
-    kd_fmt_i64(&f, r->from_partition);
-    kd_fmt_mem(&f, "@", 1);
-    kd_fmt_i64(&f, r->from_offset);
+    place_put(&f, r->from, r->from_len, r->from_partition, r->from_offset);
     return kd_fmt_len(&f);
 }
 
