@@ -3,7 +3,7 @@
  * bounds, doc), one generic pass that applies a table to an object, and a
  * second pass for the rules that span keys.
  */
-#include "config/config.h"
+#include "config/config_int.h"
 
 #include <cjson/cJSON.h>
 
@@ -20,7 +20,6 @@
 #include <unistd.h>
 
 #define MAX_FILE_BYTES (1u << 20)
-#define MAX_PATH 256
 #define SHOW_MAX 60 /* characters of a bad value shown in an error */
 
 typedef enum ftype {
@@ -237,120 +236,6 @@ static const char *const reserved_producer[] = {
     "bootstrap.servers", "metadata.broker.list",
     "transactional.id", /* pipeline.transactional_id */
     NULL};
-
-typedef struct ctx {
-    const char *file;
-    char *errstr;
-    size_t errstr_size;
-    kd_config_env *env; /* what ${...} took so far */
-    unsigned flags;     /* KD_CONFIG_OFFLINE, ... */
-    int errors;         /* found so far: one line each in errstr */
-    int dropped;        /* errors past MAX_ERRORS, or that did not fit */
-    bool *route_bad;    /* routes whose own keys failed: no cross-key rules */
-} ctx;
-
-/* Errors listed at most; the rest are counted. */
-#define MAX_ERRORS 20
-
-/*
- * Errors.
- */
-
-/* Adds one error, a line of errstr ("file: path: message"); every error of
- * a config is found in one pass. Returns false. */
-__attribute__((format(printf, 3, 4))) static bool fail(ctx *c, const char *path,
-                                                       const char *fmt, ...) {
-    size_t at = c->errors ? strlen(c->errstr) : 0;
-    char line[1024];
-    int n = snprintf(line, sizeof(line), "%s: %s%s", c->file, path, *path ? ": " : "");
-    va_list ap;
-
-    if (n >= 0 && (size_t)n < sizeof(line)) {
-        va_start(ap, fmt);
-        vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
-        va_end(ap);
-    }
-    if (c->errors >= MAX_ERRORS || at + 1 + strlen(line) + 40 >= c->errstr_size) {
-        c->dropped += c->errors > 0; /* the first one is always there, cut short */
-        if (c->errors == 0) {
-            snprintf(c->errstr, c->errstr_size, "%s", line);
-            c->errors++;
-        }
-        return false;
-    }
-    snprintf(c->errstr + at, c->errstr_size - at, "%s%s", at ? "\n" : "", line);
-    c->errors++;
-    return false;
-}
-
-/* Closes the list of errors: how many more there were. */
-static void fail_done(ctx *c) {
-    size_t at = strlen(c->errstr);
-
-    if (c->dropped)
-        snprintf(c->errstr + at, c->errstr_size - at, "\n%s: (and %d more error%s)",
-                 c->file, c->dropped, c->dropped == 1 ? "" : "s");
-}
-
-bool kd_config_is_secret(const char *name) {
-    static const char *const words[] = {"password", "secret",  "jaas",        "token",
-                                        "sasl.",    "ssl.",    "credential",  "apikey",
-                                        "api_key",  "private", "signing_key", NULL};
-    char lower[128];
-    size_t i;
-
-    for (i = 0; name[i] && i < sizeof(lower) - 1; i++)
-        lower[i] = (char)tolower((unsigned char)name[i]);
-    lower[i] = '\0';
-    for (i = 0; words[i]; i++)
-        if (strstr(lower, words[i]))
-            return true;
-    return false;
-}
-
-/* The value as it stands in the file, shortened; secrets are not shown. */
-static const char *show(const cJSON *v, const char *path, char *buf, size_t size) {
-    char *text;
-
-    if (kd_config_is_secret(path))
-        return "(a secret, not shown)";
-    if (!v)
-        return "nothing";
-    text = cJSON_PrintUnformatted(v);
-    if (!text)
-        return "(unprintable)";
-    if (strlen(text) > SHOW_MAX)
-        snprintf(buf, size, "%.*s...", SHOW_MAX, text);
-    else
-        snprintf(buf, size, "%s", text);
-    cJSON_free(text);
-    return buf;
-}
-
-static bool fail_value(ctx *c, const char *path, const cJSON *v, const char *expected) {
-    char buf[SHOW_MAX + 8];
-
-    return fail(c, path, "expected %s, got %s", expected,
-                show(v, path, buf, sizeof(buf)));
-}
-
-/* JSON paths: parent.key, parent[i], parent["name"]; cut short (with "...")
- * past MAX_PATH. */
-__attribute__((format(printf, 2, 3))) static void path_fmt(char *out, const char *fmt,
-                                                           ...) {
-    va_list ap;
-    int n;
-
-    va_start(ap, fmt);
-    n = vsnprintf(out, MAX_PATH, fmt, ap);
-    va_end(ap);
-    if (n >= MAX_PATH)
-        memcpy(out + MAX_PATH - 4, "...", 4);
-}
-
-static void path_key(char *out, const char *parent, const char *key) {
-    path_fmt(out, "%s%s%s", parent, *parent ? "." : "", key);
-}
 
 /*
  * Scalars.
@@ -574,12 +459,13 @@ static bool strbuf_add(ctx *c, const char *path, strbuf *b, const char *add, siz
     char *grown;
 
     if (n > KD_CONFIG_MAX_VALUE_BYTES - b->len)
-        return fail(c, path, "expands to more than %d bytes", KD_CONFIG_MAX_VALUE_BYTES);
+        return kd_cfg_fail(c, path, "expands to more than %d bytes",
+                           KD_CONFIG_MAX_VALUE_BYTES);
     if (b->len + n + 1 > b->cap) {
         size_t cap = (b->len + n + 1) * 2;
 
         if (!(grown = realloc(b->s, cap)))
-            return fail(c, path, "out of memory");
+            return kd_cfg_fail(c, path, "out of memory");
         b->s = grown;
         b->cap = cap;
     }
@@ -595,13 +481,13 @@ static bool strbuf_add(ctx *c, const char *path, strbuf *b, const char *add, siz
 static bool add_outside(ctx *c, const char *path, strbuf *b, const char *ref,
                         size_t reflen, const char *value, size_t len) {
     if (len > KD_CONFIG_MAX_EXPANDED_BYTES - c->env->expanded)
-        return fail(c, path,
-                    "the environment and files add more than %d bytes to the "
-                    "config in all",
-                    KD_CONFIG_MAX_EXPANDED_BYTES);
+        return kd_cfg_fail(c, path,
+                           "the environment and files add more than %d bytes to the "
+                           "config in all",
+                           KD_CONFIG_MAX_EXPANDED_BYTES);
     c->env->expanded += len;
     if (kd_config_is_secret(path) && !env_add_secret(c->env, ref, reflen, value, len))
-        return fail(c, path, "out of memory");
+        return kd_cfg_fail(c, path, "out of memory");
     return strbuf_add(c, path, b, value, len);
 }
 
@@ -610,7 +496,7 @@ static bool add_outside(ctx *c, const char *path, strbuf *b, const char *ref,
 static bool unresolved(ctx *c, const char *path, strbuf *b, const char *ref,
                        size_t reflen) {
     if (!env_add_unresolved(c->env, path))
-        return fail(c, path, "out of memory");
+        return kd_cfg_fail(c, path, "out of memory");
     return strbuf_add(c, path, b, ref, reflen);
 }
 
@@ -627,40 +513,41 @@ static bool expand_file(ctx *c, const char *path, strbuf *b, const char *ref,
     bool ok;
 
     if (plen == 0 || plen >= sizeof(fname))
-        return fail(c, path, "expected ${file:PATH} with a path of 1 to %d bytes",
-                    MAX_PATH - 1);
+        return kd_cfg_fail(c, path, "expected ${file:PATH} with a path of 1 to %d bytes",
+                           MAX_PATH - 1);
     memcpy(fname, ref + 7, plen);
     fname[plen] = '\0';
     if ((fd = open(fname, O_RDONLY | O_NONBLOCK | O_CLOEXEC)) < 0 &&
         (c->flags & KD_CONFIG_OFFLINE))
         return unresolved(c, path, b, ref, reflen);
     if (fd < 0)
-        return fail(c, path, "cannot read ${file:%s}: %s", fname, strerror(errno));
+        return kd_cfg_fail(c, path, "cannot read ${file:%s}: %s", fname, strerror(errno));
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
-        return fail(c, path, "cannot read ${file:%s}: not a regular file", fname);
+        return kd_cfg_fail(c, path, "cannot read ${file:%s}: not a regular file", fname);
     }
     if (!(data = malloc(KD_CONFIG_MAX_VALUE_BYTES + 1))) {
         close(fd);
-        return fail(c, path, "out of memory");
+        return kd_cfg_fail(c, path, "out of memory");
     }
     while (len <= KD_CONFIG_MAX_VALUE_BYTES &&
            (n = read(fd, data + len, KD_CONFIG_MAX_VALUE_BYTES + 1 - len)) != 0) {
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
-            ok = fail(c, path, "cannot read ${file:%s}: %s", fname, strerror(errno));
+            ok = kd_cfg_fail(c, path, "cannot read ${file:%s}: %s", fname,
+                             strerror(errno));
             goto done;
         }
         len += (size_t)n;
     }
     if (len > KD_CONFIG_MAX_VALUE_BYTES) {
-        ok = fail(c, path, "${file:%s} is larger than %d bytes", fname,
-                  KD_CONFIG_MAX_VALUE_BYTES);
+        ok = kd_cfg_fail(c, path, "${file:%s} is larger than %d bytes", fname,
+                         KD_CONFIG_MAX_VALUE_BYTES);
         goto done;
     }
     if (memchr(data, '\0', len)) {
-        ok = fail(c, path, "${file:%s} holds a NUL byte", fname);
+        ok = kd_cfg_fail(c, path, "${file:%s} holds a NUL byte", fname);
         goto done;
     }
     if (len && data[len - 1] == '\n')
@@ -684,16 +571,17 @@ static bool expand_var(ctx *c, const char *path, strbuf *b, const char *ref,
 
     if (namelen == 0 || namelen >= sizeof(name) ||
         (ref[2 + namelen] == ':' && ref[3 + namelen] != '-'))
-        return fail(c, path,
-                    "expected ${NAME}, ${NAME:-default} or ${file:PATH} in a string "
-                    "value");
+        return kd_cfg_fail(
+            c, path,
+            "expected ${NAME}, ${NAME:-default} or ${file:PATH} in a string "
+            "value");
     memcpy(name, ref + 2, namelen);
     name[namelen] = '\0';
     for (size_t i = 0; i < namelen; i++)
         if (!isalnum((unsigned char)name[i]) && name[i] != '_')
-            return fail(c, path,
-                        "expected an environment variable name in ${...}, got \"%s\"",
-                        name);
+            return kd_cfg_fail(
+                c, path, "expected an environment variable name in ${...}, got \"%s\"",
+                name);
     if (ref[2 + namelen] == ':')
         def = ref + 4 + namelen;
     val = getenv(name);
@@ -707,8 +595,9 @@ static bool expand_var(ctx *c, const char *path, strbuf *b, const char *ref,
         return true; /* set and empty */
     if (c->flags & KD_CONFIG_OFFLINE)
         return unresolved(c, path, b, ref, reflen);
-    return fail(c, path, "environment variable %s is not set (and no ${%s:-default})",
-                name, name);
+    return kd_cfg_fail(c, path,
+                       "environment variable %s is not set (and no ${%s:-default})", name,
+                       name);
 }
 
 /* The string value in with every ${...} expanded, malloc()ed; NULL with the
@@ -740,7 +629,7 @@ static char *interpolate(ctx *c, const char *path, const char *in) {
             continue;
         }
         if (!(close = strchr(p + 2, '}'))) {
-            fail(c, path, "unterminated ${ in a string value");
+            kd_cfg_fail(c, path, "unterminated ${ in a string value");
             goto fail;
         }
         if (!strncmp(p + 2, "file:", 5))
@@ -752,7 +641,7 @@ static char *interpolate(ctx *c, const char *path, const char *in) {
         p = close + 1;
     }
     if (c->env->expanded != before && !env_add_origin(c->env, path, in)) {
-        fail(c, path, "out of memory");
+        kd_cfg_fail(c, path, "out of memory");
         goto fail;
     }
     return b.s;
@@ -777,13 +666,13 @@ static char *scalar_text(ctx *c, const char *path, const cJSON *v, const char *k
         if (!(v->valuedouble >= -9223372036854775808.0 &&
               v->valuedouble < 9223372036854775808.0) ||
             v->valuedouble != (double)(long long)v->valuedouble) {
-            fail_value(c, path, v, kind);
+            kd_cfg_fail_value(c, path, v, kind);
             return NULL;
         }
         snprintf(buf, sizeof(buf), "%lld", (long long)v->valuedouble);
         return strdup(buf);
     }
-    fail_value(c, path, v, kind);
+    kd_cfg_fail_value(c, path, v, kind);
     return NULL;
 }
 
@@ -799,36 +688,36 @@ static bool parse_props(ctx *c, const cJSON *obj, kd_config_props *props,
     size_t n = 0;
 
     if (!cJSON_IsObject(obj))
-        return fail_value(c, path, obj, "an object of librdkafka properties");
+        return kd_cfg_fail_value(c, path, obj, "an object of librdkafka properties");
     for (const cJSON *e = obj->child; e; e = e->next)
         n++;
     props->v = calloc(n + 1, sizeof(*props->v)); /* + room for a half-made one */
     if (!props->v)
-        return fail(c, path, "out of memory");
+        return kd_cfg_fail(c, path, "out of memory");
     bool ok = true;
 
     for (const cJSON *e = obj->child; e; e = e->next) {
         kd_config_prop *p = &props->v[props->n];
         char epath[MAX_PATH];
 
-        path_fmt(epath, "%s[\"%s\"]", path, e->string);
+        kd_cfg_path_fmt(epath, "%s[\"%s\"]", path, e->string);
         if (!*e->string) {
-            ok = fail(c, epath, "expected a property name");
+            ok = kd_cfg_fail(c, epath, "expected a property name");
             continue;
         }
         if (kd_config_prop_get(props, e->string)) {
-            ok = fail(c, epath, "duplicate key");
+            ok = kd_cfg_fail(c, epath, "duplicate key");
             continue;
         }
         if (!(p->value = scalar_text(c, epath, e, "a string, number or boolean"))) {
-            ok = false; /* fail() was called */
+            ok = false; /* kd_cfg_fail() was called */
             continue;
         }
         p->name = strdup(e->string);
         p->path = strdup(epath);
         props->n++;
         if (!p->name || !p->path)
-            return fail(c, epath, "out of memory");
+            return kd_cfg_fail(c, epath, "out of memory");
     }
     return ok;
 }
@@ -858,12 +747,12 @@ static bool only_keys(ctx *c, const cJSON *obj, const char *const *allowed,
 
         while (allowed[i] && strcmp(allowed[i], e->string))
             i++;
-        path_key(epath, path, e->string);
+        kd_cfg_path_key(epath, path, e->string);
         if (!allowed[i])
-            return fail(c, epath, "unknown key (%s)", why);
+            return kd_cfg_fail(c, epath, "unknown key (%s)", why);
         for (const cJSON *o = obj->child; o != e; o = o->next)
             if (!strcmp(o->string, e->string))
-                return fail(c, epath, "duplicate key");
+                return kd_cfg_fail(c, epath, "duplicate key");
     }
     return true;
 }
@@ -874,20 +763,20 @@ static char *member_text(ctx *c, const cJSON *obj, const char *name, const char 
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
     char mpath[MAX_PATH], *text;
 
-    path_key(mpath, path, name);
+    kd_cfg_path_key(mpath, path, name);
     if (!v) {
-        fail(c, mpath, "missing (%s)", expected);
+        kd_cfg_fail(c, mpath, "missing (%s)", expected);
         return NULL;
     }
     if (!cJSON_IsString(v)) {
-        fail_value(c, mpath, v, expected);
+        kd_cfg_fail_value(c, mpath, v, expected);
         return NULL;
     }
     if (!(text = scalar_text(c, mpath, v, expected)))
         return NULL;
     if (!*text && !allow_empty) {
         free(text);
-        fail_value(c, mpath, v, expected);
+        kd_cfg_fail_value(c, mpath, v, expected);
         return NULL;
     }
     return text;
@@ -916,16 +805,16 @@ static bool parse_key_part(ctx *c, const cJSON *v, kd_route *r, kd_key_part *par
     int kind = -1;
 
     if (!cJSON_IsObject(v))
-        return fail_value(c, path, v,
-                          "an object like {\"from\": \"header\", \"name\": \"...\"}");
-    path_key(fpath, path, "from");
+        return kd_cfg_fail_value(
+            c, path, v, "an object like {\"from\": \"header\", \"name\": \"...\"}");
+    kd_cfg_path_key(fpath, path, "from");
     if (!(from = cJSON_GetObjectItemCaseSensitive(v, "from")))
-        return fail(c, fpath, "missing (%s)", expected);
+        return kd_cfg_fail(c, fpath, "missing (%s)", expected);
     for (int i = 0; cJSON_IsString(from) && key_from_names[i]; i++)
         if (!strcmp(from->valuestring, key_from_names[i]))
             kind = i;
     if (kind < 0 || (!top && kind == KD_KEY_FROM_COMPOSITE))
-        return fail_value(c, fpath, from, expected);
+        return kd_cfg_fail_value(c, fpath, from, expected);
     if (!only_keys(c, v, keys_of[kind], path, why_of[kind]))
         return false;
     part->from = (kd_key_from)kind;
@@ -934,16 +823,17 @@ static bool parse_key_part(ctx *c, const cJSON *v, kd_route *r, kd_key_part *par
         part->name = member_text(c, v, "name", path, "a header name", false);
         return part->name != NULL;
     case KD_KEY_FROM_JSON:
-        path_key(fpath, path, "pointer");
+        kd_cfg_path_key(fpath, path, "pointer");
         part->pointer = member_text(c, v, "pointer", path,
                                     "an RFC 6901 JSON pointer like \"/order/id\"", true);
         if (!part->pointer)
             return false;
         if (!kd_config_valid_pointer(part->pointer))
-            return fail(c, fpath,
-                        "expected an RFC 6901 JSON pointer (\"\" or \"/a/b\", with "
-                        "\"~\" only as \"~0\" or \"~1\"), got \"%s\"",
-                        part->pointer);
+            return kd_cfg_fail(
+                c, fpath,
+                "expected an RFC 6901 JSON pointer (\"\" or \"/a/b\", with "
+                "\"~\" only as \"~0\" or \"~1\"), got \"%s\"",
+                part->pointer);
         return true;
     case KD_KEY_FROM_COMPOSITE:
         break;
@@ -953,24 +843,24 @@ static bool parse_key_part(ctx *c, const cJSON *v, kd_route *r, kd_key_part *par
     const cJSON *parts = cJSON_GetObjectItemCaseSensitive(v, "parts");
     int n = cJSON_GetArraySize(parts);
 
-    path_key(fpath, path, "parts");
+    kd_cfg_path_key(fpath, path, "parts");
     if (!parts)
-        return fail(c, fpath, "missing (a non-empty array of key parts)");
+        return kd_cfg_fail(c, fpath, "missing (a non-empty array of key parts)");
     if (!cJSON_IsArray(parts) || n == 0 || n > KD_CONFIG_MAX_KEY_PARTS) {
         char expected_parts[80];
 
         snprintf(expected_parts, sizeof(expected_parts), "an array of 1 to %d key parts",
                  KD_CONFIG_MAX_KEY_PARTS);
-        return fail_value(c, fpath, parts, expected_parts);
+        return kd_cfg_fail_value(c, fpath, parts, expected_parts);
     }
     free(r->key_parts); /* the placeholder of the composite itself */
     r->nkey_parts = 0;
     if (!(r->key_parts = calloc((size_t)n, sizeof(*r->key_parts))))
-        return fail(c, fpath, "out of memory");
+        return kd_cfg_fail(c, fpath, "out of memory");
     for (const cJSON *e = parts->child; e; e = e->next) {
         char epath[MAX_PATH];
 
-        path_fmt(epath, "%s[%zu]", fpath, r->nkey_parts);
+        kd_cfg_path_fmt(epath, "%s[%zu]", fpath, r->nkey_parts);
         if (!parse_key_part(c, e, r, &r->key_parts[r->nkey_parts++], false, epath))
             return false;
     }
@@ -980,7 +870,7 @@ static bool parse_key_part(ctx *c, const cJSON *v, kd_route *r, kd_key_part *par
 
 static bool parse_key(ctx *c, const cJSON *v, kd_route *r, const char *path) {
     if (!(r->key_parts = calloc(1, sizeof(*r->key_parts))))
-        return fail(c, path, "out of memory");
+        return kd_cfg_fail(c, path, "out of memory");
     r->nkey_parts = 1;
     if (!parse_key_part(c, v, r, &r->key_parts[0], true, path))
         return false;
@@ -999,7 +889,7 @@ static bool parse_names(ctx *c, const cJSON *obj, const char *member, const char
     char apath[MAX_PATH];
     int count;
 
-    path_key(apath, path, member);
+    kd_cfg_path_key(apath, path, member);
     if (!arr)
         return true;
     count = cJSON_GetArraySize(arr);
@@ -1008,27 +898,28 @@ static bool parse_names(ctx *c, const cJSON *obj, const char *member, const char
 
         snprintf(expected, sizeof(expected), "an array of %s%d %s",
                  pointers ? "1 to " : "at most ", MAX_FINGERPRINT_HEADERS, whats);
-        return fail_value(c, apath, arr, expected);
+        return kd_cfg_fail_value(c, apath, arr, expected);
     }
     if (count && !(*out = calloc((size_t)count, sizeof(char *))))
-        return fail(c, apath, "out of memory");
+        return kd_cfg_fail(c, apath, "out of memory");
     for (const cJSON *e = arr->child; e; e = e->next) {
         char epath[MAX_PATH], *text;
 
-        path_fmt(epath, "%s[%zu]", apath, *n);
+        kd_cfg_path_fmt(epath, "%s[%zu]", apath, *n);
         if (!cJSON_IsString(e) || (!pointers && !*e->valuestring))
-            return fail_value(c, epath, e, what);
+            return kd_cfg_fail_value(c, epath, e, what);
         if (!(text = scalar_text(c, epath, e, what)))
             return false;
         (*out)[(*n)++] = text;
         if (pointers && !kd_config_valid_pointer(text))
-            return fail(c, epath,
-                        "expected an RFC 6901 JSON pointer (\"\" or \"/a/b\", with "
-                        "\"~\" only as \"~0\" or \"~1\"), got \"%s\"",
-                        text);
+            return kd_cfg_fail(
+                c, epath,
+                "expected an RFC 6901 JSON pointer (\"\" or \"/a/b\", with "
+                "\"~\" only as \"~0\" or \"~1\"), got \"%s\"",
+                text);
         for (size_t j = 0; j + 1 < *n; j++)
             if (!strcmp((*out)[j], text))
-                return fail(c, epath, "\"%s\" is listed twice", text);
+                return kd_cfg_fail(c, epath, "\"%s\" is listed twice", text);
     }
     return true;
 }
@@ -1042,9 +933,10 @@ static bool parse_fingerprint(ctx *c, const cJSON *v, kd_route *r, const char *p
         return true;
     }
     if (!cJSON_IsObject(v))
-        return fail_value(c, path, v,
-                          "true, false or {\"headers\": [\"Name\", ...], \"json\": "
-                          "[\"/pointer\", ...]}");
+        return kd_cfg_fail_value(
+            c, path, v,
+            "true, false or {\"headers\": [\"Name\", ...], \"json\": "
+            "[\"/pointer\", ...]}");
     if (!only_keys(c, v, fp_keys, path, "expected \"headers\" or \"json\""))
         return false;
     r->fingerprint = true;
@@ -1060,35 +952,37 @@ static bool finish_route(ctx *c, const cJSON *obj, kd_route *r, const char *path
     char kpath[MAX_PATH];
 
     if (!r->name && !(r->name = strdup(r->from)))
-        return fail(c, path, "out of memory");
-    path_key(kpath, path, "key_header");
+        return kd_cfg_fail(c, path, "out of memory");
+    kd_cfg_path_key(kpath, path, "key_header");
     if (r->key_header && r->key_parts)
-        return fail(c, kpath,
-                    "give either \"key_header\" (a shorthand) or \"key\", not both");
+        return kd_cfg_fail(
+            c, kpath, "give either \"key_header\" (a shorthand) or \"key\", not both");
     if (!cJSON_GetObjectItemCaseSensitive(obj, "fingerprint"))
         r->fingerprint = true;
     for (size_t i = 0; i < r->nkey_parts; i++)
         if (r->key_parts[i].name && !strncasecmp(r->key_parts[i].name, "kdedup-", 7))
-            return fail(c, path,
-                        "key header \"%s\": headers named kdedup-* are kdedup's own "
-                        "(stripped from what it forwards)",
-                        r->key_parts[i].name);
+            return kd_cfg_fail(
+                c, path,
+                "key header \"%s\": headers named kdedup-* are kdedup's own "
+                "(stripped from what it forwards)",
+                r->key_parts[i].name);
     if (r->key_header && !strncasecmp(r->key_header, "kdedup-", 7))
-        return fail(c, kpath,
-                    "\"%s\": headers named kdedup-* are kdedup's own (stripped from "
-                    "what it forwards)",
-                    r->key_header);
+        return kd_cfg_fail(
+            c, kpath,
+            "\"%s\": headers named kdedup-* are kdedup's own (stripped from "
+            "what it forwards)",
+            r->key_header);
     if (r->key_parts) {
         if (r->key_from == KD_KEY_FROM_HEADER &&
             !(r->key_header = strdup(r->key_parts[0].name)))
-            return fail(c, path, "out of memory");
+            return kd_cfg_fail(c, path, "out of memory");
         return true;
     }
     if (!r->key_header && !(r->key_header = strdup(DEFAULT_KEY_HEADER)))
-        return fail(c, path, "out of memory");
+        return kd_cfg_fail(c, path, "out of memory");
     if (!(r->key_parts = calloc(1, sizeof(*r->key_parts))) ||
         !(r->key_parts[0].name = strdup(r->key_header)))
-        return fail(c, path, "out of memory");
+        return kd_cfg_fail(c, path, "out of memory");
     r->nkey_parts = 1;
     r->key_from = KD_KEY_FROM_HEADER;
     return true;
@@ -1100,16 +994,16 @@ static bool parse_routes(ctx *c, const cJSON *arr, kd_config *cfg, const field *
     size_t i = 0;
 
     if (!cJSON_IsArray(arr) || n == 0)
-        return fail_value(c, path, arr, "a non-empty array of routes");
+        return kd_cfg_fail_value(c, path, arr, "a non-empty array of routes");
     bool ok = true;
 
     if (!(cfg->routes = calloc(n, sizeof(*cfg->routes))) ||
         !(c->route_bad = calloc(n, sizeof(*c->route_bad))))
-        return fail(c, path, "out of memory");
+        return kd_cfg_fail(c, path, "out of memory");
     for (const cJSON *e = arr->child; e; e = e->next, i++) {
         char epath[MAX_PATH];
 
-        path_fmt(epath, "%s[%zu]", path, i);
+        kd_cfg_path_fmt(epath, "%s[%zu]", path, i);
         cfg->nroutes = i + 1;
         c->route_bad[i] = !parse_object(c, e, f->sub, &cfg->routes[i], epath) ||
                           !finish_route(c, e, &cfg->routes[i], epath);
@@ -1175,14 +1069,14 @@ static bool parse_scalar(ctx *c, const field *f, const cJSON *v, const char *tex
     switch (f->type) {
     case F_BOOL:
         if (strcmp(text, "true") && strcmp(text, "false"))
-            return fail_value(c, path, v, expected);
+            return kd_cfg_fail_value(c, path, v, expected);
         *(bool *)at = !strcmp(text, "true");
         return true;
     case F_INT:
         errno = 0;
         n = strtoll(text, &end, 10);
         if (errno || end == text || *end || n < f->min || n > f->max)
-            return fail_value(c, path, v, expected);
+            return kd_cfg_fail_value(c, path, v, expected);
         *(int64_t *)at = n;
         return true;
     case F_DURATION:
@@ -1190,7 +1084,7 @@ static bool parse_scalar(ctx *c, const field *f, const cJSON *v, const char *tex
             ms = 0; /* where 0 turns it off, it may say so */
         else if (!kd_config_parse_duration(text, &ms) || ms > (uint64_t)f->max ||
                  ms < (uint64_t)f->min)
-            return fail_value(c, path, v, expected);
+            return kd_cfg_fail_value(c, path, v, expected);
         *(uint64_t *)at = ms;
         return true;
     case F_ENUM:
@@ -1199,7 +1093,7 @@ static bool parse_scalar(ctx *c, const field *f, const cJSON *v, const char *tex
                 *(int *)at = i;
                 return true;
             }
-        return fail_value(c, path, v, expected);
+        return kd_cfg_fail_value(c, path, v, expected);
     case F_STRING:
         ok = *text != '\0';
         break;
@@ -1214,13 +1108,13 @@ static bool parse_scalar(ctx *c, const field *f, const cJSON *v, const char *tex
         ok = valid_hostport(text, strlen(text), 0); /* 0: any free port */
         break;
     default:
-        return fail(c, path, "internal error: not a scalar");
+        return kd_cfg_fail(c, path, "internal error: not a scalar");
     }
     if (!ok)
-        return fail_value(c, path, v, expected);
+        return kd_cfg_fail_value(c, path, v, expected);
     free(*(char **)at);
     if (!(*(char **)at = strdup(text)))
-        return fail(c, path, "out of memory");
+        return kd_cfg_fail(c, path, "out of memory");
     return true;
 }
 
@@ -1239,12 +1133,12 @@ static bool parse_unchecked(ctx *c, const field *f, const char *text, void *base
     case F_BROKERS:
     case F_LISTEN:
         free(*at);
-        return (*at = strdup(text)) || fail(c, path, "out of memory");
+        return (*at = strdup(text)) || kd_cfg_fail(c, path, "out of memory");
     default:
         if (!f->def)
             return true;
         if (!(def = cJSON_CreateString(f->def)))
-            return fail(c, path, "out of memory");
+            return kd_cfg_fail(c, path, "out of memory");
         ok = parse_scalar(c, f, def, f->def, base, path);
         cJSON_Delete(def);
         return ok;
@@ -1272,7 +1166,7 @@ static bool parse_field(ctx *c, const field *f, const cJSON *v, void *base,
         v = def;
     }
     if (!v)
-        return fail(c, path, "out of memory");
+        return kd_cfg_fail(c, path, "out of memory");
     switch (f->type) {
     case F_OBJECT:
         ok = parse_object(c, v, f->sub, base, path);
@@ -1292,7 +1186,7 @@ static bool parse_field(ctx *c, const field *f, const cJSON *v, void *base,
     default:
         expected_text(f, expected, sizeof(expected));
         if (!cJSON_IsString(v) && !takes_non_string(f)) {
-            ok = fail_value(c, path, v, expected);
+            ok = kd_cfg_fail_value(c, path, v, expected);
             break;
         }
         text = scalar_text(c, path, v, expected);
@@ -1313,7 +1207,7 @@ static bool parse_object(ctx *c, const cJSON *obj, const field *fields, void *ba
     bool ok = true;
 
     if (!cJSON_IsObject(obj))
-        return fail_value(c, path, obj, "an object");
+        return kd_cfg_fail_value(c, path, obj, "an object");
     for (const cJSON *e = obj->child; e; e = e->next) {
         char known[256] = "", epath[MAX_PATH];
         const field *f = fields;
@@ -1321,14 +1215,14 @@ static bool parse_object(ctx *c, const cJSON *obj, const field *fields, void *ba
         for (; f->key && strcmp(f->key, e->string); f++)
             snprintf(known + strlen(known), sizeof(known) - strlen(known), "%s%s",
                      f == fields ? "" : ", ", f->key);
-        path_key(epath, path, e->string);
+        kd_cfg_path_key(epath, path, e->string);
         if (!f->key) {
-            ok = fail(c, epath, "unknown key (expected one of: %s)", known);
+            ok = kd_cfg_fail(c, epath, "unknown key (expected one of: %s)", known);
             continue;
         }
         for (const cJSON *o = obj->child; o != e; o = o->next)
             if (!strcmp(o->string, e->string)) {
-                ok = fail(c, epath, "duplicate key");
+                ok = kd_cfg_fail(c, epath, "duplicate key");
                 break;
             }
     }
@@ -1336,10 +1230,10 @@ static bool parse_object(ctx *c, const cJSON *obj, const field *fields, void *ba
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, f->key);
         char fpath[MAX_PATH];
 
-        path_key(fpath, path, f->key);
+        kd_cfg_path_key(fpath, path, f->key);
         if (!v && !f->def && f->type != F_OBJECT && f->type != F_PROPS) {
             if (!f->optional)
-                ok = fail(c, fpath, "missing (%s)", f->doc ? f->doc : "required");
+                ok = kd_cfg_fail(c, fpath, "missing (%s)", f->doc ? f->doc : "required");
             continue;
         }
         if (!parse_field(c, f, v, base, fpath))
@@ -1357,7 +1251,7 @@ static bool check_reserved(ctx *c, const kd_config_props *props,
     for (size_t i = 0; i < props->n; i++)
         for (size_t r = 0; reserved[r]; r++)
             if (!strcmp(props->v[i].name, reserved[r]))
-                return fail(c, props->v[i].path, "set by kdedup itself (%s)", why);
+                return kd_cfg_fail(c, props->v[i].path, "set by kdedup itself (%s)", why);
     return true;
 }
 
@@ -1373,47 +1267,51 @@ static bool check_route(ctx *c, const kd_config *cfg, size_t i) {
     const kd_route *r = &cfg->routes[i];
     char path[MAX_PATH], from[MAX_PATH], to[MAX_PATH];
 
-    path_fmt(path, "routes[%zu]", i);
-    path_fmt(from, "routes[%zu].from", i);
-    path_fmt(to, "routes[%zu].to", i);
+    kd_cfg_path_fmt(path, "routes[%zu]", i);
+    kd_cfg_path_fmt(from, "routes[%zu].from", i);
+    kd_cfg_path_fmt(to, "routes[%zu].to", i);
     if (!strcmp(r->from, r->to) && !strcmp(shown(c, from, r->from), shown(c, to, r->to)))
-        return fail(c, path,
-                    "\"from\" and \"to\" are both \"%s\": a route may not "
-                    "feed its own source",
-                    shown(c, from, r->from));
+        return kd_cfg_fail(c, path,
+                           "\"from\" and \"to\" are both \"%s\": a route may not "
+                           "feed its own source",
+                           shown(c, from, r->from));
     if (!strcmp(r->from, r->to))
-        return fail(c, path,
-                    "\"from\" (\"%s\") and \"to\" (\"%s\") are one topic: a route may "
-                    "not feed its own source",
-                    shown(c, from, r->from), shown(c, to, r->to));
+        return kd_cfg_fail(
+            c, path,
+            "\"from\" (\"%s\") and \"to\" (\"%s\") are one topic: a route may "
+            "not feed its own source",
+            shown(c, from, r->from), shown(c, to, r->to));
     if (r->dead_letter_topic && !strcmp(r->dead_letter_topic, r->from))
-        return fail(c, path, "\"dead_letter_topic\" is the route's own source \"%s\"",
-                    shown(c, from, r->from));
+        return kd_cfg_fail(c, path,
+                           "\"dead_letter_topic\" is the route's own source \"%s\"",
+                           shown(c, from, r->from));
     if (r->dead_letter_topic && !strcmp(r->dead_letter_topic, r->to))
-        return fail(
+        return kd_cfg_fail(
             c, path,
             "\"dead_letter_topic\" is the route's own \"to\" \"%s\": dead letters "
             "would be read back as forwarded records (give them a topic of "
             "their own)",
             shown(c, to, r->to));
     if (r->on_missing_key == KD_MISSING_DEAD_LETTER && !r->dead_letter_topic)
-        return fail(c, path,
-                    "\"on_missing_key\": \"dead_letter\" needs a "
-                    "\"dead_letter_topic\" (or set \"forward\" or \"drop\")");
+        return kd_cfg_fail(c, path,
+                           "\"on_missing_key\": \"dead_letter\" needs a "
+                           "\"dead_letter_topic\" (or set \"forward\" or \"drop\")");
     if (r->on_key_conflict == KD_CONFLICT_DEAD_LETTER && !r->dead_letter_topic)
-        return fail(c, path,
-                    "\"on_key_conflict\": \"dead_letter\" needs a "
-                    "\"dead_letter_topic\" (or set \"skip\" or \"forward\")");
+        return kd_cfg_fail(c, path,
+                           "\"on_key_conflict\": \"dead_letter\" needs a "
+                           "\"dead_letter_topic\" (or set \"skip\" or \"forward\")");
     for (size_t j = 0; j < i; j++)
         if (!strcmp(cfg->routes[j].from, r->from))
-            return fail(c, path, "\"from\": \"%s\" is already the source of routes[%zu]",
-                        shown(c, from, r->from), j);
+            return kd_cfg_fail(c, path,
+                               "\"from\": \"%s\" is already the source of routes[%zu]",
+                               shown(c, from, r->from), j);
     for (size_t j = 0; j < i; j++)
         if (!strcmp(cfg->routes[j].name, r->name))
-            return fail(c, path,
-                        "the name \"%s\" is already routes[%zu]'s (a route's name is its "
-                        "\"name\", or else its \"from\")",
-                        r->name, j);
+            return kd_cfg_fail(
+                c, path,
+                "the name \"%s\" is already routes[%zu]'s (a route's name is its "
+                "\"name\", or else its \"from\")",
+                r->name, j);
     return true;
 }
 
@@ -1435,13 +1333,13 @@ static bool timeout_ok(ctx *c, const kd_config *cfg, const char *name,
 
     if (timeout != 0 && (long long)cfg->inflight_timeout_ms > timeout)
         return true;
-    path_fmt(path, "kafka.producer[\"%s\"]", name);
+    kd_cfg_path_fmt(path, "kafka.producer[\"%s\"]", name);
     vt = env_template(c->env, path);
     snprintf(have, sizeof(have), "%lldms%s", timeout, timeout == 0 ? ", i.e. never" : "");
     snprintf(got, sizeof(got), "%llums", (unsigned long long)cfg->inflight_timeout_ms);
-    return fail(c, "dedup.inflight_timeout",
-                "expected a duration longer than the producer's %s (%s), got %s", name,
-                vt ? vt : have, it ? it : got);
+    return kd_cfg_fail(c, "dedup.inflight_timeout",
+                       "expected a duration longer than the producer's %s (%s), got %s",
+                       name, vt ? vt : have, it ? it : got);
 }
 
 uint64_t kd_config_message_timeout_ms(const kd_config *cfg) {
@@ -1491,25 +1389,25 @@ static bool check_timeouts(ctx *c, const kd_config *cfg) {
 /* A signing key must resist guessing: at least 16 bytes. */
 static bool check_signing(ctx *c, const kd_config *cfg) {
     if (cfg->signing_key && strlen(cfg->signing_key) < 16)
-        return fail(c, "dedup.signing_key",
-                    "expected at least 16 bytes (a random secret), got %zu",
-                    strlen(cfg->signing_key));
+        return kd_cfg_fail(c, "dedup.signing_key",
+                           "expected at least 16 bytes (a random secret), got %zu",
+                           strlen(cfg->signing_key));
     if (cfg->previous_signing_key && strlen(cfg->previous_signing_key) < 16)
-        return fail(c, "dedup.previous_signing_key",
-                    "expected at least 16 bytes (a random secret), got %zu",
-                    strlen(cfg->previous_signing_key));
+        return kd_cfg_fail(c, "dedup.previous_signing_key",
+                           "expected at least 16 bytes (a random secret), got %zu",
+                           strlen(cfg->previous_signing_key));
     if (cfg->previous_signing_key && !cfg->signing_key)
-        return fail(c, "dedup.previous_signing_key",
-                    "needs dedup.signing_key (the key that replaced it)");
+        return kd_cfg_fail(c, "dedup.previous_signing_key",
+                           "needs dedup.signing_key (the key that replaced it)");
     return true;
 }
 
 /* The admin token guards forgetting keys: it must resist guessing too. */
 static bool check_admin(ctx *c, const kd_config *cfg) {
     if (cfg->admin_token && strlen(cfg->admin_token) < 16)
-        return fail(c, "admin.token",
-                    "expected at least 16 bytes (a random secret), got %zu",
-                    strlen(cfg->admin_token));
+        return kd_cfg_fail(c, "admin.token",
+                           "expected at least 16 bytes (a random secret), got %zu",
+                           strlen(cfg->admin_token));
     return true;
 }
 
@@ -1518,13 +1416,15 @@ static bool check_listeners(ctx *c, const kd_config *cfg) {
     const char *p = cfg->http_probes_listen;
 
     if (p && !strcmp(p, cfg->http_listen))
-        return fail(c, "http.probes_listen",
-                    "\"%s\" is http.listen too: give the probes an address of their own",
-                    shown(c, "http.probes_listen", p));
+        return kd_cfg_fail(
+            c, "http.probes_listen",
+            "\"%s\" is http.listen too: give the probes an address of their own",
+            shown(c, "http.probes_listen", p));
     if (p && !strcmp(p, cfg->admin_listen))
-        return fail(c, "http.probes_listen",
-                    "\"%s\" is admin.listen too: give the probes an address of their own",
-                    shown(c, "http.probes_listen", p));
+        return kd_cfg_fail(
+            c, "http.probes_listen",
+            "\"%s\" is admin.listen too: give the probes an address of their own",
+            shown(c, "http.probes_listen", p));
     return true;
 }
 
@@ -1620,7 +1520,7 @@ kd_config *kd_config_parse_opts(const char *json, size_t len, const char *name,
     bool ok;
 
     if (len > MAX_FILE_BYTES) {
-        fail(&c, "", "larger than %u bytes; not a config file", MAX_FILE_BYTES);
+        kd_cfg_fail(&c, "", "larger than %u bytes; not a config file", MAX_FILE_BYTES);
         return NULL;
     }
     root = cJSON_ParseWithLengthOpts(json, len, &end, false);
@@ -1629,15 +1529,16 @@ kd_config *kd_config_parse_opts(const char *json, size_t len, const char *name,
         size_t off = at && at >= json && at <= json + len ? (size_t)(at - json) : len;
 
         where(json, off, &line, &col);
-        fail(&c, "", "invalid JSON at line %d, column %d%s%s", line, col,
-             off + 1 >= len ? " (truncated?)" : "", json_hint(json, len, off));
+        kd_cfg_fail(&c, "", "invalid JSON at line %d, column %d%s%s", line, col,
+                    off + 1 >= len ? " (truncated?)" : "", json_hint(json, len, off));
         return NULL;
     }
     for (; end && end < json + len && isspace((unsigned char)*end); end++)
         ;
     if (end && end < json + len) {
         where(json, (size_t)(end - json), &line, &col);
-        fail(&c, "", "invalid JSON: trailing data at line %d, column %d", line, col);
+        kd_cfg_fail(&c, "", "invalid JSON: trailing data at line %d, column %d", line,
+                    col);
         cJSON_Delete(root);
         return NULL;
     }
@@ -1645,19 +1546,19 @@ kd_config *kd_config_parse_opts(const char *json, size_t len, const char *name,
         !(cfg->env = calloc(1, sizeof(*cfg->env)))) {
         kd_config_destroy(cfg);
         cJSON_Delete(root);
-        fail(&c, "", "out of memory");
+        kd_cfg_fail(&c, "", "out of memory");
         return NULL;
     }
     c.env = cfg->env;
     if (!cJSON_IsObject(root)) {
-        fail_value(&c, "", root, "a JSON object at the top");
+        kd_cfg_fail_value(&c, "", root, "a JSON object at the top");
         goto fail;
     }
     ok = parse_object(&c, root, top_fields, cfg, "");
     if (!validate(&c, cfg) || !ok)
         goto fail;
     if (!keep_for_diff(cfg->env, root)) {
-        fail(&c, "", "out of memory");
+        kd_cfg_fail(&c, "", "out of memory");
         goto fail;
     }
     cJSON_Delete(root);
@@ -1665,7 +1566,7 @@ kd_config *kd_config_parse_opts(const char *json, size_t len, const char *name,
     sort_secrets(cfg->env);
     return cfg;
 fail:
-    fail_done(&c);
+    kd_cfg_fail_done(&c);
     /* Messages show values as written; this catches what a rule printed
      * from an expanded value all the same. */
     sort_secrets(cfg->env);
@@ -1880,13 +1781,13 @@ static void diff_paths(const cJSON *a, const cJSON *b, const char *path, char *o
      * key of it has its default), so the keys written are named. */
     if ((cJSON_IsObject(a) || !a) && (cJSON_IsObject(b) || !b) && (a || b)) {
         for (const cJSON *e = a ? a->child : NULL; e; e = e->next) {
-            path_key(sub, path, e->string);
+            kd_cfg_path_key(sub, path, e->string);
             diff_paths(e, cJSON_GetObjectItemCaseSensitive(b, e->string), sub, out, size,
                        n);
         }
         for (const cJSON *e = b ? b->child : NULL; e; e = e->next)
             if (!a || !cJSON_GetObjectItemCaseSensitive(a, e->string)) {
-                path_key(sub, path, e->string);
+                kd_cfg_path_key(sub, path, e->string);
                 diff_paths(NULL, e, sub, out, size, n);
             }
         return;

@@ -1,0 +1,55 @@
+/*
+ * kdedup - configuration's private header: the types its parts share, and
+ * what each part offers the others. Public API: config.h.
+ *
+ * File map, from the ground floor up (a file calls only files listed before
+ * it):
+ *   config_errors.c  errors: one line each, every error of a config found
+ *                    in one pass; JSON paths
+ *
+ * A config is parsed on the thread that calls kd_config_parse(); a parsed
+ * one is read-only.
+ */
+#ifndef KD_CONFIG_INT_H
+#define KD_CONFIG_INT_H
+
+#include "config/config.h"
+
+#include <cjson/cJSON.h>
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define MAX_PATH 256 /* bytes of a JSON path in an error, with its NUL */
+
+/* One parse: where its errors go, and what it found so far. */
+typedef struct ctx {
+    const char *file;
+    char *errstr;
+    size_t errstr_size;
+    kd_config_env *env; /* what ${...} took so far */
+    unsigned flags;     /* KD_CONFIG_OFFLINE, ... */
+    int errors;         /* found so far: one line each in errstr */
+    int dropped;        /* errors past MAX_ERRORS, or that did not fit */
+    bool *route_bad;    /* routes whose own keys failed: no cross-key rules */
+} ctx;
+
+/*
+ * Errors (config_errors.c).
+ */
+
+/* Adds one error, a line of c's errstr ("file: path: message"); every error
+ * of a config is found in one pass. Returns false. */
+__attribute__((format(printf, 3, 4))) bool kd_cfg_fail(ctx *c, const char *path,
+                                                       const char *fmt, ...);
+/* Closes the list of errors: how many more there were. */
+void kd_cfg_fail_done(ctx *c);
+/* Fails with "expected <expected>, got <v as written>" (a secret not shown). */
+bool kd_cfg_fail_value(ctx *c, const char *path, const cJSON *v, const char *expected);
+/* Formats a JSON path into out (MAX_PATH bytes), cut short with "..." past it. */
+__attribute__((format(printf, 2, 3))) void kd_cfg_path_fmt(char *out, const char *fmt,
+                                                           ...);
+/* out = parent.key (or key at the top), as kd_cfg_path_fmt. */
+void kd_cfg_path_key(char *out, const char *parent, const char *key);
+
+#endif
