@@ -6,6 +6,8 @@
  * it):
  *   config_errors.c  errors: one line each, every error of a config found
  *                    in one pass; JSON paths
+ *   config_env.c     interpolation (${VAR}, ${file:PATH}) and the secrets
+ *                    it took: kd_config_redact, kd_config_template
  *
  * A config is parsed on the thread that calls kd_config_parse(); a parsed
  * one is read-only.
@@ -21,6 +23,35 @@
 #include <stddef.h>
 
 #define MAX_PATH 256 /* bytes of a JSON path in an error, with its NUL */
+
+/* Every secret the environment or a file gave (ref is "${NAME}" or
+ * "${file:PATH}"), longest first once parsed, and the JSON paths whose
+ * values hold anything from there, with their text as written in the file. */
+typedef struct secret {
+    char *ref;
+    char *value;
+} secret;
+
+typedef struct origin {
+    char *path;
+    char *text;
+} origin;
+
+struct kd_config_env {
+    secret *secrets;
+    size_t nsecrets;
+    origin *origins;
+    size_t norigins;
+    size_t expanded; /* bytes the environment and files added, in total */
+    /* KD_CONFIG_OFFLINE: the paths whose ${...} was not there (unset, or
+     * an unreadable file), kept as written and not checked. */
+    char **unresolved;
+    size_t nunresolved;
+    /* For kd_config_diff(): the file's JSON as written, split into the
+     * routes and the rest less what a reload may change. */
+    cJSON *routes;
+    cJSON *fixed;
+};
 
 /* One parse: where its errors go, and what it found so far. */
 typedef struct ctx {
@@ -51,5 +82,21 @@ __attribute__((format(printf, 2, 3))) void kd_cfg_path_fmt(char *out, const char
                                                            ...);
 /* out = parent.key (or key at the top), as kd_cfg_path_fmt. */
 void kd_cfg_path_key(char *out, const char *parent, const char *key);
+
+/*
+ * Interpolation and secrets (config_env.c).
+ */
+
+/* Frees env and all it holds; NULL is fine. */
+void kd_cfg_env_destroy(kd_config_env *env);
+/* Whether path's value held a ${...} that was not there (offline only). */
+bool kd_cfg_env_is_unresolved(const kd_config_env *env, const char *path);
+/* path's value as written in the file when ${...} took any of it, else NULL. */
+const char *kd_cfg_env_template(const kd_config_env *env, const char *path);
+/* The text of a string value, interpolated, or of a number or bool;
+ * malloc()ed, NULL with the error set (kind names what was expected). */
+char *kd_cfg_scalar_text(ctx *c, const char *path, const cJSON *v, const char *kind);
+/* Orders env's secrets longest first, for kd_config_redact(). */
+void kd_cfg_sort_secrets(kd_config_env *env);
 
 #endif
