@@ -8,6 +8,7 @@
  *                    in one pass; JSON paths
  *   config_env.c     interpolation (${VAR}, ${file:PATH}) and the secrets
  *                    it took: kd_config_redact, kd_config_template
+ *   config_keys.c    a route's key and fingerprint, shapes a table cannot say
  *
  * A config is parsed on the thread that calls kd_config_parse(); a parsed
  * one is read-only.
@@ -98,5 +99,19 @@ const char *kd_cfg_env_template(const kd_config_env *env, const char *path);
 char *kd_cfg_scalar_text(ctx *c, const char *path, const cJSON *v, const char *kind);
 /* Orders env's secrets longest first, for kd_config_redact(). */
 void kd_cfg_sort_secrets(kd_config_env *env);
+
+/*
+ * A route's key and fingerprint (config_keys.c).
+ */
+
+/* The names of kd_key_from, as the config writes them; NULL-terminated. */
+extern const char *const kd_cfg_key_from_names[];
+/* Parses a route's "key" (v) into r's key_from and key_parts. */
+bool kd_cfg_parse_key(ctx *c, const cJSON *v, kd_route *r, const char *path);
+/* Parses a route's "fingerprint" (v): true, false or {"headers", "json"}. */
+bool kd_cfg_parse_fingerprint(ctx *c, const cJSON *v, kd_route *r, const char *path);
+/* After a route's table (obj as written): the key's default and shorthand,
+ * the fingerprint's default. */
+bool kd_cfg_finish_route(ctx *c, const cJSON *obj, kd_route *r, const char *path);
 
 #endif
