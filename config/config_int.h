@@ -9,6 +9,7 @@
  *   config_env.c     interpolation (${VAR}, ${file:PATH}) and the secrets
  *                    it took: kd_config_redact, kd_config_template
  *   config_keys.c    a route's key and fingerprint, shapes a table cannot say
+ *   config_rules.c   the rules that span keys, over what the tables parsed
  *
  * A config is parsed on the thread that calls kd_config_parse(); a parsed
  * one is read-only.
@@ -113,5 +114,13 @@ bool kd_cfg_parse_fingerprint(ctx *c, const cJSON *v, kd_route *r, const char *p
 /* After a route's table (obj as written): the key's default and shorthand,
  * the fingerprint's default. */
 bool kd_cfg_finish_route(ctx *c, const cJSON *obj, kd_route *r, const char *path);
+
+/*
+ * Rules that span keys (config_rules.c).
+ */
+
+/* Checks the rules that span keys, each over what parsed (a route whose own
+ * keys failed is skipped); every error found. Returns whether all held. */
+bool kd_cfg_validate(ctx *c, const kd_config *cfg);
 
 #endif
