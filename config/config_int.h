@@ -8,7 +8,10 @@
  *                    in one pass; JSON paths
  *   config_env.c     interpolation (${VAR}, ${file:PATH}) and the secrets
  *                    it took: kd_config_redact, kd_config_template
+ *   config_fields.c  the tables: one row per key (type, default, bounds, doc)
  *   config_keys.c    a route's key and fingerprint, shapes a table cannot say
+ *   config_tables.c  the one generic pass that applies a table to an object,
+ *                    and the scalars it checks
  *   config_rules.c   the rules that span keys, over what the tables parsed
  *
  * A config is parsed on the thread that calls kd_config_parse(); a parsed
@@ -54,6 +57,37 @@ struct kd_config_env {
     cJSON *routes;
     cJSON *fixed;
 };
+
+/* The type of a table's field: how its value is parsed and checked. */
+typedef enum ftype {
+    F_STRING, /* non-empty string */
+    F_TOPIC,  /* Kafka topic name */
+    F_NAME,   /* a route's name: as a topic name is spelt */
+    F_BOOL,
+    F_INT,         /* integer within [min, max] */
+    F_DURATION,    /* "250ms" | "30s" | "5m" | "24h", within [min, max] ms */
+    F_ENUM,        /* one of names[], stored as int */
+    F_BROKERS,     /* "host:port,..." or "mock:N" */
+    F_LISTEN,      /* "host:port" */
+    F_PROPS,       /* object of librdkafka properties */
+    F_OBJECT,      /* nested object filling the same struct */
+    F_KEY,         /* a route's "key": {"from": ...} (kd_route) */
+    F_FINGERPRINT, /* a route's "fingerprint": true, false or {"headers": [...]} */
+    F_ROUTES       /* the array of routes */
+} ftype;
+
+/* One row of a table: a key of a JSON object, and where its value goes. */
+typedef struct field {
+    const char *key;
+    ftype type;
+    size_t offset;            /* into the struct this table fills */
+    const char *def;          /* default as text; NULL: required unless optional */
+    bool optional;            /* may be absent, no default (NULL / untouched) */
+    int64_t min, max;         /* F_INT, F_DURATION (ms) */
+    const char *const *names; /* F_ENUM; F_DURATION: off_names when "off" is 0 */
+    const struct field *sub;  /* F_OBJECT, F_ROUTES: the fields of the element */
+    const char *doc;
+} field;
 
 /* One parse: where its errors go, and what it found so far. */
 typedef struct ctx {
@@ -102,6 +136,15 @@ char *kd_cfg_scalar_text(ctx *c, const char *path, const cJSON *v, const char *k
 void kd_cfg_sort_secrets(kd_config_env *env);
 
 /*
+ * The tables (config_fields.c).
+ */
+
+/* The keys of the config's top object; routes' rows are in kd_cfg_route_fields. */
+extern const field kd_cfg_top_fields[];
+/* The keys of a route. */
+extern const field kd_cfg_route_fields[];
+
+/*
  * A route's key and fingerprint (config_keys.c).
  */
 
@@ -114,6 +157,15 @@ bool kd_cfg_parse_fingerprint(ctx *c, const cJSON *v, kd_route *r, const char *p
 /* After a route's table (obj as written): the key's default and shorthand,
  * the fingerprint's default. */
 bool kd_cfg_finish_route(ctx *c, const cJSON *obj, kd_route *r, const char *path);
+
+/*
+ * The generic pass (config_tables.c).
+ */
+
+/* Applies fields to obj, filling base; every error is recorded, and the keys
+ * after it are parsed all the same. Returns whether all parsed. */
+bool kd_cfg_parse_object(ctx *c, const cJSON *obj, const field *fields, void *base,
+                         const char *path);
 
 /*
  * Rules that span keys (config_rules.c).
