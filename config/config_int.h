@@ -13,9 +13,9 @@
  *   config_tables.c  the one generic pass that applies a table to an object,
  *                    and the scalars it checks
  *   config_rules.c   the rules that span keys, over what the tables parsed
- *
- * A config is parsed on the thread that calls kd_config_parse(); a parsed
- * one is read-only.
+ *   config_reload.c  reloads: what differs between two configs
+ *                    (kd_config_diff_of); the routes as JSON
+ *   config.c         the entry points: kd_config_load, _parse, _destroy
  */
 #ifndef KD_CONFIG_INT_H
 #define KD_CONFIG_INT_H
@@ -174,5 +174,13 @@ bool kd_cfg_parse_object(ctx *c, const cJSON *obj, const field *fields, void *ba
 /* Checks the rules that span keys, each over what parsed (a route whose own
  * keys failed is skipped); every error found. Returns whether all held. */
 bool kd_cfg_validate(ctx *c, const kd_config *cfg);
+
+/*
+ * Reloads (config_reload.c).
+ */
+
+/* Keeps in env what kd_config_diff_of() compares: root's routes, and the
+ * rest of root less the keys a reload may change. False when out of memory. */
+bool kd_cfg_keep_for_diff(kd_config_env *env, const cJSON *root);
 
 #endif
