@@ -4,7 +4,7 @@
  *
  * File map, from the ground floor up (a file calls only files listed before
  * it):
- *   config_errors.c  errors: one line each, every error of a config found
+ *   config.c         errors: one line each, every error of a config found
  *                    in one pass; JSON paths
  *   config_env.c     interpolation (${VAR}, ${file:PATH}) and the secrets
  *                    it took: kd_config_redact, kd_config_template
@@ -15,7 +15,7 @@
  *   config_rules.c   the rules that span keys, over what the tables parsed
  *   config_reload.c  reloads: what differs between two configs
  *                    (kd_config_diff_of); the routes as JSON
- *   config.c         the entry points: kd_config_load, _parse, _destroy
+ *   config_load.c    the entry points: kd_config_load, _parse, _destroy
  */
 #ifndef KD_CONFIG_INT_H
 #define KD_CONFIG_INT_H
@@ -102,7 +102,7 @@ typedef struct ctx {
 } ctx;
 
 /*
- * Errors (config_errors.c).
+ * Errors (config.c).
  */
 
 /* Adds one error, a line of c's errstr ("file: path: message"); every error
