@@ -27,7 +27,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define MAX_PATH 256 /* bytes of a JSON path in an error, with its NUL */
+#define MAX_PATH 256 /* bytes of a JSON path (parent.key[i]), with its NUL */
 
 /* Every secret the environment or a file gave (ref is "${NAME}" or
  * "${file:PATH}"), longest first once parsed, and the JSON paths whose
