@@ -79,7 +79,9 @@ KDEDUP := $(BUILD)/kdedup
 
 DEDUP_SRC := dedup/store.c dedup/store_mem.c dedup/entry.c dedup/dedup.c dedup/sha256.c dedup/hex.c dedup/fmt.c
 ROCKS_SRC := store_rocks/store_rocks.c
-CONFIG_SRC := config/config.c
+CONFIG_SRC := config/config.c config/config_env.c config/config_fields.c config/config_keys.c \
+              config/config_tables.c config/config_rules.c config/config_reload.c \
+              config/config_load.c
 SIDECAR_SRC := sidecar/log.c sidecar/offsets.c sidecar/headers.c sidecar/kafka.c \
                sidecar/metrics.c sidecar/http.c sidecar/recovery.c sidecar/recovery_read.c \
                sidecar/recovery_runs.c sidecar/recovery_orphans.c sidecar/recovery_history.c \

@@ -102,7 +102,7 @@ typedef struct kd_route {
     uint64_t retry_backoff_ms;
 } kd_route;
 
-/* What ${...} took from the environment and from files (config.c). */
+/* What ${...} took from the environment and from files (config_env.c). */
 typedef struct kd_config_env kd_config_env;
 
 /* How forwarded records and source offsets reach Kafka (pipeline.delivery). */
