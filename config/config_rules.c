@@ -35,6 +35,11 @@ static const char *shown(const ctx *c, const char *path, const char *value) {
     return t ? t : value;
 }
 
+/* Whether routes[i] parsed: only then are its keys there to compare. */
+static bool route_parsed(const ctx *c, size_t i) {
+    return !c->route_bad || !c->route_bad[i];
+}
+
 static bool check_route(ctx *c, const kd_config *cfg, size_t i) {
     const kd_route *r = &cfg->routes[i];
     char path[MAX_PATH], from[MAX_PATH], to[MAX_PATH];
@@ -73,12 +78,12 @@ static bool check_route(ctx *c, const kd_config *cfg, size_t i) {
                            "\"on_key_conflict\": \"dead_letter\" needs a "
                            "\"dead_letter_topic\" (or set \"skip\" or \"forward\")");
     for (size_t j = 0; j < i; j++)
-        if (!strcmp(cfg->routes[j].from, r->from))
+        if (route_parsed(c, j) && !strcmp(cfg->routes[j].from, r->from))
             return kd_cfg_fail(c, path,
                                "\"from\": \"%s\" is already the source of routes[%zu]",
                                shown(c, from, r->from), j);
     for (size_t j = 0; j < i; j++)
-        if (!strcmp(cfg->routes[j].name, r->name))
+        if (route_parsed(c, j) && !strcmp(cfg->routes[j].name, r->name))
             return kd_cfg_fail(
                 c, path,
                 "the name \"%s\" is already routes[%zu]'s (a route's name is its "
@@ -91,7 +96,7 @@ static bool check_routes(ctx *c, const kd_config *cfg) {
     bool ok = true;
 
     for (size_t i = 0; i < cfg->nroutes; i++)
-        if (!c->route_bad || !c->route_bad[i])
+        if (route_parsed(c, i))
             ok = check_route(c, cfg, i) && ok;
     return ok;
 }
@@ -183,16 +188,17 @@ static bool check_admin(ctx *c, const kd_config *cfg) {
     return true;
 }
 
-/* The probes' listener is one of their own: not an address another has. */
+/* The probes' listener is one of their own: not an address another has
+ * (those that did not parse, NULL, are already errors of their own). */
 static bool check_listeners(ctx *c, const kd_config *cfg) {
     const char *p = cfg->http_probes_listen;
 
-    if (p && !strcmp(p, cfg->http_listen))
+    if (p && cfg->http_listen && !strcmp(p, cfg->http_listen))
         return kd_cfg_fail(
             c, "http.probes_listen",
             "\"%s\" is http.listen too: give the probes an address of their own",
             shown(c, "http.probes_listen", p));
-    if (p && !strcmp(p, cfg->admin_listen))
+    if (p && cfg->admin_listen && !strcmp(p, cfg->admin_listen))
         return kd_cfg_fail(
             c, "http.probes_listen",
             "\"%s\" is admin.listen too: give the probes an address of their own",

@@ -1010,6 +1010,28 @@ static void test_every_error(void **state) {
         "a topic of their own)");
 }
 
+/* A key that did not parse is an error of its own, never compared with
+ * another: a route that failed its checks before a valid one, a listener
+ * that is no address beside http.probes_listen. (Before, --check-config
+ * crashed on each: the rules compared the NULL they left.) */
+static void test_unparsed_keys_not_compared(void **state) {
+    (void)state;
+    assert_error("{\"kafka\": {\"brokers\": \"k:9092\", \"group_id\": \"g\"},"
+                 " \"routes\": [{\"to\": \"b\", \"dead_letter_topic\": \"dl\"},"
+                 "  {\"from\": \"a\", \"to\": \"b\", \"dead_letter_topic\": \"dl\"}]}",
+                 "kdedup.json: routes[0].from: missing (source topic)");
+    assert_error(
+        "{\"kafka\": {\"brokers\": \"k:9092\", \"group_id\": \"g\"},"
+        " \"routes\": [{\"from\": \"a\", \"to\": \"b\", \"dead_letter_topic\": "
+        "\"dl\"}], \"http\": {\"listen\": 5, \"probes_listen\": \"0.0.0.0:9466\"}}",
+        "kdedup.json: http.listen: expected \"host:port\", got 5");
+    assert_error("{\"kafka\": {\"brokers\": \"k:9092\", \"group_id\": \"g\"},"
+                 " \"routes\": [{\"from\": \"a\", \"to\": \"b\", \"dead_letter_topic\": "
+                 "\"dl\"}], \"admin\": {\"listen\": 5}, \"http\": {\"probes_listen\": "
+                 "\"0.0.0.0:9466\"}}",
+                 "kdedup.json: admin.listen: expected \"host:port\", got 5");
+}
+
 /* Past 20 errors the rest are counted. */
 static void test_many_errors(void **state) {
     char json[4096], err[8192] = "";
@@ -1172,6 +1194,7 @@ int main(void) {
         cmocka_unit_test(test_key_sources),
         cmocka_unit_test(test_key_errors),
         cmocka_unit_test(test_every_error),
+        cmocka_unit_test(test_unparsed_keys_not_compared),
         cmocka_unit_test(test_route_names),
         cmocka_unit_test(test_many_errors),
         cmocka_unit_test(test_offline),
