@@ -91,6 +91,54 @@ def read_committed(bootstrap, topic, idle_ms=6000):
     return out
 
 
+def open_transactions(bootstrap, topic, partitions):
+    """{partition: (last stable offset, high watermark)} of the partitions of
+    topic where a transaction is still open (its last stable offset below the
+    high watermark): a read_committed reader stops at the transaction's first
+    record until it ends, and sees nothing written after it either. A killed
+    producer's transaction whose transactional.id nobody takes up stays open
+    until the broker aborts it: transaction.timeout.ms after it began, and up
+    to transaction.abort.timed.out.transaction.cleanup.interval.ms (10 s)
+    later. kafka-python 2.0.2 asks for offsets read_uncommitted only: this
+    sends its ListOffsets v2 requests by hand, once with each isolation
+    level. Apache Kafka only. Raises ClusterError when a leader does not
+    answer within 10 s."""
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.protocol.offset import OffsetRequest
+
+    c = KafkaConsumer(bootstrap_servers=bootstrap, api_version=API, enable_auto_commit=False)
+    try:
+        client, leaders = c._client, {}
+        c.partitions_for_topic(topic)  # the topic's metadata
+        for p in partitions:
+            leaders.setdefault(client.cluster.leader_for_partition(TopicPartition(topic, p)),
+                               []).append(p)
+        ends = {}  # partition -> [read_uncommitted end, read_committed end]
+        for node, parts in leaders.items():
+            for isolation in (0, 1):
+                end = time.time() + 10
+                while True:
+                    if client.ready(node):
+                        future = client.send(node, OffsetRequest[2](
+                            replica_id=-1, isolation_level=isolation,
+                            topics=[(topic, [(p, -1) for p in parts])]))
+                        client.poll(future=future, timeout_ms=5000)
+                        if future.succeeded():
+                            break
+                    if time.time() > end:
+                        raise ClusterError(f"the offsets of {topic} from broker {node}: no "
+                                           f"answer")
+                    client.poll(timeout_ms=100)
+                for _, answers in future.value.topics:
+                    for p, err, _, offset in answers:
+                        if err:
+                            raise ClusterError(f"the offsets of {topic}/{p}: error {err}")
+                        ends.setdefault(p, [0, 0])[isolation] = offset
+        return {p: (stable, high) for p, (high, stable) in ends.items() if stable < high}
+    finally:
+        c.close()
+
+
 def start(brokers=1, topics=None):
     """The cluster for one test: topics ({name: partitions}) created afresh."""
     topics = DEFAULT_TOPICS if topics is None else topics
