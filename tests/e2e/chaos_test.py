@@ -287,8 +287,7 @@ class Chaos:
         self.mock.stop()
 
 
-def run_seed(seed, seconds, root):
-    workdir = os.path.join(root, f"seed-{seed}")
+def run_seed(seed, seconds, workdir):
     chaos = Chaos(seed, workdir)
     try:
         chaos.world.produce(300, 0.2)
@@ -317,9 +316,12 @@ def run_seed(seed, seconds, root):
               f"keys downstream twice in the transactional mode: {zombies} a zombie's, "
               f"{producer} the producer's")
         stop(last)
-        return {"seed": seed, "produced": len(chaos.world.keys),
-                "unique": len(chaos.world.first), "faults": chaos.faults,
-                "zombie_duplicates": zombies, "producer_duplicates": producer}
+        report = {"seed": seed, "produced": len(chaos.world.keys),
+                  "unique": len(chaos.world.first), "faults": chaos.faults,
+                  "zombie_duplicates": zombies, "producer_duplicates": producer}
+        if hasattr(chaos.world, "transactions_waited_s"):  # a killed replica's, say
+            report["open_transactions_waited_s"] = round(chaos.world.transactions_waited_s, 1)
+        return report
     finally:
         chaos.close()
 
@@ -331,10 +333,12 @@ def main():
     root = tempfile.mkdtemp(prefix="kdedup-chaos-")
     passed = failed = 0
     totals = {}
-    for seed in seeds:
+    for i, seed in enumerate(seeds):
         t0 = time.time()
+        # a seed given twice runs twice afresh, not over its first run's stores
+        workdir = os.path.join(root, f"seed-{seed}" + (f".{i}" if seed in seeds[:i] else ""))
         try:
-            r = run_seed(seed, seconds, root)
+            r = run_seed(seed, seconds, workdir)
             passed += 1
             for k, v in r["faults"].items():
                 totals[k] = totals.get(k, 0) + v
@@ -344,7 +348,7 @@ def main():
         except Failure as e:
             failed += 1
             print(f"FAIL seed {seed}: {e} (replay: tests/e2e/chaos_test.py {seed}; "
-                  f"logs in {root}/seed-{seed})", flush=True)
+                  f"logs in {workdir})", flush=True)
     print(f"  faults injected over {passed + failed} seeds: {json.dumps(totals)}")
     print(f"chaos: {passed} passed, {failed} failed")
     return 1 if failed else 0

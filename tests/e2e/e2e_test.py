@@ -333,8 +333,8 @@ class World:
 
     def wait_transactions_ended(self):
         """Waits until no transaction is open in a downstream partition;
-        sets transactions_ended_at (time.time())."""
-        left = {}
+        sets transactions_ended_at (time.time()) and transactions_waited_s."""
+        left, t0 = {}, time.time()
 
         def ended():
             left.clear()
@@ -346,6 +346,7 @@ class World:
             raise Failure(f"{e}: still open (partition: (last stable offset, high "
                           f"watermark)) {left}")
         self.transactions_ended_at = time.time()
+        self.transactions_waited_s = self.transactions_ended_at - t0
 
     def read(self, sidecars, group="e2e"):
         """Once everything is settled (see settled()), reads every
