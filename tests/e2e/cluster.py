@@ -22,7 +22,7 @@ replica assignment. Faults act on the rig's processes: `down` is kill -9
 and `up` a restart over the node's data (leaderships move, the ISR shrinks
 and grows); `silent` is SIGSTOP and `speak` SIGCONT; `slow` pauses the node
 half of every `ms`. `refuse_writes` sets the topic's max.message.bytes
-below any record's size: the broker refuses every produce request with
+below any record batch's size (not a transaction marker's): the broker refuses every produce request with
 MESSAGE_TOO_LARGE, which the producer does not retry (on the mock: produce
 errors on broker 2, KAFKA_STORAGE_ERROR past the producer's retries). Faults only the mock has (errors pushed into its
 answers, leaders or coordinators moved on command) raise Unsupported there.
@@ -43,6 +43,14 @@ API = (2, 5, 0)  # a protocol level both brokers speak; skips version probing
 DEFAULT_TOPICS = {"orders": 4, "orders.deduped": 4, "orders.dlq": 1}
 STORAGE_ERROR = 56
 READY_S = 60
+# refuse_writes' max.message.bytes: below any record batch kdedup writes,
+# above a transaction marker's (a 78-byte control batch). Apache Kafka's
+# transaction coordinator takes MESSAGE_TOO_LARGE for a marker as fatal and
+# never writes it again: the transaction stays open (read_committed readers
+# stop there) and its transactional.id is answered CONCURRENT_TRANSACTIONS
+# until the coordinator moves. At 64 bytes it did (chaos seed 2 in the
+# transactional mode, 2026-12-06; hanging_txn_test.py, "markers").
+REFUSING_BYTES = "100"
 
 
 class Unsupported(Exception):
@@ -294,9 +302,9 @@ class Real:
     def refuse_writes(self, topic, count=None):
         """Until accept_writes: every produce request to topic refused. The
         config reaches every broker through the metadata log: waited for."""
-        self.set_topic_config(topic, {"max.message.bytes": "64"})
+        self.set_topic_config(topic, {"max.message.bytes": REFUSING_BYTES})
         self.wait(f"{topic} refusing writes", lambda: self.topic_config(topic).get(
-            "max.message.bytes") == "64")
+            "max.message.bytes") == REFUSING_BYTES)
         time.sleep(1)  # the brokers apply what the controller answered with
 
     def accept_writes(self, topic):
