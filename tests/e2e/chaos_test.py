@@ -179,6 +179,7 @@ class Chaos:
         self.kds = [Sidecar(os.path.join(workdir, n), self.mock.bootstrap, CONFIG)
                     for n in "abc"]
         self.faults = {}
+        self.log = os.path.join(workdir, "faults.log")  # each fault, when it began and ended
         self.broker_down = False
         self.paused = None  # a broker silenced (real) or slowed (mock), to heal
 
@@ -191,31 +192,45 @@ class Chaos:
     def count(self, name):
         self.faults[name] = self.faults.get(name, 0) + 1
 
+    def note(self, t0, what):
+        """Writes a fault with its moments (UTC) to faults.log: the replicas'
+        logs are read against it."""
+        def at(t):
+            return time.strftime("%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}"
+        with open(self.log, "a") as f:
+            f.write(f"{at(t0)} .. {at(time.time())} {what}\n")
+
     def step(self):
         """One random fault."""
-        rng, up, down = self.rng, self.running(), self.stopped()
+        rng, up, down, t0 = self.rng, self.running(), self.stopped(), time.time()
         choice = rng.choice(["sigterm", "kill", "kill-mid-join", "start", "produce-errors",
                              "slow-downstream", "broker-down", "old-stamps"] +
                             (["broker-paused-past-session", "controller-restart"]
                              if self.mock.real else []))
+        what = choice
         if choice == "sigterm" and len(up) > 1:
             kd = rng.choice(up)
+            what = f"{choice} {os.path.basename(kd.workdir)}"
             rc = kd.signal(signal.SIGTERM)
             check(rc == 0, f"{kd.workdir}: exit {rc} on SIGTERM")
         elif choice == "kill" and len(up) > 1:
             kd = rng.choice(up)
+            what = f"{choice} {os.path.basename(kd.workdir)}"
             kd.proc.send_signal(signal.SIGKILL)
             kd.proc.wait(timeout=30)
         elif choice == "kill-mid-join" and down:
             kd = rng.choice(down)
+            what = f"{choice} {os.path.basename(kd.workdir)}"
             kd.start()
             time.sleep(rng.uniform(0, 3))
             kd.proc.send_signal(signal.SIGKILL)
             kd.proc.wait(timeout=30)
         elif choice == "start" and down:
-            rng.choice(down).start()
+            kd = rng.choice(down)
+            what = f"{choice} {os.path.basename(kd.workdir)}"
+            kd.start()
         elif self.mock.real and choice in REAL_FAULTS:
-            self.real_fault(choice)
+            what = f"{choice} {self.real_fault(choice)}"
         elif choice == "produce-errors":
             self.mock.produce_errors(2, rng.randint(5, 40), STORAGE_ERROR)
         elif choice == "slow-downstream" and not self.broker_down:
@@ -233,19 +248,21 @@ class Chaos:
         else:
             return
         self.count(choice)
+        self.note(t0, what)
 
     def real_fault(self, choice):
         """The faults of Apache Kafka's processes, on a broker picked at random:
         produce requests refused (MESSAGE_TOO_LARGE, not retried); a broker silent (SIGSTOP) longer than message.timeout.ms, its
         requests answered late; a broker killed (-9) and restarted over its
         data; one paused past its session (fenced, leaderships move); the
-        active controller killed and restarted."""
+        active controller killed and restarted. Returns what it acted on."""
         rng, m = self.rng, self.mock
         broker = rng.randint(1, 3)
         if choice == "produce-errors":
             m.refuse_writes(DST)
             time.sleep(rng.uniform(0, 3))
             m.accept_writes(DST)
+            return f"({DST})"
         elif choice == "slow-downstream":
             m.silent(broker)
             time.sleep(rng.uniform(5.5, 8))
@@ -263,6 +280,8 @@ class Chaos:
             m.down(ctl)
             time.sleep(rng.uniform(0, 3))
             m.up(ctl)
+            return f"broker {ctl}"
+        return f"broker {broker}"
 
     def heal(self):
         if self.mock.real:
