@@ -206,6 +206,32 @@ static bool check_listeners(ctx *c, const kd_config *cfg) {
     return true;
 }
 
+/* In the transactional mode a transaction is committed at
+ * pipeline.transaction_max_age: that must be below the producer's
+ * transaction.timeout.ms, past which the broker aborts the transaction and
+ * fences the producer (every transaction would be, and nothing ever
+ * committed: seen on Apache Kafka with 60 s against the default 15 s). */
+static bool check_txn_age(ctx *c, const kd_config *cfg) {
+    const char *v = kd_config_prop_get(&cfg->producer, "transaction.timeout.ms");
+    long long timeout = strtoll(KD_CONFIG_DEFAULT_TXN_TIMEOUT_MS, NULL, 10);
+    char *end;
+
+    if (cfg->delivery != KD_DELIVERY_TRANSACTIONAL)
+        return true;
+    if (v && *v) {
+        timeout = strtoll(v, &end, 10);
+        if (end == v || *end || timeout <= 0)
+            return true; /* librdkafka reports the bad value itself */
+    }
+    if ((long long)cfg->txn_max_age_ms < timeout)
+        return true;
+    return kd_cfg_fail(
+        c, "pipeline.transaction_max_age",
+        "expected a duration below the producer's transaction.timeout.ms (%lldms: "
+        "the broker aborts an older transaction), got %llums",
+        timeout, (unsigned long long)cfg->txn_max_age_ms);
+}
+
 /* The rules that span keys, each over what parsed: every error found. */
 bool kd_cfg_validate(ctx *c, const kd_config *cfg) {
     bool ok = check_signing(c, cfg);
@@ -218,5 +244,6 @@ bool kd_cfg_validate(ctx *c, const kd_config *cfg) {
          ok;
     ok = check_reserved(c, &cfg->producer, reserved_producer, "use kafka.brokers") && ok;
     ok = check_routes(c, cfg) && ok;
+    ok = check_txn_age(c, cfg) && ok;
     return check_timeouts(c, cfg) && ok;
 }

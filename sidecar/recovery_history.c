@@ -532,6 +532,27 @@ static void hist_start(histories *h) {
     rd_kafka_topic_partition_list_destroy(hi);
 }
 
+/* What the handover's line says of records past a window's end: the
+ * partition's high watermark, as the historian last fetched it, when above
+ * the end (which, read read_committed, is the last stable offset): a
+ * transaction still open when the window was taken (a killed replica's
+ * stays open until the broker aborts it, transaction.timeout.ms later:
+ * read_committed readers wait for it), or records written since. Empty
+ * when none is known (the window was empty: nothing was fetched). */
+static void past_end(kd_recovery *rc, const char *topic, int32_t partition,
+                     const kd_history_cursor *cur, char *buf, size_t size) {
+    int64_t lo, hi;
+
+    buf[0] = '\0';
+    if (cur->end > cur->from && rc->historian &&
+        !rd_kafka_get_watermark_offsets(rc->historian, topic, partition, &lo, &hi) &&
+        hi > cur->end)
+        snprintf(buf, size,
+                 "; its high watermark %" PRId64 ": past the end, a transaction "
+                 "still open or records written since",
+                 hi);
+}
+
 /* Settles job j after the read: a failed one goes back to what its fn
  * took; one read to its end saves its mark. */
 static void hist_finish(histories *h, size_t j) {
@@ -539,7 +560,7 @@ static void hist_finish(histories *h, size_t j) {
     kd_history_job *job = h->jobs[j].job;
     kd_history_cursor *cur = job->cur;
     const kd_route *r = h->jobs[j].route;
-    char stream[600], text[64];
+    char stream[600], text[64], past[160];
 
     if (h->jobs[j].failed) {
         if (cur->started) {
@@ -554,10 +575,11 @@ static void hist_finish(histories *h, size_t j) {
         job->result = KD_HISTORY_MORE;
         return;
     }
+    past_end(rc, r->to, job->out_partition, cur, past, sizeof(past));
     KD_INFO("handover: %s/%" PRId32 " read [%" PRId64 ", %" PRId64 ") for %s/%" PRId32
-            " in %.3fs",
+            " in %.3fs%s",
             r->to, job->out_partition, cur->from, cur->end, r->from, job->src_partition,
-            (double)(kd_mono_us() - cur->t0_us) / 1e6);
+            (double)(kd_mono_us() - cur->t0_us) / 1e6, past);
     if (!cur->have_mark || cur->mark != cur->end) {
         size_t slen = mark_stream(r, job->src_partition, job->out_partition, stream,
                                   sizeof(stream));

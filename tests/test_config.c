@@ -860,6 +860,34 @@ static void test_transactional(void **state) {
     kd_config_destroy(cfg);
 }
 
+/* A transaction committed only past transaction.timeout.ms would be
+ * aborted by the broker, every one of them: refused at load. */
+static void test_transaction_max_age_below_timeout(void **state) {
+    (void)state;
+    assert_error(
+        "{" MINIMAL_KAFKA ", \"routes\": [" R_A "], \"pipeline\": "
+        "{\"delivery\": \"transactional\", \"transaction_max_age\": \"15s\"}}",
+        "kdedup.json: pipeline.transaction_max_age: expected a duration below the "
+        "producer's transaction.timeout.ms (15000ms: the broker aborts an older "
+        "transaction), got 15000ms");
+    assert_error(
+        "{\"kafka\": {\"brokers\": \"k:9092\", \"group_id\": \"g\", "
+        "\"producer\": {\"transaction.timeout.ms\": \"30000\"}}, \"routes\": [" R_A
+        "], \"pipeline\": {\"delivery\": \"transactional\", "
+        "\"transaction_max_age\": \"1m\"}}",
+        "kdedup.json: pipeline.transaction_max_age: expected a duration below the "
+        "producer's transaction.timeout.ms (30000ms: the broker aborts an older "
+        "transaction), got 60000ms");
+    kd_config_destroy(assert_valid(
+        "{\"kafka\": {\"brokers\": \"k:9092\", \"group_id\": \"g\", "
+        "\"producer\": {\"transaction.timeout.ms\": \"30000\"}}, \"routes\": [" R_A
+        "], \"pipeline\": {\"delivery\": \"transactional\", \"transaction_max_age\": "
+        "\"20s\"}}"));
+    /* the default mode has no transactions */
+    kd_config_destroy(assert_valid("{" MINIMAL_KAFKA ", \"routes\": [" R_A "], "
+                                   "\"pipeline\": {\"transaction_max_age\": \"1m\"}}"));
+}
+
 /* GET /v1/routes: every key with its value in force, the key source and
  * the fingerprint written out. */
 static void test_routes_json(void **state) {
@@ -1176,6 +1204,7 @@ int main(void) {
         cmocka_unit_test(test_admin),
         cmocka_unit_test(test_probes_listen),
         cmocka_unit_test(test_transactional),
+        cmocka_unit_test(test_transaction_max_age_below_timeout),
         cmocka_unit_test(test_routes_json),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_header_bounds),

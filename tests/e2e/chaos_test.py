@@ -179,6 +179,7 @@ class Chaos:
         self.kds = [Sidecar(os.path.join(workdir, n), self.mock.bootstrap, CONFIG)
                     for n in "abc"]
         self.faults = {}
+        self.log = os.path.join(workdir, "faults.log")  # each fault, when it began and ended
         self.broker_down = False
         self.paused = None  # a broker silenced (real) or slowed (mock), to heal
 
@@ -191,31 +192,45 @@ class Chaos:
     def count(self, name):
         self.faults[name] = self.faults.get(name, 0) + 1
 
+    def note(self, t0, what):
+        """Writes a fault with its moments (UTC) to faults.log: the replicas'
+        logs are read against it."""
+        def at(t):
+            return time.strftime("%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}"
+        with open(self.log, "a") as f:
+            f.write(f"{at(t0)} .. {at(time.time())} {what}\n")
+
     def step(self):
         """One random fault."""
-        rng, up, down = self.rng, self.running(), self.stopped()
+        rng, up, down, t0 = self.rng, self.running(), self.stopped(), time.time()
         choice = rng.choice(["sigterm", "kill", "kill-mid-join", "start", "produce-errors",
                              "slow-downstream", "broker-down", "old-stamps"] +
                             (["broker-paused-past-session", "controller-restart"]
                              if self.mock.real else []))
+        what = choice
         if choice == "sigterm" and len(up) > 1:
             kd = rng.choice(up)
+            what = f"{choice} {os.path.basename(kd.workdir)}"
             rc = kd.signal(signal.SIGTERM)
             check(rc == 0, f"{kd.workdir}: exit {rc} on SIGTERM")
         elif choice == "kill" and len(up) > 1:
             kd = rng.choice(up)
+            what = f"{choice} {os.path.basename(kd.workdir)}"
             kd.proc.send_signal(signal.SIGKILL)
             kd.proc.wait(timeout=30)
         elif choice == "kill-mid-join" and down:
             kd = rng.choice(down)
+            what = f"{choice} {os.path.basename(kd.workdir)}"
             kd.start()
             time.sleep(rng.uniform(0, 3))
             kd.proc.send_signal(signal.SIGKILL)
             kd.proc.wait(timeout=30)
         elif choice == "start" and down:
-            rng.choice(down).start()
+            kd = rng.choice(down)
+            what = f"{choice} {os.path.basename(kd.workdir)}"
+            kd.start()
         elif self.mock.real and choice in REAL_FAULTS:
-            self.real_fault(choice)
+            what = f"{choice} {self.real_fault(choice)}"
         elif choice == "produce-errors":
             self.mock.produce_errors(2, rng.randint(5, 40), STORAGE_ERROR)
         elif choice == "slow-downstream" and not self.broker_down:
@@ -233,19 +248,21 @@ class Chaos:
         else:
             return
         self.count(choice)
+        self.note(t0, what)
 
     def real_fault(self, choice):
         """The faults of Apache Kafka's processes, on a broker picked at random:
         produce requests refused (MESSAGE_TOO_LARGE, not retried); a broker silent (SIGSTOP) longer than message.timeout.ms, its
         requests answered late; a broker killed (-9) and restarted over its
         data; one paused past its session (fenced, leaderships move); the
-        active controller killed and restarted."""
+        active controller killed and restarted. Returns what it acted on."""
         rng, m = self.rng, self.mock
         broker = rng.randint(1, 3)
         if choice == "produce-errors":
             m.refuse_writes(DST)
             time.sleep(rng.uniform(0, 3))
             m.accept_writes(DST)
+            return f"({DST})"
         elif choice == "slow-downstream":
             m.silent(broker)
             time.sleep(rng.uniform(5.5, 8))
@@ -263,6 +280,8 @@ class Chaos:
             m.down(ctl)
             time.sleep(rng.uniform(0, 3))
             m.up(ctl)
+            return f"broker {ctl}"
+        return f"broker {broker}"
 
     def heal(self):
         if self.mock.real:
@@ -287,8 +306,7 @@ class Chaos:
         self.mock.stop()
 
 
-def run_seed(seed, seconds, root):
-    workdir = os.path.join(root, f"seed-{seed}")
+def run_seed(seed, seconds, workdir):
     chaos = Chaos(seed, workdir)
     try:
         chaos.world.produce(300, 0.2)
@@ -317,9 +335,12 @@ def run_seed(seed, seconds, root):
               f"keys downstream twice in the transactional mode: {zombies} a zombie's, "
               f"{producer} the producer's")
         stop(last)
-        return {"seed": seed, "produced": len(chaos.world.keys),
-                "unique": len(chaos.world.first), "faults": chaos.faults,
-                "zombie_duplicates": zombies, "producer_duplicates": producer}
+        report = {"seed": seed, "produced": len(chaos.world.keys),
+                  "unique": len(chaos.world.first), "faults": chaos.faults,
+                  "zombie_duplicates": zombies, "producer_duplicates": producer}
+        if hasattr(chaos.world, "transactions_waited_s"):  # a killed replica's, say
+            report["open_transactions_waited_s"] = round(chaos.world.transactions_waited_s, 1)
+        return report
     finally:
         chaos.close()
 
@@ -331,10 +352,12 @@ def main():
     root = tempfile.mkdtemp(prefix="kdedup-chaos-")
     passed = failed = 0
     totals = {}
-    for seed in seeds:
+    for i, seed in enumerate(seeds):
         t0 = time.time()
+        # a seed given twice runs twice afresh, not over its first run's stores
+        workdir = os.path.join(root, f"seed-{seed}" + (f".{i}" if seed in seeds[:i] else ""))
         try:
-            r = run_seed(seed, seconds, root)
+            r = run_seed(seed, seconds, workdir)
             passed += 1
             for k, v in r["faults"].items():
                 totals[k] = totals.get(k, 0) + v
@@ -344,7 +367,7 @@ def main():
         except Failure as e:
             failed += 1
             print(f"FAIL seed {seed}: {e} (replay: tests/e2e/chaos_test.py {seed}; "
-                  f"logs in {root}/seed-{seed})", flush=True)
+                  f"logs in {workdir})", flush=True)
     print(f"  faults injected over {passed + failed} seeds: {json.dumps(totals)}")
     print(f"chaos: {passed} passed, {failed} failed")
     return 1 if failed else 0

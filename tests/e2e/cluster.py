@@ -22,7 +22,7 @@ replica assignment. Faults act on the rig's processes: `down` is kill -9
 and `up` a restart over the node's data (leaderships move, the ISR shrinks
 and grows); `silent` is SIGSTOP and `speak` SIGCONT; `slow` pauses the node
 half of every `ms`. `refuse_writes` sets the topic's max.message.bytes
-below any record's size: the broker refuses every produce request with
+below any record batch's size (not a transaction marker's): the broker refuses every produce request with
 MESSAGE_TOO_LARGE, which the producer does not retry (on the mock: produce
 errors on broker 2, KAFKA_STORAGE_ERROR past the producer's retries). Faults only the mock has (errors pushed into its
 answers, leaders or coordinators moved on command) raise Unsupported there.
@@ -43,6 +43,14 @@ API = (2, 5, 0)  # a protocol level both brokers speak; skips version probing
 DEFAULT_TOPICS = {"orders": 4, "orders.deduped": 4, "orders.dlq": 1}
 STORAGE_ERROR = 56
 READY_S = 60
+# refuse_writes' max.message.bytes: below any record batch kdedup writes,
+# above a transaction marker's (a 78-byte control batch). Apache Kafka's
+# transaction coordinator takes MESSAGE_TOO_LARGE for a marker as fatal and
+# never writes it again: the transaction stays open (read_committed readers
+# stop there) and its transactional.id is answered CONCURRENT_TRANSACTIONS
+# until the coordinator moves. At 64 bytes it did (chaos seed 2 in the
+# transactional mode, 2026-12-06; hanging_txn_test.py, "markers").
+REFUSING_BYTES = "100"
 
 
 class Unsupported(Exception):
@@ -89,6 +97,54 @@ def read_committed(bootstrap, topic, idle_ms=6000):
     if r.returncode != 0 and not out:
         raise ClusterError(f"the console consumer failed: {r.stderr[-500:]}")
     return out
+
+
+def open_transactions(bootstrap, topic, partitions):
+    """{partition: (last stable offset, high watermark)} of the partitions of
+    topic where a transaction is still open (its last stable offset below the
+    high watermark): a read_committed reader stops at the transaction's first
+    record until it ends, and sees nothing written after it either. A killed
+    producer's transaction whose transactional.id nobody takes up stays open
+    until the broker aborts it: transaction.timeout.ms after it began, and up
+    to transaction.abort.timed.out.transaction.cleanup.interval.ms (10 s)
+    later. kafka-python 2.0.2 asks for offsets read_uncommitted only: this
+    sends its ListOffsets v2 requests by hand, once with each isolation
+    level. Apache Kafka only. Raises ClusterError when a leader does not
+    answer within 10 s."""
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.protocol.offset import OffsetRequest
+
+    c = KafkaConsumer(bootstrap_servers=bootstrap, api_version=API, enable_auto_commit=False)
+    try:
+        client, leaders = c._client, {}
+        c.partitions_for_topic(topic)  # the topic's metadata
+        for p in partitions:
+            leaders.setdefault(client.cluster.leader_for_partition(TopicPartition(topic, p)),
+                               []).append(p)
+        ends = {}  # partition -> [read_uncommitted end, read_committed end]
+        for node, parts in leaders.items():
+            for isolation in (0, 1):
+                end = time.time() + 10
+                while True:
+                    if client.ready(node):
+                        future = client.send(node, OffsetRequest[2](
+                            replica_id=-1, isolation_level=isolation,
+                            topics=[(topic, [(p, -1) for p in parts])]))
+                        client.poll(future=future, timeout_ms=5000)
+                        if future.succeeded():
+                            break
+                    if time.time() > end:
+                        raise ClusterError(f"the offsets of {topic} from broker {node}: no "
+                                           f"answer")
+                    client.poll(timeout_ms=100)
+                for _, answers in future.value.topics:
+                    for p, err, _, offset in answers:
+                        if err:
+                            raise ClusterError(f"the offsets of {topic}/{p}: error {err}")
+                        ends.setdefault(p, [0, 0])[isolation] = offset
+        return {p: (stable, high) for p, (high, stable) in ends.items() if stable < high}
+    finally:
+        c.close()
 
 
 def start(brokers=1, topics=None):
@@ -246,9 +302,9 @@ class Real:
     def refuse_writes(self, topic, count=None):
         """Until accept_writes: every produce request to topic refused. The
         config reaches every broker through the metadata log: waited for."""
-        self.set_topic_config(topic, {"max.message.bytes": "64"})
+        self.set_topic_config(topic, {"max.message.bytes": REFUSING_BYTES})
         self.wait(f"{topic} refusing writes", lambda: self.topic_config(topic).get(
-            "max.message.bytes") == "64")
+            "max.message.bytes") == REFUSING_BYTES)
         time.sleep(1)  # the brokers apply what the controller answered with
 
     def accept_writes(self, topic):

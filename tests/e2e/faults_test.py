@@ -437,7 +437,7 @@ def broker_faults(workdir, report):
         # session kdedup once wrote nothing for 33 s once its partitions
         # were back (cause not traced; RELIABILITY), and a fixed 2 s passed
         # with no write to refuse.
-        fault("downstream refuses writes (MESSAGE_TOO_LARGE: max.message.bytes 64)",
+        fault("downstream refuses writes (MESSAGE_TOO_LARGE: max.message.bytes 100)",
               lambda: mock.refuse_writes(DST), until=lambda: errors("not_persisted") > base,
               until_s=120, heal=lambda: mock.accept_writes(DST),
               fired=lambda: (errors("not_persisted") > base,

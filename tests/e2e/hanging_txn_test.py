@@ -1,0 +1,180 @@
+#!/usr/bin/python3
+"""A killed replica's open transaction, end to end (the transactional mode,
+Apache Kafka only).
+
+Replica b forwards a first batch and stops. Replica a holds its
+transaction open (pipeline.transaction_max_age 20 s, its
+transaction.timeout.ms 30 s) with records in the downstream partitions,
+and is killed (-9); no replica takes up its transactional.id. b takes every
+partition once a's session is over, forwards the keys again (a's offsets
+were never committed) and commits them. Until the broker aborts a's
+transaction (30 s after it began, and up to 10 s later), a read_committed
+reader stops at a's first record in each partition a wrote to: b's
+committed records behind it stay hidden, though nothing is lost.
+
+This is what chaos seed 5 met on three brokers (2026-12-06, `make
+chaos-kafka DELIVERY=transactional`): replica b was killed with a
+transaction of 8 records open in orders.deduped/1; a took the partition,
+forwarded those 8 keys and 22 more, and committed them; the oracle read
+downstream, until nothing came for 6 s, before the broker had aborted b's
+transaction, and called those 30 keys lost.
+
+Checked: b's handover line names the high watermark past the end it read
+(the open transaction); the oracle (World.read) waits until no transaction
+is open downstream, then finds every key exactly once.
+
+Phase "markers": a transaction ends while the downstream topic refuses
+writes (the chaos and faults tests' fault: max.message.bytes below every
+record batch). Its markers must get through: with the fault at 64 bytes,
+below a marker's 78, Apache Kafka's coordinator took the marker's
+MESSAGE_TOO_LARGE as fatal, never wrote it, and the transaction stayed
+open, its transactional.id answered CONCURRENT_TRANSACTIONS (chaos seed 2:
+110 s, until the test gave up).
+
+Run with Debian's interpreter, on Apache Kafka:
+  tests/kafka/with_kafka.sh 1 /usr/bin/python3 tests/e2e/hanging_txn_test.py
+"""
+import os
+import re
+import signal
+import sys
+import tempfile
+import time
+
+os.environ["KD_DELIVERY"] = "transactional"  # the mode's own test (World.read too)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cluster  # noqa: E402
+from e2e_test import DST, PARTS, Failure, Sidecar, World, check, shut_down  # noqa: E402
+from faults_test import gauge, stop, wait_for  # noqa: E402
+
+TXN_TIMEOUT_MS = 30000  # a's transaction.timeout.ms: how long it stays open
+PAST_END = re.compile(r"handover: " + re.escape(DST) +
+                      r"/(\d+) read \[\d+, (\d+)\).*its high watermark (\d+)")
+
+
+def holding(kd):
+    """True once kd holds every partition, their histories read."""
+    return (gauge(kd, "kdedup_assigned_partitions") == PARTS and
+            gauge(kd, "kdedup_handover_pending_partitions") == 0)
+
+
+def run(workdir):
+    mock = cluster.start()
+    check(mock.real, "Apache Kafka only (the mock cluster has no last stable offset)")
+    world = World(mock.bootstrap)
+    # ids of their own: suites that share the cluster use kdedup-test-a, -b
+    a = Sidecar(os.path.join(workdir, "hang-a"), mock.bootstrap,
+                {"pipeline": {"transaction_max_age": "20s"},
+                 "kafka": {"producer": {"transaction.timeout.ms": str(TXN_TIMEOUT_MS)}}})
+    b = Sidecar(os.path.join(workdir, "hang-b"), mock.bootstrap)
+    try:
+        # b forwards and commits a first batch: the windows later read are
+        # not empty (the historian fetches them, and learns the watermark)
+        world.produce(100, 0.2)
+        b.start()
+        wait_for("b to hold every partition", lambda: holding(b), 60)
+        world.settled((b,), "e2e")
+        stop(b)
+        world.produce(200, 0.2)
+        a.start()
+        wait_for("a to hold every partition", lambda: holding(a), 60)
+        open_at = {}
+        wait_for("a's open transaction to hold records downstream",
+                 lambda: open_at.update(cluster.open_transactions(
+                     mock.bootstrap, DST, range(PARTS))) or open_at, 30)
+        a.proc.send_signal(signal.SIGKILL)
+        a.proc.wait(timeout=30)
+        t_kill = time.time()
+        b.start()
+        wait_for("b to hold every partition", lambda: holding(b), 60)
+        with open(os.path.join(b.workdir, "kdedup.log")) as f:
+            noted = {int(m.group(1)): (int(m.group(2)), int(m.group(3)))
+                     for m in PAST_END.finditer(f.read())}
+        check(set(noted) == set(open_at),
+              f"b's handover lines name a high watermark past the end for partitions "
+              f"{sorted(noted)}, a's transaction was open in {sorted(open_at)}")
+        world.produce(100, 0.5)
+        t_read = time.time()
+        world.read((b,))
+        waited = world.transactions_ended_at - t_read
+        world.verify(order=False)
+        stop(b)
+        return (f"a killed with its transaction open in {len(open_at)} downstream "
+                f"partition(s) {open_at} (last stable offset, high watermark); b's "
+                f"handovers read to the last stable offset {noted}; the oracle waited "
+                f"{waited:.1f}s for it to end ({world.transactions_ended_at - t_kill:.1f}s "
+                f"after the kill), then read {len(world.first)} keys, each once")
+    finally:
+        shut_down(mock, world, a, b)
+
+
+def logged(path, text):
+    with open(path) as f:
+        return text in f.read()
+
+
+def markers(workdir):
+    """Phase "markers": r's transaction ends (r stops) while the downstream
+    topic refuses writes (cluster.refuse_writes, the chaos and faults
+    tests' fault); its markers must still be written: the transaction ends
+    at once, and r started again is not kept waiting."""
+    mock = cluster.start()
+    check(mock.real, "Apache Kafka only")
+    world = World(mock.bootstrap)
+    r = Sidecar(os.path.join(workdir, "hang-r"), mock.bootstrap,
+                {"pipeline": {"transaction_max_age": "10s"}})  # below its 15 s timeout
+    log = os.path.join(r.workdir, "kdedup.log")
+    try:
+        world.produce(50, 0.0)
+        r.start()
+        wait_for("r to hold every partition", lambda: holding(r), 60)
+        wait_for("r's open transaction to hold records downstream",
+                 lambda: cluster.open_transactions(mock.bootstrap, DST, range(PARTS)), 30)
+        mock.refuse_writes(DST)
+        world.produce(20, 0.0)
+        wait_for("a delivery of r's refused", lambda: logged(log, "too large"), 30)
+        stop(r)  # its open transaction ends: aborted (a delivery failed)
+        mock.accept_writes(DST)
+        t0 = time.time()
+        left = {}
+
+        def ended():
+            left.clear()
+            left.update(cluster.open_transactions(mock.bootstrap, DST, range(PARTS)))
+            return not left
+        try:
+            wait_for("r's transaction ended", ended, 20)
+        except Failure as e:
+            raise Failure(f"{e}: its markers were refused; still open (partition: (last "
+                          f"stable offset, high watermark)) {left}")
+        ended = time.time() - t0
+        r.update({"pipeline": {"transaction_max_age": "100ms"}})
+        r.start()
+        wait_for("r to hold every partition again", lambda: holding(r), 60)
+        world.read((r,))
+        world.verify(order=False)
+        stop(r)
+        return (f"r's transaction ended while {DST} refused writes: ended "
+                f"{ended:.1f}s after the refusal was lifted; r started again, "
+                f"{len(world.first)} keys, each once")
+    finally:
+        shut_down(mock, world, r)
+
+
+def main():
+    workdir = tempfile.mkdtemp(prefix="kdedup-hanging-")
+    failed = 0
+    for name, fn in (("a killed replica's open transaction", run),
+                     ("a transaction ended while downstream refuses writes", markers)):
+        t0 = time.time()
+        try:
+            line = fn(workdir)
+            print(f"PASS {name} ({time.time() - t0:.1f}s)\n  {line}", flush=True)
+        except Failure as e:
+            failed += 1
+            print(f"FAIL {name}: {e} (logs in {workdir})", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
