@@ -2196,6 +2196,63 @@ static void test_txn_revoke_during_a_slow_write(void **state) {
     free(recs);
 }
 
+/* STALL_CONFIG with the eager protocol (range): a rebalance revokes every
+ * partition and assigns some back. Arguments: brokers, dir, replica. */
+#define EAGER_STALL_CONFIG                                                               \
+    "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\", \"producer\": {},"           \
+    " \"consumer\": {\"session.timeout.ms\": \"3000\", \"max.poll.interval.ms\": "       \
+    "\"3000\", \"heartbeat.interval.ms\": \"500\", \"auto.commit.interval.ms\": "        \
+    "\"200\", \"max.partition.fetch.bytes\": \"1024\","                                  \
+    " \"partition.assignment.strategy\": \"range\"}},"                                   \
+    " \"routes\": [{\"from\": \"in\", \"to\": \"out\", \"on_missing_key\": "             \
+    "\"forward\"}],"                                                                     \
+    " \"store\": {\"path\": \"%s/%s/store\"}, \"pipeline\": {\"batch_max\": 50}}"
+
+/* An eager revoke while a store write is under way that outlasts the
+ * revoke's wait for it (hunt3): a holds every partition, its store writes
+ * take 8 s, and b joins. a's revoke of every partition waits 1.5 s (half of
+ * max.poll.interval.ms), commits and gives them up; the group gives two
+ * back to a, which reads their history while the batch's claims are still
+ * being written, and two to b. The batch, written after, holds messages of
+ * the ended ownership only: dropped, its claims released, and a consumes
+ * its two partitions again from the committed offsets. Every key
+ * downstream once. */
+static void test_eager_revoke_outlasted_by_a_slow_write(void **state) {
+    env *e = *state;
+    kd_pipeline_stats sa;
+    kf_record *recs;
+    size_t n;
+    kf_run a, b;
+    char dir[300];
+
+    send_keys(e, "in", 0, 200, 1);
+    snprintf(dir, sizeof(dir), "%s/a", e->dir);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    kf_run_start_faulty(&a, &e->mock, EAGER_STALL_CONFIG, e->mock.bootstrap, e->dir, "a");
+    wait_replicas(&a, NULL, PARTS, 0, 200);
+    kd_faulty_store_delay_writes(a.store, 8000);
+    send_keys(e, "in", 200, 800, 1);
+    for (int i = 0; i < TIMEOUT_MS / 20; i++) { /* consumed: handed to the store */
+        kd_pipeline_stats_get(a.p, &sa);
+        if (sa.consumed > 200)
+            break;
+        kf_sleep_ms(20);
+    }
+    assert_true(sa.consumed > 200);
+    snprintf(dir, sizeof(dir), "%s/b", e->dir);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    kf_run_start(&b, &e->mock, EAGER_STALL_CONFIG, e->mock.bootstrap, e->dir, "b");
+    for (int i = 0; i < TIMEOUT_MS / 20 && !kd_faulty_store_delayed(a.store); i++)
+        kf_sleep_ms(20);
+    kd_faulty_store_delay_writes(a.store, 0);
+    wait_replicas(&a, &b, PARTS / 2, PARTS / 2, 800);
+    recs = kf_read(&e->mock, "out", PARTS, 800, 2000, TIMEOUT_MS, &n);
+    kf_run_stop(&b);
+    kf_run_stop(&a);
+    assert_each_once(recs, n, 0, 800);
+    free(recs);
+}
+
 /* An assignment lost while a store write is under way (issue 26, item 4:
  * the rebalance callback produced the batch being claimed for partitions
  * that were lost). a alone holds every partition, a batch's write taking
@@ -2782,6 +2839,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_revoke_during_a_slow_write, setup, teardown),
         cmocka_unit_test_setup_teardown(test_txn_revoke_during_a_slow_write, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_eager_revoke_outlasted_by_a_slow_write,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_assignment_lost_during_a_slow_write, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_rebalance_while_claims_are_written, setup,
