@@ -2126,6 +2126,133 @@ static void test_revoke_during_a_slow_write(void **state) {
     free(recs);
 }
 
+/* STALL_CONFIG in the transactional mode, a transactional.id a replica.
+ * Arguments: brokers, dir, replica, replica. */
+#define STALL_TXN_CONFIG                                                                 \
+    "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\", \"producer\": {},"           \
+    " \"consumer\": {\"session.timeout.ms\": \"3000\", \"max.poll.interval.ms\": "       \
+    "\"3000\", \"heartbeat.interval.ms\": \"500\", \"max.partition.fetch.bytes\": "      \
+    "\"1024\"}},"                                                                        \
+    " \"routes\": [{\"from\": \"in\", \"to\": \"out\", \"on_missing_key\": "             \
+    "\"forward\"}],"                                                                     \
+    " \"store\": {\"path\": \"%s/%s/store\"}, \"pipeline\": {\"batch_max\": 50,"         \
+    " \"delivery\": \"transactional\", \"transactional_id\": \"kd-%s\"}}"
+
+/* Starts replica `name` over STALL_TXN_CONFIG (a faulty store or not). */
+static void start_txn_replica(env *e, kf_run *r, const char *name, bool faulty) {
+    char dir[300];
+
+    snprintf(dir, sizeof(dir), "%s/%s", e->dir, name);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    if (faulty)
+        kf_run_start_faulty(r, &e->mock, STALL_TXN_CONFIG, e->mock.bootstrap, e->dir,
+                            name, name);
+    else
+        kf_run_start(r, &e->mock, STALL_TXN_CONFIG, e->mock.bootstrap, e->dir, name,
+                     name);
+}
+
+/* test_revoke_during_a_slow_write in the transactional mode (hunt3: the
+ * loop polls only once a slow write outlasts a quarter of
+ * max.poll.interval.ms, and the revoke callback commits the open
+ * transaction while the batch is still being written). a alone, 200 keys
+ * settled; its store writes then take 10 s and 600 keys more come; b joins.
+ * a's revoke commits what it forwarded with the offsets it settles, gives up
+ * two partitions, and drops the batch's messages of those once written; b
+ * takes them from the committed offsets. Nothing is aborted (the mock
+ * cluster shows aborted records too), and every key is downstream once. */
+static void test_txn_revoke_during_a_slow_write(void **state) {
+    env *e = *state;
+    kd_pipeline_stats sa;
+    uint64_t aborted;
+    kf_record *recs;
+    size_t n;
+    kf_run a, b;
+
+    send_keys(e, "in", 0, 200, 1);
+    start_txn_replica(e, &a, "a", true);
+    wait_replicas(&a, NULL, PARTS, 0, 200);
+    kd_faulty_store_delay_writes(a.store, 10000);
+    send_keys(e, "in", 200, 800, 1);
+    for (int i = 0; i < TIMEOUT_MS / 20; i++) { /* consumed: handed to the store */
+        kd_pipeline_stats_get(a.p, &sa);
+        if (sa.consumed > 200)
+            break;
+        kf_sleep_ms(20);
+    }
+    assert_true(sa.consumed > 200);
+    start_txn_replica(e, &b, "b", false);
+    for (int i = 0; i < TIMEOUT_MS / 20 && !kd_faulty_store_delayed(a.store); i++)
+        kf_sleep_ms(20);
+    kd_faulty_store_delay_writes(a.store, 0);
+    wait_replicas(&a, &b, PARTS / 2, PARTS / 2, 800);
+    recs = kf_read(&e->mock, "out", PARTS, 800, 2000, TIMEOUT_MS, &n);
+    aborted = atomic_load(kd_metrics_txn_aborted(kd_pipeline_metrics(a.p))) +
+              atomic_load(kd_metrics_txn_aborted(kd_pipeline_metrics(b.p)));
+    kf_run_stop(&b);
+    kf_run_stop(&a);
+    assert_int_equal(aborted, 0);
+    assert_each_once(recs, n, 0, 800);
+    free(recs);
+}
+
+/* STALL_CONFIG with the eager protocol (range): a rebalance revokes every
+ * partition and assigns some back. Arguments: brokers, dir, replica. */
+#define EAGER_STALL_CONFIG                                                               \
+    "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\", \"producer\": {},"           \
+    " \"consumer\": {\"session.timeout.ms\": \"3000\", \"max.poll.interval.ms\": "       \
+    "\"3000\", \"heartbeat.interval.ms\": \"500\", \"auto.commit.interval.ms\": "        \
+    "\"200\", \"max.partition.fetch.bytes\": \"1024\","                                  \
+    " \"partition.assignment.strategy\": \"range\"}},"                                   \
+    " \"routes\": [{\"from\": \"in\", \"to\": \"out\", \"on_missing_key\": "             \
+    "\"forward\"}],"                                                                     \
+    " \"store\": {\"path\": \"%s/%s/store\"}, \"pipeline\": {\"batch_max\": 50}}"
+
+/* An eager revoke while a store write is under way that outlasts the
+ * revoke's wait for it (hunt3): a holds every partition, its store writes
+ * take 8 s, and b joins. a's revoke of every partition waits 1.5 s (half of
+ * max.poll.interval.ms), commits and gives them up; the group gives two
+ * back to a, which reads their history while the batch's claims are still
+ * being written, and two to b. The batch, written after, holds messages of
+ * the ended ownership only: dropped, its claims released, and a consumes
+ * its two partitions again from the committed offsets. Every key
+ * downstream once. */
+static void test_eager_revoke_outlasted_by_a_slow_write(void **state) {
+    env *e = *state;
+    kd_pipeline_stats sa;
+    kf_record *recs;
+    size_t n;
+    kf_run a, b;
+    char dir[300];
+
+    send_keys(e, "in", 0, 200, 1);
+    snprintf(dir, sizeof(dir), "%s/a", e->dir);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    kf_run_start_faulty(&a, &e->mock, EAGER_STALL_CONFIG, e->mock.bootstrap, e->dir, "a");
+    wait_replicas(&a, NULL, PARTS, 0, 200);
+    kd_faulty_store_delay_writes(a.store, 8000);
+    send_keys(e, "in", 200, 800, 1);
+    for (int i = 0; i < TIMEOUT_MS / 20; i++) { /* consumed: handed to the store */
+        kd_pipeline_stats_get(a.p, &sa);
+        if (sa.consumed > 200)
+            break;
+        kf_sleep_ms(20);
+    }
+    assert_true(sa.consumed > 200);
+    snprintf(dir, sizeof(dir), "%s/b", e->dir);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    kf_run_start(&b, &e->mock, EAGER_STALL_CONFIG, e->mock.bootstrap, e->dir, "b");
+    for (int i = 0; i < TIMEOUT_MS / 20 && !kd_faulty_store_delayed(a.store); i++)
+        kf_sleep_ms(20);
+    kd_faulty_store_delay_writes(a.store, 0);
+    wait_replicas(&a, &b, PARTS / 2, PARTS / 2, 800);
+    recs = kf_read(&e->mock, "out", PARTS, 800, 2000, TIMEOUT_MS, &n);
+    kf_run_stop(&b);
+    kf_run_stop(&a);
+    assert_each_once(recs, n, 0, 800);
+    free(recs);
+}
+
 /* An assignment lost while a store write is under way (issue 26, item 4:
  * the rebalance callback produced the batch being claimed for partitions
  * that were lost). a alone holds every partition, a batch's write taking
@@ -2710,6 +2837,10 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_txn_producer_initialised_in_later_turns,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_revoke_during_a_slow_write, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_txn_revoke_during_a_slow_write, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_eager_revoke_outlasted_by_a_slow_write,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_assignment_lost_during_a_slow_write, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_rebalance_while_claims_are_written, setup,
