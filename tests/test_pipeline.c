@@ -1740,7 +1740,7 @@ static bool forwarded_6(const kd_pipeline_stats *st) {
  * fetches of about 8 messages a partition. Each reads a partition's history
  * when it is given one (the default): only a copy forwarded after the new
  * owner read the history is downstream twice. Arguments: brokers, dir,
- * replica, batch_max. */
+ * replica, batch_max, pipeline keys more ("" or ", \"k\": v..."). */
 #define STALL_CONFIG                                                                     \
     "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\", \"producer\": {},"           \
     " \"consumer\": {\"session.timeout.ms\": \"3000\", \"max.poll.interval.ms\": "       \
@@ -1748,19 +1748,27 @@ static bool forwarded_6(const kd_pipeline_stats *st) {
     "\"200\", \"max.partition.fetch.bytes\": \"1024\"}},"                                \
     " \"routes\": [{\"from\": \"in\", \"to\": \"out\", \"on_missing_key\": "             \
     "\"forward\"}],"                                                                     \
-    " \"store\": {\"path\": \"%s/%s/store\"}, \"pipeline\": {\"batch_max\": %d}}"
+    " \"store\": {\"path\": \"%s/%s/store\"}, \"pipeline\": {\"batch_max\": %d%s}}"
 
-/* Starts replica `name` (a faulty store or not) in e->dir/name. */
-static void start_replica(env *e, kf_run *r, const char *name, bool faulty) {
+/* Starts replica `name` (a faulty store or not) in e->dir/name, over
+ * STALL_CONFIG with `pipeline` keys more ("" for none). */
+static void start_replica_with(env *e, kf_run *r, const char *name, bool faulty,
+                               const char *pipeline) {
     char dir[300];
 
     snprintf(dir, sizeof(dir), "%s/%s", e->dir, name);
     assert_int_equal(mkdir(dir, 0700), 0);
     if (faulty)
         kf_run_start_faulty(r, &e->mock, STALL_CONFIG, e->mock.bootstrap, e->dir, name,
-                            50);
+                            50, pipeline);
     else
-        kf_run_start(r, &e->mock, STALL_CONFIG, e->mock.bootstrap, e->dir, name, 50);
+        kf_run_start(r, &e->mock, STALL_CONFIG, e->mock.bootstrap, e->dir, name, 50,
+                     pipeline);
+}
+
+/* Starts replica `name` (a faulty store or not) in e->dir/name. */
+static void start_replica(env *e, kf_run *r, const char *name, bool faulty) {
+    start_replica_with(e, r, name, faulty, "");
 }
 
 /* Waits until a and b hold `parts_a` and `parts_b` partitions, nothing in
@@ -1834,7 +1842,7 @@ static void test_store_slower_than_max_poll(void **state) {
     slow_write_under_way(e, &a, &b, 8000);
     kd_pipeline_stats_get(a.p, &sa);
     abandoned = sa.abandoned;
-    snprintf(json, sizeof(json), STALL_CONFIG, e->mock.bootstrap, e->dir, "a", 60);
+    snprintf(json, sizeof(json), STALL_CONFIG, e->mock.bootstrap, e->dir, "a", 60, "");
     assert_non_null(grown = kd_config_parse(json, strlen(json), "grown.json", reason,
                                             sizeof(reason)));
     kd_pipeline_offer(a.p, grown, false);
@@ -2126,30 +2134,14 @@ static void test_revoke_during_a_slow_write(void **state) {
     free(recs);
 }
 
-/* STALL_CONFIG in the transactional mode, a transactional.id a replica.
- * Arguments: brokers, dir, replica, replica. */
-#define STALL_TXN_CONFIG                                                                 \
-    "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\", \"producer\": {},"           \
-    " \"consumer\": {\"session.timeout.ms\": \"3000\", \"max.poll.interval.ms\": "       \
-    "\"3000\", \"heartbeat.interval.ms\": \"500\", \"max.partition.fetch.bytes\": "      \
-    "\"1024\"}},"                                                                        \
-    " \"routes\": [{\"from\": \"in\", \"to\": \"out\", \"on_missing_key\": "             \
-    "\"forward\"}],"                                                                     \
-    " \"store\": {\"path\": \"%s/%s/store\"}, \"pipeline\": {\"batch_max\": 50,"         \
-    " \"delivery\": \"transactional\", \"transactional_id\": \"kd-%s\"}}"
-
-/* Starts replica `name` over STALL_TXN_CONFIG (a faulty store or not). */
+/* Starts replica `name` over STALL_CONFIG in the transactional mode, with a
+ * transactional.id of its own. */
 static void start_txn_replica(env *e, kf_run *r, const char *name, bool faulty) {
-    char dir[300];
+    char pipeline[200];
 
-    snprintf(dir, sizeof(dir), "%s/%s", e->dir, name);
-    assert_int_equal(mkdir(dir, 0700), 0);
-    if (faulty)
-        kf_run_start_faulty(r, &e->mock, STALL_TXN_CONFIG, e->mock.bootstrap, e->dir,
-                            name, name);
-    else
-        kf_run_start(r, &e->mock, STALL_TXN_CONFIG, e->mock.bootstrap, e->dir, name,
-                     name);
+    snprintf(pipeline, sizeof(pipeline),
+             ", \"delivery\": \"transactional\", \"transactional_id\": \"kd-%s\"", name);
+    start_replica_with(e, r, name, faulty, pipeline);
 }
 
 /* test_revoke_during_a_slow_write in the transactional mode (hunt3: the
