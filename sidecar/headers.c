@@ -4,6 +4,8 @@
  */
 #include "sidecar/headers.h"
 
+#include "dedup/fmt.h"
+
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,12 +37,20 @@ static kd_signed signed_of(const kd_headers_stamp *s) {
 
 const char *kd_headers_source_format(char *buf, size_t size, const char *topic,
                                      int32_t partition, int64_t offset) {
-    snprintf(buf, size, "%s/%" PRId32 "/%" PRId64, topic, partition, offset);
+    kd_fmt f = kd_fmt_on(buf, size);
+
+    kd_fmt_str(&f, topic);
+    kd_fmt_mem(&f, "/", 1);
+    kd_fmt_i64(&f, partition);
+    kd_fmt_mem(&f, "/", 1);
+    kd_fmt_i64(&f, offset);
     return buf;
 }
 
 const char *kd_headers_at_format(char *buf, size_t size, uint64_t wall_ms) {
-    snprintf(buf, size, "%" PRIu64, wall_ms);
+    kd_fmt f = kd_fmt_on(buf, size);
+
+    kd_fmt_u64(&f, wall_ms);
     return buf;
 }
 

@@ -400,14 +400,17 @@ static void take_offer(kd_pipeline *p) {
     KD_INFO("reload: in force (pipeline.batch_max %lld)", (long long)cfg->batch_max);
 }
 
-/* A turn while the store thread's write outlasts STALL_SLICE_MS: consumption
- * paused, the producer served, and the consumer polled all the same, so
- * that the group keeps this member (max.poll.interval.ms) and serves its
- * rebalances. A message a poll still returns waits for the next batch. */
+/* A turn while the store thread's write outlasts STALL_SLICE_MS: the
+ * producer served; once the write outlasts its bound, consumption paused
+ * and the consumer polled all the same, so that the group keeps this
+ * member (max.poll.interval.ms) and serves its rebalances. A message a
+ * poll still returns waits for the next batch. */
 static void stall_turn(kd_pipeline *p) {
-    kd_pl_ahead_stall(p);
+    bool paused = kd_pl_ahead_stall(p);
+
     kd_pl_service(p, 0);
-    p->batch_n = kd_pl_collect(p, p->batch_n, 0);
+    if (paused)
+        p->batch_n = kd_pl_collect(p, p->batch_n, 0);
 }
 
 int kd_pipeline_run(kd_pipeline *p) {

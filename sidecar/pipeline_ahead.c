@@ -24,10 +24,17 @@
  *
  * The loop never waits for the store thread longer than STALL_SLICE_MS at
  * once. A write that takes longer (a slow disk) stalls consumption, not
- * the loop: its partitions are paused, and it goes on turning, ticking its
- * health, serving the producer and polling the consumer, so that the
- * member stays in its group (librdkafka's max.poll.interval.ms) and no
- * other replica is given partitions whose batch is still to be produced.
+ * the loop: it goes on turning, ticking its health and serving the
+ * producer. Once the write has been under way for a quarter of
+ * max.poll.interval.ms (STALL_PAUSE_MAX_MS at most), the partitions are
+ * paused and the loop polls the consumer too, so that the member stays in
+ * its group and serves its rebalances (a poll of paused partitions returns
+ * none of their messages) and no other replica is given partitions whose
+ * batch is still to be produced. Not sooner: librdkafka
+ * drops a paused partition's prefetched messages and fetches them again on
+ * resume, so a pause for every write a little slower than a slice would
+ * fetch the backlog over and over (each cost tens of millions of
+ * instructions in `make bench-instructions`, under valgrind's slowdown).
  * Should the group take them all the same (a lost session, or a wait that
  * cannot poll, as at the stop), the job is acted on only after
  * rd_kafka_assignment_lost() was asked: the messages of an ended ownership
@@ -300,16 +307,28 @@ bool kd_pl_ahead_wait(kd_pipeline *p, int timeout_ms) {
     return job_written(&p->ahead, timeout_ms);
 }
 
-void kd_pl_ahead_stall(kd_pipeline *p) {
+/* How long a write may be under way before consumption pauses. */
+static uint64_t stall_pause_ms(const kd_pipeline *p) {
+    uint64_t ms = (uint64_t)p->max_poll_ms / STALL_PAUSE_POLLS;
+
+    return ms < STALL_SLICE_MS       ? STALL_SLICE_MS
+           : ms > STALL_PAUSE_MAX_MS ? STALL_PAUSE_MAX_MS
+                                     : ms;
+}
+
+bool kd_pl_ahead_stall(kd_pipeline *p) {
     uint64_t now = kd_mono_ms();
 
     if (atomic_load(&p->store_slow_since))
-        return;
+        return true;
+    if (now - p->ahead.handed_ms < stall_pause_ms(p))
+        return false;
     KD_WARN("store slow: a write has been under way for %llums; consumption is paused "
             "until it is done (the loop turns on, so the group keeps this member)",
             (unsigned long long)(now - p->ahead.handed_ms));
     atomic_store(&p->store_slow_since, now ? now : 1);
     kd_pl_apply_pauses(p);
+    return true;
 }
 
 void kd_pl_ahead_turn(kd_pipeline *p, size_t n) {

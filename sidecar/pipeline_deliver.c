@@ -2,6 +2,7 @@
  * kdedup - the pipeline's delivery reports: receipts for what was delivered, releases,
  * retries and dead letters for what was not.
  */
+#include "dedup/fmt.h"
 #include "dedup/hex.h"
 #include "sidecar/headers.h"
 #include "sidecar/keysrc.h"
@@ -167,13 +168,14 @@ size_t kd_pl_format_receipt(const kd_pipeline *p, const msg *m, char *buf, size_
     size_t n =
         kd_pl_receipt_text(p, m->route, m->out_partition, m->out_offset, m->out_timestamp,
                            m->rkm->partition, m->rkm->offset, buf, size);
-    char hex[2 * KD_FINGERPRINT_LEN + 1];
-    int more;
+    kd_fmt f;
 
     if (!m->has_fp || n + 1 >= size)
         return n;
-    more = snprintf(buf + n, size - n, " fp=%s", kd_hex(m->fp, KD_FINGERPRINT_LEN, hex));
-    return more < 0 ? n : n + (size_t)more < size ? n + (size_t)more : size - 1;
+    f = kd_fmt_on(buf + n, size - n);
+    kd_fmt_mem(&f, " fp=", 4);
+    kd_fmt_hex(&f, m->fp, KD_FINGERPRINT_LEN);
+    return n + kd_fmt_len(&f);
 }
 
 static void handle_reports(kd_pipeline *p) {

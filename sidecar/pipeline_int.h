@@ -101,6 +101,8 @@
 #define STUCK_AFTER_FOREVER 5  /* failures that make a message stuck, max_retries -1 */
 #define ORPHAN_WAIT_MS 20      /* a message waiting for its orphan's scan: asks again */
 #define STALL_SLICE_MS 200 /* the longest the loop waits for the store thread at once */
+#define STALL_PAUSE_MAX_MS 5000 /* a write under way this long pauses consumption... */
+#define STALL_PAUSE_POLLS 4     /* ...or a max.poll.interval.ms / this, if shorter */
 
 typedef enum msg_kind {
     MSG_DEDUP,      /* has a key: claimed before it is forwarded */
@@ -358,7 +360,7 @@ struct kd_pipeline {
     size_t batch_n;    /* p->batch_msgs[0..batch_n): polled while the store thread
                         * wrote, for the next batch */
     int max_poll_ms;   /* the consumer's max.poll.interval.ms */
-    /* Consumption paused while the store thread's write outlasts a turn
+    /* Consumption paused while the store thread's write outlasts its bound
      * (the loop turns on, polling; see kd_pl_ahead_stall); mono ms since
      * then, or 0: /readyz. The loop writes, any reads. */
     _Atomic uint64_t store_slow_since;
@@ -497,10 +499,12 @@ bool kd_pl_ahead_wait(kd_pipeline *p, int timeout_ms);
  * owned is sent, settled or retried as kd_pl_dispatch would (the others are
  * dropped). The poll batch's array swaps with the job's. */
 void kd_pl_ahead_turn(kd_pipeline *p, size_t n);
-/* The store thread's write outlasted a wait of the loop: consumption pauses
- * (every partition; /readyz says why) until it is done, while the loop
- * turns on without it. */
-void kd_pl_ahead_stall(kd_pipeline *p);
+/* The store thread's write outlasted a wait of the loop. Once it has been
+ * under way for a quarter of max.poll.interval.ms (STALL_PAUSE_MAX_MS at
+ * most), consumption pauses (every partition; /readyz says why) until it
+ * is done, while the loop turns on without it. Returns whether it is
+ * paused: only then may the loop poll the consumer. */
+bool kd_pl_ahead_stall(kd_pipeline *p);
 /* Waits for the job handed over, if any, until deadline_ms (mono;
  * UINT64_MAX: however long it takes), ticking the loop's health and
  * serving the producer (never polling the consumer), then acts on it:

@@ -3,20 +3,32 @@
  */
 #include "sidecar/receipt.h"
 
+#include "dedup/fmt.h"
+
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
-size_t kd_receipt_format(const kd_receipt *r, char *buf, size_t size) {
-    int n = snprintf(buf, size,
-                     "v1 to=%.*s/%" PRId32 "@%" PRId64 " ts=%" PRId64
-                     " from=%.*s/%" PRId32 "@%" PRId64,
-                     (int)r->to_len, r->to, r->to_partition, r->to_offset, r->timestamp,
-                     (int)r->from_len, r->from, r->from_partition, r->from_offset);
+/* Writes `<topic>/<partition>@<offset>` (what place() reads). */
+static void place_put(kd_fmt *f, const char *topic, size_t topic_len, int32_t partition,
+                      int64_t offset) {
+    kd_fmt_mem(f, topic, topic_len);
+    kd_fmt_mem(f, "/", 1);
+    kd_fmt_i64(f, partition);
+    kd_fmt_mem(f, "@", 1);
+    kd_fmt_i64(f, offset);
+}
 
-    if (n < 0 || size == 0)
-        return 0;
-    return (size_t)n < size ? (size_t)n : size - 1;
+size_t kd_receipt_format(const kd_receipt *r, char *buf, size_t size) {
+    kd_fmt f = kd_fmt_on(buf, size);
+
+    kd_fmt_mem(&f, "v1 to=", 6);
+    place_put(&f, r->to, r->to_len, r->to_partition, r->to_offset);
+    kd_fmt_mem(&f, " ts=", 4);
+    kd_fmt_i64(&f, r->timestamp);
+    kd_fmt_mem(&f, " from=", 6);
+    place_put(&f, r->from, r->from_len, r->from_partition, r->from_offset);
+    return kd_fmt_len(&f);
 }
 
 /* Reads a decimal number of at most 18 digits, as printf writes it (no

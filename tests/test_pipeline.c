@@ -1956,6 +1956,37 @@ static void test_store_slower_than_max_poll(void **state) {
     free(recs);
 }
 
+/* Store writes slower than the loop's slice (each append 300 ms, a job
+ * one or two of them, against 200) but within the bound on pausing (a
+ * quarter of max.poll.interval.ms: 750 ms here). Consumption is not paused
+ * for them: a pause makes librdkafka drop the partitions' prefetched
+ * messages and fetch them again, which for every such write fetched the
+ * backlog over and over. a is never "store slow", and every key is
+ * downstream once. (Before, each of these writes paused consumption.) */
+static void test_store_write_within_its_bound_does_not_pause(void **state) {
+    env *e = *state;
+    char reason[512];
+    bool slow_seen = false;
+    kf_record *recs;
+    size_t n;
+    kf_run a;
+
+    slow_write_under_way(e, &a, NULL, 300);
+    for (int i = 0; i < TIMEOUT_MS / 20 && kd_faulty_store_delayed(a.store) < 4; i++) {
+        if (!kd_pipeline_ready(a.p, reason, sizeof(reason)) &&
+            strstr(reason, "store slow"))
+            slow_seen = true;
+        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+    }
+    assert_true(kd_faulty_store_delayed(a.store) >= 4);
+    kd_faulty_store_delay_writes(a.store, 0);
+    recs = kf_read(&e->mock, "out", PARTS, 800, 2000, TIMEOUT_MS, &n);
+    kf_run_stop(&a);
+    assert_each_once(recs, n, 0, 800);
+    assert_false(slow_seen);
+    free(recs);
+}
+
 /* A stop while a store write slower than max.poll.interval.ms is under way.
  * The stop waits for the write without polling: the group takes a's
  * partitions after 3 s, and b reads their history and forwards what waits
@@ -2758,6 +2789,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_handover_waits_for_downstream, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_store_slower_than_max_poll, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_write_within_its_bound_does_not_pause,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_during_a_slow_write, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expired_claim_in_a_dropped_batch, setup,
                                         teardown),

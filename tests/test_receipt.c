@@ -1,7 +1,9 @@
 /*
  * kdedup tests - receipts: written and read back the same, the text that
- * may follow ignored, anything else refused.
+ * may follow ignored, anything else refused; and the printf-free builder
+ * they are written with (dedup/fmt.h), against snprintf.
  */
+#include "dedup/fmt.h"
 #include "sidecar/receipt.h"
 
 #include <stdarg.h>
@@ -9,6 +11,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -78,10 +81,57 @@ static void test_refused(void **state) {
     assert_false(kd_receipt_parse("v1 to=out/0@7 ts=1 from=in/0@12", 28, &out));
 }
 
+/* Every integer edge and every buffer size, cut or not: the builder's text
+ * and length are snprintf's. */
+static void test_fmt_as_snprintf(void **state) {
+    static const int64_t values[] = {0,
+                                     1,
+                                     -1,
+                                     9,
+                                     10,
+                                     -10,
+                                     99,
+                                     100,
+                                     2147483647,
+                                     -2147483648LL,
+                                     1234567890123,
+                                     INT64_MAX,
+                                     INT64_MIN,
+                                     INT64_MIN + 1};
+    static const unsigned char bytes[] = {0x00, 0x0f, 0xa5, 0xff};
+    char want[128], got[128];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++)
+        for (size_t size = 0; size <= 64; size++) {
+            int n =
+                snprintf(want, size ? size : 1, "t/%" PRId64 "/%" PRIu64 " fp=00 0fa5ff",
+                         values[i], (uint64_t)values[i]);
+            kd_fmt f = kd_fmt_on(got, size);
+
+            kd_fmt_str(&f, "t/");
+            kd_fmt_i64(&f, values[i]);
+            kd_fmt_mem(&f, "/", 1);
+            kd_fmt_u64(&f, (uint64_t)values[i]);
+            kd_fmt_mem(&f, " fp=", 4);
+            kd_fmt_hex(&f, bytes, 1);
+            kd_fmt_mem(&f, " ", 1);
+            kd_fmt_hex(&f, bytes + 1, 3);
+            assert_int_equal(f.n, n);
+            if (!size) {
+                assert_int_equal(kd_fmt_len(&f), 0);
+                continue;
+            }
+            assert_string_equal(got, want);
+            assert_int_equal(kd_fmt_len(&f), strlen(want));
+        }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip),
         cmocka_unit_test(test_refused),
+        cmocka_unit_test(test_fmt_as_snprintf),
     };
 
     return cmocka_run_group_tests_name("receipts", tests, NULL, NULL);
