@@ -31,13 +31,31 @@ typedef struct faulty {
     size_t race_payload_len;
     unsigned race_times; /* races left to lose */
     atomic_ulong raced;
+    pthread_mutex_t reads_lock; /* guards fail_reads */
+    char *fail_reads;           /* reads of streams beginning so fail (NULL: none) */
+    atomic_ulong reads_refused;
 } faulty;
+
+/* True when a read of stream is to fail (counted). */
+static bool refuse_read(faulty *f, const char *stream, size_t stream_len) {
+    bool refuse;
+
+    pthread_mutex_lock(&f->reads_lock);
+    refuse = f->fail_reads && stream_len >= strlen(f->fail_reads) &&
+             !memcmp(stream, f->fail_reads, strlen(f->fail_reads));
+    pthread_mutex_unlock(&f->reads_lock);
+    if (refuse)
+        atomic_fetch_add(&f->reads_refused, 1);
+    return refuse;
+}
 
 static kd_err f_read_last(void *impl, const char *stream, size_t stream_len,
                           uint64_t *seq, void **payload, size_t *payload_len,
                           bool *found) {
     faulty *f = impl;
 
+    if (refuse_read(f, stream, stream_len))
+        return KD_ERR_STORE;
     return kd_store_read_last(f->inner, stream, stream_len, seq, payload, payload_len,
                               found);
 }
@@ -150,6 +168,8 @@ static void f_destroy(void *impl) {
 
     kd_store_destroy(f->inner);
     race_clear(f);
+    free(f->fail_reads);
+    pthread_mutex_destroy(&f->reads_lock);
     pthread_mutex_destroy(&f->race_lock);
     pthread_cond_destroy(&f->hold_cond);
     pthread_mutex_destroy(&f->hold_lock);
@@ -181,6 +201,7 @@ kd_store *kd_faulty_store_new(kd_store *inner) {
     f->inner = inner;
     atomic_store(&f->fail_after, -1);
     pthread_mutex_init(&f->race_lock, NULL);
+    pthread_mutex_init(&f->reads_lock, NULL);
     pthread_mutex_init(&f->hold_lock, NULL);
     pthread_cond_init(&f->hold_cond, NULL);
     return kd_store_new(&faulty_ops, f);
@@ -241,4 +262,21 @@ void kd_faulty_store_race(kd_store *faulty_store, const char *stream, size_t str
 
 unsigned long kd_faulty_store_raced(kd_store *faulty_store) {
     return atomic_load(&impl_of(faulty_store)->raced);
+}
+
+bool kd_faulty_store_fail_reads(kd_store *faulty_store, const char *prefix) {
+    faulty *f = impl_of(faulty_store);
+    char *copy = prefix ? strdup(prefix) : NULL;
+
+    if (prefix && !copy)
+        return false;
+    pthread_mutex_lock(&f->reads_lock);
+    free(f->fail_reads);
+    f->fail_reads = copy;
+    pthread_mutex_unlock(&f->reads_lock);
+    return true;
+}
+
+unsigned long kd_faulty_store_reads_refused(kd_store *faulty_store) {
+    return atomic_load(&impl_of(faulty_store)->reads_refused);
 }

@@ -3,7 +3,8 @@
  * while writes are switched off, answers every append with KD_ERR_STORE
  * and a "No space left on device" error, as a full disk would; or makes
  * batch appends slow, or holds them until the test lets them go; or lets
- * another writer win the race for a stream.
+ * another writer win the race for a stream; or fails the reads of some
+ * streams.
  */
 #ifndef KD_TEST_FAULTY_STORE_H
 #define KD_TEST_FAULTY_STORE_H
@@ -48,6 +49,17 @@ void kd_faulty_store_race(kd_store *faulty, const char *stream, size_t stream_le
 
 /* Races armed with kd_faulty_store_race() that happened. */
 unsigned long kd_faulty_store_raced(kd_store *faulty);
+
+/* Fails every single-stream read (read_last) of a stream whose name begins
+ * with prefix, with KD_ERR_STORE, until called again (NULL: none), as a
+ * store whose block holding them cannot be read would: e.g. a handover's
+ * mark ("kdedup:handover:in/"), so that the handovers of that source
+ * topic fail and wait while everything else goes on. Copies prefix; false
+ * when out of memory. Thread-safe. */
+bool kd_faulty_store_fail_reads(kd_store *faulty, const char *prefix);
+
+/* Reads refused by kd_faulty_store_fail_reads() so far. */
+unsigned long kd_faulty_store_reads_refused(kd_store *faulty);
 
 /* Appends refused so far. */
 unsigned long kd_faulty_store_refused(kd_store *faulty);

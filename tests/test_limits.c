@@ -11,6 +11,7 @@
 #include "sidecar/signing.h"
 #include "tests/case_runner.h"
 #include "tests/dedup_fixture.h"
+#include "tests/faulty_store.h"
 #include "tests/kafka_fixture.h"
 
 #include <stdarg.h>
@@ -98,6 +99,18 @@ static bool consumed_past(const kd_pipeline_stats *st, uint64_t n) {
     return st->consumed > n;
 }
 
+static bool consumed_reached(const kd_pipeline_stats *st, uint64_t n) {
+    return st->consumed >= n;
+}
+
+static bool forwarded_reached(const kd_pipeline_stats *st, uint64_t n) {
+    return st->forwarded >= n;
+}
+
+static bool assigned_reached(const kd_pipeline_stats *st, uint64_t n) {
+    return st->assigned_partitions >= n;
+}
+
 /* Each key prefix-i, from <= i < to, is in out exactly once. */
 static void check_once(const kf_record *recs, size_t n, const char *prefix, int from,
                        int to) {
@@ -162,10 +175,150 @@ static void test_max_retrying_pauses_and_resumes(void **state) {
     free(recs);
 }
 
+/* Two routes: in -> out (its partitions' handovers made to wait by the
+ * test) and in2 -> out2 (whose deliveries drive flow control); %s: the
+ * store's folder. pipeline.max_inflight 3: three messages in flight pause
+ * consumption; it resumes once none is. */
+#define TWO_ROUTES_CONFIG                                                                \
+    "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\", \"producer\": "              \
+    "{\"message.timeout.ms\": \"60000\", \"reconnect.backoff.max.ms\": \"500\"},"        \
+    " \"consumer\": {\"session.timeout.ms\": \"6000\", \"heartbeat.interval.ms\": "      \
+    "\"500\", \"reconnect.backoff.max.ms\": \"500\"}},"                                  \
+    " \"routes\": [{\"from\": \"in\", \"to\": \"out\", \"on_missing_key\": "             \
+    "\"forward\"},"                                                                      \
+    " {\"from\": \"in2\", \"to\": \"out2\", \"on_missing_key\": \"forward\"}],"          \
+    " \"store\": {\"path\": \"%s/store\"}, \"pipeline\": {\"shutdown_grace\": \"2s\", "  \
+    "\"max_inflight\": 3}}"
+
+/* The store's reads of in's handover marks: failing, in's partitions' handovers
+ * fail and wait (retried with a backoff of up to 30 s); in2's go on. */
+#define IN_MARKS "kdedup:handover:in/"
+
+/* A delivery of key from in/0, by an earlier run, on out/0 (unsigned). */
+static void earlier_delivery(env *e, const char *key) {
+    rd_kafka_t *rk = kf_producer(&e->mock);
+    rd_kafka_headers_t *h = rd_kafka_headers_new(2);
+
+    rd_kafka_header_add(h, "Idempotency-Key", -1, key, -1);
+    rd_kafka_header_add(h, KD_SOURCE_HEADER, -1, "in/0/0", -1);
+    assert_int_equal(
+        rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("out"), RD_KAFKA_V_PARTITION(0),
+                          RD_KAFKA_V_VALUE("v", 1), RD_KAFKA_V_HEADERS(h),
+                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+        RD_KAFKA_RESP_ERR_NO_ERROR);
+    kf_producer_close(rk);
+}
+
+/* Sends prefix-from..to to in2 while out2's broker (2) is down, so that
+ * pipeline.max_inflight (3) pauses consumption; waits until they are
+ * consumed, `consumed` in all, and kdedup_backpressure says 1. */
+static void backpressure_on(env *e, kf_run *r, kd_flow_gauges *g, const char *prefix,
+                            uint64_t consumed) {
+    kd_pipeline_stats st;
+
+    kf_mock_cmd(&e->mock, "broker-down 2");
+    kf_send_range(&e->mock, "in2", 0, prefix, 0, 3);
+    st = stats_until(r, TIMEOUT_MS, consumed_reached, consumed);
+    assert_int_equal(st.consumed, consumed);
+    assert_int_equal(gauge_wait(&g->backpressure, 1, false), 1);
+}
+
+/* A partition whose handover is pending stays paused whatever else resumes
+ * consumption (issue 27: "a partition resumed while its handover is still
+ * pending"). in/0 holds the copy of a key an earlier run delivered to
+ * out/0, and five new keys; the store fails the reads of in's handover
+ * marks, so in's handovers fail and wait, while in2's is done and in2 is
+ * consumed.
+ * 1. Backpressure from in2 (out2's broker down, max_inflight 3 in flight)
+ *    pauses everything; out2 back, it ends and flow control resumes the
+ *    partitions (kd_pl_apply_pauses): in/0 and in/1 must stay paused, so
+ *    nothing of in is consumed. Resumed, the copy would be claimed and
+ *    forwarded before the handover learned the key: twice downstream.
+ * 2. Backpressure again, and then in's handover is let through: it learns
+ *    the key, but in/0 must stay paused while backpressure lasts (the
+ *    handover resumes only what nothing else holds paused). Backpressure
+ *    over, in is consumed: the copy a duplicate, each key once. */
+static void test_pending_handover_keeps_its_partition_paused(void **state) {
+    env *e = *state;
+    _Atomic uint64_t *pending;
+    kd_pipeline_stats st;
+    kd_flow_gauges *g;
+    kf_record *recs;
+    size_t n;
+    kf_run r;
+
+    /* out2/0 alone on broker 2 (downed to make backpressure), the rest on 1 */
+    kf_mock_cmd(&e->mock, "topic in2 1");
+    kf_mock_cmd(&e->mock, "topic out2 1");
+    kf_mock_cmd(&e->mock, "leader in2 0 1");
+    kf_mock_cmd(&e->mock, "leader out 0 1");
+    kf_mock_cmd(&e->mock, "leader out2 0 2");
+    earlier_delivery(e, "held");
+    {
+        rd_kafka_t *rk = kf_producer(&e->mock);
+
+        kf_send(rk, "in", 0, "held", "the copy");
+        kf_producer_close(rk);
+    }
+    kf_send_range(&e->mock, "in", 0, "a", 0, 5);
+    /* The coordinator down until the store fails the mark reads: the group
+     * is joined, and the handovers begun, only after. */
+    kf_mock_cmd(&e->mock, "broker-down 3");
+    kf_run_start_faulty(&r, &e->mock, TWO_ROUTES_CONFIG, e->mock.bootstrap, e->dir);
+    assert_true(kd_faulty_store_fail_reads(r.store, IN_MARKS));
+    kf_mock_cmd(&e->mock, "broker-up 3");
+    pending = kd_metrics_handover_pending(kd_pipeline_metrics(r.p));
+    g = kd_metrics_flow(kd_pipeline_metrics(r.p));
+    st = stats_until(&r, TIMEOUT_MS, assigned_reached, 3);
+    assert_int_equal(st.assigned_partitions, 3);
+    assert_int_equal(gauge_wait(pending, 2, false), 2); /* in/0, in/1; in2/0 done */
+    assert_true(kd_faulty_store_reads_refused(r.store) >= 1);
+
+    /* 1. */
+    backpressure_on(e, &r, g, "b", 3);
+    kf_mock_cmd(&e->mock, "broker-up 2");
+    st = stats_until(&r, TIMEOUT_MS, forwarded_reached, 3);
+    assert_int_equal(st.forwarded, 3);
+    assert_int_equal(gauge_wait(&g->backpressure, 0, false), 0); /* resumed */
+    st = stats_until(&r, 2000, consumed_past, 3);
+    assert_int_equal(st.consumed, 3);
+    assert_int_equal(atomic_load(pending), 2);
+
+    /* 2. */
+    backpressure_on(e, &r, g, "c", 6);
+    assert_true(kd_faulty_store_fail_reads(r.store, NULL));
+    for (int i = 0; i < TIMEOUT_MS / 20 && atomic_load(pending); i++)
+        kf_sleep_ms(20); /* the next try comes within the 30 s backoff */
+    assert_int_equal(atomic_load(pending), 0);
+    st = stats_until(&r, 2000, consumed_past, 6);
+    assert_int_equal(st.consumed, 6);
+    assert_int_equal(st.handover_keys, 1);
+
+    kf_mock_cmd(&e->mock, "broker-up 2");
+    st = kf_run_wait(&r, 12, TIMEOUT_MS);
+    assert_int_equal(st.consumed, 12);
+    assert_int_equal(st.forwarded, 11);
+    assert_int_equal(st.duplicates_completed, 1);
+    kf_run_stop(&r);
+
+    recs = kf_read(&e->mock, "out", 2, 6, 1000, TIMEOUT_MS, &n);
+    assert_int_equal(n, 6);
+    assert_int_equal(kf_count_key(recs, n, "held"), 1);
+    check_once(recs, n, "a", 0, 5);
+    free(recs);
+    recs = kf_read(&e->mock, "out2", 1, 6, 1000, TIMEOUT_MS, &n);
+    assert_int_equal(n, 6);
+    check_once(recs, n, "b", 0, 3);
+    check_once(recs, n, "c", 0, 3);
+    free(recs);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_max_retrying_pauses_and_resumes, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_pending_handover_keeps_its_partition_paused,
+                                        setup, teardown),
     };
 
     return cr_run_group("limits (mock cluster)", tests, sizeof(tests) / sizeof(tests[0]));

@@ -735,6 +735,97 @@ static void test_possibly_persisted_resolved_downstream(void **state) {
     free(recs);
 }
 
+/* Waits (TIMEOUT_MS at most) until the stats' uint64_t at offset `field`
+ * reaches n; returns the last stats. */
+static kd_pipeline_stats stats_reach(kf_run *r, size_t field, uint64_t n) {
+    kd_pipeline_stats st;
+
+    for (int i = 0; i < TIMEOUT_MS / 20; i++) {
+        kd_pipeline_stats_get(r->p, &st);
+        if (*(const uint64_t *)((const char *)&st + field) >= n)
+            break;
+        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+    }
+    return st;
+}
+
+#define STATS_REACH(r, name, n) stats_reach((r), offsetof(kd_pipeline_stats, name), (n))
+
+static void put_downstream(rd_kafka_t *rk, const char *key, int src_off, uint64_t at);
+
+/* Wall milliseconds. */
+static uint64_t wall_ms(void) {
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* A resend must not move the downstream read past the first copy (issue
+ * 27). x's first copy is possibly persisted (REQUEST_TIMED_OUT past the
+ * producer's retries: not in the log); no later delivery to out/0 is
+ * acknowledged, so x is read for after the barrier's wait (10 x
+ * message.timeout.ms), found absent, and sent again, under the same claim;
+ * the resend is possibly persisted too. Then the first copy lands, late
+ * (a broker that held the request that long: RELIABILITY.md, "Late
+ * writes"; the mock appends before it answers, so the test appends it,
+ * with the headers the read judges, stamped no earlier than kdedup's own
+ * stamp and 10 s before the resend). The read for the resend starts where
+ * the first copy could land and accepts a record forwarded since the first
+ * copy was sent (kd_pl_produce keeps scan_from and sent_at_ms for a
+ * message that may be downstream): it finds the first copy and completes
+ * the claim with it. Read from where the resend went and since it was sent,
+ * it would miss the first copy and send x a third time: twice downstream. */
+static void test_resend_reads_from_the_first_copy(void **state) {
+    env *e = *state;
+    kd_pipeline_stats st;
+    uint64_t first_failed;
+    kf_record *recs;
+    rd_kafka_t *rk;
+    size_t n;
+    kf_run r;
+
+    split_brokers(e);
+    start(&r, e,
+          "{\"message.timeout.ms\": \"1000\", \"retries\": \"1\", \"retry.backoff.ms\": "
+          "\"10\"}",
+          5, "5s");
+    rk = kf_producer(&e->mock);
+    kf_send(rk, "in", 0, "w", "warm"); /* in/0 offset 0: connections up */
+    kf_producer_close(rk);
+    st = kf_run_wait(&r, 1, TIMEOUT_MS);
+    assert_int_equal(st.forwarded, 1);
+
+    /* Both copies of x fail their two attempts with REQUEST_TIMED_OUT:
+     * possibly persisted, and not in the log. */
+    kf_mock_cmd(&e->mock, "broker-produce-errors 2 4 %d",
+                RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT);
+    rk = kf_producer(&e->mock);
+    kf_send(rk, "in", 0, "x", "the message"); /* in/0 offset 1 */
+    kf_producer_close(rk);
+    st = STATS_REACH(&r, possibly_persisted, 1);
+    first_failed = wall_ms(); /* after the first copy was sent, 10 s before the resend */
+    /* No later delivery to out/0: read after 10 x message.timeout.ms */
+    st = STATS_REACH(&r, uncertain_absent, 1);
+    assert_int_equal(st.uncertain_absent, 1);
+    st = STATS_REACH(&r, possibly_persisted, 2); /* the resend, uncertain too */
+    assert_int_equal(st.possibly_persisted, 2);
+    /* The first copy lands now (its stamp: see above) */
+    rk = kf_producer(&e->mock);
+    put_downstream(rk, "x", 1, first_failed);
+    kf_producer_close(rk);
+
+    st = STATS_REACH(&r, forwarded, 2);
+    assert_int_equal(st.forwarded, 2);
+    assert_int_equal(st.uncertain_found, 1);
+    assert_int_equal(st.uncertain_absent, 1);
+    kf_run_stop(&r);
+    recs = kf_read(&e->mock, "out", PARTS, 2, 1000, TIMEOUT_MS, &n);
+    assert_int_equal(kf_count_key(recs, n, "x"), 1);
+    assert_int_equal(n, 2);
+    free(recs);
+}
+
 /* Opens e->dir/store and records in it a run `owner` that delivered to
  * "out" from partitions 0-3 and died (its run record, as recovery reads
  * it); returns the store; asserts. */
@@ -2849,6 +2940,8 @@ int main(void) {
                                         teardown),
         cmocka_unit_test_setup_teardown(test_possibly_persisted_resolved_downstream,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resend_reads_from_the_first_copy, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_lost_claim_race_claims_again, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(
