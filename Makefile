@@ -88,9 +88,14 @@ SIDECAR_SRC := sidecar/log.c sidecar/offsets.c sidecar/headers.c sidecar/kafka.c
                sidecar/recovery_since.c sidecar/recovery_new.c sidecar/held.c sidecar/signing.c sidecar/pipeline.c sidecar/pipeline_consume.c \
                sidecar/pipeline_claim.c sidecar/pipeline_produce.c sidecar/pipeline_deliver.c \
                sidecar/pipeline_receipts.c sidecar/pipeline_ahead.c \
-               sidecar/pipeline_handover.c sidecar/pipeline_rebalance.c sidecar/pipeline_flow.c sidecar/pipeline_gate.c sidecar/mockd.c \
-               sidecar/demo.c sidecar/lookup.c sidecar/harden.c sidecar/keysrc.c sidecar/reload.c \
+               sidecar/pipeline_handover.c sidecar/pipeline_rebalance.c sidecar/pipeline_flow.c sidecar/pipeline_gate.c \
+               sidecar/harden.c sidecar/keysrc.c sidecar/reload.c \
                sidecar/admin.c sidecar/receipt.c sidecar/forgets.c sidecar/pipeline_txn.c
+
+# The binary's sub-commands besides the sidecar (kdedup demo, mock, lookup):
+# linked into kdedup only, not into the pipeline's library the tests and
+# benchmarks link.
+TOOLS_SRC := tools/demo.c tools/mockd.c tools/lookup.c
 
 LIBS_DEDUP := $(call pc_libs,$(PKGS_DEDUP))
 LIBS_ROCKS := $(call pc_libs,$(PKGS_ROCKS))
@@ -221,7 +226,7 @@ $(LIB_SIDECAR): $(call obj,$(SIDECAR_SRC))
 	@mkdir -p $(dir $@)
 	$(AR) rcs $@ $^
 
-$(KDEDUP): $(call obj,sidecar/main.c) $(LIBS_ALL)
+$(KDEDUP): $(call obj,sidecar/main.c $(TOOLS_SRC)) $(LIBS_ALL)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_ALL)
 

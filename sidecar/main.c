@@ -3,9 +3,9 @@
  *
  *   kdedup --config FILE         run the sidecar
  *   kdedup --check-config [--offline] FILE   validate FILE: exit 0 if valid, 2 if not
- *   kdedup demo [...]            a self-contained demonstration (demo.c)
- *   kdedup mock [...]            a mock Kafka cluster for tests (mockd.c)
- *   kdedup lookup --config FILE  the store's state of keys on stdin (lookup.c)
+ *   kdedup demo [...]            a self-contained demonstration (tools/demo.c)
+ *   kdedup mock [...]            a mock Kafka cluster for tests (tools/mockd.c)
+ *   kdedup lookup --config FILE  the store's state of keys on stdin (tools/lookup.c)
  */
 #include "config/config.h"
 #include "dedup/store.h"
@@ -17,7 +17,7 @@
 #include "sidecar/metrics.h"
 #include "sidecar/pipeline.h"
 #include "sidecar/reload.h"
-#include "sidecar/tools.h"
+#include "tools/tools.h"
 #include "sidecar/version.h"
 #include "store_rocks/store_rocks.h"
 

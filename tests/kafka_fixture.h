@@ -29,7 +29,7 @@ typedef struct kf_mock {
 /* Starts `$KDEDUP mock --brokers N` with topics "name:partitions"
  * (NULL-terminated); asserts. */
 void kf_mock_start(kf_mock *m, int brokers, const char *const *topics);
-/* Sends one command (see sidecar/mockd.c); asserts the answer is "ok". */
+/* Sends one command (see tools/mockd.c); asserts the answer is "ok". */
 void kf_mock_cmd(kf_mock *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void kf_mock_stop(kf_mock *m);
 

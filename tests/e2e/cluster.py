@@ -168,7 +168,7 @@ class Mock:
             raise ClusterError("mock cluster did not start")
 
     def cmd(self, line):
-        """One command of sidecar/mockd.c; it must answer ok."""
+        """One command of tools/mockd.c; it must answer ok."""
         self.proc.stdin.write(line + "\n")
         self.proc.stdin.flush()
         reply = self.proc.stdout.readline().strip()

@@ -20,7 +20,7 @@
 #include "sidecar/kafka.h"
 #include "sidecar/log.h"
 #include "sidecar/pipeline.h"
-#include "sidecar/tools.h"
+#include "tools/tools.h"
 #include "store_rocks/store_rocks.h"
 
 #include <librdkafka/rdkafka.h>

@@ -5,7 +5,7 @@
 #define KD_TOOLS_H
 
 /* `kdedup demo`: a self-contained run over an embedded mock cluster (see
- * demo.c). Returns the exit code. */
+ * tools/demo.c). Returns the exit code. */
 int kd_demo_main(int argc, char **argv);
 
 /* `kdedup mock`: a mock cluster in its own process for tests, driven by

@@ -34,7 +34,7 @@
  * SIGTERM and SIGINT stop it in either mode (exit 0).
  */
 #include "sidecar/kafka.h"
-#include "sidecar/tools.h"
+#include "tools/tools.h"
 
 #include <librdkafka/rdkafka_mock.h>
 
@@ -128,7 +128,7 @@ static void usage(FILE *out) {
                  "  Starts librdkafka's mock Kafka cluster on loopback and prints its\n"
                  "  bootstrap servers on the first line of stdout. With stdin a pipe it\n"
                  "  reads commands (topic, produce-errors, broker-down, rtt, quit, ...:\n"
-                 "  see sidecar/mockd.c) until quit or the end of input; otherwise it\n"
+                 "  see tools/mockd.c) until quit or the end of input; otherwise it\n"
                  "  serves until SIGTERM or SIGINT. Its data lives in memory only.\n");
 }
 

@@ -21,7 +21,7 @@
 #include "config/config.h"
 #include "dedup/dedup.h"
 #include "sidecar/keysrc.h"
-#include "sidecar/tools.h"
+#include "tools/tools.h"
 #include "sidecar/pipeline.h"
 
 #include <cjson/cJSON.h>
