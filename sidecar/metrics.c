@@ -493,6 +493,10 @@ static void render_routes(buf *b, kd_metrics *m) {
                   "Keys forgotten by a handover on reading a forget record another "
                   "store wrote downstream (DELETE /v1/keys).",
                   RF(handover_forgets), "");
+    route_counter(b, m, "kdedup_handover_early_total",
+                  "Messages the consumer handed over while their partition was paused "
+                  "for its handover: held until the handover was done, then claimed.",
+                  RF(handover_early), "");
     route_counter(b, m, "kdedup_abandoned_total",
                   "Messages whose partition was revoked or lost before their fate was "
                   "durable: left to the partition's next owner, never retried here.",

@@ -542,6 +542,7 @@ void kd_pipeline_stats_get(const kd_pipeline *p, kd_pipeline_stats *out) {
         out->orphans_absent += atomic_load(&r->orphans_absent);
         out->handover_keys += atomic_load(&r->handover_keys);
         out->handover_forgets += atomic_load(&r->handover_forgets);
+        out->handover_early += atomic_load(&r->handover_early);
         out->uncertain_found += atomic_load(&r->uncertain_found);
         out->uncertain_absent += atomic_load(&r->uncertain_absent);
         out->uncertain_unknown += atomic_load(&r->uncertain_unknown);

@@ -46,6 +46,7 @@ typedef struct kd_pipeline_stats {
     uint64_t orphans_absent;       /* orphaned claims not downstream: forwarded */
     uint64_t handover_keys;        /* keys learned from downstream on assignment */
     uint64_t handover_forgets;     /* keys forgotten on reading a forget record */
+    uint64_t handover_early;       /* consumed while their handover was pending: held */
     uint64_t uncertain_found;      /* possibly persisted, found downstream: done */
     uint64_t uncertain_absent;     /* possibly persisted, not downstream: resent */
     uint64_t uncertain_unknown;    /* possibly persisted, unreadable: resent */

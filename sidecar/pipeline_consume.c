@@ -256,10 +256,13 @@ size_t kd_pl_collect(kd_pipeline *p, size_t have, int timeout_ms) {
     for (size_t i = 0; i < n; i++) {
         msg *m = p->batch_msgs[i];
 
-        if (msg_live(p, m))
-            p->batch_msgs[kept++] = m;
-        else
+        if (!msg_live(p, m))
             kd_pl_msg_free(p, m);
+        else if (m->kind == MSG_DEDUP &&
+                 kd_pl_handover_find(p, m->route, m->rkm->partition) != SIZE_MAX)
+            kd_pl_handover_hold(p, m);
+        else
+            p->batch_msgs[kept++] = m;
     }
     return kept;
 }

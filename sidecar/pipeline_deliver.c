@@ -258,6 +258,15 @@ void kd_pl_retry_due(kd_pipeline *p) {
             list_push(&uncertain, m);
             continue;
         }
+        if (m->early) { /* not a retry: its first claim, once the handover is done */
+            if (kd_pl_handover_find(p, m->route, m->rkm->partition) != SIZE_MAX) {
+                kd_pl_schedule_retry(p, m, EARLY_POLL_MS);
+                continue;
+            }
+            m->early = false;
+            list_push(&reclaim, m);
+            continue;
+        }
         RCOUNT(p, m->route, retries);
         if (m->kind == MSG_DEDUP && !m->claimed)
             list_push(&reclaim, m); /* released: claimed again first, together */

@@ -333,6 +333,26 @@ out:
     release_learned(p);
 }
 
+void kd_pl_handover_hold(kd_pipeline *p, msg *m) {
+    size_t i = kd_pl_handover_find(p, m->route, m->rkm->partition);
+    rd_kafka_topic_partition_list_t *one = rd_kafka_topic_partition_list_new(1);
+
+    if (i != SIZE_MAX && !p->handovers[i].early) {
+        p->handovers[i].early = true;
+        KD_WARN("%s/%" PRId32 "@%" PRId64 " consumed while the partition is paused for "
+                "its handover: held, unclaimed, until the handover is done "
+                "(kdedup_handover_early_total)",
+                p->cfg->routes[m->route].from, m->rkm->partition, m->rkm->offset);
+    }
+    RCOUNT(p, m->route, handover_early);
+    rd_kafka_topic_partition_list_add(one, p->cfg->routes[m->route].from,
+                                      m->rkm->partition);
+    rd_kafka_pause_partitions(p->consumer, one);
+    rd_kafka_topic_partition_list_destroy(one);
+    m->early = true;
+    kd_pl_schedule_retry(p, m, EARLY_POLL_MS);
+}
+
 /* Called while a scan runs: the loop is busy, not stuck. */
 void kd_pl_scan_progress(void *arg) {
     kd_pipeline *p = arg;

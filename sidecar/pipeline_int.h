@@ -97,6 +97,7 @@
 #define HANDOVER_BACKOFF_MAX_MS 30000
 #define UNCERTAIN_TRIES 10     /* reads of downstream before resending anyway */
 #define BARRIER_POLL_MS 50     /* an uncertain delivery waiting for its barrier */
+#define EARLY_POLL_MS 20       /* a message waiting for its partition's handover */
 #define BARRIER_WAIT_FACTOR 10 /* ...at most this many message.timeout.ms */
 #define STUCK_AFTER_FOREVER 5  /* failures that make a message stuck, max_retries -1 */
 #define ORPHAN_WAIT_MS 20      /* a message waiting for its orphan's scan: asks again */
@@ -131,6 +132,8 @@ typedef struct msg {
     uint64_t claim_version; /* its receipt (kd_completion.claim_*; 0 = none) */
     unsigned char claim_hash[KD_KEY_HASH_LEN]; /* and the key's hash (kd_claim.hash) */
     bool uncertain;         /* possibly persisted: read downstream before resending */
+    bool early;             /* consumed while its partition's handover was pending:
+                             * claimed once that handover is done */
     uint64_t out_seq;       /* its number among its route's deliveries to its
                              * downstream partition (route_rt.sent) */
     uint64_t barrier;       /* uncertain: read downstream only once a delivery
@@ -228,6 +231,7 @@ typedef struct handover {
     size_t route;
     int32_t partition;
     bool learned;          /* its history is read: it waits for its route's */
+    bool early;            /* messages came while it was pending (logged once) */
     uint64_t due_ms;       /* mono: the next attempt */
     uint64_t backoff_ms;   /* after a failed attempt */
     kd_history_cursor cur; /* where its scan is */
@@ -673,6 +677,12 @@ bool kd_pl_handover_add(kd_pipeline *p, size_t route, int32_t partition);
 size_t kd_pl_handover_find(const kd_pipeline *p, size_t route, int32_t partition);
 /* Drops pending handover i. */
 void kd_pl_handover_remove(kd_pipeline *p, size_t i);
+/* A message consumed while its partition's handover is pending (the
+ * partition is paused: the consumer should not have handed it over): m
+ * waits among the retries, unclaimed, until the handover is done
+ * (kd_pl_retry_due), and the partition is paused again. Claimed before,
+ * it would be forwarded even if the handover then read its key downstream. */
+void kd_pl_handover_hold(kd_pipeline *p, msg *m);
 /* Called while a scan runs: ticks the loop's health. */
 void kd_pl_scan_progress(void *arg);
 

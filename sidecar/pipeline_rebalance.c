@@ -110,9 +110,13 @@ static void on_assign(kd_pipeline *p, rd_kafka_t *rk,
      * store takes writes): fetched messages are discarded by the pause and
      * fetched again on resume. */
     if (kd_pl_store_failing(p) || p->cfg->handover || p->backpressure ||
-        atomic_load(&p->store_slow_since))
+        atomic_load(&p->store_slow_since)) {
         rd_kafka_pause_partitions(rk, parts);
-    else /* a partition paused in an earlier ownership (held back) starts afresh */
+        for (int i = 0; i < parts->cnt; i++)
+            if (parts->elems[i].err) /* a handover's messages wait all the same */
+                KD_WARN("assign: %s/%" PRId32 " not paused: %s", parts->elems[i].topic,
+                        parts->elems[i].partition, rd_kafka_err2str(parts->elems[i].err));
+    } else /* a partition paused in an earlier ownership (held back) starts afresh */
         rd_kafka_resume_partitions(rk, parts);
     p->assigned_once = true;
     GCOUNT(p, assigned, (uint64_t)parts->cnt);

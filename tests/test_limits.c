@@ -7,6 +7,7 @@
  * every 250 ms: each is waited for, never read right after the event.
  */
 #include "sidecar/metrics.h"
+#include "sidecar/pipeline_int.h" /* the consumer: resumed behind kdedup's back */
 #include "sidecar/headers.h"
 #include "sidecar/signing.h"
 #include "tests/case_runner.h"
@@ -105,6 +106,11 @@ static bool consumed_reached(const kd_pipeline_stats *st, uint64_t n) {
 
 static bool forwarded_reached(const kd_pipeline_stats *st, uint64_t n) {
     return st->forwarded >= n;
+}
+
+/* n messages held for their handover, or any forwarded (a hold missed) */
+static bool early_reached(const kd_pipeline_stats *st, uint64_t n) {
+    return st->handover_early >= n || st->forwarded;
 }
 
 static bool assigned_reached(const kd_pipeline_stats *st, uint64_t n) {
@@ -313,10 +319,79 @@ static void test_pending_handover_keeps_its_partition_paused(void **state) {
     free(recs);
 }
 
+/* A message the consumer hands over while its partition is paused for its
+ * handover waits, unclaimed, until the handover is done (issue 30: chaos
+ * seed 101 in the transactional mode, where a replica claimed and forwarded
+ * the first messages of a partition it was reading the history of: the
+ * handover then found its own fresh claims and skipped 20 keys another
+ * replica had forwarded, which went downstream twice). As there, in/0
+ * holds the copy of a key an earlier run delivered to out/0, and five new
+ * keys; in's handovers fail while the store refuses their marks. The
+ * partitions are then resumed behind kdedup's back, as librdkafka did
+ * there: what comes is held (kdedup_handover_early_total), nothing is
+ * forwarded, and the partitions are paused again. Once the handover reads
+ * out/0, the copy is a duplicate and each key is downstream once. */
+static void test_consumed_during_its_handover_waits_for_it(void **state) {
+    env *e = *state;
+    rd_kafka_topic_partition_list_t *in;
+    _Atomic uint64_t *pending;
+    kd_pipeline_stats st;
+    kf_record *recs;
+    size_t n;
+    kf_run r;
+
+    kf_mock_cmd(&e->mock, "topic in2 1");
+    kf_mock_cmd(&e->mock, "topic out2 1");
+    kf_mock_cmd(&e->mock, "leader in2 0 1");
+    kf_mock_cmd(&e->mock, "leader out2 0 1");
+    earlier_delivery(e, "held");
+    {
+        rd_kafka_t *rk = kf_producer(&e->mock);
+
+        kf_send(rk, "in", 0, "held", "the copy");
+        kf_producer_close(rk);
+    }
+    kf_send_range(&e->mock, "in", 0, "a", 0, 5);
+    kf_mock_cmd(&e->mock, "broker-down 3"); /* joined once the marks fail: */
+    kf_run_start_faulty(&r, &e->mock, TWO_ROUTES_CONFIG, e->mock.bootstrap, e->dir);
+    assert_true(kd_faulty_store_fail_reads(r.store, IN_MARKS));
+    kf_mock_cmd(&e->mock, "broker-up 3");
+    pending = kd_metrics_handover_pending(kd_pipeline_metrics(r.p));
+    st = stats_until(&r, TIMEOUT_MS, assigned_reached, 3);
+    assert_int_equal(st.assigned_partitions, 3);
+    assert_int_equal(gauge_wait(pending, 2, false), 2); /* in/0, in/1 */
+
+    in = rd_kafka_topic_partition_list_new(2);
+    rd_kafka_topic_partition_list_add(in, "in", 0);
+    rd_kafka_topic_partition_list_add(in, "in", 1);
+    assert_int_equal(rd_kafka_resume_partitions(r.p->consumer, in), 0);
+    rd_kafka_topic_partition_list_destroy(in);
+    /* some or all six: the hold pauses the partitions again */
+    st = stats_until(&r, TIMEOUT_MS, early_reached, 1);
+    assert_int_equal(st.forwarded, 0);
+    assert_true(st.handover_early >= 1);
+    assert_int_equal(st.handover_early, st.consumed);
+    assert_int_equal(atomic_load(pending), 2);
+
+    assert_true(kd_faulty_store_fail_reads(r.store, NULL));
+    st = kf_run_wait(&r, 6, TIMEOUT_MS); /* the next try within the 30 s backoff */
+    assert_int_equal(atomic_load(pending), 0);
+    assert_int_equal(st.forwarded, 5);
+    assert_int_equal(st.duplicates_completed, 1);
+    kf_run_stop(&r);
+    recs = kf_read(&e->mock, "out", 2, 6, 1000, TIMEOUT_MS, &n);
+    assert_int_equal(n, 6);
+    assert_int_equal(kf_count_key(recs, n, "held"), 1);
+    check_once(recs, n, "a", 0, 5);
+    free(recs);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_max_retrying_pauses_and_resumes, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_consumed_during_its_handover_waits_for_it,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_pending_handover_keeps_its_partition_paused,
                                         setup, teardown),
     };

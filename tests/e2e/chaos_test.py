@@ -54,6 +54,9 @@ CONFIG = {
 }
 HANDOVER = re.compile(r"handover: " + re.escape(DST) + r"/(\d+) read \[(\d+), (\d+)\)")
 BOOT = re.compile(r"boot id ([0-9a-f]{16})")
+# a partition's messages handed over by the consumer while it was paused for
+# its handover (held until it was done: RELIABILITY, "Handover")
+EARLY = "consumed while the partition is paused for its handover"
 
 
 class Stamped(World):
@@ -92,6 +95,16 @@ class Stream:
         self.stop.set()
         self.thread.join()
         check(self.error is None, f"the producer failed: {self.error!r}")
+
+
+def early_consumptions(kds):
+    """How many partitions' handovers saw messages consumed before they were
+    done (logged once a handover)."""
+    n = 0
+    for kd in kds:
+        with open(os.path.join(kd.workdir, "kdedup.log")) as f:
+            n += sum(EARLY in line for line in f)
+    return n
 
 
 def handover_reads(kds):
@@ -337,7 +350,8 @@ def run_seed(seed, seconds, workdir):
         stop(last)
         report = {"seed": seed, "produced": len(chaos.world.keys),
                   "unique": len(chaos.world.first), "faults": chaos.faults,
-                  "zombie_duplicates": zombies, "producer_duplicates": producer}
+                  "zombie_duplicates": zombies, "producer_duplicates": producer,
+                  "held_for_handover": early_consumptions(chaos.kds)}
         if hasattr(chaos.world, "transactions_waited_s"):  # a killed replica's, say
             report["open_transactions_waited_s"] = round(chaos.world.transactions_waited_s, 1)
         return report
@@ -361,7 +375,7 @@ def main():
             passed += 1
             for k, v in r["faults"].items():
                 totals[k] = totals.get(k, 0) + v
-            for k in ("zombie_duplicates", "producer_duplicates"):
+            for k in ("zombie_duplicates", "producer_duplicates", "held_for_handover"):
                 totals[k] = totals.get(k, 0) + r[k]
             print(f"PASS seed {seed} ({time.time() - t0:.0f}s): {json.dumps(r)}", flush=True)
         except Failure as e:
