@@ -37,7 +37,6 @@ typedef struct cr_case {
  * counts as that run counts. Any other abort, or this one twice, fails. */
 #define UPSTREAM_ABORT "rd_kafka_broker_destroy_final: Assertion"
 
-
 static uint64_t mono_ms(void) {
     struct timespec ts;
 
