@@ -44,6 +44,7 @@
 #include "sidecar/pipeline_int.h"
 
 #include <stdlib.h>
+#include <string.h>
 #include <sys/prctl.h>
 #include <time.h>
 
@@ -221,6 +222,7 @@ static void job_start(kd_pipeline *p, size_t n) {
     if (!has_store_work(w))
         return;
     a->handed_ms = kd_mono_ms();
+    a->seq++;
     pthread_mutex_lock(&a->lock);
     a->queued = true;
     pthread_cond_broadcast(&a->cond);
@@ -348,6 +350,20 @@ void kd_pl_ahead_turn(kd_pipeline *p, size_t n) {
         job_take(a);
         act(p);
     }
+}
+
+uint64_t kd_pl_ahead_claiming(const kd_pipeline *p, size_t route, const void *key,
+                              size_t key_len) {
+    const kd_pl_work *w = &p->ahead.job;
+
+    if (!p->ahead.pending)
+        return 0;
+    /* the claims' keys are the loop's: the store thread writes decisions only */
+    for (size_t i = 0; i < w->nclaims; i++)
+        if (w->claim_route[i] == route && w->claims[i].key_len == key_len &&
+            !memcmp(w->claims[i].key, key, key_len))
+            return p->ahead.seq;
+    return 0;
 }
 
 bool kd_pl_ahead_finish(kd_pipeline *p, uint64_t deadline_ms) {

@@ -216,9 +216,11 @@ void kd_pl_resolve_uncertain(kd_pipeline *p, msg **ms, size_t n) {
  * partition was revoked and came back), its delivery's outcome is not
  * known yet: m waits for it. Held by no message, nobody in this run is
  * delivering it any more (its outcome was uncertain when its ownership
- * ended): it is an orphan like a dead run's. Returns true when m was
- * settled or parked, false when the claim is to be taken over. */
-static bool own_claim(kd_pipeline *p, msg *m) {
+ * ended): it is an orphan like a dead run's; unless `ahead` (a claim m
+ * did not make) and the batch the store thread is claiming has the key.
+ * Returns true when m was settled or parked, false when the claim is to
+ * be taken over. */
+static bool own_claim(kd_pipeline *p, msg *m, bool ahead) {
     msg *holder = kd_held_find(p->held, m->route, m->key, m->key_len);
 
     if (holder && msg_live(p, holder)) {
@@ -226,12 +228,25 @@ static bool own_claim(kd_pipeline *p, msg *m) {
         kd_pl_msg_done(p, m);
         return true;
     }
-    if (holder) {
-        RCOUNT(p, m->route, parked);
-        kd_pl_schedule_retry(p, m, PARK_MS); /* claimed again then */
-        return true;
+    if (!holder) {
+        /* None holds it yet when the batch the store thread is claiming has
+         * the key: the claim met may be that batch's, made and not yet
+         * acted on. Taken over (released, claimed again), that batch's
+         * message would be acted on with a claim the store no longer has,
+         * and forwarded beside m (found by reading, after the transactional
+         * chaos seed 58 wrote a key twice). m waits for that job only: one
+         * handed over later (a key copied batch after batch) holds it no
+         * longer, lest it wait for ever. */
+        uint64_t job = ahead ? kd_pl_ahead_claiming(p, m->route, m->key, m->key_len) : 0;
+
+        if (!job || (m->parked_job && m->parked_job != job))
+            return false;
+        m->parked_job = job;
     }
-    return false;
+    /* held by a message of an ended ownership, or by that job's */
+    RCOUNT(p, m->route, parked);
+    kd_pl_schedule_retry(p, m, PARK_MS); /* claimed again then */
+    return true;
 }
 
 typedef enum left_result {
@@ -298,7 +313,7 @@ static void on_claimed(kd_pipeline *p, msg *m, const kd_claim *c) {
     m->claim_seq = c->seq;
     m->claim_version = c->version;
     memcpy(m->claim_hash, c->hash, sizeof(m->claim_hash));
-    if (own_claim(p, m))
+    if (own_claim(p, m, false)) /* the claim is m's own */
         return;
     if (c->expired) {
         RCOUNT(p, m->route, orphans_expired);
@@ -388,7 +403,7 @@ void kd_pl_takeover(kd_pipeline *p, msg *m) {
         }
         left_result left = LEFT_NONE;
 
-        if (c.owner == p->boot_id && own_claim(p, m))
+        if (c.owner == p->boot_id && own_claim(p, m, true))
             return;
         if (c.owner == p->boot_id && !took_over) {
             if ((left = resolve_left(p, m, true)) == LEFT_SETTLED)
@@ -559,7 +574,7 @@ static void on_claim(kd_pipeline *p, msg *m, kd_claim *c) {
     } else if (c->decision.state == KD_COMPLETED) {
         RCOUNT(p, m->route, duplicates_completed);
         kd_pl_msg_done(p, m);
-    } else if (c->owner != p->boot_id || !own_claim(p, m)) {
+    } else if (c->owner != p->boot_id || !own_claim(p, m, true)) {
         kd_pl_takeover(p, m); /* claimed by a run that is gone, or by nobody here */
     }
     kd_decision_clear(&c->decision);

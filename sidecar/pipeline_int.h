@@ -134,6 +134,7 @@ typedef struct msg {
     bool uncertain;         /* possibly persisted: read downstream before resending */
     bool early;             /* consumed while its partition's handover was pending:
                              * claimed once that handover is done */
+    uint64_t parked_job;    /* the store thread's job it waits for (own_claim) */
     uint64_t out_seq;       /* its number among its route's deliveries to its
                              * downstream partition (route_rt.sent) */
     uint64_t barrier;       /* uncertain: read downstream only once a delivery
@@ -210,6 +211,7 @@ typedef struct kd_pl_ahead {
     pthread_cond_t cond;     /* on CLOCK_MONOTONIC */
     bool queued, done, quit; /* under lock */
     bool pending;            /* the pipeline's: job handed over, not yet acted on */
+    uint64_t seq;            /* the pipeline's: jobs handed over so far */
     uint64_t handed_ms;      /* mono: when the job was handed over */
     kd_pl_work job;          /* the store thread's while pending */
     kd_pl_work acted;        /* the last job done, being acted on */
@@ -518,6 +520,11 @@ bool kd_pl_ahead_finish(kd_pipeline *p, uint64_t deadline_ms);
 /* Grows the jobs' batch arrays to n (finishing the job handed over first);
  * false when out of memory. */
 bool kd_pl_ahead_grow(kd_pipeline *p, size_t n);
+/* The number of the job handed over to the store thread (never 0) when it
+ * claims key in route, else 0: a claim of this run that no message holds
+ * yet may be that job's, made and not yet acted on. */
+uint64_t kd_pl_ahead_claiming(const kd_pipeline *p, size_t route, const void *key,
+                              size_t key_len);
 
 /* pipeline_claim.c */
 /* Claims c[0..n) of route in one store write (timed); a failure pauses consumption. */
