@@ -229,6 +229,53 @@ static void backpressure_on(env *e, kf_run *r, kd_flow_gauges *g, const char *pr
     assert_int_equal(gauge_wait(&g->backpressure, 1, false), 1);
 }
 
+/* in/0 holds the copy of a key ("held") an earlier run delivered to out/0,
+ * and five new keys, a-0 to a-4; in2 and out2 have a partition each (out2/0
+ * alone on broker 2, the rest on broker 1). r starts over a faulty store
+ * that fails the reads of in's handover marks, so that in's two handovers
+ * fail and wait while in2's is done. Returns r's
+ * kdedup_handover_pending_partitions gauge, once it says 2. */
+static _Atomic uint64_t *start_with_in_pending(env *e, kf_run *r) {
+    _Atomic uint64_t *pending;
+    kd_pipeline_stats st;
+    rd_kafka_t *rk;
+
+    kf_mock_cmd(&e->mock, "topic in2 1");
+    kf_mock_cmd(&e->mock, "topic out2 1");
+    kf_mock_cmd(&e->mock, "leader in2 0 1");
+    kf_mock_cmd(&e->mock, "leader out 0 1");
+    kf_mock_cmd(&e->mock, "leader out2 0 2");
+    earlier_delivery(e, "held");
+    rk = kf_producer(&e->mock);
+    kf_send(rk, "in", 0, "held", "the copy");
+    kf_producer_close(rk);
+    kf_send_range(&e->mock, "in", 0, "a", 0, 5);
+    /* The coordinator down until the store fails the mark reads: the group
+     * is joined, and the handovers begun, only after. */
+    kf_mock_cmd(&e->mock, "broker-down 3");
+    kf_run_start_faulty(r, &e->mock, TWO_ROUTES_CONFIG, e->mock.bootstrap, e->dir);
+    assert_true(kd_faulty_store_fail_reads(r->store, IN_MARKS));
+    kf_mock_cmd(&e->mock, "broker-up 3");
+    pending = kd_metrics_handover_pending(kd_pipeline_metrics(r->p));
+    st = stats_until(r, TIMEOUT_MS, assigned_reached, 3);
+    assert_int_equal(st.assigned_partitions, 3);
+    assert_int_equal(gauge_wait(pending, 2, false), 2); /* in/0, in/1; in2/0 done */
+    return pending;
+}
+
+/* out holds the keys of start_with_in_pending once each: "held" (its
+ * earlier delivery: the copy was a duplicate), and a-0 to a-4. */
+static void check_in_keys_once(env *e) {
+    kf_record *recs;
+    size_t n;
+
+    recs = kf_read(&e->mock, "out", 2, 6, 1000, TIMEOUT_MS, &n);
+    assert_int_equal(n, 6);
+    assert_int_equal(kf_count_key(recs, n, "held"), 1);
+    check_once(recs, n, "a", 0, 5);
+    free(recs);
+}
+
 /* A partition whose handover is pending stays paused whatever else resumes
  * consumption (issue 27: "a partition resumed while its handover is still
  * pending"). in/0 holds the copy of a key an earlier run delivered to
@@ -253,31 +300,8 @@ static void test_pending_handover_keeps_its_partition_paused(void **state) {
     size_t n;
     kf_run r;
 
-    /* out2/0 alone on broker 2 (downed to make backpressure), the rest on 1 */
-    kf_mock_cmd(&e->mock, "topic in2 1");
-    kf_mock_cmd(&e->mock, "topic out2 1");
-    kf_mock_cmd(&e->mock, "leader in2 0 1");
-    kf_mock_cmd(&e->mock, "leader out 0 1");
-    kf_mock_cmd(&e->mock, "leader out2 0 2");
-    earlier_delivery(e, "held");
-    {
-        rd_kafka_t *rk = kf_producer(&e->mock);
-
-        kf_send(rk, "in", 0, "held", "the copy");
-        kf_producer_close(rk);
-    }
-    kf_send_range(&e->mock, "in", 0, "a", 0, 5);
-    /* The coordinator down until the store fails the mark reads: the group
-     * is joined, and the handovers begun, only after. */
-    kf_mock_cmd(&e->mock, "broker-down 3");
-    kf_run_start_faulty(&r, &e->mock, TWO_ROUTES_CONFIG, e->mock.bootstrap, e->dir);
-    assert_true(kd_faulty_store_fail_reads(r.store, IN_MARKS));
-    kf_mock_cmd(&e->mock, "broker-up 3");
-    pending = kd_metrics_handover_pending(kd_pipeline_metrics(r.p));
+    pending = start_with_in_pending(e, &r);
     g = kd_metrics_flow(kd_pipeline_metrics(r.p));
-    st = stats_until(&r, TIMEOUT_MS, assigned_reached, 3);
-    assert_int_equal(st.assigned_partitions, 3);
-    assert_int_equal(gauge_wait(pending, 2, false), 2); /* in/0, in/1; in2/0 done */
     assert_true(kd_faulty_store_reads_refused(r.store) >= 1);
 
     /* 1. */
@@ -307,11 +331,7 @@ static void test_pending_handover_keeps_its_partition_paused(void **state) {
     assert_int_equal(st.duplicates_completed, 1);
     kf_run_stop(&r);
 
-    recs = kf_read(&e->mock, "out", 2, 6, 1000, TIMEOUT_MS, &n);
-    assert_int_equal(n, 6);
-    assert_int_equal(kf_count_key(recs, n, "held"), 1);
-    check_once(recs, n, "a", 0, 5);
-    free(recs);
+    check_in_keys_once(e);
     recs = kf_read(&e->mock, "out2", 1, 6, 1000, TIMEOUT_MS, &n);
     assert_int_equal(n, 6);
     check_once(recs, n, "b", 0, 3);
@@ -336,30 +356,9 @@ static void test_consumed_during_its_handover_waits_for_it(void **state) {
     rd_kafka_topic_partition_list_t *in;
     _Atomic uint64_t *pending;
     kd_pipeline_stats st;
-    kf_record *recs;
-    size_t n;
     kf_run r;
 
-    kf_mock_cmd(&e->mock, "topic in2 1");
-    kf_mock_cmd(&e->mock, "topic out2 1");
-    kf_mock_cmd(&e->mock, "leader in2 0 1");
-    kf_mock_cmd(&e->mock, "leader out2 0 1");
-    earlier_delivery(e, "held");
-    {
-        rd_kafka_t *rk = kf_producer(&e->mock);
-
-        kf_send(rk, "in", 0, "held", "the copy");
-        kf_producer_close(rk);
-    }
-    kf_send_range(&e->mock, "in", 0, "a", 0, 5);
-    kf_mock_cmd(&e->mock, "broker-down 3"); /* joined once the marks fail: */
-    kf_run_start_faulty(&r, &e->mock, TWO_ROUTES_CONFIG, e->mock.bootstrap, e->dir);
-    assert_true(kd_faulty_store_fail_reads(r.store, IN_MARKS));
-    kf_mock_cmd(&e->mock, "broker-up 3");
-    pending = kd_metrics_handover_pending(kd_pipeline_metrics(r.p));
-    st = stats_until(&r, TIMEOUT_MS, assigned_reached, 3);
-    assert_int_equal(st.assigned_partitions, 3);
-    assert_int_equal(gauge_wait(pending, 2, false), 2); /* in/0, in/1 */
+    pending = start_with_in_pending(e, &r);
 
     in = rd_kafka_topic_partition_list_new(2);
     rd_kafka_topic_partition_list_add(in, "in", 0);
@@ -379,11 +378,7 @@ static void test_consumed_during_its_handover_waits_for_it(void **state) {
     assert_int_equal(st.forwarded, 5);
     assert_int_equal(st.duplicates_completed, 1);
     kf_run_stop(&r);
-    recs = kf_read(&e->mock, "out", 2, 6, 1000, TIMEOUT_MS, &n);
-    assert_int_equal(n, 6);
-    assert_int_equal(kf_count_key(recs, n, "held"), 1);
-    check_once(recs, n, "a", 0, 5);
-    free(recs);
+    check_in_keys_once(e);
 }
 
 int main(void) {

@@ -2017,15 +2017,18 @@ static void test_stop_during_a_slow_write(void **state) {
     free(recs);
 }
 
-/* The one-route config in the transactional mode, with a 2 s grace.
- * Arguments: brokers, dir. */
-#define TXN_CONFIG                                                                       \
-    "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\", \"consumer\": "              \
-    "{\"session.timeout.ms\": \"6000\", \"heartbeat.interval.ms\": \"500\"}},"           \
+/* The one-route config in the transactional mode, with a 2 s grace and
+ * the producer's properties (a JSON object literal). Arguments: brokers,
+ * dir. */
+#define TXN_CONFIG_WITH(producer)                                                        \
+    "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\", \"producer\": " producer     \
+    ", \"consumer\": {\"session.timeout.ms\": \"6000\", \"heartbeat.interval.ms\": "     \
+    "\"500\"}},"                                                                         \
     " \"routes\": [{\"from\": \"in\", \"to\": \"out\", \"on_missing_key\": "             \
     "\"forward\"}],"                                                                     \
     " \"store\": {\"path\": \"%s/store\"}, \"pipeline\": {\"shutdown_grace\": \"2s\", "  \
     "\"delivery\": \"transactional\", \"transactional_id\": \"kd-test\"}}"
+#define TXN_CONFIG TXN_CONFIG_WITH("{}")
 
 /* Stops r within limit_s seconds: past them SIGALRM ends the case's
  * process, which the case runner reports as failed. */
@@ -2068,6 +2071,22 @@ static void test_txn_commit_tries_end_at_the_stop(void **state) {
     assert_int_equal(st.consumed, 1);
 }
 
+/* Sends key-1 to key-5 to in/0 with rk, closes it, and waits until the
+ * transactional producer was replaced (`replaced` says 1): the faults the
+ * caller armed fail the transaction of those keys for good. */
+static void send_until_replaced(rd_kafka_t *rk, _Atomic uint64_t *replaced) {
+    for (int i = 1; i <= 5; i++) {
+        char key[16];
+
+        snprintf(key, sizeof(key), "key-%d", i);
+        kf_send(rk, "in", 0, key, "value");
+    }
+    kf_producer_close(rk);
+    for (int i = 0; i < TIMEOUT_MS / 20 && !atomic_load(replaced); i++)
+        kf_sleep_ms(20);
+    assert_int_equal(atomic_load(replaced), 1);
+}
+
 /* A replacing producer whose initialisation the broker answers "try
  * again" for 45 s (CONCURRENT_TRANSACTIONS: the broker still ends the old
  * producer's transaction; seen for more than 40 s on Apache Kafka after a
@@ -2094,16 +2113,7 @@ static void test_txn_producer_initialised_in_later_turns(void **state) {
     kf_mock_cmd(&e->mock, "broker-produce-errors 2 1 10"); /* MSG_SIZE_TOO_LARGE */
     kf_mock_cmd(&e->mock, "endtxn-errors 1 48");           /* INVALID_TXN_STATE */
     kf_mock_cmd(&e->mock, "initpid-errors 100 51");        /* CONCURRENT_TRANSACTIONS */
-    for (int i = 1; i <= 5; i++) {
-        char key[16];
-
-        snprintf(key, sizeof(key), "key-%d", i);
-        kf_send(rk, "in", 0, key, "value");
-    }
-    kf_producer_close(rk);
-    for (int i = 0; i < TIMEOUT_MS / 20 && !atomic_load(replaced); i++)
-        kf_sleep_ms(20);
-    assert_int_equal(atomic_load(replaced), 1);
+    send_until_replaced(rk, replaced);
     st = kf_run_wait(&r, 6, 2 * TIMEOUT_MS);
     kf_run_stop(&r); /* rc 0: the pipeline did not stop on its own */
     assert_int_equal(st.forwarded, 6);
@@ -2120,14 +2130,7 @@ static void test_txn_producer_initialised_in_later_turns(void **state) {
 
 /* TXN_CONFIG with message.timeout.ms 1 s: a delivery of unknown outcome
  * is read downstream 10 s after it failed at the latest (its barrier). */
-#define TXN_FAST_CONFIG                                                                  \
-    "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\", \"producer\": "              \
-    "{\"message.timeout.ms\": \"1000\"}, \"consumer\": "                                 \
-    "{\"session.timeout.ms\": \"6000\", \"heartbeat.interval.ms\": \"500\"}},"           \
-    " \"routes\": [{\"from\": \"in\", \"to\": \"out\", \"on_missing_key\": "             \
-    "\"forward\"}],"                                                                     \
-    " \"store\": {\"path\": \"%s/store\"}, \"pipeline\": {\"shutdown_grace\": \"2s\", "  \
-    "\"delivery\": \"transactional\", \"transactional_id\": \"kd-test\"}}"
+#define TXN_FAST_CONFIG TXN_CONFIG_WITH("{\"message.timeout.ms\": \"1000\"}")
 
 /* A commit whose outcome is unknown (it failed for good: INVALID_TXN_STATE)
  * leaves its deliveries possibly persisted, to be read downstream; the
@@ -2156,16 +2159,7 @@ static void test_txn_unknown_commit_read_once_the_producer_is_ready(void **state
     assert_int_equal(st.forwarded, 1);
     kf_mock_cmd(&e->mock, "endtxn-errors 1 48");    /* INVALID_TXN_STATE: fatal */
     kf_mock_cmd(&e->mock, "initpid-errors 100 51"); /* CONCURRENT_TRANSACTIONS */
-    for (int i = 1; i <= 5; i++) {
-        char key[16];
-
-        snprintf(key, sizeof(key), "key-%d", i);
-        kf_send(rk, "in", 0, key, "value");
-    }
-    kf_producer_close(rk);
-    for (int i = 0; i < TIMEOUT_MS / 20 && !atomic_load(replaced); i++)
-        kf_sleep_ms(20);
-    assert_int_equal(atomic_load(replaced), 1);
+    send_until_replaced(rk, replaced);
     /* until the initialisation ended and the reads were made */
     for (int i = 0;
          i < 2 * TIMEOUT_MS / 20 && !(waited && reads && !atomic_load(initialising));
