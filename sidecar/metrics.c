@@ -596,6 +596,11 @@ static void render_flow(buf *b, kd_flow_gauges *f) {
          "times (the dead-letter topic; the downstream topic on a route without one): "
          "retried, never committed past; /readyz is 503 while there are any.",
          offsetof(kd_flow_gauges, stuck)},
+        {"kdedup_txn_producer_initialising",
+         "1 while a replacing transactional producer's initialisation waits for the "
+         "broker (which ends the old one's transaction): nothing is sent, and "
+         "deliveries of a commit whose outcome is unknown wait to be read downstream.",
+         offsetof(kd_flow_gauges, txn_initialising)},
     };
 
     for (size_t i = 0; i < sizeof(gauges) / sizeof(gauges[0]); i++) {

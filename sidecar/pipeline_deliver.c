@@ -258,6 +258,13 @@ void kd_pl_retry_due(kd_pipeline *p) {
             kd_pl_msg_abandon(p, m);
             continue;
         }
+        if (m->uncertain && p->txn.init_since) {
+            /* A commit whose outcome is unknown: the replacing producer's
+             * initialisation ends its transaction (commits one under way,
+             * aborts any other). read_committed says nothing before. */
+            kd_pl_schedule_retry(p, m, BARRIER_POLL_MS);
+            continue;
+        }
         if (m->uncertain && !kd_pl_barrier_passed(p, m->route, m->out_partition,
                                                   m->barrier, m->barrier_until)) {
             kd_pl_schedule_retry(p, m, BARRIER_POLL_MS);

@@ -141,6 +141,7 @@ static bool init_pending(kd_pipeline *p) {
         KD_WARN("transaction: the new producer is initialised after %" PRIu64 " ms",
                 kd_mono_ms() - t->init_since);
         t->init_since = 0;
+        atomic_store(&kd_metrics_flow(p->metrics)->txn_initialising, 0);
         return true;
     }
     if (next == TXN_FATAL || kd_mono_ms() - t->init_since >= TXN_INIT_WAIT_MS) {
@@ -208,6 +209,7 @@ static void replace_producer(kd_pipeline *p) {
                 "(%s); messages wait",
                 err);
         t->init_since = t->init_tried_ms = kd_mono_ms();
+        atomic_store(&kd_metrics_flow(p->metrics)->txn_initialising, 1);
         return;
     }
     if (next == TXN_FATAL) {

@@ -115,6 +115,11 @@ typedef struct kd_history_cursor {
     bool bounded;
     int failures; /* in a row: after a few, the scan starts over */
     uint64_t t0_us;
+    /* The transactional mode: the high watermark seen when the window was
+     * read to its end below it, and since when (mono ms): see
+     * markers_awaited() in recovery_history.c. 0: not waiting. */
+    int64_t markers_hw;
+    uint64_t markers_since, markers_asked;
 } kd_history_cursor;
 
 /* Prepares recovery for cfg's routes (cfg and store borrowed; they must

@@ -553,6 +553,54 @@ static void past_end(kd_recovery *rc, const char *topic, int32_t partition,
                  hi);
 }
 
+/* In the transactional mode, a window read to its end (the last stable
+ * offset) below the partition's high watermark may stop short of a
+ * transaction whose commit the broker has answered but whose markers it
+ * has yet to write: the previous owner's last, committed in its revoke
+ * callback just before the partition went, with the source offsets that
+ * skip its messages. Its keys would not be learned, and a later copy of
+ * one would be forwarded again. So the end is asked again, a turn at a
+ * time, until it reaches the high watermark seen, for MARKERS_WAIT_MS at
+ * most: a killed replica's transaction stays open until the broker aborts
+ * it, a zombie's is aborted at its commit, and neither is waited for. True
+ * while waiting (the end may have moved: more to read). */
+static bool markers_awaited(histories *h, size_t j) {
+    kd_recovery *rc = h->rc;
+    kd_history_cursor *cur = h->jobs[j].job->cur;
+    const char *to = h->jobs[j].route->to;
+    int32_t part = h->jobs[j].job->out_partition;
+    rd_kafka_topic_partition_list_t *one;
+    uint64_t now = kd_mono_ms();
+    int64_t lo, hi, end;
+
+    if (rc->cfg->delivery != KD_DELIVERY_TRANSACTIONAL || !rc->historian)
+        return false;
+    if (!cur->markers_since) {
+        /* the high watermark the historian's fetches last saw (none for an
+         * empty window: nothing was fetched) */
+        if (rd_kafka_get_watermark_offsets(rc->historian, to, part, &lo, &hi) ||
+            hi <= cur->end)
+            return false;
+        cur->markers_hw = hi;
+        cur->markers_since = now;
+        KD_INFO("handover: %s/%" PRId32 " read to %" PRId64 ", below its high watermark "
+                "%" PRId64 ": a transaction still open; its end is asked again for %d ms",
+                to, part, cur->end, hi, MARKERS_WAIT_MS);
+    }
+    if (cur->end >= cur->markers_hw || now - cur->markers_since >= MARKERS_WAIT_MS)
+        return false;
+    if (now - cur->markers_asked < MARKERS_ASK_MS)
+        return true;
+    cur->markers_asked = now;
+    one = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(one, to, part);
+    if (!offsets_at_many(rc->historian, one, RD_KAFKA_OFFSET_END) &&
+        !offset_in(one, to, part, &end) && end > cur->end)
+        cur->end = end;
+    rd_kafka_topic_partition_list_destroy(one);
+    return true;
+}
+
 /* Settles job j after the read: a failed one goes back to what its fn
  * took; one read to its end saves its mark. */
 static void hist_finish(histories *h, size_t j) {
@@ -571,7 +619,7 @@ static void hist_finish(histories *h, size_t j) {
         return;
     }
     cur->failures = 0;
-    if (cur->next < cur->end) {
+    if (cur->next < cur->end || markers_awaited(h, j)) {
         job->result = KD_HISTORY_MORE;
         return;
     }

@@ -27,6 +27,10 @@
 #define DIGEST_LEN 16
 #define SCAN_IDLE_MS 15000 /* a scan fails when the broker hands it nothing this long */
 #define WATERMARK_TIMEOUT_MS 5000
+/* A handover waits this long for a transaction's markers, asking for the
+ * partition's end this often (recovery_history.c, markers_awaited). */
+#define MARKERS_WAIT_MS 3000
+#define MARKERS_ASK_MS 50
 #define CLOCK_SLACK_MS 1000 /* a claim and its forwarding: one clock, maybe stepped */
 
 /* A scan of a dead run's partition (recovery_orphans.c). */

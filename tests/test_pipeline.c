@@ -2118,6 +2118,76 @@ static void test_txn_producer_initialised_in_later_turns(void **state) {
     free(recs);
 }
 
+/* TXN_CONFIG with message.timeout.ms 1 s: a delivery of unknown outcome
+ * is read downstream 10 s after it failed at the latest (its barrier). */
+#define TXN_FAST_CONFIG                                                                  \
+    "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\", \"producer\": "              \
+    "{\"message.timeout.ms\": \"1000\"}, \"consumer\": "                                 \
+    "{\"session.timeout.ms\": \"6000\", \"heartbeat.interval.ms\": \"500\"}},"           \
+    " \"routes\": [{\"from\": \"in\", \"to\": \"out\", \"on_missing_key\": "             \
+    "\"forward\"}],"                                                                     \
+    " \"store\": {\"path\": \"%s/store\"}, \"pipeline\": {\"shutdown_grace\": \"2s\", "  \
+    "\"delivery\": \"transactional\", \"transactional_id\": \"kd-test\"}}"
+
+/* A commit whose outcome is unknown (it failed for good: INVALID_TXN_STATE)
+ * leaves its deliveries possibly persisted, to be read downstream; the
+ * replacing producer's initialisation, which ends that transaction, waits
+ * for the broker (CONCURRENT_TRANSACTIONS, 100 times: tens of seconds).
+ * The reads wait for it: before, a read_committed read missed the records
+ * of a transaction the broker had yet to commit, and the message went
+ * again: its key twice (found by reading, 2026-12-06). Their barrier (10 s
+ * here) passes long before the initialisation ends; no read is made while
+ * kdedup_txn_producer_initialising says 1. */
+static void test_txn_unknown_commit_read_once_the_producer_is_ready(void **state) {
+    env *e = *state;
+    rd_kafka_t *rk = kf_producer(&e->mock);
+    _Atomic uint64_t *replaced, *initialising;
+    kd_pipeline_stats st;
+    uint64_t reads = 0;
+    bool waited = false;
+    kf_run r;
+
+    split_brokers(e);
+    kf_run_start(&r, &e->mock, TXN_FAST_CONFIG, e->mock.bootstrap, e->dir);
+    replaced = kd_metrics_txn_replaced(kd_pipeline_metrics(r.p));
+    initialising = &kd_metrics_flow(kd_pipeline_metrics(r.p))->txn_initialising;
+    kf_send(rk, "in", 0, "key-0", "value-0");
+    st = kf_run_wait(&r, 1, TIMEOUT_MS);
+    assert_int_equal(st.forwarded, 1);
+    kf_mock_cmd(&e->mock, "endtxn-errors 1 48");    /* INVALID_TXN_STATE: fatal */
+    kf_mock_cmd(&e->mock, "initpid-errors 100 51"); /* CONCURRENT_TRANSACTIONS */
+    for (int i = 1; i <= 5; i++) {
+        char key[16];
+
+        snprintf(key, sizeof(key), "key-%d", i);
+        kf_send(rk, "in", 0, key, "value");
+    }
+    kf_producer_close(rk);
+    for (int i = 0; i < TIMEOUT_MS / 20 && !atomic_load(replaced); i++)
+        kf_sleep_ms(20);
+    assert_int_equal(atomic_load(replaced), 1);
+    /* until the initialisation ended and the reads were made */
+    for (int i = 0;
+         i < 2 * TIMEOUT_MS / 20 && !(waited && reads && !atomic_load(initialising));
+         i++) {
+        bool before = atomic_load(initialising) != 0;
+
+        kd_pipeline_stats_get(r.p, &st);
+        reads = st.uncertain_found + st.uncertain_absent + st.uncertain_unknown;
+        /* a read seen while the initialisation is still under way, both
+         * before and after the stats were taken */
+        if (reads && before && atomic_load(initialising))
+            fail_msg("%" PRIu64 " deliveries read downstream while the new producer "
+                     "was still initialising",
+                     reads);
+        waited |= before;
+        kf_sleep_ms(20);
+    }
+    kf_run_stop(&r);
+    assert_true(waited); /* the initialisation did wait for the broker */
+    assert_true(reads >= 1);
+}
+
 /* The handover off (only recovery tells what a dead run delivered), claims
  * in flight for 10 minutes, and a member that leaves its group after 3 s
  * without a poll. Arguments: brokers, dir. */
@@ -2917,6 +2987,8 @@ int main(void) {
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_txn_commit_tries_end_at_the_stop, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(
+            test_txn_unknown_commit_read_once_the_producer_is_ready, setup, teardown),
         cmocka_unit_test_setup_teardown(test_txn_producer_initialised_in_later_turns,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_revoke_during_a_slow_write, setup, teardown),

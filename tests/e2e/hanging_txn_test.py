@@ -31,12 +31,26 @@ MESSAGE_TOO_LARGE as fatal, never wrote it, and the transaction stayed
 open, its transactional.id answered CONCURRENT_TRANSACTIONS (chaos seed 2:
 110 s, until the test gave up).
 
+Phase "late markers": a new owner's handover meets a transaction still
+open in a downstream partition whose markers come a moment later, as the
+previous owner's last transaction (committed in its revoke callback, just
+before the partition went) may: the broker answers the commit once its
+coordinator logged it, and writes the markers after. A producer of its
+own (tests/kafka/TxnHold.java) holds a transaction with key K's record
+open in orders.deduped/0; r, with an empty store, reads that partition's
+history to its last stable offset, below the high watermark, and asks for
+its end again; the transaction is then committed, and r learns K: a copy
+of K is a duplicate, K is downstream once. (Before, the handover ended at
+the last stable offset, and the copy went downstream again.)
+
 Run with Debian's interpreter, on Apache Kafka:
   tests/kafka/with_kafka.sh 1 /usr/bin/python3 tests/e2e/hanging_txn_test.py
 """
 import os
 import re
+import select
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -44,10 +58,12 @@ import time
 os.environ["KD_DELIVERY"] = "transactional"  # the mode's own test (World.read too)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cluster  # noqa: E402
-from e2e_test import DST, PARTS, Failure, Sidecar, World, check, shut_down  # noqa: E402
+from e2e_test import DST, PARTS, SRC, Failure, Sidecar, World, check, shut_down  # noqa: E402
 from faults_test import gauge, stop, wait_for  # noqa: E402
 
 TXN_TIMEOUT_MS = 30000  # a's transaction.timeout.ms: how long it stays open
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ASKED_AGAIN = "below its high watermark"
 PAST_END = re.compile(r"handover: " + re.escape(DST) +
                       r"/(\d+) read \[\d+, (\d+)\).*its high watermark (\d+)")
 
@@ -161,11 +177,70 @@ def markers(workdir):
         shut_down(mock, world, r)
 
 
+def line_of(proc, timeout_s):
+    """The next line proc prints, within timeout_s (else a Failure)."""
+    ready, _, _ = select.select([proc.stdout], [], [], timeout_s)
+    check(ready, f"nothing from {proc.args[4]} within {timeout_s}s")
+    return proc.stdout.readline().strip()
+
+
+def late_markers(workdir):
+    """Phase "late markers" (see the top)."""
+    mock = cluster.start()
+    check(mock.real, "Apache Kafka only")
+    world = World(mock.bootstrap)
+    r = Sidecar(os.path.join(workdir, "hang-m"), mock.bootstrap)
+    log = os.path.join(r.workdir, "kdedup.log")
+    key = "held-late-markers"
+    hold = subprocess.Popen(
+        ["java", "-Xmx128m", "-cp", os.path.join(cluster.kafka_rig.libs(), "*"),
+         os.path.join(ROOT, "tests", "kafka", "TxnHold.java"), mock.bootstrap, DST, "0",
+         "kdedup-test-hold", "warm-late-markers", f"{SRC}/0/0", key, f"{SRC}/0/1"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        check(line_of(hold, 120) == "open", "the held transaction did not open")
+        r.start()
+        wait_for("r's handover to ask for orders.deduped/0's end again",
+                 lambda: logged(log, ASKED_AGAIN), 60)
+        hold.stdin.write("commit\n")
+        hold.stdin.flush()
+        check(line_of(hold, 60) == "committed", "the held transaction was not committed")
+        wait_for("r to hold every partition", lambda: holding(r), 60)
+        learned = gauge(r, "kdedup_handover_keys_total")
+        world.producer.send(SRC, partition=0, value=b"the copy",
+                            headers=[("Idempotency-Key", key.encode())])
+        world.producer.flush(timeout=60)
+        wait_for("r to take the copy for a duplicate",
+                 lambda: gauge(r, "kdedup_duplicates_total") >= 1, 60)
+        stop(r)
+        copies = [rec for rec in cluster.read_committed(mock.bootstrap, DST)
+                  if rec[3].get("Idempotency-Key") == key]
+        check(len(copies) == 1, f"{key} downstream {len(copies)} times (read_committed)")
+        with open(log) as f:
+            read = re.findall(r"handover: " + re.escape(DST) + r"/0 read \[\d+, \d+\)",
+                              f.read())
+        return (f"r's handover read orders.deduped/0 to its last stable offset, below the "
+                f"held transaction's record, asked again, and learned {learned:.0f} "
+                f"key(s) once it was committed ({read[-1] if read else 'no line'}); the "
+                f"copy of {key} a duplicate, downstream once")
+    finally:
+        if hold.poll() is None:
+            hold.kill()
+            hold.wait(timeout=30)
+        shut_down(mock, world, r)
+
+
 def main():
+    """Runs every phase, or those named on the command line (run, markers,
+    late_markers)."""
     workdir = tempfile.mkdtemp(prefix="kdedup-hanging-")
     failed = 0
     for name, fn in (("a killed replica's open transaction", run),
-                     ("a transaction ended while downstream refuses writes", markers)):
+                     ("a transaction ended while downstream refuses writes", markers),
+                     ("a handover meets a transaction whose markers come late",
+                      late_markers)):
+        if sys.argv[1:] and fn.__name__ not in sys.argv[1:]:
+            continue
         t0 = time.time()
         try:
             line = fn(workdir)
