@@ -112,7 +112,7 @@ UNIT_TESTS := $(BUILD)/tests/test_entry $(BUILD)/tests/test_dedup \
               $(BUILD)/tests/test_offsets $(BUILD)/tests/test_metrics $(BUILD)/tests/test_held \
               $(BUILD)/tests/test_http $(BUILD)/tests/test_keysrc $(BUILD)/tests/test_admin \
               $(BUILD)/tests/test_log $(BUILD)/tests/test_receipt $(BUILD)/tests/test_signing \
-              $(BUILD)/tests/test_headers
+              $(BUILD)/tests/test_headers $(BUILD)/tests/test_case_runner
 INTEGRATION_TESTS := $(BUILD)/tests/test_pipeline $(BUILD)/tests/test_bounds \
                      $(BUILD)/tests/test_recovery $(BUILD)/tests/test_limits \
                      $(BUILD)/tests/test_crash
@@ -254,6 +254,11 @@ $(BUILD)/tests/test_offsets: $(call obj,tests/test_offsets.c sidecar/offsets.c)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_TEST)
 
 $(BUILD)/tests/test_held: $(call obj,tests/test_held.c sidecar/held.c)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_TEST)
+
+# The integration suites' case runner: which aborts run a case again.
+$(BUILD)/tests/test_case_runner: $(call obj,tests/test_case_runner.c tests/case_runner.c)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_TEST)
 

@@ -495,7 +495,8 @@ static void render_routes(buf *b, kd_metrics *m) {
                   RF(handover_forgets), "");
     route_counter(b, m, "kdedup_handover_early_total",
                   "Messages the consumer handed over while their partition was paused "
-                  "for its handover: held until the handover was done, then claimed.",
+                  "for its handover: held until the handover was done, then claimed "
+                  "(or sent, without a key).",
                   RF(handover_early), "");
     route_counter(b, m, "kdedup_abandoned_total",
                   "Messages whose partition was revoked or lost before their fate was "

@@ -251,15 +251,16 @@ size_t kd_pl_collect(kd_pipeline *p, size_t have, int timeout_ms) {
             p->batch_msgs[n++] = m;
     }
     /* A rebalance inside the polls may have revoked some of these: they are
-     * the next owner's now. The rest keep their order. */
+     * the next owner's now. The rest keep their order: a partition's
+     * messages of every kind wait for its handover together (a keyless one
+     * forwarded at once would go out before the keyed ones before it). */
     size_t kept = 0;
     for (size_t i = 0; i < n; i++) {
         msg *m = p->batch_msgs[i];
 
         if (!msg_live(p, m))
             kd_pl_msg_free(p, m);
-        else if (m->kind == MSG_DEDUP &&
-                 kd_pl_handover_find(p, m->route, m->rkm->partition) != SIZE_MAX)
+        else if (kd_pl_handover_find(p, m->route, m->rkm->partition) != SIZE_MAX)
             kd_pl_handover_hold(p, m);
         else
             p->batch_msgs[kept++] = m;

@@ -241,6 +241,15 @@ void kd_pl_retry_due(kd_pipeline *p) {
 
     for (msg *m = all.head, *next; m; m = next) {
         next = m->next;
+        if (m->early && msg_live(p, m) &&
+            kd_pl_handover_find(p, m->route, m->rkm->partition) == SIZE_MAX) {
+            /* Not a retry: its first claim, now that the handover is done
+             * (whatever its due): the partition resumed this turn, and what
+             * it brings next must come after. */
+            m->early = false;
+            list_push(&reclaim, m);
+            continue;
+        }
         if (m->due_ms > now) {
             list_push(&p->retries, m);
             continue;
@@ -265,13 +274,8 @@ void kd_pl_retry_due(kd_pipeline *p) {
             list_push(&uncertain, m);
             continue;
         }
-        if (m->early) { /* not a retry: its first claim, once the handover is done */
-            if (kd_pl_handover_find(p, m->route, m->rkm->partition) != SIZE_MAX) {
-                kd_pl_schedule_retry(p, m, EARLY_POLL_MS);
-                continue;
-            }
-            m->early = false;
-            list_push(&reclaim, m);
+        if (m->early) { /* its handover is still pending (above) */
+            kd_pl_schedule_retry(p, m, EARLY_POLL_MS);
             continue;
         }
         RCOUNT(p, m->route, retries);

@@ -24,6 +24,7 @@ typedef struct cr_case {
     const struct CMUnitTest *test;
     pid_t pid;
     FILE *out;
+    FILE *marks; /* what the run got to (MARK_*), written by the case's process */
     uint64_t started_ms;
     bool failed;
     bool upstream_abort; /* ended by UPSTREAM_ABORT: run once more */
@@ -36,6 +37,22 @@ typedef struct cr_case {
  * A case that dies of it says nothing of kdedup: it runs once more, and
  * counts as that run counts. Any other abort, or this one twice, fails. */
 #define UPSTREAM_ABORT "rd_kafka_broker_destroy_final: Assertion"
+
+/* What a case's process got to, one byte each in its marks file (write(),
+ * unbuffered: an abort loses none). A case that failed an assert leaves its
+ * body for its teardown without MARK_PASSED; cmocka prints the failure only
+ * after the teardown, which a failed case's clients, still running as the
+ * teardown stops the mock cluster, may abort in (the brokers fail at once:
+ * #3608's own path). Such a case failed, whatever killed it after. */
+#define MARK_PASSED 'P'   /* the case's body returned */
+#define MARK_TEARDOWN 'T' /* its teardown began */
+#define MARK_FAILED 'F'   /* cmocka counted it failed */
+
+/* The case a forked process runs (child only): its own functions, called
+ * by the ones that mark. */
+static CMUnitTestFunction child_body;
+static CMFixtureFunction child_teardown;
+static int child_marks = -1;
 
 static uint64_t mono_ms(void) {
     struct timespec ts;
@@ -51,12 +68,46 @@ static int jobs_wanted(void) {
     return jobs < 1 ? 1 : jobs > MAX_JOBS ? MAX_JOBS : jobs;
 }
 
+static void mark(char what) {
+    if (write(child_marks, &what, 1) != 1)
+        perror("case_runner: mark");
+}
+
+static void marked_body(void **state) {
+    child_body(state);
+    mark(MARK_PASSED);
+}
+
+static int marked_teardown(void **state) {
+    mark(MARK_TEARDOWN);
+    return child_teardown(state);
+}
+
+/* In the forked process: runs c alone, marking what it gets to; exits. */
+static void run_child(const char *group_name, const cr_case *c) {
+    struct CMUnitTest t = *c->test;
+    int failed;
+
+    child_body = t.test_func;
+    child_teardown = t.teardown_func;
+    child_marks = fileno(c->marks);
+    t.test_func = marked_body;
+    if (t.teardown_func)
+        t.teardown_func = marked_teardown;
+    if ((failed = _cmocka_run_group_tests(group_name, &t, 1, NULL, NULL)))
+        mark(MARK_FAILED);
+    exit(failed ? 1 : 0);
+}
+
 /* Forks the process that runs c alone, its stdout and stderr into c->out.
  * The child dies with this process (a timeout that kills the runner kills
  * the cases, whose mock clusters then see their input close and exit). */
 static bool start_case(const char *group_name, cr_case *c) {
-    if (!(c->out = tmpfile())) {
+    if (!(c->out = tmpfile()) || !(c->marks = tmpfile())) {
         perror("case_runner: tmpfile");
+        if (c->out)
+            fclose(c->out);
+        c->out = NULL;
         return false;
     }
     fflush(NULL); /* nothing buffered here is written twice by the child */
@@ -65,7 +116,8 @@ static bool start_case(const char *group_name, cr_case *c) {
     if (c->pid < 0) {
         perror("case_runner: fork");
         fclose(c->out);
-        c->out = NULL;
+        fclose(c->marks);
+        c->out = c->marks = NULL;
         return false;
     }
     if (c->pid == 0) {
@@ -74,18 +126,34 @@ static bool start_case(const char *group_name, cr_case *c) {
             _exit(127);
         dup2(fileno(c->out), STDOUT_FILENO);
         dup2(fileno(c->out), STDERR_FILENO);
-        exit(_cmocka_run_group_tests(group_name, c->test, 1, NULL, NULL) ? 1 : 0);
+        run_child(group_name, c);
     }
     return true;
 }
 
+/* True when c's run failed before whatever ended it: its body left for the
+ * teardown without passing, or cmocka counted it failed. Closes c->marks. */
+static bool failed_first(cr_case *c) {
+    char marks[8] = {0};
+    size_t n;
+
+    rewind(c->marks);
+    n = fread(marks, 1, sizeof(marks) - 1, c->marks);
+    fclose(c->marks);
+    c->marks = NULL;
+    marks[n] = '\0';
+    return (strchr(marks, MARK_TEARDOWN) && !strchr(marks, MARK_PASSED)) ||
+           strchr(marks, MARK_FAILED);
+}
+
 /* Prints c's output whole, its outcome and its wall time. A first run
- * that died of UPSTREAM_ABORT is marked to run again, not failed. */
+ * that died of UPSTREAM_ABORT, and had not failed before, is marked to run
+ * again, not failed. */
 static void report_case(cr_case *c, int status) {
     enum { TAIL = sizeof(UPSTREAM_ABORT) - 1 };
     char buf[8192], scan[TAIL + sizeof(buf) + 1];
     size_t got, carry = 0;
-    bool upstream = false;
+    bool upstream = false, failed_before = failed_first(c);
 
     c->failed = !WIFEXITED(status) || WEXITSTATUS(status) != 0;
     rewind(c->out);
@@ -101,14 +169,17 @@ static void report_case(cr_case *c, int status) {
     }
     fclose(c->out);
     c->out = NULL;
-    if (WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT && upstream && !c->rerun) {
+    if (WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT && upstream && !c->rerun &&
+        !failed_before) {
         printf("[  RERUN   ] %s: librdkafka's own assertion (#3608, upstream), not "
                "kdedup's: the case runs once more\n",
                c->test->name);
         c->upstream_abort = true;
         c->failed = false;
-    } else if (WIFSIGNALED(status))
-        printf("[  FAILED  ] %s: killed by signal %d\n", c->test->name, WTERMSIG(status));
+    } else if (WIFSIGNALED(status)) {
+        printf("[  FAILED  ] %s: killed by signal %d%s\n", c->test->name,
+               WTERMSIG(status), failed_before ? " after it failed (not run again)" : "");
+    }
     printf("[ TIME     ] %s: %.1f s\n", c->test->name,
            (double)(mono_ms() - c->started_ms) / 1000.0);
     fflush(stdout);

@@ -381,6 +381,100 @@ static void test_consumed_during_its_handover_waits_for_it(void **state) {
     check_in_keys_once(e);
 }
 
+/* True when *st shows a message settled (inflight under consumed). */
+static bool settled_any(const kd_pipeline_stats *st, uint64_t unused) {
+    (void)unused;
+    return st->inflight < st->consumed;
+}
+
+/* The records of out/0 came in the order of their sources in in/0 (their
+ * kdedup-source headers, "in/0/<offset>"): one source partition keeps its
+ * order. Returns how many there are. */
+static size_t check_source_order(const kf_record *recs, size_t n) {
+    long long last = -1, off;
+    size_t got = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        if (recs[i].partition != 0)
+            continue;
+        assert_int_equal(sscanf(recs[i].source, "in/0/%lld", &off), 1);
+        if (off <= last)
+            fail_msg("out/0@%lld (%s, from in/0/%lld) after in/0/%lld: out of order",
+                     (long long)recs[i].offset, recs[i].trace, off, last);
+        last = off;
+        got++;
+    }
+    return got;
+}
+
+/* Messages held for their partition's handover leave in their order, before
+ * what the partition brings after it (issue 30's hold, hunted from
+ * outside). in/0 holds k-0, a message without a key (forwarded without
+ * dedup: on_missing_key forward) and k-2, produced together; in's
+ * handovers fail, the partitions are resumed behind kdedup's back and all
+ * three are held: the keyless one too (before, it was forwarded at once,
+ * ahead of k-0: nothing may settle while the handover is pending). k-3..5
+ * are then sent, and the handover let through: the held three go first,
+ * the same turn the partition resumes (before, they waited for their next
+ * 20 ms poll, and k-3..5, fetched on the resume, could go out before them).
+ * out/0 holds all six in the source's order. */
+static void test_held_for_its_handover_keeps_order(void **state) {
+    env *e = *state;
+    rd_kafka_topic_partition_list_t *in;
+    _Atomic uint64_t *pending;
+    kd_pipeline_stats st;
+    kf_record *recs;
+    size_t n;
+    kf_run r;
+
+    kf_mock_cmd(&e->mock, "topic in2 1");
+    kf_mock_cmd(&e->mock, "topic out2 1");
+    kf_mock_cmd(&e->mock, "leader in2 0 1");
+    kf_mock_cmd(&e->mock, "leader out2 0 1");
+    {
+        rd_kafka_t *rk = kf_producer(&e->mock); /* one batch: fetched together */
+
+        kf_send(rk, "in", 0, "k-0", "k-0");
+        kf_send(rk, "in", 0, NULL, "keyless-1");
+        kf_send(rk, "in", 0, "k-2", "k-2");
+        kf_producer_close(rk);
+    }
+    kf_mock_cmd(&e->mock, "broker-down 3"); /* joined once the marks fail: */
+    kf_run_start_faulty(&r, &e->mock, TWO_ROUTES_CONFIG, e->mock.bootstrap, e->dir);
+    assert_true(kd_faulty_store_fail_reads(r.store, IN_MARKS));
+    kf_mock_cmd(&e->mock, "broker-up 3");
+    pending = kd_metrics_handover_pending(kd_pipeline_metrics(r.p));
+    st = stats_until(&r, TIMEOUT_MS, assigned_reached, 3);
+    assert_int_equal(st.assigned_partitions, 3);
+    assert_int_equal(gauge_wait(pending, 2, false), 2); /* in/0, in/1 */
+
+    in = rd_kafka_topic_partition_list_new(2);
+    rd_kafka_topic_partition_list_add(in, "in", 0);
+    rd_kafka_topic_partition_list_add(in, "in", 1);
+    assert_int_equal(rd_kafka_resume_partitions(r.p->consumer, in), 0);
+    rd_kafka_topic_partition_list_destroy(in);
+    st = stats_until(&r, TIMEOUT_MS, consumed_reached, 3);
+    assert_int_equal(st.consumed, 3);
+    /* nothing settles while the handover is pending (2 s to show it) */
+    st = stats_until(&r, 2000, settled_any, 0);
+    assert_int_equal(st.inflight, 3);
+    assert_int_equal(st.handover_early, 3);
+    assert_int_equal(atomic_load(pending), 2);
+
+    kf_send_range(&e->mock, "in", 0, "k", 3, 6); /* paused again: not fetched */
+    assert_true(kd_faulty_store_fail_reads(r.store, NULL));
+    st = kf_run_wait(&r, 6, TIMEOUT_MS); /* the next try within the 30 s backoff */
+    assert_int_equal(atomic_load(pending), 0);
+    assert_int_equal(st.consumed, 6);
+    assert_int_equal(st.forwarded, 5);
+    assert_int_equal(st.missing_forwarded, 1);
+    kf_run_stop(&r);
+    recs = kf_read(&e->mock, "out", 2, 6, 1000, TIMEOUT_MS, &n);
+    assert_int_equal(check_source_order(recs, n), 6);
+    assert_int_equal(n, 6);
+    free(recs);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_max_retrying_pauses_and_resumes, setup,
@@ -389,6 +483,8 @@ int main(void) {
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_pending_handover_keeps_its_partition_paused,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_held_for_its_handover_keeps_order, setup,
+                                        teardown),
     };
 
     return cr_run_group("limits (mock cluster)", tests, sizeof(tests) / sizeof(tests[0]));
