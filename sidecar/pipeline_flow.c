@@ -17,8 +17,7 @@
 
 #define FLOW_CHECK_MS 250 /* partitions held back, and the memory gauges */
 
-/* Pauses or resumes one partition. */
-static void set_paused(kd_pipeline *p, size_t route, int32_t partition, bool pause) {
+void kd_pl_set_paused(kd_pipeline *p, size_t route, int32_t partition, bool pause) {
     rd_kafka_topic_partition_list_t *one = rd_kafka_topic_partition_list_new(1);
 
     rd_kafka_topic_partition_list_add(one, p->cfg->routes[route].from, partition);
@@ -81,7 +80,7 @@ void kd_pl_check_front(kd_pipeline *p, size_t route, int32_t partition) {
                 p->cfg->routes[route].from, partition, span - 1, front);
         kd_offsets_set_flag(p->offsets, route, partition, true);
         p->held_back++;
-        set_paused(p, route, partition, true);
+        kd_pl_set_paused(p, route, partition, true);
     }
 }
 
@@ -97,7 +96,7 @@ static void check_partition(void *arg, size_t route, int32_t partition) {
         kd_offsets_set_flag(p->offsets, route, partition, false);
         p->held_back--;
         if (!kd_pl_partition_paused(p, route, partition))
-            set_paused(p, route, partition, false);
+            kd_pl_set_paused(p, route, partition, false);
     }
 }
 

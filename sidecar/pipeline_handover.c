@@ -253,13 +253,8 @@ static void release_learned(kd_pipeline *p) {
         if (!p->handovers[i].learned || route_learning(p, route))
             continue;
         kd_pl_handover_remove(p, i);
-        if (!kd_pl_partition_paused(p, route, partition)) {
-            rd_kafka_topic_partition_list_t *one = rd_kafka_topic_partition_list_new(1);
-
-            rd_kafka_topic_partition_list_add(one, p->cfg->routes[route].from, partition);
-            rd_kafka_resume_partitions(p->consumer, one);
-            rd_kafka_topic_partition_list_destroy(one);
-        }
+        if (!kd_pl_partition_paused(p, route, partition))
+            kd_pl_set_paused(p, route, partition, false);
     }
 }
 
@@ -335,20 +330,16 @@ out:
 
 void kd_pl_handover_hold(kd_pipeline *p, msg *m) {
     size_t i = kd_pl_handover_find(p, m->route, m->rkm->partition);
-    rd_kafka_topic_partition_list_t *one = rd_kafka_topic_partition_list_new(1);
 
-    if (i != SIZE_MAX && !p->handovers[i].early) {
+    if (i != SIZE_MAX && !p->handovers[i].early) { /* once a handover */
         p->handovers[i].early = true;
         KD_WARN("%s/%" PRId32 "@%" PRId64 " consumed while the partition is paused for "
                 "its handover: held, unclaimed, until the handover is done "
                 "(kdedup_handover_early_total)",
                 p->cfg->routes[m->route].from, m->rkm->partition, m->rkm->offset);
+        kd_pl_set_paused(p, m->route, m->rkm->partition, true);
     }
     RCOUNT(p, m->route, handover_early);
-    rd_kafka_topic_partition_list_add(one, p->cfg->routes[m->route].from,
-                                      m->rkm->partition);
-    rd_kafka_pause_partitions(p->consumer, one);
-    rd_kafka_topic_partition_list_destroy(one);
     m->early = true;
     kd_pl_schedule_retry(p, m, EARLY_POLL_MS);
 }

@@ -721,6 +721,8 @@ void kd_pl_check_front(kd_pipeline *p, size_t route, int32_t partition);
 bool kd_pl_partition_paused(const kd_pipeline *p, size_t route, int32_t partition);
 /* Pauses or resumes every assigned partition as kd_pl_partition_paused() says. */
 void kd_pl_apply_pauses(kd_pipeline *p);
+/* Pauses or resumes one partition of route. */
+void kd_pl_set_paused(kd_pipeline *p, size_t route, int32_t partition, bool pause);
 
 /* pipeline_txn.c */
 /* Sets the mode up; in the transactional mode initialises the producer's
