@@ -319,14 +319,25 @@ class World:
             parts = [TopicPartition(SRC, p) for p in range(PARTS)]
             ends = c.end_offsets(parts)
 
+            left = {}  # what the last look found unsettled, for the failure
+
             def committed_to_end():
                 try:
-                    return all(c.committed(tp) == ends[tp] for tp in parts)
+                    left["committed"] = {tp.partition: (c.committed(tp), ends[tp])
+                                         for tp in parts}
                 except KafkaError:
                     return False  # a connection a fault closed: asked again
-            wait_for("every message settled and committed",
-                     lambda: all(gauge(kd, "kdedup_inflight_messages") == 0
-                                 for kd in sidecars) and committed_to_end(), DEADLINE_S)
+                return all(a == b for a, b in left["committed"].values())
+
+            def held():
+                left["inflight"] = [gauge(kd, "kdedup_inflight_messages") for kd in sidecars]
+                return any(left["inflight"])
+            try:
+                wait_for("every message settled and committed",
+                         lambda: not held() and committed_to_end(), DEADLINE_S)
+            except Failure as e:
+                raise Failure(f"{e}: held by each kdedup {left.get('inflight')}, committed "
+                              f"(partition: (committed, end)) {left.get('committed')}")
             return sum(ends.values())
         finally:
             c.close()
