@@ -551,6 +551,19 @@ def broker_faults(workdir, report):
         shut_down(mock, world, kd)
 
 
+def print_log_tails(workdir, lines=40):
+    """The last lines of each kdedup log under workdir: a failure on a
+    machine whose /tmp is gone afterwards (CI) still shows what kdedup did
+    last."""
+    for root, _, files in sorted(os.walk(workdir)):
+        if "kdedup.log" in files:
+            with open(os.path.join(root, "kdedup.log"), errors="replace") as f:
+                tail = f.readlines()[-lines:]
+            print(f"  --- the last {len(tail)} lines of {root}/kdedup.log")
+            for line in tail:
+                print("  " + line.rstrip()[:400])
+
+
 def main():
     workdir = tempfile.mkdtemp(prefix="kdedup-faults-")
     passed = failed = 0
@@ -578,6 +591,7 @@ def main():
         except Failure as e:
             failed += 1
             print(f"FAIL {name}: {e} (logs in {workdir})", flush=True)
+            print_log_tails(os.path.join(workdir, fn.__name__))
     for line in report:
         print("  " + line)
     print(f"faults: {passed} passed, {failed} failed")
