@@ -129,6 +129,24 @@ def scrape(port):
     return fams, value
 
 
+def state_of(sidecars):
+    """What each running kdedup's /metrics says about the messages it holds
+    (every non-zero kdedup_ sample but the latency histograms'): for a
+    failure whose process is gone afterwards."""
+    out = []
+    for kd in sidecars:
+        try:
+            _, text = http_get(kd.port, "/metrics")
+        except OSError as e:
+            out.append(f"{kd.workdir}: /metrics: {e}")
+            continue
+        keep = [ln for ln in text.splitlines()
+                if ln.startswith("kdedup_") and "_bucket" not in ln and
+                not ln.endswith((" 0", " 0.0"))]
+        out.append(f"{kd.workdir}: " + "; ".join(keep))
+    return "\n".join(out)
+
+
 # " fp=" and the payload's fingerprint, when the route fingerprints (the default).
 RECEIPT = re.compile(r"v1 to=(\S+)/(\d+)@(\d+) ts=-?\d+ from=(\S+)/(\d+)@(\d+)"
                      r"(?: fp=[0-9a-f]{64})?")
@@ -337,7 +355,8 @@ class World:
                          lambda: not held() and committed_to_end(), DEADLINE_S)
             except Failure as e:
                 raise Failure(f"{e}: held by each kdedup {left.get('inflight')}, committed "
-                              f"(partition: (committed, end)) {left.get('committed')}")
+                              f"(partition: (committed, end)) {left.get('committed')}; "
+                              f"{state_of(sidecars)}")
             return sum(ends.values())
         finally:
             c.close()
