@@ -211,6 +211,84 @@ void kd_pl_resolve_uncertain(kd_pipeline *p, msg **ms, size_t n) {
     free(group);
 }
 
+/* What a read told of the note l that m met: recorded in the note, to be
+ * applied when m meets its claim again (kd_pl_takeover, which checks the
+ * claim first); m is retried: at once when told, later when not. */
+static void left_told(kd_pipeline *p, msg *m, left_claim *l, const kd_recover_ask *a) {
+    if (a->result == KD_RECOVER_LATER) { /* read on from there next turn */
+        if (a->from > l->scan_from)
+            l->scan_from = a->from;
+        kd_pl_schedule_retry(p, m, 0);
+        return;
+    }
+    if (a->result == KD_RECOVER_UNKNOWN && ++m->reads < UNCERTAIN_TRIES) {
+        kd_pl_schedule_retry(p, m, 250u << (m->reads < 6 ? m->reads : 6));
+        return;
+    }
+    if (l->result == KD_RECOVER_LATER) { /* a copy of the key read beside m told first */
+        l->result = a->result;
+        l->found = a->found;
+    }
+    m->left_read = false;
+    kd_pl_schedule_retry(p, m, 0);
+}
+
+void kd_pl_resolve_left(kd_pipeline *p, msg **ms, size_t n) {
+    kd_recover_ask *asks = malloc((n ? n : 1) * sizeof(*asks));
+    msg **group = malloc((n ? n : 1) * sizeof(*group));
+    left_claim **notes = malloc((n ? n : 1) * sizeof(*notes));
+    kd_recovery_stats before;
+
+    if (!asks || !group || !notes) {
+        for (size_t i = 0; i < n; i++)
+            kd_pl_schedule_retry(p, ms[i], 250); /* out of memory: later */
+        goto out;
+    }
+    p->last_orphan_ms = kd_mono_ms();
+    for (size_t i = 0; i < n; i++) { /* notes gone or told: m meets its claim again */
+        left_claim *l = kd_pl_left_find(p, ms[i]->route, ms[i]->key, ms[i]->key_len);
+
+        if (!l || l->result != KD_RECOVER_LATER) {
+            ms[i]->left_read = false;
+            kd_pl_schedule_retry(p, ms[i], 0);
+            ms[i] = NULL;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t route, k = 0;
+        int32_t part;
+
+        if (!ms[i])
+            continue;
+        route = ms[i]->route;
+        part = kd_pl_left_find(p, route, ms[i]->key, ms[i]->key_len)->out_partition;
+        for (size_t j = i; j < n; j++) { /* every message of the same partition */
+            left_claim *l;
+
+            if (!ms[j] || ms[j]->route != route ||
+                (l = kd_pl_left_find(p, route, ms[j]->key, ms[j]->key_len))
+                        ->out_partition != part)
+                continue;
+            group[k] = ms[j];
+            notes[k] = l;
+            asks[k++] = (kd_recover_ask){.key = ms[j]->key,
+                                         .key_len = ms[j]->key_len,
+                                         .from = l->scan_from,
+                                         .sent_at_ms = l->sent_at_ms};
+            ms[j] = NULL;
+        }
+        kd_recovery_stats_get(p->recovery, &before);
+        kd_recovery_find_since_many(p->recovery, route, part, asks, k);
+        count_scans(p, &before);
+        for (size_t j = 0; j < k; j++)
+            left_told(p, group[j], notes[j], &asks[j]);
+    }
+out:
+    free(asks);
+    free(group);
+    free(notes);
+}
+
 /* m met a claim of its key made by this run. Held by a live message, m is
  * a duplicate in flight. Held by a message of an ended ownership (the
  * partition was revoked and came back), its delivery's outcome is not
@@ -259,7 +337,11 @@ typedef enum left_result {
 /* A claim of this run that no message holds: when an ended ownership's
  * possibly persisted delivery left it, reads the downstream partition that
  * delivery went to, from where it would have landed. With `step`, a step
- * a turn (m waits for the next); without, to the end. */
+ * a turn (m waits for the next), and read with every other message due
+ * that met a note of the same partition (kd_pl_resolve_left: an ownership
+ * lost under load leaves thousands, and each read alone asked the broker
+ * for the partition's end and read it again, turn after turn, which held
+ * them for minutes), unless m heads a gate; without `step`, to the end. */
 static left_result resolve_left(kd_pipeline *p, msg *m, bool step) {
     left_claim *l = kd_pl_left_find(p, m->route, m->key, m->key_len);
     int32_t part;
@@ -273,24 +355,36 @@ static left_result resolve_left(kd_pipeline *p, msg *m, bool step) {
     /* Read only past the delivery's barrier (kd_pl_set_barrier), so that a
      * late write is seen or fenced; an expired claim (step false) is past
      * dedup.inflight_timeout, longer than message.timeout.ms, already. */
-    if (step && !kd_pl_barrier_passed(p, m->route, part, l->barrier, l->barrier_until)) {
+    if (step && l->result == KD_RECOVER_LATER &&
+        !kd_pl_barrier_passed(p, m->route, part, l->barrier, l->barrier_until)) {
         kd_pl_schedule_retry(p, m, BARRIER_POLL_MS);
         return LEFT_SETTLED;
     }
-    p->last_orphan_ms = kd_mono_ms();
-    kd_recovery_stats_get(p->recovery, &before);
-    if (!step)
-        kd_recovery_begin_turn(p->recovery, 0);
-    res = kd_recovery_find_since(p->recovery, m->route, part, &l->scan_from,
-                                 l->sent_at_ms, m->key, m->key_len, &f);
-    if (!step)
-        kd_recovery_begin_turn(p->recovery, p->cfg->scan_step_ms);
-    count_scans(p, &before);
+    if (step && l->result == KD_RECOVER_LATER && p->gate_passing != m) {
+        m->left_read = true;
+        kd_pl_schedule_retry(p, m, 0);
+        return LEFT_SETTLED;
+    }
+    if (step && l->result != KD_RECOVER_LATER) { /* a read with others told */
+        res = l->result;
+        f = l->found;
+    } else {
+        p->last_orphan_ms = kd_mono_ms();
+        kd_recovery_stats_get(p->recovery, &before);
+        if (!step)
+            kd_recovery_begin_turn(p->recovery, 0);
+        res = kd_recovery_find_since(p->recovery, m->route, part, &l->scan_from,
+                                     l->sent_at_ms, m->key, m->key_len, &f);
+        if (!step)
+            kd_recovery_begin_turn(p->recovery, p->cfg->scan_step_ms);
+        count_scans(p, &before);
+    }
     if (res == KD_RECOVER_LATER) { /* read on from there next turn */
         kd_pl_schedule_retry(p, m, 0);
         return LEFT_SETTLED;
     }
-    if (res == KD_RECOVER_UNKNOWN && ++m->reads < UNCERTAIN_TRIES) {
+    if (res == KD_RECOVER_UNKNOWN && l->result == KD_RECOVER_LATER &&
+        ++m->reads < UNCERTAIN_TRIES) {
         kd_pl_schedule_retry(p, m, 250u << (m->reads < 6 ? m->reads : 6));
         return LEFT_SETTLED;
     }

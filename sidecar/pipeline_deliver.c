@@ -235,8 +235,30 @@ static void reclaim_all(kd_pipeline *p, msg_list *l) {
     }
 }
 
+/* Hands the messages of l, due for a read of downstream, to read (which
+ * reads once per downstream partition) as an array. */
+static void read_downstream(kd_pipeline *p, msg_list *l,
+                            void (*read)(kd_pipeline *, msg **, size_t)) {
+    msg **ms;
+    size_t n = 0;
+
+    if (!l->n)
+        return;
+    if (!(ms = malloc(l->n * sizeof(*ms)))) { /* out of memory: later */
+        for (msg *m = l->head, *next; m; m = next) {
+            next = m->next;
+            kd_pl_schedule_retry(p, m, 250);
+        }
+        return;
+    }
+    for (msg *m = l->head; m; m = m->next)
+        ms[n++] = m;
+    read(p, ms, n);
+    free(ms);
+}
+
 void kd_pl_retry_due(kd_pipeline *p) {
-    msg_list all = list_take(&p->retries), uncertain = {0}, reclaim = {0};
+    msg_list all = list_take(&p->retries), uncertain = {0}, left = {0}, reclaim = {0};
     uint64_t now = kd_mono_ms();
 
     for (msg *m = all.head, *next; m; m = next) {
@@ -256,6 +278,10 @@ void kd_pl_retry_due(kd_pipeline *p) {
         }
         if (!msg_live(p, m)) {
             kd_pl_msg_abandon(p, m);
+            continue;
+        }
+        if (m->left_read) { /* an ended ownership's note: read with the others */
+            list_push(&left, m);
             continue;
         }
         if (m->uncertain && p->txn.init_since) {
@@ -285,22 +311,8 @@ void kd_pl_retry_due(kd_pipeline *p) {
             kd_pl_produce(p, m);
     }
     reclaim_all(p, &reclaim);
-    if (uncertain.n) {
-        msg **ms = malloc(uncertain.n * sizeof(*ms));
-        size_t n = 0;
-
-        if (!ms) { /* out of memory: later */
-            for (msg *m = uncertain.head, *next; m; m = next) {
-                next = m->next;
-                kd_pl_schedule_retry(p, m, 250);
-            }
-            return;
-        }
-        for (msg *m = uncertain.head; m; m = m->next)
-            ms[n++] = m;
-        kd_pl_resolve_uncertain(p, ms, n);
-        free(ms);
-    }
+    read_downstream(p, &uncertain, kd_pl_resolve_uncertain);
+    read_downstream(p, &left, kd_pl_resolve_left);
 }
 
 /* Drops the retries of ended ownerships (all, with all_parts). */
@@ -387,7 +399,8 @@ void kd_pl_left_add(kd_pipeline *p, const msg *m) {
                       .scan_from = m->scan_from,
                       .sent_at_ms = m->sent_at_ms,
                       .barrier = m->barrier,
-                      .barrier_until = m->barrier_until};
+                      .barrier_until = m->barrier_until,
+                      .result = KD_RECOVER_LATER};
     if (!kd_held_add(p->left, l->route, l->key, l->key_len, l)) {
         free(l->key);
         free(l);

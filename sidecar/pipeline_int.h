@@ -134,6 +134,9 @@ typedef struct msg {
     bool uncertain;         /* possibly persisted: read downstream before resending */
     bool early;             /* consumed while its partition's handover was pending:
                              * claimed once that handover is done */
+    bool left_read;         /* met its ended ownership's note: the downstream
+                             * partition is read for it with the others due
+                             * (kd_pl_resolve_left) */
     uint64_t parked_job;    /* the store thread's job it waits for (own_claim) */
     uint64_t out_seq;       /* its number among its route's deliveries to its
                              * downstream partition (route_rt.sent) */
@@ -173,6 +176,8 @@ typedef struct left_claim {
     int64_t scan_from;
     uint64_t sent_at_ms;
     uint64_t barrier, barrier_until; /* the delivery's (see msg.barrier) */
+    kd_recover_result result; /* LATER until a read told (kd_pl_resolve_left) */
+    kd_recover_found found;   /* FOUND: the delivery's record */
 } left_claim;
 
 typedef struct msg_list {
@@ -569,6 +574,11 @@ void kd_pl_dispatch(kd_pipeline *p, msg **batch, size_t n);
  * is cleared), once per downstream partition; completes, resends or
  * retries each. */
 void kd_pl_resolve_uncertain(kd_pipeline *p, msg **ms, size_t n);
+/* Reads downstream for the notes (left_claim) that messages ms[0..n) met
+ * (the array is cleared), once per downstream partition, and records what
+ * each read told in its note; each message is retried, to be settled by
+ * what its note says (kd_pl_takeover) or read for again. */
+void kd_pl_resolve_left(kd_pipeline *p, msg **ms, size_t n);
 /* Counts and logs a failed store call; the first one pauses consumption. */
 void kd_pl_store_failed(kd_pipeline *p, size_t route, const char *what);
 /* True while store writes fail (consumption paused). */
