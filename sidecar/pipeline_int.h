@@ -176,8 +176,8 @@ typedef struct left_claim {
     int64_t scan_from;
     uint64_t sent_at_ms;
     uint64_t barrier, barrier_until; /* the delivery's (see msg.barrier) */
-    kd_recover_result result; /* LATER until a read told (kd_pl_resolve_left) */
-    kd_recover_found found;   /* FOUND: the delivery's record */
+    kd_recover_result result;        /* LATER until a read told (kd_pl_resolve_left) */
+    kd_recover_found found;          /* FOUND: the delivery's record */
 } left_claim;
 
 typedef struct msg_list {
