@@ -77,7 +77,9 @@ LIB_CONFIG := $(BUILD)/libkd_config.a
 LIB_SIDECAR := $(BUILD)/libkd_sidecar.a
 KDEDUP := $(BUILD)/kdedup
 
-DEDUP_SRC := dedup/store.c dedup/store_mem.c dedup/entry.c dedup/dedup.c dedup/sha256.c dedup/hex.c dedup/fmt.c
+DEDUP_SRC := dedup/store.c dedup/store_mem.c dedup/entry.c dedup/dedup.c dedup/dedup_batch.c \
+             dedup/dedup_claim.c dedup/dedup_complete.c dedup/dedup_single.c dedup/sha256.c \
+             dedup/hex.c dedup/fmt.c
 ROCKS_SRC := store_rocks/store_rocks.c
 CONFIG_SRC := config/config.c config/config_env.c config/config_fields.c config/config_keys.c \
               config/config_tables.c config/config_rules.c config/config_reload.c \
