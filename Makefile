@@ -77,8 +77,12 @@ LIB_CONFIG := $(BUILD)/libkd_config.a
 LIB_SIDECAR := $(BUILD)/libkd_sidecar.a
 KDEDUP := $(BUILD)/kdedup
 
-DEDUP_SRC := dedup/store.c dedup/store_mem.c dedup/entry.c dedup/dedup.c dedup/sha256.c dedup/hex.c dedup/fmt.c
-ROCKS_SRC := store_rocks/store_rocks.c
+DEDUP_SRC := dedup/store.c dedup/store_mem.c dedup/entry.c dedup/dedup.c dedup/dedup_batch.c \
+             dedup/dedup_claim.c dedup/dedup_complete.c dedup/dedup_single.c dedup/sha256.c \
+             dedup/hex.c dedup/fmt.c
+ROCKS_SRC := store_rocks/store_rocks.c store_rocks/store_rocks_read.c store_rocks/store_rocks_write.c \
+             store_rocks/store_rocks_retention.c store_rocks/store_rocks_options.c \
+             store_rocks/store_rocks_open.c store_rocks/store_rocks_stats.c
 CONFIG_SRC := config/config.c config/config_env.c config/config_fields.c config/config_keys.c \
               config/config_tables.c config/config_rules.c config/config_reload.c \
               config/config_load.c
