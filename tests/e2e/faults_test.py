@@ -435,8 +435,9 @@ def broker_faults(workdir, report):
         base = errors("not_persisted")
         # Held until a delivery was refused: after the first fault's lost
         # session kdedup once wrote nothing for 33 s once its partitions
-        # were back (cause not traced; RELIABILITY), and a fixed 2 s passed
-        # with no write to refuse.
+        # were back (copies of the lost ownership's possibly persisted
+        # deliveries read for one at a time, fixed since; RELIABILITY), and
+        # a fixed 2 s passed with no write to refuse.
         fault("downstream refuses writes (MESSAGE_TOO_LARGE: max.message.bytes 100)",
               lambda: mock.refuse_writes(DST), until=lambda: errors("not_persisted") > base,
               until_s=120, heal=lambda: mock.accept_writes(DST),
