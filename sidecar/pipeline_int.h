@@ -111,6 +111,50 @@ typedef enum msg_kind {
     MSG_DEAD_LETTER /* to the route's dead-letter topic */
 } msg_kind;
 
+/*
+ * The life of a message, in one place: where a msg waits (in at most one
+ * list at a time, by `next`), what marks it there, and where it goes next.
+ * Only the loop moves a msg; the store thread reads the keys of the batch
+ * handed to it.
+ *
+ *   where                    mark           next
+ *   p->batch_msgs            (consumed)     its claim written with the batch's
+ *     (kd_pl_collect)                       by the store thread (p->ahead.job),
+ *                                           then acted on (kd_pl_claims_act);
+ *                                           p->retries (early) while its
+ *                                           partition's handover is pending
+ *   acted on                 claimed        produced: in flight; or settled at
+ *                                           once (a duplicate: done; a key
+ *                                           conflict); or a claim of another
+ *                                           run or ownership: kd_pl_takeover
+ *   in flight (producer)     claimed        p->reported, by the delivery report
+ *   p->reported                             acknowledged: p->receipts (in the
+ *                                           transactional mode, p->txn.acked
+ *                                           until its transaction ends); failed:
+ *                                           p->retries; its ownership ended:
+ *                                           abandoned
+ *   p->receipts                             receipt written: done, or
+ *                                           p->unsynced when written lazily
+ *   p->unsynced                             done with the store's next sync
+ *   p->retries until due_ms  early          claimed when its handover is done
+ *                            uncertain      downstream read for it, with the
+ *                                           others due (kd_pl_resolve_uncertain):
+ *                                           found: done; absent: produced again
+ *                            left_read      downstream read for its key's note,
+ *                                           with the others due
+ *                                           (kd_pl_resolve_left): claimed again,
+ *                                           which applies what the read told
+ *                            parked_job     claimed again (own_claim)
+ *                            (none)         claimed again if released, else
+ *                                           produced again (backoff)
+ *   a gate's waiting list    gate_takeover  taken over, or produced, in order,
+ *                                           once the head passed (pipeline_gate.c)
+ *   done (kd_pl_msg_done)                   its offset done in kd_offsets; freed
+ *   abandoned                               its ownership ended: its claim
+ *     (kd_pl_msg_abandon)                   released, or kept with a note
+ *                                           (left_claim) when its delivery may
+ *                                           be downstream; freed
+ */
 typedef struct msg {
     struct msg *next;        /* in at most one list */
     rd_kafka_message_t *rkm; /* the consumed message, kept until done */
