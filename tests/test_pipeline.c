@@ -2688,7 +2688,7 @@ static void test_left_copies_read_together(void **state) {
     print_message("%llu records read for %d copies\n", (unsigned long long)read,
                   LEFT_COPIES);
     assert_int_equal(st.orphans_found, LEFT_COPIES);
-    assert_true(read <= 4 * (LEFT_PAD + LEFT_COPIES + 10));
+    assert_true(read <= 10 * (LEFT_PAD + LEFT_COPIES + 10)); /* alone: 100 passes */
 }
 
 static bool assigned_again(const kd_pipeline_stats *st) {
