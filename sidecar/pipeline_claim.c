@@ -161,6 +161,86 @@ static void uncertain_result(kd_pipeline *p, msg *m, int32_t part,
     kd_pl_schedule_retry(p, m, 0); /* produced again, under the same claim */
 }
 
+/* A read for messages due for one: ms[i] asks asks[i] of downstream
+ * partition parts[i] (about notes[i], when it met one); told(p, ms[i],
+ * notes[i], parts[i], answer) acts on each answer. */
+typedef struct read_many {
+    msg **ms;
+    kd_recover_ask *asks;
+    int32_t *parts;
+    left_claim **notes;
+    size_t n;
+    void (*told)(kd_pipeline *p, msg *m, left_claim *l, int32_t part,
+                 const kd_recover_ask *a);
+} read_many;
+
+/* Reads each downstream partition once for every message of r that asks
+ * it (ms[i] NULL: none), and hands each answer to r->told. */
+static void read_by_partition(kd_pipeline *p, const read_many *r) {
+    kd_recover_ask *asks = malloc((r->n ? r->n : 1) * sizeof(*asks));
+    size_t *of = malloc((r->n ? r->n : 1) * sizeof(*of));
+    kd_recovery_stats before;
+
+    if (!asks || !of) {
+        for (size_t i = 0; i < r->n; i++)
+            if (r->ms[i])
+                kd_pl_schedule_retry(p, r->ms[i], 250); /* out of memory: later */
+        goto out;
+    }
+    p->last_orphan_ms = kd_mono_ms();
+    for (size_t i = 0; i < r->n; i++) {
+        size_t route, k = 0;
+
+        if (!r->ms[i])
+            continue;
+        route = r->ms[i]->route;
+        for (size_t j = i; j < r->n; j++) /* every message of the same partition */
+            if (r->ms[j] && r->ms[j]->route == route && r->parts[j] == r->parts[i]) {
+                of[k] = j;
+                asks[k++] = r->asks[j];
+            }
+        kd_recovery_stats_get(p->recovery, &before);
+        kd_recovery_find_since_many(p->recovery, route, r->parts[i], asks, k);
+        count_scans(p, &before);
+        for (size_t j = 0; j < k; j++) {
+            msg *m = r->ms[of[j]];
+
+            r->ms[of[j]] = NULL;
+            r->told(p, m, r->notes ? r->notes[of[j]] : NULL, r->parts[i], &asks[j]);
+        }
+    }
+out:
+    free(asks);
+    free(of);
+}
+
+/* Arrays for a read_many of n messages; false when out of memory (then
+ * each message is retried later). */
+static bool read_many_init(kd_pipeline *p, read_many *r, msg **ms, size_t n, bool notes) {
+    *r = (read_many){.ms = ms, .n = n};
+    r->asks = malloc((n ? n : 1) * sizeof(*r->asks));
+    r->parts = malloc((n ? n : 1) * sizeof(*r->parts));
+    if (notes)
+        r->notes = malloc((n ? n : 1) * sizeof(*r->notes));
+    if (r->asks && r->parts && (!notes || r->notes))
+        return true;
+    for (size_t i = 0; i < n; i++)
+        kd_pl_schedule_retry(p, ms[i], 250); /* out of memory: later */
+    return false;
+}
+
+static void read_many_free(read_many *r) {
+    free(r->asks);
+    free(r->parts);
+    free(r->notes);
+}
+
+static void uncertain_told(kd_pipeline *p, msg *m, left_claim *l, int32_t part,
+                           const kd_recover_ask *a) {
+    (void)l;
+    uncertain_result(p, m, part, a);
+}
+
 /* ms[0..n) are deliveries possibly persisted (POSSIBLY_PERSISTED). Reads
  * each downstream partition once, from where the first of them would have
  * landed: found, a claim is completed with that record; absent, the message
@@ -168,53 +248,30 @@ static void uncertain_result(kd_pipeline *p, msg *m, int32_t part,
  * it is read again later, and after UNCERTAIN_TRIES the message is sent
  * again all the same (at least once). */
 void kd_pl_resolve_uncertain(kd_pipeline *p, msg **ms, size_t n) {
-    kd_recover_ask *asks = malloc((n ? n : 1) * sizeof(*asks));
-    msg **group = malloc((n ? n : 1) * sizeof(*group));
-    kd_recovery_stats before;
+    read_many r;
 
-    if (!asks || !group) {
-        for (size_t i = 0; i < n; i++)
-            kd_pl_schedule_retry(p, ms[i], 250); /* out of memory: later */
-        free(asks);
-        free(group);
-        return;
-    }
-    p->last_orphan_ms = kd_mono_ms();
-    for (size_t i = 0; i < n; i++) {
-        size_t route, k = 0;
-        int32_t part;
+    if (read_many_init(p, &r, ms, n, false)) {
+        r.told = uncertain_told;
+        for (size_t i = 0; i < n; i++) {
+            msg *m = ms[i];
 
-        if (!ms[i])
-            continue;
-        route = ms[i]->route;
-        part = ms[i]->rkm->partition % p->routes[route].out_partitions;
-        for (size_t j = i; j < n; j++) { /* every message of the same partition */
-            msg *m = ms[j];
-
-            if (m && m->route == route &&
-                m->rkm->partition % p->routes[route].out_partitions == part) {
-                group[k] = m;
-                asks[k++] = (kd_recover_ask){.key = m->key,
-                                             .key_len = m->key_len,
-                                             .from = m->scan_from,
-                                             .sent_at_ms = m->sent_at_ms};
-                ms[j] = NULL;
-            }
+            r.parts[i] = m->rkm->partition % p->routes[m->route].out_partitions;
+            r.asks[i] = (kd_recover_ask){.key = m->key,
+                                         .key_len = m->key_len,
+                                         .from = m->scan_from,
+                                         .sent_at_ms = m->sent_at_ms};
         }
-        kd_recovery_stats_get(p->recovery, &before);
-        kd_recovery_find_since_many(p->recovery, route, part, asks, k);
-        count_scans(p, &before);
-        for (size_t j = 0; j < k; j++)
-            uncertain_result(p, group[j], part, &asks[j]);
+        read_by_partition(p, &r);
     }
-    free(asks);
-    free(group);
+    read_many_free(&r);
 }
 
 /* What a read told of the note l that m met: recorded in the note, to be
  * applied when m meets its claim again (kd_pl_takeover, which checks the
  * claim first); m is retried: at once when told, later when not. */
-static void left_told(kd_pipeline *p, msg *m, left_claim *l, const kd_recover_ask *a) {
+static void left_told(kd_pipeline *p, msg *m, left_claim *l, int32_t part,
+                      const kd_recover_ask *a) {
+    (void)part;
     if (a->result == KD_RECOVER_LATER) { /* read on from there next turn */
         if (a->from > l->scan_from)
             l->scan_from = a->from;
@@ -225,7 +282,7 @@ static void left_told(kd_pipeline *p, msg *m, left_claim *l, const kd_recover_as
         kd_pl_schedule_retry(p, m, 250u << (m->reads < 6 ? m->reads : 6));
         return;
     }
-    if (l->result == KD_RECOVER_LATER) { /* a copy of the key read beside m told first */
+    if (l->result == KD_RECOVER_LATER) { /* unless a copy read beside m told it first */
         l->result = a->result;
         l->found = a->found;
     }
@@ -234,59 +291,30 @@ static void left_told(kd_pipeline *p, msg *m, left_claim *l, const kd_recover_as
 }
 
 void kd_pl_resolve_left(kd_pipeline *p, msg **ms, size_t n) {
-    kd_recover_ask *asks = malloc((n ? n : 1) * sizeof(*asks));
-    msg **group = malloc((n ? n : 1) * sizeof(*group));
-    left_claim **notes = malloc((n ? n : 1) * sizeof(*notes));
-    kd_recovery_stats before;
+    read_many r;
 
-    if (!asks || !group || !notes) {
-        for (size_t i = 0; i < n; i++)
-            kd_pl_schedule_retry(p, ms[i], 250); /* out of memory: later */
-        goto out;
-    }
-    p->last_orphan_ms = kd_mono_ms();
-    for (size_t i = 0; i < n; i++) { /* notes gone or told: m meets its claim again */
-        left_claim *l = kd_pl_left_find(p, ms[i]->route, ms[i]->key, ms[i]->key_len);
+    if (read_many_init(p, &r, ms, n, true)) {
+        r.told = left_told;
+        for (size_t i = 0; i < n; i++) {
+            msg *m = ms[i];
+            left_claim *l = kd_pl_left_find(p, m->route, m->key, m->key_len);
 
-        if (!l || l->result != KD_RECOVER_LATER) {
-            ms[i]->left_read = false;
-            kd_pl_schedule_retry(p, ms[i], 0);
-            ms[i] = NULL;
-        }
-    }
-    for (size_t i = 0; i < n; i++) {
-        size_t route, k = 0;
-        int32_t part;
-
-        if (!ms[i])
-            continue;
-        route = ms[i]->route;
-        part = kd_pl_left_find(p, route, ms[i]->key, ms[i]->key_len)->out_partition;
-        for (size_t j = i; j < n; j++) { /* every message of the same partition */
-            left_claim *l;
-
-            if (!ms[j] || ms[j]->route != route ||
-                (l = kd_pl_left_find(p, route, ms[j]->key, ms[j]->key_len))
-                        ->out_partition != part)
+            if (!l || l->result != KD_RECOVER_LATER) { /* gone or told: meets its claim */
+                m->left_read = false;
+                kd_pl_schedule_retry(p, m, 0);
+                ms[i] = NULL;
                 continue;
-            group[k] = ms[j];
-            notes[k] = l;
-            asks[k++] = (kd_recover_ask){.key = ms[j]->key,
-                                         .key_len = ms[j]->key_len,
+            }
+            r.parts[i] = l->out_partition;
+            r.notes[i] = l;
+            r.asks[i] = (kd_recover_ask){.key = m->key,
+                                         .key_len = m->key_len,
                                          .from = l->scan_from,
                                          .sent_at_ms = l->sent_at_ms};
-            ms[j] = NULL;
         }
-        kd_recovery_stats_get(p->recovery, &before);
-        kd_recovery_find_since_many(p->recovery, route, part, asks, k);
-        count_scans(p, &before);
-        for (size_t j = 0; j < k; j++)
-            left_told(p, group[j], notes[j], &asks[j]);
+        read_by_partition(p, &r);
     }
-out:
-    free(asks);
-    free(group);
-    free(notes);
+    read_many_free(&r);
 }
 
 /* m met a claim of its key made by this run. Held by a live message, m is

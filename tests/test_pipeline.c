@@ -2621,6 +2621,20 @@ static void test_uncertain_delivery_of_an_ended_ownership(void **state) {
     assert_x_once(e);
 }
 
+/* n records of no key on out/0: a downstream partition to read through. */
+static void pad_out(env *e, size_t n) {
+    rd_kafka_t *rk = kf_producer(&e->mock);
+
+    for (size_t i = 0; i < n; i++) {
+        while (rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("out"), RD_KAFKA_V_PARTITION(0),
+                                 RD_KAFKA_V_VALUE("pad", 3),
+                                 RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                 RD_KAFKA_V_END) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+            rd_kafka_poll(rk, 10);
+    }
+    kf_producer_close(rk);
+}
+
 #define LEFT_COPIES 100
 #define LEFT_PAD 5000
 
@@ -2657,15 +2671,7 @@ static void test_left_copies_read_together(void **state) {
 
     run_until_x(e, &r, "3000", 0, 0, "200ms");
     records = kd_metrics_recovery_records(kd_pipeline_metrics(r.p));
-    rk = kf_producer(&e->mock); /* unrelated records on out/0 */
-    for (size_t i = 0; i < LEFT_PAD; i++) {
-        while (rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("out"), RD_KAFKA_V_PARTITION(0),
-                                 RD_KAFKA_V_VALUE("pad", 3),
-                                 RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                 RD_KAFKA_V_END) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
-            rd_kafka_poll(rk, 10);
-    }
-    kf_producer_close(rk);
+    pad_out(e, LEFT_PAD); /* unrelated records on out/0 */
     kf_mock_cmd(&e->mock, "rtt 2 5000");
     rk = kf_producer(&e->mock);
     for (int i = 0; i < LEFT_COPIES; i++) {
@@ -2780,15 +2786,7 @@ static void test_expired_claim_of_this_run_resolved_at_once(void **state) {
     kf_mock_cmd(&e->mock, "coordinator g 1");
     kf_run_start(&r, &e->mock, STEP_CONFIG, e->mock.bootstrap, e->dir);
     send_five(e, &r);
-    rk = kf_producer(&e->mock); /* unrelated records on out/0, before X lands */
-    for (size_t i = 0; i < npad; i++) {
-        while (rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("out"), RD_KAFKA_V_PARTITION(0),
-                                 RD_KAFKA_V_VALUE("pad", 3),
-                                 RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                 RD_KAFKA_V_END) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
-            rd_kafka_poll(rk, 10);
-    }
-    kf_producer_close(rk);
+    pad_out(e, npad); /* unrelated records on out/0, before X lands */
     kf_mock_cmd(&e->mock, "rtt 2 5000");
     rk = kf_producer(&e->mock);
     kf_send(rk, "in", 0, "key-X", "key-X");
