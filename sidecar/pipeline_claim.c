@@ -376,24 +376,31 @@ static left_result resolve_left(kd_pipeline *p, msg *m, bool step) {
     kd_recovery_stats before;
     kd_recover_found f;
     kd_recover_result res;
+    bool told;
 
     if (!l)
         return LEFT_NONE;
     part = l->out_partition;
+    /* Reads that failed again and again for another copy (or ownership)
+     * say nothing to m, which reads for itself; what a read found or did
+     * not find is known, with a step or without. */
+    if (l->result == KD_RECOVER_UNKNOWN && m->reads < UNCERTAIN_TRIES)
+        l->result = KD_RECOVER_LATER;
+    told = l->result != KD_RECOVER_LATER;
     /* Read only past the delivery's barrier (kd_pl_set_barrier), so that a
      * late write is seen or fenced; an expired claim (step false) is past
      * dedup.inflight_timeout, longer than message.timeout.ms, already. */
-    if (step && l->result == KD_RECOVER_LATER &&
+    if (step && !told &&
         !kd_pl_barrier_passed(p, m->route, part, l->barrier, l->barrier_until)) {
         kd_pl_schedule_retry(p, m, BARRIER_POLL_MS);
         return LEFT_SETTLED;
     }
-    if (step && l->result == KD_RECOVER_LATER && p->gate_passing != m) {
+    if (step && !told && p->gate_passing != m) {
         m->left_read = true;
         kd_pl_schedule_retry(p, m, 0);
         return LEFT_SETTLED;
     }
-    if (step && l->result != KD_RECOVER_LATER) { /* a read with others told */
+    if (told) { /* a read with others told */
         res = l->result;
         f = l->found;
     } else {
@@ -411,8 +418,7 @@ static left_result resolve_left(kd_pipeline *p, msg *m, bool step) {
         kd_pl_schedule_retry(p, m, 0);
         return LEFT_SETTLED;
     }
-    if (res == KD_RECOVER_UNKNOWN && l->result == KD_RECOVER_LATER &&
-        ++m->reads < UNCERTAIN_TRIES) {
+    if (res == KD_RECOVER_UNKNOWN && !told && ++m->reads < UNCERTAIN_TRIES) {
         kd_pl_schedule_retry(p, m, 250u << (m->reads < 6 ? m->reads : 6));
         return LEFT_SETTLED;
     }
