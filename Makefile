@@ -87,7 +87,8 @@ CONFIG_SRC := config/config.c config/config_env.c config/config_fields.c config/
               config/config_tables.c config/config_rules.c config/config_reload.c \
               config/config_load.c
 SIDECAR_SRC := sidecar/log.c sidecar/offsets.c sidecar/headers.c sidecar/kafka.c \
-               sidecar/metrics.c sidecar/http.c sidecar/recovery.c sidecar/recovery_read.c \
+               sidecar/metrics.c sidecar/metrics_stats.c sidecar/metrics_render.c \
+               sidecar/http.c sidecar/recovery.c sidecar/recovery_read.c \
                sidecar/recovery_runs.c sidecar/recovery_orphans.c sidecar/recovery_history.c \
                sidecar/recovery_since.c sidecar/recovery_new.c sidecar/held.c sidecar/signing.c sidecar/pipeline.c sidecar/pipeline_consume.c \
                sidecar/pipeline_claim.c sidecar/pipeline_produce.c sidecar/pipeline_deliver.c \
@@ -271,7 +272,8 @@ $(BUILD)/tests/test_keysrc: $(call obj,tests/test_keysrc.c sidecar/keysrc.c) $(L
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_CONFIG) $(LIBS_DEDUP) $(LIBS_TEST)
 
-$(BUILD)/tests/test_metrics: $(call obj,tests/test_metrics.c sidecar/metrics.c) $(LIB_CONFIG)
+$(BUILD)/tests/test_metrics: $(call obj,tests/test_metrics.c sidecar/metrics.c \
+                                 sidecar/metrics_stats.c sidecar/metrics_render.c) $(LIB_CONFIG)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_CONFIG) $(LIBS_TEST)
 
