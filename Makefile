@@ -89,7 +89,8 @@ CONFIG_SRC := config/config.c config/config_env.c config/config_fields.c config/
 SIDECAR_SRC := sidecar/log.c sidecar/offsets.c sidecar/headers.c sidecar/kafka.c \
                sidecar/metrics.c sidecar/metrics_stats.c sidecar/metrics_render.c \
                sidecar/http.c sidecar/recovery.c sidecar/recovery_read.c \
-               sidecar/recovery_runs.c sidecar/recovery_orphans.c sidecar/recovery_history.c \
+               sidecar/recovery_runs.c sidecar/recovery_orphans.c sidecar/recovery_history_read.c \
+               sidecar/recovery_history_window.c sidecar/recovery_history.c \
                sidecar/recovery_since.c sidecar/recovery_new.c sidecar/held.c sidecar/signing.c sidecar/pipeline.c sidecar/pipeline_consume.c \
                sidecar/pipeline_claim.c sidecar/pipeline_produce.c sidecar/pipeline_deliver.c \
                sidecar/pipeline_receipts.c sidecar/pipeline_ahead.c \
