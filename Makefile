@@ -363,7 +363,9 @@ $(BUILD)/bench/bench_handover: $(call obj,bench/bench_handover.c bench/admin.c) 
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o %.a,$^) $(LDLIBS_ALL)
 
-$(BUILD)/bench/bench_e2e: $(call obj,bench/bench_e2e.c bench/passthrough.c bench/admin.c) \
+$(BUILD)/bench/bench_e2e: $(call obj,bench/bench_e2e.c bench/bench_e2e_child.c \
+                                   bench/bench_e2e_cluster.c bench/bench_e2e_rounds.c \
+                                   bench/passthrough.c bench/admin.c) \
                           $(LIBS_ALL) \
                           | $(KDEDUP)
 	@mkdir -p $(dir $@)
