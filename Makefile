@@ -87,8 +87,10 @@ CONFIG_SRC := config/config.c config/config_env.c config/config_fields.c config/
               config/config_tables.c config/config_rules.c config/config_reload.c \
               config/config_load.c
 SIDECAR_SRC := sidecar/log.c sidecar/offsets.c sidecar/headers.c sidecar/kafka.c \
-               sidecar/metrics.c sidecar/http.c sidecar/recovery.c sidecar/recovery_read.c \
-               sidecar/recovery_runs.c sidecar/recovery_orphans.c sidecar/recovery_history.c \
+               sidecar/metrics.c sidecar/metrics_stats.c sidecar/metrics_render.c \
+               sidecar/http.c sidecar/recovery.c sidecar/recovery_read.c \
+               sidecar/recovery_runs.c sidecar/recovery_orphans.c sidecar/recovery_history_read.c \
+               sidecar/recovery_history_window.c sidecar/recovery_history.c \
                sidecar/recovery_since.c sidecar/recovery_new.c sidecar/held.c sidecar/signing.c sidecar/pipeline.c sidecar/pipeline_consume.c \
                sidecar/pipeline_claim.c sidecar/pipeline_produce.c sidecar/pipeline_deliver.c \
                sidecar/pipeline_receipts.c sidecar/pipeline_ahead.c \
@@ -271,7 +273,8 @@ $(BUILD)/tests/test_keysrc: $(call obj,tests/test_keysrc.c sidecar/keysrc.c) $(L
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_CONFIG) $(LIBS_DEDUP) $(LIBS_TEST)
 
-$(BUILD)/tests/test_metrics: $(call obj,tests/test_metrics.c sidecar/metrics.c) $(LIB_CONFIG)
+$(BUILD)/tests/test_metrics: $(call obj,tests/test_metrics.c sidecar/metrics.c \
+                                 sidecar/metrics_stats.c sidecar/metrics_render.c) $(LIB_CONFIG)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_CONFIG) $(LIBS_TEST)
 
@@ -360,7 +363,9 @@ $(BUILD)/bench/bench_handover: $(call obj,bench/bench_handover.c bench/admin.c) 
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o %.a,$^) $(LDLIBS_ALL)
 
-$(BUILD)/bench/bench_e2e: $(call obj,bench/bench_e2e.c bench/passthrough.c bench/admin.c) \
+$(BUILD)/bench/bench_e2e: $(call obj,bench/bench_e2e.c bench/bench_e2e_child.c \
+                                   bench/bench_e2e_cluster.c bench/bench_e2e_rounds.c \
+                                   bench/passthrough.c bench/admin.c) \
                           $(LIBS_ALL) \
                           | $(KDEDUP)
 	@mkdir -p $(dir $@)

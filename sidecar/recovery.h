@@ -117,7 +117,7 @@ typedef struct kd_history_cursor {
     uint64_t t0_us;
     /* The transactional mode: the high watermark seen when the window was
      * read to its end below it, and since when (mono ms): see
-     * markers_awaited() in recovery_history.c. 0: not waiting. */
+     * markers_awaited() in recovery_history_window.c. 0: not waiting. */
     int64_t markers_hw;
     uint64_t markers_since, markers_asked;
 } kd_history_cursor;

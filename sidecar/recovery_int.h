@@ -4,18 +4,26 @@
  *
  * File map, from the ground floor up (a file calls only files listed before
  * it):
- *   recovery.c          the turns' reading budget, progress, stats, and
- *                       kd_recovery_forwarded_since: calls no other part
- *   recovery_read.c     the scanning consumer: positions, budgeted reads of a
- *                       range, watermarks; the checks of a record read
- *                       (its key, its signature: headers.h)
- *   recovery_runs.c     run records (kd_recovery_record_run, _run_lookup)
- *   recovery_orphans.c  scans of dead runs' partitions, their key tables and
- *                       LRU memory budget (kd_recovery_find, _forget)
- *   recovery_history.c  handovers (kd_recovery_history, _histories)
- *   recovery_since.c    deliveries of this run whose outcome is unknown
- *                       (kd_recovery_find_since, _find_since_many)
- *   recovery_new.c      kd_recovery_new and _destroy (frees every part's state)
+ *   recovery.c                 the turns' reading budget, progress, stats, and
+ *                              kd_recovery_forwarded_since: calls no other part
+ *   recovery_read.c            the scanning consumer: positions, budgeted reads
+ *                              of a range, watermarks; the checks of a record
+ *                              read (its key, its signature: headers.h)
+ *   recovery_runs.c            run records (kd_recovery_record_run, _run_lookup)
+ *   recovery_orphans.c         scans of dead runs' partitions, their key tables
+ *                              and LRU memory budget (kd_recovery_find, _forget)
+ *   recovery_history_read.c    handovers: the historian (its assignment, its
+ *                              reads) and the batches of records it hands each
+ *                              job
+ *   recovery_history_window.c  handovers: marks, each one's window, its end
+ *                              asked again for a transaction's markers, the
+ *                              mark saved
+ *   recovery_history.c         handovers (kd_recovery_history, _histories):
+ *                              the jobs started, read together, settled
+ *   recovery_since.c           deliveries of this run whose outcome is unknown
+ *                              (kd_recovery_find_since, _find_since_many)
+ *   recovery_new.c             kd_recovery_new and _destroy (frees every part's
+ *                              state)
  *
  * All of it runs on the thread that calls recovery.h (the pipeline's loop).
  */
@@ -28,16 +36,19 @@
 #define SCAN_IDLE_MS 15000 /* a scan fails when the broker hands it nothing this long */
 #define WATERMARK_TIMEOUT_MS 5000
 /* A handover waits this long for a transaction's markers, asking for the
- * partition's end this often (recovery_history.c, markers_awaited). */
+ * partition's end this often (recovery_history_window.c, markers_awaited). */
 #define MARKERS_WAIT_MS 3000
 #define MARKERS_ASK_MS 50
 #define CLOCK_SLACK_MS 1000 /* a claim and its forwarding: one clock, maybe stepped */
+/* A handover batch's records kept alive: keys, values and headers (see
+ * headers.h: an empty header takes some 90 bytes once parsed). */
+#define HISTORY_BATCH_BYTES (4u << 20)
 
 /* A scan of a dead run's partition (recovery_orphans.c). */
 typedef struct scan scan;
 /* A record of a key in a scan's table (recovery_orphans.c). */
 typedef struct slot slot;
-/* A downstream partition the historian reads (recovery_history.c). */
+/* A downstream partition the historian reads (recovery_history_read.c). */
 typedef struct hreader hreader;
 
 struct kd_recovery {
@@ -75,6 +86,32 @@ typedef enum range_result {
     RANGE_PAUSED, /* the turn's budget ran out: go on from *next */
     RANGE_FAILED, /* the broker, or each, failed */
 } range_result;
+
+/* A handover in a read of several together (kd_recovery_histories). */
+typedef struct hjob {
+    kd_history_job *job;
+    const kd_route *route;
+    size_t next_job; /* the next job reading the same partition, or SIZE_MAX */
+    bool active;     /* started, its window not read to the end */
+    bool failed;
+} hjob;
+
+/* One kd_recovery_histories() call: its jobs, and the batch of records
+ * they hold (of every job, at most `batch` and HISTORY_BATCH_BYTES). */
+typedef struct histories {
+    kd_recovery *rc;
+    hjob *jobs;
+    size_t n, nactive;
+    size_t *first_job; /* per reader (rc->hreaders): its first job, or SIZE_MAX */
+    int64_t since_ms;  /* older records have expired: skipped */
+    size_t batch;
+    rd_kafka_message_t **held; /* the batch's records, alive while fn reads them */
+    kd_history_rec *recs;
+    size_t *owner;          /* held[i]'s job */
+    kd_history_rec *sorted; /* the batch, job by job, in order */
+    size_t *count;          /* per job, then where its records start in sorted */
+    size_t nheld, bytes;
+} histories;
 
 /* recovery.c */
 
@@ -131,9 +168,39 @@ range_result kd_rc_scan_range(kd_recovery *rc, const char *topic, int32_t partit
                               int64_t *next, int64_t to, bool budgeted, record_fn each,
                               void *arg, uint64_t *records);
 
-/* recovery_history.c */
+/* recovery_history_read.c */
+
+/* The handovers' consumer, made on first use (rc owns it); NULL when it
+ * cannot be made. */
+rd_kafka_t *kd_rc_historian(kd_recovery *rc);
 
 /* Stops the historian reading and forgets its assignment. */
 void kd_rc_history_unassign(kd_recovery *rc);
+
+/* Assigns the historian every partition h's active jobs read (unless its
+ * assignment covers them) and links each job to its reader; false when it
+ * cannot. */
+bool kd_rc_hist_assign(kd_recovery *rc, histories *h);
+
+/* Job j of h has failed: it stops reading (kd_rc_hist_finish sets its
+ * cursor back). */
+void kd_rc_hist_fail(histories *h, size_t j);
+
+/* Passes each job of h its records of the batch, in order, then drops them. */
+void kd_rc_hist_flush(histories *h);
+
+/* Reads h's active jobs' partitions together until each reached its end,
+ * the turn's budget is spent, or nothing came for SCAN_IDLE_MS. */
+void kd_rc_hist_read(histories *h);
+
+/* recovery_history_window.c */
+
+/* Starts h's jobs not started (or starting over): their marks, then their
+ * partitions' first and end offsets; a job that cannot start fails. */
+void kd_rc_hist_start(histories *h);
+
+/* Settles job j of h after the read: a failed one goes back to what its fn
+ * took, one read to its end saves its mark; sets the job's result. */
+void kd_rc_hist_finish(histories *h, size_t j);
 
 #endif /* KD_RECOVERY_INT_H */
