@@ -49,10 +49,15 @@ TXN = os.environ.get("KD_DELIVERY") == "transactional"  # pipeline.delivery
 def timed_out(kd):
     """(what, count) of what rises when kd's deliveries time out: possibly
     persisted deliveries; in the transactional mode, aborted transactions
-    (their deliveries failed: nothing is left uncertain)."""
+    (their deliveries failed: nothing is left uncertain), or sessions lost:
+    when the silenced broker is also the group's and the transactions'
+    coordinator, the loop waits in the transaction's offsets request while
+    it is silent, produces nothing that could time out, and commits once it
+    answers, and the session is lost meanwhile (seen on 2026-12-07)."""
     if TXN:
-        return "aborted transactions", gauge(kd, "kdedup_transactions_total",
-                                             result="aborted")
+        lost = sum(1 for o in log_lines(kd)[0] if str(o.get("msg", "")).startswith("lost "))
+        return "aborted transactions or sessions lost", lost + gauge(
+            kd, "kdedup_transactions_total", result="aborted")
     return "possibly persisted", gauge(kd, "kdedup_produce_errors_total",
                                        status="possibly_persisted")
 
