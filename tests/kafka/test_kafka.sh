@@ -26,7 +26,11 @@ cd "$(dirname "$0")/../.."
 # not in make test: 2 of 2 by hand once the refused-writes fault let the
 # transaction markers through, then in a make test run its broker faults
 # timed out waiting for the silenced leader's sign (an aborted
-# transaction) (RELIABILITY, "The transactional mode").
+# transaction) (RELIABILITY, "The transactional mode"). On 2026-12-07 that
+# came in 2 runs of 3: the loop waited in the transaction's offsets
+# request while the coordinator was silent, so nothing timed out; with that
+# wait (or a lost session) taken as the sign, 3 of 3 (broker faults and
+# late writes each). Back in make test once more runs agree.
 : "${KAFKA_TXN_SUITES3=chaos_test}"
 # faults_test's phases when run in the transactional mode (late_writes_lost
 # looks for the default mode's notes of uncertain deliveries)
