@@ -142,7 +142,7 @@ def state_of(sidecars):
             continue
         keep = [ln for ln in text.splitlines()
                 if ln.startswith("kdedup_") and "_bucket" not in ln and
-                not ln.endswith((" 0", " 0.0"))]
+                float(ln.rsplit(" ", 1)[-1]) != 0]
         out.append(f"{kd.workdir}: " + "; ".join(keep))
     return "\n".join(out)
 
