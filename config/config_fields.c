@@ -70,7 +70,8 @@ static const field dedup_fields[] = {
      "how long completed keys suppress duplicates; \"off\" (or 0s) = forever"},
     {"inflight_timeout", F_DURATION, OFF(inflight_timeout_ms), "10m", false, 0,
      3650 * DAY_MS, off_names, NULL,
-     "after this an unfinished claim counts as absent; \"off\" (or 0s) = never"},
+     "after this an unfinished claim of another run counts as absent (its delivery is "
+     "looked up downstream first); \"off\" (or 0s) = never"},
     {"max_key_bytes", F_INT, OFF(max_key_bytes), "255", false, 1, 65535, NULL, NULL,
      "longer keys count as missing"},
     {"max_json_bytes", F_INT, OFF(max_json_bytes), "1048576", false, 1, 64 << 20, NULL,

@@ -135,11 +135,21 @@ kd_err kd_dedup_head_read(kd_dedup *d, const char *stream, size_t stream_len,
     return err != KD_OK ? err : kd_dedup_head_decode(h, key, key_len);
 }
 
-/* True when the entry has outlived the cache's retention at now. */
+/* True when the entry has outlived the cache's retention at now. An
+ * unfinished claim stamped with this cache's owner never does: the process
+ * that made it still knows it (it holds its message, or its note of an
+ * ended ownership's delivery) and resolves it itself. Taken over, the claim
+ * would be rewritten with a new time, and the old one, which says where its
+ * delivery may be downstream, lost to the next run if this one stopped
+ * before resolving it (found by review: a copy's read retried, then a
+ * stop, and the next run forwarded the key again). */
 static bool expired(const kd_dedup *d, const kd_entry *e, uint64_t now) {
+    uint64_t owner = atomic_load(&d->owner);
     uint64_t limit =
         e->has_receipt ? atomic_load(&d->ttl_ms) : atomic_load(&d->inflight_ms);
 
+    if (!e->has_receipt && owner && e->has_owner && e->owner == owner)
+        return false;
     return limit && now >= e->timestamp_ms && now - e->timestamp_ms >= limit;
 }
 

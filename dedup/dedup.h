@@ -103,7 +103,9 @@ kd_err kd_dedup_release_forgotten(kd_dedup *d, const char *key, size_t key_len,
 void kd_dedup_set_retention(kd_dedup *d, uint64_t ttl_ms, uint64_t inflight_timeout_ms);
 
 /* Sets the owner id stamped on new claims (e.g. the process's boot id), so a
- * later process can recognise claims orphaned by a crash. 0 = none. */
+ * later process can recognise claims orphaned by a crash. 0 = none. Claims
+ * stamped with this owner do not expire for this cache (inflight_timeout
+ * applies to other owners' claims): their process resolves them itself. */
 void kd_dedup_set_owner(kd_dedup *d, uint64_t owner);
 
 /* One key of a claim batch. */

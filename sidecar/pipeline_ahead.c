@@ -254,11 +254,8 @@ static void drop_ended(kd_pipeline *p, kd_pl_work *w) {
             m->claimed = c->err == KD_OK && c->decision.state == KD_CLAIMED &&
                          !kd_held_find(p->held, m->route, m->key, m->key_len);
             kd_decision_clear(&c->decision);
-            if (m->claimed && c->expired && c->expired_owner != p->boot_id &&
-                kd_pl_claim_dropped(p, m, c))
+            if (m->claimed && c->expired && kd_pl_claim_dropped(p, m, c))
                 continue; /* its delivery is downstream: m settled */
-            if (c->expired && c->expired_owner == p->boot_id)
-                m->claimed = false; /* this run's note of it resolves it later */
         }
         kd_pl_msg_abandon(p, m);
     }

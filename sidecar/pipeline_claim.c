@@ -364,13 +364,15 @@ typedef enum left_result {
 
 /* A claim of this run that no message holds: when an ended ownership's
  * possibly persisted delivery left it, reads the downstream partition that
- * delivery went to, from where it would have landed. With `step`, a step
- * a turn (m waits for the next), and read with every other message due
- * that met a note of the same partition (kd_pl_resolve_left: an ownership
- * lost under load leaves thousands, and each read alone asked the broker
- * for the partition's end and read it again, turn after turn, which held
- * them for minutes), unless m heads a gate; without `step`, to the end. */
-static left_result resolve_left(kd_pipeline *p, msg *m, bool step) {
+ * delivery went to, from where it would have landed, a step a turn (m
+ * waits for the next), and with every other message due that met a note
+ * of the same partition (kd_pl_resolve_left: an ownership lost under load
+ * leaves thousands, and each read alone asked the broker for the
+ * partition's end and read it again, turn after turn, which held them for
+ * minutes), unless m heads a gate. The claim is left as it is meanwhile
+ * (this run's claims do not expire for it: kd_dedup_set_owner), so that a
+ * stop leaves the next run its time, and the next run reads from there. */
+static left_result resolve_left(kd_pipeline *p, msg *m) {
     left_claim *l = kd_pl_left_find(p, m->route, m->key, m->key_len);
     int32_t part;
     kd_recovery_stats before;
@@ -388,14 +390,12 @@ static left_result resolve_left(kd_pipeline *p, msg *m, bool step) {
         l->result = KD_RECOVER_LATER;
     told = l->result != KD_RECOVER_LATER;
     /* Read only past the delivery's barrier (kd_pl_set_barrier), so that a
-     * late write is seen or fenced; an expired claim (step false) is past
-     * dedup.inflight_timeout, longer than message.timeout.ms, already. */
-    if (step && !told &&
-        !kd_pl_barrier_passed(p, m->route, part, l->barrier, l->barrier_until)) {
+     * late write is seen or fenced. */
+    if (!told && !kd_pl_barrier_passed(p, m->route, part, l->barrier, l->barrier_until)) {
         kd_pl_schedule_retry(p, m, BARRIER_POLL_MS);
         return LEFT_SETTLED;
     }
-    if (step && !told && p->gate_passing != m) {
+    if (!told && p->gate_passing != m) {
         m->left_read = true;
         kd_pl_schedule_retry(p, m, 0);
         return LEFT_SETTLED;
@@ -406,12 +406,8 @@ static left_result resolve_left(kd_pipeline *p, msg *m, bool step) {
     } else {
         p->last_orphan_ms = kd_mono_ms();
         kd_recovery_stats_get(p->recovery, &before);
-        if (!step)
-            kd_recovery_begin_turn(p->recovery, 0);
         res = kd_recovery_find_since(p->recovery, m->route, part, &l->scan_from,
                                      l->sent_at_ms, m->key, m->key_len, &f);
-        if (!step)
-            kd_recovery_begin_turn(p->recovery, p->cfg->scan_step_ms);
         count_scans(p, &before);
     }
     if (res == KD_RECOVER_LATER) { /* read on from there next turn */
@@ -432,12 +428,11 @@ static left_result resolve_left(kd_pipeline *p, msg *m, bool step) {
 }
 
 /* m's key is claimed for m (c says how). Produces m, unless a message of
- * this run still holds the key (a claim the store lost or let expire) or
- * the claim was taken over an expired one whose delivery may have happened:
- * that is looked up downstream first, like a dead run's orphan. */
+ * this run still holds the key (a claim the store lost) or the claim was
+ * taken over an expired one (another run's: kd_dedup_set_owner) whose
+ * delivery may have happened: that is looked up downstream first, like a
+ * dead run's orphan. */
 static void on_claimed(kd_pipeline *p, msg *m, const kd_claim *c) {
-    left_result left = LEFT_NONE;
-
     m->claim_seq = c->seq;
     m->claim_version = c->version;
     memcpy(m->claim_hash, c->hash, sizeof(m->claim_hash));
@@ -446,19 +441,15 @@ static void on_claimed(kd_pipeline *p, msg *m, const kd_claim *c) {
     if (c->expired) {
         RCOUNT(p, m->route, orphans_expired);
         /* The claim just made replaced the expired one: its run and time
-         * live only here (and in this run's note of it), so it is resolved
-         * now, to the end, not a step a turn: a stop between two steps
-         * would leave the next run a claim newer than the delivery, which
-         * it would take for an older copy and forward again. */
-        if (c->expired_owner == p->boot_id &&
-            (left = resolve_left(p, m, false)) == LEFT_SETTLED)
-            return;
-        orphan_result res = left == LEFT_NONE ? resolve_orphan(p, m, c->expired_owner,
-                                                               c->expired_at, false)
-                                              : ORPHAN_UNKNOWN;
+         * live only here, so it is resolved now, to the end, not a step a
+         * turn: a stop between two steps would leave the next run a claim
+         * newer than the delivery, which it would take for an older copy
+         * and forward again. */
+        orphan_result res = resolve_orphan(p, m, c->expired_owner, c->expired_at, false);
+
         if (res == ORPHAN_SETTLED)
             return;
-        if (res == ORPHAN_ABSENT || left == LEFT_ABSENT)
+        if (res == ORPHAN_ABSENT)
             RCOUNT(p, m->route, orphans_absent);
         else
             RCOUNT(p, m->route, orphans_reforwarded);
@@ -534,7 +525,7 @@ void kd_pl_takeover(kd_pipeline *p, msg *m) {
         if (c.owner == p->boot_id && own_claim(p, m, true))
             return;
         if (c.owner == p->boot_id && !took_over) {
-            if ((left = resolve_left(p, m, true)) == LEFT_SETTLED)
+            if ((left = resolve_left(p, m)) == LEFT_SETTLED)
                 return;
             absent = left == LEFT_ABSENT;
         }

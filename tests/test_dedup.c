@@ -339,6 +339,50 @@ static void test_claim_batch_claimed_at(void **state) {
     kd_decision_clear(&c[1].decision);
 }
 
+/* A claim of this cache's owner does not expire for it: its process
+ * resolves it itself, and a claim taken over would lose the time that says
+ * where its delivery may be downstream. Another owner's does, and so does
+ * this owner's once a cache of another owner (the next run) reads it. */
+static void test_own_claims_do_not_expire(void **state) {
+    fx *f = *state;
+    kd_claim mine = {.key = "mine", .key_len = 4},
+             theirs = {.key = "theirs", .key_len = 6};
+    kd_decision dec;
+    bool found;
+
+    kd_dedup_set_retention(f->dedup, 0, 1000);
+    kd_dedup_set_owner(f->dedup, 7);
+    assert_claim(f->dedup, "theirs", 100, KD_CLAIMED, 100);
+    kd_dedup_set_owner(f->dedup, 8);
+    assert_claim(f->dedup, "mine", 100, KD_CLAIMED, 100);
+
+    assert_int_equal(kd_dedup_claim_batch(f->dedup, &mine, 1, 5000), KD_OK);
+    assert_int_equal(mine.decision.state, KD_IN_FLIGHT); /* held since 100, mine */
+    assert_int_equal(mine.decision.timestamp_ms, 100);
+    assert_int_equal(mine.owner, 8);
+    assert_false(mine.expired);
+    assert_int_equal(fx_stream_count(f, "mine"), 1);
+    assert_int_equal(kd_dedup_claim_batch(f->dedup, &theirs, 1, 5000), KD_OK);
+    assert_int_equal(theirs.decision.state, KD_CLAIMED); /* owner 7's: expired */
+    assert_true(theirs.expired);
+    assert_int_equal(theirs.expired_owner, 7);
+    assert_int_equal(theirs.expired_at, 100);
+    kd_decision_clear(&mine.decision);
+    kd_decision_clear(&theirs.decision);
+    assert_int_equal(kd_dedup_lookup(f->dedup, K("mine"), &dec, &found), KD_OK);
+    assert_true(found);
+    kd_decision_clear(&dec);
+
+    kd_dedup_set_owner(f->dedup, 9); /* the next run */
+    mine = (kd_claim){.key = "mine", .key_len = 4};
+    assert_int_equal(kd_dedup_claim_batch(f->dedup, &mine, 1, 5000), KD_OK);
+    assert_int_equal(mine.decision.state, KD_CLAIMED);
+    assert_true(mine.expired);
+    assert_int_equal(mine.expired_owner, 8);
+    assert_int_equal(mine.expired_at, 100);
+    kd_decision_clear(&mine.decision);
+}
+
 static void test_claim_batch(void **state) {
     fx *f = *state;
     fx_counts counts;
@@ -935,6 +979,7 @@ int main(void) {
         BOTH(test_complete_race),
         BOTH(test_claim_batch),
         BOTH(test_claim_batch_claimed_at),
+        BOTH(test_own_claims_do_not_expire),
         BOTH(test_complete_batch),
         BOTH(test_complete_given_claim),
         BOTH(test_complete_given_hash),
