@@ -1,53 +1,13 @@
 /*
- * kdedup - the pipeline's claiming: a batch's keys in one store write, takeovers of
- * claims left by other runs, and the store's health.
+ * kdedup - the pipeline's claiming: a batch's keys in one store write, acted
+ * on; takeovers of claims left by other runs and by ended ownerships, and
+ * what is read downstream for them (file map: pipeline_int.h).
  */
-#include "dedup/hex.h"
-#include "dedup/sha256.h"
 #include "sidecar/keysrc.h"
 #include "sidecar/log.h"
 #include "sidecar/pipeline_int.h"
 
 #include <stdlib.h>
-
-/* A store call failed: counted, logged with the backend's own description,
- * and, on the first failure, consumption paused until a write succeeds. */
-void kd_pl_store_failed(kd_pipeline *p, size_t route, const char *what) {
-    char err[512];
-    const char *fields[] = {"route", p->cfg->routes[route].name, NULL};
-    uint64_t now = kd_mono_ms();
-
-    GCOUNT(p, store_errors, 1);
-    p->store_failures++;
-    KD_LOG(KD_LOG_WARN, fields, "store: %s failed: %s (retrying)", what,
-           kd_store_last_error(p->store, err, sizeof(err)));
-    if (!atomic_load(&p->store_failing_since)) {
-        KD_ERROR("store failing: consumption and offset commits paused until it "
-                 "accepts writes again");
-        atomic_store(&p->store_failing_since, now ? now : 1);
-        p->store_backoff_ms = STORE_BACKOFF_MIN_MS;
-        kd_pl_apply_pauses(p);
-    } else if (p->store_backoff_ms < STORE_BACKOFF_MAX_MS) {
-        p->store_backoff_ms *= 2;
-    }
-    p->store_retry_at = now + p->store_backoff_ms;
-}
-
-void kd_pl_store_ok(kd_pipeline *p) {
-    uint64_t since = atomic_load(&p->store_failing_since);
-
-    if (!since)
-        return;
-    KD_INFO("store accepts writes again after %llums: resuming consumption",
-            (unsigned long long)(kd_mono_ms() - since));
-    atomic_store(&p->store_failing_since, 0);
-    p->store_backoff_ms = 0;
-    kd_pl_apply_pauses(p);
-}
-
-bool kd_pl_store_failing(const kd_pipeline *p) {
-    return atomic_load(&p->store_failing_since) != 0;
-}
 
 /* Adds what the recovery scans read since `before` to the metrics. */
 static void count_scans(kd_pipeline *p, const kd_recovery_stats *before) {
@@ -553,125 +513,6 @@ void kd_pl_takeover(kd_pipeline *p, msg *m) {
     kd_pl_schedule_retry(p, m, kd_pl_backoff_ms(p, m));
 }
 
-/* What a conflict's dead letter says of the original: its receipt, or the
- * claim in flight; malloc()ed, or NULL when out of memory. */
-static char *original_of(const kd_decision *d) {
-    char text[64];
-    char *s;
-
-    if (d->state == KD_COMPLETED) {
-        if ((s = malloc(d->receipt_len + 1))) {
-            memcpy(s, d->receipt, d->receipt_len);
-            s[d->receipt_len] = '\0';
-        }
-        return s;
-    }
-    snprintf(text, sizeof(text), "in-flight claimed-at=%" PRIu64, d->timestamp_ms);
-    return strdup(text);
-}
-
-/* Key conflicts come at the rate of messages (a producer that puts a retry
- * timestamp in the payload): their lines are rate-limited, process-wide. */
-static kd_log_limit conflict_log = KD_LOG_LIMIT_INIT;
-
-/* Logs a key conflict: the key by a digest prefix (keys may be personal
- * data), the route, and both fingerprints' prefixes; within the budget of
- * conflict_log. */
-static void log_conflict(kd_pipeline *p, const msg *m, const kd_decision *d,
-                         const char *action) {
-    unsigned char digest[KD_SHA256_LEN];
-    char part[16], off[24], key[17], mine[17], theirs[17], left[24];
-    uint64_t left_out;
-
-    if (!kd_log_enabled(KD_LOG_WARN) ||
-        !kd_log_limit_pass(&conflict_log, kd_mono_ms(), &left_out))
-        return;
-    kd_sha256(m->key, m->key_len, digest);
-    snprintf(part, sizeof(part), "%" PRId32, m->rkm->partition);
-    snprintf(off, sizeof(off), "%" PRId64, m->rkm->offset);
-    snprintf(left, sizeof(left), "%" PRIu64, left_out);
-    const char *fields[] = {"topic",
-                            src_topic(m),
-                            "partition",
-                            part,
-                            "offset",
-                            off,
-                            "route",
-                            p->cfg->routes[m->route].name,
-                            "key_sha256",
-                            kd_hex(digest, 8, key),
-                            "fingerprint",
-                            kd_hex(m->fp, 8, mine),
-                            "original_fingerprint",
-                            kd_hex(d->fingerprint, 8, theirs),
-                            "original",
-                            d->state == KD_COMPLETED ? "completed" : "in_flight",
-                            "action",
-                            action,
-                            left_out ? "left_out" : NULL,
-                            left,
-                            NULL};
-
-    kd_log_write(KD_LOG_WARN, fields,
-                 "key conflict: the key was claimed for another payload%s",
-                 left_out ? " (left_out: conflicts not logged before this one, at most "
-                            "10 lines a minute; kdedup_key_conflicts_total counts all)"
-                          : "");
-}
-
-bool kd_pl_key_conflict(kd_pipeline *p, msg *m, const kd_decision *d, uint64_t owner) {
-    const kd_route *r = p->routes[m->route].cfg;
-
-    if (!m->has_fp || !d->has_fingerprint ||
-        !memcmp(m->fp, d->fingerprint, KD_FINGERPRINT_LEN))
-        return false;
-    /* In flight, only a claim a live message of this run holds is judged.
-     * Any other (a dead run's, an ended ownership's) is resolved first as
-     * before (takeover, parking, reading downstream): it may be this very
-     * message's, fingerprinted under another config, and its delivery may
-     * yet fail. Once resolved, the key is claimed anew or completed. */
-    if (d->state == KD_IN_FLIGHT) {
-        msg *holder = owner == p->boot_id
-                          ? kd_held_find(p->held, m->route, m->key, m->key_len)
-                          : NULL;
-
-        if (!holder || !msg_live(p, holder))
-            return false;
-    }
-    switch (r->on_key_conflict) {
-    case KD_CONFLICT_SKIP: /* skipped like any duplicate, and counted as one too */
-        log_conflict(p, m, d, "skip");
-        RCOUNT(p, m->route, key_conflicts_skipped);
-        if (d->state == KD_COMPLETED)
-            RCOUNT(p, m->route, duplicates_completed);
-        else
-            RCOUNT(p, m->route, duplicates_in_flight);
-        kd_pl_msg_done(p, m);
-        break;
-    case KD_CONFLICT_DEAD_LETTER:
-        log_conflict(p, m, d, "dead_letter");
-        RCOUNT(p, m->route, key_conflicts_dead_lettered);
-        m->kind = MSG_DEAD_LETTER;
-        m->dl_reason = KD_REASON_KEY_CONFLICT;
-        m->conflict_original = original_of(d);
-        m->orig_has_fp = true;
-        memcpy(m->orig_fp, d->fingerprint, KD_FINGERPRINT_LEN);
-        kd_pl_produce(p, m);
-        break;
-    case KD_CONFLICT_FORWARD:
-        log_conflict(p, m, d, "forward");
-        RCOUNT(p, m->route, key_conflicts_forwarded);
-        m->kind = MSG_PLAIN;
-        /* Sent as a message without a key: never signed or keyed for the
-         * handover, which must not take it for the original's delivery. */
-        m->key = NULL;
-        m->key_len = 0;
-        kd_pl_produce(p, m);
-        break;
-    }
-    return true;
-}
-
 /* Acts on the claim decision for m. */
 static void on_claim(kd_pipeline *p, msg *m, kd_claim *c) {
     if (c->err == KD_ERR_STORE) {
@@ -697,65 +538,6 @@ static void on_claim(kd_pipeline *p, msg *m, kd_claim *c) {
         kd_pl_takeover(p, m); /* claimed by a run that is gone, or by nobody here */
     }
     kd_decision_clear(&c->decision);
-}
-
-/* A route's claims in one store write, timed for kdedup_store_write_seconds;
- * a failed write marks every claim KD_ERR_STORE. Touches no pipeline state
- * (the store thread makes claims ahead with it). */
-void kd_pl_claim_write(kd_pipeline *p, size_t route, kd_claim *c, size_t n,
-                       uint64_t now) {
-    uint64_t t0 = kd_mono_us();
-
-    if (kd_dedup_claim_batch(p->routes[route].dedup, c, n, now) != KD_OK)
-        for (size_t i = 0; i < n; i++)
-            c[i].err = KD_ERR_STORE;
-    observe_since(kd_metrics_store_write(p->metrics), t0);
-}
-
-void kd_pl_claim_health(kd_pipeline *p, size_t route, const kd_claim *c, size_t n,
-                        bool resume) {
-    for (size_t i = 0; i < n; i++)
-        if (c[i].err == KD_ERR_STORE) {
-            kd_pl_store_failed(p, route, "claim batch");
-            return;
-        }
-    if (resume)
-        kd_pl_store_ok(p);
-}
-
-void kd_pl_claim_timed(kd_pipeline *p, size_t route, kd_claim *c, size_t n,
-                       uint64_t now) {
-    kd_pl_claim_write(p, route, c, n, now);
-    kd_pl_claim_health(p, route, c, n, true);
-}
-
-void kd_pl_complete_write(kd_pipeline *p, size_t route, kd_completion *c, size_t n,
-                          bool lazy) {
-    kd_dedup *d = p->routes[route].dedup;
-    uint64_t t0 = kd_mono_us();
-
-    if ((lazy ? kd_dedup_complete_batch_lazy(d, c, n)
-              : kd_dedup_complete_batch(d, c, n)) != KD_OK)
-        for (size_t i = 0; i < n; i++)
-            c[i].err = KD_ERR_STORE;
-    observe_since(kd_metrics_store_write(p->metrics), t0);
-}
-
-void kd_pl_complete_health(kd_pipeline *p, size_t route, const kd_completion *c, size_t n,
-                           bool lazy) {
-    for (size_t i = 0; i < n; i++)
-        if (c[i].err == KD_ERR_STORE) {
-            kd_pl_store_failed(p, route, "receipt batch");
-            return;
-        }
-    if (!lazy) /* a lazy write says nothing of durable ones: kd_pl_settle_receipts */
-        kd_pl_store_ok(p);
-}
-
-void kd_pl_complete_timed(kd_pipeline *p, size_t route, kd_completion *c, size_t n,
-                          bool lazy) {
-    kd_pl_complete_write(p, route, c, n, lazy);
-    kd_pl_complete_health(p, route, c, n, lazy);
 }
 
 size_t kd_pl_claims_gather(const kd_pipeline *p, msg *const *batch, size_t n,

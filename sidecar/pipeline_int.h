@@ -2,7 +2,7 @@
  * kdedup - the pipeline's private header: the state every part of the
  * pipeline shares, and the functions one part calls in another.
  *
- * The pipeline is split into twelve files (the kd_pl_* functions each
+ * The pipeline is split into fourteen files (the kd_pl_* functions each
  * offers the others are declared below under its name):
  *   pipeline.c           life cycle: new, run (the loop and its turns),
  *                        reloads offered, stop, rejoin, stats, /healthz and
@@ -10,10 +10,12 @@
  *   pipeline_consume.c   consuming: a polled message becomes a msg (its key,
  *                        its bounds), or is settled at once
  *   pipeline_claim.c     claiming: the claims of a batch gathered, written and
- *                        acted on; takeovers of claims left by other runs;
- *                        uncertain deliveries resolved; key conflicts; the
- *                        store's health (store_failed / store_ok) and the
+ *                        acted on; takeovers of claims left by other runs and
+ *                        ended ownerships; what downstream says of them and
+ *                        of uncertain deliveries (read together)
+ *   pipeline_store.c     the store's health (store_failed / store_ok) and the
  *                        timed claim and receipt writes
+ *   pipeline_conflict.c  key conflicts: a key met again with another payload
  *   pipeline_ahead.c     the store thread: a turn's claims and receipts
  *                        written ahead while the loop does the Kafka work
  *   pipeline_produce.c   producing to the downstream and dead-letter topics,
@@ -576,16 +578,6 @@ uint64_t kd_pl_ahead_claiming(const kd_pipeline *p, size_t route, const void *ke
                               size_t key_len);
 
 /* pipeline_claim.c */
-/* Claims c[0..n) of route in one store write (timed); a failure pauses consumption. */
-void kd_pl_claim_timed(kd_pipeline *p, size_t route, kd_claim *c, size_t n, uint64_t now);
-/* The store half of kd_pl_claim_timed: the write, timed; a failed write
- * marks every claim KD_ERR_STORE. Touches no pipeline state. */
-void kd_pl_claim_write(kd_pipeline *p, size_t route, kd_claim *c, size_t n, uint64_t now);
-/* The pipeline half: a failed claim write pauses consumption; a good one
- * resumes it, with resume (false: a failure seen since the write began is
- * newer news). */
-void kd_pl_claim_health(kd_pipeline *p, size_t route, const kd_claim *c, size_t n,
-                        bool resume);
 /* Fills claims with the keyed messages of batch[0..n), route by route
  * (claim_route[j]: claim j's route; claim_of[i]: message i's claim).
  * Returns how many. */
@@ -598,6 +590,40 @@ size_t kd_pl_claims_run(const size_t *claim_route, size_t nclaims, size_t first)
  * settles or retries every message. */
 void kd_pl_claims_act(kd_pipeline *p, msg **batch, size_t n, kd_claim *claims,
                       const size_t *claim_of);
+/* Claims a batch's keys and sends, settles or retries every message of it. */
+void kd_pl_dispatch(kd_pipeline *p, msg **batch, size_t n);
+/* Reads downstream for possibly persisted deliveries ms[0..n) (the array
+ * is cleared), once per downstream partition; completes, resends or
+ * retries each. */
+void kd_pl_resolve_uncertain(kd_pipeline *p, msg **ms, size_t n);
+/* Reads downstream for the notes (left_claim) that messages ms[0..n) met
+ * (the array is cleared), once per downstream partition, and records what
+ * each read told in its note; each message is retried, to be settled by
+ * what its note says (kd_pl_takeover) or read for again. */
+void kd_pl_resolve_left(kd_pipeline *p, msg **ms, size_t n);
+/* Claims m's key alone, resolving a claim another run left, or again after
+ * a claim lost its race to a release or forget. */
+void kd_pl_takeover(kd_pipeline *p, msg *m);
+/* m, whose ownership ended before its batch was acted on, won claim c by
+ * replacing another run's expired claim: that run's delivery is looked up
+ * downstream now, as for a live message (the claim now names this run and
+ * this time, so no later claimer could tell). True when it was found (the
+ * key completed, m settled); else false, with m->claimed set when the
+ * claim is to be released (nothing there) and clear when it cannot be
+ * told (the claim is left, and its next claimer forwards again). */
+bool kd_pl_claim_dropped(kd_pipeline *p, msg *m, const kd_claim *c);
+
+/* pipeline_store.c */
+/* Claims c[0..n) of route in one store write (timed); a failure pauses consumption. */
+void kd_pl_claim_timed(kd_pipeline *p, size_t route, kd_claim *c, size_t n, uint64_t now);
+/* The store half of kd_pl_claim_timed: the write, timed; a failed write
+ * marks every claim KD_ERR_STORE. Touches no pipeline state. */
+void kd_pl_claim_write(kd_pipeline *p, size_t route, kd_claim *c, size_t n, uint64_t now);
+/* The pipeline half: a failed claim write pauses consumption; a good one
+ * resumes it, with resume (false: a failure seen since the write began is
+ * newer news). */
+void kd_pl_claim_health(kd_pipeline *p, size_t route, const kd_claim *c, size_t n,
+                        bool resume);
 /* Completes c[0..n) of route in one store write (timed), lazy (durable
  * with the next durable write or sync) or not; a failure pauses consumption. */
 void kd_pl_complete_timed(kd_pipeline *p, size_t route, kd_completion *c, size_t n,
@@ -612,32 +638,12 @@ void kd_pl_complete_health(kd_pipeline *p, size_t route, const kd_completion *c,
                            bool lazy);
 /* A store write succeeded: if it was failing, consumption resumes. */
 void kd_pl_store_ok(kd_pipeline *p);
-/* Claims a batch's keys and sends, settles or retries every message of it. */
-void kd_pl_dispatch(kd_pipeline *p, msg **batch, size_t n);
-/* Reads downstream for possibly persisted deliveries ms[0..n) (the array
- * is cleared), once per downstream partition; completes, resends or
- * retries each. */
-void kd_pl_resolve_uncertain(kd_pipeline *p, msg **ms, size_t n);
-/* Reads downstream for the notes (left_claim) that messages ms[0..n) met
- * (the array is cleared), once per downstream partition, and records what
- * each read told in its note; each message is retried, to be settled by
- * what its note says (kd_pl_takeover) or read for again. */
-void kd_pl_resolve_left(kd_pipeline *p, msg **ms, size_t n);
 /* Counts and logs a failed store call; the first one pauses consumption. */
 void kd_pl_store_failed(kd_pipeline *p, size_t route, const char *what);
 /* True while store writes fail (consumption paused). */
 bool kd_pl_store_failing(const kd_pipeline *p);
-/* Claims m's key alone, resolving a claim another run left, or again after
- * a claim lost its race to a release or forget. */
-void kd_pl_takeover(kd_pipeline *p, msg *m);
-/* m, whose ownership ended before its batch was acted on, won claim c by
- * replacing another run's expired claim: that run's delivery is looked up
- * downstream now, as for a live message (the claim now names this run and
- * this time, so no later claimer could tell). True when it was found (the
- * key completed, m settled); else false, with m->claimed set when the
- * claim is to be released (nothing there) and clear when it cannot be
- * told (the claim is left, and its next claimer forwards again). */
-bool kd_pl_claim_dropped(kd_pipeline *p, msg *m, const kd_claim *c);
+
+/* pipeline_conflict.c */
 /* True when the duplicate decision d (with its holder's owner) is a key
  * conflict for m: both fingerprinted, the fingerprints differ, and the key
  * is completed or held by a live message of this run. m was then skipped
