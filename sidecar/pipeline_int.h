@@ -2,11 +2,13 @@
  * kdedup - the pipeline's private header: the state every part of the
  * pipeline shares, and the functions one part calls in another.
  *
- * The pipeline is split into fourteen files (the kd_pl_* functions each
+ * The pipeline is split into fifteen files (the kd_pl_* functions each
  * offers the others are declared below under its name):
  *   pipeline.c           life cycle: new, run (the loop and its turns),
- *                        reloads offered, stop, rejoin, stats, /healthz and
- *                        /readyz, destroy; the store opened (open_store)
+ *                        reloads offered, stop, rejoin, destroy; the store
+ *                        opened (open_store)
+ *   pipeline_status.c    seen from outside: stats, metrics, /healthz and
+ *                        /readyz
  *   pipeline_consume.c   consuming: a polled message becomes a msg (its key,
  *                        its bounds), or is settled at once
  *   pipeline_claim.c     claiming: the claims of a batch gathered, written and
