@@ -135,7 +135,9 @@ static const kd_route *find_route(const kd_config *cfg, const char *from) {
     return NULL;
 }
 
-/* A dedup cache for the route, as the pipeline makes it. */
+/* A dedup cache for the route, as the pipeline makes it: with its
+ * retention, and the live pipeline's owner id, so that a claim of that
+ * pipeline past inflight_timeout reads in flight here too, as it is. */
 static kd_dedup *route_dedup(kd_admin *a, const kd_config *cfg, const kd_route *r) {
     size_t len = strlen(cfg->ns) + 1 + strlen(r->from) + 1;
     char *ns = malloc(len);
@@ -144,8 +146,11 @@ static kd_dedup *route_dedup(kd_admin *a, const kd_config *cfg, const kd_route *
     if (!ns)
         return NULL;
     snprintf(ns, len, "%s:%s", cfg->ns, r->from);
-    if ((d = kd_dedup_new(a->env.store, ns)))
+    if ((d = kd_dedup_new(a->env.store, ns))) {
         kd_dedup_set_retention(d, cfg->ttl_ms, cfg->inflight_timeout_ms);
+        if (a->env.live_owner)
+            kd_dedup_set_owner(d, a->env.live_owner(a->env.arg));
+    }
     free(ns);
     return d;
 }

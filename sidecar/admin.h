@@ -40,13 +40,16 @@ typedef struct kd_admin kd_admin;
 
 /* What the API works on: the store (borrowed), the reloads (borrowed; its
  * current config names the routes), whether an owner id is a claim of
- * this process (never forced), and how a forget record is written
+ * this process (never forced), the live pipeline's owner id (its claims do
+ * not expire for it, nor for the API: kd_dedup_set_owner; NULL or 0: none),
+ * and how a forget record is written
  * downstream (kd_forgets_write(), with the brokers; NULL: forgets stay in
  * this store): true with the record's offset, or false with the reason. */
 typedef struct kd_admin_env {
     kd_store *store;
     kd_reload *reload;
     bool (*ours)(void *arg, uint64_t owner);
+    uint64_t (*live_owner)(void *arg);
     bool (*record)(void *arg, const kd_config *cfg, const kd_forget_record *f,
                    int64_t *offset, char *errstr, size_t errstr_size);
     void *arg;

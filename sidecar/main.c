@@ -207,6 +207,18 @@ static bool ours(void *arg, uint64_t owner) {
     return found;
 }
 
+/* The admin API's view of the live pipeline: its owner id, or 0. */
+static uint64_t live_owner(void *arg) {
+    proc *pr = arg;
+    uint64_t owner = 0;
+
+    pthread_rwlock_rdlock(&pr->lock);
+    if (pr->live)
+        owner = kd_pipeline_boot_id(pr->live);
+    pthread_rwlock_unlock(&pr->lock);
+    return owner;
+}
+
 /* The admin API's forget record, written through the config's brokers. */
 static bool record_forget(void *arg, const kd_config *cfg, const kd_forget_record *f,
                           int64_t *offset, char *errstr, size_t errstr_size) {
@@ -344,6 +356,7 @@ static kd_admin *admin_start(proc *pr, const kd_config *cfg, kd_store *store,
     kd_admin_env env = {.store = store,
                         .reload = pr->reloads,
                         .ours = ours,
+                        .live_owner = live_owner,
                         .record = record_forget,
                         .arg = pr};
     char err[1024];

@@ -235,8 +235,8 @@ static void job_start(kd_pipeline *p, size_t n) {
  * claim the job won for one is released, as kd_pl_msg_abandon does, or
  * left as it is when the key is held by a message of this run; one that
  * replaced another run's expired claim is first resolved from downstream
- * (kd_pl_claim_dropped), one that replaced this run's is left (this run's
- * note of it resolves it). The others keep their order. */
+ * (kd_pl_claim_dropped; this run's own claims never expire for it). The
+ * others keep their order. */
 static void drop_ended(kd_pipeline *p, kd_pl_work *w) {
     size_t kept = 0;
 
