@@ -1,0 +1,243 @@
+/*
+ * kdedup tests - the pipeline's fixture (see pipeline_fixture.h).
+ */
+#include "tests/pipeline_fixture.h"
+
+int setup(void **state) {
+    static const char *const topics[] = {"in:4",    "out:4",   "dlq:1",   "a:1",
+                                         "a.out:1", "b:1",     "b.out:1", "c:1",
+                                         "c.out:1", "c.dlq:1", NULL};
+    env *e = calloc(1, sizeof(*e));
+
+    kf_mock_start(&e->mock, 2, topics);
+    fx_tmpdir(e->dir, sizeof(e->dir));
+    *state = e;
+    return 0;
+}
+
+int teardown(void **state) {
+    env *e = *state;
+
+    kf_mock_stop(&e->mock);
+    fx_rmtree(e->dir);
+    free(e);
+    return 0;
+}
+
+void start(kf_run *r, env *e, const char *producer_props, int max_retries,
+           const char *grace) {
+    kf_run_start(r, &e->mock, ROUTE_CONFIG, e->mock.bootstrap, producer_props,
+                 max_retries, e->dir, grace);
+}
+
+/* Upstream (in, dlq) led by broker 1, downstream (out) by broker 2: faults
+ * injected on broker 2 hit kdedup's deliveries, not the test's producer. */
+void split_brokers(env *e) {
+    kf_mock_cmd(&e->mock, "leader dlq 0 1");
+    for (int i = 0; i < PARTS; i++) {
+        kf_mock_cmd(&e->mock, "leader in %d 1", i);
+        kf_mock_cmd(&e->mock, "leader out %d 2", i);
+    }
+}
+
+/* Monotonic milliseconds. */
+uint64_t now_ms(void) {
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+void send_keys(env *e, const char *topic, int from, int to, int copies) {
+    rd_kafka_t *rk = kf_producer(&e->mock);
+    char key[32], value[64];
+
+    for (int i = from; i < to; i++)
+        for (int c = 0; c < copies; c++) {
+            snprintf(key, sizeof(key), "key-%d", i);
+            snprintf(value, sizeof(value), "value-%d-copy-%d", i, c);
+            kf_send(rk, topic, -1, key, value);
+        }
+    kf_producer_close(rk);
+}
+
+/* Every key in [from, to) exactly once in recs, with its first copy's value
+ * and trace header, and a source header. */
+void assert_each_once(const kf_record *recs, size_t n, int from, int to) {
+    char key[32], value[64];
+
+    for (int i = from; i < to; i++) {
+        snprintf(key, sizeof(key), "key-%d", i);
+        snprintf(value, sizeof(value), "value-%d-copy-0", i);
+        if (kf_count_key(recs, n, key) != 1)
+            fail_msg("%s appears %zu times downstream", key, kf_count_key(recs, n, key));
+        for (size_t j = 0; j < n; j++)
+            if (!strcmp(recs[j].ikey, key)) {
+                assert_string_equal(recs[j].value, value);
+                assert_string_equal(recs[j].trace, value);
+                assert_non_null(strstr(recs[j].source, "in/"));
+            }
+    }
+}
+
+/* Sends key-0 .. key-4 to in/0 and waits until r has consumed them. */
+void send_five(env *e, kf_run *r) {
+    rd_kafka_t *rk = kf_producer(&e->mock);
+    char key[32];
+
+    for (int i = 0; i < 5; i++) {
+        snprintf(key, sizeof(key), "key-%d", i);
+        kf_send(rk, "in", 0, key, key);
+    }
+    kf_producer_close(rk);
+    kf_run_wait(r, 5, TIMEOUT_MS);
+}
+
+/* Opens e->dir/store and records in it a run `owner` that delivered to
+ * "out" from partitions 0-3 and died (its run record, as recovery reads
+ * it); returns the store; asserts. */
+kd_store *store_with_dead_run(env *e, uint64_t owner) {
+    static const char run[] = "kdedup-run v1\n0 0 out\n1 0 out\n2 0 out\n3 0 out\n";
+    char path[512], err[512], stream[32];
+    kd_store *store;
+
+    snprintf(path, sizeof(path), "%s/store", e->dir);
+    assert_non_null(store = kd_rocks_open(path, true, err, sizeof(err)));
+    assert_int_equal(
+        kd_store_append(store, stream,
+                        kd_recovery_run_stream(owner, stream, sizeof(stream)), 0, run,
+                        strlen(run)),
+        KD_OK);
+    return store;
+}
+
+/* Claims of owner in d for key-<from>..key-<to-1>, made at `at` (wall ms). */
+void claim_at(kd_dedup *d, uint64_t owner, int from, int to, uint64_t at) {
+    char key[32];
+    kd_decision dec;
+
+    kd_dedup_set_owner(d, owner);
+    for (int i = from; i < to; i++) {
+        snprintf(key, sizeof(key), "key-%d", i);
+        assert_int_equal(kd_dedup_claim_or_get(d, key, strlen(key), at, &dec), KD_OK);
+        assert_int_equal(dec.state, KD_CLAIMED);
+        kd_decision_clear(&dec);
+    }
+}
+
+/* Puts on out/0 a record kdedup forwarded from in/0 at offset src_off, for
+ * key, at wall time `at` (ms); unsigned. */
+void put_downstream(rd_kafka_t *rk, const char *key, int src_off, uint64_t at) {
+    char source[32], stamp[24];
+
+    snprintf(source, sizeof(source), "in/0/%d", src_off);
+    snprintf(stamp, sizeof(stamp), "%llu", (unsigned long long)at);
+    assert_int_equal(
+        rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("out"), RD_KAFKA_V_PARTITION(0),
+                          RD_KAFKA_V_VALUE("old", 3),
+                          RD_KAFKA_V_HEADER("Idempotency-Key", key, -1),
+                          RD_KAFKA_V_HEADER("kdedup-source", source, -1),
+                          RD_KAFKA_V_HEADER("kdedup-forwarded-at", stamp, -1),
+                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+        RD_KAFKA_RESP_ERR_NO_ERROR);
+}
+
+/* Waits until the pipeline's stats satisfy done (or TIMEOUT_MS); returns
+ * the last stats. */
+kd_pipeline_stats wait_stats(kf_run *r, bool (*done)(const kd_pipeline_stats *)) {
+    kd_pipeline_stats st;
+
+    for (int i = 0; i < TIMEOUT_MS / 20; i++) {
+        kd_pipeline_stats_get(r->p, &st);
+        if (done(&st))
+            break;
+        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+    }
+    return st;
+}
+
+bool consumed_6(const kd_pipeline_stats *st) {
+    return st->consumed >= 6;
+}
+
+bool consumed_again(const kd_pipeline_stats *st) {
+    return st->consumed >= 7;
+}
+
+bool failed_once(const kd_pipeline_stats *st) {
+    return st->produce_errors >= 1;
+}
+
+bool abandoned(const kd_pipeline_stats *st) {
+    return st->abandoned >= 1;
+}
+
+bool forwarded_6(const kd_pipeline_stats *st) {
+    return st->forwarded + st->orphans_found >= 6;
+}
+
+/* Starts replica `name` (a faulty store or not) in e->dir/name, over
+ * STALL_CONFIG with `pipeline` keys more ("" for none). */
+void start_replica_with(env *e, kf_run *r, const char *name, bool faulty,
+                        const char *pipeline) {
+    char dir[300];
+
+    snprintf(dir, sizeof(dir), "%s/%s", e->dir, name);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    if (faulty)
+        kf_run_start_faulty(r, &e->mock, STALL_CONFIG, e->mock.bootstrap, e->dir, name,
+                            50, pipeline);
+    else
+        kf_run_start(r, &e->mock, STALL_CONFIG, e->mock.bootstrap, e->dir, name, 50,
+                     pipeline);
+}
+
+/* Starts replica `name` (a faulty store or not) in e->dir/name. */
+void start_replica(env *e, kf_run *r, const char *name, bool faulty) {
+    start_replica_with(e, r, name, faulty, "");
+}
+
+/* Waits until a and b hold `parts_a` and `parts_b` partitions, nothing in
+ * flight, and `forwarded` keys were forwarded between them; asserts. */
+void wait_replicas(kf_run *a, kf_run *b, uint64_t parts_a, uint64_t parts_b,
+                   uint64_t forwarded) {
+    kd_pipeline_stats sa, sb = {0};
+
+    for (int i = 0; i < TIMEOUT_MS / 20; i++) {
+        kd_pipeline_stats_get(a->p, &sa);
+        if (b)
+            kd_pipeline_stats_get(b->p, &sb);
+        if (sa.assigned_partitions == parts_a && sb.assigned_partitions == parts_b &&
+            !sa.inflight && !sb.inflight && sa.forwarded + sb.forwarded >= forwarded)
+            return;
+        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+    }
+    fail_msg("replicas: %" PRIu64 "+%" PRIu64 " partitions, %" PRIu64 "+%" PRIu64
+             " forwarded, %" PRIu64 "+%" PRIu64 " in flight",
+             sa.assigned_partitions, sb.assigned_partitions, sa.forwarded, sb.forwarded,
+             sa.inflight, sb.inflight);
+}
+
+/* Replica a alone, or sharing the partitions with b, 200 keys settled;
+ * then a's store takes ms a batch write, and new keys (200..800) wait on
+ * every partition, a batch of a's handed to that write. */
+void slow_write_under_way(env *e, kf_run *a, kf_run *b, unsigned ms) {
+    kd_pipeline_stats sa;
+
+    send_keys(e, "in", 0, 200, 1);
+    start_replica(e, a, "a", true);
+    wait_replicas(a, NULL, PARTS, 0, 200);
+    if (b) {
+        start_replica(e, b, "b", false);
+        wait_replicas(a, b, PARTS / 2, PARTS / 2, 200);
+    }
+    kd_faulty_store_delay_writes(a->store, ms);
+    send_keys(e, "in", 200, 800, 1);
+    for (int i = 0; i < TIMEOUT_MS / 20; i++) { /* consumed: handed to the store */
+        kd_pipeline_stats_get(a->p, &sa);
+        if (sa.consumed > 200)
+            return;
+        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+    }
+    fail_msg("a consumed nothing new");
+}
