@@ -241,7 +241,8 @@ $(BUILD)/tests/test_entry: $(call obj,tests/test_entry.c) $(LIB_DEDUP)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_DEDUP) $(LIBS_TEST)
 
-$(BUILD)/tests/test_dedup: $(call obj,tests/test_dedup.c tests/dedup_fixture.c) \
+$(BUILD)/tests/test_dedup: $(call obj,tests/test_dedup.c tests/test_dedup_contract.c tests/test_dedup_batches.c \
+                                      tests/test_dedup_forgets.c tests/dedup_cases.c tests/dedup_fixture.c) \
                            $(LIB_ROCKS) $(LIB_DEDUP)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_ROCKS) $(LIBS_DEDUP) $(LIBS_TEST)
@@ -251,7 +252,8 @@ $(BUILD)/tests/test_store_rocks: $(call obj,tests/test_store_rocks.c tests/dedup
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_ROCKS) $(LIBS_DEDUP) $(LIBS_TEST)
 
-$(BUILD)/tests/test_config: $(call obj,tests/test_config.c) $(LIB_CONFIG)
+$(BUILD)/tests/test_config: $(call obj,tests/test_config.c tests/test_config_load.c tests/test_config_values.c \
+                                       tests/test_config_routes.c tests/config_fixture.c) $(LIB_CONFIG)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_CONFIG) $(LIBS_TEST)
 
