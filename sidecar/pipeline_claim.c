@@ -302,9 +302,13 @@ static bool own_claim(kd_pipeline *p, msg *m, bool ahead) {
          * and forwarded beside m (found by reading, after the transactional
          * chaos seed 58 wrote a key twice). m waits for that job only: one
          * handed over later (a key copied batch after batch) holds it no
-         * longer, lest it wait for ever. */
+         * longer, lest it wait for ever. Met with no job under way, the
+         * wait is over: m may wait again for a later one (a retry of m, its
+         * delivery failed and its claim released). */
         uint64_t job = ahead ? kd_pl_ahead_claiming(p, m->route, m->key, m->key_len) : 0;
 
+        if (!job)
+            m->parked_job = 0;
         if (!job || (m->parked_job && m->parked_job != job))
             return false;
         m->parked_job = job;
