@@ -170,7 +170,7 @@ void test_stop_takes_one_grace_period(void **state);
 void test_uncertain_delivery_of_an_ended_ownership(void **state);
 void test_left_copies_read_together(void **state);
 void test_conflict_waits_for_an_ended_ownership(void **state);
-void test_own_expired_claim_kept_while_it_is_read(void **state);
+void test_own_claim_kept_while_its_copy_waits(void **state);
 void test_signed_history_only(void **state);
 void test_claim_without_owner_reads_no_own_scan(void **state);
 void test_lost_claim_race_claims_again(void **state);

@@ -263,17 +263,18 @@ static bool x_settled(const kd_pipeline_stats *st) {
            1;
 }
 
-/* A copy of X meets this run's own claim of X, past inflight_timeout,
- * whose delivery an ended ownership left possibly persisted (in the log,
- * 300,000 records into the partition), with 1 ms of scan a turn; the run
- * stops while the copy reads, and a second run takes over. The claim is
- * this run's, so it does not expire for it: it stays as X made it while
- * the copy reads, and the second run reads from its time: X once. Taken
- * over as expired (found by review), the claim was rewritten with the
- * copy's time, which a stop before the read ended (a read that failed and
- * was retried) left to the next run: it took X's delivery for an older
- * copy's, and forwarded X again. */
-void test_own_expired_claim_kept_while_it_is_read(void **state) {
+/* A copy of X meets this run's own claim of X, whose delivery an ended
+ * ownership left possibly persisted (in the log, 300,000 records into the
+ * partition). The copy waits to read for it: the note's barrier holds
+ * (nothing sent after X was acknowledged: 10 x message.timeout.ms), and
+ * the claim passes inflight_timeout meanwhile; the run stops, and a second
+ * run takes over. The claim is this run's, so it does not expire for it:
+ * it stays as X made it while the copy waits and retries, and the second
+ * run reads from its time: X once. Taken over as expired (found by review),
+ * the claim was rewritten with the copy's time, which a stop before the
+ * copy's read ended (a read that failed and was retried) left to the next
+ * run: it took X's delivery for an older copy's, and forwarded X again. */
+void test_own_claim_kept_while_its_copy_waits(void **state) {
     env *e = *state;
     kd_pipeline_stats st, st2;
     rd_kafka_t *rk;
@@ -295,11 +296,11 @@ void test_own_expired_claim_kept_while_it_is_read(void **state) {
     st = wait_stats(&r, abandoned);
     assert_true(st.abandoned >= 1);
     kf_mock_cmd(&e->mock, "rtt 2 0");
-    wait_stats(&r, consumed_again);            /* the copy, which reads a step a turn */
+    wait_stats(&r, consumed_again);            /* the copy: it waits for the barrier */
     nanosleep(&(struct timespec){4, 0}, NULL); /* past inflight_timeout (3.5 s) */
     st = kf_run_stop(&r);
     assert_int_equal(st.orphans_expired, 0); /* its own claim: never taken over */
-    assert_int_equal(st.orphans_found, 0);   /* still reading at the stop */
+    assert_int_equal(st.orphans_found, 0);   /* still waiting at the stop */
 
     kf_run_start(&r, &e->mock, STEP_CONFIG, e->mock.bootstrap, e->dir);
     st2 = wait_stats(&r, x_settled);
