@@ -321,7 +321,7 @@ $(BUILD)/tests/test_admin: $(call obj,tests/test_admin.c sidecar/admin.c sidecar
 # Integration: the pipeline against a mock cluster in a `kdedup mock` process.
 $(BUILD)/tests/test_pipeline: $(call obj,tests/test_pipeline.c tests/test_pipeline_delivery.c \
                                          tests/test_pipeline_orphans.c tests/test_pipeline_handover.c \
-                                         tests/test_pipeline_stall.c tests/test_pipeline_reads.c \
+                                         tests/test_pipeline_stall.c tests/test_pipeline_reads.c tests/test_pipeline_forgets.c \
                                          tests/pipeline_fixture.c tests/kafka_fixture.c tests/faulty_store.c \
                                          tests/dedup_fixture.c tests/case_runner.c) \
                               $(LIBS_ALL) | $(KDEDUP)
@@ -329,7 +329,8 @@ $(BUILD)/tests/test_pipeline: $(call obj,tests/test_pipeline.c tests/test_pipeli
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o %.a,$^) $(LDLIBS_ALL) $(LIBS_TEST)
 
 # Memory bounds and flow control, against the same mock cluster.
-$(BUILD)/tests/test_bounds: $(call obj,tests/test_bounds.c tests/kafka_fixture.c tests/faulty_store.c \
+$(BUILD)/tests/test_bounds: $(call obj,tests/test_bounds.c tests/test_bounds_scans.c tests/test_bounds_flow.c \
+                                       tests/bounds_fixture.c tests/kafka_fixture.c tests/faulty_store.c \
                                        tests/dedup_fixture.c tests/case_runner.c) \
                             $(LIBS_ALL) | $(KDEDUP)
 	@mkdir -p $(dir $@)
@@ -337,7 +338,8 @@ $(BUILD)/tests/test_bounds: $(call obj,tests/test_bounds.c tests/kafka_fixture.c
 
 # Power loss (tests/powerloss_store.c) and ownership changes, against the
 # same mock cluster.
-$(BUILD)/tests/test_crash: $(call obj,tests/test_crash.c tests/kafka_fixture.c tests/powerloss_store.c \
+$(BUILD)/tests/test_crash: $(call obj,tests/test_crash.c tests/test_crash_powerloss.c tests/test_crash_ownership.c \
+                                      tests/crash_fixture.c tests/kafka_fixture.c tests/powerloss_store.c \
                                       tests/faulty_store.c tests/dedup_fixture.c) \
                            $(LIBS_ALL) | $(KDEDUP)
 	@mkdir -p $(dir $@)

@@ -241,3 +241,13 @@ void slow_write_under_way(env *e, kf_run *a, kf_run *b, unsigned ms) {
     }
     fail_msg("a consumed nothing new");
 }
+
+/* Runs the one-route pipeline over the store in e->dir/<name>. */
+void start_named(kf_run *r, env *e, const char *name) {
+    char dir[300];
+
+    snprintf(dir, sizeof(dir), "%s/%s", e->dir, name);
+    if (mkdir(dir, 0700) != 0)
+        assert_int_equal(errno, EEXIST); /* the replica's second run */
+    kf_run_start(r, &e->mock, ROUTE_CONFIG, e->mock.bootstrap, "{}", 5, dir, "5s");
+}

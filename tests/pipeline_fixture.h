@@ -121,6 +121,7 @@ void start_replica(env *e, kf_run *r, const char *name, bool faulty);
 void wait_replicas(kf_run *a, kf_run *b, uint64_t parts_a, uint64_t parts_b,
                    uint64_t forwarded);
 void slow_write_under_way(env *e, kf_run *a, kf_run *b, unsigned ms);
+void start_named(kf_run *r, env *e, const char *name);
 
 /* The cases (test_pipeline_*.c), run by test_pipeline.c's table. */
 void test_duplicates_within_across_and_restart(void **state);

@@ -1,10 +1,10 @@
 /*
  * kdedup tests - the case runner (tests/case_runner.h): a case killed by
  * librdkafka's destroy assertion (#3608, upstream) runs once more, and only
- * a case that had not failed before it. Each check runs a group of one
- * made-up case in a process of its own, with its output kept, and asserts
- * the group's outcome. The cases remember their first run by a file in a
- * folder of the check's (CR_TEST_DIR).
+ * a case that had not failed before it. Each check runs a group of one made-
+ * up case in a process of its own, with its output kept, and asserts the
+ * group's outcome. The cases remember their first run by a file in a folder
+ * of the check's (CR_TEST_DIR).
  */
 #include "tests/case_runner.h"
 

@@ -1,6 +1,7 @@
 /*
- * kdedup tests - the configuration loader: the documented example, defaults, environment
- * interpolation and secrets from files, and what is never shown (run by test_config.c).
+ * kdedup tests - the configuration loader: the documented example, defaults,
+ * environment interpolation and secrets from files, and what is never shown
+ * (run by test_config.c).
  */
 #include "tests/config_fixture.h"
 

@@ -1,7 +1,7 @@
 /*
- * kdedup tests - the configuration loader: reload diffs, admin and probes listeners, the
- * transactional mode, routes, key sources, and every error in one pass (run by
- * test_config.c).
+ * kdedup tests - the configuration loader: reload diffs, admin and probes
+ * listeners, the transactional mode, routes, key sources, and every error in
+ * one pass (run by test_config.c).
  */
 #include "tests/config_fixture.h"
 

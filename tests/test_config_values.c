@@ -1,6 +1,6 @@
 /*
- * kdedup tests - the configuration loader: durations, integer ranges, the rules that span
- * keys, load errors, topics (run by test_config.c).
+ * kdedup tests - the configuration loader: durations, integer ranges, the
+ * rules that span keys, load errors, topics (run by test_config.c).
  */
 #include "tests/config_fixture.h"
 

@@ -1,6 +1,7 @@
 /*
- * kdedup tests - the dedup contract: claim and completion batches, claims with their own
- * time or owner, retention, stream keys, garbage and bad arguments (run by test_dedup.c).
+ * kdedup tests - the dedup contract: claim and completion batches, claims
+ * with their own time or owner, retention, stream keys, garbage and bad
+ * arguments (run by test_dedup.c).
  */
 #include "tests/dedup_cases.h"
 

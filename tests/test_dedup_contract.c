@@ -1,6 +1,6 @@
 /*
- * kdedup tests - the dedup contract: claims, completions, releases, lookups, collisions
- * and races (run by test_dedup.c).
+ * kdedup tests - the dedup contract: claims, completions, releases, lookups,
+ * collisions and races (run by test_dedup.c).
  */
 #include "tests/dedup_cases.h"
 

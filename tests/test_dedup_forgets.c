@@ -1,6 +1,6 @@
 /*
- * kdedup tests - the dedup contract: concurrent claimers, forgets, fingerprints, and why
- * a key was let go (run by test_dedup.c).
+ * kdedup tests - the dedup contract: concurrent claimers, forgets,
+ * fingerprints, and why a key was let go (run by test_dedup.c).
  */
 #include "tests/dedup_cases.h"
 

@@ -1,7 +1,8 @@
 /*
- * kdedup tests - the pipeline against a mock cluster: deliveries: duplicates, missing and
- * hostile keys and headers, a full store, failed, possibly persisted and dead-lettered
- * deliveries, commits at a stop (run by test_pipeline.c).
+ * kdedup tests - the pipeline against a mock cluster: deliveries:
+ * duplicates, missing and hostile keys and headers, a full store, failed,
+ * possibly persisted and dead-lettered deliveries, commits at a stop (run by
+ * test_pipeline.c).
  */
 #include "tests/pipeline_fixture.h"
 

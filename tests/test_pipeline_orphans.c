@@ -1,7 +1,7 @@
 /*
- * kdedup tests - the pipeline against a mock cluster: orphaned claims: resends read from
- * the first copy, claims of dead runs resolved from downstream, expired claims (run by
- * test_pipeline.c).
+ * kdedup tests - the pipeline against a mock cluster: orphaned claims:
+ * resends read from the first copy, claims of dead runs resolved from
+ * downstream, expired claims (run by test_pipeline.c).
  */
 #include "tests/pipeline_fixture.h"
 

@@ -1,7 +1,7 @@
 /*
- * kdedup tests - the pipeline against a mock cluster: ended ownerships: partitions that
- * come back, notes of uncertain deliveries read together, conflicts against them, signed
- * history (run by test_pipeline.c).
+ * kdedup tests - the pipeline against a mock cluster: ended ownerships:
+ * partitions that come back, notes of uncertain deliveries read together,
+ * conflicts against them, signed history (run by test_pipeline.c).
  */
 #include "tests/pipeline_fixture.h"
 

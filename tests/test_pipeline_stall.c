@@ -1,7 +1,7 @@
 /*
- * kdedup tests - the pipeline against a mock cluster: slow store writes against
- * max.poll.interval.ms, the transactional mode at a stop, revokes and lost assignments
- * during a write (run by test_pipeline.c).
+ * kdedup tests - the pipeline against a mock cluster: slow store writes
+ * against max.poll.interval.ms, the transactional mode at a stop, revokes
+ * and lost assignments during a write (run by test_pipeline.c).
  */
 #include "tests/pipeline_fixture.h"
 
