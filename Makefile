@@ -386,7 +386,7 @@ test: deps
 # TEST_JOBS tests at a time, the mock-cluster suites first (the longest):
 # they and the e2e suites mostly wait (group joins, timeouts), and each
 # starts a mock cluster of its own. test_pipeline and test_bounds run
-# KD_TEST_JOBS (3) of their cases at a time (tests/case_runner.c).
+# KD_TEST_JOBS (4) of their cases at a time (tests/case_runner.c).
 TEST_JOBS ?= 2
 test-mock: deps
 	@$(MAKE) --no-print-directory $(KDEDUP) $(TESTS) $(BUILD)/bench/bench_e2e

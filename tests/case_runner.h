@@ -16,7 +16,7 @@
 
 /* Runs the cases of tests[0..n) whose names match $KD_TEST_FILTER (a glob,
  * as cmocka_set_test_filter(); all when unset), each in a forked process,
- * $KD_TEST_JOBS (default 3) at a time, in table order. A case's output is
+ * $KD_TEST_JOBS (default 4) at a time, in table order. A case's output is
  * printed whole when it ends, with its wall time; a summary line closes.
  * KD_TEST_JOBS=1 runs the group in this process as cmocka would. Returns the
  * number of cases that failed (0: all passed), as cmocka_run_group_tests. */

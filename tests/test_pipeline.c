@@ -104,7 +104,7 @@ int main(void) {
     };
 
     /* KD_TEST_FILTER='*same_process*': one case while working; each case in
-     * a process of its own, KD_TEST_JOBS (3) at a time */
+     * a process of its own, KD_TEST_JOBS (4) at a time */
     return cr_run_group("pipeline (mock cluster)", tests,
                         sizeof(tests) / sizeof(tests[0]));
 }
