@@ -488,6 +488,15 @@ void kd_pl_takeover(kd_pipeline *p, msg *m) {
 
         if (c.owner == p->boot_id && own_claim(p, m, true))
             return;
+        if (c.owner == p->boot_id && !took_over && p->txn.init_since) {
+            /* This run's claim, whose delivery may be in a transaction of
+             * unknown outcome: the replacing producer's initialisation ends
+             * it, and a read_committed read stops below it until then, so
+             * it would not see that delivery (outside review, 2026-12-07;
+             * as kd_pl_retry_due holds uncertain messages). */
+            kd_pl_schedule_retry(p, m, BARRIER_POLL_MS);
+            return;
+        }
         if (c.owner == p->boot_id && !took_over) {
             if ((left = resolve_left(p, m)) == LEFT_SETTLED)
                 return;

@@ -280,6 +280,10 @@ void kd_pl_retry_due(kd_pipeline *p) {
             kd_pl_msg_abandon(p, m);
             continue;
         }
+        if (m->left_read && p->txn.init_since) { /* as uncertain ones, below */
+            kd_pl_schedule_retry(p, m, BARRIER_POLL_MS);
+            continue;
+        }
         if (m->left_read) { /* an ended ownership's note: read with the others */
             list_push(&left, m);
             continue;

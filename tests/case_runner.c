@@ -16,8 +16,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define DEFAULT_JOBS 4 /* the cases mostly wait: test-mock used a third of a core at 3   \
-                        */
+/* The cases mostly wait: make test-mock used a third of one core at 3. */
+#define DEFAULT_JOBS 4
 #define MAX_JOBS 16
 
 /* One case: its process while it runs, and the file its output goes to. */

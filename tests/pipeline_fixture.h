@@ -160,6 +160,7 @@ void test_stop_during_a_slow_write(void **state);
 void test_txn_commit_tries_end_at_the_stop(void **state);
 void test_txn_producer_initialised_in_later_turns(void **state);
 void test_txn_unknown_commit_read_once_the_producer_is_ready(void **state);
+void test_txn_unknown_commit_note_read_once_the_producer_is_ready(void **state);
 void test_expired_claim_in_a_dropped_batch(void **state);
 void test_revoke_during_a_slow_write(void **state);
 void test_txn_revoke_during_a_slow_write(void **state);

@@ -58,6 +58,9 @@ int main(void) {
                                         teardown),
         cmocka_unit_test_setup_teardown(
             test_txn_unknown_commit_read_once_the_producer_is_ready, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_txn_unknown_commit_note_read_once_the_producer_is_ready, setup,
+            teardown),
         cmocka_unit_test_setup_teardown(test_txn_producer_initialised_in_later_turns,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_revoke_during_a_slow_write, setup, teardown),

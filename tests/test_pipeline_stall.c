@@ -281,6 +281,104 @@ void test_txn_unknown_commit_read_once_the_producer_is_ready(void **state) {
     assert_true(reads >= 1);
 }
 
+/* The note of an ended ownership's delivery of unknown outcome (outside
+ * review, 2026-12-07). As test_txn_unknown_commit_read_once_the_producer_is_ready:
+ * key-1..5's commit fails for good, the replacing producer's initialisation
+ * is answered CONCURRENT_TRANSACTIONS for long. Meanwhile b joins the group
+ * (not transactional, a store of its own): a's revoke callback ends its
+ * ownerships, and the uncertain deliveries waiting in its retries leave
+ * notes (left_claim) with their barrier (10 s here). Copies of key-1..5 then
+ * sent to every partition meet those notes on a's partitions. resolve_left
+ * and kd_pl_resolve_left read downstream once the barrier passed, without
+ * waiting for the initialisation the way live uncertain messages do
+ * (kd_pl_retry_due): a read_committed read made while the old transaction is
+ * undecided stops at its last stable offset and misses its records (on
+ * Apache Kafka), and the copy is forwarded again: its key twice. Expected:
+ * no note is read while kdedup_txn_producer_initialising says 1. */
+#define TXN_PLAIN_B_CONFIG                                                               \
+    "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\", \"producer\": {}"            \
+    ", \"consumer\": {\"session.timeout.ms\": \"6000\", \"heartbeat.interval.ms\": "     \
+    "\"500\"}},"                                                                         \
+    " \"routes\": [{\"from\": \"in\", \"to\": \"out\", \"on_missing_key\": "             \
+    "\"forward\"}],"                                                                     \
+    " \"dedup\": " NO_HANDOVER ", \"store\": {\"path\": \"%s/b/store\"},"                \
+    " \"pipeline\": {\"shutdown_grace\": \"2s\"}}"
+
+/* TXN_FAST_CONFIG with the handover off (a partition assigned again is
+ * consumed at once). Arguments: brokers, dir. */
+#define TXN_FAST_NO_HANDOVER_CONFIG                                                      \
+    "{\"kafka\": {\"brokers\": \"%s\", \"group_id\": \"g\", \"producer\": "              \
+    "{\"message.timeout.ms\": \"1000\"}, \"consumer\": {\"session.timeout.ms\": "        \
+    "\"6000\", \"heartbeat.interval.ms\": \"500\"}},"                                    \
+    " \"routes\": [{\"from\": \"in\", \"to\": \"out\", \"on_missing_key\": "             \
+    "\"forward\"}], \"dedup\": " NO_HANDOVER ","                                         \
+    " \"store\": {\"path\": \"%s/store\"}, \"pipeline\": {\"shutdown_grace\": \"2s\", "  \
+    "\"delivery\": \"transactional\", \"transactional_id\": \"kd-test\"}}"
+
+void test_txn_unknown_commit_note_read_once_the_producer_is_ready(void **state) {
+    env *e = *state;
+    rd_kafka_t *rk = kf_producer(&e->mock);
+    _Atomic uint64_t *replaced, *initialising;
+    kd_pipeline_stats st;
+    uint64_t reads = 0, abandoned = 0;
+    bool waited = false, sent = false;
+    char dir[300];
+    kf_run r, b;
+
+    split_brokers(e);
+    kf_run_start(&r, &e->mock, TXN_FAST_NO_HANDOVER_CONFIG, e->mock.bootstrap, e->dir);
+    replaced = kd_metrics_txn_replaced(kd_pipeline_metrics(r.p));
+    initialising = &kd_metrics_flow(kd_pipeline_metrics(r.p))->txn_initialising;
+    kf_send(rk, "in", 0, "key-0", "value-0");
+    st = kf_run_wait(&r, 1, TIMEOUT_MS);
+    assert_int_equal(st.forwarded, 1);
+    kf_mock_cmd(&e->mock, "endtxn-errors 1 48");    /* INVALID_TXN_STATE: fatal */
+    kf_mock_cmd(&e->mock, "initpid-errors 250 51"); /* CONCURRENT_TRANSACTIONS */
+    send_until_replaced(rk, replaced);
+    for (int i = 0; i < TIMEOUT_MS / 20 && !atomic_load(initialising); i++)
+        kf_sleep_ms(20); /* the first try of the initialisation ends first */
+    assert_true(atomic_load(initialising) != 0);
+    snprintf(dir, sizeof(dir), "%s/b", e->dir);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    kf_run_start(&b, &e->mock, TXN_PLAIN_B_CONFIG, e->mock.bootstrap, e->dir);
+    rk = kf_producer(&e->mock);
+    for (int i = 0;
+         i < 3 * TIMEOUT_MS / 20 && !(waited && reads && !atomic_load(initialising));
+         i++) {
+        bool before = atomic_load(initialising) != 0;
+
+        kd_pipeline_stats_get(r.p, &st);
+        abandoned = st.abandoned;
+        if (!sent && st.assigned_partitions == PARTS / 2 && abandoned) {
+            /* a's ownerships ended (its uncertain deliveries left notes) and
+             * it holds half of the partitions again: a copy of each key to
+             * every partition */
+            for (int p = 0; p < PARTS; p++)
+                for (int k = 1; k <= 5; k++) {
+                    char key[16];
+
+                    snprintf(key, sizeof(key), "key-%d", k);
+                    kf_send(rk, "in", p, key, "copy");
+                }
+            kf_producer_close(rk);
+            sent = true;
+            print_message("copies sent while initialising: %d\n", before);
+        }
+        reads = st.orphans_found + st.orphans_absent + st.orphans_reforwarded;
+        if (reads && before && atomic_load(initialising))
+            fail_msg("%" PRIu64 " notes read downstream while the new producer was "
+                     "still initialising",
+                     reads);
+        waited |= before;
+        kf_sleep_ms(20);
+    }
+    kf_run_stop(&b);
+    kf_run_stop(&r);
+    assert_true(sent);
+    assert_true(waited);
+    assert_true(reads >= 1);
+}
+
 /* The handover off (only recovery tells what a dead run delivered), claims
  * in flight for 10 minutes, and a member that leaves its group after 3 s
  * without a poll. Arguments: brokers, dir. */

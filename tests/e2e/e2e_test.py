@@ -23,6 +23,8 @@ import json
 import os
 import random
 import re
+import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -175,6 +177,30 @@ def merge(into, extra):
             into[k] = v
 
 
+def cores_on():
+    """In a child before exec: core dumps of any size."""
+    resource.setrlimit(resource.RLIMIT_CORE,
+                       (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+
+
+def print_backtrace(workdir, pid):
+    """Prints every thread's backtrace from the core a crashed kdedup left
+    in workdir (core or core.<pid>), with gdb when the machine has it."""
+    cores = [os.path.join(workdir, n) for n in (f"core.{pid}", "core")
+             if os.path.exists(os.path.join(workdir, n))]
+    gdb = shutil.which("gdb")
+    if not cores or not gdb:
+        print(f"  kdedup (pid {pid}) crashed; no core in {workdir} or no gdb", flush=True)
+        return
+    out = subprocess.run([gdb, "-batch", "-nx", "-ex", "thread apply all bt",
+                          os.path.abspath(KDEDUP), cores[0]],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         timeout=120).stdout
+    print(f"  kdedup (pid {pid}) crashed; backtrace from {cores[0]}:", flush=True)
+    for line in out.splitlines()[-200:]:
+        print("    " + line, flush=True)
+
+
 class Sidecar:
     """A kdedup process with a store, config and log in workdir; `extra`
     is merged into the config's sections."""
@@ -221,14 +247,22 @@ class Sidecar:
         self.write_config()
 
     def start(self):
-        self.proc = subprocess.Popen([KDEDUP, "--config", self.config],
-                                     stdout=self.log, stderr=self.log, env=self.env)
+        # In its workdir, with core dumps on: a crash leaves its core there
+        # (kernel.core_pattern "core", the default), and signal() prints
+        # its backtrace, since CI keeps no /tmp.
+        self.proc = subprocess.Popen([os.path.abspath(KDEDUP), "--config",
+                                      os.path.abspath(self.config)],
+                                     stdout=self.log, stderr=self.log, env=self.env,
+                                     cwd=self.workdir, preexec_fn=cores_on)
         time.sleep(0.5)
         check(self.proc.poll() is None, f"kdedup exited {self.proc.returncode} at start")
 
     def signal(self, sig):
         self.proc.send_signal(sig)
-        return self.proc.wait(timeout=60)
+        rc = self.proc.wait(timeout=60)
+        if rc in (-signal.SIGSEGV, -signal.SIGABRT, -signal.SIGBUS, -signal.SIGFPE):
+            print_backtrace(self.workdir, self.proc.pid)
+        return rc
 
 
 class World:
