@@ -28,10 +28,7 @@
 
 #define TIMEOUT_MS 60000
 
-typedef struct env {
-    kf_mock mock;
-    char dir[256];
-} env;
+typedef kf_env env;
 
 int setup(void **state);
 int teardown(void **state);

@@ -5,21 +5,14 @@
 
 int setup(void **state) {
     static const char *const no_topics[] = {NULL};
-    env *e = calloc(1, sizeof(*e));
 
     kd_log_set_level(getenv("KD_TEST_LOG") ? KD_LOG_DEBUG : KD_LOG_ERROR);
-    kf_mock_start(&e->mock, 3, no_topics);
-    fx_tmpdir(e->dir, sizeof(e->dir));
-    *state = e;
+    *state = kf_env_new(3, no_topics);
     return 0;
 }
 
 int teardown(void **state) {
-    env *e = *state;
-
-    kf_mock_stop(&e->mock);
-    fx_rmtree(e->dir);
-    free(e);
+    kf_env_free(*state);
     return 0;
 }
 

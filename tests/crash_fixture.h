@@ -44,10 +44,7 @@
 
 #define NO_HANDOVER "{\"handover\": false}"
 
-typedef struct env {
-    kf_mock mock;
-    char dir[256];
-} env;
+typedef kf_env env;
 
 /* One case's topics ("<name>-in" led by broker 1, "<name>-out" by broker
  * 2, the group's coordinator broker 3), the store its runs use, the run

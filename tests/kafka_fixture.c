@@ -6,6 +6,7 @@
 #include "dedup/store.h"
 #include "sidecar/log.h"
 #include "store_rocks/store_rocks.h"
+#include "tests/dedup_fixture.h"
 #include "tests/faulty_store.h"
 
 #include <stdarg.h>
@@ -113,6 +114,21 @@ void kf_mock_stop(kf_mock *m) {
     close(m->to_child);
     close(m->from_child);
     waitpid(m->pid, NULL, 0);
+}
+
+kf_env *kf_env_new(int brokers, const char *const *topics) {
+    kf_env *e = calloc(1, sizeof(*e));
+
+    assert_non_null(e);
+    kf_mock_start(&e->mock, brokers, topics);
+    fx_tmpdir(e->dir, sizeof(e->dir));
+    return e;
+}
+
+void kf_env_free(kf_env *e) {
+    kf_mock_stop(&e->mock);
+    fx_rmtree(e->dir);
+    free(e);
 }
 
 static rd_kafka_t *client(const kf_mock *m, rd_kafka_type_t type, const char *group) {

@@ -33,6 +33,18 @@ void kf_mock_start(kf_mock *m, int brokers, const char *const *topics);
 void kf_mock_cmd(kf_mock *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void kf_mock_stop(kf_mock *m);
 
+/* A case's mock cluster and a temporary directory of its own. */
+typedef struct kf_env {
+    kf_mock mock;
+    char dir[256];
+} kf_env;
+
+/* Starts a mock cluster of `brokers` with topics ("name:partitions",
+ * NULL-terminated) and makes the directory. Returns it (kf_env_free). */
+kf_env *kf_env_new(int brokers, const char *const *topics);
+/* Stops the cluster, removes the directory, frees e. */
+void kf_env_free(kf_env *e);
+
 /* A producer of test input. */
 rd_kafka_t *kf_producer(const kf_mock *m);
 /* Produces one message to topic/partition (-1: by message key) with an

@@ -7,20 +7,13 @@ int setup(void **state) {
     static const char *const topics[] = {"in:4",    "out:4",   "dlq:1",   "a:1",
                                          "a.out:1", "b:1",     "b.out:1", "c:1",
                                          "c.out:1", "c.dlq:1", NULL};
-    env *e = calloc(1, sizeof(*e));
 
-    kf_mock_start(&e->mock, 2, topics);
-    fx_tmpdir(e->dir, sizeof(e->dir));
-    *state = e;
+    *state = kf_env_new(2, topics);
     return 0;
 }
 
 int teardown(void **state) {
-    env *e = *state;
-
-    kf_mock_stop(&e->mock);
-    fx_rmtree(e->dir);
-    free(e);
+    kf_env_free(*state);
     return 0;
 }
 

@@ -92,10 +92,7 @@
     "\"forward\"}],"                                                                     \
     " \"store\": {\"path\": \"%s/%s/store\"}, \"pipeline\": {\"batch_max\": %d%s}}"
 
-typedef struct env {
-    kf_mock mock;
-    char dir[256];
-} env;
+typedef kf_env env;
 
 int setup(void **state);
 int teardown(void **state);

@@ -41,17 +41,12 @@
     " \"store\": {\"path\": \"%s/store\"}, \"pipeline\": {\"shutdown_grace\": \"2s\", "  \
     "%s}}"
 
-typedef struct env {
-    kf_mock mock;
-    char dir[256];
-} env;
+typedef kf_env env;
 
 static int setup(void **state) {
     static const char *const topics[] = {"in:2", "out:2", NULL};
-    env *e = calloc(1, sizeof(*e));
+    env *e = kf_env_new(3, topics);
 
-    kf_mock_start(&e->mock, 3, topics);
-    fx_tmpdir(e->dir, sizeof(e->dir));
     kf_mock_cmd(&e->mock, "leader in 0 1");
     kf_mock_cmd(&e->mock, "leader in 1 1");
     kf_mock_cmd(&e->mock, "leader out 0 2");
@@ -62,11 +57,7 @@ static int setup(void **state) {
 }
 
 static int teardown(void **state) {
-    env *e = *state;
-
-    kf_mock_stop(&e->mock);
-    fx_rmtree(e->dir);
-    free(e);
+    kf_env_free(*state);
     return 0;
 }
 

@@ -177,10 +177,10 @@ def merge(into, extra):
             into[k] = v
 
 
-def cores_on():
-    """In a child before exec: core dumps of any size."""
-    resource.setrlimit(resource.RLIMIT_CORE,
-                       (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+# Core dumps of any size the hard limit allows, for this process and the
+# kdedup processes it starts (inherited): a crash leaves its core in the
+# process's workdir, and Sidecar.signal() prints its backtrace.
+resource.setrlimit(resource.RLIMIT_CORE, (resource.getrlimit(resource.RLIMIT_CORE)[1],) * 2)
 
 
 def print_backtrace(workdir, pid):
@@ -247,13 +247,13 @@ class Sidecar:
         self.write_config()
 
     def start(self):
-        # In its workdir, with core dumps on: a crash leaves its core there
-        # (kernel.core_pattern "core", the default), and signal() prints
-        # its backtrace, since CI keeps no /tmp.
+        # In its workdir: a crash leaves its core there (kernel.core_pattern
+        # "core", the default), and signal() prints its backtrace, since CI
+        # keeps no /tmp.
         self.proc = subprocess.Popen([os.path.abspath(KDEDUP), "--config",
                                       os.path.abspath(self.config)],
                                      stdout=self.log, stderr=self.log, env=self.env,
-                                     cwd=self.workdir, preexec_fn=cores_on)
+                                     cwd=self.workdir)
         time.sleep(0.5)
         check(self.proc.poll() is None, f"kdedup exited {self.proc.returncode} at start")
 
