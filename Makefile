@@ -76,6 +76,8 @@ LIB_ROCKS := $(BUILD)/libkd_store_rocks.a
 LIB_CONFIG := $(BUILD)/libkd_config.a
 LIB_SIDECAR := $(BUILD)/libkd_sidecar.a
 KDEDUP := $(BUILD)/kdedup
+# recovery's read for one key, run by tests/e2e/hanging_txn_test.py
+FIND_SINCE := $(BUILD)/tests/find_since
 
 DEDUP_SRC := dedup/store.c dedup/store_mem.c dedup/entry.c dedup/dedup.c dedup/dedup_batch.c \
              dedup/dedup_claim.c dedup/dedup_complete.c dedup/dedup_single.c dedup/sha256.c \
@@ -154,7 +156,7 @@ all: deps
 	@$(MAKE) --no-print-directory build-all
 
 .PHONY: build-all
-build-all: $(KDEDUP) $(TESTS) $(BENCHES)
+build-all: $(KDEDUP) $(TESTS) $(BENCHES) $(FIND_SINCE)
 
 help:
 	@echo "make            build libraries, tests and benchmarks into $(BUILD)/"
@@ -233,6 +235,10 @@ $(LIB_SIDECAR): $(call obj,$(SIDECAR_SRC))
 	$(AR) rcs $@ $^
 
 $(KDEDUP): $(call obj,sidecar/main.c $(TOOLS_SRC)) $(LIBS_ALL)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_ALL)
+
+$(FIND_SINCE): $(call obj,tests/kafka/find_since.c) $(LIBS_ALL)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_ALL)
 
@@ -419,7 +425,7 @@ kafka-down:
 	@KDEDUP_KAFKA_DIR=$(abspath $(KAFKA_DIR)) $(RIG) down
 
 test-kafka: deps
-	@$(MAKE) --no-print-directory $(KDEDUP)
+	@$(MAKE) --no-print-directory $(KDEDUP) $(FIND_SINCE)
 	@KDEDUP=$(KDEDUP) BUILD=$(BUILD) tests/kafka/test_kafka.sh
 
 # The chaos test on three Apache Kafka brokers: SEEDS seeds from CHAOS_FIRST.

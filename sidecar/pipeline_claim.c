@@ -104,6 +104,7 @@ static void uncertain_result(kd_pipeline *p, msg *m, int32_t part,
     }
     if (a->result == KD_RECOVER_LATER) { /* read on from there next turn */
         m->scan_from = a->from;
+        m->scan_settle = a->settle_to;
         kd_pl_schedule_retry(p, m, 0);
         return;
     }
@@ -219,6 +220,7 @@ void kd_pl_resolve_uncertain(kd_pipeline *p, msg **ms, size_t n) {
             r.asks[i] = (kd_recover_ask){.key = m->key,
                                          .key_len = m->key_len,
                                          .from = m->scan_from,
+                                         .settle_to = m->scan_settle,
                                          .sent_at_ms = m->sent_at_ms};
         }
         read_by_partition(p, &r);
@@ -235,6 +237,8 @@ static void left_told(kd_pipeline *p, msg *m, left_claim *l, int32_t part,
     if (a->result == KD_RECOVER_LATER) { /* read on from there next turn */
         if (a->from > l->scan_from)
             l->scan_from = a->from;
+        if (!l->scan_settle)
+            l->scan_settle = a->settle_to;
         kd_pl_schedule_retry(p, m, 0);
         return;
     }
@@ -270,6 +274,7 @@ void kd_pl_resolve_left(kd_pipeline *p, msg **ms, size_t n) {
             r.asks[i] = (kd_recover_ask){.key = m->key,
                                          .key_len = m->key_len,
                                          .from = l->scan_from,
+                                         .settle_to = l->scan_settle,
                                          .sent_at_ms = l->sent_at_ms};
         }
         read_by_partition(p, &r);
@@ -370,8 +375,15 @@ static left_result resolve_left(kd_pipeline *p, msg *m) {
     } else {
         p->last_orphan_ms = kd_mono_ms();
         kd_recovery_stats_get(p->recovery, &before);
-        res = kd_recovery_find_since(p->recovery, m->route, part, &l->scan_from,
-                                     l->sent_at_ms, m->key, m->key_len, &f);
+        kd_recover_ask a = {.key = m->key,
+                            .key_len = m->key_len,
+                            .from = l->scan_from,
+                            .settle_to = l->scan_settle,
+                            .sent_at_ms = l->sent_at_ms};
+
+        res = kd_recovery_find_since(p->recovery, m->route, part, &a, &f);
+        l->scan_from = a.from;
+        l->scan_settle = a.settle_to;
         count_scans(p, &before);
     }
     if (res == KD_RECOVER_LATER) { /* read on from there next turn */

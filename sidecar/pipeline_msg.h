@@ -104,6 +104,7 @@ typedef struct msg {
                              * released, only completed or left to recovery */
     int reads;              /* uncertain: failed reads of downstream so far */
     int64_t scan_from;      /* downstream: it lands at or after this offset */
+    int64_t scan_settle;    /* its reads' kd_recover_ask.settle_to (0: none yet) */
     uint64_t sent_at_ms;    /* wall: when that first copy was sent */
     int attempts;           /* failed deliveries so far (to its current topic) */
     bool stuck;             /* refused past max_retries where it cannot go further:
@@ -130,6 +131,7 @@ typedef struct left_claim {
     size_t key_len;
     int32_t out_partition;
     int64_t scan_from;
+    int64_t scan_settle; /* its reads' kd_recover_ask.settle_to (0: none yet) */
     uint64_t sent_at_ms;
     uint64_t barrier, barrier_until; /* the delivery's (see msg.barrier) */
     kd_recover_result result;        /* LATER until a read told (kd_pl_resolve_left) */

@@ -85,8 +85,10 @@ void kd_pl_produce(kd_pipeline *p, msg *m) {
         m->scan_from = r->acked[partition];
         m->sent_at_ms = kd_wall_ms();
     }
-    if (!dlt)
+    if (!dlt) {
         m->out_seq = ++r->sent[partition];
+        m->scan_settle = 0; /* a read for this copy sees its own high watermark */
+    }
     for (;;) {
         err = rd_kafka_producev(
             p->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),

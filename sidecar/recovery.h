@@ -205,6 +205,10 @@ typedef struct kd_recover_ask {
     int64_t from;             /* in: downstream, it landed at or after this offset;
                                * out, LATER: where the next step goes on */
     uint64_t sent_at_ms;      /* in: wall, when it was first sent */
+    int64_t settle_to;        /* in, out, the transactional mode: 0 at the first
+                               * ask; then the high watermark the first read
+                               * saw. Until the last stable offset reaches it,
+                               * what was not found answers LATER, not ABSENT */
     kd_recover_result result; /* out: FOUND, ABSENT, UNKNOWN or LATER */
     kd_recover_found found;   /* out, FOUND */
 } kd_recover_ask;
@@ -218,16 +222,23 @@ typedef struct kd_recover_ask {
  * was read, and the caller asks again from there on a later turn.
  * Nothing is kept: memory is O(n). UNKNOWN when the broker does not answer
  * (then for a second without asking again), records were deleted, or more
- * than dedup.scan_max_records are to be read. */
+ * than dedup.scan_max_records are to be read.
+ *
+ * In the transactional mode a read ends at the last stable offset: past it
+ * lie records of transactions still open, and behind them, committed ones
+ * (another replica's transaction held open, as a killed one's is until the
+ * broker aborts it, hides the records committed after its first). So a key
+ * is ABSENT only once the last stable offset has reached the high
+ * watermark the ask's first read saw (settle_to): every record written
+ * before that read is then committed or aborted. Until then, LATER. */
 void kd_recovery_find_since_many(kd_recovery *rc, size_t route, int32_t out_partition,
                                  kd_recover_ask *asks, size_t n);
 
-/* kd_recovery_find_since_many() for one key; returns its result (*from
- * moved on LATER). */
+/* kd_recovery_find_since_many() for one ask; returns its result (a->from
+ * and a->settle_to kept for the next ask, *out filled when FOUND). */
 kd_recover_result kd_recovery_find_since(kd_recovery *rc, size_t route,
-                                         int32_t out_partition, int64_t *from,
-                                         uint64_t sent_at_ms, const char *key,
-                                         size_t key_len, kd_recover_found *out);
+                                         int32_t out_partition, kd_recover_ask *a,
+                                         kd_recover_found *out);
 
 /* Drops what scans of dead runs hold (when no orphan is left to resolve). */
 void kd_recovery_forget(kd_recovery *rc);

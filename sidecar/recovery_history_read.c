@@ -31,7 +31,7 @@ static int64_t forwarded_ms(const rd_kafka_message_t *rkm) {
  * once (one assignment), apart from the scanner's dead-run scans. */
 rd_kafka_t *kd_rc_historian(kd_recovery *rc) {
     if (!rc->historian)
-        rc->historian = kd_rc_reader_new(rc, "kdedup-handover");
+        rc->historian = kd_rc_reader_new(rc, "kdedup-handover", "read_committed");
     return rc->historian;
 }
 

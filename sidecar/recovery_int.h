@@ -68,6 +68,8 @@ struct kd_recovery {
     hreader *hreaders;     /* its assignment */
     size_t nhreaders;
     uint64_t hist_idle_left; /* us its reads may still wait for a record */
+    rd_kafka_t *watcher;     /* high watermarks (kd_rc_high_watermark): made on
+                              * first use */
     kd_recovery_stats stats;
     void (*progress)(void *arg);
     void *progress_arg;
@@ -145,8 +147,18 @@ rd_kafka_resp_err_t kd_rc_watermarks(rd_kafka_t *rk, const char *topic, int32_t 
                                      int64_t *lo, int64_t *hi);
 
 /* A consumer that reads assigned partitions, never in a group, never
- * committing (the caller owns it); NULL, logged, when it cannot be made. */
-rd_kafka_t *kd_rc_reader_new(kd_recovery *rc, const char *client_id);
+ * committing, with isolation.level `isolation` (the caller owns it); NULL,
+ * logged, when it cannot be made. */
+rd_kafka_t *kd_rc_reader_new(kd_recovery *rc, const char *client_id,
+                             const char *isolation);
+
+/* topic/partition's high watermark, in *hw: the end a read_uncommitted
+ * reader sees, past the records of transactions still open, where a
+ * read_committed read (the scanner's, the historian's) ends at the last
+ * stable offset. Asked with a consumer of its own (rc owns it, made on
+ * first use), once more after the leader moved. The error, or 0. */
+rd_kafka_resp_err_t kd_rc_high_watermark(kd_recovery *rc, const char *topic,
+                                         int32_t partition, int64_t *hw);
 
 /* The scans' consumer, made on first use (rc owns it); NULL when it
  * cannot be made. */

@@ -42,6 +42,8 @@ void kd_recovery_destroy(kd_recovery *rc) {
         rd_kafka_consumer_close(rc->historian);
         rd_kafka_destroy(rc->historian);
     }
+    if (rc->watcher)
+        rd_kafka_destroy(rc->watcher); /* never assigned, never subscribed */
     kd_signer_destroy(rc->signers[0]);
     kd_signer_destroy(rc->signers[1]);
     free(rc->brokers);

@@ -100,13 +100,13 @@ rd_kafka_resp_err_t kd_rc_watermarks(rd_kafka_t *rk, const char *topic, int32_t 
 
 /* A consumer that reads assigned partitions (never in a group, never
  * committing); NULL, logged, when it cannot be made. */
-rd_kafka_t *kd_rc_reader_new(kd_recovery *rc, const char *client_id) {
+rd_kafka_t *kd_rc_reader_new(kd_recovery *rc, const char *client_id,
+                             const char *isolation) {
     static const char *const overrides[][2] = {
         {"enable.auto.commit", "false"}, /* it reads; it never commits */
         {"enable.partition.eof", "true"},
         {"statistics.interval.ms", "0"},
         {"auto.offset.reset", "error"},         /* deleted records: say so */
-        {"isolation.level", "read_committed"},  /* no aborted transaction's record */
         {"queued.max.messages.kbytes", "4096"}, /* read ahead: at most 4 MiB... */
         {"fetch.max.bytes", "4194304"},         /* ...and 4 MiB a fetch, however many
                                                  * partitions it reads */
@@ -126,6 +126,7 @@ rd_kafka_t *kd_rc_reader_new(kd_recovery *rc, const char *client_id) {
     }
     for (size_t i = 0; i < sizeof(overrides) / sizeof(overrides[0]); i++)
         rd_kafka_conf_set(conf, overrides[i][0], overrides[i][1], NULL, 0);
+    rd_kafka_conf_set(conf, "isolation.level", isolation, NULL, 0);
     rd_kafka_conf_set(conf, "client.id", client_id, NULL, 0);
     if (!(rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err)))) {
         rd_kafka_conf_destroy(conf);
@@ -136,8 +137,25 @@ rd_kafka_t *kd_rc_reader_new(kd_recovery *rc, const char *client_id) {
 
 rd_kafka_t *kd_rc_scanner(kd_recovery *rc) {
     if (!rc->scanner)
-        rc->scanner = kd_rc_reader_new(rc, "kdedup-recovery");
+        rc->scanner = kd_rc_reader_new(rc, "kdedup-recovery", "read_committed");
     return rc->scanner;
+}
+
+rd_kafka_resp_err_t kd_rc_high_watermark(kd_recovery *rc, const char *topic,
+                                         int32_t partition, int64_t *hw) {
+    rd_kafka_resp_err_t err;
+
+    /* read_uncommitted: its end is the high watermark, past the records of
+     * transactions still open; it never reads */
+    if (!rc->watcher &&
+        !(rc->watcher = kd_rc_reader_new(rc, "kdedup-watermarks", "read_uncommitted")))
+        return RD_KAFKA_RESP_ERR__FAIL;
+    err = kd_rc_offset_at(rc->watcher, topic, partition, RD_KAFKA_OFFSET_END, hw);
+    if (err && kd_rc_leader_moved(err)) {
+        kd_rc_refresh_leaders(rc->watcher, topic);
+        err = kd_rc_offset_at(rc->watcher, topic, partition, RD_KAFKA_OFFSET_END, hw);
+    }
+    return err;
 }
 
 /* The route's idempotency key of a record kdedup forwarded: its key

@@ -56,6 +56,31 @@ static bool ask_each(void *arg, rd_kafka_message_t *m) {
     return true;
 }
 
+/* The transactional mode: each ask without one takes the partition's high
+ * watermark, now, as the point its reads must reach (kd_recover_ask's
+ * settle_to). False when the broker does not answer. */
+static bool settle_points(kd_recovery *rc, const kd_route *r, int32_t part, int64_t end,
+                          kd_recover_ask *asks, size_t n) {
+    int64_t hw = -1;
+    size_t held = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        if (asks[i].settle_to)
+            continue;
+        if (hw < 0 &&
+            kd_rc_high_watermark(rc, r->to, part, &hw) != RD_KAFKA_RESP_ERR_NO_ERROR)
+            return false;
+        asks[i].settle_to = hw;
+        held += hw > end;
+    }
+    if (held)
+        KD_INFO("recovery: %s/%" PRId32 " ends at its last stable offset %" PRId64
+                ", below its high watermark %" PRId64 ": a transaction is still open; "
+                "%zu deliveries are read for until it ends",
+                r->to, part, end, hw, held);
+    return true;
+}
+
 void kd_recovery_find_since_many(kd_recovery *rc, size_t route, int32_t out_partition,
                                  kd_recover_ask *asks, size_t n) {
     const kd_route *r = &rc->cfg->routes[route];
@@ -71,8 +96,11 @@ void kd_recovery_find_since_many(kd_recovery *rc, size_t route, int32_t out_part
     }
     if (!n || t0 < rc->broker_retry_at)
         return;
-    if (!kd_rc_scanner(rc) || kd_rc_watermarks(rc->scanner, r->to, out_partition, &lo,
-                                               &hi) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    if (!kd_rc_scanner(rc) ||
+        kd_rc_watermarks(rc->scanner, r->to, out_partition, &lo, &hi) !=
+            RD_KAFKA_RESP_ERR_NO_ERROR ||
+        (rc->cfg->delivery == KD_DELIVERY_TRANSACTIONAL &&
+         !settle_points(rc, r, out_partition, hi, asks, n))) {
         rc->broker_retry_at = kd_mono_us() + BROKER_RETRY_US;
         return;
     }
@@ -115,18 +143,24 @@ void kd_recovery_find_since_many(kd_recovery *rc, size_t route, int32_t out_part
         if (a->from < from)
             a->from = from;
     }
+    for (size_t i = 0; i < n && res == RANGE_DONE; i++) {
+        kd_recover_ask *a = &asks[i];
+
+        /* read to the last stable offset: a transaction open before it
+         * may hide the record past it */
+        if (a->result == KD_RECOVER_ABSENT && a->settle_to > hi) {
+            a->result = KD_RECOVER_LATER;
+            if (a->from < hi)
+                a->from = hi;
+        }
+    }
 }
 
 kd_recover_result kd_recovery_find_since(kd_recovery *rc, size_t route,
-                                         int32_t out_partition, int64_t *from,
-                                         uint64_t sent_at_ms, const char *key,
-                                         size_t key_len, kd_recover_found *out) {
-    kd_recover_ask a = {
-        .key = key, .key_len = key_len, .from = *from, .sent_at_ms = sent_at_ms};
-
-    kd_recovery_find_since_many(rc, route, out_partition, &a, 1);
-    if (a.result == KD_RECOVER_FOUND)
-        *out = a.found;
-    *from = a.from;
-    return a.result;
+                                         int32_t out_partition, kd_recover_ask *a,
+                                         kd_recover_found *out) {
+    kd_recovery_find_since_many(rc, route, out_partition, a, 1);
+    if (a->result == KD_RECOVER_FOUND)
+        *out = a->found;
+    return a->result;
 }

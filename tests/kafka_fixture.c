@@ -373,3 +373,14 @@ kd_pipeline_stats kf_run_stop(kf_run *r) {
     assert_int_equal(r->rc, 0);
     return st;
 }
+
+kd_recover_result kf_find_since(kd_recovery *rc, size_t route, int32_t part,
+                                int64_t *from, uint64_t sent_at_ms, const char *key,
+                                size_t key_len, kd_recover_found *out) {
+    kd_recover_ask a = {
+        .key = key, .key_len = key_len, .from = *from, .sent_at_ms = sent_at_ms};
+    kd_recover_result res = kd_recovery_find_since(rc, route, part, &a, out);
+
+    *from = a.from;
+    return res;
+}

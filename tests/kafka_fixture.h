@@ -10,6 +10,7 @@
 #include "config/config.h"
 #include "dedup/store.h"
 #include "sidecar/pipeline.h"
+#include "sidecar/recovery.h"
 
 #include <librdkafka/rdkafka.h>
 
@@ -128,5 +129,11 @@ kd_pipeline_stats kf_run_wait(kf_run *r, uint64_t consumed, int timeout_ms);
 /* Stops the pipeline, waits for it, frees it and closes the store. Returns
  * the final stats. */
 kd_pipeline_stats kf_run_stop(kf_run *r);
+
+/* kd_recovery_find_since() for one key sent at sent_at_ms, read for from
+ * *from (moved on LATER): its result, *out filled when FOUND. */
+kd_recover_result kf_find_since(kd_recovery *rc, size_t route, int32_t part,
+                                int64_t *from, uint64_t sent_at_ms, const char *key,
+                                size_t key_len, kd_recover_found *out);
 
 #endif /* KD_TEST_KAFKA_FIXTURE_H */

@@ -316,8 +316,7 @@ void test_unclaimed_records_are_no_delivery(void **state) {
     recovery_open(e, run, 0, &cfg, &store, &rc);
     assert_int_equal(kd_recovery_find(rc, 0xbeef, 0, 0, "k", 1, 0, &f),
                      KD_RECOVER_ABSENT);
-    assert_int_equal(kd_recovery_find_since(rc, 0, 0, &from, 0, "k", 1, &f),
-                     KD_RECOVER_ABSENT);
+    assert_int_equal(kf_find_since(rc, 0, 0, &from, 0, "k", 1, &f), KD_RECOVER_ABSENT);
     kd_recovery_destroy(rc);
     kd_store_destroy(store);
     kd_config_destroy(cfg);

@@ -209,10 +209,10 @@ void test_forget_record_is_no_delivery(void **state) {
     assert_string_equal(s.text[1], "key-3:delivery");
     kd_recovery_stats_get(rc, &rs);
     assert_int_equal(rs.foreign, 2);
-    assert_int_equal(kd_recovery_find_since(rc, 0, 0, &from, 0, "key-0", 5, &found),
+    assert_int_equal(kf_find_since(rc, 0, 0, &from, 0, "key-0", 5, &found),
                      KD_RECOVER_ABSENT);
     from = 0;
-    assert_int_equal(kd_recovery_find_since(rc, 0, 0, &from, 0, "key-3", 5, &found),
+    assert_int_equal(kf_find_since(rc, 0, 0, &from, 0, "key-3", 5, &found),
                      KD_RECOVER_FOUND);
     assert_int_equal(found.offset, 3);
     kd_recovery_destroy(rc);
@@ -235,7 +235,7 @@ void test_forget_record_is_no_delivery(void **state) {
     assert_non_null(rc =
                         kd_recovery_new(cfg, store, e->mock.bootstrap, err, sizeof(err)));
     from = 0;
-    assert_int_equal(kd_recovery_find_since(rc, 0, 0, &from, 0, "key-0", 5, &found),
+    assert_int_equal(kf_find_since(rc, 0, 0, &from, 0, "key-0", 5, &found),
                      KD_RECOVER_ABSENT);
     assert_int_equal(kd_recovery_find(rc, 0xdead, 0, 0, "key-0", 5, 0, &found),
                      KD_RECOVER_ABSENT);

@@ -436,8 +436,7 @@ void test_claim_without_owner_reads_no_own_scan(void **state) {
                      RD_KAFKA_RESP_ERR_NO_ERROR);
     kf_producer_close(rk);
     /* this run's own scan of out/0 now knows key-0 */
-    assert_int_equal(kd_recovery_find_since(rc, 0, 0, &from, 0, "key-0", 5, &f),
-                     KD_RECOVER_FOUND);
+    assert_int_equal(kf_find_since(rc, 0, 0, &from, 0, "key-0", 5, &f), KD_RECOVER_FOUND);
     assert_int_equal(kd_recovery_find(rc, 0, 0, 0, "key-0", 5, 0, &f),
                      KD_RECOVER_UNKNOWN);
     kd_recovery_destroy(rc);

@@ -223,8 +223,8 @@ static void check_readers(env *e, const char *key, const char *previous, int whi
         if ((kd_recovery_find(rc, OWNER, 0, 0, rows[i].key, strlen(rows[i].key), 0, &f) ==
              KD_RECOVER_FOUND) != trust)
             fail_msg("orphan scan: %s %s", rows[i].key, trust ? "not found" : "found");
-        if ((kd_recovery_find_since(rc, 0, 0, &from, 0, rows[i].key, strlen(rows[i].key),
-                                    &f) == KD_RECOVER_FOUND) != trust)
+        if ((kf_find_since(rc, 0, 0, &from, 0, rows[i].key, strlen(rows[i].key), &f) ==
+             KD_RECOVER_FOUND) != trust)
             fail_msg("uncertain delivery: %s %s", rows[i].key,
                      trust ? "not found" : "found");
         if (trust)
@@ -286,11 +286,10 @@ static void test_scan_max_records_bounds_each_reader(void **state) {
             fail_msg("handover: %s %s", key, l.row[i] ? "learned" : "not learned");
         assert_int_equal(kd_recovery_find(rc, OWNER, 0, 0, key, strlen(key), 0, &f),
                          KD_RECOVER_UNKNOWN);
-        assert_int_equal(kd_recovery_find_since(rc, 0, 0, &from, 0, key, strlen(key), &f),
+        assert_int_equal(kf_find_since(rc, 0, 0, &from, 0, key, strlen(key), &f),
                          KD_RECOVER_UNKNOWN);
-        assert_int_equal(
-            kd_recovery_find_since(rc, 0, 0, &last5, 0, key, strlen(key), &f),
-            i >= NROWS - 5 ? KD_RECOVER_FOUND : KD_RECOVER_ABSENT);
+        assert_int_equal(kf_find_since(rc, 0, 0, &last5, 0, key, strlen(key), &f),
+                         i >= NROWS - 5 ? KD_RECOVER_FOUND : KD_RECOVER_ABSENT);
     }
     assert_int_equal(l.n, 5);
     kd_recovery_destroy(rc);
@@ -344,7 +343,7 @@ static void test_stepped_uncertain_read_moves_on(void **state) {
     while (res == KD_RECOVER_LATER) {
         before = from;
         kd_recovery_begin_turn(rc, 1);
-        res = kd_recovery_find_since(rc, 0, 0, &from, 0, key, strlen(key), &f);
+        res = kf_find_since(rc, 0, 0, &from, 0, key, strlen(key), &f);
         steps++;
         assert_true(from >= before);
         still = from == before ? still + 1 : 0;

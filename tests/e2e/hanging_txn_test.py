@@ -43,6 +43,16 @@ its end again; the transaction is then committed, and r learns K: a copy
 of K is a duplicate, K is downstream once. (Before, the handover ended at
 the last stable offset, and the copy went downstream again.)
 
+Phase "held reads": a read for a delivery of unknown outcome (an
+uncertain delivery's, an ended ownership's note's, kd_recovery_find_since)
+meets a transaction held open before the record it looks for. A producer of
+the test's own (TxnHold.java) holds a transaction open in orders.deduped/0,
+and key K is written there after it; tests/kafka/find_since.c asks for K
+as kdedup's reads do. A read_committed read ends at the last stable offset,
+the held transaction's first record: K must not be taken for absent (it
+would be forwarded again) but read for again, and found once the held
+transaction ends. (Before, "absent" at once: an outside review, 2026-12-07.)
+
 Run with Debian's interpreter, on Apache Kafka:
   tests/kafka/with_kafka.sh 1 /usr/bin/python3 tests/e2e/hanging_txn_test.py
 """
@@ -230,15 +240,61 @@ def late_markers(workdir):
         shut_down(mock, world, r)
 
 
+def held_reads(workdir):
+    """Phase "held reads" (see the top)."""
+    mock = cluster.start()
+    check(mock.real, "Apache Kafka only")
+    world = World(mock.bootstrap)
+    r = Sidecar(os.path.join(workdir, "hang-reads"), mock.bootstrap)  # its config only
+    key = "held-reads"
+    find_since = os.path.join(ROOT, os.environ.get("BUILD", "build"), "tests", "find_since")
+    hold = subprocess.Popen(
+        ["java", "-Xmx128m", "-cp", os.path.join(cluster.kafka_rig.libs(), "*"),
+         os.path.join(ROOT, "tests", "kafka", "TxnHold.java"), mock.bootstrap, DST, "0",
+         "kdedup-test-hold-reads", "warm-held-reads", f"{SRC}/0/0", "held-open",
+         f"{SRC}/0/1"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    reader = None
+    try:
+        check(line_of(hold, 120) == "open", "the held transaction did not open")
+        headers = [("Idempotency-Key", key.encode()),
+                   ("kdedup-source", f"{SRC}/0/2".encode()),
+                   ("kdedup-forwarded-at", str(int(time.time() * 1000)).encode())]
+        at = world.producer.send(DST, partition=0, value=b"behind the held transaction",
+                                 headers=headers).get(timeout=60).offset
+        reader = subprocess.Popen([find_since, r.config, mock.bootstrap, "0", key, "0", "120"],
+                                  stdout=subprocess.PIPE, text=True)
+        first = line_of(reader, 60)
+        check(first == "later", f"{key}, written at {at} behind the held transaction, "
+              f"read for: {first!r}, not 'later' (taken for absent, it is forwarded again)")
+        t0 = time.time()
+        hold.stdin.write("commit\n")
+        hold.stdin.flush()
+        check(line_of(hold, 60) == "committed", "the held transaction was not committed")
+        last = line_of(reader, 60)
+        check(last == f"found {at}", f"{key} read for once the held transaction ended: "
+              f"{last!r}, not 'found {at}'")
+        return (f"{key} at orders.deduped/0@{at}, behind a transaction held open: "
+                f"'later' while it was open, found {time.time() - t0:.1f}s after its commit")
+    finally:
+        for proc in (hold, reader):
+            if proc and proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=30)
+        shut_down(mock, world)
+
+
 def main():
     """Runs every phase, or those named on the command line (run, markers,
-    late_markers)."""
+    late_markers, held_reads)."""
     workdir = tempfile.mkdtemp(prefix="kdedup-hanging-")
     failed = 0
     for name, fn in (("a killed replica's open transaction", run),
                      ("a transaction ended while downstream refuses writes", markers),
                      ("a handover meets a transaction whose markers come late",
-                      late_markers)):
+                      late_markers),
+                     ("a read for a key meets a transaction held open before it",
+                      held_reads)):
         if sys.argv[1:] and fn.__name__ not in sys.argv[1:]:
             continue
         t0 = time.time()
