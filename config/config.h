@@ -249,6 +249,11 @@ const char *kd_config_prop_get(const kd_config_props *props, const char *name);
  * default for the delivery mode (KD_CONFIG_DEFAULT_*MESSAGE_TIMEOUT_MS). */
 uint64_t kd_config_message_timeout_ms(const kd_config *cfg);
 
+/* The producer's transaction.timeout.ms, or kdedup's default for it
+ * (KD_CONFIG_DEFAULT_TXN_TIMEOUT_MS); 0 when the value set does not parse
+ * as a positive number (librdkafka refuses it). */
+uint64_t kd_config_txn_timeout_ms(const kd_config *cfg);
+
 /* The value at a JSON path (as errors name it, e.g. kafka.brokers or
  * kafka.producer["sasl.password"]) as written in the file, e.g.
  * "${KAFKA_PASSWORD}", when ${...} put anything from the environment or a

@@ -212,24 +212,28 @@ static bool check_listeners(ctx *c, const kd_config *cfg) {
  * fences the producer (every transaction would be, and nothing ever
  * committed: seen on Apache Kafka with 60 s against the default 15 s). */
 static bool check_txn_age(ctx *c, const kd_config *cfg) {
-    const char *v = kd_config_prop_get(&cfg->producer, "transaction.timeout.ms");
-    long long timeout = strtoll(KD_CONFIG_DEFAULT_TXN_TIMEOUT_MS, NULL, 10);
-    char *end;
+    uint64_t timeout = kd_config_txn_timeout_ms(cfg);
 
-    if (cfg->delivery != KD_DELIVERY_TRANSACTIONAL)
-        return true;
-    if (v && *v) {
-        timeout = strtoll(v, &end, 10);
-        if (end == v || *end || timeout <= 0)
-            return true; /* librdkafka reports the bad value itself */
-    }
-    if ((long long)cfg->txn_max_age_ms < timeout)
+    if (cfg->delivery != KD_DELIVERY_TRANSACTIONAL || !timeout)
+        return true; /* librdkafka reports a bad value itself */
+    if (cfg->txn_max_age_ms < timeout)
         return true;
     return kd_cfg_fail(
         c, "pipeline.transaction_max_age",
-        "expected a duration below the producer's transaction.timeout.ms (%lldms: "
+        "expected a duration below the producer's transaction.timeout.ms (%llums: "
         "the broker aborts an older transaction), got %llums",
-        timeout, (unsigned long long)cfg->txn_max_age_ms);
+        (unsigned long long)timeout, (unsigned long long)cfg->txn_max_age_ms);
+}
+
+uint64_t kd_config_txn_timeout_ms(const kd_config *cfg) {
+    const char *v = kd_config_prop_get(&cfg->producer, "transaction.timeout.ms");
+    long long timeout;
+    char *end;
+
+    if (!v || !*v)
+        v = KD_CONFIG_DEFAULT_TXN_TIMEOUT_MS;
+    timeout = strtoll(v, &end, 10);
+    return end == v || *end || timeout <= 0 ? 0 : (uint64_t)timeout;
 }
 
 /* The rules that span keys, each over what parsed: every error found. */

@@ -203,16 +203,22 @@ static void past_end(kd_recovery *rc, const char *topic, int32_t partition,
 }
 
 /* In the transactional mode, a window read to its end (the last stable
- * offset) below the partition's high watermark may stop short of a
- * transaction whose commit the broker has answered but whose markers it
- * has yet to write: the previous owner's last, committed in its revoke
- * callback just before the partition went, with the source offsets that
- * skip its messages. Its keys would not be learned, and a later copy of
- * one would be forwarded again. So the end is asked again, a turn at a
- * time, until it reaches the high watermark seen, for MARKERS_WAIT_MS at
- * most: a killed replica's transaction stays open until the broker aborts
- * it, a zombie's is aborted at its commit, and neither is waited for. True
- * while waiting (the end may have moved: more to read). */
+ * offset) below the partition's high watermark stops short of the
+ * transactions still open, and of every record committed behind the first
+ * of them:
+ * - the previous owner's last transaction, committed in its revoke
+ *   callback just before the partition went (with the source offsets that
+ *   skip its messages), whose markers the broker writes after answering
+ *   the commit;
+ * - another replica's, held open: a killed replica's until the broker
+ *   aborts it, with the records other replicas committed behind it.
+ * Their keys would not be learned, and a later copy of one would be
+ * forwarded again. So the end is asked again, a turn at a time, until it
+ * reaches the high watermark seen, for as long as a replica's transaction
+ * may stay open (the producer's transaction.timeout.ms, plus
+ * TXN_ABORT_CHECK_MS) at most: longer is a transaction no kdedup replica
+ * of this config holds. True while waiting (the end may have moved: more
+ * to read). */
 static bool markers_awaited(histories *h, size_t j) {
     kd_recovery *rc = h->rc;
     kd_history_cursor *cur = h->jobs[j].job->cur;
@@ -220,6 +226,7 @@ static bool markers_awaited(histories *h, size_t j) {
     int32_t part = h->jobs[j].job->out_partition;
     rd_kafka_topic_partition_list_t *one;
     uint64_t now = kd_mono_ms();
+    uint64_t wait_ms = kd_config_txn_timeout_ms(rc->cfg) + TXN_ABORT_CHECK_MS;
     int64_t lo, hi, end;
 
     if (rc->cfg->delivery != KD_DELIVERY_TRANSACTIONAL || !rc->historian)
@@ -233,11 +240,19 @@ static bool markers_awaited(histories *h, size_t j) {
         cur->markers_hw = hi;
         cur->markers_since = now;
         KD_INFO("handover: %s/%" PRId32 " read to %" PRId64 ", below its high watermark "
-                "%" PRId64 ": a transaction still open; its end is asked again for %d ms",
-                to, part, cur->end, hi, MARKERS_WAIT_MS);
+                "%" PRId64 ": a transaction still open; its end is asked again for %llu "
+                "ms at most",
+                to, part, cur->end, hi, (unsigned long long)wait_ms);
     }
-    if (cur->end >= cur->markers_hw || now - cur->markers_since >= MARKERS_WAIT_MS)
+    if (cur->end >= cur->markers_hw)
         return false;
+    if (now - cur->markers_since >= wait_ms) {
+        KD_WARN("handover: %s/%" PRId32 " read to %" PRId64 ", still below %" PRId64
+                " after %llu ms: a transaction held open longer than a replica's can be; "
+                "the records committed behind it are not learned",
+                to, part, cur->end, cur->markers_hw, (unsigned long long)wait_ms);
+        return false;
+    }
     if (now - cur->markers_asked < MARKERS_ASK_MS)
         return true;
     cur->markers_asked = now;

@@ -35,10 +35,14 @@
 #define DIGEST_LEN 16
 #define SCAN_IDLE_MS 15000 /* a scan fails when the broker hands it nothing this long */
 #define WATERMARK_TIMEOUT_MS 5000
-/* A handover waits this long for a transaction's markers, asking for the
- * partition's end this often (recovery_history_window.c, markers_awaited). */
-#define MARKERS_WAIT_MS 3000
+/* A handover waits for the transactions open before the end it read
+ * (recovery_history_window.c, markers_awaited), asking for the partition's
+ * end this often, for the producer's transaction.timeout.ms plus this at
+ * most: Apache Kafka's default
+ * transaction.abort.timed.out.transaction.cleanup.interval.ms, how late
+ * the broker may abort a transaction that timed out. */
 #define MARKERS_ASK_MS 50
+#define TXN_ABORT_CHECK_MS 10000
 #define CLOCK_SLACK_MS 1000 /* a claim and its forwarding: one clock, maybe stepped */
 /* A handover batch's records kept alive: keys, values and headers (see
  * headers.h: an empty header takes some 90 bytes once parsed). */

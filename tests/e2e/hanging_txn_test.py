@@ -39,9 +39,11 @@ coordinator logged it, and writes the markers after. A producer of its
 own (tests/kafka/TxnHold.java) holds a transaction with key K's record
 open in orders.deduped/0; r, with an empty store, reads that partition's
 history to its last stable offset, below the high watermark, and asks for
-its end again; the transaction is then committed, and r learns K: a copy
-of K is a duplicate, K is downstream once. (Before, the handover ended at
-the last stable offset, and the copy went downstream again.)
+its end again; the transaction is committed 6 s later, and r learns K: a
+copy of K is a duplicate, K is downstream once. (Before, the handover ended
+at the last stable offset, and the copy went downstream again; until
+2026-12-07 it asked again for 3 s only, not as long as a replica's
+transaction may stay open.)
 
 Phase "held reads": a read for a delivery of unknown outcome (an
 uncertain delivery's, an ended ownership's note's, kd_recovery_find_since)
@@ -72,6 +74,7 @@ from e2e_test import DST, PARTS, SRC, Failure, Sidecar, World, check, shut_down 
 from faults_test import gauge, stop, wait_for  # noqa: E402
 
 TXN_TIMEOUT_MS = 30000  # a's transaction.timeout.ms: how long it stays open
+HELD_S = 6  # phase "late markers": the held transaction's commit, after r asked
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ASKED_AGAIN = "below its high watermark"
 PAST_END = re.compile(r"handover: " + re.escape(DST) +
@@ -212,6 +215,9 @@ def late_markers(workdir):
         r.start()
         wait_for("r's handover to ask for orders.deduped/0's end again",
                  lambda: logged(log, ASKED_AGAIN), 60)
+        # held on, as another replica's may be (a killed one's until the
+        # broker aborts it): longer than the 3 s the handover once waited
+        time.sleep(HELD_S)
         hold.stdin.write("commit\n")
         hold.stdin.flush()
         check(line_of(hold, 60) == "committed", "the held transaction was not committed")
