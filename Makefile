@@ -327,7 +327,8 @@ $(BUILD)/tests/test_admin: $(call obj,tests/test_admin.c sidecar/admin.c sidecar
 # Integration: the pipeline against a mock cluster in a `kdedup mock` process.
 $(BUILD)/tests/test_pipeline: $(call obj,tests/test_pipeline.c tests/test_pipeline_delivery.c \
                                          tests/test_pipeline_orphans.c tests/test_pipeline_handover.c \
-                                         tests/test_pipeline_stall.c tests/test_pipeline_reads.c tests/test_pipeline_forgets.c \
+                                         tests/test_pipeline_stall.c tests/test_pipeline_txn.c tests/test_pipeline_reads.c \
+                                         tests/test_pipeline_forgets.c \
                                          tests/pipeline_fixture.c tests/kafka_fixture.c tests/faulty_store.c \
                                          tests/dedup_fixture.c tests/case_runner.c) \
                               $(LIBS_ALL) | $(KDEDUP)
