@@ -253,7 +253,8 @@ $(BUILD)/tests/test_dedup: $(call obj,tests/test_dedup.c tests/test_dedup_contra
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_ROCKS) $(LIBS_DEDUP) $(LIBS_TEST)
 
-$(BUILD)/tests/test_store_rocks: $(call obj,tests/test_store_rocks.c tests/dedup_fixture.c) \
+$(BUILD)/tests/test_store_rocks: $(call obj,tests/test_store_rocks.c tests/test_store_rocks_durability.c \
+                                           tests/dedup_fixture.c) \
                                  $(LIB_ROCKS) $(LIB_DEDUP)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_ROCKS) $(LIBS_DEDUP) $(LIBS_TEST)
