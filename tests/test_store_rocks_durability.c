@@ -6,8 +6,6 @@
  */
 #include "tests/store_rocks_fixture.h"
 
-#include <rocksdb/c.h>
-
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
