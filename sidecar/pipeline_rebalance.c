@@ -208,9 +208,54 @@ static void on_revoke(kd_pipeline *p, rd_kafka_t *rk,
     KD_INFO("%s %d partition(s)", lost ? "lost" : "revoked", parts->cnt);
 }
 
+/* A rebalance event served after the consumer's group handler ended
+ * (kd_pl_rebalance_cb): librdkafka assigns nothing any more, and the group
+ * no longer counts this member, so a revoke ends the ownerships as a lost
+ * assignment does (nothing commits: the transaction is aborted, its
+ * records are sent again by the next owner). No (un)assign call: the
+ * handler that would take it is gone. */
+static void on_group_ended(kd_pipeline *p, rd_kafka_resp_err_t err,
+                           rd_kafka_topic_partition_list_t *parts) {
+    int n = 0;
+
+    if (err != RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+        KD_WARN("rebalance (%s) of %d partition(s) after the consumer's group ended: "
+                "ignored",
+                rd_kafka_err2str(err), parts->cnt);
+        return;
+    }
+    atomic_fetch_add(&p->revokes, 1);
+    kd_pl_txn_end(p, false);
+    for (int i = 0; i < parts->cnt; i++) {
+        size_t route = route_of(p, parts->elems[i].topic);
+
+        if (route != SIZE_MAX &&
+            kd_offsets_assigned(p->offsets, route, parts->elems[i].partition)) {
+            end_ownership(p, route, parts->elems[i].partition);
+            n++;
+        }
+    }
+    kd_pl_abandon_retries(p, false);
+    GCOUNT(p, assigned, (uint64_t)-n);
+    KD_INFO("revoked %d partition(s) after the consumer's group ended", n);
+}
+
 void kd_pl_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                         rd_kafka_topic_partition_list_t *parts, void *opaque) {
-    bool cooperative = !strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE");
+    /* NULL once the consumer's group handler has ended (its queue takes no
+     * request), which a rebalance event queued before may still see. At a
+     * stop, librdkafka 2.0.2 queues the close's revoke behind an assignment
+     * not yet served; served first, that assignment is taken as an unassign,
+     * the group is left and may end before the revoke is served (chaos seed
+     * 101, transactional: a SIGSEGV in strcmp, 2026-12-07). */
+    const char *protocol = rd_kafka_rebalance_protocol(rk);
+    bool cooperative;
+
+    if (!protocol) {
+        on_group_ended(opaque, err, parts);
+        return;
+    }
+    cooperative = !strcmp(protocol, "COOPERATIVE");
 
     /* A batch the store thread is claiming stays handed over through an
      * assignment (its partitions stay this consumer's) and a lost revoke

@@ -385,9 +385,11 @@ static txn_next send_offsets(kd_pipeline *p) {
         next = t->noffs ? TXN_ABORT : TXN_OK;
         goto out;
     }
+    /* NULL once the consumer's group handler has ended */
     group = rd_kafka_consumer_group_metadata(p->consumer);
-    if (!is_member(p)) { /* unfenced: it must not commit */
-        rd_kafka_consumer_group_metadata_destroy(group);
+    if (!group || !is_member(p)) { /* unfenced: it must not commit */
+        if (group)
+            rd_kafka_consumer_group_metadata_destroy(group);
         goto out;
     }
     end = kd_mono_ms() + TXN_TIMEOUT_MS; /* try_ms: sooner at a stop */

@@ -466,6 +466,48 @@ static void test_held_for_its_handover_keeps_order(void **state) {
     free(recs);
 }
 
+/* A rebalance event served after the consumer's group handler ended. At a
+ * stop, librdkafka 2.0.2 queues the close's revoke behind an assignment the
+ * loop has not served yet; served first (on the close's queue), that
+ * assignment is taken as an unassign, the group is left, and it may end
+ * before the revoke is served: rd_kafka_rebalance_protocol() then says
+ * NULL (chaos seed 101 in the transactional mode, 2026-12-07: replica c
+ * logged "assigned 1 partition(s)" while stopping, then died of SIGSEGV in
+ * the revoke's strcmp). Here the pipeline runs until it forwarded, stops
+ * (the close ends the group), and is handed that assignment and that
+ * revoke as librdkafka would hand them: nothing may crash, the revoke ends
+ * the ownerships. */
+static void test_rebalance_after_the_group_ended(void **state) {
+    env *e = *state;
+    rd_kafka_topic_partition_list_t *parts;
+    kd_pipeline_stats st;
+    kf_run r;
+
+    kf_run_start(&r, &e->mock, LIMITS_CONFIG, e->mock.bootstrap, "5000", "1s", e->dir,
+                 "\"delivery\": \"transactional\", \"transactional_id\": \"kd-test\"");
+    kf_send_range(&e->mock, "in", 0, "a", 0, 5);
+    st = kf_run_wait(&r, 5, TIMEOUT_MS);
+    assert_int_equal(st.forwarded, 5);
+    kd_pipeline_stop(r.p);
+    pthread_join(r.tid, NULL);
+    assert_int_equal(r.rc, 0);
+    assert_true(rd_kafka_consumer_closed(r.p->consumer));
+    assert_null(rd_kafka_rebalance_protocol(r.p->consumer)); /* the group ended */
+
+    parts = rd_kafka_topic_partition_list_new(2);
+    rd_kafka_topic_partition_list_add(parts, "in", 0);
+    rd_kafka_topic_partition_list_add(parts, "in", 1);
+    kd_pl_rebalance_cb(r.p->consumer, RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS, parts, r.p);
+    kd_pl_rebalance_cb(r.p->consumer, RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS, parts, r.p);
+    rd_kafka_topic_partition_list_destroy(parts);
+    kd_pipeline_stats_get(r.p, &st);
+    assert_int_equal(st.assigned_partitions, 0);
+
+    kd_pipeline_destroy(r.p);
+    kd_store_destroy(r.store);
+    kd_config_destroy(r.cfg);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_max_retrying_pauses_and_resumes, setup,
@@ -475,6 +517,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_pending_handover_keeps_its_partition_paused,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_held_for_its_handover_keeps_order, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_rebalance_after_the_group_ended, setup,
                                         teardown),
     };
 
