@@ -13,7 +13,7 @@ kd_fmt kd_fmt_on(char *buf, size_t size) {
     return (kd_fmt){.buf = buf, .size = size, .n = 0};
 }
 
-void kd_fmt_mem(kd_fmt *f, const char *s, size_t len) {
+void kd_fmt_mem_cut(kd_fmt *f, const char *s, size_t len) {
     size_t room = f->n + 1 < f->size ? f->size - 1 - f->n : 0;
     size_t put = len < room ? len : room;
 
@@ -28,13 +28,22 @@ void kd_fmt_str(kd_fmt *f, const char *s) {
     kd_fmt_mem(f, s, strlen(s));
 }
 
+/* The two decimal digits of 0..99, in order: "00" "01" ... "99". */
+static const char dec_pairs[2 * 100 + 1] =
+    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
+
 void kd_fmt_u64(kd_fmt *f, uint64_t v) {
     char digits[20];
     size_t i = sizeof(digits);
 
-    do
-        digits[--i] = (char)('0' + v % 10);
-    while (v /= 10);
+    for (; v >= 100; v /= 100) /* two digits a division */
+        memcpy(digits + (i -= 2), dec_pairs + 2 * (v % 100), 2);
+    if (v >= 10)
+        memcpy(digits + (i -= 2), dec_pairs + 2 * v, 2);
+    else
+        digits[--i] = (char)('0' + v);
     kd_fmt_mem(f, digits + i, sizeof(digits) - i);
 }
 

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* A buffer being written: buf[0..size), n characters wanted so far (more
  * than size - 1 once cut). Borrowed: the caller owns buf. */
@@ -23,8 +24,19 @@ typedef struct kd_fmt {
 /* A builder over buf[0..size), empty (buf holds "" when size > 0). */
 kd_fmt kd_fmt_on(char *buf, size_t size);
 
-/* Appends s[0..len). */
-void kd_fmt_mem(kd_fmt *f, const char *s, size_t len);
+/* kd_fmt_mem() when s does not fit whole: as much as fits. */
+void kd_fmt_mem_cut(kd_fmt *f, const char *s, size_t len);
+
+/* Appends s[0..len). Inline: most pieces are a few constant bytes. */
+static inline void kd_fmt_mem(kd_fmt *f, const char *s, size_t len) {
+    if (f->n < f->size && len < f->size - f->n) { /* fits, with its NUL */
+        memcpy(f->buf + f->n, s, len);
+        f->n += len;
+        f->buf[f->n] = '\0';
+        return;
+    }
+    kd_fmt_mem_cut(f, s, len);
+}
 
 /* Appends the NUL-terminated s. */
 void kd_fmt_str(kd_fmt *f, const char *s);
