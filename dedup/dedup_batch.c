@@ -88,8 +88,10 @@ kd_err kd_dedup_batch_alloc(batch *b, kd_dedup *d, size_t n, size_t pool_bytes) 
     b->stream_len = kd_dedup_stream_len(d);
     b->slots = calloc(n ? n : 1, sizeof(*b->slots));
     b->arena = malloc(n ? n * b->stream_len : 1);
-    b->appends = calloc(n ? n : 1, sizeof(*b->appends));
-    b->reads = calloc(n ? n : 1, sizeof(*b->reads));
+    /* each read and append is written whole before it is used (read_heads,
+     * batch_plan): not zeroed here */
+    b->appends = malloc((n ? n : 1) * sizeof(*b->appends));
+    b->reads = malloc((n ? n : 1) * sizeof(*b->reads));
     b->pool = malloc(pool_bytes ? pool_bytes : 1);
     b->pool_cap = pool_bytes;
     return b->slots && b->arena && b->appends && b->reads && b->pool ? KD_OK
