@@ -76,8 +76,10 @@ LIB_ROCKS := $(BUILD)/libkd_store_rocks.a
 LIB_CONFIG := $(BUILD)/libkd_config.a
 LIB_SIDECAR := $(BUILD)/libkd_sidecar.a
 KDEDUP := $(BUILD)/kdedup
-# recovery's read for one key, run by tests/e2e/hanging_txn_test.py
+# recovery's read for one key, and a dead run's claim left in a store: tools of
+# tests/e2e/hanging_txn_test.py
 FIND_SINCE := $(BUILD)/tests/find_since
+DEAD_CLAIM := $(BUILD)/tests/dead_claim
 
 DEDUP_SRC := dedup/store.c dedup/store_mem.c dedup/entry.c dedup/dedup.c dedup/dedup_batch.c \
              dedup/dedup_claim.c dedup/dedup_complete.c dedup/dedup_single.c dedup/sha256.c \
@@ -156,7 +158,7 @@ all: deps
 	@$(MAKE) --no-print-directory build-all
 
 .PHONY: build-all
-build-all: $(KDEDUP) $(TESTS) $(BENCHES) $(FIND_SINCE)
+build-all: $(KDEDUP) $(TESTS) $(BENCHES) $(FIND_SINCE) $(DEAD_CLAIM)
 
 help:
 	@echo "make            build libraries, tests and benchmarks into $(BUILD)/"
@@ -239,6 +241,10 @@ $(KDEDUP): $(call obj,sidecar/main.c $(TOOLS_SRC)) $(LIBS_ALL)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_ALL)
 
 $(FIND_SINCE): $(call obj,tests/kafka/find_since.c) $(LIBS_ALL)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_ALL)
+
+$(DEAD_CLAIM): $(call obj,tests/kafka/dead_claim.c) $(LIBS_ALL)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_ALL)
 
@@ -427,7 +433,7 @@ kafka-down:
 	@KDEDUP_KAFKA_DIR=$(abspath $(KAFKA_DIR)) $(RIG) down
 
 test-kafka: deps
-	@$(MAKE) --no-print-directory $(KDEDUP) $(FIND_SINCE)
+	@$(MAKE) --no-print-directory $(KDEDUP) $(FIND_SINCE) $(DEAD_CLAIM)
 	@KDEDUP=$(KDEDUP) BUILD=$(BUILD) tests/kafka/test_kafka.sh
 
 # The chaos test on three Apache Kafka brokers: SEEDS seeds from CHAOS_FIRST.

@@ -232,10 +232,13 @@ static bool markers_awaited(histories *h, size_t j) {
     if (rc->cfg->delivery != KD_DELIVERY_TRANSACTIONAL || !rc->historian)
         return false;
     if (!cur->markers_since) {
-        /* the high watermark the historian's fetches last saw (none for an
-         * empty window: nothing was fetched) */
-        if (rd_kafka_get_watermark_offsets(rc->historian, to, part, &lo, &hi) ||
-            hi <= cur->end)
+        /* the high watermark the historian's fetches last saw; none for an
+         * empty window (nothing was fetched), or an old one: then asked
+         * (outside hunt, 2026-12-07) */
+        if ((rd_kafka_get_watermark_offsets(rc->historian, to, part, &lo, &hi) ||
+             hi <= cur->end) &&
+            (kd_rc_high_watermark(rc, to, part, &hi) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+             hi <= cur->end))
             return false;
         cur->markers_hw = hi;
         cur->markers_since = now;

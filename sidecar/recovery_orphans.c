@@ -39,6 +39,8 @@ struct scan {
     size_t route;
     int32_t partition;
     int64_t from, next, end; /* reading [next, end) of [from, end) */
+    int64_t settle; /* transactional: the high watermark when it began (0: none) */
+    uint64_t settle_asked_ms; /* mono: its end last asked again while below settle */
     slot *slots;
     size_t cap, n;
     uint64_t used_ms;     /* mono: the last lookup (the least recent goes first) */
@@ -152,7 +154,8 @@ static bool digest_each(void *arg, rd_kafka_message_t *m) {
  * fit together take turns instead of undoing each other. False while there
  * is no room (or memory). */
 static bool scan_room(kd_recovery *rc, scan *s) {
-    size_t cap = table_cap(s->end - s->from), bytes = cap * sizeof(slot), i;
+    size_t cap = table_cap((s->settle > s->end ? s->settle : s->end) - s->from),
+           bytes = cap * sizeof(slot), i;
 
     if (!s->roomless)
         return true;
@@ -221,7 +224,13 @@ static scan *scan_start(kd_recovery *rc, uint64_t owner, size_t route,
         s->retry_at_ms = kd_mono_ms() + SCAN_BACKOFF_MIN_MS;
         return s;
     }
-    bytes = table_cap(hi - start) * sizeof(slot);
+    /* transactional: hi is the last stable offset; the dead run's records
+     * may lie behind a transaction still open (outside hunt, 2026-12-07) */
+    if (rc->cfg->delivery == KD_DELIVERY_TRANSACTIONAL &&
+        kd_rc_high_watermark(rc, r->to, partition, &s->settle) !=
+            RD_KAFKA_RESP_ERR_NO_ERROR)
+        s->settle = 0;
+    bytes = table_cap((s->settle > hi ? s->settle : hi) - start) * sizeof(slot);
     if (start < lo || hi - start > rc->cfg->scan_max_records ||
         bytes > (size_t)rc->cfg->scan_cache_bytes) {
         KD_WARN("recovery: %s/%" PRId32 " from %" PRId64 " to %" PRId64 " (first %" PRId64
@@ -237,13 +246,21 @@ static scan *scan_start(kd_recovery *rc, uint64_t owner, size_t route,
     s->given_up = false;
     s->from = s->next = start;
     s->end = hi;
+    if (s->settle > hi)
+        KD_INFO("recovery: %s/%" PRId32 " ends at its last stable offset %" PRId64
+                ", below its high watermark %" PRId64 ": the scan waits for it",
+                r->to, partition, hi, s->settle);
     s->roomless = true; /* its table is made when there is room (scan_room) */
     scan_room(rc, s);
     return s;
 }
 
-/* The scan of (owner, route, partition), read a step further; *res says
- * when it is not complete (LATER) or cannot be (UNKNOWN). */
+/* The scan of (owner, route, partition), read a step further. Returned
+ * when what it read can be looked up: complete (*res FOUND), or, in the
+ * transactional mode, read to the last stable offset while that has yet
+ * to reach the high watermark the scan began at (*res LATER: a key not
+ * read yet may lie behind a transaction still open). Else NULL, *res
+ * saying LATER (under way) or UNKNOWN (it cannot be). */
 static scan *scan_for(kd_recovery *rc, uint64_t owner, size_t route, int32_t partition,
                       kd_recover_result *res) {
     const kd_route *r = &rc->cfg->routes[route];
@@ -302,6 +319,24 @@ static scan *scan_for(kd_recovery *rc, uint64_t owner, size_t route, int32_t par
             goto failed;
         }
     }
+    if (s->next >= s->end && s->settle > s->end) {
+        /* a transaction open before the settle point: the end asked again,
+         * every MARKERS_ASK_MS at most */
+        int64_t lo = 0, hi = 0;
+
+        if (now - s->settle_asked_ms < MARKERS_ASK_MS)
+            return s; /* LATER, what was read looked up */
+        s->settle_asked_ms = now;
+        if (kd_rc_watermarks(rc->scanner, r->to, partition, &lo, &hi) !=
+            RD_KAFKA_RESP_ERR_NO_ERROR) {
+            s->failures++;
+            goto failed;
+        }
+        if (hi > s->end)
+            s->end = hi < s->settle ? hi : s->settle; /* the table holds up to settle */
+        if (s->next >= s->end)
+            return s; /* LATER, what was read looked up */
+    }
     if (s->next >= s->end) {
         *res = KD_RECOVER_FOUND; /* complete: the caller looks the key up */
         return s;
@@ -315,6 +350,10 @@ static scan *scan_for(kd_recovery *rc, uint64_t owner, size_t route, int32_t par
     rc->stats.micros += kd_mono_us() - t0;
     if (step == RANGE_PAUSED)
         return NULL;
+    if (step == RANGE_DONE && s->settle > s->end) {
+        s->failures = 0;
+        return s; /* LATER, what was read looked up: read on once the end moves */
+    }
     if (step == RANGE_DONE) {
         KD_INFO("recovery: scanned %s/%" PRId32 " [%" PRId64 ", %" PRId64 "): %zu keys",
                 r->to, partition, s->from, s->end, s->n);
@@ -346,20 +385,24 @@ failed:
 kd_recover_result kd_recovery_find(kd_recovery *rc, uint64_t owner, size_t route,
                                    int32_t out_partition, const char *key, size_t key_len,
                                    uint64_t claimed_at_ms, kd_recover_found *out) {
-    kd_recover_result res;
+    kd_recover_result res, absent;
     scan *s = scan_for(rc, owner, route, out_partition, &res);
     unsigned char d[DIGEST_LEN];
     const slot *f;
 
     if (!s)
         return res;
+    /* res LATER with s: read to the last stable offset, which has yet to
+     * reach the high watermark the scan began at (transactions open before
+     * it): what was read can tell FOUND, not ABSENT */
+    absent = res == KD_RECOVER_LATER ? KD_RECOVER_LATER : KD_RECOVER_ABSENT;
     kd_rc_digest(key, key_len, d);
     if (!(f = scan_get(s, d)))
-        return KD_RECOVER_ABSENT;
+        return absent;
     /* Forwarded before the claim: the delivery of an older, expired claim
      * of the key, not of this one (records without the header: trusted). */
     if (!kd_recovery_forwarded_since(f->forwarded_at, claimed_at_ms))
-        return KD_RECOVER_ABSENT;
+        return absent;
     out->offset = f->pos - 1;
     out->timestamp = f->timestamp;
     return KD_RECOVER_FOUND;

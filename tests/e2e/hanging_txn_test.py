@@ -290,9 +290,132 @@ def held_reads(workdir):
         shut_down(mock, world)
 
 
+def empty_window(workdir):
+    """Phase "empty window" (outside hunt, 2026-12-07): a handover whose
+    window is empty (the store's mark is at the partition's last stable
+    offset) fetches nothing, so markers_awaited sees no high watermark and
+    does not wait, though a transaction is open there with key K's record.
+    r reads every (empty) partition once and saves its marks at 0; stopped;
+    TxnHold opens a transaction with K's record at orders.deduped/0@0; r
+    started again hands over [0, 0) and consumes at once; a copy of K is
+    sent; the held transaction is then committed. K must be downstream
+    once (read_committed)."""
+    mock = cluster.start()
+    check(mock.real, "Apache Kafka only")
+    world = World(mock.bootstrap)
+    r = Sidecar(os.path.join(workdir, "hang-e"), mock.bootstrap)
+    log = os.path.join(r.workdir, "kdedup.log")
+    key = "held-empty-window"
+    hold = None
+    try:
+        r.start()
+        wait_for("r to hold every partition", lambda: holding(r), 60)
+        stop(r)  # its marks: at 0, the end of every (empty) partition
+        hold = subprocess.Popen(
+            ["java", "-Xmx128m", "-cp", os.path.join(cluster.kafka_rig.libs(), "*"),
+             os.path.join(ROOT, "tests", "kafka", "TxnHold.java"), mock.bootstrap, DST,
+             "0", "kdedup-test-hold-empty", "-", "-", key, f"{SRC}/0/0"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            text=True)
+        check(line_of(hold, 120) == "open", "the held transaction did not open")
+        r.start()
+        wait_for("r to hold every partition, or to wait for the held transaction",
+                 lambda: holding(r) or logged(log, ASKED_AGAIN), 60)
+        waited = logged(log, ASKED_AGAIN)
+        world.producer.send(SRC, partition=0, value=b"the copy",
+                            headers=[("Idempotency-Key", key.encode())])
+        world.producer.flush(timeout=60)
+        time.sleep(3)  # r forwards the copy now, unless its handover waits
+        hold.stdin.write("commit\n")
+        hold.stdin.flush()
+        check(line_of(hold, 60) == "committed", "the held transaction was not committed")
+        wait_for("r to hold every partition", lambda: holding(r), 60)
+        wait_for("r to settle the copy",
+                 lambda: gauge(r, "kdedup_duplicates_total") +
+                 gauge(r, "kdedup_messages_forwarded_total") >= 1, 60)
+        stop(r)
+        copies = [rec for rec in cluster.read_committed(mock.bootstrap, DST)
+                  if rec[3].get("Idempotency-Key") == key]
+        check(len(copies) == 1, f"{key} downstream {len(copies)} times (read_committed); "
+              f"r's handover waited for the held transaction: {waited}")
+        return (f"r's handover of an empty window waited for the held transaction "
+                f"({waited}); {key} downstream once")
+    finally:
+        if hold and hold.poll() is None:
+            hold.kill()
+            hold.wait(timeout=30)
+        shut_down(mock, world, r)
+
+
+def orphan_read(workdir):
+    """Phase "orphan read" (outside hunt, 2026-12-07): a dead run's claim,
+    fresh (seconds old, far from dedup.inflight_timeout), whose delivery is
+    committed behind another producer's transaction held open. The copy that
+    meets the claim reads downstream for it at once (kd_pl_takeover ->
+    resolve_orphan -> kd_recovery_find), and that read ends at the last
+    stable offset. dedup.handover false: nothing else reads for it first.
+    K must be downstream once (read_committed)."""
+    mock = cluster.start()
+    check(mock.real, "Apache Kafka only")
+    world = World(mock.bootstrap)
+    r = Sidecar(os.path.join(workdir, "hang-o"), mock.bootstrap,
+                {"dedup": {"handover": False}})
+    key = "held-orphan"
+    dead_claim = os.path.join(ROOT, os.environ.get("BUILD", "build"), "tests",
+                              "dead_claim")
+    hold = None
+    try:
+        # the claim first: the dead run's delivery came after it
+        out = subprocess.run([dead_claim, r.config, "beef", key], capture_output=True,
+                             text=True, timeout=60)
+        check(out.returncode == 0, f"dead_claim: {out.stderr}")
+        hold = subprocess.Popen(
+            ["java", "-Xmx128m", "-cp", os.path.join(cluster.kafka_rig.libs(), "*"),
+             os.path.join(ROOT, "tests", "kafka", "TxnHold.java"), mock.bootstrap, DST,
+             "0", "kdedup-test-hold-orphan", "warm-orphan", f"{SRC}/0/90", "held-open",
+             f"{SRC}/0/91"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            text=True)
+        check(line_of(hold, 120) == "open", "the held transaction did not open")
+        # the dead run's delivery of K, committed behind the held transaction
+        headers = [("Idempotency-Key", key.encode()),
+                   ("kdedup-source", f"{SRC}/0/0".encode()),
+                   ("kdedup-forwarded-at", str(int(time.time() * 1000)).encode())]
+        at = world.producer.send(DST, partition=0, value=b"the dead run's delivery",
+                                 headers=headers).get(timeout=60).offset
+        r.start()
+        wait_for("r to hold every partition",
+                 lambda: gauge(r, "kdedup_assigned_partitions") == PARTS, 60)
+        world.producer.send(SRC, partition=0, value=b"the copy",
+                            headers=[("Idempotency-Key", key.encode())])
+        world.producer.flush(timeout=60)
+        time.sleep(3)  # r reads for the claim now (and forwards K, if absent)
+        hold.stdin.write("commit\n")
+        hold.stdin.flush()
+        check(line_of(hold, 60) == "committed", "the held transaction was not committed")
+        wait_for("r to resolve the dead run's claim",
+                 lambda: gauge(r, "kdedup_orphans_found_total") +
+                 gauge(r, "kdedup_orphans_absent_total") +
+                 gauge(r, "kdedup_duplicates_total") >= 1, 60)
+        found = gauge(r, "kdedup_orphans_found_total")
+        absent = gauge(r, "kdedup_orphans_absent_total")
+        time.sleep(2)  # r's transaction commits
+        stop(r)
+        copies = [rec for rec in cluster.read_committed(mock.bootstrap, DST)
+                  if rec[3].get("Idempotency-Key") == key]
+        check(len(copies) == 1, f"{key} downstream {len(copies)} times (read_committed; "
+              f"the dead run's at {at}); orphans found {found:.0f}, absent {absent:.0f}")
+        return f"{key} found behind the held transaction; downstream once"
+    finally:
+        if hold and hold.poll() is None:
+            hold.kill()
+            hold.wait(timeout=30)
+        shut_down(mock, world, r)
+
+
 def main():
     """Runs every phase, or those named on the command line (run, markers,
-    late_markers, held_reads)."""
+    late_markers, held_reads, empty_window, orphan_read)."""
     workdir = tempfile.mkdtemp(prefix="kdedup-hanging-")
     failed = 0
     for name, fn in (("a killed replica's open transaction", run),
@@ -300,7 +423,11 @@ def main():
                      ("a handover meets a transaction whose markers come late",
                       late_markers),
                      ("a read for a key meets a transaction held open before it",
-                      held_reads)):
+                      held_reads),
+                     ("a handover of an empty window meets a transaction held open",
+                      empty_window),
+                     ("a dead run's fresh orphan behind a transaction held open",
+                      orphan_read)):
         if sys.argv[1:] and fn.__name__ not in sys.argv[1:]:
             continue
         t0 = time.time()

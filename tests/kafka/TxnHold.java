@@ -43,9 +43,11 @@ public class TxnHold {
         p.put("value.serializer", ByteArraySerializer.class.getName());
         try (KafkaProducer<byte[], byte[]> producer = new KafkaProducer<>(p)) {
             producer.initTransactions();
-            producer.beginTransaction();
-            producer.send(record(topic, partition, args[4], args[5]));
-            producer.commitTransaction();
+            if (!"-".equals(args[4])) { // "-": no first (committed) transaction
+                producer.beginTransaction();
+                producer.send(record(topic, partition, args[4], args[5]));
+                producer.commitTransaction();
+            }
             producer.beginTransaction();
             producer.send(record(topic, partition, args[6], args[7])).get();
             System.out.println("open");
