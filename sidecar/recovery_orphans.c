@@ -39,7 +39,8 @@ struct scan {
     size_t route;
     int32_t partition;
     int64_t from, next, end; /* reading [next, end) of [from, end) */
-    int64_t settle; /* transactional: the high watermark when it began (0: none) */
+    int64_t settle;        /* transactional: the high watermark when it began (0: none) */
+    uint64_t settle_since; /* mono: read to its end below settle since then */
     uint64_t settle_asked_ms; /* mono: its end last asked again while below settle */
     slot *slots;
     size_t cap, n;
@@ -107,14 +108,20 @@ static void scan_drop(kd_recovery *rc, size_t i) {
     rc->stats.cache_scans = rc->nscans;
 }
 
-/* The least recently used scan other than `keep`, or SIZE_MAX. */
+/* True once s has read to its end, and that end reached the high
+ * watermark it waits for (the transactional mode: scan_for). */
+static bool scan_complete(const scan *s) {
+    return s->next >= s->end && s->settle <= s->end;
+}
+
+/* The least recently used scan other than `keep`, or SIZE_MAX; with
+ * with_table, among the complete scans that hold a table. */
 static size_t scan_lru(const kd_recovery *rc, const scan *keep, bool with_table) {
     size_t best = SIZE_MAX;
 
     for (size_t i = 0; i < rc->nscans; i++)
         if (&rc->scans[i] != keep &&
-            (!with_table ||
-             (rc->scans[i].slots && rc->scans[i].next >= rc->scans[i].end)) &&
+            (!with_table || (rc->scans[i].slots && scan_complete(&rc->scans[i]))) &&
             (best == SIZE_MAX || rc->scans[i].used_ms < rc->scans[best].used_ms))
             best = i;
     return best;
@@ -231,7 +238,8 @@ static scan *scan_start(kd_recovery *rc, uint64_t owner, size_t route,
             RD_KAFKA_RESP_ERR_NO_ERROR)
         s->settle = 0;
     bytes = table_cap((s->settle > hi ? s->settle : hi) - start) * sizeof(slot);
-    if (start < lo || hi - start > rc->cfg->scan_max_records ||
+    if (start < lo ||
+        (s->settle > hi ? s->settle : hi) - start > rc->cfg->scan_max_records ||
         bytes > (size_t)rc->cfg->scan_cache_bytes) {
         KD_WARN("recovery: %s/%" PRId32 " from %" PRId64 " to %" PRId64 " (first %" PRId64
                 ") cannot be scanned: %s; the orphans there are forwarded again",
@@ -288,7 +296,7 @@ static scan *scan_for(kd_recovery *rc, uint64_t owner, size_t route, int32_t par
     *res = KD_RECOVER_LATER;
     if (now < s->retry_at_ms)
         return NULL;
-    if (owner == rc->boot_id && s->from >= 0 && s->next >= s->end) {
+    if (owner == rc->boot_id && s->from >= 0 && scan_complete(s)) {
         /* this run's own deliveries go on landing: read what was added */
         int64_t lo = 0, hi = 0;
 
@@ -303,6 +311,10 @@ static scan *scan_for(kd_recovery *rc, uint64_t owner, size_t route, int32_t par
                 *res = KD_RECOVER_UNKNOWN;
                 return NULL;
             }
+            /* the scan it replaces waited for the transactions open when it
+             * began; this run's own, always open under steady traffic, would
+             * keep a new one waiting at each growth */
+            s->settle = 0;
         } else if (hi > s->end) {
             s->end = hi;
         }
@@ -321,21 +333,34 @@ static scan *scan_for(kd_recovery *rc, uint64_t owner, size_t route, int32_t par
     }
     if (s->next >= s->end && s->settle > s->end) {
         /* a transaction open before the settle point: the end asked again,
-         * every MARKERS_ASK_MS at most */
+         * every MARKERS_ASK_MS at most, for as long as a replica's
+         * transaction may stay open (as a handover waits) */
+        uint64_t wait_ms = kd_config_txn_timeout_ms(rc->cfg) + TXN_ABORT_CHECK_MS;
         int64_t lo = 0, hi = 0;
 
-        if (now - s->settle_asked_ms < MARKERS_ASK_MS)
+        if (!s->settle_since)
+            s->settle_since = now;
+        if (now - s->settle_since >= wait_ms) {
+            KD_WARN("recovery: %s/%" PRId32 " read to %" PRId64 ", still below %" PRId64
+                    " after %llu ms: a transaction held open longer than a replica's can "
+                    "be; the records committed behind it are not scanned",
+                    r->to, partition, s->end, s->settle, (unsigned long long)wait_ms);
+            s->settle = 0;
+        } else if (now - s->settle_asked_ms < MARKERS_ASK_MS) {
             return s; /* LATER, what was read looked up */
-        s->settle_asked_ms = now;
-        if (kd_rc_watermarks(rc->scanner, r->to, partition, &lo, &hi) !=
-            RD_KAFKA_RESP_ERR_NO_ERROR) {
-            s->failures++;
-            goto failed;
+        } else {
+            s->settle_asked_ms = now;
+            if (kd_rc_watermarks(rc->scanner, r->to, partition, &lo, &hi) !=
+                RD_KAFKA_RESP_ERR_NO_ERROR) {
+                s->failures++;
+                goto failed;
+            }
+            s->failures = 0;
+            if (hi > s->end)
+                s->end = hi < s->settle ? hi : s->settle; /* the table holds up to it */
+            if (s->next >= s->end && s->settle > s->end)
+                return s; /* LATER, what was read looked up */
         }
-        if (hi > s->end)
-            s->end = hi < s->settle ? hi : s->settle; /* the table holds up to settle */
-        if (s->next >= s->end)
-            return s; /* LATER, what was read looked up */
     }
     if (s->next >= s->end) {
         *res = KD_RECOVER_FOUND; /* complete: the caller looks the key up */
