@@ -197,6 +197,43 @@ def line_of(proc, timeout_s):
     return proc.stdout.readline().strip()
 
 
+def hold_open(mock, txn_id, first, held):
+    """tests/kafka/TxnHold.java on orders.deduped/0: first (key, source) in a
+    transaction it commits (None: none), then held (key, source) in one it
+    leaves open until told on stdin; returns the process once it said
+    "open"."""
+    args = list(first or ("-", "-")) + list(held)
+    proc = subprocess.Popen(
+        ["java", "-Xmx128m", "-cp", os.path.join(cluster.kafka_rig.libs(), "*"),
+         os.path.join(ROOT, "tests", "kafka", "TxnHold.java"), mock.bootstrap, DST, "0",
+         txn_id] + args,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        check(line_of(proc, 120) == "open", "the held transaction did not open")
+    except Failure:
+        proc.kill()
+        proc.wait(timeout=30)
+        raise
+    return proc
+
+
+def commit(proc):
+    """Tells a hold_open() process to commit its open transaction."""
+    proc.stdin.write("commit\n")
+    proc.stdin.flush()
+    check(line_of(proc, 60) == "committed", "the held transaction was not committed")
+
+
+def forwarded(world, key, source, value):
+    """Writes key's record to orders.deduped/0 as kdedup forwards it (from
+    source, now), outside any transaction; returns its offset."""
+    headers = [("Idempotency-Key", key.encode()),
+               ("kdedup-source", source.encode()),
+               ("kdedup-forwarded-at", str(int(time.time() * 1000)).encode())]
+    return world.producer.send(DST, partition=0, value=value,
+                               headers=headers).get(timeout=60).offset
+
+
 def late_markers(workdir):
     """Phase "late markers" (see the top)."""
     mock = cluster.start()
@@ -205,22 +242,17 @@ def late_markers(workdir):
     r = Sidecar(os.path.join(workdir, "hang-m"), mock.bootstrap)
     log = os.path.join(r.workdir, "kdedup.log")
     key = "held-late-markers"
-    hold = subprocess.Popen(
-        ["java", "-Xmx128m", "-cp", os.path.join(cluster.kafka_rig.libs(), "*"),
-         os.path.join(ROOT, "tests", "kafka", "TxnHold.java"), mock.bootstrap, DST, "0",
-         "kdedup-test-hold", "warm-late-markers", f"{SRC}/0/0", key, f"{SRC}/0/1"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    hold = None
     try:
-        check(line_of(hold, 120) == "open", "the held transaction did not open")
+        hold = hold_open(mock, "kdedup-test-hold", ("warm-late-markers", f"{SRC}/0/0"),
+                         (key, f"{SRC}/0/1"))
         r.start()
         wait_for("r's handover to ask for orders.deduped/0's end again",
                  lambda: logged(log, ASKED_AGAIN), 60)
         # held on, as another replica's may be (a killed one's until the
         # broker aborts it): longer than the 3 s the handover once waited
         time.sleep(HELD_S)
-        hold.stdin.write("commit\n")
-        hold.stdin.flush()
-        check(line_of(hold, 60) == "committed", "the held transaction was not committed")
+        commit(hold)
         wait_for("r to hold every partition", lambda: holding(r), 60)
         learned = gauge(r, "kdedup_handover_keys_total")
         world.producer.send(SRC, partition=0, value=b"the copy",
@@ -240,7 +272,7 @@ def late_markers(workdir):
                 f"key(s) once it was committed ({read[-1] if read else 'no line'}); the "
                 f"copy of {key} a duplicate, downstream once")
     finally:
-        if hold.poll() is None:
+        if hold and hold.poll() is None:
             hold.kill()
             hold.wait(timeout=30)
         shut_down(mock, world, r)
@@ -254,29 +286,19 @@ def held_reads(workdir):
     r = Sidecar(os.path.join(workdir, "hang-reads"), mock.bootstrap)  # its config only
     key = "held-reads"
     find_since = os.path.join(ROOT, os.environ.get("BUILD", "build"), "tests", "find_since")
-    hold = subprocess.Popen(
-        ["java", "-Xmx128m", "-cp", os.path.join(cluster.kafka_rig.libs(), "*"),
-         os.path.join(ROOT, "tests", "kafka", "TxnHold.java"), mock.bootstrap, DST, "0",
-         "kdedup-test-hold-reads", "warm-held-reads", f"{SRC}/0/0", "held-open",
-         f"{SRC}/0/1"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    hold = None
     reader = None
     try:
-        check(line_of(hold, 120) == "open", "the held transaction did not open")
-        headers = [("Idempotency-Key", key.encode()),
-                   ("kdedup-source", f"{SRC}/0/2".encode()),
-                   ("kdedup-forwarded-at", str(int(time.time() * 1000)).encode())]
-        at = world.producer.send(DST, partition=0, value=b"behind the held transaction",
-                                 headers=headers).get(timeout=60).offset
+        hold = hold_open(mock, "kdedup-test-hold-reads", ("warm-held-reads", f"{SRC}/0/0"),
+                         ("held-open", f"{SRC}/0/1"))
+        at = forwarded(world, key, f"{SRC}/0/2", b"behind the held transaction")
         reader = subprocess.Popen([find_since, r.config, mock.bootstrap, "0", key, "0", "120"],
                                   stdout=subprocess.PIPE, text=True)
         first = line_of(reader, 60)
         check(first == "later", f"{key}, written at {at} behind the held transaction, "
               f"read for: {first!r}, not 'later' (taken for absent, it is forwarded again)")
         t0 = time.time()
-        hold.stdin.write("commit\n")
-        hold.stdin.flush()
-        check(line_of(hold, 60) == "committed", "the held transaction was not committed")
+        commit(hold)
         last = line_of(reader, 60)
         check(last == f"found {at}", f"{key} read for once the held transaction ended: "
               f"{last!r}, not 'found {at}'")
@@ -311,13 +333,7 @@ def empty_window(workdir):
         r.start()
         wait_for("r to hold every partition", lambda: holding(r), 60)
         stop(r)  # its marks: at 0, the end of every (empty) partition
-        hold = subprocess.Popen(
-            ["java", "-Xmx128m", "-cp", os.path.join(cluster.kafka_rig.libs(), "*"),
-             os.path.join(ROOT, "tests", "kafka", "TxnHold.java"), mock.bootstrap, DST,
-             "0", "kdedup-test-hold-empty", "-", "-", key, f"{SRC}/0/0"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            text=True)
-        check(line_of(hold, 120) == "open", "the held transaction did not open")
+        hold = hold_open(mock, "kdedup-test-hold-empty", None, (key, f"{SRC}/0/0"))
         r.start()
         wait_for("r to hold every partition, or to wait for the held transaction",
                  lambda: holding(r) or logged(log, ASKED_AGAIN), 60)
@@ -326,9 +342,7 @@ def empty_window(workdir):
                             headers=[("Idempotency-Key", key.encode())])
         world.producer.flush(timeout=60)
         time.sleep(3)  # r forwards the copy now, unless its handover waits
-        hold.stdin.write("commit\n")
-        hold.stdin.flush()
-        check(line_of(hold, 60) == "committed", "the held transaction was not committed")
+        commit(hold)
         wait_for("r to hold every partition", lambda: holding(r), 60)
         wait_for("r to settle the copy",
                  lambda: gauge(r, "kdedup_duplicates_total") +
@@ -369,20 +383,10 @@ def orphan_read(workdir):
         out = subprocess.run([dead_claim, r.config, "beef", key], capture_output=True,
                              text=True, timeout=60)
         check(out.returncode == 0, f"dead_claim: {out.stderr}")
-        hold = subprocess.Popen(
-            ["java", "-Xmx128m", "-cp", os.path.join(cluster.kafka_rig.libs(), "*"),
-             os.path.join(ROOT, "tests", "kafka", "TxnHold.java"), mock.bootstrap, DST,
-             "0", "kdedup-test-hold-orphan", "warm-orphan", f"{SRC}/0/90", "held-open",
-             f"{SRC}/0/91"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            text=True)
-        check(line_of(hold, 120) == "open", "the held transaction did not open")
+        hold = hold_open(mock, "kdedup-test-hold-orphan", ("warm-orphan", f"{SRC}/0/90"),
+                         ("held-open", f"{SRC}/0/91"))
         # the dead run's delivery of K, committed behind the held transaction
-        headers = [("Idempotency-Key", key.encode()),
-                   ("kdedup-source", f"{SRC}/0/0".encode()),
-                   ("kdedup-forwarded-at", str(int(time.time() * 1000)).encode())]
-        at = world.producer.send(DST, partition=0, value=b"the dead run's delivery",
-                                 headers=headers).get(timeout=60).offset
+        at = forwarded(world, key, f"{SRC}/0/0", b"the dead run's delivery")
         r.start()
         wait_for("r to hold every partition",
                  lambda: gauge(r, "kdedup_assigned_partitions") == PARTS, 60)
@@ -390,9 +394,7 @@ def orphan_read(workdir):
                             headers=[("Idempotency-Key", key.encode())])
         world.producer.flush(timeout=60)
         time.sleep(3)  # r reads for the claim now (and forwards K, if absent)
-        hold.stdin.write("commit\n")
-        hold.stdin.flush()
-        check(line_of(hold, 60) == "committed", "the held transaction was not committed")
+        commit(hold)
         wait_for("r to resolve the dead run's claim",
                  lambda: gauge(r, "kdedup_orphans_found_total") +
                  gauge(r, "kdedup_orphans_absent_total") +
