@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """The admin API and config reload, end to end with the real binary and
-kafka-python, under the oracle of e2e_test.py.
+kafka-python, under the oracle of world.py.
 
 Phase "keys": a key forwarded is looked up (completed, with a receipt that
 names its downstream record), forgotten, sent again and forwarded again,
@@ -44,9 +44,9 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cluster  # noqa: E402
-from e2e_test import (API, DST, KDEDUP, PARTS, RECEIPT, SRC, Failure,  # noqa: E402
-                      Sidecar, World, check, free_port, http_get, shut_down)
-from faults_test import gauge, wait_for  # noqa: E402
+from harness import (API, DST, KDEDUP, PARTS, RECEIPT, SRC, Failure, Sidecar,  # noqa: E402
+                     check, free_port, gauge, http_get, scrape, wait_for)
+from world import World, shut_down  # noqa: E402
 
 from kafka import KafkaConsumer, TopicPartition  # noqa: E402
 
@@ -491,7 +491,6 @@ def reload_phase(mock, world, kd, admin, out, report):
 
 
 def scrape_value(kd):
-    from e2e_test import scrape
     return scrape(kd.port)
 
 

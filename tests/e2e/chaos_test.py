@@ -11,7 +11,7 @@ restart; a start killed again within 3 s (mid-join, mid-handover); a replica
 added; produce errors; downstream answers slower than message.timeout.ms;
 the downstream broker down and up; messages stamped days ago. Then it heals
 everything, leaves one replica running, sends duplicates of every key, and
-checks the oracle of e2e_test.py:
+checks the oracle of world.py:
 
 - no key lost, and every source partition committed to its end;
 - no key forwarded by two runs, except where the later run could not have
@@ -40,8 +40,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cluster  # noqa: E402
-from e2e_test import DST, PARTS, SRC, Failure, Sidecar, World, check  # noqa: E402
-from faults_test import gauge, stop, wait_for  # noqa: E402
+from harness import DST, PARTS, SRC, Failure, Sidecar, check, gauge, stop, wait_for  # noqa: E402
+from world import World  # noqa: E402
 
 STORAGE_ERROR = 56
 REAL_FAULTS = ("produce-errors", "slow-downstream", "broker-down",

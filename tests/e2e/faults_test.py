@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Fault tolerance end to end, under the oracle of e2e_test.py (every unique
+"""Fault tolerance end to end, under the oracle of world.py (every unique
 key downstream exactly once, by no two runs and by no run twice, first
 copy's payload and headers, order per source partition; downstream read
 once every source partition is committed to its end and no kdedup holds a
@@ -27,20 +27,19 @@ left uncertain; the oracle reads with isolation.level=read_committed.
 
 Run with Debian's interpreter: /usr/bin/python3 tests/e2e/faults_test.py
 """
-import json
 import os
 import signal
 import sys
 import tempfile
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition  # noqa: E402
 from kafka.errors import KafkaError  # noqa: E402
 import cluster  # noqa: E402
-from e2e_test import (API, DST, PARTS, SRC, Failure, Sidecar, World,  # noqa: E402
-                      check, gauge, scrape, shut_down, wait_for)
+from harness import (API, DST, PARTS, SRC, Failure, Sidecar, Stream,  # noqa: E402
+                     asking, check, gauge, log_lines, scrape, stop, wait_for)
+from world import World, shut_down  # noqa: E402
 
 STORAGE_ERROR, NOT_COORDINATOR, REQUEST_TIMED_OUT = 56, 16, 7
 TXN = os.environ.get("KD_DELIVERY") == "transactional"  # pipeline.delivery
@@ -63,59 +62,6 @@ def timed_out(kd):
             held + gauge(kd, "kdedup_transactions_total", result="aborted")
     return "possibly persisted", gauge(kd, "kdedup_produce_errors_total",
                                        status="possibly_persisted")
-
-
-def stop(*sidecars):
-    """SIGTERM to each; each must exit 0."""
-    for kd in sidecars:
-        rc = kd.signal(signal.SIGTERM)
-        check(rc == 0, f"{kd.workdir}: kdedup exited {rc} on SIGTERM")
-
-
-def asking(what, fn, tries=20):
-    """fn()'s answer, asked again while the cluster answers with an error (a
-    connection the faults closed)."""
-    for _ in range(tries - 1):
-        try:
-            return fn()
-        except KafkaError:
-            time.sleep(0.5)
-    try:
-        return fn()
-    except KafkaError as e:
-        raise Failure(f"{what}: {e!r}")
-
-
-def log_lines(kd, since=0):
-    """kdedup's JSON log lines from byte `since` of its log: (objects, end)."""
-    with open(kd.log.name, "rb") as f:
-        f.seek(since)
-        data = f.read()
-    lines = []
-    for raw in data.decode(errors="replace").splitlines():
-        try:
-            lines.append(json.loads(raw))
-        except ValueError:
-            pass
-    return lines, since + len(data)
-
-
-class Stream:
-    """Produces chunks with duplicates in a thread until stopped."""
-
-    def __init__(self, world, chunk=100, dup_share=0.3, pause_s=0.2):
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, args=(world, chunk, dup_share, pause_s))
-        self.thread.start()
-
-    def run(self, world, chunk, dup_share, pause_s):
-        while not self.stop.is_set():
-            world.produce(chunk, dup_share)
-            time.sleep(pause_s)
-
-    def end(self):
-        self.stop.set()
-        self.thread.join()
 
 
 def replicas(workdir, report):

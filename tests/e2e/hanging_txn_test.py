@@ -70,8 +70,8 @@ import time
 os.environ["KD_DELIVERY"] = "transactional"  # the mode's own test (World.read too)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cluster  # noqa: E402
-from e2e_test import DST, PARTS, SRC, Failure, Sidecar, World, check, shut_down  # noqa: E402
-from faults_test import gauge, stop, wait_for  # noqa: E402
+from harness import DST, PARTS, SRC, Failure, Sidecar, check, gauge, stop, wait_for  # noqa: E402
+from world import World, shut_down  # noqa: E402
 
 TXN_TIMEOUT_MS = 30000  # a's transaction.timeout.ms: how long it stays open
 HELD_S = 6  # phase "late markers": the held transaction's commit, after r asked

@@ -35,7 +35,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2e_test import API, KDEDUP, Sidecar, check, gauge, wait_for  # noqa: E402
+from harness import API, KDEDUP, Sidecar, check, gauge, wait_for  # noqa: E402
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition  # noqa: E402
 

@@ -30,8 +30,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cluster  # noqa: E402
-from e2e_test import (API, KDEDUP, RECEIPT, Failure, Sidecar, check,  # noqa: E402
-                      scrape)
+from harness import API, KDEDUP, RECEIPT, Failure, Sidecar, check, scrape  # noqa: E402
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition  # noqa: E402
 

@@ -19,8 +19,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2e_test import (API, DST, KDEDUP, SRC, Failure, Sidecar, check, gauge,  # noqa: E402
-                      wait_for)
+from harness import API, DST, KDEDUP, SRC, Failure, Sidecar, check, gauge, wait_for  # noqa: E402
 from cluster import Mock  # noqa: E402
 from kafka import KafkaProducer  # noqa: E402
 

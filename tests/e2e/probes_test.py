@@ -23,7 +23,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2e_test import Failure, check, free_port  # noqa: E402
+from harness import Failure, check, free_port  # noqa: E402
 
 KDEDUP = os.path.abspath(os.environ.get("KDEDUP", "build/kdedup"))
 NODE_CONNS = 8        # KD_HTTP_PER_IP_CONNECTIONS

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Where partitions change owner because a process stops, end to end with the
-real binary and kafka-python, under the oracle of e2e_test.py.
+real binary and kafka-python, under the oracle of world.py.
 
 Phase "leave": two replicas share the partitions; one is stopped with
 SIGTERM under load, restarted, then killed with SIGKILL. On SIGTERM it must
@@ -26,9 +26,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cluster  # noqa: E402
-from e2e_test import (DST, PARTS, SRC, Failure, Sidecar, World, check,  # noqa: E402
-                      shut_down)
-from faults_test import Stream, gauge, stop, wait_for  # noqa: E402
+from harness import (DST, PARTS, SRC, Failure, Sidecar, Stream, check, gauge,  # noqa: E402
+                     stop, wait_for)
+from world import World, shut_down  # noqa: E402
 
 def moved_after(stopping, other, sig):
     """Stops `stopping` with sig; returns (exit code, seconds until `other`

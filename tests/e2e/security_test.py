@@ -35,7 +35,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cluster  # noqa: E402
-from e2e_test import Failure, check, free_port, http_get  # noqa: E402
+from harness import Failure, check, free_port, http_get  # noqa: E402
 
 KDEDUP = os.path.abspath(os.environ.get("KDEDUP", "build/kdedup"))
 SECRET = "Env-S3cret-0f-kdedup"        # from the environment

@@ -18,7 +18,7 @@ Every 2 s the RSS of the process (/proc/PID/status) and kdedup's memory
 gauges are sampled, and /healthz is read every second. Checks: after the
 first minute the RSS stays within 20% of its level at the first minute and
 under the manifests' memory limit; /healthz never answers 503; the oracle
-of e2e_test.py finds every order downstream exactly once; the poisoned
+of world.py finds every order downstream exactly once; the poisoned
 partition is held back and never committed past the poison. Writes
 rss.csv and rss.png (matplotlib) into SOAK_OUT.
 
@@ -36,8 +36,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition  # noqa: E402
 import cluster  # noqa: E402
-from e2e_test import (API, Failure, Sidecar, World, check, gauge,  # noqa: E402
-                      http_get, scrape, shut_down, wait_for)
+from harness import API, Failure, Sidecar, check, gauge, http_get, scrape, wait_for  # noqa: E402
+from world import World, shut_down  # noqa: E402
 
 SECONDS = int(os.environ.get("SOAK_SECONDS", "600"))
 OUT = os.environ.get("SOAK_OUT", "build/soak-memory")

@@ -26,9 +26,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cluster  # noqa: E402
-from e2e_test import (KDEDUP, PARTS, Failure, Sidecar, World, check,  # noqa: E402
-                      http_get, shut_down)
-from faults_test import gauge, stop, wait_for  # noqa: E402
+from harness import (KDEDUP, PARTS, Failure, Sidecar, check, gauge, http_get,  # noqa: E402
+                     stop, wait_for)
+from world import World, shut_down  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SLOW_MS, SLOW_FOR_S = 9000, 15

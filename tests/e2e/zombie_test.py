@@ -40,8 +40,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cluster  # noqa: E402
 from chaos_test import handover_reads  # noqa: E402
-from e2e_test import PARTS, Failure, Sidecar, World, check, shut_down  # noqa: E402
-from faults_test import gauge, stop, wait_for  # noqa: E402
+from harness import PARTS, Failure, Sidecar, check, gauge, stop, wait_for  # noqa: E402
+from world import World, shut_down  # noqa: E402
 
 EXPECT = os.environ.get("KD_ZOMBIE_EXPECT", "none")  # "any": the count, reported
 MODE = os.environ.get("KD_DELIVERY")  # pipeline.delivery, when set
