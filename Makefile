@@ -344,7 +344,7 @@ $(BUILD)/tests/test_pipeline: $(call obj,tests/test_pipeline.c tests/test_pipeli
 
 # Memory bounds and flow control, against the same mock cluster.
 $(BUILD)/tests/test_bounds: $(call obj,tests/test_bounds.c tests/test_bounds_scans.c tests/test_bounds_flow.c \
-                                       tests/bounds_fixture.c tests/kafka_fixture.c tests/faulty_store.c \
+                                       tests/pipeline_fixture.c tests/kafka_fixture.c tests/faulty_store.c \
                                        tests/dedup_fixture.c tests/case_runner.c) \
                             $(LIBS_ALL) | $(KDEDUP)
 	@mkdir -p $(dir $@)
@@ -410,7 +410,7 @@ LONGEST_TESTS := $(BUILD)/tests/test_pipeline tests/e2e/seams_test.py \
 test-mock: deps
 	@$(MAKE) --no-print-directory $(KDEDUP) $(TESTS) $(BUILD)/bench/bench_e2e
 	@KDEDUP=$(KDEDUP) TEST_JOBS=$(TEST_JOBS) tests/run_tests.sh $(LONGEST_TESTS) \
-	    $(filter-out $(LONGEST_TESTS),$(INTEGRATION_TESTS) $(E2E_TESTS) $(TESTS))
+	    $(filter-out $(LONGEST_TESTS),$(INTEGRATION_TESTS) $(E2E_TESTS) $(UNIT_TESTS))
 	@$(if $(PERF_TESTS),KDEDUP=$(KDEDUP) TEST_JOBS=1 tests/run_tests.sh $(PERF_TESTS))
 
 # CI's pass under SANITIZE=address,undefined: the unit tests, the power-loss

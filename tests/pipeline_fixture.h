@@ -1,8 +1,9 @@
 /*
  * kdedup tests - the pipeline's fixture, shared by the test_pipeline_*.c
- * cases: a mock cluster per case (setup, teardown), runs of the pipeline
- * over it (kafka_fixture.h), configs, senders and waits. Each helper's doc
- * is at its definition in pipeline_fixture.c.
+ * and test_bounds_*.c cases: a mock cluster per case (setup, setup_bounds,
+ * teardown), runs of the pipeline over it (kafka_fixture.h), configs,
+ * senders and waits. Each helper's doc is at its definition in
+ * pipeline_fixture.c.
  */
 #ifndef KD_TEST_PIPELINE_FIXTURE_H
 #define KD_TEST_PIPELINE_FIXTURE_H
@@ -27,6 +28,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,6 +97,7 @@
 typedef kf_env env;
 
 int setup(void **state);
+int setup_bounds(void **state);
 int teardown(void **state);
 void start(kf_run *r, env *e, const char *producer_props, int max_retries,
            const char *grace);
@@ -119,6 +122,12 @@ void wait_replicas(kf_run *a, kf_run *b, uint64_t parts_a, uint64_t parts_b,
                    uint64_t forwarded);
 void slow_write_under_way(env *e, kf_run *a, kf_run *b, unsigned ms);
 void start_named(kf_run *r, env *e, const char *name);
+void deliveries_headed(rd_kafka_t *rk, int32_t partition, const char *prefix, int n,
+                       int extra);
+void deliveries(rd_kafka_t *rk, int32_t partition, const char *prefix, int n);
+uint64_t cache_bytes(const kd_recovery *rc);
+void recovery_open(env *e, const char *run, int cache_bytes, kd_config **cfg,
+                   kd_store **store, kd_recovery **rc);
 
 /* The cases (test_pipeline_*.c), run by test_pipeline.c's table. */
 void test_duplicates_within_across_and_restart(void **state);
@@ -173,5 +182,16 @@ void test_own_claim_kept_while_its_copy_waits(void **state);
 void test_signed_history_only(void **state);
 void test_claim_without_owner_reads_no_own_scan(void **state);
 void test_lost_claim_race_claims_again(void **state);
+
+/* The cases (test_bounds_*.c), run by test_bounds.c's table (setup_bounds). */
+void test_scans_step_within_the_cache_budget(void **state);
+void test_scans_that_do_not_fit_together_take_turns(void **state);
+void test_handover_beside_a_paused_scan(void **state);
+void test_handover_batches_within_their_bytes(void **state);
+void test_backpressure_pauses_and_resumes(void **state);
+void test_headers_count_in_flight(void **state);
+void test_poison_holds_back_only_its_partition(void **state);
+void test_orphans_keep_their_order(void **state);
+void test_unclaimed_records_are_no_delivery(void **state);
 
 #endif /* KD_TEST_PIPELINE_FIXTURE_H */

@@ -3,7 +3,7 @@
  * flight, a poison message holding back only its partition, orphans in
  * order, unclaimed records (run by test_bounds.c).
  */
-#include "tests/bounds_fixture.h"
+#include "tests/pipeline_fixture.h"
 
 /* One route without a dead-letter topic, at most 50 messages in flight. */
 #define BOUNDED_CONFIG                                                                   \

@@ -3,7 +3,7 @@
  * budget, scans that take turns, a handover beside a paused scan, handover
  * batches within their bytes (run by test_bounds.c).
  */
-#include "tests/bounds_fixture.h"
+#include "tests/pipeline_fixture.h"
 
 #define CACHE_BYTES (1 << 20)
 
