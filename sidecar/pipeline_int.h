@@ -4,7 +4,7 @@
  *
  * The message a consumed record becomes, the lists it waits in and the
  * table of its life (where it waits, and what comes next) are in
- * pipeline_msg.h. The pipeline is split into fifteen files (the kd_pl_*
+ * pipeline_msg.h. The pipeline is split into sixteen files (the kd_pl_*
  * functions each offers the others are declared below under its name):
  *   pipeline.c           life cycle: new, run (the loop and its turns),
  *                        reloads offered, stop, rejoin, destroy; the store
@@ -24,13 +24,20 @@
  *                        written ahead while the loop does the Kafka work
  *   pipeline_produce.c   producing to the downstream and dead-letter topics,
  *                        and the delivery-report callback
- *   pipeline_deliver.c   delivery reports served: receipts' text made, claims
- *                        held and released, retries and dead letters, claims
- *                        left by ended ownerships, a msg freed
- *   pipeline_receipts.c  receipts gathered, written lazily, made durable by
- *                        the next sync (settle_receipts)
- *   pipeline_gate.c      gates: a partition's messages wait, in order, behind
- *                        one whose orphaned claim is being resolved
+ *   pipeline_msg.c       a msg's life (its claim held, done, freed,
+ *                        abandoned), the notes ended ownerships leave, the
+ *                        barrier of an uncertain delivery, and the lists a
+ *                        msg waits in (the retries, the gates); it calls no
+ *                        other pipeline file
+ *   pipeline_deliver.c   delivery reports served: claims released, retries
+ *                        and dead letters; the retries that are due sent (or
+ *                        claimed, or read downstream for)
+ *   pipeline_receipts.c  receipts' text and buffers; receipts gathered,
+ *                        written lazily, made durable by the next sync
+ *                        (settle_receipts)
+ *   pipeline_gate.c      gates let out: a partition's messages wait, in
+ *                        order, behind one whose orphaned claim is being
+ *                        resolved (the gates' lists: pipeline_msg.c)
  *   pipeline_handover.c  reading a newly assigned partition's history
  *   pipeline_flow.c      flow control: backpressure, partitions held back,
  *                        pauses applied
@@ -469,13 +476,7 @@ void kd_pl_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque);
 /* Sends m downstream (or to the dead-letter topic); failures go to on_failed. */
 void kd_pl_produce(kd_pipeline *p, msg *m);
 
-/* pipeline_deliver.c */
-/* Drops retries of partitions no longer assigned (all, with all_parts). */
-void kd_pl_abandon_retries(kd_pipeline *p, bool all_parts);
-/* The delay before m's next delivery attempt. */
-uint64_t kd_pl_backoff_ms(const kd_pipeline *p, const msg *m);
-/* Writes m's receipt into buf; returns its length. */
-size_t kd_pl_format_receipt(const kd_pipeline *p, const msg *m, char *buf, size_t size);
+/* pipeline_msg.c */
 /* m's fate is durable: marks its offset done and frees m. */
 void kd_pl_msg_done(kd_pipeline *p, msg *m);
 /* m now holds its key's claim (recorded in p->held); false when out of
@@ -498,10 +499,8 @@ left_claim *kd_pl_left_find(kd_pipeline *p, size_t route, const char *key,
                             size_t key_len);
 /* Drops a note (resolved). */
 void kd_pl_left_drop(kd_pipeline *p, left_claim *l);
-/* Acts on a failed (or possibly failed) delivery of m. */
-void kd_pl_on_failed(kd_pipeline *p, msg *m);
 /* m's delivery was possibly persisted: its read of downstream waits for a
- * barrier (see pipeline_deliver.c). */
+ * barrier (see pipeline_msg.c). */
 void kd_pl_set_barrier(kd_pipeline *p, msg *m);
 /* True once a read of downstream for a delivery possibly persisted (to
  * out_partition of route, with its barrier and barrier_until) may begin: a
@@ -509,18 +508,33 @@ void kd_pl_set_barrier(kd_pipeline *p, msg *m);
  * the wait is over. */
 bool kd_pl_barrier_passed(const kd_pipeline *p, size_t route, int32_t out_partition,
                           uint64_t barrier, uint64_t until);
-/* Grows r to hold n receipts; false when out of memory (r unchanged). */
-bool kd_pl_receipts_reserve(kd_pl_receipts *r, size_t n);
-/* Frees r's arrays. */
-void kd_pl_receipts_free(kd_pl_receipts *r);
-/* Writes a receipt naming where a message went and came from; returns its length. */
-size_t kd_pl_receipt_text(const kd_pipeline *p, size_t route, int32_t out_part,
-                          int64_t out_off, int64_t ts, int32_t src_part, int64_t src_off,
-                          char *buf, size_t size);
-/* Sends (or claims, or reads downstream for) the retries that are due. */
-void kd_pl_retry_due(kd_pipeline *p);
 /* Puts m on the retry list, due in delay_ms. */
 void kd_pl_schedule_retry(kd_pipeline *p, msg *m, uint64_t delay_ms);
+/* The delay before m's next delivery attempt. */
+uint64_t kd_pl_backoff_ms(const kd_pipeline *p, const msg *m);
+/* Drops retries of partitions no longer assigned (all, with all_parts). */
+void kd_pl_abandon_retries(kd_pipeline *p, bool all_parts);
+/* True when m's partition has messages waiting behind an orphan's scan: m
+ * is to wait behind them (appended; `takeover`: to be taken over when its
+ * turn comes, else produced). False when there is no gate: go on. */
+bool kd_pl_gated(kd_pipeline *p, msg *m, bool takeover);
+/* m's orphan scan is not complete (or m, a gate's head, is to be tried
+ * again at m->due_ms): m waits at its gate's head (opened for it if need
+ * be), and the messages of its partition consumed after it wait behind it. */
+void kd_pl_gate_wait(kd_pipeline *p, msg *m);
+/* True when messages of the partition wait at a gate. */
+bool kd_pl_gate_waiting(kd_pipeline *p, size_t route, int32_t partition);
+/* Closes gate g, its waiting list empty or taken: the last gate moves into
+ * its place. */
+void kd_pl_gate_close(kd_pipeline *p, gate *g);
+/* Drops the waiting messages of ended ownerships (all, with all_parts). */
+void kd_pl_gates_abandon(kd_pipeline *p, bool all_parts);
+
+/* pipeline_deliver.c */
+/* Acts on a failed (or possibly failed) delivery of m. */
+void kd_pl_on_failed(kd_pipeline *p, msg *m);
+/* Sends (or claims, or reads downstream for) the retries that are due. */
+void kd_pl_retry_due(kd_pipeline *p);
 /* Serves the producer for up to timeout_ms and settles its reports: a
  * delivered message's receipt waits on p->receipts, for the next job of
  * the store thread (kd_pl_ahead_turn) or kd_pl_receipts_write. */
@@ -545,6 +559,16 @@ void kd_pl_receipts_apply(kd_pipeline *p, kd_pl_receipts *r, bool durable);
  * job's sync did not cover, and those written while draining. Each turn,
  * and while draining. */
 void kd_pl_settle_receipts(kd_pipeline *p);
+/* Writes m's receipt into buf; returns its length. */
+size_t kd_pl_format_receipt(const kd_pipeline *p, const msg *m, char *buf, size_t size);
+/* Writes a receipt naming where a message went and came from; returns its length. */
+size_t kd_pl_receipt_text(const kd_pipeline *p, size_t route, int32_t out_part,
+                          int64_t out_off, int64_t ts, int32_t src_part, int64_t src_off,
+                          char *buf, size_t size);
+/* Grows r to hold n receipts; false when out of memory (r unchanged). */
+bool kd_pl_receipts_reserve(kd_pl_receipts *r, size_t n);
+/* Frees r's arrays. */
+void kd_pl_receipts_free(kd_pl_receipts *r);
 
 /* pipeline_handover.c */
 /* Reads the histories of the partitions due for a handover, together;
@@ -566,20 +590,8 @@ void kd_pl_handover_hold(kd_pipeline *p, msg *m);
 void kd_pl_scan_progress(void *arg);
 
 /* pipeline_gate.c */
-/* True when m's partition has messages waiting behind an orphan's scan: m
- * is to wait behind them (appended; `takeover`: to be taken over when its
- * turn comes, else produced). False when there is no gate: go on. */
-bool kd_pl_gated(kd_pipeline *p, msg *m, bool takeover);
-/* m's orphan scan is not complete (or m, a gate's head, is to be tried
- * again at m->due_ms): m waits at its gate's head (opened for it if need
- * be), and the messages of its partition consumed after it wait behind it. */
-void kd_pl_gate_wait(kd_pipeline *p, msg *m);
-/* True when messages of the partition wait at a gate. */
-bool kd_pl_gate_waiting(kd_pipeline *p, size_t route, int32_t partition);
 /* Lets out of every gate what can go, in order. Each turn. */
 void kd_pl_gates_turn(kd_pipeline *p);
-/* Drops the waiting messages of ended ownerships (all, with all_parts). */
-void kd_pl_gates_abandon(kd_pipeline *p, bool all_parts);
 
 /* pipeline_flow.c */
 /* Pauses consumption while too much is in flight, resumes it below, holds

@@ -13,8 +13,13 @@
  * flight, their offsets were not committed, and recovery finds the
  * deliveries downstream. One disk sync a turn instead of two.
  */
+#include "dedup/fmt.h"
 #include "sidecar/log.h"
 #include "sidecar/pipeline_int.h"
+#include "sidecar/receipt.h"
+
+#include <stdlib.h>
+#include <string.h>
 
 void kd_pl_receipts_gather(kd_pipeline *p, kd_pl_receipts *r, size_t max) {
     msg_list todo = list_take(&p->receipts);
@@ -125,4 +130,63 @@ void kd_pl_settle_receipts(kd_pipeline *p) {
         next = m->next;
         receipt_done(p, m);
     }
+}
+
+/* A receipt: where a message went (downstream partition, offset and
+ * timestamp) and where it came from (source partition and offset). */
+size_t kd_pl_receipt_text(const kd_pipeline *p, size_t route, int32_t out_part,
+                          int64_t out_off, int64_t ts, int32_t src_part, int64_t src_off,
+                          char *buf, size_t size) {
+    const kd_route *r = p->routes[route].cfg;
+    kd_receipt rec = {.to = r->to,
+                      .to_len = strlen(r->to),
+                      .to_partition = out_part,
+                      .to_offset = out_off,
+                      .timestamp = ts,
+                      .from = r->from,
+                      .from_len = strlen(r->from),
+                      .from_partition = src_part,
+                      .from_offset = src_off};
+
+    return kd_receipt_format(&rec, buf, size);
+}
+
+size_t kd_pl_format_receipt(const kd_pipeline *p, const msg *m, char *buf, size_t size) {
+    size_t n =
+        kd_pl_receipt_text(p, m->route, m->out_partition, m->out_offset, m->out_timestamp,
+                           m->rkm->partition, m->rkm->offset, buf, size);
+    kd_fmt f;
+
+    if (!m->has_fp || n + 1 >= size)
+        return n;
+    f = kd_fmt_on(buf + n, size - n);
+    kd_fmt_mem(&f, " fp=", 4);
+    kd_fmt_hex(&f, m->fp, KD_FINGERPRINT_LEN);
+    return n + kd_fmt_len(&f);
+}
+
+bool kd_pl_receipts_reserve(kd_pl_receipts *r, size_t n) {
+    kd_completion *c;
+    msg **msgs;
+    char *text;
+
+    if (n <= r->cap)
+        return true;
+    if ((c = realloc(r->c, n * sizeof(*c))))
+        r->c = c;
+    if ((msgs = realloc(r->msgs, n * sizeof(*msgs))))
+        r->msgs = msgs;
+    if ((text = realloc(r->text, n * RECEIPT_MAX)))
+        r->text = text;
+    if (!c || !msgs || !text)
+        return false;
+    r->cap = n;
+    return true;
+}
+
+void kd_pl_receipts_free(kd_pl_receipts *r) {
+    free(r->c);
+    free(r->msgs);
+    free(r->text);
+    memset(r, 0, sizeof(*r));
 }
