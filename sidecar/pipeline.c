@@ -446,7 +446,8 @@ int kd_pipeline_run(kd_pipeline *p) {
          * would keep its partition paused as long as they come. */
         kd_pl_hand_over(p);
         kd_pl_retry_due(p);
-        kd_pl_txn_turn(p);
+        if (kd_pl_txn_turn(p)) /* an abort's messages go again at once */
+            kd_pl_retry_due(p);
         kd_pl_gates_turn(p);
         kd_pl_store_offsets(p);
         kd_pl_flow(p);

@@ -4,7 +4,7 @@
  *
  * The message a consumed record becomes, the lists it waits in and the
  * table of its life (where it waits, and what comes next) are in
- * pipeline_msg.h. The pipeline is split into sixteen files (the kd_pl_*
+ * pipeline_msg.h. The pipeline is split into seventeen files (the kd_pl_*
  * functions each offers the others are declared below under its name):
  *   pipeline.c           life cycle: new, run (the loop and its turns),
  *                        reloads offered, stop, rejoin, destroy; the store
@@ -30,8 +30,9 @@
  *                        msg waits in (the retries, the gates); it calls no
  *                        other pipeline file
  *   pipeline_deliver.c   delivery reports served: claims released, retries
- *                        and dead letters; the retries that are due sent (or
- *                        claimed, or read downstream for)
+ *                        and dead letters
+ *   pipeline_retry.c     the retries that are due sent (or claimed, or read
+ *                        downstream for)
  *   pipeline_receipts.c  receipts' text and buffers; receipts gathered,
  *                        written lazily, made durable by the next sync
  *                        (settle_receipts)
@@ -533,12 +534,14 @@ void kd_pl_gates_abandon(kd_pipeline *p, bool all_parts);
 /* pipeline_deliver.c */
 /* Acts on a failed (or possibly failed) delivery of m. */
 void kd_pl_on_failed(kd_pipeline *p, msg *m);
-/* Sends (or claims, or reads downstream for) the retries that are due. */
-void kd_pl_retry_due(kd_pipeline *p);
 /* Serves the producer for up to timeout_ms and settles its reports: a
  * delivered message's receipt waits on p->receipts, for the next job of
  * the store thread (kd_pl_ahead_turn) or kd_pl_receipts_write. */
 void kd_pl_service(kd_pipeline *p, int timeout_ms);
+
+/* pipeline_retry.c */
+/* Sends (or claims, or reads downstream for) the retries that are due. */
+void kd_pl_retry_due(kd_pipeline *p);
 
 /* pipeline_receipts.c */
 /* Writes the receipts of p->receipts lazily, one write a route; their

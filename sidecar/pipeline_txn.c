@@ -457,10 +457,9 @@ static void ended(kd_pl_txn *t) {
 
 /* Aborts the open transaction (or, when the producer failed for good,
  * replaces it) and settles its messages, in consumption order; unknown: the
- * commit of those delivered failed for good (settle_unknown()). With resend,
- * sends those that go again at once (a new transaction), before anything
- * consumed later. */
-static void abort_open(kd_pipeline *p, bool resend, bool unknown) {
+ * commit of those delivered failed for good (settle_unknown()). Those that
+ * go again wait on p->retries, due at once. */
+static void abort_open(kd_pipeline *p, bool unknown) {
     kd_pl_txn *t = &p->txn;
     msg_list acked, failed;
     txn_next next;
@@ -496,8 +495,6 @@ static void abort_open(kd_pipeline *p, bool resend, bool unknown) {
             settle(p, m, unknown);
         }
     }
-    if (resend)
-        kd_pl_retry_due(p);
 }
 
 /* The open transaction committed: its messages are done. */
@@ -535,23 +532,23 @@ static bool offsets_moved(kd_pipeline *p) {
     return moved;
 }
 
-/* kd_pl_txn_end(); with resend, an aborted transaction's messages go again
- * at once (the loop's turn; not in a revoke, not while stopping). */
-static void end(kd_pipeline *p, bool commit, bool resend) {
+/* kd_pl_txn_end(). True when the transaction was aborted: its messages that
+ * go again wait on p->retries, due at once. */
+static bool end(kd_pipeline *p, bool commit) {
     kd_pl_txn *t = &p->txn;
     uint64_t t0 = kd_mono_us(), end;
     txn_next next = TXN_OK;
 
     if (!t->on || !t->open)
-        return;
+        return false;
     if (commit) {
         /* every delivery reported: delivered, or failed by message.timeout.ms */
         rd_kafka_flush(p->producer, (int)kd_config_message_timeout_ms(p->cfg));
         await_reports(p, kd_mono_ms() + TXN_TIMEOUT_MS);
     }
     if (!commit || t->doomed || t->outstanding || (next = send_offsets(p)) != TXN_OK) {
-        abort_open(p, resend, false);
-        return;
+        abort_open(p, false);
+        return true;
     }
     end = kd_mono_ms() + TXN_TIMEOUT_MS; /* try_ms: sooner at a stop */
     do
@@ -570,40 +567,40 @@ static void end(kd_pipeline *p, bool commit, bool resend) {
         p->txn.offsets_ms = kd_mono_ms();
         observe_since(kd_metrics_txn_commit(p->metrics), t0);
     } else { /* an abortable error: not committed; a fatal one: unknown */
-        abort_open(p, resend, next == TXN_FATAL);
+        abort_open(p, next == TXN_FATAL);
     }
+    return next != TXN_OK;
 }
 
 void kd_pl_txn_end(kd_pipeline *p, bool commit) {
-    end(p, commit, false);
+    end(p, commit);
 }
 
-void kd_pl_txn_turn(kd_pipeline *p) {
+bool kd_pl_txn_turn(kd_pipeline *p) {
     kd_pl_txn *t = &p->txn;
     uint64_t now = kd_mono_ms();
 
     if (!t->on || atomic_load(&p->fatal))
-        return;
+        return false;
     if (t->replace && !t->open) {
         replace_producer(p);
-        return;
+        return false;
     }
     if (t->init_since) {
         init_pending(p);
-        return;
+        return false;
     }
-    if (t->open && t->replace) {
-        end(p, false, true);
-        return;
-    }
+    if (t->open && t->replace)
+        return end(p, false);
     if (t->open) {
         if (t->doomed || now - t->began_ms >= p->cfg->txn_max_age_ms)
-            end(p, !t->doomed, true);
-        return;
+            return end(p, !t->doomed);
+        return false;
     }
     /* offsets alone (duplicates skipped, messages dropped): a transaction
      * of their own, at most once per transaction_max_age */
     if (now - t->offsets_ms >= p->cfg->txn_max_age_ms && offsets_moved(p) &&
         kd_pl_txn_ready(p))
-        end(p, true, true);
+        return end(p, true);
+    return false;
 }

@@ -72,7 +72,9 @@ bool kd_pl_txn_report(kd_pipeline *p, msg *m);
 void kd_pl_txn_end(kd_pipeline *p, bool commit);
 /* Each turn: commits the open transaction once it is
  * pipeline.transaction_max_age old (aborts a failed one), or commits
- * offsets that moved on their own. */
-void kd_pl_txn_turn(kd_pipeline *p);
+ * offsets that moved on their own. True when it aborted a transaction:
+ * its messages that go again wait on p->retries, due at once, and the
+ * caller sends them (kd_pl_retry_due) before anything consumed later. */
+bool kd_pl_txn_turn(kd_pipeline *p);
 
 #endif /* KD_PIPELINE_TXN_H */
