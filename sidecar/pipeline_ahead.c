@@ -349,20 +349,6 @@ void kd_pl_ahead_turn(kd_pipeline *p, size_t n) {
     }
 }
 
-uint64_t kd_pl_ahead_claiming(const kd_pipeline *p, size_t route, const void *key,
-                              size_t key_len) {
-    const kd_pl_work *w = &p->ahead.job;
-
-    if (!p->ahead.pending)
-        return 0;
-    /* the claims' keys are the loop's: the store thread writes decisions only */
-    for (size_t i = 0; i < w->nclaims; i++)
-        if (w->claim_route[i] == route && w->claims[i].key_len == key_len &&
-            !memcmp(w->claims[i].key, key, key_len))
-            return p->ahead.seq;
-    return 0;
-}
-
 bool kd_pl_ahead_finish(kd_pipeline *p, uint64_t deadline_ms) {
     kd_pl_ahead *a = &p->ahead;
 

@@ -350,10 +350,3 @@ void kd_pl_scan_progress(void *arg) {
 
     atomic_store(&p->tick_ms, kd_mono_ms());
 }
-
-size_t kd_pl_handover_find(const kd_pipeline *p, size_t route, int32_t partition) {
-    for (size_t i = 0; i < p->nhandovers; i++)
-        if (p->handovers[i].route == route && p->handovers[i].partition == partition)
-            return i;
-    return SIZE_MAX;
-}

@@ -5,7 +5,8 @@
  * The message a consumed record becomes, the lists it waits in and the
  * table of its life (where it waits, and what comes next) are in
  * pipeline_msg.h. The pipeline is split into seventeen files (the kd_pl_*
- * functions each offers the others are declared below under its name):
+ * functions each offers the others are declared below under its name; a
+ * small query of a part's state is a static inline there):
  *   pipeline.c           life cycle: new, run (the loop and its turns),
  *                        reloads offered, stop, rejoin, destroy; the store
  *                        opened (open_store)
@@ -394,8 +395,19 @@ bool kd_pl_ahead_grow(kd_pipeline *p, size_t n);
 /* The number of the job handed over to the store thread (never 0) when it
  * claims key in route, else 0: a claim of this run that no message holds
  * yet may be that job's, made and not yet acted on. */
-uint64_t kd_pl_ahead_claiming(const kd_pipeline *p, size_t route, const void *key,
-                              size_t key_len);
+static inline uint64_t kd_pl_ahead_claiming(const kd_pipeline *p, size_t route,
+                                            const void *key, size_t key_len) {
+    const kd_pl_work *w = &p->ahead.job;
+
+    if (!p->ahead.pending)
+        return 0;
+    /* the claims' keys are the loop's: the store thread writes decisions only */
+    for (size_t i = 0; i < w->nclaims; i++)
+        if (w->claim_route[i] == route && w->claims[i].key_len == key_len &&
+            !memcmp(w->claims[i].key, key, key_len))
+            return p->ahead.seq;
+    return 0;
+}
 
 /* pipeline_claim.c */
 /* Fills claims with the keyed messages of batch[0..n), route by route
@@ -461,7 +473,9 @@ void kd_pl_store_ok(kd_pipeline *p);
 /* Counts and logs a failed store call; the first one pauses consumption. */
 void kd_pl_store_failed(kd_pipeline *p, size_t route, const char *what);
 /* True while store writes fail (consumption paused). */
-bool kd_pl_store_failing(const kd_pipeline *p);
+static inline bool kd_pl_store_failing(const kd_pipeline *p) {
+    return atomic_load(&p->store_failing_since) != 0;
+}
 
 /* pipeline_conflict.c */
 /* True when the duplicate decision d (with its holder's owner) is a key
@@ -580,7 +594,13 @@ void kd_pl_hand_over(kd_pipeline *p);
 /* Queues a newly assigned partition for its handover; false when out of memory. */
 bool kd_pl_handover_add(kd_pipeline *p, size_t route, int32_t partition);
 /* The index of the partition's pending handover, or SIZE_MAX. */
-size_t kd_pl_handover_find(const kd_pipeline *p, size_t route, int32_t partition);
+static inline size_t kd_pl_handover_find(const kd_pipeline *p, size_t route,
+                                         int32_t partition) {
+    for (size_t i = 0; i < p->nhandovers; i++)
+        if (p->handovers[i].route == route && p->handovers[i].partition == partition)
+            return i;
+    return SIZE_MAX;
+}
 /* Drops pending handover i. */
 void kd_pl_handover_remove(kd_pipeline *p, size_t i);
 /* A message consumed while its partition's handover is pending (the
@@ -615,7 +635,11 @@ void kd_pl_set_paused(kd_pipeline *p, size_t route, int32_t partition, bool paus
 /* Starts the stop's one grace period (pipeline.shutdown_grace) when a stop
  * was asked and none began. Returns its end (mono ms), or 0 while no stop
  * was asked. */
-uint64_t kd_pl_stop_deadline(kd_pipeline *p);
+static inline uint64_t kd_pl_stop_deadline(kd_pipeline *p) {
+    if (atomic_load(&p->stop) && !p->stop_deadline)
+        p->stop_deadline = kd_mono_ms() + p->cfg->shutdown_grace_ms;
+    return p->stop_deadline;
+}
 
 /* Serves the producer until nothing is in flight or deadline_ms (monotonic). */
 void kd_pl_drain(kd_pipeline *p, uint64_t deadline_ms);

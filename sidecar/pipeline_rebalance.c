@@ -35,12 +35,6 @@ void kd_pl_store_offsets(kd_pipeline *p) {
     rd_kafka_topic_partition_list_destroy(ol.list);
 }
 
-uint64_t kd_pl_stop_deadline(kd_pipeline *p) {
-    if (atomic_load(&p->stop) && !p->stop_deadline)
-        p->stop_deadline = kd_mono_ms() + p->cfg->shutdown_grace_ms;
-    return p->stop_deadline;
-}
-
 /* Waits (serving the producer) until nothing is in flight or deadline. */
 void kd_pl_drain(kd_pipeline *p, uint64_t deadline_ms) {
     while (p->awaiting || p->receipts.n || p->reported.n || p->unsynced.n ||

@@ -41,10 +41,6 @@ void kd_pl_store_ok(kd_pipeline *p) {
     kd_pl_apply_pauses(p);
 }
 
-bool kd_pl_store_failing(const kd_pipeline *p) {
-    return atomic_load(&p->store_failing_since) != 0;
-}
-
 /* A route's claims in one store write, timed for kdedup_store_write_seconds;
  * a failed write marks every claim KD_ERR_STORE. Touches no pipeline state
  * (the store thread makes claims ahead with it). */
