@@ -99,7 +99,8 @@ SIDECAR_SRC := sidecar/log.c sidecar/offsets.c sidecar/headers.c sidecar/kafka.c
                sidecar/pipeline_claim.c sidecar/pipeline_store.c sidecar/pipeline_conflict.c sidecar/pipeline_produce.c sidecar/pipeline_deliver.c sidecar/pipeline_msg.c \
                sidecar/pipeline_retry.c \
                sidecar/pipeline_receipts.c sidecar/pipeline_ahead.c \
-               sidecar/pipeline_handover.c sidecar/pipeline_rebalance.c sidecar/pipeline_flow.c sidecar/pipeline_gate.c \
+               sidecar/pipeline_handover.c sidecar/pipeline_rebalance.c sidecar/pipeline_own.c \
+               sidecar/pipeline_flow.c sidecar/pipeline_gate.c \
                sidecar/harden.c sidecar/keysrc.c sidecar/reload.c \
                sidecar/admin.c sidecar/receipt.c sidecar/forgets.c sidecar/pipeline_txn.c
 

@@ -298,7 +298,8 @@ kd_pipeline *kd_pipeline_new(const kd_config *cfg, kd_store *store, const char *
         goto fail;
     }
     if (!(p->producer = client_new(p, KD_PRODUCER, brokers, errstr, errstr_size)) ||
-        !kd_pl_txn_init(p, errstr, errstr_size) || !routes_init(p, errstr, errstr_size) ||
+        !kd_pl_txn_init(p, kd_pl_producer_new, errstr, errstr_size) ||
+        !routes_init(p, errstr, errstr_size) ||
         !record_run(p, brokers, errstr, errstr_size) ||
         !(p->consumer = client_new(p, KD_CONSUMER, brokers, errstr, errstr_size)))
         goto fail;

@@ -4,7 +4,7 @@
  *
  * The message a consumed record becomes, the lists it waits in and the
  * table of its life (where it waits, and what comes next) are in
- * pipeline_msg.h. The pipeline is split into seventeen files (the kd_pl_*
+ * pipeline_msg.h. The pipeline is split into eighteen files (the kd_pl_*
  * functions each offers the others are declared below under its name; a
  * small query of a part's state is a static inline there):
  *   pipeline.c           life cycle: new, run (the loop and its turns),
@@ -45,6 +45,8 @@
  *                        pauses applied
  *   pipeline_rebalance.c offsets stored, drains, assignments, revocations and
  *                        losses
+ *   pipeline_own.c       ownerships ended: a partition's offsets forgotten,
+ *                        its handover dropped; an assignment lost
  *   pipeline_txn.c       the transactional delivery mode (its state and calls:
  *                        pipeline_txn.h)
  * The stages still call one another directly (claim -> produce -> deliver
@@ -352,7 +354,8 @@ static inline bool msg_live(const kd_pipeline *p, const msg *m) {
 
 /* pipeline.c */
 /* Creates a producer like the pipeline's first (kd_pipeline_new's brokers);
- * NULL with the reason in errstr. The caller owns it. */
+ * NULL with the reason in errstr. The caller owns it. Handed to
+ * kd_pl_txn_init, which makes a replacing producer with it. */
 rd_kafka_t *kd_pl_producer_new(kd_pipeline *p, char *errstr, size_t errstr_size);
 
 /* pipeline_consume.c */
@@ -648,6 +651,11 @@ void kd_pl_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                         rd_kafka_topic_partition_list_t *parts, void *opaque);
 /* Stores the commit points that moved; the consumer commits them. */
 void kd_pl_store_offsets(kd_pipeline *p);
+/* pipeline_own.c */
+/* Ends this ownership of a partition: its offsets are forgotten (no
+ * message of it is produced or settled as ours from now on), its pending
+ * handover dropped. */
+void kd_pl_own_end(kd_pipeline *p, size_t route, int32_t partition);
 /* True when the group took this consumer's assignment
  * (rd_kafka_assignment_lost: its session expired, or max.poll.interval.ms
  * passed without a poll). Every ownership then ends at once, before the

@@ -117,45 +117,6 @@ static void on_assign(kd_pipeline *p, rd_kafka_t *rk,
     KD_INFO("assigned %d partition(s)", parts->cnt);
 }
 
-/* Ends this ownership of a partition: its offsets are forgotten (no message
- * of it is produced or settled as ours from now on), its handover dropped. */
-static void end_ownership(kd_pipeline *p, size_t route, int32_t partition) {
-    size_t h = kd_pl_handover_find(p, route, partition);
-
-    kd_offsets_revoke(p->offsets, route, partition);
-    if (h != SIZE_MAX)
-        kd_pl_handover_remove(p, h);
-}
-
-typedef struct ending {
-    kd_pipeline *p;
-    int n;
-} ending;
-
-static void end_ownership_cb(void *arg, size_t route, int32_t partition) {
-    ending *e = arg;
-
-    end_ownership(e->p, route, partition);
-    e->n++;
-}
-
-bool kd_pl_assignment_lost(kd_pipeline *p) {
-    ending e = {p, 0};
-
-    if (!rd_kafka_assignment_lost(p->consumer))
-        return false;
-    kd_offsets_each_assigned(p->offsets, end_ownership_cb, &e);
-    if (e.n) {
-        KD_WARN("the group took this consumer's %d partition(s) (assignment lost: its "
-                "session expired, or max.poll.interval.ms passed without a poll): "
-                "nothing more is produced for them, and their messages in hand are "
-                "left to their next owner",
-                e.n);
-        kd_pl_abandon_retries(p, false);
-    }
-    return true;
-}
-
 static void on_revoke(kd_pipeline *p, rd_kafka_t *rk,
                       rd_kafka_topic_partition_list_t *parts, bool cooperative) {
     bool lost = rd_kafka_assignment_lost(rk);
@@ -187,7 +148,7 @@ static void on_revoke(kd_pipeline *p, rd_kafka_t *rk,
         size_t route = route_of(p, parts->elems[i].topic);
 
         if (route != SIZE_MAX)
-            end_ownership(p, route, parts->elems[i].partition);
+            kd_pl_own_end(p, route, parts->elems[i].partition);
     }
     kd_pl_abandon_retries(p, false);
     if (cooperative)
@@ -225,7 +186,7 @@ static void on_group_ended(kd_pipeline *p, rd_kafka_resp_err_t err,
 
         if (route != SIZE_MAX &&
             kd_offsets_assigned(p->offsets, route, parts->elems[i].partition)) {
-            end_ownership(p, route, parts->elems[i].partition);
+            kd_pl_own_end(p, route, parts->elems[i].partition);
             n++;
         }
     }

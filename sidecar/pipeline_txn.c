@@ -153,7 +153,9 @@ static bool init_pending(kd_pipeline *p) {
     return false;
 }
 
-bool kd_pl_txn_init(kd_pipeline *p, char *errstr, size_t errstr_size) {
+bool kd_pl_txn_init(kd_pipeline *p, kd_pl_producer_new_fn *producer_new, char *errstr,
+                    size_t errstr_size) {
+    p->txn.producer_new = producer_new;
     p->txn.on = p->cfg->delivery == KD_DELIVERY_TRANSACTIONAL;
     p->txn.offsets_ms = kd_mono_ms();
     return !p->txn.on ||
@@ -190,7 +192,7 @@ static void replace_producer(kd_pipeline *p) {
     rd_kafka_purge(old, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
     while (p->awaiting && kd_mono_ms() < deadline)
         kd_pl_service(p, 10); /* every delivery reported, as failed */
-    if (!(p->producer = kd_pl_producer_new(p, err, sizeof(err)))) {
+    if (!(p->producer = p->txn.producer_new(p, err, sizeof(err)))) {
         KD_ERROR("transaction: the producer cannot be replaced: %s; the pipeline stops",
                  err);
         p->producer = old; /* for kd_pipeline_destroy */

@@ -21,6 +21,11 @@ typedef struct kd_pl_txn_off {
     int64_t offset;
 } kd_pl_txn_off;
 
+/* Makes a producer like the pipeline's first (the caller owns it); NULL
+ * with the reason in errstr. */
+typedef rd_kafka_t *kd_pl_producer_new_fn(kd_pipeline *p, char *errstr,
+                                          size_t errstr_size);
+
 /* The transactional mode (pipeline_txn.c). The loop's thread only. At most
  * KD_PL_TXN_REPLACES producers replaced within KD_PL_TXN_REPLACE_WINDOW_MS:
  * past it, another process likely uses the same transactional.id, and the
@@ -50,12 +55,15 @@ typedef struct kd_pl_txn {
     msg_list failed;        /* ...reported failed */
     kd_pl_txn_off *offs;    /* the source offsets it settles, noffs of cap */
     size_t noffs, cap;
+    kd_pl_producer_new_fn *producer_new; /* kd_pl_txn_init's: makes a replacement */
 } kd_pl_txn;
 
 /* Sets the mode up; in the transactional mode initialises the producer's
  * transactions (fencing an earlier producer of the same transactional.id).
- * false with the reason in errstr when it cannot. */
-bool kd_pl_txn_init(kd_pipeline *p, char *errstr, size_t errstr_size);
+ * producer_new is kept to make a replacing producer. false with the reason
+ * in errstr when it cannot. */
+bool kd_pl_txn_init(kd_pipeline *p, kd_pl_producer_new_fn *producer_new, char *errstr,
+                    size_t errstr_size);
 /* Frees the mode's arrays. */
 void kd_pl_txn_destroy(kd_pipeline *p);
 /* Before a produce: in the transactional mode, a transaction is open (begun
