@@ -23,6 +23,7 @@
  *   pipeline_conflict.c  key conflicts: a key met again with another payload
  *   pipeline_ahead.c     the store thread: a turn's claims and receipts
  *                        written ahead while the loop does the Kafka work
+ *                        (its job, and who may touch what: pipeline_ahead.h)
  *   pipeline_produce.c   producing to the downstream and dead-letter topics,
  *                        and the delivery-report callback
  *   pipeline_msg.c       a msg's life (its claim held, done, freed,
@@ -71,7 +72,7 @@
  *              kd_pl_claim_write and kd_store_sync on the job handed to it:
  *              it reads p->routes[].dedup, p->store and p->metrics, and
  *              writes only into p->ahead.job while that is pending. The
- *              hand-over is p->ahead's lock and condition (kd_pl_ahead).
+ *              hand-over is p->ahead's lock and condition (pipeline_ahead.h).
  *   any        other threads (HTTP handlers, signal handlers, a reload)
  *              through pipeline.h's thread-safe calls: kd_pipeline_stop,
  *              _rejoin, _offer, _stats_get, _metrics, _healthy, _ready.
@@ -89,6 +90,7 @@
 #include "sidecar/metrics.h"
 #include "sidecar/offsets.h"
 #include "sidecar/pipeline.h"
+#include "sidecar/pipeline_ahead.h"
 #include "sidecar/pipeline_msg.h"
 #include "sidecar/pipeline_txn.h"
 #include "sidecar/recovery.h"
@@ -121,46 +123,6 @@
 #define BARRIER_WAIT_FACTOR 10 /* ...at most this many message.timeout.ms */
 #define STUCK_AFTER_FOREVER 5  /* failures that make a message stuck, max_retries -1 */
 #define ORPHAN_WAIT_MS 20      /* a message waiting for its orphan's scan: asks again */
-#define STALL_SLICE_MS 200 /* the longest the loop waits for the store thread at once */
-#define STALL_PAUSE_MAX_MS 5000 /* a write under way this long pauses consumption... */
-#define STALL_PAUSE_POLLS 4     /* ...or a max.poll.interval.ms / this, if shorter */
-
-/* Receipts gathered for one store write a route: their messages, the
- * completions and the receipts' text (RECEIPT_MAX each), cap long. */
-typedef struct kd_pl_receipts {
-    msg **msgs;
-    kd_completion *c;
-    char *text;
-    size_t n, cap;
-} kd_pl_receipts;
-
-/* One batch's store work: the receipts waiting when it was handed over
- * (written first, lazily), then its messages' claims. The message and
- * claim arrays are batch_max long, like the poll batch's. */
-typedef struct kd_pl_work {
-    msg **msgs;
-    size_t n, nclaims;
-    kd_claim *claims;
-    size_t *claim_of, *claim_route;
-    uint64_t now; /* wall ms: the claims' time */
-    kd_pl_receipts receipts;
-    bool receipts_durable;   /* a synced write or sync after them succeeded */
-    uint64_t failures_since; /* p->store_failures when handed over */
-} kd_pl_work;
-
-/* The store thread and the work it is given (pipeline_ahead.c). */
-typedef struct kd_pl_ahead {
-    pthread_t thread;
-    bool started;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;     /* on CLOCK_MONOTONIC */
-    bool queued, done, quit; /* under lock */
-    bool pending;            /* the pipeline's: job handed over, not yet acted on */
-    uint64_t seq;            /* the pipeline's: jobs handed over so far */
-    uint64_t handed_ms;      /* mono: when the job was handed over */
-    kd_pl_work job;          /* the store thread's while pending */
-    kd_pl_work acted;        /* the last job done, being acted on */
-} kd_pl_ahead;
 
 /* A source partition whose messages wait behind one whose claim is being
  * resolved from a dead run's downstream records, a scan step a turn: they
@@ -364,37 +326,7 @@ rd_kafka_t *kd_pl_producer_new(kd_pipeline *p, char *errstr, size_t errstr_size)
  * dropped). */
 size_t kd_pl_collect(kd_pipeline *p, size_t have, int timeout_ms);
 
-/* pipeline_ahead.c */
-/* Starts the store thread; false when it cannot be. */
-bool kd_pl_ahead_init(kd_pipeline *p);
-/* Stops and joins the store thread, and frees its arrays. */
-void kd_pl_ahead_destroy(kd_pipeline *p);
-/* Waits up to timeout_ms for the job handed over to be written. True when
- * no job is being written: kd_pl_ahead_turn may go on. */
-bool kd_pl_ahead_wait(kd_pipeline *p, int timeout_ms);
-/* A turn's store work, once kd_pl_ahead_wait said the job handed over last
- * turn is written: hands over the next (p->batch_msgs[0..n)'s claims,
- * after the waiting receipts), then acts on the finished job while the
- * store thread works: receipts' messages are done (or wait on p->unsynced
- * when the job could not sync them), and every message of its batch still
- * owned is sent, settled or retried as kd_pl_dispatch would (the others are
- * dropped). The poll batch's array swaps with the job's. */
-void kd_pl_ahead_turn(kd_pipeline *p, size_t n);
-/* The store thread's write outlasted a wait of the loop. Once it has been
- * under way for a quarter of max.poll.interval.ms (STALL_PAUSE_MAX_MS at
- * most), consumption pauses (every partition; /readyz says why) until it
- * is done, while the loop turns on without it. Returns whether it is
- * paused: only then may the loop poll the consumer. */
-bool kd_pl_ahead_stall(kd_pipeline *p);
-/* Waits for the job handed over, if any, until deadline_ms (mono;
- * UINT64_MAX: however long it takes), ticking the loop's health and
- * serving the producer (never polling the consumer), then acts on it:
- * before anything that must see every claim made (a revoke, the stop).
- * False when the deadline came first (the job stays handed over). */
-bool kd_pl_ahead_finish(kd_pipeline *p, uint64_t deadline_ms);
-/* Grows the jobs' batch arrays to n (finishing the job handed over first);
- * false when out of memory. */
-bool kd_pl_ahead_grow(kd_pipeline *p, size_t n);
+/* pipeline_ahead.h: the job handed over, as the loop sees it */
 /* The number of the job handed over to the store thread (never 0) when it
  * claims key in route, else 0: a claim of this run that no message holds
  * yet may be that job's, made and not yet acted on. */
