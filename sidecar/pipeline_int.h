@@ -4,20 +4,19 @@
  *
  * The message a consumed record becomes, the lists it waits in and the
  * table of its life (where it waits, and what comes next) are in
- * pipeline_msg.h. The pipeline is split into eighteen files (the kd_pl_*
+ * pipeline_msg.h. The pipeline is split into nineteen files (the kd_pl_*
  * functions each offers the others are declared below under its name; a
  * small query of a part's state is a static inline there):
- *   pipeline.c           life cycle: new, run (the loop and its turns),
- *                        reloads offered, stop, rejoin, destroy; the store
- *                        opened (open_store)
- *   pipeline_status.c    seen from outside: stats, metrics, /healthz and
- *                        /readyz
+ *   pipeline.c           life cycle: new, run (the loop and its turns), reloads
+ *                        offered, stop, rejoin, destroy; the store opened (open_store)
+ *   pipeline_status.c    seen from outside: stats, metrics, /healthz, /readyz
  *   pipeline_consume.c   consuming: a polled message becomes a msg (its key,
  *                        its bounds), or is settled at once
  *   pipeline_claim.c     claiming: the claims of a batch gathered, written and
  *                        acted on; takeovers of claims left by other runs and
- *                        ended ownerships; what downstream says of them and
- *                        of uncertain deliveries (read together)
+ *                        ended ownerships, and a scan of downstream for them
+ *   pipeline_resolve.c   reads of downstream for uncertain deliveries and
+ *                        ended ownerships' notes (each partition read once)
  *   pipeline_store.c     the store's health (store_failed / store_ok) and the
  *                        timed claim and receipt writes
  *   pipeline_conflict.c  key conflicts: a key met again with another payload
@@ -26,32 +25,25 @@
  *                        (its job, and who may touch what: pipeline_ahead.h)
  *   pipeline_produce.c   producing to the downstream and dead-letter topics,
  *                        and the delivery-report callback
- *   pipeline_msg.c       a msg's life (its claim held, done, freed,
- *                        abandoned), the notes ended ownerships leave, the
- *                        barrier of an uncertain delivery, and the lists a
- *                        msg waits in (the retries, the gates); it calls no
- *                        other pipeline file
- *   pipeline_deliver.c   delivery reports served: claims released, retries
- *                        and dead letters
- *   pipeline_retry.c     the retries that are due sent (or claimed, or read
- *                        downstream for)
- *   pipeline_receipts.c  receipts' text and buffers; receipts gathered,
- *                        written lazily, made durable by the next sync
- *                        (settle_receipts)
- *   pipeline_gate.c      gates let out: a partition's messages wait, in
- *                        order, behind one whose orphaned claim is being
- *                        resolved (the gates' lists: pipeline_msg.c)
+ *   pipeline_msg.c       a msg's life (claim held, done, freed, abandoned),
+ *                        ended ownerships' notes, the barrier, the lists it
+ *                        waits in (retries, gates); calls no pipeline_*.c
+ *   pipeline_deliver.c   delivery reports served: releases, retries, dead letters
+ *   pipeline_retry.c     the retries due: sent, claimed again, or read for
+ *   pipeline_receipts.c  receipts' text and buffers; gathered, written
+ *                        lazily, made durable by the next sync
+ *   pipeline_gate.c      gates let out: a partition's messages wait, in order,
+ *                        behind an orphan being resolved (lists: pipeline_msg.c)
  *   pipeline_handover.c  reading a newly assigned partition's history
- *   pipeline_flow.c      flow control: backpressure, partitions held back,
- *                        pauses applied
- *   pipeline_rebalance.c offsets stored, drains, assignments, revocations and
- *                        losses
+ *   pipeline_flow.c      flow control: backpressure, partitions held back, pauses
+ *   pipeline_rebalance.c offsets stored, drains, assignments, revocations, losses
  *   pipeline_own.c       ownerships ended: a partition's offsets forgotten,
  *                        its handover dropped; an assignment lost
  *   pipeline_txn.c       the transactional delivery mode (its state and calls:
  *                        pipeline_txn.h)
- * The stages still call one another directly (claim -> produce -> deliver
- * -> claim, gate -> claim, flow -> handover -> claim): issue 28.
+ * The stages still call one another directly, one way (retry -> claim, produce,
+ * resolve; gate -> claim, produce), and deliver <-> txn is a circle (a report held
+ * for its transaction; a commit or abort serving the producer): issue 28.
  *
  * Every message consumed becomes a `msg` that lives until its fate is
  * durable: forwarded with a receipt, skipped as a duplicate, dropped or
@@ -359,15 +351,6 @@ void kd_pl_claims_act(kd_pipeline *p, msg **batch, size_t n, kd_claim *claims,
                       const size_t *claim_of);
 /* Claims a batch's keys and sends, settles or retries every message of it. */
 void kd_pl_dispatch(kd_pipeline *p, msg **batch, size_t n);
-/* Reads downstream for possibly persisted deliveries ms[0..n) (the array
- * is cleared), once per downstream partition; completes, resends or
- * retries each. */
-void kd_pl_resolve_uncertain(kd_pipeline *p, msg **ms, size_t n);
-/* Reads downstream for the notes (left_claim) that messages ms[0..n) met
- * (the array is cleared), once per downstream partition, and records what
- * each read told in its note; each message is retried, to be settled by
- * what its note says (kd_pl_takeover) or read for again. */
-void kd_pl_resolve_left(kd_pipeline *p, msg **ms, size_t n);
 /* Claims m's key alone, resolving a claim another run left, or again after
  * a claim lost its race to a release or forget. */
 void kd_pl_takeover(kd_pipeline *p, msg *m);
@@ -379,6 +362,24 @@ void kd_pl_takeover(kd_pipeline *p, msg *m);
  * claim is to be released (nothing there) and clear when it cannot be
  * told (the claim is left, and its next claimer forwards again). */
 bool kd_pl_claim_dropped(kd_pipeline *p, msg *m, const kd_claim *c);
+
+/* pipeline_resolve.c */
+/* Reads downstream for possibly persisted deliveries ms[0..n) (the array
+ * is cleared), once per downstream partition; completes, resends or
+ * retries each. */
+void kd_pl_resolve_uncertain(kd_pipeline *p, msg **ms, size_t n);
+/* Reads downstream for the notes (left_claim) that messages ms[0..n) met
+ * (the array is cleared), once per downstream partition, and records what
+ * each read told in its note; each message is retried, to be settled by
+ * what its note says (kd_pl_takeover) or read for again. */
+void kd_pl_resolve_left(kd_pipeline *p, msg **ms, size_t n);
+/* m's delivery was found downstream at out_part (*f): completes its claim
+ * with a receipt naming that record and settles m (freed): true. False when
+ * the store failed: m then waits on p->receipts (never sent again). */
+bool kd_pl_complete_found(kd_pipeline *p, msg *m, int32_t out_part,
+                          const kd_recover_found *f);
+/* Adds what the recovery scans read since `before` to the metrics. */
+void kd_pl_count_scans(kd_pipeline *p, const kd_recovery_stats *before);
 
 /* pipeline_store.c */
 /* Claims c[0..n) of route in one store write (timed); a failure pauses consumption. */
