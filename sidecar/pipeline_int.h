@@ -22,7 +22,7 @@
  *   pipeline_conflict.c  key conflicts: a key met again with another payload
  *   pipeline_ahead.c     the store thread: a turn's claims and receipts
  *                        written ahead while the loop does the Kafka work
- *                        (its job, and who may touch what: pipeline_ahead.h)
+ *                        (its job, and who may touch what: pipeline_job.h)
  *   pipeline_produce.c   producing to the downstream and dead-letter topics,
  *                        and the delivery-report callback
  *   pipeline_msg.c       a msg's life (claim held, done, freed, abandoned),
@@ -64,7 +64,7 @@
  *              kd_pl_claim_write and kd_store_sync on the job handed to it:
  *              it reads p->routes[].dedup, p->store and p->metrics, and
  *              writes only into p->ahead.job while that is pending. The
- *              hand-over is p->ahead's lock and condition (pipeline_ahead.h).
+ *              hand-over is p->ahead's lock and condition (pipeline_job.h).
  *   any        other threads (HTTP handlers, signal handlers, a reload)
  *              through pipeline.h's thread-safe calls: kd_pipeline_stop,
  *              _rejoin, _offer, _stats_get, _metrics, _healthy, _ready.
@@ -82,7 +82,7 @@
 #include "sidecar/metrics.h"
 #include "sidecar/offsets.h"
 #include "sidecar/pipeline.h"
-#include "sidecar/pipeline_ahead.h"
+#include "sidecar/pipeline_job.h"
 #include "sidecar/pipeline_msg.h"
 #include "sidecar/pipeline_txn.h"
 #include "sidecar/recovery.h"
@@ -318,7 +318,7 @@ rd_kafka_t *kd_pl_producer_new(kd_pipeline *p, char *errstr, size_t errstr_size)
  * dropped). */
 size_t kd_pl_collect(kd_pipeline *p, size_t have, int timeout_ms);
 
-/* pipeline_ahead.h: the job handed over, as the loop sees it */
+/* pipeline_job.h: the job handed over, as the loop sees it */
 /* The number of the job handed over to the store thread (never 0) when it
  * claims key in route, else 0: a claim of this run that no message holds
  * yet may be that job's, made and not yet acted on. */

@@ -1,6 +1,7 @@
 /*
- * kdedup - the store thread (pipeline_ahead.c): the job the loop hands it,
- * the receipts such a job writes, and what the rest of the pipeline calls.
+ * kdedup - the store thread's job (pipeline_ahead.c): the job the loop
+ * hands it, the receipts such a job writes, and what the rest of the
+ * pipeline calls of that file.
  * Private to the pipeline: pipeline_int.h includes it (its file map says
  * what each file does).
  *
@@ -26,17 +27,18 @@
  *                     swaps job and acted. The lock is never held across a
  *                     store write.
  */
-#ifndef KD_PIPELINE_AHEAD_H
-#define KD_PIPELINE_AHEAD_H
+#ifndef KD_PIPELINE_JOB_H
+#define KD_PIPELINE_JOB_H
 
 #include "dedup/dedup.h"
-#include "sidecar/pipeline.h"
 #include "sidecar/pipeline_msg.h"
 
 #include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+typedef struct kd_pipeline kd_pipeline; /* pipeline.h */
 
 #define STALL_SLICE_MS 200 /* the longest the loop waits for the store thread at once */
 #define STALL_PAUSE_MAX_MS 5000 /* a write under way this long pauses consumption... */
@@ -110,4 +112,4 @@ bool kd_pl_ahead_finish(kd_pipeline *p, uint64_t deadline_ms);
  * false when out of memory. */
 bool kd_pl_ahead_grow(kd_pipeline *p, size_t n);
 
-#endif /* KD_PIPELINE_AHEAD_H */
+#endif /* KD_PIPELINE_JOB_H */
