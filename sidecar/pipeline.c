@@ -125,7 +125,7 @@ static bool record_run(kd_pipeline *p, const char *brokers, char *errstr,
         parts[i] = p->routes[i].out_partitions;
         ends[i] = p->routes[i].acked; /* deliveries of this run land past these */
     }
-    kd_recovery_set_progress(p->recovery, kd_pl_scan_progress, p);
+    kd_recovery_set_progress(p->recovery, kd_pl_handover_progress, p);
     ok = kd_recovery_record_run(p->recovery, p->producer, p->boot_id, parts, ends, errstr,
                                 errstr_size) == KD_OK;
     free(parts);
@@ -146,7 +146,7 @@ static rd_kafka_t *client_new(kd_pipeline *p, kd_client which, const char *broke
     if (which == KD_CONSUMER)
         rd_kafka_conf_set_rebalance_cb(conf, kd_pl_rebalance_cb);
     else
-        rd_kafka_conf_set_dr_msg_cb(conf, kd_pl_dr_cb);
+        rd_kafka_conf_set_dr_msg_cb(conf, kd_pl_produce_dr_cb);
     rk = rd_kafka_new(which == KD_CONSUMER ? RD_KAFKA_CONSUMER : RD_KAFKA_PRODUCER, conf,
                       errstr, errstr_size);
     if (!rk)
@@ -409,9 +409,9 @@ static void take_offer(kd_pipeline *p) {
 static void stall_turn(kd_pipeline *p) {
     bool paused = kd_pl_ahead_stall(p);
 
-    kd_pl_service(p, 0);
+    kd_pl_deliver_serve(p, 0);
     if (paused)
-        p->batch_n = kd_pl_collect(p, p->batch_n, 0);
+        p->batch_n = kd_pl_consume_collect(p, p->batch_n, 0);
 }
 
 int kd_pipeline_run(kd_pipeline *p) {
@@ -431,26 +431,26 @@ int kd_pipeline_run(kd_pipeline *p) {
         if (p->offer_deferred) /* the write is done: the batch arrays may grow */
             take_offer(p);
         kd_recovery_begin_turn(p->recovery, p->cfg->scan_step_ms);
-        size_t n = kd_pl_collect(p, p->batch_n,
-                                 p->ahead.pending ? 0
-                                 : p->awaiting || p->retries.n || p->nhandovers ||
-                                         p->ngates || p->unsynced.n
-                                     ? 5
-                                     : 100);
+        size_t n = kd_pl_consume_collect(p, p->batch_n,
+                                         p->ahead.pending ? 0
+                                         : p->awaiting || p->retries.n || p->nhandovers ||
+                                                 p->ngates || p->unsynced.n
+                                             ? 5
+                                             : 100);
 
         p->batch_n = 0;
         kd_pl_ahead_turn(p, n);
-        kd_pl_settle_receipts(p); /* any a job could not make durable */
-        kd_pl_service(p, 0);
+        kd_pl_receipts_settle(p); /* any a job could not make durable */
+        kd_pl_deliver_serve(p, 0);
         /* Before the retries: their reads downstream share the turn's
          * reading budget, and a handover that found it spent every turn
          * would keep its partition paused as long as they come. */
-        kd_pl_hand_over(p);
+        kd_pl_handover_turn(p);
         kd_pl_retry_due(p);
         if (kd_pl_txn_turn(p)) /* an abort's messages go again at once */
             kd_pl_retry_due(p);
-        kd_pl_gates_turn(p);
-        kd_pl_store_offsets(p);
+        kd_pl_gate_turn(p);
+        kd_pl_rebalance_store_offsets(p);
         kd_pl_flow(p);
         rejoin_step(p);
         take_offer(p);
@@ -474,9 +474,9 @@ int kd_pipeline_run(kd_pipeline *p) {
         p->stop_deadline = kd_mono_ms() + p->cfg->shutdown_grace_ms;
     deadline = p->stop_deadline;
     KD_INFO("stopping: draining %zu in-flight deliveries", p->awaiting);
-    kd_pl_drain(p, deadline);
-    kd_pl_abandon_retries(p, true);
-    kd_pl_store_offsets(p);
+    kd_pl_rebalance_drain(p, deadline);
+    kd_pl_msg_abandon_retries(p, true);
+    kd_pl_rebalance_store_offsets(p);
     if (!p->assigned_once) {
         /* Nothing was consumed, so nothing is to commit. librdkafka 2.0.2
          * aborts when a cooperative-sticky consumer that joined but has no
@@ -556,7 +556,7 @@ void kd_pipeline_destroy(kd_pipeline *p) {
     kd_signer_destroy(p->signer);
     kd_held_destroy(p->held);
     while (p->left_oldest)
-        kd_pl_left_drop(p, p->left_oldest);
+        kd_pl_msg_left_drop(p, p->left_oldest);
     kd_held_destroy(p->left);
     kd_recovery_destroy(p->recovery);
     free(p->handovers);

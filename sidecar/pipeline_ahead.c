@@ -17,7 +17,7 @@
  * failed, completed one, taken one over). That is safe because no decision
  * is trusted further than it was before: a claim "in flight" for this run
  * is checked against the held claims when acted on, and one no live
- * message holds goes through kd_pl_takeover, which claims the key afresh;
+ * message holds goes through kd_pl_claim_takeover, which claims the key afresh;
  * a claim won is held, or found held by a message that took the key over
  * meanwhile (then this one is its duplicate). Anything that must see every
  * claim made (a revoke, the stop) finishes the job first.
@@ -61,14 +61,15 @@ static void job_write(kd_pipeline *p, kd_pl_work *w) {
 
     for (size_t first = 0, end; first < r->n; first = end) {
         end = kd_pl_receipts_run(r, first);
-        kd_pl_complete_write(p, r->msgs[first]->route, r->c + first, end - first, true);
+        kd_pl_store_complete_write(p, r->msgs[first]->route, r->c + first, end - first,
+                                   true);
     }
     for (size_t first = 0, end; first < w->nclaims; first = end) {
-        end = kd_pl_claims_run(w->claim_route, w->nclaims, first);
-        kd_pl_claim_write(p, w->claim_route[first], w->claims + first, end - first,
-                          w->now);
+        end = kd_pl_claim_run(w->claim_route, w->nclaims, first);
+        kd_pl_store_claim_write(p, w->claim_route[first], w->claims + first, end - first,
+                                w->now);
     }
-    /* a failure is met again by kd_pl_settle_receipts */
+    /* a failure is met again by kd_pl_receipts_settle */
     w->receipts_durable = r->n && kd_store_sync(p->store) == KD_OK;
 }
 
@@ -212,7 +213,7 @@ static void job_start(kd_pipeline *p, size_t n) {
     w->failures_since = p->store_failures;
     w->receipts_durable = false; /* the store thread's to say */
     w->nclaims =
-        kd_pl_claims_gather(p, w->msgs, n, w->claims, w->claim_of, w->claim_route);
+        kd_pl_claim_gather(p, w->msgs, n, w->claims, w->claim_of, w->claim_route);
     /* at most two batches' worth: more than a turn brings, so none wait for long,
      * and the job's receipt arrays stay bounded */
     kd_pl_receipts_gather(p, &w->receipts, 2 * (size_t)p->cfg->batch_max);
@@ -271,15 +272,16 @@ static void act(kd_pipeline *p) {
 
     bool wrote = w->receipts_durable || w->nclaims;
 
-    kd_pl_assignment_lost(p); /* ends every ownership when the group took them */
+    kd_pl_own_lost(p); /* ends every ownership when the group took them */
     for (size_t first = 0, end; first < r->n; first = end) {
         end = kd_pl_receipts_run(r, first);
-        kd_pl_complete_health(p, r->msgs[first]->route, r->c + first, end - first, true);
+        kd_pl_store_complete_health(p, r->msgs[first]->route, r->c + first, end - first,
+                                    true);
     }
     for (size_t first = 0, end; first < w->nclaims; first = end) {
-        end = kd_pl_claims_run(w->claim_route, w->nclaims, first);
-        kd_pl_claim_health(p, w->claim_route[first], w->claims + first, end - first,
-                           false);
+        end = kd_pl_claim_run(w->claim_route, w->nclaims, first);
+        kd_pl_store_claim_health(p, w->claim_route[first], w->claims + first, end - first,
+                                 false);
     }
     /* The job's writes all went through, and no failure was seen since it
      * was handed over (its successes would be older news): the store works. */
@@ -287,7 +289,7 @@ static void act(kd_pipeline *p) {
         kd_pl_store_ok(p);
     kd_pl_receipts_apply(p, r, w->receipts_durable);
     drop_ended(p, w);
-    kd_pl_claims_act(p, w->msgs, w->n, w->claims, w->claim_of);
+    kd_pl_claim_act(p, w->msgs, w->n, w->claims, w->claim_of);
     w->n = w->nclaims = 0;
 }
 
@@ -299,7 +301,7 @@ static void stall_over(kd_pipeline *p) {
         return;
     KD_INFO("the store thread's write is done after %llums: consumption resumes",
             (unsigned long long)(kd_mono_ms() - p->ahead.handed_ms));
-    kd_pl_apply_pauses(p);
+    kd_pl_flow_apply(p);
 }
 
 bool kd_pl_ahead_wait(kd_pipeline *p, int timeout_ms) {
@@ -326,7 +328,7 @@ bool kd_pl_ahead_stall(kd_pipeline *p) {
             "until it is done (the loop turns on, so the group keeps this member)",
             (unsigned long long)(now - p->ahead.handed_ms));
     atomic_store(&p->store_slow_since, now ? now : 1);
-    kd_pl_apply_pauses(p);
+    kd_pl_flow_apply(p);
     return true;
 }
 
@@ -357,7 +359,7 @@ bool kd_pl_ahead_finish(kd_pipeline *p, uint64_t deadline_ms) {
     while (!job_written(a, STALL_SLICE_MS)) {
         if (kd_mono_ms() >= deadline_ms)
             return false;
-        kd_pl_service(p, 0); /* ticks the loop's health too */
+        kd_pl_deliver_serve(p, 0); /* ticks the loop's health too */
     }
     job_take(a);
     stall_over(p);

@@ -34,13 +34,13 @@ static orphan_result resolve_orphan(kd_pipeline *p, msg *m, uint64_t owner,
                            claimed_at, &f);
     if (!step)
         kd_recovery_begin_turn(p->recovery, p->cfg->scan_step_ms);
-    kd_pl_count_scans(p, &before);
+    kd_pl_resolve_count_scans(p, &before);
     if (res == KD_RECOVER_LATER)
         return step ? ORPHAN_LATER : ORPHAN_UNKNOWN; /* failing: tried again later */
     if (res != KD_RECOVER_FOUND)
         return res == KD_RECOVER_ABSENT ? ORPHAN_ABSENT : ORPHAN_UNKNOWN;
     size_t route = m->route; /* m is freed once settled */
-    if (kd_pl_complete_found(p, m, part, &f))
+    if (kd_pl_resolve_complete_found(p, m, part, &f))
         RCOUNT(p, route, orphans_found);
     return ORPHAN_SETTLED;
 }
@@ -92,7 +92,7 @@ static bool own_claim(kd_pipeline *p, msg *m, bool ahead) {
     }
     /* held by a message of an ended ownership, or by that job's */
     RCOUNT(p, m->route, parked);
-    kd_pl_schedule_retry(p, m, PARK_MS); /* claimed again then */
+    kd_pl_msg_retry(p, m, PARK_MS); /* claimed again then */
     return true;
 }
 
@@ -114,7 +114,7 @@ typedef enum left_result {
  * (this run's claims do not expire for it: kd_dedup_set_owner), so that a
  * stop leaves the next run its time, and the next run reads from there. */
 static left_result resolve_left(kd_pipeline *p, msg *m) {
-    left_claim *l = kd_pl_left_find(p, m->route, m->key, m->key_len);
+    left_claim *l = kd_pl_msg_left_find(p, m->route, m->key, m->key_len);
     int32_t part;
     kd_recovery_stats before;
     kd_recover_found f;
@@ -130,15 +130,16 @@ static left_result resolve_left(kd_pipeline *p, msg *m) {
     if (l->result == KD_RECOVER_UNKNOWN && m->reads < UNCERTAIN_TRIES)
         l->result = KD_RECOVER_LATER;
     told = l->result != KD_RECOVER_LATER;
-    /* Read only past the delivery's barrier (kd_pl_set_barrier), so that a
+    /* Read only past the delivery's barrier (kd_pl_msg_barrier_set), so that a
      * late write is seen or fenced. */
-    if (!told && !kd_pl_barrier_passed(p, m->route, part, l->barrier, l->barrier_until)) {
-        kd_pl_schedule_retry(p, m, BARRIER_POLL_MS);
+    if (!told &&
+        !kd_pl_msg_barrier_passed(p, m->route, part, l->barrier, l->barrier_until)) {
+        kd_pl_msg_retry(p, m, BARRIER_POLL_MS);
         return LEFT_SETTLED;
     }
     if (!told && p->gate_passing != m) {
         m->left_read = true;
-        kd_pl_schedule_retry(p, m, 0);
+        kd_pl_msg_retry(p, m, 0);
         return LEFT_SETTLED;
     }
     if (told) { /* a read with others told */
@@ -156,21 +157,21 @@ static left_result resolve_left(kd_pipeline *p, msg *m) {
         res = kd_recovery_find_since(p->recovery, m->route, part, &a, &f);
         l->scan_from = a.from;
         l->scan_settle = a.settle_to;
-        kd_pl_count_scans(p, &before);
+        kd_pl_resolve_count_scans(p, &before);
     }
     if (res == KD_RECOVER_LATER) { /* read on from there next turn */
-        kd_pl_schedule_retry(p, m, 0);
+        kd_pl_msg_retry(p, m, 0);
         return LEFT_SETTLED;
     }
     if (res == KD_RECOVER_UNKNOWN && !told && ++m->reads < UNCERTAIN_TRIES) {
-        kd_pl_schedule_retry(p, m, 250u << (m->reads < 6 ? m->reads : 6));
+        kd_pl_msg_retry(p, m, 250u << (m->reads < 6 ? m->reads : 6));
         return LEFT_SETTLED;
     }
-    kd_pl_left_drop(p, l);
+    kd_pl_msg_left_drop(p, l);
     if (res != KD_RECOVER_FOUND)
         return res == KD_RECOVER_ABSENT ? LEFT_ABSENT : LEFT_UNKNOWN;
     size_t route = m->route; /* m is freed once settled */
-    if (kd_pl_complete_found(p, m, part, &f))
+    if (kd_pl_resolve_complete_found(p, m, part, &f))
         RCOUNT(p, route, orphans_found);
     return LEFT_SETTLED;
 }
@@ -202,7 +203,7 @@ static void on_claimed(kd_pipeline *p, msg *m, const kd_claim *c) {
         else
             RCOUNT(p, m->route, orphans_reforwarded);
     }
-    if (kd_pl_hold(p, m))
+    if (kd_pl_msg_hold(p, m))
         kd_pl_produce(p, m);
 }
 
@@ -213,7 +214,7 @@ static void on_claimed(kd_pipeline *p, msg *m, const kd_claim *c) {
  * again under this run's id, and m forwarded. A claim that lost the race
  * for its stream and found the key absent (a release or a forget came
  * first) is made again; after TAKEOVER_TRIES, m is retried later. */
-void kd_pl_takeover(kd_pipeline *p, msg *m) {
+void kd_pl_claim_takeover(kd_pipeline *p, msg *m) {
     bool took_over = false, absent = false;
 
     for (int tries = 0; tries < TAKEOVER_TRIES; tries++) {
@@ -225,7 +226,7 @@ void kd_pl_takeover(kd_pipeline *p, msg *m) {
         kd_dedup_claim_batch(dedup_of(p, m), &c, 1, kd_wall_ms());
         if (c.err == KD_ERR_STORE) {
             kd_pl_store_failed(p, m->route, "claim");
-            kd_pl_schedule_retry(p, m, p->store_backoff_ms);
+            kd_pl_msg_retry(p, m, p->store_backoff_ms);
             return;
         }
         kd_pl_store_ok(p);
@@ -241,7 +242,7 @@ void kd_pl_takeover(kd_pipeline *p, msg *m) {
             return;
         }
         if (c.decision.state != KD_CLAIMED &&
-            kd_pl_key_conflict(p, m, &c.decision, c.owner)) {
+            kd_pl_conflict_judge(p, m, &c.decision, c.owner)) {
             kd_decision_clear(&c.decision);
             return;
         }
@@ -250,7 +251,7 @@ void kd_pl_takeover(kd_pipeline *p, msg *m) {
             m->claim_seq = c.seq;
             m->claim_version = c.version;
             memcpy(m->claim_hash, c.hash, sizeof(m->claim_hash));
-            if (!kd_pl_hold(p, m))
+            if (!kd_pl_msg_hold(p, m))
                 return; /* fatal; the offset stays pending */
             if (absent)
                 RCOUNT(p, m->route, orphans_absent);
@@ -278,7 +279,7 @@ void kd_pl_takeover(kd_pipeline *p, msg *m) {
              * it, and a read_committed read stops below it until then, so
              * it would not see that delivery (outside review, 2026-12-07;
              * as kd_pl_retry_due holds uncertain messages). */
-            kd_pl_schedule_retry(p, m, BARRIER_POLL_MS);
+            kd_pl_msg_retry(p, m, BARRIER_POLL_MS);
             return;
         }
         if (c.owner == p->boot_id && !took_over) {
@@ -294,7 +295,7 @@ void kd_pl_takeover(kd_pipeline *p, msg *m) {
                 return;
             if (res == ORPHAN_LATER) { /* its scan goes on: m waits, in order */
                 m->due_ms = 0;
-                kd_pl_gate_wait(p, m);
+                kd_pl_msg_gate_wait(p, m);
                 return;
             }
             absent = res == ORPHAN_ABSENT;
@@ -302,21 +303,21 @@ void kd_pl_takeover(kd_pipeline *p, msg *m) {
         err = kd_dedup_release_claim(dedup_of(p, m), m->key, m->key_len);
         if (err != KD_OK && err != KD_ERR_SEQUENCE_CONFLICT) {
             kd_pl_store_failed(p, m->route, "release of an orphaned claim");
-            kd_pl_schedule_retry(p, m, p->store_backoff_ms);
+            kd_pl_msg_retry(p, m, p->store_backoff_ms);
             return;
         }
         took_over = true;
     }
-    kd_pl_schedule_retry(p, m, kd_pl_backoff_ms(p, m));
+    kd_pl_msg_retry(p, m, kd_pl_backoff_ms(p, m));
 }
 
 /* Acts on the claim decision for m. */
 static void on_claim(kd_pipeline *p, msg *m, kd_claim *c) {
     if (c->err == KD_ERR_STORE) {
-        kd_pl_schedule_retry(
-            p, m, p->store_backoff_ms); /* kd_pl_store_failed: kd_pl_claim_timed */
+        kd_pl_msg_retry(
+            p, m, p->store_backoff_ms); /* kd_pl_store_failed: kd_pl_store_claim_timed */
     } else if (c->err == KD_ERR_SEQUENCE_CONFLICT) {
-        kd_pl_takeover(p, m); /* lost a race to a release or forget: claim again */
+        kd_pl_claim_takeover(p, m); /* lost a race to a release or forget: claim again */
     } else if (c->err != KD_OK) {
         MSG_FIELDS(m, part, off);
         KD_LOG(KD_LOG_WARN, fields, "key cannot be deduplicated (%s): forwarding it",
@@ -326,19 +327,19 @@ static void on_claim(kd_pipeline *p, msg *m, kd_claim *c) {
         kd_pl_produce(p, m);
     } else if (c->decision.state == KD_CLAIMED) {
         on_claimed(p, m, c);
-    } else if (kd_pl_key_conflict(p, m, &c->decision, c->owner)) {
+    } else if (kd_pl_conflict_judge(p, m, &c->decision, c->owner)) {
         /* settled per on_key_conflict */
     } else if (c->decision.state == KD_COMPLETED) {
         RCOUNT(p, m->route, duplicates_completed);
         kd_pl_msg_done(p, m);
     } else if (c->owner != p->boot_id || !own_claim(p, m, true)) {
-        kd_pl_takeover(p, m); /* claimed by a run that is gone, or by nobody here */
+        kd_pl_claim_takeover(p, m); /* claimed by a run that is gone, or by nobody here */
     }
     kd_decision_clear(&c->decision);
 }
 
-size_t kd_pl_claims_gather(const kd_pipeline *p, msg *const *batch, size_t n,
-                           kd_claim *claims, size_t *claim_of, size_t *claim_route) {
+size_t kd_pl_claim_gather(const kd_pipeline *p, msg *const *batch, size_t n,
+                          kd_claim *claims, size_t *claim_of, size_t *claim_route) {
     size_t nclaims = 0;
 
     for (size_t r = 0; r < p->cfg->nroutes; r++)
@@ -354,7 +355,7 @@ size_t kd_pl_claims_gather(const kd_pipeline *p, msg *const *batch, size_t n,
     return nclaims;
 }
 
-size_t kd_pl_claims_run(const size_t *claim_route, size_t nclaims, size_t first) {
+size_t kd_pl_claim_run(const size_t *claim_route, size_t nclaims, size_t first) {
     size_t end = first + 1;
 
     while (end < nclaims && claim_route[end] == claim_route[first])
@@ -362,8 +363,8 @@ size_t kd_pl_claims_run(const size_t *claim_route, size_t nclaims, size_t first)
     return end;
 }
 
-void kd_pl_claims_act(kd_pipeline *p, msg **batch, size_t n, kd_claim *claims,
-                      const size_t *claim_of) {
+void kd_pl_claim_act(kd_pipeline *p, msg **batch, size_t n, kd_claim *claims,
+                     const size_t *claim_of) {
     for (size_t i = 0; i < n; i++) {
         if (batch[i]->kind == MSG_DEDUP)
             on_claim(p, batch[i], &claims[claim_of[i]]);
@@ -374,14 +375,15 @@ void kd_pl_claims_act(kd_pipeline *p, msg **batch, size_t n, kd_claim *claims,
 
 /* Claims the keyed messages of a batch with one store write per route
  * (usually one), then acts on every message in consumption order. */
-void kd_pl_dispatch(kd_pipeline *p, msg **batch, size_t n) {
+void kd_pl_claim_batch(kd_pipeline *p, msg **batch, size_t n) {
     uint64_t now = kd_wall_ms();
     size_t nclaims =
-        kd_pl_claims_gather(p, batch, n, p->claims, p->claim_of, p->claim_route);
+        kd_pl_claim_gather(p, batch, n, p->claims, p->claim_of, p->claim_route);
 
     for (size_t first = 0, end; first < nclaims; first = end) {
-        end = kd_pl_claims_run(p->claim_route, nclaims, first);
-        kd_pl_claim_timed(p, p->claim_route[first], p->claims + first, end - first, now);
+        end = kd_pl_claim_run(p->claim_route, nclaims, first);
+        kd_pl_store_claim_timed(p, p->claim_route[first], p->claims + first, end - first,
+                                now);
     }
-    kd_pl_claims_act(p, batch, n, p->claims, p->claim_of);
+    kd_pl_claim_act(p, batch, n, p->claims, p->claim_of);
 }

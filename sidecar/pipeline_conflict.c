@@ -79,7 +79,7 @@ static void log_conflict(kd_pipeline *p, const msg *m, const kd_decision *d,
                           : "");
 }
 
-bool kd_pl_key_conflict(kd_pipeline *p, msg *m, const kd_decision *d, uint64_t owner) {
+bool kd_pl_conflict_judge(kd_pipeline *p, msg *m, const kd_decision *d, uint64_t owner) {
     const kd_route *r = p->routes[m->route].cfg;
 
     if (!m->has_fp || !d->has_fingerprint ||

@@ -157,7 +157,7 @@ static msg *missing(kd_pipeline *p, msg *m, const kd_route *r) {
 }
 
 /* Turns a consumed message into a msg, or settles it at once. Returns the
- * msg to kd_pl_dispatch, or NULL. */
+ * msg to kd_pl_claim_batch, or NULL. */
 static msg *classify(kd_pipeline *p, rd_kafka_message_t *rkm) {
     const kd_route *r;
     size_t route = route_of(p, rd_kafka_topic_name(rkm->rkt));
@@ -182,7 +182,7 @@ static msg *classify(kd_pipeline *p, rd_kafka_message_t *rkm) {
         rd_kafka_message_destroy(rkm);
         return NULL;
     }
-    kd_pl_check_front(p, route, rkm->partition);
+    kd_pl_flow_check_front(p, route, rkm->partition);
     RCOUNT(p, route, consumed);
     GCOUNT(p, inflight, 1);
     if (!(m = calloc(1, sizeof(*m)))) {
@@ -227,7 +227,7 @@ static msg *classify(kd_pipeline *p, rd_kafka_message_t *rkm) {
  * pipeline.max_inflight_bytes: a batch of messages with many headers would
  * hold far more than the bound before the turn's flow control pauses
  * consumption. */
-size_t kd_pl_collect(kd_pipeline *p, size_t have, int timeout_ms) {
+size_t kd_pl_consume_collect(kd_pipeline *p, size_t have, int timeout_ms) {
     size_t n = have;
     bool polled = false;
 

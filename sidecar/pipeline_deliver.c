@@ -20,7 +20,7 @@ static bool release(kd_pipeline *p, msg *m) {
         kd_pl_store_failed(p, m->route, "release"); /* kept; the retry re-sends */
         return false;
     }
-    kd_pl_unhold(p, m);
+    kd_pl_msg_unhold(p, m);
     RCOUNT(p, m->route, released);
     return true;
 }
@@ -53,7 +53,7 @@ static void mark_stuck(kd_pipeline *p, msg *m) {
 }
 
 /* A delivery that failed, or may have. */
-void kd_pl_on_failed(kd_pipeline *p, msg *m) {
+void kd_pl_deliver_failed(kd_pipeline *p, msg *m) {
     const kd_route *r = p->routes[m->route].cfg;
     bool possibly = m->status == RD_KAFKA_MSG_STATUS_POSSIBLY_PERSISTED;
     MSG_FIELDS(m, part, off);
@@ -64,7 +64,7 @@ void kd_pl_on_failed(kd_pipeline *p, msg *m) {
         RCOUNT(p, m->route, not_persisted);
     if (possibly && m->kind != MSG_DEAD_LETTER) {
         m->maybe_out = true;
-        kd_pl_set_barrier(p, m);
+        kd_pl_msg_barrier_set(p, m);
     }
     if (!msg_live(p, m) || p->stop_deadline) {
         /* The partition was revoked or lost meanwhile (or the run stops):
@@ -87,12 +87,12 @@ void kd_pl_on_failed(kd_pipeline *p, msg *m) {
                    rd_kafka_err2str(m->err));
             m->uncertain = true;
             m->reads = 0;
-            kd_pl_schedule_retry(p, m, 0); /* read with the others due */
+            kd_pl_msg_retry(p, m, 0); /* read with the others due */
             return;
         }
         KD_LOG(KD_LOG_WARN, fields, "delivery possibly persisted (%s): producing again",
                rd_kafka_err2str(m->err));
-        kd_pl_schedule_retry(p, m, 0);
+        kd_pl_msg_retry(p, m, 0);
         return;
     }
     release(p, m);
@@ -105,7 +105,7 @@ void kd_pl_on_failed(kd_pipeline *p, msg *m) {
         m->kind = MSG_DEAD_LETTER;
         m->dl_reason = KD_REASON_DELIVERY_FAILED;
         m->attempts = 0; /* the dead-letter topic gets max_retries of its own */
-        kd_pl_schedule_retry(p, m, 0);
+        kd_pl_msg_retry(p, m, 0);
         return;
     }
     if (!m->stuck && m->attempts > stuck_after(r))
@@ -113,7 +113,7 @@ void kd_pl_on_failed(kd_pipeline *p, msg *m) {
     else
         KD_LOG(KD_LOG_WARN, fields, "delivery failed (%s): retrying",
                rd_kafka_err2str(m->err));
-    kd_pl_schedule_retry(p, m, kd_pl_backoff_ms(p, m));
+    kd_pl_msg_retry(p, m, kd_pl_backoff_ms(p, m));
 }
 
 static void handle_reports(kd_pipeline *p) {
@@ -139,7 +139,7 @@ static void handle_reports(kd_pipeline *p) {
             m->status = RD_KAFKA_MSG_STATUS_POSSIBLY_PERSISTED;
         }
         if (m->err) {
-            kd_pl_on_failed(p, m);
+            kd_pl_deliver_failed(p, m);
         } else if (m->kind == MSG_DEDUP && m->claimed) {
             list_push(&p->receipts, m);
         } else {
@@ -151,7 +151,7 @@ static void handle_reports(kd_pipeline *p) {
 }
 
 /* Serves the producer for up to timeout_ms and settles what it reported. */
-void kd_pl_service(kd_pipeline *p, int timeout_ms) {
+void kd_pl_deliver_serve(kd_pipeline *p, int timeout_ms) {
     atomic_store(&p->tick_ms, kd_mono_ms());
     rd_kafka_poll(p->producer, timeout_ms);
     handle_reports(p);

@@ -17,7 +17,7 @@
 
 #define FLOW_CHECK_MS 250 /* partitions held back, and the memory gauges */
 
-void kd_pl_set_paused(kd_pipeline *p, size_t route, int32_t partition, bool pause) {
+void kd_pl_flow_pause(kd_pipeline *p, size_t route, int32_t partition, bool pause) {
     rd_kafka_topic_partition_list_t *one = rd_kafka_topic_partition_list_new(1);
 
     rd_kafka_topic_partition_list_add(one, p->cfg->routes[route].from, partition);
@@ -25,13 +25,13 @@ void kd_pl_set_paused(kd_pipeline *p, size_t route, int32_t partition, bool paus
     rd_kafka_topic_partition_list_destroy(one);
 }
 
-bool kd_pl_partition_paused(const kd_pipeline *p, size_t route, int32_t partition) {
+bool kd_pl_flow_paused(const kd_pipeline *p, size_t route, int32_t partition) {
     return kd_pl_store_failing(p) || atomic_load(&p->store_slow_since) ||
            p->backpressure || kd_pl_handover_find(p, route, partition) != SIZE_MAX ||
            kd_offsets_flag(p->offsets, route, partition);
 }
 
-void kd_pl_apply_pauses(kd_pipeline *p) {
+void kd_pl_flow_apply(kd_pipeline *p) {
     rd_kafka_topic_partition_list_t *parts = NULL, *pause, *resume;
 
     if (rd_kafka_assignment(p->consumer, &parts) || !parts)
@@ -42,8 +42,7 @@ void kd_pl_apply_pauses(kd_pipeline *p) {
         const rd_kafka_topic_partition_t *e = &parts->elems[i];
 
         rd_kafka_topic_partition_list_add(
-            kd_pl_partition_paused(p, route_of(p, e->topic), e->partition) ? pause
-                                                                           : resume,
+            kd_pl_flow_paused(p, route_of(p, e->topic), e->partition) ? pause : resume,
             e->topic, e->partition);
     }
     if (pause->cnt)
@@ -61,12 +60,12 @@ void kd_pl_apply_pauses(kd_pipeline *p) {
 static size_t front_limit(kd_pipeline *p, size_t route, int32_t partition) {
     size_t limit = (size_t)p->cfg->max_inflight;
 
-    if (kd_pl_gate_waiting(p, route, partition))
+    if (kd_pl_msg_gate_waiting(p, route, partition))
         limit = limit / 4 ? limit / 4 : 1;
     return limit;
 }
 
-void kd_pl_check_front(kd_pipeline *p, size_t route, int32_t partition) {
+void kd_pl_flow_check_front(kd_pipeline *p, size_t route, int32_t partition) {
     size_t span = kd_offsets_span(p->offsets, route, partition);
     int64_t front = -1;
 
@@ -80,7 +79,7 @@ void kd_pl_check_front(kd_pipeline *p, size_t route, int32_t partition) {
                 p->cfg->routes[route].from, partition, span - 1, front);
         kd_offsets_set_flag(p->offsets, route, partition, true);
         p->held_back++;
-        kd_pl_set_paused(p, route, partition, true);
+        kd_pl_flow_pause(p, route, partition, true);
     }
 }
 
@@ -95,8 +94,8 @@ static void check_partition(void *arg, size_t route, int32_t partition) {
                 p->cfg->routes[route].from, partition);
         kd_offsets_set_flag(p->offsets, route, partition, false);
         p->held_back--;
-        if (!kd_pl_partition_paused(p, route, partition))
-            kd_pl_set_paused(p, route, partition, false);
+        if (!kd_pl_flow_paused(p, route, partition))
+            kd_pl_flow_pause(p, route, partition, false);
     }
 }
 
@@ -146,12 +145,12 @@ void kd_pl_flow(kd_pipeline *p) {
                 (long long)c->max_retrying);
         p->backpressure = true;
         p->backpressure_since = kd_mono_ms();
-        kd_pl_apply_pauses(p);
+        kd_pl_flow_apply(p);
     } else if (p->backpressure && under) {
         KD_INFO("backpressure over after %llums: consumption resumes",
                 (unsigned long long)(kd_mono_ms() - p->backpressure_since));
         p->backpressure = false;
-        kd_pl_apply_pauses(p);
+        kd_pl_flow_apply(p);
     }
     if ((now = kd_mono_ms()) < p->flow_check_ms)
         return;

@@ -21,7 +21,7 @@ static void gate_turn(kd_pipeline *p, size_t i) {
         msg *m = g->waiting.head;
 
         if (!m) {
-            kd_pl_gate_close(p, g);
+            kd_pl_msg_gate_close(p, g);
             return;
         }
         if (m->due_ms > kd_mono_ms())
@@ -36,7 +36,7 @@ static void gate_turn(kd_pipeline *p, size_t i) {
         }
         p->gate_passing = m;
         if (m->gate_takeover)
-            kd_pl_takeover(p, m); /* may wait at the head again */
+            kd_pl_claim_takeover(p, m); /* may wait at the head again */
         else
             kd_pl_produce(p, m);
         p->gate_passing = NULL;
@@ -45,7 +45,7 @@ static void gate_turn(kd_pipeline *p, size_t i) {
     }
 }
 
-void kd_pl_gates_turn(kd_pipeline *p) {
+void kd_pl_gate_turn(kd_pipeline *p) {
     for (size_t i = p->ngates; i-- > 0;)
         gate_turn(p, i);
 }

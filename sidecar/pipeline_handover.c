@@ -94,10 +94,10 @@ static bool learn_deliveries(learning *l, const kd_history_rec *recs, size_t n) 
         p->claims[i] = (kd_claim){
             .key = rec->key, .key_len = rec->key_len, .claimed_at = learned_at(rec, now)};
     }
-    kd_pl_claim_timed(p, l->route, p->claims, n, now);
+    kd_pl_store_claim_timed(p, l->route, p->claims, n, now);
     for (size_t i = 0; i < n; i++)
         if (p->claims[i].err ==
-            KD_ERR_STORE) { /* kd_pl_store_failed: kd_pl_claim_timed */
+            KD_ERR_STORE) { /* kd_pl_store_failed: kd_pl_store_claim_timed */
             for (size_t j = 0; j < n; j++)
                 kd_decision_clear(&p->claims[j].decision);
             return false;
@@ -123,7 +123,7 @@ static bool learn_deliveries(learning *l, const kd_history_rec *recs, size_t n) 
                 .key = c->key,
                 .key_len = c->key_len,
                 .receipt = text,
-                .receipt_len = kd_pl_receipt_text(
+                .receipt_len = kd_pl_receipts_text(
                     p, l->route, l->out_partition, rec->offset, rec->timestamp,
                     l->src_partition, rec->src_offset, text, RECEIPT_MAX),
                 .claim_seq = c->seq, /* claimed here: not read again */
@@ -133,7 +133,7 @@ static bool learn_deliveries(learning *l, const kd_history_rec *recs, size_t n) 
         kd_decision_clear(&c->decision);
     }
     if (ndone)
-        kd_pl_complete_timed(p, l->route, p->receipts_now.c, ndone, false);
+        kd_pl_store_complete_timed(p, l->route, p->receipts_now.c, ndone, false);
     for (size_t i = 0; i < ndone; i++)
         if (p->receipts_now.c[i].err == KD_ERR_STORE)
             return false;
@@ -253,8 +253,8 @@ static void release_learned(kd_pipeline *p) {
         if (!p->handovers[i].learned || route_learning(p, route))
             continue;
         kd_pl_handover_remove(p, i);
-        if (!kd_pl_partition_paused(p, route, partition))
-            kd_pl_set_paused(p, route, partition, false);
+        if (!kd_pl_flow_paused(p, route, partition))
+            kd_pl_flow_pause(p, route, partition, false);
     }
 }
 
@@ -274,7 +274,7 @@ static void handover_failed(kd_pipeline *p, handover *h) {
 
 /* Reads the histories of every partition due, together (a step a turn),
  * records them, and resumes a route's partitions once all are learned. */
-void kd_pl_hand_over(kd_pipeline *p) {
+void kd_pl_handover_turn(kd_pipeline *p) {
     uint64_t now = kd_mono_ms();
     kd_recovery_stats before, after;
     kd_history_job *jobs;
@@ -337,15 +337,15 @@ void kd_pl_handover_hold(kd_pipeline *p, msg *m) {
                 "its handover: held, unclaimed, until the handover is done "
                 "(kdedup_handover_early_total)",
                 p->cfg->routes[m->route].from, m->rkm->partition, m->rkm->offset);
-        kd_pl_set_paused(p, m->route, m->rkm->partition, true);
+        kd_pl_flow_pause(p, m->route, m->rkm->partition, true);
     }
     RCOUNT(p, m->route, handover_early);
     m->early = true;
-    kd_pl_schedule_retry(p, m, EARLY_POLL_MS);
+    kd_pl_msg_retry(p, m, EARLY_POLL_MS);
 }
 
 /* Called while a scan runs: the loop is busy, not stuck. */
-void kd_pl_scan_progress(void *arg) {
+void kd_pl_handover_progress(void *arg) {
     kd_pipeline *p = arg;
 
     atomic_store(&p->tick_ms, kd_mono_ms());

@@ -5,10 +5,10 @@
  * The message a consumed record becomes, the lists it waits in and the
  * table of its life (where it waits, and what comes next) are in
  * pipeline_msg.h. The pipeline is split into nineteen files (the kd_pl_*
- * functions each offers the others are declared below under its name; a
- * small query of a part's state is a static inline there):
+ * functions each offers the others, named kd_pl_<file>_<verb>, are declared
+ * below under its name; a small query of a part's state is an inline):
  *   pipeline.c           life cycle: new, run (the loop and its turns), reloads
- *                        offered, stop, rejoin, destroy; the store opened (open_store)
+ *                        offered, stop, rejoin, destroy (kd_pipeline_*, pipeline.h)
  *   pipeline_status.c    seen from outside: stats, metrics, /healthz, /readyz
  *   pipeline_consume.c   consuming: a polled message becomes a msg (its key,
  *                        its bounds), or is settled at once
@@ -60,8 +60,8 @@
  *              here (its log callback, kafka.c, comes from its own threads
  *              and touches no kd_pipeline).
  *   the store  the store thread (pipeline_ahead.c). It runs only
- *              kd_pl_receipts_run, kd_pl_complete_write, kd_pl_claims_run,
- *              kd_pl_claim_write and kd_store_sync on the job handed to it:
+ *              kd_pl_receipts_run, kd_pl_store_complete_write, kd_pl_claim_run,
+ *              kd_pl_store_claim_write and kd_store_sync on the job handed to it:
  *              it reads p->routes[].dedup, p->store and p->metrics, and
  *              writes only into p->ahead.job while that is pending. The
  *              hand-over is p->ahead's lock and condition (pipeline_job.h).
@@ -238,7 +238,7 @@ struct kd_pipeline {
     /* While store writes fail, consumption is paused and offsets are not
      * stored; failed claims and receipts are retried with backoff. The
      * loop's (the store thread marks failed claims and receipts in its job;
-     * the loop counts them: kd_pl_claim_health, kd_pl_complete_health);
+     * the loop counts them: kd_pl_store_claim_health, kd_pl_store_complete_health);
      * store_failing_since is read by any (/readyz). */
     _Atomic uint64_t store_failing_since; /* mono ms; 0 when healthy */
     uint64_t store_retry_at;              /* mono ms: next receipt retry */
@@ -316,7 +316,7 @@ rd_kafka_t *kd_pl_producer_new(kd_pipeline *p, char *errstr, size_t errstr_size)
 /* Polls messages into p->batch_msgs after the `have` already there, up to
  * batch_max; returns how many it holds now (those of revoked partitions
  * dropped). */
-size_t kd_pl_collect(kd_pipeline *p, size_t have, int timeout_ms);
+size_t kd_pl_consume_collect(kd_pipeline *p, size_t have, int timeout_ms);
 
 /* pipeline_job.h: the job handed over, as the loop sees it */
 /* The number of the job handed over to the store thread (never 0) when it
@@ -340,20 +340,20 @@ static inline uint64_t kd_pl_ahead_claiming(const kd_pipeline *p, size_t route,
 /* Fills claims with the keyed messages of batch[0..n), route by route
  * (claim_route[j]: claim j's route; claim_of[i]: message i's claim).
  * Returns how many. */
-size_t kd_pl_claims_gather(const kd_pipeline *p, msg *const *batch, size_t n,
-                           kd_claim *claims, size_t *claim_of, size_t *claim_route);
+size_t kd_pl_claim_gather(const kd_pipeline *p, msg *const *batch, size_t n,
+                          kd_claim *claims, size_t *claim_of, size_t *claim_route);
 /* One past the last of the claims from first on (of nclaims) that share a
  * route: one store write's worth. */
-size_t kd_pl_claims_run(const size_t *claim_route, size_t nclaims, size_t first);
+size_t kd_pl_claim_run(const size_t *claim_route, size_t nclaims, size_t first);
 /* Acts on the claims made for batch[0..n), in consumption order: sends,
  * settles or retries every message. */
-void kd_pl_claims_act(kd_pipeline *p, msg **batch, size_t n, kd_claim *claims,
-                      const size_t *claim_of);
+void kd_pl_claim_act(kd_pipeline *p, msg **batch, size_t n, kd_claim *claims,
+                     const size_t *claim_of);
 /* Claims a batch's keys and sends, settles or retries every message of it. */
-void kd_pl_dispatch(kd_pipeline *p, msg **batch, size_t n);
+void kd_pl_claim_batch(kd_pipeline *p, msg **batch, size_t n);
 /* Claims m's key alone, resolving a claim another run left, or again after
  * a claim lost its race to a release or forget. */
-void kd_pl_takeover(kd_pipeline *p, msg *m);
+void kd_pl_claim_takeover(kd_pipeline *p, msg *m);
 /* m, whose ownership ended before its batch was acted on, won claim c by
  * replacing another run's expired claim: that run's delivery is looked up
  * downstream now, as for a live message (the claim now names this run and
@@ -371,39 +371,41 @@ void kd_pl_resolve_uncertain(kd_pipeline *p, msg **ms, size_t n);
 /* Reads downstream for the notes (left_claim) that messages ms[0..n) met
  * (the array is cleared), once per downstream partition, and records what
  * each read told in its note; each message is retried, to be settled by
- * what its note says (kd_pl_takeover) or read for again. */
+ * what its note says (kd_pl_claim_takeover) or read for again. */
 void kd_pl_resolve_left(kd_pipeline *p, msg **ms, size_t n);
 /* m's delivery was found downstream at out_part (*f): completes its claim
  * with a receipt naming that record and settles m (freed): true. False when
  * the store failed: m then waits on p->receipts (never sent again). */
-bool kd_pl_complete_found(kd_pipeline *p, msg *m, int32_t out_part,
-                          const kd_recover_found *f);
+bool kd_pl_resolve_complete_found(kd_pipeline *p, msg *m, int32_t out_part,
+                                  const kd_recover_found *f);
 /* Adds what the recovery scans read since `before` to the metrics. */
-void kd_pl_count_scans(kd_pipeline *p, const kd_recovery_stats *before);
+void kd_pl_resolve_count_scans(kd_pipeline *p, const kd_recovery_stats *before);
 
 /* pipeline_store.c */
 /* Claims c[0..n) of route in one store write (timed); a failure pauses consumption. */
-void kd_pl_claim_timed(kd_pipeline *p, size_t route, kd_claim *c, size_t n, uint64_t now);
-/* The store half of kd_pl_claim_timed: the write, timed; a failed write
+void kd_pl_store_claim_timed(kd_pipeline *p, size_t route, kd_claim *c, size_t n,
+                             uint64_t now);
+/* The store half of kd_pl_store_claim_timed: the write, timed; a failed write
  * marks every claim KD_ERR_STORE. Touches no pipeline state. */
-void kd_pl_claim_write(kd_pipeline *p, size_t route, kd_claim *c, size_t n, uint64_t now);
+void kd_pl_store_claim_write(kd_pipeline *p, size_t route, kd_claim *c, size_t n,
+                             uint64_t now);
 /* The pipeline half: a failed claim write pauses consumption; a good one
  * resumes it, with resume (false: a failure seen since the write began is
  * newer news). */
-void kd_pl_claim_health(kd_pipeline *p, size_t route, const kd_claim *c, size_t n,
-                        bool resume);
+void kd_pl_store_claim_health(kd_pipeline *p, size_t route, const kd_claim *c, size_t n,
+                              bool resume);
 /* Completes c[0..n) of route in one store write (timed), lazy (durable
  * with the next durable write or sync) or not; a failure pauses consumption. */
-void kd_pl_complete_timed(kd_pipeline *p, size_t route, kd_completion *c, size_t n,
-                          bool lazy);
-/* The store half of kd_pl_complete_timed: the write, timed; a failed write
+void kd_pl_store_complete_timed(kd_pipeline *p, size_t route, kd_completion *c, size_t n,
+                                bool lazy);
+/* The store half of kd_pl_store_complete_timed: the write, timed; a failed write
  * marks every completion KD_ERR_STORE. Touches no pipeline state. */
-void kd_pl_complete_write(kd_pipeline *p, size_t route, kd_completion *c, size_t n,
-                          bool lazy);
+void kd_pl_store_complete_write(kd_pipeline *p, size_t route, kd_completion *c, size_t n,
+                                bool lazy);
 /* The pipeline half: a failed write pauses consumption; a good durable one
  * resumes it. */
-void kd_pl_complete_health(kd_pipeline *p, size_t route, const kd_completion *c, size_t n,
-                           bool lazy);
+void kd_pl_store_complete_health(kd_pipeline *p, size_t route, const kd_completion *c,
+                                 size_t n, bool lazy);
 /* A store write succeeded: if it was failing, consumption resumes. */
 void kd_pl_store_ok(kd_pipeline *p);
 /* Counts and logs a failed store call; the first one pauses consumption. */
@@ -419,11 +421,11 @@ static inline bool kd_pl_store_failing(const kd_pipeline *p) {
  * is completed or held by a live message of this run. m was then skipped
  * (counted as a duplicate too), dead-lettered or forwarded per the route's
  * on_key_conflict. */
-bool kd_pl_key_conflict(kd_pipeline *p, msg *m, const kd_decision *d, uint64_t owner);
+bool kd_pl_conflict_judge(kd_pipeline *p, msg *m, const kd_decision *d, uint64_t owner);
 
 /* pipeline_produce.c */
 /* librdkafka's delivery-report callback: queues m on p->reported. */
-void kd_pl_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque);
+void kd_pl_produce_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque);
 /* Sends m downstream (or to the dead-letter topic); failures go to on_failed. */
 void kd_pl_produce(kd_pipeline *p, msg *m);
 
@@ -432,9 +434,9 @@ void kd_pl_produce(kd_pipeline *p, msg *m);
 void kd_pl_msg_done(kd_pipeline *p, msg *m);
 /* m now holds its key's claim (recorded in p->held); false when out of
  * memory (the pipeline then stops: fatal). */
-bool kd_pl_hold(kd_pipeline *p, msg *m);
+bool kd_pl_msg_hold(kd_pipeline *p, msg *m);
 /* m no longer holds a claim (released, or left to recovery). */
-void kd_pl_unhold(kd_pipeline *p, msg *m);
+void kd_pl_msg_unhold(kd_pipeline *p, msg *m);
 /* Frees m without touching offsets (its ownership ended, or the run stops). */
 void kd_pl_msg_free(kd_pipeline *p, msg *m);
 /* m's ownership ended: it is dropped, and its partition's next owner
@@ -444,50 +446,50 @@ void kd_pl_msg_free(kd_pipeline *p, msg *m);
 void kd_pl_msg_abandon(kd_pipeline *p, msg *m);
 /* Remembers where m's delivery may be, for whoever meets its claim next;
  * the oldest note goes past LEFT_MAX. */
-void kd_pl_left_add(kd_pipeline *p, const msg *m);
+void kd_pl_msg_left_add(kd_pipeline *p, const msg *m);
 /* The note for key, or NULL. */
-left_claim *kd_pl_left_find(kd_pipeline *p, size_t route, const char *key,
-                            size_t key_len);
+left_claim *kd_pl_msg_left_find(kd_pipeline *p, size_t route, const char *key,
+                                size_t key_len);
 /* Drops a note (resolved). */
-void kd_pl_left_drop(kd_pipeline *p, left_claim *l);
+void kd_pl_msg_left_drop(kd_pipeline *p, left_claim *l);
 /* m's delivery was possibly persisted: its read of downstream waits for a
  * barrier (see pipeline_msg.c). */
-void kd_pl_set_barrier(kd_pipeline *p, msg *m);
+void kd_pl_msg_barrier_set(kd_pipeline *p, msg *m);
 /* True once a read of downstream for a delivery possibly persisted (to
  * out_partition of route, with its barrier and barrier_until) may begin: a
  * delivery to that partition sent after the failure was acknowledged, or
  * the wait is over. */
-bool kd_pl_barrier_passed(const kd_pipeline *p, size_t route, int32_t out_partition,
-                          uint64_t barrier, uint64_t until);
+bool kd_pl_msg_barrier_passed(const kd_pipeline *p, size_t route, int32_t out_partition,
+                              uint64_t barrier, uint64_t until);
 /* Puts m on the retry list, due in delay_ms. */
-void kd_pl_schedule_retry(kd_pipeline *p, msg *m, uint64_t delay_ms);
+void kd_pl_msg_retry(kd_pipeline *p, msg *m, uint64_t delay_ms);
 /* The delay before m's next delivery attempt. */
 uint64_t kd_pl_backoff_ms(const kd_pipeline *p, const msg *m);
 /* Drops retries of partitions no longer assigned (all, with all_parts). */
-void kd_pl_abandon_retries(kd_pipeline *p, bool all_parts);
+void kd_pl_msg_abandon_retries(kd_pipeline *p, bool all_parts);
 /* True when m's partition has messages waiting behind an orphan's scan: m
  * is to wait behind them (appended; `takeover`: to be taken over when its
  * turn comes, else produced). False when there is no gate: go on. */
-bool kd_pl_gated(kd_pipeline *p, msg *m, bool takeover);
+bool kd_pl_msg_gated(kd_pipeline *p, msg *m, bool takeover);
 /* m's orphan scan is not complete (or m, a gate's head, is to be tried
  * again at m->due_ms): m waits at its gate's head (opened for it if need
  * be), and the messages of its partition consumed after it wait behind it. */
-void kd_pl_gate_wait(kd_pipeline *p, msg *m);
+void kd_pl_msg_gate_wait(kd_pipeline *p, msg *m);
 /* True when messages of the partition wait at a gate. */
-bool kd_pl_gate_waiting(kd_pipeline *p, size_t route, int32_t partition);
+bool kd_pl_msg_gate_waiting(kd_pipeline *p, size_t route, int32_t partition);
 /* Closes gate g, its waiting list empty or taken: the last gate moves into
  * its place. */
-void kd_pl_gate_close(kd_pipeline *p, gate *g);
+void kd_pl_msg_gate_close(kd_pipeline *p, gate *g);
 /* Drops the waiting messages of ended ownerships (all, with all_parts). */
-void kd_pl_gates_abandon(kd_pipeline *p, bool all_parts);
+void kd_pl_msg_gates_abandon(kd_pipeline *p, bool all_parts);
 
 /* pipeline_deliver.c */
 /* Acts on a failed (or possibly failed) delivery of m. */
-void kd_pl_on_failed(kd_pipeline *p, msg *m);
+void kd_pl_deliver_failed(kd_pipeline *p, msg *m);
 /* Serves the producer for up to timeout_ms and settles its reports: a
  * delivered message's receipt waits on p->receipts, for the next job of
  * the store thread (kd_pl_ahead_turn) or kd_pl_receipts_write. */
-void kd_pl_service(kd_pipeline *p, int timeout_ms);
+void kd_pl_deliver_serve(kd_pipeline *p, int timeout_ms);
 
 /* pipeline_retry.c */
 /* Sends (or claims, or reads downstream for) the retries that are due. */
@@ -511,13 +513,13 @@ void kd_pl_receipts_apply(kd_pipeline *p, kd_pl_receipts *r, bool durable);
  * durable write since has done it) and settles their messages: those a
  * job's sync did not cover, and those written while draining. Each turn,
  * and while draining. */
-void kd_pl_settle_receipts(kd_pipeline *p);
+void kd_pl_receipts_settle(kd_pipeline *p);
 /* Writes m's receipt into buf; returns its length. */
-size_t kd_pl_format_receipt(const kd_pipeline *p, const msg *m, char *buf, size_t size);
+size_t kd_pl_receipts_format(const kd_pipeline *p, const msg *m, char *buf, size_t size);
 /* Writes a receipt naming where a message went and came from; returns its length. */
-size_t kd_pl_receipt_text(const kd_pipeline *p, size_t route, int32_t out_part,
-                          int64_t out_off, int64_t ts, int32_t src_part, int64_t src_off,
-                          char *buf, size_t size);
+size_t kd_pl_receipts_text(const kd_pipeline *p, size_t route, int32_t out_part,
+                           int64_t out_off, int64_t ts, int32_t src_part, int64_t src_off,
+                           char *buf, size_t size);
 /* Grows r to hold n receipts; false when out of memory (r unchanged). */
 bool kd_pl_receipts_reserve(kd_pl_receipts *r, size_t n);
 /* Frees r's arrays. */
@@ -526,7 +528,7 @@ void kd_pl_receipts_free(kd_pl_receipts *r);
 /* pipeline_handover.c */
 /* Reads the histories of the partitions due for a handover, together;
  * resumes a route's partitions once every one of them is learned. */
-void kd_pl_hand_over(kd_pipeline *p);
+void kd_pl_handover_turn(kd_pipeline *p);
 /* Queues a newly assigned partition for its handover; false when out of memory. */
 bool kd_pl_handover_add(kd_pipeline *p, size_t route, int32_t partition);
 /* The index of the partition's pending handover, or SIZE_MAX. */
@@ -546,11 +548,11 @@ void kd_pl_handover_remove(kd_pipeline *p, size_t i);
  * it would be forwarded even if the handover then read its key downstream. */
 void kd_pl_handover_hold(kd_pipeline *p, msg *m);
 /* Called while a scan runs: ticks the loop's health. */
-void kd_pl_scan_progress(void *arg);
+void kd_pl_handover_progress(void *arg);
 
 /* pipeline_gate.c */
 /* Lets out of every gate what can go, in order. Each turn. */
-void kd_pl_gates_turn(kd_pipeline *p);
+void kd_pl_gate_turn(kd_pipeline *p);
 
 /* pipeline_flow.c */
 /* Pauses consumption while too much is in flight, resumes it below, holds
@@ -558,14 +560,14 @@ void kd_pl_gates_turn(kd_pipeline *p);
 void kd_pl_flow(kd_pipeline *p);
 /* Holds back (pauses) a partition whose front message has
  * pipeline.max_inflight consumed ones behind it. After each one consumed. */
-void kd_pl_check_front(kd_pipeline *p, size_t route, int32_t partition);
+void kd_pl_flow_check_front(kd_pipeline *p, size_t route, int32_t partition);
 /* True when a partition is to stay paused: the store fails or is slow, backpressure,
  * its handover is pending, or it is held back. */
-bool kd_pl_partition_paused(const kd_pipeline *p, size_t route, int32_t partition);
-/* Pauses or resumes every assigned partition as kd_pl_partition_paused() says. */
-void kd_pl_apply_pauses(kd_pipeline *p);
+bool kd_pl_flow_paused(const kd_pipeline *p, size_t route, int32_t partition);
+/* Pauses or resumes every assigned partition as kd_pl_flow_paused() says. */
+void kd_pl_flow_apply(kd_pipeline *p);
 /* Pauses or resumes one partition of route. */
-void kd_pl_set_paused(kd_pipeline *p, size_t route, int32_t partition, bool pause);
+void kd_pl_flow_pause(kd_pipeline *p, size_t route, int32_t partition, bool pause);
 
 /* pipeline_rebalance.c */
 /* Starts the stop's one grace period (pipeline.shutdown_grace) when a stop
@@ -578,12 +580,12 @@ static inline uint64_t kd_pl_stop_deadline(kd_pipeline *p) {
 }
 
 /* Serves the producer until nothing is in flight or deadline_ms (monotonic). */
-void kd_pl_drain(kd_pipeline *p, uint64_t deadline_ms);
+void kd_pl_rebalance_drain(kd_pipeline *p, uint64_t deadline_ms);
 /* librdkafka's rebalance callback. */
 void kd_pl_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                         rd_kafka_topic_partition_list_t *parts, void *opaque);
 /* Stores the commit points that moved; the consumer commits them. */
-void kd_pl_store_offsets(kd_pipeline *p);
+void kd_pl_rebalance_store_offsets(kd_pipeline *p);
 /* pipeline_own.c */
 /* Ends this ownership of a partition: its offsets are forgotten (no
  * message of it is produced or settled as ours from now on), its pending
@@ -594,6 +596,6 @@ void kd_pl_own_end(kd_pipeline *p, size_t route, int32_t partition);
  * passed without a poll). Every ownership then ends at once, before the
  * revoke callback says so: nothing more is produced for those partitions,
  * and their messages in hand are dropped for their next owner. */
-bool kd_pl_assignment_lost(kd_pipeline *p);
+bool kd_pl_own_lost(kd_pipeline *p);
 
 #endif /* KD_PIPELINE_INT_H */

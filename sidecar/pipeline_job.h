@@ -93,7 +93,7 @@ bool kd_pl_ahead_wait(kd_pipeline *p, int timeout_ms);
  * after the waiting receipts), then acts on the finished job while the
  * store thread works: receipts' messages are done (or wait on p->unsynced
  * when the job could not sync them), and every message of its batch still
- * owned is sent, settled or retried as kd_pl_dispatch would (the others are
+ * owned is sent, settled or retried as kd_pl_claim_batch would (the others are
  * dropped). The poll batch's array swaps with the job's. */
 void kd_pl_ahead_turn(kd_pipeline *p, size_t n);
 /* The store thread's write outlasted a wait of the loop. Once it has been

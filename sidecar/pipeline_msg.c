@@ -19,7 +19,7 @@ void kd_pl_msg_done(kd_pipeline *p, msg *m) {
     kd_pl_msg_free(p, m);
 }
 
-bool kd_pl_hold(kd_pipeline *p, msg *m) {
+bool kd_pl_msg_hold(kd_pipeline *p, msg *m) {
     m->claimed = true;
     if (kd_held_add(p->held, m->route, m->key, m->key_len, m)) {
         atomic_store(kd_metrics_held(p->metrics), kd_held_count(p->held));
@@ -30,7 +30,7 @@ bool kd_pl_hold(kd_pipeline *p, msg *m) {
     return false;
 }
 
-void kd_pl_unhold(kd_pipeline *p, msg *m) {
+void kd_pl_msg_unhold(kd_pipeline *p, msg *m) {
     if (m->claimed) {
         kd_held_remove(p->held, m->route, m->key, m->key_len, m);
         atomic_store(kd_metrics_held(p->metrics), kd_held_count(p->held));
@@ -42,7 +42,7 @@ void kd_pl_unhold(kd_pipeline *p, msg *m) {
 void kd_pl_msg_free(kd_pipeline *p, msg *m) {
     if (m->stuck)
         atomic_fetch_sub(&kd_metrics_flow(p->metrics)->stuck, 1);
-    kd_pl_unhold(p, m);
+    kd_pl_msg_unhold(p, m);
     p->inflight_bytes -= m->bytes;
     free(m->key_owned);
     free(m->conflict_original);
@@ -51,7 +51,7 @@ void kd_pl_msg_free(kd_pipeline *p, msg *m) {
     GCOUNT(p, inflight, (uint64_t)-1);
 }
 
-void kd_pl_left_drop(kd_pipeline *p, left_claim *l) {
+void kd_pl_msg_left_drop(kd_pipeline *p, left_claim *l) {
     kd_held_remove(p->left, l->route, l->key, l->key_len, l);
     *(l->older ? &l->older->newer : &p->left_oldest) = l->newer;
     *(l->newer ? &l->newer->older : &p->left_newest) = l->older;
@@ -61,13 +61,13 @@ void kd_pl_left_drop(kd_pipeline *p, left_claim *l) {
     free(l);
 }
 
-void kd_pl_left_add(kd_pipeline *p, const msg *m) {
-    left_claim *l = kd_pl_left_find(p, m->route, m->key, m->key_len);
+void kd_pl_msg_left_add(kd_pipeline *p, const msg *m) {
+    left_claim *l = kd_pl_msg_left_find(p, m->route, m->key, m->key_len);
 
     if (l)
-        kd_pl_left_drop(p, l); /* an older note of the key: this one is newer */
+        kd_pl_msg_left_drop(p, l); /* an older note of the key: this one is newer */
     if (p->nleft >= LEFT_MAX)
-        kd_pl_left_drop(p, p->left_oldest); /* its claim is resolved the slow way */
+        kd_pl_msg_left_drop(p, p->left_oldest); /* its claim is resolved the slow way */
     if (!(l = calloc(1, sizeof(*l))) || !(l->key = malloc(m->key_len ? m->key_len : 1))) {
         free(l);
         return; /* the claim is still resolved, by a scan from the run's start */
@@ -95,19 +95,19 @@ void kd_pl_left_add(kd_pipeline *p, const msg *m) {
     atomic_store(kd_metrics_left(p->metrics), p->nleft);
 }
 
-left_claim *kd_pl_left_find(kd_pipeline *p, size_t route, const char *key,
-                            size_t key_len) {
+left_claim *kd_pl_msg_left_find(kd_pipeline *p, size_t route, const char *key,
+                                size_t key_len) {
     return kd_held_find(p->left, route, key, key_len);
 }
 
 void kd_pl_msg_abandon(kd_pipeline *p, msg *m) {
     if (m->claimed && m->maybe_out && m->kind == MSG_DEDUP)
-        kd_pl_left_add(p, m);
+        kd_pl_msg_left_add(p, m);
     else if (m->claimed &&
              kd_dedup_release_claim(dedup_of(p, m), m->key, m->key_len) == KD_OK)
         RCOUNT(p, m->route, released);
     /* A claim not released stays in flight: whoever consumes the message
-     * next resolves it from the downstream topic (see kd_pl_takeover). */
+     * next resolves it from the downstream topic (see kd_pl_claim_takeover). */
     RCOUNT(p, m->route, abandoned);
     kd_pl_msg_free(p, m);
 }
@@ -126,20 +126,20 @@ void kd_pl_msg_abandon(kd_pipeline *p, msg *m) {
  * partition without such a delivery is read after BARRIER_WAIT_FACTOR times
  * message.timeout.ms all the same (RELIABILITY.md, "late writes").
  */
-void kd_pl_set_barrier(kd_pipeline *p, msg *m) {
+void kd_pl_msg_barrier_set(kd_pipeline *p, msg *m) {
     m->barrier = p->routes[m->route].sent[m->out_partition];
     m->barrier_until = kd_mono_ms() + p->barrier_wait_ms;
 }
 
-bool kd_pl_barrier_passed(const kd_pipeline *p, size_t route, int32_t out_partition,
-                          uint64_t barrier, uint64_t until) {
+bool kd_pl_msg_barrier_passed(const kd_pipeline *p, size_t route, int32_t out_partition,
+                              uint64_t barrier, uint64_t until) {
     return p->routes[route].acked_sent[out_partition] > barrier || kd_mono_ms() >= until;
 }
 
-void kd_pl_schedule_retry(kd_pipeline *p, msg *m, uint64_t delay_ms) {
+void kd_pl_msg_retry(kd_pipeline *p, msg *m, uint64_t delay_ms) {
     m->due_ms = kd_mono_ms() + delay_ms;
     if (p->gate_passing == m) { /* a gate's head: the rest keep waiting behind it */
-        kd_pl_gate_wait(p, m);
+        kd_pl_msg_gate_wait(p, m);
         return;
     }
     list_push(&p->retries, m);
@@ -154,10 +154,10 @@ uint64_t kd_pl_backoff_ms(const kd_pipeline *p, const msg *m) {
 }
 
 /* Drops the retries of ended ownerships (all, with all_parts). */
-void kd_pl_abandon_retries(kd_pipeline *p, bool all_parts) {
+void kd_pl_msg_abandon_retries(kd_pipeline *p, bool all_parts) {
     msg_list all = list_take(&p->retries);
 
-    kd_pl_gates_abandon(p, all_parts);
+    kd_pl_msg_gates_abandon(p, all_parts);
     for (msg *m = all.head, *next; m; m = next) {
         next = m->next;
         if (!all_parts && msg_live(p, m))
@@ -190,15 +190,15 @@ static gate *gate_open(kd_pipeline *p, size_t route, int32_t partition) {
     return g;
 }
 
-void kd_pl_gate_close(kd_pipeline *p, gate *g) {
+void kd_pl_msg_gate_close(kd_pipeline *p, gate *g) {
     *g = p->gates[--p->ngates];
 }
 
-bool kd_pl_gate_waiting(kd_pipeline *p, size_t route, int32_t partition) {
+bool kd_pl_msg_gate_waiting(kd_pipeline *p, size_t route, int32_t partition) {
     return p->ngates && gate_find(p, route, partition);
 }
 
-bool kd_pl_gated(kd_pipeline *p, msg *m, bool takeover) {
+bool kd_pl_msg_gated(kd_pipeline *p, msg *m, bool takeover) {
     gate *g;
 
     if (!p->ngates || p->gate_passing == m ||
@@ -209,7 +209,7 @@ bool kd_pl_gated(kd_pipeline *p, msg *m, bool takeover) {
     return true;
 }
 
-void kd_pl_gate_wait(kd_pipeline *p, msg *m) {
+void kd_pl_msg_gate_wait(kd_pipeline *p, msg *m) {
     gate *g = gate_find(p, m->route, m->rkm->partition);
 
     if (!g && !(g = gate_open(p, m->route, m->rkm->partition))) {
@@ -228,7 +228,7 @@ void kd_pl_gate_wait(kd_pipeline *p, msg *m) {
     }
 }
 
-void kd_pl_gates_abandon(kd_pipeline *p, bool all_parts) {
+void kd_pl_msg_gates_abandon(kd_pipeline *p, bool all_parts) {
     for (size_t i = p->ngates; i-- > 0;) {
         gate *g = &p->gates[i];
         msg *first = g->waiting.head;
@@ -236,7 +236,7 @@ void kd_pl_gates_abandon(kd_pipeline *p, bool all_parts) {
         if (!all_parts && first && msg_live(p, first))
             continue; /* one ownership per gate: its head tells */
         msg_list all = list_take(&g->waiting);
-        kd_pl_gate_close(p, g);
+        kd_pl_msg_gate_close(p, g);
         for (msg *m = all.head, *next; m; m = next) {
             next = m->next;
             kd_pl_msg_abandon(p, m);

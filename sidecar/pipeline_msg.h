@@ -31,14 +31,14 @@ typedef enum msg_kind {
  *
  *   where                    mark           next
  *   p->batch_msgs            (consumed)     its claim written with the batch's
- *     (kd_pl_collect)                       by the store thread (p->ahead.job),
- *                                           then acted on (kd_pl_claims_act);
+ *     (kd_pl_consume_collect)                       by the store thread (p->ahead.job),
+ *                                           then acted on (kd_pl_claim_act);
  *                                           p->retries (early) while its
  *                                           partition's handover is pending
  *   acted on                 claimed        produced: in flight; or settled at
  *                                           once (a duplicate: done; a key
  *                                           conflict); or a claim of another
- *                                           run or ownership: kd_pl_takeover
+ *                                           run or ownership: kd_pl_claim_takeover
  *   in flight (producer)     claimed        p->reported, by the delivery report
  *   p->reported                             acknowledged: p->receipts (in the
  *                                           transactional mode, p->txn.acked

@@ -28,7 +28,7 @@ static void end_ownership_cb(void *arg, size_t route, int32_t partition) {
     e->n++;
 }
 
-bool kd_pl_assignment_lost(kd_pipeline *p) {
+bool kd_pl_own_lost(kd_pipeline *p) {
     ending e = {p, 0};
 
     if (!rd_kafka_assignment_lost(p->consumer))
@@ -40,7 +40,7 @@ bool kd_pl_assignment_lost(kd_pipeline *p) {
                 "nothing more is produced for them, and their messages in hand are "
                 "left to their next owner",
                 e.n);
-        kd_pl_abandon_retries(p, false);
+        kd_pl_msg_abandon_retries(p, false);
     }
     return true;
 }

@@ -72,11 +72,11 @@ void kd_pl_produce(kd_pipeline *p, msg *m) {
     rd_kafka_headers_t *hdrs;
     rd_kafka_resp_err_t err;
 
-    if (kd_pl_gated(p, m, false))
+    if (kd_pl_msg_gated(p, m, false))
         return;                /* behind an orphan being resolved: in order, later */
     if (!kd_pl_txn_ready(p)) { /* the producer's initialisation waits, or fatal (the
                                 * pipeline stops; m waits for the next run) */
-        kd_pl_schedule_retry(p, m, KD_PL_TXN_WAIT_MS);
+        kd_pl_msg_retry(p, m, KD_PL_TXN_WAIT_MS);
         return;
     }
     hdrs = headers_for(p, m);
@@ -104,7 +104,7 @@ void kd_pl_produce(kd_pipeline *p, msg *m) {
         rd_kafka_headers_destroy(hdrs);
         m->err = err;
         m->status = RD_KAFKA_MSG_STATUS_NOT_PERSISTED;
-        kd_pl_on_failed(p, m);
+        kd_pl_deliver_failed(p, m);
         return;
     }
     if (p->txn.on)
@@ -112,7 +112,7 @@ void kd_pl_produce(kd_pipeline *p, msg *m) {
     p->awaiting++;
 }
 
-void kd_pl_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque) {
+void kd_pl_produce_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque) {
     kd_pipeline *p = opaque;
     msg *m = rkm->_private;
 

@@ -21,7 +21,7 @@ static void add_offset(void *arg, size_t route, int32_t partition, int64_t offse
 }
 
 /* Stores the commit points that moved; the consumer commits them. */
-void kd_pl_store_offsets(kd_pipeline *p) {
+void kd_pl_rebalance_store_offsets(kd_pipeline *p) {
     offset_list ol;
     rd_kafka_resp_err_t err;
 
@@ -36,7 +36,7 @@ void kd_pl_store_offsets(kd_pipeline *p) {
 }
 
 /* Waits (serving the producer) until nothing is in flight or deadline. */
-void kd_pl_drain(kd_pipeline *p, uint64_t deadline_ms) {
+void kd_pl_rebalance_drain(kd_pipeline *p, uint64_t deadline_ms) {
     while (p->awaiting || p->receipts.n || p->reported.n || p->unsynced.n ||
            p->txn.open) {
         /* A stop during a revoke's drain starts the one grace period. */
@@ -48,11 +48,11 @@ void kd_pl_drain(kd_pipeline *p, uint64_t deadline_ms) {
             kd_pl_txn_end(p, false); /* what it holds is sent again by the next owner */
             return;
         }
-        kd_pl_service(p, 20);
+        kd_pl_deliver_serve(p, 20);
         if (p->txn.open && !p->awaiting)
             kd_pl_txn_end(p, true);
         kd_pl_receipts_write(p);
-        kd_pl_settle_receipts(p);
+        kd_pl_receipts_settle(p);
     }
 }
 
@@ -137,8 +137,8 @@ static void on_revoke(kd_pipeline *p, rd_kafka_t *rk,
         uint64_t store_by = kd_mono_ms() + (uint64_t)p->max_poll_ms / 2;
 
         kd_pl_ahead_finish(p, store_by < deadline ? store_by : deadline);
-        kd_pl_drain(p, deadline);
-        kd_pl_store_offsets(p);
+        kd_pl_rebalance_drain(p, deadline);
+        kd_pl_rebalance_store_offsets(p);
         if (!p->txn.on)
             commit_parts(p, parts);
     } else {
@@ -150,7 +150,7 @@ static void on_revoke(kd_pipeline *p, rd_kafka_t *rk,
         if (route != SIZE_MAX)
             kd_pl_own_end(p, route, parts->elems[i].partition);
     }
-    kd_pl_abandon_retries(p, false);
+    kd_pl_msg_abandon_retries(p, false);
     if (cooperative)
         error = rd_kafka_incremental_unassign(rk, parts);
     else
@@ -190,7 +190,7 @@ static void on_group_ended(kd_pipeline *p, rd_kafka_resp_err_t err,
             n++;
         }
     }
-    kd_pl_abandon_retries(p, false);
+    kd_pl_msg_abandon_retries(p, false);
     GCOUNT(p, assigned, (uint64_t)-n);
     KD_INFO("revoked %d partition(s) after the consumer's group ended", n);
 }

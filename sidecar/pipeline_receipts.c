@@ -8,7 +8,7 @@
  * batch's claims (pipeline_ahead.c); only once a synced write or a sync has
  * covered them are their messages done and their offsets free to move:
  * at once when the job's own sync succeeded, else they wait on p->unsynced
- * for kd_pl_settle_receipts (as do those written while draining). A crash
+ * for kd_pl_receipts_settle (as do those written while draining). A crash
  * in between loses the receipts, not the messages: their claims stay in
  * flight, their offsets were not committed, and recovery finds the
  * deliveries downstream. One disk sync a turn instead of two.
@@ -54,7 +54,7 @@ void kd_pl_receipts_gather(kd_pipeline *p, kd_pl_receipts *r, size_t max) {
                 .key = m->key,
                 .key_len = m->key_len,
                 .receipt = text,
-                .receipt_len = kd_pl_format_receipt(p, m, text, RECEIPT_MAX),
+                .receipt_len = kd_pl_receipts_format(p, m, text, RECEIPT_MAX),
                 .claim_seq = m->claim_seq, /* claimed by this run: not read again */
                 .claim_version = m->claim_version,
                 .claim_hash = m->claim_hash,
@@ -98,7 +98,8 @@ void kd_pl_receipts_apply(kd_pipeline *p, kd_pl_receipts *r, bool durable) {
             else
                 list_push(&p->unsynced, m); /* done once the receipt is durable */
         } else {
-            list_push(&p->receipts, m); /* kd_pl_store_failed: kd_pl_complete_health */
+            list_push(&p->receipts,
+                      m); /* kd_pl_store_failed: kd_pl_store_complete_health */
         }
     }
     r->n = 0;
@@ -110,12 +111,13 @@ void kd_pl_receipts_write(kd_pipeline *p) {
     kd_pl_receipts_gather(p, r, 0);
     for (size_t first = 0, end; first < r->n; first = end) {
         end = kd_pl_receipts_run(r, first);
-        kd_pl_complete_timed(p, r->msgs[first]->route, r->c + first, end - first, true);
+        kd_pl_store_complete_timed(p, r->msgs[first]->route, r->c + first, end - first,
+                                   true);
     }
     kd_pl_receipts_apply(p, r, false);
 }
 
-void kd_pl_settle_receipts(kd_pipeline *p) {
+void kd_pl_receipts_settle(kd_pipeline *p) {
     msg_list all;
 
     if (!p->unsynced.n || (kd_pl_store_failing(p) && kd_mono_ms() < p->store_retry_at))
@@ -134,9 +136,9 @@ void kd_pl_settle_receipts(kd_pipeline *p) {
 
 /* A receipt: where a message went (downstream partition, offset and
  * timestamp) and where it came from (source partition and offset). */
-size_t kd_pl_receipt_text(const kd_pipeline *p, size_t route, int32_t out_part,
-                          int64_t out_off, int64_t ts, int32_t src_part, int64_t src_off,
-                          char *buf, size_t size) {
+size_t kd_pl_receipts_text(const kd_pipeline *p, size_t route, int32_t out_part,
+                           int64_t out_off, int64_t ts, int32_t src_part, int64_t src_off,
+                           char *buf, size_t size) {
     const kd_route *r = p->routes[route].cfg;
     kd_receipt rec = {.to = r->to,
                       .to_len = strlen(r->to),
@@ -151,10 +153,10 @@ size_t kd_pl_receipt_text(const kd_pipeline *p, size_t route, int32_t out_part,
     return kd_receipt_format(&rec, buf, size);
 }
 
-size_t kd_pl_format_receipt(const kd_pipeline *p, const msg *m, char *buf, size_t size) {
-    size_t n =
-        kd_pl_receipt_text(p, m->route, m->out_partition, m->out_offset, m->out_timestamp,
-                           m->rkm->partition, m->rkm->offset, buf, size);
+size_t kd_pl_receipts_format(const kd_pipeline *p, const msg *m, char *buf, size_t size) {
+    size_t n = kd_pl_receipts_text(p, m->route, m->out_partition, m->out_offset,
+                                   m->out_timestamp, m->rkm->partition, m->rkm->offset,
+                                   buf, size);
     kd_fmt f;
 
     if (!m->has_fp || n + 1 >= size)

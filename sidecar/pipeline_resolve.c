@@ -10,7 +10,7 @@
 #include <stdlib.h>
 
 /* Adds what the recovery scans read since `before` to the metrics. */
-void kd_pl_count_scans(kd_pipeline *p, const kd_recovery_stats *before) {
+void kd_pl_resolve_count_scans(kd_pipeline *p, const kd_recovery_stats *before) {
     kd_recovery_stats after;
 
     kd_recovery_stats_get(p->recovery, &after);
@@ -23,16 +23,16 @@ void kd_pl_count_scans(kd_pipeline *p, const kd_recovery_stats *before) {
  * its claim with a receipt naming that record and settles m (freed). False
  * when the store failed: m then waits with the receipts, whose write is
  * retried (never sent again: it is downstream). */
-bool kd_pl_complete_found(kd_pipeline *p, msg *m, int32_t out_part,
-                          const kd_recover_found *f) {
+bool kd_pl_resolve_complete_found(kd_pipeline *p, msg *m, int32_t out_part,
+                                  const kd_recover_found *f) {
     char receipt[RECEIPT_MAX];
     kd_completion c = {.key = m->key, .key_len = m->key_len, .receipt = receipt};
 
     m->out_partition = out_part;
     m->out_offset = f->offset;
     m->out_timestamp = f->timestamp;
-    c.receipt_len = kd_pl_format_receipt(p, m, receipt, sizeof(receipt));
-    kd_pl_complete_timed(p, m->route, &c, 1, false);
+    c.receipt_len = kd_pl_receipts_format(p, m, receipt, sizeof(receipt));
+    kd_pl_store_complete_timed(p, m->route, &c, 1, false);
     if (c.err == KD_ERR_STORE) {
         list_push(&p->receipts, m);
         return false;
@@ -48,7 +48,7 @@ static void uncertain_result(kd_pipeline *p, msg *m, int32_t part,
         size_t route = m->route; /* m is freed once settled */
         uint64_t consumed_us = m->consumed_us;
 
-        if (kd_pl_complete_found(p, m, part, &a->found)) {
+        if (kd_pl_resolve_complete_found(p, m, part, &a->found)) {
             RCOUNT(p, route, uncertain_found);
             RCOUNT(p, route, forwarded);
             observe_since(kd_metrics_forward_latency(p->metrics), consumed_us);
@@ -58,13 +58,13 @@ static void uncertain_result(kd_pipeline *p, msg *m, int32_t part,
     if (a->result == KD_RECOVER_LATER) { /* read on from there next turn */
         m->scan_from = a->from;
         m->scan_settle = a->settle_to;
-        kd_pl_schedule_retry(p, m, 0);
+        kd_pl_msg_retry(p, m, 0);
         return;
     }
     if (a->result == KD_RECOVER_UNKNOWN && ++m->reads < UNCERTAIN_TRIES) {
         uint64_t delay = 250u << (m->reads < 6 ? m->reads : 6);
 
-        kd_pl_schedule_retry(p, m, delay);
+        kd_pl_msg_retry(p, m, delay);
         return;
     }
     if (a->result == KD_RECOVER_ABSENT)
@@ -72,7 +72,7 @@ static void uncertain_result(kd_pipeline *p, msg *m, int32_t part,
     else
         RCOUNT(p, m->route, uncertain_unknown);
     m->uncertain = false;
-    kd_pl_schedule_retry(p, m, 0); /* produced again, under the same claim */
+    kd_pl_msg_retry(p, m, 0); /* produced again, under the same claim */
 }
 
 /* A read for messages due for one: ms[i] asks asks[i] of downstream
@@ -98,7 +98,7 @@ static void read_by_partition(kd_pipeline *p, const read_many *r) {
     if (!asks || !of) {
         for (size_t i = 0; i < r->n; i++)
             if (r->ms[i])
-                kd_pl_schedule_retry(p, r->ms[i], 250); /* out of memory: later */
+                kd_pl_msg_retry(p, r->ms[i], 250); /* out of memory: later */
         goto out;
     }
     p->last_orphan_ms = kd_mono_ms();
@@ -115,7 +115,7 @@ static void read_by_partition(kd_pipeline *p, const read_many *r) {
             }
         kd_recovery_stats_get(p->recovery, &before);
         kd_recovery_find_since_many(p->recovery, route, r->parts[i], asks, k);
-        kd_pl_count_scans(p, &before);
+        kd_pl_resolve_count_scans(p, &before);
         for (size_t j = 0; j < k; j++) {
             msg *m = r->ms[of[j]];
 
@@ -139,7 +139,7 @@ static bool read_many_init(kd_pipeline *p, read_many *r, msg **ms, size_t n, boo
     if (r->asks && r->parts && (!notes || r->notes))
         return true;
     for (size_t i = 0; i < n; i++)
-        kd_pl_schedule_retry(p, ms[i], 250); /* out of memory: later */
+        kd_pl_msg_retry(p, ms[i], 250); /* out of memory: later */
     return false;
 }
 
@@ -182,7 +182,7 @@ void kd_pl_resolve_uncertain(kd_pipeline *p, msg **ms, size_t n) {
 }
 
 /* What a read told of the note l that m met: recorded in the note, to be
- * applied when m meets its claim again (kd_pl_takeover, which checks the
+ * applied when m meets its claim again (kd_pl_claim_takeover, which checks the
  * claim first); m is retried: at once when told, later when not. */
 static void left_told(kd_pipeline *p, msg *m, left_claim *l, int32_t part,
                       const kd_recover_ask *a) {
@@ -192,11 +192,11 @@ static void left_told(kd_pipeline *p, msg *m, left_claim *l, int32_t part,
             l->scan_from = a->from;
         if (!l->scan_settle)
             l->scan_settle = a->settle_to;
-        kd_pl_schedule_retry(p, m, 0);
+        kd_pl_msg_retry(p, m, 0);
         return;
     }
     if (a->result == KD_RECOVER_UNKNOWN && ++m->reads < UNCERTAIN_TRIES) {
-        kd_pl_schedule_retry(p, m, 250u << (m->reads < 6 ? m->reads : 6));
+        kd_pl_msg_retry(p, m, 250u << (m->reads < 6 ? m->reads : 6));
         return;
     }
     if (l->result == KD_RECOVER_LATER) { /* unless a copy read beside m told it first */
@@ -204,7 +204,7 @@ static void left_told(kd_pipeline *p, msg *m, left_claim *l, int32_t part,
         l->found = a->found;
     }
     m->left_read = false;
-    kd_pl_schedule_retry(p, m, 0);
+    kd_pl_msg_retry(p, m, 0);
 }
 
 void kd_pl_resolve_left(kd_pipeline *p, msg **ms, size_t n) {
@@ -214,11 +214,11 @@ void kd_pl_resolve_left(kd_pipeline *p, msg **ms, size_t n) {
         r.told = left_told;
         for (size_t i = 0; i < n; i++) {
             msg *m = ms[i];
-            left_claim *l = kd_pl_left_find(p, m->route, m->key, m->key_len);
+            left_claim *l = kd_pl_msg_left_find(p, m->route, m->key, m->key_len);
 
             if (!l || l->result != KD_RECOVER_LATER) { /* gone or told: meets its claim */
                 m->left_read = false;
-                kd_pl_schedule_retry(p, m, 0);
+                kd_pl_msg_retry(p, m, 0);
                 ms[i] = NULL;
                 continue;
             }

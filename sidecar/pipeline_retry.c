@@ -18,7 +18,7 @@ static void reclaim_all(kd_pipeline *p, msg_list *l) {
         next = m->next;
         chunk[n++] = m;
         if (n == max || !next) {
-            kd_pl_dispatch(p, chunk, n);
+            kd_pl_claim_batch(p, chunk, n);
             n = 0;
         }
     }
@@ -36,7 +36,7 @@ static void read_downstream(kd_pipeline *p, msg_list *l,
     if (!(ms = malloc(l->n * sizeof(*ms)))) { /* out of memory: later */
         for (msg *m = l->head, *next; m; m = next) {
             next = m->next;
-            kd_pl_schedule_retry(p, m, 250);
+            kd_pl_msg_retry(p, m, 250);
         }
         return;
     }
@@ -70,7 +70,7 @@ void kd_pl_retry_due(kd_pipeline *p) {
             continue;
         }
         if (m->left_read && p->txn.init_since) { /* as uncertain ones, below */
-            kd_pl_schedule_retry(p, m, BARRIER_POLL_MS);
+            kd_pl_msg_retry(p, m, BARRIER_POLL_MS);
             continue;
         }
         if (m->left_read) { /* an ended ownership's note: read with the others */
@@ -81,12 +81,12 @@ void kd_pl_retry_due(kd_pipeline *p) {
             /* A commit whose outcome is unknown: the replacing producer's
              * initialisation ends its transaction (commits one under way,
              * aborts any other). read_committed says nothing before. */
-            kd_pl_schedule_retry(p, m, BARRIER_POLL_MS);
+            kd_pl_msg_retry(p, m, BARRIER_POLL_MS);
             continue;
         }
-        if (m->uncertain && !kd_pl_barrier_passed(p, m->route, m->out_partition,
-                                                  m->barrier, m->barrier_until)) {
-            kd_pl_schedule_retry(p, m, BARRIER_POLL_MS);
+        if (m->uncertain && !kd_pl_msg_barrier_passed(p, m->route, m->out_partition,
+                                                      m->barrier, m->barrier_until)) {
+            kd_pl_msg_retry(p, m, BARRIER_POLL_MS);
             continue;
         }
         if (m->uncertain) { /* a read of downstream, not a delivery: below */
@@ -94,7 +94,7 @@ void kd_pl_retry_due(kd_pipeline *p) {
             continue;
         }
         if (m->early) { /* its handover is still pending (above) */
-            kd_pl_schedule_retry(p, m, EARLY_POLL_MS);
+            kd_pl_msg_retry(p, m, EARLY_POLL_MS);
             continue;
         }
         RCOUNT(p, m->route, retries);

@@ -22,7 +22,7 @@ void kd_pl_store_failed(kd_pipeline *p, size_t route, const char *what) {
                  "accepts writes again");
         atomic_store(&p->store_failing_since, now ? now : 1);
         p->store_backoff_ms = STORE_BACKOFF_MIN_MS;
-        kd_pl_apply_pauses(p);
+        kd_pl_flow_apply(p);
     } else if (p->store_backoff_ms < STORE_BACKOFF_MAX_MS) {
         p->store_backoff_ms *= 2;
     }
@@ -38,14 +38,14 @@ void kd_pl_store_ok(kd_pipeline *p) {
             (unsigned long long)(kd_mono_ms() - since));
     atomic_store(&p->store_failing_since, 0);
     p->store_backoff_ms = 0;
-    kd_pl_apply_pauses(p);
+    kd_pl_flow_apply(p);
 }
 
 /* A route's claims in one store write, timed for kdedup_store_write_seconds;
  * a failed write marks every claim KD_ERR_STORE. Touches no pipeline state
  * (the store thread makes claims ahead with it). */
-void kd_pl_claim_write(kd_pipeline *p, size_t route, kd_claim *c, size_t n,
-                       uint64_t now) {
+void kd_pl_store_claim_write(kd_pipeline *p, size_t route, kd_claim *c, size_t n,
+                             uint64_t now) {
     uint64_t t0 = kd_mono_us();
 
     if (kd_dedup_claim_batch(p->routes[route].dedup, c, n, now) != KD_OK)
@@ -54,8 +54,8 @@ void kd_pl_claim_write(kd_pipeline *p, size_t route, kd_claim *c, size_t n,
     observe_since(kd_metrics_store_write(p->metrics), t0);
 }
 
-void kd_pl_claim_health(kd_pipeline *p, size_t route, const kd_claim *c, size_t n,
-                        bool resume) {
+void kd_pl_store_claim_health(kd_pipeline *p, size_t route, const kd_claim *c, size_t n,
+                              bool resume) {
     for (size_t i = 0; i < n; i++)
         if (c[i].err == KD_ERR_STORE) {
             kd_pl_store_failed(p, route, "claim batch");
@@ -65,14 +65,14 @@ void kd_pl_claim_health(kd_pipeline *p, size_t route, const kd_claim *c, size_t 
         kd_pl_store_ok(p);
 }
 
-void kd_pl_claim_timed(kd_pipeline *p, size_t route, kd_claim *c, size_t n,
-                       uint64_t now) {
-    kd_pl_claim_write(p, route, c, n, now);
-    kd_pl_claim_health(p, route, c, n, true);
+void kd_pl_store_claim_timed(kd_pipeline *p, size_t route, kd_claim *c, size_t n,
+                             uint64_t now) {
+    kd_pl_store_claim_write(p, route, c, n, now);
+    kd_pl_store_claim_health(p, route, c, n, true);
 }
 
-void kd_pl_complete_write(kd_pipeline *p, size_t route, kd_completion *c, size_t n,
-                          bool lazy) {
+void kd_pl_store_complete_write(kd_pipeline *p, size_t route, kd_completion *c, size_t n,
+                                bool lazy) {
     kd_dedup *d = p->routes[route].dedup;
     uint64_t t0 = kd_mono_us();
 
@@ -83,19 +83,19 @@ void kd_pl_complete_write(kd_pipeline *p, size_t route, kd_completion *c, size_t
     observe_since(kd_metrics_store_write(p->metrics), t0);
 }
 
-void kd_pl_complete_health(kd_pipeline *p, size_t route, const kd_completion *c, size_t n,
-                           bool lazy) {
+void kd_pl_store_complete_health(kd_pipeline *p, size_t route, const kd_completion *c,
+                                 size_t n, bool lazy) {
     for (size_t i = 0; i < n; i++)
         if (c[i].err == KD_ERR_STORE) {
             kd_pl_store_failed(p, route, "receipt batch");
             return;
         }
-    if (!lazy) /* a lazy write says nothing of durable ones: kd_pl_settle_receipts */
+    if (!lazy) /* a lazy write says nothing of durable ones: kd_pl_receipts_settle */
         kd_pl_store_ok(p);
 }
 
-void kd_pl_complete_timed(kd_pipeline *p, size_t route, kd_completion *c, size_t n,
-                          bool lazy) {
-    kd_pl_complete_write(p, route, c, n, lazy);
-    kd_pl_complete_health(p, route, c, n, lazy);
+void kd_pl_store_complete_timed(kd_pipeline *p, size_t route, kd_completion *c, size_t n,
+                                bool lazy) {
+    kd_pl_store_complete_write(p, route, c, n, lazy);
+    kd_pl_store_complete_health(p, route, c, n, lazy);
 }

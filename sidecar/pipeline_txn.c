@@ -191,7 +191,7 @@ static void replace_producer(kd_pipeline *p) {
     GCOUNT(p, txn_replaced, 1);
     rd_kafka_purge(old, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
     while (p->awaiting && kd_mono_ms() < deadline)
-        kd_pl_service(p, 10); /* every delivery reported, as failed */
+        kd_pl_deliver_serve(p, 10); /* every delivery reported, as failed */
     if (!(p->producer = p->txn.producer_new(p, err, sizeof(err)))) {
         KD_ERROR("transaction: the producer cannot be replaced: %s; the pipeline stops",
                  err);
@@ -290,11 +290,11 @@ static void settle_aborted(kd_pipeline *p, msg *m) {
     }
     if (failed) { /* its own failure: the route's policy */
         m->status = RD_KAFKA_MSG_STATUS_NOT_PERSISTED;
-        kd_pl_on_failed(p, m);
+        kd_pl_deliver_failed(p, m);
         return;
     }
     m->err = RD_KAFKA_RESP_ERR_NO_ERROR;
-    kd_pl_schedule_retry(p, m, 0); /* under the same claim, in the next one */
+    kd_pl_msg_retry(p, m, 0); /* under the same claim, in the next one */
 }
 
 bool kd_pl_txn_report(kd_pipeline *p, msg *m) {
@@ -414,7 +414,7 @@ out:
  * reported, or deadline (mono ms). */
 static void await_reports(kd_pipeline *p, uint64_t deadline) {
     while (p->txn.outstanding && kd_mono_ms() < deadline)
-        kd_pl_service(p, 10);
+        kd_pl_deliver_serve(p, 10);
 }
 
 static int msg_cmp(const void *a, const void *b) {
@@ -435,7 +435,7 @@ static void settle_unknown(kd_pipeline *p, msg *m) {
     m->txn = 0;
     m->err = RD_KAFKA_RESP_ERR__FATAL;
     m->status = RD_KAFKA_MSG_STATUS_POSSIBLY_PERSISTED;
-    kd_pl_on_failed(p, m);
+    kd_pl_deliver_failed(p, m);
 }
 
 /* settle_unknown() for a delivered message of a commit that failed for

@@ -275,7 +275,7 @@ static void check_in_keys_once(env *e) {
  * consumed.
  * 1. Backpressure from in2 (out2's broker down, max_inflight 3 in flight)
  *    pauses everything; out2 back, it ends and flow control resumes the
- *    partitions (kd_pl_apply_pauses): in/0 and in/1 must stay paused, so
+ *    partitions (kd_pl_flow_apply): in/0 and in/1 must stay paused, so
  *    nothing of in is consumed. Resumed, the copy would be claimed and
  *    forwarded before the handover learned the key: twice downstream.
  * 2. Backpressure again, and then in's handover is let through: it learns

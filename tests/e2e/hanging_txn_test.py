@@ -365,7 +365,7 @@ def orphan_read(workdir):
     """Phase "orphan read" (outside hunt, 2026-12-07): a dead run's claim,
     fresh (seconds old, far from dedup.inflight_timeout), whose delivery is
     committed behind another producer's transaction held open. The copy that
-    meets the claim reads downstream for it at once (kd_pl_takeover ->
+    meets the claim reads downstream for it at once (kd_pl_claim_takeover ->
     resolve_orphan -> kd_recovery_find), and that read ends at the last
     stable offset. dedup.handover false: nothing else reads for it first.
     K must be downstream once (read_committed)."""
