@@ -86,7 +86,8 @@ static void count_rejected(kd_pipeline *p, size_t route, reject_reason why) {
 /* m is rejected (why, detail for the log): to the route's dead-letter topic
  * with its reason, whatever on_missing_key says; without one, forwarded
  * without dedup or dropped as on_missing_key says. Counted and logged
- * either way. Returns m to dispatch, or NULL when it was dropped. */
+ * either way. Returns m to claim (kd_pl_claim_batch), or NULL when it was
+ * dropped. */
 static msg *reject(kd_pipeline *p, msg *m, reject_reason why, const char *detail) {
     static const char *const reasons[] = {
         KD_REASON_TOO_MANY_HEADERS, KD_REASON_HEADERS_TOO_LARGE, KD_REASON_AMBIGUOUS_KEY};
@@ -135,8 +136,8 @@ static bool over_header_bounds(const kd_pipeline *p, kd_headers_size hs,
     return false;
 }
 
-/* m has no usable key: on_missing_key decides. Returns m to dispatch, or
- * NULL when it was dropped. */
+/* m has no usable key: on_missing_key decides. Returns m to claim
+ * (kd_pl_claim_batch), or NULL when it was dropped. */
 static msg *missing(kd_pipeline *p, msg *m, const kd_route *r) {
     switch (r->on_missing_key) {
     case KD_MISSING_FORWARD:

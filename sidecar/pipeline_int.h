@@ -29,7 +29,7 @@
  *                        ended ownerships' notes, the barrier, the lists it
  *                        waits in (retries, gates); calls no pipeline_*.c
  *   pipeline_deliver.c   delivery reports served: releases, retries, dead letters
- *   pipeline_retry.c     the retries due: sent, claimed again, or read for
+ *   pipeline_retry.c     the retries due: sent, claimed again, or read downstream
  *   pipeline_receipts.c  receipts' text and buffers; gathered, written
  *                        lazily, made durable by the next sync
  *   pipeline_gate.c      gates let out: a partition's messages wait, in order,
@@ -196,8 +196,8 @@ struct kd_pipeline {
     uint64_t stop_deadline;       /* mono ms: the end of shutdown_grace once stopping */
     _Atomic int fatal;            /* the loop writes, any reads (/readyz) */
 
-    /* The loop's: messages on their way (dr_cb runs in the loop's polls). */
-    msg_list reported; /* delivery reports, filled by dr_cb */
+    /* The loop's: messages on their way (kd_pl_produce_dr_cb runs in its polls). */
+    msg_list reported; /* delivery reports, filled by kd_pl_produce_dr_cb */
     msg_list receipts; /* delivered; receipt not yet written */
     msg_list unsynced; /* receipt written lazily; durable with the next sync */
     msg_list retries;  /* waiting for due_ms */
@@ -426,7 +426,7 @@ bool kd_pl_conflict_judge(kd_pipeline *p, msg *m, const kd_decision *d, uint64_t
 /* pipeline_produce.c */
 /* librdkafka's delivery-report callback: queues m on p->reported. */
 void kd_pl_produce_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque);
-/* Sends m downstream (or to the dead-letter topic); failures go to on_failed. */
+/* Sends m downstream (or to the dead-letter topic); failures: kd_pl_deliver_failed. */
 void kd_pl_produce(kd_pipeline *p, msg *m);
 
 /* pipeline_msg.c */

@@ -80,7 +80,8 @@ bool kd_pl_txn_report(kd_pipeline *p, msg *m);
 void kd_pl_txn_end(kd_pipeline *p, bool commit);
 /* Each turn: commits the open transaction once it is
  * pipeline.transaction_max_age old (aborts a failed one), or commits
- * offsets that moved on their own. True when it aborted a transaction:
+ * offsets that moved on their own. True when it aborted a transaction (or
+ * a commit's outcome is unknown):
  * its messages that go again wait on p->retries, due at once, and the
  * caller sends them (kd_pl_retry_due) before anything consumed later. */
 bool kd_pl_txn_turn(kd_pipeline *p);
