@@ -490,8 +490,10 @@ soak-memory: deps
 
 # Mutation testing (tests/mutate/mutate.py): each line of
 # tests/mutate/mutations.jsonl breaks one guard, and its test must fail.
+# MUTATE_JOBS mutations at a time, each in a worktree of HEAD of its own.
+MUTATE_JOBS ?= 1
 mutate: deps
-	/usr/bin/python3 tests/mutate/mutate.py $(MUTATIONS)
+	/usr/bin/python3 tests/mutate/mutate.py --jobs $(MUTATE_JOBS) $(MUTATIONS)
 
 # The unit tests under memcheck; forked children (kill -9 and lock tests)
 # exit without freeing what they inherited, so only the parent is judged.
