@@ -166,24 +166,30 @@ def run_all(table, trees, report):
     """One worker per tree, each taking the next mutation until none is
     left; on an interrupt, what runs is interrupted (then killed)."""
     todo = iter(table)
+    # Released as each worker ends; not join(): Python 3.11's join(), when
+    # interrupted, can mark a running thread as ended (bpo-45274's fix).
+    ended = threading.Semaphore(0)
 
     def worker(tree):
-        while True:
-            with LOCK:
-                m = next(todo, None)
-            if m is None or STOP.is_set():
-                return
-            t0 = time.time()
-            result = mutate(m, tree)
-            if not STOP.is_set():
-                report(m, result, time.time() - t0)
+        try:
+            while True:
+                with LOCK:
+                    m = next(todo, None)
+                if m is None or STOP.is_set():
+                    return
+                t0 = time.time()
+                result = mutate(m, tree)
+                if not STOP.is_set():
+                    report(m, result, time.time() - t0)
+        finally:
+            ended.release()
 
     threads = [threading.Thread(target=worker, args=(tree,)) for tree in trees]
     for t in threads:
         t.start()
     try:
         for t in threads:
-            t.join()
+            ended.acquire()
     except BaseException:
         with LOCK:
             STOP.set()
