@@ -273,7 +273,7 @@ kd_pipeline *kd_pipeline_new(const kd_config *cfg, kd_store *store, const char *
         return NULL;
     }
     p->barrier_wait_ms = BARRIER_WAIT_FACTOR * kd_config_message_timeout_ms(cfg);
-    pthread_mutex_init(&p->offer_lock, NULL);
+    pthread_mutex_init(&p->offer.lock, NULL);
     p->boot_id = random_boot_id();
     snprintf(p->boot_hex, sizeof(p->boot_hex), "%016" PRIx64, p->boot_id);
     p->metrics = kd_metrics_new(cfg);
@@ -285,15 +285,15 @@ kd_pipeline *kd_pipeline_new(const kd_config *cfg, kd_store *store, const char *
         KD_WARN("dedup.signing_key is not set: records in the downstream topics are "
                 "trusted as kdedup's own when partitions are handed over and claims "
                 "recovered; only kdedup may write to them (see README, Security)");
-    p->batch_msgs = calloc((size_t)cfg->batch_max, sizeof(*p->batch_msgs));
-    p->claims = calloc((size_t)cfg->batch_max, sizeof(*p->claims));
-    p->claim_of = calloc((size_t)cfg->batch_max, sizeof(*p->claim_of));
-    p->claim_route = calloc((size_t)cfg->batch_max, sizeof(*p->claim_route));
-    p->held = kd_held_new();
-    p->left = kd_held_new();
-    if (!(p->offsets = kd_offsets_new(cfg->nroutes)) || !p->held || !p->left ||
-        !p->batch_msgs || !p->claims || !p->claim_of || !p->claim_route || !p->metrics ||
-        !kd_pl_ahead_init(p)) {
+    p->batch.msgs = calloc((size_t)cfg->batch_max, sizeof(*p->batch.msgs));
+    p->batch.claims = calloc((size_t)cfg->batch_max, sizeof(*p->batch.claims));
+    p->batch.claim_of = calloc((size_t)cfg->batch_max, sizeof(*p->batch.claim_of));
+    p->batch.claim_route = calloc((size_t)cfg->batch_max, sizeof(*p->batch.claim_route));
+    p->keys.held = kd_held_new();
+    p->keys.left = kd_held_new();
+    if (!(p->offsets = kd_offsets_new(cfg->nroutes)) || !p->keys.held || !p->keys.left ||
+        !p->batch.msgs || !p->batch.claims || !p->batch.claim_of ||
+        !p->batch.claim_route || !p->metrics || !kd_pl_ahead_init(p)) {
         snprintf(errstr, errstr_size, "out of memory");
         goto fail;
     }
@@ -316,11 +316,11 @@ fail:
 }
 
 void kd_pipeline_offer(kd_pipeline *p, const kd_config *cfg, bool restart) {
-    pthread_mutex_lock(&p->offer_lock);
-    p->offer_restart = (p->offer_cfg && p->offer_restart) || restart;
-    p->offer_cfg = cfg;
-    atomic_store(&p->offered, 1);
-    pthread_mutex_unlock(&p->offer_lock);
+    pthread_mutex_lock(&p->offer.lock);
+    p->offer.restart = (p->offer.cfg && p->offer.restart) || restart;
+    p->offer.cfg = cfg;
+    atomic_store(&p->offer.offered, 1);
+    pthread_mutex_unlock(&p->offer.lock);
 }
 
 uint64_t kd_pipeline_boot_id(const kd_pipeline *p) {
@@ -334,21 +334,22 @@ const kd_config *kd_pipeline_restart_config(const kd_pipeline *p) {
 /* Grows the poll batch's buffers to n messages; false when out of memory
  * (they stay as they were). */
 static bool batch_grow(kd_pipeline *p, size_t n) {
-    msg **msgs = realloc(p->batch_msgs, n * sizeof(*msgs));
+    msg **msgs = realloc(p->batch.msgs, n * sizeof(*msgs));
     kd_claim *claims;
     size_t *claim_of, *claim_route;
 
     if (msgs)
-        p->batch_msgs = msgs;
-    claims = msgs ? realloc(p->claims, n * sizeof(*claims)) : NULL;
+        p->batch.msgs = msgs;
+    claims = msgs ? realloc(p->batch.claims, n * sizeof(*claims)) : NULL;
     if (claims)
-        p->claims = claims;
-    claim_of = claims ? realloc(p->claim_of, n * sizeof(*claim_of)) : NULL;
+        p->batch.claims = claims;
+    claim_of = claims ? realloc(p->batch.claim_of, n * sizeof(*claim_of)) : NULL;
     if (claim_of)
-        p->claim_of = claim_of;
-    claim_route = claim_of ? realloc(p->claim_route, n * sizeof(*claim_route)) : NULL;
+        p->batch.claim_of = claim_of;
+    claim_route =
+        claim_of ? realloc(p->batch.claim_route, n * sizeof(*claim_route)) : NULL;
     if (claim_route)
-        p->claim_route = claim_route;
+        p->batch.claim_route = claim_route;
     return claim_route != NULL && kd_pl_ahead_grow(p, n);
 }
 
@@ -360,29 +361,29 @@ static void take_offer(kd_pipeline *p) {
     const kd_config *cfg;
     bool restart;
 
-    if (!atomic_load_explicit(&p->offered, memory_order_relaxed))
+    if (!atomic_load_explicit(&p->offer.offered, memory_order_relaxed))
         return;
-    pthread_mutex_lock(&p->offer_lock);
-    cfg = p->offer_cfg;
-    restart = p->offer_restart;
+    pthread_mutex_lock(&p->offer.lock);
+    cfg = p->offer.cfg;
+    restart = p->offer.restart;
     /* A larger batch grows the store thread's arrays, which waits for its
      * write: taken once that is done, at a turn's start, never waited for. */
-    p->offer_deferred =
+    p->offer.deferred =
         !restart && cfg->batch_max > p->cfg->batch_max && !kd_pl_ahead_wait(p, 0);
-    if (p->offer_deferred) {
-        pthread_mutex_unlock(&p->offer_lock);
+    if (p->offer.deferred) {
+        pthread_mutex_unlock(&p->offer.lock);
         return;
     }
     if (!restart || p->assigned_once) {
-        p->offer_cfg = NULL;
-        p->offer_restart = false;
-        atomic_store(&p->offered, 0);
+        p->offer.cfg = NULL;
+        p->offer.restart = false;
+        atomic_store(&p->offer.offered, 0);
     }
-    pthread_mutex_unlock(&p->offer_lock);
+    pthread_mutex_unlock(&p->offer.lock);
     if (restart && !p->assigned_once) {
-        if (!p->offer_waiting)
+        if (!p->offer.waiting)
             KD_INFO("reload: the routes change once the group assigns partitions");
-        p->offer_waiting = true;
+        p->offer.waiting = true;
         return;
     }
     if (restart) {
@@ -411,7 +412,7 @@ static void stall_turn(kd_pipeline *p) {
 
     kd_pl_deliver_serve(p, 0);
     if (paused)
-        p->batch_n = kd_pl_consume_collect(p, p->batch_n, 0);
+        p->batch.n = kd_pl_consume_collect(p, p->batch.n, 0);
 }
 
 int kd_pipeline_run(kd_pipeline *p) {
@@ -428,17 +429,18 @@ int kd_pipeline_run(kd_pipeline *p) {
             stall_turn(p);
             continue;
         }
-        if (p->offer_deferred) /* the write is done: the batch arrays may grow */
+        if (p->offer.deferred) /* the write is done: the batch arrays may grow */
             take_offer(p);
         kd_recovery_begin_turn(p->recovery, p->cfg->scan_step_ms);
-        size_t n = kd_pl_consume_collect(p, p->batch_n,
-                                         p->ahead.pending ? 0
-                                         : p->awaiting || p->retries.n || p->nhandovers ||
-                                                 p->ngates || p->unsynced.n
-                                             ? 5
-                                             : 100);
+        size_t n =
+            kd_pl_consume_collect(p, p->batch.n,
+                                  p->ahead.pending ? 0
+                                  : p->q.awaiting || p->q.retries.n || p->handover.n ||
+                                          p->gate.n || p->q.unsynced.n
+                                      ? 5
+                                      : 100);
 
-        p->batch_n = 0;
+        p->batch.n = 0;
         kd_pl_ahead_turn(p, n);
         kd_pl_receipts_settle(p); /* any a job could not make durable */
         kd_pl_deliver_serve(p, 0);
@@ -451,21 +453,22 @@ int kd_pipeline_run(kd_pipeline *p) {
             kd_pl_retry_due(p);
         kd_pl_gate_turn(p);
         kd_pl_rebalance_store_offsets(p);
-        kd_pl_flow(p);
+        kd_pl_flow_turn(p);
         rejoin_step(p);
         take_offer(p);
-        if (p->last_orphan_ms && kd_mono_ms() - p->last_orphan_ms > RECOVERY_IDLE_MS) {
+        if (p->keys.last_orphan_ms &&
+            kd_mono_ms() - p->keys.last_orphan_ms > RECOVERY_IDLE_MS) {
             kd_recovery_forget(p->recovery);
-            p->last_orphan_ms = 0;
+            p->keys.last_orphan_ms = 0;
         }
     }
     /* The last batch handed over, however long its write takes (the consumer
      * is not polled any more: should the group give its partitions to
      * another member meanwhile, its messages are dropped, not produced). */
     kd_pl_ahead_finish(p, UINT64_MAX);
-    for (size_t i = 0; i < p->batch_n; i++) /* polled in a stall: the next owner's */
-        kd_pl_msg_free(p, p->batch_msgs[i]);
-    p->batch_n = 0;
+    for (size_t i = 0; i < p->batch.n; i++) /* polled in a stall: the next owner's */
+        kd_pl_msg_free(p, p->batch.msgs[i]);
+    p->batch.n = 0;
 
     /* Stop consuming; let what is in flight land, then commit. */
     /* One grace period for all of the stop: begun by a drain that saw the
@@ -473,7 +476,7 @@ int kd_pipeline_run(kd_pipeline *p) {
     if (!p->stop_deadline)
         p->stop_deadline = kd_mono_ms() + p->cfg->shutdown_grace_ms;
     deadline = p->stop_deadline;
-    KD_INFO("stopping: draining %zu in-flight deliveries", p->awaiting);
+    KD_INFO("stopping: draining %zu in-flight deliveries", p->q.awaiting);
     kd_pl_rebalance_drain(p, deadline);
     kd_pl_msg_abandon_retries(p, true);
     kd_pl_rebalance_store_offsets(p);
@@ -497,10 +500,10 @@ int kd_pipeline_run(kd_pipeline *p) {
             p->consumer_left = true;
         }
     }
-    if (p->awaiting)
+    if (p->q.awaiting)
         KD_WARN("%zu deliveries still in flight after the grace period: their claims "
                 "stay, and the next run forwards them again",
-                p->awaiting);
+                p->q.awaiting);
     return atomic_load(&p->fatal) ? -1 : 0;
 }
 
@@ -536,16 +539,16 @@ void kd_pipeline_destroy(kd_pipeline *p) {
     if (p->producer) {
         /* Whatever is still queued comes back as purged reports. */
         rd_kafka_purge(p->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-        for (int i = 0; i < 100 && p->awaiting; i++)
+        for (int i = 0; i < 100 && p->q.awaiting; i++)
             rd_kafka_poll(p->producer, 10);
     }
-    free_list(&p->reported);
-    free_list(&p->receipts);
-    free_list(&p->unsynced);
-    free_list(&p->retries);
-    for (size_t i = 0; i < p->ngates; i++)
-        free_list(&p->gates[i].waiting);
-    free(p->gates);
+    free_list(&p->q.reported);
+    free_list(&p->q.receipts);
+    free_list(&p->q.unsynced);
+    free_list(&p->q.retries);
+    for (size_t i = 0; i < p->gate.n; i++)
+        free_list(&p->gate.v[i].waiting);
+    free(p->gate.v);
     if (p->consumer_left)
         left_consumers[nleft_consumers++ % 16] = p->consumer; /* reachable, by intent */
     else if (p->consumer)
@@ -554,12 +557,12 @@ void kd_pipeline_destroy(kd_pipeline *p) {
         rd_kafka_destroy(p->producer);
     kd_offsets_destroy(p->offsets);
     kd_signer_destroy(p->signer);
-    kd_held_destroy(p->held);
-    while (p->left_oldest)
-        kd_pl_msg_left_drop(p, p->left_oldest);
-    kd_held_destroy(p->left);
+    kd_held_destroy(p->keys.held);
+    while (p->keys.left_oldest)
+        kd_pl_msg_left_drop(p, p->keys.left_oldest);
+    kd_held_destroy(p->keys.left);
     kd_recovery_destroy(p->recovery);
-    free(p->handovers);
+    free(p->handover.v);
     for (size_t i = 0; p->routes && i < p->cfg->nroutes; i++) {
         kd_dedup_destroy(p->routes[i].dedup);
         free(p->routes[i].acked);
@@ -567,13 +570,13 @@ void kd_pipeline_destroy(kd_pipeline *p) {
         free(p->routes[i].acked_sent);
     }
     free(p->routes);
-    free(p->batch_msgs);
-    free(p->claims);
-    free(p->claim_of);
-    free(p->claim_route);
+    free(p->batch.msgs);
+    free(p->batch.claims);
+    free(p->batch.claim_of);
+    free(p->batch.claim_route);
     kd_pl_receipts_free(&p->receipts_now);
     kd_metrics_destroy(p->metrics);
-    pthread_mutex_destroy(&p->offer_lock);
+    pthread_mutex_destroy(&p->offer.lock);
     free(p->brokers);
     free(p);
 }

@@ -199,18 +199,18 @@ static void job_take(kd_pl_ahead *a) {
     a->acted = done;
 }
 
-/* Makes p->batch_msgs[0..n) and the waiting receipts a->job; hands it to
+/* Makes p->batch.msgs[0..n) and the waiting receipts a->job; hands it to
  * the store thread when it has store work. */
 static void job_start(kd_pipeline *p, size_t n) {
     kd_pl_ahead *a = &p->ahead;
     kd_pl_work *w = &a->job;
     msg **msgs = w->msgs;
 
-    w->msgs = p->batch_msgs; /* the poll batch's array, swapped */
-    p->batch_msgs = msgs;
+    w->msgs = p->batch.msgs; /* the poll batch's array, swapped */
+    p->batch.msgs = msgs;
     w->n = n;
     w->now = kd_wall_ms();
-    w->failures_since = p->store_failures;
+    w->failures_since = p->health.failures;
     w->receipts_durable = false; /* the store thread's to say */
     w->nclaims =
         kd_pl_claim_gather(p, w->msgs, n, w->claims, w->claim_of, w->claim_route);
@@ -253,7 +253,7 @@ static void drop_ended(kd_pipeline *p, kd_pl_work *w) {
             kd_claim *c = &w->claims[w->claim_of[i]];
 
             m->claimed = c->err == KD_OK && c->decision.state == KD_CLAIMED &&
-                         !kd_held_find(p->held, m->route, m->key, m->key_len);
+                         !kd_held_find(p->keys.held, m->route, m->key, m->key_len);
             kd_decision_clear(&c->decision);
             if (m->claimed && c->expired && kd_pl_claim_dropped(p, m, c))
                 continue; /* its delivery is downstream: m settled */
@@ -285,7 +285,7 @@ static void act(kd_pipeline *p) {
     }
     /* The job's writes all went through, and no failure was seen since it
      * was handed over (its successes would be older news): the store works. */
-    if (wrote && p->store_failures == w->failures_since)
+    if (wrote && p->health.failures == w->failures_since)
         kd_pl_store_ok(p);
     kd_pl_receipts_apply(p, r, w->receipts_durable);
     drop_ended(p, w);
@@ -295,7 +295,7 @@ static void act(kd_pipeline *p) {
 
 /* The write that stalled consumption is done: it resumes. */
 static void stall_over(kd_pipeline *p) {
-    uint64_t since = atomic_exchange(&p->store_slow_since, 0);
+    uint64_t since = atomic_exchange(&p->health.slow_since, 0);
 
     if (!since)
         return;
@@ -320,14 +320,14 @@ static uint64_t stall_pause_ms(const kd_pipeline *p) {
 bool kd_pl_ahead_stall(kd_pipeline *p) {
     uint64_t now = kd_mono_ms();
 
-    if (atomic_load(&p->store_slow_since))
+    if (atomic_load(&p->health.slow_since))
         return true;
     if (now - p->ahead.handed_ms < stall_pause_ms(p))
         return false;
     KD_WARN("store slow: a write has been under way for %llums; consumption is paused "
             "until it is done (the loop turns on, so the group keeps this member)",
             (unsigned long long)(now - p->ahead.handed_ms));
-    atomic_store(&p->store_slow_since, now ? now : 1);
+    atomic_store(&p->health.slow_since, now ? now : 1);
     kd_pl_flow_apply(p);
     return true;
 }

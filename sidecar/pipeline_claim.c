@@ -26,7 +26,7 @@ static orphan_result resolve_orphan(kd_pipeline *p, msg *m, uint64_t owner,
     kd_recover_found f;
     kd_recover_result res;
 
-    p->last_orphan_ms = kd_mono_ms();
+    p->keys.last_orphan_ms = kd_mono_ms();
     kd_recovery_stats_get(p->recovery, &before);
     if (!step)
         kd_recovery_begin_turn(p->recovery, 0);
@@ -64,7 +64,7 @@ bool kd_pl_claim_dropped(kd_pipeline *p, msg *m, const kd_claim *c) {
  * Returns true when m was settled or parked, false when the claim is to
  * be taken over. */
 static bool own_claim(kd_pipeline *p, msg *m, bool ahead) {
-    msg *holder = kd_held_find(p->held, m->route, m->key, m->key_len);
+    msg *holder = kd_held_find(p->keys.held, m->route, m->key, m->key_len);
 
     if (holder && msg_live(p, holder)) {
         RCOUNT(p, m->route, duplicates_in_flight);
@@ -137,7 +137,7 @@ static left_result resolve_left(kd_pipeline *p, msg *m) {
         kd_pl_msg_retry(p, m, BARRIER_POLL_MS);
         return LEFT_SETTLED;
     }
-    if (!told && p->gate_passing != m) {
+    if (!told && p->gate.passing != m) {
         m->left_read = true;
         kd_pl_msg_retry(p, m, 0);
         return LEFT_SETTLED;
@@ -146,7 +146,7 @@ static left_result resolve_left(kd_pipeline *p, msg *m) {
         res = l->result;
         f = l->found;
     } else {
-        p->last_orphan_ms = kd_mono_ms();
+        p->keys.last_orphan_ms = kd_mono_ms();
         kd_recovery_stats_get(p->recovery, &before);
         kd_recover_ask a = {.key = m->key,
                             .key_len = m->key_len,
@@ -226,7 +226,7 @@ void kd_pl_claim_takeover(kd_pipeline *p, msg *m) {
         kd_dedup_claim_batch(dedup_of(p, m), &c, 1, kd_wall_ms());
         if (c.err == KD_ERR_STORE) {
             kd_pl_store_failed(p, m->route, "claim");
-            kd_pl_msg_retry(p, m, p->store_backoff_ms);
+            kd_pl_msg_retry(p, m, p->health.backoff_ms);
             return;
         }
         kd_pl_store_ok(p);
@@ -303,7 +303,7 @@ void kd_pl_claim_takeover(kd_pipeline *p, msg *m) {
         err = kd_dedup_release_claim(dedup_of(p, m), m->key, m->key_len);
         if (err != KD_OK && err != KD_ERR_SEQUENCE_CONFLICT) {
             kd_pl_store_failed(p, m->route, "release of an orphaned claim");
-            kd_pl_msg_retry(p, m, p->store_backoff_ms);
+            kd_pl_msg_retry(p, m, p->health.backoff_ms);
             return;
         }
         took_over = true;
@@ -315,7 +315,7 @@ void kd_pl_claim_takeover(kd_pipeline *p, msg *m) {
 static void on_claim(kd_pipeline *p, msg *m, kd_claim *c) {
     if (c->err == KD_ERR_STORE) {
         kd_pl_msg_retry(
-            p, m, p->store_backoff_ms); /* kd_pl_store_failed: kd_pl_store_claim_timed */
+            p, m, p->health.backoff_ms); /* kd_pl_store_failed: kd_pl_store_claim_timed */
     } else if (c->err == KD_ERR_SEQUENCE_CONFLICT) {
         kd_pl_claim_takeover(p, m); /* lost a race to a release or forget: claim again */
     } else if (c->err != KD_OK) {
@@ -377,13 +377,13 @@ void kd_pl_claim_act(kd_pipeline *p, msg **batch, size_t n, kd_claim *claims,
  * (usually one), then acts on every message in consumption order. */
 void kd_pl_claim_batch(kd_pipeline *p, msg **batch, size_t n) {
     uint64_t now = kd_wall_ms();
-    size_t nclaims =
-        kd_pl_claim_gather(p, batch, n, p->claims, p->claim_of, p->claim_route);
+    size_t nclaims = kd_pl_claim_gather(p, batch, n, p->batch.claims, p->batch.claim_of,
+                                        p->batch.claim_route);
 
     for (size_t first = 0, end; first < nclaims; first = end) {
-        end = kd_pl_claim_run(p->claim_route, nclaims, first);
-        kd_pl_store_claim_timed(p, p->claim_route[first], p->claims + first, end - first,
-                                now);
+        end = kd_pl_claim_run(p->batch.claim_route, nclaims, first);
+        kd_pl_store_claim_timed(p, p->batch.claim_route[first], p->batch.claims + first,
+                                end - first, now);
     }
-    kd_pl_claim_act(p, batch, n, p->claims, p->claim_of);
+    kd_pl_claim_act(p, batch, n, p->batch.claims, p->batch.claim_of);
 }

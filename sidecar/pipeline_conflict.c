@@ -92,7 +92,7 @@ bool kd_pl_conflict_judge(kd_pipeline *p, msg *m, const kd_decision *d, uint64_t
      * yet fail. Once resolved, the key is claimed anew or completed. */
     if (d->state == KD_IN_FLIGHT) {
         msg *holder = owner == p->boot_id
-                          ? kd_held_find(p->held, m->route, m->key, m->key_len)
+                          ? kd_held_find(p->keys.held, m->route, m->key, m->key_len)
                           : NULL;
 
         if (!holder || !msg_live(p, holder))

@@ -199,14 +199,14 @@ static msg *classify(kd_pipeline *p, rd_kafka_message_t *rkm) {
     /* Its headers count twice: as parsed, and as copied into what is produced. */
     hs = measure_headers(rkm);
     m->bytes = rkm->len + rkm->key_len + 2 * kd_headers_memory(hs);
-    p->inflight_bytes += m->bytes;
+    p->flow.inflight_bytes += m->bytes;
     if (over_header_bounds(p, hs, &why, detail, sizeof(detail)))
         return reject(p, m, why, detail);
     r = p->routes[route].cfg;
     if ((st = identify(p, r, m)) == KD_KEY_OK) {
         if (m->key_owned) { /* a JSON or composite key: its own bytes too */
             m->bytes += m->key_len;
-            p->inflight_bytes += m->key_len;
+            p->flow.inflight_bytes += m->key_len;
         }
         return m;
     }
@@ -236,7 +236,7 @@ size_t kd_pl_consume_collect(kd_pipeline *p, size_t have, int timeout_ms) {
         rd_kafka_message_t *rkm;
         msg *m;
 
-        if (polled && p->inflight_bytes >= (size_t)p->cfg->max_inflight_bytes)
+        if (polled && p->flow.inflight_bytes >= (size_t)p->cfg->max_inflight_bytes)
             break;
         rkm = rd_kafka_consumer_poll(p->consumer, n ? 0 : timeout_ms);
         polled = true;
@@ -249,7 +249,7 @@ size_t kd_pl_consume_collect(kd_pipeline *p, size_t have, int timeout_ms) {
             continue;
         }
         if ((m = classify(p, rkm)))
-            p->batch_msgs[n++] = m;
+            p->batch.msgs[n++] = m;
     }
     /* A rebalance inside the polls may have revoked some of these: they are
      * the next owner's now. The rest keep their order: a partition's
@@ -257,14 +257,14 @@ size_t kd_pl_consume_collect(kd_pipeline *p, size_t have, int timeout_ms) {
      * forwarded at once would go out before the keyed ones before it). */
     size_t kept = 0;
     for (size_t i = 0; i < n; i++) {
-        msg *m = p->batch_msgs[i];
+        msg *m = p->batch.msgs[i];
 
         if (!msg_live(p, m))
             kd_pl_msg_free(p, m);
         else if (kd_pl_handover_find(p, m->route, m->rkm->partition) != SIZE_MAX)
             kd_pl_handover_hold(p, m);
         else
-            p->batch_msgs[kept++] = m;
+            p->batch.msgs[kept++] = m;
     }
     return kept;
 }

@@ -117,7 +117,7 @@ void kd_pl_deliver_failed(kd_pipeline *p, msg *m) {
 }
 
 static void handle_reports(kd_pipeline *p) {
-    msg_list all = list_take(&p->reported);
+    msg_list all = list_take(&p->q.reported);
 
     for (msg *m = all.head, *next; m; m = next) {
         next = m->next;
@@ -141,7 +141,7 @@ static void handle_reports(kd_pipeline *p) {
         if (m->err) {
             kd_pl_deliver_failed(p, m);
         } else if (m->kind == MSG_DEDUP && m->claimed) {
-            list_push(&p->receipts, m);
+            list_push(&p->q.receipts, m);
         } else {
             if (m->kind == MSG_DEAD_LETTER)
                 RCOUNT(p, m->route, dead_lettered);

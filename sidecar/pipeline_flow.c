@@ -26,8 +26,8 @@ void kd_pl_flow_pause(kd_pipeline *p, size_t route, int32_t partition, bool paus
 }
 
 bool kd_pl_flow_paused(const kd_pipeline *p, size_t route, int32_t partition) {
-    return kd_pl_store_failing(p) || atomic_load(&p->store_slow_since) ||
-           p->backpressure || kd_pl_handover_find(p, route, partition) != SIZE_MAX ||
+    return kd_pl_store_failing(p) || atomic_load(&p->health.slow_since) ||
+           p->flow.backpressure || kd_pl_handover_find(p, route, partition) != SIZE_MAX ||
            kd_offsets_flag(p->offsets, route, partition);
 }
 
@@ -78,7 +78,7 @@ void kd_pl_flow_check_front(kd_pipeline *p, size_t route, int32_t partition) {
                 "see the log above)",
                 p->cfg->routes[route].from, partition, span - 1, front);
         kd_offsets_set_flag(p->offsets, route, partition, true);
-        p->held_back++;
+        p->flow.held_back++;
         kd_pl_flow_pause(p, route, partition, true);
     }
 }
@@ -93,7 +93,7 @@ static void check_partition(void *arg, size_t route, int32_t partition) {
         KD_INFO("%s/%" PRId32 " resumes: its front message was settled",
                 p->cfg->routes[route].from, partition);
         kd_offsets_set_flag(p->offsets, route, partition, false);
-        p->held_back--;
+        p->flow.held_back--;
         if (!kd_pl_flow_paused(p, route, partition))
             kd_pl_flow_pause(p, route, partition, false);
     }
@@ -103,7 +103,7 @@ static void check_partition(void *arg, size_t route, int32_t partition) {
 static void count_held_back(void *arg, size_t route, int32_t partition) {
     kd_pipeline *p = arg;
 
-    p->held_back += kd_offsets_flag(p->offsets, route, partition);
+    p->flow.held_back += kd_offsets_flag(p->offsets, route, partition);
 }
 
 /* Sets the memory gauges. */
@@ -112,10 +112,10 @@ static void update_gauges(kd_pipeline *p) {
     kd_recovery_stats rs;
     kd_rocks_memory rm;
 
-    atomic_store(&g->inflight_bytes, p->inflight_bytes);
-    atomic_store(&g->retrying, p->retries.n);
-    atomic_store(&g->backpressure, p->backpressure);
-    atomic_store(&g->held_back, p->held_back);
+    atomic_store(&g->inflight_bytes, p->flow.inflight_bytes);
+    atomic_store(&g->retrying, p->q.retries.n);
+    atomic_store(&g->backpressure, p->flow.backpressure);
+    atomic_store(&g->held_back, p->flow.held_back);
     atomic_store(&g->offsets_tracked, kd_offsets_span_total(p->offsets));
     kd_recovery_stats_get(p->recovery, &rs);
     atomic_store(&g->scan_cache_bytes, rs.cache_bytes);
@@ -126,36 +126,36 @@ static void update_gauges(kd_pipeline *p) {
     }
 }
 
-void kd_pl_flow(kd_pipeline *p) {
+void kd_pl_flow_turn(kd_pipeline *p) {
     uint64_t inflight = atomic_load(kd_metrics_inflight(p->metrics)), now;
     const kd_config *c = p->cfg;
     bool over = inflight >= (uint64_t)c->max_inflight ||
-                p->inflight_bytes >= (uint64_t)c->max_inflight_bytes ||
-                p->retries.n >= (size_t)c->max_retrying;
+                p->flow.inflight_bytes >= (uint64_t)c->max_inflight_bytes ||
+                p->q.retries.n >= (size_t)c->max_retrying;
     bool under = inflight <= (uint64_t)c->max_inflight / 4 * 3 &&
-                 p->inflight_bytes <= (uint64_t)c->max_inflight_bytes / 4 * 3 &&
-                 p->retries.n <= (size_t)c->max_retrying / 4 * 3;
+                 p->flow.inflight_bytes <= (uint64_t)c->max_inflight_bytes / 4 * 3 &&
+                 p->q.retries.n <= (size_t)c->max_retrying / 4 * 3;
 
-    if (!p->backpressure && over) {
+    if (!p->flow.backpressure && over) {
         KD_WARN("backpressure: %llu messages (%zu bytes) in flight, %zu waiting for a "
                 "retry; consumption paused until they settle (pipeline.max_inflight "
                 "%lld, max_inflight_bytes %lld, max_retrying %lld)",
-                (unsigned long long)inflight, p->inflight_bytes, p->retries.n,
+                (unsigned long long)inflight, p->flow.inflight_bytes, p->q.retries.n,
                 (long long)c->max_inflight, (long long)c->max_inflight_bytes,
                 (long long)c->max_retrying);
-        p->backpressure = true;
-        p->backpressure_since = kd_mono_ms();
+        p->flow.backpressure = true;
+        p->flow.backpressure_since = kd_mono_ms();
         kd_pl_flow_apply(p);
-    } else if (p->backpressure && under) {
+    } else if (p->flow.backpressure && under) {
         KD_INFO("backpressure over after %llums: consumption resumes",
-                (unsigned long long)(kd_mono_ms() - p->backpressure_since));
-        p->backpressure = false;
+                (unsigned long long)(kd_mono_ms() - p->flow.backpressure_since));
+        p->flow.backpressure = false;
         kd_pl_flow_apply(p);
     }
-    if ((now = kd_mono_ms()) < p->flow_check_ms)
+    if ((now = kd_mono_ms()) < p->flow.check_ms)
         return;
-    p->flow_check_ms = now + FLOW_CHECK_MS;
-    p->held_back = 0;
+    p->flow.check_ms = now + FLOW_CHECK_MS;
+    p->flow.held_back = 0;
     kd_offsets_each_assigned(p->offsets, count_held_back, p);
     kd_offsets_each_assigned(p->offsets, check_partition, p);
     update_gauges(p);

@@ -17,7 +17,7 @@
 /* Lets gate i's messages go until one has to wait. */
 static void gate_turn(kd_pipeline *p, size_t i) {
     for (;;) {
-        gate *g = &p->gates[i];
+        gate *g = &p->gate.v[i];
         msg *m = g->waiting.head;
 
         if (!m) {
@@ -34,18 +34,18 @@ static void gate_turn(kd_pipeline *p, size_t i) {
             kd_pl_msg_abandon(p, m);
             continue;
         }
-        p->gate_passing = m;
+        p->gate.passing = m;
         if (m->gate_takeover)
             kd_pl_claim_takeover(p, m); /* may wait at the head again */
         else
             kd_pl_produce(p, m);
-        p->gate_passing = NULL;
-        if (p->gates[i].waiting.head == m)
+        p->gate.passing = NULL;
+        if (p->gate.v[i].waiting.head == m)
             return; /* still waiting: the rest with it */
     }
 }
 
 void kd_pl_gate_turn(kd_pipeline *p) {
-    for (size_t i = p->ngates; i-- > 0;)
+    for (size_t i = p->gate.n; i-- > 0;)
         gate_turn(p, i);
 }

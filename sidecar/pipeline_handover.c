@@ -91,19 +91,19 @@ static bool learn_deliveries(learning *l, const kd_history_rec *recs, size_t n) 
     for (size_t i = 0; i < n; i++) {
         const kd_history_rec *rec = &recs[n - 1 - i];
 
-        p->claims[i] = (kd_claim){
+        p->batch.claims[i] = (kd_claim){
             .key = rec->key, .key_len = rec->key_len, .claimed_at = learned_at(rec, now)};
     }
-    kd_pl_store_claim_timed(p, l->route, p->claims, n, now);
+    kd_pl_store_claim_timed(p, l->route, p->batch.claims, n, now);
     for (size_t i = 0; i < n; i++)
-        if (p->claims[i].err ==
+        if (p->batch.claims[i].err ==
             KD_ERR_STORE) { /* kd_pl_store_failed: kd_pl_store_claim_timed */
             for (size_t j = 0; j < n; j++)
-                kd_decision_clear(&p->claims[j].decision);
+                kd_decision_clear(&p->batch.claims[j].decision);
             return false;
         }
     for (size_t i = 0; i < n; i++) {
-        kd_claim *c = &p->claims[i];
+        kd_claim *c = &p->batch.claims[i];
         const kd_history_rec *rec = &recs[n - 1 - i];
         char *text = p->receipts_now.text + ndone * RECEIPT_MAX;
         verdict v = judge(c, rec);
@@ -111,7 +111,7 @@ static bool learn_deliveries(learning *l, const kd_history_rec *recs, size_t n) 
         if (v != LEARN && v != SKIP && let_go(p->routes[l->route].dedup, c, v) != KD_OK) {
             kd_pl_store_failed(p, l->route, "release of a key not learned");
             for (size_t j = i; j < n; j++)
-                kd_decision_clear(&p->claims[j].decision);
+                kd_decision_clear(&p->batch.claims[j].decision);
             return false;
         }
         if (v == LEARN) {
@@ -210,32 +210,32 @@ bool kd_pl_handover_add(kd_pipeline *p, size_t route, int32_t partition) {
 
     if (kd_pl_handover_find(p, route, partition) != SIZE_MAX)
         return true;
-    if (p->nhandovers == p->handovers_cap) {
-        size_t cap = p->handovers_cap ? p->handovers_cap * 2 : 16;
+    if (p->handover.n == p->handover.cap) {
+        size_t cap = p->handover.cap ? p->handover.cap * 2 : 16;
 
-        if (!(grown = realloc(p->handovers, cap * sizeof(*grown))))
+        if (!(grown = realloc(p->handover.v, cap * sizeof(*grown))))
             return false;
-        p->handovers = grown;
-        p->handovers_cap = cap;
+        p->handover.v = grown;
+        p->handover.cap = cap;
     }
-    p->handovers[p->nhandovers++] = (handover){.route = route, .partition = partition};
+    p->handover.v[p->handover.n++] = (handover){.route = route, .partition = partition};
     GCOUNT(p, handover_pending, 1);
     return true;
 }
 
 void kd_pl_handover_remove(kd_pipeline *p, size_t i) {
-    if (p->handovers[i].backoff_ms)
-        atomic_fetch_sub(&p->handovers_failing, 1);
-    memmove(&p->handovers[i], &p->handovers[i + 1],
-            (p->nhandovers - i - 1) * sizeof(*p->handovers));
-    p->nhandovers--;
+    if (p->handover.v[i].backoff_ms)
+        atomic_fetch_sub(&p->handover.failing, 1);
+    memmove(&p->handover.v[i], &p->handover.v[i + 1],
+            (p->handover.n - i - 1) * sizeof(*p->handover.v));
+    p->handover.n--;
     GCOUNT(p, handover_pending, (uint64_t)-1);
 }
 
 /* True while a handover of route has its history still to read. */
 static bool route_learning(const kd_pipeline *p, size_t route) {
-    for (size_t i = 0; i < p->nhandovers; i++)
-        if (p->handovers[i].route == route && !p->handovers[i].learned)
+    for (size_t i = 0; i < p->handover.n; i++)
+        if (p->handover.v[i].route == route && !p->handover.v[i].learned)
             return true;
     return false;
 }
@@ -246,11 +246,11 @@ static bool route_learning(const kd_pipeline *p, size_t route) {
  * before either is consumed (RELIABILITY.md, "Keys spread over
  * partitions"). */
 static void release_learned(kd_pipeline *p) {
-    for (size_t i = p->nhandovers; i-- > 0;) {
-        size_t route = p->handovers[i].route;
-        int32_t partition = p->handovers[i].partition;
+    for (size_t i = p->handover.n; i-- > 0;) {
+        size_t route = p->handover.v[i].route;
+        int32_t partition = p->handover.v[i].partition;
 
-        if (!p->handovers[i].learned || route_learning(p, route))
+        if (!p->handover.v[i].learned || route_learning(p, route))
             continue;
         kd_pl_handover_remove(p, i);
         if (!kd_pl_flow_paused(p, route, partition))
@@ -261,7 +261,7 @@ static void release_learned(kd_pipeline *p) {
 /* Handover h's read failed: it is tried again after a backoff. */
 static void handover_failed(kd_pipeline *p, handover *h) {
     if (!h->backoff_ms)
-        atomic_fetch_add(&p->handovers_failing, 1);
+        atomic_fetch_add(&p->handover.failing, 1);
     h->backoff_ms = h->backoff_ms ? h->backoff_ms * 2 : HANDOVER_BACKOFF_MIN_MS;
     if (h->backoff_ms > HANDOVER_BACKOFF_MAX_MS)
         h->backoff_ms = HANDOVER_BACKOFF_MAX_MS;
@@ -281,15 +281,15 @@ void kd_pl_handover_turn(kd_pipeline *p) {
     learning *ls;
     size_t *of, n = 0;
 
-    if (!p->nhandovers || (kd_pl_store_failing(p) && now < p->store_retry_at))
+    if (!p->handover.n || (kd_pl_store_failing(p) && now < p->health.retry_at))
         return;
-    jobs = calloc(p->nhandovers, sizeof(*jobs));
-    ls = calloc(p->nhandovers, sizeof(*ls));
-    of = calloc(p->nhandovers, sizeof(*of));
+    jobs = calloc(p->handover.n, sizeof(*jobs));
+    ls = calloc(p->handover.n, sizeof(*ls));
+    of = calloc(p->handover.n, sizeof(*of));
     if (!jobs || !ls || !of)
         goto out; /* tried again next turn */
-    for (size_t i = 0; i < p->nhandovers; i++) {
-        handover *h = &p->handovers[i];
+    for (size_t i = 0; i < p->handover.n; i++) {
+        handover *h = &p->handover.v[i];
 
         if (h->learned || h->due_ms > now)
             continue;
@@ -310,13 +310,13 @@ void kd_pl_handover_turn(kd_pipeline *p) {
     GCOUNT(p, handover_us, after.handover_micros - before.handover_micros);
     GCOUNT(p, foreign, after.foreign - before.foreign);
     for (size_t j = 0; j < n; j++) {
-        handover *h = &p->handovers[of[j]];
+        handover *h = &p->handover.v[of[j]];
 
         if (jobs[j].result == KD_HISTORY_FAILED) {
             handover_failed(p, h);
         } else if (jobs[j].result != KD_HISTORY_MORE) {
             if (h->backoff_ms)
-                atomic_fetch_sub(&p->handovers_failing, 1);
+                atomic_fetch_sub(&p->handover.failing, 1);
             h->backoff_ms = 0;
             h->learned = true;
         }
@@ -331,8 +331,8 @@ out:
 void kd_pl_handover_hold(kd_pipeline *p, msg *m) {
     size_t i = kd_pl_handover_find(p, m->route, m->rkm->partition);
 
-    if (i != SIZE_MAX && !p->handovers[i].early) { /* once a handover */
-        p->handovers[i].early = true;
+    if (i != SIZE_MAX && !p->handover.v[i].early) { /* once a handover */
+        p->handover.v[i].early = true;
         KD_WARN("%s/%" PRId32 "@%" PRId64 " consumed while the partition is paused for "
                 "its handover: held, unclaimed, until the handover is done "
                 "(kdedup_handover_early_total)",

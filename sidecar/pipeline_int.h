@@ -52,8 +52,8 @@
  * key, value and headers without copying them, and a retry needs nothing
  * from the broker.
  *
- * Threads. Three kinds touch a kd_pipeline; struct kd_pipeline below says,
- * per group of fields, which:
+ * Threads. Three kinds touch a kd_pipeline; struct kd_pipeline below, and
+ * each stage's struct in it, say which:
  *   the loop   the thread in kd_pipeline_run(). Almost all work happens
  *              here; librdkafka calls the delivery-report, rebalance,
  *              error and statistics callbacks from inside the polls made
@@ -149,6 +149,98 @@ typedef struct route_rt {
     uint64_t *sent, *acked_sent;
 } route_rt;
 
+/*
+ * The state of each stage, in a struct of its own, and the thread that may
+ * touch it. The queues between the stages are in kd_pl_queues: a stage
+ * takes from its input and puts each message on the next one's.
+ */
+
+/* The queues messages wait in between stages (pipeline_msg.h says which
+ * stage fills and which drains each). The loop's. */
+typedef struct kd_pl_queues {
+    msg_list reported; /* delivery reports: kd_pl_produce_dr_cb -> deliver */
+    msg_list receipts; /* delivered, receipt not yet written: -> receipts */
+    msg_list unsynced; /* receipt written lazily, durable with the next sync */
+    msg_list retries;  /* waiting for due_ms: -> retry */
+    size_t awaiting;   /* produced, no report yet (on no list: librdkafka's) */
+} kd_pl_queues;
+
+/* pipeline_gate.c's: partitions waiting for an orphan's scan. The loop's. */
+typedef struct kd_pl_gates {
+    gate *v;
+    size_t n, cap;
+    msg *passing; /* leaving its gate: produced, not gated again */
+} kd_pl_gates;
+
+/* pipeline_handover.c's: partitions waiting for their history, in
+ * assignment order. The loop's, but for failing. */
+typedef struct kd_pl_handovers {
+    handover *v;
+    size_t n, cap;
+    _Atomic uint64_t failing; /* waiting after a failed attempt: the loop
+                               * writes, any reads (/readyz) */
+} kd_pl_handovers;
+
+/* pipeline_flow.c's: backpressure and partitions held back. The loop's. */
+typedef struct kd_pl_flow {
+    size_t inflight_bytes;       /* what the messages in flight hold (see headers.h) */
+    bool backpressure;           /* consumption paused: a pipeline.max_* passed */
+    uint64_t backpressure_since; /* mono ms */
+    size_t held_back;            /* partitions paused behind a stuck message */
+    uint64_t check_ms;           /* mono: the next look at partitions and gauges */
+} kd_pl_flow;
+
+/* Keys held and left (pipeline_msg.c, pipeline_claim.c). The loop's. */
+typedef struct kd_pl_keys {
+    kd_held *held; /* claims held by this run's messages, by route and key */
+    kd_held *left; /* claims left by ended ownerships' uncertain deliveries */
+    left_claim *left_oldest, *left_newest; /* the same, oldest first */
+    size_t nleft;
+    uint64_t last_orphan_ms; /* mono: the latest orphaned claim met */
+} kd_pl_keys;
+
+/* pipeline_store.c's: the store's health. While store writes fail,
+ * consumption is paused and offsets are not stored; failed claims and
+ * receipts are retried with backoff. The loop's (the store thread marks
+ * failed claims and receipts in its job; the loop counts them:
+ * kd_pl_store_claim_health, kd_pl_store_complete_health), but for the
+ * atomics, which any reads (/readyz). */
+typedef struct kd_pl_health {
+    _Atomic uint64_t failing_since; /* mono ms; 0 when healthy */
+    uint64_t retry_at;              /* mono ms: next receipt retry */
+    uint64_t backoff_ms;
+    uint64_t failures; /* kd_pl_store_failed calls: a job's success is news
+                        * only if none came since it was handed over */
+    /* Consumption paused while the store thread's write outlasts its bound
+     * (the loop turns on, polling; see kd_pl_ahead_stall); mono ms since
+     * then, or 0. */
+    _Atomic uint64_t slow_since;
+} kd_pl_health;
+
+/* The loop's reused buffers (pipeline_consume.c, pipeline_claim.c): a poll
+ * batch (batch_max long) and its claims. */
+typedef struct kd_pl_batch {
+    msg **msgs;
+    size_t n; /* msgs[0..n): polled while the store thread wrote,
+               * for the next batch */
+    kd_claim *claims;
+    size_t *claim_of;    /* batch index -> claims index */
+    size_t *claim_route; /* claims index -> route */
+} kd_pl_batch;
+
+/* kd_pipeline_offer(): a config waiting for the loop, taken between turns
+ * (lock guards offered's setting, cfg and restart, never across I/O):
+ * written by any under lock, taken by the loop. waiting and deferred are
+ * the loop's. */
+typedef struct kd_pl_offer {
+    _Atomic int offered;
+    pthread_mutex_t lock;
+    const kd_config *cfg;
+    bool restart;
+    bool waiting;  /* logged that a restart waits */
+    bool deferred; /* a larger batch_max waits for the store write */
+} kd_pl_offer;
+
 struct kd_pipeline {
     /* Set in kd_pipeline_new. cfg is replaced by the loop when a reload
      * changes only log.level or batch_max (the routes stay), and read by any
@@ -163,92 +255,43 @@ struct kd_pipeline {
     route_rt *routes;
     kd_offsets *offsets;
     kd_recovery *recovery;
-    kd_signer *signer; /* dedup.signing_key: signs what is forwarded; or NULL */
-    /* The loop's: claims held and left, orphans, handovers. */
-    kd_held *held; /* claims held by this run's messages, by route and key */
-    kd_held *left; /* claims left by ended ownerships' uncertain deliveries */
-    left_claim *left_oldest, *left_newest; /* the same, oldest first */
-    size_t nleft;
-    uint64_t last_orphan_ms; /* mono: the latest orphaned claim met */
-    handover *handovers;     /* waiting, in assignment order */
-    size_t nhandovers, handovers_cap;
-    _Atomic uint64_t handovers_failing; /* waiting after a failed attempt: the
-                                         * loop writes, any reads (/readyz) */
-    uint64_t boot_id;                   /* set in kd_pipeline_new; read-only after */
+    kd_signer *signer;   /* dedup.signing_key: signs what is forwarded; or NULL */
+    kd_metrics *metrics; /* atomics: every thread */
+    uint64_t boot_id;    /* read-only after kd_pipeline_new */
     char boot_hex[17];
-    /* Written by any (kd_pipeline_stop, kd_pipeline_rejoin), read by the loop. */
+    char *brokers;            /* kd_pipeline_new's (owned), or NULL */
+    uint64_t barrier_wait_ms; /* BARRIER_WAIT_FACTOR x the producer's
+                               * message.timeout.ms (see msg.barrier) */
+    int max_poll_ms;          /* the consumer's max.poll.interval.ms */
+
+    /* Each stage's state (above; each says whose). */
+    kd_pl_queues q;
+    kd_pl_batch batch;
+    kd_pl_keys keys;
+    kd_pl_gates gate;
+    kd_pl_handovers handover;
+    kd_pl_flow flow;
+    kd_pl_health health;
+    kd_pl_receipts receipts_now; /* receipts written at once: while draining,
+                                  * and a handover's (the loop's) */
+    kd_pl_ahead ahead;           /* the store thread: a batch's claims, a turn's receipts;
+                                  * shared with it under its lock (pipeline_job.h) */
+    kd_pl_txn txn; /* the transactional mode's (pipeline_txn.h): the loop's */
+    kd_pl_offer offer;
+
+    /* pipeline.c's: the loop's life. stop and rejoin are written by any
+     * (kd_pipeline_stop, kd_pipeline_rejoin) and read by the loop; fatal,
+     * tick_ms and revokes are written by the loop and read by any. */
     _Atomic int stop;
-    _Atomic int rejoin; /* kd_pipeline_rejoin() asked; the loop acts on it */
-    /* kd_pipeline_offer(): a config waiting for the loop, taken between
-     * turns (offer_lock guards the two fields, never across I/O). Written by
-     * any under offer_lock, taken by the loop. */
-    _Atomic int offered;
-    pthread_mutex_t offer_lock;
-    const kd_config *offer_cfg;
-    bool offer_restart;
-    /* The loop's: a reload or restart under way, the group, the stop. */
-    bool offer_waiting;           /* logged that a restart waits */
-    bool offer_deferred;          /* a larger batch_max waits for the store write */
+    _Atomic int rejoin;
+    _Atomic int fatal;
+    _Atomic uint64_t tick_ms;     /* last turn of the loop: /healthz */
+    _Atomic uint64_t revokes;     /* revokes begun: kd_pipeline_stats */
     const kd_config *restart_cfg; /* the loop ended to restart with it */
     bool rejoining;               /* unsubscribed, waiting for the revoke */
     bool assigned_once;           /* the group gave the consumer an assignment */
     bool consumer_left;           /* stopped before that: the consumer is not destroyed */
     uint64_t stop_deadline;       /* mono ms: the end of shutdown_grace once stopping */
-    _Atomic int fatal;            /* the loop writes, any reads (/readyz) */
-
-    /* The loop's: messages on their way (kd_pl_produce_dr_cb runs in its polls). */
-    msg_list reported; /* delivery reports, filled by kd_pl_produce_dr_cb */
-    msg_list receipts; /* delivered; receipt not yet written */
-    msg_list unsynced; /* receipt written lazily; durable with the next sync */
-    msg_list retries;  /* waiting for due_ms */
-    gate *gates;       /* partitions waiting for an orphan's scan */
-    size_t ngates, gates_cap;
-    msg *gate_passing; /* leaving its gate: produced, not gated again */
-    size_t awaiting;   /* produced, no report yet */
-
-    /* Flow control (pipeline_flow.c). The loop's. */
-    size_t inflight_bytes;       /* what the messages in flight hold (see headers.h) */
-    bool backpressure;           /* consumption paused: a pipeline.max_* passed */
-    uint64_t backpressure_since; /* mono ms */
-    size_t held_back;            /* partitions paused behind a stuck message */
-    uint64_t flow_check_ms;      /* mono: the next look at partitions and gauges */
-
-    /* The loop's. Reused buffers: a poll batch (batch_max long) and its
-     * claims... */
-    msg **batch_msgs;
-    kd_claim *claims;
-    size_t *claim_of;    /* batch index -> claims index */
-    size_t *claim_route; /* claims index -> route */
-    /* ...and receipts written at once: while draining, and a handover's. */
-    kd_pl_receipts receipts_now;
-    kd_pl_ahead ahead; /* the store thread: a batch's claims, a turn's receipts;
-                        * shared with it under its lock (see kd_pl_ahead) */
-    size_t batch_n;    /* p->batch_msgs[0..batch_n): polled while the store thread
-                        * wrote, for the next batch */
-    int max_poll_ms;   /* the consumer's max.poll.interval.ms */
-    /* Consumption paused while the store thread's write outlasts its bound
-     * (the loop turns on, polling; see kd_pl_ahead_stall); mono ms since
-     * then, or 0: /readyz. The loop writes, any reads. */
-    _Atomic uint64_t store_slow_since;
-
-    kd_metrics *metrics;      /* set in kd_pipeline_new; atomics: every thread */
-    _Atomic uint64_t tick_ms; /* last turn of the loop: /healthz (any reads) */
-    _Atomic uint64_t revokes; /* revokes begun: kd_pipeline_stats (any reads) */
-
-    /* While store writes fail, consumption is paused and offsets are not
-     * stored; failed claims and receipts are retried with backoff. The
-     * loop's (the store thread marks failed claims and receipts in its job;
-     * the loop counts them: kd_pl_store_claim_health, kd_pl_store_complete_health);
-     * store_failing_since is read by any (/readyz). */
-    _Atomic uint64_t store_failing_since; /* mono ms; 0 when healthy */
-    uint64_t store_retry_at;              /* mono ms: next receipt retry */
-    uint64_t store_backoff_ms;
-    uint64_t store_failures;  /* kd_pl_store_failed calls: a job's success is news
-                               * only if none came since it was handed over */
-    kd_pl_txn txn;            /* the transactional mode's: the loop's */
-    char *brokers;            /* kd_pipeline_new's (owned), or NULL */
-    uint64_t barrier_wait_ms; /* BARRIER_WAIT_FACTOR x the producer's
-                               * message.timeout.ms (see msg.barrier) */
 };
 
 /* Counters: per route, and process-wide. */
@@ -313,7 +356,7 @@ static inline bool msg_live(const kd_pipeline *p, const msg *m) {
 rd_kafka_t *kd_pl_producer_new(kd_pipeline *p, char *errstr, size_t errstr_size);
 
 /* pipeline_consume.c */
-/* Polls messages into p->batch_msgs after the `have` already there, up to
+/* Polls messages into p->batch.msgs after the `have` already there, up to
  * batch_max; returns how many it holds now (those of revoked partitions
  * dropped). */
 size_t kd_pl_consume_collect(kd_pipeline *p, size_t have, int timeout_ms);
@@ -375,7 +418,7 @@ void kd_pl_resolve_uncertain(kd_pipeline *p, msg **ms, size_t n);
 void kd_pl_resolve_left(kd_pipeline *p, msg **ms, size_t n);
 /* m's delivery was found downstream at out_part (*f): completes its claim
  * with a receipt naming that record and settles m (freed): true. False when
- * the store failed: m then waits on p->receipts (never sent again). */
+ * the store failed: m then waits on p->q.receipts (never sent again). */
 bool kd_pl_resolve_complete_found(kd_pipeline *p, msg *m, int32_t out_part,
                                   const kd_recover_found *f);
 /* Adds what the recovery scans read since `before` to the metrics. */
@@ -412,7 +455,7 @@ void kd_pl_store_ok(kd_pipeline *p);
 void kd_pl_store_failed(kd_pipeline *p, size_t route, const char *what);
 /* True while store writes fail (consumption paused). */
 static inline bool kd_pl_store_failing(const kd_pipeline *p) {
-    return atomic_load(&p->store_failing_since) != 0;
+    return atomic_load(&p->health.failing_since) != 0;
 }
 
 /* pipeline_conflict.c */
@@ -424,7 +467,7 @@ static inline bool kd_pl_store_failing(const kd_pipeline *p) {
 bool kd_pl_conflict_judge(kd_pipeline *p, msg *m, const kd_decision *d, uint64_t owner);
 
 /* pipeline_produce.c */
-/* librdkafka's delivery-report callback: queues m on p->reported. */
+/* librdkafka's delivery-report callback: queues m on p->q.reported. */
 void kd_pl_produce_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque);
 /* Sends m downstream (or to the dead-letter topic); failures: kd_pl_deliver_failed. */
 void kd_pl_produce(kd_pipeline *p, msg *m);
@@ -432,7 +475,7 @@ void kd_pl_produce(kd_pipeline *p, msg *m);
 /* pipeline_msg.c */
 /* m's fate is durable: marks its offset done and frees m. */
 void kd_pl_msg_done(kd_pipeline *p, msg *m);
-/* m now holds its key's claim (recorded in p->held); false when out of
+/* m now holds its key's claim (recorded in p->keys.held); false when out of
  * memory (the pipeline then stops: fatal). */
 bool kd_pl_msg_hold(kd_pipeline *p, msg *m);
 /* m no longer holds a claim (released, or left to recovery). */
@@ -487,7 +530,7 @@ void kd_pl_msg_gates_abandon(kd_pipeline *p, bool all_parts);
 /* Acts on a failed (or possibly failed) delivery of m. */
 void kd_pl_deliver_failed(kd_pipeline *p, msg *m);
 /* Serves the producer for up to timeout_ms and settles its reports: a
- * delivered message's receipt waits on p->receipts, for the next job of
+ * delivered message's receipt waits on p->q.receipts, for the next job of
  * the store thread (kd_pl_ahead_turn) or kd_pl_receipts_write. */
 void kd_pl_deliver_serve(kd_pipeline *p, int timeout_ms);
 
@@ -496,20 +539,20 @@ void kd_pl_deliver_serve(kd_pipeline *p, int timeout_ms);
 void kd_pl_retry_due(kd_pipeline *p);
 
 /* pipeline_receipts.c */
-/* Writes the receipts of p->receipts lazily, one write a route; their
- * messages wait on p->unsynced (failed ones stay, retried after the store's
+/* Writes the receipts of p->q.receipts lazily, one write a route; their
+ * messages wait on p->q.unsynced (failed ones stay, retried after the store's
  * backoff). */
 void kd_pl_receipts_write(kd_pipeline *p);
-/* Takes the oldest max of p->receipts (all with max 0) into r, route by
+/* Takes the oldest max of p->q.receipts (all with max 0) into r, route by
  * route, for one lazy write a route; r->n is how many (0, leaving them,
  * while the store is failing and not due again, or when out of memory). */
 void kd_pl_receipts_gather(kd_pipeline *p, kd_pl_receipts *r, size_t max);
 /* One past the last of the receipts from first on that share a route. */
 size_t kd_pl_receipts_run(const kd_pl_receipts *r, size_t first);
 /* Acts on r's written completions: their messages are done (durable), or
- * wait on p->unsynced, or, not written, on p->receipts again. */
+ * wait on p->q.unsynced, or, not written, on p->q.receipts again. */
 void kd_pl_receipts_apply(kd_pipeline *p, kd_pl_receipts *r, bool durable);
-/* Makes the receipts waiting on p->unsynced durable (no disk sync when a
+/* Makes the receipts waiting on p->q.unsynced durable (no disk sync when a
  * durable write since has done it) and settles their messages: those a
  * job's sync did not cover, and those written while draining. Each turn,
  * and while draining. */
@@ -534,8 +577,8 @@ bool kd_pl_handover_add(kd_pipeline *p, size_t route, int32_t partition);
 /* The index of the partition's pending handover, or SIZE_MAX. */
 static inline size_t kd_pl_handover_find(const kd_pipeline *p, size_t route,
                                          int32_t partition) {
-    for (size_t i = 0; i < p->nhandovers; i++)
-        if (p->handovers[i].route == route && p->handovers[i].partition == partition)
+    for (size_t i = 0; i < p->handover.n; i++)
+        if (p->handover.v[i].route == route && p->handover.v[i].partition == partition)
             return i;
     return SIZE_MAX;
 }
@@ -557,7 +600,7 @@ void kd_pl_gate_turn(kd_pipeline *p);
 /* pipeline_flow.c */
 /* Pauses consumption while too much is in flight, resumes it below, holds
  * back partitions behind a stuck message; sets the memory gauges. Each turn. */
-void kd_pl_flow(kd_pipeline *p);
+void kd_pl_flow_turn(kd_pipeline *p);
 /* Holds back (pauses) a partition whose front message has
  * pipeline.max_inflight consumed ones behind it. After each one consumed. */
 void kd_pl_flow_check_front(kd_pipeline *p, size_t route, int32_t partition);

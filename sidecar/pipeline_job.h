@@ -64,7 +64,7 @@ typedef struct kd_pl_work {
     uint64_t now; /* wall ms: the claims' time */
     kd_pl_receipts receipts;
     bool receipts_durable;   /* a synced write or sync after them succeeded */
-    uint64_t failures_since; /* p->store_failures when handed over */
+    uint64_t failures_since; /* p->health.failures when handed over */
 } kd_pl_work;
 
 /* The store thread and the work it is given (pipeline_ahead.c). */
@@ -89,9 +89,9 @@ void kd_pl_ahead_destroy(kd_pipeline *p);
  * no job is being written: kd_pl_ahead_turn may go on. */
 bool kd_pl_ahead_wait(kd_pipeline *p, int timeout_ms);
 /* A turn's store work, once kd_pl_ahead_wait said the job handed over last
- * turn is written: hands over the next (p->batch_msgs[0..n)'s claims,
+ * turn is written: hands over the next (p->batch.msgs[0..n)'s claims,
  * after the waiting receipts), then acts on the finished job while the
- * store thread works: receipts' messages are done (or wait on p->unsynced
+ * store thread works: receipts' messages are done (or wait on p->q.unsynced
  * when the job could not sync them), and every message of its batch still
  * owned is sent, settled or retried as kd_pl_claim_batch would (the others are
  * dropped). The poll batch's array swaps with the job's. */

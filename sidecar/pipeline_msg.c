@@ -21,8 +21,8 @@ void kd_pl_msg_done(kd_pipeline *p, msg *m) {
 
 bool kd_pl_msg_hold(kd_pipeline *p, msg *m) {
     m->claimed = true;
-    if (kd_held_add(p->held, m->route, m->key, m->key_len, m)) {
-        atomic_store(kd_metrics_held(p->metrics), kd_held_count(p->held));
+    if (kd_held_add(p->keys.held, m->route, m->key, m->key_len, m)) {
+        atomic_store(kd_metrics_held(p->metrics), kd_held_count(p->keys.held));
         return true;
     }
     KD_ERROR("out of memory recording a claim: stopping");
@@ -32,8 +32,8 @@ bool kd_pl_msg_hold(kd_pipeline *p, msg *m) {
 
 void kd_pl_msg_unhold(kd_pipeline *p, msg *m) {
     if (m->claimed) {
-        kd_held_remove(p->held, m->route, m->key, m->key_len, m);
-        atomic_store(kd_metrics_held(p->metrics), kd_held_count(p->held));
+        kd_held_remove(p->keys.held, m->route, m->key, m->key_len, m);
+        atomic_store(kd_metrics_held(p->metrics), kd_held_count(p->keys.held));
     }
     m->claimed = false;
     m->claim_version = 0; /* released or left: no claim to complete after */
@@ -43,7 +43,7 @@ void kd_pl_msg_free(kd_pipeline *p, msg *m) {
     if (m->stuck)
         atomic_fetch_sub(&kd_metrics_flow(p->metrics)->stuck, 1);
     kd_pl_msg_unhold(p, m);
-    p->inflight_bytes -= m->bytes;
+    p->flow.inflight_bytes -= m->bytes;
     free(m->key_owned);
     free(m->conflict_original);
     rd_kafka_message_destroy(m->rkm);
@@ -52,11 +52,11 @@ void kd_pl_msg_free(kd_pipeline *p, msg *m) {
 }
 
 void kd_pl_msg_left_drop(kd_pipeline *p, left_claim *l) {
-    kd_held_remove(p->left, l->route, l->key, l->key_len, l);
-    *(l->older ? &l->older->newer : &p->left_oldest) = l->newer;
-    *(l->newer ? &l->newer->older : &p->left_newest) = l->older;
-    p->nleft--;
-    atomic_store(kd_metrics_left(p->metrics), p->nleft);
+    kd_held_remove(p->keys.left, l->route, l->key, l->key_len, l);
+    *(l->older ? &l->older->newer : &p->keys.left_oldest) = l->newer;
+    *(l->newer ? &l->newer->older : &p->keys.left_newest) = l->older;
+    p->keys.nleft--;
+    atomic_store(kd_metrics_left(p->metrics), p->keys.nleft);
     free(l->key);
     free(l);
 }
@@ -66,14 +66,15 @@ void kd_pl_msg_left_add(kd_pipeline *p, const msg *m) {
 
     if (l)
         kd_pl_msg_left_drop(p, l); /* an older note of the key: this one is newer */
-    if (p->nleft >= LEFT_MAX)
-        kd_pl_msg_left_drop(p, p->left_oldest); /* its claim is resolved the slow way */
+    if (p->keys.nleft >= LEFT_MAX)
+        kd_pl_msg_left_drop(p,
+                            p->keys.left_oldest); /* its claim is resolved the slow way */
     if (!(l = calloc(1, sizeof(*l))) || !(l->key = malloc(m->key_len ? m->key_len : 1))) {
         free(l);
         return; /* the claim is still resolved, by a scan from the run's start */
     }
     memcpy(l->key, m->key, m->key_len);
-    *l = (left_claim){.older = p->left_newest,
+    *l = (left_claim){.older = p->keys.left_newest,
                       .route = m->route,
                       .key = l->key,
                       .key_len = m->key_len,
@@ -84,20 +85,20 @@ void kd_pl_msg_left_add(kd_pipeline *p, const msg *m) {
                       .barrier = m->barrier,
                       .barrier_until = m->barrier_until,
                       .result = KD_RECOVER_LATER};
-    if (!kd_held_add(p->left, l->route, l->key, l->key_len, l)) {
+    if (!kd_held_add(p->keys.left, l->route, l->key, l->key_len, l)) {
         free(l->key);
         free(l);
         return;
     }
-    *(p->left_newest ? &p->left_newest->newer : &p->left_oldest) = l;
-    p->left_newest = l;
-    p->nleft++;
-    atomic_store(kd_metrics_left(p->metrics), p->nleft);
+    *(p->keys.left_newest ? &p->keys.left_newest->newer : &p->keys.left_oldest) = l;
+    p->keys.left_newest = l;
+    p->keys.nleft++;
+    atomic_store(kd_metrics_left(p->metrics), p->keys.nleft);
 }
 
 left_claim *kd_pl_msg_left_find(kd_pipeline *p, size_t route, const char *key,
                                 size_t key_len) {
-    return kd_held_find(p->left, route, key, key_len);
+    return kd_held_find(p->keys.left, route, key, key_len);
 }
 
 void kd_pl_msg_abandon(kd_pipeline *p, msg *m) {
@@ -138,11 +139,11 @@ bool kd_pl_msg_barrier_passed(const kd_pipeline *p, size_t route, int32_t out_pa
 
 void kd_pl_msg_retry(kd_pipeline *p, msg *m, uint64_t delay_ms) {
     m->due_ms = kd_mono_ms() + delay_ms;
-    if (p->gate_passing == m) { /* a gate's head: the rest keep waiting behind it */
+    if (p->gate.passing == m) { /* a gate's head: the rest keep waiting behind it */
         kd_pl_msg_gate_wait(p, m);
         return;
     }
-    list_push(&p->retries, m);
+    list_push(&p->q.retries, m);
 }
 
 uint64_t kd_pl_backoff_ms(const kd_pipeline *p, const msg *m) {
@@ -155,53 +156,53 @@ uint64_t kd_pl_backoff_ms(const kd_pipeline *p, const msg *m) {
 
 /* Drops the retries of ended ownerships (all, with all_parts). */
 void kd_pl_msg_abandon_retries(kd_pipeline *p, bool all_parts) {
-    msg_list all = list_take(&p->retries);
+    msg_list all = list_take(&p->q.retries);
 
     kd_pl_msg_gates_abandon(p, all_parts);
     for (msg *m = all.head, *next; m; m = next) {
         next = m->next;
         if (!all_parts && msg_live(p, m))
-            list_push(&p->retries, m);
+            list_push(&p->q.retries, m);
         else
             kd_pl_msg_abandon(p, m);
     }
 }
 
 static gate *gate_find(kd_pipeline *p, size_t route, int32_t partition) {
-    for (size_t i = 0; i < p->ngates; i++)
-        if (p->gates[i].route == route && p->gates[i].partition == partition)
-            return &p->gates[i];
+    for (size_t i = 0; i < p->gate.n; i++)
+        if (p->gate.v[i].route == route && p->gate.v[i].partition == partition)
+            return &p->gate.v[i];
     return NULL;
 }
 
 static gate *gate_open(kd_pipeline *p, size_t route, int32_t partition) {
     gate *g;
 
-    if (p->ngates == p->gates_cap) {
-        size_t cap = p->gates_cap ? p->gates_cap * 2 : 8;
+    if (p->gate.n == p->gate.cap) {
+        size_t cap = p->gate.cap ? p->gate.cap * 2 : 8;
 
-        if (!(g = realloc(p->gates, cap * sizeof(*g))))
+        if (!(g = realloc(p->gate.v, cap * sizeof(*g))))
             return NULL;
-        p->gates = g;
-        p->gates_cap = cap;
+        p->gate.v = g;
+        p->gate.cap = cap;
     }
-    g = &p->gates[p->ngates++];
+    g = &p->gate.v[p->gate.n++];
     *g = (gate){.route = route, .partition = partition};
     return g;
 }
 
 void kd_pl_msg_gate_close(kd_pipeline *p, gate *g) {
-    *g = p->gates[--p->ngates];
+    *g = p->gate.v[--p->gate.n];
 }
 
 bool kd_pl_msg_gate_waiting(kd_pipeline *p, size_t route, int32_t partition) {
-    return p->ngates && gate_find(p, route, partition);
+    return p->gate.n && gate_find(p, route, partition);
 }
 
 bool kd_pl_msg_gated(kd_pipeline *p, msg *m, bool takeover) {
     gate *g;
 
-    if (!p->ngates || p->gate_passing == m ||
+    if (!p->gate.n || p->gate.passing == m ||
         !(g = gate_find(p, m->route, m->rkm->partition)))
         return false;
     m->gate_takeover = takeover;
@@ -213,11 +214,11 @@ void kd_pl_msg_gate_wait(kd_pipeline *p, msg *m) {
     gate *g = gate_find(p, m->route, m->rkm->partition);
 
     if (!g && !(g = gate_open(p, m->route, m->rkm->partition))) {
-        list_push(&p->retries, m); /* out of memory: unordered */
+        list_push(&p->q.retries, m); /* out of memory: unordered */
         return;
     }
     m->gate_takeover = m->kind == MSG_DEDUP && !m->claimed;
-    if (p->gate_passing == m) { /* back at the head it just left */
+    if (p->gate.passing == m) { /* back at the head it just left */
         m->next = g->waiting.head;
         g->waiting.head = m;
         if (!g->waiting.tail)
@@ -229,8 +230,8 @@ void kd_pl_msg_gate_wait(kd_pipeline *p, msg *m) {
 }
 
 void kd_pl_msg_gates_abandon(kd_pipeline *p, bool all_parts) {
-    for (size_t i = p->ngates; i-- > 0;) {
-        gate *g = &p->gates[i];
+    for (size_t i = p->gate.n; i-- > 0;) {
+        gate *g = &p->gate.v[i];
         msg *first = g->waiting.head;
 
         if (!all_parts && first && msg_live(p, first))

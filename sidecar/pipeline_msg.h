@@ -30,25 +30,25 @@ typedef enum msg_kind {
  * handed to it.
  *
  *   where                    mark           next
- *   p->batch_msgs            (consumed)     its claim written with the batch's
+ *   p->batch.msgs            (consumed)     its claim written with the batch's
  *     (kd_pl_consume_collect)                       by the store thread (p->ahead.job),
  *                                           then acted on (kd_pl_claim_act);
- *                                           p->retries (early) while its
+ *                                           p->q.retries (early) while its
  *                                           partition's handover is pending
  *   acted on                 claimed        produced: in flight; or settled at
  *                                           once (a duplicate: done; a key
  *                                           conflict); or a claim of another
  *                                           run or ownership: kd_pl_claim_takeover
- *   in flight (producer)     claimed        p->reported, by the delivery report
- *   p->reported                             acknowledged: p->receipts (in the
+ *   in flight (producer)     claimed        p->q.reported, by the delivery report
+ *   p->q.reported                           acknowledged: p->q.receipts (in the
  *                                           transactional mode, p->txn.acked
  *                                           until its transaction ends); failed:
- *                                           p->retries; its ownership ended:
+ *                                           p->q.retries; its ownership ended:
  *                                           abandoned
- *   p->receipts                             receipt written: done, or
- *                                           p->unsynced when written lazily
- *   p->unsynced                             done with the store's next sync
- *   p->retries until due_ms  early          claimed when its handover is done
+ *   p->q.receipts                           receipt written: done, or
+ *                                           p->q.unsynced when written lazily
+ *   p->q.unsynced                           done with the store's next sync
+ *   p->q.retries, until due  early          claimed when its handover is done
  *                            uncertain      downstream read for it, with the
  *                                           others due (kd_pl_resolve_uncertain):
  *                                           found: done; absent: produced again
@@ -82,9 +82,9 @@ typedef struct msg {
                               * stands (owned) */
     bool orig_has_fp;        /* a key conflict: the original's fingerprint */
     unsigned char orig_fp[KD_FINGERPRINT_LEN];
-    uint64_t own;           /* the ownership of its partition that consumed it */
-    bool claimed;           /* holds a claim in the store (and an entry in p->held) */
-    uint64_t claim_seq;     /* claimed by this run: kd_claim.seq and .version, for */
+    uint64_t own;       /* the ownership of its partition that consumed it */
+    bool claimed;       /* holds a claim in the store (and an entry in p->keys.held) */
+    uint64_t claim_seq; /* claimed by this run: kd_claim.seq and .version, for */
     uint64_t claim_version; /* its receipt (kd_completion.claim_*; 0 = none) */
     unsigned char claim_hash[KD_KEY_HASH_LEN]; /* and the key's hash (kd_claim.hash) */
     bool uncertain;         /* possibly persisted: read downstream before resending */
@@ -110,7 +110,7 @@ typedef struct msg {
     bool stuck;             /* refused past max_retries where it cannot go further:
                              * counted in kdedup_stuck_messages until it settles */
     uint64_t consumed_us;   /* monotonic: for the forward latency */
-    size_t bytes;           /* its key, value and headers: in p->inflight_bytes */
+    size_t bytes;           /* its key, value and headers: in p->flow.inflight_bytes */
     bool gate_takeover;     /* waiting in a gate: to be taken over (else produced) */
     uint64_t due_ms;        /* in the retry list: when (monotonic) */
     /* the delivery report */
@@ -123,7 +123,7 @@ typedef struct msg {
 
 /* A claim whose message was dropped with its ownership while a delivery of
  * it may be downstream: where to read to tell, for the copy that meets it
- * (a bounded FIFO, indexed by p->left). */
+ * (a bounded FIFO, indexed by p->keys.left). */
 typedef struct left_claim {
     struct left_claim *older, *newer;
     size_t route;

@@ -109,7 +109,7 @@ void kd_pl_produce(kd_pipeline *p, msg *m) {
     }
     if (p->txn.on)
         kd_pl_txn_sent(p, m);
-    p->awaiting++;
+    p->q.awaiting++;
 }
 
 void kd_pl_produce_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque) {
@@ -131,6 +131,6 @@ void kd_pl_produce_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *op
         if (m->out_seq > r->acked_sent[rkm->partition])
             r->acked_sent[rkm->partition] = m->out_seq;
     }
-    p->awaiting--;
-    list_push(&p->reported, m);
+    p->q.awaiting--;
+    list_push(&p->q.reported, m);
 }

@@ -37,7 +37,7 @@ void kd_pl_rebalance_store_offsets(kd_pipeline *p) {
 
 /* Waits (serving the producer) until nothing is in flight or deadline. */
 void kd_pl_rebalance_drain(kd_pipeline *p, uint64_t deadline_ms) {
-    while (p->awaiting || p->receipts.n || p->reported.n || p->unsynced.n ||
+    while (p->q.awaiting || p->q.receipts.n || p->q.reported.n || p->q.unsynced.n ||
            p->txn.open) {
         /* A stop during a revoke's drain starts the one grace period. */
         uint64_t stop = kd_pl_stop_deadline(p);
@@ -49,7 +49,7 @@ void kd_pl_rebalance_drain(kd_pipeline *p, uint64_t deadline_ms) {
             return;
         }
         kd_pl_deliver_serve(p, 20);
-        if (p->txn.open && !p->awaiting)
+        if (p->txn.open && !p->q.awaiting)
             kd_pl_txn_end(p, true);
         kd_pl_receipts_write(p);
         kd_pl_receipts_settle(p);
@@ -103,8 +103,8 @@ static void on_assign(kd_pipeline *p, rd_kafka_t *rk,
     /* Nothing is consumed before the partitions' history is read (and the
      * store takes writes): fetched messages are discarded by the pause and
      * fetched again on resume. */
-    if (kd_pl_store_failing(p) || p->cfg->handover || p->backpressure ||
-        atomic_load(&p->store_slow_since)) {
+    if (kd_pl_store_failing(p) || p->cfg->handover || p->flow.backpressure ||
+        atomic_load(&p->health.slow_since)) {
         rd_kafka_pause_partitions(rk, parts);
         for (int i = 0; i < parts->cnt; i++)
             if (parts->elems[i].err) /* a handover's messages wait all the same */

@@ -7,7 +7,7 @@
  * kd_dedup_complete_batch_lazy), by the store thread just before the next
  * batch's claims (pipeline_ahead.c); only once a synced write or a sync has
  * covered them are their messages done and their offsets free to move:
- * at once when the job's own sync succeeded, else they wait on p->unsynced
+ * at once when the job's own sync succeeded, else they wait on p->q.unsynced
  * for kd_pl_receipts_settle (as do those written while draining). A crash
  * in between loses the receipts, not the messages: their claims stay in
  * flight, their offsets were not committed, and recovery finds the
@@ -22,7 +22,7 @@
 #include <string.h>
 
 void kd_pl_receipts_gather(kd_pipeline *p, kd_pl_receipts *r, size_t max) {
-    msg_list todo = list_take(&p->receipts);
+    msg_list todo = list_take(&p->q.receipts);
 
     r->n = 0;
     if (!todo.n)
@@ -32,15 +32,15 @@ void kd_pl_receipts_gather(kd_pipeline *p, kd_pl_receipts *r, size_t max) {
 
         for (size_t i = 1; i < max; i++)
             last = last->next;
-        p->receipts =
+        p->q.receipts =
             (msg_list){.head = last->next, .tail = todo.tail, .n = todo.n - max};
         last->next = NULL;
         todo.tail = last;
         todo.n = max;
     }
-    if ((kd_pl_store_failing(p) && kd_mono_ms() < p->store_retry_at) ||
+    if ((kd_pl_store_failing(p) && kd_mono_ms() < p->health.retry_at) ||
         !kd_pl_receipts_reserve(r, todo.n)) {
-        list_prepend(&p->receipts, &todo); /* try again next turn */
+        list_prepend(&p->q.receipts, &todo); /* try again next turn */
         return;
     }
     for (size_t route = 0; route < p->cfg->nroutes; route++) /* one write a route */
@@ -96,9 +96,9 @@ void kd_pl_receipts_apply(kd_pipeline *p, kd_pl_receipts *r, bool durable) {
             if (durable)
                 receipt_done(p, m);
             else
-                list_push(&p->unsynced, m); /* done once the receipt is durable */
+                list_push(&p->q.unsynced, m); /* done once the receipt is durable */
         } else {
-            list_push(&p->receipts,
+            list_push(&p->q.receipts,
                       m); /* kd_pl_store_failed: kd_pl_store_complete_health */
         }
     }
@@ -120,14 +120,14 @@ void kd_pl_receipts_write(kd_pipeline *p) {
 void kd_pl_receipts_settle(kd_pipeline *p) {
     msg_list all;
 
-    if (!p->unsynced.n || (kd_pl_store_failing(p) && kd_mono_ms() < p->store_retry_at))
+    if (!p->q.unsynced.n || (kd_pl_store_failing(p) && kd_mono_ms() < p->health.retry_at))
         return;
     if (kd_store_sync(p->store) != KD_OK) {
-        kd_pl_store_failed(p, p->unsynced.head->route, "receipt sync");
+        kd_pl_store_failed(p, p->q.unsynced.head->route, "receipt sync");
         return;
     }
     kd_pl_store_ok(p);
-    all = list_take(&p->unsynced);
+    all = list_take(&p->q.unsynced);
     for (msg *m = all.head, *next; m; m = next) {
         next = m->next;
         receipt_done(p, m);

@@ -34,7 +34,7 @@ bool kd_pl_resolve_complete_found(kd_pipeline *p, msg *m, int32_t out_part,
     c.receipt_len = kd_pl_receipts_format(p, m, receipt, sizeof(receipt));
     kd_pl_store_complete_timed(p, m->route, &c, 1, false);
     if (c.err == KD_ERR_STORE) {
-        list_push(&p->receipts, m);
+        list_push(&p->q.receipts, m);
         return false;
     }
     kd_pl_msg_done(p, m);
@@ -101,7 +101,7 @@ static void read_by_partition(kd_pipeline *p, const read_many *r) {
                 kd_pl_msg_retry(p, r->ms[i], 250); /* out of memory: later */
         goto out;
     }
-    p->last_orphan_ms = kd_mono_ms();
+    p->keys.last_orphan_ms = kd_mono_ms();
     for (size_t i = 0; i < r->n; i++) {
         size_t route, k = 0;
 

@@ -1,5 +1,5 @@
 /*
- * kdedup - the pipeline's retries: each turn, the messages of p->retries
+ * kdedup - the pipeline's retries: each turn, the messages of p->q.retries
  * that are due go again: produced, claimed again first (released ones,
  * together), or read downstream for (uncertain deliveries, and the notes
  * ended ownerships left), in that order.
@@ -47,7 +47,7 @@ static void read_downstream(kd_pipeline *p, msg_list *l,
 }
 
 void kd_pl_retry_due(kd_pipeline *p) {
-    msg_list all = list_take(&p->retries), uncertain = {0}, left = {0}, reclaim = {0};
+    msg_list all = list_take(&p->q.retries), uncertain = {0}, left = {0}, reclaim = {0};
     uint64_t now = kd_mono_ms();
 
     for (msg *m = all.head, *next; m; m = next) {
@@ -62,7 +62,7 @@ void kd_pl_retry_due(kd_pipeline *p) {
             continue;
         }
         if (m->due_ms > now) {
-            list_push(&p->retries, m);
+            list_push(&p->q.retries, m);
             continue;
         }
         if (!msg_live(p, m)) {

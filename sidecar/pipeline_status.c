@@ -61,7 +61,7 @@ kd_metrics *kd_pipeline_metrics(kd_pipeline *p) {
 bool kd_pipeline_healthy(const kd_pipeline *p, uint64_t stale_ms, uint64_t write_ms,
                          char *reason, size_t size) {
     uint64_t now = kd_mono_ms(), idle = now - atomic_load(&p->tick_ms);
-    uint64_t slow = atomic_load(&p->store_slow_since);
+    uint64_t slow = atomic_load(&p->health.slow_since);
 
     if (idle >= stale_ms) {
         snprintf(reason, size, "the main loop has not turned for %llums",
@@ -83,7 +83,7 @@ bool kd_pipeline_ready(kd_pipeline *p, char *reason, size_t size) {
     kd_cluster_view v;
 
     kd_metrics_cluster_view(p->metrics, &v);
-    uint64_t failing = atomic_load(&p->store_failing_since), unread, stuck, slow;
+    uint64_t failing = atomic_load(&p->health.failing_since), unread, stuck, slow;
     char err[400];
 
     if (atomic_load(&p->stop) || atomic_load(&p->fatal))
@@ -92,7 +92,7 @@ bool kd_pipeline_ready(kd_pipeline *p, char *reason, size_t size) {
         snprintf(reason, size, "store failing for %llums, consumption paused: %s",
                  (unsigned long long)(kd_mono_ms() - failing),
                  kd_store_last_error(p->store, err, sizeof(err)));
-    else if ((slow = atomic_load(&p->store_slow_since)))
+    else if ((slow = atomic_load(&p->health.slow_since)))
         snprintf(reason, size,
                  "store slow: consumption paused for %llums while a store write is "
                  "under way (the disk of store.path?)",
@@ -109,7 +109,7 @@ bool kd_pipeline_ready(kd_pipeline *p, char *reason, size_t size) {
             "they are retried and their partitions commit no further until they are "
             "delivered (each is named in the log)",
             (unsigned long long)stuck);
-    else if ((unread = atomic_load(&p->handovers_failing)))
+    else if ((unread = atomic_load(&p->handover.failing)))
         snprintf(reason, size,
                  "reading the history of %llu assigned partition(s) from the downstream "
                  "topic failed; they are not consumed until it succeeds (see the log)",

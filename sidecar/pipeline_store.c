@@ -14,30 +14,30 @@ void kd_pl_store_failed(kd_pipeline *p, size_t route, const char *what) {
     uint64_t now = kd_mono_ms();
 
     GCOUNT(p, store_errors, 1);
-    p->store_failures++;
+    p->health.failures++;
     KD_LOG(KD_LOG_WARN, fields, "store: %s failed: %s (retrying)", what,
            kd_store_last_error(p->store, err, sizeof(err)));
-    if (!atomic_load(&p->store_failing_since)) {
+    if (!atomic_load(&p->health.failing_since)) {
         KD_ERROR("store failing: consumption and offset commits paused until it "
                  "accepts writes again");
-        atomic_store(&p->store_failing_since, now ? now : 1);
-        p->store_backoff_ms = STORE_BACKOFF_MIN_MS;
+        atomic_store(&p->health.failing_since, now ? now : 1);
+        p->health.backoff_ms = STORE_BACKOFF_MIN_MS;
         kd_pl_flow_apply(p);
-    } else if (p->store_backoff_ms < STORE_BACKOFF_MAX_MS) {
-        p->store_backoff_ms *= 2;
+    } else if (p->health.backoff_ms < STORE_BACKOFF_MAX_MS) {
+        p->health.backoff_ms *= 2;
     }
-    p->store_retry_at = now + p->store_backoff_ms;
+    p->health.retry_at = now + p->health.backoff_ms;
 }
 
 void kd_pl_store_ok(kd_pipeline *p) {
-    uint64_t since = atomic_load(&p->store_failing_since);
+    uint64_t since = atomic_load(&p->health.failing_since);
 
     if (!since)
         return;
     KD_INFO("store accepts writes again after %llums: resuming consumption",
             (unsigned long long)(kd_mono_ms() - since));
-    atomic_store(&p->store_failing_since, 0);
-    p->store_backoff_ms = 0;
+    atomic_store(&p->health.failing_since, 0);
+    p->health.backoff_ms = 0;
     kd_pl_flow_apply(p);
 }
 

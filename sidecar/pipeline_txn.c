@@ -190,7 +190,7 @@ static void replace_producer(kd_pipeline *p) {
     t->nreplaced++;
     GCOUNT(p, txn_replaced, 1);
     rd_kafka_purge(old, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-    while (p->awaiting && kd_mono_ms() < deadline)
+    while (p->q.awaiting && kd_mono_ms() < deadline)
         kd_pl_deliver_serve(p, 10); /* every delivery reported, as failed */
     if (!(p->producer = p->txn.producer_new(p, err, sizeof(err)))) {
         KD_ERROR("transaction: the producer cannot be replaced: %s; the pipeline stops",
@@ -460,7 +460,7 @@ static void ended(kd_pl_txn *t) {
 /* Aborts the open transaction (or, when the producer failed for good,
  * replaces it) and settles its messages, in consumption order; unknown: the
  * commit of those delivered failed for good (settle_unknown()). Those that
- * go again wait on p->retries, due at once. */
+ * go again wait on p->q.retries, due at once. */
 static void abort_open(kd_pipeline *p, bool unknown) {
     kd_pl_txn *t = &p->txn;
     msg_list acked, failed;
@@ -512,7 +512,7 @@ static void settle_committed(kd_pipeline *p) {
         /* its offset was committed with it */
         kd_offsets_done(p->offsets, m->route, m->rkm->partition, m->own, m->rkm->offset);
         if (m->kind == MSG_DEDUP && m->claimed) {
-            list_push(&p->receipts, m); /* for the store to know, lazily */
+            list_push(&p->q.receipts, m); /* for the store to know, lazily */
         } else {
             if (m->kind == MSG_DEAD_LETTER)
                 RCOUNT(p, m->route, dead_lettered);
@@ -535,7 +535,7 @@ static bool offsets_moved(kd_pipeline *p) {
 }
 
 /* kd_pl_txn_end(). True when the transaction was aborted: its messages that
- * go again wait on p->retries, due at once. */
+ * go again wait on p->q.retries, due at once. */
 static bool end(kd_pipeline *p, bool commit) {
     kd_pl_txn *t = &p->txn;
     uint64_t t0 = kd_mono_us(), end;

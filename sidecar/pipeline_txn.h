@@ -82,7 +82,7 @@ void kd_pl_txn_end(kd_pipeline *p, bool commit);
  * pipeline.transaction_max_age old (aborts a failed one), or commits
  * offsets that moved on their own. True when it aborted a transaction (or
  * a commit's outcome is unknown):
- * its messages that go again wait on p->retries, due at once, and the
+ * its messages that go again wait on p->q.retries, due at once, and the
  * caller sends them (kd_pl_retry_due) before anything consumed later. */
 bool kd_pl_txn_turn(kd_pipeline *p);
 
