@@ -97,7 +97,7 @@ SIDECAR_SRC := sidecar/log.c sidecar/offsets.c sidecar/headers.c sidecar/kafka.c
                sidecar/recovery_history_window.c sidecar/recovery_history.c \
                sidecar/recovery_since.c sidecar/recovery_new.c sidecar/held.c sidecar/signing.c sidecar/pipeline.c sidecar/pipeline_status.c sidecar/pipeline_consume.c \
                sidecar/pipeline_claim.c sidecar/pipeline_resolve.c sidecar/pipeline_store.c sidecar/pipeline_conflict.c sidecar/pipeline_produce.c sidecar/pipeline_deliver.c sidecar/pipeline_msg.c \
-               sidecar/pipeline_retry.c \
+               sidecar/pipeline_retry.c sidecar/pipeline_failure.c \
                sidecar/pipeline_receipts.c sidecar/pipeline_ahead.c \
                sidecar/pipeline_handover.c sidecar/pipeline_rebalance.c sidecar/pipeline_own.c \
                sidecar/pipeline_flow.c sidecar/pipeline_gate.c \

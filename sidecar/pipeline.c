@@ -415,6 +415,16 @@ static void stall_turn(kd_pipeline *p) {
         p->batch.n = kd_pl_consume_collect(p, p->batch.n, 0);
 }
 
+/* The retries due: produced again (by the retry stage), claimed again, or
+ * read downstream for, in that order. */
+static void retry_turn(kd_pipeline *p) {
+    kd_pl_due due = {0};
+
+    kd_pl_retry_due(p, &due);
+    kd_pl_claim_list(p, &due.reclaim);
+    kd_pl_resolve_lists(p, &due.uncertain, &due.left);
+}
+
 int kd_pipeline_run(kd_pipeline *p) {
     uint64_t deadline;
 
@@ -448,9 +458,9 @@ int kd_pipeline_run(kd_pipeline *p) {
          * reading budget, and a handover that found it spent every turn
          * would keep its partition paused as long as they come. */
         kd_pl_handover_turn(p);
-        kd_pl_retry_due(p);
+        retry_turn(p);
         if (kd_pl_txn_turn(p)) /* an abort's messages go again at once */
-            kd_pl_retry_due(p);
+            retry_turn(p);
         kd_pl_gate_turn(p);
         kd_pl_rebalance_store_offsets(p);
         kd_pl_flow_turn(p);

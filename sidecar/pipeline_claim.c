@@ -387,3 +387,18 @@ void kd_pl_claim_batch(kd_pipeline *p, msg **batch, size_t n) {
     }
     kd_pl_claim_act(p, batch, n, p->batch.claims, p->batch.claim_of);
 }
+
+void kd_pl_claim_list(kd_pipeline *p, msg_list *l) {
+    msg_list all = list_take(l);
+    msg *chunk[64];
+    size_t n = 0, max = (size_t)p->cfg->batch_max < 64 ? (size_t)p->cfg->batch_max : 64;
+
+    for (msg *m = all.head, *next; m; m = next) {
+        next = m->next;
+        chunk[n++] = m;
+        if (n == max || !next) {
+            kd_pl_claim_batch(p, chunk, n);
+            n = 0;
+        }
+    }
+}

@@ -4,7 +4,7 @@
  *
  * The message a consumed record becomes, the lists it waits in and the
  * table of its life (where it waits, and what comes next) are in
- * pipeline_msg.h. The pipeline is split into nineteen files (the kd_pl_*
+ * pipeline_msg.h. The pipeline is split into twenty files (the kd_pl_*
  * functions each offers the others, named kd_pl_<file>_<verb>, are declared
  * below under its name; a small query of a part's state is an inline):
  *   pipeline.c           life cycle: new, run (the loop and its turns), reloads
@@ -28,8 +28,11 @@
  *   pipeline_msg.c       a msg's life (claim held, done, freed, abandoned),
  *                        ended ownerships' notes, the barrier, the lists it
  *                        waits in (retries, gates); calls no pipeline_*.c
- *   pipeline_deliver.c   delivery reports served: releases, retries, dead letters
- *   pipeline_retry.c     the retries due: sent, claimed again, or read downstream
+ *   pipeline_deliver.c   delivery reports served: receipts wait, failures go on
+ *   pipeline_failure.c   a failed delivery: released and retried, dead-lettered,
+ *                        stuck, kept and read downstream for, or abandoned
+ *   pipeline_retry.c     the retries due: sent, or handed back to the loop to
+ *                        claim again or read downstream for (kd_pl_due)
  *   pipeline_receipts.c  receipts' text and buffers; gathered, written
  *                        lazily, made durable by the next sync
  *   pipeline_gate.c      gates let out: a partition's messages wait, in order,
@@ -41,9 +44,11 @@
  *                        its handover dropped; an assignment lost
  *   pipeline_txn.c       the transactional delivery mode (its state and calls:
  *                        pipeline_txn.h)
- * The stages still call one another directly, one way (retry -> claim, produce,
- * resolve; gate -> claim, produce), and deliver <-> txn is a circle (a report held
- * for its transaction; a commit or abort serving the producer): issue 28.
+ * Calls between the files run one way, with no circle. The loop (pipeline.c)
+ * drives the stages in a fixed order each turn and hands the retries due to
+ * their next stage. Some stages still call the next one directly: the claim
+ * stage produces, the retries produce, a gate claims and produces, the
+ * transaction serves the producer and takes its own reports.
  *
  * Every message consumed becomes a `msg` that lives until its fate is
  * durable: forwarded with a receipt, skipped as a duplicate, dropped or
@@ -394,6 +399,10 @@ void kd_pl_claim_act(kd_pipeline *p, msg **batch, size_t n, kd_claim *claims,
                      const size_t *claim_of);
 /* Claims a batch's keys and sends, settles or retries every message of it. */
 void kd_pl_claim_batch(kd_pipeline *p, msg **batch, size_t n);
+/* Claims the messages of l (taken: each is sent, settled or retried) a
+ * poll batch's worth per store write: after a store outage, one write for
+ * many released messages, not one each. */
+void kd_pl_claim_list(kd_pipeline *p, msg_list *l);
 /* Claims m's key alone, resolving a claim another run left, or again after
  * a claim lost its race to a release or forget. */
 void kd_pl_claim_takeover(kd_pipeline *p, msg *m);
@@ -416,6 +425,9 @@ void kd_pl_resolve_uncertain(kd_pipeline *p, msg **ms, size_t n);
  * each read told in its note; each message is retried, to be settled by
  * what its note says (kd_pl_claim_takeover) or read for again. */
 void kd_pl_resolve_left(kd_pipeline *p, msg **ms, size_t n);
+/* Reads downstream for the messages of uncertain (kd_pl_resolve_uncertain),
+ * then for those of left (kd_pl_resolve_left); both lists are taken. */
+void kd_pl_resolve_lists(kd_pipeline *p, msg_list *uncertain, msg_list *left);
 /* m's delivery was found downstream at out_part (*f): completes its claim
  * with a receipt naming that record and settles m (freed): true. False when
  * the store failed: m then waits on p->q.receipts (never sent again). */
@@ -469,12 +481,15 @@ bool kd_pl_conflict_judge(kd_pipeline *p, msg *m, const kd_decision *d, uint64_t
 /* pipeline_produce.c */
 /* librdkafka's delivery-report callback: queues m on p->q.reported. */
 void kd_pl_produce_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque);
-/* Sends m downstream (or to the dead-letter topic); failures: kd_pl_deliver_failed. */
+/* Sends m downstream (or to the dead-letter topic); failures: kd_pl_failure_settle. */
 void kd_pl_produce(kd_pipeline *p, msg *m);
 
 /* pipeline_msg.c */
 /* m's fate is durable: marks its offset done and frees m. */
 void kd_pl_msg_done(kd_pipeline *p, msg *m);
+/* m's delivery was reported (taken off p->q.reported): logs a stuck
+ * message's delivery at last. */
+void kd_pl_msg_reported(kd_pipeline *p, const msg *m);
 /* m now holds its key's claim (recorded in p->keys.held); false when out of
  * memory (the pipeline then stops: fatal). */
 bool kd_pl_msg_hold(kd_pipeline *p, msg *m);
@@ -527,16 +542,31 @@ void kd_pl_msg_gate_close(kd_pipeline *p, gate *g);
 void kd_pl_msg_gates_abandon(kd_pipeline *p, bool all_parts);
 
 /* pipeline_deliver.c */
-/* Acts on a failed (or possibly failed) delivery of m. */
-void kd_pl_deliver_failed(kd_pipeline *p, msg *m);
 /* Serves the producer for up to timeout_ms and settles its reports: a
  * delivered message's receipt waits on p->q.receipts, for the next job of
  * the store thread (kd_pl_ahead_turn) or kd_pl_receipts_write. */
 void kd_pl_deliver_serve(kd_pipeline *p, int timeout_ms);
 
+/* pipeline_failure.c */
+/* Acts on a failed (or possibly failed) delivery of m (m->err, m->status):
+ * kept and read downstream for when it may be there, else released and
+ * retried, dead-lettered or marked stuck; abandoned when its ownership
+ * ended. m is the retry stage's or freed after. */
+void kd_pl_failure_settle(kd_pipeline *p, msg *m);
+
 /* pipeline_retry.c */
-/* Sends (or claims, or reads downstream for) the retries that are due. */
-void kd_pl_retry_due(kd_pipeline *p);
+/* The retries due this turn that another stage takes on (kd_pl_retry_due
+ * fills it; the loop hands each list on, in this order). */
+typedef struct kd_pl_due {
+    msg_list reclaim;   /* claimed again: kd_pl_claim_list */
+    msg_list uncertain; /* possibly persisted: kd_pl_resolve_lists */
+    msg_list left;      /* met an ended ownership's note: kd_pl_resolve_lists */
+} kd_pl_due;
+/* Takes the retries that are due off p->q.retries: produces those to send
+ * again, puts those to claim again or to read downstream for in *due
+ * (zeroed by the caller), abandons those whose ownership ended; the others
+ * wait on. */
+void kd_pl_retry_due(kd_pipeline *p, kd_pl_due *due);
 
 /* pipeline_receipts.c */
 /* Writes the receipts of p->q.receipts lazily, one write a route; their

@@ -19,6 +19,14 @@ void kd_pl_msg_done(kd_pipeline *p, msg *m) {
     kd_pl_msg_free(p, m);
 }
 
+void kd_pl_msg_reported(kd_pipeline *p, const msg *m) {
+    if (!m->err && m->stuck) {
+        MSG_FIELDS(m, part, off);
+
+        KD_LOG(KD_LOG_INFO, fields, "the stuck message is delivered at last");
+    }
+}
+
 bool kd_pl_msg_hold(kd_pipeline *p, msg *m) {
     m->claimed = true;
     if (kd_held_add(p->keys.held, m->route, m->key, m->key_len, m)) {

@@ -104,7 +104,7 @@ void kd_pl_produce(kd_pipeline *p, msg *m) {
         rd_kafka_headers_destroy(hdrs);
         m->err = err;
         m->status = RD_KAFKA_MSG_STATUS_NOT_PERSISTED;
-        kd_pl_deliver_failed(p, m);
+        kd_pl_failure_settle(p, m);
         return;
     }
     if (p->txn.on)

@@ -234,3 +234,31 @@ void kd_pl_resolve_left(kd_pipeline *p, msg **ms, size_t n) {
     }
     read_many_free(&r);
 }
+
+/* Takes the messages of l, due for a read of downstream, and hands them
+ * to read (which reads once per downstream partition) as an array. */
+static void read_list(kd_pipeline *p, msg_list *l,
+                      void (*read)(kd_pipeline *, msg **, size_t)) {
+    msg_list all = list_take(l);
+    msg **ms;
+    size_t n = 0;
+
+    if (!all.n)
+        return;
+    if (!(ms = malloc(all.n * sizeof(*ms)))) { /* out of memory: later */
+        for (msg *m = all.head, *next; m; m = next) {
+            next = m->next;
+            kd_pl_msg_retry(p, m, 250);
+        }
+        return;
+    }
+    for (msg *m = all.head; m; m = m->next)
+        ms[n++] = m;
+    read(p, ms, n);
+    free(ms);
+}
+
+void kd_pl_resolve_lists(kd_pipeline *p, msg_list *uncertain, msg_list *left) {
+    read_list(p, uncertain, kd_pl_resolve_uncertain);
+    read_list(p, left, kd_pl_resolve_left);
+}

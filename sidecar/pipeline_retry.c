@@ -1,53 +1,14 @@
 /*
  * kdedup - the pipeline's retries: each turn, the messages of p->q.retries
- * that are due go again: produced, claimed again first (released ones,
- * together), or read downstream for (uncertain deliveries, and the notes
- * ended ownerships left), in that order.
+ * that are due go again. Those to produce are produced; the others are
+ * handed back to the loop in lists, for the stage that follows: claimed
+ * again (released ones, together), or read downstream for (uncertain
+ * deliveries, and the notes ended ownerships left).
  */
 #include "sidecar/pipeline_int.h"
 
-#include <stdlib.h>
-
-/* Claims the keys of released messages again, a poll batch's worth per
- * store write (after a store outage, one write for many, not one each). */
-static void reclaim_all(kd_pipeline *p, msg_list *l) {
-    msg *chunk[64];
-    size_t n = 0, max = (size_t)p->cfg->batch_max < 64 ? (size_t)p->cfg->batch_max : 64;
-
-    for (msg *m = l->head, *next; m; m = next) {
-        next = m->next;
-        chunk[n++] = m;
-        if (n == max || !next) {
-            kd_pl_claim_batch(p, chunk, n);
-            n = 0;
-        }
-    }
-}
-
-/* Hands the messages of l, due for a read of downstream, to read (which
- * reads once per downstream partition) as an array. */
-static void read_downstream(kd_pipeline *p, msg_list *l,
-                            void (*read)(kd_pipeline *, msg **, size_t)) {
-    msg **ms;
-    size_t n = 0;
-
-    if (!l->n)
-        return;
-    if (!(ms = malloc(l->n * sizeof(*ms)))) { /* out of memory: later */
-        for (msg *m = l->head, *next; m; m = next) {
-            next = m->next;
-            kd_pl_msg_retry(p, m, 250);
-        }
-        return;
-    }
-    for (msg *m = l->head; m; m = m->next)
-        ms[n++] = m;
-    read(p, ms, n);
-    free(ms);
-}
-
-void kd_pl_retry_due(kd_pipeline *p) {
-    msg_list all = list_take(&p->q.retries), uncertain = {0}, left = {0}, reclaim = {0};
+void kd_pl_retry_due(kd_pipeline *p, kd_pl_due *due) {
+    msg_list all = list_take(&p->q.retries);
     uint64_t now = kd_mono_ms();
 
     for (msg *m = all.head, *next; m; m = next) {
@@ -58,7 +19,7 @@ void kd_pl_retry_due(kd_pipeline *p) {
              * (whatever its due): the partition resumed this turn, and what
              * it brings next must come after. */
             m->early = false;
-            list_push(&reclaim, m);
+            list_push(&due->reclaim, m);
             continue;
         }
         if (m->due_ms > now) {
@@ -74,7 +35,7 @@ void kd_pl_retry_due(kd_pipeline *p) {
             continue;
         }
         if (m->left_read) { /* an ended ownership's note: read with the others */
-            list_push(&left, m);
+            list_push(&due->left, m);
             continue;
         }
         if (m->uncertain && p->txn.init_since) {
@@ -90,7 +51,7 @@ void kd_pl_retry_due(kd_pipeline *p) {
             continue;
         }
         if (m->uncertain) { /* a read of downstream, not a delivery: below */
-            list_push(&uncertain, m);
+            list_push(&due->uncertain, m);
             continue;
         }
         if (m->early) { /* its handover is still pending (above) */
@@ -99,11 +60,8 @@ void kd_pl_retry_due(kd_pipeline *p) {
         }
         RCOUNT(p, m->route, retries);
         if (m->kind == MSG_DEDUP && !m->claimed)
-            list_push(&reclaim, m); /* released: claimed again first, together */
+            list_push(&due->reclaim, m); /* released: claimed again first, together */
         else
             kd_pl_produce(p, m);
     }
-    reclaim_all(p, &reclaim);
-    read_downstream(p, &uncertain, kd_pl_resolve_uncertain);
-    read_downstream(p, &left, kd_pl_resolve_left);
 }

@@ -162,6 +162,28 @@ bool kd_pl_txn_init(kd_pipeline *p, kd_pl_producer_new_fn *producer_new, char *e
            init_producer(p, kd_mono_ms() + TXN_TIMEOUT_MS, errstr, errstr_size) == TXN_OK;
 }
 
+/* Serves the producer for up to timeout_ms and takes the reports of the
+ * transactions' messages (kd_pl_txn_report). Others (none are sent while
+ * the mode is on) stay on p->q.reported, for the loop's
+ * kd_pl_deliver_serve. */
+static void serve(kd_pipeline *p, int timeout_ms) {
+    msg_list all, others = {0};
+
+    atomic_store(&p->tick_ms, kd_mono_ms());
+    rd_kafka_poll(p->producer, timeout_ms);
+    all = list_take(&p->q.reported);
+    for (msg *m = all.head, *next; m; m = next) {
+        next = m->next;
+        if (!m->txn) {
+            list_push(&others, m);
+            continue;
+        }
+        kd_pl_msg_reported(p, m);
+        kd_pl_txn_report(p, m);
+    }
+    list_prepend(&p->q.reported, &others); /* ahead of any that came meanwhile */
+}
+
 /* Replaces the producer after a fatal error (librdkafka 2.0.2 fails for
  * good, for one, when an abort after a delivery timeout finds the
  * transaction already ended: librdkafka #4849). Its deliveries are purged
@@ -191,7 +213,7 @@ static void replace_producer(kd_pipeline *p) {
     GCOUNT(p, txn_replaced, 1);
     rd_kafka_purge(old, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
     while (p->q.awaiting && kd_mono_ms() < deadline)
-        kd_pl_deliver_serve(p, 10); /* every delivery reported, as failed */
+        serve(p, 10); /* every delivery reported, as failed */
     if (!(p->producer = p->txn.producer_new(p, err, sizeof(err)))) {
         KD_ERROR("transaction: the producer cannot be replaced: %s; the pipeline stops",
                  err);
@@ -290,7 +312,7 @@ static void settle_aborted(kd_pipeline *p, msg *m) {
     }
     if (failed) { /* its own failure: the route's policy */
         m->status = RD_KAFKA_MSG_STATUS_NOT_PERSISTED;
-        kd_pl_deliver_failed(p, m);
+        kd_pl_failure_settle(p, m);
         return;
     }
     m->err = RD_KAFKA_RESP_ERR_NO_ERROR;
@@ -414,7 +436,7 @@ out:
  * reported, or deadline (mono ms). */
 static void await_reports(kd_pipeline *p, uint64_t deadline) {
     while (p->txn.outstanding && kd_mono_ms() < deadline)
-        kd_pl_deliver_serve(p, 10);
+        serve(p, 10);
 }
 
 static int msg_cmp(const void *a, const void *b) {
@@ -435,7 +457,7 @@ static void settle_unknown(kd_pipeline *p, msg *m) {
     m->txn = 0;
     m->err = RD_KAFKA_RESP_ERR__FATAL;
     m->status = RD_KAFKA_MSG_STATUS_POSSIBLY_PERSISTED;
-    kd_pl_deliver_failed(p, m);
+    kd_pl_failure_settle(p, m);
 }
 
 /* settle_unknown() for a delivered message of a commit that failed for
