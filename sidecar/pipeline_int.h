@@ -1,22 +1,20 @@
 /*
- * kdedup - the pipeline's private header: the state every part of the
- * pipeline shares, and the functions one part calls in another.
+ * kdedup - the pipeline's private header: the functions one part of the
+ * pipeline calls in another, and which thread does what.
  *
  * The message a consumed record becomes, the lists it waits in and the
  * table of its life (where it waits, and what comes next) are in
- * pipeline_msg.h. The pipeline is split into twenty files (the kd_pl_*
- * functions each offers the others, named kd_pl_<file>_<verb>, are declared
- * below under its name; a small query of a part's state is an inline):
- *   pipeline.c           life cycle: new, run (the loop and its turns), reloads
- *                        offered, stop, rejoin, destroy (kd_pipeline_*, pipeline.h)
- *   pipeline_status.c    seen from outside: stats, metrics, /healthz, /readyz
- *   pipeline_consume.c   consuming: a polled message becomes a msg (its key,
- *                        its bounds), or is settled at once
- *   pipeline_claim.c     claiming: the claims of a batch gathered, written and
- *                        acted on; takeovers of claims left by other runs and
- *                        ended ownerships, and a scan of downstream for them
- *   pipeline_resolve.c   reads of downstream for uncertain deliveries and
- *                        ended ownerships' notes (each partition read once)
+ * pipeline_msg.h; the state the parts share (struct kd_pipeline, a struct
+ * for each stage in it) in pipeline_state.h. The pipeline is split into twenty files (the
+ * kd_pl_* functions each offers the others, named kd_pl_<file>_<verb>, are declared below
+ * under its name; a small query of a part's state is an inline): pipeline.c life cycle:
+ * new, run (the loop and its turns), reloads offered, stop, rejoin, destroy
+ * (kd_pipeline_*, pipeline.h) pipeline_status.c    seen from outside: stats, metrics,
+ * /healthz, /readyz pipeline_consume.c   consuming: a polled message becomes a msg (its
+ * key, its bounds), or is settled at once pipeline_claim.c     claiming: the claims of a
+ * batch gathered, written and acted on; takeovers of claims left by other runs and ended
+ * ownerships, and a scan of downstream for them pipeline_resolve.c   reads of downstream
+ * for uncertain deliveries and ended ownerships' notes (each partition read once)
  *   pipeline_store.c     the store's health (store_failed / store_ok) and the
  *                        timed claim and receipt writes
  *   pipeline_conflict.c  key conflicts: a key met again with another payload
@@ -57,8 +55,8 @@
  * key, value and headers without copying them, and a retry needs nothing
  * from the broker.
  *
- * Threads. Three kinds touch a kd_pipeline; struct kd_pipeline below, and
- * each stage's struct in it, say which:
+ * Threads. Three kinds touch a kd_pipeline; struct kd_pipeline, and each
+ * stage's struct in it (pipeline_state.h), say which:
  *   the loop   the thread in kd_pipeline_run(). Almost all work happens
  *              here; librdkafka calls the delivery-report, rebalance,
  *              error and statistics callbacks from inside the polls made
@@ -89,6 +87,7 @@
 #include "sidecar/pipeline.h"
 #include "sidecar/pipeline_job.h"
 #include "sidecar/pipeline_msg.h"
+#include "sidecar/pipeline_state.h"
 #include "sidecar/pipeline_txn.h"
 #include "sidecar/recovery.h"
 
@@ -120,184 +119,6 @@
 #define BARRIER_WAIT_FACTOR 10 /* ...at most this many message.timeout.ms */
 #define STUCK_AFTER_FOREVER 5  /* failures that make a message stuck, max_retries -1 */
 #define ORPHAN_WAIT_MS 20      /* a message waiting for its orphan's scan: asks again */
-
-/* A source partition whose messages wait behind one whose claim is being
- * resolved from a dead run's downstream records, a scan step a turn: they
- * leave in consumption order once it is resolved (pipeline_gate.c). */
-typedef struct gate {
-    size_t route;
-    int32_t partition;
-    msg_list waiting; /* the head is the one being resolved */
-} gate;
-
-/* A source partition assigned and paused until its history is read from
- * the downstream topic (see recovery.h, "handover"), and then until every
- * partition of its route waiting for a handover is learned too. */
-typedef struct handover {
-    size_t route;
-    int32_t partition;
-    bool learned;          /* its history is read: it waits for its route's */
-    bool early;            /* messages came while it was pending (logged once) */
-    uint64_t due_ms;       /* mono: the next attempt */
-    uint64_t backoff_ms;   /* after a failed attempt */
-    kd_history_cursor cur; /* where its scan is */
-} handover;
-
-typedef struct route_rt {
-    const kd_route *cfg;
-    kd_dedup *dedup; /* keys are scoped to their route: namespace ":" from */
-    int out_partitions;
-    int dlt_partitions;
-    int64_t *acked; /* per downstream partition: past the last delivery acked */
-    /* Per downstream partition: deliveries sent there (numbered from 1, see
-     * msg.out_seq) and the highest number of those acknowledged. */
-    uint64_t *sent, *acked_sent;
-} route_rt;
-
-/*
- * The state of each stage, in a struct of its own, and the thread that may
- * touch it. The queues between the stages are in kd_pl_queues: a stage
- * takes from its input and puts each message on the next one's.
- */
-
-/* The queues messages wait in between stages (pipeline_msg.h says which
- * stage fills and which drains each). The loop's. */
-typedef struct kd_pl_queues {
-    msg_list reported; /* delivery reports: kd_pl_produce_dr_cb -> deliver */
-    msg_list receipts; /* delivered, receipt not yet written: -> receipts */
-    msg_list unsynced; /* receipt written lazily, durable with the next sync */
-    msg_list retries;  /* waiting for due_ms: -> retry */
-    size_t awaiting;   /* produced, no report yet (on no list: librdkafka's) */
-} kd_pl_queues;
-
-/* pipeline_gate.c's: partitions waiting for an orphan's scan. The loop's. */
-typedef struct kd_pl_gates {
-    gate *v;
-    size_t n, cap;
-    msg *passing; /* leaving its gate: produced, not gated again */
-} kd_pl_gates;
-
-/* pipeline_handover.c's: partitions waiting for their history, in
- * assignment order. The loop's, but for failing. */
-typedef struct kd_pl_handovers {
-    handover *v;
-    size_t n, cap;
-    _Atomic uint64_t failing; /* waiting after a failed attempt: the loop
-                               * writes, any reads (/readyz) */
-} kd_pl_handovers;
-
-/* pipeline_flow.c's: backpressure and partitions held back. The loop's. */
-typedef struct kd_pl_flow {
-    size_t inflight_bytes;       /* what the messages in flight hold (see headers.h) */
-    bool backpressure;           /* consumption paused: a pipeline.max_* passed */
-    uint64_t backpressure_since; /* mono ms */
-    size_t held_back;            /* partitions paused behind a stuck message */
-    uint64_t check_ms;           /* mono: the next look at partitions and gauges */
-} kd_pl_flow;
-
-/* Keys held and left (pipeline_msg.c, pipeline_claim.c). The loop's. */
-typedef struct kd_pl_keys {
-    kd_held *held; /* claims held by this run's messages, by route and key */
-    kd_held *left; /* claims left by ended ownerships' uncertain deliveries */
-    left_claim *left_oldest, *left_newest; /* the same, oldest first */
-    size_t nleft;
-    uint64_t last_orphan_ms; /* mono: the latest orphaned claim met */
-} kd_pl_keys;
-
-/* pipeline_store.c's: the store's health. While store writes fail,
- * consumption is paused and offsets are not stored; failed claims and
- * receipts are retried with backoff. The loop's (the store thread marks
- * failed claims and receipts in its job; the loop counts them:
- * kd_pl_store_claim_health, kd_pl_store_complete_health), but for the
- * atomics, which any reads (/readyz). */
-typedef struct kd_pl_health {
-    _Atomic uint64_t failing_since; /* mono ms; 0 when healthy */
-    uint64_t retry_at;              /* mono ms: next receipt retry */
-    uint64_t backoff_ms;
-    uint64_t failures; /* kd_pl_store_failed calls: a job's success is news
-                        * only if none came since it was handed over */
-    /* Consumption paused while the store thread's write outlasts its bound
-     * (the loop turns on, polling; see kd_pl_ahead_stall); mono ms since
-     * then, or 0. */
-    _Atomic uint64_t slow_since;
-} kd_pl_health;
-
-/* The loop's reused buffers (pipeline_consume.c, pipeline_claim.c): a poll
- * batch (batch_max long) and its claims. */
-typedef struct kd_pl_batch {
-    msg **msgs;
-    size_t n; /* msgs[0..n): polled while the store thread wrote,
-               * for the next batch */
-    kd_claim *claims;
-    size_t *claim_of;    /* batch index -> claims index */
-    size_t *claim_route; /* claims index -> route */
-} kd_pl_batch;
-
-/* kd_pipeline_offer(): a config waiting for the loop, taken between turns
- * (lock guards offered's setting, cfg and restart, never across I/O):
- * written by any under lock, taken by the loop. waiting and deferred are
- * the loop's. */
-typedef struct kd_pl_offer {
-    _Atomic int offered;
-    pthread_mutex_t lock;
-    const kd_config *cfg;
-    bool restart;
-    bool waiting;  /* logged that a restart waits */
-    bool deferred; /* a larger batch_max waits for the store write */
-} kd_pl_offer;
-
-struct kd_pipeline {
-    /* Set in kd_pipeline_new. cfg is replaced by the loop when a reload
-     * changes only log.level or batch_max (the routes stay), and read by any
-     * (kd_pipeline_stats_get: cfg->nroutes). store: used by the loop, the
-     * store thread and any (its last error), kd_store's own locking. */
-    const kd_config *cfg;
-    kd_store *store;
-    /* The loop's (the producer replaced by pipeline_txn.c). The store
-     * thread reads routes[].dedup only (kd_dedup is thread-safe). */
-    rd_kafka_t *consumer;
-    rd_kafka_t *producer;
-    route_rt *routes;
-    kd_offsets *offsets;
-    kd_recovery *recovery;
-    kd_signer *signer;   /* dedup.signing_key: signs what is forwarded; or NULL */
-    kd_metrics *metrics; /* atomics: every thread */
-    uint64_t boot_id;    /* read-only after kd_pipeline_new */
-    char boot_hex[17];
-    char *brokers;            /* kd_pipeline_new's (owned), or NULL */
-    uint64_t barrier_wait_ms; /* BARRIER_WAIT_FACTOR x the producer's
-                               * message.timeout.ms (see msg.barrier) */
-    int max_poll_ms;          /* the consumer's max.poll.interval.ms */
-
-    /* Each stage's state (above; each says whose). */
-    kd_pl_queues q;
-    kd_pl_batch batch;
-    kd_pl_keys keys;
-    kd_pl_gates gate;
-    kd_pl_handovers handover;
-    kd_pl_flow flow;
-    kd_pl_health health;
-    kd_pl_receipts receipts_now; /* receipts written at once: while draining,
-                                  * and a handover's (the loop's) */
-    kd_pl_ahead ahead;           /* the store thread: a batch's claims, a turn's receipts;
-                                  * shared with it under its lock (pipeline_job.h) */
-    kd_pl_txn txn; /* the transactional mode's (pipeline_txn.h): the loop's */
-    kd_pl_offer offer;
-
-    /* pipeline.c's: the loop's life. stop and rejoin are written by any
-     * (kd_pipeline_stop, kd_pipeline_rejoin) and read by the loop; fatal,
-     * tick_ms and revokes are written by the loop and read by any. */
-    _Atomic int stop;
-    _Atomic int rejoin;
-    _Atomic int fatal;
-    _Atomic uint64_t tick_ms;     /* last turn of the loop: /healthz */
-    _Atomic uint64_t revokes;     /* revokes begun: kd_pipeline_stats */
-    const kd_config *restart_cfg; /* the loop ended to restart with it */
-    bool rejoining;               /* unsubscribed, waiting for the revoke */
-    bool assigned_once;           /* the group gave the consumer an assignment */
-    bool consumer_left;           /* stopped before that: the consumer is not destroyed */
-    uint64_t stop_deadline;       /* mono ms: the end of shutdown_grace once stopping */
-};
 
 /* Counters: per route, and process-wide. */
 #define RCOUNT(p, route, field)                                                          \
