@@ -5,16 +5,20 @@
  * The message a consumed record becomes, the lists it waits in and the
  * table of its life (where it waits, and what comes next) are in
  * pipeline_msg.h; the state the parts share (struct kd_pipeline, a struct
- * for each stage in it) in pipeline_state.h. The pipeline is split into twenty files (the
- * kd_pl_* functions each offers the others, named kd_pl_<file>_<verb>, are declared below
- * under its name; a small query of a part's state is an inline): pipeline.c life cycle:
- * new, run (the loop and its turns), reloads offered, stop, rejoin, destroy
- * (kd_pipeline_*, pipeline.h) pipeline_status.c    seen from outside: stats, metrics,
- * /healthz, /readyz pipeline_consume.c   consuming: a polled message becomes a msg (its
- * key, its bounds), or is settled at once pipeline_claim.c     claiming: the claims of a
- * batch gathered, written and acted on; takeovers of claims left by other runs and ended
- * ownerships, and a scan of downstream for them pipeline_resolve.c   reads of downstream
- * for uncertain deliveries and ended ownerships' notes (each partition read once)
+ * for each stage in it) in pipeline_state.h. The pipeline is split into
+ * twenty files (the kd_pl_* functions each offers the others, named
+ * kd_pl_<file>_<verb>, are declared below under its name; a small query of
+ * a part's state is an inline):
+ *   pipeline.c           life cycle: new, run (the loop and its turns), reloads
+ *                        offered, stop, rejoin, destroy (kd_pipeline_*, pipeline.h)
+ *   pipeline_status.c    seen from outside: stats, metrics, /healthz, /readyz
+ *   pipeline_consume.c   consuming: a polled message becomes a msg (its key,
+ *                        its bounds), or is settled at once
+ *   pipeline_claim.c     claiming: the claims of a batch gathered, written and
+ *                        acted on; takeovers of claims left by other runs and
+ *                        ended ownerships, and a scan of downstream for them
+ *   pipeline_resolve.c   reads of downstream for uncertain deliveries and
+ *                        ended ownerships' notes (each partition read once)
  *   pipeline_store.c     the store's health (store_failed / store_ok) and the
  *                        timed claim and receipt writes
  *   pipeline_conflict.c  key conflicts: a key met again with another payload

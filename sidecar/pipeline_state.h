@@ -66,7 +66,8 @@ typedef struct route_rt {
 /* The queues messages wait in between stages (pipeline_msg.h says which
  * stage fills and which drains each). The loop's. */
 typedef struct kd_pl_queues {
-    msg_list reported; /* delivery reports: kd_pl_produce_dr_cb -> deliver */
+    msg_list reported; /* delivery reports: kd_pl_produce_dr_cb -> deliver, or the
+                        * transaction's own serve (pipeline_txn.c) */
     msg_list receipts; /* delivered, receipt not yet written: -> receipts */
     msg_list unsynced; /* receipt written lazily, durable with the next sync */
     msg_list retries;  /* waiting for due_ms: -> retry */
