@@ -23,7 +23,8 @@ worktree of HEAD under build/mutate/w<i> (so this checkout must have no
 uncommitted changes but to the table, and is never edited), its build/
 copied from this checkout's and its files given this checkout's times, so
 that make rebuilds only what a mutation changes. The copies are removed at
-the end, on an interrupt, and (left by an interrupted run) at the start.
+the end, on an interrupt (Ctrl-C, or SIGTERM: kill), and (left by an
+interrupted run) at the start.
 Tests that start Apache Kafka (tests/kafka/with_kafka.sh) run one at a time
 (a lock on build/mutate/kafka.lock); the others run freely.
 
@@ -217,7 +218,15 @@ def check_table(table):
     return 1 if bad else 0
 
 
+def interrupted(signum, frame):
+    """SIGTERM ends a run as Ctrl-C does (what runs is interrupted, the
+    worker trees are removed): a run started in the background, whose
+    SIGINT the shell ignores, can then be stopped with kill."""
+    raise KeyboardInterrupt
+
+
 def main():
+    signal.signal(signal.SIGTERM, interrupted)
     with open(TABLE) as f:
         table = [json.loads(line) for line in f if line.strip()]
     if sys.argv[1:] == ["--check"]:
