@@ -44,8 +44,8 @@
  *   pipeline_rebalance.c offsets stored, drains, assignments, revocations, losses
  *   pipeline_own.c       ownerships ended: a partition's offsets forgotten,
  *                        its handover dropped; an assignment lost
- *   pipeline_txn.c       the transactional delivery mode (its state and calls:
- *                        pipeline_txn.h)
+ *   pipeline_txn.c       the transactional delivery mode (its calls:
+ *                        pipeline_txn.h; its state: pipeline_state.h)
  * Calls between the files run one way, with no circle. The loop (pipeline.c)
  * drives the stages in a fixed order each turn and hands the retries due to
  * their next stage. Some stages still call the next one directly: the claim

@@ -6,14 +6,14 @@
 #ifndef KD_PIPELINE_STATE_H
 #define KD_PIPELINE_STATE_H
 
+#include "config/config.h"
 #include "dedup/dedup.h"
+#include "dedup/store.h"
 #include "sidecar/held.h"
 #include "sidecar/metrics.h"
 #include "sidecar/offsets.h"
-#include "sidecar/pipeline.h"
 #include "sidecar/pipeline_job.h"
 #include "sidecar/pipeline_msg.h"
-#include "sidecar/pipeline_txn.h"
 #include "sidecar/recovery.h"
 
 #include <librdkafka/rdkafka.h>
@@ -23,6 +23,53 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+typedef struct kd_pipeline kd_pipeline; /* as pipeline.h has it (C11) */
+
+/* A source offset a transaction settles (pipeline_txn.c). */
+typedef struct kd_pl_txn_off {
+    size_t route;
+    int32_t partition;
+    uint64_t own;
+    int64_t offset;
+} kd_pl_txn_off;
+
+/* Makes a producer like the pipeline's first (the caller owns it); NULL
+ * with the reason in errstr. */
+typedef rd_kafka_t *kd_pl_producer_new_fn(kd_pipeline *p, char *errstr,
+                                          size_t errstr_size);
+
+/* The transactional mode (pipeline_txn.c). The loop's thread only. At most
+ * KD_PL_TXN_REPLACES producers replaced within KD_PL_TXN_REPLACE_WINDOW_MS:
+ * past it, another process likely uses the same transactional.id, and the
+ * pipeline stops. */
+#define KD_PL_TXN_REPLACES 5
+#define KD_PL_TXN_REPLACE_WINDOW_MS 60000
+/* A message that finds the transactional producer not ready (its
+ * initialisation waits for the broker) is tried again this much later. */
+#define KD_PL_TXN_WAIT_MS 1000
+typedef struct kd_pl_txn {
+    bool on;      /* pipeline.delivery "transactional" */
+    bool open;    /* begun, not yet committed or aborted */
+    bool doomed;  /* a delivery of the open one failed: it is aborted */
+    bool replace; /* the producer failed for good: replaced, its open
+                   * transaction's outcome settled by its successor */
+    uint64_t replaced_ms[KD_PL_TXN_REPLACES]; /* mono: the last replacements */
+    size_t nreplaced;                         /* replacements so far */
+    uint64_t seq;        /* the open (or last) transaction's number, from 1 */
+    uint64_t began_ms;   /* mono: when the open one began */
+    uint64_t offsets_ms; /* mono: when offsets were last committed */
+    size_t outstanding;  /* deliveries of the open one not yet reported */
+    /* mono: since when a replacing producer's initialisation has been
+     * answered "try again" (0: initialised); nothing is sent meanwhile */
+    uint64_t init_since;
+    uint64_t init_tried_ms; /* mono: when it was last resumed */
+    msg_list acked;         /* ...reported persisted */
+    msg_list failed;        /* ...reported failed */
+    kd_pl_txn_off *offs;    /* the source offsets it settles, noffs of cap */
+    size_t noffs, cap;
+    kd_pl_producer_new_fn *producer_new; /* kd_pl_txn_init's: makes a replacement */
+} kd_pl_txn;
 
 /* A source partition whose messages wait behind one whose claim is being
  * resolved from a dead run's downstream records, a scan step a turn: they
@@ -185,7 +232,7 @@ struct kd_pipeline {
                                   * and a handover's (the loop's) */
     kd_pl_ahead ahead;           /* the store thread: a batch's claims, a turn's receipts;
                                   * shared with it under its lock (pipeline_job.h) */
-    kd_pl_txn txn; /* the transactional mode's (pipeline_txn.h): the loop's */
+    kd_pl_txn txn;               /* the transactional mode's (above): the loop's */
     kd_pl_offer offer;
 
     /* pipeline.c's: the loop's life. stop and rejoin are written by any

@@ -1,62 +1,17 @@
 /*
- * kdedup - the pipeline's transactional delivery mode: its state, which
- * struct kd_pipeline embeds, and what the other parts call (file map:
- * pipeline_int.h). Private to the pipeline.
+ * kdedup - the pipeline's transactional delivery mode: what the other parts
+ * call (file map: pipeline_int.h; its state, kd_pl_txn, is in
+ * pipeline_state.h). Private to the pipeline.
  */
 #ifndef KD_PIPELINE_TXN_H
 #define KD_PIPELINE_TXN_H
 
 #include "sidecar/pipeline.h"
-#include "sidecar/pipeline_msg.h"
+#include "sidecar/pipeline_state.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-
-/* A source offset a transaction settles (pipeline_txn.c). */
-typedef struct kd_pl_txn_off {
-    size_t route;
-    int32_t partition;
-    uint64_t own;
-    int64_t offset;
-} kd_pl_txn_off;
-
-/* Makes a producer like the pipeline's first (the caller owns it); NULL
- * with the reason in errstr. */
-typedef rd_kafka_t *kd_pl_producer_new_fn(kd_pipeline *p, char *errstr,
-                                          size_t errstr_size);
-
-/* The transactional mode (pipeline_txn.c). The loop's thread only. At most
- * KD_PL_TXN_REPLACES producers replaced within KD_PL_TXN_REPLACE_WINDOW_MS:
- * past it, another process likely uses the same transactional.id, and the
- * pipeline stops. */
-#define KD_PL_TXN_REPLACES 5
-#define KD_PL_TXN_REPLACE_WINDOW_MS 60000
-/* A message that finds the transactional producer not ready (its
- * initialisation waits for the broker) is tried again this much later. */
-#define KD_PL_TXN_WAIT_MS 1000
-typedef struct kd_pl_txn {
-    bool on;      /* pipeline.delivery "transactional" */
-    bool open;    /* begun, not yet committed or aborted */
-    bool doomed;  /* a delivery of the open one failed: it is aborted */
-    bool replace; /* the producer failed for good: replaced, its open
-                   * transaction's outcome settled by its successor */
-    uint64_t replaced_ms[KD_PL_TXN_REPLACES]; /* mono: the last replacements */
-    size_t nreplaced;                         /* replacements so far */
-    uint64_t seq;        /* the open (or last) transaction's number, from 1 */
-    uint64_t began_ms;   /* mono: when the open one began */
-    uint64_t offsets_ms; /* mono: when offsets were last committed */
-    size_t outstanding;  /* deliveries of the open one not yet reported */
-    /* mono: since when a replacing producer's initialisation has been
-     * answered "try again" (0: initialised); nothing is sent meanwhile */
-    uint64_t init_since;
-    uint64_t init_tried_ms; /* mono: when it was last resumed */
-    msg_list acked;         /* ...reported persisted */
-    msg_list failed;        /* ...reported failed */
-    kd_pl_txn_off *offs;    /* the source offsets it settles, noffs of cap */
-    size_t noffs, cap;
-    kd_pl_producer_new_fn *producer_new; /* kd_pl_txn_init's: makes a replacement */
-} kd_pl_txn;
 
 /* Sets the mode up; in the transactional mode initialises the producer's
  * transactions (fencing an earlier producer of the same transactional.id).
