@@ -26,7 +26,9 @@ that make rebuilds only what a mutation changes. The copies are removed at
 the end, on an interrupt (Ctrl-C, or SIGTERM: kill), and (left by an
 interrupted run) at the start.
 Tests that start Apache Kafka (tests/kafka/with_kafka.sh) run one at a time
-(a lock on build/mutate/kafka.lock); the others run freely.
+(a lock on build/mutate/kafka.lock); the others run freely. They take most
+of a whole run, so a worker takes the next of them whenever none is taken,
+and the others meanwhile take the rest in the table's order.
 
 Usage: tests/mutate/mutate.py [--jobs N] [NAME-SUBSTRING ...]
        tests/mutate/mutate.py --check   (every line's edits apply: `make test`)
@@ -92,6 +94,11 @@ def run(cmd, tree, shell=False):
             RUNNING.discard(p)
 
 
+def on_kafka(m):
+    """True when m's test starts Apache Kafka (one such test at a time)."""
+    return "tests/kafka/with_kafka.sh" in m["test"]
+
+
 def edits_of(m):
     """The mutation's edits: (file, find, replace), the first one first."""
     return [(e["file"], e["find"], e["replace"]) for e in [m] + m.get("also", [])]
@@ -117,7 +124,7 @@ def mutate(m, tree):
         if run(BUILD, tree) != 0:
             return "NOT APPLIED (does not build)"
         with open(os.path.join(WORKERS, "kafka.lock"), "w") as lock:
-            if "tests/kafka/with_kafka.sh" in m["test"]:
+            if on_kafka(m):
                 fcntl.flock(lock, fcntl.LOCK_EX)  # one Apache Kafka cluster at a time
             for i in range(RUNS):
                 try:
@@ -166,7 +173,19 @@ def add_workers(jobs):
 def run_all(table, trees, report):
     """One worker per tree, each taking the next mutation until none is
     left; on an interrupt, what runs is interrupted (then killed)."""
-    todo = iter(table)
+    kafka = [m for m in table if on_kafka(m)]
+    other = [m for m in table if not on_kafka(m)]
+    taken = [0]  # Apache Kafka mutations taken and not yet ended
+
+    def take():
+        """The next mutation, or None: the next Apache Kafka one when none
+        is taken (they run one at a time and take longest), else the next
+        other one, else (the others all taken) the next Apache Kafka one,
+        which waits for the one running. Under LOCK."""
+        if kafka and (not taken[0] or not other):
+            taken[0] += 1
+            return kafka.pop(0)
+        return other.pop(0) if other else None
     # Released as each worker ends; not join(): Python 3.11's join(), when
     # interrupted, can mark a running thread as ended (bpo-45274's fix).
     ended = threading.Semaphore(0)
@@ -175,11 +194,16 @@ def run_all(table, trees, report):
         try:
             while True:
                 with LOCK:
-                    m = next(todo, None)
+                    m = take()
                 if m is None or STOP.is_set():
                     return
                 t0 = time.time()
-                result = mutate(m, tree)
+                try:
+                    result = mutate(m, tree)
+                finally:
+                    if on_kafka(m):
+                        with LOCK:
+                            taken[0] -= 1
                 if not STOP.is_set():
                     report(m, result, time.time() - t0)
         finally:
