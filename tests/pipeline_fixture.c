@@ -3,12 +3,19 @@
  */
 #include "tests/pipeline_fixture.h"
 
-int setup(void **state) {
-    static const char *const topics[] = {"in:4",    "out:4",   "dlq:1",   "a:1",
-                                         "a.out:1", "b:1",     "b.out:1", "c:1",
-                                         "c.out:1", "c.dlq:1", NULL};
+static const char *const route_topics[] = {"in:4",    "out:4",   "dlq:1",   "a:1",
+                                           "a.out:1", "b:1",     "b.out:1", "c:1",
+                                           "c.out:1", "c.dlq:1", NULL};
 
-    *state = kf_env_new(2, topics);
+int setup(void **state) {
+    *state = kf_env_new(2, route_topics);
+    return 0;
+}
+
+/* The same topics over three brokers: a third one to lead a partition
+ * that a case slows alone (rtt). */
+int setup_three(void **state) {
+    *state = kf_env_new(3, route_topics);
     return 0;
 }
 

@@ -98,6 +98,7 @@ typedef kf_env env;
 
 int setup(void **state);
 int setup_bounds(void **state);
+int setup_three(void **state);
 int teardown(void **state);
 void start(kf_run *r, env *e, const char *producer_props, int max_retries,
            const char *grace);

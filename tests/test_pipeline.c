@@ -41,7 +41,7 @@ int main(void) {
                                         teardown),
         cmocka_unit_test_setup_teardown(test_handover_moves_history, setup, teardown),
         cmocka_unit_test_setup_teardown(test_signed_history_only, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_handover_keys_spread, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_handover_keys_spread, setup_three, teardown),
         cmocka_unit_test_setup_teardown(test_handover_ignores_event_time, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_handover_waits_for_downstream, setup,

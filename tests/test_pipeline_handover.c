@@ -339,13 +339,20 @@ static void send_onto(env *e, int first, int nparts, int from, int to, int copy)
 }
 
 /* Keys spread over partitions (issue 26 item 5): a replica forwarded
- * 20,000 keys from partition 3; a keyless producer sends the last 200 of
+ * 2,000 keys from partition 3; a keyless producer sends the last 200 of
  * them again onto partitions 0, 1 and 2. A replica with a fresh store (an
  * emptyDir pod start) is given every partition: partitions 0-2, whose own
  * histories are empty, are not consumed before partition 3's history is
  * learned too, so every copy is a duplicate. (Before, each was consumed as
  * soon as its own empty history was read, while partition 3's was still
- * being read: copies went downstream again.) */
+ * being read: copies went downstream again.)
+ *
+ * Partition 3's history (out 3) is led by broker 3, which answers each
+ * request 1 s late while the new replica reads it; the other partitions'
+ * brokers answer at once. So the empty histories are learned seconds
+ * before partition 3's, and a replica that consumed them then forwards the
+ * copies long before partition 3's first fetch returns: setup_three's
+ * cluster (test_pipeline.c). */
 void test_handover_keys_spread(void **state) {
     env *e = *state;
     kd_pipeline_stats st;
@@ -354,33 +361,37 @@ void test_handover_keys_spread(void **state) {
     size_t n, twice = 0;
     kf_run r;
 
-    send_onto(e, 3, 1, 0, 20000, 0);
+    kf_mock_cmd(&e->mock, "coordinator g 1");
+    for (int i = 0; i < PARTS; i++) {
+        kf_mock_cmd(&e->mock, "leader in %d 1", i);
+        kf_mock_cmd(&e->mock, "leader out %d %d", i, i == 3 ? 3 : 2);
+    }
+    send_onto(e, 3, 1, 0, 2000, 0);
     start_named(&r, e, "a");
-    st = kf_run_wait(&r, 20000, TIMEOUT_MS);
+    st = kf_run_wait(&r, 2000, TIMEOUT_MS);
     kf_run_stop(&r);
-    assert_int_equal(st.forwarded, 20000);
+    assert_int_equal(st.forwarded, 2000);
 
-    send_onto(e, 0, 3, 19800, 20000, 1);
-    /* A fresh store, reading 1 ms a turn: partition 3's 20,000 records take
-     * many turns, the empty histories of the others none. */
+    send_onto(e, 0, 3, 1800, 2000, 1);
     snprintf(dir, sizeof(dir), "%s/b", e->dir);
     assert_int_equal(mkdir(dir, 0700), 0);
-    kf_run_start(&r, &e->mock, DEDUP_CONFIG, e->mock.bootstrap,
-                 "{\"scan_step\": \"1ms\"}", dir);
+    kf_mock_cmd(&e->mock, "rtt 3 1000");
+    kf_run_start(&r, &e->mock, DEDUP_CONFIG, e->mock.bootstrap, "{}", dir);
     st = kf_run_wait(&r, 200, TIMEOUT_MS);
     kf_run_stop(&r);
-    recs = kf_read(&e->mock, "out", PARTS, 20000, 1000, TIMEOUT_MS, &n);
-    for (int i = 19800; i < 20000; i++) {
+    kf_mock_cmd(&e->mock, "rtt 3 0");
+    recs = kf_read(&e->mock, "out", PARTS, 2000, 1000, TIMEOUT_MS, &n);
+    for (int i = 1800; i < 2000; i++) {
         snprintf(key, sizeof(key), "key-%d", i);
         twice += kf_count_key(recs, n, key) > 1;
     }
-    print_message("%zu records downstream for 20000 keys; %zu of the 200 copies "
+    print_message("%zu records downstream for 2000 keys; %zu of the 200 copies "
                   "forwarded again\n",
                   n, twice);
     free(recs);
     assert_int_equal(twice, 0);
-    assert_int_equal(n, 20000);
-    assert_int_equal(st.handover_keys, 20000);
+    assert_int_equal(n, 2000);
+    assert_int_equal(st.handover_keys, 2000);
     assert_int_equal(st.forwarded, 0);
     assert_int_equal(st.duplicates_completed, 200);
     assert_int_equal(st.collisions, 0);
