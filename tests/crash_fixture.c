@@ -35,6 +35,9 @@ void case_open(tcase *t, env *e, const char *name, int nparts) {
 }
 
 void case_close(tcase *t) {
+    if (t->reader)
+        rd_kafka_destroy(t->reader);
+    t->reader = NULL;
     kd_store_destroy(t->store);
     kd_store_destroy(t->prior);
     t->store = t->prior = NULL;
@@ -102,6 +105,17 @@ kd_pipeline_stats run_stop(tcase *t) {
     return st;
 }
 
+/* The committed offset of t's group on its source partition part (-1001
+ * when none), read by one client for the whole case: the waits read it
+ * every few milliseconds, and a client started for each read (its threads,
+ * its connections to every broker) loaded the shared mock cluster with
+ * thousands of them a case. */
+int64_t committed_at(tcase *t, int part) {
+    if (!t->reader)
+        t->reader = kf_reader(&t->e->mock, t->group);
+    return kf_committed_by(t->reader, t->in, part);
+}
+
 kd_pipeline_stats stats(tcase *t) {
     kd_pipeline_stats st;
 
@@ -124,8 +138,7 @@ void wait_for(tcase *t, cond_fn done, uint64_t arg, const char *what) {
                      ", store errors %" PRIu64 "; committed %" PRId64 " and %" PRId64
                      " of %zu sent)",
                      what, st.consumed, st.forwarded, st.assigned_partitions, st.inflight,
-                     st.store_errors, kf_committed(&t->e->mock, t->group, t->in, 0),
-                     kf_committed(&t->e->mock, t->group, t->in, 1), t->nsent);
+                     st.store_errors, committed_at(t, 0), committed_at(t, 1), t->nsent);
         }
         nanosleep(&(struct timespec){0, STEP_MS * 1000000L}, NULL);
     }
@@ -190,7 +203,7 @@ void check_commits(tcase *t, kd_store *image, bool ended, const char *when) {
                 key = src[i].ikey;
             }
         }
-        committed = kf_committed(&t->e->mock, t->group, t->in, part);
+        committed = committed_at(t, part);
         if (committed > (unfinished < end ? unfinished : end))
             fail_msg("%s: %s/%d committed at %" PRId64 ", past offset %" PRId64
                      " (%s), not completed in the store",
@@ -218,7 +231,7 @@ bool committed_to_end(tcase *t, uint64_t arg) {
     int64_t total = 0;
 
     for (int part = 0; part < t->nparts; part++) {
-        int64_t c = kf_committed(&t->e->mock, t->group, t->in, part);
+        int64_t c = committed_at(t, part);
 
         total += c > 0 ? c : 0;
     }

@@ -60,6 +60,7 @@ typedef struct tcase {
      * source partition its ownership ended: what it finished. */
     kd_store *prior;
     int64_t handoff[2];
+    rd_kafka_t *reader; /* reads the group's committed offsets (committed_at) */
 } tcase;
 
 /* A condition on the run, or on the case. */
@@ -77,6 +78,7 @@ kd_pipeline_stats run_join(tcase *t);
 void run_free(tcase *t);
 kd_pipeline_stats run_stop(tcase *t);
 kd_pipeline_stats stats(tcase *t);
+int64_t committed_at(tcase *t, int part);
 void wait_for(tcase *t, cond_fn done, uint64_t arg, const char *what);
 bool stuck(tcase *t, uint64_t arg);
 void send_keys(tcase *t, int from, int to);

@@ -143,6 +143,8 @@ static rd_kafka_t *client(const kf_mock *m, rd_kafka_type_t type, const char *gr
     if (group) {
         rd_kafka_conf_set(conf, "group.id", group, NULL, 0);
         rd_kafka_conf_set(conf, "enable.auto.commit", "false", NULL, 0);
+        rd_kafka_conf_set(conf, "reconnect.backoff.ms", "10", NULL, 0);
+        rd_kafka_conf_set(conf, "reconnect.backoff.max.ms", "100", NULL, 0);
     } else {
         rd_kafka_conf_set(conf, "linger.ms", "1", NULL, 0);
     }
@@ -290,16 +292,27 @@ size_t kf_count_key(const kf_record *r, size_t n, const char *ikey) {
     return c;
 }
 
-int64_t kf_committed(const kf_mock *m, const char *group, const char *topic,
-                     int32_t partition) {
-    rd_kafka_t *rk = client(m, RD_KAFKA_CONSUMER, group);
+rd_kafka_t *kf_reader(const kf_mock *m, const char *group) {
+    return client(m, RD_KAFKA_CONSUMER, group);
+}
+
+int64_t kf_committed_by(rd_kafka_t *reader, const char *topic, int32_t partition) {
     rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(1);
     int64_t off;
 
     rd_kafka_topic_partition_list_add(parts, topic, partition);
-    assert_int_equal(rd_kafka_committed(rk, parts, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    assert_int_equal(rd_kafka_committed(reader, parts, 10000),
+                     RD_KAFKA_RESP_ERR_NO_ERROR);
     off = parts->elems[0].offset;
     rd_kafka_topic_partition_list_destroy(parts);
+    return off;
+}
+
+int64_t kf_committed(const kf_mock *m, const char *group, const char *topic,
+                     int32_t partition) {
+    rd_kafka_t *rk = kf_reader(m, group);
+    int64_t off = kf_committed_by(rk, topic, partition);
+
     rd_kafka_destroy(rk);
     return off;
 }

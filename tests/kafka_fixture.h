@@ -102,6 +102,14 @@ void kf_sha256(const void *p, size_t len, unsigned char out[32]);
 /* How many records carry ikey. */
 size_t kf_count_key(const kf_record *r, size_t n, const char *ikey);
 
+/* A consumer of group that never joins it, to read the group's committed
+ * offsets again and again (kf_committed_by) without a client's start-up
+ * each time; it reconnects within 100 ms of a broker coming back. Owned by
+ * the caller (rd_kafka_destroy). */
+rd_kafka_t *kf_reader(const kf_mock *m, const char *group);
+/* The committed offset, read by reader's group, of topic/partition (-1001
+ * when none); asserts the read. */
+int64_t kf_committed_by(rd_kafka_t *reader, const char *topic, int32_t partition);
 /* The committed offset of group on topic/partition (-1001 when none). */
 int64_t kf_committed(const kf_mock *m, const char *group, const char *topic,
                      int32_t partition);

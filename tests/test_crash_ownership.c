@@ -12,7 +12,7 @@
 /* The committed offset of each of t's source partitions is `at[part]`. */
 static void check_committed_at(tcase *t, const int64_t *at, const char *when) {
     for (int part = 0; part < t->nparts; part++) {
-        int64_t c = kf_committed(&t->e->mock, t->group, t->in, part);
+        int64_t c = committed_at(t, part);
 
         if (c != at[part])
             fail_msg("%s: %s/%d committed at %" PRId64 ", expected %" PRId64, when, t->in,
@@ -86,7 +86,7 @@ static void ownership_change(void **state, const char *name, change_fn change) {
     run_start(&t, "{}", NO_HANDOVER, "300ms");
     wait_for(&t, committed_to_end, 10, "the first keys committed");
     for (int part = 0; part < 2; part++)
-        first_end[part] = kf_committed(&t.e->mock, t.group, t.in, part);
+        first_end[part] = committed_at(&t, part);
     assert_int_equal(first_end[0] + first_end[1], 10);
 
     kd_powerloss_refuse(t.store, KD_POWERLOSS_BIT(KD_POWERLOSS_RECEIPT));

@@ -246,7 +246,7 @@ void test_crash_during_handover(void **state) {
     send_keys(&t, 0, 10);
     finish_run(&t, "{}", 10, NULL);
     for (int part = 0; part < 2; part++)
-        t.handoff[part] = kf_committed(&t.e->mock, t.group, t.in, part);
+        t.handoff[part] = committed_at(&t, part);
     t.prior = t.store;
     assert_non_null(t.store = kd_powerloss_new(NULL)); /* the new owner's */
 
