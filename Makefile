@@ -86,7 +86,8 @@ DEDUP_SRC := dedup/store.c dedup/store_mem.c dedup/entry.c dedup/dedup.c dedup/d
              dedup/hex.c dedup/fmt.c
 ROCKS_SRC := store_rocks/store_rocks.c store_rocks/store_rocks_read.c store_rocks/store_rocks_write.c \
              store_rocks/store_rocks_retention.c store_rocks/store_rocks_options.c \
-             store_rocks/store_rocks_open.c store_rocks/store_rocks_stats.c
+             store_rocks/store_rocks_open.c store_rocks/store_rocks_stats.c \
+             store_rocks/store_rocks_filter.c
 CONFIG_SRC := config/config.c config/config_env.c config/config_fields.c config/config_keys.c \
               config/config_tables.c config/config_rules.c config/config_reload.c \
               config/config_load.c
@@ -262,7 +263,7 @@ $(BUILD)/tests/test_dedup: $(call obj,tests/test_dedup.c tests/test_dedup_contra
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_ROCKS) $(LIBS_DEDUP) $(LIBS_TEST)
 
 $(BUILD)/tests/test_store_rocks: $(call obj,tests/test_store_rocks.c tests/test_store_rocks_durability.c \
-                                           tests/dedup_fixture.c) \
+                                           tests/test_store_rocks_filter.c tests/dedup_fixture.c) \
                                  $(LIB_ROCKS) $(LIB_DEDUP)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_ROCKS) $(LIBS_DEDUP) $(LIBS_TEST)

@@ -141,6 +141,7 @@ typedef struct kd_config {
     int64_t store_block_cache_bytes;  /* index and filter blocks included */
     int64_t store_write_buffer_bytes; /* one memtable */
     int64_t store_max_write_buffers;
+    int64_t store_key_filter_bytes; /* 0: none */
 
     char *http_listen;                /* "host:port" */
     char *http_probes_listen;         /* "host:port" of the probes alone, or NULL */

@@ -105,6 +105,9 @@ static const field store_fields[] = {
      1 << 20, INT64_C(1) << 34, NULL, NULL, "RocksDB memtable size"},
     {"max_write_buffers", F_INT, OFF(store_max_write_buffers), "2", false, 2, 16, NULL,
      NULL, "RocksDB memtables at most (one written, the others flushing)"},
+    {"key_filter_bytes", F_INT, OFF(store_key_filter_bytes), "16777216", false, 0,
+     INT64_C(1) << 34, NULL, NULL,
+     "filter of the stored keys that lets new keys skip RocksDB's read (0: none)"},
     END_FIELDS,
 };
 

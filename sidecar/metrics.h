@@ -43,8 +43,8 @@ typedef struct kd_metrics kd_metrics;
 /* Gauges of memory and flow control, set by the pipeline. */
 typedef struct kd_flow_gauges {
     _Atomic uint64_t inflight_bytes, retrying, backpressure, held_back, offsets_tracked,
-        scan_cache_bytes, store_block_cache, store_memtables, store_table_readers, stuck,
-        txn_initialising;
+        scan_cache_bytes, store_block_cache, store_memtables, store_table_readers,
+        store_key_filter, store_key_filter_ready, stuck, txn_initialising;
 } kd_flow_gauges;
 
 /* Metrics for the routes of cfg (borrowed; must outlive the metrics). NULL

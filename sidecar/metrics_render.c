@@ -238,6 +238,14 @@ static void render_flow(buf *b, kd_flow_gauges *f) {
         {"kdedup_store_table_reader_bytes",
          "RocksDB table readers outside the block cache (should stay near 0).",
          offsetof(kd_flow_gauges, store_table_readers)},
+        {"kdedup_store_key_filter_bytes",
+         "The store's key filter, which lets reads of new keys skip RocksDB "
+         "(store.key_filter_bytes, rounded down to a power of two).",
+         offsetof(kd_flow_gauges, store_key_filter)},
+        {"kdedup_store_key_filter_ready",
+         "1 while the key filter answers: built from the store's records at start, "
+         "and holding fewer keys than it was sized for (else every read asks RocksDB).",
+         offsetof(kd_flow_gauges, store_key_filter_ready)},
         {"kdedup_stuck_messages",
          "Messages their last destination refused more than the route's max_retries "
          "times (the dead-letter topic; the downstream topic on a route without one): "

@@ -249,6 +249,7 @@ kd_store *kd_pipeline_open_store(const kd_config *cfg, kd_pipeline_store_mode mo
         .block_cache_bytes = (size_t)cfg->store_block_cache_bytes,
         .write_buffer_bytes = (size_t)cfg->store_write_buffer_bytes,
         .max_write_buffers = (int)cfg->store_max_write_buffers,
+        .key_filter_bytes = (size_t)cfg->store_key_filter_bytes,
     };
 
     if (mode == KD_PIPELINE_STORE_READER)

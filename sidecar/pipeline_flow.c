@@ -123,6 +123,8 @@ static void update_gauges(kd_pipeline *p) {
         atomic_store(&g->store_block_cache, rm.block_cache);
         atomic_store(&g->store_memtables, rm.memtables);
         atomic_store(&g->store_table_readers, rm.table_readers);
+        atomic_store(&g->store_key_filter, rm.key_filter);
+        atomic_store(&g->store_key_filter_ready, rm.key_filter_ready);
     }
 }
 

@@ -28,10 +28,16 @@ typedef struct kd_rocks_options {
     size_t block_cache_bytes;
     size_t write_buffer_bytes;
     int max_write_buffers;
+    /* The key filter, outside RocksDB: reads of streams it knows have no
+     * record (new keys) skip RocksDB. Holds about key_filter_bytes / 1.25
+     * streams; past that it stops answering until the next open. 0: none. */
+    size_t key_filter_bytes;
 } kd_rocks_options;
 
-/* The defaults: sync, a 64 MiB block cache, two memtables of 32 MiB. */
-#define KD_ROCKS_OPTIONS_DEFAULT ((kd_rocks_options){true, 64u << 20, 32u << 20, 2})
+/* The defaults: sync, a 64 MiB block cache, two memtables of 32 MiB, a
+ * 16 MiB key filter. */
+#define KD_ROCKS_OPTIONS_DEFAULT                                                         \
+    ((kd_rocks_options){true, 64u << 20, 32u << 20, 2, 16u << 20})
 
 /* Opens (creating it and its parents if missing) the RocksDB store at path
  * with opts (NULL: the defaults). Returns the store, owned by the caller
@@ -56,6 +62,8 @@ typedef struct kd_rocks_memory {
     uint64_t block_cache;   /* data, index and filter blocks (pinned ones too) */
     uint64_t memtables;     /* all memtables, flushing ones too */
     uint64_t table_readers; /* outside the cache: should stay near 0 */
+    uint64_t key_filter;    /* the key filter (kd_rocks_options.key_filter_bytes) */
+    bool key_filter_ready;  /* it answers: built, and not full */
 } kd_rocks_memory;
 
 /* Fills *out for a RocksDB store. Returns KD_OK, or KD_ERR_CONFIG if store

@@ -7,6 +7,8 @@
  * it):
  *   store_rocks.c            record keys and head records (the layout), the
  *                            write counters, errors, kd_rocks_record_key
+ *   store_rocks_filter.c     the key filter: streams that certainly have
+ *                            no record, built at open, added to by writes
  *   store_rocks_read.c       reads of a stream's head, one or a batch (one
  *                            MultiGet)
  *   store_rocks_write.c      appends under the stripe locks, one or a batch,
@@ -45,6 +47,24 @@
 #define PREFIX_HEAD_V1 'h' /* layout 1: 'h', stream (refused at open) */
 #define HASH_LEN 8
 
+/* What the key filter answers (kd_rocks_filter.state). */
+enum { KD_FILTER_OFF, KD_FILTER_BUILDING, KD_FILTER_READY };
+
+/* The key filter (store_rocks_filter.c). Its words and state are atomic:
+ * every thread that reads or writes the store uses it, and its builder
+ * thread runs from the open until it is done (or the store closes). */
+typedef struct kd_rocks_filter {
+    _Atomic uint64_t *words; /* NULL: no filter (key_filter_bytes 0, a secondary) */
+    uint64_t mask;           /* words - 1 (a power of two) */
+    size_t bytes;
+    uint64_t capacity;      /* streams it holds at its false-positive rate */
+    _Atomic uint64_t added; /* streams that set a new bit: about the distinct ones */
+    _Atomic int state;      /* KD_FILTER_*: only READY answers "no" */
+    _Atomic bool stop;      /* the store closes: the builder stops */
+    pthread_t builder;
+    bool has_builder;
+} kd_rocks_filter;
+
 typedef struct rocks_store {
     rocksdb_t *db;
     rocksdb_options_t *opts;
@@ -74,6 +94,7 @@ typedef struct rocks_store {
      * needs no re-read under the lock: nothing wrote the stream since (one
      * process owns the database, by RocksDB's LOCK file). */
     _Atomic uint64_t versions[VERSIONS];
+    kd_rocks_filter filter_keys;
 } rocks_store;
 
 /* store_rocks.c */
@@ -138,6 +159,29 @@ kd_err kd_rocks_append_batch(void *impl, kd_append *items, size_t n);
 /* Store op: appends a batch in one write, not synced
  * (kd_store_append_batch_lazy). */
 kd_err kd_rocks_append_batch_lazy(void *impl, kd_append *items, size_t n);
+
+/* store_rocks_filter.c */
+
+/* Sets f up with the largest power-of-two number of words that fits in
+ * bytes (none under 8 bytes: no filter), answering "maybe" until it is
+ * built; false when out of memory. */
+bool kd_rocks_filter_init(kd_rocks_filter *f, size_t bytes);
+
+/* Starts the thread that adds r's stored streams to its filter, which
+ * answers once it is done. Without a filter, or a thread, nothing. */
+void kd_rocks_filter_start(rocks_store *r);
+
+/* Adds the stream whose kd_store_stream_hash() is hash; called before the
+ * stream is written. Thread-safe. */
+void kd_rocks_filter_add(kd_rocks_filter *f, uint64_t hash);
+
+/* False only when the stream whose hash is hash certainly has no record;
+ * the caller loaded the slot's write counter before asking. Thread-safe. */
+bool kd_rocks_filter_may_have(kd_rocks_filter *f, uint64_t hash);
+
+/* Stops and joins the builder and frees the words (before the database
+ * closes). */
+void kd_rocks_filter_destroy(kd_rocks_filter *f);
 
 /* store_rocks_retention.c */
 

@@ -36,6 +36,7 @@ static void rocks_destroy(void *impl) {
 
     if (!r)
         return;
+    kd_rocks_filter_destroy(&r->filter_keys); /* its builder reads the database */
     if (r->cf)
         rocksdb_column_family_handle_destroy(r->cf);
     if (r->db)
@@ -192,7 +193,10 @@ static kd_store *rocks_open(const char *path, const kd_rocks_options *opts,
         pthread_mutex_init(&r->stripes[i], NULL);
     for (size_t i = 0; i < VERSIONS; i++)
         atomic_init(&r->versions[i], 1);
-    if (!(r->path = strdup(path)) || !kd_rocks_configure(r, opts ? opts : &defaults)) {
+    if (!opts)
+        opts = &defaults;
+    if (!(r->path = strdup(path)) || !kd_rocks_configure(r, opts) ||
+        !kd_rocks_filter_init(&r->filter_keys, secondary ? 0 : opts->key_filter_bytes)) {
         snprintf(errstr, errstr_size, "store \"%s\": out of memory", path);
         goto fail;
     }
@@ -227,6 +231,7 @@ static kd_store *rocks_open(const char *path, const kd_rocks_options *opts,
                  path);
         goto fail;
     }
+    kd_rocks_filter_start(r);
     return kd_store_new(&kd_rocks_ops, r);
 fail:
     rocks_destroy(r);

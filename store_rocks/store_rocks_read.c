@@ -11,11 +11,14 @@
 kd_err kd_rocks_read_last(void *impl, const char *stream, size_t stream_len,
                           uint64_t *seq, void **payload, size_t *payload_len,
                           bool *found) {
-    uint64_t count;
-    kd_err err = kd_rocks_head_get(impl, stream, stream_len,
-                                   kd_store_stream_hash(stream, stream_len), &count,
-                                   payload, payload_len);
+    rocks_store *r = impl;
+    uint64_t count = 0, h = kd_store_stream_hash(stream, stream_len);
+    kd_err err = KD_OK;
 
+    if (kd_rocks_filter_may_have(&r->filter_keys, h))
+        err = kd_rocks_head_get(r, stream, stream_len, h, &count, payload, payload_len);
+    else if (payload)
+        *payload = NULL;
     *found = err == KD_OK && count > 0;
     if (*found)
         *seq = count - 1;
@@ -53,9 +56,10 @@ static int mref_cmp(const void *x, const void *y) {
 /* The items' heads with one batched MultiGet (its filter and block
  * lookups shared by the batch), its keys handed over in RocksDB's order
  * (sorted_input: RocksDB's own sort of them cost more than this one);
- * false when out of memory (nothing read). */
+ * streams the key filter knows have no record are not asked for. False
+ * when out of memory (nothing read). */
 static bool read_multi(rocks_store *r, kd_read *items, size_t n) {
-    size_t total = 0, at = 0;
+    size_t total = 0, at = 0, m = 0;
     char *buf, **errs;
     const char **keys;
     size_t *lens;
@@ -78,20 +82,26 @@ static bool read_multi(rocks_store *r, kd_read *items, size_t n) {
         kd_read *it = &items[i];
         uint64_t h = kd_store_stream_hash(it->stream, it->stream_len);
 
-        /* before the read, as below */
+        /* before the read, and before the filter (store_rocks_filter.c) */
         it->version = atomic_load(kd_rocks_version_of(r, h));
         it->payload = NULL;
-        refs[i] = (mref){buf + at,
+        if (!kd_rocks_filter_may_have(&r->filter_keys, h)) {
+            read_item_set(it, NULL, 0);
+            continue;
+        }
+        refs[m] = (mref){buf + at,
                          kd_rocks_rkey_fill(buf + at, it->stream, it->stream_len, h), i};
-        at += refs[i].len;
+        at += refs[m++].len;
     }
-    qsort(refs, n, sizeof(*refs), mref_cmp);
-    for (size_t j = 0; j < n; j++) {
+    if (!m)
+        goto done;
+    qsort(refs, m, sizeof(*refs), mref_cmp);
+    for (size_t j = 0; j < m; j++) {
         keys[j] = refs[j].key;
         lens[j] = refs[j].len;
     }
-    rocksdb_batched_multi_get_cf(r->db, r->ropts, r->cf, n, keys, lens, vals, errs, true);
-    for (size_t j = 0; j < n; j++) {
+    rocksdb_batched_multi_get_cf(r->db, r->ropts, r->cf, m, keys, lens, vals, errs, true);
+    for (size_t j = 0; j < m; j++) {
         kd_read *it = &items[refs[j].idx];
         const char *val = NULL;
         size_t vlen = 0;
@@ -132,8 +142,11 @@ kd_err kd_rocks_read_last_batch(void *impl, kd_read *items, size_t n) {
          * carries a current version. */
         it->version = atomic_load(kd_rocks_version_of(r, h));
         it->payload = NULL;
-        it->err = kd_rocks_head_get(r, it->stream, it->stream_len, h, &count,
-                                    &it->payload, &it->payload_len);
+        count = 0;
+        it->err = kd_rocks_filter_may_have(&r->filter_keys, h)
+                      ? kd_rocks_head_get(r, it->stream, it->stream_len, h, &count,
+                                          &it->payload, &it->payload_len)
+                      : KD_OK;
         it->found = it->err == KD_OK && count > 0;
         if (it->found)
             it->seq = count - 1;

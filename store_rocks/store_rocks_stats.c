@@ -49,5 +49,7 @@ kd_err kd_rocks_memory_get(kd_store *store, kd_rocks_memory *out) {
     out->block_cache = rocksdb_cache_get_usage(r->cache);
     out->memtables = int_property(r, "rocksdb.size-all-mem-tables");
     out->table_readers = int_property(r, "rocksdb.estimate-table-readers-mem");
+    out->key_filter = r->filter_keys.bytes;
+    out->key_filter_ready = atomic_load(&r->filter_keys.state) == KD_FILTER_READY;
     return KD_OK;
 }

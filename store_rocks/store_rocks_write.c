@@ -62,6 +62,7 @@ kd_err kd_rocks_append(void *impl, const char *stream, size_t stream_len,
     if (err == KD_OK && count != expected_seq)
         err = KD_ERR_SEQUENCE_CONFLICT;
     if (err == KD_OK) {
+        kd_rocks_filter_add(&r->filter_keys, h); /* before the write */
         wb = rocksdb_writebatch_create();
         err = kd_rocks_batch_put(wb, stream, stream_len, h, expected_seq, payload,
                                  payload_len)
@@ -132,6 +133,7 @@ static kd_err batch_check(rocks_store *r, kd_append *items, const bref *refs, si
             a->result = KD_ERR_SEQUENCE_CONFLICT;
             continue;
         }
+        kd_rocks_filter_add(&r->filter_keys, refs[i].hash); /* before the write */
         if (!kd_rocks_batch_put(wb, a->stream, a->stream_len, refs[i].hash,
                                 a->expected_seq, a->payload, a->payload_len))
             return KD_ERR_STORE;

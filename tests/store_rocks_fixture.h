@@ -42,4 +42,10 @@ void test_batch_append_per_item(void **state);
 void test_batch_read_per_item(void **state);
 void test_small_memory_bounds(void **state);
 
+/* test_store_rocks_filter.c */
+void test_key_filter_built_at_open(void **state);
+void test_key_filter_learns_writes(void **state);
+void test_key_filter_full_stops_answering(void **state);
+void test_key_filter_no_then_written(void **state);
+
 #endif /* KD_TEST_STORE_ROCKS_FIXTURE_H */

@@ -320,6 +320,11 @@ int main(void) {
         cmocka_unit_test(test_small_memory_bounds),
         cmocka_unit_test(test_synced_appends_reach_the_disk),
         cmocka_unit_test(test_lazy_writes_made_durable),
+        cmocka_unit_test_setup_teardown(test_key_filter_built_at_open, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_key_filter_learns_writes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_key_filter_full_stops_answering, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_key_filter_no_then_written, setup, teardown),
     };
 
     return cmocka_run_group_tests_name("store_rocks", tests, NULL, NULL);

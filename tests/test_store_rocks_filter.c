@@ -1,0 +1,193 @@
+/*
+ * kdedup tests - the RocksDB store's key filter (store_rocks_filter.c):
+ * what it answers for records stored before the open, for each write path
+ * after it, once it is full, and an append that trusted its "no" (run by
+ * test_store_rocks.c).
+ */
+#include "store_rocks/store_rocks.h"
+#include "tests/store_rocks_fixture.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define READY_WAIT_MS 30000
+
+/* Waits, at most READY_WAIT_MS, until s's key filter answers or not. */
+static void wait_filter(kd_store *s, bool ready) {
+    for (int waited = 0;; waited += 5) {
+        kd_rocks_memory m;
+
+        assert_int_equal(kd_rocks_memory_get(s, &m), KD_OK);
+        if (m.key_filter_ready == ready)
+            return;
+        if (waited > READY_WAIT_MS)
+            fail_msg("the key filter never became %s", ready ? "ready" : "unready");
+        nanosleep(&(struct timespec){0, 5 * 1000 * 1000}, NULL);
+    }
+}
+
+static kd_store *open_with_filter(const char *dir, size_t bytes) {
+    kd_rocks_options o = KD_ROCKS_OPTIONS_DEFAULT;
+    char err[512];
+    kd_store *s;
+
+    o.key_filter_bytes = bytes;
+    if (!(s = kd_rocks_open_with(dir, &o, err, sizeof(err))))
+        fail_msg("%s", err);
+    return s;
+}
+
+/* Asserts that stream `name` holds seq entries (0: none), read alone and
+ * among n - 1 absent streams in one batch (which takes the MultiGet). */
+static void assert_seq(kd_store *s, const char *name, uint64_t entries) {
+    enum { N = 4 };
+    char absent[N][32];
+    kd_read reads[N];
+    void *payload = NULL;
+    size_t len = 0;
+    uint64_t seq = 0;
+    bool found = true;
+
+    assert_int_equal(
+        kd_store_read_last(s, name, strlen(name), &seq, &payload, &len, &found), KD_OK);
+    if (found != (entries > 0) || (found && seq != entries - 1))
+        fail_msg("%s read alone: found %d, seq %llu; %llu entries written", name, found,
+                 (unsigned long long)seq, (unsigned long long)entries);
+    free(payload);
+    reads[0] = (kd_read){.stream = name, .stream_len = strlen(name)};
+    for (int i = 1; i < N; i++) {
+        snprintf(absent[i], sizeof(absent[i]), "absent-%d-%s", i, name);
+        reads[i] = (kd_read){.stream = absent[i], .stream_len = strlen(absent[i])};
+    }
+    assert_int_equal(kd_store_read_last_batch(s, reads, N), KD_OK);
+    if (reads[0].err != KD_OK || reads[0].found != (entries > 0) ||
+        (reads[0].found && reads[0].seq != entries - 1))
+        fail_msg("%s read in a batch: found %d, seq %llu; %llu entries written", name,
+                 reads[0].found, (unsigned long long)reads[0].seq,
+                 (unsigned long long)entries);
+    for (int i = 0; i < N; i++) {
+        if (i)
+            assert_false(reads[i].found);
+        free(reads[i].payload);
+    }
+}
+
+/* Writes stream `name`'s entry seq through path: 0 kd_store_append, 1 a
+ * synced batch, 2 a lazy batch. */
+static void write_via(kd_store *s, int path, const char *name, uint64_t seq) {
+    kd_append a = {.stream = name,
+                   .stream_len = strlen(name),
+                   .expected_seq = seq,
+                   .payload = "p",
+                   .payload_len = 1};
+
+    if (path == 0)
+        assert_int_equal(kd_store_append(s, name, strlen(name), seq, "p", 1), KD_OK);
+    else if (path == 1)
+        assert_int_equal(kd_store_append_batch(s, &a, 1), KD_OK);
+    else
+        assert_int_equal(kd_store_append_batch_lazy(s, &a, 1), KD_OK);
+    if (path)
+        assert_int_equal(a.result, KD_OK);
+}
+
+/* Records stored before the open are found once the filter is built from
+ * them, whichever path wrote them, and new streams are not. */
+void test_key_filter_built_at_open(void **state) {
+    fx *f = *state;
+    enum { STREAMS = 3000 };
+    char name[32];
+    kd_store *s;
+
+    fx_close(f);
+    s = open_with_filter(f->dir, 1u << 20);
+    for (int i = 0; i < STREAMS; i++) {
+        snprintf(name, sizeof(name), "s-%d", i);
+        for (int e = 0; e <= i % 2; e++)
+            write_via(s, i % 3, name, (uint64_t)e);
+    }
+    assert_int_equal(kd_store_sync(s), KD_OK);
+    kd_store_destroy(s);
+
+    s = open_with_filter(f->dir, 1u << 20);
+    wait_filter(s, true);
+    for (int i = 0; i < STREAMS; i++) {
+        snprintf(name, sizeof(name), "s-%d", i);
+        assert_seq(s, name, (uint64_t)(i % 2) + 1);
+        snprintf(name, sizeof(name), "n-%d", i);
+        assert_seq(s, name, 0);
+    }
+    kd_store_destroy(s);
+}
+
+/* Streams written after the filter was built, by each write path, are
+ * found by both reads. */
+void test_key_filter_learns_writes(void **state) {
+    fx *f = *state;
+    char name[32];
+
+    wait_filter(f->store, true);
+    for (int path = 0; path < 3; path++)
+        for (int i = 0; i < 20; i++) {
+            snprintf(name, sizeof(name), "w-%d-%d", path, i);
+            assert_seq(f->store, name, 0);
+            write_via(f->store, path, name, 0);
+            assert_seq(f->store, name, 1);
+        }
+}
+
+/* A filter that took more streams than it holds stops answering (its
+ * gauge says so) and every read asks RocksDB: still right. */
+void test_key_filter_full_stops_answering(void **state) {
+    fx *f = *state;
+    char name[32];
+    kd_rocks_memory m;
+    kd_store *s;
+
+    fx_close(f);
+    s = open_with_filter(f->dir, 64); /* 8 words: 51 streams */
+    wait_filter(s, true);
+    assert_int_equal(kd_rocks_memory_get(s, &m), KD_OK);
+    assert_int_equal(m.key_filter, 64);
+    for (int i = 0; i < 200; i++) {
+        snprintf(name, sizeof(name), "f-%d", i);
+        write_via(s, 1, name, 0);
+    }
+    wait_filter(s, false);
+    for (int i = 0; i < 200; i++) {
+        snprintf(name, sizeof(name), "f-%d", i);
+        assert_seq(s, name, 1);
+    }
+    kd_store_destroy(s);
+    s = open_with_filter(f->dir, 0); /* none: never ready, every read asks */
+    assert_int_equal(kd_rocks_memory_get(s, &m), KD_OK);
+    assert_int_equal(m.key_filter, 0);
+    assert_false(m.key_filter_ready);
+    assert_seq(s, "f-7", 1);
+    kd_store_destroy(s);
+}
+
+/* A batch read told "no record" by the filter carries the version from
+ * before: a write to the stream in between makes the append that trusted
+ * it re-read, and refuse. */
+void test_key_filter_no_then_written(void **state) {
+    fx *f = *state;
+    kd_read reads[2] = {{.stream = "race", .stream_len = 4},
+                        {.stream = "other", .stream_len = 5}};
+    kd_append a = {.stream = "race",
+                   .stream_len = 4,
+                   .expected_seq = 0,
+                   .payload = "p",
+                   .payload_len = 1};
+
+    wait_filter(f->store, true);
+    assert_int_equal(kd_store_read_last_batch(f->store, reads, 2), KD_OK);
+    assert_false(reads[0].found);
+    assert_int_equal(kd_store_append(f->store, "race", 4, 0, "q", 1), KD_OK);
+    a.version = reads[0].version;
+    kd_store_append_batch(f->store, &a, 1);
+    assert_int_equal(a.result, KD_ERR_SEQUENCE_CONFLICT);
+    assert_seq(f->store, "race", 1);
+}
