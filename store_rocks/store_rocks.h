@@ -30,7 +30,9 @@ typedef struct kd_rocks_options {
     int max_write_buffers;
     /* The key filter, outside RocksDB: reads of streams it knows have no
      * record (new keys) skip RocksDB. Holds about key_filter_bytes / 1.25
-     * streams; past that it stops answering until the next open. 0: none. */
+     * streams; built again (a scan) once that many were added since its
+     * last build; a store of more than half that gets none (until the next
+     * open). 0: none. */
     size_t key_filter_bytes;
 } kd_rocks_options;
 
@@ -64,6 +66,7 @@ typedef struct kd_rocks_memory {
     uint64_t table_readers; /* outside the cache: should stay near 0 */
     uint64_t key_filter;    /* the key filter (kd_rocks_options.key_filter_bytes) */
     bool key_filter_ready;  /* it answers: built, and not full */
+    uint64_t key_filter_rebuilds; /* builds after the open's, each once it was full */
 } kd_rocks_memory;
 
 /* Fills *out for a RocksDB store. Returns KD_OK, or KD_ERR_CONFIG if store

@@ -47,20 +47,30 @@
 #define PREFIX_HEAD_V1 'h' /* layout 1: 'h', stream (refused at open) */
 #define HASH_LEN 8
 
-/* What the key filter answers (kd_rocks_filter.state). */
-enum { KD_FILTER_OFF, KD_FILTER_BUILDING, KD_FILTER_READY };
+/* What the key filter answers (kd_rocks_filter.state): only READY answers
+ * "no"; FULL waits for the builder to build it again. */
+enum { KD_FILTER_OFF, KD_FILTER_BUILDING, KD_FILTER_READY, KD_FILTER_FULL };
 
-/* The key filter (store_rocks_filter.c). Its words and state are atomic:
- * every thread that reads or writes the store uses it, and its builder
- * thread runs from the open until it is done (or the store closes). */
+#define KD_FILTER_MAX_BYTES ((size_t)1 << 40) /* larger sizes are cut to this */
+
+/* The key filter (store_rocks_filter.c). Its words, state and counters are
+ * atomic: every thread that reads or writes the store uses it, and its
+ * builder thread runs from the open until the store closes (or the filter
+ * gives up). */
 typedef struct kd_rocks_filter {
     _Atomic uint64_t *words; /* NULL: no filter (key_filter_bytes 0, a secondary) */
     uint64_t mask;           /* words - 1 (a power of two) */
     size_t bytes;
-    uint64_t capacity;      /* streams it holds at its false-positive rate */
-    _Atomic uint64_t added; /* streams that set a new bit: about the distinct ones */
-    _Atomic int state;      /* KD_FILTER_*: only READY answers "no" */
-    _Atomic bool stop;      /* the store closes: the builder stops */
+    uint64_t capacity;         /* streams it holds at its false-positive rate */
+    _Atomic uint64_t added;    /* streams that set a new bit since the last build began:
+                                * about the distinct ones */
+    _Atomic int state;         /* KD_FILTER_* */
+    _Atomic uint64_t gen;      /* bumped as a build begins (before it clears) */
+    _Atomic uint64_t rebuilds; /* builds after the first */
+    _Atomic bool stop;         /* the store closes: the builder stops */
+    pthread_mutex_t lock;      /* with wake: the builder waits for FULL or stop */
+    pthread_cond_t wake;
+    bool has_sync; /* lock and wake made */
     pthread_t builder;
     bool has_builder;
 } kd_rocks_filter;
@@ -163,16 +173,17 @@ kd_err kd_rocks_append_batch_lazy(void *impl, kd_append *items, size_t n);
 /* store_rocks_filter.c */
 
 /* Sets f up with the largest power-of-two number of words that fits in
- * bytes (none under 8 bytes: no filter), answering "maybe" until it is
- * built; false when out of memory. */
+ * bytes (none under 8 bytes: no filter; at most KD_FILTER_MAX_BYTES),
+ * answering "maybe" until it is built; false when out of memory. */
 bool kd_rocks_filter_init(kd_rocks_filter *f, size_t bytes);
 
-/* Starts the thread that adds r's stored streams to its filter, which
- * answers once it is done. Without a filter, or a thread, nothing. */
+/* Starts the thread that builds r's filter from the stored streams (it
+ * answers once built) and builds it again whenever it is full. Without a
+ * filter, nothing; without a thread, the filter never answers. */
 void kd_rocks_filter_start(rocks_store *r);
 
-/* Adds the stream whose kd_store_stream_hash() is hash; called before the
- * stream is written. Thread-safe. */
+/* Adds the stream whose kd_store_stream_hash() is hash; called under the
+ * stream's stripe lock, before the stream is written. Thread-safe. */
 void kd_rocks_filter_add(kd_rocks_filter *f, uint64_t hash);
 
 /* False only when the stream whose hash is hash certainly has no record;

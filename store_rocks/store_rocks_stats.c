@@ -51,5 +51,6 @@ kd_err kd_rocks_memory_get(kd_store *store, kd_rocks_memory *out) {
     out->table_readers = int_property(r, "rocksdb.estimate-table-readers-mem");
     out->key_filter = r->filter_keys.bytes;
     out->key_filter_ready = atomic_load(&r->filter_keys.state) == KD_FILTER_READY;
+    out->key_filter_rebuilds = atomic_load(&r->filter_keys.rebuilds);
     return KD_OK;
 }

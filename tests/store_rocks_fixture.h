@@ -43,6 +43,9 @@ void test_batch_read_per_item(void **state);
 void test_small_memory_bounds(void **state);
 
 /* test_store_rocks_filter.c */
+/* Waits, at most 30 s, until s's key filter answers (ready) or not. */
+void wait_key_filter(kd_store *s, bool ready);
+void test_key_filter_rebuilt_once_full(void **state);
 void test_key_filter_built_at_open(void **state);
 void test_key_filter_learns_writes(void **state);
 void test_key_filter_full_stops_answering(void **state);

@@ -14,8 +14,7 @@
 
 #define READY_WAIT_MS 30000
 
-/* Waits, at most READY_WAIT_MS, until s's key filter answers or not. */
-static void wait_filter(kd_store *s, bool ready) {
+void wait_key_filter(kd_store *s, bool ready) {
     for (int waited = 0;; waited += 5) {
         kd_rocks_memory m;
 
@@ -112,7 +111,7 @@ void test_key_filter_built_at_open(void **state) {
     kd_store_destroy(s);
 
     s = open_with_filter(f->dir, 1u << 20);
-    wait_filter(s, true);
+    wait_key_filter(s, true);
     for (int i = 0; i < STREAMS; i++) {
         snprintf(name, sizeof(name), "s-%d", i);
         assert_seq(s, name, (uint64_t)(i % 2) + 1);
@@ -128,7 +127,7 @@ void test_key_filter_learns_writes(void **state) {
     fx *f = *state;
     char name[32];
 
-    wait_filter(f->store, true);
+    wait_key_filter(f->store, true);
     for (int path = 0; path < 3; path++)
         for (int i = 0; i < 20; i++) {
             snprintf(name, sizeof(name), "w-%d-%d", path, i);
@@ -138,8 +137,9 @@ void test_key_filter_learns_writes(void **state) {
         }
 }
 
-/* A filter that took more streams than it holds stops answering (its
- * gauge says so) and every read asks RocksDB: still right. */
+/* A store with more streams than half what its filter holds gets none:
+ * the filter, built again once full, stops answering (its gauge says so)
+ * and every read asks RocksDB: still right. */
 void test_key_filter_full_stops_answering(void **state) {
     fx *f = *state;
     char name[32];
@@ -147,15 +147,15 @@ void test_key_filter_full_stops_answering(void **state) {
     kd_store *s;
 
     fx_close(f);
-    s = open_with_filter(f->dir, 64); /* 8 words: 51 streams */
-    wait_filter(s, true);
+    s = open_with_filter(f->dir, 64); /* 8 words: 51 streams, 25 stored at most */
+    wait_key_filter(s, true);
     assert_int_equal(kd_rocks_memory_get(s, &m), KD_OK);
     assert_int_equal(m.key_filter, 64);
     for (int i = 0; i < 200; i++) {
         snprintf(name, sizeof(name), "f-%d", i);
         write_via(s, 1, name, 0);
     }
-    wait_filter(s, false);
+    wait_key_filter(s, false);
     for (int i = 0; i < 200; i++) {
         snprintf(name, sizeof(name), "f-%d", i);
         assert_seq(s, name, 1);
@@ -182,7 +182,7 @@ void test_key_filter_no_then_written(void **state) {
                    .payload = "p",
                    .payload_len = 1};
 
-    wait_filter(f->store, true);
+    wait_key_filter(f->store, true);
     assert_int_equal(kd_store_read_last_batch(f->store, reads, 2), KD_OK);
     assert_false(reads[0].found);
     assert_int_equal(kd_store_append(f->store, "race", 4, 0, "q", 1), KD_OK);
@@ -190,4 +190,50 @@ void test_key_filter_no_then_written(void **state) {
     kd_store_append_batch(f->store, &a, 1);
     assert_int_equal(a.result, KD_ERR_SEQUENCE_CONFLICT);
     assert_seq(f->store, "race", 1);
+}
+
+/* A filter full of keys the store no longer holds (dropped by retention)
+ * is built again from what it holds, and answers again: the keys still
+ * stored are found, the dropped ones and new ones are not. */
+void test_key_filter_rebuilt_once_full(void **state) {
+    fx *f = *state;
+    uint64_t now = wall_ms();
+    kd_decision dec;
+    kd_rocks_memory m;
+    char key[32];
+    kd_store *s;
+    kd_dedup *d;
+
+    fx_close(f);
+    s = open_with_filter(f->dir, 1024); /* 128 words: 819 streams, 409 stored */
+    assert_non_null(d = kd_dedup_new(s, "test"));
+    kd_dedup_set_retention(d, 3600 * 1000, 60 * 1000);
+    wait_key_filter(s, true);
+    for (int i = 0; i < 600; i++) { /* claimed two hours ago: past ttl */
+        snprintf(key, sizeof(key), "old-%d", i);
+        assert_int_equal(kd_dedup_claim_or_get(d, K(key), now - 7200000, &dec), KD_OK);
+    }
+    assert_int_equal(kd_rocks_compact(s),
+                     KD_OK); /* gone from the store, not the filter */
+    for (int i = 0; i < 300; i++) {
+        snprintf(key, sizeof(key), "live-%d", i);
+        assert_int_equal(kd_dedup_claim_or_get(d, K(key), now, &dec), KD_OK);
+    }
+    for (int waited = 0;; waited += 5) { /* full at ~820 added: built again */
+        assert_int_equal(kd_rocks_memory_get(s, &m), KD_OK);
+        if (m.key_filter_rebuilds >= 1 && m.key_filter_ready)
+            break;
+        if (waited > READY_WAIT_MS)
+            fail_msg("not built again: %llu rebuilds, ready %d",
+                     (unsigned long long)m.key_filter_rebuilds, m.key_filter_ready);
+        nanosleep(&(struct timespec){0, 5 * 1000 * 1000}, NULL);
+    }
+    for (int i = 0; i < 300; i++) {
+        snprintf(key, sizeof(key), "live-%d", i);
+        assert_state(d, key, true, KD_IN_FLIGHT);
+        snprintf(key, sizeof(key), "old-%d", i);
+        assert_state(d, key, false, KD_CLAIMED);
+    }
+    kd_dedup_destroy(d);
+    kd_store_destroy(s);
 }

@@ -28,9 +28,11 @@ errors on broker 2, KAFKA_STORAGE_ERROR past the producer's retries). Faults onl
 answers, leaders or coordinators moved on command) raise Unsupported there.
 Every wait is bounded.
 """
+import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -325,7 +327,47 @@ class Real:
                           lambda: self.admin._find_coordinator_ids([group])[group])
 
     def set_leader(self, topic, partition, broker):
-        raise Unsupported("leaders move on Apache Kafka when their broker goes")
+        raise Unsupported("on Apache Kafka, move_leaders moves a whole topic's leaders")
+
+    def replicas(self, topic):
+        """{partition: [replica broker ids, the preferred leader first]}."""
+        for t in self.retry(f"describe {topic}", lambda: self.admin.describe_topics([topic])):
+            if t["error_code"] == 0:
+                return {p["partition"]: p["replicas"] for p in t["partitions"]}
+        raise ClusterError(f"{topic} is not described")
+
+    def move_leaders(self, topic, broker):
+        """Makes broker the leader of every partition of topic without any
+        broker going down: its replicas put in a new order, broker first
+        (kafka-reassign-partitions), then a preferred leader election
+        (kafka-leader-elections). Connections stay open, so a client learns
+        of it only when it asks the old leader, or refreshes its metadata."""
+        plan = [{"topic": topic, "partition": p,
+                 "replicas": [broker] + [b for b in reps if b != broker]}
+                for p, reps in sorted(self.replicas(topic).items())]
+        with tempfile.TemporaryDirectory() as tmp:
+            moves, elect = os.path.join(tmp, "moves.json"), os.path.join(tmp, "elect.json")
+            with open(moves, "w") as f:
+                json.dump({"version": 1, "partitions": plan}, f)
+            with open(elect, "w") as f:
+                json.dump({"partitions": [{"topic": topic, "partition": m["partition"]}
+                                          for m in plan]}, f)
+            for what, args in (
+                    ("reassign", ["org.apache.kafka.tools.reassign.ReassignPartitionsCommand",
+                                  "--bootstrap-server", self.bootstrap,
+                                  "--reassignment-json-file", moves, "--execute"]),
+                    ("elect", ["org.apache.kafka.tools.LeaderElectionCommand",
+                               "--bootstrap-server", self.bootstrap,
+                               "--election-type", "PREFERRED",
+                               "--path-to-json-file", elect])):
+                if what == "elect":
+                    self.wait(f"{topic}'s replicas reordered", lambda: all(
+                        r[0] == broker for r in self.replicas(topic).values()), 60)
+                r = kafka_rig.java(*args)
+                if r.returncode != 0:
+                    raise ClusterError(f"{what} {topic}: {r.stdout[-400:]} {r.stderr[-400:]}")
+        self.wait(f"{topic}'s leaders on broker {broker}", lambda: self.leaders(topic) and all(
+            b == broker for b in self.leaders(topic).values()), 60)
 
     def coordinator(self, group, broker):
         raise Unsupported("a group's coordinator follows its offsets partition")
