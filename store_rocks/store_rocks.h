@@ -61,11 +61,11 @@ kd_store *kd_rocks_open(const char *path, bool sync, char *errstr, size_t errstr
 
 /* What RocksDB holds in memory now, in bytes. */
 typedef struct kd_rocks_memory {
-    uint64_t block_cache;   /* data, index and filter blocks (pinned ones too) */
-    uint64_t memtables;     /* all memtables, flushing ones too */
-    uint64_t table_readers; /* outside the cache: should stay near 0 */
-    uint64_t key_filter;    /* the key filter (kd_rocks_options.key_filter_bytes) */
-    bool key_filter_ready;  /* it answers: built, and not full */
+    uint64_t block_cache;         /* data, index and filter blocks (pinned ones too) */
+    uint64_t memtables;           /* all memtables, flushing ones too */
+    uint64_t table_readers;       /* outside the cache: should stay near 0 */
+    uint64_t key_filter;          /* the key filter (kd_rocks_options.key_filter_bytes) */
+    bool key_filter_ready;        /* it answers: built, and not full */
     uint64_t key_filter_rebuilds; /* builds after the open's, each once it was full */
 } kd_rocks_memory;
 
