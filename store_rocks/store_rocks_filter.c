@@ -34,8 +34,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define BITS_PER_STREAM 10    /* capacity: about 2% of the absent ones read anyway */
-#define BUILD_STOP_EVERY 4096 /* records the builder reads between stop checks */
+#define BITS_PER_STREAM 10      /* capacity: about 2% of the absent ones read anyway */
+#define BUILD_STOP_EVERY 4096   /* records the builder reads between stop checks */
+#define BUILD_RENEW_EVERY 65536 /* records one iterator of a build reads */
 
 /* Streams' hashes (FNV) spread over the word index and the four bit
  * positions (splitmix64's finaliser). */
@@ -118,14 +119,16 @@ static void clear_for_build(rocks_store *r, kd_rocks_filter *f) {
     }
 }
 
-/* Adds every head record's stream; false when the iterator failed. */
+/* Adds every head record's stream; false when an iterator failed. The
+ * iterator is made afresh every BUILD_RENEW_EVERY records, from where it
+ * was: one iterator pins the memtables and files of its start, which the
+ * writes of a long build would otherwise keep in memory. */
 static bool scan(rocks_store *r, kd_rocks_filter *f) {
     rocksdb_iterator_t *it = rocksdb_create_iterator(r->db, r->scan_opts);
-    const char prefix = PREFIX_HEAD;
-    size_t n = 0;
-    char *err = NULL;
+    char at[1 + HASH_LEN] = {PREFIX_HEAD}, *err = NULL;
+    size_t n = 0, at_len = 1;
 
-    for (rocksdb_iter_seek(it, &prefix, 1); rocksdb_iter_valid(it);
+    for (rocksdb_iter_seek(it, at, at_len); rocksdb_iter_valid(it);
          rocksdb_iter_next(it)) {
         size_t klen;
         const unsigned char *key = (const unsigned char *)rocksdb_iter_key(it, &klen);
@@ -140,9 +143,23 @@ static bool scan(rocks_store *r, kd_rocks_filter *f) {
         for (int i = 1; i <= HASH_LEN; i++)
             h = h << 8 | key[i];
         kd_rocks_filter_add(f, h);
+        if (n % BUILD_RENEW_EVERY == 0) { /* on from this hash (added: next skips it) */
+            memcpy(at, key, at_len = 1 + HASH_LEN);
+            rocksdb_iter_get_error(it, &err);
+            rocksdb_iter_destroy(it);
+            it = NULL;
+            if (err)
+                break;
+            it = rocksdb_create_iterator(r->db, r->scan_opts);
+            rocksdb_iter_seek(it, at, at_len);
+            if (!rocksdb_iter_valid(it))
+                break;
+        }
     }
-    rocksdb_iter_get_error(it, &err);
-    rocksdb_iter_destroy(it);
+    if (it) {
+        rocksdb_iter_get_error(it, &err);
+        rocksdb_iter_destroy(it);
+    }
     rocksdb_free(err);
     return err == NULL;
 }
