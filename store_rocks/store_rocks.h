@@ -34,12 +34,15 @@ typedef struct kd_rocks_options {
      * last build; a store of more than half that gets none (until the next
      * open). 0: none. */
     size_t key_filter_bytes;
+    /* Records one iterator of the key filter's build reads before it goes
+     * on with a new one (0: 2^20); for tests. */
+    size_t key_filter_renew_records;
 } kd_rocks_options;
 
 /* The defaults: sync, a 64 MiB block cache, two memtables of 32 MiB, a
  * 16 MiB key filter. */
 #define KD_ROCKS_OPTIONS_DEFAULT                                                         \
-    ((kd_rocks_options){true, 64u << 20, 32u << 20, 2, 16u << 20})
+    ((kd_rocks_options){true, 64u << 20, 32u << 20, 2, 16u << 20, 0})
 
 /* Opens (creating it and its parents if missing) the RocksDB store at path
  * with opts (NULL: the defaults). Returns the store, owned by the caller

@@ -34,9 +34,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define BITS_PER_STREAM 10      /* capacity: about 2% of the absent ones read anyway */
-#define BUILD_STOP_EVERY 4096   /* records the builder reads between stop checks */
-#define BUILD_RENEW_EVERY 65536 /* records one iterator of a build reads */
+#define BITS_PER_STREAM 10    /* capacity: about 2% of the absent ones read anyway */
+#define BUILD_STOP_EVERY 4096 /* records the builder reads between stop checks */
 
 /* Streams' hashes (FNV) spread over the word index and the four bit
  * positions (splitmix64's finaliser). */
@@ -53,10 +52,11 @@ static uint64_t bits_of(uint64_t x) {
            UINT64_C(1) << ((x >> 52) & 63) | UINT64_C(1) << ((x >> 58) & 63);
 }
 
-bool kd_rocks_filter_init(kd_rocks_filter *f, size_t bytes) {
+bool kd_rocks_filter_init(kd_rocks_filter *f, size_t bytes, size_t renew) {
     size_t words = 1;
 
     memset(f, 0, sizeof(*f));
+    f->renew = renew ? renew : KD_FILTER_RENEW_RECORDS;
     atomic_init(&f->state, KD_FILTER_OFF);
     if (bytes < sizeof(uint64_t))
         return true; /* no filter: every read asks RocksDB */
@@ -120,16 +120,17 @@ static void clear_for_build(rocks_store *r, kd_rocks_filter *f) {
 }
 
 /* Adds every head record's stream; false when an iterator failed. The
- * iterator is made afresh every BUILD_RENEW_EVERY records, from where it
- * was: one iterator pins the memtables and files of its start, which the
- * writes of a long build would otherwise keep in memory. */
+ * iterator is made afresh every f->renew records, from where it was: one
+ * iterator pins the memtables and files of its start, which the writes
+ * of a long build would otherwise keep in memory. */
 static bool scan(rocks_store *r, kd_rocks_filter *f) {
     rocksdb_iterator_t *it = rocksdb_create_iterator(r->db, r->scan_opts);
     char at[1 + HASH_LEN] = {PREFIX_HEAD}, *err = NULL;
     size_t n = 0, at_len = 1;
+    bool ok;
 
-    for (rocksdb_iter_seek(it, at, at_len); rocksdb_iter_valid(it);
-         rocksdb_iter_next(it)) {
+    rocksdb_iter_seek(it, at, at_len);
+    while (rocksdb_iter_valid(it)) {
         size_t klen;
         const unsigned char *key = (const unsigned char *)rocksdb_iter_key(it, &klen);
         uint64_t h = 0;
@@ -138,12 +139,15 @@ static bool scan(rocks_store *r, kd_rocks_filter *f) {
             break; /* past the head records */
         if (++n % BUILD_STOP_EVERY == 0 && atomic_load(&f->stop))
             break;
-        if (klen < 1 + HASH_LEN)
-            continue; /* a foreign key (test_short_foreign_keys): not a head */
-        for (int i = 1; i <= HASH_LEN; i++)
-            h = h << 8 | key[i];
-        kd_rocks_filter_add(f, h);
-        if (n % BUILD_RENEW_EVERY == 0) { /* on from this hash (added: next skips it) */
+        if (klen >= 1 + HASH_LEN) { /* else a foreign key (test_short_foreign_keys) */
+            for (int i = 1; i <= HASH_LEN; i++)
+                h = h << 8 | key[i];
+            kd_rocks_filter_add(f, h);
+        }
+        if (n % f->renew == 0 && klen >= 1 + HASH_LEN) {
+            /* The next iterator starts at this hash and reads what it
+             * finds there: this record may be gone from its view
+             * (retention), and the one after it must not be skipped. */
             memcpy(at, key, at_len = 1 + HASH_LEN);
             rocksdb_iter_get_error(it, &err);
             rocksdb_iter_destroy(it);
@@ -152,16 +156,17 @@ static bool scan(rocks_store *r, kd_rocks_filter *f) {
                 break;
             it = rocksdb_create_iterator(r->db, r->scan_opts);
             rocksdb_iter_seek(it, at, at_len);
-            if (!rocksdb_iter_valid(it))
-                break;
+            continue;
         }
+        rocksdb_iter_next(it);
     }
     if (it) {
         rocksdb_iter_get_error(it, &err);
         rocksdb_iter_destroy(it);
     }
+    ok = err == NULL;
     rocksdb_free(err);
-    return err == NULL;
+    return ok;
 }
 
 /* The builder: builds, answers, and builds again once the filter is full;

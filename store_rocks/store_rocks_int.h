@@ -51,7 +51,8 @@
  * "no"; FULL waits for the builder to build it again. */
 enum { KD_FILTER_OFF, KD_FILTER_BUILDING, KD_FILTER_READY, KD_FILTER_FULL };
 
-#define KD_FILTER_MAX_BYTES ((size_t)1 << 40) /* larger sizes are cut to this */
+#define KD_FILTER_MAX_BYTES ((size_t)1 << 40)     /* larger sizes are cut to this */
+#define KD_FILTER_RENEW_RECORDS ((size_t)1 << 20) /* one iterator of a build reads */
 
 /* The key filter (store_rocks_filter.c). Its words, state and counters are
  * atomic: every thread that reads or writes the store uses it, and its
@@ -62,6 +63,7 @@ typedef struct kd_rocks_filter {
     uint64_t mask;           /* words - 1 (a power of two) */
     size_t bytes;
     uint64_t capacity;         /* streams it holds at its false-positive rate */
+    size_t renew;              /* records one iterator of a build reads */
     _Atomic uint64_t added;    /* streams that set a new bit since the last build began:
                                 * about the distinct ones */
     _Atomic int state;         /* KD_FILTER_* */
@@ -174,8 +176,10 @@ kd_err kd_rocks_append_batch_lazy(void *impl, kd_append *items, size_t n);
 
 /* Sets f up with the largest power-of-two number of words that fits in
  * bytes (none under 8 bytes: no filter; at most KD_FILTER_MAX_BYTES),
- * answering "maybe" until it is built; false when out of memory. */
-bool kd_rocks_filter_init(kd_rocks_filter *f, size_t bytes);
+ * answering "maybe" until it is built, its builds taking a new iterator
+ * every renew records (0: KD_FILTER_RENEW_RECORDS); false when out of
+ * memory. */
+bool kd_rocks_filter_init(kd_rocks_filter *f, size_t bytes, size_t renew);
 
 /* Starts the thread that builds r's filter from the stored streams (it
  * answers once built) and builds it again whenever it is full. Without a

@@ -196,7 +196,8 @@ static kd_store *rocks_open(const char *path, const kd_rocks_options *opts,
     if (!opts)
         opts = &defaults;
     if (!(r->path = strdup(path)) || !kd_rocks_configure(r, opts) ||
-        !kd_rocks_filter_init(&r->filter_keys, secondary ? 0 : opts->key_filter_bytes)) {
+        !kd_rocks_filter_init(&r->filter_keys, secondary ? 0 : opts->key_filter_bytes,
+                              opts->key_filter_renew_records)) {
         snprintf(errstr, errstr_size, "store \"%s\": out of memory", path);
         goto fail;
     }

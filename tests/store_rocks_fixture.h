@@ -46,6 +46,7 @@ void test_small_memory_bounds(void **state);
 /* Waits, at most 30 s, until s's key filter answers (ready) or not. */
 void wait_key_filter(kd_store *s, bool ready);
 void test_key_filter_rebuilt_once_full(void **state);
+void test_key_filter_renewal_after_a_drop(void **state);
 void test_key_filter_built_at_open(void **state);
 void test_key_filter_learns_writes(void **state);
 void test_key_filter_full_stops_answering(void **state);

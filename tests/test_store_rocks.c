@@ -328,6 +328,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_key_filter_no_then_written, setup, teardown),
         cmocka_unit_test_setup_teardown(test_key_filter_rebuilt_once_full, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_key_filter_renewal_after_a_drop, setup,
+                                        teardown),
     };
 
     return cmocka_run_group_tests_name("store_rocks", tests, NULL, NULL);
