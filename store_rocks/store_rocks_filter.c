@@ -119,11 +119,12 @@ static void clear_for_build(rocks_store *r, kd_rocks_filter *f) {
     }
 }
 
-/* Adds every head record's stream; false when an iterator failed. The
+/* Adds every head record's stream, counting them in *heads; false when an
+ * iterator failed. The
  * iterator is made afresh every f->renew records, from where it was: one
  * iterator pins the memtables and files of its start, which the writes
  * of a long build would otherwise keep in memory. */
-static bool scan(rocks_store *r, kd_rocks_filter *f) {
+static bool scan(rocks_store *r, kd_rocks_filter *f, uint64_t *heads) {
     rocksdb_iterator_t *it = rocksdb_create_iterator(r->db, r->scan_opts);
     char at[1 + HASH_LEN] = {PREFIX_HEAD}, *err = NULL;
     size_t n = 0, at_len = 1;
@@ -143,6 +144,7 @@ static bool scan(rocks_store *r, kd_rocks_filter *f) {
             for (int i = 1; i <= HASH_LEN; i++)
                 h = h << 8 | key[i];
             kd_rocks_filter_add(f, h);
+            ++*heads;
         }
         if (n % f->renew == 0 && klen >= 1 + HASH_LEN) {
             /* The next iterator starts at this hash and reads what it
@@ -170,15 +172,18 @@ static bool scan(rocks_store *r, kd_rocks_filter *f) {
 }
 
 /* The builder: builds, answers, and builds again once the filter is full;
- * gives up (OFF) on a failed scan or a store too large for it. */
+ * gives up (OFF) on a failed scan or a store too large for it (more head
+ * records than half what it holds: it would be full again soon). */
 static void *build(void *arg) {
     rocks_store *r = arg;
     kd_rocks_filter *f = &r->filter_keys;
 
     kd_rocks_perf_off();
     for (;;) {
+        uint64_t heads = 0;
+
         clear_for_build(r, f);
-        if (!scan(r, f) || atomic_load(&f->added) > f->capacity / 2) {
+        if (!scan(r, f, &heads) || heads > f->capacity / 2) {
             atomic_store(&f->state, KD_FILTER_OFF);
             return NULL;
         }
