@@ -59,6 +59,7 @@ void kd_metrics_carry(kd_metrics *to, kd_metrics *from) {
         {&to->foreign, &from->foreign},
         {&to->recovery_records, &from->recovery_records},
         {&to->recovery_us, &from->recovery_us},
+        {&to->recovery_scans, &from->recovery_scans},
         {&to->handover_records, &from->handover_records},
         {&to->handover_us, &from->handover_us},
         {&to->txn_begun, &from->txn_begun},
@@ -99,6 +100,10 @@ _Atomic uint64_t *kd_metrics_recovery_records(kd_metrics *m) {
 
 _Atomic uint64_t *kd_metrics_recovery_us(kd_metrics *m) {
     return &m->recovery_us;
+}
+
+_Atomic uint64_t *kd_metrics_recovery_scans(kd_metrics *m) {
+    return &m->recovery_scans;
 }
 
 _Atomic uint64_t *kd_metrics_handover_records(kd_metrics *m) {

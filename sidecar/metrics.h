@@ -76,9 +76,12 @@ _Atomic uint64_t *kd_metrics_foreign(kd_metrics *m);
 /* Claims left by ended ownerships' uncertain deliveries, remembered (a gauge). */
 _Atomic uint64_t *kd_metrics_left(kd_metrics *m);
 _Atomic uint64_t *kd_metrics_assigned(kd_metrics *m);
-/* Recovery scans: downstream records read, and microseconds spent. */
+/* Recovery scans: downstream records read, microseconds spent, and the
+ * reads (each read of one downstream partition, for one key or several
+ * together, a step of it counted on its own). */
 _Atomic uint64_t *kd_metrics_recovery_records(kd_metrics *m);
 _Atomic uint64_t *kd_metrics_recovery_us(kd_metrics *m);
+_Atomic uint64_t *kd_metrics_recovery_scans(kd_metrics *m);
 /* Handover scans: downstream records read, microseconds spent, and the
  * partitions assigned that wait for theirs (a gauge). */
 _Atomic uint64_t *kd_metrics_handover_records(kd_metrics *m);

@@ -52,7 +52,7 @@ struct kd_metrics {
     kd_route_metrics *routes;
     _Atomic uint64_t collisions, store_errors, inflight, assigned, held, left, foreign;
     _Atomic uint64_t txn_begun, txn_committed, txn_aborted, txn_replaced; /* txn mode */
-    _Atomic uint64_t recovery_records, recovery_us;
+    _Atomic uint64_t recovery_records, recovery_us, recovery_scans;
     _Atomic uint64_t handover_records, handover_us, handover_pending;
     kd_histogram forward_latency, store_write, txn_commit;
     kd_flow_gauges flow;

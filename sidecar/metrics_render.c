@@ -329,6 +329,11 @@ char *kd_metrics_render(kd_metrics *m, size_t *len) {
            "Downstream records read to resolve claims left by dead runs.");
     put(&b, "kdedup_recovery_scanned_records_total %llu\n",
         (unsigned long long)load(&m->recovery_records));
+    family(&b, "kdedup_recovery_scans_total", "counter",
+           "Reads of a downstream partition to resolve claims (one key's, or several "
+           "keys' together; each step of a read counted).");
+    put(&b, "kdedup_recovery_scans_total %llu\n",
+        (unsigned long long)load(&m->recovery_scans));
     family(&b, "kdedup_recovery_scan_seconds_total", "counter",
            "Time spent reading downstream records to resolve claims left by dead runs.");
     put(&b, "kdedup_recovery_scan_seconds_total %.6f\n",

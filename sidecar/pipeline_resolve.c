@@ -16,6 +16,7 @@ void kd_pl_resolve_count_scans(kd_pipeline *p, const kd_recovery_stats *before) 
     kd_recovery_stats_get(p->recovery, &after);
     GCOUNT(p, recovery_records, after.records - before->records);
     GCOUNT(p, recovery_us, after.micros - before->micros);
+    GCOUNT(p, recovery_scans, after.scans - before->scans);
     GCOUNT(p, foreign, after.foreign - before->foreign);
 }
 

@@ -157,14 +157,15 @@ static bool left_found(const kd_pipeline_stats *st) {
  * the next owner, and each copy consumed again waits for a read of out/0,
  * which holds LEFT_PAD unrelated records past where they landed. The
  * copies are read for together, a read of the partition a turn: the
- * records read stay within a few passes over it. (Each copy read for alone,
+ * reads stay a few (kdedup_recovery_scans_total), and the records read
+ * within a few passes over it. (Each copy read for alone,
  * with its own end offsets asked of the broker, read the partition once
  * per copy, and turned the loop once per handful: the CI's broker_faults
  * run left 1,160 such copies in the retries, which drained by a few a turn
  * while consumption waited for them, past the test's 120 s.) */
 void test_left_copies_read_together(void **state) {
     env *e = *state;
-    _Atomic uint64_t *records;
+    _Atomic uint64_t *records, *scans;
     kd_pipeline_stats st;
     rd_kafka_t *rk;
     char key[32];
@@ -172,6 +173,7 @@ void test_left_copies_read_together(void **state) {
 
     run_until_x(e, &r, "3000", 0, 0, "200ms");
     records = kd_metrics_recovery_records(kd_pipeline_metrics(r.p));
+    scans = kd_metrics_recovery_scans(kd_pipeline_metrics(r.p));
     pad_out(e, LEFT_PAD); /* unrelated records on out/0 */
     kf_mock_cmd(&e->mock, "rtt 2 5000");
     rk = kf_producer(&e->mock);
@@ -188,13 +190,15 @@ void test_left_copies_read_together(void **state) {
     rk = kf_producer(&e->mock); /* its delivery passes the copies' barrier */
     kf_send(rk, "in", 0, "fresh", "fresh");
     kf_producer_close(rk);
-    uint64_t before = atomic_load(records);
+    uint64_t before = atomic_load(records), scans_before = atomic_load(scans);
     st = wait_stats(&r, left_found);
-    uint64_t read = atomic_load(records) - before;
+    uint64_t read = atomic_load(records) - before,
+             nscans = atomic_load(scans) - scans_before;
     kf_run_stop(&r);
-    print_message("%llu records read for %d copies\n", (unsigned long long)read,
-                  LEFT_COPIES);
+    print_message("%llu records read for %d copies, in %llu reads\n",
+                  (unsigned long long)read, LEFT_COPIES, (unsigned long long)nscans);
     assert_int_equal(st.orphans_found, LEFT_COPIES);
+    assert_true(nscans <= 10);                               /* alone: 100 at least */
     assert_true(read <= 10 * (LEFT_PAD + LEFT_COPIES + 10)); /* alone: 100 passes */
 }
 
