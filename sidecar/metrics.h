@@ -35,7 +35,7 @@ typedef struct kd_route_metrics {
         uncertain_unknown, abandoned, parked, orphans_expired, headers_stripped,
         key_conflicts_skipped, key_conflicts_dead_lettered, key_conflicts_forwarded,
         rejected_too_many_headers, rejected_headers_too_large, rejected_ambiguous_key,
-        handover_forgets, handover_early;
+        handover_forgets, handover_early, handover_failures;
 } kd_route_metrics;
 
 typedef struct kd_metrics kd_metrics;

@@ -145,6 +145,10 @@ static void render_routes(buf *b, kd_metrics *m) {
                   "for its handover: held until the handover was done, then claimed "
                   "(or sent, without a key).",
                   RF(handover_early), "");
+    route_counter(b, m, "kdedup_handover_failures_total",
+                  "Reads of a newly assigned partition's history that failed (the "
+                  "partition waits, and is read again after a backoff of 1 s to 30 s).",
+                  RF(handover_failures), "");
     route_counter(b, m, "kdedup_abandoned_total",
                   "Messages whose partition was revoked or lost before their fate was "
                   "durable: left to the partition's next owner, never retried here.",

@@ -260,6 +260,7 @@ static void release_learned(kd_pipeline *p) {
 
 /* Handover h's read failed: it is tried again after a backoff. */
 static void handover_failed(kd_pipeline *p, handover *h) {
+    RCOUNT(p, h->route, handover_failures);
     if (!h->backoff_ms)
         atomic_fetch_add(&p->handover.failing, 1);
     h->backoff_ms = h->backoff_ms ? h->backoff_ms * 2 : HANDOVER_BACKOFF_MIN_MS;
