@@ -70,6 +70,8 @@ typedef struct kd_rocks_memory {
     uint64_t key_filter;          /* the key filter (kd_rocks_options.key_filter_bytes) */
     bool key_filter_ready;        /* it answers: built, and not full */
     uint64_t key_filter_rebuilds; /* builds after the open's, each once it was full */
+    bool key_filter_off; /* given up until the next open: the store too large for it,
+                          * or a build's read failed */
 } kd_rocks_memory;
 
 /* Fills *out for a RocksDB store. Returns KD_OK, or KD_ERR_CONFIG if store

@@ -52,5 +52,7 @@ kd_err kd_rocks_memory_get(kd_store *store, kd_rocks_memory *out) {
     out->key_filter = r->filter_keys.bytes;
     out->key_filter_ready = atomic_load(&r->filter_keys.state) == KD_FILTER_READY;
     out->key_filter_rebuilds = atomic_load(&r->filter_keys.rebuilds);
+    out->key_filter_off =
+        r->filter_keys.words && atomic_load(&r->filter_keys.state) == KD_FILTER_OFF;
     return KD_OK;
 }
