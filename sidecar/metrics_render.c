@@ -247,8 +247,9 @@ static void render_flow(buf *b, kd_flow_gauges *f) {
          "(store.key_filter_bytes, rounded down to a power of two).",
          offsetof(kd_flow_gauges, store_key_filter)},
         {"kdedup_store_key_filter_ready",
-         "1 while the key filter answers: built from the store's records at start, "
-         "and holding fewer keys than it was sized for (else every read asks RocksDB).",
+         "1 while the key filter answers (else every read asks RocksDB): built from "
+         "the store's records, at start and once full again, and not given up for a "
+         "store holding more than half the keys it was sized for.",
          offsetof(kd_flow_gauges, store_key_filter_ready)},
         {"kdedup_stuck_messages",
          "Messages their last destination refused more than the route's max_retries "
