@@ -27,9 +27,11 @@ TOKEN = "logs-test-token-0123456789"
 
 
 def lines(kd):
+    """kd's log lines so far, parsed; a line still being written (no newline
+    yet: kdedup writes while this reads) is left for the next call."""
     kd.log.flush()
     with open(os.path.join(kd.workdir, "kdedup.log")) as f:
-        return [json.loads(ln) for ln in f if ln.startswith("{")]
+        return [json.loads(ln) for ln in f if ln.startswith("{") and ln.endswith("\n")]
 
 
 def main():
