@@ -43,8 +43,8 @@ void test_batch_read_per_item(void **state);
 void test_small_memory_bounds(void **state);
 
 /* test_store_rocks_filter.c */
-/* Waits, at most 30 s, until s's key filter answers (ready) or not. */
-void wait_key_filter(kd_store *s, bool ready);
+/* Waits, at most 30 s, until s's key filter answers. */
+void wait_key_filter_ready(kd_store *s);
 void test_key_filter_rebuilt_once_full(void **state);
 void test_key_filter_renewal_after_a_drop(void **state);
 void test_key_filter_built_at_open(void **state);

@@ -293,7 +293,7 @@ static void test_short_foreign_keys(void **state) {
     raw_put(f->dir, "x", 1, "1", 1);
     raw_put(f->dir, "k12", 3, "2", 1); /* sorts before every head record */
     fx_reopen(f);
-    wait_key_filter(f->store, true); /* built past the short key */
+    wait_key_filter_ready(f->store); /* built past the short key */
     assert_int_equal(kd_dedup_claim_or_get(f->dedup, K("kept"), 1, &dec), KD_OK);
     assert_int_equal(dec.state, KD_IN_FLIGHT);
     kd_decision_clear(&dec);

@@ -21,17 +21,38 @@
 #define READY_WAIT_MS 30000
 #define RENEW 1000
 
-void wait_key_filter(kd_store *s, bool ready) {
-    for (int waited = 0;; waited += 5) {
-        kd_rocks_memory m;
+/* What kd_rocks_memory_get() tells once done(m) holds, waited for at most
+ * READY_WAIT_MS (what failing names `what`). */
+static kd_rocks_memory wait_memory(kd_store *s, bool (*done)(const kd_rocks_memory *),
+                                   const char *what) {
+    kd_rocks_memory m;
 
+    for (int waited = 0;; waited += 5) {
         assert_int_equal(kd_rocks_memory_get(s, &m), KD_OK);
-        if (m.key_filter_ready == ready)
-            return;
+        if (done(&m))
+            return m;
         if (waited > READY_WAIT_MS)
-            fail_msg("the key filter never became %s", ready ? "ready" : "unready");
+            fail_msg("the key filter never %s (%llu rebuilds, ready %d, off %d)", what,
+                     (unsigned long long)m.key_filter_rebuilds, m.key_filter_ready,
+                     m.key_filter_off);
         nanosleep(&(struct timespec){0, 5 * 1000 * 1000}, NULL);
     }
+}
+
+static bool is_ready(const kd_rocks_memory *m) {
+    return m->key_filter_ready;
+}
+
+static bool is_off(const kd_rocks_memory *m) {
+    return m->key_filter_off;
+}
+
+static bool rebuilt_ready(const kd_rocks_memory *m) {
+    return m->key_filter_rebuilds >= 1 && m->key_filter_ready;
+}
+
+void wait_key_filter_ready(kd_store *s) {
+    wait_memory(s, is_ready, "became ready");
 }
 
 /* Opens dir with a key filter of `bytes`, whose builds take a new iterator
@@ -152,7 +173,7 @@ void test_key_filter_built_at_open(void **state) {
     kd_store_destroy(s);
 
     s = open_with_filter(f->dir, 1u << 20); /* 838,860 streams: built, not too full */
-    wait_key_filter(s, true);
+    wait_key_filter_ready(s);
     for (int i = 0; i < STREAMS; i++) {
         snprintf(name, sizeof(name), "s-%d", i);
         assert_seq(s, name, (uint64_t)(i % 2) + 1);
@@ -170,7 +191,7 @@ void test_key_filter_learns_writes(void **state) {
     fx *f = *state;
     char name[32];
 
-    wait_key_filter(f->store, true);
+    wait_key_filter_ready(f->store);
     for (int path = 0; path < 3; path++)
         for (int i = 0; i < 20; i++) {
             snprintf(name, sizeof(name), "w-%d-%d", path, i);
@@ -191,22 +212,14 @@ void test_key_filter_full_stops_answering(void **state) {
 
     fx_close(f);
     s = open_with_filter(f->dir, 64); /* 8 words: 51 streams, 25 stored at most */
-    wait_key_filter(s, true);
+    wait_key_filter_ready(s);
     assert_int_equal(kd_rocks_memory_get(s, &m), KD_OK);
     assert_int_equal(m.key_filter, 64);
     for (int i = 0; i < 200; i++) {
         snprintf(name, sizeof(name), "f-%d", i);
         write_via(s, 1, name, 0);
     }
-    for (int waited = 0;; waited += 5) { /* given up, not only building again */
-        assert_int_equal(kd_rocks_memory_get(s, &m), KD_OK);
-        if (m.key_filter_off)
-            break;
-        if (waited > READY_WAIT_MS)
-            fail_msg("the key filter was not given up: %llu rebuilds, ready %d",
-                     (unsigned long long)m.key_filter_rebuilds, m.key_filter_ready);
-        nanosleep(&(struct timespec){0, 5 * 1000 * 1000}, NULL);
-    }
+    m = wait_memory(s, is_off, "was given up"); /* not only building again */
     assert_false(m.key_filter_ready);
     for (int i = 0; i < 200; i++) {
         snprintf(name, sizeof(name), "f-%d", i);
@@ -234,7 +247,7 @@ void test_key_filter_no_then_written(void **state) {
                    .payload = "p",
                    .payload_len = 1};
 
-    wait_key_filter(f->store, true);
+    wait_key_filter_ready(f->store);
     assert_int_equal(kd_store_read_last_batch(f->store, reads, 2), KD_OK);
     assert_false(reads[0].found);
     assert_int_equal(kd_store_append(f->store, "race", 4, 0, "q", 1), KD_OK);
@@ -251,7 +264,6 @@ void test_key_filter_rebuilt_once_full(void **state) {
     fx *f = *state;
     uint64_t now = wall_ms();
     kd_decision dec;
-    kd_rocks_memory m;
     char key[32];
     kd_store *s;
     kd_dedup *d;
@@ -260,7 +272,7 @@ void test_key_filter_rebuilt_once_full(void **state) {
     s = open_with_filter(f->dir, 1024); /* 128 words: 819 streams, 409 stored */
     assert_non_null(d = kd_dedup_new(s, "test"));
     kd_dedup_set_retention(d, 3600 * 1000, 60 * 1000);
-    wait_key_filter(s, true);
+    wait_key_filter_ready(s);
     for (int i = 0; i < 600; i++) { /* claimed two hours ago: past ttl */
         snprintf(key, sizeof(key), "old-%d", i);
         assert_int_equal(kd_dedup_claim_or_get(d, K(key), now - 7200000, &dec), KD_OK);
@@ -271,15 +283,7 @@ void test_key_filter_rebuilt_once_full(void **state) {
         snprintf(key, sizeof(key), "live-%d", i);
         assert_int_equal(kd_dedup_claim_or_get(d, K(key), now, &dec), KD_OK);
     }
-    for (int waited = 0;; waited += 5) { /* full at ~820 added: built again */
-        assert_int_equal(kd_rocks_memory_get(s, &m), KD_OK);
-        if (m.key_filter_rebuilds >= 1 && m.key_filter_ready)
-            break;
-        if (waited > READY_WAIT_MS)
-            fail_msg("not built again: %llu rebuilds, ready %d",
-                     (unsigned long long)m.key_filter_rebuilds, m.key_filter_ready);
-        nanosleep(&(struct timespec){0, 5 * 1000 * 1000}, NULL);
-    }
+    wait_memory(s, rebuilt_ready, "was built again"); /* full at ~820 added */
     for (int i = 0; i < 300; i++) {
         snprintf(key, sizeof(key), "live-%d", i);
         assert_state(d, key, true, KD_IN_FLIGHT);
@@ -365,7 +369,7 @@ void test_key_filter_renewal_after_a_drop(void **state) {
     atomic_store(&renew_armed, 1);
     s = open_with_filter(f->dir, 1u << 20);
     atomic_store(&renew_store, s);
-    wait_key_filter(s, true);
+    wait_key_filter_ready(s);
     atomic_store(&renew_armed, 0);
     assert_true(atomic_load(&renew_calls) >= 3); /* the drop happened */
     assert_seq(s, k[RENEW - 1].name, 0);         /* dropped */
